@@ -1,0 +1,427 @@
+//! The Veche client SDK: connect to a node over QUIC, negotiate the protocol, send requests and
+//! receive events. Bots, applications, the terminal client and the tests use it without
+//! compiling the server.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use veche_protocol::frame::{self, FrameError};
+use veche_protocol::{
+    ClientFrame, ErrorBody, ErrorCode, Event, PROTOCOL_VERSIONS, Reply, Request, ServerFrame,
+    SessionInfo, UserInfo, close,
+};
+
+pub use veche_protocol as protocol;
+
+/// How the client decides to trust the node's certificate.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Trust certificates issued by the CA in this PEM file (the node's `tls/ca.pem`).
+    CaFile(PathBuf),
+    /// Trust certificates issued by this CA, PEM text.
+    CaPem(Vec<u8>),
+    /// Trust exactly the server certificate with this SHA-256 fingerprint (hex).
+    Fingerprint(String),
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The node's QUIC address.
+    pub addr: SocketAddr,
+    /// The name the certificate must carry (`localhost`, the node's host name).
+    pub server_name: String,
+    /// What to trust.
+    pub trust: Trust,
+    /// Sent in `hello`, for the node's logs.
+    pub client_name: String,
+    /// Protocol versions to offer.
+    pub versions: Vec<u16>,
+    /// How long connecting and each request may take.
+    pub timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Connects to `addr`, trusting the CA certificate file `ca`, name `localhost`.
+    pub fn new(addr: SocketAddr, trust: Trust) -> Self {
+        Self {
+            addr,
+            server_name: "localhost".to_owned(),
+            trust,
+            client_name: concat!("veche-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+            versions: PROTOCOL_VERSIONS.to_vec(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a connection could not be established.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The trust anchor could not be read or used.
+    #[error("trust configuration: {0}")]
+    Trust(String),
+    /// QUIC or TLS failed.
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// The node speaks none of our protocol versions.
+    #[error("the node speaks protocol versions {supported:?}, none of ours")]
+    UnsupportedVersion {
+        /// What the node speaks.
+        supported: Vec<u16>,
+    },
+    /// The node refused the hello.
+    #[error("the node refused the connection: {}", .0.message)]
+    Refused(ErrorBody),
+    /// A frame could not be read or written.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The node did not answer in time.
+    #[error("the node did not answer in time")]
+    Timeout,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The node answered with an error.
+    #[error("{:?}: {}", .0.code, .0.message)]
+    Server(ErrorBody),
+    /// The connection closed before the answer arrived.
+    #[error("connection closed: {0}")]
+    Closed(String),
+    /// No answer in time.
+    #[error("no answer in time")]
+    Timeout,
+    /// The answer was not the kind of reply the request expects.
+    #[error("unexpected reply to {0}")]
+    UnexpectedReply(&'static str),
+}
+
+impl RequestError {
+    /// The server's error code, if the server answered with an error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Server(body) => Some(body.code),
+            _ => None,
+        }
+    }
+}
+
+/// How the node closed the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The application close code (see `veche_protocol::close`), if the node closed it.
+    pub code: Option<u64>,
+    /// Text of the close.
+    pub reason: String,
+}
+
+/// The result of a successful login.
+#[derive(Debug, Clone)]
+pub struct LoggedIn {
+    /// The session token: keep it to resume later.
+    pub token: String,
+    /// The session.
+    pub session: SessionInfo,
+    /// The user.
+    pub user: UserInfo,
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, ErrorBody>>>>>;
+
+/// A connection to a node.
+#[derive(Debug)]
+pub struct Connection {
+    conn: quinn::Connection,
+    endpoint: quinn::Endpoint,
+    out: mpsc::Sender<ClientFrame>,
+    pending: Pending,
+    next_id: AtomicU64,
+    events: tokio::sync::Mutex<mpsc::Receiver<Event>>,
+    fatal: Arc<Mutex<Option<ErrorBody>>>,
+    node: String,
+    version: u16,
+    timeout: Duration,
+}
+
+/// A QUIC client endpoint on an ephemeral loopback-or-any port, configured to trust `trust`.
+pub fn endpoint(config: &ClientConfig) -> Result<quinn::Endpoint, ConnectError> {
+    let crypto = tls::client_config(&config.trust)?;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+        .map_err(|e| ConnectError::Trust(e.to_string()))?;
+    let bind: SocketAddr = if config.addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let mut endpoint =
+        quinn::Endpoint::client(bind).map_err(|e| ConnectError::Connection(e.to_string()))?;
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    Ok(endpoint)
+}
+
+impl Connection {
+    /// Connects, says hello and waits for the node's welcome.
+    pub async fn connect(config: &ClientConfig) -> Result<Self, ConnectError> {
+        let endpoint = endpoint(config)?;
+        let attempt = async {
+            let conn = endpoint
+                .connect(config.addr, &config.server_name)
+                .map_err(|e| ConnectError::Connection(e.to_string()))?
+                .await
+                .map_err(|e| ConnectError::Connection(e.to_string()))?;
+            let (mut send, mut recv) = conn
+                .open_bi()
+                .await
+                .map_err(|e| ConnectError::Connection(e.to_string()))?;
+            let hello = ClientFrame::Hello {
+                versions: config.versions.clone(),
+                client: config.client_name.clone(),
+            };
+            frame::write(&mut send, &hello, frame::MAX_UNAUTHENTICATED_FRAME).await?;
+            match frame::read::<ServerFrame, _>(&mut recv, frame::DEFAULT_MAX_FRAME).await? {
+                Some(ServerFrame::Welcome { version, node, .. }) => {
+                    Ok((conn, send, recv, version, node))
+                }
+                Some(ServerFrame::Error { error, .. })
+                    if error.code == ErrorCode::UnsupportedVersion =>
+                {
+                    Err(ConnectError::UnsupportedVersion {
+                        supported: error.supported_versions.unwrap_or_default(),
+                    })
+                }
+                Some(ServerFrame::Error { error, .. }) => Err(ConnectError::Refused(error)),
+                Some(_) | None => Err(ConnectError::Connection(
+                    "the node did not welcome us".to_owned(),
+                )),
+            }
+        };
+        let (conn, send, recv, version, node) = tokio::time::timeout(config.timeout, attempt)
+            .await
+            .map_err(|_| ConnectError::Timeout)??;
+
+        let pending: Pending = Arc::default();
+        let fatal: Arc<Mutex<Option<ErrorBody>>> = Arc::default();
+        let (out, out_rx) = mpsc::channel(64);
+        tokio::spawn(write_loop(send, out_rx));
+        tokio::spawn(read_loop(recv, pending.clone(), fatal.clone()));
+        let (events_tx, events_rx) = mpsc::channel(256);
+        tokio::spawn(event_loop(conn.clone(), events_tx));
+
+        Ok(Self {
+            conn,
+            endpoint,
+            out,
+            pending,
+            next_id: AtomicU64::new(1),
+            events: tokio::sync::Mutex::new(events_rx),
+            fatal,
+            node: node.clone(),
+            version,
+            timeout: config.timeout,
+        })
+    }
+
+    /// The node's name, from its welcome.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The negotiated protocol version.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// The underlying QUIC connection (for tests and diagnostics).
+    pub fn quic(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
+    /// Sends a request and waits for its answer.
+    pub async fn request(&self, request: Request) -> Result<Reply, RequestError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        let sent = self.out.send(ClientFrame::Request { id, request }).await;
+        if sent.is_err() {
+            lock(&self.pending).remove(&id);
+            return Err(self.closed_error());
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(body))) => Err(RequestError::Server(body)),
+            Ok(Err(_)) => Err(self.closed_error()),
+            Err(_) => {
+                lock(&self.pending).remove(&id);
+                Err(RequestError::Timeout)
+            }
+        }
+    }
+
+    fn closed_error(&self) -> RequestError {
+        if let Some(body) = lock(&self.fatal).clone() {
+            return RequestError::Server(body);
+        }
+        RequestError::Closed(match self.conn.close_reason() {
+            Some(reason) => reason.to_string(),
+            None => "the connection ended".to_owned(),
+        })
+    }
+
+    /// Logs in with a password.
+    pub async fn login(
+        &self,
+        login: &str,
+        password: &str,
+        device_id: &str,
+        device_name: &str,
+    ) -> Result<LoggedIn, RequestError> {
+        let reply = self
+            .request(Request::Login {
+                login: login.to_owned(),
+                password: password.to_owned(),
+                device_id: device_id.to_owned(),
+                device_name: device_name.to_owned(),
+            })
+            .await?;
+        match reply {
+            Reply::LoggedIn {
+                session_token,
+                session,
+                user,
+            } => Ok(LoggedIn {
+                token: session_token,
+                session,
+                user,
+            }),
+            _ => Err(RequestError::UnexpectedReply("login")),
+        }
+    }
+
+    /// Authenticates with a session token from an earlier login.
+    pub async fn resume(
+        &self,
+        token: &str,
+        device_id: &str,
+    ) -> Result<(SessionInfo, UserInfo), RequestError> {
+        let reply = self
+            .request(Request::Resume {
+                token: token.to_owned(),
+                device_id: device_id.to_owned(),
+            })
+            .await?;
+        match reply {
+            Reply::Resumed { session, user } => Ok((session, user)),
+            _ => Err(RequestError::UnexpectedReply("resume")),
+        }
+    }
+
+    /// The authenticated user.
+    pub async fn whoami(&self) -> Result<UserInfo, RequestError> {
+        match self.request(Request::Whoami).await? {
+            Reply::Me { user } => Ok(user),
+            _ => Err(RequestError::UnexpectedReply("whoami")),
+        }
+    }
+
+    /// The next event from the node; `None` once the connection is gone.
+    pub async fn next_event(&self) -> Option<Event> {
+        self.events.lock().await.recv().await
+    }
+
+    /// Waits until the connection closes and says why.
+    pub async fn closed(&self) -> CloseReason {
+        match self.conn.closed().await {
+            quinn::ConnectionError::ApplicationClosed(close) => CloseReason {
+                code: Some(close.error_code.into_inner()),
+                reason: String::from_utf8_lossy(&close.reason).into_owned(),
+            },
+            other => CloseReason {
+                code: None,
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// Closes the connection normally.
+    pub async fn close(self) {
+        self.conn.close(close::NORMAL.into(), b"bye");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<ClientFrame>) {
+    while let Some(f) = rx.recv().await {
+        if let Err(e) = frame::write(&mut send, &f, frame::DEFAULT_MAX_FRAME).await {
+            tracing::debug!(error = %e, "write failed");
+            break;
+        }
+    }
+    let _ = send.finish();
+}
+
+async fn read_loop(
+    mut recv: quinn::RecvStream,
+    pending: Pending,
+    fatal: Arc<Mutex<Option<ErrorBody>>>,
+) {
+    loop {
+        match frame::read::<ServerFrame, _>(&mut recv, 16 * 1024 * 1024).await {
+            Ok(Some(ServerFrame::Response { id, reply })) => {
+                if let Some(tx) = lock(&pending).remove(&id) {
+                    let _ = tx.send(Ok(reply));
+                }
+            }
+            Ok(Some(ServerFrame::Error {
+                id: Some(id),
+                error,
+            })) => {
+                if let Some(tx) = lock(&pending).remove(&id) {
+                    let _ = tx.send(Err(error));
+                }
+            }
+            Ok(Some(ServerFrame::Error { id: None, error })) => {
+                *lock(&fatal) = Some(error);
+            }
+            Ok(Some(ServerFrame::Welcome { .. })) => {
+                tracing::debug!("ignoring a second welcome");
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "read failed");
+                break;
+            }
+        }
+    }
+    // Dropping the senders wakes every waiting request with "closed".
+    lock(&pending).clear();
+}
+
+/// The node opens the event stream after its welcome; QUIC announces it with its first
+/// event, so it is accepted here rather than during connect.
+async fn event_loop(conn: quinn::Connection, tx: mpsc::Sender<Event>) {
+    let Ok(mut recv) = conn.accept_uni().await else {
+        return;
+    };
+    while let Ok(Some(event)) = frame::read::<Event, _>(&mut recv, 16 * 1024 * 1024).await {
+        if tx.send(event).await.is_err() {
+            break;
+        }
+    }
+}

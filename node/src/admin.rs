@@ -1,0 +1,210 @@
+//! Administrator commands, and the local admin socket that carries them from `veche admin`
+//! to a running node.
+//!
+//! The socket is a Unix socket in the data folder with mode 0600: whoever may read the data
+//! folder is the node's administrator. It carries the same frames as the QUIC protocol
+//! (`Request::Admin` in, `Response`/`Error` out).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use veche_protocol::admin::{AdminReply, AdminRequest};
+use veche_protocol::{ClientFrame, ErrorBody, ErrorCode, Reply, Request, ServerFrame, frame};
+
+use crate::accounts::{AccountError, Accounts, UserSpec};
+use crate::server::registry::Registry;
+
+/// What an administrator command needs: the accounts and the live connections.
+#[derive(Debug, Clone)]
+pub(crate) struct Services {
+    pub(crate) accounts: Accounts,
+    pub(crate) registry: Arc<Registry>,
+}
+
+/// Carries out one administrator command on behalf of `actor` (written to the audit log).
+pub(crate) async fn execute(
+    services: &Services,
+    actor: &str,
+    request: AdminRequest,
+) -> Result<AdminReply, AccountError> {
+    let accounts = &services.accounts;
+    Ok(match request {
+        AdminRequest::UserAdd {
+            login,
+            display_name,
+            email,
+            password,
+            admin,
+        } => {
+            let spec = UserSpec {
+                login,
+                display_name,
+                email,
+                password,
+                admin,
+            };
+            AdminReply::User {
+                user: accounts.create_user(&spec, actor).await?,
+            }
+        }
+        AdminRequest::UserList => AdminReply::Users {
+            users: accounts.users().await?,
+        },
+        AdminRequest::UserLock { login } => {
+            let (user, ended) = accounts.set_locked(&login, true, actor).await?;
+            services
+                .registry
+                .end_sessions(&ended, "the account was locked");
+            AdminReply::User { user }
+        }
+        AdminRequest::UserUnlock { login } => AdminReply::User {
+            user: accounts.set_locked(&login, false, actor).await?.0,
+        },
+        AdminRequest::UserPasswd { login, password } => {
+            let ended = accounts
+                .set_password(&login, &password, None, actor)
+                .await?;
+            services
+                .registry
+                .end_sessions(&ended, "the password was changed");
+            AdminReply::Revoked {
+                count: ended.len() as u64,
+            }
+        }
+        AdminRequest::Sessions { login } => AdminReply::Sessions {
+            sessions: accounts.sessions(&login).await?,
+        },
+        AdminRequest::AuditLog { limit } => AdminReply::Audit {
+            records: accounts.audit_tail(limit).await?,
+        },
+        AdminRequest::Revoke { login, session_id } => {
+            let user = accounts.user(&login).await?;
+            let ended = accounts
+                .end_sessions(&user.id, session_id.as_deref(), actor, "session.revoke")
+                .await?;
+            if session_id.is_some() && ended.is_empty() {
+                return Err(AccountError::NotFound("session"));
+            }
+            services
+                .registry
+                .end_sessions(&ended, "the session was revoked by an administrator");
+            AdminReply::Revoked {
+                count: ended.len() as u64,
+            }
+        }
+    })
+}
+
+/// Serves the admin socket until `cancel` fires.
+pub(crate) async fn serve_socket(
+    listener: UnixListener,
+    services: Services,
+    cancel: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            () = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket accept failed");
+                    continue;
+                }
+            },
+        };
+        let services = services.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                result = serve_admin_client(stream, &services) => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "admin socket client ended");
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve_admin_client(
+    mut stream: UnixStream,
+    services: &Services,
+) -> Result<(), frame::FrameError> {
+    let max = frame::DEFAULT_MAX_FRAME;
+    while let Some(frame) = frame::read::<ClientFrame, _>(&mut stream, max).await? {
+        let reply = match frame {
+            ClientFrame::Request {
+                id,
+                request: Request::Admin { command },
+            } => match execute(services, "admin-socket", command).await {
+                Ok(result) => ServerFrame::Response {
+                    id,
+                    reply: Reply::Admin { result },
+                },
+                Err(e) => ServerFrame::Error {
+                    id: Some(id),
+                    error: e.to_body(),
+                },
+            },
+            ClientFrame::Request { id, .. } => ServerFrame::Error {
+                id: Some(id),
+                error: ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    "the admin socket takes admin commands only",
+                ),
+            },
+            ClientFrame::Hello { .. } => ServerFrame::Error {
+                id: None,
+                error: ErrorBody::new(ErrorCode::BadRequest, "the admin socket needs no hello"),
+            },
+        };
+        frame::write(&mut stream, &reply, max).await?;
+    }
+    Ok(())
+}
+
+/// Why a command sent over the admin socket failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminSocketError {
+    /// The node refused the command.
+    #[error("{}", .0.message)]
+    Refused(ErrorBody),
+    /// Talking to the socket failed.
+    #[error("admin socket: {0}")]
+    Frame(#[from] frame::FrameError),
+    /// The node closed the socket without answering.
+    #[error("the node closed the admin socket without answering")]
+    Closed,
+    /// The node answered with something other than an admin result.
+    #[error("unexpected answer on the admin socket")]
+    Unexpected,
+}
+
+/// Sends one command to the running node's admin socket. `Ok(None)`: no node listens there.
+pub(crate) async fn send_to_socket(
+    path: &Path,
+    command: AdminRequest,
+) -> Result<Option<AdminReply>, AdminSocketError> {
+    let Ok(mut stream) = UnixStream::connect(path).await else {
+        return Ok(None);
+    };
+    let max = frame::DEFAULT_MAX_FRAME;
+    let request = ClientFrame::Request {
+        id: 1,
+        request: Request::Admin { command },
+    };
+    frame::write(&mut stream, &request, max).await?;
+    match frame::read::<ServerFrame, _>(&mut stream, max).await? {
+        Some(ServerFrame::Response {
+            reply: Reply::Admin { result },
+            ..
+        }) => Ok(Some(result)),
+        Some(ServerFrame::Error { error, .. }) => Err(AdminSocketError::Refused(error)),
+        Some(_) => Err(AdminSocketError::Unexpected),
+        None => Err(AdminSocketError::Closed),
+    }
+}

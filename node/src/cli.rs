@@ -1,0 +1,454 @@
+//! The `veche` command line.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use veche_protocol::admin::{AdminReply, AdminRequest};
+use veche_protocol::{SessionInfo, UserInfo};
+
+use crate::config::Config;
+use crate::data_dir::{DataDir, LockError};
+use crate::node::{self, RunningNode, StartError, StartInfo};
+use crate::{admin, logging};
+
+/// Veche: a self-hosted messaging node for companies that run on business software.
+#[derive(Debug, Parser)]
+#[command(name = "veche", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the node (creates ./veche-data on the first start).
+    Serve(Location),
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Administration: through the running node's admin socket, or on the data folder while
+    /// the node is stopped.
+    Admin {
+        #[command(flatten)]
+        location: Location,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+/// Where the data folder and configuration are.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Location {
+    /// The data folder [default: ./veche-data, or storage.data_dir from --config].
+    #[arg(long, global = true)]
+    data: Option<PathBuf>,
+    /// The configuration file [default: config.toml in the data folder].
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print the effective values.
+    Check(Location),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Users and their sessions.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Show the newest records of the audit log.
+    Audit {
+        /// How many records.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+struct PasswordSource {
+    /// Read the password from this file ('-' for standard input); the first line is used.
+    #[arg(long, conflicts_with = "random_password")]
+    password_file: Option<PathBuf>,
+    /// Generate a random password and print it.
+    #[arg(long)]
+    random_password: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user.
+    Add {
+        /// Login: a-z, 0-9, '.', '_', '-'.
+        login: String,
+        /// Display name [default: the login].
+        #[arg(long, default_value = "")]
+        name: String,
+        /// E-mail address.
+        #[arg(long, default_value = "")]
+        email: String,
+        /// Make the user a node administrator.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// List users.
+    List,
+    /// Lock a user: they cannot log in and their connections close.
+    Lock {
+        /// Login.
+        login: String,
+    },
+    /// Unlock a user.
+    Unlock {
+        /// Login.
+        login: String,
+    },
+    /// Set a user's password; their sessions end.
+    Passwd {
+        /// Login.
+        login: String,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// List a user's sessions.
+    Sessions {
+        /// Login.
+        login: String,
+    },
+    /// Revoke a user's sessions (all, or one with --session); their connections close.
+    Revoke {
+        /// Login.
+        login: String,
+        /// Only this session.
+        #[arg(long)]
+        session: Option<String>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout();
+    match runtime.block_on(run(cli, &mut stdout)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command, printing its output to `out`.
+pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        Command::Serve(location) => serve(location, out).await,
+        Command::Config(ConfigCommand::Check(location)) => {
+            let (data, config) = resolve(&location)?;
+            writeln!(
+                out,
+                "# configuration is valid; data folder: {}",
+                data.display()
+            )?;
+            write!(out, "{}", config.to_toml())?;
+            Ok(())
+        }
+        Command::Admin { location, command } => admin_command(&location, command, out).await,
+    }
+}
+
+/// Finds the data folder and loads the configuration.
+pub fn resolve(location: &Location) -> anyhow::Result<(PathBuf, Config)> {
+    let env_data = std::env::var_os("VECHE__STORAGE__DATA_DIR").map(PathBuf::from);
+    let file = match &location.config {
+        Some(path) => Some(path.clone()),
+        None => {
+            let data = location
+                .data
+                .clone()
+                .or(env_data.clone())
+                .unwrap_or_else(default_data);
+            let path = data.join("config.toml");
+            path.exists().then_some(path)
+        }
+    };
+    let config = Config::load(file.as_deref()).with_context(|| match &file {
+        Some(f) => format!("invalid configuration in {}", f.display()),
+        None => "invalid configuration in the environment".to_owned(),
+    })?;
+    let data = location
+        .data
+        .clone()
+        .or(config.storage.data_dir.clone())
+        .unwrap_or_else(default_data);
+    Ok((data, config))
+}
+
+fn default_data() -> PathBuf {
+    PathBuf::from("veche-data")
+}
+
+async fn serve(location: Location, out: &mut dyn Write) -> anyhow::Result<()> {
+    // The template is written before the configuration is read, so a first start with no
+    // arguments leaves a commented config.toml behind.
+    let probe_data = match &location.config {
+        Some(_) => None,
+        None => Some(
+            location
+                .data
+                .clone()
+                .or(std::env::var_os("VECHE__STORAGE__DATA_DIR").map(PathBuf::from))
+                .unwrap_or_else(default_data),
+        ),
+    };
+    if let Some(dir) = &probe_data {
+        let data =
+            DataDir::create(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        data.write_config_template()
+            .with_context(|| format!("cannot write {}", data.config_path().display()))?;
+    }
+    let (data_path, config) = resolve(&location)?;
+    logging::init(&config.log);
+    let data = DataDir::create(&data_path)
+        .with_context(|| format!("cannot create {}", data_path.display()))?;
+    let node = RunningNode::start(config, data).await?;
+    print_banner(node.info(), out)?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+fn print_banner(info: &StartInfo, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "Veche node {} is running.", info.node_name)?;
+    writeln!(out, "  QUIC (ALPN veche/1): {}", info.quic_addr)?;
+    writeln!(out, "  data folder:         {}", info.data_dir.display())?;
+    if let (Some(ca), Some(fp)) = (&info.ca_path, &info.ca_fingerprint) {
+        writeln!(out, "  CA certificate:      {}", ca.display())?;
+        writeln!(out, "  CA SHA-256:          {fp}")?;
+    }
+    writeln!(out, "  server cert SHA-256: {}", info.cert_fingerprint)?;
+    writeln!(out, "  node key (ed25519):  {}", info.identity)?;
+    if let Some(socket) = &info.admin_socket {
+        writeln!(out, "  admin socket:        {}", socket.display())?;
+    }
+    if let (Some(token), Some(expires)) = (&info.setup_token, info.setup_token_expires) {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "No users yet. Create the first administrator with this one-time setup token"
+        )?;
+        writeln!(
+            out,
+            "(valid until {expires}, also saved in the data folder as setup-token):"
+        )?;
+        writeln!(out, "  {token}")?;
+        writeln!(
+            out,
+            "or from a shell: veche admin user add <login> --admin --random-password"
+        )?;
+    }
+    out.flush()
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn read_password(source: &PasswordSource, out: &mut dyn Write) -> anyhow::Result<String> {
+    if source.random_password {
+        let password = random_password();
+        writeln!(out, "generated password: {password}")?;
+        return Ok(password);
+    }
+    let Some(path) = &source.password_file else {
+        bail!("give --password-file FILE (or - for standard input) or --random-password");
+    };
+    let mut line = String::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+    } else {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        std::io::BufReader::new(file)
+            .read_line(&mut line)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(password)
+}
+
+fn random_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    (0..20)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+async fn admin_command(
+    location: &Location,
+    command: AdminCommand,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let command = match command {
+        AdminCommand::User(command) => command,
+        AdminCommand::Audit { limit } => {
+            let (data_path, config) = resolve(location)?;
+            let reply = send_admin(&data_path, config, AdminRequest::AuditLog { limit }).await?;
+            return Ok(print_admin_reply(&reply, out)?);
+        }
+    };
+    let request = match command {
+        UserCommand::Add {
+            login,
+            name,
+            email,
+            admin,
+            password,
+        } => AdminRequest::UserAdd {
+            password: read_password(&password, out)?,
+            login,
+            display_name: name,
+            email,
+            admin,
+        },
+        UserCommand::List => AdminRequest::UserList,
+        UserCommand::Lock { login } => AdminRequest::UserLock { login },
+        UserCommand::Unlock { login } => AdminRequest::UserUnlock { login },
+        UserCommand::Passwd { login, password } => AdminRequest::UserPasswd {
+            password: read_password(&password, out)?,
+            login,
+        },
+        UserCommand::Sessions { login } => AdminRequest::Sessions { login },
+        UserCommand::Revoke { login, session } => AdminRequest::Revoke {
+            login,
+            session_id: session,
+        },
+    };
+    let (data_path, config) = resolve(location)?;
+    let reply = send_admin(&data_path, config, request).await?;
+    print_admin_reply(&reply, out)?;
+    Ok(())
+}
+
+/// Sends a command to the running node, or runs it on the data folder if no node runs.
+async fn send_admin(
+    data_path: &Path,
+    config: Config,
+    request: AdminRequest,
+) -> anyhow::Result<AdminReply> {
+    if let Some(reply) =
+        admin::send_to_socket(&data_path.join("admin.sock"), request.clone()).await?
+    {
+        return Ok(reply);
+    }
+    let data = DataDir::create(data_path)
+        .with_context(|| format!("cannot create {}", data_path.display()))?;
+    let opened = match node::open(&config, data).await {
+        Ok(opened) => opened,
+        Err(StartError::Lock(LockError::InUse(path))) => bail!(
+            "a node is running on {} but its admin socket does not answer (is server.admin_socket off?)",
+            path.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let result = admin::execute(&opened.services, "cli", request).await;
+    opened.store.close().await;
+    drop(opened.lock);
+    Ok(result?)
+}
+
+fn print_admin_reply(reply: &AdminReply, out: &mut dyn Write) -> std::io::Result<()> {
+    match reply {
+        AdminReply::User { user } => print_user(user, out),
+        AdminReply::Users { users } => {
+            if users.is_empty() {
+                writeln!(out, "no users")?;
+            }
+            users.iter().try_for_each(|u| print_user(u, out))
+        }
+        AdminReply::Sessions { sessions } => {
+            if sessions.is_empty() {
+                writeln!(out, "no sessions")?;
+            }
+            sessions.iter().try_for_each(|s| print_session(s, out))
+        }
+        AdminReply::Audit { records } => records.iter().try_for_each(|r| {
+            writeln!(
+                out,
+                "{}\t{}\t{}\t{}\t{}\t{}",
+                r.seq, r.at, r.actor, r.action, r.target, r.detail
+            )
+        }),
+        AdminReply::Revoked { count } => writeln!(out, "{count} session(s) ended"),
+    }
+}
+
+fn print_user(u: &UserInfo, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut flags = Vec::new();
+    if u.admin {
+        flags.push("admin");
+    }
+    if u.locked {
+        flags.push("locked");
+    }
+    writeln!(
+        out,
+        "{}\t{}\t{}\t{}\tcreated {}",
+        u.id,
+        u.display_name,
+        if u.email.is_empty() { "-" } else { &u.email },
+        if flags.is_empty() {
+            "-".to_owned()
+        } else {
+            flags.join(",")
+        },
+        u.created_at
+    )
+}
+
+fn print_session(s: &SessionInfo, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{}\t{} ({})\tcreated {}\tlast seen {}\texpires {}",
+        s.id, s.device_name, s.device_id, s.created_at, s.last_seen_at, s.expires_at
+    )
+}
+
+/// Parses `args` (starting with the program name) and runs the command: what `main` does,
+/// callable from tests.
+pub async fn run_args<I, T>(args: I, out: &mut dyn Write) -> anyhow::Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args)?;
+    run(cli, out).await
+}

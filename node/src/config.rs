@@ -1,0 +1,377 @@
+//! The node's configuration: one typed struct, read from `config.toml` and overridden by
+//! `VECHE__SECTION__KEY` environment variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use veche_protocol::ids::NodeName;
+
+/// The commented configuration file `veche serve` writes into a new data folder.
+pub const TEMPLATE: &str = include_str!("config.template.toml");
+
+/// Environment variables with this prefix override the file: `VECHE__SERVER__LISTEN`.
+pub const ENV_PREFIX: &str = "VECHE__";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file or an environment variable does not parse, or names an unknown key.
+    #[error("{0}")]
+    Parse(String),
+    /// A value parses but is not acceptable.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The offending key, `section.key`.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[node]`
+    pub node: NodeConfig,
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[quic]`
+    pub quic: QuicConfig,
+    /// `[tls]`
+    pub tls: TlsConfig,
+    /// `[storage]`
+    pub storage: StorageConfig,
+    /// `[auth]`
+    pub auth: AuthConfig,
+    /// `[log]`
+    pub log: LogConfig,
+}
+
+/// `[node]`: who this node is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// The node's name, the part after `@` in user ids. Fixed at the first start: when absent,
+    /// the name stored then (or, on the first start, this machine's host name) is used.
+    pub name: Option<String>,
+}
+
+/// `[server]`: the client listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// UDP address for QUIC clients.
+    pub listen: SocketAddr,
+    /// Connections one IP address may hold at once.
+    pub max_connections_per_ip: u32,
+    /// Connections one IP address may hold before they authenticate.
+    pub max_unauthenticated_per_ip: u32,
+    /// Seconds a new connection has to say hello and authenticate.
+    pub handshake_timeout_secs: u64,
+    /// Largest frame accepted after authentication, in bytes.
+    pub max_frame_bytes: usize,
+    /// Requests one connection may have in flight.
+    pub max_requests_in_flight: usize,
+    /// Seconds shutdown waits for in-flight requests.
+    pub shutdown_grace_secs: u64,
+    /// Serve the local admin socket (`admin.sock` in the data folder).
+    pub admin_socket: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
+            max_connections_per_ip: 50,
+            max_unauthenticated_per_ip: 20,
+            handshake_timeout_secs: 10,
+            max_frame_bytes: veche_protocol::frame::DEFAULT_MAX_FRAME,
+            max_requests_in_flight: 32,
+            shutdown_grace_secs: 10,
+            admin_socket: true,
+        }
+    }
+}
+
+/// `[quic]`: transport limits for client connections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuicConfig {
+    /// Bidirectional streams a client may open at once.
+    pub max_bidi_streams: u32,
+    /// Unidirectional streams a client may open at once.
+    pub max_uni_streams: u32,
+    /// Bytes a client may send on one stream before the node reads them.
+    pub stream_receive_window: u32,
+    /// Bytes a client may send on all streams of a connection before the node reads them.
+    pub receive_window: u32,
+    /// Seconds of silence after which a connection is dropped.
+    pub idle_timeout_secs: u64,
+    /// Seconds between keep-alive packets.
+    pub keep_alive_secs: u64,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            max_bidi_streams: 16,
+            max_uni_streams: 4,
+            stream_receive_window: 512 * 1024,
+            receive_window: 2 * 1024 * 1024,
+            idle_timeout_secs: 30,
+            keep_alive_secs: 10,
+        }
+    }
+}
+
+/// `[tls]`: the server certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain to use instead of the generated one (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key for `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Extra DNS names or IP addresses for the generated certificate.
+    pub hostnames: Vec<String>,
+}
+
+/// `[storage]`: where data lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The data folder; `./veche-data` when absent. Only read from a file given with
+    /// `--config` or from `VECHE__STORAGE__DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `[auth]`: passwords, sessions and login throttling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Argon2id memory cost in KiB (at least 19456, OWASP's minimum).
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations (at least 2).
+    pub argon2_iterations: u32,
+    /// Shortest password accepted, in bytes.
+    pub min_password_len: usize,
+    /// Days a session lives without being used.
+    pub session_idle_days: u32,
+    /// Failed logins of one account within the window before each attempt is delayed.
+    pub account_failures_before_delay: u32,
+    /// Window for counting failed logins of one account, in seconds.
+    pub account_failure_window_secs: u64,
+    /// Longest delay imposed on one account, in seconds.
+    pub max_account_delay_secs: u64,
+    /// Failed logins one IP address may make per minute.
+    pub ip_failures_per_minute: u32,
+    /// Hours the first-start setup token stays valid.
+    pub setup_token_ttl_hours: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            min_password_len: 8,
+            session_idle_days: 30,
+            account_failures_before_delay: 5,
+            account_failure_window_secs: 15 * 60,
+            max_account_delay_secs: 15 * 60,
+            ip_failures_per_minute: 30,
+            setup_token_ttl_hours: 24,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `veche_node=debug,info`. `RUST_LOG` wins when set.
+    pub level: String,
+    /// `auto` (text on a terminal, JSON otherwise), `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    Auto,
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Config {
+    /// Reads `file` (if it exists) and then the `VECHE__` environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        Self::extract(figment)
+    }
+
+    /// Parses a configuration from TOML text alone (no environment).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::extract(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
+        )
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            let messages: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            ConfigError::Parse(messages.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                message: message.into(),
+            }
+        }
+        if let Some(name) = &self.node.name {
+            name.parse::<NodeName>()
+                .map_err(|e| invalid("node.name", e.to_string()))?;
+        }
+        let s = &self.server;
+        if s.max_connections_per_ip == 0 {
+            return Err(invalid(
+                "server.max_connections_per_ip",
+                "must be at least 1",
+            ));
+        }
+        if s.max_unauthenticated_per_ip == 0
+            || s.max_unauthenticated_per_ip > s.max_connections_per_ip
+        {
+            return Err(invalid(
+                "server.max_unauthenticated_per_ip",
+                "must be between 1 and server.max_connections_per_ip",
+            ));
+        }
+        if s.handshake_timeout_secs == 0 {
+            return Err(invalid(
+                "server.handshake_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if !(veche_protocol::frame::MAX_UNAUTHENTICATED_FRAME..=16 * 1024 * 1024)
+            .contains(&s.max_frame_bytes)
+        {
+            return Err(invalid(
+                "server.max_frame_bytes",
+                "must be between 65536 and 16777216",
+            ));
+        }
+        if s.max_requests_in_flight == 0 {
+            return Err(invalid(
+                "server.max_requests_in_flight",
+                "must be at least 1",
+            ));
+        }
+        let q = &self.quic;
+        if q.max_bidi_streams == 0 {
+            return Err(invalid("quic.max_bidi_streams", "must be at least 1"));
+        }
+        if q.stream_receive_window < 16 * 1024 {
+            return Err(invalid(
+                "quic.stream_receive_window",
+                "must be at least 16384",
+            ));
+        }
+        if q.receive_window < q.stream_receive_window {
+            return Err(invalid(
+                "quic.receive_window",
+                "must be at least quic.stream_receive_window",
+            ));
+        }
+        if q.idle_timeout_secs == 0 || q.keep_alive_secs >= q.idle_timeout_secs {
+            return Err(invalid(
+                "quic.keep_alive_secs",
+                "must be shorter than quic.idle_timeout_secs, which must be at least 1",
+            ));
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => {
+                return Err(invalid("tls.key_file", "is required with tls.cert_file"));
+            }
+            (None, Some(_)) => {
+                return Err(invalid("tls.cert_file", "is required with tls.key_file"));
+            }
+            _ => {}
+        }
+        let a = &self.auth;
+        if a.argon2_memory_kib < 19 * 1024 {
+            return Err(invalid(
+                "auth.argon2_memory_kib",
+                "must be at least 19456 (OWASP minimum)",
+            ));
+        }
+        if a.argon2_iterations < 2 {
+            return Err(invalid(
+                "auth.argon2_iterations",
+                "must be at least 2 (OWASP minimum)",
+            ));
+        }
+        if !(8..=1024).contains(&a.min_password_len) {
+            return Err(invalid(
+                "auth.min_password_len",
+                "must be between 8 and 1024",
+            ));
+        }
+        if a.session_idle_days == 0 {
+            return Err(invalid("auth.session_idle_days", "must be at least 1"));
+        }
+        if a.account_failures_before_delay == 0 {
+            return Err(invalid(
+                "auth.account_failures_before_delay",
+                "must be at least 1",
+            ));
+        }
+        if a.ip_failures_per_minute == 0 {
+            return Err(invalid("auth.ip_failures_per_minute", "must be at least 1"));
+        }
+        if a.setup_token_ttl_hours == 0 {
+            return Err(invalid("auth.setup_token_ttl_hours", "must be at least 1"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `veche config check`.
+    ///
+    /// The configuration holds no secrets yet (database passwords and SMTP credentials will be
+    /// redacted here when those keys arrive), so this prints every value.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

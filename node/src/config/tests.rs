@@ -1,0 +1,43 @@
+use super::*;
+
+#[test]
+fn template_is_the_default_configuration() {
+    assert_eq!(Config::from_toml(TEMPLATE).unwrap(), Config::default());
+}
+
+#[test]
+fn values_override_defaults() {
+    let c = Config::from_toml(
+        "[server]\nlisten = \"127.0.0.1:9000\"\n[node]\nname = \"hq.example.ru\"",
+    )
+    .unwrap();
+    assert_eq!(c.server.listen, "127.0.0.1:9000".parse().unwrap());
+    assert_eq!(c.node.name.as_deref(), Some("hq.example.ru"));
+    assert_eq!(c.quic, QuicConfig::default());
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases = [
+        ("[server]\nlisten = \"nowhere\"", "server.listen"),
+        ("[server]\nlisen = \"0.0.0.0:1\"", "lisen"),
+        ("[auth]\nargon2_memory_kib = 1024", "auth.argon2_memory_kib"),
+        ("[node]\nname = \"Bad Name\"", "node.name"),
+        ("[tls]\ncert_file = \"a.pem\"", "tls.key_file"),
+        ("[quic]\nreceive_window = 1", "quic.receive_window"),
+        ("[log]\nformat = \"xml\"", "log.format"),
+    ];
+    for (text, key) in cases {
+        let err = Config::from_toml(text).unwrap_err().to_string();
+        assert!(
+            err.contains(key),
+            "{text:?} gave {err:?}, expected it to name {key}"
+        );
+    }
+}
+
+#[test]
+fn effective_config_round_trips() {
+    let c = Config::default();
+    assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+}

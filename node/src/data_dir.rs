@@ -1,0 +1,161 @@
+//! The data folder: one directory holding everything a node owns.
+//!
+//! ```text
+//! veche-data/
+//!   config.toml      commented configuration, written only if absent
+//!   veche.db         SQLite database (plus -wal and -shm)
+//!   identity.pem     the node's ed25519 key (0600)
+//!   tls/             local CA and server certificate (keys 0600)
+//!   setup-token      one-time token for the first administrator (0600, removed once used)
+//!   admin.sock       local admin socket while the node runs (0600)
+//!   veche.lock       held by the running node
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The data folder of one node.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+/// Held while a node (or an offline admin command) uses the data folder; released on drop.
+#[derive(Debug)]
+pub struct DataLock {
+    _file: File,
+}
+
+/// Why the data folder could not be locked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// Another process holds the lock: a node is running on this folder.
+    #[error("the data folder {0} is in use by a running node")]
+    InUse(PathBuf),
+    /// The lock file could not be opened.
+    #[error("cannot open the lock file in {path}: {source}")]
+    Io {
+        /// The data folder.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl DataDir {
+    /// Uses `root` as the data folder, creating it (mode 0700) if needed.
+    pub fn create(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        if !root.exists() {
+            fs::create_dir_all(&root)?;
+            fs::set_permissions(&root, fs::Permissions::from_mode(0o700))?;
+        }
+        fs::create_dir_all(root.join("tls"))?;
+        Ok(Self { root })
+    }
+
+    /// Uses an existing data folder without creating anything.
+    pub fn existing(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        if !root.join("veche.db").exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{} holds no Veche database (run `veche serve` once first)",
+                    root.display()
+                ),
+            ));
+        }
+        Ok(Self { root })
+    }
+
+    /// The folder itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `config.toml`.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.root.join("veche.db")
+    }
+    /// The node's identity key.
+    pub fn identity_path(&self) -> PathBuf {
+        self.root.join("identity.pem")
+    }
+    /// The folder with the generated CA and certificate.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+    /// The file holding the first-start setup token.
+    pub fn setup_token_path(&self) -> PathBuf {
+        self.root.join("setup-token")
+    }
+    /// The local admin socket.
+    pub fn admin_socket_path(&self) -> PathBuf {
+        self.root.join("admin.sock")
+    }
+
+    /// Writes the commented configuration template unless a config file exists.
+    /// Returns whether it wrote one.
+    pub fn write_config_template(&self) -> io::Result<bool> {
+        let path = self.config_path();
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut file) => {
+                file.write_all(crate::config::TEMPLATE.as_bytes())?;
+                file.sync_all()?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes the exclusive lock of the data folder, failing at once if a node holds it.
+    pub fn lock(&self) -> Result<DataLock, LockError> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.root.join("veche.lock"))
+            .map_err(|source| LockError::Io {
+                path: self.root.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(LockError::InUse(self.root.clone())),
+            Err(fs::TryLockError::Error(source)) => Err(LockError::Io {
+                path: self.root.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+/// Writes a file readable only by its owner (0600), replacing it atomically and durably.
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}

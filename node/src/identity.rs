@@ -1,0 +1,77 @@
+//! The node's ed25519 identity key. Federation derives the node id and the libp2p identity
+//! from it; it is created on the first start and never changes by itself.
+
+use std::path::Path;
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding};
+
+use crate::data_dir::write_private;
+
+/// Why the identity key could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// Reading or writing the key file failed.
+    #[error("identity key {path}: {source}")]
+    Io {
+        /// The key file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The key file is not a PKCS#8 ed25519 key.
+    #[error("identity key {path} is not a PKCS#8 PEM ed25519 key: {message}")]
+    Invalid {
+        /// The key file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The node's signing key.
+pub(crate) struct NodeIdentity {
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeIdentity")
+            .field("public_key", &self.public_key_hex())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeIdentity {
+    /// Loads the key at `path`, or creates one (mode 0600) if the file does not exist.
+    pub(crate) fn load_or_create(path: &Path) -> Result<Self, IdentityError> {
+        let shown = path.display().to_string();
+        let io = |source| IdentityError::Io {
+            path: shown.clone(),
+            source,
+        };
+        if path.exists() {
+            let pem = std::fs::read_to_string(path).map_err(io)?;
+            let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| IdentityError::Invalid {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
+            return Ok(Self { key });
+        }
+        let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+        let pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| IdentityError::Invalid {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
+        write_private(path, pem.as_bytes()).map_err(io)?;
+        Ok(Self { key })
+    }
+
+    /// The public key, hex-encoded.
+    pub(crate) fn public_key_hex(&self) -> String {
+        hex::encode(self.key.verifying_key().as_bytes())
+    }
+}

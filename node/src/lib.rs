@@ -1,0 +1,25 @@
+//! The Veche node: a self-hosted messaging node for companies that run on business software.
+//!
+//! The binary `veche` is a thin shell over [`cli::run`]. [`RunningNode::start`] is the entry
+//! point for embedding a node (tests do this through `test_utils`).
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod accounts;
+mod admin;
+pub mod cli;
+pub mod config;
+pub mod data_dir;
+mod identity;
+pub mod logging;
+mod node;
+mod server;
+mod store;
+mod throttle;
+pub mod tls;
+
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
+
+pub use admin::AdminSocketError;
+pub use node::{RunningNode, StartError, StartInfo};

@@ -1,0 +1,373 @@
+//! Starting and stopping a node: the order in which the data folder, storage, identity,
+//! certificate, accounts and listeners come up, and go down.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use veche_protocol::Timestamp;
+use veche_protocol::admin::{AdminReply, AdminRequest};
+use veche_protocol::ids::NodeName;
+
+use crate::accounts::{AccountError, Accounts};
+use crate::admin::{self, Services};
+use crate::config::Config;
+use crate::data_dir::{DataDir, DataLock, LockError, write_private};
+use crate::identity::{IdentityError, NodeIdentity};
+use crate::server::registry::Registry;
+use crate::server::{self, ListenError, Shared};
+use crate::store::{Store, StoreError};
+use crate::tls::{TlsError, TlsMaterial};
+
+const NODE_NAME_KEY: &str = "node_name";
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data folder could not be created or used.
+    #[error("data folder {path}: {source}")]
+    DataDir {
+        /// The folder.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Another node runs on this data folder.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// Storage could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The identity key could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The certificate could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The listener could not start.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    /// Accounts could not start.
+    #[error(transparent)]
+    Accounts(#[from] AccountError),
+    /// The configured node name differs from the one fixed at the first start.
+    #[error(
+        "node.name is {configured:?} but this data folder belongs to node {stored:?}; the name is fixed at the first start"
+    )]
+    NodeNameChanged {
+        /// From the configuration.
+        configured: String,
+        /// From the database.
+        stored: String,
+    },
+    /// The admin socket could not be created.
+    #[error("admin socket {path}: {source}")]
+    AdminSocket {
+        /// The socket path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// What a started node tells its operator.
+#[derive(Debug, Clone)]
+pub struct StartInfo {
+    /// The node's name.
+    pub node_name: String,
+    /// The bound QUIC address (the real port when the config said 0).
+    pub quic_addr: SocketAddr,
+    /// The data folder.
+    pub data_dir: PathBuf,
+    /// The generated CA certificate to give to clients, if the node generated its own.
+    pub ca_path: Option<PathBuf>,
+    /// SHA-256 of that CA certificate.
+    pub ca_fingerprint: Option<String>,
+    /// SHA-256 of the server certificate.
+    pub cert_fingerprint: String,
+    /// The node's ed25519 public key, hex.
+    pub identity: String,
+    /// The one-time token for creating the first administrator, when the node has no users.
+    pub setup_token: Option<String>,
+    /// When that token expires.
+    pub setup_token_expires: Option<Timestamp>,
+    /// The admin socket, when enabled.
+    pub admin_socket: Option<PathBuf>,
+}
+
+/// Storage and accounts opened on a data folder, with its lock held.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub(crate) lock: DataLock,
+    pub(crate) data: DataDir,
+    pub(crate) store: Store,
+    pub(crate) node_name: NodeName,
+    pub(crate) services: Services,
+}
+
+/// Opens the data folder for a node or an offline admin command.
+pub(crate) async fn open(config: &Config, data: DataDir) -> Result<Opened, StartError> {
+    let lock = data.lock()?;
+    let store = Store::open(&data.database_path()).await?;
+    let node_name = resolve_node_name(config, &store).await?;
+    let accounts = Accounts::new(
+        store.clone(),
+        node_name.clone(),
+        config.auth.clone(),
+        Some(data.setup_token_path()),
+    )
+    .await?;
+    Ok(Opened {
+        lock,
+        data,
+        store,
+        node_name,
+        services: Services {
+            accounts,
+            registry: Arc::new(Registry::default()),
+        },
+    })
+}
+
+async fn resolve_node_name(config: &Config, store: &Store) -> Result<NodeName, StartError> {
+    let stored = store.meta(NODE_NAME_KEY).await?;
+    let name = match (&config.node.name, stored) {
+        (Some(configured), Some(stored)) if *configured != stored => {
+            return Err(StartError::NodeNameChanged {
+                configured: configured.clone(),
+                stored,
+            });
+        }
+        (_, Some(stored)) => stored,
+        (Some(configured), None) => configured.clone(),
+        (None, None) => default_node_name(),
+    };
+    let parsed = name.parse::<NodeName>().unwrap_or_else(|_| {
+        // Only a hand-edited database can hold an invalid name; fall back to a valid one
+        // rather than refuse to start.
+        tracing::warn!(%name, "stored node name is invalid; using localhost");
+        "localhost"
+            .parse()
+            .unwrap_or_else(|_| unreachable!("'localhost' is a valid node name"))
+    });
+    store.set_meta(NODE_NAME_KEY, parsed.as_str()).await?;
+    Ok(parsed)
+}
+
+fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host = host.trim().to_lowercase();
+    if host.parse::<NodeName>().is_ok() {
+        host
+    } else {
+        "localhost".to_owned()
+    }
+}
+
+/// A running node. Dropping it without [`RunningNode::shutdown`] aborts it abruptly.
+#[derive(Debug)]
+pub struct RunningNode {
+    info: StartInfo,
+    services: Services,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Starts a node on `data` with `config`.
+    pub async fn start(config: Config, data: DataDir) -> Result<Self, StartError> {
+        let opened = open(&config, data).await?;
+        let Opened {
+            lock,
+            data,
+            store,
+            node_name,
+            services,
+        } = opened;
+
+        if let Some(seq) = store.verify_audit_chain().await? {
+            tracing::error!(
+                seq,
+                "the audit log chain is broken at this record: it was altered outside Veche"
+            );
+        }
+        let removed = store
+            .delete_expired_sessions(Timestamp::now().as_millis())
+            .await?;
+        if removed > 0 {
+            tracing::info!(removed, "removed expired sessions");
+        }
+        let identity = NodeIdentity::load_or_create(&data.identity_path())?;
+        let tls = TlsMaterial::load(&data, &config.tls, node_name.as_str())?;
+
+        let setup = services.accounts.issue_setup_token().await?;
+        let token_path = data.setup_token_path();
+        match &setup {
+            Some((token, _)) => write_private(&token_path, format!("{token}\n").as_bytes())
+                .map_err(|source| StartError::DataDir {
+                    path: token_path.clone(),
+                    source,
+                })?,
+            None => {
+                let _ = std::fs::remove_file(&token_path);
+            }
+        }
+
+        let endpoint = server::endpoint(&tls, &config.server, &config.quic)?;
+        let quic_addr = endpoint
+            .local_addr()
+            .map_err(|source| StartError::DataDir {
+                path: data.root().to_owned(),
+                source,
+            })?;
+
+        let stop = CancellationToken::new();
+        let admin_socket = if config.server.admin_socket {
+            let path = data.admin_socket_path();
+            // We hold the data-folder lock, so a socket file left here is stale.
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path).map_err(|source| {
+                StartError::AdminSocket {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |source| StartError::AdminSocket {
+                    path: path.clone(),
+                    source,
+                },
+            )?;
+            tokio::spawn(admin::serve_socket(
+                listener,
+                services.clone(),
+                stop.clone(),
+            ));
+            Some(path)
+        } else {
+            None
+        };
+
+        let info = StartInfo {
+            node_name: node_name.to_string(),
+            quic_addr,
+            data_dir: data.root().to_owned(),
+            ca_path: tls.ca_path.clone(),
+            ca_fingerprint: tls.ca_fingerprint.clone(),
+            cert_fingerprint: tls.fingerprint.clone(),
+            identity: identity.public_key_hex(),
+            setup_token: setup.as_ref().map(|(t, _)| t.clone()),
+            setup_token_expires: setup.map(|(_, e)| e),
+            admin_socket: admin_socket.clone(),
+        };
+
+        let shared = Arc::new(Shared {
+            services: services.clone(),
+            server: config.server.clone(),
+            node_name: node_name.to_string(),
+            stop: stop.clone(),
+            requests: TaskTracker::new(),
+        });
+        let connections = TaskTracker::new();
+        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            let services = services.clone();
+            async move {
+                let accept = tokio::spawn(server::accept_loop(
+                    endpoint.clone(),
+                    shared.clone(),
+                    connections.clone(),
+                ));
+                let sweeper = tokio::spawn(sweep_sessions(store.clone(), stop.clone()));
+                stop.cancelled().await;
+                let _ = accept.await;
+                sweeper.abort();
+                // Finish in-flight requests: their writes complete and their answers go out.
+                shared.requests.close();
+                if tokio::time::timeout(grace, shared.requests.wait())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "in-flight requests did not finish within the shutdown grace period"
+                    );
+                }
+                services.registry.announce_shutdown();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                server::close_all(&endpoint);
+                connections.close();
+                let _ = tokio::time::timeout(grace, connections.wait()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+                store.close().await;
+                if let Some(path) = admin_socket {
+                    let _ = std::fs::remove_file(path);
+                }
+                drop(lock);
+                tracing::info!("node stopped");
+            }
+        });
+        tracing::info!(node = %info.node_name, addr = %quic_addr, "node started");
+        Ok(Self {
+            info,
+            services,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// What the node reported at start.
+    pub fn info(&self) -> &StartInfo {
+        &self.info
+    }
+
+    /// The bound QUIC address.
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.info.quic_addr
+    }
+
+    /// Runs an administrator command in-process, as `actor`.
+    pub async fn admin(
+        &self,
+        actor: &str,
+        request: AdminRequest,
+    ) -> Result<AdminReply, AccountError> {
+        admin::execute(&self.services, actor, request).await
+    }
+
+    /// Stops accepting, finishes in-flight requests, closes connections and storage.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn sweep_sessions(store: Store, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = store
+            .delete_expired_sessions(Timestamp::now().as_millis())
+            .await
+        {
+            tracing::warn!(error = %e, "could not remove expired sessions");
+        }
+    }
+}

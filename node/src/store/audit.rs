@@ -1,0 +1,121 @@
+//! The audit log: append-only, each record chained to the previous one by SHA-256, written in
+//! the same transaction as the change it records.
+
+use sha2::{Digest, Sha256};
+use sqlx::{Sqlite, Transaction};
+
+use super::{Store, StoreError};
+
+/// One audited action. Never holds passwords, tokens or message bodies.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditRecord {
+    pub(crate) at: i64,
+    /// `cli`, `admin-socket`, `user:login@node`, `setup-token`.
+    pub(crate) actor: String,
+    /// `user.add`, `user.lock`, `session.revoke`, `login.fail`, ...
+    pub(crate) action: &'static str,
+    pub(crate) target: String,
+    pub(crate) detail: String,
+}
+
+/// A stored audit record.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    pub(crate) seq: i64,
+    pub(crate) at: i64,
+    pub(crate) actor: String,
+    pub(crate) action: String,
+    pub(crate) target: String,
+    pub(crate) detail: String,
+    pub(crate) prev_hash: String,
+    pub(crate) hash: String,
+}
+
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+fn chain_hash(prev: &str, seq: i64, r: (&i64, &str, &str, &str, &str)) -> String {
+    let mut h = Sha256::new();
+    for part in [prev, &seq.to_string(), &r.0.to_string(), r.1, r.2, r.3, r.4] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+pub(super) async fn append(
+    tx: &mut Transaction<'_, Sqlite>,
+    record: &AuditRecord,
+) -> Result<(), StoreError> {
+    let last: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut **tx)
+            .await?;
+    let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_owned()));
+    let seq = prev_seq + 1;
+    let hash = chain_hash(
+        &prev_hash,
+        seq,
+        (
+            &record.at,
+            &record.actor,
+            record.action,
+            &record.target,
+            &record.detail,
+        ),
+    );
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(seq)
+    .bind(record.at)
+    .bind(&record.actor)
+    .bind(record.action)
+    .bind(&record.target)
+    .bind(&record.detail)
+    .bind(&prev_hash)
+    .bind(&hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Appends one record on its own (for events that change nothing else, like failed logins).
+    pub(crate) async fn audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        append(&mut tx, record).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The newest `limit` records, newest first.
+    pub(crate) async fn audit_tail(&self, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?")
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    /// Checks the whole chain; returns the sequence number of the first broken record.
+    pub(crate) async fn verify_audit_chain(&self) -> Result<Option<i64>, StoreError> {
+        let rows: Vec<AuditRow> = sqlx::query_as("SELECT * FROM audit_log ORDER BY seq")
+            .fetch_all(&self.read)
+            .await?;
+        let mut prev = GENESIS.to_owned();
+        for (i, row) in rows.iter().enumerate() {
+            let expected = chain_hash(
+                &prev,
+                row.seq,
+                (&row.at, &row.actor, &row.action, &row.target, &row.detail),
+            );
+            if row.seq != i as i64 + 1 || row.prev_hash != prev || row.hash != expected {
+                return Ok(Some(row.seq));
+            }
+            prev = row.hash.clone();
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,194 @@
+//! Durable storage. All SQL of the node lives in this module.
+//!
+//! SQLite in WAL mode with `synchronous=FULL`: when a method returns `Ok`, the change is on
+//! disk. One writer connection serialises writes (SQLite allows one writer anyway); readers
+//! use their own pool. The schema uses portable types so that a PostgreSQL backend can run the
+//! same statements.
+
+mod audit;
+mod sessions;
+mod users;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub(crate) use audit::AuditRecord;
+pub(crate) use sessions::SessionRow;
+pub(crate) use users::{NewUser, UserRow};
+
+/// The oldest SQLite this node runs on: 3.51.3 fixed a WAL-reset bug that could lose
+/// committed writes.
+pub(crate) const MIN_SQLITE: (u32, u32, u32) = (3, 51, 3);
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The linked SQLite is too old to be trusted with our data.
+    #[error("SQLite {found} is linked, but Veche needs 3.51.3 or newer (WAL-reset bug)")]
+    SqliteTooOld {
+        /// The version found.
+        found: String,
+    },
+    /// A unique key is taken.
+    #[error("already exists")]
+    Conflict,
+    /// The database is not in the durability mode we require.
+    #[error("the database runs with {setting}; Veche requires {required}")]
+    NotDurable {
+        /// What was found.
+        setting: String,
+        /// What is required.
+        required: &'static str,
+    },
+}
+
+impl StoreError {
+    fn from_insert(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+/// The node's database.
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub(crate) async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("journal_size_limit", (64 * 1024 * 1024).to_string());
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        check_sqlite(&write).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(Self { write, read })
+    }
+
+    /// Waits for running statements and closes every connection (checkpointing the WAL).
+    pub(crate) async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    /// A value from the `meta` table.
+    pub(crate) async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.read)
+            .await?)
+    }
+
+    /// Sets a value in the `meta` table.
+    pub(crate) async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES (?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a value from the `meta` table.
+    pub(crate) async fn delete_meta(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM meta WHERE key = ?")
+            .bind(key)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn check_sqlite(pool: &SqlitePool) -> Result<(), StoreError> {
+    let found: String = sqlx::query_scalar("SELECT sqlite_version()")
+        .fetch_one(pool)
+        .await?;
+    if parse_version(&found).is_none_or(|v| v < MIN_SQLITE) {
+        return Err(StoreError::SqliteTooOld { found });
+    }
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(pool)
+        .await?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::NotDurable {
+            setting: format!("journal_mode={mode}"),
+            required: "journal_mode=WAL",
+        });
+    }
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(pool)
+        .await?;
+    // 2 = FULL, 3 = EXTRA.
+    if sync < 2 {
+        return Err(StoreError::NotDurable {
+            setting: format!("synchronous={sync}"),
+            required: "synchronous=FULL",
+        });
+    }
+    Ok(())
+}
+
+fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert_eq!(parse_version("3.51.3"), Some((3, 51, 3)));
+        assert!(parse_version("3.9.0").unwrap() < MIN_SQLITE);
+        assert!(parse_version("3.51.2").unwrap() < MIN_SQLITE);
+        assert!(parse_version("3.53.0").unwrap() >= MIN_SQLITE);
+        assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[tokio::test]
+    async fn opens_durable_and_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        store.set_meta("k", "v1").await.unwrap();
+        store.set_meta("k", "v2").await.unwrap();
+        assert_eq!(store.meta("k").await.unwrap().as_deref(), Some("v2"));
+        store.close().await;
+    }
+}

@@ -1,0 +1,117 @@
+use super::audit::{AuditRecord, append};
+use super::{Store, StoreError};
+
+/// A session as stored. The token itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    pub(crate) id: String,
+    pub(crate) user_id: String,
+    pub(crate) token_hash: String,
+    pub(crate) device_id: String,
+    pub(crate) device_name: String,
+    pub(crate) created_at: i64,
+    pub(crate) last_seen_at: i64,
+    pub(crate) expires_at: i64,
+}
+
+impl Store {
+    pub(crate) async fn insert_session(
+        &self,
+        session: &SessionRow,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, token_hash, device_id, device_name, created_at, \
+             last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&session.id)
+        .bind(&session.user_id)
+        .bind(&session.token_hash)
+        .bind(&session.device_id)
+        .bind(&session.device_name)
+        .bind(session.created_at)
+        .bind(session.last_seen_at)
+        .bind(session.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_insert)?;
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn session_by_token_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<SessionRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM sessions WHERE token_hash = ?")
+                .bind(token_hash)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    /// Records a use of the session and extends its expiry.
+    pub(crate) async fn touch_session(
+        &self,
+        id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET last_seen_at = ?, expires_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(expires_at)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn sessions_of(&self, user_id: &str) -> Result<Vec<SessionRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM sessions WHERE user_id = ? ORDER BY created_at DESC, id")
+                .bind(user_id)
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    /// Deletes one session of a user (or all when `session_id` is `None`); returns the ids.
+    pub(crate) async fn delete_sessions(
+        &self,
+        user_id: &str,
+        session_id: Option<&str>,
+        audit: &AuditRecord,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let ids: Vec<String> = match session_id {
+            Some(sid) => {
+                sqlx::query_scalar("DELETE FROM sessions WHERE user_id = ? AND id = ? RETURNING id")
+                    .bind(user_id)
+                    .bind(sid)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+            None => {
+                sqlx::query_scalar("DELETE FROM sessions WHERE user_id = ? RETURNING id")
+                    .bind(user_id)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+        };
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Removes sessions that expired before `now`.
+    pub(crate) async fn delete_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
+            .bind(now)
+            .execute(&self.write)
+            .await?
+            .rows_affected())
+    }
+}

@@ -1,0 +1,121 @@
+//! A real node for tests: QUIC on `127.0.0.1:0`, a temporary data folder, shut down on drop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use veche_protocol::admin::{AdminReply, AdminRequest};
+
+use crate::accounts::AccountError;
+use crate::config::Config;
+use crate::data_dir::DataDir;
+use crate::{RunningNode, StartError, StartInfo};
+
+/// A node started for a test.
+#[derive(Debug)]
+pub struct TestNode {
+    node: Option<RunningNode>,
+    config: Config,
+    dir: tempfile::TempDir,
+}
+
+/// The configuration tests start from: loopback, port 0, node name `test.local`.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.node.name = Some("test.local".to_owned());
+    config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.server.shutdown_grace_secs = 5;
+    config
+}
+
+impl TestNode {
+    /// Starts a node with [`test_config`].
+    pub async fn spawn() -> Result<Self, StartError> {
+        Self::spawn_with(test_config()).await
+    }
+
+    /// Starts a node with `config` in a new temporary data folder.
+    pub async fn spawn_with(config: Config) -> Result<Self, StartError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().map_err(|source| StartError::DataDir {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let mut this = Self {
+            node: None,
+            config,
+            dir,
+        };
+        this.start().await?;
+        Ok(this)
+    }
+
+    async fn start(&mut self) -> Result<(), StartError> {
+        let data = DataDir::create(self.dir.path()).map_err(|source| StartError::DataDir {
+            path: self.dir.path().to_owned(),
+            source,
+        })?;
+        self.node = Some(RunningNode::start(self.config.clone(), data).await?);
+        Ok(())
+    }
+
+    fn node(&self) -> &RunningNode {
+        self.node
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a TestNode always holds a node between calls"))
+    }
+
+    /// What the node reported at start.
+    pub fn info(&self) -> &StartInfo {
+        self.node().info()
+    }
+
+    /// The QUIC address to connect to.
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.node().quic_addr()
+    }
+
+    /// The generated CA certificate clients must trust.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("tls").join("ca.pem")
+    }
+
+    /// The data folder.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs an administrator command in-process.
+    pub async fn admin(&self, request: AdminRequest) -> Result<AdminReply, AccountError> {
+        self.node().admin("test", request).await
+    }
+
+    /// Creates a user with a password.
+    pub async fn add_user(
+        &self,
+        login: &str,
+        password: &str,
+        admin: bool,
+    ) -> Result<AdminReply, AccountError> {
+        self.admin(AdminRequest::UserAdd {
+            login: login.to_owned(),
+            display_name: String::new(),
+            email: format!("{login}@example.com"),
+            password: password.to_owned(),
+            admin,
+        })
+        .await
+    }
+
+    /// Stops the node gracefully, keeping the data folder.
+    pub async fn stop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+    }
+
+    /// Stops the node and starts it again on the same data folder. The port may change.
+    pub async fn restart(&mut self) -> Result<(), StartError> {
+        self.stop().await;
+        self.start().await
+    }
+}

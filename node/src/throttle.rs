@@ -1,0 +1,153 @@
+//! Login throttling, per account and per source address. Pure logic: the caller passes the time.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::config::AuthConfig;
+
+/// Entries kept before stale ones are swept.
+const SWEEP_AT: usize = 10_000;
+
+/// Failed-login bookkeeping.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    failures_before_delay: usize,
+    window: Duration,
+    max_delay: Duration,
+    ip_per_minute: usize,
+    accounts: HashMap<String, VecDeque<Instant>>,
+    ips: HashMap<IpAddr, VecDeque<Instant>>,
+}
+
+impl Throttle {
+    pub(crate) fn new(config: &AuthConfig) -> Self {
+        Self {
+            failures_before_delay: config.account_failures_before_delay as usize,
+            window: Duration::from_secs(config.account_failure_window_secs),
+            max_delay: Duration::from_secs(config.max_account_delay_secs),
+            ip_per_minute: config.ip_failures_per_minute as usize,
+            accounts: HashMap::new(),
+            ips: HashMap::new(),
+        }
+    }
+
+    /// `Err(wait)` when an attempt for `login` from `ip` must not be tried before `wait` passes.
+    pub(crate) fn check(&mut self, login: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let mut wait = Duration::ZERO;
+        if let Some(fails) = self.ips.get_mut(&ip) {
+            prune(fails, now, Duration::from_secs(60));
+            if fails.len() >= self.ip_per_minute
+                && let Some(oldest) = fails.front()
+            {
+                wait = wait.max((*oldest + Duration::from_secs(60)).saturating_duration_since(now));
+            }
+        }
+        if let Some(fails) = self.accounts.get_mut(login) {
+            prune(fails, now, self.window);
+            if fails.len() >= self.failures_before_delay
+                && let Some(last) = fails.back()
+            {
+                let excess = (fails.len() - self.failures_before_delay).min(30) as u32;
+                let delay = Duration::from_secs(1u64 << excess).min(self.max_delay);
+                wait = wait.max((*last + delay).saturating_duration_since(now));
+            }
+        }
+        if wait.is_zero() { Ok(()) } else { Err(wait) }
+    }
+
+    pub(crate) fn record_failure(&mut self, login: &str, ip: IpAddr, now: Instant) {
+        if self.accounts.len() + self.ips.len() > SWEEP_AT {
+            self.sweep(now);
+        }
+        self.accounts
+            .entry(login.to_owned())
+            .or_default()
+            .push_back(now);
+        self.ips.entry(ip).or_default().push_back(now);
+    }
+
+    pub(crate) fn record_success(&mut self, login: &str) {
+        self.accounts.remove(login);
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let window = self.window;
+        self.accounts.retain(|_, f| {
+            prune(f, now, window);
+            !f.is_empty()
+        });
+        self.ips.retain(|_, f| {
+            prune(f, now, Duration::from_secs(60));
+            !f.is_empty()
+        });
+    }
+}
+
+fn prune(fails: &mut VecDeque<Instant>, now: Instant, window: Duration) {
+    while fails
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) > window)
+    {
+        fails.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn throttle() -> Throttle {
+        Throttle::new(&AuthConfig::default())
+    }
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn account_delay_starts_after_five_failures_and_doubles() {
+        let mut t = throttle();
+        let start = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(t.check("ivanov", IP, start), Ok(()));
+            t.record_failure("ivanov", IP, start);
+        }
+        assert_eq!(t.check("ivanov", IP, start), Err(Duration::from_secs(1)));
+        assert_eq!(
+            t.check("petrov", IP, start),
+            Ok(()),
+            "other accounts are unaffected"
+        );
+        let later = start + Duration::from_secs(1);
+        assert_eq!(t.check("ivanov", IP, later), Ok(()));
+        t.record_failure("ivanov", IP, later);
+        assert_eq!(t.check("ivanov", IP, later), Err(Duration::from_secs(2)));
+        t.record_success("ivanov");
+        assert_eq!(t.check("ivanov", IP, later), Ok(()));
+    }
+
+    #[test]
+    fn failures_expire_with_the_window() {
+        let mut t = throttle();
+        let start = Instant::now();
+        for _ in 0..5 {
+            t.record_failure("ivanov", IP, start);
+        }
+        let after = start + Duration::from_secs(15 * 60 + 1);
+        assert_eq!(t.check("ivanov", IP, after), Ok(()));
+    }
+
+    #[test]
+    fn one_address_is_limited_across_accounts() {
+        let mut t = throttle();
+        let start = Instant::now();
+        for i in 0..30 {
+            t.record_failure(&format!("user{i}"), IP, start);
+        }
+        let wait = t
+            .check("someone-else", IP, start + Duration::from_secs(10))
+            .unwrap_err();
+        assert_eq!(wait, Duration::from_secs(50));
+        let other: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(t.check("someone-else", other, start), Ok(()));
+    }
+}

@@ -1,0 +1,309 @@
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+use crate::admin::{AdminReply, AdminRequest};
+
+/// A frame sent by a client on its control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// The first frame of every connection: the versions the client speaks.
+    Hello {
+        /// Protocol versions the client supports.
+        versions: Vec<u16>,
+        /// Free-form client name and version, for logs (`veche-cli/0.1`).
+        client: String,
+    },
+    /// A request; the node answers with a [`ServerFrame::Response`] or
+    /// [`ServerFrame::Error`] carrying the same `id`.
+    Request {
+        /// Chosen by the client, unique among its requests in flight.
+        id: u64,
+        /// What the client asks for.
+        request: Request,
+    },
+}
+
+/// What a client can ask of the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Liveness check; allowed before authentication.
+    Ping,
+    /// Creates the first administrator with the one-time setup token the node printed.
+    Setup {
+        /// The setup token.
+        token: String,
+        /// Login of the new administrator.
+        login: String,
+        /// Their password.
+        password: String,
+        /// Display name.
+        display_name: String,
+        /// E-mail address.
+        email: String,
+    },
+    /// Logs in with a password and opens a session bound to `device_id`.
+    Login {
+        /// The user's login (without `@node`).
+        login: String,
+        /// The password.
+        password: String,
+        /// The device this session belongs to.
+        device_id: String,
+        /// Human-readable device name (`Laptop`, `veche-cli on build-01`).
+        device_name: String,
+    },
+    /// Authenticates this connection with a session token from an earlier login.
+    Resume {
+        /// The session token.
+        token: String,
+        /// Must be the device the session was opened for.
+        device_id: String,
+    },
+    /// Ends this connection's session; the token stops working.
+    Logout,
+    /// The authenticated user's own account.
+    Whoami,
+    /// Changes the authenticated user's own password; other sessions are revoked.
+    ChangePassword {
+        /// The current password.
+        old_password: String,
+        /// The new password.
+        new_password: String,
+    },
+    /// An administrator command; the user must be an administrator.
+    Admin {
+        /// The command.
+        command: AdminRequest,
+    },
+}
+
+/// A frame sent by the node on a client's control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ServerFrame {
+    /// Answer to `Hello`: the version both sides will speak.
+    Welcome {
+        /// The negotiated protocol version.
+        version: u16,
+        /// The node's name (the part after `@` in user ids).
+        node: String,
+        /// The node's clock.
+        server_time: Timestamp,
+    },
+    /// A successful answer to request `id`.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        reply: Reply,
+    },
+    /// A failed request (`id` set) or a connection-level error (`id` absent), after which the
+    /// node closes the connection.
+    Error {
+        /// The request's id, if the error answers a request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// What went wrong.
+        error: ErrorBody,
+    },
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Reply {
+    /// Answer to `Ping`.
+    Pong {
+        /// The node's clock.
+        server_time: Timestamp,
+    },
+    /// Answer to `Login` and `Setup`: the connection is now authenticated.
+    LoggedIn {
+        /// The session token. Shown once; the node keeps only its hash.
+        session_token: String,
+        /// The new session.
+        session: SessionInfo,
+        /// The user.
+        user: UserInfo,
+    },
+    /// Answer to `Resume`: the connection is now authenticated.
+    Resumed {
+        /// The resumed session.
+        session: SessionInfo,
+        /// The user.
+        user: UserInfo,
+    },
+    /// Answer to `Whoami`.
+    Me {
+        /// The user.
+        user: UserInfo,
+    },
+    /// The request was carried out and has nothing to return.
+    Done,
+    /// Answer to an administrator command.
+    Admin {
+        /// The command's result.
+        result: AdminReply,
+    },
+}
+
+/// An event the node pushes on the connection's event stream (a unidirectional stream the node
+/// opens after `Welcome`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Event {
+    /// The node is shutting down; reconnect later.
+    ShuttingDown,
+    /// This connection's session ended (revoked by an administrator, logged out, user locked,
+    /// password changed). The connection closes right after.
+    SessionEnded {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What went wrong, in a form programs can match (`code`) and people can read (`message`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// Human-readable explanation, safe to show to the user.
+    pub message: String,
+    /// For `throttled`: milliseconds until a new attempt may succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    /// For `unsupported_version`: the versions the node speaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supported_versions: Option<Vec<u16>>,
+}
+
+impl ErrorBody {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+            supported_versions: None,
+        }
+    }
+}
+
+/// Error codes. Clients must treat a code they do not know as `internal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The account is locked by an administrator.
+    AccountLocked,
+    /// The request is well-formed but its content is invalid (the message says which field).
+    BadRequest,
+    /// The object already exists.
+    Conflict,
+    /// The frame exceeds the size limit.
+    FrameTooLarge,
+    /// The user may not do this.
+    Forbidden,
+    /// Something failed inside the node; the request may be retried.
+    Internal,
+    /// Wrong login or password (never says which).
+    InvalidCredentials,
+    /// The frame could not be decoded.
+    MalformedFrame,
+    /// The object does not exist or is not visible to the user.
+    NotFound,
+    /// Too many attempts; see `retry_after_ms`.
+    Throttled,
+    /// The request needs an authenticated connection.
+    Unauthenticated,
+    /// No protocol version in common; see `supported_versions`.
+    UnsupportedVersion,
+    /// A code this client does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A user account as others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserInfo {
+    /// `login@node`.
+    pub id: String,
+    /// The login.
+    pub login: String,
+    /// Display name.
+    pub display_name: String,
+    /// E-mail address.
+    pub email: String,
+    /// Node administrator.
+    pub admin: bool,
+    /// Locked by an administrator: cannot log in.
+    pub locked: bool,
+    /// When the account was created.
+    pub created_at: Timestamp,
+}
+
+/// A login session of one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionInfo {
+    /// Session id (not the token).
+    pub id: String,
+    /// The device the session is bound to.
+    pub device_id: String,
+    /// The device's human-readable name.
+    pub device_name: String,
+    /// When the session was opened.
+    pub created_at: Timestamp,
+    /// Last login or resume.
+    pub last_seen_at: Timestamp,
+    /// When the session expires unless resumed before.
+    pub expires_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame;
+
+    #[test]
+    fn unknown_error_codes_decode_as_unknown() {
+        #[derive(Serialize)]
+        struct Raw<'a> {
+            code: &'a str,
+            message: &'a str,
+        }
+        let bytes = frame::encode(
+            &Raw {
+                code: "from_the_future",
+                message: "x",
+            },
+            1024,
+        )
+        .unwrap();
+        let body: ErrorBody = frame::decode(&bytes[4..]).unwrap();
+        assert_eq!(body.code, ErrorCode::Unknown);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        #[derive(Serialize)]
+        struct Raw {
+            r#type: &'static str,
+            versions: Vec<u16>,
+            client: &'static str,
+            admin: bool,
+        }
+        let raw = Raw {
+            r#type: "hello",
+            versions: vec![1],
+            client: "x",
+            admin: true,
+        };
+        let bytes = frame::encode(&raw, 1024).unwrap();
+        assert!(frame::decode::<ClientFrame>(&bytes[4..]).is_err());
+    }
+}

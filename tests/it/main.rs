@@ -1,0 +1,6 @@
+//! Veche integration tests: one binary, real nodes on loopback, real QUIC, real SQLite files.
+
+mod accounts;
+mod cli;
+mod protocol;
+mod support;
