@@ -298,7 +298,11 @@ impl Accounts {
             .insert_user(&user, first_admin, &audit)
             .await
         {
-            Ok(row) => Ok(user_info(&row)),
+            Ok(row) => {
+                // The node has a user now: the setup token has served its purpose.
+                self.clear_setup_token().await?;
+                Ok(user_info(&row))
+            }
             Err(StoreError::Conflict) if first_admin => Err(AccountError::SetupTokenInvalid),
             Err(StoreError::Conflict) => Err(AccountError::LoginTaken),
             Err(e) => Err(e.into()),
@@ -311,7 +315,7 @@ impl Accounts {
     ) -> Result<Option<(String, Timestamp)>, AccountError> {
         let store = &self.inner.store;
         if store.user_count().await? > 0 {
-            store.delete_meta(SETUP_TOKEN_HASH).await?;
+            self.clear_setup_token().await?;
             return Ok(None);
         }
         let token = random_token();
@@ -325,6 +329,16 @@ impl Accounts {
             .set_meta(SETUP_TOKEN_EXPIRES, &expires.as_millis().to_string())
             .await?;
         Ok(Some((token, expires)))
+    }
+
+    async fn clear_setup_token(&self) -> Result<(), AccountError> {
+        let store = &self.inner.store;
+        store.delete_meta(SETUP_TOKEN_HASH).await?;
+        store.delete_meta(SETUP_TOKEN_EXPIRES).await?;
+        if let Some(path) = &self.inner.setup_token_file {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
     }
 
     /// Creates the first administrator with the setup token, then logs them in.
@@ -351,11 +365,6 @@ impl Accounts {
             ..spec.clone()
         };
         self.create(&spec, "setup-token", true).await?;
-        store.delete_meta(SETUP_TOKEN_HASH).await?;
-        store.delete_meta(SETUP_TOKEN_EXPIRES).await?;
-        if let Some(path) = &self.inner.setup_token_file {
-            let _ = std::fs::remove_file(path);
-        }
         self.login(&spec.login, &spec.password, device_id, device_name, ip)
             .await
     }
@@ -373,7 +382,8 @@ impl Accounts {
             .parse()
             .map_err(|e: veche_protocol::ids::IdError| AccountError::BadRequest(e.to_string()))?;
         let device_name: String = device_name.trim().chars().take(128).collect();
-        let key = login.to_lowercase();
+        // The throttle key and the audit target come from the client: keep them short.
+        let key: String = login.to_lowercase().chars().take(64).collect();
         self.throttle()
             .check(&key, ip, Instant::now())
             .map_err(AccountError::Throttled)?;

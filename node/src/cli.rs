@@ -186,8 +186,11 @@ pub fn resolve(location: &Location) -> anyhow::Result<(PathBuf, Config)> {
         }
     };
     let config = Config::load(file.as_deref()).with_context(|| match &file {
-        Some(f) => format!("invalid configuration in {}", f.display()),
-        None => "invalid configuration in the environment".to_owned(),
+        Some(f) => format!(
+            "invalid configuration (file {}, then VECHE__ variables)",
+            f.display()
+        ),
+        None => "invalid configuration (VECHE__ variables)".to_owned(),
     })?;
     let data = location
         .data

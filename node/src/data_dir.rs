@@ -46,28 +46,24 @@ pub enum LockError {
 }
 
 impl DataDir {
-    /// Uses `root` as the data folder, creating it (mode 0700) if needed.
+    /// Uses `root` as the data folder, creating it (mode 0700) if needed. The database file
+    /// is created empty with mode 0600 so that SQLite's WAL and index files inherit it.
     pub fn create(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
         if !root.exists() {
             fs::create_dir_all(&root)?;
             fs::set_permissions(&root, fs::Permissions::from_mode(0o700))?;
         }
+        let root = root.canonicalize()?;
         fs::create_dir_all(root.join("tls"))?;
-        Ok(Self { root })
-    }
-
-    /// Uses an existing data folder without creating anything.
-    pub fn existing(root: impl Into<PathBuf>) -> io::Result<Self> {
-        let root = root.into();
-        if !root.join("veche.db").exists() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "{} holds no Veche database (run `veche serve` once first)",
-                    root.display()
-                ),
-            ));
+        let db = root.join("veche.db");
+        if !db.exists() {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&db)?;
         }
         Ok(Self { root })
     }
@@ -141,15 +137,24 @@ impl DataDir {
 
 /// Writes a file readable only by its owner (0600), replacing it atomically and durably.
 pub(crate) fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_with_mode(path, contents, 0o600)
+}
+
+/// Writes a file anyone may read (0644): certificates that clients need.
+pub(crate) fn write_public(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_with_mode(path, contents, 0o644)
+}
+
+fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&tmp)?;
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(contents)?;
         file.sync_all()?;
     }

@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use sha2::{Digest, Sha256};
 
 use crate::config::TlsConfig;
-use crate::data_dir::{DataDir, write_private};
+use crate::data_dir::{DataDir, write_private, write_public};
 
 /// Why the certificate could not be loaded or generated.
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +154,7 @@ fn generated(data: &DataDir, config: &TlsConfig, node_name: &str) -> Result<TlsM
         let key = KeyPair::generate()?;
         let cert = ca_params()?.self_signed(&key)?;
         write_private(&ca_key, key.serialize_pem().as_bytes()).map_err(io(&ca_key))?;
-        write_private(&ca_cert, cert.pem().as_bytes()).map_err(io(&ca_cert))?;
+        write_public(&ca_cert, cert.pem().as_bytes()).map_err(io(&ca_cert))?;
         // A new CA invalidates the old leaf.
         let _ = std::fs::remove_file(&leaf_cert);
     }
@@ -176,9 +176,9 @@ fn generated(data: &DataDir, config: &TlsConfig, node_name: &str) -> Result<TlsM
         let cert = params.signed_by(&key, &issuer)?;
         let ca_pem = std::fs::read_to_string(&ca_cert).map_err(io(&ca_cert))?;
         write_private(&leaf_key, key.serialize_pem().as_bytes()).map_err(io(&leaf_key))?;
-        write_private(&leaf_cert, format!("{}{}", cert.pem(), ca_pem).as_bytes())
+        write_public(&leaf_cert, format!("{}{}", cert.pem(), ca_pem).as_bytes())
             .map_err(io(&leaf_cert))?;
-        write_private(&names_file, names_text.as_bytes()).map_err(io(&names_file))?;
+        write_public(&names_file, names_text.as_bytes()).map_err(io(&names_file))?;
     }
 
     let chain = read_certs(&leaf_cert)?;

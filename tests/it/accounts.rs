@@ -337,3 +337,25 @@ async fn admin_actions_are_audited_in_a_hash_chain() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn creating_a_user_another_way_retires_the_setup_token() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    let token = node.info().setup_token.clone().context("setup token")?;
+    node.add_user("root", PASSWORD, true).await?;
+    assert!(!node.data_dir().join("setup-token").exists());
+    let conn = connect(&node).await?;
+    let e = conn
+        .request(Request::Setup {
+            token,
+            login: "intruder".into(),
+            password: PASSWORD.into(),
+            display_name: String::new(),
+            email: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidCredentials));
+    Ok(())
+}

@@ -41,3 +41,30 @@ fn effective_config_round_trips() {
     let c = Config::default();
     assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
 }
+
+#[test]
+#[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+fn environment_overrides_the_file() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file(
+            "config.toml",
+            "[server]\nlisten = \"127.0.0.1:1\"\nmax_connections_per_ip = 70\n",
+        )?;
+        jail.set_env("VECHE__SERVER__LISTEN", "127.0.0.1:2");
+        jail.set_env("VECHE__AUTH__SESSION_IDLE_DAYS", "3");
+        let c = Config::load(Some(Path::new("config.toml"))).unwrap();
+        assert_eq!(
+            c.server.listen,
+            "127.0.0.1:2".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(c.server.max_connections_per_ip, 70);
+        assert_eq!(c.auth.session_idle_days, 3);
+
+        jail.set_env("VECHE__AUTH__SESSION_IDLE_DAYS", "0");
+        let err = Config::load(Some(Path::new("config.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.session_idle_days"), "{err}");
+        Ok(())
+    });
+}
