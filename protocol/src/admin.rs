@@ -64,7 +64,7 @@ pub enum AdminRequest {
 
 /// The result of an administrator command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "result", rename_all = "snake_case")]
 pub enum AdminReply {
     /// The user that was created or changed.
     User {
@@ -95,7 +95,6 @@ pub enum AdminReply {
 
 /// One record of the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AuditEntry {
     /// Position in the log, from 1.
     pub seq: i64,

@@ -80,8 +80,11 @@ pub enum Request {
 }
 
 /// A frame sent by the node on a client's control stream.
+///
+/// Types the node sends accept unknown fields, so that a node may add optional fields within
+/// a protocol version; types the node receives refuse them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// Answer to `Hello`: the version both sides will speak.
     Welcome {
@@ -112,7 +115,7 @@ pub enum ServerFrame {
 
 /// A successful answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reply {
     /// Answer to `Ping`.
     Pong {
@@ -152,7 +155,7 @@ pub enum Reply {
 /// An event the node pushes on the connection's event stream (a unidirectional stream the node
 /// opens after `Welcome`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// The node is shutting down; reconnect later.
     ShuttingDown,
@@ -162,11 +165,13 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// An event this client does not know (from a newer node); skip it.
+    #[serde(other)]
+    Unknown,
 }
 
 /// What went wrong, in a form programs can match (`code`) and people can read (`message`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     /// Machine-readable code.
     pub code: ErrorCode,
@@ -228,7 +233,6 @@ pub enum ErrorCode {
 
 /// A user account as others see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UserInfo {
     /// `login@node`.
     pub id: String,
@@ -248,7 +252,6 @@ pub struct UserInfo {
 
 /// A login session of one device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SessionInfo {
     /// Session id (not the token).
     pub id: String,
@@ -305,5 +308,45 @@ mod tests {
         };
         let bytes = frame::encode(&raw, 1024).unwrap();
         assert!(frame::decode::<ClientFrame>(&bytes[4..]).is_err());
+    }
+
+    #[test]
+    fn clients_tolerate_what_newer_nodes_add() {
+        #[derive(Serialize)]
+        struct FutureEvent {
+            r#type: &'static str,
+            payload: u32,
+        }
+        let bytes = frame::encode(
+            &FutureEvent {
+                r#type: "presence_changed",
+                payload: 1,
+            },
+            1024,
+        )
+        .unwrap();
+        assert_eq!(frame::decode::<Event>(&bytes[4..]).unwrap(), Event::Unknown);
+
+        #[derive(Serialize)]
+        struct FuturePong {
+            kind: &'static str,
+            server_time: i64,
+            load: f32,
+        }
+        let bytes = frame::encode(
+            &FuturePong {
+                kind: "pong",
+                server_time: 5,
+                load: 0.5,
+            },
+            1024,
+        )
+        .unwrap();
+        assert_eq!(
+            frame::decode::<Reply>(&bytes[4..]).unwrap(),
+            Reply::Pong {
+                server_time: Timestamp(5)
+            }
+        );
     }
 }
