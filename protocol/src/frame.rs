@@ -174,6 +174,47 @@ mod tests {
         }
     }
 
+    /// Deterministic xorshift, so failures reproduce without a seed file.
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn random_and_mutated_input_never_panics() {
+        let valid = encode(
+            &ClientFrame::Request {
+                id: 9,
+                request: Request::Login {
+                    login: "ivanov".into(),
+                    password: "secret".into(),
+                    device_id: "d".into(),
+                    device_name: "Ноутбук".into(),
+                },
+            },
+            1024,
+        )
+        .unwrap();
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        for round in 0..20_000 {
+            let payload: Vec<u8> = if round % 2 == 0 {
+                let len = (xorshift(&mut rng) % 96) as usize;
+                (0..len).map(|_| xorshift(&mut rng) as u8).collect()
+            } else {
+                let mut p = valid[HEADER_LEN..].to_vec();
+                for _ in 0..=(xorshift(&mut rng) % 4) {
+                    let i = (xorshift(&mut rng) as usize) % p.len();
+                    p[i] = xorshift(&mut rng) as u8;
+                }
+                p
+            };
+            let _ = decode::<ClientFrame>(&payload);
+            let _ = decode::<crate::ServerFrame>(&payload);
+        }
+    }
+
     #[tokio::test]
     async fn async_read_reports_truncation() {
         let bytes = encode(

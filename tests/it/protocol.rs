@@ -206,3 +206,30 @@ async fn clients_can_pin_the_certificate_fingerprint() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn administrators_can_bring_their_own_certificate() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    // Node A's generated certificate stands in for one from the company's own CA.
+    let issuer = TestNode::spawn().await?;
+    let tls = issuer.data_dir().join("tls");
+    let mut config = test_config();
+    config.tls.cert_file = Some(tls.join("server.pem"));
+    config.tls.key_file = Some(tls.join("server.key"));
+    let node = TestNode::spawn_with(config).await?;
+    assert!(node.info().ca_path.is_none(), "no CA is generated when a certificate is configured");
+    assert_eq!(node.info().cert_fingerprint, issuer.info().cert_fingerprint);
+
+    let mut client = client_config(&node);
+    client.trust = Trust::CaFile(issuer.ca_path());
+    let conn = within(15, "connect with the company CA", Connection::connect(&client)).await??;
+    assert_eq!(conn.node(), "test.local");
+
+    // A missing key file is a clear start-up error.
+    let mut config = test_config();
+    config.tls.cert_file = Some(tls.join("server.pem"));
+    config.tls.key_file = Some(tls.join("missing.key"));
+    let err = TestNode::spawn_with(config).await.unwrap_err().to_string();
+    assert!(err.contains("missing.key"), "{err}");
+    Ok(())
+}
