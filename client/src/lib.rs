@@ -139,7 +139,8 @@ pub struct LoggedIn {
     pub user: UserInfo,
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, ErrorBody>>>>>;
+/// Requests waiting for answers; `None` once the control stream has ended.
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<Reply, ErrorBody>>>>>>;
 
 /// A connection to a node.
 #[derive(Debug)]
@@ -191,7 +192,7 @@ impl Connection {
                 client: config.client_name.clone(),
             };
             frame::write(&mut send, &hello, frame::MAX_UNAUTHENTICATED_FRAME).await?;
-            match frame::read::<ServerFrame, _>(&mut recv, frame::DEFAULT_MAX_FRAME).await? {
+            match frame::read::<ServerFrame, _>(&mut recv, frame::MAX_OUTGOING_FRAME).await? {
                 Some(ServerFrame::Welcome { version, node, .. }) => {
                     Ok((conn, send, recv, version, node))
                 }
@@ -212,7 +213,7 @@ impl Connection {
             .await
             .map_err(|_| ConnectError::Timeout)??;
 
-        let pending: Pending = Arc::default();
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let fatal: Arc<Mutex<Option<ErrorBody>>> = Arc::default();
         let (out, out_rx) = mpsc::channel(64);
         tokio::spawn(write_loop(send, out_rx));
@@ -253,10 +254,13 @@ impl Connection {
     pub async fn request(&self, request: Request) -> Result<Reply, RequestError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
+        match lock(&self.pending).as_mut() {
+            Some(pending) => pending.insert(id, tx),
+            None => return Err(self.closed_error()),
+        };
         let sent = self.out.send(ClientFrame::Request { id, request }).await;
         if sent.is_err() {
-            lock(&self.pending).remove(&id);
+            forget(&self.pending, id);
             return Err(self.closed_error());
         }
         match tokio::time::timeout(self.timeout, rx).await {
@@ -264,7 +268,7 @@ impl Connection {
             Ok(Ok(Err(body))) => Err(RequestError::Server(body)),
             Ok(Err(_)) => Err(self.closed_error()),
             Err(_) => {
-                lock(&self.pending).remove(&id);
+                forget(&self.pending, id);
                 Err(RequestError::Timeout)
             }
         }
@@ -362,8 +366,25 @@ impl Connection {
     }
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The background tasks hold the QUIC connection; close it so the node sees us leave.
+        self.conn.close(close::NORMAL.into(), b"bye");
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn forget(pending: &Pending, id: u64) {
+    if let Some(p) = lock(pending).as_mut() {
+        p.remove(&id);
+    }
+}
+
+fn take(pending: &Pending, id: u64) -> Option<oneshot::Sender<Result<Reply, ErrorBody>>> {
+    lock(pending).as_mut().and_then(|p| p.remove(&id))
 }
 
 async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<ClientFrame>) {
@@ -382,9 +403,9 @@ async fn read_loop(
     fatal: Arc<Mutex<Option<ErrorBody>>>,
 ) {
     loop {
-        match frame::read::<ServerFrame, _>(&mut recv, 16 * 1024 * 1024).await {
+        match frame::read::<ServerFrame, _>(&mut recv, frame::MAX_OUTGOING_FRAME).await {
             Ok(Some(ServerFrame::Response { id, reply })) => {
-                if let Some(tx) = lock(&pending).remove(&id) {
+                if let Some(tx) = take(&pending, id) {
                     let _ = tx.send(Ok(reply));
                 }
             }
@@ -392,7 +413,7 @@ async fn read_loop(
                 id: Some(id),
                 error,
             })) => {
-                if let Some(tx) = lock(&pending).remove(&id) {
+                if let Some(tx) = take(&pending, id) {
                     let _ = tx.send(Err(error));
                 }
             }
@@ -409,8 +430,9 @@ async fn read_loop(
             }
         }
     }
-    // Dropping the senders wakes every waiting request with "closed".
-    lock(&pending).clear();
+    // Dropping the senders wakes every waiting request with "closed"; later requests fail at
+    // once.
+    *lock(&pending) = None;
 }
 
 /// The node opens the event stream after its welcome; QUIC announces it with its first
@@ -419,7 +441,8 @@ async fn event_loop(conn: quinn::Connection, tx: mpsc::Sender<Event>) {
     let Ok(mut recv) = conn.accept_uni().await else {
         return;
     };
-    while let Ok(Some(event)) = frame::read::<Event, _>(&mut recv, 16 * 1024 * 1024).await {
+    while let Ok(Some(event)) = frame::read::<Event, _>(&mut recv, frame::MAX_OUTGOING_FRAME).await
+    {
         if tx.send(event).await.is_err() {
             break;
         }

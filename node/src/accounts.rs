@@ -16,7 +16,7 @@ use veche_protocol::{ErrorBody, ErrorCode, SessionInfo, Timestamp, UserInfo};
 
 use crate::config::AuthConfig;
 use crate::store::{AuditRecord, NewUser, SessionRow, Store, StoreError, UserRow};
-use crate::throttle::Throttle;
+use crate::throttle::{Outcome, Throttle};
 
 const SETUP_TOKEN_HASH: &str = "setup_token_hash";
 const SETUP_TOKEN_EXPIRES: &str = "setup_token_expires";
@@ -384,9 +384,7 @@ impl Accounts {
         let device_name: String = device_name.trim().chars().take(128).collect();
         // The throttle key and the audit target come from the client: keep them short.
         let key: String = login.to_lowercase().chars().take(64).collect();
-        self.throttle()
-            .check(&key, ip, Instant::now())
-            .map_err(AccountError::Throttled)?;
+        let mut attempt = self.attempt(&key, ip)?;
 
         let row = match login.parse::<Login>() {
             Ok(l) => self.inner.store.user_by_login(l.as_str()).await?,
@@ -397,18 +395,19 @@ impl Accounts {
             .map_or(self.inner.dummy_hash.as_str(), |r| r.password_hash.as_str());
         let ok = password.len() <= 1024 && self.verify(password, hash).await? && row.is_some();
         let Some(user) = row.filter(|_| ok) else {
-            self.throttle().record_failure(&key, ip, Instant::now());
+            attempt.outcome = Outcome::Failed;
+            drop(attempt);
             self.audit("login.fail", &format!("ip:{ip}"), &key, String::new())
                 .await;
             return Err(AccountError::InvalidCredentials);
         };
-        self.throttle().record_success(&key);
+        attempt.outcome = Outcome::Succeeded;
+        drop(attempt);
         if user.locked {
             self.audit("login.locked", &format!("ip:{ip}"), &user.id, String::new())
                 .await;
             return Err(AccountError::Locked);
         }
-        self.upgrade_hash(&user, password).await;
 
         let token = random_token();
         let now = now_ms();
@@ -433,7 +432,17 @@ impl Accounts {
             target: user.id.clone(),
             detail: format!("session {} device {}", session.id, session.device_id),
         };
-        self.inner.store.insert_session(&session, &audit).await?;
+        // The session is created only if the user is still unlocked and still has the password
+        // just checked: a lock or a password reset that commits meanwhile wins.
+        if !self
+            .inner
+            .store
+            .insert_session(&session, &user.password_hash, &audit)
+            .await?
+        {
+            return Err(AccountError::InvalidCredentials);
+        }
+        self.upgrade_hash(&user, password).await;
         Ok((
             token,
             Authenticated {
@@ -459,7 +468,11 @@ impl Accounts {
         }
         match self.hash(password).await {
             Ok(hash) => {
-                if let Err(e) = self.inner.store.rehash_password(&user.id, &hash).await {
+                let store = &self.inner.store;
+                if let Err(e) = store
+                    .rehash_password(&user.id, &user.password_hash, &hash)
+                    .await
+                {
                     tracing::warn!(user = %user.id, error = %e, "could not upgrade password hash");
                 }
             }
@@ -554,13 +567,14 @@ impl Accounts {
         Ok(ended)
     }
 
-    /// Changes the caller's own password after checking the old one.
+    /// Changes the caller's own password after checking the old one (throttled like a login).
     pub(crate) async fn change_own_password(
         &self,
         user_id: &str,
         session_id: &str,
         old: &str,
         new: &str,
+        ip: IpAddr,
     ) -> Result<Vec<String>, AccountError> {
         let user = self
             .inner
@@ -568,9 +582,21 @@ impl Accounts {
             .user_by_id(user_id)
             .await?
             .ok_or(AccountError::NotFound("user"))?;
-        if !self.verify(old, &user.password_hash).await? {
+        let mut attempt = self.attempt(&user.login, ip)?;
+        if old.len() > 1024 || !self.verify(old, &user.password_hash).await? {
+            attempt.outcome = Outcome::Failed;
+            drop(attempt);
+            self.audit(
+                "passwd.fail",
+                &format!("user:{user_id}"),
+                &user.id,
+                String::new(),
+            )
+            .await;
             return Err(AccountError::InvalidCredentials);
         }
+        attempt.outcome = Outcome::Succeeded;
+        drop(attempt);
         self.set_password(
             &user.login,
             new,
@@ -665,6 +691,24 @@ impl Accounts {
         now + i64::from(self.inner.config.session_idle_days) * 86_400_000
     }
 
+    /// Whether a session still exists (it may have been revoked a moment ago).
+    pub(crate) async fn session_exists(&self, session_id: &str) -> Result<bool, AccountError> {
+        Ok(self.inner.store.session_exists(session_id).await?)
+    }
+
+    /// Starts a throttled credential check; it ends (with its outcome) when dropped.
+    fn attempt(&self, key: &str, ip: IpAddr) -> Result<Attempt<'_>, AccountError> {
+        self.throttle()
+            .begin(key, ip, Instant::now())
+            .map_err(AccountError::Throttled)?;
+        Ok(Attempt {
+            accounts: self,
+            key: key.to_owned(),
+            ip,
+            outcome: Outcome::Undecided,
+        })
+    }
+
     fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
         // A panic while holding this lock cannot leave the throttle inconsistent enough to
         // matter; keep serving rather than propagate the poison.
@@ -685,6 +729,22 @@ impl Accounts {
         if let Err(e) = self.inner.store.audit(&record).await {
             tracing::error!(error = %e, action, "could not write audit record");
         }
+    }
+}
+
+/// A credential check in progress, counted by the throttle until dropped.
+struct Attempt<'a> {
+    accounts: &'a Accounts,
+    key: String,
+    ip: IpAddr,
+    outcome: Outcome,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.accounts
+            .throttle()
+            .end(&self.key, self.ip, self.outcome, Instant::now());
     }
 }
 

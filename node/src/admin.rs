@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use veche_protocol::admin::{AdminReply, AdminRequest};
 use veche_protocol::{ClientFrame, ErrorBody, ErrorCode, Reply, Request, ServerFrame, frame};
 
@@ -97,15 +98,17 @@ pub(crate) async fn execute(
     })
 }
 
-/// Serves the admin socket until `cancel` fires.
+/// Serves the admin socket until `stop` fires. A command that has started always finishes;
+/// `clients` tracks them so that shutdown can wait.
 pub(crate) async fn serve_socket(
     listener: UnixListener,
     services: Services,
-    cancel: CancellationToken,
+    stop: CancellationToken,
+    clients: TaskTracker,
 ) {
     loop {
         let stream = tokio::select! {
-            () = cancel.cancelled() => return,
+            () = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -115,15 +118,10 @@ pub(crate) async fn serve_socket(
             },
         };
         let services = services.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                result = serve_admin_client(stream, &services) => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "admin socket client ended");
-                    }
-                }
+        let stop = stop.clone();
+        clients.spawn(async move {
+            if let Err(e) = serve_admin_client(stream, &services, &stop).await {
+                tracing::debug!(error = %e, "admin socket client ended");
             }
         });
     }
@@ -132,9 +130,14 @@ pub(crate) async fn serve_socket(
 async fn serve_admin_client(
     mut stream: UnixStream,
     services: &Services,
+    stop: &CancellationToken,
 ) -> Result<(), frame::FrameError> {
-    let max = frame::DEFAULT_MAX_FRAME;
-    while let Some(frame) = frame::read::<ClientFrame, _>(&mut stream, max).await? {
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            next = frame::read::<ClientFrame, _>(&mut stream, frame::DEFAULT_MAX_FRAME) => next?,
+        };
+        let Some(frame) = next else { return Ok(()) };
         let reply = match frame {
             ClientFrame::Request {
                 id,
@@ -161,9 +164,8 @@ async fn serve_admin_client(
                 error: ErrorBody::new(ErrorCode::BadRequest, "the admin socket needs no hello"),
             },
         };
-        frame::write(&mut stream, &reply, max).await?;
+        frame::write(&mut stream, &reply, frame::MAX_OUTGOING_FRAME).await?;
     }
-    Ok(())
 }
 
 /// Why a command sent over the admin socket failed.
@@ -192,13 +194,12 @@ pub(crate) async fn send_to_socket(
     let Ok(mut stream) = UnixStream::connect(path).await else {
         return Ok(None);
     };
-    let max = frame::DEFAULT_MAX_FRAME;
     let request = ClientFrame::Request {
         id: 1,
         request: Request::Admin { command },
     };
-    frame::write(&mut stream, &request, max).await?;
-    match frame::read::<ServerFrame, _>(&mut stream, max).await? {
+    frame::write(&mut stream, &request, frame::DEFAULT_MAX_FRAME).await?;
+    match frame::read::<ServerFrame, _>(&mut stream, frame::MAX_OUTGOING_FRAME).await? {
         Some(ServerFrame::Response {
             reply: Reply::Admin { result },
             ..

@@ -228,6 +228,7 @@ impl RunningNode {
             })?;
 
         let stop = CancellationToken::new();
+        let admin_clients = TaskTracker::new();
         let admin_socket = if config.server.admin_socket {
             let path = data.admin_socket_path();
             // We hold the data-folder lock, so a socket file left here is stale.
@@ -248,6 +249,7 @@ impl RunningNode {
                 listener,
                 services.clone(),
                 stop.clone(),
+                admin_clients.clone(),
             ));
             Some(path)
         } else {
@@ -278,7 +280,6 @@ impl RunningNode {
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
         let task = tokio::spawn({
             let stop = stop.clone();
-            let services = services.clone();
             async move {
                 let accept = tokio::spawn(server::accept_loop(
                     endpoint.clone(),
@@ -289,22 +290,26 @@ impl RunningNode {
                 stop.cancelled().await;
                 let _ = accept.await;
                 sweeper.abort();
-                // Finish in-flight requests: their writes complete and their answers go out.
+                // Each connection finishes its requests in flight, tells its client, and
+                // closes; then stragglers are waited for and anything left is closed.
+                connections.close();
+                if tokio::time::timeout(grace + Duration::from_secs(2), connections.wait())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("connections did not close within the shutdown grace period");
+                }
                 shared.requests.close();
                 if tokio::time::timeout(grace, shared.requests.wait())
                     .await
                     .is_err()
                 {
-                    tracing::warn!(
-                        "in-flight requests did not finish within the shutdown grace period"
-                    );
+                    tracing::warn!("requests did not finish within the shutdown grace period");
                 }
-                services.registry.announce_shutdown();
-                tokio::time::sleep(Duration::from_millis(50)).await;
                 server::close_all(&endpoint);
-                connections.close();
-                let _ = tokio::time::timeout(grace, connections.wait()).await;
                 let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+                admin_clients.close();
+                let _ = tokio::time::timeout(grace, admin_clients.wait()).await;
                 store.close().await;
                 if let Some(path) = admin_socket {
                     let _ = std::fs::remove_file(path);

@@ -9,6 +9,20 @@ use crate::config::AuthConfig;
 /// Entries kept before stale ones are swept.
 const SWEEP_AT: usize = 10_000;
 
+/// What a client is told to wait when only attempts still in progress block it.
+const PENDING_WAIT: Duration = Duration::from_secs(1);
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Wrong credentials: counts against the account and the address.
+    Failed,
+    /// Right credentials: clears the account's failures.
+    Succeeded,
+    /// Ended before the credentials were judged (bad request, storage error).
+    Undecided,
+}
+
 /// Failed-login bookkeeping.
 #[derive(Debug)]
 pub(crate) struct Throttle {
@@ -18,6 +32,10 @@ pub(crate) struct Throttle {
     ip_per_minute: usize,
     accounts: HashMap<String, VecDeque<Instant>>,
     ips: HashMap<IpAddr, VecDeque<Instant>>,
+    /// Attempts that passed `begin` and have not ended: they count as failures until they
+    /// end, so that parallel guesses cannot all slip past the limit.
+    pending_accounts: HashMap<String, usize>,
+    pending_ips: HashMap<IpAddr, usize>,
 }
 
 impl Throttle {
@@ -29,34 +47,68 @@ impl Throttle {
             ip_per_minute: config.ip_failures_per_minute as usize,
             accounts: HashMap::new(),
             ips: HashMap::new(),
+            pending_accounts: HashMap::new(),
+            pending_ips: HashMap::new(),
+        }
+    }
+
+    /// Starts an attempt: `Err(wait)` if it must not be tried now, otherwise the attempt is
+    /// pending until [`Throttle::end`].
+    pub(crate) fn begin(&mut self, login: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        self.check(login, ip, now)?;
+        *self.pending_accounts.entry(login.to_owned()).or_default() += 1;
+        *self.pending_ips.entry(ip).or_default() += 1;
+        Ok(())
+    }
+
+    /// Ends an attempt started with [`Throttle::begin`].
+    pub(crate) fn end(&mut self, login: &str, ip: IpAddr, outcome: Outcome, now: Instant) {
+        if let Some(n) = self.pending_accounts.get_mut(login) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_accounts.remove(login);
+            }
+        }
+        if let Some(n) = self.pending_ips.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_ips.remove(&ip);
+            }
+        }
+        match outcome {
+            Outcome::Failed => self.record_failure(login, ip, now),
+            Outcome::Succeeded => self.record_success(login),
+            Outcome::Undecided => {}
         }
     }
 
     /// `Err(wait)` when an attempt for `login` from `ip` must not be tried before `wait` passes.
-    pub(crate) fn check(&mut self, login: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    fn check(&mut self, login: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let mut wait = Duration::ZERO;
-        if let Some(fails) = self.ips.get_mut(&ip) {
-            prune(fails, now, Duration::from_secs(60));
-            if fails.len() >= self.ip_per_minute
-                && let Some(oldest) = fails.front()
-            {
-                wait = wait.max((*oldest + Duration::from_secs(60)).saturating_duration_since(now));
-            }
+        let ip_pending = self.pending_ips.get(&ip).copied().unwrap_or(0);
+        let fails = self.ips.entry(ip).or_default();
+        prune(fails, now, Duration::from_secs(60));
+        if fails.len() + ip_pending >= self.ip_per_minute {
+            // With only pending attempts to blame, retry once they have had time to end.
+            wait = wait.max(fails.front().map_or(PENDING_WAIT, |oldest| {
+                (*oldest + Duration::from_secs(60)).saturating_duration_since(now)
+            }));
         }
-        if let Some(fails) = self.accounts.get_mut(login) {
-            prune(fails, now, self.window);
-            if fails.len() >= self.failures_before_delay
-                && let Some(last) = fails.back()
-            {
-                let excess = (fails.len() - self.failures_before_delay).min(30) as u32;
-                let delay = Duration::from_secs(1u64 << excess).min(self.max_delay);
-                wait = wait.max((*last + delay).saturating_duration_since(now));
-            }
+        let account_pending = self.pending_accounts.get(login).copied().unwrap_or(0);
+        let fails = self.accounts.entry(login.to_owned()).or_default();
+        prune(fails, now, self.window);
+        let count = fails.len() + account_pending;
+        if count >= self.failures_before_delay {
+            let excess = (count - self.failures_before_delay).min(30) as u32;
+            let delay = Duration::from_secs(1u64 << excess).min(self.max_delay);
+            wait = wait.max(fails.back().map_or(PENDING_WAIT, |last| {
+                (*last + delay).saturating_duration_since(now)
+            }));
         }
         if wait.is_zero() { Ok(()) } else { Err(wait) }
     }
 
-    pub(crate) fn record_failure(&mut self, login: &str, ip: IpAddr, now: Instant) {
+    fn record_failure(&mut self, login: &str, ip: IpAddr, now: Instant) {
         if self.accounts.len() + self.ips.len() > SWEEP_AT {
             self.sweep(now);
         }
@@ -67,7 +119,7 @@ impl Throttle {
         self.ips.entry(ip).or_default().push_back(now);
     }
 
-    pub(crate) fn record_success(&mut self, login: &str) {
+    fn record_success(&mut self, login: &str) {
         self.accounts.remove(login);
     }
 
@@ -123,6 +175,30 @@ mod tests {
         assert_eq!(t.check("ivanov", IP, later), Err(Duration::from_secs(2)));
         t.record_success("ivanov");
         assert_eq!(t.check("ivanov", IP, later), Ok(()));
+    }
+
+    #[test]
+    fn attempts_in_progress_count_against_the_limit() {
+        let mut t = throttle();
+        let now = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(t.begin("ivanov", IP, now), Ok(()));
+        }
+        assert_eq!(
+            t.begin("ivanov", IP, now),
+            Err(PENDING_WAIT),
+            "a sixth parallel guess waits"
+        );
+        t.end("ivanov", IP, Outcome::Undecided, now);
+        assert_eq!(
+            t.begin("ivanov", IP, now),
+            Ok(()),
+            "an undecided attempt frees its place"
+        );
+        for _ in 0..5 {
+            t.end("ivanov", IP, Outcome::Failed, now);
+        }
+        assert_eq!(t.check("ivanov", IP, now), Err(Duration::from_secs(1)));
     }
 
     #[test]

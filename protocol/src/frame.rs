@@ -15,8 +15,15 @@ pub const MAX_NESTING: usize = 32;
 /// Largest frame a node accepts before the client has authenticated.
 pub const MAX_UNAUTHENTICATED_FRAME: usize = 64 * 1024;
 
-/// Default largest frame after authentication.
+/// Default largest frame a node accepts after authentication.
 pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
+
+/// Largest frame a node sends (and a client accepts).
+pub const MAX_OUTGOING_FRAME: usize = 16 * 1024 * 1024;
+
+/// Payload buffer allocated up front; larger frames grow the buffer as their bytes arrive, so
+/// a header alone cannot make the receiver allocate its whole limit.
+const INITIAL_BUFFER: usize = 64 * 1024;
 
 /// Why a frame could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -107,14 +114,11 @@ where
         filled += n;
     }
     let len = payload_len(header, max())?;
-    let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FrameError::Truncated
-        } else {
-            FrameError::Io(e)
-        }
-    })?;
+    let mut payload = Vec::with_capacity(len.min(INITIAL_BUFFER));
+    let read = reader.take(len as u64).read_to_end(&mut payload).await?;
+    if read < len {
+        return Err(FrameError::Truncated);
+    }
     decode(&payload).map(Some)
 }
 

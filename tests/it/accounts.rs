@@ -272,8 +272,10 @@ async fn restart_keeps_users_and_sessions() -> anyhow::Result<()> {
     assert!(user.admin);
     login(&node, "frank", PASSWORD, "desk2").await?;
 
-    // Logging out ends the token.
+    // Logging out ends the token and the connection.
     conn.request(Request::Logout).await?;
+    let reason = within(5, "logged-out connection closes", conn.closed()).await?;
+    assert_eq!(reason.code, Some(u64::from(close::SESSION_REVOKED)));
     let again = connect(&node).await?;
     let e = again.resume(&logged.token, "desk").await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::InvalidCredentials));
@@ -357,5 +359,85 @@ async fn creating_a_user_another_way_retires_the_setup_token() -> anyhow::Result
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::InvalidCredentials));
+    Ok(())
+}
+
+#[tokio::test]
+async fn parallel_guesses_cannot_outrun_the_throttle() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let node = std::sync::Arc::new(TestNode::spawn().await?);
+    node.add_user("kim", PASSWORD, false).await?;
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            let conn = connect(&node).await?;
+            let e = conn
+                .login("kim", &format!("guess {i}"), "d", "d")
+                .await
+                .unwrap_err();
+            anyhow::Ok(e.code())
+        }));
+    }
+    let mut judged = 0;
+    for t in tasks {
+        match t.await?? {
+            Some(ErrorCode::InvalidCredentials) => judged += 1,
+            Some(ErrorCode::Throttled) => {}
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(
+        judged <= 5,
+        "{judged} guesses were checked; at most 5 may be before the delay"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_login_racing_a_lock_never_keeps_a_session() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let node = std::sync::Arc::new(TestNode::spawn().await?);
+    node.add_user("lena", PASSWORD, false).await?;
+    for round in 0..8 {
+        node.admin(AdminRequest::UserUnlock {
+            login: "lena".into(),
+        })
+        .await?;
+        let conn = connect(&node).await?;
+        let device = format!("race-{round}");
+        let (login, lock) = tokio::join!(
+            conn.login("lena", PASSWORD, &device, "race"),
+            node.admin(AdminRequest::UserLock {
+                login: "lena".into()
+            }),
+        );
+        lock?;
+        // Whoever won, once the lock has returned no session of the locked user may work.
+        if let Ok(logged) = login {
+            within(5, "raced connection closes", conn.closed()).await?;
+            let again = connect(&node).await?;
+            let e = again.resume(&logged.token, &device).await.unwrap_err();
+            assert!(
+                matches!(
+                    e.code(),
+                    Some(ErrorCode::InvalidCredentials | ErrorCode::AccountLocked)
+                ),
+                "round {round}: {e:?}"
+            );
+        }
+        let AdminReply::Sessions { sessions } = node
+            .admin(AdminRequest::Sessions {
+                login: "lena".into(),
+            })
+            .await?
+        else {
+            anyhow::bail!("expected sessions");
+        };
+        assert!(
+            sessions.is_empty(),
+            "round {round}: a locked user kept {sessions:?}"
+        );
+    }
     Ok(())
 }

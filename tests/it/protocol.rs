@@ -132,7 +132,7 @@ async fn an_authenticated_client_may_send_larger_frames_up_to_the_limit() -> any
 async fn clients_that_do_not_authenticate_in_time_are_dropped() -> anyhow::Result<()> {
     let _guard = subscribe();
     let mut config = test_config();
-    config.server.handshake_timeout_secs = 1;
+    config.server.handshake_timeout_secs = 3;
     let node = TestNode::spawn_with(config).await?;
     let conn = connect(&node).await?;
     let reason = within(10, "idle unauthenticated connection closes", conn.closed()).await?;
@@ -146,6 +146,8 @@ async fn connections_per_address_are_capped() -> anyhow::Result<()> {
     let mut config = test_config();
     config.server.max_connections_per_ip = 2;
     config.server.max_unauthenticated_per_ip = 2;
+    // Long enough that only the client's close can free a slot during this test.
+    config.server.handshake_timeout_secs = 60;
     let node = TestNode::spawn_with(config).await?;
     let first = connect(&node).await?;
     let _second = connect(&node).await?;
@@ -217,12 +219,20 @@ async fn administrators_can_bring_their_own_certificate() -> anyhow::Result<()> 
     config.tls.cert_file = Some(tls.join("server.pem"));
     config.tls.key_file = Some(tls.join("server.key"));
     let node = TestNode::spawn_with(config).await?;
-    assert!(node.info().ca_path.is_none(), "no CA is generated when a certificate is configured");
+    assert!(
+        node.info().ca_path.is_none(),
+        "no CA is generated when a certificate is configured"
+    );
     assert_eq!(node.info().cert_fingerprint, issuer.info().cert_fingerprint);
 
     let mut client = client_config(&node);
     client.trust = Trust::CaFile(issuer.ca_path());
-    let conn = within(15, "connect with the company CA", Connection::connect(&client)).await??;
+    let conn = within(
+        15,
+        "connect with the company CA",
+        Connection::connect(&client),
+    )
+    .await??;
     assert_eq!(conn.node(), "test.local");
 
     // A missing key file is a clear start-up error.

@@ -6,15 +6,22 @@
 //! node opens the event stream (uni)    ◀── Event … ──
 //! client ── Request{id} … ──▶  node handles each in its own task ── Response/Error{id} ──▶
 //! ```
-//! Anything malformed or oversize ends this connection only, with an error frame and a close
-//! code. Until the client authenticates, frames are capped at 64 KiB and a deadline runs.
+//!
+//! Until the client authenticates, frames are capped at 64 KiB and one deadline, set when the
+//! connection arrives, covers the TLS handshake, hello and login. Anything malformed or
+//! oversize ends this connection only, with an error frame and a close code.
+//!
+//! Every way a connection ends goes through [`End`], and the tail of [`run`] shuts it in an
+//! order that delivers what was promised: answers to requests in flight, then a last event or
+//! error frame, then the QUIC close, each step bounded in time.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
-use veche_protocol::frame::{self, FrameError, MAX_UNAUTHENTICATED_FRAME};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+use veche_protocol::frame::{self, FrameError, MAX_OUTGOING_FRAME, MAX_UNAUTHENTICATED_FRAME};
 use veche_protocol::{
     ClientFrame, ErrorBody, ErrorCode, Event, PROTOCOL_VERSIONS, Reply, Request, ServerFrame,
     Timestamp, close, negotiate_version,
@@ -28,18 +35,35 @@ use crate::admin;
 /// Outgoing frames buffered per connection before a slow reader stalls its own handlers.
 const OUTBOX: usize = 64;
 const EVENT_BUFFER: usize = 256;
-/// How long the node waits for a client to receive a final error frame before closing.
-const LINGER: Duration = Duration::from_secs(1);
+/// How long the node waits for a client to acknowledge its last frames before closing.
+const LINGER: Duration = Duration::from_millis(500);
+/// How long an ending session waits for its requests in flight.
+const SESSION_END_GRACE: Duration = Duration::from_millis(300);
+
+/// Why a connection ends.
+#[derive(Debug)]
+enum End {
+    /// The client finished its control stream or went away.
+    ClientGone,
+    /// The client broke the protocol: tell it why, then close with the code.
+    Violation(ErrorBody, u32),
+    /// The session ended (revoked, logged out, user locked, password changed).
+    SessionEnded(String),
+    /// The node is shutting down.
+    Shutdown,
+}
 
 /// Per-connection state shared with request handlers.
 struct State {
     id: u64,
     ip: IpAddr,
-    conn: quinn::Connection,
     shared: Arc<Shared>,
     auth: Mutex<Option<Authenticated>>,
+    /// Serialises login, resume, setup and logout on this connection.
+    auth_change: tokio::sync::Mutex<()>,
     admission: Mutex<Admission>,
-    events: mpsc::Sender<Event>,
+    conn: quinn::Connection,
+    end: mpsc::Sender<String>,
     out: mpsc::Sender<ServerFrame>,
 }
 
@@ -48,7 +72,26 @@ impl State {
         self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn set_auth(&self, auth: Option<Authenticated>) {
+    /// Makes `auth` this connection's session, registered so that ending the session reaches
+    /// it, then checks that the session still exists: a revocation that committed between the
+    /// credential check and the registration is caught here.
+    async fn authenticate(&self, auth: Authenticated) -> Result<(), ErrorBody> {
+        self.replace_auth(Some(auth.clone()));
+        let accounts = &self.shared.services.accounts;
+        match accounts.session_exists(&auth.session.id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.replace_auth(None);
+                Err(AccountError::InvalidCredentials.to_body())
+            }
+            Err(e) => {
+                self.replace_auth(None);
+                Err(account_error(e))
+            }
+        }
+    }
+
+    fn replace_auth(&self, auth: Option<Authenticated>) {
         let registry = &self.shared.services.registry;
         let previous = {
             let mut slot = self.auth.lock().unwrap_or_else(|e| e.into_inner());
@@ -67,7 +110,7 @@ impl State {
                 LiveConnection {
                     id: self.id,
                     conn: self.conn.clone(),
-                    events: self.events.clone(),
+                    end: self.end.clone(),
                 },
             );
         }
@@ -81,8 +124,9 @@ pub(super) async fn run(
     shared: Arc<Shared>,
 ) {
     let ip = incoming.remote_address().ip();
-    let deadline = Duration::from_secs(shared.server.handshake_timeout_secs);
-    let conn = match tokio::time::timeout(deadline, async { incoming.accept()?.await }).await {
+    let deadline = Instant::now() + Duration::from_secs(shared.server.handshake_timeout_secs);
+
+    let conn = match tokio::time::timeout_at(deadline, async { incoming.accept()?.await }).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "handshake failed");
@@ -97,7 +141,7 @@ pub(super) async fn run(
         conn.close(close::PROTOCOL_VIOLATION.into(), b"ALPN veche/1 required");
         return;
     }
-    let (mut send, mut recv) = match tokio::time::timeout(deadline, conn.accept_bi()).await {
+    let (mut send, mut recv) = match tokio::time::timeout_at(deadline, conn.accept_bi()).await {
         Ok(Ok(streams)) => streams,
         Ok(Err(_)) => return,
         Err(_) => {
@@ -108,9 +152,10 @@ pub(super) async fn run(
             return;
         }
     };
+    tokio::spawn(refuse_extra_streams(conn.clone()));
 
     // Hello.
-    let hello = tokio::time::timeout(
+    let hello = tokio::time::timeout_at(
         deadline,
         frame::read::<ClientFrame, _>(&mut recv, MAX_UNAUTHENTICATED_FRAME),
     )
@@ -125,7 +170,12 @@ pub(super) async fn run(
             return fail(&conn, send, error, close::PROTOCOL_VIOLATION).await;
         }
         Ok(Ok(None)) => return,
-        Ok(Err(e)) => return fail_frame(&conn, send, e).await,
+        Ok(Err(e)) => {
+            if let Some((error, code)) = frame_failure(e) {
+                fail(&conn, send, error, code).await;
+            }
+            return;
+        }
         Err(_) => {
             conn.close(close::AUTH_TIMEOUT.into(), b"no hello in time");
             return;
@@ -146,87 +196,46 @@ pub(super) async fn run(
         node: shared.node_name.clone(),
         server_time: Timestamp::now(),
     };
-    if frame::write(&mut send, &welcome, MAX_UNAUTHENTICATED_FRAME)
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let Ok(Ok(mut event_stream)) = tokio::time::timeout(deadline, conn.open_uni()).await else {
+    let opened = tokio::time::timeout_at(deadline, async {
+        frame::write(&mut send, &welcome, MAX_UNAUTHENTICATED_FRAME)
+            .await
+            .ok()?;
+        conn.open_uni().await.ok()
+    })
+    .await;
+    let Ok(Some(event_stream)) = opened else {
+        conn.close(
+            close::AUTH_TIMEOUT.into(),
+            b"handshake not completed in time",
+        );
         return;
     };
 
-    // Writers: responses on the control stream, events on the event stream.
-    let max_frame = shared.server.max_frame_bytes;
-    let (out, mut out_rx) = mpsc::channel::<ServerFrame>(OUTBOX);
-    // A connection-level error is sent through `last`: written after what is queued, then the
-    // stream is finished and the node waits (briefly) until the client has received it.
-    let (last, mut last_rx) = tokio::sync::oneshot::channel::<ServerFrame>();
-    let writer = tokio::spawn(async move {
-        let mut last_open = true;
-        loop {
-            tokio::select! {
-                biased;
-                next = out_rx.recv() => match next {
-                    Some(f) => {
-                        if frame::write(&mut send, &f, max_frame).await.is_err() {
-                            return;
-                        }
-                    }
-                    None => return,
-                },
-                f = &mut last_rx, if last_open => match f {
-                    Ok(f) => {
-                        if frame::write(&mut send, &f, max_frame).await.is_ok() {
-                            let _ = send.finish();
-                            let _ = tokio::time::timeout(LINGER, send.stopped()).await;
-                        }
-                        return;
-                    }
-                    Err(_) => last_open = false,
-                },
-            }
-        }
-    });
-    let (events, mut events_rx) = mpsc::channel::<Event>(EVENT_BUFFER);
-    tokio::spawn(async move {
-        while let Some(e) = events_rx.recv().await {
-            if frame::write(&mut event_stream, &e, max_frame)
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-        let _ = event_stream.finish();
-    });
+    let (out, out_rx) = mpsc::channel::<ServerFrame>(OUTBOX);
+    let (last_frame, last_frame_rx) = oneshot::channel::<Option<ServerFrame>>();
+    let control_writer = tokio::spawn(write_control(send, out_rx, last_frame_rx));
+    let (events, events_rx) = mpsc::channel::<Event>(EVENT_BUFFER);
+    let (last_event, last_event_rx) = oneshot::channel::<Option<Event>>();
+    let event_writer = tokio::spawn(write_events(event_stream, events_rx, last_event_rx));
+    drop(events); // events reach the connection once discussions exist; the stream is ready.
 
+    let (end, mut end_rx) = mpsc::channel::<String>(1);
     let state = Arc::new(State {
         id,
         ip,
-        conn: conn.clone(),
         shared: shared.clone(),
         auth: Mutex::new(None),
+        auth_change: tokio::sync::Mutex::new(()),
         admission: Mutex::new(admission),
-        events,
+        conn: conn.clone(),
+        end,
         out,
     });
 
-    // Authentication deadline.
-    let auth_timer = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(deadline).await;
-            if state.auth().is_none() {
-                state
-                    .conn
-                    .close(close::AUTH_TIMEOUT.into(), b"not authenticated in time");
-            }
-        })
-    };
-
+    let max_frame = shared.server.max_frame_bytes;
     let in_flight = Arc::new(Semaphore::new(shared.server.max_requests_in_flight));
-    let outcome = loop {
+    let ending = loop {
+        let authenticated = state.auth().is_some();
         let max = || {
             if state.auth().is_some() {
                 max_frame
@@ -235,16 +244,23 @@ pub(super) async fn run(
             }
         };
         let next = tokio::select! {
-            () = shared.stop.cancelled() => break None,
+            () = shared.stop.cancelled() => break End::Shutdown,
+            reason = end_rx.recv() => break End::SessionEnded(reason.unwrap_or_default()),
+            () = tokio::time::sleep_until(deadline), if !authenticated => {
+                break End::Violation(
+                    ErrorBody::new(ErrorCode::Unauthenticated, "not authenticated in time"),
+                    close::AUTH_TIMEOUT,
+                );
+            }
             next = frame::read_limited::<ClientFrame, _>(&mut recv, max) => next,
         };
         match next {
             Ok(Some(ClientFrame::Request { id, request })) => {
                 let permit = tokio::select! {
-                    () = shared.stop.cancelled() => break None,
+                    () = shared.stop.cancelled() => break End::Shutdown,
                     permit = in_flight.clone().acquire_owned() => match permit {
                         Ok(p) => p,
-                        Err(_) => break None,
+                        Err(_) => break End::Shutdown,
                     },
                 };
                 let state = state.clone();
@@ -261,32 +277,155 @@ pub(super) async fn run(
                 });
             }
             Ok(Some(ClientFrame::Hello { .. })) => {
-                break Some((
+                break End::Violation(
                     ErrorBody::new(ErrorCode::BadRequest, "hello was already received"),
                     close::PROTOCOL_VIOLATION,
-                ));
+                );
             }
-            Ok(None) => break None,
-            Err(e) => break frame_failure(e),
+            Ok(None) => break End::ClientGone,
+            Err(e) => match frame_failure(e) {
+                Some((error, code)) => break End::Violation(error, code),
+                None => break End::ClientGone,
+            },
         }
     };
-    auth_timer.abort();
+    tracing::debug!(?ending, "connection ending");
+
+    // Answers to requests in flight go out first, except for a client that broke the protocol.
+    let grace = match &ending {
+        End::ClientGone | End::Shutdown => Duration::from_secs(shared.server.shutdown_grace_secs),
+        End::SessionEnded(_) => SESSION_END_GRACE,
+        End::Violation(..) => Duration::ZERO,
+    };
+    let all = u32::try_from(shared.server.max_requests_in_flight).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(grace, in_flight.acquire_many(all)).await;
     if let Some(auth) = state.auth() {
         shared.services.registry.unregister(&auth.session.id, id);
     }
-    if let Some((error, code)) = outcome {
-        let _ = last.send(ServerFrame::Error { id: None, error });
-        let _ = tokio::time::timeout(LINGER * 2, writer).await;
-        conn.close(code.into(), close::describe(code.into()).as_bytes());
-    } else {
-        drop(last);
-        // Clean end or shutdown: let in-flight handlers answer; the node closes connections
-        // after waiting for them.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(shared.server.shutdown_grace_secs),
-            conn.closed(),
-        )
-        .await;
+
+    let (frame, event, code) = match ending {
+        End::ClientGone => (None, None, close::NORMAL),
+        End::Violation(error, code) => (Some(ServerFrame::Error { id: None, error }), None, code),
+        End::SessionEnded(reason) => (
+            None,
+            Some(Event::SessionEnded { reason }),
+            close::SESSION_REVOKED,
+        ),
+        End::Shutdown => (None, Some(Event::ShuttingDown), close::SHUTTING_DOWN),
+    };
+    let _ = last_event.send(event);
+    let _ = last_frame.send(frame);
+    let _ = tokio::time::timeout(LINGER * 2, async {
+        let _ = control_writer.await;
+        let _ = event_writer.await;
+    })
+    .await;
+    conn.close(code.into(), close::describe(code.into()).as_bytes());
+}
+
+/// Writes responses; after `last` arrives, writes it (if any) behind what is queued, finishes
+/// the stream and waits until the client has it.
+async fn write_control(
+    mut send: quinn::SendStream,
+    mut out: mpsc::Receiver<ServerFrame>,
+    mut last: oneshot::Receiver<Option<ServerFrame>>,
+) {
+    let mut last_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            next = out.recv() => match next {
+                Some(f) => {
+                    if write_response(&mut send, &f).await.is_err() {
+                        return;
+                    }
+                }
+                None => break,
+            },
+            f = &mut last, if last_open => match f {
+                Ok(Some(f)) => {
+                    let _ = write_response(&mut send, &f).await;
+                    break;
+                }
+                Ok(None) => break,
+                Err(_) => last_open = false,
+            },
+        }
+    }
+    let _ = send.finish();
+    let _ = tokio::time::timeout(LINGER, send.stopped()).await;
+}
+
+/// Writes one frame; a reply too large to send becomes an error for its request instead of
+/// ending the connection.
+async fn write_response(send: &mut quinn::SendStream, f: &ServerFrame) -> Result<(), FrameError> {
+    match frame::write(send, f, MAX_OUTGOING_FRAME).await {
+        Err(FrameError::TooLarge { len, .. }) => {
+            let id = match f {
+                ServerFrame::Response { id, .. } | ServerFrame::Error { id: Some(id), .. } => {
+                    Some(*id)
+                }
+                _ => None,
+            };
+            tracing::error!(len, ?id, "reply too large to send");
+            let error = ErrorBody::new(ErrorCode::Internal, "the reply is too large to send");
+            frame::write(send, &ServerFrame::Error { id, error }, MAX_OUTGOING_FRAME).await
+        }
+        other => other,
+    }
+}
+
+/// Writes events; after `last` arrives, writes it (if any), finishes the stream and waits
+/// until the client has it.
+async fn write_events(
+    mut stream: quinn::SendStream,
+    mut events: mpsc::Receiver<Event>,
+    mut last: oneshot::Receiver<Option<Event>>,
+) {
+    let mut events_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            next = events.recv(), if events_open => match next {
+                Some(e) => {
+                    if frame::write(&mut stream, &e, MAX_OUTGOING_FRAME).await.is_err() {
+                        return;
+                    }
+                }
+                None => events_open = false,
+            },
+            e = &mut last => {
+                if let Ok(Some(e)) = e {
+                    let _ = frame::write(&mut stream, &e, MAX_OUTGOING_FRAME).await;
+                }
+                break;
+            }
+        }
+    }
+    let _ = stream.finish();
+    let _ = tokio::time::timeout(LINGER, stream.stopped()).await;
+}
+
+/// The protocol uses one control stream per connection; any other stream a client opens is
+/// refused at once so that its data does not sit in the connection's receive window.
+async fn refuse_extra_streams(conn: quinn::Connection) {
+    let code = quinn::VarInt::from_u32(close::PROTOCOL_VIOLATION);
+    loop {
+        tokio::select! {
+            bi = conn.accept_bi() => match bi {
+                Ok((mut send, mut recv)) => {
+                    let _ = recv.stop(code);
+                    let _ = send.reset(code);
+                }
+                Err(_) => return,
+            },
+            uni = conn.accept_uni() => match uni {
+                Ok(mut recv) => {
+                    let _ = recv.stop(code);
+                }
+                Err(_) => return,
+            },
+        }
     }
 }
 
@@ -322,23 +461,21 @@ fn frame_failure(e: FrameError) -> Option<(ErrorBody, u32)> {
     }
 }
 
-async fn fail_frame(conn: &quinn::Connection, send: quinn::SendStream, e: FrameError) {
-    if let Some((error, code)) = frame_failure(e) {
-        fail(conn, send, error, code).await;
-    }
-}
-
-/// Sends a final error frame, waits briefly for the client to receive it, and closes.
+/// Before the connection is set up: sends a final error frame, waits briefly for the client to
+/// receive it, and closes.
 async fn fail(conn: &quinn::Connection, mut send: quinn::SendStream, error: ErrorBody, code: u32) {
     tracing::debug!(code = ?error.code, message = %error.message, "closing connection");
     let frame = ServerFrame::Error { id: None, error };
-    if frame::write(&mut send, &frame, MAX_UNAUTHENTICATED_FRAME)
-        .await
-        .is_ok()
-    {
-        let _ = send.finish();
-        let _ = tokio::time::timeout(LINGER, send.stopped()).await;
-    }
+    let _ = tokio::time::timeout(LINGER * 2, async {
+        if frame::write(&mut send, &frame, MAX_UNAUTHENTICATED_FRAME)
+            .await
+            .is_ok()
+        {
+            let _ = send.finish();
+            let _ = tokio::time::timeout(LINGER, send.stopped()).await;
+        }
+    })
+    .await;
     conn.close(code.into(), close::describe(code.into()).as_bytes());
 }
 
@@ -373,12 +510,13 @@ async fn handle(state: &State, request: Request) -> Result<Reply, ErrorBody> {
                 password,
                 admin: true,
             };
+            let _serial = state.auth_change.lock().await;
             let device = format!("setup-{}", state.id);
             let (session_token, auth) = accounts
                 .setup(&token, &spec, &device, "setup", state.ip)
                 .await
                 .map_err(account_error)?;
-            state.set_auth(Some(auth.clone()));
+            state.authenticate(auth.clone()).await?;
             Ok(Reply::LoggedIn {
                 session_token,
                 session: auth.session,
@@ -391,11 +529,12 @@ async fn handle(state: &State, request: Request) -> Result<Reply, ErrorBody> {
             device_id,
             device_name,
         } => {
+            let _serial = state.auth_change.lock().await;
             let (session_token, auth) = accounts
                 .login(&login, &password, &device_id, &device_name, state.ip)
                 .await
                 .map_err(account_error)?;
-            state.set_auth(Some(auth.clone()));
+            state.authenticate(auth.clone()).await?;
             Ok(Reply::LoggedIn {
                 session_token,
                 session: auth.session,
@@ -403,19 +542,20 @@ async fn handle(state: &State, request: Request) -> Result<Reply, ErrorBody> {
             })
         }
         Request::Resume { token, device_id } => {
+            let _serial = state.auth_change.lock().await;
             let auth = accounts
                 .resume(&token, &device_id)
                 .await
                 .map_err(account_error)?;
-            state.set_auth(Some(auth.clone()));
+            state.authenticate(auth.clone()).await?;
             Ok(Reply::Resumed {
                 session: auth.session,
                 user: auth.user,
             })
         }
         Request::Logout => {
+            let _serial = state.auth_change.lock().await;
             let auth = state.auth().ok_or_else(unauthenticated)?;
-            state.set_auth(None);
             let ended = accounts
                 .end_sessions(
                     &auth.user.id,
@@ -425,7 +565,7 @@ async fn handle(state: &State, request: Request) -> Result<Reply, ErrorBody> {
                 )
                 .await
                 .map_err(account_error)?;
-            // Other connections of the same session end too.
+            // This connection and any other of the same session end, after this answer.
             state
                 .shared
                 .services
@@ -454,6 +594,7 @@ async fn handle(state: &State, request: Request) -> Result<Reply, ErrorBody> {
                     &auth.session.id,
                     &old_password,
                     &new_password,
+                    state.ip,
                 )
                 .await
                 .map_err(account_error)?;

@@ -160,6 +160,18 @@ pub(crate) async fn accept_loop(
             },
         };
         let remote = incoming.remote_address();
+        // Count a connection against its address only once the address is proven (QUIC
+        // Retry), so that spoofed packets cannot fill another address's slots.
+        if !incoming.remote_address_validated() {
+            if incoming.may_retry() {
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().ignore();
+                }
+            } else {
+                incoming.ignore();
+            }
+            continue;
+        }
         let Some(admission) = limits.admit(remote.ip()) else {
             tracing::warn!(%remote, "refusing connection: too many from this address");
             incoming.refuse();
@@ -178,7 +190,7 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// Closes every connection with the shutdown code.
+/// Closes every connection still open with the shutdown code.
 pub(crate) fn close_all(endpoint: &quinn::Endpoint) {
     endpoint.close(close::SHUTTING_DOWN.into(), b"node shutting down");
 }

@@ -1,18 +1,24 @@
 //! Live authenticated connections, by session, so that revoking a session, locking a user or
-//! shutting down reaches the connections at once.
+//! logging out reaches the connections at once.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
-use veche_protocol::{Event, close};
+use veche_protocol::close;
+
+/// Longest a connection may take to end gracefully after its session ended; then it is closed
+/// regardless. Keeps "a revoked session's connection is closed within 1 s".
+const FORCE_CLOSE_AFTER: Duration = Duration::from_millis(900);
 
 /// One live connection.
 #[derive(Debug, Clone)]
 pub(crate) struct LiveConnection {
     pub(crate) id: u64,
     pub(crate) conn: quinn::Connection,
-    pub(crate) events: mpsc::Sender<Event>,
+    /// Tells the connection task its session ended, and why.
+    pub(crate) end: mpsc::Sender<String>,
 }
 
 /// Session id → its live connections.
@@ -44,7 +50,8 @@ impl Registry {
         }
     }
 
-    /// Ends the connections of these sessions: tells them why, then closes them.
+    /// Ends the connections of these sessions: each tells its client why and closes; any that
+    /// has not closed after [`FORCE_CLOSE_AFTER`] is closed anyway.
     pub(crate) fn end_sessions(&self, session_ids: &[String], reason: &str) -> usize {
         let ended: Vec<LiveConnection> = {
             let mut map = self.lock();
@@ -55,19 +62,13 @@ impl Registry {
                 .collect()
         };
         for live in &ended {
-            let _ = live.events.try_send(Event::SessionEnded {
-                reason: reason.to_owned(),
+            let _ = live.end.try_send(reason.to_owned());
+            let conn = live.conn.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(FORCE_CLOSE_AFTER).await;
+                conn.close(close::SESSION_REVOKED.into(), b"session ended");
             });
-            live.conn
-                .close(close::SESSION_REVOKED.into(), reason.as_bytes());
         }
         ended.len()
-    }
-
-    /// Tells every authenticated connection that the node is going away.
-    pub(crate) fn announce_shutdown(&self) {
-        for live in self.lock().values().flatten() {
-            let _ = live.events.try_send(Event::ShuttingDown);
-        }
     }
 }

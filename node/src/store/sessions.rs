@@ -15,15 +15,20 @@ pub(crate) struct SessionRow {
 }
 
 impl Store {
+    /// Creates a session if its user is unlocked and still has `password_hash`; returns
+    /// whether it was created.
     pub(crate) async fn insert_session(
         &self,
         session: &SessionRow,
+        password_hash: &str,
         audit: &AuditRecord,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.write.begin().await?;
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO sessions (id, user_id, token_hash, device_id, device_name, created_at, \
-             last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             last_seen_at, expires_at) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ? FROM users \
+             WHERE id = ? AND locked = FALSE AND password_hash = ?",
         )
         .bind(&session.id)
         .bind(&session.user_id)
@@ -33,12 +38,26 @@ impl Store {
         .bind(session.created_at)
         .bind(session.last_seen_at)
         .bind(session.expires_at)
+        .bind(&session.user_id)
+        .bind(password_hash)
         .execute(&mut *tx)
         .await
-        .map_err(StoreError::from_insert)?;
+        .map_err(StoreError::from_insert)?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
         append(&mut tx, audit).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
+    }
+
+    pub(crate) async fn session_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM sessions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(found.is_some())
     }
 
     pub(crate) async fn session_by_token_hash(

@@ -155,15 +155,18 @@ impl Store {
         Ok(Some((row, ended)))
     }
 
-    /// Replaces a password hash without other changes (parameter upgrade on login).
+    /// Replaces a password hash with a stronger hash of the same password (parameter upgrade
+    /// on login), unless the password changed meanwhile.
     pub(crate) async fn rehash_password(
         &self,
         id: &str,
-        password_hash: &str,
+        old_hash: &str,
+        new_hash: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
-            .bind(password_hash)
+        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?")
+            .bind(new_hash)
             .bind(id)
+            .bind(old_hash)
             .execute(&self.write)
             .await?;
         Ok(())
