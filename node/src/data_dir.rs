@@ -46,15 +46,18 @@ pub enum LockError {
 }
 
 impl DataDir {
-    /// Uses `root` as the data folder, creating it (mode 0700) if needed. The database file
+    /// Uses `root` as the data folder, creating it if needed and closing it to other users
+    /// (mode 0700). The database file
     /// is created empty with mode 0600 so that SQLite's WAL and index files inherit it.
     pub fn create(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
-        if !root.exists() {
-            fs::create_dir_all(&root)?;
-            fs::set_permissions(&root, fs::Permissions::from_mode(0o700))?;
-        }
+        fs::create_dir_all(&root)?;
         let root = root.canonicalize()?;
+        // Keys, tokens and the admin socket live here: only the node's user may enter.
+        let mode = fs::metadata(&root)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            fs::set_permissions(&root, fs::Permissions::from_mode(mode & 0o700))?;
+        }
         fs::create_dir_all(root.join("tls"))?;
         let db = root.join("veche.db");
         if !db.exists() {

@@ -243,3 +243,21 @@ async fn administrators_can_bring_their_own_certificate() -> anyhow::Result<()> 
     assert!(err.contains("missing.key"), "{err}");
     Ok(())
 }
+
+#[tokio::test]
+async fn shutdown_tells_clients_and_closes_with_its_code() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let mut node = TestNode::spawn().await?;
+    node.add_user("olga", PASSWORD, false).await?;
+    let (conn, _) = login(&node, "olga", PASSWORD, "d").await?;
+    within(30, "node stops", node.stop()).await?;
+    let reason = within(5, "connection closes", conn.closed()).await?;
+    assert_eq!(reason.code, Some(u64::from(close::SHUTTING_DOWN)));
+    let event = within(5, "shutdown event", conn.next_event()).await?;
+    assert_eq!(event, Some(veche_client::protocol::Event::ShuttingDown));
+    assert!(
+        !node.data_dir().join("admin.sock").exists(),
+        "the admin socket is removed on shutdown"
+    );
+    Ok(())
+}

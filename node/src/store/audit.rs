@@ -99,23 +99,58 @@ impl Store {
         )
     }
 
-    /// Checks the whole chain; returns the sequence number of the first broken record.
+    /// Checks the whole chain, streaming it; returns the sequence number of the first broken
+    /// record.
     pub(crate) async fn verify_audit_chain(&self) -> Result<Option<i64>, StoreError> {
-        let rows: Vec<AuditRow> = sqlx::query_as("SELECT * FROM audit_log ORDER BY seq")
-            .fetch_all(&self.read)
-            .await?;
+        use futures_util::TryStreamExt;
+
+        let mut rows =
+            sqlx::query_as::<_, AuditRow>("SELECT * FROM audit_log ORDER BY seq").fetch(&self.read);
         let mut prev = GENESIS.to_owned();
-        for (i, row) in rows.iter().enumerate() {
+        let mut i = 0i64;
+        while let Some(row) = rows.try_next().await? {
             let expected = chain_hash(
                 &prev,
                 row.seq,
                 (&row.at, &row.actor, &row.action, &row.target, &row.detail),
             );
-            if row.seq != i as i64 + 1 || row.prev_hash != prev || row.hash != expected {
+            i += 1;
+            if row.seq != i || row.prev_hash != prev || row.hash != expected {
                 return Ok(Some(row.seq));
             }
-            prev = row.hash.clone();
+            prev = row.hash;
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(action: &'static str) -> AuditRecord {
+        AuditRecord {
+            at: 1,
+            actor: "cli".into(),
+            action,
+            target: "ivanov@hq".into(),
+            detail: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_chain_detects_an_altered_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).await.unwrap();
+        for action in ["user.add", "user.lock", "user.unlock"] {
+            store.audit(&record(action)).await.unwrap();
+        }
+        assert_eq!(store.verify_audit_chain().await.unwrap(), None);
+        sqlx::query("UPDATE audit_log SET target = 'someone-else' WHERE seq = 2")
+            .execute(&store.write)
+            .await
+            .unwrap();
+        assert_eq!(store.verify_audit_chain().await.unwrap(), Some(2));
+        store.close().await;
     }
 }
