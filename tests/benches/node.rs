@@ -140,16 +140,51 @@ async fn throughput(node: &TestNode) {
 
 async fn connects(node: &TestNode) {
     let n = 200;
-    let start = Instant::now();
+    let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
+        let start = Instant::now();
         let conn = connect(node).await;
-        conn.close().await;
+        samples.push(start.elapsed());
+        drop(conn);
     }
+    samples.sort();
     row(
-        "new connection (QUIC + TLS 1.3 handshake + hello/welcome), sequential",
+        "new connection: QUIC Retry + TLS 1.3 handshake + hello/welcome (p50 / p99)",
         format!(
-            "{:.2} ms",
-            start.elapsed().as_secs_f64() * 1e3 / f64::from(n)
+            "{:.2} ms / {:.2} ms",
+            percentile(&samples, 0.5).as_secs_f64() * 1e3,
+            percentile(&samples, 0.99).as_secs_f64() * 1e3
+        ),
+    );
+}
+
+async fn revocation(node: &TestNode) {
+    use veche_client::protocol::admin::AdminRequest;
+    let n = 20;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let conn = connect(node).await;
+        let logged = conn
+            .login("bench", PASSWORD, &format!("revoke-{i}"), "bench")
+            .await
+            .expect("login");
+        let start = Instant::now();
+        node.admin(AdminRequest::Revoke {
+            login: "bench".into(),
+            session_id: Some(logged.session.id),
+        })
+        .await
+        .expect("revoke");
+        conn.closed().await;
+        samples.push(start.elapsed());
+    }
+    samples.sort();
+    row(
+        "session revoked → its connection closed, as the client sees it (p50 / max)",
+        format!(
+            "{:.1} ms / {:.1} ms",
+            percentile(&samples, 0.5).as_secs_f64() * 1e3,
+            samples[samples.len() - 1].as_secs_f64() * 1e3
         ),
     );
 }
@@ -167,5 +202,6 @@ fn main() {
         logins(&node).await;
         ping_latency(&node).await;
         throughput(&node).await;
+        revocation(&node).await;
     });
 }
