@@ -258,15 +258,25 @@ impl Connection {
             Some(pending) => pending.insert(id, tx),
             None => return Err(self.closed_error()),
         };
-        let sent = self.out.send(ClientFrame::Request { id, request }).await;
-        if sent.is_err() {
-            forget(&self.pending, id);
-            return Err(self.closed_error());
-        }
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(Ok(reply))) => Ok(reply),
-            Ok(Ok(Err(body))) => Err(RequestError::Server(body)),
-            Ok(Err(_)) => Err(self.closed_error()),
+        let exchange = async {
+            if self
+                .out
+                .send(ClientFrame::Request { id, request })
+                .await
+                .is_err()
+            {
+                return None;
+            }
+            Some(rx.await)
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(None) => {
+                forget(&self.pending, id);
+                Err(self.closed_error())
+            }
+            Ok(Some(Ok(Ok(reply)))) => Ok(reply),
+            Ok(Some(Ok(Err(body)))) => Err(RequestError::Server(body)),
+            Ok(Some(Err(_))) => Err(self.closed_error()),
             Err(_) => {
                 forget(&self.pending, id);
                 Err(RequestError::Timeout)

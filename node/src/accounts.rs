@@ -395,10 +395,11 @@ impl Accounts {
             .map_or(self.inner.dummy_hash.as_str(), |r| r.password_hash.as_str());
         let ok = password.len() <= 1024 && self.verify(password, hash).await? && row.is_some();
         let Some(user) = row.filter(|_| ok) else {
+            // The failure counts from when the client can next try: after the audit write.
             attempt.outcome = Outcome::Failed;
-            drop(attempt);
             self.audit("login.fail", &format!("ip:{ip}"), &key, String::new())
                 .await;
+            drop(attempt);
             return Err(AccountError::InvalidCredentials);
         };
         attempt.outcome = Outcome::Succeeded;
@@ -585,7 +586,6 @@ impl Accounts {
         let mut attempt = self.attempt(&user.login, ip)?;
         if old.len() > 1024 || !self.verify(old, &user.password_hash).await? {
             attempt.outcome = Outcome::Failed;
-            drop(attempt);
             self.audit(
                 "passwd.fail",
                 &format!("user:{user_id}"),
@@ -593,6 +593,7 @@ impl Accounts {
                 String::new(),
             )
             .await;
+            drop(attempt);
             return Err(AccountError::InvalidCredentials);
         }
         attempt.outcome = Outcome::Succeeded;

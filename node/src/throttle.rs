@@ -55,6 +55,7 @@ impl Throttle {
     /// Starts an attempt: `Err(wait)` if it must not be tried now, otherwise the attempt is
     /// pending until [`Throttle::end`].
     pub(crate) fn begin(&mut self, login: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let ip = address_key(ip);
         self.check(login, ip, now)?;
         *self.pending_accounts.entry(login.to_owned()).or_default() += 1;
         *self.pending_ips.entry(ip).or_default() += 1;
@@ -63,6 +64,7 @@ impl Throttle {
 
     /// Ends an attempt started with [`Throttle::begin`].
     pub(crate) fn end(&mut self, login: &str, ip: IpAddr, outcome: Outcome, now: Instant) {
+        let ip = address_key(ip);
         if let Some(n) = self.pending_accounts.get_mut(login) {
             *n -= 1;
             if *n == 0 {
@@ -104,6 +106,10 @@ impl Throttle {
             wait = wait.max(fails.back().map_or(PENDING_WAIT, |last| {
                 (*last + delay).saturating_duration_since(now)
             }));
+            // Attempts still being checked may turn into failures: wait for them too.
+            if account_pending > 0 {
+                wait = wait.max(PENDING_WAIT);
+            }
         }
         if wait.is_zero() { Ok(()) } else { Err(wait) }
     }
@@ -133,6 +139,22 @@ impl Throttle {
             prune(f, now, Duration::from_secs(60));
             !f.is_empty()
         });
+    }
+}
+
+/// The unit an address limit applies to: one IPv4 address, or one IPv6 /64 (what a single
+/// subscriber usually gets, so that rotating addresses inside it does not multiply the limit).
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(octets.into())
+            }
+        },
     }
 }
 
@@ -199,6 +221,23 @@ mod tests {
             t.end("ivanov", IP, Outcome::Failed, now);
         }
         assert_eq!(t.check("ivanov", IP, now), Err(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn an_ipv6_subscriber_is_one_address() {
+        let mut t = throttle();
+        let now = Instant::now();
+        for i in 0..30u16 {
+            let ip = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, i, 0, 0, 1));
+            assert!(t.begin(&format!("u{i}"), ip, now).is_ok());
+            t.end(&format!("u{i}"), ip, Outcome::Failed, now);
+        }
+        let same_64 = IpAddr::V6(std::net::Ipv6Addr::new(
+            0x2001, 0xdb8, 0, 1, 0xffff, 1, 2, 3,
+        ));
+        assert!(t.begin("v", same_64, now).is_err());
+        let other_64 = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
+        assert!(t.begin("v", other_64, now).is_ok());
     }
 
     #[test]

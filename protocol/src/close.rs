@@ -16,8 +16,6 @@ pub const SESSION_REVOKED: u32 = 4;
 pub const SHUTTING_DOWN: u32 = 5;
 /// The client did not complete the handshake or authenticate in time.
 pub const AUTH_TIMEOUT: u32 = 6;
-/// Too many connections from this address.
-pub const TOO_MANY_CONNECTIONS: u32 = 7;
 /// The peer broke the stream discipline (wrong stream, reset, ALPN missing).
 pub const PROTOCOL_VIOLATION: u32 = 8;
 
@@ -31,7 +29,6 @@ pub fn describe(code: u64) -> &'static str {
         4 => "session revoked",
         5 => "node shutting down",
         6 => "authentication timeout",
-        7 => "too many connections",
         8 => "protocol violation",
         _ => "unknown close code",
     }

@@ -224,6 +224,9 @@ pub enum ErrorCode {
     Throttled,
     /// The request needs an authenticated connection.
     Unauthenticated,
+    /// The request was not carried out because the node is stopping or the session ended;
+    /// it may be sent again on a new connection.
+    Unavailable,
     /// No protocol version in common; see `supported_versions`.
     UnsupportedVersion,
     /// A code this client does not know.

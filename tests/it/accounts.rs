@@ -365,23 +365,29 @@ async fn creating_a_user_another_way_retires_the_setup_token() -> anyhow::Result
 #[tokio::test]
 async fn parallel_guesses_cannot_outrun_the_throttle() -> anyhow::Result<()> {
     let _guard = subscribe();
-    let node = std::sync::Arc::new(TestNode::spawn().await?);
+    let node = TestNode::spawn().await?;
     node.add_user("kim", PASSWORD, false).await?;
+    // Connect first, then guess all at once.
+    let mut conns = Vec::new();
+    for _ in 0..12 {
+        conns.push(std::sync::Arc::new(connect(&node).await?));
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(conns.len()));
     let mut tasks = Vec::new();
-    for i in 0..12 {
-        let node = node.clone();
+    for (i, conn) in conns.iter().enumerate() {
+        let (conn, barrier) = (conn.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
-            let conn = connect(&node).await?;
+            barrier.wait().await;
             let e = conn
                 .login("kim", &format!("guess {i}"), "d", "d")
                 .await
                 .unwrap_err();
-            anyhow::Ok(e.code())
+            e.code()
         }));
     }
     let mut judged = 0;
     for t in tasks {
-        match t.await?? {
+        match t.await? {
             Some(ErrorCode::InvalidCredentials) => judged += 1,
             Some(ErrorCode::Throttled) => {}
             other => anyhow::bail!("unexpected answer {other:?}"),
@@ -391,13 +397,14 @@ async fn parallel_guesses_cannot_outrun_the_throttle() -> anyhow::Result<()> {
         judged <= 5,
         "{judged} guesses were checked; at most 5 may be before the delay"
     );
+    assert!(judged >= 1, "some guesses are checked");
     Ok(())
 }
 
 #[tokio::test]
 async fn a_login_racing_a_lock_never_keeps_a_session() -> anyhow::Result<()> {
     let _guard = subscribe();
-    let node = std::sync::Arc::new(TestNode::spawn().await?);
+    let node = TestNode::spawn().await?;
     node.add_user("lena", PASSWORD, false).await?;
     for round in 0..8 {
         node.admin(AdminRequest::UserUnlock {
@@ -413,18 +420,25 @@ async fn a_login_racing_a_lock_never_keeps_a_session() -> anyhow::Result<()> {
             }),
         );
         lock?;
-        // Whoever won, once the lock has returned no session of the locked user may work.
-        if let Ok(logged) = login {
-            within(5, "raced connection closes", conn.closed()).await?;
-            let again = connect(&node).await?;
-            let e = again.resume(&logged.token, &device).await.unwrap_err();
-            assert!(
+        match login {
+            // Logged in before the lock: the lock must have ended the session and connection.
+            Ok(logged) => {
+                within(5, "raced connection closes", conn.closed()).await?;
+                let again = connect(&node).await?;
+                let e = again.resume(&logged.token, &device).await.unwrap_err();
+                assert_eq!(
+                    e.code(),
+                    Some(ErrorCode::InvalidCredentials),
+                    "round {round}"
+                );
+            }
+            Err(e) => assert!(
                 matches!(
                     e.code(),
                     Some(ErrorCode::InvalidCredentials | ErrorCode::AccountLocked)
                 ),
                 "round {round}: {e:?}"
-            );
+            ),
         }
         let AdminReply::Sessions { sessions } = node
             .admin(AdminRequest::Sessions {
@@ -439,5 +453,55 @@ async fn a_login_racing_a_lock_never_keeps_a_session() -> anyhow::Result<()> {
             "round {round}: a locked user kept {sessions:?}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_resume_racing_a_revoke_never_keeps_a_live_connection() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    node.add_user("mila", PASSWORD, false).await?;
+    for round in 0..15 {
+        let (first, logged) = login(&node, "mila", PASSWORD, "phone").await?;
+        drop(first);
+        let conn = connect(&node).await?;
+        let (resumed, revoked) = tokio::join!(
+            conn.resume(&logged.token, "phone"),
+            node.admin(AdminRequest::Revoke {
+                login: "mila".into(),
+                session_id: Some(logged.session.id.clone())
+            }),
+        );
+        revoked?;
+        match resumed {
+            // Resumed before the revoke: the connection must be closed by it.
+            Ok(_) => {
+                let reason = within(5, "raced connection closes", conn.closed()).await?;
+                assert_eq!(
+                    reason.code,
+                    Some(u64::from(close::SESSION_REVOKED)),
+                    "round {round}"
+                );
+            }
+            Err(e) => assert_eq!(
+                e.code(),
+                Some(ErrorCode::InvalidCredentials),
+                "round {round}: {e:?}"
+            ),
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_authenticated_client_may_stay_silent_past_the_login_deadline() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let mut config = veche_node::test_utils::test_config();
+    config.server.handshake_timeout_secs = 2;
+    let node = TestNode::spawn_with(config).await?;
+    node.add_user("nina", PASSWORD, false).await?;
+    let (conn, _) = login(&node, "nina", PASSWORD, "d").await?;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(conn.whoami().await?.login, "nina");
     Ok(())
 }

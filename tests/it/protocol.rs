@@ -1,3 +1,4 @@
+use veche_client::protocol::admin::AdminReply;
 use veche_client::protocol::frame;
 use veche_client::protocol::{ClientFrame, ErrorCode, Request, ServerFrame, close};
 use veche_client::{ConnectError, Connection, Trust};
@@ -157,10 +158,12 @@ async fn connections_per_address_are_capped() -> anyhow::Result<()> {
         Connection::connect(&client_config(&node)),
     )
     .await?;
-    assert!(
-        refused.is_err(),
-        "a third connection from the same address is refused"
-    );
+    match refused {
+        Err(ConnectError::Connection(message)) => assert!(message.contains("refused"), "{message}"),
+        other => {
+            anyhow::bail!("a third connection from the same address is refused, got {other:?}")
+        }
+    }
     first.close().await;
     // The slot is released once the node sees the close.
     let mut admitted = false;
@@ -259,5 +262,43 @@ async fn shutdown_tells_clients_and_closes_with_its_code() -> anyhow::Result<()>
         !node.data_dir().join("admin.sock").exists(),
         "the admin socket is removed on shutdown"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_answers_requests_in_flight() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let mut node = TestNode::spawn().await?;
+    node.add_user("pavel", PASSWORD, false).await?;
+    let conn = std::sync::Arc::new(connect(&node).await?);
+    // Eight logins queue behind the bounded password hashing, so some are still being worked
+    // on when the node is told to stop.
+    let mut logins = Vec::new();
+    for i in 0..8 {
+        let conn = conn.clone();
+        logins.push(tokio::spawn(async move {
+            conn.login("pavel", PASSWORD, &format!("d{i}"), "d").await
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    within(30, "node stops", node.stop()).await?;
+    for login in logins {
+        let logged = login.await?;
+        assert!(
+            logged.is_ok(),
+            "a request the node was working on is answered: {logged:?}"
+        );
+    }
+    // And what it answered is stored.
+    node.restart().await?;
+    let AdminReply::Sessions { sessions } = node
+        .admin(veche_client::protocol::admin::AdminRequest::Sessions {
+            login: "pavel".into(),
+        })
+        .await?
+    else {
+        anyhow::bail!("expected sessions");
+    };
+    assert_eq!(sessions.len(), 8);
     Ok(())
 }

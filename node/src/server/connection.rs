@@ -16,6 +16,7 @@
 //! error frame, then the QUIC close, each step bounded in time.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,7 +59,10 @@ struct State {
     id: u64,
     ip: IpAddr,
     shared: Arc<Shared>,
-    auth: Mutex<Option<Authenticated>>,
+    auth: Mutex<AuthSlot>,
+    /// Set when the session ends or the connection starts closing: handlers refuse to act for
+    /// the session from then on. The registry sets it before signalling `end`.
+    ended: Arc<AtomicBool>,
     /// Serialises login, resume, setup and logout on this connection.
     auth_change: tokio::sync::Mutex<()>,
     admission: Mutex<Admission>,
@@ -67,9 +71,40 @@ struct State {
     out: mpsc::Sender<ServerFrame>,
 }
 
+/// The connection's session, and whether the connection still takes one.
+#[derive(Default)]
+struct AuthSlot {
+    auth: Option<Authenticated>,
+    /// The connection is closing: no session may be registered for it any more.
+    closed: bool,
+}
+
 impl State {
+    fn slot(&self) -> std::sync::MutexGuard<'_, AuthSlot> {
+        self.auth.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session, unless the connection is ending.
     fn auth(&self) -> Option<Authenticated> {
-        self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        if self.ended.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.slot().auth.clone()
+    }
+
+    /// Stops registrations and removes this connection's, for the connection's tail.
+    fn close_registration(&self) {
+        let previous = {
+            let mut slot = self.slot();
+            slot.closed = true;
+            slot.auth.take()
+        };
+        if let Some(prev) = previous {
+            self.shared
+                .services
+                .registry
+                .unregister(&prev.session.id, self.id);
+        }
     }
 
     /// Makes `auth` this connection's session, registered so that ending the session reaches
@@ -93,11 +128,13 @@ impl State {
 
     fn replace_auth(&self, auth: Option<Authenticated>) {
         let registry = &self.shared.services.registry;
-        let previous = {
-            let mut slot = self.auth.lock().unwrap_or_else(|e| e.into_inner());
-            std::mem::replace(&mut *slot, auth.clone())
-        };
-        if let Some(prev) = previous {
+        // Registration happens under the slot lock so that it cannot slip in after the
+        // connection's tail has closed registrations.
+        let mut slot = self.slot();
+        if slot.closed {
+            return;
+        }
+        if let Some(prev) = std::mem::replace(&mut slot.auth, auth.clone()) {
             registry.unregister(&prev.session.id, self.id);
         }
         if let Some(now) = auth {
@@ -111,48 +148,63 @@ impl State {
                     id: self.id,
                     conn: self.conn.clone(),
                     end: self.end.clone(),
+                    ended: self.ended.clone(),
                 },
             );
         }
     }
 }
 
-pub(super) async fn run(
-    incoming: quinn::Incoming,
-    id: u64,
-    admission: Admission,
-    shared: Arc<Shared>,
-) {
-    let ip = incoming.remote_address().ip();
-    let deadline = Instant::now() + Duration::from_secs(shared.server.handshake_timeout_secs);
+/// What a completed handshake leaves: the connection, its control stream and the event stream.
+struct Handshake {
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    event_stream: quinn::SendStream,
+}
 
+/// Closes the connection when the connection task ends, however it ends.
+struct CloseOnDrop(quinn::Connection);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close(close::NORMAL.into(), b"");
+    }
+}
+
+/// TLS handshake, ALPN check, control stream, hello/welcome and the event stream, all before
+/// `deadline`.
+async fn handshake(
+    incoming: quinn::Incoming,
+    deadline: Instant,
+    shared: &Shared,
+) -> Option<Handshake> {
     let conn = match tokio::time::timeout_at(deadline, async { incoming.accept()?.await }).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "handshake failed");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!("TLS handshake timed out");
-            return;
+            return None;
         }
     };
     if !alpn_is_veche(&conn) {
         conn.close(close::PROTOCOL_VIOLATION.into(), b"ALPN veche/1 required");
-        return;
+        return None;
     }
     let (mut send, mut recv) = match tokio::time::timeout_at(deadline, conn.accept_bi()).await {
         Ok(Ok(streams)) => streams,
-        Ok(Err(_)) => return,
+        Ok(Err(_)) => return None,
         Err(_) => {
             conn.close(
                 close::AUTH_TIMEOUT.into(),
                 b"no control stream opened in time",
             );
-            return;
+            return None;
         }
     };
-    tokio::spawn(refuse_extra_streams(conn.clone()));
 
     // Hello.
     let hello = tokio::time::timeout_at(
@@ -167,18 +219,19 @@ pub(super) async fn run(
         }
         Ok(Ok(Some(ClientFrame::Request { .. }))) => {
             let error = ErrorBody::new(ErrorCode::BadRequest, "the first frame must be hello");
-            return fail(&conn, send, error, close::PROTOCOL_VIOLATION).await;
+            fail(&conn, send, error, close::PROTOCOL_VIOLATION).await;
+            return None;
         }
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
             if let Some((error, code)) = frame_failure(e) {
                 fail(&conn, send, error, code).await;
             }
-            return;
+            return None;
         }
         Err(_) => {
             conn.close(close::AUTH_TIMEOUT.into(), b"no hello in time");
-            return;
+            return None;
         }
     };
     let Some(version) = negotiate_version(&versions) else {
@@ -189,7 +242,8 @@ pub(super) async fn run(
             ),
         );
         error.supported_versions = Some(PROTOCOL_VERSIONS.to_vec());
-        return fail(&conn, send, error, close::UNSUPPORTED_VERSION).await;
+        fail(&conn, send, error, close::UNSUPPORTED_VERSION).await;
+        return None;
     };
     let welcome = ServerFrame::Welcome {
         version,
@@ -208,8 +262,41 @@ pub(super) async fn run(
             close::AUTH_TIMEOUT.into(),
             b"handshake not completed in time",
         );
+        return None;
+    };
+    Some(Handshake {
+        conn,
+        send,
+        recv,
+        event_stream,
+    })
+}
+
+pub(super) async fn run(
+    incoming: quinn::Incoming,
+    id: u64,
+    admission: Admission,
+    shared: Arc<Shared>,
+) {
+    let ip = incoming.remote_address().ip();
+    let deadline = Instant::now() + Duration::from_secs(shared.server.handshake_timeout_secs);
+    let opened = tokio::select! {
+        biased;
+        () = shared.stop.cancelled() => None,
+        opened = handshake(incoming, deadline, &shared) => opened,
+    };
+    // On any failure above, the connection's last handle is dropped, which closes it.
+    let Some(Handshake {
+        conn,
+        send,
+        mut recv,
+        event_stream,
+    }) = opened
+    else {
         return;
     };
+    let _close = CloseOnDrop(conn.clone());
+    tokio::spawn(refuse_extra_streams(conn.clone()));
 
     let (out, out_rx) = mpsc::channel::<ServerFrame>(OUTBOX);
     let (last_frame, last_frame_rx) = oneshot::channel::<Option<ServerFrame>>();
@@ -224,7 +311,8 @@ pub(super) async fn run(
         id,
         ip,
         shared: shared.clone(),
-        auth: Mutex::new(None),
+        auth: Mutex::new(AuthSlot::default()),
+        ended: Arc::new(AtomicBool::new(false)),
         auth_change: tokio::sync::Mutex::new(()),
         admission: Mutex::new(admission),
         conn: conn.clone(),
@@ -235,7 +323,6 @@ pub(super) async fn run(
     let max_frame = shared.server.max_frame_bytes;
     let in_flight = Arc::new(Semaphore::new(shared.server.max_requests_in_flight));
     let ending = loop {
-        let authenticated = state.auth().is_some();
         let max = || {
             if state.auth().is_some() {
                 max_frame
@@ -243,10 +330,12 @@ pub(super) async fn run(
                 MAX_UNAUTHENTICATED_FRAME
             }
         };
+        // Ending signals come first, so that a revoked session starts nothing new.
         let next = tokio::select! {
+            biased;
             () = shared.stop.cancelled() => break End::Shutdown,
             reason = end_rx.recv() => break End::SessionEnded(reason.unwrap_or_default()),
-            () = tokio::time::sleep_until(deadline), if !authenticated => {
+            () = auth_deadline(&state, deadline) => {
                 break End::Violation(
                     ErrorBody::new(ErrorCode::Unauthenticated, "not authenticated in time"),
                     close::AUTH_TIMEOUT,
@@ -257,7 +346,15 @@ pub(super) async fn run(
         match next {
             Ok(Some(ClientFrame::Request { id, request })) => {
                 let permit = tokio::select! {
-                    () = shared.stop.cancelled() => break End::Shutdown,
+                    biased;
+                    () = shared.stop.cancelled() => {
+                        refuse(&state, id, "the node is shutting down; reconnect later").await;
+                        break End::Shutdown;
+                    }
+                    reason = end_rx.recv() => {
+                        refuse(&state, id, "the session has ended").await;
+                        break End::SessionEnded(reason.unwrap_or_default());
+                    }
                     permit = in_flight.clone().acquire_owned() => match permit {
                         Ok(p) => p,
                         Err(_) => break End::Shutdown,
@@ -290,6 +387,7 @@ pub(super) async fn run(
         }
     };
     tracing::debug!(?ending, "connection ending");
+    state.ended.store(true, Ordering::SeqCst);
 
     // Answers to requests in flight go out first, except for a client that broke the protocol.
     let grace = match &ending {
@@ -299,9 +397,7 @@ pub(super) async fn run(
     };
     let all = u32::try_from(shared.server.max_requests_in_flight).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(grace, in_flight.acquire_many(all)).await;
-    if let Some(auth) = state.auth() {
-        shared.services.registry.unregister(&auth.session.id, id);
-    }
+    state.close_registration();
 
     let (frame, event, code) = match ending {
         End::ClientGone => (None, None, close::NORMAL),
@@ -321,6 +417,27 @@ pub(super) async fn run(
     })
     .await;
     conn.close(code.into(), close::describe(code.into()).as_bytes());
+}
+
+/// Resolves at the authentication deadline if the connection has not authenticated by then;
+/// never resolves for an authenticated connection.
+async fn auth_deadline(state: &State, deadline: Instant) {
+    tokio::time::sleep_until(deadline).await;
+    if state.slot().auth.is_some() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Answers a request that was read but will not be carried out.
+async fn refuse(state: &State, id: u64, message: &str) {
+    let error = ErrorBody::new(ErrorCode::Unavailable, message);
+    let _ = state
+        .out
+        .send(ServerFrame::Error {
+            id: Some(id),
+            error,
+        })
+        .await;
 }
 
 /// Writes responses; after `last` arrives, writes it (if any) behind what is queued, finishes

@@ -172,7 +172,7 @@ pub(crate) async fn accept_loop(
             }
             continue;
         }
-        let Some(admission) = limits.admit(remote.ip()) else {
+        let Some(admission) = limits.admit(crate::throttle::address_key(remote.ip())) else {
             tracing::warn!(%remote, "refusing connection: too many from this address");
             incoming.refuse();
             continue;

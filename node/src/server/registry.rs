@@ -2,7 +2,8 @@
 //! logging out reaches the connections at once.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -19,6 +20,8 @@ pub(crate) struct LiveConnection {
     pub(crate) conn: quinn::Connection,
     /// Tells the connection task its session ended, and why.
     pub(crate) end: mpsc::Sender<String>,
+    /// Set before `end` is signalled: the connection's handlers stop acting for the session.
+    pub(crate) ended: Arc<AtomicBool>,
 }
 
 /// Session id → its live connections.
@@ -62,6 +65,7 @@ impl Registry {
                 .collect()
         };
         for live in &ended {
+            live.ended.store(true, Ordering::SeqCst);
             let _ = live.end.try_send(reason.to_owned());
             let conn = live.conn.clone();
             tokio::spawn(async move {
