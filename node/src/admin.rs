@@ -15,6 +15,7 @@ use veche_protocol::admin::{AdminReply, AdminRequest};
 use veche_protocol::{ClientFrame, ErrorBody, ErrorCode, Reply, Request, ServerFrame, frame};
 
 use crate::accounts::{AccountError, Accounts, UserSpec};
+use crate::discussions::Discussions;
 use crate::server::registry::Registry;
 
 /// What an administrator command needs: the accounts and the live connections.
@@ -22,6 +23,7 @@ use crate::server::registry::Registry;
 pub(crate) struct Services {
     pub(crate) accounts: Accounts,
     pub(crate) registry: Arc<Registry>,
+    pub(crate) discussions: Discussions,
 }
 
 /// Carries out one administrator command on behalf of `actor` (written to the audit log).

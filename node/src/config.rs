@@ -48,8 +48,26 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[auth]`
     pub auth: AuthConfig,
+    /// `[messages]`
+    pub messages: MessagesConfig,
     /// `[log]`
     pub log: LogConfig,
+}
+
+/// `[messages]`: limits on what users post.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesConfig {
+    /// Longest message text, in bytes of UTF-8 (after `:shortcode:` emoji are converted).
+    pub max_text_bytes: usize,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        Self {
+            max_text_bytes: 16 * 1024,
+        }
+    }
 }
 
 /// `[node]`: who this node is.
@@ -358,6 +376,12 @@ impl Config {
         }
         if a.setup_token_ttl_hours == 0 {
             return Err(invalid("auth.setup_token_ttl_hours", "must be at least 1"));
+        }
+        if !(1..=512 * 1024).contains(&self.messages.max_text_bytes) {
+            return Err(invalid(
+                "messages.max_text_bytes",
+                "must be between 1 and 524288",
+            ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;

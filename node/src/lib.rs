@@ -10,6 +10,7 @@ mod admin;
 pub mod cli;
 pub mod config;
 pub mod data_dir;
+mod discussions;
 mod identity;
 pub mod logging;
 mod node;

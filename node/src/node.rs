@@ -18,6 +18,7 @@ use crate::accounts::{AccountError, Accounts};
 use crate::admin::{self, Services};
 use crate::config::Config;
 use crate::data_dir::{DataDir, DataLock, LockError, write_private};
+use crate::discussions::Discussions;
 use crate::identity::{IdentityError, NodeIdentity};
 use crate::server::registry::Registry;
 use crate::server::{self, ListenError, Shared};
@@ -123,6 +124,13 @@ pub(crate) async fn open(config: &Config, data: DataDir) -> Result<Opened, Start
         Some(data.setup_token_path()),
     )
     .await?;
+    let registry = Arc::new(Registry::default());
+    let discussions = Discussions::start(
+        store.clone(),
+        node_name.clone(),
+        registry.clone(),
+        config.messages.clone(),
+    );
     Ok(Opened {
         lock,
         data,
@@ -130,7 +138,8 @@ pub(crate) async fn open(config: &Config, data: DataDir) -> Result<Opened, Start
         node_name,
         services: Services {
             accounts,
-            registry: Arc::new(Registry::default()),
+            registry,
+            discussions,
         },
     })
 }

@@ -18,6 +18,8 @@ pub const SHUTTING_DOWN: u32 = 5;
 pub const AUTH_TIMEOUT: u32 = 6;
 /// The peer broke the stream discipline (wrong stream, reset, ALPN missing).
 pub const PROTOCOL_VIOLATION: u32 = 8;
+/// The client read its events too slowly; reconnect and `sync` from the cursors.
+pub const EVENTS_LAGGED: u32 = 9;
 
 /// A short name for a close code, for logs and error messages.
 pub fn describe(code: u64) -> &'static str {
@@ -30,6 +32,7 @@ pub fn describe(code: u64) -> &'static str {
         5 => "node shutting down",
         6 => "authentication timeout",
         8 => "protocol violation",
+        9 => "events lagged; resync",
         _ => "unknown close code",
     }
 }

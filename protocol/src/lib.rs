@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod close;
+pub mod discussions;
 pub mod frame;
 pub mod ids;
 mod messages;

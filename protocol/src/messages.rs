@@ -2,6 +2,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Timestamp;
 use crate::admin::{AdminReply, AdminRequest};
+use crate::discussions::{
+    Cursor, DiscussionEvent, DiscussionInfo, MessageVersion, ObjectRef, SendMessage,
+};
 
 /// A frame sent by a client on its control stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +80,151 @@ pub enum Request {
         /// The command.
         command: AdminRequest,
     },
+    /// Opens the dialog with another user, creating it on first use. Both users opening it at
+    /// once get the same discussion.
+    OpenDialog {
+        /// The other user (`login` or `login@node`).
+        with: String,
+    },
+    /// Creates a group with the caller as owner.
+    CreateGroup {
+        /// Title, 1–200 characters.
+        title: String,
+        /// The other members (`login` or `login@node`).
+        members: Vec<String>,
+    },
+    /// Opens the discussion of a business object, creating it on first use; the caller must
+    /// have access to the object.
+    OpenObject {
+        /// The object.
+        object: ObjectRef,
+        /// Title for a new discussion (ignored if it exists).
+        #[serde(default)]
+        title: String,
+    },
+    /// Sets who may read and post in an object's discussion (administrators; registered
+    /// applications later). Replaces the previous list.
+    SetObjectAccess {
+        /// The object.
+        object: ObjectRef,
+        /// Users (`login` or `login@node`).
+        #[serde(default)]
+        users: Vec<String>,
+        /// Groups whose members have access (discussion ids of groups).
+        #[serde(default)]
+        groups: Vec<String>,
+    },
+    /// The caller's discussion list, most recent activity first.
+    ListDiscussions,
+    /// One discussion.
+    GetDiscussion {
+        /// The discussion.
+        discussion: String,
+    },
+    /// Adds members to a group (owners).
+    AddMembers {
+        /// The group.
+        discussion: String,
+        /// Users (`login` or `login@node`).
+        users: Vec<String>,
+    },
+    /// Removes a member from a group (owners), or the caller (anyone: leaving).
+    RemoveMember {
+        /// The group.
+        discussion: String,
+        /// The user (`login` or `login@node`).
+        user: String,
+    },
+    /// Changes a group's or object discussion's title.
+    SetTitle {
+        /// The discussion.
+        discussion: String,
+        /// New title, 1–200 characters.
+        title: String,
+    },
+    /// Follows or unfollows an object discussion (it is in the caller's list while followed).
+    Follow {
+        /// The discussion.
+        discussion: String,
+        /// Follow (true) or unfollow (false).
+        follow: bool,
+    },
+    /// Receive live events of this object discussion on this connection while it is open in
+    /// the client, even if not followed.
+    Watch {
+        /// The discussion.
+        discussion: String,
+        /// Start (true) or stop (false).
+        watch: bool,
+    },
+    /// Posts a message.
+    Send(SendMessage),
+    /// Edits the caller's own message.
+    Edit {
+        /// The discussion.
+        discussion: String,
+        /// The message.
+        message_id: String,
+        /// New text.
+        text: String,
+    },
+    /// Deletes a message (its author, a group owner, or a node administrator).
+    Delete {
+        /// The discussion.
+        discussion: String,
+        /// The message.
+        message_id: String,
+    },
+    /// Adds or removes the caller's reaction.
+    React {
+        /// The discussion.
+        discussion: String,
+        /// The message.
+        message_id: String,
+        /// An emoji or a `:shortcode:`.
+        emoji: String,
+        /// Add (true) or remove (false).
+        add: bool,
+    },
+    /// Clicks a button of a message; its author receives an `action_clicked` event.
+    Click {
+        /// The discussion.
+        discussion: String,
+        /// The message.
+        message_id: String,
+        /// The button's id.
+        action_id: String,
+    },
+    /// Events of a discussion before `before` (exclusive; latest when absent), newest last.
+    History {
+        /// The discussion.
+        discussion: String,
+        /// Page boundary.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        /// At most this many events (1–500).
+        limit: u32,
+    },
+    /// Events after each cursor, in order; `complete` false means call again with the new
+    /// cursors.
+    Sync {
+        /// The client's cursors.
+        cursors: Vec<Cursor>,
+    },
+    /// Versions of an edited message.
+    EditHistory {
+        /// The discussion.
+        discussion: String,
+        /// The message.
+        message_id: String,
+    },
+    /// Moves the caller's read marker forward to `seq`.
+    MarkRead {
+        /// The discussion.
+        discussion: String,
+        /// The last sequence number read.
+        seq: u64,
+    },
 }
 
 /// A frame sent by the node on a client's control stream.
@@ -150,6 +298,35 @@ pub enum Reply {
         /// The command's result.
         result: AdminReply,
     },
+    /// One discussion.
+    Discussion {
+        /// The discussion.
+        discussion: DiscussionInfo,
+    },
+    /// The discussion list, most recent activity first.
+    Discussions {
+        /// The discussions.
+        discussions: Vec<DiscussionInfo>,
+    },
+    /// Answer to `send`: the stored message (the original one for a resend).
+    Sent {
+        /// Message id.
+        message_id: String,
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// Answer to `history` and `sync`.
+    Events {
+        /// Events in sequence order (per discussion).
+        events: Vec<DiscussionEvent>,
+        /// `history`: older events exist; `sync`: everything up to now was returned.
+        more: bool,
+    },
+    /// Answer to `edit_history`.
+    Versions {
+        /// Oldest first.
+        versions: Vec<MessageVersion>,
+    },
 }
 
 /// An event the node pushes on the connection's event stream (a unidirectional stream the node
@@ -164,6 +341,28 @@ pub enum Event {
     SessionEnded {
         /// Why.
         reason: String,
+    },
+    /// A change in a discussion the user can read, in sequence order per discussion.
+    Discussion {
+        /// The event.
+        event: DiscussionEvent,
+    },
+    /// The user can no longer read this discussion (removed, left, or lost access to its
+    /// object): forget it.
+    DiscussionRemoved {
+        /// The discussion.
+        discussion: String,
+    },
+    /// Someone clicked a button of one of the user's messages.
+    ActionClicked {
+        /// The discussion.
+        discussion: String,
+        /// The message.
+        message_id: String,
+        /// The button.
+        action_id: String,
+        /// Who clicked.
+        user: String,
     },
     /// An event this client does not know (from a newer node); skip it.
     #[serde(other)]

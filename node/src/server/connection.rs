@@ -15,6 +15,7 @@
 //! order that delivers what was promised: answers to requests in flight, then a last event or
 //! error frame, then the QUIC close, each step bounded in time.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,10 +29,11 @@ use veche_protocol::{
     Timestamp, close, negotiate_version,
 };
 
-use super::registry::LiveConnection;
+use super::registry::{EndSignal, LiveConnection};
 use super::{Admission, Shared};
 use crate::accounts::{AccountError, Authenticated, UserSpec};
 use crate::admin;
+use crate::discussions::{Caller, DiscussionError, Discussions};
 
 /// Outgoing frames buffered per connection before a slow reader stalls its own handlers.
 const OUTBOX: usize = 64;
@@ -52,6 +54,8 @@ enum End {
     SessionEnded(String),
     /// The node is shutting down.
     Shutdown,
+    /// The client did not read its events in time; it must reconnect and sync.
+    Lagged,
 }
 
 /// Per-connection state shared with request handlers.
@@ -67,8 +71,10 @@ struct State {
     auth_change: tokio::sync::Mutex<()>,
     admission: Mutex<Admission>,
     conn: quinn::Connection,
-    end: mpsc::Sender<String>,
+    end: mpsc::Sender<EndSignal>,
     out: mpsc::Sender<ServerFrame>,
+    events: mpsc::Sender<Event>,
+    watching: Arc<Mutex<HashSet<String>>>,
 }
 
 /// The connection's session, and whether the connection still takes one.
@@ -146,9 +152,12 @@ impl State {
                 &now.session.id,
                 LiveConnection {
                     id: self.id,
+                    user: now.user.id.clone(),
                     conn: self.conn.clone(),
                     end: self.end.clone(),
                     ended: self.ended.clone(),
+                    events: self.events.clone(),
+                    watching: self.watching.clone(),
                 },
             );
         }
@@ -304,9 +313,7 @@ pub(super) async fn run(
     let (events, events_rx) = mpsc::channel::<Event>(EVENT_BUFFER);
     let (last_event, last_event_rx) = oneshot::channel::<Option<Event>>();
     let event_writer = tokio::spawn(write_events(event_stream, events_rx, last_event_rx));
-    drop(events); // events reach the connection once discussions exist; the stream is ready.
-
-    let (end, mut end_rx) = mpsc::channel::<String>(1);
+    let (end, mut end_rx) = mpsc::channel::<EndSignal>(1);
     let state = Arc::new(State {
         id,
         ip,
@@ -318,6 +325,8 @@ pub(super) async fn run(
         conn: conn.clone(),
         end,
         out,
+        events,
+        watching: Arc::default(),
     });
 
     let max_frame = shared.server.max_frame_bytes;
@@ -334,7 +343,7 @@ pub(super) async fn run(
         let next = tokio::select! {
             biased;
             () = shared.stop.cancelled() => break End::Shutdown,
-            reason = end_rx.recv() => break End::SessionEnded(reason.unwrap_or_default()),
+            signal = end_rx.recv() => break ending_for(signal),
             () = auth_deadline(&state, deadline) => {
                 break End::Violation(
                     ErrorBody::new(ErrorCode::Unauthenticated, "not authenticated in time"),
@@ -351,9 +360,9 @@ pub(super) async fn run(
                         refuse(&state, id, "the node is shutting down; reconnect later").await;
                         break End::Shutdown;
                     }
-                    reason = end_rx.recv() => {
-                        refuse(&state, id, "the session has ended").await;
-                        break End::SessionEnded(reason.unwrap_or_default());
+                    signal = end_rx.recv() => {
+                        refuse(&state, id, "the connection is ending; reconnect").await;
+                        break ending_for(signal);
                     }
                     permit = in_flight.clone().acquire_owned() => match permit {
                         Ok(p) => p,
@@ -393,7 +402,7 @@ pub(super) async fn run(
     let grace = match &ending {
         End::ClientGone | End::Shutdown => Duration::from_secs(shared.server.shutdown_grace_secs),
         End::SessionEnded(_) => SESSION_END_GRACE,
-        End::Violation(..) => Duration::ZERO,
+        End::Violation(..) | End::Lagged => Duration::ZERO,
     };
     let all = u32::try_from(shared.server.max_requests_in_flight).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(grace, in_flight.acquire_many(all)).await;
@@ -408,6 +417,7 @@ pub(super) async fn run(
             close::SESSION_REVOKED,
         ),
         End::Shutdown => (None, Some(Event::ShuttingDown), close::SHUTTING_DOWN),
+        End::Lagged => (None, None, close::EVENTS_LAGGED),
     };
     let _ = last_event.send(event);
     let _ = last_frame.send(frame);
@@ -425,6 +435,14 @@ async fn auth_deadline(state: &State, deadline: Instant) {
     tokio::time::sleep_until(deadline).await;
     if state.slot().auth.is_some() {
         std::future::pending::<()>().await;
+    }
+}
+
+fn ending_for(signal: Option<EndSignal>) -> End {
+    match signal {
+        Some(EndSignal::Session(reason)) => End::SessionEnded(reason),
+        Some(EndSignal::Lagged) => End::Lagged,
+        None => End::SessionEnded(String::new()),
     }
 }
 
@@ -741,5 +759,89 @@ async fn handle(state: &State, request: Request) -> Result<Reply, ErrorBody> {
             .map_err(account_error)?;
             Ok(Reply::Admin { result })
         }
+        other => {
+            let auth = state.auth().ok_or_else(unauthenticated)?;
+            let caller = Caller {
+                user: auth.user.id.clone(),
+                device: auth.session.device_id.clone(),
+                admin: auth.admin,
+                connection: state.id,
+            };
+            discussion_request(&state.shared.services.discussions, &caller, other)
+                .await
+                .map_err(|e| e.to_body())
+        }
+    }
+}
+
+async fn discussion_request(
+    d: &Discussions,
+    caller: &Caller,
+    request: Request,
+) -> Result<Reply, DiscussionError> {
+    match request {
+        Request::OpenDialog { with } => d.open_dialog(caller, &with).await,
+        Request::CreateGroup { title, members } => d.create_group(caller, &title, &members).await,
+        Request::OpenObject { object, title } => d.open_object(caller, object, &title).await,
+        Request::SetObjectAccess {
+            object,
+            users,
+            groups,
+        } => d.set_object_access(caller, object, &users, &groups).await,
+        Request::ListDiscussions => d.list(caller).await,
+        Request::GetDiscussion { discussion } => Ok(Reply::Discussion {
+            discussion: d.get(caller, &discussion).await?,
+        }),
+        Request::AddMembers { discussion, users } => {
+            d.add_members(caller, &discussion, &users).await
+        }
+        Request::RemoveMember { discussion, user } => {
+            d.remove_member(caller, &discussion, &user).await
+        }
+        Request::SetTitle { discussion, title } => d.set_title(caller, &discussion, &title).await,
+        Request::Follow { discussion, follow } => d.follow(caller, &discussion, follow).await,
+        Request::Watch { discussion, watch } => d.watch(caller, &discussion, watch).await,
+        Request::Send(message) => d.send(caller, message).await,
+        Request::Edit {
+            discussion,
+            message_id,
+            text,
+        } => d.edit(caller, &discussion, &message_id, &text).await,
+        Request::Delete {
+            discussion,
+            message_id,
+        } => d.delete(caller, &discussion, &message_id).await,
+        Request::React {
+            discussion,
+            message_id,
+            emoji,
+            add,
+        } => d.react(caller, &discussion, &message_id, &emoji, add).await,
+        Request::Click {
+            discussion,
+            message_id,
+            action_id,
+        } => d.click(caller, &discussion, &message_id, &action_id).await,
+        Request::History {
+            discussion,
+            before,
+            limit,
+        } => d.history(caller, &discussion, before, limit).await,
+        Request::Sync { cursors } => d.sync(caller, &cursors).await,
+        Request::EditHistory {
+            discussion,
+            message_id,
+        } => d.edit_history(caller, &discussion, &message_id).await,
+        Request::MarkRead { discussion, seq } => d.mark_read(caller, &discussion, seq).await,
+        Request::Ping
+        | Request::Setup { .. }
+        | Request::Login { .. }
+        | Request::Resume { .. }
+        | Request::Logout
+        | Request::Whoami
+        | Request::ChangePassword { .. }
+        | Request::Admin { .. } => Err(DiscussionError::BadRequest(
+            "not a discussion request".into(),
+        )),
     }
 }

@@ -1,55 +1,102 @@
-//! Live authenticated connections, by session, so that revoking a session, locking a user or
-//! logging out reaches the connections at once.
+//! Live authenticated connections, by session and by user: revoking a session, locking a user
+//! or logging out reaches the connections at once, and discussion events reach every device of
+//! their recipients.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use veche_protocol::close;
+use veche_protocol::{Event, close};
 
 /// Longest a connection may take to end gracefully after its session ended; then it is closed
 /// regardless. Keeps "a revoked session's connection is closed within 1 s".
 const FORCE_CLOSE_AFTER: Duration = Duration::from_millis(900);
 
+/// Why the registry ends a connection.
+#[derive(Debug, Clone)]
+pub(crate) enum EndSignal {
+    /// Its session ended; the text says why.
+    Session(String),
+    /// It did not read its events fast enough; the client reconnects and syncs.
+    Lagged,
+}
+
 /// One live connection.
 #[derive(Debug, Clone)]
 pub(crate) struct LiveConnection {
     pub(crate) id: u64,
+    pub(crate) user: String,
     pub(crate) conn: quinn::Connection,
-    /// Tells the connection task its session ended, and why.
-    pub(crate) end: mpsc::Sender<String>,
-    /// Set before `end` is signalled: the connection's handlers stop acting for the session.
+    /// Tells the connection task to end, and why.
+    pub(crate) end: mpsc::Sender<EndSignal>,
+    /// Set before `end` is signalled for a session end: the connection's handlers stop acting
+    /// for the session.
     pub(crate) ended: Arc<AtomicBool>,
+    /// The connection's event stream.
+    pub(crate) events: mpsc::Sender<Event>,
+    /// Object discussions this connection watches (open in the client).
+    pub(crate) watching: Arc<Mutex<HashSet<String>>>,
 }
 
-/// Session id → its live connections.
+impl LiveConnection {
+    fn send(&self, event: &Event) {
+        if self.events.try_send(event.clone()).is_err() {
+            // The client reads too slowly (or is gone): it must resync rather than miss events.
+            let _ = self.end.try_send(EndSignal::Lagged);
+        }
+    }
+
+    fn watches(&self, discussion: &str) -> bool {
+        lock(&self.watching).contains(discussion)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Maps {
+    sessions: HashMap<String, Vec<LiveConnection>>,
+    users: HashMap<String, Vec<LiveConnection>>,
+}
+
+/// Live connections by session and by user.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    sessions: Mutex<HashMap<String, Vec<LiveConnection>>>,
+    maps: Mutex<Maps>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The maps stay consistent under any panic in their short critical sections.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<LiveConnection>>> {
-        // The map stays consistent under any panic in its short critical sections.
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub(crate) fn register(&self, session_id: &str, live: LiveConnection) {
-        self.lock()
+        let mut maps = lock(&self.maps);
+        maps.users
+            .entry(live.user.clone())
+            .or_default()
+            .push(live.clone());
+        maps.sessions
             .entry(session_id.to_owned())
             .or_default()
             .push(live);
     }
 
     pub(crate) fn unregister(&self, session_id: &str, connection_id: u64) {
-        let mut map = self.lock();
-        if let Some(list) = map.get_mut(session_id) {
+        let mut maps = lock(&self.maps);
+        let mut user = None;
+        if let Some(list) = maps.sessions.get_mut(session_id) {
+            if let Some(c) = list.iter().find(|c| c.id == connection_id) {
+                user = Some(c.user.clone());
+            }
             list.retain(|c| c.id != connection_id);
             if list.is_empty() {
-                map.remove(session_id);
+                maps.sessions.remove(session_id);
             }
+        }
+        if let Some(user) = user {
+            remove_user_connection(&mut maps, &user, connection_id);
         }
     }
 
@@ -57,16 +104,20 @@ impl Registry {
     /// has not closed after [`FORCE_CLOSE_AFTER`] is closed anyway.
     pub(crate) fn end_sessions(&self, session_ids: &[String], reason: &str) -> usize {
         let ended: Vec<LiveConnection> = {
-            let mut map = self.lock();
-            session_ids
+            let mut maps = lock(&self.maps);
+            let ended: Vec<LiveConnection> = session_ids
                 .iter()
-                .filter_map(|id| map.remove(id))
+                .filter_map(|id| maps.sessions.remove(id))
                 .flatten()
-                .collect()
+                .collect();
+            for c in &ended {
+                remove_user_connection(&mut maps, &c.user, c.id);
+            }
+            ended
         };
         for live in &ended {
             live.ended.store(true, Ordering::SeqCst);
-            let _ = live.end.try_send(reason.to_owned());
+            let _ = live.end.try_send(EndSignal::Session(reason.to_owned()));
             let conn = live.conn.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(FORCE_CLOSE_AFTER).await;
@@ -74,5 +125,77 @@ impl Registry {
             });
         }
         ended.len()
+    }
+
+    /// Sends `event` to every connection of these users.
+    pub(crate) fn deliver(&self, users: &[String], event: &Event) {
+        let maps = lock(&self.maps);
+        for user in users {
+            for c in maps.users.get(user).into_iter().flatten() {
+                c.send(event);
+            }
+        }
+    }
+
+    /// Sends `event` to connections watching `discussion` whose user is in `allowed`, except
+    /// users in `already` (who received it as followers).
+    pub(crate) fn deliver_to_watchers(
+        &self,
+        discussion: &str,
+        allowed: &HashSet<String>,
+        already: &HashSet<String>,
+        event: &Event,
+    ) {
+        let maps = lock(&self.maps);
+        for (user, conns) in &maps.users {
+            if !allowed.contains(user) || already.contains(user) {
+                continue;
+            }
+            for c in conns.iter().filter(|c| c.watches(discussion)) {
+                c.send(event);
+            }
+        }
+    }
+
+    /// Starts or stops live events of an object discussion on one connection.
+    pub(crate) fn watch(&self, user: &str, connection_id: u64, discussion: &str, on: bool) {
+        let maps = lock(&self.maps);
+        for c in maps
+            .users
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter(|c| c.id == connection_id)
+        {
+            let mut watching = lock(&c.watching);
+            if on {
+                watching.insert(discussion.to_owned());
+            } else {
+                watching.remove(discussion);
+            }
+        }
+    }
+
+    /// These users lost access to `discussion`: stop their live events and tell them.
+    pub(crate) fn revoke_access(&self, discussion: &str, users: &[String]) {
+        let event = Event::DiscussionRemoved {
+            discussion: discussion.to_owned(),
+        };
+        let maps = lock(&self.maps);
+        for user in users {
+            for c in maps.users.get(user).into_iter().flatten() {
+                lock(&c.watching).remove(discussion);
+                c.send(&event);
+            }
+        }
+    }
+}
+
+fn remove_user_connection(maps: &mut Maps, user: &str, connection_id: u64) {
+    if let Some(list) = maps.users.get_mut(user) {
+        list.retain(|c| c.id != connection_id);
+        if list.is_empty() {
+            maps.users.remove(user);
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! same statements.
 
 mod audit;
+mod discussions;
 mod sessions;
 mod users;
 
@@ -18,6 +19,7 @@ use sqlx::sqlite::{
 };
 
 pub(crate) use audit::AuditRecord;
+pub(crate) use discussions::{Batch, DiscussionRow, EventRow, MessageRow, ObjectKey};
 pub(crate) use sessions::SessionRow;
 pub(crate) use users::{NewUser, UserRow};
 
@@ -44,6 +46,9 @@ pub enum StoreError {
     /// A unique key is taken.
     #[error("already exists")]
     Conflict,
+    /// A write batch failed as a whole; nothing of it was stored.
+    #[error("the write batch failed: {0}")]
+    Aborted(String),
     /// The database is not in the durability mode we require.
     #[error("the database runs with {setting}; Veche requires {required}")]
     NotDurable {

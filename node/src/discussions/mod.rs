@@ -1,0 +1,622 @@
+//! Discussions and messages: dialogs, groups and object discussions, exactly-once sending,
+//! live delivery and sync.
+//!
+//! Writes go through the [`sequencer`]: one task that applies commands in batches, each batch
+//! one durable transaction, and delivers the resulting events after the commit in sequence
+//! order. Reads go straight to storage. Both decide who may see a discussion with
+//! [`access::authorize`], the one authorization function.
+
+mod access;
+mod render;
+mod sequencer;
+mod text;
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use veche_protocol::discussions::{
+    Cursor, DiscussionEvent, DiscussionInfo, DiscussionKind, Member, MessageVersion, ObjectRef,
+    Role, SendMessage,
+};
+use veche_protocol::ids::{Login, NodeName};
+use veche_protocol::{ErrorBody, ErrorCode, Event, Reply, Timestamp};
+
+use crate::config::MessagesConfig;
+use crate::server::registry::Registry;
+use crate::store::{DiscussionRow, Store, StoreError};
+pub(crate) use access::authorize;
+use sequencer::{Job, Op};
+
+/// Events one `sync` or `history` answer carries at most.
+const MAX_EVENTS_PER_ANSWER: i64 = 1000;
+
+/// Why a discussion operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum DiscussionError {
+    /// The discussion, message or user does not exist, or the caller may not see it.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The caller may see the discussion but not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request's content is invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A client message id was reused with different content.
+    #[error("{0}")]
+    Conflict(String),
+    /// The node is stopping.
+    #[error("the node is shutting down")]
+    Unavailable,
+    /// Storage failed.
+    #[error("storage failure: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl DiscussionError {
+    /// The protocol error; internal details are logged, not sent.
+    pub(crate) fn to_body(&self) -> ErrorBody {
+        let code = match self {
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::Unavailable => ErrorCode::Unavailable,
+            Self::Store(_) => ErrorCode::Internal,
+        };
+        if let Self::Store(e) = self {
+            tracing::error!(error = %e, "discussion operation failed");
+            return ErrorBody::new(code, "internal error; try again");
+        }
+        ErrorBody::new(code, self.to_string())
+    }
+}
+
+/// Who is asking: the authenticated user on one connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub(crate) user: String,
+    pub(crate) device: String,
+    pub(crate) admin: bool,
+    pub(crate) connection: u64,
+}
+
+/// The discussions service.
+#[derive(Debug, Clone)]
+pub(crate) struct Discussions {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    node: NodeName,
+    registry: Arc<Registry>,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Discussions {
+    /// Starts the sequencer.
+    pub(crate) fn start(
+        store: Store,
+        node: NodeName,
+        registry: Arc<Registry>,
+        config: MessagesConfig,
+    ) -> Self {
+        let (jobs, rx) = mpsc::channel(4096);
+        tokio::spawn(sequencer::run(
+            sequencer::Sequencer::new(store.clone(), node.clone(), registry.clone(), config),
+            rx,
+        ));
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                node,
+                registry,
+                jobs,
+            }),
+        }
+    }
+
+    async fn submit(&self, op: Op) -> Result<sequencer::Done, DiscussionError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| DiscussionError::Unavailable)?;
+        rx.await.map_err(|_| DiscussionError::Unavailable)?
+    }
+
+    async fn reply_for(
+        &self,
+        caller: &Caller,
+        done: sequencer::Done,
+    ) -> Result<Reply, DiscussionError> {
+        Ok(match done {
+            sequencer::Done::Discussion(id) => Reply::Discussion {
+                discussion: self.get(caller, &id).await?,
+            },
+            sequencer::Done::Sent { message_id, seq } => Reply::Sent { message_id, seq },
+            sequencer::Done::Nothing => Reply::Done,
+        })
+    }
+
+    pub(crate) async fn open_dialog(
+        &self,
+        caller: &Caller,
+        with: &str,
+    ) -> Result<Reply, DiscussionError> {
+        let with = self.user_ref(with)?;
+        let done = self
+            .submit(Op::OpenDialog {
+                caller: caller.clone(),
+                with,
+            })
+            .await?;
+        self.reply_for(caller, done).await
+    }
+
+    pub(crate) async fn create_group(
+        &self,
+        caller: &Caller,
+        title: &str,
+        members: &[String],
+    ) -> Result<Reply, DiscussionError> {
+        let members = members
+            .iter()
+            .map(|m| self.user_ref(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let done = self
+            .submit(Op::CreateGroup {
+                caller: caller.clone(),
+                title: title.to_owned(),
+                members,
+            })
+            .await?;
+        self.reply_for(caller, done).await
+    }
+
+    pub(crate) async fn open_object(
+        &self,
+        caller: &Caller,
+        object: ObjectRef,
+        title: &str,
+    ) -> Result<Reply, DiscussionError> {
+        check_object(&object)?;
+        let done = self
+            .submit(Op::OpenObject {
+                caller: caller.clone(),
+                object,
+                title: title.to_owned(),
+            })
+            .await?;
+        self.reply_for(caller, done).await
+    }
+
+    pub(crate) async fn set_object_access(
+        &self,
+        caller: &Caller,
+        object: ObjectRef,
+        users: &[String],
+        groups: &[String],
+    ) -> Result<Reply, DiscussionError> {
+        check_object(&object)?;
+        let users = users
+            .iter()
+            .map(|u| self.user_ref(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let done = self
+            .submit(Op::SetObjectAccess {
+                caller: caller.clone(),
+                object,
+                users,
+                groups: groups.to_vec(),
+            })
+            .await?;
+        self.reply_for(caller, done).await
+    }
+
+    pub(crate) async fn add_members(
+        &self,
+        caller: &Caller,
+        discussion: &str,
+        users: &[String],
+    ) -> Result<Reply, DiscussionError> {
+        let users = users
+            .iter()
+            .map(|u| self.user_ref(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let done = self
+            .submit(Op::AddMembers {
+                caller: caller.clone(),
+                discussion: discussion.to_owned(),
+                users,
+            })
+            .await?;
+        self.reply_for(caller, done).await
+    }
+
+    pub(crate) async fn remove_member(
+        &self,
+        caller: &Caller,
+        discussion: &str,
+        user: &str,
+    ) -> Result<Reply, DiscussionError> {
+        let user = self.user_ref(user)?;
+        let done = self
+            .submit(Op::RemoveMember {
+                caller: caller.clone(),
+                discussion: discussion.to_owned(),
+                user,
+            })
+            .await?;
+        self.reply_for(caller, done).await
+    }
+
+    pub(crate) async fn set_title(
+        &self,
+        caller: &Caller,
+        discussion: &str,
+        title: &str,
+    ) -> Result<Reply, DiscussionError> {
+        let done = self
+            .submit(Op::SetTitle {
+                caller: caller.clone(),
+                discussion: discussion.to_owned(),
+                title: title.to_owned(),
+            })
+            .await?;
+        self.reply_for(caller, done).await
+    }
+
+    pub(crate) async fn follow(
+        &self,
+        caller: &Caller,
+        discussion: &str,
+        follow: bool,
+    ) -> Result<Reply, DiscussionError> {
+        let done = self
+            .submit(Op::Follow {
+                caller: caller.clone(),
+                discussion: discussion.to_owned(),
+                follow,
+            })
+            .await?;
+        self.reply_for(caller, done).await
+    }
+
+    pub(crate) async fn send(
+        &self,
+        caller: &Caller,
+        message: SendMessage,
+    ) -> Result<Reply, DiscussionError> {
+        let done = self
+            .submit(Op::Send {
+                caller: caller.clone(),
+                message,
+            })
+            .await?;
+        self.reply_for(caller, done).await
+    }
+
+    pub(crate) async fn edit(
+        &self,
+        caller: &Caller,
+        discussion: &str,
+        message_id: &str,
+        text: &str,
+    ) -> Result<Reply, DiscussionError> {
+        let done = self
+            .submit(Op::Edit {
+                caller: caller.clone(),
+                discussion: discussion.to_owned(),
+                message_id: message_id.to_owned(),
+                text: text.to_owned(),
+            })
+            .await?;
+        self.reply_for(caller, done).await
+    }
+
+    pub(crate) async fn delete(
+        &self,
+        caller: &Caller,
+        discussion: &str,
+        message_id: &str,
+    ) -> Result<Reply, DiscussionError> {
+        let done = self
+            .submit(Op::Delete {
+                caller: caller.clone(),
+                discussion: discussion.to_owned(),
+                message_id: message_id.to_owned(),
+            })
+            .await?;
+        self.reply_for(caller, done).await
+    }
+
+    pub(crate) async fn react(
+        &self,
+        caller: &Caller,
+        discussion: &str,
+        message_id: &str,
+        emoji: &str,
+        add: bool,
+    ) -> Result<Reply, DiscussionError> {
+        let emoji = text::normalize_emoji(emoji)
+            .ok_or_else(|| DiscussionError::BadRequest(format!("{emoji:?} is not an emoji")))?;
+        let done = self
+            .submit(Op::React {
+                caller: caller.clone(),
+                discussion: discussion.to_owned(),
+                message_id: message_id.to_owned(),
+                emoji,
+                add,
+            })
+            .await?;
+        self.reply_for(caller, done).await
+    }
+
+    pub(crate) async fn mark_read(
+        &self,
+        caller: &Caller,
+        discussion: &str,
+        seq: u64,
+    ) -> Result<Reply, DiscussionError> {
+        let done = self
+            .submit(Op::MarkRead {
+                caller: caller.clone(),
+                discussion: discussion.to_owned(),
+                seq: i64::try_from(seq).unwrap_or(i64::MAX),
+            })
+            .await?;
+        self.reply_for(caller, done).await
+    }
+
+    /// A discussion the caller may read; `NotFound` otherwise (also when it does not exist).
+    async fn readable(
+        &self,
+        caller: &Caller,
+        discussion: &str,
+    ) -> Result<DiscussionRow, DiscussionError> {
+        let store = &self.inner.store;
+        let row = store
+            .discussion(discussion)
+            .await?
+            .ok_or(DiscussionError::NotFound("discussion"))?;
+        authorize(&mut access::Reader(store), &caller.user, &row)
+            .await?
+            .ok_or(DiscussionError::NotFound("discussion"))?;
+        Ok(row)
+    }
+
+    /// Sends a button click to the message's author.
+    pub(crate) async fn click(
+        &self,
+        caller: &Caller,
+        discussion: &str,
+        message_id: &str,
+        action_id: &str,
+    ) -> Result<Reply, DiscussionError> {
+        self.readable(caller, discussion).await?;
+        let message = self
+            .inner
+            .store
+            .message(message_id)
+            .await?
+            .filter(|m| m.discussion_id == discussion && !m.deleted)
+            .ok_or(DiscussionError::NotFound("message"))?;
+        let actions: Vec<veche_protocol::discussions::Action> =
+            serde_json::from_str(&message.actions).unwrap_or_default();
+        if !actions.iter().any(|a| a.id == action_id) {
+            return Err(DiscussionError::NotFound("action"));
+        }
+        self.inner.registry.deliver(
+            std::slice::from_ref(&message.author),
+            &Event::ActionClicked {
+                discussion: discussion.to_owned(),
+                message_id: message_id.to_owned(),
+                action_id: action_id.to_owned(),
+                user: caller.user.clone(),
+            },
+        );
+        Ok(Reply::Done)
+    }
+
+    /// Starts or stops live events of an object discussion on the caller's connection.
+    pub(crate) async fn watch(
+        &self,
+        caller: &Caller,
+        discussion: &str,
+        on: bool,
+    ) -> Result<Reply, DiscussionError> {
+        if on {
+            self.readable(caller, discussion).await?;
+        }
+        self.inner
+            .registry
+            .watch(&caller.user, caller.connection, discussion, on);
+        Ok(Reply::Done)
+    }
+
+    /// The caller's discussion list, most recent activity first.
+    pub(crate) async fn list(&self, caller: &Caller) -> Result<Reply, DiscussionError> {
+        let store = &self.inner.store;
+        let mut discussions = Vec::new();
+        for row in store.listed_discussions(&caller.user).await? {
+            if authorize(&mut access::Reader(store), &caller.user, &row)
+                .await?
+                .is_some()
+            {
+                discussions.push(self.info(caller, &row).await?);
+            }
+        }
+        Ok(Reply::Discussions { discussions })
+    }
+
+    pub(crate) async fn get(
+        &self,
+        caller: &Caller,
+        discussion: &str,
+    ) -> Result<DiscussionInfo, DiscussionError> {
+        let row = self.readable(caller, discussion).await?;
+        self.info(caller, &row).await
+    }
+
+    async fn info(
+        &self,
+        caller: &Caller,
+        row: &DiscussionRow,
+    ) -> Result<DiscussionInfo, DiscussionError> {
+        let store = &self.inner.store;
+        let kind = render::kind(row);
+        let members = if kind == DiscussionKind::Object {
+            Vec::new()
+        } else {
+            store
+                .members_of(&row.id)
+                .await?
+                .into_iter()
+                .map(|(user, role)| Member {
+                    user,
+                    role: if role == "owner" {
+                        Role::Owner
+                    } else {
+                        Role::Member
+                    },
+                })
+                .collect()
+        };
+        let read_seq = store.read_marker(&caller.user, &row.id).await?;
+        let (unread, mentions) = store.unread(&caller.user, &row.id, read_seq).await?;
+        let following =
+            kind != DiscussionKind::Object || store.is_following(&caller.user, &row.id).await?;
+        Ok(DiscussionInfo {
+            id: row.id.clone(),
+            kind,
+            title: row.title.clone(),
+            object: render::object(row),
+            members,
+            last_seq: render::seq(row.last_seq),
+            last_activity_at: Timestamp(row.last_activity_at),
+            read_seq: render::seq(read_seq),
+            unread: render::seq(unread),
+            mentions: render::seq(mentions),
+            following,
+        })
+    }
+
+    pub(crate) async fn history(
+        &self,
+        caller: &Caller,
+        discussion: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Reply, DiscussionError> {
+        let row = self.readable(caller, discussion).await?;
+        let limit = i64::from(limit.clamp(1, 500));
+        let before = before.map_or(row.last_seq + 1, |b| i64::try_from(b).unwrap_or(i64::MAX));
+        let store = &self.inner.store;
+        let rows = store.events_before(discussion, before, limit).await?;
+        let more = rows.first().is_some_and(|e| e.seq > 1);
+        Ok(Reply::Events {
+            events: render::events(store, rows).await?,
+            more,
+        })
+    }
+
+    pub(crate) async fn sync(
+        &self,
+        caller: &Caller,
+        cursors: &[Cursor],
+    ) -> Result<Reply, DiscussionError> {
+        if cursors.len() > 10_000 {
+            return Err(DiscussionError::BadRequest(
+                "at most 10000 cursors per sync".into(),
+            ));
+        }
+        let store = &self.inner.store;
+        let mut events: Vec<DiscussionEvent> = Vec::new();
+        let mut budget = MAX_EVENTS_PER_ANSWER;
+        let mut more = false;
+        for cursor in cursors {
+            // Discussions the caller can no longer read are skipped without a word: the
+            // client was told with `discussion_removed`.
+            let Ok(row) = self.readable(caller, &cursor.discussion).await else {
+                continue;
+            };
+            let after = i64::try_from(cursor.seq).unwrap_or(i64::MAX);
+            if row.last_seq <= after {
+                continue;
+            }
+            if budget == 0 {
+                more = true;
+                break;
+            }
+            let rows = store.events_after(&row.id, after, budget).await?;
+            budget -= rows.len() as i64;
+            if rows.last().is_some_and(|e| e.seq < row.last_seq) {
+                more = true;
+            }
+            events.extend(render::events(store, rows).await?);
+        }
+        Ok(Reply::Events { events, more })
+    }
+
+    pub(crate) async fn edit_history(
+        &self,
+        caller: &Caller,
+        discussion: &str,
+        message_id: &str,
+    ) -> Result<Reply, DiscussionError> {
+        self.readable(caller, discussion).await?;
+        let store = &self.inner.store;
+        store
+            .message(message_id)
+            .await?
+            .filter(|m| m.discussion_id == discussion)
+            .ok_or(DiscussionError::NotFound("message"))?;
+        let versions = store
+            .message_versions(message_id)
+            .await?
+            .into_iter()
+            .map(|(version, text, at)| MessageVersion {
+                version: u32::try_from(version).unwrap_or(u32::MAX),
+                text,
+                at: Timestamp(at),
+            })
+            .collect();
+        Ok(Reply::Versions { versions })
+    }
+
+    /// `login` or `login@this-node` → user id (existence is checked by the caller of this).
+    fn user_ref(&self, input: &str) -> Result<String, DiscussionError> {
+        let (login, node) = match input.split_once('@') {
+            Some((l, n)) => (l, Some(n)),
+            None => (input, None),
+        };
+        if let Some(node) = node
+            && node != self.inner.node.as_str()
+        {
+            return Err(DiscussionError::NotFound("user"));
+        }
+        let login: Login = login
+            .to_lowercase()
+            .parse()
+            .map_err(|_| DiscussionError::NotFound("user"))?;
+        Ok(format!("{login}@{}", self.inner.node))
+    }
+}
+
+fn check_object(object: &ObjectRef) -> Result<(), DiscussionError> {
+    let ok =
+        |s: &str, max: usize| !s.is_empty() && s.len() <= max && !s.chars().any(char::is_control);
+    if ok(&object.application, 64) && ok(&object.object_type, 64) && ok(&object.object_id, 256) {
+        Ok(())
+    } else {
+        Err(DiscussionError::BadRequest(
+            "an object is (application ≤ 64, object type ≤ 64, object id ≤ 256) non-empty strings"
+                .into(),
+        ))
+    }
+}

@@ -1,0 +1,1289 @@
+//! The sequencer: the one task that changes discussions.
+//!
+//! It takes commands from a queue and applies as many as are waiting (up to [`MAX_BATCH`]) in
+//! one transaction, each inside a savepoint so that one refused command does not undo the
+//! others. After the durable commit it answers every command and delivers the events, in the
+//! order they were sequenced. Sequence numbers are therefore gapless and assigned at commit,
+//! and one fsync is shared by a whole batch (group commit).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+use veche_protocol::discussions::{Action, Change, DiscussionEvent, ObjectRef, SendMessage};
+use veche_protocol::ids::NodeName;
+use veche_protocol::{Event, Timestamp};
+
+use super::access::authorize;
+use super::render::{self, Detail};
+use super::{Caller, DiscussionError, text};
+use crate::config::MessagesConfig;
+use crate::server::registry::Registry;
+use crate::store::{
+    AuditRecord, Batch, DiscussionRow, EventRow, MessageRow, ObjectKey, Store, StoreError,
+};
+
+/// Commands applied in one transaction at most.
+const MAX_BATCH: usize = 512;
+const MAX_TITLE_CHARS: usize = 200;
+const MAX_DATA_BYTES: usize = 64 * 1024;
+const MAX_ACTIONS: usize = 10;
+const MAX_GROUP_MEMBERS_PER_CALL: usize = 1000;
+
+/// A command for the sequencer.
+#[derive(Debug)]
+pub(crate) enum Op {
+    OpenDialog {
+        caller: Caller,
+        with: String,
+    },
+    CreateGroup {
+        caller: Caller,
+        title: String,
+        members: Vec<String>,
+    },
+    OpenObject {
+        caller: Caller,
+        object: ObjectRef,
+        title: String,
+    },
+    SetObjectAccess {
+        caller: Caller,
+        object: ObjectRef,
+        users: Vec<String>,
+        groups: Vec<String>,
+    },
+    AddMembers {
+        caller: Caller,
+        discussion: String,
+        users: Vec<String>,
+    },
+    RemoveMember {
+        caller: Caller,
+        discussion: String,
+        user: String,
+    },
+    SetTitle {
+        caller: Caller,
+        discussion: String,
+        title: String,
+    },
+    Follow {
+        caller: Caller,
+        discussion: String,
+        follow: bool,
+    },
+    Send {
+        caller: Caller,
+        message: SendMessage,
+    },
+    Edit {
+        caller: Caller,
+        discussion: String,
+        message_id: String,
+        text: String,
+    },
+    Delete {
+        caller: Caller,
+        discussion: String,
+        message_id: String,
+    },
+    React {
+        caller: Caller,
+        discussion: String,
+        message_id: String,
+        emoji: String,
+        add: bool,
+    },
+    MarkRead {
+        caller: Caller,
+        discussion: String,
+        seq: i64,
+    },
+}
+
+/// What a command produced.
+#[derive(Debug)]
+pub(crate) enum Done {
+    /// The discussion the command opened or created.
+    Discussion(String),
+    /// A stored message.
+    Sent { message_id: String, seq: u64 },
+    /// Nothing to return.
+    Nothing,
+}
+
+/// Where a command's answer goes.
+type Answer = oneshot::Sender<Result<Done, DiscussionError>>;
+/// What applying a command gave: its answer and what to deliver after the commit.
+type Outcome = Result<(Done, Vec<Delivery>), DiscussionError>;
+
+/// One event to append to a discussion's log.
+struct Entry<'a> {
+    kind: &'a str,
+    message_id: Option<&'a str>,
+    detail: Detail,
+    change: Change,
+}
+
+/// A command and where its answer goes.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) op: Op,
+    pub(crate) reply: oneshot::Sender<Result<Done, DiscussionError>>,
+}
+
+/// Something to deliver after the commit.
+#[derive(Debug)]
+enum Delivery {
+    /// A discussion event to these users, and to connections watching the discussion whose
+    /// user is in `watchers`.
+    Event {
+        event: DiscussionEvent,
+        to: Vec<String>,
+        watchers: Option<HashSet<String>>,
+    },
+    /// These users can no longer read the discussion.
+    Revoked {
+        discussion: String,
+        users: Vec<String>,
+    },
+}
+
+/// The sequencer's state.
+#[derive(Debug)]
+pub(crate) struct Sequencer {
+    store: Store,
+    node: NodeName,
+    registry: Arc<Registry>,
+    config: MessagesConfig,
+}
+
+/// Runs until every sender is gone.
+pub(crate) async fn run(mut sequencer: Sequencer, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch_jobs = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch_jobs, MAX_BATCH).await > 0 {
+        sequencer.apply_batch(std::mem::take(&mut batch_jobs)).await;
+    }
+}
+
+fn now() -> i64 {
+    Timestamp::now().as_millis()
+}
+
+fn new_id(node: &NodeName) -> String {
+    format!("{}@{node}", uuid::Uuid::now_v7().simple())
+}
+
+fn not_found() -> DiscussionError {
+    DiscussionError::NotFound("discussion")
+}
+
+impl Sequencer {
+    pub(crate) fn new(
+        store: Store,
+        node: NodeName,
+        registry: Arc<Registry>,
+        config: MessagesConfig,
+    ) -> Self {
+        Self {
+            store,
+            node,
+            registry,
+            config,
+        }
+    }
+
+    async fn apply_batch(&mut self, jobs: Vec<Job>) {
+        let mut batch = match self.store.batch().await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a write batch");
+                for job in jobs {
+                    let _ = job
+                        .reply
+                        .send(Err(DiscussionError::Store(StoreError::Aborted(
+                            e.to_string(),
+                        ))));
+                }
+                return;
+            }
+        };
+        let mut results: Vec<(Answer, Outcome)> = Vec::with_capacity(jobs.len());
+        let mut broken: Option<StoreError> = None;
+        for job in jobs {
+            if broken.is_some() {
+                results.push((job.reply, Err(DiscussionError::Unavailable)));
+                continue;
+            }
+            if let Err(e) = batch.savepoint().await {
+                broken = Some(e);
+                results.push((job.reply, Err(DiscussionError::Unavailable)));
+                continue;
+            }
+            let mut deliveries = Vec::new();
+            let outcome = self.apply(&mut batch, job.op, &mut deliveries).await;
+            let kept = match &outcome {
+                Ok(_) => batch.release().await,
+                Err(_) => batch.rollback_command().await,
+            };
+            if let Err(e) = kept {
+                broken = Some(e);
+            }
+            results.push((job.reply, outcome.map(|done| (done, deliveries))));
+        }
+        let committed = match broken {
+            Some(e) => Err(e),
+            None => batch.commit().await,
+        };
+        if let Err(e) = committed {
+            tracing::error!(error = %e, "write batch failed; nothing of it was stored");
+            for (reply, _) in results {
+                let _ = reply.send(Err(DiscussionError::Store(StoreError::Aborted(
+                    e.to_string(),
+                ))));
+            }
+            return;
+        }
+        for (reply, outcome) in results {
+            match outcome {
+                Ok((done, deliveries)) => {
+                    let _ = reply.send(Ok(done));
+                    for d in deliveries {
+                        self.deliver(d);
+                    }
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+    }
+
+    fn deliver(&self, delivery: Delivery) {
+        match delivery {
+            Delivery::Event {
+                event,
+                to,
+                watchers,
+            } => {
+                let discussion = event.discussion.clone();
+                let event = Event::Discussion { event };
+                self.registry.deliver(&to, &event);
+                if let Some(allowed) = watchers {
+                    let already: HashSet<String> = to.into_iter().collect();
+                    self.registry
+                        .deliver_to_watchers(&discussion, &allowed, &already, &event);
+                }
+            }
+            Delivery::Revoked { discussion, users } => {
+                self.registry.revoke_access(&discussion, &users)
+            }
+        }
+    }
+
+    async fn apply(
+        &self,
+        b: &mut Batch,
+        op: Op,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        match op {
+            Op::OpenDialog { caller, with } => self.open_dialog(b, &caller, &with, out).await,
+            Op::CreateGroup {
+                caller,
+                title,
+                members,
+            } => self.create_group(b, &caller, &title, &members, out).await,
+            Op::OpenObject {
+                caller,
+                object,
+                title,
+            } => self.open_object(b, &caller, &object, &title, out).await,
+            Op::SetObjectAccess {
+                caller,
+                object,
+                users,
+                groups,
+            } => {
+                self.set_object_access(b, &caller, &object, &users, &groups, out)
+                    .await
+            }
+            Op::AddMembers {
+                caller,
+                discussion,
+                users,
+            } => self.add_members(b, &caller, &discussion, &users, out).await,
+            Op::RemoveMember {
+                caller,
+                discussion,
+                user,
+            } => {
+                self.remove_member(b, &caller, &discussion, &user, out)
+                    .await
+            }
+            Op::SetTitle {
+                caller,
+                discussion,
+                title,
+            } => self.set_title(b, &caller, &discussion, &title, out).await,
+            Op::Follow {
+                caller,
+                discussion,
+                follow,
+            } => self.follow(b, &caller, &discussion, follow).await,
+            Op::Send { caller, message } => self.send(b, &caller, message, out).await,
+            Op::Edit {
+                caller,
+                discussion,
+                message_id,
+                text,
+            } => {
+                self.edit(b, &caller, &discussion, &message_id, &text, out)
+                    .await
+            }
+            Op::Delete {
+                caller,
+                discussion,
+                message_id,
+            } => self.delete(b, &caller, &discussion, &message_id, out).await,
+            Op::React {
+                caller,
+                discussion,
+                message_id,
+                emoji,
+                add,
+            } => {
+                self.react(b, &caller, &discussion, &message_id, &emoji, add, out)
+                    .await
+            }
+            Op::MarkRead {
+                caller,
+                discussion,
+                seq,
+            } => {
+                let d = readable(b, &caller, &discussion).await?.0;
+                b.mark_read(&caller.user, &d.id, seq.clamp(0, d.last_seq))
+                    .await?;
+                Ok(Done::Nothing)
+            }
+        }
+    }
+
+    /// Appends an event to `d`'s log and queues its delivery to everyone who may read it.
+    async fn emit(
+        &self,
+        b: &mut Batch,
+        d: &DiscussionRow,
+        actor: &str,
+        entry: Entry<'_>,
+        out: &mut Vec<Delivery>,
+    ) -> Result<u64, DiscussionError> {
+        let Entry {
+            kind,
+            message_id,
+            detail,
+            change,
+        } = entry;
+        let at = now();
+        let seq = b.next_seq(&d.id, at).await?;
+        b.insert_event(&EventRow {
+            discussion_id: d.id.clone(),
+            seq,
+            kind: kind.to_owned(),
+            actor: actor.to_owned(),
+            at,
+            message_id: message_id.map(str::to_owned),
+            detail: detail.to_json(),
+        })
+        .await?;
+        let (to, watchers) = audience(b, d).await?;
+        out.push(Delivery::Event {
+            event: DiscussionEvent {
+                discussion: d.id.clone(),
+                seq: render::seq(seq),
+                at: Timestamp(at),
+                actor: actor.to_owned(),
+                change,
+            },
+            to,
+            watchers,
+        });
+        Ok(render::seq(seq))
+    }
+
+    async fn existing_users(&self, b: &mut Batch, users: &[String]) -> Result<(), DiscussionError> {
+        for u in users {
+            if !b.user_exists(u).await? {
+                return Err(DiscussionError::NotFound("user"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn open_dialog(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        with: &str,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        if with == caller.user {
+            return Err(DiscussionError::BadRequest(
+                "a dialog is between two different users".into(),
+            ));
+        }
+        self.existing_users(b, &[with.to_owned()]).await?;
+        let mut pair = [caller.user.as_str(), with];
+        pair.sort_unstable();
+        let key = pair.join("\n");
+        if let Some(d) = b.dialog_by_key(&key).await? {
+            return Ok(Done::Discussion(d.id));
+        }
+        let at = now();
+        let d = DiscussionRow {
+            id: new_id(&self.node),
+            kind: "dialog".into(),
+            title: String::new(),
+            created_by: caller.user.clone(),
+            created_at: at,
+            last_seq: 0,
+            last_activity_at: at,
+            dialog_key: Some(key),
+            object_app: None,
+            object_type: None,
+            object_id: None,
+        };
+        b.insert_discussion(&d).await?;
+        for user in pair {
+            b.add_member(&d.id, user, "member", at).await?;
+        }
+        let detail = Detail {
+            kind: Some("dialog".into()),
+            ..Detail::default()
+        };
+        let change = Change::Created {
+            kind: veche_protocol::discussions::DiscussionKind::Dialog,
+            title: String::new(),
+        };
+        self.emit(
+            b,
+            &d,
+            &caller.user,
+            Entry {
+                kind: "created",
+                message_id: None,
+                detail,
+                change,
+            },
+            out,
+        )
+        .await?;
+        Ok(Done::Discussion(d.id))
+    }
+
+    async fn create_group(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        title: &str,
+        members: &[String],
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let title = check_title(title)?;
+        if members.len() > MAX_GROUP_MEMBERS_PER_CALL {
+            return Err(DiscussionError::BadRequest(format!(
+                "at most {MAX_GROUP_MEMBERS_PER_CALL} members per call"
+            )));
+        }
+        self.existing_users(b, members).await?;
+        let at = now();
+        let d = DiscussionRow {
+            id: new_id(&self.node),
+            kind: "group".into(),
+            title: title.clone(),
+            created_by: caller.user.clone(),
+            created_at: at,
+            last_seq: 0,
+            last_activity_at: at,
+            dialog_key: None,
+            object_app: None,
+            object_type: None,
+            object_id: None,
+        };
+        b.insert_discussion(&d).await?;
+        b.add_member(&d.id, &caller.user, "owner", at).await?;
+        let mut added = vec![caller.user.clone()];
+        for m in members {
+            if b.add_member(&d.id, m, "member", at).await? {
+                added.push(m.clone());
+            }
+        }
+        let detail = Detail {
+            kind: Some("group".into()),
+            title: Some(title.clone()),
+            ..Detail::default()
+        };
+        let change = Change::Created {
+            kind: veche_protocol::discussions::DiscussionKind::Group,
+            title,
+        };
+        self.emit(
+            b,
+            &d,
+            &caller.user,
+            Entry {
+                kind: "created",
+                message_id: None,
+                detail,
+                change,
+            },
+            out,
+        )
+        .await?;
+        let detail = Detail {
+            users: added.clone(),
+            ..Detail::default()
+        };
+        self.emit(
+            b,
+            &d,
+            &caller.user,
+            Entry {
+                kind: "members_added",
+                message_id: None,
+                detail,
+                change: Change::MembersAdded { users: added },
+            },
+            out,
+        )
+        .await?;
+        Ok(Done::Discussion(d.id))
+    }
+
+    async fn open_object(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        object: &ObjectRef,
+        title: &str,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let key = ObjectKey {
+            app: &object.application,
+            kind: &object.object_type,
+            id: &object.object_id,
+        };
+        if !b.has_object_access(key, &caller.user).await? {
+            return Err(not_found());
+        }
+        if let Some(d) = b.object_discussion(key).await? {
+            return Ok(Done::Discussion(d.id));
+        }
+        let title = if title.trim().is_empty() {
+            format!("{} {}", object.object_type, object.object_id)
+        } else {
+            check_title(title)?
+        };
+        let at = now();
+        let d = DiscussionRow {
+            id: new_id(&self.node),
+            kind: "object".into(),
+            title: title.clone(),
+            created_by: caller.user.clone(),
+            created_at: at,
+            last_seq: 0,
+            last_activity_at: at,
+            dialog_key: None,
+            object_app: Some(object.application.clone()),
+            object_type: Some(object.object_type.clone()),
+            object_id: Some(object.object_id.clone()),
+        };
+        b.insert_discussion(&d).await?;
+        let detail = Detail {
+            kind: Some("object".into()),
+            title: Some(title.clone()),
+            ..Detail::default()
+        };
+        let change = Change::Created {
+            kind: veche_protocol::discussions::DiscussionKind::Object,
+            title,
+        };
+        self.emit(
+            b,
+            &d,
+            &caller.user,
+            Entry {
+                kind: "created",
+                message_id: None,
+                detail,
+                change,
+            },
+            out,
+        )
+        .await?;
+        Ok(Done::Discussion(d.id))
+    }
+
+    async fn set_object_access(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        object: &ObjectRef,
+        users: &[String],
+        groups: &[String],
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        if !caller.admin {
+            return Err(DiscussionError::Forbidden(
+                "only administrators and applications set object access".into(),
+            ));
+        }
+        self.existing_users(b, users).await?;
+        for g in groups {
+            let is_group = b.discussion(g).await?.is_some_and(|d| d.kind == "group");
+            if !is_group {
+                return Err(DiscussionError::NotFound("group"));
+            }
+        }
+        let key = ObjectKey {
+            app: &object.application,
+            kind: &object.object_type,
+            id: &object.object_id,
+        };
+        let before: HashSet<String> = b.users_with_object_access(key).await?.into_iter().collect();
+        let principals: Vec<String> = users
+            .iter()
+            .map(|u| format!("user:{u}"))
+            .chain(groups.iter().map(|g| format!("group:{g}")))
+            .collect();
+        b.set_object_access(key, &principals).await?;
+        let after: HashSet<String> = b.users_with_object_access(key).await?.into_iter().collect();
+        b.audit(&AuditRecord {
+            at: now(),
+            actor: format!("user:{}", caller.user),
+            action: "object.access",
+            target: format!(
+                "{}/{}/{}",
+                object.application, object.object_type, object.object_id
+            ),
+            detail: principals.join(" "),
+        })
+        .await?;
+        if let Some(d) = b.object_discussion(key).await? {
+            let mut lost: Vec<String> = before.difference(&after).cloned().collect();
+            lost.sort();
+            if !lost.is_empty() {
+                out.push(Delivery::Revoked {
+                    discussion: d.id,
+                    users: lost,
+                });
+            }
+        }
+        Ok(Done::Nothing)
+    }
+
+    async fn add_members(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        discussion: &str,
+        users: &[String],
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let (d, grant) = readable(b, caller, discussion).await?;
+        if d.kind != "group" {
+            return Err(DiscussionError::BadRequest(
+                "members are added to groups only".into(),
+            ));
+        }
+        if !grant.owner {
+            return Err(DiscussionError::Forbidden(
+                "only the group's owners add members".into(),
+            ));
+        }
+        if users.len() > MAX_GROUP_MEMBERS_PER_CALL {
+            return Err(DiscussionError::BadRequest(format!(
+                "at most {MAX_GROUP_MEMBERS_PER_CALL} members per call"
+            )));
+        }
+        self.existing_users(b, users).await?;
+        let at = now();
+        let mut added = Vec::new();
+        for u in users {
+            if b.add_member(&d.id, u, "member", at).await? {
+                added.push(u.clone());
+            }
+        }
+        if !added.is_empty() {
+            let detail = Detail {
+                users: added.clone(),
+                ..Detail::default()
+            };
+            self.emit(
+                b,
+                &d,
+                &caller.user,
+                Entry {
+                    kind: "members_added",
+                    message_id: None,
+                    detail,
+                    change: Change::MembersAdded { users: added },
+                },
+                out,
+            )
+            .await?;
+        }
+        Ok(Done::Nothing)
+    }
+
+    async fn remove_member(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        discussion: &str,
+        user: &str,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let (d, grant) = readable(b, caller, discussion).await?;
+        if d.kind != "group" {
+            return Err(DiscussionError::BadRequest(
+                "members leave or are removed from groups only".into(),
+            ));
+        }
+        if user != caller.user && !grant.owner {
+            return Err(DiscussionError::Forbidden(
+                "only the group's owners remove members".into(),
+            ));
+        }
+        let role = b
+            .member_role(&d.id, user)
+            .await?
+            .ok_or(DiscussionError::NotFound("member"))?;
+        // The removed user sees the event too, then loses the discussion.
+        let detail = Detail {
+            users: vec![user.to_owned()],
+            ..Detail::default()
+        };
+        let change = Change::MemberRemoved {
+            user: user.to_owned(),
+        };
+        self.emit(
+            b,
+            &d,
+            &caller.user,
+            Entry {
+                kind: "member_removed",
+                message_id: None,
+                detail,
+                change,
+            },
+            out,
+        )
+        .await?;
+        b.remove_member(&d.id, user).await?;
+        if role == "owner" {
+            // A group keeps an owner while it has members: the longest-standing member takes over.
+            let members = b.members(&d.id).await?;
+            if !members.iter().any(|(_, r)| r == "owner")
+                && let Some((next, _)) = members.first()
+            {
+                b.remove_member(&d.id, next).await?;
+                b.add_member(&d.id, next, "owner", now()).await?;
+            }
+        }
+        out.push(Delivery::Revoked {
+            discussion: d.id,
+            users: vec![user.to_owned()],
+        });
+        Ok(Done::Nothing)
+    }
+
+    async fn set_title(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        discussion: &str,
+        title: &str,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let (d, grant) = readable(b, caller, discussion).await?;
+        match d.kind.as_str() {
+            "dialog" => return Err(DiscussionError::BadRequest("a dialog has no title".into())),
+            "group" if !grant.owner => {
+                return Err(DiscussionError::Forbidden(
+                    "only the group's owners change its title".into(),
+                ));
+            }
+            _ => {}
+        }
+        let title = check_title(title)?;
+        if title == d.title {
+            return Ok(Done::Nothing);
+        }
+        b.set_title(&d.id, &title).await?;
+        let detail = Detail {
+            title: Some(title.clone()),
+            ..Detail::default()
+        };
+        self.emit(
+            b,
+            &d,
+            &caller.user,
+            Entry {
+                kind: "title_changed",
+                message_id: None,
+                detail,
+                change: Change::TitleChanged { title },
+            },
+            out,
+        )
+        .await?;
+        Ok(Done::Nothing)
+    }
+
+    async fn follow(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        discussion: &str,
+        follow: bool,
+    ) -> Result<Done, DiscussionError> {
+        let (d, _) = readable(b, caller, discussion).await?;
+        if d.kind != "object" {
+            return Err(DiscussionError::BadRequest(
+                "members always follow their dialogs and groups".into(),
+            ));
+        }
+        b.set_follow(&caller.user, &d.id, follow).await?;
+        Ok(Done::Nothing)
+    }
+
+    async fn send(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        m: SendMessage,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        if m.client_msg_id.is_empty() || m.client_msg_id.len() > 64 {
+            return Err(DiscussionError::BadRequest(
+                "client_msg_id is 1 to 64 characters".into(),
+            ));
+        }
+        let text = text::convert_shortcodes(&m.text);
+        if text.len() > self.config.max_text_bytes {
+            return Err(DiscussionError::BadRequest(format!(
+                "the text is {} bytes; the limit is {} bytes",
+                text.len(),
+                self.config.max_text_bytes
+            )));
+        }
+        let data = match &m.data {
+            Some(v) => {
+                let json = serde_json::to_string(v)
+                    .map_err(|e| DiscussionError::BadRequest(format!("data: {e}")))?;
+                if json.len() > MAX_DATA_BYTES {
+                    return Err(DiscussionError::BadRequest(format!(
+                        "data is {} bytes of JSON; the limit is 65536",
+                        json.len()
+                    )));
+                }
+                Some(json)
+            }
+            None => None,
+        };
+        check_actions(&m.actions)?;
+        if text.trim().is_empty() && data.is_none() && m.actions.is_empty() {
+            return Err(DiscussionError::BadRequest(
+                "a message needs text, data or actions".into(),
+            ));
+        }
+        let actions = serde_json::to_string(&m.actions).unwrap_or_else(|_| "[]".to_owned());
+        let hash = payload_hash(
+            &m.discussion,
+            &m.text,
+            m.reply_to.as_deref(),
+            data.as_deref(),
+            &actions,
+        );
+
+        // Exactly once: the key is checked inside the transaction that would store the message.
+        if let Some(existing) = b
+            .message_by_client_id(&caller.user, &caller.device, &m.client_msg_id)
+            .await?
+        {
+            if existing.payload_hash == hash {
+                return Ok(Done::Sent {
+                    message_id: existing.id,
+                    seq: render::seq(existing.seq),
+                });
+            }
+            b.audit(&AuditRecord {
+                at: now(),
+                actor: format!("user:{}", caller.user),
+                action: "message.conflict",
+                target: existing.id.clone(),
+                detail: format!("device {} client_msg_id {}", caller.device, m.client_msg_id),
+            })
+            .await?;
+            return Err(DiscussionError::Conflict(format!(
+                "client_msg_id {} was already used for a different message ({})",
+                m.client_msg_id, existing.id
+            )));
+        }
+
+        let (d, _) = readable(b, caller, &m.discussion).await?;
+        if let Some(reply_to) = &m.reply_to {
+            let target = b.message(reply_to).await?;
+            if target.is_none_or(|t| t.discussion_id != d.id) {
+                return Err(DiscussionError::NotFound("message replied to"));
+            }
+        }
+        let mut mentions = Vec::new();
+        for login in text::mentioned_logins(&text, self.node.as_str()) {
+            let id = format!("{login}@{}", self.node);
+            if id != caller.user && b.user_exists(&id).await? {
+                mentions.push(id);
+            }
+        }
+        let at = now();
+        let seq = b.next_seq(&d.id, at).await?;
+        let row = MessageRow {
+            id: new_id(&self.node),
+            discussion_id: d.id.clone(),
+            seq,
+            author: caller.user.clone(),
+            device_id: caller.device.clone(),
+            client_msg_id: m.client_msg_id.clone(),
+            payload_hash: hash,
+            text: Some(text),
+            data,
+            actions,
+            reply_to: m.reply_to.clone(),
+            created_at: at,
+            edited_at: None,
+            version: 1,
+            deleted: false,
+        };
+        b.insert_message(&row, &mentions).await?;
+        b.insert_event(&EventRow {
+            discussion_id: d.id.clone(),
+            seq,
+            kind: "message_posted".into(),
+            actor: caller.user.clone(),
+            at,
+            message_id: Some(row.id.clone()),
+            detail: "{}".into(),
+        })
+        .await?;
+        if d.kind == "object" {
+            // Posting or being mentioned puts an object discussion in one's list.
+            b.set_follow(&caller.user, &d.id, true).await?;
+            let key = object_key(&d);
+            for u in &mentions {
+                if let Some(key) = key
+                    && b.has_object_access(key, u).await?
+                {
+                    b.set_follow(u, &d.id, true).await?;
+                }
+            }
+        }
+        let (to, watchers) = audience(b, &d).await?;
+        out.push(Delivery::Event {
+            event: DiscussionEvent {
+                discussion: d.id.clone(),
+                seq: render::seq(seq),
+                at: Timestamp(at),
+                actor: caller.user.clone(),
+                change: Change::MessagePosted {
+                    message: Box::new(render::message(&row, mentions, Vec::new())),
+                },
+            },
+            to,
+            watchers,
+        });
+        Ok(Done::Sent {
+            message_id: row.id,
+            seq: render::seq(seq),
+        })
+    }
+
+    async fn edit(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        discussion: &str,
+        message_id: &str,
+        text: &str,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let (d, _) = readable(b, caller, discussion).await?;
+        let m = message_in(b, &d, message_id).await?;
+        if m.author != caller.user {
+            return Err(DiscussionError::Forbidden(
+                "only the author edits a message".into(),
+            ));
+        }
+        if m.deleted {
+            return Err(DiscussionError::BadRequest(
+                "a deleted message cannot be edited".into(),
+            ));
+        }
+        let text = text::convert_shortcodes(text);
+        if text.len() > self.config.max_text_bytes {
+            return Err(DiscussionError::BadRequest(format!(
+                "the text is over {} bytes",
+                self.config.max_text_bytes
+            )));
+        }
+        if text.trim().is_empty() {
+            return Err(DiscussionError::BadRequest(
+                "use delete to remove a message's text".into(),
+            ));
+        }
+        if m.text.as_deref() == Some(text.as_str()) {
+            return Ok(Done::Nothing);
+        }
+        let version = b.edit_message(&m.id, &text, now()).await?;
+        let detail = Detail {
+            version: Some(version),
+            ..Detail::default()
+        };
+        let change = Change::MessageEdited {
+            message_id: m.id.clone(),
+            text: Some(text),
+            version: u32::try_from(version).unwrap_or(u32::MAX),
+        };
+        self.emit(
+            b,
+            &d,
+            &caller.user,
+            Entry {
+                kind: "message_edited",
+                message_id: Some(&m.id),
+                detail,
+                change,
+            },
+            out,
+        )
+        .await?;
+        Ok(Done::Nothing)
+    }
+
+    async fn delete(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        discussion: &str,
+        message_id: &str,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let (d, grant) = readable(b, caller, discussion).await?;
+        let m = message_in(b, &d, message_id).await?;
+        if m.author != caller.user && !grant.owner && !caller.admin {
+            return Err(DiscussionError::Forbidden(
+                "only the author, a group owner or an administrator deletes a message".into(),
+            ));
+        }
+        if m.deleted {
+            return Ok(Done::Nothing);
+        }
+        b.delete_message(&m.id).await?;
+        let change = Change::MessageDeleted {
+            message_id: m.id.clone(),
+        };
+        self.emit(
+            b,
+            &d,
+            &caller.user,
+            Entry {
+                kind: "message_deleted",
+                message_id: Some(&m.id),
+                detail: Detail::default(),
+                change,
+            },
+            out,
+        )
+        .await?;
+        Ok(Done::Nothing)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn react(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        discussion: &str,
+        message_id: &str,
+        emoji: &str,
+        add: bool,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let (d, _) = readable(b, caller, discussion).await?;
+        let m = message_in(b, &d, message_id).await?;
+        if m.deleted {
+            return Err(DiscussionError::BadRequest(
+                "a deleted message takes no reactions".into(),
+            ));
+        }
+        if !b
+            .set_reaction(&m.id, &caller.user, emoji, add, now())
+            .await?
+        {
+            return Ok(Done::Nothing);
+        }
+        let detail = Detail {
+            emoji: Some(emoji.to_owned()),
+            ..Detail::default()
+        };
+        let (kind, change) = if add {
+            (
+                "reaction_added",
+                Change::ReactionAdded {
+                    message_id: m.id.clone(),
+                    emoji: emoji.to_owned(),
+                },
+            )
+        } else {
+            (
+                "reaction_removed",
+                Change::ReactionRemoved {
+                    message_id: m.id.clone(),
+                    emoji: emoji.to_owned(),
+                },
+            )
+        };
+        self.emit(
+            b,
+            &d,
+            &caller.user,
+            Entry {
+                kind,
+                message_id: Some(&m.id),
+                detail,
+                change,
+            },
+            out,
+        )
+        .await?;
+        Ok(Done::Nothing)
+    }
+}
+
+/// The discussion, if the caller may read it (inside the batch, so the decision and the change
+/// see the same state).
+async fn readable(
+    b: &mut Batch,
+    caller: &Caller,
+    discussion: &str,
+) -> Result<(DiscussionRow, super::access::Grant), DiscussionError> {
+    let d = b.discussion(discussion).await?.ok_or_else(not_found)?;
+    let grant = authorize(b, &caller.user, &d)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok((d, grant))
+}
+
+async fn message_in(
+    b: &mut Batch,
+    d: &DiscussionRow,
+    message_id: &str,
+) -> Result<MessageRow, DiscussionError> {
+    b.message(message_id)
+        .await?
+        .filter(|m| m.discussion_id == d.id)
+        .ok_or(DiscussionError::NotFound("message"))
+}
+
+fn object_key(d: &DiscussionRow) -> Option<ObjectKey<'_>> {
+    match (&d.object_app, &d.object_type, &d.object_id) {
+        (Some(app), Some(kind), Some(id)) => Some(ObjectKey { app, kind, id }),
+        _ => None,
+    }
+}
+
+/// Who receives `d`'s events: members of a dialog or group; for an object discussion, its
+/// followers who may read it, plus connections watching it whose user may read it.
+async fn audience(
+    b: &mut Batch,
+    d: &DiscussionRow,
+) -> Result<(Vec<String>, Option<HashSet<String>>), StoreError> {
+    if d.kind != "object" {
+        return Ok((
+            b.members(&d.id)
+                .await?
+                .into_iter()
+                .map(|(u, _)| u)
+                .collect(),
+            None,
+        ));
+    }
+    let Some(key) = object_key(d) else {
+        return Ok((Vec::new(), None));
+    };
+    let followers = b.followers_with_access(&d.id, key).await?;
+    let allowed: HashSet<String> = b.users_with_object_access(key).await?.into_iter().collect();
+    Ok((followers, Some(allowed)))
+}
+
+fn check_title(title: &str) -> Result<String, DiscussionError> {
+    let title = title.trim();
+    let chars = title.chars().count();
+    if chars == 0 || chars > MAX_TITLE_CHARS || title.chars().any(char::is_control) {
+        return Err(DiscussionError::BadRequest(format!(
+            "a title is 1 to {MAX_TITLE_CHARS} characters without control characters"
+        )));
+    }
+    Ok(text::convert_shortcodes(title))
+}
+
+fn check_actions(actions: &[Action]) -> Result<(), DiscussionError> {
+    if actions.len() > MAX_ACTIONS {
+        return Err(DiscussionError::BadRequest(format!(
+            "at most {MAX_ACTIONS} actions per message"
+        )));
+    }
+    let mut ids = HashSet::new();
+    for a in actions {
+        if a.id.is_empty()
+            || a.id.len() > 64
+            || a.label.trim().is_empty()
+            || a.label.chars().count() > 128
+        {
+            return Err(DiscussionError::BadRequest(
+                "an action has an id of 1 to 64 bytes and a label of 1 to 128 characters".into(),
+            ));
+        }
+        if !ids.insert(&a.id) {
+            return Err(DiscussionError::BadRequest(format!(
+                "action id {:?} is used twice",
+                a.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// SHA-256 over the message's content as the client sent it, each part length-prefixed.
+fn payload_hash(
+    discussion: &str,
+    text: &str,
+    reply_to: Option<&str>,
+    data: Option<&str>,
+    actions: &str,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [Some(discussion), Some(text), reply_to, data, Some(actions)] {
+        match part {
+            Some(p) => {
+                h.update([1u8]);
+                h.update((p.len() as u64).to_be_bytes());
+                h.update(p.as_bytes());
+            }
+            None => h.update([0u8]),
+        }
+    }
+    hex::encode(h.finalize())
+}

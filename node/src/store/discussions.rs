@@ -1,0 +1,782 @@
+//! Discussions, messages and events. Writes happen inside a [`Batch`] (one transaction that
+//! the sequencer fills with many commands); reads use the reader pool.
+
+use sqlx::{Sqlite, Transaction};
+
+use super::{Store, StoreError};
+
+/// A discussion as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct DiscussionRow {
+    pub(crate) id: String,
+    pub(crate) kind: String,
+    pub(crate) title: String,
+    pub(crate) created_by: String,
+    pub(crate) created_at: i64,
+    pub(crate) last_seq: i64,
+    pub(crate) last_activity_at: i64,
+    pub(crate) dialog_key: Option<String>,
+    pub(crate) object_app: Option<String>,
+    pub(crate) object_type: Option<String>,
+    pub(crate) object_id: Option<String>,
+}
+
+/// A message as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct MessageRow {
+    pub(crate) id: String,
+    pub(crate) discussion_id: String,
+    pub(crate) seq: i64,
+    pub(crate) author: String,
+    pub(crate) device_id: String,
+    pub(crate) client_msg_id: String,
+    pub(crate) payload_hash: String,
+    pub(crate) text: Option<String>,
+    pub(crate) data: Option<String>,
+    pub(crate) actions: String,
+    pub(crate) reply_to: Option<String>,
+    pub(crate) created_at: i64,
+    pub(crate) edited_at: Option<i64>,
+    pub(crate) version: i64,
+    pub(crate) deleted: bool,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct EventRow {
+    pub(crate) discussion_id: String,
+    pub(crate) seq: i64,
+    pub(crate) kind: String,
+    pub(crate) actor: String,
+    pub(crate) at: i64,
+    pub(crate) message_id: Option<String>,
+    pub(crate) detail: String,
+}
+
+/// A business object's key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ObjectKey<'a> {
+    pub(crate) app: &'a str,
+    pub(crate) kind: &'a str,
+    pub(crate) id: &'a str,
+}
+
+const HAS_OBJECT_ACCESS: &str = "SELECT 1 FROM object_access a \
+     WHERE a.object_app = ? AND a.object_type = ? AND a.object_id = ? \
+     AND (a.principal = 'user:' || ? \
+          OR (a.principal LIKE 'group:%' AND EXISTS ( \
+              SELECT 1 FROM members m \
+              WHERE m.discussion_id = substr(a.principal, 7) AND m.user_id = ?))) \
+     LIMIT 1";
+
+/// Users who may read an object's discussion, expanded from the access list.
+const USERS_WITH_OBJECT_ACCESS: &str = "SELECT substr(principal, 6) AS user_id FROM object_access \
+     WHERE object_app = ? AND object_type = ? AND object_id = ? AND principal LIKE 'user:%' \
+     UNION \
+     SELECT m.user_id FROM object_access a JOIN members m ON m.discussion_id = substr(a.principal, 7) \
+     WHERE a.object_app = ? AND a.object_type = ? AND a.object_id = ? AND a.principal LIKE 'group:%'";
+
+/// The writing transaction of one sequencer batch.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    tx: Transaction<'static, Sqlite>,
+}
+
+impl Store {
+    /// Starts a writing transaction.
+    pub(crate) async fn batch(&self) -> Result<Batch, StoreError> {
+        Ok(Batch {
+            tx: self.write.begin().await?,
+        })
+    }
+}
+
+impl Batch {
+    /// Commits everything in the batch durably.
+    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Appends an audit record in this batch.
+    pub(crate) async fn audit(&mut self, record: &super::AuditRecord) -> Result<(), StoreError> {
+        super::audit::append(&mut self.tx, record).await
+    }
+
+    /// Marks a point the batch can return to if one command fails.
+    pub(crate) async fn savepoint(&mut self) -> Result<(), StoreError> {
+        sqlx::query("SAVEPOINT command")
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps the command's changes.
+    pub(crate) async fn release(&mut self) -> Result<(), StoreError> {
+        sqlx::query("RELEASE command")
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Undoes the command's changes.
+    pub(crate) async fn rollback_command(&mut self) -> Result<(), StoreError> {
+        sqlx::query("ROLLBACK TO command")
+            .execute(&mut *self.tx)
+            .await?;
+        sqlx::query("RELEASE command")
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn discussion(
+        &mut self,
+        id: &str,
+    ) -> Result<Option<DiscussionRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM discussions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?)
+    }
+
+    pub(crate) async fn dialog_by_key(
+        &mut self,
+        key: &str,
+    ) -> Result<Option<DiscussionRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM discussions WHERE dialog_key = ?")
+                .bind(key)
+                .fetch_optional(&mut *self.tx)
+                .await?,
+        )
+    }
+
+    pub(crate) async fn object_discussion(
+        &mut self,
+        object: ObjectKey<'_>,
+    ) -> Result<Option<DiscussionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM discussions WHERE object_app = ? AND object_type = ? AND object_id = ?",
+        )
+        .bind(object.app)
+        .bind(object.kind)
+        .bind(object.id)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    pub(crate) async fn insert_discussion(&mut self, d: &DiscussionRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO discussions (id, kind, title, created_by, created_at, last_seq, \
+             last_activity_at, dialog_key, object_app, object_type, object_id) \
+             VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.id)
+        .bind(&d.kind)
+        .bind(&d.title)
+        .bind(&d.created_by)
+        .bind(d.created_at)
+        .bind(d.last_activity_at)
+        .bind(&d.dialog_key)
+        .bind(&d.object_app)
+        .bind(&d.object_type)
+        .bind(&d.object_id)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(StoreError::from_insert)?;
+        Ok(())
+    }
+
+    pub(crate) async fn set_title(&mut self, id: &str, title: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE discussions SET title = ? WHERE id = ?")
+            .bind(title)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the discussion's next sequence number.
+    pub(crate) async fn next_seq(&mut self, id: &str, at: i64) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "UPDATE discussions SET last_seq = last_seq + 1, last_activity_at = ? \
+             WHERE id = ? RETURNING last_seq",
+        )
+        .bind(at)
+        .bind(id)
+        .fetch_one(&mut *self.tx)
+        .await?)
+    }
+
+    pub(crate) async fn insert_event(&mut self, e: &EventRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO events (discussion_id, seq, kind, actor, at, message_id, detail) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.discussion_id)
+        .bind(e.seq)
+        .bind(&e.kind)
+        .bind(&e.actor)
+        .bind(e.at)
+        .bind(&e.message_id)
+        .bind(&e.detail)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn member_role(
+        &mut self,
+        discussion: &str,
+        user: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT role FROM members WHERE discussion_id = ? AND user_id = ?")
+                .bind(discussion)
+                .bind(user)
+                .fetch_optional(&mut *self.tx)
+                .await?,
+        )
+    }
+
+    pub(crate) async fn members(
+        &mut self,
+        discussion: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT user_id, role FROM members WHERE discussion_id = ? ORDER BY added_at, user_id",
+        )
+        .bind(discussion)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    pub(crate) async fn add_member(
+        &mut self,
+        discussion: &str,
+        user: &str,
+        role: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO members (discussion_id, user_id, role, added_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (discussion_id, user_id) DO NOTHING",
+        )
+        .bind(discussion)
+        .bind(user)
+        .bind(role)
+        .bind(at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub(crate) async fn remove_member(
+        &mut self,
+        discussion: &str,
+        user: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM members WHERE discussion_id = ? AND user_id = ?")
+            .bind(discussion)
+            .bind(user)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub(crate) async fn user_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    pub(crate) async fn has_object_access(
+        &mut self,
+        object: ObjectKey<'_>,
+        user: &str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(HAS_OBJECT_ACCESS)
+            .bind(object.app)
+            .bind(object.kind)
+            .bind(object.id)
+            .bind(user)
+            .bind(user)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    pub(crate) async fn users_with_object_access(
+        &mut self,
+        object: ObjectKey<'_>,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(USERS_WITH_OBJECT_ACCESS)
+            .bind(object.app)
+            .bind(object.kind)
+            .bind(object.id)
+            .bind(object.app)
+            .bind(object.kind)
+            .bind(object.id)
+            .fetch_all(&mut *self.tx)
+            .await?)
+    }
+
+    /// Replaces an object's access list.
+    pub(crate) async fn set_object_access(
+        &mut self,
+        object: ObjectKey<'_>,
+        principals: &[String],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM object_access WHERE object_app = ? AND object_type = ? AND object_id = ?",
+        )
+        .bind(object.app)
+        .bind(object.kind)
+        .bind(object.id)
+        .execute(&mut *self.tx)
+        .await?;
+        for p in principals {
+            sqlx::query(
+                "INSERT INTO object_access (object_app, object_type, object_id, principal) \
+                 VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(object.app)
+            .bind(object.kind)
+            .bind(object.id)
+            .bind(p)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Followers of an object discussion who (still) have access to its object.
+    pub(crate) async fn followers_with_access(
+        &mut self,
+        discussion: &str,
+        object: ObjectKey<'_>,
+    ) -> Result<Vec<String>, StoreError> {
+        let with_access = self.users_with_object_access(object).await?;
+        let followers: Vec<String> =
+            sqlx::query_scalar("SELECT user_id FROM follows WHERE discussion_id = ?")
+                .bind(discussion)
+                .fetch_all(&mut *self.tx)
+                .await?;
+        Ok(followers
+            .into_iter()
+            .filter(|f| with_access.contains(f))
+            .collect())
+    }
+
+    pub(crate) async fn set_follow(
+        &mut self,
+        user: &str,
+        discussion: &str,
+        follow: bool,
+    ) -> Result<(), StoreError> {
+        if follow {
+            sqlx::query(
+                "INSERT INTO follows (user_id, discussion_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(user)
+            .bind(discussion)
+            .execute(&mut *self.tx)
+            .await?;
+        } else {
+            sqlx::query("DELETE FROM follows WHERE user_id = ? AND discussion_id = ?")
+                .bind(user)
+                .bind(discussion)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn message(&mut self, id: &str) -> Result<Option<MessageRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM messages WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?)
+    }
+
+    pub(crate) async fn message_by_client_id(
+        &mut self,
+        author: &str,
+        device: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<MessageRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM messages WHERE author = ? AND device_id = ? AND client_msg_id = ?",
+        )
+        .bind(author)
+        .bind(device)
+        .bind(client_msg_id)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    pub(crate) async fn insert_message(
+        &mut self,
+        m: &MessageRow,
+        mentions: &[String],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO messages (id, discussion_id, seq, author, device_id, client_msg_id, \
+             payload_hash, text, data, actions, reply_to, created_at, edited_at, version, deleted) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 1, FALSE)",
+        )
+        .bind(&m.id)
+        .bind(&m.discussion_id)
+        .bind(m.seq)
+        .bind(&m.author)
+        .bind(&m.device_id)
+        .bind(&m.client_msg_id)
+        .bind(&m.payload_hash)
+        .bind(&m.text)
+        .bind(&m.data)
+        .bind(&m.actions)
+        .bind(&m.reply_to)
+        .bind(m.created_at)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(StoreError::from_insert)?;
+        if let Some(text) = &m.text {
+            sqlx::query(
+                "INSERT INTO message_versions (message_id, version, text, at) VALUES (?, 1, ?, ?)",
+            )
+            .bind(&m.id)
+            .bind(text)
+            .bind(m.created_at)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        for user in mentions {
+            sqlx::query(
+                "INSERT INTO mentions (message_id, user_id, discussion_id, seq) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&m.id)
+            .bind(user)
+            .bind(&m.discussion_id)
+            .bind(m.seq)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Stores a new version of a message's text; returns the version number.
+    pub(crate) async fn edit_message(
+        &mut self,
+        id: &str,
+        text: &str,
+        at: i64,
+    ) -> Result<i64, StoreError> {
+        let version: i64 = sqlx::query_scalar(
+            "UPDATE messages SET text = ?, edited_at = ?, version = version + 1 WHERE id = ? RETURNING version",
+        )
+        .bind(text)
+        .bind(at)
+        .bind(id)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO message_versions (message_id, version, text, at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(version)
+        .bind(text)
+        .bind(at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(version)
+    }
+
+    /// Turns a message into a tombstone: text, data, actions and every earlier version are
+    /// purged; the row (and its exactly-once key) stays.
+    pub(crate) async fn delete_message(&mut self, id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE messages SET text = NULL, data = NULL, actions = '[]', deleted = TRUE WHERE id = ?",
+        )
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        for purge in [
+            "DELETE FROM message_versions WHERE message_id = ?",
+            "DELETE FROM reactions WHERE message_id = ?",
+            "DELETE FROM mentions WHERE message_id = ?",
+        ] {
+            sqlx::query(purge).bind(id).execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds or removes a reaction; returns whether anything changed.
+    pub(crate) async fn set_reaction(
+        &mut self,
+        message: &str,
+        user: &str,
+        emoji: &str,
+        add: bool,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let done = if add {
+            sqlx::query(
+                "INSERT INTO reactions (message_id, user_id, emoji, at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(message)
+            .bind(user)
+            .bind(emoji)
+            .bind(at)
+            .execute(&mut *self.tx)
+            .await?
+        } else {
+            sqlx::query("DELETE FROM reactions WHERE message_id = ? AND user_id = ? AND emoji = ?")
+                .bind(message)
+                .bind(user)
+                .bind(emoji)
+                .execute(&mut *self.tx)
+                .await?
+        };
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Moves a read marker forward (never back).
+    pub(crate) async fn mark_read(
+        &mut self,
+        user: &str,
+        discussion: &str,
+        seq: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO read_markers (user_id, discussion_id, seq) VALUES (?, ?, ?) \
+             ON CONFLICT (user_id, discussion_id) DO UPDATE SET seq = MAX(read_markers.seq, excluded.seq)",
+        )
+        .bind(user)
+        .bind(discussion)
+        .bind(seq)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Reads, on the reader pool.
+impl Store {
+    pub(crate) async fn discussion(&self, id: &str) -> Result<Option<DiscussionRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM discussions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?)
+    }
+
+    pub(crate) async fn member_role(
+        &self,
+        discussion: &str,
+        user: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT role FROM members WHERE discussion_id = ? AND user_id = ?")
+                .bind(discussion)
+                .bind(user)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    pub(crate) async fn members_of(
+        &self,
+        discussion: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT user_id, role FROM members WHERE discussion_id = ? ORDER BY added_at, user_id",
+        )
+        .bind(discussion)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    pub(crate) async fn has_object_access(
+        &self,
+        object: ObjectKey<'_>,
+        user: &str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(HAS_OBJECT_ACCESS)
+            .bind(object.app)
+            .bind(object.kind)
+            .bind(object.id)
+            .bind(user)
+            .bind(user)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    pub(crate) async fn is_following(
+        &self,
+        user: &str,
+        discussion: &str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM follows WHERE user_id = ? AND discussion_id = ?")
+                .bind(user)
+                .bind(discussion)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Dialogs and groups the user belongs to, and object discussions they follow.
+    pub(crate) async fn listed_discussions(
+        &self,
+        user: &str,
+    ) -> Result<Vec<DiscussionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT d.* FROM discussions d JOIN members m ON m.discussion_id = d.id WHERE m.user_id = ? \
+             UNION \
+             SELECT d.* FROM discussions d JOIN follows f ON f.discussion_id = d.id WHERE f.user_id = ? \
+             ORDER BY last_activity_at DESC, id",
+        )
+        .bind(user)
+        .bind(user)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    pub(crate) async fn read_marker(
+        &self,
+        user: &str,
+        discussion: &str,
+    ) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM read_markers WHERE user_id = ? AND discussion_id = ?",
+        )
+        .bind(user)
+        .bind(discussion)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    /// Messages by others after `after`, and how many of them mention `user`.
+    pub(crate) async fn unread(
+        &self,
+        user: &str,
+        discussion: &str,
+        after: i64,
+    ) -> Result<(i64, i64), StoreError> {
+        let unread: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages WHERE discussion_id = ? AND seq > ? AND author != ? AND deleted = FALSE",
+        )
+        .bind(discussion)
+        .bind(after)
+        .bind(user)
+        .fetch_one(&self.read)
+        .await?;
+        let mentions: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM mentions WHERE user_id = ? AND discussion_id = ? AND seq > ?",
+        )
+        .bind(user)
+        .bind(discussion)
+        .bind(after)
+        .fetch_one(&self.read)
+        .await?;
+        Ok((unread, mentions))
+    }
+
+    /// Events with `seq > after`, oldest first.
+    pub(crate) async fn events_after(
+        &self,
+        discussion: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM events WHERE discussion_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(discussion)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Events with `seq < before`, the newest `limit` of them, oldest first.
+    pub(crate) async fn events_before(
+        &self,
+        discussion: &str,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let mut rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT * FROM events WHERE discussion_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(discussion)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    pub(crate) async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM messages WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?)
+    }
+
+    pub(crate) async fn message_versions(
+        &self,
+        id: &str,
+    ) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT version, text, at FROM message_versions WHERE message_id = ? ORDER BY version",
+        )
+        .bind(id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    pub(crate) async fn message_version_text(
+        &self,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT text FROM message_versions WHERE message_id = ? AND version = ?",
+        )
+        .bind(id)
+        .bind(version)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    pub(crate) async fn reactions(
+        &self,
+        message: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT emoji, user_id FROM reactions WHERE message_id = ? ORDER BY at, user_id",
+        )
+        .bind(message)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    pub(crate) async fn mentions(&self, message: &str) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT user_id FROM mentions WHERE message_id = ? ORDER BY user_id",
+            )
+            .bind(message)
+            .fetch_all(&self.read)
+            .await?,
+        )
+    }
+}
