@@ -2,5 +2,6 @@
 
 mod accounts;
 mod cli;
+mod discussions;
 mod protocol;
 mod support;

@@ -72,3 +72,92 @@ pub(crate) fn close_code(error: &quinn::ConnectionError) -> Option<u64> {
         _ => None,
     }
 }
+
+use veche_client::protocol::discussions::{DiscussionEvent, DiscussionInfo, SendMessage};
+use veche_client::protocol::{Event, Reply, Request};
+
+/// Creates a user and logs them in on a new connection.
+pub(crate) async fn user(node: &TestNode, login_name: &str) -> anyhow::Result<Connection> {
+    node.add_user(login_name, PASSWORD, false).await?;
+    Ok(
+        login(node, login_name, PASSWORD, &format!("{login_name}-device"))
+            .await?
+            .0,
+    )
+}
+
+/// Sends a request and returns its reply, failing the test on a server error.
+pub(crate) async fn ask(conn: &Connection, request: Request) -> anyhow::Result<Reply> {
+    Ok(within(15, "request", conn.request(request)).await??)
+}
+
+pub(crate) async fn discussion(
+    conn: &Connection,
+    request: Request,
+) -> anyhow::Result<DiscussionInfo> {
+    match ask(conn, request).await? {
+        Reply::Discussion { discussion } => Ok(discussion),
+        other => anyhow::bail!("expected a discussion, got {other:?}"),
+    }
+}
+
+pub(crate) fn message(discussion: &str, client_msg_id: &str, text: &str) -> SendMessage {
+    SendMessage {
+        discussion: discussion.to_owned(),
+        client_msg_id: client_msg_id.to_owned(),
+        text: text.to_owned(),
+        reply_to: None,
+        data: None,
+        actions: Vec::new(),
+    }
+}
+
+/// Posts a message; returns its id and sequence number.
+pub(crate) async fn post(
+    conn: &Connection,
+    discussion: &str,
+    client_msg_id: &str,
+    text: &str,
+) -> anyhow::Result<(String, u64)> {
+    match ask(
+        conn,
+        Request::Send(message(discussion, client_msg_id, text)),
+    )
+    .await?
+    {
+        Reply::Sent { message_id, seq } => Ok((message_id, seq)),
+        other => anyhow::bail!("expected sent, got {other:?}"),
+    }
+}
+
+/// The next discussion event on this connection (other events are skipped).
+pub(crate) async fn next_discussion_event(conn: &Connection) -> anyhow::Result<DiscussionEvent> {
+    loop {
+        match within(10, "discussion event", conn.next_event()).await? {
+            Some(Event::Discussion { event }) => return Ok(event),
+            Some(_) => continue,
+            None => anyhow::bail!("the event stream ended"),
+        }
+    }
+}
+
+/// Asserts that no event arrives within a short while.
+pub(crate) async fn no_event(conn: &Connection) -> anyhow::Result<()> {
+    match tokio::time::timeout(std::time::Duration::from_millis(300), conn.next_event()).await {
+        Err(_) => Ok(()),
+        Ok(event) => anyhow::bail!("expected no event, got {event:?}"),
+    }
+}
+
+/// Skips discussion events until one matches.
+pub(crate) async fn event_matching(
+    conn: &Connection,
+    matches: impl Fn(&DiscussionEvent) -> bool,
+) -> anyhow::Result<DiscussionEvent> {
+    loop {
+        let event = next_discussion_event(conn).await?;
+        if matches(&event) {
+            return Ok(event);
+        }
+    }
+}
