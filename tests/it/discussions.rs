@@ -531,3 +531,443 @@ async fn limits_are_enforced_with_clear_errors() -> anyhow::Result<()> {
     assert_eq!(e.code(), Some(ErrorCode::NotFound));
     Ok(())
 }
+
+/// How a principal should see a discussion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sees {
+    /// Not at all: every path says "not found".
+    Nothing,
+    /// Reads and posts; deletes others' messages only as `owner`.
+    Member { owner: bool },
+}
+
+#[tokio::test]
+async fn access_matrix() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    let root = admin(&node).await?;
+    let own = user(&node, "own").await?;
+    let mem = user(&node, "mem").await?;
+    let non = user(&node, "non").await?;
+    let obj = user(&node, "obj").await?;
+    let clerk = user(&node, "clerk").await?;
+
+    let group = discussion(
+        &own,
+        Request::CreateGroup {
+            title: "G".into(),
+            members: vec!["mem".into()],
+        },
+    )
+    .await?;
+    let dialog = discussion(&own, Request::OpenDialog { with: "mem".into() }).await?;
+    ask(
+        &root,
+        Request::SetObjectAccess {
+            object: invoice("INV-9"),
+            users: vec!["obj".into(), "clerk".into()],
+            groups: vec![],
+        },
+    )
+    .await?;
+    let object = discussion(
+        &obj,
+        Request::OpenObject {
+            object: invoice("INV-9"),
+            title: String::new(),
+        },
+    )
+    .await?;
+    // Who posts messages in each discussion: someone other than the principal being checked.
+    let insiders = [(&group.id, &mem), (&dialog.id, &mem), (&object.id, &clerk)];
+    let insider_for = |name: &str, i: usize| -> &veche_client::Connection {
+        match (name, i) {
+            ("mem", 0 | 1) => &own,
+            _ => insiders[i].1,
+        }
+    };
+
+    use Sees::*;
+    let matrix: [(&str, &veche_client::Connection, [Sees; 3]); 5] = [
+        (
+            "own",
+            &own,
+            [Member { owner: true }, Member { owner: false }, Nothing],
+        ),
+        (
+            "mem",
+            &mem,
+            [Member { owner: false }, Member { owner: false }, Nothing],
+        ),
+        ("non", &non, [Nothing, Nothing, Nothing]),
+        ("obj", &obj, [Nothing, Nothing, Member { owner: false }]),
+        // Node administrators get no reading rights from their role.
+        ("root", &root, [Nothing, Nothing, Nothing]),
+    ];
+
+    // Live events: every principal watches the object discussion if it may.
+    for (name, conn, sees) in &matrix {
+        let watch = conn
+            .request(Request::Watch {
+                discussion: object.id.clone(),
+                watch: true,
+            })
+            .await;
+        match sees[2] {
+            Nothing => assert_eq!(
+                watch.unwrap_err().code(),
+                Some(ErrorCode::NotFound),
+                "{name} watch"
+            ),
+            Member { .. } => assert!(watch.is_ok(), "{name} watch"),
+        }
+    }
+    for (i, (d, insider)) in insiders.iter().enumerate() {
+        let text = format!("live {i}");
+        post(insider, d, &format!("live-{i}"), &text).await?;
+        for (name, conn, sees) in &matrix {
+            if sees[i] != Nothing {
+                let want = text.clone();
+                event_matching(conn, |e| matches!(&e.change, Change::MessagePosted { message } if message.text.as_deref() == Some(want.as_str())))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{name} did not receive {text:?} live: {e}"))?;
+            }
+        }
+    }
+    // Delivery happens in one pass after each commit, so by now outsiders would have it.
+    for (name, conn, sees) in &matrix {
+        while let Ok(Some(event)) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), conn.next_event()).await
+        {
+            if let Event::Discussion { event } = &event {
+                let i = [&group.id, &dialog.id, &object.id]
+                    .iter()
+                    .position(|d| **d == event.discussion);
+                if let Some(i) = i {
+                    assert_ne!(
+                        sees[i], Nothing,
+                        "{name} received an event of a discussion it cannot see"
+                    );
+                }
+            }
+        }
+    }
+
+    for (name, conn, sees) in &matrix {
+        for (i, (d, _)) in insiders.iter().enumerate() {
+            let ctx = format!("{name} in discussion {i}");
+            let insider = insider_for(name, i);
+            let (seed, _) = post(insider, d, &format!("seed-{name}-{i}"), "seed").await?;
+            let history = conn
+                .request(Request::History {
+                    discussion: (*d).clone(),
+                    before: None,
+                    limit: 10,
+                })
+                .await;
+            let get = conn
+                .request(Request::GetDiscussion {
+                    discussion: (*d).clone(),
+                })
+                .await;
+            let send = conn
+                .request(Request::Send(message(d, &format!("p-{name}-{i}"), "hello")))
+                .await;
+            let react = conn
+                .request(Request::React {
+                    discussion: (*d).clone(),
+                    message_id: seed.clone(),
+                    emoji: "👍".into(),
+                    add: true,
+                })
+                .await;
+            let edit = conn
+                .request(Request::Edit {
+                    discussion: (*d).clone(),
+                    message_id: seed.clone(),
+                    text: "mine now".into(),
+                })
+                .await;
+            let delete = conn
+                .request(Request::Delete {
+                    discussion: (*d).clone(),
+                    message_id: seed.clone(),
+                })
+                .await;
+            let sync = conn
+                .request(Request::Sync {
+                    cursors: vec![Cursor {
+                        discussion: (*d).clone(),
+                        seq: 0,
+                    }],
+                })
+                .await;
+            match sees[i] {
+                Nothing => {
+                    for (op, r) in [
+                        ("history", &history),
+                        ("get", &get),
+                        ("send", &send),
+                        ("react", &react),
+                        ("edit", &edit),
+                        ("delete", &delete),
+                    ] {
+                        let code = r.as_ref().err().and_then(|e| e.code());
+                        assert_eq!(
+                            code,
+                            Some(ErrorCode::NotFound),
+                            "{ctx}: {op} must look like a missing discussion"
+                        );
+                    }
+                    assert!(
+                        matches!(sync, Ok(Reply::Events { ref events, .. }) if events.is_empty()),
+                        "{ctx}: sync"
+                    );
+                }
+                Member { owner } => {
+                    for (op, r) in [
+                        ("history", &history),
+                        ("get", &get),
+                        ("send", &send),
+                        ("react", &react),
+                    ] {
+                        assert!(r.is_ok(), "{ctx}: {op} failed: {r:?}");
+                    }
+                    assert_eq!(
+                        edit.unwrap_err().code(),
+                        Some(ErrorCode::Forbidden),
+                        "{ctx}: edit of another's message"
+                    );
+                    match owner {
+                        true => assert!(delete.is_ok(), "{ctx}: owner deletes"),
+                        false => assert_eq!(
+                            delete.unwrap_err().code(),
+                            Some(ErrorCode::Forbidden),
+                            "{ctx}: delete"
+                        ),
+                    }
+                    assert!(
+                        matches!(sync, Ok(Reply::Events { ref events, .. }) if !events.is_empty()),
+                        "{ctx}: sync"
+                    );
+                }
+            }
+        }
+        // The list: what one may see (and, for objects, has posted in), nothing else.
+        let Reply::Discussions { discussions } = ask(conn, Request::ListDiscussions).await? else {
+            anyhow::bail!("expected the list");
+        };
+        for (i, d) in [&group.id, &dialog.id, &object.id].iter().enumerate() {
+            let listed = discussions.iter().any(|x| x.id == **d);
+            assert_eq!(
+                listed,
+                sees[i] != Nothing,
+                "{name}: discussion {i} in the list"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn losing_access_to_an_object_takes_effect_at_once() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    let root = admin(&node).await?;
+    let stays = user(&node, "stays").await?;
+    let leaves = user(&node, "leaves").await?;
+    // Access through a group as well as directly.
+    let team = discussion(
+        &root,
+        Request::CreateGroup {
+            title: "Бухгалтерия".into(),
+            members: vec!["leaves".into()],
+        },
+    )
+    .await?;
+    ask(
+        &root,
+        Request::SetObjectAccess {
+            object: invoice("INV-5"),
+            users: vec!["stays".into()],
+            groups: vec![team.id.clone()],
+        },
+    )
+    .await?;
+    let d = discussion(
+        &leaves,
+        Request::OpenObject {
+            object: invoice("INV-5"),
+            title: String::new(),
+        },
+    )
+    .await?;
+    post(&leaves, &d.id, "l1", "я тут").await?; // posting follows it
+    ask(
+        &stays,
+        Request::Follow {
+            discussion: d.id.clone(),
+            follow: true,
+        },
+    )
+    .await?;
+    post(&stays, &d.id, "s1", "и я").await?;
+    event_matching(&leaves, |e| e.seq == 3).await?;
+
+    ask(
+        &root,
+        Request::SetObjectAccess {
+            object: invoice("INV-5"),
+            users: vec!["stays".into()],
+            groups: vec![],
+        },
+    )
+    .await?;
+    loop {
+        match within(5, "discussion_removed", leaves.next_event()).await? {
+            Some(Event::DiscussionRemoved { discussion }) => {
+                assert_eq!(discussion, d.id);
+                break;
+            }
+            Some(_) => continue,
+            None => anyhow::bail!("event stream ended"),
+        }
+    }
+    post(&stays, &d.id, "s2", "секрет").await?;
+    no_event(&leaves).await?;
+    let e = leaves
+        .request(Request::History {
+            discussion: d.id.clone(),
+            before: None,
+            limit: 10,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+    let Reply::Discussions { discussions } = ask(&leaves, Request::ListDiscussions).await? else {
+        anyhow::bail!("list")
+    };
+    assert!(discussions.iter().all(|x| x.id != d.id));
+    Ok(())
+}
+
+#[tokio::test]
+async fn messages_sent_across_random_connection_kills_arrive_exactly_once_in_order()
+-> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    let _guard = subscribe();
+    for seed in 0..3u64 {
+        let node = TestNode::spawn().await?;
+        node.add_user("sender", PASSWORD, false).await?;
+        let receiver = Arc::new(user(&node, "receiver").await?);
+        let (first, token) = login(&node, "sender", PASSWORD, "phone").await?;
+        let dialog = discussion(
+            &first,
+            Request::OpenDialog {
+                with: "receiver".into(),
+            },
+        )
+        .await?;
+        drop(first);
+        next_discussion_event(&receiver).await?; // created
+
+        let n = 40;
+        let texts: Vec<String> = (0..n).map(|i| format!("message {i}")).collect();
+        let collector = {
+            let receiver = receiver.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while got.len() < n {
+                    let e = next_discussion_event(&receiver).await?;
+                    if let Change::MessagePosted { message } = e.change {
+                        got.push((e.seq, message.text.unwrap_or_default()));
+                    }
+                }
+                anyhow::Ok(got)
+            })
+        };
+
+        // The client's own queue: what has not been acknowledged is sent again, same id.
+        let mut queue: std::collections::VecDeque<(String, String)> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("s{seed}-m{i}"), t.clone()))
+            .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut reconnects = 0;
+        while !queue.is_empty() {
+            reconnects += 1;
+            anyhow::ensure!(reconnects < 500, "no progress");
+            let conn = Arc::new(connect(&node).await?);
+            if conn.resume(&token.token, "phone").await.is_err() {
+                continue;
+            }
+            while let Some((id, text)) = queue.front().cloned() {
+                let request = Request::Send(message(&dialog.id, &id, &text));
+                let roll: f64 = rng.random();
+                let answer = if roll < 0.1 {
+                    // Killed before sending.
+                    conn.quic().close(0u32.into(), b"kill");
+                    break;
+                } else if roll < 0.3 {
+                    // Killed while the request is in flight: it may or may not have been stored.
+                    let pending = tokio::spawn({
+                        let conn = conn.clone();
+                        async move { conn.request(request).await }
+                    });
+                    tokio::time::sleep(std::time::Duration::from_micros(rng.random_range(0..3000)))
+                        .await;
+                    conn.quic().close(0u32.into(), b"kill");
+                    pending.await?
+                } else {
+                    conn.request(request).await
+                };
+                match answer {
+                    Ok(Reply::Sent { .. }) => {
+                        queue.pop_front();
+                    }
+                    Ok(other) => anyhow::bail!("unexpected reply {other:?}"),
+                    Err(_) => break,
+                }
+            }
+        }
+
+        let got = within(30, "receiver gets every message", collector).await???;
+        let got_texts: Vec<&str> = got.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            got_texts,
+            texts.iter().map(String::as_str).collect::<Vec<_>>(),
+            "seed {seed}: live, once, in order"
+        );
+        assert!(
+            got.windows(2).all(|w| w[0].0 < w[1].0),
+            "seed {seed}: sequence order"
+        );
+        no_event(&receiver).await?;
+
+        let Reply::Events { events, .. } = ask(
+            &receiver,
+            Request::History {
+                discussion: dialog.id.clone(),
+                before: None,
+                limit: 500,
+            },
+        )
+        .await?
+        else {
+            anyhow::bail!("expected events");
+        };
+        let stored: Vec<String> = events
+            .into_iter()
+            .filter_map(|e| match e.change {
+                Change::MessagePosted { message } => message.text,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            stored, texts,
+            "seed {seed}: stored once each, in order ({reconnects} connections)"
+        );
+    }
+    Ok(())
+}
