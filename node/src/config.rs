@@ -99,6 +99,10 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Serve the local admin socket (`admin.sock` in the data folder).
     pub admin_socket: bool,
+    /// Events queued per connection for a client that reads slowly; past this the node closes
+    /// the connection (code 9) and the client resyncs from its cursors. At least one write
+    /// batch (512 events), so that the burst after a group commit is not taken for slowness.
+    pub event_buffer: usize,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +116,7 @@ impl Default for ServerConfig {
             max_requests_in_flight: 32,
             shutdown_grace_secs: 10,
             admin_socket: true,
+            event_buffer: 4096,
         }
     }
 }
@@ -304,6 +309,12 @@ impl Config {
             return Err(invalid(
                 "server.max_frame_bytes",
                 "must be between 65536 and 16777216",
+            ));
+        }
+        if !(512..=1_048_576).contains(&s.event_buffer) {
+            return Err(invalid(
+                "server.event_buffer",
+                "must be between 512 and 1048576",
             ));
         }
         if s.max_requests_in_flight == 0 {

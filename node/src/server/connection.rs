@@ -37,7 +37,6 @@ use crate::discussions::{Caller, DiscussionError, Discussions};
 
 /// Outgoing frames buffered per connection before a slow reader stalls its own handlers.
 const OUTBOX: usize = 64;
-const EVENT_BUFFER: usize = 256;
 /// How long the node waits for a client to acknowledge its last frames before closing.
 const LINGER: Duration = Duration::from_millis(500);
 /// How long an ending session waits for its requests in flight.
@@ -310,7 +309,7 @@ pub(super) async fn run(
     let (out, out_rx) = mpsc::channel::<ServerFrame>(OUTBOX);
     let (last_frame, last_frame_rx) = oneshot::channel::<Option<ServerFrame>>();
     let control_writer = tokio::spawn(write_control(send, out_rx, last_frame_rx));
-    let (events, events_rx) = mpsc::channel::<Event>(EVENT_BUFFER);
+    let (events, events_rx) = mpsc::channel::<Event>(shared.server.event_buffer);
     let (last_event, last_event_rx) = oneshot::channel::<Option<Event>>();
     let event_writer = tokio::spawn(write_events(event_stream, events_rx, last_event_rx));
     let (end, mut end_rx) = mpsc::channel::<EndSignal>(1);
