@@ -22,7 +22,7 @@ use veche_protocol::ids::{Login, NodeName};
 use veche_protocol::{ErrorBody, ErrorCode, Event, Reply, Timestamp};
 
 use crate::config::MessagesConfig;
-use crate::server::registry::Registry;
+use crate::server::registry::{EncodedEvent, Registry};
 use crate::store::{DiscussionRow, Store, StoreError};
 pub(crate) use access::authorize;
 use sequencer::{Job, Op};
@@ -411,15 +411,17 @@ impl Discussions {
         if !actions.iter().any(|a| a.id == action_id) {
             return Err(DiscussionError::NotFound("action"));
         }
-        self.inner.registry.deliver(
-            std::slice::from_ref(&message.author),
-            &Event::ActionClicked {
-                discussion: discussion.to_owned(),
-                message_id: message_id.to_owned(),
-                action_id: action_id.to_owned(),
-                user: caller.user.clone(),
-            },
-        );
+        let clicked = Event::ActionClicked {
+            discussion: discussion.to_owned(),
+            message_id: message_id.to_owned(),
+            action_id: action_id.to_owned(),
+            user: caller.user.clone(),
+        };
+        if let Some(event) = EncodedEvent::new(&clicked) {
+            self.inner
+                .registry
+                .deliver(std::slice::from_ref(&message.author), &event);
+        }
         Ok(Reply::Done)
     }
 

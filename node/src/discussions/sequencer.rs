@@ -6,7 +6,7 @@
 //! order they were sequenced. Sequence numbers are therefore gapless and assigned at commit,
 //! and one fsync is shared by a whole batch (group commit).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -19,7 +19,7 @@ use super::access::authorize;
 use super::render::{self, Detail};
 use super::{Caller, DiscussionError, text};
 use crate::config::MessagesConfig;
-use crate::server::registry::Registry;
+use crate::server::registry::{EncodedEvent, Registry};
 use crate::store::{
     AuditRecord, Batch, DiscussionRow, EventRow, MessageRow, ObjectKey, Store, StoreError,
 };
@@ -158,6 +158,17 @@ pub(crate) struct Sequencer {
     node: NodeName,
     registry: Arc<Registry>,
     config: MessagesConfig,
+    /// Dialogs and groups read in the current batch, with their members: most commands of a
+    /// busy batch touch the same few discussions. Valid within one batch only, and dropped
+    /// whenever a command fails or changes membership or titles.
+    cache: std::sync::Mutex<HashMap<String, Cached>>,
+}
+
+/// A dialog or group as the current batch sees it.
+#[derive(Debug, Clone)]
+struct Cached {
+    row: DiscussionRow,
+    members: Vec<(String, String)>,
 }
 
 /// Runs until every sender is gone.
@@ -192,10 +203,16 @@ impl Sequencer {
             node,
             registry,
             config,
+            cache: std::sync::Mutex::default(),
         }
     }
 
+    fn forget_cache(&self) {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     async fn apply_batch(&mut self, jobs: Vec<Job>) {
+        self.forget_cache();
         let mut batch = match self.store.batch().await {
             Ok(b) => b,
             Err(e) => {
@@ -223,7 +240,14 @@ impl Sequencer {
                 continue;
             }
             let mut deliveries = Vec::new();
+            let changes_discussion = matches!(
+                job.op,
+                Op::AddMembers { .. } | Op::RemoveMember { .. } | Op::SetTitle { .. }
+            );
             let outcome = self.apply(&mut batch, job.op, &mut deliveries).await;
+            if outcome.is_err() || changes_discussion {
+                self.forget_cache();
+            }
             let kept = match &outcome {
                 Ok(_) => batch.release().await,
                 Err(_) => batch.rollback_command().await,
@@ -269,7 +293,9 @@ impl Sequencer {
                 watchers,
             } => {
                 let discussion = event.discussion.clone();
-                let event = Event::Discussion { event };
+                let Some(event) = EncodedEvent::new(&Event::Discussion { event }) else {
+                    return;
+                };
                 self.registry.deliver(&to, &event);
                 if let Some(allowed) = watchers {
                     let already: HashSet<String> = to.into_iter().collect();
@@ -363,12 +389,89 @@ impl Sequencer {
                 discussion,
                 seq,
             } => {
-                let d = readable(b, &caller, &discussion).await?.0;
+                let d = self.readable(b, &caller, &discussion).await?.0;
                 b.mark_read(&caller.user, &d.id, seq.clamp(0, d.last_seq))
                     .await?;
                 Ok(Done::Nothing)
             }
         }
+    }
+
+    /// The discussion, if the caller may read it, seen inside the batch so that the decision and
+    /// the change see the same state.
+    async fn readable(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        discussion: &str,
+    ) -> Result<(DiscussionRow, super::access::Grant), DiscussionError> {
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(discussion)
+            .cloned();
+        if let Some(c) = cached {
+            // The same rule as `authorize` for dialogs and groups: members only.
+            let role = c
+                .members
+                .iter()
+                .find(|(u, _)| *u == caller.user)
+                .map(|(_, r)| r.clone());
+            return match role {
+                Some(role) => Ok((
+                    c.row,
+                    super::access::Grant {
+                        owner: role == "owner",
+                    },
+                )),
+                None => Err(not_found()),
+            };
+        }
+        let (row, grant) = readable_free(b, caller, discussion).await?;
+        if row.kind != "object" {
+            let members = b.members(&row.id).await?;
+            self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                row.id.clone(),
+                Cached {
+                    row: row.clone(),
+                    members,
+                },
+            );
+        }
+        Ok((row, grant))
+    }
+
+    async fn audience(
+        &self,
+        b: &mut Batch,
+        d: &DiscussionRow,
+    ) -> Result<(Vec<String>, Option<HashSet<String>>), StoreError> {
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&d.id)
+            .map(|c| c.members.clone());
+        match cached {
+            Some(members) => Ok((members.into_iter().map(|(u, _)| u).collect(), None)),
+            None => audience_free(b, d).await,
+        }
+    }
+
+    /// Takes the next sequence number, keeping the cached row current.
+    async fn next_seq(&self, b: &mut Batch, discussion: &str, at: i64) -> Result<i64, StoreError> {
+        let seq = b.next_seq(discussion, at).await?;
+        if let Some(c) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(discussion)
+        {
+            c.row.last_seq = seq;
+            c.row.last_activity_at = at;
+        }
+        Ok(seq)
     }
 
     /// Appends an event to `d`'s log and queues its delivery to everyone who may read it.
@@ -387,7 +490,7 @@ impl Sequencer {
             change,
         } = entry;
         let at = now();
-        let seq = b.next_seq(&d.id, at).await?;
+        let seq = self.next_seq(b, &d.id, at).await?;
         b.insert_event(&EventRow {
             discussion_id: d.id.clone(),
             seq,
@@ -398,7 +501,7 @@ impl Sequencer {
             detail: detail.to_json(),
         })
         .await?;
-        let (to, watchers) = audience(b, d).await?;
+        let (to, watchers) = self.audience(b, d).await?;
         out.push(Delivery::Event {
             event: DiscussionEvent {
                 discussion: d.id.clone(),
@@ -692,7 +795,7 @@ impl Sequencer {
         users: &[String],
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        let (d, grant) = readable(b, caller, discussion).await?;
+        let (d, grant) = self.readable(b, caller, discussion).await?;
         if d.kind != "group" {
             return Err(DiscussionError::BadRequest(
                 "members are added to groups only".into(),
@@ -746,7 +849,7 @@ impl Sequencer {
         user: &str,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        let (d, grant) = readable(b, caller, discussion).await?;
+        let (d, grant) = self.readable(b, caller, discussion).await?;
         if d.kind != "group" {
             return Err(DiscussionError::BadRequest(
                 "members leave or are removed from groups only".into(),
@@ -808,7 +911,7 @@ impl Sequencer {
         title: &str,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        let (d, grant) = readable(b, caller, discussion).await?;
+        let (d, grant) = self.readable(b, caller, discussion).await?;
         match d.kind.as_str() {
             "dialog" => return Err(DiscussionError::BadRequest("a dialog has no title".into())),
             "group" if !grant.owner => {
@@ -850,7 +953,7 @@ impl Sequencer {
         discussion: &str,
         follow: bool,
     ) -> Result<Done, DiscussionError> {
-        let (d, _) = readable(b, caller, discussion).await?;
+        let (d, _) = self.readable(b, caller, discussion).await?;
         if d.kind != "object" {
             return Err(DiscussionError::BadRequest(
                 "members always follow their dialogs and groups".into(),
@@ -934,7 +1037,7 @@ impl Sequencer {
             )));
         }
 
-        let (d, _) = readable(b, caller, &m.discussion).await?;
+        let (d, _) = self.readable(b, caller, &m.discussion).await?;
         if let Some(reply_to) = &m.reply_to {
             let target = b.message(reply_to).await?;
             if target.is_none_or(|t| t.discussion_id != d.id) {
@@ -949,7 +1052,7 @@ impl Sequencer {
             }
         }
         let at = now();
-        let seq = b.next_seq(&d.id, at).await?;
+        let seq = self.next_seq(b, &d.id, at).await?;
         let row = MessageRow {
             id: new_id(&self.node),
             discussion_id: d.id.clone(),
@@ -990,7 +1093,7 @@ impl Sequencer {
                 }
             }
         }
-        let (to, watchers) = audience(b, &d).await?;
+        let (to, watchers) = self.audience(b, &d).await?;
         out.push(Delivery::Event {
             event: DiscussionEvent {
                 discussion: d.id.clone(),
@@ -1019,7 +1122,7 @@ impl Sequencer {
         text: &str,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        let (d, _) = readable(b, caller, discussion).await?;
+        let (d, _) = self.readable(b, caller, discussion).await?;
         let m = message_in(b, &d, message_id).await?;
         if m.author != caller.user {
             return Err(DiscussionError::Forbidden(
@@ -1080,7 +1183,7 @@ impl Sequencer {
         message_id: &str,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        let (d, grant) = readable(b, caller, discussion).await?;
+        let (d, grant) = self.readable(b, caller, discussion).await?;
         let m = message_in(b, &d, message_id).await?;
         if m.author != caller.user && !grant.owner && !caller.admin {
             return Err(DiscussionError::Forbidden(
@@ -1121,7 +1224,7 @@ impl Sequencer {
         add: bool,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        let (d, _) = readable(b, caller, discussion).await?;
+        let (d, _) = self.readable(b, caller, discussion).await?;
         let m = message_in(b, &d, message_id).await?;
         if m.deleted {
             return Err(DiscussionError::BadRequest(
@@ -1174,7 +1277,7 @@ impl Sequencer {
 
 /// The discussion, if the caller may read it (inside the batch, so the decision and the change
 /// see the same state).
-async fn readable(
+async fn readable_free(
     b: &mut Batch,
     caller: &Caller,
     discussion: &str,
@@ -1206,7 +1309,7 @@ fn object_key(d: &DiscussionRow) -> Option<ObjectKey<'_>> {
 
 /// Who receives `d`'s events: members of a dialog or group; for an object discussion, its
 /// followers who may read it, plus connections watching it whose user may read it.
-async fn audience(
+async fn audience_free(
     b: &mut Batch,
     d: &DiscussionRow,
 ) -> Result<(Vec<String>, Option<HashSet<String>>), StoreError> {

@@ -29,7 +29,7 @@ use veche_protocol::{
     Timestamp, close, negotiate_version,
 };
 
-use super::registry::{EndSignal, LiveConnection};
+use super::registry::{EncodedEvent, EndSignal, LiveConnection};
 use super::{Admission, Shared};
 use crate::accounts::{AccountError, Authenticated, UserSpec};
 use crate::admin;
@@ -72,7 +72,7 @@ struct State {
     conn: quinn::Connection,
     end: mpsc::Sender<EndSignal>,
     out: mpsc::Sender<ServerFrame>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<EncodedEvent>,
     watching: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -309,7 +309,7 @@ pub(super) async fn run(
     let (out, out_rx) = mpsc::channel::<ServerFrame>(OUTBOX);
     let (last_frame, last_frame_rx) = oneshot::channel::<Option<ServerFrame>>();
     let control_writer = tokio::spawn(write_control(send, out_rx, last_frame_rx));
-    let (events, events_rx) = mpsc::channel::<Event>(shared.server.event_buffer);
+    let (events, events_rx) = mpsc::channel::<EncodedEvent>(shared.server.event_buffer);
     let (last_event, last_event_rx) = oneshot::channel::<Option<Event>>();
     let event_writer = tokio::spawn(write_events(event_stream, events_rx, last_event_rx));
     let (end, mut end_rx) = mpsc::channel::<EndSignal>(1);
@@ -513,7 +513,7 @@ async fn write_response(send: &mut quinn::SendStream, f: &ServerFrame) -> Result
 /// until the client has it.
 async fn write_events(
     mut stream: quinn::SendStream,
-    mut events: mpsc::Receiver<Event>,
+    mut events: mpsc::Receiver<EncodedEvent>,
     mut last: oneshot::Receiver<Option<Event>>,
 ) {
     let mut events_open = true;
@@ -522,7 +522,7 @@ async fn write_events(
             biased;
             next = events.recv(), if events_open => match next {
                 Some(e) => {
-                    if frame::write(&mut stream, &e, MAX_OUTGOING_FRAME).await.is_err() {
+                    if stream.write_all(e.bytes()).await.is_err() {
                         return;
                     }
                 }

@@ -8,11 +8,33 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use veche_protocol::{Event, close};
+use veche_protocol::{Event, close, frame};
 
 /// Longest a connection may take to end gracefully after its session ended; then it is closed
 /// regardless. Keeps "a revoked session's connection is closed within 1 s".
 const FORCE_CLOSE_AFTER: Duration = Duration::from_millis(900);
+
+/// An event encoded once as a frame and shared by every connection it goes to.
+#[derive(Debug, Clone)]
+pub(crate) struct EncodedEvent(Arc<[u8]>);
+
+impl EncodedEvent {
+    /// Encodes `event`; `None` if it cannot be sent (larger than any frame may be).
+    pub(crate) fn new(event: &Event) -> Option<Self> {
+        match frame::encode(event, frame::MAX_OUTGOING_FRAME) {
+            Ok(bytes) => Some(Self(bytes.into())),
+            Err(e) => {
+                tracing::error!(error = %e, "event cannot be encoded; not delivered");
+                None
+            }
+        }
+    }
+
+    /// The frame, length prefix included.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 /// Why the registry ends a connection.
 #[derive(Debug, Clone)]
@@ -35,13 +57,13 @@ pub(crate) struct LiveConnection {
     /// for the session.
     pub(crate) ended: Arc<AtomicBool>,
     /// The connection's event stream.
-    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) events: mpsc::Sender<EncodedEvent>,
     /// Object discussions this connection watches (open in the client).
     pub(crate) watching: Arc<Mutex<HashSet<String>>>,
 }
 
 impl LiveConnection {
-    fn send(&self, event: &Event) {
+    fn send(&self, event: &EncodedEvent) {
         if self.events.try_send(event.clone()).is_err() {
             // The client reads too slowly (or is gone): it must resync rather than miss events.
             let _ = self.end.try_send(EndSignal::Lagged);
@@ -128,7 +150,7 @@ impl Registry {
     }
 
     /// Sends `event` to every connection of these users.
-    pub(crate) fn deliver(&self, users: &[String], event: &Event) {
+    pub(crate) fn deliver(&self, users: &[String], event: &EncodedEvent) {
         let maps = lock(&self.maps);
         for user in users {
             for c in maps.users.get(user).into_iter().flatten() {
@@ -144,7 +166,7 @@ impl Registry {
         discussion: &str,
         allowed: &HashSet<String>,
         already: &HashSet<String>,
-        event: &Event,
+        event: &EncodedEvent,
     ) {
         let maps = lock(&self.maps);
         for (user, conns) in &maps.users {
@@ -178,8 +200,10 @@ impl Registry {
 
     /// These users lost access to `discussion`: stop their live events and tell them.
     pub(crate) fn revoke_access(&self, discussion: &str, users: &[String]) {
-        let event = Event::DiscussionRemoved {
+        let Some(event) = EncodedEvent::new(&Event::DiscussionRemoved {
             discussion: discussion.to_owned(),
+        }) else {
+            return;
         };
         let maps = lock(&self.maps);
         for user in users {
