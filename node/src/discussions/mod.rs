@@ -573,12 +573,12 @@ impl Discussions {
     ) -> Result<Reply, DiscussionError> {
         self.readable(caller, discussion).await?;
         let store = &self.inner.store;
-        store
+        let message = store
             .message(message_id)
             .await?
             .filter(|m| m.discussion_id == discussion)
             .ok_or(DiscussionError::NotFound("message"))?;
-        let versions = store
+        let mut versions: Vec<MessageVersion> = store
             .message_versions(message_id)
             .await?
             .into_iter()
@@ -588,6 +588,16 @@ impl Discussions {
                 at: Timestamp(at),
             })
             .collect();
+        // A message never edited keeps its only version in the message itself.
+        if versions.is_empty()
+            && let Some(text) = message.text
+        {
+            versions.push(MessageVersion {
+                version: 1,
+                text,
+                at: Timestamp(message.created_at),
+            });
+        }
         Ok(Reply::Versions { versions })
     }
 

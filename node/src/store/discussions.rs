@@ -443,16 +443,6 @@ impl Batch {
         .execute(&mut *self.tx)
         .await
         .map_err(StoreError::from_insert)?;
-        if let Some(text) = &m.text {
-            sqlx::query(
-                "INSERT INTO message_versions (message_id, version, text, at) VALUES (?, 1, ?, ?)",
-            )
-            .bind(&m.id)
-            .bind(text)
-            .bind(m.created_at)
-            .execute(&mut *self.tx)
-            .await?;
-        }
         for user in mentions {
             sqlx::query(
                 "INSERT INTO mentions (message_id, user_id, discussion_id, seq) VALUES (?, ?, ?, ?) \
@@ -468,13 +458,22 @@ impl Batch {
         Ok(())
     }
 
-    /// Stores a new version of a message's text; returns the version number.
+    /// Stores a new version of a message's text; returns the version number. The original text
+    /// is copied to `message_versions` at the first edit (unedited messages keep one copy).
     pub(crate) async fn edit_message(
         &mut self,
         id: &str,
         text: &str,
         at: i64,
     ) -> Result<i64, StoreError> {
+        sqlx::query(
+            "INSERT INTO message_versions (message_id, version, text, at) \
+             SELECT id, 1, text, created_at FROM messages \
+             WHERE id = ? AND version = 1 AND text IS NOT NULL",
+        )
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
         let version: i64 = sqlx::query_scalar(
             "UPDATE messages SET text = ?, edited_at = ?, version = version + 1 WHERE id = ? RETURNING version",
         )
