@@ -467,6 +467,62 @@ impl Sequencer {
         }
     }
 
+    /// A message already stored under this client id: the original answer for a resend with
+    /// the same content, `conflict` (audited) for other content, `None` if there is none.
+    async fn resend(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        client_msg_id: &str,
+        hash: &str,
+    ) -> Result<Option<Done>, DiscussionError> {
+        let Some(existing) = b
+            .message_by_client_id(&caller.user, &caller.device, client_msg_id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if existing.payload_hash == hash {
+            return Ok(Some(Done::Sent {
+                message_id: existing.id,
+                seq: render::seq(existing.seq),
+            }));
+        }
+        b.audit(&AuditRecord {
+            at: now(),
+            actor: format!("user:{}", caller.user),
+            action: "message.conflict",
+            target: existing.id.clone(),
+            detail: format!("device {} client_msg_id {client_msg_id}", caller.device),
+        })
+        .await?;
+        Err(DiscussionError::Conflict(format!(
+            "client_msg_id {client_msg_id} was already used for a different message ({})",
+            existing.id
+        )))
+    }
+
+    /// Records `seq` as the discussion's latest, keeping the cached row current.
+    async fn set_seq(
+        &self,
+        b: &mut Batch,
+        discussion: &str,
+        seq: i64,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        b.set_last_seq(discussion, seq, at).await?;
+        if let Some(c) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(discussion)
+        {
+            c.row.last_seq = seq;
+            c.row.last_activity_at = at;
+        }
+        Ok(())
+    }
+
     /// Takes the next sequence number, keeping the cached row current.
     async fn next_seq(&self, b: &mut Batch, discussion: &str, at: i64) -> Result<i64, StoreError> {
         let seq = b.next_seq(discussion, at).await?;
@@ -1020,32 +1076,18 @@ impl Sequencer {
             &actions,
         );
 
-        // Exactly once: the key is checked inside the transaction that would store the message.
-        if let Some(existing) = b
-            .message_by_client_id(&caller.user, &caller.device, &m.client_msg_id)
-            .await?
-        {
-            if existing.payload_hash == hash {
-                return Ok(Done::Sent {
-                    message_id: existing.id,
-                    seq: render::seq(existing.seq),
-                });
+        let readable = self.readable(b, caller, &m.discussion).await;
+        let d = match readable {
+            Ok((d, _)) => d,
+            Err(e) => {
+                // A resend of a stored message is answered even if the discussion is gone
+                // from the sender's view since.
+                return match self.resend(b, caller, &m.client_msg_id, &hash).await? {
+                    Some(done) => Ok(done),
+                    None => Err(e),
+                };
             }
-            b.audit(&AuditRecord {
-                at: now(),
-                actor: format!("user:{}", caller.user),
-                action: "message.conflict",
-                target: existing.id.clone(),
-                detail: format!("device {} client_msg_id {}", caller.device, m.client_msg_id),
-            })
-            .await?;
-            return Err(DiscussionError::Conflict(format!(
-                "client_msg_id {} was already used for a different message ({})",
-                m.client_msg_id, existing.id
-            )));
-        }
-
-        let (d, _) = self.readable(b, caller, &m.discussion).await?;
+        };
         if let Some(reply_to) = &m.reply_to {
             let target = b.message(reply_to).await?;
             if target.is_none_or(|t| t.discussion_id != d.id) {
@@ -1060,7 +1102,7 @@ impl Sequencer {
             }
         }
         let at = now();
-        let seq = self.next_seq(b, &d.id, at).await?;
+        let seq = d.last_seq + 1;
         let row = MessageRow {
             id: new_id(&self.node),
             discussion_id: d.id.clone(),
@@ -1068,7 +1110,7 @@ impl Sequencer {
             author: caller.user.clone(),
             device_id: caller.device.clone(),
             client_msg_id: m.client_msg_id.clone(),
-            payload_hash: hash,
+            payload_hash: hash.clone(),
             text: Some(text),
             data,
             actions,
@@ -1078,7 +1120,17 @@ impl Sequencer {
             version: 1,
             deleted: false,
         };
-        b.insert_message(&row, &mentions).await?;
+        // Exactly once: the unique key (author, device, client id) decides, in the transaction
+        // that stores the message. Only a new message takes a sequence number.
+        if !b.insert_message(&row, &mentions).await? {
+            return match self.resend(b, caller, &m.client_msg_id, &hash).await? {
+                Some(done) => Ok(done),
+                None => Err(DiscussionError::Store(StoreError::Aborted(
+                    "a client message id vanished during its own transaction".into(),
+                ))),
+            };
+        }
+        self.set_seq(b, &d.id, seq, at).await?;
         b.insert_event(&EventRow {
             discussion_id: d.id.clone(),
             seq,

@@ -197,6 +197,22 @@ impl Batch {
         Ok(())
     }
 
+    /// Records `seq` as the discussion's latest sequence number.
+    pub(crate) async fn set_last_seq(
+        &mut self,
+        id: &str,
+        seq: i64,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE discussions SET last_seq = ?, last_activity_at = ? WHERE id = ?")
+            .bind(seq)
+            .bind(at)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     /// Takes the discussion's next sequence number.
     pub(crate) async fn next_seq(&mut self, id: &str, at: i64) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
@@ -418,15 +434,20 @@ impl Batch {
         .await?)
     }
 
+    /// Stores a new message and its mentions; `false` (and nothing stored) if the author's
+    /// device already used this client message id.
+    /// Stores a new message and its mentions; `false` (and nothing stored) if the author's
+    /// device already used this client message id.
     pub(crate) async fn insert_message(
         &mut self,
         m: &MessageRow,
         mentions: &[String],
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
             "INSERT INTO messages (id, discussion_id, seq, author, device_id, client_msg_id, \
              payload_hash, text, data, actions, reply_to, created_at, edited_at, version, deleted) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 1, FALSE)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 1, FALSE) \
+             ON CONFLICT (author, device_id, client_msg_id) DO NOTHING",
         )
         .bind(&m.id)
         .bind(&m.discussion_id)
@@ -442,7 +463,11 @@ impl Batch {
         .bind(m.created_at)
         .execute(&mut *self.tx)
         .await
-        .map_err(StoreError::from_insert)?;
+        .map_err(StoreError::from_insert)?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
         for user in mentions {
             sqlx::query(
                 "INSERT INTO mentions (message_id, user_id, discussion_id, seq) VALUES (?, ?, ?, ?) \
@@ -455,7 +480,7 @@ impl Batch {
             .execute(&mut *self.tx)
             .await?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Stores a new version of a message's text; returns the version number. The original text
