@@ -971,3 +971,110 @@ async fn messages_sent_across_random_connection_kills_arrive_exactly_once_in_ord
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn members_leave_and_are_removed_and_groups_keep_an_owner() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    let boss = user(&node, "boss").await?;
+    let ann = user(&node, "ann").await?;
+    let bob = user(&node, "bob").await?;
+    let g = discussion(
+        &boss,
+        Request::CreateGroup {
+            title: "Отдел".into(),
+            members: vec!["ann".into()],
+        },
+    )
+    .await?;
+
+    // Only owners add and remove others.
+    let e = ann
+        .request(Request::AddMembers {
+            discussion: g.id.clone(),
+            users: vec!["bob".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden));
+    ask(
+        &boss,
+        Request::AddMembers {
+            discussion: g.id.clone(),
+            users: vec!["bob".into()],
+        },
+    )
+    .await?;
+    let e = ann
+        .request(Request::RemoveMember {
+            discussion: g.id.clone(),
+            user: "bob".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden));
+    post(&bob, &g.id, "b1", "я в группе").await?;
+
+    // Removed: told, then nothing more, and the history is closed.
+    ask(
+        &boss,
+        Request::RemoveMember {
+            discussion: g.id.clone(),
+            user: "bob".into(),
+        },
+    )
+    .await?;
+    event_matching(
+        &bob,
+        |e| matches!(&e.change, Change::MemberRemoved { user } if user == "bob@test.local"),
+    )
+    .await?;
+    loop {
+        match within(5, "discussion_removed", bob.next_event()).await? {
+            Some(Event::DiscussionRemoved { discussion }) if discussion == g.id => break,
+            Some(_) => continue,
+            None => anyhow::bail!("event stream ended"),
+        }
+    }
+    let e = bob
+        .request(Request::History {
+            discussion: g.id.clone(),
+            before: None,
+            limit: 10,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+
+    // The owner leaves: the longest-standing member becomes owner.
+    ask(
+        &boss,
+        Request::RemoveMember {
+            discussion: g.id.clone(),
+            user: "boss".into(),
+        },
+    )
+    .await?;
+    let g2 = discussion(
+        &ann,
+        Request::GetDiscussion {
+            discussion: g.id.clone(),
+        },
+    )
+    .await?;
+    assert_eq!(g2.members.len(), 1);
+    assert_eq!(g2.members[0].user, "ann@test.local");
+    assert_eq!(
+        g2.members[0].role,
+        veche_client::protocol::discussions::Role::Owner
+    );
+    ask(
+        &ann,
+        Request::SetTitle {
+            discussion: g.id.clone(),
+            title: "Отдел продаж".into(),
+        },
+    )
+    .await?;
+    Ok(())
+}
