@@ -114,7 +114,8 @@ pub enum Request {
         #[serde(default)]
         groups: Vec<String>,
     },
-    /// The caller's discussion list, most recent activity first.
+    /// The caller's discussion list, most recent activity first (groups without their
+    /// member lists; `get_discussion` has them).
     ListDiscussions,
     /// One discussion.
     GetDiscussion {
@@ -205,8 +206,8 @@ pub enum Request {
         /// At most this many events (1–500).
         limit: u32,
     },
-    /// Events after each cursor, in order; `complete` false means call again with the new
-    /// cursors.
+    /// Events after each cursor, in order; `more: true` in the answer means call again with
+    /// the new cursors.
     Sync {
         /// The client's cursors.
         cursors: Vec<Cursor>,
@@ -319,7 +320,8 @@ pub enum Reply {
     Events {
         /// Events in sequence order (per discussion).
         events: Vec<DiscussionEvent>,
-        /// `history`: older events exist; `sync`: everything up to now was returned.
+        /// `history`: older events exist (page back with `before`); `sync`: not everything was
+        /// returned yet (call again with the new cursors).
         more: bool,
     },
     /// Answer to `edit_history`.

@@ -6,7 +6,7 @@ use veche_node::test_utils::TestNode;
 
 use crate::support::{
     PASSWORD, ask, connect, discussion, event_matching, login, message, next_discussion_event,
-    no_event, post, subscribe, user, within,
+    no_event, post, quiet_until_marker, subscribe, user, within,
 };
 
 fn invoice(id: &str) -> ObjectRef {
@@ -331,7 +331,7 @@ async fn a_resent_message_is_stored_once_and_a_reused_id_conflicts() -> anyhow::
     let again = post(&a, &dialog.id, "cm-1", "Привет").await?;
     assert_eq!(first, again);
     next_discussion_event(&b).await?;
-    no_event(&b).await?;
+    quiet_until_marker(&b, &a, &dialog.id).await?;
 
     let e = a
         .request(Request::Send(message(&dialog.id, "cm-1", "Другой текст")))
@@ -702,6 +702,18 @@ async fn access_matrix() -> anyhow::Result<()> {
                     }],
                 })
                 .await;
+            let versions = conn
+                .request(Request::EditHistory {
+                    discussion: (*d).clone(),
+                    message_id: seed.clone(),
+                })
+                .await;
+            let read = conn
+                .request(Request::MarkRead {
+                    discussion: (*d).clone(),
+                    seq: 1,
+                })
+                .await;
             match sees[i] {
                 Nothing => {
                     for (op, r) in [
@@ -711,6 +723,8 @@ async fn access_matrix() -> anyhow::Result<()> {
                         ("react", &react),
                         ("edit", &edit),
                         ("delete", &delete),
+                        ("edit history", &versions),
+                        ("mark read", &read),
                     ] {
                         let code = r.as_ref().err().and_then(|e| e.code());
                         assert_eq!(
@@ -730,6 +744,8 @@ async fn access_matrix() -> anyhow::Result<()> {
                         ("get", &get),
                         ("send", &send),
                         ("react", &react),
+                        ("edit history", &versions),
+                        ("mark read", &read),
                     ] {
                         assert!(r.is_ok(), "{ctx}: {op} failed: {r:?}");
                     }
@@ -834,7 +850,15 @@ async fn losing_access_to_an_object_takes_effect_at_once() -> anyhow::Result<()>
         }
     }
     post(&stays, &d.id, "s2", "секрет").await?;
-    no_event(&leaves).await?;
+    let canary = discussion(
+        &stays,
+        Request::OpenDialog {
+            with: "leaves".into(),
+        },
+    )
+    .await?;
+    event_matching(&leaves, |e| e.discussion == canary.id).await?; // created
+    quiet_until_marker(&leaves, &stays, &canary.id).await?;
     let e = leaves
         .request(Request::History {
             discussion: d.id.clone(),
@@ -898,7 +922,13 @@ async fn messages_sent_across_random_connection_kills_arrive_exactly_once_in_ord
         while !queue.is_empty() {
             reconnects += 1;
             anyhow::ensure!(reconnects < 500, "no progress");
-            let conn = Arc::new(connect(&node).await?);
+            // A reconnect may be refused while killed connections still count against the
+            // address; like a real client, try again.
+            let Ok(conn) = connect(&node).await else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            let conn = Arc::new(conn);
             if conn.resume(&token.token, "phone").await.is_err() {
                 continue;
             }
@@ -943,7 +973,8 @@ async fn messages_sent_across_random_connection_kills_arrive_exactly_once_in_ord
             got.windows(2).all(|w| w[0].0 < w[1].0),
             "seed {seed}: sequence order"
         );
-        no_event(&receiver).await?;
+        let (marker_sender, _) = login(&node, "sender", PASSWORD, "marker").await?;
+        quiet_until_marker(&receiver, &marker_sender, &dialog.id).await?;
 
         let Reply::Events { events, .. } = ask(
             &receiver,
@@ -963,6 +994,7 @@ async fn messages_sent_across_random_connection_kills_arrive_exactly_once_in_ord
                 Change::MessagePosted { message } => message.text,
                 _ => None,
             })
+            .filter(|t| !t.starts_with("marker-"))
             .collect();
         assert_eq!(
             stored, texts,
@@ -1005,6 +1037,11 @@ async fn members_leave_and_are_removed_and_groups_keep_an_owner() -> anyhow::Res
         },
     )
     .await?;
+    let added = next_discussion_event(&bob).await?;
+    assert!(
+        matches!(&added.change, Change::MembersAdded { users } if users == &["bob@test.local".to_owned()]),
+        "new members receive members_added: {added:?}"
+    );
     let e = ann
         .request(Request::RemoveMember {
             discussion: g.id.clone(),
@@ -1076,5 +1113,78 @@ async fn members_leave_and_are_removed_and_groups_keep_an_owner() -> anyhow::Res
         },
     )
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn leaving_a_group_ends_the_object_access_it_gave() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    let root = admin(&node).await?;
+    let clerk = user(&node, "clerk").await?;
+    let team = discussion(
+        &root,
+        Request::CreateGroup {
+            title: "Склад".into(),
+            members: vec!["clerk".into()],
+        },
+    )
+    .await?;
+    ask(
+        &root,
+        Request::SetObjectAccess {
+            object: invoice("INV-77"),
+            users: vec![],
+            groups: vec![team.id.clone()],
+        },
+    )
+    .await?;
+    let d = discussion(
+        &clerk,
+        Request::OpenObject {
+            object: invoice("INV-77"),
+            title: String::new(),
+        },
+    )
+    .await?;
+    ask(
+        &clerk,
+        Request::Watch {
+            discussion: d.id.clone(),
+            watch: true,
+        },
+    )
+    .await?;
+    ask(
+        &clerk,
+        Request::RemoveMember {
+            discussion: team.id.clone(),
+            user: "clerk".into(),
+        },
+    )
+    .await?;
+    let mut removed = std::collections::HashSet::new();
+    while removed.len() < 2 {
+        match within(5, "discussion_removed", clerk.next_event()).await? {
+            Some(Event::DiscussionRemoved { discussion }) => {
+                removed.insert(discussion);
+            }
+            Some(_) => continue,
+            None => anyhow::bail!("event stream ended"),
+        }
+    }
+    assert!(
+        removed.contains(&d.id) && removed.contains(&team.id),
+        "{removed:?}"
+    );
+    let e = clerk
+        .request(Request::History {
+            discussion: d.id.clone(),
+            before: None,
+            limit: 10,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
     Ok(())
 }

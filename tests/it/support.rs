@@ -161,3 +161,25 @@ pub(crate) async fn event_matching(
         }
     }
 }
+
+/// Proves `conn` received nothing since its last event: `poster` posts a marker in
+/// `marker_discussion` (which `conn`'s user can read), and the next discussion event `conn`
+/// receives must be that marker. Deliveries follow commit order, so anything committed before
+/// the marker would have come first.
+pub(crate) async fn quiet_until_marker(
+    conn: &Connection,
+    poster: &Connection,
+    marker_discussion: &str,
+) -> anyhow::Result<()> {
+    let marker = format!("marker-{}", rand::random::<u64>());
+    post(poster, marker_discussion, &marker, &marker).await?;
+    let event = next_discussion_event(conn).await?;
+    match &event.change {
+        veche_client::protocol::discussions::Change::MessagePosted { message }
+            if message.text.as_deref() == Some(marker.as_str()) =>
+        {
+            Ok(())
+        }
+        _ => anyhow::bail!("expected only the marker, got {event:?}"),
+    }
+}

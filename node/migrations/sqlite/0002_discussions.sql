@@ -43,6 +43,7 @@ CREATE TABLE follows (
     discussion_id TEXT NOT NULL REFERENCES discussions (id),
     PRIMARY KEY (user_id, discussion_id)
 );
+CREATE INDEX follows_by_discussion ON follows (discussion_id);
 
 CREATE TABLE messages (
     id            TEXT PRIMARY KEY,

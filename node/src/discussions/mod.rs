@@ -29,6 +29,84 @@ use sequencer::{Job, Op};
 
 /// Events one `sync` or `history` answer carries at most.
 const MAX_EVENTS_PER_ANSWER: i64 = 1000;
+/// Approximate bytes one `sync` or `history` answer carries at most (well under the 16 MiB
+/// frame limit); at least one event is always included.
+const MAX_BYTES_PER_ANSWER: usize = 4 * 1024 * 1024;
+/// Cursors one `sync` may carry.
+const MAX_CURSORS: usize = 1000;
+
+/// What is left of one answer's allowance.
+struct Budget {
+    events: i64,
+    bytes: usize,
+    any: bool,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Self {
+            events: MAX_EVENTS_PER_ANSWER,
+            bytes: MAX_BYTES_PER_ANSWER,
+            any: false,
+        }
+    }
+
+    fn spent(&self) -> bool {
+        self.events <= 0 || self.bytes == 0
+    }
+
+    fn events_left(&self) -> i64 {
+        self.events.max(0)
+    }
+
+    /// How many of `events` (in order) fit; charges them.
+    fn take(&mut self, events: &[DiscussionEvent]) -> usize {
+        let mut n = 0;
+        for e in events {
+            let size = approx_size(e);
+            if self.events <= 0 || (self.any && size > self.bytes) {
+                self.bytes = 0;
+                break;
+            }
+            self.events -= 1;
+            self.bytes = self.bytes.saturating_sub(size);
+            self.any = true;
+            n += 1;
+        }
+        n
+    }
+}
+
+/// An upper estimate of an event's encoded size.
+fn approx_size(e: &DiscussionEvent) -> usize {
+    use veche_protocol::discussions::Change;
+    let body = match &e.change {
+        Change::MessagePosted { message } => {
+            message.text.as_ref().map_or(0, String::len)
+                + message.data.as_ref().map_or(0, |d| d.to_string().len())
+                + message
+                    .actions
+                    .iter()
+                    .map(|a| a.id.len() + a.label.len() + 16)
+                    .sum::<usize>()
+                + message
+                    .mentions
+                    .iter()
+                    .chain(message.reactions.iter().flat_map(|r| r.users.iter()))
+                    .map(|u| u.len() + 8)
+                    .sum::<usize>()
+        }
+        Change::MessageEdited { text, .. } => text.as_ref().map_or(0, String::len),
+        Change::MembersAdded { users } => users.iter().map(|u| u.len() + 8).sum(),
+        Change::TitleChanged { title } | Change::Created { title, .. } => title.len(),
+        _ => 0,
+    };
+    body + 512
+}
+
+fn render_seq(e: &DiscussionEvent) -> i64 {
+    i64::try_from(e.seq).unwrap_or(i64::MAX)
+}
 
 /// Why a discussion operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -411,6 +489,23 @@ impl Discussions {
         if !actions.iter().any(|a| a.id == action_id) {
             return Err(DiscussionError::NotFound("action"));
         }
+        // An author who can no longer read the discussion learns nothing of it.
+        let row = self
+            .inner
+            .store
+            .discussion(discussion)
+            .await?
+            .ok_or(DiscussionError::NotFound("discussion"))?;
+        if authorize(
+            &mut access::Reader(&self.inner.store),
+            &message.author,
+            &row,
+        )
+        .await?
+        .is_none()
+        {
+            return Ok(Reply::Done);
+        }
         let clicked = Event::ActionClicked {
             discussion: discussion.to_owned(),
             message_id: message_id.to_owned(),
@@ -520,9 +615,15 @@ impl Discussions {
         let before = before.map_or(row.last_seq + 1, |b| i64::try_from(b).unwrap_or(i64::MAX));
         let store = &self.inner.store;
         let rows = store.events_before(discussion, before, limit).await?;
-        let more = rows.first().is_some_and(|e| e.seq > 1);
+        let mut rendered = render::events(store, rows).await?;
+        // Keep the newest events that fit the answer; the client pages back for the rest.
+        rendered.reverse();
+        let taken = Budget::new().take(&rendered);
+        rendered.truncate(taken);
+        rendered.reverse();
+        let more = rendered.first().is_some_and(|e| e.seq > 1);
         Ok(Reply::Events {
-            events: render::events(store, rows).await?,
+            events: rendered,
             more,
         })
     }
@@ -532,35 +633,49 @@ impl Discussions {
         caller: &Caller,
         cursors: &[Cursor],
     ) -> Result<Reply, DiscussionError> {
-        if cursors.len() > 10_000 {
-            return Err(DiscussionError::BadRequest(
-                "at most 10000 cursors per sync".into(),
-            ));
+        if cursors.len() > MAX_CURSORS {
+            return Err(DiscussionError::BadRequest(format!(
+                "at most {MAX_CURSORS} cursors per sync"
+            )));
         }
         let store = &self.inner.store;
         let mut events: Vec<DiscussionEvent> = Vec::new();
-        let mut budget = MAX_EVENTS_PER_ANSWER;
+        let mut budget = Budget::new();
         let mut more = false;
+        let mut seen = std::collections::HashSet::new();
         for cursor in cursors {
+            if !seen.insert(cursor.discussion.as_str()) {
+                continue;
+            }
             // Discussions the caller can no longer read are skipped without a word: the
             // client was told with `discussion_removed`.
-            let Ok(row) = self.readable(caller, &cursor.discussion).await else {
-                continue;
+            let row = match self.readable(caller, &cursor.discussion).await {
+                Ok(row) => row,
+                Err(DiscussionError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
             };
             let after = i64::try_from(cursor.seq).unwrap_or(i64::MAX);
             if row.last_seq <= after {
                 continue;
             }
-            if budget == 0 {
+            if budget.spent() {
                 more = true;
                 break;
             }
-            let rows = store.events_after(&row.id, after, budget).await?;
-            budget -= rows.len() as i64;
-            if rows.last().is_some_and(|e| e.seq < row.last_seq) {
+            let rows = store
+                .events_after(&row.id, after, budget.events_left())
+                .await?;
+            let fetched = rows.len();
+            let rendered = render::events(store, rows).await?;
+            let taken = budget.take(&rendered);
+            if taken < fetched
+                || rendered
+                    .get(taken.saturating_sub(1))
+                    .is_some_and(|e| render_seq(e) < row.last_seq)
+            {
                 more = true;
             }
-            events.extend(render::events(store, rows).await?);
+            events.extend(rendered.into_iter().take(taken));
         }
         Ok(Reply::Events { events, more })
     }

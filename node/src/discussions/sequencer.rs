@@ -30,6 +30,8 @@ const MAX_TITLE_CHARS: usize = 200;
 const MAX_DATA_BYTES: usize = 64 * 1024;
 const MAX_ACTIONS: usize = 10;
 const MAX_GROUP_MEMBERS_PER_CALL: usize = 1000;
+/// Users one message may mention; further `@names` are plain text.
+const MAX_MENTIONS: usize = 50;
 
 /// A command for the sequencer.
 #[derive(Debug)]
@@ -523,6 +525,25 @@ impl Sequencer {
         Ok(())
     }
 
+    /// Whether `user` may read `d`, as `authorize` decides (through the batch cache).
+    async fn can_read(
+        &self,
+        b: &mut Batch,
+        user: &str,
+        d: &DiscussionRow,
+    ) -> Result<bool, StoreError> {
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&d.id)
+            .map(|c| c.members.iter().any(|(u, _)| u == user));
+        match cached {
+            Some(member) => Ok(member),
+            None => Ok(authorize(b, user, d).await?.is_some()),
+        }
+    }
+
     /// Takes the next sequence number, keeping the cached row current.
     async fn next_seq(&self, b: &mut Batch, discussion: &str, at: i64) -> Result<i64, StoreError> {
         let seq = b.next_seq(discussion, at).await?;
@@ -883,6 +904,8 @@ impl Sequencer {
                 added.push(u.clone());
             }
         }
+        // The new members receive this event too.
+        self.forget_cache();
         if !added.is_empty() {
             let detail = Detail {
                 users: added.clone(),
@@ -956,8 +979,19 @@ impl Sequencer {
             if !members.iter().any(|(_, r)| r == "owner")
                 && let Some((next, _)) = members.first()
             {
-                b.remove_member(&d.id, next).await?;
-                b.add_member(&d.id, next, "owner", now()).await?;
+                b.set_role(&d.id, next, "owner").await?;
+            }
+        }
+        // Object discussions this group gave the user access to are gone for them too,
+        // unless another entry of the access list still admits them.
+        for object_discussion in b.object_discussions_granted_to_group(&d.id).await? {
+            if let Some(key) = object_key(&object_discussion)
+                && !b.has_object_access(key, user).await?
+            {
+                out.push(Delivery::Revoked {
+                    discussion: object_discussion.id.clone(),
+                    users: vec![user.to_owned()],
+                });
             }
         }
         out.push(Delivery::Revoked {
@@ -1094,10 +1128,15 @@ impl Sequencer {
                 return Err(DiscussionError::NotFound("message replied to"));
             }
         }
+        // Only users who can read the discussion are mentioned (anyone else would learn of a
+        // discussion they cannot see, and the sender would learn which logins exist).
         let mut mentions = Vec::new();
-        for login in text::mentioned_logins(&text, self.node.as_str()) {
+        for login in text::mentioned_logins(&text, self.node.as_str())
+            .into_iter()
+            .take(MAX_MENTIONS)
+        {
             let id = format!("{login}@{}", self.node);
-            if id != caller.user && b.user_exists(&id).await? {
+            if id != caller.user && self.can_read(b, &id, &d).await? {
                 mentions.push(id);
             }
         }

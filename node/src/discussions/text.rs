@@ -39,6 +39,7 @@ pub(crate) fn normalize_emoji(input: &str) -> Option<String> {
 /// Logins mentioned as `@login` (or `@login@this-node`), in order of first appearance.
 pub(crate) fn mentioned_logins(text: &str, node: &str) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -73,7 +74,7 @@ pub(crate) fn mentioned_logins(text: &str, node: &str) -> Vec<String> {
                         continue;
                     }
                 }
-                if !found.contains(&login) {
+                if seen.insert(login.clone()) {
                     found.push(login);
                 }
                 i = next;
