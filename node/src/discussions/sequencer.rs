@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
-use veche_protocol::discussions::{Action, Change, DiscussionEvent, ObjectRef, SendMessage};
+use veche_protocol::discussions::{
+    Action, Change, DiscussionEvent, DiscussionKind, ObjectRef, SendMessage,
+};
 use veche_protocol::ids::NodeName;
 use veche_protocol::{Event, Timestamp};
 
@@ -610,6 +612,53 @@ impl Sequencer {
         Ok(())
     }
 
+    /// A new discussion's row, before kind-specific fields.
+    fn new_discussion(
+        &self,
+        kind: DiscussionKind,
+        title: String,
+        caller: &Caller,
+    ) -> DiscussionRow {
+        let at = now();
+        DiscussionRow {
+            id: new_id(&self.node),
+            kind: kind.as_str().to_owned(),
+            title,
+            created_by: caller.user.clone(),
+            created_at: at,
+            last_seq: 0,
+            last_activity_at: at,
+            dialog_key: None,
+            object_app: None,
+            object_type: None,
+            object_id: None,
+        }
+    }
+
+    /// The first event of a new discussion (its members, if any, already added).
+    async fn announce_created(
+        &self,
+        b: &mut Batch,
+        d: &DiscussionRow,
+        out: &mut Vec<Delivery>,
+    ) -> Result<u64, DiscussionError> {
+        let kind = render::kind(d);
+        let entry = Entry {
+            kind: "created",
+            message_id: None,
+            detail: Detail {
+                kind: Some(kind.as_str().to_owned()),
+                title: Some(d.title.clone()),
+                ..Detail::default()
+            },
+            change: Change::Created {
+                kind,
+                title: d.title.clone(),
+            },
+        };
+        self.emit(b, d, &d.created_by, entry, out).await
+    }
+
     async fn open_dialog(
         &self,
         b: &mut Batch,
@@ -629,45 +678,15 @@ impl Sequencer {
         if let Some(d) = b.dialog_by_key(&key).await? {
             return Ok(Done::Discussion(d.id));
         }
-        let at = now();
         let d = DiscussionRow {
-            id: new_id(&self.node),
-            kind: "dialog".into(),
-            title: String::new(),
-            created_by: caller.user.clone(),
-            created_at: at,
-            last_seq: 0,
-            last_activity_at: at,
             dialog_key: Some(key),
-            object_app: None,
-            object_type: None,
-            object_id: None,
+            ..self.new_discussion(DiscussionKind::Dialog, String::new(), caller)
         };
         b.insert_discussion(&d).await?;
         for user in pair {
-            b.add_member(&d.id, user, "member", at).await?;
+            b.add_member(&d.id, user, "member", d.created_at).await?;
         }
-        let detail = Detail {
-            kind: Some("dialog".into()),
-            ..Detail::default()
-        };
-        let change = Change::Created {
-            kind: veche_protocol::discussions::DiscussionKind::Dialog,
-            title: String::new(),
-        };
-        self.emit(
-            b,
-            &d,
-            &caller.user,
-            Entry {
-                kind: "created",
-                message_id: None,
-                detail,
-                change,
-            },
-            out,
-        )
-        .await?;
+        self.announce_created(b, &d, out).await?;
         Ok(Done::Discussion(d.id))
     }
 
@@ -686,50 +705,17 @@ impl Sequencer {
             )));
         }
         self.existing_users(b, members).await?;
-        let at = now();
-        let d = DiscussionRow {
-            id: new_id(&self.node),
-            kind: "group".into(),
-            title: title.clone(),
-            created_by: caller.user.clone(),
-            created_at: at,
-            last_seq: 0,
-            last_activity_at: at,
-            dialog_key: None,
-            object_app: None,
-            object_type: None,
-            object_id: None,
-        };
+        let d = self.new_discussion(DiscussionKind::Group, title, caller);
         b.insert_discussion(&d).await?;
-        b.add_member(&d.id, &caller.user, "owner", at).await?;
+        b.add_member(&d.id, &caller.user, "owner", d.created_at)
+            .await?;
         let mut added = vec![caller.user.clone()];
         for m in members {
-            if b.add_member(&d.id, m, "member", at).await? {
+            if b.add_member(&d.id, m, "member", d.created_at).await? {
                 added.push(m.clone());
             }
         }
-        let detail = Detail {
-            kind: Some("group".into()),
-            title: Some(title.clone()),
-            ..Detail::default()
-        };
-        let change = Change::Created {
-            kind: veche_protocol::discussions::DiscussionKind::Group,
-            title,
-        };
-        self.emit(
-            b,
-            &d,
-            &caller.user,
-            Entry {
-                kind: "created",
-                message_id: None,
-                detail,
-                change,
-            },
-            out,
-        )
-        .await?;
+        self.announce_created(b, &d, out).await?;
         let detail = Detail {
             users: added.clone(),
             ..Detail::default()
@@ -774,43 +760,14 @@ impl Sequencer {
         } else {
             check_title(title)?
         };
-        let at = now();
         let d = DiscussionRow {
-            id: new_id(&self.node),
-            kind: "object".into(),
-            title: title.clone(),
-            created_by: caller.user.clone(),
-            created_at: at,
-            last_seq: 0,
-            last_activity_at: at,
-            dialog_key: None,
             object_app: Some(object.application.clone()),
             object_type: Some(object.object_type.clone()),
             object_id: Some(object.object_id.clone()),
+            ..self.new_discussion(DiscussionKind::Object, title, caller)
         };
         b.insert_discussion(&d).await?;
-        let detail = Detail {
-            kind: Some("object".into()),
-            title: Some(title.clone()),
-            ..Detail::default()
-        };
-        let change = Change::Created {
-            kind: veche_protocol::discussions::DiscussionKind::Object,
-            title,
-        };
-        self.emit(
-            b,
-            &d,
-            &caller.user,
-            Entry {
-                kind: "created",
-                message_id: None,
-                detail,
-                change,
-            },
-            out,
-        )
-        .await?;
+        self.announce_created(b, &d, out).await?;
         Ok(Done::Discussion(d.id))
     }
 
