@@ -4,7 +4,12 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod session;
+mod store;
 mod tls;
+
+pub use session::{Client, ClientError, ClientEvent, ConnectionState};
+pub use store::{OutboxEntry, OutboxState, StoreError};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -118,4 +118,15 @@ impl TestNode {
         self.stop().await;
         self.start().await
     }
+
+    /// Starts a stopped node again on the address it had, as an administrator restarting a
+    /// node does (clients keep their configured address).
+    pub async fn start_again_at_same_address(
+        &mut self,
+        addr: SocketAddr,
+    ) -> Result<(), StartError> {
+        self.stop().await;
+        self.config.server.listen = addr;
+        self.start().await
+    }
 }

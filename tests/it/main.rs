@@ -2,6 +2,7 @@
 
 mod accounts;
 mod cli;
+mod client;
 mod discussions;
 mod protocol;
 mod support;

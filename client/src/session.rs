@@ -1,0 +1,476 @@
+//! A client that stays connected: it reconnects with backoff and jitter, resumes its session,
+//! catches up from its cursors, and sends the durable outbox exactly once, in order.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{Notify, broadcast, watch};
+use veche_protocol::discussions::{Cursor, DiscussionEvent, SendMessage};
+use veche_protocol::{ErrorCode, Event, Reply, Request};
+
+use crate::store::{ClientStore, OutboxEntry, OutboxState, StoreError};
+use crate::{ClientConfig, ConnectError, Connection, LoggedIn, RequestError};
+
+const DEVICE_ID: &str = "device_id";
+const TOKEN: &str = "session_token";
+const LOGIN: &str = "login";
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Whether the client is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Connected and authenticated.
+    Online,
+    /// Trying to (re)connect.
+    Connecting,
+    /// Not connected and not trying (not started, stopped, or the session is no longer valid).
+    Offline,
+}
+
+/// What the client reports to the application.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    /// An event from the node, deduplicated against the cursors.
+    Server(Event),
+    /// A message of the outbox changed state.
+    Outbox(OutboxEntry),
+    /// The connection state changed.
+    State(ConnectionState),
+}
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Connecting failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The node refused or the request failed.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The client has no session: log in first.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// The client is not connected right now.
+    #[error("not connected")]
+    Offline,
+}
+
+/// A client with a data folder of its own.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ClientConfig,
+    store: ClientStore,
+    device_id: String,
+    state: watch::Sender<ConnectionState>,
+    current: Mutex<Option<Arc<Connection>>>,
+    events: broadcast::Sender<ClientEvent>,
+    outbox_work: Notify,
+    stop: watch::Sender<bool>,
+    running: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Client {
+    /// Opens (creating if needed) the client's data folder. Nothing connects yet.
+    pub async fn open(dir: &Path, config: ClientConfig) -> Result<Self, ClientError> {
+        let store = ClientStore::open(dir).await?;
+        let device_id = match store.get(DEVICE_ID).await? {
+            Some(id) => id,
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                store.set(DEVICE_ID, &id).await?;
+                id
+            }
+        };
+        let (events, _) = broadcast::channel(4096);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                device_id,
+                state: watch::Sender::new(ConnectionState::Offline),
+                current: Mutex::new(None),
+                events,
+                outbox_work: Notify::new(),
+                stop: watch::Sender::new(false),
+                running: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// This client's device id, kept in its data folder.
+    pub fn device_id(&self) -> &str {
+        &self.inner.device_id
+    }
+
+    /// Logs in with a password and keeps the session token in the data folder.
+    pub async fn login(
+        &self,
+        login: &str,
+        password: &str,
+        device_name: &str,
+    ) -> Result<LoggedIn, ClientError> {
+        let conn = Connection::connect(&self.inner.config).await?;
+        let logged = conn
+            .login(login, password, &self.inner.device_id, device_name)
+            .await?;
+        self.inner.store.set(TOKEN, &logged.token).await?;
+        self.inner.store.set(LOGIN, &logged.user.id).await?;
+        conn.close().await;
+        Ok(logged)
+    }
+
+    /// The user this client is logged in as, if any.
+    pub async fn user(&self) -> Result<Option<String>, ClientError> {
+        Ok(self.inner.store.get(LOGIN).await?)
+    }
+
+    /// Starts staying connected in the background (idempotent).
+    pub fn start(&self) {
+        let mut running = lock(&self.inner.running);
+        if running.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        self.inner.stop.send_replace(false);
+        let inner = self.inner.clone();
+        *running = Some(tokio::spawn(supervise(inner)));
+    }
+
+    /// Stops the background connection and closes the store.
+    pub async fn shutdown(&self) {
+        self.inner.stop.send_replace(true);
+        let task = lock(&self.inner.running).take();
+        if let Some(conn) = lock(&self.inner.current).take() {
+            conn.quic().close(0u32.into(), b"client stopping");
+        }
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        self.inner.store.close().await;
+    }
+
+    /// The connection state, as it changes.
+    pub fn state(&self) -> watch::Receiver<ConnectionState> {
+        self.inner.state.subscribe()
+    }
+
+    /// Events for the application: server events (deduplicated), outbox changes, state.
+    pub fn subscribe(&self) -> broadcast::Receiver<ClientEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Writes a message to the outbox (durably) and lets the sender take it. It goes out now if
+    /// online, or after the connection returns — also after a restart of this program.
+    pub async fn send(
+        &self,
+        discussion: &str,
+        text: &str,
+        reply_to: Option<&str>,
+    ) -> Result<OutboxEntry, ClientError> {
+        let entry = self
+            .inner
+            .store
+            .enqueue(discussion, text, reply_to, None)
+            .await?;
+        let _ = self.inner.events.send(ClientEvent::Outbox(entry.clone()));
+        self.inner.outbox_work.notify_one();
+        Ok(entry)
+    }
+
+    /// Every message of the outbox, oldest first, with its state.
+    pub async fn outbox(&self) -> Result<Vec<OutboxEntry>, ClientError> {
+        Ok(self.inner.store.outbox().await?)
+    }
+
+    /// Sends a request on the current connection.
+    pub async fn request(&self, request: Request) -> Result<Reply, ClientError> {
+        let conn = lock(&self.inner.current)
+            .clone()
+            .ok_or(ClientError::Offline)?;
+        Ok(conn.request(request).await?)
+    }
+
+    /// Connects once, for a single request (scripts): resumes the stored session.
+    pub async fn connect_once(&self) -> Result<Arc<Connection>, ClientError> {
+        let token = self
+            .inner
+            .store
+            .get(TOKEN)
+            .await?
+            .ok_or(ClientError::NotLoggedIn)?;
+        let conn = Connection::connect(&self.inner.config).await?;
+        conn.resume(&token, &self.inner.device_id).await?;
+        Ok(Arc::new(conn))
+    }
+}
+
+fn set_state(inner: &Inner, state: ConnectionState) {
+    if *inner.state.borrow() != state {
+        inner.state.send_replace(state);
+        let _ = inner.events.send(ClientEvent::State(state));
+    }
+}
+
+/// Connects, resumes, catches up and serves until the connection ends; then waits and again.
+async fn supervise(inner: Arc<Inner>) {
+    let mut stop = inner.stop.subscribe();
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        set_state(&inner, ConnectionState::Connecting);
+        match connect(&inner).await {
+            Ok(conn) => {
+                backoff = FIRST_BACKOFF;
+                *lock(&inner.current) = Some(conn.clone());
+                set_state(&inner, ConnectionState::Online);
+                tokio::select! {
+                    () = serve(&inner, &conn) => {}
+                    _ = stop.changed() => {}
+                }
+                lock(&inner.current).take();
+                conn.quic().close(0u32.into(), b"");
+            }
+            Err(ClientError::NotLoggedIn) => break,
+            Err(ClientError::Request(e))
+                if matches!(
+                    e.code(),
+                    Some(ErrorCode::InvalidCredentials | ErrorCode::AccountLocked)
+                ) =>
+            {
+                tracing::warn!(error = %e, "the session is no longer valid; log in again");
+                break;
+            }
+            Err(e) => tracing::debug!(error = %e, "connect failed"),
+        }
+        if *stop.borrow() {
+            break;
+        }
+        set_state(&inner, ConnectionState::Connecting);
+        // Exponential backoff with jitter, so that many clients do not return at once.
+        let jitter = rand::rng().random_range(0.5..1.5);
+        let wait = backoff.mul_f64(jitter);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    set_state(&inner, ConnectionState::Offline);
+}
+
+async fn connect(inner: &Inner) -> Result<Arc<Connection>, ClientError> {
+    let token = inner
+        .store
+        .get(TOKEN)
+        .await?
+        .ok_or(ClientError::NotLoggedIn)?;
+    let conn = Connection::connect(&inner.config).await?;
+    conn.resume(&token, &inner.device_id).await?;
+    Ok(Arc::new(conn))
+}
+
+/// One connection's life: catch up, then forward events and drive the outbox until it ends.
+async fn serve(inner: &Arc<Inner>, conn: &Arc<Connection>) {
+    if let Err(e) = catch_up(inner, conn).await {
+        tracing::debug!(error = %e, "catch-up failed");
+        return;
+    }
+    let outbox = drive_outbox(inner.clone(), conn.clone());
+    let events = async {
+        while let Some(event) = conn.next_event().await {
+            if apply(inner, conn, event).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        () = outbox => {}
+        () = events => {}
+    }
+}
+
+/// Learns discussions created while away and fetches everything missed since the cursors.
+async fn catch_up(inner: &Inner, conn: &Connection) -> Result<(), ClientError> {
+    let known: std::collections::HashMap<String, i64> =
+        inner.store.cursors().await?.into_iter().collect();
+    if let Reply::Discussions { discussions } = conn.request(Request::ListDiscussions).await? {
+        for d in discussions {
+            if !known.contains_key(&d.id) {
+                // New to this client: it reads history on demand; live events start here.
+                inner.store.advance_cursor(&d.id, d.last_seq).await?;
+            }
+        }
+    }
+    loop {
+        let cursors: Vec<Cursor> = inner
+            .store
+            .cursors()
+            .await?
+            .into_iter()
+            .map(|(discussion, seq)| Cursor {
+                discussion,
+                seq: u64::try_from(seq).unwrap_or(0),
+            })
+            .collect();
+        let Reply::Events { events, more } = conn.request(Request::Sync { cursors }).await? else {
+            return Ok(());
+        };
+        for event in events {
+            deliver(inner, event).await?;
+        }
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
+/// Applies one discussion event unless it was already seen; forwards it.
+async fn deliver(inner: &Inner, event: DiscussionEvent) -> Result<(), ClientError> {
+    let cursor = inner
+        .store
+        .cursors()
+        .await?
+        .into_iter()
+        .find(|(d, _)| *d == event.discussion)
+        .map_or(0, |(_, s)| u64::try_from(s).unwrap_or(0));
+    if event.seq <= cursor {
+        return Ok(());
+    }
+    inner
+        .store
+        .advance_cursor(&event.discussion, event.seq)
+        .await?;
+    let _ = inner
+        .events
+        .send(ClientEvent::Server(Event::Discussion { event }));
+    Ok(())
+}
+
+async fn apply(inner: &Inner, conn: &Connection, event: Event) -> Result<(), ClientError> {
+    match event {
+        Event::Discussion { event } => {
+            let cursor = inner
+                .store
+                .cursors()
+                .await?
+                .into_iter()
+                .find(|(d, _)| *d == event.discussion)
+                .map(|(_, s)| u64::try_from(s).unwrap_or(0));
+            // A gap (events this client has not seen) is filled by a sync first.
+            if let Some(cursor) = cursor
+                && event.seq > cursor + 1
+            {
+                let request = Request::Sync {
+                    cursors: vec![Cursor {
+                        discussion: event.discussion.clone(),
+                        seq: cursor,
+                    }],
+                };
+                if let Reply::Events { events, .. } = conn.request(request).await? {
+                    for e in events {
+                        deliver(inner, e).await?;
+                    }
+                }
+            }
+            deliver(inner, event).await
+        }
+        Event::DiscussionRemoved { discussion } => {
+            inner.store.forget_cursor(&discussion).await?;
+            let _ = inner
+                .events
+                .send(ClientEvent::Server(Event::DiscussionRemoved { discussion }));
+            Ok(())
+        }
+        other => {
+            let _ = inner.events.send(ClientEvent::Server(other));
+            Ok(())
+        }
+    }
+}
+
+/// Sends pending messages one at a time, oldest first, until the connection fails.
+async fn drive_outbox(inner: Arc<Inner>, conn: Arc<Connection>) {
+    loop {
+        let next = match inner.store.next_pending().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox unreadable");
+                return;
+            }
+        };
+        let Some(entry) = next else {
+            inner.outbox_work.notified().await;
+            continue;
+        };
+        let request = Request::Send(SendMessage {
+            discussion: entry.discussion.clone(),
+            client_msg_id: entry.client_msg_id.clone(),
+            text: entry.text.clone(),
+            reply_to: entry.reply_to.clone(),
+            data: entry
+                .data
+                .as_deref()
+                .and_then(|d| serde_json::from_str(d).ok()),
+            actions: Vec::new(),
+        });
+        let (state, result) = match conn.request(request).await {
+            Ok(Reply::Sent { message_id, seq }) => {
+                let r = inner.store.mark_sent(entry.id, &message_id, seq).await;
+                (OutboxState::Sent { message_id, seq }, r)
+            }
+            Ok(other) => {
+                let reason = format!("unexpected reply {other:?}");
+                let r = inner.store.mark_failed(entry.id, &reason).await;
+                (OutboxState::Failed { reason }, r)
+            }
+            Err(RequestError::Server(body))
+                if !matches!(
+                    body.code,
+                    ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::Unknown
+                ) =>
+            {
+                // Refused for good: record why, and go on with the next one.
+                let r = inner.store.mark_failed(entry.id, &body.message).await;
+                (
+                    OutboxState::Failed {
+                        reason: body.message,
+                    },
+                    r,
+                )
+            }
+            Err(RequestError::Timeout) => {
+                // Same client_msg_id next time: a late success is not duplicated.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "outbox paused until the connection returns");
+                return;
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "outbox state not saved");
+            return;
+        }
+        let _ = inner
+            .events
+            .send(ClientEvent::Outbox(OutboxEntry { state, ..entry }));
+    }
+}

@@ -1,0 +1,248 @@
+//! The client's data folder: one SQLite file with its identity, cursors and durable outbox.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use veche_protocol::Timestamp;
+
+/// Why the client's local store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("client store: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("client store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The data folder could not be created.
+    #[error("client data folder: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where a composed message stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxState {
+    /// Stored locally, not yet acknowledged by the node.
+    Pending,
+    /// Stored by the node.
+    Sent {
+        /// The node's message id.
+        message_id: String,
+        /// Its sequence number in the discussion.
+        seq: u64,
+    },
+    /// Refused by the node; it will not be sent again.
+    Failed {
+        /// The node's reason.
+        reason: String,
+    },
+}
+
+/// One message in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Local order: messages go out in this order.
+    pub id: i64,
+    /// The id that makes resends safe.
+    pub client_msg_id: String,
+    /// The discussion.
+    pub discussion: String,
+    /// The text as composed.
+    pub text: String,
+    /// The message replied to.
+    pub reply_to: Option<String>,
+    /// Machine-readable data, JSON.
+    pub data: Option<String>,
+    /// Where it stands.
+    pub state: OutboxState,
+    /// When it was composed.
+    pub created_at: Timestamp,
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    id: i64,
+    client_msg_id: String,
+    discussion_id: String,
+    text: String,
+    reply_to: Option<String>,
+    data: Option<String>,
+    state: String,
+    message_id: Option<String>,
+    seq: Option<i64>,
+    error: Option<String>,
+    created_at: i64,
+}
+
+impl From<OutboxRow> for OutboxEntry {
+    fn from(r: OutboxRow) -> Self {
+        let state = match r.state.as_str() {
+            "sent" => OutboxState::Sent {
+                message_id: r.message_id.unwrap_or_default(),
+                seq: u64::try_from(r.seq.unwrap_or(0)).unwrap_or(0),
+            },
+            "failed" => OutboxState::Failed {
+                reason: r.error.unwrap_or_default(),
+            },
+            _ => OutboxState::Pending,
+        };
+        Self {
+            id: r.id,
+            client_msg_id: r.client_msg_id,
+            discussion: r.discussion_id,
+            text: r.text,
+            reply_to: r.reply_to,
+            data: r.data,
+            state,
+            created_at: Timestamp(r.created_at),
+        }
+    }
+}
+
+/// The client's local store.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientStore {
+    pool: SqlitePool,
+}
+
+impl ClientStore {
+    pub(crate) async fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(dir.join("client.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM state WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub(crate) async fn set(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn cursors(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT discussion_id, seq FROM cursors ORDER BY discussion_id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Moves a cursor forward (never back).
+    pub(crate) async fn advance_cursor(
+        &self,
+        discussion: &str,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO cursors (discussion_id, seq) VALUES (?, ?) \
+             ON CONFLICT (discussion_id) DO UPDATE SET seq = MAX(cursors.seq, excluded.seq)",
+        )
+        .bind(discussion)
+        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn forget_cursor(&self, discussion: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM cursors WHERE discussion_id = ?")
+            .bind(discussion)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes a composed message; it is durable when this returns.
+    pub(crate) async fn enqueue(
+        &self,
+        discussion: &str,
+        text: &str,
+        reply_to: Option<&str>,
+        data: Option<&str>,
+    ) -> Result<OutboxEntry, StoreError> {
+        let client_msg_id = uuid::Uuid::now_v7().to_string();
+        let row: OutboxRow = sqlx::query_as(
+            "INSERT INTO outbox (client_msg_id, discussion_id, text, reply_to, data, state, created_at) \
+             VALUES (?, ?, ?, ?, ?, 'pending', ?) RETURNING *",
+        )
+        .bind(&client_msg_id)
+        .bind(discussion)
+        .bind(text)
+        .bind(reply_to)
+        .bind(data)
+        .bind(Timestamp::now().as_millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.into())
+    }
+
+    /// The oldest pending message.
+    pub(crate) async fn next_pending(&self) -> Result<Option<OutboxEntry>, StoreError> {
+        let row: Option<OutboxRow> =
+            sqlx::query_as("SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(Into::into))
+    }
+
+    pub(crate) async fn mark_sent(
+        &self,
+        id: i64,
+        message_id: &str,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET state = 'sent', message_id = ?, seq = ?, error = NULL WHERE id = ?",
+        )
+        .bind(message_id)
+        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn mark_failed(&self, id: i64, reason: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET state = 'failed', error = ? WHERE id = ?")
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows: Vec<OutboxRow> = sqlx::query_as("SELECT * FROM outbox ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+}

@@ -1,0 +1,212 @@
+use std::time::Duration;
+
+use veche_client::protocol::Request;
+use veche_client::protocol::discussions::Change;
+use veche_client::{Client, ClientEvent, ConnectionState, OutboxState};
+use veche_node::test_utils::TestNode;
+
+use crate::support::{PASSWORD, client_config, discussion, login, subscribe, within};
+
+/// Waits until the client reports `state`.
+async fn reach(client: &Client, state: ConnectionState) -> anyhow::Result<()> {
+    let mut rx = client.state();
+    within(60, "connection state", rx.wait_for(|s| *s == state)).await??;
+    Ok(())
+}
+
+/// Waits until no message of the outbox is pending; returns the outbox.
+async fn drained(client: &Client) -> anyhow::Result<Vec<veche_client::OutboxEntry>> {
+    within(120, "outbox drained", async {
+        loop {
+            let outbox = client.outbox().await?;
+            if outbox.iter().all(|e| e.state != OutboxState::Pending) {
+                return anyhow::Ok(outbox);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await?
+}
+
+/// Every message text of a discussion, oldest first, paging history back.
+async fn texts(conn: &veche_client::Connection, discussion: &str) -> anyhow::Result<Vec<String>> {
+    let mut before = None;
+    let mut all = Vec::new();
+    loop {
+        let reply = conn
+            .request(Request::History {
+                discussion: discussion.to_owned(),
+                before,
+                limit: 500,
+            })
+            .await?;
+        let veche_client::protocol::Reply::Events { events, more } = reply else {
+            anyhow::bail!("expected events");
+        };
+        before = events.first().map(|e| e.seq);
+        let mut page: Vec<String> = events
+            .into_iter()
+            .filter_map(|e| match e.change {
+                Change::MessagePosted { message } => message.text,
+                _ => None,
+            })
+            .collect();
+        page.append(&mut all);
+        all = page;
+        if !more {
+            return Ok(all);
+        }
+    }
+}
+
+#[tokio::test]
+async fn five_hundred_messages_written_while_the_node_is_down_arrive_once_in_order()
+-> anyhow::Result<()> {
+    let _guard = subscribe();
+    let mut node = TestNode::spawn().await?;
+    node.add_user("writer", PASSWORD, false).await?;
+    node.add_user("reader", PASSWORD, false).await?;
+    let (reader, _) = login(&node, "reader", PASSWORD, "r").await?;
+    let dialog = discussion(
+        &reader,
+        Request::OpenDialog {
+            with: "writer".into(),
+        },
+    )
+    .await?;
+    drop(reader);
+
+    let dir = tempfile::tempdir()?;
+    let client = Client::open(dir.path(), client_config(&node)).await?;
+    client.login("writer", PASSWORD, "laptop").await?;
+    client.start();
+    reach(&client, ConnectionState::Online).await?;
+
+    let addr = node.quic_addr();
+    node.stop().await;
+    reach(&client, ConnectionState::Connecting).await?;
+    let texts_sent: Vec<String> = (0..500).map(|i| format!("сообщение {i}")).collect();
+    for t in &texts_sent {
+        client.send(&dialog.id, t, None).await?;
+    }
+    assert!(
+        client
+            .outbox()
+            .await?
+            .iter()
+            .all(|e| e.state == OutboxState::Pending)
+    );
+
+    node.start_again_at_same_address(addr).await?;
+    let outbox = drained(&client).await?;
+    assert!(
+        outbox
+            .iter()
+            .all(|e| matches!(e.state, OutboxState::Sent { .. })),
+        "all sent"
+    );
+    let seqs: Vec<u64> = outbox
+        .iter()
+        .filter_map(|e| match e.state {
+            OutboxState::Sent { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "in the order they were written"
+    );
+
+    let (reader, _) = login(&node, "reader", PASSWORD, "r").await?;
+    assert_eq!(
+        texts(&reader, &dialog.id).await?,
+        texts_sent,
+        "each once, in order"
+    );
+    client.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restarted_client_sends_its_outbox_on_the_next_connection_once() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    node.add_user("ann", PASSWORD, false).await?;
+    node.add_user("ben", PASSWORD, false).await?;
+    let (ben, _) = login(&node, "ben", PASSWORD, "b").await?;
+    let dialog = discussion(&ben, Request::OpenDialog { with: "ann".into() }).await?;
+    let dir = tempfile::tempdir()?;
+
+    // Composed while not connected; the program then exits.
+    let first = Client::open(dir.path(), client_config(&node)).await?;
+    first.login("ann", PASSWORD, "desk").await?;
+    for t in ["раз", "два", "три"] {
+        first.send(&dialog.id, t, None).await?;
+    }
+    first.shutdown().await;
+
+    let second = Client::open(dir.path(), client_config(&node)).await?;
+    assert_eq!(
+        second.outbox().await?.len(),
+        3,
+        "the outbox survived the restart"
+    );
+    second.start();
+    drained(&second).await?;
+    second.shutdown().await;
+
+    // A third start finds nothing to send.
+    let third = Client::open(dir.path(), client_config(&node)).await?;
+    third.start();
+    reach(&third, ConnectionState::Online).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    third.shutdown().await;
+    assert_eq!(texts(&ben, &dialog.id).await?, vec!["раз", "два", "три"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refused_message_is_marked_failed_and_the_rest_still_go_out() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    node.add_user("cat", PASSWORD, false).await?;
+    node.add_user("dog", PASSWORD, false).await?;
+    let (dog, _) = login(&node, "dog", PASSWORD, "d").await?;
+    let dialog = discussion(&dog, Request::OpenDialog { with: "cat".into() }).await?;
+    let dir = tempfile::tempdir()?;
+    let client = Client::open(dir.path(), client_config(&node)).await?;
+    client.login("cat", PASSWORD, "phone").await?;
+    let mut events = client.subscribe();
+    client.send(&dialog.id, "первое", None).await?;
+    client.send(&dialog.id, &"я".repeat(10_000), None).await?;
+    client.send(&dialog.id, "третье", None).await?;
+    client.start();
+    let outbox = drained(&client).await?;
+    assert!(matches!(outbox[0].state, OutboxState::Sent { .. }));
+    match &outbox[1].state {
+        OutboxState::Failed { reason } => assert!(reason.contains("16384"), "{reason}"),
+        other => anyhow::bail!("the long message should fail, got {other:?}"),
+    }
+    assert!(matches!(outbox[2].state, OutboxState::Sent { .. }));
+    assert_eq!(texts(&dog, &dialog.id).await?, vec!["первое", "третье"]);
+
+    // The application saw the state changes, and its own messages live, once each.
+    let mut failed = 0;
+    let mut posted = Vec::new();
+    while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await
+    {
+        match event {
+            ClientEvent::Outbox(e) if matches!(e.state, OutboxState::Failed { .. }) => failed += 1,
+            ClientEvent::Server(veche_client::protocol::Event::Discussion { event }) => {
+                if let Change::MessagePosted { message } = event.change {
+                    posted.push(message.text.unwrap_or_default());
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(failed, 1);
+    assert_eq!(posted, vec!["первое", "третье"]);
+    client.shutdown().await;
+    Ok(())
+}
