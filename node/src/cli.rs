@@ -14,9 +14,14 @@ use crate::data_dir::{DataDir, LockError};
 use crate::node::{self, RunningNode, StartError, StartInfo};
 use crate::{admin, logging};
 
-/// Veche: a self-hosted messaging node for companies that run on business software.
+/// Veche: a self-hosted messaging node for companies that run on business software, and its
+/// client.
 #[derive(Debug, Parser)]
-#[command(name = "veche", version, about)]
+#[command(
+    name = "veche",
+    version,
+    about = "Veche: the messaging node (serve, admin, config) and its client (login, chat, send, tail, history)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,6 +42,8 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    #[command(flatten)]
+    Client(veche_chat::cli::ClientCommand),
 }
 
 /// Where the data folder and configuration are.
@@ -167,6 +174,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { location, command } => admin_command(&location, command, out).await,
+        Command::Client(command) => veche_chat::cli::run(command, out).await,
     }
 }
 

@@ -1,0 +1,377 @@
+//! Scriptable client commands: `veche login`, `discussions`, `send`, `tail`, `history`, `chat`.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use veche_client::protocol::discussions::{Change, DiscussionEvent, DiscussionInfo};
+use veche_client::protocol::{Event, Reply, Request};
+use veche_client::{Client, ClientEvent, OutboxState};
+
+use crate::profile::client_dir;
+use crate::{Profile, SendKey};
+
+/// Where the client keeps its profile, session and outbox.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ClientDir {
+    /// The client folder [default: $VECHE_CLIENT_DIR or ~/.local/share/veche-client].
+    #[arg(long = "profile")]
+    dir: Option<PathBuf>,
+}
+
+/// Client commands.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Log in to a node and remember it.
+    Login {
+        /// The node's QUIC address, host:port.
+        #[arg(long)]
+        server: SocketAddr,
+        /// The name in the node's certificate.
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+        /// Trust the node's CA certificate (its `tls/ca.pem`).
+        #[arg(long, conflicts_with = "fingerprint")]
+        ca: Option<PathBuf>,
+        /// Or trust exactly the certificate with this SHA-256 fingerprint.
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// Login.
+        #[arg(long)]
+        user: String,
+        /// Read the password from this file ('-' for standard input).
+        #[arg(long, default_value = "-")]
+        password_file: PathBuf,
+        /// This device's name, as administrators see it.
+        #[arg(long, default_value = "veche-cli")]
+        device_name: String,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// List discussions, most recent activity first.
+    Discussions {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Send a message (through the outbox: if the node is unreachable it goes out later).
+    Send {
+        /// Discussion id, title, or the other user of a dialog.
+        discussion: String,
+        /// The text.
+        text: String,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Print a discussion's live events.
+    Tail {
+        /// Discussion id, title, or the other user of a dialog.
+        discussion: String,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Print a discussion's recent history.
+    History {
+        /// Discussion id, title, or the other user of a dialog.
+        discussion: String,
+        /// How many events.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// The full-screen terminal client.
+    Chat {
+        /// Which key sends (the others insert a new line); remembered in the profile.
+        #[arg(long, value_enum)]
+        send_key: Option<SendKey>,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+}
+
+/// Runs a client command, printing to `out`.
+pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    match command {
+        ClientCommand::Login {
+            server,
+            server_name,
+            ca,
+            fingerprint,
+            user,
+            password_file,
+            device_name,
+            dir,
+        } => {
+            if ca.is_none() && fingerprint.is_none() {
+                bail!(
+                    "give --ca (the node's tls/ca.pem) or --fingerprint (its certificate's SHA-256)"
+                );
+            }
+            let dir = client_dir(dir.dir.as_deref());
+            let profile = Profile {
+                server,
+                server_name,
+                ca_file: ca,
+                fingerprint,
+                send_key: Profile::load(&dir).map(|p| p.send_key).unwrap_or_default(),
+                sound_command: Profile::load(&dir).ok().and_then(|p| p.sound_command),
+            };
+            let password = read_password(&password_file)?;
+            let client = Client::open(&dir, profile.client_config()?).await?;
+            let logged = client.login(&user, &password, &device_name).await?;
+            client.shutdown().await;
+            profile.save(&dir)?;
+            writeln!(
+                out,
+                "logged in as {} ({})",
+                logged.user.id, logged.user.display_name
+            )?;
+        }
+        ClientCommand::Discussions { json, dir } => {
+            let (client, _) = open(&dir).await?;
+            let conn = client.connect_once().await?;
+            let discussions = list(&conn).await?;
+            let me = client.user().await?.unwrap_or_default();
+            for d in &discussions {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(d)?)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{}\t{}\t{} unread\t{}",
+                        d.id,
+                        name(d, &me),
+                        d.unread,
+                        d.last_activity_at
+                    )?;
+                }
+            }
+            client.shutdown().await;
+        }
+        ClientCommand::Send {
+            discussion,
+            text,
+            dir,
+        } => {
+            let (client, _) = open(&dir).await?;
+            // Resolve the name while connected, if we can; an id works offline too.
+            let id = match client.connect_once().await {
+                Ok(conn) => resolve(&conn, &client, &discussion).await?,
+                Err(_) => discussion.clone(),
+            };
+            let entry = client.send(&id, &text, None).await?;
+            client.start();
+            let state = wait_for(&client, entry.id, Duration::from_secs(15)).await?;
+            client.shutdown().await;
+            match state {
+                OutboxState::Sent { message_id, seq } => {
+                    writeln!(out, "sent {message_id} (seq {seq})")?
+                }
+                OutboxState::Pending => writeln!(
+                    out,
+                    "queued: the node is unreachable; it goes out with the next command that connects"
+                )?,
+                OutboxState::Failed { reason } => bail!("refused: {reason}"),
+            }
+        }
+        ClientCommand::Tail {
+            discussion,
+            json,
+            count,
+            dir,
+        } => {
+            let (client, _) = open(&dir).await?;
+            let conn = client.connect_once().await?;
+            let id = resolve(&conn, &client, &discussion).await?;
+            // Object discussions deliver live events to connections that watch them.
+            let _ = conn
+                .request(Request::Watch {
+                    discussion: id.clone(),
+                    watch: true,
+                })
+                .await;
+            let mut printed = 0;
+            while let Some(event) = conn.next_event().await {
+                if let Event::Discussion { event } = &event
+                    && event.discussion == id
+                {
+                    print_event(out, event, json)?;
+                    out.flush()?;
+                    printed += 1;
+                    if count.is_some_and(|c| printed >= c) {
+                        break;
+                    }
+                }
+            }
+            client.shutdown().await;
+        }
+        ClientCommand::History {
+            discussion,
+            limit,
+            json,
+            dir,
+        } => {
+            let (client, _) = open(&dir).await?;
+            let conn = client.connect_once().await?;
+            let id = resolve(&conn, &client, &discussion).await?;
+            let reply = conn
+                .request(Request::History {
+                    discussion: id,
+                    before: None,
+                    limit,
+                })
+                .await?;
+            let Reply::Events { events, .. } = reply else {
+                bail!("unexpected reply")
+            };
+            for e in &events {
+                print_event(out, e, json)?;
+            }
+            client.shutdown().await;
+        }
+        ClientCommand::Chat { send_key, dir } => {
+            let (client, mut profile) = open(&dir).await?;
+            if let Some(key) = send_key {
+                profile.send_key = key;
+                profile.save(&client_dir(dir.dir.as_deref()))?;
+            }
+            let me = client
+                .user()
+                .await?
+                .context("not logged in: run `veche login` first")?;
+            crate::tui::run(client, me, &profile).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn open(dir: &ClientDir) -> anyhow::Result<(Client, Profile)> {
+    let dir = client_dir(dir.dir.as_deref());
+    let profile = Profile::load(&dir)?;
+    let client = Client::open(&dir, profile.client_config()?).await?;
+    Ok((client, profile))
+}
+
+fn read_password(path: &PathBuf) -> anyhow::Result<String> {
+    let mut line = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password")?;
+    } else {
+        line = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        line.truncate(line.find('\n').unwrap_or(line.len()));
+    }
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(password)
+}
+
+async fn list(conn: &veche_client::Connection) -> anyhow::Result<Vec<DiscussionInfo>> {
+    match conn.request(Request::ListDiscussions).await? {
+        Reply::Discussions { discussions } => Ok(discussions),
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+fn name(d: &DiscussionInfo, me: &str) -> String {
+    if d.title.is_empty() {
+        d.members
+            .iter()
+            .map(|m| m.user.as_str())
+            .find(|u| *u != me)
+            .unwrap_or("")
+            .to_owned()
+    } else {
+        d.title.clone()
+    }
+}
+
+/// A discussion id from an id, a title, or the other user of a dialog (`login` or `login@node`).
+async fn resolve(
+    conn: &veche_client::Connection,
+    client: &Client,
+    what: &str,
+) -> anyhow::Result<String> {
+    let me = client.user().await?.unwrap_or_default();
+    let discussions = list(conn).await?;
+    if let Some(d) = discussions.iter().find(|d| d.id == what) {
+        return Ok(d.id.clone());
+    }
+    let matches: Vec<&DiscussionInfo> = discussions
+        .iter()
+        .filter(|d| {
+            let n = name(d, &me);
+            n == what || n.split('@').next() == Some(what)
+        })
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one.id.clone()),
+        [] if what.contains('@') && !what.contains(' ') => Ok(what.to_owned()),
+        [] => bail!("no discussion named {what:?} in your list"),
+        _ => bail!("{what:?} names several discussions; use the id"),
+    }
+}
+
+/// Waits until outbox entry `id` leaves the pending state, or `limit` passes.
+async fn wait_for(client: &Client, id: i64, limit: Duration) -> anyhow::Result<OutboxState> {
+    let mut events = client.subscribe();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(entry) = client.outbox().await?.into_iter().find(|e| e.id == id)
+            && entry.state != OutboxState::Pending
+        {
+            return Ok(entry.state);
+        }
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Err(_) => return Ok(OutboxState::Pending),
+            Ok(Ok(ClientEvent::Outbox(_) | ClientEvent::State(_)) | Err(_)) => {}
+            Ok(Ok(ClientEvent::Server(_))) => {}
+        }
+    }
+}
+
+fn print_event(out: &mut dyn Write, e: &DiscussionEvent, json: bool) -> anyhow::Result<()> {
+    if json {
+        writeln!(out, "{}", serde_json::to_string(e)?)?;
+        return Ok(());
+    }
+    let who = e.actor.split('@').next().unwrap_or(&e.actor);
+    let what = match &e.change {
+        Change::MessagePosted { message } => {
+            message.text.clone().unwrap_or_else(|| "[deleted]".into())
+        }
+        Change::MessageEdited { text, .. } => {
+            format!("(edited) {}", text.clone().unwrap_or_default())
+        }
+        Change::MessageDeleted { .. } => "(deleted a message)".into(),
+        Change::ReactionAdded { emoji, .. } => format!("(reacted {emoji})"),
+        Change::ReactionRemoved { emoji, .. } => format!("(removed {emoji})"),
+        Change::TitleChanged { title } => format!("(renamed to {title})"),
+        Change::MembersAdded { users } => format!("(added {})", users.join(", ")),
+        Change::MemberRemoved { user } => format!("(removed {user})"),
+        Change::Created { .. } => "(created the discussion)".into(),
+        Change::Unknown => "(something this client does not know)".into(),
+    };
+    writeln!(out, "{}\t#{}\t{who}: {what}", e.at, e.seq)?;
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! The Veche terminal client (`veche chat`) and the scriptable client commands
+//! (`veche login`, `discussions`, `send`, `tail`, `history`), built on the client SDK.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod cli;
+mod profile;
+pub mod tui;
+
+pub use profile::{Profile, SendKey};

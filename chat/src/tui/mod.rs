@@ -1,0 +1,13 @@
+//! `veche chat`: a full-screen terminal client.
+//!
+//! [`App`] is the whole state and its transitions (keys in, commands out; events in); it does
+//! no IO, so tests drive it directly and render it with ratatui's `TestBackend`. `run` wires it
+//! to a real terminal and the client SDK.
+
+mod app;
+mod run;
+mod ui;
+
+pub use app::{App, Command, Focus, Line, Mode, Pending};
+pub use run::run;
+pub use ui::draw;

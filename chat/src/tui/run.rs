@@ -1,0 +1,197 @@
+use std::io::Write;
+
+use ratatui::crossterm::event::{
+    self, Event as TermEvent, KeyEventKind, KeyboardEnhancementFlags, PopKeyboardEnhancementFlags,
+    PushKeyboardEnhancementFlags,
+};
+use ratatui::crossterm::execute;
+use tokio::sync::{broadcast, mpsc};
+use veche_client::protocol::{Reply, Request};
+use veche_client::{Client, ClientEvent, ConnectionState};
+
+use super::app::{App, Command};
+use super::ui::draw;
+use crate::Profile;
+
+/// Messages loaded when a discussion is opened, and per PgUp.
+const PAGE: u32 = 100;
+
+/// Runs the terminal client until the user quits.
+pub async fn run(client: Client, me: String, profile: &Profile) -> anyhow::Result<()> {
+    client.start();
+    let mut events = client.subscribe();
+    let mut app = App::new(&me, profile.send_key);
+    for entry in client.outbox().await? {
+        app.on_outbox(&entry);
+    }
+
+    let mut terminal = ratatui::init();
+    // Lets terminals that support it tell Ctrl+Enter from Enter.
+    let _ = execute!(
+        std::io::stdout(),
+        PushKeyboardEnhancementFlags(KeyboardEnhancementFlags::DISAMBIGUATE_ESCAPE_CODES)
+    );
+    let (keys_tx, mut keys) = mpsc::channel(64);
+    std::thread::spawn(move || {
+        loop {
+            match event::read() {
+                Ok(TermEvent::Key(key)) if key.kind != KeyEventKind::Release => {
+                    if keys_tx.blocking_send(key).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+
+    let result = async {
+        loop {
+            terminal.draw(|frame| draw(frame, &app))?;
+            if app.bell {
+                app.bell = false;
+                ring(profile);
+            }
+            let command = tokio::select! {
+                key = keys.recv() => match key {
+                    Some(key) => app.on_key(key),
+                    None => Some(Command::Quit),
+                },
+                event = events.recv() => match event {
+                    Ok(ClientEvent::Server(event)) => app.on_event(&event),
+                    Ok(ClientEvent::Outbox(entry)) => {
+                        app.on_outbox(&entry);
+                        None
+                    }
+                    Ok(ClientEvent::State(state)) => {
+                        app.connection = state;
+                        if state == ConnectionState::Online {
+                            refresh(&client, &mut app).await
+                        } else {
+                            None
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => refresh(&client, &mut app).await,
+                    Err(broadcast::error::RecvError::Closed) => Some(Command::Quit),
+                },
+            };
+            let mut next = command;
+            while let Some(command) = next.take() {
+                if command == Command::Quit {
+                    return anyhow::Ok(());
+                }
+                next = execute_command(&client, &mut app, command).await;
+            }
+        }
+    }
+    .await;
+
+    let _ = execute!(std::io::stdout(), PopKeyboardEnhancementFlags);
+    ratatui::restore();
+    client.shutdown().await;
+    result
+}
+
+/// Reloads the discussion list (after connecting, or after missing events).
+async fn refresh(client: &Client, app: &mut App) -> Option<Command> {
+    match client.request(Request::ListDiscussions).await {
+        Ok(Reply::Discussions { discussions }) => app.set_discussions(discussions),
+        Ok(_) => None,
+        Err(e) => {
+            app.notice = e.to_string();
+            None
+        }
+    }
+}
+
+/// Does what the user asked; may ask for one more step.
+async fn execute_command(client: &Client, app: &mut App, command: Command) -> Option<Command> {
+    let outcome = match command {
+        Command::Open(discussion) => {
+            let request = Request::History {
+                discussion: discussion.clone(),
+                before: None,
+                limit: PAGE,
+            };
+            match client.request(request).await {
+                Ok(Reply::Events { events, more }) => {
+                    app.set_history(&discussion, &events, more, false);
+                    let seq = events.last().map(|e| e.seq)?;
+                    return Some(Command::MarkRead { discussion, seq });
+                }
+                other => other.map(|_| ()),
+            }
+        }
+        Command::LoadOlder { discussion, before } => {
+            let request = Request::History {
+                discussion: discussion.clone(),
+                before: Some(before),
+                limit: PAGE,
+            };
+            match client.request(request).await {
+                Ok(Reply::Events { events, more }) => {
+                    app.set_history(&discussion, &events, more, true);
+                    Ok(())
+                }
+                other => other.map(|_| ()),
+            }
+        }
+        Command::Send {
+            discussion,
+            text,
+            reply_to,
+        } => client
+            .send(&discussion, &text, reply_to.as_deref())
+            .await
+            .map(|entry| app.on_outbox(&entry)),
+        Command::Edit {
+            discussion,
+            message_id,
+            text,
+        } => client
+            .request(Request::Edit {
+                discussion,
+                message_id,
+                text,
+            })
+            .await
+            .map(|_| ()),
+        Command::Delete {
+            discussion,
+            message_id,
+        } => client
+            .request(Request::Delete {
+                discussion,
+                message_id,
+            })
+            .await
+            .map(|_| ()),
+        Command::MarkRead { discussion, seq } => client
+            .request(Request::MarkRead { discussion, seq })
+            .await
+            .map(|_| ()),
+        Command::Quit => Ok(()),
+    };
+    if let Err(e) = outcome {
+        app.notice = e.to_string();
+    }
+    None
+}
+
+/// The bell, or the configured sound command.
+fn ring(profile: &Profile) {
+    match &profile.sound_command {
+        Some(command) => {
+            let _ = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .spawn();
+        }
+        None => {
+            let mut out = std::io::stdout();
+            let _ = out.write_all(b"\x07");
+            let _ = out.flush();
+        }
+    }
+}
