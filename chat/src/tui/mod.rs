@@ -11,3 +11,6 @@ mod ui;
 pub use app::{App, Command, Focus, Line, Mode, Pending};
 pub use run::run;
 pub use ui::draw;
+
+#[cfg(test)]
+mod tests;
