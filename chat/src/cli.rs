@@ -169,14 +169,16 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
             dir,
         } => {
             let (client, _) = open(&dir).await?;
-            // Resolve the name while connected, if we can; an id works offline too.
-            let id = match client.connect_once().await {
-                Ok(conn) => resolve(&conn, &client, &discussion).await?,
-                Err(_) => discussion.clone(),
+            // An id works offline; a name is resolved while connected.
+            let id = if looks_like_id(&discussion) {
+                discussion.clone()
+            } else {
+                let conn = client.connect_once().await?;
+                resolve(&conn, &client, &discussion).await?
             };
             let entry = client.send(&id, &text, None).await?;
             client.start();
-            let state = wait_for(&client, entry.id, Duration::from_secs(15)).await?;
+            let state = wait_for(&client, entry.id).await?;
             client.shutdown().await;
             match state {
                 OutboxState::Sent { message_id, seq } => {
@@ -332,18 +334,35 @@ async fn resolve(
     }
 }
 
-/// Waits until outbox entry `id` leaves the pending state, or `limit` passes.
-async fn wait_for(client: &Client, id: i64, limit: Duration) -> anyhow::Result<OutboxState> {
+/// A discussion id: `<32 hex digits>@<node>`.
+fn looks_like_id(s: &str) -> bool {
+    s.split_once('@').is_some_and(|(id, node)| {
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && !node.is_empty()
+    })
+}
+
+/// Waits until outbox entry `id` leaves the pending state. Gives up (leaving it queued) if the
+/// client is not online within 5 s, or after 15 s in all.
+async fn wait_for(client: &Client, id: i64) -> anyhow::Result<OutboxState> {
     let mut events = client.subscribe();
-    let deadline = tokio::time::Instant::now() + limit;
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(15);
+    let mut state = client.state();
     loop {
+        if started.elapsed() > Duration::from_secs(5)
+            && *state.borrow_and_update() != veche_client::ConnectionState::Online
+        {
+            return Ok(OutboxState::Pending);
+        }
         if let Some(entry) = client.outbox().await?.into_iter().find(|e| e.id == id)
             && entry.state != OutboxState::Pending
         {
             return Ok(entry.state);
         }
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Err(_) => return Ok(OutboxState::Pending),
+        let tick = (tokio::time::Instant::now() + Duration::from_millis(500)).min(deadline);
+        match tokio::time::timeout_at(tick, events.recv()).await {
+            Err(_) if tick == deadline => return Ok(OutboxState::Pending),
+            Err(_) => {}
             Ok(Ok(ClientEvent::Outbox(_) | ClientEvent::State(_)) | Err(_)) => {}
             Ok(Ok(ClientEvent::Server(_))) => {}
         }

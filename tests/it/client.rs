@@ -210,3 +210,104 @@ async fn a_refused_message_is_marked_failed_and_the_rest_still_go_out() -> anyho
     client.shutdown().await;
     Ok(())
 }
+
+async fn veche(args: &[&str]) -> anyhow::Result<String> {
+    let mut out = Vec::new();
+    let mut argv = vec!["veche"];
+    argv.extend_from_slice(args);
+    veche_node::cli::run_args(argv, &mut out).await?;
+    Ok(String::from_utf8(out)?)
+}
+
+#[tokio::test]
+async fn the_scriptable_client_logs_in_sends_tails_and_reads_history() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let mut node = TestNode::spawn().await?;
+    node.add_user("ann", PASSWORD, false).await?;
+    node.add_user("ben", PASSWORD, false).await?;
+    let (ben, _) = login(&node, "ben", PASSWORD, "b").await?;
+    let dialog = discussion(&ben, Request::OpenDialog { with: "ann".into() }).await?;
+
+    let dir = tempfile::tempdir()?;
+    let profile = dir.path().join("client");
+    let profile = profile.to_str().unwrap_or_default().to_owned();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n"))?;
+    let addr = node.quic_addr().to_string();
+    let ca = node.ca_path();
+    let out = veche(&[
+        "login",
+        "--server",
+        &addr,
+        "--ca",
+        ca.to_str().unwrap_or_default(),
+        "--user",
+        "ann",
+        "--password-file",
+        pw.to_str().unwrap_or_default(),
+        "--profile",
+        &profile,
+    ])
+    .await?;
+    assert!(out.contains("logged in as ann@test.local"), "{out}");
+
+    let out = veche(&["discussions", "--profile", &profile]).await?;
+    assert!(
+        out.contains(&dialog.id) && out.contains("ben@test.local"),
+        "{out}"
+    );
+
+    // A dialog is named by the other user.
+    let out = veche(&[
+        "send",
+        "ben",
+        "Привет из командной строки :wave:",
+        "--profile",
+        &profile,
+    ])
+    .await?;
+    assert!(out.starts_with("sent "), "{out}");
+
+    // `tail` prints what arrives live.
+    let tail_args = ["tail", "ben", "--count", "1", "--profile", &profile];
+    let (tailed, posted) = tokio::join!(within(30, "tail", veche(&tail_args)), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        crate::support::post(&ben, &dialog.id, "b1", "Ответ Бена").await
+    });
+    posted?;
+    let tailed = tailed??;
+    assert!(tailed.contains("ben: Ответ Бена"), "{tailed}");
+
+    // With the node down, `send` queues; the next command that connects sends it first.
+    let addr = node.quic_addr();
+    node.stop().await;
+    let out = veche(&[
+        "send",
+        &dialog.id,
+        "написано без связи",
+        "--profile",
+        &profile,
+    ])
+    .await?;
+    assert!(out.starts_with("queued"), "{out}");
+    node.start_again_at_same_address(addr).await?;
+    let out = veche(&["send", &dialog.id, "и после", "--profile", &profile]).await?;
+    assert!(out.starts_with("sent "), "{out}");
+
+    let out = veche(&["history", "ben", "--json", "--profile", &profile]).await?;
+    let texts: Vec<String> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["change"]["message"]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            "Привет из командной строки 👋",
+            "Ответ Бена",
+            "написано без связи",
+            "и после"
+        ]
+    );
+    Ok(())
+}
