@@ -61,7 +61,7 @@ pub enum ClientCommand {
     },
     /// Send a message (through the outbox: if the node is unreachable it goes out later).
     Send {
-        /// Discussion id, title, or the other user of a dialog.
+        /// Discussion id, title, or a user (opens the dialog with them).
         discussion: String,
         /// The text.
         text: String,
@@ -328,8 +328,16 @@ async fn resolve(
         .collect();
     match matches.as_slice() {
         [one] => Ok(one.id.clone()),
-        [] if what.contains('@') && !what.contains(' ') => Ok(what.to_owned()),
-        [] => bail!("no discussion named {what:?} in your list"),
+        // Not in the list: a user's name opens (or creates) the dialog with them.
+        [] => match conn
+            .request(Request::OpenDialog {
+                with: what.to_owned(),
+            })
+            .await
+        {
+            Ok(Reply::Discussion { discussion }) => Ok(discussion.id),
+            _ => bail!("no discussion or user named {what:?}"),
+        },
         _ => bail!("{what:?} names several discussions; use the id"),
     }
 }

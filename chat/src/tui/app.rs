@@ -199,6 +199,11 @@ impl App {
         } else {
             self.lines = page;
             self.cursor = None;
+            // Opening a discussion reads it.
+            if let Some(d) = self.discussions.get_mut(self.selected) {
+                d.unread = 0;
+                d.mentions = 0;
+            }
         }
         self.more_history = more;
     }
