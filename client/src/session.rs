@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use tokio::sync::{Notify, broadcast, watch};
-use veche_protocol::discussions::{Cursor, DiscussionEvent, SendMessage};
+use veche_protocol::discussions::{Cursor, DiscussionEvent, DiscussionInfo, SendMessage};
 use veche_protocol::{ErrorCode, Event, Reply, Request};
 
 use crate::store::{ClientStore, OutboxEntry, OutboxState, StoreError};
@@ -203,6 +203,87 @@ impl Client {
             .clone()
             .ok_or(ClientError::Offline)?;
         Ok(conn.request(request).await?)
+    }
+
+    /// The discussion list, most recent activity first.
+    pub async fn discussions(&self) -> Result<Vec<DiscussionInfo>, ClientError> {
+        match self.request(Request::ListDiscussions).await? {
+            Reply::Discussions { discussions } => Ok(discussions),
+            _ => Err(RequestError::UnexpectedReply("list_discussions").into()),
+        }
+    }
+
+    /// A page of history: events before `before` (the latest when `None`), oldest first, and
+    /// whether older ones exist.
+    pub async fn history(
+        &self,
+        discussion: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<(Vec<DiscussionEvent>, bool), ClientError> {
+        let request = Request::History {
+            discussion: discussion.to_owned(),
+            before,
+            limit,
+        };
+        match self.request(request).await? {
+            Reply::Events { events, more } => Ok((events, more)),
+            _ => Err(RequestError::UnexpectedReply("history").into()),
+        }
+    }
+
+    /// Replaces the text of one's own message.
+    pub async fn edit(
+        &self,
+        discussion: &str,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), ClientError> {
+        self.request(Request::Edit {
+            discussion: discussion.to_owned(),
+            message_id: message_id.to_owned(),
+            text: text.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Deletes a message.
+    pub async fn delete(&self, discussion: &str, message_id: &str) -> Result<(), ClientError> {
+        self.request(Request::Delete {
+            discussion: discussion.to_owned(),
+            message_id: message_id.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Adds or removes a reaction (an emoji or a `:shortcode:`).
+    pub async fn react(
+        &self,
+        discussion: &str,
+        message_id: &str,
+        emoji: &str,
+        add: bool,
+    ) -> Result<(), ClientError> {
+        self.request(Request::React {
+            discussion: discussion.to_owned(),
+            message_id: message_id.to_owned(),
+            emoji: emoji.to_owned(),
+            add,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Moves the read marker of a discussion forward.
+    pub async fn mark_read(&self, discussion: &str, seq: u64) -> Result<(), ClientError> {
+        self.request(Request::MarkRead {
+            discussion: discussion.to_owned(),
+            seq,
+        })
+        .await
+        .map(drop)
     }
 
     /// Connects once, for a single request (scripts): resumes the stored session.

@@ -311,3 +311,88 @@ async fn the_scriptable_client_logs_in_sends_tails_and_reads_history() -> anyhow
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_sdk_reads_writes_and_forwards_each_event_once_across_a_reconnect() -> anyhow::Result<()>
+{
+    let _guard = subscribe();
+    let mut node = TestNode::spawn().await?;
+    node.add_user("eva", PASSWORD, false).await?;
+    node.add_user("fil", PASSWORD, false).await?;
+    let dir = tempfile::tempdir()?;
+    let client = Client::open(dir.path(), client_config(&node)).await?;
+    client.login("eva", PASSWORD, "tablet").await?;
+    client.start();
+    reach(&client, ConnectionState::Online).await?;
+    let mut events = client.subscribe();
+
+    let (fil, _) = login(&node, "fil", PASSWORD, "f").await?;
+    let dialog = discussion(&fil, Request::OpenDialog { with: "eva".into() }).await?;
+    crate::support::post(&fil, &dialog.id, "f1", "первое").await?;
+
+    let listed = client.discussions().await?;
+    assert_eq!(
+        listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        vec![dialog.id.as_str()]
+    );
+    let (history, more) = client.history(&dialog.id, None, 50).await?;
+    assert!(!more);
+    let first = history
+        .iter()
+        .find_map(|e| match &e.change {
+            Change::MessagePosted { message } => Some(message.id.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow::anyhow!("history has the message"))?;
+    client.react(&dialog.id, &first, ":+1:", true).await?;
+    client.mark_read(&dialog.id, 2).await?;
+    let mine = client.send(&dialog.id, "моё", None).await?;
+    let sent = drained(&client).await?;
+    let OutboxState::Sent { message_id, .. } = &sent[0].state else {
+        anyhow::bail!("sent")
+    };
+    assert_eq!(sent[0].id, mine.id);
+    client
+        .edit(&dialog.id, message_id, "моё, исправлено")
+        .await?;
+    client.delete(&dialog.id, message_id).await?;
+
+    // The node restarts; a message posted meanwhile arrives once, live or by sync.
+    let addr = node.quic_addr();
+    node.stop().await;
+    reach(&client, ConnectionState::Connecting).await?;
+    node.start_again_at_same_address(addr).await?;
+    let (fil, _) = login(&node, "fil", PASSWORD, "f").await?;
+    crate::support::post(&fil, &dialog.id, "f2", "пока тебя не было").await?;
+    reach(&client, ConnectionState::Online).await?;
+    crate::support::post(&fil, &dialog.id, "f3", "и сейчас").await?;
+
+    let mut seen = Vec::new();
+    let mut last_seq = 0;
+    within(30, "events after the reconnect", async {
+        while !seen.contains(&"и сейчас".to_owned()) {
+            if let ClientEvent::Server(veche_client::protocol::Event::Discussion { event }) =
+                events.recv().await?
+            {
+                assert!(
+                    event.seq > last_seq,
+                    "each event once, in order: {} after {last_seq}",
+                    event.seq
+                );
+                last_seq = event.seq;
+                if let Change::MessagePosted { message } = event.change {
+                    seen.push(message.text.unwrap_or_default());
+                }
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await??;
+    assert_eq!(
+        seen.iter().filter(|t| *t == "пока тебя не было").count(),
+        1,
+        "{seen:?}"
+    );
+    client.shutdown().await;
+    Ok(())
+}

@@ -6,7 +6,6 @@ use ratatui::crossterm::event::{
 };
 use ratatui::crossterm::execute;
 use tokio::sync::{broadcast, mpsc};
-use veche_client::protocol::{Reply, Request};
 use veche_client::{Client, ClientEvent, ConnectionState};
 
 use super::app::{App, Command};
@@ -95,9 +94,8 @@ pub async fn run(client: Client, me: String, profile: &Profile) -> anyhow::Resul
 
 /// Reloads the discussion list (after connecting, or after missing events).
 async fn refresh(client: &Client, app: &mut App) -> Option<Command> {
-    match client.request(Request::ListDiscussions).await {
-        Ok(Reply::Discussions { discussions }) => app.set_discussions(discussions),
-        Ok(_) => None,
+    match client.discussions().await {
+        Ok(discussions) => app.set_discussions(discussions),
         Err(e) => {
             app.notice = e.to_string();
             None
@@ -108,35 +106,18 @@ async fn refresh(client: &Client, app: &mut App) -> Option<Command> {
 /// Does what the user asked; may ask for one more step.
 async fn execute_command(client: &Client, app: &mut App, command: Command) -> Option<Command> {
     let outcome = match command {
-        Command::Open(discussion) => {
-            let request = Request::History {
-                discussion: discussion.clone(),
-                before: None,
-                limit: PAGE,
-            };
-            match client.request(request).await {
-                Ok(Reply::Events { events, more }) => {
-                    app.set_history(&discussion, &events, more, false);
-                    let seq = events.last().map(|e| e.seq)?;
-                    return Some(Command::MarkRead { discussion, seq });
-                }
-                other => other.map(|_| ()),
+        Command::Open(discussion) => match client.history(&discussion, None, PAGE).await {
+            Ok((events, more)) => {
+                app.set_history(&discussion, &events, more, false);
+                let seq = events.last().map(|e| e.seq)?;
+                return Some(Command::MarkRead { discussion, seq });
             }
-        }
-        Command::LoadOlder { discussion, before } => {
-            let request = Request::History {
-                discussion: discussion.clone(),
-                before: Some(before),
-                limit: PAGE,
-            };
-            match client.request(request).await {
-                Ok(Reply::Events { events, more }) => {
-                    app.set_history(&discussion, &events, more, true);
-                    Ok(())
-                }
-                other => other.map(|_| ()),
-            }
-        }
+            Err(e) => Err(e),
+        },
+        Command::LoadOlder { discussion, before } => client
+            .history(&discussion, Some(before), PAGE)
+            .await
+            .map(|(events, more)| app.set_history(&discussion, &events, more, true)),
         Command::Send {
             discussion,
             text,
@@ -149,28 +130,12 @@ async fn execute_command(client: &Client, app: &mut App, command: Command) -> Op
             discussion,
             message_id,
             text,
-        } => client
-            .request(Request::Edit {
-                discussion,
-                message_id,
-                text,
-            })
-            .await
-            .map(|_| ()),
+        } => client.edit(&discussion, &message_id, &text).await,
         Command::Delete {
             discussion,
             message_id,
-        } => client
-            .request(Request::Delete {
-                discussion,
-                message_id,
-            })
-            .await
-            .map(|_| ()),
-        Command::MarkRead { discussion, seq } => client
-            .request(Request::MarkRead { discussion, seq })
-            .await
-            .map(|_| ()),
+        } => client.delete(&discussion, &message_id).await,
+        Command::MarkRead { discussion, seq } => client.mark_read(&discussion, seq).await,
         Command::Quit => Ok(()),
     };
     if let Err(e) = outcome {

@@ -91,9 +91,16 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
             marker,
         ]));
     }
-    // Keep the newest lines in view.
+    // Keep the newest lines in view, or the selected message when one is selected.
     let inner_height = messages_area.height.saturating_sub(2);
-    let scroll = (text.lines.len() as u16).saturating_sub(inner_height);
+    let bottom = (text.lines.len() as u16).saturating_sub(inner_height);
+    let scroll = match (app.focus, app.cursor) {
+        (Focus::Messages, Some(i)) => {
+            let line = i as u16 + u16::from(app.more_history);
+            bottom.min(line.saturating_sub(inner_height / 2))
+        }
+        _ => bottom,
+    };
     let messages_block = Block::bordered().title(title);
     frame.render_widget(
         Paragraph::new(text)
