@@ -174,7 +174,7 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
                 discussion.clone()
             } else {
                 let conn = client.connect_once().await?;
-                resolve(&conn, &client, &discussion).await?
+                resolve(&conn, &client, &discussion, true).await?
             };
             let entry = client.send(&id, &text, None).await?;
             client.start();
@@ -186,7 +186,7 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
                 }
                 OutboxState::Pending => writeln!(
                     out,
-                    "queued: the node is unreachable; it goes out with the next command that connects"
+                    "queued: the node is unreachable; it goes out, in order, with the next `veche send` or while `veche chat` runs"
                 )?,
                 OutboxState::Failed { reason } => bail!("refused: {reason}"),
             }
@@ -199,7 +199,7 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
         } => {
             let (client, _) = open(&dir).await?;
             let conn = client.connect_once().await?;
-            let id = resolve(&conn, &client, &discussion).await?;
+            let id = resolve(&conn, &client, &discussion, false).await?;
             // Object discussions deliver live events to connections that watch them.
             let _ = conn
                 .request(Request::Watch {
@@ -230,7 +230,7 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
         } => {
             let (client, _) = open(&dir).await?;
             let conn = client.connect_once().await?;
-            let id = resolve(&conn, &client, &discussion).await?;
+            let id = resolve(&conn, &client, &discussion, false).await?;
             let reply = conn
                 .request(Request::History {
                     discussion: id,
@@ -313,6 +313,7 @@ async fn resolve(
     conn: &veche_client::Connection,
     client: &Client,
     what: &str,
+    open_dialog: bool,
 ) -> anyhow::Result<String> {
     let me = client.user().await?.unwrap_or_default();
     let discussions = list(conn).await?;
@@ -328,16 +329,21 @@ async fn resolve(
         .collect();
     match matches.as_slice() {
         [one] => Ok(one.id.clone()),
-        // Not in the list: a user's name opens (or creates) the dialog with them.
-        [] => match conn
+        // Not in the list: when sending, a user's name opens (or creates) the dialog with them.
+        [] if open_dialog => match conn
             .request(Request::OpenDialog {
                 with: what.to_owned(),
             })
             .await
         {
             Ok(Reply::Discussion { discussion }) => Ok(discussion.id),
-            _ => bail!("no discussion or user named {what:?}"),
+            Ok(other) => bail!("unexpected reply {other:?}"),
+            Err(e) if e.code() == Some(veche_client::protocol::ErrorCode::NotFound) => {
+                bail!("no discussion or user named {what:?}")
+            }
+            Err(e) => Err(e.into()),
         },
+        [] => bail!("no discussion named {what:?} in your list"),
         _ => bail!("{what:?} names several discussions; use the id"),
     }
 }

@@ -103,9 +103,20 @@ pub enum RequestError {
     /// The node answered with an error.
     #[error("{:?}: {}", .0.code, .0.message)]
     Server(ErrorBody),
+    /// The node ended the connection with this error (not an answer to one request).
+    #[error("the node closed the connection: {:?}: {}", .0.code, .0.message)]
+    ConnectionFailed(ErrorBody),
     /// The connection closed before the answer arrived.
     #[error("connection closed: {0}")]
     Closed(String),
+    /// The request is larger than a frame may be; it was not sent.
+    #[error("the request is {len} bytes; at most {max} can be sent")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// No answer in time.
     #[error("no answer in time")]
     Timeout,
@@ -118,7 +129,7 @@ impl RequestError {
     /// The server's error code, if the server answered with an error.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Server(body) => Some(body.code),
+            Self::Server(body) | Self::ConnectionFailed(body) => Some(body.code),
             _ => None,
         }
     }
@@ -152,7 +163,8 @@ type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<Reply, Error
 pub struct Connection {
     conn: quinn::Connection,
     endpoint: quinn::Endpoint,
-    out: mpsc::Sender<ClientFrame>,
+    /// Encoded request frames for the writer.
+    out: mpsc::Sender<Vec<u8>>,
     pending: Pending,
     next_id: AtomicU64,
     events: tokio::sync::Mutex<mpsc::Receiver<Event>>,
@@ -258,18 +270,24 @@ impl Connection {
     /// Sends a request and waits for its answer.
     pub async fn request(&self, request: Request) -> Result<Reply, RequestError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Encoded here, so that a request too large to send fails alone instead of the stream.
+        let bytes = match frame::encode(
+            &ClientFrame::Request { id, request },
+            frame::DEFAULT_MAX_FRAME,
+        ) {
+            Ok(bytes) => bytes,
+            Err(frame::FrameError::TooLarge { len, max }) => {
+                return Err(RequestError::TooLarge { len, max });
+            }
+            Err(e) => return Err(RequestError::Closed(e.to_string())),
+        };
         let (tx, rx) = oneshot::channel();
         match lock(&self.pending).as_mut() {
             Some(pending) => pending.insert(id, tx),
             None => return Err(self.closed_error()),
         };
         let exchange = async {
-            if self
-                .out
-                .send(ClientFrame::Request { id, request })
-                .await
-                .is_err()
-            {
+            if self.out.send(bytes).await.is_err() {
                 return None;
             }
             Some(rx.await)
@@ -291,7 +309,7 @@ impl Connection {
 
     fn closed_error(&self) -> RequestError {
         if let Some(body) = lock(&self.fatal).clone() {
-            return RequestError::Server(body);
+            return RequestError::ConnectionFailed(body);
         }
         RequestError::Closed(match self.conn.close_reason() {
             Some(reason) => reason.to_string(),
@@ -402,9 +420,9 @@ fn take(pending: &Pending, id: u64) -> Option<oneshot::Sender<Result<Reply, Erro
     lock(pending).as_mut().and_then(|p| p.remove(&id))
 }
 
-async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<ClientFrame>) {
-    while let Some(f) = rx.recv().await {
-        if let Err(e) = frame::write(&mut send, &f, frame::DEFAULT_MAX_FRAME).await {
+async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Vec<u8>>) {
+    while let Some(bytes) = rx.recv().await {
+        if let Err(e) = send.write_all(&bytes).await {
             tracing::debug!(error = %e, "write failed");
             break;
         }

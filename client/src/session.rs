@@ -16,7 +16,12 @@ use crate::{ClientConfig, ConnectError, Connection, LoggedIn, RequestError};
 const DEVICE_ID: &str = "device_id";
 const TOKEN: &str = "session_token";
 const LOGIN: &str = "login";
+const SYNCED: &str = "synced";
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// The node takes at most this many cursors per `sync`.
+const MAX_CURSORS_PER_SYNC: usize = 1000;
+/// Attempts at a message the node failed on internally before it is marked failed.
+const INTERNAL_RETRIES: u32 = 5;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Whether the client is connected.
@@ -60,6 +65,9 @@ pub enum ClientError {
     /// The client is not connected right now.
     #[error("not connected")]
     Offline,
+    /// The profile still has unsent messages of another user.
+    #[error("this profile has unsent messages of {0}; use another profile folder")]
+    OtherUser(String),
 }
 
 /// A client with a data folder of its own.
@@ -79,6 +87,8 @@ struct Inner {
     outbox_work: Notify,
     stop: watch::Sender<bool>,
     running: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Held by the one process that sends this profile's outbox.
+    outbox_lock: Mutex<Option<std::fs::File>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -109,6 +119,7 @@ impl Client {
                 outbox_work: Notify::new(),
                 stop: watch::Sender::new(false),
                 running: Mutex::new(None),
+                outbox_lock: Mutex::new(lock_outbox(dir)),
             }),
         })
     }
@@ -129,6 +140,21 @@ impl Client {
         let logged = conn
             .login(login, password, &self.inner.device_id, device_name)
             .await?;
+        let previous = self.inner.store.get(LOGIN).await?;
+        if previous.as_deref().is_some_and(|p| p != logged.user.id) {
+            let pending = self
+                .inner
+                .store
+                .outbox()
+                .await?
+                .into_iter()
+                .any(|e| e.state == OutboxState::Pending);
+            if pending {
+                conn.close().await;
+                return Err(ClientError::OtherUser(previous.unwrap_or_default()));
+            }
+            self.inner.store.reset_for_new_user().await?;
+        }
         self.inner.store.set(TOKEN, &logged.token).await?;
         self.inner.store.set(LOGIN, &logged.user.id).await?;
         conn.close().await;
@@ -161,6 +187,7 @@ impl Client {
         if let Some(task) = task {
             let _ = task.await;
         }
+        lock(&self.inner.outbox_lock).take();
         self.inner.store.close().await;
     }
 
@@ -300,6 +327,18 @@ impl Client {
     }
 }
 
+/// Takes the profile's outbox lock, unless another process holds it.
+fn lock_outbox(dir: &Path) -> Option<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("outbox.lock"))
+        .ok()?;
+    file.try_lock().ok()?;
+    Some(file)
+}
+
 fn set_state(inner: &Inner, state: ConnectionState) {
     if *inner.state.borrow() != state {
         inner.state.send_replace(state);
@@ -316,13 +355,22 @@ async fn supervise(inner: Arc<Inner>) {
             break;
         }
         set_state(&inner, ConnectionState::Connecting);
-        match connect(&inner).await {
+        let connected = tokio::select! {
+            c = connect(&inner) => c,
+            _ = stop.changed() => break,
+        };
+        match connected {
             Ok(conn) => {
-                backoff = FIRST_BACKOFF;
                 *lock(&inner.current) = Some(conn.clone());
                 set_state(&inner, ConnectionState::Online);
                 tokio::select! {
-                    () = serve(&inner, &conn) => {}
+                    caught_up = serve(&inner, &conn) => {
+                        // Only a connection that got as far as serving resets the backoff, so a
+                        // node that accepts and then fails cannot make the client spin.
+                        if caught_up {
+                            backoff = FIRST_BACKOFF;
+                        }
+                    }
                     _ = stop.changed() => {}
                 }
                 lock(&inner.current).take();
@@ -368,10 +416,10 @@ async fn connect(inner: &Inner) -> Result<Arc<Connection>, ClientError> {
 }
 
 /// One connection's life: catch up, then forward events and drive the outbox until it ends.
-async fn serve(inner: &Arc<Inner>, conn: &Arc<Connection>) {
+async fn serve(inner: &Arc<Inner>, conn: &Arc<Connection>) -> bool {
     if let Err(e) = catch_up(inner, conn).await {
         tracing::debug!(error = %e, "catch-up failed");
-        return;
+        return false;
     }
     let outbox = drive_outbox(inner.clone(), conn.clone());
     let events = async {
@@ -381,39 +429,80 @@ async fn serve(inner: &Arc<Inner>, conn: &Arc<Connection>) {
             }
         }
     };
-    tokio::select! {
-        () = outbox => {}
-        () = events => {}
+    // Only one process drives a profile's outbox (another may be `veche chat`).
+    let drives_outbox = lock(&inner.outbox_lock).is_some();
+    if drives_outbox {
+        tokio::select! {
+            () = outbox => {}
+            () = events => {}
+        }
+    } else {
+        events.await;
     }
+    true
 }
 
 /// Learns discussions created while away and fetches everything missed since the cursors.
 async fn catch_up(inner: &Inner, conn: &Connection) -> Result<(), ClientError> {
     let known: std::collections::HashMap<String, i64> =
         inner.store.cursors().await?.into_iter().collect();
+    // On the very first connection, history is read on demand and live events start now;
+    // afterwards a discussion that appeared while away is fetched from its beginning.
+    let first_time = inner.store.get(SYNCED).await?.is_none();
     if let Reply::Discussions { discussions } = conn.request(Request::ListDiscussions).await? {
-        for d in discussions {
+        let listed: std::collections::HashSet<&str> =
+            discussions.iter().map(|d| d.id.as_str()).collect();
+        for gone in known.keys().filter(|k| !listed.contains(k.as_str())) {
+            inner.store.forget_cursor(gone).await?;
+        }
+        for d in &discussions {
             if !known.contains_key(&d.id) {
-                // New to this client: it reads history on demand; live events start here.
-                inner.store.advance_cursor(&d.id, d.last_seq).await?;
+                inner
+                    .store
+                    .advance_cursor(&d.id, if first_time { d.last_seq } else { 0 })
+                    .await?;
             }
         }
     }
+    let cursors: Vec<Cursor> = inner
+        .store
+        .cursors()
+        .await?
+        .into_iter()
+        .map(|(discussion, seq)| Cursor {
+            discussion,
+            seq: u64::try_from(seq).unwrap_or(0),
+        })
+        .collect();
+    for chunk in cursors.chunks(MAX_CURSORS_PER_SYNC) {
+        sync(inner, conn, chunk.to_vec()).await?;
+    }
+    inner.store.set(SYNCED, "1").await?;
+    Ok(())
+}
+
+/// Fetches and delivers everything after `cursors`, calling again while the node has more.
+async fn sync(
+    inner: &Inner,
+    conn: &Connection,
+    mut cursors: Vec<Cursor>,
+) -> Result<(), ClientError> {
     loop {
-        let cursors: Vec<Cursor> = inner
-            .store
-            .cursors()
-            .await?
-            .into_iter()
-            .map(|(discussion, seq)| Cursor {
-                discussion,
-                seq: u64::try_from(seq).unwrap_or(0),
+        let Reply::Events { events, more } = conn
+            .request(Request::Sync {
+                cursors: cursors.clone(),
             })
-            .collect();
-        let Reply::Events { events, more } = conn.request(Request::Sync { cursors }).await? else {
+            .await?
+        else {
             return Ok(());
         };
         for event in events {
+            if let Some(c) = cursors
+                .iter_mut()
+                .find(|c| c.discussion == event.discussion)
+            {
+                c.seq = c.seq.max(event.seq);
+            }
             deliver(inner, event).await?;
         }
         if !more {
@@ -458,17 +547,11 @@ async fn apply(inner: &Inner, conn: &Connection, event: Event) -> Result<(), Cli
             if let Some(cursor) = cursor
                 && event.seq > cursor + 1
             {
-                let request = Request::Sync {
-                    cursors: vec![Cursor {
-                        discussion: event.discussion.clone(),
-                        seq: cursor,
-                    }],
-                };
-                if let Reply::Events { events, .. } = conn.request(request).await? {
-                    for e in events {
-                        deliver(inner, e).await?;
-                    }
-                }
+                let gap = vec![Cursor {
+                    discussion: event.discussion.clone(),
+                    seq: cursor,
+                }];
+                sync(inner, conn, gap).await?;
             }
             deliver(inner, event).await
         }
@@ -488,6 +571,7 @@ async fn apply(inner: &Inner, conn: &Connection, event: Event) -> Result<(), Cli
 
 /// Sends pending messages one at a time, oldest first, until the connection fails.
 async fn drive_outbox(inner: Arc<Inner>, conn: Arc<Connection>) {
+    let mut internal_failures = 0u32;
     loop {
         let next = match inner.store.next_pending().await {
             Ok(n) => n,
@@ -497,7 +581,12 @@ async fn drive_outbox(inner: Arc<Inner>, conn: Arc<Connection>) {
             }
         };
         let Some(entry) = next else {
-            inner.outbox_work.notified().await;
+            // Woken by `send`, or after a while for messages another process of this profile
+            // (say `veche send` beside `veche chat`) wrote.
+            tokio::select! {
+                () = inner.outbox_work.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
             continue;
         };
         let request = Request::Send(SendMessage {
@@ -516,25 +605,32 @@ async fn drive_outbox(inner: Arc<Inner>, conn: Arc<Connection>) {
                 let r = inner.store.mark_sent(entry.id, &message_id, seq).await;
                 (OutboxState::Sent { message_id, seq }, r)
             }
-            Ok(other) => {
-                let reason = format!("unexpected reply {other:?}");
-                let r = inner.store.mark_failed(entry.id, &reason).await;
-                (OutboxState::Failed { reason }, r)
-            }
+            Ok(other) => fail(&inner, entry.id, format!("unexpected reply {other:?}")).await,
             Err(RequestError::Server(body))
-                if !matches!(
-                    body.code,
-                    ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::Unknown
-                ) =>
+                if matches!(body.code, ErrorCode::Internal | ErrorCode::Unknown) =>
             {
+                // The node failed, not the message: try again (same client_msg_id), then give up.
+                internal_failures += 1;
+                if internal_failures < INTERNAL_RETRIES {
+                    tokio::time::sleep(Duration::from_millis(500) * internal_failures).await;
+                    continue;
+                }
+                fail(&inner, entry.id, body.message).await
+            }
+            Err(RequestError::Server(body)) if body.code != ErrorCode::Unavailable => {
                 // Refused for good: record why, and go on with the next one.
-                let r = inner.store.mark_failed(entry.id, &body.message).await;
-                (
-                    OutboxState::Failed {
-                        reason: body.message,
-                    },
-                    r,
-                )
+                fail(&inner, entry.id, body.message).await
+            }
+            Err(e @ RequestError::TooLarge { .. }) => fail(&inner, entry.id, e.to_string()).await,
+            Err(RequestError::ConnectionFailed(body)) if body.code == ErrorCode::FrameTooLarge => {
+                // The node closed the connection over this message (its frame limit is lower).
+                let (state, r) = fail(&inner, entry.id, body.message).await;
+                if r.is_ok() {
+                    let _ = inner
+                        .events
+                        .send(ClientEvent::Outbox(OutboxEntry { state, ..entry }));
+                }
+                return;
             }
             Err(RequestError::Timeout) => {
                 // Same client_msg_id next time: a late success is not duplicated.
@@ -546,6 +642,7 @@ async fn drive_outbox(inner: Arc<Inner>, conn: Arc<Connection>) {
                 return;
             }
         };
+        internal_failures = 0;
         if let Err(e) = result {
             tracing::warn!(error = %e, "outbox state not saved");
             return;
@@ -554,4 +651,9 @@ async fn drive_outbox(inner: Arc<Inner>, conn: Arc<Connection>) {
             .events
             .send(ClientEvent::Outbox(OutboxEntry { state, ..entry }));
     }
+}
+
+async fn fail(inner: &Inner, id: i64, reason: String) -> (OutboxState, Result<(), StoreError>) {
+    let r = inner.store.mark_failed(id, &reason).await;
+    (OutboxState::Failed { reason }, r)
 }

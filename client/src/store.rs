@@ -172,6 +172,17 @@ impl ClientStore {
         Ok(())
     }
 
+    /// Forgets everything of the previous user but the device id.
+    pub(crate) async fn reset_for_new_user(&self) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM cursors")
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM state WHERE key = 'synced'")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub(crate) async fn forget_cursor(&self, discussion: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM cursors WHERE discussion_id = ?")
             .bind(discussion)

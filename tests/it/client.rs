@@ -157,10 +157,24 @@ async fn a_restarted_client_sends_its_outbox_on_the_next_connection_once() -> an
 
     // A third start finds nothing to send.
     let third = Client::open(dir.path(), client_config(&node)).await?;
+    let mut events = third.subscribe();
     third.start();
     reach(&third, ConnectionState::Online).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let outbox = third.outbox().await?;
+    assert!(
+        outbox
+            .iter()
+            .all(|e| matches!(e.state, OutboxState::Sent { .. })),
+        "{outbox:?}"
+    );
     third.shutdown().await;
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, ClientEvent::Outbox(_)),
+            "nothing left to send: {event:?}"
+        );
+    }
     assert_eq!(texts(&ben, &dialog.id).await?, vec!["раз", "два", "три"]);
     Ok(())
 }
@@ -193,8 +207,8 @@ async fn a_refused_message_is_marked_failed_and_the_rest_still_go_out() -> anyho
     // The application saw the state changes, and its own messages live, once each.
     let mut failed = 0;
     let mut posted = Vec::new();
-    while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await
-    {
+    while !posted.contains(&"третье".to_owned()) {
+        let event = within(30, "client events", events.recv()).await??;
         match event {
             ClientEvent::Outbox(e) if matches!(e.state, OutboxState::Failed { .. }) => failed += 1,
             ClientEvent::Server(veche_client::protocol::Event::Discussion { event }) => {
@@ -270,12 +284,19 @@ async fn the_scriptable_client_logs_in_sends_tails_and_reads_history() -> anyhow
 
     // `tail` prints what arrives live.
     let tail_args = ["tail", "ben", "--count", "1", "--profile", &profile];
-    let (tailed, posted) = tokio::join!(within(30, "tail", veche(&tail_args)), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        crate::support::post(&ben, &dialog.id, "b1", "Ответ Бена").await
-    });
-    posted?;
-    let tailed = tailed??;
+    // Ben posts until `tail` (which needs a moment to connect) has printed one.
+    let tail = within(30, "tail", veche(&tail_args));
+    tokio::pin!(tail);
+    let mut n = 0;
+    let tailed = loop {
+        tokio::select! {
+            out = &mut tail => break out??,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                n += 1;
+                crate::support::post(&ben, &dialog.id, &format!("b{n}"), "Ответ Бена").await?;
+            }
+        }
+    };
     assert!(tailed.contains("ben: Ответ Бена"), "{tailed}");
 
     // With the node down, `send` queues; the next command that connects sends it first.
@@ -295,11 +316,13 @@ async fn the_scriptable_client_logs_in_sends_tails_and_reads_history() -> anyhow
     assert!(out.starts_with("sent "), "{out}");
 
     let out = veche(&["history", "ben", "--json", "--profile", &profile]).await?;
-    let texts: Vec<String> = out
+    let mut texts: Vec<String> = out
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v["change"]["message"]["text"].as_str().map(str::to_owned))
         .collect();
+    // Ben may have answered more than once while `tail` connected.
+    texts.dedup();
     assert_eq!(
         texts,
         vec![
@@ -364,22 +387,41 @@ async fn the_sdk_reads_writes_and_forwards_each_event_once_across_a_reconnect() 
     node.start_again_at_same_address(addr).await?;
     let (fil, _) = login(&node, "fil", PASSWORD, "f").await?;
     crate::support::post(&fil, &dialog.id, "f2", "пока тебя не было").await?;
+    // A group created while the client was away: all of it is forwarded, from the start.
+    let group = discussion(
+        &fil,
+        Request::CreateGroup {
+            title: "Новая группа".into(),
+            members: vec!["eva".into()],
+        },
+    )
+    .await?;
+    crate::support::post(&fil, &group.id, "g1", "добро пожаловать").await?;
     reach(&client, ConnectionState::Online).await?;
     crate::support::post(&fil, &dialog.id, "f3", "и сейчас").await?;
 
     let mut seen = Vec::new();
-    let mut last_seq = 0;
+    let mut last_seq: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     within(30, "events after the reconnect", async {
-        while !seen.contains(&"и сейчас".to_owned()) {
+        while !seen.contains(&"и сейчас".to_owned())
+            || !seen.contains(&"добро пожаловать".to_owned())
+        {
             if let ClientEvent::Server(veche_client::protocol::Event::Discussion { event }) =
                 events.recv().await?
             {
+                let last = last_seq.entry(event.discussion.clone()).or_insert(0);
                 assert!(
-                    event.seq > last_seq,
-                    "each event once, in order: {} after {last_seq}",
+                    event.seq > *last,
+                    "each event once, in order: {} after {last}",
                     event.seq
                 );
-                last_seq = event.seq;
+                if event.discussion == group.id && *last == 0 {
+                    assert_eq!(
+                        event.seq, 1,
+                        "a discussion new to the client starts at its beginning"
+                    );
+                }
+                *last = event.seq;
                 if let Change::MessagePosted { message } = event.change {
                     seen.push(message.text.unwrap_or_default());
                 }

@@ -24,7 +24,10 @@ pub async fn run(client: Client, me: String, profile: &Profile) -> anyhow::Resul
         app.on_outbox(&entry);
     }
 
-    let mut terminal = ratatui::init();
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        anyhow::bail!("veche chat needs a terminal; use `veche tail` or `veche send` in scripts");
+    }
+    let mut terminal = ratatui::try_init()?;
     // Lets terminals that support it tell Ctrl+Enter from Enter.
     let _ = execute!(
         std::io::stdout(),
