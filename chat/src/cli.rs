@@ -51,6 +51,35 @@ pub enum ClientCommand {
         #[command(flatten)]
         dir: ClientDir,
     },
+    /// Create the node's first administrator with the setup token it printed, and log in.
+    Setup {
+        /// The node's QUIC address, host:port.
+        #[arg(long)]
+        server: SocketAddr,
+        /// The name in the node's certificate.
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+        /// Trust the node's CA certificate (its `tls/ca.pem`).
+        #[arg(long, conflicts_with = "fingerprint")]
+        ca: Option<PathBuf>,
+        /// Or trust exactly the certificate with this SHA-256 fingerprint.
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// The one-time setup token (also in the node's data folder as `setup-token`).
+        #[arg(long)]
+        token: String,
+        /// The administrator's login.
+        #[arg(long)]
+        user: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Read the password from this file ('-' for standard input).
+        #[arg(long, default_value = "-")]
+        password_file: PathBuf,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
     /// List discussions, most recent activity first.
     Discussions {
         /// One JSON object per line.
@@ -140,6 +169,44 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
                 out,
                 "logged in as {} ({})",
                 logged.user.id, logged.user.display_name
+            )?;
+        }
+        ClientCommand::Setup {
+            server,
+            server_name,
+            ca,
+            fingerprint,
+            token,
+            user,
+            name,
+            password_file,
+            dir,
+        } => {
+            if ca.is_none() && fingerprint.is_none() {
+                bail!(
+                    "give --ca (the node's tls/ca.pem) or --fingerprint (its certificate's SHA-256)"
+                );
+            }
+            let dir = client_dir(dir.dir.as_deref());
+            let profile = Profile {
+                server,
+                server_name,
+                ca_file: ca,
+                fingerprint,
+                send_key: SendKey::default(),
+                sound_command: None,
+            };
+            let password = read_password(&password_file)?;
+            let client = Client::open(&dir, profile.client_config()?).await?;
+            let logged = client
+                .setup(token.trim(), &user, &password, &name, "veche-cli")
+                .await?;
+            client.shutdown().await;
+            profile.save(&dir)?;
+            writeln!(
+                out,
+                "created administrator {} and logged in",
+                logged.user.id
             )?;
         }
         ClientCommand::Discussions { json, dir } => {

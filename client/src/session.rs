@@ -161,6 +161,31 @@ impl Client {
         Ok(logged)
     }
 
+    /// Creates the node's first administrator with the one-time setup token the node printed,
+    /// then logs in as them from this client's device.
+    pub async fn setup(
+        &self,
+        setup_token: &str,
+        login: &str,
+        password: &str,
+        display_name: &str,
+        device_name: &str,
+    ) -> Result<LoggedIn, ClientError> {
+        let conn = Connection::connect(&self.inner.config).await?;
+        conn.request(Request::Setup {
+            token: setup_token.to_owned(),
+            login: login.to_owned(),
+            password: password.to_owned(),
+            display_name: display_name.to_owned(),
+            email: String::new(),
+        })
+        .await?;
+        // The setup session served its purpose; this device gets its own.
+        let _ = conn.request(Request::Logout).await;
+        conn.close().await;
+        self.login(login, password, device_name).await
+    }
+
     /// The user this client is logged in as, if any.
     pub async fn user(&self) -> Result<Option<String>, ClientError> {
         Ok(self.inner.store.get(LOGIN).await?)

@@ -438,3 +438,68 @@ async fn the_sdk_reads_writes_and_forwards_each_event_once_across_a_reconnect() 
     client.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_first_administrator_is_created_from_the_client_with_the_setup_token()
+-> anyhow::Result<()> {
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    let token = node
+        .info()
+        .setup_token
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("setup token"))?;
+    let dir = tempfile::tempdir()?;
+    let profile = dir
+        .path()
+        .join("client")
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n"))?;
+    let addr = node.quic_addr().to_string();
+    let ca = node.ca_path();
+    let args = [
+        "setup",
+        "--server",
+        &addr,
+        "--ca",
+        ca.to_str().unwrap_or_default(),
+        "--token",
+        &token,
+        "--user",
+        "root",
+        "--name",
+        "Администратор",
+        "--password-file",
+        pw.to_str().unwrap_or_default(),
+        "--profile",
+        &profile,
+    ];
+    let out = veche(&args).await?;
+    assert!(
+        out.contains("created administrator root@test.local"),
+        "{out}"
+    );
+    // The token works once.
+    let again = veche(&args).await.unwrap_err();
+    assert!(format!("{again:#}").contains("setup token"), "{again:#}");
+    // The profile is logged in as the administrator, on its own device.
+    let out = veche(&["discussions", "--profile", &profile]).await?;
+    assert!(out.is_empty(), "{out}");
+    let veche_client::protocol::admin::AdminReply::Sessions { sessions } = node
+        .admin(veche_client::protocol::admin::AdminRequest::Sessions {
+            login: "root".into(),
+        })
+        .await?
+    else {
+        anyhow::bail!("sessions");
+    };
+    assert_eq!(
+        sessions.len(),
+        1,
+        "the setup session was ended: {sessions:?}"
+    );
+    Ok(())
+}
