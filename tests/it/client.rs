@@ -503,3 +503,23 @@ async fn the_first_administrator_is_created_from_the_client_with_the_setup_token
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_revoked_client_goes_offline_instead_of_retrying() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    node.add_user("gena", PASSWORD, false).await?;
+    let dir = tempfile::tempdir()?;
+    let client = Client::open(dir.path(), client_config(&node)).await?;
+    client.login("gena", PASSWORD, "laptop").await?;
+    client.start();
+    reach(&client, ConnectionState::Online).await?;
+    node.admin(veche_client::protocol::admin::AdminRequest::Revoke {
+        login: "gena".into(),
+        session_id: None,
+    })
+    .await?;
+    reach(&client, ConnectionState::Offline).await?;
+    client.shutdown().await;
+    Ok(())
+}
