@@ -22,23 +22,48 @@ pub struct ClientDir {
     dir: Option<PathBuf>,
 }
 
+/// Where the node is and how to trust it.
+#[derive(Debug, Args, Clone)]
+pub struct NodeArgs {
+    /// The node's QUIC address, host:port.
+    #[arg(long)]
+    server: SocketAddr,
+    /// The name in the node's certificate.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// Trust the node's CA certificate (its `tls/ca.pem`).
+    #[arg(long, conflicts_with = "fingerprint")]
+    ca: Option<PathBuf>,
+    /// Or trust exactly the certificate with this SHA-256 fingerprint.
+    #[arg(long)]
+    fingerprint: Option<String>,
+}
+
+impl NodeArgs {
+    /// A profile for this node, keeping personal settings of an earlier profile in `dir`.
+    fn profile(self, dir: &std::path::Path) -> anyhow::Result<Profile> {
+        if self.ca.is_none() && self.fingerprint.is_none() {
+            bail!("give --ca (the node's tls/ca.pem) or --fingerprint (its certificate's SHA-256)");
+        }
+        let earlier = Profile::load(dir).ok();
+        Ok(Profile {
+            server: self.server,
+            server_name: self.server_name,
+            ca_file: self.ca,
+            fingerprint: self.fingerprint,
+            send_key: earlier.as_ref().map(|p| p.send_key).unwrap_or_default(),
+            sound_command: earlier.and_then(|p| p.sound_command),
+        })
+    }
+}
+
 /// Client commands.
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Log in to a node and remember it.
     Login {
-        /// The node's QUIC address, host:port.
-        #[arg(long)]
-        server: SocketAddr,
-        /// The name in the node's certificate.
-        #[arg(long, default_value = "localhost")]
-        server_name: String,
-        /// Trust the node's CA certificate (its `tls/ca.pem`).
-        #[arg(long, conflicts_with = "fingerprint")]
-        ca: Option<PathBuf>,
-        /// Or trust exactly the certificate with this SHA-256 fingerprint.
-        #[arg(long)]
-        fingerprint: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
         /// Login.
         #[arg(long)]
         user: String,
@@ -53,18 +78,8 @@ pub enum ClientCommand {
     },
     /// Create the node's first administrator with the setup token it printed, and log in.
     Setup {
-        /// The node's QUIC address, host:port.
-        #[arg(long)]
-        server: SocketAddr,
-        /// The name in the node's certificate.
-        #[arg(long, default_value = "localhost")]
-        server_name: String,
-        /// Trust the node's CA certificate (its `tls/ca.pem`).
-        #[arg(long, conflicts_with = "fingerprint")]
-        ca: Option<PathBuf>,
-        /// Or trust exactly the certificate with this SHA-256 fingerprint.
-        #[arg(long)]
-        fingerprint: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
         /// The one-time setup token (also in the node's data folder as `setup-token`).
         #[arg(long)]
         token: String,
@@ -137,29 +152,14 @@ pub enum ClientCommand {
 pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match command {
         ClientCommand::Login {
-            server,
-            server_name,
-            ca,
-            fingerprint,
+            node,
             user,
             password_file,
             device_name,
             dir,
         } => {
-            if ca.is_none() && fingerprint.is_none() {
-                bail!(
-                    "give --ca (the node's tls/ca.pem) or --fingerprint (its certificate's SHA-256)"
-                );
-            }
             let dir = client_dir(dir.dir.as_deref());
-            let profile = Profile {
-                server,
-                server_name,
-                ca_file: ca,
-                fingerprint,
-                send_key: Profile::load(&dir).map(|p| p.send_key).unwrap_or_default(),
-                sound_command: Profile::load(&dir).ok().and_then(|p| p.sound_command),
-            };
+            let profile = node.profile(&dir)?;
             let password = read_password(&password_file)?;
             let client = Client::open(&dir, profile.client_config()?).await?;
             let logged = client.login(&user, &password, &device_name).await?;
@@ -172,30 +172,15 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
             )?;
         }
         ClientCommand::Setup {
-            server,
-            server_name,
-            ca,
-            fingerprint,
+            node,
             token,
             user,
             name,
             password_file,
             dir,
         } => {
-            if ca.is_none() && fingerprint.is_none() {
-                bail!(
-                    "give --ca (the node's tls/ca.pem) or --fingerprint (its certificate's SHA-256)"
-                );
-            }
             let dir = client_dir(dir.dir.as_deref());
-            let profile = Profile {
-                server,
-                server_name,
-                ca_file: ca,
-                fingerprint,
-                send_key: SendKey::default(),
-                sound_command: None,
-            };
+            let profile = node.profile(&dir)?;
             let password = read_password(&password_file)?;
             let client = Client::open(&dir, profile.client_config()?).await?;
             let logged = client

@@ -4,15 +4,7 @@ use veche_node::RunningNode;
 use veche_node::data_dir::DataDir;
 use veche_node::test_utils::test_config;
 
-use crate::support::{PASSWORD, subscribe, within};
-
-async fn veche(args: &[&str]) -> anyhow::Result<String> {
-    let mut out = Vec::new();
-    let mut argv = vec!["veche"];
-    argv.extend_from_slice(args);
-    veche_node::cli::run_args(argv, &mut out).await?;
-    Ok(String::from_utf8(out)?)
-}
+use crate::support::{PASSWORD, subscribe, veche, within};
 
 #[tokio::test]
 async fn config_check_names_the_bad_key_and_prints_the_effective_config() -> anyhow::Result<()> {

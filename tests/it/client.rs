@@ -5,7 +5,7 @@ use veche_client::protocol::discussions::Change;
 use veche_client::{Client, ClientEvent, ConnectionState, OutboxState};
 use veche_node::test_utils::TestNode;
 
-use crate::support::{PASSWORD, client_config, discussion, login, subscribe, within};
+use crate::support::{PASSWORD, client_config, discussion, login, subscribe, veche, within};
 
 /// Waits until the client reports `state`.
 async fn reach(client: &Client, state: ConnectionState) -> anyhow::Result<()> {
@@ -223,14 +223,6 @@ async fn a_refused_message_is_marked_failed_and_the_rest_still_go_out() -> anyho
     assert_eq!(posted, vec!["первое", "третье"]);
     client.shutdown().await;
     Ok(())
-}
-
-async fn veche(args: &[&str]) -> anyhow::Result<String> {
-    let mut out = Vec::new();
-    let mut argv = vec!["veche"];
-    argv.extend_from_slice(args);
-    veche_node::cli::run_args(argv, &mut out).await?;
-    Ok(String::from_utf8(out)?)
 }
 
 #[tokio::test]

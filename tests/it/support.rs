@@ -183,3 +183,12 @@ pub(crate) async fn quiet_until_marker(
         _ => anyhow::bail!("expected only the marker, got {event:?}"),
     }
 }
+
+/// Runs the `veche` command line in-process, as the binary would; returns what it printed.
+pub(crate) async fn veche(args: &[&str]) -> anyhow::Result<String> {
+    let mut out = Vec::new();
+    let mut argv = vec!["veche"];
+    argv.extend_from_slice(args);
+    veche_node::cli::run_args(argv, &mut out).await?;
+    Ok(String::from_utf8(out)?)
+}
