@@ -32,6 +32,8 @@ const MAX_TITLE_CHARS: usize = 200;
 const MAX_DATA_BYTES: usize = 64 * 1024;
 const MAX_ACTIONS: usize = 10;
 const MAX_GROUP_MEMBERS_PER_CALL: usize = 1000;
+/// Members one group may have.
+const MAX_GROUP_SIZE: usize = 10_000;
 /// Users one message may mention; further `@names` are plain text.
 const MAX_MENTIONS: usize = 50;
 
@@ -854,6 +856,11 @@ impl Sequencer {
             )));
         }
         self.existing_users(b, users).await?;
+        if b.members(&d.id).await?.len() + users.len() > MAX_GROUP_SIZE {
+            return Err(DiscussionError::BadRequest(format!(
+                "a group has at most {MAX_GROUP_SIZE} members"
+            )));
+        }
         let at = now();
         let mut added = Vec::new();
         for u in users {

@@ -69,16 +69,15 @@ impl LiveConnection {
             let _ = self.end.try_send(EndSignal::Lagged);
         }
     }
-
-    fn watches(&self, discussion: &str) -> bool {
-        lock(&self.watching).contains(discussion)
-    }
 }
 
 #[derive(Debug, Default)]
 struct Maps {
     sessions: HashMap<String, Vec<LiveConnection>>,
     users: HashMap<String, Vec<LiveConnection>>,
+    /// Object discussion → connections watching it, so that delivering to watchers does not
+    /// scan every online user.
+    watchers: HashMap<String, Vec<LiveConnection>>,
 }
 
 /// Live connections by session and by user.
@@ -169,11 +168,8 @@ impl Registry {
         event: &EncodedEvent,
     ) {
         let maps = lock(&self.maps);
-        for (user, conns) in &maps.users {
-            if !allowed.contains(user) || already.contains(user) {
-                continue;
-            }
-            for c in conns.iter().filter(|c| c.watches(discussion)) {
+        for c in maps.watchers.get(discussion).into_iter().flatten() {
+            if allowed.contains(&c.user) && !already.contains(&c.user) {
                 c.send(event);
             }
         }
@@ -181,20 +177,33 @@ impl Registry {
 
     /// Starts or stops live events of an object discussion on one connection.
     pub(crate) fn watch(&self, user: &str, connection_id: u64, discussion: &str, on: bool) {
-        let maps = lock(&self.maps);
-        for c in maps
+        let mut maps = lock(&self.maps);
+        let Some(c) = maps
             .users
             .get(user)
-            .into_iter()
-            .flatten()
-            .filter(|c| c.id == connection_id)
-        {
+            .and_then(|conns| conns.iter().find(|c| c.id == connection_id))
+            .cloned()
+        else {
+            return;
+        };
+        let changed = {
             let mut watching = lock(&c.watching);
             if on {
-                watching.insert(discussion.to_owned());
+                watching.insert(discussion.to_owned())
             } else {
-                watching.remove(discussion);
+                watching.remove(discussion)
             }
+        };
+        if !changed {
+            return;
+        }
+        if on {
+            maps.watchers
+                .entry(discussion.to_owned())
+                .or_default()
+                .push(c);
+        } else {
+            unwatch(&mut maps, discussion, connection_id);
         }
     }
 
@@ -205,18 +214,42 @@ impl Registry {
         }) else {
             return;
         };
-        let maps = lock(&self.maps);
+        let mut maps = lock(&self.maps);
+        let mut unwatched = Vec::new();
         for user in users {
             for c in maps.users.get(user).into_iter().flatten() {
-                lock(&c.watching).remove(discussion);
+                if lock(&c.watching).remove(discussion) {
+                    unwatched.push(c.id);
+                }
                 c.send(&event);
             }
+        }
+        for id in unwatched {
+            unwatch(&mut maps, discussion, id);
+        }
+    }
+}
+
+fn unwatch(maps: &mut Maps, discussion: &str, connection_id: u64) {
+    if let Some(list) = maps.watchers.get_mut(discussion) {
+        list.retain(|c| c.id != connection_id);
+        if list.is_empty() {
+            maps.watchers.remove(discussion);
         }
     }
 }
 
 fn remove_user_connection(maps: &mut Maps, user: &str, connection_id: u64) {
     if let Some(list) = maps.users.get_mut(user) {
+        if let Some(c) = list.iter().find(|c| c.id == connection_id) {
+            let watched: Vec<String> = lock(&c.watching).iter().cloned().collect();
+            for d in watched {
+                unwatch(maps, &d, connection_id);
+            }
+        }
+        let Some(list) = maps.users.get_mut(user) else {
+            return;
+        };
         list.retain(|c| c.id != connection_id);
         if list.is_empty() {
             maps.users.remove(user);
