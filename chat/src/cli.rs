@@ -249,9 +249,7 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
             count,
             dir,
         } => {
-            let (client, _) = open(&dir).await?;
-            let conn = client.connect_once().await?;
-            let id = resolve(&conn, &client, &discussion, false).await?;
+            let (client, conn, id) = open_discussion(&dir, &discussion).await?;
             // Object discussions deliver live events to connections that watch them.
             let _ = conn
                 .request(Request::Watch {
@@ -280,9 +278,7 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
             json,
             dir,
         } => {
-            let (client, _) = open(&dir).await?;
-            let conn = client.connect_once().await?;
-            let id = resolve(&conn, &client, &discussion, false).await?;
+            let (client, conn, id) = open_discussion(&dir, &discussion).await?;
             let reply = conn
                 .request(Request::History {
                     discussion: id,
@@ -312,6 +308,17 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+/// Connects with the stored session and finds a discussion of the caller's list.
+async fn open_discussion(
+    dir: &ClientDir,
+    discussion: &str,
+) -> anyhow::Result<(Client, std::sync::Arc<veche_client::Connection>, String)> {
+    let (client, _) = open(dir).await?;
+    let conn = client.connect_once().await?;
+    let id = resolve(&conn, &client, discussion, false).await?;
+    Ok((client, conn, id))
 }
 
 async fn open(dir: &ClientDir) -> anyhow::Result<(Client, Profile)> {

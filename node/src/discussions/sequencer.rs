@@ -661,6 +661,26 @@ impl Sequencer {
         self.emit(b, d, &d.created_by, entry, out).await
     }
 
+    async fn announce_members_added(
+        &self,
+        b: &mut Batch,
+        d: &DiscussionRow,
+        actor: &str,
+        added: Vec<String>,
+        out: &mut Vec<Delivery>,
+    ) -> Result<u64, DiscussionError> {
+        let entry = Entry {
+            kind: "members_added",
+            message_id: None,
+            detail: Detail {
+                users: added.clone(),
+                ..Detail::default()
+            },
+            change: Change::MembersAdded { users: added },
+        };
+        self.emit(b, d, actor, entry, out).await
+    }
+
     async fn open_dialog(
         &self,
         b: &mut Batch,
@@ -718,23 +738,8 @@ impl Sequencer {
             }
         }
         self.announce_created(b, &d, out).await?;
-        let detail = Detail {
-            users: added.clone(),
-            ..Detail::default()
-        };
-        self.emit(
-            b,
-            &d,
-            &caller.user,
-            Entry {
-                kind: "members_added",
-                message_id: None,
-                detail,
-                change: Change::MembersAdded { users: added },
-            },
-            out,
-        )
-        .await?;
+        self.announce_members_added(b, &d, &caller.user, added, out)
+            .await?;
         Ok(Done::Discussion(d.id))
     }
 
@@ -871,23 +876,8 @@ impl Sequencer {
         // The new members receive this event too.
         self.forget_cache();
         if !added.is_empty() {
-            let detail = Detail {
-                users: added.clone(),
-                ..Detail::default()
-            };
-            self.emit(
-                b,
-                &d,
-                &caller.user,
-                Entry {
-                    kind: "members_added",
-                    message_id: None,
-                    detail,
-                    change: Change::MembersAdded { users: added },
-                },
-                out,
-            )
-            .await?;
+            self.announce_members_added(b, &d, &caller.user, added, out)
+                .await?;
         }
         Ok(Done::Nothing)
     }
