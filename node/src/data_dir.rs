@@ -167,3 +167,30 @@ fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_template_is_written_once_and_never_over_an_existing_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::create(tmp.path().join("veche-data")).unwrap();
+        assert!(data.write_config_template().unwrap());
+        std::fs::write(data.config_path(), "[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        assert!(!data.write_config_template().unwrap());
+        let kept = std::fs::read_to_string(data.config_path()).unwrap();
+        assert!(
+            kept.contains("127.0.0.1:1"),
+            "the administrator's file is kept"
+        );
+    }
+
+    #[test]
+    fn a_second_lock_on_a_data_folder_fails() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::create(tmp.path()).unwrap();
+        let _held = data.lock().unwrap();
+        assert!(matches!(data.lock(), Err(LockError::InUse(_))));
+    }
+}

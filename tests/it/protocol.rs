@@ -302,3 +302,28 @@ async fn shutdown_answers_requests_in_flight() -> anyhow::Result<()> {
     assert_eq!(sessions.len(), 8);
     Ok(())
 }
+
+#[tokio::test]
+async fn the_data_folder_keeps_secrets_to_the_node_user() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    let mode = |p: &std::path::Path| -> anyhow::Result<u32> {
+        Ok(std::fs::metadata(p)?.permissions().mode() & 0o777)
+    };
+    let dir = node.data_dir();
+    assert_eq!(mode(dir)?, 0o700, "data folder");
+    for secret in [
+        "identity.pem",
+        "setup-token",
+        "veche.db",
+        "admin.sock",
+        "tls/ca.key",
+        "tls/server.key",
+    ] {
+        assert_eq!(mode(&dir.join(secret))?, 0o600, "{secret}");
+    }
+    // What clients need is readable.
+    assert_eq!(mode(&dir.join("tls/ca.pem"))?, 0o644);
+    Ok(())
+}
