@@ -538,13 +538,7 @@ async fn sync(
 
 /// Applies one discussion event unless it was already seen; forwards it.
 async fn deliver(inner: &Inner, event: DiscussionEvent) -> Result<(), ClientError> {
-    let cursor = inner
-        .store
-        .cursors()
-        .await?
-        .into_iter()
-        .find(|(d, _)| *d == event.discussion)
-        .map_or(0, |(_, s)| u64::try_from(s).unwrap_or(0));
+    let cursor = inner.store.cursor(&event.discussion).await?.unwrap_or(0);
     if event.seq <= cursor {
         return Ok(());
     }
@@ -561,13 +555,7 @@ async fn deliver(inner: &Inner, event: DiscussionEvent) -> Result<(), ClientErro
 async fn apply(inner: &Inner, conn: &Connection, event: Event) -> Result<(), ClientError> {
     match event {
         Event::Discussion { event } => {
-            let cursor = inner
-                .store
-                .cursors()
-                .await?
-                .into_iter()
-                .find(|(d, _)| *d == event.discussion)
-                .map(|(_, s)| u64::try_from(s).unwrap_or(0));
+            let cursor = inner.store.cursor(&event.discussion).await?;
             // A gap (events this client has not seen) is filled by a sync first.
             if let Some(cursor) = cursor
                 && event.seq > cursor + 1

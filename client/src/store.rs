@@ -155,6 +155,16 @@ impl ClientStore {
         )
     }
 
+    /// The last sequence number applied in one discussion, if the client tracks it.
+    pub(crate) async fn cursor(&self, discussion: &str) -> Result<Option<u64>, StoreError> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM cursors WHERE discussion_id = ?")
+                .bind(discussion)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(seq.map(|s| u64::try_from(s).unwrap_or(0)))
+    }
+
     /// Moves a cursor forward (never back).
     pub(crate) async fn advance_cursor(
         &self,
