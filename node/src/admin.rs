@@ -16,6 +16,7 @@ use veche_protocol::{ClientFrame, ErrorBody, ErrorCode, Reply, Request, ServerFr
 
 use crate::accounts::{AccountError, Accounts, UserSpec};
 use crate::discussions::Discussions;
+use crate::plugins::{BusinessEvent, PluginError, Plugins};
 use crate::server::registry::Registry;
 
 /// What an administrator command needs: the accounts and the live connections.
@@ -24,6 +25,7 @@ pub(crate) struct Services {
     pub(crate) accounts: Accounts,
     pub(crate) registry: Arc<Registry>,
     pub(crate) discussions: Discussions,
+    pub(crate) plugins: Plugins,
 }
 
 /// Carries out one administrator command on behalf of `actor` (written to the audit log).
@@ -97,6 +99,61 @@ pub(crate) async fn execute(
                 count: ended.len() as u64,
             }
         }
+        AdminRequest::PluginInstall {
+            path,
+            grants,
+            config,
+        } => AdminReply::Plugin {
+            plugin: plugins(
+                services
+                    .plugins
+                    .install(std::path::Path::new(&path), &grants, &config, actor)
+                    .await,
+            )?,
+        },
+        AdminRequest::PluginList => AdminReply::Plugins {
+            plugins: plugins(services.plugins.list().await)?,
+        },
+        AdminRequest::PluginEnable { id } => AdminReply::Plugin {
+            plugin: plugins(services.plugins.set_enabled(&id, true, actor).await)?,
+        },
+        AdminRequest::PluginDisable { id } => AdminReply::Plugin {
+            plugin: plugins(services.plugins.set_enabled(&id, false, actor).await)?,
+        },
+        AdminRequest::PluginReload { id } => AdminReply::Plugin {
+            plugin: plugins(services.plugins.reload(&id, actor).await)?,
+        },
+        AdminRequest::PluginLogs { id, limit } => AdminReply::PluginLogs {
+            lines: plugins(services.plugins.logs(&id, limit).await)?,
+        },
+        AdminRequest::PluginDeadLetters { id } => AdminReply::DeadLetters {
+            items: plugins(services.plugins.dead_letters(&id).await)?,
+        },
+        AdminRequest::PluginReplay { id, item } => AdminReply::Replayed {
+            count: plugins(services.plugins.replay(&id, item, actor).await)?,
+        },
+        AdminRequest::EventPost {
+            source,
+            kind,
+            object,
+            payload,
+            idempotency_key,
+        } => {
+            let event = BusinessEvent::new(source, kind, object, payload, idempotency_key)
+                .map_err(AccountError::BadRequest)?;
+            AdminReply::EventPosted {
+                fresh: services.plugins.post_event(event).await?,
+            }
+        }
+    })
+}
+
+/// Plugin errors in the admin protocol's terms.
+fn plugins<T>(result: Result<T, PluginError>) -> Result<T, AccountError> {
+    result.map_err(|e| match e {
+        PluginError::NotFound(_) => AccountError::NotFound("plugin"),
+        PluginError::Store(e) => AccountError::Store(e),
+        e => AccountError::BadRequest(e.to_string()),
     })
 }
 

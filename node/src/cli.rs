@@ -42,8 +42,66 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// WASM plugins: install, list, enable, disable, reload, logs, dead letters.
+    Plugin {
+        #[command(flatten)]
+        location: Location,
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     #[command(flatten)]
     Client(veche_chat::cli::ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Install or upgrade the plugin in FOLDER (plugin.toml and its component).
+    Install {
+        /// The folder, on the node's machine.
+        folder: PathBuf,
+        /// Grant a right the plugin asks for: kv, messaging, filesystem (repeatable).
+        #[arg(long = "grant", value_name = "RIGHT")]
+        grants: Vec<String>,
+        /// Set a configuration value, KEY=VALUE (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+    },
+    /// List installed plugins with their status.
+    List,
+    /// Enable a plugin.
+    Enable {
+        /// Plugin id.
+        id: String,
+    },
+    /// Disable a plugin (its bot's inbox waits).
+    Disable {
+        /// Plugin id.
+        id: String,
+    },
+    /// Reinstall a plugin from the folder it was installed from.
+    Reload {
+        /// Plugin id.
+        id: String,
+    },
+    /// Show a plugin's newest log lines.
+    Logs {
+        /// Plugin id.
+        id: String,
+        /// How many lines.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show a bot's dead letters, or put them back in its inbox.
+    DeadLetters {
+        /// Plugin id.
+        id: String,
+        /// Replay this dead letter.
+        #[arg(long, conflicts_with = "replay_all")]
+        replay: Option<i64>,
+        /// Replay all of them.
+        #[arg(long)]
+        replay_all: bool,
+    },
 }
 
 /// Where the data folder and configuration are.
@@ -73,6 +131,24 @@ enum AdminCommand {
         /// How many records.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+    },
+    /// Post a business event as an application would (bots subscribed to its kind get it).
+    Event {
+        /// The application posting it.
+        #[arg(long)]
+        source: String,
+        /// The kind, e.g. invoice.posted.
+        #[arg(long)]
+        kind: String,
+        /// The object, APPLICATION/TYPE/ID.
+        #[arg(long)]
+        object: Option<String>,
+        /// The payload, JSON.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// The application's id of the event (posting it again does nothing).
+        #[arg(long)]
+        key: String,
     },
 }
 
@@ -174,6 +250,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { location, command } => admin_command(&location, command, out).await,
+        Command::Plugin { location, command } => plugin_command(&location, command, out).await,
         Command::Client(command) => veche_chat::cli::run(command, out).await,
     }
 }
@@ -335,6 +412,39 @@ async fn admin_command(
             let reply = send_admin(&data_path, config, AdminRequest::AuditLog { limit }).await?;
             return Ok(print_admin_reply(&reply, out)?);
         }
+        AdminCommand::Event {
+            source,
+            kind,
+            object,
+            payload,
+            key,
+        } => {
+            let object = object
+                .map(|o| {
+                    let mut parts = o.splitn(3, '/');
+                    match (parts.next(), parts.next(), parts.next()) {
+                        (Some(a), Some(t), Some(i)) if !a.is_empty() && !t.is_empty() && !i.is_empty() => {
+                            Ok(veche_protocol::discussions::ObjectRef {
+                                application: a.to_owned(),
+                                object_type: t.to_owned(),
+                                object_id: i.to_owned(),
+                            })
+                        }
+                        _ => bail!("--object is APPLICATION/TYPE/ID"),
+                    }
+                })
+                .transpose()?;
+            let request = AdminRequest::EventPost {
+                source,
+                kind,
+                object,
+                payload,
+                idempotency_key: key,
+            };
+            let (data_path, config) = resolve(location)?;
+            let reply = send_admin(&data_path, config, request).await?;
+            return Ok(print_admin_reply(&reply, out)?);
+        }
     };
     let request = match command {
         UserCommand::Add {
@@ -362,6 +472,55 @@ async fn admin_command(
             login,
             session_id: session,
         },
+    };
+    let (data_path, config) = resolve(location)?;
+    let reply = send_admin(&data_path, config, request).await?;
+    print_admin_reply(&reply, out)?;
+    Ok(())
+}
+
+async fn plugin_command(
+    location: &Location,
+    command: PluginCommand,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let request = match command {
+        PluginCommand::Install {
+            folder,
+            grants,
+            config,
+        } => {
+            let config = config
+                .iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+                    _ => bail!("--set takes KEY=VALUE, not {kv:?}"),
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let folder = std::path::absolute(&folder)
+                .with_context(|| format!("bad folder {}", folder.display()))?;
+            AdminRequest::PluginInstall {
+                path: folder.display().to_string(),
+                grants,
+                config,
+            }
+        }
+        PluginCommand::List => AdminRequest::PluginList,
+        PluginCommand::Enable { id } => AdminRequest::PluginEnable { id },
+        PluginCommand::Disable { id } => AdminRequest::PluginDisable { id },
+        PluginCommand::Reload { id } => AdminRequest::PluginReload { id },
+        PluginCommand::Logs { id, limit } => AdminRequest::PluginLogs { id, limit },
+        PluginCommand::DeadLetters {
+            id,
+            replay,
+            replay_all,
+        } => {
+            if replay.is_some() || replay_all {
+                AdminRequest::PluginReplay { id, item: replay }
+            } else {
+                AdminRequest::PluginDeadLetters { id }
+            }
+        }
     };
     let (data_path, config) = resolve(location)?;
     let reply = send_admin(&data_path, config, request).await?;
@@ -419,7 +578,58 @@ fn print_admin_reply(reply: &AdminReply, out: &mut dyn Write) -> std::io::Result
             )
         }),
         AdminReply::Revoked { count } => writeln!(out, "{count} session(s) ended"),
+        AdminReply::Plugin { plugin } => print_plugin(plugin, out),
+        AdminReply::Plugins { plugins } => {
+            if plugins.is_empty() {
+                writeln!(out, "no plugins")?;
+            }
+            plugins.iter().try_for_each(|p| print_plugin(p, out))
+        }
+        AdminReply::PluginLogs { lines } => lines.iter().try_for_each(|l| {
+            let fields: Vec<String> = l.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(out, "{}\t{}\t{}\t{}", l.at, l.level, l.message, fields.join(" "))
+        }),
+        AdminReply::DeadLetters { items } => {
+            if items.is_empty() {
+                writeln!(out, "no dead letters")?;
+            }
+            items.iter().try_for_each(|d| {
+                writeln!(
+                    out,
+                    "{}\t{}\t{} attempts\t{}\t{}",
+                    d.id, d.kind, d.attempts, d.error, d.payload
+                )
+            })
+        }
+        AdminReply::Replayed { count } => writeln!(out, "{count} item(s) back in the inbox"),
+        AdminReply::EventPosted { fresh } => writeln!(
+            out,
+            "{}",
+            if *fresh {
+                "event posted"
+            } else {
+                "this source already posted this key; nothing was done"
+            }
+        ),
     }
+}
+
+fn print_plugin(p: &veche_protocol::admin::PluginInfo, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{}\t{}\t{}\t{}\troles {}\trights {}\tdead letters {}",
+        p.id,
+        p.version,
+        p.status,
+        p.bot_user.as_deref().unwrap_or("-"),
+        p.roles.join(" "),
+        if p.rights.is_empty() {
+            "-".to_owned()
+        } else {
+            p.rights.join(",")
+        },
+        p.dead_letters
+    )
 }
 
 fn print_user(u: &UserInfo, out: &mut dyn Write) -> std::io::Result<()> {

@@ -52,6 +52,37 @@ pub struct Config {
     pub messages: MessagesConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[plugins]`
+    pub plugins: PluginsConfig,
+}
+
+/// `[plugins]`: the WASM plugin host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Dev mode: reload a plugin within a second when the folder it was installed from
+    /// changes.
+    pub dev_watch: bool,
+    /// How long a context provider's authorize answer is reused, in milliseconds.
+    pub authorize_cache_ms: u64,
+    /// Failures (traps, timeouts, limits) within `breaker_window_secs` that pause a plugin.
+    pub breaker_failures: u32,
+    /// The window in which failures count.
+    pub breaker_window_secs: u64,
+    /// The first pause, in milliseconds; doubled after each failed probe, up to 15 minutes.
+    pub breaker_pause_ms: u64,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dev_watch: false,
+            authorize_cache_ms: 5000,
+            breaker_failures: 5,
+            breaker_window_secs: 60,
+            breaker_pause_ms: 30_000,
+        }
+    }
 }
 
 /// `[messages]`: limits on what users post.

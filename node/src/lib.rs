@@ -14,6 +14,7 @@ mod discussions;
 mod identity;
 pub mod logging;
 mod node;
+mod plugins;
 mod server;
 mod store;
 mod throttle;

@@ -19,6 +19,7 @@ use crate::admin::{self, Services};
 use crate::config::Config;
 use crate::data_dir::{DataDir, DataLock, LockError, write_private};
 use crate::discussions::Discussions;
+use crate::plugins::Plugins;
 use crate::identity::{IdentityError, NodeIdentity};
 use crate::server::registry::Registry;
 use crate::server::{self, ListenError, Shared};
@@ -42,6 +43,9 @@ pub enum StartError {
     /// Another node runs on this data folder.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The plugin host could not start.
+    #[error("plugins: {0}")]
+    Plugins(String),
     /// Storage could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -125,11 +129,20 @@ pub(crate) async fn open(config: &Config, data: DataDir) -> Result<Opened, Start
     )
     .await?;
     let registry = Arc::new(Registry::default());
+    let plugins = Plugins::start(
+        store.clone(),
+        node_name.clone(),
+        data.root(),
+        config.plugins.clone(),
+    )
+    .await
+    .map_err(StartError::Plugins)?;
     let discussions = Discussions::start(
         store.clone(),
         node_name.clone(),
         registry.clone(),
         config.messages.clone(),
+        plugins.clone(),
     );
     Ok(Opened {
         lock,
@@ -140,6 +153,7 @@ pub(crate) async fn open(config: &Config, data: DataDir) -> Result<Opened, Start
             accounts,
             registry,
             discussions,
+            plugins,
         },
     })
 }
@@ -212,6 +226,7 @@ impl RunningNode {
         if removed > 0 {
             tracing::info!(removed, "removed expired sessions");
         }
+        services.plugins.connect(services.discussions.clone());
         let identity = NodeIdentity::load_or_create(&data.identity_path())?;
         let tls = TlsMaterial::load(&data, &config.tls, node_name.as_str())?;
 
@@ -319,6 +334,7 @@ impl RunningNode {
                 let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
                 admin_clients.close();
                 let _ = tokio::time::timeout(grace, admin_clients.wait()).await;
+                shared.services.plugins.shutdown(grace).await;
                 store.close().await;
                 if let Some(path) = admin_socket {
                     let _ = std::fs::remove_file(path);

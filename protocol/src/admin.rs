@@ -2,6 +2,8 @@
 //! client over QUIC, from `veche admin …` over the local admin socket, and from `veche admin …`
 //! straight against the data folder while the node is stopped.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{SessionInfo, Timestamp, UserInfo};
@@ -60,6 +62,71 @@ pub enum AdminRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session_id: Option<String>,
     },
+    /// Installs or upgrades a plugin from a folder on the node's machine holding `plugin.toml`
+    /// and the component.
+    PluginInstall {
+        /// The folder.
+        path: String,
+        /// Rights granted: `kv`, `messaging`, `filesystem`. Every right the plugin asks for
+        /// must be granted, or the install is refused.
+        #[serde(default)]
+        grants: Vec<String>,
+        /// The installation's configuration (overrides the manifest's defaults).
+        #[serde(default)]
+        config: BTreeMap<String, String>,
+    },
+    /// Lists installed plugins.
+    PluginList,
+    /// Enables a plugin.
+    PluginEnable {
+        /// Plugin id.
+        id: String,
+    },
+    /// Disables a plugin: it gets no calls; its bot's inbox waits.
+    PluginDisable {
+        /// Plugin id.
+        id: String,
+    },
+    /// Reinstalls a plugin from the folder it was installed from.
+    PluginReload {
+        /// Plugin id.
+        id: String,
+    },
+    /// The newest lines of a plugin's log.
+    PluginLogs {
+        /// Plugin id.
+        id: String,
+        /// How many lines (1 to 2000).
+        limit: u32,
+    },
+    /// A bot's dead letters: items it failed on repeatedly.
+    PluginDeadLetters {
+        /// Plugin id.
+        id: String,
+    },
+    /// Puts a bot's dead letters (one, or all) back in its inbox.
+    PluginReplay {
+        /// Plugin id.
+        id: String,
+        /// The dead letter; all of them when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<i64>,
+    },
+    /// Posts a business event, as an application would: bots subscribed to its kind receive
+    /// it once per (source, idempotency key).
+    EventPost {
+        /// The application that posts it.
+        source: String,
+        /// E.g. `invoice.posted`.
+        kind: String,
+        /// The object it is about.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        object: Option<crate::discussions::ObjectRef>,
+        /// JSON.
+        payload: String,
+        /// The application's id for the event.
+        idempotency_key: String,
+    },
 }
 
 /// The result of an administrator command.
@@ -91,6 +158,91 @@ pub enum AdminReply {
         /// Number of sessions revoked.
         count: u64,
     },
+    /// The plugin that was installed or changed.
+    Plugin {
+        /// The plugin.
+        plugin: PluginInfo,
+    },
+    /// Answer to `PluginList`.
+    Plugins {
+        /// Installed plugins, by id.
+        plugins: Vec<PluginInfo>,
+    },
+    /// Answer to `PluginLogs`.
+    PluginLogs {
+        /// Oldest first.
+        lines: Vec<PluginLogLine>,
+    },
+    /// Answer to `PluginDeadLetters`.
+    DeadLetters {
+        /// Oldest first.
+        items: Vec<DeadLetter>,
+    },
+    /// Answer to `PluginReplay`: how many items went back in line.
+    Replayed {
+        /// Count.
+        count: u64,
+    },
+    /// Answer to `EventPost`.
+    EventPosted {
+        /// `false` if the source had already sent this idempotency key.
+        fresh: bool,
+    },
+}
+
+/// An installed plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Whether the administrator enabled it.
+    pub enabled: bool,
+    /// `active`, `disabled`, `paused for …: why`, or `failed: why`.
+    pub status: String,
+    /// Roles, e.g. `context-provider(invoice)`, `bot(invoice.posted)`.
+    pub roles: Vec<String>,
+    /// Rights it holds.
+    pub rights: Vec<String>,
+    /// Its bot user, if it has the bot role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot_user: Option<String>,
+    /// Items its bot failed on repeatedly.
+    pub dead_letters: u64,
+}
+
+/// One line of a plugin's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginLogLine {
+    /// When.
+    pub at: Timestamp,
+    /// `trace` … `error`, or `stderr` for what the plugin printed.
+    pub level: String,
+    /// The message.
+    pub message: String,
+    /// Structured fields.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+/// An item a bot failed on repeatedly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Its id (for replaying it alone).
+    pub id: i64,
+    /// `message`, `event` or `click`.
+    pub kind: String,
+    /// Attempts made.
+    pub attempts: u64,
+    /// The last error.
+    pub error: String,
+    /// When it was queued.
+    pub at: Timestamp,
+    /// What the bot was to be told (JSON).
+    pub payload: String,
 }
 
 /// One record of the audit log.

@@ -4,6 +4,9 @@
 //! (in the sequencer) asks [`authorize`]. Someone it refuses learns nothing: callers answer
 //! "discussion not found", exactly as for a discussion that does not exist.
 
+use veche_protocol::discussions::ObjectRef;
+
+use crate::plugins::{Access, Plugins};
 use crate::store::{Batch, DiscussionRow, ObjectKey, Store, StoreError};
 
 /// What the caller may do in a discussion they can see.
@@ -11,6 +14,8 @@ use crate::store::{Batch, DiscussionRow, ObjectKey, Store, StoreError};
 pub(crate) struct Grant {
     /// Owner of a group: manages members and the title, deletes any message.
     pub(crate) owner: bool,
+    /// May post, react and edit (an object's context provider may grant reading only).
+    pub(crate) write: bool,
 }
 
 /// The facts the decision needs, from the reader pool or from inside a writing batch.
@@ -64,13 +69,15 @@ impl AccessFacts for Batch {
     }
 }
 
-/// `Some` if `user` may read and post in `discussion`.
+/// `Some` if `user` may read `discussion` (and what else they may do).
 ///
-/// Dialogs and groups: members. Object discussions: whoever the object's access rule admits
-/// (today an access list of users and groups set by an administrator; plugins will decide
-/// through this same function). Node administrators get no reading rights from their role.
+/// Dialogs and groups: members. Object discussions: the context provider plugin registered
+/// for the object's type, when there is one (a failing provider denies); otherwise the
+/// object's access list of users and groups. Node administrators get no reading rights from
+/// their role.
 pub(crate) async fn authorize(
     facts: &mut impl AccessFacts,
+    plugins: &Plugins,
     user: &str,
     discussion: &DiscussionRow,
 ) -> Result<Option<Grant>, StoreError> {
@@ -81,6 +88,7 @@ pub(crate) async fn authorize(
                 .await?
                 .map(|role| Grant {
                     owner: role == "owner",
+                    write: true,
                 }))
         }
         "object" => {
@@ -92,11 +100,41 @@ pub(crate) async fn authorize(
                 return Ok(None);
             };
             let object = ObjectKey { app, kind, id };
-            Ok(facts
-                .has_object_access(object, user)
-                .await?
-                .then_some(Grant { owner: false }))
+            Ok(match object_access(facts, plugins, object, user).await? {
+                Access::None => None,
+                Access::Read => Some(Grant {
+                    owner: false,
+                    write: false,
+                }),
+                Access::Write => Some(Grant {
+                    owner: false,
+                    write: true,
+                }),
+            })
         }
         _ => Ok(None),
     }
+}
+
+/// What `user` may do with an object's discussion: the type's context provider decides if
+/// one is installed, else the object's access list (which grants reading and posting).
+pub(crate) async fn object_access(
+    facts: &mut impl AccessFacts,
+    plugins: &Plugins,
+    object: ObjectKey<'_>,
+    user: &str,
+) -> Result<Access, StoreError> {
+    let reference = ObjectRef {
+        application: object.app.to_owned(),
+        object_type: object.kind.to_owned(),
+        object_id: object.id.to_owned(),
+    };
+    if let Some(access) = plugins.object_access(&reference, user).await {
+        return Ok(access);
+    }
+    Ok(if facts.has_object_access(object, user).await? {
+        Access::Write
+    } else {
+        Access::None
+    })
 }

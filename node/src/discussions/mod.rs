@@ -22,6 +22,7 @@ use veche_protocol::ids::{Login, NodeName};
 use veche_protocol::{ErrorBody, ErrorCode, Event, Reply, Timestamp};
 
 use crate::config::MessagesConfig;
+use crate::plugins::{Click, Plugins};
 use crate::server::registry::{EncodedEvent, Registry};
 use crate::store::{DiscussionRow, Store, StoreError};
 pub(crate) use access::authorize;
@@ -172,6 +173,7 @@ struct Inner {
     node: NodeName,
     registry: Arc<Registry>,
     jobs: mpsc::Sender<Job>,
+    plugins: Plugins,
 }
 
 impl Discussions {
@@ -181,10 +183,17 @@ impl Discussions {
         node: NodeName,
         registry: Arc<Registry>,
         config: MessagesConfig,
+        plugins: Plugins,
     ) -> Self {
         let (jobs, rx) = mpsc::channel(4096);
         tokio::spawn(sequencer::run(
-            sequencer::Sequencer::new(store.clone(), node.clone(), registry.clone(), config),
+            sequencer::Sequencer::new(
+                store.clone(),
+                node.clone(),
+                registry.clone(),
+                config,
+                plugins.clone(),
+            ),
             rx,
         ));
         Self {
@@ -193,8 +202,20 @@ impl Discussions {
                 node,
                 registry,
                 jobs,
+                plugins,
             }),
         }
+    }
+
+    /// The discussion a message is in.
+    pub(crate) async fn discussion_of(&self, message: &str) -> Option<String> {
+        self.inner
+            .store
+            .message(message)
+            .await
+            .ok()
+            .flatten()
+            .map(|m| m.discussion_id)
     }
 
     async fn submit(&self, op: Op) -> Result<sequencer::Done, DiscussionError> {
@@ -263,11 +284,34 @@ impl Discussions {
         title: &str,
     ) -> Result<Reply, DiscussionError> {
         check_object(&object)?;
+        // A context provider for the type says whether the object exists and how it is
+        // called; without one, the application's word is taken.
+        let mut title = title.to_owned();
+        if self.inner.plugins.serves(&object.object_type) {
+            let exists = self
+                .inner
+                .store
+                .object_discussion_id(&object)
+                .await?
+                .is_some();
+            if !exists {
+                self.inner
+                    .plugins
+                    .validate(&object)
+                    .await
+                    .map_err(DiscussionError::BadRequest)?;
+            }
+            if title.trim().is_empty()
+                && let Some(card) = self.inner.plugins.render(&object).await
+            {
+                title = card.title;
+            }
+        }
         let done = self
             .submit(Op::OpenObject {
                 caller: caller.clone(),
                 object,
-                title: title.to_owned(),
+                title,
             })
             .await?;
         self.reply_for(caller, done).await
@@ -462,7 +506,12 @@ impl Discussions {
             .discussion(discussion)
             .await?
             .ok_or(DiscussionError::NotFound("discussion"))?;
-        authorize(&mut access::Reader(store), &caller.user, &row)
+        authorize(
+            &mut access::Reader(store),
+            &self.inner.plugins,
+            &caller.user,
+            &row,
+        )
             .await?
             .ok_or(DiscussionError::NotFound("discussion"))?;
         Ok(row)
@@ -498,6 +547,7 @@ impl Discussions {
             .ok_or(DiscussionError::NotFound("discussion"))?;
         if authorize(
             &mut access::Reader(&self.inner.store),
+            &self.inner.plugins,
             &message.author,
             &row,
         )
@@ -516,6 +566,25 @@ impl Discussions {
             self.inner
                 .registry
                 .deliver(std::slice::from_ref(&message.author), &event);
+        }
+        // A bot's button: its plugin is told, through its durable inbox.
+        if let Some(plugin) = self.inner.plugins.bot_plugin(&message.author) {
+            let click = Click {
+                message: message_id.to_owned(),
+                discussion: discussion.to_owned(),
+                object: match (&row.object_app, &row.object_type, &row.object_id) {
+                    (Some(a), Some(t), Some(i)) => Some(ObjectRef {
+                        application: a.clone(),
+                        object_type: t.clone(),
+                        object_id: i.clone(),
+                    }),
+                    _ => None,
+                },
+                action: action_id.to_owned(),
+                user: caller.user.clone(),
+                data: message.data.clone(),
+            };
+            self.inner.plugins.clicked(&plugin, click).await?;
         }
         Ok(Reply::Done)
     }
@@ -541,7 +610,12 @@ impl Discussions {
         let store = &self.inner.store;
         let mut discussions = Vec::new();
         for row in store.listed_discussions(&caller.user).await? {
-            if authorize(&mut access::Reader(store), &caller.user, &row)
+            if authorize(
+                &mut access::Reader(store),
+                &self.inner.plugins,
+                &caller.user,
+                &row,
+            )
                 .await?
                 .is_some()
             {

@@ -17,7 +17,8 @@ use veche_protocol::discussions::{
 use veche_protocol::ids::NodeName;
 use veche_protocol::{Event, Timestamp};
 
-use super::access::authorize;
+use super::access::{authorize, object_access};
+use crate::plugins::{Access, BotMessage, Plugins};
 use super::render::{self, Detail};
 use super::{Caller, DiscussionError, text};
 use crate::config::MessagesConfig;
@@ -155,6 +156,8 @@ enum Delivery {
         discussion: String,
         users: Vec<String>,
     },
+    /// These plugins' bots have new items in their inbox.
+    WakeBots(Vec<String>),
 }
 
 /// The sequencer's state.
@@ -164,6 +167,7 @@ pub(crate) struct Sequencer {
     node: NodeName,
     registry: Arc<Registry>,
     config: MessagesConfig,
+    plugins: Plugins,
     /// Dialogs and groups read in the current batch, with their members: most commands of a
     /// busy batch touch the same few discussions. Valid within one batch only, and dropped
     /// whenever a command fails or changes membership or titles.
@@ -197,18 +201,24 @@ fn not_found() -> DiscussionError {
     DiscussionError::NotFound("discussion")
 }
 
+fn read_only() -> DiscussionError {
+    DiscussionError::Forbidden("you may read this discussion but not post in it".into())
+}
+
 impl Sequencer {
     pub(crate) fn new(
         store: Store,
         node: NodeName,
         registry: Arc<Registry>,
         config: MessagesConfig,
+        plugins: Plugins,
     ) -> Self {
         Self {
             store,
             node,
             registry,
             config,
+            plugins,
             cache: std::sync::Mutex::default(),
         }
     }
@@ -320,6 +330,7 @@ impl Sequencer {
             Delivery::Revoked { discussion, users } => {
                 self.registry.revoke_access(&discussion, &users)
             }
+            Delivery::WakeBots(plugins) => self.plugins.wake(&plugins),
         }
     }
 
@@ -437,12 +448,13 @@ impl Sequencer {
                     c.row,
                     super::access::Grant {
                         owner: role == "owner",
+                        write: true,
                     },
                 )),
                 None => Err(not_found()),
             };
         }
-        let (row, grant) = readable_free(b, caller, discussion).await?;
+        let (row, grant) = readable_free(b, &self.plugins, caller, discussion).await?;
         if row.kind != "object" {
             let members = b.members(&row.id).await?;
             self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
@@ -544,7 +556,7 @@ impl Sequencer {
             .map(|c| c.members.iter().any(|(u, _)| u == user));
         match cached {
             Some(member) => Ok(member),
-            None => Ok(authorize(b, user, d).await?.is_some()),
+            None => Ok(authorize(b, &self.plugins, user, d).await?.is_some()),
         }
     }
 
@@ -756,7 +768,7 @@ impl Sequencer {
             kind: &object.object_type,
             id: &object.object_id,
         };
-        if !b.has_object_access(key, &caller.user).await? {
+        if object_access(b, &self.plugins, key, &caller.user).await? == Access::None {
             return Err(not_found());
         }
         if let Some(d) = b.object_discussion(key).await? {
@@ -940,7 +952,7 @@ impl Sequencer {
         // unless another entry of the access list still admits them.
         for object_discussion in b.object_discussions_granted_to_group(&d.id).await? {
             if let Some(key) = object_key(&object_discussion)
-                && !b.has_object_access(key, user).await?
+                && object_access(b, &self.plugins, key, user).await? == Access::None
             {
                 out.push(Delivery::Revoked {
                     discussion: object_discussion.id.clone(),
@@ -1066,6 +1078,12 @@ impl Sequencer {
 
         let readable = self.readable(b, caller, &m.discussion).await;
         let d = match readable {
+            Ok((_, grant)) if !grant.write => {
+                return match self.resend(b, caller, &m.client_msg_id, &hash).await? {
+                    Some(done) => Ok(done),
+                    None => Err(read_only()),
+                };
+            }
             Ok((d, _)) => d,
             Err(e) => {
                 // A resend of a stored message is answered even if the discussion is gone
@@ -1140,13 +1158,15 @@ impl Sequencer {
             let key = object_key(&d);
             for u in &mentions {
                 if let Some(key) = key
-                    && b.has_object_access(key, u).await?
+                    && object_access(b, &self.plugins, key, u).await? != Access::None
                 {
                     b.set_follow(u, &d.id, true).await?;
                 }
             }
         }
         let (to, watchers) = self.audience(b, &d).await?;
+        self.tell_bots(b, caller, &d, &row, &to, &mentions, out)
+            .await?;
         out.push(Delivery::Event {
             event: DiscussionEvent {
                 discussion: d.id.clone(),
@@ -1166,6 +1186,53 @@ impl Sequencer {
         })
     }
 
+    /// Queues a new message for the bots among its audience and mentions (never for its own
+    /// author), in the batch that stores it.
+    #[allow(clippy::too_many_arguments)]
+    async fn tell_bots(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        d: &DiscussionRow,
+        row: &MessageRow,
+        audience: &[String],
+        mentions: &[String],
+        out: &mut Vec<Delivery>,
+    ) -> Result<(), StoreError> {
+        let mut bots: Vec<String> = audience
+            .iter()
+            .chain(mentions)
+            .filter(|u| **u != caller.user)
+            .filter_map(|u| self.plugins.bot_plugin(u))
+            .collect();
+        if bots.is_empty() {
+            return Ok(());
+        }
+        bots.sort();
+        bots.dedup();
+        let message = BotMessage {
+            id: row.id.clone(),
+            discussion: d.id.clone(),
+            object: object_key(d).map(|k| ObjectRef {
+                application: k.app.to_owned(),
+                object_type: k.kind.to_owned(),
+                object_id: k.id.to_owned(),
+            }),
+            author: caller.user.clone(),
+            text: row.text.clone().unwrap_or_default(),
+            mentions: mentions.to_vec(),
+            reply_to: row.reply_to.clone(),
+            sent_at: row.created_at,
+        };
+        let payload = message.payload();
+        for plugin in &bots {
+            b.enqueue_plugin(plugin, "message", &payload, row.created_at)
+                .await?;
+        }
+        out.push(Delivery::WakeBots(bots));
+        Ok(())
+    }
+
     async fn edit(
         &self,
         b: &mut Batch,
@@ -1175,7 +1242,10 @@ impl Sequencer {
         text: &str,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        let (d, _) = self.readable(b, caller, discussion).await?;
+        let (d, grant) = self.readable(b, caller, discussion).await?;
+        if !grant.write {
+            return Err(read_only());
+        }
         let m = message_in(b, &d, message_id).await?;
         if m.author != caller.user {
             return Err(DiscussionError::Forbidden(
@@ -1277,7 +1347,10 @@ impl Sequencer {
         add: bool,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        let (d, _) = self.readable(b, caller, discussion).await?;
+        let (d, grant) = self.readable(b, caller, discussion).await?;
+        if !grant.write {
+            return Err(read_only());
+        }
         let m = message_in(b, &d, message_id).await?;
         if m.deleted {
             return Err(DiscussionError::BadRequest(
@@ -1332,11 +1405,12 @@ impl Sequencer {
 /// see the same state).
 async fn readable_free(
     b: &mut Batch,
+    plugins: &Plugins,
     caller: &Caller,
     discussion: &str,
 ) -> Result<(DiscussionRow, super::access::Grant), DiscussionError> {
     let d = b.discussion(discussion).await?.ok_or_else(not_found)?;
-    let grant = authorize(b, &caller.user, &d)
+    let grant = authorize(b, plugins, &caller.user, &d)
         .await?
         .ok_or_else(not_found)?;
     Ok((d, grant))

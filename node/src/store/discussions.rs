@@ -79,7 +79,7 @@ const USERS_WITH_OBJECT_ACCESS: &str = "SELECT substr(principal, 6) AS user_id F
 /// The writing transaction of one sequencer batch.
 #[derive(Debug)]
 pub(crate) struct Batch {
-    tx: Transaction<'static, Sqlite>,
+    pub(super) tx: Transaction<'static, Sqlite>,
 }
 
 impl Store {
@@ -625,6 +625,21 @@ impl Batch {
 
 /// Reads, on the reader pool.
 impl Store {
+    /// The id of an object's discussion, if it has one.
+    pub(crate) async fn object_discussion_id(
+        &self,
+        object: &veche_protocol::discussions::ObjectRef,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM discussions WHERE object_app = ? AND object_type = ? AND object_id = ?",
+        )
+        .bind(&object.application)
+        .bind(&object.object_type)
+        .bind(&object.object_id)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
     pub(crate) async fn discussion(&self, id: &str) -> Result<Option<DiscussionRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM discussions WHERE id = ?")
             .bind(id)

@@ -7,6 +7,7 @@
 
 mod audit;
 mod discussions;
+mod plugins;
 mod sessions;
 mod users;
 
@@ -20,6 +21,7 @@ use sqlx::sqlite::{
 
 pub(crate) use audit::AuditRecord;
 pub(crate) use discussions::{Batch, DiscussionRow, EventRow, MessageRow, ObjectKey};
+pub(crate) use plugins::{InboxRow, NewBusinessEvent, PluginRow};
 pub(crate) use sessions::SessionRow;
 pub(crate) use users::{NewUser, UserRow};
 
@@ -60,7 +62,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn from_insert(e: sqlx::Error) -> Self {
+    pub(crate) fn from_insert(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
             _ => StoreError::Database(e),

@@ -1,0 +1,355 @@
+//! What a plugin instance sees of the node: the host side of `log`, `config`, `kv` and
+//! `messaging`, and a WASI context with nothing in it but what was granted.
+//!
+//! Host functions never panic and never trust their arguments: sizes are capped, rights are
+//! checked again on every call (install already refused a component importing an interface it
+//! was not granted), and every call counts against the per-call quota.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::veche::plugin::{config, kv, log, messaging, types};
+use super::manifest::Manifest;
+use super::Shared;
+use crate::store::Store;
+
+/// Host calls one plugin call may make.
+pub(crate) const MAX_HOST_CALLS: u32 = 10_000;
+/// Log lines one plugin call may write; more are dropped (and counted).
+const MAX_LOG_LINES: usize = 100;
+/// Bytes of one log message kept.
+const MAX_LOG_BYTES: usize = 4096;
+/// Bytes of one key-value key.
+const MAX_KV_KEY: usize = 256;
+/// Bytes of one key-value value.
+const MAX_KV_VALUE: usize = 64 * 1024;
+/// Keys one `list-keys` returns at most.
+const MAX_KV_LIST: u32 = 1000;
+
+/// Rights the administrator granted, intersected with what the manifest asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Rights {
+    pub(crate) kv: bool,
+    pub(crate) messaging: bool,
+    pub(crate) filesystem: bool,
+}
+
+impl Rights {
+    pub(crate) fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut r = Rights::default();
+        for n in names {
+            match n {
+                "kv" => r.kv = true,
+                "messaging" => r.messaging = true,
+                "filesystem" => r.filesystem = true,
+                _ => {}
+            }
+        }
+        r
+    }
+
+    pub(crate) fn names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.kv {
+            v.push("kv");
+        }
+        if self.messaging {
+            v.push("messaging");
+        }
+        if self.filesystem {
+            v.push("filesystem");
+        }
+        v
+    }
+}
+
+/// Everything about one installed plugin version that its instances share.
+#[derive(Debug)]
+pub(crate) struct PluginEnv {
+    pub(crate) id: String,
+    pub(crate) manifest: Manifest,
+    pub(crate) rights: Rights,
+    pub(crate) config: BTreeMap<String, String>,
+    pub(crate) bot_user: Option<String>,
+    pub(crate) store: Store,
+    /// The storage backend's own folder.
+    pub(crate) folder: Option<std::path::PathBuf>,
+    pub(crate) hub: Weak<Shared>,
+    /// Posts made through `messaging` in the current minute.
+    pub(crate) posts: Mutex<(Instant, u32)>,
+}
+
+/// One log line from a plugin.
+#[derive(Debug, Clone)]
+pub(crate) struct LogLine {
+    pub(crate) at: i64,
+    pub(crate) level: &'static str,
+    pub(crate) message: String,
+    pub(crate) fields: Vec<(String, String)>,
+}
+
+/// The data of one store (one instance).
+pub(crate) struct HostState {
+    pub(crate) env: Arc<PluginEnv>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    /// Epoch ticks this call has run; the budget is `cpu_budget`.
+    pub(crate) cpu_ticks: u32,
+    pub(crate) cpu_budget: u32,
+    pub(crate) host_calls: u32,
+    pub(crate) logs: Vec<LogLine>,
+    pub(crate) dropped_logs: u32,
+    /// Captured stderr (panic messages end up here).
+    pub(crate) stderr: wasmtime_wasi::p2::pipe::MemoryOutputPipe,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState").field("plugin", &self.env.id).finish_non_exhaustive()
+    }
+}
+
+impl HostState {
+    pub(crate) fn new(
+        env: Arc<PluginEnv>,
+        memory: usize,
+        cpu_budget: u32,
+    ) -> Result<Self, String> {
+        let stderr = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(16 * 1024);
+        let mut wasi = WasiCtx::builder();
+        wasi.stderr(stderr.clone()).stdout(stderr.clone());
+        if let (true, Some(folder)) = (env.rights.filesystem, &env.folder) {
+            wasi.preopened_dir(folder, "/", wasmtime_wasi::FsPerms::ReadWrite)
+            .map_err(|e| format!("cannot open the plugin's folder {}: {e}", folder.display()))?;
+        }
+        let limits = wasmtime::StoreLimitsBuilder::new()
+            .memory_size(memory)
+            .instances(16)
+            .tables(16)
+            .memories(4)
+            .trap_on_grow_failure(true)
+            .build();
+        Ok(Self {
+            env,
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits,
+            cpu_ticks: 0,
+            cpu_budget,
+            host_calls: 0,
+            logs: Vec::new(),
+            dropped_logs: 0,
+            stderr,
+        })
+    }
+
+    /// Prepares a warm instance's state for its next call.
+    pub(crate) fn reset_call(&mut self) {
+        self.cpu_ticks = 0;
+        self.host_calls = 0;
+        self.dropped_logs = 0;
+    }
+
+    fn count(&mut self) -> wasmtime::Result<()> {
+        self.host_calls += 1;
+        if self.host_calls > MAX_HOST_CALLS {
+            return Err(wasmtime::Error::msg(format!(
+                "the plugin made more than {MAX_HOST_CALLS} host calls in one call"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    async fn log(
+        &mut self,
+        level: log::Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
+        self.count()?;
+        if self.logs.len() >= MAX_LOG_LINES {
+            self.dropped_logs += 1;
+            return Ok(());
+        }
+        let level = match level {
+            log::Level::Trace => "trace",
+            log::Level::Debug => "debug",
+            log::Level::Info => "info",
+            log::Level::Warn => "warn",
+            log::Level::Error => "error",
+        };
+        let fields = fields
+            .into_iter()
+            .take(16)
+            .map(|(k, v)| (truncate(k, 64), truncate(v, 512)))
+            .collect();
+        self.logs.push(LogLine {
+            at: super::now_ms(),
+            level,
+            message: truncate(message, MAX_LOG_BYTES),
+            fields,
+        });
+        Ok(())
+    }
+}
+
+impl config::Host for HostState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        self.count()?;
+        Ok(self.env.config.get(&key).cloned())
+    }
+}
+
+/// A right the plugin was not granted (install refuses components importing such an
+/// interface, so this is a second line of defence).
+fn denied(right: &str) -> types::PluginError {
+    tracing::debug!(right, "plugin used an ungranted right");
+    types::PluginError::Unauthorized
+}
+
+fn storage_failed(e: impl std::fmt::Display) -> types::PluginError {
+    tracing::warn!(error = %e, "plugin key-value storage failed");
+    types::PluginError::Unavailable("the node's storage failed; try again".into())
+}
+
+impl kv::Host for HostState {
+    async fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, types::PluginError>> {
+        self.count()?;
+        if !self.env.rights.kv {
+            return Ok(Err(denied("kv")));
+        }
+        Ok(self.env.store.kv_get(&self.env.id, &key).await.map_err(storage_failed))
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), types::PluginError>> {
+        self.count()?;
+        if !self.env.rights.kv {
+            return Ok(Err(denied("kv")));
+        }
+        if key.is_empty() || key.len() > MAX_KV_KEY {
+            return Ok(Err(types::PluginError::Invalid(format!(
+                "a key is 1 to {MAX_KV_KEY} bytes"
+            ))));
+        }
+        if value.len() > MAX_KV_VALUE {
+            return Ok(Err(types::PluginError::Invalid(format!(
+                "a value is at most {MAX_KV_VALUE} bytes"
+            ))));
+        }
+        let quota = self
+            .env
+            .manifest
+            .capabilities
+            .kv
+            .as_ref()
+            .map_or(0, |k| k.max_bytes.as_u64());
+        Ok(
+            match self.env.store.kv_set(&self.env.id, &key, &value, quota).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(types::PluginError::Invalid(format!(
+                    "the plugin's key-value store is full ({quota} bytes)"
+                ))),
+                Err(e) => Err(storage_failed(e)),
+            },
+        )
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), types::PluginError>> {
+        self.count()?;
+        if !self.env.rights.kv {
+            return Ok(Err(denied("kv")));
+        }
+        Ok(self.env.store.kv_delete(&self.env.id, &key).await.map_err(storage_failed))
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<String>, types::PluginError>> {
+        self.count()?;
+        if !self.env.rights.kv {
+            return Ok(Err(denied("kv")));
+        }
+        Ok(self
+            .env
+            .store
+            .kv_keys(&self.env.id, &prefix, after.as_deref(), limit.min(MAX_KV_LIST))
+            .await
+            .map_err(storage_failed))
+    }
+}
+
+impl messaging::Host for HostState {
+    async fn post_message(
+        &mut self,
+        p: types::Post,
+    ) -> wasmtime::Result<Result<String, types::PluginError>> {
+        self.count()?;
+        if !self.env.rights.messaging {
+            return Ok(Err(denied("messaging")));
+        }
+        let per_minute = self
+            .env
+            .manifest
+            .capabilities
+            .messaging
+            .as_ref()
+            .map_or(0, |m| m.post_per_minute);
+        {
+            let mut posts = self.env.posts.lock().unwrap_or_else(|e| e.into_inner());
+            if posts.0.elapsed().as_secs() >= 60 {
+                *posts = (Instant::now(), 0);
+            }
+            if posts.1 >= per_minute {
+                return Ok(Err(types::PluginError::Unavailable(format!(
+                    "the plugin may post {per_minute} messages a minute"
+                ))));
+            }
+            posts.1 += 1;
+        }
+        let Some(hub) = self.env.hub.upgrade() else {
+            return Ok(Err(types::PluginError::Unavailable("the node is stopping".into())));
+        };
+        let key = format!("post:{}", uuid::Uuid::now_v7());
+        Ok(hub.post(&self.env, p, &key).await)
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}

@@ -1,0 +1,1304 @@
+//! WASM plugins: context providers for business objects, bots, storage backends.
+//!
+//! [`Plugins`] owns the wasmtime [`runtime::Runtime`] and the installed plugins. Each
+//! installation is one active version ([`Active`]): its manifest, the rights the administrator
+//! granted, the compiled component with its warm instances, and a circuit breaker. Replacing a
+//! version (reload, dev mode) swaps the `Arc<Active>`; calls in flight finish on the old one.
+//!
+//! - Object discussions ask [`Plugins::object_access`] through `discussions::authorize`; the
+//!   answers are cached for a short TTL and the cache is dropped whenever a plugin changes. A
+//!   failing provider denies (fails closed).
+//! - Bots are users of kind `bot`. What they are to be told (messages, business events,
+//!   button clicks) is written to `plugin_inbox` in the same transaction as its cause; one
+//!   dispatcher task per bot delivers it in order, applies the returned actions with the bot's
+//!   rights, retries failures with backoff and parks poison items as dead letters.
+
+mod bindings;
+mod breaker;
+mod host;
+pub(crate) mod manifest;
+mod runtime;
+// The files service (issue 8) is the backend's user in the node; until it lands, tests
+// drive the backend through `test_utils`.
+#[cfg_attr(not(feature = "test-utils"), allow(dead_code))]
+pub(crate) mod storage;
+mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use veche_protocol::admin::{DeadLetter, PluginInfo, PluginLogLine};
+use veche_protocol::discussions::{Action, ObjectRef, SendMessage};
+use veche_protocol::ids::NodeName;
+use veche_protocol::{Reply, Timestamp};
+
+use crate::config::PluginsConfig;
+use crate::discussions::{Caller, Discussions};
+use crate::store::{AuditRecord, InboxRow, NewBusinessEvent, PluginRow, Store, StoreError};
+use bindings::veche::plugin::types as wit;
+use breaker::{Admit, Breaker, BreakerConfig};
+use host::{PluginEnv, Rights};
+use manifest::Manifest;
+use runtime::{CallError, Loaded, Runtime};
+
+/// Attempts at one inbox item before it is parked as a dead letter.
+const MAX_ATTEMPTS: i64 = 5;
+/// Actions one bot call may return.
+const MAX_ACTIONS: usize = 20;
+
+pub(crate) fn now_ms() -> i64 {
+    Timestamp::now().as_millis()
+}
+
+/// What a context provider decided for one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    None,
+    Read,
+    Write,
+}
+
+/// Why a plugin administration command failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PluginError {
+    #[error("no plugin {0:?} is installed")]
+    NotFound(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The plugin host.
+#[derive(Debug, Clone)]
+pub(crate) struct Plugins {
+    shared: Arc<Shared>,
+}
+
+/// One installed plugin as it runs now.
+#[derive(Debug)]
+pub(crate) struct Active {
+    env: Arc<PluginEnv>,
+    loaded: Option<Loaded>,
+    /// Why it could not be loaded at start.
+    load_error: Option<String>,
+    row: PluginRow,
+    breaker: Arc<Mutex<Breaker>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    runtime: Runtime,
+    store: Store,
+    node: NodeName,
+    folder: PathBuf,
+    config: PluginsConfig,
+    active: RwLock<HashMap<String, Arc<Active>>>,
+    /// Bot user id → plugin id.
+    bots: RwLock<HashMap<String, String>>,
+    /// One per plugin id, kept across versions: wakes its dispatcher.
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    dispatchers: Mutex<HashMap<String, ()>>,
+    discussions: OnceLock<Discussions>,
+    access_cache: Mutex<HashMap<(String, String, String, String), (Access, Instant)>>,
+    render_cache: Mutex<HashMap<(String, String, String), (wit::RenderedObject, Instant)>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// How an object looks, from its context provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ObjectCard {
+    pub(crate) title: String,
+    pub(crate) subtitle: Option<String>,
+    pub(crate) url: Option<String>,
+    pub(crate) status: Option<String>,
+    pub(crate) fields: Vec<(String, String)>,
+}
+
+impl Plugins {
+    /// Starts the host and every installed, enabled plugin.
+    pub(crate) async fn start(
+        store: Store,
+        node: NodeName,
+        data_dir: &Path,
+        config: PluginsConfig,
+    ) -> Result<Self, String> {
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let folder = data_dir.join("plugins");
+        let runtime = Runtime::new(folder.join("cache"))?;
+        let plugins = Plugins {
+            shared: Arc::new(Shared {
+                runtime,
+                store: store.clone(),
+                node,
+                folder,
+                config,
+                active: RwLock::new(HashMap::new()),
+                bots: RwLock::new(HashMap::new()),
+                wakers: Mutex::new(HashMap::new()),
+                dispatchers: Mutex::new(HashMap::new()),
+                discussions: OnceLock::new(),
+                access_cache: Mutex::new(HashMap::new()),
+                render_cache: Mutex::new(HashMap::new()),
+                stop,
+                tasks,
+            }),
+        };
+        let rows = store.plugins().await.map_err(|e| e.to_string())?;
+        for row in rows {
+            let id = row.id.clone();
+            match plugins.activate_row(row.clone()).await {
+                Ok(()) => tracing::info!(plugin = %id, version = %row.version, "plugin loaded"),
+                Err(e) => {
+                    tracing::error!(plugin = %id, error = %e, "plugin failed to load");
+                    plugins.put_failed(row, e.to_string());
+                }
+            }
+        }
+        if plugins.shared.config.dev_watch {
+            watch::spawn(plugins.clone());
+        }
+        Ok(plugins)
+    }
+
+    /// Stops the bot dispatchers and the dev-mode watcher, waiting up to `grace` for calls in
+    /// flight.
+    pub(crate) async fn shutdown(&self, grace: Duration) {
+        self.shared.stop.cancel();
+        self.shared.tasks.close();
+        let _ = tokio::time::timeout(grace, self.shared.tasks.wait()).await;
+    }
+
+    /// Connects the host to the discussions service (bots post through it) and starts the
+    /// bot dispatchers.
+    pub(crate) fn connect(&self, discussions: Discussions) {
+        let _ = self.shared.discussions.set(discussions);
+        for id in self.bot_plugin_ids() {
+            self.ensure_dispatcher(&id);
+        }
+    }
+
+    fn bot_plugin_ids(&self) -> Vec<String> {
+        self.shared
+            .active
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|a| a.env.manifest.roles.bot.is_some())
+            .map(|a| a.env.id.clone())
+            .collect()
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Active>> {
+        self.shared
+            .active
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn all(&self) -> Vec<Arc<Active>> {
+        let mut v: Vec<_> = self
+            .shared
+            .active
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.env.id.cmp(&b.env.id));
+        v
+    }
+
+    fn waker(&self, id: &str) -> Arc<Notify> {
+        self.shared
+            .wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn component_path(&self, id: &str, sha: &str) -> PathBuf {
+        self.shared.folder.join("installed").join(id).join(format!("{sha}.wasm"))
+    }
+
+    fn env_for(&self, row: &PluginRow, manifest: Manifest) -> Arc<PluginEnv> {
+        let grants: Vec<String> = serde_json::from_str(&row.grants).unwrap_or_default();
+        let requested = manifest.requested();
+        let rights = Rights::from_names(
+            grants
+                .iter()
+                .map(String::as_str)
+                .filter(|g| requested.contains(g)),
+        );
+        let mut config = manifest.config.clone();
+        let own: BTreeMap<String, String> = serde_json::from_str(&row.config).unwrap_or_default();
+        config.extend(own);
+        let folder = manifest
+            .roles
+            .storage_backend
+            .as_ref()
+            .map(|_| self.shared.folder.join("data").join(&row.id));
+        Arc::new(PluginEnv {
+            id: row.id.clone(),
+            manifest,
+            rights,
+            config,
+            bot_user: row.bot_user.clone(),
+            store: self.shared.store.clone(),
+            folder,
+            hub: Arc::downgrade(&self.shared),
+            posts: Mutex::new((Instant::now(), 0)),
+        })
+    }
+
+    /// Loads a stored installation and makes it the active version.
+    async fn activate_row(&self, row: PluginRow) -> Result<(), PluginError> {
+        let manifest = Manifest::parse(&row.manifest).map_err(|e| PluginError::Refused(e.to_string()))?;
+        let path = self.component_path(&row.id, &row.sha256);
+        let wasm = std::fs::read(&path).map_err(|error| PluginError::Read {
+            path: path.display().to_string(),
+            error,
+        })?;
+        let env = self.env_for(&row, manifest);
+        let loaded = self.load(wasm, &env).await?;
+        self.swap(row, env, Some(loaded), None);
+        Ok(())
+    }
+
+    fn put_failed(&self, row: PluginRow, error: String) {
+        if let Ok(manifest) = Manifest::parse(&row.manifest) {
+            let env = self.env_for(&row, manifest);
+            self.swap(row, env, None, Some(error));
+        }
+    }
+
+    async fn load(&self, wasm: Vec<u8>, env: &Arc<PluginEnv>) -> Result<Loaded, PluginError> {
+        if let Some(folder) = &env.folder {
+            std::fs::create_dir_all(folder).map_err(|error| PluginError::Read {
+                path: folder.display().to_string(),
+                error,
+            })?;
+        }
+        let shared = self.shared.clone();
+        let env2 = env.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            shared.runtime.load(&wasm, &env2.manifest, env2.rights)
+        })
+        .await
+        .map_err(|e| PluginError::Refused(format!("compiling failed: {e}")))?
+        .map_err(|e| PluginError::Refused(e.to_string()))?;
+        Ok(loaded)
+    }
+
+    /// Makes `env` the active version of its plugin.
+    fn swap(&self, row: PluginRow, env: Arc<PluginEnv>, loaded: Option<Loaded>, load_error: Option<String>) {
+        let id = row.id.clone();
+        let old = self.get(&id);
+        let breaker = Arc::new(Mutex::new(Breaker::new(self.breaker_config())));
+        if let Some(user) = &row.bot_user {
+            self.shared
+                .bots
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(user.clone(), id.clone());
+        }
+        let is_bot = env.manifest.roles.bot.is_some();
+        let active = Arc::new(Active {
+            env,
+            loaded,
+            load_error,
+            row,
+            breaker,
+        });
+        self.shared
+            .active
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), active);
+        if let Some(old) = old
+            && let Some(l) = &old.loaded
+        {
+            l.cool();
+        }
+        self.clear_caches();
+        if is_bot && self.shared.discussions.get().is_some() {
+            self.ensure_dispatcher(&id);
+        }
+        self.waker(&id).notify_one();
+    }
+
+    fn breaker_config(&self) -> BreakerConfig {
+        let c = &self.shared.config;
+        BreakerConfig {
+            failures: c.breaker_failures.max(1),
+            window: Duration::from_secs(c.breaker_window_secs),
+            pause: Duration::from_millis(c.breaker_pause_ms),
+            max_pause: Duration::from_secs(15 * 60),
+        }
+    }
+
+    fn clear_caches(&self) {
+        self.shared.access_cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.shared.render_cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    // ---------------------------------------------------------------- administration
+
+    /// Installs (or upgrades) the plugin in `source`, a folder with `plugin.toml` and the
+    /// component. `grants` are the rights the administrator grants.
+    pub(crate) async fn install(
+        &self,
+        source: &Path,
+        grants: &[String],
+        config: &BTreeMap<String, String>,
+        actor: &str,
+    ) -> Result<PluginInfo, PluginError> {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|error| PluginError::Read {
+                path: p.display().to_string(),
+                error,
+            })
+        };
+        let text = String::from_utf8(read(&source.join("plugin.toml"))?)
+            .map_err(|_| PluginError::Refused("plugin.toml is not UTF-8".into()))?;
+        let manifest = Manifest::parse(&text).map_err(|e| PluginError::Refused(e.to_string()))?;
+        for g in grants {
+            if !manifest::RIGHTS.contains(&g.as_str()) {
+                return Err(PluginError::Refused(format!(
+                    "there is no right {g:?} (rights: {})",
+                    manifest::RIGHTS.join(", ")
+                )));
+            }
+        }
+        let missing: Vec<&str> = manifest
+            .requested()
+            .into_iter()
+            .filter(|r| !grants.iter().any(|g| g == r))
+            .collect();
+        if !missing.is_empty() {
+            return Err(PluginError::Refused(format!(
+                "{} asks for the right{} {}; grant {} with --grant, or refuse the plugin",
+                manifest.id,
+                if missing.len() > 1 { "s" } else { "" },
+                missing.join(", "),
+                if missing.len() > 1 { "them" } else { "it" },
+            )));
+        }
+        let wasm = read(&source.join(&manifest.component))?;
+        let sha = runtime::sha256_hex(&wasm);
+        let now = now_ms();
+        let previous = self.shared.store.plugin(&manifest.id).await?;
+        let bot_user = manifest
+            .roles
+            .bot
+            .as_ref()
+            .map(|_| format!("{}@{}", manifest.id, self.shared.node));
+        let row = PluginRow {
+            id: manifest.id.clone(),
+            version: manifest.version.clone(),
+            source: std::path::absolute(source)
+                .unwrap_or_else(|_| source.to_owned())
+                .display()
+                .to_string(),
+            manifest: text,
+            sha256: sha.clone(),
+            grants: serde_json::to_string(grants).unwrap_or_else(|_| "[]".into()),
+            config: serde_json::to_string(config).unwrap_or_else(|_| "{}".into()),
+            enabled: previous.as_ref().is_none_or(|p| p.enabled),
+            bot_user,
+            installed_at: previous.as_ref().map_or(now, |p| p.installed_at),
+            updated_at: now,
+        };
+        let env = self.env_for(&row, manifest.clone());
+        // Compile, check imports and exports, and run `init` once before anything is stored.
+        let loaded = self.load(wasm.clone(), &env).await?;
+        let (probe, logs, stderr) = loaded
+            .call(&self.shared.runtime, &env, async |_, _| Ok(()))
+            .await;
+        self.keep_logs(&env.id, logs, &stderr).await;
+        probe.map_err(|e| PluginError::Refused(format!("the plugin failed its first start: {e}")))?;
+
+        let path = self.component_path(&row.id, &sha);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|error| PluginError::Read {
+                path: dir.display().to_string(),
+                error,
+            })?;
+        }
+        std::fs::write(&path, &wasm).map_err(|error| PluginError::Read {
+            path: path.display().to_string(),
+            error,
+        })?;
+        let display = manifest
+            .roles
+            .bot
+            .as_ref()
+            .and_then(|b| b.display_name.clone())
+            .unwrap_or_else(|| manifest.name.clone());
+        let audit = AuditRecord {
+            at: now,
+            actor: actor.to_owned(),
+            action: if previous.is_some() { "plugin.upgrade" } else { "plugin.install" },
+            target: row.id.clone(),
+            detail: format!("version {} sha256 {sha} rights [{}]", row.version, env.rights.names().join(",")),
+        };
+        self.shared
+            .store
+            .put_plugin(&row, Some((&row.id, &display)), &audit)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => PluginError::Refused(format!(
+                    "the bot's login {:?} is taken by a user",
+                    row.id
+                )),
+                e => PluginError::Store(e),
+            })?;
+        self.swap(row, env, Some(loaded), None);
+        self.info(&manifest.id).await
+    }
+
+    /// Reinstalls a plugin from the folder it was installed from, with the same rights.
+    pub(crate) async fn reload(&self, id: &str, actor: &str) -> Result<PluginInfo, PluginError> {
+        let row = self
+            .shared
+            .store
+            .plugin(id)
+            .await?
+            .ok_or_else(|| PluginError::NotFound(id.to_owned()))?;
+        let grants: Vec<String> = serde_json::from_str(&row.grants).unwrap_or_default();
+        let config: BTreeMap<String, String> = serde_json::from_str(&row.config).unwrap_or_default();
+        self.install(Path::new(&row.source), &grants, &config, actor).await
+    }
+
+    pub(crate) async fn set_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+        actor: &str,
+    ) -> Result<PluginInfo, PluginError> {
+        let audit = AuditRecord {
+            at: now_ms(),
+            actor: actor.to_owned(),
+            action: if enabled { "plugin.enable" } else { "plugin.disable" },
+            target: id.to_owned(),
+            detail: String::new(),
+        };
+        if !self.shared.store.set_plugin_enabled(id, enabled, &audit).await? {
+            return Err(PluginError::NotFound(id.to_owned()));
+        }
+        if let Some(row) = self.shared.store.plugin(id).await? {
+            if let Err(e) = self.activate_row(row.clone()).await {
+                self.put_failed(row, e.to_string());
+            }
+        }
+        self.info(id).await
+    }
+
+    pub(crate) async fn list(&self) -> Result<Vec<PluginInfo>, PluginError> {
+        let mut out = Vec::new();
+        for a in self.all() {
+            out.push(self.info_of(&a).await?);
+        }
+        Ok(out)
+    }
+
+    async fn info(&self, id: &str) -> Result<PluginInfo, PluginError> {
+        let a = self.get(id).ok_or_else(|| PluginError::NotFound(id.to_owned()))?;
+        self.info_of(&a).await
+    }
+
+    async fn info_of(&self, a: &Active) -> Result<PluginInfo, PluginError> {
+        let m = &a.env.manifest;
+        let mut roles = Vec::new();
+        if let Some(c) = &m.roles.context_provider {
+            roles.push(format!("context-provider({})", c.object_types.join(",")));
+        }
+        if let Some(b) = &m.roles.bot {
+            roles.push(format!("bot({})", b.events.join(",")));
+        }
+        if m.roles.storage_backend.is_some() {
+            roles.push("storage-backend".into());
+        }
+        let status = if let Some(e) = &a.load_error {
+            format!("failed: {e}")
+        } else if !a.row.enabled {
+            "disabled".into()
+        } else if let Some((why, left)) = a
+            .breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .paused(Instant::now())
+        {
+            format!("paused for {}s after repeated failures: {why}", left.as_secs().max(1))
+        } else {
+            "active".into()
+        };
+        let dead = self.shared.store.dead_letters(&a.env.id).await?.len() as u64;
+        Ok(PluginInfo {
+            id: a.env.id.clone(),
+            name: m.name.clone(),
+            version: m.version.clone(),
+            enabled: a.row.enabled,
+            status,
+            roles,
+            rights: a.env.rights.names().into_iter().map(String::from).collect(),
+            bot_user: a.row.bot_user.clone(),
+            dead_letters: dead,
+        })
+    }
+
+    pub(crate) async fn logs(&self, id: &str, limit: u32) -> Result<Vec<PluginLogLine>, PluginError> {
+        self.get(id).ok_or_else(|| PluginError::NotFound(id.to_owned()))?;
+        Ok(self
+            .shared
+            .store
+            .plugin_logs(id, limit.clamp(1, 2000))
+            .await?
+            .into_iter()
+            .map(|r| PluginLogLine {
+                at: Timestamp(r.at),
+                level: r.level,
+                message: r.message,
+                fields: serde_json::from_str(&r.fields).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    pub(crate) async fn dead_letters(&self, id: &str) -> Result<Vec<DeadLetter>, PluginError> {
+        self.get(id).ok_or_else(|| PluginError::NotFound(id.to_owned()))?;
+        Ok(self
+            .shared
+            .store
+            .dead_letters(id)
+            .await?
+            .into_iter()
+            .map(|r| DeadLetter {
+                id: r.id,
+                kind: r.kind,
+                attempts: r.attempts as u64,
+                error: r.last_error.unwrap_or_default(),
+                at: Timestamp(r.created_at),
+                payload: r.payload,
+            })
+            .collect())
+    }
+
+    pub(crate) async fn replay(&self, id: &str, item: Option<i64>, actor: &str) -> Result<u64, PluginError> {
+        self.get(id).ok_or_else(|| PluginError::NotFound(id.to_owned()))?;
+        let audit = AuditRecord {
+            at: now_ms(),
+            actor: actor.to_owned(),
+            action: "plugin.replay",
+            target: id.to_owned(),
+            detail: item.map_or("all".into(), |i| i.to_string()),
+        };
+        let n = self.shared.store.replay_dead(id, item, now_ms(), &audit).await?;
+        self.waker(id).notify_one();
+        Ok(n)
+    }
+
+    async fn keep_logs(&self, plugin: &str, logs: Vec<host::LogLine>, stderr: &str) {
+        let mut lines: Vec<(i64, String, String, String)> = logs
+            .into_iter()
+            .map(|l| {
+                tracing::info!(plugin, level = l.level, message = %l.message, "plugin log");
+                let fields: BTreeMap<String, String> = l.fields.into_iter().collect();
+                (l.at, l.level.to_owned(), l.message, serde_json::to_string(&fields).unwrap_or_default())
+            })
+            .collect();
+        for line in stderr.lines().filter(|l| !l.trim().is_empty()).take(20) {
+            tracing::warn!(plugin, output = %line, "plugin output");
+            lines.push((now_ms(), "stderr".into(), line.chars().take(4096).collect(), "{}".into()));
+        }
+        if !lines.is_empty()
+            && let Err(e) = self.shared.store.append_plugin_logs(plugin, &lines).await
+        {
+            tracing::warn!(plugin, error = %e, "cannot store plugin log lines");
+        }
+    }
+
+    // ---------------------------------------------------------------- calls
+
+    /// Runs one call on the active version of a plugin, through its breaker.
+    async fn call<R>(
+        &self,
+        a: &Active,
+        what: &str,
+        f: impl AsyncFnOnce(&Loaded, &mut wasmtime::Store<host::HostState>, &wasmtime::component::Instance) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let Some(loaded) = &a.loaded else {
+            return Err(CallError::Paused(a.load_error.clone().unwrap_or_default()));
+        };
+        if !a.row.enabled {
+            return Err(CallError::Paused("disabled by the administrator".into()));
+        }
+        if let Admit::No(left) = a.breaker.lock().unwrap_or_else(|e| e.into_inner()).admit(Instant::now()) {
+            return Err(CallError::Paused(format!("paused for {} ms", left.as_millis())));
+        }
+        let (result, logs, stderr) = loaded
+            .call(&self.shared.runtime, &a.env, async |store, instance| {
+                f(loaded, store, instance).await
+            })
+            .await;
+        self.keep_logs(&a.env.id, logs, &stderr).await;
+        self.record(a, what, &result);
+        result
+    }
+
+    fn record<R>(&self, a: &Active, what: &str, result: &Result<R, CallError>) {
+        let mut breaker = a.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(_) => breaker.success(),
+            Err(e) if e.is_failure() => {
+                tracing::warn!(plugin = %a.env.id, call = what, error = %e, "plugin call failed");
+                if breaker.failure(Instant::now(), &e.to_string()) {
+                    tracing::error!(plugin = %a.env.id, error = %e, "plugin paused after repeated failures");
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn provider_for(&self, object_type: &str) -> Option<Arc<Active>> {
+        self.all().into_iter().find(|a| {
+            a.env
+                .manifest
+                .roles
+                .context_provider
+                .as_ref()
+                .is_some_and(|c| c.object_types.iter().any(|t| t == object_type))
+        })
+    }
+
+    /// What `user` may do in the object's discussion, if a context provider serves its type
+    /// (`None`: no provider; the node's own access list decides). Bots may post about the
+    /// object types their manifest names.
+    pub(crate) async fn object_access(&self, object: &ObjectRef, user: &str) -> Option<Access> {
+        if let Some(plugin) = self.bot_plugin(user)
+            && let Some(a) = self.get(&plugin)
+            && a.row.enabled
+            && a.env.manifest.bot_object_types().iter().any(|t| *t == object.object_type)
+        {
+            return Some(Access::Write);
+        }
+        let a = self.provider_for(&object.object_type)?;
+        let key = (
+            object.application.clone(),
+            object.object_type.clone(),
+            object.object_id.clone(),
+            user.to_owned(),
+        );
+        let ttl = Duration::from_millis(self.shared.config.authorize_cache_ms);
+        if let Some((access, at)) = self.shared.access_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+            && at.elapsed() < ttl
+        {
+            return Some(*access);
+        }
+        let obj = wit_object(object);
+        let users = vec![user.to_owned()];
+        let cx = invocation(&a);
+        let result = self
+            .call(&a, "authorize", async |loaded, store, instance| {
+                let Some(idx) = &loaded.context else {
+                    return Ok(Err(wit::PluginError::Unsupported));
+                };
+                idx.load(&mut *store, instance)?.call_authorize(&mut *store, &cx, &obj, &users).await
+            })
+            .await;
+        let access = match result {
+            Ok(Ok(list)) if list.len() == 1 => match list[0] {
+                wit::Access::None => Access::None,
+                wit::Access::Read => Access::Read,
+                wit::Access::Write => Access::Write,
+            },
+            Ok(Ok(_)) => {
+                tracing::warn!(plugin = %a.env.id, "authorize answered for the wrong number of users; denying");
+                return Some(Access::None);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(plugin = %a.env.id, error = ?e, "authorize refused");
+                Access::None
+            }
+            // Fail closed, and do not remember a failure.
+            Err(e) => {
+                tracing::warn!(plugin = %a.env.id, error = %e, "authorize failed; denying");
+                return Some(Access::None);
+            }
+        };
+        let mut cache = self.shared.access_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(key, (access, Instant::now()));
+        Some(access)
+    }
+
+    /// Whether a context provider serves this object type.
+    pub(crate) fn serves(&self, object_type: &str) -> bool {
+        self.provider_for(object_type).is_some()
+    }
+
+    /// Asks the type's provider whether the object exists; `Ok` when no provider serves it.
+    pub(crate) async fn validate(&self, object: &ObjectRef) -> Result<(), String> {
+        let Some(a) = self.provider_for(&object.object_type) else {
+            return Ok(());
+        };
+        let obj = wit_object(object);
+        let cx = invocation(&a);
+        let result = self
+            .call(&a, "validate", async |loaded, store, instance| {
+                let Some(idx) = &loaded.context else {
+                    return Ok(Err(wit::PluginError::Unsupported));
+                };
+                idx.load(&mut *store, instance)?.call_validate(&mut *store, &cx, &obj).await
+            })
+            .await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(wit::PluginError::NotFound)) => Err(format!("{} {} does not exist", object.object_type, object.object_id)),
+            Ok(Err(e)) => Err(format!("{} {} is not valid: {}", object.object_type, object.object_id, describe(&e))),
+            Err(e) => Err(format!("the {} provider is unavailable: {e}", object.object_type)),
+        }
+    }
+
+    /// How the object looks; `None` when no provider serves it or the provider failed (the
+    /// client then shows the bare reference).
+    pub(crate) async fn render(&self, object: &ObjectRef) -> Option<ObjectCard> {
+        let a = self.provider_for(&object.object_type)?;
+        let key = (object.application.clone(), object.object_type.clone(), object.object_id.clone());
+        if let Some((r, until)) = self.shared.render_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+            && Instant::now() < *until
+        {
+            return Some(card(r));
+        }
+        let obj = wit_object(object);
+        let cx = invocation(&a);
+        let result = self
+            .call(&a, "render", async |loaded, store, instance| {
+                let Some(idx) = &loaded.context else {
+                    return Ok(Err(wit::PluginError::Unsupported));
+                };
+                idx.load(&mut *store, instance)?.call_render(&mut *store, &cx, &obj).await
+            })
+            .await;
+        match result {
+            Ok(Ok(r)) => {
+                let r = clamp_rendered(r);
+                if r.cache_ttl_secs > 0 {
+                    let until = Instant::now() + Duration::from_secs(r.cache_ttl_secs.min(3600).into());
+                    self.shared.render_cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (r.clone(), until));
+                }
+                Some(card(&r))
+            }
+            _ => None,
+        }
+    }
+
+    // ---------------------------------------------------------------- bots
+
+    /// The plugin whose bot `user` is.
+    pub(crate) fn bot_plugin(&self, user: &str) -> Option<String> {
+        self.shared.bots.read().unwrap_or_else(|e| e.into_inner()).get(user).cloned()
+    }
+
+    /// Records a business event and queues it for every bot subscribed to its kind; `false`
+    /// if this source already sent this idempotency key.
+    pub(crate) async fn post_event(&self, event: BusinessEvent) -> Result<bool, StoreError> {
+        let subscribers: Vec<String> = self
+            .all()
+            .into_iter()
+            .filter(|a| {
+                a.env
+                    .manifest
+                    .roles
+                    .bot
+                    .as_ref()
+                    .is_some_and(|b| b.events.iter().any(|k| *k == event.kind))
+            })
+            .map(|a| a.env.id.clone())
+            .collect();
+        let payload = serde_json::to_string(&Inbox::Event(event.clone())).unwrap_or_default();
+        let object = event
+            .object
+            .as_ref()
+            .map(|o| (o.application.as_str(), o.object_type.as_str(), o.object_id.as_str()));
+        let fresh = self
+            .shared
+            .store
+            .insert_business_event(
+                &NewBusinessEvent {
+                    source: &event.source,
+                    kind: &event.kind,
+                    idempotency_key: &event.idempotency_key,
+                    object,
+                    inbox_payload: &payload,
+                    payload: &event.payload,
+                    occurred_at: event.occurred_at,
+                },
+                &subscribers,
+                now_ms(),
+            )
+            .await?
+            .is_some();
+        for s in &subscribers {
+            self.waker(s).notify_one();
+        }
+        Ok(fresh)
+    }
+
+    /// Queues a click on a bot's button.
+    pub(crate) async fn clicked(&self, plugin: &str, click: Click) -> Result<(), StoreError> {
+        let payload = serde_json::to_string(&Inbox::Click(click)).unwrap_or_default();
+        self.shared.store.enqueue_plugin(plugin, "click", &payload, now_ms()).await?;
+        self.waker(plugin).notify_one();
+        Ok(())
+    }
+
+    /// Wakes the dispatchers of these plugins (after a batch queued messages for them).
+    pub(crate) fn wake(&self, plugins: &[String]) {
+        for p in plugins {
+            self.waker(p).notify_one();
+        }
+    }
+
+    fn ensure_dispatcher(&self, id: &str) {
+        let mut running = self.shared.dispatchers.lock().unwrap_or_else(|e| e.into_inner());
+        if running.insert(id.to_owned(), ()).is_some() {
+            return;
+        }
+        let this = self.clone();
+        let id = id.to_owned();
+        self.shared.tasks.spawn(async move { this.dispatch(id).await });
+    }
+
+    /// Delivers one bot's inbox, in order, for as long as the node runs.
+    async fn dispatch(self, id: String) {
+        let waker = self.waker(&id);
+        let stop = self.shared.stop.clone();
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            let wait = match self.dispatch_one(&id).await {
+                Ok(None) => Duration::ZERO,
+                Ok(Some(wait)) => wait,
+                Err(e) => {
+                    tracing::warn!(plugin = %id, error = %e, "bot inbox failed");
+                    Duration::from_secs(1)
+                }
+            };
+            if wait > Duration::ZERO {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = waker.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+
+    /// Handles the head of the inbox; `Some(wait)` when there is nothing to do for a while.
+    async fn dispatch_one(&self, id: &str) -> Result<Option<Duration>, StoreError> {
+        const IDLE: Duration = Duration::from_secs(5);
+        let Some(a) = self.get(id) else {
+            return Ok(Some(IDLE));
+        };
+        if !a.row.enabled || a.loaded.is_none() {
+            return Ok(Some(IDLE));
+        }
+        if let Some((_, left)) = a.breaker.lock().unwrap_or_else(|e| e.into_inner()).paused(Instant::now()) {
+            return Ok(Some(left.max(Duration::from_millis(10))));
+        }
+        let now = now_ms();
+        let Some(row) = self.shared.store.next_inbox(id, now).await? else {
+            let due = self.shared.store.inbox_due_at(id).await?;
+            return Ok(Some(due.map_or(IDLE, |d| Duration::from_millis((d - now).clamp(1, 5000) as u64))));
+        };
+        let outcome = self.deliver(&a, &row).await;
+        match outcome {
+            Ok(actions) => {
+                self.apply(&a, actions, &format!("inbox{}", row.id)).await;
+                self.shared.store.inbox_done(row.id).await?;
+            }
+            Err(Failed { error, retry }) => {
+                let attempts = row.attempts + 1;
+                let dead = !retry || attempts >= MAX_ATTEMPTS;
+                let backoff = 200i64.saturating_mul(1 << attempts.min(10));
+                tracing::warn!(plugin = %id, item = row.id, attempts, dead, error = %error, "bot delivery failed");
+                self.shared.store.inbox_failed(row.id, &error, now_ms() + backoff, dead).await?;
+            }
+        }
+        Ok(None)
+    }
+
+    async fn deliver(&self, a: &Active, row: &InboxRow) -> Result<Vec<wit::BotAction>, Failed> {
+        let item: Inbox = serde_json::from_str(&row.payload).map_err(|e| Failed {
+            error: format!("unreadable inbox item: {e}"),
+            retry: false,
+        })?;
+        let cx = invocation(a);
+        let result = match item {
+            Inbox::Message(m) => {
+                let msg = m.to_wit();
+                self.call(a, "on-message", async |loaded, store, instance| {
+                    let Some(idx) = &loaded.bot else { return Ok(Err(wit::PluginError::Unsupported)) };
+                    idx.load(&mut *store, instance)?.call_on_message(&mut *store, &cx, &msg).await
+                })
+                .await
+            }
+            Inbox::Event(e) => {
+                let evt = e.to_wit();
+                self.call(a, "on-event", async |loaded, store, instance| {
+                    let Some(idx) = &loaded.bot else { return Ok(Err(wit::PluginError::Unsupported)) };
+                    idx.load(&mut *store, instance)?.call_on_event(&mut *store, &cx, &evt).await
+                })
+                .await
+            }
+            Inbox::Click(c) => {
+                let click = c.to_wit();
+                self.call(a, "on-action", async |loaded, store, instance| {
+                    let Some(idx) = &loaded.bot else { return Ok(Err(wit::PluginError::Unsupported)) };
+                    idx.load(&mut *store, instance)?.call_on_action(&mut *store, &cx, &click).await
+                })
+                .await
+            }
+        };
+        match result {
+            Ok(Ok(actions)) => Ok(actions),
+            Ok(Err(e)) => Err(Failed {
+                retry: matches!(e, wit::PluginError::Unavailable(_)),
+                error: format!("the bot answered: {}", describe(&e)),
+            }),
+            Err(CallError::Paused(why)) => Err(Failed { error: why, retry: true }),
+            Err(e) => Err(Failed { error: e.to_string(), retry: true }),
+        }
+    }
+
+    /// Applies a bot's actions with its own rights. `key` makes each post exactly-once: a
+    /// retried item posts nothing twice.
+    async fn apply(&self, a: &Active, actions: Vec<wit::BotAction>, key: &str) {
+        if actions.len() > MAX_ACTIONS {
+            self.bot_warn(a, &format!("returned {} actions; only the first {MAX_ACTIONS} are applied", actions.len())).await;
+        }
+        for (i, action) in actions.into_iter().take(MAX_ACTIONS).enumerate() {
+            let result = match action {
+                wit::BotAction::PostMessage(p) => self
+                    .shared
+                    .post(&a.env, p, &format!("{key}.{i}"))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| describe(&e)),
+                wit::BotAction::React((message, emoji)) => self.shared.react(&a.env, &message, &emoji).await,
+                wit::BotAction::OpenDiscussion((object, users)) => {
+                    self.shared.open_for(&a.env, &object, &users).await
+                }
+            };
+            if let Err(e) = result {
+                self.bot_warn(a, &format!("action {i} was not applied: {e}")).await;
+            }
+        }
+    }
+
+    async fn bot_warn(&self, a: &Active, message: &str) {
+        let line = host::LogLine {
+            at: now_ms(),
+            level: "warn",
+            message: message.to_owned(),
+            fields: Vec::new(),
+        };
+        self.keep_logs(&a.env.id, vec![line], "").await;
+    }
+
+    // ---------------------------------------------------------------- storage
+
+    #[cfg_attr(not(feature = "test-utils"), allow(dead_code))]
+    pub(crate) fn storage_backend(&self, id: &str) -> Option<storage::PluginBlobs> {
+        let a = self.get(id)?;
+        a.env.manifest.roles.storage_backend.as_ref()?;
+        Some(storage::PluginBlobs::new(self.clone(), id.to_owned()))
+    }
+}
+
+struct Failed {
+    error: String,
+    retry: bool,
+}
+
+impl Shared {
+    fn discussions(&self) -> Result<&Discussions, String> {
+        self.discussions.get().ok_or_else(|| "the node is starting".to_owned())
+    }
+
+    fn bot_caller(env: &PluginEnv) -> Result<Caller, String> {
+        let user = env.bot_user.clone().ok_or("the plugin has no bot user")?;
+        Ok(Caller {
+            user,
+            device: "plugin".into(),
+            admin: false,
+            connection: 0,
+        })
+    }
+
+    /// Posts as the plugin's bot, exactly once per `key`.
+    async fn post(&self, env: &PluginEnv, p: wit::Post, key: &str) -> Result<String, wit::PluginError> {
+        let fail = |e: String| wit::PluginError::Invalid(e);
+        let discussions = self.discussions().map_err(wit::PluginError::Unavailable)?;
+        let caller = Self::bot_caller(env).map_err(fail)?;
+        let discussion = match (p.discussion, p.object) {
+            (Some(d), None) => d,
+            (None, Some(o)) => self.open_object(env, &caller, &o).await.map_err(fail)?,
+            _ => return Err(fail("a post names either a discussion or an object".into())),
+        };
+        let data = match p.data {
+            Some(d) => Some(serde_json::from_str(&d).map_err(|e| fail(format!("data is not JSON: {e}")))?),
+            None => None,
+        };
+        let mut hash = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(key, &mut hash);
+        let message = SendMessage {
+            discussion,
+            client_msg_id: format!("{}-{:016x}", &key.chars().take(40).collect::<String>(), std::hash::Hasher::finish(&hash)),
+            text: p.text,
+            reply_to: p.reply_to,
+            data,
+            actions: p.actions.into_iter().map(|a| Action { id: a.id, label: a.label }).collect(),
+        };
+        match discussions.send(&caller, message).await {
+            Ok(Reply::Sent { message_id, .. }) => Ok(message_id),
+            Ok(_) => Err(wit::PluginError::Internal("unexpected answer".into())),
+            Err(e) => Err(fail(e.to_string())),
+        }
+    }
+
+    async fn open_object(&self, env: &PluginEnv, caller: &Caller, o: &wit::ObjectRef) -> Result<String, String> {
+        let discussions = self.discussions()?;
+        let object = ObjectRef {
+            application: o.application.clone(),
+            object_type: o.object_type.clone(),
+            object_id: o.id.clone(),
+        };
+        if !env.manifest.bot_object_types().contains(&object.object_type) {
+            return Err(format!("the bot may not post about {} objects", object.object_type));
+        }
+        match discussions.open_object(caller, object, "").await.map_err(|e| e.to_string())? {
+            Reply::Discussion { discussion } => Ok(discussion.id),
+            _ => Err("unexpected answer".into()),
+        }
+    }
+
+    async fn react(&self, env: &PluginEnv, message: &str, emoji: &str) -> Result<(), String> {
+        let discussions = self.discussions()?;
+        let caller = Self::bot_caller(env)?;
+        let discussion = discussions.discussion_of(message).await.ok_or("no such message")?;
+        discussions
+            .react(&caller, &discussion, message, emoji, true)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn open_for(&self, env: &PluginEnv, o: &wit::ObjectRef, users: &[String]) -> Result<(), String> {
+        let caller = Self::bot_caller(env)?;
+        let discussion = self.open_object(env, &caller, o).await?;
+        let discussions = self.discussions()?;
+        for user in users.iter().take(1000) {
+            let as_user = Caller {
+                user: user.clone(),
+                device: "plugin".into(),
+                admin: false,
+                connection: 0,
+            };
+            // Only users who may read the object get it in their list.
+            if let Err(e) = discussions.follow(&as_user, &discussion, true).await {
+                tracing::debug!(user, error = %e, "not added to an object discussion");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invocation(a: &Active) -> wit::Invocation {
+    wit::Invocation {
+        request_id: uuid::Uuid::now_v7().to_string(),
+        deadline_ms: a.env.manifest.limits.call_timeout_ms,
+    }
+}
+
+fn wit_object(o: &ObjectRef) -> wit::ObjectRef {
+    wit::ObjectRef {
+        application: o.application.clone(),
+        object_type: o.object_type.clone(),
+        id: o.object_id.clone(),
+    }
+}
+
+fn describe(e: &wit::PluginError) -> String {
+    match e {
+        wit::PluginError::NotFound => "not found".into(),
+        wit::PluginError::Invalid(s) => format!("invalid: {s}"),
+        wit::PluginError::Unauthorized => "unauthorized".into(),
+        wit::PluginError::Unavailable(s) => format!("unavailable: {s}"),
+        wit::PluginError::Unsupported => "unsupported".into(),
+        wit::PluginError::Internal(s) => format!("internal error: {s}"),
+    }
+}
+
+/// Caps what a plugin renders, so that a plugin cannot flood clients.
+fn clamp_rendered(mut r: wit::RenderedObject) -> wit::RenderedObject {
+    let cut = |s: &mut String, n: usize| {
+        if s.chars().count() > n {
+            *s = s.chars().take(n).collect();
+        }
+    };
+    cut(&mut r.title, 256);
+    for s in [&mut r.subtitle, &mut r.url, &mut r.status].into_iter().flatten() {
+        cut(s, 1024);
+    }
+    r.fields.truncate(32);
+    for (k, v) in &mut r.fields {
+        cut(k, 128);
+        cut(v, 1024);
+    }
+    r
+}
+
+fn card(r: &wit::RenderedObject) -> ObjectCard {
+    ObjectCard {
+        title: r.title.clone(),
+        subtitle: r.subtitle.clone(),
+        url: r.url.clone(),
+        status: r.status.clone(),
+        fields: r.fields.clone(),
+    }
+}
+
+/// A business event as the node keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BusinessEvent {
+    pub(crate) source: String,
+    pub(crate) kind: String,
+    pub(crate) object: Option<ObjectRef>,
+    pub(crate) payload: String,
+    pub(crate) occurred_at: i64,
+    pub(crate) idempotency_key: String,
+}
+
+impl BusinessEvent {
+    /// Checks an event as an application sends it.
+    pub(crate) fn new(
+        source: String,
+        kind: String,
+        object: Option<ObjectRef>,
+        payload: String,
+        idempotency_key: String,
+    ) -> Result<Self, String> {
+        let short = |s: &str| !s.is_empty() && s.len() <= 128;
+        if !short(&source) || !short(&kind) || !short(&idempotency_key) {
+            return Err("source, kind and idempotency_key are 1 to 128 bytes".into());
+        }
+        if payload.len() > 64 * 1024 {
+            return Err("an event's payload is at most 64 KiB".into());
+        }
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&payload) {
+            return Err(format!("the payload is not JSON: {e}"));
+        }
+        Ok(Self {
+            source,
+            kind,
+            object,
+            payload,
+            occurred_at: now_ms(),
+            idempotency_key,
+        })
+    }
+
+    fn to_wit(&self) -> wit::BusinessEvent {
+        wit::BusinessEvent {
+            source: self.source.clone(),
+            kind: self.kind.clone(),
+            object: self.object.as_ref().map(wit_object),
+            payload: self.payload.clone(),
+            occurred_at_ms: self.occurred_at.max(0) as u64,
+            idempotency_key: self.idempotency_key.clone(),
+        }
+    }
+}
+
+/// A message as a bot's inbox keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BotMessage {
+    pub(crate) id: String,
+    pub(crate) discussion: String,
+    pub(crate) object: Option<ObjectRef>,
+    pub(crate) author: String,
+    pub(crate) text: String,
+    pub(crate) mentions: Vec<String>,
+    pub(crate) reply_to: Option<String>,
+    pub(crate) sent_at: i64,
+}
+
+impl BotMessage {
+    fn to_wit(&self) -> wit::Message {
+        wit::Message {
+            id: self.id.clone(),
+            discussion: self.discussion.clone(),
+            object: self.object.as_ref().map(wit_object),
+            author: self.author.clone(),
+            text: self.text.clone(),
+            mentions: self.mentions.clone(),
+            reply_to: self.reply_to.clone(),
+            sent_at_ms: self.sent_at.max(0) as u64,
+        }
+    }
+
+    /// The inbox payload for this message.
+    pub(crate) fn payload(&self) -> String {
+        serde_json::to_string(&Inbox::Message(self.clone())).unwrap_or_default()
+    }
+}
+
+/// A click as a bot's inbox keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Click {
+    pub(crate) message: String,
+    pub(crate) discussion: String,
+    pub(crate) object: Option<ObjectRef>,
+    pub(crate) action: String,
+    pub(crate) user: String,
+    pub(crate) data: Option<String>,
+}
+
+impl Click {
+    fn to_wit(&self) -> wit::ActionClick {
+        wit::ActionClick {
+            message: self.message.clone(),
+            discussion: self.discussion.clone(),
+            object: self.object.as_ref().map(wit_object),
+            action: self.action.clone(),
+            user: self.user.clone(),
+            data: self.data.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Inbox {
+    Message(BotMessage),
+    Event(BusinessEvent),
+    Click(Click),
+}

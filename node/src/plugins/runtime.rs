@@ -1,0 +1,511 @@
+//! The wasmtime side: one engine with an epoch ticker and the pooling allocator, compiled
+//! artifacts cached on disk, install-time checks of a component's imports and exports, and
+//! calls under a memory cap, a CPU budget and a wall-clock deadline.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
+
+use super::bindings::FullPlugin;
+use super::bindings::exports::veche::plugin::{bot, context_provider, lifecycle, storage_backend};
+use super::host::{HostState, PluginEnv, Rights};
+use super::manifest::{API_MAJOR, API_MINOR, API_PACKAGE, Manifest};
+
+/// One epoch tick.
+pub(crate) const TICK: Duration = Duration::from_millis(10);
+/// Instances alive at once, over all plugins (pooling allocator slots).
+const MAX_INSTANCES: u32 = 256;
+/// A warm instance serves this many calls, then is replaced.
+const CALLS_PER_INSTANCE: u32 = 1000;
+
+/// The engine and the linker every plugin is instantiated with.
+pub(crate) struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: PathBuf,
+    ticker: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("cache", &self.cache).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Why a component cannot be installed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoadError {
+    #[error("the component does not compile: {0}")]
+    Compile(String),
+    #[error("the component imports {interface}, {why}")]
+    Import { interface: String, why: String },
+    #[error("the component {0}")]
+    Export(String),
+    #[error(
+        "the component was built against {found}; this node implements {API_PACKAGE}@{API_MAJOR}.{API_MINOR}"
+    )]
+    IncompatibleApi { found: String },
+    #[error("the component cannot be linked: {0}")]
+    Link(String),
+    #[error("cannot cache the compiled component: {0}")]
+    Cache(String),
+}
+
+impl Runtime {
+    pub(crate) fn new(cache: PathBuf) -> Result<Self, String> {
+        let mut cfg = Config::new();
+        cfg.epoch_interruption(true);
+        cfg.max_wasm_stack(512 * 1024);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(MAX_INSTANCES)
+            .total_core_instances(4 * MAX_INSTANCES)
+            .total_memories(2 * MAX_INSTANCES)
+            .total_tables(4 * MAX_INSTANCES)
+            .total_stacks(MAX_INSTANCES)
+            .max_memory_size(super::manifest::MAX_MEMORY as usize)
+            .max_component_instance_size(1 << 20);
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg).map_err(|e| format!("cannot start wasmtime: {e:#}"))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| format!("cannot link WASI: {e:#}"))?;
+        FullPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| format!("cannot link the plugin API: {e:#}"))?;
+
+        std::fs::create_dir_all(&cache)
+            .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+        let ticker = Arc::new(AtomicBool::new(false));
+        let stop = ticker.clone();
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("veche-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match weak.upgrade() {
+                        Some(e) => e.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            ticker,
+        })
+    }
+
+    /// Compiles (or loads the cached artifact of) a component, checks its imports against
+    /// `rights` and its exports against the manifest's roles, and prepares instantiation.
+    pub(crate) fn load(
+        &self,
+        wasm: &[u8],
+        manifest: &Manifest,
+        rights: Rights,
+    ) -> Result<Loaded, LoadError> {
+        let component = self.compile(wasm)?;
+        let ty = component.component_type();
+        for (name, _) in ty.imports(&self.engine) {
+            check_import(name, rights)?;
+        }
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        check_exports(&exports, manifest)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        fn missing(role: &'static str) -> impl Fn(wasmtime::Error) -> LoadError {
+            move |e| LoadError::Export(format!("does not export the {role} role correctly: {e:#}"))
+        }
+        let lifecycle = lifecycle::GuestIndices::new(&pre).map_err(missing("lifecycle"))?;
+        let roles = &manifest.roles;
+        let context = match roles.context_provider {
+            Some(_) => Some(
+                context_provider::GuestIndices::new(&pre).map_err(missing("context-provider"))?,
+            ),
+            None => None,
+        };
+        let bot = match roles.bot {
+            Some(_) => Some(bot::GuestIndices::new(&pre).map_err(missing("bot"))?),
+            None => None,
+        };
+        let storage = match roles.storage_backend {
+            Some(_) => Some(
+                storage_backend::GuestIndices::new(&pre).map_err(missing("storage-backend"))?,
+            ),
+            None => None,
+        };
+        Ok(Loaded {
+            pre,
+            lifecycle,
+            context,
+            bot,
+            storage,
+            warm: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The compiled component, from the on-disk cache when this wasmtime and configuration
+    /// compiled it before.
+    fn compile(&self, wasm: &[u8]) -> Result<Component, LoadError> {
+        let mut h = Sha256::new();
+        h.update(wasm);
+        let mut compat = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut compat);
+        let key = format!(
+            "{}-{:016x}.cwasm",
+            hex::encode(h.finalize()),
+            std::hash::Hasher::finish(&compat)
+        );
+        let path = self.cache.join(key);
+        if path.exists() {
+            // SAFETY: the file is an artifact this node wrote itself, into its own 0700 data
+            // folder, named by the component's hash and the engine's compatibility hash.
+            #[allow(unsafe_code)]
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!(error = %e, path = %path.display(), "cached plugin artifact unusable; recompiling"),
+            }
+        }
+        let component =
+            Component::new(&self.engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let bytes = component
+            .serialize()
+            .map_err(|e| LoadError::Cache(format!("{e:#}")))?;
+        write_atomically(&path, &bytes).map_err(|e| LoadError::Cache(e.to_string()))?;
+        Ok(component)
+    }
+
+    /// A fresh store for one instance of `env`'s plugin.
+    fn store(&self, env: &Arc<PluginEnv>) -> Result<Store<HostState>, CallError> {
+        let limits = &env.manifest.limits;
+        let budget = (limits.cpu_ms as u64).div_ceil(TICK.as_millis() as u64).max(1) as u32;
+        let state = HostState::new(env.clone(), limits.memory.as_u64() as usize, budget)
+            .map_err(CallError::Host)?;
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(|mut cx| {
+            let s = cx.data_mut();
+            s.cpu_ticks += 1;
+            Ok(if s.cpu_ticks > s.cpu_budget {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        Ok(store)
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Interfaces every plugin may import: its own API's host side and the harmless parts of WASI
+/// that Rust's standard library always links (no files, no network).
+fn check_import(name: &str, rights: Rights) -> Result<(), LoadError> {
+    let (interface, _version) = name.split_once('@').unwrap_or((name, ""));
+    let refuse = |why: String| {
+        Err(LoadError::Import {
+            interface: name.to_owned(),
+            why,
+        })
+    };
+    if let Some(rest) = interface.strip_prefix("veche:plugin/") {
+        check_api_version(name)?;
+        return match rest {
+            "types" | "log" | "config" => Ok(()),
+            "kv" if rights.kv => Ok(()),
+            "messaging" if rights.messaging => Ok(()),
+            "kv" | "messaging" => refuse(format!(
+                "which needs the right `{rest}`: ask for it in plugin.toml [capabilities] and have the administrator grant it"
+            )),
+            _ => refuse("which this node does not provide".into()),
+        };
+    }
+    let Some((package, iface)) = interface.split_once('/') else {
+        return refuse("which this node does not provide".into());
+    };
+    match package {
+        "wasi:io" | "wasi:clocks" | "wasi:random" => Ok(()),
+        "wasi:cli" => Ok(()),
+        "wasi:filesystem" if rights.filesystem => Ok(()),
+        "wasi:filesystem" => refuse(
+            "but file system access is only for storage backends granted the right `filesystem`".into(),
+        ),
+        "wasi:sockets" | "wasi:http" => refuse(format!(
+            "but plugins get no network access ({package}/{iface} is never granted)"
+        )),
+        _ => refuse("which this node does not provide".into()),
+    }
+}
+
+/// `veche:plugin/x@MAJOR.MINOR.PATCH` must be an API this node implements.
+fn check_api_version(name: &str) -> Result<(), LoadError> {
+    let version = name.split_once('@').map_or("", |(_, v)| v);
+    let mut parts = version.split('.').map(str::parse::<u64>);
+    let ok = matches!(
+        (parts.next(), parts.next()),
+        (Some(Ok(major)), Some(Ok(minor))) if major == API_MAJOR && minor <= API_MINOR && minor > 0
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(LoadError::IncompatibleApi {
+            found: name.to_owned(),
+        })
+    }
+}
+
+/// Every role the manifest declares must be exported, at a compatible API version.
+fn check_exports(exports: &[String], manifest: &Manifest) -> Result<(), LoadError> {
+    for e in exports.iter().filter(|e| e.starts_with("veche:plugin/")) {
+        check_api_version(e)?;
+    }
+    let has = |iface: &str| {
+        exports
+            .iter()
+            .any(|e| e.split_once('@').is_some_and(|(i, _)| i == iface))
+    };
+    let mut wanted = vec!["lifecycle"];
+    let roles = &manifest.roles;
+    if roles.context_provider.is_some() {
+        wanted.push("context-provider");
+    }
+    if roles.bot.is_some() {
+        wanted.push("bot");
+    }
+    if roles.storage_backend.is_some() {
+        wanted.push("storage-backend");
+    }
+    for w in wanted {
+        if !has(&format!("veche:plugin/{w}")) {
+            return Err(LoadError::Export(format!(
+                "does not export veche:plugin/{w}, which plugin.toml declares"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A compiled plugin version, ready to instantiate.
+pub(crate) struct Loaded {
+    pre: InstancePre<HostState>,
+    lifecycle: lifecycle::GuestIndices,
+    pub(crate) context: Option<context_provider::GuestIndices>,
+    pub(crate) bot: Option<bot::GuestIndices>,
+    pub(crate) storage: Option<storage_backend::GuestIndices>,
+    /// Instances that finished their last call cleanly, ready for the next.
+    warm: Mutex<Vec<Warm>>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded").finish_non_exhaustive()
+    }
+}
+
+/// A live instance in its own store.
+pub(crate) struct Warm {
+    pub(crate) store: Store<HostState>,
+    pub(crate) instance: Instance,
+    calls: u32,
+}
+
+/// Why a plugin call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum CallError {
+    #[error("the plugin used up its CPU time ({0} ms)")]
+    Cpu(u32),
+    #[error("the plugin did not answer within {0} ms")]
+    Timeout(u32),
+    #[error("the plugin went over its memory limit")]
+    Memory,
+    #[error("the plugin crashed: {0}")]
+    Trap(String),
+    #[error("the plugin's init failed: {0}")]
+    Init(String),
+    /// The node could not set up the call.
+    #[error("{0}")]
+    Host(String),
+    #[error("the plugin is paused: {0}")]
+    Paused(String),
+}
+
+impl CallError {
+    /// Whether this counts against the plugin's circuit breaker.
+    pub(crate) fn is_failure(&self) -> bool {
+        !matches!(self, CallError::Paused(_) | CallError::Host(_))
+    }
+}
+
+impl Loaded {
+    /// Runs `f` on an instance: a warm one if there is one, else a fresh one (instantiated and
+    /// initialised). The instance returns to the warm list only if the call went cleanly.
+    pub(crate) async fn call<R>(
+        &self,
+        runtime: &Runtime,
+        env: &Arc<PluginEnv>,
+        f: impl AsyncFnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
+    ) -> (Result<R, CallError>, Vec<super::host::LogLine>, String) {
+        let limits = &env.manifest.limits;
+        let timeout = Duration::from_millis(limits.call_timeout_ms.into());
+        let started = Instant::now();
+        let warm = self.warm.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut warm = match warm {
+            Some(w) => w,
+            None => match self.instantiate(runtime, env, timeout).await {
+                Ok(w) => w,
+                Err((e, logs, stderr)) => return (Err(e), logs, stderr),
+            },
+        };
+        warm.store.data_mut().reset_call();
+        warm.store.set_epoch_deadline(1);
+        let left = timeout.saturating_sub(started.elapsed());
+        let outcome = tokio::time::timeout(left, f(&mut warm.store, &warm.instance)).await;
+        let logs = std::mem::take(&mut warm.store.data_mut().logs);
+        let stderr = take_stderr(&warm.store);
+        let result = match outcome {
+            Err(_) => Err(CallError::Timeout(limits.call_timeout_ms)),
+            Ok(Err(e)) => Err(classify(&e, &warm.store)),
+            Ok(Ok(r)) => Ok(r),
+        };
+        if result.is_ok() {
+            warm.calls += 1;
+            if warm.calls < CALLS_PER_INSTANCE {
+                let mut list = self.warm.lock().unwrap_or_else(|e| e.into_inner());
+                if list.len() < limits.max_concurrency as usize {
+                    list.push(warm);
+                }
+            }
+        }
+        // Otherwise the store (and its instance) is dropped here: never reused after a trap.
+        (result, logs, stderr)
+    }
+
+    async fn instantiate(
+        &self,
+        runtime: &Runtime,
+        env: &Arc<PluginEnv>,
+        timeout: Duration,
+    ) -> Result<Warm, (CallError, Vec<super::host::LogLine>, String)> {
+        let mut store = runtime.store(env).map_err(|e| (e, Vec::new(), String::new()))?;
+        store.set_epoch_deadline(1);
+        let ms = env.manifest.limits.call_timeout_ms;
+        let outcome = tokio::time::timeout(timeout, async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let init = self
+                .lifecycle
+                .load(&mut store, &instance)?
+                .call_init(&mut store)
+                .await?;
+            Ok::<_, wasmtime::Error>((instance, init))
+        })
+        .await;
+        let logs = std::mem::take(&mut store.data_mut().logs);
+        let stderr = take_stderr(&store);
+        match outcome {
+            Err(_) => Err((CallError::Timeout(ms), logs, stderr)),
+            Ok(Err(e)) => Err((classify(&e, &store), logs, stderr)),
+            Ok(Ok((_, Err(msg)))) => Err((CallError::Init(msg), logs, stderr)),
+            Ok(Ok((instance, Ok(())))) => Ok(Warm {
+                store,
+                instance,
+                calls: 0,
+            }),
+        }
+    }
+
+    /// Forgets warm instances (after a failure elsewhere, or when the plugin is replaced).
+    pub(crate) fn cool(&self) {
+        self.warm.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// A fresh, initialised instance of its own (storage streams keep one for their life).
+    pub(crate) async fn fresh(
+        &self,
+        runtime: &Runtime,
+        env: &Arc<PluginEnv>,
+    ) -> Result<Warm, CallError> {
+        let timeout = Duration::from_millis(env.manifest.limits.call_timeout_ms.into());
+        self.instantiate(runtime, env, timeout).await.map_err(|(e, _, _)| e)
+    }
+}
+
+/// Runs one call on an instance held by the caller (a storage stream), under the plugin's
+/// limits; the instance must be dropped if this fails.
+pub(crate) async fn call_on<R>(
+    warm: &mut Warm,
+    env: &PluginEnv,
+    f: impl AsyncFnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
+) -> Result<R, CallError> {
+    let ms = env.manifest.limits.call_timeout_ms;
+    warm.store.data_mut().reset_call();
+    warm.store.set_epoch_deadline(1);
+    let outcome = tokio::time::timeout(
+        Duration::from_millis(ms.into()),
+        f(&mut warm.store, &warm.instance),
+    )
+    .await;
+    match outcome {
+        Err(_) => Err(CallError::Timeout(ms)),
+        Ok(Err(e)) => Err(classify(&e, &warm.store)),
+        Ok(Ok(r)) => Ok(r),
+    }
+}
+
+fn take_stderr(store: &Store<HostState>) -> String {
+    let bytes = store.data().stderr.contents();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// What a wasmtime error means for the plugin.
+fn classify(e: &wasmtime::Error, store: &Store<HostState>) -> CallError {
+    let state = store.data();
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Cpu(state.env.manifest.limits.cpu_ms),
+        Some(Trap::AllocationTooLarge) => CallError::Memory,
+        Some(trap) => {
+            let stderr = take_stderr(store);
+            if stderr.contains("memory allocation of") || format!("{e:#}").contains("memory") && stderr.contains("alloc") {
+                CallError::Memory
+            } else if let Some(panic) = stderr.lines().find(|l| l.contains("panicked")) {
+                CallError::Trap(format!("{trap}: {}", panic.trim()))
+            } else {
+                CallError::Trap(trap.to_string())
+            }
+        }
+        None => {
+            let text = format!("{e:#}");
+            if text.contains("memory") && text.contains("limit") || text.contains("forcing trap when growing memory") {
+                CallError::Memory
+            } else {
+                CallError::Trap(text)
+            }
+        }
+    }
+}
+
+/// A digest of a component's bytes.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}

@@ -1,0 +1,239 @@
+//! Blobs kept by a storage-backend plugin. A write or a read holds one instance of its own for
+//! its whole life (the plugin's `writer`/`reader` resources live in it); every chunk is one
+//! call under the plugin's limits, so memory stays bounded by the chunk size.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use wasmtime::component::ResourceAny;
+
+use super::bindings::veche::plugin::types as wit;
+use super::runtime::{CallError, Warm, call_on};
+use super::{Active, Plugins, describe, invocation};
+
+/// Bytes passed to the plugin per call.
+pub(crate) const CHUNK: usize = 256 * 1024;
+
+/// Why a blob operation failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BlobError {
+    #[error("the storage backend plugin {0:?} is not installed")]
+    NoBackend(String),
+    #[error("the storage backend refused: {0}")]
+    Backend(String),
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("reading the upload failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A stored blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Blob {
+    pub(crate) key: String,
+    pub(crate) size: u64,
+}
+
+/// The blobs of one storage-backend plugin.
+#[derive(Debug, Clone)]
+pub(crate) struct PluginBlobs {
+    plugins: Plugins,
+    id: String,
+}
+
+impl PluginBlobs {
+    pub(super) fn new(plugins: Plugins, id: String) -> Self {
+        Self { plugins, id }
+    }
+
+    fn active(&self) -> Result<Arc<Active>, BlobError> {
+        self.plugins
+            .get(&self.id)
+            .filter(|a| a.loaded.is_some() && a.row.enabled)
+            .ok_or_else(|| BlobError::NoBackend(self.id.clone()))
+    }
+
+    async fn instance(&self, a: &Active) -> Result<Warm, BlobError> {
+        let loaded = a.loaded.as_ref().ok_or_else(|| BlobError::NoBackend(self.id.clone()))?;
+        let result = loaded.fresh(&self.plugins.shared.runtime, &a.env).await;
+        self.plugins.record(a, "storage", &result);
+        Ok(result?)
+    }
+
+    /// Runs one call on `warm`, recording its outcome in the plugin's breaker.
+    async fn run<R>(
+        &self,
+        a: &Active,
+        warm: &mut Warm,
+        f: impl AsyncFnOnce(
+            &mut wasmtime::Store<super::host::HostState>,
+            &wasmtime::component::Instance,
+        ) -> wasmtime::Result<Result<R, wit::PluginError>>,
+    ) -> Result<R, BlobError> {
+        let result = call_on(warm, &a.env, f).await;
+        let logs = std::mem::take(&mut warm.store.data_mut().logs);
+        self.plugins.keep_logs(&a.env.id, logs, "").await;
+        self.plugins.record(a, "storage", &result);
+        result?.map_err(|e| BlobError::Backend(describe(&e)))
+    }
+
+    fn storage<'a>(
+        &self,
+        a: &'a Active,
+    ) -> Result<&'a super::bindings::exports::veche::plugin::storage_backend::GuestIndices, BlobError>
+    {
+        a.loaded
+            .as_ref()
+            .and_then(|l| l.storage.as_ref())
+            .ok_or_else(|| BlobError::NoBackend(self.id.clone()))
+    }
+
+    /// Streams `data` into the blob `key`, chunk by chunk; the blob appears only when all of
+    /// it is written.
+    pub(crate) async fn put(
+        &self,
+        key: &str,
+        mut data: impl AsyncRead + Unpin,
+    ) -> Result<Blob, BlobError> {
+        let a = self.active()?;
+        let idx = self.storage(&a)?;
+        let mut warm = self.instance(&a).await?;
+        let cx = invocation(&a);
+        let writer: ResourceAny = self
+            .run(&a, &mut warm, async |store, instance| {
+                idx.load(&mut *store, instance)?.call_open_write(&mut *store, &cx, key).await
+            })
+            .await?;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = read_full(&mut data, &mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            let chunk = &buf[..n];
+            let wrote = self
+                .run(&a, &mut warm, async |store, instance| {
+                    idx.load(&mut *store, instance)?
+                        .writer()
+                        .call_write(&mut *store, writer, chunk)
+                        .await
+                })
+                .await;
+            if let Err(e) = wrote {
+                // Best effort: the instance may be unusable after a trap.
+                let _ = self
+                    .run(&a, &mut warm, async |store, instance| {
+                        idx.load(&mut *store, instance)?.writer().call_abort(&mut *store, writer).await?;
+                        Ok(Ok(()))
+                    })
+                    .await;
+                return Err(e);
+            }
+        }
+        let info = self
+            .run(&a, &mut warm, async |store, instance| {
+                idx.load(&mut *store, instance)?.writer().call_finish(&mut *store, writer).await
+            })
+            .await?;
+        Ok(Blob {
+            key: info.key,
+            size: info.size,
+        })
+    }
+
+    /// Reads the whole blob, handing each chunk to `sink` as it arrives.
+    pub(crate) async fn get(
+        &self,
+        key: &str,
+        mut sink: impl AsyncFnMut(Vec<u8>) -> std::io::Result<()>,
+    ) -> Result<u64, BlobError> {
+        let a = self.active()?;
+        let idx = self.storage(&a)?;
+        let mut warm = self.instance(&a).await?;
+        let cx = invocation(&a);
+        let reader: ResourceAny = self
+            .run(&a, &mut warm, async |store, instance| {
+                idx.load(&mut *store, instance)?.call_open_read(&mut *store, &cx, key).await
+            })
+            .await?;
+        let mut total = 0u64;
+        loop {
+            let chunk = self
+                .run(&a, &mut warm, async |store, instance| {
+                    idx.load(&mut *store, instance)?
+                        .reader()
+                        .call_read(&mut *store, reader, CHUNK as u32)
+                        .await
+                })
+                .await?;
+            let Some(chunk) = chunk else { break };
+            if chunk.len() > CHUNK {
+                return Err(BlobError::Backend(format!(
+                    "the backend returned {} bytes where at most {CHUNK} were asked for",
+                    chunk.len()
+                )));
+            }
+            total += chunk.len() as u64;
+            sink(chunk).await?;
+        }
+        Ok(total)
+    }
+
+    pub(crate) async fn stat(&self, key: &str) -> Result<Option<Blob>, BlobError> {
+        let a = self.active()?;
+        let idx = self.storage(&a)?;
+        let mut warm = self.instance(&a).await?;
+        let cx = invocation(&a);
+        let info = self
+            .run(&a, &mut warm, async |store, instance| {
+                idx.load(&mut *store, instance)?.call_stat(&mut *store, &cx, key).await
+            })
+            .await?;
+        Ok(info.map(|i| Blob { key: i.key, size: i.size }))
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<bool, BlobError> {
+        let a = self.active()?;
+        let idx = self.storage(&a)?;
+        let mut warm = self.instance(&a).await?;
+        let cx = invocation(&a);
+        self.run(&a, &mut warm, async |store, instance| {
+            idx.load(&mut *store, instance)?.call_delete(&mut *store, &cx, key).await
+        })
+        .await
+    }
+
+    /// Blobs under `prefix` in key order after `after`, at most `limit`.
+    pub(crate) async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Blob>, BlobError> {
+        let a = self.active()?;
+        let idx = self.storage(&a)?;
+        let mut warm = self.instance(&a).await?;
+        let cx = invocation(&a);
+        let after = after.map(str::to_owned);
+        let list = self
+            .run(&a, &mut warm, async |store, instance| {
+                idx.load(&mut *store, instance)?
+                    .call_list_blobs(&mut *store, &cx, prefix, after.as_deref(), limit.min(1000))
+                    .await
+            })
+            .await?;
+        Ok(list.into_iter().map(|i| Blob { key: i.key, size: i.size }).collect())
+    }
+}
+
+async fn read_full(r: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let k = r.read(&mut buf[n..]).await?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    Ok(n)
+}

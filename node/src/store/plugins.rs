@@ -1,0 +1,469 @@
+//! Plugin installations, their key-value stores and logs, the bot inbox and business events.
+
+use super::audit::{AuditRecord, append};
+use super::{Batch, Store, StoreError};
+
+/// A plugin installation as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct PluginRow {
+    pub(crate) id: String,
+    pub(crate) version: String,
+    pub(crate) source: String,
+    pub(crate) manifest: String,
+    pub(crate) sha256: String,
+    /// JSON array of strings.
+    pub(crate) grants: String,
+    /// JSON object of strings.
+    pub(crate) config: String,
+    pub(crate) enabled: bool,
+    pub(crate) bot_user: Option<String>,
+    pub(crate) installed_at: i64,
+    pub(crate) updated_at: i64,
+}
+
+/// One line of a plugin's log.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct PluginLogRow {
+    pub(crate) at: i64,
+    pub(crate) level: String,
+    pub(crate) message: String,
+    pub(crate) fields: String,
+}
+
+/// Something a bot is to be told.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct InboxRow {
+    pub(crate) id: i64,
+    pub(crate) kind: String,
+    pub(crate) payload: String,
+    pub(crate) attempts: i64,
+    pub(crate) last_error: Option<String>,
+    pub(crate) created_at: i64,
+    pub(crate) next_at: i64,
+}
+
+/// A business event to record.
+#[derive(Debug, Clone)]
+pub(crate) struct NewBusinessEvent<'a> {
+    pub(crate) source: &'a str,
+    pub(crate) kind: &'a str,
+    pub(crate) idempotency_key: &'a str,
+    pub(crate) object: Option<(&'a str, &'a str, &'a str)>,
+    /// The inbox payload (JSON), the same for every plugin.
+    pub(crate) inbox_payload: &'a str,
+    pub(crate) payload: &'a str,
+    pub(crate) occurred_at: i64,
+}
+
+/// How many log lines a plugin keeps.
+const LOG_LINES_KEPT: i64 = 2000;
+
+const INSERT_INBOX: &str = "INSERT INTO plugin_inbox (plugin_id, kind, payload, state, attempts, \
+                            next_at, created_at) VALUES (?, ?, ?, 'pending', 0, ?, ?)";
+
+impl Store {
+    pub(crate) async fn plugins(&self) -> Result<Vec<PluginRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM plugins ORDER BY id")
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    pub(crate) async fn plugin(&self, id: &str) -> Result<Option<PluginRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM plugins WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?)
+    }
+
+    /// Installs or replaces a plugin; its bot user (if any) is created when missing.
+    pub(crate) async fn put_plugin(
+        &self,
+        row: &PluginRow,
+        bot: Option<(&str, &str)>,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        if let (Some((login, display_name)), Some(user)) = (bot, &row.bot_user) {
+            sqlx::query(
+                "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, \
+                 locked, created_at, updated_at, kind) VALUES (?, ?, ?, '', '!', FALSE, FALSE, ?, ?, 'bot') \
+                 ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name",
+            )
+            .bind(user)
+            .bind(login)
+            .bind(display_name)
+            .bind(row.updated_at)
+            .bind(row.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_insert)?;
+        }
+        sqlx::query(
+            "INSERT INTO plugins (id, version, source, manifest, sha256, grants, config, enabled, \
+             bot_user, installed_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version, source = excluded.source, \
+             manifest = excluded.manifest, sha256 = excluded.sha256, grants = excluded.grants, \
+             config = excluded.config, enabled = excluded.enabled, bot_user = excluded.bot_user, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&row.id)
+        .bind(&row.version)
+        .bind(&row.source)
+        .bind(&row.manifest)
+        .bind(&row.sha256)
+        .bind(&row.grants)
+        .bind(&row.config)
+        .bind(row.enabled)
+        .bind(&row.bot_user)
+        .bind(row.installed_at)
+        .bind(row.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn set_plugin_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query("UPDATE plugins SET enabled = ?, updated_at = ? WHERE id = ?")
+            .bind(enabled)
+            .bind(audit.at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if done {
+            append(&mut tx, audit).await?;
+            tx.commit().await?;
+        }
+        Ok(done)
+    }
+
+    pub(crate) async fn kv_get(
+        &self,
+        plugin: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM plugin_kv WHERE plugin_id = ? AND key = ?")
+                .bind(plugin)
+                .bind(key)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    /// Sets `key` unless the plugin's keys and values would then exceed `max_total` bytes;
+    /// `false` when refused.
+    pub(crate) async fn kv_set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: &[u8],
+        max_total: u64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let used: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(LENGTH(key) + LENGTH(value)), 0) FROM plugin_kv \
+             WHERE plugin_id = ? AND key <> ?",
+        )
+        .bind(plugin)
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
+        let after = u64::try_from(used).unwrap_or(0) + (key.len() + value.len()) as u64;
+        if after > max_total {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO plugin_kv (plugin_id, key, value) VALUES (?, ?, ?) \
+             ON CONFLICT (plugin_id, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(plugin)
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(crate) async fn kv_delete(&self, plugin: &str, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM plugin_kv WHERE plugin_id = ? AND key = ?")
+            .bind(plugin)
+            .bind(key)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn kv_keys(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        // Prefix match without LIKE's wildcards: the keys from `prefix` up to the first
+        // string that no longer starts with it.
+        let from = after.filter(|a| *a >= prefix).unwrap_or(prefix);
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT key FROM plugin_kv WHERE plugin_id = ? AND key >= ? AND key <> ? \
+             AND SUBSTR(key, 1, ?) = ? ORDER BY key LIMIT ?",
+        )
+        .bind(plugin)
+        .bind(from)
+        .bind(after.unwrap_or(""))
+        .bind(prefix.chars().count() as i64)
+        .bind(prefix)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Appends log lines and trims the plugin's log to its newest lines.
+    pub(crate) async fn append_plugin_logs(
+        &self,
+        plugin: &str,
+        lines: &[(i64, String, String, String)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        for (at, level, message, fields) in lines {
+            sqlx::query(
+                "INSERT INTO plugin_logs (plugin_id, at, level, message, fields) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(plugin)
+            .bind(at)
+            .bind(level)
+            .bind(message)
+            .bind(fields)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "DELETE FROM plugin_logs WHERE plugin_id = ? AND id <= \
+             (SELECT id FROM plugin_logs WHERE plugin_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+        )
+        .bind(plugin)
+        .bind(plugin)
+        .bind(LOG_LINES_KEPT)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The newest `limit` log lines, oldest first.
+    pub(crate) async fn plugin_logs(
+        &self,
+        plugin: &str,
+        limit: u32,
+    ) -> Result<Vec<PluginLogRow>, StoreError> {
+        let mut rows: Vec<PluginLogRow> = sqlx::query_as(
+            "SELECT at, level, message, fields FROM plugin_logs WHERE plugin_id = ? \
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(plugin)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// Records a business event once and queues it for `plugins`; `None` if the source already
+    /// sent this idempotency key (nothing is queued again).
+    pub(crate) async fn insert_business_event(
+        &self,
+        event: &NewBusinessEvent<'_>,
+        plugins: &[String],
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let (app, kind, id) = event.object.unzip3();
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO business_events (source, kind, idempotency_key, object_app, object_type, \
+             object_id, payload, occurred_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING id",
+        )
+        .bind(event.source)
+        .bind(event.kind)
+        .bind(event.idempotency_key)
+        .bind(app)
+        .bind(kind)
+        .bind(id)
+        .bind(event.payload)
+        .bind(event.occurred_at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if id.is_some() {
+            for plugin in plugins {
+                sqlx::query(INSERT_INBOX)
+                    .bind(plugin)
+                    .bind("event")
+                    .bind(event.inbox_payload)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Queues one item for a plugin outside any batch (clicks).
+    pub(crate) async fn enqueue_plugin(
+        &self,
+        plugin: &str,
+        kind: &str,
+        payload: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(INSERT_INBOX)
+            .bind(plugin)
+            .bind(kind)
+            .bind(payload)
+            .bind(now)
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// The oldest pending item of a plugin, if it is due.
+    pub(crate) async fn next_inbox(
+        &self,
+        plugin: &str,
+        now: i64,
+    ) -> Result<Option<InboxRow>, StoreError> {
+        // Strictly in order: the head waits out its backoff before anything behind it runs.
+        let row: Option<InboxRow> = sqlx::query_as(
+            "SELECT id, kind, payload, attempts, last_error, created_at, next_at \
+             FROM plugin_inbox WHERE plugin_id = ? AND state = 'pending' ORDER BY id LIMIT 1",
+        )
+        .bind(plugin)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.filter(|r| r.next_at <= now))
+    }
+
+    /// When the plugin's oldest pending item is due, if it has one.
+    pub(crate) async fn inbox_due_at(&self, plugin: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT next_at FROM plugin_inbox WHERE plugin_id = ? AND state = 'pending' \
+             ORDER BY id LIMIT 1",
+        )
+        .bind(plugin)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    pub(crate) async fn inbox_done(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM plugin_inbox WHERE id = ?")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: due again at `next_at`, or parked as dead.
+    pub(crate) async fn inbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_at: i64,
+        dead: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE plugin_inbox SET attempts = attempts + 1, last_error = ?, next_at = ?, \
+             state = ? WHERE id = ?",
+        )
+        .bind(error)
+        .bind(next_at)
+        .bind(if dead { "dead" } else { "pending" })
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn dead_letters(&self, plugin: &str) -> Result<Vec<InboxRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, kind, payload, attempts, last_error, created_at, \
+             next_at FROM plugin_inbox WHERE plugin_id = ? AND state = 'dead' ORDER BY id",
+        )
+        .bind(plugin)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Puts dead items (one, or all of the plugin's) back in line; how many.
+    pub(crate) async fn replay_dead(
+        &self,
+        plugin: &str,
+        id: Option<i64>,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let n = sqlx::query(
+            "UPDATE plugin_inbox SET state = 'pending', attempts = 0, next_at = ? \
+             WHERE plugin_id = ? AND state = 'dead' AND (? IS NULL OR id = ?)",
+        )
+        .bind(now)
+        .bind(plugin)
+        .bind(id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
+impl Batch {
+    /// Queues an item for a plugin in the batch's transaction: it exists exactly when its
+    /// cause does.
+    pub(crate) async fn enqueue_plugin(
+        &mut self,
+        plugin: &str,
+        kind: &str,
+        payload: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(INSERT_INBOX)
+            .bind(plugin)
+            .bind(kind)
+            .bind(payload)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
+
+trait Unzip3<'a> {
+    fn unzip3(self) -> (Option<&'a str>, Option<&'a str>, Option<&'a str>);
+}
+
+impl<'a> Unzip3<'a> for Option<(&'a str, &'a str, &'a str)> {
+    fn unzip3(self) -> (Option<&'a str>, Option<&'a str>, Option<&'a str>) {
+        match self {
+            Some((a, b, c)) => (Some(a), Some(b), Some(c)),
+            None => (None, None, None),
+        }
+    }
+}
