@@ -371,6 +371,12 @@ impl RunningNode {
         admin::execute(&self.services, actor, request).await
     }
 
+    /// The plugin host.
+    #[cfg(feature = "test-utils")]
+    pub(crate) fn plugins(&self) -> &Plugins {
+        &self.services.plugins
+    }
+
     /// Stops accepting, finishes in-flight requests, closes connections and storage.
     pub async fn shutdown(mut self) {
         self.stop.cancel();

@@ -240,6 +240,12 @@ pub mod __private {
     /// The writer resource every SDK plugin exports.
     pub struct Writer(pub RefCell<Box<dyn BlobWriter>>);
 
+    impl std::fmt::Debug for Writer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Writer")
+        }
+    }
+
     impl GuestWriter for Writer {
         fn write(&self, chunk: Vec<u8>) -> Result<(), PluginError> {
             self.0.borrow_mut().write(chunk)
@@ -254,6 +260,12 @@ pub mod __private {
 
     /// The reader resource every SDK plugin exports.
     pub struct Reader(pub RefCell<Box<dyn BlobReader>>);
+
+    impl std::fmt::Debug for Reader {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Reader")
+        }
+    }
 
     impl GuestReader for Reader {
         fn read(&self, max_bytes: u32) -> Result<Option<Vec<u8>>, PluginError> {

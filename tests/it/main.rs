@@ -4,5 +4,6 @@ mod accounts;
 mod cli;
 mod client;
 mod discussions;
+mod plugins;
 mod protocol;
 mod support;

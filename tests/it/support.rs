@@ -192,3 +192,72 @@ pub(crate) async fn veche(args: &[&str]) -> anyhow::Result<String> {
     veche_node::cli::run_args(argv, &mut out).await?;
     Ok(String::from_utf8(out)?)
 }
+
+/// The test plugins, built once per test run for wasm32-wasip2 (in `target/plugins`).
+pub(crate) fn built_plugins() -> anyhow::Result<&'static std::path::Path> {
+    static BUILT: std::sync::OnceLock<Result<std::path::PathBuf, String>> =
+        std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(std::path::Path::to_owned)
+            .ok_or("no workspace root")?;
+        let target = root.join("target").join("plugins");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.current_dir(&root).args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ]);
+        cmd.arg(&target);
+        for p in PLUGIN_CRATES {
+            cmd.args(["-p", p.0]);
+        }
+        let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "building the test plugins failed (is the wasm32-wasip2 target installed?):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(target.join("wasm32-wasip2").join("release"))
+    });
+    match built {
+        Ok(p) => Ok(p.as_path()),
+        Err(e) => anyhow::bail!("{e}"),
+    }
+}
+
+/// Plugin crates the tests use, with their folders.
+const PLUGIN_CRATES: &[(&str, &str)] = &[
+    ("invoice-context", "plugins/invoice-context"),
+    ("approval-bot", "plugins/approval-bot"),
+    ("fs-store", "plugins/fs-store"),
+    ("hostile", "tests/plugins/hostile"),
+    ("echo-bot", "tests/plugins/echo-bot"),
+    ("sneaky-fs", "tests/plugins/sneaky-fs"),
+    ("future-api", "tests/plugins/future-api"),
+];
+
+/// A folder ready to install: the plugin's `plugin.toml` and its freshly built component.
+pub(crate) fn plugin_folder(name: &str) -> anyhow::Result<tempfile::TempDir> {
+    let built = built_plugins()?;
+    let (_, folder) = PLUGIN_CRATES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .with_context(|| format!("no test plugin {name}"))?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("no workspace root")?;
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(
+        root.join(folder).join("plugin.toml"),
+        dir.path().join("plugin.toml"),
+    )?;
+    let wasm = format!("{}.wasm", name.replace('-', "_"));
+    std::fs::copy(built.join(&wasm), dir.path().join(&wasm))?;
+    Ok(dir)
+}
