@@ -39,7 +39,7 @@ CREATE INDEX plugin_logs_by_plugin ON plugin_logs (plugin_id, id);
 -- business event or a click. Delivered in id order per plugin; failures are retried with
 -- backoff, then parked as `dead` until an administrator replays them.
 CREATE TABLE plugin_inbox (
-    id         INTEGER PRIMARY KEY,
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: ids key bots' posts
     plugin_id  TEXT NOT NULL,
     kind       TEXT NOT NULL,                  -- message | event | click
     payload    TEXT NOT NULL,                  -- JSON

@@ -285,9 +285,12 @@ impl Discussions {
     ) -> Result<Reply, DiscussionError> {
         check_object(&object)?;
         // A context provider for the type says whether the object exists and how it is
-        // called; without one, the application's word is taken.
+        // called; without one, the application's word is taken. Bots act on the word of the
+        // application whose event they handle, so they may open it before the provider has
+        // heard of the object.
         let mut title = title.to_owned();
-        if self.inner.plugins.serves(&object.object_type) {
+        let bot = self.inner.plugins.bot_plugin(&caller.user).is_some();
+        if !bot && self.inner.plugins.serves(&object.object_type) {
             let exists = self
                 .inner
                 .store
