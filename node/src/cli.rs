@@ -423,7 +423,9 @@ async fn admin_command(
                 .map(|o| {
                     let mut parts = o.splitn(3, '/');
                     match (parts.next(), parts.next(), parts.next()) {
-                        (Some(a), Some(t), Some(i)) if !a.is_empty() && !t.is_empty() && !i.is_empty() => {
+                        (Some(a), Some(t), Some(i))
+                            if !a.is_empty() && !t.is_empty() && !i.is_empty() =>
+                        {
                             Ok(veche_protocol::discussions::ObjectRef {
                                 application: a.to_owned(),
                                 object_type: t.to_owned(),
@@ -587,7 +589,14 @@ fn print_admin_reply(reply: &AdminReply, out: &mut dyn Write) -> std::io::Result
         }
         AdminReply::PluginLogs { lines } => lines.iter().try_for_each(|l| {
             let fields: Vec<String> = l.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            writeln!(out, "{}\t{}\t{}\t{}", l.at, l.level, l.message, fields.join(" "))
+            writeln!(
+                out,
+                "{}\t{}\t{}\t{}",
+                l.at,
+                l.level,
+                l.message,
+                fields.join(" ")
+            )
         }),
         AdminReply::DeadLetters { items } => {
             if items.is_empty() {

@@ -133,7 +133,11 @@ impl TestNode {
     /// Writes a blob through a storage-backend plugin, streaming `data` in chunks.
     pub async fn blob_put(&self, backend: &str, key: &str, data: &[u8]) -> Result<u64, String> {
         let blobs = self.blobs(backend)?;
-        blobs.put(key, data).await.map(|b| b.size).map_err(|e| e.to_string())
+        blobs
+            .put(key, data)
+            .await
+            .map(|b| b.size)
+            .map_err(|e| e.to_string())
     }
 
     /// Reads a whole blob through a storage-backend plugin.
@@ -151,21 +155,35 @@ impl TestNode {
     }
 
     /// Keys and sizes of a storage backend's blobs under `prefix`.
-    pub async fn blob_list(&self, backend: &str, prefix: &str) -> Result<Vec<(String, u64)>, String> {
+    pub async fn blob_list(
+        &self,
+        backend: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64)>, String> {
         let blobs = self.blobs(backend)?;
-        let list = blobs.list(prefix, None, 1000).await.map_err(|e| e.to_string())?;
+        let list = blobs
+            .list(prefix, None, 1000)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(list.into_iter().map(|b| (b.key, b.size)).collect())
     }
 
     /// A blob's size, if it exists.
     pub async fn blob_size(&self, backend: &str, key: &str) -> Result<Option<u64>, String> {
-        let stat = self.blobs(backend)?.stat(key).await.map_err(|e| e.to_string())?;
+        let stat = self
+            .blobs(backend)?
+            .stat(key)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(stat.map(|b| b.size))
     }
 
     /// Deletes a blob; whether it existed.
     pub async fn blob_delete(&self, backend: &str, key: &str) -> Result<bool, String> {
-        self.blobs(backend)?.delete(key).await.map_err(|e| e.to_string())
+        self.blobs(backend)?
+            .delete(key)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     fn blobs(&self, backend: &str) -> Result<crate::plugins::storage::PluginBlobs, String> {

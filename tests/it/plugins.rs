@@ -61,7 +61,13 @@ async fn plugin(node: &TestNode, id: &str) -> anyhow::Result<PluginInfo> {
     }
 }
 
-async fn event(node: &TestNode, kind: &str, object: Option<ObjectRef>, payload: &str, key: &str) -> anyhow::Result<bool> {
+async fn event(
+    node: &TestNode,
+    kind: &str,
+    object: Option<ObjectRef>,
+    payload: &str,
+    key: &str,
+) -> anyhow::Result<bool> {
     match node
         .admin(AdminRequest::EventPost {
             source: "erp".into(),
@@ -100,19 +106,34 @@ const INVOICE: &str = r#"{"number":"ПТУ-000123","counterparty":"ООО Ром
     "readers":["anna@test.local"],"writers":["boris@test.local"]}"#;
 
 /// Retries `f` until it succeeds (bots work asynchronously) or `secs` pass.
-async fn eventually<T>(secs: u64, what: &str, mut f: impl AsyncFnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+async fn eventually<T>(
+    secs: u64,
+    what: &str,
+    mut f: impl AsyncFnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         match f().await {
             Ok(v) => return Ok(v),
-            Err(e) if Instant::now() > deadline => return Err(e.context(format!("gave up waiting: {what}"))),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!("gave up waiting: {what}")));
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }
 
 async fn messages(conn: &Connection, discussion: &str) -> anyhow::Result<Vec<Message>> {
-    match ask(conn, Request::History { discussion: discussion.into(), before: None, limit: 500 }).await? {
+    match ask(
+        conn,
+        Request::History {
+            discussion: discussion.into(),
+            before: None,
+            limit: 500,
+        },
+    )
+    .await?
+    {
         Reply::Events { events, .. } => Ok(events
             .into_iter()
             .filter_map(|e: DiscussionEvent| match e.change {
@@ -125,10 +146,11 @@ async fn messages(conn: &Connection, discussion: &str) -> anyhow::Result<Vec<Mes
 }
 
 fn server_code(e: &anyhow::Error) -> Option<ErrorCode> {
-    e.chain().find_map(|c| match c.downcast_ref::<veche_client::RequestError>() {
-        Some(veche_client::RequestError::Server(body)) => Some(body.code),
-        _ => None,
-    })
+    e.chain()
+        .find_map(|c| match c.downcast_ref::<veche_client::RequestError>() {
+            Some(veche_client::RequestError::Server(body)) => Some(body.code),
+            _ => None,
+        })
 }
 
 #[tokio::test]
@@ -141,41 +163,101 @@ async fn invoice_context_decides_who_sees_an_invoice_and_how_it_is_shown() -> an
     let folder = plugin_folder("invoice-context")?;
 
     // The plugin asks for its key-value store: refused until granted, naming the right.
-    let refused = install(&node, folder.path(), &[], &[]).await.unwrap_err().to_string();
+    let refused = install(&node, folder.path(), &[], &[])
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(refused.contains("kv"), "{refused}");
     let info = install(&node, folder.path(), &["kv"], &[]).await?;
     assert_eq!(info.status, "active");
 
     // Unknown invoices do not exist for the provider.
-    let open = Request::OpenObject { object: invoice("INV-1"), title: String::new() };
+    let open = Request::OpenObject {
+        object: invoice("INV-1"),
+        title: String::new(),
+    };
     let err = ask(&boris, open.clone()).await.unwrap_err();
     assert_eq!(server_code(&err), Some(ErrorCode::BadRequest), "{err:#}");
     assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
 
     // The ERP posts the invoice; the plugin learns it through its bot role.
-    assert!(event(&node, "invoice.posted", Some(invoice("INV-1")), INVOICE, "e1").await?);
-    assert!(!event(&node, "invoice.posted", Some(invoice("INV-1")), INVOICE, "e1").await?, "idempotent");
-    let d = eventually(10, "invoice known", async || discussion(&boris, open.clone()).await).await?;
+    assert!(
+        event(
+            &node,
+            "invoice.posted",
+            Some(invoice("INV-1")),
+            INVOICE,
+            "e1"
+        )
+        .await?
+    );
+    assert!(
+        !event(
+            &node,
+            "invoice.posted",
+            Some(invoice("INV-1")),
+            INVOICE,
+            "e1"
+        )
+        .await?,
+        "idempotent"
+    );
+    let d = eventually(10, "invoice known", async || {
+        discussion(&boris, open.clone()).await
+    })
+    .await?;
     assert_eq!(d.title, "Invoice ПТУ-000123", "rendered by the plugin");
     post(&boris, &d.id, "b1", "Оплату подтверждаю").await?;
 
     // Anna may read but not post; Eve may not even see it.
-    let seen = discussion(&anna, Request::GetDiscussion { discussion: d.id.clone() }).await?;
+    let seen = discussion(
+        &anna,
+        Request::GetDiscussion {
+            discussion: d.id.clone(),
+        },
+    )
+    .await?;
     assert_eq!(seen.id, d.id);
     assert_eq!(messages(&anna, &d.id).await?.len(), 1);
     let err = post(&anna, &d.id, "a1", "я тоже").await.unwrap_err();
     assert_eq!(server_code(&err), Some(ErrorCode::Forbidden), "{err:#}");
-    let err = ask(&eve, Request::GetDiscussion { discussion: d.id.clone() }).await.unwrap_err();
+    let err = ask(
+        &eve,
+        Request::GetDiscussion {
+            discussion: d.id.clone(),
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(server_code(&err), Some(ErrorCode::NotFound), "{err:#}");
     let err = ask(&eve, open.clone()).await.unwrap_err();
     assert_eq!(server_code(&err), Some(ErrorCode::NotFound), "{err:#}");
 
     // Disabling the provider fails closed: nobody reads the invoice's discussion.
-    node.admin(AdminRequest::PluginDisable { id: "invoice-context".into() }).await?;
-    let err = ask(&boris, Request::GetDiscussion { discussion: d.id.clone() }).await.unwrap_err();
+    node.admin(AdminRequest::PluginDisable {
+        id: "invoice-context".into(),
+    })
+    .await?;
+    let err = ask(
+        &boris,
+        Request::GetDiscussion {
+            discussion: d.id.clone(),
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(server_code(&err), Some(ErrorCode::NotFound), "{err:#}");
-    node.admin(AdminRequest::PluginEnable { id: "invoice-context".into() }).await?;
-    discussion(&boris, Request::GetDiscussion { discussion: d.id.clone() }).await?;
+    node.admin(AdminRequest::PluginEnable {
+        id: "invoice-context".into(),
+    })
+    .await?;
+    discussion(
+        &boris,
+        Request::GetDiscussion {
+            discussion: d.id.clone(),
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -194,9 +276,19 @@ async fn approval_bot_asks_and_records_who_decided() -> anyhow::Result<()> {
     let mut payload: serde_json::Value = serde_json::from_str(INVOICE)?;
     payload["readers"] = serde_json::json!(["anna@test.local", "boris@test.local"]);
     payload["writers"] = serde_json::json!(["anna@test.local", "boris@test.local"]);
-    event(&node, "invoice.posted", Some(invoice("INV-7")), &payload.to_string(), "e7").await?;
+    event(
+        &node,
+        "invoice.posted",
+        Some(invoice("INV-7")),
+        &payload.to_string(),
+        "e7",
+    )
+    .await?;
 
-    let open = Request::OpenObject { object: invoice("INV-7"), title: String::new() };
+    let open = Request::OpenObject {
+        object: invoice("INV-7"),
+        title: String::new(),
+    };
     let (d, request) = eventually(10, "approval request", async || {
         let d = discussion(&boris, open.clone()).await?;
         let m = messages(&boris, &d.id).await?;
@@ -205,7 +297,10 @@ async fn approval_bot_asks_and_records_who_decided() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(request.author, "approval-bot@test.local");
-    assert_eq!(request.text.as_deref(), Some("Invoice ПТУ-000123 from ООО Ромашка for 1 250,00 RUB awaits approval."));
+    assert_eq!(
+        request.text.as_deref(),
+        Some("Invoice ПТУ-000123 from ООО Ромашка for 1 250,00 RUB awaits approval.")
+    );
     let buttons: Vec<&str> = request.actions.iter().map(|a| a.id.as_str()).collect();
     assert_eq!(buttons, ["approve", "reject"]);
 
@@ -225,13 +320,35 @@ async fn approval_bot_asks_and_records_who_decided() -> anyhow::Result<()> {
     })
     .await?;
     let texts: Vec<&str> = replies.iter().filter_map(|m| m.text.as_deref()).collect();
-    assert_eq!(texts, ["Approved by boris@test.local.", "Already decided: Approved by boris@test.local."]);
-    assert!(replies.iter().all(|m| m.reply_to.as_deref() == Some(request.id.as_str())));
+    assert_eq!(
+        texts,
+        [
+            "Approved by boris@test.local.",
+            "Already decided: Approved by boris@test.local."
+        ]
+    );
+    assert!(
+        replies
+            .iter()
+            .all(|m| m.reply_to.as_deref() == Some(request.id.as_str()))
+    );
 
     // Its log shows the decision; nothing is dead.
-    let logs = node.admin(AdminRequest::PluginLogs { id: "approval-bot".into(), limit: 50 }).await?;
-    let AdminReply::PluginLogs { lines } = logs else { bail!("expected logs") };
-    assert!(lines.iter().any(|l| l.message.contains("boris@test.local decided")), "{lines:?}");
+    let logs = node
+        .admin(AdminRequest::PluginLogs {
+            id: "approval-bot".into(),
+            limit: 50,
+        })
+        .await?;
+    let AdminReply::PluginLogs { lines } = logs else {
+        bail!("expected logs")
+    };
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.message.contains("boris@test.local decided")),
+        "{lines:?}"
+    );
     assert_eq!(plugin(&node, "approval-bot").await?.dead_letters, 0);
     Ok(())
 }
@@ -245,9 +362,23 @@ async fn a_spinning_plugin_is_stopped_and_the_node_keeps_serving() -> anyhow::Re
     let folder = plugin_folder("hostile")?;
     install(&node, folder.path(), &[], &[("mode", "loop")]).await?;
 
-    let group = discussion(&boris, Request::CreateGroup { title: "ops".into(), members: vec!["anna".into()] }).await?;
-    let object = ObjectRef { application: "erp".into(), object_type: "hostile".into(), object_id: "x".into() };
-    let open = Request::OpenObject { object, title: "spin".into() };
+    let group = discussion(
+        &boris,
+        Request::CreateGroup {
+            title: "ops".into(),
+            members: vec!["anna".into()],
+        },
+    )
+    .await?;
+    let object = ObjectRef {
+        application: "erp".into(),
+        object_type: "hostile".into(),
+        object_id: "x".into(),
+    };
+    let open = Request::OpenObject {
+        object,
+        title: "spin".into(),
+    };
     // The authorize call spins; its CPU budget (50 ms) stops it and access is denied.
     let started = Instant::now();
     let spinning = {
@@ -265,9 +396,16 @@ async fn a_spinning_plugin_is_stopped_and_the_node_keeps_serving() -> anyhow::Re
     let elapsed = started.elapsed();
     chatted?;
     let err = spun.unwrap_err();
-    assert_eq!(server_code(&err), Some(ErrorCode::NotFound), "fails closed: {err:#}");
+    assert_eq!(
+        server_code(&err),
+        Some(ErrorCode::NotFound),
+        "fails closed: {err:#}"
+    );
     // The budget is 50 ms of CPU; allow for a loaded machine (the benchmark measures it).
-    assert!(elapsed < Duration::from_secs(5), "stopped after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "stopped after {elapsed:?}"
+    );
     assert_eq!(messages(&boris, &group.id).await?.len(), 20);
 
     // Three such failures pause it; the administrator sees why.
@@ -300,7 +438,12 @@ async fn memory_hoarding_and_panics_are_contained_and_parked() -> anyhow::Result
     // event keeps failing, is parked as a dead letter, and the panics pause the plugin.
     install(&node, folder.path(), &[], &[("mode", "panic")]).await?;
     let dead = eventually(30, "dead letter", async || {
-        match node.admin(AdminRequest::PluginDeadLetters { id: "hostile".into() }).await? {
+        match node
+            .admin(AdminRequest::PluginDeadLetters {
+                id: "hostile".into(),
+            })
+            .await?
+        {
             AdminReply::DeadLetters { items } if !items.is_empty() => Ok(items),
             _ => bail!("no dead letter yet"),
         }
@@ -312,16 +455,29 @@ async fn memory_hoarding_and_panics_are_contained_and_parked() -> anyhow::Result
     }
     let info = paused(&node).await?;
     assert!(info.status.contains("panicked"), "{info:?}");
-    let AdminReply::PluginLogs { lines } =
-        node.admin(AdminRequest::PluginLogs { id: "hostile".into(), limit: 100 }).await?
+    let AdminReply::PluginLogs { lines } = node
+        .admin(AdminRequest::PluginLogs {
+            id: "hostile".into(),
+            limit: 100,
+        })
+        .await?
     else {
         bail!("expected logs")
     };
-    assert!(lines.iter().any(|l| l.level == "stderr" && l.message.contains("on purpose")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.level == "stderr" && l.message.contains("on purpose")),
+        "{lines:?}"
+    );
 
     // Fixed (behaving again): replayed items are handled and the dead letters are gone.
     install(&node, folder.path(), &[], &[("mode", "ok")]).await?;
-    node.admin(AdminRequest::PluginReplay { id: "hostile".into(), item: None }).await?;
+    node.admin(AdminRequest::PluginReplay {
+        id: "hostile".into(),
+        item: None,
+    })
+    .await?;
     eventually(20, "inbox drained", async || {
         let info = plugin(&node, "hostile").await?;
         if info.dead_letters > 0 {
@@ -361,7 +517,14 @@ async fn dev_mode_reload_swaps_versions_without_losing_a_bot_event() -> anyhow::
     let boris = user(&node, "boris").await?;
     let folder = plugin_folder("echo-bot")?;
     install(&node, folder.path(), &[], &[]).await?;
-    let group = discussion(&boris, Request::CreateGroup { title: "echo".into(), members: vec!["echo-bot".into()] }).await?;
+    let group = discussion(
+        &boris,
+        Request::CreateGroup {
+            title: "echo".into(),
+            members: vec!["echo-bot".into()],
+        },
+    )
+    .await?;
 
     const N: usize = 30;
     for i in 0..N {
@@ -377,20 +540,37 @@ async fn dev_mode_reload_swaps_versions_without_losing_a_bot_event() -> anyhow::
     }
     let echoes = eventually(20, "all echoes", async || {
         let m = messages(&boris, &group.id).await?;
-        let echoes: Vec<String> = m.into_iter().filter(|m| m.author == "echo-bot@test.local").filter_map(|m| m.text).collect();
+        let echoes: Vec<String> = m
+            .into_iter()
+            .filter(|m| m.author == "echo-bot@test.local")
+            .filter_map(|m| m.text)
+            .collect();
         if echoes.len() < N {
             bail!("{} echoes", echoes.len());
         }
         Ok(echoes)
     })
     .await?;
-    assert_eq!(echoes.len(), N, "each message echoed exactly once: {echoes:?}");
+    assert_eq!(
+        echoes.len(),
+        N,
+        "each message echoed exactly once: {echoes:?}"
+    );
     for i in 0..N {
-        let n = echoes.iter().filter(|e| e.ends_with(&format!(": n{i}"))).count();
+        let n = echoes
+            .iter()
+            .filter(|e| e.ends_with(&format!(": n{i}")))
+            .count();
         assert_eq!(n, 1, "message {i}: {echoes:?}");
     }
-    assert!(echoes.first().is_some_and(|e| e.starts_with("v1:")), "{echoes:?}");
-    assert!(echoes.last().is_some_and(|e| e.starts_with("v2:")), "{echoes:?}");
+    assert!(
+        echoes.first().is_some_and(|e| e.starts_with("v1:")),
+        "{echoes:?}"
+    );
+    assert!(
+        echoes.last().is_some_and(|e| e.starts_with("v2:")),
+        "{echoes:?}"
+    );
     assert_eq!(plugin(&node, "echo-bot").await?.version, "2.0.0");
     Ok(())
 }
@@ -400,21 +580,42 @@ async fn fs_store_keeps_blobs_compressed_and_survives_a_restart() -> anyhow::Res
     let _log = subscribe();
     let mut node = TestNode::spawn_with(config()).await?;
     let folder = plugin_folder("fs-store")?;
-    let e = install(&node, folder.path(), &[], &[]).await.unwrap_err().to_string();
+    let e = install(&node, folder.path(), &[], &[])
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("filesystem"), "{e}");
     install(&node, folder.path(), &["filesystem"], &[]).await?;
 
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    assert_eq!(node.blob_put("fs-store", "files/a", &big).await.map_err(anyhow::Error::msg)?, 3_000_000);
-    node.blob_put("fs-store", "files/b", b"small").await.map_err(anyhow::Error::msg)?;
-    node.blob_put("fs-store", "other/c", b"x").await.map_err(anyhow::Error::msg)?;
     assert_eq!(
-        node.blob_list("fs-store", "files/").await.map_err(anyhow::Error::msg)?,
+        node.blob_put("fs-store", "files/a", &big)
+            .await
+            .map_err(anyhow::Error::msg)?,
+        3_000_000
+    );
+    node.blob_put("fs-store", "files/b", b"small")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    node.blob_put("fs-store", "other/c", b"x")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(
+        node.blob_list("fs-store", "files/")
+            .await
+            .map_err(anyhow::Error::msg)?,
         [("files/a".to_owned(), 3_000_000), ("files/b".to_owned(), 5)]
     );
     // Compressed on disk, in the plugin's own folder.
-    let dir = node.data_dir().join("plugins").join("data").join("fs-store");
-    let on_disk: u64 = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
+    let dir = node
+        .data_dir()
+        .join("plugins")
+        .join("data")
+        .join("fs-store");
+    let on_disk: u64 = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
     assert!(on_disk < 1_000_000, "{on_disk} bytes on disk");
 
     // After a restart the compiled component comes from the cache and the blobs are there.
@@ -431,10 +632,29 @@ async fn fs_store_keeps_blobs_compressed_and_survives_a_restart() -> anyhow::Res
     assert_eq!(before.len(), 1, "{before:?}");
     node.restart().await?;
     assert_eq!(artifacts()?, before, "not recompiled");
-    assert_eq!(node.blob_get("fs-store", "files/a").await.map_err(anyhow::Error::msg)?, big);
-    assert_eq!(node.blob_size("fs-store", "files/b").await.map_err(anyhow::Error::msg)?, Some(5));
-    assert!(node.blob_delete("fs-store", "files/a").await.map_err(anyhow::Error::msg)?);
-    assert_eq!(node.blob_size("fs-store", "files/a").await.map_err(anyhow::Error::msg)?, None);
+    assert_eq!(
+        node.blob_get("fs-store", "files/a")
+            .await
+            .map_err(anyhow::Error::msg)?,
+        big
+    );
+    assert_eq!(
+        node.blob_size("fs-store", "files/b")
+            .await
+            .map_err(anyhow::Error::msg)?,
+        Some(5)
+    );
+    assert!(
+        node.blob_delete("fs-store", "files/a")
+            .await
+            .map_err(anyhow::Error::msg)?
+    );
+    assert_eq!(
+        node.blob_size("fs-store", "files/a")
+            .await
+            .map_err(anyhow::Error::msg)?,
+        None
+    );
     assert!(node.blob_get("fs-store", "files/a").await.is_err());
     Ok(())
 }
@@ -445,19 +665,47 @@ async fn the_plugin_commands_work_from_the_shell() -> anyhow::Result<()> {
     let node = TestNode::spawn_with(config()).await?;
     let folder = plugin_folder("approval-bot")?;
     let data = node.data_dir().display().to_string();
-    let out = veche(&["plugin", "--data", &data, "install", &folder.path().display().to_string(), "--grant", "kv"]).await?;
+    let out = veche(&[
+        "plugin",
+        "--data",
+        &data,
+        "install",
+        &folder.path().display().to_string(),
+        "--grant",
+        "kv",
+    ])
+    .await?;
     assert!(out.starts_with("approval-bot\t0.1.0\tactive"), "{out}");
     let out = veche(&["plugin", "--data", &data, "disable", "approval-bot"]).await?;
     assert!(out.contains("disabled"), "{out}");
     let out = veche(&["plugin", "--data", &data, "list"]).await?;
-    assert!(out.contains("approval-bot") && out.contains("disabled"), "{out}");
+    assert!(
+        out.contains("approval-bot") && out.contains("disabled"),
+        "{out}"
+    );
     let out = veche(&["plugin", "--data", &data, "enable", "approval-bot"]).await?;
     assert!(out.contains("active"), "{out}");
     let out = veche(&["plugin", "--data", &data, "reload", "approval-bot"]).await?;
     assert!(out.contains("active"), "{out}");
     let out = veche(&["plugin", "--data", &data, "dead-letters", "approval-bot"]).await?;
     assert_eq!(out, "no dead letters\n");
-    let out = veche(&["admin", "--data", &data, "event", "--source", "erp", "--kind", "invoice.posted", "--object", "erp/invoice/INV-9", "--payload", "{\"number\":\"9\"}", "--key", "k9"]).await?;
+    let out = veche(&[
+        "admin",
+        "--data",
+        &data,
+        "event",
+        "--source",
+        "erp",
+        "--kind",
+        "invoice.posted",
+        "--object",
+        "erp/invoice/INV-9",
+        "--payload",
+        "{\"number\":\"9\"}",
+        "--key",
+        "k9",
+    ])
+    .await?;
     assert_eq!(out, "event posted\n");
     let out = veche(&["plugin", "--data", &data, "logs", "approval-bot"]).await?;
     assert!(!out.contains("error"), "{out}");

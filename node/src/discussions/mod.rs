@@ -515,8 +515,8 @@ impl Discussions {
             &caller.user,
             &row,
         )
-            .await?
-            .ok_or(DiscussionError::NotFound("discussion"))?;
+        .await?
+        .ok_or(DiscussionError::NotFound("discussion"))?;
         Ok(row)
     }
 
@@ -619,8 +619,8 @@ impl Discussions {
                 &caller.user,
                 &row,
             )
-                .await?
-                .is_some()
+            .await?
+            .is_some()
             {
                 discussions.push(self.info(caller, &row).await?);
             }

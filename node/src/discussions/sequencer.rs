@@ -18,10 +18,10 @@ use veche_protocol::ids::NodeName;
 use veche_protocol::{Event, Timestamp};
 
 use super::access::{authorize, object_access};
-use crate::plugins::{Access, BotMessage, Plugins};
 use super::render::{self, Detail};
 use super::{Caller, DiscussionError, text};
 use crate::config::MessagesConfig;
+use crate::plugins::{Access, BotMessage, Plugins};
 use crate::server::registry::{EncodedEvent, Registry};
 use crate::store::{
     AuditRecord, Batch, DiscussionRow, EventRow, MessageRow, ObjectKey, Store, StoreError,

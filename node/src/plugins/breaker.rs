@@ -29,7 +29,9 @@ pub(crate) struct Breaker {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Closed,
-    Open { until: Instant },
+    Open {
+        until: Instant,
+    },
     /// One probe call is out.
     Probing,
 }
@@ -85,7 +87,8 @@ impl Breaker {
             }
             State::Open { .. } => false,
             State::Closed => {
-                self.recent.retain(|t| now.duration_since(*t) < self.config.window);
+                self.recent
+                    .retain(|t| now.duration_since(*t) < self.config.window);
                 self.recent.push(now);
                 if self.recent.len() as u32 >= self.config.failures {
                     self.open(now, why);

@@ -13,9 +13,9 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::Shared;
 use super::bindings::veche::plugin::{config, kv, log, messaging, types};
 use super::manifest::Manifest;
-use super::Shared;
 use crate::store::Store;
 
 /// Host calls one plugin call may make.
@@ -111,22 +111,22 @@ pub(crate) struct HostState {
 
 impl std::fmt::Debug for HostState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostState").field("plugin", &self.env.id).finish_non_exhaustive()
+        f.debug_struct("HostState")
+            .field("plugin", &self.env.id)
+            .finish_non_exhaustive()
     }
 }
 
 impl HostState {
-    pub(crate) fn new(
-        env: Arc<PluginEnv>,
-        memory: usize,
-        cpu_budget: u32,
-    ) -> Result<Self, String> {
+    pub(crate) fn new(env: Arc<PluginEnv>, memory: usize, cpu_budget: u32) -> Result<Self, String> {
         let stderr = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(16 * 1024);
         let mut wasi = WasiCtx::builder();
         wasi.stderr(stderr.clone()).stdout(stderr.clone());
         if let (true, Some(folder)) = (env.rights.filesystem, &env.folder) {
             wasi.preopened_dir(folder, "/", wasmtime_wasi::FsPerms::ReadWrite)
-            .map_err(|e| format!("cannot open the plugin's folder {}: {e}", folder.display()))?;
+                .map_err(|e| {
+                    format!("cannot open the plugin's folder {}: {e}", folder.display())
+                })?;
         }
         let limits = wasmtime::StoreLimitsBuilder::new()
             .memory_size(memory)
@@ -240,7 +240,12 @@ impl kv::Host for HostState {
         if !self.env.rights.kv {
             return Ok(Err(denied("kv")));
         }
-        Ok(self.env.store.kv_get(&self.env.id, &key).await.map_err(storage_failed))
+        Ok(self
+            .env
+            .store
+            .kv_get(&self.env.id, &key)
+            .await
+            .map_err(storage_failed))
     }
 
     async fn set(
@@ -270,7 +275,12 @@ impl kv::Host for HostState {
             .as_ref()
             .map_or(0, |k| k.max_bytes.as_u64());
         Ok(
-            match self.env.store.kv_set(&self.env.id, &key, &value, quota).await {
+            match self
+                .env
+                .store
+                .kv_set(&self.env.id, &key, &value, quota)
+                .await
+            {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(types::PluginError::Invalid(format!(
                     "the plugin's key-value store is full ({quota} bytes)"
@@ -285,7 +295,12 @@ impl kv::Host for HostState {
         if !self.env.rights.kv {
             return Ok(Err(denied("kv")));
         }
-        Ok(self.env.store.kv_delete(&self.env.id, &key).await.map_err(storage_failed))
+        Ok(self
+            .env
+            .store
+            .kv_delete(&self.env.id, &key)
+            .await
+            .map_err(storage_failed))
     }
 
     async fn list_keys(
@@ -301,7 +316,12 @@ impl kv::Host for HostState {
         Ok(self
             .env
             .store
-            .kv_keys(&self.env.id, &prefix, after.as_deref(), limit.min(MAX_KV_LIST))
+            .kv_keys(
+                &self.env.id,
+                &prefix,
+                after.as_deref(),
+                limit.min(MAX_KV_LIST),
+            )
             .await
             .map_err(storage_failed))
     }
@@ -336,7 +356,9 @@ impl messaging::Host for HostState {
             posts.1 += 1;
         }
         let Some(hub) = self.env.hub.upgrade() else {
-            return Ok(Err(types::PluginError::Unavailable("the node is stopping".into())));
+            return Ok(Err(types::PluginError::Unavailable(
+                "the node is stopping".into(),
+            )));
         };
         let key = format!("post:{}", uuid::Uuid::now_v7());
         Ok(hub.post(&self.env, p, &key).await)

@@ -151,7 +151,10 @@ impl Manifest {
     fn check(&self) -> Result<(), ManifestError> {
         let invalid = |s: String| Err(ManifestError::Invalid(s));
         if self.schema != 1 {
-            return invalid(format!("schema {} is unknown (this node reads 1)", self.schema));
+            return invalid(format!(
+                "schema {} is unknown (this node reads 1)",
+                self.schema
+            ));
         }
         if self.id.is_empty()
             || self.id.len() > 64
@@ -183,10 +186,19 @@ impl Manifest {
         }
         let l = &self.limits;
         if l.memory.as_u64() > MAX_MEMORY {
-            return invalid(format!("limits.memory is over the node's maximum of {}", ByteSize(MAX_MEMORY)));
+            return invalid(format!(
+                "limits.memory is over the node's maximum of {}",
+                ByteSize(MAX_MEMORY)
+            ));
         }
-        if l.cpu_ms == 0 || l.cpu_ms > 10_000 || l.call_timeout_ms == 0 || l.call_timeout_ms > 60_000 {
-            return invalid("limits.cpu-ms must be 1..=10000 and limits.call-timeout-ms 1..=60000".into());
+        if l.cpu_ms == 0
+            || l.cpu_ms > 10_000
+            || l.call_timeout_ms == 0
+            || l.call_timeout_ms > 60_000
+        {
+            return invalid(
+                "limits.cpu-ms must be 1..=10000 and limits.call-timeout-ms 1..=60000".into(),
+            );
         }
         if l.max_concurrency == 0 || l.max_concurrency > 64 {
             return invalid("limits.max-concurrency must be 1..=64".into());
@@ -222,7 +234,9 @@ impl Manifest {
 
 /// Checks `veche:plugin@MAJOR.MINOR[.PATCH]` against what this node implements.
 pub(crate) fn check_api(api: &str) -> Result<(), ManifestError> {
-    let incompatible = || ManifestError::IncompatibleApi { found: api.to_owned() };
+    let incompatible = || ManifestError::IncompatibleApi {
+        found: api.to_owned(),
+    };
     let version = api
         .strip_prefix(API_PACKAGE)
         .and_then(|v| v.strip_prefix('@'))
@@ -261,7 +275,10 @@ cpu-ms = 50
     fn a_bot_manifest_parses() {
         let m = Manifest::parse(BOT).unwrap();
         assert_eq!(m.requested(), vec!["kv"]);
-        assert_eq!(m.capabilities.kv.unwrap().max_bytes, ByteSize::mib(1));
+        assert_eq!(
+            m.capabilities.kv.as_ref().unwrap().max_bytes,
+            ByteSize::mib(1)
+        );
         assert_eq!(m.limits.cpu_ms, 50);
         assert_eq!(m.limits.call_timeout_ms, 1000);
         assert_eq!(m.bot_object_types(), vec!["invoice".to_owned()]);
@@ -271,7 +288,12 @@ cpu-ms = 50
     fn api_versions() {
         assert!(check_api("veche:plugin@0.1").is_ok());
         assert!(check_api("veche:plugin@0.1.3").is_ok());
-        for bad in ["veche:plugin@1.0", "veche:plugin@0.2", "other:plugin@0.1", "veche:plugin@x"] {
+        for bad in [
+            "veche:plugin@1.0",
+            "veche:plugin@0.2",
+            "other:plugin@0.1",
+            "veche:plugin@x",
+        ] {
             let e = check_api(bad).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
         }
@@ -282,9 +304,21 @@ cpu-ms = 50
         let cases = [
             (BOT.replace("schema = 1", "schema = 2"), "schema 2"),
             (BOT.replace("approval-bot\"", "Approval Bot\""), "id"),
-            (BOT.replace("[roles.bot]\nevents = [\"invoice.posted\"]\nobject-types = [\"invoice\"]", ""), "no role"),
-            (BOT.replace("cpu-ms = 50", "memory = \"1GiB\""), "limits.memory"),
-            (BOT.replace("cpu-ms = 50", "cpu-ms = 50\nsurprise = 1"), "surprise"),
+            (
+                BOT.replace(
+                    "[roles.bot]\nevents = [\"invoice.posted\"]\nobject-types = [\"invoice\"]",
+                    "",
+                ),
+                "no role",
+            ),
+            (
+                BOT.replace("cpu-ms = 50", "memory = \"1GiB\""),
+                "limits.memory",
+            ),
+            (
+                BOT.replace("cpu-ms = 50", "cpu-ms = 50\nsurprise = 1"),
+                "surprise",
+            ),
         ];
         for (text, expected) in cases {
             let e = Manifest::parse(&text).unwrap_err().to_string();

@@ -108,11 +108,16 @@ pub(crate) struct Shared {
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     dispatchers: Mutex<HashMap<String, ()>>,
     discussions: OnceLock<Discussions>,
-    access_cache: Mutex<HashMap<(String, String, String, String), (Access, Instant)>>,
-    render_cache: Mutex<HashMap<(String, String, String), (wit::RenderedObject, Instant)>>,
+    access_cache: Mutex<HashMap<AccessKey, (Access, Instant)>>,
+    render_cache: Mutex<HashMap<ObjectKeyOwned, (wit::RenderedObject, Instant)>>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
+
+/// Application, object type, object id.
+type ObjectKeyOwned = (String, String, String);
+/// Application, object type, object id, user.
+type AccessKey = (String, String, String, String);
 
 /// How an object looks, from its context provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,7 +237,11 @@ impl Plugins {
     }
 
     fn component_path(&self, id: &str, sha: &str) -> PathBuf {
-        self.shared.folder.join("installed").join(id).join(format!("{sha}.wasm"))
+        self.shared
+            .folder
+            .join("installed")
+            .join(id)
+            .join(format!("{sha}.wasm"))
     }
 
     fn env_for(&self, row: &PluginRow, manifest: Manifest) -> Arc<PluginEnv> {
@@ -267,7 +276,8 @@ impl Plugins {
 
     /// Loads a stored installation and makes it the active version.
     async fn activate_row(&self, row: PluginRow) -> Result<(), PluginError> {
-        let manifest = Manifest::parse(&row.manifest).map_err(|e| PluginError::Refused(e.to_string()))?;
+        let manifest =
+            Manifest::parse(&row.manifest).map_err(|e| PluginError::Refused(e.to_string()))?;
         let path = self.component_path(&row.id, &row.sha256);
         let wasm = std::fs::read(&path).map_err(|error| PluginError::Read {
             path: path.display().to_string(),
@@ -305,7 +315,13 @@ impl Plugins {
     }
 
     /// Makes `env` the active version of its plugin.
-    fn swap(&self, row: PluginRow, env: Arc<PluginEnv>, loaded: Option<Loaded>, load_error: Option<String>) {
+    fn swap(
+        &self,
+        row: PluginRow,
+        env: Arc<PluginEnv>,
+        loaded: Option<Loaded>,
+        load_error: Option<String>,
+    ) {
         let id = row.id.clone();
         let old = self.get(&id);
         let breaker = Arc::new(Mutex::new(Breaker::new(self.breaker_config())));
@@ -352,8 +368,16 @@ impl Plugins {
     }
 
     fn clear_caches(&self) {
-        self.shared.access_cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        self.shared.render_cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.shared
+            .access_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.shared
+            .render_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     // ---------------------------------------------------------------- administration
@@ -430,7 +454,8 @@ impl Plugins {
             .call(&self.shared.runtime, &env, async |_, _| Ok(()))
             .await;
         self.keep_logs(&env.id, logs, &stderr).await;
-        probe.map_err(|e| PluginError::Refused(format!("the plugin failed its first start: {e}")))?;
+        probe
+            .map_err(|e| PluginError::Refused(format!("the plugin failed its first start: {e}")))?;
 
         let path = self.component_path(&row.id, &sha);
         if let Some(dir) = path.parent() {
@@ -452,19 +477,26 @@ impl Plugins {
         let audit = AuditRecord {
             at: now,
             actor: actor.to_owned(),
-            action: if previous.is_some() { "plugin.upgrade" } else { "plugin.install" },
+            action: if previous.is_some() {
+                "plugin.upgrade"
+            } else {
+                "plugin.install"
+            },
             target: row.id.clone(),
-            detail: format!("version {} sha256 {sha} rights [{}]", row.version, env.rights.names().join(",")),
+            detail: format!(
+                "version {} sha256 {sha} rights [{}]",
+                row.version,
+                env.rights.names().join(",")
+            ),
         };
         self.shared
             .store
             .put_plugin(&row, Some((&row.id, &display)), &audit)
             .await
             .map_err(|e| match e {
-                StoreError::Conflict => PluginError::Refused(format!(
-                    "the bot's login {:?} is taken by a user",
-                    row.id
-                )),
+                StoreError::Conflict => {
+                    PluginError::Refused(format!("the bot's login {:?} is taken by a user", row.id))
+                }
                 e => PluginError::Store(e),
             })?;
         self.swap(row, env, Some(loaded), None);
@@ -480,8 +512,10 @@ impl Plugins {
             .await?
             .ok_or_else(|| PluginError::NotFound(id.to_owned()))?;
         let grants: Vec<String> = serde_json::from_str(&row.grants).unwrap_or_default();
-        let config: BTreeMap<String, String> = serde_json::from_str(&row.config).unwrap_or_default();
-        self.install(Path::new(&row.source), &grants, &config, actor).await
+        let config: BTreeMap<String, String> =
+            serde_json::from_str(&row.config).unwrap_or_default();
+        self.install(Path::new(&row.source), &grants, &config, actor)
+            .await
     }
 
     pub(crate) async fn set_enabled(
@@ -493,17 +527,26 @@ impl Plugins {
         let audit = AuditRecord {
             at: now_ms(),
             actor: actor.to_owned(),
-            action: if enabled { "plugin.enable" } else { "plugin.disable" },
+            action: if enabled {
+                "plugin.enable"
+            } else {
+                "plugin.disable"
+            },
             target: id.to_owned(),
             detail: String::new(),
         };
-        if !self.shared.store.set_plugin_enabled(id, enabled, &audit).await? {
+        if !self
+            .shared
+            .store
+            .set_plugin_enabled(id, enabled, &audit)
+            .await?
+        {
             return Err(PluginError::NotFound(id.to_owned()));
         }
-        if let Some(row) = self.shared.store.plugin(id).await? {
-            if let Err(e) = self.activate_row(row.clone()).await {
-                self.put_failed(row, e.to_string());
-            }
+        if let Some(row) = self.shared.store.plugin(id).await?
+            && let Err(e) = self.activate_row(row.clone()).await
+        {
+            self.put_failed(row, e.to_string());
         }
         self.info(id).await
     }
@@ -517,7 +560,9 @@ impl Plugins {
     }
 
     async fn info(&self, id: &str) -> Result<PluginInfo, PluginError> {
-        let a = self.get(id).ok_or_else(|| PluginError::NotFound(id.to_owned()))?;
+        let a = self
+            .get(id)
+            .ok_or_else(|| PluginError::NotFound(id.to_owned()))?;
         self.info_of(&a).await
     }
 
@@ -543,7 +588,10 @@ impl Plugins {
             .unwrap_or_else(|e| e.into_inner())
             .paused(Instant::now())
         {
-            format!("paused for {}s after repeated failures: {why}", left.as_secs().max(1))
+            format!(
+                "paused for {}s after repeated failures: {why}",
+                left.as_secs().max(1)
+            )
         } else {
             "active".into()
         };
@@ -561,8 +609,13 @@ impl Plugins {
         })
     }
 
-    pub(crate) async fn logs(&self, id: &str, limit: u32) -> Result<Vec<PluginLogLine>, PluginError> {
-        self.get(id).ok_or_else(|| PluginError::NotFound(id.to_owned()))?;
+    pub(crate) async fn logs(
+        &self,
+        id: &str,
+        limit: u32,
+    ) -> Result<Vec<PluginLogLine>, PluginError> {
+        self.get(id)
+            .ok_or_else(|| PluginError::NotFound(id.to_owned()))?;
         Ok(self
             .shared
             .store
@@ -579,7 +632,8 @@ impl Plugins {
     }
 
     pub(crate) async fn dead_letters(&self, id: &str) -> Result<Vec<DeadLetter>, PluginError> {
-        self.get(id).ok_or_else(|| PluginError::NotFound(id.to_owned()))?;
+        self.get(id)
+            .ok_or_else(|| PluginError::NotFound(id.to_owned()))?;
         Ok(self
             .shared
             .store
@@ -597,8 +651,14 @@ impl Plugins {
             .collect())
     }
 
-    pub(crate) async fn replay(&self, id: &str, item: Option<i64>, actor: &str) -> Result<u64, PluginError> {
-        self.get(id).ok_or_else(|| PluginError::NotFound(id.to_owned()))?;
+    pub(crate) async fn replay(
+        &self,
+        id: &str,
+        item: Option<i64>,
+        actor: &str,
+    ) -> Result<u64, PluginError> {
+        self.get(id)
+            .ok_or_else(|| PluginError::NotFound(id.to_owned()))?;
         let audit = AuditRecord {
             at: now_ms(),
             actor: actor.to_owned(),
@@ -606,7 +666,11 @@ impl Plugins {
             target: id.to_owned(),
             detail: item.map_or("all".into(), |i| i.to_string()),
         };
-        let n = self.shared.store.replay_dead(id, item, now_ms(), &audit).await?;
+        let n = self
+            .shared
+            .store
+            .replay_dead(id, item, now_ms(), &audit)
+            .await?;
         self.waker(id).notify_one();
         Ok(n)
     }
@@ -617,12 +681,22 @@ impl Plugins {
             .map(|l| {
                 tracing::info!(plugin, level = l.level, message = %l.message, "plugin log");
                 let fields: BTreeMap<String, String> = l.fields.into_iter().collect();
-                (l.at, l.level.to_owned(), l.message, serde_json::to_string(&fields).unwrap_or_default())
+                (
+                    l.at,
+                    l.level.to_owned(),
+                    l.message,
+                    serde_json::to_string(&fields).unwrap_or_default(),
+                )
             })
             .collect();
         for line in stderr.lines().filter(|l| !l.trim().is_empty()).take(20) {
             tracing::warn!(plugin, output = %line, "plugin output");
-            lines.push((now_ms(), "stderr".into(), line.chars().take(4096).collect(), "{}".into()));
+            lines.push((
+                now_ms(),
+                "stderr".into(),
+                line.chars().take(4096).collect(),
+                "{}".into(),
+            ));
         }
         if !lines.is_empty()
             && let Err(e) = self.shared.store.append_plugin_logs(plugin, &lines).await
@@ -638,7 +712,11 @@ impl Plugins {
         &self,
         a: &Active,
         what: &str,
-        f: impl AsyncFnOnce(&Loaded, &mut wasmtime::Store<host::HostState>, &wasmtime::component::Instance) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(
+            &Loaded,
+            &mut wasmtime::Store<host::HostState>,
+            &wasmtime::component::Instance,
+        ) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let Some(loaded) = &a.loaded else {
             return Err(CallError::Paused(a.load_error.clone().unwrap_or_default()));
@@ -646,8 +724,16 @@ impl Plugins {
         if !a.row.enabled {
             return Err(CallError::Paused("disabled by the administrator".into()));
         }
-        if let Admit::No(left) = a.breaker.lock().unwrap_or_else(|e| e.into_inner()).admit(Instant::now()) {
-            return Err(CallError::Paused(format!("paused for {} ms", left.as_millis())));
+        if let Admit::No(left) = a
+            .breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(Instant::now())
+        {
+            return Err(CallError::Paused(format!(
+                "paused for {} ms",
+                left.as_millis()
+            )));
         }
         let (result, logs, stderr) = loaded
             .call(&self.shared.runtime, &a.env, async |store, instance| {
@@ -691,7 +777,10 @@ impl Plugins {
         if let Some(plugin) = self.bot_plugin(user)
             && let Some(a) = self.get(&plugin)
             && a.row.enabled
-            && a.env.manifest.bot_object_types().iter().any(|t| *t == object.object_type)
+            && a.env
+                .manifest
+                .bot_object_types()
+                .contains(&object.object_type)
         {
             return Some(Access::Write);
         }
@@ -703,7 +792,12 @@ impl Plugins {
             user.to_owned(),
         );
         let ttl = Duration::from_millis(self.shared.config.authorize_cache_ms);
-        if let Some((access, at)) = self.shared.access_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+        if let Some((access, at)) = self
+            .shared
+            .access_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
             && at.elapsed() < ttl
         {
             return Some(*access);
@@ -716,7 +810,9 @@ impl Plugins {
                 let Some(idx) = &loaded.context else {
                     return Ok(Err(wit::PluginError::Unsupported));
                 };
-                idx.load(&mut *store, instance)?.call_authorize(&mut *store, &cx, &obj, &users).await
+                idx.load(&mut *store, instance)?
+                    .call_authorize(&mut *store, &cx, &obj, &users)
+                    .await
             })
             .await;
         let access = match result {
@@ -739,7 +835,11 @@ impl Plugins {
                 return Some(Access::None);
             }
         };
-        let mut cache = self.shared.access_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self
+            .shared
+            .access_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if cache.len() > 100_000 {
             cache.clear();
         }
@@ -764,14 +864,27 @@ impl Plugins {
                 let Some(idx) = &loaded.context else {
                     return Ok(Err(wit::PluginError::Unsupported));
                 };
-                idx.load(&mut *store, instance)?.call_validate(&mut *store, &cx, &obj).await
+                idx.load(&mut *store, instance)?
+                    .call_validate(&mut *store, &cx, &obj)
+                    .await
             })
             .await;
         match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(wit::PluginError::NotFound)) => Err(format!("{} {} does not exist", object.object_type, object.object_id)),
-            Ok(Err(e)) => Err(format!("{} {} is not valid: {}", object.object_type, object.object_id, describe(&e))),
-            Err(e) => Err(format!("the {} provider is unavailable: {e}", object.object_type)),
+            Ok(Err(wit::PluginError::NotFound)) => Err(format!(
+                "{} {} does not exist",
+                object.object_type, object.object_id
+            )),
+            Ok(Err(e)) => Err(format!(
+                "{} {} is not valid: {}",
+                object.object_type,
+                object.object_id,
+                describe(&e)
+            )),
+            Err(e) => Err(format!(
+                "the {} provider is unavailable: {e}",
+                object.object_type
+            )),
         }
     }
 
@@ -779,8 +892,17 @@ impl Plugins {
     /// client then shows the bare reference).
     pub(crate) async fn render(&self, object: &ObjectRef) -> Option<ObjectCard> {
         let a = self.provider_for(&object.object_type)?;
-        let key = (object.application.clone(), object.object_type.clone(), object.object_id.clone());
-        if let Some((r, until)) = self.shared.render_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+        let key = (
+            object.application.clone(),
+            object.object_type.clone(),
+            object.object_id.clone(),
+        );
+        if let Some((r, until)) = self
+            .shared
+            .render_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
             && Instant::now() < *until
         {
             return Some(card(r));
@@ -792,15 +914,22 @@ impl Plugins {
                 let Some(idx) = &loaded.context else {
                     return Ok(Err(wit::PluginError::Unsupported));
                 };
-                idx.load(&mut *store, instance)?.call_render(&mut *store, &cx, &obj).await
+                idx.load(&mut *store, instance)?
+                    .call_render(&mut *store, &cx, &obj)
+                    .await
             })
             .await;
         match result {
             Ok(Ok(r)) => {
                 let r = clamp_rendered(r);
                 if r.cache_ttl_secs > 0 {
-                    let until = Instant::now() + Duration::from_secs(r.cache_ttl_secs.min(3600).into());
-                    self.shared.render_cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (r.clone(), until));
+                    let until =
+                        Instant::now() + Duration::from_secs(r.cache_ttl_secs.min(3600).into());
+                    self.shared
+                        .render_cache
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, (r.clone(), until));
                 }
                 Some(card(&r))
             }
@@ -812,7 +941,12 @@ impl Plugins {
 
     /// The plugin whose bot `user` is.
     pub(crate) fn bot_plugin(&self, user: &str) -> Option<String> {
-        self.shared.bots.read().unwrap_or_else(|e| e.into_inner()).get(user).cloned()
+        self.shared
+            .bots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user)
+            .cloned()
     }
 
     /// Records a business event and queues it for every bot subscribed to its kind; `false`
@@ -827,15 +961,18 @@ impl Plugins {
                     .roles
                     .bot
                     .as_ref()
-                    .is_some_and(|b| b.events.iter().any(|k| *k == event.kind))
+                    .is_some_and(|b| b.events.contains(&event.kind))
             })
             .map(|a| a.env.id.clone())
             .collect();
         let payload = serde_json::to_string(&Inbox::Event(event.clone())).unwrap_or_default();
-        let object = event
-            .object
-            .as_ref()
-            .map(|o| (o.application.as_str(), o.object_type.as_str(), o.object_id.as_str()));
+        let object = event.object.as_ref().map(|o| {
+            (
+                o.application.as_str(),
+                o.object_type.as_str(),
+                o.object_id.as_str(),
+            )
+        });
         let fresh = self
             .shared
             .store
@@ -863,7 +1000,10 @@ impl Plugins {
     /// Queues a click on a bot's button.
     pub(crate) async fn clicked(&self, plugin: &str, click: Click) -> Result<(), StoreError> {
         let payload = serde_json::to_string(&Inbox::Click(click)).unwrap_or_default();
-        self.shared.store.enqueue_plugin(plugin, "click", &payload, now_ms()).await?;
+        self.shared
+            .store
+            .enqueue_plugin(plugin, "click", &payload, now_ms())
+            .await?;
         self.waker(plugin).notify_one();
         Ok(())
     }
@@ -876,13 +1016,19 @@ impl Plugins {
     }
 
     fn ensure_dispatcher(&self, id: &str) {
-        let mut running = self.shared.dispatchers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = self
+            .shared
+            .dispatchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if running.insert(id.to_owned(), ()).is_some() {
             return;
         }
         let this = self.clone();
         let id = id.to_owned();
-        self.shared.tasks.spawn(async move { this.dispatch(id).await });
+        self.shared
+            .tasks
+            .spawn(async move { this.dispatch(id).await });
     }
 
     /// Delivers one bot's inbox, in order, for as long as the node runs.
@@ -920,13 +1066,20 @@ impl Plugins {
         if !a.row.enabled || a.loaded.is_none() {
             return Ok(Some(IDLE));
         }
-        if let Some((_, left)) = a.breaker.lock().unwrap_or_else(|e| e.into_inner()).paused(Instant::now()) {
+        if let Some((_, left)) = a
+            .breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .paused(Instant::now())
+        {
             return Ok(Some(left.max(Duration::from_millis(10))));
         }
         let now = now_ms();
         let Some(row) = self.shared.store.next_inbox(id, now).await? else {
             let due = self.shared.store.inbox_due_at(id).await?;
-            return Ok(Some(due.map_or(IDLE, |d| Duration::from_millis((d - now).clamp(1, 5000) as u64))));
+            return Ok(Some(due.map_or(IDLE, |d| {
+                Duration::from_millis((d - now).clamp(1, 5000) as u64)
+            })));
         };
         let outcome = self.deliver(&a, &row).await;
         match outcome {
@@ -939,7 +1092,10 @@ impl Plugins {
                 let dead = !retry || attempts >= MAX_ATTEMPTS;
                 let backoff = 200i64.saturating_mul(1 << attempts.min(10));
                 tracing::warn!(plugin = %id, item = row.id, attempts, dead, error = %error, "bot delivery failed");
-                self.shared.store.inbox_failed(row.id, &error, now_ms() + backoff, dead).await?;
+                self.shared
+                    .store
+                    .inbox_failed(row.id, &error, now_ms() + backoff, dead)
+                    .await?;
             }
         }
         Ok(None)
@@ -955,24 +1111,36 @@ impl Plugins {
             Inbox::Message(m) => {
                 let msg = m.to_wit();
                 self.call(a, "on-message", async |loaded, store, instance| {
-                    let Some(idx) = &loaded.bot else { return Ok(Err(wit::PluginError::Unsupported)) };
-                    idx.load(&mut *store, instance)?.call_on_message(&mut *store, &cx, &msg).await
+                    let Some(idx) = &loaded.bot else {
+                        return Ok(Err(wit::PluginError::Unsupported));
+                    };
+                    idx.load(&mut *store, instance)?
+                        .call_on_message(&mut *store, &cx, &msg)
+                        .await
                 })
                 .await
             }
             Inbox::Event(e) => {
                 let evt = e.to_wit();
                 self.call(a, "on-event", async |loaded, store, instance| {
-                    let Some(idx) = &loaded.bot else { return Ok(Err(wit::PluginError::Unsupported)) };
-                    idx.load(&mut *store, instance)?.call_on_event(&mut *store, &cx, &evt).await
+                    let Some(idx) = &loaded.bot else {
+                        return Ok(Err(wit::PluginError::Unsupported));
+                    };
+                    idx.load(&mut *store, instance)?
+                        .call_on_event(&mut *store, &cx, &evt)
+                        .await
                 })
                 .await
             }
             Inbox::Click(c) => {
                 let click = c.to_wit();
                 self.call(a, "on-action", async |loaded, store, instance| {
-                    let Some(idx) = &loaded.bot else { return Ok(Err(wit::PluginError::Unsupported)) };
-                    idx.load(&mut *store, instance)?.call_on_action(&mut *store, &cx, &click).await
+                    let Some(idx) = &loaded.bot else {
+                        return Ok(Err(wit::PluginError::Unsupported));
+                    };
+                    idx.load(&mut *store, instance)?
+                        .call_on_action(&mut *store, &cx, &click)
+                        .await
                 })
                 .await
             }
@@ -983,8 +1151,14 @@ impl Plugins {
                 retry: matches!(e, wit::PluginError::Unavailable(_)),
                 error: format!("the bot answered: {}", describe(&e)),
             }),
-            Err(CallError::Paused(why)) => Err(Failed { error: why, retry: true }),
-            Err(e) => Err(Failed { error: e.to_string(), retry: true }),
+            Err(CallError::Paused(why)) => Err(Failed {
+                error: why,
+                retry: true,
+            }),
+            Err(e) => Err(Failed {
+                error: e.to_string(),
+                retry: true,
+            }),
         }
     }
 
@@ -992,7 +1166,14 @@ impl Plugins {
     /// retried item posts nothing twice.
     async fn apply(&self, a: &Active, actions: Vec<wit::BotAction>, key: &str) {
         if actions.len() > MAX_ACTIONS {
-            self.bot_warn(a, &format!("returned {} actions; only the first {MAX_ACTIONS} are applied", actions.len())).await;
+            self.bot_warn(
+                a,
+                &format!(
+                    "returned {} actions; only the first {MAX_ACTIONS} are applied",
+                    actions.len()
+                ),
+            )
+            .await;
         }
         for (i, action) in actions.into_iter().take(MAX_ACTIONS).enumerate() {
             let result = match action {
@@ -1002,13 +1183,16 @@ impl Plugins {
                     .await
                     .map(|_| ())
                     .map_err(|e| describe(&e)),
-                wit::BotAction::React((message, emoji)) => self.shared.react(&a.env, &message, &emoji).await,
+                wit::BotAction::React((message, emoji)) => {
+                    self.shared.react(&a.env, &message, &emoji).await
+                }
                 wit::BotAction::OpenDiscussion((object, users)) => {
                     self.shared.open_for(&a.env, &object, &users).await
                 }
             };
             if let Err(e) = result {
-                self.bot_warn(a, &format!("action {i} was not applied: {e}")).await;
+                self.bot_warn(a, &format!("action {i} was not applied: {e}"))
+                    .await;
             }
         }
     }
@@ -1040,7 +1224,9 @@ struct Failed {
 
 impl Shared {
     fn discussions(&self) -> Result<&Discussions, String> {
-        self.discussions.get().ok_or_else(|| "the node is starting".to_owned())
+        self.discussions
+            .get()
+            .ok_or_else(|| "the node is starting".to_owned())
     }
 
     fn bot_caller(env: &PluginEnv) -> Result<Caller, String> {
@@ -1054,7 +1240,12 @@ impl Shared {
     }
 
     /// Posts as the plugin's bot, exactly once per `key`.
-    async fn post(&self, env: &PluginEnv, p: wit::Post, key: &str) -> Result<String, wit::PluginError> {
+    async fn post(
+        &self,
+        env: &PluginEnv,
+        p: wit::Post,
+        key: &str,
+    ) -> Result<String, wit::PluginError> {
         let fail = |e: String| wit::PluginError::Invalid(e);
         let discussions = self.discussions().map_err(wit::PluginError::Unavailable)?;
         let caller = Self::bot_caller(env).map_err(fail)?;
@@ -1064,18 +1255,31 @@ impl Shared {
             _ => return Err(fail("a post names either a discussion or an object".into())),
         };
         let data = match p.data {
-            Some(d) => Some(serde_json::from_str(&d).map_err(|e| fail(format!("data is not JSON: {e}")))?),
+            Some(d) => {
+                Some(serde_json::from_str(&d).map_err(|e| fail(format!("data is not JSON: {e}")))?)
+            }
             None => None,
         };
         let mut hash = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(key, &mut hash);
         let message = SendMessage {
             discussion,
-            client_msg_id: format!("{}-{:016x}", &key.chars().take(40).collect::<String>(), std::hash::Hasher::finish(&hash)),
+            client_msg_id: format!(
+                "{}-{:016x}",
+                &key.chars().take(40).collect::<String>(),
+                std::hash::Hasher::finish(&hash)
+            ),
             text: p.text,
             reply_to: p.reply_to,
             data,
-            actions: p.actions.into_iter().map(|a| Action { id: a.id, label: a.label }).collect(),
+            actions: p
+                .actions
+                .into_iter()
+                .map(|a| Action {
+                    id: a.id,
+                    label: a.label,
+                })
+                .collect(),
         };
         match discussions.send(&caller, message).await {
             Ok(Reply::Sent { message_id, .. }) => Ok(message_id),
@@ -1084,17 +1288,33 @@ impl Shared {
         }
     }
 
-    async fn open_object(&self, env: &PluginEnv, caller: &Caller, o: &wit::ObjectRef) -> Result<String, String> {
+    async fn open_object(
+        &self,
+        env: &PluginEnv,
+        caller: &Caller,
+        o: &wit::ObjectRef,
+    ) -> Result<String, String> {
         let discussions = self.discussions()?;
         let object = ObjectRef {
             application: o.application.clone(),
             object_type: o.object_type.clone(),
             object_id: o.id.clone(),
         };
-        if !env.manifest.bot_object_types().contains(&object.object_type) {
-            return Err(format!("the bot may not post about {} objects", object.object_type));
+        if !env
+            .manifest
+            .bot_object_types()
+            .contains(&object.object_type)
+        {
+            return Err(format!(
+                "the bot may not post about {} objects",
+                object.object_type
+            ));
         }
-        match discussions.open_object(caller, object, "").await.map_err(|e| e.to_string())? {
+        match discussions
+            .open_object(caller, object, "")
+            .await
+            .map_err(|e| e.to_string())?
+        {
             Reply::Discussion { discussion } => Ok(discussion.id),
             _ => Err("unexpected answer".into()),
         }
@@ -1103,7 +1323,10 @@ impl Shared {
     async fn react(&self, env: &PluginEnv, message: &str, emoji: &str) -> Result<(), String> {
         let discussions = self.discussions()?;
         let caller = Self::bot_caller(env)?;
-        let discussion = discussions.discussion_of(message).await.ok_or("no such message")?;
+        let discussion = discussions
+            .discussion_of(message)
+            .await
+            .ok_or("no such message")?;
         discussions
             .react(&caller, &discussion, message, emoji, true)
             .await
@@ -1111,7 +1334,12 @@ impl Shared {
             .map_err(|e| e.to_string())
     }
 
-    async fn open_for(&self, env: &PluginEnv, o: &wit::ObjectRef, users: &[String]) -> Result<(), String> {
+    async fn open_for(
+        &self,
+        env: &PluginEnv,
+        o: &wit::ObjectRef,
+        users: &[String],
+    ) -> Result<(), String> {
         let caller = Self::bot_caller(env)?;
         let discussion = self.open_object(env, &caller, o).await?;
         let discussions = self.discussions()?;
@@ -1165,7 +1393,10 @@ fn clamp_rendered(mut r: wit::RenderedObject) -> wit::RenderedObject {
         }
     };
     cut(&mut r.title, 256);
-    for s in [&mut r.subtitle, &mut r.url, &mut r.status].into_iter().flatten() {
+    for s in [&mut r.subtitle, &mut r.url, &mut r.status]
+        .into_iter()
+        .flatten()
+    {
         cut(s, 1024);
     }
     r.fields.truncate(32);

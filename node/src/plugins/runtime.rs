@@ -36,7 +36,9 @@ pub(crate) struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("cache", &self.cache).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
     }
 }
 
@@ -125,7 +127,10 @@ impl Runtime {
         for (name, _) in ty.imports(&self.engine) {
             check_import(name, rights)?;
         }
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
         check_exports(&exports, manifest)?;
         let pre = self
             .linker
@@ -147,9 +152,9 @@ impl Runtime {
             None => None,
         };
         let storage = match roles.storage_backend {
-            Some(_) => Some(
-                storage_backend::GuestIndices::new(&pre).map_err(missing("storage-backend"))?,
-            ),
+            Some(_) => {
+                Some(storage_backend::GuestIndices::new(&pre).map_err(missing("storage-backend"))?)
+            }
             None => None,
         };
         Ok(Loaded {
@@ -181,7 +186,9 @@ impl Runtime {
             #[allow(unsafe_code)]
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
                 Ok(c) => return Ok(c),
-                Err(e) => tracing::warn!(error = %e, path = %path.display(), "cached plugin artifact unusable; recompiling"),
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %path.display(), "cached plugin artifact unusable; recompiling")
+                }
             }
         }
         let component =
@@ -196,7 +203,9 @@ impl Runtime {
     /// A fresh store for one instance of `env`'s plugin.
     fn store(&self, env: &Arc<PluginEnv>) -> Result<Store<HostState>, CallError> {
         let limits = &env.manifest.limits;
-        let budget = (limits.cpu_ms as u64).div_ceil(TICK.as_millis() as u64).max(1) as u32;
+        let budget = (limits.cpu_ms as u64)
+            .div_ceil(TICK.as_millis() as u64)
+            .max(1) as u32;
         let state = HostState::new(env.clone(), limits.memory.as_u64() as usize, budget)
             .map_err(CallError::Host)?;
         let mut store = Store::new(&self.engine, state);
@@ -250,7 +259,8 @@ fn check_import(name: &str, rights: Rights) -> Result<(), LoadError> {
         "wasi:cli" => Ok(()),
         "wasi:filesystem" if rights.filesystem => Ok(()),
         "wasi:filesystem" => refuse(
-            "but file system access is only for storage backends granted the right `filesystem`".into(),
+            "but file system access is only for storage backends granted the right `filesystem`"
+                .into(),
         ),
         "wasi:sockets" | "wasi:http" => refuse(format!(
             "but plugins get no network access ({package}/{iface} is never granted)"
@@ -408,7 +418,9 @@ impl Loaded {
         env: &Arc<PluginEnv>,
         timeout: Duration,
     ) -> Result<Warm, (CallError, Vec<super::host::LogLine>, String)> {
-        let mut store = runtime.store(env).map_err(|e| (e, Vec::new(), String::new()))?;
+        let mut store = runtime
+            .store(env)
+            .map_err(|e| (e, Vec::new(), String::new()))?;
         store.set_epoch_deadline(1);
         let ms = env.manifest.limits.call_timeout_ms;
         let outcome = tokio::time::timeout(timeout, async {
@@ -447,7 +459,9 @@ impl Loaded {
         env: &Arc<PluginEnv>,
     ) -> Result<Warm, CallError> {
         let timeout = Duration::from_millis(env.manifest.limits.call_timeout_ms.into());
-        self.instantiate(runtime, env, timeout).await.map_err(|(e, _, _)| e)
+        self.instantiate(runtime, env, timeout)
+            .await
+            .map_err(|(e, _, _)| e)
     }
 }
 
@@ -486,7 +500,9 @@ fn classify(e: &wasmtime::Error, store: &Store<HostState>) -> CallError {
         Some(Trap::AllocationTooLarge) => CallError::Memory,
         Some(trap) => {
             let stderr = take_stderr(store);
-            if stderr.contains("memory allocation of") || format!("{e:#}").contains("memory") && stderr.contains("alloc") {
+            if stderr.contains("memory allocation of")
+                || format!("{e:#}").contains("memory") && stderr.contains("alloc")
+            {
                 CallError::Memory
             } else if let Some(panic) = stderr.lines().find(|l| l.contains("panicked")) {
                 CallError::Trap(format!("{trap}: {}", panic.trim()))
@@ -496,7 +512,9 @@ fn classify(e: &wasmtime::Error, store: &Store<HostState>) -> CallError {
         }
         None => {
             let text = format!("{e:#}");
-            if text.contains("memory") && text.contains("limit") || text.contains("forcing trap when growing memory") {
+            if text.contains("memory") && text.contains("limit")
+                || text.contains("forcing trap when growing memory")
+            {
                 CallError::Memory
             } else {
                 CallError::Trap(text)

@@ -54,7 +54,10 @@ impl PluginBlobs {
     }
 
     async fn instance(&self, a: &Active) -> Result<Warm, BlobError> {
-        let loaded = a.loaded.as_ref().ok_or_else(|| BlobError::NoBackend(self.id.clone()))?;
+        let loaded = a
+            .loaded
+            .as_ref()
+            .ok_or_else(|| BlobError::NoBackend(self.id.clone()))?;
         let result = loaded.fresh(&self.plugins.shared.runtime, &a.env).await;
         self.plugins.record(a, "storage", &result);
         Ok(result?)
@@ -101,7 +104,9 @@ impl PluginBlobs {
         let cx = invocation(&a);
         let writer: ResourceAny = self
             .run(&a, &mut warm, async |store, instance| {
-                idx.load(&mut *store, instance)?.call_open_write(&mut *store, &cx, key).await
+                idx.load(&mut *store, instance)?
+                    .call_open_write(&mut *store, &cx, key)
+                    .await
             })
             .await?;
         let mut buf = vec![0u8; CHUNK];
@@ -123,7 +128,10 @@ impl PluginBlobs {
                 // Best effort: the instance may be unusable after a trap.
                 let _ = self
                     .run(&a, &mut warm, async |store, instance| {
-                        idx.load(&mut *store, instance)?.writer().call_abort(&mut *store, writer).await?;
+                        idx.load(&mut *store, instance)?
+                            .writer()
+                            .call_abort(&mut *store, writer)
+                            .await?;
                         Ok(Ok(()))
                     })
                     .await;
@@ -132,7 +140,10 @@ impl PluginBlobs {
         }
         let info = self
             .run(&a, &mut warm, async |store, instance| {
-                idx.load(&mut *store, instance)?.writer().call_finish(&mut *store, writer).await
+                idx.load(&mut *store, instance)?
+                    .writer()
+                    .call_finish(&mut *store, writer)
+                    .await
             })
             .await?;
         Ok(Blob {
@@ -153,7 +164,9 @@ impl PluginBlobs {
         let cx = invocation(&a);
         let reader: ResourceAny = self
             .run(&a, &mut warm, async |store, instance| {
-                idx.load(&mut *store, instance)?.call_open_read(&mut *store, &cx, key).await
+                idx.load(&mut *store, instance)?
+                    .call_open_read(&mut *store, &cx, key)
+                    .await
             })
             .await?;
         let mut total = 0u64;
@@ -186,10 +199,15 @@ impl PluginBlobs {
         let cx = invocation(&a);
         let info = self
             .run(&a, &mut warm, async |store, instance| {
-                idx.load(&mut *store, instance)?.call_stat(&mut *store, &cx, key).await
+                idx.load(&mut *store, instance)?
+                    .call_stat(&mut *store, &cx, key)
+                    .await
             })
             .await?;
-        Ok(info.map(|i| Blob { key: i.key, size: i.size }))
+        Ok(info.map(|i| Blob {
+            key: i.key,
+            size: i.size,
+        }))
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<bool, BlobError> {
@@ -198,7 +216,9 @@ impl PluginBlobs {
         let mut warm = self.instance(&a).await?;
         let cx = invocation(&a);
         self.run(&a, &mut warm, async |store, instance| {
-            idx.load(&mut *store, instance)?.call_delete(&mut *store, &cx, key).await
+            idx.load(&mut *store, instance)?
+                .call_delete(&mut *store, &cx, key)
+                .await
         })
         .await
     }
@@ -222,7 +242,13 @@ impl PluginBlobs {
                     .await
             })
             .await?;
-        Ok(list.into_iter().map(|i| Blob { key: i.key, size: i.size }).collect())
+        Ok(list
+            .into_iter()
+            .map(|i| Blob {
+                key: i.key,
+                size: i.size,
+            })
+            .collect())
     }
 }
 

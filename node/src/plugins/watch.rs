@@ -21,7 +21,9 @@ fn stamp(source: &Path, component: Option<&str>) -> Stamp {
     files
         .into_iter()
         .map(|p| {
-            let meta = std::fs::metadata(&p).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+            let meta = std::fs::metadata(&p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
             (p, meta)
         })
         .collect()

@@ -53,7 +53,9 @@ impl Store {
 
     pub fn reader(&self, key: &str) -> Result<FsReader, PluginError> {
         match File::open(self.data(key)) {
-            Ok(f) => Ok(FsReader { decoder: DeflateDecoder::new(BufReader::new(f)) }),
+            Ok(f) => Ok(FsReader {
+                decoder: DeflateDecoder::new(BufReader::new(f)),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(PluginError::NotFound),
             Err(e) => Err(io(e)),
         }
@@ -63,7 +65,10 @@ impl Store {
         match fs::read_to_string(self.size_file(key)) {
             Ok(s) if self.data(key).exists() => Ok(Some(BlobInfo {
                 key: key.to_owned(),
-                size: s.trim().parse().map_err(|_| PluginError::Internal("bad size file".into()))?,
+                size: s
+                    .trim()
+                    .parse()
+                    .map_err(|_| PluginError::Internal("bad size file".into()))?,
             })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -81,12 +86,24 @@ impl Store {
         Ok(existed)
     }
 
-    pub fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<BlobInfo>, PluginError> {
+    pub fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<BlobInfo>, PluginError> {
         let mut keys: Vec<String> = Vec::new();
         for entry in fs::read_dir(&self.root).map_err(io)? {
             let name = entry.map_err(io)?.file_name();
-            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".z")) else { continue };
-            let Some(key) = hex::decode(stem).ok().and_then(|b| String::from_utf8(b).ok()) else { continue };
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".z")) else {
+                continue;
+            };
+            let Some(key) = hex::decode(stem)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+            else {
+                continue;
+            };
             if key.starts_with(prefix) && after.is_none_or(|a| key.as_str() > a) {
                 keys.push(key);
             }
@@ -94,7 +111,10 @@ impl Store {
         keys.sort();
         keys.into_iter()
             .take(limit as usize)
-            .map(|k| self.stat(&k).map(|i| i.unwrap_or(BlobInfo { key: k, size: 0 })))
+            .map(|k| {
+                self.stat(&k)
+                    .map(|i| i.unwrap_or(BlobInfo { key: k, size: 0 }))
+            })
             .collect()
     }
 }
@@ -111,19 +131,28 @@ pub struct FsWriter {
 
 impl BlobWriter for FsWriter {
     fn write(&mut self, chunk: Vec<u8>) -> Result<(), PluginError> {
-        let enc = self.encoder.as_mut().ok_or_else(|| PluginError::Invalid("the blob is finished".into()))?;
+        let enc = self
+            .encoder
+            .as_mut()
+            .ok_or_else(|| PluginError::Invalid("the blob is finished".into()))?;
         enc.write_all(&chunk).map_err(io)?;
         self.size += chunk.len() as u64;
         Ok(())
     }
 
     fn finish(&mut self) -> Result<BlobInfo, PluginError> {
-        let enc = self.encoder.take().ok_or_else(|| PluginError::Invalid("the blob is finished".into()))?;
+        let enc = self
+            .encoder
+            .take()
+            .ok_or_else(|| PluginError::Invalid("the blob is finished".into()))?;
         let file = enc.finish().map_err(io)?;
         file.sync_all().map_err(io)?;
         fs::write(self.store.size_file(&self.key), self.size.to_string()).map_err(io)?;
         fs::rename(&self.tmp, self.store.data(&self.key)).map_err(io)?;
-        Ok(BlobInfo { key: self.key.clone(), size: self.size })
+        Ok(BlobInfo {
+            key: self.key.clone(),
+            size: self.size,
+        })
     }
 
     fn abort(&mut self) {
@@ -175,7 +204,12 @@ impl Plugin for FsStore {
     fn delete(_cx: Invocation, key: String) -> Result<bool, PluginError> {
         store().delete(&key)
     }
-    fn list(_cx: Invocation, prefix: String, after: Option<String>, limit: u32) -> Result<Vec<BlobInfo>, PluginError> {
+    fn list(
+        _cx: Invocation,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<BlobInfo>, PluginError> {
         store().list(&prefix, after.as_deref(), limit)
     }
 }
@@ -206,7 +240,12 @@ mod tests {
         assert_eq!(back, data);
         s.writer("a/2").unwrap().finish().unwrap();
         s.writer("b/1").unwrap().finish().unwrap();
-        let keys: Vec<String> = s.list("a/", None, 10).unwrap().into_iter().map(|b| b.key).collect();
+        let keys: Vec<String> = s
+            .list("a/", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.key)
+            .collect();
         assert_eq!(keys, ["a/1", "a/2"]);
         assert!(s.delete("a/1").unwrap());
         assert!(!s.delete("a/1").unwrap());

@@ -97,11 +97,14 @@ impl Plugin for InvoiceContext {
 
     fn on_event(_cx: Invocation, evt: BusinessEvent) -> Result<Vec<BotAction>, PluginError> {
         let Some(obj) = evt.object.filter(|o| o.object_type == "invoice") else {
-            return Err(PluginError::Invalid("an invoice event names no invoice".into()));
+            return Err(PluginError::Invalid(
+                "an invoice event names no invoice".into(),
+            ));
         };
         let invoice: Invoice = serde_json::from_str(&evt.payload)
             .map_err(|e| PluginError::Invalid(format!("invoice payload: {e}")))?;
-        let bytes = serde_json::to_vec(&invoice).map_err(|e| PluginError::Internal(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(&invoice).map_err(|e| PluginError::Internal(e.to_string()))?;
         kv::set(&key(&obj), &bytes)?;
         Ok(Vec::new())
     }

@@ -26,7 +26,11 @@ fn misbehave() -> Result<(), PluginError> {
 struct Hostile;
 
 impl Plugin for Hostile {
-    fn authorize(_cx: Invocation, _obj: ObjectRef, users: Vec<String>) -> Result<Vec<Access>, PluginError> {
+    fn authorize(
+        _cx: Invocation,
+        _obj: ObjectRef,
+        users: Vec<String>,
+    ) -> Result<Vec<Access>, PluginError> {
         misbehave()?;
         Ok(users.iter().map(|_| Access::Write).collect())
     }
