@@ -192,4 +192,122 @@ impl TestNode {
             .storage_backend(backend)
             .ok_or_else(|| format!("no storage backend {backend}"))
     }
+
+    /// What `user` may do in an object's discussion according to its context provider
+    /// (through the node's cache): `none`, `read` or `write`; `None` if no provider serves
+    /// the type.
+    pub async fn object_access(
+        &self,
+        application: &str,
+        object_type: &str,
+        object_id: &str,
+        user: &str,
+    ) -> Option<&'static str> {
+        let object = veche_protocol::discussions::ObjectRef {
+            application: application.to_owned(),
+            object_type: object_type.to_owned(),
+            object_id: object_id.to_owned(),
+        };
+        self.node()
+            .plugins()
+            .object_access(&object, user)
+            .await
+            .map(|a| match a {
+                crate::plugins::Access::None => "none",
+                crate::plugins::Access::Read => "read",
+                crate::plugins::Access::Write => "write",
+            })
+    }
+
+    /// Calls a bot's `on-message` as its dispatcher would (on a pooled instance), without
+    /// applying what it returns; the number of actions.
+    pub async fn call_bot(
+        &self,
+        plugin: &str,
+        discussion: &str,
+        text: &str,
+    ) -> Result<usize, String> {
+        let message = crate::plugins::BotMessage {
+            id: format!("{}@bench", uuid::Uuid::now_v7().simple()),
+            discussion: discussion.to_owned(),
+            object: None,
+            author: "bench@test.local".into(),
+            text: text.to_owned(),
+            mentions: Vec::new(),
+            reply_to: None,
+            sent_at: 0,
+        };
+        self.node()
+            .plugins()
+            .call_bot_message(plugin, message)
+            .await
+    }
+}
+
+/// The workspace's plugins and test plugins, built once per process for wasm32-wasip2 (in
+/// `target/plugins`); the folder holding the components.
+pub fn built_plugins() -> Result<&'static Path, String> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let root = workspace_root()?;
+        let target = root.join("target").join("plugins");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.current_dir(&root).args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ]);
+        cmd.arg(&target);
+        for (name, _) in PLUGIN_CRATES {
+            cmd.args(["-p", name]);
+        }
+        let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "building the plugins failed (is the wasm32-wasip2 target installed?):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(target.join("wasm32-wasip2").join("release"))
+    });
+    built.as_ref().map(PathBuf::as_path).map_err(Clone::clone)
+}
+
+/// Plugin crates, with their folders.
+const PLUGIN_CRATES: &[(&str, &str)] = &[
+    ("invoice-context", "plugins/invoice-context"),
+    ("approval-bot", "plugins/approval-bot"),
+    ("fs-store", "plugins/fs-store"),
+    ("hostile", "tests/plugins/hostile"),
+    ("echo-bot", "tests/plugins/echo-bot"),
+    ("sneaky-fs", "tests/plugins/sneaky-fs"),
+    ("future-api", "tests/plugins/future-api"),
+];
+
+fn workspace_root() -> Result<PathBuf, String> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .ok_or_else(|| "no workspace root".to_owned())
+}
+
+/// A temporary folder ready to install: the plugin's `plugin.toml` and its built component.
+pub fn plugin_folder(name: &str) -> anyhow::Result<tempfile::TempDir> {
+    let built = built_plugins().map_err(anyhow::Error::msg)?;
+    let (_, folder) = PLUGIN_CRATES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| anyhow::anyhow!("no plugin {name}"))?;
+    let root = workspace_root().map_err(anyhow::Error::msg)?;
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(
+        root.join(folder).join("plugin.toml"),
+        dir.path().join("plugin.toml"),
+    )?;
+    let wasm = format!("{}.wasm", name.replace('-', "_"));
+    std::fs::copy(built.join(&wasm), dir.path().join(&wasm))?;
+    Ok(dir)
 }

@@ -233,6 +233,33 @@ async fn invoice_context_decides_who_sees_an_invoice_and_how_it_is_shown() -> an
     let err = ask(&eve, open.clone()).await.unwrap_err();
     assert_eq!(server_code(&err), Some(ErrorCode::NotFound), "{err:#}");
 
+    // Live events reach the followers the provider admits.
+    ask(
+        &anna,
+        Request::Follow {
+            discussion: d.id.clone(),
+            follow: true,
+        },
+    )
+    .await?;
+    let err = ask(
+        &eve,
+        Request::Follow {
+            discussion: d.id.clone(),
+            follow: true,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(server_code(&err), Some(ErrorCode::NotFound), "{err:#}");
+    post(&boris, &d.id, "b2", "Счёт оплачен").await?;
+    let live = event_matching(&anna, |e| e.discussion == d.id).await?;
+    assert!(
+        matches!(&live.change, Change::MessagePosted { message } if message.text.as_deref() == Some("Счёт оплачен")),
+        "{live:?}"
+    );
+    no_event(&eve).await?;
+
     // Disabling the provider fails closed: nobody reads the invoice's discussion.
     node.admin(AdminRequest::PluginDisable {
         id: "invoice-context".into(),

@@ -481,7 +481,7 @@ impl Sequencer {
             .map(|c| c.members.clone());
         match cached {
             Some(members) => Ok((members.into_iter().map(|(u, _)| u).collect(), None)),
-            None => audience_free(b, d).await,
+            None => self.audience_free(b, d).await,
         }
     }
 
@@ -539,6 +539,61 @@ impl Sequencer {
             c.row.last_activity_at = at;
         }
         Ok(())
+    }
+
+    /// Who receives a discussion's events: members of dialogs and groups; for object
+    /// discussions the followers who may read it, and the set of users whose watching
+    /// connections may receive it.
+    async fn audience_free(
+        &self,
+        b: &mut Batch,
+        d: &DiscussionRow,
+    ) -> Result<(Vec<String>, Option<HashSet<String>>), StoreError> {
+        if d.kind != "object" {
+            return Ok((
+                b.members(&d.id)
+                    .await?
+                    .into_iter()
+                    .map(|(u, _)| u)
+                    .collect(),
+                None,
+            ));
+        }
+        let Some(key) = object_key(d) else {
+            return Ok((Vec::new(), None));
+        };
+        if self.plugins.serves(key.kind) {
+            // The context provider decides, in one call for everyone not cached.
+            let followers = b.followers(&d.id).await?;
+            let mut candidates = followers.clone();
+            candidates.extend(self.registry.watcher_users(&d.id));
+            candidates.sort();
+            candidates.dedup();
+            let object = ObjectRef {
+                application: key.app.to_owned(),
+                object_type: key.kind.to_owned(),
+                object_id: key.id.to_owned(),
+            };
+            let access = self
+                .plugins
+                .object_access_many(&object, &candidates)
+                .await
+                .unwrap_or_default();
+            let allowed: HashSet<String> = candidates
+                .into_iter()
+                .zip(access)
+                .filter(|(_, a)| *a != Access::None)
+                .map(|(u, _)| u)
+                .collect();
+            let followers = followers
+                .into_iter()
+                .filter(|f| allowed.contains(f))
+                .collect();
+            return Ok((followers, Some(allowed)));
+        }
+        let followers = b.followers_with_access(&d.id, key).await?;
+        let allowed: HashSet<String> = b.users_with_object_access(key).await?.into_iter().collect();
+        Ok((followers, Some(allowed)))
     }
 
     /// Whether `user` may read `d`, as `authorize` decides (through the batch cache).
@@ -1436,28 +1491,6 @@ fn object_key(d: &DiscussionRow) -> Option<ObjectKey<'_>> {
 
 /// Who receives `d`'s events: members of a dialog or group; for an object discussion, its
 /// followers who may read it, plus connections watching it whose user may read it.
-async fn audience_free(
-    b: &mut Batch,
-    d: &DiscussionRow,
-) -> Result<(Vec<String>, Option<HashSet<String>>), StoreError> {
-    if d.kind != "object" {
-        return Ok((
-            b.members(&d.id)
-                .await?
-                .into_iter()
-                .map(|(u, _)| u)
-                .collect(),
-            None,
-        ));
-    }
-    let Some(key) = object_key(d) else {
-        return Ok((Vec::new(), None));
-    };
-    let followers = b.followers_with_access(&d.id, key).await?;
-    let allowed: HashSet<String> = b.users_with_object_access(key).await?.into_iter().collect();
-    Ok((followers, Some(allowed)))
-}
-
 fn check_title(title: &str) -> Result<String, DiscussionError> {
     let title = title.trim();
     let chars = title.chars().count();

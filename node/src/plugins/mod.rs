@@ -774,77 +774,139 @@ impl Plugins {
     /// (`None`: no provider; the node's own access list decides). Bots may post about the
     /// object types their manifest names.
     pub(crate) async fn object_access(&self, object: &ObjectRef, user: &str) -> Option<Access> {
-        if let Some(plugin) = self.bot_plugin(user)
-            && let Some(a) = self.get(&plugin)
-            && a.row.enabled
+        if let Some(access) = self.bot_access(object, user) {
+            return Some(access);
+        }
+        self.object_access_many(object, std::slice::from_ref(&user.to_owned()))
+            .await
+            .map(|v| v.first().copied().unwrap_or(Access::None))
+    }
+
+    /// A bot's rights in an object discussion: it may post about the types its manifest names.
+    fn bot_access(&self, object: &ObjectRef, user: &str) -> Option<Access> {
+        let plugin = self.bot_plugin(user)?;
+        let a = self.get(&plugin)?;
+        (a.row.enabled
             && a.env
                 .manifest
                 .bot_object_types()
-                .contains(&object.object_type)
-        {
-            return Some(Access::Write);
-        }
+                .contains(&object.object_type))
+        .then_some(Access::Write)
+    }
+
+    /// [`Self::object_access`] for many users with one plugin call for those not cached.
+    pub(crate) async fn object_access_many(
+        &self,
+        object: &ObjectRef,
+        users: &[String],
+    ) -> Option<Vec<Access>> {
         let a = self.provider_for(&object.object_type)?;
-        let key = (
-            object.application.clone(),
-            object.object_type.clone(),
-            object.object_id.clone(),
-            user.to_owned(),
-        );
         let ttl = Duration::from_millis(self.shared.config.authorize_cache_ms);
-        if let Some((access, at)) = self
-            .shared
-            .access_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            && at.elapsed() < ttl
-        {
-            return Some(*access);
+        let key = |user: &str| {
+            (
+                object.application.clone(),
+                object.object_type.clone(),
+                object.object_id.clone(),
+                user.to_owned(),
+            )
+        };
+        let mut answers: Vec<Option<Access>> = {
+            let cache = self
+                .shared
+                .access_cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            users
+                .iter()
+                .map(|u| {
+                    self.bot_access(object, u).or_else(|| {
+                        cache
+                            .get(&key(u))
+                            .filter(|(_, at)| at.elapsed() < ttl)
+                            .map(|(access, _)| *access)
+                    })
+                })
+                .collect()
+        };
+        let missing: Vec<String> = users
+            .iter()
+            .zip(&answers)
+            .filter(|(_, a)| a.is_none())
+            .map(|(u, _)| u.clone())
+            .collect();
+        if !missing.is_empty() {
+            let decided = self.ask_authorize(&a, object, &missing).await;
+            let mut cache = self
+                .shared
+                .access_cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if cache.len() > 100_000 {
+                cache.clear();
+            }
+            let mut decided_iter = missing.iter().zip(decided.iter().flatten());
+            for slot in answers.iter_mut().filter(|a| a.is_none()) {
+                *slot = Some(match decided_iter.next() {
+                    Some((user, access)) => {
+                        cache.insert(key(user), (*access, Instant::now()));
+                        *access
+                    }
+                    // Fail closed, and do not remember a failure.
+                    None => Access::None,
+                });
+            }
         }
+        Some(
+            answers
+                .into_iter()
+                .map(|a| a.unwrap_or(Access::None))
+                .collect(),
+        )
+    }
+
+    /// One `authorize` call; `None` if it failed (the caller denies).
+    async fn ask_authorize(
+        &self,
+        a: &Active,
+        object: &ObjectRef,
+        users: &[String],
+    ) -> Option<Vec<Access>> {
         let obj = wit_object(object);
-        let users = vec![user.to_owned()];
-        let cx = invocation(&a);
+        let cx = invocation(a);
         let result = self
-            .call(&a, "authorize", async |loaded, store, instance| {
+            .call(a, "authorize", async |loaded, store, instance| {
                 let Some(idx) = &loaded.context else {
                     return Ok(Err(wit::PluginError::Unsupported));
                 };
                 idx.load(&mut *store, instance)?
-                    .call_authorize(&mut *store, &cx, &obj, &users)
+                    .call_authorize(&mut *store, &cx, &obj, users)
                     .await
             })
             .await;
-        let access = match result {
-            Ok(Ok(list)) if list.len() == 1 => match list[0] {
-                wit::Access::None => Access::None,
-                wit::Access::Read => Access::Read,
-                wit::Access::Write => Access::Write,
-            },
+        match result {
+            Ok(Ok(list)) if list.len() == users.len() => Some(
+                list.into_iter()
+                    .map(|a| match a {
+                        wit::Access::None => Access::None,
+                        wit::Access::Read => Access::Read,
+                        wit::Access::Write => Access::Write,
+                    })
+                    .collect(),
+            ),
             Ok(Ok(_)) => {
                 tracing::warn!(plugin = %a.env.id, "authorize answered for the wrong number of users; denying");
-                return Some(Access::None);
+                None
             }
+            // The provider's own "no" for all of them, remembered like any answer.
             Ok(Err(e)) => {
                 tracing::debug!(plugin = %a.env.id, error = ?e, "authorize refused");
-                Access::None
+                Some(vec![Access::None; users.len()])
             }
-            // Fail closed, and do not remember a failure.
             Err(e) => {
                 tracing::warn!(plugin = %a.env.id, error = %e, "authorize failed; denying");
-                return Some(Access::None);
+                None
             }
-        };
-        let mut cache = self
-            .shared
-            .access_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if cache.len() > 100_000 {
-            cache.clear();
         }
-        cache.insert(key, (access, Instant::now()));
-        Some(access)
     }
 
     /// Whether a context provider serves this object type.
@@ -1099,6 +1161,30 @@ impl Plugins {
             }
         }
         Ok(None)
+    }
+
+    /// Calls a bot's `on-message` directly, as its dispatcher would, without applying the
+    /// actions (for benchmarks); how many actions it returned.
+    #[cfg(feature = "test-utils")]
+    pub(crate) async fn call_bot_message(
+        &self,
+        plugin: &str,
+        message: BotMessage,
+    ) -> Result<usize, String> {
+        let a = self.get(plugin).ok_or("no such plugin")?;
+        let row = InboxRow {
+            id: 0,
+            kind: "message".into(),
+            payload: message.payload(),
+            attempts: 0,
+            last_error: None,
+            created_at: 0,
+            next_at: 0,
+        };
+        self.deliver(&a, &row)
+            .await
+            .map(|v| v.len())
+            .map_err(|f| f.error)
     }
 
     async fn deliver(&self, a: &Active, row: &InboxRow) -> Result<Vec<wit::BotAction>, Failed> {

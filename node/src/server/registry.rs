@@ -175,6 +175,21 @@ impl Registry {
         }
     }
 
+    /// The users with a connection watching `discussion`.
+    pub(crate) fn watcher_users(&self, discussion: &str) -> Vec<String> {
+        let maps = lock(&self.maps);
+        let mut users: Vec<String> = maps
+            .watchers
+            .get(discussion)
+            .into_iter()
+            .flatten()
+            .map(|c| c.user.clone())
+            .collect();
+        users.sort();
+        users.dedup();
+        users
+    }
+
     /// Starts or stops live events of an object discussion on one connection.
     pub(crate) fn watch(&self, user: &str, connection_id: u64, discussion: &str, on: bool) {
         let mut maps = lock(&self.maps);

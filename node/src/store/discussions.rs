@@ -400,6 +400,16 @@ impl Batch {
     }
 
     /// Followers of an object discussion who (still) have access to its object.
+    /// Everyone following a discussion, whatever their access now.
+    pub(crate) async fn followers(&mut self, discussion: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM follows WHERE discussion_id = ? ORDER BY user_id",
+        )
+        .bind(discussion)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
     pub(crate) async fn followers_with_access(
         &mut self,
         discussion: &str,

@@ -3,7 +3,9 @@
 
 wit_bindgen::generate!({ path: "wit", world: "future-plugin" });
 
-struct Future;
+/// The plugin.
+#[derive(Debug)]
+pub struct Future;
 
 impl exports::veche::plugin::lifecycle::Guest for Future {
     fn init() -> Result<(), String> {
@@ -17,4 +19,5 @@ impl exports::veche::plugin::bot::Guest for Future {
     }
 }
 
+#[cfg(target_arch = "wasm32")]
 export!(Future);
