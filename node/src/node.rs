@@ -372,7 +372,7 @@ impl RunningNode {
     }
 
     /// The plugin host.
-    #[cfg(feature = "test-utils")]
+    #[cfg(any(test, feature = "test-utils"))]
     pub(crate) fn plugins(&self) -> &Plugins {
         &self.services.plugins
     }

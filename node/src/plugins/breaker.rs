@@ -32,9 +32,15 @@ enum State {
     Open {
         until: Instant,
     },
-    /// One probe call is out.
-    Probing,
+    /// One probe call is out since then.
+    Probing {
+        since: Instant,
+    },
 }
+
+/// A probe that has not reported back by then (its caller gave up on it) is replaced by a
+/// new one; longer than any plugin call may last.
+const PROBE_EXPIRY: Duration = Duration::from_secs(90);
 
 /// What the breaker says about a call now.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,17 +65,21 @@ impl Breaker {
         match self.state {
             State::Closed => Admit::Yes,
             State::Open { until } if now >= until => {
-                self.state = State::Probing;
+                self.state = State::Probing { since: now };
                 Admit::Yes
             }
             State::Open { until } => Admit::No(until - now),
+            State::Probing { since } if now.duration_since(since) > PROBE_EXPIRY => {
+                self.state = State::Probing { since: now };
+                Admit::Yes
+            }
             // While the probe is out, nothing else goes in.
-            State::Probing => Admit::No(Duration::from_millis(100)),
+            State::Probing { .. } => Admit::No(Duration::from_millis(100)),
         }
     }
 
     pub(crate) fn success(&mut self) {
-        if self.state == State::Probing {
+        if matches!(self.state, State::Probing { .. }) {
             self.pause = self.config.pause;
             self.recent.clear();
             self.reason = None;
@@ -80,9 +90,9 @@ impl Breaker {
     /// Records a failure; `true` if the breaker opened because of it.
     pub(crate) fn failure(&mut self, now: Instant, why: &str) -> bool {
         match self.state {
-            State::Probing => {
-                self.open(now, why);
+            State::Probing { .. } => {
                 self.pause = (self.pause * 2).min(self.config.max_pause);
+                self.open(now, why);
                 true
             }
             State::Open { .. } => false,
@@ -161,6 +171,25 @@ mod tests {
         b.success();
         assert_eq!(b.admit(t3), Admit::Yes);
         assert!(b.paused(t3).is_none());
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_is_replaced() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(config());
+        for _ in 0..3 {
+            b.failure(t0, "timeout");
+        }
+        let t1 = t0 + Duration::from_secs(30);
+        assert_eq!(b.admit(t1), Admit::Yes);
+        assert!(matches!(
+            b.admit(t1 + Duration::from_secs(10)),
+            Admit::No(_)
+        ));
+        assert_eq!(
+            b.admit(t1 + PROBE_EXPIRY + Duration::from_secs(1)),
+            Admit::Yes
+        );
     }
 
     #[test]

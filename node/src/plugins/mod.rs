@@ -20,7 +20,7 @@ pub(crate) mod manifest;
 mod runtime;
 // The files service (issue 8) is the backend's user in the node; until it lands, tests
 // drive the backend through `test_utils`.
-#[cfg_attr(not(feature = "test-utils"), allow(dead_code))]
+#[cfg_attr(not(any(test, feature = "test-utils")), allow(dead_code))]
 pub(crate) mod storage;
 mod watch;
 
@@ -1165,7 +1165,7 @@ impl Plugins {
 
     /// Calls a bot's `on-message` directly, as its dispatcher would, without applying the
     /// actions (for benchmarks); how many actions it returned.
-    #[cfg(feature = "test-utils")]
+    #[cfg(any(test, feature = "test-utils"))]
     pub(crate) async fn call_bot_message(
         &self,
         plugin: &str,
@@ -1295,7 +1295,7 @@ impl Plugins {
 
     // ---------------------------------------------------------------- storage
 
-    #[cfg_attr(not(feature = "test-utils"), allow(dead_code))]
+    #[cfg_attr(not(any(test, feature = "test-utils")), allow(dead_code))]
     pub(crate) fn storage_backend(&self, id: &str) -> Option<storage::PluginBlobs> {
         let a = self.get(id)?;
         a.env.manifest.roles.storage_backend.as_ref()?;
