@@ -528,6 +528,10 @@ async fn ungranted_imports_and_future_apis_are_refused_at_install() -> anyhow::R
     // A storage backend may not be granted a folder it did not ask for, nor a bogus right.
     let e = install_refused(&node, "echo-bot", &["sockets"]).await?;
     assert!(e.contains("sockets"), "{e}");
+    // A bot never takes over a person's account.
+    node.add_user("echo-bot", PASSWORD, false).await?;
+    let e = install_refused(&node, "echo-bot", &[]).await?;
+    assert!(e.contains("taken"), "{e}");
     match node.admin(AdminRequest::PluginList).await? {
         AdminReply::Plugins { plugins } => assert!(plugins.is_empty(), "{plugins:?}"),
         other => bail!("{other:?}"),

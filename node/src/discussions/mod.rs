@@ -504,12 +504,21 @@ impl Discussions {
         caller: &Caller,
         discussion: &str,
     ) -> Result<DiscussionRow, DiscussionError> {
+        Ok(self.granted(caller, discussion).await?.0)
+    }
+
+    /// The discussion and what the caller may do in it, if they may read it.
+    async fn granted(
+        &self,
+        caller: &Caller,
+        discussion: &str,
+    ) -> Result<(DiscussionRow, access::Grant), DiscussionError> {
         let store = &self.inner.store;
         let row = store
             .discussion(discussion)
             .await?
             .ok_or(DiscussionError::NotFound("discussion"))?;
-        authorize(
+        let grant = authorize(
             &mut access::Reader(store),
             &self.inner.plugins,
             &caller.user,
@@ -517,7 +526,7 @@ impl Discussions {
         )
         .await?
         .ok_or(DiscussionError::NotFound("discussion"))?;
-        Ok(row)
+        Ok((row, grant))
     }
 
     /// Sends a button click to the message's author.
@@ -528,7 +537,12 @@ impl Discussions {
         message_id: &str,
         action_id: &str,
     ) -> Result<Reply, DiscussionError> {
-        self.readable(caller, discussion).await?;
+        // Pressing a button acts in the discussion: readers who may not post may not click.
+        if !self.granted(caller, discussion).await?.1.write {
+            return Err(DiscussionError::Forbidden(
+                "you may read this discussion but not act in it".into(),
+            ));
+        }
         let message = self
             .inner
             .store

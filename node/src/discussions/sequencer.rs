@@ -591,8 +591,26 @@ impl Sequencer {
                 .collect();
             return Ok((followers, Some(allowed)));
         }
-        let followers = b.followers_with_access(&d.id, key).await?;
-        let allowed: HashSet<String> = b.users_with_object_access(key).await?.into_iter().collect();
+        let mut followers = b.followers_with_access(&d.id, key).await?;
+        let mut allowed: HashSet<String> =
+            b.users_with_object_access(key).await?.into_iter().collect();
+        // Bots are not on access lists: they hold their object types by their manifest.
+        let object = ObjectRef {
+            application: key.app.to_owned(),
+            object_type: key.kind.to_owned(),
+            object_id: key.id.to_owned(),
+        };
+        let bot_followers = if self.plugins.has_bots() {
+            b.followers(&d.id).await?
+        } else {
+            Vec::new()
+        };
+        for f in bot_followers {
+            if !allowed.contains(&f) && self.plugins.bot_access(&object, &f).is_some() {
+                allowed.insert(f.clone());
+                followers.push(f);
+            }
+        }
         Ok((followers, Some(allowed)))
     }
 
@@ -1254,6 +1272,10 @@ impl Sequencer {
         mentions: &[String],
         out: &mut Vec<Delivery>,
     ) -> Result<(), StoreError> {
+        // A bot's message reaches other bots only if it mentions them: two bots in one
+        // discussion must not answer each other forever.
+        let from_bot = self.plugins.bot_plugin(&caller.user).is_some();
+        let audience: &[String] = if from_bot { &[] } else { audience };
         let mut bots: Vec<String> = audience
             .iter()
             .chain(mentions)

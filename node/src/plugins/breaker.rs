@@ -87,6 +87,14 @@ impl Breaker {
         self.state = State::Closed;
     }
 
+    /// A call that neither succeeded nor failed (the node could not run it): if it was the
+    /// probe, the next call probes again.
+    pub(crate) fn inconclusive(&mut self, now: Instant) {
+        if matches!(self.state, State::Probing { .. }) {
+            self.state = State::Open { until: now };
+        }
+    }
+
     /// Records a failure; `true` if the breaker opened because of it.
     pub(crate) fn failure(&mut self, now: Instant, why: &str) -> bool {
         match self.state {
@@ -121,10 +129,9 @@ impl Breaker {
     /// `Some((reason, remaining))` while paused.
     pub(crate) fn paused(&self, now: Instant) -> Option<(String, Duration)> {
         match self.state {
-            State::Open { until } => Some((
-                self.reason.clone().unwrap_or_default(),
-                until.saturating_duration_since(now),
-            )),
+            State::Open { until } if now < until => {
+                Some((self.reason.clone().unwrap_or_default(), until - now))
+            }
             _ => None,
         }
     }
@@ -171,6 +178,12 @@ mod tests {
         b.success();
         assert_eq!(b.admit(t3), Admit::Yes);
         assert!(b.paused(t3).is_none());
+        // Once a pause is over, the breaker no longer reports it (the next call probes).
+        b.failure(t3, "a");
+        b.failure(t3, "a");
+        b.failure(t3, "a");
+        assert!(b.paused(t3).is_some());
+        assert!(b.paused(t3 + Duration::from_secs(31)).is_none());
     }
 
     #[test]

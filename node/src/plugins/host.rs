@@ -18,6 +18,9 @@ use super::bindings::veche::plugin::{config, kv, log, messaging, types};
 use super::manifest::Manifest;
 use crate::store::Store;
 
+/// Bytes of stdout and stderr an instance may write in its life; an instance that used half
+/// of it is retired after its call.
+pub(crate) const STDERR_CAPACITY: usize = 16 * 1024;
 /// Host calls one plugin call may make.
 pub(crate) const MAX_HOST_CALLS: u32 = 10_000;
 /// Log lines one plugin call may write; more are dropped (and counted).
@@ -105,8 +108,13 @@ pub(crate) struct HostState {
     pub(crate) host_calls: u32,
     pub(crate) logs: Vec<LogLine>,
     pub(crate) dropped_logs: u32,
-    /// Captured stderr (panic messages end up here).
+    /// Captured stderr and stdout (panic messages end up here); `stderr_seen` bytes of it
+    /// were already handed out.
     pub(crate) stderr: wasmtime_wasi::p2::pipe::MemoryOutputPipe,
+    pub(crate) stderr_seen: usize,
+    /// Context-provider calls may run inside the node's write transaction: they may read
+    /// their store but not write it, nor post.
+    pub(crate) read_only: bool,
 }
 
 impl std::fmt::Debug for HostState {
@@ -119,7 +127,7 @@ impl std::fmt::Debug for HostState {
 
 impl HostState {
     pub(crate) fn new(env: Arc<PluginEnv>, memory: usize, cpu_budget: u32) -> Result<Self, String> {
-        let stderr = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(16 * 1024);
+        let stderr = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(STDERR_CAPACITY);
         let mut wasi = WasiCtx::builder();
         wasi.stderr(stderr.clone()).stdout(stderr.clone());
         if let (true, Some(folder)) = (env.rights.filesystem, &env.folder) {
@@ -135,10 +143,12 @@ impl HostState {
             .memories(4)
             .trap_on_grow_failure(true)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(10_000);
         Ok(Self {
             env,
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table,
             limits,
             cpu_ticks: 0,
             cpu_budget,
@@ -146,14 +156,44 @@ impl HostState {
             logs: Vec::new(),
             dropped_logs: 0,
             stderr,
+            stderr_seen: 0,
+            read_only: false,
         })
     }
 
     /// Prepares a warm instance's state for its next call.
-    pub(crate) fn reset_call(&mut self) {
+    pub(crate) fn reset_call(&mut self, read_only: bool) {
         self.cpu_ticks = 0;
         self.host_calls = 0;
         self.dropped_logs = 0;
+        self.read_only = read_only;
+    }
+
+    /// What the instance printed since the last time this was asked.
+    pub(crate) fn take_output(&mut self) -> String {
+        let bytes = self.stderr.contents();
+        let new = bytes.get(self.stderr_seen..).unwrap_or_default();
+        self.stderr_seen = bytes.len();
+        String::from_utf8_lossy(new).into_owned()
+    }
+
+    /// What the instance printed since the last [`Self::take_output`], leaving it there.
+    pub(crate) fn peek_output(&self) -> String {
+        let bytes = self.stderr.contents();
+        String::from_utf8_lossy(bytes.get(self.stderr_seen..).unwrap_or_default()).into_owned()
+    }
+
+    /// Whether the instance's output buffer is filling up (it is then retired).
+    pub(crate) fn output_full(&self) -> bool {
+        self.stderr_seen > STDERR_CAPACITY / 2
+    }
+
+    fn writable(&self) -> Option<types::PluginError> {
+        self.read_only.then(|| {
+            types::PluginError::Unavailable(
+                "a context provider may not write or post while answering".into(),
+            )
+        })
     }
 
     fn count(&mut self) -> wasmtime::Result<()> {
@@ -257,9 +297,12 @@ impl kv::Host for HostState {
         if !self.env.rights.kv {
             return Ok(Err(denied("kv")));
         }
-        if key.is_empty() || key.len() > MAX_KV_KEY {
+        if let Some(e) = self.writable() {
+            return Ok(Err(e));
+        }
+        if key.is_empty() || key.len() > MAX_KV_KEY || key.contains('\0') {
             return Ok(Err(types::PluginError::Invalid(format!(
-                "a key is 1 to {MAX_KV_KEY} bytes"
+                "a key is 1 to {MAX_KV_KEY} bytes, without NUL"
             ))));
         }
         if value.len() > MAX_KV_VALUE {
@@ -295,6 +338,9 @@ impl kv::Host for HostState {
         if !self.env.rights.kv {
             return Ok(Err(denied("kv")));
         }
+        if let Some(e) = self.writable() {
+            return Ok(Err(e));
+        }
         Ok(self
             .env
             .store
@@ -312,6 +358,9 @@ impl kv::Host for HostState {
         self.count()?;
         if !self.env.rights.kv {
             return Ok(Err(denied("kv")));
+        }
+        if prefix.contains('\0') || after.as_deref().is_some_and(|a| a.contains('\0')) {
+            return Ok(Ok(Vec::new()));
         }
         Ok(self
             .env
@@ -335,6 +384,9 @@ impl messaging::Host for HostState {
         self.count()?;
         if !self.env.rights.messaging {
             return Ok(Err(denied("messaging")));
+        }
+        if let Some(e) = self.writable() {
+            return Ok(Err(e));
         }
         let per_minute = self
             .env

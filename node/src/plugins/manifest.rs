@@ -156,15 +156,18 @@ impl Manifest {
                 self.schema
             ));
         }
-        if self.id.is_empty()
-            || self.id.len() > 64
-            || !self
-                .id
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        {
+        // Dot-separated words of a-z, 0-9 and '-', each starting with a letter or digit: the
+        // id names folders and the bot's login, so `.` and `..` must be impossible.
+        let word_ok = |w: &str| {
+            w.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && w.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        if self.id.len() > 64 || !self.id.split('.').all(word_ok) {
             return invalid(format!(
-                "id {:?} must be 1 to 64 of a-z, 0-9, '-' and '.'",
+                "id {:?} must be 1 to 64 characters: dot-separated words of a-z, 0-9 and '-', each starting with a letter or digit",
                 self.id
             ));
         }
@@ -304,6 +307,15 @@ cpu-ms = 50
         let cases = [
             (BOT.replace("schema = 1", "schema = 2"), "schema 2"),
             (BOT.replace("approval-bot\"", "Approval Bot\""), "id"),
+            (BOT.replace("id = \"approval-bot\"", "id = \"..\""), "id"),
+            (BOT.replace("id = \"approval-bot\"", "id = \"a..b\""), "id"),
+            (
+                BOT.replace("id = \"approval-bot\"", "id = \".hidden\""),
+                "id",
+            ),
+            (BOT.replace("\"approval-bot\"", "\"..\""), "id"),
+            (BOT.replace("\"approval-bot\"", "\"a..b\""), "id"),
+            (BOT.replace("\"approval-bot\"", "\".hidden\""), "id"),
             (
                 BOT.replace(
                     "[roles.bot]\nevents = [\"invoice.posted\"]\nobject-types = [\"invoice\"]",

@@ -108,6 +108,10 @@ pub(crate) struct Shared {
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     dispatchers: Mutex<HashMap<String, ()>>,
     discussions: OnceLock<Discussions>,
+    /// Administration (install, reload, enable, disable) one at a time.
+    admin: tokio::sync::Mutex<()>,
+    /// Bumped whenever the caches are dropped: an answer computed before is not cached.
+    generation: std::sync::atomic::AtomicU64,
     access_cache: Mutex<HashMap<AccessKey, (Access, Instant)>>,
     render_cache: Mutex<HashMap<ObjectKeyOwned, (wit::RenderedObject, Instant)>>,
     stop: CancellationToken,
@@ -153,6 +157,8 @@ impl Plugins {
                 wakers: Mutex::new(HashMap::new()),
                 dispatchers: Mutex::new(HashMap::new()),
                 discussions: OnceLock::new(),
+                admin: tokio::sync::Mutex::new(()),
+                generation: std::sync::atomic::AtomicU64::new(0),
                 access_cache: Mutex::new(HashMap::new()),
                 render_cache: Mutex::new(HashMap::new()),
                 stop,
@@ -325,14 +331,16 @@ impl Plugins {
         let id = row.id.clone();
         let old = self.get(&id);
         let breaker = Arc::new(Mutex::new(Breaker::new(self.breaker_config())));
-        if let Some(user) = &row.bot_user {
-            self.shared
-                .bots
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(user.clone(), id.clone());
-        }
         let is_bot = env.manifest.roles.bot.is_some();
+        {
+            let mut bots = self.shared.bots.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(old_user) = old.as_ref().and_then(|o| o.row.bot_user.as_ref()) {
+                bots.remove(old_user);
+            }
+            if let (true, Some(user)) = (is_bot, &row.bot_user) {
+                bots.insert(user.clone(), id.clone());
+            }
+        }
         let active = Arc::new(Active {
             env,
             loaded,
@@ -367,7 +375,16 @@ impl Plugins {
         }
     }
 
+    fn generation(&self) -> u64 {
+        self.shared
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn clear_caches(&self) {
+        self.shared
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.shared
             .access_cache
             .lock()
@@ -391,6 +408,21 @@ impl Plugins {
         config: &BTreeMap<String, String>,
         actor: &str,
     ) -> Result<PluginInfo, PluginError> {
+        let _one_at_a_time = self.shared.admin.lock().await;
+        self.install_locked(source, grants, config, actor, None)
+            .await
+    }
+
+    /// [`Self::install`] with the administration lock held; `expected` is the id the folder
+    /// must hold (a reload).
+    async fn install_locked(
+        &self,
+        source: &Path,
+        grants: &[String],
+        config: &BTreeMap<String, String>,
+        actor: &str,
+        expected: Option<&str>,
+    ) -> Result<PluginInfo, PluginError> {
         let read = |p: &Path| {
             std::fs::read(p).map_err(|error| PluginError::Read {
                 path: p.display().to_string(),
@@ -400,6 +432,15 @@ impl Plugins {
         let text = String::from_utf8(read(&source.join("plugin.toml"))?)
             .map_err(|_| PluginError::Refused("plugin.toml is not UTF-8".into()))?;
         let manifest = Manifest::parse(&text).map_err(|e| PluginError::Refused(e.to_string()))?;
+        if let Some(expected) = expected
+            && manifest.id != expected
+        {
+            return Err(PluginError::Refused(format!(
+                "{} now holds plugin {:?}, not {expected:?}; install it as a plugin of its own",
+                source.display(),
+                manifest.id
+            )));
+        }
         for g in grants {
             if !manifest::RIGHTS.contains(&g.as_str()) {
                 return Err(PluginError::Refused(format!(
@@ -451,7 +492,7 @@ impl Plugins {
         // Compile, check imports and exports, and run `init` once before anything is stored.
         let loaded = self.load(wasm.clone(), &env).await?;
         let (probe, logs, stderr) = loaded
-            .call(&self.shared.runtime, &env, async |_, _| Ok(()))
+            .call(&self.shared.runtime, &env, false, async |_, _| Ok(()))
             .await;
         self.keep_logs(&env.id, logs, &stderr).await;
         probe
@@ -505,6 +546,7 @@ impl Plugins {
 
     /// Reinstalls a plugin from the folder it was installed from, with the same rights.
     pub(crate) async fn reload(&self, id: &str, actor: &str) -> Result<PluginInfo, PluginError> {
+        let _one_at_a_time = self.shared.admin.lock().await;
         let row = self
             .shared
             .store
@@ -514,7 +556,7 @@ impl Plugins {
         let grants: Vec<String> = serde_json::from_str(&row.grants).unwrap_or_default();
         let config: BTreeMap<String, String> =
             serde_json::from_str(&row.config).unwrap_or_default();
-        self.install(Path::new(&row.source), &grants, &config, actor)
+        self.install_locked(Path::new(&row.source), &grants, &config, actor, Some(id))
             .await
     }
 
@@ -524,6 +566,7 @@ impl Plugins {
         enabled: bool,
         actor: &str,
     ) -> Result<PluginInfo, PluginError> {
+        let _one_at_a_time = self.shared.admin.lock().await;
         let audit = AuditRecord {
             at: now_ms(),
             actor: actor.to_owned(),
@@ -572,8 +615,20 @@ impl Plugins {
         if let Some(c) = &m.roles.context_provider {
             roles.push(format!("context-provider({})", c.object_types.join(",")));
         }
-        if let Some(b) = &m.roles.bot {
-            roles.push(format!("bot({})", b.events.join(",")));
+        if m.roles.bot.is_some() {
+            // What the bot may do without a further grant: the events it receives and the
+            // object discussions it may post in.
+            let events = m
+                .roles
+                .bot
+                .as_ref()
+                .map(|b| b.events.join(","))
+                .unwrap_or_default();
+            roles.push(format!(
+                "bot(events: {}; posts about: {})",
+                if events.is_empty() { "-" } else { &events },
+                m.bot_object_types().join(",")
+            ));
         }
         if m.roles.storage_backend.is_some() {
             roles.push("storage-backend".into());
@@ -595,7 +650,7 @@ impl Plugins {
         } else {
             "active".into()
         };
-        let dead = self.shared.store.dead_letters(&a.env.id).await?.len() as u64;
+        let dead = self.shared.store.dead_letter_count(&a.env.id).await?;
         Ok(PluginInfo {
             id: a.env.id.clone(),
             name: m.name.clone(),
@@ -712,6 +767,7 @@ impl Plugins {
         &self,
         a: &Active,
         what: &str,
+        read_only: bool,
         f: impl AsyncFnOnce(
             &Loaded,
             &mut wasmtime::Store<host::HostState>,
@@ -736,9 +792,12 @@ impl Plugins {
             )));
         }
         let (result, logs, stderr) = loaded
-            .call(&self.shared.runtime, &a.env, async |store, instance| {
-                f(loaded, store, instance).await
-            })
+            .call(
+                &self.shared.runtime,
+                &a.env,
+                read_only,
+                async |store, instance| f(loaded, store, instance).await,
+            )
             .await;
         self.keep_logs(&a.env.id, logs, &stderr).await;
         self.record(a, what, &result);
@@ -755,7 +814,7 @@ impl Plugins {
                     tracing::error!(plugin = %a.env.id, error = %e, "plugin paused after repeated failures");
                 }
             }
-            Err(_) => {}
+            Err(_) => breaker.inconclusive(Instant::now()),
         }
     }
 
@@ -783,7 +842,7 @@ impl Plugins {
     }
 
     /// A bot's rights in an object discussion: it may post about the types its manifest names.
-    fn bot_access(&self, object: &ObjectRef, user: &str) -> Option<Access> {
+    pub(crate) fn bot_access(&self, object: &ObjectRef, user: &str) -> Option<Access> {
         let plugin = self.bot_plugin(user)?;
         let a = self.get(&plugin)?;
         (a.row.enabled
@@ -835,7 +894,9 @@ impl Plugins {
             .map(|(u, _)| u.clone())
             .collect();
         if !missing.is_empty() {
+            let generation = self.generation();
             let decided = self.ask_authorize(&a, object, &missing).await;
+            let fresh = generation == self.generation();
             let mut cache = self
                 .shared
                 .access_cache
@@ -848,7 +909,9 @@ impl Plugins {
             for slot in answers.iter_mut().filter(|a| a.is_none()) {
                 *slot = Some(match decided_iter.next() {
                     Some((user, access)) => {
-                        cache.insert(key(user), (*access, Instant::now()));
+                        if fresh {
+                            cache.insert(key(user), (*access, Instant::now()));
+                        }
                         *access
                     }
                     // Fail closed, and do not remember a failure.
@@ -874,7 +937,7 @@ impl Plugins {
         let obj = wit_object(object);
         let cx = invocation(a);
         let result = self
-            .call(a, "authorize", async |loaded, store, instance| {
+            .call(a, "authorize", true, async |loaded, store, instance| {
                 let Some(idx) = &loaded.context else {
                     return Ok(Err(wit::PluginError::Unsupported));
                 };
@@ -898,6 +961,11 @@ impl Plugins {
                 None
             }
             // The provider's own "no" for all of them, remembered like any answer.
+            // A transient failure of the provider: deny now, decide again next time.
+            Ok(Err(e @ wit::PluginError::Unavailable(_))) => {
+                tracing::warn!(plugin = %a.env.id, error = ?e, "authorize unavailable; denying");
+                None
+            }
             Ok(Err(e)) => {
                 tracing::debug!(plugin = %a.env.id, error = ?e, "authorize refused");
                 Some(vec![Access::None; users.len()])
@@ -922,7 +990,7 @@ impl Plugins {
         let obj = wit_object(object);
         let cx = invocation(&a);
         let result = self
-            .call(&a, "validate", async |loaded, store, instance| {
+            .call(&a, "validate", true, async |loaded, store, instance| {
                 let Some(idx) = &loaded.context else {
                     return Ok(Err(wit::PluginError::Unsupported));
                 };
@@ -971,8 +1039,9 @@ impl Plugins {
         }
         let obj = wit_object(object);
         let cx = invocation(&a);
+        let generation = self.generation();
         let result = self
-            .call(&a, "render", async |loaded, store, instance| {
+            .call(&a, "render", true, async |loaded, store, instance| {
                 let Some(idx) = &loaded.context else {
                     return Ok(Err(wit::PluginError::Unsupported));
                 };
@@ -984,14 +1053,18 @@ impl Plugins {
         match result {
             Ok(Ok(r)) => {
                 let r = clamp_rendered(r);
-                if r.cache_ttl_secs > 0 {
+                if r.cache_ttl_secs > 0 && generation == self.generation() {
                     let until =
                         Instant::now() + Duration::from_secs(r.cache_ttl_secs.min(3600).into());
-                    self.shared
+                    let mut cache = self
+                        .shared
                         .render_cache
                         .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(key, (r.clone(), until));
+                        .unwrap_or_else(|e| e.into_inner());
+                    if cache.len() > 10_000 {
+                        cache.clear();
+                    }
+                    cache.insert(key, (r.clone(), until));
                 }
                 Some(card(&r))
             }
@@ -1000,6 +1073,16 @@ impl Plugins {
     }
 
     // ---------------------------------------------------------------- bots
+
+    /// Whether any bot is installed.
+    pub(crate) fn has_bots(&self) -> bool {
+        !self
+            .shared
+            .bots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
 
     /// The plugin whose bot `user` is.
     pub(crate) fn bot_plugin(&self, user: &str) -> Option<String> {
@@ -1149,7 +1232,10 @@ impl Plugins {
                 self.apply(&a, actions, &format!("inbox{}", row.id)).await;
                 self.shared.store.inbox_done(row.id).await?;
             }
-            Err(Failed { error, retry }) => {
+            Err(Failed {
+                not_called: true, ..
+            }) => return Ok(Some(Duration::from_millis(200))),
+            Err(Failed { error, retry, .. }) => {
                 let attempts = row.attempts + 1;
                 let dead = !retry || attempts >= MAX_ATTEMPTS;
                 let backoff = 200i64.saturating_mul(1 << attempts.min(10));
@@ -1191,12 +1277,13 @@ impl Plugins {
         let item: Inbox = serde_json::from_str(&row.payload).map_err(|e| Failed {
             error: format!("unreadable inbox item: {e}"),
             retry: false,
+            not_called: false,
         })?;
         let cx = invocation(a);
         let result = match item {
             Inbox::Message(m) => {
                 let msg = m.to_wit();
-                self.call(a, "on-message", async |loaded, store, instance| {
+                self.call(a, "on-message", false, async |loaded, store, instance| {
                     let Some(idx) = &loaded.bot else {
                         return Ok(Err(wit::PluginError::Unsupported));
                     };
@@ -1208,7 +1295,7 @@ impl Plugins {
             }
             Inbox::Event(e) => {
                 let evt = e.to_wit();
-                self.call(a, "on-event", async |loaded, store, instance| {
+                self.call(a, "on-event", false, async |loaded, store, instance| {
                     let Some(idx) = &loaded.bot else {
                         return Ok(Err(wit::PluginError::Unsupported));
                     };
@@ -1220,7 +1307,7 @@ impl Plugins {
             }
             Inbox::Click(c) => {
                 let click = c.to_wit();
-                self.call(a, "on-action", async |loaded, store, instance| {
+                self.call(a, "on-action", false, async |loaded, store, instance| {
                     let Some(idx) = &loaded.bot else {
                         return Ok(Err(wit::PluginError::Unsupported));
                     };
@@ -1236,14 +1323,17 @@ impl Plugins {
             Ok(Err(e)) => Err(Failed {
                 retry: matches!(e, wit::PluginError::Unavailable(_)),
                 error: format!("the bot answered: {}", describe(&e)),
+                not_called: false,
             }),
-            Err(CallError::Paused(why)) => Err(Failed {
-                error: why,
+            Err(e @ (CallError::Paused(_) | CallError::Host(_))) => Err(Failed {
+                error: e.to_string(),
                 retry: true,
+                not_called: true,
             }),
             Err(e) => Err(Failed {
                 error: e.to_string(),
                 retry: true,
+                not_called: false,
             }),
         }
     }
@@ -1306,6 +1396,9 @@ impl Plugins {
 struct Failed {
     error: String,
     retry: bool,
+    /// The plugin was not called (paused, or no instance free): try again later without
+    /// counting an attempt.
+    not_called: bool,
 }
 
 impl Shared {

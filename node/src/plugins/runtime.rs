@@ -164,6 +164,9 @@ impl Runtime {
             bot,
             storage,
             warm: Mutex::new(Vec::new()),
+            permits: Arc::new(tokio::sync::Semaphore::new(
+                manifest.limits.max_concurrency as usize,
+            )),
         })
     }
 
@@ -224,7 +227,7 @@ impl Runtime {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
@@ -326,6 +329,8 @@ pub(crate) struct Loaded {
     pub(crate) storage: Option<storage_backend::GuestIndices>,
     /// Instances that finished their last call cleanly, ready for the next.
     warm: Mutex<Vec<Warm>>,
+    /// `max-concurrency` calls (or storage streams) at once.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Loaded {
@@ -339,6 +344,8 @@ pub(crate) struct Warm {
     pub(crate) store: Store<HostState>,
     pub(crate) instance: Instance,
     calls: u32,
+    /// Held by a storage stream for its life.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Why a plugin call failed.
@@ -375,11 +382,16 @@ impl Loaded {
         &self,
         runtime: &Runtime,
         env: &Arc<PluginEnv>,
+        read_only: bool,
         f: impl AsyncFnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
     ) -> (Result<R, CallError>, Vec<super::host::LogLine>, String) {
         let limits = &env.manifest.limits;
         let timeout = Duration::from_millis(limits.call_timeout_ms.into());
         let started = Instant::now();
+        let Ok(_permit) = tokio::time::timeout(timeout, self.permits.acquire()).await else {
+            let busy = format!("all {} of its instances are busy", limits.max_concurrency);
+            return (Err(CallError::Host(busy)), Vec::new(), String::new());
+        };
         let warm = self.warm.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut warm = match warm {
             Some(w) => w,
@@ -388,18 +400,18 @@ impl Loaded {
                 Err((e, logs, stderr)) => return (Err(e), logs, stderr),
             },
         };
-        warm.store.data_mut().reset_call();
+        warm.store.data_mut().reset_call(read_only);
         warm.store.set_epoch_deadline(1);
         let left = timeout.saturating_sub(started.elapsed());
         let outcome = tokio::time::timeout(left, f(&mut warm.store, &warm.instance)).await;
         let logs = std::mem::take(&mut warm.store.data_mut().logs);
-        let stderr = take_stderr(&warm.store);
+        let stderr = warm.store.data_mut().take_output();
         let result = match outcome {
             Err(_) => Err(CallError::Timeout(limits.call_timeout_ms)),
-            Ok(Err(e)) => Err(classify(&e, &warm.store)),
+            Ok(Err(e)) => Err(classify(&e, &warm.store, &stderr)),
             Ok(Ok(r)) => Ok(r),
         };
-        if result.is_ok() {
+        if result.is_ok() && !warm.store.data().output_full() {
             warm.calls += 1;
             if warm.calls < CALLS_PER_INSTANCE {
                 let mut list = self.warm.lock().unwrap_or_else(|e| e.into_inner());
@@ -434,15 +446,16 @@ impl Loaded {
         })
         .await;
         let logs = std::mem::take(&mut store.data_mut().logs);
-        let stderr = take_stderr(&store);
+        let stderr = store.data_mut().take_output();
         match outcome {
             Err(_) => Err((CallError::Timeout(ms), logs, stderr)),
-            Ok(Err(e)) => Err((classify(&e, &store), logs, stderr)),
+            Ok(Err(e)) => Err((classify(&e, &store, &stderr), logs, stderr)),
             Ok(Ok((_, Err(msg)))) => Err((CallError::Init(msg), logs, stderr)),
             Ok(Ok((instance, Ok(())))) => Ok(Warm {
                 store,
                 instance,
                 calls: 0,
+                _permit: None,
             }),
         }
     }
@@ -452,16 +465,25 @@ impl Loaded {
         self.warm.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// A fresh, initialised instance of its own (storage streams keep one for their life).
+    /// A fresh, initialised instance of its own, holding one of the plugin's concurrency
+    /// permits for its life (storage streams keep one instance from start to end).
     pub(crate) async fn fresh(
         &self,
         runtime: &Runtime,
         env: &Arc<PluginEnv>,
     ) -> Result<Warm, CallError> {
         let timeout = Duration::from_millis(env.manifest.limits.call_timeout_ms.into());
-        self.instantiate(runtime, env, timeout)
+        let permit = tokio::time::timeout(timeout, self.permits.clone().acquire_owned())
             .await
-            .map_err(|(e, _, _)| e)
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| CallError::Host("all of the plugin's instances are busy".into()))?;
+        let mut warm = self
+            .instantiate(runtime, env, timeout)
+            .await
+            .map_err(|(e, _, _)| e)?;
+        warm._permit = Some(permit);
+        Ok(warm)
     }
 }
 
@@ -473,53 +495,41 @@ pub(crate) async fn call_on<R>(
     f: impl AsyncFnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
 ) -> Result<R, CallError> {
     let ms = env.manifest.limits.call_timeout_ms;
-    warm.store.data_mut().reset_call();
+    warm.store.data_mut().reset_call(false);
     warm.store.set_epoch_deadline(1);
     let outcome = tokio::time::timeout(
         Duration::from_millis(ms.into()),
         f(&mut warm.store, &warm.instance),
     )
     .await;
+    let stderr = warm.store.data().peek_output();
     match outcome {
         Err(_) => Err(CallError::Timeout(ms)),
-        Ok(Err(e)) => Err(classify(&e, &warm.store)),
+        Ok(Err(e)) => Err(classify(&e, &warm.store, &stderr)),
         Ok(Ok(r)) => Ok(r),
     }
 }
 
-fn take_stderr(store: &Store<HostState>) -> String {
-    let bytes = store.data().stderr.contents();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// What a wasmtime error means for the plugin.
-fn classify(e: &wasmtime::Error, store: &Store<HostState>) -> CallError {
-    let state = store.data();
+/// What a wasmtime error means for the plugin; `stderr` is what it printed during the call.
+fn classify(e: &wasmtime::Error, store: &Store<HostState>, stderr: &str) -> CallError {
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        // The node's instance slots are all taken: not the plugin's fault.
+        return CallError::Host("the node has no free plugin instance slot; try again".into());
+    }
+    let text = format!("{e:#}");
+    let out_of_memory = stderr.contains("memory allocation of")
+        || text.contains("forcing trap when growing memory");
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => CallError::Cpu(state.env.manifest.limits.cpu_ms),
+        Some(Trap::Interrupt) => CallError::Cpu(store.data().env.manifest.limits.cpu_ms),
         Some(Trap::AllocationTooLarge) => CallError::Memory,
-        Some(trap) => {
-            let stderr = take_stderr(store);
-            if stderr.contains("memory allocation of")
-                || format!("{e:#}").contains("memory") && stderr.contains("alloc")
-            {
-                CallError::Memory
-            } else if let Some(panic) = stderr.lines().find(|l| l.contains("panicked")) {
-                CallError::Trap(format!("{trap}: {}", panic.trim()))
-            } else {
-                CallError::Trap(trap.to_string())
-            }
-        }
-        None => {
-            let text = format!("{e:#}");
-            if text.contains("memory") && text.contains("limit")
-                || text.contains("forcing trap when growing memory")
-            {
-                CallError::Memory
-            } else {
-                CallError::Trap(text)
-            }
-        }
+        _ if out_of_memory => CallError::Memory,
+        Some(trap) => match stderr.lines().find(|l| l.contains("panicked")) {
+            Some(panic) => CallError::Trap(format!("{trap}: {}", panic.trim())),
+            None => CallError::Trap(trap.to_string()),
+        },
+        None => CallError::Trap(text),
     }
 }
 

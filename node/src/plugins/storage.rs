@@ -75,7 +75,8 @@ impl PluginBlobs {
     ) -> Result<R, BlobError> {
         let result = call_on(warm, &a.env, f).await;
         let logs = std::mem::take(&mut warm.store.data_mut().logs);
-        self.plugins.keep_logs(&a.env.id, logs, "").await;
+        let output = warm.store.data_mut().take_output();
+        self.plugins.keep_logs(&a.env.id, logs, &output).await;
         self.plugins.record(a, "storage", &result);
         result?.map_err(|e| BlobError::Backend(describe(&e)))
     }
@@ -125,7 +126,11 @@ impl PluginBlobs {
                 })
                 .await;
             if let Err(e) = wrote {
-                // Best effort: the instance may be unusable after a trap.
+                // A backend that answered with an error can clean up; after a trap or a
+                // timeout the instance is unusable and is dropped as it is.
+                if matches!(e, BlobError::Call(_)) {
+                    return Err(e);
+                }
                 let _ = self
                     .run(&a, &mut warm, async |store, instance| {
                         idx.load(&mut *store, instance)?

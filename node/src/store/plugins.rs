@@ -55,6 +55,10 @@ pub(crate) struct NewBusinessEvent<'a> {
     pub(crate) occurred_at: i64,
 }
 
+/// Bytes each key-value entry counts against the quota beyond its key and value, so that
+/// empty entries are not free.
+const KV_ROW_OVERHEAD: u64 = 64;
+
 /// How many log lines a plugin keeps.
 const LOG_LINES_KEPT: i64 = 2000;
 
@@ -84,10 +88,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
         if let (Some((login, display_name)), Some(user)) = (bot, &row.bot_user) {
-            sqlx::query(
+            // A person with the bot's login keeps their account: the install is refused.
+            let done = sqlx::query(
                 "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, \
                  locked, created_at, updated_at, kind) VALUES (?, ?, ?, '', '!', FALSE, FALSE, ?, ?, 'bot') \
-                 ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name",
+                 ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name \
+                 WHERE users.kind = 'bot'",
             )
             .bind(user)
             .bind(login)
@@ -96,7 +102,11 @@ impl Store {
             .bind(row.updated_at)
             .execute(&mut *tx)
             .await
-            .map_err(StoreError::from_insert)?;
+            .map_err(StoreError::from_insert)?
+            .rows_affected();
+            if done == 0 {
+                return Err(StoreError::Conflict);
+            }
         }
         sqlx::query(
             "INSERT INTO plugins (id, version, source, manifest, sha256, grants, config, enabled, \
@@ -171,14 +181,16 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.write.begin().await?;
         let used: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(LENGTH(key) + LENGTH(value)), 0) FROM plugin_kv \
-             WHERE plugin_id = ? AND key <> ?",
+            "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value) + ?), 0) \
+             FROM plugin_kv WHERE plugin_id = ? AND key <> ?",
         )
+        .bind(KV_ROW_OVERHEAD as i64)
         .bind(plugin)
         .bind(key)
         .fetch_one(&mut *tx)
         .await?;
-        let after = u64::try_from(used).unwrap_or(0) + (key.len() + value.len()) as u64;
+        let after =
+            u64::try_from(used).unwrap_or(0) + (key.len() + value.len()) as u64 + KV_ROW_OVERHEAD;
         if after > max_total {
             return Ok(false);
         }
@@ -395,6 +407,16 @@ impl Store {
         .execute(&self.write)
         .await?;
         Ok(())
+    }
+
+    pub(crate) async fn dead_letter_count(&self, plugin: &str) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM plugin_inbox WHERE plugin_id = ? AND state = 'dead'",
+        )
+        .bind(plugin)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     pub(crate) async fn dead_letters(&self, plugin: &str) -> Result<Vec<InboxRow>, StoreError> {
