@@ -75,6 +75,25 @@ pub struct Member {
     pub role: Role,
 }
 
+/// How a business object looks, as its context provider renders it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectCard {
+    /// E.g. `Invoice ПТУ-000123`.
+    pub title: String,
+    /// E.g. the counterparty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtitle: Option<String>,
+    /// A link into the application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// E.g. `posted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Labelled values, in order.
+    #[serde(default)]
+    pub fields: Vec<(String, String)>,
+}
+
 /// A discussion as one user sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiscussionInfo {

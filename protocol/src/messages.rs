@@ -102,6 +102,12 @@ pub enum Request {
         #[serde(default)]
         title: String,
     },
+    /// How a business object looks (title, link, fields), from the context provider plugin of
+    /// its type; for users who may read the object's discussion.
+    DescribeObject {
+        /// The object.
+        object: ObjectRef,
+    },
     /// Sets who may read and post in an object's discussion (administrators; registered
     /// applications later). Replaces the previous list.
     SetObjectAccess {
@@ -315,6 +321,11 @@ pub enum Reply {
         message_id: String,
         /// Its sequence number.
         seq: u64,
+    },
+    /// Answer to `describe_object`.
+    Object {
+        /// The object's card.
+        card: crate::discussions::ObjectCard,
     },
     /// Answer to `history` and `sync`.
     Events {

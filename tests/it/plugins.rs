@@ -209,6 +209,23 @@ async fn invoice_context_decides_who_sees_an_invoice_and_how_it_is_shown() -> an
     assert_eq!(d.title, "Invoice ПТУ-000123", "rendered by the plugin");
     post(&boris, &d.id, "b1", "Оплату подтверждаю").await?;
 
+    // The card shows number, counterparty and amount, to those who may read the invoice.
+    let describe = Request::DescribeObject {
+        object: invoice("INV-1"),
+    };
+    let Reply::Object { card } = ask(&anna, describe.clone()).await? else {
+        bail!("expected a card")
+    };
+    assert_eq!(card.title, "Invoice ПТУ-000123");
+    assert_eq!(card.subtitle.as_deref(), Some("ООО Ромашка"));
+    assert!(
+        card.fields
+            .contains(&("Amount".to_owned(), "1 250,00 RUB".to_owned())),
+        "{card:?}"
+    );
+    let err = ask(&eve, describe).await.unwrap_err();
+    assert_eq!(server_code(&err), Some(ErrorCode::NotFound), "{err:#}");
+
     // Anna may read but not post; Eve may not even see it.
     let seen = discussion(
         &anna,

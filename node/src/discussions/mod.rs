@@ -207,6 +207,38 @@ impl Discussions {
         }
     }
 
+    /// How an object looks, for a caller who may read its discussion; `not found` when no
+    /// context provider serves its type or it cannot render it.
+    pub(crate) async fn describe_object(
+        &self,
+        caller: &Caller,
+        object: &ObjectRef,
+    ) -> Result<Reply, DiscussionError> {
+        check_object(object)?;
+        let key = crate::store::ObjectKey {
+            app: &object.application,
+            kind: &object.object_type,
+            id: &object.object_id,
+        };
+        let access = access::object_access(
+            &mut access::Reader(&self.inner.store),
+            &self.inner.plugins,
+            key,
+            &caller.user,
+        )
+        .await?;
+        if access == crate::plugins::Access::None {
+            return Err(DiscussionError::NotFound("object"));
+        }
+        let card = self
+            .inner
+            .plugins
+            .render(object)
+            .await
+            .ok_or(DiscussionError::NotFound("object card"))?;
+        Ok(Reply::Object { card })
+    }
+
     /// The discussion a message is in.
     pub(crate) async fn discussion_of(&self, message: &str) -> Option<String> {
         self.inner

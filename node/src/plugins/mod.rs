@@ -34,7 +34,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use veche_protocol::admin::{DeadLetter, PluginInfo, PluginLogLine};
-use veche_protocol::discussions::{Action, ObjectRef, SendMessage};
+use veche_protocol::discussions::{Action, ObjectCard, ObjectRef, SendMessage};
 use veche_protocol::ids::NodeName;
 use veche_protocol::{Reply, Timestamp};
 
@@ -122,16 +122,6 @@ pub(crate) struct Shared {
 type ObjectKeyOwned = (String, String, String);
 /// Application, object type, object id, user.
 type AccessKey = (String, String, String, String);
-
-/// How an object looks, from its context provider.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct ObjectCard {
-    pub(crate) title: String,
-    pub(crate) subtitle: Option<String>,
-    pub(crate) url: Option<String>,
-    pub(crate) status: Option<String>,
-    pub(crate) fields: Vec<(String, String)>,
-}
 
 impl Plugins {
     /// Starts the host and every installed, enabled plugin.

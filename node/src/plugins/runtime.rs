@@ -72,10 +72,17 @@ impl Runtime {
         let mut cfg = Config::new();
         cfg.epoch_interruption(true);
         cfg.max_wasm_stack(512 * 1024);
+        // Reserve each linear memory's maximum (128 MiB) plus a small guard, not wasmtime's
+        // default 4 GiB + guard: 256 slots of that would reserve 2 TiB of address space per
+        // node, which a machine running many nodes (the test suite) runs out of. The cost is
+        // explicit bounds checks in compiled code.
+        cfg.memory_reservation(super::manifest::MAX_MEMORY);
+        cfg.memory_guard_size(2 << 20);
+        cfg.memory_reservation_for_growth(0);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(MAX_INSTANCES)
             .total_core_instances(4 * MAX_INSTANCES)
-            .total_memories(2 * MAX_INSTANCES)
+            .total_memories(MAX_INSTANCES)
             .total_tables(4 * MAX_INSTANCES)
             .total_stacks(MAX_INSTANCES)
             .max_memory_size(super::manifest::MAX_MEMORY as usize)

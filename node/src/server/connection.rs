@@ -782,6 +782,7 @@ async fn discussion_request(
         Request::OpenDialog { with } => d.open_dialog(caller, &with).await,
         Request::CreateGroup { title, members } => d.create_group(caller, &title, &members).await,
         Request::OpenObject { object, title } => d.open_object(caller, object, &title).await,
+        Request::DescribeObject { object } => d.describe_object(caller, &object).await,
         Request::SetObjectAccess {
             object,
             users,
