@@ -41,6 +41,7 @@ use veche_protocol::{Reply, Timestamp};
 use crate::config::PluginsConfig;
 use crate::discussions::{Caller, Discussions};
 use crate::store::{AuditRecord, InboxRow, NewBusinessEvent, PluginRow, Store, StoreError};
+use bindings::exports::veche::plugin::{bot, context_provider};
 use bindings::veche::plugin::types as wit;
 use breaker::{Admit, Breaker, BreakerConfig};
 use host::{PluginEnv, Rights};
@@ -794,6 +795,46 @@ impl Plugins {
         result
     }
 
+    /// A context-provider call (read-only: it may run inside the node's write transaction).
+    async fn call_provider<R>(
+        &self,
+        a: &Active,
+        what: &str,
+        f: impl AsyncFnOnce(
+            &context_provider::Guest,
+            &mut wasmtime::Store<host::HostState>,
+        ) -> wasmtime::Result<Result<R, wit::PluginError>>,
+    ) -> Result<Result<R, wit::PluginError>, CallError> {
+        self.call(a, what, true, async |loaded, store, instance| {
+            let Some(idx) = &loaded.context else {
+                return Ok(Err(wit::PluginError::Unsupported));
+            };
+            let guest = idx.load(&mut *store, instance)?;
+            f(&guest, store).await
+        })
+        .await
+    }
+
+    /// A bot call.
+    async fn call_bot(
+        &self,
+        a: &Active,
+        what: &str,
+        f: impl AsyncFnOnce(
+            &bot::Guest,
+            &mut wasmtime::Store<host::HostState>,
+        ) -> wasmtime::Result<Result<Vec<wit::BotAction>, wit::PluginError>>,
+    ) -> Result<Result<Vec<wit::BotAction>, wit::PluginError>, CallError> {
+        self.call(a, what, false, async |loaded, store, instance| {
+            let Some(idx) = &loaded.bot else {
+                return Ok(Err(wit::PluginError::Unsupported));
+            };
+            let guest = idx.load(&mut *store, instance)?;
+            f(&guest, store).await
+        })
+        .await
+    }
+
     fn record<R>(&self, a: &Active, what: &str, result: &Result<R, CallError>) {
         let mut breaker = a.breaker.lock().unwrap_or_else(|e| e.into_inner());
         match result {
@@ -927,13 +968,8 @@ impl Plugins {
         let obj = wit_object(object);
         let cx = invocation(a);
         let result = self
-            .call(a, "authorize", true, async |loaded, store, instance| {
-                let Some(idx) = &loaded.context else {
-                    return Ok(Err(wit::PluginError::Unsupported));
-                };
-                idx.load(&mut *store, instance)?
-                    .call_authorize(&mut *store, &cx, &obj, users)
-                    .await
+            .call_provider(a, "authorize", async |guest, store| {
+                guest.call_authorize(&mut *store, &cx, &obj, users).await
             })
             .await;
         match result {
@@ -980,13 +1016,8 @@ impl Plugins {
         let obj = wit_object(object);
         let cx = invocation(&a);
         let result = self
-            .call(&a, "validate", true, async |loaded, store, instance| {
-                let Some(idx) = &loaded.context else {
-                    return Ok(Err(wit::PluginError::Unsupported));
-                };
-                idx.load(&mut *store, instance)?
-                    .call_validate(&mut *store, &cx, &obj)
-                    .await
+            .call_provider(&a, "validate", async |guest, store| {
+                guest.call_validate(&mut *store, &cx, &obj).await
             })
             .await;
         match result {
@@ -1031,13 +1062,8 @@ impl Plugins {
         let cx = invocation(&a);
         let generation = self.generation();
         let result = self
-            .call(&a, "render", true, async |loaded, store, instance| {
-                let Some(idx) = &loaded.context else {
-                    return Ok(Err(wit::PluginError::Unsupported));
-                };
-                idx.load(&mut *store, instance)?
-                    .call_render(&mut *store, &cx, &obj)
-                    .await
+            .call_provider(&a, "render", async |guest, store| {
+                guest.call_render(&mut *store, &cx, &obj).await
             })
             .await;
         match result {
@@ -1273,39 +1299,18 @@ impl Plugins {
         let result = match item {
             Inbox::Message(m) => {
                 let msg = m.to_wit();
-                self.call(a, "on-message", false, async |loaded, store, instance| {
-                    let Some(idx) = &loaded.bot else {
-                        return Ok(Err(wit::PluginError::Unsupported));
-                    };
-                    idx.load(&mut *store, instance)?
-                        .call_on_message(&mut *store, &cx, &msg)
-                        .await
-                })
-                .await
+                self.call_bot(a, "on-message", async |guest, store| guest.call_on_message(&mut *store, &cx, &msg).await)
+                    .await
             }
             Inbox::Event(e) => {
                 let evt = e.to_wit();
-                self.call(a, "on-event", false, async |loaded, store, instance| {
-                    let Some(idx) = &loaded.bot else {
-                        return Ok(Err(wit::PluginError::Unsupported));
-                    };
-                    idx.load(&mut *store, instance)?
-                        .call_on_event(&mut *store, &cx, &evt)
-                        .await
-                })
-                .await
+                self.call_bot(a, "on-event", async |guest, store| guest.call_on_event(&mut *store, &cx, &evt).await)
+                    .await
             }
             Inbox::Click(c) => {
                 let click = c.to_wit();
-                self.call(a, "on-action", false, async |loaded, store, instance| {
-                    let Some(idx) = &loaded.bot else {
-                        return Ok(Err(wit::PluginError::Unsupported));
-                    };
-                    idx.load(&mut *store, instance)?
-                        .call_on_action(&mut *store, &cx, &click)
-                        .await
-                })
-                .await
+                self.call_bot(a, "on-action", async |guest, store| guest.call_on_action(&mut *store, &cx, &click).await)
+                    .await
             }
         };
         match result {

@@ -20,7 +20,7 @@ use super::host::{HostState, PluginEnv, Rights};
 use super::manifest::{API_MAJOR, API_MINOR, API_PACKAGE, Manifest};
 
 /// One epoch tick.
-pub(crate) const TICK: Duration = Duration::from_millis(10);
+pub(crate) const TICK: Duration = Duration::from_millis(1);
 /// Instances alive at once, over all plugins (pooling allocator slots).
 const MAX_INSTANCES: u32 = 256;
 /// A warm instance serves this many calls, then is replaced.

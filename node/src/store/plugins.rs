@@ -319,14 +319,7 @@ impl Store {
         .await?;
         if id.is_some() {
             for plugin in plugins {
-                sqlx::query(INSERT_INBOX)
-                    .bind(plugin)
-                    .bind("event")
-                    .bind(event.inbox_payload)
-                    .bind(now)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                insert_inbox(&mut *tx, plugin, "event", event.inbox_payload, now).await?;
             }
         }
         tx.commit().await?;
@@ -341,15 +334,7 @@ impl Store {
         payload: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(INSERT_INBOX)
-            .bind(plugin)
-            .bind(kind)
-            .bind(payload)
-            .bind(now)
-            .bind(now)
-            .execute(&self.write)
-            .await?;
-        Ok(())
+        insert_inbox(&self.write, plugin, kind, payload, now).await
     }
 
     /// The oldest pending item of a plugin, if it is due.
@@ -465,16 +450,26 @@ impl Batch {
         payload: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(INSERT_INBOX)
-            .bind(plugin)
-            .bind(kind)
-            .bind(payload)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
+        insert_inbox(&mut *self.tx, plugin, kind, payload, now).await
     }
+}
+
+async fn insert_inbox<'c>(
+    db: impl sqlx::SqliteExecutor<'c>,
+    plugin: &str,
+    kind: &str,
+    payload: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(INSERT_INBOX)
+        .bind(plugin)
+        .bind(kind)
+        .bind(payload)
+        .bind(now)
+        .bind(now)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 trait Unzip3<'a> {
