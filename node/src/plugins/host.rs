@@ -177,12 +177,6 @@ impl HostState {
         String::from_utf8_lossy(new).into_owned()
     }
 
-    /// What the instance printed since the last [`Self::take_output`], leaving it there.
-    pub(crate) fn peek_output(&self) -> String {
-        let bytes = self.stderr.contents();
-        String::from_utf8_lossy(bytes.get(self.stderr_seen..).unwrap_or_default()).into_owned()
-    }
-
     /// Whether the instance's output buffer is filling up (it is then retired).
     pub(crate) fn output_full(&self) -> bool {
         self.stderr_seen > STDERR_CAPACITY / 2

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -88,7 +89,7 @@ pub(crate) struct Plugins {
 #[derive(Debug)]
 pub(crate) struct Active {
     env: Arc<PluginEnv>,
-    loaded: Option<Loaded>,
+    loaded: Option<Arc<Loaded>>,
     /// Why it could not be loaded at start.
     load_error: Option<String>,
     row: PluginRow,
@@ -282,7 +283,7 @@ impl Plugins {
         })?;
         let env = self.env_for(&row, manifest);
         let loaded = self.load(wasm, &env).await?;
-        self.swap(row, env, Some(loaded), None);
+        self.swap(row, env, Some(Arc::new(loaded)), None);
         Ok(())
     }
 
@@ -316,7 +317,7 @@ impl Plugins {
         &self,
         row: PluginRow,
         env: Arc<PluginEnv>,
-        loaded: Option<Loaded>,
+        loaded: Option<Arc<Loaded>>,
         load_error: Option<String>,
     ) {
         let id = row.id.clone();
@@ -481,9 +482,14 @@ impl Plugins {
         };
         let env = self.env_for(&row, manifest.clone());
         // Compile, check imports and exports, and run `init` once before anything is stored.
-        let loaded = self.load(wasm.clone(), &env).await?;
+        let loaded = Arc::new(self.load(wasm.clone(), &env).await?);
         let (probe, logs, stderr) = loaded
-            .call(&self.shared.runtime, &env, false, async |_, _| Ok(()))
+            .call(
+                &self.shared.runtime,
+                &env,
+                false,
+                Box::new(|_, _| Box::pin(async { Ok(()) })),
+            )
             .await;
         self.keep_logs(&env.id, logs, &stderr).await;
         probe
@@ -754,16 +760,12 @@ impl Plugins {
     // ---------------------------------------------------------------- calls
 
     /// Runs one call on the active version of a plugin, through its breaker.
-    async fn call<R>(
+    async fn call<R: Send + 'static>(
         &self,
         a: &Active,
         what: &str,
         read_only: bool,
-        f: impl AsyncFnOnce(
-            &Loaded,
-            &mut wasmtime::Store<host::HostState>,
-            &wasmtime::component::Instance,
-        ) -> wasmtime::Result<R>,
+        f: runtime::CallFn<R>,
     ) -> Result<R, CallError> {
         let Some(loaded) = &a.loaded else {
             return Err(CallError::Paused(a.load_error.clone().unwrap_or_default()));
@@ -783,12 +785,7 @@ impl Plugins {
             )));
         }
         let (result, logs, stderr) = loaded
-            .call(
-                &self.shared.runtime,
-                &a.env,
-                read_only,
-                async |store, instance| f(loaded, store, instance).await,
-            )
+            .call(&self.shared.runtime, &a.env, read_only, f)
             .await;
         self.keep_logs(&a.env.id, logs, &stderr).await;
         self.record(a, what, &result);
@@ -796,23 +793,28 @@ impl Plugins {
     }
 
     /// A context-provider call (read-only: it may run inside the node's write transaction).
-    async fn call_provider<R>(
+    async fn call_provider<R: Send + 'static>(
         &self,
         a: &Active,
         what: &str,
-        f: impl AsyncFnOnce(
-            &context_provider::Guest,
-            &mut wasmtime::Store<host::HostState>,
-        ) -> wasmtime::Result<Result<R, wit::PluginError>>,
+        f: impl for<'a> FnOnce(
+            context_provider::Guest,
+            &'a mut wasmtime::Store<host::HostState>,
+        ) -> BoxFuture<'a, wasmtime::Result<Result<R, wit::PluginError>>>
+        + Send
+        + 'static,
     ) -> Result<Result<R, wit::PluginError>, CallError> {
-        self.call(a, what, true, async |loaded, store, instance| {
-            let Some(idx) = &loaded.context else {
-                return Ok(Err(wit::PluginError::Unsupported));
-            };
-            let guest = idx.load(&mut *store, instance)?;
-            f(&guest, store).await
-        })
-        .await
+        let idx = a.loaded.as_ref().and_then(|l| l.context.clone());
+        let call: runtime::CallFn<_> = Box::new(move |store, instance| {
+            Box::pin(async move {
+                let Some(idx) = idx else {
+                    return Ok(Err(wit::PluginError::Unsupported));
+                };
+                let guest = idx.load(&mut *store, instance)?;
+                f(guest, store).await
+            })
+        });
+        self.call(a, what, true, call).await
     }
 
     /// A bot call.
@@ -820,19 +822,26 @@ impl Plugins {
         &self,
         a: &Active,
         what: &str,
-        f: impl AsyncFnOnce(
-            &bot::Guest,
-            &mut wasmtime::Store<host::HostState>,
-        ) -> wasmtime::Result<Result<Vec<wit::BotAction>, wit::PluginError>>,
+        f: impl for<'a> FnOnce(
+            bot::Guest,
+            &'a mut wasmtime::Store<host::HostState>,
+        ) -> BoxFuture<
+            'a,
+            wasmtime::Result<Result<Vec<wit::BotAction>, wit::PluginError>>,
+        > + Send
+        + 'static,
     ) -> Result<Result<Vec<wit::BotAction>, wit::PluginError>, CallError> {
-        self.call(a, what, false, async |loaded, store, instance| {
-            let Some(idx) = &loaded.bot else {
-                return Ok(Err(wit::PluginError::Unsupported));
-            };
-            let guest = idx.load(&mut *store, instance)?;
-            f(&guest, store).await
-        })
-        .await
+        let idx = a.loaded.as_ref().and_then(|l| l.bot.clone());
+        let call: runtime::CallFn<_> = Box::new(move |store, instance| {
+            Box::pin(async move {
+                let Some(idx) = idx else {
+                    return Ok(Err(wit::PluginError::Unsupported));
+                };
+                let guest = idx.load(&mut *store, instance)?;
+                f(guest, store).await
+            })
+        });
+        self.call(a, what, false, call).await
     }
 
     fn record<R>(&self, a: &Active, what: &str, result: &Result<R, CallError>) {
@@ -968,8 +977,11 @@ impl Plugins {
         let obj = wit_object(object);
         let cx = invocation(a);
         let result = self
-            .call_provider(a, "authorize", async |guest, store| {
-                guest.call_authorize(&mut *store, &cx, &obj, users).await
+            .call_provider(a, "authorize", {
+                let users = users.to_vec();
+                move |guest, store| {
+                    Box::pin(async move { guest.call_authorize(store, &cx, &obj, &users).await })
+                }
             })
             .await;
         match result {
@@ -1016,8 +1028,8 @@ impl Plugins {
         let obj = wit_object(object);
         let cx = invocation(&a);
         let result = self
-            .call_provider(&a, "validate", async |guest, store| {
-                guest.call_validate(&mut *store, &cx, &obj).await
+            .call_provider(&a, "validate", move |guest, store| {
+                Box::pin(async move { guest.call_validate(store, &cx, &obj).await })
             })
             .await;
         match result {
@@ -1062,8 +1074,8 @@ impl Plugins {
         let cx = invocation(&a);
         let generation = self.generation();
         let result = self
-            .call_provider(&a, "render", async |guest, store| {
-                guest.call_render(&mut *store, &cx, &obj).await
+            .call_provider(&a, "render", move |guest, store| {
+                Box::pin(async move { guest.call_render(store, &cx, &obj).await })
             })
             .await;
         match result {
@@ -1299,18 +1311,24 @@ impl Plugins {
         let result = match item {
             Inbox::Message(m) => {
                 let msg = m.to_wit();
-                self.call_bot(a, "on-message", async |guest, store| guest.call_on_message(&mut *store, &cx, &msg).await)
-                    .await
+                self.call_bot(a, "on-message", move |guest, store| {
+                    Box::pin(async move { guest.call_on_message(store, &cx, &msg).await })
+                })
+                .await
             }
             Inbox::Event(e) => {
                 let evt = e.to_wit();
-                self.call_bot(a, "on-event", async |guest, store| guest.call_on_event(&mut *store, &cx, &evt).await)
-                    .await
+                self.call_bot(a, "on-event", move |guest, store| {
+                    Box::pin(async move { guest.call_on_event(store, &cx, &evt).await })
+                })
+                .await
             }
             Inbox::Click(c) => {
                 let click = c.to_wit();
-                self.call_bot(a, "on-action", async |guest, store| guest.call_on_action(&mut *store, &cx, &click).await)
-                    .await
+                self.call_bot(a, "on-action", move |guest, store| {
+                    Box::pin(async move { guest.call_on_action(store, &cx, &click).await })
+                })
+                .await
             }
         };
         match result {

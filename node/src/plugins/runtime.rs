@@ -32,7 +32,22 @@ pub(crate) struct Runtime {
     linker: Linker<HostState>,
     cache: PathBuf,
     ticker: Arc<AtomicBool>,
+    /// Where plugin code runs: worker threads of their own at a lower OS priority, so that a
+    /// plugin spinning at its CPU limit takes only what the node's own threads leave.
+    pool: Option<tokio::runtime::Runtime>,
 }
+
+/// A call into an instance, run on the plugin pool.
+pub(crate) type CallFn<R> = Box<
+    dyn for<'a> FnOnce(
+            &'a mut Store<HostState>,
+            &'a Instance,
+        ) -> futures_util::future::BoxFuture<'a, wasmtime::Result<R>>
+        + Send,
+>;
+
+/// The OS priority (nice value) of plugin threads.
+const PLUGIN_NICE: i32 = 10;
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -45,6 +60,18 @@ impl std::fmt::Debug for Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.ticker.store(true, Ordering::Relaxed);
+        if let Some(pool) = self.pool.take() {
+            // Dropped from async code: do not wait for plugin threads here.
+            pool.shutdown_background();
+        }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (best effort).
+fn lower_priority() {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), PLUGIN_NICE) {
+        tracing::debug!(error = %e, "cannot lower the plugin thread's priority");
     }
 }
 
@@ -113,11 +140,20 @@ impl Runtime {
                 }
             })
             .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let pool = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("veche-plugin")
+            .on_thread_start(lower_priority)
+            .enable_time()
+            .build()
+            .map_err(|e| format!("cannot start the plugin threads: {e}"))?;
         Ok(Self {
             engine,
             linker,
             cache,
             ticker,
+            pool: Some(pool),
         })
     }
 
@@ -210,15 +246,25 @@ impl Runtime {
         Ok(component)
     }
 
-    /// A fresh store for one instance of `env`'s plugin.
-    fn store(&self, env: &Arc<PluginEnv>) -> Result<Store<HostState>, CallError> {
+    /// Runs `task` on the plugin pool; `None` if the pool is gone (the node is stopping).
+    fn spawn<T: Send + 'static>(
+        &self,
+        task: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Option<tokio::task::JoinHandle<T>> {
+        self.pool.as_ref().map(|p| p.spawn(task))
+    }
+}
+
+/// A fresh store for one instance of `env`'s plugin.
+fn new_store(engine: &Engine, env: &Arc<PluginEnv>) -> Result<Store<HostState>, CallError> {
+    {
         let limits = &env.manifest.limits;
         let budget = (limits.cpu_ms as u64)
             .div_ceil(TICK.as_millis() as u64)
             .max(1) as u32;
         let state = HostState::new(env.clone(), limits.memory.as_u64() as usize, budget)
             .map_err(CallError::Host)?;
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut cx| {
             let s = cx.data_mut();
@@ -382,27 +428,61 @@ impl CallError {
     }
 }
 
+/// What one call left behind: its outcome, its log lines, what it printed.
+pub(crate) type Outcome<R> = (Result<R, CallError>, Vec<super::host::LogLine>, String);
+
+/// Extra time the caller waits for the plugin pool beyond the plugin's own deadline.
+const POOL_GRACE: Duration = Duration::from_secs(1);
+
 impl Loaded {
-    /// Runs `f` on an instance: a warm one if there is one, else a fresh one (instantiated and
-    /// initialised). The instance returns to the warm list only if the call went cleanly.
-    pub(crate) async fn call<R>(
-        &self,
+    /// Runs `f` on an instance, on the plugin pool: a warm instance if there is one, else a
+    /// fresh one (instantiated and initialised). The instance returns to the warm list only if
+    /// the call went cleanly.
+    pub(crate) async fn call<R: Send + 'static>(
+        self: &Arc<Self>,
         runtime: &Runtime,
         env: &Arc<PluginEnv>,
         read_only: bool,
-        f: impl AsyncFnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
-    ) -> (Result<R, CallError>, Vec<super::host::LogLine>, String) {
+        f: CallFn<R>,
+    ) -> Outcome<R> {
         let limits = &env.manifest.limits;
         let timeout = Duration::from_millis(limits.call_timeout_ms.into());
-        let started = Instant::now();
-        let Ok(_permit) = tokio::time::timeout(timeout, self.permits.acquire()).await else {
+        let Ok(Ok(permit)) =
+            tokio::time::timeout(timeout, self.permits.clone().acquire_owned()).await
+        else {
             let busy = format!("all {} of its instances are busy", limits.max_concurrency);
             return (Err(CallError::Host(busy)), Vec::new(), String::new());
         };
+        let this = self.clone();
+        let env2 = env.clone();
+        let engine = runtime.engine.clone();
+        let task = runtime.spawn(async move {
+            let _permit = permit;
+            this.run(&engine, &env2, read_only, timeout, f).await
+        });
+        let Some(task) = task else {
+            let stopping = "the node is stopping".to_owned();
+            return (Err(CallError::Host(stopping)), Vec::new(), String::new());
+        };
+        on_pool(task, timeout, limits.call_timeout_ms)
+            .await
+            .unwrap_or_else(|e| (Err(e), Vec::new(), String::new()))
+    }
+
+    async fn run<R>(
+        &self,
+        engine: &Engine,
+        env: &Arc<PluginEnv>,
+        read_only: bool,
+        timeout: Duration,
+        f: CallFn<R>,
+    ) -> Outcome<R> {
+        let limits = &env.manifest.limits;
+        let started = Instant::now();
         let warm = self.warm.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut warm = match warm {
             Some(w) => w,
-            None => match self.instantiate(runtime, env, timeout).await {
+            None => match self.instantiate(engine, env, timeout).await {
                 Ok(w) => w,
                 Err((e, logs, stderr)) => return (Err(e), logs, stderr),
             },
@@ -433,13 +513,11 @@ impl Loaded {
 
     async fn instantiate(
         &self,
-        runtime: &Runtime,
+        engine: &Engine,
         env: &Arc<PluginEnv>,
         timeout: Duration,
     ) -> Result<Warm, (CallError, Vec<super::host::LogLine>, String)> {
-        let mut store = runtime
-            .store(env)
-            .map_err(|e| (e, Vec::new(), String::new()))?;
+        let mut store = new_store(engine, env).map_err(|e| (e, Vec::new(), String::new()))?;
         store.set_epoch_deadline(1);
         let ms = env.manifest.limits.call_timeout_ms;
         let outcome = tokio::time::timeout(timeout, async {
@@ -475,45 +553,86 @@ impl Loaded {
     /// A fresh, initialised instance of its own, holding one of the plugin's concurrency
     /// permits for its life (storage streams keep one instance from start to end).
     pub(crate) async fn fresh(
-        &self,
+        self: &Arc<Self>,
         runtime: &Runtime,
         env: &Arc<PluginEnv>,
     ) -> Result<Warm, CallError> {
-        let timeout = Duration::from_millis(env.manifest.limits.call_timeout_ms.into());
+        let ms = env.manifest.limits.call_timeout_ms;
+        let timeout = Duration::from_millis(ms.into());
         let permit = tokio::time::timeout(timeout, self.permits.clone().acquire_owned())
             .await
             .ok()
             .and_then(Result::ok)
             .ok_or_else(|| CallError::Host("all of the plugin's instances are busy".into()))?;
-        let mut warm = self
-            .instantiate(runtime, env, timeout)
-            .await
-            .map_err(|(e, _, _)| e)?;
+        let this = self.clone();
+        let env2 = env.clone();
+        let engine = runtime.engine.clone();
+        let task = runtime
+            .spawn(async move { this.instantiate(&engine, &env2, timeout).await })
+            .ok_or_else(|| CallError::Host("the node is stopping".into()))?;
+        let mut warm = on_pool(task, timeout, ms).await?.map_err(|(e, _, _)| e)?;
         warm._permit = Some(permit);
         Ok(warm)
     }
 }
 
-/// Runs one call on an instance held by the caller (a storage stream), under the plugin's
-/// limits; the instance must be dropped if this fails.
-pub(crate) async fn call_on<R>(
-    warm: &mut Warm,
+/// Waits for a task on the plugin pool: at most the plugin's deadline plus a grace period,
+/// after which the task is aborted (dropping its store).
+async fn on_pool<T>(
+    mut task: tokio::task::JoinHandle<T>,
+    timeout: Duration,
+    ms: u32,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(timeout + POOL_GRACE, &mut task).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(CallError::Host(format!("the plugin task failed: {e}"))),
+        Err(_) => {
+            task.abort();
+            Err(CallError::Timeout(ms))
+        }
+    }
+}
+
+/// Runs one call on an instance held by the caller (a storage stream), on the plugin pool,
+/// under the plugin's limits. The instance comes back in `warm` only if the call finished
+/// (successfully or with an error the instance survives); otherwise `warm` is left empty.
+pub(crate) async fn call_on<R: Send + 'static>(
+    runtime: &Runtime,
+    warm: &mut Option<Warm>,
     env: &PluginEnv,
-    f: impl AsyncFnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<R>,
-) -> Result<R, CallError> {
+    f: CallFn<R>,
+) -> (Result<R, CallError>, Vec<super::host::LogLine>, String) {
     let ms = env.manifest.limits.call_timeout_ms;
-    warm.store.data_mut().reset_call(false);
-    warm.store.set_epoch_deadline(1);
-    let outcome = tokio::time::timeout(
-        Duration::from_millis(ms.into()),
-        f(&mut warm.store, &warm.instance),
-    )
-    .await;
-    let stderr = warm.store.data().peek_output();
-    match outcome {
-        Err(_) => Err(CallError::Timeout(ms)),
-        Ok(Err(e)) => Err(classify(&e, &warm.store, &stderr)),
-        Ok(Ok(r)) => Ok(r),
+    let timeout = Duration::from_millis(ms.into());
+    let Some(mut w) = warm.take() else {
+        let gone = "the stream's instance is gone".to_owned();
+        return (Err(CallError::Host(gone)), Vec::new(), String::new());
+    };
+    let task = runtime.spawn(async move {
+        w.store.data_mut().reset_call(false);
+        w.store.set_epoch_deadline(1);
+        let outcome = tokio::time::timeout(timeout, f(&mut w.store, &w.instance)).await;
+        let logs = std::mem::take(&mut w.store.data_mut().logs);
+        let stderr = w.store.data_mut().take_output();
+        let result = match outcome {
+            Err(_) => Err(CallError::Timeout(ms)),
+            Ok(Err(e)) => Err(classify(&e, &w.store, &stderr)),
+            Ok(Ok(r)) => Ok(r),
+        };
+        (w, result, logs, stderr)
+    });
+    let Some(task) = task else {
+        let stopping = "the node is stopping".to_owned();
+        return (Err(CallError::Host(stopping)), Vec::new(), String::new());
+    };
+    match on_pool(task, timeout, ms).await {
+        Ok((w, result, logs, stderr)) => {
+            if result.is_ok() {
+                *warm = Some(w);
+            }
+            (result, logs, stderr)
+        }
+        Err(e) => (Err(e), Vec::new(), String::new()),
     }
 }
 

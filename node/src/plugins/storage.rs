@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use wasmtime::component::ResourceAny;
 
 use super::bindings::veche::plugin::types as wit;
-use super::runtime::{CallError, Warm, call_on};
+use super::runtime::{CallError, CallFn, Warm, call_on};
 use super::{Active, Plugins, describe, invocation};
 
 /// Bytes passed to the plugin per call.
@@ -41,6 +41,8 @@ pub(crate) struct PluginBlobs {
     id: String,
 }
 
+type Indices = super::bindings::exports::veche::plugin::storage_backend::GuestIndices;
+
 impl PluginBlobs {
     pub(super) fn new(plugins: Plugins, id: String) -> Self {
         Self { plugins, id }
@@ -53,43 +55,41 @@ impl PluginBlobs {
             .ok_or_else(|| BlobError::NoBackend(self.id.clone()))
     }
 
-    async fn instance(&self, a: &Active) -> Result<Warm, BlobError> {
+    /// A fresh instance for one operation, if the plugin's breaker lets calls through.
+    async fn instance(&self, a: &Active) -> Result<(Option<Warm>, Indices), BlobError> {
         let loaded = a
             .loaded
             .as_ref()
             .ok_or_else(|| BlobError::NoBackend(self.id.clone()))?;
+        let idx = loaded
+            .storage
+            .clone()
+            .ok_or_else(|| BlobError::NoBackend(self.id.clone()))?;
+        let admit = a
+            .breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(std::time::Instant::now());
+        if let super::breaker::Admit::No(left) = admit {
+            let paused = format!("paused for {} ms", left.as_millis());
+            return Err(CallError::Paused(paused).into());
+        }
         let result = loaded.fresh(&self.plugins.shared.runtime, &a.env).await;
         self.plugins.record(a, "storage", &result);
-        Ok(result?)
+        Ok((Some(result?), idx))
     }
 
-    /// Runs one call on `warm`, recording its outcome in the plugin's breaker.
-    async fn run<R>(
+    /// Runs one call on the operation's instance, recording its outcome in the breaker.
+    async fn run<R: Send + 'static>(
         &self,
         a: &Active,
-        warm: &mut Warm,
-        f: impl AsyncFnOnce(
-            &mut wasmtime::Store<super::host::HostState>,
-            &wasmtime::component::Instance,
-        ) -> wasmtime::Result<Result<R, wit::PluginError>>,
+        warm: &mut Option<Warm>,
+        f: CallFn<Result<R, wit::PluginError>>,
     ) -> Result<R, BlobError> {
-        let result = call_on(warm, &a.env, f).await;
-        let logs = std::mem::take(&mut warm.store.data_mut().logs);
-        let output = warm.store.data_mut().take_output();
+        let (result, logs, output) = call_on(&self.plugins.shared.runtime, warm, &a.env, f).await;
         self.plugins.keep_logs(&a.env.id, logs, &output).await;
         self.plugins.record(a, "storage", &result);
         result?.map_err(|e| BlobError::Backend(describe(&e)))
-    }
-
-    fn storage<'a>(
-        &self,
-        a: &'a Active,
-    ) -> Result<&'a super::bindings::exports::veche::plugin::storage_backend::GuestIndices, BlobError>
-    {
-        a.loaded
-            .as_ref()
-            .and_then(|l| l.storage.as_ref())
-            .ok_or_else(|| BlobError::NoBackend(self.id.clone()))
     }
 
     /// Streams `data` into the blob `key`, chunk by chunk; the blob appears only when all of
@@ -100,15 +100,20 @@ impl PluginBlobs {
         mut data: impl AsyncRead + Unpin,
     ) -> Result<Blob, BlobError> {
         let a = self.active()?;
-        let idx = self.storage(&a)?;
-        let mut warm = self.instance(&a).await?;
-        let cx = invocation(&a);
+        let (mut warm, idx) = self.instance(&a).await?;
+        let (cx, k, i) = (invocation(&a), key.to_owned(), idx.clone());
         let writer: ResourceAny = self
-            .run(&a, &mut warm, async |store, instance| {
-                idx.load(&mut *store, instance)?
-                    .call_open_write(&mut *store, &cx, key)
-                    .await
-            })
+            .run(
+                &a,
+                &mut warm,
+                Box::new(move |store, instance| {
+                    Box::pin(async move {
+                        i.load(&mut *store, instance)?
+                            .call_open_write(store, &cx, &k)
+                            .await
+                    })
+                }),
+            )
             .await?;
         let mut buf = vec![0u8; CHUNK];
         loop {
@@ -116,40 +121,59 @@ impl PluginBlobs {
             if n == 0 {
                 break;
             }
-            let chunk = &buf[..n];
+            let (chunk, i) = (buf[..n].to_vec(), idx.clone());
             let wrote = self
-                .run(&a, &mut warm, async |store, instance| {
-                    idx.load(&mut *store, instance)?
-                        .writer()
-                        .call_write(&mut *store, writer, chunk)
-                        .await
-                })
+                .run(
+                    &a,
+                    &mut warm,
+                    Box::new(move |store, instance| {
+                        Box::pin(async move {
+                            i.load(&mut *store, instance)?
+                                .writer()
+                                .call_write(store, writer, &chunk)
+                                .await
+                        })
+                    }),
+                )
                 .await;
             if let Err(e) = wrote {
                 // A backend that answered with an error can clean up; after a trap or a
-                // timeout the instance is unusable and is dropped as it is.
-                if matches!(e, BlobError::Call(_)) {
-                    return Err(e);
+                // timeout the instance is gone.
+                if warm.is_some() {
+                    let i = idx.clone();
+                    let _ = self
+                        .run(
+                            &a,
+                            &mut warm,
+                            Box::new(move |store, instance| {
+                                Box::pin(async move {
+                                    i.load(&mut *store, instance)?
+                                        .writer()
+                                        .call_abort(store, writer)
+                                        .await?;
+                                    Ok(Ok(()))
+                                })
+                            }),
+                        )
+                        .await;
                 }
-                let _ = self
-                    .run(&a, &mut warm, async |store, instance| {
-                        idx.load(&mut *store, instance)?
-                            .writer()
-                            .call_abort(&mut *store, writer)
-                            .await?;
-                        Ok(Ok(()))
-                    })
-                    .await;
                 return Err(e);
             }
         }
+        let i = idx.clone();
         let info = self
-            .run(&a, &mut warm, async |store, instance| {
-                idx.load(&mut *store, instance)?
-                    .writer()
-                    .call_finish(&mut *store, writer)
-                    .await
-            })
+            .run(
+                &a,
+                &mut warm,
+                Box::new(move |store, instance| {
+                    Box::pin(async move {
+                        i.load(&mut *store, instance)?
+                            .writer()
+                            .call_finish(store, writer)
+                            .await
+                    })
+                }),
+            )
             .await?;
         Ok(Blob {
             key: info.key,
@@ -164,25 +188,37 @@ impl PluginBlobs {
         mut sink: impl AsyncFnMut(Vec<u8>) -> std::io::Result<()>,
     ) -> Result<u64, BlobError> {
         let a = self.active()?;
-        let idx = self.storage(&a)?;
-        let mut warm = self.instance(&a).await?;
-        let cx = invocation(&a);
+        let (mut warm, idx) = self.instance(&a).await?;
+        let (cx, k, i) = (invocation(&a), key.to_owned(), idx.clone());
         let reader: ResourceAny = self
-            .run(&a, &mut warm, async |store, instance| {
-                idx.load(&mut *store, instance)?
-                    .call_open_read(&mut *store, &cx, key)
-                    .await
-            })
+            .run(
+                &a,
+                &mut warm,
+                Box::new(move |store, instance| {
+                    Box::pin(async move {
+                        i.load(&mut *store, instance)?
+                            .call_open_read(store, &cx, &k)
+                            .await
+                    })
+                }),
+            )
             .await?;
         let mut total = 0u64;
         loop {
+            let i = idx.clone();
             let chunk = self
-                .run(&a, &mut warm, async |store, instance| {
-                    idx.load(&mut *store, instance)?
-                        .reader()
-                        .call_read(&mut *store, reader, CHUNK as u32)
-                        .await
-                })
+                .run(
+                    &a,
+                    &mut warm,
+                    Box::new(move |store, instance| {
+                        Box::pin(async move {
+                            i.load(&mut *store, instance)?
+                                .reader()
+                                .call_read(store, reader, CHUNK as u32)
+                                .await
+                        })
+                    }),
+                )
                 .await?;
             let Some(chunk) = chunk else { break };
             if chunk.len() > CHUNK {
@@ -199,15 +235,20 @@ impl PluginBlobs {
 
     pub(crate) async fn stat(&self, key: &str) -> Result<Option<Blob>, BlobError> {
         let a = self.active()?;
-        let idx = self.storage(&a)?;
-        let mut warm = self.instance(&a).await?;
-        let cx = invocation(&a);
+        let (mut warm, i) = self.instance(&a).await?;
+        let (cx, k) = (invocation(&a), key.to_owned());
         let info = self
-            .run(&a, &mut warm, async |store, instance| {
-                idx.load(&mut *store, instance)?
-                    .call_stat(&mut *store, &cx, key)
-                    .await
-            })
+            .run(
+                &a,
+                &mut warm,
+                Box::new(move |store, instance| {
+                    Box::pin(async move {
+                        i.load(&mut *store, instance)?
+                            .call_stat(store, &cx, &k)
+                            .await
+                    })
+                }),
+            )
             .await?;
         Ok(info.map(|i| Blob {
             key: i.key,
@@ -217,14 +258,19 @@ impl PluginBlobs {
 
     pub(crate) async fn delete(&self, key: &str) -> Result<bool, BlobError> {
         let a = self.active()?;
-        let idx = self.storage(&a)?;
-        let mut warm = self.instance(&a).await?;
-        let cx = invocation(&a);
-        self.run(&a, &mut warm, async |store, instance| {
-            idx.load(&mut *store, instance)?
-                .call_delete(&mut *store, &cx, key)
-                .await
-        })
+        let (mut warm, i) = self.instance(&a).await?;
+        let (cx, k) = (invocation(&a), key.to_owned());
+        self.run(
+            &a,
+            &mut warm,
+            Box::new(move |store, instance| {
+                Box::pin(async move {
+                    i.load(&mut *store, instance)?
+                        .call_delete(store, &cx, &k)
+                        .await
+                })
+            }),
+        )
         .await
     }
 
@@ -236,16 +282,20 @@ impl PluginBlobs {
         limit: u32,
     ) -> Result<Vec<Blob>, BlobError> {
         let a = self.active()?;
-        let idx = self.storage(&a)?;
-        let mut warm = self.instance(&a).await?;
-        let cx = invocation(&a);
-        let after = after.map(str::to_owned);
+        let (mut warm, i) = self.instance(&a).await?;
+        let (cx, p, after) = (invocation(&a), prefix.to_owned(), after.map(str::to_owned));
         let list = self
-            .run(&a, &mut warm, async |store, instance| {
-                idx.load(&mut *store, instance)?
-                    .call_list_blobs(&mut *store, &cx, prefix, after.as_deref(), limit.min(1000))
-                    .await
-            })
+            .run(
+                &a,
+                &mut warm,
+                Box::new(move |store, instance| {
+                    Box::pin(async move {
+                        i.load(&mut *store, instance)?
+                            .call_list_blobs(store, &cx, &p, after.as_deref(), limit.min(1000))
+                            .await
+                    })
+                }),
+            )
             .await?;
         Ok(list
             .into_iter()
