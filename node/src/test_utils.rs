@@ -219,14 +219,15 @@ impl TestNode {
             })
     }
 
-    /// Calls a bot's `on-message` as its dispatcher would (on a pooled instance), without
-    /// applying what it returns; the number of actions.
-    pub async fn call_bot(
+    /// Calls a bot's `on-message` `n` times in a row as its dispatcher would (on the plugin
+    /// threads, on a pooled instance), without applying what it returns; the time it took.
+    pub async fn time_bot_calls(
         &self,
         plugin: &str,
         discussion: &str,
         text: &str,
-    ) -> Result<usize, String> {
+        n: u32,
+    ) -> Result<std::time::Duration, String> {
         let message = crate::plugins::BotMessage {
             id: format!("{}@bench", uuid::Uuid::now_v7().simple()),
             discussion: discussion.to_owned(),
@@ -239,7 +240,7 @@ impl TestNode {
         };
         self.node()
             .plugins()
-            .call_bot_message(plugin, message)
+            .time_bot_calls(plugin, message, n)
             .await
     }
 }

@@ -1,6 +1,7 @@
 //! `cargo bench -p veche-tests --bench plugins`: the plugin host's costs on a real node.
 //!
-//! - a bot event: the dispatcher's call of `on-message` on a pooled (warm) instance;
+//! - a bot event: the dispatcher's call of `on-message` on a pooled (warm) instance, on the
+//!   plugin threads where dispatchers run;
 //! - `authorize` of a context provider, cached and uncached;
 //! - a spinning plugin (an `authorize` that loops until its 50 ms CPU budget stops it, called
 //!   back to back) against other users' message round trip p99;
@@ -127,12 +128,14 @@ async fn run() {
     };
 
     // Bot event on a warm instance.
-    let bot = per_call(20_000, async || {
-        node.call_bot("echo-bot", &group, "hello")
-            .await
-            .expect("bot call");
-    })
-    .await;
+    node.time_bot_calls("echo-bot", &group, "warm-up", 2_000)
+        .await
+        .expect("bot calls");
+    let bot = node
+        .time_bot_calls("echo-bot", &group, "hello", 20_000)
+        .await
+        .expect("bot calls")
+        / 20_000;
 
     // Authorize: the invoice's data in the plugin's store, then cached and uncached answers.
     node.admin(AdminRequest::EventPost {

@@ -1197,11 +1197,18 @@ impl Plugins {
         if running.insert(id.to_owned(), ()).is_some() {
             return;
         }
+        // Dispatchers run on the plugin threads: their calls need no hop between threads, and
+        // bot work yields to the node's own.
         let this = self.clone();
         let id = id.to_owned();
-        self.shared
-            .tasks
-            .spawn(async move { this.dispatch(id).await });
+        let tasks = &self.shared.tasks;
+        if !self
+            .shared
+            .runtime
+            .spawn_tracked(tasks, async move { this.dispatch(id).await })
+        {
+            tracing::warn!("plugin threads are gone; bot not started");
+        }
     }
 
     /// Delivers one bot's inbox, in order, for as long as the node runs.
@@ -1277,14 +1284,38 @@ impl Plugins {
         Ok(None)
     }
 
-    /// Calls a bot's `on-message` directly, as its dispatcher would, without applying the
-    /// actions (for benchmarks); how many actions it returned.
+    /// Calls a bot's `on-message` `n` times in a row on the plugin threads, as its dispatcher
+    /// would, without applying the actions (for benchmarks); the time it took.
     #[cfg(any(test, feature = "test-utils"))]
-    pub(crate) async fn call_bot_message(
+    pub(crate) async fn time_bot_calls(
         &self,
         plugin: &str,
         message: BotMessage,
-    ) -> Result<usize, String> {
+        n: u32,
+    ) -> Result<Duration, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let this = self.clone();
+        let plugin = plugin.to_owned();
+        let task = async move {
+            let start = Instant::now();
+            let mut result = Ok(());
+            for _ in 0..n {
+                if let Err(e) = this.call_bot_message(&plugin, message.clone()).await {
+                    result = Err(e);
+                    break;
+                }
+            }
+            let _ = tx.send(result.map(|()| start.elapsed()));
+        };
+        if !self.shared.runtime.spawn_tracked(&self.shared.tasks, task) {
+            return Err("the plugin threads are gone".into());
+        }
+        rx.await
+            .map_err(|_| "the benchmark task failed".to_owned())?
+    }
+
+    #[cfg(any(test, feature = "test-utils"))]
+    async fn call_bot_message(&self, plugin: &str, message: BotMessage) -> Result<usize, String> {
         let a = self.get(plugin).ok_or("no such plugin")?;
         let row = InboxRow {
             id: 0,

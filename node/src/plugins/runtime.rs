@@ -145,7 +145,7 @@ impl Runtime {
             .worker_threads(threads)
             .thread_name("veche-plugin")
             .on_thread_start(lower_priority)
-            .enable_time()
+            .enable_all()
             .build()
             .map_err(|e| format!("cannot start the plugin threads: {e}"))?;
         Ok(Self {
@@ -244,6 +244,25 @@ impl Runtime {
             .map_err(|e| LoadError::Cache(format!("{e:#}")))?;
         write_atomically(&path, &bytes).map_err(|e| LoadError::Cache(e.to_string()))?;
         Ok(component)
+    }
+
+    /// Whether the current task runs on the plugin pool (bot dispatchers do): then calls run
+    /// inline, without a hop between threads.
+    fn on_pool(&self) -> bool {
+        let current = tokio::runtime::Handle::try_current().map(|h| h.id());
+        match (&self.pool, current) {
+            (Some(pool), Ok(id)) => pool.handle().id() == id,
+            _ => false,
+        }
+    }
+
+    /// Runs `task` on the plugin pool, tracked by `tasks`; `None` if the pool is gone.
+    pub(crate) fn spawn_tracked(
+        &self,
+        tasks: &tokio_util::task::TaskTracker,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> bool {
+        self.spawn(tasks.track_future(task)).is_some()
     }
 
     /// Runs `task` on the plugin pool; `None` if the pool is gone (the node is stopping).
@@ -453,6 +472,10 @@ impl Loaded {
             let busy = format!("all {} of its instances are busy", limits.max_concurrency);
             return (Err(CallError::Host(busy)), Vec::new(), String::new());
         };
+        if runtime.on_pool() {
+            let _permit = permit;
+            return self.run(&runtime.engine, env, read_only, timeout, f).await;
+        }
         let this = self.clone();
         let env2 = env.clone();
         let engine = runtime.engine.clone();
@@ -564,13 +587,19 @@ impl Loaded {
             .ok()
             .and_then(Result::ok)
             .ok_or_else(|| CallError::Host("all of the plugin's instances are busy".into()))?;
-        let this = self.clone();
-        let env2 = env.clone();
-        let engine = runtime.engine.clone();
-        let task = runtime
-            .spawn(async move { this.instantiate(&engine, &env2, timeout).await })
-            .ok_or_else(|| CallError::Host("the node is stopping".into()))?;
-        let mut warm = on_pool(task, timeout, ms).await?.map_err(|(e, _, _)| e)?;
+        let mut warm = if runtime.on_pool() {
+            self.instantiate(&runtime.engine, env, timeout)
+                .await
+                .map_err(|(e, _, _)| e)?
+        } else {
+            let this = self.clone();
+            let env2 = env.clone();
+            let engine = runtime.engine.clone();
+            let task = runtime
+                .spawn(async move { this.instantiate(&engine, &env2, timeout).await })
+                .ok_or_else(|| CallError::Host("the node is stopping".into()))?;
+            on_pool(task, timeout, ms).await?.map_err(|(e, _, _)| e)?
+        };
         warm._permit = Some(permit);
         Ok(warm)
     }
