@@ -113,8 +113,12 @@ async fn run() {
     let _ctx = install(&node, "invoice-context", &["kv"], &[]).await;
     let _echo = install(&node, "echo-bot", &[], &[]).await;
     let _hostile = install(&node, "hostile", &[], &[("mode", "loop")]).await;
-    let anna = connect(&node, "anna").await;
-    let boris = connect(&node, "boris").await;
+    // Both read their events, as clients do (a client that does not is disconnected).
+    let anna = std::sync::Arc::new(connect(&node, "anna").await);
+    let boris = std::sync::Arc::new(connect(&node, "boris").await);
+    for conn in [anna.clone(), boris.clone()] {
+        tokio::spawn(async move { while conn.next_event().await.is_some() {} });
+    }
     let group = match anna
         .request(Request::CreateGroup {
             title: "bench".into(),
@@ -184,26 +188,34 @@ async fn run() {
     stops.sort();
 
     // Other users' round trips, quiet and next to a plugin spinning back to back.
-    let quiet = post_round_trips(&anna, &group, 5, "quiet").await;
-    let spinning = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // Quiet and spinning periods alternate (8 rounds of 2 s each), so that drift in the
+    // machine's load falls on both sides alike.
     let node = std::sync::Arc::new(node);
-    // The spinner is a task of its own, as a connection's request would be.
-    let spinner = tokio::spawn({
-        let spinning = spinning.clone();
-        let node = node.clone();
-        async move {
-            let mut calls = 0u64;
-            while spinning.load(std::sync::atomic::Ordering::Relaxed) {
-                calls += 1;
-                node.object_access("erp", "hostile", &format!("y{calls}"), "anna@test.local")
-                    .await;
+    let (mut quiet, mut busy, mut spin_calls) = (Vec::new(), Vec::new(), 0u64);
+    for round in 0..8 {
+        quiet.extend(post_round_trips(&anna, &group, 2, &format!("quiet{round}")).await);
+        let spinning = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        // The spinner is a task of its own, as a connection's request would be.
+        let spinner = tokio::spawn({
+            let spinning = spinning.clone();
+            let node = node.clone();
+            async move {
+                let mut calls = 0u64;
+                while spinning.load(std::sync::atomic::Ordering::Relaxed) {
+                    calls += 1;
+                    let id = format!("r{round}-{calls}");
+                    node.object_access("erp", "hostile", &id, "anna@test.local")
+                        .await;
+                }
+                calls
             }
-            calls
-        }
-    });
-    let busy = post_round_trips(&anna, &group, 5, "spin").await;
-    spinning.store(false, std::sync::atomic::Ordering::Relaxed);
-    let spin_calls = spinner.await.expect("spinner");
+        });
+        busy.extend(post_round_trips(&anna, &group, 2, &format!("spin{round}")).await);
+        spinning.store(false, std::sync::atomic::Ordering::Relaxed);
+        spin_calls += spinner.await.expect("spinner");
+    }
+    quiet.sort();
+    busy.sort();
     drop(boris);
 
     let p = |v: &[Duration], q| percentile(v, q);

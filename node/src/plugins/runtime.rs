@@ -46,9 +46,6 @@ pub(crate) type CallFn<R> = Box<
         + Send,
 >;
 
-/// The OS priority (nice value) of plugin threads.
-const PLUGIN_NICE: i32 = 10;
-
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
@@ -67,11 +64,18 @@ impl Drop for Runtime {
     }
 }
 
-/// Lowers the calling thread's scheduling priority (best effort).
+/// Puts the calling thread in the `SCHED_IDLE` class (best effort): it runs only when no
+/// other thread of the machine wants the CPU, and any of the node's threads waking up
+/// preempts it at once. (A nice value is not enough: the kernel lets a low-priority thread
+/// finish its time slice, a few milliseconds, before a waking thread runs.)
 fn lower_priority() {
-    let tid = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), PLUGIN_NICE) {
-        tracing::debug!(error = %e, "cannot lower the plugin thread's priority");
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
+        tracing::debug!(error = ?e, "cannot lower the plugin thread's priority");
     }
 }
 

@@ -70,6 +70,9 @@ impl StoreError {
     }
 }
 
+/// Reader connections.
+const READERS: u32 = 4;
+
 /// The node's database.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
@@ -88,14 +91,22 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
             .pragma("journal_size_limit", (64 * 1024 * 1024).to_string());
+        // Connections are opened here, once, and kept: a connection's worker thread inherits
+        // the priority of the thread that opens it, and plugin threads run at a low one.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options.clone())
             .await?;
         check_sqlite(&write).await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
         let read = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(READERS)
+            .min_connections(READERS)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options)
             .await?;
         Ok(Self { write, read })
