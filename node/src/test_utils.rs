@@ -283,7 +283,7 @@ const PLUGIN_CRATES: &[(&str, &str)] = &[
     ("approval-bot", "plugins/approval-bot"),
     ("fs-store", "plugins/fs-store"),
     ("hostile", "tests/plugins/hostile"),
-    ("echo-bot", "tests/plugins/echo-bot"),
+    ("echo-bot", "examples/echo-bot"),
     ("sneaky-fs", "tests/plugins/sneaky-fs"),
     ("future-api", "tests/plugins/future-api"),
 ];
