@@ -219,8 +219,14 @@ impl TestNode {
             })
     }
 
-    /// Calls a bot's `on-message` `n` times in a row as its dispatcher would (on the plugin
-    /// threads, on a pooled instance), without applying what it returns; the time it took.
+    /// Calls a bot's `on-event` once with an event of `kind` as its dispatcher would, without
+    /// applying what it returns.
+    pub async fn call_bot_event(&self, plugin: &str, kind: &str) -> Result<usize, String> {
+        self.node().plugins().call_bot_event(plugin, kind).await
+    }
+
+    /// Calls a bot's `on-message` `n` times in a row as its dispatcher would (on a pooled
+    /// instance, on the plugin threads), without applying what it returns; the time it took.
     pub async fn time_bot_calls(
         &self,
         plugin: &str,

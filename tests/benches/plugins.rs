@@ -3,8 +3,8 @@
 //! - a bot event: the dispatcher's call of `on-message` on a pooled (warm) instance, on the
 //!   plugin threads where dispatchers run;
 //! - `authorize` of a context provider, cached and uncached;
-//! - a spinning plugin (an `authorize` that loops until its 50 ms CPU budget stops it, called
-//!   back to back) against other users' message round trip p99;
+//! - a spinning plugin (a bot whose `on-event` loops until its 50 ms CPU budget stops it,
+//!   called back to back) against other users' message round trip p99;
 //! - how long an infinite loop runs before the CPU budget stops it.
 //!
 //! Prints a Markdown table for BENCHMARKS.md.
@@ -203,9 +203,7 @@ async fn run() {
                 let mut calls = 0u64;
                 while spinning.load(std::sync::atomic::Ordering::Relaxed) {
                     calls += 1;
-                    let id = format!("r{round}-{calls}");
-                    node.object_access("erp", "hostile", &id, "anna@test.local")
-                        .await;
+                    let _ = node.call_bot_event("hostile", "hostile.poke").await;
                 }
                 calls
             }

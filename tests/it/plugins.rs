@@ -83,6 +83,28 @@ async fn event(
     }
 }
 
+/// Waits until a line matching `wanted` is in the plugin's log (written in the background).
+async fn logged(
+    node: &TestNode,
+    id: &str,
+    wanted: impl Fn(&veche_client::protocol::admin::PluginLogLine) -> bool,
+) -> anyhow::Result<()> {
+    eventually(10, "log line", async || {
+        let request = AdminRequest::PluginLogs {
+            id: id.into(),
+            limit: 200,
+        };
+        let AdminReply::PluginLogs { lines } = node.admin(request).await? else {
+            bail!("expected logs")
+        };
+        if !lines.iter().any(&wanted) {
+            bail!("not logged yet: {lines:?}");
+        }
+        Ok(())
+    })
+    .await
+}
+
 async fn paused(node: &TestNode) -> anyhow::Result<PluginInfo> {
     eventually(30, "paused", async || {
         let info = plugin(node, "hostile").await?;
@@ -378,21 +400,10 @@ async fn approval_bot_asks_and_records_who_decided() -> anyhow::Result<()> {
     );
 
     // Its log shows the decision; nothing is dead.
-    let logs = node
-        .admin(AdminRequest::PluginLogs {
-            id: "approval-bot".into(),
-            limit: 50,
-        })
-        .await?;
-    let AdminReply::PluginLogs { lines } = logs else {
-        bail!("expected logs")
-    };
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.message.contains("boris@test.local decided")),
-        "{lines:?}"
-    );
+    logged(&node, "approval-bot", |l| {
+        l.message.contains("boris@test.local decided")
+    })
+    .await?;
     assert_eq!(plugin(&node, "approval-bot").await?.dead_letters, 0);
     Ok(())
 }
@@ -499,21 +510,10 @@ async fn memory_hoarding_and_panics_are_contained_and_parked() -> anyhow::Result
     }
     let info = paused(&node).await?;
     assert!(info.status.contains("panicked"), "{info:?}");
-    let AdminReply::PluginLogs { lines } = node
-        .admin(AdminRequest::PluginLogs {
-            id: "hostile".into(),
-            limit: 100,
-        })
-        .await?
-    else {
-        bail!("expected logs")
-    };
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.level == "stderr" && l.message.contains("on purpose")),
-        "{lines:?}"
-    );
+    logged(&node, "hostile", |l| {
+        l.level == "stderr" && l.message.contains("on purpose")
+    })
+    .await?;
 
     // Fixed (behaving again): replayed items are handled and the dead letters are gone.
     install(&node, folder.path(), &[], &[("mode", "ok")]).await?;

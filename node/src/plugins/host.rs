@@ -83,6 +83,9 @@ pub(crate) struct PluginEnv {
     /// The storage backend's own folder.
     pub(crate) folder: Option<std::path::PathBuf>,
     pub(crate) hub: Weak<Shared>,
+    /// The node's runtime: database work of host functions runs there, never on the plugin
+    /// threads (an idle-class thread must not hold a database connection).
+    pub(crate) main: tokio::runtime::Handle,
     /// Posts made through `messaging` in the current minute.
     pub(crate) posts: Mutex<(Instant, u32)>,
 }
@@ -201,6 +204,21 @@ impl HostState {
     }
 }
 
+impl PluginEnv {
+    /// Runs `work` on the node's runtime and waits for it.
+    async fn on_main<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, crate::store::StoreError>> + Send + 'static,
+    ) -> Result<T, types::PluginError> {
+        match self.main.spawn(work).await {
+            Ok(r) => r.map_err(storage_failed),
+            Err(e) => Err(types::PluginError::Unavailable(format!(
+                "the node is stopping: {e}"
+            ))),
+        }
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -274,12 +292,11 @@ impl kv::Host for HostState {
         if !self.env.rights.kv {
             return Ok(Err(denied("kv")));
         }
+        let (store, id) = (self.env.store.clone(), self.env.id.clone());
         Ok(self
             .env
-            .store
-            .kv_get(&self.env.id, &key)
-            .await
-            .map_err(storage_failed))
+            .on_main(async move { store.kv_get(&id, &key).await })
+            .await)
     }
 
     async fn set(
@@ -311,20 +328,18 @@ impl kv::Host for HostState {
             .kv
             .as_ref()
             .map_or(0, |k| k.max_bytes.as_u64());
-        Ok(
-            match self
-                .env
-                .store
-                .kv_set(&self.env.id, &key, &value, quota)
-                .await
-            {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(types::PluginError::Invalid(format!(
-                    "the plugin's key-value store is full ({quota} bytes)"
-                ))),
-                Err(e) => Err(storage_failed(e)),
-            },
-        )
+        let (store, id) = (self.env.store.clone(), self.env.id.clone());
+        let stored = self
+            .env
+            .on_main(async move { store.kv_set(&id, &key, &value, quota).await })
+            .await;
+        Ok(match stored {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(types::PluginError::Invalid(format!(
+                "the plugin's key-value store is full ({quota} bytes)"
+            ))),
+            Err(e) => Err(e),
+        })
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), types::PluginError>> {
@@ -335,12 +350,11 @@ impl kv::Host for HostState {
         if let Some(e) = self.writable() {
             return Ok(Err(e));
         }
+        let (store, id) = (self.env.store.clone(), self.env.id.clone());
         Ok(self
             .env
-            .store
-            .kv_delete(&self.env.id, &key)
-            .await
-            .map_err(storage_failed))
+            .on_main(async move { store.kv_delete(&id, &key).await })
+            .await)
     }
 
     async fn list_keys(
@@ -356,17 +370,12 @@ impl kv::Host for HostState {
         if prefix.contains('\0') || after.as_deref().is_some_and(|a| a.contains('\0')) {
             return Ok(Ok(Vec::new()));
         }
+        let (store, id) = (self.env.store.clone(), self.env.id.clone());
+        let limit = limit.min(MAX_KV_LIST);
         Ok(self
             .env
-            .store
-            .kv_keys(
-                &self.env.id,
-                &prefix,
-                after.as_deref(),
-                limit.min(MAX_KV_LIST),
-            )
-            .await
-            .map_err(storage_failed))
+            .on_main(async move { store.kv_keys(&id, &prefix, after.as_deref(), limit).await })
+            .await)
     }
 }
 
@@ -407,7 +416,20 @@ impl messaging::Host for HostState {
             )));
         };
         let key = format!("post:{}", uuid::Uuid::now_v7());
-        Ok(hub.post(&self.env, p, &key).await)
+        let env = self.env.clone();
+        Ok(
+            match self
+                .env
+                .main
+                .spawn(async move { hub.post(&env, p, &key).await })
+                .await
+            {
+                Ok(posted) => posted,
+                Err(e) => Err(types::PluginError::Unavailable(format!(
+                    "the node is stopping: {e}"
+                ))),
+            },
+        )
     }
 }
 

@@ -26,7 +26,7 @@ mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
@@ -109,7 +109,10 @@ pub(crate) struct Shared {
     /// One per plugin id, kept across versions: wakes its dispatcher.
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     dispatchers: Mutex<HashMap<String, ()>>,
-    discussions: OnceLock<Discussions>,
+    /// Cleared at shutdown (it refers back to the host).
+    discussions: Mutex<Option<Discussions>>,
+    /// Log lines on their way to `plugin_logs`.
+    logs: tokio::sync::mpsc::Sender<(String, Vec<LogRow>)>,
     /// Administration (install, reload, enable, disable) one at a time.
     admin: tokio::sync::Mutex<()>,
     /// Bumped whenever the caches are dropped: an answer computed before is not cached.
@@ -135,6 +138,8 @@ impl Plugins {
     ) -> Result<Self, String> {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let (log_tx, log_rx) = tokio::sync::mpsc::channel(1024);
+        tasks.spawn(write_logs(store.clone(), log_rx, stop.clone()));
         let folder = data_dir.join("plugins");
         let runtime = Runtime::new(folder.join("cache"))?;
         let plugins = Plugins {
@@ -148,7 +153,8 @@ impl Plugins {
                 bots: RwLock::new(HashMap::new()),
                 wakers: Mutex::new(HashMap::new()),
                 dispatchers: Mutex::new(HashMap::new()),
-                discussions: OnceLock::new(),
+                discussions: Mutex::new(None),
+                logs: log_tx,
                 admin: tokio::sync::Mutex::new(()),
                 generation: std::sync::atomic::AtomicU64::new(0),
                 access_cache: Mutex::new(HashMap::new()),
@@ -180,12 +186,22 @@ impl Plugins {
         self.shared.stop.cancel();
         self.shared.tasks.close();
         let _ = tokio::time::timeout(grace, self.shared.tasks.wait()).await;
+        self.shared.runtime.stop();
+        self.shared
+            .discussions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     /// Connects the host to the discussions service (bots post through it) and starts the
     /// bot dispatchers.
     pub(crate) fn connect(&self, discussions: Discussions) {
-        let _ = self.shared.discussions.set(discussions);
+        *self
+            .shared
+            .discussions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(discussions);
         for id in self.bot_plugin_ids() {
             self.ensure_dispatcher(&id);
         }
@@ -268,6 +284,7 @@ impl Plugins {
             store: self.shared.store.clone(),
             folder,
             hub: Arc::downgrade(&self.shared),
+            main: self.shared.runtime.main.clone(),
             posts: Mutex::new((Instant::now(), 0)),
         })
     }
@@ -351,7 +368,13 @@ impl Plugins {
             l.cool();
         }
         self.clear_caches();
-        if is_bot && self.shared.discussions.get().is_some() {
+        let connected = self
+            .shared
+            .discussions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if is_bot && connected {
             self.ensure_dispatcher(&id);
         }
         self.waker(&id).notify_one();
@@ -491,7 +514,7 @@ impl Plugins {
                 Box::new(|_, _| Box::pin(async { Ok(()) })),
             )
             .await;
-        self.keep_logs(&env.id, logs, &stderr).await;
+        self.keep_logs(&env.id, logs, &stderr);
         probe
             .map_err(|e| PluginError::Refused(format!("the plugin failed its first start: {e}")))?;
 
@@ -727,11 +750,12 @@ impl Plugins {
         Ok(n)
     }
 
-    async fn keep_logs(&self, plugin: &str, logs: Vec<host::LogLine>, stderr: &str) {
-        let mut lines: Vec<(i64, String, String, String)> = logs
+    /// Hands a call's log lines and output to the log writer. Never waits: calls may run
+    /// inside the node's write transaction, and the writer needs the database.
+    fn keep_logs(&self, plugin: &str, logs: Vec<host::LogLine>, stderr: &str) {
+        let mut lines: Vec<LogRow> = logs
             .into_iter()
             .map(|l| {
-                tracing::info!(plugin, level = l.level, message = %l.message, "plugin log");
                 let fields: BTreeMap<String, String> = l.fields.into_iter().collect();
                 (
                     l.at,
@@ -742,7 +766,6 @@ impl Plugins {
             })
             .collect();
         for line in stderr.lines().filter(|l| !l.trim().is_empty()).take(20) {
-            tracing::warn!(plugin, output = %line, "plugin output");
             lines.push((
                 now_ms(),
                 "stderr".into(),
@@ -751,9 +774,13 @@ impl Plugins {
             ));
         }
         if !lines.is_empty()
-            && let Err(e) = self.shared.store.append_plugin_logs(plugin, &lines).await
+            && self
+                .shared
+                .logs
+                .try_send((plugin.to_owned(), lines))
+                .is_err()
         {
-            tracing::warn!(plugin, error = %e, "cannot store plugin log lines");
+            tracing::warn!(plugin, "plugin log lines dropped: the log writer is behind");
         }
     }
 
@@ -787,7 +814,7 @@ impl Plugins {
         let (result, logs, stderr) = loaded
             .call(&self.shared.runtime, &a.env, read_only, f)
             .await;
-        self.keep_logs(&a.env.id, logs, &stderr).await;
+        self.keep_logs(&a.env.id, logs, &stderr);
         self.record(a, what, &result);
         result
     }
@@ -1197,18 +1224,13 @@ impl Plugins {
         if running.insert(id.to_owned(), ()).is_some() {
             return;
         }
-        // Dispatchers run on the plugin threads: their calls need no hop between threads, and
-        // bot work yields to the node's own.
+        // The dispatcher runs on the node's runtime (it uses the database); each bot call hops
+        // to the plugin threads and back.
         let this = self.clone();
         let id = id.to_owned();
-        let tasks = &self.shared.tasks;
-        if !self
-            .shared
-            .runtime
-            .spawn_tracked(tasks, async move { this.dispatch(id).await })
-        {
-            tracing::warn!("plugin threads are gone; bot not started");
-        }
+        self.shared
+            .tasks
+            .spawn(async move { this.dispatch(id).await });
     }
 
     /// Delivers one bot's inbox, in order, for as long as the node runs.
@@ -1284,8 +1306,8 @@ impl Plugins {
         Ok(None)
     }
 
-    /// Calls a bot's `on-message` `n` times in a row on the plugin threads, as its dispatcher
-    /// would, without applying the actions (for benchmarks); the time it took.
+    /// Calls a bot's `on-message` `n` times in a row, as its dispatcher would, without applying
+    /// the actions (for benchmarks); the time it took.
     #[cfg(any(test, feature = "test-utils"))]
     pub(crate) async fn time_bot_calls(
         &self,
@@ -1307,11 +1329,30 @@ impl Plugins {
             }
             let _ = tx.send(result.map(|()| start.elapsed()));
         };
-        if !self.shared.runtime.spawn_tracked(&self.shared.tasks, task) {
-            return Err("the plugin threads are gone".into());
-        }
+        self.shared.tasks.spawn(task);
         rx.await
             .map_err(|_| "the benchmark task failed".to_owned())?
+    }
+
+    /// Calls a bot's `on-event` once with an event of `kind`, as its dispatcher would,
+    /// without applying the actions (for benchmarks).
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(crate) async fn call_bot_event(&self, plugin: &str, kind: &str) -> Result<usize, String> {
+        let a = self.get(plugin).ok_or("no such plugin")?;
+        let event = BusinessEvent::new("bench".into(), kind.into(), None, "{}".into(), "b".into())?;
+        let row = InboxRow {
+            id: 0,
+            kind: "event".into(),
+            payload: serde_json::to_string(&Inbox::Event(event)).unwrap_or_default(),
+            attempts: 0,
+            last_error: None,
+            created_at: 0,
+            next_at: 0,
+        };
+        self.deliver(&a, &row)
+            .await
+            .map(|v| v.len())
+            .map_err(|f| f.error)
     }
 
     #[cfg(any(test, feature = "test-utils"))]
@@ -1424,7 +1465,7 @@ impl Plugins {
             message: message.to_owned(),
             fields: Vec::new(),
         };
-        self.keep_logs(&a.env.id, vec![line], "").await;
+        self.keep_logs(&a.env.id, vec![line], "");
     }
 
     // ---------------------------------------------------------------- storage
@@ -1437,6 +1478,40 @@ impl Plugins {
     }
 }
 
+/// One stored log line: at, level, message, fields (JSON).
+type LogRow = (i64, String, String, String);
+
+/// Writes plugin log lines (and mirrors them into the node's log); at `stop`, writes what is
+/// queued and ends.
+async fn write_logs(
+    store: Store,
+    mut rx: tokio::sync::mpsc::Receiver<(String, Vec<LogRow>)>,
+    stop: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            next = rx.recv() => next,
+            () = stop.cancelled() => {
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some((plugin, lines)) = next else {
+            return;
+        };
+        for (_, level, message, _) in &lines {
+            if level == "stderr" {
+                tracing::warn!(plugin, output = %message, "plugin output");
+            } else {
+                tracing::info!(plugin, level = %level, message = %message, "plugin log");
+            }
+        }
+        if let Err(e) = store.append_plugin_logs(&plugin, &lines).await {
+            tracing::warn!(plugin, error = %e, "cannot store plugin log lines");
+        }
+    }
+}
+
 struct Failed {
     error: String,
     retry: bool,
@@ -1446,10 +1521,12 @@ struct Failed {
 }
 
 impl Shared {
-    fn discussions(&self) -> Result<&Discussions, String> {
+    fn discussions(&self) -> Result<Discussions, String> {
         self.discussions
-            .get()
-            .ok_or_else(|| "the node is starting".to_owned())
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| "the node is not running".to_owned())
     }
 
     fn bot_caller(env: &PluginEnv) -> Result<Caller, String> {

@@ -32,9 +32,13 @@ pub(crate) struct Runtime {
     linker: Linker<HostState>,
     cache: PathBuf,
     ticker: Arc<AtomicBool>,
-    /// Where plugin code runs: worker threads of their own at a lower OS priority, so that a
-    /// plugin spinning at its CPU limit takes only what the node's own threads leave.
-    pool: Option<tokio::runtime::Runtime>,
+    /// Where bot and storage code runs: worker threads of their own in `SCHED_IDLE`, so that a
+    /// plugin spinning at its CPU limit takes only what the node's own threads leave. Only
+    /// wasm runs there: host functions that touch the database hop back to `main`.
+    pool: Mutex<Option<tokio::runtime::Runtime>>,
+    pool_handle: Option<tokio::runtime::Handle>,
+    /// The node's own runtime.
+    pub(crate) main: tokio::runtime::Handle,
 }
 
 /// A call into an instance, run on the plugin pool.
@@ -56,11 +60,7 @@ impl std::fmt::Debug for Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self.ticker.store(true, Ordering::Relaxed);
-        if let Some(pool) = self.pool.take() {
-            // Dropped from async code: do not wait for plugin threads here.
-            pool.shutdown_background();
-        }
+        self.stop();
     }
 }
 
@@ -152,12 +152,16 @@ impl Runtime {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the plugin threads: {e}"))?;
+        let main = tokio::runtime::Handle::try_current()
+            .map_err(|e| format!("the plugin host needs a tokio runtime: {e}"))?;
         Ok(Self {
             engine,
             linker,
             cache,
             ticker,
-            pool: Some(pool),
+            pool_handle: Some(pool.handle().clone()),
+            pool: Mutex::new(Some(pool)),
+            main,
         })
     }
 
@@ -250,23 +254,14 @@ impl Runtime {
         Ok(component)
     }
 
-    /// Whether the current task runs on the plugin pool (bot dispatchers do): then calls run
-    /// inline, without a hop between threads.
-    fn on_pool(&self) -> bool {
-        let current = tokio::runtime::Handle::try_current().map(|h| h.id());
-        match (&self.pool, current) {
-            (Some(pool), Ok(id)) => pool.handle().id() == id,
-            _ => false,
+    /// Stops the epoch ticker and the plugin threads (calls still running there are dropped).
+    pub(crate) fn stop(&self) {
+        self.ticker.store(true, Ordering::Relaxed);
+        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(pool) = pool {
+            // Called from async code: do not wait for the threads here.
+            pool.shutdown_background();
         }
-    }
-
-    /// Runs `task` on the plugin pool, tracked by `tasks`; `None` if the pool is gone.
-    pub(crate) fn spawn_tracked(
-        &self,
-        tasks: &tokio_util::task::TaskTracker,
-        task: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> bool {
-        self.spawn(tasks.track_future(task)).is_some()
     }
 
     /// Runs `task` on the plugin pool; `None` if the pool is gone (the node is stopping).
@@ -274,7 +269,14 @@ impl Runtime {
         &self,
         task: impl std::future::Future<Output = T> + Send + 'static,
     ) -> Option<tokio::task::JoinHandle<T>> {
-        self.pool.as_ref().map(|p| p.spawn(task))
+        let running = self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        running
+            .then(|| self.pool_handle.as_ref().map(|h| h.spawn(task)))
+            .flatten()
     }
 }
 
@@ -476,7 +478,10 @@ impl Loaded {
             let busy = format!("all {} of its instances are busy", limits.max_concurrency);
             return (Err(CallError::Host(busy)), Vec::new(), String::new());
         };
-        if runtime.on_pool() {
+        if read_only {
+            // Context providers answer the node's own threads, which may hold the database's
+            // writer meanwhile (the sequencer): they run right here, at the node's priority,
+            // never waiting for an idle-class thread.
             let _permit = permit;
             return self.run(&runtime.engine, env, read_only, timeout, f).await;
         }
@@ -521,7 +526,7 @@ impl Loaded {
         let logs = std::mem::take(&mut warm.store.data_mut().logs);
         let stderr = warm.store.data_mut().take_output();
         let result = match outcome {
-            Err(_) => Err(CallError::Timeout(limits.call_timeout_ms)),
+            Err(_) => Err(timed_out(&warm.store, limits.call_timeout_ms)),
             Ok(Err(e)) => Err(classify(&e, &warm.store, &stderr)),
             Ok(Ok(r)) => Ok(r),
         };
@@ -591,26 +596,21 @@ impl Loaded {
             .ok()
             .and_then(Result::ok)
             .ok_or_else(|| CallError::Host("all of the plugin's instances are busy".into()))?;
-        let mut warm = if runtime.on_pool() {
-            self.instantiate(&runtime.engine, env, timeout)
-                .await
-                .map_err(|(e, _, _)| e)?
-        } else {
-            let this = self.clone();
-            let env2 = env.clone();
-            let engine = runtime.engine.clone();
-            let task = runtime
-                .spawn(async move { this.instantiate(&engine, &env2, timeout).await })
-                .ok_or_else(|| CallError::Host("the node is stopping".into()))?;
-            on_pool(task, timeout, ms).await?.map_err(|(e, _, _)| e)?
-        };
+        let this = self.clone();
+        let env2 = env.clone();
+        let engine = runtime.engine.clone();
+        let task = runtime
+            .spawn(async move { this.instantiate(&engine, &env2, timeout).await })
+            .ok_or_else(|| CallError::Host("the node is stopping".into()))?;
+        let mut warm = on_pool(task, timeout, ms).await?.map_err(|(e, _, _)| e)?;
         warm._permit = Some(permit);
         Ok(warm)
     }
 }
 
 /// Waits for a task on the plugin pool: at most the plugin's deadline plus a grace period,
-/// after which the task is aborted (dropping its store).
+/// after which the task is aborted (dropping its store). Not the plugin's fault: the pool
+/// could not run it in time (the machine is saturated), so it is not counted against it.
 async fn on_pool<T>(
     mut task: tokio::task::JoinHandle<T>,
     timeout: Duration,
@@ -621,8 +621,24 @@ async fn on_pool<T>(
         Ok(Err(e)) => Err(CallError::Host(format!("the plugin task failed: {e}"))),
         Err(_) => {
             task.abort();
-            Err(CallError::Timeout(ms))
+            Err(CallError::Host(format!(
+                "the plugin threads did not finish a {ms} ms call in time (the machine is busy)"
+            )))
         }
+    }
+}
+
+/// A call that ran out of wall-clock time: the plugin's fault if it was running (it used at
+/// least half its CPU budget, or it was stuck in a host call of its own making), the host's
+/// if its thread hardly ran at all.
+fn timed_out(store: &Store<HostState>, ms: u32) -> CallError {
+    let s = store.data();
+    if s.cpu_ticks * 2 < s.cpu_budget && s.host_calls == 0 {
+        CallError::Host(format!(
+            "the plugin threads were starved during a {ms} ms call (the machine is busy)"
+        ))
+    } else {
+        CallError::Timeout(ms)
     }
 }
 
@@ -648,7 +664,7 @@ pub(crate) async fn call_on<R: Send + 'static>(
         let logs = std::mem::take(&mut w.store.data_mut().logs);
         let stderr = w.store.data_mut().take_output();
         let result = match outcome {
-            Err(_) => Err(CallError::Timeout(ms)),
+            Err(_) => Err(timed_out(&w.store, ms)),
             Ok(Err(e)) => Err(classify(&e, &w.store, &stderr)),
             Ok(Ok(r)) => Ok(r),
         };

@@ -87,7 +87,7 @@ impl PluginBlobs {
         f: CallFn<Result<R, wit::PluginError>>,
     ) -> Result<R, BlobError> {
         let (result, logs, output) = call_on(&self.plugins.shared.runtime, warm, &a.env, f).await;
-        self.plugins.keep_logs(&a.env.id, logs, &output).await;
+        self.plugins.keep_logs(&a.env.id, logs, &output);
         self.plugins.record(a, "storage", &result);
         result?.map_err(|e| BlobError::Backend(describe(&e)))
     }
