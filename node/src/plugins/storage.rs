@@ -117,28 +117,33 @@ impl PluginBlobs {
             .await?;
         let mut buf = vec![0u8; CHUNK];
         loop {
-            let n = read_full(&mut data, &mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            let (chunk, i) = (buf[..n].to_vec(), idx.clone());
-            let wrote = self
-                .run(
-                    &a,
-                    &mut warm,
-                    Box::new(move |store, instance| {
-                        Box::pin(async move {
-                            i.load(&mut *store, instance)?
-                                .writer()
-                                .call_write(store, writer, &chunk)
-                                .await
-                        })
-                    }),
-                )
-                .await;
+            let (n, failed) = match read_full(&mut data, &mut buf).await {
+                Ok(0) => break,
+                Ok(n) => (n, None),
+                Err(e) => (0, Some(BlobError::Io(e))),
+            };
+            let wrote = match failed {
+                Some(e) => Err(e),
+                None => {
+                    let (chunk, i) = (buf[..n].to_vec(), idx.clone());
+                    self.run(
+                        &a,
+                        &mut warm,
+                        Box::new(move |store, instance| {
+                            Box::pin(async move {
+                                i.load(&mut *store, instance)?
+                                    .writer()
+                                    .call_write(store, writer, &chunk)
+                                    .await
+                            })
+                        }),
+                    )
+                    .await
+                }
+            };
             if let Err(e) = wrote {
-                // A backend that answered with an error can clean up; after a trap or a
-                // timeout the instance is gone.
+                // The upload or the backend failed: the backend drops what it has (unless its
+                // instance is gone after a trap or a timeout).
                 if warm.is_some() {
                     let i = idx.clone();
                     let _ = self
