@@ -1224,13 +1224,17 @@ impl Plugins {
         if running.insert(id.to_owned(), ()).is_some() {
             return;
         }
-        // The dispatcher runs on the node's runtime (it uses the database); each bot call hops
-        // to the plugin threads and back.
+        // Dispatchers run on the plugin threads, so that a bot call needs no hop between
+        // threads; their database work hops to the node's runtime (`on_main`).
         let this = self.clone();
         let id = id.to_owned();
-        self.shared
+        let task = self
+            .shared
             .tasks
-            .spawn(async move { this.dispatch(id).await });
+            .track_future(async move { this.dispatch(id).await });
+        if !self.shared.runtime.spawn_detached(task) {
+            tracing::warn!("the plugin threads are gone; bot not started");
+        }
     }
 
     /// Delivers one bot's inbox, in order, for as long as the node runs.
@@ -1259,6 +1263,20 @@ impl Plugins {
         }
     }
 
+    /// Runs database work of a dispatcher on the node's runtime: dispatchers run on the
+    /// idle-class plugin threads, which must never hold a database connection.
+    async fn on_main<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.shared
+            .runtime
+            .main
+            .spawn(work)
+            .await
+            .map_err(|e| StoreError::Aborted(format!("the node is stopping: {e}")))?
+    }
+
     /// Handles the head of the inbox; `Some(wait)` when there is nothing to do for a while.
     async fn dispatch_one(&self, id: &str) -> Result<Option<Duration>, StoreError> {
         const IDLE: Duration = Duration::from_secs(5);
@@ -1277,17 +1295,33 @@ impl Plugins {
             return Ok(Some(left.max(Duration::from_millis(10))));
         }
         let now = now_ms();
-        let Some(row) = self.shared.store.next_inbox(id, now).await? else {
-            let due = self.shared.store.inbox_due_at(id).await?;
-            return Ok(Some(due.map_or(IDLE, |d| {
-                Duration::from_millis((d - now).clamp(1, 5000) as u64)
-            })));
+        let (store, plugin) = (self.shared.store.clone(), id.to_owned());
+        let next = self
+            .on_main(async move {
+                match store.next_inbox(&plugin, now).await? {
+                    Some(row) => Ok(Ok(row)),
+                    None => Ok(Err(store.inbox_due_at(&plugin).await?)),
+                }
+            })
+            .await?;
+        let row = match next {
+            Ok(row) => row,
+            Err(due) => {
+                return Ok(Some(due.map_or(IDLE, |d| {
+                    Duration::from_millis((d - now).clamp(1, 5000) as u64)
+                })));
+            }
         };
         let outcome = self.deliver(&a, &row).await;
         match outcome {
             Ok(actions) => {
-                self.apply(&a, actions, &format!("inbox{}", row.id)).await;
-                self.shared.store.inbox_done(row.id).await?;
+                let (this, a2, key) = (self.clone(), a.clone(), format!("inbox{}", row.id));
+                let store = self.shared.store.clone();
+                self.on_main(async move {
+                    this.apply(&a2, actions, &key).await;
+                    store.inbox_done(row.id).await
+                })
+                .await?;
             }
             Err(Failed {
                 not_called: true, ..
@@ -1297,17 +1331,20 @@ impl Plugins {
                 let dead = !retry || attempts >= MAX_ATTEMPTS;
                 let backoff = 200i64.saturating_mul(1 << attempts.min(10));
                 tracing::warn!(plugin = %id, item = row.id, attempts, dead, error = %error, "bot delivery failed");
-                self.shared
-                    .store
-                    .inbox_failed(row.id, &error, now_ms() + backoff, dead)
-                    .await?;
+                let store = self.shared.store.clone();
+                self.on_main(async move {
+                    store
+                        .inbox_failed(row.id, &error, now_ms() + backoff, dead)
+                        .await
+                })
+                .await?;
             }
         }
         Ok(None)
     }
 
-    /// Calls a bot's `on-message` `n` times in a row, as its dispatcher would, without applying
-    /// the actions (for benchmarks); the time it took.
+    /// Calls a bot's `on-message` `n` times in a row on the plugin threads, as its dispatcher
+    /// does, without applying the actions (for benchmarks); the time it took.
     #[cfg(any(test, feature = "test-utils"))]
     pub(crate) async fn time_bot_calls(
         &self,
@@ -1329,7 +1366,13 @@ impl Plugins {
             }
             let _ = tx.send(result.map(|()| start.elapsed()));
         };
-        self.shared.tasks.spawn(task);
+        if !self
+            .shared
+            .runtime
+            .spawn_detached(self.shared.tasks.track_future(task))
+        {
+            return Err("the plugin threads are gone".into());
+        }
         rx.await
             .map_err(|_| "the benchmark task failed".to_owned())?
     }

@@ -264,6 +264,21 @@ impl Runtime {
         }
     }
 
+    /// Whether the current task runs on the plugin threads (bot dispatchers do): calls then
+    /// run inline, without a hop.
+    fn on_pool(&self) -> bool {
+        let current = tokio::runtime::Handle::try_current().map(|h| h.id());
+        matches!((&self.pool_handle, current), (Some(pool), Ok(id)) if pool.id() == id)
+    }
+
+    /// Runs `task` on the plugin threads without waiting for it; `false` if they are gone.
+    pub(crate) fn spawn_detached(
+        &self,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> bool {
+        self.spawn(task).is_some()
+    }
+
     /// Runs `task` on the plugin pool; `None` if the pool is gone (the node is stopping).
     fn spawn<T: Send + 'static>(
         &self,
@@ -478,10 +493,11 @@ impl Loaded {
             let busy = format!("all {} of its instances are busy", limits.max_concurrency);
             return (Err(CallError::Host(busy)), Vec::new(), String::new());
         };
-        if read_only {
+        if read_only || runtime.on_pool() {
             // Context providers answer the node's own threads, which may hold the database's
             // writer meanwhile (the sequencer): they run right here, at the node's priority,
-            // never waiting for an idle-class thread.
+            // never waiting for an idle-class thread. Dispatchers already run on the plugin
+            // threads.
             let _permit = permit;
             return self.run(&runtime.engine, env, read_only, timeout, f).await;
         }
