@@ -1383,15 +1383,10 @@ impl Plugins {
     pub(crate) async fn call_bot_event(&self, plugin: &str, kind: &str) -> Result<usize, String> {
         let a = self.get(plugin).ok_or("no such plugin")?;
         let event = BusinessEvent::new("bench".into(), kind.into(), None, "{}".into(), "b".into())?;
-        let row = InboxRow {
-            id: 0,
-            kind: "event".into(),
-            payload: serde_json::to_string(&Inbox::Event(event)).unwrap_or_default(),
-            attempts: 0,
-            last_error: None,
-            created_at: 0,
-            next_at: 0,
-        };
+        let row = bench_row(
+            "event",
+            serde_json::to_string(&Inbox::Event(event)).unwrap_or_default(),
+        );
         self.deliver(&a, &row)
             .await
             .map(|v| v.len())
@@ -1401,15 +1396,7 @@ impl Plugins {
     #[cfg(any(test, feature = "test-utils"))]
     async fn call_bot_message(&self, plugin: &str, message: BotMessage) -> Result<usize, String> {
         let a = self.get(plugin).ok_or("no such plugin")?;
-        let row = InboxRow {
-            id: 0,
-            kind: "message".into(),
-            payload: message.payload(),
-            attempts: 0,
-            last_error: None,
-            created_at: 0,
-            next_at: 0,
-        };
+        let row = bench_row("message", message.payload());
         self.deliver(&a, &row)
             .await
             .map(|v| v.len())
@@ -1518,6 +1505,20 @@ impl Plugins {
         let a = self.get(id)?;
         a.env.manifest.roles.storage_backend.as_ref()?;
         Some(storage::PluginBlobs::new(self.clone(), id.to_owned()))
+    }
+}
+
+/// An inbox item that is not in the inbox (benchmarks call bots directly).
+#[cfg(any(test, feature = "test-utils"))]
+fn bench_row(kind: &str, payload: String) -> InboxRow {
+    InboxRow {
+        id: 0,
+        kind: kind.to_owned(),
+        payload,
+        attempts: 0,
+        last_error: None,
+        created_at: 0,
+        next_at: 0,
     }
 }
 

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use wasmtime::component::ResourceAny;
 
+use super::bindings::exports::veche::plugin::storage_backend::Guest;
 use super::bindings::veche::plugin::types as wit;
 use super::runtime::{CallError, CallFn, Warm, call_on};
 use super::{Active, Plugins, describe, invocation};
+use futures_util::future::BoxFuture;
 
 /// Bytes passed to the plugin per call.
 pub(crate) const CHUNK: usize = 256 * 1024;
@@ -92,6 +94,29 @@ impl PluginBlobs {
         result?.map_err(|e| BlobError::Backend(describe(&e)))
     }
 
+    /// One storage-backend call on the operation's instance.
+    async fn op<R: Send + 'static>(
+        &self,
+        a: &Active,
+        warm: &mut Option<Warm>,
+        idx: &Indices,
+        f: impl for<'a> FnOnce(
+            Guest,
+            &'a mut wasmtime::Store<super::host::HostState>,
+        ) -> BoxFuture<'a, wasmtime::Result<Result<R, wit::PluginError>>>
+        + Send
+        + 'static,
+    ) -> Result<R, BlobError> {
+        let idx = idx.clone();
+        let call: CallFn<Result<R, wit::PluginError>> = Box::new(move |store, instance| {
+            Box::pin(async move {
+                let guest = idx.load(&mut *store, instance)?;
+                f(guest, store).await
+            })
+        });
+        self.run(a, warm, call).await
+    }
+
     /// Streams `data` into the blob `key`, chunk by chunk; the blob appears only when all of
     /// it is written.
     pub(crate) async fn put(
@@ -101,19 +126,11 @@ impl PluginBlobs {
     ) -> Result<Blob, BlobError> {
         let a = self.active()?;
         let (mut warm, idx) = self.instance(&a).await?;
-        let (cx, k, i) = (invocation(&a), key.to_owned(), idx.clone());
+        let (cx, k) = (invocation(&a), key.to_owned());
         let writer: ResourceAny = self
-            .run(
-                &a,
-                &mut warm,
-                Box::new(move |store, instance| {
-                    Box::pin(async move {
-                        i.load(&mut *store, instance)?
-                            .call_open_write(store, &cx, &k)
-                            .await
-                    })
-                }),
-            )
+            .op(&a, &mut warm, &idx, move |g, store| {
+                Box::pin(async move { g.call_open_write(store, &cx, &k).await })
+            })
             .await?;
         let mut buf = vec![0u8; CHUNK];
         loop {
@@ -125,19 +142,10 @@ impl PluginBlobs {
             let wrote = match failed {
                 Some(e) => Err(e),
                 None => {
-                    let (chunk, i) = (buf[..n].to_vec(), idx.clone());
-                    self.run(
-                        &a,
-                        &mut warm,
-                        Box::new(move |store, instance| {
-                            Box::pin(async move {
-                                i.load(&mut *store, instance)?
-                                    .writer()
-                                    .call_write(store, writer, &chunk)
-                                    .await
-                            })
-                        }),
-                    )
+                    let chunk = buf[..n].to_vec();
+                    self.op(&a, &mut warm, &idx, move |g, store| {
+                        Box::pin(async move { g.writer().call_write(store, writer, &chunk).await })
+                    })
                     .await
                 }
             };
@@ -145,40 +153,22 @@ impl PluginBlobs {
                 // The upload or the backend failed: the backend drops what it has (unless its
                 // instance is gone after a trap or a timeout).
                 if warm.is_some() {
-                    let i = idx.clone();
                     let _ = self
-                        .run(
-                            &a,
-                            &mut warm,
-                            Box::new(move |store, instance| {
-                                Box::pin(async move {
-                                    i.load(&mut *store, instance)?
-                                        .writer()
-                                        .call_abort(store, writer)
-                                        .await?;
-                                    Ok(Ok(()))
-                                })
-                            }),
-                        )
+                        .op(&a, &mut warm, &idx, move |g, store| {
+                            Box::pin(async move {
+                                g.writer().call_abort(store, writer).await?;
+                                Ok(Ok(()))
+                            })
+                        })
                         .await;
                 }
                 return Err(e);
             }
         }
-        let i = idx.clone();
         let info = self
-            .run(
-                &a,
-                &mut warm,
-                Box::new(move |store, instance| {
-                    Box::pin(async move {
-                        i.load(&mut *store, instance)?
-                            .writer()
-                            .call_finish(store, writer)
-                            .await
-                    })
-                }),
-            )
+            .op(&a, &mut warm, &idx, move |g, store| {
+                Box::pin(async move { g.writer().call_finish(store, writer).await })
+            })
             .await?;
         Ok(Blob {
             key: info.key,
@@ -194,36 +184,18 @@ impl PluginBlobs {
     ) -> Result<u64, BlobError> {
         let a = self.active()?;
         let (mut warm, idx) = self.instance(&a).await?;
-        let (cx, k, i) = (invocation(&a), key.to_owned(), idx.clone());
+        let (cx, k) = (invocation(&a), key.to_owned());
         let reader: ResourceAny = self
-            .run(
-                &a,
-                &mut warm,
-                Box::new(move |store, instance| {
-                    Box::pin(async move {
-                        i.load(&mut *store, instance)?
-                            .call_open_read(store, &cx, &k)
-                            .await
-                    })
-                }),
-            )
+            .op(&a, &mut warm, &idx, move |g, store| {
+                Box::pin(async move { g.call_open_read(store, &cx, &k).await })
+            })
             .await?;
         let mut total = 0u64;
         loop {
-            let i = idx.clone();
             let chunk = self
-                .run(
-                    &a,
-                    &mut warm,
-                    Box::new(move |store, instance| {
-                        Box::pin(async move {
-                            i.load(&mut *store, instance)?
-                                .reader()
-                                .call_read(store, reader, CHUNK as u32)
-                                .await
-                        })
-                    }),
-                )
+                .op(&a, &mut warm, &idx, move |g, store| {
+                    Box::pin(async move { g.reader().call_read(store, reader, CHUNK as u32).await })
+                })
                 .await?;
             let Some(chunk) = chunk else { break };
             if chunk.len() > CHUNK {
@@ -240,20 +212,12 @@ impl PluginBlobs {
 
     pub(crate) async fn stat(&self, key: &str) -> Result<Option<Blob>, BlobError> {
         let a = self.active()?;
-        let (mut warm, i) = self.instance(&a).await?;
+        let (mut warm, idx) = self.instance(&a).await?;
         let (cx, k) = (invocation(&a), key.to_owned());
         let info = self
-            .run(
-                &a,
-                &mut warm,
-                Box::new(move |store, instance| {
-                    Box::pin(async move {
-                        i.load(&mut *store, instance)?
-                            .call_stat(store, &cx, &k)
-                            .await
-                    })
-                }),
-            )
+            .op(&a, &mut warm, &idx, move |g, store| {
+                Box::pin(async move { g.call_stat(store, &cx, &k).await })
+            })
             .await?;
         Ok(info.map(|i| Blob {
             key: i.key,
@@ -263,19 +227,11 @@ impl PluginBlobs {
 
     pub(crate) async fn delete(&self, key: &str) -> Result<bool, BlobError> {
         let a = self.active()?;
-        let (mut warm, i) = self.instance(&a).await?;
+        let (mut warm, idx) = self.instance(&a).await?;
         let (cx, k) = (invocation(&a), key.to_owned());
-        self.run(
-            &a,
-            &mut warm,
-            Box::new(move |store, instance| {
-                Box::pin(async move {
-                    i.load(&mut *store, instance)?
-                        .call_delete(store, &cx, &k)
-                        .await
-                })
-            }),
-        )
+        self.op(&a, &mut warm, &idx, move |g, store| {
+            Box::pin(async move { g.call_delete(store, &cx, &k).await })
+        })
         .await
     }
 
@@ -287,20 +243,15 @@ impl PluginBlobs {
         limit: u32,
     ) -> Result<Vec<Blob>, BlobError> {
         let a = self.active()?;
-        let (mut warm, i) = self.instance(&a).await?;
+        let (mut warm, idx) = self.instance(&a).await?;
         let (cx, p, after) = (invocation(&a), prefix.to_owned(), after.map(str::to_owned));
         let list = self
-            .run(
-                &a,
-                &mut warm,
-                Box::new(move |store, instance| {
-                    Box::pin(async move {
-                        i.load(&mut *store, instance)?
-                            .call_list_blobs(store, &cx, &p, after.as_deref(), limit.min(1000))
-                            .await
-                    })
-                }),
-            )
+            .op(&a, &mut warm, &idx, move |g, store| {
+                Box::pin(async move {
+                    g.call_list_blobs(store, &cx, &p, after.as_deref(), limit.min(1000))
+                        .await
+                })
+            })
             .await?;
         Ok(list
             .into_iter()
