@@ -333,6 +333,7 @@ async fn approval_bot_asks_and_records_who_decided() -> anyhow::Result<()> {
     let node = TestNode::spawn_with(config()).await?;
     let boris = user(&node, "boris").await?;
     let anna = user(&node, "anna").await?;
+    let vera = user(&node, "vera").await?;
     let ctx = plugin_folder("invoice-context")?;
     install(&node, ctx.path(), &["kv"], &[]).await?;
     let bot = plugin_folder("approval-bot")?;
@@ -340,7 +341,8 @@ async fn approval_bot_asks_and_records_who_decided() -> anyhow::Result<()> {
     assert_eq!(info.bot_user.as_deref(), Some("approval-bot@test.local"));
 
     let mut payload: serde_json::Value = serde_json::from_str(INVOICE)?;
-    payload["readers"] = serde_json::json!(["anna@test.local", "boris@test.local"]);
+    payload["readers"] =
+        serde_json::json!(["anna@test.local", "boris@test.local", "vera@test.local"]);
     payload["writers"] = serde_json::json!(["anna@test.local", "boris@test.local"]);
     event(
         &node,
@@ -376,6 +378,9 @@ async fn approval_bot_asks_and_records_who_decided() -> anyhow::Result<()> {
         action_id: action.into(),
     };
     ask(&boris, click("approve")).await?;
+    // Vera may read the invoice but not act on it: her click is refused.
+    let err = ask(&vera, click("approve")).await.unwrap_err();
+    assert_eq!(server_code(&err), Some(ErrorCode::Forbidden), "{err:#}");
     ask(&anna, click("reject")).await?;
     let replies = eventually(10, "two answers", async || {
         let m: Vec<Message> = messages(&boris, &d.id).await?.into_iter().skip(1).collect();
