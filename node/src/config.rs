@@ -71,6 +71,9 @@ pub struct PluginsConfig {
     pub breaker_window_secs: u64,
     /// The first pause, in milliseconds; doubled after each failed probe, up to 15 minutes.
     pub breaker_pause_ms: u64,
+    /// The share of one core each bot or storage backend may use, in percent; a plugin that
+    /// used it up waits for the next second.
+    pub cpu_share_percent: u32,
 }
 
 impl Default for PluginsConfig {
@@ -81,6 +84,7 @@ impl Default for PluginsConfig {
             breaker_failures: 5,
             breaker_window_secs: 60,
             breaker_pause_ms: 30_000,
+            cpu_share_percent: 25,
         }
     }
 }

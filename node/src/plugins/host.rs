@@ -88,6 +88,10 @@ pub(crate) struct PluginEnv {
     pub(crate) main: tokio::runtime::Handle,
     /// Posts made through `messaging` in the current minute.
     pub(crate) posts: Mutex<(Instant, u32)>,
+    /// CPU the plugin's bot and storage calls used in the current second (epoch ticks), and
+    /// how many ticks a second it may use.
+    pub(crate) cpu: Mutex<(Instant, u64)>,
+    pub(crate) cpu_per_second: u64,
 }
 
 /// One log line from a plugin.
@@ -205,6 +209,24 @@ impl HostState {
 }
 
 impl PluginEnv {
+    /// Records `ticks` of CPU used by a call.
+    pub(crate) fn charge_cpu(&self, ticks: u32) {
+        let mut cpu = self.cpu.lock().unwrap_or_else(|e| e.into_inner());
+        if cpu.0.elapsed() >= std::time::Duration::from_secs(1) {
+            *cpu = (Instant::now(), 0);
+        }
+        cpu.1 += u64::from(ticks);
+    }
+
+    /// How long to wait before the next call, if the plugin used up its CPU share for this
+    /// second.
+    pub(crate) fn cpu_wait(&self) -> Option<std::time::Duration> {
+        let cpu = self.cpu.lock().unwrap_or_else(|e| e.into_inner());
+        let second = std::time::Duration::from_secs(1);
+        (cpu.1 >= self.cpu_per_second && cpu.0.elapsed() < second)
+            .then(|| second.saturating_sub(cpu.0.elapsed()))
+    }
+
     /// Runs `work` on the node's runtime and waits for it.
     async fn on_main<T: Send + 'static>(
         &self,

@@ -286,6 +286,10 @@ impl Plugins {
             hub: Arc::downgrade(&self.shared),
             main: self.shared.runtime.main.clone(),
             posts: Mutex::new((Instant::now(), 0)),
+            cpu: Mutex::new((Instant::now(), 0)),
+            cpu_per_second: u64::from(self.shared.config.cpu_share_percent.clamp(1, 100)) * 1000
+                / runtime::TICK.as_millis() as u64
+                / 100,
         })
     }
 
@@ -810,6 +814,12 @@ impl Plugins {
                 "paused for {} ms",
                 left.as_millis()
             )));
+        }
+        // Bots and storage backends get a share of one core: one spinning at its CPU limit
+        // call after call waits out the rest of each second. (Providers answer the node's own
+        // requests; their cost is bounded by the cache and the breaker instead.)
+        if !read_only && let Some(wait) = a.env.cpu_wait() {
+            tokio::time::sleep(wait).await;
         }
         let (result, logs, stderr) = loaded
             .call(&self.shared.runtime, &a.env, read_only, f)

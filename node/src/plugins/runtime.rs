@@ -539,6 +539,7 @@ impl Loaded {
         warm.store.set_epoch_deadline(1);
         let left = timeout.saturating_sub(started.elapsed());
         let outcome = tokio::time::timeout(left, f(&mut warm.store, &warm.instance)).await;
+        env.charge_cpu(warm.store.data().cpu_ticks);
         let logs = std::mem::take(&mut warm.store.data_mut().logs);
         let stderr = warm.store.data_mut().take_output();
         let result = match outcome {
@@ -677,6 +678,7 @@ pub(crate) async fn call_on<R: Send + 'static>(
         w.store.data_mut().reset_call(false);
         w.store.set_epoch_deadline(1);
         let outcome = tokio::time::timeout(timeout, f(&mut w.store, &w.instance)).await;
+        w.store.data().env.charge_cpu(w.store.data().cpu_ticks);
         let logs = std::mem::take(&mut w.store.data_mut().logs);
         let stderr = w.store.data_mut().take_output();
         let result = match outcome {
