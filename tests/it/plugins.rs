@@ -178,7 +178,10 @@ fn server_code(e: &anyhow::Error) -> Option<ErrorCode> {
 #[tokio::test]
 async fn invoice_context_decides_who_sees_an_invoice_and_how_it_is_shown() -> anyhow::Result<()> {
     let _log = subscribe();
-    let node = TestNode::spawn_with(config()).await?;
+    // Answers stay cached far longer than the test runs: only dropping the cache changes them.
+    let mut c = config();
+    c.plugins.authorize_cache_ms = 600_000;
+    let node = TestNode::spawn_with(c).await?;
     let boris = user(&node, "boris").await?;
     let anna = user(&node, "anna").await?;
     let eve = user(&node, "eve").await?;
@@ -323,6 +326,35 @@ async fn invoice_context_decides_who_sees_an_invoice_and_how_it_is_shown() -> an
             discussion: d.id.clone(),
         },
     )
+    .await?;
+
+    // The ERP takes Anna off the invoice. Her cached answer still admits her; reloading the
+    // plugin drops the cache, and then she is refused.
+    let get = Request::GetDiscussion {
+        discussion: d.id.clone(),
+    };
+    discussion(&anna, get.clone()).await?;
+    let updated = INVOICE.replace(r#""readers":["anna@test.local"]"#, r#""readers":[]"#);
+    assert_ne!(updated, INVOICE);
+    event(
+        &node,
+        "invoice.updated",
+        Some(invoice("INV-1")),
+        &updated,
+        "e2",
+    )
+    .await?;
+    discussion(&anna, get.clone()).await?;
+    node.admin(AdminRequest::PluginReload {
+        id: "invoice-context".into(),
+    })
+    .await?;
+    eventually(10, "anna refused", async || {
+        match ask(&anna, get.clone()).await {
+            Err(e) if server_code(&e) == Some(ErrorCode::NotFound) => Ok(()),
+            other => bail!("still admitted: {other:?}"),
+        }
+    })
     .await?;
     Ok(())
 }

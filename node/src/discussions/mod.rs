@@ -621,14 +621,7 @@ impl Discussions {
             let click = Click {
                 message: message_id.to_owned(),
                 discussion: discussion.to_owned(),
-                object: match (&row.object_app, &row.object_type, &row.object_id) {
-                    (Some(a), Some(t), Some(i)) => Some(ObjectRef {
-                        application: a.clone(),
-                        object_type: t.clone(),
-                        object_id: i.clone(),
-                    }),
-                    _ => None,
-                },
+                object: render::object(&row),
                 action: action_id.to_owned(),
                 user: caller.user.clone(),
                 data: message.data.clone(),

@@ -559,7 +559,7 @@ impl Sequencer {
                 None,
             ));
         }
-        let Some(key) = object_key(d) else {
+        let (Some(key), Some(object)) = (object_key(d), render::object(d)) else {
             return Ok((Vec::new(), None));
         };
         if self.plugins.serves(key.kind) {
@@ -569,11 +569,6 @@ impl Sequencer {
             candidates.extend(self.registry.watcher_users(&d.id));
             candidates.sort();
             candidates.dedup();
-            let object = ObjectRef {
-                application: key.app.to_owned(),
-                object_type: key.kind.to_owned(),
-                object_id: key.id.to_owned(),
-            };
             let access = self
                 .plugins
                 .object_access_many(&object, &candidates)
@@ -595,11 +590,6 @@ impl Sequencer {
         let mut allowed: HashSet<String> =
             b.users_with_object_access(key).await?.into_iter().collect();
         // Bots are not on access lists: they hold their object types by their manifest.
-        let object = ObjectRef {
-            application: key.app.to_owned(),
-            object_type: key.kind.to_owned(),
-            object_id: key.id.to_owned(),
-        };
         let bot_followers = if self.plugins.has_bots() {
             b.followers(&d.id).await?
         } else {
@@ -1290,11 +1280,7 @@ impl Sequencer {
         let message = BotMessage {
             id: row.id.clone(),
             discussion: d.id.clone(),
-            object: object_key(d).map(|k| ObjectRef {
-                application: k.app.to_owned(),
-                object_type: k.kind.to_owned(),
-                object_id: k.id.to_owned(),
-            }),
+            object: render::object(d),
             author: caller.user.clone(),
             text: row.text.clone().unwrap_or_default(),
             mentions: mentions.to_vec(),

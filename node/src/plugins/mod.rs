@@ -895,15 +895,24 @@ impl Plugins {
         }
     }
 
+    /// The plugin serving `object_type` (asked on every access check: no copying).
     fn provider_for(&self, object_type: &str) -> Option<Arc<Active>> {
-        self.all().into_iter().find(|a| {
-            a.env
-                .manifest
-                .roles
-                .context_provider
-                .as_ref()
-                .is_some_and(|c| c.object_types.iter().any(|t| t == object_type))
-        })
+        self.shared
+            .active
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|a| {
+                a.env
+                    .manifest
+                    .roles
+                    .context_provider
+                    .as_ref()
+                    .is_some_and(|c| c.object_types.iter().any(|t| t == object_type))
+            })
+            // Two plugins serving one type: the first by id, as `plugin list` shows them.
+            .min_by(|a, b| a.env.id.cmp(&b.env.id))
+            .cloned()
     }
 
     /// What `user` may do in the object's discussion, if a context provider serves its type
