@@ -129,11 +129,11 @@ fn now_ms() -> i64 {
 }
 
 /// SHA-256 of a token, hex: what the database keeps.
-fn token_hash(token: &str) -> String {
+pub(crate) fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 

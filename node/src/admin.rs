@@ -11,13 +11,15 @@ use std::sync::Arc;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use veche_protocol::admin::{AdminReply, AdminRequest};
-use veche_protocol::{ClientFrame, ErrorBody, ErrorCode, Reply, Request, ServerFrame, frame};
+use veche_protocol::admin::{AdminReply, AdminRequest, AppInfo, WebhookInfo};
+use veche_protocol::{ClientFrame, Timestamp, ErrorBody, ErrorCode, Reply, Request, ServerFrame, frame};
 
 use crate::accounts::{AccountError, Accounts, UserSpec};
+use crate::apps::{AppError, Apps, NewWebhook, Signing};
 use crate::discussions::Discussions;
 use crate::plugins::{BusinessEvent, PluginError, Plugins};
 use crate::server::registry::Registry;
+use crate::store::{AppRow, WebhookStatus};
 
 /// What an administrator command needs: the accounts and the live connections.
 #[derive(Debug, Clone)]
@@ -26,6 +28,7 @@ pub(crate) struct Services {
     pub(crate) registry: Arc<Registry>,
     pub(crate) discussions: Discussions,
     pub(crate) plugins: Plugins,
+    pub(crate) apps: Apps,
 }
 
 /// Carries out one administrator command on behalf of `actor` (written to the audit log).
@@ -145,7 +148,120 @@ pub(crate) async fn execute(
                 fresh: services.plugins.post_event(event).await?,
             }
         }
+        AdminRequest::AppRegister { name, email } => {
+            apps(
+                services
+                    .apps
+                    .start_registration(&name, &email, true, actor)
+                    .await,
+            )?;
+            AdminReply::Done
+        }
+        AdminRequest::AppList => AdminReply::Apps {
+            apps: apps(services.apps.list().await)?
+                .iter()
+                .map(app_info)
+                .collect(),
+        },
+        AdminRequest::AppRevoke { name } => {
+            apps(services.apps.revoke(&name, actor).await)?;
+            services
+                .registry
+                .end_sessions(&[format!("app:{name}")], "the application was revoked");
+            AdminReply::Done
+        }
+        AdminRequest::WebhookAdd {
+            url,
+            kinds,
+            signing,
+        } => {
+            let signing = match signing.as_str() {
+                "hmac-sha256" | "" => Signing::HmacSha256,
+                "ed25519" => Signing::Ed25519,
+                other => {
+                    return Err(AccountError::BadRequest(format!(
+                        "signing {other:?}: use hmac-sha256 or ed25519"
+                    )));
+                }
+            };
+            let row = apps(
+                services
+                    .apps
+                    .add_webhook(
+                        "node",
+                        NewWebhook {
+                            url,
+                            kinds,
+                            signing,
+                        },
+                    )
+                    .await,
+            )?;
+            let secret = row.secret.clone();
+            AdminReply::Webhook {
+                webhook: webhook_info(&WebhookStatus {
+                    hook: row,
+                    pending: 0,
+                    delivered: 0,
+                    failed: 0,
+                    last_error: None,
+                }),
+                secret,
+            }
+        }
+        AdminRequest::WebhookList => AdminReply::Webhooks {
+            webhooks: apps(services.apps.webhooks(None).await)?
+                .iter()
+                .map(webhook_info)
+                .collect(),
+        },
+        AdminRequest::WebhookRemove { id } => {
+            apps(services.apps.remove_webhook(&id, None).await)?;
+            AdminReply::Done
+        }
+        AdminRequest::WebhookRetry { id } => AdminReply::Replayed {
+            count: apps(services.apps.retry_webhook(&id).await)?,
+        },
     })
+}
+
+/// Application errors in the admin protocol's terms.
+fn apps<T>(result: Result<T, AppError>) -> Result<T, AccountError> {
+    result.map_err(|e| match e {
+        AppError::NotFound(what) => AccountError::NotFound(what),
+        AppError::Store(e) => AccountError::Store(e),
+        e => AccountError::BadRequest(e.to_string()),
+    })
+}
+
+pub(crate) fn app_info(row: &AppRow) -> AppInfo {
+    AppInfo {
+        name: row.name.clone(),
+        user_id: row.user_id.clone(),
+        email: row.email.clone(),
+        status: row.status.clone(),
+        created_at: Timestamp(row.created_at),
+        activated_at: row.activated_at.map(Timestamp),
+        instance_id: row.instance_id.clone(),
+        copy_refusals: u64::try_from(row.copy_refusals).unwrap_or(0),
+        last_copy_at: row.last_copy_at.map(Timestamp),
+        last_copy_instance: row.last_copy_instance.clone(),
+    }
+}
+
+pub(crate) fn webhook_info(w: &WebhookStatus) -> WebhookInfo {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    WebhookInfo {
+        id: w.hook.id.clone(),
+        owner: w.hook.owner.clone(),
+        url: w.hook.url.clone(),
+        kinds: serde_json::from_str(&w.hook.kinds).unwrap_or_default(),
+        signing: w.hook.signing.clone(),
+        pending: count(w.pending),
+        delivered: count(w.delivered),
+        failed: count(w.failed),
+        last_error: w.last_error.clone(),
+    }
 }
 
 /// Plugin errors in the admin protocol's terms.

@@ -150,6 +150,58 @@ enum AdminCommand {
         #[arg(long)]
         key: String,
     },
+    /// Business applications.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Outgoing webhooks.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AppCommand {
+    /// Start a registration: a one-time code is e-mailed; the application activates with it.
+    Register {
+        /// The application's name (a-z, 0-9, '.', '_', '-').
+        name: String,
+        /// Where the code goes.
+        #[arg(long)]
+        email: String,
+    },
+    /// List applications, with refused copies of their databases.
+    List,
+    /// Revoke an application's credentials.
+    Revoke {
+        /// The application's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhookCommand {
+    /// Send business events of these kinds to a URL.
+    Add {
+        /// The receiver.
+        url: String,
+        /// An event kind, or '*'; repeat for several.
+        #[arg(long = "kind", required = true)]
+        kinds: Vec<String>,
+        /// hmac-sha256 or ed25519.
+        #[arg(long, default_value = "hmac-sha256")]
+        signing: String,
+    },
+    /// List webhooks with delivered, pending and failed requests.
+    List,
+    /// Remove a webhook.
+    Remove {
+        /// Its id.
+        id: String,
+    },
+    /// Queue a webhook's failed requests again.
+    Retry {
+        /// Its id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -407,6 +459,35 @@ async fn admin_command(
 ) -> anyhow::Result<()> {
     let command = match command {
         AdminCommand::User(command) => command,
+        AdminCommand::App(command) => {
+            let request = match command {
+                AppCommand::Register { name, email } => AdminRequest::AppRegister { name, email },
+                AppCommand::List => AdminRequest::AppList,
+                AppCommand::Revoke { name } => AdminRequest::AppRevoke { name },
+            };
+            let (data_path, config) = resolve(location)?;
+            let reply = send_admin(&data_path, config, request).await?;
+            return Ok(print_admin_reply(&reply, out)?);
+        }
+        AdminCommand::Webhook(command) => {
+            let request = match command {
+                WebhookCommand::Add {
+                    url,
+                    kinds,
+                    signing,
+                } => AdminRequest::WebhookAdd {
+                    url,
+                    kinds,
+                    signing,
+                },
+                WebhookCommand::List => AdminRequest::WebhookList,
+                WebhookCommand::Remove { id } => AdminRequest::WebhookRemove { id },
+                WebhookCommand::Retry { id } => AdminRequest::WebhookRetry { id },
+            };
+            let (data_path, config) = resolve(location)?;
+            let reply = send_admin(&data_path, config, request).await?;
+            return Ok(print_admin_reply(&reply, out)?);
+        }
         AdminCommand::Audit { limit } => {
             let (data_path, config) = resolve(location)?;
             let reply = send_admin(&data_path, config, AdminRequest::AuditLog { limit }).await?;
@@ -620,7 +701,65 @@ fn print_admin_reply(reply: &AdminReply, out: &mut dyn Write) -> std::io::Result
                 "this source already posted this key; nothing was done"
             }
         ),
+        AdminReply::Apps { apps } => {
+            if apps.is_empty() {
+                writeln!(out, "no applications")?;
+            }
+            apps.iter().try_for_each(|a| {
+                let copies = match (&a.last_copy_at, &a.last_copy_instance) {
+                    (Some(at), Some(instance)) => format!(
+                        "\t{} copy refusal(s), last {at} from instance {instance}",
+                        a.copy_refusals
+                    ),
+                    _ => String::new(),
+                };
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\tinstance {}{copies}",
+                    a.name,
+                    a.status,
+                    a.email,
+                    a.instance_id.as_deref().unwrap_or("-")
+                )
+            })
+        }
+        AdminReply::Webhook { webhook, secret } => {
+            print_webhook(webhook, out)?;
+            if !secret.is_empty() {
+                writeln!(out, "HMAC secret (shown once): {secret}")?;
+            }
+            Ok(())
+        }
+        AdminReply::Webhooks { webhooks } => {
+            if webhooks.is_empty() {
+                writeln!(out, "no webhooks")?;
+            }
+            webhooks.iter().try_for_each(|w| print_webhook(w, out))
+        }
+        AdminReply::Done => writeln!(out, "done"),
     }
+}
+
+fn print_webhook(
+    w: &veche_protocol::admin::WebhookInfo,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{}\t{}\t{}\t{}\t{}\tdelivered {}\tpending {}\tfailed {}{}",
+        w.id,
+        w.owner,
+        w.url,
+        w.kinds.join(","),
+        w.signing,
+        w.delivered,
+        w.pending,
+        w.failed,
+        w.last_error
+            .as_ref()
+            .map(|e| format!("\tlast error: {e}"))
+            .unwrap_or_default()
+    )
 }
 
 fn print_plugin(p: &veche_protocol::admin::PluginInfo, out: &mut dyn Write) -> std::io::Result<()> {

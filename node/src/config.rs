@@ -54,6 +54,124 @@ pub struct Config {
     pub log: LogConfig,
     /// `[plugins]`
     pub plugins: PluginsConfig,
+    /// `[http]`
+    pub http: HttpConfig,
+    /// `[smtp]`
+    pub smtp: SmtpConfig,
+    /// `[apps]`
+    pub apps: AppsConfig,
+}
+
+/// `[http]`: the HTTP/WebSocket gateway for applications and clients that cannot speak QUIC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Whether the gateway runs.
+    pub enabled: bool,
+    /// The address it listens on. Plain HTTP: keep it on loopback or a trusted network, or
+    /// put a TLS-terminating reverse proxy in front.
+    pub listen: SocketAddr,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8780)),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// STARTTLS when the relay offers it, plain otherwise (an internal relay).
+    Opportunistic,
+    /// STARTTLS or nothing is sent.
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// Never encrypt (a relay on this machine).
+    None,
+}
+
+/// `[smtp]`: the relay that carries registration codes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// The relay's host name; empty means no mail can be sent (registration by code is
+    /// refused with a message saying so).
+    pub host: String,
+    /// The relay's port.
+    pub port: u16,
+    /// How the connection is secured.
+    pub security: SmtpSecurity,
+    /// The sender address.
+    pub from: String,
+    /// Login for relays that require authentication.
+    pub username: Option<String>,
+    /// Password for relays that require authentication.
+    pub password: Option<String>,
+    /// How long one conversation with the relay may take, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: 25,
+            security: SmtpSecurity::Opportunistic,
+            from: "veche@localhost".into(),
+            username: None,
+            password: None,
+            timeout_secs: 20,
+        }
+    }
+}
+
+/// `[apps]`: business applications, their webhooks and topics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppsConfig {
+    /// E-mail domains (`corp.example`) from which an application may start its own
+    /// registration; an administrator can always start one (`veche admin app register`).
+    pub self_registration_domains: Vec<String>,
+    /// How long a registration code stays valid, in seconds.
+    pub code_ttl_secs: u64,
+    /// Wrong codes tried before the registration's codes stop working.
+    pub code_attempts: u32,
+    /// Shortest interval between two codes sent for one application, in seconds.
+    pub code_resend_secs: u64,
+    /// The first retry delay of a failed webhook request, in milliseconds; doubled on each
+    /// further failure, up to ten minutes.
+    pub webhook_retry_base_ms: u64,
+    /// Attempts after which a webhook request is given up and shown as failed.
+    pub webhook_attempts: u32,
+    /// How long one webhook request may take, in seconds.
+    pub webhook_timeout_secs: u64,
+    /// How long a pulled topic message stays leased before it is delivered again, by
+    /// default, in seconds.
+    pub topic_lease_secs: u64,
+}
+
+impl Default for AppsConfig {
+    fn default() -> Self {
+        Self {
+            self_registration_domains: Vec::new(),
+            code_ttl_secs: 900,
+            code_attempts: 5,
+            code_resend_secs: 60,
+            webhook_retry_base_ms: 1000,
+            webhook_attempts: 12,
+            webhook_timeout_secs: 10,
+            topic_lease_secs: 30,
+        }
+    }
 }
 
 /// `[plugins]`: the WASM plugin host.

@@ -70,6 +70,11 @@ impl NodeIdentity {
         Ok(Self { key })
     }
 
+    /// The signing key, for signing what the node sends (webhook requests).
+    pub(crate) fn signing_key(&self) -> SigningKey {
+        self.key.clone()
+    }
+
     /// The public key, hex-encoded.
     pub(crate) fn public_key_hex(&self) -> String {
         hex::encode(self.key.verifying_key().as_bytes())

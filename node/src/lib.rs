@@ -7,10 +7,12 @@
 
 pub mod accounts;
 mod admin;
+mod apps;
 pub mod cli;
 pub mod config;
 pub mod data_dir;
 mod discussions;
+mod gateway;
 mod identity;
 pub mod logging;
 mod node;

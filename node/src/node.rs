@@ -16,9 +16,11 @@ use veche_protocol::ids::NodeName;
 
 use crate::accounts::{AccountError, Accounts};
 use crate::admin::{self, Services};
+use crate::apps::Apps;
 use crate::config::Config;
 use crate::data_dir::{DataDir, DataLock, LockError, write_private};
 use crate::discussions::Discussions;
+use crate::gateway::{self, Gateway};
 use crate::identity::{IdentityError, NodeIdentity};
 use crate::plugins::Plugins;
 use crate::server::registry::Registry;
@@ -104,6 +106,8 @@ pub struct StartInfo {
     pub setup_token_expires: Option<Timestamp>,
     /// The admin socket, when enabled.
     pub admin_socket: Option<PathBuf>,
+    /// The bound HTTP gateway address, when enabled.
+    pub http_addr: Option<SocketAddr>,
 }
 
 /// Storage and accounts opened on a data folder, with its lock held.
@@ -114,6 +118,7 @@ pub(crate) struct Opened {
     pub(crate) store: Store,
     pub(crate) node_name: NodeName,
     pub(crate) services: Services,
+    pub(crate) identity: NodeIdentity,
 }
 
 /// Opens the data folder for a node or an offline admin command.
@@ -137,6 +142,15 @@ pub(crate) async fn open(config: &Config, data: DataDir) -> Result<Opened, Start
     )
     .await
     .map_err(StartError::Plugins)?;
+    let identity = NodeIdentity::load_or_create(&data.identity_path())?;
+    let apps = Apps::new(
+        store.clone(),
+        node_name.clone(),
+        config.apps.clone(),
+        config.smtp.clone(),
+        plugins.clone(),
+        identity.signing_key(),
+    );
     let discussions = Discussions::start(
         store.clone(),
         node_name.clone(),
@@ -154,7 +168,9 @@ pub(crate) async fn open(config: &Config, data: DataDir) -> Result<Opened, Start
             registry,
             discussions,
             plugins,
+            apps,
         },
+        identity,
     })
 }
 
@@ -212,6 +228,7 @@ impl RunningNode {
             store,
             node_name,
             services,
+            identity,
         } = opened;
 
         if let Some(seq) = store.verify_audit_chain().await? {
@@ -227,7 +244,6 @@ impl RunningNode {
             tracing::info!(removed, "removed expired sessions");
         }
         services.plugins.connect(services.discussions.clone());
-        let identity = NodeIdentity::load_or_create(&data.identity_path())?;
         let tls = TlsMaterial::load(&data, &config.tls, node_name.as_str())?;
 
         let setup = services.accounts.issue_setup_token().await?;
@@ -280,6 +296,22 @@ impl RunningNode {
             None
         };
 
+        let (http, http_addr) = if config.http.enabled {
+            let listener = tokio::net::TcpListener::bind(config.http.listen)
+                .await
+                .map_err(|source| ListenError::Bind {
+                    addr: config.http.listen,
+                    source,
+                })?;
+            let addr = listener.local_addr().map_err(|source| ListenError::Bind {
+                addr: config.http.listen,
+                source,
+            })?;
+            (Some(listener), Some(addr))
+        } else {
+            (None, None)
+        };
+
         let info = StartInfo {
             node_name: node_name.to_string(),
             quic_addr,
@@ -291,6 +323,7 @@ impl RunningNode {
             setup_token: setup.as_ref().map(|(t, _)| t.clone()),
             setup_token_expires: setup.map(|(_, e)| e),
             admin_socket: admin_socket.clone(),
+            http_addr,
         };
 
         let shared = Arc::new(Shared {
@@ -302,6 +335,7 @@ impl RunningNode {
         });
         let connections = TaskTracker::new();
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let http_config = config.http.clone();
         let task = tokio::spawn({
             let stop = stop.clone();
             async move {
@@ -311,9 +345,26 @@ impl RunningNode {
                     connections.clone(),
                 ));
                 let sweeper = tokio::spawn(sweep_sessions(store.clone(), stop.clone()));
+                shared.services.apps.spawn_sender(stop.clone());
+                let gateway = http.map(|listener| {
+                    tokio::spawn(gateway::serve(
+                        listener,
+                        Arc::new(Gateway {
+                            services: shared.services.clone(),
+                            node_name: shared.node_name.clone(),
+                            stop: stop.clone(),
+                        }),
+                        http_config,
+                    ))
+                });
                 stop.cancelled().await;
                 let _ = accept.await;
                 sweeper.abort();
+                if let Some(gateway) = gateway
+                    && tokio::time::timeout(grace, gateway).await.is_err()
+                {
+                    tracing::warn!("HTTP requests did not finish within the shutdown grace period");
+                }
                 // Each connection finishes its requests in flight, tells its client, and
                 // closes; then stragglers are waited for and anything left is closed.
                 connections.close();
@@ -343,7 +394,7 @@ impl RunningNode {
                 tracing::info!("node stopped");
             }
         });
-        tracing::info!(node = %info.node_name, addr = %quic_addr, "node started");
+        tracing::info!(node = %info.node_name, addr = %quic_addr, http = ?info.http_addr, "node started");
         Ok(Self {
             info,
             services,

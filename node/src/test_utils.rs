@@ -24,6 +24,8 @@ pub fn test_config() -> Config {
     config.node.name = Some("test.local".to_owned());
     config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.server.shutdown_grace_secs = 5;
+    config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.apps.webhook_retry_base_ms = 50;
     config
 }
 
@@ -67,6 +69,14 @@ impl TestNode {
     /// What the node reported at start.
     pub fn info(&self) -> &StartInfo {
         self.node().info()
+    }
+
+    /// The HTTP gateway's base URL, `http://127.0.0.1:PORT`.
+    pub fn http_url(&self) -> String {
+        match self.info().http_addr {
+            Some(addr) => format!("http://{addr}"),
+            None => String::new(),
+        }
     }
 
     /// The QUIC address to connect to.

@@ -127,6 +127,41 @@ pub enum AdminRequest {
         /// The application's id for the event.
         idempotency_key: String,
     },
+    /// Starts an application's registration: a one-time code is e-mailed to `email`.
+    AppRegister {
+        /// The application's name (its login, and the `application` of its objects).
+        name: String,
+        /// Where the code goes.
+        email: String,
+    },
+    /// Lists applications.
+    AppList,
+    /// Revokes an application's credentials.
+    AppRevoke {
+        /// The application's name.
+        name: String,
+    },
+    /// Adds a node webhook: business events of these kinds are POSTed to `url`, signed.
+    WebhookAdd {
+        /// The receiver.
+        url: String,
+        /// Event kinds, or `*` for all.
+        kinds: Vec<String>,
+        /// `hmac-sha256` or `ed25519`.
+        signing: String,
+    },
+    /// Lists every webhook with its delivery state.
+    WebhookList,
+    /// Removes a webhook.
+    WebhookRemove {
+        /// Its id.
+        id: String,
+    },
+    /// Queues a webhook's failed requests again.
+    WebhookRetry {
+        /// Its id.
+        id: String,
+    },
 }
 
 /// The result of an administrator command.
@@ -188,6 +223,73 @@ pub enum AdminReply {
         /// `false` if the source had already sent this idempotency key.
         fresh: bool,
     },
+    /// Answer to `AppList`.
+    Apps {
+        /// By name.
+        apps: Vec<AppInfo>,
+    },
+    /// Answer to `WebhookAdd`.
+    Webhook {
+        /// The webhook.
+        webhook: WebhookInfo,
+        /// The HMAC secret, shown only now (empty for ed25519).
+        secret: String,
+    },
+    /// Answer to `WebhookList`.
+    Webhooks {
+        /// Oldest first.
+        webhooks: Vec<WebhookInfo>,
+    },
+    /// A command that returns nothing succeeded.
+    Done,
+}
+
+/// A business application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppInfo {
+    /// Its name.
+    pub name: String,
+    /// Its user id.
+    pub user_id: String,
+    /// Where its codes go.
+    pub email: String,
+    /// `pending`, `active` or `revoked`.
+    pub status: String,
+    /// When its registration started.
+    pub created_at: Timestamp,
+    /// When it was activated.
+    pub activated_at: Option<Timestamp>,
+    /// The instance it is bound to.
+    pub instance_id: Option<String>,
+    /// Connections refused as copies of its database.
+    pub copy_refusals: u64,
+    /// The last such refusal.
+    pub last_copy_at: Option<Timestamp>,
+    /// The instance id the last copy presented.
+    pub last_copy_instance: Option<String>,
+}
+
+/// An outgoing webhook and the state of its requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookInfo {
+    /// Its id.
+    pub id: String,
+    /// `node` or the owning application's user id.
+    pub owner: String,
+    /// The receiver.
+    pub url: String,
+    /// Event kinds it wants.
+    pub kinds: Vec<String>,
+    /// `hmac-sha256` or `ed25519`.
+    pub signing: String,
+    /// Requests waiting or being retried.
+    pub pending: u64,
+    /// Requests delivered.
+    pub delivered: u64,
+    /// Requests given up after every attempt failed.
+    pub failed: u64,
+    /// The most recent error.
+    pub last_error: Option<String>,
 }
 
 /// An installed plugin.

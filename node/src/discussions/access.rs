@@ -30,6 +30,8 @@ pub(crate) trait AccessFacts {
         object: ObjectKey<'_>,
         user: &str,
     ) -> Result<bool, StoreError>;
+    /// Whether `user` is the active application named `app`.
+    async fn is_app(&mut self, user: &str, app: &str) -> Result<bool, StoreError>;
 }
 
 /// Reads the facts from the reader pool.
@@ -50,6 +52,9 @@ impl AccessFacts for Reader<'_> {
     ) -> Result<bool, StoreError> {
         self.0.has_object_access(object, user).await
     }
+    async fn is_app(&mut self, user: &str, app: &str) -> Result<bool, StoreError> {
+        self.0.is_app(user, app).await
+    }
 }
 
 impl AccessFacts for Batch {
@@ -66,6 +71,9 @@ impl AccessFacts for Batch {
         user: &str,
     ) -> Result<bool, StoreError> {
         Batch::has_object_access(self, object, user).await
+    }
+    async fn is_app(&mut self, user: &str, app: &str) -> Result<bool, StoreError> {
+        Batch::is_app(self, user, app).await
     }
 }
 
@@ -116,14 +124,22 @@ pub(crate) async fn authorize(
     }
 }
 
-/// What `user` may do with an object's discussion: the type's context provider decides if
-/// one is installed, else the object's access list (which grants reading and posting).
+/// What `user` may do with an object's discussion: the application that owns the object's
+/// namespace may do everything; otherwise the type's context provider decides if one is
+/// installed, else the object's access list (which grants reading and posting).
 pub(crate) async fn object_access(
     facts: &mut impl AccessFacts,
     plugins: &Plugins,
     object: ObjectKey<'_>,
     user: &str,
 ) -> Result<Access, StoreError> {
+    // An application's user is `<name>@<node>`; only a user with that login can be it, so
+    // nobody else pays for the lookup.
+    if user.split_once('@').is_some_and(|(login, _)| login == object.app)
+        && facts.is_app(user, object.app).await?
+    {
+        return Ok(Access::Write);
+    }
     let reference = ObjectRef {
         application: object.app.to_owned(),
         object_type: object.kind.to_owned(),

@@ -322,7 +322,12 @@ impl Discussions {
         // heard of the object.
         let mut title = title.to_owned();
         let bot = self.inner.plugins.bot_plugin(&caller.user).is_some();
-        if !bot && self.inner.plugins.serves(&object.object_type) {
+        let own_app = self
+            .inner
+            .store
+            .is_app(&caller.user, &object.application)
+            .await?;
+        if !bot && !own_app && self.inner.plugins.serves(&object.object_type) {
             let exists = self
                 .inner
                 .store
@@ -373,6 +378,37 @@ impl Discussions {
             })
             .await?;
         self.reply_for(caller, done).await
+    }
+
+    /// An object's access list as (users, groups); for administrators and the object's
+    /// application.
+    pub(crate) async fn object_access_list(
+        &self,
+        caller: &Caller,
+        object: &ObjectRef,
+    ) -> Result<(Vec<String>, Vec<String>), DiscussionError> {
+        check_object(object)?;
+        let store = &self.inner.store;
+        if !caller.admin && !store.is_app(&caller.user, &object.application).await? {
+            return Err(DiscussionError::Forbidden(
+                "only administrators and the object's application read object access".into(),
+            ));
+        }
+        let key = crate::store::ObjectKey {
+            app: &object.application,
+            kind: &object.object_type,
+            id: &object.object_id,
+        };
+        let mut users = Vec::new();
+        let mut groups = Vec::new();
+        for p in store.object_access_list(key).await? {
+            if let Some(u) = p.strip_prefix("user:") {
+                users.push(u.to_owned());
+            } else if let Some(g) = p.strip_prefix("group:") {
+                groups.push(g.to_owned());
+            }
+        }
+        Ok((users, groups))
     }
 
     pub(crate) async fn add_members(
@@ -616,6 +652,21 @@ impl Discussions {
                 .registry
                 .deliver(std::slice::from_ref(&message.author), &event);
         }
+        // An application's button: its webhooks that want clicks are told, durably.
+        let body = serde_json::json!({
+            "type": "action_clicked",
+            "discussion": discussion,
+            "object": render::object(&row),
+            "message_id": message_id,
+            "action_id": action_id,
+            "user": caller.user,
+            "data": message.data.as_deref().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()),
+        })
+        .to_string();
+        self.inner
+            .store
+            .enqueue_owner_webhooks(&message.author, "action.clicked", &body, Timestamp::now().as_millis())
+            .await?;
         // A bot's button: its plugin is told, through its durable inbox.
         if let Some(plugin) = self.inner.plugins.bot_plugin(&message.author) {
             let click = Click {

@@ -862,9 +862,9 @@ impl Sequencer {
         groups: &[String],
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        if !caller.admin {
+        if !caller.admin && !b.is_app(&caller.user, &object.application).await? {
             return Err(DiscussionError::Forbidden(
-                "only administrators and applications set object access".into(),
+                "only administrators and the object's application set object access".into(),
             ));
         }
         self.existing_users(b, users).await?;

@@ -1204,6 +1204,7 @@ impl Plugins {
                     inbox_payload: &payload,
                     payload: &event.payload,
                     occurred_at: event.occurred_at,
+                    webhook_body: &event.webhook_body(),
                 },
                 &subscribers,
                 now_ms(),
@@ -1818,6 +1819,22 @@ impl BusinessEvent {
             occurred_at: now_ms(),
             idempotency_key,
         })
+    }
+
+    /// The JSON body webhooks receive for this event.
+    pub(crate) fn webhook_body(&self) -> String {
+        let payload: serde_json::Value =
+            serde_json::from_str(&self.payload).unwrap_or(serde_json::Value::Null);
+        serde_json::json!({
+            "type": "business_event",
+            "source": self.source,
+            "kind": self.kind,
+            "object": self.object,
+            "payload": payload,
+            "occurred_at": veche_protocol::Timestamp(self.occurred_at),
+            "idempotency_key": self.idempotency_key,
+        })
+        .to_string()
     }
 
     fn to_wit(&self) -> wit::BusinessEvent {

@@ -29,7 +29,7 @@ use veche_protocol::{
     Timestamp, close, negotiate_version,
 };
 
-use super::registry::{EncodedEvent, EndSignal, LiveConnection};
+use super::registry::{EncodedEvent, EndSignal, LiveConnection, Transport};
 use super::{Admission, Shared};
 use crate::accounts::{AccountError, Authenticated, UserSpec};
 use crate::admin;
@@ -152,7 +152,7 @@ impl State {
                 LiveConnection {
                     id: self.id,
                     user: now.user.id.clone(),
-                    conn: self.conn.clone(),
+                    conn: Transport::Quic(self.conn.clone()),
                     end: self.end.clone(),
                     ended: self.ended.clone(),
                     events: self.events.clone(),
@@ -773,7 +773,7 @@ async fn handle(state: &State, request: Request) -> Result<Reply, ErrorBody> {
     }
 }
 
-async fn discussion_request(
+pub(crate) async fn discussion_request(
     d: &Discussions,
     caller: &Caller,
     request: Request,

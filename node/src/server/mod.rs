@@ -1,12 +1,11 @@
 //! The QUIC listener: transport limits, per-address connection caps, and one task per
 //! connection (see `connection`).
 
-mod connection;
+pub(crate) mod connection;
 pub(crate) mod registry;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -150,7 +149,6 @@ pub(crate) async fn accept_loop(
         max_unauthenticated: shared.server.max_unauthenticated_per_ip,
         counts: Mutex::new(HashMap::new()),
     });
-    let ids = AtomicU64::new(1);
     loop {
         let incoming = tokio::select! {
             () = shared.stop.cancelled() => return,
@@ -177,7 +175,7 @@ pub(crate) async fn accept_loop(
             incoming.refuse();
             continue;
         };
-        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let id = registry::next_connection_id();
         let shared = shared.clone();
         connections.spawn(async move {
             let span = tracing::info_span!("conn", id, %remote);

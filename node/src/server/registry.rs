@@ -3,7 +3,7 @@
 //! their recipients.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,12 +45,38 @@ pub(crate) enum EndSignal {
     Lagged,
 }
 
+/// Connection ids, unique across QUIC connections and WebSockets.
+static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// A new connection id.
+pub(crate) fn next_connection_id() -> u64 {
+    CONNECTION_IDS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// How the registry closes a connection that did not end by itself in time.
+#[derive(Debug, Clone)]
+pub(crate) enum Transport {
+    /// A QUIC connection.
+    Quic(quinn::Connection),
+    /// A gateway WebSocket; cancelling ends its task.
+    Socket(tokio_util::sync::CancellationToken),
+}
+
+impl Transport {
+    fn force_close(&self) {
+        match self {
+            Self::Quic(conn) => conn.close(close::SESSION_REVOKED.into(), b"session ended"),
+            Self::Socket(token) => token.cancel(),
+        }
+    }
+}
+
 /// One live connection.
 #[derive(Debug, Clone)]
 pub(crate) struct LiveConnection {
     pub(crate) id: u64,
     pub(crate) user: String,
-    pub(crate) conn: quinn::Connection,
+    pub(crate) conn: Transport,
     /// Tells the connection task to end, and why.
     pub(crate) end: mpsc::Sender<EndSignal>,
     /// Set before `end` is signalled for a session end: the connection's handlers stop acting
@@ -142,7 +168,7 @@ impl Registry {
             let conn = live.conn.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(FORCE_CLOSE_AFTER).await;
-                conn.close(close::SESSION_REVOKED.into(), b"session ended");
+                conn.force_close();
             });
         }
         ended.len()

@@ -355,6 +355,15 @@ impl Batch {
         Ok(found.is_some())
     }
 
+    pub(crate) async fn is_app(&mut self, user: &str, app: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(super::apps::IS_APP)
+            .bind(app)
+            .bind(user)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(found.is_some())
+    }
+
     pub(crate) async fn users_with_object_access(
         &mut self,
         object: ObjectKey<'_>,
@@ -697,6 +706,22 @@ impl Store {
             .fetch_optional(&self.read)
             .await?;
         Ok(found.is_some())
+    }
+
+    /// The principals (`user:<id>`, `group:<id>`) on an object's access list.
+    pub(crate) async fn object_access_list(
+        &self,
+        object: ObjectKey<'_>,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT principal FROM object_access WHERE object_app = ? AND object_type = ? \
+             AND object_id = ? ORDER BY principal",
+        )
+        .bind(object.app)
+        .bind(object.kind)
+        .bind(object.id)
+        .fetch_all(&self.read)
+        .await?)
     }
 
     pub(crate) async fn is_following(

@@ -5,6 +5,7 @@
 //! use their own pool. The schema uses portable types so that a PostgreSQL backend can run the
 //! same statements.
 
+mod apps;
 mod audit;
 mod discussions;
 mod plugins;
@@ -19,6 +20,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub(crate) use apps::{
+    Activation, AppRow, Attempt, CodeRefused, DeliveryRow, NewCode, NewTopicMessage, PushRow,
+    SubscriptionRow, TopicMessageRow, WebhookRow, WebhookStatus,
+};
 pub(crate) use audit::AuditRecord;
 pub(crate) use discussions::{Batch, DiscussionRow, EventRow, MessageRow, ObjectKey};
 pub(crate) use plugins::{InboxRow, NewBusinessEvent, PluginRow};

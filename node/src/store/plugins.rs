@@ -53,6 +53,8 @@ pub(crate) struct NewBusinessEvent<'a> {
     pub(crate) inbox_payload: &'a str,
     pub(crate) payload: &'a str,
     pub(crate) occurred_at: i64,
+    /// The body of the webhook request every webhook that wants this kind receives.
+    pub(crate) webhook_body: &'a str,
 }
 
 /// Bytes each key-value entry counts against the quota beyond its key and value, so that
@@ -321,6 +323,8 @@ impl Store {
             for plugin in plugins {
                 insert_inbox(&mut *tx, plugin, "event", event.inbox_payload, now).await?;
             }
+            super::apps::enqueue_webhooks(&mut *tx, None, event.kind, event.webhook_body, now)
+                .await?;
         }
         tx.commit().await?;
         Ok(id)

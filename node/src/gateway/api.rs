@@ -1,0 +1,801 @@
+//! The gateway's JSON endpoints. Each handler is a thin translation into the same service
+//! calls the QUIC connection makes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use veche_protocol::discussions::{Action, ObjectRef, SendMessage};
+use veche_protocol::{Reply, Request};
+
+use super::{ApiError, AppAuth, AppState, ErrorResponse, Gateway, Principal};
+use crate::apps::{NewWebhook, Signing};
+use crate::discussions::Caller;
+use crate::server::connection::discussion_request;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+pub(super) fn routes(r: OpenApiRouter<Arc<Gateway>>) -> OpenApiRouter<Arc<Gateway>> {
+    r.routes(routes!(node_info))
+        .routes(routes!(login))
+        .routes(routes!(rpc))
+        .routes(routes!(list_discussions))
+        .routes(routes!(history))
+        .routes(routes!(post_message))
+        .routes(routes!(register))
+        .routes(routes!(activate))
+        .routes(routes!(ensure_discussion))
+        .routes(routes!(set_access, get_access))
+        .routes(routes!(post_object_message))
+        .routes(routes!(post_event))
+        .routes(routes!(add_webhook, list_webhooks))
+        .routes(routes!(remove_webhook))
+        .routes(routes!(subscribe, unsubscribe))
+        .routes(routes!(publish))
+        .routes(routes!(pull))
+        .routes(routes!(ack))
+}
+
+/// A protocol value carried as JSON (see docs/protocol.md for its fields).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(value_type = Object)]
+pub(crate) struct Wire(pub(crate) serde_json::Value);
+
+fn wire<T: Serialize>(value: &T) -> Json<Wire> {
+    Json(Wire(
+        serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+async fn call(gateway: &Gateway, caller: &Caller, request: Request) -> Result<Reply> {
+    Ok(discussion_request(&gateway.services.discussions, caller, request).await?)
+}
+
+// ---- node ----
+
+/// The node's name and the key that signs its webhook requests.
+#[derive(Debug, Serialize, ToSchema)]
+struct NodeInfo {
+    /// The node's name (the part after `@` in user ids).
+    name: String,
+    /// The ed25519 public key (hex) that `Veche-Signature: ed25519=…` is checked against.
+    public_key: String,
+    /// Protocol versions the node speaks.
+    protocol_versions: Vec<u16>,
+}
+
+#[utoipa::path(get, path = "/api/v1/node", tag = "node",
+    responses((status = 200, body = NodeInfo)))]
+async fn node_info(State(g): AppState) -> Json<NodeInfo> {
+    Json(NodeInfo {
+        name: g.node_name.clone(),
+        public_key: g.services.apps.public_key_hex(),
+        protocol_versions: veche_protocol::PROTOCOL_VERSIONS.to_vec(),
+    })
+}
+
+// ---- users ----
+
+/// Credentials of a person.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    login: String,
+    password: String,
+    /// Chosen by the client, kept across sessions: 1–64 of `A-Z a-z 0-9 . _ -`.
+    device_id: String,
+    #[serde(default)]
+    device_name: String,
+}
+
+/// A new session.
+#[derive(Debug, Serialize, ToSchema)]
+struct LoginReply {
+    /// Send as `Authorization: Bearer …` with `Veche-Device: <device_id>`.
+    session_token: String,
+    #[schema(value_type = Object)]
+    user: serde_json::Value,
+}
+
+#[utoipa::path(post, path = "/api/v1/login", tag = "users", request_body = LoginBody,
+    responses((status = 200, body = LoginReply), (status = 401, body = ErrorResponse),
+              (status = 429, body = ErrorResponse)))]
+async fn login(
+    State(g): AppState,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(body): Json<LoginBody>,
+) -> Result<Json<LoginReply>> {
+    let (session_token, auth) = g
+        .services
+        .accounts
+        .login(
+            &body.login,
+            &body.password,
+            &body.device_id,
+            &body.device_name,
+            peer.ip(),
+        )
+        .await?;
+    Ok(Json(LoginReply {
+        session_token,
+        user: serde_json::to_value(&auth.user).unwrap_or_default(),
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/rpc", tag = "users", request_body = Wire,
+    description = "Any discussion request of the QUIC protocol, as JSON (`{\"method\": \
+                   \"send\", …}`); answers its reply. Users and applications.",
+    responses((status = 200, body = Wire), (status = 400, body = ErrorResponse),
+              (status = 404, body = ErrorResponse)))]
+async fn rpc(
+    State(g): AppState,
+    principal: Principal,
+    Json(body): Json<Wire>,
+) -> Result<Json<Wire>> {
+    let request: Request = serde_json::from_value(body.0)
+        .map_err(|e| ApiError::bad_request(format!("not a request: {e}")))?;
+    Ok(wire(&call(&g, principal.caller(), request).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/discussions", tag = "users",
+    responses((status = 200, body = Wire)))]
+async fn list_discussions(State(g): AppState, principal: Principal) -> Result<Json<Wire>> {
+    Ok(wire(
+        &call(&g, principal.caller(), Request::ListDiscussions).await?,
+    ))
+}
+
+/// A page of history.
+#[derive(Debug, Deserialize, IntoParams)]
+struct HistoryQuery {
+    /// Events before this sequence number (the newest when absent).
+    before: Option<u64>,
+    /// At most this many events (1–500, default 50).
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/api/v1/discussions/{discussion}/history", tag = "users",
+    params(("discussion" = String, Path), HistoryQuery),
+    responses((status = 200, body = Wire), (status = 404, body = ErrorResponse)))]
+async fn history(
+    State(g): AppState,
+    principal: Principal,
+    Path(discussion): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Wire>> {
+    let request = Request::History {
+        discussion,
+        before: q.before,
+        limit: q.limit.unwrap_or(50),
+    };
+    Ok(wire(&call(&g, principal.caller(), request).await?))
+}
+
+/// A message to post.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct MessageBody {
+    /// Chosen by the sender and kept across retries: a retry returns the original message.
+    client_msg_id: String,
+    #[serde(default)]
+    text: String,
+    reply_to: Option<String>,
+    /// Machine-readable data (JSON, at most 64 KiB).
+    #[schema(value_type = Object)]
+    data: Option<serde_json::Value>,
+    /// Buttons: `[{"id": "approve", "label": "Approve"}]`.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    actions: Vec<Action>,
+}
+
+/// Where a posted message landed.
+#[derive(Debug, Serialize, ToSchema)]
+struct Posted {
+    discussion: String,
+    message_id: String,
+    seq: u64,
+}
+
+fn posted(discussion: String, reply: Reply) -> Result<Json<Posted>> {
+    match reply {
+        Reply::Sent { message_id, seq } => Ok(Json(Posted {
+            discussion,
+            message_id,
+            seq,
+        })),
+        _ => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "unexpected reply",
+        )),
+    }
+}
+
+fn send_request(discussion: &str, body: MessageBody) -> Request {
+    Request::Send(SendMessage {
+        discussion: discussion.to_owned(),
+        client_msg_id: body.client_msg_id,
+        text: body.text,
+        reply_to: body.reply_to,
+        data: body.data,
+        actions: body.actions,
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/discussions/{discussion}/messages", tag = "users",
+    params(("discussion" = String, Path)), request_body = MessageBody,
+    responses((status = 200, body = Posted), (status = 404, body = ErrorResponse),
+              (status = 409, body = ErrorResponse)))]
+async fn post_message(
+    State(g): AppState,
+    principal: Principal,
+    Path(discussion): Path<String>,
+    Json(body): Json<MessageBody>,
+) -> Result<Json<Posted>> {
+    let reply = call(&g, principal.caller(), send_request(&discussion, body)).await?;
+    posted(discussion, reply)
+}
+
+// ---- application registration ----
+
+/// Starts a registration: a one-time code goes to `email`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    /// The application's name: its login, and the `application` of its objects.
+    name: String,
+    email: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/apps/register", tag = "apps", request_body = RegisterBody,
+    responses((status = 202, description = "The code was sent"),
+              (status = 403, body = ErrorResponse), (status = 409, body = ErrorResponse),
+              (status = 429, body = ErrorResponse), (status = 502, body = ErrorResponse)))]
+async fn register(State(g): AppState, Json(body): Json<RegisterBody>) -> Result<StatusCode> {
+    g.services
+        .apps
+        .start_registration(&body.name, &body.email, false, &format!("app:{}", body.name))
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Finishes a registration with the code from the e-mail.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ActivateBody {
+    name: String,
+    code: String,
+    /// This installation of the application (for example its database's unique id): the
+    /// credentials work from it only, so a copy of the database cannot post.
+    instance_id: String,
+}
+
+/// The application's credentials: shown once.
+#[derive(Debug, Serialize, ToSchema)]
+struct ActivateReply {
+    app: String,
+    user_id: String,
+    /// Send as `Authorization: Bearer …` with `Veche-Instance: <instance_id>`.
+    secret: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/apps/activate", tag = "apps", request_body = ActivateBody,
+    responses((status = 200, body = ActivateReply), (status = 400, body = ErrorResponse),
+              (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse)))]
+async fn activate(State(g): AppState, Json(body): Json<ActivateBody>) -> Result<Json<ActivateReply>> {
+    let c = g
+        .services
+        .apps
+        .activate(&body.name, &body.code, &body.instance_id)
+        .await?;
+    Ok(Json(ActivateReply {
+        app: c.app,
+        user_id: c.user_id,
+        secret: c.secret,
+    }))
+}
+
+// ---- object discussions ----
+
+fn object(app: &AppAuth, object_type: String, object_id: String) -> ObjectRef {
+    ObjectRef {
+        application: app.app.name.clone(),
+        object_type,
+        object_id,
+    }
+}
+
+/// How the discussion is called when it is created.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct EnsureBody {
+    #[serde(default)]
+    title: String,
+}
+
+async fn ensure(g: &Gateway, app: &AppAuth, object: ObjectRef, title: &str) -> Result<Reply> {
+    Ok(g.services
+        .discussions
+        .open_object(&app.caller, object, title)
+        .await?)
+}
+
+fn discussion_id(reply: &Reply) -> Result<String> {
+    match reply {
+        Reply::Discussion { discussion } => Ok(discussion.id.clone()),
+        _ => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "unexpected reply",
+        )),
+    }
+}
+
+#[utoipa::path(put, path = "/api/v1/objects/{object_type}/{object_id}/discussion", tag = "apps",
+    params(("object_type" = String, Path), ("object_id" = String, Path)),
+    request_body = EnsureBody,
+    description = "The discussion of one of the application's objects, created on the first \
+                   call and returned as it is on every later one.",
+    responses((status = 200, body = Wire), (status = 400, body = ErrorResponse)))]
+async fn ensure_discussion(
+    State(g): AppState,
+    app: AppAuth,
+    Path((object_type, object_id)): Path<(String, String)>,
+    body: Option<Json<EnsureBody>>,
+) -> Result<Json<Wire>> {
+    let title = body.map(|b| b.0.title).unwrap_or_default();
+    let reply = ensure(&g, &app, object(&app, object_type, object_id), &title).await?;
+    Ok(wire(&reply))
+}
+
+/// Who may see an object (and so its discussion).
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct AccessList {
+    /// Logins or user ids.
+    #[serde(default)]
+    users: Vec<String>,
+    /// Group discussion ids: their members.
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+#[utoipa::path(put, path = "/api/v1/objects/{object_type}/{object_id}/access", tag = "apps",
+    params(("object_type" = String, Path), ("object_id" = String, Path)),
+    request_body = AccessList,
+    description = "Replaces the object's access list. Users who lose access lose the \
+                   discussion at once, live connections included.",
+    responses((status = 204), (status = 404, body = ErrorResponse)))]
+async fn set_access(
+    State(g): AppState,
+    app: AppAuth,
+    Path((object_type, object_id)): Path<(String, String)>,
+    Json(body): Json<AccessList>,
+) -> Result<StatusCode> {
+    g.services
+        .discussions
+        .set_object_access(
+            &app.caller,
+            object(&app, object_type, object_id),
+            &body.users,
+            &body.groups,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/objects/{object_type}/{object_id}/access", tag = "apps",
+    params(("object_type" = String, Path), ("object_id" = String, Path)),
+    responses((status = 200, body = AccessList)))]
+async fn get_access(
+    State(g): AppState,
+    app: AppAuth,
+    Path((object_type, object_id)): Path<(String, String)>,
+) -> Result<Json<AccessList>> {
+    let (users, groups) = g
+        .services
+        .discussions
+        .object_access_list(&app.caller, &object(&app, object_type, object_id))
+        .await?;
+    Ok(Json(AccessList { users, groups }))
+}
+
+#[utoipa::path(post, path = "/api/v1/objects/{object_type}/{object_id}/messages", tag = "apps",
+    params(("object_type" = String, Path), ("object_id" = String, Path)),
+    request_body = MessageBody,
+    description = "Posts into the object's discussion as the application (creating the \
+                   discussion if needed). Clicks on its buttons come back as `action.clicked` \
+                   webhook requests and `action_clicked` events on the application's WebSocket.",
+    responses((status = 200, body = Posted), (status = 409, body = ErrorResponse)))]
+async fn post_object_message(
+    State(g): AppState,
+    app: AppAuth,
+    Path((object_type, object_id)): Path<(String, String)>,
+    Json(body): Json<MessageBody>,
+) -> Result<Json<Posted>> {
+    let reply = ensure(&g, &app, object(&app, object_type, object_id), "").await?;
+    let discussion = discussion_id(&reply)?;
+    let reply = call(&g, &app.caller, send_request(&discussion, body)).await?;
+    posted(discussion, reply)
+}
+
+// ---- business events ----
+
+/// A business event (`invoice.posted`) about one of the application's objects.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct EventBody {
+    kind: String,
+    object_type: Option<String>,
+    object_id: Option<String>,
+    #[schema(value_type = Object)]
+    #[serde(default)]
+    payload: serde_json::Value,
+    /// Or the `Idempotency-Key` header: the same key is accepted once.
+    idempotency_key: Option<String>,
+    /// Also show the event in the object's discussion, with this text.
+    timeline: Option<String>,
+}
+
+/// Whether the event was new.
+#[derive(Debug, Serialize, ToSchema)]
+struct EventReply {
+    /// `false`: this key was seen before; nothing was routed again.
+    fresh: bool,
+    /// The timeline message, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<Posted>,
+}
+
+#[utoipa::path(post, path = "/api/v1/events", tag = "apps", request_body = EventBody,
+    description = "Routed to bots subscribed to the kind and to webhooks that want it.",
+    responses((status = 200, body = EventReply), (status = 400, body = ErrorResponse)))]
+async fn post_event(
+    State(g): AppState,
+    app: AppAuth,
+    headers: HeaderMap,
+    Json(body): Json<EventBody>,
+) -> Result<Json<EventReply>> {
+    let key = body
+        .idempotency_key
+        .or_else(|| {
+            headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| ApiError::bad_request("an idempotency key is required"))?;
+    let object = match (body.object_type, body.object_id) {
+        (Some(t), Some(i)) => Some(object(&app, t, i)),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::bad_request(
+                "object_type and object_id go together",
+            ));
+        }
+    };
+    if body.timeline.is_some() && object.is_none() {
+        return Err(ApiError::bad_request("a timeline note needs an object"));
+    }
+    let fresh = g
+        .services
+        .apps
+        .post_event(
+            &app.app,
+            body.kind.clone(),
+            object.clone(),
+            body.payload.to_string(),
+            key.clone(),
+        )
+        .await?;
+    let mut message = None;
+    if let (Some(text), Some(object)) = (body.timeline, object) {
+        let discussion = discussion_id(&ensure(&g, &app, object, "").await?)?;
+        // Derived from the key: a retried event finds its message instead of posting twice.
+        let client_msg_id = format!("event-{}", &hex::encode(Sha256::digest(key.as_bytes()))[..32]);
+        let send = MessageBody {
+            client_msg_id,
+            text,
+            reply_to: None,
+            data: Some(serde_json::json!({ "event": body.kind, "payload": body.payload })),
+            actions: Vec::new(),
+        };
+        let reply = call(&g, &app.caller, send_request(&discussion, send)).await?;
+        message = Some(posted(discussion, reply)?.0);
+    }
+    Ok(Json(EventReply { fresh, message }))
+}
+
+// ---- webhooks ----
+
+/// A webhook to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct WebhookBody {
+    url: String,
+    /// Event kinds (`invoice.posted`, `action.clicked`, …) or `*`.
+    kinds: Vec<String>,
+    /// `hmac-sha256` (default) or `ed25519`.
+    #[schema(value_type = Option<String>)]
+    signing: Option<Signing>,
+}
+
+/// A webhook, with the state of its requests.
+#[derive(Debug, Serialize, ToSchema)]
+struct WebhookReply {
+    #[schema(value_type = Object)]
+    webhook: serde_json::Value,
+    /// The HMAC key, shown only when the webhook is created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/webhooks", tag = "apps", request_body = WebhookBody,
+    description = "Requests are POSTed with `Veche-Event`, `Veche-Delivery` (deduplicate on \
+                   it), `Veche-Timestamp` and `Veche-Signature` (`v1=` HMAC-SHA256 or \
+                   `ed25519=` over `<timestamp>.<body>`), and retried with backoff until \
+                   a 2xx answer.",
+    responses((status = 201, body = WebhookReply), (status = 400, body = ErrorResponse)))]
+async fn add_webhook(
+    State(g): AppState,
+    app: AppAuth,
+    Json(body): Json<WebhookBody>,
+) -> Result<(StatusCode, Json<WebhookReply>)> {
+    let row = g
+        .services
+        .apps
+        .add_webhook(
+            &app.caller.user,
+            NewWebhook {
+                url: body.url,
+                kinds: body.kinds,
+                signing: body.signing.unwrap_or(Signing::HmacSha256),
+            },
+        )
+        .await?;
+    let secret = (!row.secret.is_empty()).then(|| row.secret.clone());
+    let info = crate::admin::webhook_info(&crate::store::WebhookStatus {
+        hook: row,
+        pending: 0,
+        delivered: 0,
+        failed: 0,
+        last_error: None,
+    });
+    Ok((
+        StatusCode::CREATED,
+        Json(WebhookReply {
+            webhook: serde_json::to_value(info).unwrap_or_default(),
+            secret,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "apps",
+    responses((status = 200, body = Wire)))]
+async fn list_webhooks(State(g): AppState, app: AppAuth) -> Result<Json<Wire>> {
+    let hooks: Vec<_> = g
+        .services
+        .apps
+        .webhooks(Some(&app.caller.user))
+        .await?
+        .iter()
+        .map(crate::admin::webhook_info)
+        .collect();
+    Ok(wire(&hooks))
+}
+
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "apps",
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorResponse)))]
+async fn remove_webhook(
+    State(g): AppState,
+    app: AppAuth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    g.services
+        .apps
+        .remove_webhook(&id, Some(&app.caller.user))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- topics ----
+
+/// Pulled (no `push_url`) or pushed subscription.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SubscribeBody {
+    /// POST each message here (signed like webhooks); a 2xx answer acknowledges it.
+    push_url: Option<String>,
+    #[schema(value_type = Option<String>)]
+    signing: Option<Signing>,
+}
+
+/// A subscription.
+#[derive(Debug, Serialize, ToSchema)]
+struct SubscriptionReply {
+    topic: String,
+    push_url: Option<String>,
+    signing: String,
+    /// The HMAC key pushed requests are signed with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+#[utoipa::path(put, path = "/api/v1/topics/{topic}/subscription", tag = "topics",
+    params(("topic" = String, Path)), request_body = SubscribeBody,
+    description = "Messages published from now on are kept for this application until it \
+                   acknowledges them (or they expire).",
+    responses((status = 200, body = SubscriptionReply)))]
+async fn subscribe(
+    State(g): AppState,
+    app: AppAuth,
+    Path(topic): Path<String>,
+    body: Option<Json<SubscribeBody>>,
+) -> Result<Json<SubscriptionReply>> {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    let push = body
+        .push_url
+        .map(|u| (u, body.signing.unwrap_or(Signing::HmacSha256)));
+    let row = g.services.apps.subscribe(&app.app, &topic, push).await?;
+    Ok(Json(SubscriptionReply {
+        secret: (row.push_url.is_some() && !row.secret.is_empty()).then(|| row.secret.clone()),
+        topic: row.topic,
+        push_url: row.push_url,
+        signing: row.signing,
+    }))
+}
+
+#[utoipa::path(delete, path = "/api/v1/topics/{topic}/subscription", tag = "topics",
+    params(("topic" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorResponse)))]
+async fn unsubscribe(
+    State(g): AppState,
+    app: AppAuth,
+    Path(topic): Path<String>,
+) -> Result<StatusCode> {
+    g.services.apps.unsubscribe(&app.app, &topic).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A message for every subscriber of the topic.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    #[schema(value_type = Object)]
+    payload: serde_json::Value,
+    /// The same key from the same application is published once.
+    idempotency_key: String,
+    /// Seconds after which the message is gone, delivered or not.
+    ttl_secs: Option<u64>,
+}
+
+/// The published message.
+#[derive(Debug, Serialize, ToSchema)]
+struct PublishReply {
+    id: i64,
+    /// `false`: the key was seen before; this is the earlier message.
+    fresh: bool,
+}
+
+#[utoipa::path(post, path = "/api/v1/topics/{topic}/messages", tag = "topics",
+    params(("topic" = String, Path)), request_body = PublishBody,
+    responses((status = 200, body = PublishReply), (status = 400, body = ErrorResponse)))]
+async fn publish(
+    State(g): AppState,
+    app: AppAuth,
+    Path(topic): Path<String>,
+    Json(body): Json<PublishBody>,
+) -> Result<Json<PublishReply>> {
+    let (id, fresh) = g
+        .services
+        .apps
+        .publish(
+            &app.app,
+            &topic,
+            &body.payload,
+            &body.idempotency_key,
+            body.ttl_secs.map(Duration::from_secs),
+        )
+        .await?;
+    Ok(Json(PublishReply { id, fresh }))
+}
+
+/// How many messages, leased for how long.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PullBody {
+    /// 1–100 (default 10).
+    max: Option<u32>,
+    /// Unacknowledged messages come again after this (default `[apps] topic_lease_secs`).
+    lease_ms: Option<u64>,
+}
+
+/// One message.
+#[derive(Debug, Serialize, ToSchema)]
+struct TopicMessage {
+    id: i64,
+    publisher: String,
+    #[schema(value_type = Object)]
+    payload: serde_json::Value,
+    published_at: i64,
+    expires_at: Option<i64>,
+    /// 1 on the first delivery, more on redeliveries.
+    attempt: i64,
+}
+
+/// Leased messages, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+struct PullReply {
+    messages: Vec<TopicMessage>,
+}
+
+#[utoipa::path(post, path = "/api/v1/topics/{topic}/pull", tag = "topics",
+    params(("topic" = String, Path)), request_body = PullBody,
+    responses((status = 200, body = PullReply), (status = 404, body = ErrorResponse)))]
+async fn pull(
+    State(g): AppState,
+    app: AppAuth,
+    Path(topic): Path<String>,
+    body: Option<Json<PullBody>>,
+) -> Result<Json<PullReply>> {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    let rows = g
+        .services
+        .apps
+        .pull(
+            &app.app,
+            &topic,
+            body.max.unwrap_or(10),
+            body.lease_ms.map(Duration::from_millis),
+        )
+        .await?;
+    Ok(Json(PullReply {
+        messages: rows
+            .into_iter()
+            .map(|r| TopicMessage {
+                id: r.id,
+                publisher: r.publisher,
+                payload: serde_json::from_str(&r.payload).unwrap_or_default(),
+                published_at: r.published_at,
+                expires_at: r.expires_at,
+                attempt: r.attempts,
+            })
+            .collect(),
+    }))
+}
+
+/// Messages handled.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    ids: Vec<i64>,
+}
+
+/// How many were still unacknowledged.
+#[derive(Debug, Serialize, ToSchema)]
+struct AckReply {
+    acknowledged: u64,
+}
+
+#[utoipa::path(post, path = "/api/v1/topics/{topic}/ack", tag = "topics",
+    params(("topic" = String, Path)), request_body = AckBody,
+    responses((status = 200, body = AckReply)))]
+async fn ack(
+    State(g): AppState,
+    app: AppAuth,
+    Path(topic): Path<String>,
+    Json(body): Json<AckBody>,
+) -> Result<Json<AckReply>> {
+    let acknowledged = g.services.apps.ack(&app.app, &topic, &body.ids).await?;
+    Ok(Json(AckReply { acknowledged }))
+}

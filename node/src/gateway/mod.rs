@@ -1,0 +1,376 @@
+//! The HTTP/WebSocket gateway: JSON over HTTP for business applications and for clients that
+//! cannot speak QUIC.
+//!
+//! It is a second door into the same services: user requests become the same
+//! [`Request`](veche_protocol::Request)s the QUIC connection handles, through the same
+//! `discussion_request` and so the same `discussions::authorize`; live events are the same
+//! events, as JSON text frames on a WebSocket registered in the same registry. The OpenAPI
+//! description is generated from the handlers themselves (utoipa), so it cannot drift from
+//! the routes: `GET /api/v1/openapi.json`.
+//!
+//! Who is calling is in the headers:
+//! - a user: `Authorization: Bearer <session token>` and `Veche-Device: <device id>` (from
+//!   `POST /api/v1/login`);
+//! - an application: `Authorization: Bearer vapp_…` and `Veche-Instance: <instance id>` (from
+//!   `POST /api/v1/apps/activate`).
+//!
+//! Browsers cannot set headers on a WebSocket, so `/api/v1/ws` also takes them as the query
+//! parameters `access_token` and `device` or `instance`.
+
+mod api;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use veche_protocol::{ErrorBody, ErrorCode};
+
+use crate::accounts::AccountError;
+use crate::admin::Services;
+use crate::apps::{AppError, AppPrincipal};
+use crate::config::HttpConfig;
+use crate::discussions::{Caller, DiscussionError};
+
+/// What every handler gets.
+#[derive(Debug, Clone)]
+pub(crate) struct Gateway {
+    pub(crate) services: Services,
+    pub(crate) node_name: String,
+    pub(crate) stop: CancellationToken,
+}
+
+type AppState = State<Arc<Gateway>>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Veche HTTP API",
+        description = "Business applications and clients that cannot speak QUIC. Users \
+                       authenticate with `Authorization: Bearer <session token>` and \
+                       `Veche-Device`; applications with `Authorization: Bearer vapp_…` and \
+                       `Veche-Instance`."
+    ),
+    tags(
+        (name = "node", description = "The node itself"),
+        (name = "users", description = "Users: log in, discussions, messages, live events"),
+        (name = "apps", description = "Applications: registration, object discussions, \
+                                       business events, webhooks"),
+        (name = "topics", description = "App-to-app exchange without users")
+    )
+)]
+struct ApiDoc;
+
+/// The router and the OpenAPI description it was generated with.
+pub(crate) fn router(gateway: Arc<Gateway>, max_body: usize) -> axum::Router {
+    let (router, api) = api::routes(OpenApiRouter::with_openapi(ApiDoc::openapi()))
+        .routes(utoipa_axum::routes!(ws::socket))
+        .split_for_parts();
+    let spec = Arc::new(api);
+    router
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let spec = spec.clone();
+                async move { Json(spec.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "no such endpoint; see /api/v1/openapi.json",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(gateway)
+}
+
+/// Serves the gateway on `listener` until `stop`.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    config: HttpConfig,
+) {
+    let stop = gateway.stop.clone();
+    let app = router(gateway, config.max_body_bytes);
+    if let Err(e) = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.cancelled_owned())
+    .await
+    {
+        tracing::error!(error = %e, "the HTTP gateway stopped");
+    }
+}
+
+/// An error as the gateway answers it: `{"error": {"code", "message", "retry_after_ms"?}}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: String,
+    message: String,
+    retry_after_ms: Option<u64>,
+}
+
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorResponse {
+    error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Machine-readable: `not_found`, `bad_request`, `wrong_code`, `database_copy`, ….
+    code: String,
+    /// Safe to show to a person.
+    message: String,
+    /// When throttled: milliseconds until a new attempt may succeed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn unauthenticated(message: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorResponse {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                retry_after_ms: self.retry_after_ms,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<ErrorBody> for ApiError {
+    fn from(e: ErrorBody) -> Self {
+        let status = match e.code {
+            ErrorCode::BadRequest | ErrorCode::MalformedFrame | ErrorCode::FrameTooLarge => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::Forbidden | ErrorCode::AccountLocked => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Throttled => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let code = serde_json::to_value(e.code)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "internal".into());
+        Self {
+            status,
+            code,
+            message: e.message,
+            retry_after_ms: e.retry_after_ms,
+        }
+    }
+}
+
+impl From<DiscussionError> for ApiError {
+    fn from(e: DiscussionError) -> Self {
+        e.to_body().into()
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        e.to_body().into()
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        use AppError as E;
+        let (status, code) = match &e {
+            E::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            E::NameTaken(_) | E::AlreadyActive(_) => (StatusCode::CONFLICT, "conflict"),
+            E::TooSoon { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
+            E::NotAllowed => (StatusCode::FORBIDDEN, "forbidden"),
+            E::Mail(_) => (StatusCode::BAD_GATEWAY, "mail_failed"),
+            E::WrongCode => (StatusCode::BAD_REQUEST, "wrong_code"),
+            E::ExpiredCode => (StatusCode::BAD_REQUEST, "expired_code"),
+            E::UsedCode => (StatusCode::BAD_REQUEST, "used_code"),
+            E::TooManyAttempts => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
+            E::NoRegistration(_) => (StatusCode::NOT_FOUND, "not_found"),
+            E::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            E::DatabaseCopy { .. } => (StatusCode::FORBIDDEN, "database_copy"),
+            E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            E::Store(err) => {
+                tracing::error!(error = %err, "application operation failed");
+                return Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; try again",
+                );
+            }
+        };
+        let retry_after_ms = match &e {
+            E::TooSoon { retry_after_ms } => Some(*retry_after_ms),
+            _ => None,
+        };
+        Self {
+            status,
+            code: code.to_owned(),
+            message: e.to_string(),
+            retry_after_ms,
+        }
+    }
+}
+
+/// The bearer token of a request: the `Authorization` header, else `access_token` in the
+/// query (for WebSockets from browsers).
+fn credentials(parts: &Parts) -> Option<(String, Option<String>, Option<String>)> {
+    let headers: &HeaderMap = &parts.headers;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| {
+            url_pairs(q)
+                .into_iter()
+                .filter(|(k, _)| matches!(k.as_str(), "access_token" | "device" | "instance"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let from_query = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let token = header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer ").map(str::to_owned))
+        .or_else(|| from_query("access_token"))?;
+    let device = header("veche-device").or_else(|| from_query("device"));
+    let instance = header("veche-instance").or_else(|| from_query("instance"));
+    Some((token, device, instance))
+}
+
+/// Decodes `a=b&c=d` (percent-encoding and `+` included).
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    reqwest::Url::parse(&format!("http://query/?{query}"))
+        .map(|u| u.query_pairs().into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// Whoever is calling: a user's session or an application.
+#[derive(Debug, Clone)]
+pub(crate) enum Principal {
+    User {
+        caller: Caller,
+        session: String,
+    },
+    App {
+        caller: Caller,
+        app: AppPrincipal,
+    },
+}
+
+impl Principal {
+    pub(crate) fn caller(&self) -> &Caller {
+        match self {
+            Self::User { caller, .. } | Self::App { caller, .. } => caller,
+        }
+    }
+}
+
+impl FromRequestParts<Arc<Gateway>> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        gateway: &Arc<Gateway>,
+    ) -> Result<Self, Self::Rejection> {
+        let (token, device, instance) = credentials(parts)
+            .ok_or_else(|| ApiError::unauthenticated("send Authorization: Bearer <token>"))?;
+        let services = &gateway.services;
+        if token.starts_with("vapp_") {
+            let instance = instance
+                .ok_or_else(|| ApiError::unauthenticated("applications send Veche-Instance"))?;
+            let app = services.apps.authenticate(&token, &instance).await?;
+            return Ok(Self::App {
+                caller: Caller {
+                    user: app.user_id.clone(),
+                    device: format!("app-{instance}"),
+                    admin: false,
+                    connection: 0,
+                },
+                app,
+            });
+        }
+        let device =
+            device.ok_or_else(|| ApiError::unauthenticated("users send Veche-Device"))?;
+        let auth = services.accounts.resume(&token, &device).await?;
+        Ok(Self::User {
+            caller: Caller {
+                user: auth.user.id.clone(),
+                device: auth.session.device_id.clone(),
+                admin: auth.admin,
+                connection: 0,
+            },
+            session: auth.session.id,
+        })
+    }
+}
+
+/// An application, and nobody else.
+#[derive(Debug, Clone)]
+pub(crate) struct AppAuth {
+    pub(crate) caller: Caller,
+    pub(crate) app: AppPrincipal,
+}
+
+impl FromRequestParts<Arc<Gateway>> for AppAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        gateway: &Arc<Gateway>,
+    ) -> Result<Self, Self::Rejection> {
+        match Principal::from_request_parts(parts, gateway).await? {
+            Principal::App { caller, app } => Ok(Self { caller, app }),
+            Principal::User { .. } => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "applications only",
+            )),
+        }
+    }
+}

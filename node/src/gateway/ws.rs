@@ -1,0 +1,185 @@
+//! The gateway's WebSocket: live events as JSON text frames, and requests over the same
+//! socket.
+//!
+//! The socket is registered in the same registry as QUIC connections, so it gets the same
+//! events (including `discussion_removed` when access goes) and is ended the same way when
+//! its session is revoked or its user locked. Requests are `{"id": 1, "request": {…}}` and
+//! are answered `{"id": 1, "reply": {…}}` or `{"id": 1, "error": {…}}`; `watch` on this
+//! socket makes an object discussion's events come here.
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use veche_protocol::{Event, Request, frame};
+
+use super::{ApiError, AppState, Gateway, Principal};
+use crate::discussions::Caller;
+use crate::server::connection::discussion_request;
+use crate::server::registry::{
+    EncodedEvent, EndSignal, LiveConnection, Transport, next_connection_id,
+};
+
+/// Events buffered for a socket before it counts as lagging and is closed.
+const EVENT_BUFFER: usize = 1024;
+/// Close code for a client that did not keep up: reconnect and sync.
+const CLOSE_LAGGED: u16 = 4009;
+/// Close code for a session that ended.
+const CLOSE_SESSION_ENDED: u16 = 4001;
+
+#[utoipa::path(get, path = "/api/v1/ws", tag = "users",
+    description = "WebSocket upgrade. Live events arrive as JSON text frames (the QUIC \
+                   protocol's events); requests go as `{\"id\": n, \"request\": {…}}` and are \
+                   answered with the same id. Credentials as headers, or the query parameters \
+                   `access_token` and `device` (users) or `instance` (applications).",
+    responses((status = 101, description = "Switching to WebSocket"),
+              (status = 401, body = super::ErrorResponse)))]
+pub(super) async fn socket(
+    State(g): AppState,
+    principal: Principal,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    Ok(upgrade
+        .max_message_size(1024 * 1024)
+        .on_upgrade(move |socket| run(socket, g, principal)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Incoming {
+    id: u64,
+    request: serde_json::Value,
+}
+
+async fn run(socket: WebSocket, g: Arc<Gateway>, principal: Principal) {
+    let id = next_connection_id();
+    let (session, user) = match &principal {
+        Principal::User { session, caller } => (session.clone(), caller.user.clone()),
+        Principal::App { app, caller } => (format!("app:{}", app.name), caller.user.clone()),
+    };
+    let mut caller: Caller = principal.caller().clone();
+    caller.connection = id;
+    let (end_tx, mut end_rx) = mpsc::channel::<EndSignal>(4);
+    let (events_tx, mut events_rx) = mpsc::channel::<EncodedEvent>(EVENT_BUFFER);
+    let cancel = CancellationToken::new();
+    let ended = Arc::new(AtomicBool::new(false));
+    let registry = &g.services.registry;
+    registry.register(
+        &session,
+        LiveConnection {
+            id,
+            user,
+            conn: Transport::Socket(cancel.clone()),
+            end: end_tx,
+            ended: ended.clone(),
+            events: events_tx,
+            watching: Arc::new(Mutex::new(HashSet::new())),
+        },
+    );
+    // A revocation that committed between the credential check and the registration.
+    if let Principal::User { session, .. } = &principal
+        && !g
+            .services
+            .accounts
+            .session_exists(session)
+            .await
+            .unwrap_or(false)
+    {
+        registry.unregister(session, id);
+        return;
+    }
+    let (mut sink, mut stream) = socket.split();
+    let (replies_tx, mut replies_rx) = mpsc::channel::<String>(64);
+    let close = loop {
+        tokio::select! {
+            () = g.stop.cancelled() => break Some((1001, "node shutting down".to_owned())),
+            () = cancel.cancelled() => break Some((CLOSE_SESSION_ENDED, "session ended".into())),
+            signal = end_rx.recv() => match signal {
+                Some(EndSignal::Session(reason)) => break Some((CLOSE_SESSION_ENDED, reason)),
+                Some(EndSignal::Lagged) | None => {
+                    break Some((CLOSE_LAGGED, "too slow: reconnect and sync".into()))
+                }
+            },
+            Some(event) = events_rx.recv() => {
+                let Ok(event) = frame::decode::<Event>(&event.bytes()[frame::HEADER_LEN..]) else {
+                    continue;
+                };
+                let text = serde_json::to_string(&event).unwrap_or_default();
+                if sink.send(Message::Text(text.into())).await.is_err() {
+                    break None;
+                }
+            }
+            Some(reply) = replies_rx.recv() => {
+                if sink.send(Message::Text(reply.into())).await.is_err() {
+                    break None;
+                }
+            }
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    let g = g.clone();
+                    let caller = caller.clone();
+                    let replies = replies_tx.clone();
+                    let ended = ended.clone();
+                    tokio::spawn(async move {
+                        let answer = answer(&g, &caller, &text, &ended).await;
+                        let _ = replies.send(answer).await;
+                    });
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    break Some((1003, "send JSON text frames".into()));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break None,
+            },
+        }
+    };
+    registry.unregister(&session, id);
+    if let Some((code, reason)) = close {
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            })))
+            .await;
+    }
+}
+
+async fn answer(g: &Gateway, caller: &Caller, text: &str, ended: &AtomicBool) -> String {
+    let incoming: Incoming = match serde_json::from_str(text) {
+        Ok(i) => i,
+        Err(e) => {
+            return serde_json::json!({
+                "id": null,
+                "error": {"code": "bad_request", "message": format!("not a request frame: {e}")},
+            })
+            .to_string();
+        }
+    };
+    if ended.load(std::sync::atomic::Ordering::SeqCst) {
+        return serde_json::json!({
+            "id": incoming.id,
+            "error": {"code": "unauthenticated", "message": "the session ended"},
+        })
+        .to_string();
+    }
+    let result = match serde_json::from_value::<Request>(incoming.request) {
+        Ok(request) => discussion_request(&g.services.discussions, caller, request)
+            .await
+            .map_err(|e| e.to_body()),
+        Err(e) => Err(veche_protocol::ErrorBody::new(
+            veche_protocol::ErrorCode::BadRequest,
+            format!("not a request: {e}"),
+        )),
+    };
+    match result {
+        Ok(reply) => serde_json::json!({ "id": incoming.id, "reply": reply }).to_string(),
+        Err(error) => serde_json::json!({ "id": incoming.id, "error": error }).to_string(),
+    }
+}

@@ -1,0 +1,841 @@
+//! Business applications, registration codes, outgoing webhooks and app-to-app topics.
+
+use sqlx::SqliteConnection;
+
+use super::audit::{AuditRecord, append};
+use super::{Store, StoreError};
+
+/// An application as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct AppRow {
+    pub(crate) name: String,
+    pub(crate) user_id: String,
+    pub(crate) email: String,
+    pub(crate) status: String,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) created_at: i64,
+    pub(crate) activated_at: Option<i64>,
+    pub(crate) copy_refusals: i64,
+    pub(crate) last_copy_at: Option<i64>,
+    pub(crate) last_copy_instance: Option<String>,
+}
+
+/// A code to record for an application, created as pending if it is new.
+#[derive(Debug)]
+pub(crate) struct NewCode<'a> {
+    pub(crate) app: &'a str,
+    pub(crate) user_id: &'a str,
+    pub(crate) display_name: &'a str,
+    pub(crate) email: &'a str,
+    pub(crate) code_hash: &'a str,
+    pub(crate) now: i64,
+    pub(crate) expires_at: i64,
+    /// Refused with [`CodeRefused::TooSoon`] if the last code went out after this.
+    pub(crate) not_after: i64,
+}
+
+/// Why no code was recorded.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CodeRefused {
+    /// The name belongs to a person, a bot or an application registered with another address.
+    NameTaken,
+    /// The application is already active; an administrator revokes it first.
+    Active,
+    /// A code went out recently; the next one may go out at this time.
+    TooSoon(i64),
+}
+
+/// How an activation attempt ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// The application is active with the new secret.
+    Activated,
+    /// No registration is pending under this name.
+    Unknown,
+    /// The code is not one that was sent.
+    WrongCode,
+    /// The code was sent but has expired.
+    Expired,
+    /// The code was already used.
+    Used,
+    /// Too many wrong codes: a new one must be requested.
+    TooManyAttempts,
+}
+
+/// A webhook as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct WebhookRow {
+    pub(crate) id: String,
+    pub(crate) owner: String,
+    pub(crate) url: String,
+    pub(crate) kinds: String,
+    pub(crate) signing: String,
+    pub(crate) secret: String,
+    pub(crate) created_at: i64,
+}
+
+impl WebhookRow {
+    fn wants(&self, kind: &str) -> bool {
+        let kinds: Vec<String> = serde_json::from_str(&self.kinds).unwrap_or_default();
+        kinds.iter().any(|k| k == "*" || k == kind)
+    }
+}
+
+/// A webhook with the state of its deliveries.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct WebhookStatus {
+    #[sqlx(flatten)]
+    pub(crate) hook: WebhookRow,
+    pub(crate) pending: i64,
+    pub(crate) delivered: i64,
+    pub(crate) failed: i64,
+    pub(crate) last_error: Option<String>,
+}
+
+/// One webhook request due to be sent.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct DeliveryRow {
+    pub(crate) id: i64,
+    pub(crate) webhook_id: String,
+    pub(crate) kind: String,
+    pub(crate) body: String,
+    pub(crate) attempts: i64,
+    pub(crate) url: String,
+    pub(crate) signing: String,
+    pub(crate) secret: String,
+}
+
+/// A topic subscription.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct SubscriptionRow {
+    pub(crate) topic: String,
+    pub(crate) subscriber: String,
+    pub(crate) push_url: Option<String>,
+    pub(crate) signing: String,
+    pub(crate) secret: String,
+}
+
+/// A topic message handed to a subscriber.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct TopicMessageRow {
+    pub(crate) id: i64,
+    pub(crate) topic: String,
+    pub(crate) publisher: String,
+    pub(crate) payload: String,
+    pub(crate) published_at: i64,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) attempts: i64,
+}
+
+/// A pushed topic message due to be sent, with where to.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct PushRow {
+    #[sqlx(flatten)]
+    pub(crate) message: TopicMessageRow,
+    pub(crate) subscriber: String,
+    pub(crate) push_url: String,
+    pub(crate) signing: String,
+    pub(crate) secret: String,
+}
+
+/// A message to publish on a topic.
+#[derive(Debug)]
+pub(crate) struct NewTopicMessage<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) publisher: &'a str,
+    pub(crate) idempotency_key: &'a str,
+    pub(crate) payload: &'a str,
+    pub(crate) now: i64,
+    pub(crate) expires_at: Option<i64>,
+}
+
+/// `SELECT <every application column> FROM applications <tail>`, as a static string.
+macro_rules! select_apps {
+    ($tail:literal) => {
+        concat!(
+            "SELECT name, user_id, email, status, instance_id, created_at, activated_at, ",
+            "copy_refusals, last_copy_at, last_copy_instance FROM applications ",
+            $tail
+        )
+    };
+}
+
+impl Store {
+    /// Records a new registration code, creating the pending application (and its user of
+    /// kind `app`) on the first one.
+    pub(crate) async fn record_app_code(
+        &self,
+        code: &NewCode<'_>,
+        audit: &AuditRecord,
+    ) -> Result<Result<(), CodeRefused>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let existing: Option<AppRow> =
+            sqlx::query_as(select_apps!("WHERE name = ?"))
+                .bind(code.app)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match &existing {
+            Some(app) if app.status == "active" => return Ok(Err(CodeRefused::Active)),
+            Some(app) if app.email != code.email => return Ok(Err(CodeRefused::NameTaken)),
+            Some(_) => {
+                let last: Option<i64> = sqlx::query_scalar(
+                    "SELECT MAX(sent_at) FROM application_codes WHERE application = ?",
+                )
+                .bind(code.app)
+                .fetch_one(&mut *tx)
+                .await?;
+                if let Some(last) = last
+                    && last > code.not_after
+                {
+                    return Ok(Err(CodeRefused::TooSoon(last)));
+                }
+                // A revoked application registers anew: it becomes pending again.
+                sqlx::query("UPDATE applications SET status = 'pending' WHERE name = ?")
+                    .bind(code.app)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                let taken: Option<i64> =
+                    sqlx::query_scalar("SELECT 1 FROM users WHERE login = ? OR id = ?")
+                        .bind(code.app)
+                        .bind(code.user_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if taken.is_some() {
+                    return Ok(Err(CodeRefused::NameTaken));
+                }
+                sqlx::query(
+                    "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, \
+                     locked, created_at, updated_at, kind) \
+                     VALUES (?, ?, ?, ?, '!', FALSE, FALSE, ?, ?, 'app')",
+                )
+                .bind(code.user_id)
+                .bind(code.app)
+                .bind(code.display_name)
+                .bind(code.email)
+                .bind(code.now)
+                .bind(code.now)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_insert)?;
+                sqlx::query(
+                    "INSERT INTO applications (name, user_id, email, status, created_at) \
+                     VALUES (?, ?, ?, 'pending', ?)",
+                )
+                .bind(code.app)
+                .bind(code.user_id)
+                .bind(code.email)
+                .bind(code.now)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_insert)?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO application_codes (application, code_hash, sent_at, expires_at) \
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(code.app)
+        .bind(code.code_hash)
+        .bind(code.now)
+        .bind(code.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_insert)?;
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    /// Forgets a code that could not be sent, so that it neither works nor delays the next.
+    pub(crate) async fn drop_app_code(&self, app: &str, code_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM application_codes WHERE application = ? AND code_hash = ?")
+            .bind(app)
+            .bind(code_hash)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Activates a pending application with a code: binds it to `instance` and sets its
+    /// secret. A wrong code counts against every live code of the application.
+    pub(crate) async fn activate_app(
+        &self,
+        app: &str,
+        code_hash: &str,
+        instance: &str,
+        secret_hash: &str,
+        now: i64,
+        max_attempts: i64,
+        audit: &AuditRecord,
+    ) -> Result<Activation, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM applications WHERE name = ?")
+                .bind(app)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let used: Option<i64> = sqlx::query_scalar(
+            "SELECT used_at FROM application_codes WHERE application = ? AND code_hash = ? \
+             AND used_at IS NOT NULL",
+        )
+        .bind(app)
+        .bind(code_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if used.is_some() {
+            return Ok(Activation::Used);
+        }
+        if status.as_deref() != Some("pending") {
+            return Ok(Activation::Unknown);
+        }
+        let attempts: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(attempts) FROM application_codes WHERE application = ? AND used_at IS NULL",
+        )
+        .bind(app)
+        .fetch_one(&mut *tx)
+        .await?;
+        if attempts.is_some_and(|a| a >= max_attempts) {
+            return Ok(Activation::TooManyAttempts);
+        }
+        let found: Option<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT expires_at, used_at FROM application_codes \
+             WHERE application = ? AND code_hash = ?",
+        )
+        .bind(app)
+        .bind(code_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = match found {
+            None => Activation::WrongCode,
+            Some((_, Some(_))) => Activation::Used,
+            Some((expires, None)) if expires <= now => Activation::Expired,
+            Some(_) => Activation::Activated,
+        };
+        if outcome == Activation::WrongCode {
+            sqlx::query(
+                "UPDATE application_codes SET attempts = attempts + 1 \
+                 WHERE application = ? AND used_at IS NULL",
+            )
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(outcome);
+        }
+        if outcome != Activation::Activated {
+            return Ok(outcome);
+        }
+        sqlx::query("UPDATE application_codes SET used_at = ? WHERE application = ?")
+            .bind(now)
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE applications SET status = 'active', secret_hash = ?, instance_id = ?, \
+             activated_at = ? WHERE name = ?",
+        )
+        .bind(secret_hash)
+        .bind(instance)
+        .bind(now)
+        .bind(app)
+        .execute(&mut *tx)
+        .await?;
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    pub(crate) async fn app(&self, name: &str) -> Result<Option<AppRow>, StoreError> {
+        Ok(
+            sqlx::query_as(select_apps!("WHERE name = ?"))
+                .bind(name)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    /// The active application holding this secret.
+    pub(crate) async fn app_by_secret(
+        &self,
+        secret_hash: &str,
+    ) -> Result<Option<AppRow>, StoreError> {
+        Ok(sqlx::query_as(select_apps!(
+            "WHERE secret_hash = ? AND status = 'active'"
+        ))
+        .bind(secret_hash)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    pub(crate) async fn apps(&self) -> Result<Vec<AppRow>, StoreError> {
+        Ok(
+            sqlx::query_as(select_apps!("ORDER BY name"))
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    /// Counts a refused copy of an application's database and audits it.
+    pub(crate) async fn record_app_copy(
+        &self,
+        app: &str,
+        instance: &str,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "UPDATE applications SET copy_refusals = copy_refusals + 1, last_copy_at = ?, \
+             last_copy_instance = ? WHERE name = ?",
+        )
+        .bind(now)
+        .bind(instance)
+        .bind(app)
+        .execute(&mut *tx)
+        .await?;
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Revokes an application: its secret stops working at once. `false` if there is none.
+    pub(crate) async fn revoke_app(
+        &self,
+        app: &str,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE applications SET status = 'revoked', secret_hash = NULL WHERE name = ?",
+        )
+        .bind(app)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if done {
+            sqlx::query("DELETE FROM application_codes WHERE application = ?")
+                .bind(app)
+                .execute(&mut *tx)
+                .await?;
+            append(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Whether `user` is the active application named `app`.
+    pub(crate) async fn is_app(&self, user: &str, app: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(IS_APP)
+            .bind(app)
+            .bind(user)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    // ---- webhooks ----
+
+    pub(crate) async fn insert_webhook(&self, hook: &WebhookRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhooks (id, owner, url, kinds, signing, secret, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&hook.id)
+        .bind(&hook.owner)
+        .bind(&hook.url)
+        .bind(&hook.kinds)
+        .bind(&hook.signing)
+        .bind(&hook.secret)
+        .bind(hook.created_at)
+        .execute(&self.write)
+        .await
+        .map_err(StoreError::from_insert)?;
+        Ok(())
+    }
+
+    /// Removes a webhook of `owner` (any owner's when `None`); `false` if there was none.
+    pub(crate) async fn delete_webhook(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM webhooks WHERE id = ? AND (? IS NULL OR owner = ?)")
+            .bind(id)
+            .bind(owner)
+            .bind(owner)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        Ok(done > 0)
+    }
+
+    /// Webhooks of `owner` (all when `None`) with their delivery counts.
+    pub(crate) async fn webhooks(
+        &self,
+        owner: Option<&str>,
+    ) -> Result<Vec<WebhookStatus>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT w.*, \
+             (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id \
+              AND d.state = 'pending') AS pending, \
+             (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id \
+              AND d.state = 'delivered') AS delivered, \
+             (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id \
+              AND d.state = 'failed') AS failed, \
+             (SELECT d.last_error FROM webhook_deliveries d WHERE d.webhook_id = w.id \
+              AND d.last_error IS NOT NULL ORDER BY d.id DESC LIMIT 1) AS last_error \
+             FROM webhooks w WHERE (? IS NULL OR w.owner = ?) ORDER BY w.created_at, w.id",
+        )
+        .bind(owner)
+        .bind(owner)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Queues `body` for the webhooks of `owner` that want `kind`; how many were queued.
+    pub(crate) async fn enqueue_owner_webhooks(
+        &self,
+        owner: &str,
+        kind: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.write.acquire().await?;
+        enqueue_webhooks(&mut conn, Some(owner), kind, body, now).await
+    }
+
+    /// Requests due now, oldest first.
+    pub(crate) async fn due_deliveries(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT d.id, d.webhook_id, d.kind, d.body, d.attempts, w.url, w.signing, w.secret \
+             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+             WHERE d.state = 'pending' AND d.next_at <= ? ORDER BY d.next_at, d.id LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Records the outcome of one attempt: delivered, retried at `next_at`, or failed for
+    /// good.
+    pub(crate) async fn delivery_attempted(
+        &self,
+        id: i64,
+        outcome: Attempt<'_>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (state, next_at, error) = match outcome {
+            Attempt::Delivered => ("delivered", now, None),
+            Attempt::Retry { at, error } => ("pending", at, Some(error)),
+            Attempt::Failed { error } => ("failed", now, Some(error)),
+        };
+        sqlx::query(
+            "UPDATE webhook_deliveries SET state = ?, next_at = ?, attempts = attempts + 1, \
+             last_error = COALESCE(?, last_error), \
+             done_at = CASE WHEN ? = 'pending' THEN NULL ELSE ? END WHERE id = ?",
+        )
+        .bind(state)
+        .bind(next_at)
+        .bind(error)
+        .bind(state)
+        .bind(now)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Puts a webhook's failed requests back in the queue; how many.
+    pub(crate) async fn retry_failed_deliveries(
+        &self,
+        webhook: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_at = ? \
+             WHERE webhook_id = ? AND state = 'failed'",
+        )
+        .bind(now)
+        .bind(webhook)
+        .execute(&self.write)
+        .await?
+        .rows_affected())
+    }
+
+    // ---- topics ----
+
+    pub(crate) async fn subscribe_topic(&self, sub: &SubscriptionRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO topic_subscriptions (topic, subscriber, push_url, signing, secret, \
+             created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (topic, subscriber) DO UPDATE \
+             SET push_url = excluded.push_url, signing = excluded.signing, \
+             secret = excluded.secret",
+        )
+        .bind(&sub.topic)
+        .bind(&sub.subscriber)
+        .bind(&sub.push_url)
+        .bind(&sub.signing)
+        .bind(&sub.secret)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends a subscription and drops what it had not acknowledged; `false` if there was none.
+    pub(crate) async fn unsubscribe_topic(
+        &self,
+        topic: &str,
+        subscriber: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "DELETE FROM topic_subscriptions WHERE topic = ? AND subscriber = ?",
+        )
+        .bind(topic)
+        .bind(subscriber)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM topic_deliveries WHERE topic = ? AND subscriber = ?")
+            .bind(topic)
+            .bind(subscriber)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done > 0)
+    }
+
+    pub(crate) async fn subscription(
+        &self,
+        topic: &str,
+        subscriber: &str,
+    ) -> Result<Option<SubscriptionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT topic, subscriber, push_url, signing, secret FROM topic_subscriptions \
+             WHERE topic = ? AND subscriber = ?",
+        )
+        .bind(topic)
+        .bind(subscriber)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    /// Publishes a message once per (topic, publisher, key) and gives every subscription a
+    /// delivery of it. Returns its id and whether it is new. Expired messages are removed
+    /// here on the way, a few at a time, so that storage does not grow without a cleanup job.
+    pub(crate) async fn publish_topic(
+        &self,
+        m: &NewTopicMessage<'_>,
+    ) -> Result<(i64, bool), StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "DELETE FROM topic_messages WHERE id IN (SELECT id FROM topic_messages \
+             WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT 100)",
+        )
+        .bind(m.now)
+        .execute(&mut *tx)
+        .await?;
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO topic_messages (topic, publisher, idempotency_key, payload, \
+             published_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (topic, publisher, idempotency_key) DO NOTHING RETURNING id",
+        )
+        .bind(m.topic)
+        .bind(m.publisher)
+        .bind(m.idempotency_key)
+        .bind(m.payload)
+        .bind(m.now)
+        .bind(m.expires_at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let result = match inserted {
+            Some(id) => {
+                sqlx::query(
+                    "INSERT INTO topic_deliveries (subscriber, topic, message_id, visible_at, \
+                     expires_at) SELECT subscriber, topic, ?, ?, ? FROM topic_subscriptions \
+                     WHERE topic = ?",
+                )
+                .bind(id)
+                .bind(m.now)
+                .bind(m.expires_at)
+                .bind(m.topic)
+                .execute(&mut *tx)
+                .await?;
+                (id, true)
+            }
+            None => {
+                let id: i64 = sqlx::query_scalar(
+                    "SELECT id FROM topic_messages WHERE topic = ? AND publisher = ? \
+                     AND idempotency_key = ?",
+                )
+                .bind(m.topic)
+                .bind(m.publisher)
+                .bind(m.idempotency_key)
+                .fetch_one(&mut *tx)
+                .await?;
+                (id, false)
+            }
+        };
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// Leases up to `max` visible, unexpired messages of a subscription until `lease_until`.
+    pub(crate) async fn pull_topic(
+        &self,
+        topic: &str,
+        subscriber: &str,
+        now: i64,
+        lease_until: i64,
+        max: i64,
+    ) -> Result<Vec<TopicMessageRow>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let rows: Vec<TopicMessageRow> = sqlx::query_as(
+            "SELECT m.id, m.topic, m.publisher, m.payload, m.published_at, m.expires_at, \
+             d.attempts + 1 AS attempts FROM topic_deliveries d \
+             JOIN topic_messages m ON m.id = d.message_id \
+             WHERE d.subscriber = ? AND d.topic = ? AND d.visible_at <= ? \
+             AND (d.expires_at IS NULL OR d.expires_at > ?) ORDER BY m.id LIMIT ?",
+        )
+        .bind(subscriber)
+        .bind(topic)
+        .bind(now)
+        .bind(now)
+        .bind(max)
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in &rows {
+            sqlx::query(
+                "UPDATE topic_deliveries SET visible_at = ?, attempts = attempts + 1 \
+                 WHERE subscriber = ? AND topic = ? AND message_id = ?",
+            )
+            .bind(lease_until)
+            .bind(subscriber)
+            .bind(topic)
+            .bind(r.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// Acknowledges messages of a subscription; how many were pending.
+    pub(crate) async fn ack_topic(
+        &self,
+        topic: &str,
+        subscriber: &str,
+        ids: &[i64],
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let mut done = 0;
+        for id in ids {
+            done += sqlx::query(
+                "DELETE FROM topic_deliveries WHERE subscriber = ? AND topic = ? \
+                 AND message_id = ?",
+            )
+            .bind(subscriber)
+            .bind(topic)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Pushed subscriptions' messages due now.
+    pub(crate) async fn due_pushes(&self, now: i64, limit: i64) -> Result<Vec<PushRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT m.id, m.topic, m.publisher, m.payload, m.published_at, m.expires_at, \
+             d.attempts + 1 AS attempts, d.subscriber, s.push_url, s.signing, s.secret \
+             FROM topic_deliveries d JOIN topic_messages m ON m.id = d.message_id \
+             JOIN topic_subscriptions s ON s.topic = d.topic AND s.subscriber = d.subscriber \
+             WHERE s.push_url IS NOT NULL AND d.visible_at <= ? \
+             AND (d.expires_at IS NULL OR d.expires_at > ?) ORDER BY d.visible_at, m.id LIMIT ?",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Puts a pushed message off until `at` after a failed attempt.
+    pub(crate) async fn push_failed(
+        &self,
+        topic: &str,
+        subscriber: &str,
+        id: i64,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE topic_deliveries SET visible_at = ?, attempts = attempts + 1 \
+             WHERE subscriber = ? AND topic = ? AND message_id = ?",
+        )
+        .bind(at)
+        .bind(subscriber)
+        .bind(topic)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+}
+
+/// How one webhook attempt ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Attempt<'a> {
+    Delivered,
+    Retry { at: i64, error: &'a str },
+    Failed { error: &'a str },
+}
+
+pub(super) const IS_APP: &str =
+    "SELECT 1 FROM applications WHERE name = ? AND user_id = ? AND status = 'active'";
+
+/// Queues `body` for every webhook (of `owner`, when given) that wants `kind`.
+pub(super) async fn enqueue_webhooks(
+    conn: &mut SqliteConnection,
+    owner: Option<&str>,
+    kind: &str,
+    body: &str,
+    now: i64,
+) -> Result<usize, StoreError> {
+    let hooks: Vec<WebhookRow> =
+        sqlx::query_as("SELECT * FROM webhooks WHERE (? IS NULL OR owner = ?)")
+            .bind(owner)
+            .bind(owner)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut n = 0;
+    for hook in hooks.iter().filter(|h| h.wants(kind)) {
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (webhook_id, kind, body, state, next_at, created_at) \
+             VALUES (?, ?, ?, 'pending', ?, ?)",
+        )
+        .bind(&hook.id)
+        .bind(kind)
+        .bind(body)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn now_ms() -> i64 {
+    veche_protocol::Timestamp::now().as_millis()
+}
