@@ -1,6 +1,7 @@
 //! Veche integration tests: one binary, real nodes on loopback, real QUIC, real SQLite files.
 
 mod accounts;
+mod apps;
 mod cli;
 mod client;
 mod discussions;
