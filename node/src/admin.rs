@@ -12,7 +12,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use veche_protocol::admin::{AdminReply, AdminRequest, AppInfo, WebhookInfo};
-use veche_protocol::{ClientFrame, Timestamp, ErrorBody, ErrorCode, Reply, Request, ServerFrame, frame};
+use veche_protocol::{
+    ClientFrame, ErrorBody, ErrorCode, Reply, Request, ServerFrame, Timestamp, frame,
+};
 
 use crate::accounts::{AccountError, Accounts, UserSpec};
 use crate::apps::{AppError, Apps, NewWebhook, Signing};

@@ -70,7 +70,9 @@ async fn smtp_session(
     while let Some(line) = lines.next_line().await? {
         let upper = line.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
-            write.write_all(b"250-sink.test\r\n250 8BITMIME\r\n").await?;
+            write
+                .write_all(b"250-sink.test\r\n250 8BITMIME\r\n")
+                .await?;
         } else if upper.starts_with("HELO") || upper.starts_with("MAIL FROM") {
             write.write_all(b"250 OK\r\n").await?;
         } else if upper.starts_with("RCPT TO") {
@@ -322,9 +324,16 @@ async fn registration_by_emailed_code() -> anyhow::Result<()> {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert!(body["error"]["retry_after_ms"].as_u64().unwrap_or(0) > 0);
 
-    let wrong = if code == "00000000" { "11111111" } else { "00000000" };
+    let wrong = if code == "00000000" {
+        "11111111"
+    } else {
+        "00000000"
+    };
     let (status, body) = activate("erp", wrong, "erp-1").await?;
-    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "wrong_code"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "wrong_code")
+    );
 
     let (status, body) = activate("erp", &code, "erp-1").await?;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -333,7 +342,10 @@ async fn registration_by_emailed_code() -> anyhow::Result<()> {
 
     // The code works once.
     let (status, body) = activate("erp", &code, "erp-1").await?;
-    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "used_code"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "used_code")
+    );
 
     // The registered instance is served; a copy of its database is refused and reported.
     let whoami = |instance: &str| {
@@ -346,11 +358,17 @@ async fn registration_by_emailed_code() -> anyhow::Result<()> {
     };
     assert_eq!(whoami("erp-1").await?.0, StatusCode::OK);
     let (status, body) = whoami("erp-test-copy").await?;
-    assert_eq!((status, error_code(&body)), (StatusCode::FORBIDDEN, "database_copy"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::FORBIDDEN, "database_copy")
+    );
     let AdminReply::Apps { apps } = node.admin(AdminRequest::AppList).await? else {
         bail!("expected apps");
     };
-    let erp = apps.iter().find(|a| a.name == "erp").context("erp listed")?;
+    let erp = apps
+        .iter()
+        .find(|a| a.name == "erp")
+        .context("erp listed")?;
     assert_eq!(erp.status, "active");
     assert_eq!(erp.copy_refusals, 1);
     assert_eq!(erp.last_copy_instance.as_deref(), Some("erp-test-copy"));
@@ -410,12 +428,19 @@ async fn expired_and_exhausted_codes_are_refused() -> anyhow::Result<()> {
     let code = next(&mut mail, "code").await?.code()?;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, body) = activate("erp", &code).await?;
-    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "expired_code"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "expired_code")
+    );
 
     // A fresh code works, but not after too many wrong ones.
     register("erp").await?;
     let code = next(&mut mail, "second code").await?.code()?;
-    let wrong = if code == "00000000" { "11111111" } else { "00000000" };
+    let wrong = if code == "00000000" {
+        "11111111"
+    } else {
+        "00000000"
+    };
     for _ in 0..2 {
         let (_, body) = activate("erp", wrong).await?;
         assert_eq!(error_code(&body), "wrong_code");
@@ -428,7 +453,10 @@ async fn expired_and_exhausted_codes_are_refused() -> anyhow::Result<()> {
 
     // No pending registration by that name.
     let (status, body) = activate("nobody", &code).await?;
-    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
 
     // Without a relay the node says so and keeps no code.
     let mut config = test_config();
@@ -439,7 +467,10 @@ async fn expired_and_exhausted_codes_are_refused() -> anyhow::Result<()> {
         Some(json!({"name": "erp", "email": "ops@example.test"})),
     )
     .await?;
-    assert_eq!((status, error_code(&body)), (StatusCode::BAD_GATEWAY, "mail_failed"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_GATEWAY, "mail_failed")
+    );
     Ok(())
 }
 
@@ -661,7 +692,10 @@ async fn business_events_are_taken_once_and_reach_signed_webhooks() -> anyhow::R
     );
     // Exactly one request for the one event.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(hooks.try_recv().is_err(), "the repeated key reached the webhook");
+    assert!(
+        hooks.try_recv().is_err(),
+        "the repeated key reached the webhook"
+    );
     Ok(())
 }
 
@@ -683,7 +717,9 @@ async fn webhooks_retry_sign_with_the_node_key_and_show_failures() -> anyhow::Re
     let dead = TcpListener::bind("127.0.0.1:0").await?;
     let dead_url = format!("http://{}/gone", dead.local_addr()?);
     drop(dead);
-    let AdminReply::Webhook { webhook: dead_hook, .. } = node
+    let AdminReply::Webhook {
+        webhook: dead_hook, ..
+    } = node
         .admin(AdminRequest::WebhookAdd {
             url: dead_url,
             kinds: vec!["order.shipped".into()],
@@ -719,11 +755,17 @@ async fn webhooks_retry_sign_with_the_node_key_and_show_failures() -> anyhow::Re
     .try_into()
     .map_err(|_| anyhow::anyhow!("signature length"))?;
     let signed = format!("{}.{}", got.headers["veche-timestamp"], got.body);
-    key.verify(signed.as_bytes(), &ed25519_dalek::Signature::from_bytes(&sig))?;
+    key.verify(
+        signed.as_bytes(),
+        &ed25519_dalek::Signature::from_bytes(&sig),
+    )?;
     let forged = format!("{}.{}x", got.headers["veche-timestamp"], got.body);
     assert!(
-        key.verify(forged.as_bytes(), &ed25519_dalek::Signature::from_bytes(&sig))
-            .is_err()
+        key.verify(
+            forged.as_bytes(),
+            &ed25519_dalek::Signature::from_bytes(&sig)
+        )
+        .is_err()
     );
 
     // The dead receiver's request is given up after its attempts and shown as failed.
@@ -767,7 +809,10 @@ async fn topics_deliver_with_ack_redelivery_and_expiry() -> anyhow::Result<()> {
     let first = publish("a", None).await?;
     assert_eq!(first["fresh"], true);
     let again = publish("a", None).await?;
-    assert_eq!((again["id"].clone(), again["fresh"].clone()), (first["id"].clone(), json!(false)));
+    assert_eq!(
+        (again["id"].clone(), again["fresh"].clone()),
+        (first["id"].clone(), json!(false))
+    );
     publish("b", Some(3)).await?;
 
     let pull = |lease_ms: u64| {
@@ -932,8 +977,15 @@ async fn openapi_description_matches_the_served_routes() -> anyhow::Result<()> {
         }
     }
     // And a route that is not described is not served.
-    let (status, body) = call(http.get(format!("{}/api/v1/nothing", node.http_url())), None).await?;
-    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "no_route"));
+    let (status, body) = call(
+        http.get(format!("{}/api/v1/nothing", node.http_url())),
+        None,
+    )
+    .await?;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "no_route")
+    );
     assert!(checked >= 18, "{checked} operations checked");
     Ok(())
 }

@@ -21,13 +21,15 @@ pub struct App {
 
 async fn check(response: reqwest::Response) -> anyhow::Result<Value> {
     let status = response.status();
-    let body: Value = if status == reqwest::StatusCode::NO_CONTENT
-        || status == reqwest::StatusCode::ACCEPTED
-    {
-        Value::Null
-    } else {
-        response.json().await.context("the node answered something that is not JSON")?
-    };
+    let body: Value =
+        if status == reqwest::StatusCode::NO_CONTENT || status == reqwest::StatusCode::ACCEPTED {
+            Value::Null
+        } else {
+            response
+                .json()
+                .await
+                .context("the node answered something that is not JSON")?
+        };
     if !status.is_success() {
         let error = &body["error"];
         bail!("{status}: {} ({})", error["message"], error["code"]);
@@ -49,7 +51,12 @@ pub async fn register(base: &str, name: &str, email: &str) -> anyhow::Result<()>
 impl App {
     /// Activates `name` with the e-mailed `code`, bound to this `instance` (an ERP would use
     /// its database's unique id: a copy of the database is then refused).
-    pub async fn activate(base: &str, name: &str, code: &str, instance: &str) -> anyhow::Result<Self> {
+    pub async fn activate(
+        base: &str,
+        name: &str,
+        code: &str,
+        instance: &str,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::new();
         let body = check(
             http.post(format!("{base}/api/v1/apps/activate"))
@@ -71,7 +78,12 @@ impl App {
         })
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -84,7 +96,12 @@ impl App {
     }
 
     /// The discussion of an object of this application, created on first use; its id.
-    pub async fn ensure_discussion(&self, kind: &str, id: &str, title: &str) -> anyhow::Result<String> {
+    pub async fn ensure_discussion(
+        &self,
+        kind: &str,
+        id: &str,
+        title: &str,
+    ) -> anyhow::Result<String> {
         let body = self
             .send(
                 reqwest::Method::PUT,
@@ -218,7 +235,9 @@ where
     )
     .await?;
 
-    let discussion = erp.ensure_discussion("invoice", "INV-1", "Invoice INV-1").await?;
+    let discussion = erp
+        .ensure_discussion("invoice", "INV-1", "Invoice INV-1")
+        .await?;
     erp.set_access("invoice", "INV-1", users).await?;
     let event_fresh = erp
         .post_event(

@@ -28,23 +28,27 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let users: Vec<&str> = args.users.iter().map(String::as_str).collect();
     let email = args.email.clone();
-    let report = veche_erp_example::scenario(&args.url, &args.email, &users, &args.instance, |app| {
-        let prompt = format!("code e-mailed to {email} for {app}: ");
-        async move {
-            let mut out = tokio::io::stdout();
-            out.write_all(prompt.as_bytes()).await?;
-            out.flush().await?;
-            let line = tokio::task::spawn_blocking(|| {
-                let mut line = String::new();
-                std::io::stdin().read_line(&mut line).map(|_| line)
-            })
-            .await??;
-            Ok(line.trim().to_owned())
-        }
-    })
-    .await?;
+    let report =
+        veche_erp_example::scenario(&args.url, &args.email, &users, &args.instance, |app| {
+            let prompt = format!("code e-mailed to {email} for {app}: ");
+            async move {
+                let mut out = tokio::io::stdout();
+                out.write_all(prompt.as_bytes()).await?;
+                out.flush().await?;
+                let line = tokio::task::spawn_blocking(|| {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).map(|_| line)
+                })
+                .await??;
+                Ok(line.trim().to_owned())
+            }
+        })
+        .await?;
     println!("invoice INV-1 discusses in {}", report.discussion);
     println!("invoice.posted accepted as new: {}", report.event_fresh);
-    println!("the warehouse received: {}", serde_json::Value::from(report.received));
+    println!(
+        "the warehouse received: {}",
+        serde_json::Value::from(report.received)
+    );
     Ok(())
 }

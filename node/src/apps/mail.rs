@@ -34,9 +34,8 @@ impl Mailer {
         if c.host.is_empty() {
             return Err("no SMTP relay is configured ([smtp] host)".into());
         }
-        let params = || {
-            TlsParameters::new(c.host.clone()).map_err(|e| format!("TLS for {}: {e}", c.host))
-        };
+        let params =
+            || TlsParameters::new(c.host.clone()).map_err(|e| format!("TLS for {}: {e}", c.host));
         let tls = match c.security {
             SmtpSecurity::Opportunistic => Tls::Opportunistic(params()?),
             SmtpSecurity::Starttls => Tls::Required(params()?),

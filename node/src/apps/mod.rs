@@ -23,8 +23,8 @@ use crate::accounts::{random_token, token_hash};
 use crate::config::{AppsConfig, SmtpConfig};
 use crate::plugins::{BusinessEvent, Plugins};
 use crate::store::{
-    Activation, AppRow, AuditRecord, CodeRefused, NewCode, NewTopicMessage, Store, StoreError,
-    SubscriptionRow, TopicMessageRow, WebhookRow, WebhookStatus,
+    Activate, Activation, AppRow, AuditRecord, CodeRefused, NewCode, NewTopicMessage, Store,
+    StoreError, SubscriptionRow, TopicMessageRow, WebhookRow, WebhookStatus,
 };
 pub(crate) use mail::Mailer;
 
@@ -278,12 +278,14 @@ impl Apps {
             .inner
             .store
             .activate_app(
-                name,
-                &token_hash(code.trim()),
-                instance,
-                &token_hash(&secret),
-                now,
-                i64::from(self.inner.config.code_attempts),
+                &Activate {
+                    app: name,
+                    code_hash: &token_hash(code.trim()),
+                    instance,
+                    secret_hash: &token_hash(&secret),
+                    now,
+                    max_attempts: i64::from(self.inner.config.code_attempts),
+                },
                 &AuditRecord {
                     at: now,
                     actor: format!("app:{name}"),
@@ -503,7 +505,11 @@ impl Apps {
         Ok(row)
     }
 
-    pub(crate) async fn unsubscribe(&self, app: &AppPrincipal, topic: &str) -> Result<(), AppError> {
+    pub(crate) async fn unsubscribe(
+        &self,
+        app: &AppPrincipal,
+        topic: &str,
+    ) -> Result<(), AppError> {
         if self.inner.store.unsubscribe_topic(topic, &app.name).await? {
             Ok(())
         } else {

@@ -122,25 +122,32 @@ async fn round(apps: &Apps, client: &reqwest::Client) -> bool {
     full
 }
 
-async fn post(
-    apps: &Apps,
-    client: &reqwest::Client,
-    url: &str,
-    kind: &str,
-    delivery: &str,
-    signing: &str,
-    secret: &str,
+/// One signed request to send.
+struct Outgoing<'a> {
+    url: &'a str,
+    kind: &'a str,
+    delivery: String,
+    signing: &'a str,
+    secret: &'a str,
     body: String,
-) -> Result<(), String> {
-    let signature = sign(signing, secret, &apps.inner.key, now_ms(), &body);
+}
+
+async fn post(apps: &Apps, client: &reqwest::Client, out: Outgoing<'_>) -> Result<(), String> {
+    let signature = sign(
+        out.signing,
+        out.secret,
+        &apps.inner.key,
+        now_ms(),
+        &out.body,
+    );
     let response = client
-        .post(url)
+        .post(out.url)
         .header("content-type", "application/json")
-        .header("veche-event", kind)
-        .header("veche-delivery", delivery)
+        .header("veche-event", out.kind)
+        .header("veche-delivery", out.delivery)
         .header("veche-timestamp", signature.timestamp)
         .header("veche-signature", signature.value)
-        .body(body)
+        .body(out.body)
         .send()
         .await
         .map_err(|e| e.to_string())?;
@@ -162,12 +169,14 @@ async fn deliver(apps: &Apps, client: &reqwest::Client, d: DeliveryRow) {
     let result = post(
         apps,
         client,
-        &d.url,
-        &d.kind,
-        &format!("wh-{}", d.id),
-        &d.signing,
-        &d.secret,
-        d.body,
+        Outgoing {
+            url: &d.url,
+            kind: &d.kind,
+            delivery: format!("wh-{}", d.id),
+            signing: &d.signing,
+            secret: &d.secret,
+            body: d.body,
+        },
     )
     .await;
     let now = now_ms();
@@ -213,12 +222,14 @@ async fn push(apps: &Apps, client: &reqwest::Client, p: PushRow) {
     let result = post(
         apps,
         client,
-        &p.push_url,
-        "topic.message",
-        &format!("topic-{}-{}", m.topic, m.id),
-        &p.signing,
-        &p.secret,
-        body,
+        Outgoing {
+            url: &p.push_url,
+            kind: "topic.message",
+            delivery: format!("topic-{}-{}", m.topic, m.id),
+            signing: &p.signing,
+            secret: &p.secret,
+            body,
+        },
     )
     .await;
     let store = &apps.inner.store;

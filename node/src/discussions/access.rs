@@ -135,7 +135,9 @@ pub(crate) async fn object_access(
 ) -> Result<Access, StoreError> {
     // An application's user is `<name>@<node>`; only a user with that login can be it, so
     // nobody else pays for the lookup.
-    if user.split_once('@').is_some_and(|(login, _)| login == object.app)
+    if user
+        .split_once('@')
+        .is_some_and(|(login, _)| login == object.app)
         && facts.is_app(user, object.app).await?
     {
         return Ok(Access::Write);

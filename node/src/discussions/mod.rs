@@ -665,7 +665,12 @@ impl Discussions {
         .to_string();
         self.inner
             .store
-            .enqueue_owner_webhooks(&message.author, "action.clicked", &body, Timestamp::now().as_millis())
+            .enqueue_owner_webhooks(
+                &message.author,
+                "action.clicked",
+                &body,
+                Timestamp::now().as_millis(),
+            )
             .await?;
         // A bot's button: its plugin is told, through its durable inbox.
         if let Some(plugin) = self.inner.plugins.bot_plugin(&message.author) {

@@ -263,7 +263,12 @@ struct RegisterBody {
 async fn register(State(g): AppState, Json(body): Json<RegisterBody>) -> Result<StatusCode> {
     g.services
         .apps
-        .start_registration(&body.name, &body.email, false, &format!("app:{}", body.name))
+        .start_registration(
+            &body.name,
+            &body.email,
+            false,
+            &format!("app:{}", body.name),
+        )
         .await?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -291,7 +296,10 @@ struct ActivateReply {
 #[utoipa::path(post, path = "/api/v1/apps/activate", tag = "apps", request_body = ActivateBody,
     responses((status = 200, body = ActivateReply), (status = 400, body = ErrorResponse),
               (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse)))]
-async fn activate(State(g): AppState, Json(body): Json<ActivateBody>) -> Result<Json<ActivateReply>> {
+async fn activate(
+    State(g): AppState,
+    Json(body): Json<ActivateBody>,
+) -> Result<Json<ActivateReply>> {
     let c = g
         .services
         .apps
@@ -501,7 +509,10 @@ async fn post_event(
     if let (Some(text), Some(object)) = (body.timeline, object) {
         let discussion = discussion_id(&ensure(&g, &app, object, "").await?)?;
         // Derived from the key: a retried event finds its message instead of posting twice.
-        let client_msg_id = format!("event-{}", &hex::encode(Sha256::digest(key.as_bytes()))[..32]);
+        let client_msg_id = format!(
+            "event-{}",
+            &hex::encode(Sha256::digest(key.as_bytes()))[..32]
+        );
         let send = MessageBody {
             client_msg_id,
             text,

@@ -293,14 +293,8 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
 /// Whoever is calling: a user's session or an application.
 #[derive(Debug, Clone)]
 pub(crate) enum Principal {
-    User {
-        caller: Caller,
-        session: String,
-    },
-    App {
-        caller: Caller,
-        app: AppPrincipal,
-    },
+    User { caller: Caller, session: String },
+    App { caller: Caller, app: AppPrincipal },
 }
 
 impl Principal {
@@ -335,8 +329,7 @@ impl FromRequestParts<Arc<Gateway>> for Principal {
                 app,
             });
         }
-        let device =
-            device.ok_or_else(|| ApiError::unauthenticated("users send Veche-Device"))?;
+        let device = device.ok_or_else(|| ApiError::unauthenticated("users send Veche-Device"))?;
         let auth = services.accounts.resume(&token, &device).await?;
         Ok(Self::User {
             caller: Caller {

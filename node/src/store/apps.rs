@@ -45,6 +45,17 @@ pub(crate) enum CodeRefused {
     TooSoon(i64),
 }
 
+/// An activation attempt.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Activate<'a> {
+    pub(crate) app: &'a str,
+    pub(crate) code_hash: &'a str,
+    pub(crate) instance: &'a str,
+    pub(crate) secret_hash: &'a str,
+    pub(crate) now: i64,
+    pub(crate) max_attempts: i64,
+}
+
 /// How an activation attempt ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Activation {
@@ -169,11 +180,10 @@ impl Store {
         audit: &AuditRecord,
     ) -> Result<Result<(), CodeRefused>, StoreError> {
         let mut tx = self.write.begin().await?;
-        let existing: Option<AppRow> =
-            sqlx::query_as(select_apps!("WHERE name = ?"))
-                .bind(code.app)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let existing: Option<AppRow> = sqlx::query_as(select_apps!("WHERE name = ?"))
+            .bind(code.app)
+            .fetch_optional(&mut *tx)
+            .await?;
         match &existing {
             Some(app) if app.status == "active" => return Ok(Err(CodeRefused::Active)),
             Some(app) if app.email != code.email => return Ok(Err(CodeRefused::NameTaken)),
@@ -262,14 +272,17 @@ impl Store {
     /// secret. A wrong code counts against every live code of the application.
     pub(crate) async fn activate_app(
         &self,
-        app: &str,
-        code_hash: &str,
-        instance: &str,
-        secret_hash: &str,
-        now: i64,
-        max_attempts: i64,
+        a: &Activate<'_>,
         audit: &AuditRecord,
     ) -> Result<Activation, StoreError> {
+        let Activate {
+            app,
+            code_hash,
+            instance,
+            secret_hash,
+            now,
+            max_attempts,
+        } = *a;
         let mut tx = self.write.begin().await?;
         let status: Option<String> =
             sqlx::query_scalar("SELECT status FROM applications WHERE name = ?")
@@ -348,12 +361,10 @@ impl Store {
     }
 
     pub(crate) async fn app(&self, name: &str) -> Result<Option<AppRow>, StoreError> {
-        Ok(
-            sqlx::query_as(select_apps!("WHERE name = ?"))
-                .bind(name)
-                .fetch_optional(&self.read)
-                .await?,
-        )
+        Ok(sqlx::query_as(select_apps!("WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?)
     }
 
     /// The active application holding this secret.
@@ -361,20 +372,18 @@ impl Store {
         &self,
         secret_hash: &str,
     ) -> Result<Option<AppRow>, StoreError> {
-        Ok(sqlx::query_as(select_apps!(
-            "WHERE secret_hash = ? AND status = 'active'"
-        ))
-        .bind(secret_hash)
-        .fetch_optional(&self.read)
-        .await?)
+        Ok(
+            sqlx::query_as(select_apps!("WHERE secret_hash = ? AND status = 'active'"))
+                .bind(secret_hash)
+                .fetch_optional(&self.read)
+                .await?,
+        )
     }
 
     pub(crate) async fn apps(&self) -> Result<Vec<AppRow>, StoreError> {
-        Ok(
-            sqlx::query_as(select_apps!("ORDER BY name"))
-                .fetch_all(&self.read)
-                .await?,
-        )
+        Ok(sqlx::query_as(select_apps!("ORDER BY name"))
+            .fetch_all(&self.read)
+            .await?)
     }
 
     /// Counts a refused copy of an application's database and audits it.
@@ -597,14 +606,13 @@ impl Store {
         subscriber: &str,
     ) -> Result<bool, StoreError> {
         let mut tx = self.write.begin().await?;
-        let done = sqlx::query(
-            "DELETE FROM topic_subscriptions WHERE topic = ? AND subscriber = ?",
-        )
-        .bind(topic)
-        .bind(subscriber)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let done =
+            sqlx::query("DELETE FROM topic_subscriptions WHERE topic = ? AND subscriber = ?")
+                .bind(topic)
+                .bind(subscriber)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         sqlx::query("DELETE FROM topic_deliveries WHERE topic = ? AND subscriber = ?")
             .bind(topic)
             .bind(subscriber)
@@ -755,7 +763,11 @@ impl Store {
     }
 
     /// Pushed subscriptions' messages due now.
-    pub(crate) async fn due_pushes(&self, now: i64, limit: i64) -> Result<Vec<PushRow>, StoreError> {
+    pub(crate) async fn due_pushes(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<PushRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT m.id, m.topic, m.publisher, m.payload, m.published_at, m.expires_at, \
              d.attempts + 1 AS attempts, d.subscriber, s.push_url, s.signing, s.secret \

@@ -21,8 +21,8 @@ use sqlx::sqlite::{
 };
 
 pub(crate) use apps::{
-    Activation, AppRow, Attempt, CodeRefused, DeliveryRow, NewCode, NewTopicMessage, PushRow,
-    SubscriptionRow, TopicMessageRow, WebhookRow, WebhookStatus,
+    Activate, Activation, AppRow, Attempt, CodeRefused, DeliveryRow, NewCode, NewTopicMessage,
+    PushRow, SubscriptionRow, TopicMessageRow, WebhookRow, WebhookStatus,
 };
 pub(crate) use audit::AuditRecord;
 pub(crate) use discussions::{Batch, DiscussionRow, EventRow, MessageRow, ObjectKey};

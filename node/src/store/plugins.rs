@@ -323,7 +323,7 @@ impl Store {
             for plugin in plugins {
                 insert_inbox(&mut *tx, plugin, "event", event.inbox_payload, now).await?;
             }
-            super::apps::enqueue_webhooks(&mut *tx, None, event.kind, event.webhook_body, now)
+            super::apps::enqueue_webhooks(&mut tx, None, event.kind, event.webhook_body, now)
                 .await?;
         }
         tx.commit().await?;
