@@ -996,11 +996,20 @@ async fn the_erp_example_runs_against_a_node() -> anyhow::Result<()> {
     let (node, mail) = node_with_mail(|_| {}).await?;
     node.add_user("alice", PASSWORD, false).await?;
     node.add_user("bob", PASSWORD, false).await?;
+    // The approval bot answers invoice.posted in the invoice's discussion, which the ERP
+    // lets it see.
+    let bot = crate::support::plugin_folder("approval-bot")?;
+    node.admin(AdminRequest::PluginInstall {
+        path: bot.path().display().to_string(),
+        grants: vec!["kv".into()],
+        config: Default::default(),
+    })
+    .await?;
     let mail = Arc::new(tokio::sync::Mutex::new(mail));
     let report = veche_erp_example::scenario(
         &node.http_url(),
         "ops@example.test",
-        &["alice", "bob"],
+        &["alice", "bob", "approval-bot"],
         "erp-db-1",
         |_app| {
             let mail = mail.clone();
@@ -1011,21 +1020,28 @@ async fn the_erp_example_runs_against_a_node() -> anyhow::Result<()> {
     assert!(report.event_fresh);
     assert_eq!(report.received.len(), 1);
     assert_eq!(report.received[0]["payload"]["invoice"], "INV-1");
-    // Alice can read the invoice's discussion, with the event's note in it.
+    // Alice reads the invoice's discussion: the event's note, then the bot's request.
     let (token, device) = http_login(&node, "alice").await?;
-    let (status, history) = call(
-        reqwest::Client::new()
-            .get(format!(
-                "{}/api/v1/discussions/{}/history",
-                node.http_url(),
-                report.discussion
-            ))
-            .bearer_auth(&token)
-            .header("Veche-Device", &device),
-        None,
-    )
+    let history = crate::support::eventually(20, "the approval request", async || {
+        let (status, history) = call(
+            reqwest::Client::new()
+                .get(format!(
+                    "{}/api/v1/discussions/{}/history",
+                    node.http_url(),
+                    report.discussion
+                ))
+                .bearer_auth(&token)
+                .header("Veche-Device", &device),
+            None,
+        )
+        .await?;
+        anyhow::ensure!(status == StatusCode::OK, "{history}");
+        let text = history.to_string();
+        anyhow::ensure!(text.contains("awaits approval"), "no request yet: {text}");
+        Ok(text)
+    })
     .await?;
-    assert_eq!(status, StatusCode::OK, "{history}");
-    assert!(history.to_string().contains("Invoice INV-1 was posted"));
+    assert!(history.contains("Invoice INV-1 was posted: 1250.00 EUR"));
+    assert!(history.contains("Invoice INV-1 from Acme for 1250.00 EUR awaits approval."));
     Ok(())
 }

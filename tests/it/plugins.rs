@@ -128,23 +128,6 @@ const INVOICE: &str = r#"{"number":"ПТУ-000123","counterparty":"ООО Ром
     "readers":["anna@test.local"],"writers":["boris@test.local"]}"#;
 
 /// Retries `f` until it succeeds (bots work asynchronously) or `secs` pass.
-async fn eventually<T>(
-    secs: u64,
-    what: &str,
-    mut f: impl AsyncFnMut() -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() > deadline => {
-                return Err(e.context(format!("gave up waiting: {what}")));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
 async fn messages(conn: &Connection, discussion: &str) -> anyhow::Result<Vec<Message>> {
     match ask(
         conn,

@@ -1,5 +1,5 @@
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use veche_client::{ClientConfig, Connection, LoggedIn, Trust};
@@ -194,3 +194,21 @@ pub(crate) async fn veche(args: &[&str]) -> anyhow::Result<String> {
 }
 
 pub(crate) use veche_node::test_utils::plugin_folder;
+
+/// Retries `f` every 50 ms until it succeeds or `secs` pass.
+pub(crate) async fn eventually<T>(
+    secs: u64,
+    what: &str,
+    mut f: impl AsyncFnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!("gave up waiting: {what}")));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

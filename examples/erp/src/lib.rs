@@ -212,7 +212,9 @@ pub struct Report {
 
 /// Registers `erp` and `warehouse` (codes from `code_for`, which gets the application's
 /// name), opens the discussion of invoice INV-1, lets `users` see it, publishes
-/// `invoice.posted` and sends the shipment order to the warehouse over a topic.
+/// `invoice.posted` and sends the shipment order to the warehouse over a topic. When the
+/// approval bot is installed and among `users`, it asks for the invoice's approval in the
+/// discussion.
 pub async fn scenario<F, Fut>(
     base: &str,
     email: &str,
@@ -243,7 +245,12 @@ where
         .post_event(
             "invoice.posted",
             ("invoice", "INV-1"),
-            json!({ "number": "INV-1", "amount": "1250.00", "currency": "EUR" }),
+            json!({
+                "number": "INV-1",
+                "counterparty": "Acme",
+                "amount": "1250.00",
+                "currency": "EUR",
+            }),
             "INV-1/posted/1",
             Some("Invoice INV-1 was posted: 1250.00 EUR"),
         )
