@@ -353,6 +353,7 @@ impl RunningNode {
                             services: shared.services.clone(),
                             node_name: shared.node_name.clone(),
                             stop: stop.clone(),
+                            registrations: gateway::registration_limiter(),
                         }),
                         http_config,
                     ))

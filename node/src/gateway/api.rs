@@ -260,7 +260,21 @@ struct RegisterBody {
     responses((status = 202, description = "The code was sent"),
               (status = 403, body = ErrorResponse), (status = 409, body = ErrorResponse),
               (status = 429, body = ErrorResponse), (status = 502, body = ErrorResponse)))]
-async fn register(State(g): AppState, Json(body): Json<RegisterBody>) -> Result<StatusCode> {
+async fn register(
+    State(g): AppState,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(body): Json<RegisterBody>,
+) -> Result<StatusCode> {
+    let ip = crate::throttle::address_key(peer.ip());
+    if let Err(not_until) = g.registrations.check_key(&ip) {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        return Err(ApiError::throttled(
+            "too many registrations from this address",
+            wait,
+        ));
+    }
     g.services
         .apps
         .start_registration(

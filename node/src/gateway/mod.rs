@@ -40,11 +40,23 @@ use crate::config::HttpConfig;
 use crate::discussions::{Caller, DiscussionError};
 
 /// What every handler gets.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Gateway {
     pub(crate) services: Services,
     pub(crate) node_name: String,
     pub(crate) stop: CancellationToken,
+    /// Registration requests per source address: each may send mail.
+    pub(crate) registrations: AddressLimiter,
+}
+
+/// A rate limit per source address.
+pub(crate) type AddressLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
+
+/// Registration requests one address may make: 10 at once, then 20 an hour.
+pub(crate) fn registration_limiter() -> AddressLimiter {
+    let quota = governor::Quota::per_hour(std::num::NonZeroU32::MIN.saturating_add(19))
+        .allow_burst(std::num::NonZeroU32::MIN.saturating_add(9));
+    governor::RateLimiter::keyed(quota)
 }
 
 type AppState = State<Arc<Gateway>>;
@@ -151,6 +163,13 @@ impl ApiError {
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub(crate) fn throttled(message: &str, wait: std::time::Duration) -> Self {
+        Self {
+            retry_after_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "throttled", message)
+        }
     }
 
     fn unauthenticated(message: &str) -> Self {
