@@ -68,11 +68,13 @@ pub struct Config {
 pub struct HttpConfig {
     /// Whether the gateway runs.
     pub enabled: bool,
-    /// The address it listens on. Plain HTTP: keep it on loopback or a trusted network, or
-    /// put a TLS-terminating reverse proxy in front.
+    /// The address it listens on. Without `tls`, keep it on loopback or a trusted network,
+    /// or put a TLS-terminating reverse proxy in front.
     pub listen: SocketAddr,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Serve HTTPS with the node's certificate (the one QUIC uses) instead of plain HTTP.
+    pub tls: bool,
 }
 
 impl Default for HttpConfig {
@@ -81,6 +83,7 @@ impl Default for HttpConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 8780)),
             max_body_bytes: 1024 * 1024,
+            tls: false,
         }
     }
 }

@@ -312,6 +312,19 @@ impl RunningNode {
             (None, None)
         };
 
+        let http_tls = if config.http.tls {
+            Some(tls.http_server_config()?)
+        } else {
+            if http_addr.is_some_and(|a| !a.ip().is_loopback()) {
+                tracing::warn!(
+                    addr = ?http_addr,
+                    "the HTTP gateway serves plain HTTP beyond loopback; set [http] tls = true \
+                     or put a TLS proxy in front"
+                );
+            }
+            None
+        };
+
         let info = StartInfo {
             node_name: node_name.to_string(),
             quic_addr,
@@ -356,6 +369,7 @@ impl RunningNode {
                             registrations: gateway::registration_limiter(),
                         }),
                         http_config,
+                        http_tls,
                     ))
                 });
                 stop.cancelled().await;

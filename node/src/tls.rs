@@ -96,6 +96,21 @@ impl TlsMaterial {
     }
 }
 
+impl TlsMaterial {
+    /// A rustls server configuration for the HTTP gateway: TLS 1.3 and 1.2 (ERP platforms
+    /// are not all on 1.3 yet), ALPN `http/1.1`, no early data.
+    pub fn http_server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.max_early_data_size = 0;
+        Ok(config)
+    }
+}
+
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let chain = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())

@@ -1045,3 +1045,77 @@ async fn the_erp_example_runs_against_a_node() -> anyhow::Result<()> {
     assert!(history.contains("Invoice INV-1 from Acme for 1250.00 EUR awaits approval."));
     Ok(())
 }
+
+#[tokio::test]
+async fn the_gateway_serves_https_with_the_node_certificate() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let mut config = test_config();
+    config.http.tls = true;
+    let node = TestNode::spawn_with(config).await?;
+    let addr = node.info().http_addr.context("http address")?;
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(node.ca_path())?)?;
+    let https = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .resolve("localhost", addr)
+        .build()?;
+    let (status, body) = call(
+        https.get(format!("https://localhost:{}/api/v1/node", addr.port())),
+        None,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["name"], "test.local");
+    // Plain HTTP gets no answer from a TLS port; a client that does not trust the node's
+    // CA does not connect.
+    assert!(
+        reqwest::Client::new()
+            .get(format!("http://{addr}/api/v1/node"))
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+            == false
+    );
+    let untrusting = reqwest::Client::builder()
+        .resolve("localhost", addr)
+        .build()?;
+    assert!(
+        untrusting
+            .get(format!("https://localhost:{}/api/v1/node", addr.port()))
+            .send()
+            .await
+            .is_err()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn registrations_are_limited_per_address() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let node = TestNode::spawn().await?;
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let (status, body) = call(
+            http.post(format!("{}/api/v1/apps/register", node.http_url())),
+            Some(json!({"name": format!("app{i}"), "email": "x@nowhere.test"})),
+        )
+        .await?;
+        statuses.push(status);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(error_code(&body), "throttled");
+            assert!(body["error"]["retry_after_ms"].as_u64().unwrap_or(0) > 0);
+        }
+    }
+    // Ten refused by policy (the domain may not self-register), then throttled.
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::FORBIDDEN)
+            .count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
+    Ok(())
+}

@@ -1,7 +1,6 @@
 //! The gateway's JSON endpoints. Each handler is a thin translation into the same service
 //! calls the QUIC connection makes.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use utoipa_axum::routes;
 use veche_protocol::discussions::{Action, ObjectRef, SendMessage};
 use veche_protocol::{Reply, Request};
 
-use super::{ApiError, AppAuth, AppState, ErrorResponse, Gateway, Principal};
+use super::{ApiError, AppAuth, AppState, ErrorResponse, Gateway, Peer, Principal};
 use crate::apps::{NewWebhook, Signing};
 use crate::discussions::Caller;
 use crate::server::connection::discussion_request;
@@ -110,7 +109,7 @@ struct LoginReply {
               (status = 429, body = ErrorResponse)))]
 async fn login(
     State(g): AppState,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     Json(body): Json<LoginBody>,
 ) -> Result<Json<LoginReply>> {
     let (session_token, auth) = g
@@ -262,7 +261,7 @@ struct RegisterBody {
               (status = 429, body = ErrorResponse), (status = 502, body = ErrorResponse)))]
 async fn register(
     State(g): AppState,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     Json(body): Json<RegisterBody>,
 ) -> Result<StatusCode> {
     let ip = crate::throttle::address_key(peer.ip());

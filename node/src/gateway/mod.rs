@@ -18,9 +18,9 @@
 //! parameters `access_token` and `device` or `instance`.
 
 mod api;
+mod tls;
 mod ws;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
@@ -38,6 +38,7 @@ use crate::admin::Services;
 use crate::apps::{AppError, AppPrincipal};
 use crate::config::HttpConfig;
 use crate::discussions::{Caller, DiscussionError};
+pub(crate) use tls::Peer;
 
 /// What every handler gets.
 #[derive(Debug)]
@@ -105,21 +106,31 @@ pub(crate) fn router(gateway: Arc<Gateway>, max_body: usize) -> axum::Router {
         .with_state(gateway)
 }
 
-/// Serves the gateway on `listener` until `stop`.
+/// Serves the gateway on `listener` until `stop`: HTTPS with `tls`, else plain HTTP.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
     config: HttpConfig,
+    tls: Option<rustls::ServerConfig>,
 ) {
     let stop = gateway.stop.clone();
     let app = router(gateway, config.max_body_bytes);
-    if let Err(e) = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.cancelled_owned())
-    .await
-    {
+    let result = match tls {
+        Some(tls) => match tls::TlsListener::new(listener, tls) {
+            Ok(listener) => {
+                axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }
+            Err(e) => Err(e),
+        },
+        None => {
+            axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    };
+    if let Err(e) = result {
         tracing::error!(error = %e, "the HTTP gateway stopped");
     }
 }
