@@ -398,6 +398,25 @@ async fn registration_by_emailed_code() -> anyhow::Result<()> {
     assert_eq!(sent.to, vec!["store@elsewhere.test".to_owned()]);
     let (status, body) = activate("warehouse", &sent.code()?, "wh-1").await?;
     assert_eq!(status, StatusCode::OK, "{body}");
+
+    // A name someone started to register with their address is taken from them by an
+    // administrator's registration: the first code stops working.
+    register("billing", "ops@example.test").await?;
+    let squatter = next(&mut mail, "the squatter's code").await?.code()?;
+    node.admin(AdminRequest::AppRegister {
+        name: "billing".into(),
+        email: "finance@elsewhere.test".into(),
+    })
+    .await?;
+    let real = next(&mut mail, "the real code").await?;
+    assert_eq!(real.to, vec!["finance@elsewhere.test".to_owned()]);
+    let (status, body) = activate("billing", &squatter, "b-1").await?;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "wrong_code")
+    );
+    let (status, body) = activate("billing", &real.code()?, "b-1").await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
     Ok(())
 }
 

@@ -226,6 +226,7 @@ impl Apps {
                     now,
                     expires_at: now.saturating_add(secs_ms(config.code_ttl_secs)),
                     not_after: now.saturating_sub(secs_ms(config.code_resend_secs)),
+                    by_admin,
                 },
                 &AuditRecord {
                     at: now,

@@ -32,6 +32,9 @@ pub(crate) struct NewCode<'a> {
     pub(crate) expires_at: i64,
     /// Refused with [`CodeRefused::TooSoon`] if the last code went out after this.
     pub(crate) not_after: i64,
+    /// An administrator's registration: a pending or revoked application's address may
+    /// change (someone else may have started it with theirs).
+    pub(crate) by_admin: bool,
 }
 
 /// Why no code was recorded.
@@ -186,7 +189,22 @@ impl Store {
             .await?;
         match &existing {
             Some(app) if app.status == "active" => return Ok(Err(CodeRefused::Active)),
-            Some(app) if app.email != code.email => return Ok(Err(CodeRefused::NameTaken)),
+            Some(app) if app.email != code.email && !code.by_admin => {
+                return Ok(Err(CodeRefused::NameTaken));
+            }
+            Some(app) if app.email != code.email => {
+                // An administrator gives the application another address: codes sent to
+                // the earlier one stop working.
+                sqlx::query("DELETE FROM application_codes WHERE application = ?")
+                    .bind(code.app)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE applications SET status = 'pending', email = ? WHERE name = ?")
+                    .bind(code.email)
+                    .bind(code.app)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             Some(_) => {
                 let last: Option<i64> = sqlx::query_scalar(
                     "SELECT MAX(sent_at) FROM application_codes WHERE application = ?",
