@@ -63,7 +63,9 @@ pub(crate) async fn execute(
             users: accounts.users().await?,
         },
         AdminRequest::UserLock { login } => {
-            let (user, ended) = accounts.set_locked(&login, true, actor).await?;
+            let (user, mut ended) = accounts.set_locked(&login, true, actor).await?;
+            // An application's WebSockets are registered under its name.
+            ended.push(format!("app:{login}"));
             services
                 .registry
                 .end_sessions(&ended, "the account was locked");

@@ -624,7 +624,7 @@ async fn send_admin(
     }
     let data = DataDir::create(data_path)
         .with_context(|| format!("cannot create {}", data_path.display()))?;
-    let opened = match node::open(&config, data).await {
+    let opened = match node::open(&config, data, node::Purpose::Offline).await {
         Ok(opened) => opened,
         Err(StartError::Lock(LockError::InUse(path))) => bail!(
             "a node is running on {} but its admin socket does not answer (is server.admin_socket off?)",

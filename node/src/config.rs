@@ -160,6 +160,9 @@ pub struct AppsConfig {
     /// How long a pulled topic message stays leased before it is delivered again, by
     /// default, in seconds.
     pub topic_lease_secs: u64,
+    /// Whether applications may have the node call webhook and push receivers on this
+    /// machine's loopback addresses (link-local and metadata addresses are always refused).
+    pub allow_loopback_receivers: bool,
 }
 
 impl Default for AppsConfig {
@@ -173,6 +176,7 @@ impl Default for AppsConfig {
             webhook_attempts: 12,
             webhook_timeout_secs: 10,
             topic_lease_secs: 30,
+            allow_loopback_receivers: false,
         }
     }
 }

@@ -70,6 +70,16 @@ impl NodeIdentity {
         Ok(Self { key })
     }
 
+    /// Loads the key at `path` if there is one, else makes a throwaway key (not saved).
+    pub(crate) fn load_or_throwaway(path: &Path) -> Result<Self, IdentityError> {
+        if path.exists() {
+            return Self::load_or_create(path);
+        }
+        Ok(Self {
+            key: SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
+        })
+    }
+
     /// The signing key, for signing what the node sends (webhook requests).
     pub(crate) fn signing_key(&self) -> SigningKey {
         self.key.clone()

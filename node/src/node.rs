@@ -121,8 +121,23 @@ pub(crate) struct Opened {
     pub(crate) identity: NodeIdentity,
 }
 
+/// How the data folder is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// For a running node: the identity key is created if missing.
+    Serve,
+    /// For an offline admin command, possibly run as another user: nothing is created that
+    /// the node would then fail to read; a missing identity key is replaced by a throwaway
+    /// one (offline commands sign nothing).
+    Offline,
+}
+
 /// Opens the data folder for a node or an offline admin command.
-pub(crate) async fn open(config: &Config, data: DataDir) -> Result<Opened, StartError> {
+pub(crate) async fn open(
+    config: &Config,
+    data: DataDir,
+    purpose: Purpose,
+) -> Result<Opened, StartError> {
     let lock = data.lock()?;
     let store = Store::open(&data.database_path()).await?;
     let node_name = resolve_node_name(config, &store).await?;
@@ -142,7 +157,10 @@ pub(crate) async fn open(config: &Config, data: DataDir) -> Result<Opened, Start
     )
     .await
     .map_err(StartError::Plugins)?;
-    let identity = NodeIdentity::load_or_create(&data.identity_path())?;
+    let identity = match purpose {
+        Purpose::Serve => NodeIdentity::load_or_create(&data.identity_path())?,
+        Purpose::Offline => NodeIdentity::load_or_throwaway(&data.identity_path())?,
+    };
     let apps = Apps::new(
         store.clone(),
         node_name.clone(),
@@ -221,7 +239,7 @@ pub struct RunningNode {
 impl RunningNode {
     /// Starts a node on `data` with `config`.
     pub async fn start(config: Config, data: DataDir) -> Result<Self, StartError> {
-        let opened = open(&config, data).await?;
+        let opened = open(&config, data, Purpose::Serve).await?;
         let Opened {
             lock,
             data,
@@ -358,7 +376,8 @@ impl RunningNode {
                     connections.clone(),
                 ));
                 let sweeper = tokio::spawn(sweep_sessions(store.clone(), stop.clone()));
-                shared.services.apps.spawn_sender(stop.clone());
+                let sender = shared.services.apps.spawn_sender(stop.clone());
+                let ws_tasks = TaskTracker::new();
                 let gateway = http.map(|listener| {
                     tokio::spawn(gateway::serve(
                         listener,
@@ -367,6 +386,8 @@ impl RunningNode {
                             node_name: shared.node_name.clone(),
                             stop: stop.clone(),
                             registrations: gateway::registration_limiter(),
+                            activations: gateway::activation_limiter(),
+                            tasks: ws_tasks.clone(),
                         }),
                         http_config,
                         http_tls,
@@ -375,11 +396,15 @@ impl RunningNode {
                 stop.cancelled().await;
                 let _ = accept.await;
                 sweeper.abort();
-                if let Some(gateway) = gateway
-                    && tokio::time::timeout(grace, gateway).await.is_err()
+                if let Some(mut gateway) = gateway
+                    && tokio::time::timeout(grace, &mut gateway).await.is_err()
                 {
                     tracing::warn!("HTTP requests did not finish within the shutdown grace period");
+                    gateway.abort();
                 }
+                ws_tasks.close();
+                let _ = tokio::time::timeout(grace, ws_tasks.wait()).await;
+                let _ = tokio::time::timeout(grace, sender).await;
                 // Each connection finishes its requests in flight, tells its client, and
                 // closes; then stragglers are waited for and anything left is closed.
                 connections.close();

@@ -26,6 +26,7 @@ pub fn test_config() -> Config {
     config.server.shutdown_grace_secs = 5;
     config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.apps.webhook_retry_base_ms = 50;
+    config.apps.allow_loopback_receivers = true;
     config
 }
 

@@ -378,10 +378,24 @@ async fn registration_by_emailed_code() -> anyhow::Result<()> {
     };
     assert!(records.iter().any(|r| r.action == "app.copy_refused"));
 
-    // A revoked application's secret stops working.
+    // Locking the application's user stops it; unlocking lets it back.
+    node.admin(AdminRequest::UserLock {
+        login: "erp".into(),
+    })
+    .await?;
+    assert_eq!(whoami("erp-1").await?.0, StatusCode::UNAUTHORIZED);
+    node.admin(AdminRequest::UserUnlock {
+        login: "erp".into(),
+    })
+    .await?;
+    assert_eq!(whoami("erp-1").await?.0, StatusCode::OK);
+
+    // A revoked application's secret stops working, and it cannot register itself again.
     node.admin(AdminRequest::AppRevoke { name: "erp".into() })
         .await?;
     assert_eq!(whoami("erp-1").await?.0, StatusCode::UNAUTHORIZED);
+    let (status, body) = register("erp", "ops@example.test").await?;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 
     // The name of a person cannot be taken by an application.
     node.add_user("alice", PASSWORD, false).await?;
@@ -469,6 +483,12 @@ async fn expired_and_exhausted_codes_are_refused() -> anyhow::Result<()> {
         (status, error_code(&body)),
         (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
     );
+
+    // A new code has a budget of its own.
+    register("erp").await?;
+    let code = next(&mut mail, "third code").await?.code()?;
+    let (status, body) = activate("erp", &code).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
 
     // No pending registration by that name.
     let (status, body) = activate("nobody", &code).await?;
@@ -589,6 +609,44 @@ async fn access_list_reaches_a_connected_user_at_once() -> anyhow::Result<()> {
         "Please check the amount"
     );
 
+    // The application watches its object's discussion on its own socket and sees alice.
+    let app_ws_url = format!(
+        "{}/api/v1/ws?access_token={}&instance={}",
+        node.http_url().replace("http://", "ws://"),
+        erp.secret,
+        erp.instance
+    );
+    let (mut app_ws, _) = within(
+        10,
+        "app websocket",
+        tokio_tungstenite::connect_async(&app_ws_url),
+    )
+    .await??;
+    app_ws
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            json!({"id": 7, "request": {"method": "watch", "discussion": discussion, "watch": true}})
+                .to_string(),
+        ))
+        .await?;
+    ws_json(&mut app_ws, |v| v["id"] == 7).await?;
+    let (status, body) = call(
+        reqwest::Client::new()
+            .post(format!(
+                "{}/api/v1/discussions/{discussion}/messages",
+                node.http_url()
+            ))
+            .bearer_auth(&token)
+            .header("Veche-Device", &device),
+        Some(json!({"client_msg_id": "a1", "text": "The amount is right"})),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen = ws_json(&mut app_ws, |v| v["type"] == "discussion").await?;
+    assert_eq!(
+        seen["event"]["change"]["message"]["text"],
+        "The amount is right"
+    );
+
     // Taking alice off the list removes the discussion from her at once.
     let started = std::time::Instant::now();
     erp.ok(
@@ -655,6 +713,14 @@ async fn business_events_are_taken_once_and_reach_signed_webhooks() -> anyhow::R
         )
         .await?;
     let secret = created["secret"].as_str().context("secret")?.to_owned();
+    let crm = register_app(&node, &mut mail, "crm").await?;
+    let (other_url, mut others, _) = receiver(0).await?;
+    crm.ok(
+        reqwest::Method::POST,
+        "/api/v1/webhooks",
+        Some(json!({"url": other_url, "kinds": ["*"]})),
+    )
+    .await?;
 
     let event = json!({
         "kind": "invoice.posted", "object_type": "invoice", "object_id": "INV-1",
@@ -709,11 +775,16 @@ async fn business_events_are_taken_once_and_reach_signed_webhooks() -> anyhow::R
         got.headers["veche-signature"],
         format!("v1={}", hmac_hex("wrong", &format!("{ts}.{}", got.body)))
     );
-    // Exactly one request for the one event.
+    // Exactly one request for the one event, and nothing for another application's
+    // webhook: applications share data through topics, not through each other's events.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(
         hooks.try_recv().is_err(),
         "the repeated key reached the webhook"
+    );
+    assert!(
+        others.try_recv().is_err(),
+        "another application got erp's event"
     );
     Ok(())
 }
@@ -773,12 +844,18 @@ async fn webhooks_retry_sign_with_the_node_key_and_show_failures() -> anyhow::Re
     )?
     .try_into()
     .map_err(|_| anyhow::anyhow!("signature length"))?;
-    let signed = format!("{}.{}", got.headers["veche-timestamp"], got.body);
+    let signed = format!(
+        "veche-webhook:{}.{}",
+        got.headers["veche-timestamp"], got.body
+    );
     key.verify(
         signed.as_bytes(),
         &ed25519_dalek::Signature::from_bytes(&sig),
     )?;
-    let forged = format!("{}.{}x", got.headers["veche-timestamp"], got.body);
+    let forged = format!(
+        "veche-webhook:{}.{}x",
+        got.headers["veche-timestamp"], got.body
+    );
     assert!(
         key.verify(
             forged.as_bytes(),
@@ -891,11 +968,9 @@ async fn topics_deliver_with_ack_redelivery_and_expiry() -> anyhow::Result<()> {
         got.headers["veche-signature"],
         format!("v1={}", hmac_hex(&secret, &format!("{ts}.{}", got.body)))
     );
-    // Pulling a pushed subscription finds nothing left: the push acknowledged it.
-    assert_eq!(
-        erp.ok(post, "/api/v1/topics/invoices/pull", None).await?["messages"],
-        json!([])
-    );
+    // A pushed subscription is not pulled.
+    let (status, _) = erp.req(post, "/api/v1/topics/invoices/pull", None).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     // No subscription, nothing to pull.
     let (status, _) = wh
         .req(reqwest::Method::POST, "/api/v1/topics/other/pull", None)
@@ -1132,5 +1207,43 @@ async fn registrations_are_limited_per_address() -> anyhow::Result<()> {
         "{statuses:?}"
     );
     assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
+    Ok(())
+}
+
+#[tokio::test]
+async fn applications_cannot_aim_the_node_at_its_own_machine() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let (node, mut mail) = node_with_mail(|c| c.apps.allow_loopback_receivers = false).await?;
+    let erp = register_app(&node, &mut mail, "erp").await?;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://[::1]:9/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://localhost:9/hook",
+    ] {
+        let (status, body) = erp
+            .req(
+                reqwest::Method::POST,
+                "/api/v1/webhooks",
+                Some(json!({"url": url, "kinds": ["*"]})),
+            )
+            .await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
+        let (status, _) = erp
+            .req(
+                reqwest::Method::PUT,
+                "/api/v1/topics/t/subscription",
+                Some(json!({"push_url": url})),
+            )
+            .await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}");
+    }
+    // The administrator's own webhooks may go anywhere.
+    node.admin(AdminRequest::WebhookAdd {
+        url: "http://127.0.0.1:9/hook".into(),
+        kinds: vec!["*".into()],
+        signing: "hmac-sha256".into(),
+    })
+    .await?;
     Ok(())
 }

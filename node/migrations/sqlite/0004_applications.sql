@@ -53,6 +53,7 @@ CREATE TABLE webhook_deliveries (
     done_at     BIGINT
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_at);
+CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, state);
 
 -- App-to-app topics. A message is stored once; each subscription has a delivery row for it
 -- until the subscriber acknowledges. Expired messages are never returned, whether or not
@@ -88,3 +89,4 @@ CREATE TABLE topic_deliveries (
     PRIMARY KEY (subscriber, topic, message_id)
 );
 CREATE INDEX topic_deliveries_due ON topic_deliveries (visible_at);
+CREATE INDEX topic_deliveries_by_message ON topic_deliveries (message_id);

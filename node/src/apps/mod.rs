@@ -32,6 +32,8 @@ pub(crate) use mail::Mailer;
 const MAX_PULL: u32 = 100;
 /// Longest lease a subscriber may ask for.
 const MAX_LEASE: Duration = Duration::from_secs(3600);
+/// Webhooks one application may have.
+const MAX_WEBHOOKS_PER_APP: i64 = 20;
 /// Largest topic message payload.
 const MAX_TOPIC_PAYLOAD: usize = 256 * 1024;
 
@@ -59,9 +61,12 @@ pub(crate) enum AppError {
         "applications from this address cannot register themselves; ask an administrator to run `veche admin app register`"
     )]
     NotAllowed,
-    /// Mail could not be sent.
-    #[error("the code could not be sent by e-mail: {0}")]
-    Mail(String),
+    /// Mail could not be sent (the reason is in the node's log, not told to the caller).
+    #[error("the code could not be sent by e-mail; the node's log says why")]
+    Mail,
+    /// An administrator revoked the application.
+    #[error("application {0:?} was revoked by an administrator, who alone can register it again")]
+    Revoked(String),
     /// The code is wrong.
     #[error("wrong code")]
     WrongCode,
@@ -82,7 +87,7 @@ pub(crate) enum AppError {
     Unauthenticated,
     /// The credentials came from another instance of the application.
     #[error(
-        "refused: this looks like a copy of application {app:?}'s database (instance {instance:?} is not the registered one); the administrator has been told"
+        "refused: this looks like a copy of application {app:?}'s database (instance {instance:?} is not the registered one); the refusal is recorded for the administrator"
     )]
     DatabaseCopy {
         /// The application.
@@ -195,6 +200,8 @@ impl Apps {
                 "an application name is 1 to 64 characters of a-z, 0-9, '.', '_' or '-'".into(),
             )
         })?;
+        let email = email.trim().to_lowercase();
+        let email = email.as_str();
         let address = mail::parse_address(email).map_err(AppError::BadRequest)?;
         if !by_admin {
             let domain = address.domain().to_lowercase();
@@ -241,6 +248,7 @@ impl Apps {
             Ok(()) => {}
             Err(CodeRefused::NameTaken) => return Err(AppError::NameTaken(name.to_owned())),
             Err(CodeRefused::Active) => return Err(AppError::AlreadyActive(name.to_owned())),
+            Err(CodeRefused::Revoked) => return Err(AppError::Revoked(name.to_owned())),
             Err(CodeRefused::TooSoon(last)) => {
                 let next = last.saturating_add(secs_ms(config.code_resend_secs));
                 return Err(AppError::TooSoon {
@@ -259,7 +267,8 @@ impl Apps {
                 .store
                 .drop_app_code(login.as_str(), &code_hash)
                 .await?;
-            return Err(AppError::Mail(e));
+            tracing::warn!(app = name, error = %e, "could not send a registration code");
+            return Err(AppError::Mail);
         }
         tracing::info!(app = name, "registration code sent");
         Ok(())
@@ -334,6 +343,12 @@ impl Apps {
             .ok_or(AppError::Unauthenticated)?;
         if app.instance_id.as_deref() != Some(instance) {
             let now = now_ms();
+            // Every refusal is counted; the same copy is audited once an hour, so that a copy
+            // retrying in a loop does not flood the audit log.
+            let audited_lately = app.last_copy_instance.as_deref() == Some(instance)
+                && app
+                    .last_copy_at
+                    .is_some_and(|at| now.saturating_sub(at) < 3_600_000);
             tracing::warn!(
                 app = %app.name,
                 registered = app.instance_id.as_deref().unwrap_or(""),
@@ -346,13 +361,13 @@ impl Apps {
                     &app.name,
                     instance,
                     now,
-                    &AuditRecord {
+                    (!audited_lately).then(|| AuditRecord {
                         at: now,
                         actor: format!("app:{}", app.name),
                         action: "app.copy_refused",
                         target: app.name.clone(),
                         detail: format!("instance {instance}"),
-                    },
+                    }),
                 )
                 .await?;
             return Err(AppError::DatabaseCopy {
@@ -425,6 +440,14 @@ impl Apps {
         hook: NewWebhook,
     ) -> Result<WebhookRow, AppError> {
         check_url(&hook.url)?;
+        if owner != "node" {
+            self.check_receiver(&hook.url).await?;
+            if self.inner.store.webhook_count(owner).await? >= MAX_WEBHOOKS_PER_APP {
+                return Err(AppError::BadRequest(format!(
+                    "an application has at most {MAX_WEBHOOKS_PER_APP} webhooks"
+                )));
+            }
+        }
         if hook.kinds.is_empty() || hook.kinds.iter().any(|k| k.is_empty() || k.len() > 128) {
             return Err(AppError::BadRequest(
                 "kinds: one or more event kinds of 1 to 128 bytes, or \"*\"".into(),
@@ -489,6 +512,7 @@ impl Apps {
         check_topic(topic)?;
         if let Some((url, _)) = &push {
             check_url(url)?;
+            self.check_receiver(url).await?;
         }
         let signing = push.as_ref().map_or(Signing::HmacSha256, |(_, s)| *s);
         let row = SubscriptionRow {
@@ -566,14 +590,14 @@ impl Apps {
         max: u32,
         lease: Option<Duration>,
     ) -> Result<Vec<TopicMessageRow>, AppError> {
-        if self
-            .inner
-            .store
-            .subscription(topic, &app.name)
-            .await?
-            .is_none()
-        {
-            return Err(AppError::NotFound("subscription"));
+        match self.inner.store.subscription(topic, &app.name).await? {
+            None => return Err(AppError::NotFound("subscription")),
+            Some(s) if s.push_url.is_some() => {
+                return Err(AppError::BadRequest(
+                    "this subscription is pushed; its messages are not pulled".into(),
+                ));
+            }
+            Some(_) => {}
         }
         let lease = lease
             .unwrap_or(Duration::from_secs(self.inner.config.topic_lease_secs))
@@ -602,14 +626,79 @@ impl Apps {
     }
 
     /// Runs the webhook and push sender until `stop`.
-    pub(crate) fn spawn_sender(&self, stop: tokio_util::sync::CancellationToken) {
+    pub(crate) fn spawn_sender(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move { webhooks::run(this, stop).await });
+        tokio::spawn(async move { webhooks::run(this, stop).await })
+    }
+
+    /// Whether `name` is an active application whose user is not locked.
+    pub(crate) async fn is_active(&self, name: &str) -> Result<bool, AppError> {
+        Ok(match self.inner.store.app(name).await? {
+            Some(app) => {
+                app.status == "active"
+                    && self
+                        .inner
+                        .store
+                        .user_by_id(&app.user_id)
+                        .await?
+                        .is_some_and(|u| !u.locked)
+            }
+            None => false,
+        })
+    }
+
+    /// Refuses receivers an application may not make the node call: loopback, link-local
+    /// (cloud metadata services), unspecified and multicast addresses, unless the
+    /// administrator allows loopback receivers. Private networks are allowed: that is where
+    /// a company's ERP lives.
+    async fn check_receiver(&self, url: &str) -> Result<(), AppError> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|_| AppError::BadRequest(format!("{url:?} is not an http(s) URL")))?;
+        let host = parsed
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(['[', ']']);
+        let port = parsed.port_or_known_default().unwrap_or(80);
+        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| AppError::BadRequest(format!("cannot resolve {host}: {e}")))?
+            .collect();
+        let allow_loopback = self.inner.config.allow_loopback_receivers;
+        for a in &addrs {
+            if !receiver_allowed(a.ip(), allow_loopback) {
+                return Err(AppError::BadRequest(format!(
+                    "{host} is {}, which applications may not send the node to",
+                    a.ip()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The node's public key, hex, against which ed25519-signed requests are checked.
     pub(crate) fn public_key_hex(&self) -> String {
         hex::encode(self.inner.key.verifying_key().as_bytes())
+    }
+}
+
+/// Whether an application may point the node at `ip`.
+fn receiver_allowed(ip: std::net::IpAddr, allow_loopback: bool) -> bool {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    if ip.is_loopback() {
+        return allow_loopback;
+    }
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_link_local() || v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast())
+        }
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast() || v6.is_unicast_link_local()),
     }
 }
 
@@ -656,4 +745,24 @@ fn secs_ms(secs: u64) -> i64 {
 
 fn dur_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::receiver_allowed;
+
+    #[test]
+    fn applications_cannot_aim_the_node_at_itself_or_metadata_services() {
+        let allowed = |ip: &str| receiver_allowed(ip.parse().unwrap(), false);
+        assert!(allowed("10.1.2.3"), "a company's ERP on a private network");
+        assert!(allowed("192.168.0.10"));
+        assert!(allowed("203.0.113.7"));
+        assert!(!allowed("127.0.0.1"));
+        assert!(!allowed("::1"));
+        assert!(!allowed("::ffff:127.0.0.1"));
+        assert!(!allowed("169.254.169.254"), "cloud metadata");
+        assert!(!allowed("fe80::1"));
+        assert!(!allowed("0.0.0.0"));
+        assert!(receiver_allowed("127.0.0.1".parse().unwrap(), true));
+    }
 }

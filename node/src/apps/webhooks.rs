@@ -5,9 +5,11 @@
 //! configured attempts and shown as failed to the administrator. Receivers get each request
 //! at least once and deduplicate by `Veche-Delivery`.
 //!
-//! Every request is signed over `"<Veche-Timestamp>.<body>"`:
-//! `Veche-Signature: v1=<hex HMAC-SHA256>` keyed with the webhook's secret (its ASCII bytes),
-//! or `Veche-Signature: ed25519=<hex signature>` by the node's identity key.
+//! Every request is signed: `Veche-Signature: v1=<hex HMAC-SHA256 of "<Veche-Timestamp>.<body>">`
+//! keyed with the webhook's secret (its ASCII bytes), or
+//! `Veche-Signature: ed25519=<hex signature of "veche-webhook:<Veche-Timestamp>.<body>">` by the
+//! node's identity key (the prefix keeps these signatures apart from anything else the key
+//! signs).
 
 use std::time::Duration;
 
@@ -27,6 +29,11 @@ const POLL: Duration = Duration::from_millis(250);
 /// The longest pause between two attempts.
 const MAX_BACKOFF_MS: i64 = 10 * 60 * 1000;
 
+/// What ed25519 signatures of webhook requests sign before the timestamp.
+pub(crate) const ED25519_CONTEXT: &str = "veche-webhook:";
+/// How often finished queue rows are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
 /// The headers that sign one request.
 #[derive(Debug)]
 pub(crate) struct Signature {
@@ -44,9 +51,10 @@ pub(crate) fn sign(
 ) -> Signature {
     let message = format!("{timestamp}.{body}");
     let value = if signing == "ed25519" {
+        let signed = format!("{ED25519_CONTEXT}{message}");
         format!(
             "ed25519={}",
-            hex::encode(key.sign(message.as_bytes()).to_bytes())
+            hex::encode(key.sign(signed.as_bytes()).to_bytes())
         )
     } else {
         // HMAC accepts keys of any length.
@@ -75,7 +83,19 @@ pub(super) async fn run(apps: Apps, stop: CancellationToken) {
             return;
         }
     };
+    let mut pruned = tokio::time::Instant::now();
     loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        if pruned.elapsed() >= PRUNE_EVERY {
+            pruned = tokio::time::Instant::now();
+            match apps.inner.store.prune_app_queues(now_ms()).await {
+                Ok(n) if n > 0 => tracing::debug!(rows = n, "pruned webhook and topic queues"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot prune webhook and topic queues"),
+            }
+        }
         let busy = round(&apps, &client).await;
         if busy {
             continue;
@@ -107,16 +127,19 @@ async fn round(apps: &Apps, client: &reqwest::Client) -> bool {
         }
     };
     let full = deliveries.len() as i64 == BATCH || pushes.len() as i64 == BATCH;
-    join_all(
-        deliveries
-            .into_iter()
-            .map(|d| async move { deliver(apps, client, d).await }),
-    )
-    .await;
-    join_all(
-        pushes
-            .into_iter()
-            .map(|p| async move { push(apps, client, p).await }),
+    // Webhooks and pushes go out side by side; a slow receiver holds up its round for at
+    // most the request timeout.
+    futures_util::future::join(
+        join_all(
+            deliveries
+                .into_iter()
+                .map(|d| async move { deliver(apps, client, d).await }),
+        ),
+        join_all(
+            pushes
+                .into_iter()
+                .map(|p| async move { push(apps, client, p).await }),
+        ),
     )
     .await;
     full
@@ -150,7 +173,18 @@ async fn post(apps: &Apps, client: &reqwest::Client, out: Outgoing<'_>) -> Resul
         .body(out.body)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            // The owner sees a coarse reason; the details stay in the node's log, so that a
+            // receiver's address cannot be used to probe the node's network.
+            tracing::debug!(url = out.url, error = %e, "webhook request failed");
+            if e.is_timeout() {
+                "the request timed out".to_owned()
+            } else if e.is_connect() {
+                "could not connect to the receiver".to_owned()
+            } else {
+                "the request failed".to_owned()
+            }
+        })?;
     let status = response.status();
     if status.is_success() {
         Ok(())
@@ -273,7 +307,12 @@ mod tests {
         let hex_sig = s.value.strip_prefix("ed25519=").unwrap_or_default();
         let bytes: [u8; 64] = hex::decode(hex_sig).unwrap().try_into().unwrap();
         let sig = ed25519_dalek::Signature::from_bytes(&bytes);
-        assert!(key.verifying_key().verify(b"5.body", &sig).is_ok());
-        assert!(key.verifying_key().verify(b"6.body", &sig).is_err());
+        let key = key.verifying_key();
+        assert!(key.verify(b"veche-webhook:5.body", &sig).is_ok());
+        assert!(
+            key.verify(b"5.body", &sig).is_err(),
+            "signed with its context only"
+        );
+        assert!(key.verify(b"veche-webhook:6.body", &sig).is_err());
     }
 }

@@ -641,6 +641,38 @@ impl Discussions {
         {
             return Ok(Reply::Done);
         }
+        // An application's button: its webhooks that want clicks are told, durably, before
+        // anything else, so that a failure here leaves nothing half-delivered to retry.
+        let author_app = message
+            .author
+            .split_once('@')
+            .map(|(login, _)| login.to_owned());
+        if let Some(app) = author_app
+            && self.inner.store.is_app(&message.author, &app).await?
+        {
+            let body = serde_json::json!({
+                "type": "action_clicked",
+                "discussion": discussion,
+                "object": render::object(&row),
+                "message_id": message_id,
+                "action_id": action_id,
+                "user": caller.user,
+                "data": message
+                    .data
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()),
+            })
+            .to_string();
+            self.inner
+                .store
+                .enqueue_owner_webhooks(
+                    &message.author,
+                    "action.clicked",
+                    &body,
+                    Timestamp::now().as_millis(),
+                )
+                .await?;
+        }
         let clicked = Event::ActionClicked {
             discussion: discussion.to_owned(),
             message_id: message_id.to_owned(),
@@ -652,26 +684,6 @@ impl Discussions {
                 .registry
                 .deliver(std::slice::from_ref(&message.author), &event);
         }
-        // An application's button: its webhooks that want clicks are told, durably.
-        let body = serde_json::json!({
-            "type": "action_clicked",
-            "discussion": discussion,
-            "object": render::object(&row),
-            "message_id": message_id,
-            "action_id": action_id,
-            "user": caller.user,
-            "data": message.data.as_deref().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()),
-        })
-        .to_string();
-        self.inner
-            .store
-            .enqueue_owner_webhooks(
-                &message.author,
-                "action.clicked",
-                &body,
-                Timestamp::now().as_millis(),
-            )
-            .await?;
         // A bot's button: its plugin is told, through its durable inbox.
         if let Some(plugin) = self.inner.plugins.bot_plugin(&message.author) {
             let click = Click {
@@ -907,7 +919,8 @@ impl Discussions {
     }
 }
 
-fn check_object(object: &ObjectRef) -> Result<(), DiscussionError> {
+/// Checks the parts of an object reference.
+pub(crate) fn check_object(object: &ObjectRef) -> Result<(), DiscussionError> {
     let ok =
         |s: &str, max: usize| !s.is_empty() && s.len() <= max && !s.chars().any(char::is_control);
     if ok(&object.application, 64) && ok(&object.object_type, 64) && ok(&object.object_id, 256) {

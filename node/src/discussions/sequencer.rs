@@ -580,10 +580,13 @@ impl Sequencer {
                 .filter(|(_, a)| *a != Access::None)
                 .map(|(u, _)| u)
                 .collect();
-            let followers = followers
+            let mut followers: Vec<String> = followers
                 .into_iter()
                 .filter(|f| allowed.contains(f))
                 .collect();
+            let mut allowed = allowed;
+            self.add_owner_app(b, d, key, &mut followers, &mut allowed)
+                .await?;
             return Ok((followers, Some(allowed)));
         }
         let mut followers = b.followers_with_access(&d.id, key).await?;
@@ -601,7 +604,31 @@ impl Sequencer {
                 followers.push(f);
             }
         }
+        self.add_owner_app(b, d, key, &mut followers, &mut allowed)
+            .await?;
         Ok((followers, Some(allowed)))
+    }
+
+    /// The application that owns the object reads its discussion whatever the access list or
+    /// the provider says (as `authorize` decides): it gets the events when it watches or
+    /// follows.
+    async fn add_owner_app(
+        &self,
+        b: &mut Batch,
+        d: &DiscussionRow,
+        key: ObjectKey<'_>,
+        followers: &mut Vec<String>,
+        allowed: &mut HashSet<String>,
+    ) -> Result<(), StoreError> {
+        let app_user = format!("{}@{}", key.app, self.node);
+        if allowed.contains(&app_user) || !b.is_app(&app_user, key.app).await? {
+            return Ok(());
+        }
+        allowed.insert(app_user.clone());
+        if b.followers(&d.id).await?.contains(&app_user) {
+            followers.push(app_user);
+        }
+        Ok(())
     }
 
     /// Whether `user` may read `d`, as `authorize` decides (through the batch cache).

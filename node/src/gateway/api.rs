@@ -141,6 +141,11 @@ async fn rpc(
 ) -> Result<Json<Wire>> {
     let request: Request = serde_json::from_value(body.0)
         .map_err(|e| ApiError::bad_request(format!("not a request: {e}")))?;
+    if matches!(request, Request::Watch { .. }) {
+        return Err(ApiError::bad_request(
+            "watch delivers live events to a connection: send it on the WebSocket",
+        ));
+    }
     Ok(wire(&call(&g, principal.caller(), request).await?))
 }
 
@@ -264,16 +269,7 @@ async fn register(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     Json(body): Json<RegisterBody>,
 ) -> Result<StatusCode> {
-    let ip = crate::throttle::address_key(peer.ip());
-    if let Err(not_until) = g.registrations.check_key(&ip) {
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
-        return Err(ApiError::throttled(
-            "too many registrations from this address",
-            wait,
-        ));
-    }
+    super::limit(&g.registrations, peer.ip())?;
     g.services
         .apps
         .start_registration(
@@ -311,8 +307,10 @@ struct ActivateReply {
               (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse)))]
 async fn activate(
     State(g): AppState,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     Json(body): Json<ActivateBody>,
 ) -> Result<Json<ActivateReply>> {
+    super::limit(&g.activations, peer.ip())?;
     let c = g
         .services
         .apps
@@ -507,6 +505,17 @@ async fn post_event(
     if body.timeline.is_some() && object.is_none() {
         return Err(ApiError::bad_request("a timeline note needs an object"));
     }
+    // Everything that can be refused is checked before the event is recorded, so that a
+    // refusal never follows an event that went out.
+    if let Some(object) = &object {
+        crate::discussions::check_object(object)?;
+    }
+    let discussion = match (&body.timeline, &object) {
+        (Some(_), Some(object)) => {
+            Some(discussion_id(&ensure(&g, &app, object.clone(), "").await?)?)
+        }
+        _ => None,
+    };
     let fresh = g
         .services
         .apps
@@ -519,8 +528,7 @@ async fn post_event(
         )
         .await?;
     let mut message = None;
-    if let (Some(text), Some(object)) = (body.timeline, object) {
-        let discussion = discussion_id(&ensure(&g, &app, object, "").await?)?;
+    if let (Some(text), Some(discussion)) = (body.timeline, discussion) {
         // Derived from the key: a retried event finds its message instead of posting twice.
         let client_msg_id = format!(
             "event-{}",

@@ -48,6 +48,10 @@ pub(crate) struct Gateway {
     pub(crate) stop: CancellationToken,
     /// Registration requests per source address: each may send mail.
     pub(crate) registrations: AddressLimiter,
+    /// Activation attempts per source address.
+    pub(crate) activations: AddressLimiter,
+    /// Requests started from WebSockets, waited for at shutdown.
+    pub(crate) tasks: tokio_util::task::TaskTracker,
 }
 
 /// A rate limit per source address.
@@ -55,9 +59,28 @@ pub(crate) type AddressLimiter = governor::DefaultKeyedRateLimiter<std::net::IpA
 
 /// Registration requests one address may make: 10 at once, then 20 an hour.
 pub(crate) fn registration_limiter() -> AddressLimiter {
-    let quota = governor::Quota::per_hour(std::num::NonZeroU32::MIN.saturating_add(19))
-        .allow_burst(std::num::NonZeroU32::MIN.saturating_add(9));
-    governor::RateLimiter::keyed(quota)
+    per_hour(20, 10)
+}
+
+/// Activation attempts one address may make: 20 at once, then 60 an hour.
+pub(crate) fn activation_limiter() -> AddressLimiter {
+    per_hour(60, 20)
+}
+
+fn per_hour(rate: u32, burst: u32) -> AddressLimiter {
+    let n = |v: u32| std::num::NonZeroU32::new(v).unwrap_or(std::num::NonZeroU32::MIN);
+    governor::RateLimiter::keyed(governor::Quota::per_hour(n(rate)).allow_burst(n(burst)))
+}
+
+/// Checks `ip` against `limiter`; the error says when to try again.
+pub(crate) fn limit(limiter: &AddressLimiter, ip: std::net::IpAddr) -> Result<(), ApiError> {
+    let ip = crate::throttle::address_key(ip);
+    limiter.check_key(&ip).map_err(|not_until| {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        ApiError::throttled("too many attempts from this address", wait)
+    })
 }
 
 type AppState = State<Arc<Gateway>>;
@@ -248,7 +271,8 @@ impl From<AppError> for ApiError {
             E::NameTaken(_) | E::AlreadyActive(_) => (StatusCode::CONFLICT, "conflict"),
             E::TooSoon { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             E::NotAllowed => (StatusCode::FORBIDDEN, "forbidden"),
-            E::Mail(_) => (StatusCode::BAD_GATEWAY, "mail_failed"),
+            E::Mail => (StatusCode::BAD_GATEWAY, "mail_failed"),
+            E::Revoked(_) => (StatusCode::FORBIDDEN, "forbidden"),
             E::WrongCode => (StatusCode::BAD_REQUEST, "wrong_code"),
             E::ExpiredCode => (StatusCode::BAD_REQUEST, "expired_code"),
             E::UsedCode => (StatusCode::BAD_REQUEST, "used_code"),
@@ -289,9 +313,12 @@ fn credentials(parts: &Parts) -> Option<(String, Option<String>, Option<String>)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
+    // Tokens in URLs end up in proxies' logs: only the WebSocket, which browsers cannot give
+    // headers, takes them there.
     let query: Vec<(String, String)> = parts
         .uri
         .query()
+        .filter(|_| parts.uri.path() == "/api/v1/ws")
         .map(|q| {
             url_pairs(q)
                 .into_iter()

@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -33,6 +34,10 @@ const EVENT_BUFFER: usize = 1024;
 const CLOSE_LAGGED: u16 = 4009;
 /// Close code for a session that ended.
 const CLOSE_SESSION_ENDED: u16 = 4001;
+/// Requests one socket may have in flight; more wait (and the socket stops reading).
+const MAX_IN_FLIGHT: usize = 32;
+/// Longest a frame may take to go out before the client counts as gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[utoipa::path(get, path = "/api/v1/ws", tag = "users",
     description = "WebSocket upgrade. Live events arrive as JSON text frames (the QUIC \
@@ -83,18 +88,22 @@ async fn run(socket: WebSocket, g: Arc<Gateway>, principal: Principal) {
             watching: Arc::new(Mutex::new(HashSet::new())),
         },
     );
-    // A revocation that committed between the credential check and the registration.
-    if let Principal::User { session, .. } = &principal
-        && !g
+    // A revocation or lock that committed between the credential check and the
+    // registration.
+    let still = match &principal {
+        Principal::User { session, .. } => g
             .services
             .accounts
             .session_exists(session)
             .await
-            .unwrap_or(false)
-    {
-        registry.unregister(session, id);
+            .unwrap_or(false),
+        Principal::App { app, .. } => g.services.apps.is_active(&app.name).await.unwrap_or(false),
+    };
+    if !still {
+        registry.unregister(&session, id);
         return;
     }
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let (mut sink, mut stream) = socket.split();
     let (replies_tx, mut replies_rx) = mpsc::channel::<String>(64);
     let close = loop {
@@ -112,23 +121,28 @@ async fn run(socket: WebSocket, g: Arc<Gateway>, principal: Principal) {
                     continue;
                 };
                 let text = serde_json::to_string(&event).unwrap_or_default();
-                if sink.send(Message::Text(text.into())).await.is_err() {
+                if !send(&mut sink, Message::Text(text.into())).await {
                     break None;
                 }
             }
             Some(reply) = replies_rx.recv() => {
-                if sink.send(Message::Text(reply.into())).await.is_err() {
+                if !send(&mut sink, Message::Text(reply.into())).await {
                     break None;
                 }
             }
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    let g = g.clone();
+                    // At most MAX_IN_FLIGHT at once: waiting here stops reading the socket.
+                    let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                        break None;
+                    };
+                    let g2 = g.clone();
                     let caller = caller.clone();
                     let replies = replies_tx.clone();
                     let ended = ended.clone();
-                    tokio::spawn(async move {
-                        let answer = answer(&g, &caller, &text, &ended).await;
+                    g.tasks.spawn(async move {
+                        let answer = answer(&g2, &caller, &text, &ended).await;
+                        drop(permit);
                         let _ = replies.send(answer).await;
                     });
                 }
@@ -142,13 +156,26 @@ async fn run(socket: WebSocket, g: Arc<Gateway>, principal: Principal) {
     };
     registry.unregister(&session, id);
     if let Some((code, reason)) = close {
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
+        send(
+            &mut sink,
+            Message::Close(Some(CloseFrame {
                 code,
                 reason: Utf8Bytes::from(reason),
-            })))
-            .await;
+            })),
+        )
+        .await;
     }
+}
+
+/// Sends one frame; `false` if the client is gone or did not take it in time.
+async fn send(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    message: Message,
+) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await,
+        Ok(Ok(()))
+    )
 }
 
 async fn answer(g: &Gateway, caller: &Caller, text: &str, ended: &AtomicBool) -> String {

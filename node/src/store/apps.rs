@@ -46,6 +46,8 @@ pub(crate) enum CodeRefused {
     Active,
     /// A code went out recently; the next one may go out at this time.
     TooSoon(i64),
+    /// An administrator revoked the application; only an administrator registers it again.
+    Revoked,
 }
 
 /// An activation attempt.
@@ -189,6 +191,9 @@ impl Store {
             .await?;
         match &existing {
             Some(app) if app.status == "active" => return Ok(Err(CodeRefused::Active)),
+            Some(app) if app.status == "revoked" && !code.by_admin => {
+                return Ok(Err(CodeRefused::Revoked));
+            }
             Some(app) if app.email != code.email && !code.by_admin => {
                 return Ok(Err(CodeRefused::NameTaken));
             }
@@ -260,6 +265,11 @@ impl Store {
                 .map_err(StoreError::from_insert)?;
             }
         }
+        // One live code at a time, each with its own budget of wrong tries.
+        sqlx::query("DELETE FROM application_codes WHERE application = ? AND used_at IS NULL")
+            .bind(code.app)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO application_codes (application, code_hash, sent_at, expires_at) \
              VALUES (?, ?, ?, ?)",
@@ -276,13 +286,32 @@ impl Store {
         Ok(Ok(()))
     }
 
-    /// Forgets a code that could not be sent, so that it neither works nor delays the next.
+    /// Forgets a code that could not be sent, so that it neither works nor delays the next; a
+    /// registration left with no code and never activated is forgotten too, so that a
+    /// mistyped address does not hold the name.
     pub(crate) async fn drop_app_code(&self, app: &str, code_hash: &str) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
         sqlx::query("DELETE FROM application_codes WHERE application = ? AND code_hash = ?")
             .bind(app)
             .bind(code_hash)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        let user: Option<String> = sqlx::query_scalar(
+            "DELETE FROM applications WHERE name = ? AND status = 'pending' \
+             AND activated_at IS NULL AND NOT EXISTS \
+             (SELECT 1 FROM application_codes WHERE application = ?) RETURNING user_id",
+        )
+        .bind(app)
+        .bind(app)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(user) = user {
+            sqlx::query("DELETE FROM users WHERE id = ? AND kind = 'app'")
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -390,12 +419,13 @@ impl Store {
         &self,
         secret_hash: &str,
     ) -> Result<Option<AppRow>, StoreError> {
-        Ok(
-            sqlx::query_as(select_apps!("WHERE secret_hash = ? AND status = 'active'"))
-                .bind(secret_hash)
-                .fetch_optional(&self.read)
-                .await?,
-        )
+        Ok(sqlx::query_as(select_apps!(
+            "WHERE secret_hash = ? AND status = 'active' AND NOT EXISTS \
+                 (SELECT 1 FROM users u WHERE u.id = applications.user_id AND u.locked)"
+        ))
+        .bind(secret_hash)
+        .fetch_optional(&self.read)
+        .await?)
     }
 
     pub(crate) async fn apps(&self) -> Result<Vec<AppRow>, StoreError> {
@@ -410,7 +440,7 @@ impl Store {
         app: &str,
         instance: &str,
         now: i64,
-        audit: &AuditRecord,
+        audit: Option<AuditRecord>,
     ) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
         sqlx::query(
@@ -422,7 +452,9 @@ impl Store {
         .bind(app)
         .execute(&mut *tx)
         .await?;
-        append(&mut tx, audit).await?;
+        if let Some(audit) = &audit {
+            append(&mut tx, audit).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -443,7 +475,24 @@ impl Store {
         .rows_affected()
             > 0;
         if done {
+            // Nothing more goes to it: its codes, webhooks (with their queues) and topic
+            // subscriptions (with what they had not acknowledged) go.
             sqlx::query("DELETE FROM application_codes WHERE application = ?")
+                .bind(app)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "DELETE FROM webhooks WHERE owner = (SELECT user_id FROM applications \
+                 WHERE name = ?)",
+            )
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM topic_deliveries WHERE subscriber = ?")
+                .bind(app)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM topic_subscriptions WHERE subscriber = ?")
                 .bind(app)
                 .execute(&mut *tx)
                 .await?;
@@ -522,7 +571,8 @@ impl Store {
         .await?)
     }
 
-    /// Queues `body` for the webhooks of `owner` that want `kind`; how many were queued.
+    /// Queues `body` for the webhooks of `owner` that want `kind`, in one transaction; how
+    /// many were queued.
     pub(crate) async fn enqueue_owner_webhooks(
         &self,
         owner: &str,
@@ -530,8 +580,47 @@ impl Store {
         body: &str,
         now: i64,
     ) -> Result<usize, StoreError> {
-        let mut conn = self.write.acquire().await?;
-        enqueue_webhooks(&mut conn, Some(owner), kind, body, now).await
+        let mut tx = self.write.begin().await?;
+        let n = enqueue_webhooks(&mut tx, Recipients::Owner(owner), kind, body, now).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// How many webhooks `owner` has.
+    pub(crate) async fn webhook_count(&self, owner: &str) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE owner = ?")
+                .bind(owner)
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+
+    /// Removes what is no longer needed: webhook requests finished a week ago, and topic
+    /// messages nobody still has to receive once a day has passed (their idempotency keys
+    /// are kept that long).
+    pub(crate) async fn prune_app_queues(&self, now: i64) -> Result<u64, StoreError> {
+        const WEEK: i64 = 7 * 24 * 3600 * 1000;
+        const DAY: i64 = 24 * 3600 * 1000;
+        let mut tx = self.write.begin().await?;
+        let hooks =
+            sqlx::query("DELETE FROM webhook_deliveries WHERE state <> 'pending' AND done_at < ?")
+                .bind(now - WEEK)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        let messages = sqlx::query(
+            "DELETE FROM topic_messages WHERE (expires_at IS NOT NULL AND expires_at <= ?) \
+             OR (published_at < ? AND NOT EXISTS \
+                 (SELECT 1 FROM topic_deliveries d WHERE d.message_id = topic_messages.id))",
+        )
+        .bind(now)
+        .bind(now - DAY)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(hooks + messages)
     }
 
     /// Requests due now, oldest first.
@@ -834,20 +923,41 @@ pub(crate) enum Attempt<'a> {
 pub(super) const IS_APP: &str =
     "SELECT 1 FROM applications WHERE name = ? AND user_id = ? AND status = 'active'";
 
-/// Queues `body` for every webhook (of `owner`, when given) that wants `kind`.
+/// Which webhooks a request goes to.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Recipients<'a> {
+    /// The webhooks of this owner (an application's user id).
+    Owner(&'a str),
+    /// A business event from this source application: the node's webhooks and the source's
+    /// own. Applications share data with each other through topics, not through events.
+    EventFrom(&'a str),
+}
+
+/// Queues `body` for the webhooks of `to` that want `kind`.
 pub(super) async fn enqueue_webhooks(
     conn: &mut SqliteConnection,
-    owner: Option<&str>,
+    to: Recipients<'_>,
     kind: &str,
     body: &str,
     now: i64,
 ) -> Result<usize, StoreError> {
-    let hooks: Vec<WebhookRow> =
-        sqlx::query_as("SELECT * FROM webhooks WHERE (? IS NULL OR owner = ?)")
-            .bind(owner)
-            .bind(owner)
+    let hooks: Vec<WebhookRow> = match to {
+        Recipients::Owner(owner) => {
+            sqlx::query_as("SELECT * FROM webhooks WHERE owner = ?")
+                .bind(owner)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+        Recipients::EventFrom(source) => {
+            sqlx::query_as(
+                "SELECT * FROM webhooks WHERE owner = 'node' OR owner = \
+                 (SELECT user_id FROM applications WHERE name = ?)",
+            )
+            .bind(source)
             .fetch_all(&mut *conn)
-            .await?;
+            .await?
+        }
+    };
     let mut n = 0;
     for hook in hooks.iter().filter(|h| h.wants(kind)) {
         sqlx::query(

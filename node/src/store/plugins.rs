@@ -323,8 +323,14 @@ impl Store {
             for plugin in plugins {
                 insert_inbox(&mut *tx, plugin, "event", event.inbox_payload, now).await?;
             }
-            super::apps::enqueue_webhooks(&mut tx, None, event.kind, event.webhook_body, now)
-                .await?;
+            super::apps::enqueue_webhooks(
+                &mut tx,
+                super::apps::Recipients::EventFrom(event.source),
+                event.kind,
+                event.webhook_body,
+                now,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(id)
