@@ -1,7 +1,7 @@
 //! HTTPS for the gateway: a listener that hands axum connections whose TLS handshake is done.
 //!
-//! Handshakes run in their own tasks, each bounded in time, so that a client that connects
-//! and says nothing holds up nobody else.
+//! Handshakes run in their own tasks, each bounded in time and at most 256 at once, so that a
+//! client that connects and says nothing holds up nobody else.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +16,8 @@ use tokio_rustls::server::TlsStream;
 
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; connections beyond are closed at once.
+const MAX_HANDSHAKES: usize = 256;
 
 /// Connections that finished their handshake.
 #[derive(Debug)]
@@ -30,6 +32,7 @@ impl TlsListener {
         let local = tcp.local_addr()?;
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let (tx, ready) = mpsc::channel(64);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -43,9 +46,14 @@ impl TlsListener {
                         }
                     },
                 };
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "too many TLS handshakes in progress; closing");
+                    continue;
+                };
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
