@@ -3,6 +3,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use veche_protocol::admin::{AdminReply, AdminRequest};
 
 use crate::accounts::AccountError;
@@ -328,4 +331,88 @@ pub fn plugin_folder(name: &str) -> anyhow::Result<tempfile::TempDir> {
     let wasm = format!("{}.wasm", name.replace('-', "_"));
     std::fs::copy(built.join(&wasm), dir.path().join(&wasm))?;
     Ok(dir)
+}
+
+
+/// One message the sink accepted.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    /// The recipients.
+    pub to: Vec<String>,
+    /// The message as sent (headers and body).
+    pub data: String,
+}
+
+impl Mail {
+    /// The eight-digit code in the message.
+    pub fn code(&self) -> std::io::Result<String> {
+        let digits: Vec<char> = self.data.chars().collect();
+        for w in digits.windows(8) {
+            if w.iter().all(char::is_ascii_digit) {
+                return Ok(w.iter().collect());
+            }
+        }
+        Err(std::io::Error::other(format!("no code in {:?}", self.data)))
+    }
+}
+
+/// A minimal SMTP server on loopback for tests: speaks the protocol for real (no STARTTLS
+/// offered), keeps what it is sent; returns its port and the messages.
+pub async fn smtp_sink() -> std::io::Result<(u16, mpsc::UnboundedReceiver<Mail>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = smtp_session(stream, tx).await;
+            });
+        }
+    });
+    Ok((port, rx))
+}
+
+async fn smtp_session(
+    stream: tokio::net::TcpStream,
+    tx: mpsc::UnboundedSender<Mail>,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    write.write_all(b"220 sink.test ESMTP\r\n").await?;
+    let mut to = Vec::new();
+    while let Some(line) = lines.next_line().await? {
+        let upper = line.to_ascii_uppercase();
+        if upper.starts_with("EHLO") {
+            write
+                .write_all(b"250-sink.test\r\n250 8BITMIME\r\n")
+                .await?;
+        } else if upper.starts_with("HELO") || upper.starts_with("MAIL FROM") {
+            write.write_all(b"250 OK\r\n").await?;
+        } else if upper.starts_with("RCPT TO") {
+            to.push(line.get(8..).unwrap_or_default().trim().trim_matches(['<', '>']).to_owned());
+            write.write_all(b"250 OK\r\n").await?;
+        } else if upper == "DATA" {
+            write.write_all(b"354 go ahead\r\n").await?;
+            let mut data = String::new();
+            while let Some(l) = lines.next_line().await? {
+                if l == "." {
+                    break;
+                }
+                data.push_str(&l);
+                data.push('\n');
+            }
+            let _ = tx.send(Mail {
+                to: std::mem::take(&mut to),
+                data,
+            });
+            write.write_all(b"250 queued\r\n").await?;
+        } else if upper == "QUIT" {
+            write.write_all(b"221 bye\r\n").await?;
+            return Ok(());
+        } else {
+            write.write_all(b"250 OK\r\n").await?;
+        }
+    }
+    Ok(())
 }

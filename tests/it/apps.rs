@@ -12,96 +12,13 @@ use futures_util::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use veche_node::config::{Config, SmtpSecurity};
-use veche_node::test_utils::{TestNode, test_config};
+use veche_node::test_utils::{Mail, TestNode, smtp_sink, test_config};
 use veche_protocol::admin::{AdminReply, AdminRequest};
 
 use crate::support::{PASSWORD, subscribe, within};
-
-// ---- an SMTP sink ----
-
-/// One message the sink accepted.
-#[derive(Debug, Clone)]
-struct Mail {
-    to: Vec<String>,
-    data: String,
-}
-
-impl Mail {
-    /// The eight-digit code in the message.
-    fn code(&self) -> anyhow::Result<String> {
-        let digits: Vec<char> = self.data.chars().collect();
-        for w in digits.windows(8) {
-            if w.iter().all(char::is_ascii_digit) {
-                return Ok(w.iter().collect());
-            }
-        }
-        bail!("no code in {:?}", self.data)
-    }
-}
-
-/// A minimal SMTP server on loopback: speaks the protocol for real, keeps what it is sent.
-async fn smtp_sink() -> anyhow::Result<(u16, mpsc::UnboundedReceiver<Mail>)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _ = smtp_session(stream, tx).await;
-            });
-        }
-    });
-    Ok((port, rx))
-}
-
-async fn smtp_session(
-    stream: tokio::net::TcpStream,
-    tx: mpsc::UnboundedSender<Mail>,
-) -> anyhow::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    write.write_all(b"220 sink.test ESMTP\r\n").await?;
-    let mut to = Vec::new();
-    while let Some(line) = lines.next_line().await? {
-        let upper = line.to_ascii_uppercase();
-        if upper.starts_with("EHLO") {
-            write
-                .write_all(b"250-sink.test\r\n250 8BITMIME\r\n")
-                .await?;
-        } else if upper.starts_with("HELO") || upper.starts_with("MAIL FROM") {
-            write.write_all(b"250 OK\r\n").await?;
-        } else if upper.starts_with("RCPT TO") {
-            to.push(line[8..].trim().trim_matches(['<', '>']).to_owned());
-            write.write_all(b"250 OK\r\n").await?;
-        } else if upper == "DATA" {
-            write.write_all(b"354 go ahead\r\n").await?;
-            let mut data = String::new();
-            while let Some(l) = lines.next_line().await? {
-                if l == "." {
-                    break;
-                }
-                data.push_str(&l);
-                data.push('\n');
-            }
-            let _ = tx.send(Mail {
-                to: std::mem::take(&mut to),
-                data,
-            });
-            write.write_all(b"250 queued\r\n").await?;
-        } else if upper == "QUIT" {
-            write.write_all(b"221 bye\r\n").await?;
-            return Ok(());
-        } else {
-            write.write_all(b"250 OK\r\n").await?;
-        }
-    }
-    Ok(())
-}
 
 // ---- an HTTP receiver for webhooks and pushes ----
 
@@ -1107,7 +1024,7 @@ async fn the_erp_example_runs_against_a_node() -> anyhow::Result<()> {
         "erp-db-1",
         |_app| {
             let mail = mail.clone();
-            async move { next(&mut *mail.lock().await, "code").await?.code() }
+            async move { Ok(next(&mut *mail.lock().await, "code").await?.code()?) }
         },
     )
     .await?;
