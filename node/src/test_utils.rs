@@ -333,7 +333,6 @@ pub fn plugin_folder(name: &str) -> anyhow::Result<tempfile::TempDir> {
     Ok(dir)
 }
 
-
 /// One message the sink accepted.
 #[derive(Debug, Clone)]
 pub struct Mail {
@@ -390,7 +389,13 @@ async fn smtp_session(
         } else if upper.starts_with("HELO") || upper.starts_with("MAIL FROM") {
             write.write_all(b"250 OK\r\n").await?;
         } else if upper.starts_with("RCPT TO") {
-            to.push(line.get(8..).unwrap_or_default().trim().trim_matches(['<', '>']).to_owned());
+            to.push(
+                line.get(8..)
+                    .unwrap_or_default()
+                    .trim()
+                    .trim_matches(['<', '>'])
+                    .to_owned(),
+            );
             write.write_all(b"250 OK\r\n").await?;
         } else if upper == "DATA" {
             write.write_all(b"354 go ahead\r\n").await?;

@@ -102,8 +102,12 @@ async fn main() {
     let warehouse = register(&node, &mut mail, "warehouse").await;
     let put = reqwest::Method::PUT;
     let post = reqwest::Method::POST;
-    erp.call(put.clone(), "/api/v1/objects/invoice/B-1/discussion", json!({}))
-        .await;
+    erp.call(
+        put.clone(),
+        "/api/v1/objects/invoice/B-1/discussion",
+        json!({}),
+    )
+    .await;
 
     // 1. Posts.
     let started = Instant::now();

@@ -357,6 +357,24 @@ impl Discussions {
         self.reply_for(caller, done).await
     }
 
+    /// The id of an object's discussion if it exists and the caller may read it: the read
+    /// path, without a round through the sequencer.
+    pub(crate) async fn existing_object_discussion(
+        &self,
+        caller: &Caller,
+        object: &ObjectRef,
+    ) -> Result<Option<String>, DiscussionError> {
+        check_object(object)?;
+        let Some(id) = self.inner.store.object_discussion_id(object).await? else {
+            return Ok(None);
+        };
+        match self.readable(caller, &id).await {
+            Ok(_) => Ok(Some(id)),
+            Err(DiscussionError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub(crate) async fn set_object_access(
         &self,
         caller: &Caller,

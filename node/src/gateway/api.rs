@@ -348,6 +348,20 @@ async fn ensure(g: &Gateway, app: &AppAuth, object: ObjectRef, title: &str) -> R
         .await?)
 }
 
+/// The id of the object's discussion, created if needed (found on the read path when it
+/// exists: no round through the sequencer).
+async fn ensure_id(g: &Gateway, app: &AppAuth, object: ObjectRef) -> Result<String> {
+    if let Some(id) = g
+        .services
+        .discussions
+        .existing_object_discussion(&app.caller, &object)
+        .await?
+    {
+        return Ok(id);
+    }
+    discussion_id(&ensure(g, app, object, "").await?)
+}
+
 fn discussion_id(reply: &Reply) -> Result<String> {
     match reply {
         Reply::Discussion { discussion } => Ok(discussion.id.clone()),
@@ -441,8 +455,7 @@ async fn post_object_message(
     Path((object_type, object_id)): Path<(String, String)>,
     Json(body): Json<MessageBody>,
 ) -> Result<Json<Posted>> {
-    let reply = ensure(&g, &app, object(&app, object_type, object_id), "").await?;
-    let discussion = discussion_id(&reply)?;
+    let discussion = ensure_id(&g, &app, object(&app, object_type, object_id)).await?;
     let reply = call(&g, &app.caller, send_request(&discussion, body)).await?;
     posted(discussion, reply)
 }
@@ -511,9 +524,7 @@ async fn post_event(
         crate::discussions::check_object(object)?;
     }
     let discussion = match (&body.timeline, &object) {
-        (Some(_), Some(object)) => {
-            Some(discussion_id(&ensure(&g, &app, object.clone(), "").await?)?)
-        }
+        (Some(_), Some(object)) => Some(ensure_id(&g, &app, object.clone()).await?),
         _ => None,
     };
     let fresh = g
