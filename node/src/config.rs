@@ -75,6 +75,9 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Serve HTTPS with the node's certificate (the one QUIC uses) instead of plain HTTP.
     pub tls: bool,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: behind them, throttling counts
+    /// the client's address rather than the proxy's.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for HttpConfig {
@@ -84,6 +87,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8780)),
             max_body_bytes: 1024 * 1024,
             tls: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -388,6 +388,7 @@ impl RunningNode {
                             registrations: gateway::registration_limiter(),
                             activations: gateway::activation_limiter(),
                             tasks: ws_tasks.clone(),
+                            trusted_proxies: http_config.trusted_proxies.clone(),
                         }),
                         http_config,
                         http_tls,

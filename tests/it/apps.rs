@@ -407,6 +407,40 @@ async fn expired_and_exhausted_codes_are_refused() -> anyhow::Result<()> {
     let (status, body) = activate("erp", &code).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
 
+    // A registration whose codes all expired no longer holds its name.
+    register("stale").await?;
+    next(&mut mail, "stale code").await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = call(
+        http.post(format!("{base}/api/v1/apps/register")),
+        Some(json!({"name": "stale", "email": "other@example.test"})),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        next(&mut mail, "the new owner's code").await?.to,
+        vec!["other@example.test".to_owned()]
+    );
+
+    // A name whose objects are already in use is for an administrator to give.
+    node.add_user("root", PASSWORD, true).await?;
+    let (root, _) = crate::support::login(&node, "root", PASSWORD, "root-dev").await?;
+    crate::support::ask(
+        &root,
+        veche_protocol::Request::SetObjectAccess {
+            object: veche_protocol::discussions::ObjectRef {
+                application: "ledger".into(),
+                object_type: "account".into(),
+                object_id: "62".into(),
+            },
+            users: vec!["root".into()],
+            groups: vec![],
+        },
+    )
+    .await?;
+    let (status, body) = register("ledger").await?;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
     // No pending registration by that name.
     let (status, body) = activate("nobody", &code).await?;
     assert_eq!(
@@ -1124,6 +1158,20 @@ async fn registrations_are_limited_per_address() -> anyhow::Result<()> {
         "{statuses:?}"
     );
     assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
+
+    // Behind a trusted proxy, each client counts for itself.
+    let mut config = test_config();
+    config.http.trusted_proxies = vec!["127.0.0.1".parse()?];
+    let proxied = TestNode::spawn_with(config).await?;
+    for i in 0..12 {
+        let (status, _) = call(
+            http.post(format!("{}/api/v1/apps/register", proxied.http_url()))
+                .header("X-Forwarded-For", format!("198.51.100.{i}")),
+            Some(json!({"name": format!("app{i}"), "email": "x@nowhere.test"})),
+        )
+        .await?;
+        assert_eq!(status, StatusCode::FORBIDDEN, "client {i}");
+    }
     Ok(())
 }
 

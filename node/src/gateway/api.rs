@@ -110,8 +110,10 @@ struct LoginReply {
 async fn login(
     State(g): AppState,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
     Json(body): Json<LoginBody>,
 ) -> Result<Json<LoginReply>> {
+    let ip = g.client_ip(peer.ip(), &headers);
     let (session_token, auth) = g
         .services
         .accounts
@@ -120,7 +122,7 @@ async fn login(
             &body.password,
             &body.device_id,
             &body.device_name,
-            peer.ip(),
+            ip,
         )
         .await?;
     Ok(Json(LoginReply {
@@ -267,9 +269,10 @@ struct RegisterBody {
 async fn register(
     State(g): AppState,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
     Json(body): Json<RegisterBody>,
 ) -> Result<StatusCode> {
-    super::limit(&g.registrations, peer.ip())?;
+    super::limit(&g.registrations, g.client_ip(peer.ip(), &headers))?;
     g.services
         .apps
         .start_registration(
@@ -308,9 +311,10 @@ struct ActivateReply {
 async fn activate(
     State(g): AppState,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
     Json(body): Json<ActivateBody>,
 ) -> Result<Json<ActivateReply>> {
-    super::limit(&g.activations, peer.ip())?;
+    super::limit(&g.activations, g.client_ip(peer.ip(), &headers))?;
     let c = g
         .services
         .apps

@@ -52,6 +52,31 @@ pub(crate) struct Gateway {
     pub(crate) activations: AddressLimiter,
     /// Requests started from WebSockets, waited for at shutdown.
     pub(crate) tasks: tokio_util::task::TaskTracker,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub(crate) trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+impl Gateway {
+    /// The client's address: the peer's, or, when the peer is a trusted proxy, the last
+    /// address that proxy put in `X-Forwarded-For` (the one it saw).
+    pub(crate) fn client_ip(
+        &self,
+        peer: std::net::IpAddr,
+        headers: &HeaderMap,
+    ) -> std::net::IpAddr {
+        let peer = crate::throttle::address_key(peer);
+        if !self.trusted_proxies.contains(&peer) {
+            return peer;
+        }
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+            .next_back()
+            .unwrap_or(peer)
+    }
 }
 
 /// A rate limit per source address.

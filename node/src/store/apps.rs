@@ -195,7 +195,27 @@ impl Store {
                 return Ok(Err(CodeRefused::Revoked));
             }
             Some(app) if app.email != code.email && !code.by_admin => {
-                return Ok(Err(CodeRefused::NameTaken));
+                // Someone else's registration holds the name while one of its codes lives.
+                let live: Option<i64> = sqlx::query_scalar(
+                    "SELECT 1 FROM application_codes WHERE application = ? \
+                     AND used_at IS NULL AND expires_at > ?",
+                )
+                .bind(code.app)
+                .bind(code.now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if live.is_some() || app.status != "pending" {
+                    return Ok(Err(CodeRefused::NameTaken));
+                }
+                sqlx::query("DELETE FROM application_codes WHERE application = ?")
+                    .bind(code.app)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE applications SET email = ? WHERE name = ?")
+                    .bind(code.email)
+                    .bind(code.app)
+                    .execute(&mut *tx)
+                    .await?;
             }
             Some(app) if app.email != code.email => {
                 // An administrator gives the application another address: codes sent to
@@ -236,6 +256,19 @@ impl Store {
                         .fetch_optional(&mut *tx)
                         .await?;
                 if taken.is_some() {
+                    return Ok(Err(CodeRefused::NameTaken));
+                }
+                // Objects already named after this application (opened by an administrator
+                // or a bot) would all become its own: only an administrator decides that.
+                let used: Option<i64> = sqlx::query_scalar(
+                    "SELECT 1 FROM discussions WHERE object_app = ? \
+                     UNION SELECT 1 FROM object_access WHERE object_app = ? LIMIT 1",
+                )
+                .bind(code.app)
+                .bind(code.app)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if used.is_some() && !code.by_admin {
                     return Ok(Err(CodeRefused::NameTaken));
                 }
                 sqlx::query(
