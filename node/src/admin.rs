@@ -161,6 +161,13 @@ pub(crate) async fn execute(
             )?;
             AdminReply::Done
         }
+        AdminRequest::Reindex => {
+            services
+                .discussions
+                .reindex()
+                .map_err(|e| AccountError::BadRequest(e.to_string()))?;
+            AdminReply::Done
+        }
         AdminRequest::AppList => AdminReply::Apps {
             apps: apps(services.apps.list().await)?
                 .iter()

@@ -150,6 +150,9 @@ enum AdminCommand {
         #[arg(long)]
         key: String,
     },
+    /// Rebuild the search index from the messages (search keeps answering meanwhile; offline,
+    /// the next start builds it).
+    Reindex,
     /// Business applications.
     #[command(subcommand)]
     App(AppCommand),
@@ -459,6 +462,11 @@ async fn admin_command(
 ) -> anyhow::Result<()> {
     let command = match command {
         AdminCommand::User(command) => command,
+        AdminCommand::Reindex => {
+            let (data_path, config) = resolve(location)?;
+            let reply = send_admin(&data_path, config, AdminRequest::Reindex).await?;
+            return Ok(print_admin_reply(&reply, out)?);
+        }
         AdminCommand::App(command) => {
             let request = match command {
                 AppCommand::Register { name, email } => AdminRequest::AppRegister { name, email },

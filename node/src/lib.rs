@@ -17,6 +17,7 @@ mod identity;
 pub mod logging;
 mod node;
 mod plugins;
+mod search;
 mod server;
 mod store;
 mod throttle;

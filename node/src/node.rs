@@ -175,6 +175,7 @@ pub(crate) async fn open(
         registry.clone(),
         config.messages.clone(),
         plugins.clone(),
+        crate::search::Search::new(store.clone(), data.root()),
     );
     Ok(Opened {
         lock,
@@ -377,6 +378,11 @@ impl RunningNode {
                 ));
                 let sweeper = tokio::spawn(sweep_sessions(store.clone(), stop.clone()));
                 let sender = shared.services.apps.spawn_sender(stop.clone());
+                let indexer = shared
+                    .services
+                    .discussions
+                    .search_service()
+                    .spawn_indexer(stop.clone());
                 let ws_tasks = TaskTracker::new();
                 let gateway = http.map(|listener| {
                     tokio::spawn(gateway::serve(
@@ -406,6 +412,7 @@ impl RunningNode {
                 ws_tasks.close();
                 let _ = tokio::time::timeout(grace, ws_tasks.wait()).await;
                 let _ = tokio::time::timeout(grace, sender).await;
+                let _ = tokio::time::timeout(grace, indexer).await;
                 // Each connection finishes its requests in flight, tells its client, and
                 // closes; then stragglers are waited for and anything left is closed.
                 connections.close();
@@ -467,6 +474,12 @@ impl RunningNode {
     #[cfg(any(test, feature = "test-utils"))]
     pub(crate) fn plugins(&self) -> &Plugins {
         &self.services.plugins
+    }
+
+    /// Storage.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(crate) fn store(&self) -> &Store {
+        self.services.discussions.store()
     }
 
     /// Stops accepting, finishes in-flight requests, closes connections and storage.

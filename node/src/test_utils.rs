@@ -120,6 +120,34 @@ impl TestNode {
         .await
     }
 
+    /// Benchmarks only: writes `discussions` groups and `messages` messages by `user` straight
+    /// into storage (see `Store::bench_fill`); the search indexer then takes them in.
+    pub async fn bench_fill_messages(
+        &self,
+        user: &str,
+        discussions: usize,
+        messages: usize,
+        member_every: usize,
+        text: &(dyn Fn(usize) -> String + Sync),
+    ) -> Result<(), crate::store::StoreError> {
+        self.node()
+            .store()
+            .bench_fill(
+                &self.info().node_name,
+                user,
+                discussions,
+                messages,
+                member_every,
+                text,
+            )
+            .await
+    }
+
+    /// Messages written that the search index has yet to take in.
+    pub async fn search_backlog(&self) -> Result<i64, crate::store::StoreError> {
+        self.node().store().search_backlog().await
+    }
+
     /// Stops the node gracefully, keeping the data folder.
     pub async fn stop(&mut self) {
         if let Some(node) = self.node.take() {

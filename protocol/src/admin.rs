@@ -134,6 +134,8 @@ pub enum AdminRequest {
         /// Where the code goes.
         email: String,
     },
+    /// Rebuilds the search index from the messages; search keeps answering meanwhile.
+    Reindex,
     /// Lists applications.
     AppList,
     /// Revokes an application's credentials.

@@ -305,3 +305,48 @@ pub struct SendMessage {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Action>,
 }
+
+/// A full-text search.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// Words, codes and numbers; all must occur (in any form: `счета` finds `счёт`).
+    pub query: String,
+    /// Only in this discussion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discussion: Option<String>,
+    /// Only by this author (user id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Only in this object's discussion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectRef>,
+    /// Only messages written at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<crate::Timestamp>,
+    /// Only messages written before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<crate::Timestamp>,
+    /// Hits to skip (paging).
+    #[serde(default)]
+    pub offset: u32,
+    /// At most this many hits (1–100).
+    pub limit: u32,
+}
+
+/// One message found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// Its discussion.
+    pub discussion: String,
+    /// The message.
+    pub message_id: String,
+    /// Its sequence number in the discussion.
+    pub seq: u64,
+    /// Its author.
+    pub author: String,
+    /// When it was written.
+    pub created_at: crate::Timestamp,
+    /// A piece of its current text around the matches, HTML-escaped, matches in `<b>`.
+    pub snippet: String,
+}

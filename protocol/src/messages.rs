@@ -108,6 +108,16 @@ pub enum Request {
         /// The object.
         object: ObjectRef,
     },
+    /// Full-text search over the messages the caller may read now, best first.
+    Search(crate::discussions::SearchQuery),
+    /// People by display name, login or e-mail, with prefixes, typos and Latin↔Cyrillic
+    /// transliteration; locked users are not listed.
+    Directory {
+        /// What was typed.
+        query: String,
+        /// At most this many (1–100).
+        limit: u32,
+    },
     /// Sets who may read and post in an object's discussion (administrators; registered
     /// applications later). Replaces the previous list.
     SetObjectAccess {
@@ -326,6 +336,22 @@ pub enum Reply {
     Object {
         /// The object's card.
         card: crate::discussions::ObjectCard,
+    },
+    /// Answer to `search`.
+    SearchResults {
+        /// Best first.
+        hits: Vec<crate::discussions::SearchHit>,
+        /// Set when nothing matched the query as typed and it was retried on the other
+        /// keyboard layout: the query that was used.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        corrected_query: Option<String>,
+        /// Whether another page follows.
+        more: bool,
+    },
+    /// Answer to `directory`.
+    Directory {
+        /// Best match first.
+        users: Vec<UserInfo>,
     },
     /// Answer to `history` and `sync`.
     Events {

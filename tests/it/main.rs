@@ -7,4 +7,5 @@ mod client;
 mod discussions;
 mod plugins;
 mod protocol;
+mod search;
 mod support;

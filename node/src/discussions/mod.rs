@@ -23,6 +23,7 @@ use veche_protocol::{ErrorBody, ErrorCode, Event, Reply, Timestamp};
 
 use crate::config::MessagesConfig;
 use crate::plugins::{Click, Plugins};
+use crate::search::{Search, SearchError};
 use crate::server::registry::{EncodedEvent, Registry};
 use crate::store::{DiscussionRow, Store, StoreError};
 pub(crate) use access::authorize;
@@ -128,6 +129,9 @@ pub(crate) enum DiscussionError {
     /// The node is stopping.
     #[error("the node is shutting down")]
     Unavailable,
+    /// A part of the node is not ready yet; the text says which.
+    #[error("{0}")]
+    NotReady(String),
     /// Storage failed.
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
@@ -141,7 +145,7 @@ impl DiscussionError {
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::Conflict(_) => ErrorCode::Conflict,
-            Self::Unavailable => ErrorCode::Unavailable,
+            Self::Unavailable | Self::NotReady(_) => ErrorCode::Unavailable,
             Self::Store(_) => ErrorCode::Internal,
         };
         if let Self::Store(e) = self {
@@ -174,6 +178,7 @@ struct Inner {
     registry: Arc<Registry>,
     jobs: mpsc::Sender<Job>,
     plugins: Plugins,
+    search: Search,
 }
 
 impl Discussions {
@@ -184,6 +189,7 @@ impl Discussions {
         registry: Arc<Registry>,
         config: MessagesConfig,
         plugins: Plugins,
+        search: Search,
     ) -> Self {
         let (jobs, rx) = mpsc::channel(4096);
         tokio::spawn(sequencer::run(
@@ -203,6 +209,7 @@ impl Discussions {
                 registry,
                 jobs,
                 plugins,
+                search,
             }),
         }
     }
@@ -237,6 +244,93 @@ impl Discussions {
             .await
             .ok_or(DiscussionError::NotFound("object card"))?;
         Ok(Reply::Object { card })
+    }
+
+    /// Messages the caller may read now that match `q`, best first.
+    pub(crate) async fn search(
+        &self,
+        caller: &Caller,
+        q: veche_protocol::discussions::SearchQuery,
+    ) -> Result<Reply, DiscussionError> {
+        if q.query.trim().is_empty() || q.query.len() > 1000 {
+            return Err(DiscussionError::BadRequest(
+                "a search query is 1 to 1000 bytes".into(),
+            ));
+        }
+        if q.limit == 0 || q.limit > 100 || q.offset > 10_000 {
+            return Err(DiscussionError::BadRequest(
+                "limit is 1 to 100 and offset at most 10000".into(),
+            ));
+        }
+        let members = self.inner.store.member_discussions(&caller.user).await?;
+        let readable = |d: String| {
+            let this = self.clone();
+            let caller = caller.clone();
+            async move {
+                match this.readable(&caller, &d).await {
+                    Ok(_) => Ok(true),
+                    Err(DiscussionError::Store(e)) => Err(e),
+                    Err(_) => Ok(false),
+                }
+            }
+        };
+        let (hits, corrected_query, more) = self
+            .inner
+            .search
+            .query(&q, members, readable)
+            .await
+            .map_err(|e| match e {
+                SearchError::Store(e) => DiscussionError::Store(e),
+                SearchError::Unavailable => DiscussionError::NotReady(
+                    "the search index is being built; try again shortly".into(),
+                ),
+                other => {
+                    tracing::error!(error = %other, "search failed");
+                    DiscussionError::NotReady("search failed; try again".into())
+                }
+            })?;
+        Ok(Reply::SearchResults {
+            hits,
+            corrected_query,
+            more,
+        })
+    }
+
+    /// People matching `query` (locked users are not listed).
+    pub(crate) async fn directory(
+        &self,
+        query: &str,
+        limit: u32,
+    ) -> Result<Reply, DiscussionError> {
+        if query.trim().is_empty() || query.len() > 200 || limit == 0 || limit > 100 {
+            return Err(DiscussionError::BadRequest(
+                "a directory query is 1 to 200 bytes, limit 1 to 100".into(),
+            ));
+        }
+        let users = self.inner.store.directory_users().await?;
+        let found = crate::search::directory_rank(users, query, limit as usize);
+        Ok(Reply::Directory {
+            users: found.iter().map(crate::accounts::user_info).collect(),
+        })
+    }
+
+    /// Rebuilds the search index (in the background on a running node).
+    pub(crate) fn reindex(&self) -> Result<(), DiscussionError> {
+        self.inner
+            .search
+            .request_reindex()
+            .map_err(|e| DiscussionError::NotReady(format!("cannot reset the search index: {e}")))
+    }
+
+    /// The search service.
+    pub(crate) fn search_service(&self) -> &Search {
+        &self.inner.search
+    }
+
+    /// Storage.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
     }
 
     /// The discussion a message is in.

@@ -783,6 +783,8 @@ pub(crate) async fn discussion_request(
         Request::CreateGroup { title, members } => d.create_group(caller, &title, &members).await,
         Request::OpenObject { object, title } => d.open_object(caller, object, &title).await,
         Request::DescribeObject { object } => d.describe_object(caller, &object).await,
+        Request::Search(query) => d.search(caller, query).await,
+        Request::Directory { query, limit } => d.directory(&query, limit).await,
         Request::SetObjectAccess {
             object,
             users,

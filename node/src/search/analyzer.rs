@@ -1,0 +1,264 @@
+//! The text analyzer for Russian and English mixed with codes and document numbers.
+//!
+//! One tokenizer does the whole chain, because its steps depend on each other:
+//! - text is split on white space; each chunk loses the punctuation around it;
+//! - a chunk that holds digits and inner separators (`ПТУ-000123`, `INV-2026/15`) is a code:
+//!   it is kept whole and also split into its parts, so it is found whole and by any part;
+//! - everything else is split into words of letters and digits (emoji and symbols go);
+//! - words are lower-cased and `ё` is folded to `е`;
+//! - words of Cyrillic letters get the Russian Snowball stemmer, words of Latin letters the
+//!   English one; codes and numbers are not stemmed.
+
+use rust_stemmers::{Algorithm, Stemmer};
+use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
+
+/// The name the analyzer is registered under in the index.
+pub(crate) const NAME: &str = "veche";
+
+/// The analyzer; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Analyzer {
+    russian: std::sync::Arc<Stemmer>,
+    english: std::sync::Arc<Stemmer>,
+}
+
+impl std::fmt::Debug for Analyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Analyzer")
+    }
+}
+
+impl Default for Analyzer {
+    fn default() -> Self {
+        Self {
+            russian: std::sync::Arc::new(Stemmer::create(Algorithm::Russian)),
+            english: std::sync::Arc::new(Stemmer::create(Algorithm::English)),
+        }
+    }
+}
+
+fn is_separator(c: char) -> bool {
+    matches!(c, '-' | '/' | '.' | '_' | '\\' | '№' | '#')
+}
+
+fn fold(word: &str) -> String {
+    word.chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| if c == 'ё' { 'е' } else { c })
+        .collect()
+}
+
+fn is_cyrillic(c: char) -> bool {
+    matches!(c, '\u{0400}'..='\u{04FF}')
+}
+
+impl Analyzer {
+    fn stem(&self, word: String) -> String {
+        if word.chars().all(is_cyrillic) {
+            self.russian.stem(&word).into_owned()
+        } else if word.chars().all(|c| c.is_ascii_alphabetic()) {
+            self.english.stem(&word).into_owned()
+        } else {
+            word
+        }
+    }
+
+    /// The terms of `text`, in order, with their byte offsets.
+    pub(crate) fn tokens(&self, text: &str) -> Vec<Token> {
+        let mut out = Vec::new();
+        let push = |out: &mut Vec<Token>, from: usize, to: usize, text: String| {
+            let position = out.len();
+            out.push(Token {
+                offset_from: from,
+                offset_to: to,
+                position,
+                text,
+                position_length: 1,
+            });
+        };
+        for (start, chunk) in chunks(text) {
+            let trimmed_start = chunk.len()
+                - chunk
+                    .trim_start_matches(|c: char| !c.is_alphanumeric())
+                    .len();
+            let core = chunk
+                .trim_start_matches(|c: char| !c.is_alphanumeric())
+                .trim_end_matches(|c: char| !c.is_alphanumeric());
+            if core.is_empty() {
+                continue;
+            }
+            let core_start = start + trimmed_start;
+            let is_code = core.chars().any(|c| c.is_ascii_digit())
+                && core.chars().any(is_separator)
+                && core.chars().all(|c| c.is_alphanumeric() || is_separator(c));
+            if is_code {
+                push(&mut out, core_start, core_start + core.len(), fold(core));
+            }
+            let mut word_start = None;
+            for (i, c) in core
+                .char_indices()
+                .chain(std::iter::once((core.len(), ' ')))
+            {
+                if c.is_alphanumeric() {
+                    word_start.get_or_insert(i);
+                } else if let Some(ws) = word_start.take() {
+                    let word = fold(&core[ws..i]);
+                    let term = if is_code { word } else { self.stem(word) };
+                    push(&mut out, core_start + ws, core_start + i, term);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The white-space separated chunks of `text`, with their byte offsets.
+fn chunks(text: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            if let Some(s) = start.take() {
+                out.push((s, &text[s..i]));
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, &text[s..]));
+    }
+    out
+}
+
+/// The tokens of one text, handed to tantivy.
+#[derive(Debug)]
+pub(crate) struct Tokens {
+    tokens: Vec<Token>,
+    index: usize,
+}
+
+impl TokenStream for Tokens {
+    fn advance(&mut self) -> bool {
+        if self.index < self.tokens.len() {
+            self.index += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn token(&self) -> &Token {
+        &self.tokens[self
+            .index
+            .saturating_sub(1)
+            .min(self.tokens.len().saturating_sub(1))]
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        let i = self
+            .index
+            .saturating_sub(1)
+            .min(self.tokens.len().saturating_sub(1));
+        &mut self.tokens[i]
+    }
+}
+
+impl Tokenizer for Analyzer {
+    type TokenStream<'a> = Tokens;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> Tokens {
+        Tokens {
+            tokens: self.tokens(text),
+            index: 0,
+        }
+    }
+}
+
+/// The same keys on the other keyboard layout: `ghbdtn` ↔ `привет`. `None` if `text` has
+/// letters of both layouts or none.
+pub(crate) fn switch_layout(text: &str) -> Option<String> {
+    const LATIN: &str = "qwertyuiop[]asdfghjkl;'zxcvbnm,.`";
+    const CYRILLIC: &str = "йцукенгшщзхъфывапролджэячсмитьбюё";
+    let latin: Vec<char> = LATIN.chars().collect();
+    let cyrillic: Vec<char> = CYRILLIC.chars().collect();
+    let has_latin = text.chars().any(|c| c.is_ascii_alphabetic());
+    let has_cyrillic = text.chars().any(is_cyrillic);
+    if has_latin == has_cyrillic {
+        return None;
+    }
+    let (from, to) = if has_latin {
+        (&latin, &cyrillic)
+    } else {
+        (&cyrillic, &latin)
+    };
+    Some(
+        text.chars()
+            .map(|c| {
+                let lower = c.to_lowercase().next().unwrap_or(c);
+                from.iter().position(|f| *f == lower).map_or(c, |i| to[i])
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terms(text: &str) -> Vec<String> {
+        Analyzer::default()
+            .tokens(text)
+            .into_iter()
+            .map(|t| t.text)
+            .collect()
+    }
+
+    #[test]
+    fn russian_forms_and_yo_meet() {
+        let a = terms("счёт");
+        assert_eq!(a, terms("счета"));
+        assert_eq!(a, terms("счетов"));
+        assert_eq!(a, terms("СЧЁТ"));
+        assert_eq!(terms("ёлка"), terms("елка"));
+    }
+
+    #[test]
+    fn english_is_stemmed_too() {
+        assert_eq!(terms("invoices"), terms("invoice"));
+        assert_eq!(terms("shipped"), terms("shipping"));
+    }
+
+    #[test]
+    fn codes_are_found_whole_and_by_parts() {
+        let t = terms("Оплата по ПТУ-000123, срочно!");
+        assert!(t.contains(&"пту-000123".to_owned()), "{t:?}");
+        assert!(t.contains(&"пту".to_owned()));
+        assert!(t.contains(&"000123".to_owned()));
+        let t = terms("see INV-2026/15.");
+        assert!(t.contains(&"inv-2026/15".to_owned()), "{t:?}");
+        assert!(t.contains(&"2026".to_owned()));
+        assert!(t.contains(&"15".to_owned()));
+    }
+
+    #[test]
+    fn emoji_and_symbols_are_ignored() {
+        assert_eq!(terms("привет 👍 🎉 !!!"), terms("привет"));
+    }
+
+    #[test]
+    fn offsets_point_into_the_text() {
+        let text = "Счёт  № 42\u{00a0}оплачен";
+        for t in Analyzer::default().tokens(text) {
+            assert!(text.get(t.offset_from..t.offset_to).is_some(), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn layouts_switch_both_ways() {
+        assert_eq!(switch_layout("ghbdtn").as_deref(), Some("привет"));
+        assert_eq!(switch_layout("руддщ").as_deref(), Some("hello"));
+        assert_eq!(switch_layout("mixed смесь"), None);
+        assert_eq!(switch_layout("12345"), None);
+    }
+}

@@ -1,0 +1,621 @@
+//! Full-text search over messages (tantivy) and the user directory.
+//!
+//! The index lives in `<data>/search/` and is only a cache of the message log: the database
+//! is the truth. An indexer task follows `search_queue` (filled by triggers in the same
+//! transactions that write, edit or delete messages) and commits its position into the
+//! index's own commit payload, so a crash anywhere leaves a position that is re-applied from
+//! (re-applying is idempotent: delete by id, then add). An index that is missing, unreadable
+//! or of another schema is rebuilt from the messages while search keeps answering from what
+//! there is.
+//!
+//! A query is answered from the index, then every hit passes the same authorization as
+//! history, against the database as it is now: a message the caller cannot read now, or one
+//! deleted since it was indexed, is never returned. Snippets are cut from the current text.
+
+pub(crate) mod analyzer;
+mod directory;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tantivy::collector::TopDocs;
+use tantivy::directory::MmapDirectory;
+use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery};
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
+    TextOptions, Value,
+};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::tokenizer::TextAnalyzer;
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use veche_protocol::Timestamp;
+use veche_protocol::discussions::{SearchHit, SearchQuery};
+
+pub(crate) use analyzer::Analyzer;
+pub(crate) use directory::rank as directory_rank;
+
+/// The writer, which has no `Debug` of its own.
+struct WriterSlot(Option<IndexWriter>);
+
+impl std::fmt::Debug for WriterSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "WriterSlot(open)"
+        } else {
+            "WriterSlot(none)"
+        })
+    }
+}
+
+use crate::store::{IndexRow, Store, StoreError};
+
+/// Messages taken in per commit.
+const BATCH: i64 = 2000;
+/// How often the queue is looked at when nothing wakes the indexer.
+const POLL: Duration = Duration::from_millis(200);
+/// The most candidates one query reads before giving up on filling a page.
+const MAX_CANDIDATES: usize = 20_000;
+/// The index writer's memory budget.
+const WRITER_MEMORY: usize = 64 * 1024 * 1024;
+
+/// Why the index could not be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SearchError {
+    #[error("search index: {0}")]
+    Index(#[from] tantivy::TantivyError),
+    #[error("search index folder: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the search index is not ready")]
+    Unavailable,
+}
+
+impl From<tantivy::directory::error::OpenDirectoryError> for SearchError {
+    fn from(e: tantivy::directory::error::OpenDirectoryError) -> Self {
+        Self::Io(std::io::Error::other(e.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    id: Field,
+    discussion: Field,
+    kind: Field,
+    author: Field,
+    object: Field,
+    at: Field,
+    text: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(analyzer::NAME)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    let fields = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        discussion: b.add_text_field("discussion", STRING | STORED),
+        kind: b.add_text_field("kind", STRING),
+        author: b.add_text_field("author", STRING),
+        object: b.add_text_field("object", STRING),
+        at: b.add_i64_field("at", INDEXED | FAST),
+        text: b.add_text_field("text", text),
+    };
+    (b.build(), fields)
+}
+
+/// An open index with its reader.
+struct Opened {
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Opened")
+    }
+}
+
+fn open_index(path: &Path) -> Result<Opened, SearchError> {
+    std::fs::create_dir_all(path)?;
+    let (schema, fields) = schema();
+    let index = Index::open_or_create(MmapDirectory::open(path)?, schema)?;
+    index.tokenizers().register(
+        analyzer::NAME,
+        TextAnalyzer::builder(Analyzer::default()).build(),
+    );
+    let reader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()?;
+    Ok(Opened {
+        index,
+        reader,
+        fields,
+    })
+}
+
+/// The position an index's last commit recorded: `Some(queue id)`, or `None` for an index
+/// never built.
+fn committed_cursor(index: &Index) -> Option<i64> {
+    index
+        .load_metas()
+        .ok()
+        .and_then(|m| m.payload)
+        .and_then(|p| p.parse().ok())
+}
+
+/// The search service.
+#[derive(Debug, Clone)]
+pub(crate) struct Search {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    folder: PathBuf,
+    analyzer: Analyzer,
+    current: RwLock<Option<Arc<Opened>>>,
+    wake: Notify,
+    reindex: std::sync::atomic::AtomicBool,
+    /// The writer, owned by the indexer; the mutex only lets it move into blocking tasks.
+    writer: Mutex<WriterSlot>,
+    /// Whether an indexer runs (a node, not an offline admin command).
+    running: std::sync::atomic::AtomicBool,
+}
+
+impl Search {
+    /// Opens the index in `<data>/search` (or notes that it must be built).
+    pub(crate) fn new(store: Store, data: &Path) -> Self {
+        let folder = data.join("search");
+        let current = match open_index(&folder) {
+            Ok(o) if committed_cursor(&o.index).is_some() => Some(Arc::new(o)),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "the search index cannot be opened; it will be rebuilt");
+                None
+            }
+        };
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                folder,
+                analyzer: Analyzer::default(),
+                current: RwLock::new(current),
+                wake: Notify::new(),
+                reindex: std::sync::atomic::AtomicBool::new(false),
+                writer: Mutex::new(WriterSlot(None)),
+                running: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Asks the indexer to rebuild the index from the messages; search keeps answering from
+    /// the old one until the new one is complete.
+    /// Without a running indexer (an offline admin command), the index folder is removed
+    /// and the next start builds it.
+    pub(crate) fn request_reindex(&self) -> Result<(), SearchError> {
+        use std::sync::atomic::Ordering;
+        if !self.inner.running.load(Ordering::SeqCst) {
+            if self.inner.folder.exists() {
+                std::fs::remove_dir_all(&self.inner.folder)?;
+            }
+            return Ok(());
+        }
+        self.inner.reindex.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Runs the indexer until `stop`.
+    pub(crate) fn spawn_indexer(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        self.inner
+            .running
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let this = self.clone();
+        tokio::spawn(async move { this.run(stop).await })
+    }
+
+    fn opened(&self) -> Option<Arc<Opened>> {
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn run(self, stop: CancellationToken) {
+        loop {
+            if stop.is_cancelled() {
+                break;
+            }
+            let rebuild = self.opened().is_none()
+                || self
+                    .inner
+                    .reindex
+                    .swap(false, std::sync::atomic::Ordering::SeqCst);
+            let result = if rebuild {
+                self.rebuild(&stop).await
+            } else {
+                self.catch_up().await
+            };
+            let busy = match result {
+                Ok(busy) => busy,
+                Err(e) => {
+                    tracing::warn!(error = %e, "search indexing failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    false
+                }
+            };
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.inner.wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+        // The writer's lock is released before storage closes.
+        let writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .take();
+        if let Some(w) = writer {
+            let _ = tokio::task::spawn_blocking(move || w.wait_merging_threads()).await;
+        }
+    }
+
+    /// Takes in one batch of the queue; `true` if a full batch was found.
+    async fn catch_up(&self) -> Result<bool, SearchError> {
+        let opened = self.opened().ok_or(SearchError::Unavailable)?;
+        let cursor = committed_cursor(&opened.index).unwrap_or(0);
+        let rows = self.inner.store.search_queue_after(cursor, BATCH).await?;
+        let Some(last) = rows.last().map(|(id, _)| *id) else {
+            return Ok(false);
+        };
+        let full = rows.len() as i64 == BATCH;
+        self.apply(
+            &opened,
+            rows.into_iter().map(|(_, r)| r).collect(),
+            last,
+            true,
+        )
+        .await?;
+        self.inner.store.prune_search_queue(last).await?;
+        Ok(full)
+    }
+
+    /// Writes `rows` and commits with `cursor` as the recorded position.
+    async fn apply(
+        &self,
+        opened: &Arc<Opened>,
+        rows: Vec<IndexRow>,
+        cursor: i64,
+        replace: bool,
+    ) -> Result<(), SearchError> {
+        let this = self.clone();
+        let opened = opened.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), SearchError> {
+            let mut slot = this.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.0.is_none() {
+                slot.0 = Some(opened.index.writer(WRITER_MEMORY)?);
+            }
+            let writer = slot.0.as_mut().ok_or(SearchError::Unavailable)?;
+            let f = opened.fields;
+            for row in rows {
+                if replace {
+                    writer.delete_term(Term::from_field_text(f.id, &row.id));
+                }
+                if row.deleted {
+                    continue;
+                }
+                let Some(text) = row.text.filter(|t| !t.trim().is_empty()) else {
+                    continue;
+                };
+                let mut doc = TantivyDocument::default();
+                doc.add_text(f.id, &row.id);
+                doc.add_text(f.discussion, &row.discussion_id);
+                doc.add_text(f.kind, &row.kind);
+                doc.add_text(f.author, &row.author);
+                if let Some(object) = &row.object {
+                    doc.add_text(f.object, object);
+                }
+                doc.add_i64(f.at, row.created_at);
+                doc.add_text(f.text, &text);
+                writer.add_document(doc)?;
+            }
+            let mut commit = writer.prepare_commit()?;
+            commit.set_payload(&cursor.to_string());
+            commit.commit()?;
+            opened.reader.reload()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| SearchError::Io(std::io::Error::other(e.to_string())))?
+    }
+
+    /// Builds a new index from every message in a folder beside the current one, then puts
+    /// it in place. Search answers from the old index meanwhile.
+    async fn rebuild(&self, stop: &CancellationToken) -> Result<bool, SearchError> {
+        let started = std::time::Instant::now();
+        let fresh = self.inner.folder.with_extension("new");
+        let _ = std::fs::remove_dir_all(&fresh);
+        let opened = Arc::new(open_index(&fresh)?);
+        // Everything queued from here on is taken in after the switch.
+        let cursor = self.inner.store.search_queue_end().await?;
+        let previous_writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .take();
+        drop(previous_writer);
+        let mut after = 0;
+        let mut count = 0usize;
+        loop {
+            if stop.is_cancelled() {
+                return Ok(false);
+            }
+            let rows = self.inner.store.messages_for_index(after, BATCH).await?;
+            let Some(last) = rows.last().map(|(rid, _)| *rid) else {
+                break;
+            };
+            after = last;
+            count += rows.len();
+            // Not the final position yet: a crash now leaves an index that is rebuilt again.
+            self.apply(
+                &opened,
+                rows.into_iter().map(|(_, r)| r).collect(),
+                -1,
+                false,
+            )
+            .await?;
+        }
+        self.apply(&opened, Vec::new(), cursor, false).await?;
+        // Switch: the writer goes, the folders swap, the new index is reopened in place.
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .take();
+        drop(opened);
+        let old = self.inner.folder.with_extension("old");
+        let _ = std::fs::remove_dir_all(&old);
+        *self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        if self.inner.folder.exists() {
+            std::fs::rename(&self.inner.folder, &old)?;
+        }
+        std::fs::rename(&fresh, &self.inner.folder)?;
+        let _ = std::fs::remove_dir_all(&old);
+        let reopened = Arc::new(open_index(&self.inner.folder)?);
+        *self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(reopened);
+        tracing::info!(
+            messages = count,
+            secs = started.elapsed().as_secs_f64(),
+            "search index built"
+        );
+        Ok(true)
+    }
+
+    /// Answers a query: hits the caller may read now, best first, one page.
+    /// `readable` says whether the caller may read a discussion now (the authorization of
+    /// history).
+    pub(crate) async fn query<F, Fut>(
+        &self,
+        q: &SearchQuery,
+        members_of: Vec<String>,
+        mut readable: F,
+    ) -> Result<(Vec<SearchHit>, Option<String>, bool), SearchError>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = Result<bool, StoreError>>,
+    {
+        let (hits, more) = self
+            .query_once(q, &q.query, &members_of, &mut readable)
+            .await?;
+        if hits.is_empty()
+            && q.offset == 0
+            && let Some(switched) = analyzer::switch_layout(&q.query)
+        {
+            let (hits, more) = self
+                .query_once(q, &switched, &members_of, &mut readable)
+                .await?;
+            if !hits.is_empty() {
+                return Ok((hits, Some(switched), more));
+            }
+        }
+        Ok((hits, None, more))
+    }
+
+    async fn query_once<F, Fut>(
+        &self,
+        q: &SearchQuery,
+        text: &str,
+        members_of: &[String],
+        readable: &mut F,
+    ) -> Result<(Vec<SearchHit>, bool), SearchError>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = Result<bool, StoreError>>,
+    {
+        let opened = self.opened().ok_or(SearchError::Unavailable)?;
+        let f = opened.fields;
+        let mut terms: Vec<String> = self
+            .inner
+            .analyzer
+            .tokens(text)
+            .into_iter()
+            .map(|t| t.text)
+            .collect();
+        terms.sort();
+        terms.dedup();
+        if terms.is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        let text_query: Box<dyn Query> = Box::new(BooleanQuery::new(
+            terms
+                .iter()
+                .map(|t| {
+                    (
+                        Occur::Must,
+                        Box::new(TermQuery::new(
+                            Term::from_field_text(f.text, t),
+                            IndexRecordOption::WithFreqs,
+                        )) as Box<dyn Query>,
+                    )
+                })
+                .collect(),
+        ));
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text_query.box_clone())];
+        // Dialogs and groups the caller is in, or any object discussion (those are decided
+        // per hit below).
+        clauses.push((
+            Occur::Must,
+            Box::new(BooleanQuery::new(vec![
+                (
+                    Occur::Should,
+                    Box::new(TermSetQuery::new(
+                        members_of
+                            .iter()
+                            .map(|d| Term::from_field_text(f.discussion, d)),
+                    )) as Box<dyn Query>,
+                ),
+                (
+                    Occur::Should,
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(f.kind, "object"),
+                        IndexRecordOption::Basic,
+                    )),
+                ),
+            ])),
+        ));
+        let term = |field: Field, value: &str| -> (Occur, Box<dyn Query>) {
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(field, value),
+                    IndexRecordOption::Basic,
+                )),
+            )
+        };
+        if let Some(d) = &q.discussion {
+            clauses.push(term(f.discussion, d));
+        }
+        if let Some(a) = &q.author {
+            clauses.push(term(f.author, a));
+        }
+        if let Some(o) = &q.object {
+            let key = format!("{}/{}/{}", o.application, o.object_type, o.object_id);
+            clauses.push(term(f.object, &key));
+        }
+        if q.from.is_some() || q.to.is_some() {
+            use std::ops::Bound;
+            let lower = q.from.map_or(Bound::Unbounded, |t| {
+                Bound::Included(Term::from_field_i64(f.at, t.as_millis()))
+            });
+            let upper = q.to.map_or(Bound::Unbounded, |t| {
+                Bound::Excluded(Term::from_field_i64(f.at, t.as_millis()))
+            });
+            clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
+        }
+        let query = BooleanQuery::new(clauses);
+        let wanted = q.offset as usize + q.limit.clamp(1, 100) as usize;
+        let mut fetch = (wanted * 2 + 20).min(MAX_CANDIDATES);
+        let mut decided: HashMap<String, bool> = HashMap::new();
+        loop {
+            let searcher = opened.reader.searcher();
+            let candidates: Vec<(String, String)> = {
+                let top = searcher.search(&query, &TopDocs::with_limit(fetch))?;
+                let mut out = Vec::with_capacity(top.len());
+                for (_, addr) in top {
+                    let doc: TantivyDocument = searcher.doc(addr)?;
+                    let id = doc.get_first(f.id).and_then(|v| v.as_str()).unwrap_or("");
+                    let d = doc
+                        .get_first(f.discussion)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("");
+                    out.push((id.to_owned(), d.to_owned()));
+                }
+                out
+            };
+            let exhausted = candidates.len() < fetch;
+            // The caller may read the discussion now (asked once per discussion).
+            let mut allowed = Vec::new();
+            for (id, d) in candidates {
+                let ok = match decided.get(&d) {
+                    Some(ok) => *ok,
+                    None => {
+                        let ok = readable(d.clone()).await?;
+                        decided.insert(d.clone(), ok);
+                        ok
+                    }
+                };
+                if ok {
+                    allowed.push(id);
+                }
+            }
+            // As the messages are now: deleted ones go, snippets come from the current text.
+            let rows = self.inner.store.hits(&allowed).await?;
+            let live: Vec<_> = rows
+                .into_iter()
+                .filter(|r| !r.deleted && r.text.as_deref().is_some_and(|t| !t.is_empty()))
+                .collect();
+            if live.len() > wanted || exhausted || fetch >= MAX_CANDIDATES {
+                let more = live.len() > wanted;
+                let generator = SnippetGenerator::create(&searcher, &*text_query, f.text).ok();
+                let hits = live
+                    .into_iter()
+                    .skip(q.offset as usize)
+                    .take(q.limit.clamp(1, 100) as usize)
+                    .map(|r| {
+                        let text = r.text.unwrap_or_default();
+                        let snippet = generator
+                            .as_ref()
+                            .map(|g| g.snippet(&text).to_html())
+                            .filter(|s| !s.is_empty())
+                            .unwrap_or_else(|| escape(&text.chars().take(150).collect::<String>()));
+                        SearchHit {
+                            discussion: r.discussion_id,
+                            message_id: r.id,
+                            seq: u64::try_from(r.seq).unwrap_or(0),
+                            author: r.author,
+                            created_at: Timestamp(r.created_at),
+                            snippet,
+                        }
+                    })
+                    .collect();
+                return Ok((hits, more));
+            }
+            fetch = (fetch * 4).min(MAX_CANDIDATES);
+        }
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

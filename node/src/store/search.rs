@@ -1,0 +1,219 @@
+//! What the search index reads: the queue of changed messages and messages in bulk.
+
+use super::{Store, StoreError};
+
+/// A message as the index takes it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct IndexRow {
+    pub(crate) id: String,
+    pub(crate) discussion_id: String,
+    pub(crate) kind: String,
+    pub(crate) author: String,
+    pub(crate) created_at: i64,
+    pub(crate) text: Option<String>,
+    pub(crate) deleted: bool,
+    pub(crate) object: Option<String>,
+}
+
+/// One message as a search result shows it, as it is now.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct HitRow {
+    pub(crate) id: String,
+    pub(crate) discussion_id: String,
+    pub(crate) seq: i64,
+    pub(crate) author: String,
+    pub(crate) created_at: i64,
+    pub(crate) text: Option<String>,
+    pub(crate) deleted: bool,
+}
+
+/// `SELECT [extra] <the index's columns> FROM messages m JOIN discussions d … <tail>`.
+macro_rules! select_for_index {
+    ($extra:literal, $tail:literal) => {
+        concat!(
+            "SELECT ",
+            $extra,
+            "m.id, m.discussion_id, d.kind, m.author, m.created_at, m.text, m.deleted, ",
+            "CASE WHEN d.object_app IS NULL THEN NULL ",
+            "ELSE d.object_app || '/' || d.object_type || '/' || d.object_id END AS object ",
+            "FROM messages m JOIN discussions d ON d.id = m.discussion_id ",
+            $tail
+        )
+    };
+}
+
+impl Store {
+    /// Queue entries after `cursor` (at most `limit`), with their messages as they are now.
+    pub(crate) async fn search_queue_after(
+        &self,
+        cursor: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, IndexRow)>, StoreError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            qid: i64,
+            #[sqlx(flatten)]
+            row: IndexRow,
+        }
+        let rows: Vec<Row> = sqlx::query_as(concat!(
+            "SELECT q.id AS qid, m.id, m.discussion_id, d.kind, m.author, m.created_at, m.text, ",
+            "m.deleted, CASE WHEN d.object_app IS NULL THEN NULL ",
+            "ELSE d.object_app || '/' || d.object_type || '/' || d.object_id END AS object ",
+            "FROM search_queue q JOIN messages m ON m.id = q.message_id ",
+            "JOIN discussions d ON d.id = m.discussion_id ",
+            "WHERE q.id > ? ORDER BY q.id LIMIT ?"
+        ))
+        .bind(cursor)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.qid, r.row)).collect())
+    }
+
+    /// Entries the index has yet to take in.
+    pub(crate) async fn search_backlog(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM search_queue")
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    /// The newest queue entry's id (0 when empty).
+    pub(crate) async fn search_queue_end(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM search_queue")
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+
+    /// Removes queue entries the index has taken in.
+    pub(crate) async fn prune_search_queue(&self, upto: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM search_queue WHERE id <= ?")
+            .bind(upto)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Messages in rowid order after `after` (at most `limit`), for building the index from
+    /// scratch; with the rowid to continue from.
+    pub(crate) async fn messages_for_index(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, IndexRow)>, StoreError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            rid: i64,
+            #[sqlx(flatten)]
+            row: IndexRow,
+        }
+        let rows: Vec<Row> = sqlx::query_as(select_for_index!(
+            "m.rowid AS rid, ",
+            "WHERE m.rowid > ? AND NOT m.deleted ORDER BY m.rowid LIMIT ?"
+        ))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.rid, r.row)).collect())
+    }
+
+    /// These messages as they are now.
+    pub(crate) async fn hits(&self, ids: &[String]) -> Result<Vec<HitRow>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row: Option<HitRow> = sqlx::query_as(
+                "SELECT id, discussion_id, seq, author, created_at, text, deleted \
+                 FROM messages WHERE id = ?",
+            )
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+            out.extend(row);
+        }
+        Ok(out)
+    }
+
+    /// Dialogs and groups `user` is a member of.
+    pub(crate) async fn member_discussions(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT discussion_id FROM members WHERE user_id = ?")
+                .bind(user)
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    /// People who are not locked, for the directory.
+    pub(crate) async fn directory_users(&self) -> Result<Vec<super::UserRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM users WHERE NOT locked AND kind = 'person' ORDER BY login",
+        )
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Benchmarks only: `discussions` groups (ids `bench-<i>@<node>`, `user` a member of
+    /// every `member_every`-th) and `messages` messages by `user` with `text(i)`, written
+    /// straight into the tables in a few large transactions.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(crate) async fn bench_fill(
+        &self,
+        node: &str,
+        user: &str,
+        discussions: usize,
+        messages: usize,
+        member_every: usize,
+        text: &(dyn Fn(usize) -> String + Sync),
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        for d in 0..discussions {
+            let id = format!("bench-{d}@{node}");
+            sqlx::query(
+                "INSERT INTO discussions (id, kind, title, created_by, created_at, last_seq, \
+                 last_activity_at) VALUES (?, 'group', ?, ?, 0, 0, 0)",
+            )
+            .bind(&id)
+            .bind(format!("bench {d}"))
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+            if d % member_every.max(1) == 0 {
+                sqlx::query(
+                    "INSERT INTO members (discussion_id, user_id, role, added_at) \
+                     VALUES (?, ?, 'member', 0)",
+                )
+                .bind(&id)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        let mut seqs = vec![0i64; discussions.max(1)];
+        for chunk in (0..messages).collect::<Vec<_>>().chunks(50_000) {
+            let mut tx = self.write.begin().await?;
+            for &i in chunk {
+                let d = i % discussions.max(1);
+                seqs[d] += 1;
+                sqlx::query(
+                    "INSERT INTO messages (id, discussion_id, seq, author, device_id, \
+                     client_msg_id, payload_hash, text, actions, created_at, version) \
+                     VALUES (?, ?, ?, ?, 'bench', ?, '', ?, '[]', ?, 1)",
+                )
+                .bind(format!("bm-{i}@{node}"))
+                .bind(format!("bench-{d}@{node}"))
+                .bind(seqs[d])
+                .bind(user)
+                .bind(format!("b{i}"))
+                .bind(text(i))
+                .bind(i64::try_from(i).unwrap_or(0))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
