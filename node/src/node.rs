@@ -476,6 +476,12 @@ impl RunningNode {
         &self.services.plugins
     }
 
+    /// The search service.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(crate) fn search(&self) -> &crate::search::Search {
+        self.services.discussions.search_service()
+    }
+
     /// Storage.
     #[cfg(any(test, feature = "test-utils"))]
     pub(crate) fn store(&self) -> &Store {

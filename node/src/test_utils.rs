@@ -143,6 +143,17 @@ impl TestNode {
             .await
     }
 
+    /// Rebuilds the search index from the messages and waits until the new one is in place.
+    pub async fn reindex_and_wait(&self) -> Result<(), AccountError> {
+        let search = self.node().search();
+        let before = search.rebuilds();
+        self.admin(AdminRequest::Reindex).await?;
+        while search.rebuilds() == before {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     /// Messages written that the search index has yet to take in.
     pub async fn search_backlog(&self) -> Result<i64, crate::store::StoreError> {
         self.node().store().search_backlog().await

@@ -133,6 +133,9 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let indexed = started.elapsed();
+    let started = Instant::now();
+    node.reindex_and_wait().await.expect("reindex");
+    let rebuilt = started.elapsed();
 
     let mut config = ClientConfig::new(node.quic_addr(), Trust::CaFile(node.ca_path()));
     config.server_name = "localhost".into();
@@ -185,6 +188,11 @@ async fn main() {
         "| indexed from the message log, from the first write to an empty backlog | {:.1} s ({:.0} messages/s) |",
         indexed.as_secs_f64(),
         messages as f64 / indexed.as_secs_f64()
+    );
+    println!(
+        "| rebuilt from the messages (`veche admin reindex`) | {:.1} s ({:.0} messages/s) |",
+        rebuilt.as_secs_f64(),
+        messages as f64 / rebuilt.as_secs_f64()
     );
     println!(
         "| {QUERIES} queries over QUIC, user in every {MEMBER_EVERY}th group (p50 / p99 / max) | {} / {} / {} ({:.1} hits per query) |",

@@ -319,6 +319,9 @@ async fn the_index_catches_up_after_a_stop_and_is_rebuilt_when_lost() -> anyhow:
         let (hits, _) = search(&anna, query("отгрузка")).await?;
         assert_eq!(hits.len(), 2);
     }
+    // And once the new index is in place, it answers the same, and takes in what follows.
+    node.reindex_and_wait().await?;
+    assert_eq!(search(&anna, query("отгрузка")).await?.0.len(), 2);
     post(&anna, &g, "m3", "Третья отгрузка").await?;
     found(&anna, "отгрузка", 3).await?;
     Ok(())
@@ -391,5 +394,35 @@ async fn the_directory_finds_people_across_alphabets() -> anyhow::Result<()> {
             .await?
             .contains(&"sidorova".to_owned())
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn search_and_the_directory_over_http() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let node = TestNode::spawn().await?;
+    let anna = user(&node, "anna").await?;
+    let g = group(&anna, "Офис", &[]).await?;
+    post(&anna, &g, "m1", "Накладная ПТУ-000777 подписана").await?;
+    found(&anna, "накладные", 1).await?;
+    let http = reqwest::Client::new();
+    let login: serde_json::Value = http
+        .post(format!("{}/api/v1/login", node.http_url()))
+        .json(&serde_json::json!({"login": "anna", "password": PASSWORD, "device_id": "web"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = login["session_token"].as_str().context("token")?.to_owned();
+    let get = |path: String| {
+        http.get(format!("{}{path}", node.http_url()))
+            .bearer_auth(&token)
+            .header("Veche-Device", "web")
+            .send()
+    };
+    let found: serde_json::Value = get("/api/v1/search?q=000777".into()).await?.json().await?;
+    assert_eq!(found["hits"].as_array().map(Vec::len), Some(1), "{found}");
+    let people: serde_json::Value = get("/api/v1/directory?q=анна".into()).await?.json().await?;
+    assert_eq!(people["users"][0]["login"], "anna", "{people}");
     Ok(())
 }

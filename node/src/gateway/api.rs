@@ -29,6 +29,8 @@ pub(super) fn routes(r: OpenApiRouter<Arc<Gateway>>) -> OpenApiRouter<Arc<Gatewa
         .routes(routes!(list_discussions))
         .routes(routes!(history))
         .routes(routes!(post_message))
+        .routes(routes!(search))
+        .routes(routes!(directory))
         .routes(routes!(register))
         .routes(routes!(activate))
         .routes(routes!(ensure_discussion))
@@ -249,6 +251,71 @@ async fn post_message(
 ) -> Result<Json<Posted>> {
     let reply = call(&g, principal.caller(), send_request(&discussion, body)).await?;
     posted(discussion, reply)
+}
+
+/// A search (see the `search` request of the protocol).
+#[derive(Debug, Deserialize, IntoParams)]
+struct SearchParams {
+    /// Words, codes and numbers, all required, in any form.
+    q: String,
+    /// Only in this discussion.
+    discussion: Option<String>,
+    /// Only by this author (user id).
+    author: Option<String>,
+    /// Written at or after (ms since the epoch, UTC).
+    from: Option<i64>,
+    /// Written before (ms since the epoch, UTC).
+    to: Option<i64>,
+    /// Hits to skip.
+    offset: Option<u32>,
+    /// At most this many (1–100, default 20).
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/api/v1/search", tag = "users", params(SearchParams),
+    description = "Messages the caller may read now, best first, with snippets; \
+                   `corrected_query` when the query was retried on the other keyboard layout.",
+    responses((status = 200, body = Wire), (status = 400, body = ErrorResponse),
+              (status = 503, body = ErrorResponse)))]
+async fn search(
+    State(g): AppState,
+    principal: Principal,
+    Query(p): Query<SearchParams>,
+) -> Result<Json<Wire>> {
+    let request = Request::Search(veche_protocol::discussions::SearchQuery {
+        query: p.q,
+        discussion: p.discussion,
+        author: p.author,
+        object: None,
+        from: p.from.map(veche_protocol::Timestamp),
+        to: p.to.map(veche_protocol::Timestamp),
+        offset: p.offset.unwrap_or(0),
+        limit: p.limit.unwrap_or(20),
+    });
+    Ok(wire(&call(&g, principal.caller(), request).await?))
+}
+
+/// A directory lookup.
+#[derive(Debug, Deserialize, IntoParams)]
+struct DirectoryParams {
+    /// A name, login or e-mail, in either alphabet.
+    q: String,
+    /// At most this many (1–100, default 20).
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/api/v1/directory", tag = "users", params(DirectoryParams),
+    responses((status = 200, body = Wire), (status = 400, body = ErrorResponse)))]
+async fn directory(
+    State(g): AppState,
+    principal: Principal,
+    Query(p): Query<DirectoryParams>,
+) -> Result<Json<Wire>> {
+    let request = Request::Directory {
+        query: p.q,
+        limit: p.limit.unwrap_or(20),
+    };
+    Ok(wire(&call(&g, principal.caller(), request).await?))
 }
 
 // ---- application registration ----

@@ -53,8 +53,9 @@ impl std::fmt::Debug for WriterSlot {
 
 use crate::store::{IndexRow, Store, StoreError};
 
-/// Messages taken in per commit.
-const BATCH: i64 = 2000;
+/// Messages taken in per commit, at most (a commit flushes a segment: fewer, larger commits
+/// index faster; a quiet node commits each message within the poll interval).
+const BATCH: i64 = 10_000;
 /// How often the queue is looked at when nothing wakes the indexer.
 const POLL: Duration = Duration::from_millis(200);
 /// The most candidates one query reads before giving up on filling a page.
@@ -171,19 +172,27 @@ struct Inner {
     writer: Mutex<WriterSlot>,
     /// Whether an indexer runs (a node, not an offline admin command).
     running: std::sync::atomic::AtomicBool,
+    /// Complete rebuilds so far (for tests and benchmarks).
+    rebuilds: std::sync::atomic::AtomicU64,
 }
 
 impl Search {
     /// Opens the index in `<data>/search` (or notes that it must be built).
     pub(crate) fn new(store: Store, data: &Path) -> Self {
         let folder = data.join("search");
-        let current = match open_index(&folder) {
-            Ok(o) if committed_cursor(&o.index).is_some() => Some(Arc::new(o)),
-            Ok(_) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "the search index cannot be opened; it will be rebuilt");
-                None
+        // Nothing is created here: an offline admin command, perhaps run as another user,
+        // must not leave files the node cannot write. The indexer builds what is missing.
+        let current = if folder.join("meta.json").exists() {
+            match open_index(&folder) {
+                Ok(o) if committed_cursor(&o.index).is_some() => Some(Arc::new(o)),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the search index cannot be opened; it will be rebuilt");
+                    None
+                }
             }
+        } else {
+            None
         };
         Self {
             inner: Arc::new(Inner {
@@ -195,6 +204,7 @@ impl Search {
                 reindex: std::sync::atomic::AtomicBool::new(false),
                 writer: Mutex::new(WriterSlot(None)),
                 running: std::sync::atomic::AtomicBool::new(false),
+                rebuilds: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -223,6 +233,14 @@ impl Search {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let this = self.clone();
         tokio::spawn(async move { this.run(stop).await })
+    }
+
+    /// Complete rebuilds since the node started.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(crate) fn rebuilds(&self) -> u64 {
+        self.inner
+            .rebuilds
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn opened(&self) -> Option<Arc<Opened>> {
@@ -412,6 +430,9 @@ impl Search {
             .current
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(reopened);
+        self.inner
+            .rebuilds
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(
             messages = count,
             secs = started.elapsed().as_secs_f64(),
