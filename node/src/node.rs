@@ -175,7 +175,7 @@ pub(crate) async fn open(
         registry.clone(),
         config.messages.clone(),
         plugins.clone(),
-        crate::search::Search::new(store.clone(), data.root()),
+        crate::search::Search::new(store.clone(), data.root(), purpose == Purpose::Offline),
     );
     Ok(Opened {
         lock,

@@ -19,7 +19,8 @@ mod messages;
 mod time;
 
 pub use messages::{
-    ClientFrame, ErrorBody, ErrorCode, Event, Reply, Request, ServerFrame, SessionInfo, UserInfo,
+    ClientFrame, DirectoryEntry, ErrorBody, ErrorCode, Event, Reply, Request, ServerFrame,
+    SessionInfo, UserInfo,
 };
 pub use time::Timestamp;
 

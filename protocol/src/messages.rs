@@ -351,7 +351,7 @@ pub enum Reply {
     /// Answer to `directory`.
     Directory {
         /// Best match first.
-        users: Vec<UserInfo>,
+        users: Vec<DirectoryEntry>,
     },
     /// Answer to `history` and `sync`.
     Events {
@@ -470,6 +470,17 @@ pub enum ErrorCode {
     /// A code this client does not know.
     #[serde(other)]
     Unknown,
+}
+
+/// A person as the directory shows them to colleagues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryEntry {
+    /// `login@node`.
+    pub id: String,
+    /// Login.
+    pub login: String,
+    /// Display name.
+    pub display_name: String,
 }
 
 /// A user account as others see it.

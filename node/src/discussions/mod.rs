@@ -309,8 +309,16 @@ impl Discussions {
         }
         let users = self.inner.store.directory_users().await?;
         let found = crate::search::directory_rank(users, query, limit as usize);
+        // Colleagues see who someone is, not their address or rights.
         Ok(Reply::Directory {
-            users: found.iter().map(crate::accounts::user_info).collect(),
+            users: found
+                .into_iter()
+                .map(|u| veche_protocol::DirectoryEntry {
+                    id: u.id,
+                    login: u.login,
+                    display_name: u.display_name,
+                })
+                .collect(),
         })
     }
 

@@ -103,7 +103,9 @@ impl Analyzer {
                     word_start.get_or_insert(i);
                 } else if let Some(ws) = word_start.take() {
                     let word = fold(&core[ws..i]);
-                    let term = if is_code { word } else { self.stem(word) };
+                    // The parts of a code are words too (`Накладная-15` is found by
+                    // `накладные`); only the whole code stays as written.
+                    let term = self.stem(word);
                     push(&mut out, core_start + ws, core_start + i, term);
                 }
             }
@@ -136,6 +138,7 @@ fn chunks(text: &str) -> Vec<(usize, &str)> {
 pub(crate) struct Tokens {
     tokens: Vec<Token>,
     index: usize,
+    empty: Token,
 }
 
 impl TokenStream for Tokens {
@@ -149,18 +152,18 @@ impl TokenStream for Tokens {
     }
 
     fn token(&self) -> &Token {
-        &self.tokens[self
-            .index
-            .saturating_sub(1)
-            .min(self.tokens.len().saturating_sub(1))]
+        // tantivy asks only after `advance` returned true; an empty stream still answers.
+        match self.index.checked_sub(1).and_then(|i| self.tokens.get(i)) {
+            Some(t) => t,
+            None => &self.empty,
+        }
     }
 
     fn token_mut(&mut self) -> &mut Token {
-        let i = self
-            .index
-            .saturating_sub(1)
-            .min(self.tokens.len().saturating_sub(1));
-        &mut self.tokens[i]
+        match self.index.checked_sub(1) {
+            Some(i) if i < self.tokens.len() => &mut self.tokens[i],
+            _ => &mut self.empty,
+        }
     }
 }
 
@@ -171,6 +174,7 @@ impl Tokenizer for Analyzer {
         Tokens {
             tokens: self.tokens(text),
             index: 0,
+            empty: Token::default(),
         }
     }
 }

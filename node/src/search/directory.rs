@@ -159,7 +159,8 @@ mod tests {
     #[test]
     fn finds_by_name_prefix_login_and_email() {
         assert_eq!(logins("Иван")[0], "ivanov");
-        assert_eq!(logins("petr")[0], "petrova");
+        assert_eq!(logins("petr")[0], "ivanov", "Пётр, exactly");
+        assert_eq!(logins("petrov")[0], "petrova");
         assert_eq!(logins("john.smith")[0], "smith");
         assert_eq!(logins("анна")[0], "petrova");
     }

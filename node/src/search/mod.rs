@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery};
+use tantivy::query::{
+    BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
+};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
     TextOptions, Value,
@@ -37,19 +39,6 @@ use veche_protocol::discussions::{SearchHit, SearchQuery};
 
 pub(crate) use analyzer::Analyzer;
 pub(crate) use directory::rank as directory_rank;
-
-/// The writer, which has no `Debug` of its own.
-struct WriterSlot(Option<IndexWriter>);
-
-impl std::fmt::Debug for WriterSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "WriterSlot(open)"
-        } else {
-            "WriterSlot(none)"
-        })
-    }
-}
 
 use crate::store::{IndexRow, Store, StoreError};
 
@@ -112,11 +101,22 @@ fn schema() -> (Schema, Fields) {
     (b.build(), fields)
 }
 
-/// An open index with its reader.
+/// An open index with its reader and, once something was written, its writer.
 struct Opened {
     index: Index,
     reader: IndexReader,
     fields: Fields,
+    writer: Mutex<Option<IndexWriter>>,
+}
+
+impl Opened {
+    /// Closes the writer, if any, after its merges finish (they write into the folder).
+    async fn close_writer(self: &Arc<Self>) {
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = writer {
+            let _ = tokio::task::spawn_blocking(move || w.wait_merging_threads()).await;
+        }
+    }
 }
 
 impl std::fmt::Debug for Opened {
@@ -141,6 +141,7 @@ fn open_index(path: &Path) -> Result<Opened, SearchError> {
         index,
         reader,
         fields,
+        writer: Mutex::new(None),
     })
 }
 
@@ -168,17 +169,15 @@ struct Inner {
     current: RwLock<Option<Arc<Opened>>>,
     wake: Notify,
     reindex: std::sync::atomic::AtomicBool,
-    /// The writer, owned by the indexer; the mutex only lets it move into blocking tasks.
-    writer: Mutex<WriterSlot>,
-    /// Whether an indexer runs (a node, not an offline admin command).
-    running: std::sync::atomic::AtomicBool,
+    /// Opened for an offline admin command: no indexer runs.
+    offline: bool,
     /// Complete rebuilds so far (for tests and benchmarks).
     rebuilds: std::sync::atomic::AtomicU64,
 }
 
 impl Search {
     /// Opens the index in `<data>/search` (or notes that it must be built).
-    pub(crate) fn new(store: Store, data: &Path) -> Self {
+    pub(crate) fn new(store: Store, data: &Path, offline: bool) -> Self {
         let folder = data.join("search");
         // Nothing is created here: an offline admin command, perhaps run as another user,
         // must not leave files the node cannot write. The indexer builds what is missing.
@@ -202,8 +201,7 @@ impl Search {
                 current: RwLock::new(current),
                 wake: Notify::new(),
                 reindex: std::sync::atomic::AtomicBool::new(false),
-                writer: Mutex::new(WriterSlot(None)),
-                running: std::sync::atomic::AtomicBool::new(false),
+                offline,
                 rebuilds: std::sync::atomic::AtomicU64::new(0),
             }),
         }
@@ -215,7 +213,7 @@ impl Search {
     /// and the next start builds it.
     pub(crate) fn request_reindex(&self) -> Result<(), SearchError> {
         use std::sync::atomic::Ordering;
-        if !self.inner.running.load(Ordering::SeqCst) {
+        if self.inner.offline {
             if self.inner.folder.exists() {
                 std::fs::remove_dir_all(&self.inner.folder)?;
             }
@@ -228,9 +226,6 @@ impl Search {
 
     /// Runs the indexer until `stop`.
     pub(crate) fn spawn_indexer(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-        self.inner
-            .running
-            .store(true, std::sync::atomic::Ordering::SeqCst);
         let this = self.clone();
         tokio::spawn(async move { this.run(stop).await })
     }
@@ -252,6 +247,7 @@ impl Search {
     }
 
     async fn run(self, stop: CancellationToken) {
+        let mut failures = 0u32;
         loop {
             if stop.is_cancelled() {
                 break;
@@ -267,9 +263,19 @@ impl Search {
                 self.catch_up().await
             };
             let busy = match result {
-                Ok(busy) => busy,
+                Ok(busy) => {
+                    failures = 0;
+                    busy
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "search indexing failed; retrying");
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "search indexing failed; retrying");
+                    if rebuild || failures >= 5 {
+                        // A rebuild is retried; an index that keeps failing is rebuilt.
+                        self.inner
+                            .reindex
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     false
                 }
@@ -284,15 +290,8 @@ impl Search {
             }
         }
         // The writer's lock is released before storage closes.
-        let writer = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .take();
-        if let Some(w) = writer {
-            let _ = tokio::task::spawn_blocking(move || w.wait_merging_threads()).await;
+        if let Some(opened) = self.opened() {
+            opened.close_writer().await;
         }
     }
 
@@ -300,6 +299,15 @@ impl Search {
     async fn catch_up(&self) -> Result<bool, SearchError> {
         let opened = self.opened().ok_or(SearchError::Unavailable)?;
         let cursor = committed_cursor(&opened.index).unwrap_or(0);
+        if cursor > self.inner.store.search_queue_end().await? {
+            // The index is ahead of the database: it was restored or replaced. Queue ids
+            // from now on would be skipped; start over.
+            tracing::warn!("the search index is ahead of the database; rebuilding it");
+            self.inner
+                .reindex
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return Ok(true);
+        }
         let rows = self.inner.store.search_queue_after(cursor, BATCH).await?;
         let Some(last) = rows.last().map(|(id, _)| *id) else {
             return Ok(false);
@@ -324,14 +332,14 @@ impl Search {
         cursor: i64,
         replace: bool,
     ) -> Result<(), SearchError> {
-        let this = self.clone();
+        let target = opened.clone();
         let opened = opened.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), SearchError> {
-            let mut slot = this.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
-            if slot.0.is_none() {
-                slot.0 = Some(opened.index.writer(WRITER_MEMORY)?);
+        let result = tokio::task::spawn_blocking(move || -> Result<(), SearchError> {
+            let mut slot = opened.writer.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(opened.index.writer(WRITER_MEMORY)?);
             }
-            let writer = slot.0.as_mut().ok_or(SearchError::Unavailable)?;
+            let writer = slot.as_mut().ok_or(SearchError::Unavailable)?;
             let f = opened.fields;
             for row in rows {
                 if replace {
@@ -362,7 +370,14 @@ impl Search {
             Ok(())
         })
         .await
-        .map_err(|e| SearchError::Io(std::io::Error::other(e.to_string())))?
+        .map_err(|e| SearchError::Io(std::io::Error::other(e.to_string())))
+        .and_then(|r| r);
+        if result.is_err() {
+            // Whatever the writer held is dropped; the next attempt starts from the last
+            // commit with a new writer.
+            target.close_writer().await;
+        }
+        result
     }
 
     /// Builds a new index from every message in a folder beside the current one, then puts
@@ -371,65 +386,33 @@ impl Search {
         let started = std::time::Instant::now();
         let fresh = self.inner.folder.with_extension("new");
         let _ = std::fs::remove_dir_all(&fresh);
-        let opened = Arc::new(open_index(&fresh)?);
-        // Everything queued from here on is taken in after the switch.
-        let cursor = self.inner.store.search_queue_end().await?;
-        let previous_writer = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .take();
-        drop(previous_writer);
-        let mut after = 0;
-        let mut count = 0usize;
-        loop {
-            if stop.is_cancelled() {
-                return Ok(false);
-            }
-            let rows = self.inner.store.messages_for_index(after, BATCH).await?;
-            let Some(last) = rows.last().map(|(rid, _)| *rid) else {
-                break;
-            };
-            after = last;
-            count += rows.len();
-            // Not the final position yet: a crash now leaves an index that is rebuilt again.
-            self.apply(
-                &opened,
-                rows.into_iter().map(|(_, r)| r).collect(),
-                -1,
-                false,
-            )
-            .await?;
+        let building = Arc::new(open_index(&fresh)?);
+        let result = self.build(&building, stop).await;
+        // The new index's merges finish before its folder moves.
+        building.close_writer().await;
+        let Some(count) = result? else {
+            return Ok(false);
+        };
+        drop(building);
+        // The switch: the live index's writer closes (its merges write into its folder), the
+        // folders swap, and the new index replaces the old in one step. Until then queries
+        // use the old one, whose files stay readable through the rename.
+        if let Some(current) = self.opened() {
+            current.close_writer().await;
         }
-        self.apply(&opened, Vec::new(), cursor, false).await?;
-        // Switch: the writer goes, the folders swap, the new index is reopened in place.
-        self.inner
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .take();
-        drop(opened);
         let old = self.inner.folder.with_extension("old");
         let _ = std::fs::remove_dir_all(&old);
-        *self
-            .inner
-            .current
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = None;
         if self.inner.folder.exists() {
             std::fs::rename(&self.inner.folder, &old)?;
         }
         std::fs::rename(&fresh, &self.inner.folder)?;
-        let _ = std::fs::remove_dir_all(&old);
         let reopened = Arc::new(open_index(&self.inner.folder)?);
         *self
             .inner
             .current
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(reopened);
+        let _ = std::fs::remove_dir_all(&old);
         self.inner
             .rebuilds
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -439,6 +422,39 @@ impl Search {
             "search index built"
         );
         Ok(true)
+    }
+
+    /// Writes every message into `building`; `None` if stopped on the way.
+    async fn build(
+        &self,
+        building: &Arc<Opened>,
+        stop: &CancellationToken,
+    ) -> Result<Option<usize>, SearchError> {
+        // Everything queued from here on is taken in after the switch.
+        let cursor = self.inner.store.search_queue_end().await?;
+        let mut after = 0;
+        let mut count = 0usize;
+        loop {
+            if stop.is_cancelled() {
+                return Ok(None);
+            }
+            let rows = self.inner.store.messages_for_index(after, BATCH).await?;
+            let Some(last) = rows.last().map(|(rid, _)| *rid) else {
+                break;
+            };
+            after = last;
+            count += rows.len();
+            // Not the final position yet: a crash now leaves a folder that is started over.
+            self.apply(
+                building,
+                rows.into_iter().map(|(_, r)| r).collect(),
+                -1,
+                false,
+            )
+            .await?;
+        }
+        self.apply(building, Vec::new(), cursor, false).await?;
+        Ok(Some(count))
     }
 
     /// Answers a query: hits the caller may read now, best first, one page.
@@ -458,7 +474,6 @@ impl Search {
             .query_once(q, &q.query, &members_of, &mut readable)
             .await?;
         if hits.is_empty()
-            && q.offset == 0
             && let Some(switched) = analyzer::switch_layout(&q.query)
         {
             let (hits, more) = self
@@ -510,37 +525,35 @@ impl Search {
                 })
                 .collect(),
         ));
+        // Only the words score; filters do not (an object discussion is not a better hit).
+        let filter = |q: Box<dyn Query>| -> (Occur, Box<dyn Query>) {
+            (Occur::Must, Box::new(ConstScoreQuery::new(q, 0.0)))
+        };
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text_query.box_clone())];
         // Dialogs and groups the caller is in, or any object discussion (those are decided
         // per hit below).
-        clauses.push((
-            Occur::Must,
-            Box::new(BooleanQuery::new(vec![
-                (
-                    Occur::Should,
-                    Box::new(TermSetQuery::new(
-                        members_of
-                            .iter()
-                            .map(|d| Term::from_field_text(f.discussion, d)),
-                    )) as Box<dyn Query>,
-                ),
-                (
-                    Occur::Should,
-                    Box::new(TermQuery::new(
-                        Term::from_field_text(f.kind, "object"),
-                        IndexRecordOption::Basic,
-                    )),
-                ),
-            ])),
-        ));
-        let term = |field: Field, value: &str| -> (Occur, Box<dyn Query>) {
+        clauses.push(filter(Box::new(BooleanQuery::new(vec![
             (
-                Occur::Must,
+                Occur::Should,
+                Box::new(TermSetQuery::new(
+                    members_of
+                        .iter()
+                        .map(|d| Term::from_field_text(f.discussion, d)),
+                )) as Box<dyn Query>,
+            ),
+            (
+                Occur::Should,
                 Box::new(TermQuery::new(
-                    Term::from_field_text(field, value),
+                    Term::from_field_text(f.kind, "object"),
                     IndexRecordOption::Basic,
                 )),
-            )
+            ),
+        ]))));
+        let term = |field: Field, value: &str| -> (Occur, Box<dyn Query>) {
+            filter(Box::new(TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            )))
         };
         if let Some(d) = &q.discussion {
             clauses.push(term(f.discussion, d));
@@ -560,12 +573,14 @@ impl Search {
             let upper = q.to.map_or(Bound::Unbounded, |t| {
                 Bound::Excluded(Term::from_field_i64(f.at, t.as_millis()))
             });
-            clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
+            clauses.push(filter(Box::new(RangeQuery::new(lower, upper))));
         }
         let query = BooleanQuery::new(clauses);
         let wanted = q.offset as usize + q.limit.clamp(1, 100) as usize;
         let mut fetch = (wanted * 2 + 20).min(MAX_CANDIDATES);
         let mut decided: HashMap<String, bool> = HashMap::new();
+        let members: std::collections::HashSet<&str> =
+            members_of.iter().map(String::as_str).collect();
         loop {
             let searcher = opened.reader.searcher();
             let candidates: Vec<(String, String)> = {
@@ -583,15 +598,20 @@ impl Search {
                 out
             };
             let exhausted = candidates.len() < fetch;
-            // The caller may read the discussion now (asked once per discussion).
+            // The caller may read the discussion now: a member of a dialog or group just
+            // read from the database, else asked (once per discussion).
             let mut allowed = Vec::new();
             for (id, d) in candidates {
-                let ok = match decided.get(&d) {
-                    Some(ok) => *ok,
-                    None => {
-                        let ok = readable(d.clone()).await?;
-                        decided.insert(d.clone(), ok);
-                        ok
+                let ok = if members.contains(d.as_str()) {
+                    true
+                } else {
+                    match decided.get(&d) {
+                        Some(ok) => *ok,
+                        None => {
+                            let ok = readable(d.clone()).await?;
+                            decided.insert(d.clone(), ok);
+                            ok
+                        }
                     }
                 };
                 if ok {
@@ -605,7 +625,7 @@ impl Search {
                 .filter(|r| !r.deleted && r.text.as_deref().is_some_and(|t| !t.is_empty()))
                 .collect();
             if live.len() > wanted || exhausted || fetch >= MAX_CANDIDATES {
-                let more = live.len() > wanted;
+                let more = live.len() > wanted || !exhausted;
                 let generator = SnippetGenerator::create(&searcher, &*text_query, f.text).ok();
                 let hits = live
                     .into_iter()

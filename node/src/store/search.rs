@@ -71,19 +71,21 @@ impl Store {
     }
 
     /// Entries the index has yet to take in.
+    #[cfg(any(test, feature = "test-utils"))]
     pub(crate) async fn search_backlog(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM search_queue")
             .fetch_one(&self.read)
             .await?)
     }
 
-    /// The newest queue entry's id (0 when empty).
+    /// The id the queue gave last (0 if it never gave one), whether or not that entry has
+    /// been removed since.
     pub(crate) async fn search_queue_end(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM search_queue")
-                .fetch_one(&self.read)
-                .await?,
-        )
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'search_queue'")
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(seq.unwrap_or(0))
     }
 
     /// Removes queue entries the index has taken in.
@@ -119,20 +121,22 @@ impl Store {
         Ok(rows.into_iter().map(|r| (r.rid, r.row)).collect())
     }
 
-    /// These messages as they are now.
+    /// These messages as they are now, in the order given (missing ones left out).
     pub(crate) async fn hits(&self, ids: &[String]) -> Result<Vec<HitRow>, StoreError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let row: Option<HitRow> = sqlx::query_as(
-                "SELECT id, discussion_id, seq, author, created_at, text, deleted \
-                 FROM messages WHERE id = ?",
-            )
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
-            out.extend(row);
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+        let rows: Vec<HitRow> = sqlx::query_as(
+            "SELECT id, discussion_id, seq, author, created_at, text, deleted FROM messages \
+             WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(list)
+        .fetch_all(&self.read)
+        .await?;
+        let mut by_id: std::collections::HashMap<String, HitRow> =
+            rows.into_iter().map(|r| (r.id.clone(), r)).collect();
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
     }
 
     /// Dialogs and groups `user` is a member of.
