@@ -102,6 +102,8 @@ pub struct UserSpec {
     pub email: String,
     /// Password.
     pub password: String,
+    /// Department (for the directory).
+    pub department: String,
     /// Node administrator.
     pub admin: bool,
 }
@@ -146,6 +148,7 @@ pub(crate) fn user_info(row: &UserRow) -> UserInfo {
         admin: row.is_admin,
         locked: row.locked,
         created_at: Timestamp(row.created_at),
+        department: row.department.clone(),
     }
 }
 
@@ -278,6 +281,7 @@ impl Accounts {
             },
             email: email.to_owned(),
             password_hash: self.hash(&spec.password).await?,
+            department: spec.department.trim().to_owned(),
             is_admin: spec.admin,
             now,
         };

@@ -47,12 +47,14 @@ pub(crate) async fn execute(
             email,
             password,
             admin,
+            department,
         } => {
             let spec = UserSpec {
                 login,
                 display_name,
                 email,
                 password,
+                department,
                 admin,
             };
             AdminReply::User {

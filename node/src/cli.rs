@@ -229,6 +229,9 @@ enum UserCommand {
         /// E-mail address.
         #[arg(long, default_value = "")]
         email: String,
+        /// Department (the directory finds people by it).
+        #[arg(long, default_value = "")]
+        department: String,
         /// Make the user a node administrator.
         #[arg(long)]
         admin: bool,
@@ -542,6 +545,7 @@ async fn admin_command(
             login,
             name,
             email,
+            department,
             admin,
             password,
         } => AdminRequest::UserAdd {
@@ -550,6 +554,7 @@ async fn admin_command(
             display_name: name,
             email,
             admin,
+            department,
         },
         UserCommand::List => AdminRequest::UserList,
         UserCommand::Lock { login } => AdminRequest::UserLock { login },

@@ -116,6 +116,7 @@ impl TestNode {
             email: format!("{login}@example.com"),
             password: password.to_owned(),
             admin,
+            department: String::new(),
         })
         .await
     }

@@ -24,6 +24,9 @@ pub enum AdminRequest {
         password: String,
         /// Make the user a node administrator.
         admin: bool,
+        /// Department (for the directory).
+        #[serde(default)]
+        department: String,
     },
     /// Lists all users.
     UserList,

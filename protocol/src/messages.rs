@@ -481,11 +481,17 @@ pub struct DirectoryEntry {
     pub login: String,
     /// Display name.
     pub display_name: String,
+    /// Department.
+    #[serde(default)]
+    pub department: String,
 }
 
 /// A user account as others see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserInfo {
+    /// Department.
+    #[serde(default)]
+    pub department: String,
     /// `login@node`.
     pub id: String,
     /// The login.

@@ -48,6 +48,7 @@ async fn first_admin_from_setup_token_then_a_second_user_logs_in() -> anyhow::Re
                 email: "bob@example.com".into(),
                 password: PASSWORD.into(),
                 admin: false,
+                department: String::new(),
             },
         })
         .await?;

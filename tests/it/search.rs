@@ -362,6 +362,7 @@ async fn the_directory_finds_people_across_alphabets() -> anyhow::Result<()> {
         email: "p.ivanov@corp.test".into(),
         password: PASSWORD.into(),
         admin: false,
+        department: "Бухгалтерия".into(),
     })
     .await?;
     node.admin(AdminRequest::UserAdd {
@@ -370,6 +371,7 @@ async fn the_directory_finds_people_across_alphabets() -> anyhow::Result<()> {
         email: "anna@corp.test".into(),
         password: PASSWORD.into(),
         admin: false,
+        department: "Склад".into(),
     })
     .await?;
     let me = user(&node, "me").await?;
@@ -408,6 +410,11 @@ async fn the_directory_finds_people_across_alphabets() -> anyhow::Result<()> {
     assert_eq!(
         directory("anna@corp").await?.first().map(String::as_str),
         Some("sidorova")
+    );
+    assert_eq!(
+        directory("buhgalter").await?.first().map(String::as_str),
+        Some("ivanov"),
+        "by department, typed in Latin"
     );
     // Locked people are not listed.
     node.admin(AdminRequest::UserLock {

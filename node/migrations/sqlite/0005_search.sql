@@ -1,3 +1,6 @@
+-- The department a person works in: the directory finds people by it.
+ALTER TABLE users ADD COLUMN department TEXT NOT NULL DEFAULT '';
+
 -- What the search index has yet to take in: every message written, edited or deleted, in
 -- commit order. The indexer keeps its position in the index itself and removes what it has
 -- taken in.

@@ -317,6 +317,7 @@ impl Discussions {
                     id: u.id,
                     login: u.login,
                     display_name: u.display_name,
+                    department: u.department,
                 })
                 .collect(),
         })

@@ -108,6 +108,7 @@ pub(crate) fn rank(users: Vec<UserRow>, query: &str, limit: usize) -> Vec<UserRo
             let mut fields = words(&u.display_name);
             fields.extend(words(&u.login));
             fields.extend(words(&u.email));
+            fields.extend(words(&u.department));
             let s = score(&typed, &fields).max(if switched.is_empty() {
                 0
             } else {
@@ -127,7 +128,7 @@ pub(crate) fn rank(users: Vec<UserRow>, query: &str, limit: usize) -> Vec<UserRo
 mod tests {
     use super::*;
 
-    fn user(login: &str, name: &str, email: &str) -> UserRow {
+    fn user(login: &str, name: &str, email: &str, department: &str) -> UserRow {
         UserRow {
             id: format!("{login}@hq"),
             login: login.into(),
@@ -137,15 +138,16 @@ mod tests {
             is_admin: false,
             locked: false,
             created_at: 0,
+            department: department.into(),
         }
     }
 
     fn people() -> Vec<UserRow> {
         vec![
-            user("ivanov", "Иванов Пётр", "p.ivanov@corp.ru"),
-            user("petrova", "Петрова Анна", "anna@corp.ru"),
-            user("smith", "John Smith", "john.smith@corp.com"),
-            user("semenov", "Семёнов Олег", "oleg@corp.ru"),
+            user("ivanov", "Иванов Пётр", "p.ivanov@corp.ru", "Бухгалтерия"),
+            user("petrova", "Петрова Анна", "anna@corp.ru", "Склад"),
+            user("smith", "John Smith", "john.smith@corp.com", "Sales"),
+            user("semenov", "Семёнов Олег", "oleg@corp.ru", "Логистика"),
         ]
     }
 
@@ -163,6 +165,12 @@ mod tests {
         assert_eq!(logins("petrov")[0], "petrova");
         assert_eq!(logins("john.smith")[0], "smith");
         assert_eq!(logins("анна")[0], "petrova");
+        assert_eq!(logins("бухгалтер")[0], "ivanov", "by department");
+        assert_eq!(
+            logins("logist")[0],
+            "semenov",
+            "a department, transliterated"
+        );
     }
 
     #[test]

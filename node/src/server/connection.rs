@@ -642,6 +642,7 @@ async fn handle(state: &State, request: Request) -> Result<Reply, ErrorBody> {
                 display_name,
                 email,
                 password,
+                department: String::new(),
                 admin: true,
             };
             let _serial = state.auth_change.lock().await;

@@ -12,6 +12,7 @@ pub(crate) struct UserRow {
     pub(crate) is_admin: bool,
     pub(crate) locked: bool,
     pub(crate) created_at: i64,
+    pub(crate) department: String,
 }
 
 /// A user to create.
@@ -23,6 +24,7 @@ pub(crate) struct NewUser {
     pub(crate) email: String,
     pub(crate) password_hash: String,
     pub(crate) is_admin: bool,
+    pub(crate) department: String,
     pub(crate) now: i64,
 }
 
@@ -46,7 +48,7 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, locked, \
-             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, FALSE, ?, ?)",
+             created_at, updated_at, department) VALUES (?, ?, ?, ?, ?, ?, FALSE, ?, ?, ?)",
         )
         .bind(&user.id)
         .bind(&user.login)
@@ -56,6 +58,7 @@ impl Store {
         .bind(user.is_admin)
         .bind(user.now)
         .bind(user.now)
+        .bind(&user.department)
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from_insert)?;
