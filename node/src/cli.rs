@@ -381,6 +381,13 @@ async fn serve(location: Location, out: &mut dyn Write) -> anyhow::Result<()> {
 fn print_banner(info: &StartInfo, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(out, "Veche node {} is running.", info.node_name)?;
     writeln!(out, "  QUIC (ALPN veche/1): {}", info.quic_addr)?;
+    if let Some(http) = info.http_addr {
+        let scheme = if info.http_tls { "https" } else { "http" };
+        writeln!(
+            out,
+            "  HTTP gateway:        {scheme}://{http} (OpenAPI: /api/v1/openapi.json)"
+        )?;
+    }
     writeln!(out, "  data folder:         {}", info.data_dir.display())?;
     if let (Some(ca), Some(fp)) = (&info.ca_path, &info.ca_fingerprint) {
         writeln!(out, "  CA certificate:      {}", ca.display())?;

@@ -108,6 +108,8 @@ pub struct StartInfo {
     pub admin_socket: Option<PathBuf>,
     /// The bound HTTP gateway address, when enabled.
     pub http_addr: Option<SocketAddr>,
+    /// Whether the gateway serves HTTPS.
+    pub http_tls: bool,
 }
 
 /// Storage and accounts opened on a data folder, with its lock held.
@@ -356,6 +358,7 @@ impl RunningNode {
             setup_token_expires: setup.map(|(_, e)| e),
             admin_socket: admin_socket.clone(),
             http_addr,
+            http_tls: http_tls.is_some(),
         };
 
         let shared = Arc::new(Shared {
@@ -442,7 +445,8 @@ impl RunningNode {
                 tracing::info!("node stopped");
             }
         });
-        tracing::info!(node = %info.node_name, addr = %quic_addr, http = ?info.http_addr, "node started");
+        let http = info.http_addr.map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(node = %info.node_name, addr = %quic_addr, %http, "node started");
         Ok(Self {
             info,
             services,
