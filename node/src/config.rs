@@ -560,15 +560,48 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
+        let a = &self.apps;
+        for (key, value) in [
+            ("apps.code_ttl_secs", a.code_ttl_secs),
+            ("apps.webhook_timeout_secs", a.webhook_timeout_secs),
+            ("apps.webhook_retry_base_ms", a.webhook_retry_base_ms),
+            ("apps.topic_lease_secs", a.topic_lease_secs),
+            ("smtp.timeout_secs", self.smtp.timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if a.code_attempts == 0 || a.webhook_attempts == 0 {
+            return Err(invalid(
+                if a.code_attempts == 0 {
+                    "apps.code_attempts"
+                } else {
+                    "apps.webhook_attempts"
+                },
+                "must be at least 1",
+            ));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+        }
+        if !self.smtp.host.is_empty() && self.smtp.from.parse::<lettre::Address>().is_err() {
+            return Err(invalid(
+                "smtp.from",
+                format!("{:?} is not an e-mail address", self.smtp.from),
+            ));
+        }
         Ok(())
     }
 
-    /// The effective configuration as TOML, for `veche config check`.
-    ///
-    /// The configuration holds no secrets yet (database passwords and SMTP credentials will be
-    /// redacted here when those keys arrive), so this prints every value.
+    /// The effective configuration as TOML, for `veche config check`; secrets (the SMTP
+    /// password) are shown as `<redacted>`.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}"))
+        let mut shown = self.clone();
+        if shown.smtp.password.is_some() {
+            shown.smtp.password = Some("<redacted>".into());
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}"))
     }
 }
 

@@ -414,8 +414,14 @@ impl RunningNode {
                 }
                 ws_tasks.close();
                 let _ = tokio::time::timeout(grace, ws_tasks.wait()).await;
-                let _ = tokio::time::timeout(grace, sender).await;
-                let _ = tokio::time::timeout(grace, indexer).await;
+                for mut task in [sender, indexer] {
+                    if tokio::time::timeout(grace, &mut task).await.is_err() {
+                        // Nothing they do is lost by stopping: webhook requests are sent
+                        // again, indexing resumes from the index's own position.
+                        task.abort();
+                        let _ = task.await;
+                    }
+                }
                 // Each connection finishes its requests in flight, tells its client, and
                 // closes; then stragglers are waited for and anything left is closed.
                 connections.close();

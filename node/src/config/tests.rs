@@ -26,6 +26,12 @@ fn errors_name_the_key() {
         ("[tls]\ncert_file = \"a.pem\"", "tls.key_file"),
         ("[quic]\nreceive_window = 1", "quic.receive_window"),
         ("[log]\nformat = \"xml\"", "log.format"),
+        (
+            "[apps]\nwebhook_timeout_secs = 0",
+            "apps.webhook_timeout_secs",
+        ),
+        ("[smtp]\nhost = \"relay\"\nfrom = \"nobody\"", "smtp.from"),
+        ("[http]\nmax_body_bytes = 10", "http.max_body_bytes"),
     ];
     for (text, key) in cases {
         let err = Config::from_toml(text).unwrap_err().to_string();
@@ -67,4 +73,13 @@ fn environment_overrides_the_file() {
         assert!(err.contains("auth.session_idle_days"), "{err}");
         Ok(())
     });
+}
+
+#[test]
+fn the_effective_config_hides_the_smtp_password() {
+    let c = Config::from_toml("[smtp]\nhost = \"relay\"\nusername = \"u\"\npassword = \"s3cret\"")
+        .unwrap();
+    let shown = c.to_toml();
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("<redacted>"));
 }

@@ -656,7 +656,8 @@ struct WebhookReply {
 #[utoipa::path(post, path = "/api/v1/webhooks", tag = "apps", request_body = WebhookBody,
     description = "Requests are POSTed with `Veche-Event`, `Veche-Delivery` (deduplicate on \
                    it), `Veche-Timestamp` and `Veche-Signature` (`v1=` HMAC-SHA256 or \
-                   `ed25519=` over `<timestamp>.<body>`), and retried with backoff until \
+                   `ed25519=` over `veche-webhook:<timestamp>.<body>`), and retried with \
+                   backoff until \
                    a 2xx answer.",
     responses((status = 201, body = WebhookReply), (status = 400, body = ErrorResponse)))]
 async fn add_webhook(

@@ -51,9 +51,11 @@ pub(super) async fn socket(
     principal: Principal,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    // The socket's task is tracked like its requests, so shutdown waits for it too.
+    let tasks = g.tasks.clone();
     Ok(upgrade
         .max_message_size(1024 * 1024)
-        .on_upgrade(move |socket| run(socket, g, principal)))
+        .on_upgrade(move |socket| tasks.track_future(run(socket, g, principal))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +110,7 @@ async fn run(socket: WebSocket, g: Arc<Gateway>, principal: Principal) {
     let (replies_tx, mut replies_rx) = mpsc::channel::<String>(64);
     let close = loop {
         tokio::select! {
+            biased;
             () = g.stop.cancelled() => break Some((1001, "node shutting down".to_owned())),
             () = cancel.cancelled() => break Some((CLOSE_SESSION_ENDED, "session ended".into())),
             signal = end_rx.recv() => match signal {

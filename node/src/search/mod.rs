@@ -181,7 +181,7 @@ impl Search {
         let folder = data.join("search");
         // Nothing is created here: an offline admin command, perhaps run as another user,
         // must not leave files the node cannot write. The indexer builds what is missing.
-        let current = if folder.join("meta.json").exists() {
+        let current = if !offline && folder.join("meta.json").exists() {
             match open_index(&folder) {
                 Ok(o) if committed_cursor(&o.index).is_some() => Some(Arc::new(o)),
                 Ok(_) => None,
