@@ -216,4 +216,55 @@ mod tests {
         assert_eq!(store.meta("k").await.unwrap().as_deref(), Some("v2"));
         store.close().await;
     }
+
+    /// A database the previous release left (migrations 1–3, with people and messages in
+    /// it) takes the new migrations, and its messages are there for the search index.
+    #[tokio::test]
+    async fn a_database_of_the_previous_release_upgrades() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let old = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .foreign_keys(true),
+            )
+            .await
+            .unwrap();
+        sqlx::migrate!("./migrations/sqlite")
+            .run_to(3, &old)
+            .await
+            .unwrap();
+        for sql in [
+            "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, locked, \
+             created_at, updated_at) VALUES ('anna@hq', 'anna', 'Анна', 'a@x', '!', FALSE, FALSE, 0, 0)",
+            "INSERT INTO discussions (id, kind, title, created_by, created_at, last_seq, \
+             last_activity_at) VALUES ('g@hq', 'group', 'g', 'anna@hq', 0, 1, 0)",
+            "INSERT INTO messages (id, discussion_id, seq, author, device_id, client_msg_id, \
+             payload_hash, text, actions, created_at, version) VALUES ('m1@hq', 'g@hq', 1, \
+             'anna@hq', 'd', 'c1', '', 'Счёт оплачен', '[]', 0, 1)",
+        ] {
+            sqlx::query(sql).execute(&old).await.unwrap();
+        }
+        old.close().await;
+
+        let store = Store::open(&path).await.unwrap();
+        let anna = store.user_by_id("anna@hq").await.unwrap().unwrap();
+        assert_eq!(anna.department, "");
+        let old_messages = store.messages_for_index(0, 10).await.unwrap();
+        assert_eq!(old_messages.len(), 1);
+        assert_eq!(old_messages[0].1.text.as_deref(), Some("Счёт оплачен"));
+        // What is written from now on is queued for the index.
+        sqlx::query("UPDATE messages SET text = 'Счёт оплачен полностью' WHERE id = 'm1@hq'")
+            .execute(&store.write)
+            .await
+            .unwrap();
+        let queued = store.search_queue_after(0, 10).await.unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].1.id, "m1@hq");
+        store.close().await;
+    }
 }
