@@ -212,13 +212,7 @@ pub(crate) async fn execute(
             )?;
             let secret = row.secret.clone();
             AdminReply::Webhook {
-                webhook: webhook_info(&WebhookStatus {
-                    hook: row,
-                    pending: 0,
-                    delivered: 0,
-                    failed: 0,
-                    last_error: None,
-                }),
+                webhook: webhook_info(&WebhookStatus::fresh(row)),
                 secret,
             }
         }

@@ -334,6 +334,22 @@ pub struct SearchQuery {
     pub limit: u32,
 }
 
+impl SearchQuery {
+    /// `query` over everything the caller may read, the first 20 hits.
+    pub fn text(query: impl Into<String>) -> Self {
+        Self {
+            query: query.into(),
+            discussion: None,
+            author: None,
+            object: None,
+            from: None,
+            to: None,
+            offset: 0,
+            limit: 20,
+        }
+    }
+}
+
 /// One message found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SearchHit {

@@ -14,22 +14,14 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use veche_node::test_utils::{TestNode, smtp_sink, test_config};
 
+#[path = "common.rs"]
+mod common;
+use common::{ms, percentile};
+
 const CLIENTS: usize = 16;
 const POSTS_PER_CLIENT: usize = 250;
 const EVENTS: usize = 500;
 const TOPIC_MESSAGES: usize = 5000;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
 
 #[derive(Clone)]
 struct App {

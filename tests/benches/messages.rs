@@ -12,22 +12,14 @@ use veche_client::protocol::{Event, Reply, Request};
 use veche_client::{ClientConfig, Connection, Trust};
 use veche_node::test_utils::TestNode;
 
+#[path = "common.rs"]
+mod common;
+use common::{ms, percentile};
+
 const PASSWORD: &str = "benchmark password";
 
 /// Send times by client message id, shared with the receivers.
 type Sent = Arc<Mutex<HashMap<String, Instant>>>;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
 
 /// User + system CPU seconds of this process, and its peak RSS in MiB (Linux /proc).
 fn process_usage() -> (f64, f64) {

@@ -18,22 +18,14 @@ use veche_client::protocol::{Reply, Request};
 use veche_client::{ClientConfig, Connection, Trust};
 use veche_node::test_utils::{TestNode, plugin_folder, test_config};
 
-const PASSWORD: &str = "benchmark password";
+#[path = "common.rs"]
+mod common;
+use common::{ms, percentile};
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
+const PASSWORD: &str = "benchmark password";
 
 fn us(d: Duration) -> String {
     format!("{:.2} µs", d.as_secs_f64() * 1e6)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
 async fn install(

@@ -12,6 +12,10 @@ use veche_client::protocol::{Reply, Request};
 use veche_client::{ClientConfig, Connection, Trust};
 use veche_node::test_utils::TestNode;
 
+#[path = "common.rs"]
+mod common;
+use common::{ms, percentile};
+
 const PASSWORD: &str = "benchmark password";
 const DISCUSSIONS: usize = 2_000;
 const MEMBER_EVERY: usize = 10;
@@ -103,14 +107,6 @@ fn text(i: usize) -> String {
     words.join(" ")
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 #[tokio::main]
 async fn main() {
     let messages: usize = std::env::var("VECHE_BENCH_MESSAGES")
@@ -159,16 +155,7 @@ async fn main() {
         };
         let t = Instant::now();
         let reply = conn
-            .request(Request::Search(SearchQuery {
-                query,
-                discussion: None,
-                author: None,
-                object: None,
-                from: None,
-                to: None,
-                offset: 0,
-                limit: 20,
-            }))
+            .request(Request::Search(SearchQuery::text(query)))
             .await
             .expect("search");
         latencies.push(t.elapsed());
@@ -177,7 +164,6 @@ async fn main() {
         }
     }
     latencies.sort();
-    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     println!("| what | result |");
     println!("|---|---|");
     println!(

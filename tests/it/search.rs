@@ -12,16 +12,7 @@ use veche_node::test_utils::TestNode;
 use crate::support::*;
 
 fn query(text: &str) -> SearchQuery {
-    SearchQuery {
-        query: text.to_owned(),
-        discussion: None,
-        author: None,
-        object: None,
-        from: None,
-        to: None,
-        offset: 0,
-        limit: 20,
-    }
+    SearchQuery::text(text)
 }
 
 async fn search(

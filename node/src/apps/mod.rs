@@ -636,18 +636,7 @@ impl Apps {
 
     /// Whether `name` is an active application whose user is not locked.
     pub(crate) async fn is_active(&self, name: &str) -> Result<bool, AppError> {
-        Ok(match self.inner.store.app(name).await? {
-            Some(app) => {
-                app.status == "active"
-                    && self
-                        .inner
-                        .store
-                        .user_by_id(&app.user_id)
-                        .await?
-                        .is_some_and(|u| !u.locked)
-            }
-            None => false,
-        })
+        Ok(self.inner.store.app_usable(name).await?)
     }
 
     /// Refuses receivers an application may not make the node call: loopback, link-local

@@ -678,13 +678,7 @@ async fn add_webhook(
         )
         .await?;
     let secret = (!row.secret.is_empty()).then(|| row.secret.clone());
-    let info = crate::admin::webhook_info(&crate::store::WebhookStatus {
-        hook: row,
-        pending: 0,
-        delivered: 0,
-        failed: 0,
-        last_error: None,
-    });
+    let info = crate::admin::webhook_info(&crate::store::WebhookStatus::fresh(row));
     Ok((
         StatusCode::CREATED,
         Json(WebhookReply {

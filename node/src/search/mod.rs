@@ -470,14 +470,15 @@ impl Search {
         F: FnMut(String) -> Fut,
         Fut: std::future::Future<Output = Result<bool, StoreError>>,
     {
+        let mut decided = HashMap::new();
         let (hits, more) = self
-            .query_once(q, &q.query, &members_of, &mut readable)
+            .query_once(q, &q.query, &members_of, &mut readable, &mut decided)
             .await?;
         if hits.is_empty()
             && let Some(switched) = analyzer::switch_layout(&q.query)
         {
             let (hits, more) = self
-                .query_once(q, &switched, &members_of, &mut readable)
+                .query_once(q, &switched, &members_of, &mut readable, &mut decided)
                 .await?;
             if !hits.is_empty() {
                 return Ok((hits, Some(switched), more));
@@ -492,6 +493,7 @@ impl Search {
         text: &str,
         members_of: &[String],
         readable: &mut F,
+        decided: &mut HashMap<String, bool>,
     ) -> Result<(Vec<SearchHit>, bool), SearchError>
     where
         F: FnMut(String) -> Fut,
@@ -578,7 +580,6 @@ impl Search {
         let query = BooleanQuery::new(clauses);
         let wanted = q.offset as usize + q.limit.clamp(1, 100) as usize;
         let mut fetch = (wanted * 2 + 20).min(MAX_CANDIDATES);
-        let mut decided: HashMap<String, bool> = HashMap::new();
         let members: std::collections::HashSet<&str> =
             members_of.iter().map(String::as_str).collect();
         loop {

@@ -108,6 +108,19 @@ pub(crate) struct WebhookStatus {
     pub(crate) last_error: Option<String>,
 }
 
+impl WebhookStatus {
+    /// A webhook just created: nothing sent yet.
+    pub(crate) fn fresh(hook: WebhookRow) -> Self {
+        Self {
+            hook,
+            pending: 0,
+            delivered: 0,
+            failed: 0,
+            last_error: None,
+        }
+    }
+}
+
 /// One webhook request due to be sent.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct DeliveryRow {
@@ -167,12 +180,20 @@ pub(crate) struct NewTopicMessage<'a> {
 
 /// `SELECT <every application column> FROM applications <tail>`, as a static string.
 macro_rules! select_apps {
-    ($tail:literal) => {
+    ($($tail:expr),+) => {
         concat!(
             "SELECT name, user_id, email, status, instance_id, created_at, activated_at, ",
             "copy_refusals, last_copy_at, last_copy_instance FROM applications ",
-            $tail
+            $($tail),+
         )
+    };
+}
+
+/// An application that may act: active, and its user not locked.
+macro_rules! usable {
+    () => {
+        "status = 'active' AND NOT EXISTS \
+         (SELECT 1 FROM users u WHERE u.id = applications.user_id AND u.locked)"
     };
 }
 
@@ -452,19 +473,30 @@ impl Store {
         &self,
         secret_hash: &str,
     ) -> Result<Option<AppRow>, StoreError> {
-        Ok(sqlx::query_as(select_apps!(
-            "WHERE secret_hash = ? AND status = 'active' AND NOT EXISTS \
-                 (SELECT 1 FROM users u WHERE u.id = applications.user_id AND u.locked)"
-        ))
-        .bind(secret_hash)
-        .fetch_optional(&self.read)
-        .await?)
+        Ok(
+            sqlx::query_as(select_apps!("WHERE secret_hash = ? AND ", usable!()))
+                .bind(secret_hash)
+                .fetch_optional(&self.read)
+                .await?,
+        )
     }
 
     pub(crate) async fn apps(&self) -> Result<Vec<AppRow>, StoreError> {
         Ok(sqlx::query_as(select_apps!("ORDER BY name"))
             .fetch_all(&self.read)
             .await?)
+    }
+
+    /// Whether the application named `name` may act (see [`usable!`]).
+    pub(crate) async fn app_usable(&self, name: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(concat!(
+            "SELECT 1 FROM applications WHERE name = ? AND ",
+            usable!()
+        ))
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(found.is_some())
     }
 
     /// Counts a refused copy of an application's database and audits it.

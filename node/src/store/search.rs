@@ -27,17 +27,13 @@ pub(crate) struct HitRow {
     pub(crate) deleted: bool,
 }
 
-/// `SELECT [extra] <the index's columns> FROM messages m JOIN discussions d … <tail>`.
-macro_rules! select_for_index {
-    ($extra:literal, $tail:literal) => {
+/// The columns of an [`IndexRow`], over `messages m` joined with `discussions d`.
+macro_rules! index_columns {
+    () => {
         concat!(
-            "SELECT ",
-            $extra,
             "m.id, m.discussion_id, d.kind, m.author, m.created_at, m.text, m.deleted, ",
             "CASE WHEN d.object_app IS NULL THEN NULL ",
-            "ELSE d.object_app || '/' || d.object_type || '/' || d.object_id END AS object ",
-            "FROM messages m JOIN discussions d ON d.id = m.discussion_id ",
-            $tail
+            "ELSE d.object_app || '/' || d.object_type || '/' || d.object_id END AS object "
         )
     };
 }
@@ -56,9 +52,8 @@ impl Store {
             row: IndexRow,
         }
         let rows: Vec<Row> = sqlx::query_as(concat!(
-            "SELECT q.id AS qid, m.id, m.discussion_id, d.kind, m.author, m.created_at, m.text, ",
-            "m.deleted, CASE WHEN d.object_app IS NULL THEN NULL ",
-            "ELSE d.object_app || '/' || d.object_type || '/' || d.object_id END AS object ",
+            "SELECT q.id AS qid, ",
+            index_columns!(),
             "FROM search_queue q JOIN messages m ON m.id = q.message_id ",
             "JOIN discussions d ON d.id = m.discussion_id ",
             "WHERE q.id > ? ORDER BY q.id LIMIT ?"
@@ -110,8 +105,10 @@ impl Store {
             #[sqlx(flatten)]
             row: IndexRow,
         }
-        let rows: Vec<Row> = sqlx::query_as(select_for_index!(
-            "m.rowid AS rid, ",
+        let rows: Vec<Row> = sqlx::query_as(concat!(
+            "SELECT m.rowid AS rid, ",
+            index_columns!(),
+            "FROM messages m JOIN discussions d ON d.id = m.discussion_id ",
             "WHERE m.rowid > ? AND NOT m.deleted ORDER BY m.rowid LIMIT ?"
         ))
         .bind(after)
