@@ -31,6 +31,8 @@ pub(crate) struct Services {
     pub(crate) discussions: Discussions,
     pub(crate) plugins: Plugins,
     pub(crate) apps: Apps,
+    pub(crate) presence: crate::presence::Presence,
+    pub(crate) push: crate::push::Push,
 }
 
 /// Carries out one administrator command on behalf of `actor` (written to the audit log).

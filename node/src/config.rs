@@ -60,6 +60,83 @@ pub struct Config {
     pub smtp: SmtpConfig,
     /// `[apps]`
     pub apps: AppsConfig,
+    /// `[presence]`
+    pub presence: PresenceConfig,
+    /// `[push]`
+    pub push: PushConfig,
+}
+
+/// `[presence]`: who is available, away, busy or offline, and who is typing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// A device idle this long counts as away, in seconds.
+    pub idle_away_secs: u64,
+    /// How long a user whose last connection closed still shows as present, so that a
+    /// reconnect does not flicker, in milliseconds.
+    pub offline_grace_ms: u64,
+    /// Presence changes are sent at most once per this period (per changed user and per
+    /// receiver), in milliseconds.
+    pub coalesce_ms: u64,
+    /// How long a typing indicator lasts unless renewed, in milliseconds.
+    pub typing_ttl_ms: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            idle_away_secs: 300,
+            offline_grace_ms: 10_000,
+            coalesce_ms: 1000,
+            typing_ttl_ms: 6000,
+        }
+    }
+}
+
+/// `[push]`: notifications for users who are not at a screen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Whether notifications are pushed at all.
+    pub enabled: bool,
+    /// Messages of one discussion within this window become one notification, in
+    /// milliseconds.
+    pub coalesce_ms: u64,
+    /// The first retry delay of a failed push, in milliseconds; doubled on each further
+    /// failure, up to ten minutes.
+    pub retry_base_ms: u64,
+    /// Attempts after which a notification is given up.
+    pub attempts: u32,
+    /// How long one push request may take, in seconds.
+    pub timeout_secs: u64,
+    /// Put the message's first 200 characters in the notification (Web Push payloads are
+    /// encrypted to the browser; gateways see them).
+    pub include_text: bool,
+    /// The contact the VAPID signature names (`mailto:` or `https:`), shown to push
+    /// services; empty means `mailto:postmaster@<node name>`.
+    pub vapid_contact: String,
+    /// Company push gateways devices may register with, by name: `{ mobile =
+    /// "https://push.corp.example/notify" }`. Each receives signed JSON POSTs.
+    pub gateways: std::collections::BTreeMap<String, String>,
+    /// Whether Web Push endpoints on this machine's loopback addresses (also over plain
+    /// HTTP) are accepted; for tests and development only.
+    pub allow_loopback_endpoints: bool,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            coalesce_ms: 2000,
+            retry_base_ms: 1000,
+            attempts: 8,
+            timeout_secs: 10,
+            include_text: true,
+            vapid_contact: String::new(),
+            gateways: std::collections::BTreeMap::new(),
+            allow_loopback_endpoints: false,
+        }
+    }
 }
 
 /// `[http]`: the HTTP/WebSocket gateway for applications and clients that cannot speak QUIC.
@@ -580,6 +657,38 @@ impl Config {
                     "apps.webhook_attempts"
                 },
                 "must be at least 1",
+            ));
+        }
+        let p = &self.presence;
+        for (key, value) in [
+            ("presence.idle_away_secs", p.idle_away_secs),
+            ("presence.coalesce_ms", p.coalesce_ms),
+            ("presence.typing_ttl_ms", p.typing_ttl_ms),
+            ("push.retry_base_ms", self.push.retry_base_ms),
+            ("push.timeout_secs", self.push.timeout_secs),
+            ("push.attempts", u64::from(self.push.attempts)),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        for (name, url) in &self.push.gateways {
+            let ok = reqwest::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok || name.is_empty() {
+                return Err(invalid(
+                    "push.gateways",
+                    format!("{name:?} = {url:?} is not a name with an http(s) URL"),
+                ));
+            }
+        }
+        if !self.push.vapid_contact.is_empty()
+            && !(self.push.vapid_contact.starts_with("mailto:")
+                || self.push.vapid_contact.starts_with("https:"))
+        {
+            return Err(invalid(
+                "push.vapid_contact",
+                "must start with mailto: or https:",
             ));
         }
         if self.http.max_body_bytes < 1024 {

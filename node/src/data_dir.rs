@@ -87,6 +87,10 @@ impl DataDir {
     pub fn identity_path(&self) -> PathBuf {
         self.root.join("identity.pem")
     }
+    /// The node's VAPID key (Web Push), PKCS#8 PEM.
+    pub fn vapid_key_path(&self) -> PathBuf {
+        self.root.join("vapid.pem")
+    }
     /// The folder with the generated CA and certificate.
     pub fn tls_dir(&self) -> PathBuf {
         self.root.join("tls")

@@ -17,6 +17,8 @@ mod identity;
 pub mod logging;
 mod node;
 mod plugins;
+mod presence;
+mod push;
 mod search;
 mod server;
 mod store;

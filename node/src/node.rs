@@ -19,10 +19,12 @@ use crate::admin::{self, Services};
 use crate::apps::Apps;
 use crate::config::Config;
 use crate::data_dir::{DataDir, DataLock, LockError, write_private};
-use crate::discussions::Discussions;
+use crate::discussions::{Discussions, Outlets};
 use crate::gateway::{self, Gateway};
 use crate::identity::{IdentityError, NodeIdentity};
 use crate::plugins::Plugins;
+use crate::presence::Presence;
+use crate::push::{Push, Vapid};
 use crate::server::registry::Registry;
 use crate::server::{self, ListenError, Shared};
 use crate::store::{Store, StoreError};
@@ -73,6 +75,9 @@ pub enum StartError {
         /// From the database.
         stored: String,
     },
+    /// The VAPID key (Web Push) could not be loaded or created.
+    #[error("{0}")]
+    Vapid(String),
     /// The admin socket could not be created.
     #[error("admin socket {path}: {source}")]
     AdminSocket {
@@ -171,12 +176,31 @@ pub(crate) async fn open(
         plugins.clone(),
         identity.signing_key(),
     );
+    let presence = Presence::new(store.clone(), registry.clone(), config.presence.clone());
+    let vapid = match purpose {
+        Purpose::Serve => Vapid::load_or_create(&data.vapid_key_path())
+            .map_err(|e| StartError::Vapid(e.to_string()))?,
+        Purpose::Offline => Vapid::throwaway(),
+    };
+    let push = Push::new(
+        store.clone(),
+        config.push.clone(),
+        presence.clone(),
+        vapid,
+        node_name.as_str(),
+        identity.signing_key(),
+    )
+    .await?;
     let discussions = Discussions::start(
         store.clone(),
         node_name.clone(),
         registry.clone(),
         config.messages.clone(),
         plugins.clone(),
+        Outlets {
+            presence: presence.clone(),
+            push: push.clone(),
+        },
         crate::search::Search::new(store.clone(), data.root(), purpose == Purpose::Offline),
     );
     Ok(Opened {
@@ -190,6 +214,8 @@ pub(crate) async fn open(
             discussions,
             plugins,
             apps,
+            presence,
+            push,
         },
         identity,
     })
@@ -381,6 +407,8 @@ impl RunningNode {
                 ));
                 let sweeper = tokio::spawn(sweep_sessions(store.clone(), stop.clone()));
                 let sender = shared.services.apps.spawn_sender(stop.clone());
+                let presence = shared.services.presence.spawn(stop.clone());
+                let pushers = shared.services.push.spawn(stop.clone());
                 let indexer = shared
                     .services
                     .discussions
@@ -414,10 +442,12 @@ impl RunningNode {
                 }
                 ws_tasks.close();
                 let _ = tokio::time::timeout(grace, ws_tasks.wait()).await;
-                for mut task in [sender, indexer] {
+                for mut task in [sender, indexer, presence].into_iter().chain(pushers) {
                     if tokio::time::timeout(grace, &mut task).await.is_err() {
-                        // Nothing they do is lost by stopping: webhook requests are sent
-                        // again, indexing resumes from the index's own position.
+                        // Nothing they do is lost by stopping: webhook requests and pushes
+                        // are sent again, indexing resumes from the index's own position,
+                        // presence is in memory (choices not yet saved are saved on the way
+                        // out).
                         task.abort();
                         let _ = task.await;
                     }

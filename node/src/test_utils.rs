@@ -30,6 +30,11 @@ pub fn test_config() -> Config {
     config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.apps.webhook_retry_base_ms = 50;
     config.apps.allow_loopback_receivers = true;
+    config.presence.offline_grace_ms = 300;
+    config.presence.coalesce_ms = 100;
+    config.push.coalesce_ms = 100;
+    config.push.retry_base_ms = 50;
+    config.push.allow_loopback_endpoints = true;
     config
 }
 
@@ -119,6 +124,11 @@ impl TestNode {
             department: String::new(),
         })
         .await
+    }
+
+    /// Notifications waiting in the push queue.
+    pub async fn push_queue_len(&self) -> Result<i64, crate::store::StoreError> {
+        self.node().store().push_queue_len().await
     }
 
     /// Benchmarks only: writes `discussions` groups and `messages` messages by `user` straight

@@ -16,6 +16,7 @@ pub mod discussions;
 pub mod frame;
 pub mod ids;
 mod messages;
+pub mod presence;
 mod time;
 
 pub use messages::{

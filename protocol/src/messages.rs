@@ -5,6 +5,10 @@ use crate::admin::{AdminReply, AdminRequest};
 use crate::discussions::{
     Cursor, DiscussionEvent, DiscussionInfo, MessageVersion, ObjectRef, SendMessage,
 };
+use crate::presence::{
+    NotificationLevel, NotificationSetting, PresenceChoice, PresenceInfo, PushEndpointInfo,
+    PushTarget,
+};
 
 /// A frame sent by a client on its control stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,6 +246,65 @@ pub enum Request {
         /// The last sequence number read.
         seq: u64,
     },
+    /// Sets the caller's presence choice and status text (kept across restarts).
+    SetPresence {
+        /// What others should see.
+        choice: PresenceChoice,
+        /// A short status text (at most 100 characters; empty clears it).
+        #[serde(default)]
+        status_text: String,
+    },
+    /// How long this device's user has been idle; `0` when they are active now. Clients send
+    /// it when the user becomes idle or active again.
+    Activity {
+        /// Milliseconds since the user's last input on this device.
+        idle_ms: u64,
+    },
+    /// The presence of these users (at most 500); with `subscribe`, this connection also
+    /// receives their changes from now on (replacing the previous subscription).
+    GetPresence {
+        /// Users (`login` or `login@node`).
+        users: Vec<String>,
+        /// Receive their changes too.
+        #[serde(default)]
+        subscribe: bool,
+    },
+    /// The caller is typing in a discussion (`true`, repeated every few seconds while it
+    /// lasts) or stopped (`false`). Never stored; others see it expire by itself.
+    Typing {
+        /// The discussion.
+        discussion: String,
+        /// Typing or stopped.
+        typing: bool,
+    },
+    /// Sets which messages of a discussion notify the caller, and optionally mutes it until a
+    /// time.
+    SetNotifications {
+        /// The discussion.
+        discussion: String,
+        /// The level.
+        level: NotificationLevel,
+        /// Nothing is pushed from this discussion before this time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        muted_until: Option<Timestamp>,
+    },
+    /// The caller's notification settings that differ from the default.
+    Notifications,
+    /// What a client needs to register for push: the node's VAPID public key and the names of
+    /// the configured push gateways.
+    PushConfig,
+    /// Registers this device's push endpoint (replacing its previous one of the same kind).
+    RegisterPush {
+        /// Where to push.
+        target: PushTarget,
+    },
+    /// Removes one of the caller's push endpoints.
+    UnregisterPush {
+        /// The endpoint.
+        id: String,
+    },
+    /// The caller's push endpoints.
+    ListPush,
 }
 
 /// A frame sent by the node on a client's control stream.
@@ -366,6 +429,34 @@ pub enum Reply {
         /// Oldest first.
         versions: Vec<MessageVersion>,
     },
+    /// Answer to `get_presence`.
+    Presence {
+        /// In the order asked; unknown users are left out.
+        users: Vec<PresenceInfo>,
+    },
+    /// Answer to `notifications`.
+    NotificationSettings {
+        /// Settings that differ from the default.
+        settings: Vec<NotificationSetting>,
+    },
+    /// Answer to `push_config`.
+    PushConfig {
+        /// The node's VAPID public key (uncompressed P-256 point, base64url), the
+        /// `applicationServerKey` of `pushManager.subscribe`.
+        vapid_public_key: String,
+        /// Names of the push gateways devices may register with.
+        gateways: Vec<String>,
+    },
+    /// Answer to `register_push`.
+    PushRegistered {
+        /// The endpoint's id.
+        id: String,
+    },
+    /// Answer to `list_push`.
+    PushEndpoints {
+        /// The caller's endpoints.
+        endpoints: Vec<PushEndpointInfo>,
+    },
 }
 
 /// An event the node pushes on the connection's event stream (a unidirectional stream the node
@@ -402,6 +493,26 @@ pub enum Event {
         action_id: String,
         /// Who clicked.
         user: String,
+    },
+    /// Presence changes of the user's contacts (people they share a dialog or group with),
+    /// of users this connection subscribed to, and of the user themselves; also a snapshot of
+    /// the contacts who are not offline, right after the connection authenticates. At most one
+    /// per coalescing period.
+    Presence {
+        /// The changed users.
+        users: Vec<PresenceInfo>,
+    },
+    /// Someone is typing in a discussion, or stopped. A `typing: true` that is not renewed
+    /// within `expires_in_ms` has ended (the node also sends `typing: false` then).
+    Typing {
+        /// The discussion.
+        discussion: String,
+        /// Who.
+        user: String,
+        /// Typing or stopped.
+        typing: bool,
+        /// How long this indicator lasts unless renewed.
+        expires_in_ms: u64,
     },
     /// An event this client does not know (from a newer node); skip it.
     #[serde(other)]

@@ -674,7 +674,7 @@ impl Apps {
 }
 
 /// Whether an application may point the node at `ip`.
-fn receiver_allowed(ip: std::net::IpAddr, allow_loopback: bool) -> bool {
+pub(crate) fn receiver_allowed(ip: std::net::IpAddr, allow_loopback: bool) -> bool {
     use std::net::IpAddr;
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),

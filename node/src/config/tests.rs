@@ -32,6 +32,9 @@ fn errors_name_the_key() {
         ),
         ("[smtp]\nhost = \"relay\"\nfrom = \"nobody\"", "smtp.from"),
         ("[http]\nmax_body_bytes = 10", "http.max_body_bytes"),
+        ("[presence]\ncoalesce_ms = 0", "presence.coalesce_ms"),
+        ("[push.gateways]\nmobile = \"ftp://x\"", "push.gateways"),
+        ("[push]\nvapid_contact = \"me\"", "push.vapid_contact"),
     ];
     for (text, key) in cases {
         let err = Config::from_toml(text).unwrap_err().to_string();

@@ -181,6 +181,14 @@ struct Inner {
     search: Search,
 }
 
+/// Where the sequencer reports what it committed, besides the registry: new messages to push
+/// notifications, membership changes to presence.
+#[derive(Debug, Clone)]
+pub(crate) struct Outlets {
+    pub(crate) presence: crate::presence::Presence,
+    pub(crate) push: crate::push::Push,
+}
+
 impl Discussions {
     /// Starts the sequencer.
     pub(crate) fn start(
@@ -189,6 +197,7 @@ impl Discussions {
         registry: Arc<Registry>,
         config: MessagesConfig,
         plugins: Plugins,
+        outlets: Outlets,
         search: Search,
     ) -> Self {
         let (jobs, rx) = mpsc::channel(4096);
@@ -199,6 +208,7 @@ impl Discussions {
                 registry.clone(),
                 config,
                 plugins.clone(),
+                outlets,
             ),
             rx,
         ));
@@ -836,6 +846,55 @@ impl Discussions {
         Ok(Reply::Done)
     }
 
+    /// Who sees the caller typing in `discussion`: its members (dialogs, groups) or the
+    /// connections that have it open (object discussions). The caller must be able to post.
+    pub(crate) async fn typing_audience(
+        &self,
+        caller: &Caller,
+        discussion: &str,
+    ) -> Result<crate::presence::TypingAudience, DiscussionError> {
+        let (row, grant) = self.granted(caller, discussion).await?;
+        if !grant.write {
+            return Err(DiscussionError::Forbidden(
+                "you may read this discussion but not post in it".into(),
+            ));
+        }
+        if row.kind == "object" {
+            return Ok(crate::presence::TypingAudience::Watchers);
+        }
+        let members = self.inner.store.members_of(&row.id).await?;
+        Ok(crate::presence::TypingAudience::Users(
+            members.into_iter().map(|(u, _)| u).collect(),
+        ))
+    }
+
+    /// The users named (`login` or `login@node`, at most 500) that exist, as ids, in the order
+    /// given; unknown ones are left out.
+    pub(crate) async fn existing_users(
+        &self,
+        users: &[String],
+    ) -> Result<Vec<String>, DiscussionError> {
+        if users.len() > crate::presence::MAX_QUERY {
+            return Err(DiscussionError::BadRequest(format!(
+                "at most {} users per request",
+                crate::presence::MAX_QUERY
+            )));
+        }
+        let mut ids: Vec<String> = users.iter().filter_map(|u| self.user_ref(u).ok()).collect();
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|u| seen.insert(u.clone()));
+        let json = serde_json::to_string(&ids).unwrap_or_default();
+        let existing: std::collections::HashSet<String> = self
+            .inner
+            .store
+            .existing_users(&json)
+            .await?
+            .into_iter()
+            .collect();
+        ids.retain(|u| existing.contains(u));
+        Ok(ids)
+    }
+
     /// The caller's discussion list, most recent activity first.
     pub(crate) async fn list(&self, caller: &Caller) -> Result<Reply, DiscussionError> {
         let store = &self.inner.store;
@@ -1022,7 +1081,7 @@ impl Discussions {
     }
 
     /// `login` or `login@this-node` → user id (existence is checked by the caller of this).
-    fn user_ref(&self, input: &str) -> Result<String, DiscussionError> {
+    pub(crate) fn user_ref(&self, input: &str) -> Result<String, DiscussionError> {
         let (login, node) = match input.split_once('@') {
             Some((l, n)) => (l, Some(n)),
             None => (input, None),

@@ -158,6 +158,8 @@ enum Delivery {
     },
     /// These plugins' bots have new items in their inbox.
     WakeBots(Vec<String>),
+    /// A new message, for push notifications.
+    Notify(crate::push::Notice),
 }
 
 /// The sequencer's state.
@@ -168,6 +170,7 @@ pub(crate) struct Sequencer {
     registry: Arc<Registry>,
     config: MessagesConfig,
     plugins: Plugins,
+    outlets: super::Outlets,
     /// Dialogs and groups read in the current batch, with their members: most commands of a
     /// busy batch touch the same few discussions. Valid within one batch only, and dropped
     /// whenever a command fails or changes membership or titles.
@@ -212,6 +215,7 @@ impl Sequencer {
         registry: Arc<Registry>,
         config: MessagesConfig,
         plugins: Plugins,
+        outlets: super::Outlets,
     ) -> Self {
         Self {
             store,
@@ -219,6 +223,7 @@ impl Sequencer {
             registry,
             config,
             plugins,
+            outlets,
             cache: std::sync::Mutex::default(),
         }
     }
@@ -317,9 +322,28 @@ impl Sequencer {
                 watchers,
             } => {
                 let discussion = event.discussion.clone();
+                let (change_kind, removed) = match &event.change {
+                    Change::Created { kind, .. } if *kind != DiscussionKind::Object => {
+                        (Some("created"), None)
+                    }
+                    Change::MembersAdded { .. } => (Some("members_added"), None),
+                    Change::MemberRemoved { user } => (Some("member_removed"), Some(user.clone())),
+                    _ => (None, None),
+                };
                 let Some(event) = EncodedEvent::new(&Event::Discussion { event }) else {
                     return;
                 };
+                if matches!(
+                    change_kind,
+                    Some("created" | "members_added" | "member_removed")
+                ) {
+                    // Contacts are who shares a dialog or group: these people's changed.
+                    let mut people = to.clone();
+                    if let Some(removed) = removed {
+                        people.push(removed);
+                    }
+                    self.outlets.presence.contacts_changed(&people);
+                }
                 self.registry.deliver(&to, &event);
                 if let Some(allowed) = watchers {
                     let already: HashSet<String> = to.into_iter().collect();
@@ -331,6 +355,7 @@ impl Sequencer {
                 self.registry.revoke_access(&discussion, &users)
             }
             Delivery::WakeBots(plugins) => self.plugins.wake(&plugins),
+            Delivery::Notify(notice) => self.outlets.push.notify(notice),
         }
     }
 
@@ -1184,10 +1209,12 @@ impl Sequencer {
                 };
             }
         };
+        let mut replied_to = None;
         if let Some(reply_to) = &m.reply_to {
             let target = b.message(reply_to).await?;
-            if target.is_none_or(|t| t.discussion_id != d.id) {
-                return Err(DiscussionError::NotFound("message replied to"));
+            match target {
+                Some(t) if t.discussion_id == d.id => replied_to = Some(t.author),
+                _ => return Err(DiscussionError::NotFound("message replied to")),
             }
         }
         // Only users who can read the discussion are mentioned (anyone else would learn of a
@@ -1257,6 +1284,18 @@ impl Sequencer {
         let (to, watchers) = self.audience(b, &d).await?;
         self.tell_bots(b, caller, &d, &row, &to, &mentions, out)
             .await?;
+        out.push(Delivery::Notify(crate::push::Notice {
+            discussion: d.id.clone(),
+            kind: d.kind.clone(),
+            title: d.title.clone(),
+            seq: render::seq(seq),
+            message_id: row.id.clone(),
+            author: caller.user.clone(),
+            text: row.text.clone().unwrap_or_default(),
+            audience: to.clone(),
+            mentions: mentions.clone(),
+            replied_to,
+        }));
         out.push(Delivery::Event {
             event: DiscussionEvent {
                 discussion: d.id.clone(),

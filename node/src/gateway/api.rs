@@ -18,7 +18,7 @@ use veche_protocol::{Reply, Request};
 use super::{ApiError, AppAuth, AppState, ErrorResponse, Gateway, Peer, Principal};
 use crate::apps::{NewWebhook, Signing};
 use crate::discussions::Caller;
-use crate::server::connection::discussion_request;
+use crate::server::connection::user_request;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -57,7 +57,7 @@ fn wire<T: Serialize>(value: &T) -> Json<Wire> {
 }
 
 async fn call(gateway: &Gateway, caller: &Caller, request: Request) -> Result<Reply> {
-    Ok(discussion_request(&gateway.services.discussions, caller, request).await?)
+    Ok(user_request(&gateway.services, caller, request).await?)
 }
 
 // ---- node ----

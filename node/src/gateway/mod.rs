@@ -3,7 +3,7 @@
 //!
 //! It is a second door into the same services: user requests become the same
 //! [`Request`](veche_protocol::Request)s the QUIC connection handles, through the same
-//! `discussion_request` and so the same `discussions::authorize`; live events are the same
+//! `user_request` and so the same `discussions::authorize`; live events are the same
 //! events, as JSON text frames on a WebSocket registered in the same registry. The OpenAPI
 //! description is generated from the handlers themselves (utoipa), so it cannot drift from
 //! the routes: `GET /api/v1/openapi.json`.

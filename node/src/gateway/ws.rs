@@ -23,7 +23,7 @@ use veche_protocol::{Event, Request, frame};
 
 use super::{ApiError, AppState, Gateway, Principal};
 use crate::discussions::Caller;
-use crate::server::connection::discussion_request;
+use crate::server::connection::user_request;
 use crate::server::registry::{
     EncodedEvent, EndSignal, LiveConnection, Transport, next_connection_id,
 };
@@ -200,7 +200,7 @@ async fn answer(g: &Gateway, caller: &Caller, text: &str, ended: &AtomicBool) ->
         .to_string();
     }
     let result = match serde_json::from_value::<Request>(incoming.request) {
-        Ok(request) => discussion_request(&g.services.discussions, caller, request)
+        Ok(request) => user_request(&g.services, caller, request)
             .await
             .map_err(|e| e.to_body()),
         Err(e) => Err(veche_protocol::ErrorBody::new(

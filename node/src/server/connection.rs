@@ -32,8 +32,9 @@ use veche_protocol::{
 use super::registry::{EncodedEvent, EndSignal, LiveConnection, Transport};
 use super::{Admission, Shared};
 use crate::accounts::{AccountError, Authenticated, UserSpec};
-use crate::admin;
+use crate::admin::{self, Services};
 use crate::discussions::{Caller, DiscussionError, Discussions};
+use crate::push::PushError;
 
 /// Outgoing frames buffered per connection before a slow reader stalls its own handlers.
 const OUTBOX: usize = 64;
@@ -767,14 +768,90 @@ async fn handle(state: &State, request: Request) -> Result<Reply, ErrorBody> {
                 admin: auth.admin,
                 connection: state.id,
             };
-            discussion_request(&state.shared.services.discussions, &caller, other)
+            user_request(&state.shared.services, &caller, other)
                 .await
                 .map_err(|e| e.to_body())
         }
     }
 }
 
-pub(crate) async fn discussion_request(
+/// Carries out a request of an authenticated user (QUIC or the HTTP gateway).
+pub(crate) async fn user_request(
+    services: &Services,
+    caller: &Caller,
+    request: Request,
+) -> Result<Reply, DiscussionError> {
+    let d = &services.discussions;
+    let push_error = |e: PushError| match e {
+        PushError::BadRequest(m) => DiscussionError::BadRequest(m),
+        PushError::NotFound => DiscussionError::NotFound("push endpoint"),
+        PushError::Store(e) => DiscussionError::Store(e),
+    };
+    match request {
+        Request::SetPresence {
+            choice,
+            status_text,
+        } => {
+            services
+                .presence
+                .set_choice(&caller.user, choice, &status_text)
+                .map_err(DiscussionError::BadRequest)?;
+            Ok(Reply::Done)
+        }
+        Request::Activity { idle_ms } => {
+            services
+                .presence
+                .activity(&caller.user, caller.connection, idle_ms);
+            Ok(Reply::Done)
+        }
+        Request::GetPresence { users, subscribe } => {
+            let users = d.existing_users(&users).await?;
+            Ok(Reply::Presence {
+                users: services
+                    .presence
+                    .query(&caller.user, caller.connection, &users, subscribe),
+            })
+        }
+        Request::Typing { discussion, typing } => {
+            if typing && services.presence.typing_renewed(&caller.user, &discussion) {
+                return Ok(Reply::Done);
+            }
+            let audience = d.typing_audience(caller, &discussion).await?;
+            services
+                .presence
+                .typing(&caller.user, &discussion, typing, audience);
+            Ok(Reply::Done)
+        }
+        Request::SetNotifications {
+            discussion,
+            level,
+            muted_until,
+        } => {
+            d.get(caller, &discussion).await?;
+            services
+                .push
+                .set_level(&caller.user, &discussion, level, muted_until)
+                .await
+                .map_err(push_error)
+        }
+        Request::Notifications => services.push.levels(&caller.user).await.map_err(push_error),
+        Request::PushConfig => Ok(services.push.config_reply()),
+        Request::RegisterPush { target } => services
+            .push
+            .register(&caller.user, &caller.device, target)
+            .await
+            .map_err(push_error),
+        Request::UnregisterPush { id } => services
+            .push
+            .unregister(&caller.user, &id)
+            .await
+            .map_err(push_error),
+        Request::ListPush => services.push.list(&caller.user).await.map_err(push_error),
+        other => discussion_request(d, caller, other).await,
+    }
+}
+
+async fn discussion_request(
     d: &Discussions,
     caller: &Caller,
     request: Request,
@@ -843,7 +920,17 @@ pub(crate) async fn discussion_request(
         | Request::Logout
         | Request::Whoami
         | Request::ChangePassword { .. }
-        | Request::Admin { .. } => Err(DiscussionError::BadRequest(
+        | Request::Admin { .. }
+        | Request::SetPresence { .. }
+        | Request::Activity { .. }
+        | Request::GetPresence { .. }
+        | Request::Typing { .. }
+        | Request::SetNotifications { .. }
+        | Request::Notifications
+        | Request::PushConfig
+        | Request::RegisterPush { .. }
+        | Request::UnregisterPush { .. }
+        | Request::ListPush => Err(DiscussionError::BadRequest(
             "not a discussion request".into(),
         )),
     }

@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use veche_protocol::{Event, close, frame};
 
+use crate::presence::ConnectionChange;
+
 /// Longest a connection may take to end gracefully after its session ended; then it is closed
 /// regardless. Keeps "a revoked session's connection is closed within 1 s".
 const FORCE_CLOSE_AFTER: Duration = Duration::from_millis(900);
@@ -110,6 +112,8 @@ struct Maps {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     maps: Mutex<Maps>,
+    /// Where connections coming and going are reported (presence).
+    presence: std::sync::OnceLock<mpsc::UnboundedSender<ConnectionChange>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -118,7 +122,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Registry {
+    /// Reports connections coming and going to `sink` from now on.
+    pub(crate) fn set_presence_sink(&self, sink: mpsc::UnboundedSender<ConnectionChange>) {
+        let _ = self.presence.set(sink);
+    }
+
+    fn report(&self, change: ConnectionChange) {
+        if let Some(sink) = self.presence.get() {
+            let _ = sink.send(change);
+        }
+    }
+
     pub(crate) fn register(&self, session_id: &str, live: LiveConnection) {
+        self.report(ConnectionChange::Connected {
+            user: live.user.clone(),
+            connection: live.id,
+        });
         let mut maps = lock(&self.maps);
         maps.users
             .entry(live.user.clone())
@@ -144,6 +163,10 @@ impl Registry {
         }
         if let Some(user) = user {
             remove_user_connection(&mut maps, &user, connection_id);
+            self.report(ConnectionChange::Disconnected {
+                user,
+                connection: connection_id,
+            });
         }
     }
 
@@ -159,6 +182,10 @@ impl Registry {
                 .collect();
             for c in &ended {
                 remove_user_connection(&mut maps, &c.user, c.id);
+                self.report(ConnectionChange::Disconnected {
+                    user: c.user.clone(),
+                    connection: c.id,
+                });
             }
             ended
         };
@@ -179,6 +206,33 @@ impl Registry {
         let maps = lock(&self.maps);
         for user in users {
             for c in maps.users.get(user).into_iter().flatten() {
+                c.send(event);
+            }
+        }
+    }
+
+    /// Sends `event` to one connection of `user`.
+    pub(crate) fn deliver_to_connection(
+        &self,
+        user: &str,
+        connection_id: u64,
+        event: &EncodedEvent,
+    ) {
+        let maps = lock(&self.maps);
+        if let Some(c) = maps
+            .users
+            .get(user)
+            .and_then(|conns| conns.iter().find(|c| c.id == connection_id))
+        {
+            c.send(event);
+        }
+    }
+
+    /// Sends `event` to every connection watching `discussion`, except those of `except`.
+    pub(crate) fn deliver_to_watching(&self, discussion: &str, except: &str, event: &EncodedEvent) {
+        let maps = lock(&self.maps);
+        for c in maps.watchers.get(discussion).into_iter().flatten() {
+            if c.user != except {
                 c.send(event);
             }
         }

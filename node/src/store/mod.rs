@@ -9,6 +9,7 @@ mod apps;
 mod audit;
 mod discussions;
 mod plugins;
+mod push;
 mod search;
 mod sessions;
 mod users;
@@ -28,6 +29,7 @@ pub(crate) use apps::{
 pub(crate) use audit::AuditRecord;
 pub(crate) use discussions::{Batch, DiscussionRow, EventRow, MessageRow, ObjectKey};
 pub(crate) use plugins::{InboxRow, NewBusinessEvent, PluginRow};
+pub(crate) use push::{NewPush, PushEndpointRow, PushJob};
 pub(crate) use search::IndexRow;
 pub(crate) use sessions::SessionRow;
 pub(crate) use users::{NewUser, UserRow};

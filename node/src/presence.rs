@@ -1,0 +1,700 @@
+//! Presence and typing: in memory, never in a discussion's log.
+//!
+//! A user is as present as their most present connection: available while one of them is
+//! active, away once all have been idle for `idle_away_secs`, offline when none is left — after
+//! `offline_grace_ms`, so that a reconnect does not flicker. What they chose (`away`, `dnd`,
+//! `invisible`) and their status text override that and are kept in the database.
+//!
+//! Fan-out is by interest: a change goes to the user's *contacts* (people they share a dialog or
+//! group with) who are online, to connections that subscribed to the user, and to the user's own
+//! devices. One task looks at every online user once per `coalesce_ms` and sends what changed,
+//! one event per receiver, so a burst of changes costs each receiver at most one event per
+//! period.
+//!
+//! The registry reports connections coming and going through a channel; contacts and stored
+//! choices are loaded off the lock, when a user comes online and when their dialogs or groups
+//! change.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use veche_protocol::Event;
+use veche_protocol::presence::{PresenceChoice, PresenceInfo, PresenceState};
+
+use crate::config::PresenceConfig;
+use crate::server::registry::{EncodedEvent, Registry};
+use crate::store::{Store, StoreError};
+
+/// Longest status text, in characters.
+const MAX_STATUS_CHARS: usize = 100;
+/// Most users one `get_presence` may name.
+pub(crate) const MAX_QUERY: usize = 500;
+/// Most contacts sent in the snapshot a new connection receives.
+const MAX_SNAPSHOT: usize = 2000;
+
+/// A connection came or went (sent by the registry).
+#[derive(Debug)]
+pub(crate) enum ConnectionChange {
+    Connected { user: String, connection: u64 },
+    Disconnected { user: String, connection: u64 },
+}
+
+/// Who sees a typing indicator.
+#[derive(Debug, Clone)]
+pub(crate) enum TypingAudience {
+    /// These users (the members of a dialog or group).
+    Users(Vec<String>),
+    /// The connections that have this object discussion open.
+    Watchers,
+}
+
+/// How a user stands for push notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reachability {
+    /// Active on some connection: they see messages live; no push.
+    Active,
+    /// Connected, but all connections idle or away by choice: push.
+    Away,
+    /// Do not disturb: no push.
+    Dnd,
+    /// Not online here; the stored choice decides about DND.
+    Offline,
+}
+
+/// Presence and typing.
+#[derive(Debug, Clone)]
+pub(crate) struct Presence {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Mutex<State>,
+    /// The registry's reports, until the task takes them.
+    changes: Mutex<Option<mpsc::UnboundedReceiver<ConnectionChange>>>,
+    store: Store,
+    registry: Arc<Registry>,
+    config: PresenceConfig,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    users: HashMap<String, UserState>,
+    /// Subscribed-to user → (connection → its user).
+    subscribers: HashMap<String, HashMap<u64, String>>,
+    /// Connection → the users it subscribed to.
+    subscriptions: HashMap<u64, Vec<String>>,
+    typing: HashMap<(String, String), Typing>,
+    /// Choices to write to the database at the next tick: (user, choice, status text).
+    unsaved: HashMap<String, (PresenceChoice, String)>,
+    /// Users whose contacts must be (re)loaded.
+    reload: HashSet<String>,
+}
+
+#[derive(Debug)]
+struct UserState {
+    /// Connection → when its user was last active on it.
+    connections: HashMap<u64, Instant>,
+    choice: PresenceChoice,
+    status_text: String,
+    /// The choice came from the user in this run (a late load must not override it).
+    chose: bool,
+    /// Loaded once the user came online; `None` until then (changes wait for it).
+    contacts: Option<HashSet<String>>,
+    /// When the last connection closed.
+    gone_since: Option<Instant>,
+    /// What others and the user were last told.
+    told_others: PresenceInfo,
+    told_self: PresenceInfo,
+}
+
+#[derive(Debug)]
+struct Typing {
+    expires: Instant,
+    sent: Instant,
+    audience: TypingAudience,
+}
+
+fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    // The state stays consistent under any panic in its short critical sections.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn offline(user: &str) -> PresenceInfo {
+    PresenceInfo {
+        user: user.to_owned(),
+        state: PresenceState::Offline,
+        status_text: String::new(),
+    }
+}
+
+impl UserState {
+    fn new(user: &str) -> Self {
+        Self {
+            connections: HashMap::new(),
+            choice: PresenceChoice::Auto,
+            status_text: String::new(),
+            chose: false,
+            contacts: None,
+            gone_since: None,
+            told_others: offline(user),
+            told_self: offline(user),
+        }
+    }
+
+    /// What others and the user should see now: (others, self).
+    fn shown(
+        &self,
+        user: &str,
+        now: Instant,
+        config: &PresenceConfig,
+    ) -> (PresenceInfo, PresenceInfo) {
+        if self.connections.is_empty() {
+            let grace = Duration::from_millis(config.offline_grace_ms);
+            return match self.gone_since {
+                Some(at) if now.duration_since(at) < grace => {
+                    (self.told_others.clone(), self.told_self.clone())
+                }
+                _ => (offline(user), offline(user)),
+            };
+        }
+        let idle_after = Duration::from_secs(config.idle_away_secs);
+        let active = self
+            .connections
+            .values()
+            .any(|last| now.duration_since(*last) < idle_after);
+        let state = match self.choice {
+            PresenceChoice::Invisible => PresenceState::Invisible,
+            PresenceChoice::Dnd => PresenceState::Dnd,
+            PresenceChoice::Away => PresenceState::Away,
+            PresenceChoice::Auto if active => PresenceState::Available,
+            PresenceChoice::Auto => PresenceState::Away,
+        };
+        let me = PresenceInfo {
+            user: user.to_owned(),
+            state,
+            status_text: self.status_text.clone(),
+        };
+        let others = if state == PresenceState::Invisible {
+            offline(user)
+        } else {
+            me.clone()
+        };
+        (others, me)
+    }
+}
+
+impl Presence {
+    /// Starts presence; the registry reports connections on the returned sender.
+    pub(crate) fn new(store: Store, registry: Arc<Registry>, config: PresenceConfig) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        registry.set_presence_sink(tx);
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::default(),
+                changes: Mutex::new(Some(rx)),
+                store,
+                registry,
+                config,
+            }),
+        }
+    }
+
+    /// Runs the ticks and takes the registry's reports until `stop`.
+    pub(crate) fn spawn(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        let changes = self
+            .inner
+            .changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        tokio::spawn(async move {
+            let Some(mut changes) = changes else {
+                return;
+            };
+            let mut flush =
+                tokio::time::interval(Duration::from_millis(this.inner.config.coalesce_ms));
+            flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let typing_tick = (this.inner.config.typing_ttl_ms / 4).clamp(50, 1000);
+            let mut typing = tokio::time::interval(Duration::from_millis(typing_tick));
+            typing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    change = changes.recv() => match change {
+                        Some(change) => this.connection_change(change),
+                        None => break,
+                    },
+                    _ = flush.tick() => {
+                        this.load_pending().await;
+                        this.flush();
+                        this.save_choices().await;
+                    }
+                    _ = typing.tick() => this.expire_typing(),
+                }
+            }
+            this.save_choices().await;
+        })
+    }
+
+    fn connection_change(&self, change: ConnectionChange) {
+        let snapshot = {
+            let mut state = lock(&self.inner.state);
+            let state = &mut *state;
+            match change {
+                ConnectionChange::Connected { user, connection } => {
+                    let entry = state.users.entry(user.clone()).or_insert_with(|| {
+                        state.reload.insert(user.clone());
+                        UserState::new(&user)
+                    });
+                    entry.connections.insert(connection, Instant::now());
+                    entry.gone_since = None;
+                    // A user already loaded gets the snapshot now; a new one when loaded.
+                    entry.contacts.is_some().then(|| {
+                        (
+                            user.clone(),
+                            connection,
+                            snapshot_of(state, &user, &self.inner.config),
+                        )
+                    })
+                }
+                ConnectionChange::Disconnected { user, connection } => {
+                    if let Some(entry) = state.users.get_mut(&user)
+                        && entry.connections.remove(&connection).is_some()
+                        && entry.connections.is_empty()
+                    {
+                        entry.gone_since = Some(Instant::now());
+                    }
+                    if let Some(targets) = state.subscriptions.remove(&connection) {
+                        for t in targets {
+                            unsubscribe(state, &t, connection);
+                        }
+                    }
+                    None
+                }
+            }
+        };
+        if let Some((user, connection, infos)) = snapshot {
+            self.send_to_connection(&user, connection, infos);
+        }
+    }
+
+    /// Loads contacts and stored choices of users who came online or whose dialogs and
+    /// groups changed.
+    async fn load_pending(&self) {
+        let users: Vec<String> = std::mem::take(&mut lock(&self.inner.state).reload)
+            .into_iter()
+            .collect();
+        for user in users {
+            let loaded = async {
+                let contacts = self.inner.store.contacts(&user).await?;
+                let choice = self.inner.store.presence_choice(&user).await?;
+                Ok::<_, StoreError>((contacts, choice))
+            }
+            .await;
+            let (contacts, choice) = match loaded {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, %user, "cannot load presence contacts; will retry");
+                    lock(&self.inner.state).reload.insert(user);
+                    continue;
+                }
+            };
+            let sends = {
+                let mut state = lock(&self.inner.state);
+                let state = &mut *state;
+                let Some(entry) = state.users.get_mut(&user) else {
+                    continue;
+                };
+                if !entry.chose
+                    && let Some((choice, text)) = choice
+                {
+                    entry.choice = PresenceChoice::parse(&choice).unwrap_or_default();
+                    entry.status_text = text;
+                }
+                let contacts: HashSet<String> = contacts.into_iter().collect();
+                let first = entry.contacts.is_none();
+                let added: Vec<String> = match &entry.contacts {
+                    Some(old) => contacts.difference(old).cloned().collect(),
+                    None => Vec::new(),
+                };
+                entry.contacts = Some(contacts);
+                let connections: Vec<u64> = entry.connections.keys().copied().collect();
+                if first {
+                    let infos = snapshot_of(state, &user, &self.inner.config);
+                    connections
+                        .into_iter()
+                        .map(|c| (c, infos.clone()))
+                        .collect::<Vec<_>>()
+                } else {
+                    // New contacts: tell this user how they are (they are told about this
+                    // user by their own reload).
+                    let infos: Vec<PresenceInfo> = added
+                        .iter()
+                        .filter_map(|c| state.users.get(c))
+                        .map(|u| u.told_others.clone())
+                        .filter(|i| i.state != PresenceState::Offline)
+                        .collect();
+                    if infos.is_empty() {
+                        Vec::new()
+                    } else {
+                        connections
+                            .into_iter()
+                            .map(|c| (c, infos.clone()))
+                            .collect()
+                    }
+                }
+            };
+            for (connection, infos) in sends {
+                self.send_to_connection(&user, connection, infos);
+            }
+        }
+    }
+
+    /// Sends every change since the last tick, one event per receiver.
+    fn flush(&self) {
+        let now = Instant::now();
+        let mut to_users: HashMap<String, Vec<PresenceInfo>> = HashMap::new();
+        let mut to_connections: HashMap<(String, u64), Vec<PresenceInfo>> = HashMap::new();
+        {
+            let mut state = lock(&self.inner.state);
+            let state = &mut *state;
+            let mut changed_others = Vec::new();
+            let mut gone = Vec::new();
+            for (user, entry) in state.users.iter_mut() {
+                if entry.contacts.is_none() {
+                    continue;
+                }
+                let (others, me) = entry.shown(user, now, &self.inner.config);
+                if me != entry.told_self {
+                    entry.told_self = me.clone();
+                    to_users.entry(user.clone()).or_default().push(me);
+                }
+                if others != entry.told_others {
+                    entry.told_others = others.clone();
+                    changed_others.push(others.clone());
+                }
+                if entry.connections.is_empty() && others.state == PresenceState::Offline {
+                    gone.push(user.clone());
+                }
+            }
+            for info in changed_others {
+                let Some(entry) = state.users.get(&info.user) else {
+                    continue;
+                };
+                let mut told = HashSet::new();
+                for contact in entry.contacts.iter().flatten() {
+                    if state.users.contains_key(contact) {
+                        to_users
+                            .entry(contact.clone())
+                            .or_default()
+                            .push(info.clone());
+                        told.insert(contact.as_str());
+                    }
+                }
+                for (connection, subscriber) in
+                    state.subscribers.get(&info.user).into_iter().flatten()
+                {
+                    if !told.contains(subscriber.as_str()) {
+                        to_connections
+                            .entry((subscriber.clone(), *connection))
+                            .or_default()
+                            .push(info.clone());
+                    }
+                }
+            }
+            for user in gone {
+                state.users.remove(&user);
+            }
+        }
+        let registry = &self.inner.registry;
+        for (user, users) in to_users {
+            if let Some(event) = EncodedEvent::new(&Event::Presence { users }) {
+                registry.deliver(std::slice::from_ref(&user), &event);
+            }
+        }
+        for ((user, connection), users) in to_connections {
+            if let Some(event) = EncodedEvent::new(&Event::Presence { users }) {
+                registry.deliver_to_connection(&user, connection, &event);
+            }
+        }
+    }
+
+    async fn save_choices(&self) {
+        let unsaved: Vec<(String, String, String)> =
+            std::mem::take(&mut lock(&self.inner.state).unsaved)
+                .into_iter()
+                .map(|(user, (choice, text))| (user, choice.as_str().to_owned(), text))
+                .collect();
+        if unsaved.is_empty() {
+            return;
+        }
+        let now = veche_protocol::Timestamp::now().as_millis();
+        if let Err(e) = self.inner.store.save_presence_choices(&unsaved, now).await {
+            tracing::warn!(error = %e, "cannot save presence choices; will retry");
+            let mut state = lock(&self.inner.state);
+            for (user, choice, text) in unsaved {
+                state
+                    .unsaved
+                    .entry(user)
+                    .or_insert((PresenceChoice::parse(&choice).unwrap_or_default(), text));
+            }
+        }
+    }
+
+    fn send_to_connection(&self, user: &str, connection: u64, users: Vec<PresenceInfo>) {
+        if users.is_empty() {
+            return;
+        }
+        if let Some(event) = EncodedEvent::new(&Event::Presence { users }) {
+            self.inner
+                .registry
+                .deliver_to_connection(user, connection, &event);
+        }
+    }
+
+    /// Sets what `user` chose; others see it at the next tick.
+    pub(crate) fn set_choice(
+        &self,
+        user: &str,
+        choice: PresenceChoice,
+        status_text: &str,
+    ) -> Result<(), String> {
+        let text = status_text.trim();
+        if text.chars().count() > MAX_STATUS_CHARS || text.chars().any(char::is_control) {
+            return Err(format!(
+                "a status text is at most {MAX_STATUS_CHARS} characters, without control characters"
+            ));
+        }
+        let mut state = lock(&self.inner.state);
+        let state = &mut *state;
+        let entry = state.users.entry(user.to_owned()).or_insert_with(|| {
+            state.reload.insert(user.to_owned());
+            UserState::new(user)
+        });
+        entry.choice = choice;
+        entry.status_text = text.to_owned();
+        entry.chose = true;
+        state
+            .unsaved
+            .insert(user.to_owned(), (choice, text.to_owned()));
+        Ok(())
+    }
+
+    /// The user of `connection` has been idle for `idle_ms`.
+    pub(crate) fn activity(&self, user: &str, connection: u64, idle_ms: u64) {
+        let now = Instant::now();
+        let last = now
+            .checked_sub(Duration::from_millis(idle_ms))
+            .unwrap_or(now);
+        let mut state = lock(&self.inner.state);
+        if let Some(at) = state
+            .users
+            .get_mut(user)
+            .and_then(|u| u.connections.get_mut(&connection))
+        {
+            *at = last;
+        }
+    }
+
+    /// The presence of `users` (ids) as `viewer` sees it; with `subscribe`, `connection`
+    /// receives their changes from now on (replacing what it subscribed to before).
+    pub(crate) fn query(
+        &self,
+        viewer: &str,
+        connection: u64,
+        users: &[String],
+        subscribe: bool,
+    ) -> Vec<PresenceInfo> {
+        let now = Instant::now();
+        let mut state = lock(&self.inner.state);
+        let state = &mut *state;
+        if subscribe {
+            if let Some(old) = state.subscriptions.remove(&connection) {
+                for t in old {
+                    unsubscribe(state, &t, connection);
+                }
+            }
+            for u in users {
+                state
+                    .subscribers
+                    .entry(u.clone())
+                    .or_default()
+                    .insert(connection, viewer.to_owned());
+            }
+            state.subscriptions.insert(connection, users.to_vec());
+        }
+        users
+            .iter()
+            .map(|u| match state.users.get(u) {
+                Some(entry) => {
+                    let (others, me) = entry.shown(u, now, &self.inner.config);
+                    if u == viewer { me } else { others }
+                }
+                None => offline(u),
+            })
+            .collect()
+    }
+
+    /// How `user` stands for push notifications right now.
+    pub(crate) fn reachability(&self, user: &str) -> Reachability {
+        let now = Instant::now();
+        let state = lock(&self.inner.state);
+        let Some(entry) = state.users.get(user) else {
+            return Reachability::Offline;
+        };
+        if entry.choice == PresenceChoice::Dnd {
+            return Reachability::Dnd;
+        }
+        if entry.connections.is_empty() {
+            return Reachability::Offline;
+        }
+        let idle_after = Duration::from_secs(self.inner.config.idle_away_secs);
+        let active = entry
+            .connections
+            .values()
+            .any(|last| now.duration_since(*last) < idle_after);
+        if active && entry.choice != PresenceChoice::Away {
+            Reachability::Active
+        } else {
+            Reachability::Away
+        }
+    }
+
+    /// The dialogs or groups of these users changed: their contacts are loaded again.
+    pub(crate) fn contacts_changed(&self, users: &[String]) {
+        let mut state = lock(&self.inner.state);
+        let state = &mut *state;
+        for u in users {
+            if state.users.contains_key(u) {
+                state.reload.insert(u.clone());
+            }
+        }
+    }
+
+    /// Whether a typing indicator of `user` in `discussion` needs sending; if not, its expiry
+    /// is pushed back and the caller is done (no authorization needed: nothing is sent).
+    pub(crate) fn typing_renewed(&self, user: &str, discussion: &str) -> bool {
+        let now = Instant::now();
+        let ttl = Duration::from_millis(self.inner.config.typing_ttl_ms);
+        let mut state = lock(&self.inner.state);
+        match state
+            .typing
+            .get_mut(&(discussion.to_owned(), user.to_owned()))
+        {
+            Some(t) if now.duration_since(t.sent) < ttl / 2 => {
+                t.expires = now + ttl;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `user` started or stopped typing in `discussion`, seen by `audience`.
+    pub(crate) fn typing(
+        &self,
+        user: &str,
+        discussion: &str,
+        typing: bool,
+        audience: TypingAudience,
+    ) {
+        let now = Instant::now();
+        let ttl = Duration::from_millis(self.inner.config.typing_ttl_ms);
+        let key = (discussion.to_owned(), user.to_owned());
+        let send = {
+            let mut state = lock(&self.inner.state);
+            if typing {
+                state.typing.insert(
+                    key,
+                    Typing {
+                        expires: now + ttl,
+                        sent: now,
+                        audience: audience.clone(),
+                    },
+                );
+                true
+            } else {
+                state.typing.remove(&key).is_some()
+            }
+        };
+        if send {
+            self.send_typing(user, discussion, typing, &audience);
+        }
+    }
+
+    fn expire_typing(&self) {
+        let now = Instant::now();
+        let expired: Vec<((String, String), Typing)> = {
+            let mut state = lock(&self.inner.state);
+            let keys: Vec<(String, String)> = state
+                .typing
+                .iter()
+                .filter(|(_, t)| t.expires <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| state.typing.remove(&k).map(|t| (k, t)))
+                .collect()
+        };
+        for ((discussion, user), t) in expired {
+            self.send_typing(&user, &discussion, false, &t.audience);
+        }
+    }
+
+    fn send_typing(&self, user: &str, discussion: &str, typing: bool, audience: &TypingAudience) {
+        let Some(event) = EncodedEvent::new(&Event::Typing {
+            discussion: discussion.to_owned(),
+            user: user.to_owned(),
+            typing,
+            expires_in_ms: if typing {
+                self.inner.config.typing_ttl_ms
+            } else {
+                0
+            },
+        }) else {
+            return;
+        };
+        let registry = &self.inner.registry;
+        match audience {
+            TypingAudience::Users(users) => {
+                let others: Vec<String> = users.iter().filter(|u| *u != user).cloned().collect();
+                registry.deliver(&others, &event);
+            }
+            TypingAudience::Watchers => registry.deliver_to_watching(discussion, user, &event),
+        }
+    }
+}
+
+/// What a new connection of `user` is told: their own presence and that of their contacts who
+/// are not offline.
+fn snapshot_of(state: &State, user: &str, config: &PresenceConfig) -> Vec<PresenceInfo> {
+    let Some(entry) = state.users.get(user) else {
+        return Vec::new();
+    };
+    let mut infos = vec![entry.shown(user, Instant::now(), config).1];
+    infos.extend(
+        entry
+            .contacts
+            .iter()
+            .flatten()
+            .filter_map(|c| state.users.get(c))
+            .map(|u| u.told_others.clone())
+            .filter(|i| i.state != PresenceState::Offline)
+            .take(MAX_SNAPSHOT),
+    );
+    infos
+}
+
+fn unsubscribe(state: &mut State, target: &str, connection: u64) {
+    if let Some(subs) = state.subscribers.get_mut(target) {
+        subs.remove(&connection);
+        if subs.is_empty() {
+            state.subscribers.remove(target);
+        }
+    }
+}

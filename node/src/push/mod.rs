@@ -1,0 +1,782 @@
+//! Push notifications for users who are not at a screen.
+//!
+//! ```text
+//! sequencer ── Notice (after the commit) ──▶ decider ── push_queue rows ──▶ sender ──▶ Web Push / gateway
+//!                                  presence, settings, endpoints            (coalesced per discussion)
+//! ```
+//!
+//! A new message notifies: the other member of a dialog, people it mentions, the author of the
+//! message it replies to, and the followers of an object discussion — as each one's level for
+//! the discussion allows (`all`, `mentions`, `none`, or the default for its kind; a mute until
+//! a time silences it). It is pushed only to users who have no connection or whose
+//! connections are all away, never to users in do-not-disturb, and only to endpoints whose
+//! device still has a session.
+//!
+//! The queue has one row per endpoint and discussion: what arrives while a row waits for its
+//! coalescing window (or for its retry) is folded into it. The sender retries with backoff and
+//! removes an endpoint the push service says is gone (404, 410).
+
+mod webpush;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use veche_protocol::Reply;
+use veche_protocol::Timestamp;
+use veche_protocol::presence::{
+    NotificationLevel, NotificationSetting, PushEndpointInfo, PushTarget,
+};
+
+pub(crate) use webpush::Vapid;
+
+use crate::apps::receiver_allowed;
+use crate::config::PushConfig;
+use crate::presence::{Presence, Reachability};
+use crate::store::{NewPush, PushEndpointRow, PushJob, Store, StoreError};
+
+/// Notices waiting for the decider; beyond this, new ones are dropped (and logged).
+const NOTICE_QUEUE: usize = 16_384;
+/// Queued notifications sent per round.
+const BATCH: i64 = 64;
+/// The longest pause between two attempts.
+const MAX_BACKOFF_MS: i64 = 10 * 60 * 1000;
+/// How long a push service keeps an undelivered notification.
+const TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Characters of the message put in a notification.
+const EXCERPT_CHARS: usize = 200;
+
+/// Why a push request failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PushError {
+    /// The request is invalid; the text says why.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such endpoint (or not the caller's).
+    #[error("push endpoint not found")]
+    NotFound,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A new message, as the sequencer saw it in the transaction that stored it.
+#[derive(Debug, Clone)]
+pub(crate) struct Notice {
+    pub(crate) discussion: String,
+    /// `dialog`, `group` or `object`.
+    pub(crate) kind: String,
+    pub(crate) title: String,
+    pub(crate) seq: u64,
+    pub(crate) message_id: String,
+    pub(crate) author: String,
+    pub(crate) text: String,
+    /// Who receives the message live: members, or followers with access.
+    pub(crate) audience: Vec<String>,
+    pub(crate) mentions: Vec<String>,
+    /// The author of the message replied to.
+    pub(crate) replied_to: Option<String>,
+}
+
+/// Why a user is notified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    Mention,
+    Reply,
+    Message,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Mention => "mention",
+            Self::Reply => "reply",
+            Self::Message => "message",
+        }
+    }
+}
+
+/// Push notifications.
+#[derive(Debug, Clone)]
+pub(crate) struct Push {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    config: PushConfig,
+    presence: Presence,
+    vapid: Vapid,
+    contact: String,
+    key: ed25519_dalek::SigningKey,
+    notices: mpsc::Sender<Notice>,
+    receiver: Mutex<Option<mpsc::Receiver<Notice>>>,
+    wake: Notify,
+    /// Users with at least one endpoint: everyone else is skipped without a query.
+    with_endpoints: Mutex<HashSet<String>>,
+}
+
+fn now_ms() -> i64 {
+    Timestamp::now().as_millis()
+}
+
+impl Push {
+    pub(crate) async fn new(
+        store: Store,
+        config: PushConfig,
+        presence: Presence,
+        vapid: Vapid,
+        node: &str,
+        key: ed25519_dalek::SigningKey,
+    ) -> Result<Self, StoreError> {
+        let (notices, receiver) = mpsc::channel(NOTICE_QUEUE);
+        let with_endpoints = store.users_with_push().await?.into_iter().collect();
+        let contact = if config.vapid_contact.is_empty() {
+            format!("mailto:postmaster@{node}")
+        } else {
+            config.vapid_contact.clone()
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                presence,
+                vapid,
+                contact,
+                key,
+                notices,
+                receiver: Mutex::new(Some(receiver)),
+                wake: Notify::new(),
+                with_endpoints: Mutex::new(with_endpoints),
+            }),
+        })
+    }
+
+    /// Hands a new message to the decider; never waits (called by the sequencer).
+    pub(crate) fn notify(&self, notice: Notice) {
+        if !self.inner.config.enabled {
+            return;
+        }
+        if let Err(e) = self.inner.notices.try_send(notice) {
+            tracing::warn!(error = %e, "push notices are arriving faster than they are handled; one is dropped");
+        }
+    }
+
+    /// Starts the decider and the sender; both stop at `stop`.
+    pub(crate) fn spawn(&self, stop: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        let receiver = self
+            .inner
+            .receiver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let mut tasks = Vec::new();
+        if let Some(receiver) = receiver {
+            tasks.push(tokio::spawn(decide(self.clone(), receiver, stop.clone())));
+        }
+        tasks.push(tokio::spawn(send(self.clone(), stop)));
+        tasks
+    }
+
+    /// What a client needs to register.
+    pub(crate) fn config_reply(&self) -> Reply {
+        Reply::PushConfig {
+            vapid_public_key: self.inner.vapid.public_key().to_owned(),
+            gateways: self.inner.config.gateways.keys().cloned().collect(),
+        }
+    }
+
+    /// Registers the push endpoint of `user`'s `device`.
+    pub(crate) async fn register(
+        &self,
+        user: &str,
+        device: &str,
+        target: PushTarget,
+    ) -> Result<Reply, PushError> {
+        let (kind, target, p256dh, auth, pushkey) = match target {
+            PushTarget::WebPush {
+                endpoint,
+                p256dh,
+                auth,
+            } => {
+                self.check_endpoint(&endpoint).await?;
+                webpush::subscription(&endpoint, &p256dh, &auth).map_err(PushError::BadRequest)?;
+                ("web_push", endpoint, p256dh, auth, String::new())
+            }
+            PushTarget::Gateway { gateway, pushkey } => {
+                if !self.inner.config.gateways.contains_key(&gateway) {
+                    return Err(PushError::BadRequest(format!(
+                        "no push gateway is named {gateway:?}; push_config lists them"
+                    )));
+                }
+                if pushkey.is_empty() || pushkey.len() > 4096 {
+                    return Err(PushError::BadRequest("pushkey is 1 to 4096 bytes".into()));
+                }
+                ("gateway", gateway, String::new(), String::new(), pushkey)
+            }
+        };
+        let row = PushEndpointRow {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            user_id: user.to_owned(),
+            device_id: device.to_owned(),
+            kind: kind.to_owned(),
+            target,
+            p256dh,
+            auth,
+            pushkey,
+            created_at: now_ms(),
+        };
+        let id = self.inner.store.register_push(&row).await?;
+        self.lock_users().insert(user.to_owned());
+        Ok(Reply::PushRegistered { id })
+    }
+
+    /// Web Push endpoints are public push services: https, and not this machine, link-local
+    /// or private addresses (loopback, also over http, only if the administrator allows it).
+    async fn check_endpoint(&self, endpoint: &str) -> Result<(), PushError> {
+        let bad = |m: String| PushError::BadRequest(m);
+        if endpoint.len() > 2048 {
+            return Err(bad("endpoint is at most 2048 bytes".into()));
+        }
+        let url = reqwest::Url::parse(endpoint)
+            .map_err(|_| bad(format!("endpoint {endpoint:?} is not a URL")))?;
+        let host = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| bad(format!("cannot resolve {host}: {e}")))?
+            .collect();
+        let loopback_ok = self.inner.config.allow_loopback_endpoints;
+        let all_loopback = !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback());
+        if url.scheme() != "https" && !(loopback_ok && all_loopback && url.scheme() == "http") {
+            return Err(bad("a Web Push endpoint must be an https URL".into()));
+        }
+        for a in &addrs {
+            let private = match a.ip() {
+                std::net::IpAddr::V4(v4) => v4.is_private(),
+                std::net::IpAddr::V6(v6) => v6.is_unique_local(),
+            };
+            if private || !receiver_allowed(a.ip(), loopback_ok) {
+                return Err(bad(format!(
+                    "{host} is {}, which is not a public push service",
+                    a.ip()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes one of `user`'s endpoints.
+    pub(crate) async fn unregister(&self, user: &str, id: &str) -> Result<Reply, PushError> {
+        if !self
+            .inner
+            .store
+            .remove_push_endpoint(Some(user), id)
+            .await?
+        {
+            return Err(PushError::NotFound);
+        }
+        self.forget_if_none(user).await;
+        Ok(Reply::Done)
+    }
+
+    async fn forget_if_none(&self, user: &str) {
+        if let Ok(rest) = self.inner.store.push_endpoints(user).await
+            && rest.is_empty()
+        {
+            self.lock_users().remove(user);
+        }
+    }
+
+    /// `user`'s endpoints.
+    pub(crate) async fn list(&self, user: &str) -> Result<Reply, PushError> {
+        let endpoints = self
+            .inner
+            .store
+            .push_endpoints(user)
+            .await?
+            .into_iter()
+            .map(|e| PushEndpointInfo {
+                id: e.id,
+                device_id: e.device_id,
+                target: if e.kind == "web_push" {
+                    reqwest::Url::parse(&e.target)
+                        .map(|u| u.origin().ascii_serialization())
+                        .unwrap_or_default()
+                } else {
+                    e.target
+                },
+                kind: e.kind,
+                created_at: Timestamp(e.created_at),
+            })
+            .collect();
+        Ok(Reply::PushEndpoints { endpoints })
+    }
+
+    /// Sets `user`'s level for a discussion they may read (checked by the caller).
+    pub(crate) async fn set_level(
+        &self,
+        user: &str,
+        discussion: &str,
+        level: NotificationLevel,
+        muted_until: Option<Timestamp>,
+    ) -> Result<Reply, PushError> {
+        self.inner
+            .store
+            .set_notification(
+                user,
+                discussion,
+                level.as_str(),
+                muted_until.map(Timestamp::as_millis),
+            )
+            .await?;
+        Ok(Reply::Done)
+    }
+
+    /// `user`'s settings that differ from the default.
+    pub(crate) async fn levels(&self, user: &str) -> Result<Reply, PushError> {
+        let settings = self
+            .inner
+            .store
+            .notification_settings(user)
+            .await?
+            .into_iter()
+            .map(|r| NotificationSetting {
+                discussion: r.discussion_id,
+                level: NotificationLevel::parse(&r.level).unwrap_or_default(),
+                muted_until: r.muted_until.map(Timestamp),
+            })
+            .collect();
+        Ok(Reply::NotificationSettings { settings })
+    }
+
+    fn lock_users(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.inner
+            .with_endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Who of a notice's people are to be pushed, and why.
+    async fn recipients(&self, n: &Notice) -> Result<Vec<(String, Reason)>, StoreError> {
+        let mut reasons: HashMap<String, Reason> = HashMap::new();
+        {
+            let with = self.lock_users();
+            for u in &n.audience {
+                if with.contains(u) {
+                    reasons.insert(u.clone(), Reason::Message);
+                }
+            }
+            if let Some(u) = &n.replied_to
+                && with.contains(u)
+                && n.audience.contains(u)
+            {
+                reasons.insert(u.clone(), Reason::Reply);
+            }
+            for u in &n.mentions {
+                if with.contains(u) {
+                    reasons.insert(u.clone(), Reason::Mention);
+                }
+            }
+        }
+        reasons.remove(&n.author);
+        if reasons.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Presence first: most people are at a screen.
+        let mut offline = Vec::new();
+        reasons.retain(|u, _| match self.inner.presence.reachability(u) {
+            Reachability::Active | Reachability::Dnd => false,
+            Reachability::Away => true,
+            Reachability::Offline => {
+                offline.push(u.clone());
+                true
+            }
+        });
+        if !offline.is_empty() {
+            let json = serde_json::to_string(&offline).unwrap_or_default();
+            for u in self.inner.store.dnd_users(&json).await? {
+                reasons.remove(&u);
+            }
+        }
+        if reasons.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users: Vec<&String> = reasons.keys().collect();
+        let json = serde_json::to_string(&users).unwrap_or_default();
+        let now = now_ms();
+        let mut levels: HashMap<String, (NotificationLevel, bool)> = HashMap::new();
+        for s in self
+            .inner
+            .store
+            .notification_settings_for(&json, &n.discussion)
+            .await?
+        {
+            let muted = s.muted_until.is_some_and(|t| t > now);
+            let level = NotificationLevel::parse(&s.level).unwrap_or_default();
+            levels.insert(s.user_id, (level, muted));
+        }
+        // Users without a setting have the default level, unmuted.
+        Ok(reasons
+            .into_iter()
+            .filter(|(u, reason)| {
+                let (level, muted) = levels.get(u).copied().unwrap_or_default();
+                !muted && wants(level, &n.kind, *reason)
+            })
+            .collect())
+    }
+}
+
+/// Whether `level` in a discussion of `kind` notifies for `reason`.
+fn wants(level: NotificationLevel, kind: &str, reason: Reason) -> bool {
+    match level {
+        NotificationLevel::Nothing => false,
+        NotificationLevel::All => true,
+        NotificationLevel::Mentions => reason != Reason::Message,
+        NotificationLevel::Default => wants_default(kind, reason),
+    }
+}
+
+/// The default: every message of dialogs and followed object discussions; in groups, only
+/// mentions and replies.
+fn wants_default(kind: &str, reason: Reason) -> bool {
+    kind != "group" || reason != Reason::Message
+}
+
+/// Takes notices, decides who is pushed, and queues the notifications.
+async fn decide(push: Push, mut notices: mpsc::Receiver<Notice>, stop: CancellationToken) {
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        let got = tokio::select! {
+            () = stop.cancelled() => return,
+            n = notices.recv_many(&mut batch, 256) => n,
+        };
+        if got == 0 {
+            return;
+        }
+        let mut queued = Vec::new();
+        for n in batch.drain(..) {
+            match push.queue_for(&n).await {
+                Ok(mut rows) => queued.append(&mut rows),
+                Err(e) => {
+                    tracing::warn!(error = %e, discussion = %n.discussion, "cannot decide on push notifications; skipped")
+                }
+            }
+        }
+        if queued.is_empty() {
+            continue;
+        }
+        if let Err(e) = push.inner.store.queue_pushes(&queued, now_ms()).await {
+            tracing::warn!(error = %e, count = queued.len(), "cannot queue push notifications; skipped");
+            continue;
+        }
+        push.inner.wake.notify_one();
+    }
+}
+
+impl Push {
+    /// The queue rows for one notice.
+    async fn queue_for(&self, n: &Notice) -> Result<Vec<NewPush>, StoreError> {
+        let recipients = self.recipients(n).await?;
+        if recipients.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reasons: HashMap<String, Reason> = recipients.into_iter().collect();
+        let users: Vec<&String> = reasons.keys().collect();
+        let json = serde_json::to_string(&users).unwrap_or_default();
+        let now = now_ms();
+        let endpoints = self.inner.store.live_push_endpoints(&json, now).await?;
+        if endpoints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let author_json = serde_json::to_string(&[&n.author]).unwrap_or_default();
+        let author_name = self
+            .inner
+            .store
+            .display_names(&author_json)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, name)| name)
+            .unwrap_or_default();
+        let text: String = if self.inner.config.include_text {
+            n.text.chars().take(EXCERPT_CHARS).collect()
+        } else {
+            String::new()
+        };
+        let due_at = now.saturating_add(i64::try_from(self.inner.config.coalesce_ms).unwrap_or(0));
+        Ok(endpoints
+            .into_iter()
+            .filter_map(|e| {
+                let reason = *reasons.get(&e.user_id)?;
+                let payload = serde_json::json!({
+                    "type": "message",
+                    "reason": reason.as_str(),
+                    "discussion": n.discussion,
+                    "discussion_kind": n.kind,
+                    "title": n.title,
+                    "message_id": n.message_id,
+                    "seq": n.seq,
+                    "author": n.author,
+                    "author_name": author_name,
+                    "text": text,
+                });
+                Some(NewPush {
+                    endpoint_id: e.id,
+                    discussion_id: n.discussion.clone(),
+                    payload: payload.to_string(),
+                    urgent: n.kind == "dialog" || reason != Reason::Message,
+                    due_at,
+                })
+            })
+            .collect())
+    }
+}
+
+/// Sends due notifications until `stop`.
+async fn send(push: Push, stop: CancellationToken) {
+    let timeout = Duration::from_secs(push.inner.config.timeout_secs);
+    let client = match reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("veche/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the HTTP client: push notifications are not sent");
+            return;
+        }
+    };
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let now = now_ms();
+        let jobs = match push.inner.store.due_push_jobs(now, BATCH).await {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the push queue");
+                Vec::new()
+            }
+        };
+        let full = jobs.len() as i64 == BATCH;
+        join_all(jobs.into_iter().map(|j| push.attempt(&client, j))).await;
+        if full {
+            continue;
+        }
+        let next = push.inner.store.next_push_due().await.ok().flatten();
+        let pause = next.map_or(1000, |at| (at - now_ms()).clamp(0, 1000));
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = push.inner.wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(u64::try_from(pause).unwrap_or(0))) => {}
+        }
+    }
+}
+
+/// How one attempt ended.
+enum Outcome {
+    Delivered,
+    /// The push service says the subscription is gone.
+    Gone,
+    /// Worth trying again (after `retry_after_ms`, if the service said).
+    Failed {
+        error: String,
+        retry_after_ms: Option<i64>,
+    },
+    /// Will never work (the payload is refused).
+    Refused(String),
+}
+
+impl Push {
+    async fn attempt(&self, client: &reqwest::Client, job: PushJob) {
+        let outcome = match self.request(client, &job).await {
+            Ok(response) => classify(response),
+            Err(error) => Outcome::Failed {
+                error,
+                retry_after_ms: None,
+            },
+        };
+        let store = &self.inner.store;
+        let recorded = match outcome {
+            Outcome::Delivered => store.push_sent(job.id, job.count).await,
+            Outcome::Gone => {
+                tracing::info!(user = %job.user_id, device = %job.device_id, "push endpoint gone; removed");
+                let removed = store.remove_push_endpoint(None, &job.endpoint_id).await;
+                self.forget_if_none(&job.user_id).await;
+                removed.map(|_| ())
+            }
+            Outcome::Refused(error) => {
+                tracing::warn!(user = %job.user_id, %error, "push notification refused; dropped");
+                store.push_dropped(job.id).await
+            }
+            Outcome::Failed {
+                error,
+                retry_after_ms,
+            } => {
+                if job.attempts + 1 >= i64::from(self.inner.config.attempts) {
+                    tracing::warn!(user = %job.user_id, %error, "push notification failed for good");
+                    store.push_dropped(job.id).await
+                } else {
+                    let base = i64::try_from(self.inner.config.retry_base_ms).unwrap_or(1000);
+                    let shift = u32::try_from(job.attempts.clamp(0, 20)).unwrap_or(20);
+                    let wait = retry_after_ms
+                        .unwrap_or_else(|| base.saturating_mul(1i64 << shift))
+                        .min(MAX_BACKOFF_MS);
+                    tracing::debug!(user = %job.user_id, %error, "push failed; will retry");
+                    store
+                        .push_retry(job.id, now_ms().saturating_add(wait), &error)
+                        .await
+                }
+            }
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "cannot record a push attempt; it will be sent again");
+        }
+    }
+
+    /// Sends one notification; the answer, or a coarse reason it could not be sent.
+    async fn request(
+        &self,
+        client: &reqwest::Client,
+        job: &PushJob,
+    ) -> Result<reqwest::Response, String> {
+        let mut payload: serde_json::Value =
+            serde_json::from_str(&job.payload).unwrap_or(serde_json::Value::Null);
+        if let Some(map) = payload.as_object_mut() {
+            map.insert("count".into(), job.count.into());
+        }
+        let built = if job.kind == "web_push" {
+            let sub = webpush::subscription(&job.target, &job.p256dh, &job.auth)?;
+            let body = payload.to_string();
+            let request = webpush::request(
+                &self.inner.vapid,
+                &self.inner.contact,
+                sub,
+                TTL,
+                body.as_bytes(),
+            )?;
+            let (parts, body) = request.into_parts();
+            let mut headers = parts.headers;
+            let urgency = if job.urgent { "high" } else { "normal" };
+            headers.insert("urgency", http::HeaderValue::from_static(urgency));
+            // The push service replaces an undelivered notification of the same topic: one
+            // per discussion on a device that was off.
+            if let Ok(topic) = http::HeaderValue::from_str(&topic_of(&job.discussion_id)) {
+                headers.insert("topic", topic);
+            }
+            client
+                .post(parts.uri.to_string())
+                .headers(headers)
+                .body(body)
+        } else {
+            let Some(url) = self.inner.config.gateways.get(&job.target) else {
+                return Err(format!(
+                    "push gateway {:?} is no longer configured",
+                    job.target
+                ));
+            };
+            let body = serde_json::json!({
+                "user": job.user_id,
+                "device_id": job.device_id,
+                "pushkey": job.pushkey,
+                "notification": payload,
+            })
+            .to_string();
+            let signature =
+                crate::apps::webhooks::sign("ed25519", "", &self.inner.key, now_ms(), &body);
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("veche-event", "push.notification")
+                .header("veche-delivery", format!("push-{}-{}", job.id, job.count))
+                .header("veche-timestamp", signature.timestamp)
+                .header("veche-signature", signature.value)
+                .body(body)
+        };
+        built.send().await.map_err(|e| {
+            tracing::debug!(error = %e, "push request failed");
+            if e.is_timeout() {
+                "the request timed out".to_owned()
+            } else if e.is_connect() {
+                "could not connect".to_owned()
+            } else {
+                "the request failed".to_owned()
+            }
+        })
+    }
+}
+
+fn classify(response: reqwest::Response) -> Outcome {
+    let status = response.status();
+    if status.is_success() {
+        return Outcome::Delivered;
+    }
+    match status.as_u16() {
+        404 | 410 => Outcome::Gone,
+        400 | 413 => Outcome::Refused(format!("the push service answered {status}")),
+        _ => Outcome::Failed {
+            error: format!("the push service answered {status}"),
+            retry_after_ms: response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .map(|secs| secs.saturating_mul(1000)),
+        },
+    }
+}
+
+/// A Web Push `Topic` (at most 32 base64url characters) for a discussion.
+fn topic_of(discussion: &str) -> String {
+    use base64::Engine;
+    let digest = Sha256::digest(discussion.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..24])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_levels_follow_the_discussion_kind() {
+        assert!(wants_default("dialog", Reason::Message));
+        assert!(wants_default("object", Reason::Message));
+        assert!(!wants_default("group", Reason::Message));
+        assert!(wants_default("group", Reason::Mention));
+        assert!(wants_default("group", Reason::Reply));
+        assert!(!wants(
+            NotificationLevel::Nothing,
+            "dialog",
+            Reason::Mention
+        ));
+        assert!(wants(NotificationLevel::All, "group", Reason::Message));
+        assert!(!wants(
+            NotificationLevel::Mentions,
+            "dialog",
+            Reason::Message
+        ));
+        assert!(wants(NotificationLevel::Mentions, "object", Reason::Reply));
+    }
+
+    #[test]
+    fn topics_fit_the_web_push_limit() {
+        let t = topic_of("0192f0c3a1b27c3d8e9f0a1b2c3d4e5f@hq.example");
+        assert_eq!(t.len(), 32);
+        assert!(
+            t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+        assert_ne!(t, topic_of("other@hq.example"));
+    }
+}

@@ -1,0 +1,391 @@
+//! Presence choices, notification settings, push endpoints and the push queue.
+
+use super::{Store, StoreError};
+
+/// A push endpoint as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct PushEndpointRow {
+    pub(crate) id: String,
+    pub(crate) user_id: String,
+    pub(crate) device_id: String,
+    pub(crate) kind: String,
+    pub(crate) target: String,
+    pub(crate) p256dh: String,
+    pub(crate) auth: String,
+    pub(crate) pushkey: String,
+    pub(crate) created_at: i64,
+}
+
+/// A user's setting for one discussion.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct NotificationRow {
+    pub(crate) user_id: String,
+    pub(crate) discussion_id: String,
+    pub(crate) level: String,
+    pub(crate) muted_until: Option<i64>,
+}
+
+/// A notification to queue for one endpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct NewPush {
+    pub(crate) endpoint_id: String,
+    pub(crate) discussion_id: String,
+    pub(crate) payload: String,
+    pub(crate) urgent: bool,
+    pub(crate) due_at: i64,
+}
+
+/// A queued notification with its endpoint, ready to send.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct PushJob {
+    pub(crate) id: i64,
+    pub(crate) discussion_id: String,
+    pub(crate) payload: String,
+    pub(crate) count: i64,
+    pub(crate) urgent: bool,
+    pub(crate) attempts: i64,
+    pub(crate) endpoint_id: String,
+    pub(crate) user_id: String,
+    pub(crate) device_id: String,
+    pub(crate) kind: String,
+    pub(crate) target: String,
+    pub(crate) p256dh: String,
+    pub(crate) auth: String,
+    pub(crate) pushkey: String,
+}
+
+impl Store {
+    /// What `user` chose (choice, status text), if they ever chose.
+    pub(crate) async fn presence_choice(
+        &self,
+        user: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT choice, status_text FROM presence_choices WHERE user_id = ?")
+                .bind(user)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    /// Saves presence choices (user, choice, status text) in one transaction.
+    pub(crate) async fn save_presence_choices(
+        &self,
+        choices: &[(String, String, String)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        for (user, choice, text) in choices {
+            sqlx::query(
+                "INSERT INTO presence_choices (user_id, choice, status_text, updated_at) \
+                 VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET \
+                 choice = excluded.choice, status_text = excluded.status_text, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(user)
+            .bind(choice)
+            .bind(text)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The people `user` shares a dialog or group with.
+    pub(crate) async fn contacts(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT other.user_id FROM members mine \
+             JOIN discussions d ON d.id = mine.discussion_id AND d.kind IN ('dialog', 'group') \
+             JOIN members other ON other.discussion_id = mine.discussion_id \
+             WHERE mine.user_id = ? AND other.user_id <> mine.user_id",
+        )
+        .bind(user)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Those of these users (a JSON array of ids) who chose do-not-disturb.
+    pub(crate) async fn dnd_users(&self, users_json: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM presence_choices WHERE choice = 'dnd' \
+             AND user_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(users_json)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Display names of these users (a JSON array of ids).
+    pub(crate) async fn display_names(
+        &self,
+        users_json: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, display_name FROM users WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(users_json)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Which of these users (a JSON array of ids) exist.
+    pub(crate) async fn existing_users(&self, users_json: &str) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM users WHERE id IN (SELECT value FROM json_each(?))")
+                .bind(users_json)
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    /// Sets (or, for the default without a mute, removes) a notification setting.
+    pub(crate) async fn set_notification(
+        &self,
+        user: &str,
+        discussion: &str,
+        level: &str,
+        muted_until: Option<i64>,
+    ) -> Result<(), StoreError> {
+        if level == "default" && muted_until.is_none() {
+            sqlx::query(
+                "DELETE FROM notification_settings WHERE user_id = ? AND discussion_id = ?",
+            )
+            .bind(user)
+            .bind(discussion)
+            .execute(&self.write)
+            .await?;
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO notification_settings (user_id, discussion_id, level, muted_until) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (user_id, discussion_id) DO UPDATE SET \
+             level = excluded.level, muted_until = excluded.muted_until",
+        )
+        .bind(user)
+        .bind(discussion)
+        .bind(level)
+        .bind(muted_until)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// `user`'s settings that differ from the default.
+    pub(crate) async fn notification_settings(
+        &self,
+        user: &str,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT user_id, discussion_id, level, muted_until FROM notification_settings \
+             WHERE user_id = ? ORDER BY discussion_id",
+        )
+        .bind(user)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// The settings of these users (a JSON array of ids) for one discussion.
+    pub(crate) async fn notification_settings_for(
+        &self,
+        users_json: &str,
+        discussion: &str,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT user_id, discussion_id, level, muted_until FROM notification_settings \
+             WHERE discussion_id = ? AND user_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(discussion)
+        .bind(users_json)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Registers a device's endpoint, replacing its previous one of the same kind (whose
+    /// queued notifications go with it); returns the endpoint's id.
+    pub(crate) async fn register_push(&self, row: &PushEndpointRow) -> Result<String, StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("DELETE FROM push_endpoints WHERE user_id = ? AND device_id = ? AND kind = ?")
+            .bind(&row.user_id)
+            .bind(&row.device_id)
+            .bind(&row.kind)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO push_endpoints (id, user_id, device_id, kind, target, p256dh, auth, \
+             pushkey, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.id)
+        .bind(&row.user_id)
+        .bind(&row.device_id)
+        .bind(&row.kind)
+        .bind(&row.target)
+        .bind(&row.p256dh)
+        .bind(&row.auth)
+        .bind(&row.pushkey)
+        .bind(row.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.id.clone())
+    }
+
+    /// Removes an endpoint of `user` (any user's, with `None`); whether it existed.
+    pub(crate) async fn remove_push_endpoint(
+        &self,
+        user: Option<&str>,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("DELETE FROM push_endpoints WHERE id = ? AND (? IS NULL OR user_id = ?)")
+                .bind(id)
+                .bind(user)
+                .bind(user)
+                .execute(&self.write)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// `user`'s endpoints.
+    pub(crate) async fn push_endpoints(
+        &self,
+        user: &str,
+    ) -> Result<Vec<PushEndpointRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, user_id, device_id, kind, target, p256dh, auth, pushkey, created_at \
+             FROM push_endpoints WHERE user_id = ? ORDER BY created_at, id",
+        )
+        .bind(user)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// The users with at least one endpoint.
+    pub(crate) async fn users_with_push(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT DISTINCT user_id FROM push_endpoints")
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    /// The endpoints of these users (a JSON array of ids) whose device still has a session.
+    pub(crate) async fn live_push_endpoints(
+        &self,
+        users_json: &str,
+        now: i64,
+    ) -> Result<Vec<PushEndpointRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT e.id, e.user_id, e.device_id, e.kind, e.target, e.p256dh, e.auth, \
+             e.pushkey, e.created_at FROM push_endpoints e \
+             WHERE e.user_id IN (SELECT value FROM json_each(?)) AND EXISTS (SELECT 1 FROM \
+             sessions s WHERE s.user_id = e.user_id AND s.device_id = e.device_id \
+             AND s.expires_at > ?)",
+        )
+        .bind(users_json)
+        .bind(now)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Queues notifications in one transaction; one already waiting for the same endpoint
+    /// and discussion takes the newer payload and counts one more.
+    pub(crate) async fn queue_pushes(
+        &self,
+        pushes: &[NewPush],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        for p in pushes {
+            sqlx::query(
+                "INSERT INTO push_queue (endpoint_id, discussion_id, payload, count, urgent, \
+                 created_at, due_at) VALUES (?, ?, ?, 1, ?, ?, ?) \
+                 ON CONFLICT (endpoint_id, discussion_id) DO UPDATE SET \
+                 payload = excluded.payload, count = push_queue.count + 1, \
+                 urgent = push_queue.urgent OR excluded.urgent",
+            )
+            .bind(&p.endpoint_id)
+            .bind(&p.discussion_id)
+            .bind(&p.payload)
+            .bind(p.urgent)
+            .bind(now)
+            .bind(p.due_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Queued notifications due at `now`, oldest first.
+    pub(crate) async fn due_push_jobs(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<PushJob>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT q.id, q.discussion_id, q.payload, q.count, q.urgent, q.attempts, \
+             e.id AS endpoint_id, e.user_id, e.device_id, e.kind, e.target, e.p256dh, e.auth, \
+             e.pushkey FROM push_queue q JOIN push_endpoints e ON e.id = q.endpoint_id \
+             WHERE q.due_at <= ? ORDER BY q.due_at, q.id LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// When the next queued notification is due, if any.
+    pub(crate) async fn next_push_due(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT MIN(due_at) FROM push_queue")
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    /// A notification was delivered: removes it, unless newer messages were folded into it
+    /// meanwhile (its count changed), in which case it stays to be sent again.
+    pub(crate) async fn push_sent(&self, id: i64, count: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM push_queue WHERE id = ? AND count = ?")
+            .bind(id)
+            .bind(count)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// A notification failed: tries again at `due_at`.
+    pub(crate) async fn push_retry(
+        &self,
+        id: i64,
+        due_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE push_queue SET attempts = attempts + 1, due_at = ?, last_error = ? \
+             WHERE id = ?",
+        )
+        .bind(due_at)
+        .bind(error)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// A notification is given up.
+    pub(crate) async fn push_dropped(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM push_queue WHERE id = ?")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Queued notifications, for tests and the benchmark.
+    pub(crate) async fn push_queue_len(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM push_queue")
+            .fetch_one(&self.read)
+            .await?)
+    }
+}
