@@ -61,7 +61,7 @@ pub(crate) enum Reachability {
     Away,
     /// Do not disturb: no push.
     Dnd,
-    /// Not online here; the stored choice decides about DND.
+    /// Not known here (offline for a while): the stored choice decides about DND.
     Offline,
 }
 
@@ -101,7 +101,8 @@ struct UserState {
     connections: HashMap<u64, Instant>,
     choice: PresenceChoice,
     status_text: String,
-    /// The choice came from the user in this run (a late load must not override it).
+    /// The choice is known: loaded from the database, or made by the user in this run (a
+    /// late load must not override it).
     chose: bool,
     /// Loaded once the user came online; `None` until then (changes wait for it).
     contacts: Option<HashSet<String>>,
@@ -311,11 +312,12 @@ impl Presence {
                 let Some(entry) = state.users.get_mut(&user) else {
                     continue;
                 };
-                if !entry.chose
-                    && let Some((choice, text)) = choice
-                {
-                    entry.choice = PresenceChoice::parse(&choice).unwrap_or_default();
-                    entry.status_text = text;
+                if !entry.chose {
+                    entry.chose = true;
+                    if let Some((choice, text)) = choice {
+                        entry.choice = PresenceChoice::parse(&choice).unwrap_or_default();
+                        entry.status_text = text;
+                    }
                 }
                 let contacts: HashSet<String> = contacts.into_iter().collect();
                 let first = entry.contacts.is_none();
@@ -504,13 +506,35 @@ impl Presence {
 
     /// The presence of `users` (ids) as `viewer` sees it; with `subscribe`, `connection`
     /// receives their changes from now on (replacing what it subscribed to before).
-    pub(crate) fn query(
+    pub(crate) async fn query(
         &self,
         viewer: &str,
         connection: u64,
         users: &[String],
         subscribe: bool,
-    ) -> Vec<PresenceInfo> {
+    ) -> Result<Vec<PresenceInfo>, StoreError> {
+        // Users who just connected may not have their stored choice loaded yet.
+        let unknown: Vec<String> = {
+            let state = lock(&self.inner.state);
+            users
+                .iter()
+                .filter(|u| state.users.get(*u).is_some_and(|e| !e.chose))
+                .cloned()
+                .collect()
+        };
+        for u in unknown {
+            let choice = self.inner.store.presence_choice(&u).await?;
+            let mut state = lock(&self.inner.state);
+            if let Some(entry) = state.users.get_mut(&u)
+                && !entry.chose
+            {
+                entry.chose = true;
+                if let Some((choice, text)) = choice {
+                    entry.choice = PresenceChoice::parse(&choice).unwrap_or_default();
+                    entry.status_text = text;
+                }
+            }
+        }
         let now = Instant::now();
         let mut state = lock(&self.inner.state);
         let state = &mut *state;
@@ -529,7 +553,7 @@ impl Presence {
             }
             state.subscriptions.insert(connection, users.to_vec());
         }
-        users
+        Ok(users
             .iter()
             .map(|u| match state.users.get(u) {
                 Some(entry) => {
@@ -538,7 +562,7 @@ impl Presence {
                 }
                 None => offline(u),
             })
-            .collect()
+            .collect())
     }
 
     /// How `user` stands for push notifications right now.
@@ -552,7 +576,8 @@ impl Presence {
             return Reachability::Dnd;
         }
         if entry.connections.is_empty() {
-            return Reachability::Offline;
+            // Just gone (or in the grace period): not at a screen, and not in DND.
+            return Reachability::Away;
         }
         let idle_after = Duration::from_secs(self.inner.config.idle_away_secs);
         let active = entry

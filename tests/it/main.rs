@@ -6,6 +6,8 @@ mod cli;
 mod client;
 mod discussions;
 mod plugins;
+mod presence;
 mod protocol;
+mod push;
 mod search;
 mod support;

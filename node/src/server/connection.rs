@@ -809,7 +809,8 @@ pub(crate) async fn user_request(
             Ok(Reply::Presence {
                 users: services
                     .presence
-                    .query(&caller.user, caller.connection, &users, subscribe),
+                    .query(&caller.user, caller.connection, &users, subscribe)
+                    .await?,
             })
         }
         Request::Typing { discussion, typing } => {
