@@ -126,6 +126,34 @@ impl TestNode {
         .await
     }
 
+    /// Benchmarks only: `n` users `{prefix}{i}` with one session each on device `bench`,
+    /// written straight into storage (no password hashing); returns (login, session token).
+    pub async fn bench_sessions(
+        &self,
+        prefix: &str,
+        n: usize,
+    ) -> Result<Vec<(String, String)>, crate::store::StoreError> {
+        let node = &self.info().node_name;
+        let mut rows = Vec::with_capacity(n);
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let login = format!("{prefix}{i}");
+            let token = hex::encode(rand::random::<[u8; 32]>());
+            rows.push((
+                format!("{login}@{node}"),
+                login.clone(),
+                crate::accounts::token_hash(&token),
+            ));
+            out.push((login, token));
+        }
+        let now = veche_protocol::Timestamp::now().as_millis();
+        self.node()
+            .store()
+            .bench_sessions(&rows, now, now + 86_400_000)
+            .await?;
+        Ok(out)
+    }
+
     /// Notifications waiting in the push queue.
     pub async fn push_queue_len(&self) -> Result<i64, crate::store::StoreError> {
         self.node().store().push_queue_len().await

@@ -134,3 +134,44 @@ impl Store {
             .rows_affected())
     }
 }
+
+impl Store {
+    /// Benchmarks only: users (`login@node`, login) that cannot log in with a password, each
+    /// with one session whose token hash is given, in one transaction.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(crate) async fn bench_sessions(
+        &self,
+        users: &[(String, String, String)],
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        for (id, login, token_hash) in users {
+            sqlx::query(
+                "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, \
+                 locked, created_at, updated_at) VALUES (?, ?, ?, '', '!', FALSE, FALSE, ?, ?)",
+            )
+            .bind(id)
+            .bind(login)
+            .bind(login)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO sessions (id, user_id, token_hash, device_id, device_name, \
+                 created_at, last_seen_at, expires_at) VALUES (?, ?, ?, 'bench', 'bench', ?, ?, ?)",
+            )
+            .bind(uuid::Uuid::now_v7().simple().to_string())
+            .bind(id)
+            .bind(token_hash)
+            .bind(now)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
