@@ -48,8 +48,9 @@ pub(crate) enum ConnectionChange {
 pub(crate) enum TypingAudience {
     /// These users (the members of a dialog or group).
     Users(Vec<String>),
-    /// The connections that have this object discussion open.
-    Watchers,
+    /// The connections that have this object discussion open, of these users (those who may
+    /// read it now).
+    Watchers(HashSet<String>),
 }
 
 /// How a user stands for push notifications.
@@ -97,8 +98,8 @@ struct State {
 
 #[derive(Debug)]
 struct UserState {
-    /// Connection → when its user was last active on it.
-    connections: HashMap<u64, Instant>,
+    /// Connection → since when its user has been idle on it (`None`: active).
+    connections: HashMap<u64, Option<Instant>>,
     choice: PresenceChoice,
     status_text: String,
     /// The choice is known: loaded from the database, or made by the user in this run (a
@@ -147,6 +148,15 @@ impl UserState {
         }
     }
 
+    /// Whether one of the connections is active: not idle, or idle for less than
+    /// `idle_away_secs`.
+    fn active(&self, now: Instant, config: &PresenceConfig) -> bool {
+        let idle_after = Duration::from_secs(config.idle_away_secs);
+        self.connections
+            .values()
+            .any(|idle| idle.is_none_or(|since| now.duration_since(since) < idle_after))
+    }
+
     /// What others and the user should see now: (others, self).
     fn shown(
         &self,
@@ -163,11 +173,7 @@ impl UserState {
                 _ => (offline(user), offline(user)),
             };
         }
-        let idle_after = Duration::from_secs(config.idle_away_secs);
-        let active = self
-            .connections
-            .values()
-            .any(|last| now.duration_since(*last) < idle_after);
+        let active = self.active(now, config);
         let state = match self.choice {
             PresenceChoice::Invisible => PresenceState::Invisible,
             PresenceChoice::Dnd => PresenceState::Dnd,
@@ -253,7 +259,8 @@ impl Presence {
                         state.reload.insert(user.clone());
                         UserState::new(&user)
                     });
-                    entry.connections.insert(connection, Instant::now());
+                    // An `activity` may have come first and created it.
+                    entry.connections.entry(connection).or_insert(None);
                     entry.gone_since = None;
                     // A user already loaded gets the snapshot now; a new one when loaded.
                     entry.contacts.is_some().then(|| {
@@ -488,20 +495,36 @@ impl Presence {
         Ok(())
     }
 
-    /// The user of `connection` has been idle for `idle_ms`.
+    /// The user of `connection` has been idle for `idle_ms` (0: active now, until told
+    /// otherwise).
     pub(crate) fn activity(&self, user: &str, connection: u64, idle_ms: u64) {
         let now = Instant::now();
-        let last = now
-            .checked_sub(Duration::from_millis(idle_ms))
-            .unwrap_or(now);
+        let idle = (idle_ms > 0).then(|| {
+            now.checked_sub(Duration::from_millis(idle_ms))
+                .unwrap_or(now)
+        });
         let mut state = lock(&self.inner.state);
+        let state = &mut *state;
         if let Some(at) = state
             .users
             .get_mut(user)
             .and_then(|u| u.connections.get_mut(&connection))
         {
-            *at = last;
+            *at = idle;
+            return;
         }
+        // The registry's report of this connection has not been handled yet. The registry
+        // reports under its own lock, so if it still has the connection, the disconnection
+        // (if any) is reported after this and removes what is made here.
+        if !self.inner.registry.has_connection(user, connection) {
+            return;
+        }
+        let entry = state.users.entry(user.to_owned()).or_insert_with(|| {
+            state.reload.insert(user.to_owned());
+            UserState::new(user)
+        });
+        entry.connections.insert(connection, idle);
+        entry.gone_since = None;
     }
 
     /// The presence of `users` (ids) as `viewer` sees it; with `subscribe`, `connection`
@@ -538,7 +561,8 @@ impl Presence {
         let now = Instant::now();
         let mut state = lock(&self.inner.state);
         let state = &mut *state;
-        if subscribe {
+        // Only a live connection subscribes (its disconnection cleans up after it).
+        if subscribe && self.inner.registry.has_connection(viewer, connection) {
             if let Some(old) = state.subscriptions.remove(&connection) {
                 for t in old {
                     unsubscribe(state, &t, connection);
@@ -575,19 +599,15 @@ impl Presence {
         if entry.choice == PresenceChoice::Dnd {
             return Reachability::Dnd;
         }
-        if entry.connections.is_empty() {
-            // Just gone (or in the grace period): not at a screen, and not in DND.
-            return Reachability::Away;
+        if entry.active(now, &self.inner.config) && entry.choice != PresenceChoice::Away {
+            return Reachability::Active;
         }
-        let idle_after = Duration::from_secs(self.inner.config.idle_away_secs);
-        let active = entry
-            .connections
-            .values()
-            .any(|last| now.duration_since(*last) < idle_after);
-        if active && entry.choice != PresenceChoice::Away {
-            Reachability::Active
-        } else {
+        if entry.chose {
+            // Gone, in the grace period, idle or away by choice: not at a screen.
             Reachability::Away
+        } else {
+            // The stored choice (maybe DND) is not loaded yet.
+            Reachability::Offline
         }
     }
 
@@ -600,6 +620,14 @@ impl Presence {
                 state.reload.insert(u.clone());
             }
         }
+    }
+
+    /// Whether `user` chose to look offline (their typing would give them away).
+    pub(crate) fn invisible(&self, user: &str) -> bool {
+        lock(&self.inner.state)
+            .users
+            .get(user)
+            .is_some_and(|u| u.choice == PresenceChoice::Invisible)
     }
 
     /// Whether a typing indicator of `user` in `discussion` needs sending; if not, its expiry
@@ -690,7 +718,10 @@ impl Presence {
                 let others: Vec<String> = users.iter().filter(|u| *u != user).cloned().collect();
                 registry.deliver(&others, &event);
             }
-            TypingAudience::Watchers => registry.deliver_to_watching(discussion, user, &event),
+            TypingAudience::Watchers(allowed) => {
+                let typist = HashSet::from([user.to_owned()]);
+                registry.deliver_to_watchers(discussion, allowed, &typist, &event);
+            }
         }
     }
 }

@@ -44,7 +44,12 @@ fn cpu_by_thread() -> (f64, f64) {
         };
         let comm = &stat[open + 1..close];
         let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         let cpu = (ticks(11) + ticks(12)) / 100.0;
         if comm.starts_with("bench-client") {
             clients += cpu;
@@ -105,7 +110,10 @@ async fn storm(config: ClientConfig, sessions: Vec<(String, String)>) {
         .buffered(64)
         .collect()
         .await;
-    eprintln!("{USERS} connected in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{USERS} connected in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // Groups: in layer k, user i sits in group (i * SPREAD[k] mod USERS) / GROUP.
     let per_layer = USERS / GROUP;

@@ -70,7 +70,7 @@ async fn presence_follows_the_most_present_device_idle_time_and_a_grace_period()
 -> anyhow::Result<()> {
     let _log = subscribe();
     let mut config = test_config();
-    config.presence.offline_grace_ms = 1500;
+    config.presence.offline_grace_ms = 4000;
     let node = TestNode::spawn_with(config).await?;
     let bob = user(&node, "bob").await?;
     node.add_user("alice", PASSWORD, false).await?;
@@ -97,7 +97,7 @@ async fn presence_follows_the_most_present_device_idle_time_and_a_grace_period()
     laptop.close().await;
     let back = connect(&node).await?;
     within(10, "resume", back.resume(&laptop_login.token, "laptop")).await??;
-    let flicker = presence_about(&bob, alice, 2500).await;
+    let flicker = presence_about(&bob, alice, 4500).await;
     assert!(
         flicker.iter().all(|p| p.state != PresenceState::Offline),
         "a reconnect within the grace period shows no offline: {flicker:?}"

@@ -75,17 +75,17 @@ async fn receiver() -> anyhow::Result<(String, mpsc::UnboundedReceiver<Pushed>, 
     Ok((url, rx, answer))
 }
 
-/// The next request to `path` (requests to other paths are kept in `others`).
+/// The next request, which must be to `path`.
 async fn next_to(rx: &mut mpsc::UnboundedReceiver<Pushed>, path: &str) -> anyhow::Result<Pushed> {
-    within(15, &format!("a push to {path}"), async {
-        loop {
-            let p = rx.recv().await.context("the receiver stopped")?;
-            if p.path == path {
-                return Ok(p);
-            }
-        }
-    })
-    .await?
+    let p = within(15, &format!("a push to {path}"), rx.recv())
+        .await?
+        .context("the receiver stopped")?;
+    anyhow::ensure!(
+        p.path == path,
+        "expected a push to {path}, got one to {}",
+        p.path
+    );
+    Ok(p)
 }
 
 /// A browser's push subscription: its P-256 key pair and authentication secret.
@@ -384,26 +384,26 @@ async fn gateway_pushes_respect_dnd_levels_mutes_and_retry() -> anyhow::Result<(
     let mut marker = async |pushed: &mut mpsc::UnboundedReceiver<Pushed>| -> anyhow::Result<()> {
         markers += 1;
         post(&alice, &to_dave.id, &format!("marker-{markers}"), "marker").await?;
-        within(15, "dave's push", async {
-            loop {
-                let p = pushed.recv().await.context("receiver stopped")?;
-                if json(&p.body)?["pushkey"] == "tok-dave" {
-                    return Ok::<_, anyhow::Error>(());
-                }
-            }
-        })
-        .await?
+        let p = within(15, "dave's push", pushed.recv())
+            .await?
+            .context("receiver stopped")?;
+        let body = json(&p.body)?;
+        anyhow::ensure!(
+            body["pushkey"] == "tok-dave",
+            "expected dave's push, got {body}"
+        );
+        Ok(())
     };
     let next_bob = async |pushed: &mut mpsc::UnboundedReceiver<Pushed>| {
-        within(15, "bob's push", async {
-            loop {
-                let p = pushed.recv().await.context("receiver stopped")?;
-                if json(&p.body)?["pushkey"] == "tok-bob" {
-                    return Ok::<_, anyhow::Error>(p);
-                }
-            }
-        })
-        .await?
+        let p = within(15, "bob's push", pushed.recv())
+            .await?
+            .context("receiver stopped")?;
+        let body = json(&p.body)?;
+        anyhow::ensure!(
+            body["pushkey"] == "tok-bob",
+            "expected bob's push, got {body}"
+        );
+        Ok::<_, anyhow::Error>(p)
     };
 
     // Do not disturb: nothing.
@@ -445,8 +445,14 @@ async fn gateway_pushes_respect_dnd_levels_mutes_and_retry() -> anyhow::Result<(
         .strip_prefix("ed25519=")
         .context("an ed25519 signature")?;
     let sig = ed25519_dalek::Signature::from_slice(&hex::decode(sig)?)?;
-    let signed = format!("veche-webhook:{ts}.{}", std::str::from_utf8(&again.body)?);
-    node_key.verify(signed.as_bytes(), &sig)?;
+    let body_text = std::str::from_utf8(&again.body)?;
+    node_key.verify(format!("veche-push:{ts}.{body_text}").as_bytes(), &sig)?;
+    assert!(
+        node_key
+            .verify(format!("veche-webhook:{ts}.{body_text}").as_bytes(), &sig)
+            .is_err(),
+        "a gateway request cannot pass for a webhook request"
+    );
 
     // Groups notify of mentions by default, not of every message.
     post(&alice, &group.id, "g1", "hello all").await?;

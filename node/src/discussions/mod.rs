@@ -860,7 +860,18 @@ impl Discussions {
             ));
         }
         if row.kind == "object" {
-            return Ok(crate::presence::TypingAudience::Watchers);
+            // As for messages: only watchers who may read the discussion now.
+            let mut allowed = std::collections::HashSet::new();
+            for user in self.inner.registry.watcher_users(&row.id) {
+                let store = &self.inner.store;
+                if authorize(&mut access::Reader(store), &self.inner.plugins, &user, &row)
+                    .await?
+                    .is_some()
+                {
+                    allowed.insert(user);
+                }
+            }
+            return Ok(crate::presence::TypingAudience::Watchers(allowed));
         }
         let members = self.inner.store.members_of(&row.id).await?;
         Ok(crate::presence::TypingAudience::Users(

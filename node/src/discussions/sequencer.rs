@@ -328,6 +328,10 @@ impl Sequencer {
                     }
                     Change::MembersAdded { .. } => (Some("members_added"), None),
                     Change::MemberRemoved { user } => (Some("member_removed"), Some(user.clone())),
+                    Change::MessageDeleted { message_id } => {
+                        self.outlets.push.forget_message(message_id);
+                        (None, None)
+                    }
                     _ => (None, None),
                 };
                 let Some(event) = EncodedEvent::new(&Event::Discussion { event }) else {
@@ -352,6 +356,7 @@ impl Sequencer {
                 }
             }
             Delivery::Revoked { discussion, users } => {
+                self.outlets.push.forget(&discussion, &users);
                 self.registry.revoke_access(&discussion, &users)
             }
             Delivery::WakeBots(plugins) => self.plugins.wake(&plugins),

@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ed25519_dalek::Signer;
 use futures_util::future::join_all;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc};
@@ -34,7 +35,6 @@ use veche_protocol::presence::{
 
 pub(crate) use webpush::Vapid;
 
-use crate::apps::receiver_allowed;
 use crate::config::PushConfig;
 use crate::presence::{Presence, Reachability};
 use crate::store::{NewPush, PushEndpointRow, PushJob, Store, StoreError};
@@ -45,8 +45,12 @@ const NOTICE_QUEUE: usize = 16_384;
 const BATCH: i64 = 64;
 /// The longest pause between two attempts.
 const MAX_BACKOFF_MS: i64 = 10 * 60 * 1000;
-/// How long a push service keeps an undelivered notification.
-const TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long a push service keeps an undelivered notification. Also the VAPID token's
+/// lifetime, which RFC 8292 caps at 24 hours; 12 leaves room for clocks that run ahead.
+const TTL: Duration = Duration::from_secs(12 * 60 * 60);
+/// What ed25519 signatures of gateway requests sign before the timestamp (not the webhooks'
+/// context, so one cannot be replayed as the other).
+pub(crate) const GATEWAY_CONTEXT: &str = "veche-push:";
 /// Characters of the message put in a notification.
 const EXCERPT_CHARS: usize = 200;
 
@@ -82,6 +86,17 @@ pub(crate) struct Notice {
     pub(crate) replied_to: Option<String>,
 }
 
+/// What the decider is asked to do, in order.
+#[derive(Debug)]
+enum Work {
+    Notice(Notice),
+    Forget {
+        discussion: String,
+        users: Vec<String>,
+    },
+    ForgetMessage(String),
+}
+
 /// Why a user is notified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reason {
@@ -114,8 +129,8 @@ struct Inner {
     vapid: Vapid,
     contact: String,
     key: ed25519_dalek::SigningKey,
-    notices: mpsc::Sender<Notice>,
-    receiver: Mutex<Option<mpsc::Receiver<Notice>>>,
+    work: mpsc::Sender<Work>,
+    receiver: Mutex<Option<mpsc::Receiver<Work>>>,
     wake: Notify,
     /// Users with at least one endpoint: everyone else is skipped without a query.
     with_endpoints: Mutex<HashSet<String>>,
@@ -134,7 +149,7 @@ impl Push {
         node: &str,
         key: ed25519_dalek::SigningKey,
     ) -> Result<Self, StoreError> {
-        let (notices, receiver) = mpsc::channel(NOTICE_QUEUE);
+        let (work, receiver) = mpsc::channel(NOTICE_QUEUE);
         let with_endpoints = store.users_with_push().await?.into_iter().collect();
         let contact = if config.vapid_contact.is_empty() {
             format!("mailto:postmaster@{node}")
@@ -149,7 +164,7 @@ impl Push {
                 vapid,
                 contact,
                 key,
-                notices,
+                work,
                 receiver: Mutex::new(Some(receiver)),
                 wake: Notify::new(),
                 with_endpoints: Mutex::new(with_endpoints),
@@ -162,8 +177,30 @@ impl Push {
         if !self.inner.config.enabled {
             return;
         }
-        if let Err(e) = self.inner.notices.try_send(notice) {
+        if let Err(e) = self.inner.work.try_send(Work::Notice(notice)) {
             tracing::warn!(error = %e, "push notices are arriving faster than they are handled; one is dropped");
+        }
+    }
+
+    /// These users can no longer read `discussion`: what waits for them from it is dropped.
+    pub(crate) fn forget(&self, discussion: &str, users: &[String]) {
+        let work = Work::Forget {
+            discussion: discussion.to_owned(),
+            users: users.to_vec(),
+        };
+        if let Err(e) = self.inner.work.try_send(work) {
+            tracing::warn!(error = %e, "push work queue full; queued notifications of a revoked discussion stay");
+        }
+    }
+
+    /// A message was deleted: a notification still waiting with its text is dropped.
+    pub(crate) fn forget_message(&self, message_id: &str) {
+        if let Err(e) = self
+            .inner
+            .work
+            .try_send(Work::ForgetMessage(message_id.to_owned()))
+        {
+            tracing::warn!(error = %e, "push work queue full; a deleted message's notification stays");
         }
     }
 
@@ -231,8 +268,10 @@ impl Push {
             pushkey,
             created_at: now_ms(),
         };
-        let id = self.inner.store.register_push(&row).await?;
+        // Into the set before the row exists: the set may hold users without endpoints
+        // (never the reverse), so nobody with an endpoint is skipped.
         self.lock_users().insert(user.to_owned());
+        let id = self.inner.store.register_push(&row).await?;
         Ok(Reply::PushRegistered { id })
     }
 
@@ -261,11 +300,7 @@ impl Push {
             return Err(bad("a Web Push endpoint must be an https URL".into()));
         }
         for a in &addrs {
-            let private = match a.ip() {
-                std::net::IpAddr::V4(v4) => v4.is_private(),
-                std::net::IpAddr::V6(v6) => v6.is_unique_local(),
-            };
-            if private || !receiver_allowed(a.ip(), loopback_ok) {
+            if !public_address(a.ip(), loopback_ok) {
                 return Err(bad(format!(
                     "{host} is {}, which is not a public push service",
                     a.ip()
@@ -285,16 +320,7 @@ impl Push {
         {
             return Err(PushError::NotFound);
         }
-        self.forget_if_none(user).await;
         Ok(Reply::Done)
-    }
-
-    async fn forget_if_none(&self, user: &str) {
-        if let Ok(rest) = self.inner.store.push_endpoints(user).await
-            && rest.is_empty()
-        {
-            self.lock_users().remove(user);
-        }
     }
 
     /// `user`'s endpoints.
@@ -452,34 +478,121 @@ fn wants_default(kind: &str, reason: Reason) -> bool {
     kind != "group" || reason != Reason::Message
 }
 
-/// Takes notices, decides who is pushed, and queues the notifications.
-async fn decide(push: Push, mut notices: mpsc::Receiver<Notice>, stop: CancellationToken) {
+/// Takes notices, decides who is pushed, and queues the notifications; drops queued ones
+/// of users who lost access and of deleted messages.
+async fn decide(push: Push, mut work: mpsc::Receiver<Work>, stop: CancellationToken) {
     let mut batch = Vec::with_capacity(256);
     loop {
         let got = tokio::select! {
             () = stop.cancelled() => return,
-            n = notices.recv_many(&mut batch, 256) => n,
+            n = work.recv_many(&mut batch, 256) => n,
         };
         if got == 0 {
             return;
         }
         let mut queued = Vec::new();
-        for n in batch.drain(..) {
-            match push.queue_for(&n).await {
-                Ok(mut rows) => queued.append(&mut rows),
-                Err(e) => {
-                    tracing::warn!(error = %e, discussion = %n.discussion, "cannot decide on push notifications; skipped")
+        for w in batch.drain(..) {
+            let (discussion, users_json, message) = match w {
+                Work::Notice(n) => {
+                    match push.queue_for(&n).await {
+                        Ok(mut rows) => queued.append(&mut rows),
+                        Err(e) => {
+                            tracing::warn!(error = %e, discussion = %n.discussion, "cannot decide on push notifications; skipped")
+                        }
+                    }
+                    continue;
                 }
+                Work::Forget { discussion, users } => (
+                    Some(discussion),
+                    serde_json::to_string(&users).unwrap_or_default(),
+                    None,
+                ),
+                Work::ForgetMessage(id) => (None, String::new(), Some(id)),
+            };
+            // Queue what was decided before, so that the removal covers it.
+            push.queue(std::mem::take(&mut queued)).await;
+            let store = &push.inner.store;
+            let done = match (discussion, message) {
+                (Some(d), _) => store.drop_pushes_for(&d, &users_json).await,
+                (None, Some(id)) => store.drop_pushes_of_message(&id).await,
+                (None, None) => Ok(()),
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "cannot drop queued push notifications");
             }
         }
-        if queued.is_empty() {
-            continue;
+        push.queue(queued).await;
+    }
+}
+
+impl Push {
+    async fn queue(&self, rows: Vec<NewPush>) {
+        if rows.is_empty() {
+            return;
         }
-        if let Err(e) = push.inner.store.queue_pushes(&queued, now_ms()).await {
-            tracing::warn!(error = %e, count = queued.len(), "cannot queue push notifications; skipped");
-            continue;
+        if let Err(e) = self.inner.store.queue_pushes(&rows, now_ms()).await {
+            tracing::warn!(error = %e, count = rows.len(), "cannot queue push notifications; skipped");
+            return;
         }
-        push.inner.wake.notify_one();
+        self.inner.wake.notify_one();
+    }
+}
+
+/// Whether a Web Push endpoint may be at `ip`: a public address (loopback only if allowed).
+fn public_address(ip: std::net::IpAddr, allow_loopback: bool) -> bool {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    if ip.is_loopback() {
+        return allow_loopback;
+    }
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (b & 0xc0) == 64)
+                || (a == 198 && (b & 0xfe) == 18))
+        }
+        IpAddr::V6(v6) => {
+            let [s0, s1, ..] = v6.segments();
+            !(v6.is_unique_local()
+                || v6.is_unicast_link_local()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s0 == 0x64 && s1 == 0xff9b))
+        }
+    }
+}
+
+/// Resolves push service names to public addresses only, at every connection: a name that
+/// passed the check at registration cannot be pointed at this network later.
+#[derive(Debug)]
+struct PublicOnly {
+    allow_loopback: bool,
+}
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_loopback = self.allow_loopback;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| public_address(a.ip(), allow_loopback))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} has no public address").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
     }
 }
 
@@ -545,12 +658,26 @@ impl Push {
 /// Sends due notifications until `stop`.
 async fn send(push: Push, stop: CancellationToken) {
     let timeout = Duration::from_secs(push.inner.config.timeout_secs);
-    let client = match reqwest::Client::builder()
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("veche/", env!("CARGO_PKG_VERSION")))
+    let builder = || {
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("veche/", env!("CARGO_PKG_VERSION")))
+    };
+    // Web Push endpoints come from users: public addresses only, checked at each connection.
+    // Gateways come from the administrator and may well be on the company network.
+    let clients = builder()
+        .dns_resolver(Arc::new(PublicOnly {
+            allow_loopback: push.inner.config.allow_loopback_endpoints,
+        }))
         .build()
-    {
+        .and_then(|web| {
+            Ok(Clients {
+                web,
+                gateway: builder().build()?,
+            })
+        });
+    let clients = match clients {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the HTTP client: push notifications are not sent");
@@ -570,7 +697,7 @@ async fn send(push: Push, stop: CancellationToken) {
             }
         };
         let full = jobs.len() as i64 == BATCH;
-        join_all(jobs.into_iter().map(|j| push.attempt(&client, j))).await;
+        join_all(jobs.into_iter().map(|j| push.attempt(&clients, j))).await;
         if full {
             continue;
         }
@@ -582,6 +709,12 @@ async fn send(push: Push, stop: CancellationToken) {
             () = tokio::time::sleep(Duration::from_millis(u64::try_from(pause).unwrap_or(0))) => {}
         }
     }
+}
+
+/// The sender's HTTP clients.
+struct Clients {
+    web: reqwest::Client,
+    gateway: reqwest::Client,
 }
 
 /// How one attempt ended.
@@ -599,8 +732,8 @@ enum Outcome {
 }
 
 impl Push {
-    async fn attempt(&self, client: &reqwest::Client, job: PushJob) {
-        let outcome = match self.request(client, &job).await {
+    async fn attempt(&self, clients: &Clients, job: PushJob) {
+        let outcome = match self.request(clients, &job).await {
             Ok(response) => classify(response),
             Err(error) => Outcome::Failed {
                 error,
@@ -612,9 +745,10 @@ impl Push {
             Outcome::Delivered => store.push_sent(job.id, job.count).await,
             Outcome::Gone => {
                 tracing::info!(user = %job.user_id, device = %job.device_id, "push endpoint gone; removed");
-                let removed = store.remove_push_endpoint(None, &job.endpoint_id).await;
-                self.forget_if_none(&job.user_id).await;
-                removed.map(|_| ())
+                store
+                    .remove_push_endpoint(None, &job.endpoint_id)
+                    .await
+                    .map(|_| ())
             }
             Outcome::Refused(error) => {
                 tracing::warn!(user = %job.user_id, %error, "push notification refused; dropped");
@@ -646,11 +780,7 @@ impl Push {
     }
 
     /// Sends one notification; the answer, or a coarse reason it could not be sent.
-    async fn request(
-        &self,
-        client: &reqwest::Client,
-        job: &PushJob,
-    ) -> Result<reqwest::Response, String> {
+    async fn request(&self, clients: &Clients, job: &PushJob) -> Result<reqwest::Response, String> {
         let mut payload: serde_json::Value =
             serde_json::from_str(&job.payload).unwrap_or(serde_json::Value::Null);
         if let Some(map) = payload.as_object_mut() {
@@ -675,7 +805,8 @@ impl Push {
             if let Ok(topic) = http::HeaderValue::from_str(&topic_of(&job.discussion_id)) {
                 headers.insert("topic", topic);
             }
-            client
+            clients
+                .web
                 .post(parts.uri.to_string())
                 .headers(headers)
                 .body(body)
@@ -693,15 +824,17 @@ impl Push {
                 "notification": payload,
             })
             .to_string();
-            let signature =
-                crate::apps::webhooks::sign("ed25519", "", &self.inner.key, now_ms(), &body);
-            client
+            let ts = now_ms();
+            let signed = format!("{GATEWAY_CONTEXT}{ts}.{body}");
+            let signature = hex::encode(self.inner.key.sign(signed.as_bytes()).to_bytes());
+            clients
+                .gateway
                 .post(url)
                 .header("content-type", "application/json")
                 .header("veche-event", "push.notification")
                 .header("veche-delivery", format!("push-{}-{}", job.id, job.count))
-                .header("veche-timestamp", signature.timestamp)
-                .header("veche-signature", signature.value)
+                .header("veche-timestamp", ts.to_string())
+                .header("veche-signature", format!("ed25519={signature}"))
                 .body(body)
         };
         built.send().await.map_err(|e| {
@@ -724,7 +857,9 @@ fn classify(response: reqwest::Response) -> Outcome {
     }
     match status.as_u16() {
         404 | 410 => Outcome::Gone,
-        400 | 413 => Outcome::Refused(format!("the push service answered {status}")),
+        // 401 and 403: the service does not accept our VAPID signature; retrying the same
+        // request cannot help.
+        400 | 401 | 403 | 413 => Outcome::Refused(format!("the push service answered {status}")),
         _ => Outcome::Failed {
             error: format!("the push service answered {status}"),
             retry_after_ms: response

@@ -814,7 +814,11 @@ pub(crate) async fn user_request(
             })
         }
         Request::Typing { discussion, typing } => {
-            if typing && services.presence.typing_renewed(&caller.user, &discussion) {
+            // An invisible user's typing would show them online; a renewal within half the
+            // indicator's life only extends it.
+            if services.presence.invisible(&caller.user)
+                || (typing && services.presence.typing_renewed(&caller.user, &discussion))
+            {
                 return Ok(Reply::Done);
             }
             let audience = d.typing_audience(caller, &discussion).await?;

@@ -134,10 +134,10 @@ impl Registry {
     }
 
     pub(crate) fn register(&self, session_id: &str, live: LiveConnection) {
-        self.report(ConnectionChange::Connected {
+        let change = ConnectionChange::Connected {
             user: live.user.clone(),
             connection: live.id,
-        });
+        };
         let mut maps = lock(&self.maps);
         maps.users
             .entry(live.user.clone())
@@ -147,6 +147,17 @@ impl Registry {
             .entry(session_id.to_owned())
             .or_default()
             .push(live);
+        // Under the lock, as disconnections are: presence sees them in the order they
+        // happened. After the insert, so that its snapshot finds the connection.
+        self.report(change);
+    }
+
+    /// Whether `user` has the live connection `connection_id`.
+    pub(crate) fn has_connection(&self, user: &str, connection_id: u64) -> bool {
+        lock(&self.maps)
+            .users
+            .get(user)
+            .is_some_and(|conns| conns.iter().any(|c| c.id == connection_id))
     }
 
     pub(crate) fn unregister(&self, session_id: &str, connection_id: u64) {
@@ -225,16 +236,6 @@ impl Registry {
             .and_then(|conns| conns.iter().find(|c| c.id == connection_id))
         {
             c.send(event);
-        }
-    }
-
-    /// Sends `event` to every connection watching `discussion`, except those of `except`.
-    pub(crate) fn deliver_to_watching(&self, discussion: &str, except: &str, event: &EncodedEvent) {
-        let maps = lock(&self.maps);
-        for c in maps.watchers.get(discussion).into_iter().flatten() {
-            if c.user != except {
-                c.send(event);
-            }
         }
     }
 

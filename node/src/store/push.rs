@@ -303,7 +303,7 @@ impl Store {
                  created_at, due_at) VALUES (?, ?, ?, 1, ?, ?, ?) \
                  ON CONFLICT (endpoint_id, discussion_id) DO UPDATE SET \
                  payload = excluded.payload, count = push_queue.count + 1, \
-                 urgent = push_queue.urgent OR excluded.urgent",
+                 urgent = push_queue.urgent OR excluded.urgent, attempts = 0",
             )
             .bind(&p.endpoint_id)
             .bind(&p.discussion_id)
@@ -370,6 +370,32 @@ impl Store {
         .bind(id)
         .execute(&self.write)
         .await?;
+        Ok(())
+    }
+
+    /// Drops what waits for these users (a JSON array of ids) from `discussion`.
+    pub(crate) async fn drop_pushes_for(
+        &self,
+        discussion: &str,
+        users_json: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM push_queue WHERE discussion_id = ? AND endpoint_id IN \
+             (SELECT id FROM push_endpoints WHERE user_id IN (SELECT value FROM json_each(?)))",
+        )
+        .bind(discussion)
+        .bind(users_json)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Drops waiting notifications that carry this message.
+    pub(crate) async fn drop_pushes_of_message(&self, message_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM push_queue WHERE json_extract(payload, '$.message_id') = ?")
+            .bind(message_id)
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 
