@@ -106,7 +106,7 @@ struct UserState {
     /// late load must not override it).
     chose: bool,
     /// Loaded once the user came online; `None` until then (changes wait for it).
-    contacts: Option<HashSet<String>>,
+    contacts: Option<Arc<HashSet<String>>>,
     /// When the last connection closed.
     gone_since: Option<Instant>,
     /// What others and the user were last told.
@@ -239,7 +239,7 @@ impl Presence {
                     },
                     _ = flush.tick() => {
                         this.load_pending().await;
-                        this.flush();
+                        this.flush().await;
                         this.save_choices().await;
                     }
                     _ = typing.tick() => this.expire_typing(),
@@ -332,7 +332,7 @@ impl Presence {
                     Some(old) => contacts.difference(old).cloned().collect(),
                     None => Vec::new(),
                 };
-                entry.contacts = Some(contacts);
+                entry.contacts = Some(Arc::new(contacts));
                 let connections: Vec<u64> = entry.connections.keys().copied().collect();
                 if first {
                     let infos = snapshot_of(state, &user, &self.inner.config);
@@ -366,19 +366,23 @@ impl Presence {
     }
 
     /// Sends every change since the last tick, one event per receiver.
-    fn flush(&self) {
+    async fn flush(&self) {
         let now = Instant::now();
         let mut to_users: HashMap<String, Vec<PresenceInfo>> = HashMap::new();
         let mut to_connections: HashMap<(String, u64), Vec<PresenceInfo>> = HashMap::new();
-        {
+        // Under the lock, only what changed and who may hear of it; the fan-out itself (a
+        // user in many groups has hundreds of contacts) is built after, so requests that set
+        // presence do not wait for it.
+        let mut changed: Vec<(PresenceInfo, Arc<HashSet<String>>, Vec<(u64, String)>)> =
+            Vec::new();
+        let online: HashSet<String> = {
             let mut state = lock(&self.inner.state);
             let state = &mut *state;
-            let mut changed_others = Vec::new();
             let mut gone = Vec::new();
             for (user, entry) in state.users.iter_mut() {
-                if entry.contacts.is_none() {
+                let Some(contacts) = &entry.contacts else {
                     continue;
-                }
+                };
                 let (others, me) = entry.shown(user, now, &self.inner.config);
                 if me != entry.told_self {
                     entry.told_self = me.clone();
@@ -386,45 +390,55 @@ impl Presence {
                 }
                 if others != entry.told_others {
                     entry.told_others = others.clone();
-                    changed_others.push(others.clone());
+                    let subscribers = state
+                        .subscribers
+                        .get(user)
+                        .into_iter()
+                        .flatten()
+                        .map(|(c, u)| (*c, u.clone()))
+                        .collect();
+                    changed.push((others.clone(), contacts.clone(), subscribers));
                 }
                 if entry.connections.is_empty() && others.state == PresenceState::Offline {
                     gone.push(user.clone());
                 }
             }
-            for info in changed_others {
-                let Some(entry) = state.users.get(&info.user) else {
-                    continue;
-                };
-                let mut told = HashSet::new();
-                for contact in entry.contacts.iter().flatten() {
-                    if state.users.contains_key(contact) {
-                        to_users
-                            .entry(contact.clone())
-                            .or_default()
-                            .push(info.clone());
-                        told.insert(contact.as_str());
-                    }
-                }
-                for (connection, subscriber) in
-                    state.subscribers.get(&info.user).into_iter().flatten()
-                {
-                    if !told.contains(subscriber.as_str()) {
-                        to_connections
-                            .entry((subscriber.clone(), *connection))
-                            .or_default()
-                            .push(info.clone());
-                    }
-                }
-            }
             for user in gone {
                 state.users.remove(&user);
             }
+            if changed.is_empty() {
+                HashSet::new()
+            } else {
+                state.users.keys().cloned().collect()
+            }
+        };
+        for (info, contacts, subscribers) in changed {
+            let mut told = HashSet::new();
+            for contact in contacts.iter().filter(|c| online.contains(*c)) {
+                to_users
+                    .entry(contact.clone())
+                    .or_default()
+                    .push(info.clone());
+                told.insert(contact.as_str());
+            }
+            for (connection, subscriber) in subscribers {
+                if !told.contains(subscriber.as_str()) {
+                    to_connections
+                        .entry((subscriber, connection))
+                        .or_default()
+                        .push(info.clone());
+                }
+            }
         }
         let registry = &self.inner.registry;
-        for (user, users) in to_users {
+        for (i, (user, users)) in to_users.into_iter().enumerate() {
             if let Some(event) = EncodedEvent::new(&Event::Presence { users }) {
                 registry.deliver(std::slice::from_ref(&user), &event);
+            }
+            // A storm's fan-out is thousands of events: let the connections on this worker
+            // (and the QUIC endpoint) run in between.
+            if i % 64 == 63 {
+                tokio::task::yield_now().await;
             }
         }
         for ((user, connection), users) in to_connections {
@@ -737,7 +751,7 @@ fn snapshot_of(state: &State, user: &str, config: &PresenceConfig) -> Vec<Presen
         entry
             .contacts
             .iter()
-            .flatten()
+            .flat_map(|c| c.iter())
             .filter_map(|c| state.users.get(c))
             .map(|u| u.told_others.clone())
             .filter(|i| i.state != PresenceState::Offline)

@@ -86,7 +86,7 @@ fn main() {
         .expect("users");
     let client_config = {
         let mut c = ClientConfig::new(node.quic_addr(), Trust::CaFile(node.ca_path()));
-        c.timeout = Duration::from_secs(60);
+        c.timeout = Duration::from_secs(20);
         c
     };
     client_rt.block_on(storm(client_config, sessions));
@@ -98,11 +98,28 @@ fn main() {
 
 async fn storm(config: ClientConfig, sessions: Vec<(String, String)>) {
     let started = Instant::now();
+    let connected = Arc::new(AtomicU64::new(0));
     let conns: Vec<Arc<Connection>> = futures_util::stream::iter(sessions.into_iter())
         .map(|(_, token)| {
             let config = config.clone();
+            let connected = connected.clone();
             async move {
-                let conn = Connection::connect(&config).await.expect("connect");
+                // A handshake lost in the crowd is tried again, as a client would.
+                let mut attempts = 0;
+                let conn = loop {
+                    match Connection::connect(&config).await {
+                        Ok(c) => break c,
+                        Err(e) if attempts < 3 => {
+                            attempts += 1;
+                            eprintln!(
+                                "connect failed after {} connections ({e}); again",
+                                connected.load(Ordering::Relaxed)
+                            );
+                        }
+                        Err(e) => panic!("connect: {e}"),
+                    }
+                };
+                connected.fetch_add(1, Ordering::Relaxed);
                 conn.resume(&token, "bench").await.expect("resume");
                 Arc::new(conn)
             }
