@@ -373,8 +373,7 @@ impl Presence {
         // Under the lock, only what changed and who may hear of it; the fan-out itself (a
         // user in many groups has hundreds of contacts) is built after, so requests that set
         // presence do not wait for it.
-        let mut changed: Vec<(PresenceInfo, Arc<HashSet<String>>, Vec<(u64, String)>)> =
-            Vec::new();
+        let mut changed: Vec<(PresenceInfo, Arc<HashSet<String>>, Vec<(u64, String)>)> = Vec::new();
         let online: HashSet<String> = {
             let mut state = lock(&self.inner.state);
             let state = &mut *state;
@@ -503,6 +502,11 @@ impl Presence {
         entry.choice = choice;
         entry.status_text = text.to_owned();
         entry.chose = true;
+        if choice == PresenceChoice::Invisible {
+            // Their indicators lapse on the receivers' side; no stop is sent for an invisible
+            // user.
+            state.typing.retain(|(_, typist), _| typist != user);
+        }
         state
             .unsaved
             .insert(user.to_owned(), (choice, text.to_owned()));

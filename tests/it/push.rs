@@ -532,3 +532,87 @@ async fn gateway_pushes_respect_dnd_levels_mutes_and_retry() -> anyhow::Result<(
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn waiting_notifications_are_dropped_when_access_ends_or_the_message_is_deleted()
+-> anyhow::Result<()> {
+    let _log = subscribe();
+    let (url, mut pushed, _answer) = receiver().await?;
+    let mut config = test_config();
+    config
+        .push
+        .gateways
+        .insert("corp".into(), format!("{url}/gw"));
+    // A window long enough for the removal and the deletion to land inside it.
+    config.push.coalesce_ms = 1500;
+    let node = TestNode::spawn_with(config).await?;
+    let alice = user(&node, "alice").await?;
+    let bob = user(&node, "bob").await?;
+    let dave = user(&node, "dave").await?;
+    let group = discussion(
+        &alice,
+        Request::CreateGroup {
+            title: "Board".into(),
+            members: vec!["bob".into(), "dave".into()],
+        },
+    )
+    .await?;
+    let to_bob = discussion(&alice, Request::OpenDialog { with: "bob".into() }).await?;
+    let to_dave = discussion(
+        &alice,
+        Request::OpenDialog {
+            with: "dave".into(),
+        },
+    )
+    .await?;
+    for (conn, key) in [(&bob, "tok-bob"), (&dave, "tok-dave")] {
+        register(
+            conn,
+            PushTarget::Gateway {
+                gateway: "corp".into(),
+                pushkey: key.into(),
+            },
+        )
+        .await?;
+    }
+    bob.close().await;
+    dave.close().await;
+
+    // Queued for bob, then bob leaves the group before it goes out.
+    post(&alice, &group.id, "g1", "@bob the secret plan").await?;
+    ask(
+        &alice,
+        Request::RemoveMember {
+            discussion: group.id.clone(),
+            user: "bob".into(),
+        },
+    )
+    .await?;
+    // Queued for bob, then deleted before it goes out.
+    let (deleted, _) = post(&alice, &to_bob.id, "d1", "sent by mistake").await?;
+    ask(
+        &alice,
+        Request::Delete {
+            discussion: to_bob.id.clone(),
+            message_id: deleted,
+        },
+    )
+    .await?;
+    // Dave's notification is due after both of bob's would have been.
+    post(&alice, &to_dave.id, "m1", "marker").await?;
+    let first = within(15, "dave's push", pushed.recv())
+        .await?
+        .context("receiver stopped")?;
+    let body = json(&first.body)?;
+    assert_eq!(body["pushkey"], "tok-dave", "bob got something: {body}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    if let Ok(p) = pushed.try_recv() {
+        anyhow::bail!("nothing else is pushed, got {}", json(&p.body)?);
+    }
+    eventually(10, "the push queue empties", async || {
+        anyhow::ensure!(node.push_queue_len().await? == 0);
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}

@@ -329,7 +329,9 @@ impl Sequencer {
                     Change::MembersAdded { .. } => (Some("members_added"), None),
                     Change::MemberRemoved { user } => (Some("member_removed"), Some(user.clone())),
                     Change::MessageDeleted { message_id } => {
-                        self.outlets.push.forget_message(message_id);
+                        self.outlets
+                            .push
+                            .forget_message(&event.discussion, message_id);
                         (None, None)
                     }
                     _ => (None, None),

@@ -94,7 +94,10 @@ enum Work {
         discussion: String,
         users: Vec<String>,
     },
-    ForgetMessage(String),
+    ForgetMessage {
+        discussion: String,
+        message_id: String,
+    },
 }
 
 /// Why a user is notified.
@@ -188,19 +191,28 @@ impl Push {
             discussion: discussion.to_owned(),
             users: users.to_vec(),
         };
-        if let Err(e) = self.inner.work.try_send(work) {
-            tracing::warn!(error = %e, "push work queue full; queued notifications of a revoked discussion stay");
-        }
+        self.must_send(work);
     }
 
     /// A message was deleted: a notification still waiting with its text is dropped.
-    pub(crate) fn forget_message(&self, message_id: &str) {
-        if let Err(e) = self
-            .inner
-            .work
-            .try_send(Work::ForgetMessage(message_id.to_owned()))
-        {
-            tracing::warn!(error = %e, "push work queue full; a deleted message's notification stays");
+    pub(crate) fn forget_message(&self, discussion: &str, message_id: &str) {
+        self.must_send(Work::ForgetMessage {
+            discussion: discussion.to_owned(),
+            message_id: message_id.to_owned(),
+        });
+    }
+
+    /// Queues work that must not be skipped: when the queue is full, a task waits for room
+    /// (after the notices already queued, so the order holds).
+    fn must_send(&self, work: Work) {
+        if !self.inner.config.enabled {
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(work)) = self.inner.work.try_send(work) {
+            let tx = self.inner.work.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(work).await;
+            });
         }
     }
 
@@ -507,15 +519,18 @@ async fn decide(push: Push, mut work: mpsc::Receiver<Work>, stop: CancellationTo
                     serde_json::to_string(&users).unwrap_or_default(),
                     None,
                 ),
-                Work::ForgetMessage(id) => (None, String::new(), Some(id)),
+                Work::ForgetMessage {
+                    discussion,
+                    message_id,
+                } => (Some(discussion), String::new(), Some(message_id)),
             };
             // Queue what was decided before, so that the removal covers it.
             push.queue(std::mem::take(&mut queued)).await;
             let store = &push.inner.store;
             let done = match (discussion, message) {
-                (Some(d), _) => store.drop_pushes_for(&d, &users_json).await,
-                (None, Some(id)) => store.drop_pushes_of_message(&id).await,
-                (None, None) => Ok(()),
+                (Some(d), Some(id)) => store.drop_pushes_of_message(&d, &id).await,
+                (Some(d), None) => store.drop_pushes_for(&d, &users_json).await,
+                (None, _) => Ok(()),
             };
             if let Err(e) = done {
                 tracing::warn!(error = %e, "cannot drop queued push notifications");
@@ -559,15 +574,25 @@ fn public_address(ip: std::net::IpAddr, allow_loopback: bool) -> bool {
                 || a == 0
                 || a >= 240
                 || (a == 100 && (b & 0xc0) == 64)
-                || (a == 198 && (b & 0xfe) == 18))
+                || (a == 198 && (b & 0xfe) == 18)
+                || (a == 192 && b == 0 && v4.octets()[2] == 0))
         }
         IpAddr::V6(v6) => {
-            let [s0, s1, ..] = v6.segments();
+            let [s0, s1, s2, s3, ..] = v6.segments();
+            if s0 == 0x2002 {
+                // 6to4 carries an IPv4 address: judge that one.
+                let [a, b] = s1.to_be_bytes();
+                let [c, d] = s2.to_be_bytes();
+                return public_address(IpAddr::from([a, b, c, d]), allow_loopback);
+            }
             !(v6.is_unique_local()
                 || v6.is_unicast_link_local()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (s0 == 0x64 && s1 == 0xff9b))
+                || (s0 & 0xffc0) == 0xfec0
+                || (s0 == 0x64 && s1 == 0xff9b)
+                || (s0 == 0x2001 && s1 == 0)
+                || (s0 == 0 && s1 == 0 && s2 == 0 && s3 == 0))
         }
     }
 }
@@ -662,6 +687,8 @@ async fn send(push: Push, stop: CancellationToken) {
         reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve the endpoint itself, past the address policy.
+            .no_proxy()
             .user_agent(concat!("veche/", env!("CARGO_PKG_VERSION")))
     };
     // Web Push endpoints come from users: public addresses only, checked at each connection.
@@ -734,7 +761,7 @@ enum Outcome {
 impl Push {
     async fn attempt(&self, clients: &Clients, job: PushJob) {
         let outcome = match self.request(clients, &job).await {
-            Ok(response) => classify(response),
+            Ok(response) => classify(response, job.kind == "web_push"),
             Err(error) => Outcome::Failed {
                 error,
                 retry_after_ms: None,
@@ -752,7 +779,7 @@ impl Push {
             }
             Outcome::Refused(error) => {
                 tracing::warn!(user = %job.user_id, %error, "push notification refused; dropped");
-                store.push_dropped(job.id).await
+                store.push_dropped(job.id, job.count).await
             }
             Outcome::Failed {
                 error,
@@ -760,7 +787,7 @@ impl Push {
             } => {
                 if job.attempts + 1 >= i64::from(self.inner.config.attempts) {
                     tracing::warn!(user = %job.user_id, %error, "push notification failed for good");
-                    store.push_dropped(job.id).await
+                    store.push_dropped(job.id, job.count).await
                 } else {
                     let base = i64::try_from(self.inner.config.retry_base_ms).unwrap_or(1000);
                     let shift = u32::try_from(job.attempts.clamp(0, 20)).unwrap_or(20);
@@ -788,6 +815,17 @@ impl Push {
         }
         let built = if job.kind == "web_push" {
             let sub = webpush::subscription(&job.target, &job.p256dh, &job.auth)?;
+            // Names are checked by the resolver at each connection; an address in the URL
+            // never reaches it.
+            let literal = sub
+                .endpoint
+                .host()
+                .and_then(|h| h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok());
+            if literal
+                .is_some_and(|ip| !public_address(ip, self.inner.config.allow_loopback_endpoints))
+            {
+                return Err("the endpoint's address is not public".to_owned());
+            }
             let body = payload.to_string();
             let request = webpush::request(
                 &self.inner.vapid,
@@ -850,16 +888,17 @@ impl Push {
     }
 }
 
-fn classify(response: reqwest::Response) -> Outcome {
+fn classify(response: reqwest::Response, web_push: bool) -> Outcome {
     let status = response.status();
     if status.is_success() {
         return Outcome::Delivered;
     }
     match status.as_u16() {
         404 | 410 => Outcome::Gone,
-        // 401 and 403: the service does not accept our VAPID signature; retrying the same
-        // request cannot help.
-        400 | 401 | 403 | 413 => Outcome::Refused(format!("the push service answered {status}")),
+        400 | 413 => Outcome::Refused(format!("the push service answered {status}")),
+        // A push service that refuses our VAPID signature will refuse it again; a company
+        // gateway may just not be set up yet, and is tried again.
+        401 | 403 if web_push => Outcome::Refused(format!("the push service answered {status}")),
         _ => Outcome::Failed {
             error: format!("the push service answered {status}"),
             retry_after_ms: response
@@ -902,6 +941,38 @@ mod tests {
             Reason::Message
         ));
         assert!(wants(NotificationLevel::Mentions, "object", Reason::Reply));
+    }
+
+    #[test]
+    fn only_public_addresses_take_web_push() {
+        let ok = |s: &str| public_address(s.parse().unwrap(), false);
+        assert!(ok("142.250.74.10"));
+        assert!(ok("2a00:1450:4001:80b::200a"));
+        for bad in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "198.18.0.1",
+            "192.0.0.1",
+            "0.0.0.0",
+            "::1",
+            "::ffff:10.1.2.3",
+            "::ffff:127.0.0.1",
+            "fd00::1",
+            "fe80::1",
+            "fec0::1",
+            "64:ff9b::a01:203",
+            "2002:a01:203::1",
+            "2001:0:4136:e378::1",
+            "::10.1.2.3",
+        ] {
+            assert!(!ok(bad), "{bad} must be refused");
+        }
+        assert!(public_address("127.0.0.1".parse().unwrap(), true));
+        assert!(!public_address("::ffff:10.0.0.1".parse().unwrap(), true));
     }
 
     #[test]

@@ -816,8 +816,9 @@ pub(crate) async fn user_request(
         Request::Typing { discussion, typing } => {
             // An invisible user's typing would show them online; a renewal within half the
             // indicator's life only extends it.
-            if services.presence.invisible(&caller.user)
-                || (typing && services.presence.typing_renewed(&caller.user, &discussion))
+            if typing
+                && (services.presence.invisible(&caller.user)
+                    || services.presence.typing_renewed(&caller.user, &discussion))
             {
                 return Ok(Reply::Done);
             }

@@ -303,7 +303,8 @@ impl Store {
                  created_at, due_at) VALUES (?, ?, ?, 1, ?, ?, ?) \
                  ON CONFLICT (endpoint_id, discussion_id) DO UPDATE SET \
                  payload = excluded.payload, count = push_queue.count + 1, \
-                 urgent = push_queue.urgent OR excluded.urgent, attempts = 0",
+                 urgent = push_queue.urgent OR excluded.urgent, attempts = 0, \
+                 due_at = MIN(push_queue.due_at, excluded.due_at)",
             )
             .bind(&p.endpoint_id)
             .bind(&p.discussion_id)
@@ -391,18 +392,27 @@ impl Store {
     }
 
     /// Drops waiting notifications that carry this message.
-    pub(crate) async fn drop_pushes_of_message(&self, message_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM push_queue WHERE json_extract(payload, '$.message_id') = ?")
-            .bind(message_id)
-            .execute(&self.write)
-            .await?;
+    pub(crate) async fn drop_pushes_of_message(
+        &self,
+        discussion: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM push_queue WHERE discussion_id = ? \
+             AND json_extract(payload, '$.message_id') = ?",
+        )
+        .bind(discussion)
+        .bind(message_id)
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 
-    /// A notification is given up.
-    pub(crate) async fn push_dropped(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM push_queue WHERE id = ?")
+    /// A notification is given up, unless newer messages were folded into it meanwhile.
+    pub(crate) async fn push_dropped(&self, id: i64, count: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM push_queue WHERE id = ? AND count = ?")
             .bind(id)
+            .bind(count)
             .execute(&self.write)
             .await?;
         Ok(())
