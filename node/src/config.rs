@@ -682,10 +682,10 @@ impl Config {
                 ));
             }
         }
-        if !self.push.vapid_contact.is_empty()
-            && !(self.push.vapid_contact.starts_with("mailto:")
-                || self.push.vapid_contact.starts_with("https:"))
-        {
+        let contact = &self.push.vapid_contact;
+        let contact_ok =
+            contact.is_empty() || contact.starts_with("mailto:") || contact.starts_with("https:");
+        if !contact_ok {
             return Err(invalid(
                 "push.vapid_contact",
                 "must start with mailto: or https:",

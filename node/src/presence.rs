@@ -121,6 +121,10 @@ struct Typing {
     audience: TypingAudience,
 }
 
+/// A user's change as others see it, who may hear of it (their contacts), and the
+/// connections subscribed to them (with each one's user).
+type Changed = (PresenceInfo, Arc<HashSet<String>>, Vec<(u64, String)>);
+
 fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     // The state stays consistent under any panic in its short critical sections.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -373,7 +377,7 @@ impl Presence {
         // Under the lock, only what changed and who may hear of it; the fan-out itself (a
         // user in many groups has hundreds of contacts) is built after, so requests that set
         // presence do not wait for it.
-        let mut changed: Vec<(PresenceInfo, Arc<HashSet<String>>, Vec<(u64, String)>)> = Vec::new();
+        let mut changed: Vec<Changed> = Vec::new();
         let online: HashSet<String> = {
             let mut state = lock(&self.inner.state);
             let state = &mut *state;

@@ -99,7 +99,7 @@ fn main() {
 async fn storm(config: ClientConfig, sessions: Vec<(String, String)>) {
     let started = Instant::now();
     let connected = Arc::new(AtomicU64::new(0));
-    let conns: Vec<Arc<Connection>> = futures_util::stream::iter(sessions.into_iter())
+    let conns: Vec<Arc<Connection>> = futures_util::stream::iter(sessions)
         .map(|(_, token)| {
             let config = config.clone();
             let connected = connected.clone();

@@ -5,7 +5,10 @@ use ratatui::crossterm::event::{
     PushKeyboardEnhancementFlags,
 };
 use ratatui::crossterm::execute;
+use std::time::{Duration, Instant};
+
 use tokio::sync::{broadcast, mpsc};
+use veche_client::protocol::Request;
 use veche_client::{Client, ClientEvent, ConnectionState};
 
 use super::app::{App, Command};
@@ -14,6 +17,30 @@ use crate::Profile;
 
 /// Messages loaded when a discussion is opened, and per PgUp.
 const PAGE: u32 = 100;
+/// Without a key press for this long, the node is told the user is idle (it shows them away
+/// once the node's own idle period has passed, and pushes their notifications).
+const IDLE_AFTER: Duration = Duration::from_secs(60);
+
+/// What the node was told about the user's idleness on the current connection.
+struct Idle {
+    last_key: Instant,
+    reported: bool,
+}
+
+impl Idle {
+    /// Tells the node when the user went idle, or came back.
+    async fn report(&mut self, client: &Client, now_idle: bool) {
+        let idle_ms = if now_idle {
+            u64::try_from(self.last_key.elapsed().as_millis()).unwrap_or(u64::MAX)
+        } else {
+            0
+        };
+        // Best effort: offline, the next connection starts active and is told again.
+        if client.request(Request::Activity { idle_ms }).await.is_ok() {
+            self.reported = now_idle;
+        }
+    }
+}
 
 /// Runs the terminal client until the user quits.
 pub async fn run(client: Client, me: String, profile: &Profile) -> anyhow::Result<()> {
@@ -48,6 +75,11 @@ pub async fn run(client: Client, me: String, profile: &Profile) -> anyhow::Resul
         }
     });
 
+    let mut idle = Idle {
+        last_key: Instant::now(),
+        reported: false,
+    };
+    let mut idle_check = tokio::time::interval(Duration::from_secs(10));
     let result = async {
         loop {
             terminal.draw(|frame| draw(frame, &app))?;
@@ -57,9 +89,21 @@ pub async fn run(client: Client, me: String, profile: &Profile) -> anyhow::Resul
             }
             let command = tokio::select! {
                 key = keys.recv() => match key {
-                    Some(key) => app.on_key(key),
+                    Some(key) => {
+                        idle.last_key = Instant::now();
+                        if idle.reported {
+                            idle.report(&client, false).await;
+                        }
+                        app.on_key(key)
+                    }
                     None => Some(Command::Quit),
                 },
+                _ = idle_check.tick() => {
+                    if !idle.reported && idle.last_key.elapsed() >= IDLE_AFTER {
+                        idle.report(&client, true).await;
+                    }
+                    None
+                }
                 event = events.recv() => match event {
                     Ok(ClientEvent::Server(event)) => app.on_event(&event),
                     Ok(ClientEvent::Outbox(entry)) => {
@@ -69,6 +113,8 @@ pub async fn run(client: Client, me: String, profile: &Profile) -> anyhow::Resul
                     Ok(ClientEvent::State(state)) => {
                         app.connection = state;
                         if state == ConnectionState::Online {
+                            // A new connection counts as active until told otherwise.
+                            idle.reported = false;
                             refresh(&client, &mut app).await
                         } else {
                             None
