@@ -33,6 +33,8 @@ use crate::store::{Store, StoreError};
 const MAX_STATUS_CHARS: usize = 100;
 /// Most users one `get_presence` may name.
 pub(crate) const MAX_QUERY: usize = 500;
+/// Most users in one `presence` event.
+const PER_EVENT: usize = 1000;
 /// Most contacts sent in the snapshot a new connection receives.
 const MAX_SNAPSHOT: usize = 2000;
 
@@ -435,7 +437,7 @@ impl Presence {
         }
         let registry = &self.inner.registry;
         for (i, (user, users)) in to_users.into_iter().enumerate() {
-            if let Some(event) = EncodedEvent::new(&Event::Presence { users }) {
+            for event in events(users) {
                 registry.deliver(std::slice::from_ref(&user), &event);
             }
             // A storm's fan-out is thousands of events: let the connections on this worker
@@ -445,7 +447,7 @@ impl Presence {
             }
         }
         for ((user, connection), users) in to_connections {
-            if let Some(event) = EncodedEvent::new(&Event::Presence { users }) {
+            for event in events(users) {
                 registry.deliver_to_connection(&user, connection, &event);
             }
         }
@@ -474,10 +476,7 @@ impl Presence {
     }
 
     fn send_to_connection(&self, user: &str, connection: u64, users: Vec<PresenceInfo>) {
-        if users.is_empty() {
-            return;
-        }
-        if let Some(event) = EncodedEvent::new(&Event::Presence { users }) {
+        for event in events(users) {
             self.inner
                 .registry
                 .deliver_to_connection(user, connection, &event);
@@ -746,6 +745,19 @@ impl Presence {
             }
         }
     }
+}
+
+/// `presence` events carrying `users`, at most [`PER_EVENT`] each, so that no event outgrows a
+/// frame however many contacts changed.
+fn events(users: Vec<PresenceInfo>) -> Vec<EncodedEvent> {
+    users
+        .chunks(PER_EVENT)
+        .filter_map(|chunk| {
+            EncodedEvent::new(&Event::Presence {
+                users: chunk.to_vec(),
+            })
+        })
+        .collect()
 }
 
 /// What a new connection of `user` is told: their own presence and that of their contacts who

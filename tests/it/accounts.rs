@@ -3,7 +3,7 @@ use veche_client::protocol::admin::{AdminReply, AdminRequest};
 use veche_client::protocol::{ErrorCode, Event, Reply, Request, close};
 use veche_node::test_utils::TestNode;
 
-use crate::support::{PASSWORD, connect, login, subscribe, within};
+use crate::support::{PASSWORD, connect, login, next_non_presence_event, subscribe, within};
 
 #[tokio::test]
 async fn first_admin_from_setup_token_then_a_second_user_logs_in() -> anyhow::Result<()> {
@@ -232,7 +232,7 @@ async fn revoking_a_session_closes_its_connection() -> anyhow::Result<()> {
     .await?;
     let reason = within(5, "locked user's connection closes", phone.closed()).await?;
     assert_eq!(reason.code, Some(u64::from(close::SESSION_REVOKED)));
-    if let Some(event) = phone.next_event().await {
+    if let Some(event) = next_non_presence_event(&phone).await {
         assert!(matches!(event, Event::SessionEnded { .. }), "{event:?}");
     }
     Ok(())

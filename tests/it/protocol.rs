@@ -4,7 +4,10 @@ use veche_client::protocol::{ClientFrame, ErrorCode, Request, ServerFrame, close
 use veche_client::{ConnectError, Connection, Trust};
 use veche_node::test_utils::{TestNode, test_config};
 
-use crate::support::{PASSWORD, client_config, close_code, connect, login, raw, subscribe, within};
+use crate::support::{
+    PASSWORD, client_config, close_code, connect, login, next_non_presence_event, raw, subscribe,
+    within,
+};
 
 #[tokio::test]
 async fn a_protocol_version_mismatch_gets_a_clear_error() -> anyhow::Result<()> {
@@ -256,7 +259,7 @@ async fn shutdown_tells_clients_and_closes_with_its_code() -> anyhow::Result<()>
     within(30, "node stops", node.stop()).await?;
     let reason = within(5, "connection closes", conn.closed()).await?;
     assert_eq!(reason.code, Some(u64::from(close::SHUTTING_DOWN)));
-    let event = within(5, "shutdown event", conn.next_event()).await?;
+    let event = within(5, "shutdown event", next_non_presence_event(&conn)).await?;
     assert_eq!(event, Some(veche_client::protocol::Event::ShuttingDown));
     assert!(
         !node.data_dir().join("admin.sock").exists(),

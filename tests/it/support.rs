@@ -141,11 +141,26 @@ pub(crate) async fn next_discussion_event(conn: &Connection) -> anyhow::Result<D
     }
 }
 
-/// Asserts that no event arrives within a short while.
+/// Asserts that no event arrives within a short while (presence and typing, which come and
+/// go with every connection, aside).
 pub(crate) async fn no_event(conn: &Connection) -> anyhow::Result<()> {
-    match tokio::time::timeout(std::time::Duration::from_millis(300), conn.next_event()).await {
-        Err(_) => Ok(()),
-        Ok(event) => anyhow::bail!("expected no event, got {event:?}"),
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(300);
+    loop {
+        match tokio::time::timeout_at(deadline, conn.next_event()).await {
+            Err(_) => return Ok(()),
+            Ok(Some(Event::Presence { .. } | Event::Typing { .. })) => continue,
+            Ok(event) => anyhow::bail!("expected no event, got {event:?}"),
+        }
+    }
+}
+
+/// The next event that is not about presence or typing.
+pub(crate) async fn next_non_presence_event(conn: &Connection) -> Option<Event> {
+    loop {
+        match conn.next_event().await {
+            Some(Event::Presence { .. } | Event::Typing { .. }) => continue,
+            other => return other,
+        }
     }
 }
 
