@@ -24,20 +24,7 @@ type Sent = Arc<Mutex<HashMap<String, Instant>>>;
 /// User + system CPU seconds of this process, and its peak RSS in MiB (Linux /proc).
 fn process_usage() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat; after the ')' they are at 11 and 12.
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let (_, cpu) = common::stat_cpu(&stat);
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let hwm = status
         .lines()

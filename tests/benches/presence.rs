@@ -39,18 +39,7 @@ fn cpu_by_thread() -> (f64, f64) {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = &stat[open + 1..close];
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let cpu = (ticks(11) + ticks(12)) / 100.0;
+        let (comm, cpu) = common::stat_cpu(&stat);
         if comm.starts_with("bench-client") {
             clients += cpu;
         } else {

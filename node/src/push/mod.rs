@@ -35,6 +35,7 @@ use veche_protocol::presence::{
 
 pub(crate) use webpush::Vapid;
 
+use crate::apps::receiver_allowed;
 use crate::config::PushConfig;
 use crate::presence::{Presence, Reachability};
 use crate::store::{NewPush, PushEndpointRow, PushJob, Store, StoreError};
@@ -553,29 +554,30 @@ impl Push {
     }
 }
 
-/// Whether a Web Push endpoint may be at `ip`: a public address (loopback only if allowed).
+/// Whether a Web Push endpoint may be at `ip`: where applications' receivers may be (no
+/// link-local or metadata addresses; loopback only if allowed), and public besides.
 fn public_address(ip: std::net::IpAddr, allow_loopback: bool) -> bool {
     use std::net::IpAddr;
+    if !receiver_allowed(ip, allow_loopback) {
+        return false;
+    }
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     };
     if ip.is_loopback() {
-        return allow_loopback;
+        // Allowed, or `receiver_allowed` would have said no.
+        return true;
     }
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
                 || a == 0
                 || a >= 240
                 || (a == 100 && (b & 0xc0) == 64)
                 || (a == 198 && (b & 0xfe) == 18)
-                || (a == 192 && b == 0 && v4.octets()[2] == 0))
+                || (a == 192 && b == 0 && c == 0))
         }
         IpAddr::V6(v6) => {
             let [s0, s1, s2, s3, ..] = v6.segments();
@@ -586,9 +588,6 @@ fn public_address(ip: std::net::IpAddr, allow_loopback: bool) -> bool {
                 return public_address(IpAddr::from([a, b, c, d]), allow_loopback);
             }
             !(v6.is_unique_local()
-                || v6.is_unicast_link_local()
-                || v6.is_unspecified()
-                || v6.is_multicast()
                 || (s0 & 0xffc0) == 0xfec0
                 || (s0 == 0x64 && s1 == 0xff9b)
                 || (s0 == 0x2001 && s1 == 0)
