@@ -79,6 +79,8 @@ struct Inner {
     state: Mutex<State>,
     /// The registry's reports, until the task takes them.
     changes: Mutex<Option<mpsc::UnboundedReceiver<ConnectionChange>>>,
+    /// Someone came online: load their contacts and stored choice now, not at the next tick.
+    load_now: tokio::sync::Notify,
     store: Store,
     registry: Arc<Registry>,
     config: PresenceConfig,
@@ -210,6 +212,7 @@ impl Presence {
             inner: Arc::new(Inner {
                 state: Mutex::default(),
                 changes: Mutex::new(Some(rx)),
+                load_now: tokio::sync::Notify::new(),
                 store,
                 registry,
                 config,
@@ -249,6 +252,7 @@ impl Presence {
                         this.save_choices().await;
                     }
                     _ = typing.tick() => this.expire_typing(),
+                    () = this.inner.load_now.notified() => this.load_pending().await,
                 }
             }
             this.save_choices().await;
@@ -263,6 +267,7 @@ impl Presence {
                 ConnectionChange::Connected { user, connection } => {
                     let entry = state.users.entry(user.clone()).or_insert_with(|| {
                         state.reload.insert(user.clone());
+                        self.inner.load_now.notify_one();
                         UserState::new(&user)
                     });
                     // An `activity` may have come first and created it.
@@ -500,6 +505,7 @@ impl Presence {
         let state = &mut *state;
         let entry = state.users.entry(user.to_owned()).or_insert_with(|| {
             state.reload.insert(user.to_owned());
+            self.inner.load_now.notify_one();
             UserState::new(user)
         });
         entry.choice = choice;
@@ -542,6 +548,7 @@ impl Presence {
         }
         let entry = state.users.entry(user.to_owned()).or_insert_with(|| {
             state.reload.insert(user.to_owned());
+            self.inner.load_now.notify_one();
             UserState::new(user)
         });
         entry.connections.insert(connection, idle);
@@ -639,6 +646,7 @@ impl Presence {
         for u in users {
             if state.users.contains_key(u) {
                 state.reload.insert(u.clone());
+                self.inner.load_now.notify_one();
             }
         }
     }
