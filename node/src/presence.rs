@@ -156,6 +156,18 @@ impl UserState {
         }
     }
 
+    /// Takes the stored choice (choice, status text), unless the choice is already known.
+    fn apply_stored(&mut self, stored: Option<(String, String)>) {
+        if self.chose {
+            return;
+        }
+        self.chose = true;
+        if let Some((choice, text)) = stored {
+            self.choice = PresenceChoice::parse(&choice).unwrap_or_default();
+            self.status_text = text;
+        }
+    }
+
     /// Whether one of the connections is active: not idle, or idle for less than
     /// `idle_away_secs`.
     fn active(&self, now: Instant, config: &PresenceConfig) -> bool {
@@ -330,45 +342,25 @@ impl Presence {
                 let Some(entry) = state.users.get_mut(&user) else {
                     continue;
                 };
-                if !entry.chose {
-                    entry.chose = true;
-                    if let Some((choice, text)) = choice {
-                        entry.choice = PresenceChoice::parse(&choice).unwrap_or_default();
-                        entry.status_text = text;
-                    }
-                }
+                entry.apply_stored(choice);
                 let contacts: HashSet<String> = contacts.into_iter().collect();
-                let first = entry.contacts.is_none();
-                let added: Vec<String> = match &entry.contacts {
-                    Some(old) => contacts.difference(old).cloned().collect(),
-                    None => Vec::new(),
-                };
+                let added: Option<Vec<String>> = entry
+                    .contacts
+                    .as_ref()
+                    .map(|old| contacts.difference(old).cloned().collect());
                 entry.contacts = Some(Arc::new(contacts));
                 let connections: Vec<u64> = entry.connections.keys().copied().collect();
-                if first {
-                    let infos = snapshot_of(state, &user, &self.inner.config);
-                    connections
-                        .into_iter()
-                        .map(|c| (c, infos.clone()))
-                        .collect::<Vec<_>>()
-                } else {
-                    // New contacts: tell this user how they are (they are told about this
-                    // user by their own reload).
-                    let infos: Vec<PresenceInfo> = added
-                        .iter()
-                        .filter_map(|c| state.users.get(c))
-                        .map(|u| u.told_others.clone())
-                        .filter(|i| i.state != PresenceState::Offline)
-                        .collect();
-                    if infos.is_empty() {
-                        Vec::new()
-                    } else {
-                        connections
-                            .into_iter()
-                            .map(|c| (c, infos.clone()))
-                            .collect()
-                    }
-                }
+                let infos = match added {
+                    // First load: the snapshot.
+                    None => snapshot_of(state, &user, &self.inner.config),
+                    // New contacts: how they are (they are told about this user by their own
+                    // reload).
+                    Some(added) => present(state, added.iter()),
+                };
+                connections
+                    .into_iter()
+                    .map(|c| (c, infos.clone()))
+                    .collect::<Vec<_>>()
             };
             for (connection, infos) in sends {
                 self.send_to_connection(&user, connection, infos);
@@ -576,14 +568,8 @@ impl Presence {
         for u in unknown {
             let choice = self.inner.store.presence_choice(&u).await?;
             let mut state = lock(&self.inner.state);
-            if let Some(entry) = state.users.get_mut(&u)
-                && !entry.chose
-            {
-                entry.chose = true;
-                if let Some((choice, text)) = choice {
-                    entry.choice = PresenceChoice::parse(&choice).unwrap_or_default();
-                    entry.status_text = text;
-                }
+            if let Some(entry) = state.users.get_mut(&u) {
+                entry.apply_stored(choice);
             }
         }
         let now = Instant::now();
@@ -775,17 +761,19 @@ fn snapshot_of(state: &State, user: &str, config: &PresenceConfig) -> Vec<Presen
         return Vec::new();
     };
     let mut infos = vec![entry.shown(user, Instant::now(), config).1];
-    infos.extend(
-        entry
-            .contacts
-            .iter()
-            .flat_map(|c| c.iter())
-            .filter_map(|c| state.users.get(c))
-            .map(|u| u.told_others.clone())
-            .filter(|i| i.state != PresenceState::Offline)
-            .take(MAX_SNAPSHOT),
-    );
+    let mut contacts = present(state, entry.contacts.iter().flat_map(|c| c.iter()));
+    contacts.truncate(MAX_SNAPSHOT);
+    infos.append(&mut contacts);
     infos
+}
+
+/// How these users were last shown to others, for those not offline.
+fn present<'a>(state: &State, users: impl Iterator<Item = &'a String>) -> Vec<PresenceInfo> {
+    users
+        .filter_map(|u| state.users.get(u))
+        .map(|u| u.told_others.clone())
+        .filter(|i| i.state != PresenceState::Offline)
+        .collect()
 }
 
 fn unsubscribe(state: &mut State, target: &str, connection: u64) {

@@ -282,3 +282,40 @@ async fn typing_reaches_members_and_expires_by_itself() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_burst_of_changes_reaches_contacts_as_one_update() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let mut config = test_config();
+    config.presence.coalesce_ms = 3000;
+    let node = TestNode::spawn_with(config).await?;
+    let bob = user(&node, "bob").await?;
+    let alice = user(&node, "alice").await?;
+    discussion(&alice, Request::OpenDialog { with: "bob".into() }).await?;
+    let alice_id = "alice@test.local";
+    // Bob is told at a tick; the next one is a whole period away, so the burst below falls
+    // between two ticks.
+    sees(&bob, alice_id, PresenceState::Available).await?;
+    set(&alice, PresenceChoice::Away, "").await?;
+    set(&alice, PresenceChoice::Dnd, "").await?;
+    set(&alice, PresenceChoice::Auto, "back").await?;
+    let told = within(10, "the coalesced update", async {
+        let mut told = Vec::new();
+        loop {
+            match bob.next_event().await {
+                Some(Event::Presence { users }) => {
+                    told.extend(users.into_iter().filter(|u| u.user == alice_id));
+                    if told.iter().any(|u| u.status_text == "back") {
+                        return Ok::<_, anyhow::Error>(told);
+                    }
+                }
+                Some(_) => {}
+                None => anyhow::bail!("the event stream ended"),
+            }
+        }
+    })
+    .await??;
+    assert_eq!(told.len(), 1, "one update for three changes: {told:?}");
+    assert_eq!(told[0].state, PresenceState::Available);
+    Ok(())
+}

@@ -315,21 +315,28 @@ async fn web_push_reaches_a_user_away_from_the_screen_encrypted_to_their_browser
     Ok(())
 }
 
-#[tokio::test]
-async fn gateway_pushes_respect_dnd_levels_mutes_and_retry() -> anyhow::Result<()> {
-    let _log = subscribe();
-    let (url, mut pushed, answer) = receiver().await?;
-    let mut config = test_config();
+/// A node pushing to a company gateway `corp` (a receiver here): alice, and bob and dave with
+/// their devices registered with the gateway (`tok-bob`, `tok-dave`), connected; alice's
+/// dialogs with each, and a group of the three.
+struct Office {
+    node: TestNode,
+    pushed: mpsc::UnboundedReceiver<Pushed>,
+    answer: Answer,
+    alice: Connection,
+    bob: Connection,
+    dave: Connection,
+    to_bob: veche_client::protocol::discussions::DiscussionInfo,
+    to_dave: veche_client::protocol::discussions::DiscussionInfo,
+    group: veche_client::protocol::discussions::DiscussionInfo,
+}
+
+async fn office(mut config: veche_node::config::Config) -> anyhow::Result<Office> {
+    let (url, pushed, answer) = receiver().await?;
     config
         .push
         .gateways
         .insert("corp".into(), format!("{url}/gw"));
     let node = TestNode::spawn_with(config).await?;
-    let node_key = ed25519_dalek::VerifyingKey::from_bytes(
-        &hex::decode(&node.info().identity)?
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("a 32-byte key"))?,
-    )?;
     let alice = user(&node, "alice").await?;
     let bob = user(&node, "bob").await?;
     let dave = user(&node, "dave").await?;
@@ -349,7 +356,45 @@ async fn gateway_pushes_respect_dnd_levels_mutes_and_retry() -> anyhow::Result<(
         },
     )
     .await?;
+    for (conn, key) in [(&bob, "tok-bob"), (&dave, "tok-dave")] {
+        let target = PushTarget::Gateway {
+            gateway: "corp".into(),
+            pushkey: key.into(),
+        };
+        register(conn, target).await?;
+    }
+    Ok(Office {
+        node,
+        pushed,
+        answer,
+        alice,
+        bob,
+        dave,
+        to_bob,
+        to_dave,
+        group,
+    })
+}
 
+#[tokio::test]
+async fn gateway_pushes_respect_dnd_levels_mutes_and_retry() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let Office {
+        node,
+        mut pushed,
+        answer,
+        alice,
+        bob,
+        dave,
+        to_bob,
+        to_dave,
+        group,
+    } = office(test_config()).await?;
+    let node_key = ed25519_dalek::VerifyingKey::from_bytes(
+        &hex::decode(&node.info().identity)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("a 32-byte key"))?,
+    )?;
     match bob
         .request(Request::RegisterPush {
             target: PushTarget::Gateway {
@@ -362,12 +407,6 @@ async fn gateway_pushes_respect_dnd_levels_mutes_and_retry() -> anyhow::Result<(
         Err(e) => assert_eq!(e.code(), Some(ErrorCode::BadRequest)),
         Ok(r) => anyhow::bail!("expected bad_request, got {r:?}"),
     }
-    let gateway = |key: &str| PushTarget::Gateway {
-        gateway: "corp".into(),
-        pushkey: key.into(),
-    };
-    register(&bob, gateway("tok-bob")).await?;
-    register(&dave, gateway("tok-dave")).await?;
     ask(
         &bob,
         Request::SetPresence {
@@ -537,44 +576,20 @@ async fn gateway_pushes_respect_dnd_levels_mutes_and_retry() -> anyhow::Result<(
 async fn waiting_notifications_are_dropped_when_access_ends_or_the_message_is_deleted()
 -> anyhow::Result<()> {
     let _log = subscribe();
-    let (url, mut pushed, _answer) = receiver().await?;
     let mut config = test_config();
-    config
-        .push
-        .gateways
-        .insert("corp".into(), format!("{url}/gw"));
     // A window long enough for the removal and the deletion to land inside it.
     config.push.coalesce_ms = 1500;
-    let node = TestNode::spawn_with(config).await?;
-    let alice = user(&node, "alice").await?;
-    let bob = user(&node, "bob").await?;
-    let dave = user(&node, "dave").await?;
-    let group = discussion(
-        &alice,
-        Request::CreateGroup {
-            title: "Board".into(),
-            members: vec!["bob".into(), "dave".into()],
-        },
-    )
-    .await?;
-    let to_bob = discussion(&alice, Request::OpenDialog { with: "bob".into() }).await?;
-    let to_dave = discussion(
-        &alice,
-        Request::OpenDialog {
-            with: "dave".into(),
-        },
-    )
-    .await?;
-    for (conn, key) in [(&bob, "tok-bob"), (&dave, "tok-dave")] {
-        register(
-            conn,
-            PushTarget::Gateway {
-                gateway: "corp".into(),
-                pushkey: key.into(),
-            },
-        )
-        .await?;
-    }
+    let Office {
+        node,
+        mut pushed,
+        alice,
+        bob,
+        dave,
+        to_bob,
+        to_dave,
+        group,
+        ..
+    } = office(config).await?;
     bob.close().await;
     dave.close().await;
 
@@ -598,13 +613,17 @@ async fn waiting_notifications_are_dropped_when_access_ends_or_the_message_is_de
         },
     )
     .await?;
-    // Dave's notification is due after both of bob's would have been.
+    // Dave's notification is due after both of bob's would have been. Two messages within
+    // the window are one notification.
     post(&alice, &to_dave.id, "m1", "marker").await?;
+    post(&alice, &to_dave.id, "m2", "and another").await?;
     let first = within(15, "dave's push", pushed.recv())
         .await?
         .context("receiver stopped")?;
     let body = json(&first.body)?;
     assert_eq!(body["pushkey"], "tok-dave", "bob got something: {body}");
+    assert_eq!(body["notification"]["count"], 2, "coalesced: {body}");
+    assert_eq!(body["notification"]["text"], "and another");
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     if let Ok(p) = pushed.try_recv() {
         anyhow::bail!("nothing else is pushed, got {}", json(&p.body)?);

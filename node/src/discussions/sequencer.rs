@@ -322,32 +322,26 @@ impl Sequencer {
                 watchers,
             } => {
                 let discussion = event.discussion.clone();
-                let (change_kind, removed) = match &event.change {
-                    Change::Created { kind, .. } if *kind != DiscussionKind::Object => {
-                        (Some("created"), None)
-                    }
-                    Change::MembersAdded { .. } => (Some("members_added"), None),
-                    Change::MemberRemoved { user } => (Some("member_removed"), Some(user.clone())),
+                // Contacts are who shares a dialog or group: a membership change changes
+                // those of everyone involved.
+                let (membership, removed) = match &event.change {
+                    Change::Created { kind, .. } => (*kind != DiscussionKind::Object, None),
+                    Change::MembersAdded { .. } => (true, None),
+                    Change::MemberRemoved { user } => (true, Some(user.clone())),
                     Change::MessageDeleted { message_id } => {
                         self.outlets
                             .push
                             .forget_message(&event.discussion, message_id);
-                        (None, None)
+                        (false, None)
                     }
-                    _ => (None, None),
+                    _ => (false, None),
                 };
                 let Some(event) = EncodedEvent::new(&Event::Discussion { event }) else {
                     return;
                 };
-                if matches!(
-                    change_kind,
-                    Some("created" | "members_added" | "member_removed")
-                ) {
-                    // Contacts are who shares a dialog or group: these people's changed.
+                if membership {
                     let mut people = to.clone();
-                    if let Some(removed) = removed {
-                        people.push(removed);
-                    }
+                    people.extend(removed);
                     self.outlets.presence.contacts_changed(&people);
                 }
                 self.registry.deliver(&to, &event);

@@ -406,7 +406,7 @@ impl Push {
     }
 
     /// Who of a notice's people are to be pushed, and why.
-    async fn recipients(&self, n: &Notice) -> Result<Vec<(String, Reason)>, StoreError> {
+    async fn recipients(&self, n: &Notice) -> Result<HashMap<String, Reason>, StoreError> {
         let mut reasons: HashMap<String, Reason> = HashMap::new();
         {
             let with = self.lock_users();
@@ -429,7 +429,7 @@ impl Push {
         }
         reasons.remove(&n.author);
         if reasons.is_empty() {
-            return Ok(Vec::new());
+            return Ok(HashMap::new());
         }
         // Presence first: most people are at a screen.
         let mut offline = Vec::new();
@@ -448,7 +448,7 @@ impl Push {
             }
         }
         if reasons.is_empty() {
-            return Ok(Vec::new());
+            return Ok(HashMap::new());
         }
         let users: Vec<&String> = reasons.keys().collect();
         let json = serde_json::to_string(&users).unwrap_or_default();
@@ -505,35 +505,18 @@ async fn decide(push: Push, mut work: mpsc::Receiver<Work>, stop: CancellationTo
         }
         let mut queued = Vec::new();
         for w in batch.drain(..) {
-            let (discussion, users_json, message) = match w {
-                Work::Notice(n) => {
-                    match push.queue_for(&n).await {
-                        Ok(mut rows) => queued.append(&mut rows),
-                        Err(e) => {
-                            tracing::warn!(error = %e, discussion = %n.discussion, "cannot decide on push notifications; skipped")
-                        }
+            if let Work::Notice(n) = &w {
+                match push.queue_for(n).await {
+                    Ok(mut rows) => queued.append(&mut rows),
+                    Err(e) => {
+                        tracing::warn!(error = %e, discussion = %n.discussion, "cannot decide on push notifications; skipped")
                     }
-                    continue;
                 }
-                Work::Forget { discussion, users } => (
-                    Some(discussion),
-                    serde_json::to_string(&users).unwrap_or_default(),
-                    None,
-                ),
-                Work::ForgetMessage {
-                    discussion,
-                    message_id,
-                } => (Some(discussion), String::new(), Some(message_id)),
-            };
+                continue;
+            }
             // Queue what was decided before, so that the removal covers it.
             push.queue(std::mem::take(&mut queued)).await;
-            let store = &push.inner.store;
-            let done = match (discussion, message) {
-                (Some(d), Some(id)) => store.drop_pushes_of_message(&d, &id).await,
-                (Some(d), None) => store.drop_pushes_for(&d, &users_json).await,
-                (None, _) => Ok(()),
-            };
-            if let Err(e) = done {
+            if let Err(e) = push.drop_waiting(w).await {
                 tracing::warn!(error = %e, "cannot drop queued push notifications");
             }
         }
@@ -542,6 +525,22 @@ async fn decide(push: Push, mut work: mpsc::Receiver<Work>, stop: CancellationTo
 }
 
 impl Push {
+    /// Drops waiting notifications a `Forget` or `ForgetMessage` names.
+    async fn drop_waiting(&self, work: Work) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        match work {
+            Work::Forget { discussion, users } => {
+                let json = serde_json::to_string(&users).unwrap_or_default();
+                store.drop_pushes_for(&discussion, &json).await
+            }
+            Work::ForgetMessage {
+                discussion,
+                message_id,
+            } => store.drop_pushes_of_message(&discussion, &message_id).await,
+            Work::Notice(_) => Ok(()),
+        }
+    }
+
     async fn queue(&self, rows: Vec<NewPush>) {
         if rows.is_empty() {
             return;
@@ -623,11 +622,10 @@ impl reqwest::dns::Resolve for PublicOnly {
 impl Push {
     /// The queue rows for one notice.
     async fn queue_for(&self, n: &Notice) -> Result<Vec<NewPush>, StoreError> {
-        let recipients = self.recipients(n).await?;
-        if recipients.is_empty() {
+        let reasons = self.recipients(n).await?;
+        if reasons.is_empty() {
             return Ok(Vec::new());
         }
-        let reasons: HashMap<String, Reason> = recipients.into_iter().collect();
         let users: Vec<&String> = reasons.keys().collect();
         let json = serde_json::to_string(&users).unwrap_or_default();
         let now = now_ms();
@@ -760,7 +758,7 @@ enum Outcome {
 impl Push {
     async fn attempt(&self, clients: &Clients, job: PushJob) {
         let outcome = match self.request(clients, &job).await {
-            Ok(response) => classify(response, job.kind == "web_push"),
+            Ok(response) => classify(response, job.endpoint.kind == "web_push"),
             Err(error) => Outcome::Failed {
                 error,
                 retry_after_ms: None,
@@ -770,14 +768,14 @@ impl Push {
         let recorded = match outcome {
             Outcome::Delivered => store.push_sent(job.id, job.count).await,
             Outcome::Gone => {
-                tracing::info!(user = %job.user_id, device = %job.device_id, "push endpoint gone; removed");
+                tracing::info!(user = %job.endpoint.user_id, device = %job.endpoint.device_id, "push endpoint gone; removed");
                 store
-                    .remove_push_endpoint(None, &job.endpoint_id)
+                    .remove_push_endpoint(None, &job.endpoint.id)
                     .await
                     .map(|_| ())
             }
             Outcome::Refused(error) => {
-                tracing::warn!(user = %job.user_id, %error, "push notification refused; dropped");
+                tracing::warn!(user = %job.endpoint.user_id, %error, "push notification refused; dropped");
                 store.push_dropped(job.id, job.count).await
             }
             Outcome::Failed {
@@ -785,7 +783,7 @@ impl Push {
                 retry_after_ms,
             } => {
                 if job.attempts + 1 >= i64::from(self.inner.config.attempts) {
-                    tracing::warn!(user = %job.user_id, %error, "push notification failed for good");
+                    tracing::warn!(user = %job.endpoint.user_id, %error, "push notification failed for good");
                     store.push_dropped(job.id, job.count).await
                 } else {
                     let base = i64::try_from(self.inner.config.retry_base_ms).unwrap_or(1000);
@@ -793,7 +791,7 @@ impl Push {
                     let wait = retry_after_ms
                         .unwrap_or_else(|| base.saturating_mul(1i64 << shift))
                         .min(MAX_BACKOFF_MS);
-                    tracing::debug!(user = %job.user_id, %error, "push failed; will retry");
+                    tracing::debug!(user = %job.endpoint.user_id, %error, "push failed; will retry");
                     store
                         .push_retry(job.id, now_ms().saturating_add(wait), &error)
                         .await
@@ -812,8 +810,12 @@ impl Push {
         if let Some(map) = payload.as_object_mut() {
             map.insert("count".into(), job.count.into());
         }
-        let built = if job.kind == "web_push" {
-            let sub = webpush::subscription(&job.target, &job.p256dh, &job.auth)?;
+        let built = if job.endpoint.kind == "web_push" {
+            let sub = webpush::subscription(
+                &job.endpoint.target,
+                &job.endpoint.p256dh,
+                &job.endpoint.auth,
+            )?;
             // Names are checked by the resolver at each connection; an address in the URL
             // never reaches it.
             let literal = sub
@@ -848,16 +850,16 @@ impl Push {
                 .headers(headers)
                 .body(body)
         } else {
-            let Some(url) = self.inner.config.gateways.get(&job.target) else {
+            let Some(url) = self.inner.config.gateways.get(&job.endpoint.target) else {
                 return Err(format!(
                     "push gateway {:?} is no longer configured",
-                    job.target
+                    job.endpoint.target
                 ));
             };
             let body = serde_json::json!({
-                "user": job.user_id,
-                "device_id": job.device_id,
-                "pushkey": job.pushkey,
+                "user": job.endpoint.user_id,
+                "device_id": job.endpoint.device_id,
+                "pushkey": job.endpoint.pushkey,
                 "notification": payload,
             })
             .to_string();

@@ -38,20 +38,30 @@ pub(crate) struct NewPush {
 /// A queued notification with its endpoint, ready to send.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct PushJob {
+    #[sqlx(rename = "job_id")]
     pub(crate) id: i64,
     pub(crate) discussion_id: String,
     pub(crate) payload: String,
     pub(crate) count: i64,
     pub(crate) urgent: bool,
     pub(crate) attempts: i64,
-    pub(crate) endpoint_id: String,
-    pub(crate) user_id: String,
-    pub(crate) device_id: String,
-    pub(crate) kind: String,
-    pub(crate) target: String,
-    pub(crate) p256dh: String,
-    pub(crate) auth: String,
-    pub(crate) pushkey: String,
+    #[sqlx(flatten)]
+    pub(crate) endpoint: PushEndpointRow,
+}
+
+/// Every column of `push_endpoints e`, in `PushEndpointRow`'s order, as a static string.
+macro_rules! endpoint_columns {
+    () => {
+        "e.id, e.user_id, e.device_id, e.kind, e.target, e.p256dh, e.auth, e.pushkey, \
+         e.created_at"
+    };
+}
+
+/// Every column of `notification_settings`, in `NotificationRow`'s order.
+macro_rules! setting_columns {
+    () => {
+        "user_id, discussion_id, level, muted_until"
+    };
 }
 
 impl Store {
@@ -177,10 +187,11 @@ impl Store {
         &self,
         user: &str,
     ) -> Result<Vec<NotificationRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT user_id, discussion_id, level, muted_until FROM notification_settings \
-             WHERE user_id = ? ORDER BY discussion_id",
-        )
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            setting_columns!(),
+            " FROM notification_settings WHERE user_id = ? ORDER BY discussion_id"
+        ))
         .bind(user)
         .fetch_all(&self.read)
         .await?)
@@ -192,10 +203,12 @@ impl Store {
         users_json: &str,
         discussion: &str,
     ) -> Result<Vec<NotificationRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT user_id, discussion_id, level, muted_until FROM notification_settings \
-             WHERE discussion_id = ? AND user_id IN (SELECT value FROM json_each(?))",
-        )
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            setting_columns!(),
+            " FROM notification_settings \
+             WHERE discussion_id = ? AND user_id IN (SELECT value FROM json_each(?))"
+        ))
         .bind(discussion)
         .bind(users_json)
         .fetch_all(&self.read)
@@ -252,10 +265,11 @@ impl Store {
         &self,
         user: &str,
     ) -> Result<Vec<PushEndpointRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, user_id, device_id, kind, target, p256dh, auth, pushkey, created_at \
-             FROM push_endpoints WHERE user_id = ? ORDER BY created_at, id",
-        )
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            endpoint_columns!(),
+            " FROM push_endpoints e WHERE e.user_id = ? ORDER BY e.created_at, e.id"
+        ))
         .bind(user)
         .fetch_all(&self.read)
         .await?)
@@ -276,13 +290,14 @@ impl Store {
         users_json: &str,
         now: i64,
     ) -> Result<Vec<PushEndpointRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT e.id, e.user_id, e.device_id, e.kind, e.target, e.p256dh, e.auth, \
-             e.pushkey, e.created_at FROM push_endpoints e \
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            endpoint_columns!(),
+            " FROM push_endpoints e \
              WHERE e.user_id IN (SELECT value FROM json_each(?)) AND EXISTS (SELECT 1 FROM \
              sessions s WHERE s.user_id = e.user_id AND s.device_id = e.device_id \
-             AND s.expires_at > ?)",
-        )
+             AND s.expires_at > ?)"
+        ))
         .bind(users_json)
         .bind(now)
         .fetch_all(&self.read)
@@ -325,12 +340,12 @@ impl Store {
         now: i64,
         limit: i64,
     ) -> Result<Vec<PushJob>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT q.id, q.discussion_id, q.payload, q.count, q.urgent, q.attempts, \
-             e.id AS endpoint_id, e.user_id, e.device_id, e.kind, e.target, e.p256dh, e.auth, \
-             e.pushkey FROM push_queue q JOIN push_endpoints e ON e.id = q.endpoint_id \
-             WHERE q.due_at <= ? ORDER BY q.due_at, q.id LIMIT ?",
-        )
+        Ok(sqlx::query_as(concat!(
+            "SELECT q.id AS job_id, q.discussion_id, q.payload, q.count, q.urgent, q.attempts, ",
+            endpoint_columns!(),
+            " FROM push_queue q JOIN push_endpoints e ON e.id = q.endpoint_id \
+             WHERE q.due_at <= ? ORDER BY q.due_at, q.id LIMIT ?"
+        ))
         .bind(now)
         .bind(limit)
         .fetch_all(&self.read)
