@@ -603,6 +603,7 @@ async fn drive_outbox(inner: Arc<Inner>, conn: Arc<Connection>) {
             continue;
         };
         let request = Request::Send(SendMessage {
+            files: Vec::new(),
             discussion: entry.discussion.clone(),
             client_msg_id: entry.client_msg_id.clone(),
             text: entry.text.clone(),

@@ -33,6 +33,7 @@ pub(crate) struct Services {
     pub(crate) apps: Apps,
     pub(crate) presence: crate::presence::Presence,
     pub(crate) push: crate::push::Push,
+    pub(crate) files: crate::files::Files,
 }
 
 /// Carries out one administrator command on behalf of `actor` (written to the audit log).

@@ -64,6 +64,8 @@ pub struct Config {
     pub presence: PresenceConfig,
     /// `[push]`
     pub push: PushConfig,
+    /// `[files]`
+    pub files: FilesConfig,
 }
 
 /// `[presence]`: who is available, away, busy or offline, and who is typing.
@@ -89,6 +91,71 @@ impl Default for PresenceConfig {
             offline_grace_ms: 10_000,
             coalesce_ms: 1000,
             typing_ttl_ms: 6000,
+        }
+    }
+}
+
+/// `[files]`: the administrator's file policy and where contents are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Whether files are accepted at all.
+    pub enabled: bool,
+    /// Discussion kinds that take files: `dialog`, `group`, `object`.
+    pub discussion_kinds: Vec<String>,
+    /// The largest file, in MiB.
+    pub max_size_mb: u64,
+    /// Media types accepted, as `type/subtype` or `type/*`; empty means every type that is not
+    /// blocked.
+    pub allowed_types: Vec<String>,
+    /// Media types refused, recognised from the content (a renamed program is still a program).
+    pub blocked_types: Vec<String>,
+    /// File name extensions refused (for scripts that only their name gives away).
+    pub blocked_extensions: Vec<String>,
+    /// MiB each user may keep in files, uploads in progress included; 0 means no limit.
+    pub quota_mb: u64,
+    /// Files are removed this many days after upload; 0 keeps them.
+    pub retention_days: u32,
+    /// Where new contents go: `fs` (the `files/` folder) or `plugin:<id>` (a storage-backend
+    /// plugin). `veche admin files migrate` moves existing contents and changes this for the
+    /// running node (the choice it stores wins over this key from then on).
+    pub backend: String,
+    /// An upload not completed within this many hours is dropped.
+    pub upload_expiry_hours: u64,
+    /// An uploaded file not attached to a message within this many hours is removed.
+    pub unattached_hours: u64,
+    /// Make PNG previews of PNG, JPEG, GIF and WebP images.
+    pub thumbnails: bool,
+    /// The longer side of a preview, in pixels.
+    pub thumbnail_size: u32,
+    /// Images larger than this many pixels get no preview (decompression bombs).
+    pub max_image_pixels: u64,
+    /// An upload's progress is made durable and confirmed every this many KiB.
+    pub confirm_every_kb: u64,
+    /// How often removable files and expired uploads are cleaned up, in seconds.
+    pub cleanup_secs: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        let strings = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect();
+        Self {
+            enabled: true,
+            discussion_kinds: strings(&["dialog", "group", "object"]),
+            max_size_mb: 100,
+            allowed_types: Vec::new(),
+            blocked_types: strings(crate::files::DEFAULT_BLOCKED_TYPES),
+            blocked_extensions: strings(crate::files::DEFAULT_BLOCKED_EXTENSIONS),
+            quota_mb: 10 * 1024,
+            retention_days: 0,
+            backend: "fs".into(),
+            upload_expiry_hours: 24,
+            unattached_hours: 24,
+            thumbnails: true,
+            thumbnail_size: 320,
+            max_image_pixels: 40_000_000,
+            confirm_every_kb: 1024,
+            cleanup_secs: 600,
         }
     }
 }
@@ -671,6 +738,48 @@ impl Config {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
+        }
+        let f = &self.files;
+        for kind in &f.discussion_kinds {
+            if veche_protocol::discussions::DiscussionKind::parse(kind).is_none() {
+                return Err(invalid(
+                    "files.discussion_kinds",
+                    format!("{kind:?} is not a discussion kind (dialog, group, object)"),
+                ));
+            }
+        }
+        for (key, list) in [
+            ("files.allowed_types", &f.allowed_types),
+            ("files.blocked_types", &f.blocked_types),
+        ] {
+            if let Some(bad) = list.iter().find(|t| !crate::files::is_type_pattern(t)) {
+                return Err(invalid(
+                    key,
+                    format!("{bad:?} is not a media type such as image/png or image/*"),
+                ));
+            }
+        }
+        if f.backend != "fs" && f.backend.strip_prefix("plugin:").is_none_or(str::is_empty) {
+            return Err(invalid(
+                "files.backend",
+                format!("{:?} is neither \"fs\" nor \"plugin:<id>\"", f.backend),
+            ));
+        }
+        for (key, value) in [
+            ("files.max_size_mb", f.max_size_mb),
+            ("files.upload_expiry_hours", f.upload_expiry_hours),
+            ("files.unattached_hours", f.unattached_hours),
+            ("files.thumbnail_size", u64::from(f.thumbnail_size)),
+            ("files.max_image_pixels", f.max_image_pixels),
+            ("files.confirm_every_kb", f.confirm_every_kb),
+            ("files.cleanup_secs", f.cleanup_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if f.max_size_mb > 1024 * 1024 {
+            return Err(invalid("files.max_size_mb", "must be at most 1048576 (1 TiB)"));
         }
         for (name, url) in &self.push.gateways {
             let ok = reqwest::Url::parse(url)

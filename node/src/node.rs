@@ -75,6 +75,9 @@ pub enum StartError {
         /// From the database.
         stored: String,
     },
+    /// The files folder could not be prepared.
+    #[error("files: {0}")]
+    Files(String),
     /// The VAPID key (Web Push) could not be loaded or created.
     #[error("{0}")]
     Vapid(String),
@@ -195,7 +198,10 @@ pub(crate) async fn open(
         store.clone(),
         node_name.clone(),
         registry.clone(),
-        config.messages.clone(),
+        crate::discussions::Limits {
+            messages: config.messages.clone(),
+            files: config.files.clone(),
+        },
         plugins.clone(),
         Outlets {
             presence: presence.clone(),
@@ -203,6 +209,15 @@ pub(crate) async fn open(
         },
         crate::search::Search::new(store.clone(), data.root(), purpose == Purpose::Offline),
     );
+    let files = crate::files::Files::open(
+        store.clone(),
+        config.files.clone(),
+        data.root(),
+        discussions.clone(),
+        plugins.clone(),
+    )
+    .await
+    .map_err(|e| StartError::Files(e.to_string()))?;
     Ok(Opened {
         lock,
         data,
@@ -216,6 +231,7 @@ pub(crate) async fn open(
             apps,
             presence,
             push,
+            files,
         },
         identity,
     })
@@ -409,6 +425,7 @@ impl RunningNode {
                 let sender = shared.services.apps.spawn_sender(stop.clone());
                 let presence = shared.services.presence.spawn(stop.clone());
                 let pushers = shared.services.push.spawn(stop.clone());
+                let cleaner = tokio::spawn(shared.services.files.clone().run_cleanup(stop.clone()));
                 let indexer = shared
                     .services
                     .discussions
@@ -434,6 +451,8 @@ impl RunningNode {
                 stop.cancelled().await;
                 let _ = accept.await;
                 sweeper.abort();
+                // Clean-up only removes what is already unused; the next start does the rest.
+                cleaner.abort();
                 if let Some(mut gateway) = gateway
                     && tokio::time::timeout(grace, &mut gateway).await.is_err()
                 {

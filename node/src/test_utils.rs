@@ -235,14 +235,16 @@ impl TestNode {
     /// Reads a whole blob through a storage-backend plugin.
     pub async fn blob_get(&self, backend: &str, key: &str) -> Result<Vec<u8>, String> {
         let blobs = self.blobs(backend)?;
-        let mut out = Vec::new();
-        blobs
-            .get(key, async |chunk| {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let collect = async {
+            let mut out = Vec::new();
+            while let Some(chunk) = rx.recv().await {
                 out.extend_from_slice(&chunk);
-                Ok(())
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+            }
+            out
+        };
+        let (read, out) = tokio::join!(blobs.get(key, tx), collect);
+        read.map_err(|e| e.to_string())?;
         Ok(out)
     }
 

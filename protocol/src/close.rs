@@ -20,6 +20,10 @@ pub const AUTH_TIMEOUT: u32 = 6;
 pub const PROTOCOL_VIOLATION: u32 = 8;
 /// The client read its events too slowly; reconnect and `sync` from the cursors.
 pub const EVENTS_LAGGED: u32 = 9;
+/// A stream code, not a connection code: the node reset a transfer stream because the
+/// transfer failed after its bytes started (a download whose stored content failed its hash
+/// check). The client discards what it received.
+pub const TRANSFER_FAILED: u32 = 10;
 
 /// A short name for a close code, for logs and error messages.
 pub fn describe(code: u64) -> &'static str {
@@ -33,6 +37,7 @@ pub fn describe(code: u64) -> &'static str {
         6 => "authentication timeout",
         8 => "protocol violation",
         9 => "events lagged; resync",
+        10 => "transfer failed",
         _ => "unknown close code",
     }
 }

@@ -171,6 +171,10 @@ pub struct Message {
     /// Reactions.
     #[serde(default)]
     pub reactions: Vec<Reaction>,
+    /// Attached files, in the order given; empty once the message is deleted. A file removed
+    /// by the retention policy is no longer listed.
+    #[serde(default)]
+    pub files: Vec<crate::files::FileInfo>,
     /// When it was posted.
     pub created_at: Timestamp,
     /// When it was last edited.
@@ -304,6 +308,10 @@ pub struct SendMessage {
     /// Buttons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Action>,
+    /// Files to attach (ids from completed uploads of the sender's for this discussion), at
+    /// most 10.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
 }
 
 /// A full-text search.
@@ -327,6 +335,9 @@ pub struct SearchQuery {
     /// Only messages written before this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<crate::Timestamp>,
+    /// Only messages with files attached.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub has_file: bool,
     /// Hits to skip (paging).
     #[serde(default)]
     pub offset: u32,
@@ -344,6 +355,7 @@ impl SearchQuery {
             object: None,
             from: None,
             to: None,
+            has_file: false,
             offset: 0,
             limit: 20,
         }

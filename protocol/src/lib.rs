@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod close;
 pub mod discussions;
+pub mod files;
 pub mod frame;
 pub mod ids;
 mod messages;

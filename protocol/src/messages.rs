@@ -5,6 +5,7 @@ use crate::admin::{AdminReply, AdminRequest};
 use crate::discussions::{
     Cursor, DiscussionEvent, DiscussionInfo, MessageVersion, ObjectRef, SendMessage,
 };
+use crate::files::{FileInfo, FilePolicy, NewUpload, UploadInfo};
 use crate::presence::{
     NotificationLevel, NotificationSetting, PresenceChoice, PresenceInfo, PushEndpointInfo,
     PushTarget,
@@ -305,6 +306,25 @@ pub enum Request {
     },
     /// The caller's push endpoints.
     ListPush,
+    /// Declares a file to upload (see `files`); answered with `upload`.
+    CreateUpload(NewUpload),
+    /// How far an upload of the caller's has come; answered with `upload`.
+    UploadStatus {
+        /// The upload id.
+        upload: String,
+    },
+    /// Drops an unfinished upload of the caller's.
+    CancelUpload {
+        /// The upload id.
+        upload: String,
+    },
+    /// A file's description, for a caller who may download it; answered with `file`.
+    GetFile {
+        /// The file id.
+        file: String,
+    },
+    /// The node's file policy and the caller's usage; answered with `file_policy`.
+    FilePolicy,
 }
 
 /// A frame sent by the node on a client's control stream.
@@ -457,6 +477,21 @@ pub enum Reply {
         /// The caller's endpoints.
         endpoints: Vec<PushEndpointInfo>,
     },
+    /// Answer to `create_upload` and `upload_status`.
+    Upload {
+        /// The upload.
+        upload: UploadInfo,
+    },
+    /// Answer to `get_file`.
+    File {
+        /// The file.
+        file: FileInfo,
+    },
+    /// Answer to `file_policy`.
+    FilePolicy {
+        /// The policy.
+        policy: FilePolicy,
+    },
 }
 
 /// An event the node pushes on the connection's event stream (a unidirectional stream the node
@@ -532,6 +567,10 @@ pub struct ErrorBody {
     /// For `unsupported_version`: the versions the node speaks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supported_versions: Option<Vec<u16>>,
+    /// For a refusal by the node's policy: the setting that refused, such as
+    /// `files.max_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 impl ErrorBody {
@@ -542,6 +581,15 @@ impl ErrorBody {
             message: message.into(),
             retry_after_ms: None,
             supported_versions: None,
+            rule: None,
+        }
+    }
+
+    /// A refusal by the policy setting `rule`.
+    pub fn refused_by(rule: &str, message: impl Into<String>) -> Self {
+        Self {
+            rule: Some(rule.to_owned()),
+            ..Self::new(ErrorCode::Forbidden, message)
         }
     }
 }

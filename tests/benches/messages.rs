@@ -139,6 +139,7 @@ async fn setup(senders: usize, receivers: usize) -> Setup {
 
 fn send_request(group: &str, id: &str) -> Request {
     Request::Send(SendMessage {
+        files: Vec::new(),
         discussion: group.to_owned(),
         client_msg_id: id.to_owned(),
         text: id.to_owned(),

@@ -82,6 +82,7 @@ async fn post_round_trips(conn: &Connection, group: &str, secs: u64, tag: &str) 
     while Instant::now() < end {
         i += 1;
         let request = Request::Send(SendMessage {
+            files: Vec::new(),
             discussion: group.to_owned(),
             client_msg_id: format!("{tag}-{i}"),
             text: "ping".into(),

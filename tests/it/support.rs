@@ -102,7 +102,9 @@ pub(crate) async fn discussion(
 }
 
 pub(crate) fn message(discussion: &str, client_msg_id: &str, text: &str) -> SendMessage {
+    files: Vec::new(),
     SendMessage {
+        files: Vec::new(),
         discussion: discussion.to_owned(),
         client_msg_id: client_msg_id.to_owned(),
         text: text.to_owned(),

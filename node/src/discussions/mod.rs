@@ -21,12 +21,12 @@ use veche_protocol::discussions::{
 use veche_protocol::ids::{Login, NodeName};
 use veche_protocol::{ErrorBody, ErrorCode, Event, Reply, Timestamp};
 
-use crate::config::MessagesConfig;
 use crate::plugins::{Click, Plugins};
 use crate::search::{Search, SearchError};
 use crate::server::registry::{EncodedEvent, Registry};
 use crate::store::{DiscussionRow, Store, StoreError};
 pub(crate) use access::authorize;
+pub(crate) use sequencer::Limits;
 use sequencer::{Job, Op};
 
 /// Events one `sync` or `history` answer carries at most.
@@ -132,6 +132,9 @@ pub(crate) enum DiscussionError {
     /// A part of the node is not ready yet; the text says which.
     #[error("{0}")]
     NotReady(String),
+    /// The node's policy refused; the body names the rule.
+    #[error("{}", .0.message)]
+    Refused(Box<ErrorBody>),
     /// Storage failed.
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
@@ -146,8 +149,12 @@ impl DiscussionError {
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::Unavailable | Self::NotReady(_) => ErrorCode::Unavailable,
+            Self::Refused(body) => body.code,
             Self::Store(_) => ErrorCode::Internal,
         };
+        if let Self::Refused(body) = self {
+            return (**body).clone();
+        }
         if let Self::Store(e) = self {
             tracing::error!(error = %e, "discussion operation failed");
             return ErrorBody::new(code, "internal error; try again");
@@ -195,7 +202,7 @@ impl Discussions {
         store: Store,
         node: NodeName,
         registry: Arc<Registry>,
-        config: MessagesConfig,
+        config: sequencer::Limits,
         plugins: Plugins,
         outlets: Outlets,
         search: Search,
@@ -707,7 +714,7 @@ impl Discussions {
     }
 
     /// The discussion and what the caller may do in it, if they may read it.
-    async fn granted(
+    pub(crate) async fn granted(
         &self,
         caller: &Caller,
         discussion: &str,

@@ -27,11 +27,12 @@ pub(crate) fn seq(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// A message without reactions (as when just posted).
+/// A message with the given mentions, reactions and files.
 pub(crate) fn message(
     row: &MessageRow,
     mentions: Vec<String>,
     reactions: Vec<Reaction>,
+    files: Vec<veche_protocol::files::FileInfo>,
 ) -> Message {
     Message {
         id: row.id.clone(),
@@ -47,6 +48,7 @@ pub(crate) fn message(
         reply_to: row.reply_to.clone(),
         mentions,
         reactions,
+        files,
         created_at: Timestamp(row.created_at),
         edited_at: row.edited_at.map(Timestamp),
         version: u32::try_from(row.version).unwrap_or(u32::MAX),
@@ -67,7 +69,13 @@ pub(crate) async fn stored_message(store: &Store, row: &MessageRow) -> Result<Me
         }
     }
     let mentions = store.mentions(&row.id).await?;
-    Ok(message(row, mentions, reactions))
+    let files = if row.deleted {
+        Vec::new()
+    } else {
+        let rows = store.message_files(&row.id).await?;
+        rows.iter().map(crate::files::info).collect()
+    };
+    Ok(message(row, mentions, reactions, files))
 }
 
 /// Event details kept as JSON in the `detail` column.

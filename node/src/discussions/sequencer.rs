@@ -20,7 +20,7 @@ use veche_protocol::{Event, Timestamp};
 use super::access::{authorize, object_access};
 use super::render::{self, Detail};
 use super::{Caller, DiscussionError, text};
-use crate::config::MessagesConfig;
+use crate::config::{FilesConfig, MessagesConfig};
 use crate::plugins::{Access, BotMessage, Plugins};
 use crate::server::registry::{EncodedEvent, Registry};
 use crate::store::{
@@ -168,7 +168,7 @@ pub(crate) struct Sequencer {
     store: Store,
     node: NodeName,
     registry: Arc<Registry>,
-    config: MessagesConfig,
+    config: Limits,
     plugins: Plugins,
     outlets: super::Outlets,
     /// Dialogs and groups read in the current batch, with their members: most commands of a
@@ -204,6 +204,13 @@ fn not_found() -> DiscussionError {
     DiscussionError::NotFound("discussion")
 }
 
+/// What the sequencer enforces on what it writes.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) messages: MessagesConfig,
+    pub(crate) files: FilesConfig,
+}
+
 fn read_only() -> DiscussionError {
     DiscussionError::Forbidden("you may read this discussion but not post in it".into())
 }
@@ -213,7 +220,7 @@ impl Sequencer {
         store: Store,
         node: NodeName,
         registry: Arc<Registry>,
-        config: MessagesConfig,
+        config: Limits,
         plugins: Plugins,
         outlets: super::Outlets,
     ) -> Self {
@@ -1156,11 +1163,11 @@ impl Sequencer {
             ));
         }
         let text = text::convert_shortcodes(&m.text);
-        if text.len() > self.config.max_text_bytes {
+        if text.len() > self.config.messages.max_text_bytes {
             return Err(DiscussionError::BadRequest(format!(
                 "the text is {} bytes; the limit is {} bytes",
                 text.len(),
-                self.config.max_text_bytes
+                self.config.messages.max_text_bytes
             )));
         }
         let data = match &m.data {
@@ -1178,9 +1185,10 @@ impl Sequencer {
             None => None,
         };
         check_actions(&m.actions)?;
-        if text.trim().is_empty() && data.is_none() && m.actions.is_empty() {
+        if text.trim().is_empty() && data.is_none() && m.actions.is_empty() && m.files.is_empty()
+        {
             return Err(DiscussionError::BadRequest(
-                "a message needs text, data or actions".into(),
+                "a message needs text, data, actions or files".into(),
             ));
         }
         let actions = serde_json::to_string(&m.actions).unwrap_or_else(|_| "[]".to_owned());
@@ -1190,6 +1198,7 @@ impl Sequencer {
             m.reply_to.as_deref(),
             data.as_deref(),
             &actions,
+            &m.files,
         );
 
         let readable = self.readable(b, caller, &m.discussion).await;
@@ -1210,6 +1219,15 @@ impl Sequencer {
                 };
             }
         };
+        crate::files::check_attachments(
+            &self.config.files,
+            b,
+            &caller.user,
+            &d.id,
+            &d.kind,
+            &m.files,
+        )
+        .await?;
         let mut replied_to = None;
         if let Some(reply_to) = &m.reply_to {
             let target = b.message(reply_to).await?;
@@ -1259,6 +1277,16 @@ impl Sequencer {
                 ))),
             };
         }
+        b.attach_files(&row.id, &m.files).await?;
+        let files = if m.files.is_empty() {
+            Vec::new()
+        } else {
+            b.message_files(&row.id)
+                .await?
+                .iter()
+                .map(crate::files::info)
+                .collect()
+        };
         self.set_seq(b, &d.id, seq, at).await?;
         b.insert_event(&EventRow {
             discussion_id: d.id.clone(),
@@ -1304,7 +1332,7 @@ impl Sequencer {
                 at: Timestamp(at),
                 actor: caller.user.clone(),
                 change: Change::MessagePosted {
-                    message: Box::new(render::message(&row, mentions, Vec::new())),
+                    message: Box::new(render::message(&row, mentions, Vec::new(), files)),
                 },
             },
             to,
@@ -1388,10 +1416,10 @@ impl Sequencer {
             ));
         }
         let text = text::convert_shortcodes(text);
-        if text.len() > self.config.max_text_bytes {
+        if text.len() > self.config.messages.max_text_bytes {
             return Err(DiscussionError::BadRequest(format!(
                 "the text is over {} bytes",
-                self.config.max_text_bytes
+                self.config.messages.max_text_bytes
             )));
         }
         if text.trim().is_empty() {
@@ -1611,9 +1639,16 @@ fn payload_hash(
     reply_to: Option<&str>,
     data: Option<&str>,
     actions: &str,
+    files: &[String],
 ) -> String {
     let mut h = Sha256::new();
-    for part in [Some(discussion), Some(text), reply_to, data, Some(actions)] {
+    // Files are hashed only when there are some, so hashes stored before files existed
+    // still match their resends.
+    let files = (!files.is_empty()).then(|| files.join("\n"));
+    for part in [Some(discussion), Some(text), reply_to, data, Some(actions)]
+        .into_iter()
+        .chain(files.as_deref().map(Some))
+    {
         match part {
             Some(p) => {
                 h.update([1u8]);

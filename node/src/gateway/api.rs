@@ -230,6 +230,7 @@ fn posted(discussion: String, reply: Reply) -> Result<Json<Posted>> {
 
 fn send_request(discussion: &str, body: MessageBody) -> Request {
     Request::Send(SendMessage {
+        files: Vec::new(),
         discussion: discussion.to_owned(),
         client_msg_id: body.client_msg_id,
         text: body.text,
@@ -283,6 +284,7 @@ async fn search(
     Query(p): Query<SearchParams>,
 ) -> Result<Json<Wire>> {
     let request = Request::Search(veche_protocol::discussions::SearchQuery {
+        has_file: false,
         query: p.q,
         discussion: p.discussion,
         author: p.author,

@@ -1627,6 +1627,7 @@ impl Shared {
         let mut hash = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(key, &mut hash);
         let message = SendMessage {
+            files: Vec::new(),
             discussion,
             client_msg_id: format!(
                 "{}-{:016x}",

@@ -176,11 +176,13 @@ impl PluginBlobs {
         })
     }
 
-    /// Reads the whole blob, handing each chunk to `sink` as it arrives.
+    /// Reads the whole blob, sending each chunk to `sink` as it arrives (a bounded channel
+    /// keeps memory bounded when the receiver is slower than the plugin). A receiver that
+    /// went away ends the read with an error.
     pub(crate) async fn get(
         &self,
         key: &str,
-        mut sink: impl AsyncFnMut(Vec<u8>) -> std::io::Result<()>,
+        sink: tokio::sync::mpsc::Sender<Vec<u8>>,
     ) -> Result<u64, BlobError> {
         let a = self.active()?;
         let (mut warm, idx) = self.instance(&a).await?;
@@ -205,7 +207,9 @@ impl PluginBlobs {
                 )));
             }
             total += chunk.len() as u64;
-            sink(chunk).await?;
+            sink.send(chunk).await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the reader went away")
+            })?;
         }
         Ok(total)
     }

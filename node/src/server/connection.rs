@@ -21,8 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
+use veche_protocol::files::{MAX_TRANSFER_FRAME, TransferReply, TransferRequest};
 use veche_protocol::frame::{self, FrameError, MAX_OUTGOING_FRAME, MAX_UNAUTHENTICATED_FRAME};
 use veche_protocol::{
     ClientFrame, ErrorBody, ErrorCode, Event, PROTOCOL_VERSIONS, Reply, Request, ServerFrame,
@@ -38,6 +39,8 @@ use crate::push::PushError;
 
 /// Outgoing frames buffered per connection before a slow reader stalls its own handlers.
 const OUTBOX: usize = 64;
+/// How long a transfer stream may take to say what it is for.
+const TRANSFER_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the node waits for a client to acknowledge its last frames before closing.
 const LINGER: Duration = Duration::from_millis(500);
 /// How long an ending session waits for its requests in flight.
@@ -86,6 +89,17 @@ struct AuthSlot {
 }
 
 impl State {
+    /// The caller for requests of this connection's session, while it has one.
+    fn caller(&self) -> Option<Caller> {
+        let auth = self.auth()?;
+        Some(Caller {
+            user: auth.user.id.clone(),
+            device: auth.session.device_id.clone(),
+            admin: auth.admin,
+            connection: self.id,
+        })
+    }
+
     fn slot(&self) -> std::sync::MutexGuard<'_, AuthSlot> {
         self.auth.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -305,7 +319,6 @@ pub(super) async fn run(
         return;
     };
     let _close = CloseOnDrop(conn.clone());
-    tokio::spawn(refuse_extra_streams(conn.clone()));
 
     let (out, out_rx) = mpsc::channel::<ServerFrame>(OUTBOX);
     let (last_frame, last_frame_rx) = oneshot::channel::<Option<ServerFrame>>();
@@ -328,6 +341,8 @@ pub(super) async fn run(
         events,
         watching: Arc::default(),
     });
+
+    tokio::spawn(accept_streams(state.clone()));
 
     let max_frame = shared.server.max_frame_bytes;
     let in_flight = Arc::new(Semaphore::new(shared.server.max_requests_in_flight));
@@ -541,26 +556,150 @@ async fn write_events(
     let _ = tokio::time::timeout(LINGER, stream.stopped()).await;
 }
 
-/// The protocol uses one control stream per connection; any other stream a client opens is
-/// refused at once so that its data does not sit in the connection's receive window.
-async fn refuse_extra_streams(conn: quinn::Connection) {
+/// Streams after the control stream: an authenticated connection's bidirectional streams
+/// are file transfers (see `veche_protocol::files`); anything else is refused at once so that
+/// its data does not sit in the connection's receive window.
+async fn accept_streams(state: Arc<State>) {
     let code = quinn::VarInt::from_u32(close::PROTOCOL_VIOLATION);
     loop {
         tokio::select! {
-            bi = conn.accept_bi() => match bi {
-                Ok((mut send, mut recv)) => {
-                    let _ = recv.stop(code);
-                    let _ = send.reset(code);
-                }
+            bi = state.conn.accept_bi() => match bi {
+                Ok((mut send, mut recv)) => match state.caller() {
+                    Some(caller) => {
+                        state
+                            .shared
+                            .requests
+                            .spawn(transfer(state.clone(), caller, send, recv));
+                    }
+                    None => {
+                        let _ = recv.stop(code);
+                        let _ = send.reset(code);
+                    }
+                },
                 Err(_) => return,
             },
-            uni = conn.accept_uni() => match uni {
+            uni = state.conn.accept_uni() => match uni {
                 Ok(mut recv) => {
                     let _ = recv.stop(code);
                 }
                 Err(_) => return,
             },
         }
+    }
+}
+
+/// One transfer stream: an upload's bytes or a download.
+async fn transfer(
+    state: Arc<State>,
+    caller: Caller,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let files = &state.shared.services.files;
+    let stop = &state.shared.stop;
+    let first = tokio::time::timeout(
+        TRANSFER_HEADER_TIMEOUT,
+        frame::read::<TransferRequest, _>(&mut recv, MAX_TRANSFER_FRAME),
+    )
+    .await;
+    let request = match first {
+        Ok(Ok(Some(request))) => request,
+        Ok(Err(e)) => {
+            let error = frame_failure(e).map_or_else(
+                || ErrorBody::new(ErrorCode::BadRequest, "the stream failed"),
+                |(error, _)| error,
+            );
+            end_transfer(send, TransferReply::Error { error }).await;
+            return;
+        }
+        Ok(Ok(None)) | Err(_) => {
+            let _ = send.reset(quinn::VarInt::from_u32(close::PROTOCOL_VIOLATION));
+            return;
+        }
+    };
+    match request {
+        TransferRequest::Upload { upload, offset } => {
+            let (progress, mut confirmed) = watch::channel(offset);
+            let work = files.receive(&caller, &upload, offset, &mut recv, progress);
+            tokio::pin!(work);
+            // Progress frames are written while the upload goes on; the latest value wins.
+            let result = loop {
+                tokio::select! {
+                    result = &mut work => break Some(result),
+                    () = stop.cancelled() => break None,
+                    changed = confirmed.changed() => {
+                        if changed.is_err() {
+                            break Some(work.await);
+                        }
+                        let progress = TransferReply::Progress {
+                            confirmed: *confirmed.borrow_and_update(),
+                        };
+                        let _ = frame::write(&mut send, &progress, MAX_TRANSFER_FRAME).await;
+                    }
+                }
+            };
+            let reply = match result {
+                Some(Ok(file)) => TransferReply::Uploaded { file },
+                Some(Err(e)) => TransferReply::Error { error: e.to_body() },
+                None => TransferReply::Error {
+                    error: ErrorBody::new(
+                        ErrorCode::Unavailable,
+                        "the node is shutting down; continue the upload later",
+                    ),
+                },
+            };
+            end_transfer(send, reply).await;
+        }
+        TransferRequest::Download {
+            file,
+            offset,
+            thumbnail,
+        } => {
+            let _ = recv.stop(quinn::VarInt::from_u32(close::NORMAL));
+            let download = match files.download(&caller, &file, offset, thumbnail).await {
+                Ok(d) => d,
+                Err(e) => {
+                    end_transfer(send, TransferReply::Error { error: e.to_body() }).await;
+                    return;
+                }
+            };
+            let header = TransferReply::Download {
+                file: download.file.clone(),
+                offset: download.offset,
+                length: download.length,
+                mime: download.mime.clone(),
+            };
+            if frame::write(&mut send, &header, MAX_TRANSFER_FRAME).await.is_err() {
+                return;
+            }
+            let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
+            let write = async {
+                while let Some(chunk) = rx.recv().await {
+                    send.write_all(&chunk).await?;
+                }
+                Ok::<_, quinn::WriteError>(())
+            };
+            let sent = tokio::select! {
+                (read, written) = async { tokio::join!(files.send(&download, tx), write) } => {
+                    read.is_ok() && written.is_ok()
+                }
+                () = stop.cancelled() => false,
+            };
+            if sent {
+                let _ = send.finish();
+                let _ = send.stopped().await;
+            } else {
+                let _ = send.reset(quinn::VarInt::from_u32(close::TRANSFER_FAILED));
+            }
+        }
+    }
+}
+
+/// Writes the last frame of a transfer stream and finishes it.
+async fn end_transfer(mut send: quinn::SendStream, reply: TransferReply) {
+    if frame::write(&mut send, &reply, MAX_TRANSFER_FRAME).await.is_ok() {
+        let _ = send.finish();
+        let _ = tokio::time::timeout(LINGER, send.stopped()).await;
     }
 }
 
@@ -761,13 +900,7 @@ async fn handle(state: &State, request: Request) -> Result<Reply, ErrorBody> {
             Ok(Reply::Admin { result })
         }
         other => {
-            let auth = state.auth().ok_or_else(unauthenticated)?;
-            let caller = Caller {
-                user: auth.user.id.clone(),
-                device: auth.session.device_id.clone(),
-                admin: auth.admin,
-                connection: state.id,
-            };
+            let caller = state.caller().ok_or_else(unauthenticated)?;
             user_request(&state.shared.services, &caller, other)
                 .await
                 .map_err(|e| e.to_body())
@@ -853,6 +986,22 @@ pub(crate) async fn user_request(
             .await
             .map_err(push_error),
         Request::ListPush => services.push.list(&caller.user).await.map_err(push_error),
+        Request::CreateUpload(new) => Ok(Reply::Upload {
+            upload: services.files.create_upload(caller, new).await?,
+        }),
+        Request::UploadStatus { upload } => Ok(Reply::Upload {
+            upload: services.files.upload_status(caller, &upload).await?,
+        }),
+        Request::CancelUpload { upload } => {
+            services.files.cancel_upload(caller, &upload).await?;
+            Ok(Reply::Done)
+        }
+        Request::GetFile { file } => Ok(Reply::File {
+            file: services.files.get(caller, &file).await?,
+        }),
+        Request::FilePolicy => Ok(Reply::FilePolicy {
+            policy: services.files.policy(caller).await?,
+        }),
         other => discussion_request(d, caller, other).await,
     }
 }
@@ -936,7 +1085,12 @@ async fn discussion_request(
         | Request::PushConfig
         | Request::RegisterPush { .. }
         | Request::UnregisterPush { .. }
-        | Request::ListPush => Err(DiscussionError::BadRequest(
+        | Request::ListPush
+        | Request::CreateUpload(_)
+        | Request::UploadStatus { .. }
+        | Request::CancelUpload { .. }
+        | Request::GetFile { .. }
+        | Request::FilePolicy => Err(DiscussionError::BadRequest(
             "not a discussion request".into(),
         )),
     }

@@ -585,6 +585,8 @@ impl Batch {
             "DELETE FROM message_versions WHERE message_id = ?",
             "DELETE FROM reactions WHERE message_id = ?",
             "DELETE FROM mentions WHERE message_id = ?",
+            // A file whose last message is gone becomes removable (see `removable_files`).
+            "DELETE FROM message_files WHERE message_id = ?",
         ] {
             sqlx::query(purge).bind(id).execute(&mut *self.tx).await?;
         }

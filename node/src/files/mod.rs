@@ -1,0 +1,946 @@
+//! Files: uploads (resumable, verified by SHA-256), contents stored once per hash in a
+//! backend (the node's folder or a storage-backend plugin), downloads authorized through the
+//! messages a file is attached to, previews, clean-up and migration between backends.
+//!
+//! ```text
+//! create_upload ─▶ policy (kind, size, extension, quota) ─▶ uploads row
+//! transfer stream ─▶ files/uploads/<id> (fsync + `confirmed` every confirm_every_kb)
+//!   last byte ─▶ SHA-256 check ─▶ type from the content ─▶ preview
+//!             ─▶ backend (once per hash) ─▶ blobs + files rows, in one transaction
+//! send{files} ─▶ sequencer checks uploader and discussion ─▶ message_files
+//! download ─▶ a message it is attached to that the caller may read (or its uploader, before
+//!             it is attached) ─▶ backend, hash verified on full reads
+//! ```
+//!
+//! Contents are kept under their hash, so identical files are stored once; a file's id is
+//! random and gives nothing by itself. Work on one hash (storing, removing, migrating) is
+//! serialised by a striped lock, so that a content is never removed while a new file starts
+//! to use it.
+
+mod backend;
+mod policy;
+mod thumbnail;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use veche_protocol::files::{FileInfo, FilePolicy, NewUpload, UploadInfo, is_sha256_hex};
+use veche_protocol::{ErrorBody, Timestamp};
+
+pub(crate) use backend::{Backend, BackendError, Backends};
+pub(crate) use policy::{DEFAULT_BLOCKED_EXTENSIONS, DEFAULT_BLOCKED_TYPES, is_type_pattern};
+
+use crate::config::FilesConfig;
+use crate::discussions::{Caller, DiscussionError, Discussions};
+use crate::plugins::Plugins;
+use crate::store::{BlobRow, FileRow, Store, StoreError, UploadRow};
+
+/// The `meta` key of the backend chosen by `veche admin files migrate`.
+const BACKEND_KEY: &str = "files.backend";
+/// Stripes of the per-hash lock.
+const STRIPES: usize = 64;
+/// Bytes read from the upload per write.
+const READ_CHUNK: usize = 256 * 1024;
+/// Files attached to one message at most.
+pub(crate) const MAX_FILES_PER_MESSAGE: usize = 10;
+
+/// Why a file operation failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FileError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{}", .0.message)]
+    Refused(Box<ErrorBody>),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Busy(String),
+    #[error(transparent)]
+    Discussion(#[from] DiscussionError),
+    #[error("storage failure: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("file staging: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the stored content of {0} does not match its SHA-256")]
+    Corrupt(String),
+}
+
+impl From<ErrorBody> for FileError {
+    fn from(e: ErrorBody) -> Self {
+        Self::Refused(Box::new(e))
+    }
+}
+
+impl From<FileError> for DiscussionError {
+    fn from(e: FileError) -> Self {
+        match e {
+            FileError::NotFound(what) => DiscussionError::NotFound(what),
+            FileError::Refused(body) => DiscussionError::Refused(body),
+            FileError::BadRequest(m) => DiscussionError::BadRequest(m),
+            FileError::Conflict(m) => DiscussionError::Conflict(m),
+            FileError::Busy(m) => DiscussionError::NotReady(m),
+            FileError::Discussion(e) => e,
+            FileError::Store(e) => DiscussionError::Store(e),
+            e @ (FileError::Backend(_) | FileError::Io(_) | FileError::Corrupt(_)) => {
+                tracing::error!(error = %e, "file operation failed");
+                DiscussionError::NotReady("the file storage failed; try again later".into())
+            }
+        }
+    }
+}
+
+impl FileError {
+    pub(crate) fn to_body(self) -> ErrorBody {
+        DiscussionError::from(self).to_body()
+    }
+}
+
+/// The files service.
+#[derive(Debug, Clone)]
+pub(crate) struct Files {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    config: FilesConfig,
+    discussions: Discussions,
+    backends: Backends,
+    /// `files/uploads/`: one staging file per upload in progress.
+    staging: PathBuf,
+    /// Where new contents go.
+    current: Mutex<String>,
+    /// Uploads a stream is writing now.
+    busy: Mutex<HashSet<String>>,
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// A download ready to stream.
+#[derive(Debug)]
+pub(crate) struct Download {
+    pub(crate) file: FileInfo,
+    pub(crate) offset: u64,
+    pub(crate) length: u64,
+    pub(crate) mime: String,
+    key: String,
+    backend: String,
+    /// The hash to verify: full downloads of the content.
+    verify: Option<String>,
+}
+
+/// What `veche admin files migrate` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Migrated {
+    pub(crate) moved: u64,
+    pub(crate) bytes: u64,
+    pub(crate) failed: Vec<String>,
+}
+
+/// Releases an upload's busy mark when its stream ends, however it ends.
+struct BusyGuard<'a>(&'a Inner, String);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.busy).remove(&self.1);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now() -> i64 {
+    Timestamp::now().0
+}
+
+fn random_id(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+fn thumb_key(sha256: &str) -> String {
+    format!("{sha256}.thumb")
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// A file row as clients see it.
+pub(crate) fn info(row: &FileRow) -> FileInfo {
+    let dim = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+    FileInfo {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        size: to_u64(row.size),
+        mime: row.mime.clone(),
+        sha256: row.sha256.clone(),
+        thumbnail: row.thumbnail,
+        dimensions: dim(row.width).zip(dim(row.height)),
+        discussion: row.discussion_id.clone(),
+        uploader: row.uploader.clone(),
+        created_at: Timestamp(row.created_at),
+    }
+}
+
+impl Files {
+    /// Opens the service over `<data>/files/`.
+    pub(crate) async fn open(
+        store: Store,
+        config: FilesConfig,
+        data: &Path,
+        discussions: Discussions,
+        plugins: Plugins,
+    ) -> Result<Self, FileError> {
+        let root = data.join("files");
+        let staging = root.join("uploads");
+        tokio::fs::create_dir_all(&staging).await?;
+        tokio::fs::create_dir_all(root.join("blobs")).await?;
+        let current = match store.meta(BACKEND_KEY).await? {
+            Some(stored) => {
+                if stored != config.backend {
+                    tracing::warn!(
+                        stored = %stored,
+                        configured = %config.backend,
+                        "new files go to the backend chosen by `veche admin files migrate`, \
+                         not to [files] backend"
+                    );
+                }
+                stored
+            }
+            None => config.backend.clone(),
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                discussions,
+                backends: Backends::new(root.join("blobs"), plugins),
+                staging,
+                current: Mutex::new(current),
+                busy: Mutex::default(),
+                stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            }),
+        })
+    }
+
+    fn stripe(&self, sha256: &str) -> &tokio::sync::Mutex<()> {
+        let i = usize::from_str_radix(sha256.get(..2).unwrap_or("0"), 16).unwrap_or(0);
+        &self.inner.stripes[i % STRIPES]
+    }
+
+    fn staging_path(&self, upload: &str) -> PathBuf {
+        self.inner.staging.join(upload)
+    }
+
+    /// The backend new contents go to.
+    pub(crate) fn current_backend(&self) -> String {
+        lock(&self.inner.current).clone()
+    }
+
+    /// The policy, with the caller's usage.
+    pub(crate) async fn policy(&self, caller: &Caller) -> Result<FilePolicy, FileError> {
+        let c = &self.inner.config;
+        Ok(FilePolicy {
+            enabled: c.enabled,
+            discussion_kinds: c.discussion_kinds.clone(),
+            max_size: c.max_size_mb.saturating_mul(1024 * 1024),
+            allowed_types: c.allowed_types.clone(),
+            blocked_types: c.blocked_types.clone(),
+            blocked_extensions: c.blocked_extensions.clone(),
+            quota: c.quota_mb.saturating_mul(1024 * 1024),
+            used: self.inner.store.file_usage(&caller.user).await?,
+            retention_days: c.retention_days,
+        })
+    }
+
+    /// Declares an upload, after every check that needs no content.
+    pub(crate) async fn create_upload(
+        &self,
+        caller: &Caller,
+        new: NewUpload,
+    ) -> Result<UploadInfo, FileError> {
+        let c = &self.inner.config;
+        if new.name.is_empty() || new.name.len() > 255 {
+            return Err(FileError::BadRequest("name is 1 to 255 bytes".into()));
+        }
+        if !is_sha256_hex(&new.sha256) {
+            return Err(FileError::BadRequest(
+                "sha256 is 64 lowercase hex digits".into(),
+            ));
+        }
+        let (d, grant) = self.inner.discussions.granted(caller, &new.discussion).await?;
+        if !grant.write {
+            return Err(FileError::Discussion(DiscussionError::Forbidden(
+                "you may read this discussion but not post in it".into(),
+            )));
+        }
+        let name = policy::sanitize_name(&new.name);
+        policy::check_declared(c, &d.kind, &name, new.size)?;
+        let size = i64::try_from(new.size)
+            .map_err(|_| FileError::BadRequest("size is too large".into()))?;
+        let at = now();
+        let row = UploadRow {
+            id: random_id("up_"),
+            user_id: caller.user.clone(),
+            discussion_id: d.id.clone(),
+            name,
+            size,
+            sha256: new.sha256,
+            confirmed: 0,
+            created_at: at,
+            expires_at: at.saturating_add(
+                i64::try_from(c.upload_expiry_hours.saturating_mul(3_600_000)).unwrap_or(i64::MAX),
+            ),
+            file_id: None,
+        };
+        let quota = c.quota_mb.saturating_mul(1024 * 1024);
+        if !self.inner.store.insert_upload(&row, quota).await? {
+            let used = self.inner.store.file_usage(&caller.user).await?;
+            return Err(ErrorBody::refused_by(
+                "files.quota_mb",
+                format!(
+                    "you keep {used} bytes in files; {} more would exceed your quota of {} MiB",
+                    new.size, c.quota_mb
+                ),
+            )
+            .into());
+        }
+        tracing::debug!(upload = %row.id, size = row.size, "upload created");
+        self.upload_info(&row).await
+    }
+
+    async fn upload_info(&self, row: &UploadRow) -> Result<UploadInfo, FileError> {
+        let file = match &row.file_id {
+            Some(id) => self.inner.store.file(id).await?.as_ref().map(info),
+            None => None,
+        };
+        Ok(UploadInfo {
+            id: row.id.clone(),
+            size: to_u64(row.size),
+            confirmed: to_u64(row.confirmed),
+            expires_at: Timestamp(row.expires_at),
+            file,
+        })
+    }
+
+    async fn own_upload(&self, caller: &Caller, id: &str) -> Result<UploadRow, FileError> {
+        self.inner
+            .store
+            .upload(id)
+            .await?
+            .filter(|u| u.user_id == caller.user)
+            .ok_or(FileError::NotFound("upload"))
+    }
+
+    /// How far an upload has come.
+    pub(crate) async fn upload_status(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<UploadInfo, FileError> {
+        let row = self.own_upload(caller, id).await?;
+        self.upload_info(&row).await
+    }
+
+    /// Drops an unfinished upload.
+    pub(crate) async fn cancel_upload(&self, caller: &Caller, id: &str) -> Result<(), FileError> {
+        let row = self.own_upload(caller, id).await?;
+        if row.file_id.is_some() {
+            return Err(FileError::Conflict(
+                "the upload is complete; its file is removed when no message uses it".into(),
+            ));
+        }
+        if lock(&self.inner.busy).contains(id) {
+            return Err(FileError::Busy(
+                "the upload is being written; stop its stream first".into(),
+            ));
+        }
+        self.inner.store.delete_upload(id).await?;
+        remove_quietly(&self.staging_path(id)).await;
+        Ok(())
+    }
+
+    /// Takes an upload's bytes from `offset` (which must be its confirmed length) from
+    /// `data` until it ends. Progress is made durable and published on `progress` every
+    /// `confirm_every_kb`; on the last byte the file is verified and stored. If `data` ends
+    /// early or fails, what arrived is kept and the upload can continue later.
+    pub(crate) async fn receive(
+        &self,
+        caller: &Caller,
+        id: &str,
+        offset: u64,
+        mut data: impl AsyncRead + Unpin,
+        progress: watch::Sender<u64>,
+    ) -> Result<FileInfo, FileError> {
+        let row = self.own_upload(caller, id).await?;
+        if let Some(file) = &row.file_id {
+            return match self.inner.store.file(file).await? {
+                Some(f) => Ok(info(&f)),
+                None => Err(FileError::NotFound("file")),
+            };
+        }
+        if !lock(&self.inner.busy).insert(id.to_owned()) {
+            return Err(FileError::Busy(
+                "another stream is writing this upload; try again in a moment".into(),
+            ));
+        }
+        let _busy = BusyGuard(&self.inner, id.to_owned());
+        // Read again now that no other stream can move it.
+        let row = self.own_upload(caller, id).await?;
+        let size = to_u64(row.size);
+        let mut confirmed = to_u64(row.confirmed);
+        if offset != confirmed {
+            return Err(FileError::Conflict(format!(
+                "the upload continues at byte {confirmed}, not {offset}"
+            )));
+        }
+        let path = self.staging_path(id);
+        let mut file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .await?;
+        // Bytes past the confirmed length were never confirmed: they are written again.
+        file.set_len(confirmed).await?;
+        let mut hasher = Sha256::new();
+        if confirmed > 0 {
+            hash_prefix(&mut file, confirmed, &mut hasher).await?;
+        }
+        file.seek(std::io::SeekFrom::Start(confirmed)).await?;
+        let every = self.inner.config.confirm_every_kb.saturating_mul(1024);
+        let mut written = confirmed;
+        let mut buf = vec![0u8; READ_CHUNK];
+        let ended = loop {
+            let n = match data.read(&mut buf).await {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
+            if written + n as u64 > size {
+                // Keep what was valid; the client learns the limit.
+                self.confirm(&mut file, id, written).await?;
+                return Err(FileError::BadRequest(format!(
+                    "the upload was declared as {size} bytes; more arrived"
+                )));
+            }
+            file.write_all(&buf[..n]).await?;
+            hasher.update(&buf[..n]);
+            written += n as u64;
+            if written - confirmed >= every {
+                self.confirm(&mut file, id, written).await?;
+                confirmed = written;
+                progress.send_replace(confirmed);
+            }
+        };
+        if written != confirmed {
+            self.confirm(&mut file, id, written).await?;
+            confirmed = written;
+            progress.send_replace(confirmed);
+        }
+        if let Err(e) = ended {
+            tracing::debug!(upload = %id, confirmed, error = %e, "upload interrupted");
+            return Err(FileError::Conflict(format!(
+                "the upload stream failed at byte {confirmed}; continue from there"
+            )));
+        }
+        if confirmed < size {
+            return Err(FileError::Conflict(format!(
+                "the stream ended at byte {confirmed} of {size}; continue from there"
+            )));
+        }
+        drop(file);
+        let actual = hex::encode(hasher.finalize());
+        if actual != row.sha256 {
+            self.inner.store.delete_upload(id).await?;
+            remove_quietly(&path).await;
+            return Err(FileError::BadRequest(format!(
+                "the content's SHA-256 is {actual}, not the declared {}; the upload is dropped",
+                row.sha256
+            )));
+        }
+        let stored = self.store_upload(&row, &path).await;
+        if let Err(FileError::Refused(_)) = &stored {
+            self.inner.store.delete_upload(id).await?;
+            remove_quietly(&path).await;
+        }
+        stored
+    }
+
+    /// Makes `written` bytes of the staging file durable and records them.
+    async fn confirm(
+        &self,
+        file: &mut tokio::fs::File,
+        id: &str,
+        written: u64,
+    ) -> Result<(), FileError> {
+        file.flush().await?;
+        file.sync_data().await?;
+        let written = i64::try_from(written).unwrap_or(i64::MAX);
+        self.inner.store.set_upload_confirmed(id, written).await?;
+        Ok(())
+    }
+
+    /// Checks the complete, verified staging file's type, stores its content (unless it is
+    /// stored already) and records the file.
+    async fn store_upload(&self, row: &UploadRow, path: &Path) -> Result<FileInfo, FileError> {
+        let mut head = vec![0u8; policy::SNIFF_BYTES];
+        let n = read_head(path, &mut head).await?;
+        let mime = policy::sniff(&head[..n]);
+        policy::check_type(&self.inner.config, &mime)?;
+        let file = FileRow {
+            id: random_id("f_"),
+            name: row.name.clone(),
+            size: row.size,
+            discussion_id: row.discussion_id.clone(),
+            uploader: row.user_id.clone(),
+            created_at: now(),
+            attached: false,
+            sha256: row.sha256.clone(),
+            backend: String::new(),
+            mime: mime.clone(),
+            thumbnail: false,
+            width: None,
+            height: None,
+        };
+        let _stripe = self.stripe(&row.sha256).lock().await;
+        let store = &self.inner.store;
+        let stored_already = store.blob(&row.sha256).await?.is_some()
+            && store.complete_upload(&row.id, &file, None).await?;
+        if !stored_already {
+            let c = &self.inner.config;
+            let preview = if c.thumbnails {
+                let (p, m, size, max) = (
+                    path.to_owned(),
+                    mime.clone(),
+                    c.thumbnail_size,
+                    c.max_image_pixels,
+                );
+                tokio::task::spawn_blocking(move || thumbnail::make(&p, &m, size, max))
+                    .await
+                    .unwrap_or_default()
+            } else {
+                thumbnail::Preview::default()
+            };
+            let name = self.current_backend();
+            let backend = self.inner.backends.get(&name)?;
+            backend.put_file(&row.sha256, path).await?;
+            if let Some(png) = &preview.png {
+                backend.put_bytes(&thumb_key(&row.sha256), png).await?;
+            }
+            let blob = BlobRow {
+                sha256: row.sha256.clone(),
+                size: row.size,
+                backend: name,
+                mime,
+                thumbnail: preview.png.is_some(),
+                width: preview.dimensions.map(|d| i64::from(d.0)),
+                height: preview.dimensions.map(|d| i64::from(d.1)),
+                created_at: now(),
+            };
+            store.complete_upload(&row.id, &file, Some(&blob)).await?;
+        }
+        remove_quietly(path).await;
+        let stored = store
+            .file(&file.id)
+            .await?
+            .ok_or(FileError::NotFound("file"))?;
+        tracing::debug!(file = %stored.id, sha256 = %stored.sha256, dedup = stored_already, "file stored");
+        Ok(info(&stored))
+    }
+
+    /// The file, if the caller may download it: its uploader until it is attached, then
+    /// whoever may read a message (not deleted) it is attached to.
+    async fn readable(&self, caller: &Caller, id: &str) -> Result<FileRow, FileError> {
+        let store = &self.inner.store;
+        let file = store.file(id).await?.ok_or(FileError::NotFound("file"))?;
+        if !file.attached && file.uploader == caller.user {
+            return Ok(file);
+        }
+        for a in store.file_attachments(id).await? {
+            if !a.deleted && self.inner.discussions.granted(caller, &a.discussion_id).await.is_ok()
+            {
+                return Ok(file);
+            }
+        }
+        Err(FileError::NotFound("file"))
+    }
+
+    /// A file's description.
+    pub(crate) async fn get(&self, caller: &Caller, id: &str) -> Result<FileInfo, FileError> {
+        Ok(info(&self.readable(caller, id).await?))
+    }
+
+    /// Prepares a download of the file (or its preview) from `offset`.
+    pub(crate) async fn download(
+        &self,
+        caller: &Caller,
+        id: &str,
+        offset: u64,
+        thumbnail: bool,
+    ) -> Result<Download, FileError> {
+        let row = self.readable(caller, id).await?;
+        let file = info(&row);
+        let (key, mime, total) = if thumbnail {
+            if !row.thumbnail {
+                return Err(FileError::NotFound("preview"));
+            }
+            let key = thumb_key(&row.sha256);
+            let backend = self.inner.backends.get(&row.backend)?;
+            let size = backend.size(&key).await?.ok_or(BackendError::Missing)?;
+            (key, "image/png".to_owned(), size)
+        } else {
+            (row.sha256.clone(), row.mime.clone(), file.size)
+        };
+        if offset > total {
+            return Err(FileError::BadRequest(format!(
+                "offset {offset} is beyond the end ({total} bytes)"
+            )));
+        }
+        let verify = (!thumbnail && offset == 0).then(|| row.sha256.clone());
+        Ok(Download {
+            file,
+            offset,
+            length: total - offset,
+            mime,
+            key,
+            backend: row.backend,
+            verify,
+        })
+    }
+
+    /// Streams a prepared download into `sink`. A full download is hashed on the way: a
+    /// content that does not match its hash ends in `Corrupt` after its last chunk, so that
+    /// the caller can fail the transfer instead of completing it.
+    pub(crate) async fn send(
+        &self,
+        d: &Download,
+        sink: mpsc::Sender<Vec<u8>>,
+    ) -> Result<u64, FileError> {
+        let mut backend_name = d.backend.clone();
+        for attempt in 0..2 {
+            let backend = self.inner.backends.get(&backend_name)?;
+            let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
+            let forward = async {
+                let mut hasher = d.verify.as_ref().map(|_| Sha256::new());
+                while let Some(chunk) = rx.recv().await {
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(&chunk);
+                    }
+                    if sink.send(chunk).await.is_err() {
+                        return None;
+                    }
+                }
+                Some(hasher.map(|h| hex::encode(h.finalize())))
+            };
+            let (read, hashed) = tokio::join!(backend.read(&d.key, d.offset, tx), forward);
+            match read {
+                Ok(n) => {
+                    if let (Some(Some(actual)), Some(want)) = (hashed, &d.verify)
+                        && actual != *want
+                    {
+                        tracing::error!(file = %d.file.id, sha256 = %want, backend = %backend_name,
+                            "stored content does not match its hash");
+                        return Err(FileError::Corrupt(d.file.id.clone()));
+                    }
+                    return Ok(n);
+                }
+                // Moved by a migration since the download was prepared: read it again from
+                // where it is now (nothing was sent yet).
+                Err(BackendError::Missing) if attempt == 0 => {
+                    match self.inner.store.blob(&d.file.sha256).await? {
+                        Some(b) if b.backend != backend_name => backend_name = b.backend,
+                        _ => return Err(BackendError::Missing.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(BackendError::Missing.into())
+    }
+
+    /// Removes expired uploads, files no message uses (or past retention) and contents no
+    /// file uses. Returns how many files and contents were removed.
+    pub(crate) async fn cleanup(&self) -> Result<(usize, usize), FileError> {
+        let store = &self.inner.store;
+        let c = &self.inner.config;
+        let at = now();
+        for id in store.expired_uploads(at, 1000).await? {
+            if lock(&self.inner.busy).contains(&id) {
+                continue;
+            }
+            store.delete_upload(&id).await?;
+            remove_quietly(&self.staging_path(&id)).await;
+        }
+        self.remove_stray_staging().await?;
+        let hours = |h: u64| i64::try_from(h.saturating_mul(3_600_000)).unwrap_or(i64::MAX);
+        let retention =
+            (c.retention_days > 0).then(|| at - hours(u64::from(c.retention_days) * 24));
+        let mut files = 0;
+        loop {
+            let ids = store
+                .removable_files(at - hours(c.unattached_hours), retention, 500)
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            store.delete_files(&ids).await?;
+            files += ids.len();
+        }
+        let mut blobs = 0;
+        loop {
+            let orphans = store.orphan_blobs(200).await?;
+            if orphans.is_empty() {
+                break;
+            }
+            let mut removed_any = false;
+            for blob in orphans {
+                let _stripe = self.stripe(&blob.sha256).lock().await;
+                if !store.delete_orphan_blob(&blob.sha256).await? {
+                    continue;
+                }
+                removed_any = true;
+                blobs += 1;
+                // The row is gone first: a crash here leaves an unreferenced content behind,
+                // never a row without its content.
+                match self.inner.backends.get(&blob.backend) {
+                    Ok(backend) => {
+                        for key in [blob.sha256.clone(), thumb_key(&blob.sha256)] {
+                            if let Err(e) = backend.delete(&key).await {
+                                tracing::warn!(error = %e, key, "could not remove a content");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not remove a content"),
+                }
+            }
+            if !removed_any {
+                break;
+            }
+        }
+        if files > 0 || blobs > 0 {
+            tracing::info!(files, contents = blobs, "files cleaned up");
+        }
+        Ok((files, blobs))
+    }
+
+    /// Staging files whose upload is gone (a crash between the two).
+    async fn remove_stray_staging(&self) -> Result<(), FileError> {
+        let mut dir = tokio::fs::read_dir(&self.inner.staging).await?;
+        while let Some(entry) = dir.next_entry().await? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if lock(&self.inner.busy).contains(&name) {
+                continue;
+            }
+            let live = self.inner.store.upload(&name).await?;
+            if live.is_none_or(|u| u.file_id.is_some()) {
+                remove_quietly(&entry.path()).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `cleanup` every `cleanup_secs` until `stop`.
+    pub(crate) async fn run_cleanup(self, stop: CancellationToken) {
+        let period = Duration::from_secs(self.inner.config.cleanup_secs);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(period) => {}
+            }
+            if let Err(e) = self.cleanup().await {
+                tracing::warn!(error = %e, "file clean-up failed; trying again later");
+            }
+        }
+    }
+
+    /// Sends new contents to `to` and moves every stored content there, one at a time:
+    /// copied, verified, switched, then removed from where it was. Files stay readable
+    /// throughout.
+    pub(crate) async fn migrate(&self, to: &str) -> Result<Migrated, FileError> {
+        let target = self.inner.backends.get(to)?;
+        self.inner.store.set_meta(BACKEND_KEY, to).await?;
+        *lock(&self.inner.current) = to.to_owned();
+        tracing::info!(backend = to, "new files go to this backend; moving the others");
+        let mut report = Migrated::default();
+        let mut after = String::new();
+        loop {
+            let rows = self.inner.store.blobs_elsewhere(to, &after, 100).await?;
+            let Some(last) = rows.last() else { break };
+            after = last.sha256.clone();
+            for blob in rows {
+                match self.move_blob(&blob, to, &target).await {
+                    Ok(true) => {
+                        report.moved += 1;
+                        report.bytes += to_u64(blob.size);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(sha256 = %blob.sha256, error = %e, "could not move a content");
+                        report.failed.push(blob.sha256.clone());
+                    }
+                }
+            }
+        }
+        tracing::info!(moved = report.moved, bytes = report.bytes, failed = report.failed.len(), "migration finished");
+        Ok(report)
+    }
+
+    async fn move_blob(&self, blob: &BlobRow, to: &str, target: &Backend) -> Result<bool, FileError> {
+        let _stripe = self.stripe(&blob.sha256).lock().await;
+        let Some(now) = self.inner.store.blob(&blob.sha256).await? else {
+            return Ok(false);
+        };
+        if now.backend == to {
+            return Ok(false);
+        }
+        let source = self.inner.backends.get(&now.backend)?;
+        // Through a staging copy, verified against the hash before the target sees it.
+        let tmp = self.staging_path(&random_id("mig_"));
+        let copied = self.copy_out(&source, &now.sha256, &tmp).await;
+        let result = async {
+            copied?;
+            target.put_file(&now.sha256, &tmp).await?;
+            if now.thumbnail {
+                let png = source.read_all(&thumb_key(&now.sha256)).await?;
+                target.put_bytes(&thumb_key(&now.sha256), &png).await?;
+            }
+            if !self.inner.store.move_blob(&now.sha256, &now.backend, to).await? {
+                return Ok(false);
+            }
+            for key in [now.sha256.clone(), thumb_key(&now.sha256)] {
+                if let Err(e) = source.delete(&key).await {
+                    tracing::warn!(error = %e, key, "a moved content stays behind on its old backend");
+                }
+            }
+            Ok(true)
+        }
+        .await;
+        remove_quietly(&tmp).await;
+        result
+    }
+
+    async fn copy_out(&self, source: &Backend, sha256: &str, to: &Path) -> Result<(), FileError> {
+        let mut out = tokio::fs::File::create(to).await?;
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
+        let write = async {
+            let mut hasher = Sha256::new();
+            while let Some(chunk) = rx.recv().await {
+                hasher.update(&chunk);
+                out.write_all(&chunk).await?;
+            }
+            out.sync_all().await?;
+            Ok::<_, std::io::Error>(hex::encode(hasher.finalize()))
+        };
+        let (read, written) = tokio::join!(source.read(sha256, 0, tx), write);
+        read?;
+        if written? != sha256 {
+            return Err(FileError::Corrupt(sha256.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Blobs and bytes per backend, and where new contents go.
+    pub(crate) async fn status(
+        &self,
+    ) -> Result<(String, Vec<crate::store::BackendUsage>), FileError> {
+        Ok((self.current_backend(), self.inner.store.backend_usage().await?))
+    }
+}
+
+async fn hash_prefix(
+    file: &mut tokio::fs::File,
+    len: u64,
+    hasher: &mut Sha256,
+) -> std::io::Result<()> {
+    file.seek(std::io::SeekFrom::Start(0)).await?;
+    let mut left = len;
+    let mut buf = vec![0u8; READ_CHUNK];
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        let n = file.read(&mut buf[..want]).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the staging file is shorter than confirmed",
+            ));
+        }
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+async fn read_head(path: &Path, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut f = tokio::fs::File::open(path).await?;
+    let mut n = 0;
+    while n < buf.len() {
+        let k = f.read(&mut buf[n..]).await?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    Ok(n)
+}
+
+async fn remove_quietly(path: &Path) {
+    if let Err(e) = tokio::fs::remove_file(path).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(error = %e, path = %path.display(), "could not remove a staging file");
+    }
+}
+
+/// Checks files to attach to a new message in `discussion` of kind `kind`, by `author`:
+/// the policy still allows files there, and each file was uploaded by the author for this
+/// discussion. Runs in the sequencer's transaction.
+pub(crate) async fn check_attachments(
+    c: &FilesConfig,
+    b: &mut crate::store::Batch,
+    author: &str,
+    discussion: &str,
+    kind: &str,
+    files: &[String],
+) -> Result<(), DiscussionError> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    if files.len() > MAX_FILES_PER_MESSAGE {
+        return Err(DiscussionError::BadRequest(format!(
+            "a message takes at most {MAX_FILES_PER_MESSAGE} files"
+        )));
+    }
+    if !c.enabled || !c.discussion_kinds.iter().any(|k| k == kind) {
+        let (rule, why) = if c.enabled {
+            ("files.discussion_kinds", format!("files are not allowed in {kind} discussions on this node"))
+        } else {
+            ("files.enabled", "the administrator has turned files off on this node".into())
+        };
+        return Err(DiscussionError::Refused(Box::new(ErrorBody::refused_by(rule, why))));
+    }
+    let mut seen = HashSet::new();
+    for id in files {
+        if !seen.insert(id) {
+            return Err(DiscussionError::BadRequest(format!("file {id} is listed twice")));
+        }
+        match b.file_owner(id).await? {
+            Some((uploader, d)) if uploader == author && d == discussion => {}
+            _ => return Err(DiscussionError::NotFound("file")),
+        }
+    }
+    Ok(())
+}
+

@@ -1,0 +1,454 @@
+//! Files: blobs (contents, once per SHA-256), files, uploads in progress and attachments.
+
+use super::{Batch, Store, StoreError};
+
+/// A distinct content.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct BlobRow {
+    pub(crate) sha256: String,
+    pub(crate) size: i64,
+    pub(crate) backend: String,
+    pub(crate) mime: String,
+    pub(crate) thumbnail: bool,
+    pub(crate) width: Option<i64>,
+    pub(crate) height: Option<i64>,
+    pub(crate) created_at: i64,
+}
+
+/// A file with what its content is (from `blobs`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct FileRow {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) size: i64,
+    pub(crate) discussion_id: String,
+    pub(crate) uploader: String,
+    pub(crate) created_at: i64,
+    pub(crate) attached: bool,
+    pub(crate) sha256: String,
+    pub(crate) backend: String,
+    pub(crate) mime: String,
+    pub(crate) thumbnail: bool,
+    pub(crate) width: Option<i64>,
+    pub(crate) height: Option<i64>,
+}
+
+/// An upload in progress (or completed, with `file_id`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct UploadRow {
+    pub(crate) id: String,
+    pub(crate) user_id: String,
+    pub(crate) discussion_id: String,
+    pub(crate) name: String,
+    pub(crate) size: i64,
+    pub(crate) sha256: String,
+    pub(crate) confirmed: i64,
+    pub(crate) created_at: i64,
+    pub(crate) expires_at: i64,
+    pub(crate) file_id: Option<String>,
+}
+
+/// A message a file is attached to.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct Attachment {
+    pub(crate) discussion_id: String,
+    pub(crate) deleted: bool,
+}
+
+/// Blobs and their sizes on one backend.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub(crate) struct BackendUsage {
+    pub(crate) backend: String,
+    pub(crate) blobs: i64,
+    pub(crate) bytes: i64,
+}
+
+/// Every column of `files f JOIN blobs b`, in `FileRow`'s order.
+macro_rules! file_columns {
+    () => {
+        "f.id, f.name, f.size, f.discussion_id, f.uploader, f.created_at, f.attached, \
+         b.sha256, b.backend, b.mime, b.thumbnail, b.width, b.height"
+    };
+}
+
+/// Every column of `blobs`, in `BlobRow`'s order.
+macro_rules! blob_columns {
+    () => {
+        "sha256, size, backend, mime, thumbnail, width, height, created_at"
+    };
+}
+
+/// Every column of `uploads`, in `UploadRow`'s order.
+macro_rules! upload_columns {
+    () => {
+        "id, user_id, discussion_id, name, size, sha256, confirmed, created_at, expires_at, \
+         file_id"
+    };
+}
+
+impl Store {
+    /// Bytes `user` keeps in files and has reserved for uploads in progress.
+    pub(crate) async fn file_usage(&self, user: &str) -> Result<u64, StoreError> {
+        let used: i64 = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT SUM(size) FROM files WHERE uploader = ?1), 0) \
+             + COALESCE((SELECT SUM(size) FROM uploads WHERE user_id = ?1 AND file_id IS NULL), 0)",
+        )
+        .bind(user)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(u64::try_from(used).unwrap_or(0))
+    }
+
+    /// Records a new upload, if the user's usage with it stays within `quota` (0: no limit);
+    /// returns whether it was recorded. Checked and written in one transaction, so that two
+    /// uploads cannot both take the last bytes.
+    pub(crate) async fn insert_upload(&self, u: &UploadRow, quota: u64) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        if quota > 0 {
+            let used: i64 = sqlx::query_scalar(
+                "SELECT COALESCE((SELECT SUM(size) FROM files WHERE uploader = ?1), 0) \
+                 + COALESCE((SELECT SUM(size) FROM uploads \
+                             WHERE user_id = ?1 AND file_id IS NULL), 0)",
+            )
+            .bind(&u.user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let after = u64::try_from(used).unwrap_or(0) + u64::try_from(u.size).unwrap_or(0);
+            if after > quota {
+                return Ok(false);
+            }
+        }
+        sqlx::query(concat!(
+            "INSERT INTO uploads (",
+            upload_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&u.id)
+        .bind(&u.user_id)
+        .bind(&u.discussion_id)
+        .bind(&u.name)
+        .bind(u.size)
+        .bind(&u.sha256)
+        .bind(u.confirmed)
+        .bind(u.created_at)
+        .bind(u.expires_at)
+        .bind(&u.file_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(crate) async fn upload(&self, id: &str) -> Result<Option<UploadRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            upload_columns!(),
+            " FROM uploads WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    /// Records that the staging file holds `confirmed` bytes, durably.
+    pub(crate) async fn set_upload_confirmed(
+        &self,
+        id: &str,
+        confirmed: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE uploads SET confirmed = ? WHERE id = ? AND file_id IS NULL")
+            .bind(confirmed)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn delete_upload(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Uploads not completed by `now`, oldest first.
+    pub(crate) async fn expired_uploads(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM uploads WHERE expires_at < ? ORDER BY expires_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    pub(crate) async fn blob(&self, sha256: &str) -> Result<Option<BlobRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            blob_columns!(),
+            " FROM blobs WHERE sha256 = ?"
+        ))
+        .bind(sha256)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    /// Completes an upload: the blob (unless its content is already stored, which `blob`
+    /// then is `None`), the file, and the upload's link to it, in one transaction. Returns
+    /// `false` if the blob was expected to exist and does not (it was removed meanwhile).
+    pub(crate) async fn complete_upload(
+        &self,
+        upload: &str,
+        file: &FileRow,
+        blob: Option<&BlobRow>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        match blob {
+            Some(b) => {
+                sqlx::query(concat!(
+                    "INSERT INTO blobs (",
+                    blob_columns!(),
+                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING"
+                ))
+                .bind(&b.sha256)
+                .bind(b.size)
+                .bind(&b.backend)
+                .bind(&b.mime)
+                .bind(b.thumbnail)
+                .bind(b.width)
+                .bind(b.height)
+                .bind(b.created_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                let exists: Option<i64> =
+                    sqlx::query_scalar("SELECT 1 FROM blobs WHERE sha256 = ?")
+                        .bind(&file.sha256)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if exists.is_none() {
+                    return Ok(false);
+                }
+            }
+        }
+        sqlx::query(
+            "INSERT INTO files (id, sha256, name, size, discussion_id, uploader, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&file.id)
+        .bind(&file.sha256)
+        .bind(&file.name)
+        .bind(file.size)
+        .bind(&file.discussion_id)
+        .bind(&file.uploader)
+        .bind(file.created_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE uploads SET file_id = ?, confirmed = size WHERE id = ?")
+            .bind(&file.id)
+            .bind(upload)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(crate) async fn file(&self, id: &str) -> Result<Option<FileRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            file_columns!(),
+            " FROM files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    /// The messages a file is attached to.
+    pub(crate) async fn file_attachments(&self, id: &str) -> Result<Vec<Attachment>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT m.discussion_id, m.deleted FROM message_files a \
+             JOIN messages m ON m.id = a.message_id WHERE a.file_id = ?",
+        )
+        .bind(id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// The files attached to a message, in order.
+    pub(crate) async fn message_files(&self, message: &str) -> Result<Vec<FileRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            file_columns!(),
+            " FROM message_files a JOIN files f ON f.id = a.file_id \
+              JOIN blobs b ON b.sha256 = f.sha256 \
+              WHERE a.message_id = ? ORDER BY a.position"
+        ))
+        .bind(message)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Files to remove: attached once and no longer (their messages were deleted), never
+    /// attached and uploaded before `unattached_before`, or uploaded before
+    /// `retention_before` (retention; `None`: kept).
+    pub(crate) async fn removable_files(
+        &self,
+        unattached_before: i64,
+        retention_before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT f.id FROM files f WHERE \
+               (f.attached AND NOT EXISTS (SELECT 1 FROM message_files a WHERE a.file_id = f.id)) \
+               OR (NOT f.attached AND f.created_at < ?) \
+               OR f.created_at < ? \
+             LIMIT ?",
+        )
+        .bind(unattached_before)
+        .bind(retention_before.unwrap_or(i64::MIN))
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Removes files (and their attachments).
+    pub(crate) async fn delete_files(&self, ids: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        for id in ids {
+            sqlx::query("DELETE FROM files WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Blobs no file refers to.
+    pub(crate) async fn orphan_blobs(&self, limit: i64) -> Result<Vec<BlobRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            blob_columns!(),
+            " FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = b.sha256) \
+              LIMIT ?"
+        ))
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Removes a blob's row if still no file refers to it; returns whether it did.
+    pub(crate) async fn delete_orphan_blob(&self, sha256: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM blobs WHERE sha256 = ? \
+             AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = blobs.sha256)",
+        )
+        .bind(sha256)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Blobs not on `backend`, in hash order after `after`.
+    pub(crate) async fn blobs_elsewhere(
+        &self,
+        backend: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<BlobRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            blob_columns!(),
+            " FROM blobs WHERE backend <> ? AND sha256 > ? ORDER BY sha256 LIMIT ?"
+        ))
+        .bind(backend)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Moves a blob's row from one backend to another; `false` if it is gone or was not on
+    /// `from`.
+    pub(crate) async fn move_blob(
+        &self,
+        sha256: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE blobs SET backend = ? WHERE sha256 = ? AND backend = ?")
+            .bind(to)
+            .bind(sha256)
+            .bind(from)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Blobs and bytes per backend.
+    pub(crate) async fn backend_usage(&self) -> Result<Vec<BackendUsage>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT backend, COUNT(*) AS blobs, COALESCE(SUM(size), 0) AS bytes FROM blobs \
+             GROUP BY backend ORDER BY backend",
+        )
+        .fetch_all(&self.read)
+        .await?)
+    }
+}
+
+impl Batch {
+    /// A file's uploader and discussion, for attaching it.
+    pub(crate) async fn file_owner(
+        &mut self,
+        id: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT uploader, discussion_id FROM files WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *self.tx)
+                .await?,
+        )
+    }
+
+    /// Attaches files to a message, in order.
+    pub(crate) async fn attach_files(
+        &mut self,
+        message: &str,
+        files: &[String],
+    ) -> Result<(), StoreError> {
+        for (position, id) in files.iter().enumerate() {
+            sqlx::query("INSERT INTO message_files (message_id, file_id, position) VALUES (?, ?, ?)")
+                .bind(message)
+                .bind(id)
+                .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                .execute(&mut *self.tx)
+                .await?;
+            sqlx::query("UPDATE files SET attached = TRUE WHERE id = ?")
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The files attached to a message, in order (inside the writing transaction).
+    pub(crate) async fn message_files(&mut self, message: &str) -> Result<Vec<FileRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            file_columns!(),
+            " FROM message_files a JOIN files f ON f.id = a.file_id \
+              JOIN blobs b ON b.sha256 = f.sha256 \
+              WHERE a.message_id = ? ORDER BY a.position"
+        ))
+        .bind(message)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+}
