@@ -4,10 +4,12 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod files;
 mod session;
 mod store;
 mod tls;
 
+pub use files::{TransferError, sha256_of};
 pub use session::{Client, ClientError, ClientEvent, ConnectionState};
 pub use store::{OutboxEntry, OutboxState, StoreError};
 

@@ -166,6 +166,39 @@ pub(crate) async fn execute(
             )?;
             AdminReply::Done
         }
+        AdminRequest::FilesStatus => {
+            let (current, usage) = services.files.status().await.map_err(file_error)?;
+            AdminReply::Files {
+                current,
+                backends: usage
+                    .into_iter()
+                    .map(|u| veche_protocol::admin::FileBackendInfo {
+                        backend: u.backend,
+                        contents: u64::try_from(u.blobs).unwrap_or(0),
+                        bytes: u64::try_from(u.bytes).unwrap_or(0),
+                    })
+                    .collect(),
+            }
+        }
+        AdminRequest::FilesMigrate { to } => {
+            let done = services
+                .files
+                .migrate(actor, &to)
+                .await
+                .map_err(file_error)?;
+            AdminReply::FilesMigrated {
+                moved: done.moved,
+                bytes: done.bytes,
+                failed: done.failed,
+            }
+        }
+        AdminRequest::FilesCleanup => {
+            let (files, contents) = services.files.cleanup().await.map_err(file_error)?;
+            AdminReply::FilesCleaned {
+                files: files as u64,
+                contents: contents as u64,
+            }
+        }
         AdminRequest::Reindex => {
             services
                 .discussions
@@ -395,4 +428,8 @@ pub(crate) async fn send_to_socket(
         Some(_) => Err(AdminSocketError::Unexpected),
         None => Err(AdminSocketError::Closed),
     }
+}
+
+fn file_error(e: crate::files::FileError) -> AccountError {
+    AccountError::BadRequest(e.to_body().message)
 }

@@ -116,6 +116,21 @@ pub struct Location {
 }
 
 #[derive(Debug, Subcommand)]
+enum FilesCommand {
+    /// Show where new contents go and how much each backend keeps.
+    Status,
+    /// Send new contents to BACKEND and move the existing ones there while the node serves
+    /// them; the choice is kept across restarts.
+    Migrate {
+        /// `fs` or `plugin:<id>`.
+        #[arg(long)]
+        to: String,
+    },
+    /// Remove expired uploads and unused files and contents now.
+    Cleanup,
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Validate the configuration and print the effective values.
     Check(Location),
@@ -153,6 +168,9 @@ enum AdminCommand {
     /// Rebuild the search index from the messages (search keeps answering meanwhile; offline,
     /// the next start builds it).
     Reindex,
+    /// Files: where contents are kept, migration between backends, clean-up.
+    #[command(subcommand)]
+    Files(FilesCommand),
     /// Business applications.
     #[command(subcommand)]
     App(AppCommand),
@@ -477,6 +495,16 @@ async fn admin_command(
             let reply = send_admin(&data_path, config, AdminRequest::Reindex).await?;
             return Ok(print_admin_reply(&reply, out)?);
         }
+        AdminCommand::Files(command) => {
+            let request = match command {
+                FilesCommand::Status => AdminRequest::FilesStatus,
+                FilesCommand::Migrate { to } => AdminRequest::FilesMigrate { to },
+                FilesCommand::Cleanup => AdminRequest::FilesCleanup,
+            };
+            let (data_path, config) = resolve(location)?;
+            let reply = send_admin(&data_path, config, request).await?;
+            return Ok(print_admin_reply(&reply, out)?);
+        }
         AdminCommand::App(command) => {
             let request = match command {
                 AppCommand::Register { name, email } => AdminRequest::AppRegister { name, email },
@@ -681,6 +709,35 @@ fn print_admin_reply(reply: &AdminReply, out: &mut dyn Write) -> std::io::Result
             )
         }),
         AdminReply::Revoked { count } => writeln!(out, "{count} session(s) ended"),
+        AdminReply::Files { current, backends } => {
+            writeln!(out, "new files go to: {current}")?;
+            backends.iter().try_for_each(|b| {
+                writeln!(
+                    out,
+                    "{}\t{} contents\t{} bytes",
+                    b.backend, b.contents, b.bytes
+                )
+            })
+        }
+        AdminReply::FilesMigrated {
+            moved,
+            bytes,
+            failed,
+        } => {
+            writeln!(out, "moved {moved} contents ({bytes} bytes)")?;
+            if !failed.is_empty() {
+                writeln!(
+                    out,
+                    "{} could not be moved and stay readable where they are; run the command again:",
+                    failed.len()
+                )?;
+                failed.iter().try_for_each(|f| writeln!(out, "  {f}"))?;
+            }
+            Ok(())
+        }
+        AdminReply::FilesCleaned { files, contents } => {
+            writeln!(out, "removed {files} files and {contents} contents")
+        }
         AdminReply::Plugin { plugin } => print_plugin(plugin, out),
         AdminReply::Plugins { plugins } => {
             if plugins.is_empty() {

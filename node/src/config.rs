@@ -779,7 +779,10 @@ impl Config {
             }
         }
         if f.max_size_mb > 1024 * 1024 {
-            return Err(invalid("files.max_size_mb", "must be at most 1048576 (1 TiB)"));
+            return Err(invalid(
+                "files.max_size_mb",
+                "must be at most 1048576 (1 TiB)",
+            ));
         }
         for (name, url) in &self.push.gateways {
             let ok = reqwest::Url::parse(url)

@@ -35,6 +35,7 @@ pub fn test_config() -> Config {
     config.push.coalesce_ms = 100;
     config.push.retry_base_ms = 50;
     config.push.allow_loopback_endpoints = true;
+    config.files.confirm_every_kb = 256;
     config
 }
 
@@ -235,7 +236,7 @@ impl TestNode {
     /// Reads a whole blob through a storage-backend plugin.
     pub async fn blob_get(&self, backend: &str, key: &str) -> Result<Vec<u8>, String> {
         let blobs = self.blobs(backend)?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
         let collect = async {
             let mut out = Vec::new();
             while let Some(chunk) = rx.recv().await {

@@ -167,6 +167,17 @@ pub enum AdminRequest {
         /// Its id.
         id: String,
     },
+    /// Where file contents are kept, and how much.
+    FilesStatus,
+    /// Sends new file contents to `to` (`fs` or `plugin:<id>`) and moves the existing ones
+    /// there, one at a time, while the node keeps serving them.
+    FilesMigrate {
+        /// The backend.
+        to: String,
+    },
+    /// Removes expired uploads, files no message uses any more and contents no file uses,
+    /// now rather than at the next periodic clean-up.
+    FilesCleanup,
 }
 
 /// The result of an administrator command.
@@ -245,8 +256,43 @@ pub enum AdminReply {
         /// Oldest first.
         webhooks: Vec<WebhookInfo>,
     },
+    /// Answer to `FilesStatus`.
+    Files {
+        /// Where new contents go.
+        current: String,
+        /// Contents per backend.
+        backends: Vec<FileBackendInfo>,
+    },
+    /// Answer to `FilesMigrate`.
+    FilesMigrated {
+        /// Contents moved.
+        moved: u64,
+        /// Their bytes.
+        bytes: u64,
+        /// SHA-256 of contents that could not be moved (they stay readable where they are;
+        /// run the command again).
+        failed: Vec<String>,
+    },
+    /// Answer to `FilesCleanup`.
+    FilesCleaned {
+        /// Files removed.
+        files: u64,
+        /// Contents removed.
+        contents: u64,
+    },
     /// A command that returns nothing succeeded.
     Done,
+}
+
+/// Contents kept on one storage backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileBackendInfo {
+    /// `fs` or `plugin:<id>`.
+    pub backend: String,
+    /// Distinct contents.
+    pub contents: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// A business application.

@@ -5,6 +5,7 @@ mod apps;
 mod cli;
 mod client;
 mod discussions;
+mod files;
 mod plugins;
 mod presence;
 mod protocol;

@@ -102,7 +102,6 @@ pub(crate) async fn discussion(
 }
 
 pub(crate) fn message(discussion: &str, client_msg_id: &str, text: &str) -> SendMessage {
-    files: Vec::new(),
     SendMessage {
         files: Vec::new(),
         discussion: discussion.to_owned(),

@@ -1185,8 +1185,7 @@ impl Sequencer {
             None => None,
         };
         check_actions(&m.actions)?;
-        if text.trim().is_empty() && data.is_none() && m.actions.is_empty() && m.files.is_empty()
-        {
+        if text.trim().is_empty() && data.is_none() && m.actions.is_empty() && m.files.is_empty() {
             return Err(DiscussionError::BadRequest(
                 "a message needs text, data, actions or files".into(),
             ));

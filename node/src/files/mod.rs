@@ -34,7 +34,9 @@ use veche_protocol::files::{FileInfo, FilePolicy, NewUpload, UploadInfo, is_sha2
 use veche_protocol::{ErrorBody, Timestamp};
 
 pub(crate) use backend::{Backend, BackendError, Backends};
-pub(crate) use policy::{DEFAULT_BLOCKED_EXTENSIONS, DEFAULT_BLOCKED_TYPES, is_type_pattern};
+pub(crate) use policy::{
+    DEFAULT_BLOCKED_EXTENSIONS, DEFAULT_BLOCKED_TYPES, inline, is_type_pattern,
+};
 
 use crate::config::FilesConfig;
 use crate::discussions::{Caller, DiscussionError, Discussions};
@@ -63,6 +65,9 @@ pub(crate) enum FileError {
     Conflict(String),
     #[error("{0}")]
     Busy(String),
+    /// The bytes stopped before the end; the upload continues from this offset.
+    #[error("the stream ended at byte {0}; continue from there")]
+    Incomplete(u64),
     #[error(transparent)]
     Discussion(#[from] DiscussionError),
     #[error("storage failure: {0}")]
@@ -89,6 +94,7 @@ impl From<FileError> for DiscussionError {
             FileError::BadRequest(m) => DiscussionError::BadRequest(m),
             FileError::Conflict(m) => DiscussionError::Conflict(m),
             FileError::Busy(m) => DiscussionError::NotReady(m),
+            e @ FileError::Incomplete(_) => DiscussionError::Conflict(e.to_string()),
             FileError::Discussion(e) => e,
             FileError::Store(e) => DiscussionError::Store(e),
             e @ (FileError::Backend(_) | FileError::Io(_) | FileError::Corrupt(_)) => {
@@ -279,7 +285,11 @@ impl Files {
                 "sha256 is 64 lowercase hex digits".into(),
             ));
         }
-        let (d, grant) = self.inner.discussions.granted(caller, &new.discussion).await?;
+        let (d, grant) = self
+            .inner
+            .discussions
+            .granted(caller, &new.discussion)
+            .await?;
         if !grant.write {
             return Err(FileError::Discussion(DiscussionError::Forbidden(
                 "you may read this discussion but not post in it".into(),
@@ -452,14 +462,10 @@ impl Files {
         }
         if let Err(e) = ended {
             tracing::debug!(upload = %id, confirmed, error = %e, "upload interrupted");
-            return Err(FileError::Conflict(format!(
-                "the upload stream failed at byte {confirmed}; continue from there"
-            )));
+            return Err(FileError::Incomplete(confirmed));
         }
         if confirmed < size {
-            return Err(FileError::Conflict(format!(
-                "the stream ended at byte {confirmed} of {size}; continue from there"
-            )));
+            return Err(FileError::Incomplete(confirmed));
         }
         drop(file);
         let actual = hex::encode(hasher.finalize());
@@ -570,7 +576,13 @@ impl Files {
             return Ok(file);
         }
         for a in store.file_attachments(id).await? {
-            if !a.deleted && self.inner.discussions.granted(caller, &a.discussion_id).await.is_ok()
+            if !a.deleted
+                && self
+                    .inner
+                    .discussions
+                    .granted(caller, &a.discussion_id)
+                    .await
+                    .is_ok()
             {
                 return Ok(file);
             }
@@ -769,11 +781,28 @@ impl Files {
     /// Sends new contents to `to` and moves every stored content there, one at a time:
     /// copied, verified, switched, then removed from where it was. Files stay readable
     /// throughout.
-    pub(crate) async fn migrate(&self, to: &str) -> Result<Migrated, FileError> {
-        let target = self.inner.backends.get(to)?;
-        self.inner.store.set_meta(BACKEND_KEY, to).await?;
+    pub(crate) async fn migrate(&self, actor: &str, to: &str) -> Result<Migrated, FileError> {
+        let target = self
+            .inner
+            .backends
+            .get(to)
+            .map_err(|e| FileError::BadRequest(e.to_string()))?;
+        let audit = crate::store::AuditRecord {
+            at: now(),
+            actor: actor.to_owned(),
+            action: "files.backend",
+            target: to.to_owned(),
+            detail: format!("from {}", self.current_backend()),
+        };
+        self.inner
+            .store
+            .set_files_backend(BACKEND_KEY, to, &audit)
+            .await?;
         *lock(&self.inner.current) = to.to_owned();
-        tracing::info!(backend = to, "new files go to this backend; moving the others");
+        tracing::info!(
+            backend = to,
+            "new files go to this backend; moving the others"
+        );
         let mut report = Migrated::default();
         let mut after = String::new();
         loop {
@@ -794,11 +823,21 @@ impl Files {
                 }
             }
         }
-        tracing::info!(moved = report.moved, bytes = report.bytes, failed = report.failed.len(), "migration finished");
+        tracing::info!(
+            moved = report.moved,
+            bytes = report.bytes,
+            failed = report.failed.len(),
+            "migration finished"
+        );
         Ok(report)
     }
 
-    async fn move_blob(&self, blob: &BlobRow, to: &str, target: &Backend) -> Result<bool, FileError> {
+    async fn move_blob(
+        &self,
+        blob: &BlobRow,
+        to: &str,
+        target: &Backend,
+    ) -> Result<bool, FileError> {
         let _stripe = self.stripe(&blob.sha256).lock().await;
         let Some(now) = self.inner.store.blob(&blob.sha256).await? else {
             return Ok(false);
@@ -856,7 +895,10 @@ impl Files {
     pub(crate) async fn status(
         &self,
     ) -> Result<(String, Vec<crate::store::BackendUsage>), FileError> {
-        Ok((self.current_backend(), self.inner.store.backend_usage().await?))
+        Ok((
+            self.current_backend(),
+            self.inner.store.backend_usage().await?,
+        ))
     }
 }
 
@@ -925,16 +967,26 @@ pub(crate) async fn check_attachments(
     }
     if !c.enabled || !c.discussion_kinds.iter().any(|k| k == kind) {
         let (rule, why) = if c.enabled {
-            ("files.discussion_kinds", format!("files are not allowed in {kind} discussions on this node"))
+            (
+                "files.discussion_kinds",
+                format!("files are not allowed in {kind} discussions on this node"),
+            )
         } else {
-            ("files.enabled", "the administrator has turned files off on this node".into())
+            (
+                "files.enabled",
+                "the administrator has turned files off on this node".into(),
+            )
         };
-        return Err(DiscussionError::Refused(Box::new(ErrorBody::refused_by(rule, why))));
+        return Err(DiscussionError::Refused(Box::new(ErrorBody::refused_by(
+            rule, why,
+        ))));
     }
     let mut seen = HashSet::new();
     for id in files {
         if !seen.insert(id) {
-            return Err(DiscussionError::BadRequest(format!("file {id} is listed twice")));
+            return Err(DiscussionError::BadRequest(format!(
+                "file {id} is listed twice"
+            )));
         }
         match b.file_owner(id).await? {
             Some((uploader, d)) if uploader == author && d == discussion => {}
@@ -943,4 +995,3 @@ pub(crate) async fn check_attachments(
     }
     Ok(())
 }
-

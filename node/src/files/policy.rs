@@ -155,8 +155,7 @@ pub(crate) fn check_type(config: &FilesConfig, mime: &str) -> Result<(), ErrorBo
             format!("the content is {mime}, which is not allowed on this node"),
         ));
     }
-    if !config.allowed_types.is_empty() && !config.allowed_types.iter().any(|p| matches(p, mime))
-    {
+    if !config.allowed_types.is_empty() && !config.allowed_types.iter().any(|p| matches(p, mime)) {
         return Err(ErrorBody::refused_by(
             "files.allowed_types",
             format!(
@@ -171,7 +170,10 @@ pub(crate) fn check_type(config: &FilesConfig, mime: &str) -> Result<(), ErrorBo
 /// Whether a download of this type is shown in place rather than saved (HTTP gateway):
 /// raster images only; everything else (HTML, SVG, scripts, unknown) is an attachment.
 pub(crate) fn inline(mime: &str) -> bool {
-    matches!(mime, "image/png" | "image/jpeg" | "image/gif" | "image/webp")
+    matches!(
+        mime,
+        "image/png" | "image/jpeg" | "image/gif" | "image/webp"
+    )
 }
 
 #[cfg(test)]
@@ -180,7 +182,10 @@ mod tests {
 
     #[test]
     fn content_decides_the_type() {
-        assert_eq!(sniff(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0"), "application/x-executable");
+        assert_eq!(
+            sniff(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0"),
+            "application/x-executable"
+        );
         assert_eq!(sniff(b"#!/bin/sh\nrm -rf /\n"), "text/x-shellscript");
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"), "image/png");
         assert_eq!(sniff("Счёт №42 оплачен".as_bytes()), "text/plain");
@@ -210,16 +215,31 @@ mod tests {
         let mut c = FilesConfig::default();
         let rule = |r: Result<(), ErrorBody>| r.unwrap_err().rule.unwrap();
         assert!(check_declared(&c, "group", "a.pdf", 1024).is_ok());
-        assert_eq!(rule(check_declared(&c, "group", "run.BAT", 10)), "files.blocked_extensions");
-        assert_eq!(rule(check_declared(&c, "group", "a.pdf", 101 << 20)), "files.max_size_mb");
-        assert_eq!(rule(check_type(&c, "application/x-executable")), "files.blocked_types");
+        assert_eq!(
+            rule(check_declared(&c, "group", "run.BAT", 10)),
+            "files.blocked_extensions"
+        );
+        assert_eq!(
+            rule(check_declared(&c, "group", "a.pdf", 101 << 20)),
+            "files.max_size_mb"
+        );
+        assert_eq!(
+            rule(check_type(&c, "application/x-executable")),
+            "files.blocked_types"
+        );
         c.allowed_types = vec!["image/*".into()];
         assert!(check_type(&c, "image/png").is_ok());
         assert_eq!(rule(check_type(&c, "text/plain")), "files.allowed_types");
         c.discussion_kinds = vec!["group".into()];
-        assert_eq!(rule(check_declared(&c, "dialog", "a.pdf", 1)), "files.discussion_kinds");
+        assert_eq!(
+            rule(check_declared(&c, "dialog", "a.pdf", 1)),
+            "files.discussion_kinds"
+        );
         c.enabled = false;
-        assert_eq!(rule(check_declared(&c, "group", "a.pdf", 1)), "files.enabled");
+        assert_eq!(
+            rule(check_declared(&c, "group", "a.pdf", 1)),
+            "files.enabled"
+        );
         assert!(is_type_pattern("image/*") && is_type_pattern("application/vnd.ms-excel"));
         assert!(!is_type_pattern("*") && !is_type_pattern("image/") && !is_type_pattern("a b/c"));
     }

@@ -50,7 +50,7 @@ pub(super) fn routes(r: OpenApiRouter<Arc<Gateway>>) -> OpenApiRouter<Arc<Gatewa
 #[schema(value_type = Object)]
 pub(crate) struct Wire(pub(crate) serde_json::Value);
 
-fn wire<T: Serialize>(value: &T) -> Json<Wire> {
+pub(super) fn wire<T: Serialize>(value: &T) -> Json<Wire> {
     Json(Wire(
         serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
     ))
@@ -203,6 +203,9 @@ struct MessageBody {
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     actions: Vec<Action>,
+    /// Ids of files uploaded for this discussion (`POST /api/v1/uploads`), at most 10.
+    #[serde(default)]
+    files: Vec<String>,
 }
 
 /// Where a posted message landed.
@@ -230,7 +233,7 @@ fn posted(discussion: String, reply: Reply) -> Result<Json<Posted>> {
 
 fn send_request(discussion: &str, body: MessageBody) -> Request {
     Request::Send(SendMessage {
-        files: Vec::new(),
+        files: body.files,
         discussion: discussion.to_owned(),
         client_msg_id: body.client_msg_id,
         text: body.text,
@@ -624,6 +627,7 @@ async fn post_event(
             reply_to: None,
             data: Some(serde_json::json!({ "event": body.kind, "payload": body.payload })),
             actions: Vec::new(),
+            files: Vec::new(),
         };
         let reply = call(&g, &app.caller, send_request(&discussion, send)).await?;
         message = Some(posted(discussion, reply)?.0);

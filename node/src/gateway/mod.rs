@@ -18,6 +18,7 @@
 //! parameters `access_token` and `device` or `instance`.
 
 mod api;
+mod files;
 mod tls;
 mod ws;
 
@@ -124,14 +125,15 @@ type AppState = State<Arc<Gateway>>;
         (name = "users", description = "Users: log in, discussions, messages, live events"),
         (name = "apps", description = "Applications: registration, object discussions, \
                                        business events, webhooks"),
-        (name = "topics", description = "App-to-app exchange without users")
+        (name = "topics", description = "App-to-app exchange without users"),
+        (name = "files", description = "Uploads (resumable) and downloads")
     )
 )]
 struct ApiDoc;
 
 /// The router and the OpenAPI description it was generated with.
 pub(crate) fn router(gateway: Arc<Gateway>, max_body: usize) -> axum::Router {
-    let (router, api) = api::routes(OpenApiRouter::with_openapi(ApiDoc::openapi()))
+    let (router, api) = files::routes(api::routes(OpenApiRouter::with_openapi(ApiDoc::openapi())))
         .routes(utoipa_axum::routes!(ws::socket))
         .split_for_parts();
     let spec = Arc::new(api);
@@ -190,6 +192,7 @@ pub(crate) struct ApiError {
     code: String,
     message: String,
     retry_after_ms: Option<u64>,
+    rule: Option<String>,
 }
 
 /// The body of every error answer.
@@ -208,6 +211,9 @@ pub(crate) struct ErrorDetail {
     /// When throttled: milliseconds until a new attempt may succeed.
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after_ms: Option<u64>,
+    /// When the node's policy refused: the setting that did, such as `files.max_size_mb`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<String>,
 }
 
 impl ApiError {
@@ -217,6 +223,7 @@ impl ApiError {
             code: code.to_owned(),
             message: message.into(),
             retry_after_ms: None,
+            rule: None,
         }
     }
 
@@ -243,6 +250,7 @@ impl IntoResponse for ApiError {
                 code: self.code,
                 message: self.message,
                 retry_after_ms: self.retry_after_ms,
+                rule: self.rule,
             },
         };
         (self.status, Json(body)).into_response()
@@ -272,6 +280,7 @@ impl From<ErrorBody> for ApiError {
             code,
             message: e.message,
             retry_after_ms: e.retry_after_ms,
+            rule: e.rule,
         }
     }
 }
@@ -324,6 +333,7 @@ impl From<AppError> for ApiError {
             code: code.to_owned(),
             message: e.to_string(),
             retry_after_ms,
+            rule: None,
         }
     }
 }

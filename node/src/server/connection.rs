@@ -669,7 +669,10 @@ async fn transfer(
                 length: download.length,
                 mime: download.mime.clone(),
             };
-            if frame::write(&mut send, &header, MAX_TRANSFER_FRAME).await.is_err() {
+            if frame::write(&mut send, &header, MAX_TRANSFER_FRAME)
+                .await
+                .is_err()
+            {
                 return;
             }
             let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
@@ -697,7 +700,10 @@ async fn transfer(
 
 /// Writes the last frame of a transfer stream and finishes it.
 async fn end_transfer(mut send: quinn::SendStream, reply: TransferReply) {
-    if frame::write(&mut send, &reply, MAX_TRANSFER_FRAME).await.is_ok() {
+    if frame::write(&mut send, &reply, MAX_TRANSFER_FRAME)
+        .await
+        .is_ok()
+    {
         let _ = send.finish();
         let _ = tokio::time::timeout(LINGER, send.stopped()).await;
     }

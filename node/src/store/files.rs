@@ -102,7 +102,11 @@ impl Store {
     /// Records a new upload, if the user's usage with it stays within `quota` (0: no limit);
     /// returns whether it was recorded. Checked and written in one transaction, so that two
     /// uploads cannot both take the last bytes.
-    pub(crate) async fn insert_upload(&self, u: &UploadRow, quota: u64) -> Result<bool, StoreError> {
+    pub(crate) async fn insert_upload(
+        &self,
+        u: &UploadRow,
+        quota: u64,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.write.begin().await?;
         if quota > 0 {
             let used: i64 = sqlx::query_scalar(
@@ -392,6 +396,27 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Records the backend new contents go to, with its audit record, in one transaction.
+    pub(crate) async fn set_files_backend(
+        &self,
+        key: &str,
+        backend: &str,
+        audit: &super::AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES (?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(backend)
+        .execute(&mut *tx)
+        .await?;
+        super::audit::append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Blobs and bytes per backend.
     pub(crate) async fn backend_usage(&self) -> Result<Vec<BackendUsage>, StoreError> {
         Ok(sqlx::query_as(
@@ -424,12 +449,14 @@ impl Batch {
         files: &[String],
     ) -> Result<(), StoreError> {
         for (position, id) in files.iter().enumerate() {
-            sqlx::query("INSERT INTO message_files (message_id, file_id, position) VALUES (?, ?, ?)")
-                .bind(message)
-                .bind(id)
-                .bind(i64::try_from(position).unwrap_or(i64::MAX))
-                .execute(&mut *self.tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO message_files (message_id, file_id, position) VALUES (?, ?, ?)",
+            )
+            .bind(message)
+            .bind(id)
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .execute(&mut *self.tx)
+            .await?;
             sqlx::query("UPDATE files SET attached = TRUE WHERE id = ?")
                 .bind(id)
                 .execute(&mut *self.tx)
@@ -439,7 +466,10 @@ impl Batch {
     }
 
     /// The files attached to a message, in order (inside the writing transaction).
-    pub(crate) async fn message_files(&mut self, message: &str) -> Result<Vec<FileRow>, StoreError> {
+    pub(crate) async fn message_files(
+        &mut self,
+        message: &str,
+    ) -> Result<Vec<FileRow>, StoreError> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             file_columns!(),

@@ -1,0 +1,294 @@
+//! Files over HTTP, for browsers and ERPs that cannot speak QUIC: the same uploads (declared,
+//! then sent with `PUT`, resumable from the confirmed offset) and downloads (with `Range:
+//! bytes=N-` to resume), authorized exactly as on QUIC.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use veche_protocol::files::NewUpload;
+
+use super::api::{Wire, wire};
+use super::{ApiError, AppState, ErrorResponse, Gateway, Principal};
+use crate::files::{Download, FileError};
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+pub(super) fn routes(r: OpenApiRouter<Arc<Gateway>>) -> OpenApiRouter<Arc<Gateway>> {
+    r.routes(routes!(create_upload))
+        .routes(routes!(upload_status, send_upload, cancel_upload))
+        .routes(routes!(download))
+        .routes(routes!(thumbnail))
+}
+
+fn file_error(e: FileError) -> ApiError {
+    e.to_body().into()
+}
+
+#[utoipa::path(post, path = "/api/v1/uploads", tag = "files", request_body = Wire,
+    description = "Declares an upload: `{\"discussion\", \"name\", \"size\", \"sha256\"}`. \
+                   Checked against the policy before any byte is sent; a refusal names the \
+                   rule (`error.rule`).",
+    responses((status = 200, body = Wire), (status = 403, body = ErrorResponse),
+              (status = 404, body = ErrorResponse)))]
+async fn create_upload(
+    State(g): AppState,
+    principal: Principal,
+    Json(body): Json<Wire>,
+) -> Result<Json<Wire>> {
+    let new: NewUpload = serde_json::from_value(body.0)
+        .map_err(|e| ApiError::bad_request(format!("not an upload: {e}")))?;
+    let upload = g
+        .services
+        .files
+        .create_upload(principal.caller(), new)
+        .await
+        .map_err(file_error)?;
+    Ok(wire(&upload))
+}
+
+#[utoipa::path(get, path = "/api/v1/uploads/{upload}", tag = "files",
+    params(("upload" = String, Path)),
+    responses((status = 200, body = Wire), (status = 404, body = ErrorResponse)))]
+async fn upload_status(
+    State(g): AppState,
+    principal: Principal,
+    Path(upload): Path<String>,
+) -> Result<Json<Wire>> {
+    let status = g
+        .services
+        .files
+        .upload_status(principal.caller(), &upload)
+        .await
+        .map_err(file_error)?;
+    Ok(wire(&status))
+}
+
+#[utoipa::path(delete, path = "/api/v1/uploads/{upload}", tag = "files",
+    params(("upload" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorResponse)))]
+async fn cancel_upload(
+    State(g): AppState,
+    principal: Principal,
+    Path(upload): Path<String>,
+) -> Result<StatusCode> {
+    g.services
+        .files
+        .cancel_upload(principal.caller(), &upload)
+        .await
+        .map_err(file_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Where the body's bytes start.
+#[derive(Debug, Deserialize, IntoParams)]
+struct OffsetQuery {
+    /// The upload's `confirmed` offset (0 for a new upload).
+    #[serde(default)]
+    offset: u64,
+}
+
+#[utoipa::path(put, path = "/api/v1/uploads/{upload}", tag = "files",
+    params(("upload" = String, Path), OffsetQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    description = "The upload's bytes from `offset`. 200 with the file once all bytes are in \
+                   and verified; 202 with the upload (its `confirmed` offset) if the body \
+                   ended early: send the rest from there.",
+    responses((status = 200, body = Wire), (status = 202, body = Wire),
+              (status = 400, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+async fn send_upload(
+    State(g): AppState,
+    principal: Principal,
+    Path(upload): Path<String>,
+    Query(q): Query<OffsetQuery>,
+    body: Body,
+) -> Result<Response> {
+    let files = &g.services.files;
+    let data = tokio_util::io::StreamReader::new(
+        body.into_data_stream()
+            .map(|chunk| chunk.map_err(std::io::Error::other)),
+    );
+    let (progress, _) = watch::channel(q.offset);
+    match files
+        .receive(principal.caller(), &upload, q.offset, data, progress)
+        .await
+    {
+        Ok(file) => Ok(wire(&file).into_response()),
+        Err(FileError::Incomplete(_)) => {
+            let status = files
+                .upload_status(principal.caller(), &upload)
+                .await
+                .map_err(file_error)?;
+            Ok((StatusCode::ACCEPTED, wire(&status)).into_response())
+        }
+        Err(e) => Err(file_error(e)),
+    }
+}
+
+/// Streams a prepared download as the response body; a failure after the headers went out
+/// aborts the body, so the client never takes a broken file for a whole one.
+fn stream(g: Arc<Gateway>, d: Download, status: StatusCode, mut headers: HeaderMap) -> Response {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
+    let (body_tx, body_rx) = mpsc::channel::<std::io::Result<Bytes>>(2);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(d.length));
+    tokio::spawn(async move {
+        let forward = async {
+            while let Some(chunk) = rx.recv().await {
+                if body_tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let (sent, ()) = tokio::join!(g.services.files.send(&d, tx), forward);
+        if let Err(e) = sent {
+            tracing::warn!(file = %d.file.id, error = %e, "download failed midway");
+            let _ = body_tx
+                .send(Err(std::io::Error::other("download failed")))
+                .await;
+        }
+    });
+    let body = futures_util::stream::unfold(body_rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (status, headers, Body::from_stream(body)).into_response()
+}
+
+/// `Content-Disposition` with the name in RFC 5987 form; shown in place only for raster
+/// images, saved otherwise (HTML, SVG, scripts and unknown types never render in a page).
+fn disposition(name: &str, mime: &str) -> HeaderValue {
+    let kind = if crate::files::inline(mime) {
+        "inline"
+    } else {
+        "attachment"
+    };
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._- ".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded = percent_encode(name);
+    HeaderValue::from_str(&format!(
+        "{kind}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The start of `Range: bytes=N-`; other forms are ignored (the whole file is sent).
+fn range_start(headers: &HeaderMap) -> Option<u64> {
+    let v = headers.get(header::RANGE)?.to_str().ok()?;
+    v.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok()
+}
+
+fn base_headers(mime: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let content_type = if crate::files::inline(mime) {
+        mime
+    } else {
+        "application/octet-stream"
+    };
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type)
+            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    h
+}
+
+#[utoipa::path(get, path = "/api/v1/files/{file}", tag = "files",
+    params(("file" = String, Path)),
+    description = "The file, for whoever may read a message it is attached to (its \
+                   uploader before that). `Range: bytes=N-` resumes; the `ETag` is the \
+                   SHA-256.",
+    responses((status = 200, content_type = "application/octet-stream"),
+              (status = 206, content_type = "application/octet-stream"),
+              (status = 404, body = ErrorResponse)))]
+async fn download(
+    State(g): AppState,
+    principal: Principal,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let offset = range_start(&headers);
+    let d = g
+        .services
+        .files
+        .download(principal.caller(), &file, offset.unwrap_or(0), false)
+        .await
+        .map_err(file_error)?;
+    let mut h = base_headers(&d.mime);
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        disposition(&d.file.name, &d.mime),
+    );
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", d.file.sha256)) {
+        h.insert(header::ETAG, etag);
+    }
+    let status = match offset {
+        Some(start) => {
+            let range = format!(
+                "bytes {start}-{}/{}",
+                d.file.size.saturating_sub(1),
+                d.file.size
+            );
+            if let Ok(v) = HeaderValue::from_str(&range) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+            StatusCode::PARTIAL_CONTENT
+        }
+        None => StatusCode::OK,
+    };
+    Ok(stream(g, d, status, h))
+}
+
+#[utoipa::path(get, path = "/api/v1/files/{file}/thumbnail", tag = "files",
+    params(("file" = String, Path)),
+    responses((status = 200, content_type = "image/png"), (status = 404, body = ErrorResponse)))]
+async fn thumbnail(
+    State(g): AppState,
+    principal: Principal,
+    Path(file): Path<String>,
+) -> Result<Response> {
+    let d = g
+        .services
+        .files
+        .download(principal.caller(), &file, 0, true)
+        .await
+        .map_err(file_error)?;
+    let h = base_headers("image/png");
+    Ok(stream(g, d, StatusCode::OK, h))
+}
