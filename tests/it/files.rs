@@ -778,3 +778,130 @@ async fn a_200_mb_upload_keeps_the_node_memory_bounded() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn search_finds_messages_by_their_files() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let node = TestNode::spawn().await?;
+    let alice = user(&node, "alice").await?;
+    let g = group(&alice, &[]).await?;
+    let f = upload(&alice, &g.id, "Акт сверки март.pdf", b"%PDF-1.4 not really").await?;
+    let with_file = sent(&alice, &g.id, "m1", "", &[&f.id]).await?;
+    post(&alice, &g.id, "m2", "акт сверки обсудим завтра").await?;
+    let search = async |text: &str, has_file: bool| {
+        let mut q = veche_client::protocol::discussions::SearchQuery::text(text);
+        q.has_file = has_file;
+        match ask(&alice, Request::Search(q)).await? {
+            Reply::SearchResults { hits, .. } => {
+                anyhow::Ok(hits.into_iter().map(|h| h.message_id).collect::<Vec<_>>())
+            }
+            other => bail!("expected results, got {other:?}"),
+        }
+    };
+    let both = eventually(15, "both messages indexed", async || {
+        let hits = search("акты сверки", false).await?;
+        anyhow::ensure!(hits.len() == 2, "{hits:?}");
+        Ok(hits)
+    })
+    .await?;
+    assert!(both.contains(&with_file));
+    assert_eq!(search("акты сверки", true).await?, vec![with_file]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn files_over_http_resume_and_download_with_ranges() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let node = TestNode::spawn().await?;
+    let alice = user(&node, "alice").await?;
+    user(&node, "carol").await?;
+    let g = group(&alice, &[]).await?;
+    let http = reqwest::Client::new();
+    let base = node.http_url();
+    let login = async |name: &str| {
+        let device = format!("{name}-web");
+        let r = http
+            .post(format!("{base}/api/v1/login"))
+            .json(&serde_json::json!({"login": name, "password": PASSWORD, "device_id": device}))
+            .send()
+            .await?;
+        let body: serde_json::Value = r.json().await?;
+        let token = body["session_token"].as_str().context("token")?.to_owned();
+        anyhow::Ok((token, device))
+    };
+    let (token, device) = login("alice").await?;
+    let authed = |b: reqwest::RequestBuilder| b.bearer_auth(&token).header("Veche-Device", &device);
+
+    // Larger than the gateway's JSON body limit: file bodies are streamed, not limited by it.
+    let data = content(20, 3 * 1024 * 1024);
+    let r = authed(http.post(format!("{base}/api/v1/uploads")))
+        .json(&serde_json::json!({"discussion": g.id, "name": "отчёт.html", "size": data.len(), "sha256": sha(&data)}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let up: serde_json::Value = r.json().await?;
+    let id = up["id"].as_str().context("upload id")?.to_owned();
+    let half = 1_500_000;
+    let r = authed(http.put(format!("{base}/api/v1/uploads/{id}?offset=0")))
+        .body(data[..half].to_vec())
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    let status: serde_json::Value = r.json().await?;
+    assert_eq!(status["confirmed"], half);
+    let r = authed(http.put(format!("{base}/api/v1/uploads/{id}?offset={half}")))
+        .body(data[half..].to_vec())
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let file: serde_json::Value = r.json().await?;
+    let file_id = file["id"].as_str().context("file id")?.to_owned();
+    assert_eq!(file["sha256"], sha(&data));
+    let r = authed(http.post(format!("{base}/api/v1/discussions/{}/messages", g.id)))
+        .json(&serde_json::json!({"client_msg_id": "h1", "text": "отчёт", "files": [file_id]}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+
+    let r = authed(http.get(format!("{base}/api/v1/files/{file_id}")))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(
+        h["content-type"], "application/octet-stream",
+        "HTML is never served as HTML"
+    );
+    let disposition = h["content-disposition"].to_str()?;
+    assert!(
+        disposition.starts_with("attachment;") && disposition.contains("filename*=UTF-8''%D0%BE"),
+        "{disposition}"
+    );
+    assert_eq!(h["etag"].to_str()?, format!("\"{}\"", sha(&data)));
+    assert_eq!(r.bytes().await?.as_ref(), &data[..]);
+    let r = authed(http.get(format!("{base}/api/v1/files/{file_id}")))
+        .header("Range", "bytes=3000000-")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await?.as_ref(), &data[3_000_000..]);
+
+    // A refusal names its rule; a stranger's download is not found.
+    let r = authed(http.post(format!("{base}/api/v1/uploads")))
+        .json(&serde_json::json!({"discussion": g.id, "name": "setup.exe", "size": 10, "sha256": sha(b"0123456789")}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await?;
+    assert_eq!(body["error"]["rule"], "files.blocked_extensions");
+    let (carol_token, carol_device) = login("carol").await?;
+    let r = http
+        .get(format!("{base}/api/v1/files/{file_id}"))
+        .bearer_auth(&carol_token)
+        .header("Veche-Device", &carol_device)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 404);
+    Ok(())
+}

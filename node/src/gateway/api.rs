@@ -270,6 +270,9 @@ struct SearchParams {
     from: Option<i64>,
     /// Written before (ms since the epoch, UTC).
     to: Option<i64>,
+    /// Only messages with files attached.
+    #[serde(default)]
+    has_file: bool,
     /// Hits to skip.
     offset: Option<u32>,
     /// At most this many (1–100, default 20).
@@ -287,7 +290,7 @@ async fn search(
     Query(p): Query<SearchParams>,
 ) -> Result<Json<Wire>> {
     let request = Request::Search(veche_protocol::discussions::SearchQuery {
-        has_file: false,
+        has_file: p.has_file,
         query: p.q,
         discussion: p.discussion,
         author: p.author,

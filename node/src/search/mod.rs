@@ -80,6 +80,8 @@ struct Fields {
     object: Field,
     at: Field,
     text: Field,
+    /// `1` for a message with files attached.
+    has_file: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -97,6 +99,7 @@ fn schema() -> (Schema, Fields) {
         object: b.add_text_field("object", STRING),
         at: b.add_i64_field("at", INDEXED | FAST),
         text: b.add_text_field("text", text),
+        has_file: b.add_text_field("has_file", STRING),
     };
     (b.build(), fields)
 }
@@ -348,9 +351,11 @@ impl Search {
                 if row.deleted {
                     continue;
                 }
-                let Some(text) = row.text.filter(|t| !t.trim().is_empty()) else {
+                let has_file = row.files.is_some();
+                let text = searchable(row.text.as_deref(), row.files.as_deref());
+                if text.trim().is_empty() {
                     continue;
-                };
+                }
                 let mut doc = TantivyDocument::default();
                 doc.add_text(f.id, &row.id);
                 doc.add_text(f.discussion, &row.discussion_id);
@@ -361,6 +366,9 @@ impl Search {
                 }
                 doc.add_i64(f.at, row.created_at);
                 doc.add_text(f.text, &text);
+                if has_file {
+                    doc.add_text(f.has_file, "1");
+                }
                 writer.add_document(doc)?;
             }
             let mut commit = writer.prepare_commit()?;
@@ -567,6 +575,9 @@ impl Search {
             let key = format!("{}/{}/{}", o.application, o.object_type, o.object_id);
             clauses.push(term(f.object, &key));
         }
+        if q.has_file {
+            clauses.push(term(f.has_file, "1"));
+        }
         if q.from.is_some() || q.to.is_some() {
             use std::ops::Bound;
             let lower = q.from.map_or(Bound::Unbounded, |t| {
@@ -623,7 +634,7 @@ impl Search {
             let rows = self.inner.store.hits(&allowed).await?;
             let live: Vec<_> = rows
                 .into_iter()
-                .filter(|r| !r.deleted && r.text.as_deref().is_some_and(|t| !t.is_empty()))
+                .filter(|r| !r.deleted && r.text.is_some())
                 .collect();
             if live.len() > wanted || exhausted || fetch >= MAX_CANDIDATES {
                 let more = live.len() > wanted || !exhausted;
@@ -633,7 +644,7 @@ impl Search {
                     .skip(q.offset as usize)
                     .take(q.limit.clamp(1, 100) as usize)
                     .map(|r| {
-                        let text = r.text.unwrap_or_default();
+                        let text = searchable(r.text.as_deref(), r.files.as_deref());
                         let snippet = generator
                             .as_ref()
                             .map(|g| g.snippet(&text).to_html())
@@ -653,6 +664,16 @@ impl Search {
             }
             fetch = (fetch * 4).min(MAX_CANDIDATES);
         }
+    }
+}
+
+/// What a message is found by: its text and the names of its files.
+fn searchable(text: Option<&str>, files: Option<&str>) -> String {
+    let text = text.unwrap_or_default();
+    match files {
+        Some(names) if text.trim().is_empty() => names.to_owned(),
+        Some(names) => format!("{text}\n{names}"),
+        None => text.to_owned(),
     }
 }
 

@@ -13,6 +13,8 @@ pub(crate) struct IndexRow {
     pub(crate) text: Option<String>,
     pub(crate) deleted: bool,
     pub(crate) object: Option<String>,
+    /// Names of the attached files, one per line.
+    pub(crate) files: Option<String>,
 }
 
 /// One message as a search result shows it, as it is now.
@@ -25,6 +27,16 @@ pub(crate) struct HitRow {
     pub(crate) created_at: i64,
     pub(crate) text: Option<String>,
     pub(crate) deleted: bool,
+    /// Names of the attached files, one per line.
+    pub(crate) files: Option<String>,
+}
+
+/// Names of the files attached to `m`, one per line (NULL for none).
+macro_rules! file_names {
+    () => {
+        "(SELECT group_concat(f.name, char(10)) FROM message_files a \
+          JOIN files f ON f.id = a.file_id WHERE a.message_id = m.id) AS files "
+    };
 }
 
 /// The columns of an [`IndexRow`], over `messages m` joined with `discussions d`.
@@ -33,7 +45,8 @@ macro_rules! index_columns {
         concat!(
             "m.id, m.discussion_id, d.kind, m.author, m.created_at, m.text, m.deleted, ",
             "CASE WHEN d.object_app IS NULL THEN NULL ",
-            "ELSE d.object_app || '/' || d.object_type || '/' || d.object_id END AS object "
+            "ELSE d.object_app || '/' || d.object_type || '/' || d.object_id END AS object, ",
+            file_names!()
         )
     };
 }
@@ -124,10 +137,11 @@ impl Store {
             return Ok(Vec::new());
         }
         let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
-        let rows: Vec<HitRow> = sqlx::query_as(
-            "SELECT id, discussion_id, seq, author, created_at, text, deleted FROM messages \
-             WHERE id IN (SELECT value FROM json_each(?))",
-        )
+        let rows: Vec<HitRow> = sqlx::query_as(concat!(
+            "SELECT m.id, m.discussion_id, m.seq, m.author, m.created_at, m.text, m.deleted, ",
+            file_names!(),
+            "FROM messages m WHERE m.id IN (SELECT value FROM json_each(?))"
+        ))
         .bind(list)
         .fetch_all(&self.read)
         .await?;
