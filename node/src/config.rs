@@ -153,7 +153,7 @@ impl Default for FilesConfig {
             unattached_hours: 24,
             thumbnails: true,
             thumbnail_size: 320,
-            max_image_pixels: 40_000_000,
+            max_image_pixels: 25_000_000,
             confirm_every_kb: 1024,
             cleanup_secs: 600,
         }

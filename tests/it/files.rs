@@ -13,7 +13,7 @@ use veche_client::protocol::files::{
 use veche_client::protocol::{ErrorBody, ErrorCode, Reply, Request, frame};
 use veche_client::{Connection, RequestError, TransferError};
 use veche_node::config::Config;
-use veche_node::test_utils::{TestNode, test_config};
+use veche_node::test_utils::{TestNode, plugin_folder, test_config};
 
 use crate::support::*;
 
@@ -903,5 +903,139 @@ async fn files_over_http_resume_and_download_with_ranges() -> anyhow::Result<()>
         .send()
         .await?;
     assert_eq!(r.status(), 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_damaged_content_is_never_delivered_as_whole() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let node = TestNode::spawn().await?;
+    let alice = user(&node, "alice").await?;
+    let g = group(&alice, &[]).await?;
+    let data = content(30, 1_000_000);
+    let f = upload(&alice, &g.id, "a.bin", &data).await?;
+    sent(&alice, &g.id, "m1", "файл", &[&f.id]).await?;
+    // Same size, one byte different, behind the node's back.
+    let path = node
+        .data_dir()
+        .join("files/blobs")
+        .join(&f.sha256[..2])
+        .join(&f.sha256);
+    let mut damaged = std::fs::read(&path)?;
+    damaged[999_999] ^= 0xff;
+    std::fs::write(&path, &damaged)?;
+
+    let e = download(&alice, &f.id).await.unwrap_err();
+    assert!(matches!(e, TransferError::Stream(_)), "{e:?}");
+    // Over HTTP the body breaks off before its last byte instead of completing.
+    let login: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/login", node.http_url()))
+        .json(&serde_json::json!({"login": "alice", "password": PASSWORD, "device_id": "web"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/files/{}", node.http_url(), f.id))
+        .bearer_auth(login["session_token"].as_str().context("token")?)
+        .header("Veche-Device", "web")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    match r.bytes().await {
+        Ok(body) => assert!(
+            body.len() < data.len(),
+            "a whole damaged body was delivered"
+        ),
+        Err(_) => {}
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_resent_message_is_answered_even_after_its_file_is_gone() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let node = TestNode::spawn().await?;
+    let alice = user(&node, "alice").await?;
+    let g = group(&alice, &[]).await?;
+    let f = upload(&alice, &g.id, "a.bin", &content(31, 1000)).await?;
+    let id = sent(&alice, &g.id, "m1", "с файлом", &[&f.id]).await?;
+    ask(
+        &alice,
+        Request::Delete {
+            discussion: g.id.clone(),
+            message_id: id.clone(),
+        },
+    )
+    .await?;
+    node.admin(AdminRequest::FilesCleanup).await?;
+    // The client did not get the first answer and sends again: same key, same content.
+    assert_eq!(sent(&alice, &g.id, "m1", "с файлом", &[&f.id]).await?, id);
+    // A new message cannot use the removed file.
+    let e = send_files(&alice, &g.id, "m2", "ещё", &[&f.id])
+        .await?
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+    Ok(())
+}
+
+#[tokio::test]
+async fn abandoned_downloads_let_go_of_their_content() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let node = TestNode::spawn().await?;
+    let folder = plugin_folder("fs-store")?;
+    node.admin(AdminRequest::PluginInstall {
+        path: folder.path().display().to_string(),
+        grants: vec!["filesystem".into()],
+        config: Default::default(),
+    })
+    .await?;
+    let alice = user(&node, "alice").await?;
+    let g = group(&alice, &[]).await?;
+    let data = content(32, 8 * 1024 * 1024);
+    let f = upload(&alice, &g.id, "big.bin", &data).await?;
+    sent(&alice, &g.id, "m1", "файл", &[&f.id]).await?;
+
+    // A QUIC reader that takes the header and a little, then its connection goes away.
+    let (reader, _) = login(&node, "alice", PASSWORD, "phone").await?;
+    let (mut send, mut recv) = reader.quic().open_bi().await?;
+    let header = TransferRequest::Download {
+        file: f.id.clone(),
+        offset: 0,
+        thumbnail: false,
+    };
+    frame::write(&mut send, &header, MAX_TRANSFER_FRAME).await?;
+    send.finish()?;
+    let first = frame::read::<TransferReply, _>(&mut recv, MAX_TRANSFER_FRAME).await?;
+    assert!(
+        matches!(first, Some(TransferReply::Download { .. })),
+        "{first:?}"
+    );
+    let mut some = [0u8; 4096];
+    recv.read_exact(&mut some).await?;
+    reader.quic().close(0u32.into(), b"gone");
+    // An HTTP reader that takes one chunk and leaves.
+    let login: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/login", node.http_url()))
+        .json(&serde_json::json!({"login": "alice", "password": PASSWORD, "device_id": "web"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut r = reqwest::Client::new()
+        .get(format!("{}/api/v1/files/{}", node.http_url(), f.id))
+        .bearer_auth(login["session_token"].as_str().context("token")?)
+        .header("Veche-Device", "web")
+        .send()
+        .await?;
+    assert!(r.chunk().await?.is_some());
+    drop(r);
+
+    // A migration removes a moved content from its old place only once nobody reads it
+    // there (waiting up to a minute): abandoned readers must have let go.
+    let moved = within(30, "migration", migrate(&node, "plugin:fs-store")).await??;
+    assert_eq!(moved, 1);
+    assert!(stored_contents(&node)?.is_empty());
+    assert_eq!(download(&alice, &f.id).await?, data);
     Ok(())
 }

@@ -73,6 +73,7 @@ fn message(discussion: &str, seq: u64, author: &str, text: &str) -> DiscussionEv
                 reply_to: None,
                 mentions: vec![],
                 reactions: vec![],
+                files: vec![],
                 created_at: Timestamp(0),
                 edited_at: None,
                 version: 1,

@@ -39,7 +39,7 @@ CREATE TABLE uploads (
     confirmed     BIGINT NOT NULL DEFAULT 0,   -- bytes fsynced in the staging file
     created_at    BIGINT NOT NULL,
     expires_at    BIGINT NOT NULL,
-    file_id       TEXT REFERENCES files (id) ON DELETE SET NULL  -- set when complete
+    file_id       TEXT REFERENCES files (id) ON DELETE CASCADE  -- set when complete; goes with its file
 );
 CREATE INDEX uploads_by_user ON uploads (user_id);
 CREATE INDEX uploads_by_expiry ON uploads (expires_at);

@@ -1218,6 +1218,13 @@ impl Sequencer {
                 };
             }
         };
+        // A resend of a message with files is answered from the stored message, even if its
+        // files were removed or the policy changed since.
+        if !m.files.is_empty()
+            && let Some(done) = self.resend(b, caller, &m.client_msg_id, &hash).await?
+        {
+            return Ok(done);
+        }
         crate::files::check_attachments(
             &self.config.files,
             b,

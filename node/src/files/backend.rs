@@ -18,6 +18,8 @@ pub(crate) enum BackendError {
     Unknown(String),
     #[error("the content is missing from the storage backend")]
     Missing,
+    #[error("the storage backend kept {stored} bytes of a {size}-byte content")]
+    Size { stored: u64, size: u64 },
     #[error(transparent)]
     Plugin(#[from] BlobError),
     #[error("file storage: {0}")]
@@ -72,12 +74,21 @@ async fn sync_dir(dir: &Path) -> std::io::Result<()> {
 impl Backend {
     /// Stores the complete, fsynced file at `path` under `key`. The file itself is left where
     /// it is.
-    pub(crate) async fn put_file(&self, key: &str, path: &Path) -> Result<(), BackendError> {
+    pub(crate) async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+    ) -> Result<(), BackendError> {
         match self {
             Self::Fs(root) => {
                 let dest = fs_path(root, key);
                 let dir = dest.parent().unwrap_or(root);
-                tokio::fs::create_dir_all(dir).await?;
+                if !tokio::fs::try_exists(dir).await? {
+                    tokio::fs::create_dir_all(dir).await?;
+                    // The new fan-out folder's own entry must be durable too.
+                    sync_dir(root).await?;
+                }
                 // A hard link is atomic: the content appears complete or not at all.
                 match tokio::fs::hard_link(path, &dest).await {
                     Ok(()) => {}
@@ -87,12 +98,17 @@ impl Backend {
                     Err(e) => return Err(e.into()),
                 }
                 sync_dir(dir).await?;
-                Ok(())
+                match tokio::fs::metadata(&dest).await?.len() {
+                    n if n == size => Ok(()),
+                    n => Err(BackendError::Size { stored: n, size }),
+                }
             }
             Self::Plugin(blobs) => {
                 let file = tokio::fs::File::open(path).await?;
-                blobs.put(key, file).await?;
-                Ok(())
+                match blobs.put(key, file).await?.size {
+                    n if n == size => Ok(()),
+                    n => Err(BackendError::Size { stored: n, size }),
+                }
             }
         }
     }
@@ -155,8 +171,11 @@ impl Backend {
                 }
                 // The plugin interface reads from the start; what comes before `offset` is
                 // skipped here.
-                let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
+                let (tx, rx) = mpsc::channel::<Vec<u8>>(2);
                 let forward = async {
+                    // Owned here: when the receiver goes away, this ends and the plugin's
+                    // read stops.
+                    let mut rx = rx;
                     let (mut skip, mut total) = (offset, 0u64);
                     while let Some(mut chunk) = rx.recv().await {
                         if skip > 0 {

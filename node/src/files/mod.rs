@@ -130,6 +130,12 @@ struct Inner {
     /// Uploads a stream is writing now.
     busy: Mutex<HashSet<String>>,
     stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Downloads reading each content now: a migration removes a moved content from its old
+    /// backend only once none reads it there.
+    reading: Mutex<std::collections::HashMap<String, usize>>,
+    /// Previews are made one at a time: decoding an image takes up to
+    /// `max_image_pixels` × 5 bytes.
+    previews: tokio::sync::Semaphore,
 }
 
 /// A download ready to stream.
@@ -159,6 +165,37 @@ struct BusyGuard<'a>(&'a Inner, String);
 impl Drop for BusyGuard<'_> {
     fn drop(&mut self) {
         lock(&self.0.busy).remove(&self.1);
+    }
+}
+
+impl<'a> BusyGuard<'a> {
+    /// Marks the upload busy, unless a stream (or a removal) has it already.
+    fn take(inner: &'a Inner, id: &str) -> Option<Self> {
+        lock(&inner.busy)
+            .insert(id.to_owned())
+            .then(|| Self(inner, id.to_owned()))
+    }
+}
+
+/// Counts a download reading a content, until dropped.
+struct ReadingGuard<'a>(&'a Inner, String);
+
+impl<'a> ReadingGuard<'a> {
+    fn new(inner: &'a Inner, sha256: &str) -> Self {
+        *lock(&inner.reading).entry(sha256.to_owned()).or_default() += 1;
+        Self(inner, sha256.to_owned())
+    }
+}
+
+impl Drop for ReadingGuard<'_> {
+    fn drop(&mut self) {
+        let mut reading = lock(&self.0.reading);
+        if let Some(n) = reading.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                reading.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -236,6 +273,8 @@ impl Files {
                 current: Mutex::new(current),
                 busy: Mutex::default(),
                 stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+                reading: Mutex::default(),
+                previews: tokio::sync::Semaphore::new(1),
             }),
         })
     }
@@ -371,11 +410,11 @@ impl Files {
                 "the upload is complete; its file is removed when no message uses it".into(),
             ));
         }
-        if lock(&self.inner.busy).contains(id) {
+        let Some(_busy) = BusyGuard::take(&self.inner, id) else {
             return Err(FileError::Busy(
                 "the upload is being written; stop its stream first".into(),
             ));
-        }
+        };
         self.inner.store.delete_upload(id).await?;
         remove_quietly(&self.staging_path(id)).await;
         Ok(())
@@ -400,12 +439,11 @@ impl Files {
                 None => Err(FileError::NotFound("file")),
             };
         }
-        if !lock(&self.inner.busy).insert(id.to_owned()) {
+        let Some(_busy) = BusyGuard::take(&self.inner, id) else {
             return Err(FileError::Busy(
                 "another stream is writing this upload; try again in a moment".into(),
             ));
-        }
-        let _busy = BusyGuard(&self.inner, id.to_owned());
+        };
         // Read again now that no other stream can move it.
         let row = self.own_upload(caller, id).await?;
         let size = to_u64(row.size);
@@ -416,6 +454,7 @@ impl Files {
             )));
         }
         let path = self.staging_path(id);
+        let created = !tokio::fs::try_exists(&path).await?;
         let mut file = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -423,6 +462,21 @@ impl Files {
             .truncate(false)
             .open(&path)
             .await?;
+        if created {
+            tokio::fs::File::open(&self.inner.staging)
+                .await?
+                .sync_all()
+                .await?;
+        }
+        let on_disk = file.metadata().await?.len();
+        if on_disk < confirmed {
+            // The staging file lost what was confirmed (it was removed or damaged outside
+            // the node): continue from what is really there.
+            self.confirm(&mut file, id, on_disk).await?;
+            return Err(FileError::Conflict(format!(
+                "the node holds only {on_disk} bytes of this upload; continue from byte {on_disk}"
+            )));
+        }
         // Bytes past the confirmed length were never confirmed: they are written again.
         file.set_len(confirmed).await?;
         let mut hasher = Sha256::new();
@@ -521,28 +575,33 @@ impl Files {
             width: None,
             height: None,
         };
-        let _stripe = self.stripe(&row.sha256).lock().await;
         let store = &self.inner.store;
+        // The preview is made before the per-hash lock is taken (it can take a while), only
+        // for a content not stored yet.
+        let c = &self.inner.config;
+        let preview = if c.thumbnails && store.blob(&row.sha256).await?.is_none() {
+            let _one = self.inner.previews.acquire().await;
+            let (p, m, size, max) = (
+                path.to_owned(),
+                mime.clone(),
+                c.thumbnail_size,
+                c.max_image_pixels,
+            );
+            tokio::task::spawn_blocking(move || thumbnail::make(&p, &m, size, max))
+                .await
+                .unwrap_or_default()
+        } else {
+            thumbnail::Preview::default()
+        };
+        let _stripe = self.stripe(&row.sha256).lock().await;
         let stored_already = store.blob(&row.sha256).await?.is_some()
             && store.complete_upload(&row.id, &file, None).await?;
         if !stored_already {
-            let c = &self.inner.config;
-            let preview = if c.thumbnails {
-                let (p, m, size, max) = (
-                    path.to_owned(),
-                    mime.clone(),
-                    c.thumbnail_size,
-                    c.max_image_pixels,
-                );
-                tokio::task::spawn_blocking(move || thumbnail::make(&p, &m, size, max))
-                    .await
-                    .unwrap_or_default()
-            } else {
-                thumbnail::Preview::default()
-            };
             let name = self.current_backend();
             let backend = self.inner.backends.get(&name)?;
-            backend.put_file(&row.sha256, path).await?;
+            backend
+                .put_file(&row.sha256, path, to_u64(row.size))
+                .await?;
             if let Some(png) = &preview.png {
                 backend.put_bytes(&thumb_key(&row.sha256), png).await?;
             }
@@ -641,31 +700,50 @@ impl Files {
         d: &Download,
         sink: mpsc::Sender<Vec<u8>>,
     ) -> Result<u64, FileError> {
+        let _reading = ReadingGuard::new(&self.inner, &d.file.sha256);
+        let gone = || {
+            FileError::Io(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the receiver went away",
+            ))
+        };
         let mut backend_name = d.backend.clone();
         for attempt in 0..2 {
             let backend = self.inner.backends.get(&backend_name)?;
-            let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
+            let (tx, rx) = mpsc::channel::<Vec<u8>>(2);
+            // Each chunk goes on when the next arrives: the last one is held back until the
+            // hash is checked, so that a receiver that counts bytes (HTTP `Content-Length`)
+            // never gets a complete but wrong file. The receiver is dropped on the way out,
+            // so the reader stops as soon as nobody takes its chunks.
             let forward = async {
+                let mut rx = rx;
                 let mut hasher = d.verify.as_ref().map(|_| Sha256::new());
+                let mut held: Option<Vec<u8>> = None;
                 while let Some(chunk) = rx.recv().await {
                     if let Some(h) = hasher.as_mut() {
                         h.update(&chunk);
                     }
-                    if sink.send(chunk).await.is_err() {
+                    if let Some(previous) = held.replace(chunk)
+                        && sink.send(previous).await.is_err()
+                    {
                         return None;
                     }
                 }
-                Some(hasher.map(|h| hex::encode(h.finalize())))
+                Some((held, hasher.map(|h| hex::encode(h.finalize()))))
             };
-            let (read, hashed) = tokio::join!(backend.read(&d.key, d.offset, tx), forward);
+            let (read, forwarded) = tokio::join!(backend.read(&d.key, d.offset, tx), forward);
             match read {
                 Ok(n) => {
-                    if let (Some(Some(actual)), Some(want)) = (hashed, &d.verify)
+                    let (last, hashed) = forwarded.ok_or_else(gone)?;
+                    if let (Some(actual), Some(want)) = (hashed, &d.verify)
                         && actual != *want
                     {
                         tracing::error!(file = %d.file.id, sha256 = %want, backend = %backend_name,
                             "stored content does not match its hash");
                         return Err(FileError::Corrupt(d.file.id.clone()));
+                    }
+                    if let Some(last) = last {
+                        sink.send(last).await.map_err(|_| gone())?;
                     }
                     return Ok(n);
                 }
@@ -674,7 +752,8 @@ impl Files {
                 Err(BackendError::Missing) if attempt == 0 => {
                     match self.inner.store.blob(&d.file.sha256).await? {
                         Some(b) if b.backend != backend_name => backend_name = b.backend,
-                        _ => return Err(BackendError::Missing.into()),
+                        Some(_) => return Err(BackendError::Missing.into()),
+                        None => return Err(FileError::NotFound("file")),
                     }
                 }
                 Err(e) => return Err(e.into()),
@@ -690,9 +769,9 @@ impl Files {
         let c = &self.inner.config;
         let at = now();
         for id in store.expired_uploads(at, 1000).await? {
-            if lock(&self.inner.busy).contains(&id) {
+            let Some(_busy) = BusyGuard::take(&self.inner, &id) else {
                 continue;
-            }
+            };
             store.delete_upload(&id).await?;
             remove_quietly(&self.staging_path(&id)).await;
         }
@@ -701,15 +780,17 @@ impl Files {
         let retention =
             (c.retention_days > 0).then(|| at - hours(u64::from(c.retention_days) * 24));
         let mut files = 0;
+        let unattached = at - hours(c.unattached_hours);
         loop {
-            let ids = store
-                .removable_files(at - hours(c.unattached_hours), retention, 500)
-                .await?;
+            let ids = store.removable_files(unattached, retention, 500).await?;
             if ids.is_empty() {
                 break;
             }
-            store.delete_files(&ids).await?;
-            files += ids.len();
+            let removed = store.delete_files(&ids, unattached, retention).await?;
+            files += removed;
+            if removed == 0 {
+                break;
+            }
         }
         let mut blobs = 0;
         loop {
@@ -720,14 +801,15 @@ impl Files {
             let mut removed_any = false;
             for blob in orphans {
                 let _stripe = self.stripe(&blob.sha256).lock().await;
-                if !store.delete_orphan_blob(&blob.sha256).await? {
+                // The backend is the one the row names now (a migration may have moved it).
+                let Some(backend_name) = store.delete_orphan_blob(&blob.sha256).await? else {
                     continue;
-                }
+                };
                 removed_any = true;
                 blobs += 1;
                 // The row is gone first: a crash here leaves an unreferenced content behind,
                 // never a row without its content.
-                match self.inner.backends.get(&blob.backend) {
+                match self.inner.backends.get(&backend_name) {
                     Ok(backend) => {
                         for key in [blob.sha256.clone(), thumb_key(&blob.sha256)] {
                             if let Err(e) = backend.delete(&key).await {
@@ -753,7 +835,8 @@ impl Files {
         let mut dir = tokio::fs::read_dir(&self.inner.staging).await?;
         while let Some(entry) = dir.next_entry().await? {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if lock(&self.inner.busy).contains(&name) {
+            // Only uploads' staging files (a migration's copies are its own).
+            if !name.starts_with("up_") || lock(&self.inner.busy).contains(&name) {
                 continue;
             }
             let live = self.inner.store.upload(&name).await?;
@@ -804,22 +887,52 @@ impl Files {
             "new files go to this backend; moving the others"
         );
         let mut report = Migrated::default();
-        let mut after = String::new();
-        loop {
-            let rows = self.inner.store.blobs_elsewhere(to, &after, 100).await?;
-            let Some(last) = rows.last() else { break };
-            after = last.sha256.clone();
-            for blob in rows {
-                match self.move_blob(&blob, to, &target).await {
-                    Ok(true) => {
-                        report.moved += 1;
-                        report.bytes += to_u64(blob.size);
+        let mut failed = HashSet::new();
+        let mut deferred = Vec::new();
+        // Uploads that chose the old backend just before the switch may commit behind the
+        // scan: passes repeat until one finds nothing left to move.
+        for _pass in 0..4 {
+            let mut moved_now = 0;
+            let mut after = String::new();
+            loop {
+                let rows = self.inner.store.blobs_elsewhere(to, &after, 100).await?;
+                let Some(last) = rows.last() else { break };
+                after = last.sha256.clone();
+                for blob in rows {
+                    if failed.contains(&blob.sha256) {
+                        continue;
                     }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(sha256 = %blob.sha256, error = %e, "could not move a content");
-                        report.failed.push(blob.sha256.clone());
+                    match self.move_blob(&blob, to, &target).await {
+                        Ok(Some(source)) => {
+                            moved_now += 1;
+                            report.moved += 1;
+                            report.bytes += to_u64(blob.size);
+                            deferred.push((blob.sha256.clone(), source));
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(sha256 = %blob.sha256, error = %e, "could not move a content");
+                            failed.insert(blob.sha256.clone());
+                            report.failed.push(blob.sha256.clone());
+                        }
                     }
+                }
+            }
+            if moved_now == 0 {
+                break;
+            }
+        }
+        // A content leaves its old backend once no download reads it there.
+        for (sha256, source) in deferred {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while lock(&self.inner.reading).contains_key(&sha256)
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            for key in [sha256.clone(), thumb_key(&sha256)] {
+                if let Err(e) = source.delete(&key).await {
+                    tracing::warn!(error = %e, key, "a moved content stays behind on its old backend");
                 }
             }
         }
@@ -832,18 +945,19 @@ impl Files {
         Ok(report)
     }
 
+    /// Moves one content; returns its old backend, from which it is still to be removed.
     async fn move_blob(
         &self,
         blob: &BlobRow,
         to: &str,
         target: &Backend,
-    ) -> Result<bool, FileError> {
+    ) -> Result<Option<Backend>, FileError> {
         let _stripe = self.stripe(&blob.sha256).lock().await;
         let Some(now) = self.inner.store.blob(&blob.sha256).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         if now.backend == to {
-            return Ok(false);
+            return Ok(None);
         }
         let source = self.inner.backends.get(&now.backend)?;
         // Through a staging copy, verified against the hash before the target sees it.
@@ -851,20 +965,20 @@ impl Files {
         let copied = self.copy_out(&source, &now.sha256, &tmp).await;
         let result = async {
             copied?;
-            target.put_file(&now.sha256, &tmp).await?;
+            target.put_file(&now.sha256, &tmp, to_u64(now.size)).await?;
             if now.thumbnail {
                 let png = source.read_all(&thumb_key(&now.sha256)).await?;
                 target.put_bytes(&thumb_key(&now.sha256), &png).await?;
             }
-            if !self.inner.store.move_blob(&now.sha256, &now.backend, to).await? {
-                return Ok(false);
+            if !self
+                .inner
+                .store
+                .move_blob(&now.sha256, &now.backend, to)
+                .await?
+            {
+                return Ok(None);
             }
-            for key in [now.sha256.clone(), thumb_key(&now.sha256)] {
-                if let Err(e) = source.delete(&key).await {
-                    tracing::warn!(error = %e, key, "a moved content stays behind on its old backend");
-                }
-            }
-            Ok(true)
+            Ok(Some(source))
         }
         .await;
         remove_quietly(&tmp).await;
@@ -873,8 +987,9 @@ impl Files {
 
     async fn copy_out(&self, source: &Backend, sha256: &str, to: &Path) -> Result<(), FileError> {
         let mut out = tokio::fs::File::create(to).await?;
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(2);
         let write = async {
+            let mut rx = rx;
             let mut hasher = Sha256::new();
             while let Some(chunk) = rx.recv().await {
                 hasher.update(&chunk);
@@ -989,7 +1104,15 @@ pub(crate) async fn check_attachments(
             )));
         }
         match b.file_owner(id).await? {
-            Some((uploader, d)) if uploader == author && d == discussion => {}
+            Some((uploader, d, created_at)) if uploader == author && d == discussion => {
+                let days = i64::from(c.retention_days);
+                if days > 0 && created_at < now() - days * 86_400_000 {
+                    return Err(DiscussionError::Refused(Box::new(ErrorBody::refused_by(
+                        "files.retention_days",
+                        format!("file {id} is past the {days}-day retention and is being removed"),
+                    ))));
+                }
+            }
             _ => return Err(DiscussionError::NotFound("file")),
         }
     }

@@ -52,7 +52,7 @@ pub(crate) fn make(path: &Path, mime: &str, size: u32, max_pixels: u64) -> Previ
         limits.max_image_width = Some(w);
         limits.max_image_height = Some(h);
         // Four bytes per pixel plus the decoder's own buffers.
-        limits.max_alloc = Some(max_pixels.saturating_mul(8));
+        limits.max_alloc = Some(max_pixels.saturating_mul(5));
         r.limits(limits);
         r.decode()
     });

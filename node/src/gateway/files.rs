@@ -137,11 +137,13 @@ async fn send_upload(
 /// Streams a prepared download as the response body; a failure after the headers went out
 /// aborts the body, so the client never takes a broken file for a whole one.
 fn stream(g: Arc<Gateway>, d: Download, status: StatusCode, mut headers: HeaderMap) -> Response {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(2);
     let (body_tx, body_rx) = mpsc::channel::<std::io::Result<Bytes>>(2);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(d.length));
     tokio::spawn(async move {
+        // Owns the receiver: a client that leaves stops the file's reader.
         let forward = async {
+            let mut rx = rx;
             while let Some(chunk) = rx.recv().await {
                 if body_tx.send(Ok(Bytes::from(chunk))).await.is_err() {
                     break;
@@ -244,6 +246,22 @@ async fn download(
     headers: HeaderMap,
 ) -> Result<Response> {
     let offset = range_start(&headers);
+    if let Some(start) = offset {
+        let size = g
+            .services
+            .files
+            .get(principal.caller(), &file)
+            .await
+            .map_err(file_error)?
+            .size;
+        if start >= size {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, h).into_response());
+        }
+    }
     let d = g
         .services
         .files

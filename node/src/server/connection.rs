@@ -675,8 +675,10 @@ async fn transfer(
             {
                 return;
             }
-            let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
+            let (tx, rx) = mpsc::channel::<Vec<u8>>(2);
+            // Owns the receiver: if the client stops reading, the file's reader stops too.
             let write = async {
+                let mut rx = rx;
                 while let Some(chunk) = rx.recv().await {
                     send.write_all(&chunk).await?;
                 }

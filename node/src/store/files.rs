@@ -71,6 +71,15 @@ macro_rules! file_columns {
     };
 }
 
+/// When a file `f` may be removed; binds the unattached cut-off, then the retention cut-off.
+macro_rules! removable {
+    () => {
+        "((f.attached AND NOT EXISTS (SELECT 1 FROM message_files a WHERE a.file_id = f.id)) \
+          OR (NOT f.attached AND f.created_at < ?) \
+          OR f.created_at < ?)"
+    };
+}
+
 /// Every column of `blobs`, in `BlobRow`'s order.
 macro_rules! blob_columns {
     () => {
@@ -308,13 +317,11 @@ impl Store {
         retention_before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT f.id FROM files f WHERE \
-               (f.attached AND NOT EXISTS (SELECT 1 FROM message_files a WHERE a.file_id = f.id)) \
-               OR (NOT f.attached AND f.created_at < ?) \
-               OR f.created_at < ? \
-             LIMIT ?",
-        )
+        Ok(sqlx::query_scalar(concat!(
+            "SELECT f.id FROM files f WHERE ",
+            removable!(),
+            " LIMIT ?"
+        ))
         .bind(unattached_before)
         .bind(retention_before.unwrap_or(i64::MIN))
         .bind(limit)
@@ -322,17 +329,31 @@ impl Store {
         .await?)
     }
 
-    /// Removes files (and their attachments).
-    pub(crate) async fn delete_files(&self, ids: &[String]) -> Result<(), StoreError> {
+    /// Removes these files (with their attachments and uploads) if they are still removable
+    /// by the same rule: a file attached meanwhile stays. Returns how many went.
+    pub(crate) async fn delete_files(
+        &self,
+        ids: &[String],
+        unattached_before: i64,
+        retention_before: Option<i64>,
+    ) -> Result<usize, StoreError> {
         let mut tx = self.write.begin().await?;
+        let mut removed = 0;
         for id in ids {
-            sqlx::query("DELETE FROM files WHERE id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            let done = sqlx::query(concat!(
+                "DELETE FROM files WHERE id = ? AND id IN (SELECT f.id FROM files f WHERE ",
+                removable!(),
+                ")"
+            ))
+            .bind(id)
+            .bind(unattached_before)
+            .bind(retention_before.unwrap_or(i64::MIN))
+            .execute(&mut *tx)
+            .await?;
+            removed += usize::try_from(done.rows_affected()).unwrap_or(0);
         }
         tx.commit().await?;
-        Ok(())
+        Ok(removed)
     }
 
     /// Blobs no file refers to.
@@ -348,16 +369,19 @@ impl Store {
         .await?)
     }
 
-    /// Removes a blob's row if still no file refers to it; returns whether it did.
-    pub(crate) async fn delete_orphan_blob(&self, sha256: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+    /// Removes a blob's row if still no file refers to it; returns the backend it was on.
+    pub(crate) async fn delete_orphan_blob(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
             "DELETE FROM blobs WHERE sha256 = ? \
-             AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = blobs.sha256)",
+             AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = blobs.sha256) \
+             RETURNING backend",
         )
         .bind(sha256)
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .fetch_optional(&self.write)
+        .await?)
     }
 
     /// Blobs not on `backend`, in hash order after `after`.
@@ -429,13 +453,13 @@ impl Store {
 }
 
 impl Batch {
-    /// A file's uploader and discussion, for attaching it.
+    /// A file's uploader, discussion and upload time, for attaching it.
     pub(crate) async fn file_owner(
         &mut self,
         id: &str,
-    ) -> Result<Option<(String, String)>, StoreError> {
+    ) -> Result<Option<(String, String, i64)>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT uploader, discussion_id FROM files WHERE id = ?")
+            sqlx::query_as("SELECT uploader, discussion_id, created_at FROM files WHERE id = ?")
                 .bind(id)
                 .fetch_optional(&mut *self.tx)
                 .await?,
