@@ -431,5 +431,5 @@ pub(crate) async fn send_to_socket(
 }
 
 fn file_error(e: crate::files::FileError) -> AccountError {
-    AccountError::BadRequest(e.to_body().message)
+    AccountError::BadRequest(e.into_body().message)
 }

@@ -106,7 +106,7 @@ impl From<FileError> for DiscussionError {
 }
 
 impl FileError {
-    pub(crate) fn to_body(self) -> ErrorBody {
+    pub(crate) fn into_body(self) -> ErrorBody {
         DiscussionError::from(self).to_body()
     }
 }

@@ -640,7 +640,9 @@ async fn transfer(
             };
             let reply = match result {
                 Some(Ok(file)) => TransferReply::Uploaded { file },
-                Some(Err(e)) => TransferReply::Error { error: e.to_body() },
+                Some(Err(e)) => TransferReply::Error {
+                    error: e.into_body(),
+                },
                 None => TransferReply::Error {
                     error: ErrorBody::new(
                         ErrorCode::Unavailable,
@@ -659,7 +661,13 @@ async fn transfer(
             let download = match files.download(&caller, &file, offset, thumbnail).await {
                 Ok(d) => d,
                 Err(e) => {
-                    end_transfer(send, TransferReply::Error { error: e.to_body() }).await;
+                    end_transfer(
+                        send,
+                        TransferReply::Error {
+                            error: e.into_body(),
+                        },
+                    )
+                    .await;
                     return;
                 }
             };
