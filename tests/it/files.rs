@@ -927,6 +927,13 @@ async fn a_damaged_content_is_never_delivered_as_whole() -> anyhow::Result<()> {
 
     let e = download(&alice, &f.id).await.unwrap_err();
     assert!(matches!(e, TransferError::Stream(_)), "{e:?}");
+    // Nor does resuming near the end complete it.
+    let mut tail = Vec::new();
+    let e = alice
+        .download(&f.id, 999_000, false, &mut tail)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, TransferError::Stream(_)), "{e:?}");
     // Over HTTP the body breaks off before its last byte instead of completing.
     let login: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/api/v1/login", node.http_url()))

@@ -43,6 +43,7 @@ CREATE TABLE uploads (
 );
 CREATE INDEX uploads_by_user ON uploads (user_id);
 CREATE INDEX uploads_by_expiry ON uploads (expires_at);
+CREATE INDEX uploads_by_file ON uploads (file_id);
 
 CREATE TABLE message_files (
     message_id TEXT NOT NULL REFERENCES messages (id),

@@ -89,13 +89,14 @@ impl Backend {
                     // The new fan-out folder's own entry must be durable too.
                     sync_dir(root).await?;
                 }
-                // A hard link is atomic: the content appears complete or not at all.
-                match tokio::fs::hard_link(path, &dest).await {
-                    Ok(()) => {}
-                    // Content-addressed: what is there is this content (left by a crash
-                    // before its row was written); reads verify it anyway.
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(e.into()),
+                // Linked beside its place, then renamed over it: the content appears complete
+                // or not at all, and whatever a crash or a failed removal left there is
+                // replaced by this verified copy rather than trusted.
+                let tmp = dir.join(format!("{key}.{}.tmp", uuid::Uuid::new_v4().simple()));
+                tokio::fs::hard_link(path, &tmp).await?;
+                if let Err(e) = tokio::fs::rename(&tmp, &dest).await {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    return Err(e.into());
                 }
                 sync_dir(dir).await?;
                 match tokio::fs::metadata(&dest).await?.len() {

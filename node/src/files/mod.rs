@@ -135,7 +135,9 @@ struct Inner {
     reading: Mutex<std::collections::HashMap<String, usize>>,
     /// Previews are made one at a time: decoding an image takes up to
     /// `max_image_pixels` × 5 bytes.
-    previews: tokio::sync::Semaphore,
+    previews: Arc<tokio::sync::Semaphore>,
+    /// One migration at a time.
+    migrating: tokio::sync::Mutex<()>,
 }
 
 /// A download ready to stream.
@@ -146,8 +148,7 @@ pub(crate) struct Download {
     pub(crate) length: u64,
     pub(crate) mime: String,
     key: String,
-    backend: String,
-    /// The hash to verify: full downloads of the content.
+    /// The hash to verify: downloads of the content (not of its preview).
     verify: Option<String>,
 }
 
@@ -249,6 +250,13 @@ impl Files {
         let staging = root.join("uploads");
         tokio::fs::create_dir_all(&staging).await?;
         tokio::fs::create_dir_all(root.join("blobs")).await?;
+        // A migration's copies left by a crash (no migration runs before the node is up).
+        let mut dir = tokio::fs::read_dir(&staging).await?;
+        while let Some(entry) = dir.next_entry().await? {
+            if entry.file_name().to_string_lossy().starts_with("mig_") {
+                remove_quietly(&entry.path()).await;
+            }
+        }
         let current = match store.meta(BACKEND_KEY).await? {
             Some(stored) => {
                 if stored != config.backend {
@@ -274,7 +282,8 @@ impl Files {
                 busy: Mutex::default(),
                 stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 reading: Mutex::default(),
-                previews: tokio::sync::Semaphore::new(1),
+                previews: Arc::new(tokio::sync::Semaphore::new(1)),
+                migrating: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -580,16 +589,21 @@ impl Files {
         // for a content not stored yet.
         let c = &self.inner.config;
         let preview = if c.thumbnails && store.blob(&row.sha256).await?.is_none() {
-            let _one = self.inner.previews.acquire().await;
+            // The permit goes with the decoding itself: it is released when decoding ends,
+            // even if this upload's future is dropped meanwhile.
+            let one = self.inner.previews.clone().acquire_owned().await;
             let (p, m, size, max) = (
                 path.to_owned(),
                 mime.clone(),
                 c.thumbnail_size,
                 c.max_image_pixels,
             );
-            tokio::task::spawn_blocking(move || thumbnail::make(&p, &m, size, max))
-                .await
-                .unwrap_or_default()
+            tokio::task::spawn_blocking(move || {
+                let _one = one;
+                thumbnail::make(&p, &m, size, max)
+            })
+            .await
+            .unwrap_or_default()
         } else {
             thumbnail::Preview::default()
         };
@@ -680,14 +694,15 @@ impl Files {
                 "offset {offset} is beyond the end ({total} bytes)"
             )));
         }
-        let verify = (!thumbnail && offset == 0).then(|| row.sha256.clone());
+        // The content is checked at any offset (a resumed download reads and hashes the part
+        // before it too), so that no resumption completes a damaged file.
+        let verify = (!thumbnail).then(|| row.sha256.clone());
         Ok(Download {
             file,
             offset,
             length: total - offset,
             mime,
             key,
-            backend: row.backend,
             verify,
         })
     }
@@ -700,6 +715,8 @@ impl Files {
         d: &Download,
         sink: mpsc::Sender<Vec<u8>>,
     ) -> Result<u64, FileError> {
+        // Counted before the row is read: a migration that switches the row after this
+        // waits for us before removing the old copy; one that switched before, we see.
         let _reading = ReadingGuard::new(&self.inner, &d.file.sha256);
         let gone = || {
             FileError::Io(std::io::Error::new(
@@ -707,7 +724,15 @@ impl Files {
                 "the receiver went away",
             ))
         };
-        let mut backend_name = d.backend.clone();
+        let mut backend_name = match self.inner.store.blob(&d.file.sha256).await? {
+            Some(b) => b.backend,
+            None => return Err(FileError::NotFound("file")),
+        };
+        // A verified read starts at 0 and forwards from the offset.
+        let (read_from, mut skip) = match d.verify {
+            Some(_) => (0, d.offset),
+            None => (d.offset, 0),
+        };
         for attempt in 0..2 {
             let backend = self.inner.backends.get(&backend_name)?;
             let (tx, rx) = mpsc::channel::<Vec<u8>>(2);
@@ -719,22 +744,32 @@ impl Files {
                 let mut rx = rx;
                 let mut hasher = d.verify.as_ref().map(|_| Sha256::new());
                 let mut held: Option<Vec<u8>> = None;
-                while let Some(chunk) = rx.recv().await {
+                let mut sent = 0u64;
+                while let Some(mut chunk) = rx.recv().await {
                     if let Some(h) = hasher.as_mut() {
                         h.update(&chunk);
                     }
+                    if skip > 0 {
+                        let n = usize::try_from(skip).unwrap_or(usize::MAX).min(chunk.len());
+                        chunk.drain(..n);
+                        skip -= n as u64;
+                        if chunk.is_empty() {
+                            continue;
+                        }
+                    }
+                    sent += chunk.len() as u64;
                     if let Some(previous) = held.replace(chunk)
                         && sink.send(previous).await.is_err()
                     {
                         return None;
                     }
                 }
-                Some((held, hasher.map(|h| hex::encode(h.finalize()))))
+                Some((held, sent, hasher.map(|h| hex::encode(h.finalize()))))
             };
-            let (read, forwarded) = tokio::join!(backend.read(&d.key, d.offset, tx), forward);
+            let (read, forwarded) = tokio::join!(backend.read(&d.key, read_from, tx), forward);
             match read {
-                Ok(n) => {
-                    let (last, hashed) = forwarded.ok_or_else(gone)?;
+                Ok(_) => {
+                    let (last, sent, hashed) = forwarded.ok_or_else(gone)?;
                     if let (Some(actual), Some(want)) = (hashed, &d.verify)
                         && actual != *want
                     {
@@ -742,13 +777,18 @@ impl Files {
                             "stored content does not match its hash");
                         return Err(FileError::Corrupt(d.file.id.clone()));
                     }
+                    if sent != d.length {
+                        tracing::error!(file = %d.file.id, sent, length = d.length, backend = %backend_name,
+                            "stored content has another length than recorded");
+                        return Err(FileError::Corrupt(d.file.id.clone()));
+                    }
                     if let Some(last) = last {
                         sink.send(last).await.map_err(|_| gone())?;
                     }
-                    return Ok(n);
+                    return Ok(sent);
                 }
-                // Moved by a migration since the download was prepared: read it again from
-                // where it is now (nothing was sent yet).
+                // Moved by a migration since the row was read: read it again from where it
+                // is now (nothing was sent yet).
                 Err(BackendError::Missing) if attempt == 0 => {
                     match self.inner.store.blob(&d.file.sha256).await? {
                         Some(b) if b.backend != backend_name => backend_name = b.backend,
@@ -865,6 +905,11 @@ impl Files {
     /// copied, verified, switched, then removed from where it was. Files stay readable
     /// throughout.
     pub(crate) async fn migrate(&self, actor: &str, to: &str) -> Result<Migrated, FileError> {
+        let Ok(_one) = self.inner.migrating.try_lock() else {
+            return Err(FileError::Busy(
+                "a migration is running; wait for it to finish".into(),
+            ));
+        };
         let target = self
             .inner
             .backends
@@ -882,6 +927,12 @@ impl Files {
             .set_files_backend(BACKEND_KEY, to, &audit)
             .await?;
         *lock(&self.inner.current) = to.to_owned();
+        // Uploads choose their backend and record their content under their hash's lock:
+        // once every lock has been taken after the switch, no upload still writes to the
+        // old backend, and one scan sees every content that is not on the new one.
+        for stripe in &self.inner.stripes {
+            drop(stripe.lock().await);
+        }
         tracing::info!(
             backend = to,
             "new files go to this backend; moving the others"
@@ -903,11 +954,11 @@ impl Files {
                         continue;
                     }
                     match self.move_blob(&blob, to, &target).await {
-                        Ok(Some(source)) => {
+                        Ok(Some((source_name, source))) => {
                             moved_now += 1;
                             report.moved += 1;
                             report.bytes += to_u64(blob.size);
-                            deferred.push((blob.sha256.clone(), source));
+                            deferred.push((blob.sha256.clone(), source_name, source));
                         }
                         Ok(None) => {}
                         Err(e) => {
@@ -922,13 +973,19 @@ impl Files {
                 break;
             }
         }
-        // A content leaves its old backend once no download reads it there.
-        for (sha256, source) in deferred {
+        // A content leaves its old backend once no download reads it, and only if its row
+        // does not point there again.
+        for (sha256, source_name, source) in deferred {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             while lock(&self.inner.reading).contains_key(&sha256)
                 && tokio::time::Instant::now() < deadline
             {
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _stripe = self.stripe(&sha256).lock().await;
+            let row = self.inner.store.blob(&sha256).await?;
+            if row.is_some_and(|b| b.backend == source_name) {
+                continue;
             }
             for key in [sha256.clone(), thumb_key(&sha256)] {
                 if let Err(e) = source.delete(&key).await {
@@ -945,13 +1002,14 @@ impl Files {
         Ok(report)
     }
 
-    /// Moves one content; returns its old backend, from which it is still to be removed.
+    /// Moves one content; returns its old backend (name and handle), from which it is still
+    /// to be removed.
     async fn move_blob(
         &self,
         blob: &BlobRow,
         to: &str,
         target: &Backend,
-    ) -> Result<Option<Backend>, FileError> {
+    ) -> Result<Option<(String, Backend)>, FileError> {
         let _stripe = self.stripe(&blob.sha256).lock().await;
         let Some(now) = self.inner.store.blob(&blob.sha256).await? else {
             return Ok(None);
@@ -978,7 +1036,7 @@ impl Files {
             {
                 return Ok(None);
             }
-            Ok(Some(source))
+            Ok(Some((now.backend.clone(), source)))
         }
         .await;
         remove_quietly(&tmp).await;

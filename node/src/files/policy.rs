@@ -59,8 +59,12 @@ pub(crate) fn sniff(head: &[u8]) -> String {
     if let Some(t) = infer::get(head) {
         return t.mime_type().to_owned();
     }
+    // Programs too short for `infer`'s checks are still programs.
     if head.starts_with(b"MZ") {
         return "application/vnd.microsoft.portable-executable".into();
+    }
+    if head.starts_with(b"\x7fELF") {
+        return "application/x-executable".into();
     }
     let text = match std::str::from_utf8(head) {
         Ok(_) => true,

@@ -145,7 +145,13 @@ fn stream(g: Arc<Gateway>, d: Download, status: StatusCode, mut headers: HeaderM
         let forward = async {
             let mut rx = rx;
             while let Some(chunk) = rx.recv().await {
-                if body_tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                // A client that stops reading lets go of the file after a while.
+                let sent = tokio::time::timeout(
+                    std::time::Duration::from_secs(60),
+                    body_tx.send(Ok(Bytes::from(chunk))),
+                )
+                .await;
+                if !matches!(sent, Ok(Ok(()))) {
                     break;
                 }
             }

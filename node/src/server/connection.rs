@@ -39,6 +39,8 @@ use crate::push::PushError;
 
 /// Outgoing frames buffered per connection before a slow reader stalls its own handlers.
 const OUTBOX: usize = 64;
+/// How long a download may wait for its client to take the next chunk.
+const TRANSFER_STALL: Duration = Duration::from_secs(60);
 /// How long a transfer stream may take to say what it is for.
 const TRANSFER_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the node waits for a client to acknowledge its last frames before closing.
@@ -688,9 +690,14 @@ async fn transfer(
             let write = async {
                 let mut rx = rx;
                 while let Some(chunk) = rx.recv().await {
-                    send.write_all(&chunk).await?;
+                    // A client that stops reading (but keeps the connection) lets go of the
+                    // file after a while.
+                    match tokio::time::timeout(TRANSFER_STALL, send.write_all(&chunk)).await {
+                        Ok(Ok(())) => {}
+                        _ => return Err(()),
+                    }
                 }
-                Ok::<_, quinn::WriteError>(())
+                Ok::<_, ()>(())
             };
             let sent = tokio::select! {
                 (read, written) = async { tokio::join!(files.send(&download, tx), write) } => {
