@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use veche_client::protocol::admin::{AdminReply, AdminRequest};
 use veche_client::protocol::discussions::{Change, DiscussionInfo, Message};
 use veche_client::protocol::files::{
-    FileInfo, MAX_TRANSFER_FRAME, NewUpload, TransferReply, TransferRequest,
+    FileInfo, MAX_TRANSFER_FRAME, NewUpload, TransferReply, TransferRequest, UploadInfo,
 };
 use veche_client::protocol::{ErrorBody, ErrorCode, Reply, Request, frame};
 use veche_client::{Connection, RequestError, TransferError};
@@ -45,20 +45,29 @@ async fn group(owner: &Connection, members: &[&str]) -> anyhow::Result<Discussio
     .await
 }
 
+/// Declares an upload of `data`.
+async fn declare(
+    conn: &Connection,
+    discussion: &str,
+    name: &str,
+    data: &[u8],
+) -> Result<UploadInfo, RequestError> {
+    conn.create_upload(NewUpload {
+        discussion: discussion.to_owned(),
+        name: name.to_owned(),
+        size: data.len() as u64,
+        sha256: sha(data),
+    })
+    .await
+}
+
 async fn upload(
     conn: &Connection,
     discussion: &str,
     name: &str,
     data: &[u8],
 ) -> Result<FileInfo, TransferError> {
-    let up = conn
-        .create_upload(NewUpload {
-            discussion: discussion.to_owned(),
-            name: name.to_owned(),
-            size: data.len() as u64,
-            sha256: sha(data),
-        })
-        .await?;
+    let up = declare(conn, discussion, name, data).await?;
     conn.send_upload(&up.id, 0, data, |_| {}).await
 }
 
@@ -241,14 +250,7 @@ async fn an_upload_resumes_after_a_cut_connection() -> anyhow::Result<()> {
     let (alice, _) = login(&node, "alice", PASSWORD, "laptop").await?;
     let g = group(&alice, &[]).await?;
     let data = content(2, 8 * 1024 * 1024);
-    let up = alice
-        .create_upload(NewUpload {
-            discussion: g.id.clone(),
-            name: "архив.zip".into(),
-            size: data.len() as u64,
-            sha256: sha(&data),
-        })
-        .await?;
+    let up = declare(&alice, &g.id, "архив.zip", &data).await?;
 
     // Three megabytes by hand on a transfer stream, then the connection is cut.
     let (mut send, mut recv) = alice.quic().open_bi().await?;
@@ -326,14 +328,7 @@ async fn a_wrong_hash_or_size_is_refused_and_nothing_is_kept() -> anyhow::Result
     let data = content(3, 300_000);
     let mut other = data.clone();
     other[123_456] ^= 1;
-    let up = alice
-        .create_upload(NewUpload {
-            discussion: g.id.clone(),
-            name: "a.bin".into(),
-            size: data.len() as u64,
-            sha256: sha(&data),
-        })
-        .await?;
+    let up = declare(&alice, &g.id, "a.bin", &data).await?;
     let e = refusal(
         alice
             .send_upload(&up.id, 0, &other[..], |_| {})
@@ -349,14 +344,7 @@ async fn a_wrong_hash_or_size_is_refused_and_nothing_is_kept() -> anyhow::Result
     assert_eq!(staging, 0);
 
     // More bytes than declared.
-    let up = alice
-        .create_upload(NewUpload {
-            discussion: g.id.clone(),
-            name: "b.bin".into(),
-            size: 1000,
-            sha256: sha(&data[..1000]),
-        })
-        .await?;
+    let up = declare(&alice, &g.id, "b.bin", &data[..1000]).await?;
     let e = refusal(
         alice
             .send_upload(&up.id, 0, &data[..2000], |_| {})
@@ -450,14 +438,7 @@ async fn each_policy_rule_refuses_with_its_reason() -> anyhow::Result<()> {
     );
     // The quota counts files kept and uploads in progress.
     upload(&alice, &g.id, "one.bin", &small).await?;
-    let pending = alice
-        .create_upload(NewUpload {
-            discussion: g.id.clone(),
-            name: "two.bin".into(),
-            size: small.len() as u64,
-            sha256: sha(&content(7, small.len())),
-        })
-        .await?;
+    let pending = declare(&alice, &g.id, "two.bin", &content(7, small.len())).await?;
     assert_eq!(
         rule(
             upload(&alice, &g.id, "three.bin", &content(8, 300 * 1024))

@@ -63,6 +63,17 @@ impl Backends {
     }
 }
 
+/// Drops from the front of `chunk` what is left of `skip` bytes to pass over.
+pub(crate) fn skip_prefix(chunk: &mut Vec<u8>, skip: &mut u64) {
+    if *skip > 0 {
+        let n = usize::try_from(*skip)
+            .unwrap_or(usize::MAX)
+            .min(chunk.len());
+        chunk.drain(..n);
+        *skip -= n as u64;
+    }
+}
+
 fn fs_path(root: &Path, key: &str) -> PathBuf {
     root.join(key.get(..2).unwrap_or("00")).join(key)
 }
@@ -179,11 +190,7 @@ impl Backend {
                     let mut rx = rx;
                     let (mut skip, mut total) = (offset, 0u64);
                     while let Some(mut chunk) = rx.recv().await {
-                        if skip > 0 {
-                            let n = usize::try_from(skip).unwrap_or(usize::MAX).min(chunk.len());
-                            chunk.drain(..n);
-                            skip -= n as u64;
-                        }
+                        skip_prefix(&mut chunk, &mut skip);
                         if chunk.is_empty() {
                             continue;
                         }

@@ -749,13 +749,9 @@ impl Files {
                     if let Some(h) = hasher.as_mut() {
                         h.update(&chunk);
                     }
-                    if skip > 0 {
-                        let n = usize::try_from(skip).unwrap_or(usize::MAX).min(chunk.len());
-                        chunk.drain(..n);
-                        skip -= n as u64;
-                        if chunk.is_empty() {
-                            continue;
-                        }
+                    backend::skip_prefix(&mut chunk, &mut skip);
+                    if chunk.is_empty() {
+                        continue;
                     }
                     sent += chunk.len() as u64;
                     if let Some(previous) = held.replace(chunk)
