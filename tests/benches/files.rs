@@ -5,49 +5,16 @@
 
 use std::time::Instant;
 
+#[path = "generated.rs"]
+mod generated;
+
+use generated::Generated;
 use veche_client::protocol::Request;
 use veche_client::protocol::files::NewUpload;
 use veche_client::{ClientConfig, Connection, Trust};
 use veche_node::test_utils::{TestNode, test_config};
 
 const PASSWORD: &str = "benchmark password";
-
-/// Deterministic bytes produced on the fly.
-struct Generated {
-    left: u64,
-    x: u64,
-}
-
-impl Generated {
-    fn new(size: u64, seed: u64) -> Self {
-        Self {
-            left: size,
-            x: seed | 1,
-        }
-    }
-}
-
-impl tokio::io::AsyncRead for Generated {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let n = buf
-            .remaining()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        for _ in 0..n / 8 {
-            self.x ^= self.x << 13;
-            self.x ^= self.x >> 7;
-            self.x ^= self.x << 17;
-            buf.put_slice(&self.x.to_le_bytes());
-        }
-        let rest = n % 8;
-        buf.put_slice(&self.x.to_be_bytes()[..rest]);
-        self.left -= n as u64;
-        std::task::Poll::Ready(Ok(()))
-    }
-}
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -15,6 +15,7 @@ use veche_client::{Connection, RequestError, TransferError};
 use veche_node::config::Config;
 use veche_node::test_utils::{TestNode, plugin_folder, test_config};
 
+use crate::generated::Generated;
 use crate::support::*;
 
 /// Deterministic, incompressible bytes.
@@ -115,6 +116,18 @@ async fn sent(
     send_files(conn, discussion, id, text, files)
         .await?
         .map_err(|e| anyhow::anyhow!("refused: {e:?}"))
+}
+
+/// Logs `name` in over HTTP as device `device`; returns the session token.
+async fn http_token(node: &TestNode, name: &str, device: &str) -> anyhow::Result<String> {
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/login", node.http_url()))
+        .json(&serde_json::json!({"login": name, "password": PASSWORD, "device_id": device}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(body["session_token"].as_str().context("token")?.to_owned())
 }
 
 async fn posted(conn: &Connection, id: &str) -> anyhow::Result<Message> {
@@ -525,6 +538,18 @@ async fn deleting_the_last_message_frees_the_file() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs the shipped `fs-store` storage backend.
+async fn install_fs_store(node: &TestNode) -> anyhow::Result<()> {
+    let folder = plugin_folder("fs-store")?;
+    node.admin(AdminRequest::PluginInstall {
+        path: folder.path().display().to_string(),
+        grants: vec!["filesystem".into()],
+        config: Default::default(),
+    })
+    .await?;
+    Ok(())
+}
+
 async fn files_status(node: &TestNode) -> anyhow::Result<(String, Vec<(String, u64)>)> {
     match node.admin(AdminRequest::FilesStatus).await? {
         AdminReply::Files { current, backends } => Ok((
@@ -552,13 +577,7 @@ async fn migrate(node: &TestNode, to: &str) -> anyhow::Result<u64> {
 async fn migration_to_a_plugin_backend_and_back_keeps_every_file_readable() -> anyhow::Result<()> {
     let _log = subscribe();
     let mut node = TestNode::spawn().await?;
-    let folder = plugin_folder("fs-store")?;
-    node.admin(AdminRequest::PluginInstall {
-        path: folder.path().display().to_string(),
-        grants: vec!["filesystem".into()],
-        config: Default::default(),
-    })
-    .await?;
+    install_fs_store(&node).await?;
     let alice = user(&node, "alice").await?;
     let bob = user(&node, "bob").await?;
     let g = group(&alice, &["bob"]).await?;
@@ -659,47 +678,16 @@ fn memory() -> anyhow::Result<(u64, u64)> {
     Ok((field("VmHWM:")?, field("VmRSS:")?))
 }
 
-/// Deterministic bytes produced on the fly, never held in memory as a whole.
-struct Generated {
-    left: u64,
-    x: u64,
-}
-
-impl tokio::io::AsyncRead for Generated {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let n = buf
-            .remaining()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        for _ in 0..n / 8 {
-            self.x ^= self.x << 13;
-            self.x ^= self.x >> 7;
-            self.x ^= self.x << 17;
-            buf.put_slice(&self.x.to_le_bytes());
-        }
-        let rest = n % 8;
-        buf.put_slice(&self.x.to_be_bytes()[..rest]);
-        self.left -= n as u64;
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
 const BIG: u64 = 200 * 1024 * 1024;
+/// Set in the child process of the 200 MB test.
+const BIG_CHILD: &str = "VECHE_TEST_BIG_UPLOAD_CHILD";
 
-/// Runs in a process of its own (see the test below), so that its memory is its own.
-#[tokio::test]
-#[ignore = "run by a_200_mb_upload_keeps_the_node_memory_bounded in a child process"]
-async fn big_upload_child() -> anyhow::Result<()> {
+/// The 200 MB upload and download, measured in a process of its own.
+async fn big_upload() -> anyhow::Result<()> {
     let node = TestNode::spawn_with(policy_config(|c| c.files.max_size_mb = 256)).await?;
     let alice = user(&node, "alice").await?;
     let g = group(&alice, &[]).await?;
-    let source = || Generated {
-        left: BIG,
-        x: 0x1234_5678_9abc_def1,
-    };
+    let source = || Generated::new(BIG, 0x1234_5678_9abc_def1);
     let (sha256, size) = veche_client::sha256_of(source()).await?;
     assert_eq!(size, BIG);
     let (_, before) = memory()?;
@@ -739,15 +727,20 @@ async fn big_upload_child() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_200_mb_upload_keeps_the_node_memory_bounded() -> anyhow::Result<()> {
+    // The test binary runs this test again, alone, so that the process's memory is the
+    // node's and the client's only.
+    if std::env::var_os(BIG_CHILD).is_some() {
+        return big_upload().await;
+    }
     let exe = std::env::current_exe()?;
     let output = tokio::process::Command::new(&exe)
         .args([
             "--exact",
-            "files::big_upload_child",
-            "--ignored",
+            "files::a_200_mb_upload_keeps_the_node_memory_bounded",
             "--nocapture",
             "--test-threads=1",
         ])
+        .env(BIG_CHILD, "1")
         .output();
     let output = within(900, "the child test", output).await??;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -801,14 +794,7 @@ async fn files_over_http_resume_and_download_with_ranges() -> anyhow::Result<()>
     let base = node.http_url();
     let login = async |name: &str| {
         let device = format!("{name}-web");
-        let r = http
-            .post(format!("{base}/api/v1/login"))
-            .json(&serde_json::json!({"login": name, "password": PASSWORD, "device_id": device}))
-            .send()
-            .await?;
-        let body: serde_json::Value = r.json().await?;
-        let token = body["session_token"].as_str().context("token")?.to_owned();
-        anyhow::Ok((token, device))
+        anyhow::Ok((http_token(&node, name, &device).await?, device))
     };
     let (token, device) = login("alice").await?;
     let authed = |b: reqwest::RequestBuilder| b.bearer_auth(&token).header("Veche-Device", &device);
@@ -916,16 +902,10 @@ async fn a_damaged_content_is_never_delivered_as_whole() -> anyhow::Result<()> {
         .unwrap_err();
     assert!(matches!(e, TransferError::Stream(_)), "{e:?}");
     // Over HTTP the body breaks off before its last byte instead of completing.
-    let login: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/api/v1/login", node.http_url()))
-        .json(&serde_json::json!({"login": "alice", "password": PASSWORD, "device_id": "web"}))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let token = http_token(&node, "alice", "web").await?;
     let r = reqwest::Client::new()
         .get(format!("{}/api/v1/files/{}", node.http_url(), f.id))
-        .bearer_auth(login["session_token"].as_str().context("token")?)
+        .bearer_auth(&token)
         .header("Veche-Device", "web")
         .send()
         .await?;
@@ -970,13 +950,7 @@ async fn a_resent_message_is_answered_even_after_its_file_is_gone() -> anyhow::R
 async fn abandoned_downloads_let_go_of_their_content() -> anyhow::Result<()> {
     let _log = subscribe();
     let node = TestNode::spawn().await?;
-    let folder = plugin_folder("fs-store")?;
-    node.admin(AdminRequest::PluginInstall {
-        path: folder.path().display().to_string(),
-        grants: vec!["filesystem".into()],
-        config: Default::default(),
-    })
-    .await?;
+    install_fs_store(&node).await?;
     let alice = user(&node, "alice").await?;
     let g = group(&alice, &[]).await?;
     let data = content(32, 8 * 1024 * 1024);
@@ -1002,16 +976,10 @@ async fn abandoned_downloads_let_go_of_their_content() -> anyhow::Result<()> {
     recv.read_exact(&mut some).await?;
     reader.quic().close(0u32.into(), b"gone");
     // An HTTP reader that takes one chunk and leaves.
-    let login: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/api/v1/login", node.http_url()))
-        .json(&serde_json::json!({"login": "alice", "password": PASSWORD, "device_id": "web"}))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let token = http_token(&node, "alice", "web").await?;
     let mut r = reqwest::Client::new()
         .get(format!("{}/api/v1/files/{}", node.http_url(), f.id))
-        .bearer_auth(login["session_token"].as_str().context("token")?)
+        .bearer_auth(&token)
         .header("Veche-Device", "web")
         .send()
         .await?;

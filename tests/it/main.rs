@@ -6,6 +6,8 @@ mod cli;
 mod client;
 mod discussions;
 mod files;
+#[path = "../benches/generated.rs"]
+mod generated;
 mod plugins;
 mod presence;
 mod protocol;
