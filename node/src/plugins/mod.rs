@@ -6,7 +6,8 @@
 //! version (reload, dev mode) swaps the `Arc<Active>`; calls in flight finish on the old one.
 //!
 //! - Object discussions ask [`Plugins::object_access`] through `discussions::authorize`; the
-//!   answers are cached for a short TTL and the cache is dropped whenever a plugin changes. A
+//!   answers are cached for a short TTL and the cache is dropped whenever a plugin changes;
+//!   an object's answers are also dropped once a plugin has handled an event about it. A
 //!   failing provider denies (fails closed).
 //! - Bots are users of kind `bot`. What they are to be told (messages, business events,
 //!   button clicks) is written to `plugin_inbox` in the same transaction as its cause; one
@@ -398,6 +399,29 @@ impl Plugins {
         self.shared
             .generation
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Drops the cached answers about one object; an answer being computed meanwhile is not
+    /// cached either.
+    fn forget_object(&self, object: &ObjectRef) {
+        self.shared
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let same = |(application, object_type, object_id): (&String, &String, &String)| {
+            *application == object.application
+                && *object_type == object.object_type
+                && *object_id == object.object_id
+        };
+        self.shared
+            .access_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(a, t, i, _), _| !same((a, t, i)));
+        self.shared
+            .render_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(a, t, i), _| !same((a, t, i)));
     }
 
     fn clear_caches(&self) {
@@ -1440,10 +1464,17 @@ impl Plugins {
             }
             Inbox::Event(e) => {
                 let evt = e.to_wit();
-                self.call_bot(a, "on-event", move |guest, store| {
-                    Box::pin(async move { guest.call_on_event(store, &cx, &evt).await })
-                })
-                .await
+                let result = self
+                    .call_bot(a, "on-event", move |guest, store| {
+                        Box::pin(async move { guest.call_on_event(store, &cx, &evt).await })
+                    })
+                    .await;
+                // Having handled an event about an object, a context provider may answer
+                // differently for it (the ERP took a reader off an invoice, say).
+                if let (Ok(Ok(_)), Some(object)) = (&result, &e.object) {
+                    self.forget_object(object);
+                }
+                result
             }
             Inbox::Click(c) => {
                 let click = c.to_wit();
