@@ -1,0 +1,24 @@
+//! Federation: signed links between Veche nodes.
+//!
+//! - [`keys`]: the node's ed25519 key (also its libp2p identity), node ids, signatures bound
+//!   to their purpose.
+//! - [`grant`]: link offers, acceptances and one-sided notices (revoke, narrow).
+//! - [`event`]: events signed by their author's node, and the home node's chained stamps.
+//! - [`wire`]: what linked nodes say to each other.
+//! - [`store`]: what the transport needs from the node's storage.
+//! - [`net`]: the libp2p transport: allowlist, greeting, stop-and-wait outbox delivery.
+//!
+//! This crate knows nothing of SQL, plugins, search or the client protocol: the node gives it
+//! storage through [`store::LinkStore`] and interprets events itself.
+
+pub mod event;
+pub mod grant;
+pub mod keys;
+pub mod net;
+pub mod store;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use libp2p::Multiaddr;

@@ -1,0 +1,1131 @@
+//! The libp2p side: one swarm (TCP + Noise + Yamux), an allowlist of the peers named by active
+//! grants, and one request-response protocol ([`crate::wire`]).
+//!
+//! One task owns the swarm. For each link it keeps a small state machine:
+//! dial when the outbox has something (with exponential backoff), greet on every new
+//! connection (`hello` tells the peer what we have stored from it, so it resumes its outbox
+//! right after), then push the outbox stop-and-wait: one batch in flight, the next only after
+//! the acknowledgement, the same range again after a failure. Received batches are verified
+//! item by item and handed to the [`LinkStore`] in one call; the acknowledgement goes out only
+//! after the store returned. Storage calls run on tasks of their own and report back on a
+//! channel, so the swarm never waits for the database.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel, cbor};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::event::{Event, Stamp};
+use crate::grant::{Change, Grant, Party, Scope, Signed, SignedNotice};
+use crate::keys::{NodeId, NodeKey, PublicKey};
+use crate::store::{Incoming, LinkStore, Refused};
+use crate::wire::{
+    Address, Item, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_FRAME, PROTOCOL, Rejected, Request,
+    Response,
+};
+
+/// How the transport behaves.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Addresses to listen on, e.g. `/ip4/0.0.0.0/tcp/7700`.
+    pub listen: Vec<Multiaddr>,
+    /// How long a request may wait for its response.
+    pub request_timeout: Duration,
+    /// The first pause after a failure; doubled after each further failure.
+    pub retry_min: Duration,
+    /// The longest pause.
+    pub retry_max: Duration,
+    /// How long an idle connection stays open.
+    pub idle_timeout: Duration,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            request_timeout: Duration::from_secs(10),
+            retry_min: Duration::from_millis(250),
+            retry_max: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What the transport tells the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notification {
+    /// New items from the peer are in the store.
+    Received {
+        /// The link.
+        link: String,
+    },
+    /// The peer refused some of our items for good.
+    Rejected {
+        /// The link.
+        link: String,
+        /// Which, and why.
+        rejected: Vec<Rejected>,
+    },
+    /// The peer greeted us on a new connection.
+    Connected {
+        /// The link.
+        link: String,
+    },
+    /// The last connection to the peer closed.
+    Disconnected {
+        /// The link.
+        link: String,
+    },
+    /// The peer narrowed the link's scope; the notice is verified.
+    Narrowed {
+        /// The link.
+        link: String,
+        /// The new scope.
+        scope: Scope,
+        /// The signed notice, for the record.
+        notice: Signed,
+    },
+    /// The link is over: the peer revoked it (with a verified notice), refused it as ended,
+    /// or it expired. The peer is no longer allowed and nothing is retried.
+    Ended {
+        /// The link.
+        link: String,
+        /// Why.
+        reason: String,
+        /// The peer's signed revocation, when there was one.
+        notice: Option<Signed>,
+    },
+}
+
+/// What a link is doing now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// The link.
+    pub link: String,
+    /// The peer's node name.
+    pub peer: String,
+    /// Whether a connection is open.
+    pub connected: bool,
+    /// The last of our items the peer has stored.
+    pub acked: u64,
+    /// Whether the link is over.
+    pub ended: bool,
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The swarm could not be built.
+    #[error("cannot build the libp2p transport: {0}")]
+    Transport(String),
+    /// A listen address was refused.
+    #[error("cannot listen on {address}: {message}")]
+    Listen {
+        /// The address.
+        address: Multiaddr,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Why a link was not added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// This node is not a party of the grant.
+    #[error("this node is not a party of the link")]
+    NotAParty,
+    /// The peer's key is not a usable libp2p key.
+    #[error("the peer's key is not usable")]
+    BadKey,
+    /// The transport has stopped.
+    #[error("the federation transport has stopped")]
+    Stopped,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    rr: cbor::Behaviour<Request, Response>,
+}
+
+enum Command {
+    AddLink(Box<Grant>, oneshot::Sender<Result<(), LinkError>>),
+    EndLink {
+        link: String,
+        notice: Option<SignedNotice>,
+    },
+    Notify {
+        link: String,
+        notice: SignedNotice,
+    },
+    Wake(String),
+    Status(oneshot::Sender<Vec<LinkStatus>>),
+    Stop,
+}
+
+enum Internal {
+    /// Our watermark for the link is known: greet the peer.
+    Greet { link: String, received: u64 },
+    /// A batch to push (empty: the outbox is drained).
+    Batch {
+        link: String,
+        items: Vec<crate::store::Outgoing>,
+    },
+    /// Answer an inbound request.
+    Respond {
+        channel: ResponseChannel<Response>,
+        response: Response,
+        received: Option<String>,
+    },
+    /// A storage call failed: try again later.
+    Failed { link: String, error: String },
+}
+
+/// The running transport.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    commands: mpsc::UnboundedSender<Command>,
+    addresses: watch::Receiver<Vec<Multiaddr>>,
+    node_id: NodeId,
+}
+
+impl Handle {
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    /// The addresses the swarm listens on, once it listens on at least one.
+    pub async fn listen_addresses(&self) -> Vec<Multiaddr> {
+        let mut rx = self.addresses.clone();
+        match rx.wait_for(|a| !a.is_empty()).await {
+            Ok(a) => a.clone(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Starts using a grant (or a renewal of one): its peer is allowed and its outbox pushed.
+    pub async fn add_link(&self, grant: Grant) -> Result<(), LinkError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::AddLink(Box::new(grant), tx))
+            .map_err(|_| LinkError::Stopped)?;
+        rx.await.map_err(|_| LinkError::Stopped)?
+    }
+
+    /// Ends a link: tells the peer with `notice` (best effort), then disallows it.
+    pub fn end_link(&self, link: &str, notice: Option<SignedNotice>) {
+        let _ = self.commands.send(Command::EndLink {
+            link: link.to_owned(),
+            notice,
+        });
+    }
+
+    /// Tells the peer of a one-sided change that does not end the link (a narrowing), as soon
+    /// as it is connected. The node enforces the change itself at once.
+    pub fn notify(&self, link: &str, notice: SignedNotice) {
+        let _ = self.commands.send(Command::Notify {
+            link: link.to_owned(),
+            notice,
+        });
+    }
+
+    /// The link's outbox has new items.
+    pub fn wake(&self, link: &str) {
+        let _ = self.commands.send(Command::Wake(link.to_owned()));
+    }
+
+    /// Every link's state.
+    pub async fn status(&self) -> Vec<LinkStatus> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Status(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Stops the transport: connections close, nothing more is sent or stored.
+    pub fn stop(&self) {
+        let _ = self.commands.send(Command::Stop);
+    }
+}
+
+/// Starts the transport for the node named `name` with `key`, serving `grants`. Notifications arrive on the
+/// returned receiver; the task ends when [`Handle::stop`] is called or every handle is gone.
+pub async fn start<S: LinkStore>(
+    name: &str,
+    key: &NodeKey,
+    config: NetConfig,
+    store: S,
+    grants: Vec<Grant>,
+) -> Result<
+    (
+        Handle,
+        mpsc::UnboundedReceiver<Notification>,
+        tokio::task::JoinHandle<()>,
+    ),
+    StartError,
+> {
+    let rr_config = request_response::Config::default()
+        .with_request_timeout(config.request_timeout)
+        .with_max_concurrent_streams(16);
+    let codec = cbor::codec::Codec::<Request, Response>::default()
+        .set_request_size_maximum(MAX_FRAME)
+        .set_response_size_maximum(MAX_FRAME);
+    let idle = config.idle_timeout;
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.keypair())
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .map_err(|e| StartError::Transport(e.to_string()))?
+        .with_behaviour(|_| Behaviour {
+            allow: allow_block_list::Behaviour::default(),
+            rr: cbor::Behaviour::with_codec(
+                codec,
+                [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
+                rr_config,
+            ),
+        })
+        .map_err(|e| StartError::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
+    for address in &config.listen {
+        swarm
+            .listen_on(address.clone())
+            .map_err(|e| StartError::Listen {
+                address: address.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    let (commands, commands_rx) = mpsc::unbounded_channel();
+    let (notify, notifications) = mpsc::unbounded_channel();
+    let (internal, internal_rx) = mpsc::unbounded_channel();
+    let (addresses_tx, addresses) = watch::channel(Vec::new());
+    let me = key.public();
+    let node_id = me.node_id();
+    let mut driver = Driver {
+        swarm,
+        store,
+        me,
+        name: name.to_owned(),
+        node_id: node_id.clone(),
+        config,
+        links: HashMap::new(),
+        by_peer: HashMap::new(),
+        notify,
+        internal,
+        addresses: addresses_tx,
+    };
+    for grant in grants {
+        if let Err(e) = driver.add_link(grant) {
+            tracing::warn!(error = %e, "link not started");
+        }
+    }
+    let task = tokio::spawn(driver.run(commands_rx, internal_rx));
+    Ok((
+        Handle {
+            commands,
+            addresses,
+            node_id,
+        },
+        notifications,
+        task,
+    ))
+}
+
+/// What a link's request in flight was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Hello,
+    Push,
+    Notice,
+    Ending,
+}
+
+struct LinkState {
+    grant: Grant,
+    peer: Party,
+    peer_node_id: NodeId,
+    peer_id: PeerId,
+    addresses: Vec<Multiaddr>,
+    scope: Scope,
+    connected: bool,
+    greeted: bool,
+    acked: u64,
+    in_flight: Option<(OutboundRequestId, Sent)>,
+    busy: bool,
+    notices: std::collections::VecDeque<SignedNotice>,
+    pending: bool,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    ending: Option<SignedNotice>,
+    ended: bool,
+}
+
+struct Driver<S> {
+    swarm: Swarm<Behaviour>,
+    store: S,
+    me: PublicKey,
+    name: String,
+    node_id: NodeId,
+    config: NetConfig,
+    links: HashMap<String, LinkState>,
+    by_peer: HashMap<PeerId, String>,
+    notify: mpsc::UnboundedSender<Notification>,
+    internal: mpsc::UnboundedSender<Internal>,
+    addresses: watch::Sender<Vec<Multiaddr>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl<S: LinkStore> Driver<S> {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm(event),
+                command = commands.recv() => match command {
+                    None | Some(Command::Stop) => return,
+                    Some(command) => self.on_command(command),
+                },
+                Some(message) = internal.recv() => self.on_internal(message),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    fn add_link(&mut self, grant: Grant) -> Result<(), LinkError> {
+        if grant.party(&self.me).is_none_or(|p| p.node != self.name) {
+            return Err(LinkError::NotAParty);
+        }
+        let peer = grant.peer_of(&self.me).ok_or(LinkError::NotAParty)?.clone();
+        let peer_id = peer.key.peer_id().map_err(|_| LinkError::BadKey)?;
+        let addresses = peer
+            .addresses
+            .iter()
+            .filter_map(|a| match a.parse::<Multiaddr>() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::warn!(address = %a, error = %e, "unusable peer address skipped");
+                    None
+                }
+            })
+            .collect();
+        let link = grant.link().to_owned();
+        // A renewal replaces the link with the same id; another link to the same peer ends.
+        if let Some(old) = self.by_peer.get(&peer_id).filter(|l| **l != link).cloned() {
+            self.links.remove(&old);
+        }
+        let scope = grant.terms().scope.clone();
+        let state = LinkState {
+            peer_node_id: peer.key.node_id(),
+            scope,
+            grant,
+            peer,
+            peer_id,
+            addresses,
+            connected: self.swarm.is_connected(&peer_id),
+            greeted: false,
+            acked: 0,
+            in_flight: None,
+            busy: false,
+            notices: std::collections::VecDeque::new(),
+            pending: true,
+            retry_at: None,
+            backoff: self.config.retry_min,
+            ending: None,
+            ended: false,
+        };
+        self.swarm.behaviour_mut().allow.allow_peer(peer_id);
+        self.by_peer.insert(peer_id, link.clone());
+        self.links.insert(link.clone(), state);
+        self.drive(&link);
+        Ok(())
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::AddLink(grant, reply) => {
+                let _ = reply.send(self.add_link(*grant));
+            }
+            Command::EndLink { link, notice } => {
+                let Some(state) = self.links.get_mut(&link) else {
+                    return;
+                };
+                match notice {
+                    Some(notice) if state.connected || !state.addresses.is_empty() => {
+                        state.ending = Some(notice);
+                        state.retry_at = None;
+                        self.drive(&link);
+                    }
+                    _ => self.finish_end(&link, None),
+                }
+            }
+            Command::Notify { link, notice } => {
+                if let Some(state) = self.links.get_mut(&link) {
+                    state.notices.push_back(notice);
+                    self.drive(&link);
+                }
+            }
+            Command::Wake(link) => {
+                if let Some(state) = self.links.get_mut(&link) {
+                    state.pending = true;
+                    self.drive(&link);
+                }
+            }
+            Command::Status(reply) => {
+                let mut all: Vec<LinkStatus> = self
+                    .links
+                    .iter()
+                    .map(|(link, s)| LinkStatus {
+                        link: link.clone(),
+                        peer: s.peer.node.clone(),
+                        connected: s.connected,
+                        acked: s.acked,
+                        ended: s.ended,
+                    })
+                    .collect();
+                all.sort_by(|a, b| a.link.cmp(&b.link));
+                let _ = reply.send(all);
+            }
+            Command::Stop => {}
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = now_ms();
+        let expired: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, s)| !s.ended && s.grant.check_time(now).is_err())
+            .map(|(l, _)| l.clone())
+            .collect();
+        for link in expired {
+            self.finish_end(&link, Some(("the link expired".into(), None)));
+        }
+        let links: Vec<String> = self.links.keys().cloned().collect();
+        for link in links {
+            self.drive(&link);
+        }
+    }
+
+    /// Moves a link's state machine one step if it can.
+    fn drive(&mut self, link: &str) {
+        let now = Instant::now();
+        let Some(state) = self.links.get_mut(link) else {
+            return;
+        };
+        if state.ended || state.in_flight.is_some() || state.busy {
+            return;
+        }
+        if state.retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        let wants = state.pending || state.ending.is_some() || !state.notices.is_empty();
+        if !state.connected {
+            if wants {
+                let opts = DialOpts::peer_id(state.peer_id)
+                    .addresses(state.addresses.clone())
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::debug!(link, error = %e, "dial not started");
+                }
+                // The connection or its failure is reported by the swarm; look again later.
+                state.retry_at = Some(now + state.backoff);
+            }
+            return;
+        }
+        let address = Address {
+            link: link.to_owned(),
+            from: self.node_id.clone(),
+            to: state.peer_node_id.clone(),
+        };
+        if let Some(notice) = &state.ending {
+            let request = Request::Notice {
+                address,
+                notice: notice.signed().clone(),
+            };
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .rr
+                .send_request(&state.peer_id, request);
+            state.in_flight = Some((id, Sent::Ending));
+            return;
+        }
+        if let Some(notice) = state.notices.front() {
+            let request = Request::Notice {
+                address,
+                notice: notice.signed().clone(),
+            };
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .rr
+                .send_request(&state.peer_id, request);
+            state.in_flight = Some((id, Sent::Notice));
+            return;
+        }
+        if !state.greeted {
+            state.busy = true;
+            let (store, internal, link) =
+                (self.store.clone(), self.internal.clone(), link.to_owned());
+            tokio::spawn(async move {
+                let message = match store.watermark(&link).await {
+                    Ok(received) => Internal::Greet { link, received },
+                    Err(e) => Internal::Failed {
+                        link,
+                        error: e.to_string(),
+                    },
+                };
+                let _ = internal.send(message);
+            });
+            return;
+        }
+        if state.pending {
+            state.busy = true;
+            let (store, internal, link, after) = (
+                self.store.clone(),
+                self.internal.clone(),
+                link.to_owned(),
+                state.acked,
+            );
+            tokio::spawn(async move {
+                let message = match store.outbox(&link, after, MAX_BATCH_ITEMS).await {
+                    Ok(items) => Internal::Batch { link, items },
+                    Err(e) => Internal::Failed {
+                        link,
+                        error: e.to_string(),
+                    },
+                };
+                let _ = internal.send(message);
+            });
+        }
+    }
+
+    fn failed(&mut self, link: &str) {
+        if let Some(state) = self.links.get_mut(link) {
+            state.in_flight = None;
+            state.busy = false;
+            state.retry_at = Some(Instant::now() + state.backoff);
+            state.backoff = (state.backoff * 2).min(self.config.retry_max);
+        }
+    }
+
+    fn on_internal(&mut self, message: Internal) {
+        match message {
+            Internal::Greet { link, received } => {
+                let Some(state) = self.links.get_mut(&link) else {
+                    return;
+                };
+                state.busy = false;
+                if !state.connected || state.ended {
+                    return;
+                }
+                let request = Request::Hello {
+                    address: Address {
+                        link: link.clone(),
+                        from: self.node_id.clone(),
+                        to: state.peer_node_id.clone(),
+                    },
+                    grant: state.grant.hash(),
+                    received,
+                };
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_request(&state.peer_id, request);
+                state.in_flight = Some((id, Sent::Hello));
+            }
+            Internal::Batch { link, mut items } => {
+                let Some(state) = self.links.get_mut(&link) else {
+                    return;
+                };
+                state.busy = false;
+                if !state.connected || state.ended || !state.greeted {
+                    self.drive(&link);
+                    return;
+                }
+                // Only the run that follows the acknowledged point, cut to the byte budget.
+                let mut bytes = 0;
+                let mut keep = 0;
+                for (expected, item) in (state.acked + 1..).zip(&items) {
+                    if item.link_seq != expected || (keep > 0 && bytes >= MAX_BATCH_BYTES) {
+                        break;
+                    }
+                    bytes += item.item.weight();
+                    keep += 1;
+                }
+                if keep == 0 && !items.is_empty() {
+                    // The peer lost items it had acknowledged (restored from a backup): they
+                    // are gone here, so the outbox cannot fill the hole.
+                    tracing::error!(
+                        link,
+                        acked = state.acked,
+                        next = items[0].link_seq,
+                        "the peer's watermark is behind this outbox; delivery on this link waits for an administrator"
+                    );
+                }
+                items.truncate(keep);
+                if items.is_empty() {
+                    state.pending = false;
+                    return;
+                }
+                let request = Request::Push {
+                    address: Address {
+                        link: link.clone(),
+                        from: self.node_id.clone(),
+                        to: state.peer_node_id.clone(),
+                    },
+                    first: items[0].link_seq,
+                    items: items.into_iter().map(|o| o.item).collect(),
+                };
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_request(&state.peer_id, request);
+                state.in_flight = Some((id, Sent::Push));
+            }
+            Internal::Respond {
+                channel,
+                response,
+                received,
+            } => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    tracing::debug!("the peer left before our answer");
+                }
+                if let Some(link) = received {
+                    let _ = self.notify.send(Notification::Received { link });
+                }
+            }
+            Internal::Failed { link, error } => {
+                tracing::warn!(link, error, "federation storage failed; retrying");
+                self.failed(&link);
+            }
+        }
+    }
+
+    fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                self.addresses.send_modify(|a| a.push(address));
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                if let Some(link) = self.by_peer.get(&peer_id).cloned()
+                    && let Some(state) = self.links.get_mut(&link)
+                {
+                    if !state.connected {
+                        state.connected = true;
+                        state.greeted = false;
+                        state.retry_at = None;
+                    }
+                    self.drive(&link);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0
+                    && let Some(link) = self.by_peer.get(&peer_id).cloned()
+                    && let Some(state) = self.links.get_mut(&link)
+                {
+                    let was = state.greeted;
+                    state.connected = false;
+                    state.greeted = false;
+                    // Its failure may be reported after this, or not at all: settle it here.
+                    let ending = matches!(state.in_flight, Some((_, Sent::Ending)));
+                    state.in_flight = None;
+                    if ending {
+                        // The peer got our revocation and hung up.
+                        self.finish_end(&link, None);
+                    } else if was {
+                        let _ = self.notify.send(Notification::Disconnected { link });
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer_id),
+                error,
+                ..
+            } => {
+                if let Some(link) = self.by_peer.get(&peer_id).cloned() {
+                    tracing::debug!(link, error = %error, "dial failed");
+                    let ending = self.links.get(&link).is_some_and(|s| s.ending.is_some());
+                    if ending {
+                        // The revocation could not be delivered; the link ends anyway.
+                        self.finish_end(&link, None);
+                    } else {
+                        self.failed(&link);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(event)) => self.on_rr(event),
+            _ => {}
+        }
+    }
+
+    fn on_rr(&mut self, event: request_response::Event<Request, Response>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.on_request(peer, request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => self.on_response(peer, request_id, response),
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                let Some(link) = self.by_peer.get(&peer).cloned() else {
+                    return;
+                };
+                let Some(state) = self.links.get_mut(&link) else {
+                    return;
+                };
+                let Some((id, sent)) = state.in_flight else {
+                    return;
+                };
+                if id != request_id {
+                    return;
+                }
+                tracing::debug!(link, error = %error, "request failed; the same range goes again");
+                if sent == Sent::Ending {
+                    self.finish_end(&link, None);
+                } else {
+                    self.failed(&link);
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, error = %error, "inbound request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn refuse(&mut self, channel: ResponseChannel<Response>, reason: String, link_ended: bool) {
+        let response = Response::Refused { reason, link_ended };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .rr
+            .send_response(channel, response);
+    }
+
+    fn on_request(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
+        let Some(link) = self.by_peer.get(&peer).cloned() else {
+            return self.refuse(channel, "no link with this node".into(), true);
+        };
+        let Some(state) = self.links.get(&link) else {
+            return self.refuse(channel, "no link with this node".into(), true);
+        };
+        if state.ended {
+            return self.refuse(channel, "the link has ended".into(), true);
+        }
+        let address = request.address();
+        if address.link != link {
+            return self.refuse(channel, format!("not the link {link}"), false);
+        }
+        if address.from != state.peer_node_id {
+            return self.refuse(channel, "the frame claims another sender".into(), false);
+        }
+        if address.to != self.node_id {
+            return self.refuse(
+                channel,
+                "the frame is addressed to another node".into(),
+                false,
+            );
+        }
+        match request {
+            Request::Hello { grant, .. } if grant != state.grant.hash() => {
+                self.refuse(
+                    channel,
+                    "the grants differ: confirm the same grant on both nodes".into(),
+                    false,
+                );
+            }
+            Request::Hello { .. } => {
+                let (store, internal) = (self.store.clone(), self.internal.clone());
+                tokio::spawn(async move {
+                    let message = match store.watermark(&link).await {
+                        Ok(received) => Internal::Respond {
+                            channel,
+                            response: Response::Hello { received },
+                            received: None,
+                        },
+                        Err(e) => Internal::Respond {
+                            channel,
+                            response: Response::Refused {
+                                reason: e.to_string(),
+                                link_ended: false,
+                            },
+                            received: None,
+                        },
+                    };
+                    let _ = internal.send(message);
+                });
+            }
+            Request::Push { first, items, .. } => {
+                if items.len() > MAX_BATCH_ITEMS {
+                    return self.refuse(channel, "too many items in one push".into(), false);
+                }
+                let mut accepted = Vec::new();
+                let mut refused = Vec::new();
+                for (i, item) in items.into_iter().enumerate() {
+                    let link_seq = first + i as u64;
+                    match self.check_item(state, &item) {
+                        Ok(()) => accepted.push(Incoming { link_seq, item }),
+                        Err(reason) => {
+                            tracing::warn!(link, link_seq, reason, "federated item refused");
+                            refused.push(Refused {
+                                link_seq,
+                                item,
+                                reason,
+                            });
+                        }
+                    }
+                }
+                let rejected: Vec<Rejected> = refused
+                    .iter()
+                    .map(|r| Rejected {
+                        link_seq: r.link_seq,
+                        reason: r.reason.clone(),
+                    })
+                    .collect();
+                let (store, internal) = (self.store.clone(), self.internal.clone());
+                tokio::spawn(async move {
+                    let message = match store.receive(&link, accepted, refused).await {
+                        Ok(upto) => Internal::Respond {
+                            channel,
+                            response: Response::Ack { upto, rejected },
+                            received: Some(link),
+                        },
+                        Err(e) => Internal::Respond {
+                            channel,
+                            response: Response::Refused {
+                                reason: e.to_string(),
+                                link_ended: false,
+                            },
+                            received: None,
+                        },
+                    };
+                    let _ = internal.send(message);
+                });
+            }
+            Request::Notice { notice, .. } => {
+                match SignedNotice::verify(notice, &state.grant, &state.peer.key, &state.scope) {
+                    Ok(notice) => {
+                        let _ = self.swarm.behaviour_mut().rr.send_response(
+                            channel,
+                            Response::Ack {
+                                upto: 0,
+                                rejected: Vec::new(),
+                            },
+                        );
+                        match notice.notice().change.clone() {
+                            Change::Revoke { reason } => {
+                                let signed = notice.signed().clone();
+                                self.finish_end(
+                                    &link,
+                                    Some((format!("revoked by the peer: {reason}"), Some(signed))),
+                                );
+                            }
+                            Change::Narrow { scope } => {
+                                if let Some(state) = self.links.get_mut(&link) {
+                                    state.scope = scope.clone();
+                                }
+                                let _ = self.notify.send(Notification::Narrowed {
+                                    link,
+                                    scope,
+                                    notice: notice.signed().clone(),
+                                });
+                            }
+                        }
+                    }
+                    Err(e) => self.refuse(channel, format!("notice refused: {e}"), false),
+                }
+            }
+        }
+    }
+
+    /// Verifies one pushed item as coming from this link's peer.
+    fn check_item(&self, state: &LinkState, item: &Item) -> Result<(), String> {
+        let me = &self.name;
+        match item {
+            Item::Submit { event } => {
+                let event = Event::verify(event.clone(), &state.peer.node, &state.peer.key)
+                    .map_err(|e| e.to_string())?;
+                if event.header().home != *me {
+                    return Err(format!(
+                        "submitted to {}, which is not this node",
+                        event.header().home
+                    ));
+                }
+                Ok(())
+            }
+            Item::Stamped { stamp, event } => {
+                let stamp =
+                    Stamp::verify(stamp.clone(), &state.peer.key).map_err(|e| e.to_string())?;
+                let header = Event::peek(event).map_err(|e| e.to_string())?;
+                if header.home != state.peer.node {
+                    return Err(format!(
+                        "stamped by {}, which is not the home {}",
+                        state.peer.node, header.home
+                    ));
+                }
+                // The origin's key as we know it, when we know it; the home's word otherwise.
+                let known = if header.origin == *me {
+                    Some(self.me)
+                } else {
+                    self.links
+                        .values()
+                        .filter(|s| !s.ended)
+                        .find(|s| s.peer.node == header.origin)
+                        .map(|s| s.peer.key)
+                };
+                let key = stamp.body().origin_key;
+                if known.is_some_and(|k| k != key) {
+                    return Err(format!("the stamp names a wrong key for {}", header.origin));
+                }
+                let event = Event::verify(event.clone(), &header.origin, &key)
+                    .map_err(|e| e.to_string())?;
+                stamp.check_event(&event).map_err(|e| e.to_string())?;
+                Ok(())
+            }
+        }
+    }
+
+    fn on_response(&mut self, peer: PeerId, request_id: OutboundRequestId, response: Response) {
+        let Some(link) = self.by_peer.get(&peer).cloned() else {
+            return;
+        };
+        let Some(state) = self.links.get_mut(&link) else {
+            return;
+        };
+        let Some((id, sent)) = state.in_flight else {
+            return;
+        };
+        if id != request_id {
+            return;
+        }
+        state.in_flight = None;
+        match sent {
+            Sent::Ending => {
+                self.finish_end(&link, None);
+                return;
+            }
+            Sent::Notice => {
+                if let Response::Refused { reason, .. } = &response {
+                    tracing::warn!(link, reason, "the peer refused our notice");
+                }
+                state.notices.pop_front();
+                self.drive(&link);
+                return;
+            }
+            Sent::Hello | Sent::Push => {}
+        }
+        match response {
+            Response::Hello { received } => {
+                state.greeted = true;
+                state.acked = received;
+                state.pending = true;
+                state.backoff = self.config.retry_min;
+                let _ = self
+                    .notify
+                    .send(Notification::Connected { link: link.clone() });
+                self.forget_acked(&link, received);
+            }
+            Response::Ack { upto, rejected } => {
+                state.acked = upto;
+                state.pending = true;
+                state.backoff = self.config.retry_min;
+                if !rejected.is_empty() {
+                    let _ = self.notify.send(Notification::Rejected {
+                        link: link.clone(),
+                        rejected,
+                    });
+                }
+                self.forget_acked(&link, upto);
+            }
+            Response::Refused { reason, link_ended } => {
+                tracing::warn!(link, reason, link_ended, "the peer refused");
+                if link_ended {
+                    self.finish_end(
+                        &link,
+                        Some((format!("the peer ended the link: {reason}"), None)),
+                    );
+                } else {
+                    state.greeted = false;
+                    self.failed(&link);
+                }
+                return;
+            }
+        }
+        self.drive(&link);
+    }
+
+    fn forget_acked(&self, link: &str, upto: u64) {
+        let (store, link) = (self.store.clone(), link.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = store.acked(&link, upto).await {
+                tracing::warn!(link, error = %e, "acknowledged items not removed");
+            }
+        });
+    }
+
+    /// The link is over: the peer is disallowed and disconnected, nothing is retried.
+    /// `told` is the reason to report, with the peer's notice; `None` when we ended it.
+    fn finish_end(&mut self, link: &str, told: Option<(String, Option<Signed>)>) {
+        let Some(state) = self.links.get_mut(link) else {
+            return;
+        };
+        if state.ended {
+            return;
+        }
+        state.ended = true;
+        state.ending = None;
+        state.in_flight = None;
+        let peer = state.peer_id;
+        self.swarm.behaviour_mut().allow.disallow_peer(peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+        if let Some((reason, notice)) = told {
+            let _ = self.notify.send(Notification::Ended {
+                link: link.to_owned(),
+                reason,
+                notice,
+            });
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! The transport on real libp2p connections over loopback, with an in-memory store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::event::{EVENT_FORMAT, Event, EventHeader, EventWire, Stamp, StampBody};
+use crate::grant::{
+    Change, DirectoryScope, GRANT_FORMAT, Grant, Notice, Offer, Party, Relationship, Scope,
+    SignedNotice, Terms,
+};
+use crate::keys::{Hash, NodeKey, Purpose};
+use crate::net::{self, Handle, NetConfig, Notification};
+use crate::store::{Incoming, LinkStore, Outgoing, Refused, StoreError};
+use crate::wire::Item;
+
+#[derive(Default)]
+struct Inner {
+    outbox: HashMap<String, BTreeMap<u64, Item>>,
+    next: HashMap<String, u64>,
+    watermark: HashMap<String, u64>,
+    inbox: HashMap<String, Vec<Incoming>>,
+    refused: Vec<Refused>,
+    /// Fail this many `receive` calls after storing, as a crash between commit and ack would.
+    fail_after_store: u32,
+}
+
+#[derive(Clone, Default)]
+struct MemoryStore(Arc<Mutex<Inner>>);
+
+impl MemoryStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap()
+    }
+
+    fn enqueue(&self, link: &str, item: Item) {
+        let mut inner = self.lock();
+        let next = inner.next.entry(link.to_owned()).or_default();
+        *next += 1;
+        let seq = *next;
+        inner
+            .outbox
+            .entry(link.to_owned())
+            .or_default()
+            .insert(seq, item);
+    }
+
+    fn inbox(&self, link: &str) -> Vec<Incoming> {
+        self.lock().inbox.get(link).cloned().unwrap_or_default()
+    }
+}
+
+impl LinkStore for MemoryStore {
+    async fn outbox(
+        &self,
+        link: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<Outgoing>, StoreError> {
+        Ok(self
+            .lock()
+            .outbox
+            .get(link)
+            .map(|o| {
+                o.range(after + 1..)
+                    .take(max)
+                    .map(|(s, i)| Outgoing {
+                        link_seq: *s,
+                        item: i.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn acked(&self, link: &str, upto: u64) -> Result<(), StoreError> {
+        if let Some(o) = self.lock().outbox.get_mut(link) {
+            o.retain(|s, _| *s > upto);
+        }
+        Ok(())
+    }
+
+    async fn watermark(&self, link: &str) -> Result<u64, StoreError> {
+        Ok(self.lock().watermark.get(link).copied().unwrap_or(0))
+    }
+
+    async fn receive(
+        &self,
+        link: &str,
+        accepted: Vec<Incoming>,
+        refused: Vec<Refused>,
+    ) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let mut mark = inner.watermark.get(link).copied().unwrap_or(0);
+        let mut all: Vec<(u64, Option<Incoming>, Option<Refused>)> = accepted
+            .into_iter()
+            .map(|i| (i.link_seq, Some(i), None))
+            .chain(refused.into_iter().map(|r| (r.link_seq, None, Some(r))))
+            .collect();
+        all.sort_by_key(|(s, ..)| *s);
+        for (seq, ok, bad) in all {
+            if seq <= mark {
+                continue;
+            }
+            if seq != mark + 1 {
+                break;
+            }
+            if let Some(i) = ok {
+                inner.inbox.entry(link.to_owned()).or_default().push(i);
+            }
+            if let Some(r) = bad {
+                inner.refused.push(r);
+            }
+            mark = seq;
+        }
+        inner.watermark.insert(link.to_owned(), mark);
+        if inner.fail_after_store > 0 {
+            inner.fail_after_store -= 1;
+            return Err(StoreError("stored, then crashed before answering".into()));
+        }
+        Ok(mark)
+    }
+}
+
+struct Node {
+    name: String,
+    key: NodeKey,
+    store: MemoryStore,
+    handle: Handle,
+    notes: mpsc::UnboundedReceiver<Notification>,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn config(port: u16) -> NetConfig {
+    NetConfig {
+        listen: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()],
+        request_timeout: Duration::from_secs(5),
+        retry_min: Duration::from_millis(50),
+        retry_max: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(30),
+    }
+}
+
+async fn node(name: &str, secret: u8, store: MemoryStore, grants: Vec<Grant>, port: u16) -> Node {
+    let key = NodeKey::from_secret([secret; 32]);
+    let (handle, notes, _task) = net::start(name, &key, config(port), store.clone(), grants)
+        .await
+        .unwrap();
+    handle.listen_addresses().await;
+    Node {
+        name: name.into(),
+        key,
+        store,
+        handle,
+        notes,
+        port,
+    }
+}
+
+fn party(key: &NodeKey, name: &str, port: u16) -> Party {
+    Party {
+        node: name.into(),
+        key: key.public(),
+        addresses: vec![format!("/ip4/127.0.0.1/tcp/{port}")],
+        organisation: name.into(),
+        contact: format!("admin@{name}"),
+    }
+}
+
+fn link(a: (&NodeKey, &str, u16), b: (&NodeKey, &str, u16)) -> Grant {
+    let terms = Terms {
+        format: GRANT_FORMAT,
+        link: hex::encode(rand::random::<[u8; 16]>()),
+        version: 1,
+        relationship: Relationship::Branch,
+        scope: Scope {
+            object_discussions: true,
+            directory: DirectoryScope::Members,
+            presence: true,
+            max_file_mb: 10,
+        },
+        not_before: 0,
+        not_after: i64::MAX,
+        nonce: hex::encode(rand::random::<[u8; 8]>()),
+        offerer: party(a.0, a.1, a.2),
+    };
+    Offer::create(a.0, terms)
+        .unwrap()
+        .accept(b.0, party(b.0, b.1, b.2), 1)
+        .unwrap()
+}
+
+fn submit(key: &NodeKey, author: &str, origin: &str, home: &str, n: u64) -> Item {
+    let event = Event::create(
+        key,
+        EventHeader {
+            format: EVENT_FORMAT,
+            kind: "message.post".into(),
+            discussion: format!("d@{home}"),
+            home: home.into(),
+            origin: origin.into(),
+            author: author.into(),
+            client_txn: format!("txn-{n}"),
+            created_at: 0,
+            target: None,
+            body_hash: None,
+            body_len: 0,
+        },
+        Some(format!("message {n}").into_bytes()),
+    )
+    .unwrap();
+    Item::Submit {
+        event: event.wire().clone(),
+    }
+}
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("gave up waiting: {what}");
+}
+
+fn texts(items: &[Incoming]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| match &i.item {
+            Item::Submit { event } | Item::Stamped { event, .. } => {
+                String::from_utf8(event.body.clone().unwrap_or_default()).unwrap()
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_arrive_in_order_exactly_once_both_ways() {
+    let (pa, pb) = (free_port(), free_port());
+    let (ka, kb) = (NodeKey::from_secret([1; 32]), NodeKey::from_secret([2; 32]));
+    let grant = link((&ka, "hq", pa), (&kb, "branch", pb));
+    let id = grant.link().to_owned();
+    let a = node("hq", 1, MemoryStore::default(), vec![grant.clone()], pa).await;
+    let b = node("branch", 2, MemoryStore::default(), vec![grant], pb).await;
+    // The receiver fails twice after storing: the sender resends, nothing is stored twice.
+    b.store.lock().fail_after_store = 2;
+    for n in 0..300 {
+        a.store
+            .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", n));
+    }
+    a.handle.wake(&id);
+    for n in 0..5 {
+        b.store
+            .enqueue(&id, submit(&b.key, "boris@branch", "branch", "hq", n));
+    }
+    b.handle.wake(&id);
+    wait_for("300 items on b", || b.store.inbox(&id).len() >= 300).await;
+    wait_for("5 items on a", || a.store.inbox(&id).len() >= 5).await;
+    let expected: Vec<String> = (0..300).map(|n| format!("message {n}")).collect();
+    assert_eq!(texts(&b.store.inbox(&id)), expected);
+    let seqs: Vec<u64> = b.store.inbox(&id).iter().map(|i| i.link_seq).collect();
+    assert_eq!(seqs, (1..=300).collect::<Vec<_>>());
+    assert_eq!(texts(&a.store.inbox(&id)).len(), 5);
+    // The sender learns that everything was stored.
+    wait_for("acknowledged", || {
+        a.store
+            .lock()
+            .outbox
+            .get(&id)
+            .is_some_and(BTreeMap::is_empty)
+    })
+    .await;
+    let _ = (&a.name, &b.name, a.port, b.port);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_receiver_resumes_where_it_stopped() {
+    let (pa, pb) = (free_port(), free_port());
+    let (ka, kb) = (NodeKey::from_secret([1; 32]), NodeKey::from_secret([2; 32]));
+    let grant = link((&ka, "hq", pa), (&kb, "branch", pb));
+    let id = grant.link().to_owned();
+    let a = node("hq", 1, MemoryStore::default(), vec![grant.clone()], pa).await;
+    let b = node("branch", 2, MemoryStore::default(), vec![grant.clone()], pb).await;
+    for n in 0..10 {
+        a.store
+            .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", n));
+    }
+    a.handle.wake(&id);
+    wait_for("10 on b", || b.store.inbox(&id).len() == 10).await;
+    b.handle.stop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Written while the receiver is down.
+    for n in 10..20 {
+        a.store
+            .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", n));
+    }
+    a.handle.wake(&id);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b2 = node("branch", 2, b.store.clone(), vec![grant], pb).await;
+    wait_for("20 on b", || b2.store.inbox(&id).len() >= 20).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let expected: Vec<String> = (0..20).map(|n| format!("message {n}")).collect();
+    assert_eq!(texts(&b2.store.inbox(&id)), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_items_are_refused_one_by_one_and_the_rest_goes_on() {
+    let (pa, pb) = (free_port(), free_port());
+    let (ka, kb) = (NodeKey::from_secret([1; 32]), NodeKey::from_secret([2; 32]));
+    let grant = link((&ka, "hq", pa), (&kb, "branch", pb));
+    let id = grant.link().to_owned();
+    let mut a = node("hq", 1, MemoryStore::default(), vec![grant.clone()], pa).await;
+    let b = node("branch", 2, MemoryStore::default(), vec![grant], pb).await;
+    let good = |n| submit(&a.key, "anna@hq", "hq", "branch", n);
+    // 2: hq speaks for a user of branch (signed by hq, so only the author check catches it).
+    let header = EventHeader {
+        format: EVENT_FORMAT,
+        kind: "message.post".into(),
+        discussion: "d@branch".into(),
+        home: "branch".into(),
+        origin: "hq".into(),
+        author: "boris@branch".into(),
+        client_txn: "forged".into(),
+        created_at: 0,
+        target: None,
+        body_hash: None,
+        body_len: 0,
+    };
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&header, &mut bytes).unwrap();
+    let signature = a.key.sign(Purpose::Event, &bytes);
+    let foreign = Item::Submit {
+        event: EventWire {
+            header: bytes,
+            signature,
+            body: None,
+        },
+    };
+    // 3: a bad signature.
+    let Item::Submit { event: mut broken } = good(3) else {
+        unreachable!()
+    };
+    broken.signature.0[5] ^= 1;
+    // 4: submitted to hq's own discussion at branch (addressed to another home).
+    let elsewhere = submit(&a.key, "anna@hq", "hq", "partner", 4);
+    // 5: a stamp from a node that is not the discussion's home.
+    let Item::Submit { event: e5 } = good(5) else {
+        unreachable!()
+    };
+    let stamp = Stamp::create(
+        &a.key,
+        StampBody {
+            format: EVENT_FORMAT,
+            discussion: "d@branch".into(),
+            seq: 1,
+            event: Hash::of(&e5.header),
+            origin_key: a.key.public(),
+            prev: Hash::default(),
+            accepted_at: 0,
+        },
+    );
+    let not_home = Item::Stamped {
+        stamp: stamp.signed().clone(),
+        event: e5,
+    };
+    for item in [
+        good(1),
+        foreign,
+        Item::Submit { event: broken },
+        elsewhere,
+        not_home,
+        good(6),
+    ] {
+        a.store.enqueue(&id, item);
+    }
+    a.handle.wake(&id);
+    wait_for("the good ones", || b.store.inbox(&id).len() == 2).await;
+    assert_eq!(texts(&b.store.inbox(&id)), ["message 1", "message 6"]);
+    let refused: Vec<(u64, String)> = b
+        .store
+        .lock()
+        .refused
+        .iter()
+        .map(|r| (r.link_seq, r.reason.clone()))
+        .collect();
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    assert!(
+        refused[0].1.contains("does not belong to hq"),
+        "{refused:?}"
+    );
+    assert!(refused[1].1.contains("signature"), "{refused:?}");
+    assert!(refused[2].1.contains("not this node"), "{refused:?}");
+    assert!(refused[3].1.contains("not the home"), "{refused:?}");
+    // The sender is told which, for its dead letters.
+    let told = loop {
+        match tokio::time::timeout(Duration::from_secs(10), a.notes.recv()).await {
+            Ok(Some(Notification::Rejected { rejected, .. })) => break rejected,
+            Ok(Some(_)) => continue,
+            other => panic!("no rejection: {other:?}"),
+        }
+    };
+    let seqs: Vec<u64> = told.iter().map(|r| r.link_seq).collect();
+    assert_eq!(seqs, [2, 3, 4, 5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_peers_are_refused_and_revocation_stops_retries() {
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let (ka, kb, kc) = (
+        NodeKey::from_secret([1; 32]),
+        NodeKey::from_secret([2; 32]),
+        NodeKey::from_secret([3; 32]),
+    );
+    let grant = link((&ka, "hq", pa), (&kb, "branch", pb));
+    let id = grant.link().to_owned();
+    let a = node("hq", 1, MemoryStore::default(), vec![grant.clone()], pa).await;
+    let mut b = node("branch", 2, MemoryStore::default(), vec![grant.clone()], pb).await;
+    // C holds a genuine grant with hq, but hq never confirmed it: hq does not let C in.
+    let stray = link((&kc, "stranger", pc), (&ka, "hq", pa));
+    let stray_id = stray.link().to_owned();
+    let c = node("stranger", 3, MemoryStore::default(), vec![stray], pc).await;
+    c.store.enqueue(
+        &stray_id,
+        submit(&c.key, "eve@stranger", "stranger", "hq", 0),
+    );
+    c.handle.wake(&stray_id);
+    a.store
+        .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", 0));
+    a.handle.wake(&id);
+    wait_for("b got it", || b.store.inbox(&id).len() == 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(a.store.inbox(&stray_id).is_empty());
+    let status = c.handle.status().await;
+    assert_eq!(status[0].acked, 0, "{status:?}");
+
+    // Branch narrows the scope, then revokes: hq hears both, verified, and stops.
+    let mut narrower = grant.terms().scope.clone();
+    narrower.presence = false;
+    let narrow = SignedNotice::create(
+        &b.key,
+        &grant,
+        &grant.terms().scope,
+        Notice {
+            link: id.clone(),
+            grant: grant.hash(),
+            at: 1,
+            change: Change::Narrow {
+                scope: narrower.clone(),
+            },
+        },
+    )
+    .unwrap();
+    b.handle.notify(&id, narrow);
+    let mut a = a;
+    let scope = loop {
+        match tokio::time::timeout(Duration::from_secs(10), a.notes.recv()).await {
+            Ok(Some(Notification::Narrowed { scope, .. })) => break scope,
+            Ok(Some(_)) => continue,
+            other => panic!("not narrowed: {other:?}"),
+        }
+    };
+    assert_eq!(scope, narrower);
+    let revoke = SignedNotice::create(
+        &b.key,
+        &grant,
+        &grant.terms().scope,
+        Notice {
+            link: id.clone(),
+            grant: grant.hash(),
+            at: 2,
+            change: Change::Revoke {
+                reason: "office closed".into(),
+            },
+        },
+    )
+    .unwrap();
+    b.handle.end_link(&id, Some(revoke));
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), a.notes.recv()).await {
+            Ok(Some(Notification::Ended { reason, notice, .. })) => break (reason, notice),
+            Ok(Some(_)) => continue,
+            other => panic!("not ended: {other:?}"),
+        }
+    };
+    assert!(ended.0.contains("office closed"), "{ended:?}");
+    assert!(ended.1.is_some());
+    // The revoking side has ended the link too; nothing more goes either way.
+    for _ in 0..100 {
+        if b.handle.status().await[0].ended {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(b.handle.status().await[0].ended);
+    while b.notes.try_recv().is_ok() {}
+    a.store
+        .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", 1));
+    a.handle.wake(&id);
+    b.store
+        .enqueue(&id, submit(&b.key, "boris@branch", "branch", "hq", 1));
+    b.handle.wake(&id);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(b.store.inbox(&id).len(), 1);
+    assert!(a.store.inbox(&id).is_empty());
+    assert!(a.handle.status().await[0].ended);
+    while let Ok(n) = b.notes.try_recv() {
+        assert!(!matches!(n, Notification::Received { .. }), "{n:?}");
+    }
+}
