@@ -255,6 +255,17 @@ impl Handle {
     }
 }
 
+/// Whether another node can dial `address`: no unspecified IP (0.0.0.0, ::) and no port 0.
+pub fn dialable(address: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    address.iter().all(|p| match p {
+        Protocol::Ip4(ip) => !ip.is_unspecified(),
+        Protocol::Ip6(ip) => !ip.is_unspecified(),
+        Protocol::Tcp(0) | Protocol::Udp(0) => false,
+        _ => true,
+    })
+}
+
 /// Starts the transport for the node named `name` with `key`, serving `grants`. Notifications arrive on the
 /// returned receiver; the task ends when [`Handle::stop`] is called or every handle is gone.
 pub async fn start<S: LinkStore>(

@@ -34,6 +34,7 @@ pub(crate) struct Services {
     pub(crate) presence: crate::presence::Presence,
     pub(crate) push: crate::push::Push,
     pub(crate) files: crate::files::Files,
+    pub(crate) federation: crate::federation::Federation,
 }
 
 /// Carries out one administrator command on behalf of `actor` (written to the audit log).
@@ -198,6 +199,56 @@ pub(crate) async fn execute(
                 files: files as u64,
                 contents: contents as u64,
             }
+        }
+        AdminRequest::LinkOffer {
+            relationship,
+            days,
+            scope,
+            organisation,
+            contact,
+        } => {
+            let (offer, link) = services
+                .federation
+                .offer(actor, &relationship, days, &scope, organisation, contact)
+                .await
+                .map_err(federation_error)?;
+            AdminReply::LinkOffered {
+                offer: offer.to_text(),
+                link,
+            }
+        }
+        AdminRequest::LinkAccept {
+            offer,
+            organisation,
+            contact,
+        } => {
+            let (grant, link) = services
+                .federation
+                .accept(actor, &offer, organisation, contact)
+                .await
+                .map_err(federation_error)?;
+            AdminReply::LinkAccepted {
+                grant: grant.to_text(),
+                link,
+            }
+        }
+        AdminRequest::LinkConfirm { grant } => AdminReply::Link {
+            link: services
+                .federation
+                .confirm(actor, &grant)
+                .await
+                .map_err(federation_error)?,
+        },
+        AdminRequest::LinkList => AdminReply::Links {
+            links: services.federation.list().await.map_err(federation_error)?,
+        },
+        AdminRequest::LinkRevoke { link, reason } => {
+            services
+                .federation
+                .revoke(actor, &link, &reason)
+                .await
+                .map_err(federation_error)?;
+            AdminReply::Done
         }
         AdminRequest::Reindex => {
             services
@@ -427,6 +478,15 @@ pub(crate) async fn send_to_socket(
         Some(ServerFrame::Error { error, .. }) => Err(AdminSocketError::Refused(error)),
         Some(_) => Err(AdminSocketError::Unexpected),
         None => Err(AdminSocketError::Closed),
+    }
+}
+
+fn federation_error(e: crate::federation::FederationError) -> AccountError {
+    use crate::federation::FederationError as E;
+    match e {
+        E::Store(e) => AccountError::Store(e),
+        E::NotFound(_) => AccountError::NotFound("link"),
+        other => AccountError::BadRequest(other.to_string()),
     }
 }
 

@@ -49,8 +49,86 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Links with other Veche nodes: offer, inspect, accept, confirm, list, revoke.
+    Link {
+        #[command(flatten)]
+        location: Location,
+        #[command(subcommand)]
+        command: LinkCommand,
+    },
     #[command(flatten)]
     Client(veche_chat::cli::ClientCommand),
+}
+
+/// Linking two nodes takes both administrators: A runs `offer` and sends the text to B; B runs
+/// `inspect` and `accept` and sends the grant back; A runs `confirm`. Both compare the
+/// fingerprints by phone.
+#[derive(Debug, Subcommand)]
+enum LinkCommand {
+    /// Make a signed offer to link with another node.
+    Offer {
+        /// `branch` (the same company) or `partner`.
+        #[arg(long, default_value = "partner")]
+        relationship: String,
+        /// How many days the link is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Allow sharing object discussions (invoices, customers), not only dialogs and groups.
+        #[arg(long)]
+        object_discussions: bool,
+        /// Whose profiles the other node may look up: none, members or full.
+        #[arg(long, default_value = "members")]
+        directory: String,
+        /// Let presence travel.
+        #[arg(long)]
+        presence: bool,
+        /// Let files travel, up to this many MiB (0: no files).
+        #[arg(long, default_value_t = 0)]
+        max_file_mb: u64,
+        /// This organisation, as the other side knows it.
+        #[arg(long, default_value = "")]
+        organisation: String,
+        /// Whom the other administrator calls about the link.
+        #[arg(long, default_value = "")]
+        contact: String,
+        /// Write the offer to this file instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show what an offer or grant in FILE says, with its fingerprint (no node needed).
+    Inspect {
+        /// The file (`-` for standard input).
+        file: PathBuf,
+    },
+    /// Accept the offer in FILE: the link is active here at once; send the grant back.
+    Accept {
+        /// The offer (`-` for standard input).
+        file: PathBuf,
+        /// This organisation, as the other side knows it.
+        #[arg(long, default_value = "")]
+        organisation: String,
+        /// Whom the other administrator calls about the link.
+        #[arg(long, default_value = "")]
+        contact: String,
+        /// Write the grant to this file instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Activate a link this node offered, from the grant in FILE.
+    Confirm {
+        /// The grant (`-` for standard input).
+        file: PathBuf,
+    },
+    /// List offers and links.
+    List,
+    /// End a link now; the other node is told and stops trying.
+    Revoke {
+        /// The link's id.
+        link: String,
+        /// Why, for the other administrator.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -327,6 +405,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         Command::Admin { location, command } => admin_command(&location, command, out).await,
         Command::Plugin { location, command } => plugin_command(&location, command, out).await,
+        Command::Link { location, command } => link_command(&location, command, out).await,
         Command::Client(command) => veche_chat::cli::run(command, out).await,
     }
 }
@@ -659,6 +738,167 @@ async fn plugin_command(
     Ok(())
 }
 
+fn read_text(file: &Path) -> anyhow::Result<String> {
+    if file == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+fn write_text(text: &str, to: Option<&Path>, out: &mut dyn Write) -> anyhow::Result<()> {
+    match to {
+        Some(path) => std::fs::write(path, format!("{text}\n"))
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => writeln!(out, "{text}")?,
+    }
+    Ok(())
+}
+
+async fn link_command(
+    location: &Location,
+    command: LinkCommand,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut save = None;
+    let request = match command {
+        LinkCommand::Offer {
+            relationship,
+            days,
+            object_discussions,
+            directory,
+            presence,
+            max_file_mb,
+            organisation,
+            contact,
+            out: to,
+        } => {
+            save = to;
+            AdminRequest::LinkOffer {
+                relationship,
+                days,
+                scope: veche_protocol::admin::LinkScope {
+                    object_discussions,
+                    directory,
+                    presence,
+                    max_file_mb,
+                },
+                organisation,
+                contact,
+            }
+        }
+        LinkCommand::Inspect { file } => {
+            return inspect_link(&read_text(&file)?, out);
+        }
+        LinkCommand::Accept {
+            file,
+            organisation,
+            contact,
+            out: to,
+        } => {
+            save = to;
+            AdminRequest::LinkAccept {
+                offer: read_text(&file)?,
+                organisation,
+                contact,
+            }
+        }
+        LinkCommand::Confirm { file } => AdminRequest::LinkConfirm {
+            grant: read_text(&file)?,
+        },
+        LinkCommand::List => AdminRequest::LinkList,
+        LinkCommand::Revoke { link, reason } => AdminRequest::LinkRevoke { link, reason },
+    };
+    let (data_path, config) = resolve(location)?;
+    let reply = send_admin(&data_path, config, request).await?;
+    match &reply {
+        AdminReply::LinkOffered { offer, link } => {
+            print_link(link, out)?;
+            writeln!(
+                out,
+                "send this offer to the other administrator and read them the fingerprint:"
+            )?;
+            write_text(offer, save.as_deref(), out)
+        }
+        AdminReply::LinkAccepted { grant, link } => {
+            print_link(link, out)?;
+            writeln!(
+                out,
+                "the link is active here; send this grant back to the offering administrator:"
+            )?;
+            write_text(grant, save.as_deref(), out)
+        }
+        other => Ok(print_admin_reply(other, out)?),
+    }
+}
+
+/// Prints what an offer or grant says, verifying its signatures; nothing is stored.
+fn inspect_link(text: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    use veche_federation::grant::{Grant, Offer, Party, Terms};
+    fn party(p: &Party, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "  node {} (id {}), {}, contact {:?}, dials {}",
+            p.node,
+            p.key.node_id(),
+            p.organisation,
+            p.contact,
+            p.addresses.join(" ")
+        )
+    }
+    fn terms(t: &Terms, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(out, "link {} ({:?})", t.link, t.relationship)?;
+        writeln!(out, "scope {:?}", t.scope)?;
+        writeln!(
+            out,
+            "valid from {} until {} (Unix ms)",
+            t.not_before, t.not_after
+        )?;
+        writeln!(out, "offered by")?;
+        party(&t.offerer, out)
+    }
+    if text.trim().starts_with("veche-link-grant:") {
+        let grant = Grant::parse(text)?;
+        terms(grant.terms(), out)?;
+        writeln!(out, "accepted by")?;
+        party(grant.acceptor(), out)?;
+        writeln!(out, "grant fingerprint: {}", grant.fingerprint())?;
+    } else {
+        let offer = Offer::parse(text)?;
+        terms(offer.terms(), out)?;
+        writeln!(out, "offer fingerprint: {}", offer.fingerprint())?;
+    }
+    Ok(())
+}
+
+fn print_link(l: &veche_protocol::admin::LinkInfo, out: &mut dyn Write) -> std::io::Result<()> {
+    let peer = if l.peer.is_empty() {
+        "(waiting for the other side)".to_owned()
+    } else {
+        format!("{} ({}, id {})", l.peer, l.organisation, l.peer_id)
+    };
+    writeln!(
+        out,
+        "{}\t{}\t{}\t{}\t{}\tfingerprint {}\t{} queued{}",
+        l.link,
+        l.state,
+        l.relationship,
+        peer,
+        if l.connected {
+            "connected"
+        } else {
+            "not connected"
+        },
+        l.fingerprint,
+        l.queued,
+        l.ended_reason
+            .as_ref()
+            .map(|r| format!("\tended: {r}"))
+            .unwrap_or_default()
+    )
+}
+
 /// Sends a command to the running node, or runs it on the data folder if no node runs.
 async fn send_admin(
     data_path: &Path,
@@ -739,6 +979,15 @@ fn print_admin_reply(reply: &AdminReply, out: &mut dyn Write) -> std::io::Result
             writeln!(out, "removed {files} files and {contents} contents")
         }
         AdminReply::Plugin { plugin } => print_plugin(plugin, out),
+        AdminReply::LinkOffered { link, .. }
+        | AdminReply::LinkAccepted { link, .. }
+        | AdminReply::Link { link } => print_link(link, out),
+        AdminReply::Links { links } => {
+            if links.is_empty() {
+                writeln!(out, "no links")?;
+            }
+            links.iter().try_for_each(|l| print_link(l, out))
+        }
         AdminReply::Plugins { plugins } => {
             if plugins.is_empty() {
                 writeln!(out, "no plugins")?;

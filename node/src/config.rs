@@ -66,6 +66,38 @@ pub struct Config {
     pub push: PushConfig,
     /// `[files]`
     pub files: FilesConfig,
+    /// `[federation]`
+    pub federation: FederationConfig,
+}
+
+/// `[federation]`: links with other Veche nodes (libp2p over TCP, Noise, Yamux).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// Whether the node listens for and dials linked nodes. Without links, every connection is
+    /// refused anyway.
+    pub enabled: bool,
+    /// Where to listen, as libp2p multiaddrs.
+    pub listen: Vec<String>,
+    /// The addresses written into this node's link offers and grants, which the other node
+    /// dials. Empty: the addresses listened on, when they are specific (not 0.0.0.0).
+    pub advertise: Vec<String>,
+    /// How long a request to a linked node may take, in seconds.
+    pub request_timeout_secs: u64,
+    /// The longest pause between attempts to reach a linked node, in seconds.
+    pub retry_max_secs: u64,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: vec!["/ip4/0.0.0.0/tcp/7701".into()],
+            advertise: Vec::new(),
+            request_timeout_secs: 10,
+            retry_max_secs: 300,
+        }
+    }
 }
 
 /// `[presence]`: who is available, away, busy or offline, and who is typing.
@@ -783,6 +815,29 @@ impl Config {
                 "files.max_size_mb",
                 "must be at most 1048576 (1 TiB)",
             ));
+        }
+        let fed = &self.federation;
+        for (key, list) in [
+            ("federation.listen", &fed.listen),
+            ("federation.advertise", &fed.advertise),
+        ] {
+            if let Some(bad) = list
+                .iter()
+                .find(|a| a.parse::<veche_federation::Multiaddr>().is_err())
+            {
+                return Err(invalid(
+                    key,
+                    format!("{bad:?} is not a multiaddr such as /ip4/0.0.0.0/tcp/7701"),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("federation.request_timeout_secs", fed.request_timeout_secs),
+            ("federation.retry_max_secs", fed.retry_max_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
         }
         for (name, url) in &self.push.gateways {
             let ok = reqwest::Url::parse(url)

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod data_dir;
 mod discussions;
+mod federation;
 mod files;
 mod gateway;
 mod identity;

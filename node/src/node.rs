@@ -75,6 +75,9 @@ pub enum StartError {
         /// From the database.
         stored: String,
     },
+    /// The federation transport could not start (for example, its port is taken).
+    #[error("federation: {0}")]
+    Federation(String),
     /// The files folder could not be prepared.
     #[error("files: {0}")]
     Files(String),
@@ -218,6 +221,14 @@ pub(crate) async fn open(
     )
     .await
     .map_err(|e| StartError::Files(e.to_string()))?;
+    let federation = crate::federation::Federation::new(
+        store.clone(),
+        node_name.clone(),
+        (purpose == Purpose::Serve).then(|| {
+            veche_federation::keys::NodeKey::from_secret(identity.signing_key().to_bytes())
+        }),
+        config.federation.clone(),
+    );
     Ok(Opened {
         lock,
         data,
@@ -232,6 +243,7 @@ pub(crate) async fn open(
             presence,
             push,
             files,
+            federation,
         },
         identity,
     })
@@ -308,6 +320,11 @@ impl RunningNode {
         }
         services.plugins.connect(services.discussions.clone());
         let tls = TlsMaterial::load(&data, &config.tls, node_name.as_str())?;
+        services
+            .federation
+            .start()
+            .await
+            .map_err(StartError::Federation)?;
 
         let setup = services.accounts.issue_setup_token().await?;
         let token_path = data.setup_token_path();
@@ -449,6 +466,7 @@ impl RunningNode {
                     ))
                 });
                 stop.cancelled().await;
+                shared.services.federation.stop();
                 let _ = accept.await;
                 sweeper.abort();
                 // Clean-up only removes what is already unused; the next start does the rest.

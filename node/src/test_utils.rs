@@ -36,6 +36,8 @@ pub fn test_config() -> Config {
     config.push.retry_base_ms = 50;
     config.push.allow_loopback_endpoints = true;
     config.files.confirm_every_kb = 256;
+    config.federation.listen = vec!["/ip4/127.0.0.1/tcp/0".to_owned()];
+    config.federation.retry_max_secs = 1;
     config
 }
 

@@ -178,6 +178,88 @@ pub enum AdminRequest {
     /// Removes expired uploads, files no message uses any more and contents no file uses,
     /// now rather than at the next periodic clean-up.
     FilesCleanup,
+    /// Makes a signed offer to link with another node, to send to its administrator.
+    LinkOffer {
+        /// `branch` (the same company) or `partner`.
+        relationship: String,
+        /// How many days the link is valid.
+        days: u32,
+        /// What the link may carry.
+        scope: LinkScope,
+        /// This organisation, as the other side knows it.
+        organisation: String,
+        /// Whom the other administrator calls about the link.
+        contact: String,
+    },
+    /// Countersigns another node's offer: the link is active on this node at once, and the
+    /// returned grant goes back to the offering administrator.
+    LinkAccept {
+        /// The offer's text.
+        offer: String,
+        /// This organisation, as the other side knows it.
+        organisation: String,
+        /// Whom the other administrator calls about the link.
+        contact: String,
+    },
+    /// Activates a link this node offered, from the grant the other side returned.
+    LinkConfirm {
+        /// The grant's text.
+        grant: String,
+    },
+    /// Every link, offered, active or ended.
+    LinkList,
+    /// Ends a link at once and tells the other node, which stops trying.
+    LinkRevoke {
+        /// The link's id.
+        link: String,
+        /// Why, for the other administrator.
+        reason: String,
+    },
+}
+
+/// What a link may carry; either side may later narrow it alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkScope {
+    /// Object discussions (about invoices, customers) may be shared, not only dialogs and
+    /// groups.
+    pub object_discussions: bool,
+    /// Whose profiles the other node may look up: `none`, `members` (of shared discussions)
+    /// or `full`.
+    pub directory: String,
+    /// Presence travels.
+    pub presence: bool,
+    /// Files travel, up to this size in MiB (0: no files).
+    pub max_file_mb: u64,
+}
+
+/// A link with another node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    /// The link's id.
+    pub link: String,
+    /// `offered` (waiting for the other side's grant), `active` or `ended`.
+    pub state: String,
+    /// The other node's name; empty while offered.
+    pub peer: String,
+    /// The other node's id (from its key); empty while offered.
+    pub peer_id: String,
+    /// The other organisation; empty while offered.
+    pub organisation: String,
+    /// `branch` or `partner`.
+    pub relationship: String,
+    /// What the link carries now.
+    pub scope: LinkScope,
+    /// What both administrators compare: of the offer while offered, of the grant after.
+    pub fingerprint: String,
+    /// Valid until.
+    pub not_after: Timestamp,
+    /// Whether a connection is open now.
+    pub connected: bool,
+    /// Items waiting to be delivered to the other node.
+    pub queued: u64,
+    /// Why the link ended.
+    pub ended_reason: Option<String>,
 }
 
 /// The result of an administrator command.
@@ -279,6 +361,30 @@ pub enum AdminReply {
         files: u64,
         /// Contents removed.
         contents: u64,
+    },
+    /// Answer to `LinkOffer`.
+    LinkOffered {
+        /// The offer's text, for the other administrator.
+        offer: String,
+        /// The link as this node sees it now.
+        link: LinkInfo,
+    },
+    /// Answer to `LinkAccept`.
+    LinkAccepted {
+        /// The grant's text, for the offering administrator.
+        grant: String,
+        /// The link.
+        link: LinkInfo,
+    },
+    /// Answer to `LinkConfirm`.
+    Link {
+        /// The link.
+        link: LinkInfo,
+    },
+    /// Answer to `LinkList`.
+    Links {
+        /// Newest first.
+        links: Vec<LinkInfo>,
     },
     /// A command that returns nothing succeeded.
     Done,

@@ -35,6 +35,7 @@ fn errors_name_the_key() {
         ("[presence]\ncoalesce_ms = 0", "presence.coalesce_ms"),
         ("[push.gateways]\nmobile = \"ftp://x\"", "push.gateways"),
         ("[push]\nvapid_contact = \"me\"", "push.vapid_contact"),
+        ("[federation]\nlisten = [\"tcp:7701\"]", "federation.listen"),
     ];
     for (text, key) in cases {
         let err = Config::from_toml(text).unwrap_err().to_string();

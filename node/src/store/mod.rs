@@ -8,6 +8,7 @@
 mod apps;
 mod audit;
 mod discussions;
+mod federation;
 mod files;
 mod plugins;
 mod push;
@@ -29,6 +30,7 @@ pub(crate) use apps::{
 };
 pub(crate) use audit::AuditRecord;
 pub(crate) use discussions::{Batch, DiscussionRow, EventRow, MessageRow, ObjectKey};
+pub(crate) use federation::{LinkRow, NewLink};
 pub(crate) use files::{BackendUsage, BlobRow, FileRow, UploadRow};
 pub(crate) use plugins::{InboxRow, NewBusinessEvent, PluginRow};
 pub(crate) use push::{NewPush, PushEndpointRow, PushJob};

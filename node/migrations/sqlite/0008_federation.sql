@@ -1,0 +1,48 @@
+-- Federation: links with other nodes and their delivery queues.
+
+-- Offers this node made and the other side has not answered yet.
+CREATE TABLE fed_offers (
+    link TEXT PRIMARY KEY,
+    offer TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+-- Links: the grant as both administrators signed it, and the delivery counters.
+CREATE TABLE fed_links (
+    link TEXT PRIMARY KEY,
+    grant_text TEXT NOT NULL,
+    peer_node TEXT NOT NULL,
+    peer_key BLOB NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('active', 'ended')),
+    -- The scope in force (JSON): the grant's, or narrower after a one-sided notice.
+    scope TEXT NOT NULL,
+    ended_reason TEXT,
+    -- The last link_seq given to an outbox item.
+    out_last INTEGER NOT NULL DEFAULT 0,
+    -- The last link_seq the peer has stored.
+    acked INTEGER NOT NULL DEFAULT 0,
+    -- The last link_seq stored from the peer.
+    received INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    ended_at INTEGER
+);
+-- One active link per peer node.
+CREATE UNIQUE INDEX fed_links_active_peer ON fed_links (peer_node) WHERE state = 'active';
+
+-- Items for the peer, until it has stored them.
+CREATE TABLE fed_outbox (
+    link TEXT NOT NULL REFERENCES fed_links (link) ON DELETE CASCADE,
+    link_seq INTEGER NOT NULL,
+    item BLOB NOT NULL,
+    PRIMARY KEY (link, link_seq)
+) WITHOUT ROWID;
+
+-- Items from the peer, in its order; `refused` says why one can never be applied.
+CREATE TABLE fed_inbox (
+    link TEXT NOT NULL REFERENCES fed_links (link) ON DELETE CASCADE,
+    link_seq INTEGER NOT NULL,
+    item BLOB NOT NULL,
+    refused TEXT,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (link, link_seq)
+) WITHOUT ROWID;

@@ -1,0 +1,669 @@
+//! Federation in the node: link administration (offer, accept, confirm, list, revoke), the
+//! libp2p transport of `veche-federation`, and the storage it delivers from and into.
+//!
+//! The node's identity key is its federation key and libp2p identity. A link is active once
+//! both administrators have signed it; only active links' peers may connect. Ending a link
+//! (revocation by either side, or expiry) drops what was queued for the peer and tells it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use veche_federation::Multiaddr;
+use veche_federation::grant::{
+    Change, DirectoryScope, GRANT_FORMAT, Grant, GrantError, Notice, Offer, Party, Relationship,
+    Scope, SignedNotice, Terms,
+};
+use veche_federation::keys::NodeKey;
+use veche_federation::net::{self, Handle, LinkError, NetConfig, Notification};
+use veche_federation::store::{Incoming, LinkStore, Outgoing, Refused};
+use veche_federation::wire::Item;
+use veche_protocol::Timestamp;
+use veche_protocol::admin::{LinkInfo, LinkScope};
+use veche_protocol::ids::NodeName;
+
+use crate::config::FederationConfig;
+use crate::store::{AuditRecord, LinkRow, NewLink, Store, StoreError};
+
+/// Why a link command failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FederationError {
+    /// Federation is switched off.
+    #[error("federation is disabled on this node ([federation] enabled = false)")]
+    Disabled,
+    /// Link commands sign with the node's key: they need the running node.
+    #[error("link commands need the running node (start it with `veche serve`)")]
+    NotRunning,
+    /// The offer, grant or notice was refused.
+    #[error("{0}")]
+    Grant(#[from] GrantError),
+    /// The request makes no sense.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such link.
+    #[error("no link {0}")]
+    NotFound(String),
+    /// The link exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The transport refused the link.
+    #[error("{0}")]
+    Link(#[from] LinkError),
+}
+
+/// The federation service.
+#[derive(Debug, Clone)]
+pub(crate) struct Federation {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    node: NodeName,
+    /// `None` for offline admin commands, which have no key to sign with.
+    key: Option<NodeKey>,
+    config: FederationConfig,
+    handle: Mutex<Option<Handle>>,
+}
+
+fn now_ms() -> i64 {
+    Timestamp::now().as_millis()
+}
+
+fn audit(actor: &str, action: &'static str, target: &str, detail: String) -> AuditRecord {
+    AuditRecord {
+        at: now_ms(),
+        actor: actor.to_owned(),
+        action,
+        target: target.to_owned(),
+        detail,
+    }
+}
+
+impl Federation {
+    /// The service for `node`; `key` is `None` for offline admin commands.
+    pub(crate) fn new(
+        store: Store,
+        node: NodeName,
+        key: Option<NodeKey>,
+        config: FederationConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                node,
+                key,
+                config,
+                handle: Mutex::new(None),
+            }),
+        }
+    }
+
+    fn handle(&self) -> Option<Handle> {
+        self.inner
+            .handle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn key(&self) -> Result<&NodeKey, FederationError> {
+        if !self.inner.config.enabled {
+            return Err(FederationError::Disabled);
+        }
+        self.inner.key.as_ref().ok_or(FederationError::NotRunning)
+    }
+
+    /// Starts the transport with every active link, if federation is enabled.
+    pub(crate) async fn start(&self) -> Result<(), String> {
+        let c = &self.inner.config;
+        let Some(key) = self.inner.key.as_ref().filter(|_| c.enabled) else {
+            return Ok(());
+        };
+        let mut grants = Vec::new();
+        for row in self
+            .inner
+            .store
+            .fed_links()
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            if row.state != "active" {
+                continue;
+            }
+            match Grant::parse(&row.grant_text) {
+                Ok(g) => grants.push(g),
+                Err(e) => {
+                    tracing::error!(link = row.link, error = %e, "a stored grant no longer reads; link not started")
+                }
+            }
+        }
+        let listen = c
+            .listen
+            .iter()
+            .map(|a| {
+                a.parse::<Multiaddr>()
+                    .map_err(|e| format!("federation.listen {a:?}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let config = NetConfig {
+            listen,
+            request_timeout: Duration::from_secs(c.request_timeout_secs),
+            retry_min: Duration::from_millis(250),
+            retry_max: Duration::from_secs(c.retry_max_secs),
+            idle_timeout: Duration::from_secs(120),
+        };
+        let storage = Storage(self.inner.store.clone());
+        let (handle, notifications, _task) =
+            net::start(self.inner.node.as_str(), key, config, storage, grants)
+                .await
+                .map_err(|e| e.to_string())?;
+        let addresses = handle.listen_addresses().await;
+        tracing::info!(node_id = %handle.node_id(), ?addresses, "federation listening");
+        *self.inner.handle.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        tokio::spawn(self.clone().follow(notifications));
+        Ok(())
+    }
+
+    /// Stops the transport.
+    pub(crate) fn stop(&self) {
+        if let Some(handle) = self.handle() {
+            handle.stop();
+        }
+    }
+
+    /// Records what the transport reports.
+    async fn follow(self, mut notifications: tokio::sync::mpsc::UnboundedReceiver<Notification>) {
+        while let Some(n) = notifications.recv().await {
+            let store = &self.inner.store;
+            let result = match n {
+                Notification::Ended { link, reason, .. } => {
+                    tracing::warn!(link, reason, "link ended");
+                    store
+                        .fed_end_link(
+                            &link,
+                            &reason,
+                            now_ms(),
+                            &audit("federation", "link.ended", &link, reason.clone()),
+                        )
+                        .await
+                        .map(|_| ())
+                }
+                Notification::Narrowed { link, scope, .. } => {
+                    tracing::info!(link, ?scope, "the peer narrowed the link");
+                    let json = serde_json::to_string(&scope).unwrap_or_default();
+                    store
+                        .fed_set_scope(
+                            &link,
+                            &json,
+                            &audit("federation", "link.narrowed", &link, json.clone()),
+                        )
+                        .await
+                }
+                Notification::Rejected { link, rejected } => {
+                    for r in rejected {
+                        tracing::error!(
+                            link,
+                            link_seq = r.link_seq,
+                            reason = r.reason,
+                            "the peer refused an item for good"
+                        );
+                    }
+                    Ok(())
+                }
+                Notification::Connected { link } => {
+                    tracing::info!(link, "linked node connected");
+                    Ok(())
+                }
+                Notification::Disconnected { link } => {
+                    tracing::info!(link, "linked node disconnected");
+                    Ok(())
+                }
+                Notification::Received { link } => {
+                    tracing::debug!(link, "items received");
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "recording a link change failed");
+            }
+        }
+    }
+
+    /// This node as a party of a link.
+    async fn me(&self, organisation: String, contact: String) -> Result<Party, FederationError> {
+        let key = self.key()?;
+        let advertised = &self.inner.config.advertise;
+        let addresses: Vec<Multiaddr> = if advertised.is_empty() {
+            let handle = self.handle().ok_or(FederationError::NotRunning)?;
+            handle.listen_addresses().await
+        } else {
+            advertised.iter().filter_map(|a| a.parse().ok()).collect()
+        };
+        if let Some(bad) = addresses.iter().find(|a| !net::dialable(a)) {
+            return Err(FederationError::BadRequest(format!(
+                "{bad} cannot be dialled by another node: set [federation] advertise to the \
+                 addresses other nodes reach this one at"
+            )));
+        }
+        if addresses.is_empty() {
+            return Err(FederationError::BadRequest(
+                "this node has no address to offer: set [federation] listen or advertise".into(),
+            ));
+        }
+        Ok(Party {
+            node: self.inner.node.to_string(),
+            key: key.public(),
+            addresses: addresses.iter().map(ToString::to_string).collect(),
+            organisation,
+            contact,
+        })
+    }
+
+    /// Makes and records a signed offer.
+    pub(crate) async fn offer(
+        &self,
+        actor: &str,
+        relationship: &str,
+        days: u32,
+        scope: &LinkScope,
+        organisation: String,
+        contact: String,
+    ) -> Result<(Offer, LinkInfo), FederationError> {
+        let relationship = match relationship {
+            "branch" => Relationship::Branch,
+            "partner" => Relationship::Partner,
+            other => {
+                return Err(FederationError::BadRequest(format!(
+                    "relationship {other:?}: use branch or partner"
+                )));
+            }
+        };
+        if !(1..=3650).contains(&days) {
+            return Err(FederationError::BadRequest(
+                "days: between 1 and 3650".into(),
+            ));
+        }
+        let scope = scope_from(scope)?;
+        let offerer = self.me(organisation, contact).await?;
+        let key = self.key()?;
+        let now = now_ms();
+        let terms = Terms {
+            format: GRANT_FORMAT,
+            link: hex::encode(rand::random::<[u8; 16]>()),
+            version: 1,
+            relationship,
+            scope,
+            // A few minutes back, for the other machine's clock.
+            not_before: now - 10 * 60 * 1000,
+            not_after: now + i64::from(days) * 86_400_000,
+            nonce: hex::encode(rand::random::<[u8; 16]>()),
+            offerer,
+        };
+        let offer = Offer::create(key, terms)?;
+        let link = offer.terms().link.clone();
+        self.inner
+            .store
+            .fed_add_offer(
+                &link,
+                &offer.to_text(),
+                now,
+                &audit(actor, "link.offer", &link, offer.fingerprint()),
+            )
+            .await?;
+        let info = offered_info(&offer);
+        Ok((offer, info))
+    }
+
+    /// Countersigns another node's offer; the link is active here at once.
+    pub(crate) async fn accept(
+        &self,
+        actor: &str,
+        offer: &str,
+        organisation: String,
+        contact: String,
+    ) -> Result<(Grant, LinkInfo), FederationError> {
+        let offer = Offer::parse(offer)?;
+        let key = self.key()?;
+        if offer.terms().offerer.key == key.public()
+            || offer.terms().offerer.node == self.inner.node.as_str()
+        {
+            return Err(FederationError::BadRequest(
+                "this is an offer of this node: send it to the other node's administrator".into(),
+            ));
+        }
+        let me = self.me(organisation, contact).await?;
+        let grant = offer.accept(key, me, now_ms())?;
+        self.activate(actor, "link.accept", &grant).await?;
+        let info = self.info(grant.link()).await?;
+        Ok((grant, info))
+    }
+
+    /// Activates a link this node offered, from the other side's grant.
+    pub(crate) async fn confirm(
+        &self,
+        actor: &str,
+        grant: &str,
+    ) -> Result<LinkInfo, FederationError> {
+        let grant = Grant::parse(grant)?;
+        let key = self.key()?;
+        if grant.offerer().key != key.public() {
+            return Err(FederationError::BadRequest(
+                "this grant answers another node's offer".into(),
+            ));
+        }
+        let offered = self.inner.store.fed_offer(grant.link()).await?;
+        let ours = offered
+            .and_then(|o| Offer::parse(&o.offer).ok())
+            .is_some_and(|o| o.hash() == grant.offer().hash());
+        if !ours {
+            return Err(FederationError::BadRequest(
+                "this grant answers no open offer of this node (confirmed already, or revoked)"
+                    .into(),
+            ));
+        }
+        grant.check_time(now_ms())?;
+        self.activate(actor, "link.confirm", &grant).await?;
+        self.info(grant.link()).await
+    }
+
+    async fn activate(
+        &self,
+        actor: &str,
+        action: &'static str,
+        grant: &Grant,
+    ) -> Result<(), FederationError> {
+        let key = self.key()?;
+        let peer = grant
+            .peer_of(&key.public())
+            .ok_or_else(|| FederationError::BadRequest("this node is not a party".into()))?;
+        let scope = serde_json::to_string(&grant.terms().scope)
+            .map_err(|e| FederationError::BadRequest(e.to_string()))?;
+        let new = NewLink {
+            link: grant.link(),
+            grant_text: &grant.to_text(),
+            peer_node: &peer.node,
+            peer_key: &peer.key.0,
+            scope: &scope,
+            at: now_ms(),
+        };
+        let detail = format!(
+            "{} ({}), {}",
+            peer.node,
+            peer.organisation,
+            grant.fingerprint()
+        );
+        if !self
+            .inner
+            .store
+            .fed_add_link(&new, &audit(actor, action, grant.link(), detail))
+            .await?
+        {
+            return Err(FederationError::Conflict(format!(
+                "this link is known already, or {} has an active link: revoke it first",
+                peer.node
+            )));
+        }
+        if let Some(handle) = self.handle() {
+            handle.add_link(grant.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a link now and tells the other node.
+    pub(crate) async fn revoke(
+        &self,
+        actor: &str,
+        link: &str,
+        reason: &str,
+    ) -> Result<(), FederationError> {
+        let key = self.key()?;
+        let row = self
+            .inner
+            .store
+            .fed_link(link)
+            .await?
+            .filter(|r| r.state == "active")
+            .ok_or_else(|| FederationError::NotFound(link.to_owned()))?;
+        let grant = Grant::parse(&row.grant_text)?;
+        let current: Scope =
+            serde_json::from_str(&row.scope).unwrap_or(grant.terms().scope.clone());
+        let notice = SignedNotice::create(
+            key,
+            &grant,
+            &current,
+            Notice {
+                link: link.to_owned(),
+                grant: grant.hash(),
+                at: now_ms(),
+                change: Change::Revoke {
+                    reason: reason.to_owned(),
+                },
+            },
+        )?;
+        self.inner
+            .store
+            .fed_end_link(
+                link,
+                &format!("revoked here: {reason}"),
+                now_ms(),
+                &audit(actor, "link.revoke", link, reason.to_owned()),
+            )
+            .await?;
+        if let Some(handle) = self.handle() {
+            handle.end_link(link, Some(notice));
+        }
+        Ok(())
+    }
+
+    /// Offers not yet confirmed, then links, newest first.
+    pub(crate) async fn list(&self) -> Result<Vec<LinkInfo>, FederationError> {
+        let status = match self.handle() {
+            Some(h) => h.status().await,
+            None => Vec::new(),
+        };
+        let mut out = Vec::new();
+        for o in self.inner.store.fed_offers().await? {
+            match Offer::parse(&o.offer) {
+                Ok(offer) => out.push(offered_info(&offer)),
+                Err(e) => {
+                    tracing::error!(link = o.link, created_at = o.created_at, error = %e, "a stored offer no longer reads")
+                }
+            }
+        }
+        for row in self.inner.store.fed_links().await? {
+            let connected = status
+                .iter()
+                .any(|s| s.link == row.link && s.connected && !s.ended);
+            match link_info(&row, connected) {
+                Ok(info) => out.push(info),
+                Err(e) => {
+                    tracing::error!(link = row.link, error = %e, "a stored grant no longer reads")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn info(&self, link: &str) -> Result<LinkInfo, FederationError> {
+        self.list()
+            .await?
+            .into_iter()
+            .find(|l| l.link == link)
+            .ok_or_else(|| FederationError::NotFound(link.to_owned()))
+    }
+}
+
+fn scope_from(scope: &LinkScope) -> Result<Scope, FederationError> {
+    let directory = match scope.directory.as_str() {
+        "none" => DirectoryScope::None,
+        "members" => DirectoryScope::Members,
+        "full" => DirectoryScope::Full,
+        other => {
+            return Err(FederationError::BadRequest(format!(
+                "directory {other:?}: use none, members or full"
+            )));
+        }
+    };
+    Ok(Scope {
+        object_discussions: scope.object_discussions,
+        directory,
+        presence: scope.presence,
+        max_file_mb: scope.max_file_mb,
+    })
+}
+
+fn scope_to(scope: &Scope) -> LinkScope {
+    LinkScope {
+        object_discussions: scope.object_discussions,
+        directory: match scope.directory {
+            DirectoryScope::None => "none",
+            DirectoryScope::Members => "members",
+            DirectoryScope::Full => "full",
+        }
+        .to_owned(),
+        presence: scope.presence,
+        max_file_mb: scope.max_file_mb,
+    }
+}
+
+fn relationship(r: Relationship) -> String {
+    match r {
+        Relationship::Branch => "branch",
+        Relationship::Partner => "partner",
+    }
+    .to_owned()
+}
+
+fn offered_info(offer: &Offer) -> LinkInfo {
+    let t = offer.terms();
+    LinkInfo {
+        link: t.link.clone(),
+        state: "offered".into(),
+        peer: String::new(),
+        peer_id: String::new(),
+        organisation: String::new(),
+        relationship: relationship(t.relationship),
+        scope: scope_to(&t.scope),
+        fingerprint: offer.fingerprint(),
+        not_after: Timestamp(t.not_after),
+        connected: false,
+        queued: 0,
+        ended_reason: None,
+    }
+}
+
+fn link_info(row: &LinkRow, connected: bool) -> Result<LinkInfo, GrantError> {
+    let grant = Grant::parse(&row.grant_text)?;
+    let t = grant.terms();
+    // The party that is not this node is the one named in the row.
+    let peer = if grant.offerer().node == row.peer_node {
+        grant.offerer()
+    } else {
+        grant.acceptor()
+    };
+    let scope: Scope = serde_json::from_str(&row.scope).unwrap_or_else(|_| t.scope.clone());
+    Ok(LinkInfo {
+        link: row.link.clone(),
+        state: row.state.clone(),
+        peer: peer.node.clone(),
+        peer_id: peer.key.node_id().to_string(),
+        organisation: peer.organisation.clone(),
+        relationship: relationship(t.relationship),
+        scope: scope_to(&scope),
+        fingerprint: grant.fingerprint(),
+        not_after: Timestamp(t.not_after),
+        connected,
+        queued: u64::try_from(row.queued).unwrap_or(0),
+        ended_reason: row.ended_reason.clone(),
+    })
+}
+
+/// The transport's storage: each link's outbox and inbox in the node's database, items as
+/// CBOR exactly as they travel.
+#[derive(Debug, Clone)]
+struct Storage(Store);
+
+fn fed_store_error(e: StoreError) -> veche_federation::store::StoreError {
+    veche_federation::store::StoreError(e.to_string())
+}
+
+fn encode_item(item: &Item) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(item, &mut out).expect("encoding to a Vec cannot fail");
+    out
+}
+
+impl LinkStore for Storage {
+    async fn outbox(
+        &self,
+        link: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<Outgoing>, veche_federation::store::StoreError> {
+        let rows = self
+            .0
+            .fed_outbox(
+                link,
+                i64::try_from(after).unwrap_or(i64::MAX),
+                i64::try_from(max).unwrap_or(i64::MAX),
+            )
+            .await
+            .map_err(fed_store_error)?;
+        rows.into_iter()
+            .map(|(seq, bytes)| {
+                let item = ciborium::from_reader(bytes.as_slice()).map_err(|e| {
+                    veche_federation::store::StoreError(format!("outbox item {seq}: {e}"))
+                })?;
+                Ok(Outgoing {
+                    link_seq: u64::try_from(seq).unwrap_or(0),
+                    item,
+                })
+            })
+            .collect()
+    }
+
+    async fn acked(
+        &self,
+        link: &str,
+        upto: u64,
+    ) -> Result<(), veche_federation::store::StoreError> {
+        self.0
+            .fed_acked(link, i64::try_from(upto).unwrap_or(i64::MAX))
+            .await
+            .map_err(fed_store_error)
+    }
+
+    async fn watermark(&self, link: &str) -> Result<u64, veche_federation::store::StoreError> {
+        let mark = self.0.fed_received(link).await.map_err(fed_store_error)?;
+        Ok(u64::try_from(mark).unwrap_or(0))
+    }
+
+    async fn receive(
+        &self,
+        link: &str,
+        accepted: Vec<Incoming>,
+        refused: Vec<Refused>,
+    ) -> Result<u64, veche_federation::store::StoreError> {
+        let mut items: Vec<(i64, Vec<u8>, Option<String>)> = accepted
+            .iter()
+            .map(|i| (i.link_seq, encode_item(&i.item), None))
+            .chain(
+                refused
+                    .iter()
+                    .map(|r| (r.link_seq, encode_item(&r.item), Some(r.reason.clone()))),
+            )
+            .map(|(s, b, r)| (i64::try_from(s).unwrap_or(i64::MAX), b, r))
+            .collect();
+        items.sort_by_key(|i| i.0);
+        let mark = self
+            .0
+            .fed_receive(link, &items, now_ms())
+            .await
+            .map_err(fed_store_error)?;
+        Ok(u64::try_from(mark).unwrap_or(0))
+    }
+}

@@ -1,0 +1,282 @@
+//! Federation: link offers, links, and each link's outbox and inbox.
+
+use super::{AuditRecord, Store, StoreError};
+
+/// A link with another node.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct LinkRow {
+    pub(crate) link: String,
+    pub(crate) grant_text: String,
+    pub(crate) peer_node: String,
+    pub(crate) state: String,
+    pub(crate) scope: String,
+    pub(crate) ended_reason: Option<String>,
+    pub(crate) queued: i64,
+}
+
+/// An offer this node made that is not confirmed yet.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct OfferRow {
+    pub(crate) link: String,
+    pub(crate) offer: String,
+    pub(crate) created_at: i64,
+}
+
+/// A new link.
+#[derive(Debug, Clone)]
+pub(crate) struct NewLink<'a> {
+    pub(crate) link: &'a str,
+    pub(crate) grant_text: &'a str,
+    pub(crate) peer_node: &'a str,
+    pub(crate) peer_key: &'a [u8],
+    pub(crate) scope: &'a str,
+    pub(crate) at: i64,
+}
+
+/// Every column of `fed_links l` in `LinkRow`'s order.
+macro_rules! link_columns {
+    () => {
+        "l.link, l.grant_text, l.peer_node, l.state, l.scope, l.ended_reason, \
+         (SELECT COUNT(*) FROM fed_outbox o WHERE o.link = l.link) AS queued"
+    };
+}
+
+impl Store {
+    pub(crate) async fn fed_add_offer(
+        &self,
+        link: &str,
+        offer: &str,
+        at: i64,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("INSERT INTO fed_offers (link, offer, created_at) VALUES (?, ?, ?)")
+            .bind(link)
+            .bind(offer)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        super::audit::append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn fed_offers(&self) -> Result<Vec<OfferRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT link, offer, created_at FROM fed_offers ORDER BY created_at DESC",
+        )
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    pub(crate) async fn fed_offer(&self, link: &str) -> Result<Option<OfferRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT link, offer, created_at FROM fed_offers WHERE link = ?")
+                .bind(link)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    /// Stores an active link (and forgets the offer it answers); `false` if the link id is
+    /// known already or the peer has an active link.
+    pub(crate) async fn fed_add_link(
+        &self,
+        new: &NewLink<'_>,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let taken: Option<(String,)> = sqlx::query_as(
+            "SELECT link FROM fed_links WHERE link = ? OR (peer_node = ? AND state = 'active')",
+        )
+        .bind(new.link)
+        .bind(new.peer_node)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if taken.is_some() {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO fed_links (link, grant_text, peer_node, peer_key, state, scope, created_at) \
+             VALUES (?, ?, ?, ?, 'active', ?, ?)",
+        )
+        .bind(new.link)
+        .bind(new.grant_text)
+        .bind(new.peer_node)
+        .bind(new.peer_key)
+        .bind(new.scope)
+        .bind(new.at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM fed_offers WHERE link = ?")
+            .bind(new.link)
+            .execute(&mut *tx)
+            .await?;
+        super::audit::append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(crate) async fn fed_links(&self) -> Result<Vec<LinkRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            link_columns!(),
+            " FROM fed_links l ORDER BY l.created_at DESC"
+        ))
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    pub(crate) async fn fed_link(&self, link: &str) -> Result<Option<LinkRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            link_columns!(),
+            " FROM fed_links l WHERE l.link = ?"
+        ))
+        .bind(link)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    /// Ends an active link and drops what was waiting for the peer; `false` if it was not
+    /// active.
+    pub(crate) async fn fed_end_link(
+        &self,
+        link: &str,
+        reason: &str,
+        at: i64,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE fed_links SET state = 'ended', ended_reason = ?, ended_at = ? \
+             WHERE link = ? AND state = 'active'",
+        )
+        .bind(reason)
+        .bind(at)
+        .bind(link)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if done {
+            sqlx::query("DELETE FROM fed_outbox WHERE link = ?")
+                .bind(link)
+                .execute(&mut *tx)
+                .await?;
+            super::audit::append(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    pub(crate) async fn fed_set_scope(
+        &self,
+        link: &str,
+        scope: &str,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("UPDATE fed_links SET scope = ? WHERE link = ?")
+            .bind(scope)
+            .bind(link)
+            .execute(&mut *tx)
+            .await?;
+        super::audit::append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Outbox items of `link` after `after`, in order.
+    pub(crate) async fn fed_outbox(
+        &self,
+        link: &str,
+        after: i64,
+        max: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT link_seq, item FROM fed_outbox WHERE link = ? AND link_seq > ? \
+             ORDER BY link_seq LIMIT ?",
+        )
+        .bind(link)
+        .bind(after)
+        .bind(max)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// The peer has stored everything up to `upto`.
+    pub(crate) async fn fed_acked(&self, link: &str, upto: i64) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("DELETE FROM fed_outbox WHERE link = ? AND link_seq <= ?")
+            .bind(link)
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE fed_links SET acked = MAX(acked, ?) WHERE link = ?")
+            .bind(upto)
+            .bind(link)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The last `link_seq` stored from the peer.
+    pub(crate) async fn fed_received(&self, link: &str) -> Result<i64, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT received FROM fed_links WHERE link = ?")
+            .bind(link)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map_or(0, |r| r.0))
+    }
+
+    /// Stores a received batch (sorted by `link_seq`): items at or below the watermark are
+    /// skipped, the rest are kept only while contiguous with it. The new watermark.
+    pub(crate) async fn fed_receive(
+        &self,
+        link: &str,
+        items: &[(i64, Vec<u8>, Option<String>)],
+        at: i64,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT received, state FROM fed_links WHERE link = ?")
+                .bind(link)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((mut mark, state)) = row else {
+            return Err(StoreError::Aborted(format!("no link {link}")));
+        };
+        if state != "active" {
+            return Err(StoreError::Aborted(format!("the link {link} has ended")));
+        }
+        for (seq, item, refused) in items {
+            if *seq <= mark {
+                continue;
+            }
+            if *seq != mark + 1 {
+                break;
+            }
+            sqlx::query(
+                "INSERT INTO fed_inbox (link, link_seq, item, refused, received_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(link)
+            .bind(seq)
+            .bind(item)
+            .bind(refused)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            mark = *seq;
+        }
+        sqlx::query("UPDATE fed_links SET received = ? WHERE link = ?")
+            .bind(mark)
+            .bind(link)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(mark)
+    }
+}
