@@ -89,6 +89,14 @@ pub enum EventError {
         /// The node whose key is checked.
         actual: String,
     },
+    /// The discussion's id names another home than the header.
+    #[error("the discussion {discussion} does not belong to {home}")]
+    WrongHome {
+        /// The discussion.
+        discussion: String,
+        /// The claimed home.
+        home: String,
+    },
     /// The body does not match the header's hash or length.
     #[error("the body does not match its hash")]
     BodyMismatch,
@@ -133,9 +141,15 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-/// The node part of `login@node`.
-pub fn node_of(user: &str) -> Option<&str> {
-    user.rsplit_once('@').map(|(_, node)| node)
+/// The node part of `login@node` (or `id@home` for a discussion); `None` unless there is
+/// exactly one `@` with something on both sides.
+pub fn node_of(id: &str) -> Option<&str> {
+    match id.split_once('@') {
+        Some((local, node)) if !local.is_empty() && !node.is_empty() && !node.contains('@') => {
+            Some(node)
+        }
+        _ => None,
+    }
 }
 
 /// A verified event.
@@ -239,6 +253,12 @@ impl Event {
 }
 
 fn check_author(header: &EventHeader) -> Result<(), EventError> {
+    if node_of(&header.discussion) != Some(header.home.as_str()) {
+        return Err(EventError::WrongHome {
+            discussion: header.discussion.clone(),
+            home: header.home.clone(),
+        });
+    }
     if node_of(&header.author) != Some(header.origin.as_str()) {
         return Err(EventError::ForeignAuthor {
             author: header.author.clone(),
@@ -467,6 +487,17 @@ mod tests {
         assert!(matches!(
             Event::create(&branch, header("boris@hq", "branch"), None),
             Err(EventError::ForeignAuthor { .. })
+        ));
+        assert!(matches!(
+            Event::create(&branch, header("a@b@branch", "branch"), None),
+            Err(EventError::ForeignAuthor { .. })
+        ));
+        // The discussion's id names its home; a header cannot claim another.
+        let mut elsewhere = header("anna@branch", "branch");
+        elsewhere.home = "partner".into();
+        assert!(matches!(
+            Event::create(&branch, elsewhere, None),
+            Err(EventError::WrongHome { .. })
         ));
     }
 

@@ -76,6 +76,16 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// What both `self` and `other` allow: two one-sided narrowings together.
+    pub fn meet(&self, other: &Scope) -> Scope {
+        Scope {
+            object_discussions: self.object_discussions && other.object_discussions,
+            directory: self.directory.min(other.directory),
+            presence: self.presence && other.presence,
+            max_file_mb: self.max_file_mb.min(other.max_file_mb),
+        }
+    }
+
     /// Whether `self` allows nothing that `wider` does not: a narrowing may be made by one side.
     pub fn is_within(&self, wider: &Scope) -> bool {
         (!self.object_discussions || wider.object_discussions)
@@ -166,6 +176,34 @@ pub enum GrantError {
     Widens,
 }
 
+/// Whether `name` is a node name as users' ids carry it: lower-case ASCII letters, digits,
+/// `-` and `.`, starting with a letter or digit, at most 253 characters (no look-alikes).
+pub fn is_node_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 253
+        && b[0].is_ascii_alphanumeric()
+        && !b[0].is_ascii_uppercase()
+        && b.iter()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase() || *c == b'.' || *c == b'-')
+        && !name.ends_with('.')
+        && !name.contains("..")
+}
+
+fn check_party(p: &Party) -> Result<(), GrantError> {
+    if !is_node_name(&p.node) {
+        return Err(GrantError::Malformed("party (node name)"));
+    }
+    if p.addresses.len() > 16
+        || p.addresses.iter().any(|a| a.len() > 256)
+        || p.organisation.len() > 256
+        || p.contact.len() > 256
+    {
+        return Err(GrantError::Malformed("party (too long)"));
+    }
+    Ok(())
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = Vec::new();
     ciborium::into_writer(value, &mut out).expect("encoding to a Vec cannot fail");
@@ -227,9 +265,15 @@ impl Offer {
 
     fn from_signed(signed: Signed) -> Result<Self, GrantError> {
         let terms: Terms = decode(&signed.bytes, "offer")?;
-        if terms.format != GRANT_FORMAT {
+        let link_ok = terms.link.len() == 32
+            && terms
+                .link
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+        if terms.format != GRANT_FORMAT || !link_ok || terms.nonce.len() > 64 {
             return Err(GrantError::Malformed("offer"));
         }
+        check_party(&terms.offerer)?;
         terms
             .offerer
             .key
@@ -270,6 +314,7 @@ impl Offer {
         if acceptor.key != key.public() {
             return Err(GrantError::WrongKey);
         }
+        check_party(&acceptor)?;
         let accepted = AcceptedTerms {
             format: GRANT_FORMAT,
             offer: self.hash(),
@@ -324,6 +369,7 @@ impl Grant {
         if accepted.format != GRANT_FORMAT {
             return Err(GrantError::Malformed("acceptance"));
         }
+        check_party(&accepted.acceptor)?;
         accepted
             .acceptor
             .key

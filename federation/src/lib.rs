@@ -5,7 +5,7 @@
 //! - [`grant`]: link offers, acceptances and one-sided notices (revoke, narrow).
 //! - [`event`]: events signed by their author's node, and the home node's chained stamps.
 //! - [`wire`]: what linked nodes say to each other.
-//! - [`store`]: what the transport needs from the node's storage.
+//! - [`store`]: what the transport needs from the node's storage; [`memory`] keeps it in memory.
 //! - [`net`]: the libp2p transport: allowlist, greeting, stop-and-wait outbox delivery.
 //!
 //! This crate knows nothing of SQL, plugins, search or the client protocol: the node gives it
@@ -14,6 +14,7 @@
 pub mod event;
 pub mod grant;
 pub mod keys;
+pub mod memory;
 pub mod net;
 pub mod store;
 pub mod wire;

@@ -145,6 +145,9 @@ pub enum LinkError {
     /// The transport has stopped.
     #[error("the federation transport has stopped")]
     Stopped,
+    /// The peer has another live link.
+    #[error("this node has another active link with that node")]
+    PeerTaken,
 }
 
 #[derive(NetworkBehaviour)]
@@ -154,7 +157,7 @@ struct Behaviour {
 }
 
 enum Command {
-    AddLink(Box<Grant>, oneshot::Sender<Result<(), LinkError>>),
+    AddLink(Box<(Grant, Scope)>, oneshot::Sender<Result<(), LinkError>>),
     EndLink {
         link: String,
         notice: Option<SignedNotice>,
@@ -200,6 +203,11 @@ impl Handle {
         &self.node_id
     }
 
+    /// The addresses the swarm listens on now.
+    pub fn current_addresses(&self) -> Vec<Multiaddr> {
+        self.addresses.borrow().clone()
+    }
+
     /// The addresses the swarm listens on, once it listens on at least one.
     pub async fn listen_addresses(&self) -> Vec<Multiaddr> {
         let mut rx = self.addresses.clone();
@@ -209,11 +217,12 @@ impl Handle {
         }
     }
 
-    /// Starts using a grant (or a renewal of one): its peer is allowed and its outbox pushed.
-    pub async fn add_link(&self, grant: Grant) -> Result<(), LinkError> {
+    /// Starts using a grant with the scope in force (the grant's, or narrower): its peer is
+    /// allowed and its outbox pushed.
+    pub async fn add_link(&self, grant: Grant, scope: Scope) -> Result<(), LinkError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::AddLink(Box::new(grant), tx))
+            .send(Command::AddLink(Box::new((grant, scope)), tx))
             .map_err(|_| LinkError::Stopped)?;
         rx.await.map_err(|_| LinkError::Stopped)?
     }
@@ -255,25 +264,35 @@ impl Handle {
     }
 }
 
-/// Whether another node can dial `address`: no unspecified IP (0.0.0.0, ::) and no port 0.
+/// Whether another node can dial `address`: an IP address (names are not resolved) that is
+/// not unspecified (0.0.0.0, ::), and a TCP port other than 0.
 pub fn dialable(address: &Multiaddr) -> bool {
     use libp2p::multiaddr::Protocol;
-    address.iter().all(|p| match p {
-        Protocol::Ip4(ip) => !ip.is_unspecified(),
-        Protocol::Ip6(ip) => !ip.is_unspecified(),
-        Protocol::Tcp(0) | Protocol::Udp(0) => false,
-        _ => true,
-    })
+    let mut iter = address.iter();
+    let ip = match iter.next() {
+        Some(Protocol::Ip4(ip)) => !ip.is_unspecified(),
+        Some(Protocol::Ip6(ip)) => !ip.is_unspecified(),
+        _ => false,
+    };
+    ip && matches!(iter.next(), Some(Protocol::Tcp(port)) if port != 0)
 }
 
-/// Starts the transport for the node named `name` with `key`, serving `grants`. Notifications arrive on the
+/// Whether `address` is on this machine only (loopback).
+pub fn is_loopback(address: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    matches!(address.iter().next(), Some(Protocol::Ip4(ip)) if ip.is_loopback())
+        || matches!(address.iter().next(), Some(Protocol::Ip6(ip)) if ip.is_loopback())
+}
+
+/// Starts the transport for the node named `name` with `key`, serving `grants` (each with the
+/// scope in force). Notifications arrive on the
 /// returned receiver; the task ends when [`Handle::stop`] is called or every handle is gone.
 pub async fn start<S: LinkStore>(
     name: &str,
     key: &NodeKey,
     config: NetConfig,
     store: S,
-    grants: Vec<Grant>,
+    grants: Vec<(Grant, Scope)>,
 ) -> Result<
     (
         Handle,
@@ -335,8 +354,8 @@ pub async fn start<S: LinkStore>(
         internal,
         addresses: addresses_tx,
     };
-    for grant in grants {
-        if let Err(e) = driver.add_link(grant) {
+    for (grant, scope) in grants {
+        if let Err(e) = driver.add_link(grant, scope) {
             tracing::warn!(error = %e, "link not started");
         }
     }
@@ -372,7 +391,13 @@ struct LinkState {
     greeted: bool,
     acked: u64,
     in_flight: Option<(OutboundRequestId, Sent)>,
+    /// The peer greeted us on the current connections: its pushes may be taken.
+    heard_hello: bool,
     busy: bool,
+    /// Bumped by every wake; a fetch that started before the last wake cannot say the
+    /// outbox is empty.
+    wakes: u64,
+    fetched_at_wake: u64,
     notices: std::collections::VecDeque<SignedNotice>,
     pending: bool,
     retry_at: Option<Instant>,
@@ -422,7 +447,7 @@ impl<S: LinkStore> Driver<S> {
         }
     }
 
-    fn add_link(&mut self, grant: Grant) -> Result<(), LinkError> {
+    fn add_link(&mut self, grant: Grant, scope: Scope) -> Result<(), LinkError> {
         if grant.party(&self.me).is_none_or(|p| p.node != self.name) {
             return Err(LinkError::NotAParty);
         }
@@ -440,11 +465,13 @@ impl<S: LinkStore> Driver<S> {
             })
             .collect();
         let link = grant.link().to_owned();
-        // A renewal replaces the link with the same id; another link to the same peer ends.
+        // One live link per peer; an ended one gives way.
         if let Some(old) = self.by_peer.get(&peer_id).filter(|l| **l != link).cloned() {
+            if self.links.get(&old).is_some_and(|s| !s.ended) {
+                return Err(LinkError::PeerTaken);
+            }
             self.links.remove(&old);
         }
-        let scope = grant.terms().scope.clone();
         let state = LinkState {
             peer_node_id: peer.key.node_id(),
             scope,
@@ -456,7 +483,10 @@ impl<S: LinkStore> Driver<S> {
             greeted: false,
             acked: 0,
             in_flight: None,
+            heard_hello: false,
             busy: false,
+            wakes: 0,
+            fetched_at_wake: 0,
             notices: std::collections::VecDeque::new(),
             pending: true,
             retry_at: None,
@@ -473,8 +503,9 @@ impl<S: LinkStore> Driver<S> {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::AddLink(grant, reply) => {
-                let _ = reply.send(self.add_link(*grant));
+            Command::AddLink(link, reply) => {
+                let (grant, scope) = *link;
+                let _ = reply.send(self.add_link(grant, scope));
             }
             Command::EndLink { link, notice } => {
                 let Some(state) = self.links.get_mut(&link) else {
@@ -491,6 +522,9 @@ impl<S: LinkStore> Driver<S> {
             }
             Command::Notify { link, notice } => {
                 if let Some(state) = self.links.get_mut(&link) {
+                    if let Change::Narrow { scope } = &notice.notice().change {
+                        state.scope = state.scope.meet(scope);
+                    }
                     state.notices.push_back(notice);
                     self.drive(&link);
                 }
@@ -498,6 +532,7 @@ impl<S: LinkStore> Driver<S> {
             Command::Wake(link) => {
                 if let Some(state) = self.links.get_mut(&link) {
                     state.pending = true;
+                    state.wakes += 1;
                     self.drive(&link);
                 }
             }
@@ -525,7 +560,7 @@ impl<S: LinkStore> Driver<S> {
         let expired: Vec<String> = self
             .links
             .iter()
-            .filter(|(_, s)| !s.ended && s.grant.check_time(now).is_err())
+            .filter(|(_, s)| !s.ended && now >= s.grant.terms().not_after)
             .map(|(l, _)| l.clone())
             .collect();
         for link in expired {
@@ -546,6 +581,10 @@ impl<S: LinkStore> Driver<S> {
         if state.ended || state.in_flight.is_some() || state.busy {
             return;
         }
+        if now_ms() < state.grant.terms().not_before {
+            // Not valid yet (or this clock is behind): wait, the tick looks again.
+            return;
+        }
         if state.retry_at.is_some_and(|at| now < at) {
             return;
         }
@@ -560,7 +599,7 @@ impl<S: LinkStore> Driver<S> {
                     tracing::debug!(link, error = %e, "dial not started");
                 }
                 // The connection or its failure is reported by the swarm; look again later.
-                state.retry_at = Some(now + state.backoff);
+                state.retry_at = now.checked_add(state.backoff);
             }
             return;
         }
@@ -569,6 +608,22 @@ impl<S: LinkStore> Driver<S> {
             from: self.node_id.clone(),
             to: state.peer_node_id.clone(),
         };
+        if !state.greeted {
+            state.busy = true;
+            let (store, internal, link) =
+                (self.store.clone(), self.internal.clone(), link.to_owned());
+            tokio::spawn(async move {
+                let message = match store.watermark(&link).await {
+                    Ok(received) => Internal::Greet { link, received },
+                    Err(e) => Internal::Failed {
+                        link,
+                        error: e.to_string(),
+                    },
+                };
+                let _ = internal.send(message);
+            });
+            return;
+        }
         if let Some(notice) = &state.ending {
             let request = Request::Notice {
                 address,
@@ -595,24 +650,9 @@ impl<S: LinkStore> Driver<S> {
             state.in_flight = Some((id, Sent::Notice));
             return;
         }
-        if !state.greeted {
-            state.busy = true;
-            let (store, internal, link) =
-                (self.store.clone(), self.internal.clone(), link.to_owned());
-            tokio::spawn(async move {
-                let message = match store.watermark(&link).await {
-                    Ok(received) => Internal::Greet { link, received },
-                    Err(e) => Internal::Failed {
-                        link,
-                        error: e.to_string(),
-                    },
-                };
-                let _ = internal.send(message);
-            });
-            return;
-        }
         if state.pending {
             state.busy = true;
+            state.fetched_at_wake = state.wakes;
             let (store, internal, link, after) = (
                 self.store.clone(),
                 self.internal.clone(),
@@ -632,12 +672,12 @@ impl<S: LinkStore> Driver<S> {
         }
     }
 
+    /// Something failed: wait before the next attempt, a little longer each time.
     fn failed(&mut self, link: &str) {
         if let Some(state) = self.links.get_mut(link) {
             state.in_flight = None;
-            state.busy = false;
-            state.retry_at = Some(Instant::now() + state.backoff);
-            state.backoff = (state.backoff * 2).min(self.config.retry_max);
+            state.retry_at = Instant::now().checked_add(state.backoff);
+            state.backoff = state.backoff.saturating_mul(2).min(self.config.retry_max);
         }
     }
 
@@ -679,7 +719,8 @@ impl<S: LinkStore> Driver<S> {
                 // Only the run that follows the acknowledged point, cut to the byte budget.
                 let mut bytes = 0;
                 let mut keep = 0;
-                for (expected, item) in (state.acked + 1..).zip(&items) {
+                items.retain(|i| i.link_seq > state.acked);
+                for (expected, item) in (state.acked.saturating_add(1)..).zip(&items) {
                     if item.link_seq != expected || (keep > 0 && bytes >= MAX_BATCH_BYTES) {
                         break;
                     }
@@ -698,7 +739,12 @@ impl<S: LinkStore> Driver<S> {
                 }
                 items.truncate(keep);
                 if items.is_empty() {
-                    state.pending = false;
+                    // Drained, unless something was queued after this fetch began.
+                    if state.fetched_at_wake == state.wakes {
+                        state.pending = false;
+                    } else {
+                        self.drive(&link);
+                    }
                     return;
                 }
                 let request = Request::Push {
@@ -737,6 +783,9 @@ impl<S: LinkStore> Driver<S> {
             }
             Internal::Failed { link, error } => {
                 tracing::warn!(link, error, "federation storage failed; retrying");
+                if let Some(state) = self.links.get_mut(&link) {
+                    state.busy = false;
+                }
                 self.failed(&link);
             }
         }
@@ -774,11 +823,16 @@ impl<S: LinkStore> Driver<S> {
                     // Its failure may be reported after this, or not at all: settle it here.
                     let ending = matches!(state.in_flight, Some((_, Sent::Ending)));
                     state.in_flight = None;
+                    state.heard_hello = false;
                     if ending {
                         // The peer got our revocation and hung up.
                         self.finish_end(&link, None);
                     } else if was {
                         let _ = self.notify.send(Notification::Disconnected { link });
+                    } else {
+                        // Closed before a greeting: the peer does not (yet) allow us, or the
+                        // network failed. Do not redial at once.
+                        self.failed(&link);
                     }
                 }
             }
@@ -787,7 +841,9 @@ impl<S: LinkStore> Driver<S> {
                 error,
                 ..
             } => {
-                if let Some(link) = self.by_peer.get(&peer_id).cloned() {
+                if let Some(link) = self.by_peer.get(&peer_id).cloned()
+                    && !self.swarm.is_connected(&peer_id)
+                {
                     tracing::debug!(link, error = %error, "dial failed");
                     let ending = self.links.get(&link).is_some_and(|s| s.ending.is_some());
                     if ending {
@@ -862,7 +918,7 @@ impl<S: LinkStore> Driver<S> {
         let Some(state) = self.links.get(&link) else {
             return self.refuse(channel, "no link with this node".into(), true);
         };
-        if state.ended {
+        if state.ended || state.ending.is_some() {
             return self.refuse(channel, "the link has ended".into(), true);
         }
         let address = request.address();
@@ -887,7 +943,13 @@ impl<S: LinkStore> Driver<S> {
                     false,
                 );
             }
+            Request::Push { .. } | Request::Notice { .. } if !state.heard_hello => {
+                self.refuse(channel, "greet first: hello with the grant".into(), false);
+            }
             Request::Hello { .. } => {
+                if let Some(state) = self.links.get_mut(&link) {
+                    state.heard_hello = true;
+                }
                 let (store, internal) = (self.store.clone(), self.internal.clone());
                 tokio::spawn(async move {
                     let message = match store.watermark(&link).await {
@@ -909,8 +971,11 @@ impl<S: LinkStore> Driver<S> {
                 });
             }
             Request::Push { first, items, .. } => {
-                if items.len() > MAX_BATCH_ITEMS {
-                    return self.refuse(channel, "too many items in one push".into(), false);
+                if items.len() > MAX_BATCH_ITEMS
+                    || first == 0
+                    || first.checked_add(MAX_BATCH_ITEMS as u64).is_none()
+                {
+                    return self.refuse(channel, "a malformed push".into(), false);
                 }
                 let mut accepted = Vec::new();
                 let mut refused = Vec::new();
@@ -974,9 +1039,13 @@ impl<S: LinkStore> Driver<S> {
                                 );
                             }
                             Change::Narrow { scope } => {
-                                if let Some(state) = self.links.get_mut(&link) {
-                                    state.scope = scope.clone();
-                                }
+                                let scope = match self.links.get_mut(&link) {
+                                    Some(state) => {
+                                        state.scope = state.scope.meet(&scope);
+                                        state.scope.clone()
+                                    }
+                                    None => scope,
+                                };
                                 let _ = self.notify.send(Notification::Narrowed {
                                     link,
                                     scope,
@@ -1020,11 +1089,13 @@ impl<S: LinkStore> Driver<S> {
                 let known = if header.origin == *me {
                     Some(self.me)
                 } else {
-                    self.links
-                        .values()
-                        .filter(|s| !s.ended)
-                        .find(|s| s.peer.node == header.origin)
-                        .map(|s| s.peer.key)
+                    match self.links.values().find(|s| s.peer.node == header.origin) {
+                        Some(s) if s.ended => {
+                            return Err(format!("{} is no longer linked here", header.origin));
+                        }
+                        Some(s) => Some(s.peer.key),
+                        None => None,
+                    }
                 };
                 let key = stamp.body().origin_key;
                 if known.is_some_and(|k| k != key) {
@@ -1069,10 +1140,17 @@ impl<S: LinkStore> Driver<S> {
         }
         match response {
             Response::Hello { received } => {
+                if received < state.acked {
+                    tracing::warn!(
+                        link,
+                        received,
+                        acked = state.acked,
+                        "the peer has less than it acknowledged (restored from a backup?)"
+                    );
+                }
                 state.greeted = true;
                 state.acked = received;
                 state.pending = true;
-                state.backoff = self.config.retry_min;
                 let _ = self
                     .notify
                     .send(Notification::Connected { link: link.clone() });

@@ -242,6 +242,13 @@ pub(crate) async fn execute(
         AdminRequest::LinkList => AdminReply::Links {
             links: services.federation.list().await.map_err(federation_error)?,
         },
+        AdminRequest::LinkNarrow { link, scope } => AdminReply::Link {
+            link: services
+                .federation
+                .narrow(actor, &link, &scope)
+                .await
+                .map_err(federation_error)?,
+        },
         AdminRequest::LinkRevoke { link, reason } => {
             services
                 .federation

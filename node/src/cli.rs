@@ -121,6 +121,23 @@ enum LinkCommand {
     },
     /// List offers and links.
     List,
+    /// Narrow what a link carries, now; the other node is told (widening takes a new offer).
+    Narrow {
+        /// The link's id.
+        link: String,
+        /// Stop sharing object discussions.
+        #[arg(long)]
+        no_object_discussions: bool,
+        /// Whose profiles the other node may look up: none or members.
+        #[arg(long)]
+        directory: Option<String>,
+        /// Stop presence.
+        #[arg(long)]
+        no_presence: bool,
+        /// The largest file in MiB (0: no files).
+        #[arg(long)]
+        max_file_mb: Option<u64>,
+    },
     /// End a link now; the other node is told and stops trying.
     Revoke {
         /// The link's id.
@@ -809,6 +826,34 @@ async fn link_command(
         },
         LinkCommand::List => AdminRequest::LinkList,
         LinkCommand::Revoke { link, reason } => AdminRequest::LinkRevoke { link, reason },
+        LinkCommand::Narrow {
+            link,
+            no_object_discussions,
+            directory,
+            no_presence,
+            max_file_mb,
+        } => {
+            // Start from the scope in force and take away what is asked.
+            let (data_path, config) = resolve(location)?;
+            let links = match send_admin(&data_path, config, AdminRequest::LinkList).await? {
+                AdminReply::Links { links } => links,
+                other => bail!("unexpected answer {other:?}"),
+            };
+            let current = links
+                .into_iter()
+                .find(|l| l.link == link && l.state == "active")
+                .with_context(|| format!("no active link {link}"))?
+                .scope;
+            AdminRequest::LinkNarrow {
+                link,
+                scope: veche_protocol::admin::LinkScope {
+                    object_discussions: current.object_discussions && !no_object_discussions,
+                    directory: directory.unwrap_or(current.directory),
+                    presence: current.presence && !no_presence,
+                    max_file_mb: max_file_mb.unwrap_or(current.max_file_mb),
+                },
+            }
+        }
     };
     let (data_path, config) = resolve(location)?;
     let reply = send_admin(&data_path, config, request).await?;

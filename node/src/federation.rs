@@ -135,7 +135,11 @@ impl Federation {
                 continue;
             }
             match Grant::parse(&row.grant_text) {
-                Ok(g) => grants.push(g),
+                Ok(g) => {
+                    let scope = serde_json::from_str(&row.scope)
+                        .unwrap_or_else(|_| g.terms().scope.clone());
+                    grants.push((g, scope));
+                }
                 Err(e) => {
                     tracing::error!(link = row.link, error = %e, "a stored grant no longer reads; link not started")
                 }
@@ -161,7 +165,13 @@ impl Federation {
             net::start(self.inner.node.as_str(), key, config, storage, grants)
                 .await
                 .map_err(|e| e.to_string())?;
-        let addresses = handle.listen_addresses().await;
+        let addresses = if c.listen.is_empty() {
+            Vec::new()
+        } else {
+            tokio::time::timeout(Duration::from_secs(10), handle.listen_addresses())
+                .await
+                .unwrap_or_default()
+        };
         tracing::info!(node_id = %handle.node_id(), ?addresses, "federation listening");
         *self.inner.handle.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         tokio::spawn(self.clone().follow(notifications));
@@ -175,8 +185,16 @@ impl Federation {
         }
     }
 
-    /// Records what the transport reports.
+    /// Records what the transport reports, until it stops.
     async fn follow(self, mut notifications: tokio::sync::mpsc::UnboundedReceiver<Notification>) {
+        self.follow_until_closed(&mut notifications).await;
+        tracing::info!("the federation transport stopped");
+    }
+
+    async fn follow_until_closed(
+        &self,
+        notifications: &mut tokio::sync::mpsc::UnboundedReceiver<Notification>,
+    ) {
         while let Some(n) = notifications.recv().await {
             let store = &self.inner.store;
             let result = match n {
@@ -194,12 +212,11 @@ impl Federation {
                 }
                 Notification::Narrowed { link, scope, .. } => {
                     tracing::info!(link, ?scope, "the peer narrowed the link");
-                    let json = serde_json::to_string(&scope).unwrap_or_default();
                     store
-                        .fed_set_scope(
+                        .fed_update_scope(
                             &link,
-                            &json,
-                            &audit("federation", "link.narrowed", &link, json.clone()),
+                            |current| narrowed(current, &scope),
+                            &audit("federation", "link.narrowed", &link, format!("{scope:?}")),
                         )
                         .await
                 }
@@ -239,7 +256,14 @@ impl Federation {
         let advertised = &self.inner.config.advertise;
         let addresses: Vec<Multiaddr> = if advertised.is_empty() {
             let handle = self.handle().ok_or(FederationError::NotRunning)?;
-            handle.listen_addresses().await
+            let all = handle.current_addresses();
+            // Listening on every interface includes loopback, which only this machine reaches.
+            let outside: Vec<Multiaddr> = all
+                .iter()
+                .filter(|a| !net::is_loopback(a))
+                .cloned()
+                .collect();
+            if outside.is_empty() { all } else { outside }
         } else {
             advertised.iter().filter_map(|a| a.parse().ok()).collect()
         };
@@ -408,9 +432,73 @@ impl Federation {
             )));
         }
         if let Some(handle) = self.handle() {
-            handle.add_link(grant.clone()).await?;
+            // The link is stored: it starts at the next start even if the transport is gone now.
+            if let Err(e) = handle
+                .add_link(grant.clone(), grant.terms().scope.clone())
+                .await
+            {
+                tracing::error!(link = grant.link(), error = %e, "the transport did not take the link; it starts with the next start");
+            }
         }
         Ok(())
+    }
+
+    /// Narrows a link's scope now and tells the other node.
+    pub(crate) async fn narrow(
+        &self,
+        actor: &str,
+        link: &str,
+        scope: &LinkScope,
+    ) -> Result<LinkInfo, FederationError> {
+        let key = self.key()?;
+        let (grant, current) = self.active(link).await?;
+        let scope = scope_from(scope)?;
+        let notice = SignedNotice::create(
+            key,
+            &grant,
+            &current,
+            Notice {
+                link: link.to_owned(),
+                grant: grant.hash(),
+                at: now_ms(),
+                change: Change::Narrow {
+                    scope: scope.clone(),
+                },
+            },
+        )
+        .map_err(|e| match e {
+            GrantError::Widens => FederationError::BadRequest(
+                "a link is widened only by a new offer both sides sign; this only narrows".into(),
+            ),
+            other => other.into(),
+        })?;
+        self.inner
+            .store
+            .fed_update_scope(
+                link,
+                |current| narrowed(current, &scope),
+                &audit(actor, "link.narrow", link, format!("{scope:?}")),
+            )
+            .await?;
+        if let Some(handle) = self.handle() {
+            handle.notify(link, notice);
+        }
+        self.info(link).await
+    }
+
+    /// An active link's grant and the scope in force.
+    async fn active(&self, link: &str) -> Result<(Grant, Scope), FederationError> {
+        let row = self
+            .inner
+            .store
+            .fed_link(link)
+            .await?
+            .filter(|r| r.state == "active")
+            .ok_or_else(|| FederationError::NotFound(link.to_owned()))?;
+        let grant = Grant::parse(&row.grant_text)?;
+        let current =
+            serde_json::from_str(&row.scope).unwrap_or_else(|_| grant.terms().scope.clone());
+        Ok((grant, current))
     }
 
     /// Ends a link now and tells the other node.
@@ -421,16 +509,7 @@ impl Federation {
         reason: &str,
     ) -> Result<(), FederationError> {
         let key = self.key()?;
-        let row = self
-            .inner
-            .store
-            .fed_link(link)
-            .await?
-            .filter(|r| r.state == "active")
-            .ok_or_else(|| FederationError::NotFound(link.to_owned()))?;
-        let grant = Grant::parse(&row.grant_text)?;
-        let current: Scope =
-            serde_json::from_str(&row.scope).unwrap_or(grant.terms().scope.clone());
+        let (grant, current) = self.active(link).await?;
         let notice = SignedNotice::create(
             key,
             &grant,
@@ -495,6 +574,14 @@ impl Federation {
             .find(|l| l.link == link)
             .ok_or_else(|| FederationError::NotFound(link.to_owned()))
     }
+}
+
+/// The stored scope (JSON) narrowed by `by`: what both allow, so narrowings made on either
+/// side, in any order, add up.
+fn narrowed(current: &str, by: &Scope) -> String {
+    let now: Option<Scope> = serde_json::from_str(current).ok();
+    let met = now.map_or_else(|| by.clone(), |n| n.meet(by));
+    serde_json::to_string(&met).unwrap_or_else(|_| current.to_owned())
 }
 
 fn scope_from(scope: &LinkScope) -> Result<Scope, FederationError> {

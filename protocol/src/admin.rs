@@ -208,6 +208,14 @@ pub enum AdminRequest {
     },
     /// Every link, offered, active or ended.
     LinkList,
+    /// Narrows what a link carries, at once and without the other side's signature (widening
+    /// takes a new offer); the other node is told.
+    LinkNarrow {
+        /// The link's id.
+        link: String,
+        /// The new scope: nothing in it may be wider than now.
+        scope: LinkScope,
+    },
     /// Ends a link at once and tells the other node, which stops trying.
     LinkRevoke {
         /// The link's id.

@@ -150,6 +150,34 @@ async fn links_need_both_signatures_refuse_strangers_and_end_on_either_side() ->
     })
     .await?;
 
+    // Either side narrows the scope alone, and the other hears it; widening takes a new offer.
+    let mut narrower = scope();
+    narrower.object_discussions = false;
+    narrower.max_file_mb = 0;
+    hq.admin(AdminRequest::LinkNarrow {
+        link: id.clone(),
+        scope: narrower.clone(),
+    })
+    .await?;
+    assert_eq!(link_state(&hq, &id).await?.scope, narrower);
+    eventually(15, "the branch hears of the narrower scope", async || {
+        let there = link_state(&branch, &id).await?;
+        if there.scope == narrower {
+            Ok(())
+        } else {
+            bail!("{there:?}")
+        }
+    })
+    .await?;
+    let err = branch
+        .admin(AdminRequest::LinkNarrow {
+            link: id.clone(),
+            scope: scope(),
+        })
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("new offer"), "{err:#}");
+
     // A stranger accepts another offer of hq, but hq never confirms it: hq does not let it in.
     let (second, _) = offer(&hq).await?;
     let (_, strange) = accept(&stranger, &second).await?;
@@ -196,6 +224,7 @@ async fn links_need_both_signatures_refuse_strangers_and_end_on_either_side() ->
     }
 
     // A new link between the two can be made after the old one ended.
+    let mut branch = branch;
     let again = link(&hq, &branch).await?;
     assert_ne!(again, id);
     eventually(15, "the new link connects", async || {
@@ -203,6 +232,20 @@ async fn links_need_both_signatures_refuse_strangers_and_end_on_either_side() ->
             Ok(())
         } else {
             bail!("not yet")
+        }
+    })
+    .await?;
+    // Links survive a restart: the branch comes back and reconnects by itself.
+    branch.restart().await?;
+    eventually(15, "reconnected after a restart", async || {
+        let (a, b) = (
+            link_state(&hq, &again).await?,
+            link_state(&branch, &again).await?,
+        );
+        if a.connected && b.connected && b.state == "active" {
+            Ok(())
+        } else {
+            bail!("hq {a:?}, branch {b:?}")
         }
     })
     .await?;

@@ -26,8 +26,9 @@ CREATE TABLE fed_links (
     created_at INTEGER NOT NULL,
     ended_at INTEGER
 );
--- One active link per peer node.
+-- One active link per peer node, by name and by key.
 CREATE UNIQUE INDEX fed_links_active_peer ON fed_links (peer_node) WHERE state = 'active';
+CREATE UNIQUE INDEX fed_links_active_key ON fed_links (peer_key) WHERE state = 'active';
 
 -- Items for the peer, until it has stored them.
 CREATE TABLE fed_outbox (

@@ -87,10 +87,12 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.write.begin().await?;
         let taken: Option<(String,)> = sqlx::query_as(
-            "SELECT link FROM fed_links WHERE link = ? OR (peer_node = ? AND state = 'active')",
+            "SELECT link FROM fed_links WHERE link = ? \
+             OR ((peer_node = ? OR peer_key = ?) AND state = 'active')",
         )
         .bind(new.link)
         .bind(new.peer_node)
+        .bind(new.peer_key)
         .fetch_optional(&mut *tx)
         .await?;
         if taken.is_some() {
@@ -170,15 +172,23 @@ impl Store {
         Ok(done)
     }
 
-    pub(crate) async fn fed_set_scope(
+    /// Replaces a link's scope (JSON) with `change(current)`, in one transaction.
+    pub(crate) async fn fed_update_scope(
         &self,
         link: &str,
-        scope: &str,
+        change: impl FnOnce(&str) -> String,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
+        let row: Option<(String,)> = sqlx::query_as("SELECT scope FROM fed_links WHERE link = ?")
+            .bind(link)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((current,)) = row else {
+            return Ok(());
+        };
         sqlx::query("UPDATE fed_links SET scope = ? WHERE link = ?")
-            .bind(scope)
+            .bind(change(&current))
             .bind(link)
             .execute(&mut *tx)
             .await?;
