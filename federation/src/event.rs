@@ -207,6 +207,13 @@ impl Event {
         Ok(Self { wire, header })
     }
 
+    /// An event this node verified before storing it, read back from storage: nothing is
+    /// checked again but its form.
+    pub fn stored(wire: EventWire) -> Result<Self, EventError> {
+        let header = Self::peek(&wire)?;
+        Ok(Self { wire, header })
+    }
+
     /// Decodes a header without verifying anything, to find out whose key checks it.
     pub fn peek(wire: &EventWire) -> Result<EventHeader, EventError> {
         if wire.header.len() > MAX_HEADER || wire.body.as_ref().is_some_and(|b| b.len() > MAX_BODY)
@@ -321,6 +328,14 @@ impl Stamp {
         }
         home.verify(Purpose::Stamp, &signed.bytes, &signed.signature)
             .map_err(|e| EventError::Signature("stamp", e))?;
+        Ok(Self { signed, body })
+    }
+
+    /// A stamp this node verified before storing it, read back from storage: nothing is
+    /// checked again but its form.
+    pub fn stored(signed: Signed) -> Result<Self, EventError> {
+        let body: StampBody = ciborium::from_reader(signed.bytes.as_slice())
+            .map_err(|_| EventError::Malformed("stamp"))?;
         Ok(Self { signed, body })
     }
 

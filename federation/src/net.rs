@@ -277,11 +277,15 @@ pub fn dialable(address: &Multiaddr) -> bool {
     ip && matches!(iter.next(), Some(Protocol::Tcp(port)) if port != 0)
 }
 
-/// Whether `address` is on this machine only (loopback).
-pub fn is_loopback(address: &Multiaddr) -> bool {
+/// Whether only this machine or its own network segment can reach `address` (loopback or
+/// link-local).
+pub fn is_local_only(address: &Multiaddr) -> bool {
     use libp2p::multiaddr::Protocol;
-    matches!(address.iter().next(), Some(Protocol::Ip4(ip)) if ip.is_loopback())
-        || matches!(address.iter().next(), Some(Protocol::Ip6(ip)) if ip.is_loopback())
+    match address.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback() || ip.is_link_local(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback() || ip.is_unicast_link_local(),
+        _ => false,
+    }
 }
 
 /// Starts the transport for the node named `name` with `key`, serving `grants` (each with the
@@ -467,7 +471,11 @@ impl<S: LinkStore> Driver<S> {
         let link = grant.link().to_owned();
         // One live link per peer; an ended one gives way.
         if let Some(old) = self.by_peer.get(&peer_id).filter(|l| **l != link).cloned() {
-            if self.links.get(&old).is_some_and(|s| !s.ended) {
+            if self
+                .links
+                .get(&old)
+                .is_some_and(|s| !s.ended && s.ending.is_none())
+            {
                 return Err(LinkError::PeerTaken);
             }
             self.links.remove(&old);
@@ -581,7 +589,7 @@ impl<S: LinkStore> Driver<S> {
         if state.ended || state.in_flight.is_some() || state.busy {
             return;
         }
-        if now_ms() < state.grant.terms().not_before {
+        if state.ending.is_none() && now_ms() < state.grant.terms().not_before {
             // Not valid yet (or this clock is behind): wait, the tick looks again.
             return;
         }
@@ -608,6 +616,20 @@ impl<S: LinkStore> Driver<S> {
             from: self.node_id.clone(),
             to: state.peer_node_id.clone(),
         };
+        // A revocation needs no greeting: it is signed, and the link ends either way.
+        if let Some(notice) = &state.ending {
+            let request = Request::Notice {
+                address,
+                notice: notice.signed().clone(),
+            };
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .rr
+                .send_request(&state.peer_id, request);
+            state.in_flight = Some((id, Sent::Ending));
+            return;
+        }
         if !state.greeted {
             state.busy = true;
             let (store, internal, link) =
@@ -622,19 +644,6 @@ impl<S: LinkStore> Driver<S> {
                 };
                 let _ = internal.send(message);
             });
-            return;
-        }
-        if let Some(notice) = &state.ending {
-            let request = Request::Notice {
-                address,
-                notice: notice.signed().clone(),
-            };
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .rr
-                .send_request(&state.peer_id, request);
-            state.in_flight = Some((id, Sent::Ending));
             return;
         }
         if let Some(notice) = state.notices.front() {
@@ -796,6 +805,9 @@ impl<S: LinkStore> Driver<S> {
             SwarmEvent::NewListenAddr { address, .. } => {
                 self.addresses.send_modify(|a| a.push(address));
             }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.addresses.send_modify(|a| a.retain(|x| *x != address));
+            }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 if let Some(link) = self.by_peer.get(&peer_id).cloned()
                     && let Some(state) = self.links.get_mut(&link)
@@ -821,7 +833,7 @@ impl<S: LinkStore> Driver<S> {
                     state.connected = false;
                     state.greeted = false;
                     // Its failure may be reported after this, or not at all: settle it here.
-                    let ending = matches!(state.in_flight, Some((_, Sent::Ending)));
+                    let ending = state.ending.is_some();
                     state.in_flight = None;
                     state.heard_hello = false;
                     if ending {
@@ -918,7 +930,7 @@ impl<S: LinkStore> Driver<S> {
         let Some(state) = self.links.get(&link) else {
             return self.refuse(channel, "no link with this node".into(), true);
         };
-        if state.ended || state.ending.is_some() {
+        if state.ended || (state.ending.is_some() && !matches!(request, Request::Hello { .. })) {
             return self.refuse(channel, "the link has ended".into(), true);
         }
         let address = request.address();
@@ -943,7 +955,7 @@ impl<S: LinkStore> Driver<S> {
                     false,
                 );
             }
-            Request::Push { .. } | Request::Notice { .. } if !state.heard_hello => {
+            Request::Push { .. } if !state.heard_hello => {
                 self.refuse(channel, "greet first: hello with the grant".into(), false);
             }
             Request::Hello { .. } => {
@@ -1021,7 +1033,9 @@ impl<S: LinkStore> Driver<S> {
                 });
             }
             Request::Notice { notice, .. } => {
-                match SignedNotice::verify(notice, &state.grant, &state.peer.key, &state.scope) {
+                // Checked against the grant: narrowings made on both sides meanwhile add up.
+                let granted = state.grant.terms().scope.clone();
+                match SignedNotice::verify(notice, &state.grant, &state.peer.key, &granted) {
                     Ok(notice) => {
                         let _ = self.swarm.behaviour_mut().rr.send_response(
                             channel,
@@ -1089,12 +1103,14 @@ impl<S: LinkStore> Driver<S> {
                 let known = if header.origin == *me {
                     Some(self.me)
                 } else {
-                    match self.links.values().find(|s| s.peer.node == header.origin) {
-                        Some(s) if s.ended => {
+                    let mut same = self.links.values().filter(|s| s.peer.node == header.origin);
+                    let live = same.clone().find(|s| !s.ended);
+                    match (live, same.next()) {
+                        (Some(s), _) => Some(s.peer.key),
+                        (None, Some(_)) => {
                             return Err(format!("{} is no longer linked here", header.origin));
                         }
-                        Some(s) => Some(s.peer.key),
-                        None => None,
+                        (None, None) => None,
                     }
                 };
                 let key = stamp.body().origin_key;
@@ -1129,10 +1145,28 @@ impl<S: LinkStore> Driver<S> {
                 return;
             }
             Sent::Notice => {
-                if let Response::Refused { reason, .. } = &response {
-                    tracing::warn!(link, reason, "the peer refused our notice");
+                match &response {
+                    Response::Refused {
+                        link_ended: true, ..
+                    } => {
+                        self.finish_end(&link, Some(("the peer ended the link".into(), None)));
+                        return;
+                    }
+                    // The notice itself was refused: sending it again changes nothing.
+                    Response::Refused { reason, .. } if reason.starts_with("notice refused") => {
+                        tracing::warn!(link, reason, "the peer refused our notice");
+                        state.notices.pop_front();
+                    }
+                    Response::Refused { reason, .. } => {
+                        tracing::warn!(link, reason, "the peer could not take our notice now");
+                        state.greeted = false;
+                        self.failed(&link);
+                        return;
+                    }
+                    _ => {
+                        state.notices.pop_front();
+                    }
                 }
-                state.notices.pop_front();
                 self.drive(&link);
                 return;
             }

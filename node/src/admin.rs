@@ -249,6 +249,14 @@ pub(crate) async fn execute(
                 .await
                 .map_err(federation_error)?,
         },
+        AdminRequest::DiscussionShare { discussion, link } => {
+            services
+                .federation
+                .share(actor, &discussion, &link)
+                .await
+                .map_err(federation_error)?;
+            AdminReply::Done
+        }
         AdminRequest::LinkRevoke { link, reason } => {
             services
                 .federation

@@ -49,6 +49,13 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Discussions across linked nodes.
+    Discussion {
+        #[command(flatten)]
+        location: Location,
+        #[command(subcommand)]
+        command: DiscussionCommand,
+    },
     /// Links with other Veche nodes: offer, inspect, accept, confirm, list, revoke.
     Link {
         #[command(flatten)]
@@ -58,6 +65,18 @@ enum Command {
     },
     #[command(flatten)]
     Client(veche_chat::cli::ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DiscussionCommand {
+    /// Share a group this node is home of with a linked node: its members there take part.
+    Share {
+        /// The group's id.
+        discussion: String,
+        /// The link's id (`veche link list`).
+        #[arg(long)]
+        link: String,
+    },
 }
 
 /// Linking two nodes takes both administrators: A runs `offer` and sends the text to B; B runs
@@ -423,6 +442,15 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Admin { location, command } => admin_command(&location, command, out).await,
         Command::Plugin { location, command } => plugin_command(&location, command, out).await,
         Command::Link { location, command } => link_command(&location, command, out).await,
+        Command::Discussion {
+            location,
+            command: DiscussionCommand::Share { discussion, link },
+        } => {
+            let (data_path, config) = resolve(&location)?;
+            let request = AdminRequest::DiscussionShare { discussion, link };
+            let reply = send_admin(&data_path, config, request).await?;
+            Ok(print_admin_reply(&reply, out)?)
+        }
         Command::Client(command) => veche_chat::cli::run(command, out).await,
     }
 }

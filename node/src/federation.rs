@@ -22,6 +22,7 @@ use veche_protocol::admin::{LinkInfo, LinkScope};
 use veche_protocol::ids::NodeName;
 
 use crate::config::FederationConfig;
+use crate::discussions::Discussions;
 use crate::store::{AuditRecord, LinkRow, NewLink, Store, StoreError};
 
 /// Why a link command failed.
@@ -64,9 +65,34 @@ struct Inner {
     store: Store,
     node: NodeName,
     /// `None` for offline admin commands, which have no key to sign with.
-    key: Option<NodeKey>,
+    key: Option<Arc<NodeKey>>,
     config: FederationConfig,
-    handle: Mutex<Option<Handle>>,
+    handle: LinkWaker,
+    discussions: Discussions,
+    /// Received items wait to be applied.
+    received: tokio::sync::Notify,
+}
+
+/// The running transport, once started: the sequencer wakes links through it when their
+/// outboxes grow.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LinkWaker(Arc<Mutex<Option<Handle>>>);
+
+impl LinkWaker {
+    /// Tells the transport that `link`'s outbox has new items.
+    pub(crate) fn wake(&self, link: &str) {
+        if let Some(h) = self.get() {
+            h.wake(link);
+        }
+    }
+
+    fn get(&self) -> Option<Handle> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, handle: Handle) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+    }
 }
 
 fn now_ms() -> i64 {
@@ -84,12 +110,15 @@ fn audit(actor: &str, action: &'static str, target: &str, detail: String) -> Aud
 }
 
 impl Federation {
-    /// The service for `node`; `key` is `None` for offline admin commands.
+    /// The service for `node`; `key` is `None` for offline admin commands. `waker` is shared
+    /// with the sequencer.
     pub(crate) fn new(
         store: Store,
         node: NodeName,
-        key: Option<NodeKey>,
+        key: Option<Arc<NodeKey>>,
         config: FederationConfig,
+        waker: LinkWaker,
+        discussions: Discussions,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -97,30 +126,126 @@ impl Federation {
                 node,
                 key,
                 config,
-                handle: Mutex::new(None),
+                handle: waker,
+                discussions,
+                received: tokio::sync::Notify::new(),
             }),
         }
     }
 
     fn handle(&self) -> Option<Handle> {
+        self.inner.handle.get()
+    }
+
+    /// Shares a group this node is home of over an active link.
+    pub(crate) async fn share(
+        &self,
+        actor: &str,
+        discussion: &str,
+        link: &str,
+    ) -> Result<(), FederationError> {
+        self.key()?;
         self.inner
-            .handle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .discussions
+            .share(discussion, link)
+            .await
+            .map_err(|e| FederationError::BadRequest(e.to_string()))?;
+        self.inner
+            .store
+            .audit(&audit(
+                actor,
+                "discussion.share",
+                discussion,
+                link.to_owned(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Applies received items in each link's order, as they arrive, until the node stops.
+    async fn apply_received(self, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            let items = match self.inner.store.fed_inbox_next(100).await {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading received items failed");
+                    Vec::new()
+                }
+            };
+            let mut stalled = false;
+            for item in &items {
+                if stop.is_cancelled() {
+                    return;
+                }
+                let outcome = match ciborium::from_reader::<Item, _>(item.item.as_slice()) {
+                    Ok(decoded) => {
+                        self.inner
+                            .discussions
+                            .apply_federated(&item.link, decoded)
+                            .await
+                    }
+                    Err(e) => Err(crate::discussions::DiscussionError::BadRequest(format!(
+                        "unreadable item: {e}"
+                    ))),
+                };
+                let error = match outcome {
+                    Ok(()) => None,
+                    Err(
+                        e @ (crate::discussions::DiscussionError::Unavailable
+                        | crate::discussions::DiscussionError::Store(_)),
+                    ) => {
+                        // Try again later, in order.
+                        tracing::warn!(link = item.link, link_seq = item.link_seq, error = %e, "applying a received item failed; retrying");
+                        stalled = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(link = item.link, link_seq = item.link_seq, error = %e, "a received item was refused");
+                        Some(e.to_string())
+                    }
+                };
+                if let Err(e) = self
+                    .inner
+                    .store
+                    .fed_inbox_done(&item.link, item.link_seq, error.as_deref(), now_ms())
+                    .await
+                {
+                    tracing::error!(error = %e, "recording an applied item failed");
+                    stalled = true;
+                    break;
+                }
+            }
+            if !items.is_empty() && !stalled {
+                continue;
+            }
+            let pause = if stalled {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(5)
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.inner.received.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
     }
 
     fn key(&self) -> Result<&NodeKey, FederationError> {
         if !self.inner.config.enabled {
             return Err(FederationError::Disabled);
         }
-        self.inner.key.as_ref().ok_or(FederationError::NotRunning)
+        self.inner.key.as_deref().ok_or(FederationError::NotRunning)
     }
 
-    /// Starts the transport with every active link, if federation is enabled.
-    pub(crate) async fn start(&self) -> Result<(), String> {
+    /// Starts the transport with every active link, if federation is enabled, and the task
+    /// that applies what arrives; both end with `stop`.
+    pub(crate) async fn start(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<(), String> {
         let c = &self.inner.config;
-        let Some(key) = self.inner.key.as_ref().filter(|_| c.enabled) else {
+        let Some(key) = self.inner.key.as_deref().filter(|_| c.enabled) else {
             return Ok(());
         };
         let mut grants = Vec::new();
@@ -173,8 +298,9 @@ impl Federation {
                 .unwrap_or_default()
         };
         tracing::info!(node_id = %handle.node_id(), ?addresses, "federation listening");
-        *self.inner.handle.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        self.inner.handle.set(handle);
         tokio::spawn(self.clone().follow(notifications));
+        tokio::spawn(self.clone().apply_received(stop));
         Ok(())
     }
 
@@ -241,6 +367,7 @@ impl Federation {
                 }
                 Notification::Received { link } => {
                     tracing::debug!(link, "items received");
+                    self.inner.received.notify_one();
                     Ok(())
                 }
             };
@@ -260,7 +387,7 @@ impl Federation {
             // Listening on every interface includes loopback, which only this machine reaches.
             let outside: Vec<Multiaddr> = all
                 .iter()
-                .filter(|a| !net::is_loopback(a))
+                .filter(|a| !net::is_local_only(a))
                 .cloned()
                 .collect();
             if outside.is_empty() { all } else { outside }

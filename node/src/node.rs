@@ -197,6 +197,12 @@ pub(crate) async fn open(
         identity.signing_key(),
     )
     .await?;
+    let fed_key = (purpose == Purpose::Serve).then(|| {
+        Arc::new(veche_federation::keys::NodeKey::from_secret(
+            identity.signing_key().to_bytes(),
+        ))
+    });
+    let waker = crate::federation::LinkWaker::default();
     let discussions = Discussions::start(
         store.clone(),
         node_name.clone(),
@@ -209,6 +215,10 @@ pub(crate) async fn open(
         Outlets {
             presence: presence.clone(),
             push: push.clone(),
+            fed: crate::discussions::FedOutlet {
+                key: fed_key.clone(),
+                links: waker.clone(),
+            },
         },
         crate::search::Search::new(store.clone(), data.root(), purpose == Purpose::Offline),
     );
@@ -224,10 +234,10 @@ pub(crate) async fn open(
     let federation = crate::federation::Federation::new(
         store.clone(),
         node_name.clone(),
-        (purpose == Purpose::Serve).then(|| {
-            veche_federation::keys::NodeKey::from_secret(identity.signing_key().to_bytes())
-        }),
+        fed_key,
         config.federation.clone(),
+        waker,
+        discussions.clone(),
     );
     Ok(Opened {
         lock,
@@ -320,11 +330,6 @@ impl RunningNode {
         }
         services.plugins.connect(services.discussions.clone());
         let tls = TlsMaterial::load(&data, &config.tls, node_name.as_str())?;
-        services
-            .federation
-            .start()
-            .await
-            .map_err(StartError::Federation)?;
 
         let setup = services.accounts.issue_setup_token().await?;
         let token_path = data.setup_token_path();
@@ -348,6 +353,11 @@ impl RunningNode {
             })?;
 
         let stop = CancellationToken::new();
+        services
+            .federation
+            .start(stop.clone())
+            .await
+            .map_err(StartError::Federation)?;
         let admin_clients = TaskTracker::new();
         let admin_socket = if config.server.admin_socket {
             let path = data.admin_socket_path();

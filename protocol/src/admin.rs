@@ -216,6 +216,14 @@ pub enum AdminRequest {
         /// The new scope: nothing in it may be wider than now.
         scope: LinkScope,
     },
+    /// Shares a group this node is home of with a linked node: its members there read and
+    /// write it, and everything in it from now on travels over the link.
+    DiscussionShare {
+        /// The group's id.
+        discussion: String,
+        /// The link's id.
+        link: String,
+    },
     /// Ends a link at once and tells the other node, which stops trying.
     LinkRevoke {
         /// The link's id.

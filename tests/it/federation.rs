@@ -1,15 +1,88 @@
 //! Federation: real nodes on loopback, each with its own data folder, linked over libp2p.
 
 use anyhow::{Context, bail};
+use veche_client::Connection;
 use veche_client::protocol::admin::{AdminReply, AdminRequest, LinkInfo, LinkScope};
+use veche_client::protocol::discussions::{Change, DiscussionEvent, DiscussionInfo};
+use veche_client::protocol::{Reply, Request};
 use veche_node::test_utils::{TestNode, test_config};
 
-use crate::support::{eventually, veche};
+use crate::support::{PASSWORD, ask, discussion, eventually, login, post, user, veche};
 
+/// A node named `name` whose federation port stays the same across restarts (linked nodes
+/// dial the address in the grant).
 async fn node(name: &str) -> anyhow::Result<TestNode> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut config = test_config();
     config.node.name = Some(name.to_owned());
+    config.federation.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}")];
     Ok(TestNode::spawn_with(config).await?)
+}
+
+/// A group's messages as `conn` sees them: id, author and text (`None` once deleted), in the
+/// order of its log.
+async fn log(
+    conn: &Connection,
+    group: &str,
+) -> anyhow::Result<Vec<(String, String, Option<String>)>> {
+    match ask(
+        conn,
+        Request::History {
+            discussion: group.into(),
+            before: None,
+            limit: 500,
+        },
+    )
+    .await?
+    {
+        Reply::Events { events, .. } => Ok(events
+            .into_iter()
+            .filter_map(|e: DiscussionEvent| match e.change {
+                Change::MessagePosted { message } => {
+                    Some((message.id, message.author, message.text))
+                }
+                _ => None,
+            })
+            .collect()),
+        other => bail!("expected events, got {other:?}"),
+    }
+}
+
+/// Waits until `conn` sees exactly these texts in the group, in this order.
+async fn sees(conn: &Connection, group: &str, texts: &[Option<&str>]) -> anyhow::Result<()> {
+    eventually(20, "the group's messages", async || {
+        let now = log(conn, group).await?;
+        let got: Vec<Option<&str>> = now.iter().map(|m| m.2.as_deref()).collect();
+        if got == texts {
+            Ok(())
+        } else {
+            bail!("{got:?}")
+        }
+    })
+    .await
+}
+
+async fn share(home: &TestNode, group: &str, link: &str) -> anyhow::Result<()> {
+    home.admin(AdminRequest::DiscussionShare {
+        discussion: group.to_owned(),
+        link: link.to_owned(),
+    })
+    .await?;
+    Ok(())
+}
+
+/// A group on `owner`'s node with these members (of any linked node).
+async fn group(owner: &Connection, members: &[&str]) -> anyhow::Result<DiscussionInfo> {
+    discussion(
+        owner,
+        Request::CreateGroup {
+            title: "Поставки".into(),
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+        },
+    )
+    .await
 }
 
 fn scope() -> LinkScope {
@@ -249,5 +322,218 @@ async fn links_need_both_signatures_refuse_strangers_and_end_on_either_side() ->
         }
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_shared_group_carries_messages_edits_and_deletes_both_ways() -> anyhow::Result<()> {
+    let hq = node("hq.test").await?;
+    let branch = node("branch.test").await?;
+    let id = link(&hq, &branch).await?;
+    let anna = user(&hq, "anna").await?;
+    let boris = user(&branch, "boris").await?;
+    // A user of an unlinked node cannot be added.
+    let err = ask(
+        &anna,
+        Request::CreateGroup {
+            title: "x".into(),
+            members: vec!["eve@elsewhere.test".into()],
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("not found"), "{err:#}");
+    let g = group(&anna, &["boris@branch.test"]).await?;
+    share(&hq, &g.id, &id).await?;
+
+    // The branch gets the group, with its members, and the head office's messages.
+    eventually(20, "the group reaches the branch", async || {
+        let d = discussion(
+            &boris,
+            Request::GetDiscussion {
+                discussion: g.id.clone(),
+            },
+        )
+        .await?;
+        if d.title == "Поставки" {
+            Ok(())
+        } else {
+            bail!("{d:?}")
+        }
+    })
+    .await?;
+    let (a1, _) = post(&anna, &g.id, "a1", "Счёт 17 оплачен").await?;
+    sees(&boris, &g.id, &[Some("Счёт 17 оплачен")]).await?;
+
+    // The branch writes: pending (seq 0) until the home sequences it, then everywhere.
+    let (b1, seq) = post(&boris, &g.id, "b1", "Отгрузим в понедельник").await?;
+    assert_eq!(seq, 0, "a message for another home is pending");
+    let both = [Some("Счёт 17 оплачен"), Some("Отгрузим в понедельник")];
+    sees(&anna, &g.id, &both).await?;
+    sees(&boris, &g.id, &both).await?;
+    // Sent again (a reconnect), it is the same message, once.
+    let (again, _) = post(&boris, &g.id, "b1", "Отгрузим в понедельник").await?;
+    assert_eq!(again, b1);
+    let on_hq = log(&anna, &g.id).await?;
+    assert_eq!(on_hq[1].0, b1, "one message id on both nodes");
+    assert_eq!(on_hq[1].1, "boris@branch.test");
+    assert_eq!(log(&boris, &g.id).await?, on_hq);
+
+    // The branch's author edits; the home's author deletes; both travel.
+    ask(
+        &boris,
+        Request::Edit {
+            discussion: g.id.clone(),
+            message_id: b1.clone(),
+            text: "Отгрузим во вторник".into(),
+        },
+    )
+    .await?;
+    ask(
+        &anna,
+        Request::Delete {
+            discussion: g.id.clone(),
+            message_id: a1.clone(),
+        },
+    )
+    .await?;
+    let after = [None, Some("Отгрузим во вторник")];
+    sees(&anna, &g.id, &after).await?;
+    sees(&boris, &g.id, &after).await?;
+    // Nobody edits someone else's message, on either node.
+    let err = ask(
+        &anna,
+        Request::Edit {
+            discussion: g.id.clone(),
+            message_id: b1.clone(),
+            text: "чужое".into(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("author"), "{err:#}");
+    // Members are changed on the home only.
+    let err = ask(
+        &boris,
+        Request::SetTitle {
+            discussion: g.id.clone(),
+            title: "Мой".into(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("home node"), "{err:#}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn messages_written_during_a_partition_arrive_once_in_the_homes_order() -> anyhow::Result<()>
+{
+    let mut hq = node("hq.test").await?;
+    let mut branch = node("branch.test").await?;
+    let id = link(&hq, &branch).await?;
+    let anna = user(&hq, "anna").await?;
+    let boris = user(&branch, "boris").await?;
+    let g = group(&anna, &["boris@branch.test"]).await?;
+    share(&hq, &g.id, &id).await?;
+    post(&anna, &g.id, "a0", "до разрыва").await?;
+    sees(&boris, &g.id, &[Some("до разрыва")]).await?;
+    drop(boris);
+
+    // The branch is down: the home goes on; its messages wait in the outbox.
+    branch.stop().await;
+    post(&anna, &g.id, "a1", "пока филиал недоступен 1").await?;
+    post(&anna, &g.id, "a2", "пока филиал недоступен 2").await?;
+    branch.restart().await?;
+    let (boris, _) = login(&branch, "boris", PASSWORD, "boris-device").await?;
+    let three = [
+        Some("до разрыва"),
+        Some("пока филиал недоступен 1"),
+        Some("пока филиал недоступен 2"),
+    ];
+    sees(&boris, &g.id, &three).await?;
+
+    // The home is down: the branch's messages are pending, and go when it returns.
+    drop(anna);
+    hq.stop().await;
+    let (_, seq) = post(&boris, &g.id, "b1", "пока офис недоступен").await?;
+    assert_eq!(seq, 0);
+    sees(&boris, &g.id, &three).await?;
+    hq.restart().await?;
+    let (anna, _) = login(&hq, "anna", PASSWORD, "anna-device").await?;
+    post(&anna, &g.id, "a3", "офис снова в сети").await?;
+    let all = [
+        Some("до разрыва"),
+        Some("пока филиал недоступен 1"),
+        Some("пока филиал недоступен 2"),
+        Some("пока офис недоступен"),
+        Some("офис снова в сети"),
+    ];
+    // The branch's message was submitted on reconnect, before the home's new one.
+    eventually(20, "the same log on both nodes", async || {
+        let (a, b) = (log(&anna, &g.id).await?, log(&boris, &g.id).await?);
+        let texts: Vec<Option<&str>> = a.iter().map(|m| m.2.as_deref()).collect();
+        let mut sorted = texts.clone();
+        sorted.sort();
+        let mut want = all.to_vec();
+        want.sort();
+        if a == b && sorted == want {
+            Ok(())
+        } else {
+            bail!("hq {a:?}\nbranch {b:?}")
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn three_nodes_converge_on_the_homes_log() -> anyhow::Result<()> {
+    let a = node("a.test").await?;
+    let b = node("b.test").await?;
+    let c = node("c.test").await?;
+    let ab = link(&a, &b).await?;
+    let ac = link(&a, &c).await?;
+    let alla = user(&a, "alla").await?;
+    let bella = user(&b, "bella").await?;
+    let clara = user(&c, "clara").await?;
+    let g = group(&alla, &["bella@b.test", "clara@c.test"]).await?;
+    share(&a, &g.id, &ab).await?;
+    share(&a, &g.id, &ac).await?;
+    for conn in [&bella, &clara] {
+        eventually(20, "the group arrives", async || {
+            discussion(
+                conn,
+                Request::GetDiscussion {
+                    discussion: g.id.clone(),
+                },
+            )
+            .await
+            .map(|_| ())
+        })
+        .await?;
+    }
+    // Everyone writes at once.
+    for i in 0..5 {
+        post(&alla, &g.id, &format!("a{i}"), &format!("A{i}")).await?;
+        post(&bella, &g.id, &format!("b{i}"), &format!("B{i}")).await?;
+        post(&clara, &g.id, &format!("c{i}"), &format!("C{i}")).await?;
+    }
+    eventually(30, "three identical logs", async || {
+        let (la, lb, lc) = (
+            log(&alla, &g.id).await?,
+            log(&bella, &g.id).await?,
+            log(&clara, &g.id).await?,
+        );
+        if la.len() == 15 && la == lb && la == lc {
+            Ok(())
+        } else {
+            bail!("a {} b {} c {}", la.len(), lb.len(), lc.len())
+        }
+    })
+    .await?;
+    // C's messages reached B through the home, signed by C.
+    let lb = log(&bella, &g.id).await?;
+    assert!(lb.iter().any(|m| m.1 == "clara@c.test"));
     Ok(())
 }

@@ -45,5 +45,43 @@ CREATE TABLE fed_inbox (
     item BLOB NOT NULL,
     refused TEXT,
     received_at INTEGER NOT NULL,
+    -- When it was applied (or found unusable: then `error` says why).
+    processed_at INTEGER,
+    error TEXT,
     PRIMARY KEY (link, link_seq)
 ) WITHOUT ROWID;
+
+-- Groups this node is home of, shared over links.
+CREATE TABLE fed_shares (
+    discussion_id TEXT NOT NULL REFERENCES discussions (id),
+    link TEXT NOT NULL REFERENCES fed_links (link),
+    shared_at INTEGER NOT NULL,
+    PRIMARY KEY (discussion_id, link)
+) WITHOUT ROWID;
+
+-- The federated log of every shared discussion, on its home and on replicas: each event and
+-- its home's stamp (CBOR, exactly as signed), numbered without gaps from where this node
+-- joined.
+CREATE TABLE fed_log (
+    discussion_id TEXT NOT NULL,
+    fseq INTEGER NOT NULL,
+    event_id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    message_id TEXT,
+    stamp BLOB NOT NULL,
+    event BLOB NOT NULL,
+    PRIMARY KEY (discussion_id, fseq)
+);
+CREATE INDEX fed_log_by_message ON fed_log (message_id);
+
+-- What local users wrote in other homes' discussions, by their exactly-once key.
+CREATE TABLE fed_pending (
+    event_id TEXT PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    discussion_id TEXT NOT NULL,
+    author TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    client_msg_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (author, device_id, client_msg_id)
+);

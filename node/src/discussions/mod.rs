@@ -194,6 +194,15 @@ struct Inner {
 pub(crate) struct Outlets {
     pub(crate) presence: crate::presence::Presence,
     pub(crate) push: crate::push::Push,
+    pub(crate) fed: FedOutlet,
+}
+
+/// What the sequencer needs for discussions that span nodes: the node's key (none for offline
+/// admin commands), and the links to wake when their outboxes grow.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FedOutlet {
+    pub(crate) key: Option<Arc<veche_federation::keys::NodeKey>>,
+    pub(crate) links: crate::federation::LinkWaker,
 }
 
 impl Discussions {
@@ -368,6 +377,33 @@ impl Discussions {
             .ok()
             .flatten()
             .map(|m| m.discussion_id)
+    }
+
+    /// At the home: shares a group over a link (an administrator's command).
+    pub(crate) async fn share(&self, discussion: &str, link: &str) -> Result<(), DiscussionError> {
+        self.submit(Op::Share {
+            discussion: discussion.to_owned(),
+            link: link.to_owned(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Applies an item received over `link` (verified by the transport): a submission to a
+    /// discussion this node is home of, or a stamped event of another home's discussion.
+    pub(crate) async fn apply_federated(
+        &self,
+        link: &str,
+        item: veche_federation::wire::Item,
+    ) -> Result<(), DiscussionError> {
+        let link = link.to_owned();
+        let op = match item {
+            veche_federation::wire::Item::Submit { event } => Op::FedSubmit { link, event },
+            veche_federation::wire::Item::Stamped { stamp, event } => {
+                Op::FedApply { link, stamp, event }
+            }
+        };
+        self.submit(op).await.map(|_| ())
     }
 
     async fn submit(&self, op: Op) -> Result<sequencer::Done, DiscussionError> {
@@ -1098,7 +1134,9 @@ impl Discussions {
         Ok(Reply::Versions { versions })
     }
 
-    /// `login` or `login@this-node` → user id (existence is checked by the caller of this).
+    /// `login`, `login@this-node` or `login@linked-node` → user id (existence, and for other
+    /// nodes whether they are linked and where such a user may take part, is checked by the
+    /// sequencer).
     pub(crate) fn user_ref(&self, input: &str) -> Result<String, DiscussionError> {
         let (login, node) = match input.split_once('@') {
             Some((l, n)) => (l, Some(n)),
@@ -1107,7 +1145,11 @@ impl Discussions {
         if let Some(node) = node
             && node != self.inner.node.as_str()
         {
-            return Err(DiscussionError::NotFound("user"));
+            let id = format!("{}@{node}", login.to_lowercase());
+            return match id.parse::<veche_protocol::ids::UserId>() {
+                Ok(_) => Ok(id),
+                Err(_) => Err(DiscussionError::NotFound("user")),
+            };
         }
         let login: Login = login
             .to_lowercase()

@@ -27,6 +27,10 @@ use crate::store::{
     AuditRecord, Batch, DiscussionRow, EventRow, MessageRow, ObjectKey, Store, StoreError,
 };
 
+mod federated;
+
+pub(crate) use federated::Applying;
+
 /// Commands applied in one transaction at most.
 const MAX_BATCH: usize = 512;
 const MAX_TITLE_CHARS: usize = 200;
@@ -108,6 +112,22 @@ pub(crate) enum Op {
         discussion: String,
         seq: i64,
     },
+    /// At the home: shares a group over a link.
+    Share {
+        discussion: String,
+        link: String,
+    },
+    /// At the home: a linked node's submission (verified by the transport).
+    FedSubmit {
+        link: String,
+        event: veche_federation::event::EventWire,
+    },
+    /// On a replica: the home's next stamped event (verified by the transport).
+    FedApply {
+        link: String,
+        stamp: veche_federation::grant::Signed,
+        event: veche_federation::event::EventWire,
+    },
 }
 
 /// What a command produced.
@@ -143,7 +163,7 @@ pub(crate) struct Job {
 
 /// Something to deliver after the commit.
 #[derive(Debug)]
-enum Delivery {
+pub(crate) enum Delivery {
     /// A discussion event to these users, and to connections watching the discussion whose
     /// user is in `watchers`.
     Event {
@@ -160,6 +180,8 @@ enum Delivery {
     WakeBots(Vec<String>),
     /// A new message, for push notifications.
     Notify(crate::push::Notice),
+    /// These links have new items in their outbox.
+    WakeLinks(Vec<String>),
 }
 
 /// The sequencer's state.
@@ -171,6 +193,10 @@ pub(crate) struct Sequencer {
     config: Limits,
     plugins: Plugins,
     outlets: super::Outlets,
+    /// Signs federated events and stamps, and wakes links.
+    fed: super::FedOutlet,
+    /// The federated event the current command applies, if any.
+    applying: std::sync::Mutex<Option<Applying>>,
     /// Dialogs and groups read in the current batch, with their members: most commands of a
     /// busy batch touch the same few discussions. Valid within one batch only, and dropped
     /// whenever a command fails or changes membership or titles.
@@ -211,6 +237,13 @@ pub(crate) struct Limits {
     pub(crate) files: FilesConfig,
 }
 
+fn home_only() -> DiscussionError {
+    DiscussionError::Forbidden(
+        "members and the title of a discussion shared from another node are changed on its home node"
+            .into(),
+    )
+}
+
 fn read_only() -> DiscussionError {
     DiscussionError::Forbidden("you may read this discussion but not post in it".into())
 }
@@ -224,6 +257,7 @@ impl Sequencer {
         plugins: Plugins,
         outlets: super::Outlets,
     ) -> Self {
+        let fed = outlets.fed.clone();
         Self {
             store,
             node,
@@ -231,6 +265,8 @@ impl Sequencer {
             config,
             plugins,
             outlets,
+            fed,
+            applying: std::sync::Mutex::default(),
             cache: std::sync::Mutex::default(),
         }
     }
@@ -274,7 +310,11 @@ impl Sequencer {
             let mut deliveries = Vec::new();
             let changes_discussion = matches!(
                 job.op,
-                Op::AddMembers { .. } | Op::RemoveMember { .. } | Op::SetTitle { .. }
+                Op::AddMembers { .. }
+                    | Op::RemoveMember { .. }
+                    | Op::SetTitle { .. }
+                    | Op::FedSubmit { .. }
+                    | Op::FedApply { .. }
             );
             let outcome = self.apply(&mut batch, job.op, &mut deliveries).await;
             if outcome.is_err() || changes_discussion {
@@ -364,6 +404,11 @@ impl Sequencer {
             }
             Delivery::WakeBots(plugins) => self.plugins.wake(&plugins),
             Delivery::Notify(notice) => self.outlets.push.notify(notice),
+            Delivery::WakeLinks(links) => {
+                for link in links {
+                    self.fed.links.wake(&link);
+                }
+            }
         }
     }
 
@@ -451,6 +496,11 @@ impl Sequencer {
                 b.mark_read(&caller.user, &d.id, seq.clamp(0, d.last_seq))
                     .await?;
                 Ok(Done::Nothing)
+            }
+            Op::Share { discussion, link } => self.share(b, &discussion, &link, out).await,
+            Op::FedSubmit { link, event } => self.fed_submit(b, &link, event, out).await,
+            Op::FedApply { link, stamp, event } => {
+                self.fed_apply(b, &link, stamp, event, out).await
             }
         }
     }
@@ -725,6 +775,7 @@ impl Sequencer {
             detail: detail.to_json(),
         })
         .await?;
+        self.federate(b, d, actor, &change, out).await?;
         let (to, watchers) = self.audience(b, d).await?;
         out.push(Delivery::Event {
             event: DiscussionEvent {
@@ -742,7 +793,36 @@ impl Sequencer {
 
     async fn existing_users(&self, b: &mut Batch, users: &[String]) -> Result<(), DiscussionError> {
         for u in users {
-            if !b.user_exists(u).await? {
+            // Only groups span nodes for now: users of other nodes take part in nothing else.
+            let local = veche_federation::event::node_of(u) == Some(self.node.as_str());
+            if !local || !b.user_exists(u).await? {
+                return Err(DiscussionError::NotFound("user"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Like [`Self::existing_users`], but users of a linked node are welcome (known here by
+    /// id from then on): they take part once the group is shared with their node.
+    async fn existing_or_linked_users(
+        &self,
+        b: &mut Batch,
+        users: &[String],
+    ) -> Result<(), DiscussionError> {
+        for u in users {
+            let node = veche_federation::event::node_of(u);
+            if node.is_some_and(|n| n != self.node.as_str()) && self.fed.key.is_some() {
+                // What a home stamped names users this node may not be linked with.
+                let linked = self.applying().is_some()
+                    || match node {
+                        Some(n) => b.fed_link_to(n).await?.is_some(),
+                        None => false,
+                    };
+                if !linked || u.parse::<veche_protocol::ids::UserId>().is_err() {
+                    return Err(DiscussionError::NotFound("user"));
+                }
+                b.ensure_remote_user(u, now()).await?;
+            } else if !b.user_exists(u).await? {
                 return Err(DiscussionError::NotFound("user"));
             }
         }
@@ -861,7 +941,7 @@ impl Sequencer {
                 "at most {MAX_GROUP_MEMBERS_PER_CALL} members per call"
             )));
         }
-        self.existing_users(b, members).await?;
+        self.existing_or_linked_users(b, members).await?;
         let d = self.new_discussion(DiscussionKind::Group, title, caller);
         b.insert_discussion(&d).await?;
         b.add_member(&d.id, &caller.user, "owner", d.created_at)
@@ -995,7 +1075,10 @@ impl Sequencer {
                 "at most {MAX_GROUP_MEMBERS_PER_CALL} members per call"
             )));
         }
-        self.existing_users(b, users).await?;
+        if self.goes_home(&d.id) {
+            return Err(home_only());
+        }
+        self.existing_or_linked_users(b, users).await?;
         if b.members(&d.id).await?.len() + users.len() > MAX_GROUP_SIZE {
             return Err(DiscussionError::BadRequest(format!(
                 "a group has at most {MAX_GROUP_SIZE} members"
@@ -1035,6 +1118,9 @@ impl Sequencer {
             return Err(DiscussionError::Forbidden(
                 "only the group's owners remove members".into(),
             ));
+        }
+        if self.goes_home(&d.id) {
+            return Err(home_only());
         }
         let role = b
             .member_role(&d.id, user)
@@ -1099,6 +1185,9 @@ impl Sequencer {
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
         let (d, grant) = self.readable(b, caller, discussion).await?;
+        if self.goes_home(&d.id) {
+            return Err(home_only());
+        }
         match d.kind.as_str() {
             "dialog" => return Err(DiscussionError::BadRequest("a dialog has no title".into())),
             "group" if !grant.owner => {
@@ -1225,6 +1314,23 @@ impl Sequencer {
         {
             return Ok(done);
         }
+        if self.goes_home(&d.id) {
+            if data.is_some() || !m.actions.is_empty() || !m.files.is_empty() {
+                return Err(DiscussionError::BadRequest(
+                    "data, buttons and files do not travel to another node yet; send text".into(),
+                ));
+            }
+            let body = federated::Body {
+                text: Some(text),
+                reply_to: m.reply_to.clone(),
+                ..federated::Body::default()
+            };
+            let message_id = self
+                .submit_home(b, caller, &d, "message.post", body, &m.client_msg_id, out)
+                .await?;
+            // Pending: the message takes its place when its home has sequenced it.
+            return Ok(Done::Sent { message_id, seq: 0 });
+        }
         crate::files::check_attachments(
             &self.config.files,
             b,
@@ -1257,7 +1363,9 @@ impl Sequencer {
         let at = now();
         let seq = d.last_seq + 1;
         let row = MessageRow {
-            id: new_id(&self.node),
+            id: self
+                .federated_message_id()
+                .unwrap_or_else(|| new_id(&self.node)),
             discussion_id: d.id.clone(),
             seq,
             author: caller.user.clone(),
@@ -1331,15 +1439,17 @@ impl Sequencer {
             mentions: mentions.clone(),
             replied_to,
         }));
+        let change = Change::MessagePosted {
+            message: Box::new(render::message(&row, mentions, Vec::new(), files)),
+        };
+        self.federate(b, &d, &caller.user, &change, out).await?;
         out.push(Delivery::Event {
             event: DiscussionEvent {
                 discussion: d.id.clone(),
                 seq: render::seq(seq),
                 at: Timestamp(at),
                 actor: caller.user.clone(),
-                change: Change::MessagePosted {
-                    message: Box::new(render::message(&row, mentions, Vec::new(), files)),
-                },
+                change,
             },
             to,
             watchers,
@@ -1436,6 +1546,17 @@ impl Sequencer {
         if m.text.as_deref() == Some(text.as_str()) {
             return Ok(Done::Nothing);
         }
+        if self.goes_home(&d.id) {
+            let body = federated::Body {
+                message: Some(m.id.clone()),
+                text: Some(text),
+                ..federated::Body::default()
+            };
+            let txn = uuid::Uuid::new_v4().simple().to_string();
+            self.submit_home(b, caller, &d, "message.edit", body, &txn, out)
+                .await?;
+            return Ok(Done::Nothing);
+        }
         let version = b.edit_message(&m.id, &text, now()).await?;
         let detail = Detail {
             version: Some(version),
@@ -1480,6 +1601,16 @@ impl Sequencer {
         if m.deleted {
             return Ok(Done::Nothing);
         }
+        if self.goes_home(&d.id) {
+            let body = federated::Body {
+                message: Some(m.id.clone()),
+                ..federated::Body::default()
+            };
+            let txn = uuid::Uuid::new_v4().simple().to_string();
+            self.submit_home(b, caller, &d, "message.delete", body, &txn, out)
+                .await?;
+            return Ok(Done::Nothing);
+        }
         b.delete_message(&m.id).await?;
         let change = Change::MessageDeleted {
             message_id: m.id.clone(),
@@ -1520,6 +1651,22 @@ impl Sequencer {
             return Err(DiscussionError::BadRequest(
                 "a deleted message takes no reactions".into(),
             ));
+        }
+        if self.goes_home(&d.id) {
+            let body = federated::Body {
+                message: Some(m.id.clone()),
+                emoji: Some(emoji.to_owned()),
+                ..federated::Body::default()
+            };
+            let txn = uuid::Uuid::new_v4().simple().to_string();
+            let kind = if add {
+                "reaction.add"
+            } else {
+                "reaction.remove"
+            };
+            self.submit_home(b, caller, &d, kind, body, &txn, out)
+                .await?;
+            return Ok(Done::Nothing);
         }
         if !b
             .set_reaction(&m.id, &caller.user, emoji, add, now())

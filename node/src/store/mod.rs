@@ -9,6 +9,7 @@ mod apps;
 mod audit;
 mod discussions;
 mod federation;
+mod fedlog;
 mod files;
 mod plugins;
 mod push;

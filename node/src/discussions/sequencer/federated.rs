@@ -1,0 +1,717 @@
+//! Discussions that span nodes, inside the sequencer.
+//!
+//! - **At the home** (the node named in the discussion's id), every change of a discussion
+//!   shared over a link becomes a signed event (the home's own, or the one a linked node
+//!   submitted for its user), gets the next number of the discussion's federated log with a
+//!   stamp chained to the previous one, and is queued for every link the discussion is shared
+//!   over, all in the transaction of the change itself.
+//! - **On a replica**, what a local user writes in another home's discussion is not stored: it
+//!   becomes a signed submission queued for the home (`seq` 0 in the answer: pending). The
+//!   home's stamped events are applied strictly in order, through the same commands local
+//!   users use, with the event's author as the caller.
+//!
+//! Message ids are the same on every node: the home's id when the home wrote the message, or
+//! one derived from the event id when a linked node did.
+
+use serde::{Deserialize, Serialize};
+use veche_federation::event::{
+    ChainError, EVENT_FORMAT, Event, EventHeader, EventWire, Head, Stamp, StampBody, node_of,
+};
+use veche_federation::grant::Signed;
+use veche_federation::keys::{Hash, PublicKey};
+use veche_federation::wire::Item;
+use veche_protocol::Timestamp;
+use veche_protocol::discussions::{Change, SendMessage};
+
+use super::{Delivery, Done, Sequencer};
+use crate::discussions::{Caller, DiscussionError};
+use crate::store::{Batch, DiscussionRow, StoreError};
+
+/// What a federated event says beyond its header (JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Body {
+    /// The message concerned (for posts: its id at the home, when the home wrote it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reply_to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) emoji: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) title: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) users: Vec<String>,
+    /// For `discussion.share`: every member with their role.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) members: Vec<(String, String)>,
+}
+
+/// The federated event the current command applies, with the key that signed it.
+#[derive(Debug, Clone)]
+pub(crate) struct Applying {
+    pub(crate) event: Event,
+    pub(crate) origin_key: PublicKey,
+}
+
+/// The id a message posted by `event` has on every node, unless the home named it.
+pub(crate) fn message_id_of(event: &Hash, home: &str) -> String {
+    format!("{}@{home}", &event.to_hex()[..32])
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out).expect("encoding to a Vec cannot fail");
+    out
+}
+
+fn fed_error(e: impl std::fmt::Display) -> DiscussionError {
+    DiscussionError::BadRequest(format!("federated event refused: {e}"))
+}
+
+fn body_of(event: &Event) -> Result<Body, DiscussionError> {
+    let bytes = event
+        .body()
+        .ok_or_else(|| fed_error("the event came without its body"))?;
+    serde_json::from_slice(bytes).map_err(fed_error)
+}
+
+/// A caller acting for an event's author.
+fn author(event: &Event, admin: bool) -> Caller {
+    Caller {
+        user: event.header().author.clone(),
+        device: format!("fed-{}", event.header().origin),
+        admin,
+        connection: 0,
+    }
+}
+
+impl Sequencer {
+    /// Whether this node is the home of `discussion`.
+    pub(super) fn is_home(&self, discussion: &str) -> bool {
+        node_of(discussion) == Some(self.node.as_str())
+    }
+
+    pub(super) fn applying(&self) -> Option<Applying> {
+        self.applying
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_applying(&self, a: Option<Applying>) {
+        *self.applying.lock().unwrap_or_else(|e| e.into_inner()) = a;
+    }
+
+    /// Whether a local command on `discussion` must go to its home instead of being stored.
+    pub(super) fn goes_home(&self, discussion: &str) -> bool {
+        self.fed.key.is_some() && !self.is_home(discussion) && self.applying().is_none()
+    }
+
+    /// The id a message being posted gets: the federated event's, when one is applied.
+    pub(super) fn federated_message_id(&self) -> Option<String> {
+        let a = self.applying()?;
+        if a.event.header().kind != "message.post" {
+            return None;
+        }
+        let home = node_of(&a.event.header().discussion)?;
+        let body = body_of(&a.event).ok()?;
+        Some(
+            body.message
+                .unwrap_or_else(|| message_id_of(&a.event.id(), home)),
+        )
+    }
+
+    /// At the home: puts a change of a shared discussion in its federated log and queues it
+    /// for every link it is shared over. Does nothing for other discussions.
+    pub(super) async fn federate(
+        &self,
+        b: &mut Batch,
+        d: &DiscussionRow,
+        actor: &str,
+        change: &Change,
+        out: &mut Vec<Delivery>,
+    ) -> Result<(), DiscussionError> {
+        let Some(key) = &self.fed.key else {
+            return Ok(());
+        };
+        if !self.is_home(&d.id) {
+            return Ok(());
+        }
+        let links = b.fed_shares(&d.id).await?;
+        if links.is_empty() {
+            return Ok(());
+        }
+        let (kind, body) = match change {
+            Change::MessagePosted { message } => (
+                "message.post",
+                Body {
+                    message: Some(message.id.clone()),
+                    text: message.text.clone(),
+                    reply_to: message.reply_to.clone(),
+                    ..Body::default()
+                },
+            ),
+            Change::MessageEdited {
+                message_id, text, ..
+            } => (
+                "message.edit",
+                Body {
+                    message: Some(message_id.clone()),
+                    text: text.clone(),
+                    ..Body::default()
+                },
+            ),
+            Change::MessageDeleted { message_id } => (
+                "message.delete",
+                Body {
+                    message: Some(message_id.clone()),
+                    ..Body::default()
+                },
+            ),
+            Change::ReactionAdded { message_id, emoji }
+            | Change::ReactionRemoved { message_id, emoji } => (
+                if matches!(change, Change::ReactionAdded { .. }) {
+                    "reaction.add"
+                } else {
+                    "reaction.remove"
+                },
+                Body {
+                    message: Some(message_id.clone()),
+                    emoji: Some(emoji.clone()),
+                    ..Body::default()
+                },
+            ),
+            Change::TitleChanged { title } => (
+                "discussion.title",
+                Body {
+                    title: Some(title.clone()),
+                    ..Body::default()
+                },
+            ),
+            Change::MembersAdded { users } => (
+                "member.add",
+                Body {
+                    users: users.clone(),
+                    ..Body::default()
+                },
+            ),
+            Change::MemberRemoved { user } => (
+                "member.remove",
+                Body {
+                    users: vec![user.clone()],
+                    ..Body::default()
+                },
+            ),
+            _ => return Ok(()),
+        };
+        let message_id = body.message.clone();
+        let (event, origin_key) = match self.applying() {
+            // A linked node's event, exactly as its origin signed it.
+            Some(a) => (a.event, a.origin_key),
+            None => {
+                let target = match &message_id {
+                    Some(m) if kind != "message.post" => b
+                        .fed_event_of_message(m)
+                        .await?
+                        .and_then(|h| Hash::from_hex(&h)),
+                    _ => None,
+                };
+                let header = EventHeader {
+                    format: EVENT_FORMAT,
+                    kind: kind.to_owned(),
+                    discussion: d.id.clone(),
+                    home: self.node.to_string(),
+                    origin: self.node.to_string(),
+                    author: actor.to_owned(),
+                    client_txn: uuid::Uuid::new_v4().simple().to_string(),
+                    created_at: Timestamp::now().as_millis(),
+                    target,
+                    body_hash: None,
+                    body_len: 0,
+                };
+                let body = serde_json::to_vec(&body).map_err(fed_error)?;
+                (
+                    Event::create(key, header, Some(body)).map_err(fed_error)?,
+                    key.public(),
+                )
+            }
+        };
+        self.stamp_and_queue(
+            b,
+            &d.id,
+            &event,
+            origin_key,
+            message_id.as_deref(),
+            &links,
+            out,
+        )
+        .await
+    }
+
+    /// Gives `event` the next place in the discussion's federated log, signed and chained, and
+    /// queues it for `links`.
+    #[allow(clippy::too_many_arguments)]
+    async fn stamp_and_queue(
+        &self,
+        b: &mut Batch,
+        discussion: &str,
+        event: &Event,
+        origin_key: PublicKey,
+        message_id: Option<&str>,
+        links: &[String],
+        out: &mut Vec<Delivery>,
+    ) -> Result<(), DiscussionError> {
+        let Some(key) = &self.fed.key else {
+            return Ok(());
+        };
+        let (fseq, prev) = match b.fed_head(discussion).await? {
+            Some(h) => (h.fseq, stamp_hash(&h.stamp)?),
+            None => (0, Hash::default()),
+        };
+        let stamp = Stamp::create(
+            key,
+            StampBody {
+                format: EVENT_FORMAT,
+                discussion: discussion.to_owned(),
+                seq: u64::try_from(fseq + 1).unwrap_or(0),
+                event: event.id(),
+                origin_key,
+                prev,
+                accepted_at: Timestamp::now().as_millis(),
+            },
+        );
+        let kind = event.header().kind.clone();
+        let message_id = match (message_id, kind.as_str()) {
+            (None, "message.post") => node_of(discussion).map(|h| message_id_of(&event.id(), h)),
+            (m, _) => m.map(str::to_owned),
+        };
+        b.fed_log_append(
+            discussion,
+            fseq + 1,
+            &event.id().to_hex(),
+            &kind,
+            message_id.as_deref(),
+            &encode(stamp.signed()),
+            &encode(event.wire()),
+        )
+        .await?;
+        let item = encode(&Item::Stamped {
+            stamp: stamp.signed().clone(),
+            event: event.wire().clone(),
+        });
+        for link in links {
+            b.fed_enqueue(link, &item).await?;
+        }
+        out.push(Delivery::WakeLinks(links.to_vec()));
+        Ok(())
+    }
+
+    /// On a replica: a local user's change of another home's discussion, signed and queued for
+    /// the home. Its message id, for a post.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn submit_home(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        d: &DiscussionRow,
+        kind: &str,
+        body: Body,
+        client_txn: &str,
+        out: &mut Vec<Delivery>,
+    ) -> Result<String, DiscussionError> {
+        let key = self.fed.key.as_ref().ok_or(DiscussionError::Unavailable)?;
+        let home = node_of(&d.id).ok_or_else(|| fed_error("the discussion names no home"))?;
+        if let Some(p) = b
+            .fed_pending(&caller.user, &caller.device, client_txn)
+            .await?
+        {
+            return Ok(p.message_id);
+        }
+        let link = b.fed_link_to(home).await?.ok_or_else(|| {
+            DiscussionError::Forbidden(format!(
+                "this discussion lives on {home}, and there is no active link with it"
+            ))
+        })?;
+        let target = match &body.message {
+            Some(m) => b
+                .fed_event_of_message(m)
+                .await?
+                .and_then(|h| Hash::from_hex(&h)),
+            None => None,
+        };
+        let header = EventHeader {
+            format: EVENT_FORMAT,
+            kind: kind.to_owned(),
+            discussion: d.id.clone(),
+            home: home.to_owned(),
+            origin: self.node.to_string(),
+            author: caller.user.clone(),
+            client_txn: client_txn.to_owned(),
+            created_at: Timestamp::now().as_millis(),
+            target,
+            body_hash: None,
+            body_len: 0,
+        };
+        let message_id = body.message.clone();
+        let bytes = serde_json::to_vec(&body).map_err(fed_error)?;
+        let event = Event::create(key, header, Some(bytes)).map_err(fed_error)?;
+        let message_id = message_id.unwrap_or_else(|| message_id_of(&event.id(), home));
+        if !b
+            .fed_add_pending(
+                &event.id().to_hex(),
+                &message_id,
+                &d.id,
+                &caller.user,
+                &caller.device,
+                client_txn,
+                Timestamp::now().as_millis(),
+            )
+            .await?
+        {
+            return Err(DiscussionError::Store(StoreError::Aborted(
+                "a submission key vanished during its own transaction".into(),
+            )));
+        }
+        b.fed_enqueue(
+            &link,
+            &encode(&Item::Submit {
+                event: event.wire().clone(),
+            }),
+        )
+        .await?;
+        out.push(Delivery::WakeLinks(vec![link]));
+        Ok(message_id)
+    }
+
+    /// At the home: a linked node's submission for one of its users.
+    pub(super) async fn fed_submit(
+        &self,
+        b: &mut Batch,
+        link: &str,
+        wire: EventWire,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let event = Event::stored(wire).map_err(fed_error)?;
+        let h = event.header().clone();
+        if !self.is_home(&h.discussion) {
+            return Err(fed_error("this node is not the discussion's home"));
+        }
+        if b.fed_has_event(&event.id().to_hex()).await? {
+            return Ok(Done::Nothing);
+        }
+        let peer = b
+            .fed_link_peer(link)
+            .await?
+            .ok_or_else(|| fed_error("the link has ended"))?;
+        if peer != h.origin || !b.fed_shares(&h.discussion).await?.iter().any(|l| l == link) {
+            return Err(DiscussionError::Forbidden(format!(
+                "{} is not shared with {}",
+                h.discussion, h.origin
+            )));
+        }
+        let origin_key = b
+            .fed_link_key(link)
+            .await?
+            .ok_or_else(|| fed_error("the link has ended"))?;
+        let body = body_of(&event)?;
+        b.ensure_remote_user(&h.author, Timestamp::now().as_millis())
+            .await?;
+        let caller = author(&event, false);
+        self.set_applying(Some(Applying {
+            event: event.clone(),
+            origin_key,
+        }));
+        let result = self
+            .apply_change(b, &caller, &h.discussion, &h.kind, body, &event, out)
+            .await;
+        self.set_applying(None);
+        result
+    }
+
+    /// On a replica: the home's next stamped event, applied if it follows the log.
+    pub(super) async fn fed_apply(
+        &self,
+        b: &mut Batch,
+        link: &str,
+        stamp: Signed,
+        wire: EventWire,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let stamp = Stamp::stored(stamp).map_err(fed_error)?;
+        let event = Event::stored(wire).map_err(fed_error)?;
+        stamp.check_event(&event).map_err(fed_error)?;
+        let h = event.header().clone();
+        let discussion = stamp.body().discussion.clone();
+        if b.fed_link_peer(link).await?.as_deref() != node_of(&discussion) {
+            return Err(fed_error(
+                "stamped by a node that is not the discussion's home",
+            ));
+        }
+        if b.fed_has_event(&event.id().to_hex()).await? {
+            return Ok(Done::Nothing);
+        }
+        match b.fed_head(&discussion).await? {
+            // A replica's log starts where the discussion was shared with it.
+            None if h.kind == "discussion.share" => {}
+            None => return Err(fed_error("the discussion was never shared with this node")),
+            Some(head) => {
+                let head = Head {
+                    seq: u64::try_from(head.fseq).unwrap_or(0),
+                    hash: stamp_hash(&head.stamp)?,
+                };
+                match head.next(&stamp) {
+                    Ok(_) => {}
+                    Err(ChainError::Old { .. }) => return Ok(Done::Nothing),
+                    Err(e) => return Err(fed_error(e)),
+                }
+            }
+        }
+        let body = body_of(&event)?;
+        let at = Timestamp::now().as_millis();
+        for user in body.users.iter().chain(body.members.iter().map(|(u, _)| u)) {
+            if node_of(user) != Some(self.node.as_str()) {
+                b.ensure_remote_user(user, at).await?;
+            }
+        }
+        if node_of(&h.author) != Some(self.node.as_str()) {
+            b.ensure_remote_user(&h.author, at).await?;
+        }
+        // What the home stamped, it authorized: the author acts with every right here.
+        let caller = author(&event, true);
+        self.set_applying(Some(Applying {
+            event: event.clone(),
+            origin_key: stamp.body().origin_key,
+        }));
+        let result = if h.kind == "discussion.share" {
+            self.apply_share(b, &caller, &discussion, &body, out).await
+        } else {
+            self.apply_change(b, &caller, &discussion, &h.kind, body.clone(), &event, out)
+                .await
+        };
+        self.set_applying(None);
+        let done = result?;
+        let message_id = match h.kind.as_str() {
+            "message.post" => self.message_id_for(&event, &body),
+            _ => body.message.clone(),
+        };
+        b.fed_log_append(
+            &discussion,
+            i64::try_from(stamp.body().seq).unwrap_or(i64::MAX),
+            &event.id().to_hex(),
+            &h.kind,
+            message_id.as_deref(),
+            &encode(stamp.signed()),
+            &encode(event.wire()),
+        )
+        .await?;
+        Ok(done)
+    }
+
+    fn message_id_for(&self, event: &Event, body: &Body) -> Option<String> {
+        body.message.clone().or_else(|| {
+            node_of(&event.header().discussion).map(|home| message_id_of(&event.id(), home))
+        })
+    }
+
+    /// Applies a message, reaction, member or title change through the ordinary command.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_change(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        discussion: &str,
+        kind: &str,
+        body: Body,
+        event: &Event,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let message = || {
+            body.message
+                .clone()
+                .ok_or_else(|| fed_error("the event names no message"))
+        };
+        match kind {
+            "message.post" => {
+                let text = body.text.clone().unwrap_or_default();
+                self.send(
+                    b,
+                    caller,
+                    SendMessage {
+                        discussion: discussion.to_owned(),
+                        client_msg_id: event.id().to_hex(),
+                        text,
+                        reply_to: body.reply_to.clone(),
+                        data: None,
+                        actions: Vec::new(),
+                        files: Vec::new(),
+                    },
+                    out,
+                )
+                .await
+            }
+            "message.edit" => {
+                let text = body.text.clone().unwrap_or_default();
+                self.edit(b, caller, discussion, &message()?, &text, out)
+                    .await
+            }
+            "message.delete" => self.delete(b, caller, discussion, &message()?, out).await,
+            "reaction.add" | "reaction.remove" => {
+                let emoji = body.emoji.clone().unwrap_or_default();
+                self.react(
+                    b,
+                    caller,
+                    discussion,
+                    &message()?,
+                    &emoji,
+                    kind == "reaction.add",
+                    out,
+                )
+                .await
+            }
+            "member.add" => {
+                self.add_members(b, caller, discussion, &body.users, out)
+                    .await
+            }
+            "member.remove" => {
+                let user = body
+                    .users
+                    .first()
+                    .ok_or_else(|| fed_error("the event names no member"))?;
+                self.remove_member(b, caller, discussion, user, out).await
+            }
+            "discussion.title" => {
+                let title = body.title.clone().unwrap_or_default();
+                self.set_title(b, caller, discussion, &title, out).await
+            }
+            other => Err(fed_error(format!("unknown kind {other}"))),
+        }
+    }
+
+    /// On a replica: the discussion as its home shared it (created here, or its members
+    /// brought up to date).
+    async fn apply_share(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        discussion: &str,
+        body: &Body,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let at = Timestamp::now().as_millis();
+        let existing = b.discussion(discussion).await?;
+        let d = match existing {
+            Some(d) => d,
+            None => {
+                let d = DiscussionRow {
+                    id: discussion.to_owned(),
+                    kind: "group".to_owned(),
+                    title: body.title.clone().unwrap_or_default(),
+                    created_by: caller.user.clone(),
+                    created_at: at,
+                    last_seq: 0,
+                    last_activity_at: at,
+                    dialog_key: None,
+                    object_app: None,
+                    object_type: None,
+                    object_id: None,
+                };
+                b.insert_discussion(&d).await?;
+                for (user, role) in &body.members {
+                    let role = if role == "owner" { "owner" } else { "member" };
+                    b.add_member(&d.id, user, role, at).await?;
+                }
+                self.forget_cache();
+                self.announce_created(b, &d, out).await?;
+                return Ok(Done::Discussion(d.id));
+            }
+        };
+        let present: Vec<String> = b.members(&d.id).await?.into_iter().map(|m| m.0).collect();
+        let mut added = Vec::new();
+        for (user, role) in &body.members {
+            if !present.contains(user) {
+                let role = if role == "owner" { "owner" } else { "member" };
+                b.add_member(&d.id, user, role, at).await?;
+                added.push(user.clone());
+            }
+        }
+        if !added.is_empty() {
+            self.forget_cache();
+            self.announce_members_added(b, &d, &caller.user, added, out)
+                .await?;
+        }
+        Ok(Done::Discussion(d.id))
+    }
+
+    /// At the home: shares a group over a link and sends its state as the first entry the
+    /// other node sees.
+    pub(super) async fn share(
+        &self,
+        b: &mut Batch,
+        discussion: &str,
+        link: &str,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let Some(key) = &self.fed.key else {
+            return Err(DiscussionError::Unavailable);
+        };
+        let d = b
+            .discussion(discussion)
+            .await?
+            .ok_or(DiscussionError::NotFound("discussion"))?;
+        if !self.is_home(&d.id) {
+            return Err(DiscussionError::BadRequest(
+                "only the discussion's home node shares it".into(),
+            ));
+        }
+        if d.kind != "group" {
+            return Err(DiscussionError::BadRequest(
+                "only groups can be shared with another node for now".into(),
+            ));
+        }
+        if b.fed_link_peer(link).await?.is_none() {
+            return Err(DiscussionError::NotFound("link"));
+        }
+        if !b
+            .fed_add_share(&d.id, link, Timestamp::now().as_millis())
+            .await?
+        {
+            return Ok(Done::Nothing);
+        }
+        let members = b.members(&d.id).await?;
+        let body = Body {
+            title: Some(d.title.clone()),
+            members: members.into_iter().collect(),
+            ..Body::default()
+        };
+        let header = EventHeader {
+            format: EVENT_FORMAT,
+            kind: "discussion.share".to_owned(),
+            discussion: d.id.clone(),
+            home: self.node.to_string(),
+            origin: self.node.to_string(),
+            author: d.created_by.clone(),
+            client_txn: uuid::Uuid::new_v4().simple().to_string(),
+            created_at: Timestamp::now().as_millis(),
+            target: None,
+            body_hash: None,
+            body_len: 0,
+        };
+        let bytes = serde_json::to_vec(&body).map_err(fed_error)?;
+        let event = Event::create(key, header, Some(bytes)).map_err(fed_error)?;
+        // Every link gets it: the log is one chain; nodes that had the discussion already
+        // bring their member lists up to date.
+        let links = b.fed_shares(&d.id).await?;
+        self.stamp_and_queue(b, &d.id, &event, key.public(), None, &links, out)
+            .await?;
+        Ok(Done::Nothing)
+    }
+}
+
+fn stamp_hash(stored: &[u8]) -> Result<Hash, DiscussionError> {
+    let signed: Signed = ciborium::from_reader(stored)
+        .map_err(|e| DiscussionError::Store(StoreError::Aborted(format!("a stored stamp: {e}"))))?;
+    Ok(Hash::of(&signed.bytes))
+}

@@ -1,0 +1,280 @@
+//! Federated discussions: which links a discussion is shared over, the signed log of each
+//! shared discussion (on its home and on replicas), submissions waiting for their home, and
+//! remote users' profile records. Written in the sequencer's transaction.
+
+use super::{Batch, Store, StoreError};
+
+/// A received item waiting to be applied.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct InboxItem {
+    pub(crate) link: String,
+    pub(crate) link_seq: i64,
+    pub(crate) item: Vec<u8>,
+}
+
+/// The last entry of a discussion's federated log.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct FedHead {
+    pub(crate) fseq: i64,
+    pub(crate) stamp: Vec<u8>,
+}
+
+/// A message written here for a discussion of another home, not yet stamped there.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct PendingRow {
+    pub(crate) message_id: String,
+}
+
+impl Batch {
+    /// The active links `discussion` is shared over (this node being its home).
+    pub(crate) async fn fed_shares(&mut self, discussion: &str) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT s.link FROM fed_shares s JOIN fed_links l ON l.link = s.link \
+             WHERE s.discussion_id = ? AND l.state = 'active' ORDER BY s.link",
+        )
+        .bind(discussion)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    /// Shares `discussion` over `link`; `false` if it was already.
+    pub(crate) async fn fed_add_share(
+        &mut self,
+        discussion: &str,
+        link: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "INSERT INTO fed_shares (discussion_id, link, shared_at) VALUES (?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(discussion)
+        .bind(link)
+        .bind(at)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected()
+            > 0)
+    }
+
+    /// The active link to the node named `node`.
+    pub(crate) async fn fed_link_to(&mut self, node: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT link FROM fed_links WHERE peer_node = ? AND state = 'active'")
+                .bind(node)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    /// The peer node of an active link.
+    pub(crate) async fn fed_link_peer(&mut self, link: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT peer_node FROM fed_links WHERE link = ? AND state = 'active'")
+                .bind(link)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    /// The peer's key on an active link.
+    pub(crate) async fn fed_link_key(
+        &mut self,
+        link: &str,
+    ) -> Result<Option<veche_federation::keys::PublicKey>, StoreError> {
+        let row: Option<(Vec<u8>,)> =
+            sqlx::query_as("SELECT peer_key FROM fed_links WHERE link = ? AND state = 'active'")
+                .bind(link)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        Ok(row
+            .and_then(|r| <[u8; 32]>::try_from(r.0.as_slice()).ok())
+            .map(veche_federation::keys::PublicKey))
+    }
+
+    /// The last entry of `discussion`'s federated log.
+    pub(crate) async fn fed_head(
+        &mut self,
+        discussion: &str,
+    ) -> Result<Option<FedHead>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT fseq, stamp FROM fed_log WHERE discussion_id = ? ORDER BY fseq DESC LIMIT 1",
+        )
+        .bind(discussion)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    /// Whether the event is in a federated log already.
+    pub(crate) async fn fed_has_event(&mut self, event_id: &str) -> Result<bool, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM fed_log WHERE event_id = ?")
+            .bind(event_id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// The event that posted `message`, if the message came through a federated log.
+    pub(crate) async fn fed_event_of_message(
+        &mut self,
+        message: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT event_id FROM fed_log WHERE message_id = ? AND kind = 'message.post'",
+        )
+        .bind(message)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    /// Appends to a discussion's federated log.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn fed_log_append(
+        &mut self,
+        discussion: &str,
+        fseq: i64,
+        event_id: &str,
+        kind: &str,
+        message_id: Option<&str>,
+        stamp: &[u8],
+        event: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO fed_log (discussion_id, fseq, event_id, kind, message_id, stamp, event) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(discussion)
+        .bind(fseq)
+        .bind(event_id)
+        .bind(kind)
+        .bind(message_id)
+        .bind(stamp)
+        .bind(event)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Queues `item` (CBOR) for the peer of `link`.
+    pub(crate) async fn fed_enqueue(&mut self, link: &str, item: &[u8]) -> Result<(), StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "UPDATE fed_links SET out_last = out_last + 1 WHERE link = ? AND state = 'active' \
+             RETURNING out_last",
+        )
+        .bind(link)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        let Some((seq,)) = row else {
+            return Err(StoreError::Aborted(format!(
+                "the link {link} is not active"
+            )));
+        };
+        sqlx::query("INSERT INTO fed_outbox (link, link_seq, item) VALUES (?, ?, ?)")
+            .bind(link)
+            .bind(seq)
+            .bind(item)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// A message written here and sent to its home, by its exactly-once key.
+    pub(crate) async fn fed_pending(
+        &mut self,
+        author: &str,
+        device: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<PendingRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT message_id FROM fed_pending \
+             WHERE author = ? AND device_id = ? AND client_msg_id = ?",
+        )
+        .bind(author)
+        .bind(device)
+        .bind(client_msg_id)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    /// Records a message sent to its home; `false` if its key was used already.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn fed_add_pending(
+        &mut self,
+        event_id: &str,
+        message_id: &str,
+        discussion: &str,
+        author: &str,
+        device: &str,
+        client_msg_id: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "INSERT INTO fed_pending (event_id, message_id, discussion_id, author, device_id, \
+             client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(message_id)
+        .bind(discussion)
+        .bind(author)
+        .bind(device)
+        .bind(client_msg_id)
+        .bind(at)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected()
+            > 0)
+    }
+
+    /// A user of another node, known here by id only; such a user never logs in here.
+    pub(crate) async fn ensure_remote_user(&mut self, id: &str, at: i64) -> Result<(), StoreError> {
+        let display = id.split_once('@').map_or(id, |(login, _)| login);
+        sqlx::query(
+            "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, locked, \
+             created_at, updated_at, kind) VALUES (?, ?, ?, '', '!', FALSE, FALSE, ?, ?, 'remote') \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(id)
+        .bind(display)
+        .bind(at)
+        .bind(at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Received items not yet applied, in each link's order.
+    pub(crate) async fn fed_inbox_next(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT link, link_seq, item FROM fed_inbox \
+             WHERE processed_at IS NULL AND refused IS NULL ORDER BY link, link_seq LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Marks a received item applied, or refused for good with `error`.
+    pub(crate) async fn fed_inbox_done(
+        &self,
+        link: &str,
+        link_seq: i64,
+        error: Option<&str>,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE fed_inbox SET processed_at = ?, error = ? WHERE link = ? AND link_seq = ?",
+        )
+        .bind(at)
+        .bind(error)
+        .bind(link)
+        .bind(link_seq)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+}
