@@ -277,6 +277,20 @@ pub fn dialable(address: &Multiaddr) -> bool {
     ip && matches!(iter.next(), Some(Protocol::Tcp(port)) if port != 0)
 }
 
+/// Checks that a request on `link` from the peer `peer` is addressed to this node `me`.
+fn check_address(address: &Address, link: &str, peer: &NodeId, me: &NodeId) -> Result<(), String> {
+    if address.link != link {
+        return Err(format!("not the link {link}"));
+    }
+    if address.from != *peer {
+        return Err("the frame claims another sender".into());
+    }
+    if address.to != *me {
+        return Err("the frame is addressed to another node".into());
+    }
+    Ok(())
+}
+
 /// Whether only this machine or its own network segment can reach `address` (loopback or
 /// link-local).
 pub fn is_local_only(address: &Multiaddr) -> bool {
@@ -933,19 +947,10 @@ impl<S: LinkStore> Driver<S> {
         if state.ended || (state.ending.is_some() && !matches!(request, Request::Hello { .. })) {
             return self.refuse(channel, "the link has ended".into(), true);
         }
-        let address = request.address();
-        if address.link != link {
-            return self.refuse(channel, format!("not the link {link}"), false);
-        }
-        if address.from != state.peer_node_id {
-            return self.refuse(channel, "the frame claims another sender".into(), false);
-        }
-        if address.to != self.node_id {
-            return self.refuse(
-                channel,
-                "the frame is addressed to another node".into(),
-                false,
-            );
+        if let Err(reason) =
+            check_address(request.address(), &link, &state.peer_node_id, &self.node_id)
+        {
+            return self.refuse(channel, reason, false);
         }
         match request {
             Request::Hello { grant, .. } if grant != state.grant.hash() => {
@@ -1250,5 +1255,45 @@ impl<S: LinkStore> Driver<S> {
                 notice,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::*;
+
+    #[test]
+    fn frames_for_another_link_sender_or_receiver_are_refused() {
+        let (me, peer, other) = (
+            NodeKey::from_secret([1; 32]).public().node_id(),
+            NodeKey::from_secret([2; 32]).public().node_id(),
+            NodeKey::from_secret([3; 32]).public().node_id(),
+        );
+        let ok = Address {
+            link: "l".into(),
+            from: peer.clone(),
+            to: me.clone(),
+        };
+        assert_eq!(check_address(&ok, "l", &peer, &me), Ok(()));
+        let wrong_link = Address {
+            link: "m".into(),
+            ..ok.clone()
+        };
+        assert!(check_address(&wrong_link, "l", &peer, &me).is_err());
+        let forged_sender = Address {
+            from: other.clone(),
+            ..ok.clone()
+        };
+        assert!(
+            check_address(&forged_sender, "l", &peer, &me)
+                .unwrap_err()
+                .contains("another sender")
+        );
+        let elsewhere = Address { to: other, ..ok };
+        assert!(
+            check_address(&elsewhere, "l", &peer, &me)
+                .unwrap_err()
+                .contains("addressed to another node")
+        );
     }
 }

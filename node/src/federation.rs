@@ -173,9 +173,14 @@ impl Federation {
                 }
             };
             let mut stalled = false;
+            // A link whose item must wait holds back only its own later items.
+            let mut waiting: std::collections::HashSet<&str> = std::collections::HashSet::new();
             for item in &items {
                 if stop.is_cancelled() {
                     return;
+                }
+                if waiting.contains(item.link.as_str()) {
+                    continue;
                 }
                 let outcome = match ciborium::from_reader::<Item, _>(item.item.as_slice()) {
                     Ok(decoded) => {
@@ -190,6 +195,10 @@ impl Federation {
                 };
                 let error = match outcome {
                     Ok(()) => None,
+                    // A constraint the item breaks breaks it every time.
+                    Err(crate::discussions::DiscussionError::Store(StoreError::Conflict)) => {
+                        Some("it conflicts with what is stored here".to_owned())
+                    }
                     Err(
                         e @ (crate::discussions::DiscussionError::Unavailable
                         | crate::discussions::DiscussionError::Store(_)),
@@ -197,7 +206,8 @@ impl Federation {
                         // Try again later, in order.
                         tracing::warn!(link = item.link, link_seq = item.link_seq, error = %e, "applying a received item failed; retrying");
                         stalled = true;
-                        break;
+                        waiting.insert(item.link.as_str());
+                        continue;
                     }
                     Err(e) => {
                         tracing::error!(link = item.link, link_seq = item.link_seq, error = %e, "a received item was refused");
@@ -212,7 +222,7 @@ impl Federation {
                 {
                     tracing::error!(error = %e, "recording an applied item failed");
                     stalled = true;
-                    break;
+                    waiting.insert(item.link.as_str());
                 }
             }
             if !items.is_empty() && !stalled {

@@ -344,6 +344,8 @@ async fn a_shared_group_carries_messages_edits_and_deletes_both_ways() -> anyhow
     .unwrap_err();
     assert!(format!("{err:#}").contains("not found"), "{err:#}");
     let g = group(&anna, &["boris@branch.test"]).await?;
+    // History before the share stays at home.
+    let (early, _) = post(&anna, &g.id, "a0", "до общего доступа").await?;
     share(&hq, &g.id, &id).await?;
 
     // The branch gets the group, with its members, and the head office's messages.
@@ -362,22 +364,30 @@ async fn a_shared_group_carries_messages_edits_and_deletes_both_ways() -> anyhow
         }
     })
     .await?;
-    let (a1, _) = post(&anna, &g.id, "a1", "Счёт 17 оплачен").await?;
+    // A reply to a message the branch never had arrives as a plain message.
+    let mut reply = crate::support::message(&g.id, "a1", "Счёт 17 оплачен");
+    reply.reply_to = Some(early);
+    let a1 = match ask(&anna, Request::Send(reply)).await? {
+        Reply::Sent { message_id, .. } => message_id,
+        other => bail!("expected sent, got {other:?}"),
+    };
     sees(&boris, &g.id, &[Some("Счёт 17 оплачен")]).await?;
 
     // The branch writes: pending (seq 0) until the home sequences it, then everywhere.
     let (b1, seq) = post(&boris, &g.id, "b1", "Отгрузим в понедельник").await?;
     assert_eq!(seq, 0, "a message for another home is pending");
     let both = [Some("Счёт 17 оплачен"), Some("Отгрузим в понедельник")];
-    sees(&anna, &g.id, &both).await?;
     sees(&boris, &g.id, &both).await?;
+    let mut at_home = vec![Some("до общего доступа")];
+    at_home.extend(both);
+    sees(&anna, &g.id, &at_home).await?;
     // Sent again (a reconnect), it is the same message, once.
     let (again, _) = post(&boris, &g.id, "b1", "Отгрузим в понедельник").await?;
     assert_eq!(again, b1);
     let on_hq = log(&anna, &g.id).await?;
-    assert_eq!(on_hq[1].0, b1, "one message id on both nodes");
-    assert_eq!(on_hq[1].1, "boris@branch.test");
-    assert_eq!(log(&boris, &g.id).await?, on_hq);
+    assert_eq!(on_hq[2].0, b1, "one message id on both nodes");
+    assert_eq!(on_hq[2].1, "boris@branch.test");
+    assert_eq!(log(&boris, &g.id).await?, on_hq[1..]);
 
     // The branch's author edits; the home's author deletes; both travel.
     ask(
@@ -398,8 +408,29 @@ async fn a_shared_group_carries_messages_edits_and_deletes_both_ways() -> anyhow
     )
     .await?;
     let after = [None, Some("Отгрузим во вторник")];
-    sees(&anna, &g.id, &after).await?;
     sees(&boris, &g.id, &after).await?;
+    sees(
+        &anna,
+        &g.id,
+        &[Some("до общего доступа"), None, Some("Отгрузим во вторник")],
+    )
+    .await?;
+    // A member the branch does not know (a typo) cannot be added there; the group goes on.
+    ask(
+        &anna,
+        Request::AddMembers {
+            discussion: g.id.clone(),
+            users: vec!["typo@branch.test".into()],
+        },
+    )
+    .await?;
+    post(&anna, &g.id, "a2", "после опечатки").await?;
+    sees(
+        &boris,
+        &g.id,
+        &[None, Some("Отгрузим во вторник"), Some("после опечатки")],
+    )
+    .await?;
     // Nobody edits someone else's message, on either node.
     let err = ask(
         &anna,

@@ -38,7 +38,8 @@ CREATE TABLE fed_outbox (
     PRIMARY KEY (link, link_seq)
 ) WITHOUT ROWID;
 
--- Items from the peer, in its order; `refused` says why one can never be applied.
+-- Items from the peer, in its order, until applied; `refused` (by the transport) or `error` (by
+-- the node) says why one never will be.
 CREATE TABLE fed_inbox (
     link TEXT NOT NULL REFERENCES fed_links (link) ON DELETE CASCADE,
     link_seq INTEGER NOT NULL,

@@ -813,7 +813,7 @@ impl Sequencer {
             let node = veche_federation::event::node_of(u);
             if node.is_some_and(|n| n != self.node.as_str()) && self.fed.key.is_some() {
                 // What a home stamped names users this node may not be linked with.
-                let linked = self.applying().is_some()
+                let linked = self.applying_stamped()
                     || match node {
                         Some(n) => b.fed_link_to(n).await?.is_some(),
                         None => false,
@@ -1065,7 +1065,7 @@ impl Sequencer {
                 "members are added to groups only".into(),
             ));
         }
-        if !grant.owner {
+        if !grant.owner && !self.applying_stamped() {
             return Err(DiscussionError::Forbidden(
                 "only the group's owners add members".into(),
             ));
@@ -1114,7 +1114,7 @@ impl Sequencer {
                 "members leave or are removed from groups only".into(),
             ));
         }
-        if user != caller.user && !grant.owner {
+        if user != caller.user && !grant.owner && !self.applying_stamped() {
             return Err(DiscussionError::Forbidden(
                 "only the group's owners remove members".into(),
             ));
@@ -1190,7 +1190,7 @@ impl Sequencer {
         }
         match d.kind.as_str() {
             "dialog" => return Err(DiscussionError::BadRequest("a dialog has no title".into())),
-            "group" if !grant.owner => {
+            "group" if !grant.owner && !self.applying_stamped() => {
                 return Err(DiscussionError::Forbidden(
                     "only the group's owners change its title".into(),
                 ));
@@ -1331,6 +1331,7 @@ impl Sequencer {
             // Pending: the message takes its place when its home has sequenced it.
             return Ok(Done::Sent { message_id, seq: 0 });
         }
+        self.check_travels(b, &d, &text).await?;
         crate::files::check_attachments(
             &self.config.files,
             b,
@@ -1546,6 +1547,7 @@ impl Sequencer {
         if m.text.as_deref() == Some(text.as_str()) {
             return Ok(Done::Nothing);
         }
+        self.check_travels(b, &d, &text).await?;
         if self.goes_home(&d.id) {
             let body = federated::Body {
                 message: Some(m.id.clone()),

@@ -157,6 +157,35 @@ impl Batch {
         Ok(())
     }
 
+    /// Drops the bodies of the events that posted or edited `message` (it was deleted); their
+    /// signed headers stay, and still verify.
+    pub(crate) async fn fed_purge_bodies(&mut self, message: &str) -> Result<(), StoreError> {
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT event_id, event FROM fed_log WHERE message_id = ? \
+             AND kind IN ('message.post', 'message.edit')",
+        )
+        .bind(message)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        for (id, bytes) in rows {
+            let mut wire: veche_federation::event::EventWire =
+                ciborium::from_reader(bytes.as_slice())
+                    .map_err(|e| StoreError::Aborted(format!("a stored event: {e}")))?;
+            if wire.body.take().is_none() {
+                continue;
+            }
+            let mut purged = Vec::new();
+            ciborium::into_writer(&wire, &mut purged)
+                .map_err(|e| StoreError::Aborted(format!("an event: {e}")))?;
+            sqlx::query("UPDATE fed_log SET event = ? WHERE event_id = ?")
+                .bind(purged)
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Queues `item` (CBOR) for the peer of `link`.
     pub(crate) async fn fed_enqueue(&mut self, link: &str, item: &[u8]) -> Result<(), StoreError> {
         let row: Option<(i64,)> = sqlx::query_as(
@@ -258,7 +287,8 @@ impl Store {
         .await?)
     }
 
-    /// Marks a received item applied, or refused for good with `error`.
+    /// Forgets a received item once applied (what it did is in the discussion and its
+    /// federated log), or keeps it, refused for good, with `error` for the administrator.
     pub(crate) async fn fed_inbox_done(
         &self,
         link: &str,
@@ -266,15 +296,27 @@ impl Store {
         error: Option<&str>,
         at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE fed_inbox SET processed_at = ?, error = ? WHERE link = ? AND link_seq = ?",
-        )
-        .bind(at)
-        .bind(error)
-        .bind(link)
-        .bind(link_seq)
-        .execute(&self.write)
-        .await?;
+        match error {
+            None => {
+                sqlx::query("DELETE FROM fed_inbox WHERE link = ? AND link_seq = ?")
+                    .bind(link)
+                    .bind(link_seq)
+                    .execute(&self.write)
+                    .await?;
+            }
+            Some(error) => {
+                sqlx::query(
+                    "UPDATE fed_inbox SET processed_at = ?, error = ? \
+                     WHERE link = ? AND link_seq = ?",
+                )
+                .bind(at)
+                .bind(error)
+                .bind(link)
+                .bind(link_seq)
+                .execute(&self.write)
+                .await?;
+            }
+        }
         Ok(())
     }
 }

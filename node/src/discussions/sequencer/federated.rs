@@ -22,14 +22,16 @@ use veche_federation::keys::{Hash, PublicKey};
 use veche_federation::wire::Item;
 use veche_protocol::Timestamp;
 use veche_protocol::discussions::{Change, SendMessage};
+use veche_protocol::ids::{NodeName, UserId};
 
 use super::{Delivery, Done, Sequencer};
 use crate::discussions::{Caller, DiscussionError};
 use crate::store::{Batch, DiscussionRow, StoreError};
 
 /// What a federated event says beyond its header (JSON).
+// Unknown fields are ignored: a newer home may say more than this node understands.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub(crate) struct Body {
     /// The message concerned (for posts: its id at the home, when the home wrote it).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +91,29 @@ fn author(event: &Event, admin: bool) -> Caller {
 }
 
 impl Sequencer {
+    /// Refuses, before anything is written, a text too long to travel to linked nodes when
+    /// `d` is shared.
+    pub(super) async fn check_travels(
+        &self,
+        b: &mut Batch,
+        d: &DiscussionRow,
+        text: &str,
+    ) -> Result<(), DiscussionError> {
+        // JSON at most doubles a text (quotes and backslashes), plus the other fields.
+        let too_long = 2 * text.len() + 4096 > veche_federation::event::MAX_BODY;
+        if too_long
+            && self.fed.key.is_some()
+            && self.is_home(&d.id)
+            && !b.fed_shares(&d.id).await?.is_empty()
+        {
+            return Err(DiscussionError::BadRequest(format!(
+                "this group is shared with another node, where a text may have at most {} bytes",
+                (veche_federation::event::MAX_BODY - 4096) / 2
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether this node is the home of `discussion`.
     pub(super) fn is_home(&self, discussion: &str) -> bool {
         node_of(discussion) == Some(self.node.as_str())
@@ -105,23 +130,32 @@ impl Sequencer {
         *self.applying.lock().unwrap_or_else(|e| e.into_inner()) = a;
     }
 
+    /// Whether the current command applies an event the home stamped (on a replica): the
+    /// home has authorized it, so the replica does not judge it again.
+    pub(super) fn applying_stamped(&self) -> bool {
+        self.applying()
+            .is_some_and(|a| !self.is_home(&a.event.header().discussion))
+    }
+
     /// Whether a local command on `discussion` must go to its home instead of being stored.
     pub(super) fn goes_home(&self, discussion: &str) -> bool {
         self.fed.key.is_some() && !self.is_home(discussion) && self.applying().is_none()
     }
 
-    /// The id a message being posted gets: the federated event's, when one is applied.
+    /// The id a message being posted gets: the federated event's, when one is applied. A
+    /// linked node's submission cannot choose it; the home's stamped post names it.
     pub(super) fn federated_message_id(&self) -> Option<String> {
         let a = self.applying()?;
         if a.event.header().kind != "message.post" {
             return None;
         }
         let home = node_of(&a.event.header().discussion)?;
+        let derived = message_id_of(&a.event.id(), home);
+        if self.is_home(&a.event.header().discussion) {
+            return Some(derived);
+        }
         let body = body_of(&a.event).ok()?;
-        Some(
-            body.message
-                .unwrap_or_else(|| message_id_of(&a.event.id(), home)),
-        )
+        Some(body.message.unwrap_or(derived))
     }
 
     /// At the home: puts a change of a shared discussion in its federated log and queues it
@@ -232,9 +266,12 @@ impl Sequencer {
                     body_hash: None,
                     body_len: 0,
                 };
-                let body = serde_json::to_vec(&body).map_err(fed_error)?;
+                // After the change's own writes: a failure here must undo the whole batch
+                // (sends have no savepoint), never commit a change the links miss.
+                let broken = |e: String| DiscussionError::Store(StoreError::Aborted(e));
+                let body = serde_json::to_vec(&body).map_err(|e| broken(e.to_string()))?;
                 (
-                    Event::create(key, header, Some(body)).map_err(fed_error)?,
+                    Event::create(key, header, Some(body)).map_err(|e| broken(e.to_string()))?,
                     key.public(),
                 )
             }
@@ -304,6 +341,11 @@ impl Sequencer {
         });
         for link in links {
             b.fed_enqueue(link, &item).await?;
+        }
+        if kind == "message.delete"
+            && let Some(m) = &message_id
+        {
+            b.fed_purge_bodies(m).await?;
         }
         out.push(Delivery::WakeLinks(links.to_vec()));
         Ok(())
@@ -416,9 +458,17 @@ impl Sequencer {
             .fed_link_key(link)
             .await?
             .ok_or_else(|| fed_error("the link has ended"))?;
+        if !matches!(
+            h.kind.as_str(),
+            "message.post" | "message.edit" | "message.delete" | "reaction.add" | "reaction.remove"
+        ) {
+            return Err(DiscussionError::Forbidden(format!(
+                "{} is changed on its home node only ({})",
+                h.discussion, h.kind
+            )));
+        }
         let body = body_of(&event)?;
-        b.ensure_remote_user(&h.author, Timestamp::now().as_millis())
-            .await?;
+        remote_user(b, &h.author, &self.node).await?;
         let caller = author(&event, false);
         self.set_applying(Some(Applying {
             event: event.clone(),
@@ -465,26 +515,33 @@ impl Sequencer {
                 match head.next(&stamp) {
                     Ok(_) => {}
                     Err(ChainError::Old { .. }) => return Ok(Done::Nothing),
+                    // A share is a snapshot: it restarts a replica that lost its place (the
+                    // home's administrator shares the group again).
+                    Err(ChainError::Gap { .. }) if h.kind == "discussion.share" => {
+                        tracing::warn!(
+                            discussion,
+                            "the home resent the group's state; following it from here"
+                        );
+                    }
                     Err(e) => return Err(fed_error(e)),
                 }
             }
         }
         let body = body_of(&event)?;
-        let at = Timestamp::now().as_millis();
         for user in body.users.iter().chain(body.members.iter().map(|(u, _)| u)) {
-            if node_of(user) != Some(self.node.as_str()) {
-                b.ensure_remote_user(user, at).await?;
-            }
+            remote_user(b, user, &self.node).await?;
         }
-        if node_of(&h.author) != Some(self.node.as_str()) {
-            b.ensure_remote_user(&h.author, at).await?;
-        }
+        remote_user(b, &h.author, &self.node).await?;
         // What the home stamped, it authorized: the author acts with every right here.
         let caller = author(&event, true);
         self.set_applying(Some(Applying {
             event: event.clone(),
             origin_key: stamp.body().origin_key,
         }));
+        // The change is applied in a savepoint of its own: if this node cannot apply it (a
+        // reply to a message from before the share, a user unknown here), it is skipped and
+        // logged, and the log goes on: one event never stops a group.
+        b.savepoint().await?;
         let result = if h.kind == "discussion.share" {
             self.apply_share(b, &caller, &discussion, &body, out).await
         } else {
@@ -492,7 +549,21 @@ impl Sequencer {
                 .await
         };
         self.set_applying(None);
-        let done = result?;
+        let done = match result {
+            Ok(done) => {
+                b.release().await?;
+                done
+            }
+            Err(e @ (DiscussionError::Store(_) | DiscussionError::Unavailable)) => {
+                b.rollback_command().await?;
+                return Err(e);
+            }
+            Err(e) => {
+                b.rollback_command().await?;
+                tracing::warn!(discussion, kind = h.kind, event = %event.id(), error = %e, "a federated change could not be applied here; skipped");
+                Done::Nothing
+            }
+        };
         let message_id = match h.kind.as_str() {
             "message.post" => self.message_id_for(&event, &body),
             _ => body.message.clone(),
@@ -507,6 +578,11 @@ impl Sequencer {
             &encode(event.wire()),
         )
         .await?;
+        if h.kind == "message.delete"
+            && let Some(m) = &message_id
+        {
+            b.fed_purge_bodies(m).await?;
+        }
         Ok(done)
     }
 
@@ -536,6 +612,18 @@ impl Sequencer {
         match kind {
             "message.post" => {
                 let text = body.text.clone().unwrap_or_default();
+                // A reply to a message this node never had (written before the share) is
+                // shown as a plain message here.
+                let reply_to = match &body.reply_to {
+                    Some(r)
+                        if b.message(r)
+                            .await?
+                            .is_some_and(|m| m.discussion_id == discussion) =>
+                    {
+                        Some(r.clone())
+                    }
+                    _ => None,
+                };
                 self.send(
                     b,
                     caller,
@@ -543,7 +631,7 @@ impl Sequencer {
                         discussion: discussion.to_owned(),
                         client_msg_id: event.id().to_hex(),
                         text,
-                        reply_to: body.reply_to.clone(),
+                        reply_to,
                         data: None,
                         actions: Vec::new(),
                         files: Vec::new(),
@@ -674,12 +762,10 @@ impl Sequencer {
         if b.fed_link_peer(link).await?.is_none() {
             return Err(DiscussionError::NotFound("link"));
         }
-        if !b
-            .fed_add_share(&d.id, link, Timestamp::now().as_millis())
-            .await?
-        {
-            return Ok(Done::Nothing);
-        }
+        // Sharing again sends the group's state again: a replica that lost its place in the
+        // log starts over from it.
+        b.fed_add_share(&d.id, link, Timestamp::now().as_millis())
+            .await?;
         let members = b.members(&d.id).await?;
         let body = Body {
             title: Some(d.title.clone()),
@@ -708,6 +794,19 @@ impl Sequencer {
             .await?;
         Ok(Done::Nothing)
     }
+}
+
+/// Makes sure a user of another node named in a federated event is known here; users of this
+/// node are not created (they exist or the change fails).
+async fn remote_user(b: &mut Batch, id: &str, me: &NodeName) -> Result<(), DiscussionError> {
+    let user: UserId = id
+        .parse()
+        .map_err(|_| fed_error(format!("{id:?} is not a user id")))?;
+    if user.node() != me {
+        b.ensure_remote_user(id, Timestamp::now().as_millis())
+            .await?;
+    }
+    Ok(())
 }
 
 fn stamp_hash(stored: &[u8]) -> Result<Hash, DiscussionError> {

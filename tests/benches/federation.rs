@@ -1,0 +1,241 @@
+//! `cargo bench -p veche-tests --bench federation`: replication between two real nodes linked
+//! over libp2p on loopback, each with its own data folder and SQLite database, one group shared
+//! from the head office (the home) to the branch. Measures, as users see it:
+//! - a message written at the home until a member at the branch receives it (p50, p99);
+//! - a message written at the branch until its author there sees it sequenced by the home
+//!   (submission, stamping, and the stamped event back) and until the home's member sees it;
+//! - events per second reaching the branch while four writers at the home post at once.
+//!
+//! Nodes and clients share one process (a 2-worker tokio runtime). Numbers, not assertions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use veche_client::protocol::admin::{AdminReply, AdminRequest, LinkScope};
+use veche_client::protocol::discussions::{Change, SendMessage};
+use veche_client::protocol::{Event, Reply, Request};
+use veche_client::{ClientConfig, Connection, Trust};
+use veche_node::test_utils::{TestNode, test_config};
+
+#[path = "common.rs"]
+mod common;
+use common::{ms, percentile};
+
+const PASSWORD: &str = "benchmark password";
+
+async fn node(name: &str) -> TestNode {
+    let mut config = test_config();
+    config.node.name = Some(name.to_owned());
+    TestNode::spawn_with(config).await.expect("node")
+}
+
+async fn connect(node: &TestNode, login: &str) -> Connection {
+    node.add_user(login, PASSWORD, false).await.expect("user");
+    let mut config = ClientConfig::new(node.quic_addr(), Trust::CaFile(node.ca_path()));
+    config.timeout = Duration::from_secs(60);
+    let conn = Connection::connect(&config).await.expect("connect");
+    conn.login(login, PASSWORD, login, login)
+        .await
+        .expect("login");
+    conn
+}
+
+async fn link(home: &TestNode, branch: &TestNode) -> String {
+    let offer = match home
+        .admin(AdminRequest::LinkOffer {
+            relationship: "branch".into(),
+            days: 1,
+            scope: LinkScope {
+                object_discussions: false,
+                directory: "members".into(),
+                presence: false,
+                max_file_mb: 0,
+            },
+            organisation: String::new(),
+            contact: String::new(),
+        })
+        .await
+        .expect("offer")
+    {
+        AdminReply::LinkOffered { offer, .. } => offer,
+        other => panic!("{other:?}"),
+    };
+    let (grant, link) = match branch
+        .admin(AdminRequest::LinkAccept {
+            offer,
+            organisation: String::new(),
+            contact: String::new(),
+        })
+        .await
+        .expect("accept")
+    {
+        AdminReply::LinkAccepted { grant, link } => (grant, link.link),
+        other => panic!("{other:?}"),
+    };
+    home.admin(AdminRequest::LinkConfirm { grant })
+        .await
+        .expect("confirm");
+    link
+}
+
+async fn send(conn: &Connection, group: &str, id: &str, text: &str) {
+    let reply = conn
+        .request(Request::Send(SendMessage {
+            discussion: group.to_owned(),
+            client_msg_id: id.to_owned(),
+            text: text.to_owned(),
+            reply_to: None,
+            data: None,
+            actions: Vec::new(),
+            files: Vec::new(),
+        }))
+        .await
+        .expect("send");
+    assert!(matches!(reply, Reply::Sent { .. }), "{reply:?}");
+}
+
+/// Waits for the message with this text among `conn`'s events.
+async fn posted(conn: &Connection, text: &str) {
+    loop {
+        match conn.next_event().await {
+            Some(Event::Discussion { event }) => {
+                if let Change::MessagePosted { message } = event.change
+                    && message.text.as_deref() == Some(text)
+                {
+                    return;
+                }
+            }
+            Some(_) => {}
+            None => panic!("the event stream ended"),
+        }
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let hq = node("hq.bench").await;
+    let branch = node("branch.bench").await;
+    let id = link(&hq, &branch).await;
+    let anna = Arc::new(connect(&hq, "anna").await);
+    let writers = [
+        Arc::new(connect(&hq, "w1").await),
+        Arc::new(connect(&hq, "w2").await),
+        Arc::new(connect(&hq, "w3").await),
+    ];
+    let boris = connect(&branch, "boris").await;
+    let group = match anna
+        .request(Request::CreateGroup {
+            title: "bench".into(),
+            members: vec![
+                "boris@branch.bench".into(),
+                "w1@hq.bench".into(),
+                "w2@hq.bench".into(),
+                "w3@hq.bench".into(),
+            ],
+        })
+        .await
+        .expect("group")
+    {
+        Reply::Discussion { discussion } => discussion.id,
+        other => panic!("{other:?}"),
+    };
+    hq.admin(AdminRequest::DiscussionShare {
+        discussion: group.clone(),
+        link: id,
+    })
+    .await
+    .expect("share");
+    // Warm up: the link connects, the group reaches the branch.
+    send(&anna, &group, "warm", "warm").await;
+    posted(&boris, "warm").await;
+
+    // Home → branch, one message at a time.
+    let mut home_to_branch = Vec::new();
+    for i in 0..500 {
+        let text = format!("h{i}");
+        let t = Instant::now();
+        send(&anna, &group, &text, &text).await;
+        posted(&boris, &text).await;
+        home_to_branch.push(t.elapsed());
+    }
+    home_to_branch.sort();
+
+    // Branch → home → branch: submitted, sequenced at the home, stamped back.
+    let mut round_trip = Vec::new();
+    let mut to_home = Vec::new();
+    for i in 0..300 {
+        let text = format!("b{i}");
+        let t = Instant::now();
+        send(&boris, &group, &text, &text).await;
+        posted(&anna, &text).await;
+        to_home.push(t.elapsed());
+        posted(&boris, &text).await;
+        round_trip.push(t.elapsed());
+    }
+    to_home.sort();
+    round_trip.sort();
+
+    // Throughput: four writers at the home at once, counted as they reach the branch.
+    const EACH: usize = 1000;
+    let total = EACH * 4;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (w, conn) in std::iter::once(&anna).chain(writers.iter()).enumerate() {
+        let conn = Arc::clone(conn);
+        let group = group.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let text = format!("t{w}-{i}");
+                send(&conn, &group, &text, &text).await;
+            }
+        }));
+    }
+    let mut seen = 0;
+    while seen < total {
+        match boris.next_event().await {
+            Some(Event::Discussion { event }) => {
+                if let Change::MessagePosted { message } = event.change
+                    && message.text.as_deref().is_some_and(|t| t.starts_with('t'))
+                {
+                    seen += 1;
+                }
+            }
+            Some(_) => {}
+            None => panic!("the event stream ended"),
+        }
+    }
+    let took = start.elapsed();
+    for t in tasks {
+        t.await.expect("writer");
+    }
+
+    println!("| what | p50 | p99 |");
+    println!("|---|---|---|");
+    println!(
+        "| home → branch member (500 messages, one at a time) | {} | {} |",
+        ms(percentile(&home_to_branch, 0.5)),
+        ms(percentile(&home_to_branch, 0.99))
+    );
+    println!(
+        "| branch → home member (300, submitted and sequenced) | {} | {} |",
+        ms(percentile(&to_home, 0.5)),
+        ms(percentile(&to_home, 0.99))
+    );
+    println!(
+        "| branch → home → branch author (stamped event back) | {} | {} |",
+        ms(percentile(&round_trip, 0.5)),
+        ms(percentile(&round_trip, 0.99))
+    );
+    println!(
+        "\n{total} messages from 4 writers at the home reached the branch member in {took:.2?}: {:.0} events/s",
+        total as f64 / took.as_secs_f64()
+    );
+}
