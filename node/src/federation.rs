@@ -172,26 +172,37 @@ impl Federation {
                     Vec::new()
                 }
             };
+            if stop.is_cancelled() {
+                return;
+            }
+            // All of them go to the sequencer at once, in order, so that one transaction (one
+            // fsync) applies many; each has its own savepoint there.
+            let decoded: Vec<Result<Item, String>> = items
+                .iter()
+                .map(|i| {
+                    ciborium::from_reader::<Item, _>(i.item.as_slice())
+                        .map_err(|e| format!("unreadable item: {e}"))
+                })
+                .collect();
+            let jobs: Vec<(String, Item)> = items
+                .iter()
+                .zip(&decoded)
+                .filter_map(|(i, d)| d.as_ref().ok().map(|d| (i.link.clone(), d.clone())))
+                .collect();
+            let mut outcomes = self
+                .inner
+                .discussions
+                .apply_federated_many(jobs)
+                .await
+                .into_iter();
             let mut stalled = false;
-            // A link whose item must wait holds back only its own later items.
-            let mut waiting: std::collections::HashSet<&str> = std::collections::HashSet::new();
-            for item in &items {
-                if stop.is_cancelled() {
-                    return;
-                }
-                if waiting.contains(item.link.as_str()) {
-                    continue;
-                }
-                let outcome = match ciborium::from_reader::<Item, _>(item.item.as_slice()) {
-                    Ok(decoded) => {
-                        self.inner
-                            .discussions
-                            .apply_federated(&item.link, decoded)
-                            .await
-                    }
-                    Err(e) => Err(crate::discussions::DiscussionError::BadRequest(format!(
-                        "unreadable item: {e}"
-                    ))),
+            let mut done = Vec::new();
+            for (item, decoded) in items.iter().zip(decoded) {
+                let outcome = match decoded {
+                    Ok(_) => outcomes
+                        .next()
+                        .unwrap_or(Err(crate::discussions::DiscussionError::Unavailable)),
+                    Err(e) => Err(crate::discussions::DiscussionError::BadRequest(e)),
                 };
                 let error = match outcome {
                     Ok(()) => None,
@@ -203,10 +214,9 @@ impl Federation {
                         e @ (crate::discussions::DiscussionError::Unavailable
                         | crate::discussions::DiscussionError::Store(_)),
                     ) => {
-                        // Try again later, in order.
+                        // Stays in the inbox and is tried again, in order.
                         tracing::warn!(link = item.link, link_seq = item.link_seq, error = %e, "applying a received item failed; retrying");
                         stalled = true;
-                        waiting.insert(item.link.as_str());
                         continue;
                     }
                     Err(e) => {
@@ -214,16 +224,11 @@ impl Federation {
                         Some(e.to_string())
                     }
                 };
-                if let Err(e) = self
-                    .inner
-                    .store
-                    .fed_inbox_done(&item.link, item.link_seq, error.as_deref(), now_ms())
-                    .await
-                {
-                    tracing::error!(error = %e, "recording an applied item failed");
-                    stalled = true;
-                    waiting.insert(item.link.as_str());
-                }
+                done.push((item.link.clone(), item.link_seq, error));
+            }
+            if let Err(e) = self.inner.store.fed_inbox_done(&done, now_ms()).await {
+                tracing::error!(error = %e, "recording applied items failed");
+                stalled = true;
             }
             if !items.is_empty() && !stalled {
                 continue;

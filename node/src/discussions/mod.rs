@@ -389,21 +389,35 @@ impl Discussions {
         .map(|_| ())
     }
 
-    /// Applies an item received over `link` (verified by the transport): a submission to a
-    /// discussion this node is home of, or a stamped event of another home's discussion.
-    pub(crate) async fn apply_federated(
+    /// Applies items received over links (verified by the transport), in order: submissions to
+    /// discussions this node is home of, and stamped events of other homes' discussions. They
+    /// are queued together, so the sequencer applies many in one transaction; one outcome each.
+    pub(crate) async fn apply_federated_many(
         &self,
-        link: &str,
-        item: veche_federation::wire::Item,
-    ) -> Result<(), DiscussionError> {
-        let link = link.to_owned();
-        let op = match item {
-            veche_federation::wire::Item::Submit { event } => Op::FedSubmit { link, event },
-            veche_federation::wire::Item::Stamped { stamp, event } => {
-                Op::FedApply { link, stamp, event }
+        items: Vec<(String, veche_federation::wire::Item)>,
+    ) -> Vec<Result<(), DiscussionError>> {
+        let mut replies = Vec::with_capacity(items.len());
+        for (link, item) in items {
+            let op = match item {
+                veche_federation::wire::Item::Submit { event } => Op::FedSubmit { link, event },
+                veche_federation::wire::Item::Stamped { stamp, event } => {
+                    Op::FedApply { link, stamp, event }
+                }
+            };
+            let (reply, rx) = oneshot::channel();
+            if self.inner.jobs.send(Job { op, reply }).await.is_err() {
+                break;
             }
-        };
-        self.submit(op).await.map(|_| ())
+            replies.push(rx);
+        }
+        let mut out = Vec::with_capacity(replies.len());
+        for rx in replies {
+            out.push(match rx.await {
+                Ok(result) => result.map(|_| ()),
+                Err(_) => Err(DiscussionError::Unavailable),
+            });
+        }
+        out
     }
 
     async fn submit(&self, op: Op) -> Result<sequencer::Done, DiscussionError> {

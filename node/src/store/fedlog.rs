@@ -287,36 +287,42 @@ impl Store {
         .await?)
     }
 
-    /// Forgets a received item once applied (what it did is in the discussion and its
-    /// federated log), or keeps it, refused for good, with `error` for the administrator.
+    /// Forgets received items once applied (what they did is in the discussion and its
+    /// federated log), or keeps them, refused for good, with their error for the
+    /// administrator; in one transaction.
     pub(crate) async fn fed_inbox_done(
         &self,
-        link: &str,
-        link_seq: i64,
-        error: Option<&str>,
+        items: &[(String, i64, Option<String>)],
         at: i64,
     ) -> Result<(), StoreError> {
-        match error {
-            None => {
-                sqlx::query("DELETE FROM fed_inbox WHERE link = ? AND link_seq = ?")
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write.begin().await?;
+        for (link, link_seq, error) in items {
+            match error {
+                None => {
+                    sqlx::query("DELETE FROM fed_inbox WHERE link = ? AND link_seq = ?")
+                        .bind(link)
+                        .bind(link_seq)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Some(error) => {
+                    sqlx::query(
+                        "UPDATE fed_inbox SET processed_at = ?, error = ? \
+                         WHERE link = ? AND link_seq = ?",
+                    )
+                    .bind(at)
+                    .bind(error)
                     .bind(link)
                     .bind(link_seq)
-                    .execute(&self.write)
+                    .execute(&mut *tx)
                     .await?;
-            }
-            Some(error) => {
-                sqlx::query(
-                    "UPDATE fed_inbox SET processed_at = ?, error = ? \
-                     WHERE link = ? AND link_seq = ?",
-                )
-                .bind(at)
-                .bind(error)
-                .bind(link)
-                .bind(link_seq)
-                .execute(&self.write)
-                .await?;
+                }
             }
         }
+        tx.commit().await?;
         Ok(())
     }
 }

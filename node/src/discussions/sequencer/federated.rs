@@ -523,6 +523,12 @@ impl Sequencer {
                             "the home resent the group's state; following it from here"
                         );
                     }
+                    // An earlier stamp is still on its way (or waits to be applied): this one
+                    // waits too, never applied out of order.
+                    Err(e @ ChainError::Gap { .. }) => {
+                        tracing::warn!(discussion, error = %e, "a stamp arrived before its predecessor; waiting");
+                        return Err(DiscussionError::Unavailable);
+                    }
                     Err(e) => return Err(fed_error(e)),
                 }
             }
