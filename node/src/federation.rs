@@ -592,28 +592,22 @@ impl Federation {
         link: &str,
         scope: &LinkScope,
     ) -> Result<LinkInfo, FederationError> {
-        let key = self.key()?;
-        let (grant, current) = self.active(link).await?;
         let scope = scope_from(scope)?;
-        let notice = SignedNotice::create(
-            key,
-            &grant,
-            &current,
-            Notice {
-                link: link.to_owned(),
-                grant: grant.hash(),
-                at: now_ms(),
-                change: Change::Narrow {
+        let notice = self
+            .notice(
+                link,
+                Change::Narrow {
                     scope: scope.clone(),
                 },
-            },
-        )
-        .map_err(|e| match e {
-            GrantError::Widens => FederationError::BadRequest(
-                "a link is widened only by a new offer both sides sign; this only narrows".into(),
-            ),
-            other => other.into(),
-        })?;
+            )
+            .await
+            .map_err(|e| match e {
+                FederationError::Grant(GrantError::Widens) => FederationError::BadRequest(
+                    "a link is widened only by a new offer both sides sign; this only narrows"
+                        .into(),
+                ),
+                other => other,
+            })?;
         self.inner
             .store
             .fed_update_scope(
@@ -626,6 +620,19 @@ impl Federation {
             handle.notify(link, notice);
         }
         self.info(link).await
+    }
+
+    /// A one-sided change of an active link, signed by this node.
+    async fn notice(&self, link: &str, change: Change) -> Result<SignedNotice, FederationError> {
+        let key = self.key()?;
+        let (grant, current) = self.active(link).await?;
+        let notice = Notice {
+            link: link.to_owned(),
+            grant: grant.hash(),
+            at: now_ms(),
+            change,
+        };
+        Ok(SignedNotice::create(key, &grant, &current, notice)?)
     }
 
     /// An active link's grant and the scope in force.
@@ -650,21 +657,14 @@ impl Federation {
         link: &str,
         reason: &str,
     ) -> Result<(), FederationError> {
-        let key = self.key()?;
-        let (grant, current) = self.active(link).await?;
-        let notice = SignedNotice::create(
-            key,
-            &grant,
-            &current,
-            Notice {
-                link: link.to_owned(),
-                grant: grant.hash(),
-                at: now_ms(),
-                change: Change::Revoke {
+        let notice = self
+            .notice(
+                link,
+                Change::Revoke {
                     reason: reason.to_owned(),
                 },
-            },
-        )?;
+            )
+            .await?;
         self.inner
             .store
             .fed_end_link(

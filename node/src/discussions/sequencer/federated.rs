@@ -701,16 +701,11 @@ impl Sequencer {
             None => {
                 let d = DiscussionRow {
                     id: discussion.to_owned(),
-                    kind: "group".to_owned(),
-                    title: body.title.clone().unwrap_or_default(),
-                    created_by: caller.user.clone(),
-                    created_at: at,
-                    last_seq: 0,
-                    last_activity_at: at,
-                    dialog_key: None,
-                    object_app: None,
-                    object_type: None,
-                    object_id: None,
+                    ..self.new_discussion(
+                        veche_protocol::discussions::DiscussionKind::Group,
+                        body.title.clone().unwrap_or_default(),
+                        caller,
+                    )
                 };
                 b.insert_discussion(&d).await?;
                 for (user, role) in &body.members {
