@@ -13,7 +13,7 @@ use crate::keys::{Hash, NodeId};
 pub const PROTOCOL: &str = "/veche/fed/1";
 
 /// At most this many items in one push.
-pub const MAX_BATCH_ITEMS: usize = 64;
+pub const MAX_BATCH_ITEMS: usize = 256;
 /// A push is cut after the item that brings it past this many bytes of events.
 pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 /// The largest request or response read from the wire.

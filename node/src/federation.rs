@@ -165,7 +165,7 @@ impl Federation {
     /// Applies received items in each link's order, as they arrive, until the node stops.
     async fn apply_received(self, stop: tokio_util::sync::CancellationToken) {
         loop {
-            let items = match self.inner.store.fed_inbox_next(100).await {
+            let items = match self.inner.store.fed_inbox_next(500).await {
                 Ok(items) => items,
                 Err(e) => {
                     tracing::error!(error = %e, "reading received items failed");

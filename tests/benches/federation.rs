@@ -4,7 +4,8 @@
 //! - a message written at the home until a member at the branch receives it (p50, p99);
 //! - a message written at the branch until its author there sees it sequenced by the home
 //!   (submission, stamping, and the stamped event back) and until the home's member sees it;
-//! - events per second reaching the branch while four writers at the home post at once.
+//! - events per second reaching the branch while sixteen writers at the home post at once;
+//! - how fast a backlog written while the branch was down is caught up once it is back.
 //!
 //! Nodes and clients share one process (a 2-worker tokio runtime). Numbers, not assertions.
 
@@ -22,6 +23,8 @@ mod common;
 use common::{ms, percentile};
 
 const PASSWORD: &str = "benchmark password";
+/// Writers at the home in the throughput run.
+const WRITERS: usize = 16;
 
 async fn node(name: &str) -> TestNode {
     let mut config = test_config();
@@ -31,6 +34,10 @@ async fn node(name: &str) -> TestNode {
 
 async fn connect(node: &TestNode, login: &str) -> Connection {
     node.add_user(login, PASSWORD, false).await.expect("user");
+    self::login(node, login).await
+}
+
+async fn login(node: &TestNode, login: &str) -> Connection {
     let mut config = ClientConfig::new(node.quic_addr(), Trust::CaFile(node.ca_path()));
     config.timeout = Duration::from_secs(60);
     let conn = Connection::connect(&config).await.expect("connect");
@@ -111,6 +118,29 @@ async fn posted(conn: &Connection, text: &str) {
     }
 }
 
+/// A connection whose events are read and dropped: members receive every message, and the
+/// node closes a connection that leaves its events unread.
+fn draining(conn: Connection) -> Arc<Connection> {
+    let conn = Arc::new(conn);
+    let events = Arc::clone(&conn);
+    tokio::spawn(async move { while events.next_event().await.is_some() {} });
+    conn
+}
+
+/// The group's last sequence number on `conn`'s node.
+async fn last_seq(conn: &Connection, group: &str) -> u64 {
+    match conn
+        .request(Request::GetDiscussion {
+            discussion: group.to_owned(),
+        })
+        .await
+        .expect("get")
+    {
+        Reply::Discussion { discussion } => discussion.last_seq,
+        other => panic!("{other:?}"),
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -122,24 +152,20 @@ fn main() {
 
 async fn run() {
     let hq = node("hq.bench").await;
-    let branch = node("branch.bench").await;
+    let mut branch = node("branch.bench").await;
     let id = link(&hq, &branch).await;
     let anna = Arc::new(connect(&hq, "anna").await);
-    let writers = [
-        Arc::new(connect(&hq, "w1").await),
-        Arc::new(connect(&hq, "w2").await),
-        Arc::new(connect(&hq, "w3").await),
-    ];
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        writers.push(draining(connect(&hq, &format!("w{w}")).await));
+    }
     let boris = connect(&branch, "boris").await;
     let group = match anna
         .request(Request::CreateGroup {
             title: "bench".into(),
-            members: vec![
-                "boris@branch.bench".into(),
-                "w1@hq.bench".into(),
-                "w2@hq.bench".into(),
-                "w3@hq.bench".into(),
-            ],
+            members: std::iter::once("boris@branch.bench".to_owned())
+                .chain((0..WRITERS).map(|w| format!("w{w}@hq.bench")))
+                .collect(),
         })
         .await
         .expect("group")
@@ -183,12 +209,13 @@ async fn run() {
     to_home.sort();
     round_trip.sort();
 
-    // Throughput: four writers at the home at once, counted as they reach the branch.
-    const EACH: usize = 1000;
-    let total = EACH * 4;
+    // Throughput: many writers at the home at once (the home commits them in groups), counted
+    // as they reach the branch.
+    const EACH: usize = 500;
+    let total = EACH * WRITERS;
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for (w, conn) in std::iter::once(&anna).chain(writers.iter()).enumerate() {
+    for (w, conn) in writers.iter().enumerate() {
         let conn = Arc::clone(conn);
         let group = group.clone();
         tasks.push(tokio::spawn(async move {
@@ -217,6 +244,46 @@ async fn run() {
         t.await.expect("writer");
     }
 
+    // A backlog across the link: the branch is down while the home writes; once it is back,
+    // how fast the replica's copy of the group catches up (stored, applied, and in its log).
+    // A fresh connection that reads its events (one that leaves them unread is closed).
+    drop(boris);
+    let boris = draining(login(&branch, "boris").await);
+    let before = last_seq(&boris, &group).await;
+    drop(boris);
+    branch.stop().await;
+    let mut tasks = Vec::new();
+    for (w, conn) in writers.iter().enumerate() {
+        let conn = Arc::clone(conn);
+        let group = group.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let text = format!("p{w}-{i}");
+                send(&conn, &group, &text, &text).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    branch.restart().await.expect("restart");
+    let boris = draining(login(&branch, "boris").await);
+    let target = before + total as u64;
+    let mut first = None;
+    loop {
+        let now = last_seq(&boris, &group).await;
+        if now > before && first.is_none() {
+            first = Some((Instant::now(), now));
+        }
+        if now >= target {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (t0, seq0) = first.expect("progress");
+    let caught_up = t0.elapsed();
+    let backlog_rate = (target - seq0) as f64 / caught_up.as_secs_f64();
+
     println!("| what | p50 | p99 |");
     println!("|---|---|---|");
     println!(
@@ -235,7 +302,10 @@ async fn run() {
         ms(percentile(&round_trip, 0.99))
     );
     println!(
-        "\n{total} messages from 4 writers at the home reached the branch member in {took:.2?}: {:.0} events/s",
+        "\n{total} messages from {WRITERS} writers at the home reached the branch member in {took:.2?}: {:.0} events/s",
         total as f64 / took.as_secs_f64()
+    );
+    println!(
+        "a backlog of {total} messages written while the branch was down: the branch's copy caught up at {backlog_rate:.0} events/s ({caught_up:.2?} from the first arrival)"
     );
 }
