@@ -22,7 +22,7 @@ use veche_protocol::admin::{LinkInfo, LinkScope};
 use veche_protocol::ids::NodeName;
 
 use crate::config::FederationConfig;
-use crate::discussions::Discussions;
+use crate::discussions::{Discussions, FedOutcome};
 use crate::store::{AuditRecord, LinkRow, NewLink, Store, StoreError};
 
 /// Why a link command failed.
@@ -175,56 +175,43 @@ impl Federation {
             if stop.is_cancelled() {
                 return;
             }
-            // All of them go to the sequencer at once, in order, so that one transaction (one
-            // fsync) applies many; each has its own savepoint there.
-            let decoded: Vec<Result<Item, String>> = items
-                .iter()
-                .map(|i| {
-                    ciborium::from_reader::<Item, _>(i.item.as_slice())
-                        .map_err(|e| format!("unreadable item: {e}"))
-                })
-                .collect();
-            let jobs: Vec<(String, Item)> = items
-                .iter()
-                .zip(&decoded)
-                .filter_map(|(i, d)| d.as_ref().ok().map(|d| (i.link.clone(), d.clone())))
-                .collect();
-            let mut outcomes = self
-                .inner
-                .discussions
-                .apply_federated_many(jobs)
-                .await
-                .into_iter();
-            let mut stalled = false;
+            // One command applies them all, in order, in one transaction (one fsync).
             let mut done = Vec::new();
-            for (item, decoded) in items.iter().zip(decoded) {
-                let outcome = match decoded {
-                    Ok(_) => outcomes
-                        .next()
-                        .unwrap_or(Err(crate::discussions::DiscussionError::Unavailable)),
-                    Err(e) => Err(crate::discussions::DiscussionError::BadRequest(e)),
-                };
-                let error = match outcome {
-                    Ok(()) => None,
-                    // A constraint the item breaks breaks it every time.
-                    Err(crate::discussions::DiscussionError::Store(StoreError::Conflict)) => {
-                        Some("it conflicts with what is stored here".to_owned())
+            let mut jobs = Vec::new();
+            let mut tried = Vec::new();
+            for item in &items {
+                match ciborium::from_reader::<Item, _>(item.item.as_slice()) {
+                    Ok(decoded) => {
+                        jobs.push((item.link.clone(), decoded));
+                        tried.push(item);
                     }
-                    Err(
-                        e @ (crate::discussions::DiscussionError::Unavailable
-                        | crate::discussions::DiscussionError::Store(_)),
-                    ) => {
-                        // Stays in the inbox and is tried again, in order.
-                        tracing::warn!(link = item.link, link_seq = item.link_seq, error = %e, "applying a received item failed; retrying");
-                        stalled = true;
-                        continue;
+                    Err(e) => done.push((
+                        item.link.clone(),
+                        item.link_seq,
+                        Some(format!("unreadable item: {e}")),
+                    )),
+                }
+            }
+            let mut stalled = false;
+            match self.inner.discussions.apply_federated(jobs).await {
+                Ok(outcomes) => {
+                    for (item, outcome) in tried.into_iter().zip(outcomes) {
+                        match outcome {
+                            FedOutcome::Applied => {
+                                done.push((item.link.clone(), item.link_seq, None))
+                            }
+                            FedOutcome::Refused(reason) => {
+                                done.push((item.link.clone(), item.link_seq, Some(reason)));
+                            }
+                            // Stays in the inbox and is tried again, in order.
+                            FedOutcome::Later => stalled = true,
+                        }
                     }
-                    Err(e) => {
-                        tracing::error!(link = item.link, link_seq = item.link_seq, error = %e, "a received item was refused");
-                        Some(e.to_string())
-                    }
-                };
-                done.push((item.link.clone(), item.link_seq, error));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "applying received items failed; retrying");
+                    stalled = true;
+                }
             }
             if let Err(e) = self.inner.store.fed_inbox_done(&done, now_ms()).await {
                 tracing::error!(error = %e, "recording applied items failed");

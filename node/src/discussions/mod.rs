@@ -188,6 +188,8 @@ struct Inner {
     search: Search,
 }
 
+pub(crate) use sequencer::FedOutcome;
+
 /// Where the sequencer reports what it committed, besides the registry: new messages to push
 /// notifications, membership changes to presence.
 #[derive(Debug, Clone)]
@@ -389,35 +391,19 @@ impl Discussions {
         .map(|_| ())
     }
 
-    /// Applies items received over links (verified by the transport), in order: submissions to
-    /// discussions this node is home of, and stamped events of other homes' discussions. They
-    /// are queued together, so the sequencer applies many in one transaction; one outcome each.
-    pub(crate) async fn apply_federated_many(
+    /// Applies items received over links (verified by the transport), in each link's order,
+    /// in one command: submissions to discussions this node is home of, and stamped events of
+    /// other homes' discussions. One outcome per item; an error means none was applied.
+    pub(crate) async fn apply_federated(
         &self,
         items: Vec<(String, veche_federation::wire::Item)>,
-    ) -> Vec<Result<(), DiscussionError>> {
-        let mut replies = Vec::with_capacity(items.len());
-        for (link, item) in items {
-            let op = match item {
-                veche_federation::wire::Item::Submit { event } => Op::FedSubmit { link, event },
-                veche_federation::wire::Item::Stamped { stamp, event } => {
-                    Op::FedApply { link, stamp, event }
-                }
-            };
-            let (reply, rx) = oneshot::channel();
-            if self.inner.jobs.send(Job { op, reply }).await.is_err() {
-                break;
-            }
-            replies.push(rx);
+    ) -> Result<Vec<sequencer::FedOutcome>, DiscussionError> {
+        match self.submit(Op::FedMany { items }).await? {
+            sequencer::Done::Federated(outcomes) => Ok(outcomes),
+            other => Err(DiscussionError::Store(crate::store::StoreError::Aborted(
+                format!("unexpected answer {other:?}"),
+            ))),
         }
-        let mut out = Vec::with_capacity(replies.len());
-        for rx in replies {
-            out.push(match rx.await {
-                Ok(result) => result.map(|_| ()),
-                Err(_) => Err(DiscussionError::Unavailable),
-            });
-        }
-        out
     }
 
     async fn submit(&self, op: Op) -> Result<sequencer::Done, DiscussionError> {
@@ -440,7 +426,7 @@ impl Discussions {
                 discussion: self.get(caller, &id).await?,
             },
             sequencer::Done::Sent { message_id, seq } => Reply::Sent { message_id, seq },
-            sequencer::Done::Nothing => Reply::Done,
+            sequencer::Done::Nothing | sequencer::Done::Federated(_) => Reply::Done,
         })
     }
 

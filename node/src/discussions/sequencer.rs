@@ -117,16 +117,10 @@ pub(crate) enum Op {
         discussion: String,
         link: String,
     },
-    /// At the home: a linked node's submission (verified by the transport).
-    FedSubmit {
-        link: String,
-        event: veche_federation::event::EventWire,
-    },
-    /// On a replica: the home's next stamped event (verified by the transport).
-    FedApply {
-        link: String,
-        stamp: veche_federation::grant::Signed,
-        event: veche_federation::event::EventWire,
+    /// Items received over links (verified by the transport), in each link's order:
+    /// submissions to discussions this node is home of, stamped events of other homes'.
+    FedMany {
+        items: Vec<(String, veche_federation::wire::Item)>,
     },
 }
 
@@ -139,6 +133,19 @@ pub(crate) enum Done {
     Sent { message_id: String, seq: u64 },
     /// Nothing to return.
     Nothing,
+    /// What became of each received item of a `FedMany`.
+    Federated(Vec<FedOutcome>),
+}
+
+/// What became of one received item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FedOutcome {
+    /// Applied (or found applied before).
+    Applied,
+    /// Refused for good, with why.
+    Refused(String),
+    /// Not tried now: an earlier item of its link must be applied first.
+    Later,
 }
 
 /// Where a command's answer goes.
@@ -313,8 +320,7 @@ impl Sequencer {
                 Op::AddMembers { .. }
                     | Op::RemoveMember { .. }
                     | Op::SetTitle { .. }
-                    | Op::FedSubmit { .. }
-                    | Op::FedApply { .. }
+                    | Op::FedMany { .. }
             );
             let outcome = self.apply(&mut batch, job.op, &mut deliveries).await;
             if outcome.is_err() || changes_discussion {
@@ -498,10 +504,7 @@ impl Sequencer {
                 Ok(Done::Nothing)
             }
             Op::Share { discussion, link } => self.share(b, &discussion, &link, out).await,
-            Op::FedSubmit { link, event } => self.fed_submit(b, &link, event, out).await,
-            Op::FedApply { link, stamp, event } => {
-                self.fed_apply(b, &link, stamp, event, out).await
-            }
+            Op::FedMany { items } => self.fed_many(b, items, out).await,
         }
     }
 

@@ -24,7 +24,7 @@ use veche_protocol::Timestamp;
 use veche_protocol::discussions::{Change, SendMessage};
 use veche_protocol::ids::{NodeName, UserId};
 
-use super::{Delivery, Done, Sequencer};
+use super::{Delivery, Done, FedOutcome, Sequencer};
 use crate::discussions::{Caller, DiscussionError};
 use crate::store::{Batch, DiscussionRow, StoreError};
 
@@ -428,8 +428,63 @@ impl Sequencer {
         Ok(message_id)
     }
 
+    /// Applies received items in order, each in a savepoint of its own. A transient failure
+    /// holds back the rest of its link (tried again later, in order); a storage failure
+    /// breaks the batch, so nothing of the round is kept and all is tried again.
+    pub(super) async fn fed_many(
+        &self,
+        b: &mut Batch,
+        items: Vec<(String, Item)>,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let mut held = std::collections::HashSet::new();
+        let mut outcomes = Vec::with_capacity(items.len());
+        for (link, item) in items {
+            if held.contains(&link) {
+                outcomes.push(FedOutcome::Later);
+                continue;
+            }
+            b.savepoint().await?;
+            let mut delivered = Vec::new();
+            let result = match item {
+                Item::Submit { event } => self.fed_submit(b, &link, event, &mut delivered).await,
+                Item::Stamped { stamp, event } => {
+                    self.fed_apply(b, &link, stamp, event, &mut delivered).await
+                }
+            };
+            self.set_applying(None);
+            self.forget_cache();
+            match result {
+                Ok(_) => {
+                    b.release().await?;
+                    out.extend(delivered);
+                    outcomes.push(FedOutcome::Applied);
+                }
+                Err(e @ DiscussionError::Store(StoreError::Conflict)) => {
+                    b.rollback_command().await?;
+                    outcomes.push(FedOutcome::Refused(e.to_string()));
+                }
+                Err(e @ DiscussionError::Store(_)) => {
+                    b.rollback_command().await?;
+                    return Err(e);
+                }
+                Err(DiscussionError::Unavailable) => {
+                    b.rollback_command().await?;
+                    held.insert(link);
+                    outcomes.push(FedOutcome::Later);
+                }
+                Err(e) => {
+                    b.rollback_command().await?;
+                    tracing::error!(link, error = %e, "a received item was refused");
+                    outcomes.push(FedOutcome::Refused(e.to_string()));
+                }
+            }
+        }
+        Ok(Done::Federated(outcomes))
+    }
+
     /// At the home: a linked node's submission for one of its users.
-    pub(super) async fn fed_submit(
+    async fn fed_submit(
         &self,
         b: &mut Batch,
         link: &str,
@@ -482,7 +537,7 @@ impl Sequencer {
     }
 
     /// On a replica: the home's next stamped event, applied if it follows the log.
-    pub(super) async fn fed_apply(
+    async fn fed_apply(
         &self,
         b: &mut Batch,
         link: &str,
@@ -523,21 +578,19 @@ impl Sequencer {
                             "the home resent the group's state; following it from here"
                         );
                     }
-                    // An earlier stamp is still on its way (or waits to be applied): this one
-                    // waits too, never applied out of order.
-                    Err(e @ ChainError::Gap { .. }) => {
-                        tracing::warn!(discussion, error = %e, "a stamp arrived before its predecessor; waiting");
-                        return Err(DiscussionError::Unavailable);
+                    // Items come in order, and an earlier one that must wait holds this one
+                    // back: a gap here means the predecessor was refused for good. The group
+                    // stops on this node until its home shares it again.
+                    Err(e) => {
+                        return Err(fed_error(format!(
+                            "{e}; the group waits for its home to share it again"
+                        )));
                     }
-                    Err(e) => return Err(fed_error(e)),
                 }
             }
         }
-        let body = body_of(&event)?;
-        for user in body.users.iter().chain(body.members.iter().map(|(u, _)| u)) {
-            remote_user(b, user, &self.node).await?;
-        }
-        remote_user(b, &h.author, &self.node).await?;
+        // What this node cannot read or apply is skipped below; the stamp still enters the log.
+        let body = body_of(&event).unwrap_or_default();
         // What the home stamped, it authorized: the author acts with every right here.
         let caller = author(&event, true);
         self.set_applying(Some(Applying {
@@ -548,19 +601,40 @@ impl Sequencer {
         // reply to a message from before the share, a user unknown here), it is skipped and
         // logged, and the log goes on: one event never stops a group.
         b.savepoint().await?;
-        let result = if h.kind == "discussion.share" {
-            self.apply_share(b, &caller, &discussion, &body, out).await
-        } else {
-            self.apply_change(b, &caller, &discussion, &h.kind, body.clone(), &event, out)
+        let mut delivered = Vec::new();
+        let result = match self.known_users(b, &event, &body).await {
+            Err(e) => Err(e),
+            Ok(()) if h.kind == "discussion.share" => {
+                self.apply_share(b, &caller, &discussion, &body, &mut delivered)
+                    .await
+            }
+            Ok(()) => {
+                self.apply_change(
+                    b,
+                    &caller,
+                    &discussion,
+                    &h.kind,
+                    body.clone(),
+                    &event,
+                    &mut delivered,
+                )
                 .await
+            }
         };
         self.set_applying(None);
         let done = match result {
             Ok(done) => {
                 b.release().await?;
+                out.extend(delivered);
                 done
             }
-            Err(e @ (DiscussionError::Store(_) | DiscussionError::Unavailable)) => {
+            Err(
+                e @ (DiscussionError::Unavailable | DiscussionError::Store(StoreError::Aborted(_))),
+            ) => {
+                b.rollback_command().await?;
+                return Err(e);
+            }
+            Err(e @ DiscussionError::Store(StoreError::Database(_) | StoreError::Migrate(_))) => {
                 b.rollback_command().await?;
                 return Err(e);
             }
@@ -590,6 +664,20 @@ impl Sequencer {
             b.fed_purge_bodies(m).await?;
         }
         Ok(done)
+    }
+
+    /// Makes sure the users an event names are known here (users of other nodes as profile
+    /// records).
+    async fn known_users(
+        &self,
+        b: &mut Batch,
+        event: &Event,
+        body: &Body,
+    ) -> Result<(), DiscussionError> {
+        for user in body.users.iter().chain(body.members.iter().map(|(u, _)| u)) {
+            remote_user(b, user, &self.node).await?;
+        }
+        remote_user(b, &event.header().author, &self.node).await
     }
 
     fn message_id_for(&self, event: &Event, body: &Body) -> Option<String> {
@@ -717,6 +805,7 @@ impl Sequencer {
                 return Ok(Done::Discussion(d.id));
             }
         };
+        // The snapshot is authoritative: members it lacks leave, its title holds.
         let present: Vec<String> = b.members(&d.id).await?.into_iter().map(|m| m.0).collect();
         let mut added = Vec::new();
         for (user, role) in &body.members {
@@ -730,6 +819,18 @@ impl Sequencer {
             self.forget_cache();
             self.announce_members_added(b, &d, &caller.user, added, out)
                 .await?;
+        }
+        for user in present {
+            if !body.members.iter().any(|(m, _)| *m == user) {
+                self.forget_cache();
+                self.remove_member(b, caller, &d.id, &user, out).await?;
+            }
+        }
+        if let Some(title) = &body.title
+            && *title != d.title
+        {
+            self.forget_cache();
+            self.set_title(b, caller, &d.id, title, out).await?;
         }
         Ok(Done::Discussion(d.id))
     }
