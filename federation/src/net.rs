@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use libp2p::core::Transport as _;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel, cbor};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -277,6 +278,20 @@ pub fn dialable(address: &Multiaddr) -> bool {
     ip && matches!(iter.next(), Some(Protocol::Tcp(port)) if port != 0)
 }
 
+/// Sends a signed notice to `peer`.
+fn send_notice(
+    swarm: &mut Swarm<Behaviour>,
+    peer: PeerId,
+    address: Address,
+    notice: &SignedNotice,
+) -> OutboundRequestId {
+    let request = Request::Notice {
+        address,
+        notice: notice.signed().clone(),
+    };
+    swarm.behaviour_mut().rr.send_request(&peer, request)
+}
+
 /// Checks that a request on `link` from the peer `peer` is addressed to this node `me`.
 fn check_address(address: &Address, link: &str, peer: &NodeId, me: &NodeId) -> Result<(), String> {
     if address.link != link {
@@ -326,25 +341,31 @@ pub async fn start<S: LinkStore>(
         .set_request_size_maximum(MAX_FRAME)
         .set_response_size_maximum(MAX_FRAME);
     let idle = config.idle_timeout;
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.keypair())
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default().nodelay(true),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
+    // Assembled by hand rather than with `SwarmBuilder::with_tokio`: libp2p's `tokio` feature
+    // names QUIC (a weak feature), which would put quinn in Cargo.lock for this crate.
+    let keypair = key.keypair();
+    let transport = libp2p_tcp::tokio::Transport::new(libp2p_tcp::Config::default().nodelay(true))
+        .upgrade(libp2p::core::upgrade::Version::V1)
+        .authenticate(
+            libp2p::noise::Config::new(&keypair)
+                .map_err(|e| StartError::Transport(e.to_string()))?,
         )
-        .map_err(|e| StartError::Transport(e.to_string()))?
-        .with_behaviour(|_| Behaviour {
-            allow: allow_block_list::Behaviour::default(),
-            rr: cbor::Behaviour::with_codec(
-                codec,
-                [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
-                rr_config,
-            ),
-        })
-        .map_err(|e| StartError::Transport(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-        .build();
+        .multiplex(libp2p::yamux::Config::default())
+        .boxed();
+    let behaviour = Behaviour {
+        allow: allow_block_list::Behaviour::default(),
+        rr: cbor::Behaviour::with_codec(
+            codec,
+            [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
+            rr_config,
+        ),
+    };
+    let mut swarm = Swarm::new(
+        transport,
+        behaviour,
+        keypair.public().to_peer_id(),
+        libp2p::swarm::Config::with_tokio_executor().with_idle_connection_timeout(idle),
+    );
     for address in &config.listen {
         swarm
             .listen_on(address.clone())
@@ -632,15 +653,7 @@ impl<S: LinkStore> Driver<S> {
         };
         // A revocation needs no greeting: it is signed, and the link ends either way.
         if let Some(notice) = &state.ending {
-            let request = Request::Notice {
-                address,
-                notice: notice.signed().clone(),
-            };
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .rr
-                .send_request(&state.peer_id, request);
+            let id = send_notice(&mut self.swarm, state.peer_id, address, notice);
             state.in_flight = Some((id, Sent::Ending));
             return;
         }
@@ -661,15 +674,7 @@ impl<S: LinkStore> Driver<S> {
             return;
         }
         if let Some(notice) = state.notices.front() {
-            let request = Request::Notice {
-                address,
-                notice: notice.signed().clone(),
-            };
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .rr
-                .send_request(&state.peer_id, request);
+            let id = send_notice(&mut self.swarm, state.peer_id, address, notice);
             state.in_flight = Some((id, Sent::Notice));
             return;
         }

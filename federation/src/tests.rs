@@ -118,6 +118,31 @@ fn submit(key: &NodeKey, author: &str, origin: &str, home: &str, n: u64) -> Item
     }
 }
 
+/// hq and branch, linked, each with an empty in-memory store.
+struct Pair {
+    a: Node,
+    b: Node,
+    grant: Grant,
+    id: String,
+    branch_port: u16,
+}
+
+async fn pair() -> Pair {
+    let (pa, pb) = (free_port(), free_port());
+    let (ka, kb) = (NodeKey::from_secret([1; 32]), NodeKey::from_secret([2; 32]));
+    let grant = link((&ka, "hq", pa), (&kb, "branch", pb));
+    let id = grant.link().to_owned();
+    let a = node("hq", 1, MemoryStore::default(), vec![grant.clone()], pa).await;
+    let b = node("branch", 2, MemoryStore::default(), vec![grant.clone()], pb).await;
+    Pair {
+        a,
+        b,
+        grant,
+        id,
+        branch_port: pb,
+    }
+}
+
 async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     for _ in 0..3000 {
         if ok() {
@@ -141,12 +166,7 @@ fn texts(items: &[Incoming]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_arrive_in_order_exactly_once_both_ways() {
-    let (pa, pb) = (free_port(), free_port());
-    let (ka, kb) = (NodeKey::from_secret([1; 32]), NodeKey::from_secret([2; 32]));
-    let grant = link((&ka, "hq", pa), (&kb, "branch", pb));
-    let id = grant.link().to_owned();
-    let a = node("hq", 1, MemoryStore::default(), vec![grant.clone()], pa).await;
-    let b = node("branch", 2, MemoryStore::default(), vec![grant], pb).await;
+    let Pair { a, b, id, .. } = pair().await;
     // The receiver fails twice after storing: the sender resends, nothing is stored twice.
     b.store.fail_after_store(2);
     for n in 0..300 {
@@ -174,12 +194,7 @@ async fn batches_arrive_in_order_exactly_once_both_ways() {
 async fn events_queued_one_by_one_never_wait_for_a_lost_wake() {
     // A wake that arrives while the outbox is being read must not be lost when that read
     // comes back empty (it once was: delivery stalled until the next unrelated wake).
-    let (pa, pb) = (free_port(), free_port());
-    let (ka, kb) = (NodeKey::from_secret([1; 32]), NodeKey::from_secret([2; 32]));
-    let grant = link((&ka, "hq", pa), (&kb, "branch", pb));
-    let id = grant.link().to_owned();
-    let a = node("hq", 1, MemoryStore::default(), vec![grant.clone()], pa).await;
-    let b = node("branch", 2, MemoryStore::default(), vec![grant], pb).await;
+    let Pair { a, b, id, .. } = pair().await;
     for n in 0..400 {
         a.store
             .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", n));
@@ -190,12 +205,13 @@ async fn events_queued_one_by_one_never_wait_for_a_lost_wake() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_receiver_resumes_where_it_stopped() {
-    let (pa, pb) = (free_port(), free_port());
-    let (ka, kb) = (NodeKey::from_secret([1; 32]), NodeKey::from_secret([2; 32]));
-    let grant = link((&ka, "hq", pa), (&kb, "branch", pb));
-    let id = grant.link().to_owned();
-    let a = node("hq", 1, MemoryStore::default(), vec![grant.clone()], pa).await;
-    let b = node("branch", 2, MemoryStore::default(), vec![grant.clone()], pb).await;
+    let Pair {
+        a,
+        b,
+        grant,
+        id,
+        branch_port: pb,
+    } = pair().await;
     for n in 0..10 {
         a.store
             .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", n));
@@ -220,12 +236,7 @@ async fn a_restarted_receiver_resumes_where_it_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_items_are_refused_one_by_one_and_the_rest_goes_on() {
-    let (pa, pb) = (free_port(), free_port());
-    let (ka, kb) = (NodeKey::from_secret([1; 32]), NodeKey::from_secret([2; 32]));
-    let grant = link((&ka, "hq", pa), (&kb, "branch", pb));
-    let id = grant.link().to_owned();
-    let mut a = node("hq", 1, MemoryStore::default(), vec![grant.clone()], pa).await;
-    let b = node("branch", 2, MemoryStore::default(), vec![grant], pb).await;
+    let Pair { mut a, b, id, .. } = pair().await;
     let good = |n| submit(&a.key, "anna@hq", "hq", "branch", n);
     // 2: hq speaks for a user of branch (signed by hq, so only the author check catches it).
     let header = EventHeader {
