@@ -9,6 +9,10 @@
 //! item by item and handed to the [`LinkStore`] in one call; the acknowledgement goes out only
 //! after the store returned. Storage calls run on tasks of their own and report back on a
 //! channel, so the swarm never waits for the database.
+//!
+//! Besides the outbox, a node may ask its peer a question (`query`: the peer's user directory,
+//! within the link's scope). Queries are answered by the node through
+//! [`Notification::Query`], never stored, and never wait for a link to come back.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,11 +26,12 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::event::{Event, Stamp};
-use crate::grant::{Change, Grant, Party, Scope, Signed, SignedNotice};
+use crate::grant::{Change, DirectoryScope, Grant, Party, Scope, Signed, SignedNotice};
 use crate::keys::{NodeId, NodeKey, PublicKey};
 use crate::store::{Incoming, LinkStore, Refused};
 use crate::wire::{
-    Address, Item, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_FRAME, PROTOCOL, Rejected, Request,
+    Address, Item, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_FRAME, MAX_PRESENCE, MAX_PROFILES,
+    MAX_QUERY_BYTES, MAX_REASON_BYTES, PROTOCOL, Presence, Profile, Query, Rejected, Request,
     Response,
 };
 
@@ -58,8 +63,29 @@ impl Default for NetConfig {
 }
 
 /// What the transport tells the node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Notification {
+    /// Presence of the peer's users (only on links whose scope carries presence; only users
+    /// of the peer).
+    Presence {
+        /// The link.
+        link: String,
+        /// The changes.
+        users: Vec<Presence>,
+    },
+    /// The peer asks something; answer through `responder` (dropped unanswered, or not
+    /// answered within the request timeout, the peer hears a refusal).
+    Query {
+        /// The link.
+        link: String,
+        /// What the link's scope lets the peer see of the directory (never
+        /// [`DirectoryScope::None`] for a directory query: those are refused here).
+        directory: DirectoryScope,
+        /// The question.
+        query: Query,
+        /// Where the answer goes.
+        responder: Responder,
+    },
     /// New items from the peer are in the store.
     Received {
         /// The link.
@@ -101,6 +127,43 @@ pub enum Notification {
         /// The peer's signed revocation, when there was one.
         notice: Option<Signed>,
     },
+}
+
+/// Answers one query from a peer.
+#[derive(Debug)]
+pub struct Responder(oneshot::Sender<Result<Vec<Profile>, String>>);
+
+impl Responder {
+    /// Sends the people found (at most [`MAX_PROFILES`] go).
+    pub fn answer(self, mut profiles: Vec<Profile>) {
+        profiles.truncate(MAX_PROFILES);
+        let _ = self.0.send(Ok(profiles));
+    }
+
+    /// Refuses the query, saying why.
+    pub fn refuse(self, reason: impl Into<String>) {
+        let _ = self.0.send(Err(reason.into()));
+    }
+}
+
+/// Why a query to a linked node got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// No active link by that id.
+    #[error("no active link by that id")]
+    NoLink,
+    /// The query itself is malformed.
+    #[error("{0}")]
+    Malformed(String),
+    /// The linked node cannot be reached now.
+    #[error("the linked node cannot be reached now: {0}")]
+    Unreachable(String),
+    /// The linked node refused.
+    #[error("the linked node refused: {0}")]
+    Refused(String),
+    /// The transport has stopped.
+    #[error("the federation transport has stopped")]
+    Stopped,
 }
 
 /// What a link is doing now.
@@ -169,6 +232,15 @@ enum Command {
     },
     Wake(String),
     Status(oneshot::Sender<Vec<LinkStatus>>),
+    Query {
+        link: String,
+        query: Query,
+        reply: oneshot::Sender<Result<Vec<Profile>, QueryError>>,
+    },
+    Presence {
+        link: String,
+        users: Vec<Presence>,
+    },
     Stop,
 }
 
@@ -259,6 +331,34 @@ impl Handle {
         rx.await.unwrap_or_default()
     }
 
+    /// Asks the peer of `link` a question, if it is connected now (a query never waits for a
+    /// link to come back).
+    pub async fn query(&self, link: &str, query: Query) -> Result<Vec<Profile>, QueryError> {
+        check_query(&query).map_err(QueryError::Malformed)?;
+        let Query::Directory { limit, .. } = &query;
+        let limit = *limit as usize;
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Query {
+                link: link.to_owned(),
+                query,
+                reply,
+            })
+            .map_err(|_| QueryError::Stopped)?;
+        let mut profiles = rx.await.map_err(|_| QueryError::Stopped)??;
+        profiles.truncate(limit);
+        Ok(profiles)
+    }
+
+    /// Tells the peer of `link` about our users' presence, if it is connected now and the
+    /// link carries presence (dropped otherwise: the next greeting sends everyone again).
+    pub fn send_presence(&self, link: &str, users: Vec<Presence>) {
+        let _ = self.commands.send(Command::Presence {
+            link: link.to_owned(),
+            users,
+        });
+    }
+
     /// Stops the transport: connections close, nothing more is sent or stored.
     pub fn stop(&self) {
         let _ = self.commands.send(Command::Stop);
@@ -293,6 +393,22 @@ fn send_notice(
 }
 
 /// Checks that a request on `link` from the peer `peer` is addressed to this node `me`.
+fn check_query(query: &Query) -> Result<(), String> {
+    match query {
+        Query::Directory { text, limit } => {
+            if text.trim().is_empty() || text.len() > MAX_QUERY_BYTES {
+                return Err(format!("a directory query is 1 to {MAX_QUERY_BYTES} bytes"));
+            }
+            if *limit == 0 || *limit as usize > MAX_PROFILES {
+                return Err(format!(
+                    "a directory query asks for 1 to {MAX_PROFILES} people"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_address(address: &Address, link: &str, peer: &NodeId, me: &NodeId) -> Result<(), String> {
     if address.link != link {
         return Err(format!("not the link {link}"));
@@ -389,6 +505,7 @@ pub async fn start<S: LinkStore>(
         config,
         links: HashMap::new(),
         by_peer: HashMap::new(),
+        queries: HashMap::new(),
         notify,
         internal,
         addresses: addresses_tx,
@@ -454,6 +571,8 @@ struct Driver<S> {
     config: NetConfig,
     links: HashMap<String, LinkState>,
     by_peer: HashMap<PeerId, String>,
+    /// Our queries waiting for their answers.
+    queries: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<Profile>, QueryError>>>,
     notify: mpsc::UnboundedSender<Notification>,
     internal: mpsc::UnboundedSender<Internal>,
     addresses: watch::Sender<Vec<Multiaddr>>,
@@ -593,6 +712,49 @@ impl<S: LinkStore> Driver<S> {
                     .collect();
                 all.sort_by(|a, b| a.link.cmp(&b.link));
                 let _ = reply.send(all);
+            }
+            Command::Query { link, query, reply } => {
+                let Some(state) = self.links.get(&link).filter(|s| !s.ended) else {
+                    let _ = reply.send(Err(QueryError::NoLink));
+                    return;
+                };
+                if !state.connected || !state.greeted {
+                    let why = "not connected".to_owned();
+                    let _ = reply.send(Err(QueryError::Unreachable(why)));
+                    return;
+                }
+                let request = Request::Query {
+                    address: Address {
+                        link: link.clone(),
+                        from: self.node_id.clone(),
+                        to: state.peer_node_id.clone(),
+                    },
+                    query,
+                };
+                let peer = state.peer_id;
+                let id = self.swarm.behaviour_mut().rr.send_request(&peer, request);
+                self.queries.insert(id, reply);
+            }
+            Command::Presence { link, users } => {
+                let Some(state) = self.links.get(&link) else {
+                    return;
+                };
+                if state.ended || !state.greeted || !state.scope.presence {
+                    return;
+                }
+                let (peer, to) = (state.peer_id, state.peer_node_id.clone());
+                for chunk in users.chunks(MAX_PRESENCE) {
+                    let request = Request::Presence {
+                        address: Address {
+                            link: link.clone(),
+                            from: self.node_id.clone(),
+                            to: to.clone(),
+                        },
+                        users: chunk.to_vec(),
+                    };
+                    // Answered with an empty acknowledgement, which nothing waits for.
+                    self.swarm.behaviour_mut().rr.send_request(&peer, request);
+                }
             }
             Command::Stop => {}
         }
@@ -907,6 +1069,10 @@ impl<S: LinkStore> Driver<S> {
                 error,
                 ..
             } => {
+                if let Some(reply) = self.queries.remove(&request_id) {
+                    let _ = reply.send(Err(QueryError::Unreachable(error.to_string())));
+                    return;
+                }
                 let Some(link) = self.by_peer.get(&peer).cloned() else {
                     return;
                 };
@@ -965,7 +1131,9 @@ impl<S: LinkStore> Driver<S> {
                     false,
                 );
             }
-            Request::Push { .. } if !state.heard_hello => {
+            Request::Push { .. } | Request::Query { .. } | Request::Presence { .. }
+                if !state.heard_hello =>
+            {
                 self.refuse(channel, "greet first: hello with the grant".into(), false);
             }
             Request::Hello { .. } => {
@@ -1040,6 +1208,71 @@ impl<S: LinkStore> Driver<S> {
                         },
                     };
                     let _ = internal.send(message);
+                });
+            }
+            Request::Presence { users, .. } => {
+                if !state.scope.presence {
+                    let reason = "this link does not carry presence".into();
+                    return self.refuse(channel, reason, false);
+                }
+                if users.len() > MAX_PRESENCE {
+                    return self.refuse(channel, "too many users at once".into(), false);
+                }
+                // A node speaks for its own users only.
+                let peer_node = state.peer.node.clone();
+                let users: Vec<Presence> = users
+                    .into_iter()
+                    .filter(|p| crate::event::node_of(&p.user) == Some(peer_node.as_str()))
+                    .collect();
+                let _ = self.swarm.behaviour_mut().rr.send_response(
+                    channel,
+                    Response::Ack {
+                        upto: 0,
+                        rejected: Vec::new(),
+                    },
+                );
+                if !users.is_empty() {
+                    let _ = self.notify.send(Notification::Presence { link, users });
+                }
+            }
+            Request::Query { query, .. } => {
+                if let Err(reason) = check_query(&query) {
+                    return self.refuse(channel, reason, false);
+                }
+                let directory = state.scope.directory;
+                if directory == DirectoryScope::None {
+                    let reason = "this link does not share the user directory".into();
+                    return self.refuse(channel, reason, false);
+                }
+                let (tx, rx) = oneshot::channel();
+                let asked = Notification::Query {
+                    link,
+                    directory,
+                    query,
+                    responder: Responder(tx),
+                };
+                if self.notify.send(asked).is_err() {
+                    return self.refuse(channel, "the node is stopping".into(), false);
+                }
+                let (internal, timeout) = (self.internal.clone(), self.config.request_timeout);
+                tokio::spawn(async move {
+                    let response = match tokio::time::timeout(timeout, rx).await {
+                        Ok(Ok(Ok(profiles))) => Response::Profiles { profiles },
+                        Ok(Ok(Err(reason))) => Response::Refused {
+                            reason,
+                            link_ended: false,
+                        },
+                        _ => Response::Refused {
+                            reason: "the node did not answer in time".into(),
+                            link_ended: false,
+                        },
+                    };
+                    let respond = Internal::Respond {
+                        channel,
+                        response,
+                        received: None,
+                    };
+                    let _ = internal.send(respond);
                 });
             }
             Request::Notice { notice, .. } => {
@@ -1132,10 +1365,42 @@ impl<S: LinkStore> Driver<S> {
                 stamp.check_event(&event).map_err(|e| e.to_string())?;
                 Ok(())
             }
+            // Only the home's word: a node can refuse nothing but what was submitted to it.
+            Item::Refusal {
+                discussion,
+                author,
+                reason,
+                ..
+            } => {
+                if crate::event::node_of(author) != Some(me.as_str()) {
+                    return Err(format!("{author} is not a user of this node"));
+                }
+                if crate::event::node_of(discussion) != Some(state.peer.node.as_str()) {
+                    return Err(format!(
+                        "{} is not the home of {discussion}",
+                        state.peer.node
+                    ));
+                }
+                if reason.len() > MAX_REASON_BYTES {
+                    return Err("a refusal's reason is too long".into());
+                }
+                Ok(())
+            }
         }
     }
 
     fn on_response(&mut self, peer: PeerId, request_id: OutboundRequestId, response: Response) {
+        if let Some(reply) = self.queries.remove(&request_id) {
+            let _ = reply.send(match response {
+                Response::Profiles { mut profiles } => {
+                    profiles.truncate(MAX_PROFILES);
+                    Ok(profiles)
+                }
+                Response::Refused { reason, .. } => Err(QueryError::Refused(reason)),
+                _ => Err(QueryError::Refused("an answer of the wrong kind".into())),
+            });
+            return;
+        }
         let Some(link) = self.by_peer.get(&peer).cloned() else {
             return;
         };
@@ -1223,6 +1488,12 @@ impl<S: LinkStore> Driver<S> {
                     state.greeted = false;
                     self.failed(&link);
                 }
+                return;
+            }
+            Response::Profiles { .. } => {
+                tracing::warn!(link, "the peer answered a push with profiles");
+                state.greeted = false;
+                self.failed(&link);
                 return;
             }
         }

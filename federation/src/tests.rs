@@ -11,9 +11,9 @@ use crate::grant::{
 };
 use crate::keys::{Hash, NodeKey, Purpose};
 use crate::memory::MemoryStore;
-use crate::net::{self, Handle, NetConfig, Notification};
+use crate::net::{self, Handle, NetConfig, Notification, QueryError};
 use crate::store::Incoming;
-use crate::wire::Item;
+use crate::wire::{Item, Presence, Profile, Query};
 
 struct Node {
     key: NodeKey,
@@ -160,6 +160,7 @@ fn texts(items: &[Incoming]) -> Vec<String> {
             Item::Submit { event } | Item::Stamped { event, .. } => {
                 String::from_utf8(event.body.clone().unwrap_or_default()).unwrap()
             }
+            Item::Refusal { reason, .. } => reason.clone(),
         })
         .collect()
 }
@@ -289,26 +290,40 @@ async fn forged_items_are_refused_one_by_one_and_the_rest_goes_on() {
         stamp: stamp.signed().clone(),
         event: e5,
     };
+    // 6, 7: refusals hq cannot give: about a user of another node, and about a discussion
+    // hq is not home of. 8 is one it can give.
+    let refusal = |author: &str, discussion: &str| Item::Refusal {
+        event: Hash::default(),
+        discussion: discussion.into(),
+        author: author.into(),
+        reason: "refused".into(),
+    };
     for item in [
         good(1),
         foreign,
         Item::Submit { event: broken },
         elsewhere,
         not_home,
-        good(6),
+        refusal("boris@partner", "d@hq"),
+        refusal("boris@branch", "d@branch"),
+        refusal("boris@branch", "d@hq"),
+        good(9),
     ] {
         a.store.enqueue(&id, item);
     }
     a.handle.wake(&id);
-    wait_for("the good ones", || b.store.inbox(&id).len() == 2).await;
-    assert_eq!(texts(&b.store.inbox(&id)), ["message 1", "message 6"]);
+    wait_for("the good ones", || b.store.inbox(&id).len() == 3).await;
+    assert_eq!(
+        texts(&b.store.inbox(&id)),
+        ["message 1", "refused", "message 9"]
+    );
     let refused: Vec<(u64, String)> = b
         .store
         .refused()
         .iter()
         .map(|r| (r.link_seq, r.reason.clone()))
         .collect();
-    assert_eq!(refused.len(), 4, "{refused:?}");
+    assert_eq!(refused.len(), 6, "{refused:?}");
     assert!(
         refused[0].1.contains("does not belong to hq"),
         "{refused:?}"
@@ -316,6 +331,11 @@ async fn forged_items_are_refused_one_by_one_and_the_rest_goes_on() {
     assert!(refused[1].1.contains("signature"), "{refused:?}");
     assert!(refused[2].1.contains("not this node"), "{refused:?}");
     assert!(refused[3].1.contains("not the home"), "{refused:?}");
+    assert!(
+        refused[4].1.contains("not a user of this node"),
+        "{refused:?}"
+    );
+    assert!(refused[5].1.contains("not the home"), "{refused:?}");
     // The sender is told which, for its dead letters.
     let told = loop {
         match tokio::time::timeout(Duration::from_secs(10), a.notes.recv()).await {
@@ -325,7 +345,7 @@ async fn forged_items_are_refused_one_by_one_and_the_rest_goes_on() {
         }
     };
     let seqs: Vec<u64> = told.iter().map(|r| r.link_seq).collect();
-    assert_eq!(seqs, [2, 3, 4, 5]);
+    assert_eq!(seqs, [2, 3, 4, 5, 6, 7]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,4 +451,97 @@ async fn unknown_peers_are_refused_and_revocation_stops_retries() {
     while let Ok(n) = b.notes.try_recv() {
         assert!(!matches!(n, Notification::Received { .. }), "{n:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peers_node_answers_directory_queries_or_says_why_not() {
+    let Pair { a, mut b, id, .. } = pair().await;
+    // Not connected yet: a query does not wait for the link.
+    let early = a.handle.query(&id, directory("Борис")).await;
+    assert!(
+        matches!(early, Err(QueryError::Unreachable(_))),
+        "{early:?}"
+    );
+    a.store
+        .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", 0));
+    a.handle.wake(&id);
+    wait_for("connected", || b.store.inbox_len(&id) == 1).await;
+    tokio::spawn(async move {
+        while let Some(note) = b.notes.recv().await {
+            let Notification::Query {
+                query: Query::Directory { text, limit },
+                directory,
+                responder,
+                ..
+            } = note
+            else {
+                continue;
+            };
+            assert_eq!(directory, DirectoryScope::Members);
+            match text.as_str() {
+                "refuse" => responder.refuse("not today"),
+                "silence" => drop(responder),
+                _ => responder.answer(
+                    (0..limit + 5)
+                        .map(|n| Profile {
+                            id: format!("boris{n}@branch"),
+                            display_name: text.clone(),
+                            department: "Склад".into(),
+                        })
+                        .collect(),
+                ),
+            }
+        }
+    });
+    let found = a.handle.query(&id, directory("Борис")).await.unwrap();
+    assert_eq!(found.len(), 3, "at most the limit asked for");
+    assert_eq!(found[0].id, "boris0@branch");
+    assert_eq!(found[0].display_name, "Борис");
+    let refused = a.handle.query(&id, directory("refuse")).await;
+    assert_eq!(refused, Err(QueryError::Refused("not today".into())));
+    let silent = a.handle.query(&id, directory("silence")).await;
+    assert!(matches!(silent, Err(QueryError::Refused(_))), "{silent:?}");
+    let empty = a.handle.query(&id, directory(" ")).await;
+    assert!(matches!(empty, Err(QueryError::Malformed(_))), "{empty:?}");
+    let nowhere = a.handle.query("no-such-link", directory("Борис")).await;
+    assert_eq!(nowhere, Err(QueryError::NoLink));
+    // The link carries on.
+    a.store
+        .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", 1));
+    a.handle.wake(&id);
+    wait_for("the next item", || a.store.outbox_len(&id) == 0).await;
+}
+
+fn directory(text: &str) -> Query {
+    Query::Directory {
+        text: text.into(),
+        limit: 3,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_goes_to_a_connected_peer_for_its_own_users_only() {
+    let Pair { a, mut b, id, .. } = pair().await;
+    a.store
+        .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", 0));
+    a.handle.wake(&id);
+    wait_for("connected", || b.store.inbox_len(&id) == 1).await;
+    let presence = |user: &str, state: &str| Presence {
+        user: user.into(),
+        state: state.into(),
+        status_text: "в отпуске".into(),
+    };
+    // hq cannot speak for branch's users.
+    a.handle.send_presence(
+        &id,
+        vec![presence("anna@hq", "away"), presence("boris@branch", "dnd")],
+    );
+    let heard = loop {
+        match tokio::time::timeout(Duration::from_secs(10), b.notes.recv()).await {
+            Ok(Some(Notification::Presence { users, .. })) => break users,
+            Ok(Some(_)) => continue,
+            other => panic!("no presence: {other:?}"),
+        }
+    };
+    assert_eq!(heard, [presence("anna@hq", "away")]);
 }

@@ -16,6 +16,10 @@ pub const PROTOCOL: &str = "/veche/fed/1";
 pub const MAX_BATCH_ITEMS: usize = 256;
 /// A push is cut after the item that brings it past this many bytes of events.
 pub const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// At most this many people in one answer to a query.
+pub const MAX_PROFILES: usize = 100;
+/// The longest text a query may search for.
+pub const MAX_QUERY_BYTES: usize = 200;
 /// The largest request or response read from the wire.
 pub const MAX_FRAME: u64 = 4 * 1024 * 1024;
 
@@ -61,6 +65,65 @@ pub enum Request {
         /// The signed [`crate::grant::Notice`].
         notice: Signed,
     },
+    /// Presence changes of the sender's users (everyone relevant to the link right after
+    /// greeting, then changes): sent as they happen, never stored or resent; a lost one is
+    /// made good by the next greeting.
+    Presence {
+        /// Link and nodes.
+        address: Address,
+        /// At most [`MAX_PRESENCE`].
+        users: Vec<Presence>,
+    },
+    /// A question the receiver's node answers at once, within the link's scope; nothing is
+    /// stored on either side.
+    Query {
+        /// Link and nodes.
+        address: Address,
+        /// What is asked.
+        query: Query,
+    },
+}
+
+/// At most this many users' presence in one request.
+pub const MAX_PRESENCE: usize = 1000;
+
+/// A user's presence as their node shows it to others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Presence {
+    /// `login@node`, a user of the sender.
+    pub user: String,
+    /// `available`, `away`, `dnd` or `offline` (a state the receiver does not know reads as
+    /// offline).
+    pub state: String,
+    /// What they say about themselves (empty if nothing).
+    pub status_text: String,
+}
+
+/// What one node may ask another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Query {
+    /// People of the receiver's node matching `text` (name, login, department), as far as the
+    /// link's directory scope lets the asker see them.
+    Directory {
+        /// What a user typed (at most [`MAX_QUERY_BYTES`]).
+        text: String,
+        /// At most this many (1 to [`MAX_PROFILES`]).
+        limit: u32,
+    },
+}
+
+/// A person of the answering node, as its directory shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// `login@node`.
+    pub id: String,
+    /// Display name.
+    pub display_name: String,
+    /// Department.
+    pub department: String,
 }
 
 impl Request {
@@ -69,7 +132,9 @@ impl Request {
         match self {
             Request::Hello { address, .. }
             | Request::Push { address, .. }
-            | Request::Notice { address, .. } => address,
+            | Request::Notice { address, .. }
+            | Request::Presence { address, .. }
+            | Request::Query { address, .. } => address,
         }
     }
 }
@@ -90,15 +155,37 @@ pub enum Item {
         /// The event, signed by its origin.
         event: EventWire,
     },
+    /// The sender, as home, refused for good an event the receiver submitted: it will never be
+    /// stamped, and its author is told why.
+    Refusal {
+        /// The refused event's id.
+        event: Hash,
+        /// The discussion it was for.
+        discussion: String,
+        /// Its author, a user of the receiver.
+        author: String,
+        /// Why (at most [`MAX_REASON_BYTES`]).
+        reason: String,
+    },
 }
+
+/// The longest reason a refusal may give.
+pub const MAX_REASON_BYTES: usize = 1000;
 
 impl Item {
     /// Bytes this item takes in a batch, roughly.
     pub fn weight(&self) -> usize {
-        let event = match self {
-            Item::Submit { event } | Item::Stamped { event, .. } => event,
-        };
-        event.header.len() + event.body.as_ref().map_or(0, Vec::len) + 160
+        match self {
+            Item::Submit { event } | Item::Stamped { event, .. } => {
+                event.header.len() + event.body.as_ref().map_or(0, Vec::len) + 160
+            }
+            Item::Refusal {
+                discussion,
+                author,
+                reason,
+                ..
+            } => discussion.len() + author.len() + reason.len() + 80,
+        }
     }
 }
 
@@ -118,6 +205,11 @@ pub enum Response {
         upto: u64,
         /// Items refused for good, with why.
         rejected: Vec<Rejected>,
+    },
+    /// The answer to a directory query, best first.
+    Profiles {
+        /// At most [`MAX_PROFILES`].
+        profiles: Vec<Profile>,
     },
     /// The request was refused as a whole: wrong link, node or grant, or a revoked link.
     Refused {

@@ -16,13 +16,15 @@ use veche_federation::grant::{
 use veche_federation::keys::NodeKey;
 use veche_federation::net::{self, Handle, LinkError, NetConfig, Notification};
 use veche_federation::store::{Incoming, LinkStore, Outgoing, Refused};
-use veche_federation::wire::Item;
+use veche_federation::wire::{self, Item};
 use veche_protocol::Timestamp;
 use veche_protocol::admin::{LinkInfo, LinkScope};
 use veche_protocol::ids::NodeName;
+use veche_protocol::presence::{PresenceInfo, PresenceState};
 
 use crate::config::FederationConfig;
 use crate::discussions::{Discussions, FedOutcome};
+use crate::presence::Presence;
 use crate::store::{AuditRecord, LinkRow, NewLink, Store, StoreError};
 
 /// Why a link command failed.
@@ -69,6 +71,8 @@ struct Inner {
     config: FederationConfig,
     handle: LinkWaker,
     discussions: Discussions,
+    /// Users of linked nodes are shown here; ours go out.
+    presence: Presence,
     /// Received items wait to be applied.
     received: tokio::sync::Notify,
 }
@@ -86,12 +90,73 @@ impl LinkWaker {
         }
     }
 
+    /// Asks the peer of `link` a question, if the transport runs and the peer is connected.
+    pub(crate) async fn query(
+        &self,
+        link: &str,
+        query: veche_federation::wire::Query,
+    ) -> Result<Vec<veche_federation::wire::Profile>, net::QueryError> {
+        let handle = self.get().ok_or(net::QueryError::Stopped)?;
+        handle.query(link, query).await
+    }
+
     fn get(&self) -> Option<Handle> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn set(&self, handle: Handle) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+    }
+}
+
+/// This node's users who matter to a linked node.
+type Audience = std::collections::HashSet<String>;
+
+/// How often who matters to a link is looked up again.
+const AUDIENCE_REFRESH: Duration = Duration::from_secs(3);
+
+fn carries_presence(row: &LinkRow) -> bool {
+    row.state == "active"
+        && serde_json::from_str::<Scope>(&row.scope).is_ok_and(|s: Scope| s.presence)
+}
+
+/// The changes of `audience`'s users, as they travel.
+fn for_link(infos: &[PresenceInfo], audience: &Audience) -> Vec<wire::Presence> {
+    infos
+        .iter()
+        .filter(|i| audience.contains(&i.user))
+        .map(|i| wire::Presence {
+            user: i.user.clone(),
+            state: match i.state {
+                PresenceState::Available => "available",
+                PresenceState::Away => "away",
+                PresenceState::Dnd => "dnd",
+                _ => "offline",
+            }
+            .to_owned(),
+            status_text: i.status_text.clone(),
+        })
+        .collect()
+}
+
+/// A linked node's report of one of its users (the transport checked whose).
+fn from_wire(p: wire::Presence) -> PresenceInfo {
+    let state = match p.state.as_str() {
+        "available" => PresenceState::Available,
+        "away" => PresenceState::Away,
+        "dnd" => PresenceState::Dnd,
+        _ => PresenceState::Offline,
+    };
+    let status_text = p
+        .status_text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect();
+    PresenceInfo {
+        user: p.user,
+        state,
+        status_text,
     }
 }
 
@@ -119,6 +184,7 @@ impl Federation {
         config: FederationConfig,
         waker: LinkWaker,
         discussions: Discussions,
+        presence: Presence,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -128,6 +194,7 @@ impl Federation {
                 config,
                 handle: waker,
                 discussions,
+                presence,
                 received: tokio::sync::Notify::new(),
             }),
         }
@@ -303,6 +370,103 @@ impl Federation {
         self.inner.handle.set(handle);
         tokio::spawn(self.clone().follow(notifications));
         tokio::spawn(self.clone().apply_received(stop));
+        let (changes, changed) = tokio::sync::mpsc::unbounded_channel();
+        self.inner.presence.send_changes_to(changes);
+        tokio::spawn(self.clone().forward_presence(changed));
+        Ok(())
+    }
+
+    /// Sends the presence changes of this node's users to the links where they matter, until
+    /// the transport stops. Who matters to a link is looked up every few seconds; people who
+    /// just came to matter (a group newly shared) are sent as they are then.
+    async fn forward_presence(
+        self,
+        mut changed: tokio::sync::mpsc::UnboundedReceiver<Vec<PresenceInfo>>,
+    ) {
+        let mut audiences: std::collections::HashMap<String, Audience> =
+            std::collections::HashMap::new();
+        let mut refresh = tokio::time::interval(AUDIENCE_REFRESH);
+        loop {
+            tokio::select! {
+                infos = changed.recv() => {
+                    let Some(infos) = infos else { return };
+                    let Some(handle) = self.handle() else { continue };
+                    for (link, audience) in &audiences {
+                        let out = for_link(&infos, audience);
+                        if !out.is_empty() {
+                            handle.send_presence(link, out);
+                        }
+                    }
+                }
+                _ = refresh.tick() => {
+                    if let Err(e) = self.refresh_audiences(&mut audiences).await {
+                        tracing::warn!(error = %e, "presence for linked nodes: links unreadable");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Looks up again who matters to each link that carries presence, and sends the links
+    /// how those who are new to them are.
+    async fn refresh_audiences(
+        &self,
+        audiences: &mut std::collections::HashMap<String, Audience>,
+    ) -> Result<(), StoreError> {
+        let links = self.inner.store.fed_links().await?;
+        let carrying: Vec<&LinkRow> = links.iter().filter(|l| carries_presence(l)).collect();
+        audiences.retain(|link, _| carrying.iter().any(|l| l.link == *link));
+        let Some(handle) = self.handle() else {
+            return Ok(());
+        };
+        for row in carrying {
+            let fresh = self.audience(row).await?;
+            let old = audiences.insert(row.link.clone(), fresh.clone());
+            let new: Audience = match old {
+                Some(old) => fresh.difference(&old).cloned().collect(),
+                None => fresh,
+            };
+            if !new.is_empty() {
+                let out = for_link(&self.inner.presence.present_here(), &new);
+                if !out.is_empty() {
+                    handle.send_presence(&row.link, out);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// This node's users who matter to the peer of `row`: members of discussions shared over
+    /// it, or of discussions the peer is home of.
+    async fn audience(&self, row: &LinkRow) -> Result<Audience, StoreError> {
+        self.inner
+            .store
+            .fed_link_audience(&row.link, &row.peer_node)
+            .await
+            .map(|users| users.into_iter().collect())
+    }
+
+    /// A linked node greeted us: it hears the presence of everyone here who matters to it.
+    async fn send_present(&self, link: &str) -> Result<(), StoreError> {
+        let Some(row) = self.inner.store.fed_link(link).await? else {
+            return Ok(());
+        };
+        let Some(handle) = self.handle().filter(|_| carries_presence(&row)) else {
+            return Ok(());
+        };
+        let audience = self.audience(&row).await?;
+        let out = for_link(&self.inner.presence.present_here(), &audience);
+        if !out.is_empty() {
+            handle.send_presence(link, out);
+        }
+        Ok(())
+    }
+
+    /// A linked node is out of reach: its users are shown offline here.
+    async fn peer_gone(&self, link: &str) -> Result<(), StoreError> {
+        if let Some(row) = self.inner.store.fed_link(link).await? {
+            self.inner.presence.remote_gone(&row.peer_node);
+        }
         Ok(())
     }
 
@@ -328,6 +492,9 @@ impl Federation {
             let result = match n {
                 Notification::Ended { link, reason, .. } => {
                     tracing::warn!(link, reason, "link ended");
+                    if let Err(e) = self.peer_gone(&link).await {
+                        tracing::warn!(link, error = %e, "link ended: its users stay shown");
+                    }
                     store
                         .fed_end_link(
                             &link,
@@ -361,10 +528,16 @@ impl Federation {
                 }
                 Notification::Connected { link } => {
                     tracing::info!(link, "linked node connected");
-                    Ok(())
+                    self.send_present(&link).await
                 }
                 Notification::Disconnected { link } => {
                     tracing::info!(link, "linked node disconnected");
+                    self.peer_gone(&link).await
+                }
+                Notification::Presence { users, .. } => {
+                    self.inner
+                        .presence
+                        .remote(users.into_iter().map(from_wire).collect());
                     Ok(())
                 }
                 Notification::Received { link } => {
@@ -372,9 +545,62 @@ impl Federation {
                     self.inner.received.notify_one();
                     Ok(())
                 }
+                Notification::Query {
+                    link,
+                    directory,
+                    query,
+                    responder,
+                } => {
+                    tokio::spawn(Self::answer_query(
+                        store.clone(),
+                        link,
+                        directory,
+                        query,
+                        responder,
+                    ));
+                    Ok(())
+                }
             };
             if let Err(e) = result {
                 tracing::error!(error = %e, "recording a link change failed");
+            }
+        }
+    }
+
+    /// Answers a linked node's directory query: this node's people (the whole directory, or only
+    /// members of discussions shared over the link, as its scope says).
+    async fn answer_query(
+        store: Store,
+        link: String,
+        directory: DirectoryScope,
+        query: veche_federation::wire::Query,
+        responder: net::Responder,
+    ) {
+        let veche_federation::wire::Query::Directory { text, limit } = query;
+        let users = match directory {
+            DirectoryScope::Full => store.directory_users().await,
+            DirectoryScope::Members => store.directory_users_shared_over(&link).await,
+            DirectoryScope::None => {
+                return responder.refuse("this link does not share the directory");
+            }
+        };
+        match users {
+            Ok(users) => {
+                let found = crate::search::directory_rank(users, &text, limit as usize);
+                responder.answer(
+                    found
+                        .into_iter()
+                        .map(|u| veche_federation::wire::Profile {
+                            id: u.id,
+                            display_name: u.display_name,
+                            department: u.department,
+                        })
+                        .collect(),
+                );
+            }
+            Err(e) => {
+                tracing::error!(link, error = %e, "a linked node's directory query failed");
+                responder.refuse("the directory cannot be read now");
             }
         }
     }

@@ -238,6 +238,7 @@ pub(crate) async fn open(
         config.federation.clone(),
         waker,
         discussions.clone(),
+        presence.clone(),
     );
     Ok(Opened {
         lock,

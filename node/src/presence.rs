@@ -14,6 +14,10 @@
 //! The registry reports connections coming and going through a channel; contacts and stored
 //! choices are loaded off the lock, when a user comes online and when their dialogs or groups
 //! change.
+//!
+//! Users of linked nodes are shown as their node reports them (`remote`); this node's changes
+//! go out to the federation service each tick (`linked` sink), which sends each link those of
+//! its users that matter there.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -84,10 +88,16 @@ struct Inner {
     store: Store,
     registry: Arc<Registry>,
     config: PresenceConfig,
+    /// Where changes of this node's users go for linked nodes, once federation runs.
+    linked: Mutex<Option<mpsc::UnboundedSender<Vec<PresenceInfo>>>>,
 }
 
 #[derive(Debug, Default)]
 struct State {
+    /// Users of linked nodes who are not offline, as their node last reported them.
+    remote: HashMap<String, PresenceInfo>,
+    /// Users of linked nodes whose change is still to be told.
+    remote_changed: Vec<PresenceInfo>,
     users: HashMap<String, UserState>,
     /// Subscribed-to user → (connection → its user).
     subscribers: HashMap<String, HashMap<u64, String>>,
@@ -228,7 +238,59 @@ impl Presence {
                 store,
                 registry,
                 config,
+                linked: Mutex::new(None),
             }),
+        }
+    }
+
+    /// From now on, every tick's changes of this node's users (as others see them) go to
+    /// `sink`.
+    pub(crate) fn send_changes_to(&self, sink: mpsc::UnboundedSender<Vec<PresenceInfo>>) {
+        *self.inner.linked.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+    }
+
+    /// This node's users who are not offline, as others see them (for a linked node that
+    /// just connected).
+    pub(crate) fn present_here(&self) -> Vec<PresenceInfo> {
+        let state = lock(&self.inner.state);
+        present(&state, state.users.keys())
+    }
+
+    /// Users of a linked node, as it reports them; told to their contacts here at the next
+    /// tick.
+    pub(crate) fn remote(&self, infos: Vec<PresenceInfo>) {
+        let mut state = lock(&self.inner.state);
+        for mut info in infos {
+            if info.state == PresenceState::Invisible {
+                info.state = PresenceState::Offline;
+            }
+            if info.state == PresenceState::Offline {
+                info.status_text.clear();
+                if state.remote.remove(&info.user).is_none() {
+                    continue;
+                }
+            } else if state.remote.get(&info.user) == Some(&info) {
+                continue;
+            } else {
+                state.remote.insert(info.user.clone(), info.clone());
+            }
+            state.remote_changed.push(info);
+        }
+    }
+
+    /// A linked node can no longer be reached: its users are shown offline.
+    pub(crate) fn remote_gone(&self, node: &str) {
+        let suffix = format!("@{node}");
+        let mut state = lock(&self.inner.state);
+        let gone: Vec<String> = state
+            .remote
+            .keys()
+            .filter(|u| u.ends_with(&suffix))
+            .cloned()
+            .collect();
+        for user in gone {
+            state.remote.remove(&user);
+            state.remote_changed.push(offline(&user));
         }
     }
 
@@ -408,12 +470,43 @@ impl Presence {
             for user in gone {
                 state.users.remove(&user);
             }
+            // Users of linked nodes: told to their contacts here and to subscribers.
+            for info in std::mem::take(&mut state.remote_changed) {
+                for (user, entry) in &state.users {
+                    if entry
+                        .contacts
+                        .as_ref()
+                        .is_some_and(|c| c.contains(&info.user))
+                    {
+                        to_users.entry(user.clone()).or_default().push(info.clone());
+                    }
+                }
+                for (connection, subscriber) in
+                    state.subscribers.get(&info.user).into_iter().flatten()
+                {
+                    to_connections
+                        .entry((subscriber.clone(), *connection))
+                        .or_default()
+                        .push(info.clone());
+                }
+            }
             if changed.is_empty() {
                 HashSet::new()
             } else {
                 state.users.keys().cloned().collect()
             }
         };
+        let linked = self
+            .inner
+            .linked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(sink) = linked
+            && !changed.is_empty()
+        {
+            let _ = sink.send(changed.iter().map(|c| c.0.clone()).collect());
+        }
         for (info, contacts, subscribers) in changed {
             let mut told = HashSet::new();
             for contact in contacts.iter().filter(|c| online.contains(*c)) {
@@ -598,7 +691,7 @@ impl Presence {
                     let (others, me) = entry.shown(u, now, &self.inner.config);
                     if u == viewer { me } else { others }
                 }
-                None => offline(u),
+                None => state.remote.get(u).cloned().unwrap_or_else(|| offline(u)),
             })
             .collect())
     }
@@ -767,11 +860,14 @@ fn snapshot_of(state: &State, user: &str, config: &PresenceConfig) -> Vec<Presen
     infos
 }
 
-/// How these users were last shown to others, for those not offline.
+/// How these users were last shown to others (users of linked nodes: as their node reported
+/// them), for those not offline.
 fn present<'a>(state: &State, users: impl Iterator<Item = &'a String>) -> Vec<PresenceInfo> {
     users
-        .filter_map(|u| state.users.get(u))
-        .map(|u| u.told_others.clone())
+        .filter_map(|u| match state.users.get(u) {
+            Some(entry) => Some(entry.told_others.clone()),
+            None => state.remote.get(u).cloned(),
+        })
         .filter(|i| i.state != PresenceState::Offline)
         .collect()
 }

@@ -122,6 +122,10 @@ pub enum Request {
         query: String,
         /// At most this many (1–100).
         limit: u32,
+        /// A linked node whose directory is searched instead of this node's, as far as the
+        /// link's scope allows (its people are `login@node`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
     /// Sets who may read and post in an object's discussion (administrators; registered
     /// applications later). Replaces the previous list.
@@ -517,6 +521,18 @@ pub enum Event {
     DiscussionRemoved {
         /// The discussion.
         discussion: String,
+    },
+    /// The home node of `discussion`, a linked node, refused for good something the user wrote
+    /// there on this node (a message, edit, deletion or reaction, or opening a dialog): it
+    /// will not appear. Sending the same message again gets the same refusal.
+    NotDelivered {
+        /// The discussion.
+        discussion: String,
+        /// The message written or changed (none when a dialog could not be opened).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
+        /// Why.
+        reason: String,
     },
     /// Someone clicked a button of one of the user's messages.
     ActionClicked {

@@ -4,10 +4,14 @@ use anyhow::{Context, bail};
 use veche_client::Connection;
 use veche_client::protocol::admin::{AdminReply, AdminRequest, LinkInfo, LinkScope};
 use veche_client::protocol::discussions::{Change, DiscussionEvent, DiscussionInfo};
-use veche_client::protocol::{Reply, Request};
+use veche_client::protocol::presence::{PresenceChoice, PresenceState};
+use veche_client::protocol::{Event, Reply, Request};
 use veche_node::test_utils::{TestNode, test_config};
 
-use crate::support::{PASSWORD, ask, discussion, eventually, login, post, user, veche};
+use crate::support::{
+    PASSWORD, ask, discussion, eventually, login, next_non_presence_event, post, user, veche,
+    within,
+};
 
 /// A node named `name` whose federation port stays the same across restarts (linked nodes
 /// dial the address in the grant).
@@ -95,11 +99,15 @@ fn scope() -> LinkScope {
 }
 
 async fn offer(node: &TestNode) -> anyhow::Result<(String, LinkInfo)> {
+    offer_scoped(node, scope()).await
+}
+
+async fn offer_scoped(node: &TestNode, scope: LinkScope) -> anyhow::Result<(String, LinkInfo)> {
     match node
         .admin(AdminRequest::LinkOffer {
             relationship: "branch".into(),
             days: 30,
-            scope: scope(),
+            scope,
             organisation: "Head office".into(),
             contact: "it@hq".into(),
         })
@@ -141,7 +149,11 @@ async fn link_state(node: &TestNode, link: &str) -> anyhow::Result<LinkInfo> {
 
 /// Links `a` (offering) with `b` (accepting); the link's id.
 pub(crate) async fn link(a: &TestNode, b: &TestNode) -> anyhow::Result<String> {
-    let (text, _) = offer(a).await?;
+    link_scoped(a, b, scope()).await
+}
+
+async fn link_scoped(a: &TestNode, b: &TestNode, scope: LinkScope) -> anyhow::Result<String> {
+    let (text, _) = offer_scoped(a, scope).await?;
     let (grant, info) = accept(b, &text).await?;
     a.admin(AdminRequest::LinkConfirm { grant }).await?;
     Ok(info.link)
@@ -566,5 +578,205 @@ async fn three_nodes_converge_on_the_homes_log() -> anyhow::Result<()> {
     // C's messages reached B through the home, signed by C.
     let lb = log(&bella, &g.id).await?;
     assert!(lb.iter().any(|m| m.1 == "clara@c.test"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn dialogs_span_nodes_and_linked_directories_answer_within_scope() -> anyhow::Result<()> {
+    let hq = node("hq.test").await?;
+    let branch = node("branch.test").await?;
+    let id = link(&hq, &branch).await?;
+    let anna = user(&hq, "anna").await?;
+    let boris = user(&branch, "boris").await?;
+    let vera = user(&branch, "vera").await?;
+    let open = async |conn: &Connection, with: &str| {
+        discussion(conn, Request::OpenDialog { with: with.into() }).await
+    };
+    // "branch.test" sorts first: the branch is the home of its dialogs with the head office.
+    // Anna opens hers with Boris on the other node and writes at once: pending.
+    let d = open(&anna, "boris@branch.test").await?;
+    let (first, seq) = post(&anna, &d.id, "a1", "Привет из головного офиса").await?;
+    assert_eq!(seq, 0, "a message for another home is pending");
+    sees(&boris, &d.id, &[Some("Привет из головного офиса")]).await?;
+    assert_eq!(open(&boris, "anna@hq.test").await?.id, d.id, "one dialog");
+    assert_eq!(open(&anna, "boris@branch.test").await?.id, d.id);
+    post(&boris, &d.id, "b1", "Здравствуйте!").await?;
+    let both = [Some("Привет из головного офиса"), Some("Здравствуйте!")];
+    sees(&anna, &d.id, &both).await?;
+    sees(&boris, &d.id, &both).await?;
+    assert_eq!(log(&anna, &d.id).await?, log(&boris, &d.id).await?);
+    assert_eq!(log(&boris, &d.id).await?[0].0, first, "one message id");
+    let shown = discussion(
+        &boris,
+        Request::GetDiscussion {
+            discussion: d.id.clone(),
+        },
+    )
+    .await?;
+    assert_eq!(
+        shown.kind,
+        veche_client::protocol::discussions::DiscussionKind::Dialog
+    );
+
+    // Both sides open a dialog at the same moment: still one.
+    let (on_hq, on_branch) =
+        tokio::join!(open(&anna, "vera@branch.test"), open(&vera, "anna@hq.test"));
+    let (on_hq, on_branch) = (on_hq?, on_branch?);
+    assert_eq!(on_hq.id, on_branch.id);
+    post(&vera, &on_hq.id, "v1", "Счёт готов").await?;
+    post(&anna, &on_hq.id, "a2", "Спасибо").await?;
+    sees(&anna, &on_hq.id, &[Some("Счёт готов"), Some("Спасибо")]).await?;
+    sees(&vera, &on_hq.id, &[Some("Счёт готов"), Some("Спасибо")]).await?;
+
+    // Users of unlinked nodes are out of reach.
+    let err = open(&anna, "eve@elsewhere.test").await.unwrap_err();
+    assert!(format!("{err:#}").contains("not found"), "{err:#}");
+
+    // A dialog with someone the branch does not have: created here, refused by its home, and
+    // Anna is told; so is a message she wrote there meanwhile.
+    let ghost = open(&anna, "nobody@branch.test").await?;
+    let (lost, seq) = post(&anna, &ghost.id, "g1", "Алло?").await?;
+    assert_eq!(seq, 0);
+    let mut told = Vec::new();
+    while told.len() < 2 {
+        match within(20, "not delivered", next_non_presence_event(&anna)).await? {
+            Some(Event::NotDelivered {
+                discussion,
+                message_id,
+                reason,
+            }) => {
+                assert_eq!(discussion, ghost.id);
+                told.push((message_id, reason));
+            }
+            Some(_) => continue,
+            None => bail!("the event stream ended"),
+        }
+    }
+    assert_eq!(told[0].0, None, "the dialog itself: {told:?}");
+    assert!(told[0].1.contains("not found"), "{told:?}");
+    assert_eq!(told[1].0.as_deref(), Some(lost.as_str()), "{told:?}");
+    // Sent again, the same message gets the refusal, not a pending success.
+    let err = post(&anna, &ghost.id, "g1", "Алло?").await.unwrap_err();
+    assert!(format!("{err:#}").contains("refused"), "{err:#}");
+
+    // The head office searches the branch's directory over the link. Its scope says
+    // "members": people of the branch's discussions shared with the head office, not Gleb.
+    user(&branch, "gleb").await?;
+    let people = async |q: &str| -> anyhow::Result<Vec<String>> {
+        match ask(
+            &anna,
+            Request::Directory {
+                query: q.into(),
+                limit: 10,
+                node: Some("branch.test".into()),
+            },
+        )
+        .await?
+        {
+            Reply::Directory { users } => Ok(users.into_iter().map(|u| u.login).collect()),
+            other => bail!("expected a directory, got {other:?}"),
+        }
+    };
+    assert_eq!(people("bor").await?, ["boris@branch.test"]);
+    assert_eq!(people("vera").await?, ["vera@branch.test"]);
+    assert!(people("gleb").await?.is_empty());
+    // Narrowed to no directory, the branch refuses.
+    let mut narrower = scope();
+    narrower.directory = "none".into();
+    hq.admin(AdminRequest::LinkNarrow {
+        link: id.clone(),
+        scope: narrower,
+    })
+    .await?;
+    eventually(
+        15,
+        "the branch refuses directory queries",
+        async || match people("bor").await {
+            Err(e) if format!("{e:#}").contains("directory") => Ok(()),
+            other => bail!("{other:?}"),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Waits until `conn` is told that `user` is in `state`.
+async fn shown(conn: &Connection, user: &str, state: PresenceState) -> anyhow::Result<()> {
+    within(20, &format!("{user} shown {state:?}"), async {
+        loop {
+            match conn.next_event().await {
+                Some(Event::Presence { users })
+                    if users.iter().any(|u| u.user == user && u.state == state) =>
+                {
+                    return Ok(());
+                }
+                Some(_) => {}
+                None => bail!("the event stream ended"),
+            }
+        }
+    })
+    .await?
+}
+
+#[tokio::test]
+async fn presence_crosses_a_link_that_carries_it() -> anyhow::Result<()> {
+    let hq = node("hq.test").await?;
+    let mut branch = node("branch.test").await?;
+    let mut with_presence = scope();
+    with_presence.presence = true;
+    link_scoped(&hq, &branch, with_presence).await?;
+    let anna = user(&hq, "anna").await?;
+    let boris = user(&branch, "boris").await?;
+    // Boris is online before Anna and he share anything: he is shown once they do.
+    discussion(
+        &anna,
+        Request::OpenDialog {
+            with: "boris@branch.test".into(),
+        },
+    )
+    .await?;
+    shown(&anna, "boris@branch.test", PresenceState::Available).await?;
+    shown(&boris, "anna@hq.test", PresenceState::Available).await?;
+    // Changes travel, with the status text.
+    ask(
+        &boris,
+        Request::SetPresence {
+            choice: PresenceChoice::Dnd,
+            status_text: "на складе".into(),
+        },
+    )
+    .await?;
+    shown(&anna, "boris@branch.test", PresenceState::Dnd).await?;
+    let asked = match ask(
+        &anna,
+        Request::GetPresence {
+            users: vec!["boris@branch.test".into()],
+            subscribe: false,
+        },
+    )
+    .await?
+    {
+        Reply::Presence { users } => users,
+        other => bail!("expected presence, got {other:?}"),
+    };
+    assert_eq!(asked[0].state, PresenceState::Dnd);
+    assert_eq!(asked[0].status_text, "на складе");
+    // The branch stops: its users are shown offline at once.
+    branch.stop().await;
+    shown(&anna, "boris@branch.test", PresenceState::Offline).await?;
+    let asked = match ask(
+        &anna,
+        Request::GetPresence {
+            users: vec!["boris@branch.test".into()],
+            subscribe: false,
+        },
+    )
+    .await?
+    {
+        Reply::Presence { users } => users,
+        other => bail!("expected presence, got {other:?}"),
+    };
+    assert_eq!(asked[0].state, PresenceState::Offline);
+    assert_eq!(asked[0].status_text, "");
     Ok(())
 }

@@ -375,6 +375,7 @@ async fn the_directory_finds_people_across_alphabets() -> anyhow::Result<()> {
                 Request::Directory {
                     query: q,
                     limit: 10,
+                    node: None,
                 },
             )
             .await?

@@ -265,6 +265,10 @@ impl App {
                 self.notice = format!("session ended: {reason}");
                 None
             }
+            Event::NotDelivered { reason, .. } => {
+                self.notice = format!("not delivered: {reason}");
+                None
+            }
             Event::ActionClicked {
                 action_id, user, ..
             } => {

@@ -186,6 +186,8 @@ struct Inner {
     jobs: mpsc::Sender<Job>,
     plugins: Plugins,
     search: Search,
+    /// Linked nodes, asked for their directories.
+    links: crate::federation::LinkWaker,
 }
 
 pub(crate) use sequencer::FedOutcome;
@@ -219,6 +221,7 @@ impl Discussions {
         search: Search,
     ) -> Self {
         let (jobs, rx) = mpsc::channel(4096);
+        let links = outlets.fed.links.clone();
         tokio::spawn(sequencer::run(
             sequencer::Sequencer::new(
                 store.clone(),
@@ -238,6 +241,7 @@ impl Discussions {
                 jobs,
                 plugins,
                 search,
+                links,
             }),
         }
     }
@@ -324,16 +328,21 @@ impl Discussions {
         })
     }
 
-    /// People matching `query` (locked users are not listed).
+    /// People matching `query` (locked users are not listed), of this node or of the linked
+    /// `node`.
     pub(crate) async fn directory(
         &self,
         query: &str,
         limit: u32,
+        node: Option<&str>,
     ) -> Result<Reply, DiscussionError> {
         if query.trim().is_empty() || query.len() > 200 || limit == 0 || limit > 100 {
             return Err(DiscussionError::BadRequest(
                 "a directory query is 1 to 200 bytes, limit 1 to 100".into(),
             ));
+        }
+        if let Some(node) = node.filter(|n| *n != self.inner.node.as_str()) {
+            return self.linked_directory(node, query, limit).await;
         }
         let users = self.inner.store.directory_users().await?;
         let found = crate::search::directory_rank(users, query, limit as usize);
@@ -346,6 +355,69 @@ impl Discussions {
                     login: u.login,
                     display_name: u.display_name,
                     department: u.department,
+                })
+                .collect(),
+        })
+    }
+
+    /// People of a linked node, as far as the link's scope allows, asked over the link now.
+    /// The names found refresh the profiles of that node's users known here.
+    async fn linked_directory(
+        &self,
+        node: &str,
+        query: &str,
+        limit: u32,
+    ) -> Result<Reply, DiscussionError> {
+        use veche_federation::net::QueryError;
+        let link = self
+            .inner
+            .store
+            .fed_links()
+            .await?
+            .into_iter()
+            .find(|l| l.peer_node == node && l.state == "active")
+            .ok_or(DiscussionError::NotFound("linked node"))?
+            .link;
+        let asked = veche_federation::wire::Query::Directory {
+            text: query.to_owned(),
+            limit,
+        };
+        let profiles = self
+            .inner
+            .links
+            .query(&link, asked)
+            .await
+            .map_err(|e| match e {
+                QueryError::NoLink => DiscussionError::NotFound("linked node"),
+                QueryError::Malformed(m) => DiscussionError::BadRequest(m),
+                QueryError::Refused(m) => {
+                    DiscussionError::Forbidden(format!("{node} refused: {m}"))
+                }
+                e @ (QueryError::Unreachable(_) | QueryError::Stopped) => {
+                    DiscussionError::NotReady(e.to_string())
+                }
+            })?;
+        // A node answers for its own users only, with names of a sane size.
+        let sane = |s: &str| s.chars().count() <= 200 && !s.chars().any(char::is_control);
+        let profiles: Vec<_> = profiles
+            .into_iter()
+            .filter(|p| {
+                p.id.parse::<veche_protocol::ids::UserId>()
+                    .is_ok_and(|u| u.node().as_str() == node)
+                    && sane(&p.display_name)
+                    && sane(&p.department)
+            })
+            .collect();
+        self.inner.store.refresh_remote_profiles(&profiles).await?;
+        Ok(Reply::Directory {
+            users: profiles
+                .into_iter()
+                .map(|p| veche_protocol::DirectoryEntry {
+                    // What `open_dialog` and `create_group` take for a user of that node.
+                    login: p.id.clone(),
+                    id: p.id,
+                    display_name: p.display_name,
+                    department: p.department,
                 })
                 .collect(),
         })

@@ -189,6 +189,8 @@ pub(crate) enum Delivery {
     Notify(crate::push::Notice),
     /// These links have new items in their outbox.
     WakeLinks(Vec<String>),
+    /// An event for these users' connections only.
+    Personal { users: Vec<String>, event: Event },
 }
 
 /// The sequencer's state.
@@ -413,6 +415,11 @@ impl Sequencer {
             Delivery::WakeLinks(links) => {
                 for link in links {
                     self.fed.links.wake(&link);
+                }
+            }
+            Delivery::Personal { users, event } => {
+                if let Some(event) = EncodedEvent::new(&event) {
+                    self.registry.deliver(&users, &event);
                 }
             }
         }
@@ -796,7 +803,7 @@ impl Sequencer {
 
     async fn existing_users(&self, b: &mut Batch, users: &[String]) -> Result<(), DiscussionError> {
         for u in users {
-            // Only groups span nodes for now: users of other nodes take part in nothing else.
+            // Users of other nodes take part in groups and dialogs only, on their own paths.
             let local = veche_federation::event::node_of(u) == Some(self.node.as_str());
             if !local || !b.user_exists(u).await? {
                 return Err(DiscussionError::NotFound("user"));
@@ -911,10 +918,15 @@ impl Sequencer {
                 "a dialog is between two different users".into(),
             ));
         }
-        self.existing_users(b, &[with.to_owned()]).await?;
         let mut pair = [caller.user.as_str(), with];
         pair.sort_unstable();
         let key = pair.join("\n");
+        if self.fed.key.is_some()
+            && veche_federation::event::node_of(with).is_some_and(|n| n != self.node.as_str())
+        {
+            return self.open_linked_dialog(b, caller, with, key, out).await;
+        }
+        self.existing_users(b, &[with.to_owned()]).await?;
         if let Some(d) = b.dialog_by_key(&key).await? {
             return Ok(Done::Discussion(d.id));
         }

@@ -310,6 +310,8 @@ struct DirectoryParams {
     q: String,
     /// At most this many (1–100, default 20).
     limit: Option<u32>,
+    /// A linked node whose directory is searched instead.
+    node: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/directory", tag = "users", params(DirectoryParams),
@@ -322,6 +324,7 @@ async fn directory(
     let request = Request::Directory {
         query: p.q,
         limit: p.limit.unwrap_or(20),
+        node: p.node,
     };
     Ok(wire(&call(&g, principal.caller(), request).await?))
 }

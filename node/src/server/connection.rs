@@ -1040,7 +1040,9 @@ async fn discussion_request(
         Request::OpenObject { object, title } => d.open_object(caller, object, &title).await,
         Request::DescribeObject { object } => d.describe_object(caller, &object).await,
         Request::Search(query) => d.search(caller, query).await,
-        Request::Directory { query, limit } => d.directory(&query, limit).await,
+        Request::Directory { query, limit, node } => {
+            d.directory(&query, limit, node.as_deref()).await
+        }
         Request::SetObjectAccess {
             object,
             users,

@@ -23,6 +23,8 @@ pub(crate) struct FedHead {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct PendingRow {
     pub(crate) message_id: String,
+    /// Why its home refused it, if it did.
+    pub(crate) refused: Option<String>,
 }
 
 impl Batch {
@@ -217,7 +219,7 @@ impl Batch {
         client_msg_id: &str,
     ) -> Result<Option<PendingRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT message_id FROM fed_pending \
+            "SELECT message_id, refused FROM fed_pending \
              WHERE author = ? AND device_id = ? AND client_msg_id = ?",
         )
         .bind(author)
@@ -256,6 +258,25 @@ impl Batch {
             > 0)
     }
 
+    /// Records that the home refused the submission `event_id` of `author`; the message it
+    /// wrote or changed, if it was one (`None` for an unknown one, or a dialog's opening).
+    pub(crate) async fn fed_refuse_pending(
+        &mut self,
+        event_id: &str,
+        author: &str,
+        reason: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "UPDATE fed_pending SET refused = ? WHERE event_id = ? AND author = ? \
+             RETURNING message_id",
+        )
+        .bind(reason)
+        .bind(event_id)
+        .bind(author)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
     /// A user of another node, known here by id only; such a user never logs in here.
     pub(crate) async fn ensure_remote_user(&mut self, id: &str, at: i64) -> Result<(), StoreError> {
         let display = id.split_once('@').map_or(id, |(login, _)| login);
@@ -276,6 +297,35 @@ impl Batch {
 }
 
 impl Store {
+    /// Brings the profiles of linked nodes' users known here up to date with what their node
+    /// says (nobody is added: a user of another node is known once they take part).
+    pub(crate) async fn refresh_remote_profiles(
+        &self,
+        profiles: &[veche_federation::wire::Profile],
+    ) -> Result<(), StoreError> {
+        if profiles.is_empty() {
+            return Ok(());
+        }
+        let at = veche_protocol::Timestamp::now().as_millis();
+        let mut tx = self.write.begin().await?;
+        for p in profiles {
+            sqlx::query(
+                "UPDATE users SET display_name = ?, department = ?, updated_at = ? \
+                 WHERE id = ? AND kind = 'remote' AND (display_name <> ? OR department <> ?)",
+            )
+            .bind(&p.display_name)
+            .bind(&p.department)
+            .bind(at)
+            .bind(&p.id)
+            .bind(&p.display_name)
+            .bind(&p.department)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Received items not yet applied, in each link's order.
     pub(crate) async fn fed_inbox_next(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
         Ok(sqlx::query_as(

@@ -169,6 +169,43 @@ impl Store {
         .await?)
     }
 
+    /// People of this node who are members of a discussion shared over `link` (what a linked
+    /// node whose directory scope is `members` may find).
+    pub(crate) async fn directory_users_shared_over(
+        &self,
+        link: &str,
+    ) -> Result<Vec<super::UserRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM users WHERE NOT locked AND kind = 'person' AND id IN \
+             (SELECT m.user_id FROM members m JOIN fed_shares s \
+              ON s.discussion_id = m.discussion_id WHERE s.link = ?) ORDER BY login",
+        )
+        .bind(link)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// People of this node who are members of a discussion shared over `link`, or of one
+    /// `peer` is home of: whose presence the peer hears.
+    pub(crate) async fn fed_link_audience(
+        &self,
+        link: &str,
+        peer: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let suffix = format!("@{peer}");
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT m.user_id FROM members m JOIN users u ON u.id = m.user_id \
+             WHERE u.kind = 'person' AND (m.discussion_id IN \
+             (SELECT discussion_id FROM fed_shares WHERE link = ?) \
+             OR substr(m.discussion_id, -length(?)) = ?)",
+        )
+        .bind(link)
+        .bind(&suffix)
+        .bind(&suffix)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
     /// Benchmarks only: `discussions` groups (ids `bench-<i>@<node>`, `user` a member of
     /// every `member_every`-th) and `messages` messages by `user` with `text(i)`, written
     /// straight into the tables in a few large transactions.

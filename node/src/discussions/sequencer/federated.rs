@@ -33,6 +33,9 @@ use crate::store::{Batch, DiscussionRow, StoreError};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub(crate) struct Body {
+    /// For `discussion.share`: what the discussion is (`group`, `dialog`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) kind: Option<String>,
     /// The message concerned (for posts: its id at the home, when the home wrote it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) message: Option<String>,
@@ -61,6 +64,13 @@ pub(crate) struct Applying {
 /// The id a message posted by `event` has on every node, unless the home named it.
 pub(crate) fn message_id_of(event: &Hash, home: &str) -> String {
     format!("{}@{home}", &event.to_hex()[..32])
+}
+
+/// The id of the dialog `key` (its two users) whose home is `home`: the same on both nodes,
+/// so that either side may open it first, even cut off from the other, or both at once.
+pub(crate) fn dialog_id(key: &str, home: &str) -> String {
+    let hash = Hash::of(format!("veche-fed/v1/dialog\0{key}").as_bytes());
+    format!("{}@{home}", &hash.to_hex()[..32])
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -112,6 +122,30 @@ impl Sequencer {
             )));
         }
         Ok(())
+    }
+
+    /// The header of an event this node signs.
+    fn header(
+        &self,
+        kind: &str,
+        discussion: &str,
+        author: &str,
+        client_txn: String,
+        target: Option<Hash>,
+    ) -> EventHeader {
+        EventHeader {
+            format: EVENT_FORMAT,
+            kind: kind.to_owned(),
+            discussion: discussion.to_owned(),
+            home: node_of(discussion).unwrap_or_default().to_owned(),
+            origin: self.node.to_string(),
+            author: author.to_owned(),
+            client_txn,
+            created_at: Timestamp::now().as_millis(),
+            target,
+            body_hash: None,
+            body_len: 0,
+        }
     }
 
     /// Whether this node is the home of `discussion`.
@@ -253,19 +287,8 @@ impl Sequencer {
                         .and_then(|h| Hash::from_hex(&h)),
                     _ => None,
                 };
-                let header = EventHeader {
-                    format: EVENT_FORMAT,
-                    kind: kind.to_owned(),
-                    discussion: d.id.clone(),
-                    home: self.node.to_string(),
-                    origin: self.node.to_string(),
-                    author: actor.to_owned(),
-                    client_txn: uuid::Uuid::new_v4().simple().to_string(),
-                    created_at: Timestamp::now().as_millis(),
-                    target,
-                    body_hash: None,
-                    body_len: 0,
-                };
+                let txn = uuid::Uuid::new_v4().simple().to_string();
+                let header = self.header(kind, &d.id, actor, txn, target);
                 // After the change's own writes: a failure here must undo the whole batch
                 // (sends have no savepoint), never commit a change the links miss.
                 let broken = |e: String| DiscussionError::Store(StoreError::Aborted(e));
@@ -351,6 +374,111 @@ impl Sequencer {
         Ok(())
     }
 
+    /// The dialog of `caller` with `with`, one of them a user of a linked node (`key` is the
+    /// pair). Its home is the node whose name sorts first, and its id derives from the pair.
+    /// The home shares it over the link at once; the other node creates it here and asks the
+    /// home to open it, ahead of the messages its user writes there meanwhile (pending until
+    /// the home has sequenced them, like any submission).
+    pub(super) async fn open_linked_dialog(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        with: &str,
+        key: String,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let Some(node_key) = &self.fed.key else {
+            return Err(DiscussionError::NotFound("user"));
+        };
+        let theirs = [caller.user.as_str(), with]
+            .into_iter()
+            .find_map(|u| node_of(u).filter(|n| *n != self.node.as_str()))
+            .ok_or_else(|| fed_error("neither user is of another node"))?;
+        self.existing_or_linked_users(b, &[with.to_owned()]).await?;
+        let link = b
+            .fed_link_to(theirs)
+            .await?
+            .ok_or(DiscussionError::NotFound("user"))?;
+        let home = theirs.min(self.node.as_str());
+        let existing = b.dialog_by_key(&key).await?;
+        let d = match existing.clone() {
+            Some(d) => d,
+            None => {
+                let mut pair: Vec<&str> = key.split('\n').collect();
+                pair.sort_unstable();
+                let d = DiscussionRow {
+                    id: dialog_id(&key, home),
+                    dialog_key: Some(key.clone()),
+                    ..self.new_discussion(
+                        veche_protocol::discussions::DiscussionKind::Dialog,
+                        String::new(),
+                        caller,
+                    )
+                };
+                b.insert_discussion(&d).await?;
+                for user in pair {
+                    b.add_member(&d.id, user, "member", d.created_at).await?;
+                }
+                self.forget_cache();
+                self.announce_created(b, &d, out).await?;
+                d
+            }
+        };
+        if self.is_home(&d.id) {
+            if !b.fed_shares(&d.id).await?.contains(&link) {
+                self.share_state(b, node_key, &d, &link, out).await?;
+            }
+        } else if self.applying().is_none()
+            && (existing.is_none() || b.fed_head(&d.id).await?.is_none())
+        {
+            // Asked again while the home has not shared it: the first request may have been
+            // refused (the user did not exist there yet); a repeat is harmless.
+            let body = Body {
+                users: vec![with.to_owned()],
+                ..Body::default()
+            };
+            let txn = uuid::Uuid::new_v4().simple().to_string();
+            let header = self.header("dialog.open", &d.id, &caller.user, txn, None);
+            let bytes = serde_json::to_vec(&body).map_err(fed_error)?;
+            let event = Event::create(node_key, header, Some(bytes)).map_err(fed_error)?;
+            b.fed_enqueue(
+                &link,
+                &encode(&Item::Submit {
+                    event: event.wire().clone(),
+                }),
+            )
+            .await?;
+            out.push(Delivery::WakeLinks(vec![link]));
+        }
+        Ok(Done::Discussion(d.id))
+    }
+
+    /// At the home: a linked node's user opens a dialog with a user of this node.
+    async fn fed_open_dialog(
+        &self,
+        b: &mut Batch,
+        event: &Event,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let h = event.header();
+        let body = body_of(event)?;
+        let with = match body.users.as_slice() {
+            [with] if node_of(with) == Some(self.node.as_str()) => with,
+            _ => return Err(fed_error("a dialog is opened with one user of this node")),
+        };
+        remote_user(b, &h.author, &self.node).await?;
+        let mut pair = [h.author.as_str(), with.as_str()];
+        pair.sort_unstable();
+        let key = pair.join("\n");
+        // The home is the node whose name sorts first: this one, or the asker got it wrong.
+        let home = h.origin.as_str().min(self.node.as_str());
+        if h.discussion != dialog_id(&key, home) {
+            return Err(fed_error("that is not the id of these users' dialog"));
+        }
+        self.open_linked_dialog(b, &author(event, false), with, key, out)
+            .await
+    }
+
     /// On a replica: a local user's change of another home's discussion, signed and queued for
     /// the home. Its message id, for a post.
     #[allow(clippy::too_many_arguments)]
@@ -370,7 +498,12 @@ impl Sequencer {
             .fed_pending(&caller.user, &caller.device, client_txn)
             .await?
         {
-            return Ok(p.message_id);
+            return match p.refused {
+                Some(reason) => Err(DiscussionError::Forbidden(format!(
+                    "{home} refused it: {reason}"
+                ))),
+                None => Ok(p.message_id),
+            };
         }
         let link = b.fed_link_to(home).await?.ok_or_else(|| {
             DiscussionError::Forbidden(format!(
@@ -384,19 +517,7 @@ impl Sequencer {
                 .and_then(|h| Hash::from_hex(&h)),
             None => None,
         };
-        let header = EventHeader {
-            format: EVENT_FORMAT,
-            kind: kind.to_owned(),
-            discussion: d.id.clone(),
-            home: home.to_owned(),
-            origin: self.node.to_string(),
-            author: caller.user.clone(),
-            client_txn: client_txn.to_owned(),
-            created_at: Timestamp::now().as_millis(),
-            target,
-            body_hash: None,
-            body_len: 0,
-        };
+        let header = self.header(kind, &d.id, &caller.user, client_txn.to_owned(), target);
         let message_id = body.message.clone();
         let bytes = serde_json::to_vec(&body).map_err(fed_error)?;
         let event = Event::create(key, header, Some(bytes)).map_err(fed_error)?;
@@ -444,12 +565,45 @@ impl Sequencer {
                 outcomes.push(FedOutcome::Later);
                 continue;
             }
+            // A submission refused for good is answered, so that its author learns of it.
+            let submitted = match &item {
+                Item::Submit { event } => Event::peek(event)
+                    .ok()
+                    .map(|h| (Hash::of(&event.header), h.discussion, h.author)),
+                _ => None,
+            };
             b.savepoint().await?;
             let mut delivered = Vec::new();
             let result = match item {
                 Item::Submit { event } => self.fed_submit(b, &link, event, &mut delivered).await,
                 Item::Stamped { stamp, event } => {
                     self.fed_apply(b, &link, stamp, event, &mut delivered).await
+                }
+                Item::Refusal {
+                    event,
+                    discussion,
+                    author,
+                    reason,
+                } => {
+                    let refused = b
+                        .fed_refuse_pending(&event.to_hex(), &author, &reason)
+                        .await?;
+                    tracing::warn!(
+                        link,
+                        discussion,
+                        author,
+                        reason,
+                        "the home refused a submission"
+                    );
+                    delivered.push(Delivery::Personal {
+                        users: vec![author],
+                        event: veche_protocol::Event::NotDelivered {
+                            discussion,
+                            message_id: refused,
+                            reason,
+                        },
+                    });
+                    Ok(Done::Nothing)
                 }
             };
             self.set_applying(None);
@@ -462,6 +616,7 @@ impl Sequencer {
                 }
                 Err(e @ DiscussionError::Store(StoreError::Conflict)) => {
                     b.rollback_command().await?;
+                    self.refuse(b, &link, submitted, &e, out).await?;
                     outcomes.push(FedOutcome::Refused(e.to_string()));
                 }
                 Err(e @ DiscussionError::Store(_)) => {
@@ -476,11 +631,43 @@ impl Sequencer {
                 Err(e) => {
                     b.rollback_command().await?;
                     tracing::error!(link, error = %e, "a received item was refused");
+                    self.refuse(b, &link, submitted, &e, out).await?;
                     outcomes.push(FedOutcome::Refused(e.to_string()));
                 }
             }
         }
         Ok(Done::Federated(outcomes))
+    }
+
+    /// At the home: tells the origin of a submission refused for good why.
+    async fn refuse(
+        &self,
+        b: &mut Batch,
+        link: &str,
+        submitted: Option<(Hash, String, String)>,
+        error: &DiscussionError,
+        out: &mut Vec<Delivery>,
+    ) -> Result<(), DiscussionError> {
+        let Some((event, discussion, author)) = submitted else {
+            return Ok(());
+        };
+        let mut reason = error.to_string();
+        if reason.len() > veche_federation::wire::MAX_REASON_BYTES {
+            let mut end = veche_federation::wire::MAX_REASON_BYTES;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
+        let item = Item::Refusal {
+            event,
+            discussion,
+            author,
+            reason,
+        };
+        b.fed_enqueue(link, &encode(&item)).await?;
+        out.push(Delivery::WakeLinks(vec![link.to_owned()]));
+        Ok(())
     }
 
     /// At the home: a linked node's submission for one of its users.
@@ -503,7 +690,15 @@ impl Sequencer {
             .fed_link_peer(link)
             .await?
             .ok_or_else(|| fed_error("the link has ended"))?;
-        if peer != h.origin || !b.fed_shares(&h.discussion).await?.iter().any(|l| l == link) {
+        if peer != h.origin {
+            return Err(fed_error(
+                "the event comes from another node than the link's",
+            ));
+        }
+        if h.kind == "dialog.open" {
+            return self.fed_open_dialog(b, &event, out).await;
+        }
+        if !b.fed_shares(&h.discussion).await?.iter().any(|l| l == link) {
             return Err(DiscussionError::Forbidden(format!(
                 "{} is not shared with {}",
                 h.discussion, h.origin
@@ -786,6 +981,28 @@ impl Sequencer {
         let existing = b.discussion(discussion).await?;
         let d = match existing {
             Some(d) => d,
+            None if body.kind.as_deref() == Some("dialog") => {
+                let mut pair: Vec<&str> = body.members.iter().map(|(u, _)| u.as_str()).collect();
+                pair.sort_unstable();
+                let key = pair.join("\n");
+                let home = node_of(discussion).unwrap_or_default();
+                let nodes: Vec<Option<&str>> = pair.iter().map(|u| node_of(u)).collect();
+                // One user of the home, one of this node, and the id both nodes derive.
+                let well_formed = pair.len() == 2
+                    && nodes.contains(&Some(home))
+                    && nodes.contains(&Some(self.node.as_str()))
+                    && pair.contains(&caller.user.as_str())
+                    && dialog_id(&key, home) == discussion;
+                if !well_formed {
+                    return Err(fed_error("a shared dialog is not between its two users"));
+                }
+                let with = if pair[0] == caller.user {
+                    pair[1]
+                } else {
+                    pair[0]
+                };
+                return self.open_linked_dialog(b, caller, with, key, out).await;
+            }
             None => {
                 let d = DiscussionRow {
                     id: discussion.to_owned(),
@@ -858,35 +1075,46 @@ impl Sequencer {
         }
         if d.kind != "group" {
             return Err(DiscussionError::BadRequest(
-                "only groups can be shared with another node for now".into(),
+                "only groups can be shared with another node by an administrator".into(),
             ));
         }
         if b.fed_link_peer(link).await?.is_none() {
             return Err(DiscussionError::NotFound("link"));
         }
+        self.share_state(b, key, &d, link, out).await
+    }
+
+    /// At the home: shares `d` over `link` and queues its state (members, title) as the next
+    /// entry of its log, for every link it is shared over.
+    async fn share_state(
+        &self,
+        b: &mut Batch,
+        key: &veche_federation::keys::NodeKey,
+        d: &DiscussionRow,
+        link: &str,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
         // Sharing again sends the group's state again: a replica that lost its place in the
         // log starts over from it.
         b.fed_add_share(&d.id, link, Timestamp::now().as_millis())
             .await?;
         let members = b.members(&d.id).await?;
+        // This node signs the share for one of its users: the creator, or (a dialog a user of
+        // the other node opened) the member who is on this node.
+        let mine = |u: &String| node_of(u) == Some(self.node.as_str());
+        let author = std::iter::once(&d.created_by)
+            .chain(members.iter().map(|m| &m.0))
+            .find(|u| mine(u))
+            .cloned()
+            .ok_or_else(|| fed_error("the discussion has no member on this node"))?;
         let body = Body {
+            kind: Some(d.kind.clone()),
             title: Some(d.title.clone()),
             members: members.into_iter().collect(),
             ..Body::default()
         };
-        let header = EventHeader {
-            format: EVENT_FORMAT,
-            kind: "discussion.share".to_owned(),
-            discussion: d.id.clone(),
-            home: self.node.to_string(),
-            origin: self.node.to_string(),
-            author: d.created_by.clone(),
-            client_txn: uuid::Uuid::new_v4().simple().to_string(),
-            created_at: Timestamp::now().as_millis(),
-            target: None,
-            body_hash: None,
-            body_len: 0,
-        };
+        let txn = uuid::Uuid::new_v4().simple().to_string();
+        let header = self.header("discussion.share", &d.id, &author, txn, None);
         let bytes = serde_json::to_vec(&body).map_err(fed_error)?;
         let event = Event::create(key, header, Some(bytes)).map_err(fed_error)?;
         // Every link gets it: the log is one chain; nodes that had the discussion already
