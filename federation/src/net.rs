@@ -555,6 +555,9 @@ struct LinkState {
     wakes: u64,
     fetched_at_wake: u64,
     notices: std::collections::VecDeque<SignedNotice>,
+    /// Presence waiting to go (one request in flight at a time; a user's last state wins).
+    presence: Vec<Presence>,
+    presence_in_flight: Option<OutboundRequestId>,
     pending: bool,
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -650,6 +653,8 @@ impl<S: LinkStore> Driver<S> {
             wakes: 0,
             fetched_at_wake: 0,
             notices: std::collections::VecDeque::new(),
+            presence: Vec::new(),
+            presence_in_flight: None,
             pending: true,
             retry_at: None,
             backoff: self.config.retry_min,
@@ -736,25 +741,19 @@ impl<S: LinkStore> Driver<S> {
                 self.queries.insert(id, reply);
             }
             Command::Presence { link, users } => {
-                let Some(state) = self.links.get(&link) else {
+                let Some(state) = self.links.get_mut(&link) else {
                     return;
                 };
                 if state.ended || !state.greeted || !state.scope.presence {
                     return;
                 }
-                let (peer, to) = (state.peer_id, state.peer_node_id.clone());
-                for chunk in users.chunks(MAX_PRESENCE) {
-                    let request = Request::Presence {
-                        address: Address {
-                            link: link.clone(),
-                            from: self.node_id.clone(),
-                            to: to.clone(),
-                        },
-                        users: chunk.to_vec(),
-                    };
-                    // Answered with an empty acknowledgement, which nothing waits for.
-                    self.swarm.behaviour_mut().rr.send_request(&peer, request);
+                for p in users {
+                    match state.presence.iter_mut().find(|q| q.user == p.user) {
+                        Some(q) => *q = p,
+                        None => state.presence.push(p),
+                    }
                 }
+                self.send_presence(&link);
             }
             Command::Stop => {}
         }
@@ -1010,13 +1009,17 @@ impl<S: LinkStore> Driver<S> {
                     && let Some(link) = self.by_peer.get(&peer_id).cloned()
                     && let Some(state) = self.links.get_mut(&link)
                 {
-                    let was = state.greeted;
+                    // What the node learnt on this connection (our greeting answered, or the
+                    // peer's heard) is stale now.
+                    let was = state.greeted || state.heard_hello;
                     state.connected = false;
                     state.greeted = false;
                     // Its failure may be reported after this, or not at all: settle it here.
                     let ending = state.ending.is_some();
                     state.in_flight = None;
                     state.heard_hello = false;
+                    state.presence.clear();
+                    state.presence_in_flight = None;
                     if ending {
                         // The peer got our revocation and hung up.
                         self.finish_end(&link, None);
@@ -1071,6 +1074,9 @@ impl<S: LinkStore> Driver<S> {
             } => {
                 if let Some(reply) = self.queries.remove(&request_id) {
                     let _ = reply.send(Err(QueryError::Unreachable(error.to_string())));
+                    return;
+                }
+                if self.presence_done(peer, request_id) {
                     return;
                 }
                 let Some(link) = self.by_peer.get(&peer).cloned() else {
@@ -1218,11 +1224,16 @@ impl<S: LinkStore> Driver<S> {
                 if users.len() > MAX_PRESENCE {
                     return self.refuse(channel, "too many users at once".into(), false);
                 }
-                // A node speaks for its own users only.
+                // A node speaks for its own users only, in a few words.
                 let peer_node = state.peer.node.clone();
                 let users: Vec<Presence> = users
                     .into_iter()
-                    .filter(|p| crate::event::node_of(&p.user) == Some(peer_node.as_str()))
+                    .filter(|p| {
+                        crate::event::node_of(&p.user) == Some(peer_node.as_str())
+                            && p.user.len() <= 320
+                            && p.state.len() <= 16
+                            && p.status_text.len() <= 400
+                    })
                     .collect();
                 let _ = self.swarm.behaviour_mut().rr.send_response(
                     channel,
@@ -1317,6 +1328,50 @@ impl<S: LinkStore> Driver<S> {
         }
     }
 
+    /// Sends the next presence batch of `link`, unless one is in flight.
+    fn send_presence(&mut self, link: &str) {
+        let Some(state) = self.links.get_mut(link) else {
+            return;
+        };
+        if state.presence_in_flight.is_some() || state.presence.is_empty() || !state.greeted {
+            return;
+        }
+        let rest = state
+            .presence
+            .split_off(state.presence.len().min(MAX_PRESENCE));
+        let users = std::mem::replace(&mut state.presence, rest);
+        let request = Request::Presence {
+            address: Address {
+                link: link.to_owned(),
+                from: self.node_id.clone(),
+                to: state.peer_node_id.clone(),
+            },
+            users,
+        };
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .rr
+            .send_request(&state.peer_id, request);
+        state.presence_in_flight = Some(id);
+    }
+
+    /// A presence request was answered or failed (lost: the next greeting makes it good).
+    fn presence_done(&mut self, peer: PeerId, request_id: OutboundRequestId) -> bool {
+        let Some(link) = self.by_peer.get(&peer).cloned() else {
+            return false;
+        };
+        let Some(state) = self.links.get_mut(&link) else {
+            return false;
+        };
+        if state.presence_in_flight != Some(request_id) {
+            return false;
+        }
+        state.presence_in_flight = None;
+        self.send_presence(&link);
+        true
+    }
+
     /// Verifies one pushed item as coming from this link's peer.
     fn check_item(&self, state: &LinkState, item: &Item) -> Result<(), String> {
         let me = &self.name;
@@ -1365,7 +1420,8 @@ impl<S: LinkStore> Driver<S> {
                 stamp.check_event(&event).map_err(|e| e.to_string())?;
                 Ok(())
             }
-            // Only the home's word: a node can refuse nothing but what was submitted to it.
+            // About an event of one of our users in a discussion homed at either end: the
+            // peer, as home, refuses a submission; or cannot take a discussion we shared.
             Item::Refusal {
                 discussion,
                 author,
@@ -1375,9 +1431,10 @@ impl<S: LinkStore> Driver<S> {
                 if crate::event::node_of(author) != Some(me.as_str()) {
                     return Err(format!("{author} is not a user of this node"));
                 }
-                if crate::event::node_of(discussion) != Some(state.peer.node.as_str()) {
+                let home = crate::event::node_of(discussion);
+                if home != Some(state.peer.node.as_str()) && home != Some(me.as_str()) {
                     return Err(format!(
-                        "{} is not the home of {discussion}",
+                        "{discussion} is not the home of {} or of this node",
                         state.peer.node
                     ));
                 }
@@ -1399,6 +1456,9 @@ impl<S: LinkStore> Driver<S> {
                 Response::Refused { reason, .. } => Err(QueryError::Refused(reason)),
                 _ => Err(QueryError::Refused("an answer of the wrong kind".into())),
             });
+            return;
+        }
+        if self.presence_done(peer, request_id) {
             return;
         }
         let Some(link) = self.by_peer.get(&peer).cloned() else {

@@ -291,7 +291,7 @@ async fn forged_items_are_refused_one_by_one_and_the_rest_goes_on() {
         event: e5,
     };
     // 6, 7: refusals hq cannot give: about a user of another node, and about a discussion
-    // hq is not home of. 8 is one it can give.
+    // homed at neither end. 8 is one it can give.
     let refusal = |author: &str, discussion: &str| Item::Refusal {
         event: Hash::default(),
         discussion: discussion.into(),
@@ -305,7 +305,7 @@ async fn forged_items_are_refused_one_by_one_and_the_rest_goes_on() {
         elsewhere,
         not_home,
         refusal("boris@partner", "d@hq"),
-        refusal("boris@branch", "d@branch"),
+        refusal("boris@branch", "d@partner"),
         refusal("boris@branch", "d@hq"),
         good(9),
     ] {

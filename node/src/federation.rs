@@ -422,15 +422,22 @@ impl Federation {
         for row in carrying {
             let fresh = self.audience(row).await?;
             let old = audiences.insert(row.link.clone(), fresh.clone());
-            let new: Audience = match old {
-                Some(old) => fresh.difference(&old).cloned().collect(),
-                None => fresh,
+            let (new, left): (Audience, Audience) = match old {
+                Some(old) => (
+                    fresh.difference(&old).cloned().collect(),
+                    old.difference(&fresh).cloned().collect(),
+                ),
+                None => (fresh, Audience::new()),
             };
-            if !new.is_empty() {
-                let out = for_link(&self.inner.presence.present_here(), &new);
-                if !out.is_empty() {
-                    handle.send_presence(&row.link, out);
-                }
+            let mut out = for_link(&self.inner.presence.present_here(), &new);
+            // Those who no longer share anything with the peer are shown offline there.
+            out.extend(left.into_iter().map(|user| wire::Presence {
+                user,
+                state: "offline".into(),
+                status_text: String::new(),
+            }));
+            if !out.is_empty() {
+                handle.send_presence(&row.link, out);
             }
         }
         Ok(())
@@ -507,6 +514,11 @@ impl Federation {
                 }
                 Notification::Narrowed { link, scope, .. } => {
                     tracing::info!(link, ?scope, "the peer narrowed the link");
+                    if !scope.presence
+                        && let Err(e) = self.peer_gone(&link).await
+                    {
+                        tracing::warn!(link, error = %e, "narrowed: its users stay shown");
+                    }
                     store
                         .fed_update_scope(
                             &link,
@@ -535,10 +547,13 @@ impl Federation {
                     self.peer_gone(&link).await
                 }
                 Notification::Presence { users, .. } => {
-                    self.inner
-                        .presence
-                        .remote(users.into_iter().map(from_wire).collect());
-                    Ok(())
+                    // Only users known here matter (someone here shares a discussion with
+                    // them); a node cannot fill this one's memory with users it makes up.
+                    let ids: Vec<&str> = users.iter().map(|p| p.user.as_str()).collect();
+                    store.known_remote_users(&ids).await.map(|known| {
+                        let known = users.into_iter().filter(|p| known.contains(&p.user));
+                        self.inner.presence.remote(known.map(from_wire).collect());
+                    })
                 }
                 Notification::Received { link } => {
                     tracing::debug!(link, "items received");
@@ -579,7 +594,15 @@ impl Federation {
         let veche_federation::wire::Query::Directory { text, limit } = query;
         let users = match directory {
             DirectoryScope::Full => store.directory_users().await,
-            DirectoryScope::Members => store.directory_users_shared_over(&link).await,
+            DirectoryScope::Members => match store.fed_link(&link).await {
+                Ok(Some(row)) => {
+                    store
+                        .directory_users_shared_over(&link, &row.peer_node)
+                        .await
+                }
+                Ok(None) => Ok(Vec::new()),
+                Err(e) => Err(e),
+            },
             DirectoryScope::None => {
                 return responder.refuse("this link does not share the directory");
             }
@@ -831,6 +854,9 @@ impl Federation {
             .await?;
         if let Some(handle) = self.handle() {
             handle.notify(link, notice);
+        }
+        if !scope.presence {
+            self.peer_gone(link).await?;
         }
         self.info(link).await
     }

@@ -96,8 +96,8 @@ struct Inner {
 struct State {
     /// Users of linked nodes who are not offline, as their node last reported them.
     remote: HashMap<String, PresenceInfo>,
-    /// Users of linked nodes whose change is still to be told.
-    remote_changed: Vec<PresenceInfo>,
+    /// Users of linked nodes whose change is still to be told (the last report wins).
+    remote_changed: HashMap<String, PresenceInfo>,
     users: HashMap<String, UserState>,
     /// Subscribed-to user → (connection → its user).
     subscribers: HashMap<String, HashMap<u64, String>>,
@@ -274,7 +274,7 @@ impl Presence {
             } else {
                 state.remote.insert(info.user.clone(), info.clone());
             }
-            state.remote_changed.push(info);
+            state.remote_changed.insert(info.user.clone(), info);
         }
     }
 
@@ -290,7 +290,7 @@ impl Presence {
             .collect();
         for user in gone {
             state.remote.remove(&user);
-            state.remote_changed.push(offline(&user));
+            state.remote_changed.insert(user.clone(), offline(&user));
         }
     }
 
@@ -470,17 +470,33 @@ impl Presence {
             for user in gone {
                 state.users.remove(&user);
             }
-            // Users of linked nodes: told to their contacts here and to subscribers.
-            for info in std::mem::take(&mut state.remote_changed) {
+            // Users of linked nodes: told to their contacts here and to subscribers. Each
+            // online user's contacts or the changes, whichever are fewer, are looked through.
+            let remote_changed = std::mem::take(&mut state.remote_changed);
+            if !remote_changed.is_empty() {
                 for (user, entry) in &state.users {
-                    if entry
-                        .contacts
-                        .as_ref()
-                        .is_some_and(|c| c.contains(&info.user))
-                    {
-                        to_users.entry(user.clone()).or_default().push(info.clone());
+                    let Some(contacts) = &entry.contacts else {
+                        continue;
+                    };
+                    let infos: Vec<PresenceInfo> = if contacts.len() < remote_changed.len() {
+                        contacts
+                            .iter()
+                            .filter_map(|c| remote_changed.get(c))
+                            .cloned()
+                            .collect()
+                    } else {
+                        remote_changed
+                            .values()
+                            .filter(|i| contacts.contains(&i.user))
+                            .cloned()
+                            .collect()
+                    };
+                    if !infos.is_empty() {
+                        to_users.entry(user.clone()).or_default().extend(infos);
                     }
                 }
+            }
+            for info in remote_changed.into_values() {
                 for (connection, subscriber) in
                     state.subscribers.get(&info.user).into_iter().flatten()
                 {

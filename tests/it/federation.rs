@@ -585,7 +585,8 @@ async fn three_nodes_converge_on_the_homes_log() -> anyhow::Result<()> {
 async fn dialogs_span_nodes_and_linked_directories_answer_within_scope() -> anyhow::Result<()> {
     let hq = node("hq.test").await?;
     let branch = node("branch.test").await?;
-    let id = link(&hq, &branch).await?;
+    // A branch of the company: its whole directory is open to the head office.
+    let id = link_scoped(&hq, &branch, full_directory()).await?;
     let anna = user(&hq, "anna").await?;
     let boris = user(&branch, "boris").await?;
     let vera = user(&branch, "vera").await?;
@@ -637,31 +638,42 @@ async fn dialogs_span_nodes_and_linked_directories_answer_within_scope() -> anyh
     let ghost = open(&anna, "nobody@branch.test").await?;
     let (lost, seq) = post(&anna, &ghost.id, "g1", "Алло?").await?;
     assert_eq!(seq, 0);
-    let mut told = Vec::new();
-    while told.len() < 2 {
-        match within(20, "not delivered", next_non_presence_event(&anna)).await? {
-            Some(Event::NotDelivered {
-                discussion,
-                message_id,
-                reason,
-            }) => {
-                assert_eq!(discussion, ghost.id);
-                told.push((message_id, reason));
-            }
-            Some(_) => continue,
-            None => bail!("the event stream ended"),
-        }
-    }
+    let told = not_delivered(&anna, &ghost.id, 2).await?;
     assert_eq!(told[0].0, None, "the dialog itself: {told:?}");
     assert!(told[0].1.contains("not found"), "{told:?}");
     assert_eq!(told[1].0.as_deref(), Some(lost.as_str()), "{told:?}");
     // Sent again, the same message gets the refusal, not a pending success.
     let err = post(&anna, &ghost.id, "g1", "Алло?").await.unwrap_err();
     assert!(format!("{err:#}").contains("refused"), "{err:#}");
+    // The other way round: Vera's node is the home of her dialog with someone the head office
+    // does not have; the head office cannot take it, and Vera is told.
+    let nobody = open(&vera, "nobody@hq.test").await?;
+    let told = not_delivered(&vera, &nobody.id, 1).await?;
+    assert!(told[0].1.contains("not found"), "{told:?}");
 
-    // The head office searches the branch's directory over the link. Its scope says
-    // "members": people of the branch's discussions shared with the head office, not Gleb.
+    // The head office searches the branch's directory over the link. Narrowed to "members",
+    // it finds people of discussions the two nodes share, not Gleb, and cannot open a dialog
+    // with him either.
     user(&branch, "gleb").await?;
+    let mut narrower = full_directory();
+    narrower.directory = "members".into();
+    hq.admin(AdminRequest::LinkNarrow {
+        link: id.clone(),
+        scope: narrower.clone(),
+    })
+    .await?;
+    eventually(15, "the branch hears of the narrower scope", async || {
+        let there = link_state(&branch, &id).await?;
+        if there.scope == narrower {
+            Ok(())
+        } else {
+            bail!("{there:?}")
+        }
+    })
+    .await?;
+    let hidden = open(&anna, "gleb@branch.test").await?;
+    let told = not_delivered(&anna, &hidden.id, 1).await?;
+    assert!(told[0].1.contains("not found"), "{told:?}");
     let people = async |q: &str| -> anyhow::Result<Vec<String>> {
         match ask(
             &anna,
@@ -681,7 +693,6 @@ async fn dialogs_span_nodes_and_linked_directories_answer_within_scope() -> anyh
     assert_eq!(people("vera").await?, ["vera@branch.test"]);
     assert!(people("gleb").await?.is_empty());
     // Narrowed to no directory, the branch refuses.
-    let mut narrower = scope();
     narrower.directory = "none".into();
     hq.admin(AdminRequest::LinkNarrow {
         link: id.clone(),
@@ -698,6 +709,34 @@ async fn dialogs_span_nodes_and_linked_directories_answer_within_scope() -> anyh
     )
     .await?;
     Ok(())
+}
+
+fn full_directory() -> LinkScope {
+    LinkScope {
+        directory: "full".into(),
+        ..scope()
+    }
+}
+
+/// Waits until `conn` is told of `n` refusals in `discussion`: (message id, reason) each.
+async fn not_delivered(
+    conn: &Connection,
+    discussion: &str,
+    n: usize,
+) -> anyhow::Result<Vec<(Option<String>, String)>> {
+    let mut told = Vec::new();
+    while told.len() < n {
+        match within(20, "not delivered", next_non_presence_event(conn)).await? {
+            Some(Event::NotDelivered {
+                discussion: d,
+                message_id,
+                reason,
+            }) if d == discussion => told.push((message_id, reason)),
+            Some(_) => continue,
+            None => bail!("the event stream ended"),
+        }
+    }
+    Ok(told)
 }
 
 /// Waits until `conn` is told that `user` is in `state`.
@@ -722,7 +761,7 @@ async fn shown(conn: &Connection, user: &str, state: PresenceState) -> anyhow::R
 async fn presence_crosses_a_link_that_carries_it() -> anyhow::Result<()> {
     let hq = node("hq.test").await?;
     let mut branch = node("branch.test").await?;
-    let mut with_presence = scope();
+    let mut with_presence = full_directory();
     with_presence.presence = true;
     link_scoped(&hq, &branch, with_presence).await?;
     let anna = user(&hq, "anna").await?;
@@ -778,5 +817,51 @@ async fn presence_crosses_a_link_that_carries_it() -> anyhow::Result<()> {
     };
     assert_eq!(asked[0].state, PresenceState::Offline);
     assert_eq!(asked[0].status_text, "");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dialog_carries_on_when_its_nodes_link_again() -> anyhow::Result<()> {
+    let hq = node("hq.test").await?;
+    let branch = node("branch.test").await?;
+    let first = link_scoped(&hq, &branch, full_directory()).await?;
+    let anna = user(&hq, "anna").await?;
+    let boris = user(&branch, "boris").await?;
+    let d = discussion(
+        &boris,
+        Request::OpenDialog {
+            with: "anna@hq.test".into(),
+        },
+    )
+    .await?;
+    post(&boris, &d.id, "b1", "до разрыва").await?;
+    sees(&anna, &d.id, &[Some("до разрыва")]).await?;
+    branch
+        .admin(AdminRequest::LinkRevoke {
+            link: first.clone(),
+            reason: "new contract".into(),
+        })
+        .await?;
+    eventually(15, "both ends see the link ended", async || {
+        let (a, b) = (
+            link_state(&hq, &first).await?,
+            link_state(&branch, &first).await?,
+        );
+        if a.state == "ended" && b.state == "ended" {
+            Ok(())
+        } else {
+            bail!("{a:?} {b:?}")
+        }
+    })
+    .await?;
+    link_scoped(&hq, &branch, full_directory()).await?;
+    // The home's user writes first: the dialog is shared over the new link, then the message.
+    post(&boris, &d.id, "b2", "снова на связи").await?;
+    sees(&anna, &d.id, &[Some("до разрыва"), Some("снова на связи")]).await?;
+    // And the other way.
+    post(&anna, &d.id, "a1", "отлично").await?;
+    let all = [Some("до разрыва"), Some("снова на связи"), Some("отлично")];
+    sees(&boris, &d.id, &all).await?;
+    sees(&anna, &d.id, &all).await?;
     Ok(())
 }

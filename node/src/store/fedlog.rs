@@ -19,7 +19,21 @@ pub(crate) struct FedHead {
     pub(crate) stamp: Vec<u8>,
 }
 
-/// A message written here for a discussion of another home, not yet stamped there.
+/// A submission written here for a discussion of another home.
+#[derive(Debug, Clone)]
+pub(crate) struct NewPending<'a> {
+    pub(crate) event_id: &'a str,
+    /// The message written or changed; a dialog's id for `dialog.open`.
+    pub(crate) message_id: &'a str,
+    pub(crate) discussion: &'a str,
+    pub(crate) author: &'a str,
+    pub(crate) device: &'a str,
+    pub(crate) client_msg_id: &'a str,
+    pub(crate) kind: &'a str,
+    pub(crate) at: i64,
+}
+
+/// A submission written here for a discussion of another home, by its exactly-once key.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct PendingRow {
     pub(crate) message_id: String,
@@ -229,52 +243,112 @@ impl Batch {
         .await?)
     }
 
-    /// Records a message sent to its home; `false` if its key was used already.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn fed_add_pending(
-        &mut self,
-        event_id: &str,
-        message_id: &str,
-        discussion: &str,
-        author: &str,
-        device: &str,
-        client_msg_id: &str,
-        at: i64,
-    ) -> Result<bool, StoreError> {
+    /// Records a submission sent to its home; `false` if its key was used already.
+    pub(crate) async fn fed_add_pending(&mut self, p: &NewPending<'_>) -> Result<bool, StoreError> {
         Ok(sqlx::query(
             "INSERT INTO fed_pending (event_id, message_id, discussion_id, author, device_id, \
-             client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             client_msg_id, created_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING",
         )
-        .bind(event_id)
-        .bind(message_id)
-        .bind(discussion)
-        .bind(author)
-        .bind(device)
-        .bind(client_msg_id)
-        .bind(at)
+        .bind(p.event_id)
+        .bind(p.message_id)
+        .bind(p.discussion)
+        .bind(p.author)
+        .bind(p.device)
+        .bind(p.client_msg_id)
+        .bind(p.at)
+        .bind(p.kind)
         .execute(&mut *self.tx)
         .await?
         .rows_affected()
             > 0)
     }
 
-    /// Records that the home refused the submission `event_id` of `author`; the message it
-    /// wrote or changed, if it was one (`None` for an unknown one, or a dialog's opening).
+    /// Records that the home refused the submission `event_id` of `author` in `discussion`:
+    /// `None` if there is no such submission; else the message it wrote or changed, if it was
+    /// about one (a dialog's opening is not).
     pub(crate) async fn fed_refuse_pending(
         &mut self,
         event_id: &str,
+        discussion: &str,
         author: &str,
         reason: &str,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "UPDATE fed_pending SET refused = ? WHERE event_id = ? AND author = ? \
-             RETURNING message_id",
+    ) -> Result<Option<Option<String>>, StoreError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "UPDATE fed_pending SET refused = ? \
+             WHERE event_id = ? AND discussion_id = ? AND author = ? RETURNING message_id, kind",
         )
         .bind(reason)
         .bind(event_id)
+        .bind(discussion)
         .bind(author)
         .fetch_optional(&mut *self.tx)
-        .await?)
+        .await?;
+        Ok(row.map(|(message, kind)| (kind != "dialog.open").then_some(message)))
+    }
+
+    /// Whether the peer of `link` may reach `user` of this node (to open a dialog): a person,
+    /// not locked, and with `members_only`, a member of a discussion shared over the link or
+    /// homed at the peer.
+    pub(crate) async fn fed_reachable(
+        &mut self,
+        link: &str,
+        peer: &str,
+        user: &str,
+        members_only: bool,
+    ) -> Result<bool, StoreError> {
+        let person: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM users WHERE id = ? AND kind = 'person' AND NOT locked",
+        )
+        .bind(user)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        if person.is_none() || !members_only {
+            return Ok(person.is_some());
+        }
+        let suffix = format!("@{peer}");
+        let member: Option<i64> = sqlx::query_scalar(concat!(
+            "SELECT 1 FROM members WHERE user_id = ? AND discussion_id IN (",
+            shared_with!(),
+            ") LIMIT 1"
+        ))
+        .bind(user)
+        .bind(link)
+        .bind(&suffix)
+        .bind(&suffix)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(member.is_some())
+    }
+
+    /// The scope in force on an active link (JSON).
+    pub(crate) async fn fed_link_scope(
+        &mut self,
+        link: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT scope FROM fed_links WHERE link = ? AND state = 'active'")
+                .bind(link)
+                .fetch_optional(&mut *self.tx)
+                .await?,
+        )
+    }
+
+    /// Whether `event_id` is a share of `discussion` in its federated log here.
+    pub(crate) async fn fed_is_share(
+        &mut self,
+        event_id: &str,
+        discussion: &str,
+    ) -> Result<bool, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT 1 FROM fed_log WHERE event_id = ? AND discussion_id = ? \
+             AND kind = 'discussion.share'",
+        )
+        .bind(event_id)
+        .bind(discussion)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(row.is_some())
     }
 
     /// A user of another node, known here by id only; such a user never logs in here.
@@ -297,6 +371,21 @@ impl Batch {
 }
 
 impl Store {
+    /// Which of `ids` are users of linked nodes known here.
+    pub(crate) async fn known_remote_users(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let ids = serde_json::to_string(ids).map_err(|e| StoreError::Aborted(e.to_string()))?;
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM users WHERE kind = 'remote' AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(ids)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(found.into_iter().collect())
+    }
+
     /// Brings the profiles of linked nodes' users known here up to date with what their node
     /// says (nobody is added: a user of another node is known once they take part).
     pub(crate) async fn refresh_remote_profiles(

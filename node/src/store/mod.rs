@@ -5,6 +5,15 @@
 //! use their own pool. The schema uses portable types so that a PostgreSQL backend can run the
 //! same statements.
 
+/// The discussions a linked node takes part in, binding its link and then `@<its name>`
+/// twice: those shared over the link, and those it is home of.
+macro_rules! shared_with {
+    () => {
+        "SELECT discussion_id FROM fed_shares WHERE link = ? \
+         UNION SELECT id FROM discussions WHERE substr(id, -length(?)) = ?"
+    };
+}
+
 mod apps;
 mod audit;
 mod discussions;
@@ -32,6 +41,7 @@ pub(crate) use apps::{
 pub(crate) use audit::AuditRecord;
 pub(crate) use discussions::{Batch, DiscussionRow, EventRow, MessageRow, ObjectKey};
 pub(crate) use federation::{LinkRow, NewLink};
+pub(crate) use fedlog::NewPending;
 pub(crate) use files::{BackendUsage, BlobRow, FileRow, UploadRow};
 pub(crate) use plugins::{InboxRow, NewBusinessEvent, PluginRow};
 pub(crate) use push::{NewPush, PushEndpointRow, PushJob};

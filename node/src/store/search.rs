@@ -169,18 +169,23 @@ impl Store {
         .await?)
     }
 
-    /// People of this node who are members of a discussion shared over `link` (what a linked
-    /// node whose directory scope is `members` may find).
+    /// People of this node in discussions shared with `peer` over `link` (what a linked node
+    /// whose directory scope is `members` may find).
     pub(crate) async fn directory_users_shared_over(
         &self,
         link: &str,
+        peer: &str,
     ) -> Result<Vec<super::UserRow>, StoreError> {
-        Ok(sqlx::query_as(
+        let suffix = format!("@{peer}");
+        Ok(sqlx::query_as(concat!(
             "SELECT * FROM users WHERE NOT locked AND kind = 'person' AND id IN \
-             (SELECT m.user_id FROM members m JOIN fed_shares s \
-              ON s.discussion_id = m.discussion_id WHERE s.link = ?) ORDER BY login",
-        )
+             (SELECT user_id FROM members WHERE discussion_id IN (",
+            shared_with!(),
+            ")) ORDER BY login"
+        ))
         .bind(link)
+        .bind(&suffix)
+        .bind(&suffix)
         .fetch_all(&self.read)
         .await?)
     }
@@ -193,12 +198,12 @@ impl Store {
         peer: &str,
     ) -> Result<Vec<String>, StoreError> {
         let suffix = format!("@{peer}");
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(concat!(
             "SELECT DISTINCT m.user_id FROM members m JOIN users u ON u.id = m.user_id \
-             WHERE u.kind = 'person' AND (m.discussion_id IN \
-             (SELECT discussion_id FROM fed_shares WHERE link = ?) \
-             OR substr(m.discussion_id, -length(?)) = ?)",
-        )
+             WHERE u.kind = 'person' AND m.discussion_id IN (",
+            shared_with!(),
+            ")"
+        ))
         .bind(link)
         .bind(&suffix)
         .bind(&suffix)

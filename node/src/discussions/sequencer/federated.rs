@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use veche_federation::event::{
     ChainError, EVENT_FORMAT, Event, EventHeader, EventWire, Head, Stamp, StampBody, node_of,
 };
-use veche_federation::grant::Signed;
+use veche_federation::grant::{DirectoryScope, Signed};
 use veche_federation::keys::{Hash, PublicKey};
 use veche_federation::wire::Item;
 use veche_protocol::Timestamp;
@@ -26,7 +26,7 @@ use veche_protocol::ids::{NodeName, UserId};
 
 use super::{Delivery, Done, FedOutcome, Sequencer};
 use crate::discussions::{Caller, DiscussionError};
-use crate::store::{Batch, DiscussionRow, StoreError};
+use crate::store::{Batch, DiscussionRow, NewPending, StoreError};
 
 /// What a federated event says beyond its header (JSON).
 // Unknown fields are ignored: a newer home may say more than this node understands.
@@ -53,6 +53,9 @@ pub(crate) struct Body {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) members: Vec<(String, String)>,
 }
+
+/// The heads of federated logs as the current round left them (read once per discussion).
+type Heads = std::collections::HashMap<String, Head>;
 
 /// The federated event the current command applies, with the key that signed it.
 #[derive(Debug, Clone)]
@@ -208,7 +211,12 @@ impl Sequencer {
         if !self.is_home(&d.id) {
             return Ok(());
         }
-        let links = b.fed_shares(&d.id).await?;
+        let mut links = b.fed_shares(&d.id).await?;
+        if links.is_empty()
+            && let Some(link) = self.share_dialog_again(b, d, out).await?
+        {
+            links.push(link);
+        }
         if links.is_empty() {
             return Ok(());
         }
@@ -438,9 +446,21 @@ impl Sequencer {
                 ..Body::default()
             };
             let txn = uuid::Uuid::new_v4().simple().to_string();
-            let header = self.header("dialog.open", &d.id, &caller.user, txn, None);
+            let header = self.header("dialog.open", &d.id, &caller.user, txn.clone(), None);
             let bytes = serde_json::to_vec(&body).map_err(fed_error)?;
             let event = Event::create(node_key, header, Some(bytes)).map_err(fed_error)?;
+            // Kept so that a refusal can be matched and told.
+            let pending = NewPending {
+                event_id: &event.id().to_hex(),
+                message_id: &d.id,
+                discussion: &d.id,
+                author: &caller.user,
+                device: &caller.device,
+                client_msg_id: &txn,
+                kind: "dialog.open",
+                at: Timestamp::now().as_millis(),
+            };
+            b.fed_add_pending(&pending).await?;
             b.fed_enqueue(
                 &link,
                 &encode(&Item::Submit {
@@ -453,10 +473,44 @@ impl Sequencer {
         Ok(Done::Discussion(d.id))
     }
 
-    /// At the home: a linked node's user opens a dialog with a user of this node.
+    /// At the home: a dialog with a user of a linked node that is not shared over an active
+    /// link (the link it was shared over ended, and the nodes linked again) is shared over
+    /// the new one, its state first. The link, if so.
+    async fn share_dialog_again(
+        &self,
+        b: &mut Batch,
+        d: &DiscussionRow,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Option<String>, DiscussionError> {
+        let Some(key) = &self.fed.key else {
+            return Ok(None);
+        };
+        let Some(pair) = d.dialog_key.as_deref().filter(|_| self.is_home(&d.id)) else {
+            return Ok(None);
+        };
+        let Some(theirs) = pair
+            .split('\n')
+            .find_map(|u| node_of(u).filter(|n| *n != self.node.as_str()))
+        else {
+            return Ok(None);
+        };
+        let Some(link) = b.fed_link_to(theirs).await? else {
+            return Ok(None);
+        };
+        if b.fed_shares(&d.id).await?.contains(&link) {
+            return Ok(Some(link));
+        }
+        self.share_state(b, key, d, &link, out).await?;
+        Ok(Some(link))
+    }
+
+    /// At the home: a linked node's user opens a dialog with a user of this node: a person
+    /// (not a bot, not locked) the link's directory scope lets that node see. Whatever the
+    /// reason, a refusal says only "not found", so that logins cannot be probed.
     async fn fed_open_dialog(
         &self,
         b: &mut Batch,
+        link: &str,
         event: &Event,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
@@ -466,6 +520,14 @@ impl Sequencer {
             [with] if node_of(with) == Some(self.node.as_str()) => with,
             _ => return Err(fed_error("a dialog is opened with one user of this node")),
         };
+        let scope: Option<veche_federation::grant::Scope> = b
+            .fed_link_scope(link)
+            .await?
+            .and_then(|s| serde_json::from_str(&s).ok());
+        let members_only = scope.is_none_or(|s| s.directory != DirectoryScope::Full);
+        if !b.fed_reachable(link, &h.origin, with, members_only).await? {
+            return Err(DiscussionError::NotFound("user"));
+        }
         remote_user(b, &h.author, &self.node).await?;
         let mut pair = [h.author.as_str(), with.as_str()];
         pair.sort_unstable();
@@ -522,18 +584,17 @@ impl Sequencer {
         let bytes = serde_json::to_vec(&body).map_err(fed_error)?;
         let event = Event::create(key, header, Some(bytes)).map_err(fed_error)?;
         let message_id = message_id.unwrap_or_else(|| message_id_of(&event.id(), home));
-        if !b
-            .fed_add_pending(
-                &event.id().to_hex(),
-                &message_id,
-                &d.id,
-                &caller.user,
-                &caller.device,
-                client_txn,
-                Timestamp::now().as_millis(),
-            )
-            .await?
-        {
+        let pending = NewPending {
+            event_id: &event.id().to_hex(),
+            message_id: &message_id,
+            discussion: &d.id,
+            author: &caller.user,
+            device: &caller.device,
+            client_msg_id: client_txn,
+            kind,
+            at: Timestamp::now().as_millis(),
+        };
+        if !b.fed_add_pending(&pending).await? {
             return Err(DiscussionError::Store(StoreError::Aborted(
                 "a submission key vanished during its own transaction".into(),
             )));
@@ -559,25 +620,42 @@ impl Sequencer {
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
         let mut held = std::collections::HashSet::new();
+        let mut heads = Heads::new();
         let mut outcomes = Vec::with_capacity(items.len());
         for (link, item) in items {
             if held.contains(&link) {
                 outcomes.push(FedOutcome::Later);
                 continue;
             }
+            let header = match &item {
+                Item::Submit { event } | Item::Stamped { event, .. } => Event::peek(event).ok(),
+                Item::Refusal { .. } => None,
+            };
             // A submission refused for good is answered, so that its author learns of it.
-            let submitted = match &item {
-                Item::Submit { event } => Event::peek(event)
-                    .ok()
-                    .map(|h| (Hash::of(&event.header), h.discussion, h.author)),
+            let submitted = match (&item, &header) {
+                (Item::Submit { event }, Some(h)) => Some((
+                    Hash::of(&event.header),
+                    h.discussion.clone(),
+                    h.author.clone(),
+                )),
                 _ => None,
             };
-            b.savepoint().await?;
+            // Messages and reactions leave the batch's dialogs and groups as they were.
+            let plain = header
+                .as_ref()
+                .is_some_and(|h| h.kind.starts_with("message.") || h.kind.starts_with("reaction."));
+            // A stamped event writes only under a savepoint of its own, or fails the whole
+            // round (`fed_apply`): two statements fewer on the replica's hot path.
+            let guarded = !matches!(item, Item::Stamped { .. });
+            if guarded {
+                b.savepoint().await?;
+            }
             let mut delivered = Vec::new();
             let result = match item {
                 Item::Submit { event } => self.fed_submit(b, &link, event, &mut delivered).await,
                 Item::Stamped { stamp, event } => {
-                    self.fed_apply(b, &link, stamp, event, &mut delivered).await
+                    self.fed_apply(b, &link, stamp, event, &mut heads, &mut delivered)
+                        .await
                 }
                 Item::Refusal {
                     event,
@@ -585,51 +663,43 @@ impl Sequencer {
                     author,
                     reason,
                 } => {
-                    let refused = b
-                        .fed_refuse_pending(&event.to_hex(), &author, &reason)
-                        .await?;
-                    tracing::warn!(
-                        link,
+                    self.fed_refusal(
+                        b,
+                        &link,
+                        &event,
                         discussion,
                         author,
-                        reason,
-                        "the home refused a submission"
-                    );
-                    delivered.push(Delivery::Personal {
-                        users: vec![author],
-                        event: veche_protocol::Event::NotDelivered {
-                            discussion,
-                            message_id: refused,
-                            reason,
-                        },
-                    });
-                    Ok(Done::Nothing)
+                        &reason,
+                        &mut delivered,
+                    )
+                    .await
                 }
             };
             self.set_applying(None);
-            self.forget_cache();
+            if !plain || result.is_err() {
+                self.forget_cache();
+            }
+            if guarded {
+                match &result {
+                    Ok(_) => b.release().await?,
+                    Err(_) => b.rollback_command().await?,
+                }
+            }
             match result {
                 Ok(_) => {
-                    b.release().await?;
                     out.extend(delivered);
                     outcomes.push(FedOutcome::Applied);
                 }
                 Err(e @ DiscussionError::Store(StoreError::Conflict)) => {
-                    b.rollback_command().await?;
                     self.refuse(b, &link, submitted, &e, out).await?;
                     outcomes.push(FedOutcome::Refused(e.to_string()));
                 }
-                Err(e @ DiscussionError::Store(_)) => {
-                    b.rollback_command().await?;
-                    return Err(e);
-                }
+                Err(e @ DiscussionError::Store(_)) => return Err(e),
                 Err(DiscussionError::Unavailable) => {
-                    b.rollback_command().await?;
                     held.insert(link);
                     outcomes.push(FedOutcome::Later);
                 }
                 Err(e) => {
-                    b.rollback_command().await?;
                     tracing::error!(link, error = %e, "a received item was refused");
                     self.refuse(b, &link, submitted, &e, out).await?;
                     outcomes.push(FedOutcome::Refused(e.to_string()));
@@ -639,18 +709,23 @@ impl Sequencer {
         Ok(Done::Federated(outcomes))
     }
 
-    /// At the home: tells the origin of a submission refused for good why.
+    /// Tells the peer of `link` that this node cannot take its user's event `(event id,
+    /// discussion, author)` for good, and why: a submission, at the home; a share, elsewhere.
+    /// Nothing is sent over a link that has ended.
     async fn refuse(
         &self,
         b: &mut Batch,
         link: &str,
-        submitted: Option<(Hash, String, String)>,
+        refused: Option<(Hash, String, String)>,
         error: &DiscussionError,
         out: &mut Vec<Delivery>,
     ) -> Result<(), DiscussionError> {
-        let Some((event, discussion, author)) = submitted else {
+        let Some((event, discussion, author)) = refused else {
             return Ok(());
         };
+        if b.fed_link_peer(link).await?.is_none() {
+            return Ok(());
+        }
         let mut reason = error.to_string();
         if reason.len() > veche_federation::wire::MAX_REASON_BYTES {
             let mut end = veche_federation::wire::MAX_REASON_BYTES;
@@ -668,6 +743,50 @@ impl Sequencer {
         b.fed_enqueue(link, &encode(&item)).await?;
         out.push(Delivery::WakeLinks(vec![link.to_owned()]));
         Ok(())
+    }
+
+    /// A linked node could not take an event of one of this node's users: the home refused a
+    /// submission, or a node a discussion was shared with could not take the share (a dialog
+    /// with a user it does not have). The author is told; a refusal of nothing this node sent
+    /// is ignored.
+    #[allow(clippy::too_many_arguments)]
+    async fn fed_refusal(
+        &self,
+        b: &mut Batch,
+        link: &str,
+        event: &Hash,
+        discussion: String,
+        author: String,
+        reason: &str,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let reason: String = reason.chars().filter(|c| !c.is_control()).collect();
+        let message_id = if self.is_home(&discussion) {
+            if !b.fed_is_share(&event.to_hex(), &discussion).await?
+                || b.member_role(&discussion, &author).await?.is_none()
+            {
+                return Ok(Done::Nothing);
+            }
+            None
+        } else {
+            match b
+                .fed_refuse_pending(&event.to_hex(), &discussion, &author, &reason)
+                .await?
+            {
+                Some(message) => message,
+                None => return Ok(Done::Nothing),
+            }
+        };
+        tracing::warn!(link, discussion, author, reason, "a linked node refused");
+        out.push(Delivery::Personal {
+            users: vec![author],
+            event: veche_protocol::Event::NotDelivered {
+                discussion,
+                message_id,
+                reason,
+            },
+        });
+        Ok(Done::Nothing)
     }
 
     /// At the home: a linked node's submission for one of its users.
@@ -696,9 +815,14 @@ impl Sequencer {
             ));
         }
         if h.kind == "dialog.open" {
-            return self.fed_open_dialog(b, &event, out).await;
+            return self.fed_open_dialog(b, link, &event, out).await;
         }
-        if !b.fed_shares(&h.discussion).await?.iter().any(|l| l == link) {
+        let shared = b.fed_shares(&h.discussion).await?.iter().any(|l| l == link);
+        let shared_again = match (shared, b.discussion(&h.discussion).await?) {
+            (false, Some(d)) => self.share_dialog_again(b, &d, out).await?.as_deref() == Some(link),
+            _ => false,
+        };
+        if !shared && !shared_again {
             return Err(DiscussionError::Forbidden(format!(
                 "{} is not shared with {}",
                 h.discussion, h.origin
@@ -738,6 +862,7 @@ impl Sequencer {
         link: &str,
         stamp: Signed,
         wire: EventWire,
+        heads: &mut Heads,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
         let stamp = Stamp::stored(stamp).map_err(fed_error)?;
@@ -753,15 +878,21 @@ impl Sequencer {
         if b.fed_has_event(&event.id().to_hex()).await? {
             return Ok(Done::Nothing);
         }
-        match b.fed_head(&discussion).await? {
+        let head = match heads.get(&discussion) {
+            Some(head) => Some(*head),
+            None => match b.fed_head(&discussion).await? {
+                Some(head) => Some(Head {
+                    seq: u64::try_from(head.fseq).unwrap_or(0),
+                    hash: stamp_hash(&head.stamp)?,
+                }),
+                None => None,
+            },
+        };
+        match head {
             // A replica's log starts where the discussion was shared with it.
             None if h.kind == "discussion.share" => {}
             None => return Err(fed_error("the discussion was never shared with this node")),
             Some(head) => {
-                let head = Head {
-                    seq: u64::try_from(head.fseq).unwrap_or(0),
-                    hash: stamp_hash(&head.stamp)?,
-                };
                 match head.next(&stamp) {
                     Ok(_) => {}
                     Err(ChainError::Old { .. }) => return Ok(Done::Nothing),
@@ -827,15 +958,25 @@ impl Sequencer {
                 e @ (DiscussionError::Unavailable | DiscussionError::Store(StoreError::Aborted(_))),
             ) => {
                 b.rollback_command().await?;
+                self.forget_cache();
                 return Err(e);
             }
             Err(e @ DiscussionError::Store(StoreError::Database(_) | StoreError::Migrate(_))) => {
                 b.rollback_command().await?;
+                self.forget_cache();
                 return Err(e);
             }
             Err(e) => {
                 b.rollback_command().await?;
+                // What the cache saw of the undone change is undone too.
+                self.forget_cache();
                 tracing::warn!(discussion, kind = h.kind, event = %event.id(), error = %e, "a federated change could not be applied here; skipped");
+                if h.kind == "discussion.share" {
+                    // The home's user learns that this node cannot take part (a dialog with
+                    // a user it does not have).
+                    let refused = (event.id(), discussion.clone(), h.author.clone());
+                    self.refuse(b, link, Some(refused), &e, out).await?;
+                }
                 Done::Nothing
             }
         };
@@ -853,6 +994,13 @@ impl Sequencer {
             &encode(event.wire()),
         )
         .await?;
+        heads.insert(
+            discussion.clone(),
+            Head {
+                seq: stamp.body().seq,
+                hash: Hash::of(&stamp.signed().bytes),
+            },
+        );
         if h.kind == "message.delete"
             && let Some(m) = &message_id
         {
@@ -987,10 +1135,12 @@ impl Sequencer {
                 let key = pair.join("\n");
                 let home = node_of(discussion).unwrap_or_default();
                 let nodes: Vec<Option<&str>> = pair.iter().map(|u| node_of(u)).collect();
-                // One user of the home, one of this node, and the id both nodes derive.
+                // One user of the home, one of this node, the home the name that sorts first,
+                // and the id both nodes derive.
                 let well_formed = pair.len() == 2
                     && nodes.contains(&Some(home))
                     && nodes.contains(&Some(self.node.as_str()))
+                    && home < self.node.as_str()
                     && pair.contains(&caller.user.as_str())
                     && dialog_id(&key, home) == discussion;
                 if !well_formed {
