@@ -747,10 +747,14 @@ impl<S: LinkStore> Driver<S> {
                 if state.ended || !state.greeted || !state.scope.presence {
                     return;
                 }
-                for p in users {
-                    match state.presence.iter_mut().find(|q| q.user == p.user) {
-                        Some(q) => *q = p,
-                        None => state.presence.push(p),
+                if state.presence.is_empty() {
+                    state.presence = users;
+                } else {
+                    for p in users {
+                        match state.presence.iter_mut().find(|q| q.user == p.user) {
+                            Some(q) => *q = p,
+                            None => state.presence.push(p),
+                        }
                     }
                 }
                 self.send_presence(&link);

@@ -291,7 +291,8 @@ async fn forged_items_are_refused_one_by_one_and_the_rest_goes_on() {
         event: e5,
     };
     // 6, 7: refusals hq cannot give: about a user of another node, and about a discussion
-    // homed at neither end. 8 is one it can give.
+    // homed at neither end. 8 and 9 it can give: of a submission to hq, and of a share from
+    // branch.
     let refusal = |author: &str, discussion: &str| Item::Refusal {
         event: Hash::default(),
         discussion: discussion.into(),
@@ -307,15 +308,16 @@ async fn forged_items_are_refused_one_by_one_and_the_rest_goes_on() {
         refusal("boris@partner", "d@hq"),
         refusal("boris@branch", "d@partner"),
         refusal("boris@branch", "d@hq"),
-        good(9),
+        refusal("boris@branch", "d@branch"),
+        good(10),
     ] {
         a.store.enqueue(&id, item);
     }
     a.handle.wake(&id);
-    wait_for("the good ones", || b.store.inbox(&id).len() == 3).await;
+    wait_for("the good ones", || b.store.inbox(&id).len() == 4).await;
     assert_eq!(
         texts(&b.store.inbox(&id)),
-        ["message 1", "refused", "message 9"]
+        ["message 1", "refused", "refused", "message 10"]
     );
     let refused: Vec<(u64, String)> = b
         .store

@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use veche_client::Connection;
 use veche_client::protocol::admin::{AdminReply, AdminRequest, LinkInfo, LinkScope};
 use veche_client::protocol::discussions::{Change, DiscussionEvent, DiscussionInfo};
-use veche_client::protocol::presence::{PresenceChoice, PresenceState};
+use veche_client::protocol::presence::{PresenceChoice, PresenceInfo, PresenceState};
 use veche_client::protocol::{Event, Reply, Request};
 use veche_node::test_utils::{TestNode, test_config};
 
@@ -649,7 +649,7 @@ async fn dialogs_span_nodes_and_linked_directories_answer_within_scope() -> anyh
     // does not have; the head office cannot take it, and Vera is told.
     let nobody = open(&vera, "nobody@hq.test").await?;
     let told = not_delivered(&vera, &nobody.id, 1).await?;
-    assert!(told[0].1.contains("not found"), "{told:?}");
+    assert!(told[0].1.contains("cannot take part"), "{told:?}");
 
     // The head office searches the branch's directory over the link. Narrowed to "members",
     // it finds people of discussions the two nodes share, not Gleb, and cannot open a dialog
@@ -674,6 +674,11 @@ async fn dialogs_span_nodes_and_linked_directories_answer_within_scope() -> anyh
     let hidden = open(&anna, "gleb@branch.test").await?;
     let told = not_delivered(&anna, &hidden.id, 1).await?;
     assert!(told[0].1.contains("not found"), "{told:?}");
+    // Boris already talks with the head office: a colleague of Anna's still reaches him.
+    let oleg = user(&hq, "oleg").await?;
+    let reached = open(&oleg, "boris@branch.test").await?;
+    post(&oleg, &reached.id, "o1", "Добрый день").await?;
+    sees(&boris, &reached.id, &[Some("Добрый день")]).await?;
     let people = async |q: &str| -> anyhow::Result<Vec<String>> {
         match ask(
             &anna,
@@ -739,6 +744,22 @@ async fn not_delivered(
     Ok(told)
 }
 
+/// How `conn` is told `user` is, when it asks.
+async fn presence_of(conn: &Connection, user: &str) -> anyhow::Result<PresenceInfo> {
+    match ask(
+        conn,
+        Request::GetPresence {
+            users: vec![user.to_owned()],
+            subscribe: false,
+        },
+    )
+    .await?
+    {
+        Reply::Presence { mut users } if users.len() == 1 => Ok(users.remove(0)),
+        other => bail!("expected one presence, got {other:?}"),
+    }
+}
+
 /// Waits until `conn` is told that `user` is in `state`.
 async fn shown(conn: &Connection, user: &str, state: PresenceState) -> anyhow::Result<()> {
     within(20, &format!("{user} shown {state:?}"), async {
@@ -786,37 +807,15 @@ async fn presence_crosses_a_link_that_carries_it() -> anyhow::Result<()> {
     )
     .await?;
     shown(&anna, "boris@branch.test", PresenceState::Dnd).await?;
-    let asked = match ask(
-        &anna,
-        Request::GetPresence {
-            users: vec!["boris@branch.test".into()],
-            subscribe: false,
-        },
-    )
-    .await?
-    {
-        Reply::Presence { users } => users,
-        other => bail!("expected presence, got {other:?}"),
-    };
-    assert_eq!(asked[0].state, PresenceState::Dnd);
-    assert_eq!(asked[0].status_text, "на складе");
+    let asked = presence_of(&anna, "boris@branch.test").await?;
+    assert_eq!(asked.state, PresenceState::Dnd);
+    assert_eq!(asked.status_text, "на складе");
     // The branch stops: its users are shown offline at once.
     branch.stop().await;
     shown(&anna, "boris@branch.test", PresenceState::Offline).await?;
-    let asked = match ask(
-        &anna,
-        Request::GetPresence {
-            users: vec!["boris@branch.test".into()],
-            subscribe: false,
-        },
-    )
-    .await?
-    {
-        Reply::Presence { users } => users,
-        other => bail!("expected presence, got {other:?}"),
-    };
-    assert_eq!(asked[0].state, PresenceState::Offline);
-    assert_eq!(asked[0].status_text, "");
+    let asked = presence_of(&anna, "boris@branch.test").await?;
+    assert_eq!(asked.state, PresenceState::Offline);
+    assert_eq!(asked.status_text, "");
     Ok(())
 }
 
@@ -863,5 +862,104 @@ async fn a_dialog_carries_on_when_its_nodes_link_again() -> anyhow::Result<()> {
     let all = [Some("до разрыва"), Some("снова на связи"), Some("отлично")];
     sees(&boris, &d.id, &all).await?;
     sees(&anna, &d.id, &all).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_linked_node_that_replays_or_forges_events_changes_nothing() -> anyhow::Result<()> {
+    use veche_federation::event::{EVENT_FORMAT, Event, EventHeader};
+    use veche_federation::grant::{Offer, Party};
+    use veche_federation::keys::NodeKey;
+    use veche_federation::memory::MemoryStore;
+    use veche_federation::net::{self, NetConfig};
+    use veche_federation::wire::Item;
+
+    let hq = node("hq.test").await?;
+    let anna = user(&hq, "anna").await?;
+    // The other node is the federation crate alone, with an in-memory store: it sends what
+    // the test makes it send.
+    let key = NodeKey::from_secret([7; 32]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let address = format!("/ip4/127.0.0.1/tcp/{port}");
+    let (offer, info) = offer_scoped(&hq, full_directory()).await?;
+    let party = Party {
+        node: "rogue.test".into(),
+        key: key.public(),
+        addresses: vec![address.clone()],
+        organisation: "Rogue".into(),
+        contact: "admin@rogue.test".into(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let grant = Offer::parse(&offer)?.accept(&key, party, now)?;
+    hq.admin(AdminRequest::LinkConfirm {
+        grant: grant.to_text(),
+    })
+    .await?;
+    let store = MemoryStore::default();
+    let config = NetConfig {
+        listen: vec![address.parse()?],
+        request_timeout: std::time::Duration::from_secs(5),
+        retry_min: std::time::Duration::from_millis(50),
+        retry_max: std::time::Duration::from_millis(500),
+        idle_timeout: std::time::Duration::from_secs(30),
+    };
+    let scope = grant.terms().scope.clone();
+    let (rogue, _notes, _task) = net::start(
+        "rogue.test",
+        &key,
+        config,
+        store.clone(),
+        vec![(grant, scope)],
+    )
+    .await?;
+    let g = group(&anna, &["eve@rogue.test"]).await?;
+    share(&hq, &g.id, &info.link).await?;
+
+    let post = |signer: &NodeKey, txn: &str, text: &str| -> anyhow::Result<Item> {
+        let header = EventHeader {
+            format: EVENT_FORMAT,
+            kind: "message.post".into(),
+            discussion: g.id.clone(),
+            home: "hq.test".into(),
+            origin: "rogue.test".into(),
+            author: "eve@rogue.test".into(),
+            client_txn: txn.into(),
+            created_at: 0,
+            target: None,
+            body_hash: None,
+            body_len: 0,
+        };
+        let body = serde_json::to_vec(&serde_json::json!({ "text": text }))?;
+        let event = Event::create(signer, header, Some(body))?;
+        Ok(Item::Submit {
+            event: event.wire().clone(),
+        })
+    };
+    let once = post(&key, "t1", "один раз")?;
+    // The same event twice, one signed with a key that is not the node's, then a good one.
+    store.enqueue(&info.link, once.clone());
+    store.enqueue(&info.link, once);
+    store.enqueue(
+        &info.link,
+        post(&NodeKey::from_secret([8; 32]), "t2", "подделка")?,
+    );
+    store.enqueue(&info.link, post(&key, "t3", "после")?);
+    rogue.wake(&info.link);
+    eventually(20, "the rogue's outbox is acknowledged", async || {
+        if store.outbox_len(&info.link) == 0 {
+            Ok(())
+        } else {
+            bail!("{} left", store.outbox_len(&info.link))
+        }
+    })
+    .await?;
+    sees(&anna, &g.id, &[Some("один раз"), Some("после")]).await?;
+    let authors: Vec<String> = log(&anna, &g.id).await?.into_iter().map(|m| m.1).collect();
+    assert_eq!(authors, ["eve@rogue.test", "eve@rogue.test"]);
+    rogue.stop();
     Ok(())
 }

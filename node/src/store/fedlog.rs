@@ -288,8 +288,8 @@ impl Batch {
     }
 
     /// Whether the peer of `link` may reach `user` of this node (to open a dialog): a person,
-    /// not locked, and with `members_only`, a member of a discussion shared over the link or
-    /// homed at the peer.
+    /// not locked, and with `members_only`, a member of a discussion shared with the peer
+    /// (`shared_with!`).
     pub(crate) async fn fed_reachable(
         &mut self,
         link: &str,
@@ -308,12 +308,14 @@ impl Batch {
         }
         let suffix = format!("@{peer}");
         let member: Option<i64> = sqlx::query_scalar(concat!(
-            "SELECT 1 FROM members WHERE user_id = ? AND discussion_id IN (",
+            "SELECT 1 FROM members m WHERE m.user_id = ? AND ",
             shared_with!(),
-            ") LIMIT 1"
+            " LIMIT 1"
         ))
         .bind(user)
         .bind(link)
+        .bind(&suffix)
+        .bind(&suffix)
         .bind(&suffix)
         .bind(&suffix)
         .fetch_optional(&mut *self.tx)
@@ -334,21 +336,20 @@ impl Batch {
         )
     }
 
-    /// Whether `event_id` is a share of `discussion` in its federated log here.
-    pub(crate) async fn fed_is_share(
+    /// The share `event_id` of `discussion` in its federated log here (CBOR, as signed).
+    pub(crate) async fn fed_share_event(
         &mut self,
         event_id: &str,
         discussion: &str,
-    ) -> Result<bool, StoreError> {
-        let row: Option<(i64,)> = sqlx::query_as(
-            "SELECT 1 FROM fed_log WHERE event_id = ? AND discussion_id = ? \
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT event FROM fed_log WHERE event_id = ? AND discussion_id = ? \
              AND kind = 'discussion.share'",
         )
         .bind(event_id)
         .bind(discussion)
         .fetch_optional(&mut *self.tx)
-        .await?;
-        Ok(row.is_some())
+        .await?)
     }
 
     /// A user of another node, known here by id only; such a user never logs in here.

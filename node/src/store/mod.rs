@@ -5,12 +5,17 @@
 //! use their own pool. The schema uses portable types so that a PostgreSQL backend can run the
 //! same statements.
 
-/// The discussions a linked node takes part in, binding its link and then `@<its name>`
-/// twice: those shared over the link, and those it is home of.
+/// Whether the membership `m` (an alias of `members`) is in a discussion shared with a linked
+/// node, binding its link and then `@<its name>` four times: shared over the link (this node
+/// is its home), or a dialog that node is home of and that was opened from here. Memberships
+/// in the linked node's groups and in dialogs it opened are its word alone, so they do not
+/// count (else a node could list this one's people by sharing a group that names them).
 macro_rules! shared_with {
     () => {
-        "SELECT discussion_id FROM fed_shares WHERE link = ? \
-         UNION SELECT id FROM discussions WHERE substr(id, -length(?)) = ?"
+        "(EXISTS (SELECT 1 FROM fed_shares s WHERE s.discussion_id = m.discussion_id \
+         AND s.link = ?) OR EXISTS (SELECT 1 FROM discussions d WHERE d.id = m.discussion_id \
+         AND d.kind = 'dialog' AND substr(d.id, -length(?)) = ? \
+         AND substr(d.created_by, -length(?)) <> ?))"
     };
 }
 

@@ -169,8 +169,8 @@ impl Store {
         .await?)
     }
 
-    /// People of this node in discussions shared with `peer` over `link` (what a linked node
-    /// whose directory scope is `members` may find).
+    /// People of this node in discussions shared with `peer` over `link` (see
+    /// `shared_with!`): what a linked node whose directory scope is `members` may find.
     pub(crate) async fn directory_users_shared_over(
         &self,
         link: &str,
@@ -179,19 +179,21 @@ impl Store {
         let suffix = format!("@{peer}");
         Ok(sqlx::query_as(concat!(
             "SELECT * FROM users WHERE NOT locked AND kind = 'person' AND id IN \
-             (SELECT user_id FROM members WHERE discussion_id IN (",
+             (SELECT m.user_id FROM members m WHERE ",
             shared_with!(),
-            ")) ORDER BY login"
+            ") ORDER BY login"
         ))
         .bind(link)
+        .bind(&suffix)
+        .bind(&suffix)
         .bind(&suffix)
         .bind(&suffix)
         .fetch_all(&self.read)
         .await?)
     }
 
-    /// People of this node who are members of a discussion shared over `link`, or of one
-    /// `peer` is home of: whose presence the peer hears.
+    /// People of this node in discussions shared with `peer` over `link` (see
+    /// `shared_with!`): whose presence the peer hears.
     pub(crate) async fn fed_link_audience(
         &self,
         link: &str,
@@ -200,11 +202,12 @@ impl Store {
         let suffix = format!("@{peer}");
         Ok(sqlx::query_scalar(concat!(
             "SELECT DISTINCT m.user_id FROM members m JOIN users u ON u.id = m.user_id \
-             WHERE u.kind = 'person' AND m.discussion_id IN (",
-            shared_with!(),
-            ")"
+             WHERE u.kind = 'person' AND ",
+            shared_with!()
         ))
         .bind(link)
+        .bind(&suffix)
+        .bind(&suffix)
         .bind(&suffix)
         .bind(&suffix)
         .fetch_all(&self.read)

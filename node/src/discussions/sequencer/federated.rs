@@ -114,10 +114,15 @@ impl Sequencer {
     ) -> Result<(), DiscussionError> {
         // JSON at most doubles a text (quotes and backslashes), plus the other fields.
         let too_long = 2 * text.len() + 4096 > veche_federation::event::MAX_BODY;
+        // A dialog with a user of another node travels even before it is shared (again).
+        let linked_dialog = d.dialog_key.as_deref().is_some_and(|k| {
+            k.split('\n')
+                .any(|u| node_of(u).is_some_and(|n| n != self.node.as_str()))
+        });
         if too_long
             && self.fed.key.is_some()
             && self.is_home(&d.id)
-            && !b.fed_shares(&d.id).await?.is_empty()
+            && (linked_dialog || !b.fed_shares(&d.id).await?.is_empty())
         {
             return Err(DiscussionError::BadRequest(format!(
                 "this group is shared with another node, where a text may have at most {} bytes",
@@ -212,10 +217,16 @@ impl Sequencer {
             return Ok(());
         }
         let mut links = b.fed_shares(&d.id).await?;
-        if links.is_empty()
-            && let Some(link) = self.share_dialog_again(b, d, out).await?
-        {
-            links.push(link);
+        if links.is_empty() {
+            // After the change's own writes: any failure must undo the whole batch.
+            let again = self
+                .share_dialog_again(b, d, out)
+                .await
+                .map_err(|e| match e {
+                    e @ DiscussionError::Store(_) => e,
+                    other => DiscussionError::Store(StoreError::Aborted(other.to_string())),
+                })?;
+            links.extend(again);
         }
         if links.is_empty() {
             return Ok(());
@@ -461,14 +472,7 @@ impl Sequencer {
                 at: Timestamp::now().as_millis(),
             };
             b.fed_add_pending(&pending).await?;
-            b.fed_enqueue(
-                &link,
-                &encode(&Item::Submit {
-                    event: event.wire().clone(),
-                }),
-            )
-            .await?;
-            out.push(Delivery::WakeLinks(vec![link]));
+            submit(b, link, &event, out).await?;
         }
         Ok(Done::Discussion(d.id))
     }
@@ -599,14 +603,7 @@ impl Sequencer {
                 "a submission key vanished during its own transaction".into(),
             )));
         }
-        b.fed_enqueue(
-            &link,
-            &encode(&Item::Submit {
-                event: event.wire().clone(),
-            }),
-        )
-        .await?;
-        out.push(Delivery::WakeLinks(vec![link]));
+        submit(b, link, &event, out).await?;
         Ok(message_id)
     }
 
@@ -762,9 +759,14 @@ impl Sequencer {
     ) -> Result<Done, DiscussionError> {
         let reason: String = reason.chars().filter(|c| !c.is_control()).collect();
         let message_id = if self.is_home(&discussion) {
-            if !b.fed_is_share(&event.to_hex(), &discussion).await?
-                || b.member_role(&discussion, &author).await?.is_none()
-            {
+            // Only a share sent over this very link, and only its author is told.
+            let shared_here = b.fed_shares(&discussion).await?.iter().any(|l| l == link);
+            let stored = b.fed_share_event(&event.to_hex(), &discussion).await?;
+            let shared_by = stored
+                .and_then(|bytes| ciborium::from_reader::<EventWire, _>(bytes.as_slice()).ok())
+                .and_then(|wire| Event::peek(&wire).ok())
+                .map(|h| h.author);
+            if !shared_here || shared_by.as_deref() != Some(author.as_str()) {
                 return Ok(Done::Nothing);
             }
             None
@@ -868,6 +870,10 @@ impl Sequencer {
         let stamp = Stamp::stored(stamp).map_err(fed_error)?;
         let event = Event::stored(wire).map_err(fed_error)?;
         stamp.check_event(&event).map_err(fed_error)?;
+        // The log's numbers are SQLite integers.
+        if i64::try_from(stamp.body().seq).is_err() {
+            return Err(fed_error("a stamp's number is out of range"));
+        }
         let h = event.header().clone();
         let discussion = stamp.body().discussion.clone();
         if b.fed_link_peer(link).await?.as_deref() != node_of(&discussion) {
@@ -973,9 +979,13 @@ impl Sequencer {
                 tracing::warn!(discussion, kind = h.kind, event = %event.id(), error = %e, "a federated change could not be applied here; skipped");
                 if h.kind == "discussion.share" {
                     // The home's user learns that this node cannot take part (a dialog with
-                    // a user it does not have).
+                    // a user it does not have), in words that say nothing of who exists here.
                     let refused = (event.id(), discussion.clone(), h.author.clone());
-                    self.refuse(b, link, Some(refused), &e, out).await?;
+                    let why = DiscussionError::Forbidden(format!(
+                        "{} cannot take part in this discussion",
+                        self.node
+                    ));
+                    self.refuse(b, link, Some(refused), &why, out).await?;
                 }
                 Done::Nothing
             }
@@ -1151,6 +1161,25 @@ impl Sequencer {
                 } else {
                     pair[0]
                 };
+                // This node's user must be a person who may be reached from there: the same
+                // rule a home applies to `dialog.open`.
+                let mine = pair
+                    .iter()
+                    .find(|u| node_of(u) == Some(self.node.as_str()))
+                    .copied()
+                    .unwrap_or_default();
+                let link = b
+                    .fed_link_to(home)
+                    .await?
+                    .ok_or_else(|| fed_error("the link has ended"))?;
+                let scope: Option<veche_federation::grant::Scope> = b
+                    .fed_link_scope(&link)
+                    .await?
+                    .and_then(|s| serde_json::from_str(&s).ok());
+                let members_only = scope.is_none_or(|s| s.directory != DirectoryScope::Full);
+                if !b.fed_reachable(&link, home, mine, members_only).await? {
+                    return Err(DiscussionError::NotFound("user"));
+                }
                 return self.open_linked_dialog(b, caller, with, key, out).await;
             }
             None => {
@@ -1274,6 +1303,21 @@ impl Sequencer {
             .await?;
         Ok(Done::Nothing)
     }
+}
+
+/// Queues this node's `event` for its home over `link`.
+async fn submit(
+    b: &mut Batch,
+    link: String,
+    event: &Event,
+    out: &mut Vec<Delivery>,
+) -> Result<(), DiscussionError> {
+    let item = Item::Submit {
+        event: event.wire().clone(),
+    };
+    b.fed_enqueue(&link, &encode(&item)).await?;
+    out.push(Delivery::WakeLinks(vec![link]));
+    Ok(())
 }
 
 /// Makes sure a user of another node named in a federated event is known here; users of this
