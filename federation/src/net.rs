@@ -62,6 +62,10 @@ impl Default for NetConfig {
     }
 }
 
+/// Presence requests a peer may send in a burst, and then per second.
+const PRESENCE_BURST: f64 = 50.0;
+const PRESENCE_PER_SEC: f64 = 20.0;
+
 /// What the transport tells the node.
 #[derive(Debug)]
 pub enum Notification {
@@ -558,6 +562,8 @@ struct LinkState {
     /// Presence waiting to go (one request in flight at a time; a user's last state wins).
     presence: Vec<Presence>,
     presence_in_flight: Option<OutboundRequestId>,
+    /// The peer's presence requests we may still take now, and when that was counted.
+    presence_allowance: (f64, Instant),
     pending: bool,
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -655,6 +661,7 @@ impl<S: LinkStore> Driver<S> {
             notices: std::collections::VecDeque::new(),
             presence: Vec::new(),
             presence_in_flight: None,
+            presence_allowance: (PRESENCE_BURST, Instant::now()),
             pending: true,
             retry_at: None,
             backoff: self.config.retry_min,
@@ -1225,6 +1232,23 @@ impl<S: LinkStore> Driver<S> {
                     let reason = "this link does not carry presence".into();
                     return self.refuse(channel, reason, false);
                 }
+                // However fast a peer sends, the node takes a bounded stream of presence.
+                let allowed = self.links.get_mut(&link).is_some_and(|s| {
+                    let (left, at) = s.presence_allowance;
+                    let now = Instant::now();
+                    let left = (left + now.duration_since(at).as_secs_f64() * PRESENCE_PER_SEC)
+                        .min(PRESENCE_BURST);
+                    let take = left >= 1.0;
+                    s.presence_allowance = (if take { left - 1.0 } else { left }, now);
+                    take
+                });
+                if !allowed {
+                    let reason = "too many presence updates; send fewer".into();
+                    return self.refuse(channel, reason, false);
+                }
+                let Some(state) = self.links.get(&link) else {
+                    return;
+                };
                 if users.len() > MAX_PRESENCE {
                     return self.refuse(channel, "too many users at once".into(), false);
                 }

@@ -825,16 +825,17 @@ async fn a_dialog_carries_on_when_its_nodes_link_again() -> anyhow::Result<()> {
     let branch = node("branch.test").await?;
     let first = link_scoped(&hq, &branch, full_directory()).await?;
     let anna = user(&hq, "anna").await?;
+    let vera = user(&hq, "vera").await?;
     let boris = user(&branch, "boris").await?;
-    let d = discussion(
-        &boris,
-        Request::OpenDialog {
-            with: "anna@hq.test".into(),
-        },
-    )
-    .await?;
+    let dialog = async |conn: &Connection, with: &str| {
+        discussion(conn, Request::OpenDialog { with: with.into() }).await
+    };
+    let d = dialog(&boris, "anna@hq.test").await?;
+    let d2 = dialog(&boris, "vera@hq.test").await?;
     post(&boris, &d.id, "b1", "до разрыва").await?;
     sees(&anna, &d.id, &[Some("до разрыва")]).await?;
+    post(&boris, &d2.id, "b1v", "Вере до разрыва").await?;
+    sees(&vera, &d2.id, &[Some("Вере до разрыва")]).await?;
     branch
         .admin(AdminRequest::LinkRevoke {
             link: first.clone(),
@@ -862,6 +863,12 @@ async fn a_dialog_carries_on_when_its_nodes_link_again() -> anyhow::Result<()> {
     let all = [Some("до разрыва"), Some("снова на связи"), Some("отлично")];
     sees(&boris, &d.id, &all).await?;
     sees(&anna, &d.id, &all).await?;
+    // In the other dialog the head office writes first: its home shares it over the new link
+    // when the submission arrives.
+    post(&vera, &d2.id, "v1", "и я тут").await?;
+    let both = [Some("Вере до разрыва"), Some("и я тут")];
+    sees(&boris, &d2.id, &both).await?;
+    sees(&vera, &d2.id, &both).await?;
     Ok(())
 }
 
