@@ -8,6 +8,7 @@ use veche_client::protocol::presence::{PresenceChoice, PresenceInfo, PresenceSta
 use veche_client::protocol::{Event, Reply, Request};
 use veche_node::test_utils::{TestNode, test_config};
 
+use crate::presence::sees as shown;
 use crate::support::{
     PASSWORD, ask, discussion, eventually, login, next_non_presence_event, post, user, veche,
     within,
@@ -590,17 +591,18 @@ async fn dialogs_span_nodes_and_linked_directories_answer_within_scope() -> anyh
     let anna = user(&hq, "anna").await?;
     let boris = user(&branch, "boris").await?;
     let vera = user(&branch, "vera").await?;
-    let open = async |conn: &Connection, with: &str| {
-        discussion(conn, Request::OpenDialog { with: with.into() }).await
-    };
     // "branch.test" sorts first: the branch is the home of its dialogs with the head office.
     // Anna opens hers with Boris on the other node and writes at once: pending.
-    let d = open(&anna, "boris@branch.test").await?;
+    let d = open_dialog(&anna, "boris@branch.test").await?;
     let (first, seq) = post(&anna, &d.id, "a1", "Привет из головного офиса").await?;
     assert_eq!(seq, 0, "a message for another home is pending");
     sees(&boris, &d.id, &[Some("Привет из головного офиса")]).await?;
-    assert_eq!(open(&boris, "anna@hq.test").await?.id, d.id, "one dialog");
-    assert_eq!(open(&anna, "boris@branch.test").await?.id, d.id);
+    assert_eq!(
+        open_dialog(&boris, "anna@hq.test").await?.id,
+        d.id,
+        "one dialog"
+    );
+    assert_eq!(open_dialog(&anna, "boris@branch.test").await?.id, d.id);
     post(&boris, &d.id, "b1", "Здравствуйте!").await?;
     let both = [Some("Привет из головного офиса"), Some("Здравствуйте!")];
     sees(&anna, &d.id, &both).await?;
@@ -620,8 +622,10 @@ async fn dialogs_span_nodes_and_linked_directories_answer_within_scope() -> anyh
     );
 
     // Both sides open a dialog at the same moment: still one.
-    let (on_hq, on_branch) =
-        tokio::join!(open(&anna, "vera@branch.test"), open(&vera, "anna@hq.test"));
+    let (on_hq, on_branch) = tokio::join!(
+        open_dialog(&anna, "vera@branch.test"),
+        open_dialog(&vera, "anna@hq.test")
+    );
     let (on_hq, on_branch) = (on_hq?, on_branch?);
     assert_eq!(on_hq.id, on_branch.id);
     post(&vera, &on_hq.id, "v1", "Счёт готов").await?;
@@ -630,12 +634,12 @@ async fn dialogs_span_nodes_and_linked_directories_answer_within_scope() -> anyh
     sees(&vera, &on_hq.id, &[Some("Счёт готов"), Some("Спасибо")]).await?;
 
     // Users of unlinked nodes are out of reach.
-    let err = open(&anna, "eve@elsewhere.test").await.unwrap_err();
+    let err = open_dialog(&anna, "eve@elsewhere.test").await.unwrap_err();
     assert!(format!("{err:#}").contains("not found"), "{err:#}");
 
     // A dialog with someone the branch does not have: created here, refused by its home, and
     // Anna is told; so is a message she wrote there meanwhile.
-    let ghost = open(&anna, "nobody@branch.test").await?;
+    let ghost = open_dialog(&anna, "nobody@branch.test").await?;
     let (lost, seq) = post(&anna, &ghost.id, "g1", "Алло?").await?;
     assert_eq!(seq, 0);
     let told = not_delivered(&anna, &ghost.id, 2).await?;
@@ -647,7 +651,7 @@ async fn dialogs_span_nodes_and_linked_directories_answer_within_scope() -> anyh
     assert!(format!("{err:#}").contains("refused"), "{err:#}");
     // The other way round: Vera's node is the home of her dialog with someone the head office
     // does not have; the head office cannot take it, and Vera is told.
-    let nobody = open(&vera, "nobody@hq.test").await?;
+    let nobody = open_dialog(&vera, "nobody@hq.test").await?;
     let told = not_delivered(&vera, &nobody.id, 1).await?;
     assert!(told[0].1.contains("cannot take part"), "{told:?}");
 
@@ -671,12 +675,12 @@ async fn dialogs_span_nodes_and_linked_directories_answer_within_scope() -> anyh
         }
     })
     .await?;
-    let hidden = open(&anna, "gleb@branch.test").await?;
+    let hidden = open_dialog(&anna, "gleb@branch.test").await?;
     let told = not_delivered(&anna, &hidden.id, 1).await?;
     assert!(told[0].1.contains("not found"), "{told:?}");
     // Boris already talks with the head office: a colleague of Anna's still reaches him.
     let oleg = user(&hq, "oleg").await?;
-    let reached = open(&oleg, "boris@branch.test").await?;
+    let reached = open_dialog(&oleg, "boris@branch.test").await?;
     post(&oleg, &reached.id, "o1", "Добрый день").await?;
     sees(&boris, &reached.id, &[Some("Добрый день")]).await?;
     let people = async |q: &str| -> anyhow::Result<Vec<String>> {
@@ -714,6 +718,11 @@ async fn dialogs_span_nodes_and_linked_directories_answer_within_scope() -> anyh
     )
     .await?;
     Ok(())
+}
+
+/// The dialog of `conn`'s user with `with`.
+async fn open_dialog(conn: &Connection, with: &str) -> anyhow::Result<DiscussionInfo> {
+    discussion(conn, Request::OpenDialog { with: with.into() }).await
 }
 
 fn full_directory() -> LinkScope {
@@ -760,24 +769,6 @@ async fn presence_of(conn: &Connection, user: &str) -> anyhow::Result<PresenceIn
     }
 }
 
-/// Waits until `conn` is told that `user` is in `state`.
-async fn shown(conn: &Connection, user: &str, state: PresenceState) -> anyhow::Result<()> {
-    within(20, &format!("{user} shown {state:?}"), async {
-        loop {
-            match conn.next_event().await {
-                Some(Event::Presence { users })
-                    if users.iter().any(|u| u.user == user && u.state == state) =>
-                {
-                    return Ok(());
-                }
-                Some(_) => {}
-                None => bail!("the event stream ended"),
-            }
-        }
-    })
-    .await?
-}
-
 #[tokio::test]
 async fn presence_crosses_a_link_that_carries_it() -> anyhow::Result<()> {
     let hq = node("hq.test").await?;
@@ -788,13 +779,7 @@ async fn presence_crosses_a_link_that_carries_it() -> anyhow::Result<()> {
     let anna = user(&hq, "anna").await?;
     let boris = user(&branch, "boris").await?;
     // Boris is online before Anna and he share anything: he is shown once they do.
-    discussion(
-        &anna,
-        Request::OpenDialog {
-            with: "boris@branch.test".into(),
-        },
-    )
-    .await?;
+    open_dialog(&anna, "boris@branch.test").await?;
     shown(&anna, "boris@branch.test", PresenceState::Available).await?;
     shown(&boris, "anna@hq.test", PresenceState::Available).await?;
     // Changes travel, with the status text.
@@ -827,11 +812,8 @@ async fn a_dialog_carries_on_when_its_nodes_link_again() -> anyhow::Result<()> {
     let anna = user(&hq, "anna").await?;
     let vera = user(&hq, "vera").await?;
     let boris = user(&branch, "boris").await?;
-    let dialog = async |conn: &Connection, with: &str| {
-        discussion(conn, Request::OpenDialog { with: with.into() }).await
-    };
-    let d = dialog(&boris, "anna@hq.test").await?;
-    let d2 = dialog(&boris, "vera@hq.test").await?;
+    let d = open_dialog(&boris, "anna@hq.test").await?;
+    let d2 = open_dialog(&boris, "vera@hq.test").await?;
     post(&boris, &d.id, "b1", "до разрыва").await?;
     sees(&anna, &d.id, &[Some("до разрыва")]).await?;
     post(&boris, &d2.id, "b1v", "Вере до разрыва").await?;

@@ -9,7 +9,11 @@ use crate::support::*;
 
 /// Waits for a presence event on `conn` that shows `user` in `state`; other events are
 /// skipped.
-async fn sees(conn: &Connection, user: &str, state: PresenceState) -> anyhow::Result<()> {
+pub(crate) async fn sees(
+    conn: &Connection,
+    user: &str,
+    state: PresenceState,
+) -> anyhow::Result<()> {
     within(10, &format!("{user} shown {state:?}"), async {
         loop {
             match conn.next_event().await {
