@@ -443,14 +443,14 @@ impl Federation {
         Ok(())
     }
 
-    /// This node's users who matter to the peer of `row`: members of discussions shared over
-    /// it, or of discussions the peer is home of.
+    /// This node's people who matter to the peer of `row`: those its `members` directory
+    /// shows (in discussions shared with it).
     async fn audience(&self, row: &LinkRow) -> Result<Audience, StoreError> {
         self.inner
             .store
-            .fed_link_audience(&row.link, &row.peer_node)
+            .directory_users_shared_over(&row.link, &row.peer_node)
             .await
-            .map(|users| users.into_iter().collect())
+            .map(|users| users.into_iter().map(|u| u.id).collect())
     }
 
     /// A linked node greeted us: it hears the presence of everyone here who matters to it.

@@ -4,11 +4,11 @@ use anyhow::{Context, bail};
 use veche_client::Connection;
 use veche_client::protocol::admin::{AdminReply, AdminRequest, LinkInfo, LinkScope};
 use veche_client::protocol::discussions::{Change, DiscussionEvent, DiscussionInfo};
-use veche_client::protocol::presence::{PresenceChoice, PresenceInfo, PresenceState};
+use veche_client::protocol::presence::{PresenceChoice, PresenceState};
 use veche_client::protocol::{Event, Reply, Request};
 use veche_node::test_utils::{TestNode, test_config};
 
-use crate::presence::sees as shown;
+use crate::presence::{query, sees as shown};
 use crate::support::{
     PASSWORD, ask, discussion, eventually, login, next_non_presence_event, post, user, veche,
     within,
@@ -753,22 +753,6 @@ async fn not_delivered(
     Ok(told)
 }
 
-/// How `conn` is told `user` is, when it asks.
-async fn presence_of(conn: &Connection, user: &str) -> anyhow::Result<PresenceInfo> {
-    match ask(
-        conn,
-        Request::GetPresence {
-            users: vec![user.to_owned()],
-            subscribe: false,
-        },
-    )
-    .await?
-    {
-        Reply::Presence { mut users } if users.len() == 1 => Ok(users.remove(0)),
-        other => bail!("expected one presence, got {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn presence_crosses_a_link_that_carries_it() -> anyhow::Result<()> {
     let hq = node("hq.test").await?;
@@ -792,13 +776,13 @@ async fn presence_crosses_a_link_that_carries_it() -> anyhow::Result<()> {
     )
     .await?;
     shown(&anna, "boris@branch.test", PresenceState::Dnd).await?;
-    let asked = presence_of(&anna, "boris@branch.test").await?;
+    let asked = query(&anna, "boris@branch.test").await?;
     assert_eq!(asked.state, PresenceState::Dnd);
     assert_eq!(asked.status_text, "на складе");
     // The branch stops: its users are shown offline at once.
     branch.stop().await;
     shown(&anna, "boris@branch.test", PresenceState::Offline).await?;
-    let asked = presence_of(&anna, "boris@branch.test").await?;
+    let asked = query(&anna, "boris@branch.test").await?;
     assert_eq!(asked.state, PresenceState::Offline);
     assert_eq!(asked.status_text, "");
     Ok(())

@@ -42,7 +42,7 @@ async fn presence_about(conn: &Connection, user: &str, ms: u64) -> Vec<PresenceI
     seen
 }
 
-async fn query(conn: &Connection, user: &str) -> anyhow::Result<PresenceInfo> {
+pub(crate) async fn query(conn: &Connection, user: &str) -> anyhow::Result<PresenceInfo> {
     match ask(
         conn,
         Request::GetPresence {

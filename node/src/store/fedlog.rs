@@ -287,23 +287,32 @@ impl Batch {
         Ok(row.map(|(message, kind)| (kind != "dialog.open").then_some(message)))
     }
 
-    /// Whether the peer of `link` may reach `user` of this node (to open a dialog): a person,
-    /// not locked, and with `members_only`, a member of a discussion shared with the peer
-    /// (`shared_with!`).
+    /// Whether the peer of the active `link` may reach `user` of this node (in a dialog): a
+    /// person, not locked, and unless the link's directory scope is `full`, a member of a
+    /// discussion shared with the peer (`shared_with!`).
     pub(crate) async fn fed_reachable(
         &mut self,
         link: &str,
         peer: &str,
         user: &str,
-        members_only: bool,
     ) -> Result<bool, StoreError> {
+        let scope: Option<String> =
+            sqlx::query_scalar("SELECT scope FROM fed_links WHERE link = ? AND state = 'active'")
+                .bind(link)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        let Some(scope) = scope else {
+            return Ok(false);
+        };
+        let full = serde_json::from_str::<veche_federation::grant::Scope>(&scope)
+            .is_ok_and(|s| s.directory == veche_federation::grant::DirectoryScope::Full);
         let person: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM users WHERE id = ? AND kind = 'person' AND NOT locked",
         )
         .bind(user)
         .fetch_optional(&mut *self.tx)
         .await?;
-        if person.is_none() || !members_only {
+        if person.is_none() || full {
             return Ok(person.is_some());
         }
         let suffix = format!("@{peer}");
@@ -321,19 +330,6 @@ impl Batch {
         .fetch_optional(&mut *self.tx)
         .await?;
         Ok(member.is_some())
-    }
-
-    /// The scope in force on an active link (JSON).
-    pub(crate) async fn fed_link_scope(
-        &mut self,
-        link: &str,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT scope FROM fed_links WHERE link = ? AND state = 'active'")
-                .bind(link)
-                .fetch_optional(&mut *self.tx)
-                .await?,
-        )
     }
 
     /// The share `event_id` of `discussion` in its federated log here (CBOR, as signed).

@@ -170,7 +170,8 @@ impl Store {
     }
 
     /// People of this node in discussions shared with `peer` over `link` (see
-    /// `shared_with!`): what a linked node whose directory scope is `members` may find.
+    /// `shared_with!`): what a linked node whose directory scope is `members` may find, and whose
+    /// presence a linked node hears.
     pub(crate) async fn directory_users_shared_over(
         &self,
         link: &str,
@@ -182,28 +183,6 @@ impl Store {
              (SELECT m.user_id FROM members m WHERE ",
             shared_with!(),
             ") ORDER BY login"
-        ))
-        .bind(link)
-        .bind(&suffix)
-        .bind(&suffix)
-        .bind(&suffix)
-        .bind(&suffix)
-        .fetch_all(&self.read)
-        .await?)
-    }
-
-    /// People of this node in discussions shared with `peer` over `link` (see
-    /// `shared_with!`): whose presence the peer hears.
-    pub(crate) async fn fed_link_audience(
-        &self,
-        link: &str,
-        peer: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        let suffix = format!("@{peer}");
-        Ok(sqlx::query_scalar(concat!(
-            "SELECT DISTINCT m.user_id FROM members m JOIN users u ON u.id = m.user_id \
-             WHERE u.kind = 'person' AND ",
-            shared_with!()
         ))
         .bind(link)
         .bind(&suffix)

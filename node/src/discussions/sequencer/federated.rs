@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use veche_federation::event::{
     ChainError, EVENT_FORMAT, Event, EventHeader, EventWire, Head, Stamp, StampBody, node_of,
 };
-use veche_federation::grant::{DirectoryScope, Signed};
+use veche_federation::grant::Signed;
 use veche_federation::keys::{Hash, PublicKey};
 use veche_federation::wire::Item;
 use veche_protocol::Timestamp;
@@ -524,12 +524,7 @@ impl Sequencer {
             [with] if node_of(with) == Some(self.node.as_str()) => with,
             _ => return Err(fed_error("a dialog is opened with one user of this node")),
         };
-        let scope: Option<veche_federation::grant::Scope> = b
-            .fed_link_scope(link)
-            .await?
-            .and_then(|s| serde_json::from_str(&s).ok());
-        let members_only = scope.is_none_or(|s| s.directory != DirectoryScope::Full);
-        if !b.fed_reachable(link, &h.origin, with, members_only).await? {
+        if !b.fed_reachable(link, &h.origin, with).await? {
             return Err(DiscussionError::NotFound("user"));
         }
         remote_user(b, &h.author, &self.node).await?;
@@ -1172,12 +1167,7 @@ impl Sequencer {
                     .fed_link_to(home)
                     .await?
                     .ok_or_else(|| fed_error("the link has ended"))?;
-                let scope: Option<veche_federation::grant::Scope> = b
-                    .fed_link_scope(&link)
-                    .await?
-                    .and_then(|s| serde_json::from_str(&s).ok());
-                let members_only = scope.is_none_or(|s| s.directory != DirectoryScope::Full);
-                if !b.fed_reachable(&link, home, mine, members_only).await? {
+                if !b.fed_reachable(&link, home, mine).await? {
                     return Err(DiscussionError::NotFound("user"));
                 }
                 return self.open_linked_dialog(b, caller, with, key, out).await;
