@@ -389,12 +389,15 @@ impl Store {
         &self,
         profiles: &[veche_federation::wire::Profile],
     ) -> Result<(), StoreError> {
-        if profiles.is_empty() {
+        // Most people found are not known here: the writer is taken only for those who are.
+        let ids: Vec<&str> = profiles.iter().map(|p| p.id.as_str()).collect();
+        let known = self.known_remote_users(&ids).await?;
+        if known.is_empty() {
             return Ok(());
         }
         let at = veche_protocol::Timestamp::now().as_millis();
         let mut tx = self.write.begin().await?;
-        for p in profiles {
+        for p in profiles.iter().filter(|p| known.contains(&p.id)) {
             sqlx::query(
                 "UPDATE users SET display_name = ?, department = ?, updated_at = ? \
                  WHERE id = ? AND kind = 'remote' AND (display_name <> ? OR department <> ?)",
