@@ -10,8 +10,8 @@ use veche_node::test_utils::{TestNode, test_config};
 
 use crate::presence::{query, sees as shown};
 use crate::support::{
-    PASSWORD, ask, discussion, eventually, login, next_non_presence_event, post, user, veche,
-    within,
+    PASSWORD, ask, discussion, eventually, login, message, next_non_presence_event, post, user,
+    veche, within,
 };
 
 /// A node named `name` whose federation port stays the same across restarts (linked nodes
@@ -484,18 +484,59 @@ async fn messages_written_during_a_partition_arrive_once_in_the_homes_order() ->
     sees(&boris, &g.id, &[Some("до разрыва")]).await?;
     drop(boris);
 
-    // The branch is down: the home goes on; its messages wait in the outbox.
+    // The branch is down: the home goes on; its messages wait in the outbox. The branch
+    // stores runs of plain posts together, and a reply or a mention on its own, in between.
     branch.stop().await;
-    post(&anna, &g.id, "a1", "пока филиал недоступен 1").await?;
+    let (first, _) = post(&anna, &g.id, "a1", "пока филиал недоступен 1").await?;
     post(&anna, &g.id, "a2", "пока филиал недоступен 2").await?;
+    let mut reply = message(&g.id, "a3", "ответ на первое");
+    reply.reply_to = Some(first.clone());
+    ask(&anna, Request::Send(reply)).await?;
+    post(&anna, &g.id, "a4", "@boris@branch.test, взгляни").await?;
+    post(&anna, &g.id, "a5", "пока филиал недоступен 5").await?;
+    post(&anna, &g.id, "a6", "пока филиал недоступен 6").await?;
     branch.restart().await?;
     let (boris, _) = login(&branch, "boris", PASSWORD, "boris-device").await?;
     let three = [
         Some("до разрыва"),
         Some("пока филиал недоступен 1"),
         Some("пока филиал недоступен 2"),
+        Some("ответ на первое"),
+        Some("@boris@branch.test, взгляни"),
+        Some("пока филиал недоступен 5"),
+        Some("пока филиал недоступен 6"),
     ];
     sees(&boris, &g.id, &three).await?;
+    assert_eq!(log(&anna, &g.id).await?, log(&boris, &g.id).await?);
+    let Reply::Events { events, .. } = ask(
+        &boris,
+        Request::History {
+            discussion: g.id.clone(),
+            before: None,
+            limit: 500,
+        },
+    )
+    .await?
+    else {
+        bail!("expected the group's history");
+    };
+    let posted: Vec<(u64, Option<String>)> = events
+        .into_iter()
+        .filter_map(|e| match e.change {
+            Change::MessagePosted { message } => Some((e.seq, message.reply_to)),
+            _ => None,
+        })
+        .collect();
+    assert!(posted.windows(2).all(|w| w[0].0 < w[1].0), "{posted:?}");
+    assert_eq!(posted[3].1.as_deref(), Some(first.as_str()));
+    let shown = discussion(
+        &boris,
+        Request::GetDiscussion {
+            discussion: g.id.clone(),
+        },
+    )
+    .await?;
+    assert_eq!((shown.unread, shown.mentions), (7, 1));
 
     // The home is down: the branch's messages are pending, and go when it returns.
     drop(anna);
@@ -510,6 +551,10 @@ async fn messages_written_during_a_partition_arrive_once_in_the_homes_order() ->
         Some("до разрыва"),
         Some("пока филиал недоступен 1"),
         Some("пока филиал недоступен 2"),
+        Some("ответ на первое"),
+        Some("@boris@branch.test, взгляни"),
+        Some("пока филиал недоступен 5"),
+        Some("пока филиал недоступен 6"),
         Some("пока офис недоступен"),
         Some("офис снова в сети"),
     ];

@@ -1254,13 +1254,8 @@ impl Sequencer {
         Ok(Done::Nothing)
     }
 
-    async fn send(
-        &self,
-        b: &mut Batch,
-        caller: &Caller,
-        m: SendMessage,
-        out: &mut Vec<Delivery>,
-    ) -> Result<Done, DiscussionError> {
+    /// A message's content checked and normalised, before anything is read or written.
+    fn content(&self, m: &SendMessage) -> Result<Content, DiscussionError> {
         if m.client_msg_id.is_empty() || m.client_msg_id.len() > 64 {
             return Err(DiscussionError::BadRequest(
                 "client_msg_id is 1 to 64 characters".into(),
@@ -1303,7 +1298,27 @@ impl Sequencer {
             &actions,
             &m.files,
         );
+        Ok(Content {
+            text,
+            data,
+            actions,
+            hash,
+        })
+    }
 
+    async fn send(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        m: SendMessage,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let Content {
+            text,
+            data,
+            actions,
+            hash,
+        } = self.content(&m)?;
         let readable = self.readable(b, caller, &m.discussion).await;
         let d = match readable {
             Ok((_, grant)) if !grant.write => {
@@ -1440,14 +1455,37 @@ impl Sequencer {
                 }
             }
         }
-        let (to, watchers) = self.audience(b, &d).await?;
-        self.tell_bots(b, caller, &d, &row, &to, &mentions, out)
+        let message_id = row.id.clone();
+        self.announce_posted(b, caller, &d, row, mentions, replied_to, files, out)
+            .await?;
+        Ok(Done::Sent {
+            message_id,
+            seq: render::seq(seq),
+        })
+    }
+
+    /// Tells everyone concerned of a message just stored (its number and event row written):
+    /// bots, push notifications, linked nodes, and the audience's connections.
+    #[allow(clippy::too_many_arguments)]
+    async fn announce_posted(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        d: &DiscussionRow,
+        row: MessageRow,
+        mentions: Vec<String>,
+        replied_to: Option<String>,
+        files: Vec<veche_protocol::files::FileInfo>,
+        out: &mut Vec<Delivery>,
+    ) -> Result<(), DiscussionError> {
+        let (to, watchers) = self.audience(b, d).await?;
+        self.tell_bots(b, caller, d, &row, &to, &mentions, out)
             .await?;
         out.push(Delivery::Notify(crate::push::Notice {
             discussion: d.id.clone(),
             kind: d.kind.clone(),
             title: d.title.clone(),
-            seq: render::seq(seq),
+            seq: render::seq(row.seq),
             message_id: row.id.clone(),
             author: caller.user.clone(),
             text: row.text.clone().unwrap_or_default(),
@@ -1458,22 +1496,19 @@ impl Sequencer {
         let change = Change::MessagePosted {
             message: Box::new(render::message(&row, mentions, Vec::new(), files)),
         };
-        self.federate(b, &d, &caller.user, &change, out).await?;
+        self.federate(b, d, &caller.user, &change, out).await?;
         out.push(Delivery::Event {
             event: DiscussionEvent {
                 discussion: d.id.clone(),
-                seq: render::seq(seq),
-                at: Timestamp(at),
+                seq: render::seq(row.seq),
+                at: Timestamp(row.created_at),
                 actor: caller.user.clone(),
                 change,
             },
             to,
             watchers,
         });
-        Ok(Done::Sent {
-            message_id: row.id,
-            seq: render::seq(seq),
-        })
+        Ok(())
     }
 
     /// Queues a new message for the bots among its audience and mentions (never for its own
@@ -1731,6 +1766,15 @@ impl Sequencer {
 
 /// The discussion, if the caller may read it (inside the batch, so the decision and the change
 /// see the same state).
+/// A message's content as it is stored: the text with shortcodes converted, data and actions
+/// as JSON, and the hash a resend is compared by.
+struct Content {
+    text: String,
+    data: Option<String>,
+    actions: String,
+    hash: String,
+}
+
 async fn readable_free(
     b: &mut Batch,
     plugins: &Plugins,
@@ -1762,8 +1806,6 @@ fn object_key(d: &DiscussionRow) -> Option<ObjectKey<'_>> {
     }
 }
 
-/// Who receives `d`'s events: members of a dialog or group; for an object discussion, its
-/// followers who may read it, plus connections watching it whose user may read it.
 fn check_title(title: &str) -> Result<String, DiscussionError> {
     let title = title.trim();
     let chars = title.chars().count();

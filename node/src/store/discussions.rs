@@ -3,7 +3,7 @@
 
 use sqlx::{Sqlite, Transaction};
 
-use super::{Store, StoreError};
+use super::{ROWS_PER_STATEMENT, Store, StoreError};
 
 /// A discussion as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -223,6 +223,86 @@ impl Batch {
         .bind(id)
         .fetch_one(&mut *self.tx)
         .await?)
+    }
+
+    /// Stores new messages without mentions in multi-row statements: a run of posts a linked
+    /// node's home stamped. A client message id used before is a broken invariant there (each
+    /// event is applied once), so it fails the batch rather than being skipped.
+    pub(crate) async fn insert_messages(&mut self, rows: &[MessageRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let inserted = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO messages (id, discussion_id, seq, author, device_id, client_msg_id, \
+                 payload_hash, text, data, actions, reply_to, created_at, edited_at, version, \
+                 deleted) ",
+            )
+            .push_values(chunk, |mut v, m| {
+                v.push_bind(&m.id)
+                    .push_bind(&m.discussion_id)
+                    .push_bind(m.seq)
+                    .push_bind(&m.author)
+                    .push_bind(&m.device_id)
+                    .push_bind(&m.client_msg_id)
+                    .push_bind(&m.payload_hash)
+                    .push_bind(&m.text)
+                    .push_bind(&m.data)
+                    .push_bind(&m.actions)
+                    .push_bind(&m.reply_to)
+                    .push_bind(m.created_at)
+                    .push("NULL, 1, FALSE");
+            })
+            .push(" ON CONFLICT (author, device_id, client_msg_id) DO NOTHING")
+            .build()
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+            if inserted != chunk.len() as u64 {
+                return Err(StoreError::Aborted(
+                    "a message of a run was stored before".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Which of `ids` are messages stored here, in one statement.
+    pub(crate) async fn existing_messages(
+        &mut self,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let ids = serde_json::to_string(ids)
+            .map_err(|e| StoreError::Aborted(format!("message ids: {e}")))?;
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM messages WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(ids)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(found.into_iter().collect())
+    }
+
+    /// Stores events in multi-row statements.
+    pub(crate) async fn insert_events(&mut self, rows: &[EventRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (discussion_id, seq, kind, actor, at, message_id, detail) ",
+            )
+            .push_values(chunk, |mut v, e| {
+                v.push_bind(&e.discussion_id)
+                    .push_bind(e.seq)
+                    .push_bind(&e.kind)
+                    .push_bind(&e.actor)
+                    .push_bind(e.at)
+                    .push_bind(&e.message_id)
+                    .push_bind(&e.detail);
+            })
+            .build()
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn insert_event(&mut self, e: &EventRow) -> Result<(), StoreError> {
@@ -487,8 +567,6 @@ impl Batch {
         .await?)
     }
 
-    /// Stores a new message and its mentions; `false` (and nothing stored) if the author's
-    /// device already used this client message id.
     /// Stores a new message and its mentions; `false` (and nothing stored) if the author's
     /// device already used this client message id.
     pub(crate) async fn insert_message(

@@ -1,6 +1,8 @@
 //! Federation: link offers, links, and each link's outbox and inbox.
 
-use super::{AuditRecord, Store, StoreError};
+use sqlx::Sqlite;
+
+use super::{AuditRecord, ROWS_PER_STATEMENT, Store, StoreError};
 
 /// A link with another node.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -261,6 +263,7 @@ impl Store {
         if state != "active" {
             return Err(StoreError::Aborted(format!("the link {link} has ended")));
         }
+        let mut fresh = Vec::with_capacity(items.len());
         for (seq, item, refused) in items {
             if *seq <= mark {
                 continue;
@@ -268,18 +271,23 @@ impl Store {
             if *seq != mark + 1 {
                 break;
             }
-            sqlx::query(
-                "INSERT INTO fed_inbox (link, link_seq, item, refused, received_at) \
-                 VALUES (?, ?, ?, ?, ?)",
+            fresh.push((seq, item, refused));
+            mark = *seq;
+        }
+        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+            sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO fed_inbox (link, link_seq, item, refused, received_at) ",
             )
-            .bind(link)
-            .bind(seq)
-            .bind(item)
-            .bind(refused)
-            .bind(at)
+            .push_values(chunk, |mut v, (seq, item, refused)| {
+                v.push_bind(link)
+                    .push_bind(**seq)
+                    .push_bind(*item)
+                    .push_bind(*refused)
+                    .push_bind(at);
+            })
+            .build()
             .execute(&mut *tx)
             .await?;
-            mark = *seq;
         }
         sqlx::query("UPDATE fed_links SET received = ? WHERE link = ?")
             .bind(mark)

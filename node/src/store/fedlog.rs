@@ -2,7 +2,9 @@
 //! shared discussion (on its home and on replicas), submissions waiting for their home, and
 //! remote users' profile records. Written in the sequencer's transaction.
 
-use super::{Batch, Store, StoreError};
+use sqlx::Sqlite;
+
+use super::{Batch, ROWS_PER_STATEMENT, Store, StoreError};
 
 /// A received item waiting to be applied.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -17,6 +19,18 @@ pub(crate) struct InboxItem {
 pub(crate) struct FedHead {
     pub(crate) fseq: i64,
     pub(crate) stamp: Vec<u8>,
+}
+
+/// An entry of a discussion's federated log, to be appended.
+#[derive(Debug, Clone)]
+pub(crate) struct FedLogRow {
+    pub(crate) discussion: String,
+    pub(crate) fseq: i64,
+    pub(crate) event_id: String,
+    pub(crate) kind: String,
+    pub(crate) message_id: Option<String>,
+    pub(crate) stamp: Vec<u8>,
+    pub(crate) event: Vec<u8>,
 }
 
 /// A submission written here for a discussion of another home.
@@ -122,13 +136,23 @@ impl Batch {
         .await?)
     }
 
-    /// Whether the event is in a federated log already.
-    pub(crate) async fn fed_has_event(&mut self, event_id: &str) -> Result<bool, StoreError> {
-        let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM fed_log WHERE event_id = ?")
-            .bind(event_id)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        Ok(row.is_some())
+    /// Which of `event_ids` are in a federated log already, in one statement.
+    pub(crate) async fn fed_known_events(
+        &mut self,
+        event_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        if event_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let ids = serde_json::to_string(event_ids)
+            .map_err(|e| StoreError::Aborted(format!("event ids: {e}")))?;
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT event_id FROM fed_log WHERE event_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(ids)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(found.into_iter().collect())
     }
 
     /// The event that posted `message`, if the message came through a federated log.
@@ -146,30 +170,46 @@ impl Batch {
     }
 
     /// Appends to a discussion's federated log.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn fed_log_append(
-        &mut self,
-        discussion: &str,
-        fseq: i64,
-        event_id: &str,
-        kind: &str,
-        message_id: Option<&str>,
-        stamp: &[u8],
-        event: &[u8],
-    ) -> Result<(), StoreError> {
+    pub(crate) async fn fed_log_append(&mut self, r: &FedLogRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO fed_log (discussion_id, fseq, event_id, kind, message_id, stamp, event) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(discussion)
-        .bind(fseq)
-        .bind(event_id)
-        .bind(kind)
-        .bind(message_id)
-        .bind(stamp)
-        .bind(event)
+        .bind(&r.discussion)
+        .bind(r.fseq)
+        .bind(&r.event_id)
+        .bind(&r.kind)
+        .bind(&r.message_id)
+        .bind(&r.stamp)
+        .bind(&r.event)
         .execute(&mut *self.tx)
         .await?;
+        Ok(())
+    }
+
+    /// Appends entries to federated logs in multi-row statements.
+    pub(crate) async fn fed_log_append_many(
+        &mut self,
+        rows: &[FedLogRow],
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO fed_log (discussion_id, fseq, event_id, kind, message_id, stamp, \
+                 event) ",
+            )
+            .push_values(chunk, |mut v, r| {
+                v.push_bind(&r.discussion)
+                    .push_bind(r.fseq)
+                    .push_bind(&r.event_id)
+                    .push_bind(&r.kind)
+                    .push_bind(&r.message_id)
+                    .push_bind(&r.stamp)
+                    .push_bind(&r.event);
+            })
+            .build()
+            .execute(&mut *self.tx)
+            .await?;
+        }
         Ok(())
     }
 
@@ -428,7 +468,7 @@ impl Store {
 
     /// Forgets received items once applied (what they did is in the discussion and its
     /// federated log), or keeps them, refused for good, with their error for the
-    /// administrator; in one transaction.
+    /// administrator; in one transaction, each link's run of applied items in one statement.
     pub(crate) async fn fed_inbox_done(
         &self,
         items: &[(String, i64, Option<String>)],
@@ -437,16 +477,16 @@ impl Store {
         if items.is_empty() {
             return Ok(());
         }
+        let mut applied: Vec<(&str, i64, i64)> = Vec::new();
         let mut tx = self.write.begin().await?;
         for (link, link_seq, error) in items {
             match error {
-                None => {
-                    sqlx::query("DELETE FROM fed_inbox WHERE link = ? AND link_seq = ?")
-                        .bind(link)
-                        .bind(link_seq)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                None => match applied.last_mut() {
+                    Some((l, _, last)) if *l == link.as_str() && *last + 1 == *link_seq => {
+                        *last = *link_seq;
+                    }
+                    _ => applied.push((link, *link_seq, *link_seq)),
+                },
                 Some(error) => {
                     sqlx::query(
                         "UPDATE fed_inbox SET processed_at = ?, error = ? \
@@ -460,6 +500,14 @@ impl Store {
                     .await?;
                 }
             }
+        }
+        for (link, first, last) in applied {
+            sqlx::query("DELETE FROM fed_inbox WHERE link = ? AND link_seq BETWEEN ? AND ?")
+                .bind(link)
+                .bind(first)
+                .bind(last)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

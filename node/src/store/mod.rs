@@ -46,7 +46,7 @@ pub(crate) use apps::{
 pub(crate) use audit::AuditRecord;
 pub(crate) use discussions::{Batch, DiscussionRow, EventRow, MessageRow, ObjectKey};
 pub(crate) use federation::{LinkRow, NewLink};
-pub(crate) use fedlog::NewPending;
+pub(crate) use fedlog::{FedLogRow, NewPending};
 pub(crate) use files::{BackendUsage, BlobRow, FileRow, UploadRow};
 pub(crate) use plugins::{InboxRow, NewBusinessEvent, PluginRow};
 pub(crate) use push::{NewPush, PushEndpointRow, PushJob};
@@ -101,6 +101,9 @@ impl StoreError {
 
 /// Reader connections.
 const READERS: u32 = 4;
+
+/// Rows in one multi-row `INSERT`: far below SQLite's limit of 32,766 bound values.
+const ROWS_PER_STATEMENT: usize = 250;
 
 /// The node's database.
 #[derive(Debug, Clone)]

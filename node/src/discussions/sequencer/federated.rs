@@ -13,6 +13,8 @@
 //! Message ids are the same on every node: the home's id when the home wrote the message, or
 //! one derived from the event id when a linked node did.
 
+use std::collections::{HashMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 use veche_federation::event::{
     ChainError, EVENT_FORMAT, Event, EventHeader, EventWire, Head, Stamp, StampBody, node_of,
@@ -25,8 +27,10 @@ use veche_protocol::discussions::{Change, SendMessage};
 use veche_protocol::ids::{NodeName, UserId};
 
 use super::{Delivery, Done, FedOutcome, Sequencer};
-use crate::discussions::{Caller, DiscussionError};
-use crate::store::{Batch, DiscussionRow, NewPending, StoreError};
+use crate::discussions::{Caller, DiscussionError, text};
+use crate::store::{
+    Batch, DiscussionRow, EventRow, FedLogRow, MessageRow, NewPending, StoreError,
+};
 
 /// What a federated event says beyond its header (JSON).
 // Unknown fields are ignored: a newer home may say more than this node understands.
@@ -54,8 +58,55 @@ pub(crate) struct Body {
     pub(crate) members: Vec<(String, String)>,
 }
 
-/// The heads of federated logs as the current round left them (read once per discussion).
-type Heads = std::collections::HashMap<String, Head>;
+/// What the current round of received items has read or written, so that each is read once:
+/// the heads of federated logs, the peers of links, which events are in a log, and which users
+/// of other nodes are known here.
+#[derive(Default)]
+struct Round {
+    heads: HashMap<String, Head>,
+    peers: HashMap<String, Option<String>>,
+    known: HashSet<String>,
+    users: HashSet<String>,
+}
+
+impl Round {
+    /// The peer node of `link`, while the link is active.
+    async fn peer(&mut self, b: &mut Batch, link: &str) -> Result<Option<String>, StoreError> {
+        if let Some(peer) = self.peers.get(link) {
+            return Ok(peer.clone());
+        }
+        let peer = b.fed_link_peer(link).await?;
+        self.peers.insert(link.to_owned(), peer.clone());
+        Ok(peer)
+    }
+
+    /// The stamp is the head of its discussion's log now, and its event is in the log.
+    fn advance(&mut self, stamp: &Stamp, event: &Event) {
+        self.heads.insert(
+            stamp.body().discussion.clone(),
+            Head {
+                seq: stamp.body().seq,
+                hash: Hash::of(&stamp.signed().bytes),
+            },
+        );
+        self.known.insert(event.id().to_hex());
+    }
+
+    /// Makes sure a user named in an event is known here (see [`remote_user`]), once a round.
+    async fn user(&mut self, b: &mut Batch, id: &str, me: &NodeName) -> Result<(), DiscussionError> {
+        if !self.users.contains(id) {
+            remote_user(b, id, me).await?;
+            self.users.insert(id.to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// A stamped event that is the next of its discussion's log here.
+struct Next {
+    stamp: Stamp,
+    event: Event,
+}
 
 /// The federated event the current command applies, with the key that signed it.
 #[derive(Debug, Clone)]
@@ -367,16 +418,8 @@ impl Sequencer {
             (None, "message.post") => node_of(discussion).map(|h| message_id_of(&event.id(), h)),
             (m, _) => m.map(str::to_owned),
         };
-        b.fed_log_append(
-            discussion,
-            fseq + 1,
-            &event.id().to_hex(),
-            &kind,
-            message_id.as_deref(),
-            &encode(stamp.signed()),
-            &encode(event.wire()),
-        )
-        .await?;
+        b.fed_log_append(&log_row(&stamp, event, message_id.clone()))
+            .await?;
         let item = encode(&Item::Stamped {
             stamp: stamp.signed().clone(),
             event: event.wire().clone(),
@@ -611,12 +654,51 @@ impl Sequencer {
         items: Vec<(String, Item)>,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        let mut held = std::collections::HashSet::new();
-        let mut heads = Heads::new();
+        let mut held = HashSet::new();
+        let mut round = Round::default();
+        let ids: Vec<String> = items
+            .iter()
+            .filter_map(|(_, item)| match item {
+                Item::Submit { event } | Item::Stamped { event, .. } => {
+                    Some(Hash::of(&event.header).to_hex())
+                }
+                Item::Refusal { .. } => None,
+            })
+            .collect();
+        round.known = b.fed_known_events(&ids).await?;
         let mut outcomes = Vec::with_capacity(items.len());
-        for (link, item) in items {
+        let mut items = items.into_iter().peekable();
+        while let Some((link, item)) = items.next() {
             if held.contains(&link) {
                 outcomes.push(FedOutcome::Later);
+                continue;
+            }
+            // A run of the home's plain posts to one discussion is stored in a few multi-row
+            // statements: the bulk of what a replica receives.
+            if let Some((discussion, body)) = self.plain_post(&item) {
+                let mut run = vec![(item, body)];
+                while let Some((next_link, next)) = items.peek() {
+                    if *next_link != link {
+                        break;
+                    }
+                    match self.plain_post(next) {
+                        Some((d, body)) if d == discussion => {
+                            if let Some((_, next)) = items.next() {
+                                run.push((next, body));
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                for result in self.fed_posts(b, &link, run, &mut round, out).await? {
+                    outcomes.push(match result {
+                        Ok(()) => FedOutcome::Applied,
+                        Err(e) => {
+                            tracing::error!(link, error = %e, "a received item was refused");
+                            FedOutcome::Refused(e.to_string())
+                        }
+                    });
+                }
                 continue;
             }
             let header = match &item {
@@ -643,10 +725,19 @@ impl Sequencer {
                 b.savepoint().await?;
             }
             let mut delivered = Vec::new();
+            let id = match &item {
+                Item::Submit { event } | Item::Stamped { event, .. } => {
+                    Some(Hash::of(&event.header).to_hex())
+                }
+                Item::Refusal { .. } => None,
+            };
             let result = match item {
-                Item::Submit { event } => self.fed_submit(b, &link, event, &mut delivered).await,
+                Item::Submit { event } => {
+                    self.fed_submit(b, &link, event, &mut round, &mut delivered)
+                        .await
+                }
                 Item::Stamped { stamp, event } => {
-                    self.fed_apply(b, &link, stamp, event, &mut heads, &mut delivered)
+                    self.fed_apply(b, &link, stamp, event, &mut round, &mut delivered)
                         .await
                 }
                 Item::Refusal {
@@ -679,6 +770,8 @@ impl Sequencer {
             }
             match result {
                 Ok(_) => {
+                    // In a log now, or known to be: a repeat later in the round is skipped.
+                    round.known.extend(id);
                     out.extend(delivered);
                     outcomes.push(FedOutcome::Applied);
                 }
@@ -792,6 +885,7 @@ impl Sequencer {
         b: &mut Batch,
         link: &str,
         wire: EventWire,
+        round: &mut Round,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
         let event = Event::stored(wire).map_err(fed_error)?;
@@ -799,11 +893,11 @@ impl Sequencer {
         if !self.is_home(&h.discussion) {
             return Err(fed_error("this node is not the discussion's home"));
         }
-        if b.fed_has_event(&event.id().to_hex()).await? {
+        if round.known.contains(&event.id().to_hex()) {
             return Ok(Done::Nothing);
         }
-        let peer = b
-            .fed_link_peer(link)
+        let peer = round
+            .peer(b, link)
             .await?
             .ok_or_else(|| fed_error("the link has ended"))?;
         if peer != h.origin {
@@ -839,7 +933,7 @@ impl Sequencer {
             )));
         }
         let body = body_of(&event)?;
-        remote_user(b, &h.author, &self.node).await?;
+        round.user(b, &h.author, &self.node).await?;
         let caller = author(&event, false);
         self.set_applying(Some(Applying {
             event: event.clone(),
@@ -852,16 +946,173 @@ impl Sequencer {
         result
     }
 
-    /// On a replica: the home's next stamped event, applied if it follows the log.
-    async fn fed_apply(
+    /// The discussion and body of `item` if it is the home's stamped post of plain text (no
+    /// reply, no mention): one [`Self::fed_posts`] stores with others in a few statements.
+    fn plain_post(&self, item: &Item) -> Option<(String, Body)> {
+        let Item::Stamped { event, .. } = item else {
+            return None;
+        };
+        let header = Event::peek(event).ok()?;
+        if header.kind != "message.post" || self.is_home(&header.discussion) {
+            return None;
+        }
+        let body: Body = serde_json::from_slice(event.body.as_deref()?).ok()?;
+        let text = body.text.as_deref()?;
+        let plain = body.reply_to.is_none()
+            && text::mentioned_logins(&text::convert_shortcodes(text), self.node.as_str())
+                .is_empty();
+        plain.then_some((header.discussion, body))
+    }
+
+    /// On a replica: a run of the home's plain posts to one discussion ([`Self::plain_post`]).
+    /// Each is checked as [`Self::fed_apply`] checks it and applied as a send would apply it
+    /// (one this node cannot apply is skipped, its stamp still logged), but the messages,
+    /// their events and their log entries are stored in multi-row statements, and the
+    /// discussion's number is written once. Every write is made only after every check, so
+    /// the run needs no savepoint: a storage error fails the round.
+    async fn fed_posts(
+        &self,
+        b: &mut Batch,
+        link: &str,
+        run: Vec<(Item, Body)>,
+        round: &mut Round,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Vec<Result<(), DiscussionError>>, DiscussionError> {
+        let fail = |e: DiscussionError| match e {
+            e @ DiscussionError::Store(StoreError::Database(_) | StoreError::Migrate(_)) => e,
+            other => DiscussionError::Store(StoreError::Aborted(other.to_string())),
+        };
+        let mut outcomes = Vec::with_capacity(run.len());
+        let mut next = Vec::with_capacity(run.len());
+        for (item, body) in run {
+            let Item::Stamped { stamp, event } = item else {
+                outcomes.push(Err(fed_error("not a stamped event")));
+                continue;
+            };
+            match self.fed_check(b, link, stamp, event, round).await {
+                Ok(Some(n)) => {
+                    round.advance(&n.stamp, &n.event);
+                    next.push((n, body));
+                    outcomes.push(Ok(()));
+                }
+                Ok(None) => outcomes.push(Ok(())),
+                Err(e @ DiscussionError::Store(_)) => return Err(fail(e)),
+                Err(e) => outcomes.push(Err(e)),
+            }
+        }
+        // The home names its messages: an id stored here already (or twice in the run) is
+        // refused as `send` would refuse it, not left to fail the round.
+        let ids: Vec<String> = next
+            .iter()
+            .filter_map(|(n, body)| self.message_id_for(&n.event, body))
+            .collect();
+        let mut taken = b.existing_messages(&ids).await?;
+        let at = super::now();
+        let mut logs = Vec::with_capacity(next.len());
+        let mut posts: Vec<(Caller, MessageRow)> = Vec::with_capacity(next.len());
+        let mut d: Option<DiscussionRow> = None;
+        for (Next { stamp, event }, body) in next {
+            let message_id = self.message_id_for(&event, &body);
+            logs.push(log_row(&stamp, &event, message_id.clone()));
+            let Some(id) = message_id.filter(|id| taken.insert(id.clone())) else {
+                tracing::warn!(event = %event.id(), "a federated post names a message id in use here; skipped");
+                continue;
+            };
+            let caller = author(&event, true);
+            let m = SendMessage {
+                discussion: stamp.body().discussion.clone(),
+                client_msg_id: event.id().to_hex(),
+                text: body.text.unwrap_or_default(),
+                reply_to: None,
+                data: None,
+                actions: Vec::new(),
+                files: Vec::new(),
+            };
+            let checked = match round.user(b, &caller.user, &self.node).await {
+                Ok(()) => self.content(&m),
+                Err(e) => Err(e),
+            };
+            let content = match checked {
+                Ok(content) => match self.readable(b, &caller, &m.discussion).await {
+                    Ok((_, grant)) if !grant.write => Err(super::read_only()),
+                    Ok((row, _)) => Ok((content, row)),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            let (content, row) = match content {
+                Ok(ok) => ok,
+                // Tried again with the round, as `fed_apply` holds its link back.
+                Err(e @ (DiscussionError::Store(_) | DiscussionError::Unavailable)) => {
+                    return Err(fail(e));
+                }
+                Err(e) => {
+                    tracing::warn!(discussion = m.discussion, event = %event.id(), error = %e, "a federated post could not be applied here; skipped");
+                    continue;
+                }
+            };
+            let d = d.get_or_insert(row);
+            let seq = d.last_seq + 1 + posts.len() as i64;
+            posts.push((
+                caller.clone(),
+                MessageRow {
+                    id,
+                    discussion_id: d.id.clone(),
+                    seq,
+                    author: caller.user,
+                    device_id: caller.device,
+                    client_msg_id: m.client_msg_id,
+                    payload_hash: content.hash,
+                    text: Some(content.text),
+                    data: content.data,
+                    actions: content.actions,
+                    reply_to: None,
+                    created_at: at,
+                    edited_at: None,
+                    version: 1,
+                    deleted: false,
+                },
+            ));
+        }
+        if let (Some(d), Some((_, last))) = (&d, posts.last()) {
+            let rows: Vec<MessageRow> = posts.iter().map(|(_, row)| row.clone()).collect();
+            b.insert_messages(&rows).await.map_err(DiscussionError::Store)?;
+            self.set_seq(b, &d.id, last.seq, at).await?;
+            let events: Vec<EventRow> = rows
+                .iter()
+                .map(|row| EventRow {
+                    discussion_id: d.id.clone(),
+                    seq: row.seq,
+                    kind: "message_posted".into(),
+                    actor: row.author.clone(),
+                    at,
+                    message_id: Some(row.id.clone()),
+                    detail: "{}".into(),
+                })
+                .collect();
+            b.insert_events(&events).await?;
+            let mut d = d.clone();
+            d.last_seq = last.seq;
+            for (caller, row) in posts {
+                self.announce_posted(b, &caller, &d, row, Vec::new(), None, Vec::new(), out)
+                    .await
+                    .map_err(fail)?;
+            }
+        }
+        b.fed_log_append_many(&logs).await?;
+        Ok(outcomes)
+    }
+
+    /// On a replica: whether the home's stamped event is the next of its discussion's log
+    /// here (`Some`), or one this node has already (`None`); refused if it is neither.
+    async fn fed_check(
         &self,
         b: &mut Batch,
         link: &str,
         stamp: Signed,
         wire: EventWire,
-        heads: &mut Heads,
-        out: &mut Vec<Delivery>,
-    ) -> Result<Done, DiscussionError> {
+        round: &mut Round,
+    ) -> Result<Option<Next>, DiscussionError> {
         let stamp = Stamp::stored(stamp).map_err(fed_error)?;
         let event = Event::stored(wire).map_err(fed_error)?;
         stamp.check_event(&event).map_err(fed_error)?;
@@ -871,15 +1122,15 @@ impl Sequencer {
         }
         let h = event.header().clone();
         let discussion = stamp.body().discussion.clone();
-        if b.fed_link_peer(link).await?.as_deref() != node_of(&discussion) {
+        if round.peer(b, link).await?.as_deref() != node_of(&discussion) {
             return Err(fed_error(
                 "stamped by a node that is not the discussion's home",
             ));
         }
-        if b.fed_has_event(&event.id().to_hex()).await? {
-            return Ok(Done::Nothing);
+        if round.known.contains(&event.id().to_hex()) {
+            return Ok(None);
         }
-        let head = match heads.get(&discussion) {
+        let head = match round.heads.get(&discussion) {
             Some(head) => Some(*head),
             None => match b.fed_head(&discussion).await? {
                 Some(head) => Some(Head {
@@ -896,7 +1147,7 @@ impl Sequencer {
             Some(head) => {
                 match head.next(&stamp) {
                     Ok(_) => {}
-                    Err(ChainError::Old { .. }) => return Ok(Done::Nothing),
+                    Err(ChainError::Old { .. }) => return Ok(None),
                     // A share is a snapshot: it restarts a replica that lost its place (the
                     // home's administrator shares the group again).
                     Err(ChainError::Gap { .. }) if h.kind == "discussion.share" => {
@@ -916,6 +1167,24 @@ impl Sequencer {
                 }
             }
         }
+        Ok(Some(Next { stamp, event }))
+    }
+
+    /// On a replica: the home's next stamped event, applied if it follows the log.
+    async fn fed_apply(
+        &self,
+        b: &mut Batch,
+        link: &str,
+        stamp: Signed,
+        wire: EventWire,
+        round: &mut Round,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let Some(Next { stamp, event }) = self.fed_check(b, link, stamp, wire, round).await? else {
+            return Ok(Done::Nothing);
+        };
+        let h = event.header().clone();
+        let discussion = stamp.body().discussion.clone();
         // What this node cannot read or apply is skipped below; the stamp still enters the log.
         let body = body_of(&event).unwrap_or_default();
         // What the home stamped, it authorized: the author acts with every right here.
@@ -929,7 +1198,7 @@ impl Sequencer {
         // logged, and the log goes on: one event never stops a group.
         b.savepoint().await?;
         let mut delivered = Vec::new();
-        let result = match self.known_users(b, &event, &body).await {
+        let result = match self.known_users(b, &event, &body, round).await {
             Err(e) => Err(e),
             Ok(()) if h.kind == "discussion.share" => {
                 self.apply_share(b, &caller, &discussion, &body, &mut delivered)
@@ -989,23 +1258,9 @@ impl Sequencer {
             "message.post" => self.message_id_for(&event, &body),
             _ => body.message.clone(),
         };
-        b.fed_log_append(
-            &discussion,
-            i64::try_from(stamp.body().seq).unwrap_or(i64::MAX),
-            &event.id().to_hex(),
-            &h.kind,
-            message_id.as_deref(),
-            &encode(stamp.signed()),
-            &encode(event.wire()),
-        )
-        .await?;
-        heads.insert(
-            discussion.clone(),
-            Head {
-                seq: stamp.body().seq,
-                hash: Hash::of(&stamp.signed().bytes),
-            },
-        );
+        b.fed_log_append(&log_row(&stamp, &event, message_id.clone()))
+            .await?;
+        round.advance(&stamp, &event);
         if h.kind == "message.delete"
             && let Some(m) = &message_id
         {
@@ -1021,11 +1276,12 @@ impl Sequencer {
         b: &mut Batch,
         event: &Event,
         body: &Body,
+        round: &mut Round,
     ) -> Result<(), DiscussionError> {
         for user in body.users.iter().chain(body.members.iter().map(|(u, _)| u)) {
-            remote_user(b, user, &self.node).await?;
+            round.user(b, user, &self.node).await?;
         }
-        remote_user(b, &event.header().author, &self.node).await
+        round.user(b, &event.header().author, &self.node).await
     }
 
     fn message_id_for(&self, event: &Event, body: &Body) -> Option<String> {
@@ -1321,6 +1577,20 @@ async fn remote_user(b: &mut Batch, id: &str, me: &NodeName) -> Result<(), Discu
             .await?;
     }
     Ok(())
+}
+
+/// The log entry of a stamped event.
+fn log_row(stamp: &Stamp, event: &Event, message_id: Option<String>) -> FedLogRow {
+    FedLogRow {
+        discussion: stamp.body().discussion.clone(),
+        // Checked on receipt (`fed_check`); a home's own numbers count up from 1.
+        fseq: i64::try_from(stamp.body().seq).unwrap_or(i64::MAX),
+        event_id: event.id().to_hex(),
+        kind: event.header().kind.clone(),
+        message_id,
+        stamp: encode(stamp.signed()),
+        event: encode(event.wire()),
+    }
 }
 
 fn stamp_hash(stored: &[u8]) -> Result<Hash, DiscussionError> {
