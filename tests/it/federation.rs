@@ -489,12 +489,12 @@ async fn messages_written_during_a_partition_arrive_once_in_the_homes_order() ->
     branch.stop().await;
     let (first, _) = post(&anna, &g.id, "a1", "пока филиал недоступен 1").await?;
     post(&anna, &g.id, "a2", "пока филиал недоступен 2").await?;
-    let mut reply = message(&g.id, "a3", "ответ на первое");
+    let mut reply = message(&g.id, "p3", "ответ на первое");
     reply.reply_to = Some(first.clone());
     ask(&anna, Request::Send(reply)).await?;
-    post(&anna, &g.id, "a4", "@boris@branch.test, взгляни").await?;
-    post(&anna, &g.id, "a5", "пока филиал недоступен 5").await?;
-    post(&anna, &g.id, "a6", "пока филиал недоступен 6").await?;
+    post(&anna, &g.id, "p4", "@boris@branch.test, взгляни").await?;
+    post(&anna, &g.id, "p5", "пока филиал недоступен 5").await?;
+    post(&anna, &g.id, "p6", "пока филиал недоступен 6").await?;
     branch.restart().await?;
     let (boris, _) = login(&branch, "boris", PASSWORD, "boris-device").await?;
     let three = [
