@@ -4,7 +4,8 @@
 //! - a message written at the home until a member at the branch receives it (p50, p99);
 //! - a message written at the branch until its author there sees it sequenced by the home
 //!   (submission, stamping, and the stamped event back) and until the home's member sees it;
-//! - events per second reaching the branch while sixteen writers at the home post at once;
+//! - events per second reaching the branch while sixteen writers at the home post at once, one
+//!   message at a time each, then eight at a time each;
 //! - how fast a backlog written while the branch was down is caught up once it is back.
 //!
 //! Nodes and clients share one process (a 2-worker tokio runtime). Numbers, not assertions.
@@ -23,8 +24,10 @@ mod common;
 use common::{ms, percentile};
 
 const PASSWORD: &str = "benchmark password";
-/// Writers at the home in the throughput run.
+/// Writers at the home in the throughput runs.
 const WRITERS: usize = 16;
+/// Messages each writer posts in a throughput run.
+const EACH: usize = 500;
 
 async fn node(name: &str) -> TestNode {
     let mut config = test_config();
@@ -141,6 +144,54 @@ async fn last_seq(conn: &Connection, group: &str) -> u64 {
     }
 }
 
+/// Sixteen writers at the home post `EACH` messages each, `in_flight` at a time per writer,
+/// texts starting with `prefix`; how long until the member at the branch has them all.
+async fn live(
+    writers: &[Arc<Connection>],
+    group: &str,
+    boris: &Connection,
+    prefix: char,
+    in_flight: usize,
+) -> Duration {
+    let total = EACH * writers.len();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (w, conn) in writers.iter().enumerate() {
+        for lane in 0..in_flight {
+            let conn = Arc::clone(conn);
+            let group = group.to_owned();
+            tasks.push(tokio::spawn(async move {
+                for i in (lane..EACH).step_by(in_flight) {
+                    let text = format!("{prefix}{w}-{i}");
+                    send(&conn, &group, &text, &text).await;
+                }
+            }));
+        }
+    }
+    let mut seen = 0;
+    while seen < total {
+        match boris.next_event().await {
+            Some(Event::Discussion { event }) => {
+                if let Change::MessagePosted { message } = event.change
+                    && message
+                        .text
+                        .as_deref()
+                        .is_some_and(|t| t.starts_with(prefix))
+                {
+                    seen += 1;
+                }
+            }
+            Some(_) => {}
+            None => panic!("the event stream ended"),
+        }
+    }
+    let took = start.elapsed();
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    took
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -210,39 +261,10 @@ async fn run() {
     round_trip.sort();
 
     // Throughput: many writers at the home at once (the home commits them in groups), counted
-    // as they reach the branch.
-    const EACH: usize = 500;
+    // as they reach the branch: each writer one message at a time, then eight at a time.
     let total = EACH * WRITERS;
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (w, conn) in writers.iter().enumerate() {
-        let conn = Arc::clone(conn);
-        let group = group.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..EACH {
-                let text = format!("t{w}-{i}");
-                send(&conn, &group, &text, &text).await;
-            }
-        }));
-    }
-    let mut seen = 0;
-    while seen < total {
-        match boris.next_event().await {
-            Some(Event::Discussion { event }) => {
-                if let Change::MessagePosted { message } = event.change
-                    && message.text.as_deref().is_some_and(|t| t.starts_with('t'))
-                {
-                    seen += 1;
-                }
-            }
-            Some(_) => {}
-            None => panic!("the event stream ended"),
-        }
-    }
-    let took = start.elapsed();
-    for t in tasks {
-        t.await.expect("writer");
-    }
+    let took = live(&writers, &group, &boris, 't', 1).await;
+    let took_pipelined = live(&writers, &group, &boris, 'u', 8).await;
 
     // A backlog across the link: the branch is down while the home writes; once it is back,
     // how fast the replica's copy of the group catches up (stored, applied, and in its log).
@@ -252,20 +274,24 @@ async fn run() {
     let before = last_seq(&boris, &group).await;
     drop(boris);
     branch.stop().await;
+    let written = Instant::now();
     let mut tasks = Vec::new();
     for (w, conn) in writers.iter().enumerate() {
-        let conn = Arc::clone(conn);
-        let group = group.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..EACH {
-                let text = format!("p{w}-{i}");
-                send(&conn, &group, &text, &text).await;
-            }
-        }));
+        for lane in 0..8 {
+            let conn = Arc::clone(conn);
+            let group = group.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in (lane..EACH).step_by(8) {
+                    let text = format!("p{w}-{i}");
+                    send(&conn, &group, &text, &text).await;
+                }
+            }));
+        }
     }
     for t in tasks {
         t.await.expect("writer");
     }
+    let written = written.elapsed();
     branch.restart().await.expect("restart");
     let boris = draining(login(&branch, "boris").await);
     let target = before + total as u64;
@@ -302,8 +328,16 @@ async fn run() {
         ms(percentile(&round_trip, 0.99))
     );
     println!(
-        "\n{total} messages from {WRITERS} writers at the home reached the branch member in {took:.2?}: {:.0} events/s",
+        "\n{total} messages from {WRITERS} writers at the home (one at a time each) reached the branch member in {took:.2?}: {:.0} events/s",
         total as f64 / took.as_secs_f64()
+    );
+    println!(
+        "{total} messages from {WRITERS} writers at the home (eight at a time each) reached the branch member in {took_pipelined:.2?}: {:.0} events/s",
+        total as f64 / took_pipelined.as_secs_f64()
+    );
+    println!(
+        "with the branch down, the home took {total} messages (eight at a time per writer) in {written:.2?}: {:.0} messages/s",
+        total as f64 / written.as_secs_f64()
     );
     println!(
         "a backlog of {total} messages written while the branch was down: the branch's copy caught up at {backlog_rate:.0} events/s ({caught_up:.2?} from the first arrival)"

@@ -284,6 +284,27 @@ impl Sequencer {
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
+    /// Reads the batch's cache entry of `discussion`, if it has one.
+    fn cached<T>(&self, discussion: &str, read: impl FnOnce(&Cached) -> T) -> Option<T> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(discussion)
+            .map(read)
+    }
+
+    /// Changes the batch's cache entry of `discussion`, if it has one.
+    fn update_cached(&self, discussion: &str, change: impl FnOnce(&mut Cached)) {
+        if let Some(c) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(discussion)
+        {
+            change(c);
+        }
+    }
+
     async fn apply_batch(&mut self, jobs: Vec<Job>) {
         self.forget_cache();
         let mut batch = match self.store.batch().await {
@@ -523,13 +544,7 @@ impl Sequencer {
         caller: &Caller,
         discussion: &str,
     ) -> Result<(DiscussionRow, super::access::Grant), DiscussionError> {
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(discussion)
-            .cloned();
-        if let Some(c) = cached {
+        if let Some(c) = self.cached(discussion, Cached::clone) {
             // The same rule as `authorize` for dialogs and groups: members only.
             let role = c
                 .members
@@ -566,13 +581,7 @@ impl Sequencer {
         b: &mut Batch,
         d: &DiscussionRow,
     ) -> Result<(Vec<String>, Option<HashSet<String>>), StoreError> {
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&d.id)
-            .map(|c| c.members.clone());
-        match cached {
+        match self.cached(&d.id, |c| c.members.clone()) {
             Some(members) => Ok((members.into_iter().map(|(u, _)| u).collect(), None)),
             None => self.audience_free(b, d).await,
         }
@@ -622,15 +631,10 @@ impl Sequencer {
         at: i64,
     ) -> Result<(), StoreError> {
         b.set_last_seq(discussion, seq, at).await?;
-        if let Some(c) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(discussion)
-        {
+        self.update_cached(discussion, |c| {
             c.row.last_seq = seq;
             c.row.last_activity_at = at;
-        }
+        });
         Ok(())
     }
 
@@ -731,13 +735,7 @@ impl Sequencer {
         user: &str,
         d: &DiscussionRow,
     ) -> Result<bool, StoreError> {
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&d.id)
-            .map(|c| c.members.iter().any(|(u, _)| u == user));
-        match cached {
+        match self.cached(&d.id, |c| c.members.iter().any(|(u, _)| u == user)) {
             Some(member) => Ok(member),
             None => Ok(authorize(b, &self.plugins, user, d).await?.is_some()),
         }
@@ -746,15 +744,10 @@ impl Sequencer {
     /// Takes the next sequence number, keeping the cached row current.
     async fn next_seq(&self, b: &mut Batch, discussion: &str, at: i64) -> Result<i64, StoreError> {
         let seq = b.next_seq(discussion, at).await?;
-        if let Some(c) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(discussion)
-        {
+        self.update_cached(discussion, |c| {
             c.row.last_seq = seq;
             c.row.last_activity_at = at;
-        }
+        });
         Ok(seq)
     }
 

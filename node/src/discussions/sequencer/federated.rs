@@ -28,9 +28,7 @@ use veche_protocol::ids::{NodeName, UserId};
 
 use super::{Delivery, Done, FedOutcome, Sequencer};
 use crate::discussions::{Caller, DiscussionError, text};
-use crate::store::{
-    Batch, DiscussionRow, EventRow, FedLogRow, MessageRow, NewPending, StoreError,
-};
+use crate::store::{Batch, DiscussionRow, EventRow, FedLogRow, MessageRow, NewPending, StoreError};
 
 /// What a federated event says beyond its header (JSON).
 // Unknown fields are ignored: a newer home may say more than this node understands.
@@ -93,7 +91,12 @@ impl Round {
     }
 
     /// Makes sure a user named in an event is known here (see [`remote_user`]), once a round.
-    async fn user(&mut self, b: &mut Batch, id: &str, me: &NodeName) -> Result<(), DiscussionError> {
+    async fn user(
+        &mut self,
+        b: &mut Batch,
+        id: &str,
+        me: &NodeName,
+    ) -> Result<(), DiscussionError> {
         if !self.users.contains(id) {
             remote_user(b, id, me).await?;
             self.users.insert(id.to_owned());
@@ -1076,7 +1079,9 @@ impl Sequencer {
         }
         if let (Some(d), Some((_, last))) = (&d, posts.last()) {
             let rows: Vec<MessageRow> = posts.iter().map(|(_, row)| row.clone()).collect();
-            b.insert_messages(&rows).await.map_err(DiscussionError::Store)?;
+            b.insert_messages(&rows)
+                .await
+                .map_err(DiscussionError::Store)?;
             self.set_seq(b, &d.id, last.seq, at).await?;
             let events: Vec<EventRow> = rows
                 .iter()
