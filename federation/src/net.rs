@@ -62,9 +62,38 @@ impl Default for NetConfig {
     }
 }
 
-/// Presence requests a peer may send in a burst, and then per second.
+/// Presence requests a node sends, and takes from a peer, in a burst, and then per second.
 const PRESENCE_BURST: f64 = 50.0;
 const PRESENCE_PER_SEC: f64 = 20.0;
+
+/// A token bucket: `PRESENCE_BURST` requests at once, then `PRESENCE_PER_SEC`.
+#[derive(Debug, Clone, Copy)]
+struct Allowance {
+    left: f64,
+    at: Instant,
+}
+
+impl Allowance {
+    fn full() -> Self {
+        Self {
+            left: PRESENCE_BURST,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes one request's worth if there is one now.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let left = (self.left + now.duration_since(self.at).as_secs_f64() * PRESENCE_PER_SEC)
+            .min(PRESENCE_BURST);
+        let take = left >= 1.0;
+        *self = Self {
+            left: if take { left - 1.0 } else { left },
+            at: now,
+        };
+        take
+    }
+}
 
 /// What the transport tells the node.
 #[derive(Debug)]
@@ -562,8 +591,11 @@ struct LinkState {
     /// Presence waiting to go (one request in flight at a time; a user's last state wins).
     presence: Vec<Presence>,
     presence_in_flight: Option<OutboundRequestId>,
-    /// The peer's presence requests we may still take now, and when that was counted.
-    presence_allowance: (f64, Instant),
+    /// The presence requests we may send now: as many as the peer takes, so that none is
+    /// refused; what waits meanwhile merges into the next.
+    presence_sending: Allowance,
+    /// The peer's presence requests we may still take now.
+    presence_allowance: Allowance,
     pending: bool,
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -661,7 +693,8 @@ impl<S: LinkStore> Driver<S> {
             notices: std::collections::VecDeque::new(),
             presence: Vec::new(),
             presence_in_flight: None,
-            presence_allowance: (PRESENCE_BURST, Instant::now()),
+            presence_sending: Allowance::full(),
+            presence_allowance: Allowance::full(),
             pending: true,
             retry_at: None,
             backoff: self.config.retry_min,
@@ -784,6 +817,8 @@ impl<S: LinkStore> Driver<S> {
         let links: Vec<String> = self.links.keys().cloned().collect();
         for link in links {
             self.drive(&link);
+            // Presence held back by the sending allowance.
+            self.send_presence(&link);
         }
     }
 
@@ -1233,15 +1268,10 @@ impl<S: LinkStore> Driver<S> {
                     return self.refuse(channel, reason, false);
                 }
                 // However fast a peer sends, the node takes a bounded stream of presence.
-                let allowed = self.links.get_mut(&link).is_some_and(|s| {
-                    let (left, at) = s.presence_allowance;
-                    let now = Instant::now();
-                    let left = (left + now.duration_since(at).as_secs_f64() * PRESENCE_PER_SEC)
-                        .min(PRESENCE_BURST);
-                    let take = left >= 1.0;
-                    s.presence_allowance = (if take { left - 1.0 } else { left }, now);
-                    take
-                });
+                let allowed = self
+                    .links
+                    .get_mut(&link)
+                    .is_some_and(|s| s.presence_allowance.take());
                 if !allowed {
                     let reason = "too many presence updates; send fewer".into();
                     return self.refuse(channel, reason, false);
@@ -1361,7 +1391,11 @@ impl<S: LinkStore> Driver<S> {
         let Some(state) = self.links.get_mut(link) else {
             return;
         };
-        if state.presence_in_flight.is_some() || state.presence.is_empty() || !state.greeted {
+        if state.presence_in_flight.is_some()
+            || state.presence.is_empty()
+            || !state.greeted
+            || !state.presence_sending.take()
+        {
             return;
         }
         let rest = state

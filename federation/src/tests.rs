@@ -547,3 +547,50 @@ async fn presence_goes_to_a_connected_peer_for_its_own_users_only() {
     };
     assert_eq!(heard, [presence("anna@hq", "away")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_changes_faster_than_a_peer_takes_are_merged_not_lost() {
+    let Pair { a, mut b, id, .. } = pair().await;
+    a.store
+        .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", 0));
+    a.handle.wake(&id);
+    wait_for("connected", || b.store.inbox_len(&id) == 1).await;
+    // One change at a time, faster than the 20 a second (after a burst of 50) a node takes:
+    // each would go alone, and a peer refuses what comes too fast.
+    const USERS: usize = 150;
+    for i in 0..USERS {
+        a.handle.send_presence(
+            &id,
+            vec![Presence {
+                user: format!("u{i}@hq"),
+                state: "away".into(),
+                status_text: String::new(),
+            }],
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    a.handle.send_presence(
+        &id,
+        vec![Presence {
+            user: "u0@hq".into(),
+            state: "dnd".into(),
+            status_text: String::new(),
+        }],
+    );
+    let mut heard = std::collections::HashMap::new();
+    let mut requests = 0;
+    while heard.len() < USERS || heard.get("u0@hq").map(String::as_str) != Some("dnd") {
+        match tokio::time::timeout(Duration::from_secs(10), b.notes.recv()).await {
+            Ok(Some(Notification::Presence { users, .. })) => {
+                requests += 1;
+                for p in users {
+                    heard.insert(p.user, p.state);
+                }
+            }
+            Ok(Some(_)) => continue,
+            other => panic!("{} of {USERS} heard: {other:?}", heard.len()),
+        }
+    }
+    // Paced, not sent one by one.
+    assert!(requests < USERS, "{requests} requests");
+}

@@ -886,56 +886,14 @@ async fn a_dialog_carries_on_when_its_nodes_link_again() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_linked_node_that_replays_or_forges_events_changes_nothing() -> anyhow::Result<()> {
     use veche_federation::event::{EVENT_FORMAT, Event, EventHeader};
-    use veche_federation::grant::{Offer, Party};
     use veche_federation::keys::NodeKey;
-    use veche_federation::memory::MemoryStore;
-    use veche_federation::net::{self, NetConfig};
     use veche_federation::wire::Item;
 
     let hq = node("hq.test").await?;
     let anna = user(&hq, "anna").await?;
-    // The other node is the federation crate alone, with an in-memory store: it sends what
-    // the test makes it send.
-    let key = NodeKey::from_secret([7; 32]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let address = format!("/ip4/127.0.0.1/tcp/{port}");
-    let (offer, info) = offer_scoped(&hq, full_directory()).await?;
-    let party = Party {
-        node: "rogue.test".into(),
-        key: key.public(),
-        addresses: vec![address.clone()],
-        organisation: "Rogue".into(),
-        contact: "admin@rogue.test".into(),
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
-    let grant = Offer::parse(&offer)?.accept(&key, party, now)?;
-    hq.admin(AdminRequest::LinkConfirm {
-        grant: grant.to_text(),
-    })
-    .await?;
-    let store = MemoryStore::default();
-    let config = NetConfig {
-        listen: vec![address.parse()?],
-        request_timeout: std::time::Duration::from_secs(5),
-        retry_min: std::time::Duration::from_millis(50),
-        retry_max: std::time::Duration::from_millis(500),
-        idle_timeout: std::time::Duration::from_secs(30),
-    };
-    let scope = grant.terms().scope.clone();
-    let (rogue, _notes, _task) = net::start(
-        "rogue.test",
-        &key,
-        config,
-        store.clone(),
-        vec![(grant, scope)],
-    )
-    .await?;
+    let rogue = Rogue::link(&hq).await?;
     let g = group(&anna, &["eve@rogue.test"]).await?;
-    share(&hq, &g.id, &info.link).await?;
+    share(&hq, &g.id, &rogue.link).await?;
 
     let post = |signer: &NodeKey, txn: &str, text: &str| -> anyhow::Result<Item> {
         let header = EventHeader {
@@ -957,27 +915,181 @@ async fn a_linked_node_that_replays_or_forges_events_changes_nothing() -> anyhow
             event: event.wire().clone(),
         })
     };
-    let once = post(&key, "t1", "один раз")?;
+    let once = post(&rogue.key, "t1", "один раз")?;
     // The same event twice, one signed with a key that is not the node's, then a good one.
-    store.enqueue(&info.link, once.clone());
-    store.enqueue(&info.link, once);
-    store.enqueue(
-        &info.link,
-        post(&NodeKey::from_secret([8; 32]), "t2", "подделка")?,
-    );
-    store.enqueue(&info.link, post(&key, "t3", "после")?);
-    rogue.wake(&info.link);
-    eventually(20, "the rogue's outbox is acknowledged", async || {
-        if store.outbox_len(&info.link) == 0 {
-            Ok(())
-        } else {
-            bail!("{} left", store.outbox_len(&info.link))
-        }
-    })
-    .await?;
+    rogue.send(once.clone());
+    rogue.send(once);
+    rogue.send(post(&NodeKey::from_secret([8; 32]), "t2", "подделка")?);
+    rogue.send(post(&rogue.key, "t3", "после")?);
+    rogue.acknowledged().await?;
     sees(&anna, &g.id, &[Some("один раз"), Some("после")]).await?;
     let authors: Vec<String> = log(&anna, &g.id).await?.into_iter().map(|m| m.1).collect();
     assert_eq!(authors, ["eve@rogue.test", "eve@rogue.test"]);
-    rogue.stop();
+    rogue.handle.stop();
     Ok(())
+}
+
+#[tokio::test]
+async fn a_home_that_names_messages_already_taken_stalls_nothing() -> anyhow::Result<()> {
+    use veche_federation::event::{EVENT_FORMAT, Event, EventHeader, Stamp, StampBody};
+    use veche_federation::keys::Hash;
+    use veche_federation::wire::Item;
+
+    let hq = node("hq.test").await?;
+    let anna = user(&hq, "anna").await?;
+    let rogue = Rogue::link(&hq).await?;
+    // A message of anna's elsewhere, whose id the rogue home will name.
+    let own = group(&anna, &[]).await?;
+    let (taken, _) = post(&anna, &own.id, "c1", "моё").await?;
+
+    // The rogue is the home of a group with anna in it, and stamps its log itself.
+    let g = "g1@rogue.test";
+    let mut prev = Hash::default();
+    let mut seq = 0;
+    let mut stamped = |kind: &str, body: serde_json::Value| -> anyhow::Result<Item> {
+        seq += 1;
+        let header = EventHeader {
+            format: EVENT_FORMAT,
+            kind: kind.into(),
+            discussion: g.into(),
+            home: "rogue.test".into(),
+            origin: "rogue.test".into(),
+            author: "eve@rogue.test".into(),
+            client_txn: format!("t{seq}"),
+            created_at: 0,
+            target: None,
+            body_hash: None,
+            body_len: 0,
+        };
+        let event = Event::create(&rogue.key, header, Some(serde_json::to_vec(&body)?))?;
+        let stamp = Stamp::create(
+            &rogue.key,
+            StampBody {
+                format: EVENT_FORMAT,
+                discussion: g.into(),
+                seq,
+                event: event.id(),
+                origin_key: rogue.key.public(),
+                prev,
+                accepted_at: 0,
+            },
+        );
+        prev = stamp.hash();
+        Ok(Item::Stamped {
+            stamp: stamp.signed().clone(),
+            event: event.wire().clone(),
+        })
+    };
+    let text = |message: &str, text: &str| serde_json::json!({ "message": message, "text": text });
+    rogue.send(stamped(
+        "discussion.share",
+        serde_json::json!({
+            "kind": "group",
+            "title": "Чужая",
+            "members": [["eve@rogue.test", "owner"], ["anna@hq.test", "member"]],
+        }),
+    )?);
+    // One run of posts: a fresh id, the same id again, anna's message's id, a fresh one.
+    rogue.send(stamped("message.post", text("m1@rogue.test", "первое"))?);
+    rogue.send(stamped("message.post", text("m1@rogue.test", "второе"))?);
+    rogue.send(stamped("message.post", text(&taken, "третье"))?);
+    rogue.send(stamped("message.post", text("m2@rogue.test", "четвёртое"))?);
+    rogue.acknowledged().await?;
+    sees(&anna, g, &[Some("первое"), Some("четвёртое")]).await?;
+    sees(&anna, &own.id, &[Some("моё")]).await?;
+    // The log goes on, and this node keeps applying.
+    rogue.send(stamped("message.post", text("m3@rogue.test", "пятое"))?);
+    rogue.acknowledged().await?;
+    sees(
+        &anna,
+        g,
+        &[Some("первое"), Some("четвёртое"), Some("пятое")],
+    )
+    .await?;
+    rogue.handle.stop();
+    Ok(())
+}
+
+/// A linked node that is the federation crate alone, with an in-memory store, linked to `hq`
+/// by a real grant (full directory scope): it sends what the test makes it send.
+struct Rogue {
+    key: veche_federation::keys::NodeKey,
+    store: veche_federation::memory::MemoryStore,
+    handle: veche_federation::net::Handle,
+    _notes: tokio::sync::mpsc::UnboundedReceiver<veche_federation::net::Notification>,
+    link: String,
+}
+
+impl Rogue {
+    async fn link(hq: &TestNode) -> anyhow::Result<Self> {
+        use veche_federation::grant::{Offer, Party};
+        use veche_federation::keys::NodeKey;
+        use veche_federation::memory::MemoryStore;
+        use veche_federation::net::{self, NetConfig};
+
+        let key = NodeKey::from_secret([7; 32]);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let address = format!("/ip4/127.0.0.1/tcp/{port}");
+        let (offer, info) = offer_scoped(hq, full_directory()).await?;
+        let party = Party {
+            node: "rogue.test".into(),
+            key: key.public(),
+            addresses: vec![address.clone()],
+            organisation: "Rogue".into(),
+            contact: "admin@rogue.test".into(),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64;
+        let grant = Offer::parse(&offer)?.accept(&key, party, now)?;
+        hq.admin(AdminRequest::LinkConfirm {
+            grant: grant.to_text(),
+        })
+        .await?;
+        let store = MemoryStore::default();
+        let config = NetConfig {
+            listen: vec![address.parse()?],
+            request_timeout: std::time::Duration::from_secs(5),
+            retry_min: std::time::Duration::from_millis(50),
+            retry_max: std::time::Duration::from_millis(500),
+            idle_timeout: std::time::Duration::from_secs(30),
+        };
+        let scope = grant.terms().scope.clone();
+        let (handle, notes, _task) = net::start(
+            "rogue.test",
+            &key,
+            config,
+            store.clone(),
+            vec![(grant, scope)],
+        )
+        .await?;
+        Ok(Self {
+            key,
+            store,
+            handle,
+            _notes: notes,
+            link: info.link,
+        })
+    }
+
+    /// Queues `item`; [`Self::acknowledged`] sends what is queued.
+    fn send(&self, item: veche_federation::wire::Item) {
+        self.store.enqueue(&self.link, item);
+    }
+
+    /// Sends what is queued and waits until the real node has stored it all.
+    async fn acknowledged(&self) -> anyhow::Result<()> {
+        self.handle.wake(&self.link);
+        eventually(
+            20,
+            "the rogue's outbox is acknowledged",
+            async || match self.store.outbox_len(&self.link) {
+                0 => Ok(()),
+                left => bail!("{left} left"),
+            },
+        )
+        .await
+    }
 }

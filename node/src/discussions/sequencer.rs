@@ -1757,8 +1757,6 @@ impl Sequencer {
     }
 }
 
-/// The discussion, if the caller may read it (inside the batch, so the decision and the change
-/// see the same state).
 /// A message's content as it is stored: the text with shortcodes converted, data and actions
 /// as JSON, and the hash a resend is compared by.
 struct Content {
@@ -1768,6 +1766,8 @@ struct Content {
     hash: String,
 }
 
+/// The discussion, if the caller may read it (inside the batch, so the decision and the change
+/// see the same state).
 async fn readable_free(
     b: &mut Batch,
     plugins: &Plugins,

@@ -264,23 +264,34 @@ impl Batch {
         Ok(())
     }
 
-    /// Which of `ids` are messages stored here, in one statement.
-    pub(crate) async fn existing_messages(
+    /// Which of `rows` (by index) a stored message rules out, in one statement: one with the
+    /// same id, or with the same exactly-once key (author, device, client message id).
+    pub(crate) async fn messages_taken(
         &mut self,
-        ids: &[String],
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
-        if ids.is_empty() {
+        rows: &[&MessageRow],
+    ) -> Result<std::collections::HashSet<usize>, StoreError> {
+        if rows.is_empty() {
             return Ok(Default::default());
         }
-        let ids = serde_json::to_string(ids)
-            .map_err(|e| StoreError::Aborted(format!("message ids: {e}")))?;
-        let found: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM messages WHERE id IN (SELECT value FROM json_each(?))",
+        let wanted: Vec<[&str; 4]> = rows
+            .iter()
+            .map(|m| [&m.id, &m.author, &m.device_id, &m.client_msg_id].map(String::as_str))
+            .collect();
+        let wanted = serde_json::to_string(&wanted)
+            .map_err(|e| StoreError::Aborted(format!("message keys: {e}")))?;
+        let found: Vec<i64> = sqlx::query_scalar(
+            "SELECT w.key FROM json_each(?) w \
+             WHERE EXISTS (SELECT 1 FROM messages m WHERE m.id = w.value ->> 0) \
+             OR EXISTS (SELECT 1 FROM messages m WHERE m.author = w.value ->> 1 \
+             AND m.device_id = w.value ->> 2 AND m.client_msg_id = w.value ->> 3)",
         )
-        .bind(ids)
+        .bind(wanted)
         .fetch_all(&mut *self.tx)
         .await?;
-        Ok(found.into_iter().collect())
+        Ok(found
+            .into_iter()
+            .filter_map(|i| usize::try_from(i).ok())
+            .collect())
     }
 
     /// Stores events in multi-row statements.

@@ -90,6 +90,11 @@ impl Round {
         self.known.insert(event.id().to_hex());
     }
 
+    /// Users ensured since the last savepoint that was rolled back may be gone again.
+    fn forget_users(&mut self) {
+        self.users.clear();
+    }
+
     /// Makes sure a user named in an event is known here (see [`remote_user`]), once a round.
     async fn user(
         &mut self,
@@ -728,11 +733,10 @@ impl Sequencer {
                 b.savepoint().await?;
             }
             let mut delivered = Vec::new();
-            let id = match &item {
-                Item::Submit { event } | Item::Stamped { event, .. } => {
-                    Some(Hash::of(&event.header).to_hex())
-                }
-                Item::Refusal { .. } => None,
+            // A stamped event is known once logged (`Round::advance`); a submission once taken.
+            let submitted_id = match &item {
+                Item::Submit { event } => Some(Hash::of(&event.header).to_hex()),
+                Item::Stamped { .. } | Item::Refusal { .. } => None,
             };
             let result = match item {
                 Item::Submit { event } => {
@@ -768,13 +772,16 @@ impl Sequencer {
             if guarded {
                 match &result {
                     Ok(_) => b.release().await?,
-                    Err(_) => b.rollback_command().await?,
+                    Err(_) => {
+                        b.rollback_command().await?;
+                        round.forget_users();
+                    }
                 }
             }
             match result {
                 Ok(_) => {
-                    // In a log now, or known to be: a repeat later in the round is skipped.
-                    round.known.extend(id);
+                    // A repeat later in the round is skipped.
+                    round.known.extend(submitted_id);
                     out.extend(delivered);
                     outcomes.push(FedOutcome::Applied);
                 }
@@ -981,6 +988,16 @@ impl Sequencer {
         round: &mut Round,
         out: &mut Vec<Delivery>,
     ) -> Result<Vec<Result<(), DiscussionError>>, DiscussionError> {
+        // Only what a later round may get past fails this one; anything else skips its item.
+        let fails_round = |e: &DiscussionError| {
+            matches!(
+                e,
+                DiscussionError::Unavailable
+                    | DiscussionError::Store(
+                        StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Aborted(_)
+                    )
+            )
+        };
         let fail = |e: DiscussionError| match e {
             e @ DiscussionError::Store(StoreError::Database(_) | StoreError::Migrate(_)) => e,
             other => DiscussionError::Store(StoreError::Aborted(other.to_string())),
@@ -999,28 +1016,17 @@ impl Sequencer {
                     outcomes.push(Ok(()));
                 }
                 Ok(None) => outcomes.push(Ok(())),
-                Err(e @ DiscussionError::Store(_)) => return Err(fail(e)),
+                Err(e) if fails_round(&e) => return Err(fail(e)),
                 Err(e) => outcomes.push(Err(e)),
             }
         }
-        // The home names its messages: an id stored here already (or twice in the run) is
-        // refused as `send` would refuse it, not left to fail the round.
-        let ids: Vec<String> = next
-            .iter()
-            .filter_map(|(n, body)| self.message_id_for(&n.event, body))
-            .collect();
-        let mut taken = b.existing_messages(&ids).await?;
         let at = super::now();
         let mut logs = Vec::with_capacity(next.len());
-        let mut posts: Vec<(Caller, MessageRow)> = Vec::with_capacity(next.len());
+        let mut accepted: Vec<(Caller, MessageRow)> = Vec::with_capacity(next.len());
         let mut d: Option<DiscussionRow> = None;
         for (Next { stamp, event }, body) in next {
             let message_id = self.message_id_for(&event, &body);
             logs.push(log_row(&stamp, &event, message_id.clone()));
-            let Some(id) = message_id.filter(|id| taken.insert(id.clone())) else {
-                tracing::warn!(event = %event.id(), "a federated post names a message id in use here; skipped");
-                continue;
-            };
             let caller = author(&event, true);
             let m = SendMessage {
                 discussion: stamp.body().discussion.clone(),
@@ -1031,37 +1037,33 @@ impl Sequencer {
                 actions: Vec::new(),
                 files: Vec::new(),
             };
-            let checked = match round.user(b, &caller.user, &self.node).await {
-                Ok(()) => self.content(&m),
-                Err(e) => Err(e),
-            };
-            let content = match checked {
-                Ok(content) => match self.readable(b, &caller, &m.discussion).await {
+            let checked = match (message_id, self.content(&m)) {
+                (None, _) => Err(fed_error("the post names no message")),
+                (Some(_), Err(e)) => Err(e),
+                (Some(id), Ok(content)) => match self.readable(b, &caller, &m.discussion).await {
                     Ok((_, grant)) if !grant.write => Err(super::read_only()),
-                    Ok((row, _)) => Ok((content, row)),
+                    Ok((row, _)) => match round.user(b, &caller.user, &self.node).await {
+                        Ok(()) => Ok((id, content, row)),
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 },
-                Err(e) => Err(e),
             };
-            let (content, row) = match content {
+            let (id, content, row) = match checked {
                 Ok(ok) => ok,
-                // Tried again with the round, as `fed_apply` holds its link back.
-                Err(e @ (DiscussionError::Store(_) | DiscussionError::Unavailable)) => {
-                    return Err(fail(e));
-                }
+                Err(e) if fails_round(&e) => return Err(fail(e)),
                 Err(e) => {
                     tracing::warn!(discussion = m.discussion, event = %event.id(), error = %e, "a federated post could not be applied here; skipped");
                     continue;
                 }
             };
-            let d = d.get_or_insert(row);
-            let seq = d.last_seq + 1 + posts.len() as i64;
-            posts.push((
+            d.get_or_insert(row);
+            accepted.push((
                 caller.clone(),
                 MessageRow {
                     id,
-                    discussion_id: d.id.clone(),
-                    seq,
+                    discussion_id: m.discussion,
+                    seq: 0,
                     author: caller.user,
                     device_id: caller.device,
                     client_msg_id: m.client_msg_id,
@@ -1076,6 +1078,32 @@ impl Sequencer {
                     deleted: false,
                 },
             ));
+        }
+        // The home names its messages, and a local client chooses its device and message ids:
+        // a post whose id, or whose exactly-once key, is taken here (or earlier in the run) is
+        // skipped as a send would refuse it, rather than failing the round.
+        let rows: Vec<&MessageRow> = accepted.iter().map(|(_, row)| row).collect();
+        let taken = b.messages_taken(&rows).await?;
+        let (mut ids, mut keys) = (HashSet::new(), HashSet::new());
+        let mut posts: Vec<(Caller, MessageRow)> = Vec::with_capacity(accepted.len());
+        for (i, (caller, mut row)) in accepted.into_iter().enumerate() {
+            let key = (
+                row.author.clone(),
+                row.device_id.clone(),
+                row.client_msg_id.clone(),
+            );
+            if taken.contains(&i) || !ids.insert(row.id.clone()) || !keys.insert(key) {
+                tracing::warn!(
+                    message = row.id,
+                    "a federated post names a message or client id in use here; skipped"
+                );
+                continue;
+            }
+            let Some(d) = &d else {
+                continue;
+            };
+            row.seq = d.last_seq + 1 + posts.len() as i64;
+            posts.push((caller, row));
         }
         if let (Some(d), Some((_, last))) = (&d, posts.last()) {
             let rows: Vec<MessageRow> = posts.iter().map(|(_, row)| row.clone()).collect();
@@ -1233,16 +1261,19 @@ impl Sequencer {
                 e @ (DiscussionError::Unavailable | DiscussionError::Store(StoreError::Aborted(_))),
             ) => {
                 b.rollback_command().await?;
+                round.forget_users();
                 self.forget_cache();
                 return Err(e);
             }
             Err(e @ DiscussionError::Store(StoreError::Database(_) | StoreError::Migrate(_))) => {
                 b.rollback_command().await?;
+                round.forget_users();
                 self.forget_cache();
                 return Err(e);
             }
             Err(e) => {
                 b.rollback_command().await?;
+                round.forget_users();
                 // What the cache saw of the undone change is undone too.
                 self.forget_cache();
                 tracing::warn!(discussion, kind = h.kind, event = %event.id(), error = %e, "a federated change could not be applied here; skipped");
