@@ -62,21 +62,27 @@ impl Default for NetConfig {
     }
 }
 
-/// Presence requests a node sends, and takes from a peer, in a burst, and then per second.
-const PRESENCE_BURST: f64 = 50.0;
-const PRESENCE_PER_SEC: f64 = 20.0;
+/// Presence requests a node takes from a peer: a burst, then so many a second.
+const PRESENCE_TAKEN: (f64, f64) = (50.0, 20.0);
+/// Presence requests a node sends: fewer than a peer takes, so that a request which arrives
+/// sooner after the one before than it was sent is not refused.
+const PRESENCE_SENT: (f64, f64) = (40.0, 16.0);
 
-/// A token bucket: `PRESENCE_BURST` requests at once, then `PRESENCE_PER_SEC`.
+/// A token bucket: `burst` requests at once, then `per_sec`.
 #[derive(Debug, Clone, Copy)]
 struct Allowance {
+    burst: f64,
+    per_sec: f64,
     left: f64,
     at: Instant,
 }
 
 impl Allowance {
-    fn full() -> Self {
+    fn full((burst, per_sec): (f64, f64)) -> Self {
         Self {
-            left: PRESENCE_BURST,
+            burst,
+            per_sec,
+            left: burst,
             at: Instant::now(),
         }
     }
@@ -84,13 +90,11 @@ impl Allowance {
     /// Takes one request's worth if there is one now.
     fn take(&mut self) -> bool {
         let now = Instant::now();
-        let left = (self.left + now.duration_since(self.at).as_secs_f64() * PRESENCE_PER_SEC)
-            .min(PRESENCE_BURST);
+        let left =
+            (self.left + now.duration_since(self.at).as_secs_f64() * self.per_sec).min(self.burst);
         let take = left >= 1.0;
-        *self = Self {
-            left: if take { left - 1.0 } else { left },
-            at: now,
-        };
+        self.left = if take { left - 1.0 } else { left };
+        self.at = now;
         take
     }
 }
@@ -693,8 +697,8 @@ impl<S: LinkStore> Driver<S> {
             notices: std::collections::VecDeque::new(),
             presence: Vec::new(),
             presence_in_flight: None,
-            presence_sending: Allowance::full(),
-            presence_allowance: Allowance::full(),
+            presence_sending: Allowance::full(PRESENCE_SENT),
+            presence_allowance: Allowance::full(PRESENCE_TAKEN),
             pending: true,
             retry_at: None,
             backoff: self.config.retry_min,
@@ -1394,6 +1398,10 @@ impl<S: LinkStore> Driver<S> {
         if state.presence_in_flight.is_some()
             || state.presence.is_empty()
             || !state.greeted
+            || !state.connected
+            || state.ended
+            || state.ending.is_some()
+            || !state.scope.presence
             || !state.presence_sending.take()
         {
             return;

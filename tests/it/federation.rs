@@ -997,7 +997,12 @@ async fn a_home_that_names_messages_already_taken_stalls_nothing() -> anyhow::Re
     rogue.acknowledged().await?;
     sees(&anna, g, &[Some("первое"), Some("четвёртое")]).await?;
     sees(&anna, &own.id, &[Some("моё")]).await?;
-    // The log goes on, and this node keeps applying.
+    // The log goes on, and this node keeps applying; deleting "its" message deletes nothing
+    // of anna's.
+    rogue.send(stamped(
+        "message.delete",
+        serde_json::json!({ "message": taken }),
+    )?);
     rogue.send(stamped("message.post", text("m3@rogue.test", "пятое"))?);
     rogue.acknowledged().await?;
     sees(
@@ -1006,6 +1011,7 @@ async fn a_home_that_names_messages_already_taken_stalls_nothing() -> anyhow::Re
         &[Some("первое"), Some("четвёртое"), Some("пятое")],
     )
     .await?;
+    sees(&anna, &own.id, &[Some("моё")]).await?;
     rogue.handle.stop();
     Ok(())
 }

@@ -158,11 +158,14 @@ impl Batch {
     /// The event that posted `message`, if the message came through a federated log.
     pub(crate) async fn fed_event_of_message(
         &mut self,
+        discussion: &str,
         message: &str,
     ) -> Result<Option<String>, StoreError> {
         let row: Option<(String,)> = sqlx::query_as(
-            "SELECT event_id FROM fed_log WHERE message_id = ? AND kind = 'message.post'",
+            "SELECT event_id FROM fed_log WHERE discussion_id = ? AND message_id = ? \
+             AND kind = 'message.post'",
         )
+        .bind(discussion)
         .bind(message)
         .fetch_optional(&mut *self.tx)
         .await?;
@@ -213,13 +216,18 @@ impl Batch {
         Ok(())
     }
 
-    /// Drops the bodies of the events that posted or edited `message` (it was deleted); their
-    /// signed headers stay, and still verify.
-    pub(crate) async fn fed_purge_bodies(&mut self, message: &str) -> Result<(), StoreError> {
+    /// Drops the bodies of the events that posted or edited `message` in `discussion` (it was
+    /// deleted); their signed headers stay, and still verify.
+    pub(crate) async fn fed_purge_bodies(
+        &mut self,
+        discussion: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
         let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            "SELECT event_id, event FROM fed_log WHERE message_id = ? \
+            "SELECT event_id, event FROM fed_log WHERE discussion_id = ? AND message_id = ? \
              AND kind IN ('message.post', 'message.edit')",
         )
+        .bind(discussion)
         .bind(message)
         .fetch_all(&mut *self.tx)
         .await?;

@@ -360,7 +360,7 @@ impl Sequencer {
             None => {
                 let target = match &message_id {
                     Some(m) if kind != "message.post" => b
-                        .fed_event_of_message(m)
+                        .fed_event_of_message(&d.id, m)
                         .await?
                         .and_then(|h| Hash::from_hex(&h)),
                     _ => None,
@@ -438,7 +438,7 @@ impl Sequencer {
         if kind == "message.delete"
             && let Some(m) = &message_id
         {
-            b.fed_purge_bodies(m).await?;
+            b.fed_purge_bodies(discussion, m).await?;
         }
         out.push(Delivery::WakeLinks(links.to_vec()));
         Ok(())
@@ -624,7 +624,7 @@ impl Sequencer {
         })?;
         let target = match &body.message {
             Some(m) => b
-                .fed_event_of_message(m)
+                .fed_event_of_message(&d.id, m)
                 .await?
                 .and_then(|h| Hash::from_hex(&h)),
             None => None,
@@ -1022,7 +1022,8 @@ impl Sequencer {
         }
         let at = super::now();
         let mut logs = Vec::with_capacity(next.len());
-        let mut accepted: Vec<(Caller, MessageRow)> = Vec::with_capacity(next.len());
+        // Each with the index of its log entry.
+        let mut accepted: Vec<(usize, Caller, MessageRow)> = Vec::with_capacity(next.len());
         let mut d: Option<DiscussionRow> = None;
         for (Next { stamp, event }, body) in next {
             let message_id = self.message_id_for(&event, &body);
@@ -1059,6 +1060,7 @@ impl Sequencer {
             };
             d.get_or_insert(row);
             accepted.push((
+                logs.len() - 1,
                 caller.clone(),
                 MessageRow {
                     id,
@@ -1082,23 +1084,27 @@ impl Sequencer {
         // The home names its messages, and a local client chooses its device and message ids:
         // a post whose id, or whose exactly-once key, is taken here (or earlier in the run) is
         // skipped as a send would refuse it, rather than failing the round.
-        let rows: Vec<&MessageRow> = accepted.iter().map(|(_, row)| row).collect();
+        let rows: Vec<&MessageRow> = accepted.iter().map(|(_, _, row)| row).collect();
         let taken = b.messages_taken(&rows).await?;
         let (mut ids, mut keys) = (HashSet::new(), HashSet::new());
         let mut posts: Vec<(Caller, MessageRow)> = Vec::with_capacity(accepted.len());
-        for (i, (caller, mut row)) in accepted.into_iter().enumerate() {
+        for (i, (entry, caller, mut row)) in accepted.into_iter().enumerate() {
             let key = (
                 row.author.clone(),
                 row.device_id.clone(),
                 row.client_msg_id.clone(),
             );
-            if taken.contains(&i) || !ids.insert(row.id.clone()) || !keys.insert(key) {
+            if taken.contains(&i) || ids.contains(&row.id) || keys.contains(&key) {
                 tracing::warn!(
                     message = row.id,
                     "a federated post names a message or client id in use here; skipped"
                 );
+                // Its log entry must not point at the message that holds the id here.
+                logs[entry].message_id = None;
                 continue;
             }
+            ids.insert(row.id.clone());
+            keys.insert(key);
             let Some(d) = &d else {
                 continue;
             };
@@ -1300,7 +1306,7 @@ impl Sequencer {
         if h.kind == "message.delete"
             && let Some(m) = &message_id
         {
-            b.fed_purge_bodies(m).await?;
+            b.fed_purge_bodies(&discussion, m).await?;
         }
         Ok(done)
     }
