@@ -143,6 +143,14 @@ async fn pair() -> Pair {
     }
 }
 
+/// Connects `a` to `b` over `link`: one item from `a` has reached `b`.
+async fn connect(a: &Node, b: &Node, link: &str) {
+    a.store
+        .enqueue(link, submit(&a.key, "anna@hq", "hq", "branch", 0));
+    a.handle.wake(link);
+    wait_for("connected", || b.store.inbox_len(link) == 1).await;
+}
+
 async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     for _ in 0..3000 {
         if ok() {
@@ -464,10 +472,7 @@ async fn the_peers_node_answers_directory_queries_or_says_why_not() {
         matches!(early, Err(QueryError::Unreachable(_))),
         "{early:?}"
     );
-    a.store
-        .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", 0));
-    a.handle.wake(&id);
-    wait_for("connected", || b.store.inbox_len(&id) == 1).await;
+    connect(&a, &b, &id).await;
     tokio::spawn(async move {
         while let Some(note) = b.notes.recv().await {
             let Notification::Query {
@@ -524,10 +529,7 @@ fn directory(text: &str) -> Query {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_goes_to_a_connected_peer_for_its_own_users_only() {
     let Pair { a, mut b, id, .. } = pair().await;
-    a.store
-        .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", 0));
-    a.handle.wake(&id);
-    wait_for("connected", || b.store.inbox_len(&id) == 1).await;
+    connect(&a, &b, &id).await;
     let presence = |user: &str, state: &str| Presence {
         user: user.into(),
         state: state.into(),
@@ -551,10 +553,7 @@ async fn presence_goes_to_a_connected_peer_for_its_own_users_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_changes_faster_than_a_peer_takes_are_merged_not_lost() {
     let Pair { a, mut b, id, .. } = pair().await;
-    a.store
-        .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", 0));
-    a.handle.wake(&id);
-    wait_for("connected", || b.store.inbox_len(&id) == 1).await;
+    connect(&a, &b, &id).await;
     // One change at a time, faster than the 20 a second (after a burst of 50) a node takes:
     // each would go alone, and a peer refuses what comes too fast.
     const USERS: usize = 150;
