@@ -700,6 +700,56 @@ async fn dialogs_span_nodes_and_linked_directories_answer_within_scope() -> anyh
     let told = not_delivered(&vera, &nobody.id, 1).await?;
     assert!(told[0].1.contains("cannot take part"), "{told:?}");
 
+    // What the branch's directory says of its people refreshes the profiles known here: Zoya
+    // is known at the head office by her login once she writes, and by her name once found.
+    branch
+        .admin(AdminRequest::UserAdd {
+            login: "zoya".into(),
+            display_name: "Зоя Смирнова".into(),
+            email: "zoya@example.com".into(),
+            password: PASSWORD.into(),
+            admin: false,
+            department: "Склад".into(),
+        })
+        .await?;
+    let (zoya, _) = login(&branch, "zoya", PASSWORD, "zoya-device").await?;
+    let with_zoya = open_dialog(&zoya, "anna@hq.test").await?;
+    post(&zoya, &with_zoya.id, "z1", "Накладная готова").await?;
+    sees(&anna, &with_zoya.id, &[Some("Накладная готова")]).await?;
+    let profile = async || -> anyhow::Result<(String, String)> {
+        match hq.admin(AdminRequest::UserList).await? {
+            AdminReply::Users { users } => users
+                .into_iter()
+                .find(|u| u.id == "zoya@branch.test")
+                .map(|u| (u.display_name, u.department))
+                .context("zoya is known at the head office"),
+            other => bail!("expected users, got {other:?}"),
+        }
+    };
+    assert_eq!(profile().await?, ("zoya".to_owned(), String::new()));
+    let found = ask(
+        &anna,
+        Request::Directory {
+            query: "Зоя".into(),
+            limit: 10,
+            node: Some("branch.test".into()),
+        },
+    )
+    .await?;
+    assert!(
+        matches!(&found, Reply::Directory { users } if users.len() == 1),
+        "{found:?}"
+    );
+    eventually(10, "the profile is refreshed", async || {
+        match profile().await? {
+            (name, department) if name == "Зоя Смирнова" && department == "Склад" => {
+                Ok(())
+            }
+            other => bail!("{other:?}"),
+        }
+    })
+    .await?;
+
     // The head office searches the branch's directory over the link. Narrowed to "members",
     // it finds people of discussions the two nodes share, not Gleb, and cannot open a dialog
     // with him either.
