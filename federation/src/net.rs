@@ -216,6 +216,8 @@ pub struct LinkStatus {
     pub acked: u64,
     /// Whether the link is over.
     pub ended: bool,
+    /// Why delivery to the peer cannot go on, if it cannot (for an administrator).
+    pub stalled: Option<String>,
 }
 
 /// Why the transport could not start.
@@ -595,6 +597,8 @@ struct LinkState {
     /// Presence waiting to go (one request in flight at a time; a user's last state wins).
     presence: Vec<Presence>,
     presence_in_flight: Option<OutboundRequestId>,
+    /// Why delivery cannot go on (the peer lost what this outbox no longer holds).
+    stalled: Option<String>,
     /// The presence requests we may send now: as many as the peer takes, so that none is
     /// refused; what waits meanwhile merges into the next.
     presence_sending: Allowance,
@@ -697,6 +701,7 @@ impl<S: LinkStore> Driver<S> {
             notices: std::collections::VecDeque::new(),
             presence: Vec::new(),
             presence_in_flight: None,
+            stalled: None,
             presence_sending: Allowance::full(PRESENCE_SENT),
             presence_allowance: Allowance::full(PRESENCE_TAKEN),
             pending: true,
@@ -757,6 +762,7 @@ impl<S: LinkStore> Driver<S> {
                         connected: s.connected,
                         acked: s.acked,
                         ended: s.ended,
+                        stalled: s.stalled.clone(),
                     })
                     .collect();
                 all.sort_by(|a, b| a.link.cmp(&b.link));
@@ -975,6 +981,14 @@ impl<S: LinkStore> Driver<S> {
                         next = items[0].link_seq,
                         "the peer's watermark is behind this outbox; delivery on this link waits for an administrator"
                     );
+                    state.stalled = Some(format!(
+                        "{} has stored items up to {} of this node's, which next holds {}: it lost \
+                         items it had acknowledged (restored from a backup?); delivery waits until \
+                         the nodes are linked again",
+                        state.peer.node, state.acked, items[0].link_seq
+                    ));
+                } else {
+                    state.stalled = None;
                 }
                 items.truncate(keep);
                 if items.is_empty() {

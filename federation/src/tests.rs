@@ -593,3 +593,42 @@ async fn presence_changes_faster_than_a_peer_takes_are_merged_not_lost() {
     // Paced, not sent one by one.
     assert!(requests < USERS, "{requests} requests");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_lost_acknowledged_items_is_reported_not_fed_out_of_order() {
+    let Pair {
+        a,
+        b,
+        grant,
+        id,
+        branch_port: pb,
+    } = pair().await;
+    for n in 0..3 {
+        a.store
+            .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", n));
+    }
+    a.handle.wake(&id);
+    wait_for("acknowledged", || a.store.outbox_len(&id) == 0).await;
+    // The branch comes back from an empty store, as if restored from an old backup.
+    b.handle.stop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b2 = node("branch", 2, MemoryStore::default(), vec![grant], pb).await;
+    a.store
+        .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", 3));
+    a.handle.wake(&id);
+    let mut stalled = None;
+    for _ in 0..200 {
+        stalled = a.handle.status().await.into_iter().find_map(|s| s.stalled);
+        if stalled.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stalled = stalled.expect("the link is reported stalled");
+    assert!(
+        stalled.contains("up to 0") && stalled.contains("holds 4"),
+        "{stalled}"
+    );
+    // Nothing after the hole was taken.
+    assert_eq!(b2.store.inbox_len(&id), 0);
+}

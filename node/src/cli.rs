@@ -953,7 +953,7 @@ fn print_link(l: &veche_protocol::admin::LinkInfo, out: &mut dyn Write) -> std::
     };
     writeln!(
         out,
-        "{}\t{}\t{}\t{}\t{}\tfingerprint {}\t{} queued{}",
+        "{}\t{}\t{}\t{}\t{}\tfingerprint {}\t{} queued{}{}",
         l.link,
         l.state,
         l.relationship,
@@ -968,6 +968,10 @@ fn print_link(l: &veche_protocol::admin::LinkInfo, out: &mut dyn Write) -> std::
         l.ended_reason
             .as_ref()
             .map(|r| format!("\tended: {r}"))
+            .unwrap_or_default(),
+        l.stalled
+            .as_ref()
+            .map(|r| format!("\tstalled: {r}"))
             .unwrap_or_default()
     )
 }

@@ -14,7 +14,7 @@ use veche_federation::grant::{
     Scope, SignedNotice, Terms,
 };
 use veche_federation::keys::NodeKey;
-use veche_federation::net::{self, Handle, LinkError, NetConfig, Notification};
+use veche_federation::net::{self, Handle, LinkError, LinkStatus, NetConfig, Notification};
 use veche_federation::store::{Incoming, LinkStore, Outgoing, Refused};
 use veche_federation::wire::{self, Item};
 use veche_protocol::Timestamp;
@@ -935,10 +935,7 @@ impl Federation {
             }
         }
         for row in self.inner.store.fed_links().await? {
-            let connected = status
-                .iter()
-                .any(|s| s.link == row.link && s.connected && !s.ended);
-            match link_info(&row, connected) {
+            match link_info(&row, status.iter().find(|s| s.link == row.link)) {
                 Ok(info) => out.push(info),
                 Err(e) => {
                     tracing::error!(link = row.link, error = %e, "a stored grant no longer reads")
@@ -1021,10 +1018,11 @@ fn offered_info(offer: &Offer) -> LinkInfo {
         connected: false,
         queued: 0,
         ended_reason: None,
+        stalled: None,
     }
 }
 
-fn link_info(row: &LinkRow, connected: bool) -> Result<LinkInfo, GrantError> {
+fn link_info(row: &LinkRow, status: Option<&LinkStatus>) -> Result<LinkInfo, GrantError> {
     let grant = Grant::parse(&row.grant_text)?;
     let t = grant.terms();
     // The party that is not this node is the one named in the row.
@@ -1044,9 +1042,10 @@ fn link_info(row: &LinkRow, connected: bool) -> Result<LinkInfo, GrantError> {
         scope: scope_to(&scope),
         fingerprint: grant.fingerprint(),
         not_after: Timestamp(t.not_after),
-        connected,
+        connected: status.is_some_and(|s| s.connected && !s.ended),
         queued: u64::try_from(row.queued).unwrap_or(0),
         ended_reason: row.ended_reason.clone(),
+        stalled: status.and_then(|s| s.stalled.clone()),
     })
 }
 

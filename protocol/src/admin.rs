@@ -276,6 +276,10 @@ pub struct LinkInfo {
     pub queued: u64,
     /// Why the link ended.
     pub ended_reason: Option<String>,
+    /// Why delivery to the other node cannot go on, if it cannot (it lost items it had
+    /// acknowledged, restored from a backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<String>,
 }
 
 /// The result of an administrator command.
