@@ -441,7 +441,7 @@ async fn read_loop(
         match frame::read::<ServerFrame, _>(&mut recv, frame::MAX_OUTGOING_FRAME).await {
             Ok(Some(ServerFrame::Response { id, reply })) => {
                 if let Some(tx) = take(&pending, id) {
-                    let _ = tx.send(Ok(reply));
+                    let _ = tx.send(Ok(*reply));
                 }
             }
             Ok(Some(ServerFrame::Error {

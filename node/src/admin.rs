@@ -431,7 +431,7 @@ async fn serve_admin_client(
             } => match execute(services, "admin-socket", command).await {
                 Ok(result) => ServerFrame::Response {
                     id,
-                    reply: Reply::Admin { result },
+                    reply: Box::new(Reply::Admin { result }),
                 },
                 Err(e) => ServerFrame::Error {
                     id: Some(id),
@@ -486,10 +486,10 @@ pub(crate) async fn send_to_socket(
     };
     frame::write(&mut stream, &request, frame::DEFAULT_MAX_FRAME).await?;
     match frame::read::<ServerFrame, _>(&mut stream, frame::MAX_OUTGOING_FRAME).await? {
-        Some(ServerFrame::Response {
-            reply: Reply::Admin { result },
-            ..
-        }) => Ok(Some(result)),
+        Some(ServerFrame::Response { reply, .. }) => match *reply {
+            Reply::Admin { result } => Ok(Some(result)),
+            _ => Err(AdminSocketError::Unexpected),
+        },
         Some(ServerFrame::Error { error, .. }) => Err(AdminSocketError::Refused(error)),
         Some(_) => Err(AdminSocketError::Unexpected),
         None => Err(AdminSocketError::Closed),

@@ -351,8 +351,8 @@ pub enum ServerFrame {
     Response {
         /// The request's id.
         id: u64,
-        /// The answer.
-        reply: Reply,
+        /// The answer (boxed: replies are far larger than the other frames).
+        reply: Box<Reply>,
     },
     /// A failed request (`id` set) or a connection-level error (`id` absent), after which the
     /// node closes the connection.

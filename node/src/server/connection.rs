@@ -389,7 +389,10 @@ pub(super) async fn run(
                 let state = state.clone();
                 shared.requests.spawn(async move {
                     let frame = match handle(&state, request).await {
-                        Ok(reply) => ServerFrame::Response { id, reply },
+                        Ok(reply) => ServerFrame::Response {
+                            id,
+                            reply: Box::new(reply),
+                        },
                         Err(error) => ServerFrame::Error {
                             id: Some(id),
                             error,
