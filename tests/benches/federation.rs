@@ -144,17 +144,14 @@ async fn last_seq(conn: &Connection, group: &str) -> u64 {
     }
 }
 
-/// Sixteen writers at the home post `EACH` messages each, `in_flight` at a time per writer,
-/// texts starting with `prefix`; how long until the member at the branch has them all.
-async fn live(
+/// Starts every writer posting `EACH` messages, `in_flight` at a time, texts starting with
+/// `prefix`; the tasks end when all are sent.
+fn write(
     writers: &[Arc<Connection>],
     group: &str,
-    boris: &Connection,
     prefix: char,
     in_flight: usize,
-) -> Duration {
-    let total = EACH * writers.len();
-    let start = Instant::now();
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for (w, conn) in writers.iter().enumerate() {
         for lane in 0..in_flight {
@@ -168,6 +165,21 @@ async fn live(
             }));
         }
     }
+    tasks
+}
+
+/// Sixteen writers at the home post `EACH` messages each, `in_flight` at a time per writer,
+/// texts starting with `prefix`; how long until the member at the branch has them all.
+async fn live(
+    writers: &[Arc<Connection>],
+    group: &str,
+    boris: &Connection,
+    prefix: char,
+    in_flight: usize,
+) -> Duration {
+    let total = EACH * writers.len();
+    let start = Instant::now();
+    let tasks = write(writers, group, prefix, in_flight);
     let mut seen = 0;
     while seen < total {
         match boris.next_event().await {
@@ -275,20 +287,7 @@ async fn run() {
     drop(boris);
     branch.stop().await;
     let written = Instant::now();
-    let mut tasks = Vec::new();
-    for (w, conn) in writers.iter().enumerate() {
-        for lane in 0..8 {
-            let conn = Arc::clone(conn);
-            let group = group.clone();
-            tasks.push(tokio::spawn(async move {
-                for i in (lane..EACH).step_by(8) {
-                    let text = format!("p{w}-{i}");
-                    send(&conn, &group, &text, &text).await;
-                }
-            }));
-        }
-    }
-    for t in tasks {
+    for t in write(&writers, &group, 'p', 8) {
         t.await.expect("writer");
     }
     let written = written.elapsed();

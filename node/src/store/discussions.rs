@@ -3,7 +3,7 @@
 
 use sqlx::{Sqlite, Transaction};
 
-use super::{ROWS_PER_STATEMENT, Store, StoreError};
+use super::{ROWS_PER_STATEMENT, Store, StoreError, json_param};
 
 /// A discussion as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -277,8 +277,7 @@ impl Batch {
             .iter()
             .map(|m| [&m.id, &m.author, &m.device_id, &m.client_msg_id].map(String::as_str))
             .collect();
-        let wanted = serde_json::to_string(&wanted)
-            .map_err(|e| StoreError::Aborted(format!("message keys: {e}")))?;
+        let wanted = json_param(&wanted)?;
         let found: Vec<i64> = sqlx::query_scalar(
             "SELECT w.key FROM json_each(?) w \
              WHERE EXISTS (SELECT 1 FROM messages m WHERE m.id = w.value ->> 0) \

@@ -4,7 +4,7 @@
 
 use sqlx::Sqlite;
 
-use super::{Batch, ROWS_PER_STATEMENT, Store, StoreError};
+use super::{Batch, ROWS_PER_STATEMENT, Store, StoreError, json_param};
 
 /// A received item waiting to be applied.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -144,8 +144,7 @@ impl Batch {
         if event_ids.is_empty() {
             return Ok(Default::default());
         }
-        let ids = serde_json::to_string(event_ids)
-            .map_err(|e| StoreError::Aborted(format!("event ids: {e}")))?;
+        let ids = json_param(&event_ids)?;
         let found: Vec<String> = sqlx::query_scalar(
             "SELECT event_id FROM fed_log WHERE event_id IN (SELECT value FROM json_each(?))",
         )
@@ -421,7 +420,7 @@ impl Store {
         &self,
         ids: &[&str],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
-        let ids = serde_json::to_string(ids).map_err(|e| StoreError::Aborted(e.to_string()))?;
+        let ids = json_param(&ids)?;
         let found: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM users WHERE kind = 'remote' AND id IN (SELECT value FROM json_each(?))",
         )

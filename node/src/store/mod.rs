@@ -105,6 +105,11 @@ const READERS: u32 = 4;
 /// Rows in one multi-row `INSERT`: far below SQLite's limit of 32,766 bound values.
 const ROWS_PER_STATEMENT: usize = 250;
 
+/// `values` as one JSON parameter, for `json_each(?)`: a list in one statement.
+fn json_param(values: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(values).map_err(|e| StoreError::Aborted(format!("a JSON parameter: {e}")))
+}
+
 /// The node's database.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
