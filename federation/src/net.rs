@@ -11,7 +11,7 @@
 //! channel, so the swarm never waits for the database.
 //!
 //! Besides the outbox, a node may ask its peer a question (`query`: the peer's user directory,
-//! within the link's scope). Queries are answered by the node through
+//! or a piece of a file, within the link's scope). Queries are answered by the node through
 //! [`Notification::Query`], never stored, and never wait for a link to come back.
 
 use std::collections::HashMap;
@@ -30,9 +30,9 @@ use crate::grant::{Change, DirectoryScope, Grant, Party, Scope, Signed, SignedNo
 use crate::keys::{NodeId, NodeKey, PublicKey};
 use crate::store::{Incoming, LinkStore, Refused};
 use crate::wire::{
-    Address, Item, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_FRAME, MAX_PRESENCE, MAX_PROFILES,
-    MAX_QUERY_BYTES, MAX_REASON_BYTES, PROTOCOL, Presence, Profile, Query, Rejected, Request,
-    Response,
+    Address, Chunk, Item, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_CHUNK, MAX_DISCUSSION_BYTES,
+    MAX_FRAME, MAX_PRESENCE, MAX_PROFILES, MAX_QUERY_BYTES, MAX_REASON_BYTES, PROTOCOL, Presence,
+    Profile, Query, Rejected, Request, Response,
 };
 
 /// How the transport behaves.
@@ -115,9 +115,10 @@ pub enum Notification {
     Query {
         /// The link.
         link: String,
-        /// What the link's scope lets the peer see of the directory (never
-        /// [`DirectoryScope::None`] for a directory query: those are refused here).
-        directory: DirectoryScope,
+        /// The link's scope now. Refused here already: a directory query on a link whose
+        /// directory scope is [`DirectoryScope::None`], a file query on one that carries no
+        /// files.
+        scope: Scope,
         /// The question.
         query: Query,
         /// Where the answer goes.
@@ -168,13 +169,22 @@ pub enum Notification {
 
 /// Answers one query from a peer.
 #[derive(Debug)]
-pub struct Responder(oneshot::Sender<Result<Vec<Profile>, String>>);
+pub struct Responder(oneshot::Sender<Result<Response, String>>);
 
 impl Responder {
     /// Sends the people found (at most [`MAX_PROFILES`] go).
     pub fn answer(self, mut profiles: Vec<Profile>) {
         profiles.truncate(MAX_PROFILES);
-        let _ = self.0.send(Ok(profiles));
+        let _ = self.0.send(Ok(Response::Profiles { profiles }));
+    }
+
+    /// Sends a piece of a file (refused instead if it is over [`MAX_CHUNK`]).
+    pub fn chunk(self, chunk: Chunk) {
+        let _ = self.0.send(if chunk.bytes.len() > MAX_CHUNK {
+            Err("the node answered with too large a piece".into())
+        } else {
+            Ok(Response::Chunk(chunk))
+        });
     }
 
     /// Refuses the query, saying why.
@@ -274,7 +284,7 @@ enum Command {
     Query {
         link: String,
         query: Query,
-        reply: oneshot::Sender<Result<Vec<Profile>, QueryError>>,
+        reply: oneshot::Sender<Result<Response, QueryError>>,
     },
     Presence {
         link: String,
@@ -373,9 +383,49 @@ impl Handle {
     /// Asks the peer of `link` a question, if it is connected now (a query never waits for a
     /// link to come back).
     pub async fn query(&self, link: &str, query: Query) -> Result<Vec<Profile>, QueryError> {
-        check_query(&query).map_err(QueryError::Malformed)?;
-        let Query::Directory { limit, .. } = &query;
+        let Query::Directory { limit, .. } = &query else {
+            return Err(QueryError::Malformed("files are asked with `fetch`".into()));
+        };
         let limit = *limit as usize;
+        match self.ask(link, query).await? {
+            Response::Profiles { mut profiles } => {
+                profiles.truncate(limit);
+                Ok(profiles)
+            }
+            _ => Err(QueryError::Refused("an answer of the wrong kind".into())),
+        }
+    }
+
+    /// Asks the peer of `link` for a piece of a file from `offset`, if it is connected now.
+    /// The piece is checked to fit the file's size as the peer gives it.
+    pub async fn fetch(
+        &self,
+        link: &str,
+        discussion: &str,
+        sha256: &str,
+        offset: u64,
+    ) -> Result<Chunk, QueryError> {
+        let query = Query::File {
+            discussion: discussion.to_owned(),
+            sha256: sha256.to_owned(),
+            offset,
+        };
+        match self.ask(link, query).await? {
+            Response::Chunk(chunk) => {
+                let end = offset.checked_add(chunk.bytes.len() as u64);
+                if chunk.bytes.len() > MAX_CHUNK || end.is_none_or(|end| end > chunk.total) {
+                    return Err(QueryError::Refused(
+                        "the piece does not fit the file's size".into(),
+                    ));
+                }
+                Ok(chunk)
+            }
+            _ => Err(QueryError::Refused("an answer of the wrong kind".into())),
+        }
+    }
+
+    async fn ask(&self, link: &str, query: Query) -> Result<Response, QueryError> {
+        check_query(&query).map_err(QueryError::Malformed)?;
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Query {
@@ -384,9 +434,7 @@ impl Handle {
                 reply,
             })
             .map_err(|_| QueryError::Stopped)?;
-        let mut profiles = rx.await.map_err(|_| QueryError::Stopped)??;
-        profiles.truncate(limit);
-        Ok(profiles)
+        rx.await.map_err(|_| QueryError::Stopped)?
     }
 
     /// Tells the peer of `link` about our users' presence, if it is connected now and the
@@ -442,6 +490,19 @@ fn check_query(query: &Query) -> Result<(), String> {
                 return Err(format!(
                     "a directory query asks for 1 to {MAX_PROFILES} people"
                 ));
+            }
+        }
+        Query::File {
+            discussion, sha256, ..
+        } => {
+            if discussion.is_empty() || discussion.len() > MAX_DISCUSSION_BYTES {
+                return Err(format!(
+                    "a file query names a discussion of 1 to {MAX_DISCUSSION_BYTES} bytes"
+                ));
+            }
+            let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+            if sha256.len() != 64 || !sha256.chars().all(hex) {
+                return Err("a file query names a SHA-256 in 64 lowercase hex digits".into());
             }
         }
     }
@@ -621,7 +682,7 @@ struct Driver<S> {
     links: HashMap<String, LinkState>,
     by_peer: HashMap<PeerId, String>,
     /// Our queries waiting for their answers.
-    queries: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<Profile>, QueryError>>>,
+    queries: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, QueryError>>>,
     notify: mpsc::UnboundedSender<Notification>,
     internal: mpsc::UnboundedSender<Internal>,
     addresses: watch::Sender<Vec<Multiaddr>>,
@@ -1326,15 +1387,23 @@ impl<S: LinkStore> Driver<S> {
                 if let Err(reason) = check_query(&query) {
                     return self.refuse(channel, reason, false);
                 }
-                let directory = state.scope.directory;
-                if directory == DirectoryScope::None {
-                    let reason = "this link does not share the user directory".into();
-                    return self.refuse(channel, reason, false);
+                let scope = state.scope.clone();
+                let refused = match query {
+                    Query::Directory { .. } if scope.directory == DirectoryScope::None => {
+                        Some("this link does not share the user directory")
+                    }
+                    Query::File { .. } if scope.max_file_mb == 0 => {
+                        Some("this link does not carry files")
+                    }
+                    _ => None,
+                };
+                if let Some(reason) = refused {
+                    return self.refuse(channel, reason.into(), false);
                 }
                 let (tx, rx) = oneshot::channel();
                 let asked = Notification::Query {
                     link,
-                    directory,
+                    scope,
                     query,
                     responder: Responder(tx),
                 };
@@ -1344,7 +1413,7 @@ impl<S: LinkStore> Driver<S> {
                 let (internal, timeout) = (self.internal.clone(), self.config.request_timeout);
                 tokio::spawn(async move {
                     let response = match tokio::time::timeout(timeout, rx).await {
-                        Ok(Ok(Ok(profiles))) => Response::Profiles { profiles },
+                        Ok(Ok(Ok(answer))) => answer,
                         Ok(Ok(Err(reason))) => Response::Refused {
                             reason,
                             link_ended: false,
@@ -1533,12 +1602,8 @@ impl<S: LinkStore> Driver<S> {
     fn on_response(&mut self, peer: PeerId, request_id: OutboundRequestId, response: Response) {
         if let Some(reply) = self.queries.remove(&request_id) {
             let _ = reply.send(match response {
-                Response::Profiles { mut profiles } => {
-                    profiles.truncate(MAX_PROFILES);
-                    Ok(profiles)
-                }
                 Response::Refused { reason, .. } => Err(QueryError::Refused(reason)),
-                _ => Err(QueryError::Refused("an answer of the wrong kind".into())),
+                answer => Ok(answer),
             });
             return;
         }
@@ -1634,8 +1699,8 @@ impl<S: LinkStore> Driver<S> {
                 }
                 return;
             }
-            Response::Profiles { .. } => {
-                tracing::warn!(link, "the peer answered a push with profiles");
+            Response::Profiles { .. } | Response::Chunk(_) => {
+                tracing::warn!(link, "the peer answered a push with an answer to a query");
                 state.greeted = false;
                 self.failed(&link);
                 return;

@@ -13,7 +13,7 @@ use crate::keys::{Hash, NodeKey, Purpose};
 use crate::memory::MemoryStore;
 use crate::net::{self, Handle, NetConfig, Notification, QueryError};
 use crate::store::Incoming;
-use crate::wire::{Item, Presence, Profile, Query};
+use crate::wire::{Chunk, Item, MAX_CHUNK, Presence, Profile, Query};
 
 struct Node {
     key: NodeKey,
@@ -477,14 +477,14 @@ async fn the_peers_node_answers_directory_queries_or_says_why_not() {
         while let Some(note) = b.notes.recv().await {
             let Notification::Query {
                 query: Query::Directory { text, limit },
-                directory,
+                scope,
                 responder,
                 ..
             } = note
             else {
                 continue;
             };
-            assert_eq!(directory, DirectoryScope::Members);
+            assert_eq!(scope.directory, DirectoryScope::Members);
             match text.as_str() {
                 "refuse" => responder.refuse("not today"),
                 "silence" => drop(responder),
@@ -517,6 +517,119 @@ async fn the_peers_node_answers_directory_queries_or_says_why_not() {
         .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", 1));
     a.handle.wake(&id);
     wait_for("the next item", || a.store.outbox_len(&id) == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peers_node_serves_pieces_of_files_while_the_link_carries_files() {
+    let Pair {
+        mut a,
+        b,
+        grant,
+        id,
+        ..
+    } = pair().await;
+    connect(&a, &b, &id).await;
+    const CONTENT: &[u8] = b"the invoice, scanned";
+    let sha = |c: char| c.to_string().repeat(64);
+    let (narrowed_tx, mut narrowed) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(note) = a.notes.recv().await {
+            let (query, scope, responder) = match note {
+                Notification::Query {
+                    query,
+                    scope,
+                    responder,
+                    ..
+                } => (query, scope, responder),
+                Notification::Narrowed { .. } => {
+                    let _ = narrowed_tx.send(());
+                    continue;
+                }
+                _ => continue,
+            };
+            let Query::File {
+                discussion,
+                sha256,
+                offset,
+            } = query
+            else {
+                continue;
+            };
+            assert_eq!(scope.max_file_mb, 10);
+            let total = CONTENT.len() as u64;
+            match sha256.chars().next() {
+                // Pieces of 8 bytes from the offset asked for.
+                Some('a') if discussion == "d@hq" => {
+                    let from = usize::try_from(offset).unwrap().min(CONTENT.len());
+                    let to = (from + 8).min(CONTENT.len());
+                    responder.chunk(Chunk {
+                        total,
+                        bytes: CONTENT[from..to].to_vec(),
+                    });
+                }
+                Some('b') => responder.chunk(Chunk {
+                    total: u64::MAX,
+                    bytes: vec![0; MAX_CHUNK + 1],
+                }),
+                Some('c') => responder.chunk(Chunk {
+                    total: 3,
+                    bytes: CONTENT.to_vec(),
+                }),
+                Some('d') => responder.answer(Vec::new()),
+                _ => responder.refuse("no such file here"),
+            }
+        }
+    });
+    let mut got = Vec::new();
+    loop {
+        let piece = b
+            .handle
+            .fetch(&id, "d@hq", &sha('a'), got.len() as u64)
+            .await
+            .unwrap();
+        assert_eq!(piece.total, CONTENT.len() as u64);
+        if piece.bytes.is_empty() {
+            break;
+        }
+        got.extend(piece.bytes);
+    }
+    assert_eq!(got, CONTENT);
+    let refused = |r: Result<Chunk, QueryError>| matches!(r, Err(QueryError::Refused(_)));
+    assert!(refused(b.handle.fetch(&id, "d@other", &sha('a'), 0).await));
+    // Too large a piece is not sent, one that overruns the file or of the wrong kind is not
+    // taken.
+    assert!(refused(b.handle.fetch(&id, "d@hq", &sha('b'), 0).await));
+    assert!(refused(b.handle.fetch(&id, "d@hq", &sha('c'), 0).await));
+    assert!(refused(b.handle.fetch(&id, "d@hq", &sha('d'), 0).await));
+    let malformed = b.handle.fetch(&id, "d@hq", "not-a-hash", 0).await;
+    assert!(
+        matches!(malformed, Err(QueryError::Malformed(_))),
+        "{malformed:?}"
+    );
+    // Once the link carries no files, hq's transport refuses before its node is asked.
+    let mut narrower = grant.terms().scope.clone();
+    narrower.max_file_mb = 0;
+    let narrow = SignedNotice::create(
+        &b.key,
+        &grant,
+        &grant.terms().scope,
+        Notice {
+            link: id.clone(),
+            grant: grant.hash(),
+            at: 1,
+            change: Change::Narrow { scope: narrower },
+        },
+    )
+    .unwrap();
+    b.handle.notify(&id, narrow);
+    tokio::time::timeout(Duration::from_secs(10), narrowed.recv())
+        .await
+        .unwrap();
+    let closed = b.handle.fetch(&id, "d@hq", &sha('a'), 0).await;
+    assert_eq!(
+        closed,
+        Err(QueryError::Refused("this link does not carry files".into()))
+    );
 }
 
 fn directory(text: &str) -> Query {

@@ -22,6 +22,10 @@ pub const MAX_PROFILES: usize = 100;
 pub const MAX_QUERY_BYTES: usize = 200;
 /// The largest request or response read from the wire.
 pub const MAX_FRAME: u64 = 4 * 1024 * 1024;
+/// At most this many bytes of a file in one answer.
+pub const MAX_CHUNK: usize = 1024 * 1024;
+/// The longest discussion id a file query may name.
+pub const MAX_DISCUSSION_BYTES: usize = 200;
 
 /// Who a request is from and for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +116,28 @@ pub enum Query {
         /// At most this many (1 to [`MAX_PROFILES`]).
         limit: u32,
     },
+    /// Bytes of a file attached to a message of `discussion` (a discussion the receiver is home
+    /// of, or one it shares with the asker), from `offset`: at most [`MAX_CHUNK`] of them.
+    /// Only on a link whose scope carries files, for files within its size limit.
+    File {
+        /// The discussion the file was posted in.
+        discussion: String,
+        /// The content's SHA-256, 64 lowercase hex digits.
+        sha256: String,
+        /// The first byte wanted.
+        offset: u64,
+    },
+}
+
+/// A piece of a file, the answer to [`Query::File`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chunk {
+    /// The whole file's size.
+    pub total: u64,
+    /// The bytes from the asked offset (empty at the end).
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
 }
 
 /// A person of the answering node, as its directory shows them.
@@ -211,6 +237,8 @@ pub enum Response {
         /// At most [`MAX_PROFILES`].
         profiles: Vec<Profile>,
     },
+    /// The answer to a file query.
+    Chunk(Chunk),
     /// The request was refused as a whole: wrong link, node or grant, or a revoked link.
     Refused {
         /// Why.

@@ -24,6 +24,7 @@ use veche_protocol::presence::{PresenceInfo, PresenceState};
 
 use crate::config::FederationConfig;
 use crate::discussions::{Discussions, FedOutcome};
+use crate::files::Files;
 use crate::presence::Presence;
 use crate::store::{AuditRecord, LinkRow, NewLink, Store, StoreError};
 
@@ -73,8 +74,17 @@ struct Inner {
     discussions: Discussions,
     /// Users of linked nodes are shown here; ours go out.
     presence: Presence,
+    /// Linked nodes fetch files attached to shared discussions' messages.
+    files: Files,
     /// Received items wait to be applied.
     received: tokio::sync::Notify,
+}
+
+/// The services federation works with.
+pub(crate) struct Services {
+    pub(crate) discussions: Discussions,
+    pub(crate) presence: Presence,
+    pub(crate) files: Files,
 }
 
 /// The running transport, once started: the sequencer wakes links through it when their
@@ -98,6 +108,19 @@ impl LinkWaker {
     ) -> Result<Vec<veche_federation::wire::Profile>, net::QueryError> {
         let handle = self.get().ok_or(net::QueryError::Stopped)?;
         handle.query(link, query).await
+    }
+
+    /// Asks the peer of `link` for a piece of a file, if the transport runs and the peer is
+    /// connected.
+    pub(crate) async fn fetch(
+        &self,
+        link: &str,
+        discussion: &str,
+        sha256: &str,
+        offset: u64,
+    ) -> Result<wire::Chunk, net::QueryError> {
+        let handle = self.get().ok_or(net::QueryError::Stopped)?;
+        handle.fetch(link, discussion, sha256, offset).await
     }
 
     fn get(&self) -> Option<Handle> {
@@ -183,9 +206,13 @@ impl Federation {
         key: Option<Arc<NodeKey>>,
         config: FederationConfig,
         waker: LinkWaker,
-        discussions: Discussions,
-        presence: Presence,
+        services: Services,
     ) -> Self {
+        let Services {
+            discussions,
+            presence,
+            files,
+        } = services;
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -195,6 +222,7 @@ impl Federation {
                 handle: waker,
                 discussions,
                 presence,
+                files,
                 received: tokio::sync::Notify::new(),
             }),
         }
@@ -562,15 +590,36 @@ impl Federation {
                 }
                 Notification::Query {
                     link,
-                    directory,
-                    query,
+                    scope,
+                    query: wire::Query::Directory { text, limit },
                     responder,
                 } => {
                     tokio::spawn(Self::answer_query(
                         store.clone(),
                         link,
-                        directory,
-                        query,
+                        scope.directory,
+                        (text, limit),
+                        responder,
+                    ));
+                    Ok(())
+                }
+                Notification::Query {
+                    link,
+                    scope,
+                    query:
+                        wire::Query::File {
+                            discussion,
+                            sha256,
+                            offset,
+                        },
+                    responder,
+                } => {
+                    tokio::spawn(Self::answer_file(
+                        store.clone(),
+                        self.inner.files.clone(),
+                        link,
+                        scope.max_file_mb.saturating_mul(1024 * 1024),
+                        (discussion, sha256, offset),
                         responder,
                     ));
                     Ok(())
@@ -582,16 +631,45 @@ impl Federation {
         }
     }
 
+    /// Answers a linked node's request for a piece of a file (see `Files::serve_linked`).
+    async fn answer_file(
+        store: Store,
+        files: Files,
+        link: String,
+        max_bytes: u64,
+        (discussion, sha256, offset): (String, String, u64),
+        responder: net::Responder,
+    ) {
+        let peer = match store.fed_link(&link).await {
+            Ok(Some(row)) if row.state == "active" => row.peer_node,
+            Ok(_) => return responder.refuse("the link has ended"),
+            Err(e) => {
+                tracing::error!(link, error = %e, "a linked node's file request failed");
+                return responder.refuse("the file cannot be read now");
+            }
+        };
+        let served = files
+            .serve_linked(&link, &peer, &discussion, &sha256, offset, max_bytes)
+            .await;
+        match served {
+            Ok(chunk) => responder.chunk(chunk),
+            Err(e) => {
+                let body = e.into_body();
+                tracing::debug!(link, sha256, reason = %body.message, "a linked node's file request refused");
+                responder.refuse(body.message);
+            }
+        }
+    }
+
     /// Answers a linked node's directory query: this node's people (the whole directory, or only
     /// members of discussions shared over the link, as its scope says).
     async fn answer_query(
         store: Store,
         link: String,
         directory: DirectoryScope,
-        query: veche_federation::wire::Query,
+        (text, limit): (String, u32),
         responder: net::Responder,
     ) {
-        let veche_federation::wire::Query::Directory { text, limit } = query;
         let users = match directory {
             DirectoryScope::Full => store.directory_users().await,
             DirectoryScope::Members => match store.fed_link(&link).await {

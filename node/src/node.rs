@@ -228,6 +228,8 @@ pub(crate) async fn open(
         data.root(),
         discussions.clone(),
         plugins.clone(),
+        node_name.clone(),
+        waker.clone(),
     )
     .await
     .map_err(|e| StartError::Files(e.to_string()))?;
@@ -237,8 +239,11 @@ pub(crate) async fn open(
         fed_key,
         config.federation.clone(),
         waker,
-        discussions.clone(),
-        presence.clone(),
+        crate::federation::Services {
+            discussions: discussions.clone(),
+            presence: presence.clone(),
+            files: files.clone(),
+        },
     );
     Ok(Opened {
         lock,

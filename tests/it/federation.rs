@@ -4,10 +4,12 @@ use anyhow::{Context, bail};
 use veche_client::Connection;
 use veche_client::protocol::admin::{AdminReply, AdminRequest, LinkInfo, LinkScope};
 use veche_client::protocol::discussions::{Change, DiscussionEvent, DiscussionInfo};
+use veche_client::protocol::files::FileInfo;
 use veche_client::protocol::presence::{PresenceChoice, PresenceState};
 use veche_client::protocol::{Event, Reply, Request};
 use veche_node::test_utils::{TestNode, test_config};
 
+use crate::files::{content, download, refusal, send_files, sent, sha, upload};
 use crate::presence::{query, sees as shown};
 use crate::support::{
     PASSWORD, ask, discussion, eventually, login, message, next_non_presence_event, post, user,
@@ -624,6 +626,145 @@ async fn three_nodes_converge_on_the_homes_log() -> anyhow::Result<()> {
     // C's messages reached B through the home, signed by C.
     let lb = log(&bella, &g.id).await?;
     assert!(lb.iter().any(|m| m.1 == "clara@c.test"));
+    Ok(())
+}
+
+/// The files of a message in a group's history, as `conn` sees them.
+async fn files_of(conn: &Connection, group: &str, message: &str) -> anyhow::Result<Vec<FileInfo>> {
+    match ask(
+        conn,
+        Request::History {
+            discussion: group.into(),
+            before: None,
+            limit: 500,
+        },
+    )
+    .await?
+    {
+        Reply::Events { events, .. } => events
+            .into_iter()
+            .find_map(|e| match e.change {
+                Change::MessagePosted { message: m } if m.id == message => Some(m.files),
+                _ => None,
+            })
+            .context("the message is not there (yet)"),
+        other => bail!("expected events, got {other:?}"),
+    }
+}
+
+/// Waits until `conn` has the message `id` of `group`; its files.
+async fn arrived_files(
+    conn: &Connection,
+    group: &str,
+    id: &str,
+) -> anyhow::Result<Vec<(String, String, u64, String)>> {
+    eventually(20, "the message with its files", async || {
+        let files = files_of(conn, group, id).await?;
+        Ok(files
+            .into_iter()
+            .map(|f| (f.id, f.name, f.size, f.sha256))
+            .collect())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn files_travel_by_reference_and_are_fetched_within_the_links_scope() -> anyhow::Result<()> {
+    let a = node("a.test").await?;
+    let b = node("b.test").await?;
+    let c = node("c.test").await?;
+    let ab = link(&a, &b).await?;
+    let small_link = LinkScope {
+        max_file_mb: 1,
+        ..scope()
+    };
+    let ac = link_scoped(&a, &c, small_link).await?;
+    let alla = user(&a, "alla").await?;
+    let bella = user(&b, "bella").await?;
+    let clara = user(&c, "clara").await?;
+    let g = group(&alla, &["bella@b.test", "clara@c.test"]).await?;
+    share(&a, &g.id, &ab).await?;
+    share(&a, &g.id, &ac).await?;
+
+    // The home's files: a small one, and one of two pieces on the wire.
+    let (small, big) = (content(1, 200_000), content(2, 1_500_000));
+    let fs = upload(&alla, &g.id, "акт.pdf", &small).await?;
+    let fb = upload(&alla, &g.id, "скан.tiff", &big).await?;
+    let m1 = sent(&alla, &g.id, "m1", "документы", &[&fs.id, &fb.id]).await?;
+    let on_b = arrived_files(&bella, &g.id, &m1).await?;
+    let described = |f: &[(String, String, u64, String)]| -> Vec<(String, u64, String)> {
+        f.iter()
+            .map(|(_, n, s, h)| (n.clone(), *s, h.clone()))
+            .collect()
+    };
+    let expected = vec![
+        ("акт.pdf".to_owned(), 200_000, sha(&small)),
+        ("скан.tiff".to_owned(), 1_500_000, sha(&big)),
+    ];
+    assert_eq!(described(&on_b), expected);
+    assert_eq!(download(&bella, &on_b[1].0).await?, big);
+    assert_eq!(download(&bella, &on_b[0].0).await?, small);
+    // Fetched once: the second download is served from b's own store.
+    assert_eq!(download(&bella, &on_b[1].0).await?, big);
+    // c's link carries files of at most 1 MiB.
+    let on_c = arrived_files(&clara, &g.id, &m1).await?;
+    assert_eq!(described(&on_c), expected);
+    assert_eq!(download(&clara, &on_c[0].0).await?, small);
+    let too_big = refusal(download(&clara, &on_c[1].0).await.unwrap_err())?;
+    assert!(too_big.message.contains("at most 1 MiB"), "{too_big:?}");
+
+    // A replica's file: the home fetches it from b, and c gets it through the home.
+    let answer = content(3, 50_000);
+    let fa = upload(&bella, &g.id, "ответ.docx", &answer).await?;
+    let m2 = sent(&bella, &g.id, "m2", "ответ", &[&fa.id]).await?;
+    let on_c = arrived_files(&clara, &g.id, &m2).await?;
+    assert_eq!(download(&clara, &on_c[0].0).await?, answer);
+    let on_a = arrived_files(&alla, &g.id, &m2).await?;
+    assert_eq!(download(&alla, &on_a[0].0).await?, answer);
+    let on_b = arrived_files(&bella, &g.id, &m2).await?;
+    assert_eq!(
+        described(&on_b),
+        [("ответ.docx".to_owned(), 50_000, sha(&answer))]
+    );
+    assert_eq!(download(&bella, &on_b[0].0).await?, answer);
+
+    // A file over the link's limit is refused before it leaves c.
+    let over = content(4, 1_100_000);
+    let fo = upload(&clara, &g.id, "отчёт.xlsx", &over).await?;
+    let refused = send_files(&clara, &g.id, "m3", "отчёт", &[&fo.id])
+        .await?
+        .err()
+        .context("a file over the link's limit was taken")?;
+    assert!(refused.message.contains("at most 1 MiB"), "{refused:?}");
+
+    // A linked node gets the files of discussions it takes part in, and no others.
+    let rogue = Rogue::link(&a).await?;
+    let elsewhere = group(&alla, &["bella@b.test"]).await?;
+    share(&a, &elsewhere.id, &ab).await?;
+    let secret = content(5, 1000);
+    let fsec = upload(&alla, &elsewhere.id, "секрет.txt", &secret).await?;
+    sent(&alla, &elsewhere.id, "m4", "секрет", &[&fsec.id]).await?;
+    share(&a, &g.id, &rogue.link).await?;
+    let piece = eventually(
+        20,
+        "the rogue is served a file of a shared group",
+        async || {
+            Ok(rogue
+                .handle
+                .fetch(&rogue.link, &g.id, &sha(&small), 0)
+                .await?)
+        },
+    )
+    .await?;
+    assert_eq!(piece.total, 200_000);
+    assert_eq!(piece.bytes, small);
+    for (discussion, hash) in [(&elsewhere.id, sha(&secret)), (&g.id, sha(&secret))] {
+        let refused = rogue.handle.fetch(&rogue.link, discussion, &hash, 0).await;
+        assert!(
+            matches!(&refused, Err(veche_federation::net::QueryError::Refused(why)) if why.contains("not found")),
+            "{refused:?}"
+        );
+    }
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use crate::generated::Generated;
 use crate::support::*;
 
 /// Deterministic, incompressible bytes.
-fn content(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn content(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..len)
         .map(|_| {
@@ -31,7 +31,7 @@ fn content(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn sha(data: &[u8]) -> String {
+pub(crate) fn sha(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
@@ -62,7 +62,7 @@ async fn declare(
     .await
 }
 
-async fn upload(
+pub(crate) async fn upload(
     conn: &Connection,
     discussion: &str,
     name: &str,
@@ -72,14 +72,14 @@ async fn upload(
     conn.send_upload(&up.id, 0, data, |_| {}).await
 }
 
-async fn download(conn: &Connection, file: &str) -> Result<Vec<u8>, TransferError> {
+pub(crate) async fn download(conn: &Connection, file: &str) -> Result<Vec<u8>, TransferError> {
     let mut out = Vec::new();
     conn.download(file, 0, false, &mut out).await?;
     Ok(out)
 }
 
 /// The node's refusal in a failed transfer or request.
-fn refusal(e: TransferError) -> anyhow::Result<ErrorBody> {
+pub(crate) fn refusal(e: TransferError) -> anyhow::Result<ErrorBody> {
     match e {
         TransferError::Refused(body) | TransferError::Request(RequestError::Server(body)) => {
             Ok(body)
@@ -88,7 +88,7 @@ fn refusal(e: TransferError) -> anyhow::Result<ErrorBody> {
     }
 }
 
-async fn send_files(
+pub(crate) async fn send_files(
     conn: &Connection,
     discussion: &str,
     id: &str,
@@ -106,7 +106,7 @@ async fn send_files(
 }
 
 /// Posts with files; a refusal fails the test.
-async fn sent(
+pub(crate) async fn sent(
     conn: &Connection,
     discussion: &str,
     id: &str,

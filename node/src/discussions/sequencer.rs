@@ -1338,32 +1338,54 @@ impl Sequencer {
             return Ok(done);
         }
         if self.goes_home(&d.id) {
-            if data.is_some() || !m.actions.is_empty() || !m.files.is_empty() {
+            if data.is_some() || !m.actions.is_empty() {
                 return Err(DiscussionError::BadRequest(
-                    "data, buttons and files do not travel to another node yet; send text".into(),
+                    "data and buttons do not travel to another node yet; send text or files".into(),
                 ));
             }
+            crate::files::check_attachments(
+                &self.config.files,
+                b,
+                &caller.user,
+                &d.id,
+                &d.kind,
+                &m.files,
+            )
+            .await?;
             let body = federated::Body {
                 text: Some(text),
                 reply_to: m.reply_to.clone(),
+                files: self.files_for_home(b, &d, &m.files).await?,
                 ..federated::Body::default()
             };
             let message_id = self
-                .submit_home(b, caller, &d, "message.post", body, &m.client_msg_id, out)
+                .submit_home(
+                    b,
+                    caller,
+                    &d,
+                    "message.post",
+                    body,
+                    &m.client_msg_id,
+                    &m.files,
+                    out,
+                )
                 .await?;
             // Pending: the message takes its place when its home has sequenced it.
             return Ok(Done::Sent { message_id, seq: 0 });
         }
         self.check_travels(b, &d, &text).await?;
-        crate::files::check_attachments(
-            &self.config.files,
-            b,
-            &caller.user,
-            &d.id,
-            &d.kind,
-            &m.files,
-        )
-        .await?;
+        // A replica takes the files its home accepted (recorded by `record_files`).
+        if !self.applying_stamped() {
+            crate::files::check_attachments(
+                &self.config.files,
+                b,
+                &caller.user,
+                &d.id,
+                &d.kind,
+                &m.files,
+            )
+            .await?;
+        }
         let mut replied_to = None;
         if let Some(reply_to) = &m.reply_to {
             let target = b.message(reply_to).await?;
@@ -1598,7 +1620,7 @@ impl Sequencer {
                 ..federated::Body::default()
             };
             let txn = uuid::Uuid::new_v4().simple().to_string();
-            self.submit_home(b, caller, &d, "message.edit", body, &txn, out)
+            self.submit_home(b, caller, &d, "message.edit", body, &txn, &[], out)
                 .await?;
             return Ok(Done::Nothing);
         }
@@ -1652,7 +1674,7 @@ impl Sequencer {
                 ..federated::Body::default()
             };
             let txn = uuid::Uuid::new_v4().simple().to_string();
-            self.submit_home(b, caller, &d, "message.delete", body, &txn, out)
+            self.submit_home(b, caller, &d, "message.delete", body, &txn, &[], out)
                 .await?;
             return Ok(Done::Nothing);
         }
@@ -1709,7 +1731,7 @@ impl Sequencer {
             } else {
                 "reaction.remove"
             };
-            self.submit_home(b, caller, &d, kind, body, &txn, out)
+            self.submit_home(b, caller, &d, kind, body, &txn, &[], out)
                 .await?;
             return Ok(Done::Nothing);
         }

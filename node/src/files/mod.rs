@@ -12,6 +12,13 @@
 //!             it is attached) ─▶ backend, hash verified on full reads
 //! ```
 //!
+//! Files travel over federation links by reference: a linked node's post names each file's
+//! hash, size, name and type, and the content stays where it is (its blob is recorded with
+//! the backend `remote`). The first download here fetches it over the link, piece by piece,
+//! checks it against its hash and stores it like an upload: a replica asks the discussion's
+//! home, the home asks the node of the file's uploader. `serve_linked` answers such a
+//! request from a linked node.
+//!
 //! Contents are kept under their hash, so identical files are stored once; a file's id is
 //! random and gives nothing by itself. Work on one hash (storing, removing, migrating) is
 //! serialised by a striped lock, so that a content is never removed while a new file starts
@@ -30,18 +37,21 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use veche_federation::event::node_of;
 use veche_protocol::files::{FileInfo, FilePolicy, NewUpload, UploadInfo, is_sha256_hex};
 use veche_protocol::{ErrorBody, Timestamp};
 
 pub(crate) use backend::{Backend, BackendError, Backends};
 pub(crate) use policy::{
-    DEFAULT_BLOCKED_EXTENSIONS, DEFAULT_BLOCKED_TYPES, inline, is_type_pattern,
+    DEFAULT_BLOCKED_EXTENSIONS, DEFAULT_BLOCKED_TYPES, check_declared, inline, is_type_pattern,
+    sanitize_name,
 };
 
 use crate::config::FilesConfig;
 use crate::discussions::{Caller, DiscussionError, Discussions};
+use crate::federation::LinkWaker;
 use crate::plugins::Plugins;
-use crate::store::{BlobRow, FileRow, Store, StoreError, UploadRow};
+use crate::store::{BlobRow, FileRow, REMOTE_BACKEND, Store, StoreError, UploadRow};
 
 /// The `meta` key of the backend chosen by `veche admin files migrate`.
 const BACKEND_KEY: &str = "files.backend";
@@ -122,6 +132,10 @@ struct Inner {
     store: Store,
     config: FilesConfig,
     discussions: Discussions,
+    /// This node's name: which side of a link holds a file's content.
+    node: veche_protocol::ids::NodeName,
+    /// Contents held at linked nodes are fetched through the federation transport.
+    links: LinkWaker,
     backends: Backends,
     /// `files/uploads/`: one staging file per upload in progress.
     staging: PathBuf,
@@ -245,6 +259,8 @@ impl Files {
         data: &Path,
         discussions: Discussions,
         plugins: Plugins,
+        node: veche_protocol::ids::NodeName,
+        links: LinkWaker,
     ) -> Result<Self, FileError> {
         let root = data.join("files");
         let staging = root.join("uploads");
@@ -253,7 +269,8 @@ impl Files {
         // A migration's copies left by a crash (no migration runs before the node is up).
         let mut dir = tokio::fs::read_dir(&staging).await?;
         while let Some(entry) = dir.next_entry().await? {
-            if entry.file_name().to_string_lossy().starts_with("mig_") {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("mig_") || name.starts_with("fetch_") {
                 remove_quietly(&entry.path()).await;
             }
         }
@@ -276,6 +293,8 @@ impl Files {
                 store,
                 config,
                 discussions,
+                node,
+                links,
                 backends: Backends::new(root.join("blobs"), plugins),
                 staging,
                 current: Mutex::new(current),
@@ -587,23 +606,8 @@ impl Files {
         let store = &self.inner.store;
         // The preview is made before the per-hash lock is taken (it can take a while), only
         // for a content not stored yet.
-        let c = &self.inner.config;
-        let preview = if c.thumbnails && store.blob(&row.sha256).await?.is_none() {
-            // The permit goes with the decoding itself: it is released when decoding ends,
-            // even if this upload's future is dropped meanwhile.
-            let one = self.inner.previews.clone().acquire_owned().await;
-            let (p, m, size, max) = (
-                path.to_owned(),
-                mime.clone(),
-                c.thumbnail_size,
-                c.max_image_pixels,
-            );
-            tokio::task::spawn_blocking(move || {
-                let _one = one;
-                thumbnail::make(&p, &m, size, max)
-            })
-            .await
-            .unwrap_or_default()
+        let preview = if store.blob(&row.sha256).await?.is_none() {
+            self.preview(path, &mime).await
         } else {
             thumbnail::Preview::default()
         };
@@ -638,6 +642,29 @@ impl Files {
             .ok_or(FileError::NotFound("file"))?;
         tracing::debug!(file = %stored.id, sha256 = %stored.sha256, dedup = stored_already, "file stored");
         Ok(info(&stored))
+    }
+
+    /// A preview of the content at `path`, if previews are on and it is an image.
+    async fn preview(&self, path: &Path, mime: &str) -> thumbnail::Preview {
+        let c = &self.inner.config;
+        if !c.thumbnails {
+            return thumbnail::Preview::default();
+        }
+        // The permit goes with the decoding itself: it is released when decoding ends, even
+        // if the caller's future is dropped meanwhile.
+        let one = self.inner.previews.clone().acquire_owned().await;
+        let (p, m, size, max) = (
+            path.to_owned(),
+            mime.to_owned(),
+            c.thumbnail_size,
+            c.max_image_pixels,
+        );
+        tokio::task::spawn_blocking(move || {
+            let _one = one;
+            thumbnail::make(&p, &m, size, max)
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// The file, if the caller may download it: its uploader until it is attached, then
@@ -676,7 +703,11 @@ impl Files {
         offset: u64,
         thumbnail: bool,
     ) -> Result<Download, FileError> {
-        let row = self.readable(caller, id).await?;
+        let mut row = self.readable(caller, id).await?;
+        if row.backend == REMOTE_BACKEND {
+            self.fetch_linked(&row).await?;
+            row = self.readable(caller, id).await?;
+        }
         let file = info(&row);
         let (key, mime, total) = if thumbnail {
             if !row.thumbnail {
@@ -798,6 +829,195 @@ impl Files {
         Err(BackendError::Missing.into())
     }
 
+    /// Fetches a content held at a linked node over the link, checks it against its hash and
+    /// size, and stores it like an upload. A replica asks the discussion's home; the home
+    /// asks the node of the file's uploader.
+    async fn fetch_linked(&self, row: &FileRow) -> Result<(), FileError> {
+        let me = self.inner.node.as_str();
+        let home = node_of(&row.discussion_id);
+        let source = if home == Some(me) {
+            node_of(&row.uploader)
+        } else {
+            home
+        };
+        let Some(source) = source.filter(|s| *s != me) else {
+            return Err(FileError::NotFound("file"));
+        };
+        let _stripe = self.stripe(&row.sha256).lock().await;
+        let store = &self.inner.store;
+        match store.blob(&row.sha256).await? {
+            Some(b) if b.backend == REMOTE_BACKEND => {}
+            Some(_) => return Ok(()),
+            None => return Err(FileError::NotFound("file")),
+        }
+        let later = |why: String| later(source, why);
+        let link = store
+            .fed_links()
+            .await?
+            .into_iter()
+            .find(|l| l.peer_node == source && l.state == "active")
+            .ok_or_else(|| later("and there is no active link with it".into()))?;
+        let max_mb = serde_json::from_str::<veche_federation::grant::Scope>(&link.scope)
+            .map_err(|e| StoreError::Aborted(e.to_string()))?
+            .max_file_mb;
+        let size = to_u64(row.size);
+        if max_mb == 0 || size > max_mb.saturating_mul(1024 * 1024) {
+            return Err(ErrorBody::refused_by(
+                "federation link scope",
+                format!(
+                    "the file is on {source}, and the link with it carries files of at most \
+                     {max_mb} MiB"
+                ),
+            )
+            .into());
+        }
+        let path = self.inner.staging.join(format!("fetch_{}", row.sha256));
+        let fetched = self.fetch_into(&link.link, source, row, &path).await;
+        if let Err(e) = fetched {
+            remove_quietly(&path).await;
+            return Err(e);
+        }
+        let mut head = vec![0u8; policy::SNIFF_BYTES];
+        let n = read_head(&path, &mut head).await?;
+        let mime = policy::sniff(&head[..n]);
+        let preview = self.preview(&path, &mime).await;
+        let name = self.current_backend();
+        let backend = self.inner.backends.get(&name)?;
+        backend.put_file(&row.sha256, &path, size).await?;
+        if let Some(png) = &preview.png {
+            backend.put_bytes(&thumb_key(&row.sha256), png).await?;
+        }
+        let blob = BlobRow {
+            sha256: row.sha256.clone(),
+            size: row.size,
+            backend: name,
+            mime,
+            thumbnail: preview.png.is_some(),
+            width: preview.dimensions.map(|d| i64::from(d.0)),
+            height: preview.dimensions.map(|d| i64::from(d.1)),
+            created_at: now(),
+        };
+        store.fed_blob_fetched(&blob).await?;
+        remove_quietly(&path).await;
+        tracing::info!(sha256 = %row.sha256, size, from = source, "file fetched from a linked node");
+        Ok(())
+    }
+
+    /// Writes the content of `row` from the peer of `link` (the node `source`) to `path`,
+    /// piece by piece, and checks it.
+    async fn fetch_into(
+        &self,
+        link: &str,
+        source: &str,
+        row: &FileRow,
+        path: &Path,
+    ) -> Result<(), FileError> {
+        let size = to_u64(row.size);
+        let later = |why: String| later(source, why);
+        let mut file = tokio::fs::File::create(path).await?;
+        let mut hasher = Sha256::new();
+        let mut offset = 0u64;
+        while offset < size {
+            let piece = self
+                .inner
+                .links
+                .fetch(link, &row.discussion_id, &row.sha256, offset)
+                .await
+                .map_err(|e| later(e.to_string()))?;
+            if piece.total != size || piece.bytes.is_empty() {
+                return Err(later(format!(
+                    "which gives it as {} bytes, not {size}",
+                    piece.total
+                )));
+            }
+            file.write_all(&piece.bytes).await?;
+            hasher.update(&piece.bytes);
+            offset += piece.bytes.len() as u64;
+        }
+        if hex::encode(hasher.finalize()) != row.sha256 {
+            return Err(later(
+                "which sent a content that does not match its hash".into(),
+            ));
+        }
+        file.sync_all().await?;
+        Ok(())
+    }
+
+    /// Answers a linked node's request for a piece of a file. The peer of `link` (the node
+    /// `peer`) gets what a discussion it takes part in has (one homed at it, or one shared
+    /// over the link): a file attached to a message not deleted, or one waiting in a
+    /// submission to it; at most `max_bytes` files (the link's scope). A content this node,
+    /// as home, has not fetched from the uploader's node yet is fetched first.
+    pub(crate) async fn serve_linked(
+        &self,
+        link: &str,
+        peer: &str,
+        discussion: &str,
+        sha256: &str,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Result<veche_federation::wire::Chunk, FileError> {
+        let store = &self.inner.store;
+        let peer_is_home = node_of(discussion) == Some(peer);
+        let row = store
+            .fed_servable_file(link, peer_is_home, discussion, sha256)
+            .await?
+            .ok_or(FileError::NotFound("file"))?;
+        let size = to_u64(row.size);
+        if size > max_bytes {
+            return Err(FileError::BadRequest(format!(
+                "the link carries files of at most {max_bytes} bytes; this one is {size}"
+            )));
+        }
+        if offset > size {
+            return Err(FileError::BadRequest(format!(
+                "offset {offset} is beyond the end ({size} bytes)"
+            )));
+        }
+        if row.backend == REMOTE_BACKEND {
+            // Only the home fetches for another node, and never from the asker itself.
+            let home = node_of(discussion) == Some(self.inner.node.as_str());
+            if !home || node_of(&row.uploader) == Some(peer) {
+                return Err(FileError::NotFound("file"));
+            }
+            self.fetch_linked(&row).await?;
+        }
+        let want = usize::try_from(size - offset)
+            .unwrap_or(usize::MAX)
+            .min(veche_federation::wire::MAX_CHUNK);
+        if want == 0 {
+            return Ok(veche_federation::wire::Chunk {
+                total: size,
+                bytes: Vec::new(),
+            });
+        }
+        let _reading = ReadingGuard::new(&self.inner, sha256);
+        let blob = store
+            .blob(sha256)
+            .await?
+            .ok_or(FileError::NotFound("file"))?;
+        let backend = self.inner.backends.get(&blob.backend)?;
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
+        // Takes what the piece needs, then lets the reader stop.
+        let collect = async move {
+            let mut bytes = Vec::with_capacity(want);
+            while bytes.len() < want {
+                match rx.recv().await {
+                    Some(chunk) => bytes.extend_from_slice(&chunk),
+                    None => break,
+                }
+            }
+            bytes.truncate(want);
+            bytes
+        };
+        let (read, bytes) = tokio::join!(backend.read(sha256, offset, tx), collect);
+        if bytes.len() < want {
+            read?;
+            return Err(FileError::Corrupt(row.id));
+        }
+        Ok(veche_federation::wire::Chunk { total: size, bytes })
+    }
+
     /// Removes expired uploads, files no message uses (or past retention) and contents no
     /// file uses. Returns how many files and contents were removed.
     pub(crate) async fn cleanup(&self) -> Result<(usize, usize), FileError> {
@@ -843,6 +1063,10 @@ impl Files {
                 };
                 removed_any = true;
                 blobs += 1;
+                if backend_name == REMOTE_BACKEND {
+                    // Never fetched: nothing is stored here.
+                    continue;
+                }
                 // The row is gone first: a crash here leaves an unreferenced content behind,
                 // never a row without its content.
                 match self.inner.backends.get(&backend_name) {
@@ -1105,6 +1329,11 @@ async fn read_head(path: &Path, buf: &mut [u8]) -> std::io::Result<usize> {
         n += k;
     }
     Ok(n)
+}
+
+/// A file held at `source` cannot be fetched now, for this reason.
+fn later(source: &str, why: String) -> FileError {
+    FileError::Busy(format!("the file is on {source}, {why}; try again later"))
 }
 
 async fn remove_quietly(path: &Path) {

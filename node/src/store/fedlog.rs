@@ -98,6 +98,19 @@ impl Batch {
         Ok(row.map(|r| r.0))
     }
 
+    /// The scope (JSON) of an active link.
+    pub(crate) async fn fed_link_scope(
+        &mut self,
+        link: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT scope FROM fed_links WHERE link = ? AND state = 'active'")
+                .bind(link)
+                .fetch_optional(&mut *self.tx)
+                .await?,
+        )
+    }
+
     /// The peer node of an active link.
     pub(crate) async fn fed_link_peer(&mut self, link: &str) -> Result<Option<String>, StoreError> {
         let row: Option<(String,)> =

@@ -72,13 +72,30 @@ macro_rules! file_columns {
 }
 
 /// When a file `f` may be removed; binds the unattached cut-off, then the retention cut-off.
+/// A file that waits in a submission to another node's discussion is kept.
 macro_rules! removable {
     () => {
-        "((f.attached AND NOT EXISTS (SELECT 1 FROM message_files a WHERE a.file_id = f.id)) \
-          OR (NOT f.attached AND f.created_at < ?) \
-          OR f.created_at < ?)"
+        concat!(
+            "((f.attached AND NOT EXISTS (SELECT 1 FROM message_files a WHERE a.file_id = f.id)) \
+              OR (NOT f.attached AND f.created_at < ?) \
+              OR f.created_at < ?) AND NOT ",
+            submitted!()
+        )
     };
 }
+
+/// Whether a file `f` waits in a submission to another node's discussion: listed with it,
+/// neither refused nor stamped yet.
+macro_rules! submitted {
+    () => {
+        "EXISTS (SELECT 1 FROM fed_pending_files pf JOIN fed_pending p ON p.event_id = pf.event_id \
+          WHERE pf.file_id = f.id AND p.refused IS NULL \
+          AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = p.message_id))"
+    };
+}
+
+/// `blobs.backend` of a content known here only from a linked node's message.
+pub(crate) const REMOTE_BACKEND: &str = "remote";
 
 /// Every column of `blobs`, in `BlobRow`'s order.
 macro_rules! blob_columns {
@@ -394,9 +411,11 @@ impl Store {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             blob_columns!(),
-            " FROM blobs WHERE backend <> ? AND sha256 > ? ORDER BY sha256 LIMIT ?"
+            " FROM blobs WHERE backend <> ? AND backend <> ? AND sha256 > ? \
+              ORDER BY sha256 LIMIT ?"
         ))
         .bind(backend)
+        .bind(REMOTE_BACKEND)
         .bind(after)
         .bind(limit)
         .fetch_all(&self.read)
@@ -439,6 +458,56 @@ impl Store {
         super::audit::append(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// A file of `discussion` with the content `sha256` that the peer of `link` may fetch. The
+    /// peer takes part in the discussion (it is its home: `peer_is_home`, or the discussion
+    /// is shared over the link), and the file is attached to a message not deleted, or waits
+    /// in a submission (see [`Batch::fed_pending_files`]).
+    pub(crate) async fn fed_servable_file(
+        &self,
+        link: &str,
+        peer_is_home: bool,
+        discussion: &str,
+        sha256: &str,
+    ) -> Result<Option<FileRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            file_columns!(),
+            " FROM files f JOIN blobs b ON b.sha256 = f.sha256 \
+              WHERE f.sha256 = ? AND f.discussion_id = ? \
+              AND (? OR EXISTS (SELECT 1 FROM fed_shares s JOIN fed_links l ON l.link = s.link \
+                   WHERE s.discussion_id = f.discussion_id AND s.link = ? AND l.state = 'active')) \
+              AND (EXISTS (SELECT 1 FROM message_files a JOIN messages m ON m.id = a.message_id \
+                   WHERE a.file_id = f.id AND NOT m.deleted) OR ",
+            submitted!(),
+            ") LIMIT 1"
+        ))
+        .bind(sha256)
+        .bind(discussion)
+        .bind(peer_is_home)
+        .bind(link)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    /// Records a content fetched from a linked node as stored on `blob.backend`; `false` if it
+    /// was not waiting at a linked node any more.
+    pub(crate) async fn fed_blob_fetched(&self, blob: &BlobRow) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE blobs SET backend = ?, mime = ?, thumbnail = ?, width = ?, height = ? \
+             WHERE sha256 = ? AND backend = ?",
+        )
+        .bind(&blob.backend)
+        .bind(&blob.mime)
+        .bind(blob.thumbnail)
+        .bind(blob.width)
+        .bind(blob.height)
+        .bind(&blob.sha256)
+        .bind(REMOTE_BACKEND)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Blobs and bytes per backend.
@@ -487,6 +556,88 @@ impl Batch {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The files, with their contents, by id (inside the writing transaction); missing ones are
+    /// left out.
+    pub(crate) async fn files_by_id(&mut self, ids: &[String]) -> Result<Vec<FileRow>, StoreError> {
+        let mut rows = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row: Option<FileRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                file_columns!(),
+                " FROM files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.id = ?"
+            ))
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+            rows.extend(row);
+        }
+        Ok(rows)
+    }
+
+    /// Lists files with a submission to another node's discussion: they are kept, and served
+    /// to that node, while the submission waits.
+    pub(crate) async fn fed_pending_files(
+        &mut self,
+        event: &str,
+        files: &[String],
+    ) -> Result<(), StoreError> {
+        for id in files {
+            sqlx::query("INSERT INTO fed_pending_files (event_id, file_id) VALUES (?, ?)")
+                .bind(event)
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Records a file a linked node's message carries. Its content is recorded as waiting at a
+    /// linked node (`blob.backend` is [`REMOTE_BACKEND`]) unless it is known here already.
+    /// `false` if the content is known here with another size than the file claims (the
+    /// file is then not recorded).
+    pub(crate) async fn record_linked_file(
+        &mut self,
+        file: &FileRow,
+        blob: &BlobRow,
+    ) -> Result<bool, StoreError> {
+        sqlx::query(concat!(
+            "INSERT INTO blobs (",
+            blob_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING"
+        ))
+        .bind(&blob.sha256)
+        .bind(blob.size)
+        .bind(&blob.backend)
+        .bind(&blob.mime)
+        .bind(blob.thumbnail)
+        .bind(blob.width)
+        .bind(blob.height)
+        .bind(blob.created_at)
+        .execute(&mut *self.tx)
+        .await?;
+        let size: i64 = sqlx::query_scalar("SELECT size FROM blobs WHERE sha256 = ?")
+            .bind(&blob.sha256)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        if size != file.size {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO files (id, sha256, name, size, discussion_id, uploader, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&file.id)
+        .bind(&file.sha256)
+        .bind(&file.name)
+        .bind(file.size)
+        .bind(&file.discussion_id)
+        .bind(&file.uploader)
+        .bind(file.created_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(true)
     }
 
     /// The files attached to a message, in order (inside the writing transaction).

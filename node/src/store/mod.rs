@@ -47,7 +47,7 @@ pub(crate) use audit::AuditRecord;
 pub(crate) use discussions::{Batch, DiscussionRow, EventRow, MessageRow, ObjectKey};
 pub(crate) use federation::{LinkRow, NewLink};
 pub(crate) use fedlog::{FedLogRow, NewPending};
-pub(crate) use files::{BackendUsage, BlobRow, FileRow, UploadRow};
+pub(crate) use files::{BackendUsage, BlobRow, FileRow, REMOTE_BACKEND, UploadRow};
 pub(crate) use plugins::{InboxRow, NewBusinessEvent, PluginRow};
 pub(crate) use push::{NewPush, PushEndpointRow, PushJob};
 pub(crate) use search::IndexRow;

@@ -28,7 +28,10 @@ use veche_protocol::ids::{NodeName, UserId};
 
 use super::{Delivery, Done, FedOutcome, Sequencer};
 use crate::discussions::{Caller, DiscussionError, text};
-use crate::store::{Batch, DiscussionRow, EventRow, FedLogRow, MessageRow, NewPending, StoreError};
+use crate::store::{
+    Batch, BlobRow, DiscussionRow, EventRow, FedLogRow, FileRow, MessageRow, NewPending,
+    REMOTE_BACKEND, StoreError,
+};
 
 /// What a federated event says beyond its header (JSON).
 // Unknown fields are ignored: a newer home may say more than this node understands.
@@ -54,6 +57,33 @@ pub(crate) struct Body {
     /// For `discussion.share`: every member with their role.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) members: Vec<(String, String)>,
+    /// For posts: the files attached, in order. Their contents stay at the node that has them
+    /// and are fetched from it on the first download (see `files::Files::download`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) files: Vec<FileRef>,
+}
+
+/// A file attached to a federated post.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FileRef {
+    /// The content's SHA-256 (64 lowercase hex digits).
+    pub(crate) sha256: String,
+    pub(crate) size: u64,
+    pub(crate) name: String,
+    /// The type the sending node recognised (shown until the content is fetched, then
+    /// recognised again here).
+    pub(crate) mime: String,
+}
+
+impl FileRef {
+    pub(crate) fn of(f: &FileRow) -> Self {
+        Self {
+            sha256: f.sha256.clone(),
+            size: u64::try_from(f.size).unwrap_or(0),
+            name: f.name.clone(),
+            mime: f.mime.clone(),
+        }
+    }
 }
 
 /// What the current round of received items has read or written, so that each is read once:
@@ -297,6 +327,16 @@ impl Sequencer {
                     message: Some(message.id.clone()),
                     text: message.text.clone(),
                     reply_to: message.reply_to.clone(),
+                    files: message
+                        .files
+                        .iter()
+                        .map(|f| FileRef {
+                            sha256: f.sha256.clone(),
+                            size: f.size,
+                            name: f.name.clone(),
+                            mime: f.mime.clone(),
+                        })
+                        .collect(),
                     ..Body::default()
                 },
             ),
@@ -602,6 +642,7 @@ impl Sequencer {
         kind: &str,
         body: Body,
         client_txn: &str,
+        files: &[String],
         out: &mut Vec<Delivery>,
     ) -> Result<String, DiscussionError> {
         let key = self.fed.key.as_ref().ok_or(DiscussionError::Unavailable)?;
@@ -649,6 +690,7 @@ impl Sequencer {
                 "a submission key vanished during its own transaction".into(),
             )));
         }
+        b.fed_pending_files(pending.event_id, files).await?;
         submit(b, link, &event, out).await?;
         Ok(message_id)
     }
@@ -957,7 +999,7 @@ impl Sequencer {
     }
 
     /// The discussion and body of `item` if it is the home's stamped post of plain text (no
-    /// reply, no mention): one [`Self::fed_posts`] stores with others in a few statements.
+    /// reply, no mention, no file): one [`Self::fed_posts`] stores with others in a few statements.
     fn plain_post(&self, item: &Item) -> Option<(String, Body)> {
         let Item::Stamped { event, .. } = item else {
             return None;
@@ -969,6 +1011,7 @@ impl Sequencer {
         let body: Body = serde_json::from_slice(event.body.as_deref()?).ok()?;
         let text = body.text.as_deref()?;
         let plain = body.reply_to.is_none()
+            && body.files.is_empty()
             && text::mentioned_logins(&text::convert_shortcodes(text), self.node.as_str())
                 .is_empty();
         plain.then_some((header.discussion, body))
@@ -1364,6 +1407,9 @@ impl Sequencer {
                     }
                     _ => None,
                 };
+                let files = self
+                    .record_files(b, discussion, &caller.user, event, &body.files)
+                    .await?;
                 self.send(
                     b,
                     caller,
@@ -1374,7 +1420,7 @@ impl Sequencer {
                         reply_to,
                         data: None,
                         actions: Vec::new(),
-                        files: Vec::new(),
+                        files,
                     },
                     out,
                 )
@@ -1416,6 +1462,127 @@ impl Sequencer {
             }
             other => Err(fed_error(format!("unknown kind {other}"))),
         }
+    }
+
+    /// On a replica: what a local user's files attached to a post for `d`'s home say of
+    /// themselves, once they pass the scope of the link to the home (the home fetches their
+    /// contents from here).
+    pub(super) async fn files_for_home(
+        &self,
+        b: &mut Batch,
+        d: &DiscussionRow,
+        files: &[String],
+    ) -> Result<Vec<FileRef>, DiscussionError> {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let home = node_of(&d.id).unwrap_or_default();
+        let scope = match b.fed_link_to(home).await? {
+            Some(link) => b.fed_link_scope(&link).await?,
+            None => None,
+        };
+        let Some(scope) = scope else {
+            return Err(DiscussionError::Forbidden(format!(
+                "this discussion lives on {home}, and there is no active link with it"
+            )));
+        };
+        let max_mb = serde_json::from_str::<veche_federation::grant::Scope>(&scope)
+            .map_err(|e| DiscussionError::Store(StoreError::Aborted(e.to_string())))?
+            .max_file_mb;
+        let rows = b.files_by_id(files).await?;
+        for f in &rows {
+            let size = u64::try_from(f.size).unwrap_or(u64::MAX);
+            if max_mb == 0 || size > max_mb.saturating_mul(1024 * 1024) {
+                let why = if max_mb == 0 {
+                    format!("the link with {home} carries no files")
+                } else {
+                    format!(
+                        "the link with {home} carries files of at most {max_mb} MiB; {} is {} bytes",
+                        f.name, f.size
+                    )
+                };
+                return Err(DiscussionError::Refused(Box::new(
+                    veche_protocol::ErrorBody::refused_by("federation link scope", why),
+                )));
+            }
+        }
+        Ok(rows.iter().map(FileRef::of).collect())
+    }
+
+    /// Records the files a federated post carries, as files of `discussion` uploaded by
+    /// `uploader`, and gives their ids here (derived from the event, so the same on a retry).
+    /// A content not held here is recorded as waiting at a linked node. At the home the files
+    /// must pass this node's policy (a refusal refuses the post); a replica takes what the
+    /// home accepted, leaving out only a file whose size contradicts a content held here.
+    pub(super) async fn record_files(
+        &self,
+        b: &mut Batch,
+        discussion: &str,
+        uploader: &str,
+        event: &Event,
+        refs: &[FileRef],
+    ) -> Result<Vec<String>, DiscussionError> {
+        if refs.len() > crate::files::MAX_FILES_PER_MESSAGE {
+            return Err(fed_error("too many files"));
+        }
+        let home = self.is_home(discussion);
+        let kind = match b.discussion(discussion).await? {
+            Some(d) => d.kind,
+            None => return Err(DiscussionError::NotFound("discussion")),
+        };
+        let at = Timestamp::now().as_millis();
+        let mut ids = Vec::with_capacity(refs.len());
+        for (position, r) in refs.iter().enumerate() {
+            let size = i64::try_from(r.size).map_err(|_| fed_error("a file is too large"))?;
+            if !veche_protocol::files::is_sha256_hex(&r.sha256) || r.name.is_empty() {
+                return Err(fed_error("a file is named without a name or a SHA-256"));
+            }
+            let name = crate::files::sanitize_name(&r.name);
+            if home {
+                crate::files::check_declared(&self.config.files, &kind, &name, r.size)
+                    .map_err(|e| DiscussionError::Refused(Box::new(e)))?;
+            }
+            let id = Hash::of(
+                format!("veche-fed/v1/file\0{}\0{position}", event.id().to_hex()).as_bytes(),
+            )
+            .to_hex();
+            let file = FileRow {
+                id: format!("f_{}", &id[..32]),
+                name,
+                size,
+                discussion_id: discussion.to_owned(),
+                uploader: uploader.to_owned(),
+                created_at: at,
+                attached: false,
+                sha256: r.sha256.clone(),
+                backend: REMOTE_BACKEND.to_owned(),
+                mime: r.mime.chars().take(255).collect(),
+                thumbnail: false,
+                width: None,
+                height: None,
+            };
+            let blob = BlobRow {
+                sha256: file.sha256.clone(),
+                size,
+                backend: REMOTE_BACKEND.to_owned(),
+                mime: file.mime.clone(),
+                thumbnail: false,
+                width: None,
+                height: None,
+                created_at: at,
+            };
+            if b.record_linked_file(&file, &blob).await? {
+                ids.push(file.id);
+            } else if home {
+                return Err(fed_error(format!(
+                    "{} is not {} bytes long",
+                    r.sha256, r.size
+                )));
+            } else {
+                tracing::warn!(discussion, sha256 = %r.sha256, "a file's size contradicts its content held here; left out");
+            }
+        }
+        Ok(ids)
     }
 
     /// On a replica: the discussion as its home shared it (created here, or its members

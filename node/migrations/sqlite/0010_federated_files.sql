@@ -1,0 +1,14 @@
+-- Files travel over links.
+--
+-- A content this node knows only from a linked node's message has a `blobs` row with
+-- backend 'remote': it waits at the linked node and is fetched on its first download.
+--
+-- Files a user here attached to a message submitted to another node's discussion are
+-- listed with the submission: they are kept (and served to the home, which fetches them
+-- from here) while the submission waits.
+CREATE TABLE fed_pending_files (
+    event_id TEXT NOT NULL REFERENCES fed_pending (event_id) ON DELETE CASCADE,
+    file_id  TEXT NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+    PRIMARY KEY (event_id, file_id)
+);
+CREATE INDEX fed_pending_files_by_file ON fed_pending_files (file_id);
