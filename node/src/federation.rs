@@ -24,7 +24,7 @@ use veche_protocol::presence::{PresenceInfo, PresenceState};
 
 use crate::config::FederationConfig;
 use crate::discussions::{Discussions, FedOutcome};
-use crate::files::Files;
+use crate::files::{FileError, Files};
 use crate::presence::Presence;
 use crate::store::{AuditRecord, LinkRow, NewLink, Store, StoreError};
 
@@ -76,6 +76,8 @@ struct Inner {
     presence: Presence,
     /// Linked nodes fetch files attached to shared discussions' messages.
     files: Files,
+    /// Answers to linked nodes' file requests under way at most.
+    file_answers: Arc<tokio::sync::Semaphore>,
     /// Received items wait to be applied.
     received: tokio::sync::Notify,
 }
@@ -134,6 +136,9 @@ impl LinkWaker {
 
 /// This node's users who matter to a linked node.
 type Audience = std::collections::HashSet<String>;
+
+/// Linked nodes' file requests answered at once at most (each holds up to a 1 MiB piece).
+const FILE_ANSWERS: usize = 16;
 
 /// How often who matters to a link is looked up again.
 const AUDIENCE_REFRESH: Duration = Duration::from_secs(3);
@@ -223,6 +228,7 @@ impl Federation {
                 discussions,
                 presence,
                 files,
+                file_answers: Arc::new(tokio::sync::Semaphore::new(FILE_ANSWERS)),
                 received: tokio::sync::Notify::new(),
             }),
         }
@@ -614,7 +620,13 @@ impl Federation {
                         },
                     responder,
                 } => {
+                    // A few answers at a time: each may hold a piece of up to 1 MiB.
+                    let Ok(permit) = self.inner.file_answers.clone().try_acquire_owned() else {
+                        responder.refuse("busy; ask again shortly");
+                        continue;
+                    };
                     tokio::spawn(Self::answer_file(
+                        permit,
                         store.clone(),
                         self.inner.files.clone(),
                         link,
@@ -633,6 +645,7 @@ impl Federation {
 
     /// Answers a linked node's request for a piece of a file (see `Files::serve_linked`).
     async fn answer_file(
+        _permit: tokio::sync::OwnedSemaphorePermit,
         store: Store,
         files: Files,
         link: String,
@@ -654,9 +667,16 @@ impl Federation {
         match served {
             Ok(chunk) => responder.chunk(chunk),
             Err(e) => {
-                let body = e.into_body();
-                tracing::debug!(link, sha256, reason = %body.message, "a linked node's file request refused");
-                responder.refuse(body.message);
+                // The peer learns only what concerns its request, not why this node could not
+                // get the file from elsewhere.
+                let reason = match &e {
+                    FileError::NotFound(_) => crate::files::LINKED_NOT_FOUND.to_owned(),
+                    FileError::BadRequest(m) => m.clone(),
+                    FileError::Busy(_) => "the file is on its way here; ask again later".into(),
+                    _ => "the file cannot be sent now".into(),
+                };
+                tracing::debug!(link, sha256, error = %e, "a linked node's file request refused");
+                responder.refuse(reason);
             }
         }
     }

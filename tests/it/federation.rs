@@ -704,14 +704,17 @@ async fn files_travel_by_reference_and_are_fetched_within_the_links_scope() -> a
     assert_eq!(described(&on_b), expected);
     assert_eq!(download(&bella, &on_b[1].0).await?, big);
     assert_eq!(download(&bella, &on_b[0].0).await?, small);
-    // Fetched once: the second download is served from b's own store.
-    assert_eq!(download(&bella, &on_b[1].0).await?, big);
     // c's link carries files of at most 1 MiB.
     let on_c = arrived_files(&clara, &g.id, &m1).await?;
     assert_eq!(described(&on_c), expected);
     assert_eq!(download(&clara, &on_c[0].0).await?, small);
     let too_big = refusal(download(&clara, &on_c[1].0).await.unwrap_err())?;
     assert!(too_big.message.contains("at most 1 MiB"), "{too_big:?}");
+    // A content known here only by a linked node's word is still taken from a local upload.
+    let own = group(&clara, &[]).await?;
+    let local = upload(&clara, &own.id, "скан.tiff", &big).await?;
+    sent(&clara, &own.id, "own1", "мой скан", &[&local.id]).await?;
+    assert_eq!(download(&clara, &local.id).await?, big);
 
     // A replica's file: the home fetches it from b, and c gets it through the home.
     let answer = content(3, 50_000);
@@ -743,7 +746,9 @@ async fn files_travel_by_reference_and_are_fetched_within_the_links_scope() -> a
     share(&a, &elsewhere.id, &ab).await?;
     let secret = content(5, 1000);
     let fsec = upload(&alla, &elsewhere.id, "секрет.txt", &secret).await?;
-    sent(&alla, &elsewhere.id, "m4", "секрет", &[&fsec.id]).await?;
+    let m4 = sent(&alla, &elsewhere.id, "m4", "секрет", &[&fsec.id]).await?;
+    let on_b4 = arrived_files(&bella, &elsewhere.id, &m4).await?;
+    assert_eq!(download(&bella, &on_b4[0].0).await?, secret);
     share(&a, &g.id, &rogue.link).await?;
     let piece = eventually(
         20,
@@ -758,13 +763,50 @@ async fn files_travel_by_reference_and_are_fetched_within_the_links_scope() -> a
     .await?;
     assert_eq!(piece.total, 200_000);
     assert_eq!(piece.bytes, small);
+    let not_found = |r: Result<_, veche_federation::net::QueryError>| matches!(&r, Err(veche_federation::net::QueryError::Refused(why)) if why.contains("not found"));
     for (discussion, hash) in [(&elsewhere.id, sha(&secret)), (&g.id, sha(&secret))] {
         let refused = rogue.handle.fetch(&rogue.link, discussion, &hash, 0).await;
-        assert!(
-            matches!(&refused, Err(veche_federation::net::QueryError::Refused(why)) if why.contains("not found")),
-            "{refused:?}"
-        );
+        assert!(not_found(refused));
     }
+    // A hash names a content but proves nothing: a node that names the secret's hash in a
+    // group shared with it gets nothing back, and neither do the group's members here.
+    let leak = group(&alla, &["eve@rogue.test"]).await?;
+    share(&a, &leak.id, &rogue.link).await?;
+    let claim = rogue.post(
+        &leak.id,
+        serde_json::json!({"text": "смотрите", "files": [
+            {"sha256": sha(&secret), "size": secret.len(), "name": "секрет.txt", "mime": "text/plain"}
+        ]}),
+    )?;
+    rogue.acknowledged().await?;
+    let listed = arrived_files(&alla, &leak.id, &claim).await?;
+    assert_eq!(listed[0].3, sha(&secret));
+    let fetched = rogue
+        .handle
+        .fetch(&rogue.link, &leak.id, &sha(&secret), 0)
+        .await;
+    assert!(not_found(fetched));
+    // Here the home asks the rogue for the content, which never sends it.
+    assert!(download(&alla, &listed[0].0).await.is_err());
+
+    // A deleted message's files are served no more.
+    ask(
+        &alla,
+        Request::Delete {
+            discussion: g.id.clone(),
+            message_id: m1.clone(),
+        },
+    )
+    .await?;
+    let gone = rogue
+        .handle
+        .fetch(&rogue.link, &g.id, &sha(&small), 0)
+        .await;
+    assert!(not_found(gone));
+    // b fetched the content once and keeps it: the home is not needed any more.
+    let mut a = a;
+    a.stop().await;
+    assert_eq!(download(&bella, &on_b4[0].0).await?, secret);
     Ok(())
 }
 
@@ -1269,6 +1311,35 @@ impl Rogue {
             _notes: notes,
             link: info.link,
         })
+    }
+
+    /// Queues a post by `eve@rogue.test` to `discussion` (homed elsewhere) with this body; the
+    /// id its home gives the message.
+    fn post(&self, discussion: &str, body: serde_json::Value) -> anyhow::Result<String> {
+        use veche_federation::event::{EVENT_FORMAT, Event, EventHeader, node_of};
+        let header = EventHeader {
+            format: EVENT_FORMAT,
+            kind: "message.post".into(),
+            discussion: discussion.into(),
+            home: node_of(discussion).context("no home")?.into(),
+            origin: "rogue.test".into(),
+            author: "eve@rogue.test".into(),
+            client_txn: hex::encode(rand::random::<[u8; 16]>()),
+            created_at: 0,
+            target: None,
+            body_hash: None,
+            body_len: 0,
+        };
+        let event = Event::create(&self.key, header, Some(serde_json::to_vec(&body)?))?;
+        let id = format!(
+            "{}@{}",
+            &event.id().to_hex()[..32],
+            node_of(discussion).context("no home")?
+        );
+        self.send(veche_federation::wire::Item::Submit {
+            event: event.wire().clone(),
+        });
+        Ok(id)
     }
 
     /// Queues `item`; [`Self::acknowledged`] sends what is queued.

@@ -3,6 +3,12 @@
 -- A content this node knows only from a linked node's message has a `blobs` row with
 -- backend 'remote': it waits at the linked node and is fetched on its first download.
 --
+-- A file recorded from a linked node's message names that node in `linked_from` until the
+-- node has shown it holds the content (sent it, matching the hash): knowing a hash is no
+-- proof of holding the file, so until then the file is never served from a content held
+-- here. NULL for files uploaded here.
+ALTER TABLE files ADD COLUMN linked_from TEXT;
+
 -- Files a user here attached to a message submitted to another node's discussion are
 -- listed with the submission: they are kept (and served to the home, which fetches them
 -- from here) while the submission waits.

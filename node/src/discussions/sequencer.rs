@@ -1343,6 +1343,14 @@ impl Sequencer {
                     "data and buttons do not travel to another node yet; send text or files".into(),
                 ));
             }
+            // A resend is answered before its files are checked again: they may be gone or
+            // over a narrowed link's limit by now.
+            if let Some(answer) = self
+                .submitted_before(b, caller, &d, &m.client_msg_id)
+                .await?
+            {
+                return answer.map(|message_id| Done::Sent { message_id, seq: 0 });
+            }
             crate::files::check_attachments(
                 &self.config.files,
                 b,

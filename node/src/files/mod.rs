@@ -38,8 +38,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use veche_federation::event::node_of;
+use veche_federation::net::QueryError;
 use veche_protocol::files::{FileInfo, FilePolicy, NewUpload, UploadInfo, is_sha256_hex};
-use veche_protocol::{ErrorBody, Timestamp};
+use veche_protocol::{ErrorBody, ErrorCode, Timestamp};
 
 pub(crate) use backend::{Backend, BackendError, Backends};
 pub(crate) use policy::{
@@ -59,6 +60,11 @@ const BACKEND_KEY: &str = "files.backend";
 const STRIPES: usize = 64;
 /// Bytes read from the upload per write.
 const READ_CHUNK: usize = 256 * 1024;
+/// What a linked node is told when it may not have, or this node does not have, a file.
+pub(crate) const LINKED_NOT_FOUND: &str = "file not found";
+/// How long a linked node's request waits for this node to fetch the content it asks for
+/// (within the transport's request timeout); it asks again later.
+const SERVE_WAIT: Duration = Duration::from_secs(5);
 /// Files attached to one message at most.
 pub(crate) const MAX_FILES_PER_MESSAGE: usize = 10;
 
@@ -152,7 +158,13 @@ struct Inner {
     previews: Arc<tokio::sync::Semaphore>,
     /// One migration at a time.
     migrating: tokio::sync::Mutex<()>,
+    /// Contents being fetched from linked nodes, by hash and source: each is fetched once at a
+    /// time, and everyone waiting learns how it ended.
+    fetches: Mutex<std::collections::HashMap<(String, String), Fetching>>,
 }
+
+/// How a fetch from a linked node ended (`None` while it runs).
+type Fetching = watch::Receiver<Option<Result<(), ErrorBody>>>;
 
 /// A download ready to stream.
 #[derive(Debug)]
@@ -303,6 +315,7 @@ impl Files {
                 reading: Mutex::default(),
                 previews: Arc::new(tokio::sync::Semaphore::new(1)),
                 migrating: tokio::sync::Mutex::new(()),
+                fetches: Mutex::default(),
             }),
         })
     }
@@ -602,17 +615,19 @@ impl Files {
             thumbnail: false,
             width: None,
             height: None,
+            linked_from: None,
         };
         let store = &self.inner.store;
         // The preview is made before the per-hash lock is taken (it can take a while), only
         // for a content not stored yet.
-        let preview = if store.blob(&row.sha256).await?.is_none() {
+        let held = |b: Option<BlobRow>| b.is_some_and(|b| b.backend != REMOTE_BACKEND);
+        let preview = if !held(store.blob(&row.sha256).await?) {
             self.preview(path, &mime).await
         } else {
             thumbnail::Preview::default()
         };
         let _stripe = self.stripe(&row.sha256).lock().await;
-        let stored_already = store.blob(&row.sha256).await?.is_some()
+        let stored_already = held(store.blob(&row.sha256).await?)
             && store.complete_upload(&row.id, &file, None).await?;
         if !stored_already {
             let name = self.current_backend();
@@ -704,8 +719,12 @@ impl Files {
         thumbnail: bool,
     ) -> Result<Download, FileError> {
         let mut row = self.readable(caller, id).await?;
-        if row.backend == REMOTE_BACKEND {
-            self.fetch_linked(&row).await?;
+        if row.linked_from.is_some() || row.backend == REMOTE_BACKEND {
+            // Not fetched for a preview: that waits until someone downloads the file.
+            if thumbnail {
+                return Err(FileError::NotFound("preview"));
+            }
+            self.fetch_linked(&row, None).await?;
             row = self.readable(caller, id).await?;
         }
         let file = info(&row);
@@ -829,10 +848,13 @@ impl Files {
         Err(BackendError::Missing.into())
     }
 
-    /// Fetches a content held at a linked node over the link, checks it against its hash and
-    /// size, and stores it like an upload. A replica asks the discussion's home; the home
-    /// asks the node of the file's uploader.
-    async fn fetch_linked(&self, row: &FileRow) -> Result<(), FileError> {
+    /// The linked node a file's content is fetched from (and which must show it holds it):
+    /// the one the file names, or for a content not fetched yet the discussion's home (for the
+    /// home itself: the node of the file's uploader).
+    fn source_of(&self, row: &FileRow) -> Option<String> {
+        if let Some(source) = &row.linked_from {
+            return Some(source.clone());
+        }
         let me = self.inner.node.as_str();
         let home = node_of(&row.discussion_id);
         let source = if home == Some(me) {
@@ -840,30 +862,80 @@ impl Files {
         } else {
             home
         };
-        let Some(source) = source.filter(|s| *s != me) else {
+        source.filter(|s| *s != me).map(str::to_owned)
+    }
+
+    /// Makes sure the content of a linked node's file is here and proven: fetched from its
+    /// source once (one fetch per content and source at a time, on a task of its own, so an
+    /// abandoned download does not stop it). Waits for it, or at most `wait`.
+    async fn fetch_linked(&self, row: &FileRow, wait: Option<Duration>) -> Result<(), FileError> {
+        let Some(source) = self.source_of(row) else {
             return Err(FileError::NotFound("file"));
         };
-        let _stripe = self.stripe(&row.sha256).lock().await;
-        let store = &self.inner.store;
-        match store.blob(&row.sha256).await? {
-            Some(b) if b.backend == REMOTE_BACKEND => {}
-            Some(_) => return Ok(()),
-            None => return Err(FileError::NotFound("file")),
+        let key = (row.sha256.clone(), source.clone());
+        let mut done = {
+            let mut fetches = lock(&self.inner.fetches);
+            match fetches.get(&key) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    fetches.insert(key.clone(), rx.clone());
+                    let (this, row) = (self.clone(), row.clone());
+                    tokio::spawn(async move {
+                        let result = this.fetch_now(&row, &key.1).await;
+                        if let Err(e) = &result {
+                            tracing::warn!(sha256 = %row.sha256, from = %key.1, error = %e, "fetching a file from a linked node failed");
+                        }
+                        lock(&this.inner.fetches).remove(&key);
+                        tx.send_replace(Some(result.map_err(FileError::into_body)));
+                    });
+                    rx
+                }
+            }
+        };
+        let finished = async {
+            match done.wait_for(Option::is_some).await {
+                Ok(result) => result.clone(),
+                Err(_) => Some(Err(ErrorBody::new(
+                    ErrorCode::Unavailable,
+                    "the node is stopping",
+                ))),
+            }
+        };
+        let result = match wait {
+            Some(wait) => tokio::time::timeout(wait, finished)
+                .await
+                .map_err(|_| later(&source, "and it is still on its way".into()))?,
+            None => finished.await,
+        };
+        match result {
+            Some(Ok(())) | None => Ok(()),
+            Some(Err(body)) => Err(match body.code {
+                ErrorCode::NotFound => FileError::NotFound("file"),
+                ErrorCode::Unavailable => FileError::Busy(body.message),
+                _ => FileError::Refused(Box::new(body)),
+            }),
         }
-        let later = |why: String| later(source, why);
+    }
+
+    /// Fetches the content of `row` from `source` over the link, checks it against its hash
+    /// and size and this node's type policy, and stores it like an upload (or, if it is held
+    /// here already, only records that `source` has shown it holds it).
+    async fn fetch_now(&self, row: &FileRow, source: &str) -> Result<(), FileError> {
+        let store = &self.inner.store;
         let link = store
             .fed_links()
             .await?
             .into_iter()
             .find(|l| l.peer_node == source && l.state == "active")
-            .ok_or_else(|| later("and there is no active link with it".into()))?;
+            .ok_or_else(|| later(source, "and there is no active link with it".into()))?;
         let max_mb = serde_json::from_str::<veche_federation::grant::Scope>(&link.scope)
             .map_err(|e| StoreError::Aborted(e.to_string()))?
             .max_file_mb;
         let size = to_u64(row.size);
         if max_mb == 0 || size > max_mb.saturating_mul(1024 * 1024) {
             return Err(ErrorBody::refused_by(
-                "federation link scope",
+                "link.max_file_mb",
                 format!(
                     "the file is on {source}, and the link with it carries files of at most \
                      {max_mb} MiB"
@@ -871,19 +943,51 @@ impl Files {
             )
             .into());
         }
-        let path = self.inner.staging.join(format!("fetch_{}", row.sha256));
+        let path = self.inner.staging.join(random_id("fetch_"));
         let fetched = self.fetch_into(&link.link, source, row, &path).await;
-        if let Err(e) = fetched {
-            remove_quietly(&path).await;
-            return Err(e);
+        let stored = match fetched {
+            Ok(()) => self.store_fetched(row, source, &path).await,
+            Err(e) => Err(e),
+        };
+        remove_quietly(&path).await;
+        stored?;
+        tracing::info!(sha256 = %row.sha256, size, from = source, "file fetched from a linked node");
+        Ok(())
+    }
+
+    /// Stores the verified content at `path` of a file from `source` unless it is held here
+    /// already, and records the content proven for `source`'s files.
+    async fn store_fetched(
+        &self,
+        row: &FileRow,
+        source: &str,
+        path: &Path,
+    ) -> Result<(), FileError> {
+        let store = &self.inner.store;
+        let held = |b: &Option<BlobRow>| b.as_ref().is_some_and(|b| b.backend != REMOTE_BACKEND);
+        if held(&store.blob(&row.sha256).await?) {
+            store.fed_content_proven(&row.sha256, source, None).await?;
+            return Ok(());
         }
         let mut head = vec![0u8; policy::SNIFF_BYTES];
-        let n = read_head(&path, &mut head).await?;
+        let n = read_head(path, &mut head).await?;
         let mime = policy::sniff(&head[..n]);
-        let preview = self.preview(&path, &mime).await;
+        policy::check_type(&self.inner.config, &mime)?;
+        let preview = self.preview(path, &mime).await;
+        let _stripe = self.stripe(&row.sha256).lock().await;
+        let blob = store.blob(&row.sha256).await?;
+        if blob.is_none() {
+            return Err(FileError::NotFound("file"));
+        }
+        if held(&blob) {
+            store.fed_content_proven(&row.sha256, source, None).await?;
+            return Ok(());
+        }
         let name = self.current_backend();
         let backend = self.inner.backends.get(&name)?;
-        backend.put_file(&row.sha256, &path, size).await?;
+        backend
+            .put_file(&row.sha256, path, to_u64(row.size))
+            .await?;
         if let Some(png) = &preview.png {
             backend.put_bytes(&thumb_key(&row.sha256), png).await?;
         }
@@ -897,14 +1001,15 @@ impl Files {
             height: preview.dimensions.map(|d| i64::from(d.1)),
             created_at: now(),
         };
-        store.fed_blob_fetched(&blob).await?;
-        remove_quietly(&path).await;
-        tracing::info!(sha256 = %row.sha256, size, from = source, "file fetched from a linked node");
+        store
+            .fed_content_proven(&row.sha256, source, Some(&blob))
+            .await?;
         Ok(())
     }
 
     /// Writes the content of `row` from the peer of `link` (the node `source`) to `path`,
-    /// piece by piece, and checks it.
+    /// piece by piece (each as large as a piece can be, so a peer cannot drip it), and checks
+    /// it against the file's size and hash.
     async fn fetch_into(
         &self,
         link: &str,
@@ -913,7 +1018,8 @@ impl Files {
         path: &Path,
     ) -> Result<(), FileError> {
         let size = to_u64(row.size);
-        let later = |why: String| later(source, why);
+        let wrong =
+            || FileError::Conflict(format!("{source} sent a content that is not the file's"));
         let mut file = tokio::fs::File::create(path).await?;
         let mut hasher = Sha256::new();
         let mut offset = 0u64;
@@ -923,21 +1029,22 @@ impl Files {
                 .links
                 .fetch(link, &row.discussion_id, &row.sha256, offset)
                 .await
-                .map_err(|e| later(e.to_string()))?;
-            if piece.total != size || piece.bytes.is_empty() {
-                return Err(later(format!(
-                    "which gives it as {} bytes, not {size}",
-                    piece.total
-                )));
+                .map_err(|e| match e {
+                    QueryError::Refused(why) if why == LINKED_NOT_FOUND => {
+                        FileError::NotFound("file")
+                    }
+                    e => later(source, e.to_string()),
+                })?;
+            let want = (size - offset).min(veche_federation::wire::MAX_CHUNK as u64);
+            if piece.total != size || piece.bytes.len() as u64 != want {
+                return Err(wrong());
             }
             file.write_all(&piece.bytes).await?;
             hasher.update(&piece.bytes);
-            offset += piece.bytes.len() as u64;
+            offset += want;
         }
         if hex::encode(hasher.finalize()) != row.sha256 {
-            return Err(later(
-                "which sent a content that does not match its hash".into(),
-            ));
+            return Err(wrong());
         }
         file.sync_all().await?;
         Ok(())
@@ -946,8 +1053,9 @@ impl Files {
     /// Answers a linked node's request for a piece of a file. The peer of `link` (the node
     /// `peer`) gets what a discussion it takes part in has (one homed at it, or one shared
     /// over the link): a file attached to a message not deleted, or one waiting in a
-    /// submission to it; at most `max_bytes` files (the link's scope). A content this node,
-    /// as home, has not fetched from the uploader's node yet is fetched first.
+    /// submission to it, that it did not upload itself; at most `max_bytes` files (the link's
+    /// scope). A content this node, as home, has not fetched (or had proven) yet is fetched
+    /// from its source first, waiting a few seconds at most: the peer asks again later.
     pub(crate) async fn serve_linked(
         &self,
         link: &str,
@@ -960,7 +1068,7 @@ impl Files {
         let store = &self.inner.store;
         let peer_is_home = node_of(discussion) == Some(peer);
         let row = store
-            .fed_servable_file(link, peer_is_home, discussion, sha256)
+            .fed_servable_file(link, peer, peer_is_home, discussion, sha256)
             .await?
             .ok_or(FileError::NotFound("file"))?;
         let size = to_u64(row.size);
@@ -974,13 +1082,12 @@ impl Files {
                 "offset {offset} is beyond the end ({size} bytes)"
             )));
         }
-        if row.backend == REMOTE_BACKEND {
-            // Only the home fetches for another node, and never from the asker itself.
-            let home = node_of(discussion) == Some(self.inner.node.as_str());
-            if !home || node_of(&row.uploader) == Some(peer) {
+        if row.linked_from.is_some() || row.backend == REMOTE_BACKEND {
+            // Only the home fetches for another node (never from the asker: see the query).
+            if node_of(discussion) != Some(self.inner.node.as_str()) {
                 return Err(FileError::NotFound("file"));
             }
-            self.fetch_linked(&row).await?;
+            self.fetch_linked(&row, Some(SERVE_WAIT)).await?;
         }
         let want = usize::try_from(size - offset)
             .unwrap_or(usize::MAX)

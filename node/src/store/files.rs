@@ -31,6 +31,9 @@ pub(crate) struct FileRow {
     pub(crate) thumbnail: bool,
     pub(crate) width: Option<i64>,
     pub(crate) height: Option<i64>,
+    /// The linked node whose word the file is, until it has sent the content (`None`: an
+    /// upload here, or proven).
+    pub(crate) linked_from: Option<String>,
 }
 
 /// An upload in progress (or completed, with `file_id`).
@@ -67,19 +70,20 @@ pub(crate) struct BackendUsage {
 macro_rules! file_columns {
     () => {
         "f.id, f.name, f.size, f.discussion_id, f.uploader, f.created_at, f.attached, \
-         b.sha256, b.backend, b.mime, b.thumbnail, b.width, b.height"
+         b.sha256, b.backend, b.mime, b.thumbnail, b.width, b.height, f.linked_from"
     };
 }
 
 /// When a file `f` may be removed; binds the unattached cut-off, then the retention cut-off.
-/// A file that waits in a submission to another node's discussion is kept.
+/// A file that waits in a submission to another node's discussion is not removed as
+/// unattached (retention still applies).
 macro_rules! removable {
     () => {
         concat!(
             "((f.attached AND NOT EXISTS (SELECT 1 FROM message_files a WHERE a.file_id = f.id)) \
-              OR (NOT f.attached AND f.created_at < ?) \
-              OR f.created_at < ?) AND NOT ",
-            submitted!()
+              OR (NOT f.attached AND f.created_at < ? AND NOT ",
+            submitted!(),
+            ") OR f.created_at < ?)"
         )
     };
 }
@@ -240,10 +244,14 @@ impl Store {
         let mut tx = self.write.begin().await?;
         match blob {
             Some(b) => {
+                // A content recorded only as held at a linked node is here now.
                 sqlx::query(concat!(
                     "INSERT INTO blobs (",
                     blob_columns!(),
-                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING"
+                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO UPDATE SET \
+                     size = excluded.size, backend = excluded.backend, mime = excluded.mime, \
+                     thumbnail = excluded.thumbnail, width = excluded.width, \
+                     height = excluded.height WHERE blobs.backend = ?"
                 ))
                 .bind(&b.sha256)
                 .bind(b.size)
@@ -253,13 +261,15 @@ impl Store {
                 .bind(b.width)
                 .bind(b.height)
                 .bind(b.created_at)
+                .bind(REMOTE_BACKEND)
                 .execute(&mut *tx)
                 .await?;
             }
             None => {
                 let exists: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM blobs WHERE sha256 = ?")
+                    sqlx::query_scalar("SELECT 1 FROM blobs WHERE sha256 = ? AND backend <> ?")
                         .bind(&file.sha256)
+                        .bind(REMOTE_BACKEND)
                         .fetch_optional(&mut *tx)
                         .await?;
                 if exists.is_none() {
@@ -460,13 +470,15 @@ impl Store {
         Ok(())
     }
 
-    /// A file of `discussion` with the content `sha256` that the peer of `link` may fetch. The
-    /// peer takes part in the discussion (it is its home: `peer_is_home`, or the discussion
-    /// is shared over the link), and the file is attached to a message not deleted, or waits
-    /// in a submission (see [`Batch::fed_pending_files`]).
+    /// A file of `discussion` with the content `sha256` that the peer of `link` (the node
+    /// `peer`) may fetch. The peer takes part in the discussion (it is its home:
+    /// `peer_is_home`, or the discussion is shared over the link), did not upload the file
+    /// itself, and the file is attached to a message not deleted, or waits in a submission
+    /// (see [`Batch::fed_pending_files`]). Proven files come first.
     pub(crate) async fn fed_servable_file(
         &self,
         link: &str,
+        peer: &str,
         peer_is_home: bool,
         discussion: &str,
         sha256: &str,
@@ -476,38 +488,56 @@ impl Store {
             file_columns!(),
             " FROM files f JOIN blobs b ON b.sha256 = f.sha256 \
               WHERE f.sha256 = ? AND f.discussion_id = ? \
+              AND substr(f.uploader, instr(f.uploader, '@') + 1) <> ? \
               AND (? OR EXISTS (SELECT 1 FROM fed_shares s JOIN fed_links l ON l.link = s.link \
                    WHERE s.discussion_id = f.discussion_id AND s.link = ? AND l.state = 'active')) \
               AND (EXISTS (SELECT 1 FROM message_files a JOIN messages m ON m.id = a.message_id \
                    WHERE a.file_id = f.id AND NOT m.deleted) OR ",
             submitted!(),
-            ") LIMIT 1"
+            ") ORDER BY f.linked_from IS NULL DESC LIMIT 1"
         ))
         .bind(sha256)
         .bind(discussion)
+        .bind(peer)
         .bind(peer_is_home)
         .bind(link)
         .fetch_optional(&self.read)
         .await?)
     }
 
-    /// Records a content fetched from a linked node as stored on `blob.backend`; `false` if it
-    /// was not waiting at a linked node any more.
-    pub(crate) async fn fed_blob_fetched(&self, blob: &BlobRow) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE blobs SET backend = ?, mime = ?, thumbnail = ?, width = ?, height = ? \
-             WHERE sha256 = ? AND backend = ?",
-        )
-        .bind(&blob.backend)
-        .bind(&blob.mime)
-        .bind(blob.thumbnail)
-        .bind(blob.width)
-        .bind(blob.height)
-        .bind(&blob.sha256)
-        .bind(REMOTE_BACKEND)
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() > 0)
+    /// Records that the linked node `source` sent the content `sha256`: its files with that
+    /// content are proven, and the content, if it was recorded only as held at a linked node,
+    /// is now stored on `blob.backend` (`blob` is `None` when it was held here already).
+    pub(crate) async fn fed_content_proven(
+        &self,
+        sha256: &str,
+        source: &str,
+        blob: Option<&BlobRow>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        if let Some(blob) = blob {
+            sqlx::query(
+                "UPDATE blobs SET size = ?, backend = ?, mime = ?, thumbnail = ?, width = ?, \
+                 height = ? WHERE sha256 = ? AND backend = ?",
+            )
+            .bind(blob.size)
+            .bind(&blob.backend)
+            .bind(&blob.mime)
+            .bind(blob.thumbnail)
+            .bind(blob.width)
+            .bind(blob.height)
+            .bind(sha256)
+            .bind(REMOTE_BACKEND)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE files SET linked_from = NULL WHERE sha256 = ? AND linked_from = ?")
+            .bind(sha256)
+            .bind(source)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Blobs and bytes per backend.
@@ -593,15 +623,14 @@ impl Batch {
         Ok(())
     }
 
-    /// Records a file a linked node's message carries. Its content is recorded as waiting at a
-    /// linked node (`blob.backend` is [`REMOTE_BACKEND`]) unless it is known here already.
-    /// `false` if the content is known here with another size than the file claims (the
-    /// file is then not recorded).
+    /// Records a file a linked node's message carries (`file.linked_from` names the node
+    /// whose word it is, if not proven). Its content is recorded as waiting at a linked node
+    /// (`blob.backend` is [`REMOTE_BACKEND`]) unless it is known here already.
     pub(crate) async fn record_linked_file(
         &mut self,
         file: &FileRow,
         blob: &BlobRow,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), StoreError> {
         sqlx::query(concat!(
             "INSERT INTO blobs (",
             blob_columns!(),
@@ -617,16 +646,9 @@ impl Batch {
         .bind(blob.created_at)
         .execute(&mut *self.tx)
         .await?;
-        let size: i64 = sqlx::query_scalar("SELECT size FROM blobs WHERE sha256 = ?")
-            .bind(&blob.sha256)
-            .fetch_one(&mut *self.tx)
-            .await?;
-        if size != file.size {
-            return Ok(false);
-        }
         sqlx::query(
-            "INSERT INTO files (id, sha256, name, size, discussion_id, uploader, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO files (id, sha256, name, size, discussion_id, uploader, created_at, \
+             linked_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&file.id)
         .bind(&file.sha256)
@@ -635,9 +657,28 @@ impl Batch {
         .bind(&file.discussion_id)
         .bind(&file.uploader)
         .bind(file.created_at)
+        .bind(&file.linked_from)
         .execute(&mut *self.tx)
         .await?;
-        Ok(true)
+        Ok(())
+    }
+
+    /// Whether this node's pending submission `event` lists a file with the content `sha256`
+    /// (its own user's upload, coming back stamped).
+    pub(crate) async fn fed_submitted_content(
+        &mut self,
+        event: &str,
+        sha256: &str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM fed_pending_files pf JOIN files f ON f.id = pf.file_id \
+             WHERE pf.event_id = ? AND f.sha256 = ?",
+        )
+        .bind(event)
+        .bind(sha256)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(found.is_some())
     }
 
     /// The files attached to a message, in order (inside the writing transaction).

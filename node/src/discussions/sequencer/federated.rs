@@ -634,6 +634,27 @@ impl Sequencer {
     /// On a replica: a local user's change of another home's discussion, signed and queued for
     /// the home. Its message id, for a post.
     #[allow(clippy::too_many_arguments)]
+    /// The answer to a submission sent before with the same exactly-once key, if there was
+    /// one: its message id, or its home's refusal.
+    pub(super) async fn submitted_before(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        d: &DiscussionRow,
+        client_txn: &str,
+    ) -> Result<Option<Result<String, DiscussionError>>, DiscussionError> {
+        let home = node_of(&d.id).unwrap_or_default();
+        let pending = b
+            .fed_pending(&caller.user, &caller.device, client_txn)
+            .await?;
+        Ok(pending.map(|p| match p.refused {
+            Some(reason) => Err(DiscussionError::Forbidden(format!(
+                "{home} refused it: {reason}"
+            ))),
+            None => Ok(p.message_id),
+        }))
+    }
+
     pub(super) async fn submit_home(
         &self,
         b: &mut Batch,
@@ -647,16 +668,8 @@ impl Sequencer {
     ) -> Result<String, DiscussionError> {
         let key = self.fed.key.as_ref().ok_or(DiscussionError::Unavailable)?;
         let home = node_of(&d.id).ok_or_else(|| fed_error("the discussion names no home"))?;
-        if let Some(p) = b
-            .fed_pending(&caller.user, &caller.device, client_txn)
-            .await?
-        {
-            return match p.refused {
-                Some(reason) => Err(DiscussionError::Forbidden(format!(
-                    "{home} refused it: {reason}"
-                ))),
-                None => Ok(p.message_id),
-            };
+        if let Some(answer) = self.submitted_before(b, caller, d, client_txn).await? {
+            return answer;
         }
         let link = b.fed_link_to(home).await?.ok_or_else(|| {
             DiscussionError::Forbidden(format!(
@@ -1502,7 +1515,7 @@ impl Sequencer {
                     )
                 };
                 return Err(DiscussionError::Refused(Box::new(
-                    veche_protocol::ErrorBody::refused_by("federation link scope", why),
+                    veche_protocol::ErrorBody::refused_by("link.max_file_mb", why),
                 )));
             }
         }
@@ -1511,9 +1524,10 @@ impl Sequencer {
 
     /// Records the files a federated post carries, as files of `discussion` uploaded by
     /// `uploader`, and gives their ids here (derived from the event, so the same on a retry).
-    /// A content not held here is recorded as waiting at a linked node. At the home the files
-    /// must pass this node's policy (a refusal refuses the post); a replica takes what the
-    /// home accepted, leaving out only a file whose size contradicts a content held here.
+    /// A content not held here is recorded as waiting at a linked node. Each file names the
+    /// node it is fetched from until that node has sent its content (a hash names a content
+    /// but proves nothing). At the home the files must fit the link they came over and this
+    /// node's policy (a refusal refuses the post); a replica takes what the home accepted.
     pub(super) async fn record_files(
         &self,
         b: &mut Batch,
@@ -1530,6 +1544,29 @@ impl Sequencer {
             Some(d) => d.kind,
             None => return Err(DiscussionError::NotFound("discussion")),
         };
+        // The node a content is fetched from, which must show it holds it: the home, or for
+        // the home the node of the file's uploader (checked to be the event's origin).
+        let source = if home {
+            node_of(uploader)
+        } else {
+            node_of(discussion)
+        }
+        .unwrap_or_default()
+        .to_owned();
+        // At the home, files must fit the link they come over.
+        let max_bytes = if home {
+            let scope = match b.fed_link_to(&source).await? {
+                Some(link) => b.fed_link_scope(&link).await?,
+                None => None,
+            };
+            let scope = scope.ok_or_else(|| fed_error("the link has ended"))?;
+            let scope: veche_federation::grant::Scope =
+                serde_json::from_str(&scope).map_err(fed_error)?;
+            Some(scope.max_file_mb.saturating_mul(1024 * 1024))
+        } else {
+            None
+        };
+        let own = event.header().origin == self.node.as_str();
         let at = Timestamp::now().as_millis();
         let mut ids = Vec::with_capacity(refs.len());
         for (position, r) in refs.iter().enumerate() {
@@ -1538,10 +1575,22 @@ impl Sequencer {
                 return Err(fed_error("a file is named without a name or a SHA-256"));
             }
             let name = crate::files::sanitize_name(&r.name);
-            if home {
+            if let Some(max) = max_bytes {
+                if max == 0 || r.size > max {
+                    return Err(DiscussionError::Refused(Box::new(
+                        veche_protocol::ErrorBody::refused_by(
+                            "link.max_file_mb",
+                            format!("the link with {source} carries no file of {} bytes", r.size),
+                        ),
+                    )));
+                }
                 crate::files::check_declared(&self.config.files, &kind, &name, r.size)
                     .map_err(|e| DiscussionError::Refused(Box::new(e)))?;
             }
+            // This node's own user's upload, coming back stamped, needs no proof.
+            let proven = own
+                && b.fed_submitted_content(&event.id().to_hex(), &r.sha256)
+                    .await?;
             let id = Hash::of(
                 format!("veche-fed/v1/file\0{}\0{position}", event.id().to_hex()).as_bytes(),
             )
@@ -1560,6 +1609,7 @@ impl Sequencer {
                 thumbnail: false,
                 width: None,
                 height: None,
+                linked_from: (!proven).then(|| source.clone()),
             };
             let blob = BlobRow {
                 sha256: file.sha256.clone(),
@@ -1571,16 +1621,8 @@ impl Sequencer {
                 height: None,
                 created_at: at,
             };
-            if b.record_linked_file(&file, &blob).await? {
-                ids.push(file.id);
-            } else if home {
-                return Err(fed_error(format!(
-                    "{} is not {} bytes long",
-                    r.sha256, r.size
-                )));
-            } else {
-                tracing::warn!(discussion, sha256 = %r.sha256, "a file's size contradicts its content held here; left out");
-            }
+            b.record_linked_file(&file, &blob).await?;
+            ids.push(file.id);
         }
         Ok(ids)
     }
