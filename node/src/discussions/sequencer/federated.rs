@@ -655,6 +655,7 @@ impl Sequencer {
         }))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn submit_home(
         &self,
         b: &mut Batch,
