@@ -25,7 +25,7 @@ pub const MAX_FRAME: u64 = 4 * 1024 * 1024;
 /// At most this many bytes of a file in one answer.
 pub const MAX_CHUNK: usize = 1024 * 1024;
 /// The longest discussion id a file query may name.
-pub const MAX_DISCUSSION_BYTES: usize = 200;
+pub const MAX_DISCUSSION_BYTES: usize = 300;
 
 /// Who a request is from and for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -630,7 +630,11 @@ impl Federation {
                         store.clone(),
                         self.inner.files.clone(),
                         link,
-                        scope.max_file_mb.saturating_mul(1024 * 1024),
+                        (
+                            scope.max_file_mb.saturating_mul(1024 * 1024),
+                            // Half the peer's patience: the answer must reach it in time.
+                            Duration::from_secs(self.inner.config.request_timeout_secs) / 2,
+                        ),
                         (discussion, sha256, offset),
                         responder,
                     ));
@@ -649,7 +653,7 @@ impl Federation {
         store: Store,
         files: Files,
         link: String,
-        max_bytes: u64,
+        limits: (u64, Duration),
         (discussion, sha256, offset): (String, String, u64),
         responder: net::Responder,
     ) {
@@ -662,7 +666,7 @@ impl Federation {
             }
         };
         let served = files
-            .serve_linked(&link, &peer, &discussion, &sha256, offset, max_bytes)
+            .serve_linked(&link, &peer, &discussion, &sha256, offset, limits)
             .await;
         match served {
             Ok(chunk) => responder.chunk(chunk),
@@ -673,7 +677,10 @@ impl Federation {
                     FileError::NotFound(_) => crate::files::LINKED_NOT_FOUND.to_owned(),
                     FileError::BadRequest(m) => m.clone(),
                     FileError::Busy(_) => "the file is on its way here; ask again later".into(),
-                    _ => "the file cannot be sent now".into(),
+                    FileError::Refused(_) | FileError::Conflict(_) => {
+                        crate::files::LINKED_REFUSED.to_owned()
+                    }
+                    _ => "the file cannot be sent now; ask again later".into(),
                 };
                 tracing::debug!(link, sha256, error = %e, "a linked node's file request refused");
                 responder.refuse(reason);

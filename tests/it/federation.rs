@@ -6,7 +6,7 @@ use veche_client::protocol::admin::{AdminReply, AdminRequest, LinkInfo, LinkScop
 use veche_client::protocol::discussions::{Change, DiscussionEvent, DiscussionInfo};
 use veche_client::protocol::files::FileInfo;
 use veche_client::protocol::presence::{PresenceChoice, PresenceState};
-use veche_client::protocol::{Event, Reply, Request};
+use veche_client::protocol::{ErrorCode, Event, Reply, Request};
 use veche_node::test_utils::{TestNode, test_config};
 
 use crate::files::{content, download, refusal, send_files, sent, sha, upload};
@@ -721,7 +721,12 @@ async fn files_travel_by_reference_and_are_fetched_within_the_links_scope() -> a
     let fa = upload(&bella, &g.id, "ответ.docx", &answer).await?;
     let m2 = sent(&bella, &g.id, "m2", "ответ", &[&fa.id]).await?;
     let on_c = arrived_files(&clara, &g.id, &m2).await?;
-    assert_eq!(download(&clara, &on_c[0].0).await?, answer);
+    // The home fetches it from b meanwhile, and asks c to come back until it has it.
+    let got = eventually(30, "c gets b's file through the home", async || {
+        Ok(download(&clara, &on_c[0].0).await?)
+    })
+    .await?;
+    assert_eq!(got, answer);
     let on_a = arrived_files(&alla, &g.id, &m2).await?;
     assert_eq!(download(&alla, &on_a[0].0).await?, answer);
     let on_b = arrived_files(&bella, &g.id, &m2).await?;
@@ -729,7 +734,6 @@ async fn files_travel_by_reference_and_are_fetched_within_the_links_scope() -> a
         described(&on_b),
         [("ответ.docx".to_owned(), 50_000, sha(&answer))]
     );
-    assert_eq!(download(&bella, &on_b[0].0).await?, answer);
 
     // A file over the link's limit is refused before it leaves c.
     let over = content(4, 1_100_000);
@@ -748,7 +752,6 @@ async fn files_travel_by_reference_and_are_fetched_within_the_links_scope() -> a
     let fsec = upload(&alla, &elsewhere.id, "секрет.txt", &secret).await?;
     let m4 = sent(&alla, &elsewhere.id, "m4", "секрет", &[&fsec.id]).await?;
     let on_b4 = arrived_files(&bella, &elsewhere.id, &m4).await?;
-    assert_eq!(download(&bella, &on_b4[0].0).await?, secret);
     share(&a, &g.id, &rogue.link).await?;
     let piece = eventually(
         20,
@@ -770,8 +773,9 @@ async fn files_travel_by_reference_and_are_fetched_within_the_links_scope() -> a
     }
     // A hash names a content but proves nothing: a node that names the secret's hash in a
     // group shared with it gets nothing back, and neither do the group's members here.
-    let leak = group(&alla, &["eve@rogue.test"]).await?;
+    let leak = group(&alla, &["eve@rogue.test", "bella@b.test"]).await?;
     share(&a, &leak.id, &rogue.link).await?;
+    share(&a, &leak.id, &ab).await?;
     let claim = rogue.post(
         &leak.id,
         serde_json::json!({"text": "смотрите", "files": [
@@ -787,7 +791,13 @@ async fn files_travel_by_reference_and_are_fetched_within_the_links_scope() -> a
         .await;
     assert!(not_found(fetched));
     // Here the home asks the rogue for the content, which never sends it.
-    assert!(download(&alla, &listed[0].0).await.is_err());
+    let unproven = refusal(download(&alla, &listed[0].0).await.unwrap_err())?;
+    assert_eq!(unproven.code, ErrorCode::Unavailable, "{unproven:?}");
+    // b holds the secret, fetched for the other group; the claim still proves nothing there.
+    let claimed_on_b = arrived_files(&bella, &leak.id, &claim).await?;
+    assert_eq!(download(&bella, &on_b4[0].0).await?, secret);
+    let unproven = refusal(download(&bella, &claimed_on_b[0].0).await.unwrap_err())?;
+    assert_eq!(unproven.code, ErrorCode::Unavailable, "{unproven:?}");
 
     // A deleted message's files are served no more.
     ask(
@@ -803,10 +813,12 @@ async fn files_travel_by_reference_and_are_fetched_within_the_links_scope() -> a
         .fetch(&rogue.link, &g.id, &sha(&small), 0)
         .await;
     assert!(not_found(gone));
-    // b fetched the content once and keeps it: the home is not needed any more.
+    // b fetched the content once and keeps it: the home is not needed any more. Its own
+    // user's file, back from the home, never needed fetching.
     let mut a = a;
     a.stop().await;
     assert_eq!(download(&bella, &on_b4[0].0).await?, secret);
+    assert_eq!(download(&bella, &on_b[0].0).await?, answer);
     Ok(())
 }
 

@@ -62,9 +62,11 @@ const STRIPES: usize = 64;
 const READ_CHUNK: usize = 256 * 1024;
 /// What a linked node is told when it may not have, or this node does not have, a file.
 pub(crate) const LINKED_NOT_FOUND: &str = "file not found";
-/// How long a linked node's request waits for this node to fetch the content it asks for
-/// (within the transport's request timeout); it asks again later.
-const SERVE_WAIT: Duration = Duration::from_secs(5);
+/// What a linked node is told when this node will not send a file it has (its content broke
+/// a rule here): asking again does not help.
+pub(crate) const LINKED_REFUSED: &str = "the file cannot be sent";
+/// Fetches from linked nodes at once at most.
+const FETCHES: usize = 4;
 /// Files attached to one message at most.
 pub(crate) const MAX_FILES_PER_MESSAGE: usize = 10;
 
@@ -160,11 +162,24 @@ struct Inner {
     migrating: tokio::sync::Mutex<()>,
     /// Contents being fetched from linked nodes, by hash and source: each is fetched once at a
     /// time, and everyone waiting learns how it ended.
-    fetches: Mutex<std::collections::HashMap<(String, String), Fetching>>,
+    fetches: Mutex<std::collections::HashMap<FetchKey, Fetching>>,
+    /// Fetches from linked nodes running at once at most.
+    fetching: Arc<tokio::sync::Semaphore>,
 }
 
 /// How a fetch from a linked node ended (`None` while it runs).
 type Fetching = watch::Receiver<Option<Result<(), ErrorBody>>>;
+/// A fetch's content, source and discussion.
+type FetchKey = (String, String, String);
+
+/// Removes a fetch's entry when its task ends, however it ends.
+struct FetchEntry(Files, FetchKey);
+
+impl Drop for FetchEntry {
+    fn drop(&mut self) {
+        lock(&self.0.inner.fetches).remove(&self.1);
+    }
+}
 
 /// A download ready to stream.
 #[derive(Debug)]
@@ -249,14 +264,20 @@ fn to_u64(v: i64) -> u64 {
 /// A file row as clients see it.
 pub(crate) fn info(row: &FileRow) -> FileInfo {
     let dim = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+    // A linked node's claim shows nothing of a content held here until it is proven.
+    let claimed = row.linked_from.is_some() && row.backend != REMOTE_BACKEND;
     FileInfo {
         id: row.id.clone(),
         name: row.name.clone(),
         size: to_u64(row.size),
-        mime: row.mime.clone(),
+        mime: if claimed {
+            "application/octet-stream".into()
+        } else {
+            row.mime.clone()
+        },
         sha256: row.sha256.clone(),
-        thumbnail: row.thumbnail,
-        dimensions: dim(row.width).zip(dim(row.height)),
+        thumbnail: row.thumbnail && !claimed,
+        dimensions: dim(row.width).zip(dim(row.height)).filter(|_| !claimed),
         discussion: row.discussion_id.clone(),
         uploader: row.uploader.clone(),
         created_at: Timestamp(row.created_at),
@@ -316,6 +337,7 @@ impl Files {
                 previews: Arc::new(tokio::sync::Semaphore::new(1)),
                 migrating: tokio::sync::Mutex::new(()),
                 fetches: Mutex::default(),
+                fetching: Arc::new(tokio::sync::Semaphore::new(FETCHES)),
             }),
         })
     }
@@ -726,6 +748,11 @@ impl Files {
             }
             self.fetch_linked(&row, None).await?;
             row = self.readable(caller, id).await?;
+            if row.linked_from.is_some() || row.backend == REMOTE_BACKEND {
+                return Err(FileError::Busy(
+                    "the file is still on its way here; try again later".into(),
+                ));
+            }
         }
         let file = info(&row);
         let (key, mime, total) = if thumbnail {
@@ -872,7 +899,13 @@ impl Files {
         let Some(source) = self.source_of(row) else {
             return Err(FileError::NotFound("file"));
         };
-        let key = (row.sha256.clone(), source.clone());
+        // Proof is per discussion: a content a source sent for one discussion proves nothing
+        // about another discussion's claim of the same hash.
+        let key = (
+            row.sha256.clone(),
+            source.clone(),
+            row.discussion_id.clone(),
+        );
         let mut done = {
             let mut fetches = lock(&self.inner.fetches);
             match fetches.get(&key) {
@@ -882,12 +915,14 @@ impl Files {
                     fetches.insert(key.clone(), rx.clone());
                     let (this, row) = (self.clone(), row.clone());
                     tokio::spawn(async move {
-                        let result = this.fetch_now(&row, &key.1).await;
+                        // Removes the entry however the task ends (after the result is out).
+                        let entry = FetchEntry(this.clone(), key);
+                        let result = this.fetch_now(&row, &entry.1.1).await;
                         if let Err(e) = &result {
-                            tracing::warn!(sha256 = %row.sha256, from = %key.1, error = %e, "fetching a file from a linked node failed");
+                            tracing::warn!(sha256 = %row.sha256, from = %entry.1.1, error = %e, "fetching a file from a linked node failed");
                         }
-                        lock(&this.inner.fetches).remove(&key);
                         tx.send_replace(Some(result.map_err(FileError::into_body)));
+                        drop(entry);
                     });
                     rx
                 }
@@ -898,7 +933,7 @@ impl Files {
                 Ok(result) => result.clone(),
                 Err(_) => Some(Err(ErrorBody::new(
                     ErrorCode::Unavailable,
-                    "the node is stopping",
+                    "fetching the file failed; try again",
                 ))),
             }
         };
@@ -923,6 +958,25 @@ impl Files {
     /// here already, only records that `source` has shown it holds it).
     async fn fetch_now(&self, row: &FileRow, source: &str) -> Result<(), FileError> {
         let store = &self.inner.store;
+        let now = store
+            .file(&row.id)
+            .await?
+            .ok_or(FileError::NotFound("file"))?;
+        if now.linked_from.is_none() && now.backend != REMOTE_BACKEND {
+            return Ok(());
+        }
+        let kind = store
+            .discussion(&row.discussion_id)
+            .await?
+            .ok_or(FileError::NotFound("file"))?
+            .kind;
+        policy::check_declared(&self.inner.config, &kind, &row.name, to_u64(row.size))?;
+        let _one = self
+            .inner
+            .fetching
+            .acquire()
+            .await
+            .map_err(|_| later(source, "and this node is stopping".into()))?;
         let link = store
             .fed_links()
             .await?
@@ -944,7 +998,13 @@ impl Files {
             .into());
         }
         let path = self.inner.staging.join(random_id("fetch_"));
-        let fetched = self.fetch_into(&link.link, source, row, &path).await;
+        // At least 200 KiB a second: a source cannot hold a fetch (and its permit) by
+        // dripping pieces just under the request timeout.
+        let deadline = Duration::from_secs(30 + size / (200 * 1024));
+        let fetched =
+            tokio::time::timeout(deadline, self.fetch_into(&link.link, source, row, &path))
+                .await
+                .unwrap_or_else(|_| Err(later(source, "which sends it too slowly".into())));
         let stored = match fetched {
             Ok(()) => self.store_fetched(row, source, &path).await,
             Err(e) => Err(e),
@@ -966,7 +1026,7 @@ impl Files {
         let store = &self.inner.store;
         let held = |b: &Option<BlobRow>| b.as_ref().is_some_and(|b| b.backend != REMOTE_BACKEND);
         if held(&store.blob(&row.sha256).await?) {
-            store.fed_content_proven(&row.sha256, source, None).await?;
+            store.fed_content_proven(row, source, None).await?;
             return Ok(());
         }
         let mut head = vec![0u8; policy::SNIFF_BYTES];
@@ -980,7 +1040,7 @@ impl Files {
             return Err(FileError::NotFound("file"));
         }
         if held(&blob) {
-            store.fed_content_proven(&row.sha256, source, None).await?;
+            store.fed_content_proven(row, source, None).await?;
             return Ok(());
         }
         let name = self.current_backend();
@@ -1001,9 +1061,7 @@ impl Files {
             height: preview.dimensions.map(|d| i64::from(d.1)),
             created_at: now(),
         };
-        store
-            .fed_content_proven(&row.sha256, source, Some(&blob))
-            .await?;
+        store.fed_content_proven(row, source, Some(&blob)).await?;
         Ok(())
     }
 
@@ -1033,6 +1091,10 @@ impl Files {
                     QueryError::Refused(why) if why == LINKED_NOT_FOUND => {
                         FileError::NotFound("file")
                     }
+                    QueryError::Refused(why) if why == LINKED_REFUSED => {
+                        FileError::Conflict(format!("{source} will not send the file"))
+                    }
+                    QueryError::Malformed(why) => FileError::BadRequest(why),
                     e => later(source, e.to_string()),
                 })?;
             let want = (size - offset).min(veche_federation::wire::MAX_CHUNK as u64);
@@ -1063,11 +1125,11 @@ impl Files {
         discussion: &str,
         sha256: &str,
         offset: u64,
-        max_bytes: u64,
+        (max_bytes, wait): (u64, Duration),
     ) -> Result<veche_federation::wire::Chunk, FileError> {
         let store = &self.inner.store;
         let peer_is_home = node_of(discussion) == Some(peer);
-        let row = store
+        let mut row = store
             .fed_servable_file(link, peer, peer_is_home, discussion, sha256)
             .await?
             .ok_or(FileError::NotFound("file"))?;
@@ -1087,7 +1149,14 @@ impl Files {
             if node_of(discussion) != Some(self.inner.node.as_str()) {
                 return Err(FileError::NotFound("file"));
             }
-            self.fetch_linked(&row, Some(SERVE_WAIT)).await?;
+            self.fetch_linked(&row, Some(wait)).await?;
+            row = store
+                .file(&row.id)
+                .await?
+                .ok_or(FileError::NotFound("file"))?;
+            if row.linked_from.is_some() || row.backend == REMOTE_BACKEND {
+                return Err(FileError::Busy("not proven yet".into()));
+            }
         }
         let want = usize::try_from(size - offset)
             .unwrap_or(usize::MAX)

@@ -505,15 +505,17 @@ impl Store {
         .await?)
     }
 
-    /// Records that the linked node `source` sent the content `sha256`: its files with that
-    /// content are proven, and the content, if it was recorded only as held at a linked node,
-    /// is now stored on `blob.backend` (`blob` is `None` when it was held here already).
+    /// Records that the linked node `source` sent the content of `file` for its discussion:
+    /// the files of that discussion it named with that content and size are proven, and the
+    /// content, if it was recorded only as held at a linked node, is now stored on
+    /// `blob.backend` (`blob` is `None` when it was held here already).
     pub(crate) async fn fed_content_proven(
         &self,
-        sha256: &str,
+        file: &FileRow,
         source: &str,
         blob: Option<&BlobRow>,
     ) -> Result<(), StoreError> {
+        let sha256 = &file.sha256;
         let mut tx = self.write.begin().await?;
         if let Some(blob) = blob {
             sqlx::query(
@@ -531,11 +533,16 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("UPDATE files SET linked_from = NULL WHERE sha256 = ? AND linked_from = ?")
-            .bind(sha256)
-            .bind(source)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE files SET linked_from = NULL \
+             WHERE sha256 = ? AND linked_from = ? AND discussion_id = ? AND size = ?",
+        )
+        .bind(sha256)
+        .bind(source)
+        .bind(&file.discussion_id)
+        .bind(file.size)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
