@@ -294,12 +294,14 @@ impl Federation {
                 }
             }
             let mut stalled = false;
+            let mut applied = false;
             match self.inner.discussions.apply_federated(jobs).await {
                 Ok(outcomes) => {
                     for (item, outcome) in tried.into_iter().zip(outcomes) {
                         match outcome {
                             FedOutcome::Applied => {
-                                done.push((item.link.clone(), item.link_seq, None))
+                                done.push((item.link.clone(), item.link_seq, None));
+                                applied = true;
                             }
                             FedOutcome::Refused(reason) => {
                                 done.push((item.link.clone(), item.link_seq, Some(reason)));
@@ -317,6 +319,10 @@ impl Federation {
             if let Err(e) = self.inner.store.fed_inbox_done(&done, now_ms()).await {
                 tracing::error!(error = %e, "recording applied items failed");
                 stalled = true;
+            }
+            if applied {
+                // Posts of linked nodes may have brought files the home keeps.
+                self.inner.files.prefetch_soon();
             }
             if !items.is_empty() && !stalled {
                 continue;

@@ -459,6 +459,8 @@ impl RunningNode {
                 let presence = shared.services.presence.spawn(stop.clone());
                 let pushers = shared.services.push.spawn(stop.clone());
                 let cleaner = tokio::spawn(shared.services.files.clone().run_cleanup(stop.clone()));
+                let fetcher =
+                    tokio::spawn(shared.services.files.clone().run_prefetch(stop.clone()));
                 let indexer = shared
                     .services
                     .discussions
@@ -487,6 +489,7 @@ impl RunningNode {
                 sweeper.abort();
                 // Clean-up only removes what is already unused; the next start does the rest.
                 cleaner.abort();
+                fetcher.abort();
                 if let Some(mut gateway) = gateway
                     && tokio::time::timeout(grace, &mut gateway).await.is_err()
                 {

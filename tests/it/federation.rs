@@ -9,7 +9,9 @@ use veche_client::protocol::presence::{PresenceChoice, PresenceState};
 use veche_client::protocol::{ErrorCode, Event, Reply, Request};
 use veche_node::test_utils::{TestNode, test_config};
 
-use crate::files::{content, download, refusal, send_files, sent, sha, upload};
+use crate::files::{
+    content, download, files_status, refusal, send_files, sent, sha, upload, user_again,
+};
 use crate::presence::{query, sees as shown};
 use crate::support::{
     PASSWORD, ask, discussion, eventually, login, message, next_non_presence_event, post, user,
@@ -720,15 +722,24 @@ async fn files_travel_by_reference_and_are_fetched_within_the_links_scope() -> a
     let answer = content(3, 50_000);
     let fa = upload(&bella, &g.id, "ответ.docx", &answer).await?;
     let m2 = sent(&bella, &g.id, "m2", "ответ", &[&fa.id]).await?;
-    let on_c = arrived_files(&clara, &g.id, &m2).await?;
-    // The home fetches it from b meanwhile, and asks c to come back until it has it.
-    let got = eventually(30, "c gets b's file through the home", async || {
-        Ok(download(&clara, &on_c[0].0).await?)
+    let on_a = arrived_files(&alla, &g.id, &m2).await?;
+    // The home fetches it by itself: it keeps every file of its discussions.
+    eventually(30, "the home holds b's file", async || {
+        let (_, backends) = files_status(&a).await?;
+        if backends.iter().any(|(name, n)| name == "remote" && *n > 0) {
+            bail!("{backends:?}")
+        }
+        Ok(())
     })
     .await?;
-    assert_eq!(got, answer);
-    let on_a = arrived_files(&alla, &g.id, &m2).await?;
+    // So it serves the file with b down.
+    let mut b = b;
+    b.stop().await;
+    let on_c = arrived_files(&clara, &g.id, &m2).await?;
+    assert_eq!(download(&clara, &on_c[0].0).await?, answer);
     assert_eq!(download(&alla, &on_a[0].0).await?, answer);
+    b.restart().await?;
+    let bella = user_again(&b, "bella").await?;
     let on_b = arrived_files(&bella, &g.id, &m2).await?;
     assert_eq!(
         described(&on_b),

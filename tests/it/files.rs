@@ -552,7 +552,7 @@ async fn install_fs_store(node: &TestNode) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn files_status(node: &TestNode) -> anyhow::Result<(String, Vec<(String, u64)>)> {
+pub(crate) async fn files_status(node: &TestNode) -> anyhow::Result<(String, Vec<(String, u64)>)> {
     match node.admin(AdminRequest::FilesStatus).await? {
         AdminReply::Files { current, backends } => Ok((
             current,
@@ -657,7 +657,7 @@ async fn migration_to_a_plugin_backend_and_back_keeps_every_file_readable() -> a
     Ok(())
 }
 
-async fn user_again(node: &TestNode, name: &str) -> anyhow::Result<Connection> {
+pub(crate) async fn user_again(node: &TestNode, name: &str) -> anyhow::Result<Connection> {
     Ok(login(node, name, PASSWORD, &format!("{name}-device"))
         .await?
         .0)

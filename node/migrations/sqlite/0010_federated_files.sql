@@ -18,3 +18,6 @@ CREATE TABLE fed_pending_files (
     PRIMARY KEY (event_id, file_id)
 );
 CREATE INDEX fed_pending_files_by_file ON fed_pending_files (file_id);
+
+-- A home fetches the contents of its discussions' files it does not hold or has not proven.
+CREATE INDEX files_unproven ON files (linked_from) WHERE linked_from IS NOT NULL;

@@ -67,6 +67,10 @@ pub(crate) const LINKED_NOT_FOUND: &str = "file not found";
 pub(crate) const LINKED_REFUSED: &str = "the file cannot be sent";
 /// Fetches from linked nodes at once at most.
 const FETCHES: usize = 4;
+/// How often the home looks for its discussions' files to fetch, besides when woken.
+const PREFETCH_EVERY: Duration = Duration::from_secs(60);
+/// How long the home waits before fetching a file again whose fetch failed.
+const PREFETCH_RETRY: Duration = Duration::from_secs(600);
 /// Files attached to one message at most.
 pub(crate) const MAX_FILES_PER_MESSAGE: usize = 10;
 
@@ -165,6 +169,10 @@ struct Inner {
     fetches: Mutex<std::collections::HashMap<FetchKey, Fetching>>,
     /// Fetches from linked nodes running at once at most.
     fetching: Arc<tokio::sync::Semaphore>,
+    /// Wakes the home's fetching of its discussions' files from linked nodes.
+    prefetch: tokio::sync::Notify,
+    /// Files whose fetch for the home failed, and when to try again.
+    prefetch_failed: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// How a fetch from a linked node ended (`None` while it runs).
@@ -338,6 +346,8 @@ impl Files {
                 migrating: tokio::sync::Mutex::new(()),
                 fetches: Mutex::default(),
                 fetching: Arc::new(tokio::sync::Semaphore::new(FETCHES)),
+                prefetch: tokio::sync::Notify::new(),
+                prefetch_failed: Mutex::default(),
             }),
         })
     }
@@ -1281,6 +1291,56 @@ impl Files {
             }
         }
         Ok(())
+    }
+
+    /// A linked node's message may have brought files: the home fetches them soon.
+    pub(crate) fn prefetch_soon(&self) {
+        self.inner.prefetch.notify_one();
+    }
+
+    /// At the home: fetches the files linked nodes attached to its discussions' messages, so
+    /// that the home holds every file of its discussions (and serves them at once) even after
+    /// the node that had it goes away. Runs when woken and every minute until `stop`; a
+    /// failed fetch waits ten minutes.
+    pub(crate) async fn run_prefetch(self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.inner.prefetch.notified() => {}
+                () = tokio::time::sleep(PREFETCH_EVERY) => {}
+            }
+            let rows = match self
+                .inner
+                .store
+                .fed_unproven_at_home(self.inner.node.as_str(), 200)
+                .await
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "looking for files to fetch failed");
+                    continue;
+                }
+            };
+            let now = std::time::Instant::now();
+            let due: Vec<FileRow> = {
+                let mut failed = lock(&self.inner.prefetch_failed);
+                failed.retain(|_, at| *at > now);
+                rows.into_iter()
+                    .filter(|r| !failed.contains_key(&r.id))
+                    .take(20)
+                    .collect()
+            };
+            for row in due {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = this.fetch_linked(&row, None).await {
+                        tracing::debug!(file = %row.id, error = %e, "the home could not fetch a file; trying later");
+                        lock(&this.inner.prefetch_failed)
+                            .insert(row.id, std::time::Instant::now() + PREFETCH_RETRY);
+                    }
+                });
+            }
+        }
     }
 
     /// Runs `cleanup` every `cleanup_secs` until `stop`.

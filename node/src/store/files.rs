@@ -505,6 +505,29 @@ impl Store {
         .await?)
     }
 
+    /// Files of discussions homed at `node` (this node) that a linked node named and has not
+    /// sent yet, attached to messages not deleted, oldest first.
+    pub(crate) async fn fed_unproven_at_home(
+        &self,
+        node: &str,
+        limit: i64,
+    ) -> Result<Vec<FileRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            file_columns!(),
+            " FROM files f JOIN blobs b ON b.sha256 = f.sha256 \
+              WHERE f.linked_from IS NOT NULL \
+              AND substr(f.discussion_id, instr(f.discussion_id, '@') + 1) = ? \
+              AND EXISTS (SELECT 1 FROM message_files a JOIN messages m ON m.id = a.message_id \
+                   WHERE a.file_id = f.id AND NOT m.deleted) \
+              ORDER BY f.created_at LIMIT ?"
+        ))
+        .bind(node)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
     /// Records that the linked node `source` sent the content of `file` for its discussion:
     /// the files of that discussion it named with that content and size are proven, and the
     /// content, if it was recorded only as held at a linked node, is now stored on
