@@ -261,6 +261,12 @@ pub enum LinkError {
     /// The peer has another live link.
     #[error("this node has another active link with that node")]
     PeerTaken,
+    /// No live link by that id (to renew).
+    #[error("no active link by that id")]
+    NoLink,
+    /// A renewal names another peer than the link's.
+    #[error("a renewal keeps the link's peer")]
+    OtherPeer,
 }
 
 #[derive(NetworkBehaviour)]
@@ -271,6 +277,7 @@ struct Behaviour {
 
 enum Command {
     AddLink(Box<(Grant, Scope)>, oneshot::Sender<Result<(), LinkError>>),
+    RenewLink(Box<(Grant, Scope)>, oneshot::Sender<Result<(), LinkError>>),
     EndLink {
         link: String,
         notice: Option<SignedNotice>,
@@ -345,6 +352,18 @@ impl Handle {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::AddLink(Box::new((grant, scope)), tx))
+            .map_err(|_| LinkError::Stopped)?;
+        rx.await.map_err(|_| LinkError::Stopped)?
+    }
+
+    /// Replaces a live link's grant with a later version both nodes have signed (a wider scope,
+    /// a later expiry, new addresses), keeping its outbox and what was received. The
+    /// connection is closed, so that both nodes greet again: until the peer holds the same
+    /// grant, its greeting is refused and retried.
+    pub async fn renew_link(&self, grant: Grant, scope: Scope) -> Result<(), LinkError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::RenewLink(Box::new((grant, scope)), tx))
             .map_err(|_| LinkError::Stopped)?;
         rx.await.map_err(|_| LinkError::Stopped)?
     }
@@ -463,6 +482,20 @@ pub fn dialable(address: &Multiaddr) -> bool {
         _ => false,
     };
     ip && matches!(iter.next(), Some(Protocol::Tcp(port)) if port != 0)
+}
+
+/// The addresses of `peer` this node can dial.
+fn dial_addresses(peer: &Party) -> Vec<Multiaddr> {
+    peer.addresses
+        .iter()
+        .filter_map(|a| match a.parse::<Multiaddr>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(address = %a, error = %e, "unusable peer address skipped");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Sends a signed notice to `peer`.
@@ -715,23 +748,39 @@ impl<S: LinkStore> Driver<S> {
         }
     }
 
+    fn renew_link(&mut self, grant: Grant, scope: Scope) -> Result<(), LinkError> {
+        let peer = grant.peer_of(&self.me).ok_or(LinkError::NotAParty)?.clone();
+        let link = grant.link().to_owned();
+        let Some(state) = self.links.get_mut(&link).filter(|s| !s.ended) else {
+            return Err(LinkError::NoLink);
+        };
+        if state.peer.key != peer.key {
+            return Err(LinkError::OtherPeer);
+        }
+        state.addresses = dial_addresses(&peer);
+        state.peer = peer;
+        state.grant = grant;
+        state.scope = scope;
+        state.pending = true;
+        state.retry_at = None;
+        state.backoff = self.config.retry_min;
+        let peer_id = state.peer_id;
+        if self.swarm.is_connected(&peer_id) {
+            // Both greet again on the next connection, with the grants they hold then.
+            let _ = self.swarm.disconnect_peer_id(peer_id);
+        } else {
+            self.drive(&link);
+        }
+        Ok(())
+    }
+
     fn add_link(&mut self, grant: Grant, scope: Scope) -> Result<(), LinkError> {
         if grant.party(&self.me).is_none_or(|p| p.node != self.name) {
             return Err(LinkError::NotAParty);
         }
         let peer = grant.peer_of(&self.me).ok_or(LinkError::NotAParty)?.clone();
         let peer_id = peer.key.peer_id().map_err(|_| LinkError::BadKey)?;
-        let addresses = peer
-            .addresses
-            .iter()
-            .filter_map(|a| match a.parse::<Multiaddr>() {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    tracing::warn!(address = %a, error = %e, "unusable peer address skipped");
-                    None
-                }
-            })
-            .collect();
+        let addresses = dial_addresses(&peer);
         let link = grant.link().to_owned();
         // One live link per peer; an ended one gives way.
         if let Some(old) = self.by_peer.get(&peer_id).filter(|l| **l != link).cloned() {
@@ -783,6 +832,10 @@ impl<S: LinkStore> Driver<S> {
             Command::AddLink(link, reply) => {
                 let (grant, scope) = *link;
                 let _ = reply.send(self.add_link(grant, scope));
+            }
+            Command::RenewLink(link, reply) => {
+                let (grant, scope) = *link;
+                let _ = reply.send(self.renew_link(grant, scope));
             }
             Command::EndLink { link, notice } => {
                 let Some(state) = self.links.get_mut(&link) else {

@@ -206,10 +206,17 @@ pub(crate) async fn execute(
             scope,
             organisation,
             contact,
+            renews,
         } => {
+            let terms = crate::federation::OfferTerms {
+                relationship: &relationship,
+                days,
+                scope: &scope,
+                renews: renews.as_deref(),
+            };
             let (offer, link) = services
                 .federation
-                .offer(actor, &relationship, days, &scope, organisation, contact)
+                .offer(actor, terms, organisation, contact)
                 .await
                 .map_err(federation_error)?;
             AdminReply::LinkOffered {

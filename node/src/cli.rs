@@ -84,11 +84,11 @@ enum DiscussionCommand {
 /// fingerprints by phone.
 #[derive(Debug, Subcommand)]
 enum LinkCommand {
-    /// Make a signed offer to link with another node.
+    /// Make a signed offer to link with another node, or to renew a link (`--renews`).
     Offer {
-        /// `branch` (the same company) or `partner`.
-        #[arg(long, default_value = "partner")]
-        relationship: String,
+        /// `branch` (the same company) or `partner` (the default; a renewal keeps the link's).
+        #[arg(long)]
+        relationship: Option<String>,
         /// How many days the link is valid.
         #[arg(long, default_value_t = 365)]
         days: u32,
@@ -113,6 +113,11 @@ enum LinkCommand {
         /// Write the offer to this file instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Renew this active link: the same link with the scope and days given here, in force
+        /// once the other side has accepted and this side confirmed (a wider scope needs
+        /// both; narrowing alone is `veche link narrow`).
+        #[arg(long, value_name = "LINK")]
+        renews: Option<String>,
     },
     /// Show what an offer or grant in FILE says, with its fingerprint (no node needed).
     Inspect {
@@ -818,10 +823,11 @@ async fn link_command(
             organisation,
             contact,
             out: to,
+            renews,
         } => {
             save = to;
             AdminRequest::LinkOffer {
-                relationship,
+                relationship: relationship.unwrap_or_default(),
                 days,
                 scope: veche_protocol::admin::LinkScope {
                     object_discussions,
@@ -831,6 +837,7 @@ async fn link_command(
                 },
                 organisation,
                 contact,
+                renews,
             }
         }
         LinkCommand::Inspect { file } => {
@@ -922,6 +929,13 @@ fn inspect_link(text: &str, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     fn terms(t: &Terms, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "link {} ({:?})", t.link, t.relationship)?;
+        if t.version > 1 {
+            writeln!(
+                out,
+                "version {}: renews this link, with the scope and validity below",
+                t.version
+            )?;
+        }
         writeln!(out, "scope {:?}", t.scope)?;
         writeln!(
             out,
@@ -953,8 +967,9 @@ fn print_link(l: &veche_protocol::admin::LinkInfo, out: &mut dyn Write) -> std::
     };
     writeln!(
         out,
-        "{}\t{}\t{}\t{}\t{}\tfingerprint {}\t{} queued{}{}",
+        "{}\tversion {}\t{}\t{}\t{}\t{}\tfingerprint {}\t{} queued{}{}",
         l.link,
+        l.version,
         l.state,
         l.relationship,
         peer,

@@ -82,6 +82,16 @@ struct Inner {
     received: tokio::sync::Notify,
 }
 
+/// What an offer says: a new link, or a renewal of an active one.
+pub(crate) struct OfferTerms<'a> {
+    /// `branch`, `partner`, or empty (partner; a renewal keeps the link's).
+    pub(crate) relationship: &'a str,
+    pub(crate) days: u32,
+    pub(crate) scope: &'a LinkScope,
+    /// The link renewed.
+    pub(crate) renews: Option<&'a str>,
+}
+
 /// The services federation works with.
 pub(crate) struct Services {
     pub(crate) discussions: Discussions,
@@ -780,16 +790,36 @@ impl Federation {
     pub(crate) async fn offer(
         &self,
         actor: &str,
-        relationship: &str,
-        days: u32,
-        scope: &LinkScope,
+        terms: OfferTerms<'_>,
         organisation: String,
         contact: String,
     ) -> Result<(Offer, LinkInfo), FederationError> {
-        let relationship = match relationship {
-            "branch" => Relationship::Branch,
-            "partner" => Relationship::Partner,
-            other => {
+        let OfferTerms {
+            relationship,
+            days,
+            scope,
+            renews,
+        } = terms;
+        // A renewal is the same link, one version on.
+        let renewed = match renews {
+            Some(link) => Some(self.active(link).await?.0),
+            None => None,
+        };
+        let relationship = match (relationship, &renewed) {
+            ("", Some(g)) => g.terms().relationship,
+            ("" | "partner", None) => Relationship::Partner,
+            ("branch", None) => Relationship::Branch,
+            (r @ ("branch" | "partner"), Some(g)) => {
+                let current = g.terms().relationship;
+                if r != self::relationship(current) {
+                    return Err(FederationError::BadRequest(format!(
+                        "a renewal keeps the link's relationship ({})",
+                        self::relationship(current)
+                    )));
+                }
+                current
+            }
+            (other, _) => {
                 return Err(FederationError::BadRequest(format!(
                     "relationship {other:?}: use branch or partner"
                 )));
@@ -806,8 +836,11 @@ impl Federation {
         let now = now_ms();
         let terms = Terms {
             format: GRANT_FORMAT,
-            link: hex::encode(rand::random::<[u8; 16]>()),
-            version: 1,
+            link: match &renewed {
+                Some(g) => g.link().to_owned(),
+                None => hex::encode(rand::random::<[u8; 16]>()),
+            },
+            version: renewed.as_ref().map_or(1, |g| g.terms().version + 1),
             relationship,
             scope,
             // A few minutes back, for the other machine's clock.
@@ -818,13 +851,18 @@ impl Federation {
         };
         let offer = Offer::create(key, terms)?;
         let link = offer.terms().link.clone();
+        let action = if renewed.is_some() {
+            "link.renewal.offer"
+        } else {
+            "link.offer"
+        };
         self.inner
             .store
             .fed_add_offer(
                 &link,
                 &offer.to_text(),
                 now,
-                &audit(actor, "link.offer", &link, offer.fingerprint()),
+                &audit(actor, action, &link, offer.fingerprint()),
             )
             .await?;
         let info = offered_info(&offer);
@@ -895,6 +933,9 @@ impl Federation {
             .ok_or_else(|| FederationError::BadRequest("this node is not a party".into()))?;
         let scope = serde_json::to_string(&grant.terms().scope)
             .map_err(|e| FederationError::BadRequest(e.to_string()))?;
+        if let Some(row) = self.inner.store.fed_link(grant.link()).await? {
+            return self.renew(actor, action, grant, &row, &scope).await;
+        }
         let new = NewLink {
             link: grant.link(),
             grant_text: &grant.to_text(),
@@ -929,6 +970,80 @@ impl Federation {
                 tracing::error!(link = grant.link(), error = %e, "the transport did not take the link; it starts with the next start");
             }
         }
+        Ok(())
+    }
+
+    /// Puts a renewal of a link in force here: the same two nodes, a later version.
+    async fn renew(
+        &self,
+        actor: &str,
+        action: &'static str,
+        grant: &Grant,
+        row: &LinkRow,
+        scope: &str,
+    ) -> Result<(), FederationError> {
+        let key = self.key()?;
+        if row.state != "active" {
+            return Err(FederationError::Conflict(
+                "this link has ended: offer a new link".into(),
+            ));
+        }
+        let current = Grant::parse(&row.grant_text)?;
+        let same_peer = match (current.peer_of(&key.public()), grant.peer_of(&key.public())) {
+            (Some(a), Some(b)) => a.key == b.key && a.node == b.node,
+            _ => false,
+        };
+        if !same_peer {
+            return Err(FederationError::BadRequest(
+                "a renewal is between the same two nodes as the link".into(),
+            ));
+        }
+        if grant.terms().version <= current.terms().version {
+            return Err(FederationError::Conflict(format!(
+                "this link is at version {} already; a renewal must be later",
+                current.terms().version
+            )));
+        }
+        let detail = format!(
+            "version {} → {}, {}",
+            current.terms().version,
+            grant.terms().version,
+            grant.fingerprint()
+        );
+        let action = match action {
+            "link.accept" => "link.renewal.accept",
+            _ => "link.renewal.confirm",
+        };
+        if !self
+            .inner
+            .store
+            .fed_renew_link(
+                grant.link(),
+                &row.grant_text,
+                &grant.to_text(),
+                scope,
+                &audit(actor, action, grant.link(), detail),
+            )
+            .await?
+        {
+            return Err(FederationError::Conflict(
+                "the link changed meanwhile; try again".into(),
+            ));
+        }
+        if let Some(handle) = self.handle() {
+            // Stored: it is in force from the next start even if the transport is gone now.
+            if let Err(e) = handle
+                .renew_link(grant.clone(), grant.terms().scope.clone())
+                .await
+            {
+                tracing::error!(link = grant.link(), error = %e, "the transport did not take the renewal; it is in force from the next start");
+            }
+        }
+        tracing::info!(
+            link = grant.link(),
+            version = grant.terms().version,
+            "link renewed"
+        );
         Ok(())
     }
 
@@ -1125,6 +1240,7 @@ fn offered_info(offer: &Offer) -> LinkInfo {
         relationship: relationship(t.relationship),
         scope: scope_to(&t.scope),
         fingerprint: offer.fingerprint(),
+        version: t.version,
         not_after: Timestamp(t.not_after),
         connected: false,
         queued: 0,
@@ -1152,6 +1268,7 @@ fn link_info(row: &LinkRow, status: Option<&LinkStatus>) -> Result<LinkInfo, Gra
         relationship: relationship(t.relationship),
         scope: scope_to(&scope),
         fingerprint: grant.fingerprint(),
+        version: t.version,
         not_after: Timestamp(t.not_after),
         connected: status.is_some_and(|s| s.connected && !s.ended),
         queued: u64::try_from(row.queued).unwrap_or(0),

@@ -190,6 +190,11 @@ pub enum AdminRequest {
         organisation: String,
         /// Whom the other administrator calls about the link.
         contact: String,
+        /// The active link this offer renews: the same link, a later version (a wider scope,
+        /// a later expiry), in force once the other side has accepted and this side
+        /// confirmed. Until then the link carries on as it was.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        renews: Option<String>,
     },
     /// Countersigns another node's offer: the link is active on this node at once, and the
     /// returned grant goes back to the offering administrator.
@@ -268,6 +273,9 @@ pub struct LinkInfo {
     pub scope: LinkScope,
     /// What both administrators compare: of the offer while offered, of the grant after.
     pub fingerprint: String,
+    /// The grant's version: 1, then one more with each renewal.
+    #[serde(default)]
+    pub version: u32,
     /// Valid until.
     pub not_after: Timestamp,
     /// Whether a connection is open now.

@@ -63,6 +63,7 @@ async fn link(home: &TestNode, branch: &TestNode) -> String {
             },
             organisation: String::new(),
             contact: String::new(),
+            renews: None,
         })
         .await
         .expect("offer")

@@ -108,6 +108,15 @@ async fn offer(node: &TestNode) -> anyhow::Result<(String, LinkInfo)> {
 }
 
 async fn offer_scoped(node: &TestNode, scope: LinkScope) -> anyhow::Result<(String, LinkInfo)> {
+    offer_renewing(node, scope, None).await
+}
+
+/// An offer of a new link, or of a renewal of `renews`.
+async fn offer_renewing(
+    node: &TestNode,
+    scope: LinkScope,
+    renews: Option<&str>,
+) -> anyhow::Result<(String, LinkInfo)> {
     match node
         .admin(AdminRequest::LinkOffer {
             relationship: "branch".into(),
@@ -115,6 +124,7 @@ async fn offer_scoped(node: &TestNode, scope: LinkScope) -> anyhow::Result<(Stri
             scope,
             organisation: "Head office".into(),
             contact: "it@hq".into(),
+            renews: renews.map(str::to_owned),
         })
         .await?
     {
@@ -830,6 +840,94 @@ async fn files_travel_by_reference_and_are_fetched_within_the_links_scope() -> a
     a.stop().await;
     assert_eq!(download(&bella, &on_b4[0].0).await?, secret);
     assert_eq!(download(&bella, &on_b[0].0).await?, answer);
+    Ok(())
+}
+
+/// The link `link` as `node` holds it in force (not an open renewal offer).
+async fn in_force(node: &TestNode, link: &str) -> anyhow::Result<LinkInfo> {
+    links(node)
+        .await?
+        .into_iter()
+        .find(|l| l.link == link && l.state != "offered")
+        .with_context(|| format!("no link {link}"))
+}
+
+#[tokio::test]
+async fn a_renewal_widens_a_link_once_both_sign_and_keeps_what_it_carries() -> anyhow::Result<()> {
+    let hq = node("hq.test").await?;
+    let branch = node("branch.test").await?;
+    // Files do not travel on this link at first.
+    let no_files = LinkScope {
+        max_file_mb: 0,
+        ..scope()
+    };
+    let link = link_scoped(&hq, &branch, no_files).await?;
+    let anna = user(&hq, "anna").await?;
+    let boris = user(&branch, "boris").await?;
+    let g = group(&anna, &["boris@branch.test"]).await?;
+    share(&hq, &g.id, &link).await?;
+    post(&anna, &g.id, "a1", "до продления").await?;
+    sees(&boris, &g.id, &[Some("до продления")]).await?;
+    let doc = content(7, 10_000);
+    let f = upload(&boris, &g.id, "счёт.pdf", &doc).await?;
+    let refused = send_files(&boris, &g.id, "b1", "счёт", &[&f.id])
+        .await?
+        .err()
+        .context("a file went over a link that carries none")?;
+    assert!(refused.message.contains("carries no files"), "{refused:?}");
+
+    // The head office offers a renewal of the same link that carries files.
+    let (text, offered) = offer_renewing(&hq, scope(), Some(&link)).await?;
+    assert_eq!(
+        (
+            offered.link.as_str(),
+            offered.version,
+            offered.state.as_str()
+        ),
+        (link.as_str(), 2, "offered")
+    );
+    assert_eq!(in_force(&hq, &link).await?.version, 1);
+    let err = offer_renewing(&hq, scope(), Some("no-such-link"))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("not found"), "{err:#}");
+    // The branch accepts: version 2 is in force there, not yet at the head office.
+    let (grant, accepted) = accept(&branch, &text).await?;
+    assert_eq!((accepted.version, accepted.scope.max_file_mb), (2, 10));
+    assert_eq!(accepted.state, "active");
+    let again = accept(&branch, &text).await.unwrap_err();
+    assert!(
+        format!("{again:#}").contains("version 2 already"),
+        "{again:#}"
+    );
+    hq.admin(AdminRequest::LinkConfirm { grant }).await?;
+    eventually(
+        20,
+        "both nodes hold version 2 and are connected",
+        async || {
+            let (a, b) = (in_force(&hq, &link).await?, in_force(&branch, &link).await?);
+            if (a.version, b.version, a.connected, b.connected) == (2, 2, true, true)
+                && a.scope.max_file_mb == 10
+            {
+                Ok(())
+            } else {
+                bail!("{a:?} {b:?}")
+            }
+        },
+    )
+    .await?;
+    // The same link carries files now, and what it carried goes on.
+    let m = sent(&boris, &g.id, "b2", "счёт", &[&f.id]).await?;
+    let files = arrived_files(&anna, &g.id, &m).await?;
+    let got = eventually(20, "the file from the branch", async || {
+        Ok(download(&anna, &files[0].0).await?)
+    })
+    .await?;
+    assert_eq!(got, doc);
+    post(&anna, &g.id, "a2", "после продления").await?;
+    let all = [Some("до продления"), Some("счёт"), Some("после продления")];
+    sees(&boris, &g.id, &all).await?;
+    sees(&anna, &g.id, &all).await?;
     Ok(())
 }
 

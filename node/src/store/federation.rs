@@ -52,12 +52,17 @@ impl Store {
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
-        sqlx::query("INSERT INTO fed_offers (link, offer, created_at) VALUES (?, ?, ?)")
-            .bind(link)
-            .bind(offer)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
+        // A renewal offered again replaces the open one.
+        sqlx::query(
+            "INSERT INTO fed_offers (link, offer, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (link) DO UPDATE SET offer = excluded.offer, \
+             created_at = excluded.created_at",
+        )
+        .bind(link)
+        .bind(offer)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
         super::audit::append(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -114,6 +119,40 @@ impl Store {
         .await?;
         sqlx::query("DELETE FROM fed_offers WHERE link = ?")
             .bind(new.link)
+            .execute(&mut *tx)
+            .await?;
+        super::audit::append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Replaces an active link's grant with its renewal (and forgets the offer it answers):
+    /// the scope is the renewal's, narrowings of the old grant are over. `false` if the link
+    /// is not active, or holds a grant other than `old` now.
+    pub(crate) async fn fed_renew_link(
+        &self,
+        link: &str,
+        old: &str,
+        grant_text: &str,
+        scope: &str,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE fed_links SET grant_text = ?, scope = ? \
+             WHERE link = ? AND state = 'active' AND grant_text = ?",
+        )
+        .bind(grant_text)
+        .bind(scope)
+        .bind(link)
+        .bind(old)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM fed_offers WHERE link = ?")
+            .bind(link)
             .execute(&mut *tx)
             .await?;
         super::audit::append(&mut tx, audit).await?;
