@@ -998,10 +998,15 @@ impl Federation {
                 "a renewal is between the same two nodes as the link".into(),
             ));
         }
-        if grant.terms().version <= current.terms().version {
+        let (now, new) = (current.terms().version, grant.terms().version);
+        if new == now {
             return Err(FederationError::Conflict(format!(
-                "this link is at version {} already; a renewal must be later",
-                current.terms().version
+                "this link is known already (at version {now})"
+            )));
+        }
+        if new < now {
+            return Err(FederationError::Conflict(format!(
+                "this link is at version {now} already; a renewal must be later"
             )));
         }
         let detail = format!(

@@ -861,7 +861,11 @@ async fn a_renewal_widens_a_link_once_both_sign_and_keeps_what_it_carries() -> a
         max_file_mb: 0,
         ..scope()
     };
-    let link = link_scoped(&hq, &branch, no_files).await?;
+    let (first, _) = offer_scoped(&hq, no_files).await?;
+    let (first_grant, info) = accept(&branch, &first).await?;
+    hq.admin(AdminRequest::LinkConfirm { grant: first_grant })
+        .await?;
+    let link = info.link;
     let anna = user(&hq, "anna").await?;
     let boris = user(&branch, "boris").await?;
     let g = group(&anna, &["boris@branch.test"]).await?;
@@ -897,8 +901,14 @@ async fn a_renewal_widens_a_link_once_both_sign_and_keeps_what_it_carries() -> a
     assert_eq!(accepted.state, "active");
     let again = accept(&branch, &text).await.unwrap_err();
     assert!(
-        format!("{again:#}").contains("version 2 already"),
+        format!("{again:#}").contains("known already (at version 2)"),
         "{again:#}"
+    );
+    // Nor does the first offer, replayed, take the link back.
+    let stale = accept(&branch, &first).await.unwrap_err();
+    assert!(
+        format!("{stale:#}").contains("a renewal must be later"),
+        "{stale:#}"
     );
     hq.admin(AdminRequest::LinkConfirm { grant }).await?;
     eventually(
