@@ -155,6 +155,12 @@ pub enum Notification {
         /// The signed notice, for the record.
         notice: Signed,
     },
+    /// The peer greeted with the renewal this node had accepted ([`Handle::expect_renewal`]):
+    /// it has confirmed it, and the renewal is in force now.
+    Renewed {
+        /// The link.
+        link: String,
+    },
     /// The link is over: the peer revoked it (with a verified notice), refused it as ended,
     /// or it expired. The peer is no longer allowed and nothing is retried.
     Ended {
@@ -278,6 +284,7 @@ struct Behaviour {
 enum Command {
     AddLink(Box<(Grant, Scope)>, oneshot::Sender<Result<(), LinkError>>),
     RenewLink(Box<(Grant, Scope)>, oneshot::Sender<Result<(), LinkError>>),
+    ExpectRenewal(Box<Grant>, oneshot::Sender<Result<(), LinkError>>),
     EndLink {
         link: String,
         notice: Option<SignedNotice>,
@@ -356,10 +363,21 @@ impl Handle {
         rx.await.map_err(|_| LinkError::Stopped)?
     }
 
-    /// Replaces a live link's grant with a later version both nodes have signed (a wider scope,
-    /// a later expiry, new addresses), keeping its outbox and what was received. The
-    /// connection is closed, so that both nodes greet again: until the peer holds the same
-    /// grant, its greeting is refused and retried.
+    /// Holds a renewal of a live link this node has accepted: the link goes on under its grant
+    /// until the peer greets with the renewal (it has confirmed it then), which then is in
+    /// force ([`Notification::Renewed`]).
+    pub async fn expect_renewal(&self, grant: Grant) -> Result<(), LinkError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::ExpectRenewal(Box::new(grant), tx))
+            .map_err(|_| LinkError::Stopped)?;
+        rx.await.map_err(|_| LinkError::Stopped)?
+    }
+
+    /// Puts in force a renewal of a live link this node offered and the peer accepted (a
+    /// later version both signed: a wider scope, a later expiry, new addresses), keeping its
+    /// outbox and what was received. The connection is closed, so that both nodes greet
+    /// again; the peer's greetings and notices under the previous grant are still taken.
     pub async fn renew_link(&self, grant: Grant, scope: Scope) -> Result<(), LinkError> {
         let (tx, rx) = oneshot::channel();
         self.commands
@@ -671,6 +689,12 @@ enum Sent {
 
 struct LinkState {
     grant: Grant,
+    /// A renewal the node has accepted: in force once the peer greets with it (the peer has
+    /// confirmed it then).
+    next: Option<Grant>,
+    /// The grant before the last renewal: the peer may still greet or send notices with it
+    /// until it has taken the renewal too.
+    previous: Option<Grant>,
     peer: Party,
     peer_node_id: NodeId,
     peer_id: PeerId,
@@ -759,8 +783,11 @@ impl<S: LinkStore> Driver<S> {
         }
         state.addresses = dial_addresses(&peer);
         state.peer = peer;
-        state.grant = grant;
+        state.previous = Some(std::mem::replace(&mut state.grant, grant));
+        state.next = None;
         state.scope = scope;
+        state.greeted = false;
+        state.heard_hello = false;
         state.pending = true;
         state.retry_at = None;
         state.backoff = self.config.retry_min;
@@ -771,6 +798,18 @@ impl<S: LinkStore> Driver<S> {
         } else {
             self.drive(&link);
         }
+        Ok(())
+    }
+
+    fn expect_renewal(&mut self, grant: Grant) -> Result<(), LinkError> {
+        let peer = grant.peer_of(&self.me).ok_or(LinkError::NotAParty)?.clone();
+        let Some(state) = self.links.get_mut(grant.link()).filter(|s| !s.ended) else {
+            return Err(LinkError::NoLink);
+        };
+        if state.peer.key != peer.key {
+            return Err(LinkError::OtherPeer);
+        }
+        state.next = Some(grant);
         Ok(())
     }
 
@@ -797,6 +836,8 @@ impl<S: LinkStore> Driver<S> {
             peer_node_id: peer.key.node_id(),
             scope,
             grant,
+            next: None,
+            previous: None,
             peer,
             peer_id,
             addresses,
@@ -836,6 +877,9 @@ impl<S: LinkStore> Driver<S> {
             Command::RenewLink(link, reply) => {
                 let (grant, scope) = *link;
                 let _ = reply.send(self.renew_link(grant, scope));
+            }
+            Command::ExpectRenewal(grant, reply) => {
+                let _ = reply.send(self.expect_renewal(*grant));
             }
             Command::EndLink { link, notice } => {
                 let Some(state) = self.links.get_mut(&link) else {
@@ -1308,7 +1352,11 @@ impl<S: LinkStore> Driver<S> {
             return self.refuse(channel, reason, false);
         }
         match request {
-            Request::Hello { grant, .. } if grant != state.grant.hash() => {
+            Request::Hello { grant, .. }
+                if grant != state.grant.hash()
+                    && state.next.as_ref().is_none_or(|g| g.hash() != grant)
+                    && state.previous.as_ref().is_none_or(|g| g.hash() != grant) =>
+            {
                 self.refuse(
                     channel,
                     "the grants differ: confirm the same grant on both nodes".into(),
@@ -1320,9 +1368,23 @@ impl<S: LinkStore> Driver<S> {
             {
                 self.refuse(channel, "greet first: hello with the grant".into(), false);
             }
-            Request::Hello { .. } => {
+            Request::Hello { grant, .. } => {
+                let mut renewed = false;
                 if let Some(state) = self.links.get_mut(&link) {
                     state.heard_hello = true;
+                    // The peer greets with the renewal it confirmed: in force here now.
+                    if let Some(next) = state.next.take_if(|g| g.hash() == grant) {
+                        state.scope = next.terms().scope.clone();
+                        state.previous = Some(std::mem::replace(&mut state.grant, next));
+                        state.greeted = false;
+                        renewed = true;
+                    }
+                }
+                if renewed {
+                    let _ = self
+                        .notify
+                        .send(Notification::Renewed { link: link.clone() });
+                    self.drive(&link);
                 }
                 let (store, internal) = (self.store.clone(), self.internal.clone());
                 tokio::spawn(async move {
@@ -1485,9 +1547,23 @@ impl<S: LinkStore> Driver<S> {
                 });
             }
             Request::Notice { notice, .. } => {
-                // Checked against the grant: narrowings made on both sides meanwhile add up.
+                // Checked against the grant: narrowings made on both sides meanwhile add up. A
+                // peer between two versions may sign with the other one.
                 let granted = state.grant.terms().scope.clone();
-                match SignedNotice::verify(notice, &state.grant, &state.peer.key, &granted) {
+                let mut verified =
+                    SignedNotice::verify(notice.clone(), &state.grant, &state.peer.key, &granted);
+                for other in [state.previous.as_ref(), state.next.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    if verified.is_err()
+                        && let Ok(v) =
+                            SignedNotice::verify(notice.clone(), other, &state.peer.key, &granted)
+                    {
+                        verified = Ok(v);
+                    }
+                }
+                match verified {
                     Ok(notice) => {
                         let _ = self.swarm.behaviour_mut().rr.send_response(
                             channel,

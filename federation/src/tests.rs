@@ -464,6 +464,65 @@ async fn unknown_peers_are_refused_and_revocation_stops_retries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_takes_over_when_the_peer_greets_with_it() {
+    let Pair {
+        a,
+        mut b,
+        grant,
+        id,
+        ..
+    } = pair().await;
+    connect(&a, &b, &id).await;
+    let mut terms = grant.terms().clone();
+    terms.version = 2;
+    terms.scope.presence = false;
+    terms.nonce = "renewal".into();
+    let renewal = Offer::create(&a.key, terms)
+        .unwrap()
+        .accept(&b.key, grant.acceptor().clone(), 1)
+        .unwrap();
+    // branch has accepted it; the link goes on under the first grant meanwhile.
+    b.handle.expect_renewal(renewal.clone()).await.unwrap();
+    a.store
+        .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", 1));
+    a.handle.wake(&id);
+    wait_for("the link goes on", || b.store.inbox_len(&id) == 2).await;
+    // hq confirms: both greet again, and branch takes the renewal when hq greets with it.
+    a.handle
+        .renew_link(renewal.clone(), renewal.terms().scope.clone())
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), b.notes.recv()).await {
+            Ok(Some(Notification::Renewed { link })) => {
+                assert_eq!(link, id);
+                break;
+            }
+            Ok(Some(_)) => continue,
+            other => panic!("not renewed: {other:?}"),
+        }
+    }
+    a.store
+        .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", 2));
+    a.handle.wake(&id);
+    wait_for("hq's next item", || b.store.inbox_len(&id) == 3).await;
+    b.store
+        .enqueue(&id, submit(&b.key, "boris@branch", "branch", "hq", 1));
+    b.handle.wake(&id);
+    wait_for("branch's item", || a.store.inbox_len(&id) == 1).await;
+    // A renewal of another peer's link is not taken.
+    let stranger = NodeKey::from_secret([9; 32]);
+    let mut terms = renewal.terms().clone();
+    terms.version = 3;
+    terms.offerer.key = stranger.public();
+    let foreign = Offer::create(&stranger, terms)
+        .unwrap()
+        .accept(&b.key, grant.acceptor().clone(), 1)
+        .unwrap();
+    assert!(b.handle.expect_renewal(foreign).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_peers_node_answers_directory_queries_or_says_why_not() {
     let Pair { a, mut b, id, .. } = pair().await;
     // Not connected yet: a query does not wait for the link.

@@ -417,6 +417,22 @@ impl Federation {
                 .unwrap_or_default()
         };
         tracing::info!(node_id = %handle.node_id(), ?addresses, "federation listening");
+        // Renewals accepted here wait for the other node's greeting.
+        for row in self
+            .inner
+            .store
+            .fed_links()
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            let held = row.renewal.as_deref().map(Grant::parse);
+            if row.state == "active"
+                && let Some(Ok(grant)) = held
+                && let Err(e) = handle.expect_renewal(grant).await
+            {
+                tracing::error!(link = row.link, error = %e, "a held renewal was not taken");
+            }
+        }
         self.inner.handle.set(handle);
         tokio::spawn(self.clone().follow(notifications));
         tokio::spawn(self.clone().apply_received(stop));
@@ -588,6 +604,7 @@ impl Federation {
                     }
                     Ok(())
                 }
+                Notification::Renewed { link } => self.renewed(&link).await,
                 Notification::Connected { link } => {
                     tracing::info!(link, "linked node connected");
                     self.send_present(&link).await
@@ -840,7 +857,12 @@ impl Federation {
                 Some(g) => g.link().to_owned(),
                 None => hex::encode(rand::random::<[u8; 16]>()),
             },
-            version: renewed.as_ref().map_or(1, |g| g.terms().version + 1),
+            version: match &renewed {
+                Some(g) => g.terms().version.checked_add(1).ok_or_else(|| {
+                    FederationError::BadRequest("this link cannot be renewed again".into())
+                })?,
+                None => 1,
+            },
             relationship,
             scope,
             // A few minutes back, for the other machine's clock.
@@ -907,9 +929,18 @@ impl Federation {
             ));
         }
         let offered = self.inner.store.fed_offer(grant.link()).await?;
-        let ours = offered
-            .and_then(|o| Offer::parse(&o.offer).ok())
-            .is_some_and(|o| o.hash() == grant.offer().hash());
+        // A renewal (of a link active here) answers an offer this node signed, whichever it
+        // offered last; its version decides.
+        let renewal = self
+            .inner
+            .store
+            .fed_link(grant.link())
+            .await?
+            .is_some_and(|r| r.state == "active");
+        let ours = renewal
+            || offered
+                .and_then(|o| Offer::parse(&o.offer).ok())
+                .is_some_and(|o| o.hash() == grant.offer().hash());
         if !ours {
             return Err(FederationError::BadRequest(
                 "this grant answers no open offer of this node (confirmed already, or revoked)"
@@ -935,6 +966,11 @@ impl Federation {
             .map_err(|e| FederationError::BadRequest(e.to_string()))?;
         if let Some(row) = self.inner.store.fed_link(grant.link()).await? {
             return self.renew(actor, action, grant, &row, &scope).await;
+        }
+        if grant.terms().version != 1 {
+            return Err(FederationError::BadRequest(
+                "this renews a link this node does not have".into(),
+            ));
         }
         let new = NewLink {
             link: grant.link(),
@@ -973,7 +1009,9 @@ impl Federation {
         Ok(())
     }
 
-    /// Puts a renewal of a link in force here: the same two nodes, a later version.
+    /// Takes a renewal of a link: the same two nodes, the next version. Accepted here, it is
+    /// held until the other node greets with it (it has confirmed it then: `renewed`);
+    /// confirmed here, it is in force at once.
     async fn renew(
         &self,
         actor: &str,
@@ -1009,46 +1047,92 @@ impl Federation {
                 "this link is at version {now} already; a renewal must be later"
             )));
         }
+        if Some(new) != now.checked_add(1) {
+            return Err(FederationError::BadRequest(format!(
+                "this link is at version {now}; its renewal is version {}",
+                now.saturating_add(1)
+            )));
+        }
+        if grant.terms().relationship != current.terms().relationship {
+            return Err(FederationError::BadRequest(format!(
+                "a renewal keeps the link's relationship ({})",
+                relationship(current.terms().relationship)
+            )));
+        }
         let detail = format!(
             "version {} → {}, {}",
             current.terms().version,
             grant.terms().version,
             grant.fingerprint()
         );
-        let action = match action {
-            "link.accept" => "link.renewal.accept",
-            _ => "link.renewal.confirm",
-        };
-        if !self
-            .inner
-            .store
+        let changed = || FederationError::Conflict("the link changed meanwhile; try again".into());
+        let store = &self.inner.store;
+        if action == "link.accept" {
+            let audit = audit(actor, "link.renewal.accept", grant.link(), detail);
+            if !store
+                .fed_hold_renewal(grant.link(), &row.grant_text, &grant.to_text(), &audit)
+                .await?
+            {
+                return Err(changed());
+            }
+            if let Some(handle) = self.handle()
+                && let Err(e) = handle.expect_renewal(grant.clone()).await
+            {
+                tracing::error!(link = grant.link(), error = %e, "the transport did not take the renewal; it waits for it from the next start");
+            }
+            return Ok(());
+        }
+        let audit = audit(actor, "link.renewal.confirm", grant.link(), detail);
+        if !store
             .fed_renew_link(
                 grant.link(),
                 &row.grant_text,
                 &grant.to_text(),
                 scope,
-                &audit(actor, action, grant.link(), detail),
+                &audit,
             )
             .await?
         {
-            return Err(FederationError::Conflict(
-                "the link changed meanwhile; try again".into(),
-            ));
+            return Err(changed());
         }
-        if let Some(handle) = self.handle() {
-            // Stored: it is in force from the next start even if the transport is gone now.
-            if let Err(e) = handle
+        if let Some(handle) = self.handle()
+            && let Err(e) = handle
                 .renew_link(grant.clone(), grant.terms().scope.clone())
                 .await
-            {
-                tracing::error!(link = grant.link(), error = %e, "the transport did not take the renewal; it is in force from the next start");
-            }
+        {
+            tracing::error!(link = grant.link(), error = %e, "the transport did not take the renewal; it is in force from the next start");
         }
-        tracing::info!(
-            link = grant.link(),
-            version = grant.terms().version,
-            "link renewed"
-        );
+        tracing::info!(link = grant.link(), version = new, "link renewed");
+        Ok(())
+    }
+
+    /// The other node greeted with the renewal this node had accepted: it is in force now.
+    async fn renewed(&self, link: &str) -> Result<(), StoreError> {
+        let Some(row) = self.inner.store.fed_link(link).await? else {
+            return Ok(());
+        };
+        let Some(text) = row.renewal.as_deref() else {
+            return Ok(());
+        };
+        let grant = match Grant::parse(text) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(link, error = %e, "a held renewal no longer reads");
+                return Ok(());
+            }
+        };
+        let scope = serde_json::to_string(&grant.terms().scope)
+            .map_err(|e| StoreError::Aborted(e.to_string()))?;
+        let detail = format!("version {}, {}", grant.terms().version, grant.fingerprint());
+        let audit = audit("federation", "link.renewal.in_force", link, detail);
+        if self
+            .inner
+            .store
+            .fed_renew_link(link, &row.grant_text, text, &scope, &audit)
+            .await?
+        {
+            tracing::info!(link, version = grant.terms().version, "link renewed");
+        }
         Ok(())
     }
 
@@ -1176,11 +1260,17 @@ impl Federation {
         Ok(out)
     }
 
+    /// The link as it is in force here (or offered, if it is only that).
     async fn info(&self, link: &str) -> Result<LinkInfo, FederationError> {
-        self.list()
-            .await?
-            .into_iter()
-            .find(|l| l.link == link)
+        let all = self.list().await?;
+        let offered = all
+            .iter()
+            .position(|l| l.link == link && l.state == "offered");
+        let held = all
+            .iter()
+            .position(|l| l.link == link && l.state != "offered");
+        held.or(offered)
+            .map(|i| all[i].clone())
             .ok_or_else(|| FederationError::NotFound(link.to_owned()))
     }
 }
@@ -1251,6 +1341,7 @@ fn offered_info(offer: &Offer) -> LinkInfo {
         queued: 0,
         ended_reason: None,
         stalled: None,
+        renewing: None,
     }
 }
 
@@ -1279,6 +1370,11 @@ fn link_info(row: &LinkRow, status: Option<&LinkStatus>) -> Result<LinkInfo, Gra
         queued: u64::try_from(row.queued).unwrap_or(0),
         ended_reason: row.ended_reason.clone(),
         stalled: status.and_then(|s| s.stalled.clone()),
+        renewing: row
+            .renewal
+            .as_deref()
+            .and_then(|r| Grant::parse(r).ok())
+            .map(|g| g.terms().version),
     })
 }
 

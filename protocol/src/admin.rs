@@ -288,6 +288,10 @@ pub struct LinkInfo {
     /// acknowledged, restored from a backup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stalled: Option<String>,
+    /// The version of a renewal this node accepted, in force once the other node confirms it
+    /// (until then the link goes on under `version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewing: Option<u32>,
 }
 
 /// The result of an administrator command.

@@ -238,7 +238,7 @@ async fn links_need_both_signatures_refuse_strangers_and_end_on_either_side() ->
         .admin(AdminRequest::LinkConfirm { grant })
         .await
         .unwrap_err();
-    assert!(format!("{again:#}").contains("no open offer"), "{again:#}");
+    assert!(format!("{again:#}").contains("known already"), "{again:#}");
     let id = confirmed.link.clone();
     eventually(15, "connected on both sides", async || {
         let (a, b) = (link_state(&hq, &id).await?, link_state(&branch, &id).await?);
@@ -895,21 +895,24 @@ async fn a_renewal_widens_a_link_once_both_sign_and_keeps_what_it_carries() -> a
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("not found"), "{err:#}");
-    // The branch accepts: version 2 is in force there, not yet at the head office.
+    // The branch accepts. Until the head office confirms, the link goes on as it was.
     let (grant, accepted) = accept(&branch, &text).await?;
-    assert_eq!((accepted.version, accepted.scope.max_file_mb), (2, 10));
+    assert_eq!(
+        (
+            accepted.version,
+            accepted.renewing,
+            accepted.scope.max_file_mb
+        ),
+        (1, Some(2), 0)
+    );
     assert_eq!(accepted.state, "active");
-    let again = accept(&branch, &text).await.unwrap_err();
-    assert!(
-        format!("{again:#}").contains("known already (at version 2)"),
-        "{again:#}"
-    );
-    // Nor does the first offer, replayed, take the link back.
-    let stale = accept(&branch, &first).await.unwrap_err();
-    assert!(
-        format!("{stale:#}").contains("a renewal must be later"),
-        "{stale:#}"
-    );
+    post(&anna, &g.id, "a-between", "между подписями").await?;
+    sees(
+        &boris,
+        &g.id,
+        &[Some("до продления"), Some("между подписями")],
+    )
+    .await?;
     hq.admin(AdminRequest::LinkConfirm { grant }).await?;
     eventually(
         20,
@@ -926,6 +929,18 @@ async fn a_renewal_widens_a_link_once_both_sign_and_keeps_what_it_carries() -> a
         },
     )
     .await?;
+    assert_eq!(in_force(&branch, &link).await?.renewing, None);
+    // Neither the renewal nor the first offer, accepted again, changes the link.
+    let again = accept(&branch, &text).await.unwrap_err();
+    assert!(
+        format!("{again:#}").contains("known already (at version 2)"),
+        "{again:#}"
+    );
+    let stale = accept(&branch, &first).await.unwrap_err();
+    assert!(
+        format!("{stale:#}").contains("a renewal must be later"),
+        "{stale:#}"
+    );
     // The same link carries files now, and what it carried goes on.
     let m = sent(&boris, &g.id, "b2", "счёт", &[&f.id]).await?;
     let files = arrived_files(&anna, &g.id, &m).await?;
@@ -935,7 +950,12 @@ async fn a_renewal_widens_a_link_once_both_sign_and_keeps_what_it_carries() -> a
     .await?;
     assert_eq!(got, doc);
     post(&anna, &g.id, "a2", "после продления").await?;
-    let all = [Some("до продления"), Some("счёт"), Some("после продления")];
+    let all = [
+        Some("до продления"),
+        Some("между подписями"),
+        Some("счёт"),
+        Some("после продления"),
+    ];
     sees(&boris, &g.id, &all).await?;
     sees(&anna, &g.id, &all).await?;
     Ok(())

@@ -14,6 +14,8 @@ pub(crate) struct LinkRow {
     pub(crate) scope: String,
     pub(crate) ended_reason: Option<String>,
     pub(crate) queued: i64,
+    /// A renewal this node accepted, in force once the peer greets with it.
+    pub(crate) renewal: Option<String>,
 }
 
 /// An offer this node made that is not confirmed yet.
@@ -39,7 +41,7 @@ pub(crate) struct NewLink<'a> {
 macro_rules! link_columns {
     () => {
         "l.link, l.grant_text, l.peer_node, l.state, l.scope, l.ended_reason, \
-         (SELECT COUNT(*) FROM fed_outbox o WHERE o.link = l.link) AS queued"
+         (SELECT COUNT(*) FROM fed_outbox o WHERE o.link = l.link) AS queued, l.renewal"
     };
 }
 
@@ -139,7 +141,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.write.begin().await?;
         let done = sqlx::query(
-            "UPDATE fed_links SET grant_text = ?, scope = ? \
+            "UPDATE fed_links SET grant_text = ?, scope = ?, renewal = NULL \
              WHERE link = ? AND state = 'active' AND grant_text = ?",
         )
         .bind(grant_text)
@@ -151,6 +153,37 @@ impl Store {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
+        sqlx::query("DELETE FROM fed_offers WHERE link = ?")
+            .bind(link)
+            .execute(&mut *tx)
+            .await?;
+        super::audit::append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Holds a renewal this node accepted for an active link (replacing one held before);
+    /// `false` if the link is not active, or holds a grant other than `current` now.
+    pub(crate) async fn fed_hold_renewal(
+        &self,
+        link: &str,
+        current: &str,
+        renewal: &str,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE fed_links SET renewal = ? WHERE link = ? AND state = 'active' AND grant_text = ?",
+        )
+        .bind(renewal)
+        .bind(link)
+        .bind(current)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        // This node's own renewal offer for the link gives way to the peer's.
         sqlx::query("DELETE FROM fed_offers WHERE link = ?")
             .bind(link)
             .execute(&mut *tx)
@@ -204,6 +237,11 @@ impl Store {
             > 0;
         if done {
             sqlx::query("DELETE FROM fed_outbox WHERE link = ?")
+                .bind(link)
+                .execute(&mut *tx)
+                .await?;
+            // A renewal offered for it is over too.
+            sqlx::query("DELETE FROM fed_offers WHERE link = ?")
                 .bind(link)
                 .execute(&mut *tx)
                 .await?;

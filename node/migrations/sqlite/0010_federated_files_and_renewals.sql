@@ -21,3 +21,7 @@ CREATE INDEX fed_pending_files_by_file ON fed_pending_files (file_id);
 
 -- A home fetches the contents of its discussions' files it does not hold or has not proven.
 CREATE INDEX files_unproven ON files (linked_from) WHERE linked_from IS NOT NULL;
+
+-- A renewal of a link this node has accepted: the link goes on under `grant_text` until the
+-- other node greets with the renewal (it has confirmed it then), which then replaces it.
+ALTER TABLE fed_links ADD COLUMN renewal TEXT;
