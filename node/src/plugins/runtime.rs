@@ -35,7 +35,7 @@ pub(crate) struct Runtime {
     /// Where bot and storage code runs: worker threads of their own in `SCHED_IDLE`, so that a
     /// plugin spinning at its CPU limit takes only what the node's own threads leave. Only
     /// wasm runs there: host functions that touch the database hop back to `main`.
-    pool: Mutex<Option<tokio::runtime::Runtime>>,
+    pool: Arc<Mutex<Option<tokio::runtime::Runtime>>>,
     pool_handle: Option<tokio::runtime::Handle>,
     /// The node's own runtime.
     pub(crate) main: tokio::runtime::Handle,
@@ -61,6 +61,25 @@ impl std::fmt::Debug for Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Stops the plugin threads when dropped (with the task on the node's runtime that holds it).
+struct PoolGuard(Arc<Mutex<Option<tokio::runtime::Runtime>>>, Arc<AtomicBool>);
+
+impl Drop for PoolGuard {
+    fn drop(&mut self) {
+        stop_pool(&self.0, &self.1);
+    }
+}
+
+/// Stops the epoch ticker and the plugin threads (without waiting for them).
+fn stop_pool(pool: &Mutex<Option<tokio::runtime::Runtime>>, ticker: &AtomicBool) {
+    ticker.store(true, Ordering::Relaxed);
+    let pool = pool.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(pool) = pool {
+        // Called from async code: do not wait for the threads here.
+        pool.shutdown_background();
     }
 }
 
@@ -154,13 +173,23 @@ impl Runtime {
             .map_err(|e| format!("cannot start the plugin threads: {e}"))?;
         let main = tokio::runtime::Handle::try_current()
             .map_err(|e| format!("the plugin host needs a tokio runtime: {e}"))?;
+        let pool_handle = Some(pool.handle().clone());
+        let pool = Arc::new(Mutex::new(Some(pool)));
+        // The plugin threads end with the node's runtime, however the node ends: their tasks
+        // hold the node's services, which hold this runtime, so nothing else would free them
+        // if the node were dropped without `stop` (a test's runtime ending, say).
+        let guard = PoolGuard(pool.clone(), ticker.clone());
+        main.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
         Ok(Self {
             engine,
             linker,
             cache,
             ticker,
-            pool_handle: Some(pool.handle().clone()),
-            pool: Mutex::new(Some(pool)),
+            pool_handle,
+            pool,
             main,
         })
     }
@@ -256,12 +285,7 @@ impl Runtime {
 
     /// Stops the epoch ticker and the plugin threads (calls still running there are dropped).
     pub(crate) fn stop(&self) {
-        self.ticker.store(true, Ordering::Relaxed);
-        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(pool) = pool {
-            // Called from async code: do not wait for the threads here.
-            pool.shutdown_background();
-        }
+        stop_pool(&self.pool, &self.ticker);
     }
 
     /// Whether the current task runs on the plugin threads (bot dispatchers do): calls then
