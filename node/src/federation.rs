@@ -435,25 +435,27 @@ impl Federation {
         }
         self.inner.handle.set(handle);
         tokio::spawn(self.clone().follow(notifications));
-        tokio::spawn(self.clone().apply_received(stop));
+        tokio::spawn(self.clone().apply_received(stop.clone()));
         let (changes, changed) = tokio::sync::mpsc::unbounded_channel();
         self.inner.presence.send_changes_to(changes);
-        tokio::spawn(self.clone().forward_presence(changed));
+        tokio::spawn(self.clone().forward_presence(changed, stop));
         Ok(())
     }
 
     /// Sends the presence changes of this node's users to the links where they matter, until
-    /// the transport stops. Who matters to a link is looked up every few seconds; people who
+    /// the node stops. Who matters to a link is looked up every few seconds; people who
     /// just came to matter (a group newly shared) are sent as they are then.
     async fn forward_presence(
         self,
         mut changed: tokio::sync::mpsc::UnboundedReceiver<Vec<PresenceInfo>>,
+        stop: tokio_util::sync::CancellationToken,
     ) {
         let mut audiences: std::collections::HashMap<String, Audience> =
             std::collections::HashMap::new();
         let mut refresh = tokio::time::interval(AUDIENCE_REFRESH);
         loop {
             tokio::select! {
+                () = stop.cancelled() => return,
                 infos = changed.recv() => {
                     let Some(infos) = infos else { return };
                     let Some(handle) = self.handle() else { continue };

@@ -178,6 +178,18 @@ pub(crate) struct Discussions {
     inner: Arc<Inner>,
 }
 
+/// The discussions service as a service it holds refers back to it (the plugin host): no
+/// cycle keeps the two alive once the node is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct WeakDiscussions(std::sync::Weak<Inner>);
+
+impl WeakDiscussions {
+    /// The service, while the node holds it.
+    pub(crate) fn upgrade(&self) -> Option<Discussions> {
+        self.0.upgrade().map(|inner| Discussions { inner })
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     store: Store,
@@ -207,6 +219,13 @@ pub(crate) struct Outlets {
 pub(crate) struct FedOutlet {
     pub(crate) key: Option<Arc<veche_federation::keys::NodeKey>>,
     pub(crate) links: crate::federation::LinkWaker,
+}
+
+impl Discussions {
+    /// A reference that does not keep the service alive.
+    pub(crate) fn downgrade(&self) -> WeakDiscussions {
+        WeakDiscussions(Arc::downgrade(&self.inner))
+    }
 }
 
 impl Discussions {

@@ -41,7 +41,7 @@ use veche_protocol::ids::NodeName;
 use veche_protocol::{Reply, Timestamp};
 
 use crate::config::PluginsConfig;
-use crate::discussions::{Caller, Discussions};
+use crate::discussions::{Caller, Discussions, WeakDiscussions};
 use crate::store::{AuditRecord, InboxRow, NewBusinessEvent, PluginRow, Store, StoreError};
 use bindings::exports::veche::plugin::{bot, context_provider};
 use bindings::veche::plugin::types as wit;
@@ -111,7 +111,8 @@ pub(crate) struct Shared {
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     dispatchers: Mutex<HashMap<String, ()>>,
     /// Cleared at shutdown (it refers back to the host).
-    discussions: Mutex<Option<Discussions>>,
+    /// Weak: the discussions service holds this host.
+    discussions: Mutex<Option<WeakDiscussions>>,
     /// Log lines on their way to `plugin_logs`.
     logs: tokio::sync::mpsc::Sender<(String, Vec<LogRow>)>,
     /// Administration (install, reload, enable, disable) one at a time.
@@ -202,7 +203,7 @@ impl Plugins {
             .shared
             .discussions
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(discussions);
+            .unwrap_or_else(|e| e.into_inner()) = Some(discussions.downgrade());
         for id in self.bot_plugin_ids() {
             self.ensure_dispatcher(&id);
         }
@@ -1620,7 +1621,8 @@ impl Shared {
         self.discussions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .as_ref()
+            .and_then(WeakDiscussions::upgrade)
             .ok_or_else(|| "the node is not running".to_owned())
     }
 
