@@ -368,6 +368,7 @@ impl Federation {
             return Ok(());
         };
         let mut grants = Vec::new();
+        let mut held = Vec::new();
         for row in self
             .inner
             .store
@@ -378,6 +379,8 @@ impl Federation {
             if row.state != "active" {
                 continue;
             }
+            // Renewals accepted here wait for the other node's greeting.
+            held.extend(row.renewal.as_deref().and_then(|r| Grant::parse(r).ok()));
             match Grant::parse(&row.grant_text) {
                 Ok(g) => {
                     let scope = serde_json::from_str(&row.scope)
@@ -417,20 +420,9 @@ impl Federation {
                 .unwrap_or_default()
         };
         tracing::info!(node_id = %handle.node_id(), ?addresses, "federation listening");
-        // Renewals accepted here wait for the other node's greeting.
-        for row in self
-            .inner
-            .store
-            .fed_links()
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            let held = row.renewal.as_deref().map(Grant::parse);
-            if row.state == "active"
-                && let Some(Ok(grant)) = held
-                && let Err(e) = handle.expect_renewal(grant).await
-            {
-                tracing::error!(link = row.link, error = %e, "a held renewal was not taken");
+        for grant in held {
+            if let Err(e) = handle.expect_renewal(grant.clone()).await {
+                tracing::error!(link = grant.link(), error = %e, "a held renewal was not taken");
             }
         }
         self.inner.handle.set(handle);

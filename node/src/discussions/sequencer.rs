@@ -1337,7 +1337,8 @@ impl Sequencer {
         {
             return Ok(done);
         }
-        if self.goes_home(&d.id) {
+        let goes_home = self.goes_home(&d.id);
+        if goes_home {
             if data.is_some() || !m.actions.is_empty() {
                 return Err(DiscussionError::BadRequest(
                     "data and buttons do not travel to another node yet; send text or files".into(),
@@ -1351,6 +1352,9 @@ impl Sequencer {
             {
                 return answer.map(|message_id| Done::Sent { message_id, seq: 0 });
             }
+        }
+        // A replica takes the files its home accepted (recorded by `record_files`).
+        if !self.applying_stamped() {
             crate::files::check_attachments(
                 &self.config.files,
                 b,
@@ -1360,6 +1364,8 @@ impl Sequencer {
                 &m.files,
             )
             .await?;
+        }
+        if goes_home {
             let body = federated::Body {
                 text: Some(text),
                 reply_to: m.reply_to.clone(),
@@ -1382,18 +1388,6 @@ impl Sequencer {
             return Ok(Done::Sent { message_id, seq: 0 });
         }
         self.check_travels(b, &d, &text).await?;
-        // A replica takes the files its home accepted (recorded by `record_files`).
-        if !self.applying_stamped() {
-            crate::files::check_attachments(
-                &self.config.files,
-                b,
-                &caller.user,
-                &d.id,
-                &d.kind,
-                &m.files,
-            )
-            .await?;
-        }
         let mut replied_to = None;
         if let Some(reply_to) = &m.reply_to {
             let target = b.message(reply_to).await?;

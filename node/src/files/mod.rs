@@ -662,24 +662,9 @@ impl Files {
         let stored_already = held(store.blob(&row.sha256).await?)
             && store.complete_upload(&row.id, &file, None).await?;
         if !stored_already {
-            let name = self.current_backend();
-            let backend = self.inner.backends.get(&name)?;
-            backend
-                .put_file(&row.sha256, path, to_u64(row.size))
+            let blob = self
+                .put_content(&row.sha256, row.size, path, mime, preview)
                 .await?;
-            if let Some(png) = &preview.png {
-                backend.put_bytes(&thumb_key(&row.sha256), png).await?;
-            }
-            let blob = BlobRow {
-                sha256: row.sha256.clone(),
-                size: row.size,
-                backend: name,
-                mime,
-                thumbnail: preview.png.is_some(),
-                width: preview.dimensions.map(|d| i64::from(d.0)),
-                height: preview.dimensions.map(|d| i64::from(d.1)),
-                created_at: now(),
-            };
             store.complete_upload(&row.id, &file, Some(&blob)).await?;
         }
         remove_quietly(path).await;
@@ -689,6 +674,34 @@ impl Files {
             .ok_or(FileError::NotFound("file"))?;
         tracing::debug!(file = %stored.id, sha256 = %stored.sha256, dedup = stored_already, "file stored");
         Ok(info(&stored))
+    }
+
+    /// Stores the verified content at `path` (and its preview) in the backend new contents go
+    /// to; the blob row to record. The caller holds the content's hash lock.
+    async fn put_content(
+        &self,
+        sha256: &str,
+        size: i64,
+        path: &Path,
+        mime: String,
+        preview: thumbnail::Preview,
+    ) -> Result<BlobRow, FileError> {
+        let name = self.current_backend();
+        let backend = self.inner.backends.get(&name)?;
+        backend.put_file(sha256, path, to_u64(size)).await?;
+        if let Some(png) = &preview.png {
+            backend.put_bytes(&thumb_key(sha256), png).await?;
+        }
+        Ok(BlobRow {
+            sha256: sha256.to_owned(),
+            size,
+            backend: name,
+            mime,
+            thumbnail: preview.png.is_some(),
+            width: preview.dimensions.map(|d| i64::from(d.0)),
+            height: preview.dimensions.map(|d| i64::from(d.1)),
+            created_at: now(),
+        })
     }
 
     /// A preview of the content at `path`, if previews are on and it is an image.
@@ -1053,24 +1066,9 @@ impl Files {
             store.fed_content_proven(row, source, None).await?;
             return Ok(());
         }
-        let name = self.current_backend();
-        let backend = self.inner.backends.get(&name)?;
-        backend
-            .put_file(&row.sha256, path, to_u64(row.size))
+        let blob = self
+            .put_content(&row.sha256, row.size, path, mime, preview)
             .await?;
-        if let Some(png) = &preview.png {
-            backend.put_bytes(&thumb_key(&row.sha256), png).await?;
-        }
-        let blob = BlobRow {
-            sha256: row.sha256.clone(),
-            size: row.size,
-            backend: name,
-            mime,
-            thumbnail: preview.png.is_some(),
-            width: preview.dimensions.map(|d| i64::from(d.0)),
-            height: preview.dimensions.map(|d| i64::from(d.1)),
-            created_at: now(),
-        };
         store.fed_content_proven(row, source, Some(&blob)).await?;
         Ok(())
     }
