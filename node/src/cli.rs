@@ -92,18 +92,19 @@ enum LinkCommand {
         /// How many days the link is valid.
         #[arg(long, default_value_t = 365)]
         days: u32,
-        /// Allow sharing object discussions (invoices, customers), not only dialogs and groups.
+        /// Allow sharing object discussions (invoices, customers), not only dialogs and groups
+        /// (`--object-discussions false` to leave it out of a renewal).
+        #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+        object_discussions: Option<bool>,
+        /// Whose profiles the other node may look up: none, members (the default) or full.
         #[arg(long)]
-        object_discussions: bool,
-        /// Whose profiles the other node may look up: none, members or full.
-        #[arg(long, default_value = "members")]
-        directory: String,
-        /// Let presence travel.
+        directory: Option<String>,
+        /// Let presence travel (`--presence false` to leave it out of a renewal).
+        #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+        presence: Option<bool>,
+        /// Let files travel, up to this many MiB (0, the default: no files).
         #[arg(long)]
-        presence: bool,
-        /// Let files travel, up to this many MiB (0: no files).
-        #[arg(long, default_value_t = 0)]
-        max_file_mb: u64,
+        max_file_mb: Option<u64>,
         /// This organisation, as the other side knows it.
         #[arg(long, default_value = "")]
         organisation: String,
@@ -113,9 +114,9 @@ enum LinkCommand {
         /// Write the offer to this file instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Renew this active link: the same link with the scope and days given here, in force
-        /// once the other side has accepted and this side confirmed (a wider scope needs
-        /// both; narrowing alone is `veche link narrow`).
+        /// Renew this active link: the same link for the days given here, with its scope in
+        /// force changed by the scope options given, in force once the other side has
+        /// accepted and this side confirmed (narrowing alone is `veche link narrow`).
         #[arg(long, value_name = "LINK")]
         renews: Option<String>,
     },
@@ -826,14 +827,36 @@ async fn link_command(
             renews,
         } => {
             save = to;
+            // A renewal starts from the scope in force; a new link from nothing.
+            let current = match &renews {
+                Some(link) => {
+                    let (data_path, config) = resolve(location)?;
+                    match send_admin(&data_path, config, AdminRequest::LinkList).await? {
+                        AdminReply::Links { links } => {
+                            links
+                                .into_iter()
+                                .find(|l| l.link == *link && l.state == "active")
+                                .with_context(|| format!("no active link {link}"))?
+                                .scope
+                        }
+                        other => bail!("unexpected answer {other:?}"),
+                    }
+                }
+                None => veche_protocol::admin::LinkScope {
+                    object_discussions: false,
+                    directory: "members".into(),
+                    presence: false,
+                    max_file_mb: 0,
+                },
+            };
             AdminRequest::LinkOffer {
                 relationship: relationship.unwrap_or_default(),
                 days,
                 scope: veche_protocol::admin::LinkScope {
-                    object_discussions,
-                    directory,
-                    presence,
-                    max_file_mb,
+                    object_discussions: object_discussions.unwrap_or(current.object_discussions),
+                    directory: directory.unwrap_or(current.directory),
+                    presence: presence.unwrap_or(current.presence),
+                    max_file_mb: max_file_mb.unwrap_or(current.max_file_mb),
                 },
                 organisation,
                 contact,

@@ -842,6 +842,25 @@ impl Federation {
             ));
         }
         let scope = scope_from(scope)?;
+        // A renewal names this organisation as the link does, unless told otherwise.
+        let (organisation, contact) = match &renewed {
+            Some(g) => {
+                let key = self.key()?.public();
+                let mine = g.party(&key);
+                let keep = |given: String, current: Option<&String>| {
+                    if given.is_empty() {
+                        current.cloned().unwrap_or_default()
+                    } else {
+                        given
+                    }
+                };
+                (
+                    keep(organisation, mine.map(|p| &p.organisation)),
+                    keep(contact, mine.map(|p| &p.contact)),
+                )
+            }
+            None => (organisation, contact),
+        };
         let offerer = self.me(organisation, contact).await?;
         let key = self.key()?;
         let now = now_ms();

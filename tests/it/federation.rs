@@ -958,6 +958,28 @@ async fn a_renewal_widens_a_link_once_both_sign_and_keeps_what_it_carries() -> a
     ];
     sees(&boris, &g.id, &all).await?;
     sees(&anna, &g.id, &all).await?;
+
+    // From the command line a renewal starts from what is in force: here only presence is
+    // added, and the organisation stays as the link names it.
+    let data = hq.data_dir().to_str().context("path")?.to_owned();
+    let file = hq.data_dir().join("renewal.txt");
+    let path = file.to_str().context("path")?;
+    veche(&[
+        "link",
+        "--data",
+        &data,
+        "offer",
+        "--renews",
+        &link,
+        "--presence",
+        "--out",
+        path,
+    ])
+    .await?;
+    let shown = veche(&["link", "inspect", path]).await?;
+    assert!(shown.contains("version 3"), "{shown}");
+    assert!(shown.contains("presence: true, max_file_mb: 10"), "{shown}");
+    assert!(shown.contains("Head office"), "{shown}");
     Ok(())
 }
 

@@ -434,6 +434,7 @@ impl Store {
     }
 
     /// Queued notifications, for tests and the benchmark.
+    #[cfg(any(test, feature = "test-utils"))]
     pub(crate) async fn push_queue_len(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM push_queue")
             .fetch_one(&self.read)
