@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::event::{Event, Stamp};
 use crate::grant::{Change, DirectoryScope, Grant, Party, Scope, Signed, SignedNotice};
-use crate::keys::{NodeId, NodeKey, PublicKey};
+use crate::keys::{Hash, NodeId, NodeKey, PublicKey};
 use crate::store::{Incoming, LinkStore, Refused};
 use crate::wire::{
     Address, Chunk, Item, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_CHUNK, MAX_DISCUSSION_BYTES,
@@ -160,6 +160,8 @@ pub enum Notification {
     Renewed {
         /// The link.
         link: String,
+        /// The renewal's hash.
+        grant: Hash,
     },
     /// The link is over: the peer revoked it (with a verified notice), refused it as ended,
     /// or it expired. The peer is no longer allowed and nothing is retried.
@@ -273,6 +275,9 @@ pub enum LinkError {
     /// A renewal names another peer than the link's.
     #[error("a renewal keeps the link's peer")]
     OtherPeer,
+    /// A renewal is not the next version of the link.
+    #[error("a renewal is the link's next version")]
+    NotNext,
 }
 
 #[derive(NetworkBehaviour)]
@@ -809,6 +814,9 @@ impl<S: LinkStore> Driver<S> {
         if state.peer.key != peer.key {
             return Err(LinkError::OtherPeer);
         }
+        if Some(grant.terms().version) != state.grant.terms().version.checked_add(1) {
+            return Err(LinkError::NotNext);
+        }
         state.next = Some(grant);
         Ok(())
     }
@@ -898,6 +906,8 @@ impl<S: LinkStore> Driver<S> {
                 if let Some(state) = self.links.get_mut(&link) {
                     if let Change::Narrow { scope } = &notice.notice().change {
                         state.scope = state.scope.meet(scope);
+                        // A renewal held here would undo it: it must be accepted again.
+                        state.next = None;
                     }
                     state.notices.push_back(notice);
                     self.drive(&link);
@@ -976,7 +986,13 @@ impl<S: LinkStore> Driver<S> {
         let expired: Vec<String> = self
             .links
             .iter()
-            .filter(|(_, s)| !s.ended && now >= s.grant.terms().not_after)
+            .filter(|(_, s)| {
+                // A renewal accepted here keeps the link until it expires too.
+                let until = |g: &Grant| g.terms().not_after;
+                !s.ended
+                    && now >= until(&s.grant)
+                    && s.next.as_ref().is_none_or(|n| now >= until(n))
+            })
             .map(|(l, _)| l.clone())
             .collect();
         for link in expired {
@@ -1375,15 +1391,20 @@ impl<S: LinkStore> Driver<S> {
                     // The peer greets with the renewal it confirmed: in force here now.
                     if let Some(next) = state.next.take_if(|g| g.hash() == grant) {
                         state.scope = next.terms().scope.clone();
+                        if let Some(peer) = next.peer_of(&self.me) {
+                            state.addresses = dial_addresses(peer);
+                            state.peer = peer.clone();
+                        }
                         state.previous = Some(std::mem::replace(&mut state.grant, next));
                         state.greeted = false;
                         renewed = true;
                     }
                 }
                 if renewed {
-                    let _ = self
-                        .notify
-                        .send(Notification::Renewed { link: link.clone() });
+                    let _ = self.notify.send(Notification::Renewed {
+                        link: link.clone(),
+                        grant,
+                    });
                     self.drive(&link);
                 }
                 let (store, internal) = (self.store.clone(), self.internal.clone());
@@ -1584,6 +1605,7 @@ impl<S: LinkStore> Driver<S> {
                                 let scope = match self.links.get_mut(&link) {
                                     Some(state) => {
                                         state.scope = state.scope.meet(&scope);
+                                        state.next = None;
                                         state.scope.clone()
                                     }
                                     None => scope,

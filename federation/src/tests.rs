@@ -494,7 +494,8 @@ async fn a_renewal_takes_over_when_the_peer_greets_with_it() {
         .unwrap();
     loop {
         match tokio::time::timeout(Duration::from_secs(10), b.notes.recv()).await {
-            Ok(Some(Notification::Renewed { link })) => {
+            Ok(Some(Notification::Renewed { link, grant })) => {
+                assert_eq!(grant, renewal.hash());
                 assert_eq!(link, id);
                 break;
             }

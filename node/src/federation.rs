@@ -412,6 +412,11 @@ impl Federation {
             net::start(self.inner.node.as_str(), key, config, storage, grants)
                 .await
                 .map_err(|e| e.to_string())?;
+        for grant in held {
+            if let Err(e) = handle.expect_renewal(grant.clone()).await {
+                tracing::error!(link = grant.link(), error = %e, "a held renewal was not taken");
+            }
+        }
         let addresses = if c.listen.is_empty() {
             Vec::new()
         } else {
@@ -420,11 +425,6 @@ impl Federation {
                 .unwrap_or_default()
         };
         tracing::info!(node_id = %handle.node_id(), ?addresses, "federation listening");
-        for grant in held {
-            if let Err(e) = handle.expect_renewal(grant.clone()).await {
-                tracing::error!(link = grant.link(), error = %e, "a held renewal was not taken");
-            }
-        }
         self.inner.handle.set(handle);
         tokio::spawn(self.clone().follow(notifications));
         tokio::spawn(self.clone().apply_received(stop.clone()));
@@ -598,7 +598,7 @@ impl Federation {
                     }
                     Ok(())
                 }
-                Notification::Renewed { link } => self.renewed(&link).await,
+                Notification::Renewed { link, grant } => self.renewed(&link, &grant).await,
                 Notification::Connected { link } => {
                     tracing::info!(link, "linked node connected");
                     self.send_present(&link).await
@@ -941,19 +941,21 @@ impl Federation {
                 "this grant answers another node's offer".into(),
             ));
         }
+        // A link active here at this version or later says so, before the offer is looked for.
+        if let Some(row) = self.inner.store.fed_link(grant.link()).await?
+            && row.state == "active"
+        {
+            let now = Grant::parse(&row.grant_text)?.terms().version;
+            if grant.terms().version <= now {
+                return Err(FederationError::Conflict(format!(
+                    "this link is known already (at version {now})"
+                )));
+            }
+        }
         let offered = self.inner.store.fed_offer(grant.link()).await?;
-        // A renewal (of a link active here) answers an offer this node signed, whichever it
-        // offered last; its version decides.
-        let renewal = self
-            .inner
-            .store
-            .fed_link(grant.link())
-            .await?
-            .is_some_and(|r| r.state == "active");
-        let ours = renewal
-            || offered
-                .and_then(|o| Offer::parse(&o.offer).ok())
-                .is_some_and(|o| o.hash() == grant.offer().hash());
+        let ours = offered
+            .and_then(|o| Offer::parse(&o.offer).ok())
+            .is_some_and(|o| o.hash() == grant.offer().hash());
         if !ours {
             return Err(FederationError::BadRequest(
                 "this grant answers no open offer of this node (confirmed already, or revoked)"
@@ -1095,6 +1097,13 @@ impl Federation {
             }
             return Ok(());
         }
+        if row.renewal.is_some() {
+            return Err(FederationError::Conflict(
+                "this node has accepted the other node's renewal of this link, in force once \
+                 that node confirms it; accept neither or one"
+                    .into(),
+            ));
+        }
         let audit = audit(actor, "link.renewal.confirm", grant.link(), detail);
         if !store
             .fed_renew_link(
@@ -1119,8 +1128,13 @@ impl Federation {
         Ok(())
     }
 
-    /// The other node greeted with the renewal this node had accepted: it is in force now.
-    async fn renewed(&self, link: &str) -> Result<(), StoreError> {
+    /// The other node greeted with the renewal this node had accepted (`hash`): it is in
+    /// force now.
+    async fn renewed(
+        &self,
+        link: &str,
+        hash: &veche_federation::keys::Hash,
+    ) -> Result<(), StoreError> {
         let Some(row) = self.inner.store.fed_link(link).await? else {
             return Ok(());
         };
@@ -1128,7 +1142,11 @@ impl Federation {
             return Ok(());
         };
         let grant = match Grant::parse(text) {
-            Ok(g) => g,
+            Ok(g) if g.hash() == *hash => g,
+            Ok(_) => {
+                tracing::warn!(link, "the renewal put in force is not the one held now");
+                return Ok(());
+            }
             Err(e) => {
                 tracing::error!(link, error = %e, "a held renewal no longer reads");
                 return Ok(());

@@ -39,6 +39,8 @@ pub(crate) struct Runtime {
     pool_handle: Option<tokio::runtime::Handle>,
     /// The node's own runtime.
     pub(crate) main: tokio::runtime::Handle,
+    /// Ends the guard task (see `new`) when this runtime is dropped.
+    _dropped: tokio::sync::oneshot::Sender<()>,
 }
 
 /// A call into an instance, run on the plugin pool.
@@ -179,9 +181,11 @@ impl Runtime {
         // hold the node's services, which hold this runtime, so nothing else would free them
         // if the node were dropped without `stop` (a test's runtime ending, say).
         let guard = PoolGuard(pool.clone(), ticker.clone());
+        let (dropped, gone) = tokio::sync::oneshot::channel::<()>();
         main.spawn(async move {
             let _guard = guard;
-            std::future::pending::<()>().await;
+            // Until this runtime is dropped (or the node's runtime ends, dropping the task).
+            let _ = gone.await;
         });
         Ok(Self {
             engine,
@@ -191,6 +195,7 @@ impl Runtime {
             pool_handle,
             pool,
             main,
+            _dropped: dropped,
         })
     }
 

@@ -266,7 +266,8 @@ impl Store {
         let Some((current,)) = row else {
             return Ok(());
         };
-        sqlx::query("UPDATE fed_links SET scope = ? WHERE link = ?")
+        // A renewal held here would undo the narrowing: it must be accepted again.
+        sqlx::query("UPDATE fed_links SET scope = ?, renewal = NULL WHERE link = ?")
             .bind(change(&current))
             .bind(link)
             .execute(&mut *tx)
