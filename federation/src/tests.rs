@@ -524,6 +524,60 @@ async fn a_renewal_takes_over_when_the_peer_greets_with_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_narrowing_drops_a_renewal_held_for_the_peer() {
+    let Pair {
+        a,
+        mut b,
+        grant,
+        id,
+        ..
+    } = pair().await;
+    connect(&a, &b, &id).await;
+    let mut terms = grant.terms().clone();
+    terms.version = 2;
+    terms.nonce = "renewal".into();
+    let renewal = Offer::create(&a.key, terms)
+        .unwrap()
+        .accept(&b.key, grant.acceptor().clone(), 1)
+        .unwrap();
+    b.handle.expect_renewal(renewal.clone()).await.unwrap();
+    // branch narrows meanwhile: the held renewal would widen the link again, so it goes.
+    let mut narrower = grant.terms().scope.clone();
+    narrower.presence = false;
+    let narrow = SignedNotice::create(
+        &b.key,
+        &grant,
+        &grant.terms().scope,
+        Notice {
+            link: id.clone(),
+            grant: grant.hash(),
+            at: 1,
+            change: Change::Narrow { scope: narrower },
+        },
+    )
+    .unwrap();
+    b.handle.notify(&id, narrow);
+    a.handle
+        .renew_link(renewal.clone(), renewal.terms().scope.clone())
+        .await
+        .unwrap();
+    let renewed = |n: &Notification| matches!(n, Notification::Renewed { .. });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(n)) = tokio::time::timeout_at(deadline, b.notes.recv()).await {
+        assert!(!renewed(&n), "a dropped renewal was put in force");
+    }
+    // Accepted again, it is put in force at hq's next greeting.
+    b.handle.expect_renewal(renewal.clone()).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), b.notes.recv()).await {
+            Ok(Some(n)) if renewed(&n) => break,
+            Ok(Some(_)) => continue,
+            other => panic!("not renewed: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_peers_node_answers_directory_queries_or_says_why_not() {
     let Pair { a, mut b, id, .. } = pair().await;
     // Not connected yet: a query does not wait for the link.
