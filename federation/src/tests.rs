@@ -118,6 +118,19 @@ fn submit(key: &NodeKey, author: &str, origin: &str, home: &str, n: u64) -> Item
     }
 }
 
+/// The next version of `grant`, offered by `a` and accepted by `b`, its scope changed by
+/// `change`.
+fn renewal(a: &Node, b: &Node, grant: &Grant, change: impl FnOnce(&mut Scope)) -> Grant {
+    let mut terms = grant.terms().clone();
+    terms.version += 1;
+    terms.nonce = "renewal".into();
+    change(&mut terms.scope);
+    Offer::create(&a.key, terms)
+        .unwrap()
+        .accept(&b.key, grant.acceptor().clone(), 1)
+        .unwrap()
+}
+
 /// hq and branch, linked, each with an empty in-memory store.
 struct Pair {
     a: Node,
@@ -473,14 +486,7 @@ async fn a_renewal_takes_over_when_the_peer_greets_with_it() {
         ..
     } = pair().await;
     connect(&a, &b, &id).await;
-    let mut terms = grant.terms().clone();
-    terms.version = 2;
-    terms.scope.presence = false;
-    terms.nonce = "renewal".into();
-    let renewal = Offer::create(&a.key, terms)
-        .unwrap()
-        .accept(&b.key, grant.acceptor().clone(), 1)
-        .unwrap();
+    let renewal = renewal(&a, &b, &grant, |scope| scope.presence = false);
     // branch has accepted it; the link goes on under the first grant meanwhile.
     b.handle.expect_renewal(renewal.clone()).await.unwrap();
     a.store
@@ -533,13 +539,7 @@ async fn a_narrowing_drops_a_renewal_held_for_the_peer() {
         ..
     } = pair().await;
     connect(&a, &b, &id).await;
-    let mut terms = grant.terms().clone();
-    terms.version = 2;
-    terms.nonce = "renewal".into();
-    let renewal = Offer::create(&a.key, terms)
-        .unwrap()
-        .accept(&b.key, grant.acceptor().clone(), 1)
-        .unwrap();
+    let renewal = renewal(&a, &b, &grant, |_| {});
     b.handle.expect_renewal(renewal.clone()).await.unwrap();
     // branch narrows meanwhile: the held renewal would widen the link again, so it goes.
     let mut narrower = grant.terms().scope.clone();

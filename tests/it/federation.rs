@@ -3,7 +3,7 @@
 use anyhow::{Context, bail};
 use veche_client::Connection;
 use veche_client::protocol::admin::{AdminReply, AdminRequest, LinkInfo, LinkScope};
-use veche_client::protocol::discussions::{Change, DiscussionEvent, DiscussionInfo};
+use veche_client::protocol::discussions::{Change, DiscussionEvent, DiscussionInfo, Message};
 use veche_client::protocol::files::FileInfo;
 use veche_client::protocol::presence::{PresenceChoice, PresenceState};
 use veche_client::protocol::{ErrorCode, Event, Reply, Request};
@@ -30,12 +30,8 @@ async fn node(name: &str) -> anyhow::Result<TestNode> {
     Ok(TestNode::spawn_with(config).await?)
 }
 
-/// A group's messages as `conn` sees them: id, author and text (`None` once deleted), in the
-/// order of its log.
-async fn log(
-    conn: &Connection,
-    group: &str,
-) -> anyhow::Result<Vec<(String, String, Option<String>)>> {
+/// A group's messages as `conn` sees them now, in the order of its log.
+async fn messages(conn: &Connection, group: &str) -> anyhow::Result<Vec<Message>> {
     match ask(
         conn,
         Request::History {
@@ -49,14 +45,25 @@ async fn log(
         Reply::Events { events, .. } => Ok(events
             .into_iter()
             .filter_map(|e: DiscussionEvent| match e.change {
-                Change::MessagePosted { message } => {
-                    Some((message.id, message.author, message.text))
-                }
+                Change::MessagePosted { message } => Some(*message),
                 _ => None,
             })
             .collect()),
         other => bail!("expected events, got {other:?}"),
     }
+}
+
+/// A group's messages as `conn` sees them: id, author and text (`None` once deleted), in the
+/// order of its log.
+async fn log(
+    conn: &Connection,
+    group: &str,
+) -> anyhow::Result<Vec<(String, String, Option<String>)>> {
+    Ok(messages(conn, group)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m.author, m.text))
+        .collect())
 }
 
 /// Waits until `conn` sees exactly these texts in the group, in this order.
@@ -643,25 +650,12 @@ async fn three_nodes_converge_on_the_homes_log() -> anyhow::Result<()> {
 
 /// The files of a message in a group's history, as `conn` sees them.
 async fn files_of(conn: &Connection, group: &str, message: &str) -> anyhow::Result<Vec<FileInfo>> {
-    match ask(
-        conn,
-        Request::History {
-            discussion: group.into(),
-            before: None,
-            limit: 500,
-        },
-    )
-    .await?
-    {
-        Reply::Events { events, .. } => events
-            .into_iter()
-            .find_map(|e| match e.change {
-                Change::MessagePosted { message: m } if m.id == message => Some(m.files),
-                _ => None,
-            })
-            .context("the message is not there (yet)"),
-        other => bail!("expected events, got {other:?}"),
-    }
+    messages(conn, group)
+        .await?
+        .into_iter()
+        .find(|m| m.id == message)
+        .map(|m| m.files)
+        .context("the message is not there (yet)")
 }
 
 /// Waits until `conn` has the message `id` of `group`; its files.
