@@ -228,7 +228,8 @@ pub struct LinkStatus {
     pub link: String,
     /// The peer's node name.
     pub peer: String,
-    /// Whether a connection is open.
+    /// Whether a connection is open and the peer has answered our greeting (a connection the
+    /// peer refuses, a stranger's say, does not count).
     pub connected: bool,
     /// The last of our items the peer has stored.
     pub acked: u64,
@@ -927,7 +928,7 @@ impl<S: LinkStore> Driver<S> {
                     .map(|(link, s)| LinkStatus {
                         link: link.clone(),
                         peer: s.peer.node.clone(),
-                        connected: s.connected,
+                        connected: s.connected && s.greeted,
                         acked: s.acked,
                         ended: s.ended,
                         stalled: s.stalled.clone(),

@@ -278,7 +278,7 @@ pub struct LinkInfo {
     pub version: u32,
     /// Valid until.
     pub not_after: Timestamp,
-    /// Whether a connection is open now.
+    /// Whether a connection is open now and the other node has answered this one's greeting.
     pub connected: bool,
     /// Items waiting to be delivered to the other node.
     pub queued: u64,
