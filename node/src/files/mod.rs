@@ -916,8 +916,8 @@ impl Files {
     }
 
     /// Makes sure the content of a linked node's file is here and proven: fetched from its
-    /// source once (one fetch per content and source at a time, on a task of its own, so an
-    /// abandoned download does not stop it). Waits for it, or at most `wait`.
+    /// source once (one fetch per content, source and discussion at a time, on a task of its
+    /// own, so an abandoned download does not stop it). Waits for it, or at most `wait`.
     async fn fetch_linked(&self, row: &FileRow, wait: Option<Duration>) -> Result<(), FileError> {
         let Some(source) = self.source_of(row) else {
             return Err(FileError::NotFound("file"));
