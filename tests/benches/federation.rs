@@ -6,7 +6,9 @@
 //!   (submission, stamping, and the stamped event back) and until the home's member sees it;
 //! - events per second reaching the branch while sixteen writers at the home post at once, one
 //!   message at a time each, then eight at a time each;
-//! - how fast a backlog written while the branch was down is caught up once it is back.
+//! - how fast a backlog written while the branch was down is caught up once it is back;
+//! - a file written at the home: its first download at the branch (fetched over the link),
+//!   and the next (from the branch's own store).
 //!
 //! Nodes and clients share one process (a 2-worker tokio runtime). Numbers, not assertions.
 
@@ -14,7 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use veche_client::protocol::admin::{AdminReply, AdminRequest, LinkScope};
+use sha2::{Digest, Sha256};
 use veche_client::protocol::discussions::{Change, SendMessage};
+use veche_client::protocol::files::NewUpload;
 use veche_client::protocol::{Event, Reply, Request};
 use veche_client::{ClientConfig, Connection, Trust};
 use veche_node::test_utils::{TestNode, test_config};
@@ -28,6 +32,8 @@ const PASSWORD: &str = "benchmark password";
 const WRITERS: usize = 16;
 /// Messages each writer posts in a throughput run.
 const EACH: usize = 500;
+/// The file sent over the link, in MiB.
+const FILE_MB: usize = 32;
 
 async fn node(name: &str) -> TestNode {
     let mut config = test_config();
@@ -59,7 +65,7 @@ async fn link(home: &TestNode, branch: &TestNode) -> String {
                 object_discussions: false,
                 directory: "members".into(),
                 presence: false,
-                max_file_mb: 0,
+                max_file_mb: 64,
             },
             organisation: String::new(),
             contact: String::new(),
@@ -89,16 +95,23 @@ async fn link(home: &TestNode, branch: &TestNode) -> String {
     link
 }
 
+fn message(group: &str, text: &str) -> SendMessage {
+    SendMessage {
+        discussion: group.to_owned(),
+        client_msg_id: text.to_owned(),
+        text: text.to_owned(),
+        reply_to: None,
+        data: None,
+        actions: Vec::new(),
+        files: Vec::new(),
+    }
+}
+
 async fn send(conn: &Connection, group: &str, id: &str, text: &str) {
     let reply = conn
         .request(Request::Send(SendMessage {
-            discussion: group.to_owned(),
             client_msg_id: id.to_owned(),
-            text: text.to_owned(),
-            reply_to: None,
-            data: None,
-            actions: Vec::new(),
-            files: Vec::new(),
+            ..message(group, text)
         }))
         .await
         .expect("send");
@@ -310,6 +323,64 @@ async fn run() {
     let caught_up = t0.elapsed();
     let backlog_rate = (target - seq0) as f64 / caught_up.as_secs_f64();
 
+    // A file over the link: written at the home, downloaded twice at the branch. A fresh
+    // connection at the home (the first one's events were left unread).
+    drop(anna);
+    let anna = draining(login(&hq, "anna").await);
+    let data: Vec<u8> = (0..FILE_MB * 1024 * 1024)
+        .map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let up = anna
+        .create_upload(NewUpload {
+            discussion: group.clone(),
+            name: "scan.bin".into(),
+            size: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(&data)),
+        })
+        .await
+        .expect("upload");
+    let file = anna
+        .send_upload(&up.id, 0, data.as_slice(), |_| {})
+        .await
+        .expect("upload");
+    let mut m = message(&group, "file");
+    m.files = vec![file.id];
+    anna.request(Request::Send(m)).await.expect("send");
+    let at_branch = loop {
+        let files = match boris
+            .request(Request::History {
+                discussion: group.clone(),
+                before: None,
+                limit: 1,
+            })
+            .await
+            .expect("history")
+        {
+            Reply::Events { events, .. } => events
+                .into_iter()
+                .find_map(|e| match e.change {
+                    Change::MessagePosted { message } => message.files.into_iter().next(),
+                    _ => None,
+                }),
+            other => panic!("{other:?}"),
+        };
+        match files {
+            Some(f) => break f.id,
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    let mut downloads = Vec::new();
+    for _ in 0..2 {
+        let mut out = Vec::with_capacity(data.len());
+        let t = Instant::now();
+        boris
+            .download(&at_branch, 0, false, &mut out)
+            .await
+            .expect("download");
+        downloads.push(t.elapsed());
+        assert!(out == data, "the file arrived changed");
+    }
+
     println!("| what | p50 | p99 |");
     println!("|---|---|---|");
     println!(
@@ -341,5 +412,13 @@ async fn run() {
     );
     println!(
         "a backlog of {total} messages written while the branch was down: the branch's copy caught up at {backlog_rate:.0} events/s ({caught_up:.2?} from the first arrival)"
+    );
+    let rate = |d: Duration| FILE_MB as f64 / d.as_secs_f64();
+    println!(
+        "a {FILE_MB} MiB file written at the home: first download at the branch (fetched over the link) {:.2?}, {:.0} MiB/s; the next (from the branch's store) {:.2?}, {:.0} MiB/s",
+        downloads[0],
+        rate(downloads[0]),
+        downloads[1],
+        rate(downloads[1])
     );
 }
