@@ -15,8 +15,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use veche_client::protocol::admin::{AdminReply, AdminRequest, LinkScope};
 use sha2::{Digest, Sha256};
+use veche_client::protocol::admin::{AdminReply, AdminRequest, LinkScope};
 use veche_client::protocol::discussions::{Change, SendMessage};
 use veche_client::protocol::files::NewUpload;
 use veche_client::protocol::{Event, Reply, Request};
@@ -356,12 +356,10 @@ async fn run() {
             .await
             .expect("history")
         {
-            Reply::Events { events, .. } => events
-                .into_iter()
-                .find_map(|e| match e.change {
-                    Change::MessagePosted { message } => message.files.into_iter().next(),
-                    _ => None,
-                }),
+            Reply::Events { events, .. } => events.into_iter().find_map(|e| match e.change {
+                Change::MessagePosted { message } => message.files.into_iter().next(),
+                _ => None,
+            }),
             other => panic!("{other:?}"),
         };
         match files {
