@@ -380,7 +380,13 @@ impl Federation {
                 continue;
             }
             // Renewals accepted here wait for the other node's greeting.
-            held.extend(row.renewal.as_deref().and_then(|r| Grant::parse(r).ok()));
+            match row.renewal.as_deref().map(Grant::parse) {
+                Some(Ok(g)) => held.push(g),
+                Some(Err(e)) => {
+                    tracing::error!(link = row.link, error = %e, "a held renewal no longer reads; accept it again")
+                }
+                None => {}
+            }
             match Grant::parse(&row.grant_text) {
                 Ok(g) => {
                     let scope = serde_json::from_str(&row.scope)
@@ -921,6 +927,25 @@ impl Federation {
                 "this is an offer of this node: send it to the other node's administrator".into(),
             ));
         }
+        // A renewal names this organisation as the link does, unless told otherwise.
+        let (organisation, contact) = match self.inner.store.fed_link(&offer.terms().link).await? {
+            Some(row) if row.state == "active" => {
+                let current = Grant::parse(&row.grant_text)?;
+                let mine = current.party(&key.public());
+                let keep = |given: String, now: Option<&String>| {
+                    if given.is_empty() {
+                        now.cloned().unwrap_or_default()
+                    } else {
+                        given
+                    }
+                };
+                (
+                    keep(organisation, mine.map(|p| &p.organisation)),
+                    keep(contact, mine.map(|p| &p.contact)),
+                )
+            }
+            _ => (organisation, contact),
+        };
         let me = self.me(organisation, contact).await?;
         let grant = offer.accept(key, me, now_ms())?;
         self.activate(actor, "link.accept", &grant).await?;

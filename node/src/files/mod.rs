@@ -71,6 +71,8 @@ const FETCHES: usize = 4;
 const PREFETCH_EVERY: Duration = Duration::from_secs(60);
 /// How long the home waits before fetching a file again whose fetch failed.
 const PREFETCH_RETRY: Duration = Duration::from_secs(600);
+/// How long the home waits before fetching a file again that was refused here.
+const PREFETCH_REFUSED: Duration = Duration::from_secs(86_400);
 /// Files attached to one message at most.
 pub(crate) const MAX_FILES_PER_MESSAGE: usize = 10;
 
@@ -1102,7 +1104,7 @@ impl Files {
                     QueryError::Refused(why) if why == LINKED_REFUSED => {
                         FileError::Conflict(format!("{source} will not send the file"))
                     }
-                    QueryError::Malformed(why) => FileError::BadRequest(why),
+                    QueryError::Malformed(why) => later(source, why),
                     e => later(source, e.to_string()),
                 })?;
             let want = (size - offset).min(veche_federation::wire::MAX_CHUNK as u64);
@@ -1307,10 +1309,16 @@ impl Files {
                 () = self.inner.prefetch.notified() => {}
                 () = tokio::time::sleep(PREFETCH_EVERY) => {}
             }
+            let now = std::time::Instant::now();
+            let skip: Vec<String> = {
+                let mut failed = lock(&self.inner.prefetch_failed);
+                failed.retain(|_, at| *at > now);
+                failed.keys().cloned().collect()
+            };
             let rows = match self
                 .inner
                 .store
-                .fed_unproven_at_home(self.inner.node.as_str(), 200)
+                .fed_unproven_at_home(self.inner.node.as_str(), &skip, 20)
                 .await
             {
                 Ok(rows) => rows,
@@ -1319,22 +1327,26 @@ impl Files {
                     continue;
                 }
             };
-            let now = std::time::Instant::now();
-            let due: Vec<FileRow> = {
-                let mut failed = lock(&self.inner.prefetch_failed);
-                failed.retain(|_, at| *at > now);
-                rows.into_iter()
-                    .filter(|r| !failed.contains_key(&r.id))
-                    .take(20)
-                    .collect()
-            };
-            for row in due {
+            for row in rows {
+                // One already on its way is not waited for twice.
+                let on_its_way = self.source_of(&row).is_some_and(|source| {
+                    let key = (row.sha256.clone(), source, row.discussion_id.clone());
+                    lock(&self.inner.fetches).contains_key(&key)
+                });
+                if on_its_way {
+                    continue;
+                }
                 let this = self.clone();
                 tokio::spawn(async move {
                     if let Err(e) = this.fetch_linked(&row, None).await {
+                        // A refusal (the type here, the content sent) stands for a day.
+                        let wait = match e {
+                            FileError::Refused(_) | FileError::Conflict(_) => PREFETCH_REFUSED,
+                            _ => PREFETCH_RETRY,
+                        };
                         tracing::debug!(file = %row.id, error = %e, "the home could not fetch a file; trying later");
-                        lock(&this.inner.prefetch_failed)
-                            .insert(row.id, std::time::Instant::now() + PREFETCH_RETRY);
+                        let at = std::time::Instant::now() + wait;
+                        lock(&this.inner.prefetch_failed).insert(row.id, at);
                     }
                 });
             }

@@ -266,9 +266,14 @@ impl Store {
         let Some((current,)) = row else {
             return Ok(());
         };
-        // A renewal held here would undo the narrowing: it must be accepted again.
+        // A renewal held here, or offered from here, would undo the narrowing: it must be
+        // offered and accepted again.
         sqlx::query("UPDATE fed_links SET scope = ?, renewal = NULL WHERE link = ?")
             .bind(change(&current))
+            .bind(link)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM fed_offers WHERE link = ?")
             .bind(link)
             .execute(&mut *tx)
             .await?;

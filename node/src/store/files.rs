@@ -506,10 +506,11 @@ impl Store {
     }
 
     /// Files of discussions homed at `node` (this node) that a linked node named and has not
-    /// sent yet, attached to messages not deleted, oldest first.
+    /// sent yet, attached to messages not deleted, oldest first, but for those in `skip`.
     pub(crate) async fn fed_unproven_at_home(
         &self,
         node: &str,
+        skip: &[String],
         limit: i64,
     ) -> Result<Vec<FileRow>, StoreError> {
         Ok(sqlx::query_as(concat!(
@@ -518,11 +519,13 @@ impl Store {
             " FROM files f JOIN blobs b ON b.sha256 = f.sha256 \
               WHERE f.linked_from IS NOT NULL \
               AND substr(f.discussion_id, instr(f.discussion_id, '@') + 1) = ? \
+              AND f.id NOT IN (SELECT value FROM json_each(?)) \
               AND EXISTS (SELECT 1 FROM message_files a JOIN messages m ON m.id = a.message_id \
                    WHERE a.file_id = f.id AND NOT m.deleted) \
               ORDER BY f.created_at LIMIT ?"
         ))
         .bind(node)
+        .bind(super::json_param(&skip)?)
         .bind(limit)
         .fetch_all(&self.read)
         .await?)

@@ -631,9 +631,6 @@ impl Sequencer {
             .await
     }
 
-    /// On a replica: a local user's change of another home's discussion, signed and queued for
-    /// the home. Its message id, for a post.
-    #[allow(clippy::too_many_arguments)]
     /// The answer to a submission sent before with the same exactly-once key, if there was
     /// one: its message id, or its home's refusal.
     pub(super) async fn submitted_before(
@@ -655,6 +652,8 @@ impl Sequencer {
         }))
     }
 
+    /// On a replica: a local user's change of another home's discussion, signed and queued for
+    /// the home (with the files it attaches). Its message id, for a post.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn submit_home(
         &self,
