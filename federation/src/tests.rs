@@ -131,6 +131,22 @@ fn renewal(a: &Node, b: &Node, grant: &Grant, change: impl FnOnce(&mut Scope)) -
         .unwrap()
 }
 
+/// `by`'s notice narrowing `grant` to `scope`.
+fn narrowing(by: &Node, grant: &Grant, scope: Scope, at: i64) -> SignedNotice {
+    SignedNotice::create(
+        &by.key,
+        grant,
+        &grant.terms().scope,
+        Notice {
+            link: grant.link().to_owned(),
+            grant: grant.hash(),
+            at,
+            change: Change::Narrow { scope },
+        },
+    )
+    .unwrap()
+}
+
 /// hq and branch, linked, each with an empty in-memory store.
 struct Pair {
     a: Node,
@@ -544,19 +560,7 @@ async fn a_narrowing_drops_a_renewal_held_for_the_peer() {
     // branch narrows meanwhile: the held renewal would widen the link again, so it goes.
     let mut narrower = grant.terms().scope.clone();
     narrower.presence = false;
-    let narrow = SignedNotice::create(
-        &b.key,
-        &grant,
-        &grant.terms().scope,
-        Notice {
-            link: id.clone(),
-            grant: grant.hash(),
-            at: 1,
-            change: Change::Narrow { scope: narrower },
-        },
-    )
-    .unwrap();
-    b.handle.notify(&id, narrow);
+    b.handle.notify(&id, narrowing(&b, &grant, narrower, 1));
     a.handle
         .renew_link(renewal.clone(), renewal.terms().scope.clone())
         .await
@@ -723,19 +727,7 @@ async fn the_peers_node_serves_pieces_of_files_while_the_link_carries_files() {
     // Once the link carries no files, hq's transport refuses before its node is asked.
     let mut narrower = grant.terms().scope.clone();
     narrower.max_file_mb = 0;
-    let narrow = SignedNotice::create(
-        &b.key,
-        &grant,
-        &grant.terms().scope,
-        Notice {
-            link: id.clone(),
-            grant: grant.hash(),
-            at: 1,
-            change: Change::Narrow { scope: narrower },
-        },
-    )
-    .unwrap();
-    b.handle.notify(&id, narrow);
+    b.handle.notify(&id, narrowing(&b, &grant, narrower, 1));
     tokio::time::timeout(Duration::from_secs(10), narrowed.recv())
         .await
         .unwrap();

@@ -850,21 +850,7 @@ impl Federation {
         let scope = scope_from(scope)?;
         // A renewal names this organisation as the link does, unless told otherwise.
         let (organisation, contact) = match &renewed {
-            Some(g) => {
-                let key = self.key()?.public();
-                let mine = g.party(&key);
-                let keep = |given: String, current: Option<&String>| {
-                    if given.is_empty() {
-                        current.cloned().unwrap_or_default()
-                    } else {
-                        given
-                    }
-                };
-                (
-                    keep(organisation, mine.map(|p| &p.organisation)),
-                    keep(contact, mine.map(|p| &p.contact)),
-                )
-            }
+            Some(g) => as_named(g, &self.key()?.public(), organisation, contact),
             None => (organisation, contact),
         };
         let offerer = self.me(organisation, contact).await?;
@@ -929,21 +915,12 @@ impl Federation {
         }
         // A renewal names this organisation as the link does, unless told otherwise.
         let (organisation, contact) = match self.inner.store.fed_link(&offer.terms().link).await? {
-            Some(row) if row.state == "active" => {
-                let current = Grant::parse(&row.grant_text)?;
-                let mine = current.party(&key.public());
-                let keep = |given: String, now: Option<&String>| {
-                    if given.is_empty() {
-                        now.cloned().unwrap_or_default()
-                    } else {
-                        given
-                    }
-                };
-                (
-                    keep(organisation, mine.map(|p| &p.organisation)),
-                    keep(contact, mine.map(|p| &p.contact)),
-                )
-            }
+            Some(row) if row.state == "active" => as_named(
+                &Grant::parse(&row.grant_text)?,
+                &key.public(),
+                organisation,
+                contact,
+            ),
             _ => (organisation, contact),
         };
         let me = self.me(organisation, contact).await?;
@@ -1329,6 +1306,28 @@ impl Federation {
             .map(|i| all[i].clone())
             .ok_or_else(|| FederationError::NotFound(link.to_owned()))
     }
+}
+
+/// The organisation and contact this node (`me`) gives in a renewal of `current`: the ones
+/// given, or where empty, the ones the link names now.
+fn as_named(
+    current: &Grant,
+    me: &veche_federation::keys::PublicKey,
+    organisation: String,
+    contact: String,
+) -> (String, String) {
+    let mine = current.party(me);
+    let keep = |given: String, now: Option<&String>| {
+        if given.is_empty() {
+            now.cloned().unwrap_or_default()
+        } else {
+            given
+        }
+    };
+    (
+        keep(organisation, mine.map(|p| &p.organisation)),
+        keep(contact, mine.map(|p| &p.contact)),
+    )
 }
 
 /// The stored scope (JSON) narrowed by `by`: what both allow, so narrowings made on either
