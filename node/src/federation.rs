@@ -26,7 +26,7 @@ use crate::config::FederationConfig;
 use crate::discussions::{Discussions, FedOutcome};
 use crate::files::{FileError, Files};
 use crate::presence::Presence;
-use crate::store::{AuditRecord, LinkRow, NewLink, Store, StoreError};
+use crate::store::{AuditRecord, LinkRow, NewLink, Renewal, Store, StoreError};
 
 /// Why a link command failed.
 #[derive(Debug, thiserror::Error)]
@@ -1087,7 +1087,12 @@ impl Federation {
         if action == "link.accept" {
             let audit = audit(actor, "link.renewal.accept", grant.link(), detail);
             if !store
-                .fed_hold_renewal(grant.link(), &row.grant_text, &grant.to_text(), &audit)
+                .fed_renewal(
+                    grant.link(),
+                    &row.grant_text,
+                    Renewal::Held(&grant.to_text()),
+                    &audit,
+                )
                 .await?
             {
                 return Err(changed());
@@ -1108,11 +1113,13 @@ impl Federation {
         }
         let audit = audit(actor, "link.renewal.confirm", grant.link(), detail);
         if !store
-            .fed_renew_link(
+            .fed_renewal(
                 grant.link(),
                 &row.grant_text,
-                &grant.to_text(),
-                scope,
+                Renewal::InForce {
+                    grant_text: &grant.to_text(),
+                    scope,
+                },
                 &audit,
             )
             .await?
@@ -1161,7 +1168,15 @@ impl Federation {
         if self
             .inner
             .store
-            .fed_renew_link(link, &row.grant_text, text, &scope, &audit)
+            .fed_renewal(
+                link,
+                &row.grant_text,
+                Renewal::InForce {
+                    grant_text: text,
+                    scope: &scope,
+                },
+                &audit,
+            )
             .await?
         {
             tracing::info!(link, version = grant.terms().version, "link renewed");

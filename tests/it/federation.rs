@@ -658,6 +658,19 @@ async fn files_of(conn: &Connection, group: &str, message: &str) -> anyhow::Resu
         .context("the message is not there (yet)")
 }
 
+/// The refusal of a post (client id `id`) of `file` to `group`; taking it fails the test.
+async fn files_refused(
+    conn: &Connection,
+    group: &str,
+    id: &str,
+    file: &str,
+) -> anyhow::Result<veche_client::protocol::ErrorBody> {
+    send_files(conn, group, id, "с файлом", &[file])
+        .await?
+        .err()
+        .context("a file the link does not carry was taken")
+}
+
 /// Waits until `conn` has the message `id` of `group`; its files.
 async fn arrived_files(
     conn: &Connection,
@@ -753,10 +766,7 @@ async fn files_travel_by_reference_and_are_fetched_within_the_links_scope() -> a
     // A file over the link's limit is refused before it leaves c.
     let over = content(4, 1_100_000);
     let fo = upload(&clara, &g.id, "отчёт.xlsx", &over).await?;
-    let refused = send_files(&clara, &g.id, "m3", "отчёт", &[&fo.id])
-        .await?
-        .err()
-        .context("a file over the link's limit was taken")?;
+    let refused = files_refused(&clara, &g.id, "m3", &fo.id).await?;
     assert!(refused.message.contains("at most 1 MiB"), "{refused:?}");
 
     // A linked node gets the files of discussions it takes part in, and no others.
@@ -868,10 +878,7 @@ async fn a_renewal_widens_a_link_once_both_sign_and_keeps_what_it_carries() -> a
     sees(&boris, &g.id, &[Some("до продления")]).await?;
     let doc = content(7, 10_000);
     let f = upload(&boris, &g.id, "счёт.pdf", &doc).await?;
-    let refused = send_files(&boris, &g.id, "b1", "счёт", &[&f.id])
-        .await?
-        .err()
-        .context("a file went over a link that carries none")?;
+    let refused = files_refused(&boris, &g.id, "b1", &f.id).await?;
     assert!(refused.message.contains("carries no files"), "{refused:?}");
 
     // The head office offers a renewal of the same link that carries files.

@@ -907,14 +907,7 @@ impl Files {
         if let Some(source) = &row.linked_from {
             return Some(source.clone());
         }
-        let me = self.inner.node.as_str();
-        let home = node_of(&row.discussion_id);
-        let source = if home == Some(me) {
-            node_of(&row.uploader)
-        } else {
-            home
-        };
-        source.filter(|s| *s != me).map(str::to_owned)
+        source_node(self.inner.node.as_str(), &row.discussion_id, &row.uploader).map(str::to_owned)
     }
 
     /// Makes sure the content of a linked node's file is here and proven: fetched from its
@@ -1575,6 +1568,19 @@ async fn read_head(path: &Path, buf: &mut [u8]) -> std::io::Result<usize> {
         n += k;
     }
     Ok(n)
+}
+
+/// The linked node this node (`me`) fetches the content of a file of `discussion` uploaded by
+/// `uploader` from: the discussion's home, or for the home itself the uploader's node. `None`
+/// if that is this node.
+pub(crate) fn source_node<'a>(me: &str, discussion: &'a str, uploader: &'a str) -> Option<&'a str> {
+    let home = node_of(discussion);
+    let source = if home == Some(me) {
+        node_of(uploader)
+    } else {
+        home
+    };
+    source.filter(|s| *s != me)
 }
 
 /// A file held at `source` cannot be fetched now, for this reason.

@@ -18,6 +18,15 @@ pub(crate) struct LinkRow {
     pub(crate) renewal: Option<String>,
 }
 
+/// What a renewal of a link does to it.
+pub(crate) enum Renewal<'a> {
+    /// In force now: the renewal's grant and scope replace the link's (narrowings of the old
+    /// grant are over, and a renewal held here too).
+    InForce { grant_text: &'a str, scope: &'a str },
+    /// Accepted here, held until the other node greets with it.
+    Held(&'a str),
+}
+
 /// An offer this node made that is not confirmed yet.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct OfferRow {
@@ -128,54 +137,29 @@ impl Store {
         Ok(true)
     }
 
-    /// Replaces an active link's grant with its renewal (and forgets the offer it answers):
-    /// the scope is the renewal's, narrowings of the old grant are over. `false` if the link
-    /// is not active, or holds a grant other than `old` now.
-    pub(crate) async fn fed_renew_link(
+    /// Records a renewal of an active link (and forgets this node's offer for it), unless the
+    /// link is not active any more or holds a grant other than `current` now (`false`).
+    pub(crate) async fn fed_renewal(
         &self,
         link: &str,
-        old: &str,
-        grant_text: &str,
-        scope: &str,
+        current: &str,
+        renewal: Renewal<'_>,
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
+        // NULL keeps a column as it is.
+        let (grant_text, scope, held) = match renewal {
+            Renewal::InForce { grant_text, scope } => (Some(grant_text), Some(scope), None),
+            Renewal::Held(text) => (None, None, Some(text)),
+        };
         let mut tx = self.write.begin().await?;
         let done = sqlx::query(
-            "UPDATE fed_links SET grant_text = ?, scope = ?, renewal = NULL \
+            "UPDATE fed_links SET grant_text = COALESCE(?, grant_text), \
+             scope = COALESCE(?, scope), renewal = ? \
              WHERE link = ? AND state = 'active' AND grant_text = ?",
         )
         .bind(grant_text)
         .bind(scope)
-        .bind(link)
-        .bind(old)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM fed_offers WHERE link = ?")
-            .bind(link)
-            .execute(&mut *tx)
-            .await?;
-        super::audit::append(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    /// Holds a renewal this node accepted for an active link (replacing one held before);
-    /// `false` if the link is not active, or holds a grant other than `current` now.
-    pub(crate) async fn fed_hold_renewal(
-        &self,
-        link: &str,
-        current: &str,
-        renewal: &str,
-        audit: &AuditRecord,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.write.begin().await?;
-        let done = sqlx::query(
-            "UPDATE fed_links SET renewal = ? WHERE link = ? AND state = 'active' AND grant_text = ?",
-        )
-        .bind(renewal)
+        .bind(held)
         .bind(link)
         .bind(current)
         .execute(&mut *tx)
@@ -183,7 +167,6 @@ impl Store {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        // This node's own renewal offer for the link gives way to the peer's.
         sqlx::query("DELETE FROM fed_offers WHERE link = ?")
             .bind(link)
             .execute(&mut *tx)

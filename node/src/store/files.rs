@@ -245,25 +245,7 @@ impl Store {
         match blob {
             Some(b) => {
                 // A content recorded only as held at a linked node is here now.
-                sqlx::query(concat!(
-                    "INSERT INTO blobs (",
-                    blob_columns!(),
-                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO UPDATE SET \
-                     size = excluded.size, backend = excluded.backend, mime = excluded.mime, \
-                     thumbnail = excluded.thumbnail, width = excluded.width, \
-                     height = excluded.height WHERE blobs.backend = ?"
-                ))
-                .bind(&b.sha256)
-                .bind(b.size)
-                .bind(&b.backend)
-                .bind(&b.mime)
-                .bind(b.thumbnail)
-                .bind(b.width)
-                .bind(b.height)
-                .bind(b.created_at)
-                .bind(REMOTE_BACKEND)
-                .execute(&mut *tx)
-                .await?;
+                insert_blob(&mut tx, b, true).await?;
             }
             None => {
                 let exists: Option<i64> =
@@ -664,21 +646,7 @@ impl Batch {
         file: &FileRow,
         blob: &BlobRow,
     ) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "INSERT INTO blobs (",
-            blob_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING"
-        ))
-        .bind(&blob.sha256)
-        .bind(blob.size)
-        .bind(&blob.backend)
-        .bind(&blob.mime)
-        .bind(blob.thumbnail)
-        .bind(blob.width)
-        .bind(blob.height)
-        .bind(blob.created_at)
-        .execute(&mut *self.tx)
-        .await?;
+        insert_blob(&mut self.tx, blob, false).await?;
         sqlx::query(
             "INSERT INTO files (id, sha256, name, size, discussion_id, uploader, created_at, \
              linked_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
@@ -730,4 +698,34 @@ impl Batch {
         .fetch_all(&mut *self.tx)
         .await?)
     }
+}
+
+/// Records a content; if it is recorded already, it stays as it is, unless `take_over_remote`
+/// and it was recorded only as held at a linked node (it is here now, as `b` says).
+async fn insert_blob(
+    conn: &mut sqlx::SqliteConnection,
+    b: &BlobRow,
+    take_over_remote: bool,
+) -> Result<(), StoreError> {
+    sqlx::query(concat!(
+        "INSERT INTO blobs (",
+        blob_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO UPDATE SET \
+         size = excluded.size, backend = excluded.backend, mime = excluded.mime, \
+         thumbnail = excluded.thumbnail, width = excluded.width, \
+         height = excluded.height WHERE ? AND blobs.backend = ?"
+    ))
+    .bind(&b.sha256)
+    .bind(b.size)
+    .bind(&b.backend)
+    .bind(&b.mime)
+    .bind(b.thumbnail)
+    .bind(b.width)
+    .bind(b.height)
+    .bind(b.created_at)
+    .bind(take_over_remote)
+    .bind(REMOTE_BACKEND)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

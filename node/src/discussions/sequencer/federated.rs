@@ -1544,15 +1544,11 @@ impl Sequencer {
             Some(d) => d.kind,
             None => return Err(DiscussionError::NotFound("discussion")),
         };
-        // The node a content is fetched from, which must show it holds it: the home, or for
-        // the home the node of the file's uploader (checked to be the event's origin).
-        let source = if home {
-            node_of(uploader)
-        } else {
-            node_of(discussion)
-        }
-        .unwrap_or_default()
-        .to_owned();
+        // The node a content is fetched from, which must show it holds it (at the home, the
+        // uploader's node: the event's origin).
+        let source = crate::files::source_node(self.node.as_str(), discussion, uploader)
+            .unwrap_or_default()
+            .to_owned();
         // At the home, files must fit the link they come over.
         let max_bytes = if home {
             let scope = match b.fed_link_to(&source).await? {
