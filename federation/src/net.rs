@@ -11,7 +11,8 @@
 //! channel, so the swarm never waits for the database.
 //!
 //! Besides the outbox, a node may ask its peer a question (`query`: the peer's user directory,
-//! or a piece of a file, within the link's scope). Queries are answered by the node through
+//! a piece of a file, or the discussion of one of its business objects, within the link's
+//! scope). Queries are answered by the node through
 //! [`Notification::Query`], never stored, and never wait for a link to come back.
 
 use std::collections::HashMap;
@@ -30,9 +31,10 @@ use crate::grant::{Change, DirectoryScope, Grant, Party, Scope, Signed, SignedNo
 use crate::keys::{Hash, NodeId, NodeKey, PublicKey};
 use crate::store::{Incoming, LinkStore, Refused};
 use crate::wire::{
-    Address, Chunk, Item, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_CHUNK, MAX_DISCUSSION_BYTES,
-    MAX_FRAME, MAX_PRESENCE, MAX_PROFILES, MAX_QUERY_BYTES, MAX_REASON_BYTES, PROTOCOL, Presence,
-    Profile, Query, Rejected, Request, Response,
+    Access, Address, Chunk, Item, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_CHUNK,
+    MAX_DISCUSSION_BYTES, MAX_FRAME, MAX_PRESENCE, MAX_PROFILES, MAX_QUERY_BYTES, MAX_READERS,
+    MAX_REASON_BYTES, MAX_USER_BYTES, PROTOCOL, Presence, Profile, Query, Rejected, Request,
+    Response,
 };
 
 /// How the transport behaves.
@@ -117,7 +119,8 @@ pub enum Notification {
         link: String,
         /// The link's scope now. Refused here already: a directory query on a link whose
         /// directory scope is [`DirectoryScope::None`], a file query on one that carries no
-        /// files.
+        /// files, an object query on one that does not share object discussions or for a user
+        /// of another node than the peer.
         scope: Scope,
         /// The question.
         query: Query,
@@ -192,6 +195,16 @@ impl Responder {
             Err("the node answered with too large a piece".into())
         } else {
             Ok(Response::Chunk(chunk))
+        });
+    }
+
+    /// Sends an object's discussion and what the user may do there (`none` is sent as a
+    /// refusal: the object is not found).
+    pub fn object(self, discussion: String, access: Access) {
+        let _ = self.0.send(if access == Access::None {
+            Err("object not found".into())
+        } else {
+            Ok(Response::Object { discussion, access })
         });
     }
 
@@ -467,6 +480,33 @@ impl Handle {
         }
     }
 
+    /// Asks the peer of `link` for the discussion of one of its business objects, for
+    /// `user` (a user of this node), if it is connected now: the discussion's id and what the
+    /// user may do there. The discussion itself follows over the link.
+    pub async fn open_object(
+        &self,
+        link: &str,
+        user: &str,
+        (application, object_type, object_id): (&str, &str, &str),
+    ) -> Result<(String, Access), QueryError> {
+        let query = Query::Object {
+            user: user.to_owned(),
+            application: application.to_owned(),
+            object_type: object_type.to_owned(),
+            object_id: object_id.to_owned(),
+        };
+        match self.ask(link, query).await? {
+            Response::Object { discussion, access }
+                if access != Access::None
+                    && !discussion.is_empty()
+                    && discussion.len() <= MAX_DISCUSSION_BYTES =>
+            {
+                Ok((discussion, access))
+            }
+            _ => Err(QueryError::Refused("an answer of the wrong kind".into())),
+        }
+    }
+
     async fn ask(&self, link: &str, query: Query) -> Result<Response, QueryError> {
         check_query(&query).map_err(QueryError::Malformed)?;
         let (reply, rx) = oneshot::channel();
@@ -560,6 +600,27 @@ fn check_query(query: &Query) -> Result<(), String> {
             let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
             if sha256.len() != 64 || !sha256.chars().all(hex) {
                 return Err("a file query names a SHA-256 in 64 lowercase hex digits".into());
+            }
+        }
+        Query::Object {
+            user,
+            application,
+            object_type,
+            object_id,
+        } => {
+            let ok = |s: &str, max: usize| {
+                !s.is_empty() && s.len() <= max && !s.chars().any(char::is_control)
+            };
+            if !ok(user, MAX_USER_BYTES)
+                || !ok(application, 64)
+                || !ok(object_type, 64)
+                || !ok(object_id, 256)
+            {
+                return Err(
+                    "an object query names a user (≤ 320 bytes), an application and \
+                            a type (≤ 64) and an id (≤ 256), none empty"
+                        .into(),
+                );
             }
         }
     }
@@ -1504,7 +1565,7 @@ impl<S: LinkStore> Driver<S> {
                     .into_iter()
                     .filter(|p| {
                         crate::event::node_of(&p.user) == Some(peer_node.as_str())
-                            && p.user.len() <= 320
+                            && p.user.len() <= MAX_USER_BYTES
                             && p.state.len() <= 16
                             && p.status_text.len() <= 400
                     })
@@ -1531,6 +1592,15 @@ impl<S: LinkStore> Driver<S> {
                     }
                     Query::File { .. } if scope.max_file_mb == 0 => {
                         Some("this link does not carry files")
+                    }
+                    Query::Object { .. } if !scope.object_discussions => {
+                        Some("this link does not share object discussions")
+                    }
+                    // A node asks for its own users only.
+                    Query::Object { ref user, .. }
+                        if crate::event::node_of(user) != Some(state.peer.node.as_str()) =>
+                    {
+                        Some("an object is opened for a user of the asking node only")
                     }
                     _ => None,
                 };
@@ -1748,6 +1818,28 @@ impl<S: LinkStore> Driver<S> {
                 }
                 Ok(())
             }
+            // The peer, as home of an object discussion, on what our users may do there.
+            Item::Readers { discussion, users } => {
+                if !state.scope.object_discussions {
+                    return Err("this link does not share object discussions".into());
+                }
+                if crate::event::node_of(discussion) != Some(state.peer.node.as_str()) {
+                    return Err(format!(
+                        "{} is not the home of {discussion}",
+                        state.peer.node
+                    ));
+                }
+                if users.len() > MAX_READERS {
+                    return Err("too many readers at once".into());
+                }
+                if let Some(r) = users
+                    .iter()
+                    .find(|r| crate::event::node_of(&r.user) != Some(me.as_str()))
+                {
+                    return Err(format!("{} is not a user of this node", r.user));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -1851,7 +1943,7 @@ impl<S: LinkStore> Driver<S> {
                 }
                 return;
             }
-            Response::Profiles { .. } | Response::Chunk(_) => {
+            Response::Profiles { .. } | Response::Chunk(_) | Response::Object { .. } => {
                 tracing::warn!(link, "the peer answered a push with an answer to a query");
                 state.greeted = false;
                 self.failed(&link);

@@ -26,6 +26,8 @@ pub const MAX_FRAME: u64 = 4 * 1024 * 1024;
 pub const MAX_CHUNK: usize = 1024 * 1024;
 /// The longest discussion id a file query may name.
 pub const MAX_DISCUSSION_BYTES: usize = 300;
+/// The longest user id (`login@node`) a request may name.
+pub const MAX_USER_BYTES: usize = 320;
 
 /// Who a request is from and for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +129,20 @@ pub enum Query {
         /// The first byte wanted.
         offset: u64,
     },
+    /// The discussion of a business object of the receiver's node, for `user` (a user of the
+    /// asker): the receiver decides whether they may see the object, opens its discussion if
+    /// need be, shares it with the asker and tells it who may read it ([`Item::Readers`]).
+    /// Only on a link whose scope carries object discussions.
+    Object {
+        /// The user who opens it, `login@node` of the asker.
+        user: String,
+        /// The object's application (a login on the receiver's node), type and id.
+        application: String,
+        /// The object's type.
+        object_type: String,
+        /// The object's id.
+        object_id: String,
+    },
 }
 
 /// A piece of a file, the answer to [`Query::File`].
@@ -193,6 +209,41 @@ pub enum Item {
         /// Why (at most [`MAX_REASON_BYTES`]).
         reason: String,
     },
+    /// The sender, as home of the object discussion `discussion`, decided what these users of
+    /// the receiver may do there now (who may see a business object is decided by the node
+    /// that holds it). Not part of the discussion's log: each linked node hears only of its
+    /// own users.
+    Readers {
+        /// The object discussion.
+        discussion: String,
+        /// At most [`MAX_READERS`] users of the receiver.
+        users: Vec<Reader>,
+    },
+}
+
+/// At most this many users in one [`Item::Readers`].
+pub const MAX_READERS: usize = 1000;
+
+/// What a user of the receiver may do in an object discussion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reader {
+    /// `login@node`, a user of the receiver.
+    pub user: String,
+    /// `none`, `read` or `write`.
+    pub access: Access,
+}
+
+/// How far a user may take part in an object discussion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Not at all (any more).
+    None,
+    /// Read only.
+    Read,
+    /// Read and write.
+    Write,
 }
 
 /// The longest reason a refusal may give.
@@ -211,6 +262,9 @@ impl Item {
                 reason,
                 ..
             } => discussion.len() + author.len() + reason.len() + 80,
+            Item::Readers { discussion, users } => {
+                discussion.len() + users.iter().map(|r| r.user.len() + 8).sum::<usize>() + 40
+            }
         }
     }
 }
@@ -239,6 +293,14 @@ pub enum Response {
     },
     /// The answer to a file query.
     Chunk(Chunk),
+    /// The answer to an object query: the object's discussion, which follows over the link,
+    /// and what the user may do there.
+    Object {
+        /// The discussion's id.
+        discussion: String,
+        /// `read` or `write`.
+        access: Access,
+    },
     /// The request was refused as a whole: wrong link, node or grant, or a revoked link.
     Refused {
         /// Why.

@@ -19,11 +19,12 @@ use veche_federation::store::{Incoming, LinkStore, Outgoing, Refused};
 use veche_federation::wire::{self, Item};
 use veche_protocol::Timestamp;
 use veche_protocol::admin::{LinkInfo, LinkScope};
+use veche_protocol::discussions::ObjectRef;
 use veche_protocol::ids::NodeName;
 use veche_protocol::presence::{PresenceInfo, PresenceState};
 
 use crate::config::FederationConfig;
-use crate::discussions::{Discussions, FedOutcome};
+use crate::discussions::{DiscussionError, Discussions, FedOutcome};
 use crate::files::{FileError, Files};
 use crate::presence::Presence;
 use crate::store::{AuditRecord, LinkRow, NewLink, Renewal, Store, StoreError};
@@ -135,6 +136,18 @@ impl LinkWaker {
         handle.fetch(link, discussion, sha256, offset).await
     }
 
+    /// Asks the peer of `link` for the discussion of one of its objects, for `user`, if the
+    /// transport runs and the peer is connected.
+    pub(crate) async fn open_object(
+        &self,
+        link: &str,
+        user: &str,
+        object: (&str, &str, &str),
+    ) -> Result<(String, wire::Access), net::QueryError> {
+        let handle = self.get().ok_or(net::QueryError::Stopped)?;
+        handle.open_object(link, user, object).await
+    }
+
     fn get(&self) -> Option<Handle> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -149,6 +162,10 @@ type Audience = std::collections::HashSet<String>;
 
 /// Linked nodes' file requests answered at once at most (each holds up to a 1 MiB piece).
 const FILE_ANSWERS: usize = 16;
+
+/// How often the users of linked nodes who may read this node's object discussions are
+/// decided again.
+const READERS_RECHECK: Duration = Duration::from_secs(60);
 
 /// How often who matters to a link is looked up again.
 const AUDIENCE_REFRESH: Duration = Duration::from_secs(3);
@@ -436,8 +453,27 @@ impl Federation {
         tokio::spawn(self.clone().apply_received(stop.clone()));
         let (changes, changed) = tokio::sync::mpsc::unbounded_channel();
         self.inner.presence.send_changes_to(changes);
+        tokio::spawn(self.clone().recheck_readers(stop.clone()));
         tokio::spawn(self.clone().forward_presence(changed, stop));
         Ok(())
+    }
+
+    /// Decides again, every [`READERS_RECHECK`], for the users of linked nodes told they may
+    /// read one of this node's object discussions: a context provider may answer otherwise
+    /// now (an access list's changes are told at once).
+    async fn recheck_readers(self, stop: tokio_util::sync::CancellationToken) {
+        let mut every = tokio::time::interval(READERS_RECHECK);
+        every.tick().await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {
+                    if let Err(e) = self.inner.discussions.recheck_linked_readers().await {
+                        tracing::warn!(error = %e, "readers of object discussions not checked again");
+                    }
+                }
+            }
+        }
     }
 
     /// Sends the presence changes of this node's users to the links where they matter, until
@@ -589,6 +625,7 @@ impl Federation {
                         .fed_update_scope(
                             &link,
                             |current| narrowed(current, &scope),
+                            !scope.object_discussions,
                             &audit("federation", "link.narrowed", &link, format!("{scope:?}")),
                         )
                         .await
@@ -671,6 +708,46 @@ impl Federation {
                         (discussion, sha256, offset),
                         responder,
                     ));
+                    Ok(())
+                }
+                Notification::Query {
+                    link,
+                    query:
+                        wire::Query::Object {
+                            user,
+                            application,
+                            object_type,
+                            object_id,
+                        },
+                    responder,
+                    ..
+                } => {
+                    let discussions = self.inner.discussions.clone();
+                    tokio::spawn(async move {
+                        let object = ObjectRef {
+                            application,
+                            object_type,
+                            object_id,
+                        };
+                        match discussions.open_object_for_link(&link, &user, object).await {
+                            Ok(Some((discussion, write))) => responder.object(
+                                discussion,
+                                if write {
+                                    wire::Access::Write
+                                } else {
+                                    wire::Access::Read
+                                },
+                            ),
+                            Ok(None) | Err(DiscussionError::NotFound(_)) => {
+                                responder.refuse("object not found");
+                            }
+                            Err(DiscussionError::BadRequest(reason)) => responder.refuse(reason),
+                            Err(e) => {
+                                tracing::error!(link, error = %e, "a linked node's object request failed");
+                                responder.refuse("the object cannot be opened now; ask again");
+                            }
+                        }
+                    });
                     Ok(())
                 }
             };
@@ -1212,6 +1289,7 @@ impl Federation {
             .fed_update_scope(
                 link,
                 |current| narrowed(current, &scope),
+                !scope.object_discussions,
                 &audit(actor, "link.narrow", link, format!("{scope:?}")),
             )
             .await?;

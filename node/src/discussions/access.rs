@@ -7,7 +7,7 @@
 use veche_protocol::discussions::ObjectRef;
 
 use crate::plugins::{Access, Plugins};
-use crate::store::{Batch, DiscussionRow, ObjectKey, Store, StoreError};
+use crate::store::{Batch, DiscussionRow, ObjectKey, ReaderAccess, Store, StoreError};
 
 /// What the caller may do in a discussion they can see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,12 @@ pub(crate) trait AccessFacts {
     ) -> Result<bool, StoreError>;
     /// Whether `user` is the active application named `app`.
     async fn is_app(&mut self, user: &str, app: &str) -> Result<bool, StoreError>;
+    /// What the home of an object discussion of another node says `user` may do there.
+    async fn fed_reader(
+        &mut self,
+        discussion: &str,
+        user: &str,
+    ) -> Result<ReaderAccess, StoreError>;
 }
 
 /// Reads the facts from the reader pool.
@@ -55,6 +61,13 @@ impl AccessFacts for Reader<'_> {
     async fn is_app(&mut self, user: &str, app: &str) -> Result<bool, StoreError> {
         self.0.is_app(user, app).await
     }
+    async fn fed_reader(
+        &mut self,
+        discussion: &str,
+        user: &str,
+    ) -> Result<ReaderAccess, StoreError> {
+        self.0.fed_reader(discussion, user).await
+    }
 }
 
 impl AccessFacts for Batch {
@@ -75,14 +88,22 @@ impl AccessFacts for Batch {
     async fn is_app(&mut self, user: &str, app: &str) -> Result<bool, StoreError> {
         Batch::is_app(self, user, app).await
     }
+    async fn fed_reader(
+        &mut self,
+        discussion: &str,
+        user: &str,
+    ) -> Result<ReaderAccess, StoreError> {
+        Batch::fed_reader(self, discussion, user).await
+    }
 }
 
 /// `Some` if `user` may read `discussion` (and what else they may do).
 ///
 /// Dialogs and groups: members. Object discussions: the context provider plugin registered
 /// for the object's type, when there is one (a failing provider denies); otherwise the
-/// object's access list of users and groups. Node administrators get no reading rights from
-/// their role.
+/// object's access list of users and groups. An object of a linked node (its application is
+/// `name@node`): what that node said (see [`is_linked_object`]). Node administrators get no
+/// reading rights from their role.
 pub(crate) async fn authorize(
     facts: &mut impl AccessFacts,
     plugins: &Plugins,
@@ -107,6 +128,15 @@ pub(crate) async fn authorize(
             ) else {
                 return Ok(None);
             };
+            if is_linked_object(app) {
+                return Ok(facts
+                    .fed_reader(&discussion.id, user)
+                    .await?
+                    .map(|write| Grant {
+                        owner: false,
+                        write,
+                    }));
+            }
             let object = ObjectKey { app, kind, id };
             Ok(match object_access(facts, plugins, object, user).await? {
                 Access::None => None,
@@ -122,6 +152,13 @@ pub(crate) async fn authorize(
         }
         _ => Ok(None),
     }
+}
+
+/// Whether an object discussion's application names another node (`name@node`): the object
+/// is held there, and so is the decision of who may see it. Applications of this node are
+/// logins, which never hold an `@`.
+pub(crate) fn is_linked_object(app: &str) -> bool {
+    app.contains('@')
 }
 
 /// What `user` may do with an object's discussion: the application that owns the object's

@@ -517,7 +517,10 @@ impl Discussions {
                 discussion: self.get(caller, &id).await?,
             },
             sequencer::Done::Sent { message_id, seq } => Reply::Sent { message_id, seq },
-            sequencer::Done::Nothing | sequencer::Done::Federated(_) => Reply::Done,
+            sequencer::Done::Nothing
+            | sequencer::Done::Federated(_)
+            | sequencer::Done::Reader(_)
+            | sequencer::Done::Checked(_) => Reply::Done,
         })
     }
 
@@ -559,21 +562,157 @@ impl Discussions {
     pub(crate) async fn open_object(
         &self,
         caller: &Caller,
-        object: ObjectRef,
+        mut object: ObjectRef,
         title: &str,
     ) -> Result<Reply, DiscussionError> {
         check_object(&object)?;
-        // A context provider for the type says whether the object exists and how it is
-        // called; without one, the application's word is taken. Bots act on the word of the
-        // application whose event they handle, so they may open it before the provider has
-        // heard of the object.
-        let mut title = title.to_owned();
-        let bot = self.inner.plugins.bot_plugin(&caller.user).is_some();
-        let own_app = self
-            .inner
-            .store
-            .is_app(&caller.user, &object.application)
+        // `application@node`: an object of that node (or of this one).
+        if let Some((app, node)) = object.application.split_once('@') {
+            if node != self.inner.node.as_str() {
+                let node = node.to_owned();
+                return self.open_linked_object(caller, object, &node).await;
+            }
+            object.application = app.to_owned();
+        }
+        let title = self.object_title(&caller.user, &object, title).await?;
+        let done = self
+            .submit(Op::OpenObject {
+                caller: caller.clone(),
+                object,
+                title,
+            })
             .await?;
+        self.reply_for(caller, done).await
+    }
+
+    /// How long a user opening another node's object waits for its discussion to arrive over
+    /// the link, after that node said they may see it.
+    const LINKED_OBJECT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Opens the discussion of an object of the linked node `node` (the object's application
+    /// is `name@node`): that node decides whether the caller may see it, shares it over the
+    /// link and says what the caller may do there; this waits until both have arrived. If
+    /// the node cannot be reached, what it said last stands.
+    async fn open_linked_object(
+        &self,
+        caller: &Caller,
+        object: ObjectRef,
+        node: &str,
+    ) -> Result<Reply, DiscussionError> {
+        let not_found = || DiscussionError::NotFound("object");
+        let Some((app, _)) = object.application.split_once('@') else {
+            return Err(not_found());
+        };
+        let Some(link) = self.inner.store.fed_link_to(node).await? else {
+            return Err(not_found());
+        };
+        let asked = self
+            .inner
+            .links
+            .open_object(
+                &link,
+                &caller.user,
+                (app, &object.object_type, &object.object_id),
+            )
+            .await;
+        let (id, write) = match asked {
+            Ok((id, access)) => (id, access == veche_federation::wire::Access::Write),
+            Err(
+                veche_federation::net::QueryError::Unreachable(_)
+                | veche_federation::net::QueryError::Stopped,
+            ) => {
+                return match self.existing_object_discussion(caller, &object).await? {
+                    Some(id) => {
+                        self.reply_for(caller, sequencer::Done::Discussion(id))
+                            .await
+                    }
+                    None => Err(DiscussionError::Unavailable),
+                };
+            }
+            Err(e) => {
+                tracing::debug!(node, error = %e, "a linked node did not open an object");
+                return Err(not_found());
+            }
+        };
+        if veche_federation::event::node_of(&id) != Some(node) {
+            return Err(not_found());
+        }
+        let deadline = tokio::time::Instant::now() + Self::LINKED_OBJECT_WAIT;
+        loop {
+            let store = &self.inner.store;
+            let arrived = store.fed_reader(&id, &caller.user).await? == Some(write)
+                && store
+                    .discussion(&id)
+                    .await?
+                    .is_some_and(|d| d.object_app.as_deref() == Some(&*object.application));
+            if arrived {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DiscussionError::Unavailable);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.reply_for(caller, sequencer::Done::Discussion(id))
+            .await
+    }
+
+    /// At the home: a user of the peer of `link` opens the discussion of one of this node's
+    /// objects (`Query::Object`). The discussion's id and whether they may write there;
+    /// `None` if they may not see the object.
+    pub(crate) async fn open_object_for_link(
+        &self,
+        link: &str,
+        user: &str,
+        object: ObjectRef,
+    ) -> Result<Option<(String, bool)>, DiscussionError> {
+        check_object(&object)?;
+        if object.application.contains('@') {
+            return Ok(None);
+        }
+        let title = self.object_title(user, &object, "").await?;
+        match self
+            .submit(Op::FedOpenObject {
+                link: link.to_owned(),
+                user: user.to_owned(),
+                object,
+                title,
+            })
+            .await?
+        {
+            sequencer::Done::Reader(answer) => Ok(answer),
+            other => Err(DiscussionError::Store(StoreError::Aborted(format!(
+                "unexpected answer {other:?}"
+            )))),
+        }
+    }
+
+    /// At the home: decides again, page by page, for every user of a linked node told they
+    /// may read one of this node's object discussions.
+    pub(crate) async fn recheck_linked_readers(&self) -> Result<(), DiscussionError> {
+        let mut after = String::new();
+        loop {
+            match self.submit(Op::FedRecheckReaders { after }).await? {
+                sequencer::Done::Checked(Some(next)) => after = next,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// The title of a new object discussion: `title`, or what the type's context provider
+    /// calls the object. A context provider for the type also says whether the object exists
+    /// (without one, the application's word is taken). Bots act on the word of the
+    /// application whose event they handle, so they may open it before the provider has
+    /// heard of the object.
+    async fn object_title(
+        &self,
+        user: &str,
+        object: &ObjectRef,
+        title: &str,
+    ) -> Result<String, DiscussionError> {
+        let mut title = title.to_owned();
+        let bot = self.inner.plugins.bot_plugin(user).is_some();
+        let own_app = self.inner.store.is_app(user, &object.application).await?;
         if !bot && !own_app && self.inner.plugins.serves(&object.object_type) {
             let exists = self
                 .inner
@@ -589,19 +728,12 @@ impl Discussions {
                     .map_err(DiscussionError::BadRequest)?;
             }
             if title.trim().is_empty()
-                && let Some(card) = self.inner.plugins.render(&object).await
+                && let Some(card) = self.inner.plugins.render(object).await
             {
                 title = card.title;
             }
         }
-        let done = self
-            .submit(Op::OpenObject {
-                caller: caller.clone(),
-                object,
-                title,
-            })
-            .await?;
-        self.reply_for(caller, done).await
+        Ok(title)
     }
 
     /// The id of an object's discussion if it exists and the caller may read it: the read

@@ -17,7 +17,7 @@ use veche_protocol::discussions::{
 use veche_protocol::ids::NodeName;
 use veche_protocol::{Event, Timestamp};
 
-use super::access::{authorize, object_access};
+use super::access::{authorize, is_linked_object, object_access};
 use super::render::{self, Detail};
 use super::{Caller, DiscussionError, text};
 use crate::config::{FilesConfig, MessagesConfig};
@@ -122,6 +122,19 @@ pub(crate) enum Op {
     FedMany {
         items: Vec<(String, veche_federation::wire::Item)>,
     },
+    /// At the home: a user of the peer of `link` opens the discussion of one of this node's
+    /// objects.
+    FedOpenObject {
+        link: String,
+        user: String,
+        object: ObjectRef,
+        title: String,
+    },
+    /// At the home: decide again for the users of linked nodes told they may read object
+    /// discussions (those after `after`, a page of them).
+    FedRecheckReaders {
+        after: String,
+    },
 }
 
 /// What a command produced.
@@ -135,6 +148,11 @@ pub(crate) enum Done {
     Nothing,
     /// What became of each received item of a `FedMany`.
     Federated(Vec<FedOutcome>),
+    /// An object discussion a linked node's user opened, and whether they may write there;
+    /// `None` if they may not see the object.
+    Reader(Option<(String, bool)>),
+    /// Readers were checked again up to here; the id to go on after, if there are more.
+    Checked(Option<String>),
 }
 
 /// What became of one received item.
@@ -533,6 +551,16 @@ impl Sequencer {
             }
             Op::Share { discussion, link } => self.share(b, &discussion, &link, out).await,
             Op::FedMany { items } => self.fed_many(b, items, out).await,
+            Op::FedOpenObject {
+                link,
+                user,
+                object,
+                title,
+            } => {
+                self.fed_open_object(b, &link, &user, &object, &title, out)
+                    .await
+            }
+            Op::FedRecheckReaders { after } => self.recheck_all_readers(b, &after, out).await,
         }
     }
 
@@ -561,6 +589,18 @@ impl Sequencer {
                 )),
                 None => Err(not_found()),
             };
+        }
+        // What the home of an object discussion stamped, it authorized: this node does not
+        // know who may see the object there.
+        if self.applying_stamped()
+            && let Some(row) = b.discussion(discussion).await?
+            && row.kind == "object"
+        {
+            let grant = super::access::Grant {
+                owner: false,
+                write: true,
+            };
+            return Ok((row, grant));
         }
         let (row, grant) = readable_free(b, &self.plugins, caller, discussion).await?;
         if row.kind != "object" {
@@ -659,6 +699,22 @@ impl Sequencer {
         let (Some(key), Some(object)) = (object_key(d), render::object(d)) else {
             return Ok((Vec::new(), None));
         };
+        if is_linked_object(key.app) {
+            // Another node's object: the users its home said may read it.
+            let allowed: HashSet<String> = b
+                .fed_readers(&d.id)
+                .await?
+                .into_iter()
+                .map(|(u, _)| u)
+                .collect();
+            let followers = b
+                .followers(&d.id)
+                .await?
+                .into_iter()
+                .filter(|f| allowed.contains(f))
+                .collect();
+            return Ok((followers, Some(allowed)));
+        }
         if self.plugins.serves(key.kind) {
             // The context provider decides, in one call for everyone not cached.
             let followers = b.followers(&d.id).await?;
@@ -1015,7 +1071,13 @@ impl Sequencer {
                 "only administrators and the object's application set object access".into(),
             ));
         }
-        self.existing_users(b, users).await?;
+        if is_linked_object(&object.application) {
+            return Err(DiscussionError::BadRequest(
+                "access to another node's objects is set on that node".into(),
+            ));
+        }
+        // Users of linked nodes may be named: they open the discussion from their node.
+        self.existing_or_linked_users(b, users).await?;
         for g in groups {
             let is_group = b.discussion(g).await?.is_some_and(|d| d.kind == "group");
             if !is_group {
@@ -1047,6 +1109,7 @@ impl Sequencer {
         })
         .await?;
         if let Some(d) = b.object_discussion(key).await? {
+            self.recheck_readers(b, &d, out).await?;
             let mut lost: Vec<String> = before.difference(&after).cloned().collect();
             lost.sort();
             if !lost.is_empty() {

@@ -239,16 +239,37 @@ impl Store {
         &self,
         link: &str,
         change: impl FnOnce(&str) -> String,
+        without_objects: bool,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
-        let row: Option<(String,)> = sqlx::query_as("SELECT scope FROM fed_links WHERE link = ?")
-            .bind(link)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((current,)) = row else {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT scope, peer_node FROM fed_links WHERE link = ?")
+                .bind(link)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((current, peer)) = row else {
             return Ok(());
         };
+        if without_objects {
+            // Object discussions stop travelling over the link, both ways: this node's are no
+            // longer sent, and the peer's no longer read here.
+            sqlx::query(
+                "DELETE FROM fed_shares WHERE link = ? \
+                 AND discussion_id IN (SELECT id FROM discussions WHERE kind = 'object')",
+            )
+            .bind(link)
+            .execute(&mut *tx)
+            .await?;
+            let suffix = format!("@{peer}");
+            sqlx::query(
+                "DELETE FROM fed_object_readers \
+                 WHERE substr(user_id, -length(?1)) = ?1 OR substr(discussion_id, -length(?1)) = ?1",
+            )
+            .bind(&suffix)
+            .execute(&mut *tx)
+            .await?;
+        }
         // A renewal held here, or offered from here, would undo the narrowing: it must be
         // offered and accepted again.
         sqlx::query("UPDATE fed_links SET scope = ?, renewal = NULL WHERE link = ?")

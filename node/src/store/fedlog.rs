@@ -533,3 +533,114 @@ impl Store {
         Ok(())
     }
 }
+
+/// What a user may do in an object discussion across a link (see `fed_object_readers`):
+/// `Some(true)` read and write, `Some(false)` read only.
+pub(crate) type ReaderAccess = Option<bool>;
+
+impl Batch {
+    /// What the home of the object discussion `discussion` says `user` may do there (on a
+    /// replica), or what this node, as home, last told `user`'s node.
+    pub(crate) async fn fed_reader(
+        &mut self,
+        discussion: &str,
+        user: &str,
+    ) -> Result<ReaderAccess, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT write FROM fed_object_readers WHERE discussion_id = ? AND user_id = ?",
+        )
+        .bind(discussion)
+        .bind(user)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    /// Every reader of `discussion` recorded here, with whether they may write.
+    pub(crate) async fn fed_readers(
+        &mut self,
+        discussion: &str,
+    ) -> Result<Vec<(String, bool)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT user_id, write FROM fed_object_readers WHERE discussion_id = ? \
+             ORDER BY user_id",
+        )
+        .bind(discussion)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    /// Records what `user` may do in `discussion` (`None`: nothing); `true` if that changed.
+    pub(crate) async fn fed_set_reader(
+        &mut self,
+        discussion: &str,
+        user: &str,
+        access: ReaderAccess,
+    ) -> Result<bool, StoreError> {
+        let changed = match access {
+            Some(write) => sqlx::query(
+                "INSERT INTO fed_object_readers (discussion_id, user_id, write) VALUES (?, ?, ?) \
+                 ON CONFLICT (discussion_id, user_id) DO UPDATE SET write = excluded.write \
+                 WHERE fed_object_readers.write <> excluded.write",
+            )
+            .bind(discussion)
+            .bind(user)
+            .bind(write)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected(),
+            None => sqlx::query(
+                "DELETE FROM fed_object_readers WHERE discussion_id = ? AND user_id = ?",
+            )
+            .bind(discussion)
+            .bind(user)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected(),
+        };
+        Ok(changed > 0)
+    }
+
+    /// The object discussions this node is home of that users of linked nodes were told they
+    /// may read, at most `limit` after `after` (by id), to be checked again.
+    pub(crate) async fn fed_told_readers(
+        &mut self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT discussion_id FROM fed_object_readers WHERE discussion_id > ? \
+             ORDER BY discussion_id LIMIT ?",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+}
+
+impl Store {
+    /// The active link with `node`, from the reader pool.
+    pub(crate) async fn fed_link_to(&self, node: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT link FROM fed_links WHERE peer_node = ? AND state = 'active'",
+        )
+        .bind(node)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    /// [`Batch::fed_reader`] from the reader pool.
+    pub(crate) async fn fed_reader(
+        &self,
+        discussion: &str,
+        user: &str,
+    ) -> Result<ReaderAccess, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT write FROM fed_object_readers WHERE discussion_id = ? AND user_id = ?",
+        )
+        .bind(discussion)
+        .bind(user)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+}

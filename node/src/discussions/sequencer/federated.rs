@@ -21,16 +21,18 @@ use veche_federation::event::{
 };
 use veche_federation::grant::Signed;
 use veche_federation::keys::{Hash, PublicKey};
-use veche_federation::wire::Item;
+use veche_federation::wire::{self, Item, Reader};
 use veche_protocol::Timestamp;
-use veche_protocol::discussions::{Change, SendMessage};
+use veche_protocol::discussions::{Change, ObjectRef, SendMessage};
 use veche_protocol::ids::{NodeName, UserId};
 
 use super::{Delivery, Done, FedOutcome, Sequencer};
-use crate::discussions::{Caller, DiscussionError, text};
+use crate::discussions::access::{is_linked_object, object_access};
+use crate::discussions::{Caller, DiscussionError, check_object, text};
+use crate::plugins::Access;
 use crate::store::{
-    Batch, BlobRow, DiscussionRow, EventRow, FedLogRow, FileRow, MessageRow, NewPending,
-    REMOTE_BACKEND, StoreError,
+    Batch, BlobRow, DiscussionRow, EventRow, FedLogRow, FileRow, MessageRow, NewPending, ObjectKey,
+    REMOTE_BACKEND, ReaderAccess, StoreError,
 };
 
 /// What a federated event says beyond its header (JSON).
@@ -61,6 +63,10 @@ pub(crate) struct Body {
     /// and are fetched from it on the first download (see `files::Files::download`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) files: Vec<FileRef>,
+    /// For `discussion.share` of an object discussion: the object, as its home names it (its
+    /// application is a login there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) object: Option<ObjectRef>,
 }
 
 /// A file attached to a federated post.
@@ -725,7 +731,7 @@ impl Sequencer {
                 Item::Submit { event } | Item::Stamped { event, .. } => {
                     Some(Hash::of(&event.header).to_hex())
                 }
-                Item::Refusal { .. } => None,
+                Item::Refusal { .. } | Item::Readers { .. } => None,
             })
             .collect();
         round.known = b.fed_known_events(&ids).await?;
@@ -766,7 +772,7 @@ impl Sequencer {
             }
             let header = match &item {
                 Item::Submit { event } | Item::Stamped { event, .. } => Event::peek(event).ok(),
-                Item::Refusal { .. } => None,
+                Item::Refusal { .. } | Item::Readers { .. } => None,
             };
             // A submission refused for good is answered, so that its author learns of it.
             let submitted = match (&item, &header) {
@@ -791,7 +797,7 @@ impl Sequencer {
             // A stamped event is known once logged (`Round::advance`); a submission once taken.
             let submitted_id = match &item {
                 Item::Submit { event } => Some(Hash::of(&event.header).to_hex()),
-                Item::Stamped { .. } | Item::Refusal { .. } => None,
+                Item::Stamped { .. } | Item::Refusal { .. } | Item::Readers { .. } => None,
             };
             let result = match item {
                 Item::Submit { event } => {
@@ -818,6 +824,10 @@ impl Sequencer {
                         &mut delivered,
                     )
                     .await
+                }
+                Item::Readers { discussion, users } => {
+                    self.fed_readers(b, &link, &discussion, users, &mut round, &mut delivered)
+                        .await
                 }
             };
             self.set_applying(None);
@@ -1635,6 +1645,13 @@ impl Sequencer {
     ) -> Result<Done, DiscussionError> {
         let at = Timestamp::now().as_millis();
         let existing = b.discussion(discussion).await?;
+        if body.kind.as_deref() == Some("object")
+            || existing.as_ref().is_some_and(|d| d.kind == "object")
+        {
+            return self
+                .apply_object_share(b, caller, discussion, existing, body, out)
+                .await;
+        }
         let d = match existing {
             Some(d) => d,
             None if body.kind.as_deref() == Some("dialog") => {
@@ -1773,16 +1790,31 @@ impl Sequencer {
         let members = b.members(&d.id).await?;
         // This node signs the share for one of its users: the creator, or (a dialog a user of
         // the other node opened) the member who is on this node.
+        // An object discussion opened by a linked node's user: its application.
         let mine = |u: &String| node_of(u) == Some(self.node.as_str());
+        let app = d
+            .object_app
+            .as_ref()
+            .map(|app| format!("{app}@{}", self.node));
         let author = std::iter::once(&d.created_by)
             .chain(members.iter().map(|m| &m.0))
+            .chain(app.as_ref())
             .find(|u| mine(u))
             .cloned()
             .ok_or_else(|| fed_error("the discussion has no member on this node"))?;
+        let object = match (&d.object_app, &d.object_type, &d.object_id) {
+            (Some(application), Some(object_type), Some(object_id)) => Some(ObjectRef {
+                application: application.clone(),
+                object_type: object_type.clone(),
+                object_id: object_id.clone(),
+            }),
+            _ => None,
+        };
         let body = Body {
             kind: Some(d.kind.clone()),
             title: Some(d.title.clone()),
             members: members.into_iter().collect(),
+            object,
             ..Body::default()
         };
         let txn = uuid::Uuid::new_v4().simple().to_string();
@@ -1795,6 +1827,276 @@ impl Sequencer {
         self.stamp_and_queue(b, &d.id, &event, key.public(), None, &links, out)
             .await?;
         Ok(Done::Nothing)
+    }
+}
+
+impl Sequencer {
+    /// At the home: a linked node's user opens the discussion of one of this node's objects
+    /// (`Query::Object`). The object's rule decides for them exactly as for a user here (the
+    /// application's context provider or access list). If they may see it, the discussion is
+    /// opened if need be and shared over the link, and the linked node is told what its user
+    /// may do there; if not, it is told that too, should it have heard otherwise before.
+    pub(super) async fn fed_open_object(
+        &self,
+        b: &mut Batch,
+        link: &str,
+        user: &str,
+        object: &ObjectRef,
+        title: &str,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let Some(key) = &self.fed.key else {
+            return Err(DiscussionError::Unavailable);
+        };
+        let peer = b
+            .fed_link_peer(link)
+            .await?
+            .ok_or(DiscussionError::NotFound("link"))?;
+        if node_of(user) != Some(peer.as_str()) {
+            return Err(DiscussionError::NotFound("object"));
+        }
+        let scope = b.fed_link_scope(link).await?.unwrap_or_default();
+        let objects = serde_json::from_str::<veche_federation::grant::Scope>(&scope)
+            .is_ok_and(|s| s.object_discussions);
+        if !objects {
+            return Err(DiscussionError::NotFound("object"));
+        }
+        remote_user(b, user, &self.node).await?;
+        let object_key = ObjectKey {
+            app: &object.application,
+            kind: &object.object_type,
+            id: &object.object_id,
+        };
+        let access = object_access(b, &self.plugins, object_key, user).await?;
+        let existing = b.object_discussion(object_key).await?;
+        let d = match (access, existing) {
+            (Access::None, existing) => {
+                if let Some(d) = existing {
+                    self.tell_reader(b, &d, link, user, None, out).await?;
+                }
+                return Ok(Done::Reader(None));
+            }
+            (_, Some(d)) => d,
+            (_, None) => {
+                let caller = Caller {
+                    user: user.to_owned(),
+                    device: format!("fed-{peer}"),
+                    admin: false,
+                    connection: 0,
+                };
+                let Done::Discussion(id) = self.open_object(b, &caller, object, title, out).await?
+                else {
+                    return Err(fed_error("opening an object gave no discussion"));
+                };
+                b.discussion(&id)
+                    .await?
+                    .ok_or(DiscussionError::NotFound("object"))?
+            }
+        };
+        if !b.fed_shares(&d.id).await?.iter().any(|l| l == link) {
+            self.share_state(b, key, &d, link, out).await?;
+        }
+        let write = access == Access::Write;
+        self.tell_reader(b, &d, link, user, Some(write), out)
+            .await?;
+        Ok(Done::Reader(Some((d.id, write))))
+    }
+
+    /// At the home: records what `user` of the peer of `link` may do in the object discussion
+    /// `d`, and tells the peer (always: it asked, or it is a change).
+    async fn tell_reader(
+        &self,
+        b: &mut Batch,
+        d: &DiscussionRow,
+        link: &str,
+        user: &str,
+        access: ReaderAccess,
+        out: &mut Vec<Delivery>,
+    ) -> Result<(), DiscussionError> {
+        b.fed_set_reader(&d.id, user, access).await?;
+        let item = Item::Readers {
+            discussion: d.id.clone(),
+            users: vec![Reader {
+                user: user.to_owned(),
+                access: match access {
+                    None => wire::Access::None,
+                    Some(false) => wire::Access::Read,
+                    Some(true) => wire::Access::Write,
+                },
+            }],
+        };
+        b.fed_enqueue(link, &encode(&item)).await?;
+        out.push(Delivery::WakeLinks(vec![link.to_owned()]));
+        Ok(())
+    }
+
+    /// At the home: decides again for every user of a linked node told they may read the
+    /// object discussion `d`, and tells their nodes of each change (an access list changed, or
+    /// a context provider may answer otherwise now).
+    pub(super) async fn recheck_readers(
+        &self,
+        b: &mut Batch,
+        d: &DiscussionRow,
+        out: &mut Vec<Delivery>,
+    ) -> Result<(), DiscussionError> {
+        let (Some(app), Some(kind), Some(id)) = (&d.object_app, &d.object_type, &d.object_id)
+        else {
+            return Ok(());
+        };
+        if self.fed.key.is_none() || !self.is_home(&d.id) || is_linked_object(app) {
+            return Ok(());
+        }
+        let object_key = ObjectKey { app, kind, id };
+        let shares = b.fed_shares(&d.id).await?;
+        for (user, write) in b.fed_readers(&d.id).await? {
+            let now = match object_access(b, &self.plugins, object_key, &user).await? {
+                Access::None => None,
+                Access::Read => Some(false),
+                Access::Write => Some(true),
+            };
+            if now == Some(write) {
+                continue;
+            }
+            let link = match node_of(&user) {
+                Some(node) => b.fed_link_to(node).await?,
+                None => None,
+            };
+            match link.filter(|l| shares.contains(l)) {
+                Some(link) => self.tell_reader(b, d, &link, &user, now, out).await?,
+                // The link has ended or no longer carries the discussion: nothing is sent.
+                None => {
+                    b.fed_set_reader(&d.id, &user, None).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// At the home: [`Self::recheck_readers`] for the object discussions after `after` (by id),
+    /// a page at a time; the id to go on after, if there are more.
+    pub(super) async fn recheck_all_readers(
+        &self,
+        b: &mut Batch,
+        after: &str,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        const PAGE: i64 = 100;
+        let page = b.fed_told_readers(after, PAGE).await?;
+        for id in &page {
+            if let Some(d) = b.discussion(id).await? {
+                self.recheck_readers(b, &d, out).await?;
+            }
+        }
+        let next = if page.len() as i64 == PAGE {
+            page.last().cloned()
+        } else {
+            None
+        };
+        Ok(Done::Checked(next))
+    }
+
+    /// On a replica: the home of an object discussion says what some of this node's users
+    /// may do there. Users not (or no longer) here are skipped; those who lose it are told.
+    async fn fed_readers(
+        &self,
+        b: &mut Batch,
+        link: &str,
+        discussion: &str,
+        users: Vec<Reader>,
+        round: &mut Round,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        if round.peer(b, link).await?.as_deref() != node_of(discussion) {
+            return Err(fed_error("readers named by a node that is not the home"));
+        }
+        let d = b
+            .discussion(discussion)
+            .await?
+            .filter(|d| d.object_app.as_deref().is_some_and(is_linked_object))
+            .ok_or_else(|| fed_error("readers of an object discussion not shared here"))?;
+        let mut lost = Vec::new();
+        for r in users {
+            if node_of(&r.user) != Some(self.node.as_str()) || !b.user_exists(&r.user).await? {
+                continue;
+            }
+            let access = match r.access {
+                wire::Access::None => None,
+                wire::Access::Read => Some(false),
+                wire::Access::Write => Some(true),
+            };
+            if b.fed_set_reader(&d.id, &r.user, access).await? && access.is_none() {
+                lost.push(r.user);
+            }
+        }
+        if !lost.is_empty() {
+            out.push(Delivery::Revoked {
+                discussion: d.id,
+                users: lost,
+            });
+        }
+        Ok(Done::Nothing)
+    }
+
+    /// On a replica: an object discussion as its home shared it (created here, its title
+    /// brought up to date). Its application is named with the home (`app@home`), so that it
+    /// never mixes with this node's own objects; nobody here may read it until the home says
+    /// who may (`fed_readers`).
+    async fn apply_object_share(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        discussion: &str,
+        existing: Option<DiscussionRow>,
+        body: &Body,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let home = node_of(discussion).unwrap_or_default();
+        if let Some(d) = existing {
+            if d.kind != "object" || body.kind.as_deref() != Some("object") {
+                return Err(fed_error("a discussion shared again as another kind"));
+            }
+            if let Some(title) = &body.title
+                && *title != d.title
+            {
+                self.set_title(b, caller, &d.id, title, out).await?;
+            }
+            return Ok(Done::Discussion(d.id));
+        }
+        let object = body
+            .object
+            .as_ref()
+            .ok_or_else(|| fed_error("an object discussion shared without its object"))?;
+        check_object(object)?;
+        if is_linked_object(&object.application) {
+            return Err(fed_error("an object discussion of a third node"));
+        }
+        // The link must carry object discussions as this node holds it too.
+        let link = b
+            .fed_link_to(home)
+            .await?
+            .ok_or_else(|| fed_error("the link has ended"))?;
+        let scope = b.fed_link_scope(&link).await?.unwrap_or_default();
+        if !serde_json::from_str::<veche_federation::grant::Scope>(&scope)
+            .is_ok_and(|s| s.object_discussions)
+        {
+            return Err(DiscussionError::Forbidden(
+                "this link does not share object discussions".into(),
+            ));
+        }
+        let d = DiscussionRow {
+            id: discussion.to_owned(),
+            object_app: Some(format!("{}@{home}", object.application)),
+            object_type: Some(object.object_type.clone()),
+            object_id: Some(object.object_id.clone()),
+            ..self.new_discussion(
+                veche_protocol::discussions::DiscussionKind::Object,
+                body.title.clone().unwrap_or_default(),
+                caller,
+            )
+        };
+        b.insert_discussion(&d).await?;
+        self.announce_created(b, &d, out).await?;
+        Ok(Done::Discussion(d.id))
     }
 }
 

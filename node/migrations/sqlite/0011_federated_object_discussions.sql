@@ -1,0 +1,13 @@
+-- Object discussions across links.
+--
+-- Who may see a business object is decided by the node that holds it (its context provider or
+-- access list). For an object discussion this node is home of: the users of linked nodes it
+-- has told may read it (`write`: and post), so that it can tell them again when that changes.
+-- For an object discussion homed at a linked node: what the home says this node's users may
+-- do there; nobody else here may read it.
+CREATE TABLE fed_object_readers (
+    discussion_id TEXT NOT NULL REFERENCES discussions (id) ON DELETE CASCADE,
+    user_id       TEXT NOT NULL,
+    write         BOOLEAN NOT NULL,
+    PRIMARY KEY (discussion_id, user_id)
+);
