@@ -1535,3 +1535,164 @@ impl Rogue {
         .await
     }
 }
+
+/// An invoice of the head office's ERP, as a node names it: `erp` there, `erp@hq.test`
+/// anywhere else.
+fn hq_invoice(application: &str) -> veche_client::protocol::discussions::ObjectRef {
+    veche_client::protocol::discussions::ObjectRef {
+        application: application.into(),
+        object_type: "invoice".into(),
+        object_id: "INV-7".into(),
+    }
+}
+
+async fn set_access(admin: &Connection, users: &[&str]) -> anyhow::Result<()> {
+    ask(
+        admin,
+        Request::SetObjectAccess {
+            object: hq_invoice("erp"),
+            users: users.iter().map(|u| (*u).to_owned()).collect(),
+            groups: Vec::new(),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn open_invoice(conn: &Connection, application: &str) -> anyhow::Result<DiscussionInfo> {
+    discussion(
+        conn,
+        Request::OpenObject {
+            object: hq_invoice(application),
+            title: String::new(),
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_object_discussion_spans_nodes_for_the_users_its_home_allows() -> anyhow::Result<()> {
+    let hq = node("hq.test").await?;
+    let branch = node("branch.test").await?;
+    let partner = node("partner.test").await?;
+    link(&hq, &branch).await?;
+    // The partner's link carries groups, not object discussions.
+    let mut narrow = scope();
+    narrow.object_discussions = false;
+    link_scoped(&hq, &partner, narrow).await?;
+    hq.add_user("root", PASSWORD, true).await?;
+    let (root, _) = login(&hq, "root", PASSWORD, "root-device").await?;
+    let anna = user(&hq, "anna").await?;
+    let boris = user(&branch, "boris").await?;
+    let vera = user(&branch, "vera").await?;
+    let pavel = user(&partner, "pavel").await?;
+    // The head office's access list names a user of the branch, and one of the partner.
+    set_access(&root, &["anna", "boris@branch.test", "pavel@partner.test"]).await?;
+    let on_hq = open_invoice(&anna, "erp").await?;
+    post(&anna, &on_hq.id, "a1", "Счёт выставлен").await?;
+
+    // Boris opens the invoice of the head office from his node: the same discussion, shared
+    // with the branch from here on.
+    let on_branch = open_invoice(&boris, "erp@hq.test").await?;
+    assert_eq!(on_branch.id, on_hq.id);
+    assert_eq!(on_branch.object, Some(hq_invoice("erp@hq.test")));
+    assert_eq!(on_branch.title, "invoice INV-7");
+    let (b1, seq) = post(&boris, &on_hq.id, "b1", "Оплатим в пятницу").await?;
+    assert_eq!(seq, 0, "a message for another home is pending");
+    sees(
+        &anna,
+        &on_hq.id,
+        &[Some("Счёт выставлен"), Some("Оплатим в пятницу")],
+    )
+    .await?;
+    sees(&boris, &on_hq.id, &[Some("Оплатим в пятницу")]).await?;
+    assert_eq!(log(&anna, &on_hq.id).await?[1].0, b1, "one message id");
+    // Having posted, Boris follows it: the head office's next message reaches him live.
+    post(&anna, &on_hq.id, "a2", "Спасибо").await?;
+    within(20, "the head office's message", async {
+        loop {
+            match next_non_presence_event(&boris).await {
+                Some(Event::Discussion { event }) => {
+                    if let Change::MessagePosted { message } = &event.change
+                        && message.text.as_deref() == Some("Спасибо")
+                    {
+                        assert_eq!(event.discussion, on_hq.id);
+                        return Ok(());
+                    }
+                }
+                Some(_) => {}
+                None => bail!("the connection closed"),
+            }
+        }
+    })
+    .await??;
+
+    // Vera, on the same node, is not on the list: the discussion is there, but not for her.
+    let err = open_invoice(&vera, "erp@hq.test").await.unwrap_err();
+    assert!(format!("{err:#}").contains("not found"), "{err:#}");
+    let err = messages(&vera, &on_hq.id).await.unwrap_err();
+    assert!(format!("{err:#}").contains("not found"), "{err:#}");
+    // The partner's link does not carry object discussions, whatever the list says.
+    let err = open_invoice(&pavel, "erp@hq.test").await.unwrap_err();
+    assert!(format!("{err:#}").contains("not found"), "{err:#}");
+    // Nobody here can set who sees another node's object, nor name a local object that way.
+    let err = ask(
+        &root,
+        Request::SetObjectAccess {
+            object: hq_invoice("erp@branch.test"),
+            users: vec!["anna".into()],
+            groups: Vec::new(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("that node"), "{err:#}");
+
+    // The head office takes Boris off the list: the branch no longer shows it to him, and
+    // what he writes there is refused.
+    set_access(&root, &["anna"]).await?;
+    eventually(20, "Boris loses the invoice", async || {
+        match messages(&boris, &on_hq.id).await {
+            Err(e) if format!("{e:#}").contains("not found") => Ok(()),
+            other => bail!("{other:?}"),
+        }
+    })
+    .await?;
+    let err = post(&boris, &on_hq.id, "b2", "А как же я?")
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("not found"), "{err:#}");
+    let err = open_invoice(&boris, "erp@hq.test").await.unwrap_err();
+    assert!(format!("{err:#}").contains("not found"), "{err:#}");
+    // Meanwhile the discussion goes on at the head office, and the branch keeps its copy.
+    post(&anna, &on_hq.id, "a3", "Без Бориса").await?;
+
+    // Back on the list, Boris opens it again: the branch's copy went on meanwhile.
+    set_access(&root, &["anna", "boris@branch.test"]).await?;
+    let again = open_invoice(&boris, "erp@hq.test").await?;
+    assert_eq!(again.id, on_hq.id);
+    sees(
+        &boris,
+        &on_hq.id,
+        &[
+            Some("Оплатим в пятницу"),
+            Some("Спасибо"),
+            Some("Без Бориса"),
+        ],
+    )
+    .await?;
+    post(&boris, &on_hq.id, "b3", "Я снова здесь").await?;
+    sees(
+        &anna,
+        &on_hq.id,
+        &[
+            Some("Счёт выставлен"),
+            Some("Оплатим в пятницу"),
+            Some("Спасибо"),
+            Some("Без Бориса"),
+            Some("Я снова здесь"),
+        ],
+    )
+    .await?;
+    Ok(())
+}

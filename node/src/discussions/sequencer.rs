@@ -572,6 +572,18 @@ impl Sequencer {
         caller: &Caller,
         discussion: &str,
     ) -> Result<(DiscussionRow, super::access::Grant), DiscussionError> {
+        self.readable_as(b, caller, discussion, self.applying_stamped())
+            .await
+    }
+
+    /// [`Self::readable`], for a change the discussion's home `stamped` (on a replica).
+    async fn readable_as(
+        &self,
+        b: &mut Batch,
+        caller: &Caller,
+        discussion: &str,
+        stamped: bool,
+    ) -> Result<(DiscussionRow, super::access::Grant), DiscussionError> {
         if let Some(c) = self.cached(discussion, Cached::clone) {
             // The same rule as `authorize` for dialogs and groups: members only.
             let role = c
@@ -590,19 +602,19 @@ impl Sequencer {
                 None => Err(not_found()),
             };
         }
+        let row = b.discussion(discussion).await?.ok_or_else(not_found)?;
         // What the home of an object discussion stamped, it authorized: this node does not
         // know who may see the object there.
-        if self.applying_stamped()
-            && let Some(row) = b.discussion(discussion).await?
-            && row.kind == "object"
-        {
+        if stamped && row.kind == "object" {
             let grant = super::access::Grant {
                 owner: false,
                 write: true,
             };
             return Ok((row, grant));
         }
-        let (row, grant) = readable_free(b, &self.plugins, caller, discussion).await?;
+        let grant = authorize(b, &self.plugins, &caller.user, &row)
+            .await?
+            .ok_or_else(not_found)?;
         if row.kind != "object" {
             let members = b.members(&row.id).await?;
             self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
@@ -1524,15 +1536,11 @@ impl Sequencer {
         })
         .await?;
         if d.kind == "object" {
-            // Posting or being mentioned puts an object discussion in one's list.
+            // Posting or being mentioned puts an object discussion in one's list (only users
+            // who may read it are mentioned).
             b.set_follow(&caller.user, &d.id, true).await?;
-            let key = object_key(&d);
             for u in &mentions {
-                if let Some(key) = key
-                    && object_access(b, &self.plugins, key, u).await? != Access::None
-                {
-                    b.set_follow(u, &d.id, true).await?;
-                }
+                b.set_follow(u, &d.id, true).await?;
             }
         }
         let message_id = row.id.clone();
@@ -1855,19 +1863,6 @@ struct Content {
 
 /// The discussion, if the caller may read it (inside the batch, so the decision and the change
 /// see the same state).
-async fn readable_free(
-    b: &mut Batch,
-    plugins: &Plugins,
-    caller: &Caller,
-    discussion: &str,
-) -> Result<(DiscussionRow, super::access::Grant), DiscussionError> {
-    let d = b.discussion(discussion).await?.ok_or_else(not_found)?;
-    let grant = authorize(b, plugins, &caller.user, &d)
-        .await?
-        .ok_or_else(not_found)?;
-    Ok((d, grant))
-}
-
 async fn message_in(
     b: &mut Batch,
     d: &DiscussionRow,

@@ -1107,14 +1107,16 @@ impl Sequencer {
             let checked = match (message_id, self.content(&m)) {
                 (None, _) => Err(fed_error("the post names no message")),
                 (Some(_), Err(e)) => Err(e),
-                (Some(id), Ok(content)) => match self.readable(b, &caller, &m.discussion).await {
-                    Ok((_, grant)) if !grant.write => Err(super::read_only()),
-                    Ok((row, _)) => match round.user(b, &caller.user, &self.node).await {
-                        Ok(()) => Ok((id, content, row)),
+                (Some(id), Ok(content)) => {
+                    match self.readable_as(b, &caller, &m.discussion, true).await {
+                        Ok((_, grant)) if !grant.write => Err(super::read_only()),
+                        Ok((row, _)) => match round.user(b, &caller.user, &self.node).await {
+                            Ok(()) => Ok((id, content, row)),
+                            Err(e) => Err(e),
+                        },
                         Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                },
+                    }
+                }
             };
             let (id, content, row) = match checked {
                 Ok(ok) => ok,
@@ -1198,6 +1200,15 @@ impl Sequencer {
             b.insert_events(&events).await?;
             let mut d = d.clone();
             d.last_seq = last.seq;
+            if d.kind == "object" {
+                // As a send does: posting puts an object discussion in one's list.
+                let mut authors: Vec<&str> = posts.iter().map(|(c, _)| c.user.as_str()).collect();
+                authors.sort_unstable();
+                authors.dedup();
+                for author in authors {
+                    b.set_follow(author, &d.id, true).await?;
+                }
+            }
             for (caller, row) in posts {
                 self.announce_posted(b, &caller, &d, row, Vec::new(), None, Vec::new(), out)
                     .await
@@ -1871,7 +1882,10 @@ impl Sequencer {
         let existing = b.object_discussion(object_key).await?;
         let d = match (access, existing) {
             (Access::None, existing) => {
-                if let Some(d) = existing {
+                // Told only if it was told otherwise: a refusal queues nothing.
+                if let Some(d) = existing
+                    && b.fed_reader(&d.id, user).await?.is_some()
+                {
                     self.tell_reader(b, &d, link, user, None, out).await?;
                 }
                 return Ok(Done::Reader(None));
