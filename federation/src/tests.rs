@@ -13,7 +13,7 @@ use crate::keys::{Hash, NodeKey, Purpose};
 use crate::memory::MemoryStore;
 use crate::net::{self, Handle, NetConfig, Notification, QueryError};
 use crate::store::Incoming;
-use crate::wire::{Chunk, Item, MAX_CHUNK, Presence, Profile, Query};
+use crate::wire::{Access, Chunk, Item, MAX_CHUNK, Presence, Profile, Query, Reader};
 
 struct Node {
     key: NodeKey,
@@ -190,6 +190,17 @@ async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     panic!("gave up waiting: {what}");
 }
 
+/// The home's word on what `user` may do in the object discussion `discussion`.
+fn readers(discussion: &str, user: &str) -> Item {
+    Item::Readers {
+        discussion: discussion.into(),
+        users: vec![Reader {
+            user: user.into(),
+            access: Access::Write,
+        }],
+    }
+}
+
 fn texts(items: &[Incoming]) -> Vec<String> {
     items
         .iter()
@@ -198,6 +209,11 @@ fn texts(items: &[Incoming]) -> Vec<String> {
                 String::from_utf8(event.body.clone().unwrap_or_default()).unwrap()
             }
             Item::Refusal { reason, .. } => reason.clone(),
+            Item::Readers { users, .. } => users
+                .iter()
+                .map(|r| format!("{} {:?}", r.user, r.access))
+                .collect::<Vec<_>>()
+                .join(", "),
         })
         .collect()
 }
@@ -346,15 +362,26 @@ async fn forged_items_are_refused_one_by_one_and_the_rest_goes_on() {
         refusal("boris@branch", "d@partner"),
         refusal("boris@branch", "d@hq"),
         refusal("boris@branch", "d@branch"),
-        good(10),
+        // 10, 11: who may read an object discussion, said by a node that is not its home,
+        // and of a user of another node. 12 hq can say.
+        readers("d@branch", "boris@branch"),
+        readers("d@hq", "anna@hq"),
+        readers("d@hq", "boris@branch"),
+        good(13),
     ] {
         a.store.enqueue(&id, item);
     }
     a.handle.wake(&id);
-    wait_for("the good ones", || b.store.inbox(&id).len() == 4).await;
+    wait_for("the good ones", || b.store.inbox(&id).len() == 5).await;
     assert_eq!(
         texts(&b.store.inbox(&id)),
-        ["message 1", "refused", "refused", "message 10"]
+        [
+            "message 1",
+            "refused",
+            "refused",
+            "boris@branch Write",
+            "message 13"
+        ]
     );
     let refused: Vec<(u64, String)> = b
         .store
@@ -362,7 +389,7 @@ async fn forged_items_are_refused_one_by_one_and_the_rest_goes_on() {
         .iter()
         .map(|r| (r.link_seq, r.reason.clone()))
         .collect();
-    assert_eq!(refused.len(), 6, "{refused:?}");
+    assert_eq!(refused.len(), 8, "{refused:?}");
     assert!(
         refused[0].1.contains("does not belong to hq"),
         "{refused:?}"
@@ -375,6 +402,11 @@ async fn forged_items_are_refused_one_by_one_and_the_rest_goes_on() {
         "{refused:?}"
     );
     assert!(refused[5].1.contains("not the home"), "{refused:?}");
+    assert!(refused[6].1.contains("not the home"), "{refused:?}");
+    assert!(
+        refused[7].1.contains("not a user of this node"),
+        "{refused:?}"
+    );
     // The sender is told which, for its dead letters.
     let told = loop {
         match tokio::time::timeout(Duration::from_secs(10), a.notes.recv()).await {
@@ -384,7 +416,7 @@ async fn forged_items_are_refused_one_by_one_and_the_rest_goes_on() {
         }
     };
     let seqs: Vec<u64> = told.iter().map(|r| r.link_seq).collect();
-    assert_eq!(seqs, [2, 3, 4, 5, 6, 7]);
+    assert_eq!(seqs, [2, 3, 4, 5, 6, 7, 10, 11]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -735,6 +767,81 @@ async fn the_peers_node_serves_pieces_of_files_while_the_link_carries_files() {
     assert_eq!(
         closed,
         Err(QueryError::Refused("this link does not carry files".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_are_opened_for_the_askers_own_users_while_the_link_shares_them() {
+    let Pair {
+        mut a,
+        b,
+        grant,
+        id,
+        ..
+    } = pair().await;
+    connect(&a, &b, &id).await;
+    let (narrowed_tx, mut narrowed) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(note) = a.notes.recv().await {
+            match note {
+                Notification::Query {
+                    query:
+                        Query::Object {
+                            user, object_id, ..
+                        },
+                    responder,
+                    ..
+                } => match (user.as_str(), object_id.as_str()) {
+                    ("boris@branch", "INV-1") => responder.object("o1@hq".into(), Access::Write),
+                    ("boris@branch", "INV-2") => responder.object("o2@hq".into(), Access::Read),
+                    _ => responder.object("o1@hq".into(), Access::None),
+                },
+                Notification::Narrowed { .. } => {
+                    let _ = narrowed_tx.send(());
+                }
+                _ => {}
+            }
+        }
+    });
+    let open = |user: &'static str, object: &'static str| {
+        b.handle.open_object(&id, user, ("erp", "invoice", object))
+    };
+    assert_eq!(
+        open("boris@branch", "INV-1").await,
+        Ok(("o1@hq".to_owned(), Access::Write))
+    );
+    assert_eq!(
+        open("boris@branch", "INV-2").await,
+        Ok(("o2@hq".to_owned(), Access::Read))
+    );
+    // "None" travels as "not found".
+    assert_eq!(
+        open("vera@branch", "INV-1").await,
+        Err(QueryError::Refused("object not found".into()))
+    );
+    // hq's transport refuses, before its node is asked, an object for a user of hq itself.
+    assert_eq!(
+        open("anna@hq", "INV-1").await,
+        Err(QueryError::Refused(
+            "an object is opened for a user of the asking node only".into()
+        ))
+    );
+    assert!(matches!(
+        open("boris@branch", "").await,
+        Err(QueryError::Malformed(_))
+    ));
+    // Once the link carries no object discussions, nothing is asked.
+    let mut narrower = grant.terms().scope.clone();
+    narrower.object_discussions = false;
+    b.handle.notify(&id, narrowing(&b, &grant, narrower, 1));
+    tokio::time::timeout(Duration::from_secs(10), narrowed.recv())
+        .await
+        .unwrap();
+    assert_eq!(
+        open("boris@branch", "INV-1").await,
+        Err(QueryError::Refused(
+            "this link does not share object discussions".into()
+        ))
     );
 }
 

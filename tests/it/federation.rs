@@ -1575,7 +1575,7 @@ async fn an_object_discussion_spans_nodes_for_the_users_its_home_allows() -> any
     let hq = node("hq.test").await?;
     let branch = node("branch.test").await?;
     let partner = node("partner.test").await?;
-    link(&hq, &branch).await?;
+    let to_branch = link(&hq, &branch).await?;
     // The partner's link carries groups, not object discussions.
     let mut narrow = scope();
     narrow.object_discussions = false;
@@ -1694,5 +1694,26 @@ async fn an_object_discussion_spans_nodes_for_the_users_its_home_allows() -> any
         ],
     )
     .await?;
+
+    // The head office narrows the link to groups only: object discussions stop travelling
+    // over it, and the branch shows them to nobody.
+    let mut narrower = scope();
+    narrower.object_discussions = false;
+    hq.admin(AdminRequest::LinkNarrow {
+        link: to_branch,
+        scope: narrower,
+    })
+    .await?;
+    eventually(
+        20,
+        "the branch drops the invoice",
+        async || match messages(&boris, &on_hq.id).await {
+            Err(e) if format!("{e:#}").contains("not found") => Ok(()),
+            other => bail!("{other:?}"),
+        },
+    )
+    .await?;
+    let err = open_invoice(&boris, "erp@hq.test").await.unwrap_err();
+    assert!(format!("{err:#}").contains("not found"), "{err:#}");
     Ok(())
 }
