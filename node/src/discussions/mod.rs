@@ -717,13 +717,13 @@ impl Discussions {
             let exists = self
                 .inner
                 .store
-                .object_discussion_id(&object)
+                .object_discussion_id(object)
                 .await?
                 .is_some();
             if !exists {
                 self.inner
                     .plugins
-                    .validate(&object)
+                    .validate(object)
                     .await
                     .map_err(DiscussionError::BadRequest)?;
             }
