@@ -488,12 +488,14 @@ impl Handle {
         link: &str,
         user: &str,
         (application, object_type, object_id): (&str, &str, &str),
+        held: Option<Access>,
     ) -> Result<(String, Access), QueryError> {
         let query = Query::Object {
             user: user.to_owned(),
             application: application.to_owned(),
             object_type: object_type.to_owned(),
             object_id: object_id.to_owned(),
+            held,
         };
         match self.ask(link, query).await? {
             Response::Object { discussion, access }
@@ -607,6 +609,7 @@ fn check_query(query: &Query) -> Result<(), String> {
             application,
             object_type,
             object_id,
+            ..
         } => {
             let ok = |s: &str, max: usize| {
                 !s.is_empty() && s.len() <= max && !s.chars().any(char::is_control)

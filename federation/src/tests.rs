@@ -804,7 +804,8 @@ async fn objects_are_opened_for_the_askers_own_users_while_the_link_shares_them(
         }
     });
     let open = |user: &'static str, object: &'static str| {
-        b.handle.open_object(&id, user, ("erp", "invoice", object))
+        b.handle
+            .open_object(&id, user, ("erp", "invoice", object), None)
     };
     assert_eq!(
         open("boris@branch", "INV-1").await,

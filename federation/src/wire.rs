@@ -142,6 +142,9 @@ pub enum Query {
         object_type: String,
         /// The object's id.
         object_id: String,
+        /// What the asker holds for `user` now: `None` if it does not hold the discussion at
+        /// all (the receiver then shares it again), else what it was last told.
+        held: Option<Access>,
     },
 }
 

@@ -143,9 +143,10 @@ impl LinkWaker {
         link: &str,
         user: &str,
         object: (&str, &str, &str),
+        held: Option<wire::Access>,
     ) -> Result<(String, wire::Access), net::QueryError> {
         let handle = self.get().ok_or(net::QueryError::Stopped)?;
-        handle.open_object(link, user, object).await
+        handle.open_object(link, user, object, held).await
     }
 
     fn get(&self) -> Option<Handle> {
@@ -718,6 +719,7 @@ impl Federation {
                             application,
                             object_type,
                             object_id,
+                            held,
                         },
                     responder,
                     ..
@@ -729,7 +731,10 @@ impl Federation {
                             object_type,
                             object_id,
                         };
-                        match discussions.open_object_for_link(&link, &user, object).await {
+                        match discussions
+                            .open_object_for_link(&link, &user, object, held)
+                            .await
+                        {
                             Ok(Some((discussion, write))) => responder.object(
                                 discussion,
                                 if write {
@@ -738,10 +743,16 @@ impl Federation {
                                     wire::Access::Read
                                 },
                             ),
-                            Ok(None) | Err(DiscussionError::NotFound(_)) => {
+                            // Whatever the reason (a context provider's word on an object the
+                            // user may not see included): the asker learns nothing of objects.
+                            Ok(None)
+                            | Err(
+                                DiscussionError::NotFound(_)
+                                | DiscussionError::BadRequest(_)
+                                | DiscussionError::Forbidden(_),
+                            ) => {
                                 responder.refuse("object not found");
                             }
-                            Err(DiscussionError::BadRequest(reason)) => responder.refuse(reason),
                             Err(e) => {
                                 tracing::error!(link, error = %e, "a linked node's object request failed");
                                 responder.refuse("the object cannot be opened now; ask again");

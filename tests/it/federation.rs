@@ -1664,24 +1664,25 @@ async fn an_object_discussion_spans_nodes_for_the_users_its_home_allows() -> any
     assert!(format!("{err:#}").contains("not found"), "{err:#}");
     let err = open_invoice(&boris, "erp@hq.test").await.unwrap_err();
     assert!(format!("{err:#}").contains("not found"), "{err:#}");
-    // Meanwhile the discussion goes on at the head office, and the branch keeps its copy.
+    // Nobody at the branch may read it now: what follows is not sent there.
     post(&anna, &on_hq.id, "a3", "Без Бориса").await?;
 
-    // Back on the list, Boris opens it again: the branch's copy went on meanwhile.
+    // Back on the list, Boris opens it again: the head office shares it anew, and the
+    // branch goes on from there.
     set_access(&root, &["anna", "boris@branch.test"]).await?;
     let again = open_invoice(&boris, "erp@hq.test").await?;
     assert_eq!(again.id, on_hq.id);
+    post(&boris, &on_hq.id, "b3", "Я снова здесь").await?;
     sees(
         &boris,
         &on_hq.id,
         &[
             Some("Оплатим в пятницу"),
             Some("Спасибо"),
-            Some("Без Бориса"),
+            Some("Я снова здесь"),
         ],
     )
     .await?;
-    post(&boris, &on_hq.id, "b3", "Я снова здесь").await?;
     sees(
         &anna,
         &on_hq.id,
@@ -1694,6 +1695,47 @@ async fn an_object_discussion_spans_nodes_for_the_users_its_home_allows() -> any
         ],
     )
     .await?;
+
+    // The list names a group instead, Boris among its members: he keeps the invoice until
+    // he leaves the group.
+    let g = group(&anna, &["boris@branch.test"]).await?;
+    share(&hq, &g.id, &to_branch).await?;
+    ask(
+        &root,
+        Request::SetObjectAccess {
+            object: hq_invoice("erp"),
+            users: vec!["anna".into()],
+            groups: vec![g.id.clone()],
+        },
+    )
+    .await?;
+    assert_eq!(open_invoice(&boris, "erp@hq.test").await?.id, on_hq.id);
+    ask(
+        &anna,
+        Request::RemoveMember {
+            discussion: g.id.clone(),
+            user: "boris@branch.test".into(),
+        },
+    )
+    .await?;
+    eventually(
+        20,
+        "Boris loses the invoice with the group",
+        async || match messages(&boris, &on_hq.id).await {
+            Err(e) if format!("{e:#}").contains("not found") => Ok(()),
+            other => bail!("{other:?}"),
+        },
+    )
+    .await?;
+    ask(
+        &anna,
+        Request::AddMembers {
+            discussion: g.id.clone(),
+            users: vec!["boris@branch.test".into()],
+        },
+    )
+    .await?;
+    assert_eq!(open_invoice(&boris, "erp@hq.test").await?.id, on_hq.id);
 
     // The head office narrows the link to groups only: object discussions stop travelling
     // over it, and the branch shows them to nobody.

@@ -603,8 +603,20 @@ impl Discussions {
         let Some((app, _)) = object.application.split_once('@') else {
             return Err(not_found());
         };
-        let Some(link) = self.inner.store.fed_link_to(node).await? else {
+        let store = &self.inner.store;
+        let Some(link) = store.fed_link_to(node).await? else {
             return Err(not_found());
+        };
+        // What this node holds, so that the home shares the discussion again if it is lost
+        // here, and says again what the user may do if that is not what was last said.
+        use veche_federation::wire::Access;
+        let held = match store.object_discussion_id(&object).await? {
+            None => None,
+            Some(id) => Some(match store.fed_reader(&id, &caller.user).await? {
+                None => Access::None,
+                Some(false) => Access::Read,
+                Some(true) => Access::Write,
+            }),
         };
         let asked = self
             .inner
@@ -613,10 +625,11 @@ impl Discussions {
                 &link,
                 &caller.user,
                 (app, &object.object_type, &object.object_id),
+                held,
             )
             .await;
         let (id, write) = match asked {
-            Ok((id, access)) => (id, access == veche_federation::wire::Access::Write),
+            Ok((id, access)) => (id, access == Access::Write),
             Err(
                 veche_federation::net::QueryError::Unreachable(_)
                 | veche_federation::net::QueryError::Stopped,
@@ -639,12 +652,12 @@ impl Discussions {
         }
         let deadline = tokio::time::Instant::now() + Self::LINKED_OBJECT_WAIT;
         loop {
-            let store = &self.inner.store;
             let arrived = store.fed_reader(&id, &caller.user).await? == Some(write)
-                && store
-                    .discussion(&id)
-                    .await?
-                    .is_some_and(|d| d.object_app.as_deref() == Some(&*object.application));
+                && store.discussion(&id).await?.is_some_and(|d| {
+                    d.object_app.as_deref() == Some(&*object.application)
+                        && d.object_type.as_deref() == Some(&*object.object_type)
+                        && d.object_id.as_deref() == Some(&*object.object_id)
+                });
             if arrived {
                 break;
             }
@@ -665,18 +678,34 @@ impl Discussions {
         link: &str,
         user: &str,
         object: ObjectRef,
+        held: Option<veche_federation::wire::Access>,
     ) -> Result<Option<(String, bool)>, DiscussionError> {
         check_object(&object)?;
         if object.application.contains('@') {
             return Ok(None);
         }
-        let title = self.object_title(user, &object, "").await?;
+        // The decision comes first, so that a context provider's word on whether an object
+        // exists reaches only users who may see it. The sequencer decides again.
+        let key = crate::store::ObjectKey {
+            app: &object.application,
+            kind: &object.object_type,
+            id: &object.object_id,
+        };
+        let mut reader = access::Reader(&self.inner.store);
+        let allowed = access::object_access(&mut reader, &self.inner.plugins, key, user).await?
+            != crate::plugins::Access::None;
+        let title = if allowed {
+            self.object_title(user, &object, "").await?
+        } else {
+            String::new()
+        };
         match self
             .submit(Op::FedOpenObject {
                 link: link.to_owned(),
                 user: user.to_owned(),
                 object,
                 title,
+                held,
             })
             .await?
         {

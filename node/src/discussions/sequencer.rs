@@ -129,6 +129,7 @@ pub(crate) enum Op {
         user: String,
         object: ObjectRef,
         title: String,
+        held: Option<veche_federation::wire::Access>,
     },
     /// At the home: decide again for the users of linked nodes told they may read object
     /// discussions (those after `after`, a page of them).
@@ -556,8 +557,9 @@ impl Sequencer {
                 user,
                 object,
                 title,
+                held,
             } => {
-                self.fed_open_object(b, &link, &user, &object, &title, out)
+                self.fed_open_object(b, &link, (&user, held), &object, &title, out)
                     .await
             }
             Op::FedRecheckReaders { after } => self.recheck_all_readers(b, &after, out).await,
@@ -1243,6 +1245,11 @@ impl Sequencer {
         // Object discussions this group gave the user access to are gone for them too,
         // unless another entry of the access list still admits them.
         for object_discussion in b.object_discussions_granted_to_group(&d.id).await? {
+            if veche_federation::event::node_of(user) != Some(self.node.as_str()) {
+                // A user of a linked node: their node is told.
+                self.recheck_readers(b, &object_discussion, out).await?;
+                continue;
+            }
             if let Some(key) = object_key(&object_discussion)
                 && object_access(b, &self.plugins, key, user).await? == Access::None
             {

@@ -228,6 +228,9 @@ impl Store {
                 .bind(link)
                 .execute(&mut *tx)
                 .await?;
+            // Who the peer said may read its objects, and who this node told it may read
+            // its own: a new link starts from nothing.
+            drop_object_readers(&mut tx, link).await?;
             super::audit::append(&mut tx, audit).await?;
         }
         tx.commit().await?;
@@ -243,12 +246,11 @@ impl Store {
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
-        let row: Option<(String, String)> =
-            sqlx::query_as("SELECT scope, peer_node FROM fed_links WHERE link = ?")
-                .bind(link)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((current, peer)) = row else {
+        let row: Option<(String,)> = sqlx::query_as("SELECT scope FROM fed_links WHERE link = ?")
+            .bind(link)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((current,)) = row else {
             return Ok(());
         };
         if without_objects {
@@ -261,14 +263,7 @@ impl Store {
             .bind(link)
             .execute(&mut *tx)
             .await?;
-            let suffix = format!("@{peer}");
-            sqlx::query(
-                "DELETE FROM fed_object_readers \
-                 WHERE substr(user_id, -length(?1)) = ?1 OR substr(discussion_id, -length(?1)) = ?1",
-            )
-            .bind(&suffix)
-            .execute(&mut *tx)
-            .await?;
+            drop_object_readers(&mut tx, link).await?;
         }
         // A renewal held here, or offered from here, would undo the narrowing: it must be
         // offered and accepted again.
@@ -384,4 +379,21 @@ impl Store {
         tx.commit().await?;
         Ok(mark)
     }
+}
+
+/// Forgets who may read object discussions across `link`: the users of its peer this node told
+/// they may read its own, and what the peer said of this node's users in its.
+async fn drop_object_readers(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    link: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM fed_object_readers WHERE EXISTS (SELECT 1 FROM fed_links l \
+         WHERE l.link = ?1 AND (substr(user_id, -length(l.peer_node) - 1) = '@' || l.peer_node \
+         OR substr(discussion_id, -length(l.peer_node) - 1) = '@' || l.peer_node))",
+    )
+    .bind(link)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

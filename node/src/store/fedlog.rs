@@ -68,24 +68,52 @@ impl Batch {
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
-    /// Shares `discussion` over `link`; `false` if it was already.
+    /// Shares `discussion` over `link` (again: its state was sent `at`).
     pub(crate) async fn fed_add_share(
         &mut self,
         discussion: &str,
         link: &str,
         at: i64,
-    ) -> Result<bool, StoreError> {
-        Ok(sqlx::query(
+    ) -> Result<(), StoreError> {
+        sqlx::query(
             "INSERT INTO fed_shares (discussion_id, link, shared_at) VALUES (?, ?, ?) \
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT (discussion_id, link) DO UPDATE SET shared_at = excluded.shared_at",
         )
         .bind(discussion)
         .bind(link)
         .bind(at)
         .execute(&mut *self.tx)
-        .await?
-        .rows_affected()
-            > 0)
+        .await?;
+        Ok(())
+    }
+
+    /// When `discussion`'s state was last sent over `link`, if it is shared over it.
+    pub(crate) async fn fed_shared_at(
+        &mut self,
+        discussion: &str,
+        link: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT shared_at FROM fed_shares WHERE discussion_id = ? AND link = ?",
+        )
+        .bind(discussion)
+        .bind(link)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    /// Stops sharing `discussion` over `link`.
+    pub(crate) async fn fed_unshare(
+        &mut self,
+        discussion: &str,
+        link: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM fed_shares WHERE discussion_id = ? AND link = ?")
+            .bind(discussion)
+            .bind(link)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
     }
 
     /// The active link to the node named `node`.

@@ -35,6 +35,10 @@ use crate::store::{
     REMOTE_BACKEND, ReaderAccess, StoreError,
 };
 
+/// A linked node that says it lost an object discussion gets its state again at most this
+/// often (each share is an entry of the discussion's log).
+const SHARE_AGAIN_AFTER_MS: i64 = 10 * 60 * 1000;
+
 /// What a federated event says beyond its header (JSON).
 // Unknown fields are ignored: a newer home may say more than this node understands.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -1800,16 +1804,17 @@ impl Sequencer {
             .await?;
         let members = b.members(&d.id).await?;
         // This node signs the share for one of its users: the creator, or (a dialog a user of
-        // the other node opened) the member who is on this node.
-        // An object discussion opened by a linked node's user: its application.
+        // the other node opened) the member who is on this node. An object discussion is
+        // shared by its application: whoever opened it here stays unnamed to the linked node.
         let mine = |u: &String| node_of(u) == Some(self.node.as_str());
         let app = d
             .object_app
             .as_ref()
             .map(|app| format!("{app}@{}", self.node));
-        let author = std::iter::once(&d.created_by)
+        let author = app
+            .iter()
+            .chain(std::iter::once(&d.created_by))
             .chain(members.iter().map(|m| &m.0))
-            .chain(app.as_ref())
             .find(|u| mine(u))
             .cloned()
             .ok_or_else(|| fed_error("the discussion has no member on this node"))?;
@@ -1843,15 +1848,16 @@ impl Sequencer {
 
 impl Sequencer {
     /// At the home: a linked node's user opens the discussion of one of this node's objects
-    /// (`Query::Object`). The object's rule decides for them exactly as for a user here (the
-    /// application's context provider or access list). If they may see it, the discussion is
-    /// opened if need be and shared over the link, and the linked node is told what its user
-    /// may do there; if not, it is told that too, should it have heard otherwise before.
+    /// (`Query::Object`; `held` is what their node holds for them). The object's rule decides
+    /// for them exactly as for a user here (the application's context provider or access
+    /// list). If they may see it, the discussion is opened if need be and shared over the link
+    /// (again, if their node lost it), and their node is told what they may do there unless
+    /// it holds that already; if not, it is told that too, should it hold otherwise.
     pub(super) async fn fed_open_object(
         &self,
         b: &mut Batch,
         link: &str,
-        user: &str,
+        (user, held): (&str, Option<wire::Access>),
         object: &ObjectRef,
         title: &str,
         out: &mut Vec<Delivery>,
@@ -1872,7 +1878,6 @@ impl Sequencer {
         if !objects {
             return Err(DiscussionError::NotFound("object"));
         }
-        remote_user(b, user, &self.node).await?;
         let object_key = ObjectKey {
             app: &object.application,
             kind: &object.object_type,
@@ -1882,11 +1887,13 @@ impl Sequencer {
         let existing = b.object_discussion(object_key).await?;
         let d = match (access, existing) {
             (Access::None, existing) => {
-                // Told only if it was told otherwise: a refusal queues nothing.
-                if let Some(d) = existing
-                    && b.fed_reader(&d.id, user).await?.is_some()
-                {
-                    self.tell_reader(b, &d, link, user, None, out).await?;
+                // Told only if its node holds otherwise: a refusal queues nothing.
+                if let Some(d) = existing {
+                    let told = b.fed_reader(&d.id, user).await?.is_some();
+                    let holds = held.is_some_and(|h| h != wire::Access::None);
+                    if told || holds {
+                        self.tell_reader(b, &d, link, user, None, out).await?;
+                    }
                 }
                 return Ok(Done::Reader(None));
             }
@@ -1898,6 +1905,8 @@ impl Sequencer {
                     admin: false,
                     connection: 0,
                 };
+                // Known here by id from now on, like any user of a linked node.
+                remote_user(b, user, &self.node).await?;
                 let Done::Discussion(id) = self.open_object(b, &caller, object, title, out).await?
                 else {
                     return Err(fed_error("opening an object gave no discussion"));
@@ -1907,17 +1916,33 @@ impl Sequencer {
                     .ok_or(DiscussionError::NotFound("object"))?
             }
         };
-        if !b.fed_shares(&d.id).await?.iter().any(|l| l == link) {
+        // Shared again if the node lost it, but not more often than every few minutes: each
+        // share is an entry of the discussion's log.
+        let now = Timestamp::now().as_millis();
+        let share = match b.fed_shared_at(&d.id, link).await? {
+            None => true,
+            Some(at) => held.is_none() && now.saturating_sub(at) >= SHARE_AGAIN_AFTER_MS,
+        };
+        if share {
             self.share_state(b, key, &d, link, out).await?;
         }
         let write = access == Access::Write;
-        self.tell_reader(b, &d, link, user, Some(write), out)
-            .await?;
+        let said = if write {
+            wire::Access::Write
+        } else {
+            wire::Access::Read
+        };
+        let told = b.fed_reader(&d.id, user).await?;
+        if share || held != Some(said) || told != Some(write) {
+            self.tell_reader(b, &d, link, user, Some(write), out)
+                .await?;
+        }
         Ok(Done::Reader(Some((d.id, write))))
     }
 
     /// At the home: records what `user` of the peer of `link` may do in the object discussion
-    /// `d`, and tells the peer (always: it asked, or it is a change).
+    /// `d`, and tells the peer. When the last of the peer's users may no longer read it, the
+    /// discussion is no longer shared over the link.
     async fn tell_reader(
         &self,
         b: &mut Batch,
@@ -1940,13 +1965,25 @@ impl Sequencer {
             }],
         };
         b.fed_enqueue(link, &encode(&item)).await?;
+        if access.is_none() {
+            let peer = node_of(user);
+            let others = b
+                .fed_readers(&d.id)
+                .await?
+                .iter()
+                .any(|(u, _)| node_of(u) == peer);
+            if !others {
+                b.fed_unshare(&d.id, link).await?;
+            }
+        }
         out.push(Delivery::WakeLinks(vec![link.to_owned()]));
         Ok(())
     }
 
     /// At the home: decides again for every user of a linked node told they may read the
     /// object discussion `d`, and tells their nodes of each change (an access list changed, or
-    /// a context provider may answer otherwise now).
+    /// a context provider may answer otherwise now). A context provider is asked once for all
+    /// of them; if it fails, nothing changes now.
     pub(super) async fn recheck_readers(
         &self,
         b: &mut Batch,
@@ -1960,10 +1997,31 @@ impl Sequencer {
         if self.fed.key.is_none() || !self.is_home(&d.id) || is_linked_object(app) {
             return Ok(());
         }
+        let readers = b.fed_readers(&d.id).await?;
+        if readers.is_empty() {
+            return Ok(());
+        }
         let object_key = ObjectKey { app, kind, id };
-        let shares = b.fed_shares(&d.id).await?;
-        for (user, write) in b.fed_readers(&d.id).await? {
-            let now = match object_access(b, &self.plugins, object_key, &user).await? {
+        let decided: Vec<Access> = if self.plugins.serves(kind) {
+            let object = ObjectRef {
+                application: app.clone(),
+                object_type: kind.clone(),
+                object_id: id.clone(),
+            };
+            let users: Vec<String> = readers.iter().map(|(u, _)| u.clone()).collect();
+            match self.plugins.object_access_many(&object, &users).await {
+                Some(decided) if decided.len() == users.len() => decided,
+                _ => return Ok(()),
+            }
+        } else {
+            let mut decided = Vec::with_capacity(readers.len());
+            for (user, _) in &readers {
+                decided.push(object_access(b, &self.plugins, object_key, user).await?);
+            }
+            decided
+        };
+        for ((user, write), now) in readers.into_iter().zip(decided) {
+            let now = match now {
                 Access::None => None,
                 Access::Read => Some(false),
                 Access::Write => Some(true),
@@ -1975,9 +2033,9 @@ impl Sequencer {
                 Some(node) => b.fed_link_to(node).await?,
                 None => None,
             };
-            match link.filter(|l| shares.contains(l)) {
+            match link {
                 Some(link) => self.tell_reader(b, d, &link, &user, now, out).await?,
-                // The link has ended or no longer carries the discussion: nothing is sent.
+                // No link reaches the user's node any more (its readers went with it).
                 None => {
                     b.fed_set_reader(&d.id, &user, None).await?;
                 }
