@@ -95,11 +95,22 @@ impl LinkStore for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn acked(&self, link: &str, upto: u64) -> Result<(), StoreError> {
-        if let Some(o) = self.lock().outbox.get_mut(link) {
+    async fn acked(&self, link: &str, upto: u64) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let last = inner.next.get(link).copied().unwrap_or(0);
+        if upto > last {
+            // Restored from a backup: what waits follows the peer's watermark.
+            let waiting = inner.outbox.remove(link).unwrap_or_default();
+            let renumbered: BTreeMap<u64, Item> = (upto + 1..).zip(waiting.into_values()).collect();
+            let next = renumbered.keys().next_back().copied().unwrap_or(upto);
+            inner.next.insert(link.to_owned(), next);
+            inner.outbox.insert(link.to_owned(), renumbered);
+            return Ok(true);
+        }
+        if let Some(o) = inner.outbox.get_mut(link) {
             o.retain(|s, _| *s > upto);
         }
-        Ok(())
+        Ok(false)
     }
 
     async fn watermark(&self, link: &str) -> Result<u64, StoreError> {

@@ -342,6 +342,9 @@ enum Internal {
     },
     /// A storage call failed: try again later.
     Failed { link: String, error: String },
+    /// The store numbered its waiting items again after the peer's watermark (it had been
+    /// restored from a backup): send them.
+    Renumbered { link: String },
 }
 
 /// The running transport.
@@ -1280,6 +1283,13 @@ impl<S: LinkStore> Driver<S> {
                 }
                 self.failed(&link);
             }
+            Internal::Renumbered { link } => {
+                if let Some(state) = self.links.get_mut(&link) {
+                    state.pending = true;
+                    state.wakes += 1;
+                    self.drive(&link);
+                }
+            }
         }
     }
 
@@ -1957,10 +1967,20 @@ impl<S: LinkStore> Driver<S> {
     }
 
     fn forget_acked(&self, link: &str, upto: u64) {
-        let (store, link) = (self.store.clone(), link.to_owned());
+        let (store, link, internal) = (self.store.clone(), link.to_owned(), self.internal.clone());
         tokio::spawn(async move {
-            if let Err(e) = store.acked(&link, upto).await {
-                tracing::warn!(link, error = %e, "acknowledged items not removed");
+            match store.acked(&link, upto).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::warn!(
+                        link,
+                        upto,
+                        "the peer has more of ours than this node ever sent (restored from a \
+                         backup?): what waits is numbered again after it"
+                    );
+                    let _ = internal.send(Internal::Renumbered { link });
+                }
+                Err(e) => tracing::warn!(link, error = %e, "acknowledged items not removed"),
             }
         });
     }

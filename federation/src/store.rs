@@ -52,7 +52,15 @@ pub trait LinkStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Outgoing>, StoreError>> + Send;
 
     /// The peer has stored everything up to `upto`: those items may go.
-    fn acked(&self, link: &str, upto: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ///
+    /// If `upto` is beyond every number this store ever gave an item of the link, this store
+    /// lost items it had sent (it was restored from a backup), and the items waiting now may
+    /// carry numbers the peer has already taken for others. Nothing is removed then: the
+    /// waiting items are numbered again to follow `upto` (in their order; the peer skips
+    /// events it has already by their id), numbering goes on after them, and `true` is
+    /// returned, so that the transport sends them.
+    fn acked(&self, link: &str, upto: u64)
+    -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// The last `link_seq` stored from the peer on `link` (0: none).
     fn watermark(&self, link: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;

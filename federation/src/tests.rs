@@ -922,6 +922,52 @@ async fn presence_changes_faster_than_a_peer_takes_are_merged_not_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_restored_from_a_backup_numbers_what_it_queued_after_the_peers_watermark() {
+    let Pair {
+        a,
+        b,
+        grant,
+        id,
+        branch_port: pb,
+    } = pair().await;
+    for n in 0..3 {
+        b.store
+            .enqueue(&id, submit(&b.key, "boris@branch", "branch", "hq", n));
+    }
+    b.handle.wake(&id);
+    wait_for("acknowledged", || b.store.outbox_len(&id) == 0).await;
+    // The branch comes back from an old backup: it numbers its new items from 1 again, numbers
+    // hq has taken already.
+    b.handle.stop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b2 = node("branch", 2, MemoryStore::default(), vec![grant], pb).await;
+    for n in 3..5 {
+        b2.store
+            .enqueue(&id, submit(&b.key, "boris@branch", "branch", "hq", n));
+    }
+    b2.handle.wake(&id);
+    wait_for("the new items arrive", || a.store.inbox_len(&id) == 5).await;
+    assert_eq!(
+        texts(&a.store.inbox(&id)),
+        [
+            "message 0",
+            "message 1",
+            "message 2",
+            "message 3",
+            "message 4"
+        ]
+    );
+    let seqs: Vec<u64> = a.store.inbox(&id).iter().map(|i| i.link_seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    // And numbering goes on from there.
+    b2.store
+        .enqueue(&id, submit(&b.key, "boris@branch", "branch", "hq", 5));
+    b2.handle.wake(&id);
+    wait_for("the next one", || a.store.inbox_len(&id) == 6).await;
+    assert_eq!(a.store.inbox(&id)[5].link_seq, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_lost_acknowledged_items_is_reported_not_fed_out_of_order() {
     let Pair {
         a,

@@ -1585,7 +1585,7 @@ impl LinkStore for Storage {
         &self,
         link: &str,
         upto: u64,
-    ) -> Result<(), veche_federation::store::StoreError> {
+    ) -> Result<bool, veche_federation::store::StoreError> {
         self.0
             .fed_acked(link, i64::try_from(upto).unwrap_or(i64::MAX))
             .await

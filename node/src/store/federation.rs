@@ -300,8 +300,39 @@ impl Store {
     }
 
     /// The peer has stored everything up to `upto`.
-    pub(crate) async fn fed_acked(&self, link: &str, upto: i64) -> Result<(), StoreError> {
+    pub(crate) async fn fed_acked(&self, link: &str, upto: i64) -> Result<bool, StoreError> {
         let mut tx = self.write.begin().await?;
+        let last: Option<i64> = sqlx::query_scalar("SELECT out_last FROM fed_links WHERE link = ?")
+            .bind(link)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if last.is_some_and(|last| upto > last) {
+            // This node was restored from a backup: the peer has more of its items than it
+            // ever numbered. What waits is numbered again after `upto`, in order (every new
+            // number is above every old one, so none collides on the way).
+            let first: Option<i64> =
+                sqlx::query_scalar("SELECT MIN(link_seq) FROM fed_outbox WHERE link = ?")
+                    .bind(link)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let shift = first.map_or(0, |first| upto + 1 - first);
+            sqlx::query("UPDATE fed_outbox SET link_seq = link_seq + ? WHERE link = ?")
+                .bind(shift)
+                .bind(link)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE fed_links SET out_last = MAX(out_last + ?, ?), acked = ? WHERE link = ?",
+            )
+            .bind(shift)
+            .bind(upto)
+            .bind(upto)
+            .bind(link)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(true);
+        }
         sqlx::query("DELETE FROM fed_outbox WHERE link = ? AND link_seq <= ?")
             .bind(link)
             .bind(upto)
@@ -313,7 +344,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(false)
     }
 
     /// The last `link_seq` stored from the peer.
