@@ -1759,3 +1759,73 @@ async fn an_object_discussion_spans_nodes_for_the_users_its_home_allows() -> any
     assert!(format!("{err:#}").contains("not found"), "{err:#}");
     Ok(())
 }
+
+/// Copies the folder `from` to `to` (which must not exist), as a backup does.
+fn copy_folder(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_folder(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_restored_from_a_backup_loses_nothing_it_writes_afterwards() -> anyhow::Result<()> {
+    let hq = node("hq.test").await?;
+    let mut branch = node("branch.test").await?;
+    let id = link(&hq, &branch).await?;
+    let anna = user(&hq, "anna").await?;
+    let boris = user(&branch, "boris").await?;
+    let g = group(&anna, &["boris@branch.test"]).await?;
+    share(&hq, &g.id, &id).await?;
+    sees(&boris, &g.id, &[]).await?;
+    post(&boris, &g.id, "b0", "до резервной копии").await?;
+    sees(&anna, &g.id, &[Some("до резервной копии")]).await?;
+    drop(boris);
+
+    // The branch is backed up, then goes on: the head office stores two more of its items.
+    branch.stop().await;
+    let backup = tempfile::tempdir()?;
+    let copy = backup.path().join("data");
+    copy_folder(branch.data_dir(), &copy)?;
+    branch.restart().await?;
+    let (boris, _) = login(&branch, "boris", PASSWORD, "boris-device").await?;
+    post(&boris, &g.id, "b1", "после копии 1").await?;
+    post(&boris, &g.id, "b2", "после копии 2").await?;
+    let before = [
+        Some("до резервной копии"),
+        Some("после копии 1"),
+        Some("после копии 2"),
+    ];
+    sees(&anna, &g.id, &before).await?;
+    drop(boris);
+
+    // The branch's disk is lost and the backup restored: it numbers its next item as it
+    // numbered the first one after the backup, a number the head office has taken already.
+    branch.stop().await;
+    std::fs::remove_dir_all(branch.data_dir())?;
+    copy_folder(&copy, branch.data_dir())?;
+    branch.restart().await?;
+    let (boris, _) = login(&branch, "boris", PASSWORD, "boris-device").await?;
+    post(&boris, &g.id, "b3", "после восстановления").await?;
+    let mut after = before.to_vec();
+    after.push(Some("после восстановления"));
+    sees(&anna, &g.id, &after).await?;
+    // The other way, the head office cannot resend what the branch lost: the link says so.
+    eventually(
+        20,
+        "the head office reports the link stalled",
+        async || match link_state(&hq, &id).await?.stalled {
+            Some(why) if why.contains("restored from a backup") => Ok(()),
+            other => bail!("{other:?}"),
+        },
+    )
+    .await?;
+    Ok(())
+}
