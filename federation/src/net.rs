@@ -132,6 +132,16 @@ pub enum Notification {
         /// The link.
         link: String,
     },
+    /// The peer has stored less of ours than it had acknowledged (it was restored from a
+    /// backup): the items in between are gone from the outbox, and delivery waits. The node
+    /// numbers what waits again to follow `received` and queues what replaces the lost items,
+    /// then wakes the link.
+    Behind {
+        /// The link.
+        link: String,
+        /// The last of our items the peer holds.
+        received: u64,
+    },
     /// The peer refused some of our items for good.
     Rejected {
         /// The link.
@@ -1216,17 +1226,23 @@ impl<S: LinkStore> Driver<S> {
                 }
                 if keep == 0 && !items.is_empty() {
                     // The peer lost items it had acknowledged (restored from a backup): they
-                    // are gone here, so the outbox cannot fill the hole.
+                    // are gone here, so the outbox cannot fill the hole. The node is told once.
                     tracing::error!(
                         link,
                         acked = state.acked,
                         next = items[0].link_seq,
-                        "the peer's watermark is behind this outbox; delivery on this link waits for an administrator"
+                        "the peer's watermark is behind this outbox; delivery on this link waits"
                     );
+                    if state.stalled.is_none() {
+                        let _ = self.notify.send(Notification::Behind {
+                            link: link.clone(),
+                            received: state.acked,
+                        });
+                    }
                     state.stalled = Some(format!(
                         "{} has stored items up to {} of this node's, which next holds {}: it lost \
                          items it had acknowledged (restored from a backup?); delivery waits until \
-                         the nodes are linked again",
+                         this node has queued its discussions' state again",
                         state.peer.node, state.acked, items[0].link_seq
                     ));
                 } else {

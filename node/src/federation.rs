@@ -631,6 +631,23 @@ impl Federation {
                         )
                         .await
                 }
+                Notification::Behind { link, received } => {
+                    tracing::warn!(
+                        link,
+                        received,
+                        "the linked node lost what it had stored of ours (restored from a backup?): \
+                         queuing the state of every discussion shared with it again"
+                    );
+                    match self.inner.discussions.resync_link(&link, received).await {
+                        Ok(()) => {
+                            if let Some(handle) = self.handle() {
+                                handle.wake(&link);
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(StoreError::Aborted(e.to_string())),
+                    }
+                }
                 Notification::Rejected { link, rejected } => {
                     for r in rejected {
                         tracing::error!(
@@ -1207,6 +1224,7 @@ impl Federation {
                 Renewal::InForce {
                     grant_text: &grant.to_text(),
                     scope,
+                    objects: grant.terms().scope.object_discussions,
                 },
                 &audit,
             )
@@ -1262,6 +1280,7 @@ impl Federation {
                 Renewal::InForce {
                     grant_text: text,
                     scope: &scope,
+                    objects: grant.terms().scope.object_discussions,
                 },
                 &audit,
             )

@@ -1776,7 +1776,8 @@ fn copy_folder(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<(
 }
 
 #[tokio::test]
-async fn a_node_restored_from_a_backup_loses_nothing_it_writes_afterwards() -> anyhow::Result<()> {
+async fn a_node_restored_from_a_backup_loses_nothing_it_writes_afterwards_and_catches_up()
+-> anyhow::Result<()> {
     let hq = node("hq.test").await?;
     let mut branch = node("branch.test").await?;
     let id = link(&hq, &branch).await?;
@@ -1817,15 +1818,26 @@ async fn a_node_restored_from_a_backup_loses_nothing_it_writes_afterwards() -> a
     let mut after = before.to_vec();
     after.push(Some("после восстановления"));
     sees(&anna, &g.id, &after).await?;
-    // The other way, the head office cannot resend what the branch lost: the link says so.
-    eventually(
-        20,
-        "the head office reports the link stalled",
-        async || match link_state(&hq, &id).await?.stalled {
-            Some(why) if why.contains("restored from a backup") => Ok(()),
-            other => bail!("{other:?}"),
-        },
-    )
+    // The other way, the head office cannot resend what the branch lost since the backup:
+    // it sends the group's state again, and the branch's copy goes on from there.
+    post(&anna, &g.id, "a1", "головной офис снова слышен").await?;
+    eventually(20, "the branch hears the head office again", async || {
+        let texts: Vec<Option<String>> =
+            log(&boris, &g.id).await?.into_iter().map(|m| m.2).collect();
+        let first = texts.first().cloned().flatten();
+        let last = texts.last().cloned().flatten();
+        if first.as_deref() == Some("до резервной копии")
+            && last.as_deref() == Some("головной офис снова слышен")
+        {
+            Ok(())
+        } else {
+            bail!("{texts:?}")
+        }
+    })
     .await?;
+    assert_eq!(link_state(&hq, &id).await?.stalled, None);
+    // The group is whole at the head office, each message once.
+    after.push(Some("головной офис снова слышен"));
+    sees(&anna, &g.id, &after).await?;
     Ok(())
 }

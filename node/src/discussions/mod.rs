@@ -628,12 +628,23 @@ impl Discussions {
                 held,
             )
             .await;
+        use veche_federation::net::QueryError;
         let (id, write) = match asked {
             Ok((id, access)) => (id, access == Access::Write),
-            Err(
-                veche_federation::net::QueryError::Unreachable(_)
-                | veche_federation::net::QueryError::Stopped,
-            ) => {
+            Err(e) => {
+                // Unreachable, or busy (it says to ask again, or did not answer in time):
+                // what the home said last stands.
+                let transient = match &e {
+                    QueryError::Unreachable(_) | QueryError::Stopped => true,
+                    QueryError::Refused(reason) => {
+                        reason.contains("again") || reason.contains("in time")
+                    }
+                    _ => false,
+                };
+                if !transient {
+                    tracing::debug!(node, error = %e, "a linked node did not open an object");
+                    return Err(not_found());
+                }
                 return match self.existing_object_discussion(caller, &object).await? {
                     Some(id) => {
                         self.reply_for(caller, sequencer::Done::Discussion(id))
@@ -641,10 +652,6 @@ impl Discussions {
                     }
                     None => Err(DiscussionError::Unavailable),
                 };
-            }
-            Err(e) => {
-                tracing::debug!(node, error = %e, "a linked node did not open an object");
-                return Err(not_found());
             }
         };
         if veche_federation::event::node_of(&id) != Some(node) {
@@ -714,6 +721,21 @@ impl Discussions {
                 "unexpected answer {other:?}"
             )))),
         }
+    }
+
+    /// The peer of `link` lost what it had stored of this node's items after `received`
+    /// (restored from a backup): see [`Op::FedResync`].
+    pub(crate) async fn resync_link(
+        &self,
+        link: &str,
+        received: u64,
+    ) -> Result<(), DiscussionError> {
+        self.submit(Op::FedResync {
+            link: link.to_owned(),
+            received: i64::try_from(received).unwrap_or(i64::MAX),
+        })
+        .await?;
+        Ok(())
     }
 
     /// At the home: decides again, page by page, for every user of a linked node told they

@@ -136,6 +136,15 @@ pub(crate) enum Op {
     FedRecheckReaders {
         after: String,
     },
+    /// The peer of `link` holds this node's items only up to `received` (it was restored
+    /// from a backup; the items after it are gone from the outbox): what waits is numbered
+    /// again to follow it, and the state of every discussion this node shares over the link
+    /// (and what the peer's users may do in its object discussions) is queued again, so that
+    /// the peer's copies start over from it.
+    FedResync {
+        link: String,
+        received: i64,
+    },
 }
 
 /// What a command produced.
@@ -563,6 +572,7 @@ impl Sequencer {
                     .await
             }
             Op::FedRecheckReaders { after } => self.recheck_all_readers(b, &after, out).await,
+            Op::FedResync { link, received } => self.fed_resync(b, &link, received, out).await,
         }
     }
 

@@ -22,7 +22,12 @@ pub(crate) struct LinkRow {
 pub(crate) enum Renewal<'a> {
     /// In force now: the renewal's grant and scope replace the link's (narrowings of the old
     /// grant are over, and a renewal held here too).
-    InForce { grant_text: &'a str, scope: &'a str },
+    InForce {
+        grant_text: &'a str,
+        scope: &'a str,
+        /// The new scope carries object discussions.
+        objects: bool,
+    },
     /// Accepted here, held until the other node greets with it.
     Held(&'a str),
 }
@@ -147,9 +152,13 @@ impl Store {
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
         // NULL keeps a column as it is.
-        let (grant_text, scope, held) = match renewal {
-            Renewal::InForce { grant_text, scope } => (Some(grant_text), Some(scope), None),
-            Renewal::Held(text) => (None, None, Some(text)),
+        let (grant_text, scope, held, objects) = match renewal {
+            Renewal::InForce {
+                grant_text,
+                scope,
+                objects,
+            } => (Some(grant_text), Some(scope), None, objects),
+            Renewal::Held(text) => (None, None, Some(text), true),
         };
         let mut tx = self.write.begin().await?;
         let done = sqlx::query(
@@ -166,6 +175,9 @@ impl Store {
         .await?;
         if done.rows_affected() == 0 {
             return Ok(false);
+        }
+        if !objects {
+            drop_object_sharing(&mut tx, link).await?;
         }
         sqlx::query("DELETE FROM fed_offers WHERE link = ?")
             .bind(link)
@@ -254,16 +266,7 @@ impl Store {
             return Ok(());
         };
         if without_objects {
-            // Object discussions stop travelling over the link, both ways: this node's are no
-            // longer sent, and the peer's no longer read here.
-            sqlx::query(
-                "DELETE FROM fed_shares WHERE link = ? \
-                 AND discussion_id IN (SELECT id FROM discussions WHERE kind = 'object')",
-            )
-            .bind(link)
-            .execute(&mut *tx)
-            .await?;
-            drop_object_readers(&mut tx, link).await?;
+            drop_object_sharing(&mut tx, link).await?;
         }
         // A renewal held here, or offered from here, would undo the narrowing: it must be
         // offered and accepted again.
@@ -410,6 +413,22 @@ impl Store {
         tx.commit().await?;
         Ok(mark)
     }
+}
+
+/// Object discussions stop travelling over `link`, both ways: this node's are no longer sent,
+/// and the peer's no longer read here.
+async fn drop_object_sharing(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    link: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM fed_shares WHERE link = ? \
+         AND discussion_id IN (SELECT id FROM discussions WHERE kind = 'object')",
+    )
+    .bind(link)
+    .execute(&mut **tx)
+    .await?;
+    drop_object_readers(tx, link).await
 }
 
 /// Forgets who may read object discussions across `link`: the users of its peer this node told

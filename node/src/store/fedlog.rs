@@ -102,6 +102,53 @@ impl Batch {
         .await?)
     }
 
+    /// The discussions shared over `link`.
+    pub(crate) async fn fed_shared_over(&mut self, link: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT discussion_id FROM fed_shares WHERE link = ? ORDER BY discussion_id",
+        )
+        .bind(link)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    /// Numbers what waits in `link`'s outbox again to follow `received` (the peer lost what
+    /// came between), in order, and numbering goes on after it.
+    pub(crate) async fn fed_renumber_outbox(
+        &mut self,
+        link: &str,
+        received: i64,
+    ) -> Result<(), StoreError> {
+        let first: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(link_seq) FROM fed_outbox WHERE link = ?")
+                .bind(link)
+                .fetch_one(&mut *self.tx)
+                .await?;
+        // Through negative numbers, so that no two items share one on the way.
+        let shift = first.map_or(0, |first| first - received - 1);
+        sqlx::query("UPDATE fed_outbox SET link_seq = -link_seq WHERE link = ?")
+            .bind(link)
+            .execute(&mut *self.tx)
+            .await?;
+        sqlx::query("UPDATE fed_outbox SET link_seq = -link_seq - ? WHERE link = ?")
+            .bind(shift)
+            .bind(link)
+            .execute(&mut *self.tx)
+            .await?;
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(link_seq) FROM fed_outbox WHERE link = ?")
+                .bind(link)
+                .fetch_one(&mut *self.tx)
+                .await?;
+        sqlx::query("UPDATE fed_links SET out_last = ?, acked = ? WHERE link = ?")
+            .bind(last.unwrap_or(received))
+            .bind(received)
+            .bind(link)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     /// Stops sharing `discussion` over `link`.
     pub(crate) async fn fed_unshare(
         &mut self,
@@ -628,18 +675,21 @@ impl Batch {
         Ok(changed > 0)
     }
 
-    /// The object discussions this node is home of that users of linked nodes were told they
-    /// may read, at most `limit` after `after` (by id), to be checked again.
+    /// The object discussions this node (`me`) is home of that users of linked nodes were
+    /// told they may read, at most `limit` after `after` (by id), to be checked again.
     pub(crate) async fn fed_told_readers(
         &mut self,
+        me: &str,
         after: &str,
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT DISTINCT discussion_id FROM fed_object_readers WHERE discussion_id > ? \
-             ORDER BY discussion_id LIMIT ?",
+            "SELECT DISTINCT discussion_id FROM fed_object_readers WHERE discussion_id > ?1 \
+             AND substr(discussion_id, -length(?2) - 1) = '@' || ?2 \
+             ORDER BY discussion_id LIMIT ?3",
         )
         .bind(after)
+        .bind(me)
         .bind(limit)
         .fetch_all(&mut *self.tx)
         .await?)

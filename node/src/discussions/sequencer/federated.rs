@@ -1887,13 +1887,12 @@ impl Sequencer {
         let existing = b.object_discussion(object_key).await?;
         let d = match (access, existing) {
             (Access::None, existing) => {
-                // Told only if its node holds otherwise: a refusal queues nothing.
-                if let Some(d) = existing {
-                    let told = b.fed_reader(&d.id, user).await?.is_some();
-                    let holds = held.is_some_and(|h| h != wire::Access::None);
-                    if told || holds {
-                        self.tell_reader(b, &d, link, user, None, out).await?;
-                    }
+                // Told only if it was told otherwise (what the node says it holds is not
+                // trusted here: it would learn of the discussion): a refusal queues nothing.
+                if let Some(d) = existing
+                    && b.fed_reader(&d.id, user).await?.is_some()
+                {
+                    self.tell_reader(b, &d, link, user, None, out).await?;
                 }
                 return Ok(Done::Reader(None));
             }
@@ -2044,6 +2043,37 @@ impl Sequencer {
         Ok(())
     }
 
+    /// See [`super::Op::FedResync`].
+    pub(super) async fn fed_resync(
+        &self,
+        b: &mut Batch,
+        link: &str,
+        received: i64,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let Some(key) = &self.fed.key else {
+            return Err(DiscussionError::Unavailable);
+        };
+        let Some(peer) = b.fed_link_peer(link).await? else {
+            return Ok(Done::Nothing);
+        };
+        b.fed_renumber_outbox(link, received).await?;
+        for id in b.fed_shared_over(link).await? {
+            let Some(d) = b.discussion(&id).await?.filter(|d| self.is_home(&d.id)) else {
+                continue;
+            };
+            self.share_state(b, key, &d, link, out).await?;
+            for (user, write) in b.fed_readers(&d.id).await? {
+                if node_of(&user) == Some(peer.as_str()) {
+                    self.tell_reader(b, &d, link, &user, Some(write), out)
+                        .await?;
+                }
+            }
+        }
+        out.push(Delivery::WakeLinks(vec![link.to_owned()]));
+        Ok(Done::Nothing)
+    }
+
     /// At the home: [`Self::recheck_readers`] for the object discussions after `after` (by id),
     /// a page at a time; the id to go on after, if there are more.
     pub(super) async fn recheck_all_readers(
@@ -2052,8 +2082,9 @@ impl Sequencer {
         after: &str,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        const PAGE: i64 = 100;
-        let page = b.fed_told_readers(after, PAGE).await?;
+        // A few discussions a command: each may wait for a context provider.
+        const PAGE: i64 = 10;
+        let page = b.fed_told_readers(self.node.as_str(), after, PAGE).await?;
         for id in &page {
             if let Some(d) = b.discussion(id).await? {
                 self.recheck_readers(b, &d, out).await?;
