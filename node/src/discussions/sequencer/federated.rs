@@ -1267,7 +1267,19 @@ impl Sequencer {
             Some(head) => {
                 match head.next(&stamp) {
                     Ok(_) => {}
-                    Err(ChainError::Old { .. }) => return Ok(None),
+                    Err(ChainError::Old { seq, head }) => {
+                        // Known events were skipped above: an unknown one at an old number is
+                        // the home numbering again what it had numbered (restored from a
+                        // backup). It is skipped, and said.
+                        tracing::warn!(
+                            discussion,
+                            seq,
+                            head,
+                            event = %event.id(),
+                            "the home stamped a number it had given another event (restored from a backup?); skipped"
+                        );
+                        return Ok(None);
+                    }
                     // A share is a snapshot: it restarts a replica that lost its place (the
                     // home's administrator shares the group again).
                     Err(ChainError::Gap { .. }) if h.kind == "discussion.share" => {
