@@ -921,6 +921,13 @@ async fn presence_changes_faster_than_a_peer_takes_are_merged_not_lost() {
     assert!(requests < USERS, "{requests} requests");
 }
 
+/// The branch `b` comes back from an empty store, as if restored from an old backup.
+async fn restored(b: Node, grant: Grant, port: u16) -> Node {
+    b.handle.stop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    node("branch", 2, MemoryStore::default(), vec![grant], port).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_restored_from_a_backup_numbers_what_it_queued_after_the_peers_watermark() {
     let Pair {
@@ -938,12 +945,10 @@ async fn a_sender_restored_from_a_backup_numbers_what_it_queued_after_the_peers_
     wait_for("acknowledged", || b.store.outbox_len(&id) == 0).await;
     // The branch comes back from an old backup: it numbers its new items from 1 again, numbers
     // hq has taken already.
-    b.handle.stop();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let b2 = node("branch", 2, MemoryStore::default(), vec![grant], pb).await;
+    let b2 = restored(b, grant, pb).await;
     for n in 3..5 {
         b2.store
-            .enqueue(&id, submit(&b.key, "boris@branch", "branch", "hq", n));
+            .enqueue(&id, submit(&b2.key, "boris@branch", "branch", "hq", n));
     }
     b2.handle.wake(&id);
     wait_for("the new items arrive", || a.store.inbox_len(&id) == 5).await;
@@ -961,7 +966,7 @@ async fn a_sender_restored_from_a_backup_numbers_what_it_queued_after_the_peers_
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
     // And numbering goes on from there.
     b2.store
-        .enqueue(&id, submit(&b.key, "boris@branch", "branch", "hq", 5));
+        .enqueue(&id, submit(&b2.key, "boris@branch", "branch", "hq", 5));
     b2.handle.wake(&id);
     wait_for("the next one", || a.store.inbox_len(&id) == 6).await;
     assert_eq!(a.store.inbox(&id)[5].link_seq, 6);
@@ -982,10 +987,7 @@ async fn a_peer_that_lost_acknowledged_items_is_reported_not_fed_out_of_order() 
     }
     a.handle.wake(&id);
     wait_for("acknowledged", || a.store.outbox_len(&id) == 0).await;
-    // The branch comes back from an empty store, as if restored from an old backup.
-    b.handle.stop();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let b2 = node("branch", 2, MemoryStore::default(), vec![grant], pb).await;
+    let b2 = restored(b, grant, pb).await;
     a.store
         .enqueue(&id, submit(&a.key, "anna@hq", "hq", "branch", 3));
     a.handle.wake(&id);

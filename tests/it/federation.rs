@@ -1559,6 +1559,15 @@ async fn set_access(admin: &Connection, users: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until `conn` can no longer read `discussion`.
+async fn loses(conn: &Connection, discussion: &str, what: &str) -> anyhow::Result<()> {
+    eventually(20, what, async || match messages(conn, discussion).await {
+        Err(e) if format!("{e:#}").contains("not found") => Ok(()),
+        other => bail!("{other:?}"),
+    })
+    .await
+}
+
 async fn open_invoice(conn: &Connection, application: &str) -> anyhow::Result<DiscussionInfo> {
     discussion(
         conn,
@@ -1651,13 +1660,7 @@ async fn an_object_discussion_spans_nodes_for_the_users_its_home_allows() -> any
     // The head office takes Boris off the list: the branch no longer shows it to him, and
     // what he writes there is refused.
     set_access(&root, &["anna"]).await?;
-    eventually(20, "Boris loses the invoice", async || {
-        match messages(&boris, &on_hq.id).await {
-            Err(e) if format!("{e:#}").contains("not found") => Ok(()),
-            other => bail!("{other:?}"),
-        }
-    })
-    .await?;
+    loses(&boris, &on_hq.id, "Boris loses the invoice").await?;
     let err = post(&boris, &on_hq.id, "b2", "А как же я?")
         .await
         .unwrap_err();
@@ -1718,15 +1721,7 @@ async fn an_object_discussion_spans_nodes_for_the_users_its_home_allows() -> any
         },
     )
     .await?;
-    eventually(
-        20,
-        "Boris loses the invoice with the group",
-        async || match messages(&boris, &on_hq.id).await {
-            Err(e) if format!("{e:#}").contains("not found") => Ok(()),
-            other => bail!("{other:?}"),
-        },
-    )
-    .await?;
+    loses(&boris, &on_hq.id, "Boris loses the invoice with the group").await?;
     ask(
         &anna,
         Request::AddMembers {
@@ -1746,15 +1741,7 @@ async fn an_object_discussion_spans_nodes_for_the_users_its_home_allows() -> any
         scope: narrower,
     })
     .await?;
-    eventually(
-        20,
-        "the branch drops the invoice",
-        async || match messages(&boris, &on_hq.id).await {
-            Err(e) if format!("{e:#}").contains("not found") => Ok(()),
-            other => bail!("{other:?}"),
-        },
-    )
-    .await?;
+    loses(&boris, &on_hq.id, "the branch drops the invoice").await?;
     let err = open_invoice(&boris, "erp@hq.test").await.unwrap_err();
     assert!(format!("{err:#}").contains("not found"), "{err:#}");
     Ok(())
