@@ -1588,7 +1588,7 @@ async fn an_object_discussion_spans_nodes_for_the_users_its_home_allows() -> any
     // The partner's link carries groups, not object discussions.
     let mut narrow = scope();
     narrow.object_discussions = false;
-    link_scoped(&hq, &partner, narrow).await?;
+    let to_partner = link_scoped(&hq, &partner, narrow).await?;
     hq.add_user("root", PASSWORD, true).await?;
     let (root, _) = login(&hq, "root", PASSWORD, "root-device").await?;
     let anna = user(&hq, "anna").await?;
@@ -1731,6 +1731,24 @@ async fn an_object_discussion_spans_nodes_for_the_users_its_home_allows() -> any
     )
     .await?;
     assert_eq!(open_invoice(&boris, "erp@hq.test").await?.id, on_hq.id);
+    // An administrator may share it again where it is shared (a copy that lost its place
+    // starts over), but not share it anywhere else.
+    share(&hq, &on_hq.id, &to_branch).await?;
+    post(&anna, &on_hq.id, "a4", "Снова вместе").await?;
+    eventually(20, "the branch goes on after the share", async || {
+        let texts: Vec<Option<String>> = log(&boris, &on_hq.id)
+            .await?
+            .into_iter()
+            .map(|m| m.2)
+            .collect();
+        match texts.last() {
+            Some(Some(t)) if t == "Снова вместе" => Ok(()),
+            _ => bail!("{texts:?}"),
+        }
+    })
+    .await?;
+    let err = share(&hq, &on_hq.id, &to_partner).await.unwrap_err();
+    assert!(format!("{err:#}").contains("only groups"), "{err:#}");
 
     // The head office narrows the link to groups only: object discussions stop travelling
     // over it, and the branch shows them to nobody.

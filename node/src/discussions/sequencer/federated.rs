@@ -1789,13 +1789,18 @@ impl Sequencer {
                 "only the discussion's home node shares it".into(),
             ));
         }
-        if d.kind != "group" {
-            return Err(DiscussionError::BadRequest(
-                "only groups can be shared with another node by an administrator".into(),
-            ));
-        }
         if b.fed_link_peer(link).await?.is_none() {
             return Err(DiscussionError::NotFound("link"));
+        }
+        // An object discussion is shared when a user of the other node opens it; sharing it
+        // again by hand restarts a copy there that lost its place in the log.
+        let again = d.kind == "object" && b.fed_shares(&d.id).await?.iter().any(|l| l == link);
+        if d.kind != "group" && !again {
+            return Err(DiscussionError::BadRequest(
+                "only groups can be shared with another node by an administrator (an object \
+                 discussion only again, over a link it is shared over)"
+                    .into(),
+            ));
         }
         self.share_state(b, key, &d, link, out).await
     }
