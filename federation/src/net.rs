@@ -132,6 +132,14 @@ pub enum Notification {
         /// The link.
         link: String,
     },
+    /// The peer has stored more of ours than this node ever sent: this node was restored from
+    /// a backup. What waited is numbered after it already ([`LinkStore::acked`]); the logs of
+    /// discussions this node is home of may restart at numbers the peer holds, so the node
+    /// asks the peer where it is ([`Handle::head`]) and goes on after that.
+    Restored {
+        /// The link.
+        link: String,
+    },
     /// The peer has stored less of ours than it had acknowledged (it was restored from a
     /// backup): the items in between are gone from the outbox, and delivery waits. The node
     /// numbers what waits again to follow `received` and queues what replaces the lost items,
@@ -216,6 +224,11 @@ impl Responder {
         } else {
             Ok(Response::Object { discussion, access })
         });
+    }
+
+    /// Sends the last number of a discussion's log held here.
+    pub fn head(self, seq: Option<u64>) {
+        let _ = self.0.send(Ok(Response::Head { seq }));
     }
 
     /// Refuses the query, saying why.
@@ -522,6 +535,18 @@ impl Handle {
         }
     }
 
+    /// Asks the peer of `link` the last number it holds of the federated log of `discussion`
+    /// (one this node is home of), if it is connected now.
+    pub async fn head(&self, link: &str, discussion: &str) -> Result<Option<u64>, QueryError> {
+        let query = Query::Head {
+            discussion: discussion.to_owned(),
+        };
+        match self.ask(link, query).await? {
+            Response::Head { seq } => Ok(seq),
+            _ => Err(QueryError::Refused("an answer of the wrong kind".into())),
+        }
+    }
+
     async fn ask(&self, link: &str, query: Query) -> Result<Response, QueryError> {
         check_query(&query).map_err(QueryError::Malformed)?;
         let (reply, rx) = oneshot::channel();
@@ -615,6 +640,13 @@ fn check_query(query: &Query) -> Result<(), String> {
             let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
             if sha256.len() != 64 || !sha256.chars().all(hex) {
                 return Err("a file query names a SHA-256 in 64 lowercase hex digits".into());
+            }
+        }
+        Query::Head { discussion } => {
+            if discussion.is_empty() || discussion.len() > MAX_DISCUSSION_BYTES {
+                return Err(format!(
+                    "a head query names a discussion of 1 to {MAX_DISCUSSION_BYTES} bytes"
+                ));
             }
         }
         Query::Object {
@@ -1305,6 +1337,7 @@ impl<S: LinkStore> Driver<S> {
                     state.wakes += 1;
                     self.drive(&link);
                 }
+                let _ = self.notify.send(Notification::Restored { link });
             }
         }
     }
@@ -1624,6 +1657,12 @@ impl<S: LinkStore> Driver<S> {
                     }
                     Query::Object { .. } if !scope.object_discussions => {
                         Some("this link does not share object discussions")
+                    }
+                    // A node asks only where the peer is in its own discussions.
+                    Query::Head { ref discussion }
+                        if crate::event::node_of(discussion) != Some(state.peer.node.as_str()) =>
+                    {
+                        Some("a node asks only about discussions it is home of")
                     }
                     // A node asks for its own users only.
                     Query::Object { ref user, .. }
@@ -1972,7 +2011,10 @@ impl<S: LinkStore> Driver<S> {
                 }
                 return;
             }
-            Response::Profiles { .. } | Response::Chunk(_) | Response::Object { .. } => {
+            Response::Profiles { .. }
+            | Response::Chunk(_)
+            | Response::Object { .. }
+            | Response::Head { .. } => {
                 tracing::warn!(link, "the peer answered a push with an answer to a query");
                 state.greeted = false;
                 self.failed(&link);

@@ -146,6 +146,12 @@ pub enum Query {
         /// all (the receiver then shares it again), else what it was last told.
         held: Option<Access>,
     },
+    /// The last number of the federated log the receiver holds of `discussion`, a discussion
+    /// the asker is home of: a home restored from a backup goes on after it.
+    Head {
+        /// The discussion.
+        discussion: String,
+    },
 }
 
 /// A piece of a file, the answer to [`Query::File`].
@@ -296,6 +302,11 @@ pub enum Response {
     },
     /// The answer to a file query.
     Chunk(Chunk),
+    /// The answer to a head query (`None`: the discussion is not held here).
+    Head {
+        /// The last number of the log held.
+        seq: Option<u64>,
+    },
     /// The answer to an object query: the object's discussion, which follows over the link,
     /// and what the user may do there.
     Object {

@@ -459,6 +459,39 @@ impl Federation {
         Ok(())
     }
 
+    /// This node was restored from a backup: asks the peer of `link` where it is in the logs of
+    /// the discussions this node is home of and shares over the link, and goes on after that.
+    async fn rejoin(self, link: String) {
+        let Some(handle) = self.handle() else {
+            return;
+        };
+        let shared = match self
+            .inner
+            .store
+            .fed_home_shared_over(&link, self.inner.node.as_str())
+            .await
+        {
+            Ok(shared) => shared,
+            Err(e) => {
+                tracing::error!(link, error = %e, "restored: the shared discussions cannot be read");
+                return;
+            }
+        };
+        let mut heads = Vec::new();
+        for discussion in shared {
+            match handle.head(&link, &discussion).await {
+                Ok(Some(seq)) => heads.push((discussion, i64::try_from(seq).unwrap_or(i64::MAX))),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(link, discussion, error = %e, "restored: the linked node did not say where it is")
+                }
+            }
+        }
+        if let Err(e) = self.inner.discussions.rejoin_link(&link, heads).await {
+            tracing::error!(link, error = %e, "restored: the discussions were not shared again");
+        }
+    }
+
     /// Decides again, every [`READERS_RECHECK`], for the users of linked nodes told they may
     /// read one of this node's object discussions: a context provider may answer otherwise
     /// now (an access list's changes are told at once).
@@ -630,6 +663,33 @@ impl Federation {
                             &audit("federation", "link.narrowed", &link, format!("{scope:?}")),
                         )
                         .await
+                }
+                Notification::Restored { link } => {
+                    tracing::warn!(
+                        link,
+                        "the linked node holds more of ours than this node ever sent (restored \
+                         from a backup?): asking where it is in the discussions this node is home of"
+                    );
+                    tokio::spawn(self.clone().rejoin(link));
+                    Ok(())
+                }
+                Notification::Query {
+                    link,
+                    query: wire::Query::Head { discussion },
+                    responder,
+                    ..
+                } => {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        match store.fed_head_seq(&discussion).await {
+                            Ok(seq) => responder.head(seq.and_then(|s| u64::try_from(s).ok())),
+                            Err(e) => {
+                                tracing::error!(link, error = %e, "a linked node's head query failed");
+                                responder.refuse("the log cannot be read now; ask again");
+                            }
+                        }
+                    });
+                    Ok(())
                 }
                 Notification::Behind { link, received } => {
                     tracing::warn!(

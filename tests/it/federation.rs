@@ -1846,3 +1846,71 @@ async fn a_node_restored_from_a_backup_loses_nothing_it_writes_afterwards_and_ca
     sees(&anna, &g.id, &after).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_home_restored_from_a_backup_goes_on_after_its_replicas() -> anyhow::Result<()> {
+    let mut hq = node("hq.test").await?;
+    let branch = node("branch.test").await?;
+    let id = link(&hq, &branch).await?;
+    let anna = user(&hq, "anna").await?;
+    let boris = user(&branch, "boris").await?;
+    let g = group(&anna, &["boris@branch.test"]).await?;
+    share(&hq, &g.id, &id).await?;
+    post(&anna, &g.id, "a0", "до резервной копии").await?;
+    sees(&boris, &g.id, &[Some("до резервной копии")]).await?;
+    drop(anna);
+
+    // The head office is backed up, then goes on: the branch takes two more entries of the
+    // group's log.
+    hq.stop().await;
+    let backup = tempfile::tempdir()?;
+    let copy = backup.path().join("data");
+    copy_folder(hq.data_dir(), &copy)?;
+    hq.restart().await?;
+    let (anna, _) = login(&hq, "anna", PASSWORD, "anna-device").await?;
+    post(&anna, &g.id, "a1", "после копии 1").await?;
+    post(&anna, &g.id, "a2", "после копии 2").await?;
+    let before = [
+        Some("до резервной копии"),
+        Some("после копии 1"),
+        Some("после копии 2"),
+    ];
+    sees(&boris, &g.id, &before).await?;
+    drop(anna);
+
+    // The head office is restored: its log of the group restarts at numbers the branch
+    // holds. It asks the branch where it is, and goes on after it.
+    hq.stop().await;
+    std::fs::remove_dir_all(hq.data_dir())?;
+    copy_folder(&copy, hq.data_dir())?;
+    hq.restart().await?;
+    let (anna, _) = login(&hq, "anna", PASSWORD, "anna-device").await?;
+    ask(
+        &anna,
+        Request::SetTitle {
+            discussion: g.id.clone(),
+            title: "После восстановления".into(),
+        },
+    )
+    .await?;
+    eventually(20, "the branch follows the restored home", async || {
+        let d = discussion(
+            &boris,
+            Request::GetDiscussion {
+                discussion: g.id.clone(),
+            },
+        )
+        .await?;
+        if d.title == "После восстановления" {
+            Ok(())
+        } else {
+            bail!("{}", d.title)
+        }
+    })
+    .await?;
+    post(&anna, &g.id, "a3", "снова вместе").await?;
+    let mut after = before.to_vec();
+    after.push(Some("снова вместе"));
+    sees(&boris, &g.id, &after).await?;
+    Ok(())
+}

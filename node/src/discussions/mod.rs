@@ -738,6 +738,20 @@ impl Discussions {
         Ok(())
     }
 
+    /// This node was restored from a backup: see [`Op::FedRejoin`].
+    pub(crate) async fn rejoin_link(
+        &self,
+        link: &str,
+        heads: Vec<(String, i64)>,
+    ) -> Result<(), DiscussionError> {
+        self.submit(Op::FedRejoin {
+            link: link.to_owned(),
+            heads,
+        })
+        .await?;
+        Ok(())
+    }
+
     /// At the home: decides again, page by page, for every user of a linked node told they
     /// may read one of this node's object discussions.
     pub(crate) async fn recheck_linked_readers(&self) -> Result<(), DiscussionError> {

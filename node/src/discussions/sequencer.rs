@@ -145,6 +145,12 @@ pub(crate) enum Op {
         link: String,
         received: i64,
     },
+    /// This node was restored from a backup: where the peer of `link` is in the logs of
+    /// discussions this node is home of (see `fed_rejoin`).
+    FedRejoin {
+        link: String,
+        heads: Vec<(String, i64)>,
+    },
 }
 
 /// What a command produced.
@@ -573,6 +579,7 @@ impl Sequencer {
             }
             Op::FedRecheckReaders { after } => self.recheck_all_readers(b, &after, out).await,
             Op::FedResync { link, received } => self.fed_resync(b, &link, received, out).await,
+            Op::FedRejoin { link, heads } => self.fed_rejoin(b, &link, heads, out).await,
         }
     }
 

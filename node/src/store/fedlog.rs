@@ -697,6 +697,32 @@ impl Batch {
 }
 
 impl Store {
+    /// The last number of `discussion`'s federated log held here.
+    pub(crate) async fn fed_head_seq(&self, discussion: &str) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MAX(fseq) FROM fed_log WHERE discussion_id = ?")
+                .bind(discussion)
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+
+    /// The discussions this node (`me`) is home of and shares over `link`.
+    pub(crate) async fn fed_home_shared_over(
+        &self,
+        link: &str,
+        me: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT discussion_id FROM fed_shares WHERE link = ?1 \
+             AND substr(discussion_id, -length(?2) - 1) = '@' || ?2 ORDER BY discussion_id",
+        )
+        .bind(link)
+        .bind(me)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
     /// The active link with `node`, from the reader pool.
     pub(crate) async fn fed_link_to(&self, node: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(

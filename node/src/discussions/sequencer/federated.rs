@@ -452,12 +452,28 @@ impl Sequencer {
         links: &[String],
         out: &mut Vec<Delivery>,
     ) -> Result<(), DiscussionError> {
+        let entry = (event, origin_key, message_id);
+        self.stamp_and_queue_after(b, discussion, entry, 0, links, out)
+            .await
+    }
+
+    /// [`Self::stamp_and_queue`], numbered after `after` at least (a home restored from a
+    /// backup goes on after the numbers its replicas hold).
+    async fn stamp_and_queue_after(
+        &self,
+        b: &mut Batch,
+        discussion: &str,
+        (event, origin_key, message_id): (&Event, PublicKey, Option<&str>),
+        after: i64,
+        links: &[String],
+        out: &mut Vec<Delivery>,
+    ) -> Result<(), DiscussionError> {
         let Some(key) = &self.fed.key else {
             return Ok(());
         };
         let (fseq, prev) = match b.fed_head(discussion).await? {
-            Some(h) => (h.fseq, stamp_hash(&h.stamp)?),
-            None => (0, Hash::default()),
+            Some(h) => (h.fseq.max(after), stamp_hash(&h.stamp)?),
+            None => (after, Hash::default()),
         };
         let stamp = Stamp::create(
             key,
@@ -1815,6 +1831,18 @@ impl Sequencer {
         link: &str,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
+        self.share_state_after(b, key, d, (link, 0), out).await
+    }
+
+    /// [`Self::share_state`], numbered after `after` at least.
+    async fn share_state_after(
+        &self,
+        b: &mut Batch,
+        key: &veche_federation::keys::NodeKey,
+        d: &DiscussionRow,
+        (link, after): (&str, i64),
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
         // Sharing again sends the group's state again: a replica that lost its place in the
         // log starts over from it.
         b.fed_add_share(&d.id, link, Timestamp::now().as_millis())
@@ -1857,7 +1885,8 @@ impl Sequencer {
         // Every link gets it: the log is one chain; nodes that had the discussion already
         // bring their member lists up to date.
         let links = b.fed_shares(&d.id).await?;
-        self.stamp_and_queue(b, &d.id, &event, key.public(), None, &links, out)
+        let entry = (&event, key.public(), None);
+        self.stamp_and_queue_after(b, &d.id, entry, after, &links, out)
             .await?;
         Ok(Done::Nothing)
     }
@@ -2088,6 +2117,42 @@ impl Sequencer {
             }
         }
         out.push(Delivery::WakeLinks(vec![link.to_owned()]));
+        Ok(Done::Nothing)
+    }
+
+    /// At a home restored from a backup: `heads` are where the peer of `link` is in the logs
+    /// of discussions this node is home of. Where the peer holds as many entries as this node
+    /// or more, the discussion's state is shared again numbered two past the peer's head: the
+    /// peer takes a share after a gap as a new start, and the log goes on from there.
+    pub(super) async fn fed_rejoin(
+        &self,
+        b: &mut Batch,
+        link: &str,
+        heads: Vec<(String, i64)>,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        let Some(key) = &self.fed.key else {
+            return Err(DiscussionError::Unavailable);
+        };
+        if b.fed_link_peer(link).await?.is_none() {
+            return Ok(Done::Nothing);
+        }
+        for (id, theirs) in heads {
+            let Some(d) = b.discussion(&id).await?.filter(|d| self.is_home(&d.id)) else {
+                continue;
+            };
+            let ours = b.fed_head(&d.id).await?.map_or(0, |h| h.fseq);
+            if theirs >= ours {
+                tracing::warn!(
+                    discussion = d.id,
+                    ours,
+                    theirs,
+                    "a linked node holds more of this discussion's log than this node: going on after it"
+                );
+                self.share_state_after(b, key, &d, (link, theirs.saturating_add(1)), out)
+                    .await?;
+            }
+        }
         Ok(Done::Nothing)
     }
 
