@@ -771,7 +771,7 @@ async fn the_peers_node_serves_pieces_of_files_while_the_link_carries_files() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn objects_are_opened_for_the_askers_own_users_while_the_link_shares_them() {
+async fn a_peer_asks_for_objects_for_its_own_users_and_heads_of_its_own_logs_only() {
     let Pair {
         mut a,
         b,
@@ -796,6 +796,11 @@ async fn objects_are_opened_for_the_askers_own_users_while_the_link_shares_them(
                     ("boris@branch", "INV-2") => responder.object("o2@hq".into(), Access::Read),
                     _ => responder.object("o1@hq".into(), Access::None),
                 },
+                Notification::Query {
+                    query: Query::Head { discussion },
+                    responder,
+                    ..
+                } => responder.head((discussion == "d@branch").then_some(7)),
                 Notification::Narrowed { .. } => {
                     let _ = narrowed_tx.send(());
                 }
@@ -803,6 +808,16 @@ async fn objects_are_opened_for_the_askers_own_users_while_the_link_shares_them(
             }
         }
     });
+    // A home restored from a backup asks where the peer is in its own discussions' logs, and
+    // only in those.
+    assert_eq!(b.handle.head(&id, "d@branch").await, Ok(Some(7)));
+    assert_eq!(b.handle.head(&id, "e@branch").await, Ok(None));
+    assert_eq!(
+        b.handle.head(&id, "d@hq").await,
+        Err(QueryError::Refused(
+            "a node asks only about discussions it is home of".into()
+        ))
+    );
     let open = |user: &'static str, object: &'static str| {
         b.handle
             .open_object(&id, user, ("erp", "invoice", object), None)
