@@ -1765,6 +1765,33 @@ async fn an_object_discussion_spans_nodes_for_the_users_its_home_allows() -> any
     Ok(())
 }
 
+/// A copy of a node's data folder, taken while it was stopped, as a nightly backup is.
+struct Backup {
+    _dir: tempfile::TempDir,
+    copy: std::path::PathBuf,
+}
+
+impl Backup {
+    /// Stops `node`, copies its data folder, and starts it again.
+    async fn take(node: &mut TestNode) -> anyhow::Result<Self> {
+        node.stop().await;
+        let dir = tempfile::tempdir()?;
+        let copy = dir.path().join("data");
+        copy_folder(node.data_dir(), &copy)?;
+        node.restart().await?;
+        Ok(Self { _dir: dir, copy })
+    }
+
+    /// Stops `node`, puts the copy in place of its data folder, and starts it again.
+    async fn restore(&self, node: &mut TestNode) -> anyhow::Result<()> {
+        node.stop().await;
+        std::fs::remove_dir_all(node.data_dir())?;
+        copy_folder(&self.copy, node.data_dir())?;
+        node.restart().await?;
+        Ok(())
+    }
+}
+
 /// Copies the folder `from` to `to` (which must not exist), as a backup does.
 fn copy_folder(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to)?;
@@ -1796,11 +1823,7 @@ async fn a_node_restored_from_a_backup_loses_nothing_it_writes_afterwards_and_ca
     drop(boris);
 
     // The branch is backed up, then goes on: the head office stores two more of its items.
-    branch.stop().await;
-    let backup = tempfile::tempdir()?;
-    let copy = backup.path().join("data");
-    copy_folder(branch.data_dir(), &copy)?;
-    branch.restart().await?;
+    let backup = Backup::take(&mut branch).await?;
     let (boris, _) = login(&branch, "boris", PASSWORD, "boris-device").await?;
     post(&boris, &g.id, "b1", "после копии 1").await?;
     post(&boris, &g.id, "b2", "после копии 2").await?;
@@ -1814,10 +1837,7 @@ async fn a_node_restored_from_a_backup_loses_nothing_it_writes_afterwards_and_ca
 
     // The branch's disk is lost and the backup restored: it numbers its next item as it
     // numbered the first one after the backup, a number the head office has taken already.
-    branch.stop().await;
-    std::fs::remove_dir_all(branch.data_dir())?;
-    copy_folder(&copy, branch.data_dir())?;
-    branch.restart().await?;
+    backup.restore(&mut branch).await?;
     let (boris, _) = login(&branch, "boris", PASSWORD, "boris-device").await?;
     post(&boris, &g.id, "b3", "после восстановления").await?;
     let mut after = before.to_vec();
@@ -1862,11 +1882,7 @@ async fn a_home_restored_from_a_backup_goes_on_after_its_replicas() -> anyhow::R
 
     // The head office is backed up, then goes on: the branch takes two more entries of the
     // group's log.
-    hq.stop().await;
-    let backup = tempfile::tempdir()?;
-    let copy = backup.path().join("data");
-    copy_folder(hq.data_dir(), &copy)?;
-    hq.restart().await?;
+    let backup = Backup::take(&mut hq).await?;
     let (anna, _) = login(&hq, "anna", PASSWORD, "anna-device").await?;
     post(&anna, &g.id, "a1", "после копии 1").await?;
     post(&anna, &g.id, "a2", "после копии 2").await?;
@@ -1880,10 +1896,7 @@ async fn a_home_restored_from_a_backup_goes_on_after_its_replicas() -> anyhow::R
 
     // The head office is restored: its log of the group restarts at numbers the branch
     // holds. It asks the branch where it is, and goes on after it.
-    hq.stop().await;
-    std::fs::remove_dir_all(hq.data_dir())?;
-    copy_folder(&copy, hq.data_dir())?;
-    hq.restart().await?;
+    backup.restore(&mut hq).await?;
     let (anna, _) = login(&hq, "anna", PASSWORD, "anna-device").await?;
     ask(
         &anna,
