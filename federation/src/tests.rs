@@ -990,7 +990,7 @@ async fn a_sender_restored_from_a_backup_numbers_what_it_queued_after_the_peers_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_lost_acknowledged_items_is_reported_not_fed_out_of_order() {
     let Pair {
-        a,
+        mut a,
         b,
         grant,
         id,
@@ -1021,4 +1021,15 @@ async fn a_peer_that_lost_acknowledged_items_is_reported_not_fed_out_of_order() 
     );
     // Nothing after the hole was taken.
     assert_eq!(b2.store.inbox_len(&id), 0);
+    // The node is told, once, so that it can queue what replaces the lost items.
+    let mut behind = 0;
+    while let Ok(Some(note)) =
+        tokio::time::timeout(Duration::from_millis(500), a.notes.recv()).await
+    {
+        if let Notification::Behind { link, received } = note {
+            assert_eq!((link.as_str(), received), (id.as_str(), 0));
+            behind += 1;
+        }
+    }
+    assert_eq!(behind, 1);
 }
