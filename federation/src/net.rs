@@ -69,6 +69,13 @@ const PRESENCE_TAKEN: (f64, f64) = (50.0, 20.0);
 /// Presence requests a node sends: fewer than a peer takes, so that a request which arrives
 /// sooner after the one before than it was sent is not refused.
 const PRESENCE_SENT: (f64, f64) = (40.0, 16.0);
+/// A node is told again at most this often that a peer lost what it had stored of ours, or
+/// that it was restored from a backup itself: each time it queues its shared discussions'
+/// state again, and a peer that says so on every connection must not make it do that on
+/// every connection.
+const RESTORE_RETELL: Duration = Duration::from_secs(600);
+/// The highest `link_seq` taken from a peer: far beyond any real outbox, and safe to add to.
+const MAX_LINK_SEQ: u64 = 1 << 62;
 
 /// A token bucket: `burst` requests at once, then `per_sec`.
 #[derive(Debug, Clone, Copy)]
@@ -368,6 +375,8 @@ enum Internal {
     /// The store numbered its waiting items again after the peer's watermark (it had been
     /// restored from a backup): send them.
     Renumbered { link: String },
+    /// An acknowledgement could not be recorded: greet the peer again, after a pause.
+    Regreet { link: String },
 }
 
 /// The running transport.
@@ -827,6 +836,12 @@ struct LinkState {
     wakes: u64,
     fetched_at_wake: u64,
     notices: std::collections::VecDeque<SignedNotice>,
+    /// The last `link_seq` of the push in flight: the peer cannot acknowledge more.
+    pushed: u64,
+    /// When the node was last told that the peer lost what it had stored of ours, or that
+    /// this node was restored ([`RESTORE_RETELL`]).
+    behind_told: Option<Instant>,
+    restored_told: Option<Instant>,
     /// Presence waiting to go (one request in flight at a time; a user's last state wins).
     presence: Vec<Presence>,
     presence_in_flight: Option<OutboundRequestId>,
@@ -968,6 +983,9 @@ impl<S: LinkStore> Driver<S> {
             wakes: 0,
             fetched_at_wake: 0,
             notices: std::collections::VecDeque::new(),
+            pushed: 0,
+            behind_told: None,
+            restored_told: None,
             presence: Vec::new(),
             presence_in_flight: None,
             stalled: None,
@@ -1265,7 +1283,11 @@ impl<S: LinkStore> Driver<S> {
                         next = items[0].link_seq,
                         "the peer's watermark is behind this outbox; delivery on this link waits"
                     );
-                    if state.stalled.is_none() {
+                    if state
+                        .behind_told
+                        .is_none_or(|at| at.elapsed() >= RESTORE_RETELL)
+                    {
+                        state.behind_told = Some(Instant::now());
                         let _ = self.notify.send(Notification::Behind {
                             link: link.clone(),
                             received: state.acked,
@@ -1290,6 +1312,7 @@ impl<S: LinkStore> Driver<S> {
                     }
                     return;
                 }
+                state.pushed = items.last().map_or(state.acked, |i| i.link_seq);
                 let request = Request::Push {
                     address: Address {
                         link: link.clone(),
@@ -1331,13 +1354,28 @@ impl<S: LinkStore> Driver<S> {
                 }
                 self.failed(&link);
             }
-            Internal::Renumbered { link } => {
+            Internal::Regreet { link } => {
                 if let Some(state) = self.links.get_mut(&link) {
-                    state.pending = true;
-                    state.wakes += 1;
-                    self.drive(&link);
+                    state.greeted = false;
                 }
-                let _ = self.notify.send(Notification::Restored { link });
+                self.failed(&link);
+            }
+            Internal::Renumbered { link } => {
+                let Some(state) = self.links.get_mut(&link) else {
+                    return;
+                };
+                state.pending = true;
+                state.wakes += 1;
+                let tell = state
+                    .restored_told
+                    .is_none_or(|at| at.elapsed() >= RESTORE_RETELL);
+                if tell {
+                    state.restored_told = Some(Instant::now());
+                }
+                self.drive(&link);
+                if tell {
+                    let _ = self.notify.send(Notification::Restored { link });
+                }
             }
         }
     }
@@ -1969,6 +2007,24 @@ impl<S: LinkStore> Driver<S> {
             Sent::Hello | Sent::Push => {}
         }
         match response {
+            Response::Hello { received } if received > MAX_LINK_SEQ => {
+                tracing::warn!(link, received, "the peer claims an impossible watermark");
+                state.greeted = false;
+                self.failed(&link);
+                return;
+            }
+            // A push is acknowledged at most up to its last item.
+            Response::Ack { upto, .. } if upto > state.pushed.max(state.acked) => {
+                tracing::warn!(
+                    link,
+                    upto,
+                    pushed = state.pushed,
+                    "the peer acknowledged items it was not sent"
+                );
+                state.greeted = false;
+                self.failed(&link);
+                return;
+            }
             Response::Hello { received } => {
                 if received < state.acked {
                     tracing::warn!(
@@ -2038,7 +2094,11 @@ impl<S: LinkStore> Driver<S> {
                     );
                     let _ = internal.send(Internal::Renumbered { link });
                 }
-                Err(e) => tracing::warn!(link, error = %e, "acknowledged items not removed"),
+                Err(e) => {
+                    tracing::warn!(link, error = %e, "acknowledged items not removed");
+                    // Greet again: the acknowledgement comes back, and is taken then.
+                    let _ = internal.send(Internal::Regreet { link });
+                }
             }
         });
     }

@@ -480,7 +480,18 @@ impl Federation {
         let mut heads = Vec::new();
         for discussion in shared {
             match handle.head(&link, &discussion).await {
-                Ok(Some(seq)) => heads.push((discussion, i64::try_from(seq).unwrap_or(i64::MAX))),
+                // A real log is far shorter; a larger number would overflow the next ones.
+                Ok(Some(seq)) if seq < 1 << 62 => {
+                    heads.push((discussion, i64::try_from(seq).unwrap_or(0)));
+                }
+                Ok(Some(seq)) => {
+                    tracing::warn!(
+                        link,
+                        discussion,
+                        seq,
+                        "restored: the linked node names an impossible head"
+                    );
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(link, discussion, error = %e, "restored: the linked node did not say where it is")

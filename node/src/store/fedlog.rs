@@ -400,8 +400,9 @@ impl Batch {
     }
 
     /// Records that the home refused the submission `event_id` of `author` in `discussion`:
-    /// `None` if there is no such submission; else the message it wrote or changed, if it was
-    /// about one (a dialog's opening is not).
+    /// `None` if there is no such submission, or it was refused already (a refusal sent again
+    /// is told once); else the message it wrote or changed, if it was about one (a dialog's
+    /// opening is not).
     pub(crate) async fn fed_refuse_pending(
         &mut self,
         event_id: &str,
@@ -410,8 +411,8 @@ impl Batch {
         reason: &str,
     ) -> Result<Option<Option<String>>, StoreError> {
         let row: Option<(String, String)> = sqlx::query_as(
-            "UPDATE fed_pending SET refused = ? \
-             WHERE event_id = ? AND discussion_id = ? AND author = ? RETURNING message_id, kind",
+            "UPDATE fed_pending SET refused = ? WHERE event_id = ? AND discussion_id = ? \
+             AND author = ? AND refused IS NULL RETURNING message_id, kind",
         )
         .bind(reason)
         .bind(event_id)

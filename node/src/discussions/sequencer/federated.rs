@@ -1298,7 +1298,11 @@ impl Sequencer {
                     }
                     // A share is a snapshot: it restarts a replica that lost its place (the
                     // home's administrator shares the group again).
-                    Err(ChainError::Gap { .. }) if h.kind == "discussion.share" => {
+                    // (Or, a home restored from a backup shares it past where this node is,
+                    // after numbers it may have given other events: see `fed_rejoin`.)
+                    Err(ChainError::Gap { .. } | ChainError::Fork { .. })
+                        if h.kind == "discussion.share" =>
+                    {
                         tracing::warn!(
                             discussion,
                             "the home resent the group's state; following it from here"
@@ -2108,7 +2112,7 @@ impl Sequencer {
             let Some(d) = b.discussion(&id).await?.filter(|d| self.is_home(&d.id)) else {
                 continue;
             };
-            self.share_state(b, key, &d, link, out).await?;
+            self.share_tolerant(self.share_state(b, key, &d, link, out).await)?;
             for (user, write) in b.fed_readers(&d.id).await? {
                 if node_of(&user) == Some(peer.as_str()) {
                     self.tell_reader(b, &d, link, &user, Some(write), out)
@@ -2121,9 +2125,11 @@ impl Sequencer {
     }
 
     /// At a home restored from a backup: `heads` are where the peer of `link` is in the logs
-    /// of discussions this node is home of. Where the peer holds as many entries as this node
-    /// or more, the discussion's state is shared again numbered two past the peer's head: the
-    /// peer takes a share after a gap as a new start, and the log goes on from there.
+    /// of discussions this node is home of. Each discussion's state is shared again, numbered
+    /// two past the peer's head or this node's, whichever is further: the peer takes a share
+    /// after a gap as a new start (as every other node it is shared with, whose head may be
+    /// anywhere: a share that does not chain is taken as a new start too), and the log goes
+    /// on from there. A discussion that cannot be shared is skipped and logged.
     pub(super) async fn fed_rejoin(
         &self,
         b: &mut Batch,
@@ -2142,18 +2148,29 @@ impl Sequencer {
                 continue;
             };
             let ours = b.fed_head(&d.id).await?.map_or(0, |h| h.fseq);
-            if theirs >= ours {
-                tracing::warn!(
-                    discussion = d.id,
-                    ours,
-                    theirs,
-                    "a linked node holds more of this discussion's log than this node: going on after it"
-                );
-                self.share_state_after(b, key, &d, (link, theirs.saturating_add(1)), out)
-                    .await?;
-            }
+            tracing::warn!(
+                discussion = d.id,
+                ours,
+                theirs,
+                "restored: sharing the discussion again past where the linked node is"
+            );
+            let after = theirs.max(ours).saturating_add(1);
+            self.share_tolerant(self.share_state_after(b, key, &d, (link, after), out).await)?;
         }
         Ok(Done::Nothing)
+    }
+
+    /// A share that fails for good (a discussion with no member here left) is logged and
+    /// skipped, so that it does not undo the others; a storage failure fails the command.
+    fn share_tolerant(&self, shared: Result<Done, DiscussionError>) -> Result<(), DiscussionError> {
+        match shared {
+            Ok(_) => Ok(()),
+            Err(e @ DiscussionError::Store(_)) => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "a discussion was not shared again");
+                Ok(())
+            }
+        }
     }
 
     /// At the home: [`Self::recheck_readers`] for the object discussions after `after` (by id),
