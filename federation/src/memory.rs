@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use crate::keys::Hash;
 use crate::store::{Incoming, LinkStore, Outgoing, Refused, StoreError};
 use crate::wire::Item;
 
@@ -10,7 +11,7 @@ use crate::wire::Item;
 struct Inner {
     outbox: HashMap<String, BTreeMap<u64, Item>>,
     next: HashMap<String, u64>,
-    watermark: HashMap<String, u64>,
+    watermark: HashMap<String, (u64, Option<Hash>)>,
     inbox: HashMap<String, Vec<Incoming>>,
     refused: Vec<Refused>,
     /// Fail this many `receive` calls after storing, as a crash between commit and ack would.
@@ -95,10 +96,17 @@ impl LinkStore for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn acked(&self, link: &str, upto: u64) -> Result<bool, StoreError> {
+    async fn acked(&self, link: &str, upto: u64, last: Option<Hash>) -> Result<bool, StoreError> {
         let mut inner = self.lock();
-        let last = inner.next.get(link).copied().unwrap_or(0);
-        if upto > last {
+        let numbered = inner.next.get(link).copied().unwrap_or(0);
+        let other = last.is_some_and(|last| {
+            inner
+                .outbox
+                .get(link)
+                .and_then(|o| o.get(&upto))
+                .is_some_and(|item| item.digest() != last)
+        });
+        if upto > numbered || other {
             // Restored from a backup: what waits follows the peer's watermark.
             let waiting = inner.outbox.remove(link).unwrap_or_default();
             let renumbered: BTreeMap<u64, Item> = (upto + 1..).zip(waiting.into_values()).collect();
@@ -113,8 +121,13 @@ impl LinkStore for MemoryStore {
         Ok(false)
     }
 
-    async fn watermark(&self, link: &str) -> Result<u64, StoreError> {
-        Ok(self.lock().watermark.get(link).copied().unwrap_or(0))
+    async fn watermark(&self, link: &str) -> Result<(u64, Option<Hash>), StoreError> {
+        Ok(self
+            .lock()
+            .watermark
+            .get(link)
+            .copied()
+            .unwrap_or((0, None)))
     }
 
     async fn receive(
@@ -124,7 +137,7 @@ impl LinkStore for MemoryStore {
         refused: Vec<Refused>,
     ) -> Result<u64, StoreError> {
         let mut inner = self.lock();
-        let mut mark = inner.watermark.get(link).copied().unwrap_or(0);
+        let (mut mark, mut last) = inner.watermark.get(link).copied().unwrap_or((0, None));
         let mut all: Vec<(u64, Option<Incoming>, Option<Refused>)> = accepted
             .into_iter()
             .map(|i| (i.link_seq, Some(i), None))
@@ -139,14 +152,16 @@ impl LinkStore for MemoryStore {
                 break;
             }
             if let Some(i) = ok {
+                last = Some(i.item.digest());
                 inner.inbox.entry(link.to_owned()).or_default().push(i);
             }
             if let Some(r) = bad {
+                last = Some(r.item.digest());
                 inner.refused.push(r);
             }
             mark = seq;
         }
-        inner.watermark.insert(link.to_owned(), mark);
+        inner.watermark.insert(link.to_owned(), (mark, last));
         if inner.fail_after_store > 0 {
             inner.fail_after_store -= 1;
             return Err(StoreError("stored, then crashed before answering".into()));

@@ -377,6 +377,8 @@ enum Internal {
     Renumbered { link: String },
     /// An acknowledgement could not be recorded: greet the peer again, after a pause.
     Regreet { link: String },
+    /// A greeting's acknowledgement was recorded as it was.
+    Settled { link: String, greeting: u64 },
 }
 
 /// The running transport.
@@ -838,6 +840,11 @@ struct LinkState {
     notices: std::collections::VecDeque<SignedNotice>,
     /// The last `link_seq` of the push in flight: the peer cannot acknowledge more.
     pushed: u64,
+    /// The peer's greeting is being recorded ([`LinkStore::acked`] may number the outbox
+    /// again): nothing is pushed until it is.
+    settling: bool,
+    /// Greetings answered so far: which one a recorded greeting was.
+    greetings: u64,
     /// When the node was last told that the peer lost what it had stored of ours, or that
     /// this node was restored ([`RESTORE_RETELL`]).
     behind_told: Option<Instant>,
@@ -984,6 +991,8 @@ impl<S: LinkStore> Driver<S> {
             fetched_at_wake: 0,
             notices: std::collections::VecDeque::new(),
             pushed: 0,
+            settling: false,
+            greetings: 0,
             behind_told: None,
             restored_told: None,
             presence: Vec::new(),
@@ -1182,7 +1191,7 @@ impl<S: LinkStore> Driver<S> {
                 (self.store.clone(), self.internal.clone(), link.to_owned());
             tokio::spawn(async move {
                 let message = match store.watermark(&link).await {
-                    Ok(received) => Internal::Greet { link, received },
+                    Ok((received, _)) => Internal::Greet { link, received },
                     Err(e) => Internal::Failed {
                         link,
                         error: e.to_string(),
@@ -1197,7 +1206,7 @@ impl<S: LinkStore> Driver<S> {
             state.in_flight = Some((id, Sent::Notice));
             return;
         }
-        if state.pending {
+        if state.pending && !state.settling {
             state.busy = true;
             state.fetched_at_wake = state.wakes;
             let (store, internal, link, after) = (
@@ -1357,14 +1366,25 @@ impl<S: LinkStore> Driver<S> {
             Internal::Regreet { link } => {
                 if let Some(state) = self.links.get_mut(&link) {
                     state.greeted = false;
+                    state.settling = false;
                 }
                 self.failed(&link);
+            }
+            Internal::Settled { link, greeting } => {
+                if let Some(state) = self.links.get_mut(&link)
+                    && state.settling
+                    && state.greetings == greeting
+                {
+                    state.settling = false;
+                    self.drive(&link);
+                }
             }
             Internal::Renumbered { link } => {
                 let Some(state) = self.links.get_mut(&link) else {
                     return;
                 };
                 state.pending = true;
+                state.settling = false;
                 state.wakes += 1;
                 let tell = state
                     .restored_told
@@ -1572,9 +1592,9 @@ impl<S: LinkStore> Driver<S> {
                 let (store, internal) = (self.store.clone(), self.internal.clone());
                 tokio::spawn(async move {
                     let message = match store.watermark(&link).await {
-                        Ok(received) => Internal::Respond {
+                        Ok((received, last)) => Internal::Respond {
                             channel,
-                            response: Response::Hello { received },
+                            response: Response::Hello { received, last },
                             received: None,
                         },
                         Err(e) => Internal::Respond {
@@ -2007,7 +2027,7 @@ impl<S: LinkStore> Driver<S> {
             Sent::Hello | Sent::Push => {}
         }
         match response {
-            Response::Hello { received } if received > MAX_LINK_SEQ => {
+            Response::Hello { received, .. } if received > MAX_LINK_SEQ => {
                 tracing::warn!(link, received, "the peer claims an impossible watermark");
                 state.greeted = false;
                 self.failed(&link);
@@ -2025,7 +2045,7 @@ impl<S: LinkStore> Driver<S> {
                 self.failed(&link);
                 return;
             }
-            Response::Hello { received } => {
+            Response::Hello { received, last } => {
                 if received < state.acked {
                     tracing::warn!(
                         link,
@@ -2037,10 +2057,13 @@ impl<S: LinkStore> Driver<S> {
                 state.greeted = true;
                 state.acked = received;
                 state.pending = true;
+                state.settling = true;
+                state.greetings += 1;
+                let greeting = Some(state.greetings);
                 let _ = self
                     .notify
                     .send(Notification::Connected { link: link.clone() });
-                self.forget_acked(&link, received);
+                self.forget_acked(&link, (received, last), greeting);
             }
             Response::Ack { upto, rejected } => {
                 state.acked = upto;
@@ -2052,7 +2075,7 @@ impl<S: LinkStore> Driver<S> {
                         rejected,
                     });
                 }
-                self.forget_acked(&link, upto);
+                self.forget_acked(&link, (upto, None), None);
             }
             Response::Refused { reason, link_ended } => {
                 tracing::warn!(link, reason, link_ended, "the peer refused");
@@ -2080,11 +2103,17 @@ impl<S: LinkStore> Driver<S> {
         self.drive(&link);
     }
 
-    fn forget_acked(&self, link: &str, upto: u64) {
+    /// Records that the peer holds our items up to `upto` (the digest of the one there, when
+    /// it says); for a `greeting` (which one), pushing resumes once it is recorded.
+    fn forget_acked(&self, link: &str, (upto, last): (u64, Option<Hash>), greeting: Option<u64>) {
         let (store, link, internal) = (self.store.clone(), link.to_owned(), self.internal.clone());
         tokio::spawn(async move {
-            match store.acked(&link, upto).await {
-                Ok(false) => {}
+            match store.acked(&link, upto, last).await {
+                Ok(false) => {
+                    if let Some(greeting) = greeting {
+                        let _ = internal.send(Internal::Settled { link, greeting });
+                    }
+                }
                 Ok(true) => {
                     tracing::warn!(
                         link,

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 
+use crate::keys::Hash;
 use crate::wire::Item;
 
 /// An outbox item, numbered per link from 1 without gaps.
@@ -51,19 +52,29 @@ pub trait LinkStore: Clone + Send + Sync + 'static {
         max: usize,
     ) -> impl Future<Output = Result<Vec<Outgoing>, StoreError>> + Send;
 
-    /// The peer has stored everything up to `upto`: those items may go.
+    /// The peer has stored everything up to `upto`: those items may go. `last` is the
+    /// [`Item::digest`] of the item the peer stored at `upto`, when it says (on greeting).
     ///
-    /// If `upto` is beyond every number this store ever gave an item of the link, this store
-    /// lost items it had sent (it was restored from a backup), and the items waiting now may
-    /// carry numbers the peer has already taken for others. Nothing is removed then: the
-    /// waiting items are numbered again to follow `upto` (in their order; the peer skips
-    /// events it has already by their id), numbering goes on after them, and `true` is
-    /// returned, so that the transport sends them.
-    fn acked(&self, link: &str, upto: u64)
-    -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// If `upto` is beyond every number this store ever gave an item of the link, or the item
+    /// it holds at `upto` is not the one the peer stored, this store lost items it had sent
+    /// (it was restored from a backup), and the items waiting now may carry numbers the peer
+    /// has already taken for others. Nothing is removed then: the waiting items are numbered
+    /// again to follow `upto` (in their order; the peer skips events it has already by their
+    /// id), numbering goes on after them, and `true` is returned, so that the transport sends
+    /// them.
+    fn acked(
+        &self,
+        link: &str,
+        upto: u64,
+        last: Option<Hash>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// The last `link_seq` stored from the peer on `link` (0: none).
-    fn watermark(&self, link: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// The last `link_seq` stored from the peer on `link` (0: none), with the
+    /// [`Item::digest`] of the item stored at it.
+    fn watermark(
+        &self,
+        link: &str,
+    ) -> impl Future<Output = Result<(u64, Option<Hash>), StoreError>> + Send;
 
     /// Stores a received batch and returns the new watermark, in one transaction: items at or
     /// below the stored watermark are skipped (they were stored before), the rest are kept

@@ -959,32 +959,24 @@ async fn a_sender_restored_from_a_backup_numbers_what_it_queued_after_the_peers_
     b.handle.wake(&id);
     wait_for("acknowledged", || b.store.outbox_len(&id) == 0).await;
     // The branch comes back from an old backup: it numbers its new items from 1 again, numbers
-    // hq has taken already.
+    // hq has taken already, and more of them than hq holds (so numbers alone do not tell).
     let b2 = restored(b, grant, pb).await;
-    for n in 3..5 {
+    for n in 3..8 {
         b2.store
             .enqueue(&id, submit(&b2.key, "boris@branch", "branch", "hq", n));
     }
     b2.handle.wake(&id);
-    wait_for("the new items arrive", || a.store.inbox_len(&id) == 5).await;
-    assert_eq!(
-        texts(&a.store.inbox(&id)),
-        [
-            "message 0",
-            "message 1",
-            "message 2",
-            "message 3",
-            "message 4"
-        ]
-    );
+    wait_for("the new items arrive", || a.store.inbox_len(&id) == 8).await;
+    let expected: Vec<String> = (0..8).map(|n| format!("message {n}")).collect();
+    assert_eq!(texts(&a.store.inbox(&id)), expected);
     let seqs: Vec<u64> = a.store.inbox(&id).iter().map(|i| i.link_seq).collect();
-    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert_eq!(seqs, (1..=8).collect::<Vec<u64>>());
     // And numbering goes on from there.
     b2.store
-        .enqueue(&id, submit(&b2.key, "boris@branch", "branch", "hq", 5));
+        .enqueue(&id, submit(&b2.key, "boris@branch", "branch", "hq", 8));
     b2.handle.wake(&id);
-    wait_for("the next one", || a.store.inbox_len(&id) == 6).await;
-    assert_eq!(a.store.inbox(&id)[5].link_seq, 6);
+    wait_for("the next one", || a.store.inbox_len(&id) == 9).await;
+    assert_eq!(a.store.inbox(&id)[8].link_seq, 9);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

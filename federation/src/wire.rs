@@ -259,6 +259,14 @@ pub enum Access {
 pub const MAX_REASON_BYTES: usize = 1000;
 
 impl Item {
+    /// What tells this item from any other: the SHA-256 of its CBOR encoding.
+    pub fn digest(&self) -> Hash {
+        let mut bytes = Vec::new();
+        // Writing to a `Vec` cannot fail.
+        let _ = ciborium::into_writer(self, &mut bytes);
+        Hash::of(&bytes)
+    }
+
     /// Bytes this item takes in a batch, roughly.
     pub fn weight(&self) -> usize {
         match self {
@@ -286,6 +294,9 @@ pub enum Response {
     Hello {
         /// The last `link_seq` stored.
         received: u64,
+        /// The [`Item::digest`] of the item stored at `received`, so that a requester restored
+        /// from a backup, which numbered other items the same, can tell.
+        last: Option<Hash>,
     },
     /// Everything up to `upto` is stored; items that can never be accepted are listed, and
     /// count as received.

@@ -13,7 +13,7 @@ use veche_federation::grant::{
     Change, DirectoryScope, GRANT_FORMAT, Grant, GrantError, Notice, Offer, Party, Relationship,
     Scope, SignedNotice, Terms,
 };
-use veche_federation::keys::NodeKey;
+use veche_federation::keys::{Hash, NodeKey};
 use veche_federation::net::{self, Handle, LinkError, LinkStatus, NetConfig, Notification};
 use veche_federation::store::{Incoming, LinkStore, Outgoing, Refused};
 use veche_federation::wire::{self, Item};
@@ -1675,16 +1675,25 @@ impl LinkStore for Storage {
         &self,
         link: &str,
         upto: u64,
+        last: Option<Hash>,
     ) -> Result<bool, veche_federation::store::StoreError> {
+        // The transport takes no watermark beyond 2^62.
+        let upto = i64::try_from(upto).unwrap_or(i64::MAX);
         self.0
-            .fed_acked(link, i64::try_from(upto).unwrap_or(i64::MAX))
+            .fed_acked(link, upto, last.map(|h| h.to_hex()).as_deref())
             .await
             .map_err(fed_store_error)
     }
 
-    async fn watermark(&self, link: &str) -> Result<u64, veche_federation::store::StoreError> {
-        let mark = self.0.fed_received(link).await.map_err(fed_store_error)?;
-        Ok(u64::try_from(mark).unwrap_or(0))
+    async fn watermark(
+        &self,
+        link: &str,
+    ) -> Result<(u64, Option<Hash>), veche_federation::store::StoreError> {
+        let (mark, last) = self.0.fed_received(link).await.map_err(fed_store_error)?;
+        Ok((
+            u64::try_from(mark).unwrap_or(0),
+            last.as_deref().and_then(Hash::from_hex),
+        ))
     }
 
     async fn receive(

@@ -11,3 +11,7 @@ CREATE TABLE fed_object_readers (
     write         BOOLEAN NOT NULL,
     PRIMARY KEY (discussion_id, user_id)
 );
+
+-- The digest of the last item received on a link, so that a peer restored from a backup,
+-- which numbered other items the same, can tell (see `LinkStore::acked`).
+ALTER TABLE fed_links ADD COLUMN received_digest TEXT;

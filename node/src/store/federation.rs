@@ -303,36 +303,33 @@ impl Store {
     }
 
     /// The peer has stored everything up to `upto`.
-    pub(crate) async fn fed_acked(&self, link: &str, upto: i64) -> Result<bool, StoreError> {
+    pub(crate) async fn fed_acked(
+        &self,
+        link: &str,
+        upto: i64,
+        last: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.write.begin().await?;
-        let last: Option<i64> = sqlx::query_scalar("SELECT out_last FROM fed_links WHERE link = ?")
-            .bind(link)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if last.is_some_and(|last| upto > last) {
-            // This node was restored from a backup: the peer has more of its items than it
-            // ever numbered. What waits is numbered again after `upto`, in order (every new
-            // number is above every old one, so none collides on the way).
-            let first: Option<i64> =
-                sqlx::query_scalar("SELECT MIN(link_seq) FROM fed_outbox WHERE link = ?")
-                    .bind(link)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let shift = first.map_or(0, |first| upto + 1 - first);
-            sqlx::query("UPDATE fed_outbox SET link_seq = link_seq + ? WHERE link = ?")
-                .bind(shift)
+        let numbered: Option<i64> =
+            sqlx::query_scalar("SELECT out_last FROM fed_links WHERE link = ?")
                 .bind(link)
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
-            sqlx::query(
-                "UPDATE fed_links SET out_last = MAX(out_last + ?, ?), acked = ? WHERE link = ?",
-            )
-            .bind(shift)
-            .bind(upto)
-            .bind(upto)
-            .bind(link)
-            .execute(&mut *tx)
-            .await?;
+        let mine: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT item FROM fed_outbox WHERE link = ? AND link_seq = ?")
+                .bind(link)
+                .bind(upto)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let other = match (last, &mine) {
+            (Some(last), Some(mine)) => veche_federation::keys::Hash::of(mine).to_hex() != last,
+            _ => false,
+        };
+        if numbered.is_some_and(|n| upto > n) || other {
+            // This node was restored from a backup: the peer has more of its items than it
+            // ever numbered, or another item at that number. What waits is numbered again
+            // after `upto`.
+            super::fedlog::renumber_outbox(&mut tx, link, upto).await?;
             tx.commit().await?;
             return Ok(true);
         }
@@ -351,12 +348,16 @@ impl Store {
     }
 
     /// The last `link_seq` stored from the peer.
-    pub(crate) async fn fed_received(&self, link: &str) -> Result<i64, StoreError> {
-        let row: Option<(i64,)> = sqlx::query_as("SELECT received FROM fed_links WHERE link = ?")
-            .bind(link)
-            .fetch_optional(&self.read)
-            .await?;
-        Ok(row.map_or(0, |r| r.0))
+    pub(crate) async fn fed_received(
+        &self,
+        link: &str,
+    ) -> Result<(i64, Option<String>), StoreError> {
+        let row: Option<(i64, Option<String>)> =
+            sqlx::query_as("SELECT received, received_digest FROM fed_links WHERE link = ?")
+                .bind(link)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(row.unwrap_or((0, None)))
     }
 
     /// Stores a received batch (sorted by `link_seq`): items at or below the watermark are
@@ -405,11 +406,19 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("UPDATE fed_links SET received = ? WHERE link = ?")
-            .bind(mark)
-            .bind(link)
-            .execute(&mut *tx)
-            .await?;
+        // What tells the last item from others, for a sender restored from a backup.
+        let digest = fresh
+            .last()
+            .map(|(_, item, _)| veche_federation::keys::Hash::of(item).to_hex());
+        sqlx::query(
+            "UPDATE fed_links SET received = ?, \
+             received_digest = COALESCE(?, received_digest) WHERE link = ?",
+        )
+        .bind(mark)
+        .bind(digest)
+        .bind(link)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(mark)
     }

@@ -119,34 +119,7 @@ impl Batch {
         link: &str,
         received: i64,
     ) -> Result<(), StoreError> {
-        let first: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(link_seq) FROM fed_outbox WHERE link = ?")
-                .bind(link)
-                .fetch_one(&mut *self.tx)
-                .await?;
-        // Through negative numbers, so that no two items share one on the way.
-        let shift = first.map_or(0, |first| first - received - 1);
-        sqlx::query("UPDATE fed_outbox SET link_seq = -link_seq WHERE link = ?")
-            .bind(link)
-            .execute(&mut *self.tx)
-            .await?;
-        sqlx::query("UPDATE fed_outbox SET link_seq = -link_seq - ? WHERE link = ?")
-            .bind(shift)
-            .bind(link)
-            .execute(&mut *self.tx)
-            .await?;
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(link_seq) FROM fed_outbox WHERE link = ?")
-                .bind(link)
-                .fetch_one(&mut *self.tx)
-                .await?;
-        sqlx::query("UPDATE fed_links SET out_last = ?, acked = ? WHERE link = ?")
-            .bind(last.unwrap_or(received))
-            .bind(received)
-            .bind(link)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
+        renumber_outbox(&mut self.tx, link, received).await
     }
 
     /// Stops sharing `discussion` over `link`.
@@ -748,4 +721,41 @@ impl Store {
         .fetch_optional(&self.read)
         .await?)
     }
+}
+
+/// Numbers what waits in `link`'s outbox again to follow `after`, in order; numbering goes on
+/// after the last of them (or after `after`), and the peer is taken to hold up to `after`.
+pub(super) async fn renumber_outbox(
+    conn: &mut sqlx::SqliteConnection,
+    link: &str,
+    after: i64,
+) -> Result<(), StoreError> {
+    let first: Option<i64> =
+        sqlx::query_scalar("SELECT MIN(link_seq) FROM fed_outbox WHERE link = ?")
+            .bind(link)
+            .fetch_one(&mut *conn)
+            .await?;
+    // Through negative numbers, so that no two items share one on the way.
+    let shift = first.map_or(0, |first| first - after - 1);
+    sqlx::query("UPDATE fed_outbox SET link_seq = -link_seq WHERE link = ?")
+        .bind(link)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE fed_outbox SET link_seq = -link_seq - ? WHERE link = ?")
+        .bind(shift)
+        .bind(link)
+        .execute(&mut *conn)
+        .await?;
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(link_seq) FROM fed_outbox WHERE link = ?")
+            .bind(link)
+            .fetch_one(&mut *conn)
+            .await?;
+    sqlx::query("UPDATE fed_links SET out_last = ?, acked = ? WHERE link = ?")
+        .bind(last.unwrap_or(after))
+        .bind(after)
+        .bind(link)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
