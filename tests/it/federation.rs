@@ -1810,7 +1810,7 @@ fn copy_folder(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<(
 #[tokio::test]
 async fn a_node_restored_from_a_backup_loses_nothing_it_writes_afterwards_and_catches_up()
 -> anyhow::Result<()> {
-    let hq = node("hq.test").await?;
+    let mut hq = node("hq.test").await?;
     let mut branch = node("branch.test").await?;
     let id = link(&hq, &branch).await?;
     let anna = user(&hq, "anna").await?;
@@ -1835,13 +1835,25 @@ async fn a_node_restored_from_a_backup_loses_nothing_it_writes_afterwards_and_ca
     sees(&anna, &g.id, &before).await?;
     drop(boris);
 
-    // The branch's disk is lost and the backup restored: it numbers its next item as it
-    // numbered the first one after the backup, a number the head office has taken already.
+    // The branch's disk is lost and the backup restored while the head office is out of
+    // reach: it numbers its next items as it numbered those after the backup, numbers the
+    // head office has taken already, and more of them (so numbers alone do not tell).
+    drop(anna);
+    hq.stop().await;
     backup.restore(&mut branch).await?;
     let (boris, _) = login(&branch, "boris", PASSWORD, "boris-device").await?;
-    post(&boris, &g.id, "b3", "после восстановления").await?;
+    let restored = [
+        "после восстановления 1",
+        "после восстановления 2",
+        "после восстановления 3",
+    ];
+    for (n, text) in restored.iter().enumerate() {
+        post(&boris, &g.id, &format!("b{}", n + 3), text).await?;
+    }
+    hq.restart().await?;
+    let (anna, _) = login(&hq, "anna", PASSWORD, "anna-device").await?;
     let mut after = before.to_vec();
-    after.push(Some("после восстановления"));
+    after.extend(restored.map(Some));
     sees(&anna, &g.id, &after).await?;
     // The other way, the head office cannot resend what the branch lost since the backup:
     // it sends the group's state again, and the branch's copy goes on from there.
