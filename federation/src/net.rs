@@ -374,7 +374,7 @@ enum Internal {
     Failed { link: String, error: String },
     /// The store numbered its waiting items again after the peer's watermark (it had been
     /// restored from a backup): send them.
-    Renumbered { link: String },
+    Renumbered { link: String, greeting: Option<u64> },
     /// An acknowledgement could not be recorded: greet the peer again, after a pause.
     Regreet { link: String },
     /// A greeting's acknowledgement was recorded as it was.
@@ -1379,12 +1379,14 @@ impl<S: LinkStore> Driver<S> {
                     self.drive(&link);
                 }
             }
-            Internal::Renumbered { link } => {
+            Internal::Renumbered { link, greeting } => {
                 let Some(state) = self.links.get_mut(&link) else {
                     return;
                 };
                 state.pending = true;
-                state.settling = false;
+                if greeting == Some(state.greetings) {
+                    state.settling = false;
+                }
                 state.wakes += 1;
                 let tell = state
                     .restored_told
@@ -2033,13 +2035,15 @@ impl<S: LinkStore> Driver<S> {
                 self.failed(&link);
                 return;
             }
-            // A push is acknowledged at most up to its last item.
+            // A push is acknowledged at most up to its last item. (A push from before a
+            // reconnect that the peer stored meanwhile can make it say more: greeting again
+            // settles it.)
             Response::Ack { upto, .. } if upto > state.pushed.max(state.acked) => {
-                tracing::warn!(
+                tracing::info!(
                     link,
                     upto,
                     pushed = state.pushed,
-                    "the peer acknowledged items it was not sent"
+                    "the peer acknowledged more than this push; greeting it again"
                 );
                 state.greeted = false;
                 self.failed(&link);
@@ -2121,7 +2125,7 @@ impl<S: LinkStore> Driver<S> {
                         "the peer has more of ours than this node ever sent (restored from a \
                          backup?): what waits is numbered again after it"
                     );
-                    let _ = internal.send(Internal::Renumbered { link });
+                    let _ = internal.send(Internal::Renumbered { link, greeting });
                 }
                 Err(e) => {
                     tracing::warn!(link, error = %e, "acknowledged items not removed");

@@ -321,8 +321,12 @@ impl Store {
                 .bind(upto)
                 .fetch_optional(&mut *tx)
                 .await?;
+        // Through the same function on both sides (`Item::digest`), whatever wrote the bytes.
+        let mine = mine.and_then(|bytes| {
+            ciborium::from_reader::<veche_federation::wire::Item, _>(bytes.as_slice()).ok()
+        });
         let other = match (last, &mine) {
-            (Some(last), Some(mine)) => veche_federation::keys::Hash::of(mine).to_hex() != last,
+            (Some(last), Some(mine)) => mine.digest().to_hex() != last,
             _ => false,
         };
         if numbered.is_some_and(|n| upto > n) || other {
@@ -409,7 +413,10 @@ impl Store {
         // What tells the last item from others, for a sender restored from a backup.
         let digest = fresh
             .last()
-            .map(|(_, item, _)| veche_federation::keys::Hash::of(item).to_hex());
+            .and_then(|(_, item, _)| {
+                ciborium::from_reader::<veche_federation::wire::Item, _>(item.as_slice()).ok()
+            })
+            .map(|item| item.digest().to_hex());
         sqlx::query(
             "UPDATE fed_links SET received = ?, \
              received_digest = COALESCE(?, received_digest) WHERE link = ?",
