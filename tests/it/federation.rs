@@ -1765,6 +1765,57 @@ async fn an_object_discussion_spans_nodes_for_the_users_its_home_allows() -> any
     Ok(())
 }
 
+/// The messages of [`around_a_backup`]: one before the backup, two after.
+const BEFORE: [&str; 3] = ["до резервной копии", "после копии 1", "после копии 2"];
+
+/// Which node [`around_a_backup`] backs up; its user writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Hq,
+    Branch,
+}
+
+/// What [`around_a_backup`] leaves: the link, the group, and the backup.
+struct Around {
+    id: String,
+    g: DiscussionInfo,
+    backup: Backup,
+}
+
+/// Links the head office (Anna) with the branch (Boris) and shares a group of the head
+/// office; the user of `side` writes [`BEFORE`] there, the first message before a backup of
+/// their node, the other two after it, and both see all three.
+async fn around_a_backup(
+    hq: &mut TestNode,
+    branch: &mut TestNode,
+    side: Side,
+) -> anyhow::Result<Around> {
+    let id = link(hq, branch).await?;
+    let anna = user(hq, "anna").await?;
+    let boris = user(branch, "boris").await?;
+    let g = group(&anna, &["boris@branch.test"]).await?;
+    share(hq, &g.id, &id).await?;
+    sees(&boris, &g.id, &[]).await?;
+    let (node, login_name, reader) = match side {
+        Side::Hq => (hq, "anna", &boris),
+        Side::Branch => (branch, "boris", &anna),
+    };
+    let writer = if side == Side::Hq { &anna } else { &boris };
+    post(writer, &g.id, "w0", BEFORE[0]).await?;
+    sees(
+        reader,
+        &g.id,
+        &BEFORE[..1].iter().copied().map(Some).collect::<Vec<_>>(),
+    )
+    .await?;
+    let backup = Backup::take(node).await?;
+    let (writer, _) = login(node, login_name, PASSWORD, &format!("{login_name}-device")).await?;
+    post(&writer, &g.id, "w1", BEFORE[1]).await?;
+    post(&writer, &g.id, "w2", BEFORE[2]).await?;
+    sees(reader, &g.id, &BEFORE.map(Some)).await?;
+    Ok(Around { id, g, backup })
+}
+
 /// A copy of a node's data folder, taken while it was stopped, as a nightly backup is.
 struct Backup {
     _dir: tempfile::TempDir,
@@ -1812,33 +1863,13 @@ async fn a_node_restored_from_a_backup_loses_nothing_it_writes_afterwards_and_ca
 -> anyhow::Result<()> {
     let mut hq = node("hq.test").await?;
     let mut branch = node("branch.test").await?;
-    let id = link(&hq, &branch).await?;
-    let anna = user(&hq, "anna").await?;
-    let boris = user(&branch, "boris").await?;
-    let g = group(&anna, &["boris@branch.test"]).await?;
-    share(&hq, &g.id, &id).await?;
-    sees(&boris, &g.id, &[]).await?;
-    post(&boris, &g.id, "b0", "до резервной копии").await?;
-    sees(&anna, &g.id, &[Some("до резервной копии")]).await?;
-    drop(boris);
-
     // The branch is backed up, then goes on: the head office stores two more of its items.
-    let backup = Backup::take(&mut branch).await?;
-    let (boris, _) = login(&branch, "boris", PASSWORD, "boris-device").await?;
-    post(&boris, &g.id, "b1", "после копии 1").await?;
-    post(&boris, &g.id, "b2", "после копии 2").await?;
-    let before = [
-        Some("до резервной копии"),
-        Some("после копии 1"),
-        Some("после копии 2"),
-    ];
-    sees(&anna, &g.id, &before).await?;
-    drop(boris);
+    let Around { id, g, backup } = around_a_backup(&mut hq, &mut branch, Side::Branch).await?;
+    let before = BEFORE.map(Some);
 
     // The branch's disk is lost and the backup restored while the head office is out of
     // reach: it numbers its next items as it numbered those after the backup, numbers the
     // head office has taken already, and more of them (so numbers alone do not tell).
-    drop(anna);
     hq.stop().await;
     backup.restore(&mut branch).await?;
     let (boris, _) = login(&branch, "boris", PASSWORD, "boris-device").await?;
@@ -1882,29 +1913,12 @@ async fn a_node_restored_from_a_backup_loses_nothing_it_writes_afterwards_and_ca
 #[tokio::test]
 async fn a_home_restored_from_a_backup_goes_on_after_its_replicas() -> anyhow::Result<()> {
     let mut hq = node("hq.test").await?;
-    let branch = node("branch.test").await?;
-    let id = link(&hq, &branch).await?;
-    let anna = user(&hq, "anna").await?;
-    let boris = user(&branch, "boris").await?;
-    let g = group(&anna, &["boris@branch.test"]).await?;
-    share(&hq, &g.id, &id).await?;
-    post(&anna, &g.id, "a0", "до резервной копии").await?;
-    sees(&boris, &g.id, &[Some("до резервной копии")]).await?;
-    drop(anna);
-
+    let mut branch = node("branch.test").await?;
     // The head office is backed up, then goes on: the branch takes two more entries of the
     // group's log.
-    let backup = Backup::take(&mut hq).await?;
-    let (anna, _) = login(&hq, "anna", PASSWORD, "anna-device").await?;
-    post(&anna, &g.id, "a1", "после копии 1").await?;
-    post(&anna, &g.id, "a2", "после копии 2").await?;
-    let before = [
-        Some("до резервной копии"),
-        Some("после копии 1"),
-        Some("после копии 2"),
-    ];
-    sees(&boris, &g.id, &before).await?;
-    drop(anna);
+    let Around { g, backup, .. } = around_a_backup(&mut hq, &mut branch, Side::Hq).await?;
+    let before = BEFORE.map(Some);
+    let (boris, _) = login(&branch, "boris", PASSWORD, "boris-device").await?;
 
     // The head office is restored: its log of the group restarts at numbers the branch
     // holds. It asks the branch where it is, and goes on after it.
