@@ -74,6 +74,16 @@ const PRESENCE_SENT: (f64, f64) = (40.0, 16.0);
 /// state again, and a peer that says so on every connection must not make it do that on
 /// every connection.
 const RESTORE_RETELL: Duration = Duration::from_secs(600);
+/// Whether the node may be told again of a restore (last told at `told`, which becomes now
+/// if so): see [`RESTORE_RETELL`].
+fn retell_due(told: &mut Option<Instant>) -> bool {
+    let due = told.is_none_or(|at| at.elapsed() >= RESTORE_RETELL);
+    if due {
+        *told = Some(Instant::now());
+    }
+    due
+}
+
 /// The highest `link_seq` taken from a peer: far beyond any real outbox, and safe to add to.
 const MAX_LINK_SEQ: u64 = 1 << 62;
 
@@ -1292,11 +1302,7 @@ impl<S: LinkStore> Driver<S> {
                         next = items[0].link_seq,
                         "the peer's watermark is behind this outbox; delivery on this link waits"
                     );
-                    if state
-                        .behind_told
-                        .is_none_or(|at| at.elapsed() >= RESTORE_RETELL)
-                    {
-                        state.behind_told = Some(Instant::now());
+                    if retell_due(&mut state.behind_told) {
                         let _ = self.notify.send(Notification::Behind {
                             link: link.clone(),
                             received: state.acked,
@@ -1388,12 +1394,7 @@ impl<S: LinkStore> Driver<S> {
                     state.settling = false;
                 }
                 state.wakes += 1;
-                let tell = state
-                    .restored_told
-                    .is_none_or(|at| at.elapsed() >= RESTORE_RETELL);
-                if tell {
-                    state.restored_told = Some(Instant::now());
-                }
+                let tell = retell_due(&mut state.restored_told);
                 self.drive(&link);
                 if tell {
                     let _ = self.notify.send(Notification::Restored { link });

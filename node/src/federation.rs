@@ -823,14 +823,10 @@ impl Federation {
                             .open_object_for_link(&link, &user, object, held)
                             .await
                         {
-                            Ok(Some((discussion, write))) => responder.object(
-                                discussion,
-                                if write {
-                                    wire::Access::Write
-                                } else {
-                                    wire::Access::Read
-                                },
-                            ),
+                            Ok(Some((discussion, write))) => {
+                                responder
+                                    .object(discussion, crate::store::reader_to_wire(Some(write)));
+                            }
                             // Whatever the reason (a context provider's word on an object the
                             // user may not see included): the asker learns nothing of objects.
                             Ok(None)

@@ -609,14 +609,11 @@ impl Discussions {
         };
         // What this node holds, so that the home shares the discussion again if it is lost
         // here, and says again what the user may do if that is not what was last said.
-        use veche_federation::wire::Access;
         let held = match store.object_discussion_id(&object).await? {
             None => None,
-            Some(id) => Some(match store.fed_reader(&id, &caller.user).await? {
-                None => Access::None,
-                Some(false) => Access::Read,
-                Some(true) => Access::Write,
-            }),
+            Some(id) => Some(crate::store::reader_to_wire(
+                store.fed_reader(&id, &caller.user).await?,
+            )),
         };
         let asked = self
             .inner
@@ -630,7 +627,7 @@ impl Discussions {
             .await;
         use veche_federation::net::QueryError;
         let (id, write) = match asked {
-            Ok((id, access)) => (id, access == Access::Write),
+            Ok((id, access)) => (id, access == veche_federation::wire::Access::Write),
             Err(e) => {
                 // Unreachable, or busy (it says to ask again, or did not answer in time):
                 // what the home said last stands.

@@ -133,10 +133,7 @@ impl Store {
         .bind(new.at)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM fed_offers WHERE link = ?")
-            .bind(new.link)
-            .execute(&mut *tx)
-            .await?;
+        forget_offers(&mut tx, new.link).await?;
         super::audit::append(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(true)
@@ -179,10 +176,7 @@ impl Store {
         if !objects {
             drop_object_sharing(&mut tx, link).await?;
         }
-        sqlx::query("DELETE FROM fed_offers WHERE link = ?")
-            .bind(link)
-            .execute(&mut *tx)
-            .await?;
+        forget_offers(&mut tx, link).await?;
         super::audit::append(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(true)
@@ -236,10 +230,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             // A renewal offered for it is over too.
-            sqlx::query("DELETE FROM fed_offers WHERE link = ?")
-                .bind(link)
-                .execute(&mut *tx)
-                .await?;
+            forget_offers(&mut tx, link).await?;
             // Who the peer said may read its objects, and who this node told it may read
             // its own: a new link starts from nothing.
             drop_object_readers(&mut tx, link).await?;
@@ -275,10 +266,7 @@ impl Store {
             .bind(link)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM fed_offers WHERE link = ?")
-            .bind(link)
-            .execute(&mut *tx)
-            .await?;
+        forget_offers(&mut tx, link).await?;
         super::audit::append(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -315,12 +303,17 @@ impl Store {
                 .bind(link)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let mine: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT item FROM fed_outbox WHERE link = ? AND link_seq = ?")
-                .bind(link)
-                .bind(upto)
-                .fetch_optional(&mut *tx)
-                .await?;
+        // Only a greeting names the peer's last item; an acknowledgement reads nothing more.
+        let mine: Option<Vec<u8>> = match last {
+            Some(_) => {
+                sqlx::query_scalar("SELECT item FROM fed_outbox WHERE link = ? AND link_seq = ?")
+                    .bind(link)
+                    .bind(upto)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => None,
+        };
         // Through the same function on both sides (`Item::digest`), whatever wrote the bytes.
         let mine = mine.and_then(|bytes| {
             ciborium::from_reader::<veche_federation::wire::Item, _>(bytes.as_slice()).ok()
@@ -461,5 +454,17 @@ async fn drop_object_readers(
     .bind(link)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Drops the offers this node made for `link` (a renewal offered for it).
+async fn forget_offers(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    link: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM fed_offers WHERE link = ?")
+        .bind(link)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

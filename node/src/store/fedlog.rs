@@ -587,6 +587,26 @@ impl Store {
 /// `Some(true)` read and write, `Some(false)` read only.
 pub(crate) type ReaderAccess = Option<bool>;
 
+/// [`ReaderAccess`] as it travels (`readers` items, object queries).
+pub(crate) fn reader_to_wire(access: ReaderAccess) -> veche_federation::wire::Access {
+    use veche_federation::wire::Access;
+    match access {
+        None => Access::None,
+        Some(false) => Access::Read,
+        Some(true) => Access::Write,
+    }
+}
+
+/// [`ReaderAccess`] from how it travels.
+pub(crate) fn reader_from_wire(access: veche_federation::wire::Access) -> ReaderAccess {
+    use veche_federation::wire::Access;
+    match access {
+        Access::None => None,
+        Access::Read => Some(false),
+        Access::Write => Some(true),
+    }
+}
+
 impl Batch {
     /// What the home of the object discussion `discussion` says `user` may do there (on a
     /// replica), or what this node, as home, last told `user`'s node.

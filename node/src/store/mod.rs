@@ -46,7 +46,7 @@ pub(crate) use apps::{
 pub(crate) use audit::AuditRecord;
 pub(crate) use discussions::{Batch, DiscussionRow, EventRow, MessageRow, ObjectKey};
 pub(crate) use federation::{LinkRow, NewLink, Renewal};
-pub(crate) use fedlog::{FedLogRow, NewPending, ReaderAccess};
+pub(crate) use fedlog::{FedLogRow, NewPending, ReaderAccess, reader_from_wire, reader_to_wire};
 pub(crate) use files::{BackendUsage, BlobRow, FileRow, REMOTE_BACKEND, UploadRow};
 pub(crate) use plugins::{InboxRow, NewBusinessEvent, PluginRow};
 pub(crate) use push::{NewPush, PushEndpointRow, PushJob};

@@ -32,7 +32,7 @@ use crate::discussions::{Caller, DiscussionError, check_object, text};
 use crate::plugins::Access;
 use crate::store::{
     Batch, BlobRow, DiscussionRow, EventRow, FedLogRow, FileRow, MessageRow, NewPending, ObjectKey,
-    REMOTE_BACKEND, ReaderAccess, StoreError,
+    REMOTE_BACKEND, ReaderAccess, StoreError, reader_from_wire, reader_to_wire,
 };
 
 /// A linked node that says it lost an object discussion gets its state again at most this
@@ -1976,13 +1976,8 @@ impl Sequencer {
             self.share_state(b, key, &d, link, out).await?;
         }
         let write = access == Access::Write;
-        let said = if write {
-            wire::Access::Write
-        } else {
-            wire::Access::Read
-        };
         let told = b.fed_reader(&d.id, user).await?;
-        if share || held != Some(said) || told != Some(write) {
+        if share || held != Some(reader_to_wire(Some(write))) || told != Some(write) {
             self.tell_reader(b, &d, link, user, Some(write), out)
                 .await?;
         }
@@ -2006,11 +2001,7 @@ impl Sequencer {
             discussion: d.id.clone(),
             users: vec![Reader {
                 user: user.to_owned(),
-                access: match access {
-                    None => wire::Access::None,
-                    Some(false) => wire::Access::Read,
-                    Some(true) => wire::Access::Write,
-                },
+                access: reader_to_wire(access),
             }],
         };
         b.fed_enqueue(link, &encode(&item)).await?;
@@ -2221,11 +2212,7 @@ impl Sequencer {
             if node_of(&r.user) != Some(self.node.as_str()) || !b.user_exists(&r.user).await? {
                 continue;
             }
-            let access = match r.access {
-                wire::Access::None => None,
-                wire::Access::Read => Some(false),
-                wire::Access::Write => Some(true),
-            };
+            let access = reader_from_wire(r.access);
             if b.fed_set_reader(&d.id, &r.user, access).await? && access.is_none() {
                 lost.push(r.user);
             }
