@@ -1,6 +1,6 @@
 //! Scriptable client commands: `veche login`, `discussions`, `send`, `tail`, `history`, `chat`.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use veche_client::protocol::{Event, Reply, Request};
 use veche_client::{Client, ClientEvent, OutboxState};
 
 use crate::profile::client_dir;
+use crate::untrusted::{indented, one_line};
 use crate::{Profile, SendKey};
 
 /// Where the client keeps its profile, session and outbox.
@@ -67,7 +68,8 @@ pub enum ClientCommand {
         /// Login.
         #[arg(long)]
         user: String,
-        /// Read the password from this file ('-' for standard input).
+        /// Read the password from this file; '-' reads standard input: on a terminal the
+        /// password is asked for and not shown as it is typed, else its first line is taken.
         #[arg(long, default_value = "-")]
         password_file: PathBuf,
         /// This device's name, as administrators see it.
@@ -89,7 +91,8 @@ pub enum ClientCommand {
         /// Display name.
         #[arg(long, default_value = "")]
         name: String,
-        /// Read the password from this file ('-' for standard input).
+        /// Read the password from this file; '-' reads standard input: on a terminal the
+        /// password is asked for and not shown as it is typed, else its first line is taken.
         #[arg(long, default_value = "-")]
         password_file: PathBuf,
         #[command(flatten)]
@@ -168,7 +171,8 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
             writeln!(
                 out,
                 "logged in as {} ({})",
-                logged.user.id, logged.user.display_name
+                one_line(&logged.user.id),
+                one_line(&logged.user.display_name)
             )?;
         }
         ClientCommand::Setup {
@@ -191,7 +195,7 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
             writeln!(
                 out,
                 "created administrator {} and logged in",
-                logged.user.id
+                one_line(&logged.user.id)
             )?;
         }
         ClientCommand::Discussions { json, dir } => {
@@ -206,8 +210,8 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
                     writeln!(
                         out,
                         "{}\t{}\t{} unread\t{}",
-                        d.id,
-                        name(d, &me),
+                        one_line(&d.id),
+                        one_line(&name(d, &me)),
                         d.unread,
                         d.last_activity_at
                     )?;
@@ -234,7 +238,7 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
             client.shutdown().await;
             match state {
                 OutboxState::Sent { message_id, seq } => {
-                    writeln!(out, "sent {message_id} (seq {seq})")?
+                    writeln!(out, "sent {} (seq {seq})", one_line(&message_id))?
                 }
                 OutboxState::Pending => writeln!(
                     out,
@@ -328,13 +332,19 @@ async fn open(dir: &ClientDir) -> anyhow::Result<(Client, Profile)> {
     Ok((client, profile))
 }
 
+/// The password from `path`, or from standard input for `-`: typed at a prompt without echo
+/// when standard input is a terminal, else the first line (for scripts).
 fn read_password(path: &PathBuf) -> anyhow::Result<String> {
     let mut line = String::new();
     if path.as_os_str() == "-" {
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("cannot read the password")?;
+        if std::io::stdin().is_terminal() {
+            line = rpassword::prompt_password("Password: ").context("cannot read the password")?;
+        } else {
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("cannot read the password")?;
+        }
     } else {
         line = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
@@ -447,23 +457,113 @@ fn print_event(out: &mut dyn Write, e: &DiscussionEvent, json: bool) -> anyhow::
         writeln!(out, "{}", serde_json::to_string(e)?)?;
         return Ok(());
     }
+    writeln!(out, "{}", event_line(e))?;
+    Ok(())
+}
+
+/// An event as one entry of a human-readable listing: `time \t #seq \t who: what`. Everything
+/// that came from the node is shown with its control characters visible, and the lines of a
+/// multi-line message after the first are indented, so no text can forge an entry.
+fn event_line(e: &DiscussionEvent) -> String {
+    const INDENT: &str = "\t\t  ";
     let who = e.actor.split('@').next().unwrap_or(&e.actor);
     let what = match &e.change {
-        Change::MessagePosted { message } => {
-            message.text.clone().unwrap_or_else(|| "[deleted]".into())
-        }
+        Change::MessagePosted { message } => match &message.text {
+            Some(text) => indented(text, INDENT),
+            None => "[deleted]".into(),
+        },
         Change::MessageEdited { text, .. } => {
-            format!("(edited) {}", text.clone().unwrap_or_default())
+            format!(
+                "(edited) {}",
+                indented(text.as_deref().unwrap_or_default(), INDENT)
+            )
         }
         Change::MessageDeleted { .. } => "(deleted a message)".into(),
-        Change::ReactionAdded { emoji, .. } => format!("(reacted {emoji})"),
-        Change::ReactionRemoved { emoji, .. } => format!("(removed {emoji})"),
-        Change::TitleChanged { title } => format!("(renamed to {title})"),
-        Change::MembersAdded { users } => format!("(added {})", users.join(", ")),
-        Change::MemberRemoved { user } => format!("(removed {user})"),
+        Change::ReactionAdded { emoji, .. } => format!("(reacted {})", one_line(emoji)),
+        Change::ReactionRemoved { emoji, .. } => format!("(removed {})", one_line(emoji)),
+        Change::TitleChanged { title } => format!("(renamed to {})", one_line(title)),
+        Change::MembersAdded { users } => format!("(added {})", one_line(&users.join(", "))),
+        Change::MemberRemoved { user } => format!("(removed {})", one_line(user)),
         Change::Created { .. } => "(created the discussion)".into(),
         Change::Unknown => "(something this client does not know)".into(),
     };
-    writeln!(out, "{}\t#{}\t{who}: {what}", e.at, e.seq)?;
-    Ok(())
+    format!("{}\t#{}\t{}: {what}", e.at, e.seq, one_line(who))
+}
+
+#[cfg(test)]
+mod tests {
+    use veche_client::protocol::Timestamp;
+    use veche_client::protocol::discussions::Message;
+
+    use super::*;
+
+    fn posted(author: &str, text: &str) -> DiscussionEvent {
+        DiscussionEvent {
+            discussion: "d@hq".into(),
+            seq: 7,
+            at: Timestamp(0),
+            actor: author.into(),
+            change: Change::MessagePosted {
+                message: Box::new(Message {
+                    id: "m".into(),
+                    discussion: "d@hq".into(),
+                    seq: 7,
+                    author: author.into(),
+                    text: Some(text.into()),
+                    data: None,
+                    actions: vec![],
+                    reply_to: None,
+                    mentions: vec![],
+                    reactions: vec![],
+                    files: vec![],
+                    created_at: Timestamp(0),
+                    edited_at: None,
+                    version: 1,
+                    deleted: false,
+                }),
+            },
+        }
+    }
+
+    fn printed(e: &DiscussionEvent) -> String {
+        let mut out = Vec::new();
+        print_event(&mut out, e, false).expect("print");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn history_and_tail_never_send_control_characters_to_the_terminal() {
+        let out = printed(&posted(
+            "mallory@hq",
+            "hi\x1b]0;pwned\x07\x1b[2J\x1b[1A\rboris: I approve the payment",
+        ));
+        assert!(
+            !out.trim_end_matches('\n')
+                .chars()
+                .any(|c| c.is_control() && c != '\t'),
+            "{out:?}"
+        );
+        assert!(
+            out.contains("mallory: hi␛]0;pwned␇␛[2J␛[1A␍boris"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_line_of_a_message_cannot_pass_for_an_entry() {
+        let forged = "ok\n1970-01-01T00:00:00.000Z\t#8\tboris: I approve the payment";
+        let out = printed(&posted("mallory@hq", forged));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(lines[0].ends_with("mallory: ok"), "{out}");
+        assert!(lines[1].starts_with("\t\t  1970"), "{out}");
+        // A title, a name or an emoji is one field: its new lines are shown, not obeyed.
+        let renamed = DiscussionEvent {
+            change: Change::TitleChanged {
+                title: "x\n#9\tboris: yes".into(),
+            },
+            ..posted("mallory@hq", "")
+        };
+        assert_eq!(printed(&renamed).lines().count(), 1);
+    }
 }

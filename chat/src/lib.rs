@@ -6,5 +6,6 @@
 pub mod cli;
 mod profile;
 pub mod tui;
+pub mod untrusted;
 
 pub use profile::{Profile, SendKey};

@@ -79,11 +79,11 @@ impl Profile {
         toml::from_str(&text).with_context(|| format!("invalid client profile {}", path.display()))
     }
 
-    /// Writes `profile.toml` to the client folder.
+    /// Writes `profile.toml` to the client folder, readable by its owner only.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir)?;
+        veche_client::private::prepare_folder(dir)?;
         let path = dir.join("profile.toml");
-        std::fs::write(&path, toml::to_string_pretty(self)?)
+        veche_client::private::write_private(&path, toml::to_string_pretty(self)?.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))
     }
 }

@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod files;
+pub mod private;
 mod session;
 mod store;
 mod tls;

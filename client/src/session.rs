@@ -354,7 +354,7 @@ impl Client {
 
 /// Takes the profile's outbox lock, unless another process holds it.
 fn lock_outbox(dir: &Path) -> Option<std::fs::File> {
-    let file = std::fs::OpenOptions::new()
+    let file = crate::private::private_file()
         .write(true)
         .create(true)
         .truncate(false)

@@ -22,6 +22,9 @@ pub enum StoreError {
     /// The data folder could not be created.
     #[error("client data folder: {0}")]
     Io(#[from] std::io::Error),
+    /// The data folder could not be made private.
+    #[error(transparent)]
+    Folder(#[from] crate::private::PrivateFolderError),
 }
 
 /// Where a composed message stands.
@@ -112,7 +115,8 @@ pub(crate) struct ClientStore {
 
 impl ClientStore {
     pub(crate) async fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)?;
+        crate::private::prepare_folder(dir)?;
+        crate::private::create_private(&dir.join("client.db"))?;
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(dir.join("client.db"))
             .create_if_missing(true)

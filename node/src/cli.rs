@@ -184,7 +184,7 @@ enum PluginCommand {
         grants: Vec<String>,
         /// Set a configuration value, KEY=VALUE (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
-        config: Vec<String>,
+        settings: Vec<String>,
     },
     /// List installed plugins with their status.
     List,
@@ -420,11 +420,17 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut stdout = std::io::stdout();
-    match runtime.block_on(run(cli, &mut stdout)) {
+    // Everything printed may hold what a user, a plugin or another node wrote: it reaches the
+    // terminal with its control characters shown, never obeyed.
+    let mut stdout = veche_chat::untrusted::VisibleWriter::new(std::io::stdout());
+    let result = runtime.block_on(run(cli, &mut stdout));
+    let _ = std::io::Write::flush(&mut stdout);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // An error may carry a node's or a peer's words: show their control characters.
+            let message = format!("{e:#}");
+            eprintln!("error: {}", veche_chat::untrusted::visible(&message));
             ExitCode::FAILURE
         }
     }
@@ -749,9 +755,10 @@ async fn plugin_command(
         PluginCommand::Install {
             folder,
             grants,
-            config,
+            settings,
         } => {
-            let config = config
+            // Not `config`: clap would take it for the global `--config` and panic.
+            let config = settings
                 .iter()
                 .map(|kv| match kv.split_once('=') {
                     Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -1204,9 +1211,15 @@ fn print_webhook(
 }
 
 fn print_plugin(p: &veche_protocol::admin::PluginInfo, out: &mut dyn Write) -> std::io::Result<()> {
+    let limits = p.limits.as_ref().map_or_else(String::new, |l| {
+        format!(
+            "\tlimits cpu {} ms, call {} ms, memory {} MiB, {} at once",
+            l.cpu_ms, l.call_timeout_ms, l.memory_mib, l.max_concurrency
+        )
+    });
     writeln!(
         out,
-        "{}\t{}\t{}\t{}\troles {}\trights {}\tdead letters {}",
+        "{}\t{}\t{}\t{}\troles {}\trights {}\tdead letters {}{limits}",
         p.id,
         p.version,
         p.status,

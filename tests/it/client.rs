@@ -515,3 +515,124 @@ async fn a_revoked_client_goes_offline_instead_of_retrying() -> anyhow::Result<(
     client.shutdown().await;
     Ok(())
 }
+
+/// Clients issue: the client folder holds the session token, so it is the user's alone: 0700,
+/// its files 0600, when `login` creates them and, when loosened, again at the next start.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_client_folder_and_its_files_are_private_to_their_owner() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let mode = |path: &std::path::Path| -> anyhow::Result<u32> {
+        Ok(std::fs::metadata(path)?.permissions().mode() & 0o777)
+    };
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    node.add_user("tanya", PASSWORD, false).await?;
+    let dir = tempfile::tempdir()?;
+    let folder = dir.path().join("home/.local/share/veche-client");
+    let profile = folder.to_str().unwrap_or_default().to_owned();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n"))?;
+    let addr = node.quic_addr().to_string();
+    let ca = node.ca_path();
+    veche(&[
+        "login",
+        "--server",
+        &addr,
+        "--ca",
+        ca.to_str().unwrap_or_default(),
+        "--user",
+        "tanya",
+        "--password-file",
+        pw.to_str().unwrap_or_default(),
+        "--profile",
+        &profile,
+    ])
+    .await?;
+    let check = || -> anyhow::Result<()> {
+        assert_eq!(mode(&folder)?, 0o700, "the client folder");
+        let mut files = 0;
+        for entry in std::fs::read_dir(&folder)? {
+            let path = entry?.path();
+            assert_eq!(mode(&path)?, 0o600, "{}", path.display());
+            files += 1;
+        }
+        assert!(folder.join("client.db").exists() && folder.join("profile.toml").exists());
+        assert!(files >= 2);
+        Ok(())
+    };
+    check()?;
+
+    // Loosened by hand, or left so by an earlier version: tightened by the next command.
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755))?;
+    for name in ["client.db", "profile.toml"] {
+        std::fs::set_permissions(folder.join(name), std::fs::Permissions::from_mode(0o644))?;
+    }
+    veche(&["discussions", "--profile", &profile]).await?;
+    check()?;
+
+    // A folder everyone writes to is refused, not tightened.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared)?;
+    std::fs::copy(folder.join("profile.toml"), shared.join("profile.toml"))?;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777))?;
+    let err = veche(&[
+        "discussions",
+        "--profile",
+        shared.to_str().unwrap_or_default(),
+    ])
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("other users write to"),
+        "{err:#}"
+    );
+    assert_eq!(mode(&shared)?, 0o777);
+    Ok(())
+}
+
+/// Clients issue: on a terminal, `veche login` asks for the password and does not show it as
+/// it is typed (the real command, in a pseudo-terminal).
+#[cfg(unix)]
+#[tokio::test]
+async fn login_on_a_terminal_asks_for_the_password_without_showing_it() -> anyhow::Result<()> {
+    use std::time::Instant;
+
+    use expectrl::Expect;
+
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    node.add_user("uma", PASSWORD, false).await?;
+    let dir = tempfile::tempdir()?;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_veche-it"));
+    command
+        .args(["login", "--server", &node.quic_addr().to_string(), "--ca"])
+        .arg(node.ca_path())
+        .args(["--user", "uma", "--profile"])
+        .arg(dir.path().join("client"));
+    let shown = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let mut terminal = expectrl::Session::spawn(command)?;
+        terminal.set_expect_timeout(Some(Duration::from_secs(60)));
+        let prompt = terminal.expect("Password: ")?;
+        let mut shown = String::from_utf8_lossy(prompt.before()).into_owned();
+        // Like `expect`'s users, type only once the program has turned echo off.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while terminal.get_process().get_echo()? {
+            anyhow::ensure!(Instant::now() < deadline, "echo stays on at the prompt");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        terminal.send_line(PASSWORD)?;
+        let done = terminal.expect(expectrl::Regex("logged in as [^\r\n]*"))?;
+        shown.push_str(&String::from_utf8_lossy(done.before()));
+        shown.push_str(&String::from_utf8_lossy(&done[0]));
+        Ok(shown)
+    })
+    .await??;
+    assert!(
+        !shown.contains(PASSWORD),
+        "the password was shown: {shown:?}"
+    );
+    assert!(shown.contains("logged in as uma@test.local"), "{shown:?}");
+    Ok(())
+}

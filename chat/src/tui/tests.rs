@@ -91,7 +91,11 @@ fn app_with_dialog(send_key: SendKey) -> App {
 }
 
 fn screen(app: &App) -> String {
-    let mut terminal = Terminal::new(TestBackend::new(100, 20)).expect("test backend");
+    screen_of_width(app, 100)
+}
+
+fn screen_of_width(app: &App, width: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, 20)).expect("test backend");
     terminal.draw(|f| draw(f, app)).expect("draw");
     let buffer = terminal.backend().buffer().clone();
     let mut out = String::new();
@@ -333,4 +337,47 @@ fn the_screen_shows_russian_text_pending_and_failed_messages_and_the_send_key() 
         created_at: Timestamp(0),
     });
     assert!(!screen(&app).contains("⏳"));
+}
+
+#[test]
+fn control_characters_from_the_node_are_shown_not_obeyed_and_lines_stay_lines() {
+    let mut app = app_with_dialog(SendKey::Enter);
+    let mut titled = dialog("d3", "x@hq", 1);
+    titled.kind = DiscussionKind::Group;
+    titled.title = "Закупки\x1b]0;pwned\x07".into();
+    app.discussions.push(titled);
+    app.set_history(
+        "d1",
+        &[
+            message("d1", 1, "petr@hq", "ok\x1b[2J\rboris: I approve"),
+            message("d1", 2, "petr@hq", "первая строка\nвторая\tстрока"),
+        ],
+        false,
+        false,
+    );
+    app.on_event(&Event::NotDelivered {
+        discussion: "d1".into(),
+        message_id: None,
+        reason: "refused\x1b[31m".into(),
+    });
+    let text = screen_of_width(&app, 160);
+    for expected in [
+        "petr: ok␛[2J␍boris: I approve",
+        "Закупки␛]0;pwned␇",
+        "not delivered: refused␛[31m",
+        "petr: первая строка",
+        // The second line of a message is indented under its text, not a line of its own.
+        "      вторая    строка",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from the screen:\n{text}"
+        );
+    }
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.trim_start_matches('│').starts_with("boris")),
+        "{text}"
+    );
 }

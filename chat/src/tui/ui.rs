@@ -6,6 +6,7 @@ use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph, Wrap};
 use veche_client::ConnectionState;
 
 use super::app::{App, Focus, Mode};
+use crate::untrusted::{one_line, visible};
 
 /// Draws the whole screen: discussions on the left, messages and composer on the right,
 /// status at the bottom.
@@ -23,7 +24,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         .discussions
         .iter()
         .map(|d| {
-            let mut spans = vec![Span::raw(app.name_of(d))];
+            let mut spans = vec![Span::raw(one_line(&app.name_of(d)).into_owned())];
             if d.unread > 0 {
                 spans.push(Span::raw(format!(" ({})", d.unread)).bold());
             }
@@ -48,32 +49,44 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     // Messages, then this discussion's pending and failed ones.
     let title = app
         .current()
-        .map(|d| format!(" {} ", app.name_of(d)))
+        .map(|d| format!(" {} ", one_line(&app.name_of(d))))
         .unwrap_or_default();
     let mut text = Text::default();
     if app.more_history {
         text.push_line(TextLine::from("… PgUp for older messages").italic());
     }
+    let mut first_line_of = Vec::with_capacity(app.lines.len());
     for (i, line) in app.lines.iter().enumerate() {
-        let mut spans = vec![Span::raw(format!("{}: ", short(&line.author))).bold()];
-        if line.reply_to.is_some() {
-            spans.push(Span::raw("↪ "));
-        }
-        match &line.text {
-            Some(t) => spans.push(Span::raw(t.clone())),
-            None => spans.push(Span::raw("[deleted]").italic()),
-        }
+        let author = format!("{}: ", one_line(short(&line.author)));
+        let indent = " ".repeat(author.chars().count());
+        let mut rows = match &line.text {
+            Some(t) => message_rows(t),
+            None => vec![vec![Span::raw("[deleted]").italic()]],
+        };
+        let last = rows.len() - 1;
         if line.edited && line.text.is_some() {
-            spans.push(Span::raw(" (edited)").italic());
+            rows[last].push(Span::raw(" (edited)").italic());
         }
         for (emoji, n) in &line.reactions {
-            spans.push(Span::raw(format!("  {emoji} {n}")));
+            rows[last].push(Span::raw(format!("  {} {n}", one_line(emoji))));
         }
-        let mut l = TextLine::from(spans);
-        if app.focus == Focus::Messages && app.cursor == Some(i) {
-            l = l.reversed();
+        first_line_of.push(text.lines.len());
+        for (r, row) in rows.into_iter().enumerate() {
+            let mut spans = if r == 0 {
+                vec![Span::raw(author.clone()).bold()]
+            } else {
+                vec![Span::raw(indent.clone())]
+            };
+            if r == 0 && line.reply_to.is_some() {
+                spans.push(Span::raw("↪ "));
+            }
+            spans.extend(row);
+            let mut l = TextLine::from(spans);
+            if app.focus == Focus::Messages && app.cursor == Some(i) {
+                l = l.reversed();
+            }
+            text.push_line(l);
         }
-        text.push_line(l);
     }
     let open = app.current().map(|d| d.id.as_str());
     for p in app
@@ -83,20 +96,29 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     {
         let marker = match &p.failed {
             None => Span::raw(" ⏳ sending"),
-            Some(reason) => Span::raw(format!(" ✗ failed: {reason}")).bold(),
+            Some(reason) => Span::raw(format!(" ✗ failed: {}", one_line(reason))).bold(),
         };
-        text.push_line(TextLine::from(vec![
-            Span::raw(format!("{}: ", short(&app.me))).bold(),
-            Span::raw(p.text.clone()),
-            marker,
-        ]));
+        let author = format!("{}: ", one_line(short(&app.me)));
+        let indent = " ".repeat(author.chars().count());
+        let mut rows = message_rows(&p.text);
+        let last = rows.len() - 1;
+        rows[last].push(marker);
+        for (r, row) in rows.into_iter().enumerate() {
+            let mut spans = if r == 0 {
+                vec![Span::raw(author.clone()).bold()]
+            } else {
+                vec![Span::raw(indent.clone())]
+            };
+            spans.extend(row);
+            text.push_line(TextLine::from(spans));
+        }
     }
     // Keep the newest lines in view, or the selected message when one is selected.
     let inner_height = messages_area.height.saturating_sub(2);
     let bottom = (text.lines.len() as u16).saturating_sub(inner_height);
     let scroll = match (app.focus, app.cursor) {
         (Focus::Messages, Some(i)) => {
-            let line = i as u16 + u16::from(app.more_history);
+            let line = first_line_of.get(i).copied().unwrap_or_default() as u16;
             bottom.min(line.saturating_sub(inner_height / 2))
         }
         _ => bottom,
@@ -142,10 +164,20 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     frame.render_widget(
         Paragraph::new(format!(
             "{connection}  {}  Tab: focus  Ctrl+R reply  Ctrl+E edit  Ctrl+D delete  Ctrl+Q quit  {}",
-            app.me, app.notice
+            one_line(&app.me),
+            one_line(&app.notice)
         )),
         status,
     );
+}
+
+/// A message text as rows of the view: one per line of the text, control characters shown
+/// visibly, tabs as spaces (a terminal would move the cursor for them).
+fn message_rows(text: &str) -> Vec<Vec<Span<'static>>> {
+    visible(text)
+        .split('\n')
+        .map(|row| vec![Span::raw(row.replace('\t', "    "))])
+        .collect()
 }
 
 /// The login part of a user id.
