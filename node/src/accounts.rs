@@ -263,6 +263,15 @@ impl Accounts {
                 "a display name is at most 128 characters".into(),
             ));
         }
+        if display_name
+            .chars()
+            .chain(spec.department.chars())
+            .any(char::is_control)
+        {
+            return Err(AccountError::BadRequest(
+                "a display name and a department hold no control characters".into(),
+            ));
+        }
         let email = spec.email.trim();
         if email.len() > 254 || (!email.is_empty() && !email.contains('@')) {
             return Err(AccountError::BadRequest(
@@ -690,6 +699,45 @@ impl Accounts {
             .iter()
             .map(session_info)
             .collect())
+    }
+
+    /// A user's own sessions that have not expired, most recently seen first.
+    pub(crate) async fn own_sessions(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<SessionInfo>, AccountError> {
+        let now = now_ms();
+        let mut rows: Vec<_> = self
+            .inner
+            .store
+            .sessions_of(user_id)
+            .await?
+            .into_iter()
+            .filter(|s| s.expires_at > now)
+            .collect();
+        rows.sort_by(|a, b| b.last_seen_at.cmp(&a.last_seen_at).then(a.id.cmp(&b.id)));
+        Ok(rows.iter().map(session_info).collect())
+    }
+
+    /// Ends one of a user's own sessions (signs that device out); returns the ended ids.
+    /// Another user's session is "not found", as one that does not exist.
+    pub(crate) async fn end_own_session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> Result<Vec<String>, AccountError> {
+        let ended = self
+            .end_sessions(
+                user_id,
+                Some(session_id),
+                &format!("user:{user_id}"),
+                "session.end",
+            )
+            .await?;
+        if ended.is_empty() {
+            return Err(AccountError::NotFound("session"));
+        }
+        Ok(ended)
     }
 
     fn expiry(&self, now: i64) -> i64 {

@@ -379,6 +379,12 @@ pub struct PluginsConfig {
     /// The share of one core each bot or storage backend may use, in percent; a plugin that
     /// used it up waits for the next second.
     pub cpu_share_percent: u32,
+    /// The most CPU time a plugin may ask for per call (`limits.cpu-ms`), in milliseconds.
+    pub max_cpu_ms: u32,
+    /// The longest a plugin's call may take (`limits.call-timeout-ms`), in milliseconds.
+    pub max_call_timeout_ms: u32,
+    /// The most memory a plugin may ask for (`limits.memory`), in MiB.
+    pub max_memory_mb: u32,
 }
 
 impl Default for PluginsConfig {
@@ -390,7 +396,38 @@ impl Default for PluginsConfig {
             breaker_window_secs: 60,
             breaker_pause_ms: 30_000,
             cpu_share_percent: 25,
+            max_cpu_ms: 2000,
+            max_call_timeout_ms: 10_000,
+            max_memory_mb: 128,
         }
+    }
+}
+
+impl PluginsConfig {
+    /// The limits a plugin asks for that are over this node's caps, each as
+    /// `limits.KEY = asked (cap: [plugins] KEY = cap)`.
+    pub(crate) fn over_caps(&self, cpu_ms: u32, call_timeout_ms: u32, memory: u64) -> Vec<String> {
+        let mut over = Vec::new();
+        if cpu_ms > self.max_cpu_ms {
+            over.push(format!(
+                "limits.cpu-ms = {cpu_ms} (cap: [plugins] max_cpu_ms = {})",
+                self.max_cpu_ms
+            ));
+        }
+        if call_timeout_ms > self.max_call_timeout_ms {
+            over.push(format!(
+                "limits.call-timeout-ms = {call_timeout_ms} (cap: [plugins] max_call_timeout_ms = {})",
+                self.max_call_timeout_ms
+            ));
+        }
+        if memory > u64::from(self.max_memory_mb) * 1024 * 1024 {
+            over.push(format!(
+                "limits.memory = {} MiB (cap: [plugins] max_memory_mb = {})",
+                memory.div_ceil(1024 * 1024),
+                self.max_memory_mb
+            ));
+        }
+        over
     }
 }
 
@@ -621,6 +658,16 @@ impl Config {
         if let Some(name) = &self.node.name {
             name.parse::<NodeName>()
                 .map_err(|e| invalid("node.name", e.to_string()))?;
+        }
+        // The plugin host's own bounds (plugins/manifest.rs) are the caps' upper ends.
+        if !(1..=10_000).contains(&self.plugins.max_cpu_ms) {
+            return Err(invalid("plugins.max_cpu_ms", "must be 1..=10000"));
+        }
+        if !(1..=60_000).contains(&self.plugins.max_call_timeout_ms) {
+            return Err(invalid("plugins.max_call_timeout_ms", "must be 1..=60000"));
+        }
+        if !(1..=128).contains(&self.plugins.max_memory_mb) {
+            return Err(invalid("plugins.max_memory_mb", "must be 1..=128"));
         }
         let s = &self.server;
         if s.max_connections_per_ip == 0 {

@@ -316,6 +316,25 @@ impl TestNode {
             })
     }
 
+    /// How many calls into plugin `id` are running now.
+    pub fn plugin_calls_in_flight(&self, id: &str) -> usize {
+        self.node().plugins().calls_in_flight(id)
+    }
+
+    /// Sets `key` in plugin `id`'s key-value store, as the plugin itself would.
+    pub async fn plugin_kv_set(
+        &self,
+        id: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), crate::store::StoreError> {
+        self.node()
+            .store()
+            .kv_set(id, key, value, u64::MAX)
+            .await
+            .map(drop)
+    }
+
     /// Calls a bot's `on-event` once with an event of `kind` as its dispatcher would, without
     /// applying what it returns.
     pub async fn call_bot_event(&self, plugin: &str, kind: &str) -> Result<usize, String> {
@@ -386,6 +405,7 @@ const PLUGIN_CRATES: &[(&str, &str)] = &[
     ("approval-bot", "plugins/approval-bot"),
     ("fs-store", "plugins/fs-store"),
     ("hostile", "tests/plugins/hostile"),
+    ("gated-context", "tests/plugins/gated-context"),
     ("echo-bot", "examples/echo-bot"),
     ("sneaky-fs", "tests/plugins/sneaky-fs"),
     ("future-api", "tests/plugins/future-api"),

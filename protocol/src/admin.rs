@@ -503,6 +503,22 @@ pub struct PluginInfo {
     pub bot_user: Option<String>,
     /// Items its bot failed on repeatedly.
     pub dead_letters: u64,
+    /// The limits each of its calls runs under (what it asked for, within the node's caps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<PluginLimits>,
+}
+
+/// The limits a plugin's calls run under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginLimits {
+    /// CPU time per call, in milliseconds.
+    pub cpu_ms: u32,
+    /// Wall-clock time per call, in milliseconds.
+    pub call_timeout_ms: u32,
+    /// Memory, in MiB.
+    pub memory_mib: u64,
+    /// Calls at once.
+    pub max_concurrency: u32,
 }
 
 /// One line of a plugin's log.

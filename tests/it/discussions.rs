@@ -1188,3 +1188,76 @@ async fn leaving_a_group_ends_the_object_access_it_gave() -> anyhow::Result<()> 
     assert_eq!(e.code(), Some(ErrorCode::NotFound));
     Ok(())
 }
+
+/// Clients issue: control characters in new texts are refused with a reason, not stored (they
+/// would clear a reader's screen or forge lines); new lines and tabs are text, and a Windows
+/// line end is kept as a new line.
+#[tokio::test]
+async fn texts_with_control_characters_are_refused_and_windows_line_ends_kept() -> anyhow::Result<()>
+{
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    let a = user(&node, "rita").await?;
+    node.add_user("sasha", PASSWORD, false).await?;
+    let dialog = discussion(
+        &a,
+        Request::OpenDialog {
+            with: "sasha".into(),
+        },
+    )
+    .await?;
+    for (n, text) in [
+        "ok\x1b[2J",
+        "ok\rboris: I approve",
+        "bell\x07",
+        "c1\u{9b}31m",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let e = a
+            .request(Request::Send(message(&dialog.id, &format!("c{n}"), text)))
+            .await
+            .unwrap_err();
+        let veche_client::RequestError::Server(body) = e else {
+            anyhow::bail!("server error expected for {text:?}")
+        };
+        assert_eq!(body.code, ErrorCode::BadRequest, "{text:?}");
+        assert!(
+            body.message.contains("control character U+"),
+            "{}",
+            body.message
+        );
+    }
+    let (id, _) = post(&a, &dialog.id, "ok", "строка 1\r\nстрока\t2").await?;
+    let e = a
+        .request(Request::Edit {
+            discussion: dialog.id.clone(),
+            message_id: id.clone(),
+            text: "правка\x1b]0;x\x07".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::BadRequest));
+    let Reply::Events { events, .. } = ask(
+        &a,
+        Request::History {
+            discussion: dialog.id.clone(),
+            before: None,
+            limit: 10,
+        },
+    )
+    .await?
+    else {
+        anyhow::bail!("expected events")
+    };
+    let texts: Vec<String> = events
+        .into_iter()
+        .filter_map(|e| match e.change {
+            Change::MessagePosted { message } => message.text,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, vec!["строка 1\nстрока\t2".to_owned()]);
+    Ok(())
+}

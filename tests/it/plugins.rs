@@ -781,3 +781,137 @@ async fn the_plugin_commands_work_from_the_shell() -> anyhow::Result<()> {
     assert!(!out.contains("error"), "{out}");
     Ok(())
 }
+
+/// Plugin authors issue: a slow context provider delays only the commands that need its
+/// answer, never the node's writer. Without timing: the provider is parked on a gate the test
+/// holds, another user's send completes meanwhile, and the parked command completes once the
+/// gate opens.
+#[tokio::test]
+async fn a_parked_context_provider_stalls_no_one_else() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let node = TestNode::spawn_with(config()).await?;
+    let boris = user(&node, "boris").await?;
+    let anna = user(&node, "anna").await?;
+    let folder = plugin_folder("gated-context")?;
+    install(&node, folder.path(), &["kv"], &[]).await?;
+    let group = discussion(
+        &anna,
+        Request::CreateGroup {
+            title: "ops".into(),
+            members: vec!["boris".into()],
+        },
+    )
+    .await?;
+    let open = Request::OpenObject {
+        object: ObjectRef {
+            application: "erp".into(),
+            object_type: "gated".into(),
+            object_id: "G-1".into(),
+        },
+        title: "Заказ G-1".into(),
+    };
+    let opening = ask(&boris, open.clone());
+    let meanwhile = async {
+        eventually(30, "the provider is asked", async || {
+            anyhow::ensure!(node.plugin_calls_in_flight("gated-context") == 1);
+            Ok(())
+        })
+        .await?;
+        // The provider's call may take 10 s; the send must not wait for it.
+        within(8, "a send while the provider waits", async {
+            post(&anna, &group.id, "a1", "не ждёт провайдера").await
+        })
+        .await??;
+        anyhow::ensure!(
+            node.plugin_calls_in_flight("gated-context") == 1,
+            "the provider stopped waiting before the send completed"
+        );
+        within(
+            8,
+            "opening the gate",
+            node.plugin_kv_set("gated-context", "gate", b"1"),
+        )
+        .await??;
+        anyhow::Ok(())
+    };
+    let (opened, meanwhile) = tokio::join!(opening, meanwhile);
+    meanwhile?;
+    let Reply::Discussion { discussion } = opened? else {
+        bail!("expected the object discussion")
+    };
+    assert_eq!(discussion.title, "Заказ G-1");
+    // The gate open, the discussion works as any other.
+    post(&boris, &discussion.id, "b1", "по заказу").await?;
+    assert_eq!(messages(&boris, &discussion.id).await?.len(), 1);
+    Ok(())
+}
+
+/// Plugin authors issue: the administrator caps what a plugin may ask for; `plugin install`
+/// refuses more, naming the limit and the cap, and shows the limits a plugin runs under.
+#[tokio::test]
+async fn plugin_limits_are_capped_by_the_node() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let mut c = config();
+    c.plugins.max_call_timeout_ms = 5000;
+    c.plugins.max_cpu_ms = 1000;
+    let node = TestNode::spawn_with(c).await?;
+    let refused = install_refused(&node, "gated-context", &["kv"]).await?;
+    assert!(
+        refused
+            .contains("limits.call-timeout-ms = 10000 (cap: [plugins] max_call_timeout_ms = 5000)")
+            && refused.contains("limits.cpu-ms = 2000 (cap: [plugins] max_cpu_ms = 1000)"),
+        "{refused}"
+    );
+    let folder = plugin_folder("hostile")?;
+    let info = install(&node, folder.path(), &[], &[]).await?;
+    let limits = info.limits.context("limits shown")?;
+    assert_eq!(
+        (limits.cpu_ms, limits.call_timeout_ms, limits.memory_mib),
+        (50, 1000, 16)
+    );
+    Ok(())
+}
+
+/// Plugin authors issue: `plugin install --set KEY=VALUE` configures the plugin (it panicked:
+/// clap took `--set`'s field for the global `--config`).
+#[tokio::test]
+async fn plugin_install_takes_settings_from_the_shell() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let node = TestNode::spawn_with(config()).await?;
+    let folder = plugin_folder("hostile")?;
+    let data = node.data_dir().display().to_string();
+    let out = veche(&[
+        "plugin",
+        "--data",
+        &data,
+        "install",
+        &folder.path().display().to_string(),
+        "--set",
+        "mode=loop",
+    ])
+    .await?;
+    assert!(out.starts_with("hostile\t0.1.0\tactive"), "{out}");
+    assert!(
+        out.contains("limits cpu 50 ms, call 1000 ms, memory 16 MiB"),
+        "{out}"
+    );
+    // The setting took: the provider spins and access is denied.
+    assert_eq!(
+        node.object_access("erp", "hostile", "x", "anyone@test.local")
+            .await,
+        Some("none")
+    );
+    let refused = veche(&[
+        "plugin",
+        "--data",
+        &data,
+        "install",
+        &folder.path().display().to_string(),
+        "--set",
+        "=x",
+    ])
+    .await
+    .unwrap_err();
+    assert!(format!("{refused:#}").contains("KEY=VALUE"), "{refused:#}");
+    Ok(())
+}

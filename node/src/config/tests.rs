@@ -36,6 +36,12 @@ fn errors_name_the_key() {
         ("[push.gateways]\nmobile = \"ftp://x\"", "push.gateways"),
         ("[push]\nvapid_contact = \"me\"", "push.vapid_contact"),
         ("[federation]\nlisten = [\"tcp:7701\"]", "federation.listen"),
+        ("[plugins]\nmax_cpu_ms = 0", "plugins.max_cpu_ms"),
+        (
+            "[plugins]\nmax_call_timeout_ms = 60001",
+            "plugins.max_call_timeout_ms",
+        ),
+        ("[plugins]\nmax_memory_mb = 129", "plugins.max_memory_mb"),
     ];
     for (text, key) in cases {
         let err = Config::from_toml(text).unwrap_err().to_string();

@@ -40,6 +40,34 @@ pub(crate) trait AccessFacts {
     ) -> Result<ReaderAccess, StoreError>;
 }
 
+/// Who answers for objects whose type a context provider serves.
+///
+/// Read paths ask the plugins themselves ([`Plugins`]); the sequencer, which must never call a
+/// plugin while it holds the database's writer, answers from what was decided before the
+/// command reached it, and fails the command as undecided otherwise.
+pub(crate) trait ObjectAuthority {
+    /// What stops a decision: a storage failure, or for the sequencer an answer not at hand.
+    type Error: From<StoreError>;
+    /// What `user` may do with `object` if a context provider (or a bot's manifest) decides;
+    /// `None` when the object's access list decides.
+    async fn provider_access(
+        &self,
+        object: &ObjectRef,
+        user: &str,
+    ) -> Result<Option<Access>, Self::Error>;
+}
+
+impl ObjectAuthority for Plugins {
+    type Error = StoreError;
+    async fn provider_access(
+        &self,
+        object: &ObjectRef,
+        user: &str,
+    ) -> Result<Option<Access>, StoreError> {
+        Ok(self.object_access(object, user).await)
+    }
+}
+
 /// Reads the facts from the reader pool.
 pub(crate) struct Reader<'a>(pub(crate) &'a Store);
 
@@ -104,12 +132,12 @@ impl AccessFacts for Batch {
 /// object's access list of users and groups. An object of a linked node (its application is
 /// `name@node`): what that node said (see [`is_linked_object`]). Node administrators get no
 /// reading rights from their role.
-pub(crate) async fn authorize(
+pub(crate) async fn authorize<A: ObjectAuthority>(
     facts: &mut impl AccessFacts,
-    plugins: &Plugins,
+    authority: &A,
     user: &str,
     discussion: &DiscussionRow,
-) -> Result<Option<Grant>, StoreError> {
+) -> Result<Option<Grant>, A::Error> {
     match discussion.kind.as_str() {
         "dialog" | "group" => {
             Ok(facts
@@ -138,7 +166,7 @@ pub(crate) async fn authorize(
                     }));
             }
             let object = ObjectKey { app, kind, id };
-            Ok(match object_access(facts, plugins, object, user).await? {
+            Ok(match object_access(facts, authority, object, user).await? {
                 Access::None => None,
                 Access::Read => Some(Grant {
                     owner: false,
@@ -164,12 +192,12 @@ pub(crate) fn is_linked_object(app: &str) -> bool {
 /// What `user` may do with an object's discussion: the application that owns the object's
 /// namespace may do everything; otherwise the type's context provider decides if one is
 /// installed, else the object's access list (which grants reading and posting).
-pub(crate) async fn object_access(
+pub(crate) async fn object_access<A: ObjectAuthority>(
     facts: &mut impl AccessFacts,
-    plugins: &Plugins,
+    authority: &A,
     object: ObjectKey<'_>,
     user: &str,
-) -> Result<Access, StoreError> {
+) -> Result<Access, A::Error> {
     // An application's user is `<name>@<node>`; only a user with that login can be it, so
     // nobody else pays for the lookup.
     if user
@@ -184,7 +212,7 @@ pub(crate) async fn object_access(
         object_type: object.kind.to_owned(),
         object_id: object.id.to_owned(),
     };
-    if let Some(access) = plugins.object_access(&reference, user).await {
+    if let Some(access) = authority.provider_access(&reference, user).await? {
         return Ok(access);
     }
     Ok(if facts.has_object_access(object, user).await? {

@@ -21,7 +21,7 @@ use veche_protocol::discussions::{
 use veche_protocol::ids::{Login, NodeName};
 use veche_protocol::{ErrorBody, ErrorCode, Event, Reply, Timestamp};
 
-use crate::plugins::{Click, Plugins};
+use crate::plugins::{Click, Decided, Plugins};
 use crate::search::{Search, SearchError};
 use crate::server::registry::{EncodedEvent, Registry};
 use crate::store::{DiscussionRow, Store, StoreError};
@@ -31,6 +31,11 @@ use sequencer::{Job, Op};
 
 /// Events one `sync` or `history` answer carries at most.
 const MAX_EVENTS_PER_ANSWER: i64 = 1000;
+/// How often a command may come back from the sequencer for context providers' answers: the
+/// caller, then the people mentioned, then the audience, each decided in one call; a fourth
+/// round covers a follower or watcher that came meanwhile, and in the last round whoever is
+/// still undecided has no access (as when a provider fails).
+const DECISION_ROUNDS: usize = 4;
 /// Approximate bytes one `sync` or `history` answer carries at most (well under the 16 MiB
 /// frame limit); at least one event is always included.
 const MAX_BYTES_PER_ANSWER: usize = 4 * 1024 * 1024;
@@ -138,6 +143,11 @@ pub(crate) enum DiscussionError {
     /// Storage failed.
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
+    /// The command needs a context provider's answer that was not at hand in the sequencer,
+    /// which never calls a plugin: [`Discussions::submit`] asks and sends the command again.
+    /// Never an answer to a client.
+    #[error("undecided access to {} {}", .0.object.object_type, .0.object.object_id)]
+    Undecided(Box<crate::plugins::Undecided>),
 }
 
 impl DiscussionError {
@@ -148,7 +158,7 @@ impl DiscussionError {
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::Conflict(_) => ErrorCode::Conflict,
-            Self::Unavailable | Self::NotReady(_) => ErrorCode::Unavailable,
+            Self::Unavailable | Self::NotReady(_) | Self::Undecided(_) => ErrorCode::Unavailable,
             Self::Refused(body) => body.code,
             Self::Store(_) => ErrorCode::Internal,
         };
@@ -497,14 +507,48 @@ impl Discussions {
         }
     }
 
+    /// Has the sequencer apply `op`. A command that needs a context provider's answer not at
+    /// hand comes back undecided before it has written anything: the provider is asked here,
+    /// on the caller's task, where no lock and no transaction is held, and the command is sent
+    /// again with the answers. A slow provider thus delays only the commands that need it.
     async fn submit(&self, op: Op) -> Result<sequencer::Done, DiscussionError> {
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .jobs
-            .send(Job { op, reply })
-            .await
-            .map_err(|_| DiscussionError::Unavailable)?;
-        rx.await.map_err(|_| DiscussionError::Unavailable)?
+        let mut decided = Decided::default();
+        let mut op = Some(op);
+        for round in 1..=DECISION_ROUNDS {
+            let final_round = round == DECISION_ROUNDS;
+            // Only commands that may come back need a copy: none while no provider runs.
+            let this = match op.take() {
+                Some(op_now) if !final_round && self.inner.plugins.has_providers() => {
+                    op = Some(op_now.clone());
+                    op_now
+                }
+                Some(op_now) => op_now,
+                None => break,
+            };
+            let (reply, rx) = oneshot::channel();
+            self.inner
+                .jobs
+                .send(Job {
+                    op: this,
+                    reply,
+                    decided: decided.clone(),
+                    final_round,
+                })
+                .await
+                .map_err(|_| DiscussionError::Unavailable)?;
+            match rx.await.map_err(|_| DiscussionError::Unavailable)? {
+                Err(DiscussionError::Undecided(undecided)) if op.is_some() => {
+                    self.inner.plugins.decide(&undecided, &mut decided).await;
+                }
+                // A provider was installed while the command was on its way; it was not
+                // applied.
+                Err(DiscussionError::Undecided(_)) => break,
+                other => return other,
+            }
+        }
+        Err(DiscussionError::NotReady(
+            "a context provider was installed meanwhile; try again".into(),
+        ))
     }
 
     async fn reply_for(

@@ -21,7 +21,7 @@ use super::access::{authorize, is_linked_object, object_access};
 use super::render::{self, Detail};
 use super::{Caller, DiscussionError, text};
 use crate::config::{FilesConfig, MessagesConfig};
-use crate::plugins::{Access, BotMessage, Plugins};
+use crate::plugins::{Access, BotMessage, Decided, NoCalls, Plugins, Undecided};
 use crate::server::registry::{EncodedEvent, Registry};
 use crate::store::{
     AuditRecord, Batch, DiscussionRow, EventRow, MessageRow, ObjectKey, Store, StoreError,
@@ -43,7 +43,7 @@ const MAX_GROUP_SIZE: usize = 10_000;
 const MAX_MENTIONS: usize = 50;
 
 /// A command for the sequencer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Op {
     OpenDialog {
         caller: Caller,
@@ -200,6 +200,11 @@ struct Entry<'a> {
 pub(crate) struct Job {
     pub(crate) op: Op,
     pub(crate) reply: oneshot::Sender<Result<Done, DiscussionError>>,
+    /// Context providers' answers the command needs, obtained before it was sent here.
+    pub(crate) decided: Decided,
+    /// Answers still missing count as "no access" instead of failing the command as
+    /// [`DiscussionError::Undecided`] (the last of the rounds `Discussions::submit` makes).
+    pub(crate) final_round: bool,
 }
 
 /// Something to deliver after the commit.
@@ -234,7 +239,12 @@ pub(crate) struct Sequencer {
     node: NodeName,
     registry: Arc<Registry>,
     config: Limits,
-    plugins: Plugins,
+    /// No plugin is ever called here: the sequencer holds the database's writer.
+    plugins: NoCalls,
+    /// The providers' answers for the command being applied ([`Job::decided`]).
+    decided: Decided,
+    /// See [`Job::final_round`], for the command being applied.
+    final_round: bool,
     outlets: super::Outlets,
     /// Signs federated events and stamps, and wakes links.
     fed: super::FedOutlet,
@@ -306,7 +316,9 @@ impl Sequencer {
             node,
             registry,
             config,
-            plugins,
+            plugins: NoCalls::new(plugins),
+            decided: Decided::default(),
+            final_round: false,
             outlets,
             fed,
             applying: std::sync::Mutex::default(),
@@ -362,6 +374,8 @@ impl Sequencer {
                 results.push((job.reply, Err(DiscussionError::Unavailable)));
                 continue;
             }
+            self.decided = job.decided;
+            self.final_round = job.final_round;
             // Sends and read markers check everything before their first write, so they need no
             // savepoint (two fewer statements on the hot path); a storage error inside them
             // fails the whole batch instead. Every other command gets one.
@@ -631,7 +645,7 @@ impl Sequencer {
             };
             return Ok((row, grant));
         }
-        let grant = authorize(b, &self.plugins, &caller.user, &row)
+        let grant = authorize(b, self, &caller.user, &row)
             .await?
             .ok_or_else(not_found)?;
         if row.kind != "object" {
@@ -651,7 +665,7 @@ impl Sequencer {
         &self,
         b: &mut Batch,
         d: &DiscussionRow,
-    ) -> Result<(Vec<String>, Option<HashSet<String>>), StoreError> {
+    ) -> Result<(Vec<String>, Option<HashSet<String>>), DiscussionError> {
         match self.cached(&d.id, |c| c.members.clone()) {
             Some(members) => Ok((members.into_iter().map(|(u, _)| u).collect(), None)),
             None => self.audience_free(b, d).await,
@@ -716,7 +730,7 @@ impl Sequencer {
         &self,
         b: &mut Batch,
         d: &DiscussionRow,
-    ) -> Result<(Vec<String>, Option<HashSet<String>>), StoreError> {
+    ) -> Result<(Vec<String>, Option<HashSet<String>>), DiscussionError> {
         if d.kind != "object" {
             return Ok((
                 b.members(&d.id)
@@ -754,9 +768,7 @@ impl Sequencer {
             candidates.sort();
             candidates.dedup();
             let access = self
-                .plugins
-                .object_access_many(&object, &candidates)
-                .await
+                .provider_answers(&object, &candidates)?
                 .unwrap_or_default();
             let allowed: HashSet<String> = candidates
                 .into_iter()
@@ -821,11 +833,43 @@ impl Sequencer {
         b: &mut Batch,
         user: &str,
         d: &DiscussionRow,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, DiscussionError> {
         match self.cached(&d.id, |c| c.members.iter().any(|(u, _)| u == user)) {
             Some(member) => Ok(member),
-            None => Ok(authorize(b, &self.plugins, user, d).await?.is_some()),
+            None => Ok(authorize(b, self, user, d).await?.is_some()),
         }
+    }
+
+    /// What `users` may do with `object` as its context provider said before the command
+    /// came here (or as cached): `None` when no provider serves its type. A user nobody has
+    /// decided about yet fails the command as [`DiscussionError::Undecided`], to be decided
+    /// outside the batch and tried again; in the final round they have no access.
+    fn provider_answers(
+        &self,
+        object: &ObjectRef,
+        users: &[String],
+    ) -> Result<Option<Vec<Access>>, DiscussionError> {
+        let Some(known) = self.plugins.known_access(object, users, &self.decided) else {
+            return Ok(None);
+        };
+        let missing: Vec<String> = users
+            .iter()
+            .zip(&known)
+            .filter(|(_, a)| a.is_none())
+            .map(|(u, _)| u.clone())
+            .collect();
+        if !missing.is_empty() && !self.final_round {
+            return Err(DiscussionError::Undecided(Box::new(Undecided {
+                object: object.clone(),
+                users: missing,
+            })));
+        }
+        Ok(Some(
+            known
+                .into_iter()
+                .map(|a| a.unwrap_or(Access::None))
+                .collect(),
+        ))
     }
 
     /// Takes the next sequence number, keeping the cached row current.
@@ -1066,7 +1110,7 @@ impl Sequencer {
             kind: &object.object_type,
             id: &object.object_id,
         };
-        if object_access(b, &self.plugins, key, &caller.user).await? == Access::None {
+        if object_access(b, self, key, &caller.user).await? == Access::None {
             return Err(not_found());
         }
         if let Some(d) = b.object_discussion(key).await? {
@@ -1268,7 +1312,7 @@ impl Sequencer {
                 continue;
             }
             if let Some(key) = object_key(&object_discussion)
-                && object_access(b, &self.plugins, key, user).await? == Access::None
+                && object_access(b, self, key, user).await? == Access::None
             {
                 out.push(Delivery::Revoked {
                     discussion: object_discussion.id.clone(),
@@ -1353,7 +1397,9 @@ impl Sequencer {
                 "client_msg_id is 1 to 64 characters".into(),
             ));
         }
-        let text = text::convert_shortcodes(&m.text);
+        let text = text::without_controls(&m.text)
+            .map_err(|c| DiscussionError::BadRequest(text::control_refusal("the text", c)))?;
+        let text = text::convert_shortcodes(&text);
         if text.len() > self.config.messages.max_text_bytes {
             return Err(DiscussionError::BadRequest(format!(
                 "the text is {} bytes; the limit is {} bytes",
@@ -1497,15 +1543,28 @@ impl Sequencer {
         }
         // Only users who can read the discussion are mentioned (anyone else would learn of a
         // discussion they cannot see, and the sender would learn which logins exist).
-        let mut mentions = Vec::new();
-        for login in text::mentioned_logins(&text, self.node.as_str())
+        let named: Vec<String> = text::mentioned_logins(&text, self.node.as_str())
             .into_iter()
             .take(MAX_MENTIONS)
-        {
-            let id = format!("{login}@{}", self.node);
-            if id != caller.user && self.can_read(b, &id, &d).await? {
+            .map(|login| format!("{login}@{}", self.node))
+            .filter(|id| *id != caller.user)
+            .collect();
+        let served = render::object(&d)
+            .filter(|o| !is_linked_object(&o.application) && self.plugins.serves(&o.object_type));
+        if let Some(object) = &served {
+            // Everyone named is decided in one round, not one round each.
+            self.provider_answers(object, &named)?;
+        }
+        let mut mentions = Vec::new();
+        for id in named {
+            if self.can_read(b, &id, &d).await? {
                 mentions.push(id);
             }
+        }
+        // Who of an object discussion's audience may read it can need its context provider's
+        // answers: learn it before the first write, since a send has no savepoint.
+        if served.is_some() {
+            self.audience(b, &d).await?;
         }
         let at = now();
         let seq = d.last_seq + 1;
@@ -1694,7 +1753,9 @@ impl Sequencer {
                 "a deleted message cannot be edited".into(),
             ));
         }
-        let text = text::convert_shortcodes(text);
+        let text = text::without_controls(text)
+            .map_err(|c| DiscussionError::BadRequest(text::control_refusal("the text", c)))?;
+        let text = text::convert_shortcodes(&text);
         if text.len() > self.config.messages.max_text_bytes {
             return Err(DiscussionError::BadRequest(format!(
                 "the text is over {} bytes",
@@ -1928,9 +1989,12 @@ fn check_actions(actions: &[Action]) -> Result<(), DiscussionError> {
             || a.id.len() > 64
             || a.label.trim().is_empty()
             || a.label.chars().count() > 128
+            || a.id.chars().chain(a.label.chars()).any(char::is_control)
         {
             return Err(DiscussionError::BadRequest(
-                "an action has an id of 1 to 64 bytes and a label of 1 to 128 characters".into(),
+                "an action has an id of 1 to 64 bytes and a label of 1 to 128 characters, \
+                 without control characters"
+                    .into(),
             ));
         }
         if !ids.insert(&a.id) {
@@ -1970,4 +2034,20 @@ fn payload_hash(
         }
     }
     hex::encode(h.finalize())
+}
+
+impl super::access::ObjectAuthority for Sequencer {
+    type Error = DiscussionError;
+    async fn provider_access(
+        &self,
+        object: &ObjectRef,
+        user: &str,
+    ) -> Result<Option<Access>, DiscussionError> {
+        if let Some(access) = self.plugins.bot_access(object, user) {
+            return Ok(Some(access));
+        }
+        Ok(self
+            .provider_answers(object, std::slice::from_ref(&user.to_owned()))?
+            .map(|answers| answers.first().copied().unwrap_or(Access::None)))
+    }
 }

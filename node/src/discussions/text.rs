@@ -1,5 +1,34 @@
 //! Message text: `:shortcode:` emoji, `@login` mentions, and limits.
 
+/// A message text as the node keeps it, or the first control character that refuses it.
+///
+/// Text is shown in terminals, browsers and logs, where control characters move the cursor,
+/// clear the screen or forge lines. New lines and tabs are text; a Windows line end (CR LF)
+/// becomes a new line; every other control character (C0, DEL, C1) refuses the text, so its
+/// author learns at once instead of seeing it changed (docs/decisions.md).
+pub(crate) fn without_controls(text: &str) -> Result<std::borrow::Cow<'_, str>, char> {
+    let text = if text.contains("\r\n") {
+        std::borrow::Cow::Owned(text.replace("\r\n", "\n"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
+    match text
+        .chars()
+        .find(|&c| c.is_control() && c != '\n' && c != '\t')
+    {
+        Some(c) => Err(c),
+        None => Ok(text),
+    }
+}
+
+/// The refusal of a text that holds control character `c`.
+pub(crate) fn control_refusal(what: &str, c: char) -> String {
+    format!(
+        "{what} holds the control character U+{:04X}; only new lines and tabs are allowed",
+        u32::from(c)
+    )
+}
+
 /// Replaces every `:shortcode:` that names an emoji (GitHub/gemoji shortcodes) with the emoji.
 /// Anything else between colons is left alone.
 pub(crate) fn convert_shortcodes(text: &str) -> String {

@@ -119,8 +119,8 @@ pub(crate) struct HostState {
     /// were already handed out.
     pub(crate) stderr: wasmtime_wasi::p2::pipe::MemoryOutputPipe,
     pub(crate) stderr_seen: usize,
-    /// Context-provider calls may run inside the node's write transaction: they may read
-    /// their store but not write it, nor post.
+    /// Context-provider calls answer questions the node asks at any time and caches: they
+    /// may read their store but not write it, nor post.
     pub(crate) read_only: bool,
 }
 

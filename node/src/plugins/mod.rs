@@ -130,6 +130,86 @@ type ObjectKeyOwned = (String, String, String);
 /// Application, object type, object id, user.
 type AccessKey = (String, String, String, String);
 
+fn access_key(object: &ObjectRef, user: &str) -> AccessKey {
+    (
+        object.application.clone(),
+        object.object_type.clone(),
+        object.object_id.clone(),
+        user.to_owned(),
+    )
+}
+
+/// Context providers' answers obtained for one command before it reached the sequencer.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Decided(HashMap<AccessKey, Access>);
+
+/// What a command needs to know before the sequencer can apply it: what `users` may do with
+/// `object`, whose type a context provider serves, with no answer at hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Undecided {
+    /// The object.
+    pub(crate) object: ObjectRef,
+    /// The users.
+    pub(crate) users: Vec<String>,
+}
+
+/// The plugins as the sequencer sees them: everything but calls into a plugin.
+///
+/// The sequencer holds the node's only database writer while it applies a batch; a plugin
+/// call there would stall every user's sends for as long as the plugin takes. This handle has
+/// no method that calls a plugin, so no code in the sequencer can: answers it needs come from
+/// the command ([`Decided`]) or the cache, and a command that lacks one is sent back to be
+/// decided first ([`Undecided`]).
+#[derive(Debug, Clone)]
+pub(crate) struct NoCalls(Plugins);
+
+impl NoCalls {
+    /// The handle for `plugins`.
+    pub(crate) fn new(plugins: Plugins) -> Self {
+        Self(plugins)
+    }
+
+    /// See [`Plugins::serves`].
+    pub(crate) fn serves(&self, object_type: &str) -> bool {
+        self.0.serves(object_type)
+    }
+
+    /// See [`Plugins::has_bots`].
+    pub(crate) fn has_bots(&self) -> bool {
+        self.0.has_bots()
+    }
+
+    /// See [`Plugins::bot_plugin`].
+    pub(crate) fn bot_plugin(&self, user: &str) -> Option<String> {
+        self.0.bot_plugin(user)
+    }
+
+    /// See [`Plugins::bot_access`].
+    pub(crate) fn bot_access(&self, object: &ObjectRef, user: &str) -> Option<Access> {
+        self.0.bot_access(object, user)
+    }
+
+    /// See [`Plugins::wake`].
+    pub(crate) fn wake(&self, plugins: &[String]) {
+        self.0.wake(plugins);
+    }
+
+    /// What `users` may do with `object` as far as the answers at hand tell (bots' rights,
+    /// `decided`, the cache): `None` when no provider serves the object's type (its access
+    /// list decides), else one answer per user, `None` for a user not decided yet.
+    pub(crate) fn known_access(
+        &self,
+        object: &ObjectRef,
+        users: &[String],
+        decided: &Decided,
+    ) -> Option<Vec<Option<Access>>> {
+        if !self.0.serves(&object.object_type) {
+            return None;
+        }
+        Some(self.0.answers_at_hand(object, users, decided))
+    }
+}
+
 impl Plugins {
     /// Starts the host and every installed, enabled plugin.
     pub(crate) async fn start(
@@ -260,7 +340,15 @@ impl Plugins {
             .join(format!("{sha}.wasm"))
     }
 
-    fn env_for(&self, row: &PluginRow, manifest: Manifest) -> Arc<PluginEnv> {
+    fn env_for(&self, row: &PluginRow, mut manifest: Manifest) -> Arc<PluginEnv> {
+        // A plugin installed before the administrator lowered a cap runs within it.
+        let caps = &self.shared.config;
+        let limits = &mut manifest.limits;
+        limits.cpu_ms = limits.cpu_ms.min(caps.max_cpu_ms);
+        limits.call_timeout_ms = limits.call_timeout_ms.min(caps.max_call_timeout_ms);
+        limits.memory = limits
+            .memory
+            .min(bytesize::ByteSize::mib(caps.max_memory_mb.into()));
         let grants: Vec<String> = serde_json::from_str(&row.grants).unwrap_or_default();
         let requested = manifest.requested();
         let rights = Rights::from_names(
@@ -476,6 +564,19 @@ impl Plugins {
         let text = String::from_utf8(read(&source.join("plugin.toml"))?)
             .map_err(|_| PluginError::Refused("plugin.toml is not UTF-8".into()))?;
         let manifest = Manifest::parse(&text).map_err(|e| PluginError::Refused(e.to_string()))?;
+        let l = &manifest.limits;
+        let over = self
+            .shared
+            .config
+            .over_caps(l.cpu_ms, l.call_timeout_ms, l.memory.as_u64());
+        if !over.is_empty() {
+            return Err(PluginError::Refused(format!(
+                "{} asks for more than this node allows: {}; lower it in plugin.toml, or raise \
+                 the cap in the node's config.toml",
+                manifest.id,
+                over.join(", ")
+            )));
+        }
         if let Some(expected) = expected
             && manifest.id != expected
         {
@@ -710,6 +811,12 @@ impl Plugins {
             rights: a.env.rights.names().into_iter().map(String::from).collect(),
             bot_user: a.row.bot_user.clone(),
             dead_letters: dead,
+            limits: Some(veche_protocol::admin::PluginLimits {
+                cpu_ms: m.limits.cpu_ms,
+                call_timeout_ms: m.limits.call_timeout_ms,
+                memory_mib: m.limits.memory.as_u64().div_ceil(1024 * 1024),
+                max_concurrency: m.limits.max_concurrency,
+            }),
         })
     }
 
@@ -779,8 +886,8 @@ impl Plugins {
         Ok(n)
     }
 
-    /// Hands a call's log lines and output to the log writer. Never waits: calls may run
-    /// inside the node's write transaction, and the writer needs the database.
+    /// Hands a call's log lines and output to the log writer. Never waits: the writer needs
+    /// the database, and a caller should not wait for it.
     fn keep_logs(&self, plugin: &str, logs: Vec<host::LogLine>, stderr: &str) {
         let mut lines: Vec<LogRow> = logs
             .into_iter()
@@ -854,7 +961,7 @@ impl Plugins {
         result
     }
 
-    /// A context-provider call (read-only: it may run inside the node's write transaction).
+    /// A context-provider call (read-only; never made while the database's writer is held).
     async fn call_provider<R: Send + 'static>(
         &self,
         a: &Active,
@@ -964,6 +1071,61 @@ impl Plugins {
         .then_some(Access::Write)
     }
 
+    /// The answers at hand for `users` without calling a plugin: bots' rights, then the
+    /// answers in `decided`, then the cache; `None` for a user nobody has decided about yet.
+    fn answers_at_hand(
+        &self,
+        object: &ObjectRef,
+        users: &[String],
+        decided: &Decided,
+    ) -> Vec<Option<Access>> {
+        let ttl = Duration::from_millis(self.shared.config.authorize_cache_ms);
+        let cache = self
+            .shared
+            .access_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        users
+            .iter()
+            .map(|u| {
+                let key = access_key(object, u);
+                self.bot_access(object, u)
+                    .or_else(|| decided.0.get(&key).copied())
+                    .or_else(|| {
+                        cache
+                            .get(&key)
+                            .filter(|(_, at)| at.elapsed() < ttl)
+                            .map(|(access, _)| *access)
+                    })
+            })
+            .collect()
+    }
+
+    /// Whether any context provider is installed: only then may a command need answers that
+    /// are not at hand ([`Undecided`]).
+    pub(crate) fn has_providers(&self) -> bool {
+        self.shared
+            .active
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|a| a.env.manifest.roles.context_provider.is_some())
+    }
+
+    /// Asks the providers what `undecided` needs, outside any lock or transaction, and adds
+    /// the answers to `decided` (a failing provider's answer is "no access", as always).
+    pub(crate) async fn decide(&self, undecided: &Undecided, decided: &mut Decided) {
+        let answers = self
+            .object_access_many(&undecided.object, &undecided.users)
+            .await
+            .unwrap_or_default();
+        for (user, access) in undecided.users.iter().zip(answers) {
+            decided
+                .0
+                .insert(access_key(&undecided.object, user), access);
+        }
+    }
+
     /// [`Self::object_access`] for many users with one plugin call for those not cached.
     pub(crate) async fn object_access_many(
         &self,
@@ -971,33 +1133,8 @@ impl Plugins {
         users: &[String],
     ) -> Option<Vec<Access>> {
         let a = self.provider_for(&object.object_type)?;
-        let ttl = Duration::from_millis(self.shared.config.authorize_cache_ms);
-        let key = |user: &str| {
-            (
-                object.application.clone(),
-                object.object_type.clone(),
-                object.object_id.clone(),
-                user.to_owned(),
-            )
-        };
-        let mut answers: Vec<Option<Access>> = {
-            let cache = self
-                .shared
-                .access_cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            users
-                .iter()
-                .map(|u| {
-                    self.bot_access(object, u).or_else(|| {
-                        cache
-                            .get(&key(u))
-                            .filter(|(_, at)| at.elapsed() < ttl)
-                            .map(|(access, _)| *access)
-                    })
-                })
-                .collect()
-        };
+        let key = |user: &str| access_key(object, user);
+        let mut answers = self.answers_at_hand(object, users, &Decided::default());
         let missing: Vec<String> = users
             .iter()
             .zip(&answers)
@@ -1084,6 +1221,17 @@ impl Plugins {
                 None
             }
         }
+    }
+
+    /// How many calls into plugin `id` are running now.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(crate) fn calls_in_flight(&self, id: &str) -> usize {
+        self.get(id)
+            .and_then(|a| {
+                let max = a.env.manifest.limits.max_concurrency;
+                a.loaded.as_ref().map(|l| l.calls_in_flight(max))
+            })
+            .unwrap_or(0)
     }
 
     /// Whether a context provider serves this object type.

@@ -504,6 +504,12 @@ pub(crate) type Outcome<R> = (Result<R, CallError>, Vec<super::host::LogLine>, S
 const POOL_GRACE: Duration = Duration::from_secs(1);
 
 impl Loaded {
+    /// How many of its `max_concurrency` calls are running.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(crate) fn calls_in_flight(&self, max_concurrency: u32) -> usize {
+        (max_concurrency as usize).saturating_sub(self.permits.available_permits())
+    }
+
     /// Runs `f` on an instance, on the plugin pool: a warm instance if there is one, else a
     /// fresh one (instantiated and initialised). The instance returns to the warm list only if
     /// the call went cleanly.
@@ -523,10 +529,10 @@ impl Loaded {
             return (Err(CallError::Host(busy)), Vec::new(), String::new());
         };
         if read_only || runtime.on_pool() {
-            // Context providers answer the node's own threads, which may hold the database's
-            // writer meanwhile (the sequencer): they run right here, at the node's priority,
-            // never waiting for an idle-class thread. Dispatchers already run on the plugin
-            // threads.
+            // Context providers answer a user who waits (a read, or a command being decided
+            // before the sequencer applies it; never the sequencer itself, which holds the
+            // database's writer): they run right here, at the node's priority, never waiting
+            // for an idle-class thread. Dispatchers already run on the plugin threads.
             let _permit = permit;
             return self.run(&runtime.engine, env, read_only, timeout, f).await;
         }

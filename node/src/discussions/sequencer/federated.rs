@@ -874,7 +874,9 @@ impl Sequencer {
                     self.refuse(b, &link, submitted, &e, out).await?;
                     outcomes.push(FedOutcome::Refused(e.to_string()));
                 }
-                Err(e @ DiscussionError::Store(_)) => return Err(e),
+                Err(e @ (DiscussionError::Store(_) | DiscussionError::Undecided(_))) => {
+                    return Err(e);
+                }
                 Err(DiscussionError::Unavailable) => {
                     held.insert(link);
                     outcomes.push(FedOutcome::Later);
@@ -1933,7 +1935,7 @@ impl Sequencer {
             kind: &object.object_type,
             id: &object.object_id,
         };
-        let access = object_access(b, &self.plugins, object_key, user).await?;
+        let access = object_access(b, self, object_key, user).await?;
         let existing = b.object_discussion(object_key).await?;
         let d = match (access, existing) {
             (Access::None, existing) => {
@@ -2049,14 +2051,14 @@ impl Sequencer {
                 object_id: id.clone(),
             };
             let users: Vec<String> = readers.iter().map(|(u, _)| u.clone()).collect();
-            match self.plugins.object_access_many(&object, &users).await {
+            match self.provider_answers(&object, &users)? {
                 Some(decided) if decided.len() == users.len() => decided,
                 _ => return Ok(()),
             }
         } else {
             let mut decided = Vec::with_capacity(readers.len());
             for (user, _) in &readers {
-                decided.push(object_access(b, &self.plugins, object_key, user).await?);
+                decided.push(object_access(b, self, object_key, user).await?);
             }
             decided
         };

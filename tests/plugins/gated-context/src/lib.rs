@@ -1,0 +1,33 @@
+//! Answers `authorize` (everyone may write) only once the key `gate` is in its key-value
+//! store; until then it waits, polling the store, and at its deadline it refuses as
+//! unavailable. Tests open the gate from outside to decide how long the provider takes.
+
+use std::time::{Duration, Instant};
+
+use veche_plugin_api::*;
+
+struct Gated;
+
+impl Plugin for Gated {
+    fn authorize(
+        cx: Invocation,
+        _obj: ObjectRef,
+        users: Vec<String>,
+    ) -> Result<Vec<Access>, PluginError> {
+        let started = Instant::now();
+        let budget = Duration::from_millis(cx.deadline_ms.into());
+        while kv::get("gate")?.is_none() {
+            if started.elapsed() + Duration::from_millis(50) >= budget {
+                return Err(PluginError::Unavailable("the gate stayed closed".into()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(users.iter().map(|_| Access::Write).collect())
+    }
+
+    fn validate(_cx: Invocation, _obj: ObjectRef) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+register_plugin!(Gated);
