@@ -26,6 +26,7 @@ mod server;
 mod store;
 mod throttle;
 pub mod tls;
+mod web;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;

@@ -478,6 +478,7 @@ impl RunningNode {
                             activations: gateway::activation_limiter(),
                             tasks: ws_tasks.clone(),
                             trusted_proxies: http_config.trusted_proxies.clone(),
+                            tls: http_tls.is_some(),
                         }),
                         http_config,
                         http_tls,

@@ -73,6 +73,14 @@ pub enum Request {
     Logout,
     /// The authenticated user's own account.
     Whoami,
+    /// The authenticated user's own sessions, one per device they signed in on.
+    ListSessions,
+    /// Ends one of the authenticated user's own sessions (signs that device out; this one's
+    /// own session is a logout).
+    RevokeSession {
+        /// The session's id (from `list_sessions`).
+        session: String,
+    },
     /// Changes the authenticated user's own password; other sessions are revoked.
     ChangePassword {
         /// The current password.
@@ -394,6 +402,13 @@ pub enum Reply {
     Me {
         /// The user.
         user: UserInfo,
+    },
+    /// Answer to `ListSessions`.
+    Sessions {
+        /// The sessions, most recently seen first.
+        sessions: Vec<SessionInfo>,
+        /// The id of the session this request came on.
+        current: String,
     },
     /// The request was carried out and has nothing to return.
     Done,

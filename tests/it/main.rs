@@ -15,3 +15,4 @@ mod protocol;
 mod push;
 mod search;
 mod support;
+mod web;

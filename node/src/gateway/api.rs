@@ -25,6 +25,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 pub(super) fn routes(r: OpenApiRouter<Arc<Gateway>>) -> OpenApiRouter<Arc<Gateway>> {
     r.routes(routes!(node_info))
         .routes(routes!(login))
+        .routes(routes!(logout))
         .routes(routes!(rpc))
         .routes(routes!(list_discussions))
         .routes(routes!(history))
@@ -95,18 +96,26 @@ struct LoginBody {
     device_id: String,
     #[serde(default)]
     device_name: String,
+    /// A browser: keep the session in an HttpOnly cookie instead of answering its token.
+    #[serde(default)]
+    cookie: bool,
 }
 
 /// A new session.
 #[derive(Debug, Serialize, ToSchema)]
 struct LoginReply {
-    /// Send as `Authorization: Bearer …` with `Veche-Device: <device_id>`.
-    session_token: String,
+    /// Send as `Authorization: Bearer …` with `Veche-Device: <device_id>`. Absent when the
+    /// session went into the cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_token: Option<String>,
     #[schema(value_type = Object)]
     user: serde_json::Value,
 }
 
 #[utoipa::path(post, path = "/api/v1/login", tag = "users", request_body = LoginBody,
+    description = "Opens a session. With `\"cookie\": true` (the web client) the session is \
+                   kept in an HttpOnly cookie, taken back only with a `Veche-Device` header \
+                   from the node's own pages, and no token is answered.",
     responses((status = 200, body = LoginReply), (status = 401, body = ErrorResponse),
               (status = 429, body = ErrorResponse)))]
 async fn login(
@@ -114,7 +123,7 @@ async fn login(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Json(body): Json<LoginBody>,
-) -> Result<Json<LoginReply>> {
+) -> Result<(HeaderMap, Json<LoginReply>)> {
     let ip = g.client_ip(peer.ip(), &headers);
     let (session_token, auth) = g
         .services
@@ -127,10 +136,145 @@ async fn login(
             ip,
         )
         .await?;
-    Ok(Json(LoginReply {
-        session_token,
-        user: serde_json::to_value(&auth.user).unwrap_or_default(),
-    }))
+    let mut out = HeaderMap::new();
+    let session_token = if body.cookie {
+        set_cookie(
+            &mut out,
+            &super::session_cookie(Some(&session_token), g.tls),
+        );
+        None
+    } else {
+        Some(session_token)
+    };
+    Ok((
+        out,
+        Json(LoginReply {
+            session_token,
+            user: serde_json::to_value(&auth.user).unwrap_or_default(),
+        }),
+    ))
+}
+
+fn set_cookie(headers: &mut HeaderMap, value: &str) {
+    if let Ok(value) = axum::http::HeaderValue::from_str(value) {
+        headers.append(axum::http::header::SET_COOKIE, value);
+    }
+}
+
+/// Nothing to say.
+#[derive(Debug, Serialize, ToSchema)]
+struct Empty {}
+
+#[utoipa::path(post, path = "/api/v1/logout", tag = "users",
+    description = "Ends the caller's session (and clears the web client's cookie).",
+    responses((status = 200, body = Empty), (status = 401, body = ErrorResponse)))]
+async fn logout(State(g): AppState, principal: Principal) -> Result<(HeaderMap, Json<Empty>)> {
+    let (_, cookie) = account_request(&g, &principal, Request::Logout).await?;
+    let mut out = HeaderMap::new();
+    if let Some(cookie) = cookie {
+        set_cookie(&mut out, &cookie);
+    }
+    Ok((out, Json(Empty {})))
+}
+
+/// Whether `request` is one of the account requests the gateway answers itself (the others
+/// go to `user_request`, as on QUIC).
+pub(super) fn is_account_request(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Whoami
+            | Request::Logout
+            | Request::ListSessions
+            | Request::RevokeSession { .. }
+            | Request::ChangePassword { .. }
+    )
+}
+
+/// An account request of a person on the gateway, as the QUIC connection answers it; with
+/// the reply, a `Set-Cookie` value that clears the cookie when the request ended the cookie's
+/// own session.
+pub(super) async fn account_request(
+    g: &Gateway,
+    principal: &Principal,
+    request: Request,
+) -> std::result::Result<(Reply, Option<String>), veche_protocol::ErrorBody> {
+    use veche_protocol::{ErrorBody, ErrorCode};
+    let Principal::User {
+        caller,
+        session,
+        cookie,
+        ip,
+    } = principal
+    else {
+        return Err(ErrorBody::new(
+            ErrorCode::Forbidden,
+            "an application has no sessions or password of a person",
+        ));
+    };
+    let accounts = &g.services.accounts;
+    let registry = &g.services.registry;
+    let clear = |ended: &[String]| {
+        (*cookie && ended.contains(session)).then(|| super::session_cookie(None, g.tls))
+    };
+    let fail = |e: crate::accounts::AccountError| e.to_body();
+    match request {
+        Request::Whoami => {
+            let user = accounts.user_by_id(&caller.user).await.map_err(fail)?;
+            Ok((
+                Reply::Me {
+                    user: crate::accounts::user_info(&user),
+                },
+                None,
+            ))
+        }
+        Request::Logout => {
+            let ended = accounts
+                .end_sessions(
+                    &caller.user,
+                    Some(session),
+                    &format!("user:{}", caller.user),
+                    "session.logout",
+                )
+                .await
+                .map_err(fail)?;
+            registry.end_sessions(&ended, "logged out");
+            // The cookie goes whatever ended: its session is over either way.
+            Ok((
+                Reply::Done,
+                cookie.then(|| super::session_cookie(None, g.tls)),
+            ))
+        }
+        Request::ListSessions => Ok((
+            Reply::Sessions {
+                sessions: accounts.own_sessions(&caller.user).await.map_err(fail)?,
+                current: session.clone(),
+            },
+            None,
+        )),
+        Request::RevokeSession { session: target } => {
+            let ended = accounts
+                .end_own_session(&caller.user, &target)
+                .await
+                .map_err(fail)?;
+            registry.end_sessions(&ended, "signed out from another device");
+            Ok((Reply::Done, clear(&ended)))
+        }
+        Request::ChangePassword {
+            old_password,
+            new_password,
+        } => {
+            let ended = accounts
+                .change_own_password(&caller.user, session, &old_password, &new_password, *ip)
+                .await
+                .map_err(fail)?;
+            registry.end_sessions(&ended, "the password was changed");
+            Ok((Reply::Done, clear(&ended)))
+        }
+        _ => Err(ErrorBody::new(
+            ErrorCode::BadRequest,
+            "not an account request",
+        )),
+    }
 }
 
 #[utoipa::path(post, path = "/api/v1/rpc", tag = "users", request_body = Wire,
@@ -142,7 +286,7 @@ async fn rpc(
     State(g): AppState,
     principal: Principal,
     Json(body): Json<Wire>,
-) -> Result<Json<Wire>> {
+) -> Result<(HeaderMap, Json<Wire>)> {
     let request: Request = serde_json::from_value(body.0)
         .map_err(|e| ApiError::bad_request(format!("not a request: {e}")))?;
     if matches!(request, Request::Watch { .. }) {
@@ -150,7 +294,15 @@ async fn rpc(
             "watch delivers live events to a connection: send it on the WebSocket",
         ));
     }
-    Ok(wire(&call(&g, principal.caller(), request).await?))
+    let mut out = HeaderMap::new();
+    if is_account_request(&request) {
+        let (reply, cookie) = account_request(&g, &principal, request).await?;
+        if let Some(cookie) = cookie {
+            set_cookie(&mut out, &cookie);
+        }
+        return Ok((out, wire(&reply)));
+    }
+    Ok((out, wire(&call(&g, principal.caller(), request).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/discussions", tag = "users",

@@ -16,6 +16,11 @@
 //!
 //! Browsers cannot set headers on a WebSocket, so `/api/v1/ws` also takes them as the query
 //! parameters `access_token` and `device` or `instance`.
+//!
+//! The web client never sees a token: `POST /api/v1/login` with `"cookie": true` sets the
+//! session as an HttpOnly cookie ([`SESSION_COOKIE`], `SameSite=Strict`, `Secure` over TLS),
+//! which the node takes only with a `Veche-Device` header (no cross-site form can send one)
+//! and, when the request says where it comes from, only from the node's own origin.
 
 mod api;
 mod files;
@@ -55,6 +60,8 @@ pub(crate) struct Gateway {
     pub(crate) tasks: tokio_util::task::TaskTracker,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub(crate) trusted_proxies: Vec<std::net::IpAddr>,
+    /// The gateway serves HTTPS: session cookies are `Secure`, the own origin `https://`.
+    pub(crate) tls: bool,
 }
 
 impl Gateway {
@@ -145,13 +152,20 @@ pub(crate) fn router(gateway: Arc<Gateway>, max_body: usize) -> axum::Router {
                 async move { Json(spec.as_ref().clone()) }
             }),
         )
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no_route",
-                "no such endpoint; see /api/v1/openapi.json",
-            )
-        })
+        .fallback(
+            |method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap| async move {
+                // Everything outside the API is the web client's.
+                if uri.path() != "/api" && !uri.path().starts_with("/api/") {
+                    return crate::web::serve(method, uri, headers).await;
+                }
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "no_route",
+                    "no such endpoint; see /api/v1/openapi.json",
+                )
+                .into_response()
+            },
+        )
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(gateway)
 }
@@ -338,9 +352,64 @@ impl From<AppError> for ApiError {
     }
 }
 
-/// The bearer token of a request: the `Authorization` header, else `access_token` in the
-/// query (for WebSockets from browsers).
-fn credentials(parts: &Parts) -> Option<(String, Option<String>, Option<String>)> {
+/// The cookie that carries a browser's session token.
+pub(crate) const SESSION_COOKIE: &str = "veche_s";
+
+/// A `Set-Cookie` value that stores `token` as the session cookie (or, with `None`, removes
+/// it). Only the API reads it; scripts never can.
+pub(crate) fn session_cookie(token: Option<&str>, tls: bool) -> String {
+    let secure = if tls { "; Secure" } else { "" };
+    match token {
+        // Browsers keep a cookie at most 400 days; the session itself ends after its idle
+        // days on the node, whatever the cookie says.
+        Some(token) => format!(
+            "{SESSION_COOKIE}={token}; Path=/api; HttpOnly; SameSite=Strict; Max-Age=34560000{secure}"
+        ),
+        None => {
+            format!("{SESSION_COOKIE}=; Path=/api; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+        }
+    }
+}
+
+/// Who a request says it is.
+struct Credentials {
+    token: String,
+    device: Option<String>,
+    instance: Option<String>,
+    /// The token came from the session cookie.
+    cookie: bool,
+}
+
+/// The session token in the `Cookie` header, if any.
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether a request that carries an `Origin` comes from the node's own origin: the one
+/// its `Host` names, over the scheme the gateway serves.
+fn same_origin(headers: &HeaderMap, tls: bool) -> bool {
+    let Some(origin) = headers.get(axum::http::header::ORIGIN) else {
+        return true;
+    };
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let scheme = if tls { "https" } else { "http" };
+    !host.is_empty() && origin.to_str().ok() == Some(format!("{scheme}://{host}").as_str())
+}
+
+/// The credentials of a request: the `Authorization` header, else `access_token` in the
+/// query (for WebSockets from browsers), else the session cookie.
+fn credentials(parts: &Parts) -> Option<Credentials> {
     let headers: &HeaderMap = &parts.headers;
     let header = |name: &str| {
         headers
@@ -367,12 +436,19 @@ fn credentials(parts: &Parts) -> Option<(String, Option<String>, Option<String>)
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    let token = header("authorization")
+    let bearer = header("authorization")
         .and_then(|h| h.strip_prefix("Bearer ").map(str::to_owned))
-        .or_else(|| from_query("access_token"))?;
+        .or_else(|| from_query("access_token"));
+    let cookie = bearer.is_none();
+    let token = bearer.or_else(|| cookie_token(headers))?;
     let device = header("veche-device").or_else(|| from_query("device"));
     let instance = header("veche-instance").or_else(|| from_query("instance"));
-    Some((token, device, instance))
+    Some(Credentials {
+        token,
+        device,
+        instance,
+        cookie,
+    })
 }
 
 /// Decodes `a=b&c=d` (percent-encoding and `+` included).
@@ -385,8 +461,18 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
 /// Whoever is calling: a user's session or an application.
 #[derive(Debug, Clone)]
 pub(crate) enum Principal {
-    User { caller: Caller, session: String },
-    App { caller: Caller, app: AppPrincipal },
+    User {
+        caller: Caller,
+        session: String,
+        /// Signed in through the session cookie (a browser of the web client).
+        cookie: bool,
+        /// Where the request came from (for throttling password attempts).
+        ip: std::net::IpAddr,
+    },
+    App {
+        caller: Caller,
+        app: AppPrincipal,
+    },
 }
 
 impl Principal {
@@ -404,8 +490,20 @@ impl FromRequestParts<Arc<Gateway>> for Principal {
         parts: &mut Parts,
         gateway: &Arc<Gateway>,
     ) -> Result<Self, Self::Rejection> {
-        let (token, device, instance) = credentials(parts)
+        let Credentials {
+            token,
+            device,
+            instance,
+            cookie,
+        } = credentials(parts)
             .ok_or_else(|| ApiError::unauthenticated("send Authorization: Bearer <token>"))?;
+        if cookie && !same_origin(&parts.headers, gateway.tls) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the session cookie is taken only from the node's own pages",
+            ));
+        }
         let services = &gateway.services;
         if token.starts_with("vapp_") {
             let instance = instance
@@ -431,6 +529,13 @@ impl FromRequestParts<Arc<Gateway>> for Principal {
                 connection: 0,
             },
             session: auth.session.id,
+            cookie,
+            ip: parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<Peer>>()
+                .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |info| {
+                    gateway.client_ip(info.0.0.ip(), &parts.headers)
+                }),
         })
     }
 }

@@ -22,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 use veche_protocol::{Event, Request, frame};
 
 use super::{ApiError, AppState, Gateway, Principal};
-use crate::discussions::Caller;
 use crate::server::connection::user_request;
 use crate::server::registry::{
     EncodedEvent, EndSignal, LiveConnection, Transport, next_connection_id,
@@ -68,11 +67,16 @@ struct Incoming {
 async fn run(socket: WebSocket, g: Arc<Gateway>, principal: Principal) {
     let id = next_connection_id();
     let (session, user) = match &principal {
-        Principal::User { session, caller } => (session.clone(), caller.user.clone()),
+        Principal::User {
+            session, caller, ..
+        } => (session.clone(), caller.user.clone()),
         Principal::App { app, caller } => (format!("app:{}", app.name), caller.user.clone()),
     };
-    let mut caller: Caller = principal.caller().clone();
-    caller.connection = id;
+    // Requests on this socket come from this connection (presence, watching).
+    let mut principal = principal;
+    match &mut principal {
+        Principal::User { caller, .. } | Principal::App { caller, .. } => caller.connection = id,
+    }
     let (end_tx, mut end_rx) = mpsc::channel::<EndSignal>(4);
     let (events_tx, mut events_rx) = mpsc::channel::<EncodedEvent>(EVENT_BUFFER);
     let cancel = CancellationToken::new();
@@ -140,11 +144,11 @@ async fn run(socket: WebSocket, g: Arc<Gateway>, principal: Principal) {
                         break None;
                     };
                     let g2 = g.clone();
-                    let caller = caller.clone();
+                    let principal = principal.clone();
                     let replies = replies_tx.clone();
                     let ended = ended.clone();
                     g.tasks.spawn(async move {
-                        let answer = answer(&g2, &caller, &text, &ended).await;
+                        let answer = answer(&g2, &principal, &text, &ended).await;
                         drop(permit);
                         let _ = replies.send(answer).await;
                     });
@@ -181,7 +185,7 @@ async fn send(
     )
 }
 
-async fn answer(g: &Gateway, caller: &Caller, text: &str, ended: &AtomicBool) -> String {
+async fn answer(g: &Gateway, principal: &Principal, text: &str, ended: &AtomicBool) -> String {
     let incoming: Incoming = match serde_json::from_str(text) {
         Ok(i) => i,
         Err(e) => {
@@ -200,7 +204,12 @@ async fn answer(g: &Gateway, caller: &Caller, text: &str, ended: &AtomicBool) ->
         .to_string();
     }
     let result = match serde_json::from_value::<Request>(incoming.request) {
-        Ok(request) => user_request(&g.services, caller, request)
+        Ok(request) if super::api::is_account_request(&request) => {
+            super::api::account_request(g, principal, request)
+                .await
+                .map(|(reply, _)| reply)
+        }
+        Ok(request) => user_request(&g.services, principal.caller(), request)
             .await
             .map_err(|e| e.to_body()),
         Err(e) => Err(veche_protocol::ErrorBody::new(

@@ -884,6 +884,32 @@ async fn handle(state: &State, request: Request) -> Result<Reply, ErrorBody> {
                 user: crate::accounts::user_info(&user),
             })
         }
+        Request::ListSessions => {
+            let auth = state.auth().ok_or_else(unauthenticated)?;
+            let sessions = accounts
+                .own_sessions(&auth.user.id)
+                .await
+                .map_err(account_error)?;
+            Ok(Reply::Sessions {
+                sessions,
+                current: auth.session.id,
+            })
+        }
+        Request::RevokeSession { session } => {
+            let _serial = state.auth_change.lock().await;
+            let auth = state.auth().ok_or_else(unauthenticated)?;
+            let ended = accounts
+                .end_own_session(&auth.user.id, &session)
+                .await
+                .map_err(account_error)?;
+            // That device's connections end (this one too, after this answer, if it was ours).
+            state
+                .shared
+                .services
+                .registry
+                .end_sessions(&ended, "signed out from another device");
+            Ok(Reply::Done)
+        }
         Request::ChangePassword {
             old_password,
             new_password,
@@ -1102,6 +1128,8 @@ async fn discussion_request(
         | Request::Resume { .. }
         | Request::Logout
         | Request::Whoami
+        | Request::ListSessions
+        | Request::RevokeSession { .. }
         | Request::ChangePassword { .. }
         | Request::Admin { .. }
         | Request::SetPresence { .. }

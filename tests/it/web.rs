@@ -1,0 +1,320 @@
+//! The web client's side of the gateway: sessions in an HttpOnly cookie that only the node's
+//! own pages can use, the account requests (who am I, my sessions, sign out), and the pages
+//! themselves, served from the binary.
+
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, ORIGIN, SET_COOKIE};
+use serde_json::{Value, json};
+use veche_node::test_utils::TestNode;
+
+use crate::support::{PASSWORD, subscribe, within};
+
+const DEVICE: &str = "web-0123456789abcdef";
+
+/// Signs `login` in as the web client does; the session cookie's `name=value`.
+async fn sign_in(node: &TestNode, login: &str) -> anyhow::Result<String> {
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/login", node.http_url()))
+        .header("Veche-Device", DEVICE)
+        .json(&json!({
+            "login": login,
+            "password": PASSWORD,
+            "device_id": DEVICE,
+            "device_name": "Chromium on Linux",
+            "cookie": true,
+        }))
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == StatusCode::OK, "{}", response.status());
+    let set = response
+        .headers()
+        .get(SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body: Value = response.json().await?;
+    // The page never holds the token: only the cookie does.
+    assert!(body.get("session_token").is_none(), "{body}");
+    assert_eq!(body["user"]["login"], login);
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/api"] {
+        assert!(set.contains(attribute), "{attribute} missing: {set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP on loopback: {set}");
+    Ok(set.split(';').next().unwrap_or_default().to_owned())
+}
+
+/// A request with the session cookie, as the web client sends it.
+fn with_cookie(request: reqwest::RequestBuilder, cookie: &str) -> reqwest::RequestBuilder {
+    request
+        .header(COOKIE, cookie)
+        .header("Veche-Device", DEVICE)
+}
+
+async fn rpc(node: &TestNode, cookie: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
+    let response = within(
+        15,
+        "rpc",
+        with_cookie(
+            reqwest::Client::new().post(format!("{}/api/v1/rpc", node.http_url())),
+            cookie,
+        )
+        .json(&body)
+        .send(),
+    )
+    .await??;
+    let status = response.status();
+    Ok((status, response.json().await?))
+}
+
+#[tokio::test]
+async fn a_browser_session_lives_in_a_cookie_only_the_nodes_own_pages_can_use() -> anyhow::Result<()>
+{
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    node.add_user("anna", PASSWORD, false).await?;
+    let cookie = sign_in(&node, "anna").await?;
+    let url = format!("{}/api/v1/discussions", node.http_url());
+    let http = reqwest::Client::new();
+
+    let ok = with_cookie(http.get(&url), &cookie).send().await?;
+    assert_eq!(ok.status(), StatusCode::OK);
+    // Without the device header (a cross-site form cannot send one) the cookie is ignored.
+    let bare = http.get(&url).header(COOKIE, &cookie).send().await?;
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    // Another site's script cannot use it either.
+    let foreign = with_cookie(http.get(&url), &cookie)
+        .header(ORIGIN, "http://evil.example")
+        .send()
+        .await?;
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+    let own = with_cookie(http.get(&url), &cookie)
+        .header(ORIGIN, node.http_url())
+        .send()
+        .await?;
+    assert_eq!(own.status(), StatusCode::OK);
+
+    // The WebSocket takes the cookie from the node's own origin only.
+    let ws_url = format!(
+        "{}/api/v1/ws?device={DEVICE}",
+        node.http_url().replacen("http", "ws", 1)
+    );
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            ws_url.as_str(),
+        )?;
+    request
+        .headers_mut()
+        .insert(COOKIE.as_str(), cookie.parse()?);
+    request
+        .headers_mut()
+        .insert(ORIGIN.as_str(), "http://evil.example".parse()?);
+    let refused = tokio_tungstenite::connect_async(request.clone()).await;
+    assert!(refused.is_err(), "a foreign origin's socket was accepted");
+    request
+        .headers_mut()
+        .insert(ORIGIN.as_str(), node.http_url().parse()?);
+    let (mut socket, _) = within(15, "socket", tokio_tungstenite::connect_async(request)).await??;
+    use futures_util::SinkExt;
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            json!({"id": 1, "request": {"method": "whoami"}})
+                .to_string()
+                .into(),
+        ))
+        .await?;
+    let answer = within(15, "whoami on the socket", async {
+        while let Some(frame) = socket.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = frame? {
+                let v: Value = serde_json::from_str(&text)?;
+                if v["id"] == 1 {
+                    return anyhow::Ok(v);
+                }
+            }
+        }
+        anyhow::bail!("the socket closed")
+    })
+    .await??;
+    assert_eq!(answer["reply"]["user"]["login"], "anna", "{answer}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_person_on_the_gateway_sees_their_sessions_ends_one_and_signs_out() -> anyhow::Result<()>
+{
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    node.add_user("boris", PASSWORD, false).await?;
+    let cookie = sign_in(&node, "boris").await?;
+
+    let (status, me) = rpc(&node, &cookie, json!({"method": "whoami"})).await?;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["kind"], "me");
+    assert_eq!(me["user"]["id"], format!("boris@{}", node.info().node_name));
+
+    // A second device signs in with a token, as a script would.
+    let phone = within(
+        15,
+        "login",
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/login", node.http_url()))
+            .json(&json!({"login": "boris", "password": PASSWORD, "device_id": "phone", "device_name": "Телефон"}))
+            .send(),
+    )
+    .await??;
+    assert_eq!(phone.status(), StatusCode::OK);
+    let (_, sessions) = rpc(&node, &cookie, json!({"method": "list_sessions"})).await?;
+    assert_eq!(sessions["kind"], "sessions", "{sessions}");
+    let list = sessions["sessions"].as_array().cloned().unwrap_or_default();
+    assert_eq!(list.len(), 2, "{sessions}");
+    let current = sessions["current"].as_str().unwrap_or_default().to_owned();
+    let mine = list
+        .iter()
+        .find(|s| s["id"] == current.as_str())
+        .ok_or_else(|| anyhow::anyhow!("the current session is listed: {sessions}"))?;
+    assert_eq!(mine["device_name"], "Chromium on Linux");
+    let phone = list
+        .iter()
+        .find(|s| s["device_id"] == "phone")
+        .ok_or_else(|| anyhow::anyhow!("the phone is listed: {sessions}"))?;
+
+    // Ending the phone's session signs the phone out, not this browser.
+    let (status, done) = rpc(
+        &node,
+        &cookie,
+        json!({"method": "revoke_session", "session": phone["id"]}),
+    )
+    .await?;
+    assert_eq!(
+        (status, done["kind"].clone()),
+        (StatusCode::OK, json!("done"))
+    );
+    let (_, sessions) = rpc(&node, &cookie, json!({"method": "list_sessions"})).await?;
+    assert_eq!(sessions["sessions"].as_array().map(Vec::len), Some(1));
+    // Someone else's or an unknown session is not found.
+    let (status, _) = rpc(
+        &node,
+        &cookie,
+        json!({"method": "revoke_session", "session": "nope"}),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Signing out ends the session and clears the cookie.
+    let response = with_cookie(
+        reqwest::Client::new().post(format!("{}/api/v1/logout", node.http_url())),
+        &cookie,
+    )
+    .json(&json!({}))
+    .send()
+    .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let cleared = response
+        .headers()
+        .get(SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let (status, _) = rpc(&node, &cookie, json!({"method": "whoami"})).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    Ok(())
+}
+
+/// The web client is served by the node itself, from its binary: the page for every route of
+/// the client, content-hashed assets cached for good and compressed as the browser accepts,
+/// a Content-Security-Policy that allows nothing inline and no framing, and the API's own
+/// JSON errors kept for `/api/`.
+#[tokio::test]
+async fn the_node_serves_the_web_client_from_its_binary() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    let http = reqwest::Client::builder().no_gzip().no_brotli().build()?;
+    let get = |path: &str, encoding: Option<&str>| {
+        let mut request = http.get(format!("{}{path}", node.http_url()));
+        if let Some(e) = encoding {
+            request = request.header(reqwest::header::ACCEPT_ENCODING, e);
+        }
+        request.send()
+    };
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    let page = get("/", None).await?;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(header(&page, "content-type"), "text/html; charset=utf-8");
+    assert_eq!(header(&page, "cache-control"), "no-cache");
+    let csp = header(&page, "content-security-policy");
+    for rule in [
+        "default-src 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+    ] {
+        assert!(csp.contains(rule), "{rule} missing: {csp}");
+    }
+    let html = page.text().await?;
+    assert!(html.contains("<div id=\"app\">"), "{html}");
+    // A route of the client gets the same page.
+    let route = get("/d/some-discussion", None).await?;
+    assert_eq!(route.status(), StatusCode::OK);
+    assert_eq!(route.text().await?, html);
+
+    let script = html
+        .split("src=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .ok_or_else(|| anyhow::anyhow!("no script in {html}"))?
+        .to_owned();
+    assert!(script.starts_with("/assets/"), "{script}");
+    let plain = get(&script, None).await?;
+    assert_eq!(plain.status(), StatusCode::OK);
+    assert_eq!(
+        header(&plain, "content-type"),
+        "text/javascript; charset=utf-8"
+    );
+    assert!(header(&plain, "cache-control").contains("immutable"));
+    let etag = header(&plain, "etag");
+    let plain = plain.bytes().await?;
+    let brotli = get(&script, Some("gzip, deflate, br")).await?;
+    assert_eq!(header(&brotli, "content-encoding"), "br");
+    assert_eq!(header(&brotli, "vary"), "Accept-Encoding");
+    let brotli = brotli.bytes().await?;
+    assert!(
+        brotli.len() < plain.len() / 2,
+        "{} vs {}",
+        brotli.len(),
+        plain.len()
+    );
+    let gzip = get(&script, Some("gzip")).await?;
+    assert_eq!(header(&gzip, "content-encoding"), "gzip");
+    let refused = get(&script, Some("br;q=0, gzip;q=0")).await?;
+    assert_eq!(header(&refused, "content-encoding"), "");
+    // Unchanged since the browser's copy: 304.
+    let again = http
+        .get(format!("{}{script}", node.http_url()))
+        .header(reqwest::header::IF_NONE_MATCH, &etag)
+        .send()
+        .await?;
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+
+    assert_eq!(
+        get("/assets/nothing.js", None).await?.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get("/.source-hash", None).await?.status(),
+        StatusCode::NOT_FOUND
+    );
+    let api = get("/api/v1/nothing", None).await?;
+    assert_eq!(api.status(), StatusCode::NOT_FOUND);
+    let body: Value = api.json().await?;
+    assert_eq!(body["error"]["code"], "no_route");
+    let post = http.post(format!("{}/", node.http_url())).send().await?;
+    assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+    Ok(())
+}

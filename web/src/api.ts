@@ -1,0 +1,197 @@
+// Every call to the node's HTTP API goes through this module. The session
+// lives in an HttpOnly cookie; the page only sends its device id.
+import { deviceId, deviceName } from './device';
+
+/** Epoch milliseconds, UTC. */
+export type Millis = number;
+
+export interface UserInfo {
+  id: string;
+  login: string;
+  display_name: string;
+  email: string;
+  department: string;
+  admin: boolean;
+  locked: boolean;
+  created_at: Millis;
+}
+
+export interface SessionInfo {
+  id: string;
+  device_id: string;
+  device_name: string;
+  created_at: Millis;
+  last_seen_at: Millis;
+  expires_at: Millis;
+}
+
+export interface SessionList {
+  sessions: SessionInfo[];
+  current: string;
+}
+
+export type DiscussionKind = 'dialog' | 'group' | 'object';
+
+export interface ObjectRef {
+  application: string;
+  object_type: string;
+  object_id: string;
+}
+
+export interface Member {
+  user: string;
+  role: 'member' | 'owner';
+}
+
+export interface DiscussionInfo {
+  id: string;
+  kind: DiscussionKind;
+  title: string;
+  object: ObjectRef | null;
+  members: Member[];
+  last_seq: number;
+  last_activity_at: Millis;
+  read_seq: number;
+  unread: number;
+  mentions: number;
+  following: boolean;
+}
+
+/**
+ * Any failed call. `status` is the HTTP status (0 when the node could not be
+ * reached), `code` the node's error code (`invalid_credentials`, `throttled`,
+ * …, or `network` / `bad_response` / `http_<status>` made here), `message` is
+ * untrusted text for display as text only.
+ */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly retryAfterMs: number | null;
+
+  constructor(status: number, code: string, message: string, retryAfterMs: number | null = null) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+type Listener = (error: ApiError) => void;
+let onUnauthorized: Listener | null = null;
+
+/** Called on a 401 from any call that needs a session (not from `login`). */
+export function setUnauthorizedHandler(listener: Listener | null): void {
+  onUnauthorized = listener;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Builds the error for a response whose status is not 2xx (or whose body carries `error`). */
+export function errorFromBody(status: number, statusText: string, body: unknown): ApiError {
+  const error = isObject(body) ? body.error : undefined;
+  if (isObject(error) && typeof error.code === 'string') {
+    const message = typeof error.message === 'string' ? error.message : '';
+    const retry = error.retry_after_ms ?? (isObject(body) ? body.retry_after_ms : undefined);
+    const retryAfterMs = typeof retry === 'number' && Number.isFinite(retry) && retry >= 0 ? retry : null;
+    return new ApiError(status, error.code, message, retryAfterMs);
+  }
+  return new ApiError(status, `http_${status}`, statusText || `HTTP ${status}`);
+}
+
+interface CallOptions {
+  /** A 401 means "not signed in" and ends the session in the UI. */
+  auth?: boolean;
+}
+
+async function call(method: 'GET' | 'POST', path: string, body?: unknown, options: CallOptions = {}): Promise<unknown> {
+  const headers: Record<string, string> = {
+    Accept: 'application/json',
+    'Veche-Device': deviceId(),
+  };
+  const init: RequestInit = { method, headers, credentials: 'same-origin' };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response: Response;
+  try {
+    response = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError(0, 'network', e instanceof Error ? e.message : String(e));
+  }
+  let parsed: unknown = undefined;
+  let text = '';
+  try {
+    text = await response.text();
+    parsed = text === '' ? undefined : JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  if (!response.ok || (isObject(parsed) && isObject(parsed.error))) {
+    const error = errorFromBody(response.status, response.statusText, parsed);
+    if (error.status === 401 && options.auth !== false) onUnauthorized?.(error);
+    throw error;
+  }
+  if (parsed === undefined && text !== '') {
+    throw new ApiError(response.status, 'bad_response', 'The node sent a response that is not JSON');
+  }
+  return parsed;
+}
+
+function expectType<T>(value: unknown, type: string): T {
+  // Replies carry their kind in `kind` (docs/protocol.md); events, in `type`.
+  if (!isObject(value) || value.kind !== type) {
+    throw new ApiError(200, 'bad_response', `Expected a "${type}" response`);
+  }
+  return value as T;
+}
+
+async function rpc<T>(request: Record<string, unknown>, type: string): Promise<T> {
+  return expectType<T>(await call('POST', '/api/v1/rpc', request), type);
+}
+
+export async function login(loginName: string, password: string): Promise<UserInfo> {
+  const body = await call(
+    'POST',
+    '/api/v1/login',
+    {
+      login: loginName,
+      password,
+      device_id: deviceId(),
+      device_name: deviceName(),
+      cookie: true,
+    },
+    { auth: false },
+  );
+  if (!isObject(body) || !isObject(body.user)) {
+    throw new ApiError(200, 'bad_response', 'Expected a user');
+  }
+  return body.user as unknown as UserInfo;
+}
+
+export async function logout(): Promise<void> {
+  await call('POST', '/api/v1/logout', {});
+}
+
+export async function whoami(): Promise<UserInfo> {
+  const { user } = await rpc<{ user: unknown }>({ method: 'whoami' }, 'me');
+  if (!isObject(user)) throw new ApiError(200, 'bad_response', 'Expected a user');
+  return user as unknown as UserInfo;
+}
+
+export async function listSessions(): Promise<SessionList> {
+  const r = await rpc<SessionList>({ method: 'list_sessions' }, 'sessions');
+  return { sessions: r.sessions ?? [], current: r.current };
+}
+
+export async function revokeSession(session: string): Promise<void> {
+  await rpc({ method: 'revoke_session', session }, 'done');
+}
+
+export async function listDiscussions(): Promise<DiscussionInfo[]> {
+  const body = expectType<{ discussions: DiscussionInfo[] }>(await call('GET', '/api/v1/discussions'), 'discussions');
+  return body.discussions ?? [];
+}
