@@ -740,6 +740,23 @@ impl Accounts {
         Ok(ended)
     }
 
+    /// A user's client preferences as stored (a JSON object's text), if any.
+    pub(crate) async fn preferences(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        self.inner.store.preferences(user_id).await
+    }
+
+    /// Replaces a user's client preferences (checked by the caller).
+    pub(crate) async fn set_preferences(
+        &self,
+        user_id: &str,
+        json: &str,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .store
+            .set_preferences(user_id, json, now_ms())
+            .await
+    }
+
     fn expiry(&self, now: i64) -> i64 {
         now + i64::from(self.inner.config.session_idle_days) * 86_400_000
     }

@@ -21,8 +21,8 @@ pub mod presence;
 mod time;
 
 pub use messages::{
-    ClientFrame, DirectoryEntry, ErrorBody, ErrorCode, Event, Reply, Request, ServerFrame,
-    SessionInfo, UserInfo,
+    ClientFrame, DirectoryEntry, ErrorBody, ErrorCode, Event, MAX_PREFERENCES_BYTES, Reply,
+    Request, ServerFrame, SessionInfo, UserInfo,
 };
 pub use time::Timestamp;
 

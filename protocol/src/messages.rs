@@ -337,7 +337,19 @@ pub enum Request {
     },
     /// The node's file policy and the caller's usage; answered with `file_policy`.
     FilePolicy,
+    /// The caller's client preferences, as last stored (an empty object at first); answered
+    /// with `preferences`.
+    GetPreferences,
+    /// Replaces the caller's client preferences: a JSON object of at most
+    /// [`MAX_PREFERENCES_BYTES`], defined by the clients, kept so that they follow the user.
+    SetPreferences {
+        /// The preferences.
+        preferences: serde_json::Value,
+    },
 }
+
+/// The largest preferences object, serialized as JSON.
+pub const MAX_PREFERENCES_BYTES: usize = 16 * 1024;
 
 /// A frame sent by the node on a client's control stream.
 ///
@@ -402,6 +414,11 @@ pub enum Reply {
     Me {
         /// The user.
         user: UserInfo,
+    },
+    /// Answer to `GetPreferences`.
+    Preferences {
+        /// The preferences object.
+        preferences: serde_json::Value,
     },
     /// Answer to `ListSessions`.
     Sessions {

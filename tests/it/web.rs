@@ -318,3 +318,44 @@ async fn the_node_serves_the_web_client_from_its_binary() -> anyhow::Result<()> 
     assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
     Ok(())
 }
+
+/// A person's client preferences are kept on the node, so that they follow them to every
+/// device: an object the clients define, at most 16 KiB of JSON.
+#[tokio::test]
+async fn preferences_follow_the_user_to_another_device() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    node.add_user("vera", PASSWORD, false).await?;
+    let laptop = sign_in(&node, "vera").await?;
+    let (_, first) = rpc(&node, &laptop, json!({"method": "get_preferences"})).await?;
+    assert_eq!(first, json!({"kind": "preferences", "preferences": {}}));
+    let wanted = json!({"send_key": "ctrl-enter", "sound": false, "language": "ru"});
+    let (status, _) = rpc(
+        &node,
+        &laptop,
+        json!({"method": "set_preferences", "preferences": wanted}),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK);
+    // Another device of the same person (a QUIC client) sees them.
+    let (phone, _) = crate::support::login(&node, "vera", PASSWORD, "phone").await?;
+    let reply =
+        crate::support::ask(&phone, veche_client::protocol::Request::GetPreferences).await?;
+    let veche_client::protocol::Reply::Preferences { preferences } = reply else {
+        anyhow::bail!("expected preferences, got {reply:?}")
+    };
+    assert_eq!(preferences, wanted);
+
+    for refused in [json!([1, 2]), json!({"x": "я".repeat(9000)})] {
+        let (status, body) = rpc(
+            &node,
+            &laptop,
+            json!({"method": "set_preferences", "preferences": refused}),
+        )
+        .await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    let (_, kept) = rpc(&node, &laptop, json!({"method": "get_preferences"})).await?;
+    assert_eq!(kept["preferences"], wanted);
+    Ok(())
+}

@@ -1054,6 +1054,33 @@ pub(crate) async fn user_request(
         Request::FilePolicy => Ok(Reply::FilePolicy {
             policy: services.files.policy(caller).await?,
         }),
+        Request::GetPreferences => {
+            let stored = services.accounts.preferences(&caller.user).await?;
+            let preferences = stored
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .unwrap_or_else(|| serde_json::json!({}));
+            Ok(Reply::Preferences { preferences })
+        }
+        Request::SetPreferences { preferences } => {
+            if !preferences.is_object() {
+                return Err(DiscussionError::BadRequest(
+                    "preferences are a JSON object".into(),
+                ));
+            }
+            let text = preferences.to_string();
+            if text.len() > veche_protocol::MAX_PREFERENCES_BYTES {
+                return Err(DiscussionError::BadRequest(format!(
+                    "preferences are {} bytes of JSON; the limit is {}",
+                    text.len(),
+                    veche_protocol::MAX_PREFERENCES_BYTES
+                )));
+            }
+            services
+                .accounts
+                .set_preferences(&caller.user, &text)
+                .await?;
+            Ok(Reply::Done)
+        }
         other => discussion_request(d, caller, other).await,
     }
 }
@@ -1146,7 +1173,9 @@ async fn discussion_request(
         | Request::UploadStatus { .. }
         | Request::CancelUpload { .. }
         | Request::GetFile { .. }
-        | Request::FilePolicy => Err(DiscussionError::BadRequest(
+        | Request::FilePolicy
+        | Request::GetPreferences
+        | Request::SetPreferences { .. } => Err(DiscussionError::BadRequest(
             "not a discussion request".into(),
         )),
     }

@@ -175,3 +175,35 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// A user's client preferences (a JSON object), if they stored any.
+    pub(crate) async fn preferences(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM user_preferences WHERE user_id = ?")
+                .bind(user_id)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    /// Replaces a user's client preferences.
+    pub(crate) async fn set_preferences(
+        &self,
+        user_id: &str,
+        value: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO user_preferences (user_id, value, updated_at) VALUES (?, ?, ?) \
+             ON CONFLICT (user_id) DO UPDATE SET value = excluded.value, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(user_id)
+        .bind(value)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+}
