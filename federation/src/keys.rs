@@ -170,40 +170,9 @@ impl fmt::Display for NodeId {
     }
 }
 
-/// A SHA-256 digest: event ids, stamp hashes, grant hashes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Hash(pub [u8; 32]);
-
-impl Hash {
-    /// The digest of `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
-        Self(Sha256::digest(bytes).into())
-    }
-
-    /// Lower-case hex, the form ids take in text.
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    /// Parses 64 hex digits.
-    pub fn from_hex(text: &str) -> Option<Self> {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(text, &mut out).ok()?;
-        Some(Self(out))
-    }
-}
-
-impl fmt::Debug for Hash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Hash({})", self.to_hex())
-    }
-}
-
-impl fmt::Display for Hash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
+/// A SHA-256 digest: event ids, stamp hashes, grant hashes (the base crate's, shared with the
+/// node).
+pub use veche_base::Hash;
 
 macro_rules! fixed_bytes_serde {
     ($ty:ident, $n:literal, $what:literal) => {
@@ -227,7 +196,6 @@ macro_rules! fixed_bytes_serde {
 
 fixed_bytes_serde!(PublicKey, 32, "a public key");
 fixed_bytes_serde!(Signature, 64, "a signature");
-fixed_bytes_serde!(Hash, 32, "a hash");
 
 #[cfg(test)]
 mod tests {

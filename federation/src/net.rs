@@ -37,6 +37,8 @@ use crate::wire::{
     Response,
 };
 
+use veche_base::SharedClock;
+
 /// How the transport behaves.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
@@ -50,6 +52,8 @@ pub struct NetConfig {
     pub retry_max: Duration,
     /// How long an idle connection stays open.
     pub idle_timeout: Duration,
+    /// The wall clock grants' validity and notices are judged by.
+    pub clock: SharedClock,
 }
 
 impl Default for NetConfig {
@@ -60,6 +64,7 @@ impl Default for NetConfig {
             retry_min: Duration::from_millis(250),
             retry_max: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(120),
+            clock: veche_base::SystemClock::shared(),
         }
     }
 }
@@ -892,12 +897,6 @@ struct Driver<S> {
     addresses: watch::Sender<Vec<Multiaddr>>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl<S: LinkStore> Driver<S> {
     async fn run(
         mut self,
@@ -1129,7 +1128,7 @@ impl<S: LinkStore> Driver<S> {
     }
 
     fn on_tick(&mut self) {
-        let now = now_ms();
+        let now = self.config.clock.now_ms();
         let expired: Vec<String> = self
             .links
             .iter()
@@ -1162,7 +1161,7 @@ impl<S: LinkStore> Driver<S> {
         if state.ended || state.in_flight.is_some() || state.busy {
             return;
         }
-        if state.ending.is_none() && now_ms() < state.grant.terms().not_before {
+        if state.ending.is_none() && self.config.clock.now_ms() < state.grant.terms().not_before {
             // Not valid yet (or this clock is behind): wait, the tick looks again.
             return;
         }

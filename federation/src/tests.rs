@@ -37,6 +37,7 @@ fn config(port: u16) -> NetConfig {
         retry_min: Duration::from_millis(50),
         retry_max: Duration::from_millis(500),
         idle_timeout: Duration::from_secs(30),
+        ..NetConfig::default()
     }
 }
 

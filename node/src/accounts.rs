@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use veche_base::SharedClock;
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -124,10 +125,7 @@ struct Inner {
     throttle: Mutex<Throttle>,
     dummy_hash: String,
     setup_token_file: Option<std::path::PathBuf>,
-}
-
-fn now_ms() -> i64 {
-    Timestamp::now().as_millis()
+    clock: SharedClock,
 }
 
 /// SHA-256 of a token, hex: what the database keeps.
@@ -171,6 +169,7 @@ impl Accounts {
         node: NodeName,
         config: AuthConfig,
         setup_token_file: Option<std::path::PathBuf>,
+        clock: SharedClock,
     ) -> Result<Self, AccountError> {
         let params = Params::new(config.argon2_memory_kib, config.argon2_iterations, 1, None)
             .map_err(|e| AccountError::Hash(e.to_string()))?;
@@ -184,6 +183,7 @@ impl Accounts {
             hashing: Semaphore::new(cpus),
             dummy_hash: String::new(),
             setup_token_file,
+            clock,
         };
         // Unknown logins are checked against this hash so that they take as long as known ones.
         inner.dummy_hash = hash_password(inner.params.clone(), random_token()).await?;
@@ -195,6 +195,11 @@ impl Accounts {
     /// The node's name.
     pub fn node(&self) -> &NodeName {
         &self.inner.node
+    }
+
+    /// Now, by the node's clock.
+    fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
     }
 
     async fn hash(&self, password: &str) -> Result<String, AccountError> {
@@ -279,7 +284,7 @@ impl Accounts {
             ));
         }
         let id = UserId::new(login.clone(), self.inner.node.clone());
-        let now = now_ms();
+        let now = self.now_ms();
         let user = NewUser {
             id: id.to_string(),
             login: login.to_string(),
@@ -332,7 +337,7 @@ impl Accounts {
             return Ok(None);
         }
         let token = random_token();
-        let expires = Timestamp::now().saturating_add(Duration::from_secs(
+        let expires = Timestamp(self.now_ms()).saturating_add(Duration::from_secs(
             u64::from(self.inner.config.setup_token_ttl_hours) * 3600,
         ));
         store
@@ -370,7 +375,7 @@ impl Accounts {
             .await?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        if stored.as_deref() != Some(token_hash(token).as_str()) || expires < now_ms() {
+        if stored.as_deref() != Some(token_hash(token).as_str()) || expires < self.now_ms() {
             return Err(AccountError::SetupTokenInvalid);
         }
         let spec = UserSpec {
@@ -424,7 +429,7 @@ impl Accounts {
         }
 
         let token = random_token();
-        let now = now_ms();
+        let now = self.now_ms();
         let session = SessionRow {
             id: uuid::Uuid::now_v7().to_string(),
             user_id: user.id.clone(),
@@ -503,7 +508,7 @@ impl Accounts {
         device_id: &str,
     ) -> Result<Authenticated, AccountError> {
         let store = &self.inner.store;
-        let now = now_ms();
+        let now = self.now_ms();
         let session = store
             .session_by_token_hash(&token_hash(token))
             .await?
@@ -539,7 +544,7 @@ impl Accounts {
         action: &'static str,
     ) -> Result<Vec<String>, AccountError> {
         let audit = AuditRecord {
-            at: now_ms(),
+            at: self.now_ms(),
             actor: actor.to_owned(),
             action,
             target: user_id.to_owned(),
@@ -564,7 +569,7 @@ impl Accounts {
     ) -> Result<Vec<String>, AccountError> {
         self.check_password(password)?;
         let hash = self.hash(password).await?;
-        let now = now_ms();
+        let now = self.now_ms();
         let audit = AuditRecord {
             at: now,
             actor: actor.to_owned(),
@@ -627,7 +632,7 @@ impl Accounts {
         locked: bool,
         actor: &str,
     ) -> Result<(UserInfo, Vec<String>), AccountError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let audit = AuditRecord {
             at: now,
             actor: actor.to_owned(),
@@ -706,7 +711,7 @@ impl Accounts {
         &self,
         user_id: &str,
     ) -> Result<Vec<SessionInfo>, AccountError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut rows: Vec<_> = self
             .inner
             .store
@@ -753,7 +758,7 @@ impl Accounts {
     ) -> Result<(), StoreError> {
         self.inner
             .store
-            .set_preferences(user_id, json, now_ms())
+            .set_preferences(user_id, json, self.now_ms())
             .await
     }
 
@@ -790,7 +795,7 @@ impl Accounts {
 
     async fn audit(&self, action: &'static str, actor: &str, target: &str, detail: String) {
         let record = AuditRecord {
-            at: now_ms(),
+            at: self.now_ms(),
             actor: actor.to_owned(),
             action,
             target: target.to_owned(),

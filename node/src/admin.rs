@@ -35,6 +35,8 @@ pub(crate) struct Services {
     pub(crate) push: crate::push::Push,
     pub(crate) files: crate::files::Files,
     pub(crate) federation: crate::federation::Federation,
+    /// The node's clock.
+    pub(crate) clock: veche_base::SharedClock,
 }
 
 /// Carries out one administrator command on behalf of `actor` (written to the audit log).
@@ -152,8 +154,15 @@ pub(crate) async fn execute(
             payload,
             idempotency_key,
         } => {
-            let event = BusinessEvent::new(source, kind, object, payload, idempotency_key)
-                .map_err(AccountError::BadRequest)?;
+            let event = BusinessEvent::new(
+                source,
+                kind,
+                object,
+                payload,
+                idempotency_key,
+                services.clock.now_ms(),
+            )
+            .map_err(AccountError::BadRequest)?;
             AdminReply::EventPosted {
                 fresh: services.plugins.post_event(event).await?,
             }

@@ -1034,7 +1034,14 @@ async fn send_admin(
     }
     let data = DataDir::create(data_path)
         .with_context(|| format!("cannot create {}", data_path.display()))?;
-    let opened = match node::open(&config, data, node::Purpose::Offline).await {
+    let opened = match node::open(
+        &config,
+        data,
+        node::Purpose::Offline,
+        veche_base::SystemClock::shared(),
+    )
+    .await
+    {
         Ok(opened) => opened,
         Err(StartError::Lock(LockError::InUse(path))) => bail!(
             "a node is running on {} but its admin socket does not answer (is server.admin_socket off?)",

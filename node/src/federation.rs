@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use veche_base::SharedClock;
 
 use veche_federation::Multiaddr;
 use veche_federation::grant::{
@@ -81,6 +82,7 @@ struct Inner {
     file_answers: Arc<tokio::sync::Semaphore>,
     /// Received items wait to be applied.
     received: tokio::sync::Notify,
+    clock: SharedClock,
 }
 
 /// What an offer says: a new link, or a renewal of an active one.
@@ -216,21 +218,28 @@ fn from_wire(p: wire::Presence) -> PresenceInfo {
     }
 }
 
-fn now_ms() -> i64 {
-    Timestamp::now().as_millis()
-}
-
-fn audit(actor: &str, action: &'static str, target: &str, detail: String) -> AuditRecord {
-    AuditRecord {
-        at: now_ms(),
-        actor: actor.to_owned(),
-        action,
-        target: target.to_owned(),
-        detail,
-    }
-}
-
 impl Federation {
+    /// Now, by the node's clock.
+    fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    fn audit(
+        &self,
+        actor: &str,
+        action: &'static str,
+        target: &str,
+        detail: String,
+    ) -> AuditRecord {
+        AuditRecord {
+            at: self.now_ms(),
+            actor: actor.to_owned(),
+            action,
+            target: target.to_owned(),
+            detail,
+        }
+    }
+
     /// The service for `node`; `key` is `None` for offline admin commands. `waker` is shared
     /// with the sequencer.
     pub(crate) fn new(
@@ -240,6 +249,7 @@ impl Federation {
         config: FederationConfig,
         waker: LinkWaker,
         services: Services,
+        clock: SharedClock,
     ) -> Self {
         let Services {
             discussions,
@@ -258,6 +268,7 @@ impl Federation {
                 files,
                 file_answers: Arc::new(tokio::sync::Semaphore::new(FILE_ANSWERS)),
                 received: tokio::sync::Notify::new(),
+                clock,
             }),
         }
     }
@@ -281,12 +292,7 @@ impl Federation {
             .map_err(|e| FederationError::BadRequest(e.to_string()))?;
         self.inner
             .store
-            .audit(&audit(
-                actor,
-                "discussion.share",
-                discussion,
-                link.to_owned(),
-            ))
+            .audit(&self.audit(actor, "discussion.share", discussion, link.to_owned()))
             .await?;
         Ok(())
     }
@@ -344,7 +350,7 @@ impl Federation {
                     stalled = true;
                 }
             }
-            if let Err(e) = self.inner.store.fed_inbox_done(&done, now_ms()).await {
+            if let Err(e) = self.inner.store.fed_inbox_done(&done, self.now_ms()).await {
                 tracing::error!(error = %e, "recording applied items failed");
                 stalled = true;
             }
@@ -430,8 +436,9 @@ impl Federation {
             retry_min: Duration::from_millis(250),
             retry_max: Duration::from_secs(c.retry_max_secs),
             idle_timeout: Duration::from_secs(120),
+            clock: self.inner.clock.clone(),
         };
-        let storage = Storage(self.inner.store.clone());
+        let storage = Storage(self.inner.store.clone(), self.inner.clock.clone());
         let (handle, notifications, _task) =
             net::start(self.inner.node.as_str(), key, config, storage, grants)
                 .await
@@ -653,8 +660,8 @@ impl Federation {
                         .fed_end_link(
                             &link,
                             &reason,
-                            now_ms(),
-                            &audit("federation", "link.ended", &link, reason.clone()),
+                            self.now_ms(),
+                            &self.audit("federation", "link.ended", &link, reason.clone()),
                         )
                         .await
                         .map(|_| ())
@@ -671,7 +678,7 @@ impl Federation {
                             &link,
                             |current| narrowed(current, &scope),
                             !scope.object_discussions,
-                            &audit("federation", "link.narrowed", &link, format!("{scope:?}")),
+                            &self.audit("federation", "link.narrowed", &link, format!("{scope:?}")),
                         )
                         .await
                 }
@@ -1027,7 +1034,7 @@ impl Federation {
         };
         let offerer = self.me(organisation, contact).await?;
         let key = self.key()?;
-        let now = now_ms();
+        let now = self.now_ms();
         let terms = Terms {
             format: GRANT_FORMAT,
             link: match &renewed {
@@ -1061,7 +1068,7 @@ impl Federation {
                 &link,
                 &offer.to_text(),
                 now,
-                &audit(actor, action, &link, offer.fingerprint()),
+                &self.audit(actor, action, &link, offer.fingerprint()),
             )
             .await?;
         let info = offered_info(&offer);
@@ -1096,7 +1103,7 @@ impl Federation {
             _ => (organisation, contact),
         };
         let me = self.me(organisation, contact).await?;
-        let grant = offer.accept(key, me, now_ms())?;
+        let grant = offer.accept(key, me, self.now_ms())?;
         self.activate(actor, "link.accept", &grant).await?;
         let info = self.info(grant.link()).await?;
         Ok((grant, info))
@@ -1136,7 +1143,7 @@ impl Federation {
                     .into(),
             ));
         }
-        grant.check_time(now_ms())?;
+        grant.check_time(self.now_ms())?;
         self.activate(actor, "link.confirm", &grant).await?;
         self.info(grant.link()).await
     }
@@ -1167,7 +1174,7 @@ impl Federation {
             peer_node: &peer.node,
             peer_key: &peer.key.0,
             scope: &scope,
-            at: now_ms(),
+            at: self.now_ms(),
         };
         let detail = format!(
             "{} ({}), {}",
@@ -1178,7 +1185,7 @@ impl Federation {
         if !self
             .inner
             .store
-            .fed_add_link(&new, &audit(actor, action, grant.link(), detail))
+            .fed_add_link(&new, &self.audit(actor, action, grant.link(), detail))
             .await?
         {
             return Err(FederationError::Conflict(format!(
@@ -1257,7 +1264,7 @@ impl Federation {
         let changed = || FederationError::Conflict("the link changed meanwhile; try again".into());
         let store = &self.inner.store;
         if action == "link.accept" {
-            let audit = audit(actor, "link.renewal.accept", grant.link(), detail);
+            let audit = self.audit(actor, "link.renewal.accept", grant.link(), detail);
             if !store
                 .fed_renewal(
                     grant.link(),
@@ -1283,7 +1290,7 @@ impl Federation {
                     .into(),
             ));
         }
-        let audit = audit(actor, "link.renewal.confirm", grant.link(), detail);
+        let audit = self.audit(actor, "link.renewal.confirm", grant.link(), detail);
         if !store
             .fed_renewal(
                 grant.link(),
@@ -1337,7 +1344,7 @@ impl Federation {
         let scope = serde_json::to_string(&grant.terms().scope)
             .map_err(|e| StoreError::Aborted(e.to_string()))?;
         let detail = format!("version {}, {}", grant.terms().version, grant.fingerprint());
-        let audit = audit("federation", "link.renewal.in_force", link, detail);
+        let audit = self.audit("federation", "link.renewal.in_force", link, detail);
         if self
             .inner
             .store
@@ -1387,7 +1394,7 @@ impl Federation {
                 link,
                 |current| narrowed(current, &scope),
                 !scope.object_discussions,
-                &audit(actor, "link.narrow", link, format!("{scope:?}")),
+                &self.audit(actor, "link.narrow", link, format!("{scope:?}")),
             )
             .await?;
         if let Some(handle) = self.handle() {
@@ -1406,7 +1413,7 @@ impl Federation {
         let notice = Notice {
             link: link.to_owned(),
             grant: grant.hash(),
-            at: now_ms(),
+            at: self.now_ms(),
             change,
         };
         Ok(SignedNotice::create(key, &grant, &current, notice)?)
@@ -1447,8 +1454,8 @@ impl Federation {
             .fed_end_link(
                 link,
                 &format!("revoked here: {reason}"),
-                now_ms(),
-                &audit(actor, "link.revoke", link, reason.to_owned()),
+                self.now_ms(),
+                &self.audit(actor, "link.revoke", link, reason.to_owned()),
             )
             .await?;
         if let Some(handle) = self.handle() {
@@ -1626,7 +1633,7 @@ fn link_info(row: &LinkRow, status: Option<&LinkStatus>) -> Result<LinkInfo, Gra
 /// The transport's storage: each link's outbox and inbox in the node's database, items as
 /// CBOR exactly as they travel.
 #[derive(Debug, Clone)]
-struct Storage(Store);
+struct Storage(Store, SharedClock);
 
 fn fed_store_error(e: StoreError) -> veche_federation::store::StoreError {
     veche_federation::store::StoreError(e.to_string())
@@ -1711,7 +1718,7 @@ impl LinkStore for Storage {
         items.sort_by_key(|i| i.0);
         let mark = self
             .0
-            .fed_receive(link, &items, now_ms())
+            .fed_receive(link, &items, self.1.now_ms())
             .await
             .map_err(fed_store_error)?;
         Ok(u64::try_from(mark).unwrap_or(0))

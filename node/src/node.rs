@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use veche_base::{SharedClock, SystemClock};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -150,6 +151,7 @@ pub(crate) async fn open(
     config: &Config,
     data: DataDir,
     purpose: Purpose,
+    clock: SharedClock,
 ) -> Result<Opened, StartError> {
     let lock = data.lock()?;
     let store = Store::open(&data.database_path()).await?;
@@ -159,6 +161,7 @@ pub(crate) async fn open(
         node_name.clone(),
         config.auth.clone(),
         Some(data.setup_token_path()),
+        clock.clone(),
     )
     .await?;
     let registry = Arc::new(Registry::default());
@@ -167,6 +170,7 @@ pub(crate) async fn open(
         node_name.clone(),
         data.root(),
         config.plugins.clone(),
+        clock.clone(),
     )
     .await
     .map_err(StartError::Plugins)?;
@@ -181,8 +185,14 @@ pub(crate) async fn open(
         config.smtp.clone(),
         plugins.clone(),
         identity.signing_key(),
+        clock.clone(),
     );
-    let presence = Presence::new(store.clone(), registry.clone(), config.presence.clone());
+    let presence = Presence::new(
+        store.clone(),
+        registry.clone(),
+        config.presence.clone(),
+        clock.clone(),
+    );
     let vapid = match purpose {
         Purpose::Serve => Vapid::load_or_create(&data.vapid_key_path())
             .map_err(|e| StartError::Vapid(e.to_string()))?,
@@ -195,6 +205,7 @@ pub(crate) async fn open(
         vapid,
         node_name.as_str(),
         identity.signing_key(),
+        clock.clone(),
     )
     .await?;
     let fed_key = (purpose == Purpose::Serve).then(|| {
@@ -221,6 +232,7 @@ pub(crate) async fn open(
             },
         },
         crate::search::Search::new(store.clone(), data.root(), purpose == Purpose::Offline),
+        clock.clone(),
     );
     let files = crate::files::Files::open(
         store.clone(),
@@ -230,6 +242,7 @@ pub(crate) async fn open(
         plugins.clone(),
         node_name.clone(),
         waker.clone(),
+        clock.clone(),
     )
     .await
     .map_err(|e| StartError::Files(e.to_string()))?;
@@ -244,6 +257,7 @@ pub(crate) async fn open(
             presence: presence.clone(),
             files: files.clone(),
         },
+        clock.clone(),
     );
     Ok(Opened {
         lock,
@@ -260,6 +274,7 @@ pub(crate) async fn open(
             push,
             files,
             federation,
+            clock,
         },
         identity,
     })
@@ -310,9 +325,18 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
-    /// Starts a node on `data` with `config`.
+    /// Starts a node on `data` with `config`, going by this machine's clock.
     pub async fn start(config: Config, data: DataDir) -> Result<Self, StartError> {
-        let opened = open(&config, data, Purpose::Serve).await?;
+        Self::start_with_clock(config, data, SystemClock::shared()).await
+    }
+
+    /// Starts a node on `data` with `config`, going by `clock` (tests set it).
+    pub async fn start_with_clock(
+        config: Config,
+        data: DataDir,
+        clock: SharedClock,
+    ) -> Result<Self, StartError> {
+        let opened = open(&config, data, Purpose::Serve, clock).await?;
         let Opened {
             lock,
             data,
@@ -329,7 +353,7 @@ impl RunningNode {
             );
         }
         let removed = store
-            .delete_expired_sessions(Timestamp::now().as_millis())
+            .delete_expired_sessions(services.clock.now_ms())
             .await?;
         if removed > 0 {
             tracing::info!(removed, "removed expired sessions");
@@ -454,7 +478,11 @@ impl RunningNode {
                     shared.clone(),
                     connections.clone(),
                 ));
-                let sweeper = tokio::spawn(sweep_sessions(store.clone(), stop.clone()));
+                let sweeper = tokio::spawn(sweep_sessions(
+                    store.clone(),
+                    shared.services.clock.clone(),
+                    stop.clone(),
+                ));
                 let sender = shared.services.apps.spawn_sender(stop.clone());
                 let presence = shared.services.presence.spawn(stop.clone());
                 let pushers = shared.services.push.spawn(stop.clone());
@@ -579,6 +607,12 @@ impl RunningNode {
         self.services.discussions.search_service()
     }
 
+    /// The clock the node goes by.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(crate) fn clock(&self) -> &SharedClock {
+        &self.services.clock
+    }
+
     /// Storage.
     #[cfg(any(test, feature = "test-utils"))]
     pub(crate) fn store(&self) -> &Store {
@@ -600,17 +634,14 @@ impl Drop for RunningNode {
     }
 }
 
-async fn sweep_sessions(store: Store, stop: CancellationToken) {
+async fn sweep_sessions(store: Store, clock: SharedClock, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = store
-            .delete_expired_sessions(Timestamp::now().as_millis())
-            .await
-        {
+        if let Err(e) = store.delete_expired_sessions(clock.now_ms()).await {
             tracing::warn!(error = %e, "could not remove expired sessions");
         }
     }

@@ -90,6 +90,7 @@ struct Inner {
     config: PresenceConfig,
     /// Where changes of this node's users go for linked nodes, once federation runs.
     linked: Mutex<Option<mpsc::UnboundedSender<Vec<PresenceInfo>>>>,
+    clock: veche_base::SharedClock,
 }
 
 #[derive(Debug, Default)]
@@ -227,7 +228,12 @@ impl UserState {
 
 impl Presence {
     /// Starts presence; the registry reports connections on the returned sender.
-    pub(crate) fn new(store: Store, registry: Arc<Registry>, config: PresenceConfig) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        registry: Arc<Registry>,
+        config: PresenceConfig,
+        clock: veche_base::SharedClock,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         registry.set_presence_sink(tx);
         Self {
@@ -239,6 +245,7 @@ impl Presence {
                 registry,
                 config,
                 linked: Mutex::new(None),
+                clock,
             }),
         }
     }
@@ -568,7 +575,7 @@ impl Presence {
         if unsaved.is_empty() {
             return;
         }
-        let now = veche_protocol::Timestamp::now().as_millis();
+        let now = self.inner.clock.now_ms();
         if let Err(e) = self.inner.store.save_presence_choices(&unsaved, now).await {
             tracing::warn!(error = %e, "cannot save presence choices; will retry");
             let mut state = lock(&self.inner.state);

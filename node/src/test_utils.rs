@@ -19,6 +19,7 @@ pub struct TestNode {
     node: Option<RunningNode>,
     config: Config,
     dir: tempfile::TempDir,
+    clock: veche_base::SharedClock,
 }
 
 /// The configuration tests start from: loopback, port 0, node name `test.local`.
@@ -49,6 +50,15 @@ impl TestNode {
 
     /// Starts a node with `config` in a new temporary data folder.
     pub async fn spawn_with(config: Config) -> Result<Self, StartError> {
+        Self::spawn_with_clock(config, veche_base::SystemClock::shared()).await
+    }
+
+    /// Starts a node with `config` that goes by `clock` (a [`veche_base::ManualClock`] the
+    /// test moves, instead of sleeping), in a new temporary data folder.
+    pub async fn spawn_with_clock(
+        config: Config,
+        clock: veche_base::SharedClock,
+    ) -> Result<Self, StartError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().map_err(|source| StartError::DataDir {
             path: std::env::temp_dir(),
@@ -58,6 +68,7 @@ impl TestNode {
             node: None,
             config,
             dir,
+            clock,
         };
         this.start().await?;
         Ok(this)
@@ -68,7 +79,9 @@ impl TestNode {
             path: self.dir.path().to_owned(),
             source,
         })?;
-        self.node = Some(RunningNode::start(self.config.clone(), data).await?);
+        self.node = Some(
+            RunningNode::start_with_clock(self.config.clone(), data, self.clock.clone()).await?,
+        );
         Ok(())
     }
 
@@ -149,7 +162,7 @@ impl TestNode {
             ));
             out.push((login, token));
         }
-        let now = veche_protocol::Timestamp::now().as_millis();
+        let now = self.node().clock().now_ms();
         self.node()
             .store()
             .bench_sessions(&rows, now, now + 86_400_000)
@@ -314,6 +327,11 @@ impl TestNode {
                 crate::plugins::Access::Read => "read",
                 crate::plugins::Access::Write => "write",
             })
+    }
+
+    /// How many calls were made into the current version of plugin `id`.
+    pub fn plugin_calls_started(&self, id: &str) -> u64 {
+        self.node().plugins().calls_started(id)
     }
 
     /// How many calls into plugin `id` are running now.

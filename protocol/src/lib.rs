@@ -15,16 +15,16 @@ pub mod close;
 pub mod discussions;
 pub mod files;
 pub mod frame;
-pub mod ids;
+/// Identifiers that cross the wire (defined in the base crate).
+pub use veche_base::ids;
 mod messages;
 pub mod presence;
-mod time;
 
 pub use messages::{
     ClientFrame, DirectoryEntry, ErrorBody, ErrorCode, Event, MAX_PREFERENCES_BYTES, Reply,
     Request, ServerFrame, SessionInfo, UserInfo,
 };
-pub use time::Timestamp;
+pub use veche_base::Timestamp;
 
 /// The ALPN protocol id a client must offer in the TLS handshake.
 pub const ALPN: &[u8] = b"veche/1";

@@ -1468,6 +1468,7 @@ impl Rogue {
             retry_min: std::time::Duration::from_millis(50),
             retry_max: std::time::Duration::from_millis(500),
             idle_timeout: std::time::Duration::from_secs(30),
+            ..NetConfig::default()
         };
         let scope = grant.terms().scope.clone();
         let (handle, notes, _task) = net::start(

@@ -3,7 +3,7 @@
 //! future API), all built for wasm32-wasip2 by the test run.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use veche_client::Connection;
@@ -457,7 +457,6 @@ async fn a_spinning_plugin_is_stopped_and_the_node_keeps_serving() -> anyhow::Re
         title: "spin".into(),
     };
     // The authorize call spins; its CPU budget (50 ms) stops it and access is denied.
-    let started = Instant::now();
     let spinning = {
         let boris = &boris;
         let open = open.clone();
@@ -470,7 +469,6 @@ async fn a_spinning_plugin_is_stopped_and_the_node_keeps_serving() -> anyhow::Re
         anyhow::Ok(())
     };
     let (spun, chatted) = tokio::join!(spinning, chatting);
-    let elapsed = started.elapsed();
     chatted?;
     let err = spun.unwrap_err();
     assert_eq!(
@@ -478,24 +476,21 @@ async fn a_spinning_plugin_is_stopped_and_the_node_keeps_serving() -> anyhow::Re
         Some(ErrorCode::NotFound),
         "fails closed: {err:#}"
     );
-    // The budget is 50 ms of CPU; allow for a loaded machine (the benchmark measures it).
-    assert!(
-        elapsed < Duration::from_secs(5),
-        "stopped after {elapsed:?}"
-    );
     assert_eq!(messages(&boris, &group.id).await?.len(), 20);
 
-    // Three such failures pause it; the administrator sees why.
+    // Three such failures pause it; the administrator sees why: its CPU budget stopped it
+    // (not the call's timeout).
     for _ in 0..2 {
         ask(&boris, open.clone()).await.unwrap_err();
     }
     let info = plugin(&node, "hostile").await?;
     assert!(info.status.starts_with("paused"), "{info:?}");
     assert!(info.status.contains("CPU"), "{info:?}");
-    // While paused, calls are refused at once (still failing closed).
-    let started = Instant::now();
+    // While paused, calls are refused at once, without calling the plugin (still failing
+    // closed).
+    let calls = node.plugin_calls_started("hostile");
     ask(&boris, open.clone()).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(node.plugin_calls_started("hostile"), calls);
     Ok(())
 }
 

@@ -12,10 +12,10 @@ pub(crate) mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
+use veche_base::SharedClock;
 
 use ed25519_dalek::SigningKey;
 use tokio::sync::Notify;
-use veche_protocol::Timestamp;
 use veche_protocol::discussions::ObjectRef;
 use veche_protocol::ids::{Login, NodeName};
 
@@ -161,6 +161,7 @@ struct Inner {
     key: SigningKey,
     /// Wakes the webhook sender.
     wake: Notify,
+    clock: SharedClock,
 }
 
 impl Apps {
@@ -171,6 +172,7 @@ impl Apps {
         smtp: SmtpConfig,
         plugins: Plugins,
         key: SigningKey,
+        clock: SharedClock,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -181,8 +183,14 @@ impl Apps {
                 plugins,
                 key,
                 wake: Notify::new(),
+                clock,
             }),
         }
+    }
+
+    /// Now, by the node's clock.
+    pub(super) fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
     }
 
     /// Starts a registration: records a one-time code for `name` and sends it to `email`.
@@ -217,7 +225,7 @@ impl Apps {
         }
         let code = format!("{:08}", rand::random_range(0..100_000_000u32));
         let code_hash = token_hash(&code);
-        let now = now_ms();
+        let now = self.now_ms();
         let user_id = format!("{}@{}", login.as_str(), self.inner.node);
         let config = &self.inner.config;
         let refused = self
@@ -283,7 +291,7 @@ impl Apps {
     ) -> Result<Credentials, AppError> {
         check_instance(instance)?;
         let secret = format!("vapp_{}", random_token());
-        let now = now_ms();
+        let now = self.now_ms();
         let outcome = self
             .inner
             .store
@@ -342,7 +350,7 @@ impl Apps {
             .await?
             .ok_or(AppError::Unauthenticated)?;
         if app.instance_id.as_deref() != Some(instance) {
-            let now = now_ms();
+            let now = self.now_ms();
             // Every refusal is counted; the same copy is audited once an hour, so that a copy
             // retrying in a loop does not flood the audit log.
             let audited_lately = app.last_copy_instance.as_deref() == Some(instance)
@@ -393,7 +401,7 @@ impl Apps {
             .revoke_app(
                 name,
                 &AuditRecord {
-                    at: now_ms(),
+                    at: self.now_ms(),
                     actor: actor.to_owned(),
                     action: "app.revoked",
                     target: name.to_owned(),
@@ -423,7 +431,7 @@ impl Apps {
                 "event kinds starting with 'action.' are the node's own".into(),
             ));
         }
-        let event = BusinessEvent::new(app.name.clone(), kind, object, payload, key)
+        let event = BusinessEvent::new(app.name.clone(), kind, object, payload, key, self.now_ms())
             .map_err(AppError::BadRequest)?;
         let fresh = self.inner.plugins.post_event(event).await?;
         self.inner.wake.notify_one();
@@ -463,7 +471,7 @@ impl Apps {
                 Signing::HmacSha256 => random_token(),
                 Signing::Ed25519 => String::new(),
             },
-            created_at: now_ms(),
+            created_at: self.now_ms(),
         };
         self.inner.store.insert_webhook(&row).await?;
         Ok(row)
@@ -493,7 +501,7 @@ impl Apps {
         let n = self
             .inner
             .store
-            .retry_failed_deliveries(id, now_ms())
+            .retry_failed_deliveries(id, self.now_ms())
             .await?;
         self.inner.wake.notify_one();
         Ok(n)
@@ -525,7 +533,10 @@ impl Apps {
                 Signing::Ed25519 => String::new(),
             },
         };
-        self.inner.store.subscribe_topic(&row).await?;
+        self.inner
+            .store
+            .subscribe_topic(&row, self.now_ms())
+            .await?;
         self.inner.wake.notify_one();
         Ok(row)
     }
@@ -564,7 +575,7 @@ impl Apps {
                 MAX_TOPIC_PAYLOAD / 1024
             )));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let result = self
             .inner
             .store
@@ -602,7 +613,7 @@ impl Apps {
         let lease = lease
             .unwrap_or(Duration::from_secs(self.inner.config.topic_lease_secs))
             .min(MAX_LEASE);
-        let now = now_ms();
+        let now = self.now_ms();
         Ok(self
             .inner
             .store
@@ -722,10 +733,6 @@ fn check_url(url: &str) -> Result<(), AppError> {
             "{url:?} is not an http(s) URL"
         ))),
     }
-}
-
-fn now_ms() -> i64 {
-    Timestamp::now().as_millis()
 }
 
 fn secs_ms(secs: u64) -> i64 {

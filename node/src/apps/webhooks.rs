@@ -19,7 +19,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
-use super::{Apps, now_ms};
+use super::Apps;
 use crate::store::{Attempt, DeliveryRow, PushRow};
 
 /// Requests sent per round.
@@ -90,7 +90,7 @@ pub(super) async fn run(apps: Apps, stop: CancellationToken) {
         }
         if pruned.elapsed() >= PRUNE_EVERY {
             pruned = tokio::time::Instant::now();
-            match apps.inner.store.prune_app_queues(now_ms()).await {
+            match apps.inner.store.prune_app_queues(apps.now_ms()).await {
                 Ok(n) if n > 0 => tracing::debug!(rows = n, "pruned webhook and topic queues"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot prune webhook and topic queues"),
@@ -111,7 +111,7 @@ pub(super) async fn run(apps: Apps, stop: CancellationToken) {
 /// Sends what is due; `true` if a full batch was found (more may be waiting).
 async fn round(apps: &Apps, client: &reqwest::Client) -> bool {
     let store = &apps.inner.store;
-    let now = now_ms();
+    let now = apps.now_ms();
     let deliveries = match store.due_deliveries(now, BATCH).await {
         Ok(d) => d,
         Err(e) => {
@@ -160,7 +160,7 @@ async fn post(apps: &Apps, client: &reqwest::Client, out: Outgoing<'_>) -> Resul
         out.signing,
         out.secret,
         &apps.inner.key,
-        now_ms(),
+        apps.now_ms(),
         &out.body,
     );
     let response = client
@@ -213,7 +213,7 @@ async fn deliver(apps: &Apps, client: &reqwest::Client, d: DeliveryRow) {
         },
     )
     .await;
-    let now = now_ms();
+    let now = apps.now_ms();
     let outcome = match &result {
         Ok(()) => Attempt::Delivered,
         Err(error) if d.attempts + 1 >= i64::from(apps.inner.config.webhook_attempts) => {
@@ -274,7 +274,7 @@ async fn push(apps: &Apps, client: &reqwest::Client, p: PushRow) {
             .map(|_| ()),
         Err(error) => {
             tracing::debug!(topic = %m.topic, subscriber = %p.subscriber, %error, "push failed; will retry");
-            let at = now_ms().saturating_add(backoff(apps, m.attempts - 1));
+            let at = apps.now_ms().saturating_add(backoff(apps, m.attempts - 1));
             store.push_failed(&m.topic, &p.subscriber, m.id, at).await
         }
     };

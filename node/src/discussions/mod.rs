@@ -12,6 +12,7 @@ mod sequencer;
 mod text;
 
 use std::sync::Arc;
+use veche_base::SharedClock;
 
 use tokio::sync::{mpsc, oneshot};
 use veche_protocol::discussions::{
@@ -210,6 +211,7 @@ struct Inner {
     search: Search,
     /// Linked nodes, asked for their directories.
     links: crate::federation::LinkWaker,
+    clock: SharedClock,
 }
 
 pub(crate) use sequencer::FedOutcome;
@@ -240,6 +242,7 @@ impl Discussions {
 
 impl Discussions {
     /// Starts the sequencer.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         store: Store,
         node: NodeName,
@@ -248,6 +251,7 @@ impl Discussions {
         plugins: Plugins,
         outlets: Outlets,
         search: Search,
+        clock: SharedClock,
     ) -> Self {
         let (jobs, rx) = mpsc::channel(4096);
         let links = outlets.fed.links.clone();
@@ -259,6 +263,7 @@ impl Discussions {
                 config,
                 plugins.clone(),
                 outlets,
+                clock.clone(),
             ),
             rx,
         ));
@@ -271,6 +276,7 @@ impl Discussions {
                 plugins,
                 search,
                 links,
+                clock,
             }),
         }
     }
@@ -437,7 +443,10 @@ impl Discussions {
                     && sane(&p.department)
             })
             .collect();
-        self.inner.store.refresh_remote_profiles(&profiles).await?;
+        self.inner
+            .store
+            .refresh_remote_profiles(&profiles, self.inner.clock.now_ms())
+            .await?;
         Ok(Reply::Directory {
             users: profiles
                 .into_iter()
@@ -1172,7 +1181,7 @@ impl Discussions {
                     &message.author,
                     "action.clicked",
                     &body,
-                    Timestamp::now().as_millis(),
+                    self.inner.clock.now_ms(),
                 )
                 .await?;
         }

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use veche_base::SharedClock;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
@@ -250,6 +251,8 @@ pub(crate) struct Sequencer {
     fed: super::FedOutlet,
     /// The federated event the current command applies, if any.
     applying: std::sync::Mutex<Option<Applying>>,
+    /// The node's clock.
+    clock: SharedClock,
     /// Dialogs and groups read in the current batch, with their members: most commands of a
     /// busy batch touch the same few discussions. Valid within one batch only, and dropped
     /// whenever a command fails or changes membership or titles.
@@ -269,10 +272,6 @@ pub(crate) async fn run(mut sequencer: Sequencer, mut jobs: mpsc::Receiver<Job>)
     while jobs.recv_many(&mut batch_jobs, MAX_BATCH).await > 0 {
         sequencer.apply_batch(std::mem::take(&mut batch_jobs)).await;
     }
-}
-
-fn now() -> i64 {
-    Timestamp::now().as_millis()
 }
 
 fn new_id(node: &NodeName) -> String {
@@ -309,6 +308,7 @@ impl Sequencer {
         config: Limits,
         plugins: Plugins,
         outlets: super::Outlets,
+        clock: SharedClock,
     ) -> Self {
         let fed = outlets.fed.clone();
         Self {
@@ -322,8 +322,14 @@ impl Sequencer {
             outlets,
             fed,
             applying: std::sync::Mutex::default(),
+            clock,
             cache: std::sync::Mutex::default(),
         }
+    }
+
+    /// Now, by the node's clock.
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     fn forget_cache(&self) {
@@ -694,7 +700,7 @@ impl Sequencer {
             }));
         }
         b.audit(&AuditRecord {
-            at: now(),
+            at: self.now(),
             actor: format!("user:{}", caller.user),
             action: "message.conflict",
             target: existing.id.clone(),
@@ -897,7 +903,7 @@ impl Sequencer {
             detail,
             change,
         } = entry;
-        let at = now();
+        let at = self.now();
         let seq = self.next_seq(b, &d.id, at).await?;
         b.insert_event(&EventRow {
             discussion_id: d.id.clone(),
@@ -955,7 +961,7 @@ impl Sequencer {
                 if !linked || u.parse::<veche_protocol::ids::UserId>().is_err() {
                     return Err(DiscussionError::NotFound("user"));
                 }
-                b.ensure_remote_user(u, now()).await?;
+                b.ensure_remote_user(u, self.now()).await?;
             } else if !b.user_exists(u).await? {
                 return Err(DiscussionError::NotFound("user"));
             }
@@ -970,7 +976,7 @@ impl Sequencer {
         title: String,
         caller: &Caller,
     ) -> DiscussionRow {
-        let at = now();
+        let at = self.now();
         DiscussionRow {
             id: new_id(&self.node),
             kind: kind.as_str().to_owned(),
@@ -1173,7 +1179,7 @@ impl Sequencer {
         b.set_object_access(key, &principals).await?;
         let after: HashSet<String> = b.users_with_object_access(key).await?.into_iter().collect();
         b.audit(&AuditRecord {
-            at: now(),
+            at: self.now(),
             actor: format!("user:{}", caller.user),
             action: "object.access",
             target: format!(
@@ -1230,7 +1236,7 @@ impl Sequencer {
                 "a group has at most {MAX_GROUP_SIZE} members"
             )));
         }
-        let at = now();
+        let at = self.now();
         let mut added = Vec::new();
         for u in users {
             if b.add_member(&d.id, u, "member", at).await? {
@@ -1507,6 +1513,7 @@ impl Sequencer {
                 &d.id,
                 &d.kind,
                 &m.files,
+                self.now(),
             )
             .await?;
         }
@@ -1566,7 +1573,7 @@ impl Sequencer {
         if served.is_some() {
             self.audience(b, &d).await?;
         }
-        let at = now();
+        let at = self.now();
         let seq = d.last_seq + 1;
         let row = MessageRow {
             id: self
@@ -1782,7 +1789,7 @@ impl Sequencer {
                 .await?;
             return Ok(Done::Nothing);
         }
-        let version = b.edit_message(&m.id, &text, now()).await?;
+        let version = b.edit_message(&m.id, &text, self.now()).await?;
         let detail = Detail {
             version: Some(version),
             ..Detail::default()
@@ -1894,7 +1901,7 @@ impl Sequencer {
             return Ok(Done::Nothing);
         }
         if !b
-            .set_reaction(&m.id, &caller.user, emoji, add, now())
+            .set_reaction(&m.id, &caller.user, emoji, add, self.now())
             .await?
         {
             return Ok(Done::Nothing);

@@ -173,6 +173,7 @@ struct Inner {
     fetching: Arc<tokio::sync::Semaphore>,
     /// Wakes the home's fetching of its discussions' files from linked nodes.
     prefetch: tokio::sync::Notify,
+    clock: veche_base::SharedClock,
     /// Files whose fetch for the home failed, and when to try again.
     prefetch_failed: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
@@ -255,10 +256,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn now() -> i64 {
-    Timestamp::now().0
-}
-
 fn random_id(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
@@ -295,7 +292,15 @@ pub(crate) fn info(row: &FileRow) -> FileInfo {
 }
 
 impl Files {
+    /// Now, by the node's clock.
+    fn now(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+}
+
+impl Files {
     /// Opens the service over `<data>/files/`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn open(
         store: Store,
         config: FilesConfig,
@@ -304,6 +309,7 @@ impl Files {
         plugins: Plugins,
         node: veche_protocol::ids::NodeName,
         links: LinkWaker,
+        clock: veche_base::SharedClock,
     ) -> Result<Self, FileError> {
         let root = data.join("files");
         let staging = root.join("uploads");
@@ -346,6 +352,7 @@ impl Files {
                 reading: Mutex::default(),
                 previews: Arc::new(tokio::sync::Semaphore::new(1)),
                 migrating: tokio::sync::Mutex::new(()),
+                clock,
                 fetches: Mutex::default(),
                 fetching: Arc::new(tokio::sync::Semaphore::new(FETCHES)),
                 prefetch: tokio::sync::Notify::new(),
@@ -413,7 +420,7 @@ impl Files {
         policy::check_declared(c, &d.kind, &name, new.size)?;
         let size = i64::try_from(new.size)
             .map_err(|_| FileError::BadRequest("size is too large".into()))?;
-        let at = now();
+        let at = self.now();
         let row = UploadRow {
             id: random_id("up_"),
             user_id: caller.user.clone(),
@@ -641,7 +648,7 @@ impl Files {
             size: row.size,
             discussion_id: row.discussion_id.clone(),
             uploader: row.user_id.clone(),
-            created_at: now(),
+            created_at: self.now(),
             attached: false,
             sha256: row.sha256.clone(),
             backend: String::new(),
@@ -702,7 +709,7 @@ impl Files {
             thumbnail: preview.png.is_some(),
             width: preview.dimensions.map(|d| i64::from(d.0)),
             height: preview.dimensions.map(|d| i64::from(d.1)),
-            created_at: now(),
+            created_at: self.now(),
         })
     }
 
@@ -1202,7 +1209,7 @@ impl Files {
     pub(crate) async fn cleanup(&self) -> Result<(usize, usize), FileError> {
         let store = &self.inner.store;
         let c = &self.inner.config;
-        let at = now();
+        let at = self.now();
         for id in store.expired_uploads(at, 1000).await? {
             let Some(_busy) = BusyGuard::take(&self.inner, &id) else {
                 continue;
@@ -1375,7 +1382,7 @@ impl Files {
             .get(to)
             .map_err(|e| FileError::BadRequest(e.to_string()))?;
         let audit = crate::store::AuditRecord {
-            at: now(),
+            at: self.now(),
             actor: actor.to_owned(),
             action: "files.backend",
             target: to.to_owned(),
@@ -1606,6 +1613,7 @@ pub(crate) async fn check_attachments(
     discussion: &str,
     kind: &str,
     files: &[String],
+    now: i64,
 ) -> Result<(), DiscussionError> {
     if files.is_empty() {
         return Ok(());
@@ -1641,7 +1649,7 @@ pub(crate) async fn check_attachments(
         match b.file_owner(id).await? {
             Some((uploader, d, created_at)) if uploader == author && d == discussion => {
                 let days = i64::from(c.retention_days);
-                if days > 0 && created_at < now() - days * 86_400_000 {
+                if days > 0 && created_at < now - days * 86_400_000 {
                     return Err(DiscussionError::Refused(Box::new(ErrorBody::refused_by(
                         "files.retention_days",
                         format!("file {id} is past the {days}-day retention and is being removed"),

@@ -92,6 +92,8 @@ pub(crate) struct PluginEnv {
     /// how many ticks a second it may use.
     pub(crate) cpu: Mutex<(Instant, u64)>,
     pub(crate) cpu_per_second: u64,
+    /// The node's clock, for log lines' times.
+    pub(crate) clock: veche_base::SharedClock,
 }
 
 /// One log line from a plugin.
@@ -277,7 +279,7 @@ impl log::Host for HostState {
             .map(|(k, v)| (truncate(k, 64), truncate(v, 512)))
             .collect();
         self.logs.push(LogLine {
-            at: super::now_ms(),
+            at: self.env.clock.now_ms(),
             level,
             message: truncate(message, MAX_LOG_BYTES),
             fields,

@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use veche_base::SharedClock;
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -54,10 +55,6 @@ use runtime::{CallError, Loaded, Runtime};
 const MAX_ATTEMPTS: i64 = 5;
 /// Actions one bot call may return.
 const MAX_ACTIONS: usize = 20;
-
-pub(crate) fn now_ms() -> i64 {
-    Timestamp::now().as_millis()
-}
 
 /// What a context provider decided for one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +120,7 @@ pub(crate) struct Shared {
     render_cache: Mutex<HashMap<ObjectKeyOwned, (wit::RenderedObject, Instant)>>,
     stop: CancellationToken,
     tasks: TaskTracker,
+    clock: SharedClock,
 }
 
 /// Application, object type, object id.
@@ -217,6 +215,7 @@ impl Plugins {
         node: NodeName,
         data_dir: &Path,
         config: PluginsConfig,
+        clock: SharedClock,
     ) -> Result<Self, String> {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -243,6 +242,7 @@ impl Plugins {
                 render_cache: Mutex::new(HashMap::new()),
                 stop,
                 tasks,
+                clock,
             }),
         };
         let rows = store.plugins().await.map_err(|e| e.to_string())?;
@@ -298,6 +298,11 @@ impl Plugins {
             .filter(|a| a.env.manifest.roles.bot.is_some())
             .map(|a| a.env.id.clone())
             .collect()
+    }
+
+    /// Now, by the node's clock.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.shared.clock.now_ms()
     }
 
     fn get(&self, id: &str) -> Option<Arc<Active>> {
@@ -377,6 +382,7 @@ impl Plugins {
             main: self.shared.runtime.main.clone(),
             posts: Mutex::new((Instant::now(), 0)),
             cpu: Mutex::new((Instant::now(), 0)),
+            clock: self.shared.clock.clone(),
             cpu_per_second: u64::from(self.shared.config.cpu_share_percent.clamp(1, 100)) * 1000
                 / runtime::TICK.as_millis() as u64
                 / 100,
@@ -610,7 +616,7 @@ impl Plugins {
         }
         let wasm = read(&source.join(&manifest.component))?;
         let sha = runtime::sha256_hex(&wasm);
-        let now = now_ms();
+        let now = self.now_ms();
         let previous = self.shared.store.plugin(&manifest.id).await?;
         let bot_user = manifest
             .roles
@@ -718,7 +724,7 @@ impl Plugins {
     ) -> Result<PluginInfo, PluginError> {
         let _one_at_a_time = self.shared.admin.lock().await;
         let audit = AuditRecord {
-            at: now_ms(),
+            at: self.now_ms(),
             actor: actor.to_owned(),
             action: if enabled {
                 "plugin.enable"
@@ -871,7 +877,7 @@ impl Plugins {
         self.get(id)
             .ok_or_else(|| PluginError::NotFound(id.to_owned()))?;
         let audit = AuditRecord {
-            at: now_ms(),
+            at: self.now_ms(),
             actor: actor.to_owned(),
             action: "plugin.replay",
             target: id.to_owned(),
@@ -880,7 +886,7 @@ impl Plugins {
         let n = self
             .shared
             .store
-            .replay_dead(id, item, now_ms(), &audit)
+            .replay_dead(id, item, self.now_ms(), &audit)
             .await?;
         self.waker(id).notify_one();
         Ok(n)
@@ -903,7 +909,7 @@ impl Plugins {
             .collect();
         for line in stderr.lines().filter(|l| !l.trim().is_empty()).take(20) {
             lines.push((
-                now_ms(),
+                self.now_ms(),
                 "stderr".into(),
                 line.chars().take(4096).collect(),
                 "{}".into(),
@@ -1223,6 +1229,14 @@ impl Plugins {
         }
     }
 
+    /// How many calls were made into the current version of plugin `id`.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(crate) fn calls_started(&self, id: &str) -> u64 {
+        self.get(id)
+            .and_then(|a| a.loaded.as_ref().map(|l| l.calls_started()))
+            .unwrap_or(0)
+    }
+
     /// How many calls into plugin `id` are running now.
     #[cfg(any(test, feature = "test-utils"))]
     pub(crate) fn calls_in_flight(&self, id: &str) -> usize {
@@ -1380,7 +1394,7 @@ impl Plugins {
                     webhook_body: &event.webhook_body(),
                 },
                 &subscribers,
-                now_ms(),
+                self.now_ms(),
             )
             .await?
             .is_some();
@@ -1395,7 +1409,7 @@ impl Plugins {
         let payload = serde_json::to_string(&Inbox::Click(click)).unwrap_or_default();
         self.shared
             .store
-            .enqueue_plugin(plugin, "click", &payload, now_ms())
+            .enqueue_plugin(plugin, "click", &payload, self.now_ms())
             .await?;
         self.waker(plugin).notify_one();
         Ok(())
@@ -1487,7 +1501,7 @@ impl Plugins {
         {
             return Ok(Some(left.max(Duration::from_millis(10))));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let (store, plugin) = (self.shared.store.clone(), id.to_owned());
         let next = self
             .on_main(async move {
@@ -1525,11 +1539,10 @@ impl Plugins {
                 let backoff = 200i64.saturating_mul(1 << attempts.min(10));
                 tracing::warn!(plugin = %id, item = row.id, attempts, dead, error = %error, "bot delivery failed");
                 let store = self.shared.store.clone();
-                self.on_main(async move {
-                    store
-                        .inbox_failed(row.id, &error, now_ms() + backoff, dead)
-                        .await
-                })
+                let retry_at = self.now_ms() + backoff;
+                self.on_main(
+                    async move { store.inbox_failed(row.id, &error, retry_at, dead).await },
+                )
                 .await?;
             }
         }
@@ -1575,7 +1588,14 @@ impl Plugins {
     #[cfg(any(test, feature = "test-utils"))]
     pub(crate) async fn call_bot_event(&self, plugin: &str, kind: &str) -> Result<usize, String> {
         let a = self.get(plugin).ok_or("no such plugin")?;
-        let event = BusinessEvent::new("bench".into(), kind.into(), None, "{}".into(), "b".into())?;
+        let event = BusinessEvent::new(
+            "bench".into(),
+            kind.into(),
+            None,
+            "{}".into(),
+            "b".into(),
+            self.now_ms(),
+        )?;
         let row = bench_row(
             "event",
             serde_json::to_string(&Inbox::Event(event)).unwrap_or_default(),
@@ -1690,7 +1710,7 @@ impl Plugins {
 
     async fn bot_warn(&self, a: &Active, message: &str) {
         let line = host::LogLine {
-            at: now_ms(),
+            at: self.now_ms(),
             level: "warn",
             message: message.to_owned(),
             fields: Vec::new(),
@@ -1982,6 +2002,7 @@ impl BusinessEvent {
         object: Option<ObjectRef>,
         payload: String,
         idempotency_key: String,
+        occurred_at: i64,
     ) -> Result<Self, String> {
         let short = |s: &str| !s.is_empty() && s.len() <= 128;
         if !short(&source) || !short(&kind) || !short(&idempotency_key) {
@@ -1998,7 +2019,7 @@ impl BusinessEvent {
             kind,
             object,
             payload,
-            occurred_at: now_ms(),
+            occurred_at,
             idempotency_key,
         })
     }

@@ -252,6 +252,7 @@ impl Runtime {
             permits: Arc::new(tokio::sync::Semaphore::new(
                 manifest.limits.max_concurrency as usize,
             )),
+            started: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -453,6 +454,8 @@ pub(crate) struct Loaded {
     warm: Mutex<Vec<Warm>>,
     /// `max-concurrency` calls (or storage streams) at once.
     permits: Arc<tokio::sync::Semaphore>,
+    /// Calls made into this version so far.
+    started: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Loaded {
@@ -504,6 +507,12 @@ pub(crate) type Outcome<R> = (Result<R, CallError>, Vec<super::host::LogLine>, S
 const POOL_GRACE: Duration = Duration::from_secs(1);
 
 impl Loaded {
+    /// How many calls were made into this version.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(crate) fn calls_started(&self) -> u64 {
+        self.started.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// How many of its `max_concurrency` calls are running.
     #[cfg(any(test, feature = "test-utils"))]
     pub(crate) fn calls_in_flight(&self, max_concurrency: u32) -> usize {
@@ -520,6 +529,8 @@ impl Loaded {
         read_only: bool,
         f: CallFn<R>,
     ) -> Outcome<R> {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let limits = &env.manifest.limits;
         let timeout = Duration::from_millis(limits.call_timeout_ms.into());
         let Ok(Ok(permit)) =

@@ -21,6 +21,7 @@ mod webpush;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use veche_base::SharedClock;
 
 use ed25519_dalek::Signer;
 use futures_util::future::join_all;
@@ -138,10 +139,14 @@ struct Inner {
     wake: Notify,
     /// Users with at least one endpoint: everyone else is skipped without a query.
     with_endpoints: Mutex<HashSet<String>>,
+    clock: SharedClock,
 }
 
-fn now_ms() -> i64 {
-    Timestamp::now().as_millis()
+impl Push {
+    /// Now, by the node's clock.
+    fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
 }
 
 impl Push {
@@ -152,6 +157,7 @@ impl Push {
         vapid: Vapid,
         node: &str,
         key: ed25519_dalek::SigningKey,
+        clock: SharedClock,
     ) -> Result<Self, StoreError> {
         let (work, receiver) = mpsc::channel(NOTICE_QUEUE);
         let with_endpoints = store.users_with_push().await?.into_iter().collect();
@@ -172,6 +178,7 @@ impl Push {
                 receiver: Mutex::new(Some(receiver)),
                 wake: Notify::new(),
                 with_endpoints: Mutex::new(with_endpoints),
+                clock,
             }),
         })
     }
@@ -279,7 +286,7 @@ impl Push {
             p256dh,
             auth,
             pushkey,
-            created_at: now_ms(),
+            created_at: self.now_ms(),
         };
         // Into the set before the row exists: the set may hold users without endpoints
         // (never the reverse), so nobody with an endpoint is skipped.
@@ -452,7 +459,7 @@ impl Push {
         }
         let users: Vec<&String> = reasons.keys().collect();
         let json = serde_json::to_string(&users).unwrap_or_default();
-        let now = now_ms();
+        let now = self.now_ms();
         let mut levels: HashMap<String, (NotificationLevel, bool)> = HashMap::new();
         for s in self
             .inner
@@ -545,7 +552,7 @@ impl Push {
         if rows.is_empty() {
             return;
         }
-        if let Err(e) = self.inner.store.queue_pushes(&rows, now_ms()).await {
+        if let Err(e) = self.inner.store.queue_pushes(&rows, self.now_ms()).await {
             tracing::warn!(error = %e, count = rows.len(), "cannot queue push notifications; skipped");
             return;
         }
@@ -628,7 +635,7 @@ impl Push {
         }
         let users: Vec<&String> = reasons.keys().collect();
         let json = serde_json::to_string(&users).unwrap_or_default();
-        let now = now_ms();
+        let now = self.now_ms();
         let endpoints = self.inner.store.live_push_endpoints(&json, now).await?;
         if endpoints.is_empty() {
             return Ok(Vec::new());
@@ -712,7 +719,7 @@ async fn send(push: Push, stop: CancellationToken) {
         if stop.is_cancelled() {
             return;
         }
-        let now = now_ms();
+        let now = push.now_ms();
         let jobs = match push.inner.store.due_push_jobs(now, BATCH).await {
             Ok(j) => j,
             Err(e) => {
@@ -726,7 +733,7 @@ async fn send(push: Push, stop: CancellationToken) {
             continue;
         }
         let next = push.inner.store.next_push_due().await.ok().flatten();
-        let pause = next.map_or(1000, |at| (at - now_ms()).clamp(0, 1000));
+        let pause = next.map_or(1000, |at| (at - push.now_ms()).clamp(0, 1000));
         tokio::select! {
             () = stop.cancelled() => return,
             () = push.inner.wake.notified() => {}
@@ -793,7 +800,7 @@ impl Push {
                         .min(MAX_BACKOFF_MS);
                     tracing::debug!(user = %job.endpoint.user_id, %error, "push failed; will retry");
                     store
-                        .push_retry(job.id, now_ms().saturating_add(wait), &error)
+                        .push_retry(job.id, self.now_ms().saturating_add(wait), &error)
                         .await
                 }
             }
@@ -863,7 +870,7 @@ impl Push {
                 "notification": payload,
             })
             .to_string();
-            let ts = now_ms();
+            let ts = self.now_ms();
             let signed = format!("{GATEWAY_CONTEXT}{ts}.{body}");
             let signature = hex::encode(self.inner.key.sign(signed.as_bytes()).to_bytes());
             clients

@@ -27,7 +27,7 @@ use veche_protocol::files::{MAX_TRANSFER_FRAME, TransferReply, TransferRequest};
 use veche_protocol::frame::{self, FrameError, MAX_OUTGOING_FRAME, MAX_UNAUTHENTICATED_FRAME};
 use veche_protocol::{
     ClientFrame, ErrorBody, ErrorCode, Event, PROTOCOL_VERSIONS, Reply, Request, ServerFrame,
-    Timestamp, close, negotiate_version,
+    close, negotiate_version,
 };
 
 use super::registry::{EncodedEvent, EndSignal, LiveConnection, Transport};
@@ -273,7 +273,7 @@ async fn handshake(
     let welcome = ServerFrame::Welcome {
         version,
         node: shared.node_name.clone(),
-        server_time: Timestamp::now(),
+        server_time: shared.services.clock.now(),
     };
     let opened = tokio::time::timeout_at(deadline, async {
         frame::write(&mut send, &welcome, MAX_UNAUTHENTICATED_FRAME)
@@ -794,7 +794,7 @@ async fn handle(state: &State, request: Request) -> Result<Reply, ErrorBody> {
     let accounts = &state.shared.services.accounts;
     match request {
         Request::Ping => Ok(Reply::Pong {
-            server_time: Timestamp::now(),
+            server_time: state.shared.services.clock.now(),
         }),
         Request::Setup {
             token,

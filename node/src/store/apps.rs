@@ -753,7 +753,11 @@ impl Store {
 
     // ---- topics ----
 
-    pub(crate) async fn subscribe_topic(&self, sub: &SubscriptionRow) -> Result<(), StoreError> {
+    pub(crate) async fn subscribe_topic(
+        &self,
+        sub: &SubscriptionRow,
+        now: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO topic_subscriptions (topic, subscriber, push_url, signing, secret, \
              created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (topic, subscriber) DO UPDATE \
@@ -765,7 +769,7 @@ impl Store {
         .bind(&sub.push_url)
         .bind(&sub.signing)
         .bind(&sub.secret)
-        .bind(now_ms())
+        .bind(now)
         .execute(&self.write)
         .await?;
         Ok(())
@@ -1039,8 +1043,4 @@ pub(super) async fn enqueue_webhooks(
         n += 1;
     }
     Ok(n)
-}
-
-fn now_ms() -> i64 {
-    veche_protocol::Timestamp::now().as_millis()
 }

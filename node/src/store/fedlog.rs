@@ -497,6 +497,7 @@ impl Store {
     pub(crate) async fn refresh_remote_profiles(
         &self,
         profiles: &[veche_federation::wire::Profile],
+        at: i64,
     ) -> Result<(), StoreError> {
         // Most people found are not known here: the writer is taken only for those who are.
         let ids: Vec<&str> = profiles.iter().map(|p| p.id.as_str()).collect();
@@ -504,7 +505,6 @@ impl Store {
         if known.is_empty() {
             return Ok(());
         }
-        let at = veche_protocol::Timestamp::now().as_millis();
         let mut tx = self.write.begin().await?;
         for p in profiles.iter().filter(|p| known.contains(&p.id)) {
             sqlx::query(

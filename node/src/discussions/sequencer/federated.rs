@@ -22,7 +22,6 @@ use veche_federation::event::{
 use veche_federation::grant::Signed;
 use veche_federation::keys::{Hash, PublicKey};
 use veche_federation::wire::{self, Item, Reader};
-use veche_protocol::Timestamp;
 use veche_protocol::discussions::{Change, ObjectRef, SendMessage};
 use veche_protocol::ids::{NodeName, UserId};
 
@@ -141,9 +140,10 @@ impl Round {
         b: &mut Batch,
         id: &str,
         me: &NodeName,
+        at: i64,
     ) -> Result<(), DiscussionError> {
         if !self.users.contains(id) {
-            remote_user(b, id, me).await?;
+            remote_user(b, id, me, at).await?;
             self.users.insert(id.to_owned());
         }
         Ok(())
@@ -248,7 +248,7 @@ impl Sequencer {
             origin: self.node.to_string(),
             author: author.to_owned(),
             client_txn,
-            created_at: Timestamp::now().as_millis(),
+            created_at: self.now(),
             target,
             body_hash: None,
             body_len: 0,
@@ -484,7 +484,7 @@ impl Sequencer {
                 event: event.id(),
                 origin_key,
                 prev,
-                accepted_at: Timestamp::now().as_millis(),
+                accepted_at: self.now(),
             },
         );
         let kind = event.header().kind.clone();
@@ -586,7 +586,7 @@ impl Sequencer {
                 device: &caller.device,
                 client_msg_id: &txn,
                 kind: "dialog.open",
-                at: Timestamp::now().as_millis(),
+                at: self.now(),
             };
             b.fed_add_pending(&pending).await?;
             submit(b, link, &event, out).await?;
@@ -644,7 +644,7 @@ impl Sequencer {
         if !b.fed_reachable(link, &h.origin, with).await? {
             return Err(DiscussionError::NotFound("user"));
         }
-        remote_user(b, &h.author, &self.node).await?;
+        remote_user(b, &h.author, &self.node, self.now()).await?;
         let mut pair = [h.author.as_str(), with.as_str()];
         pair.sort_unstable();
         let key = pair.join("\n");
@@ -722,7 +722,7 @@ impl Sequencer {
             device: &caller.device,
             client_msg_id: client_txn,
             kind,
-            at: Timestamp::now().as_millis(),
+            at: self.now(),
         };
         if !b.fed_add_pending(&pending).await? {
             return Err(DiscussionError::Store(StoreError::Aborted(
@@ -1030,7 +1030,7 @@ impl Sequencer {
             )));
         }
         let body = body_of(&event)?;
-        round.user(b, &h.author, &self.node).await?;
+        round.user(b, &h.author, &self.node, self.now()).await?;
         let caller = author(&event, false);
         self.set_applying(Some(Applying {
             event: event.clone(),
@@ -1108,7 +1108,7 @@ impl Sequencer {
                 Err(e) => outcomes.push(Err(e)),
             }
         }
-        let at = super::now();
+        let at = self.now();
         let mut logs = Vec::with_capacity(next.len());
         // Each with the index of its log entry.
         let mut accepted: Vec<(usize, Caller, MessageRow)> = Vec::with_capacity(next.len());
@@ -1132,10 +1132,12 @@ impl Sequencer {
                 (Some(id), Ok(content)) => {
                     match self.readable_as(b, &caller, &m.discussion, true).await {
                         Ok((_, grant)) if !grant.write => Err(super::read_only()),
-                        Ok((row, _)) => match round.user(b, &caller.user, &self.node).await {
-                            Ok(()) => Ok((id, content, row)),
-                            Err(e) => Err(e),
-                        },
+                        Ok((row, _)) => {
+                            match round.user(b, &caller.user, &self.node, self.now()).await {
+                                Ok(()) => Ok((id, content, row)),
+                                Err(e) => Err(e),
+                            }
+                        }
                         Err(e) => Err(e),
                     }
                 }
@@ -1436,9 +1438,11 @@ impl Sequencer {
         round: &mut Round,
     ) -> Result<(), DiscussionError> {
         for user in body.users.iter().chain(body.members.iter().map(|(u, _)| u)) {
-            round.user(b, user, &self.node).await?;
+            round.user(b, user, &self.node, self.now()).await?;
         }
-        round.user(b, &event.header().author, &self.node).await
+        round
+            .user(b, &event.header().author, &self.node, self.now())
+            .await
     }
 
     fn message_id_for(&self, event: &Event, body: &Body) -> Option<String> {
@@ -1622,7 +1626,7 @@ impl Sequencer {
             None
         };
         let own = event.header().origin == self.node.as_str();
-        let at = Timestamp::now().as_millis();
+        let at = self.now();
         let mut ids = Vec::with_capacity(refs.len());
         for (position, r) in refs.iter().enumerate() {
             let size = i64::try_from(r.size).map_err(|_| fed_error("a file is too large"))?;
@@ -1692,7 +1696,7 @@ impl Sequencer {
         body: &Body,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        let at = Timestamp::now().as_millis();
+        let at = self.now();
         let existing = b.discussion(discussion).await?;
         if body.kind.as_deref() == Some("object")
             || existing.as_ref().is_some_and(|d| d.kind == "object")
@@ -1851,8 +1855,7 @@ impl Sequencer {
     ) -> Result<Done, DiscussionError> {
         // Sharing again sends the group's state again: a replica that lost its place in the
         // log starts over from it.
-        b.fed_add_share(&d.id, link, Timestamp::now().as_millis())
-            .await?;
+        b.fed_add_share(&d.id, link, self.now()).await?;
         let members = b.members(&d.id).await?;
         // This node signs the share for one of its users: the creator, or (a dialog a user of
         // the other node opened) the member who is on this node. An object discussion is
@@ -1957,7 +1960,7 @@ impl Sequencer {
                     connection: 0,
                 };
                 // Known here by id from now on, like any user of a linked node.
-                remote_user(b, user, &self.node).await?;
+                remote_user(b, user, &self.node, self.now()).await?;
                 let Done::Discussion(id) = self.open_object(b, &caller, object, title, out).await?
                 else {
                     return Err(fed_error("opening an object gave no discussion"));
@@ -1969,7 +1972,7 @@ impl Sequencer {
         };
         // Shared again if the node lost it, but not more often than every few minutes: each
         // share is an entry of the discussion's log.
-        let now = Timestamp::now().as_millis();
+        let now = self.now();
         let share = match b.fed_shared_at(&d.id, link).await? {
             None => true,
             Some(at) => held.is_none() && now.saturating_sub(at) >= SHARE_AGAIN_AFTER_MS,
@@ -2308,13 +2311,17 @@ async fn submit(
 
 /// Makes sure a user of another node named in a federated event is known here; users of this
 /// node are not created (they exist or the change fails).
-async fn remote_user(b: &mut Batch, id: &str, me: &NodeName) -> Result<(), DiscussionError> {
+async fn remote_user(
+    b: &mut Batch,
+    id: &str,
+    me: &NodeName,
+    at: i64,
+) -> Result<(), DiscussionError> {
     let user: UserId = id
         .parse()
         .map_err(|_| fed_error(format!("{id:?} is not a user id")))?;
     if user.node() != me {
-        b.ensure_remote_user(id, Timestamp::now().as_millis())
-            .await?;
+        b.ensure_remote_user(id, at).await?;
     }
     Ok(())
 }

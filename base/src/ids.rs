@@ -25,6 +25,21 @@ pub enum IdError {
     /// A device id is 1–64 characters of `A-Z a-z 0-9 . _ -`.
     #[error("a device id is 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'")]
     DeviceId,
+    /// A discussion id is 32 lowercase hex digits, `@`, and the name of its home node.
+    #[error("a discussion id has the form <32 hex digits>@node-name")]
+    DiscussionId,
+    /// A message id is 32 lowercase hex digits, `@`, and the name of the node that made it.
+    #[error("a message id has the form <32 hex digits>@node-name")]
+    MessageId,
+    /// A file id is `f_` and 32 lowercase hex digits.
+    #[error("a file id has the form f_<32 hex digits>")]
+    FileId,
+    /// A link id is 32 lowercase hex digits.
+    #[error("a link id is 32 lowercase hex digits")]
+    LinkId,
+    /// A digest is 64 lowercase hex digits.
+    #[error("a digest is 64 lowercase hex digits")]
+    Hash,
 }
 
 fn well_formed(s: &str, max: usize, extra: &[u8], upper: bool) -> bool {
@@ -91,6 +106,55 @@ string_id!(
     |s| well_formed(s, 64, b"._-", true),
     IdError::DeviceId
 );
+
+/// `s` is `n` lowercase hex digits.
+fn lower_hex(s: &str, n: usize) -> bool {
+    s.len() == n
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// `s` is 32 lowercase hex digits, `@`, and a node name.
+fn hex_at_node(s: &str) -> bool {
+    s.split_once('@')
+        .is_some_and(|(id, node)| lower_hex(id, 32) && node.parse::<NodeName>().is_ok())
+}
+
+string_id!(
+    /// A discussion: `<32 hex digits>@<home node>`, made by its home node (a UUIDv7, so ids
+    /// sort roughly by creation).
+    DiscussionId,
+    hex_at_node,
+    IdError::DiscussionId
+);
+
+string_id!(
+    /// A message: `<32 hex digits>@<node>`, made by the node that sequenced it.
+    MessageId,
+    hex_at_node,
+    IdError::MessageId
+);
+
+string_id!(
+    /// A stored file: `f_<32 hex digits>`.
+    FileId,
+    |s| s.strip_prefix("f_").is_some_and(|h| lower_hex(h, 32)),
+    IdError::FileId
+);
+
+string_id!(
+    /// A link between two nodes: 32 hex digits, chosen by the node that offered it.
+    LinkId,
+    |s| lower_hex(s, 32),
+    IdError::LinkId
+);
+
+impl DiscussionId {
+    /// The node the discussion lives on.
+    pub fn home(&self) -> &str {
+        self.0.split_once('@').map_or("", |(_, node)| node)
+    }
+}
 
 /// A globally unique user id: `login@node-name`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -171,6 +235,32 @@ mod tests {
         ] {
             assert!(bad.parse::<UserId>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn discussion_message_file_and_link_ids() {
+        let hex = "0190f1a2b3c4d5e6f708192a3b4c5d6e";
+        let d: DiscussionId = format!("{hex}@hq.example.ru").parse().unwrap();
+        assert_eq!(d.home(), "hq.example.ru");
+        assert!(format!("{hex}@hq").parse::<MessageId>().is_ok());
+        assert!(format!("f_{hex}").parse::<FileId>().is_ok());
+        assert!(hex.parse::<LinkId>().is_ok());
+        for bad in [
+            hex.to_owned(),
+            format!("{hex}@"),
+            format!("{}@hq", hex.to_uppercase()),
+            format!("{}@hq", &hex[1..]),
+            format!("{hex}@Hq"),
+        ] {
+            assert_eq!(
+                bad.parse::<DiscussionId>(),
+                Err(IdError::DiscussionId),
+                "{bad}"
+            );
+        }
+        assert!(format!("f_{}", &hex[1..]).parse::<FileId>().is_err());
+        assert!(format!("up_{hex}").parse::<FileId>().is_err());
+        assert!("x".parse::<LinkId>().is_err());
     }
 
     #[test]
