@@ -574,7 +574,7 @@ impl Handle {
     }
 
     async fn ask(&self, link: &str, query: Query) -> Result<Response, QueryError> {
-        check_query(&query).map_err(QueryError::Malformed)?;
+        check_query(&query).map_err(|e| QueryError::Malformed(e.to_string()))?;
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Query {
@@ -643,36 +643,30 @@ fn send_notice(
 }
 
 /// Checks that a request on `link` from the peer `peer` is addressed to this node `me`.
-fn check_query(query: &Query) -> Result<(), String> {
+fn check_query(query: &Query) -> Result<(), BadQuery> {
     match query {
         Query::Directory { text, limit } => {
             if text.trim().is_empty() || text.len() > MAX_QUERY_BYTES {
-                return Err(format!("a directory query is 1 to {MAX_QUERY_BYTES} bytes"));
+                return Err(BadQuery::DirectoryText);
             }
             if *limit == 0 || *limit as usize > MAX_PROFILES {
-                return Err(format!(
-                    "a directory query asks for 1 to {MAX_PROFILES} people"
-                ));
+                return Err(BadQuery::DirectoryLimit);
             }
         }
         Query::File {
             discussion, sha256, ..
         } => {
             if discussion.is_empty() || discussion.len() > MAX_DISCUSSION_BYTES {
-                return Err(format!(
-                    "a file query names a discussion of 1 to {MAX_DISCUSSION_BYTES} bytes"
-                ));
+                return Err(BadQuery::FileDiscussion);
             }
             let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
             if sha256.len() != 64 || !sha256.chars().all(hex) {
-                return Err("a file query names a SHA-256 in 64 lowercase hex digits".into());
+                return Err(BadQuery::FileHash);
             }
         }
         Query::Head { discussion } => {
             if discussion.is_empty() || discussion.len() > MAX_DISCUSSION_BYTES {
-                return Err(format!(
-                    "a head query names a discussion of 1 to {MAX_DISCUSSION_BYTES} bytes"
-                ));
+                return Err(BadQuery::HeadDiscussion);
             }
         }
         Query::Object {
@@ -690,26 +684,85 @@ fn check_query(query: &Query) -> Result<(), String> {
                 || !ok(object_type, 64)
                 || !ok(object_id, 256)
             {
-                return Err(
-                    "an object query names a user (≤ 320 bytes), an application and \
-                            a type (≤ 64) and an id (≤ 256), none empty"
-                        .into(),
-                );
+                return Err(BadQuery::Object);
             }
         }
     }
     Ok(())
 }
 
-fn check_address(address: &Address, link: &str, peer: &NodeId, me: &NodeId) -> Result<(), String> {
+/// Why a pushed item was refused; the peer is told the text.
+#[derive(Debug, thiserror::Error)]
+enum BadItem {
+    #[error(transparent)]
+    Signature(#[from] crate::event::EventError),
+    #[error("submitted to {0}, which is not this node")]
+    NotHome(String),
+    #[error("stamped by {by}, which is not the home {home}")]
+    StampedElsewhere { by: String, home: String },
+    #[error("{0} is no longer linked here")]
+    Unlinked(String),
+    #[error("the stamp names a wrong key for {0}")]
+    WrongKey(String),
+    #[error("{0} is not a user of this node")]
+    NotOurUser(String),
+    #[error("{discussion} is not the home of {peer} or of this node")]
+    NeitherHome { discussion: String, peer: String },
+    #[error("a refusal's reason is too long")]
+    LongReason,
+    #[error("this link does not share object discussions")]
+    NoObjects,
+    #[error("{peer} is not the home of {discussion}")]
+    NotPeerHome { peer: String, discussion: String },
+    #[error("too many readers at once")]
+    TooManyReaders,
+}
+
+/// Why a peer's query was refused.
+#[derive(Debug, thiserror::Error)]
+enum BadQuery {
+    #[error("a directory query is 1 to {MAX_QUERY_BYTES} bytes")]
+    DirectoryText,
+    #[error("a directory query asks for 1 to {MAX_PROFILES} people")]
+    DirectoryLimit,
+    #[error("a file query names a discussion of 1 to {MAX_DISCUSSION_BYTES} bytes")]
+    FileDiscussion,
+    #[error("a file query names a SHA-256 in 64 lowercase hex digits")]
+    FileHash,
+    #[error("a head query names a discussion of 1 to {MAX_DISCUSSION_BYTES} bytes")]
+    HeadDiscussion,
+    #[error(
+        "an object query names a user (≤ {MAX_USER_BYTES} bytes), an application and a type \
+         (≤ 64) and an id (≤ 256), none empty"
+    )]
+    Object,
+}
+
+/// Why a frame's address does not fit the link it came on.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum Misaddressed {
+    #[error("not the link {0}")]
+    Link(String),
+    #[error("the frame claims another sender")]
+    Sender,
+    #[error("the frame is addressed to another node")]
+    Recipient,
+}
+
+fn check_address(
+    address: &Address,
+    link: &str,
+    peer: &NodeId,
+    me: &NodeId,
+) -> Result<(), Misaddressed> {
     if address.link != link {
-        return Err(format!("not the link {link}"));
+        return Err(Misaddressed::Link(link.to_owned()));
     }
     if address.from != *peer {
-        return Err("the frame claims another sender".into());
+        return Err(Misaddressed::Sender);
     }
     if address.to != *me {
-        return Err("the frame is addressed to another node".into());
+        return Err(Misaddressed::Recipient);
     }
     Ok(())
 }
@@ -1549,7 +1602,7 @@ impl<S: LinkStore> Driver<S> {
         if let Err(reason) =
             check_address(request.address(), &link, &state.peer_node_id, &self.node_id)
         {
-            return self.refuse(channel, reason, false);
+            return self.refuse(channel, reason.to_string(), false);
         }
         match request {
             Request::Hello { grant, .. }
@@ -1622,7 +1675,7 @@ impl<S: LinkStore> Driver<S> {
                 let mut refused = Vec::new();
                 for (i, item) in items.into_iter().enumerate() {
                     let link_seq = first + i as u64;
-                    match self.check_item(state, &item) {
+                    match self.check_item(state, &item).map_err(|e| e.to_string()) {
                         Ok(()) => accepted.push(Incoming { link_seq, item }),
                         Err(reason) => {
                             tracing::warn!(link, link_seq, reason, "federated item refused");
@@ -1705,7 +1758,7 @@ impl<S: LinkStore> Driver<S> {
             }
             Request::Query { query, .. } => {
                 if let Err(reason) = check_query(&query) {
-                    return self.refuse(channel, reason, false);
+                    return self.refuse(channel, reason.to_string(), false);
                 }
                 let scope = state.scope.clone();
                 let refused = match query {
@@ -1876,29 +1929,24 @@ impl<S: LinkStore> Driver<S> {
     }
 
     /// Verifies one pushed item as coming from this link's peer.
-    fn check_item(&self, state: &LinkState, item: &Item) -> Result<(), String> {
+    fn check_item(&self, state: &LinkState, item: &Item) -> Result<(), BadItem> {
         let me = &self.name;
         match item {
             Item::Submit { event } => {
-                let event = Event::verify(event.clone(), &state.peer.node, &state.peer.key)
-                    .map_err(|e| e.to_string())?;
+                let event = Event::verify(event.clone(), &state.peer.node, &state.peer.key)?;
                 if event.header().home != *me {
-                    return Err(format!(
-                        "submitted to {}, which is not this node",
-                        event.header().home
-                    ));
+                    return Err(BadItem::NotHome(event.header().home.to_string()));
                 }
                 Ok(())
             }
             Item::Stamped { stamp, event } => {
-                let stamp =
-                    Stamp::verify(stamp.clone(), &state.peer.key).map_err(|e| e.to_string())?;
-                let header = Event::peek(event).map_err(|e| e.to_string())?;
+                let stamp = Stamp::verify(stamp.clone(), &state.peer.key)?;
+                let header = Event::peek(event)?;
                 if header.home != state.peer.node {
-                    return Err(format!(
-                        "stamped by {}, which is not the home {}",
-                        state.peer.node, header.home
-                    ));
+                    return Err(BadItem::StampedElsewhere {
+                        by: state.peer.node.to_string(),
+                        home: header.home.to_string(),
+                    });
                 }
                 // The origin's key as we know it, when we know it; the home's word otherwise.
                 let known = if header.origin == *me {
@@ -1909,18 +1957,17 @@ impl<S: LinkStore> Driver<S> {
                     match (live, same.next()) {
                         (Some(s), _) => Some(s.peer.key),
                         (None, Some(_)) => {
-                            return Err(format!("{} is no longer linked here", header.origin));
+                            return Err(BadItem::Unlinked(header.origin.to_string()));
                         }
                         (None, None) => None,
                     }
                 };
                 let key = stamp.body().origin_key;
                 if known.is_some_and(|k| k != key) {
-                    return Err(format!("the stamp names a wrong key for {}", header.origin));
+                    return Err(BadItem::WrongKey(header.origin.to_string()));
                 }
-                let event = Event::verify(event.clone(), &header.origin, &key)
-                    .map_err(|e| e.to_string())?;
-                stamp.check_event(&event).map_err(|e| e.to_string())?;
+                let event = Event::verify(event.clone(), &header.origin, &key)?;
+                stamp.check_event(&event)?;
                 Ok(())
             }
             // About an event of one of our users in a discussion homed at either end: the
@@ -1932,39 +1979,39 @@ impl<S: LinkStore> Driver<S> {
                 ..
             } => {
                 if crate::event::node_of(author) != Some(me.as_str()) {
-                    return Err(format!("{author} is not a user of this node"));
+                    return Err(BadItem::NotOurUser(author.clone()));
                 }
                 let home = crate::event::node_of(discussion);
                 if home != Some(state.peer.node.as_str()) && home != Some(me.as_str()) {
-                    return Err(format!(
-                        "{discussion} is not the home of {} or of this node",
-                        state.peer.node
-                    ));
+                    return Err(BadItem::NeitherHome {
+                        discussion: discussion.clone(),
+                        peer: state.peer.node.to_string(),
+                    });
                 }
                 if reason.len() > MAX_REASON_BYTES {
-                    return Err("a refusal's reason is too long".into());
+                    return Err(BadItem::LongReason);
                 }
                 Ok(())
             }
             // The peer, as home of an object discussion, on what our users may do there.
             Item::Readers { discussion, users } => {
                 if !state.scope.object_discussions {
-                    return Err("this link does not share object discussions".into());
+                    return Err(BadItem::NoObjects);
                 }
                 if crate::event::node_of(discussion) != Some(state.peer.node.as_str()) {
-                    return Err(format!(
-                        "{} is not the home of {discussion}",
-                        state.peer.node
-                    ));
+                    return Err(BadItem::NotPeerHome {
+                        peer: state.peer.node.to_string(),
+                        discussion: discussion.clone(),
+                    });
                 }
                 if users.len() > MAX_READERS {
-                    return Err("too many readers at once".into());
+                    return Err(BadItem::TooManyReaders);
                 }
                 if let Some(r) = users
                     .iter()
                     .find(|r| crate::event::node_of(&r.user) != Some(me.as_str()))
                 {
-                    return Err(format!("{} is not a user of this node", r.user));
+                    return Err(BadItem::NotOurUser(r.user.clone()));
                 }
                 Ok(())
             }
@@ -2190,12 +2237,14 @@ mod address_tests {
         assert!(
             check_address(&forged_sender, "l", &peer, &me)
                 .unwrap_err()
+                .to_string()
                 .contains("another sender")
         );
         let elsewhere = Address { to: other, ..ok };
         assert!(
             check_address(&elsewhere, "l", &peer, &me)
                 .unwrap_err()
+                .to_string()
                 .contains("addressed to another node")
         );
     }

@@ -13,7 +13,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use veche_protocol::admin::AuditEntry;
 use veche_protocol::ids::{DeviceId, Login, NodeName, UserId};
-use veche_protocol::{ErrorBody, ErrorCode, SessionInfo, Timestamp, UserInfo};
+use veche_protocol::{ErrorCode, SessionInfo, Timestamp, UserInfo};
+
+use crate::errors::{Classified, Kind};
 
 use crate::config::AuthConfig;
 use crate::store::{AuditRecord, NewUser, SessionRow, Store, StoreError, UserRow};
@@ -57,27 +59,24 @@ pub enum AccountError {
     Hash(String),
 }
 
-impl AccountError {
-    /// The protocol error for this failure; internal details are not sent to clients.
-    pub fn to_body(&self) -> ErrorBody {
-        let code = match self {
+impl Classified for AccountError {
+    fn kind(&self) -> Kind<'_> {
+        Kind::Public(match self {
             Self::InvalidCredentials | Self::SetupTokenInvalid => ErrorCode::InvalidCredentials,
             Self::Locked => ErrorCode::AccountLocked,
             Self::Throttled(_) => ErrorCode::Throttled,
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::LoginTaken => ErrorCode::Conflict,
             Self::NotFound(_) => ErrorCode::NotFound,
-            Self::Store(_) | Self::Hash(_) => ErrorCode::Internal,
-        };
-        let message = match code {
-            ErrorCode::Internal => "internal error; try again".to_owned(),
-            _ => self.to_string(),
-        };
-        let mut body = ErrorBody::new(code, message);
-        if let Self::Throttled(wait) = self {
-            body.retry_after_ms = Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1));
+            Self::Store(_) | Self::Hash(_) => return Kind::Internal,
+        })
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Throttled(wait) => Some(*wait),
+            _ => None,
         }
-        body
     }
 }
 

@@ -19,6 +19,9 @@ use veche_protocol::{
 use crate::accounts::{AccountError, Accounts, UserSpec};
 use crate::apps::{AppError, Apps, NewWebhook, Signing};
 use crate::discussions::Discussions;
+use crate::errors::{Classified, Kind};
+use crate::federation::FederationError;
+use crate::files::FileError;
 use crate::plugins::{BusinessEvent, PluginError, Plugins};
 use crate::server::registry::Registry;
 use crate::store::{AppRow, WebhookStatus};
@@ -44,7 +47,7 @@ pub(crate) async fn execute(
     services: &Services,
     actor: &str,
     request: AdminRequest,
-) -> Result<AdminReply, AccountError> {
+) -> Result<AdminReply, AdminError> {
     let accounts = &services.accounts;
     Ok(match request {
         AdminRequest::UserAdd {
@@ -105,7 +108,7 @@ pub(crate) async fn execute(
                 .end_sessions(&user.id, session_id.as_deref(), actor, "session.revoke")
                 .await?;
             if session_id.is_some() && ended.is_empty() {
-                return Err(AccountError::NotFound("session"));
+                return Err(AdminError::NotFound("session"));
             }
             services
                 .registry
@@ -162,7 +165,7 @@ pub(crate) async fn execute(
                 idempotency_key,
                 services.clock.now_ms(),
             )
-            .map_err(AccountError::BadRequest)?;
+            .map_err(|e| AdminError::BadRequest(e.to_string()))?;
             AdminReply::EventPosted {
                 fresh: services.plugins.post_event(event).await?,
             }
@@ -177,7 +180,7 @@ pub(crate) async fn execute(
             AdminReply::Done
         }
         AdminRequest::FilesStatus => {
-            let (current, usage) = services.files.status().await.map_err(file_error)?;
+            let (current, usage) = services.files.status().await.map_err(AdminError::from)?;
             AdminReply::Files {
                 current,
                 backends: usage
@@ -195,7 +198,7 @@ pub(crate) async fn execute(
                 .files
                 .migrate(actor, &to)
                 .await
-                .map_err(file_error)?;
+                .map_err(AdminError::from)?;
             AdminReply::FilesMigrated {
                 moved: done.moved,
                 bytes: done.bytes,
@@ -203,7 +206,7 @@ pub(crate) async fn execute(
             }
         }
         AdminRequest::FilesCleanup => {
-            let (files, contents) = services.files.cleanup().await.map_err(file_error)?;
+            let (files, contents) = services.files.cleanup().await.map_err(AdminError::from)?;
             AdminReply::FilesCleaned {
                 files: files as u64,
                 contents: contents as u64,
@@ -226,8 +229,7 @@ pub(crate) async fn execute(
             let (offer, link) = services
                 .federation
                 .offer(actor, terms, organisation, contact)
-                .await
-                .map_err(federation_error)?;
+                .await?;
             AdminReply::LinkOffered {
                 offer: offer.to_text(),
                 link,
@@ -241,51 +243,34 @@ pub(crate) async fn execute(
             let (grant, link) = services
                 .federation
                 .accept(actor, &offer, organisation, contact)
-                .await
-                .map_err(federation_error)?;
+                .await?;
             AdminReply::LinkAccepted {
                 grant: grant.to_text(),
                 link,
             }
         }
         AdminRequest::LinkConfirm { grant } => AdminReply::Link {
-            link: services
-                .federation
-                .confirm(actor, &grant)
-                .await
-                .map_err(federation_error)?,
+            link: services.federation.confirm(actor, &grant).await?,
         },
         AdminRequest::LinkList => AdminReply::Links {
-            links: services.federation.list().await.map_err(federation_error)?,
+            links: services.federation.list().await?,
         },
         AdminRequest::LinkNarrow { link, scope } => AdminReply::Link {
-            link: services
-                .federation
-                .narrow(actor, &link, &scope)
-                .await
-                .map_err(federation_error)?,
+            link: services.federation.narrow(actor, &link, &scope).await?,
         },
         AdminRequest::DiscussionShare { discussion, link } => {
-            services
-                .federation
-                .share(actor, &discussion, &link)
-                .await
-                .map_err(federation_error)?;
+            services.federation.share(actor, &discussion, &link).await?;
             AdminReply::Done
         }
         AdminRequest::LinkRevoke { link, reason } => {
-            services
-                .federation
-                .revoke(actor, &link, &reason)
-                .await
-                .map_err(federation_error)?;
+            services.federation.revoke(actor, &link, &reason).await?;
             AdminReply::Done
         }
         AdminRequest::Reindex => {
             services
                 .discussions
                 .reindex()
-                .map_err(|e| AccountError::BadRequest(e.to_string()))?;
+                .map_err(|e| AdminError::BadRequest(e.to_string()))?;
             AdminReply::Done
         }
         AdminRequest::AppList => AdminReply::Apps {
@@ -310,7 +295,7 @@ pub(crate) async fn execute(
                 "hmac-sha256" | "" => Signing::HmacSha256,
                 "ed25519" => Signing::Ed25519,
                 other => {
-                    return Err(AccountError::BadRequest(format!(
+                    return Err(AdminError::BadRequest(format!(
                         "signing {other:?}: use hmac-sha256 or ed25519"
                     )));
                 }
@@ -350,13 +335,8 @@ pub(crate) async fn execute(
     })
 }
 
-/// Application errors in the admin protocol's terms.
-fn apps<T>(result: Result<T, AppError>) -> Result<T, AccountError> {
-    result.map_err(|e| match e {
-        AppError::NotFound(what) => AccountError::NotFound(what),
-        AppError::Store(e) => AccountError::Store(e),
-        e => AccountError::BadRequest(e.to_string()),
-    })
+fn apps<T>(result: Result<T, AppError>) -> Result<T, AdminError> {
+    result.map_err(AdminError::from)
 }
 
 pub(crate) fn app_info(row: &AppRow) -> AppInfo {
@@ -389,13 +369,8 @@ pub(crate) fn webhook_info(w: &WebhookStatus) -> WebhookInfo {
     }
 }
 
-/// Plugin errors in the admin protocol's terms.
-fn plugins<T>(result: Result<T, PluginError>) -> Result<T, AccountError> {
-    result.map_err(|e| match e {
-        PluginError::NotFound(_) => AccountError::NotFound("plugin"),
-        PluginError::Store(e) => AccountError::Store(e),
-        e => AccountError::BadRequest(e.to_string()),
-    })
+fn plugins<T>(result: Result<T, PluginError>) -> Result<T, AdminError> {
+    result.map_err(AdminError::from)
 }
 
 /// Serves the admin socket until `stop` fires. A command that has started always finishes;
@@ -451,7 +426,7 @@ async fn serve_admin_client(
                 },
                 Err(e) => ServerFrame::Error {
                     id: Some(id),
-                    error: e.to_body(),
+                    error: crate::errors::body(&e),
                 },
             },
             ClientFrame::Request { id, .. } => ServerFrame::Error {
@@ -512,15 +487,82 @@ pub(crate) async fn send_to_socket(
     }
 }
 
-fn federation_error(e: crate::federation::FederationError) -> AccountError {
-    use crate::federation::FederationError as E;
-    match e {
-        E::Store(e) => AccountError::Store(e),
-        E::NotFound(_) => AccountError::NotFound("link"),
-        other => AccountError::BadRequest(other.to_string()),
+/// Why an administrator command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The user, session, link, plugin or application does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The command's content is invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// An account operation failed.
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    /// A service refused, in the protocol's terms already (file operations).
+    #[error("{}", .0.message)]
+    Refused(Box<ErrorBody>),
+    /// Storage failed.
+    #[error("storage failure: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Link errors in the admin protocol's terms: a missing link is named as such, and every
+/// other refusal is the administrator's to fix.
+impl From<FederationError> for AdminError {
+    fn from(e: FederationError) -> Self {
+        match e {
+            FederationError::Store(e) => Self::Store(e),
+            FederationError::NotFound(_) => Self::NotFound("link"),
+            other => Self::BadRequest(other.to_string()),
+        }
     }
 }
 
-fn file_error(e: crate::files::FileError) -> AccountError {
-    AccountError::BadRequest(e.into_body().message)
+impl From<FileError> for AdminError {
+    fn from(e: FileError) -> Self {
+        Self::Refused(Box::new(crate::errors::body(&e)))
+    }
+}
+
+/// Plugin errors in the admin protocol's terms.
+impl From<PluginError> for AdminError {
+    fn from(e: PluginError) -> Self {
+        match e {
+            PluginError::NotFound(_) => Self::NotFound("plugin"),
+            PluginError::Store(e) => Self::Store(e),
+            e => Self::BadRequest(e.to_string()),
+        }
+    }
+}
+
+/// Application errors in the admin protocol's terms.
+impl From<AppError> for AdminError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::NotFound(what) => Self::NotFound(what),
+            AppError::Store(e) => Self::Store(e),
+            e => Self::BadRequest(e.to_string()),
+        }
+    }
+}
+
+impl Classified for AdminError {
+    fn kind(&self) -> Kind<'_> {
+        Kind::Public(match self {
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::Account(e) => return e.kind(),
+            Self::Refused(body) => return Kind::Decided(body),
+            Self::Store(_) => return Kind::Internal,
+        })
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Account(e) => e.retry_after(),
+            _ => None,
+        }
+    }
 }

@@ -59,6 +59,17 @@ pub(crate) enum FederationError {
     Link(#[from] LinkError),
 }
 
+/// Why the federation transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TransportError {
+    #[error("cannot read the links: {0}")]
+    Store(#[from] StoreError),
+    #[error("federation.listen {0:?}: {1}")]
+    Listen(String, <Multiaddr as std::str::FromStr>::Err),
+    #[error(transparent)]
+    Start(#[from] veche_federation::net::StartError),
+}
+
 /// The federation service.
 #[derive(Debug, Clone)]
 pub(crate) struct Federation {
@@ -386,20 +397,14 @@ impl Federation {
     pub(crate) async fn start(
         &self,
         stop: tokio_util::sync::CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), TransportError> {
         let c = &self.inner.config;
         let Some(key) = self.inner.key.as_deref().filter(|_| c.enabled) else {
             return Ok(());
         };
         let mut grants = Vec::new();
         let mut held = Vec::new();
-        for row in self
-            .inner
-            .store
-            .fed_links()
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        for row in self.inner.store.fed_links().await? {
             if row.state != "active" {
                 continue;
             }
@@ -427,7 +432,7 @@ impl Federation {
             .iter()
             .map(|a| {
                 a.parse::<Multiaddr>()
-                    .map_err(|e| format!("federation.listen {a:?}: {e}"))
+                    .map_err(|e| TransportError::Listen(a.clone(), e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let config = NetConfig {
@@ -440,9 +445,7 @@ impl Federation {
         };
         let storage = Storage(self.inner.store.clone(), self.inner.clock.clone());
         let (handle, notifications, _task) =
-            net::start(self.inner.node.as_str(), key, config, storage, grants)
-                .await
-                .map_err(|e| e.to_string())?;
+            net::start(self.inner.node.as_str(), key, config, storage, grants).await?;
         for grant in held {
             if let Err(e) = handle.expect_renewal(grant.clone()).await {
                 tracing::error!(link = grant.link(), error = %e, "a held renewal was not taken");

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod data_dir;
 mod discussions;
+mod errors;
 mod federation;
 mod files;
 mod gateway;
@@ -31,5 +32,5 @@ mod web;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 
-pub use admin::AdminSocketError;
+pub use admin::{AdminError, AdminSocketError};
 pub use node::{RunningNode, StartError, StartInfo};

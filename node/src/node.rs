@@ -173,7 +173,7 @@ pub(crate) async fn open(
         clock.clone(),
     )
     .await
-    .map_err(StartError::Plugins)?;
+    .map_err(|e| StartError::Plugins(e.to_string()))?;
     let identity = match purpose {
         Purpose::Serve => NodeIdentity::load_or_create(&data.identity_path())?,
         Purpose::Offline => NodeIdentity::load_or_throwaway(&data.identity_path())?,
@@ -387,7 +387,7 @@ impl RunningNode {
             .federation
             .start(stop.clone())
             .await
-            .map_err(StartError::Federation)?;
+            .map_err(|e| StartError::Federation(e.to_string()))?;
         let admin_clients = TaskTracker::new();
         let admin_socket = if config.server.admin_socket {
             let path = data.admin_socket_path();
@@ -591,7 +591,7 @@ impl RunningNode {
         &self,
         actor: &str,
         request: AdminRequest,
-    ) -> Result<AdminReply, AccountError> {
+    ) -> Result<AdminReply, admin::AdminError> {
         admin::execute(&self.services, actor, request).await
     }
 

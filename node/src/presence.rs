@@ -35,6 +35,11 @@ use crate::store::{Store, StoreError};
 
 /// Longest status text, in characters.
 const MAX_STATUS_CHARS: usize = 100;
+
+/// A status text was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("a status text is at most {MAX_STATUS_CHARS} characters, without control characters")]
+pub(crate) struct StatusTextError;
 /// Most users one `get_presence` may name.
 pub(crate) const MAX_QUERY: usize = 500;
 /// Most users in one `presence` event.
@@ -602,12 +607,10 @@ impl Presence {
         user: &str,
         choice: PresenceChoice,
         status_text: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), StatusTextError> {
         let text = status_text.trim();
         if text.chars().count() > MAX_STATUS_CHARS || text.chars().any(char::is_control) {
-            return Err(format!(
-                "a status text is at most {MAX_STATUS_CHARS} characters, without control characters"
-            ));
+            return Err(StatusTextError);
         }
         let mut state = lock(&self.inner.state);
         let state = &mut *state;

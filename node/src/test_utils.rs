@@ -8,7 +8,6 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use veche_protocol::admin::{AdminReply, AdminRequest};
 
-use crate::accounts::AccountError;
 use crate::config::Config;
 use crate::data_dir::DataDir;
 use crate::{RunningNode, StartError, StartInfo};
@@ -120,7 +119,7 @@ impl TestNode {
     }
 
     /// Runs an administrator command in-process.
-    pub async fn admin(&self, request: AdminRequest) -> Result<AdminReply, AccountError> {
+    pub async fn admin(&self, request: AdminRequest) -> Result<AdminReply, crate::AdminError> {
         self.node().admin("test", request).await
     }
 
@@ -130,7 +129,7 @@ impl TestNode {
         login: &str,
         password: &str,
         admin: bool,
-    ) -> Result<AdminReply, AccountError> {
+    ) -> Result<AdminReply, crate::AdminError> {
         self.admin(AdminRequest::UserAdd {
             login: login.to_owned(),
             display_name: String::new(),
@@ -199,7 +198,7 @@ impl TestNode {
     }
 
     /// Rebuilds the search index from the messages and waits until the new one is in place.
-    pub async fn reindex_and_wait(&self) -> Result<(), AccountError> {
+    pub async fn reindex_and_wait(&self) -> Result<(), crate::AdminError> {
         let search = self.node().search();
         let before = search.rebuilds();
         self.admin(AdminRequest::Reindex).await?;
@@ -239,17 +238,17 @@ impl TestNode {
     }
 
     /// Writes a blob through a storage-backend plugin, streaming `data` in chunks.
-    pub async fn blob_put(&self, backend: &str, key: &str, data: &[u8]) -> Result<u64, String> {
+    pub async fn blob_put(&self, backend: &str, key: &str, data: &[u8]) -> anyhow::Result<u64> {
         let blobs = self.blobs(backend)?;
         blobs
             .put(key, data)
             .await
             .map(|b| b.size)
-            .map_err(|e| e.to_string())
+            .map_err(anyhow::Error::from)
     }
 
     /// Reads a whole blob through a storage-backend plugin.
-    pub async fn blob_get(&self, backend: &str, key: &str) -> Result<Vec<u8>, String> {
+    pub async fn blob_get(&self, backend: &str, key: &str) -> anyhow::Result<Vec<u8>> {
         let blobs = self.blobs(backend)?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
         let collect = async {
@@ -260,7 +259,7 @@ impl TestNode {
             out
         };
         let (read, out) = tokio::join!(blobs.get(key, tx), collect);
-        read.map_err(|e| e.to_string())?;
+        read?;
         Ok(out)
     }
 
@@ -269,38 +268,31 @@ impl TestNode {
         &self,
         backend: &str,
         prefix: &str,
-    ) -> Result<Vec<(String, u64)>, String> {
+    ) -> anyhow::Result<Vec<(String, u64)>> {
         let blobs = self.blobs(backend)?;
-        let list = blobs
-            .list(prefix, None, 1000)
-            .await
-            .map_err(|e| e.to_string())?;
+        let list = blobs.list(prefix, None, 1000).await?;
         Ok(list.into_iter().map(|b| (b.key, b.size)).collect())
     }
 
     /// A blob's size, if it exists.
-    pub async fn blob_size(&self, backend: &str, key: &str) -> Result<Option<u64>, String> {
-        let stat = self
-            .blobs(backend)?
-            .stat(key)
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn blob_size(&self, backend: &str, key: &str) -> anyhow::Result<Option<u64>> {
+        let stat = self.blobs(backend)?.stat(key).await?;
         Ok(stat.map(|b| b.size))
     }
 
     /// Deletes a blob; whether it existed.
-    pub async fn blob_delete(&self, backend: &str, key: &str) -> Result<bool, String> {
+    pub async fn blob_delete(&self, backend: &str, key: &str) -> anyhow::Result<bool> {
         self.blobs(backend)?
             .delete(key)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(anyhow::Error::from)
     }
 
-    fn blobs(&self, backend: &str) -> Result<crate::plugins::storage::PluginBlobs, String> {
+    fn blobs(&self, backend: &str) -> anyhow::Result<crate::plugins::storage::PluginBlobs> {
         self.node()
             .plugins()
             .storage_backend(backend)
-            .ok_or_else(|| format!("no storage backend {backend}"))
+            .ok_or_else(|| anyhow::anyhow!("no storage backend {backend}"))
     }
 
     /// What `user` may do in an object's discussion according to its context provider
@@ -355,7 +347,7 @@ impl TestNode {
 
     /// Calls a bot's `on-event` once with an event of `kind` as its dispatcher would, without
     /// applying what it returns.
-    pub async fn call_bot_event(&self, plugin: &str, kind: &str) -> Result<usize, String> {
+    pub async fn call_bot_event(&self, plugin: &str, kind: &str) -> anyhow::Result<usize> {
         self.node().plugins().call_bot_event(plugin, kind).await
     }
 
@@ -367,7 +359,7 @@ impl TestNode {
         discussion: &str,
         text: &str,
         n: u32,
-    ) -> Result<std::time::Duration, String> {
+    ) -> anyhow::Result<std::time::Duration> {
         let message = crate::plugins::BotMessage {
             id: format!("{}@bench", uuid::Uuid::now_v7().simple()),
             discussion: discussion.to_owned(),
@@ -387,8 +379,9 @@ impl TestNode {
 
 /// The workspace's plugins and test plugins, built once per process for wasm32-wasip2 (in
 /// `target/plugins`); the folder holding the components.
-pub fn built_plugins() -> Result<&'static Path, String> {
-    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+pub fn built_plugins() -> anyhow::Result<&'static Path> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, std::sync::Arc<anyhow::Error>>> =
+        std::sync::OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let root = workspace_root()?;
         let target = root.join("target").join("plugins");
@@ -405,16 +398,21 @@ pub fn built_plugins() -> Result<&'static Path, String> {
         for (name, _) in PLUGIN_CRATES {
             cmd.args(["-p", name]);
         }
-        let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+        let out = cmd
+            .output()
+            .map_err(|e| std::sync::Arc::new(anyhow::anyhow!("cannot run cargo: {e}")))?;
         if !out.status.success() {
-            return Err(format!(
+            return Err(std::sync::Arc::new(anyhow::anyhow!(
                 "building the plugins failed (is the wasm32-wasip2 target installed?):\n{}",
                 String::from_utf8_lossy(&out.stderr)
-            ));
+            )));
         }
         Ok(target.join("wasm32-wasip2").join("release"))
     });
-    built.as_ref().map(PathBuf::as_path).map_err(Clone::clone)
+    built
+        .as_ref()
+        .map(PathBuf::as_path)
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
 }
 
 /// Plugin crates, with their folders.
@@ -429,16 +427,16 @@ const PLUGIN_CRATES: &[(&str, &str)] = &[
     ("future-api", "tests/plugins/future-api"),
 ];
 
-fn workspace_root() -> Result<PathBuf, String> {
+fn workspace_root() -> Result<PathBuf, std::sync::Arc<anyhow::Error>> {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_owned)
-        .ok_or_else(|| "no workspace root".to_owned())
+        .ok_or_else(|| std::sync::Arc::new(anyhow::anyhow!("no workspace root")))
 }
 
 /// A temporary folder ready to install: the plugin's `plugin.toml` and its built component.
 pub fn plugin_folder(name: &str) -> anyhow::Result<tempfile::TempDir> {
-    let built = built_plugins().map_err(anyhow::Error::msg)?;
+    let built = built_plugins()?;
     let (_, folder) = PLUGIN_CRATES
         .iter()
         .find(|(n, _)| *n == name)

@@ -16,12 +16,29 @@ pub(crate) struct Mailer {
     config: SmtpConfig,
 }
 
+/// Why an e-mail address or message was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MailError {
+    #[error("{0:?} is not an e-mail address: {1}")]
+    Address(String, lettre::address::AddressError),
+    #[error("no SMTP relay is configured ([smtp] host)")]
+    NoRelay,
+    #[error("TLS for {0}: {1}")]
+    Tls(String, lettre::transport::smtp::Error),
+    #[error("[smtp] from {0:?}: {1}")]
+    From(String, lettre::address::AddressError),
+    #[error("cannot build the message: {0}")]
+    Message(#[from] lettre::error::Error),
+    #[error("{0}")]
+    Send(#[from] lettre::transport::smtp::Error),
+}
+
 /// Checks an e-mail address.
-pub(crate) fn parse_address(email: &str) -> Result<Address, String> {
+pub(crate) fn parse_address(email: &str) -> Result<Address, MailError> {
     email
         .trim()
         .parse::<Address>()
-        .map_err(|e| format!("{email:?} is not an e-mail address: {e}"))
+        .map_err(|e| MailError::Address(email.to_owned(), e))
 }
 
 impl Mailer {
@@ -29,13 +46,13 @@ impl Mailer {
         Self { config }
     }
 
-    fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailError> {
         let c = &self.config;
         if c.host.is_empty() {
-            return Err("no SMTP relay is configured ([smtp] host)".into());
+            return Err(MailError::NoRelay);
         }
         let params =
-            || TlsParameters::new(c.host.clone()).map_err(|e| format!("TLS for {}: {e}", c.host));
+            || TlsParameters::new(c.host.clone()).map_err(|e| MailError::Tls(c.host.clone(), e));
         let tls = match c.security {
             SmtpSecurity::Opportunistic => Tls::Opportunistic(params()?),
             SmtpSecurity::Starttls => Tls::Required(params()?),
@@ -59,12 +76,12 @@ impl Mailer {
         app: &str,
         code: &str,
         ttl_secs: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), MailError> {
         let from: Mailbox = self
             .config
             .from
             .parse()
-            .map_err(|e| format!("[smtp] from {:?}: {e}", self.config.from))?;
+            .map_err(|e| MailError::From(self.config.from.clone(), e))?;
         let minutes = ttl_secs.div_ceil(60);
         let message = Message::builder()
             .from(from)
@@ -75,12 +92,8 @@ impl Mailer {
                 "Your code to register the application \"{app}\" with Veche is\n\n    {code}\n\n\
                  It works once and expires in {minutes} minutes. If you did not ask for it, \
                  ignore this message.\n"
-            ))
-            .map_err(|e| e.to_string())?;
-        self.transport()?
-            .send(message)
-            .await
-            .map_err(|e| e.to_string())?;
+            ))?;
+        self.transport()?.send(message).await?;
         Ok(())
     }
 }

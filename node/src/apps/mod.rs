@@ -210,7 +210,8 @@ impl Apps {
         })?;
         let email = email.trim().to_lowercase();
         let email = email.as_str();
-        let address = mail::parse_address(email).map_err(AppError::BadRequest)?;
+        let address =
+            mail::parse_address(email).map_err(|e| AppError::BadRequest(e.to_string()))?;
         if !by_admin {
             let domain = address.domain().to_lowercase();
             if !self
@@ -432,7 +433,7 @@ impl Apps {
             ));
         }
         let event = BusinessEvent::new(app.name.clone(), kind, object, payload, key, self.now_ms())
-            .map_err(AppError::BadRequest)?;
+            .map_err(|e| AppError::BadRequest(e.to_string()))?;
         let fresh = self.inner.plugins.post_event(event).await?;
         self.inner.wake.notify_one();
         Ok(fresh)

@@ -155,7 +155,21 @@ struct Outgoing<'a> {
     body: String,
 }
 
-async fn post(apps: &Apps, client: &reqwest::Client, out: Outgoing<'_>) -> Result<(), String> {
+/// Why a receiver did not take a delivery: coarse, because the owner sees it; the details stay
+/// in the node's log, so that a receiver's address cannot be used to probe the node's network.
+#[derive(Debug, thiserror::Error)]
+enum PostError {
+    #[error("the request timed out")]
+    Timeout,
+    #[error("could not connect to the receiver")]
+    Connect,
+    #[error("the request failed")]
+    Failed,
+    #[error("the receiver answered {0}")]
+    Status(reqwest::StatusCode),
+}
+
+async fn post(apps: &Apps, client: &reqwest::Client, out: Outgoing<'_>) -> Result<(), PostError> {
     let signature = sign(
         out.signing,
         out.secret,
@@ -174,22 +188,20 @@ async fn post(apps: &Apps, client: &reqwest::Client, out: Outgoing<'_>) -> Resul
         .send()
         .await
         .map_err(|e| {
-            // The owner sees a coarse reason; the details stay in the node's log, so that a
-            // receiver's address cannot be used to probe the node's network.
             tracing::debug!(url = out.url, error = %e, "webhook request failed");
             if e.is_timeout() {
-                "the request timed out".to_owned()
+                PostError::Timeout
             } else if e.is_connect() {
-                "could not connect to the receiver".to_owned()
+                PostError::Connect
             } else {
-                "the request failed".to_owned()
+                PostError::Failed
             }
         })?;
     let status = response.status();
     if status.is_success() {
         Ok(())
     } else {
-        Err(format!("the receiver answered {status}"))
+        Err(PostError::Status(status))
     }
 }
 
@@ -212,7 +224,8 @@ async fn deliver(apps: &Apps, client: &reqwest::Client, d: DeliveryRow) {
             body: d.body,
         },
     )
-    .await;
+    .await
+    .map_err(|e| e.to_string());
     let now = apps.now_ms();
     let outcome = match &result {
         Ok(()) => Attempt::Delivered,
@@ -265,7 +278,8 @@ async fn push(apps: &Apps, client: &reqwest::Client, p: PushRow) {
             body,
         },
     )
-    .await;
+    .await
+    .map_err(|e| e.to_string());
     let store = &apps.inner.store;
     let recorded = match result {
         Ok(()) => store

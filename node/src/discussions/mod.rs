@@ -151,26 +151,18 @@ pub(crate) enum DiscussionError {
     Undecided(Box<crate::plugins::Undecided>),
 }
 
-impl DiscussionError {
-    /// The protocol error; internal details are logged, not sent.
-    pub(crate) fn to_body(&self) -> ErrorBody {
-        let code = match self {
+impl crate::errors::Classified for DiscussionError {
+    fn kind(&self) -> crate::errors::Kind<'_> {
+        use crate::errors::Kind;
+        Kind::Public(match self {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::Unavailable | Self::NotReady(_) | Self::Undecided(_) => ErrorCode::Unavailable,
-            Self::Refused(body) => body.code,
-            Self::Store(_) => ErrorCode::Internal,
-        };
-        if let Self::Refused(body) = self {
-            return (**body).clone();
-        }
-        if let Self::Store(e) = self {
-            tracing::error!(error = %e, "discussion operation failed");
-            return ErrorBody::new(code, "internal error; try again");
-        }
-        ErrorBody::new(code, self.to_string())
+            Self::Refused(body) => return Kind::Decided(body),
+            Self::Store(_) => return Kind::Internal,
+        })
     }
 }
 
@@ -840,7 +832,7 @@ impl Discussions {
                     .plugins
                     .validate(object)
                     .await
-                    .map_err(DiscussionError::BadRequest)?;
+                    .map_err(|e| DiscussionError::BadRequest(e.to_string()))?;
             }
             if title.trim().is_empty()
                 && let Some(card) = self.inner.plugins.render(object).await

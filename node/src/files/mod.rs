@@ -129,9 +129,21 @@ impl From<FileError> for DiscussionError {
     }
 }
 
-impl FileError {
-    pub(crate) fn into_body(self) -> ErrorBody {
-        DiscussionError::from(self).to_body()
+impl crate::errors::Classified for FileError {
+    fn kind(&self) -> crate::errors::Kind<'_> {
+        use crate::errors::Kind;
+        Kind::Public(match self {
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Refused(body) => return Kind::Decided(body),
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::Conflict(_) | Self::Incomplete(_) => ErrorCode::Conflict,
+            Self::Busy(_) => ErrorCode::Unavailable,
+            Self::Discussion(e) => return e.kind(),
+            Self::Store(_) => return Kind::Internal,
+            Self::Backend(_) | Self::Io(_) | Self::Corrupt(_) => {
+                return Kind::Degraded("the file storage failed; try again later");
+            }
+        })
     }
 }
 
@@ -946,7 +958,7 @@ impl Files {
                         if let Err(e) = &result {
                             tracing::warn!(sha256 = %row.sha256, from = %entry.1.1, error = %e, "fetching a file from a linked node failed");
                         }
-                        tx.send_replace(Some(result.map_err(FileError::into_body)));
+                        tx.send_replace(Some(result.map_err(|e| crate::errors::body(&e))));
                         drop(entry);
                     });
                     rx

@@ -216,7 +216,7 @@ pub(super) async fn account_request(
     let clear = |ended: &[String]| {
         (*cookie && ended.contains(session)).then(|| super::session_cookie(None, g.tls))
     };
-    let fail = |e: crate::accounts::AccountError| e.to_body();
+    let fail = |e: crate::accounts::AccountError| crate::errors::body(&e);
     match request {
         Request::Whoami => {
             let user = accounts.user_by_id(&caller.user).await.map_err(fail)?;

@@ -31,7 +31,7 @@ pub(super) fn routes(r: OpenApiRouter<Arc<Gateway>>) -> OpenApiRouter<Arc<Gatewa
 }
 
 fn file_error(e: FileError) -> ApiError {
-    e.into_body().into()
+    crate::errors::body(&e).into()
 }
 
 #[utoipa::path(post, path = "/api/v1/uploads", tag = "files", request_body = Wire,

@@ -37,7 +37,7 @@ use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
-use veche_protocol::{ErrorBody, ErrorCode};
+use veche_protocol::ErrorBody;
 
 use crate::accounts::AccountError;
 use crate::admin::Services;
@@ -273,18 +273,7 @@ impl IntoResponse for ApiError {
 
 impl From<ErrorBody> for ApiError {
     fn from(e: ErrorBody) -> Self {
-        let status = match e.code {
-            ErrorCode::BadRequest | ErrorCode::MalformedFrame | ErrorCode::FrameTooLarge => {
-                StatusCode::BAD_REQUEST
-            }
-            ErrorCode::Conflict => StatusCode::CONFLICT,
-            ErrorCode::Forbidden | ErrorCode::AccountLocked => StatusCode::FORBIDDEN,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::Throttled => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = crate::errors::http_status(e.code);
         let code = serde_json::to_value(e.code)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -301,13 +290,13 @@ impl From<ErrorBody> for ApiError {
 
 impl From<DiscussionError> for ApiError {
     fn from(e: DiscussionError) -> Self {
-        e.to_body().into()
+        crate::errors::body(&e).into()
     }
 }
 
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
-        e.to_body().into()
+        crate::errors::body(&e).into()
     }
 }
 

@@ -211,7 +211,7 @@ async fn answer(g: &Gateway, principal: &Principal, text: &str, ended: &AtomicBo
         }
         Ok(request) => user_request(&g.services, principal.caller(), request)
             .await
-            .map_err(|e| e.to_body()),
+            .map_err(|e| crate::errors::body(&e)),
         Err(e) => Err(veche_protocol::ErrorBody::new(
             veche_protocol::ErrorCode::BadRequest,
             format!("not a request: {e}"),

@@ -134,15 +134,28 @@ impl std::fmt::Debug for HostState {
     }
 }
 
+/// The plugin's folder could not be opened for it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the plugin's folder {}: {source}", .path.display())]
+pub(crate) struct FolderError {
+    path: std::path::PathBuf,
+    source: wasmtime::Error,
+}
+
 impl HostState {
-    pub(crate) fn new(env: Arc<PluginEnv>, memory: usize, cpu_budget: u32) -> Result<Self, String> {
+    pub(crate) fn new(
+        env: Arc<PluginEnv>,
+        memory: usize,
+        cpu_budget: u32,
+    ) -> Result<Self, FolderError> {
         let stderr = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(STDERR_CAPACITY);
         let mut wasi = WasiCtx::builder();
         wasi.stderr(stderr.clone()).stdout(stderr.clone());
         if let (true, Some(folder)) = (env.rights.filesystem, &env.folder) {
             wasi.preopened_dir(folder, "/", wasmtime_wasi::FsPerms::ReadWrite)
-                .map_err(|e| {
-                    format!("cannot open the plugin's folder {}: {e}", folder.display())
+                .map_err(|source| FolderError {
+                    path: folder.clone(),
+                    source,
                 })?;
         }
         let limits = wasmtime::StoreLimitsBuilder::new()

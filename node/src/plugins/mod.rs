@@ -208,6 +208,41 @@ impl NoCalls {
     }
 }
 
+/// Why the plugin host could not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error("cannot read the installed plugins: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Why a context provider did not accept an object.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InvalidObject {
+    #[error("{kind} {id} does not exist")]
+    Missing { kind: String, id: String },
+    #[error("{kind} {id} is not valid: {why}")]
+    Invalid {
+        kind: String,
+        id: String,
+        why: String,
+    },
+    #[error("the {kind} provider is unavailable: {why}")]
+    Unavailable { kind: String, why: String },
+}
+
+/// Why a business event was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EventError {
+    #[error("source, kind and idempotency_key are 1 to 128 bytes")]
+    Field,
+    #[error("an event's payload is at most 64 KiB")]
+    TooLarge,
+    #[error("the payload is not JSON: {0}")]
+    NotJson(serde_json::Error),
+}
+
 impl Plugins {
     /// Starts the host and every installed, enabled plugin.
     pub(crate) async fn start(
@@ -216,7 +251,7 @@ impl Plugins {
         data_dir: &Path,
         config: PluginsConfig,
         clock: SharedClock,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StartError> {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let (log_tx, log_rx) = tokio::sync::mpsc::channel(1024);
@@ -245,7 +280,7 @@ impl Plugins {
                 clock,
             }),
         };
-        let rows = store.plugins().await.map_err(|e| e.to_string())?;
+        let rows = store.plugins().await?;
         for row in rows {
             let id = row.id.clone();
             match plugins.activate_row(row.clone()).await {
@@ -1254,7 +1289,7 @@ impl Plugins {
     }
 
     /// Asks the type's provider whether the object exists; `Ok` when no provider serves it.
-    pub(crate) async fn validate(&self, object: &ObjectRef) -> Result<(), String> {
+    pub(crate) async fn validate(&self, object: &ObjectRef) -> Result<(), InvalidObject> {
         let Some(a) = self.provider_for(&object.object_type) else {
             return Ok(());
         };
@@ -1267,20 +1302,19 @@ impl Plugins {
             .await;
         match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(wit::PluginError::NotFound)) => Err(format!(
-                "{} {} does not exist",
-                object.object_type, object.object_id
-            )),
-            Ok(Err(e)) => Err(format!(
-                "{} {} is not valid: {}",
-                object.object_type,
-                object.object_id,
-                describe(&e)
-            )),
-            Err(e) => Err(format!(
-                "the {} provider is unavailable: {e}",
-                object.object_type
-            )),
+            Ok(Err(wit::PluginError::NotFound)) => Err(InvalidObject::Missing {
+                kind: object.object_type.clone(),
+                id: object.object_id.clone(),
+            }),
+            Ok(Err(e)) => Err(InvalidObject::Invalid {
+                kind: object.object_type.clone(),
+                id: object.object_id.clone(),
+                why: describe(&e),
+            }),
+            Err(e) => Err(InvalidObject::Unavailable {
+                kind: object.object_type.clone(),
+                why: e.to_string(),
+            }),
         }
     }
 
@@ -1557,7 +1591,7 @@ impl Plugins {
         plugin: &str,
         message: BotMessage,
         n: u32,
-    ) -> Result<Duration, String> {
+    ) -> anyhow::Result<Duration> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let this = self.clone();
         let plugin = plugin.to_owned();
@@ -1577,17 +1611,19 @@ impl Plugins {
             .runtime
             .spawn_detached(self.shared.tasks.track_future(task))
         {
-            return Err("the plugin threads are gone".into());
+            anyhow::bail!("the plugin threads are gone");
         }
         rx.await
-            .map_err(|_| "the benchmark task failed".to_owned())?
+            .map_err(|_| anyhow::anyhow!("the benchmark task failed"))?
     }
 
     /// Calls a bot's `on-event` once with an event of `kind`, as its dispatcher would,
     /// without applying the actions (for benchmarks).
     #[cfg(any(test, feature = "test-utils"))]
-    pub(crate) async fn call_bot_event(&self, plugin: &str, kind: &str) -> Result<usize, String> {
-        let a = self.get(plugin).ok_or("no such plugin")?;
+    pub(crate) async fn call_bot_event(&self, plugin: &str, kind: &str) -> anyhow::Result<usize> {
+        let a = self
+            .get(plugin)
+            .ok_or_else(|| anyhow::anyhow!("no such plugin"))?;
         let event = BusinessEvent::new(
             "bench".into(),
             kind.into(),
@@ -1603,17 +1639,19 @@ impl Plugins {
         self.deliver(&a, &row)
             .await
             .map(|v| v.len())
-            .map_err(|f| f.error)
+            .map_err(|f| anyhow::anyhow!(f.error))
     }
 
     #[cfg(any(test, feature = "test-utils"))]
-    async fn call_bot_message(&self, plugin: &str, message: BotMessage) -> Result<usize, String> {
-        let a = self.get(plugin).ok_or("no such plugin")?;
+    async fn call_bot_message(&self, plugin: &str, message: BotMessage) -> anyhow::Result<usize> {
+        let a = self
+            .get(plugin)
+            .ok_or_else(|| anyhow::anyhow!("no such plugin"))?;
         let row = bench_row("message", message.payload());
         self.deliver(&a, &row)
             .await
             .map(|v| v.len())
-            .map_err(|f| f.error)
+            .map_err(|f| anyhow::anyhow!(f.error))
     }
 
     async fn deliver(&self, a: &Active, row: &InboxRow) -> Result<Vec<wit::BotAction>, Failed> {
@@ -1694,12 +1732,16 @@ impl Plugins {
                     .await
                     .map(|_| ())
                     .map_err(|e| describe(&e)),
-                wit::BotAction::React((message, emoji)) => {
-                    self.shared.react(&a.env, &message, &emoji).await
-                }
-                wit::BotAction::OpenDiscussion((object, users)) => {
-                    self.shared.open_for(&a.env, &object, &users).await
-                }
+                wit::BotAction::React((message, emoji)) => self
+                    .shared
+                    .react(&a.env, &message, &emoji)
+                    .await
+                    .map_err(|e| e.to_string()),
+                wit::BotAction::OpenDiscussion((object, users)) => self
+                    .shared
+                    .open_for(&a.env, &object, &users)
+                    .await
+                    .map_err(|e| e.to_string()),
             };
             if let Err(e) = result {
                 self.bot_warn(a, &format!("action {i} was not applied: {e}"))
@@ -1784,18 +1826,35 @@ struct Failed {
     not_called: bool,
 }
 
+/// Why something a bot asked of the node failed; the plugin is told the text.
+#[derive(Debug, thiserror::Error)]
+enum BotError {
+    #[error("the node is not running")]
+    NotRunning,
+    #[error("the plugin has no bot user")]
+    NoBotUser,
+    #[error("the bot may not post about {0} objects")]
+    ObjectType(String),
+    #[error("no such message")]
+    NoSuchMessage,
+    #[error("unexpected answer")]
+    UnexpectedAnswer,
+    #[error(transparent)]
+    Discussion(#[from] crate::discussions::DiscussionError),
+}
+
 impl Shared {
-    fn discussions(&self) -> Result<Discussions, String> {
+    fn discussions(&self) -> Result<Discussions, BotError> {
         self.discussions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .and_then(WeakDiscussions::upgrade)
-            .ok_or_else(|| "the node is not running".to_owned())
+            .ok_or(BotError::NotRunning)
     }
 
-    fn bot_caller(env: &PluginEnv) -> Result<Caller, String> {
-        let user = env.bot_user.clone().ok_or("the plugin has no bot user")?;
+    fn bot_caller(env: &PluginEnv) -> Result<Caller, BotError> {
+        let user = env.bot_user.clone().ok_or(BotError::NoBotUser)?;
         Ok(Caller {
             user,
             device: "plugin".into(),
@@ -1811,18 +1870,25 @@ impl Shared {
         p: wit::Post,
         key: &str,
     ) -> Result<String, wit::PluginError> {
-        let fail = |e: String| wit::PluginError::Invalid(e);
-        let discussions = self.discussions().map_err(wit::PluginError::Unavailable)?;
+        let fail = |e: BotError| wit::PluginError::Invalid(e.to_string());
+        let discussions = self
+            .discussions()
+            .map_err(|e| wit::PluginError::Unavailable(e.to_string()))?;
         let caller = Self::bot_caller(env).map_err(fail)?;
         let discussion = match (p.discussion, p.object) {
             (Some(d), None) => d,
             (None, Some(o)) => self.open_object(env, &caller, &o).await.map_err(fail)?,
-            _ => return Err(fail("a post names either a discussion or an object".into())),
+            _ => {
+                return Err(wit::PluginError::Invalid(
+                    "a post names either a discussion or an object".into(),
+                ));
+            }
         };
         let data = match p.data {
-            Some(d) => {
-                Some(serde_json::from_str(&d).map_err(|e| fail(format!("data is not JSON: {e}")))?)
-            }
+            Some(d) => Some(
+                serde_json::from_str(&d)
+                    .map_err(|e| wit::PluginError::Invalid(format!("data is not JSON: {e}")))?,
+            ),
             None => None,
         };
         let mut hash = std::hash::DefaultHasher::new();
@@ -1850,7 +1916,7 @@ impl Shared {
         match discussions.send(&caller, message).await {
             Ok(Reply::Sent { message_id, .. }) => Ok(message_id),
             Ok(_) => Err(wit::PluginError::Internal("unexpected answer".into())),
-            Err(e) => Err(fail(e.to_string())),
+            Err(e) => Err(fail(e.into())),
         }
     }
 
@@ -1859,7 +1925,7 @@ impl Shared {
         env: &PluginEnv,
         caller: &Caller,
         o: &wit::ObjectRef,
-    ) -> Result<String, String> {
+    ) -> Result<String, BotError> {
         let discussions = self.discussions()?;
         let object = ObjectRef {
             application: o.application.clone(),
@@ -1871,33 +1937,25 @@ impl Shared {
             .bot_object_types()
             .contains(&object.object_type)
         {
-            return Err(format!(
-                "the bot may not post about {} objects",
-                object.object_type
-            ));
+            return Err(BotError::ObjectType(object.object_type));
         }
-        match discussions
-            .open_object(caller, object, "")
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        match discussions.open_object(caller, object, "").await? {
             Reply::Discussion { discussion } => Ok(discussion.id),
-            _ => Err("unexpected answer".into()),
+            _ => Err(BotError::UnexpectedAnswer),
         }
     }
 
-    async fn react(&self, env: &PluginEnv, message: &str, emoji: &str) -> Result<(), String> {
+    async fn react(&self, env: &PluginEnv, message: &str, emoji: &str) -> Result<(), BotError> {
         let discussions = self.discussions()?;
         let caller = Self::bot_caller(env)?;
         let discussion = discussions
             .discussion_of(message)
             .await
-            .ok_or("no such message")?;
+            .ok_or(BotError::NoSuchMessage)?;
         discussions
             .react(&caller, &discussion, message, emoji, true)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .await?;
+        Ok(())
     }
 
     async fn open_for(
@@ -1905,7 +1963,7 @@ impl Shared {
         env: &PluginEnv,
         o: &wit::ObjectRef,
         users: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<(), BotError> {
         let caller = Self::bot_caller(env)?;
         let discussion = self.open_object(env, &caller, o).await?;
         let discussions = self.discussions()?;
@@ -2003,16 +2061,16 @@ impl BusinessEvent {
         payload: String,
         idempotency_key: String,
         occurred_at: i64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, EventError> {
         let short = |s: &str| !s.is_empty() && s.len() <= 128;
         if !short(&source) || !short(&kind) || !short(&idempotency_key) {
-            return Err("source, kind and idempotency_key are 1 to 128 bytes".into());
+            return Err(EventError::Field);
         }
         if payload.len() > 64 * 1024 {
-            return Err("an event's payload is at most 64 KiB".into());
+            return Err(EventError::TooLarge);
         }
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&payload) {
-            return Err(format!("the payload is not JSON: {e}"));
+            return Err(EventError::NotJson(e));
         }
         Ok(Self {
             source,

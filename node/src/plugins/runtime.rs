@@ -119,8 +119,30 @@ pub(crate) enum LoadError {
     Cache(String),
 }
 
+/// Why the plugin runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RuntimeError {
+    #[error("cannot start wasmtime: {0:#}")]
+    Engine(wasmtime::Error),
+    #[error("cannot link WASI: {0:#}")]
+    Wasi(wasmtime::Error),
+    #[error("cannot link the plugin API: {0:#}")]
+    Api(wasmtime::Error),
+    #[error("cannot create {}: {source}", .path.display())]
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the epoch ticker: {0}")]
+    Ticker(std::io::Error),
+    #[error("cannot start the plugin threads: {0}")]
+    Threads(std::io::Error),
+    #[error("the plugin host needs a tokio runtime: {0}")]
+    NoRuntime(tokio::runtime::TryCurrentError),
+}
+
 impl Runtime {
-    pub(crate) fn new(cache: PathBuf) -> Result<Self, String> {
+    pub(crate) fn new(cache: PathBuf) -> Result<Self, RuntimeError> {
         let mut cfg = Config::new();
         cfg.epoch_interruption(true);
         cfg.max_wasm_stack(512 * 1024);
@@ -140,16 +162,17 @@ impl Runtime {
             .max_memory_size(super::manifest::MAX_MEMORY as usize)
             .max_component_instance_size(1 << 20);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&cfg).map_err(|e| format!("cannot start wasmtime: {e:#}"))?;
+        let engine = Engine::new(&cfg).map_err(RuntimeError::Engine)?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| format!("cannot link WASI: {e:#}"))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(RuntimeError::Wasi)?;
         FullPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| format!("cannot link the plugin API: {e:#}"))?;
+            .map_err(RuntimeError::Api)?;
 
-        std::fs::create_dir_all(&cache)
-            .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+        std::fs::create_dir_all(&cache).map_err(|source| RuntimeError::Cache {
+            path: cache.clone(),
+            source,
+        })?;
         let ticker = Arc::new(AtomicBool::new(false));
         let stop = ticker.clone();
         let weak = engine.weak();
@@ -164,7 +187,7 @@ impl Runtime {
                     }
                 }
             })
-            .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
+            .map_err(RuntimeError::Ticker)?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let pool = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -172,9 +195,8 @@ impl Runtime {
             .on_thread_start(lower_priority)
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the plugin threads: {e}"))?;
-        let main = tokio::runtime::Handle::try_current()
-            .map_err(|e| format!("the plugin host needs a tokio runtime: {e}"))?;
+            .map_err(RuntimeError::Threads)?;
+        let main = tokio::runtime::Handle::try_current().map_err(RuntimeError::NoRuntime)?;
         let pool_handle = Some(pool.handle().clone());
         let pool = Arc::new(Mutex::new(Some(pool)));
         // The plugin threads end with the node's runtime, however the node ends: their tasks
@@ -333,7 +355,7 @@ fn new_store(engine: &Engine, env: &Arc<PluginEnv>) -> Result<Store<HostState>, 
             .div_ceil(TICK.as_millis() as u64)
             .max(1) as u32;
         let state = HostState::new(env.clone(), limits.memory.as_u64() as usize, budget)
-            .map_err(CallError::Host)?;
+            .map_err(|e| CallError::Host(e.to_string()))?;
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut cx| {

@@ -262,7 +262,8 @@ impl Push {
                 auth,
             } => {
                 self.check_endpoint(&endpoint).await?;
-                webpush::subscription(&endpoint, &p256dh, &auth).map_err(PushError::BadRequest)?;
+                webpush::subscription(&endpoint, &p256dh, &auth)
+                    .map_err(|e| PushError::BadRequest(e.to_string()))?;
                 ("web_push", endpoint, p256dh, auth, String::new())
             }
             PushTarget::Gateway { gateway, pushkey } => {
@@ -749,6 +750,26 @@ struct Clients {
 }
 
 /// How one attempt ended.
+/// Why a notification could not be handed to its push service: coarse, because the text is
+/// kept in the push queue and shown to administrators.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error(transparent)]
+    Subscription(#[from] webpush::SubscriptionError),
+    #[error("the endpoint's address is not public")]
+    NotPublic,
+    #[error("cannot build the push request: {0}")]
+    Build(String),
+    #[error("push gateway {0:?} is no longer configured")]
+    NoGateway(String),
+    #[error("the request timed out")]
+    Timeout,
+    #[error("could not connect")]
+    Connect,
+    #[error("the request failed")]
+    Failed,
+}
+
 enum Outcome {
     Delivered,
     /// The push service says the subscription is gone.
@@ -767,7 +788,7 @@ impl Push {
         let outcome = match self.request(clients, &job).await {
             Ok(response) => classify(response, job.endpoint.kind == "web_push"),
             Err(error) => Outcome::Failed {
-                error,
+                error: error.to_string(),
                 retry_after_ms: None,
             },
         };
@@ -811,7 +832,11 @@ impl Push {
     }
 
     /// Sends one notification; the answer, or a coarse reason it could not be sent.
-    async fn request(&self, clients: &Clients, job: &PushJob) -> Result<reqwest::Response, String> {
+    async fn request(
+        &self,
+        clients: &Clients,
+        job: &PushJob,
+    ) -> Result<reqwest::Response, SendError> {
         let mut payload: serde_json::Value =
             serde_json::from_str(&job.payload).unwrap_or(serde_json::Value::Null);
         if let Some(map) = payload.as_object_mut() {
@@ -832,7 +857,7 @@ impl Push {
             if literal
                 .is_some_and(|ip| !public_address(ip, self.inner.config.allow_loopback_endpoints))
             {
-                return Err("the endpoint's address is not public".to_owned());
+                return Err(SendError::NotPublic);
             }
             let body = payload.to_string();
             let request = webpush::request(
@@ -841,7 +866,8 @@ impl Push {
                 sub,
                 TTL,
                 body.as_bytes(),
-            )?;
+            )
+            .map_err(|e| SendError::Build(e.to_string()))?;
             let (parts, body) = request.into_parts();
             let mut headers = parts.headers;
             let urgency = if job.urgent { "high" } else { "normal" };
@@ -858,10 +884,7 @@ impl Push {
                 .body(body)
         } else {
             let Some(url) = self.inner.config.gateways.get(&job.endpoint.target) else {
-                return Err(format!(
-                    "push gateway {:?} is no longer configured",
-                    job.endpoint.target
-                ));
+                return Err(SendError::NoGateway(job.endpoint.target.clone()));
             };
             let body = serde_json::json!({
                 "user": job.endpoint.user_id,
@@ -886,11 +909,11 @@ impl Push {
         built.send().await.map_err(|e| {
             tracing::debug!(error = %e, "push request failed");
             if e.is_timeout() {
-                "the request timed out".to_owned()
+                SendError::Timeout
             } else if e.is_connect() {
-                "could not connect".to_owned()
+                SendError::Connect
             } else {
-                "the request failed".to_owned()
+                SendError::Failed
             }
         })
     }

@@ -97,25 +97,34 @@ pub(crate) struct Subscription {
     pub(crate) auth: Auth,
 }
 
+/// Which part of a subscription is wrong.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SubscriptionError {
+    #[error("endpoint is not a URL")]
+    Endpoint,
+    #[error("p256dh is not a base64url P-256 public key")]
+    Key,
+    #[error("auth is not 16 bytes of base64url")]
+    Auth,
+}
+
 /// Parses a subscription as a browser gives it; the error says which part is wrong.
 pub(crate) fn subscription(
     endpoint: &str,
     p256dh: &str,
     auth: &str,
-) -> Result<Subscription, String> {
-    let endpoint: http::Uri = endpoint
-        .parse()
-        .map_err(|_| "endpoint is not a URL".to_owned())?;
+) -> Result<Subscription, SubscriptionError> {
+    let endpoint: http::Uri = endpoint.parse().map_err(|_| SubscriptionError::Endpoint)?;
     let key = URL_SAFE_NO_PAD
         .decode(p256dh.trim_end_matches('='))
         .ok()
         .and_then(|b| p256::PublicKey::from_sec1_bytes(&b).ok())
-        .ok_or("p256dh is not a base64url P-256 public key")?;
+        .ok_or(SubscriptionError::Key)?;
     let auth_bytes: [u8; 16] = URL_SAFE_NO_PAD
         .decode(auth.trim_end_matches('='))
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or("auth is not 16 bytes of base64url")?;
+        .ok_or(SubscriptionError::Auth)?;
     Ok(Subscription {
         endpoint,
         p256dh: key,
@@ -130,10 +139,9 @@ pub(crate) fn request(
     sub: Subscription,
     ttl: Duration,
     payload: &[u8],
-) -> Result<http::Request<Vec<u8>>, String> {
+) -> Result<http::Request<Vec<u8>>, web_push_native::Error> {
     WebPushBuilder::new(sub.endpoint, sub.p256dh, sub.auth)
         .with_valid_duration(ttl)
         .with_vapid(&vapid.key, contact)
         .build(payload.to_vec())
-        .map_err(|e| format!("cannot build the push request: {e}"))
 }

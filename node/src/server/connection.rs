@@ -139,7 +139,7 @@ impl State {
             Ok(true) => Ok(()),
             Ok(false) => {
                 self.replace_auth(None);
-                Err(AccountError::InvalidCredentials.to_body())
+                Err(crate::errors::body(&AccountError::InvalidCredentials))
             }
             Err(e) => {
                 self.replace_auth(None);
@@ -646,7 +646,7 @@ async fn transfer(
             let reply = match result {
                 Some(Ok(file)) => TransferReply::Uploaded { file },
                 Some(Err(e)) => TransferReply::Error {
-                    error: e.into_body(),
+                    error: crate::errors::body(&e),
                 },
                 None => TransferReply::Error {
                     error: ErrorBody::new(
@@ -669,7 +669,7 @@ async fn transfer(
                     end_transfer(
                         send,
                         TransferReply::Error {
-                            error: e.into_body(),
+                            error: crate::errors::body(&e),
                         },
                     )
                     .await;
@@ -780,10 +780,7 @@ async fn fail(conn: &quinn::Connection, mut send: quinn::SendStream, error: Erro
 }
 
 fn account_error(e: AccountError) -> ErrorBody {
-    if matches!(e, AccountError::Store(_) | AccountError::Hash(_)) {
-        tracing::error!(error = %e, "request failed");
-    }
-    e.to_body()
+    crate::errors::body(&e)
 }
 
 fn unauthenticated() -> ErrorBody {
@@ -948,14 +945,14 @@ async fn handle(state: &State, request: Request) -> Result<Reply, ErrorBody> {
                 command,
             )
             .await
-            .map_err(account_error)?;
+            .map_err(|e| crate::errors::body(&e))?;
             Ok(Reply::Admin { result })
         }
         other => {
             let caller = state.caller().ok_or_else(unauthenticated)?;
             user_request(&state.shared.services, &caller, other)
                 .await
-                .map_err(|e| e.to_body())
+                .map_err(|e| crate::errors::body(&e))
         }
     }
 }
@@ -980,7 +977,7 @@ pub(crate) async fn user_request(
             services
                 .presence
                 .set_choice(&caller.user, choice, &status_text)
-                .map_err(DiscussionError::BadRequest)?;
+                .map_err(|e| DiscussionError::BadRequest(e.to_string()))?;
             Ok(Reply::Done)
         }
         Request::Activity { idle_ms } => {
