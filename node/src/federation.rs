@@ -7,6 +7,8 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 use veche_base::SharedClock;
 
 use veche_federation::Multiaddr;
@@ -25,6 +27,7 @@ use veche_protocol::ids::NodeName;
 use veche_protocol::presence::{PresenceInfo, PresenceState};
 
 use crate::config::FederationConfig;
+use crate::discussions::links::Links;
 use crate::discussions::{DiscussionError, Discussions, FedOutcome};
 use crate::files::{FileError, Files};
 use crate::presence::Presence;
@@ -83,7 +86,7 @@ struct Inner {
     /// `None` for offline admin commands, which have no key to sign with.
     key: Option<Arc<NodeKey>>,
     config: FederationConfig,
-    handle: LinkWaker,
+    handle: Transport,
     discussions: Discussions,
     /// Users of linked nodes are shown here; ours go out.
     presence: Presence,
@@ -113,61 +116,64 @@ pub(crate) struct Services {
     pub(crate) files: Files,
 }
 
-/// The running transport, once started: the sequencer wakes links through it when their
-/// outboxes grow.
+/// The running transport, once started. The discussions and files services reach linked
+/// nodes through it (as [`Links`]); it is bound when [`Federation::start`] has started the
+/// transport, and until then (and in offline commands) a link is not reachable.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct LinkWaker(Arc<Mutex<Option<Handle>>>);
+pub(crate) struct Transport(Arc<Mutex<Option<Handle>>>);
 
-impl LinkWaker {
-    /// Tells the transport that `link`'s outbox has new items.
-    pub(crate) fn wake(&self, link: &str) {
-        if let Some(h) = self.get() {
-            h.wake(link);
-        }
-    }
-
-    /// Asks the peer of `link` a question, if the transport runs and the peer is connected.
-    pub(crate) async fn query(
-        &self,
-        link: &str,
-        query: veche_federation::wire::Query,
-    ) -> Result<Vec<veche_federation::wire::Profile>, net::QueryError> {
-        let handle = self.get().ok_or(net::QueryError::Stopped)?;
-        handle.query(link, query).await
-    }
-
-    /// Asks the peer of `link` for a piece of a file, if the transport runs and the peer is
-    /// connected.
-    pub(crate) async fn fetch(
-        &self,
-        link: &str,
-        discussion: &str,
-        sha256: &str,
-        offset: u64,
-    ) -> Result<wire::Chunk, net::QueryError> {
-        let handle = self.get().ok_or(net::QueryError::Stopped)?;
-        handle.fetch(link, discussion, sha256, offset).await
-    }
-
-    /// Asks the peer of `link` for the discussion of one of its objects, for `user`, if the
-    /// transport runs and the peer is connected.
-    pub(crate) async fn open_object(
-        &self,
-        link: &str,
-        user: &str,
-        object: (&str, &str, &str),
-        held: Option<wire::Access>,
-    ) -> Result<(String, wire::Access), net::QueryError> {
-        let handle = self.get().ok_or(net::QueryError::Stopped)?;
-        handle.open_object(link, user, object, held).await
-    }
-
+impl Transport {
     fn get(&self) -> Option<Handle> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn set(&self, handle: Handle) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+    }
+}
+
+impl Links for Transport {
+    fn wake(&self, link: &str) {
+        if let Some(h) = self.get() {
+            h.wake(link);
+        }
+    }
+
+    fn query<'a>(
+        &'a self,
+        link: &'a str,
+        query: wire::Query,
+    ) -> BoxFuture<'a, Result<Vec<wire::Profile>, net::QueryError>> {
+        Box::pin(async move {
+            let handle = self.get().ok_or(net::QueryError::Stopped)?;
+            handle.query(link, query).await
+        })
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        link: &'a str,
+        discussion: &'a str,
+        sha256: &'a str,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<wire::Chunk, net::QueryError>> {
+        Box::pin(async move {
+            let handle = self.get().ok_or(net::QueryError::Stopped)?;
+            handle.fetch(link, discussion, sha256, offset).await
+        })
+    }
+
+    fn open_object<'a>(
+        &'a self,
+        link: &'a str,
+        user: &'a str,
+        object: (&'a str, &'a str, &'a str),
+        held: Option<wire::Access>,
+    ) -> BoxFuture<'a, Result<(String, wire::Access), net::QueryError>> {
+        Box::pin(async move {
+            let handle = self.get().ok_or(net::QueryError::Stopped)?;
+            handle.open_object(link, user, object, held).await
+        })
     }
 }
 
@@ -251,14 +257,14 @@ impl Federation {
         }
     }
 
-    /// The service for `node`; `key` is `None` for offline admin commands. `waker` is shared
-    /// with the sequencer.
+    /// The service for `node`; `key` is `None` for offline admin commands. `transport` is
+    /// shared with the discussions and files services, which reach links through it.
     pub(crate) fn new(
         store: Store,
         node: NodeName,
         key: Option<Arc<NodeKey>>,
         config: FederationConfig,
-        waker: LinkWaker,
+        transport: Transport,
         services: Services,
         clock: SharedClock,
     ) -> Self {
@@ -273,7 +279,7 @@ impl Federation {
                 node,
                 key,
                 config,
-                handle: waker,
+                handle: transport,
                 discussions,
                 presence,
                 files,

@@ -213,7 +213,7 @@ pub(crate) async fn open(
             identity.signing_key().to_bytes(),
         ))
     });
-    let waker = crate::federation::LinkWaker::default();
+    let transport = crate::federation::Transport::default();
     let discussions = Discussions::start(
         store.clone(),
         node_name.clone(),
@@ -228,7 +228,7 @@ pub(crate) async fn open(
             push: push.clone(),
             fed: crate::discussions::FedOutlet {
                 key: fed_key.clone(),
-                links: waker.clone(),
+                links: Arc::new(transport.clone()),
             },
         },
         crate::search::Search::new(store.clone(), data.root(), purpose == Purpose::Offline),
@@ -241,7 +241,7 @@ pub(crate) async fn open(
         discussions.clone(),
         plugins.clone(),
         node_name.clone(),
-        waker.clone(),
+        Arc::new(transport.clone()),
         clock.clone(),
     )
     .await
@@ -251,7 +251,7 @@ pub(crate) async fn open(
         node_name.clone(),
         fed_key,
         config.federation.clone(),
-        waker,
+        transport,
         crate::federation::Services {
             discussions: discussions.clone(),
             presence: presence.clone(),

@@ -7,6 +7,7 @@
 //! [`access::authorize`], the one authorization function.
 
 mod access;
+pub(crate) mod links;
 mod render;
 mod sequencer;
 mod text;
@@ -181,18 +182,6 @@ pub(crate) struct Discussions {
     inner: Arc<Inner>,
 }
 
-/// The discussions service as a service it holds refers back to it (the plugin host): no
-/// cycle keeps the two alive once the node is gone.
-#[derive(Debug, Clone)]
-pub(crate) struct WeakDiscussions(std::sync::Weak<Inner>);
-
-impl WeakDiscussions {
-    /// The service, while the node holds it.
-    pub(crate) fn upgrade(&self) -> Option<Discussions> {
-        self.0.upgrade().map(|inner| Discussions { inner })
-    }
-}
-
 #[derive(Debug)]
 struct Inner {
     store: Store,
@@ -202,7 +191,7 @@ struct Inner {
     plugins: Plugins,
     search: Search,
     /// Linked nodes, asked for their directories.
-    links: crate::federation::LinkWaker,
+    links: Arc<dyn links::Links>,
     clock: SharedClock,
 }
 
@@ -219,16 +208,18 @@ pub(crate) struct Outlets {
 
 /// What the sequencer needs for discussions that span nodes: the node's key (none for offline
 /// admin commands), and the links to wake when their outboxes grow.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct FedOutlet {
     pub(crate) key: Option<Arc<veche_federation::keys::NodeKey>>,
-    pub(crate) links: crate::federation::LinkWaker,
+    pub(crate) links: Arc<dyn links::Links>,
 }
 
-impl Discussions {
-    /// A reference that does not keep the service alive.
-    pub(crate) fn downgrade(&self) -> WeakDiscussions {
-        WeakDiscussions(Arc::downgrade(&self.inner))
+impl Default for FedOutlet {
+    fn default() -> Self {
+        Self {
+            key: None,
+            links: Arc::new(links::NoLinks),
+        }
     }
 }
 

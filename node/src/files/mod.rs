@@ -49,8 +49,8 @@ pub(crate) use policy::{
 };
 
 use crate::config::FilesConfig;
+use crate::discussions::links::Links;
 use crate::discussions::{Caller, DiscussionError, Discussions};
-use crate::federation::LinkWaker;
 use crate::plugins::Plugins;
 use crate::store::{BlobRow, FileRow, REMOTE_BACKEND, Store, StoreError, UploadRow};
 
@@ -161,7 +161,7 @@ struct Inner {
     /// This node's name: which side of a link holds a file's content.
     node: veche_protocol::ids::NodeName,
     /// Contents held at linked nodes are fetched through the federation transport.
-    links: LinkWaker,
+    links: Arc<dyn Links>,
     backends: Backends,
     /// `files/uploads/`: one staging file per upload in progress.
     staging: PathBuf,
@@ -320,7 +320,7 @@ impl Files {
         discussions: Discussions,
         plugins: Plugins,
         node: veche_protocol::ids::NodeName,
-        links: LinkWaker,
+        links: Arc<dyn Links>,
         clock: veche_base::SharedClock,
     ) -> Result<Self, FileError> {
         let root = data.join("files");

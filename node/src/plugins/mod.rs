@@ -33,7 +33,7 @@ use veche_base::SharedClock;
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use veche_protocol::admin::{DeadLetter, PluginInfo, PluginLogLine};
@@ -42,7 +42,7 @@ use veche_protocol::ids::NodeName;
 use veche_protocol::{Reply, Timestamp};
 
 use crate::config::PluginsConfig;
-use crate::discussions::{Caller, Discussions, WeakDiscussions};
+use crate::discussions::{Caller, Discussions};
 use crate::store::{AuditRecord, InboxRow, NewBusinessEvent, PluginRow, Store, StoreError};
 use bindings::exports::veche::plugin::{bot, context_provider};
 use bindings::veche::plugin::types as wit;
@@ -108,8 +108,10 @@ pub(crate) struct Shared {
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     dispatchers: Mutex<HashMap<String, ()>>,
     /// Cleared at shutdown (it refers back to the host).
-    /// Weak: the discussions service holds this host.
-    discussions: Mutex<Option<WeakDiscussions>>,
+    /// Where bots' work on discussions goes once the node is serving: a task that owns the
+    /// discussions service runs it (see [`Plugins::connect`]). A channel, not a handle, because
+    /// the discussions service holds this host: no reference cycle keeps either alive.
+    bot_work: Mutex<Option<mpsc::Sender<BotWork>>>,
     /// Log lines on their way to `plugin_logs`.
     logs: tokio::sync::mpsc::Sender<(String, Vec<LogRow>)>,
     /// Administration (install, reload, enable, disable) one at a time.
@@ -269,7 +271,7 @@ impl Plugins {
                 bots: RwLock::new(HashMap::new()),
                 wakers: Mutex::new(HashMap::new()),
                 dispatchers: Mutex::new(HashMap::new()),
-                discussions: Mutex::new(None),
+                bot_work: Mutex::new(None),
                 logs: log_tx,
                 admin: tokio::sync::Mutex::new(()),
                 generation: std::sync::atomic::AtomicU64::new(0),
@@ -305,20 +307,34 @@ impl Plugins {
         let _ = tokio::time::timeout(grace, self.shared.tasks.wait()).await;
         self.shared.runtime.stop();
         self.shared
-            .discussions
+            .bot_work
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
     }
 
     /// Connects the host to the discussions service (bots post through it) and starts the
-    /// bot dispatchers.
+    /// bot dispatchers. The task that owns `discussions` ends with [`Plugins::shutdown`] or
+    /// with the node's runtime.
     pub(crate) fn connect(&self, discussions: Discussions) {
+        let (tx, mut rx) = mpsc::channel::<BotWork>(64);
+        let stop = self.shared.stop.clone();
+        let tasks = self.shared.tasks.clone();
+        self.shared.tasks.spawn(async move {
+            loop {
+                let work = tokio::select! {
+                    () = stop.cancelled() => break,
+                    work = rx.recv() => work,
+                };
+                let Some(work) = work else { break };
+                tasks.spawn(work(discussions.clone()));
+            }
+        });
         *self
             .shared
-            .discussions
+            .bot_work
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(discussions.downgrade());
+            .unwrap_or_else(|e| e.into_inner()) = Some(tx);
         for id in self.bot_plugin_ids() {
             self.ensure_dispatcher(&id);
         }
@@ -505,7 +521,7 @@ impl Plugins {
         self.clear_caches();
         let connected = self
             .shared
-            .discussions
+            .bot_work
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_some();
@@ -1826,6 +1842,31 @@ struct Failed {
     not_called: bool,
 }
 
+/// Work a bot asked for, run by the task that owns the discussions service.
+type BotWork =
+    Box<dyn FnOnce(Discussions) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// The discussion of an object the bot may post about (`types`), opened as `caller`.
+async fn open_object(
+    discussions: &Discussions,
+    types: &[String],
+    caller: &Caller,
+    o: &wit::ObjectRef,
+) -> Result<String, BotError> {
+    let object = ObjectRef {
+        application: o.application.clone(),
+        object_type: o.object_type.clone(),
+        object_id: o.id.clone(),
+    };
+    if !types.contains(&object.object_type) {
+        return Err(BotError::ObjectType(object.object_type));
+    }
+    match discussions.open_object(caller, object, "").await? {
+        Reply::Discussion { discussion } => Ok(discussion.id),
+        _ => Err(BotError::UnexpectedAnswer),
+    }
+}
+
 /// Why something a bot asked of the node failed; the plugin is told the text.
 #[derive(Debug, thiserror::Error)]
 enum BotError {
@@ -1844,13 +1885,27 @@ enum BotError {
 }
 
 impl Shared {
-    fn discussions(&self) -> Result<Discussions, BotError> {
-        self.discussions
+    /// Runs `work` with the discussions service, on the node's runtime.
+    async fn with_discussions<T, F, Fut>(&self, work: F) -> Result<T, BotError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Discussions) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        let sender = self
+            .bot_work
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .and_then(WeakDiscussions::upgrade)
-            .ok_or(BotError::NotRunning)
+            .clone()
+            .ok_or(BotError::NotRunning)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: BotWork = Box::new(move |discussions| {
+            Box::pin(async move {
+                let _ = tx.send(work(discussions).await);
+            })
+        });
+        sender.send(job).await.map_err(|_| BotError::NotRunning)?;
+        rx.await.map_err(|_| BotError::NotRunning)
     }
 
     fn bot_caller(env: &PluginEnv) -> Result<Caller, BotError> {
@@ -1870,14 +1925,11 @@ impl Shared {
         p: wit::Post,
         key: &str,
     ) -> Result<String, wit::PluginError> {
-        let fail = |e: BotError| wit::PluginError::Invalid(e.to_string());
-        let discussions = self
-            .discussions()
-            .map_err(|e| wit::PluginError::Unavailable(e.to_string()))?;
-        let caller = Self::bot_caller(env).map_err(fail)?;
-        let discussion = match (p.discussion, p.object) {
-            (Some(d), None) => d,
-            (None, Some(o)) => self.open_object(env, &caller, &o).await.map_err(fail)?,
+        let invalid = |e: BotError| wit::PluginError::Invalid(e.to_string());
+        let caller = Self::bot_caller(env).map_err(invalid)?;
+        let target = match (p.discussion, p.object) {
+            (Some(d), None) => Ok(d),
+            (None, Some(o)) => Err(o),
             _ => {
                 return Err(wit::PluginError::Invalid(
                     "a post names either a discussion or an object".into(),
@@ -1893,69 +1945,63 @@ impl Shared {
         };
         let mut hash = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(key, &mut hash);
-        let message = SendMessage {
-            files: Vec::new(),
-            discussion,
-            client_msg_id: format!(
-                "{}-{:016x}",
-                &key.chars().take(40).collect::<String>(),
-                std::hash::Hasher::finish(&hash)
-            ),
-            text: p.text,
-            reply_to: p.reply_to,
-            data,
-            actions: p
-                .actions
-                .into_iter()
-                .map(|a| Action {
-                    id: a.id,
-                    label: a.label,
-                })
-                .collect(),
-        };
-        match discussions.send(&caller, message).await {
-            Ok(Reply::Sent { message_id, .. }) => Ok(message_id),
-            Ok(_) => Err(wit::PluginError::Internal("unexpected answer".into())),
-            Err(e) => Err(fail(e.into())),
-        }
-    }
-
-    async fn open_object(
-        &self,
-        env: &PluginEnv,
-        caller: &Caller,
-        o: &wit::ObjectRef,
-    ) -> Result<String, BotError> {
-        let discussions = self.discussions()?;
-        let object = ObjectRef {
-            application: o.application.clone(),
-            object_type: o.object_type.clone(),
-            object_id: o.id.clone(),
-        };
-        if !env
-            .manifest
-            .bot_object_types()
-            .contains(&object.object_type)
-        {
-            return Err(BotError::ObjectType(object.object_type));
-        }
-        match discussions.open_object(caller, object, "").await? {
-            Reply::Discussion { discussion } => Ok(discussion.id),
-            _ => Err(BotError::UnexpectedAnswer),
-        }
+        let client_msg_id = format!(
+            "{}-{:016x}",
+            &key.chars().take(40).collect::<String>(),
+            std::hash::Hasher::finish(&hash)
+        );
+        let actions = p
+            .actions
+            .into_iter()
+            .map(|a| Action {
+                id: a.id,
+                label: a.label,
+            })
+            .collect();
+        let (text, reply_to) = (p.text, p.reply_to);
+        let types = env.manifest.bot_object_types();
+        let posted = self
+            .with_discussions(move |discussions| async move {
+                let discussion = match target {
+                    Ok(d) => d,
+                    Err(o) => open_object(&discussions, &types, &caller, &o).await?,
+                };
+                let message = SendMessage {
+                    files: Vec::new(),
+                    discussion,
+                    client_msg_id,
+                    text,
+                    reply_to,
+                    data,
+                    actions,
+                };
+                match discussions.send(&caller, message).await? {
+                    Reply::Sent { message_id, .. } => Ok(message_id),
+                    _ => Err(BotError::UnexpectedAnswer),
+                }
+            })
+            .await
+            .map_err(|e| wit::PluginError::Unavailable(e.to_string()))?;
+        posted.map_err(|e| match e {
+            BotError::UnexpectedAnswer => wit::PluginError::Internal(e.to_string()),
+            e => invalid(e),
+        })
     }
 
     async fn react(&self, env: &PluginEnv, message: &str, emoji: &str) -> Result<(), BotError> {
-        let discussions = self.discussions()?;
         let caller = Self::bot_caller(env)?;
-        let discussion = discussions
-            .discussion_of(message)
-            .await
-            .ok_or(BotError::NoSuchMessage)?;
-        discussions
-            .react(&caller, &discussion, message, emoji, true)
-            .await?;
-        Ok(())
+        let (message, emoji) = (message.to_owned(), emoji.to_owned());
+        self.with_discussions(move |discussions| async move {
+            let discussion = discussions
+                .discussion_of(&message)
+                .await
+                .ok_or(BotError::NoSuchMessage)?;
+            discussions
+                .react(&caller, &discussion, &message, &emoji, true)
+                .await?;
+            Ok(())
+        })
+        .await?
     }
 
     async fn open_for(
@@ -1965,21 +2011,26 @@ impl Shared {
         users: &[String],
     ) -> Result<(), BotError> {
         let caller = Self::bot_caller(env)?;
-        let discussion = self.open_object(env, &caller, o).await?;
-        let discussions = self.discussions()?;
-        for user in users.iter().take(1000) {
-            let as_user = Caller {
-                user: user.clone(),
-                device: "plugin".into(),
-                admin: false,
-                connection: 0,
-            };
-            // Only users who may read the object get it in their list.
-            if let Err(e) = discussions.follow(&as_user, &discussion, true).await {
-                tracing::debug!(user, error = %e, "not added to an object discussion");
+        let types = env.manifest.bot_object_types();
+        let o = o.clone();
+        let users: Vec<String> = users.iter().take(1000).cloned().collect();
+        self.with_discussions(move |discussions| async move {
+            let discussion = open_object(&discussions, &types, &caller, &o).await?;
+            for user in users {
+                let as_user = Caller {
+                    user,
+                    device: "plugin".into(),
+                    admin: false,
+                    connection: 0,
+                };
+                // Only users who may read the object get it in their list.
+                if let Err(e) = discussions.follow(&as_user, &discussion, true).await {
+                    tracing::debug!(user = %as_user.user, error = %e, "not added to an object discussion");
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await?
     }
 }
 
