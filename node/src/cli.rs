@@ -12,7 +12,7 @@ use veche_protocol::{SessionInfo, UserInfo};
 use crate::config::Config;
 use crate::data_dir::{DataDir, LockError};
 use crate::node::{self, RunningNode, StartError, StartInfo};
-use crate::{admin, logging};
+use crate::{logging, services};
 
 /// Veche: a self-hosted messaging node for companies that run on business software, and its
 /// client.
@@ -1028,7 +1028,7 @@ async fn send_admin(
     request: AdminRequest,
 ) -> anyhow::Result<AdminReply> {
     if let Some(reply) =
-        admin::send_to_socket(&data_path.join("admin.sock"), request.clone()).await?
+        crate::admin_socket::send_to_socket(&data_path.join("admin.sock"), request.clone()).await?
     {
         return Ok(reply);
     }
@@ -1049,7 +1049,7 @@ async fn send_admin(
         ),
         Err(e) => return Err(e.into()),
     };
-    let result = admin::execute(&opened.services, "cli", request).await;
+    let result = services::execute(&opened.services, "cli", request).await;
     opened.store.close().await;
     drop(opened.lock);
     Ok(result?)

@@ -168,6 +168,40 @@ pub struct FilesConfig {
     pub cleanup_secs: u64,
 }
 
+/// Media types refused by default: programs and scripts, recognised from the content.
+pub(crate) const DEFAULT_BLOCKED_TYPES: &[&str] = &[
+    "application/x-executable",
+    "application/x-sharedlib",
+    "application/vnd.microsoft.portable-executable",
+    "application/x-mach-binary",
+    "application/java-archive",
+    "application/wasm",
+    "text/x-shellscript",
+];
+
+/// Extensions refused by default: scripts that only their name gives away (Windows runs them
+/// by extension), and 1C external data processors and reports (`epf`, `erf`), which run code
+/// in the company's ERP when opened.
+pub(crate) const DEFAULT_BLOCKED_EXTENSIONS: &[&str] = &[
+    "exe", "dll", "com", "scr", "msi", "msp", "bat", "cmd", "ps1", "psm1", "vbs", "vbe", "js",
+    "jse", "wsf", "wsh", "hta", "jar", "sh", "bash", "app", "apk", "lnk", "reg", "cpl", "pif",
+    "scf", "epf", "erf",
+];
+
+/// Whether `t` is `type/subtype` or `type/*`.
+pub(crate) fn is_type_pattern(t: &str) -> bool {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    match t.split_once('/') {
+        Some((ty, "*")) => token(ty),
+        Some((ty, sub)) => token(ty) && token(sub),
+        None => false,
+    }
+}
+
 impl Default for FilesConfig {
     fn default() -> Self {
         let strings = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect();
@@ -176,8 +210,8 @@ impl Default for FilesConfig {
             discussion_kinds: strings(&["dialog", "group", "object"]),
             max_size_mb: 100,
             allowed_types: Vec::new(),
-            blocked_types: strings(crate::files::DEFAULT_BLOCKED_TYPES),
-            blocked_extensions: strings(crate::files::DEFAULT_BLOCKED_EXTENSIONS),
+            blocked_types: strings(DEFAULT_BLOCKED_TYPES),
+            blocked_extensions: strings(DEFAULT_BLOCKED_EXTENSIONS),
             quota_mb: 10 * 1024,
             retention_days: 0,
             backend: "fs".into(),
@@ -831,7 +865,7 @@ impl Config {
             ("files.allowed_types", &f.allowed_types),
             ("files.blocked_types", &f.blocked_types),
         ] {
-            if let Some(bad) = list.iter().find(|t| !crate::files::is_type_pattern(t)) {
+            if let Some(bad) = list.iter().find(|t| !is_type_pattern(t)) {
                 return Err(invalid(
                     key,
                     format!("{bad:?} is not a media type such as image/png or image/*"),

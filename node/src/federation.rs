@@ -30,7 +30,7 @@ use crate::config::FederationConfig;
 use crate::discussions::links::Links;
 use crate::discussions::{DiscussionError, Discussions, FedOutcome};
 use crate::files::{FileError, Files};
-use crate::presence::Presence;
+use crate::live::presence::Presence;
 use crate::store::{AuditRecord, LinkRow, NewLink, Renewal, Store, StoreError};
 
 /// Why a link command failed.

@@ -6,7 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod accounts;
-mod admin;
+mod admin_socket;
 mod apps;
 pub mod cli;
 pub mod config;
@@ -14,16 +14,20 @@ pub mod data_dir;
 mod discussions;
 mod errors;
 mod federation;
+mod file_policy;
 mod files;
 mod gateway;
 mod identity;
+mod inbox;
+mod live;
 pub mod logging;
 mod node;
+mod outbound;
 mod plugins;
-mod presence;
 mod push;
 mod search;
 mod server;
+mod services;
 mod store;
 mod throttle;
 pub mod tls;
@@ -32,5 +36,6 @@ mod web;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 
-pub use admin::{AdminError, AdminSocketError};
+pub use admin_socket::AdminSocketError;
 pub use node::{RunningNode, StartError, StartInfo};
+pub use services::AdminError;

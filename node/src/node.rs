@@ -16,18 +16,18 @@ use veche_protocol::admin::{AdminReply, AdminRequest};
 use veche_protocol::ids::NodeName;
 
 use crate::accounts::{AccountError, Accounts};
-use crate::admin::{self, Services};
 use crate::apps::Apps;
 use crate::config::Config;
 use crate::data_dir::{DataDir, DataLock, LockError, write_private};
 use crate::discussions::{Discussions, Outlets};
 use crate::gateway::{self, Gateway};
 use crate::identity::{IdentityError, NodeIdentity};
+use crate::live::presence::Presence;
+use crate::live::registry::Registry;
 use crate::plugins::Plugins;
-use crate::presence::Presence;
 use crate::push::{Push, Vapid};
-use crate::server::registry::Registry;
 use crate::server::{self, ListenError, Shared};
+use crate::services::{self, Services};
 use crate::store::{Store, StoreError};
 use crate::tls::{TlsError, TlsMaterial};
 
@@ -222,7 +222,7 @@ pub(crate) async fn open(
             messages: config.messages.clone(),
             files: config.files.clone(),
         },
-        plugins.clone(),
+        crate::discussions::access::ProviderHost::new(Arc::new(plugins.clone())),
         Outlets {
             presence: presence.clone(),
             push: push.clone(),
@@ -405,7 +405,7 @@ impl RunningNode {
                     source,
                 },
             )?;
-            tokio::spawn(admin::serve_socket(
+            tokio::spawn(crate::admin_socket::serve_socket(
                 listener,
                 services.clone(),
                 stop.clone(),
@@ -591,8 +591,8 @@ impl RunningNode {
         &self,
         actor: &str,
         request: AdminRequest,
-    ) -> Result<AdminReply, admin::AdminError> {
-        admin::execute(&self.services, actor, request).await
+    ) -> Result<AdminReply, services::AdminError> {
+        services::execute(&self.services, actor, request).await
     }
 
     /// The plugin host.

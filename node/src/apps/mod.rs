@@ -21,6 +21,7 @@ use veche_protocol::ids::{Login, NodeName};
 
 use crate::accounts::{random_token, token_hash};
 use crate::config::{AppsConfig, SmtpConfig};
+use crate::outbound::receiver_allowed;
 use crate::plugins::{BusinessEvent, Plugins};
 use crate::store::{
     Activate, Activation, AppRow, AuditRecord, CodeRefused, NewCode, NewTopicMessage, Store,
@@ -685,24 +686,6 @@ impl Apps {
     }
 }
 
-/// Whether an application may point the node at `ip`.
-pub(crate) fn receiver_allowed(ip: std::net::IpAddr, allow_loopback: bool) -> bool {
-    use std::net::IpAddr;
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    if ip.is_loopback() {
-        return allow_loopback;
-    }
-    match ip {
-        IpAddr::V4(v4) => {
-            !(v4.is_link_local() || v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast())
-        }
-        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast() || v6.is_unicast_link_local()),
-    }
-}
-
 fn check_instance(instance: &str) -> Result<(), AppError> {
     if instance.is_empty() || instance.len() > 128 || instance.chars().any(char::is_control) {
         return Err(AppError::BadRequest(
@@ -742,24 +725,4 @@ fn secs_ms(secs: u64) -> i64 {
 
 fn dur_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::receiver_allowed;
-
-    #[test]
-    fn applications_cannot_aim_the_node_at_itself_or_metadata_services() {
-        let allowed = |ip: &str| receiver_allowed(ip.parse().unwrap(), false);
-        assert!(allowed("10.1.2.3"), "a company's ERP on a private network");
-        assert!(allowed("192.168.0.10"));
-        assert!(allowed("203.0.113.7"));
-        assert!(!allowed("127.0.0.1"));
-        assert!(!allowed("::1"));
-        assert!(!allowed("::ffff:127.0.0.1"));
-        assert!(!allowed("169.254.169.254"), "cloud metadata");
-        assert!(!allowed("fe80::1"));
-        assert!(!allowed("0.0.0.0"));
-        assert!(receiver_allowed("127.0.0.1".parse().unwrap(), true));
-    }
 }

@@ -4,10 +4,196 @@
 //! (in the sequencer) asks [`authorize`]. Someone it refuses learns nothing: callers answer
 //! "discussion not found", exactly as for a discussion that does not exist.
 
-use veche_protocol::discussions::ObjectRef;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use crate::plugins::{Access, Plugins};
+use futures_util::future::BoxFuture;
+use veche_protocol::discussions::{ObjectCard, ObjectRef};
+
+use crate::inbox::Click;
 use crate::store::{Batch, DiscussionRow, ObjectKey, ReaderAccess, Store, StoreError};
+
+/// What a context provider decided for one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    None,
+    Read,
+    Write,
+}
+
+/// Application, object type, object id, user.
+pub(crate) type AccessKey = (String, String, String, String);
+
+/// The key of `user`'s access to `object`.
+pub(crate) fn access_key(object: &ObjectRef, user: &str) -> AccessKey {
+    (
+        object.application.clone(),
+        object.object_type.clone(),
+        object.object_id.clone(),
+        user.to_owned(),
+    )
+}
+
+/// Context providers' answers obtained for one command before it reached the sequencer.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Decided(HashMap<AccessKey, Access>);
+
+impl Decided {
+    /// The answer for `key`, if one was obtained.
+    pub(crate) fn get(&self, key: &AccessKey) -> Option<Access> {
+        self.0.get(key).copied()
+    }
+
+    /// Records an answer.
+    pub(crate) fn insert(&mut self, key: AccessKey, access: Access) {
+        self.0.insert(key, access);
+    }
+}
+
+/// What a command needs to know before the sequencer can apply it: what `users` may do with
+/// `object`, whose type a context provider serves, with no answer at hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Undecided {
+    /// The object.
+    pub(crate) object: ObjectRef,
+    /// The users.
+    pub(crate) users: Vec<String>,
+}
+
+/// Why a context provider did not accept an object.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InvalidObject {
+    #[error("{kind} {id} does not exist")]
+    Missing { kind: String, id: String },
+    #[error("{kind} {id} is not valid: {why}")]
+    Invalid {
+        kind: String,
+        id: String,
+        why: String,
+    },
+    #[error("the {kind} provider is unavailable: {why}")]
+    Unavailable { kind: String, why: String },
+}
+
+/// The plugin host as this layer sees it, without calls into a plugin: answers at hand (bots'
+/// rights, answers decided before, the cache) and waking bots. The plugin host implements it;
+/// this layer owns it, so discussions never import the host.
+pub(crate) trait ProviderCache: Send + Sync + std::fmt::Debug {
+    /// Whether a context provider serves `object_type`.
+    fn serves(&self, object_type: &str) -> bool;
+    /// Whether any bot is installed.
+    fn has_bots(&self) -> bool;
+    /// Whether any context provider is installed: only then may a command need answers that
+    /// are not at hand ([`Undecided`]).
+    fn has_providers(&self) -> bool;
+    /// The plugin whose bot user is `user`.
+    fn bot_plugin(&self, user: &str) -> Option<String>;
+    /// What a bot may do with an object by its manifest, if `user` is a bot.
+    fn bot_access(&self, object: &ObjectRef, user: &str) -> Option<Access>;
+    /// Wakes the dispatchers of these plugins (after a batch queued messages for them).
+    fn wake(&self, plugins: &[String]);
+    /// What `users` may do with `object` as far as the answers at hand tell, one per user,
+    /// `None` for a user not decided yet.
+    fn answers_at_hand(
+        &self,
+        object: &ObjectRef,
+        users: &[String],
+        decided: &Decided,
+    ) -> Vec<Option<Access>>;
+}
+
+/// The plugin host as the discussions service sees it: it may call context providers and
+/// queue clicks, outside the sequencer.
+pub(crate) trait Providers: ProviderCache {
+    /// What `user` may do with `object`; `None` when no provider serves its type.
+    fn object_access(&self, object: ObjectRef, user: String) -> BoxFuture<'static, Option<Access>>;
+    /// Asks the providers what `undecided` needs; `decided` with the answers added.
+    fn decide(&self, undecided: Undecided, decided: Decided) -> BoxFuture<'static, Decided>;
+    /// How the object looks; `None` when no provider serves it or it failed.
+    fn render(&self, object: ObjectRef) -> BoxFuture<'static, Option<ObjectCard>>;
+    /// Whether the object exists, for its type's provider; `Ok` when none serves it.
+    fn validate(&self, object: ObjectRef) -> BoxFuture<'static, Result<(), InvalidObject>>;
+    /// Queues a click on a bot's button.
+    fn clicked(&self, plugin: String, click: Click) -> BoxFuture<'static, Result<(), StoreError>>;
+}
+
+/// The plugin host, as the discussions service holds it. A named type rather than a bare
+/// `Arc<dyn Providers>`: futures that authorize must be `Send` for every lifetime, which the
+/// compiler cannot prove through a trait object's lifetime.
+#[derive(Debug, Clone)]
+pub(crate) struct ProviderHost(Arc<dyn Providers>);
+
+impl ProviderHost {
+    /// The handle for `host`.
+    pub(crate) fn new(host: Arc<dyn Providers>) -> Self {
+        Self(host)
+    }
+}
+
+impl std::ops::Deref for ProviderHost {
+    type Target = dyn Providers;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+/// The plugins as the sequencer sees them: everything but calls into a plugin.
+///
+/// The sequencer holds the node's only database writer while it applies a batch; a plugin
+/// call there would stall every user's sends for as long as the plugin takes. This handle has
+/// no method that calls a plugin, so no code in the sequencer can: answers it needs come from
+/// the command ([`Decided`]) or the cache, and a command that lacks one is sent back to be
+/// decided first ([`Undecided`]).
+#[derive(Debug, Clone)]
+pub(crate) struct NoCalls(ProviderHost);
+
+impl NoCalls {
+    /// The handle for `plugins`.
+    pub(crate) fn new(plugins: ProviderHost) -> Self {
+        Self(plugins)
+    }
+
+    /// See [`ProviderCache::serves`].
+    pub(crate) fn serves(&self, object_type: &str) -> bool {
+        self.0.serves(object_type)
+    }
+
+    /// See [`ProviderCache::has_bots`].
+    pub(crate) fn has_bots(&self) -> bool {
+        self.0.has_bots()
+    }
+
+    /// See [`ProviderCache::bot_plugin`].
+    pub(crate) fn bot_plugin(&self, user: &str) -> Option<String> {
+        self.0.bot_plugin(user)
+    }
+
+    /// See [`ProviderCache::bot_access`].
+    pub(crate) fn bot_access(&self, object: &ObjectRef, user: &str) -> Option<Access> {
+        self.0.bot_access(object, user)
+    }
+
+    /// See [`ProviderCache::wake`].
+    pub(crate) fn wake(&self, plugins: &[String]) {
+        self.0.wake(plugins);
+    }
+
+    /// What `users` may do with `object` as far as the answers at hand tell (bots' rights,
+    /// `decided`, the cache): `None` when no provider serves the object's type (its access
+    /// list decides), else one answer per user, `None` for a user not decided yet.
+    pub(crate) fn known_access(
+        &self,
+        object: &ObjectRef,
+        users: &[String],
+        decided: &Decided,
+    ) -> Option<Vec<Option<Access>>> {
+        if !self.0.serves(&object.object_type) {
+            return None;
+        }
+        Some(self.0.answers_at_hand(object, users, decided))
+    }
+}
 
 /// What the caller may do in a discussion they can see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +228,7 @@ pub(crate) trait AccessFacts {
 
 /// Who answers for objects whose type a context provider serves.
 ///
-/// Read paths ask the plugins themselves ([`Plugins`]); the sequencer, which must never call a
+/// Read paths ask the plugins themselves ([`Providers`]); the sequencer, which must never call a
 /// plugin while it holds the database's writer, answers from what was decided before the
 /// command reached it, and fails the command as undecided otherwise.
 pub(crate) trait ObjectAuthority {
@@ -57,14 +243,14 @@ pub(crate) trait ObjectAuthority {
     ) -> Result<Option<Access>, Self::Error>;
 }
 
-impl ObjectAuthority for Plugins {
+impl ObjectAuthority for ProviderHost {
     type Error = StoreError;
     async fn provider_access(
         &self,
         object: &ObjectRef,
         user: &str,
     ) -> Result<Option<Access>, StoreError> {
-        Ok(self.object_access(object, user).await)
+        Ok(self.object_access(object.clone(), user.to_owned()).await)
     }
 }
 

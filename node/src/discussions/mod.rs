@@ -6,7 +6,8 @@
 //! order. Reads go straight to storage. Both decide who may see a discussion with
 //! [`access::authorize`], the one authorization function.
 
-mod access;
+pub(crate) mod access;
+pub(crate) mod attachments;
 pub(crate) mod links;
 mod render;
 mod sequencer;
@@ -23,11 +24,12 @@ use veche_protocol::discussions::{
 use veche_protocol::ids::{Login, NodeName};
 use veche_protocol::{ErrorBody, ErrorCode, Event, Reply, Timestamp};
 
-use crate::plugins::{Click, Decided, Plugins};
+use crate::inbox::Click;
+use crate::live::registry::{EncodedEvent, Registry};
 use crate::search::{Search, SearchError};
-use crate::server::registry::{EncodedEvent, Registry};
 use crate::store::{DiscussionRow, Store, StoreError};
 pub(crate) use access::authorize;
+use access::{Decided, ProviderHost};
 pub(crate) use sequencer::Limits;
 use sequencer::{Job, Op};
 
@@ -149,7 +151,7 @@ pub(crate) enum DiscussionError {
     /// which never calls a plugin: [`Discussions::submit`] asks and sends the command again.
     /// Never an answer to a client.
     #[error("undecided access to {} {}", .0.object.object_type, .0.object.object_id)]
-    Undecided(Box<crate::plugins::Undecided>),
+    Undecided(Box<access::Undecided>),
 }
 
 impl crate::errors::Classified for DiscussionError {
@@ -188,7 +190,7 @@ struct Inner {
     node: NodeName,
     registry: Arc<Registry>,
     jobs: mpsc::Sender<Job>,
-    plugins: Plugins,
+    plugins: ProviderHost,
     search: Search,
     /// Linked nodes, asked for their directories.
     links: Arc<dyn links::Links>,
@@ -201,7 +203,7 @@ pub(crate) use sequencer::FedOutcome;
 /// notifications, membership changes to presence.
 #[derive(Debug, Clone)]
 pub(crate) struct Outlets {
-    pub(crate) presence: crate::presence::Presence,
+    pub(crate) presence: crate::live::presence::Presence,
     pub(crate) push: crate::push::Push,
     pub(crate) fed: FedOutlet,
 }
@@ -231,7 +233,7 @@ impl Discussions {
         node: NodeName,
         registry: Arc<Registry>,
         config: sequencer::Limits,
-        plugins: Plugins,
+        plugins: ProviderHost,
         outlets: Outlets,
         search: Search,
         clock: SharedClock,
@@ -284,13 +286,13 @@ impl Discussions {
             &caller.user,
         )
         .await?;
-        if access == crate::plugins::Access::None {
+        if access == access::Access::None {
             return Err(DiscussionError::NotFound("object"));
         }
         let card = self
             .inner
             .plugins
-            .render(object)
+            .render(object.clone())
             .await
             .ok_or(DiscussionError::NotFound("object card"))?;
         Ok(Reply::Object { card })
@@ -530,7 +532,7 @@ impl Discussions {
                 .map_err(|_| DiscussionError::Unavailable)?;
             match rx.await.map_err(|_| DiscussionError::Unavailable)? {
                 Err(DiscussionError::Undecided(undecided)) if op.is_some() => {
-                    self.inner.plugins.decide(&undecided, &mut decided).await;
+                    decided = self.inner.plugins.decide(*undecided, decided).await;
                 }
                 // A provider was installed while the command was on its way; it was not
                 // applied.
@@ -733,7 +735,7 @@ impl Discussions {
         };
         let mut reader = access::Reader(&self.inner.store);
         let allowed = access::object_access(&mut reader, &self.inner.plugins, key, user).await?
-            != crate::plugins::Access::None;
+            != access::Access::None;
         let title = if allowed {
             self.object_title(user, &object, "").await?
         } else {
@@ -821,12 +823,12 @@ impl Discussions {
             if !exists {
                 self.inner
                     .plugins
-                    .validate(object)
+                    .validate(object.clone())
                     .await
                     .map_err(|e| DiscussionError::BadRequest(e.to_string()))?;
             }
             if title.trim().is_empty()
-                && let Some(card) = self.inner.plugins.render(object).await
+                && let Some(card) = self.inner.plugins.render(object.clone()).await
             {
                 title = card.title;
             }
@@ -1189,7 +1191,7 @@ impl Discussions {
                 user: caller.user.clone(),
                 data: message.data.clone(),
             };
-            self.inner.plugins.clicked(&plugin, click).await?;
+            self.inner.plugins.clicked(plugin.clone(), click).await?;
         }
         Ok(Reply::Done)
     }
@@ -1216,7 +1218,7 @@ impl Discussions {
         &self,
         caller: &Caller,
         discussion: &str,
-    ) -> Result<crate::presence::TypingAudience, DiscussionError> {
+    ) -> Result<crate::live::presence::TypingAudience, DiscussionError> {
         let (row, grant) = self.granted(caller, discussion).await?;
         if !grant.write {
             return Err(DiscussionError::Forbidden(
@@ -1235,10 +1237,10 @@ impl Discussions {
                     allowed.insert(user);
                 }
             }
-            return Ok(crate::presence::TypingAudience::Watchers(allowed));
+            return Ok(crate::live::presence::TypingAudience::Watchers(allowed));
         }
         let members = self.inner.store.members_of(&row.id).await?;
-        Ok(crate::presence::TypingAudience::Users(
+        Ok(crate::live::presence::TypingAudience::Users(
             members.into_iter().map(|(u, _)| u).collect(),
         ))
     }
@@ -1249,10 +1251,10 @@ impl Discussions {
         &self,
         users: &[String],
     ) -> Result<Vec<String>, DiscussionError> {
-        if users.len() > crate::presence::MAX_QUERY {
+        if users.len() > crate::live::presence::MAX_QUERY {
             return Err(DiscussionError::BadRequest(format!(
                 "at most {} users per request",
-                crate::presence::MAX_QUERY
+                crate::live::presence::MAX_QUERY
             )));
         }
         let mut ids: Vec<String> = users.iter().filter_map(|u| self.user_ref(u).ok()).collect();

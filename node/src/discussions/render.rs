@@ -73,7 +73,9 @@ pub(crate) async fn stored_message(store: &Store, row: &MessageRow) -> Result<Me
         Vec::new()
     } else {
         let rows = store.message_files(&row.id).await?;
-        rows.iter().map(crate::files::info).collect()
+        rows.iter()
+            .map(crate::discussions::attachments::info)
+            .collect()
     };
     Ok(message(row, mentions, reactions, files))
 }

@@ -18,12 +18,13 @@ use veche_protocol::discussions::{
 use veche_protocol::ids::NodeName;
 use veche_protocol::{Event, Timestamp};
 
+use super::access::{Access, Decided, NoCalls, ProviderHost, Undecided};
 use super::access::{authorize, is_linked_object, object_access};
 use super::render::{self, Detail};
 use super::{Caller, DiscussionError, text};
 use crate::config::{FilesConfig, MessagesConfig};
-use crate::plugins::{Access, BotMessage, Decided, NoCalls, Plugins, Undecided};
-use crate::server::registry::{EncodedEvent, Registry};
+use crate::inbox::BotMessage;
+use crate::live::registry::{EncodedEvent, Registry};
 use crate::store::{
     AuditRecord, Batch, DiscussionRow, EventRow, MessageRow, ObjectKey, Store, StoreError,
 };
@@ -306,7 +307,7 @@ impl Sequencer {
         node: NodeName,
         registry: Arc<Registry>,
         config: Limits,
-        plugins: Plugins,
+        plugins: ProviderHost,
         outlets: super::Outlets,
         clock: SharedClock,
     ) -> Self {
@@ -1506,7 +1507,7 @@ impl Sequencer {
         }
         // A replica takes the files its home accepted (recorded by `record_files`).
         if !self.applying_stamped() {
-            crate::files::check_attachments(
+            super::attachments::check_attachments(
                 &self.config.files,
                 b,
                 &caller.user,
@@ -1611,7 +1612,7 @@ impl Sequencer {
             b.message_files(&row.id)
                 .await?
                 .iter()
-                .map(crate::files::info)
+                .map(crate::discussions::attachments::info)
                 .collect()
         };
         self.set_seq(b, &d.id, seq, at).await?;

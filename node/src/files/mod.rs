@@ -25,7 +25,6 @@
 //! to use it.
 
 mod backend;
-mod policy;
 mod thumbnail;
 
 use std::collections::HashSet;
@@ -42,11 +41,9 @@ use veche_federation::net::QueryError;
 use veche_protocol::files::{FileInfo, FilePolicy, NewUpload, UploadInfo, is_sha256_hex};
 use veche_protocol::{ErrorBody, ErrorCode, Timestamp};
 
+use crate::discussions::attachments::{info, source_node};
+pub(crate) use crate::file_policy::inline;
 pub(crate) use backend::{Backend, BackendError, Backends};
-pub(crate) use policy::{
-    DEFAULT_BLOCKED_EXTENSIONS, DEFAULT_BLOCKED_TYPES, check_declared, inline, is_type_pattern,
-    sanitize_name,
-};
 
 use crate::config::FilesConfig;
 use crate::discussions::links::Links;
@@ -73,8 +70,6 @@ const PREFETCH_EVERY: Duration = Duration::from_secs(60);
 const PREFETCH_RETRY: Duration = Duration::from_secs(600);
 /// How long the home waits before fetching a file again that was refused here.
 const PREFETCH_REFUSED: Duration = Duration::from_secs(86_400);
-/// Files attached to one message at most.
-pub(crate) const MAX_FILES_PER_MESSAGE: usize = 10;
 
 /// Why a file operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -280,29 +275,6 @@ fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// A file row as clients see it.
-pub(crate) fn info(row: &FileRow) -> FileInfo {
-    let dim = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
-    // A linked node's claim shows nothing of a content held here until it is proven.
-    let claimed = row.linked_from.is_some() && row.backend != REMOTE_BACKEND;
-    FileInfo {
-        id: row.id.clone(),
-        name: row.name.clone(),
-        size: to_u64(row.size),
-        mime: if claimed {
-            "application/octet-stream".into()
-        } else {
-            row.mime.clone()
-        },
-        sha256: row.sha256.clone(),
-        thumbnail: row.thumbnail && !claimed,
-        dimensions: dim(row.width).zip(dim(row.height)).filter(|_| !claimed),
-        discussion: row.discussion_id.clone(),
-        uploader: row.uploader.clone(),
-        created_at: Timestamp(row.created_at),
-    }
-}
-
 impl Files {
     /// Now, by the node's clock.
     fn now(&self) -> i64 {
@@ -428,8 +400,8 @@ impl Files {
                 "you may read this discussion but not post in it".into(),
             )));
         }
-        let name = policy::sanitize_name(&new.name);
-        policy::check_declared(c, &d.kind, &name, new.size)?;
+        let name = crate::file_policy::sanitize_name(&new.name);
+        crate::file_policy::check_declared(c, &d.kind, &name, new.size)?;
         let size = i64::try_from(new.size)
             .map_err(|_| FileError::BadRequest("size is too large".into()))?;
         let at = self.now();
@@ -650,10 +622,10 @@ impl Files {
     /// Checks the complete, verified staging file's type, stores its content (unless it is
     /// stored already) and records the file.
     async fn store_upload(&self, row: &UploadRow, path: &Path) -> Result<FileInfo, FileError> {
-        let mut head = vec![0u8; policy::SNIFF_BYTES];
+        let mut head = vec![0u8; crate::file_policy::SNIFF_BYTES];
         let n = read_head(path, &mut head).await?;
-        let mime = policy::sniff(&head[..n]);
-        policy::check_type(&self.inner.config, &mime)?;
+        let mime = crate::file_policy::sniff(&head[..n]);
+        crate::file_policy::check_type(&self.inner.config, &mime)?;
         let file = FileRow {
             id: random_id("f_"),
             name: row.name.clone(),
@@ -1007,7 +979,7 @@ impl Files {
             .await?
             .ok_or(FileError::NotFound("file"))?
             .kind;
-        policy::check_declared(&self.inner.config, &kind, &row.name, to_u64(row.size))?;
+        crate::file_policy::check_declared(&self.inner.config, &kind, &row.name, to_u64(row.size))?;
         let _one = self
             .inner
             .fetching
@@ -1066,10 +1038,10 @@ impl Files {
             store.fed_content_proven(row, source, None).await?;
             return Ok(());
         }
-        let mut head = vec![0u8; policy::SNIFF_BYTES];
+        let mut head = vec![0u8; crate::file_policy::SNIFF_BYTES];
         let n = read_head(path, &mut head).await?;
-        let mime = policy::sniff(&head[..n]);
-        policy::check_type(&self.inner.config, &mime)?;
+        let mime = crate::file_policy::sniff(&head[..n]);
+        crate::file_policy::check_type(&self.inner.config, &mime)?;
         let preview = self.preview(path, &mime).await;
         let _stripe = self.stripe(&row.sha256).lock().await;
         let blob = store.blob(&row.sha256).await?;
@@ -1589,19 +1561,6 @@ async fn read_head(path: &Path, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// The linked node this node (`me`) fetches the content of a file of `discussion` uploaded by
-/// `uploader` from: the discussion's home, or for the home itself the uploader's node. `None`
-/// if that is this node.
-pub(crate) fn source_node<'a>(me: &str, discussion: &'a str, uploader: &'a str) -> Option<&'a str> {
-    let home = node_of(discussion);
-    let source = if home == Some(me) {
-        node_of(uploader)
-    } else {
-        home
-    };
-    source.filter(|s| *s != me)
-}
-
 /// A file held at `source` cannot be fetched now, for this reason.
 fn later(source: &str, why: String) -> FileError {
     FileError::Busy(format!("the file is on {source}, {why}; try again later"))
@@ -1613,63 +1572,4 @@ async fn remove_quietly(path: &Path) {
     {
         tracing::warn!(error = %e, path = %path.display(), "could not remove a staging file");
     }
-}
-
-/// Checks files to attach to a new message in `discussion` of kind `kind`, by `author`:
-/// the policy still allows files there, and each file was uploaded by the author for this
-/// discussion. Runs in the sequencer's transaction.
-pub(crate) async fn check_attachments(
-    c: &FilesConfig,
-    b: &mut crate::store::Batch,
-    author: &str,
-    discussion: &str,
-    kind: &str,
-    files: &[String],
-    now: i64,
-) -> Result<(), DiscussionError> {
-    if files.is_empty() {
-        return Ok(());
-    }
-    if files.len() > MAX_FILES_PER_MESSAGE {
-        return Err(DiscussionError::BadRequest(format!(
-            "a message takes at most {MAX_FILES_PER_MESSAGE} files"
-        )));
-    }
-    if !c.enabled || !c.discussion_kinds.iter().any(|k| k == kind) {
-        let (rule, why) = if c.enabled {
-            (
-                "files.discussion_kinds",
-                format!("files are not allowed in {kind} discussions on this node"),
-            )
-        } else {
-            (
-                "files.enabled",
-                "the administrator has turned files off on this node".into(),
-            )
-        };
-        return Err(DiscussionError::Refused(Box::new(ErrorBody::refused_by(
-            rule, why,
-        ))));
-    }
-    let mut seen = HashSet::new();
-    for id in files {
-        if !seen.insert(id) {
-            return Err(DiscussionError::BadRequest(format!(
-                "file {id} is listed twice"
-            )));
-        }
-        match b.file_owner(id).await? {
-            Some((uploader, d, created_at)) if uploader == author && d == discussion => {
-                let days = i64::from(c.retention_days);
-                if days > 0 && created_at < now - days * 86_400_000 {
-                    return Err(DiscussionError::Refused(Box::new(ErrorBody::refused_by(
-                        "files.retention_days",
-                        format!("file {id} is past the {days}-day retention and is being removed"),
-                    ))));
-                }
-            }
-            _ => return Err(DiscussionError::NotFound("file")),
-        }
-    }
-    Ok(())
 }

@@ -18,7 +18,7 @@ use veche_protocol::{Reply, Request};
 use super::{ApiError, AppAuth, AppState, ErrorResponse, Gateway, Peer, Principal};
 use crate::apps::{NewWebhook, Signing};
 use crate::discussions::Caller;
-use crate::server::connection::user_request;
+use crate::services::user_request;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -842,7 +842,7 @@ async fn add_webhook(
         )
         .await?;
     let secret = (!row.secret.is_empty()).then(|| row.secret.clone());
-    let info = crate::admin::webhook_info(&crate::store::WebhookStatus::fresh(row));
+    let info = crate::services::webhook_info(&crate::store::WebhookStatus::fresh(row));
     Ok((
         StatusCode::CREATED,
         Json(WebhookReply {
@@ -861,7 +861,7 @@ async fn list_webhooks(State(g): AppState, app: AppAuth) -> Result<Json<Wire>> {
         .webhooks(Some(&app.caller.user))
         .await?
         .iter()
-        .map(crate::admin::webhook_info)
+        .map(crate::services::webhook_info)
         .collect();
     Ok(wire(&hooks))
 }

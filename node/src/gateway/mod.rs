@@ -40,10 +40,10 @@ use utoipa_axum::router::OpenApiRouter;
 use veche_protocol::ErrorBody;
 
 use crate::accounts::AccountError;
-use crate::admin::Services;
 use crate::apps::{AppError, AppPrincipal};
 use crate::config::HttpConfig;
 use crate::discussions::{Caller, DiscussionError};
+use crate::services::Services;
 pub(crate) use tls::Peer;
 
 /// What every handler gets.

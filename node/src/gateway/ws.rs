@@ -22,10 +22,10 @@ use tokio_util::sync::CancellationToken;
 use veche_protocol::{Event, Request, frame};
 
 use super::{ApiError, AppState, Gateway, Principal};
-use crate::server::connection::user_request;
-use crate::server::registry::{
+use crate::live::registry::{
     EncodedEvent, EndSignal, LiveConnection, Transport, next_connection_id,
 };
+use crate::services::user_request;
 
 /// Events buffered for a socket before it counts as lagging and is closed.
 const EVENT_BUFFER: usize = 1024;

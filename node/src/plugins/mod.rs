@@ -42,7 +42,11 @@ use veche_protocol::ids::NodeName;
 use veche_protocol::{Reply, Timestamp};
 
 use crate::config::PluginsConfig;
+pub(crate) use crate::discussions::access::{
+    Access, AccessKey, Decided, InvalidObject, ProviderCache, Providers, Undecided, access_key,
+};
 use crate::discussions::{Caller, Discussions};
+pub(crate) use crate::inbox::{BotMessage, Click};
 use crate::store::{AuditRecord, InboxRow, NewBusinessEvent, PluginRow, Store, StoreError};
 use bindings::exports::veche::plugin::{bot, context_provider};
 use bindings::veche::plugin::types as wit;
@@ -55,14 +59,6 @@ use runtime::{CallError, Loaded, Runtime};
 const MAX_ATTEMPTS: i64 = 5;
 /// Actions one bot call may return.
 const MAX_ACTIONS: usize = 20;
-
-/// What a context provider decided for one user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    None,
-    Read,
-    Write,
-}
 
 /// Why a plugin administration command failed.
 #[derive(Debug, thiserror::Error)]
@@ -127,89 +123,6 @@ pub(crate) struct Shared {
 
 /// Application, object type, object id.
 type ObjectKeyOwned = (String, String, String);
-/// Application, object type, object id, user.
-type AccessKey = (String, String, String, String);
-
-fn access_key(object: &ObjectRef, user: &str) -> AccessKey {
-    (
-        object.application.clone(),
-        object.object_type.clone(),
-        object.object_id.clone(),
-        user.to_owned(),
-    )
-}
-
-/// Context providers' answers obtained for one command before it reached the sequencer.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Decided(HashMap<AccessKey, Access>);
-
-/// What a command needs to know before the sequencer can apply it: what `users` may do with
-/// `object`, whose type a context provider serves, with no answer at hand.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Undecided {
-    /// The object.
-    pub(crate) object: ObjectRef,
-    /// The users.
-    pub(crate) users: Vec<String>,
-}
-
-/// The plugins as the sequencer sees them: everything but calls into a plugin.
-///
-/// The sequencer holds the node's only database writer while it applies a batch; a plugin
-/// call there would stall every user's sends for as long as the plugin takes. This handle has
-/// no method that calls a plugin, so no code in the sequencer can: answers it needs come from
-/// the command ([`Decided`]) or the cache, and a command that lacks one is sent back to be
-/// decided first ([`Undecided`]).
-#[derive(Debug, Clone)]
-pub(crate) struct NoCalls(Plugins);
-
-impl NoCalls {
-    /// The handle for `plugins`.
-    pub(crate) fn new(plugins: Plugins) -> Self {
-        Self(plugins)
-    }
-
-    /// See [`Plugins::serves`].
-    pub(crate) fn serves(&self, object_type: &str) -> bool {
-        self.0.serves(object_type)
-    }
-
-    /// See [`Plugins::has_bots`].
-    pub(crate) fn has_bots(&self) -> bool {
-        self.0.has_bots()
-    }
-
-    /// See [`Plugins::bot_plugin`].
-    pub(crate) fn bot_plugin(&self, user: &str) -> Option<String> {
-        self.0.bot_plugin(user)
-    }
-
-    /// See [`Plugins::bot_access`].
-    pub(crate) fn bot_access(&self, object: &ObjectRef, user: &str) -> Option<Access> {
-        self.0.bot_access(object, user)
-    }
-
-    /// See [`Plugins::wake`].
-    pub(crate) fn wake(&self, plugins: &[String]) {
-        self.0.wake(plugins);
-    }
-
-    /// What `users` may do with `object` as far as the answers at hand tell (bots' rights,
-    /// `decided`, the cache): `None` when no provider serves the object's type (its access
-    /// list decides), else one answer per user, `None` for a user not decided yet.
-    pub(crate) fn known_access(
-        &self,
-        object: &ObjectRef,
-        users: &[String],
-        decided: &Decided,
-    ) -> Option<Vec<Option<Access>>> {
-        if !self.0.serves(&object.object_type) {
-            return None;
-        }
-        Some(self.0.answers_at_hand(object, users, decided))
-    }
-}
-
 /// Why the plugin host could not start.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StartError {
@@ -217,21 +130,6 @@ pub(crate) enum StartError {
     Runtime(#[from] runtime::RuntimeError),
     #[error("cannot read the installed plugins: {0}")]
     Store(#[from] StoreError),
-}
-
-/// Why a context provider did not accept an object.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum InvalidObject {
-    #[error("{kind} {id} does not exist")]
-    Missing { kind: String, id: String },
-    #[error("{kind} {id} is not valid: {why}")]
-    Invalid {
-        kind: String,
-        id: String,
-        why: String,
-    },
-    #[error("the {kind} provider is unavailable: {why}")]
-    Unavailable { kind: String, why: String },
 }
 
 /// Why a business event was refused.
@@ -1147,7 +1045,7 @@ impl Plugins {
             .map(|u| {
                 let key = access_key(object, u);
                 self.bot_access(object, u)
-                    .or_else(|| decided.0.get(&key).copied())
+                    .or_else(|| decided.get(&key))
                     .or_else(|| {
                         cache
                             .get(&key)
@@ -1177,9 +1075,7 @@ impl Plugins {
             .await
             .unwrap_or_default();
         for (user, access) in undecided.users.iter().zip(answers) {
-            decided
-                .0
-                .insert(access_key(&undecided.object, user), access);
+            decided.insert(access_key(&undecided.object, user), access);
         }
     }
 
@@ -1842,6 +1738,72 @@ struct Failed {
     not_called: bool,
 }
 
+/// The host as the discussions layer sees it (the trait is theirs, so they never name the host).
+impl ProviderCache for Plugins {
+    fn serves(&self, object_type: &str) -> bool {
+        Plugins::serves(self, object_type)
+    }
+
+    fn has_bots(&self) -> bool {
+        Plugins::has_bots(self)
+    }
+
+    fn has_providers(&self) -> bool {
+        Plugins::has_providers(self)
+    }
+
+    fn bot_plugin(&self, user: &str) -> Option<String> {
+        Plugins::bot_plugin(self, user)
+    }
+
+    fn bot_access(&self, object: &ObjectRef, user: &str) -> Option<Access> {
+        Plugins::bot_access(self, object, user)
+    }
+
+    fn wake(&self, plugins: &[String]) {
+        Plugins::wake(self, plugins);
+    }
+
+    fn answers_at_hand(
+        &self,
+        object: &ObjectRef,
+        users: &[String],
+        decided: &Decided,
+    ) -> Vec<Option<Access>> {
+        Plugins::answers_at_hand(self, object, users, decided)
+    }
+}
+
+impl Providers for Plugins {
+    fn object_access(&self, object: ObjectRef, user: String) -> BoxFuture<'static, Option<Access>> {
+        let this = self.clone();
+        Box::pin(async move { this.object_access(&object, &user).await })
+    }
+
+    fn decide(&self, undecided: Undecided, mut decided: Decided) -> BoxFuture<'static, Decided> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.decide(&undecided, &mut decided).await;
+            decided
+        })
+    }
+
+    fn render(&self, object: ObjectRef) -> BoxFuture<'static, Option<ObjectCard>> {
+        let this = self.clone();
+        Box::pin(async move { this.render(&object).await })
+    }
+
+    fn validate(&self, object: ObjectRef) -> BoxFuture<'static, Result<(), InvalidObject>> {
+        let this = self.clone();
+        Box::pin(async move { this.validate(&object).await })
+    }
+
+    fn clicked(&self, plugin: String, click: Click) -> BoxFuture<'static, Result<(), StoreError>> {
+        let this = self.clone();
+        Box::pin(async move { this.clicked(&plugin, click).await })
+    }
+}
+
 /// Work a bot asked for, run by the task that owns the discussions service.
 type BotWork =
     Box<dyn FnOnce(Discussions) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
@@ -2161,19 +2123,6 @@ impl BusinessEvent {
     }
 }
 
-/// A message as a bot's inbox keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct BotMessage {
-    pub(crate) id: String,
-    pub(crate) discussion: String,
-    pub(crate) object: Option<ObjectRef>,
-    pub(crate) author: String,
-    pub(crate) text: String,
-    pub(crate) mentions: Vec<String>,
-    pub(crate) reply_to: Option<String>,
-    pub(crate) sent_at: i64,
-}
-
 impl BotMessage {
     fn to_wit(&self) -> wit::Message {
         wit::Message {
@@ -2187,22 +2136,6 @@ impl BotMessage {
             sent_at_ms: self.sent_at.max(0) as u64,
         }
     }
-
-    /// The inbox payload for this message.
-    pub(crate) fn payload(&self) -> String {
-        serde_json::to_string(&Inbox::Message(self.clone())).unwrap_or_default()
-    }
-}
-
-/// A click as a bot's inbox keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Click {
-    pub(crate) message: String,
-    pub(crate) discussion: String,
-    pub(crate) object: Option<ObjectRef>,
-    pub(crate) action: String,
-    pub(crate) user: String,
-    pub(crate) data: Option<String>,
 }
 
 impl Click {
@@ -2224,4 +2157,32 @@ enum Inbox {
     Message(BotMessage),
     Event(BusinessEvent),
     Click(Click),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_reads_back_the_messages_the_sequencer_queues() {
+        let message = BotMessage {
+            id: "m1@a.test".into(),
+            discussion: "d1@a.test".into(),
+            object: None,
+            author: "anna@a.test".into(),
+            text: "привет".into(),
+            mentions: vec!["bot@a.test".into()],
+            reply_to: None,
+            sent_at: 7,
+        };
+        match serde_json::from_str::<Inbox>(&message.payload()) {
+            Ok(Inbox::Message(read)) => {
+                assert_eq!(
+                    (read.id, read.text, read.sent_at),
+                    (message.id, message.text, 7)
+                );
+            }
+            other => panic!("not read back as a message: {other:?}"),
+        }
+    }
 }

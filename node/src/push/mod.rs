@@ -36,9 +36,9 @@ use veche_protocol::presence::{
 
 pub(crate) use webpush::Vapid;
 
-use crate::apps::receiver_allowed;
 use crate::config::PushConfig;
-use crate::presence::{Presence, Reachability};
+use crate::live::presence::{Presence, Reachability};
+use crate::outbound::receiver_allowed;
 use crate::store::{NewPush, PushEndpointRow, PushJob, Store, StoreError};
 
 /// Notices waiting for the decider; beyond this, new ones are dropped (and logged).

@@ -2,7 +2,6 @@
 //! connection (see `connection`).
 
 pub(crate) mod connection;
-pub(crate) mod registry;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -14,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use veche_protocol::close;
 
-use crate::admin::Services;
 use crate::config::{QuicConfig, ServerConfig};
+use crate::services::Services;
 use crate::tls::{TlsError, TlsMaterial};
 
 /// Why the listener could not start.
@@ -175,7 +174,7 @@ pub(crate) async fn accept_loop(
             incoming.refuse();
             continue;
         };
-        let id = registry::next_connection_id();
+        let id = crate::live::registry::next_connection_id();
         let shared = shared.clone();
         connections.spawn(async move {
             let span = tracing::info_span!("conn", id, %remote);

@@ -26,9 +26,9 @@ use veche_protocol::discussions::{Change, ObjectRef, SendMessage};
 use veche_protocol::ids::{NodeName, UserId};
 
 use super::{Delivery, Done, FedOutcome, Sequencer};
+use crate::discussions::access::Access;
 use crate::discussions::access::{is_linked_object, object_access};
 use crate::discussions::{Caller, DiscussionError, check_object, text};
-use crate::plugins::Access;
 use crate::store::{
     Batch, BlobRow, DiscussionRow, EventRow, FedLogRow, FileRow, MessageRow, NewPending, ObjectKey,
     REMOTE_BACKEND, ReaderAccess, StoreError, reader_from_wire, reader_to_wire,
@@ -1599,7 +1599,7 @@ impl Sequencer {
         event: &Event,
         refs: &[FileRef],
     ) -> Result<Vec<String>, DiscussionError> {
-        if refs.len() > crate::files::MAX_FILES_PER_MESSAGE {
+        if refs.len() > crate::discussions::attachments::MAX_FILES_PER_MESSAGE {
             return Err(fed_error("too many files"));
         }
         let home = self.is_home(discussion);
@@ -1609,9 +1609,10 @@ impl Sequencer {
         };
         // The node a content is fetched from, which must show it holds it (at the home, the
         // uploader's node: the event's origin).
-        let source = crate::files::source_node(self.node.as_str(), discussion, uploader)
-            .unwrap_or_default()
-            .to_owned();
+        let source =
+            crate::discussions::attachments::source_node(self.node.as_str(), discussion, uploader)
+                .unwrap_or_default()
+                .to_owned();
         // At the home, files must fit the link they come over.
         let max_bytes = if home {
             let scope = match b.fed_link_to(&source).await? {
@@ -1633,7 +1634,7 @@ impl Sequencer {
             if !veche_protocol::files::is_sha256_hex(&r.sha256) || r.name.is_empty() {
                 return Err(fed_error("a file is named without a name or a SHA-256"));
             }
-            let name = crate::files::sanitize_name(&r.name);
+            let name = crate::file_policy::sanitize_name(&r.name);
             if let Some(max) = max_bytes {
                 if max == 0 || r.size > max {
                     return Err(DiscussionError::Refused(Box::new(
@@ -1643,7 +1644,7 @@ impl Sequencer {
                         ),
                     )));
                 }
-                crate::files::check_declared(&self.config.files, &kind, &name, r.size)
+                crate::file_policy::check_declared(&self.config.files, &kind, &name, r.size)
                     .map_err(|e| DiscussionError::Refused(Box::new(e)))?;
             }
             // This node's own user's upload, coming back stamped, needs no proof.

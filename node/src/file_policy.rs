@@ -4,43 +4,11 @@
 use veche_protocol::ErrorBody;
 
 use crate::config::FilesConfig;
-
-/// Media types refused by default: programs and scripts, recognised from the content.
-pub(crate) const DEFAULT_BLOCKED_TYPES: &[&str] = &[
-    "application/x-executable",
-    "application/x-sharedlib",
-    "application/vnd.microsoft.portable-executable",
-    "application/x-mach-binary",
-    "application/java-archive",
-    "application/wasm",
-    "text/x-shellscript",
-];
-
-/// Extensions refused by default: scripts that only their name gives away (Windows runs them
-/// by extension), and 1C external data processors and reports (`epf`, `erf`), which run code
-/// in the company's ERP when opened.
-pub(crate) const DEFAULT_BLOCKED_EXTENSIONS: &[&str] = &[
-    "exe", "dll", "com", "scr", "msi", "msp", "bat", "cmd", "ps1", "psm1", "vbs", "vbe", "js",
-    "jse", "wsf", "wsh", "hta", "jar", "sh", "bash", "app", "apk", "lnk", "reg", "cpl", "pif",
-    "scf", "epf", "erf",
-];
+#[cfg(test)]
+use crate::config::is_type_pattern;
 
 /// How many leading bytes the type is recognised from.
 pub(crate) const SNIFF_BYTES: usize = 8192;
-
-/// Whether `t` is `type/subtype` or `type/*`.
-pub(crate) fn is_type_pattern(t: &str) -> bool {
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
-    };
-    match t.split_once('/') {
-        Some((ty, "*")) => token(ty),
-        Some((ty, sub)) => token(ty) && token(sub),
-        None => false,
-    }
-}
 
 fn matches(pattern: &str, mime: &str) -> bool {
     match pattern.strip_suffix("/*") {

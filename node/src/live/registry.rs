@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use veche_protocol::{Event, close, frame};
 
-use crate::presence::ConnectionChange;
+use crate::live::presence::ConnectionChange;
 
 /// Longest a connection may take to end gracefully after its session ended; then it is closed
 /// regardless. Keeps "a revoked session's connection is closed within 1 s".

@@ -30,7 +30,7 @@ use veche_protocol::Event;
 use veche_protocol::presence::{PresenceChoice, PresenceInfo, PresenceState};
 
 use crate::config::PresenceConfig;
-use crate::server::registry::{EncodedEvent, Registry};
+use crate::live::registry::{EncodedEvent, Registry};
 use crate::store::{Store, StoreError};
 
 /// Longest status text, in characters.
