@@ -149,7 +149,8 @@ function expectType<T>(value: unknown, type: string): T {
   return value as T;
 }
 
-async function rpc<T>(request: Record<string, unknown>, type: string): Promise<T> {
+/** Any request of the protocol over `POST /api/v1/rpc`, expecting a reply of `kind`. */
+export async function rpc<T>(request: Record<string, unknown>, type: string): Promise<T> {
   return expectType<T>(await call('POST', '/api/v1/rpc', request), type);
 }
 
@@ -194,4 +195,166 @@ export async function revokeSession(session: string): Promise<void> {
 export async function listDiscussions(): Promise<DiscussionInfo[]> {
   const body = expectType<{ discussions: DiscussionInfo[] }>(await call('GET', '/api/v1/discussions'), 'discussions');
   return body.discussions ?? [];
+}
+
+// Stage 2: discussions, messages and people (docs/protocol.md).
+
+export interface Action {
+  id: string;
+  label: string;
+}
+
+export interface Reaction {
+  emoji: string;
+  /** User ids, in the order they reacted. */
+  users: string[];
+}
+
+export interface Message {
+  id: string;
+  discussion: string;
+  seq: number;
+  author: string;
+  text?: string;
+  data?: unknown;
+  actions: Action[];
+  reply_to?: string;
+  mentions: string[];
+  reactions: Reaction[];
+  created_at: Millis;
+  edited_at?: Millis;
+  version: number;
+  deleted: boolean;
+}
+
+export type Change =
+  | { type: 'created'; kind: DiscussionKind; title: string }
+  | { type: 'message_posted'; message: Message }
+  | { type: 'message_edited'; message_id: string; text?: string; version: number }
+  | { type: 'message_deleted'; message_id: string }
+  | { type: 'reaction_added'; message_id: string; emoji: string }
+  | { type: 'reaction_removed'; message_id: string; emoji: string }
+  | { type: 'title_changed'; title: string }
+  | { type: 'members_added'; users: string[] }
+  | { type: 'member_removed'; user: string }
+  | { type: string };
+
+export interface DiscussionEvent {
+  discussion: string;
+  seq: number;
+  at: Millis;
+  actor: string;
+  change: Change;
+}
+
+export interface EventPage {
+  events: DiscussionEvent[];
+  more: boolean;
+}
+
+export interface MessageVersion {
+  version: number;
+  text: string;
+  at: Millis;
+}
+
+export interface DirectoryEntry {
+  id: string;
+  login: string;
+  display_name: string;
+  department: string;
+}
+
+export interface PresenceInfo {
+  user: string;
+  state: string;
+  status_text?: string;
+}
+
+export interface SendRequest {
+  discussion: string;
+  client_msg_id: string;
+  text: string;
+  reply_to?: string;
+}
+
+export async function history(discussion: string, before: number | null, limit = 50): Promise<EventPage> {
+  const r: Record<string, unknown> = { method: 'history', discussion, limit };
+  if (before !== null) r.before = before;
+  const page = await rpc<EventPage>(r, 'events');
+  return { events: page.events ?? [], more: !!page.more };
+}
+
+export async function sync(cursors: { discussion: string; seq: number }[]): Promise<EventPage> {
+  const page = await rpc<EventPage>({ method: 'sync', cursors }, 'events');
+  return { events: page.events ?? [], more: !!page.more };
+}
+
+export async function getDiscussion(discussion: string): Promise<DiscussionInfo> {
+  return (await rpc<{ discussion: DiscussionInfo }>({ method: 'get_discussion', discussion }, 'discussion')).discussion;
+}
+
+export async function send(req: SendRequest): Promise<{ message_id: string; seq: number }> {
+  return rpc({ method: 'send', ...req }, 'sent');
+}
+
+export async function edit(discussion: string, message_id: string, text: string): Promise<void> {
+  await rpc({ method: 'edit', discussion, message_id, text }, 'done');
+}
+
+export async function deleteMessage(discussion: string, message_id: string): Promise<void> {
+  await rpc({ method: 'delete', discussion, message_id }, 'done');
+}
+
+export async function react(discussion: string, message_id: string, emoji: string, add: boolean): Promise<void> {
+  await rpc({ method: 'react', discussion, message_id, emoji, add }, 'done');
+}
+
+export async function click(discussion: string, message_id: string, action_id: string): Promise<void> {
+  await rpc({ method: 'click', discussion, message_id, action_id }, 'done');
+}
+
+export async function editHistory(discussion: string, message_id: string): Promise<MessageVersion[]> {
+  return (await rpc<{ versions: MessageVersion[] }>({ method: 'edit_history', discussion, message_id }, 'versions')).versions ?? [];
+}
+
+export async function markRead(discussion: string, seq: number): Promise<void> {
+  await rpc({ method: 'mark_read', discussion, seq }, 'done');
+}
+
+export async function directory(query: string, limit = 20): Promise<DirectoryEntry[]> {
+  return (await rpc<{ users: DirectoryEntry[] }>({ method: 'directory', query, limit }, 'directory')).users ?? [];
+}
+
+export async function openDialog(withUser: string): Promise<DiscussionInfo> {
+  return (await rpc<{ discussion: DiscussionInfo }>({ method: 'open_dialog', with: withUser }, 'discussion')).discussion;
+}
+
+export async function createGroup(title: string, members: string[]): Promise<DiscussionInfo> {
+  return (await rpc<{ discussion: DiscussionInfo }>({ method: 'create_group', title, members }, 'discussion')).discussion;
+}
+
+export async function addMembers(discussion: string, users: string[]): Promise<void> {
+  await rpc({ method: 'add_members', discussion, users }, 'done');
+}
+
+export async function removeMember(discussion: string, user: string): Promise<void> {
+  await rpc({ method: 'remove_member', discussion, user }, 'done');
+}
+
+export async function setTitle(discussion: string, title: string): Promise<void> {
+  await rpc({ method: 'set_title', discussion, title }, 'done');
+}
+
+export async function typing(discussion: string, on: boolean): Promise<void> {
+  await rpc({ method: 'typing', discussion, typing: on }, 'done');
+}
+
+export async function getPreferences(): Promise<Record<string, unknown>> {
+  const r = await rpc<{ preferences: unknown }>({ method: 'get_preferences' }, 'preferences');
+  return isObject(r.preferences) ? r.preferences : {};
+}
+
+export async function setPreferences(preferences: Record<string, unknown>): Promise<void> {
+  await rpc({ method: 'set_preferences', preferences }, 'done');
 }

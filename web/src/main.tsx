@@ -2,10 +2,26 @@ import { render } from 'preact';
 import './style.css';
 import { App } from './app';
 import { language } from './i18n';
-import { start } from './state';
+import { discussions, errorText, loadDiscussions, me, setChatHooks, start, toSignedOut } from './state';
+import { startChat, stopChat } from './chat/store';
 
 document.documentElement.lang = language();
 document.title = 'Veche';
+setChatHooks({
+  start: (user) =>
+    void startChat(
+      {
+        me: () => me.value,
+        discussions: () => discussions.value,
+        setDiscussions: (list) => (discussions.value = list),
+        reloadDiscussions: loadDiscussions,
+        signedOut: toSignedOut,
+        errorText,
+      },
+      user,
+    ),
+  stop: stopChat,
+});
 const root = document.getElementById('app');
 if (root) render(<App />, root);
 void start();

@@ -42,11 +42,22 @@ export function errorText(error: unknown): string {
   return error.message || t('error.unknown', { status: error.status });
 }
 
+/** The chat's start and stop (registered by main.tsx, so unit tests of this module stay offline). */
+export interface ChatHooks {
+  start(user: UserInfo): void;
+  stop(): void;
+}
+let chatHooks: ChatHooks | null = null;
+export function setChatHooks(hooks: ChatHooks | null): void {
+  chatHooks = hooks;
+}
+
 /** Bumped whenever the user changes, so late answers for the previous user are dropped. */
 let generation = 0;
 
 function resetUser(): void {
   generation += 1;
+  chatHooks?.stop();
   batch(() => {
     me.value = null;
     shellError.value = '';
@@ -74,6 +85,7 @@ function toSignedIn(user: UserInfo): void {
     phase.value = 'signed-in';
   });
   void loadDiscussions();
+  chatHooks?.start(user);
 }
 
 /** At start: is the cookie session alive? */
@@ -131,7 +143,11 @@ export async function loadDiscussions(): Promise<void> {
   try {
     const list = await api.listDiscussions();
     if (mine !== generation) return;
-    discussions.value = [...list].sort((a, b) => b.last_activity_at - a.last_activity_at);
+    // The list leaves out group members; keep those already fetched.
+    const before = new Map((discussions.value ?? []).map((d) => [d.id, d]));
+    discussions.value = [...list]
+      .map((d) => (d.members.length === 0 && before.get(d.id)?.members.length ? { ...d, members: before.get(d.id)!.members } : d))
+      .sort((a, b) => b.last_activity_at - a.last_activity_at);
   } catch (e) {
     if (mine === generation) discussionsError.value = errorText(e);
   }
@@ -175,4 +191,13 @@ export function discussionName(d: DiscussionInfo, myId: string | undefined): str
   if (d.title) return d.title;
   if (d.object) return `${d.object.object_type} ${d.object.object_id}`;
   return d.id;
+}
+
+/** Puts one discussion (new or changed) into the list, kept in order of last activity. */
+export function upsertDiscussion(d: DiscussionInfo): void {
+  const list = discussions.value ?? [];
+  const known = list.some((x) => x.id === d.id);
+  discussions.value = (known ? list.map((x) => (x.id === d.id ? d : x)) : [...list, d]).sort(
+    (a, b) => b.last_activity_at - a.last_activity_at,
+  );
 }

@@ -154,16 +154,20 @@ describe('sign-in', () => {
     await vi.waitFor(() => expect(container.querySelectorAll('nav li')).toHaveLength(3));
     const items = [...container.querySelectorAll('nav li')].map((li) => ({
       name: li.querySelector('.discussion-name')?.textContent,
-      badge: li.querySelector('.badge')?.textContent ?? null,
+      badge: li.querySelector('.unread-badge')?.textContent ?? null,
+      mention: li.querySelector('.mention-badge') !== null,
     }));
     // Newest activity first; a dialog is named by the other member's login.
     expect(items).toEqual([
-      { name: 'boris', badge: '3' },
-      { name: 'invoice INV-42', badge: '99+' },
-      { name: 'Бухгалтерия <i>все</i>', badge: null },
+      { name: 'boris', badge: '3', mention: false },
+      { name: 'invoice INV-42', badge: '99+', mention: true },
+      { name: 'Бухгалтерия <i>все</i>', badge: null, mention: false },
     ]);
     expect(container.querySelector('nav i')).toBeNull();
-    expect(container.querySelector('nav li .visually-hidden')?.textContent).toBe(', 3 unread messages');
+    const spoken = [...container.querySelectorAll('nav li:first-child .visually-hidden')].map((e) => e.textContent);
+    expect(spoken).toEqual(['Offline', ', 3 unread messages']);
+    // The tab title counts what the node says is unread.
+    expect(document.title).toBe('(123) Veche');
 
     container.querySelector<HTMLButtonElement>('nav li button')!.click();
     await vi.waitFor(() => expect($('main h1')?.textContent).toBe('boris'));

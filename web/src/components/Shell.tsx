@@ -1,14 +1,40 @@
-import { useSignal } from '@preact/signals';
+import { useSignal, useSignalEffect } from '@preact/signals';
+import { useEffect } from 'preact/hooks';
 import { t } from '../i18n';
 import { discussionName, discussions, me, selected, shellError, signOut } from '../state';
 import { DiscussionList } from './DiscussionList';
 import { SessionsDialog } from './SessionsDialog';
+import { MessageView } from './MessageView';
+import { NewDialogDialog, NewGroupDialog } from './People';
+
+/** "(3) Veche" in the tab title and a dot on the favicon while anything is unread. */
+function useUnreadBadge() {
+  useEffect(
+    () => () => {
+      document.title = 'Veche';
+      document.querySelector('link[rel="icon"]')?.setAttribute('href', '/favicon.svg');
+    },
+    [],
+  );
+  useSignalEffect(() => {
+    const total = (discussions.value ?? []).reduce((n, d) => n + d.unread, 0);
+    document.title = total > 0 ? `(${total > 999 ? '999+' : total}) Veche` : 'Veche';
+    const icon = document.querySelector<HTMLLinkElement>('link[rel="icon"]');
+    const href = total > 0 ? '/favicon-unread.svg' : '/favicon.svg';
+    if (icon && icon.getAttribute('href') !== href) icon.setAttribute('href', href);
+    const nav = navigator as Navigator & { setAppBadge?: (n: number) => Promise<void>; clearAppBadge?: () => Promise<void> };
+    if (total > 0) nav.setAppBadge?.(total).catch(() => {});
+    else nav.clearAppBadge?.().catch(() => {});
+  });
+}
 
 export function Shell() {
   const user = me.value;
   const sessionsOpen = useSignal(false);
   const signingOut = useSignal(false);
+  const creating = useSignal<'dialog' | 'group' | null>(null);
   const current = discussions.value?.find((d) => d.id === selected.value) ?? null;
+  useUnreadBadge();
 
   async function onSignOut() {
     signingOut.value = true;
@@ -35,7 +61,15 @@ export function Shell() {
         {shellError.value}
       </div>
       <nav class="sidebar" aria-labelledby="discussions-heading">
-        <h2 id="discussions-heading">{t('discussions.heading')}</h2>
+        <div class="sidebar-head">
+          <h2 id="discussions-heading">{t('discussions.heading')}</h2>
+          <button type="button" class="new-dialog" aria-haspopup="dialog" onClick={() => (creating.value = 'dialog')}>
+            {t('people.new_dialog')}
+          </button>
+          <button type="button" class="new-group" aria-haspopup="dialog" onClick={() => (creating.value = 'group')}>
+            {t('people.new_group')}
+          </button>
+        </div>
         <DiscussionList />
       </nav>
       <main class="pane">
@@ -45,13 +79,15 @@ export function Shell() {
               <span aria-hidden="true">← </span>
               {t('discussions.back')}
             </button>
-            <h1 class="pane-title">{discussionName(current, user?.id)}</h1>
+            <MessageView key={current.id} discussion={current} title={discussionName(current, user?.id)} />
           </>
         ) : (
           <p class="pane-empty">{t('discussions.choose')}</p>
         )}
       </main>
       {sessionsOpen.value && <SessionsDialog onClose={() => (sessionsOpen.value = false)} />}
+      {creating.value === 'dialog' && <NewDialogDialog onClose={() => (creating.value = null)} />}
+      {creating.value === 'group' && <NewGroupDialog onClose={() => (creating.value = null)} />}
     </div>
   );
 }

@@ -82,3 +82,35 @@ export function formatDateTime(ms: number, locale?: string): string {
     return d.toISOString().slice(0, 16).replace('T', ' ');
   }
 }
+
+/** A calendar day for day separators: `dd.MM.yyyy` in Russian, the browser's own style in English. */
+export function formatDay(ms: number, locale?: string): string {
+  const d = new Date(ms);
+  if (Number.isNaN(d.getTime())) return '';
+  if (lang === 'ru') return `${pad2(d.getDate())}.${pad2(d.getMonth() + 1)}.${d.getFullYear()}`;
+  const tag = locale ?? (typeof navigator === 'undefined' ? undefined : navigator.language);
+  try {
+    return new Intl.DateTimeFormat(tag, { year: 'numeric', month: 'long', day: 'numeric' }).format(d);
+  } catch {
+    return d.toISOString().slice(0, 10);
+  }
+}
+
+/** A time of day: `HH:mm` (24-hour) in Russian, the browser's own style in English. */
+export function formatTime(ms: number, locale?: string): string {
+  const d = new Date(ms);
+  if (Number.isNaN(d.getTime())) return '';
+  if (lang === 'ru') return `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+  const tag = locale ?? (typeof navigator === 'undefined' ? undefined : navigator.language);
+  try {
+    return new Intl.DateTimeFormat(tag, { hour: '2-digit', minute: '2-digit' }).format(d);
+  } catch {
+    return d.toISOString().slice(11, 16);
+  }
+}
+
+/** The local calendar day of a moment, as a sortable key (`2026-12-07`). */
+export function dayKey(ms: number): string {
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}`;
+}

@@ -1,0 +1,280 @@
+import { useSignal, type Signal } from '@preact/signals';
+import { useEffect, useRef } from 'preact/hooks';
+import type { DiscussionInfo, Message } from '../api';
+import * as api from '../api';
+import { language, t } from '../i18n';
+import { me } from '../state';
+import { act, prefs, reportTyping, sendMessage, setSendKey } from '../chat/store';
+import { loadDraft, saveDraft } from '../chat/drafts';
+import {
+  applyCompletion,
+  emojiCandidates,
+  mentionCandidates,
+  tokenAt,
+  type EmojiEntry,
+  type MentionCandidate,
+  type Token,
+} from '../chat/complete';
+import { emojiData, loadEmoji } from '../chat/emoji';
+import { loginOf } from '../chat/view';
+
+export type ComposerMode = { kind: 'new' } | { kind: 'reply'; message: Message } | { kind: 'edit'; message: Message };
+
+type Option = { kind: 'mention'; c: MentionCandidate } | { kind: 'emoji'; c: EmojiEntry };
+
+/** Whether this key press sends, for the user's send key. Never during IME composition. */
+export function isSendKey(e: Pick<KeyboardEvent, 'key' | 'shiftKey' | 'ctrlKey' | 'metaKey' | 'altKey' | 'isComposing' | 'keyCode'>, sendKey: 'enter' | 'ctrl_enter'): boolean {
+  if (e.key !== 'Enter' || e.isComposing || e.keyCode === 229) return false;
+  if (sendKey === 'ctrl_enter') return e.ctrlKey || e.metaKey;
+  return !e.shiftKey && !e.ctrlKey && !e.metaKey && !e.altKey;
+}
+
+export function Composer({ discussion, mode, byId }: { discussion: DiscussionInfo; mode: Signal<ComposerMode>; byId: Map<string, Message> }) {
+  const myId = me.value?.id ?? '';
+  const id = discussion.id;
+  const text = useSignal(loadDraft(myId, id));
+  const token = useSignal<Token | null>(null);
+  const active = useSignal(0);
+  const pickerOpen = useSignal(false);
+  const area = useRef<HTMLTextAreaElement>(null);
+  const savedDraft = useRef<string | null>(null);
+  const m = mode.value;
+
+  // Editing fills the box with the message (the draft is put back afterwards).
+  useEffect(() => {
+    if (m.kind === 'edit') {
+      savedDraft.current = text.value;
+      text.value = m.message.text ?? '';
+    }
+    area.current?.focus();
+  }, [m]);
+
+  const options: Option[] = (() => {
+    const tok = token.value;
+    if (!tok) return [];
+    if (tok.kind === 'mention') {
+      const members = discussion.members.map((x) => x.user);
+      return mentionCandidates(members, tok.query, myId, myId.split('@')[1] ?? '').map((c) => ({ kind: 'mention' as const, c }));
+    }
+    const data = emojiData.value;
+    if (!data) return [];
+    return emojiCandidates(data, tok.query).map((c) => ({ kind: 'emoji' as const, c }));
+  })();
+
+  function setText(next: string) {
+    text.value = next;
+    if (mode.value.kind !== 'edit') saveDraft(myId, id, next);
+  }
+
+  function onInput(e: Event) {
+    const el = e.currentTarget as HTMLTextAreaElement;
+    setText(el.value);
+    const tok = tokenAt(el.value, el.selectionStart ?? el.value.length);
+    token.value = tok;
+    active.value = 0;
+    if (tok?.kind === 'emoji') void loadEmoji(language());
+    if (el.value.trim() !== '' && mode.value.kind !== 'edit') reportTyping(id, true);
+  }
+
+  function choose(option: Option) {
+    const tok = token.value;
+    if (!tok) return;
+    const insert = option.kind === 'mention' ? `@${option.c.login}` : option.c.e;
+    const next = applyCompletion(text.value, tok, insert);
+    setText(next.text);
+    token.value = null;
+    requestAnimationFrame(() => {
+      area.current?.setSelectionRange(next.caret, next.caret);
+      area.current?.focus();
+    });
+  }
+
+  function insertAtCaret(insert: string) {
+    const el = area.current;
+    const at = el?.selectionStart ?? text.value.length;
+    const end = el?.selectionEnd ?? at;
+    setText(text.value.slice(0, at) + insert + text.value.slice(end));
+    requestAnimationFrame(() => {
+      el?.focus();
+      el?.setSelectionRange(at + insert.length, at + insert.length);
+    });
+  }
+
+  function cancelMode() {
+    if (mode.value.kind === 'edit') {
+      text.value = savedDraft.current ?? loadDraft(myId, id);
+      savedDraft.current = null;
+    }
+    mode.value = { kind: 'new' };
+  }
+
+  async function submit() {
+    const body = text.value.trim();
+    const current = mode.value;
+    if (current.kind === 'edit') {
+      if (body === '' || body === current.message.text) {
+        cancelMode();
+        return;
+      }
+      if (await act(() => api.edit(id, current.message.id, body))) cancelMode();
+      return;
+    }
+    if (body === '') return;
+    reportTyping(id, false);
+    setText('');
+    token.value = null;
+    mode.value = { kind: 'new' };
+    await act(() => sendMessage(id, body, current.kind === 'reply' ? current.message.id : undefined));
+  }
+
+  function onKeyDown(e: KeyboardEvent) {
+    if (e.isComposing || e.keyCode === 229) return;
+    if (options.length > 0) {
+      if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+        e.preventDefault();
+        const n = options.length;
+        active.value = (active.value + (e.key === 'ArrowDown' ? 1 : n - 1)) % n;
+        return;
+      }
+      if ((e.key === 'Enter' && !e.ctrlKey && !e.metaKey) || e.key === 'Tab') {
+        e.preventDefault();
+        choose(options[Math.min(active.value, options.length - 1)]);
+        return;
+      }
+      if (e.key === 'Escape') {
+        e.preventDefault();
+        token.value = null;
+        return;
+      }
+    }
+    if (e.key === 'Escape' && mode.value.kind !== 'new') {
+      e.preventDefault();
+      cancelMode();
+      return;
+    }
+    if (isSendKey(e, prefs.value.send_key)) {
+      e.preventDefault();
+      void submit();
+    }
+  }
+
+  const listId = `complete-${id}`;
+  const replyTo = m.kind === 'reply' ? (byId.get(m.message.id) ?? m.message) : null;
+  return (
+    <div class="composer">
+      {m.kind !== 'new' && (
+        <div class="composer-mode">
+          <span>
+            {m.kind === 'edit'
+              ? t('composer.editing')
+              : t('composer.replying', { name: loginOf(replyTo?.author ?? '') })}
+          </span>
+          {replyTo && <span class="composer-quote muted">{(replyTo.text ?? '').slice(0, 100)}</span>}
+          <button type="button" class="cancel-mode" onClick={cancelMode}>
+            {t('composer.cancel')}
+          </button>
+        </div>
+      )}
+      {options.length > 0 && (
+        <ul class="completions" id={listId} role="listbox" aria-label={t('composer.suggestions')}>
+          {options.map((o, i) => (
+            <li
+              key={o.kind === 'mention' ? o.c.user : o.c.e}
+              id={`${listId}-${i}`}
+              role="option"
+              aria-selected={i === active.value}
+              class={i === active.value ? 'completion active' : 'completion'}
+              onMouseDown={(e) => {
+                e.preventDefault();
+                choose(o);
+              }}
+            >
+              {o.kind === 'mention' ? `@${o.c.login}` : `${o.c.e} :${o.c.s[0] ?? ''}:`}
+            </li>
+          ))}
+        </ul>
+      )}
+      <div class="composer-row">
+        <textarea
+          ref={area}
+          class="composer-input"
+          rows={2}
+          value={text.value}
+          placeholder={t('composer.placeholder')}
+          aria-label={t('composer.label')}
+          aria-autocomplete="list"
+          aria-controls={options.length > 0 ? listId : undefined}
+          aria-activedescendant={options.length > 0 ? `${listId}-${active.value}` : undefined}
+          onInput={onInput}
+          onKeyDown={onKeyDown}
+          onBlur={() => reportTyping(id, false)}
+        />
+        <button
+          type="button"
+          class="emoji-button"
+          aria-label={t('composer.emoji')}
+          aria-expanded={pickerOpen.value}
+          onClick={() => {
+            pickerOpen.value = !pickerOpen.value;
+            if (pickerOpen.value) void loadEmoji(language());
+          }}
+        >
+          <span aria-hidden="true">😀</span>
+        </button>
+        <button type="button" class="primary send" onClick={() => void submit()}>
+          {m.kind === 'edit' ? t('composer.save') : t('composer.send')}
+        </button>
+      </div>
+      <label class="send-key muted">
+        <input
+          type="checkbox"
+          checked={prefs.value.send_key === 'ctrl_enter'}
+          onChange={(e) => void setSendKey((e.currentTarget as HTMLInputElement).checked ? 'ctrl_enter' : 'enter')}
+        />{' '}
+        {t('composer.ctrl_enter')}
+      </label>
+      {pickerOpen.value && (
+        <EmojiPicker
+          onPick={(e) => {
+            insertAtCaret(e);
+            pickerOpen.value = false;
+          }}
+          onClose={() => (pickerOpen.value = false)}
+        />
+      )}
+    </div>
+  );
+}
+
+function EmojiPicker({ onPick, onClose }: { onPick(emoji: string): void; onClose(): void }) {
+  const query = useSignal('');
+  const data = emojiData.value;
+  const shown = data ? emojiCandidates(data, query.value, query.value ? 120 : 240) : [];
+  return (
+    <div class="emoji-picker" role="dialog" aria-label={t('composer.emoji')}>
+      <input
+        type="search"
+        class="emoji-search"
+        placeholder={t('composer.emoji_search')}
+        aria-label={t('composer.emoji_search')}
+        value={query.value}
+        autoFocus
+        onInput={(e) => (query.value = (e.currentTarget as HTMLInputElement).value)}
+        onKeyDown={(e) => {
+          if (e.key === 'Escape') onClose();
+        }}
+      />
+      {!data ? (
+        <p class="muted" role="status">{t('composer.emoji_loading')}</p>
+      ) : (
+        <div class="emoji-grid">
+          {shown.map((e) => (
+            <button type="button" key={e.e} class="emoji" title={`:${e.s[0] ?? ''}: ${e.a}`} aria-label={e.a} onClick={() => onPick(e.e)}>
+              {e.e}
+            </button>
+          ))}
+        </div>
+      )}
+    </div>
+  );
+}

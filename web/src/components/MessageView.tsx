@@ -1,0 +1,445 @@
+import { useComputed, useSignal } from '@preact/signals';
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'preact/hooks';
+import {
+  Virtualizer,
+  elementScroll,
+  measureElement,
+  observeElementOffset,
+  observeElementRect,
+} from '@tanstack/virtual-core';
+import type { DiscussionInfo, Message } from '../api';
+import * as api from '../api';
+import { formatDateTime, formatDay, formatTime, t } from '../i18n';
+import { me } from '../state';
+import {
+  act,
+  chatError,
+  isLoading,
+  loadOlder,
+  markRead,
+  openTimeline,
+  outboxItems,
+  refreshSoon,
+  retryOutbox,
+  discardOutbox,
+  timelines,
+  typingIn,
+  typingBy,
+  watchDiscussion,
+} from '../chat/store';
+import { buildRows, loginOf, readTarget, textSegments, type Row } from '../chat/view';
+import { typingText } from './DiscussionList';
+import { Composer, type ComposerMode } from './Composer';
+import { GroupSettingsDialog } from './People';
+import { EditHistoryDialog } from './EditHistory';
+
+export const QUICK_REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
+
+type ViewRow = Row | { kind: 'top'; key: 'top' };
+
+function useVirtualizer(scroller: { current: HTMLDivElement | null }, rows: ViewRow[]) {
+  const [, rerender] = useState(0);
+  const keys = useRef(rows);
+  keys.current = rows;
+  const options = {
+    count: rows.length,
+    getScrollElement: () => scroller.current,
+    estimateSize: (i: number) => (keys.current[i]?.kind === 'day' ? 36 : 64),
+    getItemKey: (i: number) => keys.current[i]?.key ?? i,
+    observeElementRect,
+    observeElementOffset,
+    scrollToFn: elementScroll,
+    measureElement,
+    overscan: 8,
+    // A chat: prepended older pages keep what is on screen in place, and new
+    // messages are followed while the reader is at the end.
+    anchorTo: 'end' as const,
+    followOnAppend: true,
+    onChange: () => rerender((n) => n + 1),
+  };
+  const [v] = useState(() => new Virtualizer<HTMLDivElement, HTMLElement>(options));
+  v.setOptions(options);
+  useLayoutEffect(() => v._didMount(), []);
+  useLayoutEffect(() => v._willUpdate());
+  return v;
+}
+
+export function MessageView({ discussion, title }: { discussion: DiscussionInfo; title: string }) {
+  const id = discussion.id;
+  const myId = me.value?.id;
+  const scroller = useRef<HTMLDivElement>(null);
+  const mode = useSignal<ComposerMode>({ kind: 'new' });
+  const settingsOpen = useSignal(false);
+  const historyOf = useSignal<Message | null>(null);
+  const highlight = useSignal<string | null>(null);
+  const tl = timelines.value[id];
+  const messages = tl?.messages ?? [];
+  // Row 0 says whether older messages exist (part of the list, so the virtualizer measures it).
+  const rows = useMemo<ViewRow[]>(() => [{ kind: 'top', key: 'top' }, ...buildRows(messages)], [messages]);
+  const byId = useMemo(() => new Map(messages.map((m) => [m.id, m])), [messages]);
+  const v = useVirtualizer(scroller, rows);
+  const scrolledToEnd = useRef(false);
+  /** The reader is at the newest message (updated on scroll). */
+  const atEnd = useRef(true);
+  const pending = useComputed(() => outboxItems.value.filter((o) => o.discussion === id));
+  void typingBy.value;
+  const typing = typingText(typingIn(id));
+
+  useEffect(() => {
+    void openTimeline(id);
+    // The list leaves out group members; the composer's @completion needs them.
+    if (discussion.kind !== 'object' && discussion.members.length === 0) refreshSoon(id, 0);
+    // An object discussion's live events come while it is open here, followed or not.
+    if (discussion.kind !== 'object') return;
+    watchDiscussion(id, true);
+    return () => watchDiscussion(id, false);
+  }, [id]);
+
+  // My own new message: show it, wherever I was reading.
+  const lastRow = rows[rows.length - 1];
+  const lastMine = lastRow?.kind === 'message' && lastRow.message.author === myId ? lastRow.key : null;
+  const seenLast = useRef<string | null>(null);
+  useLayoutEffect(() => {
+    if (!tl?.loaded) return;
+    if (lastMine && seenLast.current !== null && seenLast.current !== lastMine) v.scrollToIndex(rows.length - 1, { align: 'end' });
+    seenLast.current = lastRow?.key ?? '';
+  }, [lastRow?.key]);
+
+  // On first load: to the newest message.
+  useLayoutEffect(() => {
+    if (!tl?.loaded || scrolledToEnd.current || rows.length <= 1) return;
+    scrolledToEnd.current = true;
+    v.scrollToIndex(rows.length - 1, { align: 'end' });
+  }, [tl?.loaded, rows.length]);
+
+  // After a page: still near the top (or a pane it does not fill, which cannot be scrolled)? The next one.
+  useEffect(() => {
+    const el = scroller.current;
+    if (!el || !tl?.loaded || !tl.more || isLoading(id)) return;
+    if ((el.scrollTop < 400 && !atEnd.current) || el.scrollHeight <= el.clientHeight + 400) void loadOlder(id);
+  }, [tl?.loaded, tl?.oldest]);
+
+  // A pane that changes size (a rotated phone, a growing composer) keeps a reader at the end there.
+  useEffect(() => {
+    const el = scroller.current;
+    if (!el || typeof ResizeObserver === 'undefined') return;
+    let height = el.clientHeight;
+    const ro = new ResizeObserver(() => {
+      if (el.clientHeight === height) return;
+      height = el.clientHeight;
+      if (atEnd.current) v.scrollToEnd();
+    });
+    ro.observe(el);
+    return () => ro.disconnect();
+  }, []);
+
+  // Older pages when the reader nears the top.
+  function onScroll() {
+    const el = scroller.current;
+    if (el) atEnd.current = el.scrollHeight - el.scrollTop - el.clientHeight < 48;
+    if (!el || !tl?.loaded || !tl.more) return;
+    if (el.scrollTop < 400 && !isLoading(id)) void loadOlder(id);
+  }
+
+  // Read markers: only messages actually on screen, only while the page is visible.
+  const visible = useRef(new Set<number>());
+  const observer = useMemo(
+    () =>
+      typeof IntersectionObserver === 'undefined'
+        ? null
+        : new IntersectionObserver(
+            (entries) => {
+              for (const e of entries) {
+                const seq = Number((e.target as HTMLElement).dataset.seq);
+                if (e.isIntersecting) visible.current.add(seq);
+                else visible.current.delete(seq);
+              }
+              reportRead();
+            },
+            { threshold: 0.5 },
+          ),
+    [id],
+  );
+  useEffect(() => () => observer?.disconnect(), [observer]);
+  useEffect(() => {
+    const onVisibility = () => reportRead();
+    document.addEventListener('visibilitychange', onVisibility);
+    window.addEventListener('focus', onVisibility);
+    return () => {
+      document.removeEventListener('visibilitychange', onVisibility);
+      window.removeEventListener('focus', onVisibility);
+    };
+  }, [id]);
+  const readTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
+  function reportRead() {
+    if (readTimer.current) clearTimeout(readTimer.current);
+    readTimer.current = setTimeout(() => {
+      const now = timelines.value[id];
+      if (!now?.loaded) return;
+      const seq = readTarget(visible.current, now.messages, now.cursor, document.visibilityState === 'visible');
+      if (seq !== null) void markRead(id, seq);
+    }, 300);
+  }
+  useEffect(() => reportRead(), [tl?.cursor]);
+
+  async function jumpTo(messageId: string) {
+    for (let page = 0; page < 20; page += 1) {
+      const rowsNow = buildRows(timelines.value[id]?.messages ?? []);
+      const at = rowsNow.findIndex((r) => r.key === messageId);
+      const index = at < 0 ? -1 : at + 1; // after the top row
+      if (index >= 0) {
+        v.scrollToIndex(index, { align: 'center' });
+        highlight.value = messageId;
+        setTimeout(() => {
+          if (highlight.value === messageId) highlight.value = null;
+        }, 2000);
+        return;
+      }
+      const before = timelines.value[id];
+      if (!before?.more) break;
+      await loadOlder(id);
+      if (timelines.value[id] === before) break;
+    }
+    chatError.value = t('message.original_missing');
+  }
+
+  const items = v.getVirtualItems();
+  const isGroup = discussion.kind === 'group';
+  const amOwner = discussion.members.some((m) => m.user === myId && m.role === 'owner');
+
+  return (
+    <section class="conversation" aria-labelledby="pane-title">
+      <header class="pane-head">
+        <h1 class="pane-title" id="pane-title">
+          {title}
+        </h1>
+        {isGroup && (
+          <button type="button" class="group-settings" aria-haspopup="dialog" onClick={() => (settingsOpen.value = true)}>
+            {t('group.settings')}
+          </button>
+        )}
+      </header>
+      <div class="error pane-error" role="alert">
+        {chatError.value}
+      </div>
+      <div class="messages" ref={scroller} onScroll={onScroll} aria-busy={!tl?.loaded}>
+        <div class="virtual" role="log" aria-live="polite" aria-label={t('message.list_label')} style={{ height: `${v.getTotalSize()}px` }}>
+          <ol class="message-list"
+            style={{ transform: `translateY(${items[0]?.start ?? 0}px)` }}>
+            {items.map((item) => {
+              const row = rows[item.index];
+              if (!row) return null;
+              if (row.kind === 'top') {
+                return (
+                  <li key={row.key} data-index={item.index} ref={v.measureElement} class="history-start muted">
+                    {!tl?.loaded ? t('message.loading') : tl.more ? t('message.loading_older') : t('message.history_start')}
+                  </li>
+                );
+              }
+              if (row.kind === 'day') {
+                return (
+                  <li key={row.key} data-index={item.index} ref={v.measureElement} class="day-separator">
+                    <span>{formatDay(row.at)}</span>
+                  </li>
+                );
+              }
+              const m = row.message;
+              return (
+                <li
+                  key={row.key}
+                  data-index={item.index}
+                  data-seq={m.seq}
+                  ref={(el) => {
+                    v.measureElement(el);
+                    if (el) observer?.observe(el);
+                  }}
+                  class="message-row"
+                >
+                  <MessageItem
+                    message={m}
+                    myId={myId}
+                    discussion={id}
+                    original={m.reply_to ? byId.get(m.reply_to) : undefined}
+                    canDelete={m.author === myId || (isGroup && amOwner)}
+                    highlighted={highlight.value === m.id}
+                    onReply={() => (mode.value = { kind: 'reply', message: m })}
+                    onEdit={() => (mode.value = { kind: 'edit', message: m })}
+                    onHistory={() => (historyOf.value = m)}
+                    onJump={jumpTo}
+                  />
+                </li>
+              );
+            })}
+          </ol>
+        </div>
+      </div>
+      {pending.value.length > 0 && (
+        <ol class="outbox" aria-label={t('outbox.label')}>
+          {pending.value.map((o) => (
+            <li key={o.client_msg_id} class={`outbox-item ${o.state}`} data-client-msg-id={o.client_msg_id}>
+              <p class="message-text">{o.text}</p>
+              {o.state === 'pending' ? (
+                <span class="outbox-state" title={t('outbox.pending')}>
+                  <span aria-hidden="true">⏳</span>
+                  <span class="visually-hidden">{t('outbox.pending')}</span>
+                </span>
+              ) : (
+                <span class="outbox-failed">
+                  <span aria-hidden="true">✗</span> {t('outbox.failed', { reason: o.error ?? '' })}
+                  <button type="button" class="retry" onClick={() => void retryOutbox(o.client_msg_id)}>
+                    {t('outbox.retry')}
+                  </button>
+                  <button type="button" class="discard" onClick={() => void discardOutbox(o.client_msg_id)}>
+                    {t('outbox.discard')}
+                  </button>
+                </span>
+              )}
+            </li>
+          ))}
+        </ol>
+      )}
+      <p class="typing" aria-live="polite">
+        {typing}
+      </p>
+      <Composer discussion={discussion} mode={mode} byId={byId} />
+      {settingsOpen.value && <GroupSettingsDialog discussion={discussion} onClose={() => (settingsOpen.value = false)} />}
+      {historyOf.value && (
+        <EditHistoryDialog discussion={id} message={historyOf.value} onClose={() => (historyOf.value = null)} />
+      )}
+    </section>
+  );
+}
+
+interface ItemProps {
+  message: Message;
+  myId: string | undefined;
+  discussion: string;
+  original: Message | undefined;
+  canDelete: boolean;
+  highlighted: boolean;
+  onReply(): void;
+  onEdit(): void;
+  onHistory(): void;
+  onJump(id: string): void;
+}
+
+function MessageItem({ message: m, myId, discussion, original, canDelete, highlighted, onReply, onEdit, onHistory, onJump }: ItemProps) {
+  const picking = useSignal(false);
+  const mine = m.author === myId;
+  const mentionsMe = !!myId && m.mentions.includes(myId);
+  const cls = ['message', mine ? 'mine' : '', mentionsMe ? 'mentions-me' : '', highlighted ? 'highlighted' : '', m.deleted ? 'deleted' : '']
+    .filter(Boolean)
+    .join(' ');
+
+  function toggle(emoji: string) {
+    const has = m.reactions.find((r) => r.emoji === emoji)?.users.includes(myId ?? '') ?? false;
+    picking.value = false;
+    void act(() => api.react(discussion, m.id, emoji, !has));
+  }
+
+  async function onDelete() {
+    if (!confirm(t('message.delete_confirm'))) return;
+    await act(() => api.deleteMessage(discussion, m.id));
+  }
+
+  return (
+    <article class={cls} data-message-id={m.id} aria-label={t('message.by', { name: loginOf(m.author) })}>
+      <header class="message-head">
+        <span class="author" title={m.author}>
+          {loginOf(m.author)}
+        </span>
+        <time class="muted" dateTime={new Date(m.created_at).toISOString()} title={formatDateTime(m.created_at)}>
+          {formatTime(m.created_at)}
+        </time>
+        {m.edited_at !== undefined && !m.deleted && (
+          <button type="button" class="edited link" onClick={onHistory} title={formatDateTime(m.edited_at)}>
+            {t('message.edited')}
+          </button>
+        )}
+      </header>
+      {m.reply_to && (
+        <button type="button" class="reply-quote" onClick={() => onJump(m.reply_to!)}>
+          <span class="reply-author">{original ? loginOf(original.author) : t('message.reply')}</span>{' '}
+          <span class="reply-text">
+            {original ? (original.deleted ? t('message.deleted') : (original.text ?? '').slice(0, 140)) : t('message.original')}
+          </span>
+        </button>
+      )}
+      {m.deleted ? (
+        <p class="tombstone muted">{t('message.deleted')}</p>
+      ) : (
+        <p class="message-text">
+          {textSegments(m.text ?? '', m.mentions, myId).map((s, i) =>
+            s.mention ? (
+              <span key={i} class={s.mention === 'me' ? 'mention mention-me' : 'mention'}>
+                {s.text}
+              </span>
+            ) : (
+              s.text
+            ),
+          )}
+        </p>
+      )}
+      {!m.deleted && m.actions.length > 0 && (
+        <div class="message-actions-bot">
+          {m.actions.map((a) => (
+            <button type="button" key={a.id} class="bot-action" onClick={() => void act(() => api.click(discussion, m.id, a.id))}>
+              {a.label}
+            </button>
+          ))}
+        </div>
+      )}
+      {m.reactions.length > 0 && (
+        <div class="reactions">
+          {m.reactions.map((r) => {
+            const who = r.users.map(loginOf).join(', ');
+            const pressed = !!myId && r.users.includes(myId);
+            return (
+              <button
+                type="button"
+                key={r.emoji}
+                class={pressed ? 'reaction mine' : 'reaction'}
+                aria-pressed={pressed}
+                title={who}
+                aria-label={t('message.reaction_label', { emoji: r.emoji, who })}
+                onClick={() => toggle(r.emoji)}
+              >
+                <span aria-hidden="true">{r.emoji}</span> <span aria-hidden="true">{r.users.length}</span>
+                <span class="reaction-who" aria-hidden="true">{who}</span>
+              </button>
+            );
+          })}
+        </div>
+      )}
+      {!m.deleted && (
+        <div class="message-tools">
+          <button type="button" class="reply" onClick={onReply}>
+            {t('message.reply_action')}
+          </button>
+          <button type="button" class="react" aria-expanded={picking.value} onClick={() => (picking.value = !picking.value)}>
+            {t('message.react')}
+          </button>
+          {mine && (
+            <button type="button" class="edit" onClick={onEdit}>
+              {t('message.edit')}
+            </button>
+          )}
+          {canDelete && (
+            <button type="button" class="delete" onClick={() => void onDelete()}>
+              {t('message.delete')}
+            </button>
+          )}
+          {picking.value && (
+            <span class="quick-reactions" role="group" aria-label={t('message.react')}>
+              {QUICK_REACTIONS.map((e) => (
+                <button type="button" key={e} class="quick-reaction" onClick={() => toggle(e)}>
+                  {e}
+                </button>
+              ))}
+            </span>
+          )}
+        </div>
+      )}
+    </article>
+  );
+}

@@ -1,0 +1,37 @@
+import type { ComponentChildren } from 'preact';
+import { useEffect, useRef } from 'preact/hooks';
+import { t } from '../i18n';
+
+/** A modal `<dialog>` with a title and a close button; focus returns to the opener. */
+export function Modal({ id, title, class: cls, onClose, children }: { id: string; title: string; class?: string; onClose(): void; children: ComponentChildren }) {
+  const dialog = useRef<HTMLDialogElement>(null);
+  useEffect(() => {
+    const el = dialog.current;
+    const opener = document.activeElement as HTMLElement | null;
+    if (el && !el.open) {
+      if (typeof el.showModal === 'function') el.showModal();
+      else el.setAttribute('open', '');
+    }
+    return () => opener?.focus?.();
+  }, []);
+  return (
+    <dialog
+      ref={dialog}
+      class={`modal ${cls ?? ''}`}
+      aria-labelledby={`${id}-title`}
+      onClose={onClose}
+      onCancel={(e) => {
+        e.preventDefault();
+        onClose();
+      }}
+    >
+      <div class="dialog-head">
+        <h2 id={`${id}-title`}>{title}</h2>
+        <button type="button" class="close" onClick={onClose}>
+          {t('sessions.close')}
+        </button>
+      </div>
+      {children}
+    </dialog>
+  );
+}
