@@ -11,8 +11,9 @@ mod store;
 mod tls;
 
 pub use files::{TransferError, sha256_of};
-pub use session::{Client, ClientError, ClientEvent, ConnectionState};
+pub use session::{Client, ClientError, ClientEvent, ConnectionState, UNANSWERED_MEMORY};
 pub use store::{OutboxEntry, OutboxState, StoreError};
+use veche_protocol::discussions::DiscussionInfo;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -97,6 +98,59 @@ pub enum ConnectError {
     /// The node did not answer in time.
     #[error("the node did not answer in time")]
     Timeout,
+    /// Nothing listens at the node's address: its host answered that the port is closed.
+    #[error("nothing answers at {0}: the node is not running there")]
+    Unreachable(SocketAddr),
+}
+
+impl ConnectError {
+    /// Whether the node could not be reached (as opposed to reached and refusing us, or a
+    /// configuration mistake): worth trying again later.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Connection(_) | Self::Timeout | Self::Unreachable(_)
+        )
+    }
+}
+
+/// Why a discussion could not be found from what the user named.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// No discussion of the user's list has this name.
+    #[error("no discussion named {0:?} in your list")]
+    NotListed(String),
+    /// Neither a discussion of the user's list nor a user has this name.
+    #[error("no discussion or user named {0:?}")]
+    NotFound(String),
+    /// Several discussions of the user's list have this name.
+    #[error("{0:?} names several discussions; use the id")]
+    Ambiguous(String),
+    /// The node could not be asked.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+}
+
+/// What a discussion is called for `me`: its title, or for a dialog the other member.
+pub fn discussion_name(d: &DiscussionInfo, me: &str) -> String {
+    if d.title.is_empty() {
+        d.members
+            .iter()
+            .map(|m| m.user.as_str())
+            .find(|u| *u != me)
+            .unwrap_or("")
+            .to_owned()
+    } else {
+        d.title.clone()
+    }
+}
+
+/// Whether `s` has the shape of a discussion id, `<32 hex digits>@<node>`, rather than a name.
+pub fn is_discussion_id(s: &str) -> bool {
+    s.split_once('@').is_some_and(|(id, node)| {
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && !node.is_empty()
+    })
 }
 
 /// Why a request failed.
@@ -229,9 +283,14 @@ impl Connection {
                 )),
             }
         };
-        let (conn, send, recv, version, node) = tokio::time::timeout(config.timeout, attempt)
-            .await
-            .map_err(|_| ConnectError::Timeout)??;
+        // A node that is not running is told at once by its host (a closed UDP port), not
+        // after the timeout: the probe ends the attempt early when that answer comes.
+        let (conn, send, recv, version, node) = tokio::select! {
+            attempt = tokio::time::timeout(config.timeout, attempt) => {
+                attempt.map_err(|_| ConnectError::Timeout)??
+            }
+            () = closed_port(config.addr) => return Err(ConnectError::Unreachable(config.addr)),
+        };
 
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let fatal: Arc<Mutex<Option<ErrorBody>>> = Arc::default();
@@ -320,6 +379,54 @@ impl Connection {
         })
     }
 
+    /// The discussion list, most recent activity first.
+    pub async fn discussions(&self) -> Result<Vec<DiscussionInfo>, RequestError> {
+        match self.request(Request::ListDiscussions).await? {
+            Reply::Discussions { discussions } => Ok(discussions),
+            _ => Err(RequestError::UnexpectedReply("list_discussions")),
+        }
+    }
+
+    /// A discussion id from what the user `me` named: an id, a title, or the other user of a
+    /// dialog (`login` or `login@node`). With `open_dialog`, a user's name that no discussion
+    /// of the list carries opens (or creates) the dialog with them.
+    pub async fn resolve(
+        &self,
+        me: &str,
+        what: &str,
+        open_dialog: bool,
+    ) -> Result<String, ResolveError> {
+        let discussions = self.discussions().await?;
+        if let Some(d) = discussions.iter().find(|d| d.id == what) {
+            return Ok(d.id.clone());
+        }
+        let matches: Vec<&DiscussionInfo> = discussions
+            .iter()
+            .filter(|d| {
+                let n = discussion_name(d, me);
+                n == what || n.split('@').next() == Some(what)
+            })
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.id.clone()),
+            [] if open_dialog => match self
+                .request(Request::OpenDialog {
+                    with: what.to_owned(),
+                })
+                .await
+            {
+                Ok(Reply::Discussion { discussion }) => Ok(discussion.id),
+                Ok(_) => Err(RequestError::UnexpectedReply("open_dialog").into()),
+                Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+                    Err(ResolveError::NotFound(what.to_owned()))
+                }
+                Err(e) => Err(e.into()),
+            },
+            [] => Err(ResolveError::NotListed(what.to_owned())),
+            _ => Err(ResolveError::Ambiguous(what.to_owned())),
+        }
+    }
+
     /// Logs in with a password.
     pub async fn login(
         &self,
@@ -406,6 +513,34 @@ impl Drop for Connection {
     fn drop(&mut self) {
         // The background tasks hold the QUIC connection; close it so the node sees us leave.
         self.conn.close(close::NORMAL.into(), b"bye");
+    }
+}
+
+/// Resolves when the host at `addr` answers that nothing listens on its UDP port (an ICMP
+/// "port unreachable", which a connected UDP socket reports as a refused connection); stays
+/// pending otherwise, also when nothing answers at all.
+async fn closed_port(addr: SocketAddr) {
+    let bind: SocketAddr = if addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let refused = async {
+        let socket = tokio::net::UdpSocket::bind(bind).await.ok()?;
+        socket.connect(addr).await.ok()?;
+        // One zero byte: too short to be a QUIC packet, so a running node drops it unanswered.
+        if let Err(e) = socket.send(&[0]).await {
+            return (e.kind() == std::io::ErrorKind::ConnectionRefused).then_some(());
+        }
+        let mut buf = [0u8; 64];
+        match socket.recv(&mut buf).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+            // Another failure, or an answer (the port is open).
+            Err(_) | Ok(_) => None,
+        }
+    };
+    if refused.await.is_none() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -1,7 +1,7 @@
 //! A client that stays connected: it reconnects with backoff and jitter, resumes its session,
 //! catches up from its cursors, and sends the durable outbox exactly once, in order.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,13 +10,19 @@ use tokio::sync::{Notify, broadcast, watch};
 use veche_protocol::discussions::{Cursor, DiscussionEvent, DiscussionInfo, SendMessage};
 use veche_protocol::{ErrorCode, Event, Reply, Request};
 
-use crate::store::{ClientStore, OutboxEntry, OutboxState, StoreError};
-use crate::{ClientConfig, ConnectError, Connection, LoggedIn, RequestError};
+use crate::store::{ClientStore, OutboxEntry, OutboxState, Recipient, StoreError};
+use crate::{ClientConfig, ConnectError, Connection, LoggedIn, RequestError, ResolveError};
 
 const DEVICE_ID: &str = "device_id";
 const TOKEN: &str = "session_token";
 const LOGIN: &str = "login";
 const SYNCED: &str = "synced";
+/// When (Unix ms) the last attempt of any process of this profile to reach the node went
+/// unanswered; removed by the next connection that succeeds.
+const UNANSWERED_AT: &str = "unanswered_at";
+/// How long an unanswered attempt counts as "the node is down": within it,
+/// [`Client::known_down`] says so and a script's send is queued without trying again.
+pub const UNANSWERED_MEMORY: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// The node takes at most this many cursors per `sync`.
 const MAX_CURSORS_PER_SYNC: usize = 1000;
@@ -65,6 +71,9 @@ pub enum ClientError {
     /// The client is not connected right now.
     #[error("not connected")]
     Offline,
+    /// Another process of this profile could not be waited for to release the outbox.
+    #[error("outbox lock: {0}")]
+    Lock(std::io::Error),
     /// The profile still has unsent messages of another user.
     #[error("this profile has unsent messages of {0}; use another profile folder")]
     OtherUser(String),
@@ -87,8 +96,20 @@ struct Inner {
     outbox_work: Notify,
     stop: watch::Sender<bool>,
     running: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Held by the one process that sends this profile's outbox.
-    outbox_lock: Mutex<Option<std::fs::File>>,
+    /// The data folder: its `outbox.lock` is held while a process sends the outbox.
+    dir: PathBuf,
+}
+
+impl ClientError {
+    /// Whether the node could not be reached, or the connection was lost: the outbox keeps
+    /// what was not sent, and a later attempt may succeed.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Connect(e) => e.is_unreachable(),
+            Self::Request(RequestError::Closed(_) | RequestError::Timeout) => true,
+            _ => false,
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -119,7 +140,7 @@ impl Client {
                 outbox_work: Notify::new(),
                 stop: watch::Sender::new(false),
                 running: Mutex::new(None),
-                outbox_lock: Mutex::new(lock_outbox(dir)),
+                dir: dir.to_owned(),
             }),
         })
     }
@@ -212,7 +233,6 @@ impl Client {
         if let Some(task) = task {
             let _ = task.await;
         }
-        lock(&self.inner.outbox_lock).take();
         self.inner.store.close().await;
     }
 
@@ -234,14 +254,53 @@ impl Client {
         text: &str,
         reply_to: Option<&str>,
     ) -> Result<OutboxEntry, ClientError> {
-        let entry = self
-            .inner
-            .store
-            .enqueue(discussion, text, reply_to, None)
-            .await?;
+        self.enqueue(Recipient::Discussion(discussion), text, reply_to)
+            .await
+    }
+
+    /// Like [`Client::send`], to what the user named: a discussion id, or else a user or a
+    /// discussion title, which is resolved once the node is reachable (a user's name opens the
+    /// dialog with them). Nothing is asked of the node here, so it works offline; a name that
+    /// resolves to nothing marks the message failed with the reason.
+    pub async fn send_to(
+        &self,
+        to: &str,
+        text: &str,
+        reply_to: Option<&str>,
+    ) -> Result<OutboxEntry, ClientError> {
+        let to = if crate::is_discussion_id(to) {
+            Recipient::Discussion(to)
+        } else {
+            Recipient::Name(to)
+        };
+        self.enqueue(to, text, reply_to).await
+    }
+
+    async fn enqueue(
+        &self,
+        to: Recipient<'_>,
+        text: &str,
+        reply_to: Option<&str>,
+    ) -> Result<OutboxEntry, ClientError> {
+        let entry = self.inner.store.enqueue(&to, text, reply_to, None).await?;
         let _ = self.inner.events.send(ClientEvent::Outbox(entry.clone()));
         self.inner.outbox_work.notify_one();
         Ok(entry)
+    }
+
+    /// Whether the node is known to be down: an attempt of any process of this profile went
+    /// unanswered within the last [`UNANSWERED_MEMORY`], and none has connected since.
+    pub async fn known_down(&self) -> Result<bool, ClientError> {
+        let Some(at) = self.inner.store.get(UNANSWERED_AT).await? else {
+            return Ok(false);
+        };
+        let Ok(at) = at.parse::<i64>() else {
+            return Ok(false);
+        };
+        let age = veche_protocol::Timestamp::now()
+            .as_millis()
+            .saturating_sub(at);
+        Ok(u128::try_from(age).is_ok_and(|age| age < UNANSWERED_MEMORY.as_millis()))
     }
 
     /// Every message of the outbox, oldest first, with its state.
@@ -338,30 +397,47 @@ impl Client {
         .map(drop)
     }
 
-    /// Connects once, for a single request (scripts): resumes the stored session.
+    /// Connects once, for the requests of one command (scripts): resumes the stored session,
+    /// then sends the outbox, so that what was queued goes out first.
     pub async fn connect_once(&self) -> Result<Arc<Connection>, ClientError> {
-        let token = self
-            .inner
-            .store
-            .get(TOKEN)
-            .await?
-            .ok_or(ClientError::NotLoggedIn)?;
-        let conn = Connection::connect(&self.inner.config).await?;
-        conn.resume(&token, &self.inner.device_id).await?;
-        Ok(Arc::new(conn))
+        self.connect_once_within(self.inner.config.timeout).await
+    }
+
+    /// [`Client::connect_once`], giving up on reaching the node after `budget`.
+    pub async fn connect_once_within(
+        &self,
+        budget: Duration,
+    ) -> Result<Arc<Connection>, ClientError> {
+        let conn = connect(&self.inner, budget).await?;
+        flush(&self.inner, &conn).await?;
+        Ok(conn)
     }
 }
 
-/// Takes the profile's outbox lock, unless another process holds it.
-fn lock_outbox(dir: &Path) -> Option<std::fs::File> {
+/// Takes the profile's outbox lock, waiting while another process (or task) holds it: it is
+/// held only while the outbox is being sent, so two commands of one profile take turns.
+async fn lock_outbox(dir: &Path) -> Result<std::fs::File, ClientError> {
     let file = crate::private::private_file()
         .write(true)
         .create(true)
         .truncate(false)
         .open(dir.join("outbox.lock"))
-        .ok()?;
-    file.try_lock().ok()?;
-    Some(file)
+        .map_err(ClientError::Lock)?;
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .map_err(|e| ClientError::Lock(std::io::Error::other(e)))?
+        .map_err(ClientError::Lock)
+}
+
+/// Sends every pending message of the outbox on `conn`, holding the outbox lock. Stops early,
+/// leaving the rest pending, when the connection fails.
+async fn flush(inner: &Inner, conn: &Connection) -> Result<(), ClientError> {
+    if !inner.store.has_pending().await? {
+        return Ok(());
+    }
+    let _lock = lock_outbox(&inner.dir).await?;
+    send_pending(inner, conn).await;
+    Ok(())
 }
 
 fn set_state(inner: &Inner, state: ConnectionState) {
@@ -381,7 +457,7 @@ async fn supervise(inner: Arc<Inner>) {
         }
         set_state(&inner, ConnectionState::Connecting);
         let connected = tokio::select! {
-            c = connect(&inner) => c,
+            c = connect(&inner, inner.config.timeout) => c,
             _ = stop.changed() => break,
         };
         match connected {
@@ -429,13 +505,30 @@ async fn supervise(inner: Arc<Inner>) {
     set_state(&inner, ConnectionState::Offline);
 }
 
-async fn connect(inner: &Inner) -> Result<Arc<Connection>, ClientError> {
+/// Connects and resumes the stored session, giving up on reaching the node after `budget`.
+/// Remembers an attempt nobody answered (see [`Client::known_down`]), and forgets it when one
+/// succeeds.
+async fn connect(inner: &Inner, budget: Duration) -> Result<Arc<Connection>, ClientError> {
     let token = inner
         .store
         .get(TOKEN)
         .await?
         .ok_or(ClientError::NotLoggedIn)?;
-    let conn = Connection::connect(&inner.config).await?;
+    let connected = match tokio::time::timeout(budget, Connection::connect(&inner.config)).await {
+        Ok(connected) => connected,
+        Err(_) => Err(ConnectError::Timeout),
+    };
+    let conn = match connected {
+        Ok(conn) => conn,
+        Err(e) => {
+            if matches!(e, ConnectError::Timeout) {
+                let now = veche_protocol::Timestamp::now().as_millis().to_string();
+                inner.store.set(UNANSWERED_AT, &now).await?;
+            }
+            return Err(e.into());
+        }
+    };
+    inner.store.unset(UNANSWERED_AT).await?;
     conn.resume(&token, &inner.device_id).await?;
     Ok(Arc::new(conn))
 }
@@ -454,15 +547,9 @@ async fn serve(inner: &Arc<Inner>, conn: &Arc<Connection>) -> bool {
             }
         }
     };
-    // Only one process drives a profile's outbox (another may be `veche chat`).
-    let drives_outbox = lock(&inner.outbox_lock).is_some();
-    if drives_outbox {
-        tokio::select! {
-            () = outbox => {}
-            () = events => {}
-        }
-    } else {
-        events.await;
+    tokio::select! {
+        () = outbox => {}
+        () = events => {}
     }
     true
 }
@@ -582,26 +669,94 @@ async fn apply(inner: &Inner, conn: &Connection, event: Event) -> Result<(), Cli
     }
 }
 
-/// Sends pending messages one at a time, oldest first, until the connection fails.
+/// Sends the outbox whenever it has pending messages, until the connection fails. The outbox
+/// lock is taken only while sending, so other processes of the profile (`veche send` beside
+/// `veche chat` or `veche tail`) send theirs in turn.
 async fn drive_outbox(inner: Arc<Inner>, conn: Arc<Connection>) {
+    loop {
+        match inner.store.has_pending().await {
+            Ok(false) => {}
+            Ok(true) => {
+                let _lock = match lock_outbox(&inner.dir).await {
+                    Ok(lock) => lock,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox not sent");
+                        return;
+                    }
+                };
+                if !send_pending(&inner, &conn).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox unreadable");
+                return;
+            }
+        }
+        // Woken by `send`, or after a while for messages another process of this profile
+        // (say `veche send` beside `veche chat`) wrote.
+        tokio::select! {
+            () = inner.outbox_work.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// Sends pending messages one at a time, oldest first, resolving the names they were written
+/// to; returns `true` once none is left, `false` when the connection (or the store) failed.
+/// The caller holds the outbox lock.
+async fn send_pending(inner: &Inner, conn: &Connection) -> bool {
     let mut internal_failures = 0u32;
     loop {
         let next = match inner.store.next_pending().await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "outbox unreadable");
-                return;
+                return false;
             }
         };
-        let Some(entry) = next else {
-            // Woken by `send`, or after a while for messages another process of this profile
-            // (say `veche send` beside `veche chat`) wrote.
-            tokio::select! {
-                () = inner.outbox_work.notified() => {}
-                () = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
-            continue;
+        let Some(mut entry) = next else {
+            return true;
         };
+        if entry.discussion.is_empty() {
+            let target = entry.target.clone().unwrap_or_default();
+            let me = match inner.store.get(LOGIN).await {
+                Ok(me) => me.unwrap_or_default(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox unreadable");
+                    return false;
+                }
+            };
+            let resolved = match conn.resolve(&me, &target, true).await {
+                Ok(id) => inner.store.resolve(entry.id, &id).await.map(|()| id),
+                Err(ResolveError::Request(e)) => {
+                    if !refused_for_good(&e) {
+                        tracing::debug!(error = %e, "outbox paused until the connection returns");
+                        return false;
+                    }
+                    let (state, result) = fail(inner, entry.id, e.to_string()).await;
+                    if !report(inner, entry, state, result) {
+                        return false;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    // Nobody has that name: the message cannot go anywhere.
+                    let (state, result) = fail(inner, entry.id, e.to_string()).await;
+                    if !report(inner, entry, state, result) {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            match resolved {
+                Ok(id) => entry.discussion = id,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox state not saved");
+                    return false;
+                }
+            }
+        }
         let request = Request::Send(SendMessage {
             files: Vec::new(),
             discussion: entry.discussion.clone(),
@@ -619,7 +774,7 @@ async fn drive_outbox(inner: Arc<Inner>, conn: Arc<Connection>) {
                 let r = inner.store.mark_sent(entry.id, &message_id, seq).await;
                 (OutboxState::Sent { message_id, seq }, r)
             }
-            Ok(other) => fail(&inner, entry.id, format!("unexpected reply {other:?}")).await,
+            Ok(other) => fail(inner, entry.id, format!("unexpected reply {other:?}")).await,
             Err(RequestError::Server(body))
                 if matches!(body.code, ErrorCode::Internal | ErrorCode::Unknown) =>
             {
@@ -629,22 +784,18 @@ async fn drive_outbox(inner: Arc<Inner>, conn: Arc<Connection>) {
                     tokio::time::sleep(Duration::from_millis(500) * internal_failures).await;
                     continue;
                 }
-                fail(&inner, entry.id, body.message).await
+                fail(inner, entry.id, body.message).await
             }
             Err(RequestError::Server(body)) if body.code != ErrorCode::Unavailable => {
                 // Refused for good: record why, and go on with the next one.
-                fail(&inner, entry.id, body.message).await
+                fail(inner, entry.id, body.message).await
             }
-            Err(e @ RequestError::TooLarge { .. }) => fail(&inner, entry.id, e.to_string()).await,
+            Err(e @ RequestError::TooLarge { .. }) => fail(inner, entry.id, e.to_string()).await,
             Err(RequestError::ConnectionFailed(body)) if body.code == ErrorCode::FrameTooLarge => {
                 // The node closed the connection over this message (its frame limit is lower).
-                let (state, r) = fail(&inner, entry.id, body.message).await;
-                if r.is_ok() {
-                    let _ = inner
-                        .events
-                        .send(ClientEvent::Outbox(OutboxEntry { state, ..entry }));
-                }
-                return;
+                let (state, r) = fail(inner, entry.id, body.message).await;
+                report(inner, entry, state, r);
+                return false;
             }
             Err(RequestError::Timeout) => {
                 // Same client_msg_id next time: a late success is not duplicated.
@@ -653,18 +804,45 @@ async fn drive_outbox(inner: Arc<Inner>, conn: Arc<Connection>) {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "outbox paused until the connection returns");
-                return;
+                return false;
             }
         };
         internal_failures = 0;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "outbox state not saved");
-            return;
+        if !report(inner, entry, state, result) {
+            return false;
         }
-        let _ = inner
-            .events
-            .send(ClientEvent::Outbox(OutboxEntry { state, ..entry }));
     }
+}
+
+/// Whether a request failed because the node refused it (so the message fails), rather than
+/// because the node or the connection is unavailable (so it waits).
+fn refused_for_good(e: &RequestError) -> bool {
+    match e {
+        RequestError::Server(body) => !matches!(
+            body.code,
+            ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::Unknown
+        ),
+        RequestError::TooLarge { .. } | RequestError::UnexpectedReply(_) => true,
+        _ => false,
+    }
+}
+
+/// Tells the application that `entry` changed state, once the change is saved; `false` if it
+/// could not be saved.
+fn report(
+    inner: &Inner,
+    entry: OutboxEntry,
+    state: OutboxState,
+    saved: Result<(), StoreError>,
+) -> bool {
+    if let Err(e) = saved {
+        tracing::warn!(error = %e, "outbox state not saved");
+        return false;
+    }
+    let _ = inner
+        .events
+        .send(ClientEvent::Outbox(OutboxEntry { state, ..entry }));
+    true
 }
 
 async fn fail(inner: &Inner, id: i64, reason: String) -> (OutboxState, Result<(), StoreError>) {

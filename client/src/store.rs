@@ -53,8 +53,11 @@ pub struct OutboxEntry {
     pub id: i64,
     /// The id that makes resends safe.
     pub client_msg_id: String,
-    /// The discussion.
+    /// The discussion; empty while `target` is not yet resolved.
     pub discussion: String,
+    /// The name the message was written to (a user, or a discussion's title), when it was not
+    /// a discussion id: it is resolved into `discussion` once the node is reachable.
+    pub target: Option<String>,
     /// The text as composed.
     pub text: String,
     /// The message replied to.
@@ -72,6 +75,7 @@ struct OutboxRow {
     id: i64,
     client_msg_id: String,
     discussion_id: String,
+    target: Option<String>,
     text: String,
     reply_to: Option<String>,
     data: Option<String>,
@@ -98,6 +102,7 @@ impl From<OutboxRow> for OutboxEntry {
             id: r.id,
             client_msg_id: r.client_msg_id,
             discussion: r.discussion_id,
+            target: r.target,
             text: r.text,
             reply_to: r.reply_to,
             data: r.data,
@@ -105,6 +110,15 @@ impl From<OutboxRow> for OutboxEntry {
             created_at: Timestamp(r.created_at),
         }
     }
+}
+
+/// Where a message goes, as the user named it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Recipient<'a> {
+    /// A discussion id.
+    Discussion(&'a str),
+    /// A user or a discussion title, resolved once connected.
+    Name(&'a str),
 }
 
 /// The client's local store.
@@ -146,6 +160,14 @@ impl ClientStore {
         sqlx::query("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(key)
             .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn unset(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM state WHERE key = ?")
+            .bind(key)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -205,21 +227,27 @@ impl ClientStore {
         Ok(())
     }
 
-    /// Writes a composed message; it is durable when this returns.
+    /// Writes a composed message, to a discussion or to a name resolved later; it is durable
+    /// when this returns.
     pub(crate) async fn enqueue(
         &self,
-        discussion: &str,
+        to: &Recipient<'_>,
         text: &str,
         reply_to: Option<&str>,
         data: Option<&str>,
     ) -> Result<OutboxEntry, StoreError> {
         let client_msg_id = uuid::Uuid::now_v7().to_string();
+        let (discussion, target) = match *to {
+            Recipient::Discussion(id) => (id, None),
+            Recipient::Name(name) => ("", Some(name)),
+        };
         let row: OutboxRow = sqlx::query_as(
-            "INSERT INTO outbox (client_msg_id, discussion_id, text, reply_to, data, state, created_at) \
-             VALUES (?, ?, ?, ?, ?, 'pending', ?) RETURNING *",
+            "INSERT INTO outbox (client_msg_id, discussion_id, target, text, reply_to, data, state, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) RETURNING *",
         )
         .bind(&client_msg_id)
         .bind(discussion)
+        .bind(target)
         .bind(text)
         .bind(reply_to)
         .bind(data)
@@ -236,6 +264,26 @@ impl ClientStore {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(row.map(Into::into))
+    }
+
+    /// Whether any message waits to be sent.
+    pub(crate) async fn has_pending(&self) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT 1 FROM outbox WHERE state = 'pending' LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// Records the discussion a message's target name resolved to.
+    pub(crate) async fn resolve(&self, id: i64, discussion: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET discussion_id = ? WHERE id = ?")
+            .bind(discussion)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub(crate) async fn mark_sent(
