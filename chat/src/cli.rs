@@ -1,19 +1,60 @@
-//! Scriptable client commands: `veche login`, `discussions`, `send`, `tail`, `history`, `chat`.
+//! Scriptable client commands: `veche login`, `discussions`, `send`, `tail`, `history`,
+//! `outbox`, `chat`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use veche_client::protocol::discussions::{Change, DiscussionEvent, DiscussionInfo};
 use veche_client::protocol::{Event, Reply, Request};
-use veche_client::{Client, ClientEvent, OutboxState};
+use veche_client::{Client, ClientEvent, Connection, ConnectionState, OutboxState};
 
 use crate::profile::client_dir;
-use crate::untrusted::{indented, one_line};
+use crate::untrusted::{indented, one_line, visible};
 use crate::{Profile, SendKey};
+
+/// The exit code of a `veche send` whose message is queued, not yet stored by the node:
+/// `EX_TEMPFAIL` of `sysexits.h`, "try again later".
+pub const EXIT_QUEUED: u8 = 75;
+
+/// How long `veche send` tries to reach the node before it leaves the message queued.
+const SEND_BUDGET: Duration = Duration::from_secs(5);
+
+/// `veche send` wrote the message to the outbox, but the node does not have it yet. It goes out,
+/// in order, with the next command of the profile that connects. The binary exits with
+/// [`EXIT_QUEUED`].
+#[derive(Debug)]
+pub struct Queued {
+    /// Why it was not sent now.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "queued: {}; it goes out, in order, with the next command that connects \
+             (`veche send --wait` waits until the node has it)",
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for Queued {}
+
+/// The exit code for a command that failed with `error`: [`EXIT_QUEUED`] for a queued send,
+/// else 1.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<Queued>().is_some() {
+        EXIT_QUEUED
+    } else {
+        1
+    }
+}
 
 /// Where the client keeps its profile, session and outbox.
 #[derive(Debug, Args, Clone, Default)]
@@ -47,10 +88,18 @@ impl NodeArgs {
             bail!("give --ca (the node's tls/ca.pem) or --fingerprint (its certificate's SHA-256)");
         }
         let earlier = Profile::load(dir).ok();
+        // Kept absolute: the profile is used from any folder.
+        let ca_file = match self.ca {
+            Some(ca) => Some(
+                std::path::absolute(&ca)
+                    .with_context(|| format!("cannot locate --ca {}", ca.display()))?,
+            ),
+            None => None,
+        };
         Ok(Profile {
             server: self.server,
             server_name: self.server_name,
-            ca_file: self.ca,
+            ca_file,
             fingerprint: self.fingerprint,
             send_key: earlier.as_ref().map(|p| p.send_key).unwrap_or_default(),
             sound_command: earlier.and_then(|p| p.sound_command),
@@ -106,12 +155,30 @@ pub enum ClientCommand {
         #[command(flatten)]
         dir: ClientDir,
     },
-    /// Send a message (through the outbox: if the node is unreachable it goes out later).
+    /// Send a message, through the outbox: if the node is unreachable it is queued and goes out,
+    /// in order, with the next command that connects.
+    ///
+    /// Prints `sent ID (seq N)` and exits 0 once the node stored it. A queued message exits
+    /// with code 75 (EX_TEMPFAIL), saying so on standard error; a refused one exits 1 with the
+    /// reason. When the node did not answer within the last minute, the message is queued at
+    /// once without trying again (a node that is not running at all is told at once anyway).
     Send {
-        /// Discussion id, title, or a user (opens the dialog with them).
+        /// Discussion id, title, or a user (opens the dialog with them); offline, a name is
+        /// resolved once the node is reachable.
         discussion: String,
         /// The text.
         text: String,
+        /// Wait, however long it takes, until the node has stored the message (or refused it).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// List the messages of the outbox not yet sent, and those the node refused, with why.
+    Outbox {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: ClientDir,
     },
@@ -200,7 +267,7 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
         }
         ClientCommand::Discussions { json, dir } => {
             let (client, _) = open(&dir).await?;
-            let conn = client.connect_once().await?;
+            let conn = connect(&client).await?;
             let discussions = list(&conn).await?;
             let me = client.user().await?.unwrap_or_default();
             for d in &discussions {
@@ -222,30 +289,65 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
         ClientCommand::Send {
             discussion,
             text,
+            wait,
             dir,
         } => {
             let (client, _) = open(&dir).await?;
-            // An id works offline; a name is resolved while connected.
-            let id = if looks_like_id(&discussion) {
-                discussion.clone()
+            // Durable first: whatever happens next, the message is not lost. A name is
+            // resolved when the outbox is sent.
+            let entry = client.send_to(&discussion, &text, None).await?;
+            let state = if wait {
+                wait_until_stored(&client, entry.id).await
             } else {
-                let conn = client.connect_once().await?;
-                resolve(&conn, &client, &discussion, true).await?
+                send_now(&client, entry.id).await
             };
-            let entry = client.send(&id, &text, None).await?;
-            client.start();
-            let state = wait_for(&client, entry.id).await?;
             client.shutdown().await;
-            match state {
+            match state? {
                 OutboxState::Sent { message_id, seq } => {
                     writeln!(out, "sent {} (seq {seq})", one_line(&message_id))?
                 }
-                OutboxState::Pending => writeln!(
-                    out,
-                    "queued: the node is unreachable; it goes out, in order, with the next `veche send` or while `veche chat` runs"
-                )?,
-                OutboxState::Failed { reason } => bail!("refused: {reason}"),
+                OutboxState::Pending => {
+                    return Err(Queued {
+                        reason: "the node has not stored it yet".to_owned(),
+                    }
+                    .into());
+                }
+                OutboxState::Failed { reason } => bail!("refused: {}", visible(&reason)),
             }
+        }
+        ClientCommand::Outbox { json, dir } => {
+            let (client, _) = open(&dir).await?;
+            for entry in client.outbox().await? {
+                let (state, reason) = match &entry.state {
+                    OutboxState::Pending => ("pending", ""),
+                    OutboxState::Failed { reason } => ("failed", reason.as_str()),
+                    OutboxState::Sent { .. } => continue,
+                };
+                let to = entry.target.as_deref().unwrap_or(&entry.discussion);
+                if json {
+                    let line = serde_json::json!({
+                        "id": entry.id,
+                        "client_msg_id": entry.client_msg_id,
+                        "to": to,
+                        "discussion": entry.discussion,
+                        "text": entry.text,
+                        "state": state,
+                        "reason": reason,
+                        "created_at": entry.created_at,
+                    });
+                    writeln!(out, "{line}")?;
+                } else {
+                    writeln!(
+                        out,
+                        "{}\t{state}\t{}\t{}\t{}",
+                        entry.created_at,
+                        one_line(to),
+                        one_line(&entry.text),
+                        one_line(reason)
+                    )?;
+                }
+            }
+            client.shutdown().await;
         }
         ClientCommand::Tail {
             discussion,
@@ -318,11 +420,119 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
 async fn open_discussion(
     dir: &ClientDir,
     discussion: &str,
-) -> anyhow::Result<(Client, std::sync::Arc<veche_client::Connection>, String)> {
+) -> anyhow::Result<(Client, Arc<Connection>, String)> {
     let (client, _) = open(dir).await?;
-    let conn = client.connect_once().await?;
-    let id = resolve(&conn, &client, discussion, false).await?;
+    let conn = connect(&client).await?;
+    let me = client.user().await?.unwrap_or_default();
+    let id = conn.resolve(&me, discussion, false).await?;
     Ok((client, conn, id))
+}
+
+/// Connects for one command. The outbox goes out first; a message of it the node refuses
+/// (or whose name resolves to nobody) is reported on standard error, and stays listed by
+/// `veche outbox`.
+async fn connect(client: &Client) -> anyhow::Result<Arc<Connection>> {
+    connect_within(client, None, None).await
+}
+
+async fn connect_within(
+    client: &Client,
+    budget: Option<Duration>,
+    reported_by_caller: Option<i64>,
+) -> anyhow::Result<Arc<Connection>> {
+    let pending: Vec<i64> = client
+        .outbox()
+        .await?
+        .into_iter()
+        .filter(|e| e.state == OutboxState::Pending && Some(e.id) != reported_by_caller)
+        .map(|e| e.id)
+        .collect();
+    let conn = match budget {
+        Some(budget) => client.connect_once_within(budget).await?,
+        None => client.connect_once().await?,
+    };
+    if !pending.is_empty() {
+        let mut stderr = crate::untrusted::VisibleWriter::new(std::io::stderr());
+        for entry in client.outbox().await? {
+            if let OutboxState::Failed { reason } = &entry.state
+                && pending.contains(&entry.id)
+            {
+                let to = entry.target.as_deref().unwrap_or(&entry.discussion);
+                let _ = writeln!(
+                    stderr,
+                    "not sent to {}: {} ({})",
+                    one_line(to),
+                    one_line(&entry.text),
+                    one_line(reason)
+                );
+            }
+        }
+    }
+    Ok(conn)
+}
+
+/// Tries once to send the outbox (with the message `id`) now; says where `id` stands. A node
+/// known to be down is not tried again.
+async fn send_now(client: &Client, id: i64) -> anyhow::Result<OutboxState> {
+    if client.known_down().await? {
+        return Err(Queued {
+            reason: "the node did not answer a moment ago".to_owned(),
+        }
+        .into());
+    }
+    match connect_within(client, Some(SEND_BUDGET), Some(id)).await {
+        Ok(_conn) => {}
+        Err(e) => {
+            if let Some(reason) = e
+                .downcast_ref::<veche_client::ClientError>()
+                .filter(|e| e.is_unreachable())
+                .map(ToString::to_string)
+            {
+                return Err(Queued { reason }.into());
+            }
+            return Err(e.context("the message stays in the outbox"));
+        }
+    }
+    outbox_state(client, id).await
+}
+
+/// Stays connected, sending the outbox, until the node has stored or refused message `id`.
+async fn wait_until_stored(client: &Client, id: i64) -> anyhow::Result<OutboxState> {
+    let mut events = client.subscribe();
+    let mut state = client.state();
+    client.start();
+    loop {
+        let now = outbox_state(client, id).await?;
+        if now != OutboxState::Pending {
+            return Ok(now);
+        }
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(ClientEvent::Outbox(e)) if e.id == id && e.state != OutboxState::Pending => {
+                    return Ok(e.state);
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    bail!("the client stopped")
+                }
+            },
+            changed = state.changed() => {
+                if changed.is_err() || *state.borrow_and_update() == ConnectionState::Offline {
+                    bail!("cannot connect: is the profile logged in? (the message stays in the outbox)");
+                }
+            }
+        }
+    }
+}
+
+async fn outbox_state(client: &Client, id: i64) -> anyhow::Result<OutboxState> {
+    client
+        .outbox()
+        .await?
+        .into_iter()
+        .find(|e| e.id == id)
+        .map(|e| e.state)
+        .context("the message left the outbox")
 }
 
 async fn open(dir: &ClientDir) -> anyhow::Result<(Client, Profile)> {
@@ -365,91 +575,7 @@ async fn list(conn: &veche_client::Connection) -> anyhow::Result<Vec<DiscussionI
 }
 
 fn name(d: &DiscussionInfo, me: &str) -> String {
-    if d.title.is_empty() {
-        d.members
-            .iter()
-            .map(|m| m.user.as_str())
-            .find(|u| *u != me)
-            .unwrap_or("")
-            .to_owned()
-    } else {
-        d.title.clone()
-    }
-}
-
-/// A discussion id from an id, a title, or the other user of a dialog (`login` or `login@node`).
-async fn resolve(
-    conn: &veche_client::Connection,
-    client: &Client,
-    what: &str,
-    open_dialog: bool,
-) -> anyhow::Result<String> {
-    let me = client.user().await?.unwrap_or_default();
-    let discussions = list(conn).await?;
-    if let Some(d) = discussions.iter().find(|d| d.id == what) {
-        return Ok(d.id.clone());
-    }
-    let matches: Vec<&DiscussionInfo> = discussions
-        .iter()
-        .filter(|d| {
-            let n = name(d, &me);
-            n == what || n.split('@').next() == Some(what)
-        })
-        .collect();
-    match matches.as_slice() {
-        [one] => Ok(one.id.clone()),
-        // Not in the list: when sending, a user's name opens (or creates) the dialog with them.
-        [] if open_dialog => match conn
-            .request(Request::OpenDialog {
-                with: what.to_owned(),
-            })
-            .await
-        {
-            Ok(Reply::Discussion { discussion }) => Ok(discussion.id),
-            Ok(other) => bail!("unexpected reply {other:?}"),
-            Err(e) if e.code() == Some(veche_client::protocol::ErrorCode::NotFound) => {
-                bail!("no discussion or user named {what:?}")
-            }
-            Err(e) => Err(e.into()),
-        },
-        [] => bail!("no discussion named {what:?} in your list"),
-        _ => bail!("{what:?} names several discussions; use the id"),
-    }
-}
-
-/// A discussion id: `<32 hex digits>@<node>`.
-fn looks_like_id(s: &str) -> bool {
-    s.split_once('@').is_some_and(|(id, node)| {
-        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && !node.is_empty()
-    })
-}
-
-/// Waits until outbox entry `id` leaves the pending state. Gives up (leaving it queued) if the
-/// client is not online within 5 s, or after 15 s in all.
-async fn wait_for(client: &Client, id: i64) -> anyhow::Result<OutboxState> {
-    let mut events = client.subscribe();
-    let started = tokio::time::Instant::now();
-    let deadline = started + Duration::from_secs(15);
-    let mut state = client.state();
-    loop {
-        if started.elapsed() > Duration::from_secs(5)
-            && *state.borrow_and_update() != veche_client::ConnectionState::Online
-        {
-            return Ok(OutboxState::Pending);
-        }
-        if let Some(entry) = client.outbox().await?.into_iter().find(|e| e.id == id)
-            && entry.state != OutboxState::Pending
-        {
-            return Ok(entry.state);
-        }
-        let tick = (tokio::time::Instant::now() + Duration::from_millis(500)).min(deadline);
-        match tokio::time::timeout_at(tick, events.recv()).await {
-            Err(_) if tick == deadline => return Ok(OutboxState::Pending),
-            Err(_) => {}
-            Ok(Ok(ClientEvent::Outbox(_) | ClientEvent::State(_)) | Err(_)) => {}
-            Ok(Ok(ClientEvent::Server(_))) => {}
-        }
-    }
+    veche_client::discussion_name(d, me)
 }
 
 fn print_event(out: &mut dyn Write, e: &DiscussionEvent, json: bool) -> anyhow::Result<()> {

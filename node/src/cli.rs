@@ -430,8 +430,14 @@ pub fn main() -> ExitCode {
         Err(e) => {
             // An error may carry a node's or a peer's words: show their control characters.
             let message = format!("{e:#}");
-            eprintln!("error: {}", veche_chat::untrusted::visible(&message));
-            ExitCode::FAILURE
+            let code = veche_chat::cli::exit_code(&e);
+            if code == veche_chat::cli::EXIT_QUEUED {
+                // Not an error: the message waits in the outbox; scripts tell by the code.
+                eprintln!("{}", veche_chat::untrusted::visible(&message));
+            } else {
+                eprintln!("error: {}", veche_chat::untrusted::visible(&message));
+            }
+            ExitCode::from(code)
         }
     }
 }

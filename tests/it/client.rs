@@ -294,15 +294,19 @@ async fn the_scriptable_client_logs_in_sends_tails_and_reads_history() -> anyhow
     // With the node down, `send` queues; the next command that connects sends it first.
     let addr = node.quic_addr();
     node.stop().await;
-    let out = veche(&[
+    let err = veche(&[
         "send",
         &dialog.id,
         "написано без связи",
         "--profile",
         &profile,
     ])
-    .await?;
-    assert!(out.starts_with("queued"), "{out}");
+    .await
+    .unwrap_err();
+    assert!(
+        err.downcast_ref::<veche_chat::cli::Queued>().is_some(),
+        "{err:#}"
+    );
     node.start_again_at_same_address(addr).await?;
     let out = veche(&["send", &dialog.id, "и после", "--profile", &profile]).await?;
     assert!(out.starts_with("sent "), "{out}");

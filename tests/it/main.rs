@@ -9,6 +9,7 @@ mod federation;
 mod files;
 #[path = "../benches/generated.rs"]
 mod generated;
+mod outbox;
 mod plugins;
 mod presence;
 mod protocol;
