@@ -1,6 +1,10 @@
 // Every call to the node's HTTP API goes through this module. The session
 // lives in an HttpOnly cookie; the page only sends its device id.
 import { deviceId, deviceName } from './device';
+import type { FileInfo, UploadInfo } from './files/upload';
+import type { FilePolicy } from './files/policy';
+
+export type { FileInfo };
 
 /** Epoch milliseconds, UTC. */
 export type Millis = number;
@@ -67,13 +71,16 @@ export class ApiError extends Error {
   readonly status: number;
   readonly code: string;
   readonly retryAfterMs: number | null;
+  /** For a policy refusal (`forbidden`): the setting that refused, e.g. `files.max_size_mb`. */
+  readonly rule: string | null;
 
-  constructor(status: number, code: string, message: string, retryAfterMs: number | null = null) {
+  constructor(status: number, code: string, message: string, retryAfterMs: number | null = null, rule: string | null = null) {
     super(message);
     this.name = 'ApiError';
     this.status = status;
     this.code = code;
     this.retryAfterMs = retryAfterMs;
+    this.rule = rule;
   }
 }
 
@@ -96,7 +103,8 @@ export function errorFromBody(status: number, statusText: string, body: unknown)
     const message = typeof error.message === 'string' ? error.message : '';
     const retry = error.retry_after_ms ?? (isObject(body) ? body.retry_after_ms : undefined);
     const retryAfterMs = typeof retry === 'number' && Number.isFinite(retry) && retry >= 0 ? retry : null;
-    return new ApiError(status, error.code, message, retryAfterMs);
+    const rule = typeof error.rule === 'string' ? error.rule : null;
+    return new ApiError(status, error.code, message, retryAfterMs, rule);
   }
   return new ApiError(status, `http_${status}`, statusText || `HTTP ${status}`);
 }
@@ -225,6 +233,7 @@ export interface Message {
   edited_at?: Millis;
   version: number;
   deleted: boolean;
+  files?: FileInfo[];
 }
 
 export type Change =
@@ -276,6 +285,7 @@ export interface SendRequest {
   client_msg_id: string;
   text: string;
   reply_to?: string;
+  files?: string[];
 }
 
 export async function history(discussion: string, before: number | null, limit = 50): Promise<EventPage> {
@@ -357,4 +367,98 @@ export async function getPreferences(): Promise<Record<string, unknown>> {
 
 export async function setPreferences(preferences: Record<string, unknown>): Promise<void> {
   await rpc({ method: 'set_preferences', preferences }, 'done');
+}
+
+// Stage 3: files, search, presence and notifications.
+
+export async function filePolicy(): Promise<FilePolicy> {
+  return (await rpc<{ policy: FilePolicy }>({ method: 'file_policy' }, 'file_policy')).policy;
+}
+
+/** Declares an upload; the node checks its policy before a byte moves (`forbidden` with `rule`). */
+export async function createUpload(discussion: string, name: string, size: number, sha256: string): Promise<UploadInfo> {
+  const body = await call('POST', '/api/v1/uploads', { discussion, name, size, sha256 });
+  if (!isObject(body) || typeof body.id !== 'string') throw new ApiError(200, 'bad_response', 'Expected an upload');
+  return body as unknown as UploadInfo;
+}
+
+/** A file or its preview as a Blob (the cookie needs the `Veche-Device` header, so no bare `<img src>`). */
+export async function fetchFile(id: string, thumbnail = false): Promise<Blob> {
+  let response: Response;
+  try {
+    response = await fetch(`/api/v1/files/${encodeURIComponent(id)}${thumbnail ? '/thumbnail' : ''}`, {
+      credentials: 'same-origin',
+      headers: { 'Veche-Device': deviceId() },
+    });
+  } catch (e) {
+    throw new ApiError(0, 'network', e instanceof Error ? e.message : String(e));
+  }
+  if (!response.ok) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(await response.text());
+    } catch {
+      parsed = undefined;
+    }
+    throw errorFromBody(response.status, response.statusText, parsed);
+  }
+  return response.blob();
+}
+
+export interface SearchHit {
+  discussion: string;
+  message_id: string;
+  seq: number;
+  author: string;
+  created_at: Millis;
+  /** HTML-escaped, matches in `<b>`: split into text, never parsed as HTML. */
+  snippet: string;
+}
+
+export interface SearchResults {
+  hits: SearchHit[];
+  corrected_query?: string;
+  more: boolean;
+}
+
+export interface SearchRequest {
+  query: string;
+  discussion?: string;
+  author?: string;
+  from?: Millis;
+  to?: Millis;
+  has_file?: boolean;
+  offset?: number;
+  limit: number;
+}
+
+export async function search(req: SearchRequest): Promise<SearchResults> {
+  const r: Record<string, unknown> = { method: 'search', ...req };
+  if (!req.has_file) delete r.has_file;
+  const res = await rpc<SearchResults>(r, 'search_results');
+  return { hits: res.hits ?? [], corrected_query: res.corrected_query, more: !!res.more };
+}
+
+export type PresenceChoice = 'auto' | 'away' | 'dnd' | 'invisible';
+
+export async function setPresence(choice: PresenceChoice, status_text: string): Promise<void> {
+  await rpc({ method: 'set_presence', choice, status_text }, 'done');
+}
+
+export type NotificationLevel = 'default' | 'all' | 'mentions' | 'none';
+
+export interface NotificationSetting {
+  discussion: string;
+  level: NotificationLevel;
+  muted_until?: Millis;
+}
+
+export async function notificationSettings(): Promise<NotificationSetting[]> {
+  return (await rpc<{ settings: NotificationSetting[] }>({ method: 'notifications' }, 'notification_settings')).settings ?? [];
+}
+
+export async function setNotifications(discussion: string, level: NotificationLevel, muted_until?: Millis): Promise<void> {
+  const r: Record<string, unknown> = { method: 'set_notifications', discussion, level };
+  if (muted_until !== undefined) r.muted_until = muted_until;
+  await rpc(r, 'done');
 }

@@ -4,11 +4,13 @@ import { App } from './app';
 import { language } from './i18n';
 import { discussions, errorText, loadDiscussions, me, setChatHooks, start, toSignedOut } from './state';
 import { startChat, stopChat } from './chat/store';
+import { startNotify, stopNotify } from './notify/store';
 
 document.documentElement.lang = language();
 document.title = 'Veche';
 setChatHooks({
-  start: (user) =>
+  start: (user) => {
+    startNotify(user);
     void startChat(
       {
         me: () => me.value,
@@ -19,8 +21,12 @@ setChatHooks({
         errorText,
       },
       user,
-    ),
-  stop: stopChat,
+    );
+  },
+  stop: () => {
+    stopNotify();
+    stopChat();
+  },
 });
 const root = document.getElementById('app');
 if (root) render(<App />, root);

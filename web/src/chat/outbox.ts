@@ -11,6 +11,8 @@ export interface OutboxItem {
   discussion: string;
   text: string;
   reply_to?: string;
+  /** Ids of uploaded files to attach. */
+  files?: string[];
   /** When it was written (orders the sends). */
   created_at: number;
   state: OutboxState;
@@ -99,9 +101,10 @@ export class Outbox {
   }
 
   /** Stores a new message (pending) and returns it; nothing is sent yet. */
-  async add(discussion: string, text: string, replyTo?: string, now = Date.now()): Promise<OutboxItem> {
+  async add(discussion: string, text: string, replyTo?: string, now = Date.now(), files: string[] = []): Promise<OutboxItem> {
     const item: OutboxItem = { client_msg_id: newClientMsgId(), discussion, text, created_at: now, state: 'pending' };
     if (replyTo) item.reply_to = replyTo;
+    if (files.length > 0) item.files = files;
     await this.put(item);
     return item;
   }
@@ -146,6 +149,7 @@ export class Outbox {
       try {
         const req: SendRequest = { discussion: item.discussion, client_msg_id: item.client_msg_id, text: item.text };
         if (item.reply_to) req.reply_to = item.reply_to;
+        if (item.files?.length) req.files = item.files;
         const sent = await send(req);
         await this.remove(item.client_msg_id);
         onSent?.(item, sent);

@@ -13,7 +13,13 @@ export const PAGE = 50;
 export interface Prefs {
   /** `enter`: Enter sends (Shift+Enter breaks the line); `ctrl_enter`: Ctrl+Enter sends. */
   send_key: 'enter' | 'ctrl_enter';
+  /** The notification chime. */
+  sound: boolean;
+  /** Desktop notifications while the tab is hidden (the browser's permission asked on a click). */
+  desktop: boolean;
 }
+
+const DEFAULT_PREFS: Prefs = { send_key: 'enter', sound: true, desktop: false };
 
 export const timelines = signal<Record<string, Timeline>>({});
 export const outboxItems = signal<OutboxItem[]>([]);
@@ -21,8 +27,15 @@ export const outboxItems = signal<OutboxItem[]>([]);
 export const typingBy = signal<Record<string, Record<string, number>>>({});
 /** user id → presence state (`available`, `away`, `dnd`, `offline`, `invisible`). */
 export const presence = signal<Record<string, string>>({});
-export const prefs = signal<Prefs>({ send_key: 'enter' });
+export const prefs = signal<Prefs>(DEFAULT_PREFS);
+/** user id → their status text. */
+export const statusTexts = signal<Record<string, string>>({});
 export const connection = signal<SocketState>('closed');
+/** A message to scroll to once its discussion's view is open (from a search result). */
+export const pendingJump = signal<{ discussion: string; message: string } | null>(null);
+export function requestJump(discussion: string, message: string): void {
+  pendingJump.value = { discussion, message };
+}
 /** The last error of a chat action, for the pane's alert region. */
 export const chatError = signal<string>('');
 
@@ -107,7 +120,8 @@ export function stopChat(): void {
     outboxItems.value = [];
     typingBy.value = {};
     presence.value = {};
-    prefs.value = { send_key: 'enter' };
+    prefs.value = DEFAULT_PREFS;
+    statusTexts.value = {};
     connection.value = 'closed';
     chatError.value = '';
   });
@@ -118,7 +132,11 @@ async function loadPrefs(mine: number): Promise<void> {
     const p = await api.getPreferences();
     if (mine !== session) return;
     storedPrefs = p;
-    prefs.value = { send_key: p.send_key === 'ctrl_enter' ? 'ctrl_enter' : 'enter' };
+    prefs.value = {
+      send_key: p.send_key === 'ctrl_enter' ? 'ctrl_enter' : 'enter',
+      sound: p.sound !== false,
+      desktop: p.desktop === true,
+    };
   } catch {
     // Keep the defaults; the node may answer later.
   }
@@ -126,8 +144,13 @@ async function loadPrefs(mine: number): Promise<void> {
 
 /** Changes the send key; stored on the node so it follows the user. */
 export async function setSendKey(key: Prefs['send_key']): Promise<void> {
-  prefs.value = { ...prefs.value, send_key: key };
-  storedPrefs = { ...storedPrefs, send_key: key };
+  await setPref('send_key', key);
+}
+
+/** Changes one preference; the node stores the whole object so it follows the user. */
+export async function setPref<K extends keyof Prefs>(key: K, value: Prefs[K]): Promise<void> {
+  prefs.value = { ...prefs.value, [key]: value };
+  storedPrefs = { ...storedPrefs, [key]: value };
   try {
     await api.setPreferences(storedPrefs);
   } catch (e) {
@@ -170,8 +193,15 @@ export function subscribePresence(): void {
 function applyPresence(users: api.PresenceInfo[]): void {
   if (users.length === 0) return;
   const next = { ...presence.value };
-  for (const u of users) next[u.user] = u.state;
-  presence.value = next;
+  const texts = { ...statusTexts.value };
+  for (const u of users) {
+    next[u.user] = u.state;
+    texts[u.user] = u.status_text ?? '';
+  }
+  batch(() => {
+    presence.value = next;
+    statusTexts.value = texts;
+  });
 }
 
 function onEvent(e: { type: string } & Record<string, unknown>): void {
@@ -232,8 +262,18 @@ export function typingIn(discussion: string): string[] {
     .map(([u]) => u);
 }
 
+/** Called for every live `message_posted` (notifications listen here). */
+export const messageListeners = new Set<(event: DiscussionEvent) => void>();
+
+/** A request on the live connection (tied to it: activity, presence subscriptions). */
+export function socketRequest<T>(request: Record<string, unknown>): Promise<T> {
+  if (!socket) return Promise.reject(new api.ApiError(0, 'network', 'not connected'));
+  return socket.request<T>(request);
+}
+
 function onDiscussionEvent(event: DiscussionEvent): void {
   const id = event.discussion;
+  if (event.change.type === 'message_posted') for (const l of messageListeners) l(event);
   // A message from someone ends their typing indicator.
   if (event.change.type === 'message_posted' && typingBy.value[id]?.[event.actor]) {
     const { [event.actor]: _done, ...rest } = typingBy.value[id];
@@ -387,9 +427,9 @@ async function flush(): Promise<void> {
 }
 
 /** Writes a message: into the outbox first, then to the node. */
-export async function sendMessage(discussion: string, text: string, replyTo?: string): Promise<void> {
+export async function sendMessage(discussion: string, text: string, replyTo?: string, files: string[] = []): Promise<void> {
   if (!outbox) throw new Error('outbox not open');
-  await outbox.add(discussion, text, replyTo);
+  await outbox.add(discussion, text, replyTo, Date.now(), files);
   await refreshOutbox();
   flushSoon();
 }
@@ -418,6 +458,8 @@ export async function act(run: () => Promise<unknown>): Promise<boolean> {
 }
 
 const readSent = new Map<string, number>();
+/** Called after my read marker moved in a discussion (push notifications of it are closed). */
+export const readListeners = new Set<(discussion: string) => void>();
 /** Moves my read marker to `seq` (only forward; the caller checked visibility). */
 export async function markRead(discussion: string, seq: number): Promise<void> {
   const d = host?.discussions()?.find((x) => x.id === discussion);
@@ -427,6 +469,7 @@ export async function markRead(discussion: string, seq: number): Promise<void> {
   try {
     await api.markRead(discussion, seq);
     refreshSoon(discussion, 0);
+    for (const l of readListeners) l(discussion);
   } catch {
     readSent.delete(discussion);
   }

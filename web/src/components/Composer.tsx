@@ -17,6 +17,9 @@ import {
 } from '../chat/complete';
 import { emojiData, loadEmoji } from '../chat/emoji';
 import { loginOf } from '../chat/view';
+import { errorText } from '../state';
+import { addFiles, takeDone, uploading } from '../files/store';
+import { AttachmentList } from './Files';
 
 export type ComposerMode = { kind: 'new' } | { kind: 'reply'; message: Message } | { kind: 'edit'; message: Message };
 
@@ -37,6 +40,9 @@ export function Composer({ discussion, mode, byId }: { discussion: DiscussionInf
   const active = useSignal(0);
   const pickerOpen = useSignal(false);
   const area = useRef<HTMLTextAreaElement>(null);
+  const picker = useRef<HTMLInputElement>(null);
+  const fileNotice = useSignal('');
+  const dragging = useSignal(false);
   const savedDraft = useRef<string | null>(null);
   const m = mode.value;
 
@@ -119,12 +125,48 @@ export function Composer({ discussion, mode, byId }: { discussion: DiscussionInf
       if (await act(() => api.edit(id, current.message.id, body))) cancelMode();
       return;
     }
-    if (body === '') return;
+    if (uploading(id)) {
+      fileNotice.value = t('files.wait');
+      return;
+    }
+    const files = takeDone(id);
+    if (body === '' && files.length === 0) return;
+    fileNotice.value = '';
     reportTyping(id, false);
     setText('');
     token.value = null;
     mode.value = { kind: 'new' };
-    await act(() => sendMessage(id, body, current.kind === 'reply' ? current.message.id : undefined));
+    await act(() => sendMessage(id, body, current.kind === 'reply' ? current.message.id : undefined, files));
+  }
+
+  async function attach(list: FileList | File[] | null | undefined) {
+    const files = list ? Array.from(list) : [];
+    if (files.length === 0) return;
+    fileNotice.value = '';
+    const refusals = await addFiles(discussion, files, errorText);
+    fileNotice.value = refusals.join(' ');
+  }
+
+  function onPaste(e: ClipboardEvent) {
+    const files = e.clipboardData?.files;
+    if (files && files.length > 0) {
+      e.preventDefault();
+      void attach(files);
+    }
+  }
+
+  function onDragOver(e: DragEvent) {
+    if (!e.dataTransfer?.types.includes('Files')) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = 'copy';
+    dragging.value = true;
+  }
+
+  function onDrop(e: DragEvent) {
+    dragging.value = false;
+    if (!e.dataTransfer?.files.length) return;
+    e.preventDefault();
+    void attach(e.dataTransfer.files);
   }
 
   function onKeyDown(e: KeyboardEvent) {
@@ -161,7 +203,12 @@ export function Composer({ discussion, mode, byId }: { discussion: DiscussionInf
   const listId = `complete-${id}`;
   const replyTo = m.kind === 'reply' ? (byId.get(m.message.id) ?? m.message) : null;
   return (
-    <div class="composer">
+    <div
+      class={dragging.value ? 'composer dragging' : 'composer'}
+      onDragOver={onDragOver}
+      onDragLeave={() => (dragging.value = false)}
+      onDrop={onDrop}
+    >
       {m.kind !== 'new' && (
         <div class="composer-mode">
           <span>
@@ -194,6 +241,10 @@ export function Composer({ discussion, mode, byId }: { discussion: DiscussionInf
           ))}
         </ul>
       )}
+      <AttachmentList discussion={id} />
+      <p class="file-notice error" role="alert">
+        {fileNotice.value}
+      </p>
       <div class="composer-row">
         <textarea
           ref={area}
@@ -207,8 +258,24 @@ export function Composer({ discussion, mode, byId }: { discussion: DiscussionInf
           aria-activedescendant={options.length > 0 ? `${listId}-${active.value}` : undefined}
           onInput={onInput}
           onKeyDown={onKeyDown}
+          onPaste={onPaste}
           onBlur={() => reportTyping(id, false)}
         />
+        <input
+          ref={picker}
+          type="file"
+          multiple
+          class="file-input visually-hidden"
+          tabIndex={-1}
+          aria-hidden="true"
+          onChange={(e) => {
+            const el = e.currentTarget as HTMLInputElement;
+            void attach(el.files).finally(() => (el.value = ''));
+          }}
+        />
+        <button type="button" class="attach-button" aria-label={t('files.attach')} title={t('files.attach')} onClick={() => picker.current?.click()}>
+          <span aria-hidden="true">📎</span>
+        </button>
         <button
           type="button"
           class="emoji-button"

@@ -8,14 +8,19 @@ import {
   observeElementRect,
 } from '@tanstack/virtual-core';
 import type { DiscussionInfo, Message } from '../api';
+import { MessageFiles } from './Files';
+import { NotifyLevel } from './Status';
 import * as api from '../api';
-import { formatDateTime, formatDay, formatTime, t } from '../i18n';
+import { formatDateTime, formatDay, formatTime, t, type Key } from '../i18n';
 import { me } from '../state';
 import {
   act,
   chatError,
   isLoading,
   loadOlder,
+  pendingJump,
+  presence,
+  statusTexts,
   markRead,
   openTimeline,
   outboxItems,
@@ -203,7 +208,23 @@ export function MessageView({ discussion, title }: { discussion: DiscussionInfo;
     chatError.value = t('message.original_missing');
   }
 
+  // A search result asked for a message of this discussion.
+  useEffect(() => {
+    const want = pendingJump.value;
+    if (!want || want.discussion !== id || !tl?.loaded) return;
+    pendingJump.value = null;
+    void jumpTo(want.message);
+  }, [pendingJump.value, tl?.loaded]);
+
   const items = v.getVirtualItems();
+  const peer = discussion.kind === 'dialog' ? discussion.members.find((m) => m.user !== myId)?.user : undefined;
+  const peerState = peer ? presence.value[peer] : undefined;
+  const peerText = peer ? statusTexts.value[peer] : undefined;
+  const peerLine = peer && (peerState || peerText)
+    ? [peerState && peerState !== 'invisible' ? t(`presence.${peerState === 'available' || peerState === 'away' || peerState === 'dnd' ? peerState : 'offline'}` as Key) : '', peerText ?? '']
+        .filter(Boolean)
+        .join(' · ')
+    : '';
   const isGroup = discussion.kind === 'group';
   const amOwner = discussion.members.some((m) => m.user === myId && m.role === 'owner');
 
@@ -213,6 +234,8 @@ export function MessageView({ discussion, title }: { discussion: DiscussionInfo;
         <h1 class="pane-title" id="pane-title">
           {title}
         </h1>
+        {peerLine && <p class="peer-status muted">{peerLine}</p>}
+        <NotifyLevel discussion={id} />
         {isGroup && (
           <button type="button" class="group-settings" aria-haspopup="dialog" onClick={() => (settingsOpen.value = true)}>
             {t('group.settings')}
@@ -380,6 +403,7 @@ function MessageItem({ message: m, myId, discussion, original, canDelete, highli
           )}
         </p>
       )}
+      {!m.deleted && m.files && m.files.length > 0 && <MessageFiles files={m.files} />}
       {!m.deleted && m.actions.length > 0 && (
         <div class="message-actions-bot">
           {m.actions.map((a) => (

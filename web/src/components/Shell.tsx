@@ -6,6 +6,8 @@ import { DiscussionList } from './DiscussionList';
 import { SessionsDialog } from './SessionsDialog';
 import { MessageView } from './MessageView';
 import { NewDialogDialog, NewGroupDialog } from './People';
+import { SearchDialog } from './Search';
+import { StatusMenu } from './Status';
 
 /** "(3) Veche" in the tab title and a dot on the favicon while anything is unread. */
 function useUnreadBadge() {
@@ -33,6 +35,17 @@ export function Shell() {
   const sessionsOpen = useSignal(false);
   const signingOut = useSignal(false);
   const creating = useSignal<'dialog' | 'group' | null>(null);
+  const searching = useSignal(false);
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if ((e.ctrlKey || e.metaKey) && e.shiftKey && (e.key === 'F' || e.key === 'f' || e.code === 'KeyF')) {
+        e.preventDefault();
+        searching.value = true;
+      }
+    };
+    addEventListener('keydown', onKey);
+    return () => removeEventListener('keydown', onKey);
+  }, []);
   const current = discussions.value?.find((d) => d.id === selected.value) ?? null;
   useUnreadBadge();
 
@@ -50,6 +63,10 @@ export function Shell() {
           <span class="visually-hidden">{t('shell.signed_in_as')} </span>
           <span class="me-name">{user?.display_name || user?.login}</span>
         </p>
+        <StatusMenu />
+        <button type="button" class="open-search" onClick={() => (searching.value = true)} aria-haspopup="dialog" aria-keyshortcuts="Control+Shift+F">
+          {t('search.open')}
+        </button>
         <button type="button" onClick={() => (sessionsOpen.value = true)} aria-haspopup="dialog">
           {t('shell.sessions')}
         </button>
@@ -85,6 +102,7 @@ export function Shell() {
           <p class="pane-empty">{t('discussions.choose')}</p>
         )}
       </main>
+      {searching.value && <SearchDialog onClose={() => (searching.value = false)} />}
       {sessionsOpen.value && <SessionsDialog onClose={() => (sessionsOpen.value = false)} />}
       {creating.value === 'dialog' && <NewDialogDialog onClose={() => (creating.value = null)} />}
       {creating.value === 'group' && <NewGroupDialog onClose={() => (creating.value = null)} />}
