@@ -841,6 +841,33 @@ async fn a_parked_context_provider_stalls_no_one_else() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Plugin authors issue: what a plugin logs in `init` reaches `veche plugin logs` also when
+/// `init` succeeds (it used to be dropped with the instance's first call).
+#[tokio::test]
+async fn what_init_logs_reaches_the_plugin_log() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let node = TestNode::spawn_with(config()).await?;
+    let boris = user(&node, "boris").await?;
+    let folder = plugin_folder("gated-context")?;
+    install(&node, folder.path(), &["kv"], &[]).await?;
+    node.plugin_kv_set("gated-context", "gate", b"1").await?;
+    let open = Request::OpenObject {
+        object: ObjectRef {
+            application: "erp".into(),
+            object_type: "gated".into(),
+            object_id: "G-2".into(),
+        },
+        title: "Заказ G-2".into(),
+    };
+    let Reply::Discussion { .. } = ask(&boris, open).await? else {
+        bail!("expected the object discussion")
+    };
+    logged(&node, "gated-context", |l| {
+        l.message.contains("gated-context ready")
+    })
+    .await
+}
+
 /// Plugin authors issue: the administrator caps what a plugin may ask for; `plugin install`
 /// refuses more, naming the limit and the cap, and shows the limits a plugin runs under.
 #[tokio::test]

@@ -6,10 +6,26 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 
 /// The API this node implements: `veche:plugin@0.<API_MINOR>`; plugins built against
-/// `0.x` with x ≤ `API_MINOR` load.
+/// `0.x` with `API_OLDEST_MINOR` ≤ x ≤ `API_MINOR` load.
 pub(crate) const API_PACKAGE: &str = "veche:plugin";
 pub(crate) const API_MAJOR: u64 = 0;
 pub(crate) const API_MINOR: u64 = 1;
+/// The oldest minor version of `API_MAJOR` still loaded (`0.0` never was an API).
+pub(crate) const API_OLDEST_MINOR: u64 = 1;
+
+/// Whether a plugin built against `major.minor` loads here.
+pub(crate) fn api_supported(major: u64, minor: u64) -> bool {
+    major == API_MAJOR && (API_OLDEST_MINOR..=API_MINOR).contains(&minor)
+}
+
+/// What a plugin author is told when their plugin's API does not load here.
+pub(crate) fn api_advice() -> String {
+    format!(
+        "this node loads plugins built against {API_PACKAGE}@{API_MAJOR}.{API_OLDEST_MINOR} \
+         to {API_MAJOR}.{API_MINOR}: rebuild it with the SDK crate veche-plugin-api \
+         {API_MAJOR}.{API_MINOR} (`veche-plugin-api = \"{API_MAJOR}.{API_MINOR}\"` in Cargo.toml)"
+    )
+}
 
 /// The most memory any plugin may be given, whatever it asks for.
 pub(crate) const MAX_MEMORY: u64 = 128 * 1024 * 1024;
@@ -134,10 +150,7 @@ pub(crate) enum ManifestError {
     Parse(String),
     #[error("plugin.toml: {0}")]
     Invalid(String),
-    #[error(
-        "the plugin was built against {found}; this node implements {API_PACKAGE}@{API_MAJOR}.{API_MINOR} \
-         and loads plugins built against {API_PACKAGE}@{API_MAJOR}.0 to {API_MAJOR}.{API_MINOR}"
-    )]
+    #[error("the plugin was built against {found}; {}", api_advice())]
     IncompatibleApi { found: String },
 }
 
@@ -248,7 +261,7 @@ pub(crate) fn check_api(api: &str) -> Result<(), ManifestError> {
     let (Some(Ok(major)), Some(Ok(minor))) = (parts.next(), parts.next()) else {
         return Err(incompatible());
     };
-    if major != API_MAJOR || minor > API_MINOR || (major == 0 && minor == 0) {
+    if !api_supported(major, minor) {
         return Err(incompatible());
     }
     Ok(())
@@ -292,6 +305,7 @@ cpu-ms = 50
         assert!(check_api("veche:plugin@0.1").is_ok());
         assert!(check_api("veche:plugin@0.1.3").is_ok());
         for bad in [
+            "veche:plugin@0.0",
             "veche:plugin@1.0",
             "veche:plugin@0.2",
             "other:plugin@0.1",
@@ -299,6 +313,9 @@ cpu-ms = 50
         ] {
             let e = check_api(bad).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
+            // The range it names is the one that loads, and it says how to get there.
+            assert!(e.contains("veche:plugin@0.1 to 0.1"), "{e}");
+            assert!(e.contains("veche-plugin-api = \"0.1\""), "{e}");
         }
     }
 

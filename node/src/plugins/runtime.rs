@@ -17,7 +17,7 @@ use wasmtime::{
 use super::bindings::FullPlugin;
 use super::bindings::exports::veche::plugin::{bot, context_provider, lifecycle, storage_backend};
 use super::host::{HostState, PluginEnv, Rights};
-use super::manifest::{API_MAJOR, API_MINOR, API_PACKAGE, Manifest};
+use super::manifest::Manifest;
 
 /// One epoch tick.
 pub(crate) const TICK: Duration = Duration::from_millis(1);
@@ -110,7 +110,8 @@ pub(crate) enum LoadError {
     #[error("the component {0}")]
     Export(String),
     #[error(
-        "the component was built against {found}; this node implements {API_PACKAGE}@{API_MAJOR}.{API_MINOR}"
+        "the component was built against {found}; {}",
+        super::manifest::api_advice()
     )]
     IncompatibleApi { found: String },
     #[error("the component cannot be linked: {0}")]
@@ -423,7 +424,7 @@ fn check_api_version(name: &str) -> Result<(), LoadError> {
     let mut parts = version.split('.').map(str::parse::<u64>);
     let ok = matches!(
         (parts.next(), parts.next()),
-        (Some(Ok(major)), Some(Ok(minor))) if major == API_MAJOR && minor <= API_MINOR && minor > 0
+        (Some(Ok(major)), Some(Ok(minor))) if super::manifest::api_supported(major, minor)
     );
     if ok {
         Ok(())
@@ -653,12 +654,16 @@ impl Loaded {
             Err(_) => Err((CallError::Timeout(ms), logs, stderr)),
             Ok(Err(e)) => Err((classify(&e, &store, &stderr), logs, stderr)),
             Ok(Ok((_, Err(msg)))) => Err((CallError::Init(msg), logs, stderr)),
-            Ok(Ok((instance, Ok(())))) => Ok(Warm {
-                store,
-                instance,
-                calls: 0,
-                _permit: None,
-            }),
+            Ok(Ok((instance, Ok(())))) => {
+                // What `init` logged goes out with the lines of the call it was made for.
+                store.data_mut().logs = logs;
+                Ok(Warm {
+                    store,
+                    instance,
+                    calls: 0,
+                    _permit: None,
+                })
+            }
         }
     }
 

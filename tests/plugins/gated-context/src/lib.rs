@@ -9,6 +9,11 @@ use veche_plugin_api::*;
 struct Gated;
 
 impl Plugin for Gated {
+    fn init() -> Result<(), String> {
+        log::info("gated-context ready: waiting for the key `gate`");
+        Ok(())
+    }
+
     fn authorize(
         cx: Invocation,
         _obj: ObjectRef,
