@@ -868,6 +868,39 @@ async fn what_init_logs_reaches_the_plugin_log() -> anyhow::Result<()> {
     .await
 }
 
+/// Plugin authors issue: compiled artifacts of old versions do not pile up in the cache; it
+/// keeps each plugin's current version and the one before.
+#[tokio::test]
+async fn only_the_current_and_previous_compiled_versions_are_kept() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let node = TestNode::spawn_with(config()).await?;
+    let folder = plugin_folder("echo-bot")?;
+    let wasm = folder.path().join("echo_bot.wasm");
+    let original = std::fs::read(&wasm)?;
+    let cache = node.data_dir().join("plugins").join("cache");
+    let artifacts = || -> anyhow::Result<usize> {
+        let mut n = 0;
+        for entry in std::fs::read_dir(&cache)? {
+            n += usize::from(entry?.path().extension().is_some_and(|x| x == "cwasm"));
+        }
+        Ok(n)
+    };
+    for version in 0..4u8 {
+        // Each version ends in a custom section of its own (id 0, 3 bytes: the name "v" and
+        // the version), which a component may carry: a new hash, a new artifact.
+        let mut bytes = original.clone();
+        bytes.extend_from_slice(&[0, 3, 1, b'v', version]);
+        std::fs::write(&wasm, &bytes)?;
+        install(&node, folder.path(), &[], &[]).await?;
+        assert_eq!(
+            artifacts()?,
+            usize::from(version.min(1)) + 1,
+            "after version {version}"
+        );
+    }
+    Ok(())
+}
+
 /// Plugin authors issue: the administrator caps what a plugin may ask for; `plugin install`
 /// refuses more, naming the limit and the cap, and shows the limits a plugin runs under.
 #[tokio::test]

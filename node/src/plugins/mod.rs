@@ -114,6 +114,8 @@ pub(crate) struct Shared {
     admin: tokio::sync::Mutex<()>,
     /// Bumped whenever the caches are dropped: an answer computed before is not cached.
     generation: std::sync::atomic::AtomicU64,
+    /// Every installed plugin has been loaded once (compiled artifacts may be pruned).
+    loaded_all: std::sync::atomic::AtomicBool,
     access_cache: Mutex<HashMap<AccessKey, (Access, Instant)>>,
     render_cache: Mutex<HashMap<ObjectKeyOwned, (wit::RenderedObject, Instant)>>,
     stop: CancellationToken,
@@ -173,6 +175,7 @@ impl Plugins {
                 logs: log_tx,
                 admin: tokio::sync::Mutex::new(()),
                 generation: std::sync::atomic::AtomicU64::new(0),
+                loaded_all: std::sync::atomic::AtomicBool::new(false),
                 access_cache: Mutex::new(HashMap::new()),
                 render_cache: Mutex::new(HashMap::new()),
                 stop,
@@ -191,10 +194,32 @@ impl Plugins {
                 }
             }
         }
+        plugins
+            .shared
+            .loaded_all
+            .store(true, std::sync::atomic::Ordering::Release);
+        plugins.prune_artifacts();
         if plugins.shared.config.dev_watch {
             watch::spawn(plugins.clone());
         }
         Ok(plugins)
+    }
+
+    /// Removes compiled artifacts of versions no longer current or previous, once every
+    /// installed plugin has loaded.
+    fn prune_artifacts(&self) {
+        if !self
+            .shared
+            .loaded_all
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
+        match self.shared.runtime.prune_cache() {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "old compiled plugin artifacts removed"),
+            Err(e) => tracing::warn!(error = %e, "cannot remove old compiled plugin artifacts"),
+        }
     }
 
     /// Stops the bot dispatchers and the dev-mode watcher, waiting up to `grace` for calls in
@@ -427,6 +452,7 @@ impl Plugins {
             self.ensure_dispatcher(&id);
         }
         self.waker(&id).notify_one();
+        self.prune_artifacts();
     }
 
     fn breaker_config(&self) -> BreakerConfig {

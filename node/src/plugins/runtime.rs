@@ -31,6 +31,10 @@ pub(crate) struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     cache: PathBuf,
+    /// Compiled artifacts in use, by plugin id: the current version's and the previous one's
+    /// (a failed upgrade falls back to it). Every other artifact in `cache` is removed by
+    /// [`Runtime::prune_cache`].
+    kept: Mutex<std::collections::HashMap<String, Vec<PathBuf>>>,
     ticker: Arc<AtomicBool>,
     /// Where bot and storage code runs: worker threads of their own in `SCHED_IDLE`, so that a
     /// plugin spinning at its CPU limit takes only what the node's own threads leave. Only
@@ -214,6 +218,7 @@ impl Runtime {
             engine,
             linker,
             cache,
+            kept: Mutex::new(std::collections::HashMap::new()),
             ticker,
             pool_handle,
             pool,
@@ -230,7 +235,7 @@ impl Runtime {
         manifest: &Manifest,
         rights: Rights,
     ) -> Result<Loaded, LoadError> {
-        let component = self.compile(wasm)?;
+        let (component, artifact) = self.compile(wasm)?;
         let ty = component.component_type();
         for (name, _) in ty.imports(&self.engine) {
             check_import(name, rights)?;
@@ -265,6 +270,7 @@ impl Runtime {
             }
             None => None,
         };
+        self.keep(&manifest.id, artifact);
         Ok(Loaded {
             pre,
             lifecycle,
@@ -281,7 +287,7 @@ impl Runtime {
 
     /// The compiled component, from the on-disk cache when this wasmtime and configuration
     /// compiled it before.
-    fn compile(&self, wasm: &[u8]) -> Result<Component, LoadError> {
+    fn compile(&self, wasm: &[u8]) -> Result<(Component, PathBuf), LoadError> {
         let mut h = Sha256::new();
         h.update(wasm);
         let mut compat = std::hash::DefaultHasher::new();
@@ -297,7 +303,7 @@ impl Runtime {
             // folder, named by the component's hash and the engine's compatibility hash.
             #[allow(unsafe_code)]
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(c) => return Ok(c),
+                Ok(c) => return Ok((c, path)),
                 Err(e) => {
                     tracing::warn!(error = %e, path = %path.display(), "cached plugin artifact unusable; recompiling")
                 }
@@ -309,7 +315,41 @@ impl Runtime {
             .serialize()
             .map_err(|e| LoadError::Cache(format!("{e:#}")))?;
         write_atomically(&path, &bytes).map_err(|e| LoadError::Cache(e.to_string()))?;
-        Ok(component)
+        Ok((component, path))
+    }
+
+    /// Records `artifact` as plugin `id`'s current one; the one before stays as the previous.
+    fn keep(&self, id: &str, artifact: PathBuf) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let list = kept.entry(id.to_owned()).or_default();
+        list.retain(|p| *p != artifact);
+        list.push(artifact);
+        if list.len() > 2 {
+            list.remove(0);
+        }
+    }
+
+    /// Removes every compiled artifact that is neither the current nor the previous one of an
+    /// installed plugin; how many it removed. Only once every installed plugin has loaded:
+    /// before that, an artifact not yet asked for would be compiled again.
+    pub(crate) fn prune_cache(&self) -> std::io::Result<usize> {
+        let kept: std::collections::HashSet<PathBuf> = self
+            .kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.cache)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "cwasm") && !kept.contains(&path) {
+                std::fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Stops the epoch ticker and the plugin threads (calls still running there are dropped).
