@@ -868,6 +868,35 @@ async fn what_init_logs_reaches_the_plugin_log() -> anyhow::Result<()> {
     .await
 }
 
+/// Plugin authors issue: a context provider that tries to write while answering is refused
+/// (it may be asked at any time, and its answers are cached), and the refusal is in its log,
+/// not only in its failed answer, which reads to users as "not found".
+#[tokio::test]
+async fn a_provider_writing_while_answering_learns_why_in_its_log() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let node = TestNode::spawn_with(config()).await?;
+    let boris = user(&node, "boris").await?;
+    let folder = plugin_folder("gated-context")?;
+    install(&node, folder.path(), &["kv"], &[]).await?;
+    node.plugin_kv_set("gated-context", "gate", b"1").await?;
+    let open = Request::OpenObject {
+        object: ObjectRef {
+            application: "erp".into(),
+            object_type: "gated".into(),
+            object_id: "W-1".into(),
+        },
+        title: "Заказ W-1".into(),
+    };
+    match ask(&boris, open).await {
+        Err(e) if server_code(&e) == Some(ErrorCode::NotFound) => {}
+        other => bail!("expected not found, got {other:?}"),
+    }
+    logged(&node, "gated-context", |l| {
+        l.level == "warn" && l.message.contains("kv.set refused")
+    })
+    .await
+}
+
 /// Plugin authors issue: compiled artifacts of old versions do not pile up in the cache; it
 /// keeps each plugin's current version and the one before.
 #[tokio::test]

@@ -204,12 +204,25 @@ impl HostState {
         self.stderr_seen > STDERR_CAPACITY / 2
     }
 
-    fn writable(&self) -> Option<types::PluginError> {
-        self.read_only.then(|| {
-            types::PluginError::Unavailable(
-                "a context provider may not write or post while answering".into(),
-            )
-        })
+    /// `None` if the call may write; else the refusal, which also goes to the plugin's log
+    /// (the provider's answer may hide it: an `authorize` that fails denies access).
+    fn writable(&mut self, what: &str) -> Option<types::PluginError> {
+        if !self.read_only {
+            return None;
+        }
+        let why = format!(
+            "{what} refused: a context provider may not write or post while answering \
+             (authorize, validate, render); keep state from business events or a bot instead"
+        );
+        if self.logs.len() < MAX_LOG_LINES {
+            self.logs.push(LogLine {
+                at: self.env.clock.now_ms(),
+                level: "warn",
+                message: why.clone(),
+                fields: Vec::new(),
+            });
+        }
+        Some(types::PluginError::Unavailable(why))
     }
 
     fn count(&mut self) -> wasmtime::Result<()> {
@@ -345,7 +358,7 @@ impl kv::Host for HostState {
         if !self.env.rights.kv {
             return Ok(Err(denied("kv")));
         }
-        if let Some(e) = self.writable() {
+        if let Some(e) = self.writable("kv.set") {
             return Ok(Err(e));
         }
         if key.is_empty() || key.len() > MAX_KV_KEY || key.contains('\0') {
@@ -384,7 +397,7 @@ impl kv::Host for HostState {
         if !self.env.rights.kv {
             return Ok(Err(denied("kv")));
         }
-        if let Some(e) = self.writable() {
+        if let Some(e) = self.writable("kv.delete") {
             return Ok(Err(e));
         }
         let (store, id) = (self.env.store.clone(), self.env.id.clone());
@@ -425,7 +438,7 @@ impl messaging::Host for HostState {
         if !self.env.rights.messaging {
             return Ok(Err(denied("messaging")));
         }
-        if let Some(e) = self.writable() {
+        if let Some(e) = self.writable("messaging.post") {
             return Ok(Err(e));
         }
         let per_minute = self
