@@ -841,25 +841,35 @@ async fn a_parked_context_provider_stalls_no_one_else() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs the gated-context provider with its gate open; Boris, a user.
+async fn open_gate(node: &TestNode) -> anyhow::Result<Connection> {
+    let boris = user(node, "boris").await?;
+    let folder = plugin_folder("gated-context")?;
+    install(node, folder.path(), &["kv"], &[]).await?;
+    node.plugin_kv_set("gated-context", "gate", b"1").await?;
+    Ok(boris)
+}
+
+/// Opening the discussion of gated object `id`.
+fn gated_object(id: &str) -> Request {
+    Request::OpenObject {
+        object: ObjectRef {
+            application: "erp".into(),
+            object_type: "gated".into(),
+            object_id: id.into(),
+        },
+        title: format!("Заказ {id}"),
+    }
+}
+
 /// Plugin authors issue: what a plugin logs in `init` reaches `veche plugin logs` also when
 /// `init` succeeds (it used to be dropped with the instance's first call).
 #[tokio::test]
 async fn what_init_logs_reaches_the_plugin_log() -> anyhow::Result<()> {
     let _log = subscribe();
     let node = TestNode::spawn_with(config()).await?;
-    let boris = user(&node, "boris").await?;
-    let folder = plugin_folder("gated-context")?;
-    install(&node, folder.path(), &["kv"], &[]).await?;
-    node.plugin_kv_set("gated-context", "gate", b"1").await?;
-    let open = Request::OpenObject {
-        object: ObjectRef {
-            application: "erp".into(),
-            object_type: "gated".into(),
-            object_id: "G-2".into(),
-        },
-        title: "Заказ G-2".into(),
-    };
-    let Reply::Discussion { .. } = ask(&boris, open).await? else {
+    let boris = open_gate(&node).await?;
+    let Reply::Discussion { .. } = ask(&boris, gated_object("G-2")).await? else {
         bail!("expected the object discussion")
     };
     logged(&node, "gated-context", |l| {
@@ -875,19 +885,8 @@ async fn what_init_logs_reaches_the_plugin_log() -> anyhow::Result<()> {
 async fn a_provider_writing_while_answering_learns_why_in_its_log() -> anyhow::Result<()> {
     let _log = subscribe();
     let node = TestNode::spawn_with(config()).await?;
-    let boris = user(&node, "boris").await?;
-    let folder = plugin_folder("gated-context")?;
-    install(&node, folder.path(), &["kv"], &[]).await?;
-    node.plugin_kv_set("gated-context", "gate", b"1").await?;
-    let open = Request::OpenObject {
-        object: ObjectRef {
-            application: "erp".into(),
-            object_type: "gated".into(),
-            object_id: "W-1".into(),
-        },
-        title: "Заказ W-1".into(),
-    };
-    match ask(&boris, open).await {
+    let boris = open_gate(&node).await?;
+    match ask(&boris, gated_object("W-1")).await {
         Err(e) if server_code(&e) == Some(ErrorCode::NotFound) => {}
         other => bail!("expected not found, got {other:?}"),
     }

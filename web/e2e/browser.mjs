@@ -56,3 +56,30 @@ export function watchErrors(page) {
   });
   return errors;
 }
+
+/**
+ * A page of a browser context of its own, in Russian at 1280×800, signed in as
+ * `login` at the node's `url`; `errors` collects what `watchErrors` sees.
+ * @param {import('playwright-core').Browser} browser
+ * @param {string} url @param {string} login @param {string} password
+ */
+export async function signedIn(browser, url, login, password) {
+  const context = await browser.newContext({ locale: 'ru-RU', viewport: { width: 1280, height: 800 } });
+  context.setDefaultTimeout(10_000);
+  const page = await context.newPage();
+  const errors = watchErrors(page);
+  await page.goto(url);
+  await page.locator('#signin-login').fill(login);
+  await page.locator('#signin-password').fill(password);
+  await page.locator('#signin-password').press('Enter');
+  await page.locator('.topbar').waitFor();
+  return { context, page, errors };
+}
+
+/**
+ * The message whose text contains `text`.
+ * @param {import('playwright-core').Page} page @param {string} text
+ */
+export function message(page, text) {
+  return page.locator('.message', { has: page.locator('.message-text', { hasText: text }) });
+}

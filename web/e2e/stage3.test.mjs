@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import { launchBrowser, screenshots, watchErrors } from './browser.mjs';
+import { launchBrowser, message, screenshots, signedIn } from './browser.mjs';
 import { startNode } from './node.mjs';
 
 const PASSWORD = 'correct horse battery';
@@ -30,21 +30,7 @@ after(async () => {
 
 /** @param {string} login */
 async function person(login) {
-  const context = await browser.newContext({ locale: 'ru-RU', viewport: { width: 1280, height: 800 } });
-  context.setDefaultTimeout(10_000);
-  const page = await context.newPage();
-  const errors = watchErrors(page);
-  await page.goto(node.url);
-  await page.locator('#signin-login').fill(login);
-  await page.locator('#signin-password').fill(PASSWORD);
-  await page.locator('#signin-password').press('Enter');
-  await page.locator('.topbar').waitFor();
-  return { context, page, errors };
-}
-
-/** @param {import('playwright-core').Page} page @param {string} text */
-function message(page, text) {
-  return page.locator('.message', { has: page.locator('.message-text', { hasText: text }) });
+  return signedIn(browser, node.url, login, PASSWORD);
 }
 
 /** @param {string[]} errors */

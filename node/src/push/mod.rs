@@ -38,7 +38,7 @@ pub(crate) use webpush::Vapid;
 
 use crate::config::PushConfig;
 use crate::live::presence::{Presence, Reachability};
-use crate::outbound::receiver_allowed;
+use crate::outbound::public_address;
 use crate::store::{NewPush, PushEndpointRow, PushJob, Store, StoreError};
 
 /// Notices waiting for the decider; beyond this, new ones are dropped (and logged).
@@ -561,48 +561,6 @@ impl Push {
     }
 }
 
-/// Whether a Web Push endpoint may be at `ip`: where applications' receivers may be (no
-/// link-local or metadata addresses; loopback only if allowed), and public besides.
-fn public_address(ip: std::net::IpAddr, allow_loopback: bool) -> bool {
-    use std::net::IpAddr;
-    if !receiver_allowed(ip, allow_loopback) {
-        return false;
-    }
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    if ip.is_loopback() {
-        // Allowed, or `receiver_allowed` would have said no.
-        return true;
-    }
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            !(v4.is_private()
-                || a == 0
-                || a >= 240
-                || (a == 100 && (b & 0xc0) == 64)
-                || (a == 198 && (b & 0xfe) == 18)
-                || (a == 192 && b == 0 && c == 0))
-        }
-        IpAddr::V6(v6) => {
-            let [s0, s1, s2, s3, ..] = v6.segments();
-            if s0 == 0x2002 {
-                // 6to4 carries an IPv4 address: judge that one.
-                let [a, b] = s1.to_be_bytes();
-                let [c, d] = s2.to_be_bytes();
-                return public_address(IpAddr::from([a, b, c, d]), allow_loopback);
-            }
-            !(v6.is_unique_local()
-                || (s0 & 0xffc0) == 0xfec0
-                || (s0 == 0x64 && s1 == 0xff9b)
-                || (s0 == 0x2001 && s1 == 0)
-                || (s0 == 0 && s1 == 0 && s2 == 0 && s3 == 0))
-        }
-    }
-}
-
 /// Resolves push service names to public addresses only, at every connection: a name that
 /// passed the check at registration cannot be pointed at this network later.
 #[derive(Debug)]
@@ -972,38 +930,6 @@ mod tests {
             Reason::Message
         ));
         assert!(wants(NotificationLevel::Mentions, "object", Reason::Reply));
-    }
-
-    #[test]
-    fn only_public_addresses_take_web_push() {
-        let ok = |s: &str| public_address(s.parse().unwrap(), false);
-        assert!(ok("142.250.74.10"));
-        assert!(ok("2a00:1450:4001:80b::200a"));
-        for bad in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "198.18.0.1",
-            "192.0.0.1",
-            "0.0.0.0",
-            "::1",
-            "::ffff:10.1.2.3",
-            "::ffff:127.0.0.1",
-            "fd00::1",
-            "fe80::1",
-            "fec0::1",
-            "64:ff9b::a01:203",
-            "2002:a01:203::1",
-            "2001:0:4136:e378::1",
-            "::10.1.2.3",
-        ] {
-            assert!(!ok(bad), "{bad} must be refused");
-        }
-        assert!(public_address("127.0.0.1".parse().unwrap(), true));
-        assert!(!public_address("::ffff:10.0.0.1".parse().unwrap(), true));
     }
 
     #[test]
