@@ -18,8 +18,8 @@ use veche_protocol::{ErrorCode, SessionInfo, Timestamp, UserInfo};
 use crate::errors::{Classified, Kind};
 
 use crate::config::AuthConfig;
-use crate::store::{AuditRecord, NewUser, SessionRow, Store, StoreError, UserRow};
 use crate::throttle::{Outcome, Throttle};
+use veche_store::{AuditRecord, NewUser, SessionRow, Store, StoreError, UserRow};
 
 const SETUP_TOKEN_HASH: &str = "setup_token_hash";
 const SETUP_TOKEN_EXPIRES: &str = "setup_token_expires";
@@ -312,6 +312,7 @@ impl Accounts {
         match self
             .inner
             .store
+            .users()
             .insert_user(&user, first_admin, &audit)
             .await
         {
@@ -331,7 +332,7 @@ impl Accounts {
         &self,
     ) -> Result<Option<(String, Timestamp)>, AccountError> {
         let store = &self.inner.store;
-        if store.user_count().await? > 0 {
+        if store.users().user_count().await? > 0 {
             self.clear_setup_token().await?;
             return Ok(None);
         }
@@ -340,18 +341,20 @@ impl Accounts {
             u64::from(self.inner.config.setup_token_ttl_hours) * 3600,
         ));
         store
-            .set_meta(SETUP_TOKEN_HASH, &token_hash(&token))
+            .meta()
+            .set(SETUP_TOKEN_HASH, &token_hash(&token))
             .await?;
         store
-            .set_meta(SETUP_TOKEN_EXPIRES, &expires.as_millis().to_string())
+            .meta()
+            .set(SETUP_TOKEN_EXPIRES, &expires.as_millis().to_string())
             .await?;
         Ok(Some((token, expires)))
     }
 
     async fn clear_setup_token(&self) -> Result<(), AccountError> {
         let store = &self.inner.store;
-        store.delete_meta(SETUP_TOKEN_HASH).await?;
-        store.delete_meta(SETUP_TOKEN_EXPIRES).await?;
+        store.meta().delete(SETUP_TOKEN_HASH).await?;
+        store.meta().delete(SETUP_TOKEN_EXPIRES).await?;
         if let Some(path) = &self.inner.setup_token_file {
             let _ = std::fs::remove_file(path);
         }
@@ -368,9 +371,10 @@ impl Accounts {
         ip: IpAddr,
     ) -> Result<(String, Authenticated), AccountError> {
         let store = &self.inner.store;
-        let stored = store.meta(SETUP_TOKEN_HASH).await?;
+        let stored = store.meta().get(SETUP_TOKEN_HASH).await?;
         let expires: i64 = store
-            .meta(SETUP_TOKEN_EXPIRES)
+            .meta()
+            .get(SETUP_TOKEN_EXPIRES)
             .await?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
@@ -404,7 +408,7 @@ impl Accounts {
         let mut attempt = self.attempt(&key, ip)?;
 
         let row = match login.parse::<Login>() {
-            Ok(l) => self.inner.store.user_by_login(l.as_str()).await?,
+            Ok(l) => self.inner.store.users().user_by_login(l.as_str()).await?,
             Err(_) => None,
         };
         let hash = row
@@ -455,6 +459,7 @@ impl Accounts {
         if !self
             .inner
             .store
+            .sessions()
             .insert_session(&session, &user.password_hash, &audit)
             .await?
         {
@@ -488,6 +493,7 @@ impl Accounts {
             Ok(hash) => {
                 let store = &self.inner.store;
                 if let Err(e) = store
+                    .users()
                     .rehash_password(&user.id, &user.password_hash, &hash)
                     .await
                 {
@@ -509,11 +515,13 @@ impl Accounts {
         let store = &self.inner.store;
         let now = self.now_ms();
         let session = store
+            .sessions()
             .session_by_token_hash(&token_hash(token))
             .await?
             .filter(|s| s.device_id == device_id && s.expires_at > now)
             .ok_or(AccountError::InvalidCredentials)?;
         let user = store
+            .users()
             .user_by_id(&session.user_id)
             .await?
             .ok_or(AccountError::InvalidCredentials)?;
@@ -521,7 +529,10 @@ impl Accounts {
             return Err(AccountError::Locked);
         }
         let expires = self.expiry(now);
-        store.touch_session(&session.id, now, expires).await?;
+        store
+            .sessions()
+            .touch_session(&session.id, now, expires)
+            .await?;
         let session = SessionRow {
             last_seen_at: now,
             expires_at: expires,
@@ -554,6 +565,7 @@ impl Accounts {
         Ok(self
             .inner
             .store
+            .sessions()
             .delete_sessions(user_id, session_id, &audit)
             .await?)
     }
@@ -579,6 +591,7 @@ impl Accounts {
         let (_, ended) = self
             .inner
             .store
+            .users()
             .set_password(login, &hash, keep_session, now, &audit)
             .await?
             .ok_or(AccountError::NotFound("user"))?;
@@ -597,6 +610,7 @@ impl Accounts {
         let user = self
             .inner
             .store
+            .users()
             .user_by_id(user_id)
             .await?
             .ok_or(AccountError::NotFound("user"))?;
@@ -642,6 +656,7 @@ impl Accounts {
         let (row, ended) = self
             .inner
             .store
+            .users()
             .set_locked(login, locked, now, &audit)
             .await?
             .ok_or(AccountError::NotFound("user"))?;
@@ -651,6 +666,7 @@ impl Accounts {
     pub(crate) async fn user(&self, login: &str) -> Result<UserRow, AccountError> {
         self.inner
             .store
+            .users()
             .user_by_login(login)
             .await?
             .ok_or(AccountError::NotFound("user"))
@@ -659,6 +675,7 @@ impl Accounts {
     pub(crate) async fn user_by_id(&self, id: &str) -> Result<UserRow, AccountError> {
         self.inner
             .store
+            .users()
             .user_by_id(id)
             .await?
             .ok_or(AccountError::NotFound("user"))
@@ -669,6 +686,7 @@ impl Accounts {
             .inner
             .store
             .users()
+            .list()
             .await?
             .iter()
             .map(user_info)
@@ -679,6 +697,7 @@ impl Accounts {
         Ok(self
             .inner
             .store
+            .audit_log()
             .audit_tail(i64::from(limit.clamp(1, 10_000)))
             .await?
             .into_iter()
@@ -698,6 +717,7 @@ impl Accounts {
         Ok(self
             .inner
             .store
+            .sessions()
             .sessions_of(&user.id)
             .await?
             .iter()
@@ -714,6 +734,7 @@ impl Accounts {
         let mut rows: Vec<_> = self
             .inner
             .store
+            .sessions()
             .sessions_of(user_id)
             .await?
             .into_iter()
@@ -746,7 +767,7 @@ impl Accounts {
 
     /// A user's client preferences as stored (a JSON object's text), if any.
     pub(crate) async fn preferences(&self, user_id: &str) -> Result<Option<String>, StoreError> {
-        self.inner.store.preferences(user_id).await
+        self.inner.store.users().preferences(user_id).await
     }
 
     /// Replaces a user's client preferences (checked by the caller).
@@ -757,6 +778,7 @@ impl Accounts {
     ) -> Result<(), StoreError> {
         self.inner
             .store
+            .users()
             .set_preferences(user_id, json, self.now_ms())
             .await
     }
@@ -767,7 +789,12 @@ impl Accounts {
 
     /// Whether a session still exists (it may have been revoked a moment ago).
     pub(crate) async fn session_exists(&self, session_id: &str) -> Result<bool, AccountError> {
-        Ok(self.inner.store.session_exists(session_id).await?)
+        Ok(self
+            .inner
+            .store
+            .sessions()
+            .session_exists(session_id)
+            .await?)
     }
 
     /// Starts a throttled credential check; it ends (with its outcome) when dropped.
@@ -800,7 +827,7 @@ impl Accounts {
             target: target.to_owned(),
             detail,
         };
-        if let Err(e) = self.inner.store.audit(&record).await {
+        if let Err(e) = self.inner.store.audit_log().append(&record).await {
             tracing::error!(error = %e, action, "could not write audit record");
         }
     }

@@ -31,7 +31,7 @@ use crate::discussions::links::Links;
 use crate::discussions::{DiscussionError, Discussions, FedOutcome};
 use crate::files::{FileError, Files};
 use crate::live::presence::Presence;
-use crate::store::{AuditRecord, LinkRow, NewLink, Renewal, Store, StoreError};
+use veche_store::{AuditRecord, LinkRow, NewLink, Renewal, Store, StoreError};
 
 /// Why a link command failed.
 #[derive(Debug, thiserror::Error)]
@@ -309,7 +309,8 @@ impl Federation {
             .map_err(|e| FederationError::BadRequest(e.to_string()))?;
         self.inner
             .store
-            .audit(&self.audit(actor, "discussion.share", discussion, link.to_owned()))
+            .audit_log()
+            .append(&self.audit(actor, "discussion.share", discussion, link.to_owned()))
             .await?;
         Ok(())
     }
@@ -317,7 +318,7 @@ impl Federation {
     /// Applies received items in each link's order, as they arrive, until the node stops.
     async fn apply_received(self, stop: tokio_util::sync::CancellationToken) {
         loop {
-            let items = match self.inner.store.fed_inbox_next(500).await {
+            let items = match self.inner.store.federated().fed_inbox_next(500).await {
                 Ok(items) => items,
                 Err(e) => {
                     tracing::error!(error = %e, "reading received items failed");
@@ -367,7 +368,13 @@ impl Federation {
                     stalled = true;
                 }
             }
-            if let Err(e) = self.inner.store.fed_inbox_done(&done, self.now_ms()).await {
+            if let Err(e) = self
+                .inner
+                .store
+                .federated()
+                .fed_inbox_done(&done, self.now_ms())
+                .await
+            {
                 tracing::error!(error = %e, "recording applied items failed");
                 stalled = true;
             }
@@ -410,7 +417,7 @@ impl Federation {
         };
         let mut grants = Vec::new();
         let mut held = Vec::new();
-        for row in self.inner.store.fed_links().await? {
+        for row in self.inner.store.links().fed_links().await? {
             if row.state != "active" {
                 continue;
             }
@@ -484,6 +491,7 @@ impl Federation {
         let shared = match self
             .inner
             .store
+            .federated()
             .fed_home_shared_over(&link, self.inner.node.as_str())
             .await
         {
@@ -576,7 +584,7 @@ impl Federation {
         &self,
         audiences: &mut std::collections::HashMap<String, Audience>,
     ) -> Result<(), StoreError> {
-        let links = self.inner.store.fed_links().await?;
+        let links = self.inner.store.links().fed_links().await?;
         let carrying: Vec<&LinkRow> = links.iter().filter(|l| carries_presence(l)).collect();
         audiences.retain(|link, _| carrying.iter().any(|l| l.link == *link));
         let Some(handle) = self.handle() else {
@@ -611,6 +619,7 @@ impl Federation {
     async fn audience(&self, row: &LinkRow) -> Result<Audience, StoreError> {
         self.inner
             .store
+            .search()
             .directory_users_shared_over(&row.link, &row.peer_node)
             .await
             .map(|users| users.into_iter().map(|u| u.id).collect())
@@ -618,7 +627,7 @@ impl Federation {
 
     /// A linked node greeted us: it hears the presence of everyone here who matters to it.
     async fn send_present(&self, link: &str) -> Result<(), StoreError> {
-        let Some(row) = self.inner.store.fed_link(link).await? else {
+        let Some(row) = self.inner.store.links().fed_link(link).await? else {
             return Ok(());
         };
         let Some(handle) = self.handle().filter(|_| carries_presence(&row)) else {
@@ -634,7 +643,7 @@ impl Federation {
 
     /// A linked node is out of reach: its users are shown offline here.
     async fn peer_gone(&self, link: &str) -> Result<(), StoreError> {
-        if let Some(row) = self.inner.store.fed_link(link).await? {
+        if let Some(row) = self.inner.store.links().fed_link(link).await? {
             self.inner.presence.remote_gone(&row.peer_node);
         }
         Ok(())
@@ -666,6 +675,7 @@ impl Federation {
                         tracing::warn!(link, error = %e, "link ended: its users stay shown");
                     }
                     store
+                        .links()
                         .fed_end_link(
                             &link,
                             &reason,
@@ -683,6 +693,7 @@ impl Federation {
                         tracing::warn!(link, error = %e, "narrowed: its users stay shown");
                     }
                     store
+                        .links()
                         .fed_update_scope(
                             &link,
                             |current| narrowed(current, &scope),
@@ -708,7 +719,7 @@ impl Federation {
                 } => {
                     let store = store.clone();
                     tokio::spawn(async move {
-                        match store.fed_head_seq(&discussion).await {
+                        match store.federated().fed_head_seq(&discussion).await {
                             Ok(seq) => responder.head(seq.and_then(|s| u64::try_from(s).ok())),
                             Err(e) => {
                                 tracing::error!(link, error = %e, "a linked node's head query failed");
@@ -759,10 +770,14 @@ impl Federation {
                     // Only users known here matter (someone here shares a discussion with
                     // them); a node cannot fill this one's memory with users it makes up.
                     let ids: Vec<&str> = users.iter().map(|p| p.user.as_str()).collect();
-                    store.known_remote_users(&ids).await.map(|known| {
-                        let known = users.into_iter().filter(|p| known.contains(&p.user));
-                        self.inner.presence.remote(known.map(from_wire).collect());
-                    })
+                    store
+                        .federated()
+                        .known_remote_users(&ids)
+                        .await
+                        .map(|known| {
+                            let known = users.into_iter().filter(|p| known.contains(&p.user));
+                            self.inner.presence.remote(known.map(from_wire).collect());
+                        })
                 }
                 Notification::Received { link } => {
                     tracing::debug!(link, "items received");
@@ -840,8 +855,10 @@ impl Federation {
                             .await
                         {
                             Ok(Some((discussion, write))) => {
-                                responder
-                                    .object(discussion, crate::store::reader_to_wire(Some(write)));
+                                responder.object(
+                                    discussion,
+                                    crate::discussions::access::reader_to_wire(Some(write)),
+                                );
                             }
                             // Whatever the reason (a context provider's word on an object the
                             // user may not see included): the asker learns nothing of objects.
@@ -878,7 +895,7 @@ impl Federation {
         (discussion, sha256, offset): (String, String, u64),
         responder: net::Responder,
     ) {
-        let peer = match store.fed_link(&link).await {
+        let peer = match store.links().fed_link(&link).await {
             Ok(Some(row)) if row.state == "active" => row.peer_node,
             Ok(_) => return responder.refuse("the link has ended"),
             Err(e) => {
@@ -919,10 +936,11 @@ impl Federation {
         responder: net::Responder,
     ) {
         let users = match directory {
-            DirectoryScope::Full => store.directory_users().await,
-            DirectoryScope::Members => match store.fed_link(&link).await {
+            DirectoryScope::Full => store.search().directory_users().await,
+            DirectoryScope::Members => match store.links().fed_link(&link).await {
                 Ok(Some(row)) => {
                     store
+                        .search()
                         .directory_users_shared_over(&link, &row.peer_node)
                         .await
                 }
@@ -1073,6 +1091,7 @@ impl Federation {
         };
         self.inner
             .store
+            .links()
             .fed_add_offer(
                 &link,
                 &offer.to_text(),
@@ -1102,7 +1121,13 @@ impl Federation {
             ));
         }
         // A renewal names this organisation as the link does, unless told otherwise.
-        let (organisation, contact) = match self.inner.store.fed_link(&offer.terms().link).await? {
+        let (organisation, contact) = match self
+            .inner
+            .store
+            .links()
+            .fed_link(&offer.terms().link)
+            .await?
+        {
             Some(row) if row.state == "active" => as_named(
                 &Grant::parse(&row.grant_text)?,
                 &key.public(),
@@ -1132,7 +1157,7 @@ impl Federation {
             ));
         }
         // A link active here at this version or later says so, before the offer is looked for.
-        if let Some(row) = self.inner.store.fed_link(grant.link()).await?
+        if let Some(row) = self.inner.store.links().fed_link(grant.link()).await?
             && row.state == "active"
         {
             let now = Grant::parse(&row.grant_text)?.terms().version;
@@ -1142,7 +1167,7 @@ impl Federation {
                 )));
             }
         }
-        let offered = self.inner.store.fed_offer(grant.link()).await?;
+        let offered = self.inner.store.links().fed_offer(grant.link()).await?;
         let ours = offered
             .and_then(|o| Offer::parse(&o.offer).ok())
             .is_some_and(|o| o.hash() == grant.offer().hash());
@@ -1169,7 +1194,7 @@ impl Federation {
             .ok_or_else(|| FederationError::BadRequest("this node is not a party".into()))?;
         let scope = serde_json::to_string(&grant.terms().scope)
             .map_err(|e| FederationError::BadRequest(e.to_string()))?;
-        if let Some(row) = self.inner.store.fed_link(grant.link()).await? {
+        if let Some(row) = self.inner.store.links().fed_link(grant.link()).await? {
             return self.renew(actor, action, grant, &row, &scope).await;
         }
         if grant.terms().version != 1 {
@@ -1194,6 +1219,7 @@ impl Federation {
         if !self
             .inner
             .store
+            .links()
             .fed_add_link(&new, &self.audit(actor, action, grant.link(), detail))
             .await?
         {
@@ -1275,6 +1301,7 @@ impl Federation {
         if action == "link.accept" {
             let audit = self.audit(actor, "link.renewal.accept", grant.link(), detail);
             if !store
+                .links()
                 .fed_renewal(
                     grant.link(),
                     &row.grant_text,
@@ -1301,6 +1328,7 @@ impl Federation {
         }
         let audit = self.audit(actor, "link.renewal.confirm", grant.link(), detail);
         if !store
+            .links()
             .fed_renewal(
                 grant.link(),
                 &row.grant_text,
@@ -1333,7 +1361,7 @@ impl Federation {
         link: &str,
         hash: &veche_federation::keys::Hash,
     ) -> Result<(), StoreError> {
-        let Some(row) = self.inner.store.fed_link(link).await? else {
+        let Some(row) = self.inner.store.links().fed_link(link).await? else {
             return Ok(());
         };
         let Some(text) = row.renewal.as_deref() else {
@@ -1357,6 +1385,7 @@ impl Federation {
         if self
             .inner
             .store
+            .links()
             .fed_renewal(
                 link,
                 &row.grant_text,
@@ -1399,6 +1428,7 @@ impl Federation {
             })?;
         self.inner
             .store
+            .links()
             .fed_update_scope(
                 link,
                 |current| narrowed(current, &scope),
@@ -1433,6 +1463,7 @@ impl Federation {
         let row = self
             .inner
             .store
+            .links()
             .fed_link(link)
             .await?
             .filter(|r| r.state == "active")
@@ -1460,6 +1491,7 @@ impl Federation {
             .await?;
         self.inner
             .store
+            .links()
             .fed_end_link(
                 link,
                 &format!("revoked here: {reason}"),
@@ -1480,7 +1512,7 @@ impl Federation {
             None => Vec::new(),
         };
         let mut out = Vec::new();
-        for o in self.inner.store.fed_offers().await? {
+        for o in self.inner.store.links().fed_offers().await? {
             match Offer::parse(&o.offer) {
                 Ok(offer) => out.push(offered_info(&offer)),
                 Err(e) => {
@@ -1488,7 +1520,7 @@ impl Federation {
                 }
             }
         }
-        for row in self.inner.store.fed_links().await? {
+        for row in self.inner.store.links().fed_links().await? {
             match link_info(&row, status.iter().find(|s| s.link == row.link)) {
                 Ok(info) => out.push(info),
                 Err(e) => {
@@ -1648,6 +1680,11 @@ fn fed_store_error(e: StoreError) -> veche_federation::store::StoreError {
     veche_federation::store::StoreError(e.to_string())
 }
 
+/// An item as stored in a link's outbox or inbox; `None` for bytes that are not one.
+fn decode_item(bytes: &[u8]) -> Option<Item> {
+    ciborium::from_reader(bytes).ok()
+}
+
 fn encode_item(item: &Item) -> Vec<u8> {
     let mut out = Vec::new();
     ciborium::into_writer(item, &mut out).expect("encoding to a Vec cannot fail");
@@ -1663,6 +1700,7 @@ impl LinkStore for Storage {
     ) -> Result<Vec<Outgoing>, veche_federation::store::StoreError> {
         let rows = self
             .0
+            .links()
             .fed_outbox(
                 link,
                 i64::try_from(after).unwrap_or(i64::MAX),
@@ -1691,8 +1729,20 @@ impl LinkStore for Storage {
     ) -> Result<bool, veche_federation::store::StoreError> {
         // The transport takes no watermark beyond 2^62.
         let upto = i64::try_from(upto).unwrap_or(i64::MAX);
+        // This node was restored from a backup when the peer has more of its items than it ever
+        // numbered, or another item at that number (compared through `Item::digest`, the same
+        // function on both sides, whatever wrote the bytes). Only a greeting names the peer's
+        // last item.
+        let restored = |numbered: Option<i64>, mine: Option<&[u8]>| {
+            let other = match (last, mine) {
+                (Some(last), Some(mine)) => decode_item(mine).is_some_and(|m| m.digest() != last),
+                _ => false,
+            };
+            numbered.is_some_and(|n| upto > n) || other
+        };
         self.0
-            .fed_acked(link, upto, last.map(|h| h.to_hex()).as_deref())
+            .links()
+            .fed_acked(link, upto, restored)
             .await
             .map_err(fed_store_error)
     }
@@ -1701,7 +1751,12 @@ impl LinkStore for Storage {
         &self,
         link: &str,
     ) -> Result<(u64, Option<Hash>), veche_federation::store::StoreError> {
-        let (mark, last) = self.0.fed_received(link).await.map_err(fed_store_error)?;
+        let (mark, last) = self
+            .0
+            .links()
+            .fed_received(link)
+            .await
+            .map_err(fed_store_error)?;
         Ok((
             u64::try_from(mark).unwrap_or(0),
             last.as_deref().and_then(Hash::from_hex),
@@ -1727,7 +1782,10 @@ impl LinkStore for Storage {
         items.sort_by_key(|i| i.0);
         let mark = self
             .0
-            .fed_receive(link, &items, self.1.now_ms())
+            .links()
+            .fed_receive(link, &items, self.1.now_ms(), |bytes| {
+                decode_item(bytes).map(|item| item.digest().to_hex())
+            })
             .await
             .map_err(fed_store_error)?;
         Ok(u64::try_from(mark).unwrap_or(0))

@@ -28,7 +28,6 @@ mod push;
 mod search;
 mod server;
 mod services;
-mod store;
 mod throttle;
 pub mod tls;
 mod web;

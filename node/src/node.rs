@@ -28,8 +28,8 @@ use crate::plugins::Plugins;
 use crate::push::{Push, Vapid};
 use crate::server::{self, ListenError, Shared};
 use crate::services::{self, Services};
-use crate::store::{Store, StoreError};
 use crate::tls::{TlsError, TlsMaterial};
+use veche_store::{Store, StoreError};
 
 const NODE_NAME_KEY: &str = "node_name";
 
@@ -281,7 +281,7 @@ pub(crate) async fn open(
 }
 
 async fn resolve_node_name(config: &Config, store: &Store) -> Result<NodeName, StartError> {
-    let stored = store.meta(NODE_NAME_KEY).await?;
+    let stored = store.meta().get(NODE_NAME_KEY).await?;
     let name = match (&config.node.name, stored) {
         (Some(configured), Some(stored)) if *configured != stored => {
             return Err(StartError::NodeNameChanged {
@@ -301,7 +301,7 @@ async fn resolve_node_name(config: &Config, store: &Store) -> Result<NodeName, S
             .parse()
             .unwrap_or_else(|_| unreachable!("'localhost' is a valid node name"))
     });
-    store.set_meta(NODE_NAME_KEY, parsed.as_str()).await?;
+    store.meta().set(NODE_NAME_KEY, parsed.as_str()).await?;
     Ok(parsed)
 }
 
@@ -346,13 +346,14 @@ impl RunningNode {
             identity,
         } = opened;
 
-        if let Some(seq) = store.verify_audit_chain().await? {
+        if let Some(seq) = store.audit_log().verify_audit_chain().await? {
             tracing::error!(
                 seq,
                 "the audit log chain is broken at this record: it was altered outside Veche"
             );
         }
         let removed = store
+            .sessions()
             .delete_expired_sessions(services.clock.now_ms())
             .await?;
         if removed > 0 {
@@ -641,7 +642,11 @@ async fn sweep_sessions(store: Store, clock: SharedClock, stop: CancellationToke
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = store.delete_expired_sessions(clock.now_ms()).await {
+        if let Err(e) = store
+            .sessions()
+            .delete_expired_sessions(clock.now_ms())
+            .await
+        {
             tracing::warn!(error = %e, "could not remove expired sessions");
         }
     }

@@ -147,7 +147,7 @@ impl TestNode {
         &self,
         prefix: &str,
         n: usize,
-    ) -> Result<Vec<(String, String)>, crate::store::StoreError> {
+    ) -> Result<Vec<(String, String)>, veche_store::StoreError> {
         let node = &self.info().node_name;
         let mut rows = Vec::with_capacity(n);
         let mut out = Vec::with_capacity(n);
@@ -164,14 +164,15 @@ impl TestNode {
         let now = self.node().clock().now_ms();
         self.node()
             .store()
+            .sessions()
             .bench_sessions(&rows, now, now + 86_400_000)
             .await?;
         Ok(out)
     }
 
     /// Notifications waiting in the push queue.
-    pub async fn push_queue_len(&self) -> Result<i64, crate::store::StoreError> {
-        self.node().store().push_queue_len().await
+    pub async fn push_queue_len(&self) -> Result<i64, veche_store::StoreError> {
+        self.node().store().push().push_queue_len().await
     }
 
     /// Benchmarks only: writes `discussions` groups and `messages` messages by `user` straight
@@ -183,9 +184,10 @@ impl TestNode {
         messages: usize,
         member_every: usize,
         text: &(dyn Fn(usize) -> String + Sync),
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<(), veche_store::StoreError> {
         self.node()
             .store()
+            .search()
             .bench_fill(
                 &self.info().node_name,
                 user,
@@ -209,8 +211,8 @@ impl TestNode {
     }
 
     /// Messages written that the search index has yet to take in.
-    pub async fn search_backlog(&self) -> Result<i64, crate::store::StoreError> {
-        self.node().store().search_backlog().await
+    pub async fn search_backlog(&self) -> Result<i64, veche_store::StoreError> {
+        self.node().store().search().search_backlog().await
     }
 
     /// Stops the node gracefully, keeping the data folder.
@@ -337,9 +339,10 @@ impl TestNode {
         id: &str,
         key: &str,
         value: &[u8],
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<(), veche_store::StoreError> {
         self.node()
             .store()
+            .plugins()
             .kv_set(id, key, value, u64::MAX)
             .await
             .map(drop)

@@ -23,11 +23,11 @@ use crate::accounts::{random_token, token_hash};
 use crate::config::{AppsConfig, SmtpConfig};
 use crate::outbound::receiver_allowed;
 use crate::plugins::{BusinessEvent, Plugins};
-use crate::store::{
+pub(crate) use mail::Mailer;
+use veche_store::{
     Activate, Activation, AppRow, AuditRecord, CodeRefused, NewCode, NewTopicMessage, Store,
     StoreError, SubscriptionRow, TopicMessageRow, WebhookRow, WebhookStatus,
 };
-pub(crate) use mail::Mailer;
 
 /// Most messages one pull returns.
 const MAX_PULL: u32 = 100;
@@ -233,6 +233,7 @@ impl Apps {
         let refused = self
             .inner
             .store
+            .apps()
             .record_app_code(
                 &NewCode {
                     app: login.as_str(),
@@ -275,6 +276,7 @@ impl Apps {
             // A code nobody received must not count: it neither works nor delays the next.
             self.inner
                 .store
+                .apps()
                 .drop_app_code(login.as_str(), &code_hash)
                 .await?;
             tracing::warn!(app = name, error = %e, "could not send a registration code");
@@ -297,6 +299,7 @@ impl Apps {
         let outcome = self
             .inner
             .store
+            .apps()
             .activate_app(
                 &Activate {
                     app: name,
@@ -320,6 +323,7 @@ impl Apps {
                 let app = self
                     .inner
                     .store
+                    .apps()
                     .app(name)
                     .await?
                     .ok_or(AppError::NotFound("application"))?;
@@ -348,6 +352,7 @@ impl Apps {
         let app = self
             .inner
             .store
+            .apps()
             .app_by_secret(&token_hash(secret))
             .await?
             .ok_or(AppError::Unauthenticated)?;
@@ -367,6 +372,7 @@ impl Apps {
             );
             self.inner
                 .store
+                .apps()
                 .record_app_copy(
                     &app.name,
                     instance,
@@ -392,7 +398,7 @@ impl Apps {
     }
 
     pub(crate) async fn list(&self) -> Result<Vec<AppRow>, AppError> {
-        Ok(self.inner.store.apps().await?)
+        Ok(self.inner.store.apps().list().await?)
     }
 
     /// Revokes an application's credentials at once.
@@ -400,6 +406,7 @@ impl Apps {
         let done = self
             .inner
             .store
+            .apps()
             .revoke_app(
                 name,
                 &AuditRecord {
@@ -452,7 +459,7 @@ impl Apps {
         check_url(&hook.url)?;
         if owner != "node" {
             self.check_receiver(&hook.url).await?;
-            if self.inner.store.webhook_count(owner).await? >= MAX_WEBHOOKS_PER_APP {
+            if self.inner.store.apps().webhook_count(owner).await? >= MAX_WEBHOOKS_PER_APP {
                 return Err(AppError::BadRequest(format!(
                     "an application has at most {MAX_WEBHOOKS_PER_APP} webhooks"
                 )));
@@ -475,7 +482,7 @@ impl Apps {
             },
             created_at: self.now_ms(),
         };
-        self.inner.store.insert_webhook(&row).await?;
+        self.inner.store.apps().insert_webhook(&row).await?;
         Ok(row)
     }
 
@@ -483,7 +490,7 @@ impl Apps {
         &self,
         owner: Option<&str>,
     ) -> Result<Vec<WebhookStatus>, AppError> {
-        Ok(self.inner.store.webhooks(owner).await?)
+        Ok(self.inner.store.apps().webhooks(owner).await?)
     }
 
     pub(crate) async fn remove_webhook(
@@ -491,7 +498,7 @@ impl Apps {
         id: &str,
         owner: Option<&str>,
     ) -> Result<(), AppError> {
-        if self.inner.store.delete_webhook(id, owner).await? {
+        if self.inner.store.apps().delete_webhook(id, owner).await? {
             Ok(())
         } else {
             Err(AppError::NotFound("webhook"))
@@ -503,6 +510,7 @@ impl Apps {
         let n = self
             .inner
             .store
+            .apps()
             .retry_failed_deliveries(id, self.now_ms())
             .await?;
         self.inner.wake.notify_one();
@@ -537,6 +545,7 @@ impl Apps {
         };
         self.inner
             .store
+            .apps()
             .subscribe_topic(&row, self.now_ms())
             .await?;
         self.inner.wake.notify_one();
@@ -548,7 +557,13 @@ impl Apps {
         app: &AppPrincipal,
         topic: &str,
     ) -> Result<(), AppError> {
-        if self.inner.store.unsubscribe_topic(topic, &app.name).await? {
+        if self
+            .inner
+            .store
+            .apps()
+            .unsubscribe_topic(topic, &app.name)
+            .await?
+        {
             Ok(())
         } else {
             Err(AppError::NotFound("subscription"))
@@ -581,6 +596,7 @@ impl Apps {
         let result = self
             .inner
             .store
+            .apps()
             .publish_topic(&NewTopicMessage {
                 topic,
                 publisher: &app.name,
@@ -603,7 +619,13 @@ impl Apps {
         max: u32,
         lease: Option<Duration>,
     ) -> Result<Vec<TopicMessageRow>, AppError> {
-        match self.inner.store.subscription(topic, &app.name).await? {
+        match self
+            .inner
+            .store
+            .apps()
+            .subscription(topic, &app.name)
+            .await?
+        {
             None => return Err(AppError::NotFound("subscription")),
             Some(s) if s.push_url.is_some() => {
                 return Err(AppError::BadRequest(
@@ -619,6 +641,7 @@ impl Apps {
         Ok(self
             .inner
             .store
+            .apps()
             .pull_topic(
                 topic,
                 &app.name,
@@ -635,7 +658,12 @@ impl Apps {
         topic: &str,
         ids: &[i64],
     ) -> Result<u64, AppError> {
-        Ok(self.inner.store.ack_topic(topic, &app.name, ids).await?)
+        Ok(self
+            .inner
+            .store
+            .apps()
+            .ack_topic(topic, &app.name, ids)
+            .await?)
     }
 
     /// Runs the webhook and push sender until `stop`.
@@ -649,7 +677,7 @@ impl Apps {
 
     /// Whether `name` is an active application whose user is not locked.
     pub(crate) async fn is_active(&self, name: &str) -> Result<bool, AppError> {
-        Ok(self.inner.store.app_usable(name).await?)
+        Ok(self.inner.store.apps().app_usable(name).await?)
     }
 
     /// Refuses receivers an application may not make the node call: loopback, link-local

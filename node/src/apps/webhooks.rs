@@ -20,7 +20,7 @@ use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
 use super::Apps;
-use crate::store::{Attempt, DeliveryRow, PushRow};
+use veche_store::{Attempt, DeliveryRow, PushRow};
 
 /// Requests sent per round.
 const BATCH: i64 = 64;
@@ -90,7 +90,13 @@ pub(super) async fn run(apps: Apps, stop: CancellationToken) {
         }
         if pruned.elapsed() >= PRUNE_EVERY {
             pruned = tokio::time::Instant::now();
-            match apps.inner.store.prune_app_queues(apps.now_ms()).await {
+            match apps
+                .inner
+                .store
+                .apps()
+                .prune_app_queues(apps.now_ms())
+                .await
+            {
                 Ok(n) if n > 0 => tracing::debug!(rows = n, "pruned webhook and topic queues"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot prune webhook and topic queues"),
@@ -112,14 +118,14 @@ pub(super) async fn run(apps: Apps, stop: CancellationToken) {
 async fn round(apps: &Apps, client: &reqwest::Client) -> bool {
     let store = &apps.inner.store;
     let now = apps.now_ms();
-    let deliveries = match store.due_deliveries(now, BATCH).await {
+    let deliveries = match store.apps().due_deliveries(now, BATCH).await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the webhook queue");
             Vec::new()
         }
     };
-    let pushes = match store.due_pushes(now, BATCH).await {
+    let pushes = match store.apps().due_pushes(now, BATCH).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the topic push queue");
@@ -244,6 +250,7 @@ async fn deliver(apps: &Apps, client: &reqwest::Client, d: DeliveryRow) {
     if let Err(e) = apps
         .inner
         .store
+        .apps()
         .delivery_attempted(d.id, outcome, now)
         .await
     {
@@ -283,13 +290,17 @@ async fn push(apps: &Apps, client: &reqwest::Client, p: PushRow) {
     let store = &apps.inner.store;
     let recorded = match result {
         Ok(()) => store
+            .apps()
             .ack_topic(&m.topic, &p.subscriber, &[m.id])
             .await
             .map(|_| ()),
         Err(error) => {
             tracing::debug!(topic = %m.topic, subscriber = %p.subscriber, %error, "push failed; will retry");
             let at = apps.now_ms().saturating_add(backoff(apps, m.attempts - 1));
-            store.push_failed(&m.topic, &p.subscriber, m.id, at).await
+            store
+                .apps()
+                .push_failed(&m.topic, &p.subscriber, m.id, at)
+                .await
         }
     };
     if let Err(e) = recorded {

@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use veche_protocol::discussions::{ObjectCard, ObjectRef};
 
 use crate::inbox::Click;
-use crate::store::{Batch, DiscussionRow, ObjectKey, ReaderAccess, Store, StoreError};
+use veche_store::{Batch, DiscussionRow, ObjectKey, ReaderAccess, Store, StoreError};
 
 /// What a context provider decided for one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,24 +263,24 @@ impl AccessFacts for Reader<'_> {
         discussion: &str,
         user: &str,
     ) -> Result<Option<String>, StoreError> {
-        self.0.member_role(discussion, user).await
+        self.0.discussions().member_role(discussion, user).await
     }
     async fn has_object_access(
         &mut self,
         object: ObjectKey<'_>,
         user: &str,
     ) -> Result<bool, StoreError> {
-        self.0.has_object_access(object, user).await
+        self.0.discussions().has_object_access(object, user).await
     }
     async fn is_app(&mut self, user: &str, app: &str) -> Result<bool, StoreError> {
-        self.0.is_app(user, app).await
+        self.0.apps().is_app(user, app).await
     }
     async fn fed_reader(
         &mut self,
         discussion: &str,
         user: &str,
     ) -> Result<ReaderAccess, StoreError> {
-        self.0.fed_reader(discussion, user).await
+        self.0.federated().fed_reader(discussion, user).await
     }
 }
 
@@ -406,4 +406,24 @@ pub(crate) async fn object_access<A: ObjectAuthority>(
     } else {
         Access::None
     })
+}
+
+/// [`ReaderAccess`] as it travels (`readers` items, object queries).
+pub(crate) fn reader_to_wire(access: ReaderAccess) -> veche_federation::wire::Access {
+    use veche_federation::wire::Access;
+    match access {
+        None => Access::None,
+        Some(false) => Access::Read,
+        Some(true) => Access::Write,
+    }
+}
+
+/// [`ReaderAccess`] from how it travels.
+pub(crate) fn reader_from_wire(access: veche_federation::wire::Access) -> ReaderAccess {
+    use veche_federation::wire::Access;
+    match access {
+        Access::None => None,
+        Access::Read => Some(false),
+        Access::Write => Some(true),
+    }
 }

@@ -10,7 +10,7 @@ use veche_protocol::{ErrorBody, Timestamp};
 
 use super::DiscussionError;
 use crate::config::FilesConfig;
-use crate::store::{FileRow, REMOTE_BACKEND};
+use veche_store::{FileRow, REMOTE_BACKEND};
 
 /// Files attached to one message at most.
 pub(crate) const MAX_FILES_PER_MESSAGE: usize = 10;
@@ -60,7 +60,7 @@ pub(crate) fn source_node<'a>(me: &str, discussion: &'a str, uploader: &'a str) 
 /// discussion. Runs in the sequencer's transaction.
 pub(crate) async fn check_attachments(
     c: &FilesConfig,
-    b: &mut crate::store::Batch,
+    b: &mut veche_store::Batch,
     author: &str,
     discussion: &str,
     kind: &str,

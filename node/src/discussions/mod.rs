@@ -27,11 +27,11 @@ use veche_protocol::{ErrorBody, ErrorCode, Event, Reply, Timestamp};
 use crate::inbox::Click;
 use crate::live::registry::{EncodedEvent, Registry};
 use crate::search::{Search, SearchError};
-use crate::store::{DiscussionRow, Store, StoreError};
 pub(crate) use access::authorize;
 use access::{Decided, ProviderHost};
 pub(crate) use sequencer::Limits;
 use sequencer::{Job, Op};
+use veche_store::{DiscussionRow, Store, StoreError};
 
 /// Events one `sync` or `history` answer carries at most.
 const MAX_EVENTS_PER_ANSWER: i64 = 1000;
@@ -274,7 +274,7 @@ impl Discussions {
         object: &ObjectRef,
     ) -> Result<Reply, DiscussionError> {
         check_object(object)?;
-        let key = crate::store::ObjectKey {
+        let key = veche_store::ObjectKey {
             app: &object.application,
             kind: &object.object_type,
             id: &object.object_id,
@@ -314,7 +314,12 @@ impl Discussions {
                 "limit is 1 to 100 and offset at most 10000".into(),
             ));
         }
-        let members = self.inner.store.member_discussions(&caller.user).await?;
+        let members = self
+            .inner
+            .store
+            .search()
+            .member_discussions(&caller.user)
+            .await?;
         let readable = |d: String| {
             let this = self.clone();
             let caller = caller.clone();
@@ -364,7 +369,7 @@ impl Discussions {
         if let Some(node) = node.filter(|n| *n != self.inner.node.as_str()) {
             return self.linked_directory(node, query, limit).await;
         }
-        let users = self.inner.store.directory_users().await?;
+        let users = self.inner.store.search().directory_users().await?;
         let found = crate::search::directory_rank(users, query, limit as usize);
         // Colleagues see who someone is, not their address or rights.
         Ok(Reply::Directory {
@@ -392,6 +397,7 @@ impl Discussions {
         let link = self
             .inner
             .store
+            .links()
             .fed_links()
             .await?
             .into_iter()
@@ -430,7 +436,18 @@ impl Discussions {
             .collect();
         self.inner
             .store
-            .refresh_remote_profiles(&profiles, self.inner.clock.now_ms())
+            .federated()
+            .refresh_remote_profiles(
+                &profiles
+                    .iter()
+                    .map(|p| veche_store::RemoteProfile {
+                        id: &p.id,
+                        display_name: &p.display_name,
+                        department: &p.department,
+                    })
+                    .collect::<Vec<_>>(),
+                self.inner.clock.now_ms(),
+            )
             .await?;
         Ok(Reply::Directory {
             users: profiles
@@ -469,6 +486,7 @@ impl Discussions {
     pub(crate) async fn discussion_of(&self, message: &str) -> Option<String> {
         self.inner
             .store
+            .discussions()
             .message(message)
             .await
             .ok()
@@ -495,7 +513,7 @@ impl Discussions {
     ) -> Result<Vec<sequencer::FedOutcome>, DiscussionError> {
         match self.submit(Op::FedMany { items }).await? {
             sequencer::Done::Federated(outcomes) => Ok(outcomes),
-            other => Err(DiscussionError::Store(crate::store::StoreError::Aborted(
+            other => Err(DiscussionError::Store(veche_store::StoreError::Aborted(
                 format!("unexpected answer {other:?}"),
             ))),
         }
@@ -642,15 +660,15 @@ impl Discussions {
             return Err(not_found());
         };
         let store = &self.inner.store;
-        let Some(link) = store.fed_link_to(node).await? else {
+        let Some(link) = store.federated().fed_link_to(node).await? else {
             return Err(not_found());
         };
         // What this node holds, so that the home shares the discussion again if it is lost
         // here, and says again what the user may do if that is not what was last said.
-        let held = match store.object_discussion_id(&object).await? {
+        let held = match store.discussions().object_discussion_id(&object).await? {
             None => None,
-            Some(id) => Some(crate::store::reader_to_wire(
-                store.fed_reader(&id, &caller.user).await?,
+            Some(id) => Some(access::reader_to_wire(
+                store.federated().fed_reader(&id, &caller.user).await?,
             )),
         };
         let asked = self
@@ -694,8 +712,8 @@ impl Discussions {
         }
         let deadline = tokio::time::Instant::now() + Self::LINKED_OBJECT_WAIT;
         loop {
-            let arrived = store.fed_reader(&id, &caller.user).await? == Some(write)
-                && store.discussion(&id).await?.is_some_and(|d| {
+            let arrived = store.federated().fed_reader(&id, &caller.user).await? == Some(write)
+                && store.discussions().discussion(&id).await?.is_some_and(|d| {
                     d.object_app.as_deref() == Some(&*object.application)
                         && d.object_type.as_deref() == Some(&*object.object_type)
                         && d.object_id.as_deref() == Some(&*object.object_id)
@@ -728,7 +746,7 @@ impl Discussions {
         }
         // The decision comes first, so that a context provider's word on whether an object
         // exists reaches only users who may see it. The sequencer decides again.
-        let key = crate::store::ObjectKey {
+        let key = veche_store::ObjectKey {
             app: &object.application,
             kind: &object.object_type,
             id: &object.object_id,
@@ -812,11 +830,17 @@ impl Discussions {
     ) -> Result<String, DiscussionError> {
         let mut title = title.to_owned();
         let bot = self.inner.plugins.bot_plugin(user).is_some();
-        let own_app = self.inner.store.is_app(user, &object.application).await?;
+        let own_app = self
+            .inner
+            .store
+            .apps()
+            .is_app(user, &object.application)
+            .await?;
         if !bot && !own_app && self.inner.plugins.serves(&object.object_type) {
             let exists = self
                 .inner
                 .store
+                .discussions()
                 .object_discussion_id(object)
                 .await?
                 .is_some();
@@ -844,7 +868,13 @@ impl Discussions {
         object: &ObjectRef,
     ) -> Result<Option<String>, DiscussionError> {
         check_object(object)?;
-        let Some(id) = self.inner.store.object_discussion_id(object).await? else {
+        let Some(id) = self
+            .inner
+            .store
+            .discussions()
+            .object_discussion_id(object)
+            .await?
+        else {
             return Ok(None);
         };
         match self.readable(caller, &id).await {
@@ -886,19 +916,24 @@ impl Discussions {
     ) -> Result<(Vec<String>, Vec<String>), DiscussionError> {
         check_object(object)?;
         let store = &self.inner.store;
-        if !caller.admin && !store.is_app(&caller.user, &object.application).await? {
+        if !caller.admin
+            && !store
+                .apps()
+                .is_app(&caller.user, &object.application)
+                .await?
+        {
             return Err(DiscussionError::Forbidden(
                 "only administrators and the object's application read object access".into(),
             ));
         }
-        let key = crate::store::ObjectKey {
+        let key = veche_store::ObjectKey {
             app: &object.application,
             kind: &object.object_type,
             id: &object.object_id,
         };
         let mut users = Vec::new();
         let mut groups = Vec::new();
-        for p in store.object_access_list(key).await? {
+        for p in store.discussions().object_access_list(key).await? {
             if let Some(u) = p.strip_prefix("user:") {
                 users.push(u.to_owned());
             } else if let Some(g) = p.strip_prefix("group:") {
@@ -1080,6 +1115,7 @@ impl Discussions {
     ) -> Result<(DiscussionRow, access::Grant), DiscussionError> {
         let store = &self.inner.store;
         let row = store
+            .discussions()
             .discussion(discussion)
             .await?
             .ok_or(DiscussionError::NotFound("discussion"))?;
@@ -1111,6 +1147,7 @@ impl Discussions {
         let message = self
             .inner
             .store
+            .discussions()
             .message(message_id)
             .await?
             .filter(|m| m.discussion_id == discussion && !m.deleted)
@@ -1124,6 +1161,7 @@ impl Discussions {
         let row = self
             .inner
             .store
+            .discussions()
             .discussion(discussion)
             .await?
             .ok_or(DiscussionError::NotFound("discussion"))?;
@@ -1145,7 +1183,12 @@ impl Discussions {
             .split_once('@')
             .map(|(login, _)| login.to_owned());
         if let Some(app) = author_app
-            && self.inner.store.is_app(&message.author, &app).await?
+            && self
+                .inner
+                .store
+                .apps()
+                .is_app(&message.author, &app)
+                .await?
         {
             let body = serde_json::json!({
                 "type": "action_clicked",
@@ -1162,6 +1205,7 @@ impl Discussions {
             .to_string();
             self.inner
                 .store
+                .apps()
                 .enqueue_owner_webhooks(
                     &message.author,
                     "action.clicked",
@@ -1239,7 +1283,7 @@ impl Discussions {
             }
             return Ok(crate::live::presence::TypingAudience::Watchers(allowed));
         }
-        let members = self.inner.store.members_of(&row.id).await?;
+        let members = self.inner.store.discussions().members_of(&row.id).await?;
         Ok(crate::live::presence::TypingAudience::Users(
             members.into_iter().map(|(u, _)| u).collect(),
         ))
@@ -1264,6 +1308,7 @@ impl Discussions {
         let existing: std::collections::HashSet<String> = self
             .inner
             .store
+            .presence()
             .existing_users(&json)
             .await?
             .into_iter()
@@ -1276,7 +1321,7 @@ impl Discussions {
     pub(crate) async fn list(&self, caller: &Caller) -> Result<Reply, DiscussionError> {
         let store = &self.inner.store;
         let mut discussions = Vec::new();
-        for row in store.listed_discussions(&caller.user).await? {
+        for row in store.discussions().listed_discussions(&caller.user).await? {
             if authorize(
                 &mut access::Reader(store),
                 &self.inner.plugins,
@@ -1312,6 +1357,7 @@ impl Discussions {
             Vec::new()
         } else {
             store
+                .discussions()
                 .members_of(&row.id)
                 .await?
                 .into_iter()
@@ -1325,10 +1371,19 @@ impl Discussions {
                 })
                 .collect()
         };
-        let read_seq = store.read_marker(&caller.user, &row.id).await?;
-        let (unread, mentions) = store.unread(&caller.user, &row.id, read_seq).await?;
-        let following =
-            kind != DiscussionKind::Object || store.is_following(&caller.user, &row.id).await?;
+        let read_seq = store
+            .discussions()
+            .read_marker(&caller.user, &row.id)
+            .await?;
+        let (unread, mentions) = store
+            .discussions()
+            .unread(&caller.user, &row.id, read_seq)
+            .await?;
+        let following = kind != DiscussionKind::Object
+            || store
+                .discussions()
+                .is_following(&caller.user, &row.id)
+                .await?;
         Ok(DiscussionInfo {
             id: row.id.clone(),
             kind,
@@ -1355,7 +1410,10 @@ impl Discussions {
         let limit = i64::from(limit.clamp(1, 500));
         let before = before.map_or(row.last_seq + 1, |b| i64::try_from(b).unwrap_or(i64::MAX));
         let store = &self.inner.store;
-        let rows = store.events_before(discussion, before, limit).await?;
+        let rows = store
+            .discussions()
+            .events_before(discussion, before, limit)
+            .await?;
         let mut rendered = render::events(store, rows).await?;
         // Keep the newest events that fit the answer; the client pages back for the rest.
         rendered.reverse();
@@ -1404,6 +1462,7 @@ impl Discussions {
                 break;
             }
             let rows = store
+                .discussions()
                 .events_after(&row.id, after, budget.events_left())
                 .await?;
             let fetched = rows.len();
@@ -1430,11 +1489,13 @@ impl Discussions {
         self.readable(caller, discussion).await?;
         let store = &self.inner.store;
         let message = store
+            .discussions()
             .message(message_id)
             .await?
             .filter(|m| m.discussion_id == discussion)
             .ok_or(DiscussionError::NotFound("message"))?;
         let mut versions: Vec<MessageVersion> = store
+            .discussions()
             .message_versions(message_id)
             .await?
             .into_iter()

@@ -5,7 +5,7 @@ use veche_protocol::discussions::{
     Action, Change, DiscussionEvent, DiscussionKind, Message, ObjectRef, Reaction,
 };
 
-use crate::store::{DiscussionRow, EventRow, MessageRow, Store, StoreError};
+use veche_store::{DiscussionRow, EventRow, MessageRow, Store, StoreError};
 
 pub(crate) fn kind(row: &DiscussionRow) -> DiscussionKind {
     // Only this module writes `kind`; an unknown value can only come from a newer schema.
@@ -59,7 +59,7 @@ pub(crate) fn message(
 /// A message in its current state, with reactions and mentions from storage.
 pub(crate) async fn stored_message(store: &Store, row: &MessageRow) -> Result<Message, StoreError> {
     let mut reactions: Vec<Reaction> = Vec::new();
-    for (emoji, user) in store.reactions(&row.id).await? {
+    for (emoji, user) in store.discussions().reactions(&row.id).await? {
         match reactions.iter_mut().find(|r| r.emoji == emoji) {
             Some(r) => r.users.push(user),
             None => reactions.push(Reaction {
@@ -68,11 +68,11 @@ pub(crate) async fn stored_message(store: &Store, row: &MessageRow) -> Result<Me
             }),
         }
     }
-    let mentions = store.mentions(&row.id).await?;
+    let mentions = store.discussions().mentions(&row.id).await?;
     let files = if row.deleted {
         Vec::new()
     } else {
-        let rows = store.message_files(&row.id).await?;
+        let rows = store.files().message_files(&row.id).await?;
         rows.iter()
             .map(crate::discussions::attachments::info)
             .collect()
@@ -119,7 +119,7 @@ pub(crate) async fn events(
                     .unwrap_or(DiscussionKind::Group),
                 title: detail.title.unwrap_or_default(),
             },
-            "message_posted" => match store.message(&message_id).await? {
+            "message_posted" => match store.discussions().message(&message_id).await? {
                 Some(m) => Change::MessagePosted {
                     message: Box::new(stored_message(store, &m).await?),
                 },
@@ -128,7 +128,10 @@ pub(crate) async fn events(
             "message_edited" => {
                 let version = detail.version.unwrap_or(1);
                 Change::MessageEdited {
-                    text: store.message_version_text(&message_id, version).await?,
+                    text: store
+                        .discussions()
+                        .message_version_text(&message_id, version)
+                        .await?,
                     message_id,
                     version: u32::try_from(version).unwrap_or(u32::MAX),
                 }

@@ -25,7 +25,7 @@ use super::{Caller, DiscussionError, text};
 use crate::config::{FilesConfig, MessagesConfig};
 use crate::inbox::BotMessage;
 use crate::live::registry::{EncodedEvent, Registry};
-use crate::store::{
+use veche_store::{
     AuditRecord, Batch, DiscussionRow, EventRow, MessageRow, ObjectKey, Store, StoreError,
 };
 

@@ -49,7 +49,7 @@ use crate::config::FilesConfig;
 use crate::discussions::links::Links;
 use crate::discussions::{Caller, DiscussionError, Discussions};
 use crate::plugins::Plugins;
-use crate::store::{BlobRow, FileRow, REMOTE_BACKEND, Store, StoreError, UploadRow};
+use veche_store::{BlobRow, FileRow, REMOTE_BACKEND, Store, StoreError, UploadRow};
 
 /// The `meta` key of the backend chosen by `veche admin files migrate`.
 const BACKEND_KEY: &str = "files.backend";
@@ -307,7 +307,7 @@ impl Files {
                 remove_quietly(&entry.path()).await;
             }
         }
-        let current = match store.meta(BACKEND_KEY).await? {
+        let current = match store.meta().get(BACKEND_KEY).await? {
             Some(stored) => {
                 if stored != config.backend {
                     tracing::warn!(
@@ -370,7 +370,7 @@ impl Files {
             blocked_types: c.blocked_types.clone(),
             blocked_extensions: c.blocked_extensions.clone(),
             quota: c.quota_mb.saturating_mul(1024 * 1024),
-            used: self.inner.store.file_usage(&caller.user).await?,
+            used: self.inner.store.files().file_usage(&caller.user).await?,
             retention_days: c.retention_days,
         })
     }
@@ -420,8 +420,8 @@ impl Files {
             file_id: None,
         };
         let quota = c.quota_mb.saturating_mul(1024 * 1024);
-        if !self.inner.store.insert_upload(&row, quota).await? {
-            let used = self.inner.store.file_usage(&caller.user).await?;
+        if !self.inner.store.files().insert_upload(&row, quota).await? {
+            let used = self.inner.store.files().file_usage(&caller.user).await?;
             return Err(ErrorBody::refused_by(
                 "files.quota_mb",
                 format!(
@@ -437,7 +437,7 @@ impl Files {
 
     async fn upload_info(&self, row: &UploadRow) -> Result<UploadInfo, FileError> {
         let file = match &row.file_id {
-            Some(id) => self.inner.store.file(id).await?.as_ref().map(info),
+            Some(id) => self.inner.store.files().file(id).await?.as_ref().map(info),
             None => None,
         };
         Ok(UploadInfo {
@@ -452,6 +452,7 @@ impl Files {
     async fn own_upload(&self, caller: &Caller, id: &str) -> Result<UploadRow, FileError> {
         self.inner
             .store
+            .files()
             .upload(id)
             .await?
             .filter(|u| u.user_id == caller.user)
@@ -481,7 +482,7 @@ impl Files {
                 "the upload is being written; stop its stream first".into(),
             ));
         };
-        self.inner.store.delete_upload(id).await?;
+        self.inner.store.files().delete_upload(id).await?;
         remove_quietly(&self.staging_path(id)).await;
         Ok(())
     }
@@ -500,7 +501,7 @@ impl Files {
     ) -> Result<FileInfo, FileError> {
         let row = self.own_upload(caller, id).await?;
         if let Some(file) = &row.file_id {
-            return match self.inner.store.file(file).await? {
+            return match self.inner.store.files().file(file).await? {
                 Some(f) => Ok(info(&f)),
                 None => Err(FileError::NotFound("file")),
             };
@@ -590,7 +591,7 @@ impl Files {
         drop(file);
         let actual = hex::encode(hasher.finalize());
         if actual != row.sha256 {
-            self.inner.store.delete_upload(id).await?;
+            self.inner.store.files().delete_upload(id).await?;
             remove_quietly(&path).await;
             return Err(FileError::BadRequest(format!(
                 "the content's SHA-256 is {actual}, not the declared {}; the upload is dropped",
@@ -599,7 +600,7 @@ impl Files {
         }
         let stored = self.store_upload(&row, &path).await;
         if let Err(FileError::Refused(_)) = &stored {
-            self.inner.store.delete_upload(id).await?;
+            self.inner.store.files().delete_upload(id).await?;
             remove_quietly(&path).await;
         }
         stored
@@ -615,7 +616,11 @@ impl Files {
         file.flush().await?;
         file.sync_data().await?;
         let written = i64::try_from(written).unwrap_or(i64::MAX);
-        self.inner.store.set_upload_confirmed(id, written).await?;
+        self.inner
+            .store
+            .files()
+            .set_upload_confirmed(id, written)
+            .await?;
         Ok(())
     }
 
@@ -646,22 +651,26 @@ impl Files {
         // The preview is made before the per-hash lock is taken (it can take a while), only
         // for a content not stored yet.
         let held = |b: Option<BlobRow>| b.is_some_and(|b| b.backend != REMOTE_BACKEND);
-        let preview = if !held(store.blob(&row.sha256).await?) {
+        let preview = if !held(store.files().blob(&row.sha256).await?) {
             self.preview(path, &mime).await
         } else {
             thumbnail::Preview::default()
         };
         let _stripe = self.stripe(&row.sha256).lock().await;
-        let stored_already = held(store.blob(&row.sha256).await?)
-            && store.complete_upload(&row.id, &file, None).await?;
+        let stored_already = held(store.files().blob(&row.sha256).await?)
+            && store.files().complete_upload(&row.id, &file, None).await?;
         if !stored_already {
             let blob = self
                 .put_content(&row.sha256, row.size, path, mime, preview)
                 .await?;
-            store.complete_upload(&row.id, &file, Some(&blob)).await?;
+            store
+                .files()
+                .complete_upload(&row.id, &file, Some(&blob))
+                .await?;
         }
         remove_quietly(path).await;
         let stored = store
+            .files()
             .file(&file.id)
             .await?
             .ok_or(FileError::NotFound("file"))?;
@@ -724,11 +733,15 @@ impl Files {
     /// whoever may read a message (not deleted) it is attached to.
     async fn readable(&self, caller: &Caller, id: &str) -> Result<FileRow, FileError> {
         let store = &self.inner.store;
-        let file = store.file(id).await?.ok_or(FileError::NotFound("file"))?;
+        let file = store
+            .files()
+            .file(id)
+            .await?
+            .ok_or(FileError::NotFound("file"))?;
         if !file.attached && file.uploader == caller.user {
             return Ok(file);
         }
-        for a in store.file_attachments(id).await? {
+        for a in store.files().file_attachments(id).await? {
             if !a.deleted
                 && self
                     .inner
@@ -817,7 +830,7 @@ impl Files {
                 "the receiver went away",
             ))
         };
-        let mut backend_name = match self.inner.store.blob(&d.file.sha256).await? {
+        let mut backend_name = match self.inner.store.files().blob(&d.file.sha256).await? {
             Some(b) => b.backend,
             None => return Err(FileError::NotFound("file")),
         };
@@ -879,7 +892,7 @@ impl Files {
                 // Moved by a migration since the row was read: read it again from where it
                 // is now (nothing was sent yet).
                 Err(BackendError::Missing) if attempt == 0 => {
-                    match self.inner.store.blob(&d.file.sha256).await? {
+                    match self.inner.store.files().blob(&d.file.sha256).await? {
                         Some(b) if b.backend != backend_name => backend_name = b.backend,
                         Some(_) => return Err(BackendError::Missing.into()),
                         None => return Err(FileError::NotFound("file")),
@@ -968,6 +981,7 @@ impl Files {
     async fn fetch_now(&self, row: &FileRow, source: &str) -> Result<(), FileError> {
         let store = &self.inner.store;
         let now = store
+            .files()
             .file(&row.id)
             .await?
             .ok_or(FileError::NotFound("file"))?;
@@ -975,6 +989,7 @@ impl Files {
             return Ok(());
         }
         let kind = store
+            .discussions()
             .discussion(&row.discussion_id)
             .await?
             .ok_or(FileError::NotFound("file"))?
@@ -987,6 +1002,7 @@ impl Files {
             .await
             .map_err(|_| later(source, "and this node is stopping".into()))?;
         let link = store
+            .links()
             .fed_links()
             .await?
             .into_iter()
@@ -1034,8 +1050,8 @@ impl Files {
     ) -> Result<(), FileError> {
         let store = &self.inner.store;
         let held = |b: &Option<BlobRow>| b.as_ref().is_some_and(|b| b.backend != REMOTE_BACKEND);
-        if held(&store.blob(&row.sha256).await?) {
-            store.fed_content_proven(row, source, None).await?;
+        if held(&store.files().blob(&row.sha256).await?) {
+            store.files().fed_content_proven(row, source, None).await?;
             return Ok(());
         }
         let mut head = vec![0u8; crate::file_policy::SNIFF_BYTES];
@@ -1044,18 +1060,21 @@ impl Files {
         crate::file_policy::check_type(&self.inner.config, &mime)?;
         let preview = self.preview(path, &mime).await;
         let _stripe = self.stripe(&row.sha256).lock().await;
-        let blob = store.blob(&row.sha256).await?;
+        let blob = store.files().blob(&row.sha256).await?;
         if blob.is_none() {
             return Err(FileError::NotFound("file"));
         }
         if held(&blob) {
-            store.fed_content_proven(row, source, None).await?;
+            store.files().fed_content_proven(row, source, None).await?;
             return Ok(());
         }
         let blob = self
             .put_content(&row.sha256, row.size, path, mime, preview)
             .await?;
-        store.fed_content_proven(row, source, Some(&blob)).await?;
+        store
+            .files()
+            .fed_content_proven(row, source, Some(&blob))
+            .await?;
         Ok(())
     }
 
@@ -1124,6 +1143,7 @@ impl Files {
         let store = &self.inner.store;
         let peer_is_home = node_of(discussion) == Some(peer);
         let mut row = store
+            .files()
             .fed_servable_file(link, peer, peer_is_home, discussion, sha256)
             .await?
             .ok_or(FileError::NotFound("file"))?;
@@ -1145,6 +1165,7 @@ impl Files {
             }
             self.fetch_linked(&row, Some(wait)).await?;
             row = store
+                .files()
                 .file(&row.id)
                 .await?
                 .ok_or(FileError::NotFound("file"))?;
@@ -1163,6 +1184,7 @@ impl Files {
         }
         let _reading = ReadingGuard::new(&self.inner, sha256);
         let blob = store
+            .files()
             .blob(sha256)
             .await?
             .ok_or(FileError::NotFound("file"))?;
@@ -1194,11 +1216,11 @@ impl Files {
         let store = &self.inner.store;
         let c = &self.inner.config;
         let at = self.now();
-        for id in store.expired_uploads(at, 1000).await? {
+        for id in store.files().expired_uploads(at, 1000).await? {
             let Some(_busy) = BusyGuard::take(&self.inner, &id) else {
                 continue;
             };
-            store.delete_upload(&id).await?;
+            store.files().delete_upload(&id).await?;
             remove_quietly(&self.staging_path(&id)).await;
         }
         self.remove_stray_staging().await?;
@@ -1208,11 +1230,17 @@ impl Files {
         let mut files = 0;
         let unattached = at - hours(c.unattached_hours);
         loop {
-            let ids = store.removable_files(unattached, retention, 500).await?;
+            let ids = store
+                .files()
+                .removable_files(unattached, retention, 500)
+                .await?;
             if ids.is_empty() {
                 break;
             }
-            let removed = store.delete_files(&ids, unattached, retention).await?;
+            let removed = store
+                .files()
+                .delete_files(&ids, unattached, retention)
+                .await?;
             files += removed;
             if removed == 0 {
                 break;
@@ -1220,7 +1248,7 @@ impl Files {
         }
         let mut blobs = 0;
         loop {
-            let orphans = store.orphan_blobs(200).await?;
+            let orphans = store.files().orphan_blobs(200).await?;
             if orphans.is_empty() {
                 break;
             }
@@ -1228,7 +1256,8 @@ impl Files {
             for blob in orphans {
                 let _stripe = self.stripe(&blob.sha256).lock().await;
                 // The backend is the one the row names now (a migration may have moved it).
-                let Some(backend_name) = store.delete_orphan_blob(&blob.sha256).await? else {
+                let Some(backend_name) = store.files().delete_orphan_blob(&blob.sha256).await?
+                else {
                     continue;
                 };
                 removed_any = true;
@@ -1269,7 +1298,7 @@ impl Files {
             if !name.starts_with("up_") || lock(&self.inner.busy).contains(&name) {
                 continue;
             }
-            let live = self.inner.store.upload(&name).await?;
+            let live = self.inner.store.files().upload(&name).await?;
             if live.is_none_or(|u| u.file_id.is_some()) {
                 remove_quietly(&entry.path()).await;
             }
@@ -1302,6 +1331,7 @@ impl Files {
             let rows = match self
                 .inner
                 .store
+                .files()
                 .fed_unproven_at_home(self.inner.node.as_str(), &skip, 20)
                 .await
             {
@@ -1365,7 +1395,7 @@ impl Files {
             .backends
             .get(to)
             .map_err(|e| FileError::BadRequest(e.to_string()))?;
-        let audit = crate::store::AuditRecord {
+        let audit = veche_store::AuditRecord {
             at: self.now(),
             actor: actor.to_owned(),
             action: "files.backend",
@@ -1374,6 +1404,7 @@ impl Files {
         };
         self.inner
             .store
+            .files()
             .set_files_backend(BACKEND_KEY, to, &audit)
             .await?;
         *lock(&self.inner.current) = to.to_owned();
@@ -1396,7 +1427,12 @@ impl Files {
             let mut moved_now = 0;
             let mut after = String::new();
             loop {
-                let rows = self.inner.store.blobs_elsewhere(to, &after, 100).await?;
+                let rows = self
+                    .inner
+                    .store
+                    .files()
+                    .blobs_elsewhere(to, &after, 100)
+                    .await?;
                 let Some(last) = rows.last() else { break };
                 after = last.sha256.clone();
                 for blob in rows {
@@ -1433,7 +1469,7 @@ impl Files {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let _stripe = self.stripe(&sha256).lock().await;
-            let row = self.inner.store.blob(&sha256).await?;
+            let row = self.inner.store.files().blob(&sha256).await?;
             if row.is_some_and(|b| b.backend == source_name) {
                 continue;
             }
@@ -1461,7 +1497,7 @@ impl Files {
         target: &Backend,
     ) -> Result<Option<(String, Backend)>, FileError> {
         let _stripe = self.stripe(&blob.sha256).lock().await;
-        let Some(now) = self.inner.store.blob(&blob.sha256).await? else {
+        let Some(now) = self.inner.store.files().blob(&blob.sha256).await? else {
             return Ok(None);
         };
         if now.backend == to {
@@ -1481,6 +1517,7 @@ impl Files {
             if !self
                 .inner
                 .store
+                .files()
                 .move_blob(&now.sha256, &now.backend, to)
                 .await?
             {
@@ -1517,10 +1554,10 @@ impl Files {
     /// Blobs and bytes per backend, and where new contents go.
     pub(crate) async fn status(
         &self,
-    ) -> Result<(String, Vec<crate::store::BackendUsage>), FileError> {
+    ) -> Result<(String, Vec<veche_store::BackendUsage>), FileError> {
         Ok((
             self.current_backend(),
-            self.inner.store.backend_usage().await?,
+            self.inner.store.files().backend_usage().await?,
         ))
     }
 }

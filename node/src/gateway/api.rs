@@ -842,7 +842,7 @@ async fn add_webhook(
         )
         .await?;
     let secret = (!row.secret.is_empty()).then(|| row.secret.clone());
-    let info = crate::services::webhook_info(&crate::store::WebhookStatus::fresh(row));
+    let info = crate::services::webhook_info(&veche_store::WebhookStatus::fresh(row));
     Ok((
         StatusCode::CREATED,
         Json(WebhookReply {

@@ -31,7 +31,7 @@ use veche_protocol::presence::{PresenceChoice, PresenceInfo, PresenceState};
 
 use crate::config::PresenceConfig;
 use crate::live::registry::{EncodedEvent, Registry};
-use crate::store::{Store, StoreError};
+use veche_store::{Store, StoreError};
 
 /// Longest status text, in characters.
 const MAX_STATUS_CHARS: usize = 100;
@@ -397,8 +397,8 @@ impl Presence {
             .collect();
         for user in users {
             let loaded = async {
-                let contacts = self.inner.store.contacts(&user).await?;
-                let choice = self.inner.store.presence_choice(&user).await?;
+                let contacts = self.inner.store.presence().contacts(&user).await?;
+                let choice = self.inner.store.presence().presence_choice(&user).await?;
                 Ok::<_, StoreError>((contacts, choice))
             }
             .await;
@@ -581,7 +581,13 @@ impl Presence {
             return;
         }
         let now = self.inner.clock.now_ms();
-        if let Err(e) = self.inner.store.save_presence_choices(&unsaved, now).await {
+        if let Err(e) = self
+            .inner
+            .store
+            .presence()
+            .save_presence_choices(&unsaved, now)
+            .await
+        {
             tracing::warn!(error = %e, "cannot save presence choices; will retry");
             let mut state = lock(&self.inner.state);
             for (user, choice, text) in unsaved {
@@ -685,7 +691,7 @@ impl Presence {
                 .collect()
         };
         for u in unknown {
-            let choice = self.inner.store.presence_choice(&u).await?;
+            let choice = self.inner.store.presence().presence_choice(&u).await?;
             let mut state = lock(&self.inner.state);
             if let Some(entry) = state.users.get_mut(&u) {
                 entry.apply_stored(choice);

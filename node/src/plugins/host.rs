@@ -16,7 +16,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::Shared;
 use super::bindings::veche::plugin::{config, kv, log, messaging, types};
 use super::manifest::Manifest;
-use crate::store::Store;
+use veche_store::Store;
 
 /// Bytes of stdout and stderr an instance may write in its life; an instance that used half
 /// of it is retired after its call.
@@ -258,7 +258,7 @@ impl PluginEnv {
     /// Runs `work` on the node's runtime and waits for it.
     async fn on_main<T: Send + 'static>(
         &self,
-        work: impl std::future::Future<Output = Result<T, crate::store::StoreError>> + Send + 'static,
+        work: impl std::future::Future<Output = Result<T, veche_store::StoreError>> + Send + 'static,
     ) -> Result<T, types::PluginError> {
         match self.main.spawn(work).await {
             Ok(r) => r.map_err(storage_failed),
@@ -345,7 +345,7 @@ impl kv::Host for HostState {
         let (store, id) = (self.env.store.clone(), self.env.id.clone());
         Ok(self
             .env
-            .on_main(async move { store.kv_get(&id, &key).await })
+            .on_main(async move { store.plugins().kv_get(&id, &key).await })
             .await)
     }
 
@@ -381,7 +381,7 @@ impl kv::Host for HostState {
         let (store, id) = (self.env.store.clone(), self.env.id.clone());
         let stored = self
             .env
-            .on_main(async move { store.kv_set(&id, &key, &value, quota).await })
+            .on_main(async move { store.plugins().kv_set(&id, &key, &value, quota).await })
             .await;
         Ok(match stored {
             Ok(true) => Ok(()),
@@ -403,7 +403,7 @@ impl kv::Host for HostState {
         let (store, id) = (self.env.store.clone(), self.env.id.clone());
         Ok(self
             .env
-            .on_main(async move { store.kv_delete(&id, &key).await })
+            .on_main(async move { store.plugins().kv_delete(&id, &key).await })
             .await)
     }
 
@@ -424,7 +424,12 @@ impl kv::Host for HostState {
         let limit = limit.min(MAX_KV_LIST);
         Ok(self
             .env
-            .on_main(async move { store.kv_keys(&id, &prefix, after.as_deref(), limit).await })
+            .on_main(async move {
+                store
+                    .plugins()
+                    .kv_keys(&id, &prefix, after.as_deref(), limit)
+                    .await
+            })
             .await)
     }
 }

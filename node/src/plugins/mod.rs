@@ -47,13 +47,13 @@ pub(crate) use crate::discussions::access::{
 };
 use crate::discussions::{Caller, Discussions};
 pub(crate) use crate::inbox::{BotMessage, Click};
-use crate::store::{AuditRecord, InboxRow, NewBusinessEvent, PluginRow, Store, StoreError};
 use bindings::exports::veche::plugin::{bot, context_provider};
 use bindings::veche::plugin::types as wit;
 use breaker::{Admit, Breaker, BreakerConfig};
 use host::{PluginEnv, Rights};
 use manifest::Manifest;
 use runtime::{CallError, Loaded, Runtime};
+use veche_store::{AuditRecord, InboxRow, NewBusinessEvent, PluginRow, Store, StoreError};
 
 /// Attempts at one inbox item before it is parked as a dead letter.
 const MAX_ATTEMPTS: i64 = 5;
@@ -183,7 +183,7 @@ impl Plugins {
                 clock,
             }),
         };
-        let rows = store.plugins().await?;
+        let rows = store.plugins().list().await?;
         for row in rows {
             let id = row.id.clone();
             match plugins.activate_row(row.clone()).await {
@@ -592,7 +592,7 @@ impl Plugins {
         let wasm = read(&source.join(&manifest.component))?;
         let sha = runtime::sha256_hex(&wasm);
         let now = self.now_ms();
-        let previous = self.shared.store.plugin(&manifest.id).await?;
+        let previous = self.shared.store.plugins().plugin(&manifest.id).await?;
         let bot_user = manifest
             .roles
             .bot
@@ -663,6 +663,7 @@ impl Plugins {
         };
         self.shared
             .store
+            .plugins()
             .put_plugin(&row, Some((&row.id, &display)), &audit)
             .await
             .map_err(|e| match e {
@@ -681,6 +682,7 @@ impl Plugins {
         let row = self
             .shared
             .store
+            .plugins()
             .plugin(id)
             .await?
             .ok_or_else(|| PluginError::NotFound(id.to_owned()))?;
@@ -712,12 +714,13 @@ impl Plugins {
         if !self
             .shared
             .store
+            .plugins()
             .set_plugin_enabled(id, enabled, &audit)
             .await?
         {
             return Err(PluginError::NotFound(id.to_owned()));
         }
-        if let Some(row) = self.shared.store.plugin(id).await?
+        if let Some(row) = self.shared.store.plugins().plugin(id).await?
             && let Err(e) = self.activate_row(row.clone()).await
         {
             self.put_failed(row, e.to_string());
@@ -781,7 +784,12 @@ impl Plugins {
         } else {
             "active".into()
         };
-        let dead = self.shared.store.dead_letter_count(&a.env.id).await?;
+        let dead = self
+            .shared
+            .store
+            .plugins()
+            .dead_letter_count(&a.env.id)
+            .await?;
         Ok(PluginInfo {
             id: a.env.id.clone(),
             name: m.name.clone(),
@@ -811,6 +819,7 @@ impl Plugins {
         Ok(self
             .shared
             .store
+            .plugins()
             .plugin_logs(id, limit.clamp(1, 2000))
             .await?
             .into_iter()
@@ -829,6 +838,7 @@ impl Plugins {
         Ok(self
             .shared
             .store
+            .plugins()
             .dead_letters(id)
             .await?
             .into_iter()
@@ -861,6 +871,7 @@ impl Plugins {
         let n = self
             .shared
             .store
+            .plugins()
             .replay_dead(id, item, self.now_ms(), &audit)
             .await?;
         self.waker(id).notify_one();
@@ -1354,6 +1365,7 @@ impl Plugins {
         let fresh = self
             .shared
             .store
+            .plugins()
             .insert_business_event(
                 &NewBusinessEvent {
                     source: &event.source,
@@ -1381,6 +1393,7 @@ impl Plugins {
         let payload = serde_json::to_string(&Inbox::Click(click)).unwrap_or_default();
         self.shared
             .store
+            .plugins()
             .enqueue_plugin(plugin, "click", &payload, self.now_ms())
             .await?;
         self.waker(plugin).notify_one();
@@ -1477,9 +1490,9 @@ impl Plugins {
         let (store, plugin) = (self.shared.store.clone(), id.to_owned());
         let next = self
             .on_main(async move {
-                match store.next_inbox(&plugin, now).await? {
+                match store.plugins().next_inbox(&plugin, now).await? {
                     Some(row) => Ok(Ok(row)),
-                    None => Ok(Err(store.inbox_due_at(&plugin).await?)),
+                    None => Ok(Err(store.plugins().inbox_due_at(&plugin).await?)),
                 }
             })
             .await?;
@@ -1498,7 +1511,7 @@ impl Plugins {
                 let store = self.shared.store.clone();
                 self.on_main(async move {
                     this.apply(&a2, actions, &key).await;
-                    store.inbox_done(row.id).await
+                    store.plugins().inbox_done(row.id).await
                 })
                 .await?;
             }
@@ -1512,9 +1525,12 @@ impl Plugins {
                 tracing::warn!(plugin = %id, item = row.id, attempts, dead, error = %error, "bot delivery failed");
                 let store = self.shared.store.clone();
                 let retry_at = self.now_ms() + backoff;
-                self.on_main(
-                    async move { store.inbox_failed(row.id, &error, retry_at, dead).await },
-                )
+                self.on_main(async move {
+                    store
+                        .plugins()
+                        .inbox_failed(row.id, &error, retry_at, dead)
+                        .await
+                })
                 .await?;
             }
         }
@@ -1750,7 +1766,7 @@ async fn write_logs(
                 tracing::info!(plugin, level = %level, message = %message, "plugin log");
             }
         }
-        if let Err(e) = store.append_plugin_logs(&plugin, &lines).await {
+        if let Err(e) = store.plugins().append_plugin_logs(&plugin, &lines).await {
             tracing::warn!(plugin, error = %e, "cannot store plugin log lines");
         }
     }

@@ -39,7 +39,7 @@ pub(crate) use webpush::Vapid;
 use crate::config::PushConfig;
 use crate::live::presence::{Presence, Reachability};
 use crate::outbound::public_address;
-use crate::store::{NewPush, PushEndpointRow, PushJob, Store, StoreError};
+use veche_store::{NewPush, PushEndpointRow, PushJob, Store, StoreError};
 
 /// Notices waiting for the decider; beyond this, new ones are dropped (and logged).
 const NOTICE_QUEUE: usize = 16_384;
@@ -160,7 +160,7 @@ impl Push {
         clock: SharedClock,
     ) -> Result<Self, StoreError> {
         let (work, receiver) = mpsc::channel(NOTICE_QUEUE);
-        let with_endpoints = store.users_with_push().await?.into_iter().collect();
+        let with_endpoints = store.push().users_with_push().await?.into_iter().collect();
         let contact = if config.vapid_contact.is_empty() {
             format!("mailto:postmaster@{node}")
         } else {
@@ -292,7 +292,7 @@ impl Push {
         // Into the set before the row exists: the set may hold users without endpoints
         // (never the reverse), so nobody with an endpoint is skipped.
         self.lock_users().insert(user.to_owned());
-        let id = self.inner.store.register_push(&row).await?;
+        let id = self.inner.store.push().register_push(&row).await?;
         Ok(Reply::PushRegistered { id })
     }
 
@@ -336,6 +336,7 @@ impl Push {
         if !self
             .inner
             .store
+            .push()
             .remove_push_endpoint(Some(user), id)
             .await?
         {
@@ -349,6 +350,7 @@ impl Push {
         let endpoints = self
             .inner
             .store
+            .push()
             .push_endpoints(user)
             .await?
             .into_iter()
@@ -379,6 +381,7 @@ impl Push {
     ) -> Result<Reply, PushError> {
         self.inner
             .store
+            .push()
             .set_notification(
                 user,
                 discussion,
@@ -394,6 +397,7 @@ impl Push {
         let settings = self
             .inner
             .store
+            .push()
             .notification_settings(user)
             .await?
             .into_iter()
@@ -451,7 +455,7 @@ impl Push {
         });
         if !offline.is_empty() {
             let json = serde_json::to_string(&offline).unwrap_or_default();
-            for u in self.inner.store.dnd_users(&json).await? {
+            for u in self.inner.store.presence().dnd_users(&json).await? {
                 reasons.remove(&u);
             }
         }
@@ -465,6 +469,7 @@ impl Push {
         for s in self
             .inner
             .store
+            .push()
             .notification_settings_for(&json, &n.discussion)
             .await?
         {
@@ -539,12 +544,17 @@ impl Push {
         match work {
             Work::Forget { discussion, users } => {
                 let json = serde_json::to_string(&users).unwrap_or_default();
-                store.drop_pushes_for(&discussion, &json).await
+                store.push().drop_pushes_for(&discussion, &json).await
             }
             Work::ForgetMessage {
                 discussion,
                 message_id,
-            } => store.drop_pushes_of_message(&discussion, &message_id).await,
+            } => {
+                store
+                    .push()
+                    .drop_pushes_of_message(&discussion, &message_id)
+                    .await
+            }
             Work::Notice(_) => Ok(()),
         }
     }
@@ -553,7 +563,13 @@ impl Push {
         if rows.is_empty() {
             return;
         }
-        if let Err(e) = self.inner.store.queue_pushes(&rows, self.now_ms()).await {
+        if let Err(e) = self
+            .inner
+            .store
+            .push()
+            .queue_pushes(&rows, self.now_ms())
+            .await
+        {
             tracing::warn!(error = %e, count = rows.len(), "cannot queue push notifications; skipped");
             return;
         }
@@ -595,7 +611,12 @@ impl Push {
         let users: Vec<&String> = reasons.keys().collect();
         let json = serde_json::to_string(&users).unwrap_or_default();
         let now = self.now_ms();
-        let endpoints = self.inner.store.live_push_endpoints(&json, now).await?;
+        let endpoints = self
+            .inner
+            .store
+            .push()
+            .live_push_endpoints(&json, now)
+            .await?;
         if endpoints.is_empty() {
             return Ok(Vec::new());
         }
@@ -603,6 +624,7 @@ impl Push {
         let author_name = self
             .inner
             .store
+            .presence()
             .display_names(&author_json)
             .await?
             .into_iter()
@@ -679,7 +701,7 @@ async fn send(push: Push, stop: CancellationToken) {
             return;
         }
         let now = push.now_ms();
-        let jobs = match push.inner.store.due_push_jobs(now, BATCH).await {
+        let jobs = match push.inner.store.push().due_push_jobs(now, BATCH).await {
             Ok(j) => j,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the push queue");
@@ -691,7 +713,7 @@ async fn send(push: Push, stop: CancellationToken) {
         if full {
             continue;
         }
-        let next = push.inner.store.next_push_due().await.ok().flatten();
+        let next = push.inner.store.push().next_push_due().await.ok().flatten();
         let pause = next.map_or(1000, |at| (at - push.now_ms()).clamp(0, 1000));
         tokio::select! {
             () = stop.cancelled() => return,
@@ -752,17 +774,18 @@ impl Push {
         };
         let store = &self.inner.store;
         let recorded = match outcome {
-            Outcome::Delivered => store.push_sent(job.id, job.count).await,
+            Outcome::Delivered => store.push().push_sent(job.id, job.count).await,
             Outcome::Gone => {
                 tracing::info!(user = %job.endpoint.user_id, device = %job.endpoint.device_id, "push endpoint gone; removed");
                 store
+                    .push()
                     .remove_push_endpoint(None, &job.endpoint.id)
                     .await
                     .map(|_| ())
             }
             Outcome::Refused(error) => {
                 tracing::warn!(user = %job.endpoint.user_id, %error, "push notification refused; dropped");
-                store.push_dropped(job.id, job.count).await
+                store.push().push_dropped(job.id, job.count).await
             }
             Outcome::Failed {
                 error,
@@ -770,7 +793,7 @@ impl Push {
             } => {
                 if job.attempts + 1 >= i64::from(self.inner.config.attempts) {
                     tracing::warn!(user = %job.endpoint.user_id, %error, "push notification failed for good");
-                    store.push_dropped(job.id, job.count).await
+                    store.push().push_dropped(job.id, job.count).await
                 } else {
                     let base = i64::try_from(self.inner.config.retry_base_ms).unwrap_or(1000);
                     let shift = u32::try_from(job.attempts.clamp(0, 20)).unwrap_or(20);
@@ -779,6 +802,7 @@ impl Push {
                         .min(MAX_BACKOFF_MS);
                     tracing::debug!(user = %job.endpoint.user_id, %error, "push failed; will retry");
                     store
+                        .push()
                         .push_retry(job.id, self.now_ms().saturating_add(wait), &error)
                         .await
                 }

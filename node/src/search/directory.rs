@@ -4,7 +4,7 @@
 //! Everything is compared in one form: lower case, `ё` as `е`, Cyrillic transliterated to
 //! Latin. A company's directory is thousands of people, so it is ranked in memory per query.
 
-use crate::store::UserRow;
+use veche_store::UserRow;
 
 fn translit(c: char) -> &'static str {
     match c {

@@ -40,7 +40,7 @@ use veche_protocol::discussions::{SearchHit, SearchQuery};
 pub(crate) use analyzer::Analyzer;
 pub(crate) use directory::rank as directory_rank;
 
-use crate::store::{IndexRow, Store, StoreError};
+use veche_store::{IndexRow, Store, StoreError};
 
 /// Messages taken in per commit, at most (a commit flushes a segment: fewer, larger commits
 /// index faster; a quiet node commits each message within the poll interval).
@@ -302,7 +302,7 @@ impl Search {
     async fn catch_up(&self) -> Result<bool, SearchError> {
         let opened = self.opened().ok_or(SearchError::Unavailable)?;
         let cursor = committed_cursor(&opened.index).unwrap_or(0);
-        if cursor > self.inner.store.search_queue_end().await? {
+        if cursor > self.inner.store.search().search_queue_end().await? {
             // The index is ahead of the database: it was restored or replaced. Queue ids
             // from now on would be skipped; start over.
             tracing::warn!("the search index is ahead of the database; rebuilding it");
@@ -311,7 +311,12 @@ impl Search {
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             return Ok(true);
         }
-        let rows = self.inner.store.search_queue_after(cursor, BATCH).await?;
+        let rows = self
+            .inner
+            .store
+            .search()
+            .search_queue_after(cursor, BATCH)
+            .await?;
         let Some(last) = rows.last().map(|(id, _)| *id) else {
             return Ok(false);
         };
@@ -323,7 +328,7 @@ impl Search {
             true,
         )
         .await?;
-        self.inner.store.prune_search_queue(last).await?;
+        self.inner.store.search().prune_search_queue(last).await?;
         Ok(full)
     }
 
@@ -439,14 +444,19 @@ impl Search {
         stop: &CancellationToken,
     ) -> Result<Option<usize>, SearchError> {
         // Everything queued from here on is taken in after the switch.
-        let cursor = self.inner.store.search_queue_end().await?;
+        let cursor = self.inner.store.search().search_queue_end().await?;
         let mut after = 0;
         let mut count = 0usize;
         loop {
             if stop.is_cancelled() {
                 return Ok(None);
             }
-            let rows = self.inner.store.messages_for_index(after, BATCH).await?;
+            let rows = self
+                .inner
+                .store
+                .search()
+                .messages_for_index(after, BATCH)
+                .await?;
             let Some(last) = rows.last().map(|(rid, _)| *rid) else {
                 break;
             };
@@ -631,7 +641,7 @@ impl Search {
                 }
             }
             // As the messages are now: deleted ones go, snippets come from the current text.
-            let rows = self.inner.store.hits(&allowed).await?;
+            let rows = self.inner.store.search().hits(&allowed).await?;
             let live: Vec<_> = rows
                 .into_iter()
                 .filter(|r| !r.deleted && r.text.is_some())

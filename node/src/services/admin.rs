@@ -10,7 +10,7 @@ use crate::errors::{Classified, Kind};
 use crate::federation::FederationError;
 use crate::files::FileError;
 use crate::plugins::{BusinessEvent, PluginError};
-use crate::store::{AppRow, WebhookStatus};
+use veche_store::{AppRow, WebhookStatus};
 
 /// Carries out one administrator command on behalf of `actor` (written to the audit log).
 pub(crate) async fn execute(
@@ -361,7 +361,7 @@ pub enum AdminError {
     Refused(Box<ErrorBody>),
     /// Storage failed.
     #[error("storage failure: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] veche_store::StoreError),
 }
 
 /// Link errors in the admin protocol's terms: a missing link is named as such, and every

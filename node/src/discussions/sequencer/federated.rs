@@ -27,11 +27,13 @@ use veche_protocol::ids::{NodeName, UserId};
 
 use super::{Delivery, Done, FedOutcome, Sequencer};
 use crate::discussions::access::Access;
-use crate::discussions::access::{is_linked_object, object_access};
+use crate::discussions::access::{
+    is_linked_object, object_access, reader_from_wire, reader_to_wire,
+};
 use crate::discussions::{Caller, DiscussionError, check_object, text};
-use crate::store::{
+use veche_store::{
     Batch, BlobRow, DiscussionRow, EventRow, FedLogRow, FileRow, MessageRow, NewPending, ObjectKey,
-    REMOTE_BACKEND, ReaderAccess, StoreError, reader_from_wire, reader_to_wire,
+    REMOTE_BACKEND, ReaderAccess, StoreError,
 };
 
 /// A linked node that says it lost an object discussion gets its state again at most this
@@ -504,7 +506,7 @@ impl Sequencer {
         if kind == "message.delete"
             && let Some(m) = &message_id
         {
-            b.fed_purge_bodies(discussion, m).await?;
+            purge_bodies(b, discussion, m).await?;
         }
         out.push(Delivery::WakeLinks(links.to_vec()));
         Ok(())
@@ -641,7 +643,10 @@ impl Sequencer {
             [with] if node_of(with) == Some(self.node.as_str()) => with,
             _ => return Err(fed_error("a dialog is opened with one user of this node")),
         };
-        if !b.fed_reachable(link, &h.origin, with).await? {
+        if !b
+            .fed_reachable(link, &h.origin, with, full_directory)
+            .await?
+        {
             return Err(DiscussionError::NotFound("user"));
         }
         remote_user(b, &h.author, &self.node, self.now()).await?;
@@ -1019,6 +1024,7 @@ impl Sequencer {
         let origin_key = b
             .fed_link_key(link)
             .await?
+            .map(veche_federation::keys::PublicKey)
             .ok_or_else(|| fed_error("the link has ended"))?;
         if !matches!(
             h.kind.as_str(),
@@ -1423,7 +1429,7 @@ impl Sequencer {
         if h.kind == "message.delete"
             && let Some(m) = &message_id
         {
-            b.fed_purge_bodies(&discussion, m).await?;
+            purge_bodies(b, &discussion, m).await?;
         }
         Ok(done)
     }
@@ -1741,7 +1747,7 @@ impl Sequencer {
                     .fed_link_to(home)
                     .await?
                     .ok_or_else(|| fed_error("the link has ended"))?;
-                if !b.fed_reachable(&link, home, mine).await? {
+                if !b.fed_reachable(&link, home, mine, full_directory).await? {
                     return Err(DiscussionError::NotFound("user"));
                 }
                 return self.open_linked_dialog(b, caller, with, key, out).await;
@@ -2345,4 +2351,27 @@ fn stamp_hash(stored: &[u8]) -> Result<Hash, DiscussionError> {
     let signed: Signed = ciborium::from_reader(stored)
         .map_err(|e| DiscussionError::Store(StoreError::Aborted(format!("a stored stamp: {e}"))))?;
     Ok(Hash::of(&signed.bytes))
+}
+
+/// Drops the bodies of the events that posted or edited `message` in `discussion` (it was
+/// deleted); their signed headers stay, and still verify.
+async fn purge_bodies(b: &mut Batch, discussion: &str, message: &str) -> Result<(), StoreError> {
+    for (id, bytes) in b.fed_message_events(discussion, message).await? {
+        let mut wire: veche_federation::event::EventWire = ciborium::from_reader(bytes.as_slice())
+            .map_err(|e| StoreError::Aborted(format!("a stored event: {e}")))?;
+        if wire.body.take().is_none() {
+            continue;
+        }
+        let mut purged = Vec::new();
+        ciborium::into_writer(&wire, &mut purged)
+            .map_err(|e| StoreError::Aborted(format!("an event: {e}")))?;
+        b.fed_replace_event(&id, &purged).await?;
+    }
+    Ok(())
+}
+
+/// Whether a link's stored scope lets its peer find everyone here (`directory = full`).
+fn full_directory(scope: &str) -> bool {
+    serde_json::from_str::<veche_federation::grant::Scope>(scope)
+        .is_ok_and(|s| s.directory == veche_federation::grant::DirectoryScope::Full)
 }

@@ -1,52 +1,52 @@
 //! Presence choices, notification settings, push endpoints and the push queue.
 
-use super::{Store, StoreError};
+use super::{Push, StoreError};
 
 /// A push endpoint as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct PushEndpointRow {
-    pub(crate) id: String,
-    pub(crate) user_id: String,
-    pub(crate) device_id: String,
-    pub(crate) kind: String,
-    pub(crate) target: String,
-    pub(crate) p256dh: String,
-    pub(crate) auth: String,
-    pub(crate) pushkey: String,
-    pub(crate) created_at: i64,
+pub struct PushEndpointRow {
+    pub id: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub kind: String,
+    pub target: String,
+    pub p256dh: String,
+    pub auth: String,
+    pub pushkey: String,
+    pub created_at: i64,
 }
 
 /// A user's setting for one discussion.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct NotificationRow {
-    pub(crate) user_id: String,
-    pub(crate) discussion_id: String,
-    pub(crate) level: String,
-    pub(crate) muted_until: Option<i64>,
+pub struct NotificationRow {
+    pub user_id: String,
+    pub discussion_id: String,
+    pub level: String,
+    pub muted_until: Option<i64>,
 }
 
 /// A notification to queue for one endpoint.
 #[derive(Debug, Clone)]
-pub(crate) struct NewPush {
-    pub(crate) endpoint_id: String,
-    pub(crate) discussion_id: String,
-    pub(crate) payload: String,
-    pub(crate) urgent: bool,
-    pub(crate) due_at: i64,
+pub struct NewPush {
+    pub endpoint_id: String,
+    pub discussion_id: String,
+    pub payload: String,
+    pub urgent: bool,
+    pub due_at: i64,
 }
 
 /// A queued notification with its endpoint, ready to send.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct PushJob {
+pub struct PushJob {
     #[sqlx(rename = "job_id")]
-    pub(crate) id: i64,
-    pub(crate) discussion_id: String,
-    pub(crate) payload: String,
-    pub(crate) count: i64,
-    pub(crate) urgent: bool,
-    pub(crate) attempts: i64,
+    pub id: i64,
+    pub discussion_id: String,
+    pub payload: String,
+    pub count: i64,
+    pub urgent: bool,
+    pub attempts: i64,
     #[sqlx(flatten)]
-    pub(crate) endpoint: PushEndpointRow,
+    pub endpoint: PushEndpointRow,
 }
 
 /// Every column of `push_endpoints e`, in `PushEndpointRow`'s order, as a static string.
@@ -64,94 +64,9 @@ macro_rules! setting_columns {
     };
 }
 
-impl Store {
-    /// What `user` chose (choice, status text), if they ever chose.
-    pub(crate) async fn presence_choice(
-        &self,
-        user: &str,
-    ) -> Result<Option<(String, String)>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT choice, status_text FROM presence_choices WHERE user_id = ?")
-                .bind(user)
-                .fetch_optional(&self.read)
-                .await?,
-        )
-    }
-
-    /// Saves presence choices (user, choice, status text) in one transaction.
-    pub(crate) async fn save_presence_choices(
-        &self,
-        choices: &[(String, String, String)],
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
-        for (user, choice, text) in choices {
-            sqlx::query(
-                "INSERT INTO presence_choices (user_id, choice, status_text, updated_at) \
-                 VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET \
-                 choice = excluded.choice, status_text = excluded.status_text, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(user)
-            .bind(choice)
-            .bind(text)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// The people `user` shares a dialog or group with.
-    pub(crate) async fn contacts(&self, user: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT other.user_id FROM members mine \
-             JOIN discussions d ON d.id = mine.discussion_id AND d.kind IN ('dialog', 'group') \
-             JOIN members other ON other.discussion_id = mine.discussion_id \
-             WHERE mine.user_id = ? AND other.user_id <> mine.user_id",
-        )
-        .bind(user)
-        .fetch_all(&self.read)
-        .await?)
-    }
-
-    /// Those of these users (a JSON array of ids) who chose do-not-disturb.
-    pub(crate) async fn dnd_users(&self, users_json: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT user_id FROM presence_choices WHERE choice = 'dnd' \
-             AND user_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(users_json)
-        .fetch_all(&self.read)
-        .await?)
-    }
-
-    /// Display names of these users (a JSON array of ids).
-    pub(crate) async fn display_names(
-        &self,
-        users_json: &str,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, display_name FROM users WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(users_json)
-        .fetch_all(&self.read)
-        .await?)
-    }
-
-    /// Which of these users (a JSON array of ids) exist.
-    pub(crate) async fn existing_users(&self, users_json: &str) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM users WHERE id IN (SELECT value FROM json_each(?))")
-                .bind(users_json)
-                .fetch_all(&self.read)
-                .await?,
-        )
-    }
-
+impl Push<'_> {
     /// Sets (or, for the default without a mute, removes) a notification setting.
-    pub(crate) async fn set_notification(
+    pub async fn set_notification(
         &self,
         user: &str,
         discussion: &str,
@@ -164,7 +79,7 @@ impl Store {
             )
             .bind(user)
             .bind(discussion)
-            .execute(&self.write)
+            .execute(&self.db.write)
             .await?;
             return Ok(());
         }
@@ -177,13 +92,13 @@ impl Store {
         .bind(discussion)
         .bind(level)
         .bind(muted_until)
-        .execute(&self.write)
+        .execute(&self.db.write)
         .await?;
         Ok(())
     }
 
     /// `user`'s settings that differ from the default.
-    pub(crate) async fn notification_settings(
+    pub async fn notification_settings(
         &self,
         user: &str,
     ) -> Result<Vec<NotificationRow>, StoreError> {
@@ -193,12 +108,12 @@ impl Store {
             " FROM notification_settings WHERE user_id = ? ORDER BY discussion_id"
         ))
         .bind(user)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// The settings of these users (a JSON array of ids) for one discussion.
-    pub(crate) async fn notification_settings_for(
+    pub async fn notification_settings_for(
         &self,
         users_json: &str,
         discussion: &str,
@@ -211,14 +126,14 @@ impl Store {
         ))
         .bind(discussion)
         .bind(users_json)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// Registers a device's endpoint, replacing its previous one of the same kind (whose
     /// queued notifications go with it); returns the endpoint's id.
-    pub(crate) async fn register_push(&self, row: &PushEndpointRow) -> Result<String, StoreError> {
-        let mut tx = self.write.begin().await?;
+    pub async fn register_push(&self, row: &PushEndpointRow) -> Result<String, StoreError> {
+        let mut tx = self.db.write.begin().await?;
         sqlx::query("DELETE FROM push_endpoints WHERE user_id = ? AND device_id = ? AND kind = ?")
             .bind(&row.user_id)
             .bind(&row.device_id)
@@ -245,7 +160,7 @@ impl Store {
     }
 
     /// Removes an endpoint of `user` (any user's, with `None`); whether it existed.
-    pub(crate) async fn remove_push_endpoint(
+    pub async fn remove_push_endpoint(
         &self,
         user: Option<&str>,
         id: &str,
@@ -255,37 +170,34 @@ impl Store {
                 .bind(id)
                 .bind(user)
                 .bind(user)
-                .execute(&self.write)
+                .execute(&self.db.write)
                 .await?;
         Ok(done.rows_affected() > 0)
     }
 
     /// `user`'s endpoints.
-    pub(crate) async fn push_endpoints(
-        &self,
-        user: &str,
-    ) -> Result<Vec<PushEndpointRow>, StoreError> {
+    pub async fn push_endpoints(&self, user: &str) -> Result<Vec<PushEndpointRow>, StoreError> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             endpoint_columns!(),
             " FROM push_endpoints e WHERE e.user_id = ? ORDER BY e.created_at, e.id"
         ))
         .bind(user)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// The users with at least one endpoint.
-    pub(crate) async fn users_with_push(&self) -> Result<Vec<String>, StoreError> {
+    pub async fn users_with_push(&self) -> Result<Vec<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT DISTINCT user_id FROM push_endpoints")
-                .fetch_all(&self.read)
+                .fetch_all(&self.db.read)
                 .await?,
         )
     }
 
     /// The endpoints of these users (a JSON array of ids) whose device still has a session.
-    pub(crate) async fn live_push_endpoints(
+    pub async fn live_push_endpoints(
         &self,
         users_json: &str,
         now: i64,
@@ -300,18 +212,14 @@ impl Store {
         ))
         .bind(users_json)
         .bind(now)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// Queues notifications in one transaction; one already waiting for the same endpoint
     /// and discussion takes the newer payload and counts one more.
-    pub(crate) async fn queue_pushes(
-        &self,
-        pushes: &[NewPush],
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+    pub async fn queue_pushes(&self, pushes: &[NewPush], now: i64) -> Result<(), StoreError> {
+        let mut tx = self.db.write.begin().await?;
         for p in pushes {
             sqlx::query(
                 "INSERT INTO push_queue (endpoint_id, discussion_id, payload, count, urgent, \
@@ -335,11 +243,7 @@ impl Store {
     }
 
     /// Queued notifications due at `now`, oldest first.
-    pub(crate) async fn due_push_jobs(
-        &self,
-        now: i64,
-        limit: i64,
-    ) -> Result<Vec<PushJob>, StoreError> {
+    pub async fn due_push_jobs(&self, now: i64, limit: i64) -> Result<Vec<PushJob>, StoreError> {
         Ok(sqlx::query_as(concat!(
             "SELECT q.id AS job_id, q.discussion_id, q.payload, q.count, q.urgent, q.attempts, ",
             endpoint_columns!(),
@@ -348,35 +252,30 @@ impl Store {
         ))
         .bind(now)
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// When the next queued notification is due, if any.
-    pub(crate) async fn next_push_due(&self) -> Result<Option<i64>, StoreError> {
+    pub async fn next_push_due(&self) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar("SELECT MIN(due_at) FROM push_queue")
-            .fetch_one(&self.read)
+            .fetch_one(&self.db.read)
             .await?)
     }
 
     /// A notification was delivered: removes it, unless newer messages were folded into it
     /// meanwhile (its count changed), in which case it stays to be sent again.
-    pub(crate) async fn push_sent(&self, id: i64, count: i64) -> Result<(), StoreError> {
+    pub async fn push_sent(&self, id: i64, count: i64) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM push_queue WHERE id = ? AND count = ?")
             .bind(id)
             .bind(count)
-            .execute(&self.write)
+            .execute(&self.db.write)
             .await?;
         Ok(())
     }
 
     /// A notification failed: tries again at `due_at`.
-    pub(crate) async fn push_retry(
-        &self,
-        id: i64,
-        due_at: i64,
-        error: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn push_retry(&self, id: i64, due_at: i64, error: &str) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE push_queue SET attempts = attempts + 1, due_at = ?, last_error = ? \
              WHERE id = ?",
@@ -384,13 +283,13 @@ impl Store {
         .bind(due_at)
         .bind(error)
         .bind(id)
-        .execute(&self.write)
+        .execute(&self.db.write)
         .await?;
         Ok(())
     }
 
     /// Drops what waits for these users (a JSON array of ids) from `discussion`.
-    pub(crate) async fn drop_pushes_for(
+    pub async fn drop_pushes_for(
         &self,
         discussion: &str,
         users_json: &str,
@@ -401,13 +300,13 @@ impl Store {
         )
         .bind(discussion)
         .bind(users_json)
-        .execute(&self.write)
+        .execute(&self.db.write)
         .await?;
         Ok(())
     }
 
     /// Drops waiting notifications that carry this message.
-    pub(crate) async fn drop_pushes_of_message(
+    pub async fn drop_pushes_of_message(
         &self,
         discussion: &str,
         message_id: &str,
@@ -418,26 +317,26 @@ impl Store {
         )
         .bind(discussion)
         .bind(message_id)
-        .execute(&self.write)
+        .execute(&self.db.write)
         .await?;
         Ok(())
     }
 
     /// A notification is given up, unless newer messages were folded into it meanwhile.
-    pub(crate) async fn push_dropped(&self, id: i64, count: i64) -> Result<(), StoreError> {
+    pub async fn push_dropped(&self, id: i64, count: i64) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM push_queue WHERE id = ? AND count = ?")
             .bind(id)
             .bind(count)
-            .execute(&self.write)
+            .execute(&self.db.write)
             .await?;
         Ok(())
     }
 
     /// Queued notifications, for tests and the benchmark.
     #[cfg(any(test, feature = "test-utils"))]
-    pub(crate) async fn push_queue_len(&self) -> Result<i64, StoreError> {
+    pub async fn push_queue_len(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM push_queue")
-            .fetch_one(&self.read)
+            .fetch_one(&self.db.read)
             .await?)
     }
 }

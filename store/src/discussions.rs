@@ -3,62 +3,62 @@
 
 use sqlx::{Sqlite, Transaction};
 
-use super::{ROWS_PER_STATEMENT, Store, StoreError, json_param};
+use super::{Discussions, ROWS_PER_STATEMENT, Store, StoreError, json_param};
 
 /// A discussion as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct DiscussionRow {
-    pub(crate) id: String,
-    pub(crate) kind: String,
-    pub(crate) title: String,
-    pub(crate) created_by: String,
-    pub(crate) created_at: i64,
-    pub(crate) last_seq: i64,
-    pub(crate) last_activity_at: i64,
-    pub(crate) dialog_key: Option<String>,
-    pub(crate) object_app: Option<String>,
-    pub(crate) object_type: Option<String>,
-    pub(crate) object_id: Option<String>,
+pub struct DiscussionRow {
+    pub id: String,
+    pub kind: String,
+    pub title: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub last_seq: i64,
+    pub last_activity_at: i64,
+    pub dialog_key: Option<String>,
+    pub object_app: Option<String>,
+    pub object_type: Option<String>,
+    pub object_id: Option<String>,
 }
 
 /// A message as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct MessageRow {
-    pub(crate) id: String,
-    pub(crate) discussion_id: String,
-    pub(crate) seq: i64,
-    pub(crate) author: String,
-    pub(crate) device_id: String,
-    pub(crate) client_msg_id: String,
-    pub(crate) payload_hash: String,
-    pub(crate) text: Option<String>,
-    pub(crate) data: Option<String>,
-    pub(crate) actions: String,
-    pub(crate) reply_to: Option<String>,
-    pub(crate) created_at: i64,
-    pub(crate) edited_at: Option<i64>,
-    pub(crate) version: i64,
-    pub(crate) deleted: bool,
+pub struct MessageRow {
+    pub id: String,
+    pub discussion_id: String,
+    pub seq: i64,
+    pub author: String,
+    pub device_id: String,
+    pub client_msg_id: String,
+    pub payload_hash: String,
+    pub text: Option<String>,
+    pub data: Option<String>,
+    pub actions: String,
+    pub reply_to: Option<String>,
+    pub created_at: i64,
+    pub edited_at: Option<i64>,
+    pub version: i64,
+    pub deleted: bool,
 }
 
 /// An event as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct EventRow {
-    pub(crate) discussion_id: String,
-    pub(crate) seq: i64,
-    pub(crate) kind: String,
-    pub(crate) actor: String,
-    pub(crate) at: i64,
-    pub(crate) message_id: Option<String>,
-    pub(crate) detail: String,
+pub struct EventRow {
+    pub discussion_id: String,
+    pub seq: i64,
+    pub kind: String,
+    pub actor: String,
+    pub at: i64,
+    pub message_id: Option<String>,
+    pub detail: String,
 }
 
 /// A business object's key.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ObjectKey<'a> {
-    pub(crate) app: &'a str,
-    pub(crate) kind: &'a str,
-    pub(crate) id: &'a str,
+pub struct ObjectKey<'a> {
+    pub app: &'a str,
+    pub kind: &'a str,
+    pub id: &'a str,
 }
 
 const HAS_OBJECT_ACCESS: &str = "SELECT 1 FROM object_access a \
@@ -78,13 +78,13 @@ const USERS_WITH_OBJECT_ACCESS: &str = "SELECT substr(principal, 6) AS user_id F
 
 /// The writing transaction of one sequencer batch.
 #[derive(Debug)]
-pub(crate) struct Batch {
+pub struct Batch {
     pub(super) tx: Transaction<'static, Sqlite>,
 }
 
 impl Store {
-    /// Starts a writing transaction.
-    pub(crate) async fn batch(&self) -> Result<Batch, StoreError> {
+    /// Starts a writing transaction: the sequencer's unit of work.
+    pub async fn batch(&self) -> Result<Batch, StoreError> {
         Ok(Batch {
             tx: self.write.begin().await?,
         })
@@ -93,18 +93,18 @@ impl Store {
 
 impl Batch {
     /// Commits everything in the batch durably.
-    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+    pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
         Ok(())
     }
 
     /// Appends an audit record in this batch.
-    pub(crate) async fn audit(&mut self, record: &super::AuditRecord) -> Result<(), StoreError> {
+    pub async fn audit(&mut self, record: &super::AuditRecord) -> Result<(), StoreError> {
         super::audit::append(&mut self.tx, record).await
     }
 
     /// Marks a point the batch can return to if one command fails.
-    pub(crate) async fn savepoint(&mut self) -> Result<(), StoreError> {
+    pub async fn savepoint(&mut self) -> Result<(), StoreError> {
         sqlx::query("SAVEPOINT command")
             .execute(&mut *self.tx)
             .await?;
@@ -112,7 +112,7 @@ impl Batch {
     }
 
     /// Keeps the command's changes.
-    pub(crate) async fn release(&mut self) -> Result<(), StoreError> {
+    pub async fn release(&mut self) -> Result<(), StoreError> {
         sqlx::query("RELEASE command")
             .execute(&mut *self.tx)
             .await?;
@@ -120,7 +120,7 @@ impl Batch {
     }
 
     /// Undoes the command's changes.
-    pub(crate) async fn rollback_command(&mut self) -> Result<(), StoreError> {
+    pub async fn rollback_command(&mut self) -> Result<(), StoreError> {
         sqlx::query("ROLLBACK TO command")
             .execute(&mut *self.tx)
             .await?;
@@ -130,20 +130,14 @@ impl Batch {
         Ok(())
     }
 
-    pub(crate) async fn discussion(
-        &mut self,
-        id: &str,
-    ) -> Result<Option<DiscussionRow>, StoreError> {
+    pub async fn discussion(&mut self, id: &str) -> Result<Option<DiscussionRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM discussions WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *self.tx)
             .await?)
     }
 
-    pub(crate) async fn dialog_by_key(
-        &mut self,
-        key: &str,
-    ) -> Result<Option<DiscussionRow>, StoreError> {
+    pub async fn dialog_by_key(&mut self, key: &str) -> Result<Option<DiscussionRow>, StoreError> {
         Ok(
             sqlx::query_as("SELECT * FROM discussions WHERE dialog_key = ?")
                 .bind(key)
@@ -152,7 +146,7 @@ impl Batch {
         )
     }
 
-    pub(crate) async fn object_discussion(
+    pub async fn object_discussion(
         &mut self,
         object: ObjectKey<'_>,
     ) -> Result<Option<DiscussionRow>, StoreError> {
@@ -166,7 +160,7 @@ impl Batch {
         .await?)
     }
 
-    pub(crate) async fn insert_discussion(&mut self, d: &DiscussionRow) -> Result<(), StoreError> {
+    pub async fn insert_discussion(&mut self, d: &DiscussionRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO discussions (id, kind, title, created_by, created_at, last_seq, \
              last_activity_at, dialog_key, object_app, object_type, object_id) \
@@ -188,7 +182,7 @@ impl Batch {
         Ok(())
     }
 
-    pub(crate) async fn set_title(&mut self, id: &str, title: &str) -> Result<(), StoreError> {
+    pub async fn set_title(&mut self, id: &str, title: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE discussions SET title = ? WHERE id = ?")
             .bind(title)
             .bind(id)
@@ -198,12 +192,7 @@ impl Batch {
     }
 
     /// Records `seq` as the discussion's latest sequence number.
-    pub(crate) async fn set_last_seq(
-        &mut self,
-        id: &str,
-        seq: i64,
-        at: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn set_last_seq(&mut self, id: &str, seq: i64, at: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE discussions SET last_seq = ?, last_activity_at = ? WHERE id = ?")
             .bind(seq)
             .bind(at)
@@ -214,7 +203,7 @@ impl Batch {
     }
 
     /// Takes the discussion's next sequence number.
-    pub(crate) async fn next_seq(&mut self, id: &str, at: i64) -> Result<i64, StoreError> {
+    pub async fn next_seq(&mut self, id: &str, at: i64) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
             "UPDATE discussions SET last_seq = last_seq + 1, last_activity_at = ? \
              WHERE id = ? RETURNING last_seq",
@@ -228,7 +217,7 @@ impl Batch {
     /// Stores new messages without mentions in multi-row statements: a run of posts a linked
     /// node's home stamped. A client message id used before is a broken invariant there (each
     /// event is applied once), so it fails the batch rather than being skipped.
-    pub(crate) async fn insert_messages(&mut self, rows: &[MessageRow]) -> Result<(), StoreError> {
+    pub async fn insert_messages(&mut self, rows: &[MessageRow]) -> Result<(), StoreError> {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let inserted = sqlx::QueryBuilder::<Sqlite>::new(
                 "INSERT INTO messages (id, discussion_id, seq, author, device_id, client_msg_id, \
@@ -266,7 +255,7 @@ impl Batch {
 
     /// Which of `rows` (by index) a stored message rules out, in one statement: one with the
     /// same id, or with the same exactly-once key (author, device, client message id).
-    pub(crate) async fn messages_taken(
+    pub async fn messages_taken(
         &mut self,
         rows: &[&MessageRow],
     ) -> Result<std::collections::HashSet<usize>, StoreError> {
@@ -294,7 +283,7 @@ impl Batch {
     }
 
     /// Stores events in multi-row statements.
-    pub(crate) async fn insert_events(&mut self, rows: &[EventRow]) -> Result<(), StoreError> {
+    pub async fn insert_events(&mut self, rows: &[EventRow]) -> Result<(), StoreError> {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             sqlx::QueryBuilder::<Sqlite>::new(
                 "INSERT INTO events (discussion_id, seq, kind, actor, at, message_id, detail) ",
@@ -315,7 +304,7 @@ impl Batch {
         Ok(())
     }
 
-    pub(crate) async fn insert_event(&mut self, e: &EventRow) -> Result<(), StoreError> {
+    pub async fn insert_event(&mut self, e: &EventRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO events (discussion_id, seq, kind, actor, at, message_id, detail) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -332,7 +321,7 @@ impl Batch {
         Ok(())
     }
 
-    pub(crate) async fn member_role(
+    pub async fn member_role(
         &mut self,
         discussion: &str,
         user: &str,
@@ -346,10 +335,7 @@ impl Batch {
         )
     }
 
-    pub(crate) async fn members(
-        &mut self,
-        discussion: &str,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn members(&mut self, discussion: &str) -> Result<Vec<(String, String)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT user_id, role FROM members WHERE discussion_id = ? ORDER BY added_at, user_id",
         )
@@ -358,7 +344,7 @@ impl Batch {
         .await?)
     }
 
-    pub(crate) async fn add_member(
+    pub async fn add_member(
         &mut self,
         discussion: &str,
         user: &str,
@@ -378,7 +364,7 @@ impl Batch {
         Ok(done.rows_affected() > 0)
     }
 
-    pub(crate) async fn set_role(
+    pub async fn set_role(
         &mut self,
         discussion: &str,
         user: &str,
@@ -394,7 +380,7 @@ impl Batch {
     }
 
     /// Object discussions whose object's access list names this group.
-    pub(crate) async fn object_discussions_granted_to_group(
+    pub async fn object_discussions_granted_to_group(
         &mut self,
         group: &str,
     ) -> Result<Vec<DiscussionRow>, StoreError> {
@@ -408,7 +394,7 @@ impl Batch {
         .await?)
     }
 
-    pub(crate) async fn remove_member(
+    pub async fn remove_member(
         &mut self,
         discussion: &str,
         user: &str,
@@ -421,7 +407,7 @@ impl Batch {
         Ok(done.rows_affected() > 0)
     }
 
-    pub(crate) async fn user_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+    pub async fn user_exists(&mut self, id: &str) -> Result<bool, StoreError> {
         let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *self.tx)
@@ -429,7 +415,7 @@ impl Batch {
         Ok(found.is_some())
     }
 
-    pub(crate) async fn has_object_access(
+    pub async fn has_object_access(
         &mut self,
         object: ObjectKey<'_>,
         user: &str,
@@ -445,7 +431,7 @@ impl Batch {
         Ok(found.is_some())
     }
 
-    pub(crate) async fn is_app(&mut self, user: &str, app: &str) -> Result<bool, StoreError> {
+    pub async fn is_app(&mut self, user: &str, app: &str) -> Result<bool, StoreError> {
         let found: Option<i64> = sqlx::query_scalar(super::apps::IS_APP)
             .bind(app)
             .bind(user)
@@ -454,7 +440,7 @@ impl Batch {
         Ok(found.is_some())
     }
 
-    pub(crate) async fn users_with_object_access(
+    pub async fn users_with_object_access(
         &mut self,
         object: ObjectKey<'_>,
     ) -> Result<Vec<String>, StoreError> {
@@ -470,7 +456,7 @@ impl Batch {
     }
 
     /// Replaces an object's access list.
-    pub(crate) async fn set_object_access(
+    pub async fn set_object_access(
         &mut self,
         object: ObjectKey<'_>,
         principals: &[String],
@@ -500,7 +486,7 @@ impl Batch {
 
     /// Followers of an object discussion who (still) have access to its object.
     /// Everyone following a discussion, whatever their access now.
-    pub(crate) async fn followers(&mut self, discussion: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn followers(&mut self, discussion: &str) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT user_id FROM follows WHERE discussion_id = ? ORDER BY user_id",
         )
@@ -509,7 +495,7 @@ impl Batch {
         .await?)
     }
 
-    pub(crate) async fn followers_with_access(
+    pub async fn followers_with_access(
         &mut self,
         discussion: &str,
         object: ObjectKey<'_>,
@@ -530,7 +516,7 @@ impl Batch {
             .await?)
     }
 
-    pub(crate) async fn set_follow(
+    pub async fn set_follow(
         &mut self,
         user: &str,
         discussion: &str,
@@ -554,14 +540,14 @@ impl Batch {
         Ok(())
     }
 
-    pub(crate) async fn message(&mut self, id: &str) -> Result<Option<MessageRow>, StoreError> {
+    pub async fn message(&mut self, id: &str) -> Result<Option<MessageRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM messages WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *self.tx)
             .await?)
     }
 
-    pub(crate) async fn message_by_client_id(
+    pub async fn message_by_client_id(
         &mut self,
         author: &str,
         device: &str,
@@ -579,7 +565,7 @@ impl Batch {
 
     /// Stores a new message and its mentions; `false` (and nothing stored) if the author's
     /// device already used this client message id.
-    pub(crate) async fn insert_message(
+    pub async fn insert_message(
         &mut self,
         m: &MessageRow,
         mentions: &[String],
@@ -626,12 +612,7 @@ impl Batch {
 
     /// Stores a new version of a message's text; returns the version number. The original text
     /// is copied to `message_versions` at the first edit (unedited messages keep one copy).
-    pub(crate) async fn edit_message(
-        &mut self,
-        id: &str,
-        text: &str,
-        at: i64,
-    ) -> Result<i64, StoreError> {
+    pub async fn edit_message(&mut self, id: &str, text: &str, at: i64) -> Result<i64, StoreError> {
         sqlx::query(
             "INSERT INTO message_versions (message_id, version, text, at) \
              SELECT id, 1, text, created_at FROM messages \
@@ -662,7 +643,7 @@ impl Batch {
 
     /// Turns a message into a tombstone: text, data, actions and every earlier version are
     /// purged; the row (and its exactly-once key) stays.
-    pub(crate) async fn delete_message(&mut self, id: &str) -> Result<(), StoreError> {
+    pub async fn delete_message(&mut self, id: &str) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE messages SET text = NULL, data = NULL, actions = '[]', deleted = TRUE WHERE id = ?",
         )
@@ -682,7 +663,7 @@ impl Batch {
     }
 
     /// Adds or removes a reaction; returns whether anything changed.
-    pub(crate) async fn set_reaction(
+    pub async fn set_reaction(
         &mut self,
         message: &str,
         user: &str,
@@ -713,7 +694,7 @@ impl Batch {
     }
 
     /// Moves a read marker forward (never back).
-    pub(crate) async fn mark_read(
+    pub async fn mark_read(
         &mut self,
         user: &str,
         discussion: &str,
@@ -733,9 +714,9 @@ impl Batch {
 }
 
 /// Reads, on the reader pool.
-impl Store {
+impl Discussions<'_> {
     /// The id of an object's discussion, if it has one.
-    pub(crate) async fn object_discussion_id(
+    pub async fn object_discussion_id(
         &self,
         object: &veche_protocol::discussions::ObjectRef,
     ) -> Result<Option<String>, StoreError> {
@@ -745,18 +726,18 @@ impl Store {
         .bind(&object.application)
         .bind(&object.object_type)
         .bind(&object.object_id)
-        .fetch_optional(&self.read)
+        .fetch_optional(&self.db.read)
         .await?)
     }
 
-    pub(crate) async fn discussion(&self, id: &str) -> Result<Option<DiscussionRow>, StoreError> {
+    pub async fn discussion(&self, id: &str) -> Result<Option<DiscussionRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM discussions WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.read)
+            .fetch_optional(&self.db.read)
             .await?)
     }
 
-    pub(crate) async fn member_role(
+    pub async fn member_role(
         &self,
         discussion: &str,
         user: &str,
@@ -765,24 +746,21 @@ impl Store {
             sqlx::query_scalar("SELECT role FROM members WHERE discussion_id = ? AND user_id = ?")
                 .bind(discussion)
                 .bind(user)
-                .fetch_optional(&self.read)
+                .fetch_optional(&self.db.read)
                 .await?,
         )
     }
 
-    pub(crate) async fn members_of(
-        &self,
-        discussion: &str,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn members_of(&self, discussion: &str) -> Result<Vec<(String, String)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT user_id, role FROM members WHERE discussion_id = ? ORDER BY added_at, user_id",
         )
         .bind(discussion)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
-    pub(crate) async fn has_object_access(
+    pub async fn has_object_access(
         &self,
         object: ObjectKey<'_>,
         user: &str,
@@ -793,13 +771,13 @@ impl Store {
             .bind(object.id)
             .bind(user)
             .bind(user)
-            .fetch_optional(&self.read)
+            .fetch_optional(&self.db.read)
             .await?;
         Ok(found.is_some())
     }
 
     /// The principals (`user:<id>`, `group:<id>`) on an object's access list.
-    pub(crate) async fn object_access_list(
+    pub async fn object_access_list(
         &self,
         object: ObjectKey<'_>,
     ) -> Result<Vec<String>, StoreError> {
@@ -810,29 +788,22 @@ impl Store {
         .bind(object.app)
         .bind(object.kind)
         .bind(object.id)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
-    pub(crate) async fn is_following(
-        &self,
-        user: &str,
-        discussion: &str,
-    ) -> Result<bool, StoreError> {
+    pub async fn is_following(&self, user: &str, discussion: &str) -> Result<bool, StoreError> {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM follows WHERE user_id = ? AND discussion_id = ?")
                 .bind(user)
                 .bind(discussion)
-                .fetch_optional(&self.read)
+                .fetch_optional(&self.db.read)
                 .await?;
         Ok(found.is_some())
     }
 
     /// Dialogs and groups the user belongs to, and object discussions they follow.
-    pub(crate) async fn listed_discussions(
-        &self,
-        user: &str,
-    ) -> Result<Vec<DiscussionRow>, StoreError> {
+    pub async fn listed_discussions(&self, user: &str) -> Result<Vec<DiscussionRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT d.* FROM discussions d JOIN members m ON m.discussion_id = d.id WHERE m.user_id = ? \
              UNION \
@@ -841,27 +812,23 @@ impl Store {
         )
         .bind(user)
         .bind(user)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
-    pub(crate) async fn read_marker(
-        &self,
-        user: &str,
-        discussion: &str,
-    ) -> Result<i64, StoreError> {
+    pub async fn read_marker(&self, user: &str, discussion: &str) -> Result<i64, StoreError> {
         let seq: Option<i64> = sqlx::query_scalar(
             "SELECT seq FROM read_markers WHERE user_id = ? AND discussion_id = ?",
         )
         .bind(user)
         .bind(discussion)
-        .fetch_optional(&self.read)
+        .fetch_optional(&self.db.read)
         .await?;
         Ok(seq.unwrap_or(0))
     }
 
     /// Messages by others after `after`, and how many of them mention `user`.
-    pub(crate) async fn unread(
+    pub async fn unread(
         &self,
         user: &str,
         discussion: &str,
@@ -873,7 +840,7 @@ impl Store {
         .bind(discussion)
         .bind(after)
         .bind(user)
-        .fetch_one(&self.read)
+        .fetch_one(&self.db.read)
         .await?;
         let mentions: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM mentions WHERE user_id = ? AND discussion_id = ? AND seq > ?",
@@ -881,13 +848,13 @@ impl Store {
         .bind(user)
         .bind(discussion)
         .bind(after)
-        .fetch_one(&self.read)
+        .fetch_one(&self.db.read)
         .await?;
         Ok((unread, mentions))
     }
 
     /// Events with `seq > after`, oldest first.
-    pub(crate) async fn events_after(
+    pub async fn events_after(
         &self,
         discussion: &str,
         after: i64,
@@ -899,12 +866,12 @@ impl Store {
         .bind(discussion)
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// Events with `seq < before`, the newest `limit` of them, oldest first.
-    pub(crate) async fn events_before(
+    pub async fn events_before(
         &self,
         discussion: &str,
         before: i64,
@@ -916,32 +883,29 @@ impl Store {
         .bind(discussion)
         .bind(before)
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?;
         rows.reverse();
         Ok(rows)
     }
 
-    pub(crate) async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError> {
+    pub async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM messages WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.read)
+            .fetch_optional(&self.db.read)
             .await?)
     }
 
-    pub(crate) async fn message_versions(
-        &self,
-        id: &str,
-    ) -> Result<Vec<(i64, String, i64)>, StoreError> {
+    pub async fn message_versions(&self, id: &str) -> Result<Vec<(i64, String, i64)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT version, text, at FROM message_versions WHERE message_id = ? ORDER BY version",
         )
         .bind(id)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
-    pub(crate) async fn message_version_text(
+    pub async fn message_version_text(
         &self,
         id: &str,
         version: i64,
@@ -951,29 +915,26 @@ impl Store {
         )
         .bind(id)
         .bind(version)
-        .fetch_optional(&self.read)
+        .fetch_optional(&self.db.read)
         .await?)
     }
 
-    pub(crate) async fn reactions(
-        &self,
-        message: &str,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn reactions(&self, message: &str) -> Result<Vec<(String, String)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT emoji, user_id FROM reactions WHERE message_id = ? ORDER BY at, user_id",
         )
         .bind(message)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
-    pub(crate) async fn mentions(&self, message: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn mentions(&self, message: &str) -> Result<Vec<String>, StoreError> {
         Ok(
             sqlx::query_scalar(
                 "SELECT user_id FROM mentions WHERE message_id = ? ORDER BY user_id",
             )
             .bind(message)
-            .fetch_all(&self.read)
+            .fetch_all(&self.db.read)
             .await?,
         )
     }

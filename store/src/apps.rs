@@ -3,43 +3,43 @@
 use sqlx::SqliteConnection;
 
 use super::audit::{AuditRecord, append};
-use super::{Store, StoreError};
+use super::{Apps, StoreError};
 
 /// An application as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct AppRow {
-    pub(crate) name: String,
-    pub(crate) user_id: String,
-    pub(crate) email: String,
-    pub(crate) status: String,
-    pub(crate) instance_id: Option<String>,
-    pub(crate) created_at: i64,
-    pub(crate) activated_at: Option<i64>,
-    pub(crate) copy_refusals: i64,
-    pub(crate) last_copy_at: Option<i64>,
-    pub(crate) last_copy_instance: Option<String>,
+pub struct AppRow {
+    pub name: String,
+    pub user_id: String,
+    pub email: String,
+    pub status: String,
+    pub instance_id: Option<String>,
+    pub created_at: i64,
+    pub activated_at: Option<i64>,
+    pub copy_refusals: i64,
+    pub last_copy_at: Option<i64>,
+    pub last_copy_instance: Option<String>,
 }
 
 /// A code to record for an application, created as pending if it is new.
 #[derive(Debug)]
-pub(crate) struct NewCode<'a> {
-    pub(crate) app: &'a str,
-    pub(crate) user_id: &'a str,
-    pub(crate) display_name: &'a str,
-    pub(crate) email: &'a str,
-    pub(crate) code_hash: &'a str,
-    pub(crate) now: i64,
-    pub(crate) expires_at: i64,
+pub struct NewCode<'a> {
+    pub app: &'a str,
+    pub user_id: &'a str,
+    pub display_name: &'a str,
+    pub email: &'a str,
+    pub code_hash: &'a str,
+    pub now: i64,
+    pub expires_at: i64,
     /// Refused with [`CodeRefused::TooSoon`] if the last code went out after this.
-    pub(crate) not_after: i64,
+    pub not_after: i64,
     /// An administrator's registration: a pending or revoked application's address may
     /// change (someone else may have started it with theirs).
-    pub(crate) by_admin: bool,
+    pub by_admin: bool,
 }
 
 /// Why no code was recorded.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum CodeRefused {
+pub enum CodeRefused {
     /// The name belongs to a person, a bot or an application registered with another address.
     NameTaken,
     /// The application is already active; an administrator revokes it first.
@@ -52,18 +52,18 @@ pub(crate) enum CodeRefused {
 
 /// An activation attempt.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Activate<'a> {
-    pub(crate) app: &'a str,
-    pub(crate) code_hash: &'a str,
-    pub(crate) instance: &'a str,
-    pub(crate) secret_hash: &'a str,
-    pub(crate) now: i64,
-    pub(crate) max_attempts: i64,
+pub struct Activate<'a> {
+    pub app: &'a str,
+    pub code_hash: &'a str,
+    pub instance: &'a str,
+    pub secret_hash: &'a str,
+    pub now: i64,
+    pub max_attempts: i64,
 }
 
 /// How an activation attempt ended.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Activation {
+pub enum Activation {
     /// The application is active with the new secret.
     Activated,
     /// No registration is pending under this name.
@@ -80,14 +80,14 @@ pub(crate) enum Activation {
 
 /// A webhook as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct WebhookRow {
-    pub(crate) id: String,
-    pub(crate) owner: String,
-    pub(crate) url: String,
-    pub(crate) kinds: String,
-    pub(crate) signing: String,
-    pub(crate) secret: String,
-    pub(crate) created_at: i64,
+pub struct WebhookRow {
+    pub id: String,
+    pub owner: String,
+    pub url: String,
+    pub kinds: String,
+    pub signing: String,
+    pub secret: String,
+    pub created_at: i64,
 }
 
 impl WebhookRow {
@@ -99,18 +99,18 @@ impl WebhookRow {
 
 /// A webhook with the state of its deliveries.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct WebhookStatus {
+pub struct WebhookStatus {
     #[sqlx(flatten)]
-    pub(crate) hook: WebhookRow,
-    pub(crate) pending: i64,
-    pub(crate) delivered: i64,
-    pub(crate) failed: i64,
-    pub(crate) last_error: Option<String>,
+    pub hook: WebhookRow,
+    pub pending: i64,
+    pub delivered: i64,
+    pub failed: i64,
+    pub last_error: Option<String>,
 }
 
 impl WebhookStatus {
     /// A webhook just created: nothing sent yet.
-    pub(crate) fn fresh(hook: WebhookRow) -> Self {
+    pub fn fresh(hook: WebhookRow) -> Self {
         Self {
             hook,
             pending: 0,
@@ -123,59 +123,59 @@ impl WebhookStatus {
 
 /// One webhook request due to be sent.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct DeliveryRow {
-    pub(crate) id: i64,
-    pub(crate) webhook_id: String,
-    pub(crate) kind: String,
-    pub(crate) body: String,
-    pub(crate) attempts: i64,
-    pub(crate) url: String,
-    pub(crate) signing: String,
-    pub(crate) secret: String,
+pub struct DeliveryRow {
+    pub id: i64,
+    pub webhook_id: String,
+    pub kind: String,
+    pub body: String,
+    pub attempts: i64,
+    pub url: String,
+    pub signing: String,
+    pub secret: String,
 }
 
 /// A topic subscription.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct SubscriptionRow {
-    pub(crate) topic: String,
-    pub(crate) subscriber: String,
-    pub(crate) push_url: Option<String>,
-    pub(crate) signing: String,
-    pub(crate) secret: String,
+pub struct SubscriptionRow {
+    pub topic: String,
+    pub subscriber: String,
+    pub push_url: Option<String>,
+    pub signing: String,
+    pub secret: String,
 }
 
 /// A topic message handed to a subscriber.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct TopicMessageRow {
-    pub(crate) id: i64,
-    pub(crate) topic: String,
-    pub(crate) publisher: String,
-    pub(crate) payload: String,
-    pub(crate) published_at: i64,
-    pub(crate) expires_at: Option<i64>,
-    pub(crate) attempts: i64,
+pub struct TopicMessageRow {
+    pub id: i64,
+    pub topic: String,
+    pub publisher: String,
+    pub payload: String,
+    pub published_at: i64,
+    pub expires_at: Option<i64>,
+    pub attempts: i64,
 }
 
 /// A pushed topic message due to be sent, with where to.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct PushRow {
+pub struct PushRow {
     #[sqlx(flatten)]
-    pub(crate) message: TopicMessageRow,
-    pub(crate) subscriber: String,
-    pub(crate) push_url: String,
-    pub(crate) signing: String,
-    pub(crate) secret: String,
+    pub message: TopicMessageRow,
+    pub subscriber: String,
+    pub push_url: String,
+    pub signing: String,
+    pub secret: String,
 }
 
 /// A message to publish on a topic.
 #[derive(Debug)]
-pub(crate) struct NewTopicMessage<'a> {
-    pub(crate) topic: &'a str,
-    pub(crate) publisher: &'a str,
-    pub(crate) idempotency_key: &'a str,
-    pub(crate) payload: &'a str,
-    pub(crate) now: i64,
-    pub(crate) expires_at: Option<i64>,
+pub struct NewTopicMessage<'a> {
+    pub topic: &'a str,
+    pub publisher: &'a str,
+    pub idempotency_key: &'a str,
+    pub payload: &'a str,
+    pub now: i64,
+    pub expires_at: Option<i64>,
 }
 
 /// `SELECT <every application column> FROM applications <tail>`, as a static string.
@@ -197,15 +197,15 @@ macro_rules! usable {
     };
 }
 
-impl Store {
+impl Apps<'_> {
     /// Records a new registration code, creating the pending application (and its user of
     /// kind `app`) on the first one.
-    pub(crate) async fn record_app_code(
+    pub async fn record_app_code(
         &self,
         code: &NewCode<'_>,
         audit: &AuditRecord,
     ) -> Result<Result<(), CodeRefused>, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let existing: Option<AppRow> = sqlx::query_as(select_apps!("WHERE name = ?"))
             .bind(code.app)
             .fetch_optional(&mut *tx)
@@ -343,8 +343,8 @@ impl Store {
     /// Forgets a code that could not be sent, so that it neither works nor delays the next; a
     /// registration left with no code and never activated is forgotten too, so that a
     /// mistyped address does not hold the name.
-    pub(crate) async fn drop_app_code(&self, app: &str, code_hash: &str) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+    pub async fn drop_app_code(&self, app: &str, code_hash: &str) -> Result<(), StoreError> {
+        let mut tx = self.db.write.begin().await?;
         sqlx::query("DELETE FROM application_codes WHERE application = ? AND code_hash = ?")
             .bind(app)
             .bind(code_hash)
@@ -371,7 +371,7 @@ impl Store {
 
     /// Activates a pending application with a code: binds it to `instance` and sets its
     /// secret. A wrong code counts against every live code of the application.
-    pub(crate) async fn activate_app(
+    pub async fn activate_app(
         &self,
         a: &Activate<'_>,
         audit: &AuditRecord,
@@ -384,7 +384,7 @@ impl Store {
             now,
             max_attempts,
         } = *a;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let status: Option<String> =
             sqlx::query_scalar("SELECT status FROM applications WHERE name = ?")
                 .bind(app)
@@ -461,53 +461,50 @@ impl Store {
         Ok(outcome)
     }
 
-    pub(crate) async fn app(&self, name: &str) -> Result<Option<AppRow>, StoreError> {
+    pub async fn app(&self, name: &str) -> Result<Option<AppRow>, StoreError> {
         Ok(sqlx::query_as(select_apps!("WHERE name = ?"))
             .bind(name)
-            .fetch_optional(&self.read)
+            .fetch_optional(&self.db.read)
             .await?)
     }
 
     /// The active application holding this secret.
-    pub(crate) async fn app_by_secret(
-        &self,
-        secret_hash: &str,
-    ) -> Result<Option<AppRow>, StoreError> {
+    pub async fn app_by_secret(&self, secret_hash: &str) -> Result<Option<AppRow>, StoreError> {
         Ok(
             sqlx::query_as(select_apps!("WHERE secret_hash = ? AND ", usable!()))
                 .bind(secret_hash)
-                .fetch_optional(&self.read)
+                .fetch_optional(&self.db.read)
                 .await?,
         )
     }
 
-    pub(crate) async fn apps(&self) -> Result<Vec<AppRow>, StoreError> {
+    pub async fn list(&self) -> Result<Vec<AppRow>, StoreError> {
         Ok(sqlx::query_as(select_apps!("ORDER BY name"))
-            .fetch_all(&self.read)
+            .fetch_all(&self.db.read)
             .await?)
     }
 
     /// Whether the application named `name` may act (see [`usable!`]).
-    pub(crate) async fn app_usable(&self, name: &str) -> Result<bool, StoreError> {
+    pub async fn app_usable(&self, name: &str) -> Result<bool, StoreError> {
         let found: Option<i64> = sqlx::query_scalar(concat!(
             "SELECT 1 FROM applications WHERE name = ? AND ",
             usable!()
         ))
         .bind(name)
-        .fetch_optional(&self.read)
+        .fetch_optional(&self.db.read)
         .await?;
         Ok(found.is_some())
     }
 
     /// Counts a refused copy of an application's database and audits it.
-    pub(crate) async fn record_app_copy(
+    pub async fn record_app_copy(
         &self,
         app: &str,
         instance: &str,
         now: i64,
         audit: Option<AuditRecord>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         sqlx::query(
             "UPDATE applications SET copy_refusals = copy_refusals + 1, last_copy_at = ?, \
              last_copy_instance = ? WHERE name = ?",
@@ -525,12 +522,8 @@ impl Store {
     }
 
     /// Revokes an application: its secret stops working at once. `false` if there is none.
-    pub(crate) async fn revoke_app(
-        &self,
-        app: &str,
-        audit: &AuditRecord,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.write.begin().await?;
+    pub async fn revoke_app(&self, app: &str, audit: &AuditRecord) -> Result<bool, StoreError> {
+        let mut tx = self.db.write.begin().await?;
         let done = sqlx::query(
             "UPDATE applications SET status = 'revoked', secret_hash = NULL WHERE name = ?",
         )
@@ -568,18 +561,18 @@ impl Store {
     }
 
     /// Whether `user` is the active application named `app`.
-    pub(crate) async fn is_app(&self, user: &str, app: &str) -> Result<bool, StoreError> {
+    pub async fn is_app(&self, user: &str, app: &str) -> Result<bool, StoreError> {
         let found: Option<i64> = sqlx::query_scalar(IS_APP)
             .bind(app)
             .bind(user)
-            .fetch_optional(&self.read)
+            .fetch_optional(&self.db.read)
             .await?;
         Ok(found.is_some())
     }
 
     // ---- webhooks ----
 
-    pub(crate) async fn insert_webhook(&self, hook: &WebhookRow) -> Result<(), StoreError> {
+    pub async fn insert_webhook(&self, hook: &WebhookRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO webhooks (id, owner, url, kinds, signing, secret, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -591,33 +584,26 @@ impl Store {
         .bind(&hook.signing)
         .bind(&hook.secret)
         .bind(hook.created_at)
-        .execute(&self.write)
+        .execute(&self.db.write)
         .await
         .map_err(StoreError::from_insert)?;
         Ok(())
     }
 
     /// Removes a webhook of `owner` (any owner's when `None`); `false` if there was none.
-    pub(crate) async fn delete_webhook(
-        &self,
-        id: &str,
-        owner: Option<&str>,
-    ) -> Result<bool, StoreError> {
+    pub async fn delete_webhook(&self, id: &str, owner: Option<&str>) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM webhooks WHERE id = ? AND (? IS NULL OR owner = ?)")
             .bind(id)
             .bind(owner)
             .bind(owner)
-            .execute(&self.write)
+            .execute(&self.db.write)
             .await?
             .rows_affected();
         Ok(done > 0)
     }
 
     /// Webhooks of `owner` (all when `None`) with their delivery counts.
-    pub(crate) async fn webhooks(
-        &self,
-        owner: Option<&str>,
-    ) -> Result<Vec<WebhookStatus>, StoreError> {
+    pub async fn webhooks(&self, owner: Option<&str>) -> Result<Vec<WebhookStatus>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT w.*, \
              (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id \
@@ -632,31 +618,31 @@ impl Store {
         )
         .bind(owner)
         .bind(owner)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// Queues `body` for the webhooks of `owner` that want `kind`, in one transaction; how
     /// many were queued.
-    pub(crate) async fn enqueue_owner_webhooks(
+    pub async fn enqueue_owner_webhooks(
         &self,
         owner: &str,
         kind: &str,
         body: &str,
         now: i64,
     ) -> Result<usize, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let n = enqueue_webhooks(&mut tx, Recipients::Owner(owner), kind, body, now).await?;
         tx.commit().await?;
         Ok(n)
     }
 
     /// How many webhooks `owner` has.
-    pub(crate) async fn webhook_count(&self, owner: &str) -> Result<i64, StoreError> {
+    pub async fn webhook_count(&self, owner: &str) -> Result<i64, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE owner = ?")
                 .bind(owner)
-                .fetch_one(&self.read)
+                .fetch_one(&self.db.read)
                 .await?,
         )
     }
@@ -664,10 +650,10 @@ impl Store {
     /// Removes what is no longer needed: webhook requests finished a week ago, and topic
     /// messages nobody still has to receive once a day has passed (their idempotency keys
     /// are kept that long).
-    pub(crate) async fn prune_app_queues(&self, now: i64) -> Result<u64, StoreError> {
+    pub async fn prune_app_queues(&self, now: i64) -> Result<u64, StoreError> {
         const WEEK: i64 = 7 * 24 * 3600 * 1000;
         const DAY: i64 = 24 * 3600 * 1000;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let hooks =
             sqlx::query("DELETE FROM webhook_deliveries WHERE state <> 'pending' AND done_at < ?")
                 .bind(now - WEEK)
@@ -689,7 +675,7 @@ impl Store {
     }
 
     /// Requests due now, oldest first.
-    pub(crate) async fn due_deliveries(
+    pub async fn due_deliveries(
         &self,
         now: i64,
         limit: i64,
@@ -701,13 +687,13 @@ impl Store {
         )
         .bind(now)
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// Records the outcome of one attempt: delivered, retried at `next_at`, or failed for
     /// good.
-    pub(crate) async fn delivery_attempted(
+    pub async fn delivery_attempted(
         &self,
         id: i64,
         outcome: Attempt<'_>,
@@ -729,13 +715,13 @@ impl Store {
         .bind(state)
         .bind(now)
         .bind(id)
-        .execute(&self.write)
+        .execute(&self.db.write)
         .await?;
         Ok(())
     }
 
     /// Puts a webhook's failed requests back in the queue; how many.
-    pub(crate) async fn retry_failed_deliveries(
+    pub async fn retry_failed_deliveries(
         &self,
         webhook: &str,
         now: i64,
@@ -746,18 +732,14 @@ impl Store {
         )
         .bind(now)
         .bind(webhook)
-        .execute(&self.write)
+        .execute(&self.db.write)
         .await?
         .rows_affected())
     }
 
     // ---- topics ----
 
-    pub(crate) async fn subscribe_topic(
-        &self,
-        sub: &SubscriptionRow,
-        now: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn subscribe_topic(&self, sub: &SubscriptionRow, now: i64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO topic_subscriptions (topic, subscriber, push_url, signing, secret, \
              created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (topic, subscriber) DO UPDATE \
@@ -770,18 +752,18 @@ impl Store {
         .bind(&sub.signing)
         .bind(&sub.secret)
         .bind(now)
-        .execute(&self.write)
+        .execute(&self.db.write)
         .await?;
         Ok(())
     }
 
     /// Ends a subscription and drops what it had not acknowledged; `false` if there was none.
-    pub(crate) async fn unsubscribe_topic(
+    pub async fn unsubscribe_topic(
         &self,
         topic: &str,
         subscriber: &str,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let done =
             sqlx::query("DELETE FROM topic_subscriptions WHERE topic = ? AND subscriber = ?")
                 .bind(topic)
@@ -798,7 +780,7 @@ impl Store {
         Ok(done > 0)
     }
 
-    pub(crate) async fn subscription(
+    pub async fn subscription(
         &self,
         topic: &str,
         subscriber: &str,
@@ -809,18 +791,15 @@ impl Store {
         )
         .bind(topic)
         .bind(subscriber)
-        .fetch_optional(&self.read)
+        .fetch_optional(&self.db.read)
         .await?)
     }
 
     /// Publishes a message once per (topic, publisher, key) and gives every subscription a
     /// delivery of it. Returns its id and whether it is new. Expired messages are removed
     /// here on the way, a few at a time, so that storage does not grow without a cleanup job.
-    pub(crate) async fn publish_topic(
-        &self,
-        m: &NewTopicMessage<'_>,
-    ) -> Result<(i64, bool), StoreError> {
-        let mut tx = self.write.begin().await?;
+    pub async fn publish_topic(&self, m: &NewTopicMessage<'_>) -> Result<(i64, bool), StoreError> {
+        let mut tx = self.db.write.begin().await?;
         sqlx::query(
             "DELETE FROM topic_messages WHERE id IN (SELECT id FROM topic_messages \
              WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT 100)",
@@ -874,7 +853,7 @@ impl Store {
     }
 
     /// Leases up to `max` visible, unexpired messages of a subscription until `lease_until`.
-    pub(crate) async fn pull_topic(
+    pub async fn pull_topic(
         &self,
         topic: &str,
         subscriber: &str,
@@ -882,7 +861,7 @@ impl Store {
         lease_until: i64,
         max: i64,
     ) -> Result<Vec<TopicMessageRow>, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let rows: Vec<TopicMessageRow> = sqlx::query_as(
             "SELECT m.id, m.topic, m.publisher, m.payload, m.published_at, m.expires_at, \
              d.attempts + 1 AS attempts FROM topic_deliveries d \
@@ -914,13 +893,13 @@ impl Store {
     }
 
     /// Acknowledges messages of a subscription; how many were pending.
-    pub(crate) async fn ack_topic(
+    pub async fn ack_topic(
         &self,
         topic: &str,
         subscriber: &str,
         ids: &[i64],
     ) -> Result<u64, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let mut done = 0;
         for id in ids {
             done += sqlx::query(
@@ -939,11 +918,7 @@ impl Store {
     }
 
     /// Pushed subscriptions' messages due now.
-    pub(crate) async fn due_pushes(
-        &self,
-        now: i64,
-        limit: i64,
-    ) -> Result<Vec<PushRow>, StoreError> {
+    pub async fn due_pushes(&self, now: i64, limit: i64) -> Result<Vec<PushRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT m.id, m.topic, m.publisher, m.payload, m.published_at, m.expires_at, \
              d.attempts + 1 AS attempts, d.subscriber, s.push_url, s.signing, s.secret \
@@ -955,12 +930,12 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// Puts a pushed message off until `at` after a failed attempt.
-    pub(crate) async fn push_failed(
+    pub async fn push_failed(
         &self,
         topic: &str,
         subscriber: &str,
@@ -975,7 +950,7 @@ impl Store {
         .bind(subscriber)
         .bind(topic)
         .bind(id)
-        .execute(&self.write)
+        .execute(&self.db.write)
         .await?;
         Ok(())
     }
@@ -983,7 +958,7 @@ impl Store {
 
 /// How one webhook attempt ended.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Attempt<'a> {
+pub enum Attempt<'a> {
     Delivered,
     Retry { at: i64, error: &'a str },
     Failed { error: &'a str },

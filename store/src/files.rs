@@ -1,69 +1,69 @@
 //! Files: blobs (contents, once per SHA-256), files, uploads in progress and attachments.
 
-use super::{Batch, Store, StoreError};
+use super::{Batch, Files, StoreError};
 
 /// A distinct content.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct BlobRow {
-    pub(crate) sha256: String,
-    pub(crate) size: i64,
-    pub(crate) backend: String,
-    pub(crate) mime: String,
-    pub(crate) thumbnail: bool,
-    pub(crate) width: Option<i64>,
-    pub(crate) height: Option<i64>,
-    pub(crate) created_at: i64,
+pub struct BlobRow {
+    pub sha256: String,
+    pub size: i64,
+    pub backend: String,
+    pub mime: String,
+    pub thumbnail: bool,
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+    pub created_at: i64,
 }
 
 /// A file with what its content is (from `blobs`).
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct FileRow {
-    pub(crate) id: String,
-    pub(crate) name: String,
-    pub(crate) size: i64,
-    pub(crate) discussion_id: String,
-    pub(crate) uploader: String,
-    pub(crate) created_at: i64,
-    pub(crate) attached: bool,
-    pub(crate) sha256: String,
-    pub(crate) backend: String,
-    pub(crate) mime: String,
-    pub(crate) thumbnail: bool,
-    pub(crate) width: Option<i64>,
-    pub(crate) height: Option<i64>,
+pub struct FileRow {
+    pub id: String,
+    pub name: String,
+    pub size: i64,
+    pub discussion_id: String,
+    pub uploader: String,
+    pub created_at: i64,
+    pub attached: bool,
+    pub sha256: String,
+    pub backend: String,
+    pub mime: String,
+    pub thumbnail: bool,
+    pub width: Option<i64>,
+    pub height: Option<i64>,
     /// The linked node whose word the file is, until it has sent the content (`None`: an
     /// upload here, or proven).
-    pub(crate) linked_from: Option<String>,
+    pub linked_from: Option<String>,
 }
 
 /// An upload in progress (or completed, with `file_id`).
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct UploadRow {
-    pub(crate) id: String,
-    pub(crate) user_id: String,
-    pub(crate) discussion_id: String,
-    pub(crate) name: String,
-    pub(crate) size: i64,
-    pub(crate) sha256: String,
-    pub(crate) confirmed: i64,
-    pub(crate) created_at: i64,
-    pub(crate) expires_at: i64,
-    pub(crate) file_id: Option<String>,
+pub struct UploadRow {
+    pub id: String,
+    pub user_id: String,
+    pub discussion_id: String,
+    pub name: String,
+    pub size: i64,
+    pub sha256: String,
+    pub confirmed: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub file_id: Option<String>,
 }
 
 /// A message a file is attached to.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct Attachment {
-    pub(crate) discussion_id: String,
-    pub(crate) deleted: bool,
+pub struct Attachment {
+    pub discussion_id: String,
+    pub deleted: bool,
 }
 
 /// Blobs and their sizes on one backend.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
-pub(crate) struct BackendUsage {
-    pub(crate) backend: String,
-    pub(crate) blobs: i64,
-    pub(crate) bytes: i64,
+pub struct BackendUsage {
+    pub backend: String,
+    pub blobs: i64,
+    pub bytes: i64,
 }
 
 /// Every column of `files f JOIN blobs b`, in `FileRow`'s order.
@@ -99,7 +99,7 @@ macro_rules! submitted {
 }
 
 /// `blobs.backend` of a content known here only from a linked node's message.
-pub(crate) const REMOTE_BACKEND: &str = "remote";
+pub const REMOTE_BACKEND: &str = "remote";
 
 /// Every column of `blobs`, in `BlobRow`'s order.
 macro_rules! blob_columns {
@@ -116,15 +116,15 @@ macro_rules! upload_columns {
     };
 }
 
-impl Store {
+impl Files<'_> {
     /// Bytes `user` keeps in files and has reserved for uploads in progress.
-    pub(crate) async fn file_usage(&self, user: &str) -> Result<u64, StoreError> {
+    pub async fn file_usage(&self, user: &str) -> Result<u64, StoreError> {
         let used: i64 = sqlx::query_scalar(
             "SELECT COALESCE((SELECT SUM(size) FROM files WHERE uploader = ?1), 0) \
              + COALESCE((SELECT SUM(size) FROM uploads WHERE user_id = ?1 AND file_id IS NULL), 0)",
         )
         .bind(user)
-        .fetch_one(&self.read)
+        .fetch_one(&self.db.read)
         .await?;
         Ok(u64::try_from(used).unwrap_or(0))
     }
@@ -132,12 +132,8 @@ impl Store {
     /// Records a new upload, if the user's usage with it stays within `quota` (0: no limit);
     /// returns whether it was recorded. Checked and written in one transaction, so that two
     /// uploads cannot both take the last bytes.
-    pub(crate) async fn insert_upload(
-        &self,
-        u: &UploadRow,
-        quota: u64,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.write.begin().await?;
+    pub async fn insert_upload(&self, u: &UploadRow, quota: u64) -> Result<bool, StoreError> {
+        let mut tx = self.db.write.begin().await?;
         if quota > 0 {
             let used: i64 = sqlx::query_scalar(
                 "SELECT COALESCE((SELECT SUM(size) FROM files WHERE uploader = ?1), 0) \
@@ -173,75 +169,67 @@ impl Store {
         Ok(true)
     }
 
-    pub(crate) async fn upload(&self, id: &str) -> Result<Option<UploadRow>, StoreError> {
+    pub async fn upload(&self, id: &str) -> Result<Option<UploadRow>, StoreError> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             upload_columns!(),
             " FROM uploads WHERE id = ?"
         ))
         .bind(id)
-        .fetch_optional(&self.read)
+        .fetch_optional(&self.db.read)
         .await?)
     }
 
     /// Records that the staging file holds `confirmed` bytes, durably.
-    pub(crate) async fn set_upload_confirmed(
-        &self,
-        id: &str,
-        confirmed: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn set_upload_confirmed(&self, id: &str, confirmed: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE uploads SET confirmed = ? WHERE id = ? AND file_id IS NULL")
             .bind(confirmed)
             .bind(id)
-            .execute(&self.write)
+            .execute(&self.db.write)
             .await?;
         Ok(())
     }
 
-    pub(crate) async fn delete_upload(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn delete_upload(&self, id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM uploads WHERE id = ?")
             .bind(id)
-            .execute(&self.write)
+            .execute(&self.db.write)
             .await?;
         Ok(done.rows_affected() > 0)
     }
 
     /// Uploads not completed by `now`, oldest first.
-    pub(crate) async fn expired_uploads(
-        &self,
-        now: i64,
-        limit: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    pub async fn expired_uploads(&self, now: i64, limit: i64) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM uploads WHERE expires_at < ? ORDER BY expires_at LIMIT ?",
         )
         .bind(now)
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
-    pub(crate) async fn blob(&self, sha256: &str) -> Result<Option<BlobRow>, StoreError> {
+    pub async fn blob(&self, sha256: &str) -> Result<Option<BlobRow>, StoreError> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             blob_columns!(),
             " FROM blobs WHERE sha256 = ?"
         ))
         .bind(sha256)
-        .fetch_optional(&self.read)
+        .fetch_optional(&self.db.read)
         .await?)
     }
 
     /// Completes an upload: the blob (unless its content is already stored, which `blob`
     /// then is `None`), the file, and the upload's link to it, in one transaction. Returns
     /// `false` if the blob was expected to exist and does not (it was removed meanwhile).
-    pub(crate) async fn complete_upload(
+    pub async fn complete_upload(
         &self,
         upload: &str,
         file: &FileRow,
         blob: Option<&BlobRow>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         match blob {
             Some(b) => {
                 // A content recorded only as held at a linked node is here now.
@@ -281,30 +269,30 @@ impl Store {
         Ok(true)
     }
 
-    pub(crate) async fn file(&self, id: &str) -> Result<Option<FileRow>, StoreError> {
+    pub async fn file(&self, id: &str) -> Result<Option<FileRow>, StoreError> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             file_columns!(),
             " FROM files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.id = ?"
         ))
         .bind(id)
-        .fetch_optional(&self.read)
+        .fetch_optional(&self.db.read)
         .await?)
     }
 
     /// The messages a file is attached to.
-    pub(crate) async fn file_attachments(&self, id: &str) -> Result<Vec<Attachment>, StoreError> {
+    pub async fn file_attachments(&self, id: &str) -> Result<Vec<Attachment>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT m.discussion_id, m.deleted FROM message_files a \
              JOIN messages m ON m.id = a.message_id WHERE a.file_id = ?",
         )
         .bind(id)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// The files attached to a message, in order.
-    pub(crate) async fn message_files(&self, message: &str) -> Result<Vec<FileRow>, StoreError> {
+    pub async fn message_files(&self, message: &str) -> Result<Vec<FileRow>, StoreError> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             file_columns!(),
@@ -313,14 +301,14 @@ impl Store {
               WHERE a.message_id = ? ORDER BY a.position"
         ))
         .bind(message)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// Files to remove: attached once and no longer (their messages were deleted), never
     /// attached and uploaded before `unattached_before`, or uploaded before
     /// `retention_before` (retention; `None`: kept).
-    pub(crate) async fn removable_files(
+    pub async fn removable_files(
         &self,
         unattached_before: i64,
         retention_before: Option<i64>,
@@ -334,19 +322,19 @@ impl Store {
         .bind(unattached_before)
         .bind(retention_before.unwrap_or(i64::MIN))
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// Removes these files (with their attachments and uploads) if they are still removable
     /// by the same rule: a file attached meanwhile stays. Returns how many went.
-    pub(crate) async fn delete_files(
+    pub async fn delete_files(
         &self,
         ids: &[String],
         unattached_before: i64,
         retention_before: Option<i64>,
     ) -> Result<usize, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let mut removed = 0;
         for id in ids {
             let done = sqlx::query(concat!(
@@ -366,7 +354,7 @@ impl Store {
     }
 
     /// Blobs no file refers to.
-    pub(crate) async fn orphan_blobs(&self, limit: i64) -> Result<Vec<BlobRow>, StoreError> {
+    pub async fn orphan_blobs(&self, limit: i64) -> Result<Vec<BlobRow>, StoreError> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             blob_columns!(),
@@ -374,27 +362,24 @@ impl Store {
               LIMIT ?"
         ))
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// Removes a blob's row if still no file refers to it; returns the backend it was on.
-    pub(crate) async fn delete_orphan_blob(
-        &self,
-        sha256: &str,
-    ) -> Result<Option<String>, StoreError> {
+    pub async fn delete_orphan_blob(&self, sha256: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "DELETE FROM blobs WHERE sha256 = ? \
              AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = blobs.sha256) \
              RETURNING backend",
         )
         .bind(sha256)
-        .fetch_optional(&self.write)
+        .fetch_optional(&self.db.write)
         .await?)
     }
 
     /// Blobs not on `backend`, in hash order after `after`.
-    pub(crate) async fn blobs_elsewhere(
+    pub async fn blobs_elsewhere(
         &self,
         backend: &str,
         after: &str,
@@ -410,35 +395,30 @@ impl Store {
         .bind(REMOTE_BACKEND)
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// Moves a blob's row from one backend to another; `false` if it is gone or was not on
     /// `from`.
-    pub(crate) async fn move_blob(
-        &self,
-        sha256: &str,
-        from: &str,
-        to: &str,
-    ) -> Result<bool, StoreError> {
+    pub async fn move_blob(&self, sha256: &str, from: &str, to: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE blobs SET backend = ? WHERE sha256 = ? AND backend = ?")
             .bind(to)
             .bind(sha256)
             .bind(from)
-            .execute(&self.write)
+            .execute(&self.db.write)
             .await?;
         Ok(done.rows_affected() > 0)
     }
 
     /// Records the backend new contents go to, with its audit record, in one transaction.
-    pub(crate) async fn set_files_backend(
+    pub async fn set_files_backend(
         &self,
         key: &str,
         backend: &str,
         audit: &super::AuditRecord,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         sqlx::query(
             "INSERT INTO meta (key, value) VALUES (?, ?) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -457,7 +437,7 @@ impl Store {
     /// `peer_is_home`, or the discussion is shared over the link), did not upload the file
     /// itself, and the file is attached to a message not deleted, or waits in a submission
     /// (see [`Batch::fed_pending_files`]). Proven files come first.
-    pub(crate) async fn fed_servable_file(
+    pub async fn fed_servable_file(
         &self,
         link: &str,
         peer: &str,
@@ -483,13 +463,13 @@ impl Store {
         .bind(peer)
         .bind(peer_is_home)
         .bind(link)
-        .fetch_optional(&self.read)
+        .fetch_optional(&self.db.read)
         .await?)
     }
 
     /// Files of discussions homed at `node` (this node) that a linked node named and has not
     /// sent yet, attached to messages not deleted, oldest first, but for those in `skip`.
-    pub(crate) async fn fed_unproven_at_home(
+    pub async fn fed_unproven_at_home(
         &self,
         node: &str,
         skip: &[String],
@@ -509,7 +489,7 @@ impl Store {
         .bind(node)
         .bind(super::json_param(&skip)?)
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
@@ -517,14 +497,14 @@ impl Store {
     /// the files of that discussion it named with that content and size are proven, and the
     /// content, if it was recorded only as held at a linked node, is now stored on
     /// `blob.backend` (`blob` is `None` when it was held here already).
-    pub(crate) async fn fed_content_proven(
+    pub async fn fed_content_proven(
         &self,
         file: &FileRow,
         source: &str,
         blob: Option<&BlobRow>,
     ) -> Result<(), StoreError> {
         let sha256 = &file.sha256;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         if let Some(blob) = blob {
             sqlx::query(
                 "UPDATE blobs SET size = ?, backend = ?, mime = ?, thumbnail = ?, width = ?, \
@@ -556,19 +536,19 @@ impl Store {
     }
 
     /// Blobs and bytes per backend.
-    pub(crate) async fn backend_usage(&self) -> Result<Vec<BackendUsage>, StoreError> {
+    pub async fn backend_usage(&self) -> Result<Vec<BackendUsage>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT backend, COUNT(*) AS blobs, COALESCE(SUM(size), 0) AS bytes FROM blobs \
              GROUP BY backend ORDER BY backend",
         )
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 }
 
 impl Batch {
     /// A file's uploader, discussion and upload time, for attaching it.
-    pub(crate) async fn file_owner(
+    pub async fn file_owner(
         &mut self,
         id: &str,
     ) -> Result<Option<(String, String, i64)>, StoreError> {
@@ -581,7 +561,7 @@ impl Batch {
     }
 
     /// Attaches files to a message, in order.
-    pub(crate) async fn attach_files(
+    pub async fn attach_files(
         &mut self,
         message: &str,
         files: &[String],
@@ -605,7 +585,7 @@ impl Batch {
 
     /// The files, with their contents, by id (inside the writing transaction); missing ones are
     /// left out.
-    pub(crate) async fn files_by_id(&mut self, ids: &[String]) -> Result<Vec<FileRow>, StoreError> {
+    pub async fn files_by_id(&mut self, ids: &[String]) -> Result<Vec<FileRow>, StoreError> {
         let mut rows = Vec::with_capacity(ids.len());
         for id in ids {
             let row: Option<FileRow> = sqlx::query_as(concat!(
@@ -623,7 +603,7 @@ impl Batch {
 
     /// Lists files with a submission to another node's discussion: they are kept, and served
     /// to that node, while the submission waits.
-    pub(crate) async fn fed_pending_files(
+    pub async fn fed_pending_files(
         &mut self,
         event: &str,
         files: &[String],
@@ -641,7 +621,7 @@ impl Batch {
     /// Records a file a linked node's message carries (`file.linked_from` names the node
     /// whose word it is, if not proven). Its content is recorded as waiting at a linked node
     /// (`blob.backend` is [`REMOTE_BACKEND`]) unless it is known here already.
-    pub(crate) async fn record_linked_file(
+    pub async fn record_linked_file(
         &mut self,
         file: &FileRow,
         blob: &BlobRow,
@@ -666,7 +646,7 @@ impl Batch {
 
     /// Whether this node's pending submission `event` lists a file with the content `sha256`
     /// (its own user's upload, coming back stamped).
-    pub(crate) async fn fed_submitted_content(
+    pub async fn fed_submitted_content(
         &mut self,
         event: &str,
         sha256: &str,
@@ -683,10 +663,7 @@ impl Batch {
     }
 
     /// The files attached to a message, in order (inside the writing transaction).
-    pub(crate) async fn message_files(
-        &mut self,
-        message: &str,
-    ) -> Result<Vec<FileRow>, StoreError> {
+    pub async fn message_files(&mut self, message: &str) -> Result<Vec<FileRow>, StoreError> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             file_columns!(),

@@ -4,31 +4,31 @@
 use sha2::{Digest, Sha256};
 use sqlx::{Sqlite, Transaction};
 
-use super::{Store, StoreError};
+use super::{AuditLog, StoreError};
 
 /// One audited action. Never holds passwords, tokens or message bodies.
 #[derive(Debug, Clone)]
-pub(crate) struct AuditRecord {
-    pub(crate) at: i64,
+pub struct AuditRecord {
+    pub at: i64,
     /// `cli`, `admin-socket`, `user:login@node`, `setup-token`.
-    pub(crate) actor: String,
+    pub actor: String,
     /// `user.add`, `user.lock`, `session.revoke`, `login.fail`, ...
-    pub(crate) action: &'static str,
-    pub(crate) target: String,
-    pub(crate) detail: String,
+    pub action: &'static str,
+    pub target: String,
+    pub detail: String,
 }
 
 /// A stored audit record.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct AuditRow {
-    pub(crate) seq: i64,
-    pub(crate) at: i64,
-    pub(crate) actor: String,
-    pub(crate) action: String,
-    pub(crate) target: String,
-    pub(crate) detail: String,
-    pub(crate) prev_hash: String,
-    pub(crate) hash: String,
+pub struct AuditRow {
+    pub seq: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
 }
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -80,32 +80,32 @@ pub(super) async fn append(
     Ok(())
 }
 
-impl Store {
+impl AuditLog<'_> {
     /// Appends one record on its own (for events that change nothing else, like failed logins).
-    pub(crate) async fn audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+    pub async fn append(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        let mut tx = self.db.write.begin().await?;
         append(&mut tx, record).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// The newest `limit` records, newest first.
-    pub(crate) async fn audit_tail(&self, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+    pub async fn audit_tail(&self, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
         Ok(
             sqlx::query_as("SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?")
                 .bind(limit)
-                .fetch_all(&self.read)
+                .fetch_all(&self.db.read)
                 .await?,
         )
     }
 
     /// Checks the whole chain, streaming it; returns the sequence number of the first broken
     /// record.
-    pub(crate) async fn verify_audit_chain(&self) -> Result<Option<i64>, StoreError> {
+    pub async fn verify_audit_chain(&self) -> Result<Option<i64>, StoreError> {
         use futures_util::TryStreamExt;
 
-        let mut rows =
-            sqlx::query_as::<_, AuditRow>("SELECT * FROM audit_log ORDER BY seq").fetch(&self.read);
+        let mut rows = sqlx::query_as::<_, AuditRow>("SELECT * FROM audit_log ORDER BY seq")
+            .fetch(&self.db.read);
         let mut prev = GENESIS.to_owned();
         let mut i = 0i64;
         while let Some(row) = rows.try_next().await? {
@@ -127,6 +127,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Store;
 
     fn record(action: &'static str) -> AuditRecord {
         AuditRecord {
@@ -143,14 +144,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("a.db")).await.unwrap();
         for action in ["user.add", "user.lock", "user.unlock"] {
-            store.audit(&record(action)).await.unwrap();
+            store.audit_log().append(&record(action)).await.unwrap();
         }
-        assert_eq!(store.verify_audit_chain().await.unwrap(), None);
+        assert_eq!(store.audit_log().verify_audit_chain().await.unwrap(), None);
         sqlx::query("UPDATE audit_log SET target = 'someone-else' WHERE seq = 2")
             .execute(&store.write)
             .await
             .unwrap();
-        assert_eq!(store.verify_audit_chain().await.unwrap(), Some(2));
+        assert_eq!(
+            store.audit_log().verify_audit_chain().await.unwrap(),
+            Some(2)
+        );
         store.close().await;
     }
 }

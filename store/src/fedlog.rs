@@ -4,60 +4,68 @@
 
 use sqlx::Sqlite;
 
-use super::{Batch, ROWS_PER_STATEMENT, Store, StoreError, json_param};
+use super::{Batch, Federated, ROWS_PER_STATEMENT, StoreError, json_param};
 
 /// A received item waiting to be applied.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct InboxItem {
-    pub(crate) link: String,
-    pub(crate) link_seq: i64,
-    pub(crate) item: Vec<u8>,
+pub struct InboxItem {
+    pub link: String,
+    pub link_seq: i64,
+    pub item: Vec<u8>,
 }
 
 /// The last entry of a discussion's federated log.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct FedHead {
-    pub(crate) fseq: i64,
-    pub(crate) stamp: Vec<u8>,
+pub struct FedHead {
+    pub fseq: i64,
+    pub stamp: Vec<u8>,
 }
 
 /// An entry of a discussion's federated log, to be appended.
 #[derive(Debug, Clone)]
-pub(crate) struct FedLogRow {
-    pub(crate) discussion: String,
-    pub(crate) fseq: i64,
-    pub(crate) event_id: String,
-    pub(crate) kind: String,
-    pub(crate) message_id: Option<String>,
-    pub(crate) stamp: Vec<u8>,
-    pub(crate) event: Vec<u8>,
+pub struct FedLogRow {
+    pub discussion: String,
+    pub fseq: i64,
+    pub event_id: String,
+    pub kind: String,
+    pub message_id: Option<String>,
+    pub stamp: Vec<u8>,
+    pub event: Vec<u8>,
 }
 
 /// A submission written here for a discussion of another home.
 #[derive(Debug, Clone)]
-pub(crate) struct NewPending<'a> {
-    pub(crate) event_id: &'a str,
+pub struct NewPending<'a> {
+    pub event_id: &'a str,
     /// The message written or changed; a dialog's id for `dialog.open`.
-    pub(crate) message_id: &'a str,
-    pub(crate) discussion: &'a str,
-    pub(crate) author: &'a str,
-    pub(crate) device: &'a str,
-    pub(crate) client_msg_id: &'a str,
-    pub(crate) kind: &'a str,
-    pub(crate) at: i64,
+    pub message_id: &'a str,
+    pub discussion: &'a str,
+    pub author: &'a str,
+    pub device: &'a str,
+    pub client_msg_id: &'a str,
+    pub kind: &'a str,
+    pub at: i64,
+}
+
+/// What a linked node says of one of its users.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteProfile<'a> {
+    pub id: &'a str,
+    pub display_name: &'a str,
+    pub department: &'a str,
 }
 
 /// A submission written here for a discussion of another home, by its exactly-once key.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct PendingRow {
-    pub(crate) message_id: String,
+pub struct PendingRow {
+    pub message_id: String,
     /// Why its home refused it, if it did.
-    pub(crate) refused: Option<String>,
+    pub refused: Option<String>,
 }
 
 impl Batch {
     /// The active links `discussion` is shared over (this node being its home).
-    pub(crate) async fn fed_shares(&mut self, discussion: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn fed_shares(&mut self, discussion: &str) -> Result<Vec<String>, StoreError> {
         let rows: Vec<(String,)> = sqlx::query_as(
             "SELECT s.link FROM fed_shares s JOIN fed_links l ON l.link = s.link \
              WHERE s.discussion_id = ? AND l.state = 'active' ORDER BY s.link",
@@ -69,7 +77,7 @@ impl Batch {
     }
 
     /// Shares `discussion` over `link` (again: its state was sent `at`).
-    pub(crate) async fn fed_add_share(
+    pub async fn fed_add_share(
         &mut self,
         discussion: &str,
         link: &str,
@@ -88,7 +96,7 @@ impl Batch {
     }
 
     /// When `discussion`'s state was last sent over `link`, if it is shared over it.
-    pub(crate) async fn fed_shared_at(
+    pub async fn fed_shared_at(
         &mut self,
         discussion: &str,
         link: &str,
@@ -103,7 +111,7 @@ impl Batch {
     }
 
     /// The discussions shared over `link`.
-    pub(crate) async fn fed_shared_over(&mut self, link: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn fed_shared_over(&mut self, link: &str) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT discussion_id FROM fed_shares WHERE link = ? ORDER BY discussion_id",
         )
@@ -114,7 +122,7 @@ impl Batch {
 
     /// Numbers what waits in `link`'s outbox again to follow `received` (the peer lost what
     /// came between), in order, and numbering goes on after it.
-    pub(crate) async fn fed_renumber_outbox(
+    pub async fn fed_renumber_outbox(
         &mut self,
         link: &str,
         received: i64,
@@ -123,11 +131,7 @@ impl Batch {
     }
 
     /// Stops sharing `discussion` over `link`.
-    pub(crate) async fn fed_unshare(
-        &mut self,
-        discussion: &str,
-        link: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn fed_unshare(&mut self, discussion: &str, link: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM fed_shares WHERE discussion_id = ? AND link = ?")
             .bind(discussion)
             .bind(link)
@@ -137,7 +141,7 @@ impl Batch {
     }
 
     /// The active link to the node named `node`.
-    pub(crate) async fn fed_link_to(&mut self, node: &str) -> Result<Option<String>, StoreError> {
+    pub async fn fed_link_to(&mut self, node: &str) -> Result<Option<String>, StoreError> {
         let row: Option<(String,)> =
             sqlx::query_as("SELECT link FROM fed_links WHERE peer_node = ? AND state = 'active'")
                 .bind(node)
@@ -147,10 +151,7 @@ impl Batch {
     }
 
     /// The scope (JSON) of an active link.
-    pub(crate) async fn fed_link_scope(
-        &mut self,
-        link: &str,
-    ) -> Result<Option<String>, StoreError> {
+    pub async fn fed_link_scope(&mut self, link: &str) -> Result<Option<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT scope FROM fed_links WHERE link = ? AND state = 'active'")
                 .bind(link)
@@ -160,7 +161,7 @@ impl Batch {
     }
 
     /// The peer node of an active link.
-    pub(crate) async fn fed_link_peer(&mut self, link: &str) -> Result<Option<String>, StoreError> {
+    pub async fn fed_link_peer(&mut self, link: &str) -> Result<Option<String>, StoreError> {
         let row: Option<(String,)> =
             sqlx::query_as("SELECT peer_node FROM fed_links WHERE link = ? AND state = 'active'")
                 .bind(link)
@@ -169,26 +170,18 @@ impl Batch {
         Ok(row.map(|r| r.0))
     }
 
-    /// The peer's key on an active link.
-    pub(crate) async fn fed_link_key(
-        &mut self,
-        link: &str,
-    ) -> Result<Option<veche_federation::keys::PublicKey>, StoreError> {
+    /// The peer's public key (ed25519) on an active link.
+    pub async fn fed_link_key(&mut self, link: &str) -> Result<Option<[u8; 32]>, StoreError> {
         let row: Option<(Vec<u8>,)> =
             sqlx::query_as("SELECT peer_key FROM fed_links WHERE link = ? AND state = 'active'")
                 .bind(link)
                 .fetch_optional(&mut *self.tx)
                 .await?;
-        Ok(row
-            .and_then(|r| <[u8; 32]>::try_from(r.0.as_slice()).ok())
-            .map(veche_federation::keys::PublicKey))
+        Ok(row.and_then(|r| <[u8; 32]>::try_from(r.0.as_slice()).ok()))
     }
 
     /// The last entry of `discussion`'s federated log.
-    pub(crate) async fn fed_head(
-        &mut self,
-        discussion: &str,
-    ) -> Result<Option<FedHead>, StoreError> {
+    pub async fn fed_head(&mut self, discussion: &str) -> Result<Option<FedHead>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT fseq, stamp FROM fed_log WHERE discussion_id = ? ORDER BY fseq DESC LIMIT 1",
         )
@@ -198,7 +191,7 @@ impl Batch {
     }
 
     /// Which of `event_ids` are in a federated log already, in one statement.
-    pub(crate) async fn fed_known_events(
+    pub async fn fed_known_events(
         &mut self,
         event_ids: &[String],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
@@ -216,7 +209,7 @@ impl Batch {
     }
 
     /// The event that posted `message`, if the message came through a federated log.
-    pub(crate) async fn fed_event_of_message(
+    pub async fn fed_event_of_message(
         &mut self,
         discussion: &str,
         message: &str,
@@ -233,7 +226,7 @@ impl Batch {
     }
 
     /// Appends to a discussion's federated log.
-    pub(crate) async fn fed_log_append(&mut self, r: &FedLogRow) -> Result<(), StoreError> {
+    pub async fn fed_log_append(&mut self, r: &FedLogRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO fed_log (discussion_id, fseq, event_id, kind, message_id, stamp, event) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -251,10 +244,7 @@ impl Batch {
     }
 
     /// Appends entries to federated logs in multi-row statements.
-    pub(crate) async fn fed_log_append_many(
-        &mut self,
-        rows: &[FedLogRow],
-    ) -> Result<(), StoreError> {
+    pub async fn fed_log_append_many(&mut self, rows: &[FedLogRow]) -> Result<(), StoreError> {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             sqlx::QueryBuilder::<Sqlite>::new(
                 "INSERT INTO fed_log (discussion_id, fseq, event_id, kind, message_id, stamp, \
@@ -276,42 +266,38 @@ impl Batch {
         Ok(())
     }
 
-    /// Drops the bodies of the events that posted or edited `message` in `discussion` (it was
-    /// deleted); their signed headers stay, and still verify.
-    pub(crate) async fn fed_purge_bodies(
+    /// The stored events that posted or edited `message` in `discussion`: `(event_id, event)`.
+    pub async fn fed_message_events(
         &mut self,
         discussion: &str,
         message: &str,
-    ) -> Result<(), StoreError> {
-        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Ok(sqlx::query_as(
             "SELECT event_id, event FROM fed_log WHERE discussion_id = ? AND message_id = ? \
              AND kind IN ('message.post', 'message.edit')",
         )
         .bind(discussion)
         .bind(message)
         .fetch_all(&mut *self.tx)
-        .await?;
-        for (id, bytes) in rows {
-            let mut wire: veche_federation::event::EventWire =
-                ciborium::from_reader(bytes.as_slice())
-                    .map_err(|e| StoreError::Aborted(format!("a stored event: {e}")))?;
-            if wire.body.take().is_none() {
-                continue;
-            }
-            let mut purged = Vec::new();
-            ciborium::into_writer(&wire, &mut purged)
-                .map_err(|e| StoreError::Aborted(format!("an event: {e}")))?;
-            sqlx::query("UPDATE fed_log SET event = ? WHERE event_id = ?")
-                .bind(purged)
-                .bind(id)
-                .execute(&mut *self.tx)
-                .await?;
-        }
+        .await?)
+    }
+
+    /// Replaces the stored bytes of the logged event `event_id` (its body was purged).
+    pub async fn fed_replace_event(
+        &mut self,
+        event_id: &str,
+        event: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE fed_log SET event = ? WHERE event_id = ?")
+            .bind(event)
+            .bind(event_id)
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 
     /// Queues `item` (CBOR) for the peer of `link`.
-    pub(crate) async fn fed_enqueue(&mut self, link: &str, item: &[u8]) -> Result<(), StoreError> {
+    pub async fn fed_enqueue(&mut self, link: &str, item: &[u8]) -> Result<(), StoreError> {
         let row: Option<(i64,)> = sqlx::query_as(
             "UPDATE fed_links SET out_last = out_last + 1 WHERE link = ? AND state = 'active' \
              RETURNING out_last",
@@ -334,7 +320,7 @@ impl Batch {
     }
 
     /// A message written here and sent to its home, by its exactly-once key.
-    pub(crate) async fn fed_pending(
+    pub async fn fed_pending(
         &mut self,
         author: &str,
         device: &str,
@@ -352,7 +338,7 @@ impl Batch {
     }
 
     /// Records a submission sent to its home; `false` if its key was used already.
-    pub(crate) async fn fed_add_pending(&mut self, p: &NewPending<'_>) -> Result<bool, StoreError> {
+    pub async fn fed_add_pending(&mut self, p: &NewPending<'_>) -> Result<bool, StoreError> {
         Ok(sqlx::query(
             "INSERT INTO fed_pending (event_id, message_id, discussion_id, author, device_id, \
              client_msg_id, created_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
@@ -376,7 +362,7 @@ impl Batch {
     /// `None` if there is no such submission, or it was refused already (a refusal sent again
     /// is told once); else the message it wrote or changed, if it was about one (a dialog's
     /// opening is not).
-    pub(crate) async fn fed_refuse_pending(
+    pub async fn fed_refuse_pending(
         &mut self,
         event_id: &str,
         discussion: &str,
@@ -397,13 +383,14 @@ impl Batch {
     }
 
     /// Whether the peer of the active `link` may reach `user` of this node (in a dialog): a
-    /// person, not locked, and unless the link's directory scope is `full`, a member of a
-    /// discussion shared with the peer (`shared_with!`).
-    pub(crate) async fn fed_reachable(
+    /// person, not locked, and unless `full_directory` says the link's scope (as stored) lets
+    /// the peer see everyone, a member of a discussion shared with the peer (`shared_with!`).
+    pub async fn fed_reachable(
         &mut self,
         link: &str,
         peer: &str,
         user: &str,
+        full_directory: impl FnOnce(&str) -> bool,
     ) -> Result<bool, StoreError> {
         let scope: Option<String> =
             sqlx::query_scalar("SELECT scope FROM fed_links WHERE link = ? AND state = 'active'")
@@ -413,8 +400,7 @@ impl Batch {
         let Some(scope) = scope else {
             return Ok(false);
         };
-        let full = serde_json::from_str::<veche_federation::grant::Scope>(&scope)
-            .is_ok_and(|s| s.directory == veche_federation::grant::DirectoryScope::Full);
+        let full = full_directory(&scope);
         let person: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM users WHERE id = ? AND kind = 'person' AND NOT locked",
         )
@@ -442,7 +428,7 @@ impl Batch {
     }
 
     /// The share `event_id` of `discussion` in its federated log here (CBOR, as signed).
-    pub(crate) async fn fed_share_event(
+    pub async fn fed_share_event(
         &mut self,
         event_id: &str,
         discussion: &str,
@@ -458,7 +444,7 @@ impl Batch {
     }
 
     /// A user of another node, known here by id only; such a user never logs in here.
-    pub(crate) async fn ensure_remote_user(&mut self, id: &str, at: i64) -> Result<(), StoreError> {
+    pub async fn ensure_remote_user(&mut self, id: &str, at: i64) -> Result<(), StoreError> {
         let display = id.split_once('@').map_or(id, |(login, _)| login);
         sqlx::query(
             "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, locked, \
@@ -476,9 +462,9 @@ impl Batch {
     }
 }
 
-impl Store {
+impl Federated<'_> {
     /// Which of `ids` are users of linked nodes known here.
-    pub(crate) async fn known_remote_users(
+    pub async fn known_remote_users(
         &self,
         ids: &[&str],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
@@ -487,36 +473,36 @@ impl Store {
             "SELECT id FROM users WHERE kind = 'remote' AND id IN (SELECT value FROM json_each(?))",
         )
         .bind(ids)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?;
         Ok(found.into_iter().collect())
     }
 
     /// Brings the profiles of linked nodes' users known here up to date with what their node
     /// says (nobody is added: a user of another node is known once they take part).
-    pub(crate) async fn refresh_remote_profiles(
+    pub async fn refresh_remote_profiles(
         &self,
-        profiles: &[veche_federation::wire::Profile],
+        profiles: &[RemoteProfile<'_>],
         at: i64,
     ) -> Result<(), StoreError> {
         // Most people found are not known here: the writer is taken only for those who are.
-        let ids: Vec<&str> = profiles.iter().map(|p| p.id.as_str()).collect();
+        let ids: Vec<&str> = profiles.iter().map(|p| p.id).collect();
         let known = self.known_remote_users(&ids).await?;
         if known.is_empty() {
             return Ok(());
         }
-        let mut tx = self.write.begin().await?;
-        for p in profiles.iter().filter(|p| known.contains(&p.id)) {
+        let mut tx = self.db.write.begin().await?;
+        for p in profiles.iter().filter(|p| known.contains(p.id)) {
             sqlx::query(
                 "UPDATE users SET display_name = ?, department = ?, updated_at = ? \
                  WHERE id = ? AND kind = 'remote' AND (display_name <> ? OR department <> ?)",
             )
-            .bind(&p.display_name)
-            .bind(&p.department)
+            .bind(p.display_name)
+            .bind(p.department)
             .bind(at)
-            .bind(&p.id)
-            .bind(&p.display_name)
-            .bind(&p.department)
+            .bind(p.id)
+            .bind(p.display_name)
+            .bind(p.department)
             .execute(&mut *tx)
             .await?;
         }
@@ -525,20 +511,20 @@ impl Store {
     }
 
     /// Received items not yet applied, in each link's order.
-    pub(crate) async fn fed_inbox_next(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
+    pub async fn fed_inbox_next(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT link, link_seq, item FROM fed_inbox \
              WHERE processed_at IS NULL AND refused IS NULL ORDER BY link, link_seq LIMIT ?",
         )
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// Forgets received items once applied (what they did is in the discussion and its
     /// federated log), or keeps them, refused for good, with their error for the
     /// administrator; in one transaction, each link's run of applied items in one statement.
-    pub(crate) async fn fed_inbox_done(
+    pub async fn fed_inbox_done(
         &self,
         items: &[(String, i64, Option<String>)],
         at: i64,
@@ -547,7 +533,7 @@ impl Store {
             return Ok(());
         }
         let mut applied: Vec<(&str, i64, i64)> = Vec::new();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         for (link, link_seq, error) in items {
             match error {
                 None => match applied.last_mut() {
@@ -585,32 +571,12 @@ impl Store {
 
 /// What a user may do in an object discussion across a link (see `fed_object_readers`):
 /// `Some(true)` read and write, `Some(false)` read only.
-pub(crate) type ReaderAccess = Option<bool>;
-
-/// [`ReaderAccess`] as it travels (`readers` items, object queries).
-pub(crate) fn reader_to_wire(access: ReaderAccess) -> veche_federation::wire::Access {
-    use veche_federation::wire::Access;
-    match access {
-        None => Access::None,
-        Some(false) => Access::Read,
-        Some(true) => Access::Write,
-    }
-}
-
-/// [`ReaderAccess`] from how it travels.
-pub(crate) fn reader_from_wire(access: veche_federation::wire::Access) -> ReaderAccess {
-    use veche_federation::wire::Access;
-    match access {
-        Access::None => None,
-        Access::Read => Some(false),
-        Access::Write => Some(true),
-    }
-}
+pub type ReaderAccess = Option<bool>;
 
 impl Batch {
     /// What the home of the object discussion `discussion` says `user` may do there (on a
     /// replica), or what this node, as home, last told `user`'s node.
-    pub(crate) async fn fed_reader(
+    pub async fn fed_reader(
         &mut self,
         discussion: &str,
         user: &str,
@@ -625,7 +591,7 @@ impl Batch {
     }
 
     /// Every reader of `discussion` recorded here, with whether they may write.
-    pub(crate) async fn fed_readers(
+    pub async fn fed_readers(
         &mut self,
         discussion: &str,
     ) -> Result<Vec<(String, bool)>, StoreError> {
@@ -639,7 +605,7 @@ impl Batch {
     }
 
     /// Records what `user` may do in `discussion` (`None`: nothing); `true` if that changed.
-    pub(crate) async fn fed_set_reader(
+    pub async fn fed_set_reader(
         &mut self,
         discussion: &str,
         user: &str,
@@ -671,7 +637,7 @@ impl Batch {
 
     /// The object discussions this node (`me`) is home of that users of linked nodes were
     /// told they may read, at most `limit` after `after` (by id), to be checked again.
-    pub(crate) async fn fed_told_readers(
+    pub async fn fed_told_readers(
         &mut self,
         me: &str,
         after: &str,
@@ -690,19 +656,19 @@ impl Batch {
     }
 }
 
-impl Store {
+impl Federated<'_> {
     /// The last number of `discussion`'s federated log held here.
-    pub(crate) async fn fed_head_seq(&self, discussion: &str) -> Result<Option<i64>, StoreError> {
+    pub async fn fed_head_seq(&self, discussion: &str) -> Result<Option<i64>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT MAX(fseq) FROM fed_log WHERE discussion_id = ?")
                 .bind(discussion)
-                .fetch_one(&self.read)
+                .fetch_one(&self.db.read)
                 .await?,
         )
     }
 
     /// The discussions this node (`me`) is home of and shares over `link`.
-    pub(crate) async fn fed_home_shared_over(
+    pub async fn fed_home_shared_over(
         &self,
         link: &str,
         me: &str,
@@ -713,22 +679,22 @@ impl Store {
         )
         .bind(link)
         .bind(me)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// The active link with `node`, from the reader pool.
-    pub(crate) async fn fed_link_to(&self, node: &str) -> Result<Option<String>, StoreError> {
+    pub async fn fed_link_to(&self, node: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT link FROM fed_links WHERE peer_node = ? AND state = 'active'",
         )
         .bind(node)
-        .fetch_optional(&self.read)
+        .fetch_optional(&self.db.read)
         .await?)
     }
 
     /// [`Batch::fed_reader`] from the reader pool.
-    pub(crate) async fn fed_reader(
+    pub async fn fed_reader(
         &self,
         discussion: &str,
         user: &str,
@@ -738,7 +704,7 @@ impl Store {
         )
         .bind(discussion)
         .bind(user)
-        .fetch_optional(&self.read)
+        .fetch_optional(&self.db.read)
         .await?)
     }
 }

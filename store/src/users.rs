@@ -1,43 +1,43 @@
 use super::audit::{AuditRecord, append};
-use super::{Store, StoreError};
+use super::{StoreError, Users};
 
 /// A user as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct UserRow {
-    pub(crate) id: String,
-    pub(crate) login: String,
-    pub(crate) display_name: String,
-    pub(crate) email: String,
-    pub(crate) password_hash: String,
-    pub(crate) is_admin: bool,
-    pub(crate) locked: bool,
-    pub(crate) created_at: i64,
-    pub(crate) department: String,
+pub struct UserRow {
+    pub id: String,
+    pub login: String,
+    pub display_name: String,
+    pub email: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub locked: bool,
+    pub created_at: i64,
+    pub department: String,
 }
 
 /// A user to create.
 #[derive(Debug, Clone)]
-pub(crate) struct NewUser {
-    pub(crate) id: String,
-    pub(crate) login: String,
-    pub(crate) display_name: String,
-    pub(crate) email: String,
-    pub(crate) password_hash: String,
-    pub(crate) is_admin: bool,
-    pub(crate) department: String,
-    pub(crate) now: i64,
+pub struct NewUser {
+    pub id: String,
+    pub login: String,
+    pub display_name: String,
+    pub email: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub department: String,
+    pub now: i64,
 }
 
-impl Store {
+impl Users<'_> {
     /// Creates a user; `Conflict` if the login is taken. `first_admin_only` makes the insert
     /// succeed only while the node has no users at all (the setup-token path).
-    pub(crate) async fn insert_user(
+    pub async fn insert_user(
         &self,
         user: &NewUser,
         first_admin_only: bool,
         audit: &AuditRecord,
     ) -> Result<UserRow, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         if first_admin_only {
             let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
                 .fetch_one(&mut *tx)
@@ -71,41 +71,41 @@ impl Store {
         Ok(row)
     }
 
-    pub(crate) async fn user_by_login(&self, login: &str) -> Result<Option<UserRow>, StoreError> {
+    pub async fn user_by_login(&self, login: &str) -> Result<Option<UserRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM users WHERE login = ?")
             .bind(login)
-            .fetch_optional(&self.read)
+            .fetch_optional(&self.db.read)
             .await?)
     }
 
-    pub(crate) async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM users WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.read)
+            .fetch_optional(&self.db.read)
             .await?)
     }
 
-    pub(crate) async fn users(&self) -> Result<Vec<UserRow>, StoreError> {
+    pub async fn list(&self) -> Result<Vec<UserRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM users ORDER BY login")
-            .fetch_all(&self.read)
+            .fetch_all(&self.db.read)
             .await?)
     }
 
-    pub(crate) async fn user_count(&self) -> Result<i64, StoreError> {
+    pub async fn user_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.read)
+            .fetch_one(&self.db.read)
             .await?)
     }
 
     /// Locks or unlocks a user. Locking also ends all their sessions (returned).
-    pub(crate) async fn set_locked(
+    pub async fn set_locked(
         &self,
         login: &str,
         locked: bool,
         now: i64,
         audit: &AuditRecord,
     ) -> Result<Option<(UserRow, Vec<String>)>, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let row: Option<UserRow> = sqlx::query_as(
             "UPDATE users SET locked = ?, updated_at = ? WHERE login = ? RETURNING *",
         )
@@ -129,7 +129,7 @@ impl Store {
     }
 
     /// Replaces a user's password hash and ends their sessions, except `keep_session`.
-    pub(crate) async fn set_password(
+    pub async fn set_password(
         &self,
         login: &str,
         password_hash: &str,
@@ -137,7 +137,7 @@ impl Store {
         now: i64,
         audit: &AuditRecord,
     ) -> Result<Option<(UserRow, Vec<String>)>, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let row: Option<UserRow> = sqlx::query_as(
             "UPDATE users SET password_hash = ?, updated_at = ? WHERE login = ? RETURNING *",
         )
@@ -160,7 +160,7 @@ impl Store {
 
     /// Replaces a password hash with a stronger hash of the same password (parameter upgrade
     /// on login), unless the password changed meanwhile.
-    pub(crate) async fn rehash_password(
+    pub async fn rehash_password(
         &self,
         id: &str,
         old_hash: &str,
@@ -170,25 +170,25 @@ impl Store {
             .bind(new_hash)
             .bind(id)
             .bind(old_hash)
-            .execute(&self.write)
+            .execute(&self.db.write)
             .await?;
         Ok(())
     }
 }
 
-impl Store {
+impl Users<'_> {
     /// A user's client preferences (a JSON object), if they stored any.
-    pub(crate) async fn preferences(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+    pub async fn preferences(&self, user_id: &str) -> Result<Option<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT value FROM user_preferences WHERE user_id = ?")
                 .bind(user_id)
-                .fetch_optional(&self.read)
+                .fetch_optional(&self.db.read)
                 .await?,
         )
     }
 
     /// Replaces a user's client preferences.
-    pub(crate) async fn set_preferences(
+    pub async fn set_preferences(
         &self,
         user_id: &str,
         value: &str,
@@ -202,7 +202,7 @@ impl Store {
         .bind(user_id)
         .bind(value)
         .bind(now)
-        .execute(&self.write)
+        .execute(&self.db.write)
         .await?;
         Ok(())
     }

@@ -26,6 +26,7 @@ mod federation;
 mod fedlog;
 mod files;
 mod plugins;
+mod presence;
 mod push;
 mod search;
 mod sessions;
@@ -39,24 +40,24 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub(crate) use apps::{
+pub use apps::{
     Activate, Activation, AppRow, Attempt, CodeRefused, DeliveryRow, NewCode, NewTopicMessage,
     PushRow, SubscriptionRow, TopicMessageRow, WebhookRow, WebhookStatus,
 };
-pub(crate) use audit::AuditRecord;
-pub(crate) use discussions::{Batch, DiscussionRow, EventRow, MessageRow, ObjectKey};
-pub(crate) use federation::{LinkRow, NewLink, Renewal};
-pub(crate) use fedlog::{FedLogRow, NewPending, ReaderAccess, reader_from_wire, reader_to_wire};
-pub(crate) use files::{BackendUsage, BlobRow, FileRow, REMOTE_BACKEND, UploadRow};
-pub(crate) use plugins::{InboxRow, NewBusinessEvent, PluginRow};
-pub(crate) use push::{NewPush, PushEndpointRow, PushJob};
-pub(crate) use search::IndexRow;
-pub(crate) use sessions::SessionRow;
-pub(crate) use users::{NewUser, UserRow};
+pub use audit::AuditRecord;
+pub use discussions::{Batch, DiscussionRow, EventRow, MessageRow, ObjectKey};
+pub use federation::{LinkRow, NewLink, Renewal};
+pub use fedlog::{FedLogRow, NewPending, ReaderAccess, RemoteProfile};
+pub use files::{BackendUsage, BlobRow, FileRow, REMOTE_BACKEND, UploadRow};
+pub use plugins::{InboxRow, NewBusinessEvent, PluginRow};
+pub use push::{NewPush, PushEndpointRow, PushJob};
+pub use search::IndexRow;
+pub use sessions::SessionRow;
+pub use users::{NewUser, UserRow};
 
 /// The oldest SQLite this node runs on: 3.51.3 fixed a WAL-reset bug that could lose
 /// committed writes.
-pub(crate) const MIN_SQLITE: (u32, u32, u32) = (3, 51, 3);
+pub const MIN_SQLITE: (u32, u32, u32) = (3, 51, 3);
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +92,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn from_insert(e: sqlx::Error) -> Self {
+    pub fn from_insert(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
             _ => StoreError::Database(e),
@@ -112,14 +113,14 @@ fn json_param(values: &impl serde::Serialize) -> Result<String, StoreError> {
 
 /// The node's database.
 #[derive(Debug, Clone)]
-pub(crate) struct Store {
+pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
 }
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
-    pub(crate) async fn open(path: &Path) -> Result<Self, StoreError> {
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
             .create_if_missing(true)
@@ -150,37 +151,108 @@ impl Store {
     }
 
     /// Waits for running statements and closes every connection (checkpointing the WAL).
-    pub(crate) async fn close(&self) {
+    pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
     }
+}
 
+/// Declares a repository: a borrowed view of the database for one domain, and the accessor
+/// on [`Store`] that gives it.
+macro_rules! repository {
+    ($name:ident, $accessor:ident, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name<'s> {
+            db: &'s Store,
+        }
+
+        impl Store {
+            #[doc = $doc]
+            pub fn $accessor(&self) -> $name<'_> {
+                $name { db: self }
+            }
+        }
+    };
+}
+
+repository!(
+    Apps,
+    apps,
+    "Registered business applications, their webhooks, topics and queues."
+);
+repository!(AuditLog, audit_log, "The hash-chained audit log.");
+repository!(
+    Discussions,
+    discussions,
+    "Discussions, members, messages and events, read outside the sequencer."
+);
+repository!(
+    Links,
+    links,
+    "Federation links, offers and each link's outbox and inbox numbering."
+);
+repository!(
+    Federated,
+    federated,
+    "Federated discussions outside the sequencer: remote users, the link inbox, readers."
+);
+repository!(Files, files, "Uploads, files and their blobs.");
+repository!(
+    Plugins,
+    plugins,
+    "Installed plugins, their key-value data, logs and inbox."
+);
+repository!(
+    Push,
+    push,
+    "Notification settings, push endpoints and the push queue."
+);
+repository!(
+    Presence,
+    presence,
+    "Presence choices and the lookups presence needs."
+);
+repository!(
+    SearchQueue,
+    search,
+    "What the search index reads: the queue of changed messages, hits, the directory."
+);
+repository!(Sessions, sessions, "Login sessions.");
+repository!(Users, users, "User accounts and their preferences.");
+repository!(
+    Meta,
+    meta,
+    "Small values of the node: its settings and markers."
+);
+
+impl Meta<'_> {
     /// A value from the `meta` table.
-    pub(crate) async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+    pub async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
             .bind(key)
-            .fetch_optional(&self.read)
+            .fetch_optional(&self.db.read)
             .await?)
     }
 
     /// Sets a value in the `meta` table.
-    pub(crate) async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+    pub async fn set(&self, key: &str, value: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO meta (key, value) VALUES (?, ?) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
         .bind(key)
         .bind(value)
-        .execute(&self.write)
+        .execute(&self.db.write)
         .await?;
         Ok(())
     }
 
     /// Removes a value from the `meta` table.
-    pub(crate) async fn delete_meta(&self, key: &str) -> Result<(), StoreError> {
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM meta WHERE key = ?")
             .bind(key)
-            .execute(&self.write)
+            .execute(&self.db.write)
             .await?;
         Ok(())
     }
@@ -241,9 +313,9 @@ mod tests {
     async fn opens_durable_and_current() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).await.unwrap();
-        store.set_meta("k", "v1").await.unwrap();
-        store.set_meta("k", "v2").await.unwrap();
-        assert_eq!(store.meta("k").await.unwrap().as_deref(), Some("v2"));
+        store.meta().set("k", "v1").await.unwrap();
+        store.meta().set("k", "v2").await.unwrap();
+        assert_eq!(store.meta().get("k").await.unwrap().as_deref(), Some("v2"));
         store.close().await;
     }
 
@@ -282,9 +354,9 @@ mod tests {
         old.close().await;
 
         let store = Store::open(&path).await.unwrap();
-        let anna = store.user_by_id("anna@hq").await.unwrap().unwrap();
+        let anna = store.users().user_by_id("anna@hq").await.unwrap().unwrap();
         assert_eq!(anna.department, "");
-        let old_messages = store.messages_for_index(0, 10).await.unwrap();
+        let old_messages = store.search().messages_for_index(0, 10).await.unwrap();
         assert_eq!(old_messages.len(), 1);
         assert_eq!(old_messages[0].1.text.as_deref(), Some("Счёт оплачен"));
         // What is written from now on is queued for the index.
@@ -292,7 +364,7 @@ mod tests {
             .execute(&store.write)
             .await
             .unwrap();
-        let queued = store.search_queue_after(0, 10).await.unwrap();
+        let queued = store.search().search_queue_after(0, 10).await.unwrap();
         assert_eq!(queued.len(), 1);
         assert_eq!(queued[0].1.id, "m1@hq");
         store.close().await;

@@ -2,24 +2,25 @@
 
 use sqlx::Sqlite;
 
-use super::{AuditRecord, ROWS_PER_STATEMENT, Store, StoreError};
+use super::{AuditRecord, Links, ROWS_PER_STATEMENT, StoreError};
 
 /// A link with another node.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct LinkRow {
-    pub(crate) link: String,
-    pub(crate) grant_text: String,
-    pub(crate) peer_node: String,
-    pub(crate) state: String,
-    pub(crate) scope: String,
-    pub(crate) ended_reason: Option<String>,
-    pub(crate) queued: i64,
+pub struct LinkRow {
+    pub link: String,
+    pub grant_text: String,
+    pub peer_node: String,
+    pub state: String,
+    pub scope: String,
+    pub ended_reason: Option<String>,
+    pub queued: i64,
     /// A renewal this node accepted, in force once the peer greets with it.
-    pub(crate) renewal: Option<String>,
+    pub renewal: Option<String>,
 }
 
 /// What a renewal of a link does to it.
-pub(crate) enum Renewal<'a> {
+#[derive(Debug, Clone, Copy)]
+pub enum Renewal<'a> {
     /// In force now: the renewal's grant and scope replace the link's (narrowings of the old
     /// grant are over, and a renewal held here too).
     InForce {
@@ -34,21 +35,21 @@ pub(crate) enum Renewal<'a> {
 
 /// An offer this node made that is not confirmed yet.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct OfferRow {
-    pub(crate) link: String,
-    pub(crate) offer: String,
-    pub(crate) created_at: i64,
+pub struct OfferRow {
+    pub link: String,
+    pub offer: String,
+    pub created_at: i64,
 }
 
 /// A new link.
 #[derive(Debug, Clone)]
-pub(crate) struct NewLink<'a> {
-    pub(crate) link: &'a str,
-    pub(crate) grant_text: &'a str,
-    pub(crate) peer_node: &'a str,
-    pub(crate) peer_key: &'a [u8],
-    pub(crate) scope: &'a str,
-    pub(crate) at: i64,
+pub struct NewLink<'a> {
+    pub link: &'a str,
+    pub grant_text: &'a str,
+    pub peer_node: &'a str,
+    pub peer_key: &'a [u8],
+    pub scope: &'a str,
+    pub at: i64,
 }
 
 /// Every column of `fed_links l` in `LinkRow`'s order.
@@ -59,15 +60,15 @@ macro_rules! link_columns {
     };
 }
 
-impl Store {
-    pub(crate) async fn fed_add_offer(
+impl Links<'_> {
+    pub async fn fed_add_offer(
         &self,
         link: &str,
         offer: &str,
         at: i64,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         // A renewal offered again replaces the open one.
         sqlx::query(
             "INSERT INTO fed_offers (link, offer, created_at) VALUES (?, ?, ?) \
@@ -84,31 +85,31 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) async fn fed_offers(&self) -> Result<Vec<OfferRow>, StoreError> {
+    pub async fn fed_offers(&self) -> Result<Vec<OfferRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT link, offer, created_at FROM fed_offers ORDER BY created_at DESC",
         )
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
-    pub(crate) async fn fed_offer(&self, link: &str) -> Result<Option<OfferRow>, StoreError> {
+    pub async fn fed_offer(&self, link: &str) -> Result<Option<OfferRow>, StoreError> {
         Ok(
             sqlx::query_as("SELECT link, offer, created_at FROM fed_offers WHERE link = ?")
                 .bind(link)
-                .fetch_optional(&self.read)
+                .fetch_optional(&self.db.read)
                 .await?,
         )
     }
 
     /// Stores an active link (and forgets the offer it answers); `false` if the link id is
     /// known already or the peer has an active link.
-    pub(crate) async fn fed_add_link(
+    pub async fn fed_add_link(
         &self,
         new: &NewLink<'_>,
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let taken: Option<(String,)> = sqlx::query_as(
             "SELECT link FROM fed_links WHERE link = ? \
              OR ((peer_node = ? OR peer_key = ?) AND state = 'active')",
@@ -141,7 +142,7 @@ impl Store {
 
     /// Records a renewal of an active link (and forgets this node's offer for it), unless the
     /// link is not active any more or holds a grant other than `current` now (`false`).
-    pub(crate) async fn fed_renewal(
+    pub async fn fed_renewal(
         &self,
         link: &str,
         current: &str,
@@ -157,7 +158,7 @@ impl Store {
             } => (Some(grant_text), Some(scope), None, objects),
             Renewal::Held(text) => (None, None, Some(text), true),
         };
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let done = sqlx::query(
             "UPDATE fed_links SET grant_text = COALESCE(?, grant_text), \
              scope = COALESCE(?, scope), renewal = ? \
@@ -182,37 +183,37 @@ impl Store {
         Ok(true)
     }
 
-    pub(crate) async fn fed_links(&self) -> Result<Vec<LinkRow>, StoreError> {
+    pub async fn fed_links(&self) -> Result<Vec<LinkRow>, StoreError> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             link_columns!(),
             " FROM fed_links l ORDER BY l.created_at DESC"
         ))
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
-    pub(crate) async fn fed_link(&self, link: &str) -> Result<Option<LinkRow>, StoreError> {
+    pub async fn fed_link(&self, link: &str) -> Result<Option<LinkRow>, StoreError> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             link_columns!(),
             " FROM fed_links l WHERE l.link = ?"
         ))
         .bind(link)
-        .fetch_optional(&self.read)
+        .fetch_optional(&self.db.read)
         .await?)
     }
 
     /// Ends an active link and drops what was waiting for the peer; `false` if it was not
     /// active.
-    pub(crate) async fn fed_end_link(
+    pub async fn fed_end_link(
         &self,
         link: &str,
         reason: &str,
         at: i64,
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let done = sqlx::query(
             "UPDATE fed_links SET state = 'ended', ended_reason = ?, ended_at = ? \
              WHERE link = ? AND state = 'active'",
@@ -241,14 +242,14 @@ impl Store {
     }
 
     /// Replaces a link's scope (JSON) with `change(current)`, in one transaction.
-    pub(crate) async fn fed_update_scope(
+    pub async fn fed_update_scope(
         &self,
         link: &str,
         change: impl FnOnce(&str) -> String,
         without_objects: bool,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let row: Option<(String,)> = sqlx::query_as("SELECT scope FROM fed_links WHERE link = ?")
             .bind(link)
             .fetch_optional(&mut *tx)
@@ -273,7 +274,7 @@ impl Store {
     }
 
     /// Outbox items of `link` after `after`, in order.
-    pub(crate) async fn fed_outbox(
+    pub async fn fed_outbox(
         &self,
         link: &str,
         after: i64,
@@ -286,46 +287,33 @@ impl Store {
         .bind(link)
         .bind(after)
         .bind(max)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
-    /// The peer has stored everything up to `upto`.
-    pub(crate) async fn fed_acked(
+    /// The peer has stored everything up to `upto`: what it holds leaves the outbox. Unless
+    /// `restored` (the caller's rule, given the last number this node gave out and its own item
+    /// at `upto`) says this node was restored from a backup: then what waits is numbered again
+    /// after `upto`, and `true` is returned.
+    pub async fn fed_acked(
         &self,
         link: &str,
         upto: i64,
-        last: Option<&str>,
+        restored: impl FnOnce(Option<i64>, Option<&[u8]>) -> bool,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let numbered: Option<i64> =
             sqlx::query_scalar("SELECT out_last FROM fed_links WHERE link = ?")
                 .bind(link)
                 .fetch_optional(&mut *tx)
                 .await?;
-        // Only a greeting names the peer's last item; an acknowledgement reads nothing more.
-        let mine: Option<Vec<u8>> = match last {
-            Some(_) => {
-                sqlx::query_scalar("SELECT item FROM fed_outbox WHERE link = ? AND link_seq = ?")
-                    .bind(link)
-                    .bind(upto)
-                    .fetch_optional(&mut *tx)
-                    .await?
-            }
-            None => None,
-        };
-        // Through the same function on both sides (`Item::digest`), whatever wrote the bytes.
-        let mine = mine.and_then(|bytes| {
-            ciborium::from_reader::<veche_federation::wire::Item, _>(bytes.as_slice()).ok()
-        });
-        let other = match (last, &mine) {
-            (Some(last), Some(mine)) => mine.digest().to_hex() != last,
-            _ => false,
-        };
-        if numbered.is_some_and(|n| upto > n) || other {
-            // This node was restored from a backup: the peer has more of its items than it
-            // ever numbered, or another item at that number. What waits is numbered again
-            // after `upto`.
+        let mine: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT item FROM fed_outbox WHERE link = ? AND link_seq = ?")
+                .bind(link)
+                .bind(upto)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if restored(numbered, mine.as_deref()) {
             super::fedlog::renumber_outbox(&mut tx, link, upto).await?;
             tx.commit().await?;
             return Ok(true);
@@ -345,27 +333,26 @@ impl Store {
     }
 
     /// The last `link_seq` stored from the peer.
-    pub(crate) async fn fed_received(
-        &self,
-        link: &str,
-    ) -> Result<(i64, Option<String>), StoreError> {
+    pub async fn fed_received(&self, link: &str) -> Result<(i64, Option<String>), StoreError> {
         let row: Option<(i64, Option<String>)> =
             sqlx::query_as("SELECT received, received_digest FROM fed_links WHERE link = ?")
                 .bind(link)
-                .fetch_optional(&self.read)
+                .fetch_optional(&self.db.read)
                 .await?;
         Ok(row.unwrap_or((0, None)))
     }
 
     /// Stores a received batch (sorted by `link_seq`): items at or below the watermark are
-    /// skipped, the rest are kept only while contiguous with it. The new watermark.
-    pub(crate) async fn fed_receive(
+    /// skipped, the rest are kept only while contiguous with it, and the last one's `digest` is
+    /// remembered. The new watermark.
+    pub async fn fed_receive(
         &self,
         link: &str,
         items: &[(i64, Vec<u8>, Option<String>)],
         at: i64,
+        digest: impl Fn(&[u8]) -> Option<String>,
     ) -> Result<i64, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let row: Option<(i64, String)> =
             sqlx::query_as("SELECT received, state FROM fed_links WHERE link = ?")
                 .bind(link)
@@ -404,12 +391,7 @@ impl Store {
             .await?;
         }
         // What tells the last item from others, for a sender restored from a backup.
-        let digest = fresh
-            .last()
-            .and_then(|(_, item, _)| {
-                ciborium::from_reader::<veche_federation::wire::Item, _>(item.as_slice()).ok()
-            })
-            .map(|item| item.digest().to_hex());
+        let digest = fresh.last().and_then(|(_, item, _)| digest(item));
         sqlx::query(
             "UPDATE fed_links SET received = ?, \
              received_digest = COALESCE(?, received_digest) WHERE link = ?",

@@ -1,60 +1,60 @@
 //! Plugin installations, their key-value stores and logs, the bot inbox and business events.
 
 use super::audit::{AuditRecord, append};
-use super::{Batch, Store, StoreError};
+use super::{Batch, Plugins, StoreError};
 
 /// A plugin installation as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct PluginRow {
-    pub(crate) id: String,
-    pub(crate) version: String,
-    pub(crate) source: String,
-    pub(crate) manifest: String,
-    pub(crate) sha256: String,
+pub struct PluginRow {
+    pub id: String,
+    pub version: String,
+    pub source: String,
+    pub manifest: String,
+    pub sha256: String,
     /// JSON array of strings.
-    pub(crate) grants: String,
+    pub grants: String,
     /// JSON object of strings.
-    pub(crate) config: String,
-    pub(crate) enabled: bool,
-    pub(crate) bot_user: Option<String>,
-    pub(crate) installed_at: i64,
-    pub(crate) updated_at: i64,
+    pub config: String,
+    pub enabled: bool,
+    pub bot_user: Option<String>,
+    pub installed_at: i64,
+    pub updated_at: i64,
 }
 
 /// One line of a plugin's log.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct PluginLogRow {
-    pub(crate) at: i64,
-    pub(crate) level: String,
-    pub(crate) message: String,
-    pub(crate) fields: String,
+pub struct PluginLogRow {
+    pub at: i64,
+    pub level: String,
+    pub message: String,
+    pub fields: String,
 }
 
 /// Something a bot is to be told.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct InboxRow {
-    pub(crate) id: i64,
-    pub(crate) kind: String,
-    pub(crate) payload: String,
-    pub(crate) attempts: i64,
-    pub(crate) last_error: Option<String>,
-    pub(crate) created_at: i64,
-    pub(crate) next_at: i64,
+pub struct InboxRow {
+    pub id: i64,
+    pub kind: String,
+    pub payload: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub next_at: i64,
 }
 
 /// A business event to record.
 #[derive(Debug, Clone)]
-pub(crate) struct NewBusinessEvent<'a> {
-    pub(crate) source: &'a str,
-    pub(crate) kind: &'a str,
-    pub(crate) idempotency_key: &'a str,
-    pub(crate) object: Option<(&'a str, &'a str, &'a str)>,
+pub struct NewBusinessEvent<'a> {
+    pub source: &'a str,
+    pub kind: &'a str,
+    pub idempotency_key: &'a str,
+    pub object: Option<(&'a str, &'a str, &'a str)>,
     /// The inbox payload (JSON), the same for every plugin.
-    pub(crate) inbox_payload: &'a str,
-    pub(crate) payload: &'a str,
-    pub(crate) occurred_at: i64,
+    pub inbox_payload: &'a str,
+    pub payload: &'a str,
+    pub occurred_at: i64,
     /// The body of the webhook request every webhook that wants this kind receives.
-    pub(crate) webhook_body: &'a str,
+    pub webhook_body: &'a str,
 }
 
 /// Bytes each key-value entry counts against the quota beyond its key and value, so that
@@ -67,28 +67,28 @@ const LOG_LINES_KEPT: i64 = 2000;
 const INSERT_INBOX: &str = "INSERT INTO plugin_inbox (plugin_id, kind, payload, state, attempts, \
                             next_at, created_at) VALUES (?, ?, ?, 'pending', 0, ?, ?)";
 
-impl Store {
-    pub(crate) async fn plugins(&self) -> Result<Vec<PluginRow>, StoreError> {
+impl Plugins<'_> {
+    pub async fn list(&self) -> Result<Vec<PluginRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM plugins ORDER BY id")
-            .fetch_all(&self.read)
+            .fetch_all(&self.db.read)
             .await?)
     }
 
-    pub(crate) async fn plugin(&self, id: &str) -> Result<Option<PluginRow>, StoreError> {
+    pub async fn plugin(&self, id: &str) -> Result<Option<PluginRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM plugins WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.read)
+            .fetch_optional(&self.db.read)
             .await?)
     }
 
     /// Installs or replaces a plugin; its bot user (if any) is created when missing.
-    pub(crate) async fn put_plugin(
+    pub async fn put_plugin(
         &self,
         row: &PluginRow,
         bot: Option<(&str, &str)>,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         if let (Some((login, display_name)), Some(user)) = (bot, &row.bot_user) {
             // A person with the bot's login keeps their account: the install is refused.
             let done = sqlx::query(
@@ -136,13 +136,13 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) async fn set_plugin_enabled(
+    pub async fn set_plugin_enabled(
         &self,
         id: &str,
         enabled: bool,
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let done = sqlx::query("UPDATE plugins SET enabled = ?, updated_at = ? WHERE id = ?")
             .bind(enabled)
             .bind(audit.at)
@@ -158,30 +158,26 @@ impl Store {
         Ok(done)
     }
 
-    pub(crate) async fn kv_get(
-        &self,
-        plugin: &str,
-        key: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    pub async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT value FROM plugin_kv WHERE plugin_id = ? AND key = ?")
                 .bind(plugin)
                 .bind(key)
-                .fetch_optional(&self.read)
+                .fetch_optional(&self.db.read)
                 .await?,
         )
     }
 
     /// Sets `key` unless the plugin's keys and values would then exceed `max_total` bytes;
     /// `false` when refused.
-    pub(crate) async fn kv_set(
+    pub async fn kv_set(
         &self,
         plugin: &str,
         key: &str,
         value: &[u8],
         max_total: u64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let used: i64 = sqlx::query_scalar(
             "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value) + ?), 0) \
              FROM plugin_kv WHERE plugin_id = ? AND key <> ?",
@@ -209,16 +205,16 @@ impl Store {
         Ok(true)
     }
 
-    pub(crate) async fn kv_delete(&self, plugin: &str, key: &str) -> Result<(), StoreError> {
+    pub async fn kv_delete(&self, plugin: &str, key: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM plugin_kv WHERE plugin_id = ? AND key = ?")
             .bind(plugin)
             .bind(key)
-            .execute(&self.write)
+            .execute(&self.db.write)
             .await?;
         Ok(())
     }
 
-    pub(crate) async fn kv_keys(
+    pub async fn kv_keys(
         &self,
         plugin: &str,
         prefix: &str,
@@ -238,18 +234,18 @@ impl Store {
         .bind(prefix.chars().count() as i64)
         .bind(prefix)
         .bind(i64::from(limit))
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?;
         Ok(rows)
     }
 
     /// Appends log lines and trims the plugin's log to its newest lines.
-    pub(crate) async fn append_plugin_logs(
+    pub async fn append_plugin_logs(
         &self,
         plugin: &str,
         lines: &[(i64, String, String, String)],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         for (at, level, message, fields) in lines {
             sqlx::query(
                 "INSERT INTO plugin_logs (plugin_id, at, level, message, fields) \
@@ -277,7 +273,7 @@ impl Store {
     }
 
     /// The newest `limit` log lines, oldest first.
-    pub(crate) async fn plugin_logs(
+    pub async fn plugin_logs(
         &self,
         plugin: &str,
         limit: u32,
@@ -288,7 +284,7 @@ impl Store {
         )
         .bind(plugin)
         .bind(i64::from(limit))
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?;
         rows.reverse();
         Ok(rows)
@@ -296,13 +292,13 @@ impl Store {
 
     /// Records a business event once and queues it for `plugins`; `None` if the source already
     /// sent this idempotency key (nothing is queued again).
-    pub(crate) async fn insert_business_event(
+    pub async fn insert_business_event(
         &self,
         event: &NewBusinessEvent<'_>,
         plugins: &[String],
         now: i64,
     ) -> Result<Option<i64>, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let (app, kind, id) = event.object.unzip3();
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO business_events (source, kind, idempotency_key, object_app, object_type, \
@@ -337,54 +333,50 @@ impl Store {
     }
 
     /// Queues one item for a plugin outside any batch (clicks).
-    pub(crate) async fn enqueue_plugin(
+    pub async fn enqueue_plugin(
         &self,
         plugin: &str,
         kind: &str,
         payload: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        insert_inbox(&self.write, plugin, kind, payload, now).await
+        insert_inbox(&self.db.write, plugin, kind, payload, now).await
     }
 
     /// The oldest pending item of a plugin, if it is due.
-    pub(crate) async fn next_inbox(
-        &self,
-        plugin: &str,
-        now: i64,
-    ) -> Result<Option<InboxRow>, StoreError> {
+    pub async fn next_inbox(&self, plugin: &str, now: i64) -> Result<Option<InboxRow>, StoreError> {
         // Strictly in order: the head waits out its backoff before anything behind it runs.
         let row: Option<InboxRow> = sqlx::query_as(
             "SELECT id, kind, payload, attempts, last_error, created_at, next_at \
              FROM plugin_inbox WHERE plugin_id = ? AND state = 'pending' ORDER BY id LIMIT 1",
         )
         .bind(plugin)
-        .fetch_optional(&self.read)
+        .fetch_optional(&self.db.read)
         .await?;
         Ok(row.filter(|r| r.next_at <= now))
     }
 
     /// When the plugin's oldest pending item is due, if it has one.
-    pub(crate) async fn inbox_due_at(&self, plugin: &str) -> Result<Option<i64>, StoreError> {
+    pub async fn inbox_due_at(&self, plugin: &str) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT next_at FROM plugin_inbox WHERE plugin_id = ? AND state = 'pending' \
              ORDER BY id LIMIT 1",
         )
         .bind(plugin)
-        .fetch_optional(&self.read)
+        .fetch_optional(&self.db.read)
         .await?)
     }
 
-    pub(crate) async fn inbox_done(&self, id: i64) -> Result<(), StoreError> {
+    pub async fn inbox_done(&self, id: i64) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM plugin_inbox WHERE id = ?")
             .bind(id)
-            .execute(&self.write)
+            .execute(&self.db.write)
             .await?;
         Ok(())
     }
 
     /// Records a failed attempt: due again at `next_at`, or parked as dead.
-    pub(crate) async fn inbox_failed(
+    pub async fn inbox_failed(
         &self,
         id: i64,
         error: &str,
@@ -399,40 +391,40 @@ impl Store {
         .bind(next_at)
         .bind(if dead { "dead" } else { "pending" })
         .bind(id)
-        .execute(&self.write)
+        .execute(&self.db.write)
         .await?;
         Ok(())
     }
 
-    pub(crate) async fn dead_letter_count(&self, plugin: &str) -> Result<u64, StoreError> {
+    pub async fn dead_letter_count(&self, plugin: &str) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM plugin_inbox WHERE plugin_id = ? AND state = 'dead'",
         )
         .bind(plugin)
-        .fetch_one(&self.read)
+        .fetch_one(&self.db.read)
         .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    pub(crate) async fn dead_letters(&self, plugin: &str) -> Result<Vec<InboxRow>, StoreError> {
+    pub async fn dead_letters(&self, plugin: &str) -> Result<Vec<InboxRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, kind, payload, attempts, last_error, created_at, \
              next_at FROM plugin_inbox WHERE plugin_id = ? AND state = 'dead' ORDER BY id",
         )
         .bind(plugin)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// Puts dead items (one, or all of the plugin's) back in line; how many.
-    pub(crate) async fn replay_dead(
+    pub async fn replay_dead(
         &self,
         plugin: &str,
         id: Option<i64>,
         now: i64,
         audit: &AuditRecord,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let n = sqlx::query(
             "UPDATE plugin_inbox SET state = 'pending', attempts = 0, next_at = ? \
              WHERE plugin_id = ? AND state = 'dead' AND (? IS NULL OR id = ?)",
@@ -453,7 +445,7 @@ impl Store {
 impl Batch {
     /// Queues an item for a plugin in the batch's transaction: it exists exactly when its
     /// cause does.
-    pub(crate) async fn enqueue_plugin(
+    pub async fn enqueue_plugin(
         &mut self,
         plugin: &str,
         kind: &str,

@@ -1,29 +1,29 @@
 use super::audit::{AuditRecord, append};
-use super::{Store, StoreError};
+use super::{Sessions, StoreError};
 
 /// A session as stored. The token itself is never stored, only its SHA-256.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct SessionRow {
-    pub(crate) id: String,
-    pub(crate) user_id: String,
-    pub(crate) token_hash: String,
-    pub(crate) device_id: String,
-    pub(crate) device_name: String,
-    pub(crate) created_at: i64,
-    pub(crate) last_seen_at: i64,
-    pub(crate) expires_at: i64,
+pub struct SessionRow {
+    pub id: String,
+    pub user_id: String,
+    pub token_hash: String,
+    pub device_id: String,
+    pub device_name: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub expires_at: i64,
 }
 
-impl Store {
+impl Sessions<'_> {
     /// Creates a session if its user is unlocked and still has `password_hash`; returns
     /// whether it was created.
-    pub(crate) async fn insert_session(
+    pub async fn insert_session(
         &self,
         session: &SessionRow,
         password_hash: &str,
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO sessions (id, user_id, token_hash, device_id, device_name, created_at, \
              last_seen_at, expires_at) \
@@ -52,28 +52,28 @@ impl Store {
         Ok(true)
     }
 
-    pub(crate) async fn session_exists(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn session_exists(&self, id: &str) -> Result<bool, StoreError> {
         let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM sessions WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.read)
+            .fetch_optional(&self.db.read)
             .await?;
         Ok(found.is_some())
     }
 
-    pub(crate) async fn session_by_token_hash(
+    pub async fn session_by_token_hash(
         &self,
         token_hash: &str,
     ) -> Result<Option<SessionRow>, StoreError> {
         Ok(
             sqlx::query_as("SELECT * FROM sessions WHERE token_hash = ?")
                 .bind(token_hash)
-                .fetch_optional(&self.read)
+                .fetch_optional(&self.db.read)
                 .await?,
         )
     }
 
     /// Records a use of the session and extends its expiry.
-    pub(crate) async fn touch_session(
+    pub async fn touch_session(
         &self,
         id: &str,
         now: i64,
@@ -83,28 +83,28 @@ impl Store {
             .bind(now)
             .bind(expires_at)
             .bind(id)
-            .execute(&self.write)
+            .execute(&self.db.write)
             .await?;
         Ok(())
     }
 
-    pub(crate) async fn sessions_of(&self, user_id: &str) -> Result<Vec<SessionRow>, StoreError> {
+    pub async fn sessions_of(&self, user_id: &str) -> Result<Vec<SessionRow>, StoreError> {
         Ok(
             sqlx::query_as("SELECT * FROM sessions WHERE user_id = ? ORDER BY created_at DESC, id")
                 .bind(user_id)
-                .fetch_all(&self.read)
+                .fetch_all(&self.db.read)
                 .await?,
         )
     }
 
     /// Deletes one session of a user (or all when `session_id` is `None`); returns the ids.
-    pub(crate) async fn delete_sessions(
+    pub async fn delete_sessions(
         &self,
         user_id: &str,
         session_id: Option<&str>,
         audit: &AuditRecord,
     ) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         let ids: Vec<String> = match session_id {
             Some(sid) => {
                 sqlx::query_scalar("DELETE FROM sessions WHERE user_id = ? AND id = ? RETURNING id")
@@ -126,26 +126,26 @@ impl Store {
     }
 
     /// Removes sessions that expired before `now`.
-    pub(crate) async fn delete_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
+    pub async fn delete_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
         Ok(sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
             .bind(now)
-            .execute(&self.write)
+            .execute(&self.db.write)
             .await?
             .rows_affected())
     }
 }
 
-impl Store {
+impl Sessions<'_> {
     /// Benchmarks only: users (`login@node`, login) that cannot log in with a password, each
     /// with one session whose token hash is given, in one transaction.
     #[cfg(any(test, feature = "test-utils"))]
-    pub(crate) async fn bench_sessions(
+    pub async fn bench_sessions(
         &self,
         users: &[(String, String, String)],
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         for (id, login, token_hash) in users {
             sqlx::query(
                 "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, \

@@ -1,34 +1,34 @@
 //! What the search index reads: the queue of changed messages and messages in bulk.
 
-use super::{Store, StoreError};
+use super::{SearchQueue, StoreError};
 
 /// A message as the index takes it.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct IndexRow {
-    pub(crate) id: String,
-    pub(crate) discussion_id: String,
-    pub(crate) kind: String,
-    pub(crate) author: String,
-    pub(crate) created_at: i64,
-    pub(crate) text: Option<String>,
-    pub(crate) deleted: bool,
-    pub(crate) object: Option<String>,
+pub struct IndexRow {
+    pub id: String,
+    pub discussion_id: String,
+    pub kind: String,
+    pub author: String,
+    pub created_at: i64,
+    pub text: Option<String>,
+    pub deleted: bool,
+    pub object: Option<String>,
     /// Names of the attached files, one per line.
-    pub(crate) files: Option<String>,
+    pub files: Option<String>,
 }
 
 /// One message as a search result shows it, as it is now.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct HitRow {
-    pub(crate) id: String,
-    pub(crate) discussion_id: String,
-    pub(crate) seq: i64,
-    pub(crate) author: String,
-    pub(crate) created_at: i64,
-    pub(crate) text: Option<String>,
-    pub(crate) deleted: bool,
+pub struct HitRow {
+    pub id: String,
+    pub discussion_id: String,
+    pub seq: i64,
+    pub author: String,
+    pub created_at: i64,
+    pub text: Option<String>,
+    pub deleted: bool,
     /// Names of the attached files, one per line.
-    pub(crate) files: Option<String>,
+    pub files: Option<String>,
 }
 
 /// Names of the files attached to `m`, one per line (NULL for none).
@@ -51,9 +51,9 @@ macro_rules! index_columns {
     };
 }
 
-impl Store {
+impl SearchQueue<'_> {
     /// Queue entries after `cursor` (at most `limit`), with their messages as they are now.
-    pub(crate) async fn search_queue_after(
+    pub async fn search_queue_after(
         &self,
         cursor: i64,
         limit: i64,
@@ -73,41 +73,41 @@ impl Store {
         ))
         .bind(cursor)
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?;
         Ok(rows.into_iter().map(|r| (r.qid, r.row)).collect())
     }
 
     /// Entries the index has yet to take in.
     #[cfg(any(test, feature = "test-utils"))]
-    pub(crate) async fn search_backlog(&self) -> Result<i64, StoreError> {
+    pub async fn search_backlog(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM search_queue")
-            .fetch_one(&self.read)
+            .fetch_one(&self.db.read)
             .await?)
     }
 
     /// The id the queue gave last (0 if it never gave one), whether or not that entry has
     /// been removed since.
-    pub(crate) async fn search_queue_end(&self) -> Result<i64, StoreError> {
+    pub async fn search_queue_end(&self) -> Result<i64, StoreError> {
         let seq: Option<i64> =
             sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'search_queue'")
-                .fetch_optional(&self.read)
+                .fetch_optional(&self.db.read)
                 .await?;
         Ok(seq.unwrap_or(0))
     }
 
     /// Removes queue entries the index has taken in.
-    pub(crate) async fn prune_search_queue(&self, upto: i64) -> Result<(), StoreError> {
+    pub async fn prune_search_queue(&self, upto: i64) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM search_queue WHERE id <= ?")
             .bind(upto)
-            .execute(&self.write)
+            .execute(&self.db.write)
             .await?;
         Ok(())
     }
 
     /// Messages in rowid order after `after` (at most `limit`), for building the index from
     /// scratch; with the rowid to continue from.
-    pub(crate) async fn messages_for_index(
+    pub async fn messages_for_index(
         &self,
         after: i64,
         limit: i64,
@@ -126,13 +126,13 @@ impl Store {
         ))
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?;
         Ok(rows.into_iter().map(|r| (r.rid, r.row)).collect())
     }
 
     /// These messages as they are now, in the order given (missing ones left out).
-    pub(crate) async fn hits(&self, ids: &[String]) -> Result<Vec<HitRow>, StoreError> {
+    pub async fn hits(&self, ids: &[String]) -> Result<Vec<HitRow>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -143,7 +143,7 @@ impl Store {
             "FROM messages m WHERE m.id IN (SELECT value FROM json_each(?))"
         ))
         .bind(list)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?;
         let mut by_id: std::collections::HashMap<String, HitRow> =
             rows.into_iter().map(|r| (r.id.clone(), r)).collect();
@@ -151,28 +151,28 @@ impl Store {
     }
 
     /// Dialogs and groups `user` is a member of.
-    pub(crate) async fn member_discussions(&self, user: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn member_discussions(&self, user: &str) -> Result<Vec<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT discussion_id FROM members WHERE user_id = ?")
                 .bind(user)
-                .fetch_all(&self.read)
+                .fetch_all(&self.db.read)
                 .await?,
         )
     }
 
     /// People who are not locked, for the directory.
-    pub(crate) async fn directory_users(&self) -> Result<Vec<super::UserRow>, StoreError> {
+    pub async fn directory_users(&self) -> Result<Vec<super::UserRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT * FROM users WHERE NOT locked AND kind = 'person' ORDER BY login",
         )
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
     /// People of this node in discussions shared with `peer` over `link` (see
     /// `shared_with!`): what a linked node whose directory scope is `members` may find, and whose
     /// presence a linked node hears.
-    pub(crate) async fn directory_users_shared_over(
+    pub async fn directory_users_shared_over(
         &self,
         link: &str,
         peer: &str,
@@ -189,7 +189,7 @@ impl Store {
         .bind(&suffix)
         .bind(&suffix)
         .bind(&suffix)
-        .fetch_all(&self.read)
+        .fetch_all(&self.db.read)
         .await?)
     }
 
@@ -197,7 +197,7 @@ impl Store {
     /// every `member_every`-th) and `messages` messages by `user` with `text(i)`, written
     /// straight into the tables in a few large transactions.
     #[cfg(any(test, feature = "test-utils"))]
-    pub(crate) async fn bench_fill(
+    pub async fn bench_fill(
         &self,
         node: &str,
         user: &str,
@@ -206,7 +206,7 @@ impl Store {
         member_every: usize,
         text: &(dyn Fn(usize) -> String + Sync),
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.db.write.begin().await?;
         for d in 0..discussions {
             let id = format!("bench-{d}@{node}");
             sqlx::query(
@@ -232,7 +232,7 @@ impl Store {
         tx.commit().await?;
         let mut seqs = vec![0i64; discussions.max(1)];
         for chunk in (0..messages).collect::<Vec<_>>().chunks(50_000) {
-            let mut tx = self.write.begin().await?;
+            let mut tx = self.db.write.begin().await?;
             for &i in chunk {
                 let d = i % discussions.max(1);
                 seqs[d] += 1;
