@@ -420,8 +420,6 @@ impl Batch {
         .bind(link)
         .bind(&suffix)
         .bind(&suffix)
-        .bind(&suffix)
-        .bind(&suffix)
         .fetch_optional(&mut *self.tx)
         .await?;
         Ok(member.is_some())

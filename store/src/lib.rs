@@ -5,17 +5,16 @@
 //! use their own pool. The schema uses portable types so that a PostgreSQL backend can run the
 //! same statements.
 
-/// Whether the membership `m` (an alias of `members`) is in a discussion shared with a linked
-/// node, binding its link and then `@<its name>` four times: shared over the link (this node
-/// is its home), or a dialog that node is home of and that was opened from here. Memberships
-/// in the linked node's groups and in dialogs it opened are its word alone, so they do not
-/// count (else a node could list this one's people by sharing a group that names them).
+/// Whether the membership `m` (an alias of `members`) is in a discussion this node and the
+/// linked node share, binding its link and then `@<its name>` twice: one this node is home of
+/// and shares over the link, or a group or dialog the linked node is home of (a replica here:
+/// it reached this node over that link). People who share a discussion across a link can
+/// thus find and reach each other from either side (see docs/decisions.md).
 macro_rules! shared_with {
     () => {
         "(EXISTS (SELECT 1 FROM fed_shares s WHERE s.discussion_id = m.discussion_id \
          AND s.link = ?) OR EXISTS (SELECT 1 FROM discussions d WHERE d.id = m.discussion_id \
-         AND d.kind = 'dialog' AND substr(d.id, -length(?)) = ? \
-         AND substr(d.created_by, -length(?)) <> ?))"
+         AND d.kind IN ('group', 'dialog') AND substr(d.id, -length(?)) = ?))"
     };
 }
 

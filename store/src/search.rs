@@ -187,8 +187,6 @@ impl SearchQueue<'_> {
         .bind(link)
         .bind(&suffix)
         .bind(&suffix)
-        .bind(&suffix)
-        .bind(&suffix)
         .fetch_all(&self.db.read)
         .await?)
     }

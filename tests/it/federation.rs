@@ -1172,6 +1172,63 @@ async fn dialogs_span_nodes_and_linked_directories_answer_within_scope() -> anyh
     Ok(())
 }
 
+/// Two people who share a group across a link reach each other from either side, whichever
+/// node is the group's home and whichever sorts first (with the default `members` directory
+/// scope); people who share nothing stay out of reach.
+#[tokio::test]
+async fn people_who_share_a_group_reach_each_other_from_either_side() -> anyhow::Result<()> {
+    let hq = node("hq.test").await?;
+    let branch = node("branch.test").await?;
+    let id = link(&hq, &branch).await?;
+    let anna = user(&hq, "anna").await?;
+    let boris = user(&branch, "boris").await?;
+    user(&branch, "gleb").await?;
+    // The group's home is the head office, which sorts last: the branch is the home of the
+    // two's dialog, and sees Boris only as a member of a group of the head office's.
+    let g = group(&anna, &["boris@branch.test"]).await?;
+    share(&hq, &g.id, &id).await?;
+    post(&anna, &g.id, "a0", "Поставки на неделю").await?;
+    sees(&boris, &g.id, &[Some("Поставки на неделю")]).await?;
+
+    let d = open_dialog(&anna, "boris@branch.test").await?;
+    let (_, seq) = post(&anna, &d.id, "a1", "Борис, вопрос по накладной").await?;
+    assert_eq!(seq, 0, "a message for another home is pending");
+    sees(&boris, &d.id, &[Some("Борис, вопрос по накладной")]).await?;
+    post(&boris, &d.id, "b1", "Слушаю").await?;
+    let both = [Some("Борис, вопрос по накладной"), Some("Слушаю")];
+    sees(&anna, &d.id, &both).await?;
+    assert_eq!(log(&anna, &d.id).await?, log(&boris, &d.id).await?);
+
+    // Each finds the other in the other node's directory.
+    let find = async |conn: &Connection, q: &str, node: &str| -> anyhow::Result<Vec<String>> {
+        match ask(
+            conn,
+            Request::Directory {
+                query: q.into(),
+                limit: 10,
+                node: Some(node.into()),
+            },
+        )
+        .await?
+        {
+            Reply::Directory { users } => Ok(users.into_iter().map(|u| u.login).collect()),
+            other => bail!("expected a directory, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        find(&anna, "boris", "branch.test").await?,
+        ["boris@branch.test"]
+    );
+    assert_eq!(find(&boris, "anna", "hq.test").await?, ["anna@hq.test"]);
+    // Gleb shares nothing with the head office: not found, and a dialog is refused with the
+    // reason told to its author.
+    assert!(find(&anna, "gleb", "branch.test").await?.is_empty());
+    let hidden = open_dialog(&anna, "gleb@branch.test").await?;
+    let told = not_delivered(&anna, &hidden.id, 1).await?;
+    assert!(told[0].1.contains("not found"), "{told:?}");
+    Ok(())
+}
+
 /// The dialog of `conn`'s user with `with`.
 async fn open_dialog(conn: &Connection, with: &str) -> anyhow::Result<DiscussionInfo> {
     discussion(conn, Request::OpenDialog { with: with.into() }).await
