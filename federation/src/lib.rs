@@ -6,7 +6,9 @@
 //! - [`event`]: events signed by their author's node, and the home node's chained stamps.
 //! - [`wire`]: what linked nodes say to each other.
 //! - [`store`]: what the transport needs from the node's storage; [`memory`] keeps it in memory.
-//! - [`net`]: the libp2p transport: allowlist, greeting, stop-and-wait outbox delivery.
+//! - [`link`]: one link as a pure state machine: greeting, stop-and-wait outbox delivery,
+//!   backoffs, notices, presence pacing; no IO.
+//! - [`net`]: the libp2p transport: allowlist, and a task driving each link's machine.
 //!
 //! This crate knows nothing of SQL, plugins, search or the client protocol: the node gives it
 //! storage through [`store::LinkStore`] and interprets events itself.
@@ -14,6 +16,7 @@
 pub mod event;
 pub mod grant;
 pub mod keys;
+pub mod link;
 pub mod memory;
 pub mod net;
 pub mod store;
