@@ -1,14 +1,13 @@
 //! The libp2p side: one swarm (TCP + Noise + Yamux), an allowlist of the peers named by active
 //! grants, and one request-response protocol ([`crate::wire`]).
 //!
-//! One task owns the swarm. For each link it keeps a small state machine:
-//! dial when the outbox has something (with exponential backoff), greet on every new
-//! connection (`hello` tells the peer what we have stored from it, so it resumes its outbox
-//! right after), then push the outbox stop-and-wait: one batch in flight, the next only after
-//! the acknowledgement, the same range again after a failure. Received batches are verified
-//! item by item and handed to the [`LinkStore`] in one call; the acknowledgement goes out only
-//! after the store returned. Storage calls run on tasks of their own and report back on a
-//! channel, so the swarm never waits for the database.
+//! One task owns the swarm and drives each link's state machine ([`crate::link::Link`]): it
+//! feeds the machine what the swarm, the store and the node say, and carries out what the
+//! machine asks (dial, send a request, call the store, tell the node). Storage calls run on
+//! tasks of their own and report back on a channel, so the swarm never waits for the
+//! database. Received batches are verified item by item here (the check needs every link's
+//! keys) and handed to the [`LinkStore`] in one call; the acknowledgement goes out only after
+//! the store returned.
 //!
 //! Besides the outbox, a node may ask its peer a question (`query`: the peer's user directory,
 //! a piece of a file, or the discussion of one of its business objects, within the link's
@@ -22,22 +21,28 @@ use futures_util::StreamExt;
 use libp2p::core::Transport as _;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel, cbor};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{DialError, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::event::{Event, Stamp};
-use crate::grant::{Change, DirectoryScope, Grant, Party, Scope, Signed, SignedNotice};
+use crate::grant::{Grant, Party, Scope, Signed, SignedNotice};
 use crate::keys::{Hash, NodeId, NodeKey, PublicKey};
+use crate::link::{Backoff, Inbound, Input, Link, Now, Output, Tell, Token, check_query};
 use crate::store::{Incoming, LinkStore, Refused};
 use crate::wire::{
-    Access, Address, Chunk, Item, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_CHUNK,
-    MAX_DISCUSSION_BYTES, MAX_FRAME, MAX_PRESENCE, MAX_PROFILES, MAX_QUERY_BYTES, MAX_READERS,
-    MAX_REASON_BYTES, MAX_USER_BYTES, PROTOCOL, Presence, Profile, Query, Rejected, Request,
-    Response,
+    Access, Address, Chunk, Item, MAX_BATCH_ITEMS, MAX_CHUNK, MAX_DISCUSSION_BYTES, MAX_FRAME,
+    MAX_PROFILES, MAX_READERS, MAX_REASON_BYTES, PROTOCOL, Presence, Profile, Query, Rejected,
+    Request, Response,
 };
 
+pub use crate::link::{LinkError, LinkStatus};
+
 use veche_base::SharedClock;
+
+/// How often the driver gives every link's machine the time: pauses that are over, presence
+/// held back, a grant's validity.
+const TICK: Duration = Duration::from_millis(100);
 
 /// How the transport behaves.
 #[derive(Debug, Clone)]
@@ -48,7 +53,8 @@ pub struct NetConfig {
     pub request_timeout: Duration,
     /// The first pause after a failure; doubled after each further failure.
     pub retry_min: Duration,
-    /// The longest pause.
+    /// The longest pause after the peer refused (a peer that cannot be reached is probed
+    /// again after [`crate::link::PROBE_MAX`] at most).
     pub retry_max: Duration,
     /// How long an idle connection stays open.
     pub idle_timeout: Duration,
@@ -66,60 +72,6 @@ impl Default for NetConfig {
             idle_timeout: Duration::from_secs(120),
             clock: veche_base::SystemClock::shared(),
         }
-    }
-}
-
-/// Presence requests a node takes from a peer: a burst, then so many a second.
-const PRESENCE_TAKEN: (f64, f64) = (50.0, 20.0);
-/// Presence requests a node sends: fewer than a peer takes, so that a request which arrives
-/// sooner after the one before than it was sent is not refused.
-const PRESENCE_SENT: (f64, f64) = (40.0, 16.0);
-/// A node is told again at most this often that a peer lost what it had stored of ours, or
-/// that it was restored from a backup itself: each time it queues its shared discussions'
-/// state again, and a peer that says so on every connection must not make it do that on
-/// every connection.
-const RESTORE_RETELL: Duration = Duration::from_secs(600);
-/// Whether the node may be told again of a restore (last told at `told`, which becomes now
-/// if so): see [`RESTORE_RETELL`].
-fn retell_due(told: &mut Option<Instant>) -> bool {
-    let due = told.is_none_or(|at| at.elapsed() >= RESTORE_RETELL);
-    if due {
-        *told = Some(Instant::now());
-    }
-    due
-}
-
-/// The highest `link_seq` taken from a peer: far beyond any real outbox, and safe to add to.
-const MAX_LINK_SEQ: u64 = 1 << 62;
-
-/// A token bucket: `burst` requests at once, then `per_sec`.
-#[derive(Debug, Clone, Copy)]
-struct Allowance {
-    burst: f64,
-    per_sec: f64,
-    left: f64,
-    at: Instant,
-}
-
-impl Allowance {
-    fn full((burst, per_sec): (f64, f64)) -> Self {
-        Self {
-            burst,
-            per_sec,
-            left: burst,
-            at: Instant::now(),
-        }
-    }
-
-    /// Takes one request's worth if there is one now.
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let left =
-            (self.left + now.duration_since(self.at).as_secs_f64() * self.per_sec).min(self.burst);
-        let take = left >= 1.0;
-        self.left = if take { left - 1.0 } else { left };
-        self.at = now;
-        take
     }
 }
 
@@ -279,24 +231,6 @@ pub enum QueryError {
     Stopped,
 }
 
-/// What a link is doing now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkStatus {
-    /// The link.
-    pub link: String,
-    /// The peer's node name.
-    pub peer: String,
-    /// Whether a connection is open and the peer has answered our greeting (a connection the
-    /// peer refuses, a stranger's say, does not count).
-    pub connected: bool,
-    /// The last of our items the peer has stored.
-    pub acked: u64,
-    /// Whether the link is over.
-    pub ended: bool,
-    /// Why delivery to the peer cannot go on, if it cannot (for an administrator).
-    pub stalled: Option<String>,
-}
-
 /// Why the transport could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -311,32 +245,6 @@ pub enum StartError {
         /// Why.
         message: String,
     },
-}
-
-/// Why a link was not added.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LinkError {
-    /// This node is not a party of the grant.
-    #[error("this node is not a party of the link")]
-    NotAParty,
-    /// The peer's key is not a usable libp2p key.
-    #[error("the peer's key is not usable")]
-    BadKey,
-    /// The transport has stopped.
-    #[error("the federation transport has stopped")]
-    Stopped,
-    /// The peer has another live link.
-    #[error("this node has another active link with that node")]
-    PeerTaken,
-    /// No live link by that id (to renew).
-    #[error("no active link by that id")]
-    NoLink,
-    /// A renewal names another peer than the link's.
-    #[error("a renewal keeps the link's peer")]
-    OtherPeer,
-    /// A renewal is not the next version of the link.
-    #[error("a renewal is the link's next version")]
-    NotNext,
 }
 
 #[derive(NetworkBehaviour)]
@@ -372,28 +280,14 @@ enum Command {
 }
 
 enum Internal {
-    /// Our watermark for the link is known: greet the peer.
-    Greet { link: String, received: u64 },
-    /// A batch to push (empty: the outbox is drained).
-    Batch {
-        link: String,
-        items: Vec<crate::store::Outgoing>,
-    },
+    /// A storage call of a link's machine returned.
+    Store { link: String, input: Input },
     /// Answer an inbound request.
     Respond {
         channel: ResponseChannel<Response>,
         response: Response,
         received: Option<String>,
     },
-    /// A storage call failed: try again later.
-    Failed { link: String, error: String },
-    /// The store numbered its waiting items again after the peer's watermark (it had been
-    /// restored from a backup): send them.
-    Renumbered { link: String, greeting: Option<u64> },
-    /// An acknowledgement could not be recorded: greet the peer again, after a pause.
-    Regreet { link: String },
-    /// A greeting's acknowledgement was recorded as it was.
-    Settled { link: String, greeting: u64 },
 }
 
 /// The running transport.
@@ -628,69 +522,6 @@ fn dial_addresses(peer: &Party) -> Vec<Multiaddr> {
         .collect()
 }
 
-/// Sends a signed notice to `peer`.
-fn send_notice(
-    swarm: &mut Swarm<Behaviour>,
-    peer: PeerId,
-    address: Address,
-    notice: &SignedNotice,
-) -> OutboundRequestId {
-    let request = Request::Notice {
-        address,
-        notice: notice.signed().clone(),
-    };
-    swarm.behaviour_mut().rr.send_request(&peer, request)
-}
-
-/// Checks that a request on `link` from the peer `peer` is addressed to this node `me`.
-fn check_query(query: &Query) -> Result<(), BadQuery> {
-    match query {
-        Query::Directory { text, limit } => {
-            if text.trim().is_empty() || text.len() > MAX_QUERY_BYTES {
-                return Err(BadQuery::DirectoryText);
-            }
-            if *limit == 0 || *limit as usize > MAX_PROFILES {
-                return Err(BadQuery::DirectoryLimit);
-            }
-        }
-        Query::File {
-            discussion, sha256, ..
-        } => {
-            if discussion.is_empty() || discussion.len() > MAX_DISCUSSION_BYTES {
-                return Err(BadQuery::FileDiscussion);
-            }
-            let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
-            if sha256.len() != 64 || !sha256.chars().all(hex) {
-                return Err(BadQuery::FileHash);
-            }
-        }
-        Query::Head { discussion } => {
-            if discussion.is_empty() || discussion.len() > MAX_DISCUSSION_BYTES {
-                return Err(BadQuery::HeadDiscussion);
-            }
-        }
-        Query::Object {
-            user,
-            application,
-            object_type,
-            object_id,
-            ..
-        } => {
-            let ok = |s: &str, max: usize| {
-                !s.is_empty() && s.len() <= max && !s.chars().any(char::is_control)
-            };
-            if !ok(user, MAX_USER_BYTES)
-                || !ok(application, 64)
-                || !ok(object_type, 64)
-                || !ok(object_id, 256)
-            {
-                return Err(BadQuery::Object);
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Why a pushed item was refused; the peer is told the text.
 #[derive(Debug, thiserror::Error)]
 enum BadItem {
@@ -716,55 +547,6 @@ enum BadItem {
     NotPeerHome { peer: String, discussion: String },
     #[error("too many readers at once")]
     TooManyReaders,
-}
-
-/// Why a peer's query was refused.
-#[derive(Debug, thiserror::Error)]
-enum BadQuery {
-    #[error("a directory query is 1 to {MAX_QUERY_BYTES} bytes")]
-    DirectoryText,
-    #[error("a directory query asks for 1 to {MAX_PROFILES} people")]
-    DirectoryLimit,
-    #[error("a file query names a discussion of 1 to {MAX_DISCUSSION_BYTES} bytes")]
-    FileDiscussion,
-    #[error("a file query names a SHA-256 in 64 lowercase hex digits")]
-    FileHash,
-    #[error("a head query names a discussion of 1 to {MAX_DISCUSSION_BYTES} bytes")]
-    HeadDiscussion,
-    #[error(
-        "an object query names a user (≤ {MAX_USER_BYTES} bytes), an application and a type \
-         (≤ 64) and an id (≤ 256), none empty"
-    )]
-    Object,
-}
-
-/// Why a frame's address does not fit the link it came on.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-enum Misaddressed {
-    #[error("not the link {0}")]
-    Link(String),
-    #[error("the frame claims another sender")]
-    Sender,
-    #[error("the frame is addressed to another node")]
-    Recipient,
-}
-
-fn check_address(
-    address: &Address,
-    link: &str,
-    peer: &NodeId,
-    me: &NodeId,
-) -> Result<(), Misaddressed> {
-    if address.link != link {
-        return Err(Misaddressed::Link(link.to_owned()));
-    }
-    if address.from != *peer {
-        return Err(Misaddressed::Sender);
-    }
-    if address.to != *me {
-        return Err(Misaddressed::Recipient);
-    }
-    Ok(())
 }
 
 /// Whether only this machine or its own network segment can reach `address` (loopback or
@@ -812,6 +594,9 @@ pub async fn start<S: LinkStore>(
                 .map_err(|e| StartError::Transport(e.to_string()))?,
         )
         .multiplex(libp2p::yamux::Config::default())
+        // A dial into a partition would otherwise wait for the system's TCP timeout (minutes),
+        // holding back every probe meanwhile.
+        .timeout(config.request_timeout)
         .boxed();
     let behaviour = Behaviour {
         allow: allow_block_list::Behaviour::default(),
@@ -846,10 +631,10 @@ pub async fn start<S: LinkStore>(
         store,
         me,
         name: name.to_owned(),
-        node_id: node_id.clone(),
         config,
         links: HashMap::new(),
         by_peer: HashMap::new(),
+        requests: HashMap::new(),
         queries: HashMap::new(),
         notify,
         internal,
@@ -872,66 +657,10 @@ pub async fn start<S: LinkStore>(
     ))
 }
 
-/// What a link's request in flight was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sent {
-    Hello,
-    Push,
-    Notice,
-    Ending,
-}
-
-struct LinkState {
-    grant: Grant,
-    /// A renewal the node has accepted: in force once the peer greets with it (the peer has
-    /// confirmed it then).
-    next: Option<Grant>,
-    /// The grant before the last renewal: the peer may still greet or send notices with it
-    /// until it has taken the renewal too.
-    previous: Option<Grant>,
-    peer: Party,
-    peer_node_id: NodeId,
+/// A link's machine and the libp2p id of its peer.
+struct Entry {
+    machine: Link,
     peer_id: PeerId,
-    addresses: Vec<Multiaddr>,
-    scope: Scope,
-    connected: bool,
-    greeted: bool,
-    acked: u64,
-    in_flight: Option<(OutboundRequestId, Sent)>,
-    /// The peer greeted us on the current connections: its pushes may be taken.
-    heard_hello: bool,
-    busy: bool,
-    /// Bumped by every wake; a fetch that started before the last wake cannot say the
-    /// outbox is empty.
-    wakes: u64,
-    fetched_at_wake: u64,
-    notices: std::collections::VecDeque<SignedNotice>,
-    /// The last `link_seq` of the push in flight: the peer cannot acknowledge more.
-    pushed: u64,
-    /// The peer's greeting is being recorded ([`LinkStore::acked`] may number the outbox
-    /// again): nothing is pushed until it is.
-    settling: bool,
-    /// Greetings answered so far: which one a recorded greeting was.
-    greetings: u64,
-    /// When the node was last told that the peer lost what it had stored of ours, or that
-    /// this node was restored ([`RESTORE_RETELL`]).
-    behind_told: Option<Instant>,
-    restored_told: Option<Instant>,
-    /// Presence waiting to go (one request in flight at a time; a user's last state wins).
-    presence: Vec<Presence>,
-    presence_in_flight: Option<OutboundRequestId>,
-    /// Why delivery cannot go on (the peer lost what this outbox no longer holds).
-    stalled: Option<String>,
-    /// The presence requests we may send now: as many as the peer takes, so that none is
-    /// refused; what waits meanwhile merges into the next.
-    presence_sending: Allowance,
-    /// The peer's presence requests we may still take now.
-    presence_allowance: Allowance,
-    pending: bool,
-    retry_at: Option<Instant>,
-    backoff: Duration,
-    ending: Option<SignedNotice>,
-    ended: bool,
 }
 
 struct Driver<S> {
@@ -939,10 +668,11 @@ struct Driver<S> {
     store: S,
     me: PublicKey,
     name: String,
-    node_id: NodeId,
     config: NetConfig,
-    links: HashMap<String, LinkState>,
+    links: HashMap<String, Entry>,
     by_peer: HashMap<PeerId, String>,
+    /// The links' requests in flight, by libp2p's id.
+    requests: HashMap<OutboundRequestId, (String, Token)>,
     /// Our queries waiting for their answers.
     queries: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, QueryError>>>,
     notify: mpsc::UnboundedSender<Notification>,
@@ -956,7 +686,7 @@ impl<S: LinkStore> Driver<S> {
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut internal: mpsc::UnboundedReceiver<Internal>,
     ) {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -966,112 +696,175 @@ impl<S: LinkStore> Driver<S> {
                     Some(command) => self.on_command(command),
                 },
                 Some(message) = internal.recv() => self.on_internal(message),
-                _ = tick.tick() => self.on_tick(),
+                _ = tick.tick() => {
+                    let links: Vec<String> = self.links.keys().cloned().collect();
+                    for link in links {
+                        self.feed(&link, Input::Tick);
+                    }
+                }
             }
         }
     }
 
-    fn renew_link(&mut self, grant: Grant, scope: Scope) -> Result<(), LinkError> {
-        let peer = grant.peer_of(&self.me).ok_or(LinkError::NotAParty)?.clone();
-        let link = grant.link().to_owned();
-        let Some(state) = self.links.get_mut(&link).filter(|s| !s.ended) else {
-            return Err(LinkError::NoLink);
-        };
-        if state.peer.key != peer.key {
-            return Err(LinkError::OtherPeer);
+    fn now(&self) -> Now {
+        Now {
+            instant: Instant::now(),
+            wall_ms: self.config.clock.now_ms(),
         }
-        state.addresses = dial_addresses(&peer);
-        state.peer = peer;
-        state.previous = Some(std::mem::replace(&mut state.grant, grant));
-        state.next = None;
-        state.scope = scope;
-        state.greeted = false;
-        state.heard_hello = false;
-        state.pending = true;
-        state.retry_at = None;
-        state.backoff = self.config.retry_min;
-        let peer_id = state.peer_id;
-        if self.swarm.is_connected(&peer_id) {
-            // Both greet again on the next connection, with the grants they hold then.
-            let _ = self.swarm.disconnect_peer_id(peer_id);
-        } else {
-            self.drive(&link);
-        }
-        Ok(())
     }
 
-    fn expect_renewal(&mut self, grant: Grant) -> Result<(), LinkError> {
-        let peer = grant.peer_of(&self.me).ok_or(LinkError::NotAParty)?.clone();
-        let Some(state) = self.links.get_mut(grant.link()).filter(|s| !s.ended) else {
-            return Err(LinkError::NoLink);
-        };
-        if state.peer.key != peer.key {
-            return Err(LinkError::OtherPeer);
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            retry_min: self.config.retry_min,
+            retry_max: self.config.retry_max,
         }
-        if Some(grant.terms().version) != state.grant.terms().version.checked_add(1) {
-            return Err(LinkError::NotNext);
+    }
+
+    /// Gives `link`'s machine an input and carries out what it says.
+    fn feed(&mut self, link: &str, input: Input) {
+        let now = self.now();
+        if let Some(entry) = self.links.get_mut(link) {
+            entry.machine.handle(input, now);
         }
-        state.next = Some(grant);
-        Ok(())
+        self.flush(link);
+    }
+
+    /// Carries out what `link`'s machine says, until it says nothing more.
+    fn flush(&mut self, link: &str) {
+        loop {
+            let Some(entry) = self.links.get_mut(link) else {
+                return;
+            };
+            let Some(output) = entry.machine.poll_output() else {
+                return;
+            };
+            let peer_id = entry.peer_id;
+            self.execute(link, peer_id, output);
+        }
+    }
+
+    fn execute(&mut self, link: &str, peer_id: PeerId, output: Output) {
+        match output {
+            Output::Dial => {
+                let Some(entry) = self.links.get(link) else {
+                    return;
+                };
+                let opts = DialOpts::peer_id(peer_id)
+                    .addresses(dial_addresses(entry.machine.peer()))
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {}
+                    // A dial is out or a connection open already: its outcome is reported.
+                    Err(DialError::DialPeerConditionFalse(_)) => {}
+                    Err(e) => {
+                        tracing::debug!(link, error = %e, "dial not started");
+                        self.feed(link, Input::DialFailed);
+                    }
+                }
+            }
+            Output::Send { token, request } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_request(&peer_id, request);
+                self.requests.insert(id, (link.to_owned(), token));
+            }
+            Output::Watermark => {
+                let (store, internal, link) =
+                    (self.store.clone(), self.internal.clone(), link.to_owned());
+                tokio::spawn(async move {
+                    let result = store.watermark(&link).await.map(|(received, _)| received);
+                    let input = Input::Watermark(result);
+                    let _ = internal.send(Internal::Store { link, input });
+                });
+            }
+            Output::Outbox { after } => {
+                let (store, internal, link) =
+                    (self.store.clone(), self.internal.clone(), link.to_owned());
+                tokio::spawn(async move {
+                    let input = Input::Batch(store.outbox(&link, after, MAX_BATCH_ITEMS).await);
+                    let _ = internal.send(Internal::Store { link, input });
+                });
+            }
+            Output::Acked {
+                upto,
+                last,
+                greeting,
+            } => {
+                let (store, internal, link) =
+                    (self.store.clone(), self.internal.clone(), link.to_owned());
+                tokio::spawn(async move {
+                    let result = store.acked(&link, upto, last).await;
+                    if let Ok(true) = result {
+                        tracing::warn!(
+                            link,
+                            upto,
+                            "the peer has more of ours than this node ever sent (restored from \
+                             a backup?): what waits is numbered again after it"
+                        );
+                    }
+                    let input = Input::AckRecorded { greeting, result };
+                    let _ = internal.send(Internal::Store { link, input });
+                });
+            }
+            Output::Disconnect => {
+                let _ = self.swarm.disconnect_peer_id(peer_id);
+            }
+            Output::Disallow => {
+                self.swarm.behaviour_mut().allow.disallow_peer(peer_id);
+                let _ = self.swarm.disconnect_peer_id(peer_id);
+            }
+            Output::Tell(tell) => {
+                let link = link.to_owned();
+                let notification = match tell {
+                    Tell::Connected => Notification::Connected { link },
+                    Tell::Disconnected => Notification::Disconnected { link },
+                    Tell::Restored => Notification::Restored { link },
+                    Tell::Behind { received } => Notification::Behind { link, received },
+                    Tell::Rejected(rejected) => Notification::Rejected { link, rejected },
+                    Tell::Narrowed { scope, notice } => Notification::Narrowed {
+                        link,
+                        scope,
+                        notice,
+                    },
+                    Tell::Renewed { grant } => Notification::Renewed { link, grant },
+                    Tell::Ended { reason, notice } => Notification::Ended {
+                        link,
+                        reason,
+                        notice,
+                    },
+                };
+                let _ = self.notify.send(notification);
+            }
+        }
     }
 
     fn add_link(&mut self, grant: Grant, scope: Scope) -> Result<(), LinkError> {
         if grant.party(&self.me).is_none_or(|p| p.node != self.name) {
             return Err(LinkError::NotAParty);
         }
-        let peer = grant.peer_of(&self.me).ok_or(LinkError::NotAParty)?.clone();
+        let peer = grant.peer_of(&self.me).ok_or(LinkError::NotAParty)?;
         let peer_id = peer.key.peer_id().map_err(|_| LinkError::BadKey)?;
-        let addresses = dial_addresses(&peer);
         let link = grant.link().to_owned();
         // One live link per peer; an ended one gives way.
         if let Some(old) = self.by_peer.get(&peer_id).filter(|l| **l != link).cloned() {
             if self
                 .links
                 .get(&old)
-                .is_some_and(|s| !s.ended && s.ending.is_none())
+                .is_some_and(|e| !e.machine.is_ended() && !e.machine.is_ending())
             {
                 return Err(LinkError::PeerTaken);
             }
             self.links.remove(&old);
         }
-        let state = LinkState {
-            peer_node_id: peer.key.node_id(),
-            scope,
-            grant,
-            next: None,
-            previous: None,
-            peer,
-            peer_id,
-            addresses,
-            connected: self.swarm.is_connected(&peer_id),
-            greeted: false,
-            acked: 0,
-            in_flight: None,
-            heard_hello: false,
-            busy: false,
-            wakes: 0,
-            fetched_at_wake: 0,
-            notices: std::collections::VecDeque::new(),
-            pushed: 0,
-            settling: false,
-            greetings: 0,
-            behind_told: None,
-            restored_told: None,
-            presence: Vec::new(),
-            presence_in_flight: None,
-            stalled: None,
-            presence_sending: Allowance::full(PRESENCE_SENT),
-            presence_allowance: Allowance::full(PRESENCE_TAKEN),
-            pending: true,
-            retry_at: None,
-            backoff: self.config.retry_min,
-            ending: None,
-            ended: false,
-        };
+        let connected = self.swarm.is_connected(&peer_id);
+        let machine = Link::new(self.me, grant, scope, self.backoff(), connected, self.now())?;
         self.swarm.behaviour_mut().allow.allow_peer(peer_id);
         self.by_peer.insert(peer_id, link.clone());
-        self.links.insert(link.clone(), state);
-        self.drive(&link);
+        self.links.insert(link.clone(), Entry { machine, peer_id });
+        self.feed(&link, Input::Tick);
         Ok(())
     }
 
@@ -1083,64 +876,37 @@ impl<S: LinkStore> Driver<S> {
             }
             Command::RenewLink(link, reply) => {
                 let (grant, scope) = *link;
-                let _ = reply.send(self.renew_link(grant, scope));
+                let id = grant.link().to_owned();
+                let now = self.now();
+                let result = match self.links.get_mut(&id) {
+                    Some(entry) => entry.machine.renew(grant, scope, now),
+                    None => Err(LinkError::NoLink),
+                };
+                self.flush(&id);
+                let _ = reply.send(result);
             }
             Command::ExpectRenewal(grant, reply) => {
-                let _ = reply.send(self.expect_renewal(*grant));
-            }
-            Command::EndLink { link, notice } => {
-                let Some(state) = self.links.get_mut(&link) else {
-                    return;
+                let result = match self.links.get_mut(grant.link()) {
+                    Some(entry) => entry.machine.expect_renewal(*grant),
+                    None => Err(LinkError::NoLink),
                 };
-                match notice {
-                    Some(notice) if state.connected || !state.addresses.is_empty() => {
-                        state.ending = Some(notice);
-                        state.retry_at = None;
-                        self.drive(&link);
-                    }
-                    _ => self.finish_end(&link, None),
-                }
+                let _ = reply.send(result);
             }
-            Command::Notify { link, notice } => {
-                if let Some(state) = self.links.get_mut(&link) {
-                    if let Change::Narrow { scope } = &notice.notice().change {
-                        state.scope = state.scope.meet(scope);
-                        // A renewal held here would undo it: it must be accepted again.
-                        state.next = None;
-                    }
-                    state.notices.push_back(notice);
-                    self.drive(&link);
-                }
-            }
-            Command::Wake(link) => {
-                if let Some(state) = self.links.get_mut(&link) {
-                    state.pending = true;
-                    state.wakes += 1;
-                    self.drive(&link);
-                }
-            }
+            Command::EndLink { link, notice } => self.feed(&link, Input::End(notice)),
+            Command::Notify { link, notice } => self.feed(&link, Input::Notify(notice)),
+            Command::Wake(link) => self.feed(&link, Input::Wake),
             Command::Status(reply) => {
-                let mut all: Vec<LinkStatus> = self
-                    .links
-                    .iter()
-                    .map(|(link, s)| LinkStatus {
-                        link: link.clone(),
-                        peer: s.peer.node.clone(),
-                        connected: s.connected && s.greeted,
-                        acked: s.acked,
-                        ended: s.ended,
-                        stalled: s.stalled.clone(),
-                    })
-                    .collect();
+                let mut all: Vec<LinkStatus> =
+                    self.links.values().map(|e| e.machine.status()).collect();
                 all.sort_by(|a, b| a.link.cmp(&b.link));
                 let _ = reply.send(all);
             }
             Command::Query { link, query, reply } => {
-                let Some(state) = self.links.get(&link).filter(|s| !s.ended) else {
+                let Some(entry) = self.links.get(&link).filter(|e| !e.machine.is_ended()) else {
                     let _ = reply.send(Err(QueryError::NoLink));
                     return;
                 };
-                if !state.connected || !state.greeted {
+                if !entry.machine.is_greeted() {
                     let why = "not connected".to_owned();
                     let _ = reply.send(Err(QueryError::Unreachable(why)));
                     return;
@@ -1148,254 +914,23 @@ impl<S: LinkStore> Driver<S> {
                 let request = Request::Query {
                     address: Address {
                         link: link.clone(),
-                        from: self.node_id.clone(),
-                        to: state.peer_node_id.clone(),
+                        from: self.me.node_id(),
+                        to: entry.machine.peer().key.node_id(),
                     },
                     query,
                 };
-                let peer = state.peer_id;
+                let peer = entry.peer_id;
                 let id = self.swarm.behaviour_mut().rr.send_request(&peer, request);
                 self.queries.insert(id, reply);
             }
-            Command::Presence { link, users } => {
-                let Some(state) = self.links.get_mut(&link) else {
-                    return;
-                };
-                if state.ended || !state.greeted || !state.scope.presence {
-                    return;
-                }
-                if state.presence.is_empty() {
-                    state.presence = users;
-                } else {
-                    for p in users {
-                        match state.presence.iter_mut().find(|q| q.user == p.user) {
-                            Some(q) => *q = p,
-                            None => state.presence.push(p),
-                        }
-                    }
-                }
-                self.send_presence(&link);
-            }
+            Command::Presence { link, users } => self.feed(&link, Input::Presence(users)),
             Command::Stop => {}
-        }
-    }
-
-    fn on_tick(&mut self) {
-        let now = self.config.clock.now_ms();
-        let expired: Vec<String> = self
-            .links
-            .iter()
-            .filter(|(_, s)| {
-                // A renewal accepted here keeps the link until it expires too.
-                let until = |g: &Grant| g.terms().not_after;
-                !s.ended
-                    && now >= until(&s.grant)
-                    && s.next.as_ref().is_none_or(|n| now >= until(n))
-            })
-            .map(|(l, _)| l.clone())
-            .collect();
-        for link in expired {
-            self.finish_end(&link, Some(("the link expired".into(), None)));
-        }
-        let links: Vec<String> = self.links.keys().cloned().collect();
-        for link in links {
-            self.drive(&link);
-            // Presence held back by the sending allowance.
-            self.send_presence(&link);
-        }
-    }
-
-    /// Moves a link's state machine one step if it can.
-    fn drive(&mut self, link: &str) {
-        let now = Instant::now();
-        let Some(state) = self.links.get_mut(link) else {
-            return;
-        };
-        if state.ended || state.in_flight.is_some() || state.busy {
-            return;
-        }
-        if state.ending.is_none() && self.config.clock.now_ms() < state.grant.terms().not_before {
-            // Not valid yet (or this clock is behind): wait, the tick looks again.
-            return;
-        }
-        if state.retry_at.is_some_and(|at| now < at) {
-            return;
-        }
-        let wants = state.pending || state.ending.is_some() || !state.notices.is_empty();
-        if !state.connected {
-            if wants {
-                let opts = DialOpts::peer_id(state.peer_id)
-                    .addresses(state.addresses.clone())
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .build();
-                if let Err(e) = self.swarm.dial(opts) {
-                    tracing::debug!(link, error = %e, "dial not started");
-                }
-                // The connection or its failure is reported by the swarm; look again later.
-                state.retry_at = now.checked_add(state.backoff);
-            }
-            return;
-        }
-        let address = Address {
-            link: link.to_owned(),
-            from: self.node_id.clone(),
-            to: state.peer_node_id.clone(),
-        };
-        // A revocation needs no greeting: it is signed, and the link ends either way.
-        if let Some(notice) = &state.ending {
-            let id = send_notice(&mut self.swarm, state.peer_id, address, notice);
-            state.in_flight = Some((id, Sent::Ending));
-            return;
-        }
-        if !state.greeted {
-            state.busy = true;
-            let (store, internal, link) =
-                (self.store.clone(), self.internal.clone(), link.to_owned());
-            tokio::spawn(async move {
-                let message = match store.watermark(&link).await {
-                    Ok((received, _)) => Internal::Greet { link, received },
-                    Err(e) => Internal::Failed {
-                        link,
-                        error: e.to_string(),
-                    },
-                };
-                let _ = internal.send(message);
-            });
-            return;
-        }
-        if let Some(notice) = state.notices.front() {
-            let id = send_notice(&mut self.swarm, state.peer_id, address, notice);
-            state.in_flight = Some((id, Sent::Notice));
-            return;
-        }
-        if state.pending && !state.settling {
-            state.busy = true;
-            state.fetched_at_wake = state.wakes;
-            let (store, internal, link, after) = (
-                self.store.clone(),
-                self.internal.clone(),
-                link.to_owned(),
-                state.acked,
-            );
-            tokio::spawn(async move {
-                let message = match store.outbox(&link, after, MAX_BATCH_ITEMS).await {
-                    Ok(items) => Internal::Batch { link, items },
-                    Err(e) => Internal::Failed {
-                        link,
-                        error: e.to_string(),
-                    },
-                };
-                let _ = internal.send(message);
-            });
-        }
-    }
-
-    /// Something failed: wait before the next attempt, a little longer each time.
-    fn failed(&mut self, link: &str) {
-        if let Some(state) = self.links.get_mut(link) {
-            state.in_flight = None;
-            state.retry_at = Instant::now().checked_add(state.backoff);
-            state.backoff = state.backoff.saturating_mul(2).min(self.config.retry_max);
         }
     }
 
     fn on_internal(&mut self, message: Internal) {
         match message {
-            Internal::Greet { link, received } => {
-                let Some(state) = self.links.get_mut(&link) else {
-                    return;
-                };
-                state.busy = false;
-                if !state.connected || state.ended {
-                    return;
-                }
-                let request = Request::Hello {
-                    address: Address {
-                        link: link.clone(),
-                        from: self.node_id.clone(),
-                        to: state.peer_node_id.clone(),
-                    },
-                    grant: state.grant.hash(),
-                    received,
-                };
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .rr
-                    .send_request(&state.peer_id, request);
-                state.in_flight = Some((id, Sent::Hello));
-            }
-            Internal::Batch { link, mut items } => {
-                let Some(state) = self.links.get_mut(&link) else {
-                    return;
-                };
-                state.busy = false;
-                if !state.connected || state.ended || !state.greeted {
-                    self.drive(&link);
-                    return;
-                }
-                // Only the run that follows the acknowledged point, cut to the byte budget.
-                let mut bytes = 0;
-                let mut keep = 0;
-                items.retain(|i| i.link_seq > state.acked);
-                for (expected, item) in (state.acked.saturating_add(1)..).zip(&items) {
-                    if item.link_seq != expected || (keep > 0 && bytes >= MAX_BATCH_BYTES) {
-                        break;
-                    }
-                    bytes += item.item.weight();
-                    keep += 1;
-                }
-                if keep == 0 && !items.is_empty() {
-                    // The peer lost items it had acknowledged (restored from a backup): they
-                    // are gone here, so the outbox cannot fill the hole. The node is told once.
-                    tracing::error!(
-                        link,
-                        acked = state.acked,
-                        next = items[0].link_seq,
-                        "the peer's watermark is behind this outbox; delivery on this link waits"
-                    );
-                    if retell_due(&mut state.behind_told) {
-                        let _ = self.notify.send(Notification::Behind {
-                            link: link.clone(),
-                            received: state.acked,
-                        });
-                    }
-                    state.stalled = Some(format!(
-                        "{} has stored items up to {} of this node's, which next holds {}: it lost \
-                         items it had acknowledged (restored from a backup?); delivery waits until \
-                         this node has queued its discussions' state again",
-                        state.peer.node, state.acked, items[0].link_seq
-                    ));
-                } else {
-                    state.stalled = None;
-                }
-                items.truncate(keep);
-                if items.is_empty() {
-                    // Drained, unless something was queued after this fetch began.
-                    if state.fetched_at_wake == state.wakes {
-                        state.pending = false;
-                    } else {
-                        self.drive(&link);
-                    }
-                    return;
-                }
-                state.pushed = items.last().map_or(state.acked, |i| i.link_seq);
-                let request = Request::Push {
-                    address: Address {
-                        link: link.clone(),
-                        from: self.node_id.clone(),
-                        to: state.peer_node_id.clone(),
-                    },
-                    first: items[0].link_seq,
-                    items: items.into_iter().map(|o| o.item).collect(),
-                };
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .rr
-                    .send_request(&state.peer_id, request);
-                state.in_flight = Some((id, Sent::Push));
-            }
+            Internal::Store { link, input } => self.feed(&link, input),
             Internal::Respond {
                 channel,
                 response,
@@ -1414,44 +949,6 @@ impl<S: LinkStore> Driver<S> {
                     let _ = self.notify.send(Notification::Received { link });
                 }
             }
-            Internal::Failed { link, error } => {
-                tracing::warn!(link, error, "federation storage failed; retrying");
-                if let Some(state) = self.links.get_mut(&link) {
-                    state.busy = false;
-                }
-                self.failed(&link);
-            }
-            Internal::Regreet { link } => {
-                if let Some(state) = self.links.get_mut(&link) {
-                    state.greeted = false;
-                    state.settling = false;
-                }
-                self.failed(&link);
-            }
-            Internal::Settled { link, greeting } => {
-                if let Some(state) = self.links.get_mut(&link)
-                    && state.settling
-                    && state.greetings == greeting
-                {
-                    state.settling = false;
-                    self.drive(&link);
-                }
-            }
-            Internal::Renumbered { link, greeting } => {
-                let Some(state) = self.links.get_mut(&link) else {
-                    return;
-                };
-                state.pending = true;
-                if greeting == Some(state.greetings) {
-                    state.settling = false;
-                }
-                state.wakes += 1;
-                let tell = retell_due(&mut state.restored_told);
-                self.drive(&link);
-                if tell {
-                    let _ = self.notify.send(Notification::Restored { link });
-                }
-            }
         }
     }
 
@@ -1463,16 +960,11 @@ impl<S: LinkStore> Driver<S> {
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.addresses.send_modify(|a| a.retain(|x| *x != address));
             }
+            // Whoever dialled: a connection from the peer ends any pause, and the greeting
+            // goes out on it at once.
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                if let Some(link) = self.by_peer.get(&peer_id).cloned()
-                    && let Some(state) = self.links.get_mut(&link)
-                {
-                    if !state.connected {
-                        state.connected = true;
-                        state.greeted = false;
-                        state.retry_at = None;
-                    }
-                    self.drive(&link);
+                if let Some(link) = self.by_peer.get(&peer_id).cloned() {
+                    self.feed(&link, Input::Connected);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -1482,29 +974,8 @@ impl<S: LinkStore> Driver<S> {
             } => {
                 if num_established == 0
                     && let Some(link) = self.by_peer.get(&peer_id).cloned()
-                    && let Some(state) = self.links.get_mut(&link)
                 {
-                    // What the node learnt on this connection (our greeting answered, or the
-                    // peer's heard) is stale now.
-                    let was = state.greeted || state.heard_hello;
-                    state.connected = false;
-                    state.greeted = false;
-                    // Its failure may be reported after this, or not at all: settle it here.
-                    let ending = state.ending.is_some();
-                    state.in_flight = None;
-                    state.heard_hello = false;
-                    state.presence.clear();
-                    state.presence_in_flight = None;
-                    if ending {
-                        // The peer got our revocation and hung up.
-                        self.finish_end(&link, None);
-                    } else if was {
-                        let _ = self.notify.send(Notification::Disconnected { link });
-                    } else {
-                        // Closed before a greeting: the peer does not (yet) allow us, or the
-                        // network failed. Do not redial at once.
-                        self.failed(&link);
-                    }
+                    self.feed(&link, Input::Disconnected);
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -1516,13 +987,7 @@ impl<S: LinkStore> Driver<S> {
                     && !self.swarm.is_connected(&peer_id)
                 {
                     tracing::debug!(link, error = %error, "dial failed");
-                    let ending = self.links.get(&link).is_some_and(|s| s.ending.is_some());
-                    if ending {
-                        // The revocation could not be delivered; the link ends anyway.
-                        self.finish_end(&link, None);
-                    } else {
-                        self.failed(&link);
-                    }
+                    self.feed(&link, Input::DialFailed);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rr(event)) => self.on_rr(event),
@@ -1539,38 +1004,25 @@ impl<S: LinkStore> Driver<S> {
                 request_response::Message::Response {
                     request_id,
                     response,
-                } => self.on_response(peer, request_id, response),
+                } => {
+                    if let Some(reply) = self.queries.remove(&request_id) {
+                        let _ = reply.send(match response {
+                            Response::Refused { reason, .. } => Err(QueryError::Refused(reason)),
+                            answer => Ok(answer),
+                        });
+                    } else if let Some((link, token)) = self.requests.remove(&request_id) {
+                        self.feed(&link, Input::Answered { token, response });
+                    }
+                }
             },
             request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
+                request_id, error, ..
             } => {
                 if let Some(reply) = self.queries.remove(&request_id) {
                     let _ = reply.send(Err(QueryError::Unreachable(error.to_string())));
-                    return;
-                }
-                if self.presence_done(peer, request_id) {
-                    return;
-                }
-                let Some(link) = self.by_peer.get(&peer).cloned() else {
-                    return;
-                };
-                let Some(state) = self.links.get_mut(&link) else {
-                    return;
-                };
-                let Some((id, sent)) = state.in_flight else {
-                    return;
-                };
-                if id != request_id {
-                    return;
-                }
-                tracing::debug!(link, error = %error, "request failed; the same range goes again");
-                if sent == Sent::Ending {
-                    self.finish_end(&link, None);
-                } else {
-                    self.failed(&link);
+                } else if let Some((link, token)) = self.requests.remove(&request_id) {
+                    tracing::debug!(link, error = %error, "request failed");
+                    self.feed(&link, Input::RequestFailed { token });
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -1589,362 +1041,168 @@ impl<S: LinkStore> Driver<S> {
             .send_response(channel, response);
     }
 
+    fn acknowledge(&mut self, channel: ResponseChannel<Response>) {
+        let _ = self.swarm.behaviour_mut().rr.send_response(
+            channel,
+            Response::Ack {
+                upto: 0,
+                rejected: Vec::new(),
+            },
+        );
+    }
+
     fn on_request(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
         let Some(link) = self.by_peer.get(&peer).cloned() else {
             return self.refuse(channel, "no link with this node".into(), true);
         };
-        let Some(state) = self.links.get(&link) else {
+        let now = self.now();
+        let Some(entry) = self.links.get_mut(&link) else {
             return self.refuse(channel, "no link with this node".into(), true);
         };
-        if state.ended || (state.ending.is_some() && !matches!(request, Request::Hello { .. })) {
-            return self.refuse(channel, "the link has ended".into(), true);
-        }
-        if let Err(reason) =
-            check_address(request.address(), &link, &state.peer_node_id, &self.node_id)
-        {
-            return self.refuse(channel, reason.to_string(), false);
-        }
-        match request {
-            Request::Hello { grant, .. }
-                if grant != state.grant.hash()
-                    && state.next.as_ref().is_none_or(|g| g.hash() != grant)
-                    && state.previous.as_ref().is_none_or(|g| g.hash() != grant) =>
-            {
-                self.refuse(
-                    channel,
-                    "the grants differ: confirm the same grant on both nodes".into(),
-                    false,
-                );
-            }
-            Request::Push { .. } | Request::Query { .. } | Request::Presence { .. }
-                if !state.heard_hello =>
-            {
-                self.refuse(channel, "greet first: hello with the grant".into(), false);
-            }
-            Request::Hello { grant, .. } => {
-                let mut renewed = false;
-                if let Some(state) = self.links.get_mut(&link) {
-                    state.heard_hello = true;
-                    // The peer greets with the renewal it confirmed: in force here now.
-                    if let Some(next) = state.next.take_if(|g| g.hash() == grant) {
-                        state.scope = next.terms().scope.clone();
-                        if let Some(peer) = next.peer_of(&self.me) {
-                            state.addresses = dial_addresses(peer);
-                            state.peer = peer.clone();
-                        }
-                        state.previous = Some(std::mem::replace(&mut state.grant, next));
-                        state.greeted = false;
-                        renewed = true;
-                    }
-                }
-                if renewed {
-                    let _ = self.notify.send(Notification::Renewed {
-                        link: link.clone(),
-                        grant,
+        let verdict = entry.machine.inbound(request, now);
+        // The answer goes before what the machine says next (a revocation taken disconnects).
+        match verdict {
+            Inbound::Refuse { reason, link_ended } => self.refuse(channel, reason, link_ended),
+            Inbound::Greet => {
+                let (store, internal, link) =
+                    (self.store.clone(), self.internal.clone(), link.clone());
+                tokio::spawn(async move {
+                    let response = match store.watermark(&link).await {
+                        Ok((received, last)) => Response::Hello { received, last },
+                        Err(e) => Response::Refused {
+                            reason: e.to_string(),
+                            link_ended: false,
+                        },
+                    };
+                    let _ = internal.send(Internal::Respond {
+                        channel,
+                        response,
+                        received: None,
                     });
-                    self.drive(&link);
-                }
-                let (store, internal) = (self.store.clone(), self.internal.clone());
-                tokio::spawn(async move {
-                    let message = match store.watermark(&link).await {
-                        Ok((received, last)) => Internal::Respond {
-                            channel,
-                            response: Response::Hello { received, last },
-                            received: None,
-                        },
-                        Err(e) => Internal::Respond {
-                            channel,
-                            response: Response::Refused {
-                                reason: e.to_string(),
-                                link_ended: false,
-                            },
-                            received: None,
-                        },
-                    };
-                    let _ = internal.send(message);
                 });
             }
-            Request::Push { first, items, .. } => {
-                if items.len() > MAX_BATCH_ITEMS
-                    || first == 0
-                    || first.checked_add(MAX_BATCH_ITEMS as u64).is_none()
-                {
-                    return self.refuse(channel, "a malformed push".into(), false);
-                }
-                let mut accepted = Vec::new();
-                let mut refused = Vec::new();
-                for (i, item) in items.into_iter().enumerate() {
-                    let link_seq = first + i as u64;
-                    match self.check_item(state, &item).map_err(|e| e.to_string()) {
-                        Ok(()) => accepted.push(Incoming { link_seq, item }),
-                        Err(reason) => {
-                            tracing::warn!(link, link_seq, reason, "federated item refused");
-                            refused.push(Refused {
-                                link_seq,
-                                item,
-                                reason,
-                            });
-                        }
-                    }
-                }
-                let rejected: Vec<Rejected> = refused
-                    .iter()
-                    .map(|r| Rejected {
-                        link_seq: r.link_seq,
-                        reason: r.reason.clone(),
-                    })
-                    .collect();
-                let (store, internal) = (self.store.clone(), self.internal.clone());
-                tokio::spawn(async move {
-                    let message = match store.receive(&link, accepted, refused).await {
-                        Ok(upto) => Internal::Respond {
-                            channel,
-                            response: Response::Ack { upto, rejected },
-                            received: Some(link),
-                        },
-                        Err(e) => Internal::Respond {
-                            channel,
-                            response: Response::Refused {
-                                reason: e.to_string(),
-                                link_ended: false,
-                            },
-                            received: None,
-                        },
-                    };
-                    let _ = internal.send(message);
-                });
-            }
-            Request::Presence { users, .. } => {
-                if !state.scope.presence {
-                    let reason = "this link does not carry presence".into();
-                    return self.refuse(channel, reason, false);
-                }
-                // However fast a peer sends, the node takes a bounded stream of presence.
-                let allowed = self
-                    .links
-                    .get_mut(&link)
-                    .is_some_and(|s| s.presence_allowance.take());
-                if !allowed {
-                    let reason = "too many presence updates; send fewer".into();
-                    return self.refuse(channel, reason, false);
-                }
-                let Some(state) = self.links.get(&link) else {
-                    return;
-                };
-                if users.len() > MAX_PRESENCE {
-                    return self.refuse(channel, "too many users at once".into(), false);
-                }
-                // A node speaks for its own users only, in a few words.
-                let peer_node = state.peer.node.clone();
-                let users: Vec<Presence> = users
-                    .into_iter()
-                    .filter(|p| {
-                        crate::event::node_of(&p.user) == Some(peer_node.as_str())
-                            && p.user.len() <= MAX_USER_BYTES
-                            && p.state.len() <= 16
-                            && p.status_text.len() <= 400
-                    })
-                    .collect();
-                let _ = self.swarm.behaviour_mut().rr.send_response(
-                    channel,
-                    Response::Ack {
-                        upto: 0,
-                        rejected: Vec::new(),
-                    },
-                );
+            Inbound::Push { first, items } => self.take_push(&link, channel, first, items),
+            Inbound::Presence(users) => {
+                self.acknowledge(channel);
                 if !users.is_empty() {
+                    let link = link.clone();
                     let _ = self.notify.send(Notification::Presence { link, users });
                 }
             }
-            Request::Query { query, .. } => {
-                if let Err(reason) = check_query(&query) {
-                    return self.refuse(channel, reason.to_string(), false);
-                }
-                let scope = state.scope.clone();
-                let refused = match query {
-                    Query::Directory { .. } if scope.directory == DirectoryScope::None => {
-                        Some("this link does not share the user directory")
-                    }
-                    Query::File { .. } if scope.max_file_mb == 0 => {
-                        Some("this link does not carry files")
-                    }
-                    Query::Object { .. } if !scope.object_discussions => {
-                        Some("this link does not share object discussions")
-                    }
-                    // A node asks only where the peer is in its own discussions.
-                    Query::Head { ref discussion }
-                        if crate::event::node_of(discussion) != Some(state.peer.node.as_str()) =>
-                    {
-                        Some("a node asks only about discussions it is home of")
-                    }
-                    // A node asks for its own users only.
-                    Query::Object { ref user, .. }
-                        if crate::event::node_of(user) != Some(state.peer.node.as_str()) =>
-                    {
-                        Some("an object is opened for a user of the asking node only")
-                    }
-                    _ => None,
-                };
-                if let Some(reason) = refused {
-                    return self.refuse(channel, reason.into(), false);
-                }
+            Inbound::Query { scope, query } => {
                 let (tx, rx) = oneshot::channel();
                 let asked = Notification::Query {
-                    link,
+                    link: link.clone(),
                     scope,
                     query,
                     responder: Responder(tx),
                 };
                 if self.notify.send(asked).is_err() {
-                    return self.refuse(channel, "the node is stopping".into(), false);
-                }
-                let (internal, timeout) = (self.internal.clone(), self.config.request_timeout);
-                tokio::spawn(async move {
-                    let response = match tokio::time::timeout(timeout, rx).await {
-                        Ok(Ok(Ok(answer))) => answer,
-                        Ok(Ok(Err(reason))) => Response::Refused {
-                            reason,
-                            link_ended: false,
-                        },
-                        _ => Response::Refused {
-                            reason: "the node did not answer in time".into(),
-                            link_ended: false,
-                        },
-                    };
-                    let respond = Internal::Respond {
-                        channel,
-                        response,
-                        received: None,
-                    };
-                    let _ = internal.send(respond);
-                });
-            }
-            Request::Notice { notice, .. } => {
-                // Checked against the grant: narrowings made on both sides meanwhile add up. A
-                // peer between two versions may sign with the other one.
-                let granted = state.grant.terms().scope.clone();
-                let mut verified =
-                    SignedNotice::verify(notice.clone(), &state.grant, &state.peer.key, &granted);
-                for other in [state.previous.as_ref(), state.next.as_ref()]
-                    .into_iter()
-                    .flatten()
-                {
-                    if verified.is_err()
-                        && let Ok(v) =
-                            SignedNotice::verify(notice.clone(), other, &state.peer.key, &granted)
-                    {
-                        verified = Ok(v);
-                    }
-                }
-                match verified {
-                    Ok(notice) => {
-                        let _ = self.swarm.behaviour_mut().rr.send_response(
-                            channel,
-                            Response::Ack {
-                                upto: 0,
-                                rejected: Vec::new(),
+                    self.refuse(channel, "the node is stopping".into(), false);
+                } else {
+                    let (internal, timeout) = (self.internal.clone(), self.config.request_timeout);
+                    tokio::spawn(async move {
+                        let response = match tokio::time::timeout(timeout, rx).await {
+                            Ok(Ok(Ok(answer))) => answer,
+                            Ok(Ok(Err(reason))) => Response::Refused {
+                                reason,
+                                link_ended: false,
                             },
-                        );
-                        match notice.notice().change.clone() {
-                            Change::Revoke { reason } => {
-                                let signed = notice.signed().clone();
-                                self.finish_end(
-                                    &link,
-                                    Some((format!("revoked by the peer: {reason}"), Some(signed))),
-                                );
-                            }
-                            Change::Narrow { scope } => {
-                                let scope = match self.links.get_mut(&link) {
-                                    Some(state) => {
-                                        state.scope = state.scope.meet(&scope);
-                                        state.next = None;
-                                        state.scope.clone()
-                                    }
-                                    None => scope,
-                                };
-                                let _ = self.notify.send(Notification::Narrowed {
-                                    link,
-                                    scope,
-                                    notice: notice.signed().clone(),
-                                });
-                            }
-                        }
-                    }
-                    Err(e) => self.refuse(channel, format!("notice refused: {e}"), false),
+                            _ => Response::Refused {
+                                reason: "the node did not answer in time".into(),
+                                link_ended: false,
+                            },
+                        };
+                        let respond = Internal::Respond {
+                            channel,
+                            response,
+                            received: None,
+                        };
+                        let _ = internal.send(respond);
+                    });
+                }
+            }
+            Inbound::Noted => self.acknowledge(channel),
+        }
+        self.flush(&link);
+    }
+
+    /// Verifies a push item by item, stores the batch, then acknowledges it.
+    fn take_push(
+        &mut self,
+        link: &str,
+        channel: ResponseChannel<Response>,
+        first: u64,
+        items: Vec<Item>,
+    ) {
+        let Some(entry) = self.links.get(link) else {
+            return;
+        };
+        let mut accepted = Vec::new();
+        let mut refused = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let link_seq = first + i as u64;
+            match self
+                .check_item(&entry.machine, &item)
+                .map_err(|e| e.to_string())
+            {
+                Ok(()) => accepted.push(Incoming { link_seq, item }),
+                Err(reason) => {
+                    tracing::warn!(link, link_seq, reason, "federated item refused");
+                    refused.push(Refused {
+                        link_seq,
+                        item,
+                        reason,
+                    });
                 }
             }
         }
+        let rejected: Vec<Rejected> = refused
+            .iter()
+            .map(|r| Rejected {
+                link_seq: r.link_seq,
+                reason: r.reason.clone(),
+            })
+            .collect();
+        let (store, internal, link) = (self.store.clone(), self.internal.clone(), link.to_owned());
+        tokio::spawn(async move {
+            let message = match store.receive(&link, accepted, refused).await {
+                Ok(upto) => Internal::Respond {
+                    channel,
+                    response: Response::Ack { upto, rejected },
+                    received: Some(link),
+                },
+                Err(e) => Internal::Respond {
+                    channel,
+                    response: Response::Refused {
+                        reason: e.to_string(),
+                        link_ended: false,
+                    },
+                    received: None,
+                },
+            };
+            let _ = internal.send(message);
+        });
     }
 
-    /// Sends the next presence batch of `link`, unless one is in flight.
-    fn send_presence(&mut self, link: &str) {
-        let Some(state) = self.links.get_mut(link) else {
-            return;
-        };
-        if state.presence_in_flight.is_some()
-            || state.presence.is_empty()
-            || !state.greeted
-            || !state.connected
-            || state.ended
-            || state.ending.is_some()
-            || !state.scope.presence
-            || !state.presence_sending.take()
-        {
-            return;
-        }
-        let rest = state
-            .presence
-            .split_off(state.presence.len().min(MAX_PRESENCE));
-        let users = std::mem::replace(&mut state.presence, rest);
-        let request = Request::Presence {
-            address: Address {
-                link: link.to_owned(),
-                from: self.node_id.clone(),
-                to: state.peer_node_id.clone(),
-            },
-            users,
-        };
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .rr
-            .send_request(&state.peer_id, request);
-        state.presence_in_flight = Some(id);
-    }
-
-    /// A presence request was answered or failed (lost: the next greeting makes it good).
-    fn presence_done(&mut self, peer: PeerId, request_id: OutboundRequestId) -> bool {
-        let Some(link) = self.by_peer.get(&peer).cloned() else {
-            return false;
-        };
-        let Some(state) = self.links.get_mut(&link) else {
-            return false;
-        };
-        if state.presence_in_flight != Some(request_id) {
-            return false;
-        }
-        state.presence_in_flight = None;
-        self.send_presence(&link);
-        true
-    }
-
-    /// Verifies one pushed item as coming from this link's peer.
-    fn check_item(&self, state: &LinkState, item: &Item) -> Result<(), BadItem> {
+    /// Verifies one pushed item as coming from the peer of `link`.
+    fn check_item(&self, link: &Link, item: &Item) -> Result<(), BadItem> {
         let me = &self.name;
+        let peer = link.peer();
         match item {
             Item::Submit { event } => {
-                let event = Event::verify(event.clone(), &state.peer.node, &state.peer.key)?;
+                let event = Event::verify(event.clone(), &peer.node, &peer.key)?;
                 if event.header().home != *me {
                     return Err(BadItem::NotHome(event.header().home.to_string()));
                 }
                 Ok(())
             }
             Item::Stamped { stamp, event } => {
-                let stamp = Stamp::verify(stamp.clone(), &state.peer.key)?;
+                let stamp = Stamp::verify(stamp.clone(), &peer.key)?;
                 let header = Event::peek(event)?;
-                if header.home != state.peer.node {
+                if header.home != peer.node {
                     return Err(BadItem::StampedElsewhere {
-                        by: state.peer.node.to_string(),
+                        by: peer.node.to_string(),
                         home: header.home.to_string(),
                     });
                 }
@@ -1952,10 +1210,14 @@ impl<S: LinkStore> Driver<S> {
                 let known = if header.origin == *me {
                     Some(self.me)
                 } else {
-                    let mut same = self.links.values().filter(|s| s.peer.node == header.origin);
-                    let live = same.clone().find(|s| !s.ended);
+                    let mut same = self
+                        .links
+                        .values()
+                        .map(|e| &e.machine)
+                        .filter(|l| l.peer().node == header.origin);
+                    let live = same.clone().find(|l| !l.is_ended());
                     match (live, same.next()) {
-                        (Some(s), _) => Some(s.peer.key),
+                        (Some(l), _) => Some(l.peer().key),
                         (None, Some(_)) => {
                             return Err(BadItem::Unlinked(header.origin.to_string()));
                         }
@@ -1982,10 +1244,10 @@ impl<S: LinkStore> Driver<S> {
                     return Err(BadItem::NotOurUser(author.clone()));
                 }
                 let home = crate::event::node_of(discussion);
-                if home != Some(state.peer.node.as_str()) && home != Some(me.as_str()) {
+                if home != Some(peer.node.as_str()) && home != Some(me.as_str()) {
                     return Err(BadItem::NeitherHome {
                         discussion: discussion.clone(),
-                        peer: state.peer.node.to_string(),
+                        peer: peer.node.to_string(),
                     });
                 }
                 if reason.len() > MAX_REASON_BYTES {
@@ -1995,12 +1257,12 @@ impl<S: LinkStore> Driver<S> {
             }
             // The peer, as home of an object discussion, on what our users may do there.
             Item::Readers { discussion, users } => {
-                if !state.scope.object_discussions {
+                if !link.scope().object_discussions {
                     return Err(BadItem::NoObjects);
                 }
-                if crate::event::node_of(discussion) != Some(state.peer.node.as_str()) {
+                if crate::event::node_of(discussion) != Some(peer.node.as_str()) {
                     return Err(BadItem::NotPeerHome {
-                        peer: state.peer.node.to_string(),
+                        peer: peer.node.to_string(),
                         discussion: discussion.clone(),
                     });
                 }
@@ -2016,236 +1278,5 @@ impl<S: LinkStore> Driver<S> {
                 Ok(())
             }
         }
-    }
-
-    fn on_response(&mut self, peer: PeerId, request_id: OutboundRequestId, response: Response) {
-        if let Some(reply) = self.queries.remove(&request_id) {
-            let _ = reply.send(match response {
-                Response::Refused { reason, .. } => Err(QueryError::Refused(reason)),
-                answer => Ok(answer),
-            });
-            return;
-        }
-        if self.presence_done(peer, request_id) {
-            return;
-        }
-        let Some(link) = self.by_peer.get(&peer).cloned() else {
-            return;
-        };
-        let Some(state) = self.links.get_mut(&link) else {
-            return;
-        };
-        let Some((id, sent)) = state.in_flight else {
-            return;
-        };
-        if id != request_id {
-            return;
-        }
-        state.in_flight = None;
-        match sent {
-            Sent::Ending => {
-                self.finish_end(&link, None);
-                return;
-            }
-            Sent::Notice => {
-                match &response {
-                    Response::Refused {
-                        link_ended: true, ..
-                    } => {
-                        self.finish_end(&link, Some(("the peer ended the link".into(), None)));
-                        return;
-                    }
-                    // The notice itself was refused: sending it again changes nothing.
-                    Response::Refused { reason, .. } if reason.starts_with("notice refused") => {
-                        tracing::warn!(link, reason, "the peer refused our notice");
-                        state.notices.pop_front();
-                    }
-                    Response::Refused { reason, .. } => {
-                        tracing::warn!(link, reason, "the peer could not take our notice now");
-                        state.greeted = false;
-                        self.failed(&link);
-                        return;
-                    }
-                    _ => {
-                        state.notices.pop_front();
-                    }
-                }
-                self.drive(&link);
-                return;
-            }
-            Sent::Hello | Sent::Push => {}
-        }
-        match response {
-            Response::Hello { received, .. } if received > MAX_LINK_SEQ => {
-                tracing::warn!(link, received, "the peer claims an impossible watermark");
-                state.greeted = false;
-                self.failed(&link);
-                return;
-            }
-            // A push is acknowledged at most up to its last item. (A push from before a
-            // reconnect that the peer stored meanwhile can make it say more: greeting again
-            // settles it.)
-            Response::Ack { upto, .. } if upto > state.pushed.max(state.acked) => {
-                tracing::info!(
-                    link,
-                    upto,
-                    pushed = state.pushed,
-                    "the peer acknowledged more than this push; greeting it again"
-                );
-                state.greeted = false;
-                self.failed(&link);
-                return;
-            }
-            Response::Hello { received, last } => {
-                if received < state.acked {
-                    tracing::warn!(
-                        link,
-                        received,
-                        acked = state.acked,
-                        "the peer has less than it acknowledged (restored from a backup?)"
-                    );
-                }
-                state.greeted = true;
-                state.acked = received;
-                state.pending = true;
-                state.settling = true;
-                state.greetings += 1;
-                let greeting = Some(state.greetings);
-                let _ = self
-                    .notify
-                    .send(Notification::Connected { link: link.clone() });
-                self.forget_acked(&link, (received, last), greeting);
-            }
-            Response::Ack { upto, rejected } => {
-                state.acked = upto;
-                state.pending = true;
-                state.backoff = self.config.retry_min;
-                if !rejected.is_empty() {
-                    let _ = self.notify.send(Notification::Rejected {
-                        link: link.clone(),
-                        rejected,
-                    });
-                }
-                self.forget_acked(&link, (upto, None), None);
-            }
-            Response::Refused { reason, link_ended } => {
-                tracing::warn!(link, reason, link_ended, "the peer refused");
-                if link_ended {
-                    self.finish_end(
-                        &link,
-                        Some((format!("the peer ended the link: {reason}"), None)),
-                    );
-                } else {
-                    state.greeted = false;
-                    self.failed(&link);
-                }
-                return;
-            }
-            Response::Profiles { .. }
-            | Response::Chunk(_)
-            | Response::Object { .. }
-            | Response::Head { .. } => {
-                tracing::warn!(link, "the peer answered a push with an answer to a query");
-                state.greeted = false;
-                self.failed(&link);
-                return;
-            }
-        }
-        self.drive(&link);
-    }
-
-    /// Records that the peer holds our items up to `upto` (the digest of the one there, when
-    /// it says); for a `greeting` (which one), pushing resumes once it is recorded.
-    fn forget_acked(&self, link: &str, (upto, last): (u64, Option<Hash>), greeting: Option<u64>) {
-        let (store, link, internal) = (self.store.clone(), link.to_owned(), self.internal.clone());
-        tokio::spawn(async move {
-            match store.acked(&link, upto, last).await {
-                Ok(false) => {
-                    if let Some(greeting) = greeting {
-                        let _ = internal.send(Internal::Settled { link, greeting });
-                    }
-                }
-                Ok(true) => {
-                    tracing::warn!(
-                        link,
-                        upto,
-                        "the peer has more of ours than this node ever sent (restored from a \
-                         backup?): what waits is numbered again after it"
-                    );
-                    let _ = internal.send(Internal::Renumbered { link, greeting });
-                }
-                Err(e) => {
-                    tracing::warn!(link, error = %e, "acknowledged items not removed");
-                    // Greet again: the acknowledgement comes back, and is taken then.
-                    let _ = internal.send(Internal::Regreet { link });
-                }
-            }
-        });
-    }
-
-    /// The link is over: the peer is disallowed and disconnected, nothing is retried.
-    /// `told` is the reason to report, with the peer's notice; `None` when we ended it.
-    fn finish_end(&mut self, link: &str, told: Option<(String, Option<Signed>)>) {
-        let Some(state) = self.links.get_mut(link) else {
-            return;
-        };
-        if state.ended {
-            return;
-        }
-        state.ended = true;
-        state.ending = None;
-        state.in_flight = None;
-        let peer = state.peer_id;
-        self.swarm.behaviour_mut().allow.disallow_peer(peer);
-        let _ = self.swarm.disconnect_peer_id(peer);
-        if let Some((reason, notice)) = told {
-            let _ = self.notify.send(Notification::Ended {
-                link: link.to_owned(),
-                reason,
-                notice,
-            });
-        }
-    }
-}
-
-#[cfg(test)]
-mod address_tests {
-    use super::*;
-
-    #[test]
-    fn frames_for_another_link_sender_or_receiver_are_refused() {
-        let (me, peer, other) = (
-            NodeKey::from_secret([1; 32]).public().node_id(),
-            NodeKey::from_secret([2; 32]).public().node_id(),
-            NodeKey::from_secret([3; 32]).public().node_id(),
-        );
-        let ok = Address {
-            link: "l".into(),
-            from: peer.clone(),
-            to: me.clone(),
-        };
-        assert_eq!(check_address(&ok, "l", &peer, &me), Ok(()));
-        let wrong_link = Address {
-            link: "m".into(),
-            ..ok.clone()
-        };
-        assert!(check_address(&wrong_link, "l", &peer, &me).is_err());
-        let forged_sender = Address {
-            from: other.clone(),
-            ..ok.clone()
-        };
-        assert!(
-            check_address(&forged_sender, "l", &peer, &me)
-                .unwrap_err()
-                .to_string()
-                .contains("another sender")
-        );
-        let elsewhere = Address { to: other, ..ok };
-        assert!(
-            check_address(&elsewhere, "l", &peer, &me)
-                .unwrap_err()
-                .to_string()
-                .contains("addressed to another node")
-        );
     }
 }
