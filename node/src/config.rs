@@ -84,7 +84,8 @@ pub struct FederationConfig {
     pub advertise: Vec<String>,
     /// How long a request to a linked node may take, in seconds.
     pub request_timeout_secs: u64,
-    /// The longest pause between attempts to reach a linked node, in seconds.
+    /// The longest pause before trying again a linked node that refused, in seconds (one that
+    /// cannot be reached is probed at least every 5 s: `veche_federation::link::PROBE_MAX`).
     pub retry_max_secs: u64,
 }
 
