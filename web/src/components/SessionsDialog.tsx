@@ -1,8 +1,9 @@
 import { useSignal } from '@preact/signals';
-import { useEffect, useRef } from 'preact/hooks';
+import { useEffect } from 'preact/hooks';
 import { formatDateTime, t, tn } from '../i18n';
 import type { SessionInfo } from '../api';
 import { endSession, loadSessions, sessions, sessionsError } from '../state';
+import { Modal } from './Modal';
 
 /** This device first, then the most recently active. */
 function sortSessions(list: SessionInfo[], current: string): SessionInfo[] {
@@ -12,18 +13,10 @@ function sortSessions(list: SessionInfo[], current: string): SessionInfo[] {
 }
 
 export function SessionsDialog({ onClose }: { onClose: () => void }) {
-  const dialog = useRef<HTMLDialogElement>(null);
   const ending = useSignal<string | null>(null);
 
   useEffect(() => {
-    const el = dialog.current;
-    const opener = document.activeElement as HTMLElement | null;
-    if (el && !el.open) {
-      if (typeof el.showModal === 'function') el.showModal();
-      else el.setAttribute('open', '');
-    }
     void loadSessions();
-    return () => opener?.focus?.();
   }, []);
 
   async function onEnd(id: string) {
@@ -35,22 +28,7 @@ export function SessionsDialog({ onClose }: { onClose: () => void }) {
   const data = sessions.value;
   const error = sessionsError.value;
   return (
-    <dialog
-      ref={dialog}
-      class="sessions"
-      aria-labelledby="sessions-title"
-      onClose={onClose}
-      onCancel={(e) => {
-        e.preventDefault();
-        onClose();
-      }}
-    >
-      <div class="dialog-head">
-        <h2 id="sessions-title">{t('sessions.title')}</h2>
-        <button type="button" onClick={onClose}>
-          {t('sessions.close')}
-        </button>
-      </div>
+    <Modal id="sessions" class="sessions" title={t('sessions.title')} onClose={onClose}>
       <div class="error" role="alert">
         {error}
       </div>
@@ -88,6 +66,6 @@ export function SessionsDialog({ onClose }: { onClose: () => void }) {
           </ul>
         </>
       )}
-    </dialog>
+    </Modal>
   );
 }
