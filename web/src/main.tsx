@@ -1,12 +1,11 @@
 import { render } from 'preact';
 import './style.css';
 import { App } from './app';
-import { language } from './i18n';
 import { discussions, errorText, loadDiscussions, me, setChatHooks, start, toSignedOut } from './state';
-import { startChat, stopChat } from './chat/store';
+import { applyLocalLanguage, startChat, stopChat } from './chat/store';
 import { startNotify, stopNotify } from './notify/store';
 
-document.documentElement.lang = language();
+applyLocalLanguage();
 document.title = 'Veche';
 setChatHooks({
   start: (user) => {

@@ -7,6 +7,7 @@ import type { DiscussionEvent, DiscussionInfo, UserInfo } from '../api';
 import { applyEvents, applyHistory, emptyTimeline, type Timeline } from './reducer';
 import { Outbox, type OutboxItem } from './outbox';
 import { Socket, type SocketState } from './socket';
+import { applyLanguageChoice, type LangChoice } from '../i18n';
 
 export const PAGE = 50;
 
@@ -17,9 +18,13 @@ export interface Prefs {
   sound: boolean;
   /** Desktop notifications while the tab is hidden (the browser's permission asked on a click). */
   desktop: boolean;
+  /** The UI language, or `auto` for the browser's. */
+  language: LangChoice;
 }
 
-const DEFAULT_PREFS: Prefs = { send_key: 'enter', sound: true, desktop: false };
+const DEFAULT_PREFS: Prefs = { send_key: 'enter', sound: true, desktop: false, language: 'auto' };
+/** This browser's copy of the language choice, so the page (and the sign-in form) paints in it before the node answers. */
+export const LANG_KEY = 'veche.lang';
 
 export const timelines = signal<Record<string, Timeline>>({});
 export const outboxItems = signal<OutboxItem[]>([]);
@@ -132,14 +137,54 @@ async function loadPrefs(mine: number): Promise<void> {
     const p = await api.getPreferences();
     if (mine !== session) return;
     storedPrefs = p;
+    // A choice stored on the node follows the user; without one, this browser's stands.
+    const language = p.language === undefined ? localLanguage() : applyLanguageChoice(p.language);
+    if (p.language !== undefined) rememberLanguage(language);
     prefs.value = {
       send_key: p.send_key === 'ctrl_enter' ? 'ctrl_enter' : 'enter',
       sound: p.sound !== false,
       desktop: p.desktop === true,
+      language,
     };
   } catch {
     // Keep the defaults; the node may answer later.
   }
+}
+
+/** The language choice this browser remembers. */
+export function localLanguage(): LangChoice {
+  try {
+    const c = localStorage.getItem(LANG_KEY);
+    return c === 'ru' || c === 'en' ? c : 'auto';
+  } catch {
+    return 'auto';
+  }
+}
+
+function rememberLanguage(choice: LangChoice): void {
+  try {
+    if (choice === 'auto') localStorage.removeItem(LANG_KEY);
+    else localStorage.setItem(LANG_KEY, choice);
+  } catch {
+    // Storage may be off; the node still has the choice.
+  }
+}
+
+/** At page start: the language this browser last used, before anyone signs in. */
+export function applyLocalLanguage(): void {
+  applyLanguageChoice(localLanguage());
+}
+
+/** Switches the UI language in this browser only (the sign-in form, before anyone is signed in). */
+export function setLocalLanguage(choice: LangChoice): void {
+  applyLanguageChoice(choice);
+  rememberLanguage(choice);
+}
+
+/** Switches the UI language; stored on the node so it follows the user, and in this browser for the sign-in form. */
+export async function setLanguageChoice(choice: LangChoice): Promise<void> {
+  setLocalLanguage(choice);
+  await setPref('language', choice);
 }
 
 /** Changes the send key; stored on the node so it follows the user. */

@@ -3,6 +3,9 @@ import { useEffect, useRef } from 'preact/hooks';
 import type { TargetedEvent } from 'preact';
 import { t } from '../i18n';
 import { signIn, signInNotice } from '../state';
+import { localLanguage, setLocalLanguage } from '../chat/store';
+import { LanguageSelect } from './Status';
+import type { LangChoice } from '../i18n';
 
 export function SignIn() {
   const login = useSignal('');
@@ -10,6 +13,7 @@ export function SignIn() {
   const busy = useSignal(false);
   const error = useSignal(signInNotice.peek());
   const loginInput = useRef<HTMLInputElement>(null);
+  const langChoice = useSignal<LangChoice>(localLanguage());
 
   useEffect(() => {
     loginInput.current?.focus();
@@ -64,6 +68,16 @@ export function SignIn() {
           {busy.value ? t('signin.submitting') : t('signin.submit')}
         </button>
       </form>
+      <div class="signin-language">
+        <LanguageSelect
+          value={langChoice.value}
+          onChange={(c) => {
+            langChoice.value = c;
+            setLocalLanguage(c);
+          }}
+        />
+      </div>
     </main>
   );
 }
+

@@ -1,8 +1,8 @@
 import { useSignal } from '@preact/signals';
 import type { NotificationLevel, PresenceChoice } from '../api';
-import { t, type Key } from '../i18n';
+import { t, type Key, type LangChoice } from '../i18n';
 import { me } from '../state';
-import { prefs, setPref, statusTexts } from '../chat/store';
+import { prefs, setLanguageChoice, setPref, statusTexts } from '../chat/store';
 import { levels, myChoice, notifyError, setDesktop, setLevel, setStatus } from '../notify/store';
 import { chime } from '../notify/sound';
 import { disablePush, enablePush, pushEnabled, pushSupported } from '../notify/push';
@@ -76,6 +76,7 @@ function StatusDialog({ onClose }: { onClose(): void }) {
           </label>
           {pushSupported() && <PushToggle />}
         </fieldset>
+        <LanguageSelect value={prefs.value.language} onChange={(c) => void setLanguageChoice(c)} />
         <p class="error" role="alert">
           {notifyError.value}
         </p>
@@ -146,6 +147,24 @@ function PushToggle() {
     <label>
       <input type="checkbox" class="push-pref" checked={on.value} disabled={busy.value} onChange={(e) => void change((e.currentTarget as HTMLInputElement).checked)} />{' '}
       {t('notify.push')}
+    </label>
+  );
+}
+
+const LANG_CHOICES: LangChoice[] = ['auto', 'ru', 'en'];
+
+/** The UI language: the browser's, or one chosen (each named in its own language). */
+export function LanguageSelect({ value, onChange }: { value: LangChoice; onChange(choice: LangChoice): void }) {
+  return (
+    <label class="field language-field">
+      <span>{t('language.label')}</span>
+      <select class="language-select" value={value} onChange={(e) => onChange((e.currentTarget as HTMLSelectElement).value as LangChoice)}>
+        {LANG_CHOICES.map((c) => (
+          <option key={c} value={c} lang={c === 'auto' ? undefined : c}>
+            {t(`language.${c}` as Key)}
+          </option>
+        ))}
+      </select>
     </label>
   );
 }

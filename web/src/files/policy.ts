@@ -2,6 +2,7 @@
 // moves, so the user learns at once which rule refuses a file. The node checks
 // again (and recognises the type from the content); this is only the early word.
 import type { DiscussionKind } from '../api';
+import { formatNumber, t } from '../i18n';
 
 export interface FilePolicy {
   enabled: boolean;
@@ -69,15 +70,15 @@ export function checkFile(policy: FilePolicy, kind: DiscussionKind, file: Candid
   return null;
 }
 
-/** Bytes for people: `512 B`, `1.5 KB`, `20 MB` (binary units, one decimal below 10). */
+/** Bytes for people: `512 B`, `1.5 KB`, `20 MB` (binary units, one decimal below 10), in the UI's language (`1,5 КБ`). */
 export function formatSize(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ['KB', 'MB', 'GB', 'TB'];
+  if (bytes < 1024) return t('size.b', { n: formatNumber(bytes, 0) });
+  const units = ['size.kb', 'size.mb', 'size.gb', 'size.tb'] as const;
   let v = bytes / 1024;
   let u = 0;
   while (v >= 1024 && u < units.length - 1) {
     v /= 1024;
     u += 1;
   }
-  return `${v < 10 ? Math.round(v * 10) / 10 : Math.round(v)} ${units[u]}`;
+  return t(units[u], { n: formatNumber(v < 10 ? Math.round(v * 10) / 10 : Math.round(v), 1) });
 }

@@ -2,6 +2,7 @@
 // (`push_config`) and register the subscription (`register_push`); the node
 // then pushes when none of this user's connections is active.
 import * as api from '../api';
+import { t } from '../i18n';
 
 const KEY = 'veche.push';
 
@@ -44,9 +45,9 @@ export function pushEnabled(): boolean {
 
 /** Subscribes this browser and registers the endpoint with the node. Ask from a click (permission). */
 export async function enablePush(): Promise<void> {
-  if (!pushSupported()) throw new Error('push unsupported');
+  if (!pushSupported()) throw new Error(t('notify.unsupported'));
   if (Notification.permission !== 'granted' && (await Notification.requestPermission()) !== 'granted') {
-    throw new Error('permission denied');
+    throw new Error(t('notify.denied'));
   }
   const reg = await navigator.serviceWorker.register('/sw.js');
   await navigator.serviceWorker.ready;
