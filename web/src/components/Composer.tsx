@@ -20,6 +20,7 @@ import { loginOf } from '../chat/view';
 import { errorText } from '../state';
 import { addFiles, takeDone, uploading } from '../files/store';
 import { AttachmentList } from './Files';
+import { composerAction } from '../keys';
 
 export type ComposerMode = { kind: 'new' } | { kind: 'reply'; message: Message } | { kind: 'edit'; message: Message };
 
@@ -32,7 +33,17 @@ export function isSendKey(e: Pick<KeyboardEvent, 'key' | 'shiftKey' | 'ctrlKey' 
   return !e.shiftKey && !e.ctrlKey && !e.metaKey && !e.altKey;
 }
 
-export function Composer({ discussion, mode, byId }: { discussion: DiscussionInfo; mode: Signal<ComposerMode>; byId: Map<string, Message> }) {
+interface ComposerProps {
+  discussion: DiscussionInfo;
+  mode: Signal<ComposerMode>;
+  byId: Map<string, Message>;
+  /** ↑ in an empty box: edit my last message; false when there is none. */
+  onEditLast(): boolean;
+  /** Ctrl+↑: reply to the last message; false when there is none. */
+  onReplyLast(): boolean;
+}
+
+export function Composer({ discussion, mode, byId, onEditLast, onReplyLast }: ComposerProps) {
   const myId = me.value?.id ?? '';
   const id = discussion.id;
   const text = useSignal(loadDraft(myId, id));
@@ -41,6 +52,7 @@ export function Composer({ discussion, mode, byId }: { discussion: DiscussionInf
   const pickerOpen = useSignal(false);
   const area = useRef<HTMLTextAreaElement>(null);
   const picker = useRef<HTMLInputElement>(null);
+  const emojiButton = useRef<HTMLButtonElement>(null);
   const fileNotice = useSignal('');
   const dragging = useSignal(false);
   const savedDraft = useRef<string | null>(null);
@@ -189,6 +201,15 @@ export function Composer({ discussion, mode, byId }: { discussion: DiscussionInf
         return;
       }
     }
+    const action = composerAction(e, text.value === '');
+    if (action === 'edit_last' && mode.value.kind === 'new' && onEditLast()) {
+      e.preventDefault();
+      return;
+    }
+    if (action === 'reply_last' && mode.value.kind !== 'edit' && onReplyLast()) {
+      e.preventDefault();
+      return;
+    }
     if (e.key === 'Escape' && mode.value.kind !== 'new') {
       e.preventDefault();
       cancelMode();
@@ -279,6 +300,7 @@ export function Composer({ discussion, mode, byId }: { discussion: DiscussionInf
         <button
           type="button"
           class="emoji-button"
+          ref={emojiButton}
           aria-label={t('composer.emoji')}
           aria-expanded={pickerOpen.value}
           onClick={() => {
@@ -306,7 +328,10 @@ export function Composer({ discussion, mode, byId }: { discussion: DiscussionInf
             insertAtCaret(e);
             pickerOpen.value = false;
           }}
-          onClose={() => (pickerOpen.value = false)}
+          onClose={() => {
+            pickerOpen.value = false;
+            emojiButton.current?.focus();
+          }}
         />
       )}
     </div>
@@ -318,7 +343,17 @@ function EmojiPicker({ onPick, onClose }: { onPick(emoji: string): void; onClose
   const data = emojiData.value;
   const shown = data ? emojiCandidates(data, query.value, query.value ? 120 : 240) : [];
   return (
-    <div class="emoji-picker" role="dialog" aria-label={t('composer.emoji')}>
+    <div
+      class="emoji-picker"
+      role="dialog"
+      aria-label={t('composer.emoji')}
+      onKeyDown={(e) => {
+        if (e.key === 'Escape') {
+          e.preventDefault();
+          onClose();
+        }
+      }}
+    >
       <input
         type="search"
         class="emoji-search"
@@ -327,9 +362,6 @@ function EmojiPicker({ onPick, onClose }: { onPick(emoji: string): void; onClose
         value={query.value}
         autoFocus
         onInput={(e) => (query.value = (e.currentTarget as HTMLInputElement).value)}
-        onKeyDown={(e) => {
-          if (e.key === 'Escape') onClose();
-        }}
       />
       {!data ? (
         <p class="muted" role="status">{t('composer.emoji_loading')}</p>

@@ -4,6 +4,7 @@ import type { DiscussionInfo } from '../api';
 import { discussionName, discussions, discussionsError, loadDiscussions, me, selected } from '../state';
 import { presence, typingBy, typingIn } from '../chat/store';
 import { loginOf } from '../chat/view';
+import { listMove, moveIndex } from '../keys';
 
 /** What the filter box holds (kept while the user switches discussions). */
 export const filter = signal('');
@@ -49,6 +50,17 @@ export function DiscussionList() {
   if (list === null) return <p class="sidebar-note muted" role="status">{t('discussions.loading')}</p>;
   const myId = me.value?.id;
   const shown = filterDiscussions(list, filter.value, myId);
+  // Roving focus: one button of the list is in the tab order (the open discussion, else the first);
+  // the arrows, Home and End move between them.
+  const tabStop = shown.some((d) => d.id === selected.value) ? selected.value : (shown[0]?.id ?? null);
+  function onListKey(e: KeyboardEvent) {
+    const move = listMove(e);
+    const from = (e.target as HTMLElement).closest<HTMLElement>('[data-discussion]');
+    if (!move || !from) return;
+    e.preventDefault();
+    const buttons = [...(e.currentTarget as HTMLElement).querySelectorAll<HTMLElement>('button[data-discussion]')];
+    buttons[moveIndex(buttons.indexOf(from), buttons.length, move)]?.focus();
+  }
   return (
     <>
       <div class="filter">
@@ -63,7 +75,7 @@ export function DiscussionList() {
       </div>
       {list.length === 0 && <p class="sidebar-note muted">{t('discussions.empty')}</p>}
       {list.length > 0 && shown.length === 0 && <p class="sidebar-note muted">{t('discussions.no_match')}</p>}
-      <ul class="discussions">
+      <ul class="discussions" onKeyDown={onListKey}>
         {shown.map((d) => {
           const active = d.id === selected.value;
           const peer = dialogPeer(d, myId);
@@ -76,6 +88,7 @@ export function DiscussionList() {
                 class={active ? 'discussion active' : 'discussion'}
                 aria-current={active ? 'true' : undefined}
                 data-discussion={d.id}
+                tabIndex={d.id === tabStop ? 0 : -1}
                 onClick={() => (selected.value = d.id)}
               >
                 {state && (

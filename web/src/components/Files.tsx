@@ -48,18 +48,19 @@ function Thumb({ file }: { file: FileInfo }) {
   return url.value ? <img class="file-thumb" src={url.value} alt={file.name} /> : <span class="file-thumb placeholder" aria-hidden="true" />;
 }
 
-export function MessageFiles({ files }: { files: FileInfo[] }) {
+/** A message's files; `tab` puts their buttons in or out of the tab order (the message list's roving focus). */
+export function MessageFiles({ files, tab = 0 }: { files: FileInfo[]; tab?: number }) {
   return (
     <ul class="message-files">
       {files.map((f) => (
         <li key={f.id} class="message-file" data-file-id={f.id}>
           {f.thumbnail && (
-            <button type="button" class="thumb-button" aria-label={t('files.download_label', { name: f.name })} onClick={() => void act(() => downloadFile(f))}>
+            <button type="button" class="thumb-button" tabIndex={tab} aria-label={t('files.download_label', { name: f.name })} onClick={() => void act(() => downloadFile(f))}>
               <Thumb file={f} />
             </button>
           )}
           <span class="file-name">{f.name}</span> <span class="muted file-size">{formatSize(f.size)}</span>{' '}
-          <button type="button" class="download link" aria-label={t('files.download_label', { name: f.name })} onClick={() => void act(() => downloadFile(f))}>
+          <button type="button" class="download link" tabIndex={tab} aria-label={t('files.download_label', { name: f.name })} onClick={() => void act(() => downloadFile(f))}>
             {t('files.download')}
           </button>
         </li>

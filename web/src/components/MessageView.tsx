@@ -34,6 +34,7 @@ import {
 } from '../chat/store';
 import { buildRows, loginOf, readTarget, textSegments, type Row } from '../chat/view';
 import { typingText } from './DiscussionList';
+import { messageAction } from '../keys';
 import { Composer, type ComposerMode } from './Composer';
 import { GroupSettingsDialog } from './People';
 import { EditHistoryDialog } from './EditHistory';
@@ -77,6 +78,8 @@ export function MessageView({ discussion, title }: { discussion: DiscussionInfo;
   const settingsOpen = useSignal(false);
   const historyOf = useSignal<Message | null>(null);
   const highlight = useSignal<string | null>(null);
+  /** The message in the tab order (roving focus); null: the newest. */
+  const chosen = useSignal<string | null>(null);
   const tl = timelines.value[id];
   const messages = tl?.messages ?? [];
   // Row 0 says whether older messages exist (part of the list, so the virtualizer measures it).
@@ -216,6 +219,82 @@ export function MessageView({ discussion, title }: { discussion: DiscussionInfo;
     void jumpTo(want.message);
   }, [pendingJump.value, tl?.loaded]);
 
+  const chosenId = chosen.value !== null && byId.has(chosen.value) ? chosen.value : (messages[messages.length - 1]?.id ?? null);
+
+  /** Focuses a message's element once the virtualizer has rendered it. */
+  function focusMessage(messageId: string, tries = 10) {
+    const el = scroller.current?.querySelector<HTMLElement>(`article[data-message-id="${CSS.escape(messageId)}"]`);
+    if (el) el.focus({ preventScroll: true });
+    else if (tries > 0) requestAnimationFrame(() => focusMessage(messageId, tries - 1));
+  }
+
+  function choose(messageId: string) {
+    chosen.value = messageId;
+    const at = rows.findIndex((r) => r.key === messageId);
+    if (at >= 0) v.scrollToIndex(at, { align: 'auto' });
+    focusMessage(messageId);
+  }
+
+  function focusComposer() {
+    document.querySelector<HTMLTextAreaElement>('.composer-input')?.focus();
+  }
+
+  async function remove(m: Message) {
+    if (!confirm(t('message.delete_confirm'))) return;
+    await act(() => api.deleteMessage(id, m.id));
+  }
+
+  /** Keys on a chosen message: move, reply, edit, delete, back to the box. */
+  function onMessageKey(e: KeyboardEvent, m: Message) {
+    const action = messageAction(e);
+    if (!action) return;
+    const at = messages.findIndex((x) => x.id === m.id);
+    e.preventDefault();
+    switch (action) {
+      case 'up':
+      case 'down':
+      case 'first':
+      case 'last': {
+        const to =
+          action === 'up' ? messages[Math.max(0, at - 1)]
+          : action === 'down' ? messages[Math.min(messages.length - 1, at + 1)]
+          : action === 'first' ? messages[0]
+          : messages[messages.length - 1];
+        if (to) choose(to.id);
+        // At the top: older messages, if any (the virtualizer keeps the place).
+        if (action === 'up' && at === 0 && tl?.more && !isLoading(id)) void loadOlder(id);
+        break;
+      }
+      case 'reply':
+        if (!m.deleted) mode.value = { kind: 'reply', message: m };
+        break;
+      case 'edit':
+        if (!m.deleted && m.author === myId) mode.value = { kind: 'edit', message: m };
+        break;
+      case 'delete':
+        if (!m.deleted && (m.author === myId || (isGroup && amOwner))) void remove(m);
+        break;
+      case 'composer':
+        focusComposer();
+        break;
+    }
+  }
+
+  /** The composer's ↑ (edit my last message) and Ctrl+↑ (reply to the last one); false when there is none. */
+  function editLast(): boolean {
+    const m = [...messages].reverse().find((x) => x.author === myId && !x.deleted);
+    if (!m) return false;
+    mode.value = { kind: 'edit', message: m };
+    v.scrollToIndex(rows.findIndex((r) => r.key === m.id), { align: 'auto' });
+    return true;
+  }
+  function replyLast(): boolean {
+    const m = [...messages].reverse().find((x) => !x.deleted);
+    if (!m) return false;
+    mode.value = { kind: 'reply', message: m };
+    return true;
+  }
+
   const items = v.getVirtualItems();
   const peer = discussion.kind === 'dialog' ? discussion.members.find((m) => m.user !== myId)?.user : undefined;
   const peerState = peer ? presence.value[peer] : undefined;
@@ -246,8 +325,8 @@ export function MessageView({ discussion, title }: { discussion: DiscussionInfo;
         {chatError.value}
       </div>
       <div class="messages" ref={scroller} onScroll={onScroll} aria-busy={!tl?.loaded}>
-        <div class="virtual" role="log" aria-live="polite" aria-label={t('message.list_label')} style={{ height: `${v.getTotalSize()}px` }}>
-          <ol class="message-list"
+        <div class="virtual" style={{ height: `${v.getTotalSize()}px` }}>
+          <ol class="message-list" aria-label={t('message.list_label')}
             style={{ transform: `translateY(${items[0]?.start ?? 0}px)` }}>
             {items.map((item) => {
               const row = rows[item.index];
@@ -285,6 +364,10 @@ export function MessageView({ discussion, title }: { discussion: DiscussionInfo;
                     original={m.reply_to ? byId.get(m.reply_to) : undefined}
                     canDelete={m.author === myId || (isGroup && amOwner)}
                     highlighted={highlight.value === m.id}
+                    chosen={chosenId === m.id}
+                    onFocus={() => (chosen.value = m.id)}
+                    onKey={(e) => onMessageKey(e, m)}
+                    onDelete={() => void remove(m)}
                     onReply={() => (mode.value = { kind: 'reply', message: m })}
                     onEdit={() => (mode.value = { kind: 'edit', message: m })}
                     onHistory={() => (historyOf.value = m)}
@@ -324,7 +407,7 @@ export function MessageView({ discussion, title }: { discussion: DiscussionInfo;
       <p class="typing" aria-live="polite">
         {typing}
       </p>
-      <Composer discussion={discussion} mode={mode} byId={byId} />
+      <Composer discussion={discussion} mode={mode} byId={byId} onEditLast={editLast} onReplyLast={replyLast} />
       {settingsOpen.value && <GroupSettingsDialog discussion={discussion} onClose={() => (settingsOpen.value = false)} />}
       {historyOf.value && (
         <EditHistoryDialog discussion={id} message={historyOf.value} onClose={() => (historyOf.value = null)} />
@@ -340,13 +423,19 @@ interface ItemProps {
   original: Message | undefined;
   canDelete: boolean;
   highlighted: boolean;
+  /** In the tab order (roving focus): its buttons are too. */
+  chosen: boolean;
+  onFocus(): void;
+  onKey(e: KeyboardEvent): void;
+  onDelete(): void;
   onReply(): void;
   onEdit(): void;
   onHistory(): void;
   onJump(id: string): void;
 }
 
-function MessageItem({ message: m, myId, discussion, original, canDelete, highlighted, onReply, onEdit, onHistory, onJump }: ItemProps) {
+function MessageItem({ message: m, myId, discussion, original, canDelete, highlighted, chosen, onFocus, onKey, onDelete, onReply, onEdit, onHistory, onJump }: ItemProps) {
+  const tab = chosen ? 0 : -1;
   const picking = useSignal(false);
   const mine = m.author === myId;
   const mentionsMe = !!myId && m.mentions.includes(myId);
@@ -360,13 +449,19 @@ function MessageItem({ message: m, myId, discussion, original, canDelete, highli
     void act(() => api.react(discussion, m.id, emoji, !has));
   }
 
-  async function onDelete() {
-    if (!confirm(t('message.delete_confirm'))) return;
-    await act(() => api.deleteMessage(discussion, m.id));
-  }
-
   return (
-    <article class={cls} data-message-id={m.id} aria-label={t('message.by', { name: loginOf(m.author) })}>
+    <article
+      class={cls}
+      data-message-id={m.id}
+      aria-label={t('message.by', { name: loginOf(m.author) })}
+      tabIndex={tab}
+      aria-keyshortcuts={m.deleted ? undefined : mine ? 'R E Delete' : canDelete ? 'R Delete' : 'R'}
+      onFocus={onFocus}
+      onKeyDown={(e) => {
+        // Only keys on the message itself: its buttons keep theirs.
+        if (e.target === e.currentTarget) onKey(e);
+      }}
+    >
       <header class="message-head">
         <span class="author" title={m.author}>
           {loginOf(m.author)}
@@ -375,13 +470,13 @@ function MessageItem({ message: m, myId, discussion, original, canDelete, highli
           {formatTime(m.created_at)}
         </time>
         {m.edited_at !== undefined && !m.deleted && (
-          <button type="button" class="edited link" onClick={onHistory} title={formatDateTime(m.edited_at)}>
+          <button type="button" class="edited link" tabIndex={tab} onClick={onHistory} title={formatDateTime(m.edited_at)}>
             {t('message.edited')}
           </button>
         )}
       </header>
       {m.reply_to && (
-        <button type="button" class="reply-quote" onClick={() => onJump(m.reply_to!)}>
+        <button type="button" class="reply-quote" tabIndex={tab} onClick={() => onJump(m.reply_to!)}>
           <span class="reply-author">{original ? loginOf(original.author) : t('message.reply')}</span>{' '}
           <span class="reply-text">
             {original ? (original.deleted ? t('message.deleted') : (original.text ?? '').slice(0, 140)) : t('message.original')}
@@ -403,11 +498,11 @@ function MessageItem({ message: m, myId, discussion, original, canDelete, highli
           )}
         </p>
       )}
-      {!m.deleted && m.files && m.files.length > 0 && <MessageFiles files={m.files} />}
+      {!m.deleted && m.files && m.files.length > 0 && <MessageFiles files={m.files} tab={tab} />}
       {!m.deleted && m.actions.length > 0 && (
         <div class="message-actions-bot">
           {m.actions.map((a) => (
-            <button type="button" key={a.id} class="bot-action" onClick={() => void act(() => api.click(discussion, m.id, a.id))}>
+            <button type="button" key={a.id} class="bot-action" tabIndex={tab} onClick={() => void act(() => api.click(discussion, m.id, a.id))}>
               {a.label}
             </button>
           ))}
@@ -424,6 +519,7 @@ function MessageItem({ message: m, myId, discussion, original, canDelete, highli
                 key={r.emoji}
                 class={pressed ? 'reaction mine' : 'reaction'}
                 aria-pressed={pressed}
+                tabIndex={tab}
                 title={who}
                 aria-label={t('message.reaction_label', { emoji: r.emoji, who })}
                 onClick={() => toggle(r.emoji)}
@@ -437,26 +533,26 @@ function MessageItem({ message: m, myId, discussion, original, canDelete, highli
       )}
       {!m.deleted && (
         <div class="message-tools">
-          <button type="button" class="reply" onClick={onReply}>
+          <button type="button" class="reply" tabIndex={tab} onClick={onReply}>
             {t('message.reply_action')}
           </button>
-          <button type="button" class="react" aria-expanded={picking.value} onClick={() => (picking.value = !picking.value)}>
+          <button type="button" class="react" tabIndex={tab} aria-expanded={picking.value} onClick={() => (picking.value = !picking.value)}>
             {t('message.react')}
           </button>
           {mine && (
-            <button type="button" class="edit" onClick={onEdit}>
+            <button type="button" class="edit" tabIndex={tab} onClick={onEdit}>
               {t('message.edit')}
             </button>
           )}
           {canDelete && (
-            <button type="button" class="delete" onClick={() => void onDelete()}>
+            <button type="button" class="delete" tabIndex={tab} onClick={onDelete}>
               {t('message.delete')}
             </button>
           )}
           {picking.value && (
             <span class="quick-reactions" role="group" aria-label={t('message.react')}>
               {QUICK_REACTIONS.map((e) => (
-                <button type="button" key={e} class="quick-reaction" onClick={() => toggle(e)}>
+                <button type="button" key={e} class="quick-reaction" tabIndex={tab} onClick={() => toggle(e)}>
                   {e}
                 </button>
               ))}

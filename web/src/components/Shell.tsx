@@ -1,8 +1,15 @@
 import { useSignal, useSignalEffect } from '@preact/signals';
 import { useEffect } from 'preact/hooks';
+import type { Message } from '../api';
 import { t } from '../i18n';
 import { discussionName, discussions, me, selected, shellError, signOut } from '../state';
-import { DiscussionList } from './DiscussionList';
+import { globalAction, isTextField, stepDiscussion } from '../keys';
+import { Announcer } from '../chat/announce';
+import { messageListeners } from '../chat/store';
+import { loginOf } from '../chat/view';
+import { DiscussionList, filter, filterDiscussions } from './DiscussionList';
+import { KeysHelpDialog } from './KeysHelp';
+import { SwitcherDialog } from './Switcher';
 import { SessionsDialog } from './SessionsDialog';
 import { MessageView } from './MessageView';
 import { NewDialogDialog, NewGroupDialog } from './People';
@@ -30,17 +37,67 @@ function useUnreadBadge() {
   });
 }
 
+/** New messages of the open discussion, told to screen readers (see chat/announce.ts). */
+function useAnnouncer() {
+  const text = useSignal('');
+  useEffect(() => {
+    const announcer = new Announcer((next) => {
+      // The same words again would change nothing in the region, and go unsaid.
+      text.value = next === text.peek() ? `${next}\u00a0` : next;
+    });
+    const onMessage = (event: { discussion: string; actor: string; change: unknown }) => {
+      const m = (event.change as { message: Message }).message;
+      const open = selected.peek();
+      if (event.discussion !== open || !m || m.author === me.peek()?.id || m.deleted) return;
+      const d = discussions.peek()?.find((x) => x.id === open);
+      announcer.push(d ? discussionName(d, me.peek()?.id) : open, {
+        author: loginOf(m.author),
+        text: m.text ?? '',
+        files: m.files?.length ?? 0,
+      });
+    };
+    messageListeners.add(onMessage);
+    return () => {
+      messageListeners.delete(onMessage);
+      announcer.stop();
+    };
+  }, []);
+  return text;
+}
+
 export function Shell() {
   const user = me.value;
   const sessionsOpen = useSignal(false);
   const signingOut = useSignal(false);
   const creating = useSignal<'dialog' | 'group' | null>(null);
   const searching = useSignal(false);
+  const switching = useSignal(false);
+  const helping = useSignal(false);
+  const announcement = useAnnouncer();
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => {
-      if ((e.ctrlKey || e.metaKey) && e.shiftKey && (e.key === 'F' || e.key === 'f' || e.code === 'KeyF')) {
-        e.preventDefault();
-        searching.value = true;
+      if (e.defaultPrevented) return;
+      // A modal dialog keeps its own keys (Escape closes it).
+      if (document.querySelector('dialog[open]')) return;
+      const action = globalAction(e, isTextField(document.activeElement));
+      if (!action) return;
+      e.preventDefault();
+      switch (action) {
+        case 'search':
+          searching.value = true;
+          break;
+        case 'switcher':
+          switching.value = true;
+          break;
+        case 'help':
+          helping.value = true;
+          break;
+        default: {
+          const list = filterDiscussions(discussions.value ?? [], filter.value, me.value?.id);
+          const step = action === 'next' || action === 'next_unread' ? 1 : -1;
+          const to = stepDiscussion(list, selected.value, step, action.endsWith('_unread'));
+          if (to) selected.value = to;
+        }
       }
     };
     addEventListener('keydown', onKey);
@@ -64,6 +121,17 @@ export function Shell() {
           <span class="me-name">{user?.display_name || user?.login}</span>
         </p>
         <StatusMenu />
+        <button
+          type="button"
+          class="open-keys"
+          onClick={() => (helping.value = true)}
+          aria-haspopup="dialog"
+          aria-label={t('keys.open')}
+          title={t('keys.open')}
+          aria-keyshortcuts="Control+/ ?"
+        >
+          <span aria-hidden="true">⌨</span>
+        </button>
         <button type="button" class="open-search" onClick={() => (searching.value = true)} aria-haspopup="dialog" aria-keyshortcuts="Control+Shift+F">
           {t('search.open')}
         </button>
@@ -102,7 +170,12 @@ export function Shell() {
           <p class="pane-empty">{t('discussions.choose')}</p>
         )}
       </main>
+      <div class="visually-hidden" id="announcer" aria-live="polite" aria-atomic="true">
+        {announcement.value}
+      </div>
       {searching.value && <SearchDialog onClose={() => (searching.value = false)} />}
+      {switching.value && <SwitcherDialog onClose={() => (switching.value = false)} />}
+      {helping.value && <KeysHelpDialog onClose={() => (helping.value = false)} />}
       {sessionsOpen.value && <SessionsDialog onClose={() => (sessionsOpen.value = false)} />}
       {creating.value === 'dialog' && <NewDialogDialog onClose={() => (creating.value = null)} />}
       {creating.value === 'group' && <NewGroupDialog onClose={() => (creating.value = null)} />}
