@@ -302,3 +302,75 @@ describe('a refused session at start', () => {
     );
   });
 });
+
+describe('keyboard and language', () => {
+  const key = (init: KeyboardEventInit) => window.dispatchEvent(new KeyboardEvent('keydown', { bubbles: true, cancelable: true, ...init }));
+  const active = () => $('.discussion.active')?.getAttribute('data-discussion');
+
+  it('switches discussions with Alt+arrows, only unread ones with Shift', async () => {
+    await boot(node(() => json(200, { user: anna }), true));
+    // In order of last activity: d1 (3 unread), d3 (120 unread), d2 (read).
+    await vi.waitFor(() => expect(container.querySelectorAll('.discussion')).toHaveLength(3));
+    key({ key: 'ArrowDown', code: 'ArrowDown', altKey: true });
+    await vi.waitFor(() => expect(active()).toBe('d1'));
+    key({ key: 'ArrowDown', code: 'ArrowDown', altKey: true });
+    await vi.waitFor(() => expect(active()).toBe('d3'));
+    key({ key: 'ArrowDown', code: 'ArrowDown', altKey: true });
+    await vi.waitFor(() => expect(active()).toBe('d2'));
+    // From d2, the next unread wraps to d1.
+    key({ key: 'ArrowDown', code: 'ArrowDown', altKey: true, shiftKey: true });
+    await vi.waitFor(() => expect(active()).toBe('d1'));
+    key({ key: 'ArrowUp', code: 'ArrowUp', altKey: true, shiftKey: true });
+    await vi.waitFor(() => expect(active()).toBe('d3'));
+    // The open discussion is the list's one tab stop.
+    const stops = [...container.querySelectorAll('.discussions button[tabindex="0"]')].map((b) => b.getAttribute('data-discussion'));
+    expect(stops).toEqual(['d3']);
+  });
+
+  it('opens the switcher with Ctrl+K on a Russian layout and goes where Enter says', async () => {
+    setLanguage('ru');
+    await boot(node(() => json(200, { user: anna }), true));
+    await vi.waitFor(() => expect(container.querySelectorAll('.discussion')).toHaveLength(3));
+    key({ key: 'л', code: 'KeyK', ctrlKey: true });
+    await vi.waitFor(() => expect($('dialog.switcher')).not.toBeNull());
+    expect($('dialog.switcher h2')?.textContent).toBe('Перейти к обсуждению');
+    const input = $<HTMLInputElement>('.switcher-input')!;
+    type('.switcher-input', 'бух');
+    await vi.waitFor(() => expect(container.querySelectorAll('.switcher-option')).toHaveLength(1));
+    expect(input.getAttribute('aria-activedescendant')).toBe('switcher-0');
+    input.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true, cancelable: true }));
+    await vi.waitFor(() => expect($('dialog.switcher')).toBeNull());
+    expect(active()).toBe('d2');
+  });
+
+  it('lists the keys on Ctrl+/ and on ? outside a text field', async () => {
+    await boot(node(() => json(200, { user: anna }), true));
+    await vi.waitFor(() => expect(container.querySelectorAll('.discussion')).toHaveLength(3));
+    key({ key: '/', code: 'Slash', ctrlKey: true });
+    await vi.waitFor(() => expect($('dialog.keys-help')).not.toBeNull());
+    expect($('dialog.keys-help')?.textContent).toContain('Next unread discussion');
+    [...container.querySelectorAll<HTMLButtonElement>('dialog.keys-help button')].find((b) => b.textContent === 'Close')!.click();
+    await vi.waitFor(() => expect($('dialog.keys-help')).toBeNull());
+    // A ? typed into the filter is text.
+    const filter = $<HTMLInputElement>('.filter-input')!;
+    filter.focus();
+    filter.dispatchEvent(new KeyboardEvent('keydown', { key: '?', shiftKey: true, bubbles: true, cancelable: true }));
+    expect($('dialog.keys-help')).toBeNull();
+    (document.activeElement as HTMLElement | null)?.blur();
+    key({ key: '?', shiftKey: true });
+    await vi.waitFor(() => expect($('dialog.keys-help')).not.toBeNull());
+  });
+
+  it('switches the sign-in form to Russian and remembers it in this browser', async () => {
+    setLanguage('en');
+    await boot(() => apiError(401, 'unauthenticated', 'sign in first'));
+    await vi.waitFor(() => expect($('h1')?.textContent).toBe('Sign in'));
+    const select = $<HTMLSelectElement>('.language-select')!;
+    expect(select.value).toBe('auto');
+    select.value = 'ru';
+    select.dispatchEvent(new Event('change', { bubbles: true }));
+    await vi.waitFor(() => expect($('h1')?.textContent).toBe('Вход'));
+    expect(localStorage.getItem('veche.lang')).toBe('ru');
+    expect(document.documentElement.lang).toBe('ru');
+  });
+});
