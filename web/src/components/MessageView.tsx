@@ -456,7 +456,7 @@ function MessageItem({ message: m, myId, discussion, original, canDelete, highli
       aria-label={t('message.by', { name: loginOf(m.author) })}
       tabIndex={tab}
       aria-keyshortcuts={m.deleted ? undefined : mine ? 'R E Delete' : canDelete ? 'R Delete' : 'R'}
-      onFocus={onFocus}
+      onFocusIn={onFocus}
       onKeyDown={(e) => {
         // Only keys on the message itself: its buttons keep theirs.
         if (e.target === e.currentTarget) onKey(e);
