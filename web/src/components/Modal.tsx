@@ -2,7 +2,10 @@ import type { ComponentChildren } from 'preact';
 import { useEffect, useRef } from 'preact/hooks';
 import { t } from '../i18n';
 
-/** A modal `<dialog>` with a title and a close button; focus returns to the opener. */
+/**
+ * A modal `<dialog>` (`showModal`: the page behind is inert, so focus stays inside) with a title and a
+ * close button; Escape closes it, and focus returns to the opener.
+ */
 export function Modal({ id, title, class: cls, onClose, children }: { id: string; title: string; class?: string; onClose(): void; children: ComponentChildren }) {
   const dialog = useRef<HTMLDialogElement>(null);
   useEffect(() => {
@@ -23,6 +26,14 @@ export function Modal({ id, title, class: cls, onClose, children }: { id: string
       onCancel={(e) => {
         e.preventDefault();
         onClose();
+      }}
+      onKeyDown={(e) => {
+        // Escape closes at once, also from a search field (which would only clear itself first),
+        // unless something inside used it (a completion list closing).
+        if (e.key === 'Escape' && !e.defaultPrevented && !e.isComposing) {
+          e.preventDefault();
+          onClose();
+        }
       }}
     >
       <div class="dialog-head">
