@@ -38,7 +38,18 @@ export function errorText(error: unknown): string {
       return t('error.bad_request', { message: error.message });
     case 'network':
       return t('error.network');
+    case 'forbidden':
+      return error.message ? t('error.forbidden', { message: error.message }) : t('error.forbidden_plain');
+    case 'not_found':
+      return t('error.not_found');
+    case 'conflict':
+      return t('error.conflict');
+    case 'unavailable':
+      return t('error.unavailable');
+    case 'bad_response':
+      return t('error.bad_response');
   }
+  if (error.code.startsWith('http_')) return t('error.unknown', { status: error.status });
   return error.message || t('error.unknown', { status: error.status });
 }
 
