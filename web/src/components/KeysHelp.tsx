@@ -1,4 +1,5 @@
 // Ctrl+/ or ?: the list of keyboard shortcuts.
+import { Fragment } from 'preact';
 import { t, type Key } from '../i18n';
 import { keyLabel } from '../keys';
 import { prefs } from '../chat/store';
@@ -11,17 +12,19 @@ function Keys({ ways, mac }: { ways: string[]; mac: boolean }) {
   return (
     <>
       {ways.map((way, i) => (
-        <span key={way} class="keys-way">
+        <Fragment key={way}>
           {i > 0 && <span class="muted"> {t('keys.or')} </span>}
-          {keyLabel(way, mac)
-            .split('+')
-            .map((k, j) => (
-              <span key={j}>
-                {j > 0 && '+'}
-                <kbd>{k}</kbd>
-              </span>
-            ))}
-        </span>
+          <span class="keys-way">
+            {keyLabel(way, mac)
+              .split('+')
+              .map((k, j) => (
+                <span key={j}>
+                  {j > 0 && '+'}
+                  <kbd>{k}</kbd>
+                </span>
+              ))}
+          </span>
+        </Fragment>
       ))}
     </>
   );
