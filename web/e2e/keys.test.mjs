@@ -162,7 +162,11 @@ test('keyboard-only use, screen-reader announcements and axe checks, in Russian'
 
     await kira.keyboard.press('ArrowUp');
     await kira.locator('.composer-mode', { hasText: ru['composer.editing'] }).waitFor();
-    assert.equal(await kira.locator('.composer-input').inputValue(), 'Всё хорошо, счёт оплачен');
+    // The box takes the message's text right after it shows the mode.
+    await kira.waitForFunction(
+      (want) => /** @type {HTMLTextAreaElement | null} */ (document.querySelector('.composer-input'))?.value === want,
+      'Всё хорошо, счёт оплачен',
+    );
     await kira.keyboard.press('End');
     await kira.keyboard.type(' вчера');
     await kira.keyboard.press('Enter');
@@ -190,7 +194,8 @@ test('keyboard-only use, screen-reader announcements and axe checks, in Russian'
     assert.equal(await kira.evaluate(() => document.activeElement?.textContent?.includes('Как дела со счётом?')), true);
     await kira.keyboard.press('r');
     await kira.locator('.composer-mode', { hasText: ru['composer.replying'].replace('{name}', 'lev') }).waitFor();
-    assert.equal(await focused(kira), 'textarea.composer-input');
+    // Focus follows into the box.
+    await kira.waitForFunction(() => document.activeElement?.classList.contains('composer-input'));
     await kira.keyboard.type('Отвечаю с клавиатуры');
     await kira.keyboard.press('Enter');
     await message(lev, 'Отвечаю с клавиатуры').locator('.reply-quote', { hasText: 'Как дела со счётом?' }).waitFor();
@@ -256,6 +261,7 @@ test('keyboard-only use, screen-reader announcements and axe checks, in Russian'
     await axe(kira, 'search');
     await kira.keyboard.press('Escape');
     await search.waitFor({ state: 'detached' });
+    assert.equal(await focused(kira), 'textarea.composer-input');
 
     await kira.locator('.status-button').focus();
     await kira.keyboard.press('Enter');

@@ -8,21 +8,30 @@ import { t } from '../i18n';
  */
 export function Modal({ id, title, class: cls, onClose, children }: { id: string; title: string; class?: string; onClose(): void; children: ComponentChildren }) {
   const dialog = useRef<HTMLDialogElement>(null);
+  // Who had focus before the dialog: taken at the first render, before any child's effect moves focus inside.
+  const opener = useRef(typeof document === 'undefined' ? null : (document.activeElement as HTMLElement | null));
+  const gone = useRef(false);
   useEffect(() => {
     const el = dialog.current;
-    const opener = document.activeElement as HTMLElement | null;
     if (el && !el.open) {
       if (typeof el.showModal === 'function') el.showModal();
       else el.setAttribute('open', '');
     }
-    return () => opener?.focus?.();
+    return () => {
+      // Close before giving focus back: while the modal is open, the page behind it is inert.
+      gone.current = true;
+      if (el?.open) el.close();
+      opener.current?.focus?.();
+    };
   }, []);
   return (
     <dialog
       ref={dialog}
       class={`modal ${cls ?? ''}`}
       aria-labelledby={`${id}-title`}
-      onClose={onClose}
+      onClose={() => {
+        if (!gone.current) onClose();
+      }}
       onCancel={(e) => {
         e.preventDefault();
         onClose();
