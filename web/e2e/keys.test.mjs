@@ -192,6 +192,21 @@ test('keyboard-only use, screen-reader announcements and axe checks, in Russian'
     assert.equal(await kira.locator('article.message[tabindex="0"]').count(), 1);
     await kira.keyboard.press('ArrowUp');
     assert.equal(await kira.evaluate(() => document.activeElement?.textContent?.includes('Как дела со счётом?')), true);
+    // Its buttons are reachable with Tab; the row of reactions closes on Escape.
+    await kira.keyboard.press('Tab');
+    assert.equal(await focused(kira), 'button.reply');
+    await kira.keyboard.press('Tab');
+    assert.equal(await focused(kira), 'button.react');
+    await kira.keyboard.press('Enter');
+    await kira.locator('.quick-reactions').waitFor();
+    await kira.keyboard.press('Tab');
+    assert.equal(await focused(kira), 'button.quick-reaction');
+    await kira.keyboard.press('Escape');
+    await kira.locator('.quick-reactions').waitFor({ state: 'detached' });
+    assert.equal(await focused(kira), 'button.react');
+    await kira.keyboard.press('Shift+Tab');
+    await kira.keyboard.press('Shift+Tab');
+    assert.match(await focused(kira), /^article\.message/);
     await kira.keyboard.press('r');
     await kira.locator('.composer-mode', { hasText: ru['composer.replying'].replace('{name}', 'lev') }).waitFor();
     // Focus follows into the box.

@@ -550,7 +550,19 @@ function MessageItem({ message: m, myId, discussion, original, canDelete, highli
             </button>
           )}
           {picking.value && (
-            <span class="quick-reactions" role="group" aria-label={t('message.react')}>
+            <span
+              class="quick-reactions"
+              role="group"
+              aria-label={t('message.react')}
+              onKeyDown={(e) => {
+                // Escape closes the row of reactions and goes back to its button.
+                if (e.key !== 'Escape') return;
+                e.preventDefault();
+                e.stopPropagation();
+                picking.value = false;
+                (e.currentTarget.closest('.message-tools')?.querySelector('.react') as HTMLElement | null)?.focus();
+              }}
+            >
               {QUICK_REACTIONS.map((e) => (
                 <button type="button" key={e} class="quick-reaction" tabIndex={tab} onClick={() => toggle(e)}>
                   {e}
