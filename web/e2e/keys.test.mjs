@@ -265,6 +265,8 @@ test('keyboard-only use, screen-reader announcements and axe checks, in Russian'
     await axe(kira, 'list and message view');
     await screenshots(kira, 'chat-keys');
 
+    // (The screenshots resized the window; start again from the box.)
+    await kira.locator('.composer-input').focus();
     await kira.keyboard.press('Control+Shift+F');
     const search = kira.locator('dialog.search-dialog');
     await search.waitFor();
