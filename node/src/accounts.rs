@@ -21,6 +21,9 @@ use crate::config::AuthConfig;
 use crate::throttle::{Outcome, Throttle};
 use veche_store::{AuditRecord, NewUser, SessionRow, Store, StoreError, UserRow};
 
+/// The kind of the sessions a login opens (the other kind is `embed`, see `services::embed`).
+pub(crate) const SESSION_KIND_USER: &str = "user";
+
 const SETUP_TOKEN_HASH: &str = "setup_token_hash";
 const SETUP_TOKEN_EXPIRES: &str = "setup_token_expires";
 
@@ -446,6 +449,7 @@ impl Accounts {
             created_at: now,
             last_seen_at: now,
             expires_at: self.expiry(now),
+            kind: SESSION_KIND_USER.into(),
         };
         let audit = AuditRecord {
             at: now,
@@ -518,7 +522,10 @@ impl Accounts {
             .sessions()
             .session_by_token_hash(&token_hash(token))
             .await?
-            .filter(|s| s.device_id == device_id && s.expires_at > now)
+            // An embed session's token opens its widget's discussion only, never this way.
+            .filter(|s| {
+                s.kind == SESSION_KIND_USER && s.device_id == device_id && s.expires_at > now
+            })
             .ok_or(AccountError::InvalidCredentials)?;
         let user = store
             .users()

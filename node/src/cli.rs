@@ -316,6 +316,20 @@ enum AppCommand {
         /// The application's name.
         name: String,
     },
+    /// Allow an application to embed the object-discussion widget in pages of these web
+    /// origins (replacing the ones allowed before).
+    AllowEmbed {
+        /// The application's name.
+        name: String,
+        /// A web origin such as https://erp.corp.example; repeat for several.
+        #[arg(long = "origin", required = true)]
+        origins: Vec<String>,
+    },
+    /// Disallow an application to embed the widget; its widgets' sessions end.
+    DenyEmbed {
+        /// The application's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -652,6 +666,13 @@ async fn admin_command(
                 AppCommand::Register { name, email } => AdminRequest::AppRegister { name, email },
                 AppCommand::List => AdminRequest::AppList,
                 AppCommand::Revoke { name } => AdminRequest::AppRevoke { name },
+                AppCommand::AllowEmbed { name, origins } => {
+                    AdminRequest::AppEmbed { name, origins }
+                }
+                AppCommand::DenyEmbed { name } => AdminRequest::AppEmbed {
+                    name,
+                    origins: Vec::new(),
+                },
             };
             let (data_path, config) = resolve(location)?;
             let reply = send_admin(&data_path, config, request).await?;
@@ -1174,9 +1195,14 @@ fn print_admin_reply(reply: &AdminReply, out: &mut dyn Write) -> std::io::Result
                     ),
                     _ => String::new(),
                 };
+                let embed = if a.embed_origins.is_empty() {
+                    String::new()
+                } else {
+                    format!("\tembeds in {}", a.embed_origins.join(" "))
+                };
                 writeln!(
                     out,
-                    "{}\t{}\t{}\tinstance {}{copies}",
+                    "{}\t{}\t{}\tinstance {}{copies}{embed}",
                     a.name,
                     a.status,
                     a.email,

@@ -262,7 +262,7 @@ pub(crate) async fn open(
     Ok(Opened {
         lock,
         data,
-        store,
+        store: store.clone(),
         node_name,
         services: Services {
             accounts,
@@ -275,6 +275,7 @@ pub(crate) async fn open(
             files,
             federation,
             clock,
+            store,
         },
         identity,
     })
@@ -648,6 +649,11 @@ async fn sweep_sessions(store: Store, clock: SharedClock, stop: CancellationToke
             .await
         {
             tracing::warn!(error = %e, "could not remove expired sessions");
+        }
+        // Kept a day past their expiry, so that a late use is told "expired", not "unknown".
+        let day_ago = clock.now_ms().saturating_sub(86_400_000);
+        if let Err(e) = store.embed().delete_expired_embed_tokens(day_ago).await {
+            tracing::warn!(error = %e, "could not remove expired embed tokens");
         }
     }
 }

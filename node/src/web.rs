@@ -47,11 +47,49 @@ pub(crate) async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Respo
     if file.split('/').any(|s| s.is_empty() || s.starts_with('.')) {
         return not_found();
     }
+    // The widget's page is served at its own paths only, framed by its application's origins.
+    if file == EMBED_PAGE {
+        return not_found();
+    }
+    serve_file(&method, &headers, file, CSP)
+}
+
+/// The widget's page, built from `web/embed.html`.
+const EMBED_PAGE: &str = "embed.html";
+
+/// Answers a request for the widget's page (`/embed/object/{app}/{type}/{id}`): the
+/// client's policy, except that the pages of `origins` may frame it.
+pub(crate) fn serve_embed(method: Method, headers: HeaderMap, origins: &[String]) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, HEAD")],
+        )
+            .into_response();
+    }
+    serve_file(&method, &headers, EMBED_PAGE, &embed_csp(origins))
+}
+
+/// The widget page's policy: `origins` are serialized origins (`scheme://host[:port]`,
+/// checked when an administrator allowed them), so they cannot add directives.
+fn embed_csp(origins: &[String]) -> String {
+    let ancestors = if origins.is_empty() {
+        "'none'".to_owned()
+    } else {
+        origins.join(" ")
+    };
+    format!(
+        "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; \
+         base-uri 'none'; form-action 'self'; frame-ancestors {ancestors}"
+    )
+}
+
+fn serve_file(method: &Method, headers: &HeaderMap, file: &str, csp: &str) -> Response {
     let Some(original) = Dist::get(file) else {
         return not_found();
     };
     let (data, hash, encoding) =
-        match preferred_encoding(&headers)
+        match preferred_encoding(headers)
             .into_iter()
             .find_map(|(encoding, ext)| {
                 Dist::get(&format!("{file}.{ext}")).map(|copy| (copy, encoding))
@@ -80,7 +118,7 @@ pub(crate) async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Respo
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(header::REFERRER_POLICY, "same-origin");
     if file.ends_with(".html") {
-        set(header::CONTENT_SECURITY_POLICY, CSP);
+        set(header::CONTENT_SECURITY_POLICY, csp);
     }
     if let Some(encoding) = encoding {
         set(header::CONTENT_ENCODING, encoding);
@@ -92,13 +130,13 @@ pub(crate) async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Respo
     if unchanged {
         return (StatusCode::NOT_MODIFIED, out).into_response();
     }
-    if method == Method::HEAD {
+    if *method == Method::HEAD {
         return (StatusCode::OK, out).into_response();
     }
     (StatusCode::OK, out, Body::from(data.into_owned())).into_response()
 }
 
-fn not_found() -> Response {
+pub(crate) fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

@@ -146,6 +146,15 @@ pub enum AdminRequest {
         /// The application's name.
         name: String,
     },
+    /// Allows an application to embed the object-discussion widget in pages of these web
+    /// origins (`https://erp.corp.example`), replacing the ones allowed before; with none,
+    /// disallows it and ends its widgets' sessions.
+    AppEmbed {
+        /// The application's name.
+        name: String,
+        /// `scheme://host[:port]` each.
+        origins: Vec<String>,
+    },
     /// Adds a node webhook: business events of these kinds are POSTed to `url`, signed.
     WebhookAdd {
         /// The receiver.
@@ -456,6 +465,9 @@ pub struct AppInfo {
     pub last_copy_at: Option<Timestamp>,
     /// The instance id the last copy presented.
     pub last_copy_instance: Option<String>,
+    /// The web origins that may embed its object-discussion widget (none: it may not).
+    #[serde(default)]
+    pub embed_origins: Vec<String>,
 }
 
 /// An outgoing webhook and the state of its requests.

@@ -21,6 +21,7 @@ macro_rules! shared_with {
 mod apps;
 mod audit;
 mod discussions;
+mod embed;
 mod federation;
 mod fedlog;
 mod files;
@@ -45,6 +46,7 @@ pub use apps::{
 };
 pub use audit::AuditRecord;
 pub use discussions::{Batch, DiscussionRow, EventRow, MessageRow, ObjectKey};
+pub use embed::{EmbedScopeRow, EmbedTokenRow, TokenTaken};
 pub use federation::{LinkRow, NewLink, Renewal};
 pub use fedlog::{FedLogRow, NewPending, ReaderAccess, RemoteProfile};
 pub use files::{BackendUsage, BlobRow, FileRow, REMOTE_BACKEND, UploadRow};
@@ -218,6 +220,11 @@ repository!(
     "What the search index reads: the queue of changed messages, hits, the directory."
 );
 repository!(Sessions, sessions, "Login sessions.");
+repository!(
+    Embed,
+    embed,
+    "What applications may embed the object-discussion widget: origins, tokens, widget sessions."
+);
 repository!(Users, users, "User accounts and their preferences.");
 repository!(
     Meta,

@@ -12,6 +12,8 @@ pub struct SessionRow {
     pub created_at: i64,
     pub last_seen_at: i64,
     pub expires_at: i64,
+    /// `user` (a login) or `embed` (a widget's, scoped by its row in `embed_sessions`).
+    pub kind: String,
 }
 
 impl Sessions<'_> {

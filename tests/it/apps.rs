@@ -82,14 +82,14 @@ async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> anyhow::Res
 // ---- HTTP helpers ----
 
 /// A node whose registration mail goes to a fresh SMTP sink.
-async fn node_with_mail(
+pub(crate) async fn node_with_mail(
     tune: impl FnOnce(&mut Config),
 ) -> anyhow::Result<(TestNode, mpsc::UnboundedReceiver<Mail>)> {
     node_with_mail_and_clock(tune, veche_base::SystemClock::shared()).await
 }
 
 /// [`node_with_mail`] going by `clock`.
-async fn node_with_mail_and_clock(
+pub(crate) async fn node_with_mail_and_clock(
     tune: impl FnOnce(&mut Config),
     clock: veche_base::SharedClock,
 ) -> anyhow::Result<(TestNode, mpsc::UnboundedReceiver<Mail>)> {
@@ -105,7 +105,7 @@ async fn node_with_mail_and_clock(
 }
 
 /// A status and JSON body.
-async fn call(
+pub(crate) async fn call(
     request: reqwest::RequestBuilder,
     body: Option<Value>,
 ) -> anyhow::Result<(StatusCode, Value)> {
@@ -124,21 +124,21 @@ async fn call(
     Ok((status, value))
 }
 
-fn error_code(body: &Value) -> &str {
+pub(crate) fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
 }
 
 /// An activated application.
 #[derive(Debug, Clone)]
-struct TestApp {
-    http: reqwest::Client,
-    base: String,
-    secret: String,
-    instance: String,
+pub(crate) struct TestApp {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) secret: String,
+    pub(crate) instance: String,
 }
 
 impl TestApp {
-    async fn req(
+    pub(crate) async fn req(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -154,7 +154,7 @@ impl TestApp {
         .await
     }
 
-    async fn ok(
+    pub(crate) async fn ok(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -169,7 +169,7 @@ impl TestApp {
 }
 
 /// Registers and activates `name` through the gateway with the code from the sink.
-async fn register_app(
+pub(crate) async fn register_app(
     node: &TestNode,
     mail: &mut mpsc::UnboundedReceiver<Mail>,
     name: &str,
@@ -199,7 +199,7 @@ async fn register_app(
 }
 
 /// Logs a user in over HTTP; returns (token, device).
-async fn http_login(node: &TestNode, login: &str) -> anyhow::Result<(String, String)> {
+pub(crate) async fn http_login(node: &TestNode, login: &str) -> anyhow::Result<(String, String)> {
     let device = format!("{login}-web");
     let (status, body) = call(
         reqwest::Client::new().post(format!("{}/api/v1/login", node.http_url())),
@@ -648,11 +648,14 @@ async fn access_list_reaches_a_connected_user_at_once() -> anyhow::Result<()> {
     Ok(())
 }
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The next JSON frame on the socket that matches.
-async fn ws_json(ws: &mut Ws, matches: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+pub(crate) async fn ws_json(
+    ws: &mut Ws,
+    matches: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
     loop {
         let frame = within(10, "websocket frame", ws.next())
             .await?

@@ -5,6 +5,7 @@ mod apps;
 mod cli;
 mod client;
 mod discussions;
+mod embed;
 mod federation;
 mod files;
 #[path = "../benches/generated.rs"]

@@ -23,6 +23,7 @@
 //! and, when the request says where it comes from, only from the node's own origin.
 
 mod api;
+mod embed;
 mod files;
 mod tls;
 mod ws;
@@ -44,6 +45,7 @@ use crate::apps::{AppError, AppPrincipal};
 use crate::config::HttpConfig;
 use crate::discussions::{Caller, DiscussionError};
 use crate::services::Services;
+use crate::services::embed::{EmbedError, EmbedScope};
 pub(crate) use tls::Peer;
 
 /// What every handler gets.
@@ -140,9 +142,11 @@ struct ApiDoc;
 
 /// The router and the OpenAPI description it was generated with.
 pub(crate) fn router(gateway: Arc<Gateway>, max_body: usize) -> axum::Router {
-    let (router, api) = files::routes(api::routes(OpenApiRouter::with_openapi(ApiDoc::openapi())))
-        .routes(utoipa_axum::routes!(ws::socket))
-        .split_for_parts();
+    let (router, api) = embed::routes(files::routes(api::routes(OpenApiRouter::with_openapi(
+        ApiDoc::openapi(),
+    ))))
+    .routes(utoipa_axum::routes!(ws::socket))
+    .split_for_parts();
     let spec = Arc::new(api);
     router
         .route(
@@ -153,7 +157,20 @@ pub(crate) fn router(gateway: Arc<Gateway>, max_body: usize) -> axum::Router {
             }),
         )
         .fallback(
-            |method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap| async move {
+            |State(g): AppState,
+             method: axum::http::Method,
+             uri: axum::http::Uri,
+             headers: HeaderMap| async move {
+                // The widget's page, framed only by the origins its application may use.
+                if let Some(app) = embed_page_app(uri.path()) {
+                    return match crate::services::embed::origins(&g.services, &app).await {
+                        Ok(origins) if !origins.is_empty() => {
+                            crate::web::serve_embed(method, headers, &origins)
+                        }
+                        Ok(_) => crate::web::not_found(),
+                        Err(e) => ApiError::from(e).into_response(),
+                    };
+                }
                 // Everything outside the API is the web client's.
                 if uri.path() != "/api" && !uri.path().starts_with("/api/") {
                     return crate::web::serve(method, uri, headers).await;
@@ -168,6 +185,18 @@ pub(crate) fn router(gateway: Arc<Gateway>, max_body: usize) -> axum::Router {
         )
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(gateway)
+}
+
+/// The application of a widget page's path, `/embed/object/{app}/{type}/{id}`.
+fn embed_page_app(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/embed/object/")?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        [app, kind, id] if !app.is_empty() && !kind.is_empty() && !id.is_empty() => {
+            Some((*app).to_owned())
+        }
+        _ => None,
+    }
 }
 
 /// Serves the gateway on `listener` until `stop`: HTTPS with `tls`, else plain HTTP.
@@ -291,6 +320,16 @@ impl From<ErrorBody> for ApiError {
 impl From<DiscussionError> for ApiError {
     fn from(e: DiscussionError) -> Self {
         crate::errors::body(&e).into()
+    }
+}
+
+impl From<EmbedError> for ApiError {
+    fn from(e: EmbedError) -> Self {
+        let mut error: Self = crate::errors::body(&e).into();
+        if let Some(code) = e.code() {
+            code.clone_into(&mut error.code);
+        }
+        error
     }
 }
 
@@ -425,8 +464,23 @@ fn credentials(parts: &Parts) -> Option<Credentials> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
+    // A widget's WebSocket names its embed session as a subprotocol (`veche.embed` and the
+    // token), which keeps the token out of the URL and so out of logs.
+    let subprotocol = (parts.uri.path() == "/api/v1/ws")
+        .then(|| {
+            headers
+                .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .find(|p| p.starts_with(crate::services::embed::SESSION_PREFIX))
+                .map(str::to_owned)
+        })
+        .flatten();
     let bearer = header("authorization")
         .and_then(|h| h.strip_prefix("Bearer ").map(str::to_owned))
+        .or(subprotocol)
         .or_else(|| from_query("access_token"));
     let cookie = bearer.is_none();
     let token = bearer.or_else(|| cookie_token(headers))?;
@@ -462,12 +516,16 @@ pub(crate) enum Principal {
         caller: Caller,
         app: AppPrincipal,
     },
+    /// A widget's embed session: one discussion only. Only the handlers that take
+    /// [`AnyPrincipal`] or [`Embedded`] see one; [`Principal`] refuses it.
+    Embed(EmbedScope),
 }
 
 impl Principal {
     pub(crate) fn caller(&self) -> &Caller {
         match self {
             Self::User { caller, .. } | Self::App { caller, .. } => caller,
+            Self::Embed(scope) => &scope.caller,
         }
     }
 }
@@ -479,54 +537,106 @@ impl FromRequestParts<Arc<Gateway>> for Principal {
         parts: &mut Parts,
         gateway: &Arc<Gateway>,
     ) -> Result<Self, Self::Rejection> {
-        let Credentials {
-            token,
-            device,
-            instance,
-            cookie,
-        } = credentials(parts)
-            .ok_or_else(|| ApiError::unauthenticated("send Authorization: Bearer <token>"))?;
-        if cookie && !same_origin(&parts.headers, gateway.tls) {
-            return Err(ApiError::new(
+        match authenticate(parts, gateway).await? {
+            Self::Embed(_) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                "the session cookie is taken only from the node's own pages",
-            ));
+                "an embed session is used by its widget only (POST /api/v1/embed/rpc)",
+            )),
+            principal => Ok(principal),
         }
-        let services = &gateway.services;
-        if token.starts_with("vapp_") {
-            let instance = instance
-                .ok_or_else(|| ApiError::unauthenticated("applications send Veche-Instance"))?;
-            let app = services.apps.authenticate(&token, &instance).await?;
-            return Ok(Self::App {
-                caller: Caller {
-                    user: app.user_id.clone(),
-                    device: format!("app-{instance}"),
-                    admin: false,
-                    connection: 0,
-                },
-                app,
-            });
+    }
+}
+
+/// Any caller, a widget's embed session included (the WebSocket).
+pub(crate) struct AnyPrincipal(pub(crate) Principal);
+
+impl FromRequestParts<Arc<Gateway>> for AnyPrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        gateway: &Arc<Gateway>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(authenticate(parts, gateway).await?))
+    }
+}
+
+/// A widget's embed session, and nobody else.
+pub(crate) struct Embedded(pub(crate) EmbedScope);
+
+impl FromRequestParts<Arc<Gateway>> for Embedded {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        gateway: &Arc<Gateway>,
+    ) -> Result<Self, Self::Rejection> {
+        match authenticate(parts, gateway).await? {
+            Principal::Embed(scope) => Ok(Self(scope)),
+            _ => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "embed sessions only",
+            )),
         }
-        let device = device.ok_or_else(|| ApiError::unauthenticated("users send Veche-Device"))?;
-        let auth = services.accounts.resume(&token, &device).await?;
-        Ok(Self::User {
+    }
+}
+
+/// Who the request's credentials name.
+async fn authenticate(parts: &Parts, gateway: &Arc<Gateway>) -> Result<Principal, ApiError> {
+    let Credentials {
+        token,
+        device,
+        instance,
+        cookie,
+    } = credentials(parts)
+        .ok_or_else(|| ApiError::unauthenticated("send Authorization: Bearer <token>"))?;
+    if cookie && !same_origin(&parts.headers, gateway.tls) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the session cookie is taken only from the node's own pages",
+        ));
+    }
+    let services = &gateway.services;
+    if token.starts_with(crate::services::embed::SESSION_PREFIX) {
+        return Ok(Principal::Embed(
+            crate::services::embed::resume(services, &token).await?,
+        ));
+    }
+    if token.starts_with("vapp_") {
+        let instance = instance
+            .ok_or_else(|| ApiError::unauthenticated("applications send Veche-Instance"))?;
+        let app = services.apps.authenticate(&token, &instance).await?;
+        return Ok(Principal::App {
             caller: Caller {
-                user: auth.user.id.clone(),
-                device: auth.session.device_id.clone(),
-                admin: auth.admin,
+                user: app.user_id.clone(),
+                device: format!("app-{instance}"),
+                admin: false,
                 connection: 0,
             },
-            session: auth.session.id,
-            cookie,
-            ip: parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<Peer>>()
-                .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |info| {
-                    gateway.client_ip(info.0.0.ip(), &parts.headers)
-                }),
-        })
+            app,
+        });
     }
+    let device = device.ok_or_else(|| ApiError::unauthenticated("users send Veche-Device"))?;
+    let auth = services.accounts.resume(&token, &device).await?;
+    Ok(Principal::User {
+        caller: Caller {
+            user: auth.user.id.clone(),
+            device: auth.session.device_id.clone(),
+            admin: auth.admin,
+            connection: 0,
+        },
+        session: auth.session.id,
+        cookie,
+        ip: parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<Peer>>()
+            .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |info| {
+                gateway.client_ip(info.0.0.ip(), &parts.headers)
+            }),
+    })
 }
 
 /// An application, and nobody else.
@@ -545,7 +655,7 @@ impl FromRequestParts<Arc<Gateway>> for AppAuth {
     ) -> Result<Self, Self::Rejection> {
         match Principal::from_request_parts(parts, gateway).await? {
             Principal::App { caller, app } => Ok(Self { caller, app }),
-            Principal::User { .. } => Err(ApiError::new(
+            _ => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "applications only",

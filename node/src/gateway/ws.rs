@@ -21,10 +21,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use veche_protocol::{Event, Request, frame};
 
-use super::{ApiError, AppState, Gateway, Principal};
+use super::{AnyPrincipal, ApiError, AppState, Gateway, Principal};
 use crate::live::registry::{
     EncodedEvent, EndSignal, LiveConnection, Transport, next_connection_id,
 };
+use crate::services::embed::{self, EmbedScope};
 use crate::services::user_request;
 
 /// Events buffered for a socket before it counts as lagging and is closed.
@@ -47,15 +48,23 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
               (status = 401, body = super::ErrorResponse)))]
 pub(super) async fn socket(
     State(g): AppState,
-    principal: Principal,
+    AnyPrincipal(principal): AnyPrincipal,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     // The socket's task is tracked like its requests, so shutdown waits for it too.
     let tasks = g.tasks.clone();
+    let upgrade = match &principal {
+        // The widget named its session as a subprotocol; the answer must name one it asked.
+        Principal::Embed(_) => upgrade.protocols([EMBED_PROTOCOL]),
+        _ => upgrade,
+    };
     Ok(upgrade
         .max_message_size(1024 * 1024)
         .on_upgrade(move |socket| tasks.track_future(run(socket, g, principal))))
 }
+
+/// The subprotocol a widget's socket asks for, next to its session token.
+const EMBED_PROTOCOL: &str = "veche.embed";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,11 +80,18 @@ async fn run(socket: WebSocket, g: Arc<Gateway>, principal: Principal) {
             session, caller, ..
         } => (session.clone(), caller.user.clone()),
         Principal::App { app, caller } => (format!("app:{}", app.name), caller.user.clone()),
+        Principal::Embed(scope) => (scope.session.clone(), scope.caller.user.clone()),
+    };
+    // An embed session's socket carries its one discussion only.
+    let scope = match &principal {
+        Principal::Embed(scope) => Some(scope.clone()),
+        _ => None,
     };
     // Requests on this socket come from this connection (presence, watching).
     let mut principal = principal;
     match &mut principal {
         Principal::User { caller, .. } | Principal::App { caller, .. } => caller.connection = id,
+        Principal::Embed(scope) => scope.caller.connection = id,
     }
     let (end_tx, mut end_rx) = mpsc::channel::<EndSignal>(4);
     let (events_tx, mut events_rx) = mpsc::channel::<EncodedEvent>(EVENT_BUFFER);
@@ -97,7 +113,7 @@ async fn run(socket: WebSocket, g: Arc<Gateway>, principal: Principal) {
     // A revocation or lock that committed between the credential check and the
     // registration.
     let still = match &principal {
-        Principal::User { session, .. } => g
+        Principal::User { session, .. } | Principal::Embed(EmbedScope { session, .. }) => g
             .services
             .accounts
             .session_exists(session)
@@ -127,6 +143,23 @@ async fn run(socket: WebSocket, g: Arc<Gateway>, principal: Principal) {
                 let Ok(event) = frame::decode::<Event>(&event.bytes()[frame::HEADER_LEN..]) else {
                     continue;
                 };
+                if let Some(scope) = &scope {
+                    if !embed::event_in_scope(&event, &scope.discussion) {
+                        continue;
+                    }
+                    // The user lost access to the object: the widget's session is over.
+                    if matches!(&event, Event::DiscussionRemoved { .. }) {
+                        if let Err(e) =
+                            embed::end(&g.services, &scope.caller.user, &scope.session, embed::ACCESS_LOST)
+                                .await
+                        {
+                            tracing::warn!(error = %e, "could not end an embed session");
+                        }
+                        let text = serde_json::to_string(&event).unwrap_or_default();
+                        send(&mut sink, Message::Text(text.into())).await;
+                        break Some((CLOSE_SESSION_ENDED, embed::ACCESS_LOST.into()));
+                    }
+                }
                 let text = serde_json::to_string(&event).unwrap_or_default();
                 if !send(&mut sink, Message::Text(text.into())).await {
                     break None;
@@ -204,6 +237,17 @@ async fn answer(g: &Gateway, principal: &Principal, text: &str, ended: &AtomicBo
         .to_string();
     }
     let result = match serde_json::from_value::<Request>(incoming.request) {
+        Ok(request) if let Principal::Embed(scope) = principal => {
+            embed::request(&g.services, scope, &scope.caller, request)
+                .await
+                .map_err(|e| {
+                    let mut body = crate::errors::body(&e);
+                    if let Some(code) = e.code() {
+                        body.message = format!("{code}: {}", body.message);
+                    }
+                    body
+                })
+        }
         Ok(request) if super::api::is_account_request(&request) => {
             super::api::account_request(g, principal, request)
                 .await

@@ -3,7 +3,7 @@
 use veche_protocol::admin::{AdminReply, AdminRequest, AppInfo, WebhookInfo};
 use veche_protocol::{ErrorBody, ErrorCode, Timestamp};
 
-use super::Services;
+use super::{Services, embed};
 use crate::accounts::{AccountError, UserSpec};
 use crate::apps::{AppError, NewWebhook, Signing};
 use crate::errors::{Classified, Kind};
@@ -243,17 +243,26 @@ pub(crate) async fn execute(
                 .map_err(|e| AdminError::BadRequest(e.to_string()))?;
             AdminReply::Done
         }
-        AdminRequest::AppList => AdminReply::Apps {
-            apps: apps(services.apps.list().await)?
-                .iter()
-                .map(app_info)
-                .collect(),
-        },
+        AdminRequest::AppList => {
+            let store = &services.store;
+            let mut list = Vec::new();
+            for row in apps(services.apps.list().await)? {
+                let mut info = app_info(&row);
+                info.embed_origins = store.embed().allowed_embed_origins(&row.name).await?;
+                list.push(info);
+            }
+            AdminReply::Apps { apps: list }
+        }
         AdminRequest::AppRevoke { name } => {
             apps(services.apps.revoke(&name, actor).await)?;
             services
                 .registry
                 .end_sessions(&[format!("app:{name}")], "the application was revoked");
+            embed::end_app(services, &name).await?;
+            AdminReply::Done
+        }
+        AdminRequest::AppEmbed { name, origins } => {
+            embed::set_origins(services, &name, &origins, actor).await?;
             AdminReply::Done
         }
         AdminRequest::WebhookAdd {
@@ -321,6 +330,7 @@ pub(crate) fn app_info(row: &AppRow) -> AppInfo {
         copy_refusals: u64::try_from(row.copy_refusals).unwrap_or(0),
         last_copy_at: row.last_copy_at.map(Timestamp),
         last_copy_instance: row.last_copy_instance.clone(),
+        embed_origins: Vec::new(),
     }
 }
 
@@ -388,6 +398,18 @@ impl From<PluginError> for AdminError {
         match e {
             PluginError::NotFound(_) => Self::NotFound("plugin"),
             PluginError::Store(e) => Self::Store(e),
+            e => Self::BadRequest(e.to_string()),
+        }
+    }
+}
+
+/// Widget errors in the admin protocol's terms.
+impl From<embed::EmbedError> for AdminError {
+    fn from(e: embed::EmbedError) -> Self {
+        match e {
+            embed::EmbedError::NotFound(what) => Self::NotFound(what),
+            embed::EmbedError::Store(e) => Self::Store(e),
+            embed::EmbedError::Account(e) => Self::Account(e),
             e => Self::BadRequest(e.to_string()),
         }
     }

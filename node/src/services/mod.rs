@@ -4,6 +4,7 @@
 //! command line). Transports call down into this layer; nothing below calls up into it.
 
 pub(crate) mod admin;
+pub(crate) mod embed;
 mod user;
 
 use std::sync::Arc;
@@ -32,4 +33,6 @@ pub(crate) struct Services {
     pub(crate) federation: crate::federation::Federation,
     /// The node's clock.
     pub(crate) clock: veche_base::SharedClock,
+    /// Storage, for what has no service of its own (the widget's tokens and sessions).
+    pub(crate) store: veche_store::Store,
 }
