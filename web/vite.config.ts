@@ -15,8 +15,12 @@ export default defineConfig({
     assetsDir: 'assets',
     emptyOutDir: true,
     sourcemap: false,
-    // One entry chunk: no preload polyfill (it would be dead code).
+    // No preload polyfill (it would be dead code).
     modulePreload: { polyfill: false },
+    // Two pages: the client, and the object-discussion widget with a small bundle of its own.
+    rollupOptions: {
+      input: { index: 'index.html', embed: 'embed.html' },
+    },
     reportCompressedSize: true,
   },
   server: {
