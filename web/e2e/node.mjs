@@ -31,7 +31,7 @@ export function vecheBin() {
  * @param {string} bin @param {string[]} args @param {string} input
  * @returns {Promise<string>} what it printed
  */
-function run(bin, args, input) {
+export function run(bin, args, input) {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
     let output = '';
@@ -55,10 +55,11 @@ function run(bin, args, input) {
 /**
  * Starts a node with the given users. Rejects after `timeoutMs` (with the
  * node's output) if it never names its HTTP gateway.
- * @param {{ users?: TestUser[], timeoutMs?: number, bin?: string }} [options]
+ * @param {{ users?: TestUser[], timeoutMs?: number, bin?: string, config?: string }} [options]
+ *   `config`: TOML sections appended to the node's configuration.
  * @returns {Promise<RunningNode>}
  */
-export async function startNode({ users = [], timeoutMs = 60_000, bin = vecheBin() } = {}) {
+export async function startNode({ users = [], timeoutMs = 60_000, bin = vecheBin(), config = '' } = {}) {
   if (!existsSync(bin)) {
     throw new Error(`No veche binary at ${bin}: build it with \`cargo build\` or set VECHE_BIN.`);
   }
@@ -67,7 +68,7 @@ export async function startNode({ users = [], timeoutMs = 60_000, bin = vecheBin
     if (!process.env.VECHE_E2E_KEEP) await rm(data, { recursive: true, force: true });
   };
   try {
-    await writeFile(join(data, 'config.toml'), CONFIG);
+    await writeFile(join(data, 'config.toml'), CONFIG + config);
     for (const { login, password } of users) {
       // The password goes on stdin as it is, with no newline after it.
       await run(bin, ['admin', '--data', data, 'user', 'add', login, '--password-file', '-'], password);

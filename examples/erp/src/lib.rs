@@ -126,6 +126,24 @@ impl App {
         Ok(())
     }
 
+    /// Mints a single-use token that opens the discussion widget of an object for `user`
+    /// (the application must be allowed to embed: `veche admin app allow-embed`); returns
+    /// the widget page's path with the token in its fragment, for an iframe's `src` after
+    /// the node's origin (see `web/invoice.html` and docs/embed.md). Mint one per page load.
+    pub async fn embed_page(&self, kind: &str, id: &str, user: &str) -> anyhow::Result<String> {
+        let body = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/embed/tokens",
+                Some(json!({ "object_type": kind, "object_id": id, "user": user })),
+            )
+            .await?;
+        Ok(body["page"]
+            .as_str()
+            .context("no widget page in the answer")?
+            .to_owned())
+    }
+
     /// Publishes a business event; `true` if the node had not seen `key` before.
     pub async fn post_event(
         &self,
