@@ -262,12 +262,28 @@ mod tests {
 
     #[test]
     fn the_client_asks_for_nothing_outside_the_node() {
-        let index = super::Dist::get("index.html").expect("index.html is embedded");
-        let text = String::from_utf8_lossy(&index.data);
+        for page in ["index.html", super::EMBED_PAGE] {
+            let index = super::Dist::get(page).expect("the page is embedded");
+            let text = String::from_utf8_lossy(&index.data);
+            assert!(
+                !text.contains("http://") && !text.contains("https://"),
+                "{text}"
+            );
+            assert!(!text.contains("<script>"), "no inline scripts: {text}");
+        }
+    }
+
+    #[test]
+    fn the_widget_page_is_framed_only_by_its_applications_origins() {
+        let csp = super::embed_csp(&[
+            "https://erp.corp.example".into(),
+            "http://localhost:5173".into(),
+        ]);
         assert!(
-            !text.contains("http://") && !text.contains("https://"),
-            "{text}"
+            csp.ends_with("frame-ancestors https://erp.corp.example http://localhost:5173"),
+            "{csp}"
         );
-        assert!(!text.contains("<script>"), "no inline scripts: {text}");
+        assert!(csp.starts_with("default-src 'self';"), "{csp}");
+        assert!(super::embed_csp(&[]).ends_with("frame-ancestors 'none'"));
     }
 }
