@@ -250,7 +250,16 @@ pub fn endpoint(config: &ClientConfig) -> Result<quinn::Endpoint, ConnectError> 
 impl Connection {
     /// Connects, says hello and waits for the node's welcome.
     pub async fn connect(config: &ClientConfig) -> Result<Self, ConnectError> {
-        let endpoint = endpoint(config)?;
+        Self::connect_on(endpoint(config)?, config).await
+    }
+
+    /// Like [`Connection::connect`], on an endpoint made by [`endpoint`] that other
+    /// connections may share: one UDP socket for many connections, as a load generator holding
+    /// thousands of them needs.
+    pub async fn connect_on(
+        endpoint: quinn::Endpoint,
+        config: &ClientConfig,
+    ) -> Result<Self, ConnectError> {
         let attempt = async {
             let conn = endpoint
                 .connect(config.addr, &config.server_name)
