@@ -2,6 +2,7 @@
 
 mod accounts;
 mod apps;
+mod bench;
 mod cli;
 mod client;
 mod discussions;
