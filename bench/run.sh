@@ -13,17 +13,18 @@
 # benchmark only; a production node keeps its defaults.
 #
 # Environment: RUNS (default 3), PORT (default 4499), NO_BUILD=1 to use the binaries already
-# built, CARGO_TARGET_DIR as for cargo, JSON=file to also keep the JSON lines there, and
-# NODE_ENV="VAR=value ..." for variables to start the node with (e.g. MALLOC_ARENA_MAX=2).
+# built, CARGO_TARGET_DIR as for cargo, BIN_DIR for binaries elsewhere (with NO_BUILD=1),
+# JSON=file to also keep the JSON lines there, and NODE_ENV="VAR=value ..." for variables to
+# start the node with (e.g. MALLOC_ARENA_MAX=2).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin=${CARGO_TARGET_DIR:-$root/target}/release
+bin=${BIN_DIR:-${CARGO_TARGET_DIR:-$root/target}/release}
 runs=${RUNS:-3}
 port=${PORT:-4499}
 
 if [ "$#" -eq 0 ]; then
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 if [ -z "${NO_BUILD:-}" ]; then
