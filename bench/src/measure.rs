@@ -122,7 +122,8 @@ impl Usage {
     /// Which side bounded the stretch, if either was saturated.
     pub fn bound_note(&self) -> Option<String> {
         let wall = self.wall.as_secs_f64();
-        if wall <= 0.0 {
+        // CPU time comes in 10 ms ticks: a shorter stretch says nothing about who was busy.
+        if wall < 0.5 {
             return None;
         }
         let own = self.own_cpu? / wall;

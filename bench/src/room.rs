@@ -103,6 +103,14 @@ pub async fn room(target: &Target, p: &RoomParams) -> Result<RoomOutcome, Worklo
         .into_iter()
         .map(|(c, _)| c)
         .collect();
+    // Senders read their events as clients do (their own messages come back to them): a
+    // client that reads nothing falls behind and the node rightly closes it. The tasks end
+    // with the workload, when this set is dropped.
+    let mut drains = tokio::task::JoinSet::new();
+    for conn in &senders {
+        let conn = conn.clone();
+        drains.spawn(async move { while conn.next_event().await.is_some() {} });
+    }
     let members: Vec<String> = all[1..].to_vec();
     let group = match senders[0]
         .request(Request::CreateGroup {
@@ -228,6 +236,7 @@ pub async fn room(target: &Target, p: &RoomParams) -> Result<RoomOutcome, Worklo
     }
     let delivered_secs = start.elapsed().as_secs_f64();
     let usage = meter.finish();
+    drains.abort_all();
     results.sort_by_key(|(i, _)| *i);
 
     let mut latencies = Latencies::with_capacity((p.messages as usize) * p.receivers);

@@ -99,6 +99,10 @@ pub async fn search(target: &Target, p: &SearchParams) -> Result<crate::Report, 
             .map(|(c, _)| c)
             .ok_or(WorkloadError::Unexpected("connect"))?,
     );
+    // The user's own messages come back as events: read them, as a client does.
+    let mut drains = tokio::task::JoinSet::new();
+    let drained = conn.clone();
+    drains.spawn(async move { while drained.next_event().await.is_some() {} });
     let group = match conn
         .request(Request::CreateGroup {
             title: format!("search {tag}"),
@@ -211,6 +215,7 @@ pub async fn search(target: &Target, p: &SearchParams) -> Result<crate::Report, 
     }
     let wall = start.elapsed().as_secs_f64().max(1e-6);
     let usage = meter.finish();
+    drains.abort_all();
     let mut report = Report::new("search");
     report
         .num("corpus", p.corpus as f64, "messages")
