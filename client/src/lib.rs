@@ -11,8 +11,10 @@ mod store;
 mod tls;
 
 pub use files::{TransferError, sha256_of};
-pub use session::{Client, ClientError, ClientEvent, ConnectionState, UNANSWERED_MEMORY};
-pub use store::{OutboxEntry, OutboxState, StoreError};
+pub use session::{
+    Client, ClientError, ClientEvent, ConnectionState, MAX_FILES, UNANSWERED_MEMORY,
+};
+pub use store::{OutboxEntry, OutboxFile, OutboxState, StoreError};
 use veche_protocol::discussions::DiscussionInfo;
 
 use std::collections::HashMap;

@@ -77,7 +77,21 @@ pub enum ClientError {
     /// The profile still has unsent messages of another user.
     #[error("this profile has unsent messages of {0}; use another profile folder")]
     OtherUser(String),
+    /// A file to attach could not be read.
+    #[error("cannot read {}: {source}", .path.display())]
+    Attachment {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// More files than a message may carry.
+    #[error("a message carries at most {MAX_FILES} files")]
+    TooManyFiles,
 }
+
+/// The most files one message carries.
+pub const MAX_FILES: usize = 10;
 
 /// A client with a data folder of its own.
 #[derive(Debug, Clone)]
@@ -178,8 +192,19 @@ impl Client {
         }
         self.inner.store.set(TOKEN, &logged.token).await?;
         self.inner.store.set(LOGIN, &logged.user.id).await?;
+        self.inner.store.unset(UNANSWERED_AT).await?;
+        // Like every connection of the profile, this one sends what was queued: messages
+        // written while the session was no longer valid go out once the user is back.
+        let flushed = flush(&self.inner, &conn).await;
         conn.close().await;
+        flushed?;
         Ok(logged)
+    }
+
+    /// Forgets the session token kept in the data folder (after `logout`, or when the node
+    /// cannot be told): this profile is then logged out. The outbox and the device id stay.
+    pub async fn forget_session(&self) -> Result<(), ClientError> {
+        Ok(self.inner.store.unset(TOKEN).await?)
     }
 
     /// Creates the node's first administrator with the one-time setup token the node printed,
@@ -276,13 +301,71 @@ impl Client {
         self.enqueue(to, text, reply_to).await
     }
 
+    /// Like [`Client::send_to`], with files attached: each is read now for its size and
+    /// SHA-256, and uploaded when the message goes out (an interrupted upload continues where
+    /// the node stopped confirming, also after a restart of this program). A file changed
+    /// before it is uploaded makes the node refuse the message.
+    pub async fn send_files_to(
+        &self,
+        to: &str,
+        text: &str,
+        files: &[PathBuf],
+    ) -> Result<OutboxEntry, ClientError> {
+        if files.len() > MAX_FILES {
+            return Err(ClientError::TooManyFiles);
+        }
+        let mut attachments = Vec::with_capacity(files.len());
+        for path in files {
+            let failed = |source| ClientError::Attachment {
+                path: path.clone(),
+                source,
+            };
+            let path = std::path::absolute(path).map_err(failed)?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| failed(std::io::Error::other("not a file name")))?;
+            let file = tokio::fs::File::open(&path).await.map_err(failed)?;
+            if !file.metadata().await.map_err(failed)?.is_file() {
+                return Err(failed(std::io::Error::other("not a regular file")));
+            }
+            let (sha256, size) = crate::sha256_of(file).await.map_err(failed)?;
+            attachments.push(crate::store::NewAttachment {
+                path,
+                name,
+                size,
+                sha256,
+            });
+        }
+        let to = if crate::is_discussion_id(to) {
+            Recipient::Discussion(to)
+        } else {
+            Recipient::Name(to)
+        };
+        self.enqueue_with(to, text, None, &attachments).await
+    }
+
     async fn enqueue(
         &self,
         to: Recipient<'_>,
         text: &str,
         reply_to: Option<&str>,
     ) -> Result<OutboxEntry, ClientError> {
-        let entry = self.inner.store.enqueue(&to, text, reply_to, None).await?;
+        self.enqueue_with(to, text, reply_to, &[]).await
+    }
+
+    async fn enqueue_with(
+        &self,
+        to: Recipient<'_>,
+        text: &str,
+        reply_to: Option<&str>,
+        files: &[crate::store::NewAttachment],
+    ) -> Result<OutboxEntry, ClientError> {
+        let entry = self
+            .inner
+            .store
+            .enqueue(&to, text, reply_to, None, files)
+            .await?;
         let _ = self.inner.events.send(ClientEvent::Outbox(entry.clone()));
         self.inner.outbox_work.notify_one();
         Ok(entry)
@@ -757,8 +840,19 @@ async fn send_pending(inner: &Inner, conn: &Connection) -> bool {
                 }
             }
         }
+        let files = match upload_attachments(inner, conn, &entry).await {
+            Ok(files) => files,
+            Err(Attach::Paused) => return false,
+            Err(Attach::Refused(reason)) => {
+                let (state, result) = fail(inner, entry.id, reason).await;
+                if !report(inner, entry, state, result) {
+                    return false;
+                }
+                continue;
+            }
+        };
         let request = Request::Send(SendMessage {
-            files: Vec::new(),
+            files,
             discussion: entry.discussion.clone(),
             client_msg_id: entry.client_msg_id.clone(),
             text: entry.text.clone(),
@@ -848,4 +942,114 @@ fn report(
 async fn fail(inner: &Inner, id: i64, reason: String) -> (OutboxState, Result<(), StoreError>) {
     let r = inner.store.mark_failed(id, &reason).await;
     (OutboxState::Failed { reason }, r)
+}
+
+/// Why the files of a message could not be uploaded.
+enum Attach {
+    /// The connection (or the store) failed: try again on the next one.
+    Paused,
+    /// The node refused a file, or it cannot be read: the message fails with this reason.
+    Refused(String),
+}
+
+/// Uploads the files of `entry` not yet on the node, continuing interrupted uploads; returns
+/// the node's file ids in order.
+async fn upload_attachments(
+    inner: &Inner,
+    conn: &Connection,
+    entry: &OutboxEntry,
+) -> Result<Vec<String>, Attach> {
+    let mut ids = Vec::with_capacity(entry.files.len());
+    for f in &entry.files {
+        if let Some(id) = &f.file_id {
+            ids.push(id.clone());
+            continue;
+        }
+        let file = upload_one(inner, conn, entry, f).await?;
+        if let Err(e) = inner.store.set_file(entry.id, f.position, &file).await {
+            tracing::warn!(error = %e, "outbox state not saved");
+            return Err(Attach::Paused);
+        }
+        ids.push(file);
+    }
+    Ok(ids)
+}
+
+async fn upload_one(
+    inner: &Inner,
+    conn: &Connection,
+    entry: &OutboxEntry,
+    f: &crate::store::OutboxFile,
+) -> Result<String, Attach> {
+    let request_failed = |e: RequestError| {
+        if refused_for_good(&e) {
+            Attach::Refused(format!("{}: {e}", f.name))
+        } else {
+            Attach::Paused
+        }
+    };
+    let saved = |r: Result<(), StoreError>| {
+        r.map_err(|e| {
+            tracing::warn!(error = %e, "outbox state not saved");
+            Attach::Paused
+        })
+    };
+    // An upload declared earlier continues, unless the node no longer has it (expired).
+    let earlier = match &f.upload_id {
+        Some(id) => match conn.upload_status(id).await {
+            Ok(upload) => Some(upload),
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+                saved(inner.store.set_upload(entry.id, f.position, None).await)?;
+                None
+            }
+            Err(e) => return Err(request_failed(e)),
+        },
+        None => None,
+    };
+    let upload = match earlier {
+        Some(upload) => upload,
+        None => {
+            let new = veche_protocol::files::NewUpload {
+                discussion: entry.discussion.clone(),
+                name: f.name.clone(),
+                size: f.size,
+                sha256: f.sha256.clone(),
+            };
+            let upload = conn.create_upload(new).await.map_err(request_failed)?;
+            saved(
+                inner
+                    .store
+                    .set_upload(entry.id, f.position, Some(&upload.id))
+                    .await,
+            )?;
+            upload
+        }
+    };
+    if let Some(file) = upload.file {
+        return Ok(file.id);
+    }
+    let unreadable =
+        |e: std::io::Error| Attach::Refused(format!("cannot read {}: {e}", f.path.display()));
+    let mut source = tokio::fs::File::open(&f.path).await.map_err(unreadable)?;
+    tokio::io::AsyncSeekExt::seek(&mut source, std::io::SeekFrom::Start(upload.confirmed))
+        .await
+        .map_err(unreadable)?;
+    match conn
+        .send_upload(&upload.id, upload.confirmed, source, |_| {})
+        .await
+    {
+        Ok(file) => Ok(file.id),
+        Err(crate::TransferError::Refused(body)) if body.code != ErrorCode::Unavailable => {
+            Err(Attach::Refused(format!("{}: {}", f.name, body.message)))
+        }
+        Err(crate::TransferError::Request(e)) => Err(request_failed(e)),
+        Err(crate::TransferError::Io(e)) if conn.quic().close_reason().is_none() => {
+            // The connection stands, so reading the file failed.
+            Err(unreadable(e))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "upload paused until the connection returns");
+            Err(Attach::Paused)
+        }
+    }
 }

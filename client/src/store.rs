@@ -64,10 +64,65 @@ pub struct OutboxEntry {
     pub reply_to: Option<String>,
     /// Machine-readable data, JSON.
     pub data: Option<String>,
+    /// Files to attach, in order.
+    pub files: Vec<OutboxFile>,
     /// Where it stands.
     pub state: OutboxState,
     /// When it was composed.
     pub created_at: Timestamp,
+}
+
+/// A file attached to a message of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxFile {
+    /// Its place among the message's files, from 0.
+    pub position: i64,
+    /// Where it is read from when the message goes out.
+    pub path: std::path::PathBuf,
+    /// The name it is sent under.
+    pub name: String,
+    /// Its size when it was queued.
+    pub size: u64,
+    /// Its SHA-256 (hex) when it was queued.
+    pub sha256: String,
+    /// The node's upload, once declared: an interrupted upload continues from it.
+    pub upload_id: Option<String>,
+    /// The node's file, once uploaded.
+    pub file_id: Option<String>,
+}
+
+/// A file to attach, as queued: where it is, its name, size and SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewAttachment {
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) name: String,
+    pub(crate) size: u64,
+    pub(crate) sha256: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct FileRow {
+    position: i64,
+    path: String,
+    name: String,
+    size: i64,
+    sha256: String,
+    upload_id: Option<String>,
+    file_id: Option<String>,
+}
+
+impl From<FileRow> for OutboxFile {
+    fn from(r: FileRow) -> Self {
+        Self {
+            position: r.position,
+            path: r.path.into(),
+            name: r.name,
+            size: u64::try_from(r.size).unwrap_or(0),
+            sha256: r.sha256,
+            upload_id: r.upload_id,
+            file_id: r.file_id,
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -106,6 +161,7 @@ impl From<OutboxRow> for OutboxEntry {
             text: r.text,
             reply_to: r.reply_to,
             data: r.data,
+            files: Vec::new(),
             state,
             created_at: Timestamp(r.created_at),
         }
@@ -235,12 +291,15 @@ impl ClientStore {
         text: &str,
         reply_to: Option<&str>,
         data: Option<&str>,
+        files: &[NewAttachment],
     ) -> Result<OutboxEntry, StoreError> {
         let client_msg_id = uuid::Uuid::now_v7().to_string();
         let (discussion, target) = match *to {
             Recipient::Discussion(id) => (id, None),
             Recipient::Name(name) => ("", Some(name)),
         };
+        // The message and its files are one write: a message is never queued without them.
+        let mut tx = self.pool.begin().await?;
         let row: OutboxRow = sqlx::query_as(
             "INSERT INTO outbox (client_msg_id, discussion_id, target, text, reply_to, data, state, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) RETURNING *",
@@ -252,9 +311,70 @@ impl ClientStore {
         .bind(reply_to)
         .bind(data)
         .bind(Timestamp::now().as_millis())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(row.into())
+        for (position, f) in files.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO outbox_files (outbox_id, position, path, name, size, sha256) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(row.id)
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .bind(f.path.to_string_lossy().into_owned())
+            .bind(&f.name)
+            .bind(i64::try_from(f.size).unwrap_or(i64::MAX))
+            .bind(&f.sha256)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let mut entry: OutboxEntry = row.into();
+        entry.files = self.files_of(entry.id).await?;
+        Ok(entry)
+    }
+
+    /// The files of one message of the outbox, in order.
+    pub(crate) async fn files_of(&self, id: i64) -> Result<Vec<OutboxFile>, StoreError> {
+        let rows: Vec<FileRow> = sqlx::query_as(
+            "SELECT position, path, name, size, sha256, upload_id, file_id FROM outbox_files \
+             WHERE outbox_id = ? ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Records the node's upload for a file of the outbox (or forgets it, with `None`).
+    pub(crate) async fn set_upload(
+        &self,
+        id: i64,
+        position: i64,
+        upload: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox_files SET upload_id = ? WHERE outbox_id = ? AND position = ?")
+            .bind(upload)
+            .bind(id)
+            .bind(position)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the node's file for a file of the outbox, once uploaded.
+    pub(crate) async fn set_file(
+        &self,
+        id: i64,
+        position: i64,
+        file: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox_files SET file_id = ? WHERE outbox_id = ? AND position = ?")
+            .bind(file)
+            .bind(id)
+            .bind(position)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// The oldest pending message.
@@ -263,7 +383,12 @@ impl ClientStore {
             sqlx::query_as("SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1")
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.map(Into::into))
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut entry: OutboxEntry = row.into();
+        entry.files = self.files_of(entry.id).await?;
+        Ok(Some(entry))
     }
 
     /// Whether any message waits to be sent.
@@ -316,6 +441,12 @@ impl ClientStore {
         let rows: Vec<OutboxRow> = sqlx::query_as("SELECT * FROM outbox ORDER BY id")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut entry: OutboxEntry = row.into();
+            entry.files = self.files_of(entry.id).await?;
+            entries.push(entry);
+        }
+        Ok(entries)
     }
 }

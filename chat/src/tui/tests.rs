@@ -289,6 +289,7 @@ fn the_screen_shows_russian_text_pending_and_failed_messages_and_the_send_key() 
         text: "Спасибо!".into(),
         reply_to: None,
         data: None,
+        files: vec![],
         state: OutboxState::Pending,
         created_at: Timestamp(0),
     });
@@ -300,6 +301,7 @@ fn the_screen_shows_russian_text_pending_and_failed_messages_and_the_send_key() 
         text: "очень длинное".into(),
         reply_to: None,
         data: None,
+        files: vec![],
         state: OutboxState::Failed {
             reason: "the text is too long".into(),
         },
@@ -333,6 +335,7 @@ fn the_screen_shows_russian_text_pending_and_failed_messages_and_the_send_key() 
         text: "Спасибо!".into(),
         reply_to: None,
         data: None,
+        files: vec![],
         state: OutboxState::Sent {
             message_id: "m9".into(),
             seq: 9,
