@@ -1,5 +1,18 @@
-//! Scriptable client commands: `veche login`, `discussions`, `send`, `tail`, `history`,
-//! `outbox`, `chat`.
+//! Scriptable client commands: every action of the client protocol from the command line
+//! (`veche login`, `send`, `history`, `group`, `react`, `search`, `download`, `sessions`, …),
+//! and `veche chat`, the terminal client.
+//!
+//! Arguments are parsed once into types ([`args`]); whatever the node sends back is shown
+//! through [`crate::untrusted`] ([`print`]). Every command that connects sends the outbox
+//! first.
+
+mod account;
+pub mod args;
+mod files;
+mod groups;
+mod messages;
+mod print;
+mod search;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
@@ -9,13 +22,18 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use veche_client::protocol::discussions::{Change, DiscussionEvent, DiscussionInfo};
-use veche_client::protocol::{Event, Reply, Request};
-use veche_client::{Client, ClientEvent, Connection, ConnectionState, OutboxState};
+use veche_client::protocol::discussions::DiscussionInfo;
+use veche_client::protocol::{ErrorCode, Reply, Request};
+use veche_client::{Client, ClientEvent, Connection, ConnectionState, OutboxState, RequestError};
 
 use crate::profile::client_dir;
-use crate::untrusted::{indented, one_line, visible};
+use crate::untrusted::{one_line, visible};
 use crate::{Profile, SendKey};
+
+use args::{
+    ActionArg, DiscussionArg, FileArg, LevelArg, MessageArg, ObjectArg, SessionArg, StatusArg,
+    TimeArg, UserArg,
+};
 
 /// The exit code of a `veche send` whose message is queued, not yet stored by the node:
 /// `EX_TEMPFAIL` of `sysexits.h`, "try again later".
@@ -110,7 +128,7 @@ impl NodeArgs {
 /// Client commands.
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
-    /// Log in to a node and remember it.
+    /// Log in to a node and remember it; sends what the outbox holds.
     Login {
         #[command(flatten)]
         node: NodeArgs,
@@ -147,9 +165,80 @@ pub enum ClientCommand {
         #[command(flatten)]
         dir: ClientDir,
     },
+    /// Who this profile is logged in as.
+    Whoami {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// End this profile's session on the node and forget its token here.
+    Logout {
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Your sessions, one per device you signed in on; `--end ID` signs that device out.
+    Sessions {
+        /// End this session (its device is signed out at once).
+        #[arg(long, value_name = "ID")]
+        end: Option<SessionArg>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Change your password (your other devices are signed out). On a terminal both are
+    /// asked for without being shown; otherwise standard input's first line is the current
+    /// password and its second the new one.
+    Passwd {
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Find people by name, login, e-mail or department (typos, transliteration and the other
+    /// keyboard layout are forgiven).
+    People {
+        /// What to look for.
+        #[arg(required = true, num_args = 1..)]
+        query: Vec<String>,
+        /// Ask this linked node's directory instead.
+        #[arg(long)]
+        node: Option<String>,
+        /// At most this many (1-100).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
     /// List discussions, most recent activity first.
     Discussions {
         /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Create and manage groups.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+    /// Open the discussion of a business object, APP/TYPE/ID (created on first use), and print
+    /// its id.
+    OpenObject {
+        /// The object, such as erp/invoice/INV-42.
+        object: ObjectArg,
+        /// The title of a new discussion.
+        #[arg(long)]
+        title: Option<String>,
+        /// Also follow it: it joins your discussion list (`--follow false` leaves it).
+        #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+        follow: Option<bool>,
+        /// One JSON object.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -165,9 +254,13 @@ pub enum ClientCommand {
     Send {
         /// Discussion id, title, or a user (opens the dialog with them); offline, a name is
         /// resolved once the node is reachable.
-        discussion: String,
-        /// The text.
-        text: String,
+        discussion: DiscussionArg,
+        /// The text (may be left out when files are attached).
+        text: Option<String>,
+        /// Attach this file (up to 10); it is uploaded when the message goes out, and an
+        /// interrupted upload continues where it stopped.
+        #[arg(long = "file", value_name = "PATH")]
+        files: Vec<PathBuf>,
         /// Wait, however long it takes, until the node has stored the message (or refused it).
         #[arg(long)]
         wait: bool,
@@ -182,10 +275,15 @@ pub enum ClientCommand {
         #[command(flatten)]
         dir: ClientDir,
     },
-    /// Print a discussion's live events.
+    /// Follow a discussion's live events; reconnects by itself, and stops with an error when
+    /// you lose access.
     Tail {
-        /// Discussion id, title, or the other user of a dialog.
-        discussion: String,
+        /// Discussion id, title, the other user of a dialog, or a business object APP/TYPE/ID
+        /// (followed or not).
+        discussion: DiscussionArg,
+        /// First print the events after this sequence number.
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -195,16 +293,150 @@ pub enum ClientCommand {
         #[command(flatten)]
         dir: ClientDir,
     },
-    /// Print a discussion's recent history.
+    /// Print a discussion's history, oldest first: the latest events, or those before a
+    /// sequence number; says on standard error how to read further back.
     History {
-        /// Discussion id, title, or the other user of a dialog.
-        discussion: String,
+        /// Discussion id, title, the other user of a dialog, or a business object APP/TYPE/ID.
+        discussion: DiscussionArg,
         /// How many events.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
         limit: u32,
+        /// Only events before this sequence number.
+        #[arg(long, value_name = "SEQ", conflicts_with = "all")]
+        before: Option<u64>,
+        /// Every event from the first, page by page.
+        #[arg(long)]
+        all: bool,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Find messages you may read. All words must occur, in any form (`счета` finds `счёт`);
+    /// a query typed on the wrong keyboard layout is retried on the other.
+    Search {
+        /// The words.
+        #[arg(required = true, num_args = 1..)]
+        words: Vec<String>,
+        /// Only in this discussion.
+        #[arg(long = "in", value_name = "DISCUSSION")]
+        discussion: Option<DiscussionArg>,
+        /// Only by this author.
+        #[arg(long = "from", value_name = "USER")]
+        author: Option<UserArg>,
+        /// Only in this business object's discussion, APP/TYPE/ID.
+        #[arg(long)]
+        object: Option<ObjectArg>,
+        /// Only messages written at or after this time (YYYY-MM-DD, YYYY-MM-DDTHH:MM, UTC).
+        #[arg(long)]
+        since: Option<TimeArg>,
+        /// Only messages written before this time.
+        #[arg(long)]
+        until: Option<TimeArg>,
+        /// Only messages with files attached (file names are searched too).
+        #[arg(long)]
+        has_file: bool,
+        /// At most this many hits (1-100).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+        /// Skip this many hits (the next page).
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// React to a message with an emoji or a :shortcode:.
+    React {
+        /// The discussion.
+        discussion: DiscussionArg,
+        /// The message: its number as `veche history` shows it (#7), or its id.
+        message: MessageArg,
+        /// An emoji or a :shortcode:.
+        emoji: String,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Take back a reaction.
+    Unreact {
+        /// The discussion.
+        discussion: DiscussionArg,
+        /// The message: its number (#7), or its id.
+        message: MessageArg,
+        /// The emoji or :shortcode: reacted with.
+        emoji: String,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Replace the text of one of your messages.
+    Edit {
+        /// The discussion.
+        discussion: DiscussionArg,
+        /// The message: its number (#7), or its id.
+        message: MessageArg,
+        /// The new text.
+        text: String,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Delete a message (yours; in a group you own, anyone's).
+    Delete {
+        /// The discussion.
+        discussion: DiscussionArg,
+        /// The message: its number (#7), or its id.
+        message: MessageArg,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Click a button of a message (`veche history` lists them); its author is told.
+    Click {
+        /// The discussion.
+        discussion: DiscussionArg,
+        /// The message: its number (#7), or its id.
+        message: MessageArg,
+        /// The button's id.
+        action: ActionArg,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Show your presence, or set it: available, away, dnd or invisible, with a status text.
+    Status {
+        /// What others see (available: from your devices' activity).
+        status: Option<StatusArg>,
+        /// The status text (at most 100 characters; left out, it is cleared).
+        #[arg(requires = "status")]
+        text: Option<String>,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Show your notification settings, or set which messages of a discussion notify you:
+    /// default, all, mentions or none.
+    Notify {
+        /// The discussion.
+        #[arg(requires = "level")]
+        discussion: Option<DiscussionArg>,
+        /// The level.
+        level: Option<LevelArg>,
+        /// Also mute it until this time (YYYY-MM-DD, YYYY-MM-DDTHH:MM, UTC).
+        #[arg(long, requires = "level")]
+        mute_until: Option<TimeArg>,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Download a file into a file of its name here, or where `-o` says; an interrupted
+    /// download continues where it stopped.
+    Download {
+        /// The file's id, as `veche history` lists it (f_…).
+        file: FileArg,
+        /// Where to write it (a folder, or a file name).
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// Replace a file that is there already.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         dir: ClientDir,
     },
@@ -213,6 +445,55 @@ pub enum ClientCommand {
         /// Which key sends (the others insert a new line); remembered in the profile.
         #[arg(long, value_enum)]
         send_key: Option<SendKey>,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+}
+
+/// `veche group …`.
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a group you own, with these members; prints its id.
+    Create {
+        /// The title.
+        title: String,
+        /// The other members (login, or login@node).
+        members: Vec<UserArg>,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Add members to a group you own.
+    Add {
+        /// The group: its id or title.
+        group: DiscussionArg,
+        /// Users (login, or login@node).
+        #[arg(required = true, num_args = 1..)]
+        users: Vec<UserArg>,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Remove a member from a group you own.
+    Remove {
+        /// The group: its id or title.
+        group: DiscussionArg,
+        /// The user (login, or login@node).
+        user: UserArg,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Rename a group you own (or an object discussion you can read).
+    Rename {
+        /// The group: its id or title.
+        group: DiscussionArg,
+        /// The new title.
+        title: String,
+        #[command(flatten)]
+        dir: ClientDir,
+    },
+    /// Leave a group.
+    Leave {
+        /// The group: its id or title.
+        group: DiscussionArg,
         #[command(flatten)]
         dir: ClientDir,
     },
@@ -232,7 +513,10 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
             let profile = node.profile(&dir)?;
             let password = read_password(&password_file)?;
             let client = Client::open(&dir, profile.client_config()?).await?;
-            let logged = client.login(&user, &password, &device_name).await?;
+            let pending = pending_ids(&client, None).await?;
+            let logged = client.login(&user, &password, &device_name).await;
+            report_refused(&client, &pending).await?;
+            let logged = logged?;
             client.shutdown().await;
             profile.save(&dir)?;
             writeln!(
@@ -254,9 +538,12 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
             let profile = node.profile(&dir)?;
             let password = read_password(&password_file)?;
             let client = Client::open(&dir, profile.client_config()?).await?;
+            let pending = pending_ids(&client, None).await?;
             let logged = client
                 .setup(token.trim(), &user, &password, &name, "veche-cli")
-                .await?;
+                .await;
+            report_refused(&client, &pending).await?;
+            let logged = logged?;
             client.shutdown().await;
             profile.save(&dir)?;
             writeln!(
@@ -265,11 +552,22 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
                 one_line(&logged.user.id)
             )?;
         }
+        ClientCommand::Whoami { json, dir } => account::whoami(&dir, json, out).await?,
+        ClientCommand::Logout { dir } => account::logout(&dir, out).await?,
+        ClientCommand::Sessions { end, json, dir } => {
+            account::sessions(&dir, end, json, out).await?
+        }
+        ClientCommand::Passwd { dir } => account::passwd(&dir, out).await?,
+        ClientCommand::People {
+            query,
+            node,
+            limit,
+            json,
+            dir,
+        } => account::people(&dir, &query.join(" "), node, limit, json, out).await?,
         ClientCommand::Discussions { json, dir } => {
-            let (client, _) = open(&dir).await?;
-            let conn = connect(&client).await?;
-            let discussions = list(&conn).await?;
-            let me = client.user().await?.unwrap_or_default();
+            let session = Session::start(&dir).await?;
+            let discussions = list(&session.conn).await?;
             for d in &discussions {
                 if json {
                     writeln!(out, "{}", serde_json::to_string(d)?)?;
@@ -278,24 +576,42 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
                         out,
                         "{}\t{}\t{} unread\t{}",
                         one_line(&d.id),
-                        one_line(&name(d, &me)),
+                        one_line(&name(d, &session.me)),
                         d.unread,
                         d.last_activity_at
                     )?;
                 }
             }
-            client.shutdown().await;
+            session.end().await;
         }
+        ClientCommand::Group { command } => groups::run(command, out).await?,
+        ClientCommand::OpenObject {
+            object,
+            title,
+            follow,
+            json,
+            dir,
+        } => groups::open_object(&dir, object, title, follow, json, out).await?,
         ClientCommand::Send {
             discussion,
             text,
+            files,
             wait,
             dir,
         } => {
+            let text = text.unwrap_or_default();
+            if text.is_empty() && files.is_empty() {
+                bail!("give the text, or a file with --file");
+            }
             let (client, _) = open(&dir).await?;
             // Durable first: whatever happens next, the message is not lost. A name is
-            // resolved when the outbox is sent.
-            let entry = client.send_to(&discussion, &text, None).await?;
+            // resolved, and files uploaded, when the outbox is sent.
+            let to = discussion.to_string();
+            let entry = if files.is_empty() {
+                client.send_to(&to, &text, None).await?
+            } else {
+                client.send_files_to(&to, &text, &files).await?
+            };
             let state = if wait {
                 wait_until_stored(&client, entry.id).await
             } else {
@@ -324,6 +640,11 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
                     OutboxState::Sent { .. } => continue,
                 };
                 let to = entry.target.as_deref().unwrap_or(&entry.discussion);
+                let files: Vec<String> = entry
+                    .files
+                    .iter()
+                    .map(|f| f.path.display().to_string())
+                    .collect();
                 if json {
                     let line = serde_json::json!({
                         "id": entry.id,
@@ -331,18 +652,23 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
                         "to": to,
                         "discussion": entry.discussion,
                         "text": entry.text,
+                        "files": files,
                         "state": state,
                         "reason": reason,
                         "created_at": entry.created_at,
                     });
                     writeln!(out, "{line}")?;
                 } else {
+                    let mut text = one_line(&entry.text).into_owned();
+                    for f in &files {
+                        text.push_str(&format!(" [file {}]", one_line(f)));
+                    }
                     writeln!(
                         out,
                         "{}\t{state}\t{}\t{}\t{}",
                         entry.created_at,
                         one_line(to),
-                        one_line(&entry.text),
+                        text.trim_start(),
                         one_line(reason)
                     )?;
                 }
@@ -351,55 +677,94 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
         }
         ClientCommand::Tail {
             discussion,
+            after,
             json,
             count,
             dir,
-        } => {
-            let (client, conn, id) = open_discussion(&dir, &discussion).await?;
-            // Object discussions deliver live events to connections that watch them.
-            let _ = conn
-                .request(Request::Watch {
-                    discussion: id.clone(),
-                    watch: true,
-                })
-                .await;
-            let mut printed = 0;
-            while let Some(event) = conn.next_event().await {
-                if let Event::Discussion { event } = &event
-                    && event.discussion == id
-                {
-                    print_event(out, event, json)?;
-                    out.flush()?;
-                    printed += 1;
-                    if count.is_some_and(|c| printed >= c) {
-                        break;
-                    }
-                }
-            }
-            client.shutdown().await;
-        }
+        } => messages::tail(&dir, &discussion, after, json, count, out).await?,
         ClientCommand::History {
             discussion,
             limit,
+            before,
+            all,
             json,
             dir,
         } => {
-            let (client, conn, id) = open_discussion(&dir, &discussion).await?;
-            let reply = conn
-                .request(Request::History {
-                    discussion: id,
-                    before: None,
-                    limit,
-                })
-                .await?;
-            let Reply::Events { events, .. } = reply else {
-                bail!("unexpected reply")
+            let page = match (all, before) {
+                (true, _) => messages::Page::All,
+                (false, before) => messages::Page::Latest { before, limit },
             };
-            for e in &events {
-                print_event(out, e, json)?;
-            }
-            client.shutdown().await;
+            messages::history(&dir, &discussion, page, json, out).await?
         }
+        ClientCommand::Search {
+            words,
+            discussion,
+            author,
+            object,
+            since,
+            until,
+            has_file,
+            limit,
+            offset,
+            json,
+            dir,
+        } => {
+            let filters = search::Filters {
+                discussion,
+                author,
+                object,
+                since,
+                until,
+                has_file,
+                limit,
+                offset,
+            };
+            search::run(&dir, &words.join(" "), filters, json, out).await?
+        }
+        ClientCommand::React {
+            discussion,
+            message,
+            emoji,
+            dir,
+        } => messages::react(&dir, &discussion, &message, &emoji, true, out).await?,
+        ClientCommand::Unreact {
+            discussion,
+            message,
+            emoji,
+            dir,
+        } => messages::react(&dir, &discussion, &message, &emoji, false, out).await?,
+        ClientCommand::Edit {
+            discussion,
+            message,
+            text,
+            dir,
+        } => messages::edit(&dir, &discussion, &message, &text, out).await?,
+        ClientCommand::Delete {
+            discussion,
+            message,
+            dir,
+        } => messages::delete(&dir, &discussion, &message, out).await?,
+        ClientCommand::Click {
+            discussion,
+            message,
+            action,
+            dir,
+        } => messages::click(&dir, &discussion, &message, &action, out).await?,
+        ClientCommand::Status { status, text, dir } => {
+            account::status(&dir, status, text, out).await?
+        }
+        ClientCommand::Notify {
+            discussion,
+            level,
+            mute_until,
+            dir,
+        } => account::notify(&dir, discussion.zip(level), mute_until, out).await?,
+        ClientCommand::Download {
+            file,
+            output,
+            force,
+            dir,
+        } => files::download(&dir, &file, output, force, out).await?,
         ClientCommand::Chat { send_key, dir } => {
             let (client, mut profile) = open(&dir).await?;
             if let Some(key) = send_key {
@@ -416,16 +781,111 @@ pub async fn run(command: ClientCommand, out: &mut dyn Write) -> anyhow::Result<
     Ok(())
 }
 
-/// Connects with the stored session and finds a discussion of the caller's list.
-async fn open_discussion(
-    dir: &ClientDir,
-    discussion: &str,
-) -> anyhow::Result<(Client, Arc<Connection>, String)> {
-    let (client, _) = open(dir).await?;
-    let conn = connect(&client).await?;
-    let me = client.user().await?.unwrap_or_default();
-    let id = conn.resolve(&me, discussion, false).await?;
-    Ok((client, conn, id))
+/// One command's connection: the client, its connection (the outbox already sent on it) and
+/// who the user is.
+struct Session {
+    client: Client,
+    conn: Arc<Connection>,
+    me: String,
+}
+
+impl Session {
+    /// Opens the profile and connects; the outbox goes out first.
+    async fn start(dir: &ClientDir) -> anyhow::Result<Self> {
+        let (client, _) = open(dir).await?;
+        let conn = connect(&client).await?;
+        let me = client
+            .user()
+            .await?
+            .context("not logged in: run `veche login` first")?;
+        Ok(Self { client, conn, me })
+    }
+
+    /// Sends a request; a refusal becomes an error saying what was refused and why.
+    async fn ask(&self, request: Request) -> anyhow::Result<Reply> {
+        self.conn.request(request).await.map_err(refusal)
+    }
+
+    /// Sends a request that answers `done`.
+    async fn done(&self, request: Request) -> anyhow::Result<()> {
+        match self.ask(request).await? {
+            Reply::Done => Ok(()),
+            other => bail!("unexpected reply {}", kind(&other)),
+        }
+    }
+
+    /// The discussion the user named: an id as it is, a name from their list (with
+    /// `open_dialog`, a user's name opens the dialog with them), else an object's discussion.
+    async fn discussion(&self, arg: &DiscussionArg, open_dialog: bool) -> anyhow::Result<String> {
+        let (name, object) = match arg {
+            DiscussionArg::Id(id) => return Ok(id.to_string()),
+            DiscussionArg::Name { name, object } => (name, object),
+        };
+        match self.conn.resolve(&self.me, name, open_dialog).await {
+            Ok(id) => Ok(id),
+            Err(
+                veche_client::ResolveError::NotListed(_) | veche_client::ResolveError::NotFound(_),
+            ) if object.is_some() => {
+                let object = object.clone().context("an object")?;
+                let shown = ObjectArg(object.clone()).to_string();
+                match self
+                    .ask(Request::OpenObject {
+                        object,
+                        title: String::new(),
+                    })
+                    .await
+                    .with_context(|| format!("no discussion named {}", one_line(&shown)))?
+                {
+                    Reply::Discussion { discussion } => Ok(discussion.id),
+                    other => bail!("unexpected reply {}", kind(&other)),
+                }
+            }
+            Err(e) => Err(anyhow::Error::new(e)),
+        }
+    }
+
+    /// Closes the connection and the client's store.
+    async fn end(self) {
+        self.client.shutdown().await;
+    }
+}
+
+/// A refused request as an error people can read: the node's reason, then its code.
+fn refusal(e: RequestError) -> anyhow::Error {
+    match &e {
+        RequestError::Server(body) => {
+            let hint = match body.code {
+                ErrorCode::NotFound => " (it does not exist, or is not visible to you)",
+                ErrorCode::Forbidden => " (not allowed for you)",
+                ErrorCode::InvalidCredentials | ErrorCode::Unauthenticated => {
+                    " (log in again with `veche login`)"
+                }
+                _ => "",
+            };
+            anyhow::anyhow!(
+                "{}: {}{hint}",
+                code_name(body.code),
+                one_line(&body.message)
+            )
+        }
+        _ => anyhow::Error::new(e),
+    }
+}
+
+/// An error code as the protocol names it (`not_found`).
+fn code_name(code: ErrorCode) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{code:?}"))
+}
+
+/// A reply's kind, for "unexpected reply" errors (never its content).
+fn kind(reply: &Reply) -> String {
+    serde_json::to_value(reply)
+        .ok()
+        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "of another kind".to_owned())
 }
 
 /// Connects for one command. The outbox goes out first; a message of it the node refuses
@@ -440,35 +900,67 @@ async fn connect_within(
     budget: Option<Duration>,
     reported_by_caller: Option<i64>,
 ) -> anyhow::Result<Arc<Connection>> {
-    let pending: Vec<i64> = client
+    let pending = pending_ids(client, reported_by_caller).await?;
+    let connected = match budget {
+        Some(budget) => client.connect_once_within(budget).await,
+        None => client.connect_once().await,
+    };
+    let conn =
+        match connected {
+            Ok(conn) => conn,
+            Err(e @ veche_client::ClientError::NotLoggedIn) => {
+                return Err(anyhow::Error::new(e).context("run `veche login` first"));
+            }
+            Err(veche_client::ClientError::Request(e))
+                if matches!(
+                    e.code(),
+                    Some(ErrorCode::InvalidCredentials | ErrorCode::AccountLocked)
+                ) =>
+            {
+                return Err(anyhow::Error::new(veche_client::ClientError::Request(e)).context(
+                "the session is no longer valid (ended, logged out or locked): log in again \
+                 with `veche login`",
+            ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+    report_refused(client, &pending).await?;
+    Ok(conn)
+}
+
+/// The outbox's pending messages but `except` (which its caller reports itself).
+async fn pending_ids(client: &Client, except: Option<i64>) -> anyhow::Result<Vec<i64>> {
+    Ok(client
         .outbox()
         .await?
         .into_iter()
-        .filter(|e| e.state == OutboxState::Pending && Some(e.id) != reported_by_caller)
+        .filter(|e| e.state == OutboxState::Pending && Some(e.id) != except)
         .map(|e| e.id)
-        .collect();
-    let conn = match budget {
-        Some(budget) => client.connect_once_within(budget).await?,
-        None => client.connect_once().await?,
-    };
-    if !pending.is_empty() {
-        let mut stderr = crate::untrusted::VisibleWriter::new(std::io::stderr());
-        for entry in client.outbox().await? {
-            if let OutboxState::Failed { reason } = &entry.state
-                && pending.contains(&entry.id)
-            {
-                let to = entry.target.as_deref().unwrap_or(&entry.discussion);
-                let _ = writeln!(
-                    stderr,
-                    "not sent to {}: {} ({})",
-                    one_line(to),
-                    one_line(&entry.text),
-                    one_line(reason)
-                );
-            }
+        .collect())
+}
+
+/// Tells on standard error which of the messages `pending` (before a connection) the node
+/// refused since (or whose name resolved to nobody).
+async fn report_refused(client: &Client, pending: &[i64]) -> anyhow::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut stderr = crate::untrusted::VisibleWriter::new(std::io::stderr());
+    for entry in client.outbox().await? {
+        if let OutboxState::Failed { reason } = &entry.state
+            && pending.contains(&entry.id)
+        {
+            let to = entry.target.as_deref().unwrap_or(&entry.discussion);
+            let _ = writeln!(
+                stderr,
+                "not sent to {}: {} ({})",
+                one_line(to),
+                one_line(&entry.text),
+                one_line(reason)
+            );
         }
     }
-    Ok(conn)
+    Ok(())
 }
 
 /// Tries once to send the outbox (with the message `id`) now; says where `id` stands. A node
@@ -576,120 +1068,4 @@ async fn list(conn: &veche_client::Connection) -> anyhow::Result<Vec<DiscussionI
 
 fn name(d: &DiscussionInfo, me: &str) -> String {
     veche_client::discussion_name(d, me)
-}
-
-fn print_event(out: &mut dyn Write, e: &DiscussionEvent, json: bool) -> anyhow::Result<()> {
-    if json {
-        writeln!(out, "{}", serde_json::to_string(e)?)?;
-        return Ok(());
-    }
-    writeln!(out, "{}", event_line(e))?;
-    Ok(())
-}
-
-/// An event as one entry of a human-readable listing: `time \t #seq \t who: what`. Everything
-/// that came from the node is shown with its control characters visible, and the lines of a
-/// multi-line message after the first are indented, so no text can forge an entry.
-fn event_line(e: &DiscussionEvent) -> String {
-    const INDENT: &str = "\t\t  ";
-    let who = e.actor.split('@').next().unwrap_or(&e.actor);
-    let what = match &e.change {
-        Change::MessagePosted { message } => match &message.text {
-            Some(text) => indented(text, INDENT),
-            None => "[deleted]".into(),
-        },
-        Change::MessageEdited { text, .. } => {
-            format!(
-                "(edited) {}",
-                indented(text.as_deref().unwrap_or_default(), INDENT)
-            )
-        }
-        Change::MessageDeleted { .. } => "(deleted a message)".into(),
-        Change::ReactionAdded { emoji, .. } => format!("(reacted {})", one_line(emoji)),
-        Change::ReactionRemoved { emoji, .. } => format!("(removed {})", one_line(emoji)),
-        Change::TitleChanged { title } => format!("(renamed to {})", one_line(title)),
-        Change::MembersAdded { users } => format!("(added {})", one_line(&users.join(", "))),
-        Change::MemberRemoved { user } => format!("(removed {})", one_line(user)),
-        Change::Created { .. } => "(created the discussion)".into(),
-        Change::Unknown => "(something this client does not know)".into(),
-    };
-    format!("{}\t#{}\t{}: {what}", e.at, e.seq, one_line(who))
-}
-
-#[cfg(test)]
-mod tests {
-    use veche_client::protocol::Timestamp;
-    use veche_client::protocol::discussions::Message;
-
-    use super::*;
-
-    fn posted(author: &str, text: &str) -> DiscussionEvent {
-        DiscussionEvent {
-            discussion: "d@hq".into(),
-            seq: 7,
-            at: Timestamp(0),
-            actor: author.into(),
-            change: Change::MessagePosted {
-                message: Box::new(Message {
-                    id: "m".into(),
-                    discussion: "d@hq".into(),
-                    seq: 7,
-                    author: author.into(),
-                    text: Some(text.into()),
-                    data: None,
-                    actions: vec![],
-                    reply_to: None,
-                    mentions: vec![],
-                    reactions: vec![],
-                    files: vec![],
-                    created_at: Timestamp(0),
-                    edited_at: None,
-                    version: 1,
-                    deleted: false,
-                }),
-            },
-        }
-    }
-
-    fn printed(e: &DiscussionEvent) -> String {
-        let mut out = Vec::new();
-        print_event(&mut out, e, false).expect("print");
-        String::from_utf8(out).expect("utf-8")
-    }
-
-    #[test]
-    fn history_and_tail_never_send_control_characters_to_the_terminal() {
-        let out = printed(&posted(
-            "mallory@hq",
-            "hi\x1b]0;pwned\x07\x1b[2J\x1b[1A\rboris: I approve the payment",
-        ));
-        assert!(
-            !out.trim_end_matches('\n')
-                .chars()
-                .any(|c| c.is_control() && c != '\t'),
-            "{out:?}"
-        );
-        assert!(
-            out.contains("mallory: hi␛]0;pwned␇␛[2J␛[1A␍boris"),
-            "{out:?}"
-        );
-    }
-
-    #[test]
-    fn a_line_of_a_message_cannot_pass_for_an_entry() {
-        let forged = "ok\n1970-01-01T00:00:00.000Z\t#8\tboris: I approve the payment";
-        let out = printed(&posted("mallory@hq", forged));
-        let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 2, "{out}");
-        assert!(lines[0].ends_with("mallory: ok"), "{out}");
-        assert!(lines[1].starts_with("\t\t  1970"), "{out}");
-        // A title, a name or an emoji is one field: its new lines are shown, not obeyed.
-        let renamed = DiscussionEvent {
-            change: Change::TitleChanged {
-                title: "x\n#9\tboris: yes".into(),
-            },
-            ..posted("mallory@hq", "")
-        };
-        assert_eq!(printed(&renamed).lines().count(), 1);
-    }
 }
