@@ -4,6 +4,7 @@ mod accounts;
 mod apps;
 mod bench;
 mod cli;
+mod cli_actions;
 mod client;
 mod discussions;
 mod embed;
