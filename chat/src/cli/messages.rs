@@ -382,10 +382,8 @@ impl Tail {
         }
         while let Some(event) = session.conn.next_event().await {
             match event {
-                Event::Discussion { event } => {
-                    if self.show(&event, out)? {
-                        return Ok(Ended::Done);
-                    }
+                Event::Discussion { event } if self.show(&event, out)? => {
+                    return Ok(Ended::Done);
                 }
                 Event::DiscussionRemoved { discussion } if discussion == self.id => {
                     return Err(lost_access());
