@@ -81,6 +81,11 @@ async fn russian_and_english_forms_codes_and_the_wrong_layout() -> anyhow::Resul
     assert_eq!(found(&anna, "ПТУ-000123", 1).await?, vec![invoice.clone()]);
     assert_eq!(found(&anna, "000123", 1).await?, vec![invoice.clone()]);
     found(&anna, "INV-2026/15", 1).await?;
+    // A document number is found by its leading and trailing parts with their separator.
+    let (number, _) = post(&anna, &g, "m5", "Реализация РН-4567/2024 отгружена").await?;
+    assert_eq!(found(&anna, "РН-4567", 1).await?, vec![number.clone()]);
+    assert_eq!(found(&anna, "4567/2024", 1).await?, vec![number.clone()]);
+    assert_eq!(found(&anna, "РН-4567/2024", 1).await?, vec![number]);
     found(&anna, "2026", 1).await?;
     found(&anna, "invoice shipping", 1).await?;
     // Emoji are not words.

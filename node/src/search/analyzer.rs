@@ -3,7 +3,9 @@
 //! One tokenizer does the whole chain, because its steps depend on each other:
 //! - text is split on white space; each chunk loses the punctuation around it;
 //! - a chunk that holds digits and inner separators (`ПТУ-000123`, `INV-2026/15`) is a code:
-//!   it is kept whole and also split into its parts, so it is found whole and by any part;
+//!   it is kept whole, as runs of its parts (`ПТУ-000123/7` gives `пту-000123` and
+//!   `000123/7`) and as single parts, so it is found whole, by a leading or trailing run, or
+//!   by any part;
 //! - everything else is split into words of letters and digits (emoji and symbols go);
 //! - words are lower-cased and `ё` is folded to `е`;
 //! - words of Cyrillic letters get the Russian Snowball stemmer, words of Latin letters the
@@ -93,6 +95,27 @@ impl Analyzer {
                 && core.chars().all(|c| c.is_alphanumeric() || is_separator(c));
             if is_code {
                 push(&mut out, core_start, core_start + core.len(), fold(core));
+                // Runs of its parts are codes too, so that `РН-4567` and `4567/2024` find
+                // `РН-4567/2024`.
+                let parts = parts_of(core);
+                if parts.len() <= MAX_CODE_PARTS {
+                    for first in 0..parts.len() {
+                        for last in first + 1..parts.len() {
+                            if first == 0 && last == parts.len() - 1 {
+                                continue;
+                            }
+                            let (from, to) = (parts[first].0, parts[last].1);
+                            if core[from..to].chars().any(|c| c.is_ascii_digit()) {
+                                push(
+                                    &mut out,
+                                    core_start + from,
+                                    core_start + to,
+                                    fold(&core[from..to]),
+                                );
+                            }
+                        }
+                    }
+                }
             }
             let mut word_start = None;
             for (i, c) in core
@@ -112,6 +135,27 @@ impl Analyzer {
         }
         out
     }
+}
+
+/// A code of more parts than this is indexed whole and by single parts only: runs of parts
+/// grow with the square of their number.
+const MAX_CODE_PARTS: usize = 6;
+
+/// The byte spans of the runs of letters and digits in `code`.
+fn parts_of(code: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in code
+        .char_indices()
+        .chain(std::iter::once((code.len(), ' ')))
+    {
+        if c.is_alphanumeric() {
+            start.get_or_insert(i);
+        } else if let Some(s) = start.take() {
+            out.push((s, i));
+        }
+    }
+    out
 }
 
 /// The white-space separated chunks of `text`, with their byte offsets.
@@ -241,6 +285,8 @@ mod tests {
         assert!(t.contains(&"000123".to_owned()));
         let t = terms("see INV-2026/15.");
         assert!(t.contains(&"inv-2026/15".to_owned()), "{t:?}");
+        assert!(t.contains(&"inv-2026".to_owned()), "{t:?}");
+        assert!(t.contains(&"2026/15".to_owned()), "{t:?}");
         assert!(t.contains(&"2026".to_owned()));
         assert!(t.contains(&"15".to_owned()));
     }
