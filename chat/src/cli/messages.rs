@@ -141,6 +141,26 @@ async fn message_id(
     }
 }
 
+/// Sends the request `request` makes of the discussion's and the message's ids; `failed`
+/// names what could not be done.
+async fn on_message(
+    dir: &ClientDir,
+    discussion: &DiscussionArg,
+    message: &MessageArg,
+    request: impl FnOnce(String, String) -> Request,
+    failed: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    let session = Session::start(dir).await?;
+    let id = session.discussion(discussion, false).await?;
+    let message_id = message_id(&session, &id, message).await?;
+    session
+        .done(request(id, message_id))
+        .await
+        .with_context(failed)?;
+    session.end().await;
+    Ok(())
+}
+
 /// `veche react` and `veche unreact`.
 pub(super) async fn react(
     dir: &ClientDir,
@@ -150,19 +170,16 @@ pub(super) async fn react(
     add: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let session = Session::start(dir).await?;
-    let id = session.discussion(discussion, false).await?;
-    let message_id = message_id(&session, &id, message).await?;
-    session
-        .done(Request::React {
-            discussion: id,
-            message_id,
-            emoji: emoji.to_owned(),
-            add,
-        })
-        .await
-        .with_context(|| format!("cannot react to {message}"))?;
-    session.end().await;
+    let request = |discussion, message_id| Request::React {
+        discussion,
+        message_id,
+        emoji: emoji.to_owned(),
+        add,
+    };
+    on_message(dir, discussion, message, request, || {
+        format!("cannot react to {message}")
+    })
+    .await?;
     let what = if add { "reacted" } else { "took back" };
     writeln!(out, "{what} {} on {message}", one_line(emoji))?;
     Ok(())
@@ -176,18 +193,15 @@ pub(super) async fn edit(
     text: &str,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let session = Session::start(dir).await?;
-    let id = session.discussion(discussion, false).await?;
-    let message_id = message_id(&session, &id, message).await?;
-    session
-        .done(Request::Edit {
-            discussion: id,
-            message_id,
-            text: text.to_owned(),
-        })
-        .await
-        .with_context(|| format!("cannot edit {message}"))?;
-    session.end().await;
+    let request = |discussion, message_id| Request::Edit {
+        discussion,
+        message_id,
+        text: text.to_owned(),
+    };
+    on_message(dir, discussion, message, request, || {
+        format!("cannot edit {message}")
+    })
+    .await?;
     writeln!(out, "edited {message}")?;
     Ok(())
 }
@@ -199,17 +213,14 @@ pub(super) async fn delete(
     message: &MessageArg,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let session = Session::start(dir).await?;
-    let id = session.discussion(discussion, false).await?;
-    let message_id = message_id(&session, &id, message).await?;
-    session
-        .done(Request::Delete {
-            discussion: id,
-            message_id,
-        })
-        .await
-        .with_context(|| format!("cannot delete {message}"))?;
-    session.end().await;
+    let request = |discussion, message_id| Request::Delete {
+        discussion,
+        message_id,
+    };
+    on_message(dir, discussion, message, request, || {
+        format!("cannot delete {message}")
+    })
+    .await?;
     writeln!(out, "deleted {message}")?;
     Ok(())
 }
@@ -222,18 +233,15 @@ pub(super) async fn click(
     action: &ActionArg,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let session = Session::start(dir).await?;
-    let id = session.discussion(discussion, false).await?;
-    let message_id = message_id(&session, &id, message).await?;
-    session
-        .done(Request::Click {
-            discussion: id,
-            message_id,
-            action_id: action.0.clone(),
-        })
-        .await
-        .with_context(|| format!("cannot click {} on {message}", one_line(&action.0)))?;
-    session.end().await;
+    let request = |discussion, message_id| Request::Click {
+        discussion,
+        message_id,
+        action_id: action.0.clone(),
+    };
+    on_message(dir, discussion, message, request, || {
+        format!("cannot click {} on {message}", one_line(&action.0))
+    })
+    .await?;
     writeln!(out, "clicked {} on {message}", one_line(&action.0))?;
     Ok(())
 }
