@@ -20,26 +20,7 @@ use crate::support::{
 
 /// A client folder in `tmp`, logged in as `user` through `veche login`.
 async fn profile(node: &TestNode, tmp: &Path, user: &str) -> anyhow::Result<String> {
-    let profile = tmp.join(format!("{user}-client"));
-    let profile = profile.to_str().context("utf-8 path")?.to_owned();
-    let pw = tmp.join("pw");
-    std::fs::write(&pw, format!("{PASSWORD}\n"))?;
-    let out = veche(&[
-        "login",
-        "--server",
-        &node.quic_addr().to_string(),
-        "--ca",
-        node.ca_path().to_str().context("utf-8 path")?,
-        "--user",
-        user,
-        "--password-file",
-        pw.to_str().context("utf-8 path")?,
-        "--profile",
-        &profile,
-    ])
-    .await?;
-    anyhow::ensure!(out.starts_with("logged in as "), "{out}");
-    Ok(profile)
+    crate::outbox::logged_in(node, tmp, user).await
 }
 
 /// Runs `veche ARGS --profile PROFILE`.

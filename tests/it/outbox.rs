@@ -17,11 +17,11 @@ use veche_node::test_utils::TestNode;
 use crate::support::{PASSWORD, client_config, discussion, login, post, subscribe, veche, within};
 
 /// A client folder in `tmp`, logged in as `user` through `veche login`.
-async fn logged_in(node: &TestNode, tmp: &Path, user: &str) -> anyhow::Result<String> {
+pub(crate) async fn logged_in(node: &TestNode, tmp: &Path, user: &str) -> anyhow::Result<String> {
     let profile = tmp.join(format!("{user}-client"));
     let profile = profile.to_str().context("utf-8 path")?.to_owned();
     let pw = password_file(tmp)?;
-    veche(&[
+    let out = veche(&[
         "login",
         "--server",
         &node.quic_addr().to_string(),
@@ -35,6 +35,7 @@ async fn logged_in(node: &TestNode, tmp: &Path, user: &str) -> anyhow::Result<St
         &profile,
     ])
     .await?;
+    anyhow::ensure!(out.starts_with("logged in as "), "{out}");
     Ok(profile)
 }
 
