@@ -31,7 +31,7 @@ use veche_store::{
 
 mod federated;
 
-pub(crate) use federated::Applying;
+use federated::Origin;
 
 /// Commands applied in one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -250,8 +250,6 @@ pub(crate) struct Sequencer {
     outlets: super::Outlets,
     /// Signs federated events and stamps, and wakes links.
     fed: super::FedOutlet,
-    /// The federated event the current command applies, if any.
-    applying: std::sync::Mutex<Option<Applying>>,
     /// The node's clock.
     clock: SharedClock,
     /// Dialogs and groups read in the current batch, with their members: most commands of a
@@ -322,7 +320,6 @@ impl Sequencer {
             final_round: false,
             outlets,
             fed,
-            applying: std::sync::Mutex::default(),
             clock,
             cache: std::sync::Mutex::default(),
         }
@@ -400,7 +397,9 @@ impl Sequencer {
                     | Op::SetTitle { .. }
                     | Op::FedMany { .. }
             );
-            let outcome = self.apply(&mut batch, job.op, &mut deliveries).await;
+            let outcome = self
+                .apply(&mut batch, Origin::Here, job.op, &mut deliveries)
+                .await;
             if outcome.is_err() || changes_discussion {
                 self.forget_cache();
             }
@@ -504,21 +503,30 @@ impl Sequencer {
     async fn apply(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         op: Op,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
         match op {
-            Op::OpenDialog { caller, with } => self.open_dialog(b, &caller, &with, out).await,
+            Op::OpenDialog { caller, with } => {
+                self.open_dialog(b, origin, &caller, &with, out).await
+            }
             Op::CreateGroup {
                 caller,
                 title,
                 members,
-            } => self.create_group(b, &caller, &title, &members, out).await,
+            } => {
+                self.create_group(b, origin, &caller, &title, &members, out)
+                    .await
+            }
             Op::OpenObject {
                 caller,
                 object,
                 title,
-            } => self.open_object(b, &caller, &object, &title, out).await,
+            } => {
+                self.open_object(b, origin, &caller, &object, &title, out)
+                    .await
+            }
             Op::SetObjectAccess {
                 caller,
                 object,
@@ -532,40 +540,49 @@ impl Sequencer {
                 caller,
                 discussion,
                 users,
-            } => self.add_members(b, &caller, &discussion, &users, out).await,
+            } => {
+                self.add_members(b, origin, &caller, &discussion, &users, out)
+                    .await
+            }
             Op::RemoveMember {
                 caller,
                 discussion,
                 user,
             } => {
-                self.remove_member(b, &caller, &discussion, &user, out)
+                self.remove_member(b, origin, &caller, &discussion, &user, out)
                     .await
             }
             Op::SetTitle {
                 caller,
                 discussion,
                 title,
-            } => self.set_title(b, &caller, &discussion, &title, out).await,
+            } => {
+                self.set_title(b, origin, &caller, &discussion, &title, out)
+                    .await
+            }
             Op::Follow {
                 caller,
                 discussion,
                 follow,
-            } => self.follow(b, &caller, &discussion, follow).await,
-            Op::Send { caller, message } => self.send(b, &caller, message, out).await,
+            } => self.follow(b, origin, &caller, &discussion, follow).await,
+            Op::Send { caller, message } => self.send(b, origin, &caller, message, out).await,
             Op::Edit {
                 caller,
                 discussion,
                 message_id,
                 text,
             } => {
-                self.edit(b, &caller, &discussion, &message_id, &text, out)
+                self.edit(b, origin, &caller, &discussion, &message_id, &text, out)
                     .await
             }
             Op::Delete {
                 caller,
                 discussion,
                 message_id,
-            } => self.delete(b, &caller, &discussion, &message_id, out).await,
+            } => {
+                self.delete(b, origin, &caller, &discussion, &message_id, out)
+                    .await
+            }
             Op::React {
                 caller,
                 discussion,
@@ -573,15 +590,24 @@ impl Sequencer {
                 emoji,
                 add,
             } => {
-                self.react(b, &caller, &discussion, &message_id, &emoji, add, out)
-                    .await
+                self.react(
+                    b,
+                    origin,
+                    &caller,
+                    &discussion,
+                    &message_id,
+                    &emoji,
+                    add,
+                    out,
+                )
+                .await
             }
             Op::MarkRead {
                 caller,
                 discussion,
                 seq,
             } => {
-                let d = self.readable(b, &caller, &discussion).await?.0;
+                let d = self.readable(b, origin, &caller, &discussion).await?.0;
                 b.mark_read(&caller.user, &d.id, seq.clamp(0, d.last_seq))
                     .await?;
                 Ok(Done::Nothing)
@@ -609,10 +635,11 @@ impl Sequencer {
     async fn readable(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         caller: &Caller,
         discussion: &str,
     ) -> Result<(DiscussionRow, super::access::Grant), DiscussionError> {
-        self.readable_as(b, caller, discussion, self.applying_stamped())
+        self.readable_as(b, caller, discussion, origin.stamped())
             .await
     }
 
@@ -893,6 +920,7 @@ impl Sequencer {
     async fn emit(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         d: &DiscussionRow,
         actor: &str,
         entry: Entry<'_>,
@@ -916,7 +944,7 @@ impl Sequencer {
             detail: detail.to_json(),
         })
         .await?;
-        self.federate(b, d, actor, &change, out).await?;
+        self.federate(b, origin, d, actor, &change, out).await?;
         let (to, watchers) = self.audience(b, d).await?;
         out.push(Delivery::Event {
             event: DiscussionEvent {
@@ -948,13 +976,14 @@ impl Sequencer {
     async fn existing_or_linked_users(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         users: &[String],
     ) -> Result<(), DiscussionError> {
         for u in users {
             let node = veche_federation::event::node_of(u);
             if node.is_some_and(|n| n != self.node.as_str()) && self.fed.key.is_some() {
                 // What a home stamped names users this node may not be linked with.
-                let linked = self.applying_stamped()
+                let linked = origin.stamped()
                     || match node {
                         Some(n) => b.fed_link_to(n).await?.is_some(),
                         None => false,
@@ -997,6 +1026,7 @@ impl Sequencer {
     async fn announce_created(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         d: &DiscussionRow,
         out: &mut Vec<Delivery>,
     ) -> Result<u64, DiscussionError> {
@@ -1014,12 +1044,13 @@ impl Sequencer {
                 title: d.title.clone(),
             },
         };
-        self.emit(b, d, &d.created_by, entry, out).await
+        self.emit(b, origin, d, &d.created_by, entry, out).await
     }
 
     async fn announce_members_added(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         d: &DiscussionRow,
         actor: &str,
         added: Vec<String>,
@@ -1034,12 +1065,13 @@ impl Sequencer {
             },
             change: Change::MembersAdded { users: added },
         };
-        self.emit(b, d, actor, entry, out).await
+        self.emit(b, origin, d, actor, entry, out).await
     }
 
     async fn open_dialog(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         caller: &Caller,
         with: &str,
         out: &mut Vec<Delivery>,
@@ -1055,7 +1087,9 @@ impl Sequencer {
         if self.fed.key.is_some()
             && veche_federation::event::node_of(with).is_some_and(|n| n != self.node.as_str())
         {
-            return self.open_linked_dialog(b, caller, with, key, out).await;
+            return self
+                .open_linked_dialog(b, origin, caller, with, key, out)
+                .await;
         }
         self.existing_users(b, &[with.to_owned()]).await?;
         if let Some(d) = b.dialog_by_key(&key).await? {
@@ -1069,13 +1103,14 @@ impl Sequencer {
         for user in pair {
             b.add_member(&d.id, user, "member", d.created_at).await?;
         }
-        self.announce_created(b, &d, out).await?;
+        self.announce_created(b, origin, &d, out).await?;
         Ok(Done::Discussion(d.id))
     }
 
     async fn create_group(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         caller: &Caller,
         title: &str,
         members: &[String],
@@ -1087,7 +1122,7 @@ impl Sequencer {
                 "at most {MAX_GROUP_MEMBERS_PER_CALL} members per call"
             )));
         }
-        self.existing_or_linked_users(b, members).await?;
+        self.existing_or_linked_users(b, origin, members).await?;
         let d = self.new_discussion(DiscussionKind::Group, title, caller);
         b.insert_discussion(&d).await?;
         b.add_member(&d.id, &caller.user, "owner", d.created_at)
@@ -1098,8 +1133,8 @@ impl Sequencer {
                 added.push(m.clone());
             }
         }
-        self.announce_created(b, &d, out).await?;
-        self.announce_members_added(b, &d, &caller.user, added, out)
+        self.announce_created(b, origin, &d, out).await?;
+        self.announce_members_added(b, origin, &d, &caller.user, added, out)
             .await?;
         Ok(Done::Discussion(d.id))
     }
@@ -1107,6 +1142,7 @@ impl Sequencer {
     async fn open_object(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         caller: &Caller,
         object: &ObjectRef,
         title: &str,
@@ -1135,7 +1171,7 @@ impl Sequencer {
             ..self.new_discussion(DiscussionKind::Object, title, caller)
         };
         b.insert_discussion(&d).await?;
-        self.announce_created(b, &d, out).await?;
+        self.announce_created(b, origin, &d, out).await?;
         Ok(Done::Discussion(d.id))
     }
 
@@ -1159,7 +1195,8 @@ impl Sequencer {
             ));
         }
         // Users of linked nodes may be named: they open the discussion from their node.
-        self.existing_or_linked_users(b, users).await?;
+        self.existing_or_linked_users(b, Origin::Here, users)
+            .await?;
         for g in groups {
             let is_group = b.discussion(g).await?.is_some_and(|d| d.kind == "group");
             if !is_group {
@@ -1207,18 +1244,19 @@ impl Sequencer {
     async fn add_members(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         caller: &Caller,
         discussion: &str,
         users: &[String],
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        let (d, grant) = self.readable(b, caller, discussion).await?;
+        let (d, grant) = self.readable(b, origin, caller, discussion).await?;
         if d.kind != "group" {
             return Err(DiscussionError::BadRequest(
                 "members are added to groups only".into(),
             ));
         }
-        if !grant.owner && !self.applying_stamped() {
+        if !grant.owner && !origin.stamped() {
             return Err(DiscussionError::Forbidden(
                 "only the group's owners add members".into(),
             ));
@@ -1228,10 +1266,10 @@ impl Sequencer {
                 "at most {MAX_GROUP_MEMBERS_PER_CALL} members per call"
             )));
         }
-        if self.goes_home(&d.id) {
+        if self.goes_home(&d.id, origin) {
             return Err(home_only());
         }
-        self.existing_or_linked_users(b, users).await?;
+        self.existing_or_linked_users(b, origin, users).await?;
         if b.members(&d.id).await?.len() + users.len() > MAX_GROUP_SIZE {
             return Err(DiscussionError::BadRequest(format!(
                 "a group has at most {MAX_GROUP_SIZE} members"
@@ -1247,7 +1285,7 @@ impl Sequencer {
         // The new members receive this event too.
         self.forget_cache();
         if !added.is_empty() {
-            self.announce_members_added(b, &d, &caller.user, added, out)
+            self.announce_members_added(b, origin, &d, &caller.user, added, out)
                 .await?;
         }
         Ok(Done::Nothing)
@@ -1256,23 +1294,24 @@ impl Sequencer {
     async fn remove_member(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         caller: &Caller,
         discussion: &str,
         user: &str,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        let (d, grant) = self.readable(b, caller, discussion).await?;
+        let (d, grant) = self.readable(b, origin, caller, discussion).await?;
         if d.kind != "group" {
             return Err(DiscussionError::BadRequest(
                 "members leave or are removed from groups only".into(),
             ));
         }
-        if user != caller.user && !grant.owner && !self.applying_stamped() {
+        if user != caller.user && !grant.owner && !origin.stamped() {
             return Err(DiscussionError::Forbidden(
                 "only the group's owners remove members".into(),
             ));
         }
-        if self.goes_home(&d.id) {
+        if self.goes_home(&d.id, origin) {
             return Err(home_only());
         }
         let role = b
@@ -1289,6 +1328,7 @@ impl Sequencer {
         };
         self.emit(
             b,
+            origin,
             &d,
             &caller.user,
             Entry {
@@ -1337,18 +1377,19 @@ impl Sequencer {
     async fn set_title(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         caller: &Caller,
         discussion: &str,
         title: &str,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        let (d, grant) = self.readable(b, caller, discussion).await?;
-        if self.goes_home(&d.id) {
+        let (d, grant) = self.readable(b, origin, caller, discussion).await?;
+        if self.goes_home(&d.id, origin) {
             return Err(home_only());
         }
         match d.kind.as_str() {
             "dialog" => return Err(DiscussionError::BadRequest("a dialog has no title".into())),
-            "group" if !grant.owner && !self.applying_stamped() => {
+            "group" if !grant.owner && !origin.stamped() => {
                 return Err(DiscussionError::Forbidden(
                     "only the group's owners change its title".into(),
                 ));
@@ -1366,6 +1407,7 @@ impl Sequencer {
         };
         self.emit(
             b,
+            origin,
             &d,
             &caller.user,
             Entry {
@@ -1383,11 +1425,12 @@ impl Sequencer {
     async fn follow(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         caller: &Caller,
         discussion: &str,
         follow: bool,
     ) -> Result<Done, DiscussionError> {
-        let (d, _) = self.readable(b, caller, discussion).await?;
+        let (d, _) = self.readable(b, origin, caller, discussion).await?;
         if d.kind != "object" {
             return Err(DiscussionError::BadRequest(
                 "members always follow their dialogs and groups".into(),
@@ -1454,6 +1497,7 @@ impl Sequencer {
     async fn send(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         caller: &Caller,
         m: SendMessage,
         out: &mut Vec<Delivery>,
@@ -1464,7 +1508,7 @@ impl Sequencer {
             actions,
             hash,
         } = self.content(&m)?;
-        let readable = self.readable(b, caller, &m.discussion).await;
+        let readable = self.readable(b, origin, caller, &m.discussion).await;
         let d = match readable {
             Ok((_, grant)) if !grant.write => {
                 return match self.resend(b, caller, &m.client_msg_id, &hash).await? {
@@ -1489,7 +1533,7 @@ impl Sequencer {
         {
             return Ok(done);
         }
-        let goes_home = self.goes_home(&d.id);
+        let goes_home = self.goes_home(&d.id, origin);
         if goes_home {
             if data.is_some() || !m.actions.is_empty() {
                 return Err(DiscussionError::BadRequest(
@@ -1506,7 +1550,7 @@ impl Sequencer {
             }
         }
         // A replica takes the files its home accepted (recorded by `record_files`).
-        if !self.applying_stamped() {
+        if !origin.stamped() {
             super::attachments::check_attachments(
                 &self.config.files,
                 b,
@@ -1578,7 +1622,7 @@ impl Sequencer {
         let seq = d.last_seq + 1;
         let row = MessageRow {
             id: self
-                .federated_message_id()
+                .federated_message_id(origin)
                 .unwrap_or_else(|| new_id(&self.node)),
             discussion_id: d.id.clone(),
             seq,
@@ -1635,7 +1679,7 @@ impl Sequencer {
             }
         }
         let message_id = row.id.clone();
-        self.announce_posted(b, caller, &d, row, mentions, replied_to, files, out)
+        self.announce_posted(b, origin, caller, &d, row, mentions, replied_to, files, out)
             .await?;
         Ok(Done::Sent {
             message_id,
@@ -1649,6 +1693,7 @@ impl Sequencer {
     async fn announce_posted(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         caller: &Caller,
         d: &DiscussionRow,
         row: MessageRow,
@@ -1675,7 +1720,8 @@ impl Sequencer {
         let change = Change::MessagePosted {
             message: Box::new(render::message(&row, mentions, Vec::new(), files)),
         };
-        self.federate(b, d, &caller.user, &change, out).await?;
+        self.federate(b, origin, d, &caller.user, &change, out)
+            .await?;
         out.push(Delivery::Event {
             event: DiscussionEvent {
                 discussion: d.id.clone(),
@@ -1737,16 +1783,18 @@ impl Sequencer {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn edit(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         caller: &Caller,
         discussion: &str,
         message_id: &str,
         text: &str,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        let (d, grant) = self.readable(b, caller, discussion).await?;
+        let (d, grant) = self.readable(b, origin, caller, discussion).await?;
         if !grant.write {
             return Err(read_only());
         }
@@ -1779,7 +1827,7 @@ impl Sequencer {
             return Ok(Done::Nothing);
         }
         self.check_travels(b, &d, &text).await?;
-        if self.goes_home(&d.id) {
+        if self.goes_home(&d.id, origin) {
             let body = federated::Body {
                 message: Some(m.id.clone()),
                 text: Some(text),
@@ -1802,6 +1850,7 @@ impl Sequencer {
         };
         self.emit(
             b,
+            origin,
             &d,
             &caller.user,
             Entry {
@@ -1819,12 +1868,13 @@ impl Sequencer {
     async fn delete(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         caller: &Caller,
         discussion: &str,
         message_id: &str,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        let (d, grant) = self.readable(b, caller, discussion).await?;
+        let (d, grant) = self.readable(b, origin, caller, discussion).await?;
         let m = message_in(b, &d, message_id).await?;
         if m.author != caller.user && !grant.owner && !caller.admin {
             return Err(DiscussionError::Forbidden(
@@ -1834,7 +1884,7 @@ impl Sequencer {
         if m.deleted {
             return Ok(Done::Nothing);
         }
-        if self.goes_home(&d.id) {
+        if self.goes_home(&d.id, origin) {
             let body = federated::Body {
                 message: Some(m.id.clone()),
                 ..federated::Body::default()
@@ -1850,6 +1900,7 @@ impl Sequencer {
         };
         self.emit(
             b,
+            origin,
             &d,
             &caller.user,
             Entry {
@@ -1868,6 +1919,7 @@ impl Sequencer {
     async fn react(
         &self,
         b: &mut Batch,
+        origin: Origin<'_>,
         caller: &Caller,
         discussion: &str,
         message_id: &str,
@@ -1875,7 +1927,7 @@ impl Sequencer {
         add: bool,
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
-        let (d, grant) = self.readable(b, caller, discussion).await?;
+        let (d, grant) = self.readable(b, origin, caller, discussion).await?;
         if !grant.write {
             return Err(read_only());
         }
@@ -1885,7 +1937,7 @@ impl Sequencer {
                 "a deleted message takes no reactions".into(),
             ));
         }
-        if self.goes_home(&d.id) {
+        if self.goes_home(&d.id, origin) {
             let body = federated::Body {
                 message: Some(m.id.clone()),
                 emoji: Some(emoji.to_owned()),
@@ -1930,6 +1982,7 @@ impl Sequencer {
         };
         self.emit(
             b,
+            origin,
             &d,
             &caller.user,
             Entry {
