@@ -206,7 +206,7 @@ impl Apps<'_> {
         audit: &AuditRecord,
     ) -> Result<Result<(), CodeRefused>, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let existing: Option<AppRow> = sqlx::query_as(select_apps!("WHERE name = ?"))
+        let existing: Option<AppRow> = sqlx::query_as(select_apps!("WHERE name = $1"))
             .bind(code.app)
             .fetch_optional(&mut *tx)
             .await?;
@@ -218,8 +218,8 @@ impl Apps<'_> {
             Some(app) if app.email != code.email && !code.by_admin => {
                 // Someone else's registration holds the name while one of its codes lives.
                 let live: Option<i64> = sqlx::query_scalar(
-                    "SELECT 1 FROM application_codes WHERE application = ? \
-                     AND used_at IS NULL AND expires_at > ?",
+                    "SELECT 1 FROM application_codes WHERE application = $1 \
+                     AND used_at IS NULL AND expires_at > $2",
                 )
                 .bind(code.app)
                 .bind(code.now)
@@ -228,11 +228,11 @@ impl Apps<'_> {
                 if live.is_some() || app.status != "pending" {
                     return Ok(Err(CodeRefused::NameTaken));
                 }
-                sqlx::query("DELETE FROM application_codes WHERE application = ?")
+                sqlx::query("DELETE FROM application_codes WHERE application = $1")
                     .bind(code.app)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("UPDATE applications SET email = ? WHERE name = ?")
+                sqlx::query("UPDATE applications SET email = $1 WHERE name = $2")
                     .bind(code.email)
                     .bind(code.app)
                     .execute(&mut *tx)
@@ -241,19 +241,21 @@ impl Apps<'_> {
             Some(app) if app.email != code.email => {
                 // An administrator gives the application another address: codes sent to
                 // the earlier one stop working.
-                sqlx::query("DELETE FROM application_codes WHERE application = ?")
+                sqlx::query("DELETE FROM application_codes WHERE application = $1")
                     .bind(code.app)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("UPDATE applications SET status = 'pending', email = ? WHERE name = ?")
-                    .bind(code.email)
-                    .bind(code.app)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE applications SET status = 'pending', email = $1 WHERE name = $2",
+                )
+                .bind(code.email)
+                .bind(code.app)
+                .execute(&mut *tx)
+                .await?;
             }
             Some(_) => {
                 let last: Option<i64> = sqlx::query_scalar(
-                    "SELECT MAX(sent_at) FROM application_codes WHERE application = ?",
+                    "SELECT MAX(sent_at) FROM application_codes WHERE application = $1",
                 )
                 .bind(code.app)
                 .fetch_one(&mut *tx)
@@ -264,14 +266,14 @@ impl Apps<'_> {
                     return Ok(Err(CodeRefused::TooSoon(last)));
                 }
                 // A revoked application registers anew: it becomes pending again.
-                sqlx::query("UPDATE applications SET status = 'pending' WHERE name = ?")
+                sqlx::query("UPDATE applications SET status = 'pending' WHERE name = $1")
                     .bind(code.app)
                     .execute(&mut *tx)
                     .await?;
             }
             None => {
                 let taken: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM users WHERE login = ? OR id = ?")
+                    sqlx::query_scalar("SELECT 1 FROM users WHERE login = $1 OR id = $2")
                         .bind(code.app)
                         .bind(code.user_id)
                         .fetch_optional(&mut *tx)
@@ -282,8 +284,8 @@ impl Apps<'_> {
                 // Objects already named after this application (opened by an administrator
                 // or a bot) would all become its own: only an administrator decides that.
                 let used: Option<i64> = sqlx::query_scalar(
-                    "SELECT 1 FROM discussions WHERE object_app = ? \
-                     UNION SELECT 1 FROM object_access WHERE object_app = ? LIMIT 1",
+                    "SELECT 1 FROM discussions WHERE object_app = $1 \
+                     UNION SELECT 1 FROM object_access WHERE object_app = $2 LIMIT 1",
                 )
                 .bind(code.app)
                 .bind(code.app)
@@ -295,7 +297,7 @@ impl Apps<'_> {
                 sqlx::query(
                     "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, \
                      locked, created_at, updated_at, kind) \
-                     VALUES (?, ?, ?, ?, '!', FALSE, FALSE, ?, ?, 'app')",
+                     VALUES ($1, $2, $3, $4, '!', FALSE, FALSE, $5, $6, 'app')",
                 )
                 .bind(code.user_id)
                 .bind(code.app)
@@ -308,7 +310,7 @@ impl Apps<'_> {
                 .map_err(StoreError::from_insert)?;
                 sqlx::query(
                     "INSERT INTO applications (name, user_id, email, status, created_at) \
-                     VALUES (?, ?, ?, 'pending', ?)",
+                     VALUES ($1, $2, $3, 'pending', $4)",
                 )
                 .bind(code.app)
                 .bind(code.user_id)
@@ -320,13 +322,13 @@ impl Apps<'_> {
             }
         }
         // One live code at a time, each with its own budget of wrong tries.
-        sqlx::query("DELETE FROM application_codes WHERE application = ? AND used_at IS NULL")
+        sqlx::query("DELETE FROM application_codes WHERE application = $1 AND used_at IS NULL")
             .bind(code.app)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
             "INSERT INTO application_codes (application, code_hash, sent_at, expires_at) \
-             VALUES (?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4)",
         )
         .bind(code.app)
         .bind(code.code_hash)
@@ -345,22 +347,22 @@ impl Apps<'_> {
     /// mistyped address does not hold the name.
     pub async fn drop_app_code(&self, app: &str, code_hash: &str) -> Result<(), StoreError> {
         let mut tx = self.db.write.begin().await?;
-        sqlx::query("DELETE FROM application_codes WHERE application = ? AND code_hash = ?")
+        sqlx::query("DELETE FROM application_codes WHERE application = $1 AND code_hash = $2")
             .bind(app)
             .bind(code_hash)
             .execute(&mut *tx)
             .await?;
         let user: Option<String> = sqlx::query_scalar(
-            "DELETE FROM applications WHERE name = ? AND status = 'pending' \
+            "DELETE FROM applications WHERE name = $1 AND status = 'pending' \
              AND activated_at IS NULL AND NOT EXISTS \
-             (SELECT 1 FROM application_codes WHERE application = ?) RETURNING user_id",
+             (SELECT 1 FROM application_codes WHERE application = $2) RETURNING user_id",
         )
         .bind(app)
         .bind(app)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(user) = user {
-            sqlx::query("DELETE FROM users WHERE id = ? AND kind = 'app'")
+            sqlx::query("DELETE FROM users WHERE id = $1 AND kind = 'app'")
                 .bind(user)
                 .execute(&mut *tx)
                 .await?;
@@ -386,12 +388,12 @@ impl Apps<'_> {
         } = *a;
         let mut tx = self.db.write.begin().await?;
         let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM applications WHERE name = ?")
+            sqlx::query_scalar("SELECT status FROM applications WHERE name = $1")
                 .bind(app)
                 .fetch_optional(&mut *tx)
                 .await?;
         let used: Option<i64> = sqlx::query_scalar(
-            "SELECT used_at FROM application_codes WHERE application = ? AND code_hash = ? \
+            "SELECT used_at FROM application_codes WHERE application = $1 AND code_hash = $2 \
              AND used_at IS NOT NULL",
         )
         .bind(app)
@@ -405,7 +407,7 @@ impl Apps<'_> {
             return Ok(Activation::Unknown);
         }
         let attempts: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(attempts) FROM application_codes WHERE application = ? AND used_at IS NULL",
+            "SELECT MAX(attempts) FROM application_codes WHERE application = $1 AND used_at IS NULL",
         )
         .bind(app)
         .fetch_one(&mut *tx)
@@ -415,7 +417,7 @@ impl Apps<'_> {
         }
         let found: Option<(i64, Option<i64>)> = sqlx::query_as(
             "SELECT expires_at, used_at FROM application_codes \
-             WHERE application = ? AND code_hash = ?",
+             WHERE application = $1 AND code_hash = $2",
         )
         .bind(app)
         .bind(code_hash)
@@ -430,7 +432,7 @@ impl Apps<'_> {
         if outcome == Activation::WrongCode {
             sqlx::query(
                 "UPDATE application_codes SET attempts = attempts + 1 \
-                 WHERE application = ? AND used_at IS NULL",
+                 WHERE application = $1 AND used_at IS NULL",
             )
             .bind(app)
             .execute(&mut *tx)
@@ -441,14 +443,14 @@ impl Apps<'_> {
         if outcome != Activation::Activated {
             return Ok(outcome);
         }
-        sqlx::query("UPDATE application_codes SET used_at = ? WHERE application = ?")
+        sqlx::query("UPDATE application_codes SET used_at = $1 WHERE application = $2")
             .bind(now)
             .bind(app)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "UPDATE applications SET status = 'active', secret_hash = ?, instance_id = ?, \
-             activated_at = ? WHERE name = ?",
+            "UPDATE applications SET status = 'active', secret_hash = $1, instance_id = $2, \
+             activated_at = $3 WHERE name = $4",
         )
         .bind(secret_hash)
         .bind(instance)
@@ -462,7 +464,7 @@ impl Apps<'_> {
     }
 
     pub async fn app(&self, name: &str) -> Result<Option<AppRow>, StoreError> {
-        Ok(sqlx::query_as(select_apps!("WHERE name = ?"))
+        Ok(sqlx::query_as(select_apps!("WHERE name = $1"))
             .bind(name)
             .fetch_optional(&self.db.read)
             .await?)
@@ -471,7 +473,7 @@ impl Apps<'_> {
     /// The active application holding this secret.
     pub async fn app_by_secret(&self, secret_hash: &str) -> Result<Option<AppRow>, StoreError> {
         Ok(
-            sqlx::query_as(select_apps!("WHERE secret_hash = ? AND ", usable!()))
+            sqlx::query_as(select_apps!("WHERE secret_hash = $1 AND ", usable!()))
                 .bind(secret_hash)
                 .fetch_optional(&self.db.read)
                 .await?,
@@ -487,7 +489,7 @@ impl Apps<'_> {
     /// Whether the application named `name` may act (see [`usable!`]).
     pub async fn app_usable(&self, name: &str) -> Result<bool, StoreError> {
         let found: Option<i64> = sqlx::query_scalar(concat!(
-            "SELECT 1 FROM applications WHERE name = ? AND ",
+            "SELECT 1 FROM applications WHERE name = $1 AND ",
             usable!()
         ))
         .bind(name)
@@ -506,8 +508,8 @@ impl Apps<'_> {
     ) -> Result<(), StoreError> {
         let mut tx = self.db.write.begin().await?;
         sqlx::query(
-            "UPDATE applications SET copy_refusals = copy_refusals + 1, last_copy_at = ?, \
-             last_copy_instance = ? WHERE name = ?",
+            "UPDATE applications SET copy_refusals = copy_refusals + 1, last_copy_at = $1, \
+             last_copy_instance = $2 WHERE name = $3",
         )
         .bind(now)
         .bind(instance)
@@ -525,7 +527,7 @@ impl Apps<'_> {
     pub async fn revoke_app(&self, app: &str, audit: &AuditRecord) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
         let done = sqlx::query(
-            "UPDATE applications SET status = 'revoked', secret_hash = NULL WHERE name = ?",
+            "UPDATE applications SET status = 'revoked', secret_hash = NULL WHERE name = $1",
         )
         .bind(app)
         .execute(&mut *tx)
@@ -535,22 +537,22 @@ impl Apps<'_> {
         if done {
             // Nothing more goes to it: its codes, webhooks (with their queues) and topic
             // subscriptions (with what they had not acknowledged) go.
-            sqlx::query("DELETE FROM application_codes WHERE application = ?")
+            sqlx::query("DELETE FROM application_codes WHERE application = $1")
                 .bind(app)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(
                 "DELETE FROM webhooks WHERE owner = (SELECT user_id FROM applications \
-                 WHERE name = ?)",
+                 WHERE name = $1)",
             )
             .bind(app)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM topic_deliveries WHERE subscriber = ?")
+            sqlx::query("DELETE FROM topic_deliveries WHERE subscriber = $1")
                 .bind(app)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM topic_subscriptions WHERE subscriber = ?")
+            sqlx::query("DELETE FROM topic_subscriptions WHERE subscriber = $1")
                 .bind(app)
                 .execute(&mut *tx)
                 .await?;
@@ -575,7 +577,7 @@ impl Apps<'_> {
     pub async fn insert_webhook(&self, hook: &WebhookRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO webhooks (id, owner, url, kinds, signing, secret, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&hook.id)
         .bind(&hook.owner)
@@ -592,7 +594,7 @@ impl Apps<'_> {
 
     /// Removes a webhook of `owner` (any owner's when `None`); `false` if there was none.
     pub async fn delete_webhook(&self, id: &str, owner: Option<&str>) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM webhooks WHERE id = ? AND (? IS NULL OR owner = ?)")
+        let done = sqlx::query("DELETE FROM webhooks WHERE id = $1 AND ($2 IS NULL OR owner = $3)")
             .bind(id)
             .bind(owner)
             .bind(owner)
@@ -614,7 +616,7 @@ impl Apps<'_> {
               AND d.state = 'failed') AS failed, \
              (SELECT d.last_error FROM webhook_deliveries d WHERE d.webhook_id = w.id \
               AND d.last_error IS NOT NULL ORDER BY d.id DESC LIMIT 1) AS last_error \
-             FROM webhooks w WHERE (? IS NULL OR w.owner = ?) ORDER BY w.created_at, w.id",
+             FROM webhooks w WHERE ($1 IS NULL OR w.owner = $2) ORDER BY w.created_at, w.id",
         )
         .bind(owner)
         .bind(owner)
@@ -640,7 +642,7 @@ impl Apps<'_> {
     /// How many webhooks `owner` has.
     pub async fn webhook_count(&self, owner: &str) -> Result<i64, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE owner = ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE owner = $1")
                 .bind(owner)
                 .fetch_one(&self.db.read)
                 .await?,
@@ -655,14 +657,14 @@ impl Apps<'_> {
         const DAY: i64 = 24 * 3600 * 1000;
         let mut tx = self.db.write.begin().await?;
         let hooks =
-            sqlx::query("DELETE FROM webhook_deliveries WHERE state <> 'pending' AND done_at < ?")
+            sqlx::query("DELETE FROM webhook_deliveries WHERE state <> 'pending' AND done_at < $1")
                 .bind(now - WEEK)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
         let messages = sqlx::query(
-            "DELETE FROM topic_messages WHERE (expires_at IS NOT NULL AND expires_at <= ?) \
-             OR (published_at < ? AND NOT EXISTS \
+            "DELETE FROM topic_messages WHERE (expires_at IS NOT NULL AND expires_at <= $1) \
+             OR (published_at < $2 AND NOT EXISTS \
                  (SELECT 1 FROM topic_deliveries d WHERE d.message_id = topic_messages.id))",
         )
         .bind(now)
@@ -683,7 +685,7 @@ impl Apps<'_> {
         Ok(sqlx::query_as(
             "SELECT d.id, d.webhook_id, d.kind, d.body, d.attempts, w.url, w.signing, w.secret \
              FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
-             WHERE d.state = 'pending' AND d.next_at <= ? ORDER BY d.next_at, d.id LIMIT ?",
+             WHERE d.state = 'pending' AND d.next_at <= $1 ORDER BY d.next_at, d.id LIMIT $2",
         )
         .bind(now)
         .bind(limit)
@@ -705,9 +707,9 @@ impl Apps<'_> {
             Attempt::Failed { error } => ("failed", now, Some(error)),
         };
         sqlx::query(
-            "UPDATE webhook_deliveries SET state = ?, next_at = ?, attempts = attempts + 1, \
-             last_error = COALESCE(?, last_error), \
-             done_at = CASE WHEN ? = 'pending' THEN NULL ELSE ? END WHERE id = ?",
+            "UPDATE webhook_deliveries SET state = $1, next_at = $2, attempts = attempts + 1, \
+             last_error = COALESCE($3, last_error), \
+             done_at = CASE WHEN $4 = 'pending' THEN NULL ELSE $5 END WHERE id = $6",
         )
         .bind(state)
         .bind(next_at)
@@ -727,8 +729,8 @@ impl Apps<'_> {
         now: i64,
     ) -> Result<u64, StoreError> {
         Ok(sqlx::query(
-            "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_at = ? \
-             WHERE webhook_id = ? AND state = 'failed'",
+            "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_at = $1 \
+             WHERE webhook_id = $2 AND state = 'failed'",
         )
         .bind(now)
         .bind(webhook)
@@ -742,7 +744,7 @@ impl Apps<'_> {
     pub async fn subscribe_topic(&self, sub: &SubscriptionRow, now: i64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO topic_subscriptions (topic, subscriber, push_url, signing, secret, \
-             created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (topic, subscriber) DO UPDATE \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (topic, subscriber) DO UPDATE \
              SET push_url = excluded.push_url, signing = excluded.signing, \
              secret = excluded.secret",
         )
@@ -765,13 +767,13 @@ impl Apps<'_> {
     ) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
         let done =
-            sqlx::query("DELETE FROM topic_subscriptions WHERE topic = ? AND subscriber = ?")
+            sqlx::query("DELETE FROM topic_subscriptions WHERE topic = $1 AND subscriber = $2")
                 .bind(topic)
                 .bind(subscriber)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-        sqlx::query("DELETE FROM topic_deliveries WHERE topic = ? AND subscriber = ?")
+        sqlx::query("DELETE FROM topic_deliveries WHERE topic = $1 AND subscriber = $2")
             .bind(topic)
             .bind(subscriber)
             .execute(&mut *tx)
@@ -787,7 +789,7 @@ impl Apps<'_> {
     ) -> Result<Option<SubscriptionRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT topic, subscriber, push_url, signing, secret FROM topic_subscriptions \
-             WHERE topic = ? AND subscriber = ?",
+             WHERE topic = $1 AND subscriber = $2",
         )
         .bind(topic)
         .bind(subscriber)
@@ -802,14 +804,14 @@ impl Apps<'_> {
         let mut tx = self.db.write.begin().await?;
         sqlx::query(
             "DELETE FROM topic_messages WHERE id IN (SELECT id FROM topic_messages \
-             WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT 100)",
+             WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT 100)",
         )
         .bind(m.now)
         .execute(&mut *tx)
         .await?;
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO topic_messages (topic, publisher, idempotency_key, payload, \
-             published_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) \
+             published_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (topic, publisher, idempotency_key) DO NOTHING RETURNING id",
         )
         .bind(m.topic)
@@ -824,8 +826,8 @@ impl Apps<'_> {
             Some(id) => {
                 sqlx::query(
                     "INSERT INTO topic_deliveries (subscriber, topic, message_id, visible_at, \
-                     expires_at) SELECT subscriber, topic, ?, ?, ? FROM topic_subscriptions \
-                     WHERE topic = ?",
+                     expires_at) SELECT subscriber, topic, $1, $2, $3 FROM topic_subscriptions \
+                     WHERE topic = $4",
                 )
                 .bind(id)
                 .bind(m.now)
@@ -837,8 +839,8 @@ impl Apps<'_> {
             }
             None => {
                 let id: i64 = sqlx::query_scalar(
-                    "SELECT id FROM topic_messages WHERE topic = ? AND publisher = ? \
-                     AND idempotency_key = ?",
+                    "SELECT id FROM topic_messages WHERE topic = $1 AND publisher = $2 \
+                     AND idempotency_key = $3",
                 )
                 .bind(m.topic)
                 .bind(m.publisher)
@@ -866,8 +868,8 @@ impl Apps<'_> {
             "SELECT m.id, m.topic, m.publisher, m.payload, m.published_at, m.expires_at, \
              d.attempts + 1 AS attempts FROM topic_deliveries d \
              JOIN topic_messages m ON m.id = d.message_id \
-             WHERE d.subscriber = ? AND d.topic = ? AND d.visible_at <= ? \
-             AND (d.expires_at IS NULL OR d.expires_at > ?) ORDER BY m.id LIMIT ?",
+             WHERE d.subscriber = $1 AND d.topic = $2 AND d.visible_at <= $3 \
+             AND (d.expires_at IS NULL OR d.expires_at > $4) ORDER BY m.id LIMIT $5",
         )
         .bind(subscriber)
         .bind(topic)
@@ -878,8 +880,8 @@ impl Apps<'_> {
         .await?;
         for r in &rows {
             sqlx::query(
-                "UPDATE topic_deliveries SET visible_at = ?, attempts = attempts + 1 \
-                 WHERE subscriber = ? AND topic = ? AND message_id = ?",
+                "UPDATE topic_deliveries SET visible_at = $1, attempts = attempts + 1 \
+                 WHERE subscriber = $2 AND topic = $3 AND message_id = $4",
             )
             .bind(lease_until)
             .bind(subscriber)
@@ -903,8 +905,8 @@ impl Apps<'_> {
         let mut done = 0;
         for id in ids {
             done += sqlx::query(
-                "DELETE FROM topic_deliveries WHERE subscriber = ? AND topic = ? \
-                 AND message_id = ?",
+                "DELETE FROM topic_deliveries WHERE subscriber = $1 AND topic = $2 \
+                 AND message_id = $3",
             )
             .bind(subscriber)
             .bind(topic)
@@ -924,8 +926,8 @@ impl Apps<'_> {
              d.attempts + 1 AS attempts, d.subscriber, s.push_url, s.signing, s.secret \
              FROM topic_deliveries d JOIN topic_messages m ON m.id = d.message_id \
              JOIN topic_subscriptions s ON s.topic = d.topic AND s.subscriber = d.subscriber \
-             WHERE s.push_url IS NOT NULL AND d.visible_at <= ? \
-             AND (d.expires_at IS NULL OR d.expires_at > ?) ORDER BY d.visible_at, m.id LIMIT ?",
+             WHERE s.push_url IS NOT NULL AND d.visible_at <= $1 \
+             AND (d.expires_at IS NULL OR d.expires_at > $2) ORDER BY d.visible_at, m.id LIMIT $3",
         )
         .bind(now)
         .bind(now)
@@ -943,8 +945,8 @@ impl Apps<'_> {
         at: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE topic_deliveries SET visible_at = ?, attempts = attempts + 1 \
-             WHERE subscriber = ? AND topic = ? AND message_id = ?",
+            "UPDATE topic_deliveries SET visible_at = $1, attempts = attempts + 1 \
+             WHERE subscriber = $2 AND topic = $3 AND message_id = $4",
         )
         .bind(at)
         .bind(subscriber)
@@ -965,7 +967,7 @@ pub enum Attempt<'a> {
 }
 
 pub(super) const IS_APP: &str =
-    "SELECT 1 FROM applications WHERE name = ? AND user_id = ? AND status = 'active'";
+    "SELECT 1 FROM applications WHERE name = $1 AND user_id = $2 AND status = 'active'";
 
 /// Which webhooks a request goes to.
 #[derive(Debug, Clone, Copy)]
@@ -987,7 +989,7 @@ pub(super) async fn enqueue_webhooks(
 ) -> Result<usize, StoreError> {
     let hooks: Vec<WebhookRow> = match to {
         Recipients::Owner(owner) => {
-            sqlx::query_as("SELECT * FROM webhooks WHERE owner = ?")
+            sqlx::query_as("SELECT * FROM webhooks WHERE owner = $1")
                 .bind(owner)
                 .fetch_all(&mut *conn)
                 .await?
@@ -995,7 +997,7 @@ pub(super) async fn enqueue_webhooks(
         Recipients::EventFrom(source) => {
             sqlx::query_as(
                 "SELECT * FROM webhooks WHERE owner = 'node' OR owner = \
-                 (SELECT user_id FROM applications WHERE name = ?)",
+                 (SELECT user_id FROM applications WHERE name = $1)",
             )
             .bind(source)
             .fetch_all(&mut *conn)
@@ -1006,7 +1008,7 @@ pub(super) async fn enqueue_webhooks(
     for hook in hooks.iter().filter(|h| h.wants(kind)) {
         sqlx::query(
             "INSERT INTO webhook_deliveries (webhook_id, kind, body, state, next_at, created_at) \
-             VALUES (?, ?, ?, 'pending', ?, ?)",
+             VALUES ($1, $2, $3, 'pending', $4, $5)",
         )
         .bind(&hook.id)
         .bind(kind)

@@ -65,7 +65,7 @@ pub(super) async fn append(
     );
     sqlx::query(
         "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(seq)
     .bind(record.at)
@@ -92,7 +92,7 @@ impl AuditLog<'_> {
     /// The newest `limit` records, newest first.
     pub async fn audit_tail(&self, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?")
+            sqlx::query_as("SELECT * FROM audit_log ORDER BY seq DESC LIMIT $1")
                 .bind(limit)
                 .fetch_all(&self.db.read)
                 .await?,

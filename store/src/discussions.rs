@@ -62,19 +62,19 @@ pub struct ObjectKey<'a> {
 }
 
 const HAS_OBJECT_ACCESS: &str = "SELECT 1 FROM object_access a \
-     WHERE a.object_app = ? AND a.object_type = ? AND a.object_id = ? \
-     AND (a.principal = 'user:' || ? \
+     WHERE a.object_app = $1 AND a.object_type = $2 AND a.object_id = $3 \
+     AND (a.principal = 'user:' || $4 \
           OR (a.principal LIKE 'group:%' AND EXISTS ( \
               SELECT 1 FROM members m \
-              WHERE m.discussion_id = substr(a.principal, 7) AND m.user_id = ?))) \
+              WHERE m.discussion_id = substr(a.principal, 7) AND m.user_id = $5))) \
      LIMIT 1";
 
 /// Users who may read an object's discussion, expanded from the access list.
 const USERS_WITH_OBJECT_ACCESS: &str = "SELECT substr(principal, 6) AS user_id FROM object_access \
-     WHERE object_app = ? AND object_type = ? AND object_id = ? AND principal LIKE 'user:%' \
+     WHERE object_app = $1 AND object_type = $2 AND object_id = $3 AND principal LIKE 'user:%' \
      UNION \
      SELECT m.user_id FROM object_access a JOIN members m ON m.discussion_id = substr(a.principal, 7) \
-     WHERE a.object_app = ? AND a.object_type = ? AND a.object_id = ? AND a.principal LIKE 'group:%'";
+     WHERE a.object_app = $4 AND a.object_type = $5 AND a.object_id = $6 AND a.principal LIKE 'group:%'";
 
 /// The writing transaction of one sequencer batch.
 #[derive(Debug)]
@@ -131,7 +131,7 @@ impl Batch {
     }
 
     pub async fn discussion(&mut self, id: &str) -> Result<Option<DiscussionRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM discussions WHERE id = ?")
+        Ok(sqlx::query_as("SELECT * FROM discussions WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *self.tx)
             .await?)
@@ -139,7 +139,7 @@ impl Batch {
 
     pub async fn dialog_by_key(&mut self, key: &str) -> Result<Option<DiscussionRow>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT * FROM discussions WHERE dialog_key = ?")
+            sqlx::query_as("SELECT * FROM discussions WHERE dialog_key = $1")
                 .bind(key)
                 .fetch_optional(&mut *self.tx)
                 .await?,
@@ -151,7 +151,7 @@ impl Batch {
         object: ObjectKey<'_>,
     ) -> Result<Option<DiscussionRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT * FROM discussions WHERE object_app = ? AND object_type = ? AND object_id = ?",
+            "SELECT * FROM discussions WHERE object_app = $1 AND object_type = $2 AND object_id = $3",
         )
         .bind(object.app)
         .bind(object.kind)
@@ -164,7 +164,7 @@ impl Batch {
         sqlx::query(
             "INSERT INTO discussions (id, kind, title, created_by, created_at, last_seq, \
              last_activity_at, dialog_key, object_app, object_type, object_id) \
-             VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, $10)",
         )
         .bind(&d.id)
         .bind(&d.kind)
@@ -183,7 +183,7 @@ impl Batch {
     }
 
     pub async fn set_title(&mut self, id: &str, title: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE discussions SET title = ? WHERE id = ?")
+        sqlx::query("UPDATE discussions SET title = $1 WHERE id = $2")
             .bind(title)
             .bind(id)
             .execute(&mut *self.tx)
@@ -193,7 +193,7 @@ impl Batch {
 
     /// Records `seq` as the discussion's latest sequence number.
     pub async fn set_last_seq(&mut self, id: &str, seq: i64, at: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE discussions SET last_seq = ?, last_activity_at = ? WHERE id = ?")
+        sqlx::query("UPDATE discussions SET last_seq = $1, last_activity_at = $2 WHERE id = $3")
             .bind(seq)
             .bind(at)
             .bind(id)
@@ -205,8 +205,8 @@ impl Batch {
     /// Takes the discussion's next sequence number.
     pub async fn next_seq(&mut self, id: &str, at: i64) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            "UPDATE discussions SET last_seq = last_seq + 1, last_activity_at = ? \
-             WHERE id = ? RETURNING last_seq",
+            "UPDATE discussions SET last_seq = last_seq + 1, last_activity_at = $1 \
+             WHERE id = $2 RETURNING last_seq",
         )
         .bind(at)
         .bind(id)
@@ -219,31 +219,30 @@ impl Batch {
     /// event is applied once), so it fails the batch rather than being skipped.
     pub async fn insert_messages(&mut self, rows: &[MessageRow]) -> Result<(), StoreError> {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let inserted = sqlx::QueryBuilder::<Sqlite>::new(
+            let sql = format!(
                 "INSERT INTO messages (id, discussion_id, seq, author, device_id, client_msg_id, \
                  payload_hash, text, data, actions, reply_to, created_at, edited_at, version, \
-                 deleted) ",
-            )
-            .push_values(chunk, |mut v, m| {
-                v.push_bind(&m.id)
-                    .push_bind(&m.discussion_id)
-                    .push_bind(m.seq)
-                    .push_bind(&m.author)
-                    .push_bind(&m.device_id)
-                    .push_bind(&m.client_msg_id)
-                    .push_bind(&m.payload_hash)
-                    .push_bind(&m.text)
-                    .push_bind(&m.data)
-                    .push_bind(&m.actions)
-                    .push_bind(&m.reply_to)
-                    .push_bind(m.created_at)
-                    .push("NULL, 1, FALSE");
-            })
-            .push(" ON CONFLICT (author, device_id, client_msg_id) DO NOTHING")
-            .build()
-            .execute(&mut *self.tx)
-            .await?
-            .rows_affected();
+                 deleted) {} ON CONFLICT (author, device_id, client_msg_id) DO NOTHING",
+                super::values_rows(chunk.len(), 12, "NULL, 1, FALSE")
+            );
+            // Built from constants and a count, no input.
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for m in chunk {
+                insert = insert
+                    .bind(&m.id)
+                    .bind(&m.discussion_id)
+                    .bind(m.seq)
+                    .bind(&m.author)
+                    .bind(&m.device_id)
+                    .bind(&m.client_msg_id)
+                    .bind(&m.payload_hash)
+                    .bind(&m.text)
+                    .bind(&m.data)
+                    .bind(&m.actions)
+                    .bind(&m.reply_to)
+                    .bind(m.created_at);
+            }
+            let inserted = insert.execute(&mut *self.tx).await?.rows_affected();
             if inserted != chunk.len() as u64 {
                 return Err(StoreError::Aborted(
                     "a message of a run was stored before".into(),
@@ -268,7 +267,7 @@ impl Batch {
             .collect();
         let wanted = json_param(&wanted)?;
         let found: Vec<i64> = sqlx::query_scalar(
-            "SELECT w.key FROM json_each(?) w \
+            "SELECT w.key FROM json_each($1) w \
              WHERE EXISTS (SELECT 1 FROM messages m WHERE m.id = w.value ->> 0) \
              OR EXISTS (SELECT 1 FROM messages m WHERE m.author = w.value ->> 1 \
              AND m.device_id = w.value ->> 2 AND m.client_msg_id = w.value ->> 3)",
@@ -285,21 +284,23 @@ impl Batch {
     /// Stores events in multi-row statements.
     pub async fn insert_events(&mut self, rows: &[EventRow]) -> Result<(), StoreError> {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            sqlx::QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (discussion_id, seq, kind, actor, at, message_id, detail) ",
-            )
-            .push_values(chunk, |mut v, e| {
-                v.push_bind(&e.discussion_id)
-                    .push_bind(e.seq)
-                    .push_bind(&e.kind)
-                    .push_bind(&e.actor)
-                    .push_bind(e.at)
-                    .push_bind(&e.message_id)
-                    .push_bind(&e.detail);
-            })
-            .build()
-            .execute(&mut *self.tx)
-            .await?;
+            let sql = format!(
+                "INSERT INTO events (discussion_id, seq, kind, actor, at, message_id, detail) {}",
+                super::values_rows(chunk.len(), 7, "")
+            );
+            // Built from constants and a count, no input.
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                insert = insert
+                    .bind(&e.discussion_id)
+                    .bind(e.seq)
+                    .bind(&e.kind)
+                    .bind(&e.actor)
+                    .bind(e.at)
+                    .bind(&e.message_id)
+                    .bind(&e.detail);
+            }
+            insert.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -307,7 +308,7 @@ impl Batch {
     pub async fn insert_event(&mut self, e: &EventRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO events (discussion_id, seq, kind, actor, at, message_id, detail) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&e.discussion_id)
         .bind(e.seq)
@@ -327,17 +328,19 @@ impl Batch {
         user: &str,
     ) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT role FROM members WHERE discussion_id = ? AND user_id = ?")
-                .bind(discussion)
-                .bind(user)
-                .fetch_optional(&mut *self.tx)
-                .await?,
+            sqlx::query_scalar(
+                "SELECT role FROM members WHERE discussion_id = $1 AND user_id = $2",
+            )
+            .bind(discussion)
+            .bind(user)
+            .fetch_optional(&mut *self.tx)
+            .await?,
         )
     }
 
     pub async fn members(&mut self, discussion: &str) -> Result<Vec<(String, String)>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT user_id, role FROM members WHERE discussion_id = ? ORDER BY added_at, user_id",
+            "SELECT user_id, role FROM members WHERE discussion_id = $1 ORDER BY added_at, user_id",
         )
         .bind(discussion)
         .fetch_all(&mut *self.tx)
@@ -352,7 +355,7 @@ impl Batch {
         at: i64,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "INSERT INTO members (discussion_id, user_id, role, added_at) VALUES (?, ?, ?, ?) \
+            "INSERT INTO members (discussion_id, user_id, role, added_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (discussion_id, user_id) DO NOTHING",
         )
         .bind(discussion)
@@ -370,7 +373,7 @@ impl Batch {
         user: &str,
         role: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE members SET role = ? WHERE discussion_id = ? AND user_id = ?")
+        sqlx::query("UPDATE members SET role = $1 WHERE discussion_id = $2 AND user_id = $3")
             .bind(role)
             .bind(discussion)
             .bind(user)
@@ -387,7 +390,7 @@ impl Batch {
         Ok(sqlx::query_as(
             "SELECT d.* FROM discussions d JOIN object_access a \
              ON a.object_app = d.object_app AND a.object_type = d.object_type AND a.object_id = d.object_id \
-             WHERE a.principal = 'group:' || ?",
+             WHERE a.principal = 'group:' || $1",
         )
         .bind(group)
         .fetch_all(&mut *self.tx)
@@ -399,7 +402,7 @@ impl Batch {
         discussion: &str,
         user: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM members WHERE discussion_id = ? AND user_id = ?")
+        let done = sqlx::query("DELETE FROM members WHERE discussion_id = $1 AND user_id = $2")
             .bind(discussion)
             .bind(user)
             .execute(&mut *self.tx)
@@ -408,7 +411,7 @@ impl Batch {
     }
 
     pub async fn user_exists(&mut self, id: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?")
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *self.tx)
             .await?;
@@ -462,7 +465,7 @@ impl Batch {
         principals: &[String],
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "DELETE FROM object_access WHERE object_app = ? AND object_type = ? AND object_id = ?",
+            "DELETE FROM object_access WHERE object_app = $1 AND object_type = $2 AND object_id = $3",
         )
         .bind(object.app)
         .bind(object.kind)
@@ -472,7 +475,7 @@ impl Batch {
         for p in principals {
             sqlx::query(
                 "INSERT INTO object_access (object_app, object_type, object_id, principal) \
-                 VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             )
             .bind(object.app)
             .bind(object.kind)
@@ -488,7 +491,7 @@ impl Batch {
     /// Everyone following a discussion, whatever their access now.
     pub async fn followers(&mut self, discussion: &str) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT user_id FROM follows WHERE discussion_id = ? ORDER BY user_id",
+            "SELECT user_id FROM follows WHERE discussion_id = $1 ORDER BY user_id",
         )
         .bind(discussion)
         .fetch_all(&mut *self.tx)
@@ -501,17 +504,18 @@ impl Batch {
         object: ObjectKey<'_>,
     ) -> Result<Vec<String>, StoreError> {
         let query = format!(
-            "SELECT f.user_id FROM follows f WHERE f.discussion_id = ? AND f.user_id IN ({USERS_WITH_OBJECT_ACCESS})"
+            "SELECT f.user_id FROM follows f WHERE f.discussion_id = $7 AND f.user_id IN ({USERS_WITH_OBJECT_ACCESS})"
         );
-        // The query is built from two constants of this module, no input.
+        // The query is built from two constants of this module, no input; the constant's
+        // placeholders are $1 to $6, the discussion $7.
         Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(query))
+            .bind(object.app)
+            .bind(object.kind)
+            .bind(object.id)
+            .bind(object.app)
+            .bind(object.kind)
+            .bind(object.id)
             .bind(discussion)
-            .bind(object.app)
-            .bind(object.kind)
-            .bind(object.id)
-            .bind(object.app)
-            .bind(object.kind)
-            .bind(object.id)
             .fetch_all(&mut *self.tx)
             .await?)
     }
@@ -524,14 +528,14 @@ impl Batch {
     ) -> Result<(), StoreError> {
         if follow {
             sqlx::query(
-                "INSERT INTO follows (user_id, discussion_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO follows (user_id, discussion_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             )
             .bind(user)
             .bind(discussion)
             .execute(&mut *self.tx)
             .await?;
         } else {
-            sqlx::query("DELETE FROM follows WHERE user_id = ? AND discussion_id = ?")
+            sqlx::query("DELETE FROM follows WHERE user_id = $1 AND discussion_id = $2")
                 .bind(user)
                 .bind(discussion)
                 .execute(&mut *self.tx)
@@ -541,7 +545,7 @@ impl Batch {
     }
 
     pub async fn message(&mut self, id: &str) -> Result<Option<MessageRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM messages WHERE id = ?")
+        Ok(sqlx::query_as("SELECT * FROM messages WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *self.tx)
             .await?)
@@ -554,7 +558,7 @@ impl Batch {
         client_msg_id: &str,
     ) -> Result<Option<MessageRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT * FROM messages WHERE author = ? AND device_id = ? AND client_msg_id = ?",
+            "SELECT * FROM messages WHERE author = $1 AND device_id = $2 AND client_msg_id = $3",
         )
         .bind(author)
         .bind(device)
@@ -573,7 +577,7 @@ impl Batch {
         let inserted = sqlx::query(
             "INSERT INTO messages (id, discussion_id, seq, author, device_id, client_msg_id, \
              payload_hash, text, data, actions, reply_to, created_at, edited_at, version, deleted) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 1, FALSE) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, 1, FALSE) \
              ON CONFLICT (author, device_id, client_msg_id) DO NOTHING",
         )
         .bind(&m.id)
@@ -597,7 +601,7 @@ impl Batch {
         }
         for user in mentions {
             sqlx::query(
-                "INSERT INTO mentions (message_id, user_id, discussion_id, seq) VALUES (?, ?, ?, ?) \
+                "INSERT INTO mentions (message_id, user_id, discussion_id, seq) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT DO NOTHING",
             )
             .bind(&m.id)
@@ -616,13 +620,13 @@ impl Batch {
         sqlx::query(
             "INSERT INTO message_versions (message_id, version, text, at) \
              SELECT id, 1, text, created_at FROM messages \
-             WHERE id = ? AND version = 1 AND text IS NOT NULL",
+             WHERE id = $1 AND version = 1 AND text IS NOT NULL",
         )
         .bind(id)
         .execute(&mut *self.tx)
         .await?;
         let version: i64 = sqlx::query_scalar(
-            "UPDATE messages SET text = ?, edited_at = ?, version = version + 1 WHERE id = ? RETURNING version",
+            "UPDATE messages SET text = $1, edited_at = $2, version = version + 1 WHERE id = $3 RETURNING version",
         )
         .bind(text)
         .bind(at)
@@ -630,7 +634,7 @@ impl Batch {
         .fetch_one(&mut *self.tx)
         .await?;
         sqlx::query(
-            "INSERT INTO message_versions (message_id, version, text, at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO message_versions (message_id, version, text, at) VALUES ($1, $2, $3, $4)",
         )
         .bind(id)
         .bind(version)
@@ -645,17 +649,17 @@ impl Batch {
     /// purged; the row (and its exactly-once key) stays.
     pub async fn delete_message(&mut self, id: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE messages SET text = NULL, data = NULL, actions = '[]', deleted = TRUE WHERE id = ?",
+            "UPDATE messages SET text = NULL, data = NULL, actions = '[]', deleted = TRUE WHERE id = $1",
         )
         .bind(id)
         .execute(&mut *self.tx)
         .await?;
         for purge in [
-            "DELETE FROM message_versions WHERE message_id = ?",
-            "DELETE FROM reactions WHERE message_id = ?",
-            "DELETE FROM mentions WHERE message_id = ?",
+            "DELETE FROM message_versions WHERE message_id = $1",
+            "DELETE FROM reactions WHERE message_id = $1",
+            "DELETE FROM mentions WHERE message_id = $1",
             // A file whose last message is gone becomes removable (see `removable_files`).
-            "DELETE FROM message_files WHERE message_id = ?",
+            "DELETE FROM message_files WHERE message_id = $1",
         ] {
             sqlx::query(purge).bind(id).execute(&mut *self.tx).await?;
         }
@@ -673,7 +677,7 @@ impl Batch {
     ) -> Result<bool, StoreError> {
         let done = if add {
             sqlx::query(
-                "INSERT INTO reactions (message_id, user_id, emoji, at) VALUES (?, ?, ?, ?) \
+                "INSERT INTO reactions (message_id, user_id, emoji, at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT DO NOTHING",
             )
             .bind(message)
@@ -683,12 +687,14 @@ impl Batch {
             .execute(&mut *self.tx)
             .await?
         } else {
-            sqlx::query("DELETE FROM reactions WHERE message_id = ? AND user_id = ? AND emoji = ?")
-                .bind(message)
-                .bind(user)
-                .bind(emoji)
-                .execute(&mut *self.tx)
-                .await?
+            sqlx::query(
+                "DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
+            )
+            .bind(message)
+            .bind(user)
+            .bind(emoji)
+            .execute(&mut *self.tx)
+            .await?
         };
         Ok(done.rows_affected() > 0)
     }
@@ -701,7 +707,7 @@ impl Batch {
         seq: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO read_markers (user_id, discussion_id, seq) VALUES (?, ?, ?) \
+            "INSERT INTO read_markers (user_id, discussion_id, seq) VALUES ($1, $2, $3) \
              ON CONFLICT (user_id, discussion_id) DO UPDATE SET seq = MAX(read_markers.seq, excluded.seq)",
         )
         .bind(user)
@@ -721,7 +727,7 @@ impl Discussions<'_> {
         object: &veche_protocol::discussions::ObjectRef,
     ) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM discussions WHERE object_app = ? AND object_type = ? AND object_id = ?",
+            "SELECT id FROM discussions WHERE object_app = $1 AND object_type = $2 AND object_id = $3",
         )
         .bind(&object.application)
         .bind(&object.object_type)
@@ -731,7 +737,7 @@ impl Discussions<'_> {
     }
 
     pub async fn discussion(&self, id: &str) -> Result<Option<DiscussionRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM discussions WHERE id = ?")
+        Ok(sqlx::query_as("SELECT * FROM discussions WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.db.read)
             .await?)
@@ -743,17 +749,19 @@ impl Discussions<'_> {
         user: &str,
     ) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT role FROM members WHERE discussion_id = ? AND user_id = ?")
-                .bind(discussion)
-                .bind(user)
-                .fetch_optional(&self.db.read)
-                .await?,
+            sqlx::query_scalar(
+                "SELECT role FROM members WHERE discussion_id = $1 AND user_id = $2",
+            )
+            .bind(discussion)
+            .bind(user)
+            .fetch_optional(&self.db.read)
+            .await?,
         )
     }
 
     pub async fn members_of(&self, discussion: &str) -> Result<Vec<(String, String)>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT user_id, role FROM members WHERE discussion_id = ? ORDER BY added_at, user_id",
+            "SELECT user_id, role FROM members WHERE discussion_id = $1 ORDER BY added_at, user_id",
         )
         .bind(discussion)
         .fetch_all(&self.db.read)
@@ -782,8 +790,8 @@ impl Discussions<'_> {
         object: ObjectKey<'_>,
     ) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT principal FROM object_access WHERE object_app = ? AND object_type = ? \
-             AND object_id = ? ORDER BY principal",
+            "SELECT principal FROM object_access WHERE object_app = $1 AND object_type = $2 \
+             AND object_id = $3 ORDER BY principal",
         )
         .bind(object.app)
         .bind(object.kind)
@@ -794,7 +802,7 @@ impl Discussions<'_> {
 
     pub async fn is_following(&self, user: &str, discussion: &str) -> Result<bool, StoreError> {
         let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM follows WHERE user_id = ? AND discussion_id = ?")
+            sqlx::query_scalar("SELECT 1 FROM follows WHERE user_id = $1 AND discussion_id = $2")
                 .bind(user)
                 .bind(discussion)
                 .fetch_optional(&self.db.read)
@@ -805,9 +813,9 @@ impl Discussions<'_> {
     /// Dialogs and groups the user belongs to, and object discussions they follow.
     pub async fn listed_discussions(&self, user: &str) -> Result<Vec<DiscussionRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT d.* FROM discussions d JOIN members m ON m.discussion_id = d.id WHERE m.user_id = ? \
+            "SELECT d.* FROM discussions d JOIN members m ON m.discussion_id = d.id WHERE m.user_id = $1 \
              UNION \
-             SELECT d.* FROM discussions d JOIN follows f ON f.discussion_id = d.id WHERE f.user_id = ? \
+             SELECT d.* FROM discussions d JOIN follows f ON f.discussion_id = d.id WHERE f.user_id = $2 \
              ORDER BY last_activity_at DESC, id",
         )
         .bind(user)
@@ -818,7 +826,7 @@ impl Discussions<'_> {
 
     pub async fn read_marker(&self, user: &str, discussion: &str) -> Result<i64, StoreError> {
         let seq: Option<i64> = sqlx::query_scalar(
-            "SELECT seq FROM read_markers WHERE user_id = ? AND discussion_id = ?",
+            "SELECT seq FROM read_markers WHERE user_id = $1 AND discussion_id = $2",
         )
         .bind(user)
         .bind(discussion)
@@ -835,7 +843,7 @@ impl Discussions<'_> {
         after: i64,
     ) -> Result<(i64, i64), StoreError> {
         let unread: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM messages WHERE discussion_id = ? AND seq > ? AND author != ? AND deleted = FALSE",
+            "SELECT COUNT(*) FROM messages WHERE discussion_id = $1 AND seq > $2 AND author != $3 AND deleted = FALSE",
         )
         .bind(discussion)
         .bind(after)
@@ -843,7 +851,7 @@ impl Discussions<'_> {
         .fetch_one(&self.db.read)
         .await?;
         let mentions: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM mentions WHERE user_id = ? AND discussion_id = ? AND seq > ?",
+            "SELECT COUNT(*) FROM mentions WHERE user_id = $1 AND discussion_id = $2 AND seq > $3",
         )
         .bind(user)
         .bind(discussion)
@@ -861,7 +869,7 @@ impl Discussions<'_> {
         limit: i64,
     ) -> Result<Vec<EventRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT * FROM events WHERE discussion_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT * FROM events WHERE discussion_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(discussion)
         .bind(after)
@@ -878,7 +886,7 @@ impl Discussions<'_> {
         limit: i64,
     ) -> Result<Vec<EventRow>, StoreError> {
         let mut rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT * FROM events WHERE discussion_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            "SELECT * FROM events WHERE discussion_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
         )
         .bind(discussion)
         .bind(before)
@@ -890,7 +898,7 @@ impl Discussions<'_> {
     }
 
     pub async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM messages WHERE id = ?")
+        Ok(sqlx::query_as("SELECT * FROM messages WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.db.read)
             .await?)
@@ -898,7 +906,7 @@ impl Discussions<'_> {
 
     pub async fn message_versions(&self, id: &str) -> Result<Vec<(i64, String, i64)>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT version, text, at FROM message_versions WHERE message_id = ? ORDER BY version",
+            "SELECT version, text, at FROM message_versions WHERE message_id = $1 ORDER BY version",
         )
         .bind(id)
         .fetch_all(&self.db.read)
@@ -911,7 +919,7 @@ impl Discussions<'_> {
         version: i64,
     ) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT text FROM message_versions WHERE message_id = ? AND version = ?",
+            "SELECT text FROM message_versions WHERE message_id = $1 AND version = $2",
         )
         .bind(id)
         .bind(version)
@@ -921,7 +929,7 @@ impl Discussions<'_> {
 
     pub async fn reactions(&self, message: &str) -> Result<Vec<(String, String)>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT emoji, user_id FROM reactions WHERE message_id = ? ORDER BY at, user_id",
+            "SELECT emoji, user_id FROM reactions WHERE message_id = $1 ORDER BY at, user_id",
         )
         .bind(message)
         .fetch_all(&self.db.read)
@@ -929,13 +937,11 @@ impl Discussions<'_> {
     }
 
     pub async fn mentions(&self, message: &str) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar(
-                "SELECT user_id FROM mentions WHERE message_id = ? ORDER BY user_id",
-            )
-            .bind(message)
-            .fetch_all(&self.db.read)
-            .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM mentions WHERE message_id = $1 ORDER BY user_id",
         )
+        .bind(message)
+        .fetch_all(&self.db.read)
+        .await?)
     }
 }

@@ -54,23 +54,25 @@ impl Embed<'_> {
         audit: &AuditRecord,
     ) -> Result<Option<Vec<String>>, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM applications WHERE name = ?")
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM applications WHERE name = $1")
             .bind(app)
             .fetch_optional(&mut *tx)
             .await?;
         if exists.is_none() {
             return Ok(None);
         }
-        sqlx::query("DELETE FROM embed_origins WHERE application = ?")
+        sqlx::query("DELETE FROM embed_origins WHERE application = $1")
             .bind(app)
             .execute(&mut *tx)
             .await?;
         for origin in origins {
-            sqlx::query("INSERT OR IGNORE INTO embed_origins (application, origin) VALUES (?, ?)")
-                .bind(app)
-                .bind(origin)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT OR IGNORE INTO embed_origins (application, origin) VALUES ($1, $2)",
+            )
+            .bind(app)
+            .bind(origin)
+            .execute(&mut *tx)
+            .await?;
         }
         let ended = if origins.is_empty() {
             end_app_embeds(&mut tx, app).await?
@@ -87,7 +89,7 @@ impl Embed<'_> {
     pub async fn embed_origins(&self, app: &str) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT o.origin FROM embed_origins o JOIN applications a ON a.name = o.application \
-             WHERE o.application = ? AND a.status = 'active' AND NOT EXISTS \
+             WHERE o.application = $1 AND a.status = 'active' AND NOT EXISTS \
              (SELECT 1 FROM users u WHERE u.id = a.user_id AND u.locked) ORDER BY o.origin",
         )
         .bind(app)
@@ -98,7 +100,7 @@ impl Embed<'_> {
     /// The origins an administrator allowed, whatever the application's state (for listing).
     pub async fn allowed_embed_origins(&self, app: &str) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT origin FROM embed_origins WHERE application = ? ORDER BY origin",
+            "SELECT origin FROM embed_origins WHERE application = $1 ORDER BY origin",
         )
         .bind(app)
         .fetch_all(&self.db.read)
@@ -114,7 +116,7 @@ impl Embed<'_> {
         let mut tx = self.db.write.begin().await?;
         sqlx::query(
             "INSERT INTO embed_tokens (token_hash, application, user_id, object_type, \
-             object_id, discussion_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             object_id, discussion_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&token.token_hash)
         .bind(&token.application)
@@ -140,7 +142,7 @@ impl Embed<'_> {
     ) -> Result<TokenTaken, StoreError> {
         let mut tx = self.db.write.begin().await?;
         let row: Option<EmbedTokenRow> =
-            sqlx::query_as("SELECT * FROM embed_tokens WHERE token_hash = ?")
+            sqlx::query_as("SELECT * FROM embed_tokens WHERE token_hash = $1")
                 .bind(token_hash)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -153,7 +155,7 @@ impl Embed<'_> {
         if row.expires_at <= now {
             return Ok(TokenTaken::Expired);
         }
-        sqlx::query("UPDATE embed_tokens SET used_at = ? WHERE token_hash = ?")
+        sqlx::query("UPDATE embed_tokens SET used_at = $1 WHERE token_hash = $2")
             .bind(now)
             .bind(token_hash)
             .execute(&mut *tx)
@@ -177,9 +179,9 @@ impl Embed<'_> {
         let inserted = sqlx::query(
             "INSERT INTO sessions (id, user_id, token_hash, device_id, device_name, created_at, \
              last_seen_at, expires_at, kind) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, 'embed' FROM users \
-             WHERE id = ? AND locked = FALSE \
-             AND EXISTS (SELECT 1 FROM embed_origins WHERE application = ?)",
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'embed' FROM users \
+             WHERE id = $9 AND locked = FALSE \
+             AND EXISTS (SELECT 1 FROM embed_origins WHERE application = $10)",
         )
         .bind(&session.id)
         .bind(&session.user_id)
@@ -200,7 +202,7 @@ impl Embed<'_> {
         }
         sqlx::query(
             "INSERT INTO embed_sessions (session_id, application, object_type, object_id, \
-             discussion_id, ends_at) VALUES (?, ?, ?, ?, ?, ?)",
+             discussion_id, ends_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&scope.session_id)
         .bind(&scope.application)
@@ -221,7 +223,7 @@ impl Embed<'_> {
         token_hash: &str,
     ) -> Result<Option<(SessionRow, EmbedScopeRow)>, StoreError> {
         let Some(session): Option<SessionRow> =
-            sqlx::query_as("SELECT * FROM sessions WHERE token_hash = ? AND kind = 'embed'")
+            sqlx::query_as("SELECT * FROM sessions WHERE token_hash = $1 AND kind = 'embed'")
                 .bind(token_hash)
                 .fetch_optional(&self.db.read)
                 .await?
@@ -229,7 +231,7 @@ impl Embed<'_> {
             return Ok(None);
         };
         let scope: Option<EmbedScopeRow> =
-            sqlx::query_as("SELECT * FROM embed_sessions WHERE session_id = ?")
+            sqlx::query_as("SELECT * FROM embed_sessions WHERE session_id = $1")
                 .bind(&session.id)
                 .fetch_optional(&self.db.read)
                 .await?;
@@ -238,11 +240,13 @@ impl Embed<'_> {
 
     /// Removes tokens that expired before `before`.
     pub async fn delete_expired_embed_tokens(&self, before: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM embed_tokens WHERE expires_at < ?")
-            .bind(before)
-            .execute(&self.db.write)
-            .await?
-            .rows_affected())
+        Ok(
+            sqlx::query("DELETE FROM embed_tokens WHERE expires_at < $1")
+                .bind(before)
+                .execute(&self.db.write)
+                .await?
+                .rows_affected(),
+        )
     }
 
     /// Ends every embed session of an application and drops its tokens (it was revoked);
@@ -259,13 +263,13 @@ async fn end_app_embeds(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     app: &str,
 ) -> Result<Vec<String>, StoreError> {
-    sqlx::query("DELETE FROM embed_tokens WHERE application = ?")
+    sqlx::query("DELETE FROM embed_tokens WHERE application = $1")
         .bind(app)
         .execute(&mut **tx)
         .await?;
     Ok(sqlx::query_scalar(
         "DELETE FROM sessions WHERE kind = 'embed' AND id IN \
-         (SELECT session_id FROM embed_sessions WHERE application = ?) RETURNING id",
+         (SELECT session_id FROM embed_sessions WHERE application = $1) RETURNING id",
     )
     .bind(app)
     .fetch_all(&mut **tx)

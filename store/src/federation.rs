@@ -71,7 +71,7 @@ impl Links<'_> {
         let mut tx = self.db.write.begin().await?;
         // A renewal offered again replaces the open one.
         sqlx::query(
-            "INSERT INTO fed_offers (link, offer, created_at) VALUES (?, ?, ?) \
+            "INSERT INTO fed_offers (link, offer, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (link) DO UPDATE SET offer = excluded.offer, \
              created_at = excluded.created_at",
         )
@@ -95,7 +95,7 @@ impl Links<'_> {
 
     pub async fn fed_offer(&self, link: &str) -> Result<Option<OfferRow>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT link, offer, created_at FROM fed_offers WHERE link = ?")
+            sqlx::query_as("SELECT link, offer, created_at FROM fed_offers WHERE link = $1")
                 .bind(link)
                 .fetch_optional(&self.db.read)
                 .await?,
@@ -111,8 +111,8 @@ impl Links<'_> {
     ) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
         let taken: Option<(String,)> = sqlx::query_as(
-            "SELECT link FROM fed_links WHERE link = ? \
-             OR ((peer_node = ? OR peer_key = ?) AND state = 'active')",
+            "SELECT link FROM fed_links WHERE link = $1 \
+             OR ((peer_node = $2 OR peer_key = $3) AND state = 'active')",
         )
         .bind(new.link)
         .bind(new.peer_node)
@@ -124,7 +124,7 @@ impl Links<'_> {
         }
         sqlx::query(
             "INSERT INTO fed_links (link, grant_text, peer_node, peer_key, state, scope, created_at) \
-             VALUES (?, ?, ?, ?, 'active', ?, ?)",
+             VALUES ($1, $2, $3, $4, 'active', $5, $6)",
         )
         .bind(new.link)
         .bind(new.grant_text)
@@ -160,9 +160,9 @@ impl Links<'_> {
         };
         let mut tx = self.db.write.begin().await?;
         let done = sqlx::query(
-            "UPDATE fed_links SET grant_text = COALESCE(?, grant_text), \
-             scope = COALESCE(?, scope), renewal = ? \
-             WHERE link = ? AND state = 'active' AND grant_text = ?",
+            "UPDATE fed_links SET grant_text = COALESCE($1, grant_text), \
+             scope = COALESCE($2, scope), renewal = $3 \
+             WHERE link = $4 AND state = 'active' AND grant_text = $5",
         )
         .bind(grant_text)
         .bind(scope)
@@ -197,7 +197,7 @@ impl Links<'_> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             link_columns!(),
-            " FROM fed_links l WHERE l.link = ?"
+            " FROM fed_links l WHERE l.link = $1"
         ))
         .bind(link)
         .fetch_optional(&self.db.read)
@@ -215,8 +215,8 @@ impl Links<'_> {
     ) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
         let done = sqlx::query(
-            "UPDATE fed_links SET state = 'ended', ended_reason = ?, ended_at = ? \
-             WHERE link = ? AND state = 'active'",
+            "UPDATE fed_links SET state = 'ended', ended_reason = $1, ended_at = $2 \
+             WHERE link = $3 AND state = 'active'",
         )
         .bind(reason)
         .bind(at)
@@ -226,7 +226,7 @@ impl Links<'_> {
         .rows_affected()
             > 0;
         if done {
-            sqlx::query("DELETE FROM fed_outbox WHERE link = ?")
+            sqlx::query("DELETE FROM fed_outbox WHERE link = $1")
                 .bind(link)
                 .execute(&mut *tx)
                 .await?;
@@ -250,7 +250,7 @@ impl Links<'_> {
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let row: Option<(String,)> = sqlx::query_as("SELECT scope FROM fed_links WHERE link = ?")
+        let row: Option<(String,)> = sqlx::query_as("SELECT scope FROM fed_links WHERE link = $1")
             .bind(link)
             .fetch_optional(&mut *tx)
             .await?;
@@ -262,7 +262,7 @@ impl Links<'_> {
         }
         // A renewal held here, or offered from here, would undo the narrowing: it must be
         // offered and accepted again.
-        sqlx::query("UPDATE fed_links SET scope = ?, renewal = NULL WHERE link = ?")
+        sqlx::query("UPDATE fed_links SET scope = $1, renewal = NULL WHERE link = $2")
             .bind(change(&current))
             .bind(link)
             .execute(&mut *tx)
@@ -281,8 +281,8 @@ impl Links<'_> {
         max: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT link_seq, item FROM fed_outbox WHERE link = ? AND link_seq > ? \
-             ORDER BY link_seq LIMIT ?",
+            "SELECT link_seq, item FROM fed_outbox WHERE link = $1 AND link_seq > $2 \
+             ORDER BY link_seq LIMIT $3",
         )
         .bind(link)
         .bind(after)
@@ -303,12 +303,12 @@ impl Links<'_> {
     ) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
         let numbered: Option<i64> =
-            sqlx::query_scalar("SELECT out_last FROM fed_links WHERE link = ?")
+            sqlx::query_scalar("SELECT out_last FROM fed_links WHERE link = $1")
                 .bind(link)
                 .fetch_optional(&mut *tx)
                 .await?;
         let mine: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT item FROM fed_outbox WHERE link = ? AND link_seq = ?")
+            sqlx::query_scalar("SELECT item FROM fed_outbox WHERE link = $1 AND link_seq = $2")
                 .bind(link)
                 .bind(upto)
                 .fetch_optional(&mut *tx)
@@ -318,12 +318,12 @@ impl Links<'_> {
             tx.commit().await?;
             return Ok(true);
         }
-        sqlx::query("DELETE FROM fed_outbox WHERE link = ? AND link_seq <= ?")
+        sqlx::query("DELETE FROM fed_outbox WHERE link = $1 AND link_seq <= $2")
             .bind(link)
             .bind(upto)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE fed_links SET acked = MAX(acked, ?) WHERE link = ?")
+        sqlx::query("UPDATE fed_links SET acked = MAX(acked, $1) WHERE link = $2")
             .bind(upto)
             .bind(link)
             .execute(&mut *tx)
@@ -335,7 +335,7 @@ impl Links<'_> {
     /// The last `link_seq` stored from the peer.
     pub async fn fed_received(&self, link: &str) -> Result<(i64, Option<String>), StoreError> {
         let row: Option<(i64, Option<String>)> =
-            sqlx::query_as("SELECT received, received_digest FROM fed_links WHERE link = ?")
+            sqlx::query_as("SELECT received, received_digest FROM fed_links WHERE link = $1")
                 .bind(link)
                 .fetch_optional(&self.db.read)
                 .await?;
@@ -354,7 +354,7 @@ impl Links<'_> {
     ) -> Result<i64, StoreError> {
         let mut tx = self.db.write.begin().await?;
         let row: Option<(i64, String)> =
-            sqlx::query_as("SELECT received, state FROM fed_links WHERE link = ?")
+            sqlx::query_as("SELECT received, state FROM fed_links WHERE link = $1")
                 .bind(link)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -376,25 +376,27 @@ impl Links<'_> {
             mark = *seq;
         }
         for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
-            sqlx::QueryBuilder::<Sqlite>::new(
-                "INSERT INTO fed_inbox (link, link_seq, item, refused, received_at) ",
-            )
-            .push_values(chunk, |mut v, (seq, item, refused)| {
-                v.push_bind(link)
-                    .push_bind(**seq)
-                    .push_bind(*item)
-                    .push_bind(*refused)
-                    .push_bind(at);
-            })
-            .build()
-            .execute(&mut *tx)
-            .await?;
+            let sql = format!(
+                "INSERT INTO fed_inbox (link, link_seq, item, refused, received_at) {}",
+                super::values_rows(chunk.len(), 5, "")
+            );
+            // Built from constants and a count, no input.
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (seq, item, refused) in chunk {
+                insert = insert
+                    .bind(link)
+                    .bind(**seq)
+                    .bind(*item)
+                    .bind(*refused)
+                    .bind(at);
+            }
+            insert.execute(&mut *tx).await?;
         }
         // What tells the last item from others, for a sender restored from a backup.
         let digest = fresh.last().and_then(|(_, item, _)| digest(item));
         sqlx::query(
-            "UPDATE fed_links SET received = ?, \
-             received_digest = COALESCE(?, received_digest) WHERE link = ?",
+            "UPDATE fed_links SET received = $1, \
+             received_digest = COALESCE($2, received_digest) WHERE link = $3",
         )
         .bind(mark)
         .bind(digest)
@@ -413,7 +415,7 @@ async fn drop_object_sharing(
     link: &str,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "DELETE FROM fed_shares WHERE link = ? \
+        "DELETE FROM fed_shares WHERE link = $1 \
          AND discussion_id IN (SELECT id FROM discussions WHERE kind = 'object')",
     )
     .bind(link)
@@ -430,7 +432,7 @@ async fn drop_object_readers(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "DELETE FROM fed_object_readers WHERE EXISTS (SELECT 1 FROM fed_links l \
-         WHERE l.link = ?1 AND (substr(user_id, -length(l.peer_node) - 1) = '@' || l.peer_node \
+         WHERE l.link = $1 AND (substr(user_id, -length(l.peer_node) - 1) = '@' || l.peer_node \
          OR substr(discussion_id, -length(l.peer_node) - 1) = '@' || l.peer_node))",
     )
     .bind(link)
@@ -444,7 +446,7 @@ async fn forget_offers(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     link: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM fed_offers WHERE link = ?")
+    sqlx::query("DELETE FROM fed_offers WHERE link = $1")
         .bind(link)
         .execute(&mut **tx)
         .await?;

@@ -2,8 +2,6 @@
 //! shared discussion (on its home and on replicas), submissions waiting for their home, and
 //! remote users' profile records. Written in the sequencer's transaction.
 
-use sqlx::Sqlite;
-
 use super::{Batch, Federated, ROWS_PER_STATEMENT, StoreError, json_param};
 
 /// A received item waiting to be applied.
@@ -68,7 +66,7 @@ impl Batch {
     pub async fn fed_shares(&mut self, discussion: &str) -> Result<Vec<String>, StoreError> {
         let rows: Vec<(String,)> = sqlx::query_as(
             "SELECT s.link FROM fed_shares s JOIN fed_links l ON l.link = s.link \
-             WHERE s.discussion_id = ? AND l.state = 'active' ORDER BY s.link",
+             WHERE s.discussion_id = $1 AND l.state = 'active' ORDER BY s.link",
         )
         .bind(discussion)
         .fetch_all(&mut *self.tx)
@@ -84,7 +82,7 @@ impl Batch {
         at: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO fed_shares (discussion_id, link, shared_at) VALUES (?, ?, ?) \
+            "INSERT INTO fed_shares (discussion_id, link, shared_at) VALUES ($1, $2, $3) \
              ON CONFLICT (discussion_id, link) DO UPDATE SET shared_at = excluded.shared_at",
         )
         .bind(discussion)
@@ -102,7 +100,7 @@ impl Batch {
         link: &str,
     ) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT shared_at FROM fed_shares WHERE discussion_id = ? AND link = ?",
+            "SELECT shared_at FROM fed_shares WHERE discussion_id = $1 AND link = $2",
         )
         .bind(discussion)
         .bind(link)
@@ -113,7 +111,7 @@ impl Batch {
     /// The discussions shared over `link`.
     pub async fn fed_shared_over(&mut self, link: &str) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT discussion_id FROM fed_shares WHERE link = ? ORDER BY discussion_id",
+            "SELECT discussion_id FROM fed_shares WHERE link = $1 ORDER BY discussion_id",
         )
         .bind(link)
         .fetch_all(&mut *self.tx)
@@ -132,7 +130,7 @@ impl Batch {
 
     /// Stops sharing `discussion` over `link`.
     pub async fn fed_unshare(&mut self, discussion: &str, link: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM fed_shares WHERE discussion_id = ? AND link = ?")
+        sqlx::query("DELETE FROM fed_shares WHERE discussion_id = $1 AND link = $2")
             .bind(discussion)
             .bind(link)
             .execute(&mut *self.tx)
@@ -143,7 +141,7 @@ impl Batch {
     /// The active link to the node named `node`.
     pub async fn fed_link_to(&mut self, node: &str) -> Result<Option<String>, StoreError> {
         let row: Option<(String,)> =
-            sqlx::query_as("SELECT link FROM fed_links WHERE peer_node = ? AND state = 'active'")
+            sqlx::query_as("SELECT link FROM fed_links WHERE peer_node = $1 AND state = 'active'")
                 .bind(node)
                 .fetch_optional(&mut *self.tx)
                 .await?;
@@ -153,7 +151,7 @@ impl Batch {
     /// The scope (JSON) of an active link.
     pub async fn fed_link_scope(&mut self, link: &str) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT scope FROM fed_links WHERE link = ? AND state = 'active'")
+            sqlx::query_scalar("SELECT scope FROM fed_links WHERE link = $1 AND state = 'active'")
                 .bind(link)
                 .fetch_optional(&mut *self.tx)
                 .await?,
@@ -163,7 +161,7 @@ impl Batch {
     /// The peer node of an active link.
     pub async fn fed_link_peer(&mut self, link: &str) -> Result<Option<String>, StoreError> {
         let row: Option<(String,)> =
-            sqlx::query_as("SELECT peer_node FROM fed_links WHERE link = ? AND state = 'active'")
+            sqlx::query_as("SELECT peer_node FROM fed_links WHERE link = $1 AND state = 'active'")
                 .bind(link)
                 .fetch_optional(&mut *self.tx)
                 .await?;
@@ -173,7 +171,7 @@ impl Batch {
     /// The peer's public key (ed25519) on an active link.
     pub async fn fed_link_key(&mut self, link: &str) -> Result<Option<[u8; 32]>, StoreError> {
         let row: Option<(Vec<u8>,)> =
-            sqlx::query_as("SELECT peer_key FROM fed_links WHERE link = ? AND state = 'active'")
+            sqlx::query_as("SELECT peer_key FROM fed_links WHERE link = $1 AND state = 'active'")
                 .bind(link)
                 .fetch_optional(&mut *self.tx)
                 .await?;
@@ -183,7 +181,7 @@ impl Batch {
     /// The last entry of `discussion`'s federated log.
     pub async fn fed_head(&mut self, discussion: &str) -> Result<Option<FedHead>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT fseq, stamp FROM fed_log WHERE discussion_id = ? ORDER BY fseq DESC LIMIT 1",
+            "SELECT fseq, stamp FROM fed_log WHERE discussion_id = $1 ORDER BY fseq DESC LIMIT 1",
         )
         .bind(discussion)
         .fetch_optional(&mut *self.tx)
@@ -200,7 +198,7 @@ impl Batch {
         }
         let ids = json_param(&event_ids)?;
         let found: Vec<String> = sqlx::query_scalar(
-            "SELECT event_id FROM fed_log WHERE event_id IN (SELECT value FROM json_each(?))",
+            "SELECT event_id FROM fed_log WHERE event_id IN (SELECT value FROM json_each($1))",
         )
         .bind(ids)
         .fetch_all(&mut *self.tx)
@@ -215,7 +213,7 @@ impl Batch {
         message: &str,
     ) -> Result<Option<String>, StoreError> {
         let row: Option<(String,)> = sqlx::query_as(
-            "SELECT event_id FROM fed_log WHERE discussion_id = ? AND message_id = ? \
+            "SELECT event_id FROM fed_log WHERE discussion_id = $1 AND message_id = $2 \
              AND kind = 'message.post'",
         )
         .bind(discussion)
@@ -229,7 +227,7 @@ impl Batch {
     pub async fn fed_log_append(&mut self, r: &FedLogRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO fed_log (discussion_id, fseq, event_id, kind, message_id, stamp, event) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&r.discussion)
         .bind(r.fseq)
@@ -246,22 +244,24 @@ impl Batch {
     /// Appends entries to federated logs in multi-row statements.
     pub async fn fed_log_append_many(&mut self, rows: &[FedLogRow]) -> Result<(), StoreError> {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            sqlx::QueryBuilder::<Sqlite>::new(
+            let sql = format!(
                 "INSERT INTO fed_log (discussion_id, fseq, event_id, kind, message_id, stamp, \
-                 event) ",
-            )
-            .push_values(chunk, |mut v, r| {
-                v.push_bind(&r.discussion)
-                    .push_bind(r.fseq)
-                    .push_bind(&r.event_id)
-                    .push_bind(&r.kind)
-                    .push_bind(&r.message_id)
-                    .push_bind(&r.stamp)
-                    .push_bind(&r.event);
-            })
-            .build()
-            .execute(&mut *self.tx)
-            .await?;
+                 event) {}",
+                super::values_rows(chunk.len(), 7, "")
+            );
+            // Built from constants and a count, no input.
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                insert = insert
+                    .bind(&r.discussion)
+                    .bind(r.fseq)
+                    .bind(&r.event_id)
+                    .bind(&r.kind)
+                    .bind(&r.message_id)
+                    .bind(&r.stamp)
+                    .bind(&r.event);
+            }
+            insert.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -273,7 +273,7 @@ impl Batch {
         message: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT event_id, event FROM fed_log WHERE discussion_id = ? AND message_id = ? \
+            "SELECT event_id, event FROM fed_log WHERE discussion_id = $1 AND message_id = $2 \
              AND kind IN ('message.post', 'message.edit')",
         )
         .bind(discussion)
@@ -288,7 +288,7 @@ impl Batch {
         event_id: &str,
         event: &[u8],
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE fed_log SET event = ? WHERE event_id = ?")
+        sqlx::query("UPDATE fed_log SET event = $1 WHERE event_id = $2")
             .bind(event)
             .bind(event_id)
             .execute(&mut *self.tx)
@@ -299,7 +299,7 @@ impl Batch {
     /// Queues `item` (CBOR) for the peer of `link`.
     pub async fn fed_enqueue(&mut self, link: &str, item: &[u8]) -> Result<(), StoreError> {
         let row: Option<(i64,)> = sqlx::query_as(
-            "UPDATE fed_links SET out_last = out_last + 1 WHERE link = ? AND state = 'active' \
+            "UPDATE fed_links SET out_last = out_last + 1 WHERE link = $1 AND state = 'active' \
              RETURNING out_last",
         )
         .bind(link)
@@ -310,7 +310,7 @@ impl Batch {
                 "the link {link} is not active"
             )));
         };
-        sqlx::query("INSERT INTO fed_outbox (link, link_seq, item) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO fed_outbox (link, link_seq, item) VALUES ($1, $2, $3)")
             .bind(link)
             .bind(seq)
             .bind(item)
@@ -328,7 +328,7 @@ impl Batch {
     ) -> Result<Option<PendingRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT message_id, refused FROM fed_pending \
-             WHERE author = ? AND device_id = ? AND client_msg_id = ?",
+             WHERE author = $1 AND device_id = $2 AND client_msg_id = $3",
         )
         .bind(author)
         .bind(device)
@@ -341,7 +341,7 @@ impl Batch {
     pub async fn fed_add_pending(&mut self, p: &NewPending<'_>) -> Result<bool, StoreError> {
         Ok(sqlx::query(
             "INSERT INTO fed_pending (event_id, message_id, discussion_id, author, device_id, \
-             client_msg_id, created_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             client_msg_id, created_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT DO NOTHING",
         )
         .bind(p.event_id)
@@ -370,8 +370,8 @@ impl Batch {
         reason: &str,
     ) -> Result<Option<Option<String>>, StoreError> {
         let row: Option<(String, String)> = sqlx::query_as(
-            "UPDATE fed_pending SET refused = ? WHERE event_id = ? AND discussion_id = ? \
-             AND author = ? AND refused IS NULL RETURNING message_id, kind",
+            "UPDATE fed_pending SET refused = $1 WHERE event_id = $2 AND discussion_id = $3 \
+             AND author = $4 AND refused IS NULL RETURNING message_id, kind",
         )
         .bind(reason)
         .bind(event_id)
@@ -393,7 +393,7 @@ impl Batch {
         full_directory: impl FnOnce(&str) -> bool,
     ) -> Result<bool, StoreError> {
         let scope: Option<String> =
-            sqlx::query_scalar("SELECT scope FROM fed_links WHERE link = ? AND state = 'active'")
+            sqlx::query_scalar("SELECT scope FROM fed_links WHERE link = $1 AND state = 'active'")
                 .bind(link)
                 .fetch_optional(&mut *self.tx)
                 .await?;
@@ -402,7 +402,7 @@ impl Batch {
         };
         let full = full_directory(&scope);
         let person: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM users WHERE id = ? AND kind = 'person' AND NOT locked",
+            "SELECT 1 FROM users WHERE id = $1 AND kind = 'person' AND NOT locked",
         )
         .bind(user)
         .fetch_optional(&mut *self.tx)
@@ -412,8 +412,8 @@ impl Batch {
         }
         let suffix = format!("@{peer}");
         let member: Option<i64> = sqlx::query_scalar(concat!(
-            "SELECT 1 FROM members m WHERE m.user_id = ? AND ",
-            shared_with!(),
+            "SELECT 1 FROM members m WHERE m.user_id = $1 AND ",
+            shared_with!(2, 3, 4),
             " LIMIT 1"
         ))
         .bind(user)
@@ -432,7 +432,7 @@ impl Batch {
         discussion: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT event FROM fed_log WHERE event_id = ? AND discussion_id = ? \
+            "SELECT event FROM fed_log WHERE event_id = $1 AND discussion_id = $2 \
              AND kind = 'discussion.share'",
         )
         .bind(event_id)
@@ -446,7 +446,7 @@ impl Batch {
         let display = id.split_once('@').map_or(id, |(login, _)| login);
         sqlx::query(
             "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, locked, \
-             created_at, updated_at, kind) VALUES (?, ?, ?, '', '!', FALSE, FALSE, ?, ?, 'remote') \
+             created_at, updated_at, kind) VALUES ($1, $2, $3, '', '!', FALSE, FALSE, $4, $5, 'remote') \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(id)
@@ -468,7 +468,7 @@ impl Federated<'_> {
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         let ids = json_param(&ids)?;
         let found: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM users WHERE kind = 'remote' AND id IN (SELECT value FROM json_each(?))",
+            "SELECT id FROM users WHERE kind = 'remote' AND id IN (SELECT value FROM json_each($1))",
         )
         .bind(ids)
         .fetch_all(&self.db.read)
@@ -492,8 +492,8 @@ impl Federated<'_> {
         let mut tx = self.db.write.begin().await?;
         for p in profiles.iter().filter(|p| known.contains(p.id)) {
             sqlx::query(
-                "UPDATE users SET display_name = ?, department = ?, updated_at = ? \
-                 WHERE id = ? AND kind = 'remote' AND (display_name <> ? OR department <> ?)",
+                "UPDATE users SET display_name = $1, department = $2, updated_at = $3 \
+                 WHERE id = $4 AND kind = 'remote' AND (display_name <> $5 OR department <> $6)",
             )
             .bind(p.display_name)
             .bind(p.department)
@@ -512,7 +512,7 @@ impl Federated<'_> {
     pub async fn fed_inbox_next(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT link, link_seq, item FROM fed_inbox \
-             WHERE processed_at IS NULL AND refused IS NULL ORDER BY link, link_seq LIMIT ?",
+             WHERE processed_at IS NULL AND refused IS NULL ORDER BY link, link_seq LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.db.read)
@@ -542,8 +542,8 @@ impl Federated<'_> {
                 },
                 Some(error) => {
                     sqlx::query(
-                        "UPDATE fed_inbox SET processed_at = ?, error = ? \
-                         WHERE link = ? AND link_seq = ?",
+                        "UPDATE fed_inbox SET processed_at = $1, error = $2 \
+                         WHERE link = $3 AND link_seq = $4",
                     )
                     .bind(at)
                     .bind(error)
@@ -555,7 +555,7 @@ impl Federated<'_> {
             }
         }
         for (link, first, last) in applied {
-            sqlx::query("DELETE FROM fed_inbox WHERE link = ? AND link_seq BETWEEN ? AND ?")
+            sqlx::query("DELETE FROM fed_inbox WHERE link = $1 AND link_seq BETWEEN $2 AND $3")
                 .bind(link)
                 .bind(first)
                 .bind(last)
@@ -580,7 +580,7 @@ impl Batch {
         user: &str,
     ) -> Result<ReaderAccess, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT write FROM fed_object_readers WHERE discussion_id = ? AND user_id = ?",
+            "SELECT write FROM fed_object_readers WHERE discussion_id = $1 AND user_id = $2",
         )
         .bind(discussion)
         .bind(user)
@@ -594,7 +594,7 @@ impl Batch {
         discussion: &str,
     ) -> Result<Vec<(String, bool)>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT user_id, write FROM fed_object_readers WHERE discussion_id = ? \
+            "SELECT user_id, write FROM fed_object_readers WHERE discussion_id = $1 \
              ORDER BY user_id",
         )
         .bind(discussion)
@@ -611,7 +611,7 @@ impl Batch {
     ) -> Result<bool, StoreError> {
         let changed = match access {
             Some(write) => sqlx::query(
-                "INSERT INTO fed_object_readers (discussion_id, user_id, write) VALUES (?, ?, ?) \
+                "INSERT INTO fed_object_readers (discussion_id, user_id, write) VALUES ($1, $2, $3) \
                  ON CONFLICT (discussion_id, user_id) DO UPDATE SET write = excluded.write \
                  WHERE fed_object_readers.write <> excluded.write",
             )
@@ -622,7 +622,7 @@ impl Batch {
             .await?
             .rows_affected(),
             None => sqlx::query(
-                "DELETE FROM fed_object_readers WHERE discussion_id = ? AND user_id = ?",
+                "DELETE FROM fed_object_readers WHERE discussion_id = $1 AND user_id = $2",
             )
             .bind(discussion)
             .bind(user)
@@ -642,9 +642,9 @@ impl Batch {
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT DISTINCT discussion_id FROM fed_object_readers WHERE discussion_id > ?1 \
-             AND substr(discussion_id, -length(?2) - 1) = '@' || ?2 \
-             ORDER BY discussion_id LIMIT ?3",
+            "SELECT DISTINCT discussion_id FROM fed_object_readers WHERE discussion_id > $1 \
+             AND substr(discussion_id, -length($2) - 1) = '@' || $2 \
+             ORDER BY discussion_id LIMIT $3",
         )
         .bind(after)
         .bind(me)
@@ -658,7 +658,7 @@ impl Federated<'_> {
     /// The last number of `discussion`'s federated log held here.
     pub async fn fed_head_seq(&self, discussion: &str) -> Result<Option<i64>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT MAX(fseq) FROM fed_log WHERE discussion_id = ?")
+            sqlx::query_scalar("SELECT MAX(fseq) FROM fed_log WHERE discussion_id = $1")
                 .bind(discussion)
                 .fetch_one(&self.db.read)
                 .await?,
@@ -672,8 +672,8 @@ impl Federated<'_> {
         me: &str,
     ) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT discussion_id FROM fed_shares WHERE link = ?1 \
-             AND substr(discussion_id, -length(?2) - 1) = '@' || ?2 ORDER BY discussion_id",
+            "SELECT discussion_id FROM fed_shares WHERE link = $1 \
+             AND substr(discussion_id, -length($2) - 1) = '@' || $2 ORDER BY discussion_id",
         )
         .bind(link)
         .bind(me)
@@ -684,7 +684,7 @@ impl Federated<'_> {
     /// The active link with `node`, from the reader pool.
     pub async fn fed_link_to(&self, node: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT link FROM fed_links WHERE peer_node = ? AND state = 'active'",
+            "SELECT link FROM fed_links WHERE peer_node = $1 AND state = 'active'",
         )
         .bind(node)
         .fetch_optional(&self.db.read)
@@ -698,7 +698,7 @@ impl Federated<'_> {
         user: &str,
     ) -> Result<ReaderAccess, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT write FROM fed_object_readers WHERE discussion_id = ? AND user_id = ?",
+            "SELECT write FROM fed_object_readers WHERE discussion_id = $1 AND user_id = $2",
         )
         .bind(discussion)
         .bind(user)
@@ -715,27 +715,27 @@ pub(super) async fn renumber_outbox(
     after: i64,
 ) -> Result<(), StoreError> {
     let first: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(link_seq) FROM fed_outbox WHERE link = ?")
+        sqlx::query_scalar("SELECT MIN(link_seq) FROM fed_outbox WHERE link = $1")
             .bind(link)
             .fetch_one(&mut *conn)
             .await?;
     // Through negative numbers, so that no two items share one on the way.
     let shift = first.map_or(0, |first| first - after - 1);
-    sqlx::query("UPDATE fed_outbox SET link_seq = -link_seq WHERE link = ?")
+    sqlx::query("UPDATE fed_outbox SET link_seq = -link_seq WHERE link = $1")
         .bind(link)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("UPDATE fed_outbox SET link_seq = -link_seq - ? WHERE link = ?")
+    sqlx::query("UPDATE fed_outbox SET link_seq = -link_seq - $1 WHERE link = $2")
         .bind(shift)
         .bind(link)
         .execute(&mut *conn)
         .await?;
     let last: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(link_seq) FROM fed_outbox WHERE link = ?")
+        sqlx::query_scalar("SELECT MAX(link_seq) FROM fed_outbox WHERE link = $1")
             .bind(link)
             .fetch_one(&mut *conn)
             .await?;
-    sqlx::query("UPDATE fed_links SET out_last = ?, acked = ? WHERE link = ?")
+    sqlx::query("UPDATE fed_links SET out_last = $1, acked = $2 WHERE link = $3")
         .bind(last.unwrap_or(after))
         .bind(after)
         .bind(link)

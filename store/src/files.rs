@@ -74,16 +74,21 @@ macro_rules! file_columns {
     };
 }
 
-/// When a file `f` may be removed; binds the unattached cut-off, then the retention cut-off.
+/// When a file `f` may be removed, taking the numbers of two placeholders: the unattached
+/// cut-off, then the retention cut-off (`removable!(1, 2)` binds `$1` and `$2`).
 /// A file that waits in a submission to another node's discussion is not removed as
 /// unattached (retention still applies).
 macro_rules! removable {
-    () => {
+    ($unattached:literal, $retention:literal) => {
         concat!(
             "((f.attached AND NOT EXISTS (SELECT 1 FROM message_files a WHERE a.file_id = f.id)) \
-              OR (NOT f.attached AND f.created_at < ? AND NOT ",
+              OR (NOT f.attached AND f.created_at < $",
+            $unattached,
+            " AND NOT ",
             submitted!(),
-            ") OR f.created_at < ?)"
+            ") OR f.created_at < $",
+            $retention,
+            ")"
         )
     };
 }
@@ -120,8 +125,8 @@ impl Files<'_> {
     /// Bytes `user` keeps in files and has reserved for uploads in progress.
     pub async fn file_usage(&self, user: &str) -> Result<u64, StoreError> {
         let used: i64 = sqlx::query_scalar(
-            "SELECT COALESCE((SELECT SUM(size) FROM files WHERE uploader = ?1), 0) \
-             + COALESCE((SELECT SUM(size) FROM uploads WHERE user_id = ?1 AND file_id IS NULL), 0)",
+            "SELECT COALESCE((SELECT SUM(size) FROM files WHERE uploader = $1), 0) \
+             + COALESCE((SELECT SUM(size) FROM uploads WHERE user_id = $1 AND file_id IS NULL), 0)",
         )
         .bind(user)
         .fetch_one(&self.db.read)
@@ -136,9 +141,9 @@ impl Files<'_> {
         let mut tx = self.db.write.begin().await?;
         if quota > 0 {
             let used: i64 = sqlx::query_scalar(
-                "SELECT COALESCE((SELECT SUM(size) FROM files WHERE uploader = ?1), 0) \
+                "SELECT COALESCE((SELECT SUM(size) FROM files WHERE uploader = $1), 0) \
                  + COALESCE((SELECT SUM(size) FROM uploads \
-                             WHERE user_id = ?1 AND file_id IS NULL), 0)",
+                             WHERE user_id = $1 AND file_id IS NULL), 0)",
             )
             .bind(&u.user_id)
             .fetch_one(&mut *tx)
@@ -151,7 +156,7 @@ impl Files<'_> {
         sqlx::query(concat!(
             "INSERT INTO uploads (",
             upload_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         ))
         .bind(&u.id)
         .bind(&u.user_id)
@@ -173,7 +178,7 @@ impl Files<'_> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             upload_columns!(),
-            " FROM uploads WHERE id = ?"
+            " FROM uploads WHERE id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.db.read)
@@ -182,7 +187,7 @@ impl Files<'_> {
 
     /// Records that the staging file holds `confirmed` bytes, durably.
     pub async fn set_upload_confirmed(&self, id: &str, confirmed: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE uploads SET confirmed = ? WHERE id = ? AND file_id IS NULL")
+        sqlx::query("UPDATE uploads SET confirmed = $1 WHERE id = $2 AND file_id IS NULL")
             .bind(confirmed)
             .bind(id)
             .execute(&self.db.write)
@@ -191,7 +196,7 @@ impl Files<'_> {
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM uploads WHERE id = ?")
+        let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(id)
             .execute(&self.db.write)
             .await?;
@@ -201,7 +206,7 @@ impl Files<'_> {
     /// Uploads not completed by `now`, oldest first.
     pub async fn expired_uploads(&self, now: i64, limit: i64) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM uploads WHERE expires_at < ? ORDER BY expires_at LIMIT ?",
+            "SELECT id FROM uploads WHERE expires_at < $1 ORDER BY expires_at LIMIT $2",
         )
         .bind(now)
         .bind(limit)
@@ -213,7 +218,7 @@ impl Files<'_> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             blob_columns!(),
-            " FROM blobs WHERE sha256 = ?"
+            " FROM blobs WHERE sha256 = $1"
         ))
         .bind(sha256)
         .fetch_optional(&self.db.read)
@@ -237,7 +242,7 @@ impl Files<'_> {
             }
             None => {
                 let exists: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM blobs WHERE sha256 = ? AND backend <> ?")
+                    sqlx::query_scalar("SELECT 1 FROM blobs WHERE sha256 = $1 AND backend <> $2")
                         .bind(&file.sha256)
                         .bind(REMOTE_BACKEND)
                         .fetch_optional(&mut *tx)
@@ -249,7 +254,7 @@ impl Files<'_> {
         }
         sqlx::query(
             "INSERT INTO files (id, sha256, name, size, discussion_id, uploader, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&file.id)
         .bind(&file.sha256)
@@ -260,7 +265,7 @@ impl Files<'_> {
         .bind(file.created_at)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE uploads SET file_id = ?, confirmed = size WHERE id = ?")
+        sqlx::query("UPDATE uploads SET file_id = $1, confirmed = size WHERE id = $2")
             .bind(&file.id)
             .bind(upload)
             .execute(&mut *tx)
@@ -273,7 +278,7 @@ impl Files<'_> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             file_columns!(),
-            " FROM files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.id = ?"
+            " FROM files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.db.read)
@@ -284,7 +289,7 @@ impl Files<'_> {
     pub async fn file_attachments(&self, id: &str) -> Result<Vec<Attachment>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT m.discussion_id, m.deleted FROM message_files a \
-             JOIN messages m ON m.id = a.message_id WHERE a.file_id = ?",
+             JOIN messages m ON m.id = a.message_id WHERE a.file_id = $1",
         )
         .bind(id)
         .fetch_all(&self.db.read)
@@ -298,7 +303,7 @@ impl Files<'_> {
             file_columns!(),
             " FROM message_files a JOIN files f ON f.id = a.file_id \
               JOIN blobs b ON b.sha256 = f.sha256 \
-              WHERE a.message_id = ? ORDER BY a.position"
+              WHERE a.message_id = $1 ORDER BY a.position"
         ))
         .bind(message)
         .fetch_all(&self.db.read)
@@ -316,8 +321,8 @@ impl Files<'_> {
     ) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(concat!(
             "SELECT f.id FROM files f WHERE ",
-            removable!(),
-            " LIMIT ?"
+            removable!(1, 2),
+            " LIMIT $3"
         ))
         .bind(unattached_before)
         .bind(retention_before.unwrap_or(i64::MIN))
@@ -338,8 +343,8 @@ impl Files<'_> {
         let mut removed = 0;
         for id in ids {
             let done = sqlx::query(concat!(
-                "DELETE FROM files WHERE id = ? AND id IN (SELECT f.id FROM files f WHERE ",
-                removable!(),
+                "DELETE FROM files WHERE id = $1 AND id IN (SELECT f.id FROM files f WHERE ",
+                removable!(2, 3),
                 ")"
             ))
             .bind(id)
@@ -359,7 +364,7 @@ impl Files<'_> {
             "SELECT ",
             blob_columns!(),
             " FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = b.sha256) \
-              LIMIT ?"
+              LIMIT $1"
         ))
         .bind(limit)
         .fetch_all(&self.db.read)
@@ -369,7 +374,7 @@ impl Files<'_> {
     /// Removes a blob's row if still no file refers to it; returns the backend it was on.
     pub async fn delete_orphan_blob(&self, sha256: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "DELETE FROM blobs WHERE sha256 = ? \
+            "DELETE FROM blobs WHERE sha256 = $1 \
              AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = blobs.sha256) \
              RETURNING backend",
         )
@@ -388,8 +393,8 @@ impl Files<'_> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             blob_columns!(),
-            " FROM blobs WHERE backend <> ? AND backend <> ? AND sha256 > ? \
-              ORDER BY sha256 LIMIT ?"
+            " FROM blobs WHERE backend <> $1 AND backend <> $2 AND sha256 > $3 \
+              ORDER BY sha256 LIMIT $4"
         ))
         .bind(backend)
         .bind(REMOTE_BACKEND)
@@ -402,7 +407,7 @@ impl Files<'_> {
     /// Moves a blob's row from one backend to another; `false` if it is gone or was not on
     /// `from`.
     pub async fn move_blob(&self, sha256: &str, from: &str, to: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE blobs SET backend = ? WHERE sha256 = ? AND backend = ?")
+        let done = sqlx::query("UPDATE blobs SET backend = $1 WHERE sha256 = $2 AND backend = $3")
             .bind(to)
             .bind(sha256)
             .bind(from)
@@ -420,7 +425,7 @@ impl Files<'_> {
     ) -> Result<(), StoreError> {
         let mut tx = self.db.write.begin().await?;
         sqlx::query(
-            "INSERT INTO meta (key, value) VALUES (?, ?) \
+            "INSERT INTO meta (key, value) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
         .bind(key)
@@ -449,10 +454,10 @@ impl Files<'_> {
             "SELECT ",
             file_columns!(),
             " FROM files f JOIN blobs b ON b.sha256 = f.sha256 \
-              WHERE f.sha256 = ? AND f.discussion_id = ? \
-              AND substr(f.uploader, instr(f.uploader, '@') + 1) <> ? \
-              AND (? OR EXISTS (SELECT 1 FROM fed_shares s JOIN fed_links l ON l.link = s.link \
-                   WHERE s.discussion_id = f.discussion_id AND s.link = ? AND l.state = 'active')) \
+              WHERE f.sha256 = $1 AND f.discussion_id = $2 \
+              AND substr(f.uploader, instr(f.uploader, '@') + 1) <> $3 \
+              AND ($4 OR EXISTS (SELECT 1 FROM fed_shares s JOIN fed_links l ON l.link = s.link \
+                   WHERE s.discussion_id = f.discussion_id AND s.link = $5 AND l.state = 'active')) \
               AND (EXISTS (SELECT 1 FROM message_files a JOIN messages m ON m.id = a.message_id \
                    WHERE a.file_id = f.id AND NOT m.deleted) OR ",
             submitted!(),
@@ -480,11 +485,11 @@ impl Files<'_> {
             file_columns!(),
             " FROM files f JOIN blobs b ON b.sha256 = f.sha256 \
               WHERE f.linked_from IS NOT NULL \
-              AND substr(f.discussion_id, instr(f.discussion_id, '@') + 1) = ? \
-              AND f.id NOT IN (SELECT value FROM json_each(?)) \
+              AND substr(f.discussion_id, instr(f.discussion_id, '@') + 1) = $1 \
+              AND f.id NOT IN (SELECT value FROM json_each($2)) \
               AND EXISTS (SELECT 1 FROM message_files a JOIN messages m ON m.id = a.message_id \
                    WHERE a.file_id = f.id AND NOT m.deleted) \
-              ORDER BY f.created_at LIMIT ?"
+              ORDER BY f.created_at LIMIT $3"
         ))
         .bind(node)
         .bind(super::json_param(&skip)?)
@@ -507,8 +512,8 @@ impl Files<'_> {
         let mut tx = self.db.write.begin().await?;
         if let Some(blob) = blob {
             sqlx::query(
-                "UPDATE blobs SET size = ?, backend = ?, mime = ?, thumbnail = ?, width = ?, \
-                 height = ? WHERE sha256 = ? AND backend = ?",
+                "UPDATE blobs SET size = $1, backend = $2, mime = $3, thumbnail = $4, width = $5, \
+                 height = $6 WHERE sha256 = $7 AND backend = $8",
             )
             .bind(blob.size)
             .bind(&blob.backend)
@@ -523,7 +528,7 @@ impl Files<'_> {
         }
         sqlx::query(
             "UPDATE files SET linked_from = NULL \
-             WHERE sha256 = ? AND linked_from = ? AND discussion_id = ? AND size = ?",
+             WHERE sha256 = $1 AND linked_from = $2 AND discussion_id = $3 AND size = $4",
         )
         .bind(sha256)
         .bind(source)
@@ -553,7 +558,7 @@ impl Batch {
         id: &str,
     ) -> Result<Option<(String, String, i64)>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT uploader, discussion_id, created_at FROM files WHERE id = ?")
+            sqlx::query_as("SELECT uploader, discussion_id, created_at FROM files WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&mut *self.tx)
                 .await?,
@@ -568,14 +573,14 @@ impl Batch {
     ) -> Result<(), StoreError> {
         for (position, id) in files.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO message_files (message_id, file_id, position) VALUES (?, ?, ?)",
+                "INSERT INTO message_files (message_id, file_id, position) VALUES ($1, $2, $3)",
             )
             .bind(message)
             .bind(id)
             .bind(i64::try_from(position).unwrap_or(i64::MAX))
             .execute(&mut *self.tx)
             .await?;
-            sqlx::query("UPDATE files SET attached = TRUE WHERE id = ?")
+            sqlx::query("UPDATE files SET attached = TRUE WHERE id = $1")
                 .bind(id)
                 .execute(&mut *self.tx)
                 .await?;
@@ -591,7 +596,7 @@ impl Batch {
             let row: Option<FileRow> = sqlx::query_as(concat!(
                 "SELECT ",
                 file_columns!(),
-                " FROM files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.id = ?"
+                " FROM files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.id = $1"
             ))
             .bind(id)
             .fetch_optional(&mut *self.tx)
@@ -609,7 +614,7 @@ impl Batch {
         files: &[String],
     ) -> Result<(), StoreError> {
         for id in files {
-            sqlx::query("INSERT INTO fed_pending_files (event_id, file_id) VALUES (?, ?)")
+            sqlx::query("INSERT INTO fed_pending_files (event_id, file_id) VALUES ($1, $2)")
                 .bind(event)
                 .bind(id)
                 .execute(&mut *self.tx)
@@ -629,7 +634,7 @@ impl Batch {
         insert_blob(&mut self.tx, blob, false).await?;
         sqlx::query(
             "INSERT INTO files (id, sha256, name, size, discussion_id, uploader, created_at, \
-             linked_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+             linked_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&file.id)
         .bind(&file.sha256)
@@ -653,7 +658,7 @@ impl Batch {
     ) -> Result<bool, StoreError> {
         let found: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM fed_pending_files pf JOIN files f ON f.id = pf.file_id \
-             WHERE pf.event_id = ? AND f.sha256 = ?",
+             WHERE pf.event_id = $1 AND f.sha256 = $2",
         )
         .bind(event)
         .bind(sha256)
@@ -669,7 +674,7 @@ impl Batch {
             file_columns!(),
             " FROM message_files a JOIN files f ON f.id = a.file_id \
               JOIN blobs b ON b.sha256 = f.sha256 \
-              WHERE a.message_id = ? ORDER BY a.position"
+              WHERE a.message_id = $1 ORDER BY a.position"
         ))
         .bind(message)
         .fetch_all(&mut *self.tx)
@@ -687,10 +692,10 @@ async fn insert_blob(
     sqlx::query(concat!(
         "INSERT INTO blobs (",
         blob_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO UPDATE SET \
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (sha256) DO UPDATE SET \
          size = excluded.size, backend = excluded.backend, mime = excluded.mime, \
          thumbnail = excluded.thumbnail, width = excluded.width, \
-         height = excluded.height WHERE ? AND blobs.backend = ?"
+         height = excluded.height WHERE $9 AND blobs.backend = $10"
     ))
     .bind(&b.sha256)
     .bind(b.size)

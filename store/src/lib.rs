@@ -6,15 +6,24 @@
 //! same statements.
 
 /// Whether the membership `m` (an alias of `members`) is in a discussion this node and the
-/// linked node share, binding its link and then `@<its name>` twice: one this node is home of
+/// linked node share, taking the numbers of three placeholders: its link, then `@<its name>`
+/// twice (for example `shared_with!(2, 3, 4)` binds `$2`, `$3` and `$4`): one this node is home of
 /// and shares over the link, or a group or dialog the linked node is home of (a replica here:
 /// it reached this node over that link). People who share a discussion across a link can
 /// thus find and reach each other from either side (see docs/decisions.md).
 macro_rules! shared_with {
-    () => {
-        "(EXISTS (SELECT 1 FROM fed_shares s WHERE s.discussion_id = m.discussion_id \
-         AND s.link = ?) OR EXISTS (SELECT 1 FROM discussions d WHERE d.id = m.discussion_id \
-         AND d.kind IN ('group', 'dialog') AND substr(d.id, -length(?)) = ?))"
+    ($link:literal, $name:literal, $name_again:literal) => {
+        concat!(
+            "(EXISTS (SELECT 1 FROM fed_shares s WHERE s.discussion_id = m.discussion_id \
+             AND s.link = $",
+            $link,
+            ") OR EXISTS (SELECT 1 FROM discussions d WHERE d.id = m.discussion_id \
+             AND d.kind IN ('group', 'dialog') AND substr(d.id, -length($",
+            $name,
+            ")) = $",
+            $name_again,
+            "))"
+        )
     };
 }
 
@@ -106,6 +115,29 @@ const READERS: u32 = 4;
 
 /// Rows in one multi-row `INSERT`: far below SQLite's limit of 32,766 bound values.
 const ROWS_PER_STATEMENT: usize = 250;
+
+/// `VALUES (...), (...)` for a multi-row `INSERT` of `rows` rows with `bound` numbered
+/// placeholders each (`$1` to `$<rows * bound>`, row after row), every row then ending with
+/// `constants` (literal SQL such as `NULL, 1`, or empty). The same text reads on both backends,
+/// unlike `QueryBuilder`'s, whose SQLite placeholders are unnumbered `?`.
+fn values_rows(rows: usize, bound: usize, constants: &str) -> String {
+    use std::fmt::Write;
+    let mut sql = String::from("VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..bound {
+            let separator = if column == 0 { "" } else { ", " };
+            // Writing into a String cannot fail.
+            let _ = write!(sql, "{separator}${}", row * bound + column + 1);
+        }
+        if !constants.is_empty() {
+            sql.push_str(if bound == 0 { "" } else { ", " });
+            sql.push_str(constants);
+        }
+        sql.push(')');
+    }
+    sql
+}
 
 /// `values` as one JSON parameter, for `json_each(?)`: a list in one statement.
 fn json_param(values: &impl serde::Serialize) -> Result<String, StoreError> {
@@ -235,7 +267,7 @@ repository!(
 impl Meta<'_> {
     /// A value from the `meta` table.
     pub async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.db.read)
             .await?)
@@ -244,7 +276,7 @@ impl Meta<'_> {
     /// Sets a value in the `meta` table.
     pub async fn set(&self, key: &str, value: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO meta (key, value) VALUES (?, ?) \
+            "INSERT INTO meta (key, value) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
         .bind(key)
@@ -256,7 +288,7 @@ impl Meta<'_> {
 
     /// Removes a value from the `meta` table.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM meta WHERE key = ?")
+        sqlx::query("DELETE FROM meta WHERE key = $1")
             .bind(key)
             .execute(&self.db.write)
             .await?;
@@ -313,6 +345,59 @@ mod tests {
         assert!(parse_version("3.51.2").unwrap() < MIN_SQLITE);
         assert!(parse_version("3.53.0").unwrap() >= MIN_SQLITE);
         assert_eq!(parse_version("garbage"), None);
+    }
+
+    /// The statements number their placeholders (`$N`, the text PostgreSQL reads too):
+    /// sqlx-sqlite binds `$N` to the N-th bound value, reused as often as the text names it, in
+    /// any order, across `concat!` pieces and in the multi-row `INSERT`s of [`values_rows`].
+    #[tokio::test]
+    async fn numbered_placeholders_bind_by_number() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let text: String = sqlx::query_scalar("SELECT $2 || $1 || $2 || ?3")
+            .bind("a")
+            .bind("b")
+            .bind("c")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(text, "babc");
+        let mixed: (i64, String) = sqlx::query_as("SELECT $3 + $1, $2")
+            .bind(40_i64)
+            .bind("x")
+            .bind(2_i64)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(mixed, (42, "x".to_string()));
+
+        sqlx::query("CREATE TABLE t (a INTEGER, b TEXT, c INTEGER, d TEXT)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            values_rows(2, 2, "7, 'k'"),
+            "VALUES ($1, $2, 7, 'k'), ($3, $4, 7, 'k')"
+        );
+        assert_eq!(values_rows(1, 3, ""), "VALUES ($1, $2, $3)");
+        let sql = format!("INSERT INTO t (a, b, c, d) {}", values_rows(3, 2, "7, 'k'"));
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for i in 0..3_i64 {
+            insert = insert.bind(i).bind(format!("r{i}"));
+        }
+        assert_eq!(insert.execute(&pool).await.unwrap().rows_affected(), 3);
+        let rows: Vec<(i64, String, i64, String)> =
+            sqlx::query_as("SELECT a, b, c, d FROM t ORDER BY a")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let expected: Vec<_> = (0..3)
+            .map(|i| (i, format!("r{i}"), 7, "k".to_string()))
+            .collect();
+        assert_eq!(rows, expected);
     }
 
     #[tokio::test]

@@ -65,7 +65,7 @@ const KV_ROW_OVERHEAD: u64 = 64;
 const LOG_LINES_KEPT: i64 = 2000;
 
 const INSERT_INBOX: &str = "INSERT INTO plugin_inbox (plugin_id, kind, payload, state, attempts, \
-                            next_at, created_at) VALUES (?, ?, ?, 'pending', 0, ?, ?)";
+                            next_at, created_at) VALUES ($1, $2, $3, 'pending', 0, $4, $5)";
 
 impl Plugins<'_> {
     pub async fn list(&self) -> Result<Vec<PluginRow>, StoreError> {
@@ -75,7 +75,7 @@ impl Plugins<'_> {
     }
 
     pub async fn plugin(&self, id: &str) -> Result<Option<PluginRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM plugins WHERE id = ?")
+        Ok(sqlx::query_as("SELECT * FROM plugins WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.db.read)
             .await?)
@@ -93,7 +93,7 @@ impl Plugins<'_> {
             // A person with the bot's login keeps their account: the install is refused.
             let done = sqlx::query(
                 "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, \
-                 locked, created_at, updated_at, kind) VALUES (?, ?, ?, '', '!', FALSE, FALSE, ?, ?, 'bot') \
+                 locked, created_at, updated_at, kind) VALUES ($1, $2, $3, '', '!', FALSE, FALSE, $4, $5, 'bot') \
                  ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name \
                  WHERE users.kind = 'bot'",
             )
@@ -112,7 +112,7 @@ impl Plugins<'_> {
         }
         sqlx::query(
             "INSERT INTO plugins (id, version, source, manifest, sha256, grants, config, enabled, \
-             bot_user, installed_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             bot_user, installed_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (id) DO UPDATE SET version = excluded.version, source = excluded.source, \
              manifest = excluded.manifest, sha256 = excluded.sha256, grants = excluded.grants, \
              config = excluded.config, enabled = excluded.enabled, bot_user = excluded.bot_user, \
@@ -143,7 +143,7 @@ impl Plugins<'_> {
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let done = sqlx::query("UPDATE plugins SET enabled = ?, updated_at = ? WHERE id = ?")
+        let done = sqlx::query("UPDATE plugins SET enabled = $1, updated_at = $2 WHERE id = $3")
             .bind(enabled)
             .bind(audit.at)
             .bind(id)
@@ -160,7 +160,7 @@ impl Plugins<'_> {
 
     pub async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT value FROM plugin_kv WHERE plugin_id = ? AND key = ?")
+            sqlx::query_scalar("SELECT value FROM plugin_kv WHERE plugin_id = $1 AND key = $2")
                 .bind(plugin)
                 .bind(key)
                 .fetch_optional(&self.db.read)
@@ -179,8 +179,8 @@ impl Plugins<'_> {
     ) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
         let used: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value) + ?), 0) \
-             FROM plugin_kv WHERE plugin_id = ? AND key <> ?",
+            "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value) + $1), 0) \
+             FROM plugin_kv WHERE plugin_id = $2 AND key <> $3",
         )
         .bind(KV_ROW_OVERHEAD as i64)
         .bind(plugin)
@@ -193,7 +193,7 @@ impl Plugins<'_> {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO plugin_kv (plugin_id, key, value) VALUES (?, ?, ?) \
+            "INSERT INTO plugin_kv (plugin_id, key, value) VALUES ($1, $2, $3) \
              ON CONFLICT (plugin_id, key) DO UPDATE SET value = excluded.value",
         )
         .bind(plugin)
@@ -206,7 +206,7 @@ impl Plugins<'_> {
     }
 
     pub async fn kv_delete(&self, plugin: &str, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM plugin_kv WHERE plugin_id = ? AND key = ?")
+        sqlx::query("DELETE FROM plugin_kv WHERE plugin_id = $1 AND key = $2")
             .bind(plugin)
             .bind(key)
             .execute(&self.db.write)
@@ -225,8 +225,8 @@ impl Plugins<'_> {
         // string that no longer starts with it.
         let from = after.filter(|a| *a >= prefix).unwrap_or(prefix);
         let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT key FROM plugin_kv WHERE plugin_id = ? AND key >= ? AND key <> ? \
-             AND SUBSTR(key, 1, ?) = ? ORDER BY key LIMIT ?",
+            "SELECT key FROM plugin_kv WHERE plugin_id = $1 AND key >= $2 AND key <> $3 \
+             AND SUBSTR(key, 1, $4) = $5 ORDER BY key LIMIT $6",
         )
         .bind(plugin)
         .bind(from)
@@ -249,7 +249,7 @@ impl Plugins<'_> {
         for (at, level, message, fields) in lines {
             sqlx::query(
                 "INSERT INTO plugin_logs (plugin_id, at, level, message, fields) \
-                 VALUES (?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(plugin)
             .bind(at)
@@ -260,8 +260,8 @@ impl Plugins<'_> {
             .await?;
         }
         sqlx::query(
-            "DELETE FROM plugin_logs WHERE plugin_id = ? AND id <= \
-             (SELECT id FROM plugin_logs WHERE plugin_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            "DELETE FROM plugin_logs WHERE plugin_id = $1 AND id <= \
+             (SELECT id FROM plugin_logs WHERE plugin_id = $2 ORDER BY id DESC LIMIT 1 OFFSET $3)",
         )
         .bind(plugin)
         .bind(plugin)
@@ -279,8 +279,8 @@ impl Plugins<'_> {
         limit: u32,
     ) -> Result<Vec<PluginLogRow>, StoreError> {
         let mut rows: Vec<PluginLogRow> = sqlx::query_as(
-            "SELECT at, level, message, fields FROM plugin_logs WHERE plugin_id = ? \
-             ORDER BY id DESC LIMIT ?",
+            "SELECT at, level, message, fields FROM plugin_logs WHERE plugin_id = $1 \
+             ORDER BY id DESC LIMIT $2",
         )
         .bind(plugin)
         .bind(i64::from(limit))
@@ -302,7 +302,7 @@ impl Plugins<'_> {
         let (app, kind, id) = event.object.unzip3();
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO business_events (source, kind, idempotency_key, object_app, object_type, \
-             object_id, payload, occurred_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             object_id, payload, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING id",
         )
         .bind(event.source)
@@ -348,7 +348,7 @@ impl Plugins<'_> {
         // Strictly in order: the head waits out its backoff before anything behind it runs.
         let row: Option<InboxRow> = sqlx::query_as(
             "SELECT id, kind, payload, attempts, last_error, created_at, next_at \
-             FROM plugin_inbox WHERE plugin_id = ? AND state = 'pending' ORDER BY id LIMIT 1",
+             FROM plugin_inbox WHERE plugin_id = $1 AND state = 'pending' ORDER BY id LIMIT 1",
         )
         .bind(plugin)
         .fetch_optional(&self.db.read)
@@ -359,7 +359,7 @@ impl Plugins<'_> {
     /// When the plugin's oldest pending item is due, if it has one.
     pub async fn inbox_due_at(&self, plugin: &str) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT next_at FROM plugin_inbox WHERE plugin_id = ? AND state = 'pending' \
+            "SELECT next_at FROM plugin_inbox WHERE plugin_id = $1 AND state = 'pending' \
              ORDER BY id LIMIT 1",
         )
         .bind(plugin)
@@ -368,7 +368,7 @@ impl Plugins<'_> {
     }
 
     pub async fn inbox_done(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM plugin_inbox WHERE id = ?")
+        sqlx::query("DELETE FROM plugin_inbox WHERE id = $1")
             .bind(id)
             .execute(&self.db.write)
             .await?;
@@ -384,8 +384,8 @@ impl Plugins<'_> {
         dead: bool,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE plugin_inbox SET attempts = attempts + 1, last_error = ?, next_at = ?, \
-             state = ? WHERE id = ?",
+            "UPDATE plugin_inbox SET attempts = attempts + 1, last_error = $1, next_at = $2, \
+             state = $3 WHERE id = $4",
         )
         .bind(error)
         .bind(next_at)
@@ -398,7 +398,7 @@ impl Plugins<'_> {
 
     pub async fn dead_letter_count(&self, plugin: &str) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM plugin_inbox WHERE plugin_id = ? AND state = 'dead'",
+            "SELECT COUNT(*) FROM plugin_inbox WHERE plugin_id = $1 AND state = 'dead'",
         )
         .bind(plugin)
         .fetch_one(&self.db.read)
@@ -409,7 +409,7 @@ impl Plugins<'_> {
     pub async fn dead_letters(&self, plugin: &str) -> Result<Vec<InboxRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, kind, payload, attempts, last_error, created_at, \
-             next_at FROM plugin_inbox WHERE plugin_id = ? AND state = 'dead' ORDER BY id",
+             next_at FROM plugin_inbox WHERE plugin_id = $1 AND state = 'dead' ORDER BY id",
         )
         .bind(plugin)
         .fetch_all(&self.db.read)
@@ -426,8 +426,8 @@ impl Plugins<'_> {
     ) -> Result<u64, StoreError> {
         let mut tx = self.db.write.begin().await?;
         let n = sqlx::query(
-            "UPDATE plugin_inbox SET state = 'pending', attempts = 0, next_at = ? \
-             WHERE plugin_id = ? AND state = 'dead' AND (? IS NULL OR id = ?)",
+            "UPDATE plugin_inbox SET state = 'pending', attempts = 0, next_at = $1 \
+             WHERE plugin_id = $2 AND state = 'dead' AND ($3 IS NULL OR id = $4)",
         )
         .bind(now)
         .bind(plugin)

@@ -10,7 +10,7 @@ impl Presence<'_> {
         user: &str,
     ) -> Result<Option<(String, String)>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT choice, status_text FROM presence_choices WHERE user_id = ?")
+            sqlx::query_as("SELECT choice, status_text FROM presence_choices WHERE user_id = $1")
                 .bind(user)
                 .fetch_optional(&self.db.read)
                 .await?,
@@ -27,7 +27,7 @@ impl Presence<'_> {
         for (user, choice, text) in choices {
             sqlx::query(
                 "INSERT INTO presence_choices (user_id, choice, status_text, updated_at) \
-                 VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET \
                  choice = excluded.choice, status_text = excluded.status_text, \
                  updated_at = excluded.updated_at",
             )
@@ -48,7 +48,7 @@ impl Presence<'_> {
             "SELECT DISTINCT other.user_id FROM members mine \
              JOIN discussions d ON d.id = mine.discussion_id AND d.kind IN ('dialog', 'group') \
              JOIN members other ON other.discussion_id = mine.discussion_id \
-             WHERE mine.user_id = ? AND other.user_id <> mine.user_id",
+             WHERE mine.user_id = $1 AND other.user_id <> mine.user_id",
         )
         .bind(user)
         .fetch_all(&self.db.read)
@@ -59,7 +59,7 @@ impl Presence<'_> {
     pub async fn dnd_users(&self, users_json: &str) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT user_id FROM presence_choices WHERE choice = 'dnd' \
-             AND user_id IN (SELECT value FROM json_each(?))",
+             AND user_id IN (SELECT value FROM json_each($1))",
         )
         .bind(users_json)
         .fetch_all(&self.db.read)
@@ -72,7 +72,7 @@ impl Presence<'_> {
         users_json: &str,
     ) -> Result<Vec<(String, String)>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT id, display_name FROM users WHERE id IN (SELECT value FROM json_each(?))",
+            "SELECT id, display_name FROM users WHERE id IN (SELECT value FROM json_each($1))",
         )
         .bind(users_json)
         .fetch_all(&self.db.read)
@@ -82,10 +82,12 @@ impl Presence<'_> {
     /// Which of these users (a JSON array of ids) exist.
     pub async fn existing_users(&self, users_json: &str) -> Result<Vec<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT id FROM users WHERE id IN (SELECT value FROM json_each(?))")
-                .bind(users_json)
-                .fetch_all(&self.db.read)
-                .await?,
+            sqlx::query_scalar(
+                "SELECT id FROM users WHERE id IN (SELECT value FROM json_each($1))",
+            )
+            .bind(users_json)
+            .fetch_all(&self.db.read)
+            .await?,
         )
     }
 }

@@ -75,7 +75,7 @@ impl Push<'_> {
     ) -> Result<(), StoreError> {
         if level == "default" && muted_until.is_none() {
             sqlx::query(
-                "DELETE FROM notification_settings WHERE user_id = ? AND discussion_id = ?",
+                "DELETE FROM notification_settings WHERE user_id = $1 AND discussion_id = $2",
             )
             .bind(user)
             .bind(discussion)
@@ -85,7 +85,7 @@ impl Push<'_> {
         }
         sqlx::query(
             "INSERT INTO notification_settings (user_id, discussion_id, level, muted_until) \
-             VALUES (?, ?, ?, ?) ON CONFLICT (user_id, discussion_id) DO UPDATE SET \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, discussion_id) DO UPDATE SET \
              level = excluded.level, muted_until = excluded.muted_until",
         )
         .bind(user)
@@ -105,7 +105,7 @@ impl Push<'_> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             setting_columns!(),
-            " FROM notification_settings WHERE user_id = ? ORDER BY discussion_id"
+            " FROM notification_settings WHERE user_id = $1 ORDER BY discussion_id"
         ))
         .bind(user)
         .fetch_all(&self.db.read)
@@ -122,7 +122,7 @@ impl Push<'_> {
             "SELECT ",
             setting_columns!(),
             " FROM notification_settings \
-             WHERE discussion_id = ? AND user_id IN (SELECT value FROM json_each(?))"
+             WHERE discussion_id = $1 AND user_id IN (SELECT value FROM json_each($2))"
         ))
         .bind(discussion)
         .bind(users_json)
@@ -134,15 +134,17 @@ impl Push<'_> {
     /// queued notifications go with it); returns the endpoint's id.
     pub async fn register_push(&self, row: &PushEndpointRow) -> Result<String, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        sqlx::query("DELETE FROM push_endpoints WHERE user_id = ? AND device_id = ? AND kind = ?")
-            .bind(&row.user_id)
-            .bind(&row.device_id)
-            .bind(&row.kind)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM push_endpoints WHERE user_id = $1 AND device_id = $2 AND kind = $3",
+        )
+        .bind(&row.user_id)
+        .bind(&row.device_id)
+        .bind(&row.kind)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO push_endpoints (id, user_id, device_id, kind, target, p256dh, auth, \
-             pushkey, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             pushkey, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&row.id)
         .bind(&row.user_id)
@@ -165,13 +167,14 @@ impl Push<'_> {
         user: Option<&str>,
         id: &str,
     ) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("DELETE FROM push_endpoints WHERE id = ? AND (? IS NULL OR user_id = ?)")
-                .bind(id)
-                .bind(user)
-                .bind(user)
-                .execute(&self.db.write)
-                .await?;
+        let done = sqlx::query(
+            "DELETE FROM push_endpoints WHERE id = $1 AND ($2 IS NULL OR user_id = $3)",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(user)
+        .execute(&self.db.write)
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -180,7 +183,7 @@ impl Push<'_> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             endpoint_columns!(),
-            " FROM push_endpoints e WHERE e.user_id = ? ORDER BY e.created_at, e.id"
+            " FROM push_endpoints e WHERE e.user_id = $1 ORDER BY e.created_at, e.id"
         ))
         .bind(user)
         .fetch_all(&self.db.read)
@@ -206,9 +209,9 @@ impl Push<'_> {
             "SELECT ",
             endpoint_columns!(),
             " FROM push_endpoints e \
-             WHERE e.user_id IN (SELECT value FROM json_each(?)) AND EXISTS (SELECT 1 FROM \
+             WHERE e.user_id IN (SELECT value FROM json_each($1)) AND EXISTS (SELECT 1 FROM \
              sessions s WHERE s.user_id = e.user_id AND s.device_id = e.device_id \
-             AND s.expires_at > ?)"
+             AND s.expires_at > $2)"
         ))
         .bind(users_json)
         .bind(now)
@@ -223,7 +226,7 @@ impl Push<'_> {
         for p in pushes {
             sqlx::query(
                 "INSERT INTO push_queue (endpoint_id, discussion_id, payload, count, urgent, \
-                 created_at, due_at) VALUES (?, ?, ?, 1, ?, ?, ?) \
+                 created_at, due_at) VALUES ($1, $2, $3, 1, $4, $5, $6) \
                  ON CONFLICT (endpoint_id, discussion_id) DO UPDATE SET \
                  payload = excluded.payload, count = push_queue.count + 1, \
                  urgent = push_queue.urgent OR excluded.urgent, attempts = 0, \
@@ -248,7 +251,7 @@ impl Push<'_> {
             "SELECT q.id AS job_id, q.discussion_id, q.payload, q.count, q.urgent, q.attempts, ",
             endpoint_columns!(),
             " FROM push_queue q JOIN push_endpoints e ON e.id = q.endpoint_id \
-             WHERE q.due_at <= ? ORDER BY q.due_at, q.id LIMIT ?"
+             WHERE q.due_at <= $1 ORDER BY q.due_at, q.id LIMIT $2"
         ))
         .bind(now)
         .bind(limit)
@@ -266,7 +269,7 @@ impl Push<'_> {
     /// A notification was delivered: removes it, unless newer messages were folded into it
     /// meanwhile (its count changed), in which case it stays to be sent again.
     pub async fn push_sent(&self, id: i64, count: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM push_queue WHERE id = ? AND count = ?")
+        sqlx::query("DELETE FROM push_queue WHERE id = $1 AND count = $2")
             .bind(id)
             .bind(count)
             .execute(&self.db.write)
@@ -277,8 +280,8 @@ impl Push<'_> {
     /// A notification failed: tries again at `due_at`.
     pub async fn push_retry(&self, id: i64, due_at: i64, error: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE push_queue SET attempts = attempts + 1, due_at = ?, last_error = ? \
-             WHERE id = ?",
+            "UPDATE push_queue SET attempts = attempts + 1, due_at = $1, last_error = $2 \
+             WHERE id = $3",
         )
         .bind(due_at)
         .bind(error)
@@ -295,8 +298,8 @@ impl Push<'_> {
         users_json: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "DELETE FROM push_queue WHERE discussion_id = ? AND endpoint_id IN \
-             (SELECT id FROM push_endpoints WHERE user_id IN (SELECT value FROM json_each(?)))",
+            "DELETE FROM push_queue WHERE discussion_id = $1 AND endpoint_id IN \
+             (SELECT id FROM push_endpoints WHERE user_id IN (SELECT value FROM json_each($2)))",
         )
         .bind(discussion)
         .bind(users_json)
@@ -312,8 +315,8 @@ impl Push<'_> {
         message_id: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "DELETE FROM push_queue WHERE discussion_id = ? \
-             AND json_extract(payload, '$.message_id') = ?",
+            "DELETE FROM push_queue WHERE discussion_id = $1 \
+             AND json_extract(payload, '$.message_id') = $2",
         )
         .bind(discussion)
         .bind(message_id)
@@ -324,7 +327,7 @@ impl Push<'_> {
 
     /// A notification is given up, unless newer messages were folded into it meanwhile.
     pub async fn push_dropped(&self, id: i64, count: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM push_queue WHERE id = ? AND count = ?")
+        sqlx::query("DELETE FROM push_queue WHERE id = $1 AND count = $2")
             .bind(id)
             .bind(count)
             .execute(&self.db.write)

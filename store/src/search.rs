@@ -69,7 +69,7 @@ impl SearchQueue<'_> {
             index_columns!(),
             "FROM search_queue q JOIN messages m ON m.id = q.message_id ",
             "JOIN discussions d ON d.id = m.discussion_id ",
-            "WHERE q.id > ? ORDER BY q.id LIMIT ?"
+            "WHERE q.id > $1 ORDER BY q.id LIMIT $2"
         ))
         .bind(cursor)
         .bind(limit)
@@ -98,7 +98,7 @@ impl SearchQueue<'_> {
 
     /// Removes queue entries the index has taken in.
     pub async fn prune_search_queue(&self, upto: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM search_queue WHERE id <= ?")
+        sqlx::query("DELETE FROM search_queue WHERE id <= $1")
             .bind(upto)
             .execute(&self.db.write)
             .await?;
@@ -122,7 +122,7 @@ impl SearchQueue<'_> {
             "SELECT m.rowid AS rid, ",
             index_columns!(),
             "FROM messages m JOIN discussions d ON d.id = m.discussion_id ",
-            "WHERE m.rowid > ? AND NOT m.deleted ORDER BY m.rowid LIMIT ?"
+            "WHERE m.rowid > $1 AND NOT m.deleted ORDER BY m.rowid LIMIT $2"
         ))
         .bind(after)
         .bind(limit)
@@ -140,7 +140,7 @@ impl SearchQueue<'_> {
         let rows: Vec<HitRow> = sqlx::query_as(concat!(
             "SELECT m.id, m.discussion_id, m.seq, m.author, m.created_at, m.text, m.deleted, ",
             file_names!(),
-            "FROM messages m WHERE m.id IN (SELECT value FROM json_each(?))"
+            "FROM messages m WHERE m.id IN (SELECT value FROM json_each($1))"
         ))
         .bind(list)
         .fetch_all(&self.db.read)
@@ -153,7 +153,7 @@ impl SearchQueue<'_> {
     /// Dialogs and groups `user` is a member of.
     pub async fn member_discussions(&self, user: &str) -> Result<Vec<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT discussion_id FROM members WHERE user_id = ?")
+            sqlx::query_scalar("SELECT discussion_id FROM members WHERE user_id = $1")
                 .bind(user)
                 .fetch_all(&self.db.read)
                 .await?,
@@ -181,7 +181,7 @@ impl SearchQueue<'_> {
         Ok(sqlx::query_as(concat!(
             "SELECT * FROM users WHERE NOT locked AND kind = 'person' AND id IN \
              (SELECT m.user_id FROM members m WHERE ",
-            shared_with!(),
+            shared_with!(1, 2, 3),
             ") ORDER BY login"
         ))
         .bind(link)
@@ -209,7 +209,7 @@ impl SearchQueue<'_> {
             let id = format!("bench-{d}@{node}");
             sqlx::query(
                 "INSERT INTO discussions (id, kind, title, created_by, created_at, last_seq, \
-                 last_activity_at) VALUES (?, 'group', ?, ?, 0, 0, 0)",
+                 last_activity_at) VALUES ($1, 'group', $2, $3, 0, 0, 0)",
             )
             .bind(&id)
             .bind(format!("bench {d}"))
@@ -219,7 +219,7 @@ impl SearchQueue<'_> {
             if d % member_every.max(1) == 0 {
                 sqlx::query(
                     "INSERT INTO members (discussion_id, user_id, role, added_at) \
-                     VALUES (?, ?, 'member', 0)",
+                     VALUES ($1, $2, 'member', 0)",
                 )
                 .bind(&id)
                 .bind(user)
@@ -237,7 +237,7 @@ impl SearchQueue<'_> {
                 sqlx::query(
                     "INSERT INTO messages (id, discussion_id, seq, author, device_id, \
                      client_msg_id, payload_hash, text, actions, created_at, version) \
-                     VALUES (?, ?, ?, ?, 'bench', ?, '', ?, '[]', ?, 1)",
+                     VALUES ($1, $2, $3, $4, 'bench', $5, '', $6, '[]', $7, 1)",
                 )
                 .bind(format!("bm-{i}@{node}"))
                 .bind(format!("bench-{d}@{node}"))

@@ -29,8 +29,8 @@ impl Sessions<'_> {
         let inserted = sqlx::query(
             "INSERT INTO sessions (id, user_id, token_hash, device_id, device_name, created_at, \
              last_seen_at, expires_at) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ? FROM users \
-             WHERE id = ? AND locked = FALSE AND password_hash = ?",
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM users \
+             WHERE id = $9 AND locked = FALSE AND password_hash = $10",
         )
         .bind(&session.id)
         .bind(&session.user_id)
@@ -55,7 +55,7 @@ impl Sessions<'_> {
     }
 
     pub async fn session_exists(&self, id: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM sessions WHERE id = ?")
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM sessions WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.db.read)
             .await?;
@@ -67,7 +67,7 @@ impl Sessions<'_> {
         token_hash: &str,
     ) -> Result<Option<SessionRow>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT * FROM sessions WHERE token_hash = ?")
+            sqlx::query_as("SELECT * FROM sessions WHERE token_hash = $1")
                 .bind(token_hash)
                 .fetch_optional(&self.db.read)
                 .await?,
@@ -81,7 +81,7 @@ impl Sessions<'_> {
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sessions SET last_seen_at = ?, expires_at = ? WHERE id = ?")
+        sqlx::query("UPDATE sessions SET last_seen_at = $1, expires_at = $2 WHERE id = $3")
             .bind(now)
             .bind(expires_at)
             .bind(id)
@@ -92,10 +92,12 @@ impl Sessions<'_> {
 
     pub async fn sessions_of(&self, user_id: &str) -> Result<Vec<SessionRow>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT * FROM sessions WHERE user_id = ? ORDER BY created_at DESC, id")
-                .bind(user_id)
-                .fetch_all(&self.db.read)
-                .await?,
+            sqlx::query_as(
+                "SELECT * FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id",
+            )
+            .bind(user_id)
+            .fetch_all(&self.db.read)
+            .await?,
         )
     }
 
@@ -109,14 +111,16 @@ impl Sessions<'_> {
         let mut tx = self.db.write.begin().await?;
         let ids: Vec<String> = match session_id {
             Some(sid) => {
-                sqlx::query_scalar("DELETE FROM sessions WHERE user_id = ? AND id = ? RETURNING id")
-                    .bind(user_id)
-                    .bind(sid)
-                    .fetch_all(&mut *tx)
-                    .await?
+                sqlx::query_scalar(
+                    "DELETE FROM sessions WHERE user_id = $1 AND id = $2 RETURNING id",
+                )
+                .bind(user_id)
+                .bind(sid)
+                .fetch_all(&mut *tx)
+                .await?
             }
             None => {
-                sqlx::query_scalar("DELETE FROM sessions WHERE user_id = ? RETURNING id")
+                sqlx::query_scalar("DELETE FROM sessions WHERE user_id = $1 RETURNING id")
                     .bind(user_id)
                     .fetch_all(&mut *tx)
                     .await?
@@ -129,7 +133,7 @@ impl Sessions<'_> {
 
     /// Removes sessions that expired before `now`.
     pub async fn delete_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
+        Ok(sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
             .bind(now)
             .execute(&self.db.write)
             .await?
@@ -151,7 +155,7 @@ impl Sessions<'_> {
         for (id, login, token_hash) in users {
             sqlx::query(
                 "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, \
-                 locked, created_at, updated_at) VALUES (?, ?, ?, '', '!', FALSE, FALSE, ?, ?)",
+                 locked, created_at, updated_at) VALUES ($1, $2, $3, '', '!', FALSE, FALSE, $4, $5)",
             )
             .bind(id)
             .bind(login)
@@ -162,7 +166,7 @@ impl Sessions<'_> {
             .await?;
             sqlx::query(
                 "INSERT INTO sessions (id, user_id, token_hash, device_id, device_name, \
-                 created_at, last_seen_at, expires_at) VALUES (?, ?, ?, 'bench', 'bench', ?, ?, ?)",
+                 created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, 'bench', 'bench', $4, $5, $6)",
             )
             .bind(uuid::Uuid::now_v7().simple().to_string())
             .bind(id)

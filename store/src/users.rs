@@ -48,7 +48,7 @@ impl Users<'_> {
         }
         sqlx::query(
             "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, locked, \
-             created_at, updated_at, department) VALUES (?, ?, ?, ?, ?, ?, FALSE, ?, ?, ?)",
+             created_at, updated_at, department) VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $8, $9)",
         )
         .bind(&user.id)
         .bind(&user.login)
@@ -63,7 +63,7 @@ impl Users<'_> {
         .await
         .map_err(StoreError::from_insert)?;
         append(&mut tx, audit).await?;
-        let row = sqlx::query_as("SELECT * FROM users WHERE id = ?")
+        let row = sqlx::query_as("SELECT * FROM users WHERE id = $1")
             .bind(&user.id)
             .fetch_one(&mut *tx)
             .await?;
@@ -72,14 +72,14 @@ impl Users<'_> {
     }
 
     pub async fn user_by_login(&self, login: &str) -> Result<Option<UserRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM users WHERE login = ?")
+        Ok(sqlx::query_as("SELECT * FROM users WHERE login = $1")
             .bind(login)
             .fetch_optional(&self.db.read)
             .await?)
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM users WHERE id = ?")
+        Ok(sqlx::query_as("SELECT * FROM users WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.db.read)
             .await?)
@@ -107,7 +107,7 @@ impl Users<'_> {
     ) -> Result<Option<(UserRow, Vec<String>)>, StoreError> {
         let mut tx = self.db.write.begin().await?;
         let row: Option<UserRow> = sqlx::query_as(
-            "UPDATE users SET locked = ?, updated_at = ? WHERE login = ? RETURNING *",
+            "UPDATE users SET locked = $1, updated_at = $2 WHERE login = $3 RETURNING *",
         )
         .bind(locked)
         .bind(now)
@@ -116,7 +116,7 @@ impl Users<'_> {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let ended = if locked {
-            sqlx::query_scalar("DELETE FROM sessions WHERE user_id = ? RETURNING id")
+            sqlx::query_scalar("DELETE FROM sessions WHERE user_id = $1 RETURNING id")
                 .bind(&row.id)
                 .fetch_all(&mut *tx)
                 .await?
@@ -139,7 +139,7 @@ impl Users<'_> {
     ) -> Result<Option<(UserRow, Vec<String>)>, StoreError> {
         let mut tx = self.db.write.begin().await?;
         let row: Option<UserRow> = sqlx::query_as(
-            "UPDATE users SET password_hash = ?, updated_at = ? WHERE login = ? RETURNING *",
+            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE login = $3 RETURNING *",
         )
         .bind(password_hash)
         .bind(now)
@@ -148,7 +148,7 @@ impl Users<'_> {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let ended =
-            sqlx::query_scalar("DELETE FROM sessions WHERE user_id = ? AND id != ? RETURNING id")
+            sqlx::query_scalar("DELETE FROM sessions WHERE user_id = $1 AND id != $2 RETURNING id")
                 .bind(&row.id)
                 .bind(keep_session.unwrap_or(""))
                 .fetch_all(&mut *tx)
@@ -166,7 +166,7 @@ impl Users<'_> {
         old_hash: &str,
         new_hash: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?")
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
             .bind(new_hash)
             .bind(id)
             .bind(old_hash)
@@ -180,7 +180,7 @@ impl Users<'_> {
     /// A user's client preferences (a JSON object), if they stored any.
     pub async fn preferences(&self, user_id: &str) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT value FROM user_preferences WHERE user_id = ?")
+            sqlx::query_scalar("SELECT value FROM user_preferences WHERE user_id = $1")
                 .bind(user_id)
                 .fetch_optional(&self.db.read)
                 .await?,
@@ -195,7 +195,7 @@ impl Users<'_> {
         now: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO user_preferences (user_id, value, updated_at) VALUES (?, ?, ?) \
+            "INSERT INTO user_preferences (user_id, value, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (user_id) DO UPDATE SET value = excluded.value, \
              updated_at = excluded.updated_at",
         )
