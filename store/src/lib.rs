@@ -37,6 +37,8 @@ mod files;
 mod plugins;
 mod presence;
 mod push;
+#[cfg(test)]
+mod schema_parity;
 mod search;
 mod sessions;
 mod users;
