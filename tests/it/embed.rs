@@ -457,3 +457,165 @@ async fn an_embed_session_ends_on_its_next_request_when_access_went_while_it_was
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     Ok(())
 }
+
+/// Uploads `data` into `discussion` over HTTP with `auth`'s credentials: the upload's
+/// declaration status and body, then (if declared) the file.
+async fn http_upload(
+    node: &TestNode,
+    auth: &dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    discussion: &str,
+    name: &str,
+    data: &[u8],
+) -> anyhow::Result<(StatusCode, Value)> {
+    let http = reqwest::Client::new();
+    let base = node.http_url();
+    let (status, up) = call(
+        auth(http.post(format!("{base}/api/v1/uploads"))),
+        Some(json!({"discussion": discussion, "name": name, "size": data.len(), "sha256": crate::files::sha(data)})),
+    )
+    .await?;
+    if status != StatusCode::OK {
+        return Ok((status, up));
+    }
+    let id = up["id"].as_str().context("upload id")?;
+    let response = within(
+        15,
+        "upload",
+        auth(http.put(format!("{base}/api/v1/uploads/{id}?offset=0")))
+            .body(data.to_vec())
+            .send(),
+    )
+    .await??;
+    let status = StatusCode::from_u16(response.status().as_u16())?;
+    Ok((status, response.json().await?))
+}
+
+#[tokio::test]
+async fn an_embed_session_attaches_and_downloads_files_of_its_discussion_only() -> anyhow::Result<()>
+{
+    let _log = subscribe();
+    let (node, mut mail) =
+        node_with_mail_and_clock(|_| {}, veche_base::SystemClock::shared()).await?;
+    let erp = register_app(&node, &mut mail, "erp").await?;
+    node.add_user("alice", PASSWORD, false).await?;
+    allow(&node, "erp", &[HOST]).await?;
+    for object in ["INV-1", "INV-2"] {
+        erp.ok(
+            reqwest::Method::PUT,
+            &format!("/api/v1/objects/invoice/{object}/access"),
+            Some(json!({"users": ["alice"]})),
+        )
+        .await?;
+    }
+    let one = session(&node, &erp, "INV-1", "alice").await?;
+    let two = session(&node, &erp, "INV-2", "alice").await?;
+    let token = one["session_token"].as_str().context("session")?.to_owned();
+    let here = one["discussion"].as_str().context("discussion")?.to_owned();
+    let there = two["discussion"].as_str().context("discussion")?.to_owned();
+    let widget = |b: reqwest::RequestBuilder| b.bearer_auth(&token);
+    let http = reqwest::Client::new();
+    let base = node.http_url();
+    let get = async |url: String| {
+        let r = within(15, "download", widget(http.get(url)).send()).await??;
+        anyhow::Ok((
+            StatusCode::from_u16(r.status().as_u16())?,
+            r.bytes().await?.to_vec(),
+        ))
+    };
+
+    // The policy, then a file into its own discussion, sent with a message.
+    let (status, policy) = embed_rpc(&node, &token, json!({"method": "file_policy"})).await?;
+    assert_eq!(status, StatusCode::OK, "{policy}");
+    let data = crate::files::content(7, 200_000);
+    let (status, file) = http_upload(&node, &widget, &here, "акт.bin", &data).await?;
+    assert_eq!(status, StatusCode::OK, "{file}");
+    let mine = file["id"].as_str().context("file id")?.to_owned();
+    let (status, body) = embed_rpc(
+        &node,
+        &token,
+        json!({"method": "send", "discussion": here, "client_msg_id": "f1", "text": "Акт", "files": [mine]}),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, bytes) = get(format!("{base}/api/v1/files/{mine}")).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bytes, data);
+
+    // Nothing of the user's other discussion: no upload into it, none of its files, none
+    // of the user's uploads there (all made by alice herself, from her own session).
+    let (status, body) = http_upload(&node, &widget, &there, "x.bin", b"xyz").await?;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let device = "alice-web";
+    let alice_token = crate::files::http_token(&node, "alice", device).await?;
+    let alice =
+        |b: reqwest::RequestBuilder| b.bearer_auth(&alice_token).header("Veche-Device", device);
+    let (status, theirs) = http_upload(&node, &alice, &there, "другой.bin", b"other").await?;
+    assert_eq!(status, StatusCode::OK, "{theirs}");
+    let theirs = theirs["id"].as_str().context("file id")?.to_owned();
+    let (status, body) = call(
+        alice(http.post(format!("{base}/api/v1/discussions/{there}/messages"))),
+        Some(json!({"client_msg_id": "a1", "text": "Другой счёт", "files": [theirs]})),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, unsent) = http_upload(&node, &alice, &there, "черновик.bin", b"draft").await?;
+    assert_eq!(status, StatusCode::OK, "{unsent}");
+    let unsent = unsent["id"].as_str().context("file id")?.to_owned();
+    for id in [&theirs, &unsent] {
+        for url in [
+            format!("{base}/api/v1/files/{id}"),
+            format!("{base}/api/v1/files/{id}/thumbnail"),
+        ] {
+            let (status, _) = get(url.clone()).await?;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{url}");
+        }
+    }
+    // Her own session still reads both.
+    let r = alice(http.get(format!("{base}/api/v1/files/{theirs}")))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let (status, declared) = call(
+        alice(http.post(format!("{base}/api/v1/uploads"))),
+        Some(json!({"discussion": there, "name": "y.bin", "size": 3, "sha256": crate::files::sha(b"abc")})),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{declared}");
+    let upload = declared["id"].as_str().context("upload id")?;
+    let (status, body) = call(
+        widget(http.get(format!("{base}/api/v1/uploads/{upload}"))),
+        None,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = call(
+        widget(http.delete(format!("{base}/api/v1/uploads/{upload}"))),
+        None,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let r = widget(http.put(format!("{base}/api/v1/uploads/{upload}?offset=0")))
+        .body(b"abc".to_vec())
+        .send()
+        .await?;
+    assert_eq!(r.status(), 404);
+    // A file of another discussion cannot be attached through the widget either.
+    let (status, body) = embed_rpc(
+        &node,
+        &token,
+        json!({"method": "send", "discussion": here, "client_msg_id": "f2", "text": "x", "files": [theirs]}),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    // Once alice loses access to the invoice, its files are gone for the widget too.
+    erp.ok(
+        reqwest::Method::PUT,
+        "/api/v1/objects/invoice/INV-1/access",
+        Some(json!({"users": []})),
+    )
+    .await?;
+    let (status, _) = get(format!("{base}/api/v1/files/{mine}")).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    Ok(())
+}

@@ -119,7 +119,11 @@ pub(crate) async fn sent(
 }
 
 /// Logs `name` in over HTTP as device `device`; returns the session token.
-async fn http_token(node: &TestNode, name: &str, device: &str) -> anyhow::Result<String> {
+pub(crate) async fn http_token(
+    node: &TestNode,
+    name: &str,
+    device: &str,
+) -> anyhow::Result<String> {
     let body: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/api/v1/login", node.http_url()))
         .json(&serde_json::json!({"login": name, "password": PASSWORD, "device_id": device}))

@@ -359,3 +359,134 @@ async fn preferences_follow_the_user_to_another_device() -> anyhow::Result<()> {
     assert_eq!(kept["preferences"], wanted);
     Ok(())
 }
+
+/// A file's download and preview take the device from their address (a plain link or
+/// `<img>` of the node's pages cannot send the header), with the cookie only: never a token
+/// from the address, and no other route takes the device there.
+#[tokio::test]
+async fn a_file_download_takes_the_device_from_its_address() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    node.add_user("anna", PASSWORD, false).await?;
+    node.add_user("boris", PASSWORD, false).await?;
+    let cookie = sign_in(&node, "anna").await?;
+    let base = node.http_url();
+    let http = reqwest::Client::new();
+    let (status, opened) = rpc(
+        &node,
+        &cookie,
+        json!({"method": "open_dialog", "with": "boris"}),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{opened}");
+    let dialog = opened["discussion"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let data = crate::files::content(3, 100_000);
+    let up: Value = with_cookie(http.post(format!("{base}/api/v1/uploads")), &cookie)
+        .json(&json!({"discussion": dialog, "name": "счёт.bin", "size": data.len(), "sha256": crate::files::sha(&data)}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let upload = up["id"].as_str().unwrap_or_default();
+    let file: Value = with_cookie(
+        http.put(format!("{base}/api/v1/uploads/{upload}?offset=0")),
+        &cookie,
+    )
+    .body(data.clone())
+    .send()
+    .await?
+    .json()
+    .await?;
+    let id = file["id"].as_str().unwrap_or_default().to_owned();
+    assert!(id.starts_with("f_"), "{file}");
+
+    // The cookie and the device in the address: the file, as a link would save it.
+    let url = format!("{base}/api/v1/files/{id}?device={DEVICE}");
+    let ok = http.get(&url).header(COOKIE, &cookie).send().await?;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let disposition = ok
+        .headers()
+        .get("content-disposition")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(disposition.starts_with("attachment;"), "{disposition}");
+    assert_eq!(ok.bytes().await?.to_vec(), data);
+    // Resumable like any download.
+    let rest = http
+        .get(&url)
+        .header(COOKIE, &cookie)
+        .header("Range", "bytes=99000-")
+        .send()
+        .await?;
+    assert_eq!(rest.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(rest.bytes().await?.to_vec(), data[99_000..].to_vec());
+    // The preview's address takes it too (none for this file: "not found", not "who are you").
+    let thumb = http
+        .get(format!(
+            "{base}/api/v1/files/{id}/thumbnail?device={DEVICE}"
+        ))
+        .header(COOKIE, &cookie)
+        .send()
+        .await?;
+    assert_eq!(thumb.status(), StatusCode::NOT_FOUND);
+
+    // Without the device, with another device, or from another site's page: refused.
+    let bare = http
+        .get(format!("{base}/api/v1/files/{id}"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await?;
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    let other = http
+        .get(format!(
+            "{base}/api/v1/files/{id}?device=web-ffffffffffffffff"
+        ))
+        .header(COOKIE, &cookie)
+        .send()
+        .await?;
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+    let foreign = http
+        .get(&url)
+        .header(COOKIE, &cookie)
+        .header(ORIGIN, "http://evil.example")
+        .send()
+        .await?;
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+
+    // A token is never taken from a file's address.
+    let token: Value = http
+        .post(format!("{base}/api/v1/login"))
+        .json(&json!({"login": "anna", "password": PASSWORD, "device_id": "script"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = token["session_token"].as_str().unwrap_or_default();
+    assert!(!token.is_empty());
+    let in_url = http
+        .get(format!(
+            "{base}/api/v1/files/{id}?access_token={token}&device=script"
+        ))
+        .send()
+        .await?;
+    assert_eq!(in_url.status(), StatusCode::UNAUTHORIZED);
+
+    // Other routes still want the header.
+    let list = http
+        .get(format!("{base}/api/v1/discussions?device={DEVICE}"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await?;
+    assert_eq!(list.status(), StatusCode::UNAUTHORIZED);
+    let upload_status = http
+        .get(format!("{base}/api/v1/uploads/{upload}?device={DEVICE}"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await?;
+    assert_eq!(upload_status.status(), StatusCode::UNAUTHORIZED);
+    Ok(())
+}

@@ -756,6 +756,51 @@ impl Files {
         Err(FileError::NotFound("file"))
     }
 
+    /// Whether the caller's upload `id` is for `discussion` (an embed session's uploads stay
+    /// in its discussion); "not found" otherwise.
+    pub(crate) async fn upload_within(
+        &self,
+        caller: &Caller,
+        id: &str,
+        discussion: &str,
+    ) -> Result<(), FileError> {
+        match self.own_upload(caller, id).await? {
+            row if row.discussion_id == discussion => Ok(()),
+            _ => Err(FileError::NotFound("upload")),
+        }
+    }
+
+    /// Whether the caller may download file `id` from `discussion` alone (an embed session):
+    /// its own upload for that discussion until it is attached, then a message of that
+    /// discussion (not deleted) that it is attached to; "not found" otherwise.
+    pub(crate) async fn readable_within(
+        &self,
+        caller: &Caller,
+        id: &str,
+        discussion: &str,
+    ) -> Result<(), FileError> {
+        let file = self.readable(caller, id).await?;
+        if !file.attached {
+            return if file.discussion_id == discussion {
+                Ok(())
+            } else {
+                Err(FileError::NotFound("file"))
+            };
+        }
+        let store = &self.inner.store;
+        if store
+            .files()
+            .file_attachments(id)
+            .await?
+            .iter()
+            .any(|a| !a.deleted && a.discussion_id == discussion)
+        {
+            Ok(())
+        } else {
+            Err(FileError::NotFound("file"))
+        }
+    }
+
     /// A file's description.
     pub(crate) async fn get(&self, caller: &Caller, id: &str) -> Result<FileInfo, FileError> {
         Ok(info(&self.readable(caller, id).await?))

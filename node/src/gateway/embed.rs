@@ -171,8 +171,9 @@ async fn origins(State(g): AppState, Path(app): Path<String>) -> Result<Json<Ori
 #[utoipa::path(post, path = "/api/v1/embed/rpc", tag = "apps", request_body = Wire,
     description = "A request of the widget's embed session (`Authorization: Bearer vembs_…`): \
                    `get_discussion`, `history`, `sync`, `send`, `edit`, `delete`, `react`, \
-                   `typing`, `mark_read`, `edit_history`, `click`, all in its one discussion. \
-                   Anything else is `forbidden`; once the user lost access to the object the \
+                   `typing`, `mark_read`, `edit_history`, `click`, all in its one discussion, \
+                   and `file_policy`. Its files go through the file routes with the same \
+                   token, within that discussion. Anything else is `forbidden`; once the user lost access to the object the \
                    session has ended (`session_ended`).",
     responses((status = 200, body = Wire), (status = 401, body = ErrorResponse),
               (status = 403, body = ErrorResponse)))]

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use veche_protocol::files::NewUpload;
 
 use super::api::{Wire, wire};
-use super::{ApiError, AppState, ErrorResponse, Gateway, Principal};
+use super::{AnyPrincipal, ApiError, AppState, ErrorResponse, Gateway, Principal};
 use crate::files::{Download, FileError};
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -34,6 +34,31 @@ fn file_error(e: FileError) -> ApiError {
     crate::errors::body(&e).into()
 }
 
+/// A widget's embed session reaches the files of its one discussion only: its uploads
+/// there, and files attached to that discussion's messages (checked after `authenticate`
+/// has checked that the user still has access).
+async fn upload_in_scope(g: &Gateway, principal: &Principal, upload: &str) -> Result<()> {
+    if let Principal::Embed(scope) = principal {
+        g.services
+            .files
+            .upload_within(&scope.caller, upload, &scope.discussion)
+            .await
+            .map_err(file_error)?;
+    }
+    Ok(())
+}
+
+async fn file_in_scope(g: &Gateway, principal: &Principal, file: &str) -> Result<()> {
+    if let Principal::Embed(scope) = principal {
+        g.services
+            .files
+            .readable_within(&scope.caller, file, &scope.discussion)
+            .await
+            .map_err(file_error)?;
+    }
+    Ok(())
+}
+
 #[utoipa::path(post, path = "/api/v1/uploads", tag = "files", request_body = Wire,
     description = "Declares an upload: `{\"discussion\", \"name\", \"size\", \"sha256\"}`. \
                    Checked against the policy before any byte is sent; a refusal names the \
@@ -42,11 +67,16 @@ fn file_error(e: FileError) -> ApiError {
               (status = 404, body = ErrorResponse)))]
 async fn create_upload(
     State(g): AppState,
-    principal: Principal,
+    AnyPrincipal(principal): AnyPrincipal,
     Json(body): Json<Wire>,
 ) -> Result<Json<Wire>> {
     let new: NewUpload = serde_json::from_value(body.0)
         .map_err(|e| ApiError::bad_request(format!("not an upload: {e}")))?;
+    if let Principal::Embed(scope) = &principal
+        && new.discussion != scope.discussion
+    {
+        return Err(crate::services::embed::EmbedError::OutOfScope.into());
+    }
     let upload = g
         .services
         .files
@@ -61,9 +91,10 @@ async fn create_upload(
     responses((status = 200, body = Wire), (status = 404, body = ErrorResponse)))]
 async fn upload_status(
     State(g): AppState,
-    principal: Principal,
+    AnyPrincipal(principal): AnyPrincipal,
     Path(upload): Path<String>,
 ) -> Result<Json<Wire>> {
+    upload_in_scope(&g, &principal, &upload).await?;
     let status = g
         .services
         .files
@@ -78,9 +109,10 @@ async fn upload_status(
     responses((status = 204), (status = 404, body = ErrorResponse)))]
 async fn cancel_upload(
     State(g): AppState,
-    principal: Principal,
+    AnyPrincipal(principal): AnyPrincipal,
     Path(upload): Path<String>,
 ) -> Result<StatusCode> {
+    upload_in_scope(&g, &principal, &upload).await?;
     g.services
         .files
         .cancel_upload(principal.caller(), &upload)
@@ -107,11 +139,12 @@ struct OffsetQuery {
               (status = 400, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
 async fn send_upload(
     State(g): AppState,
-    principal: Principal,
+    AnyPrincipal(principal): AnyPrincipal,
     Path(upload): Path<String>,
     Query(q): Query<OffsetQuery>,
     body: Body,
 ) -> Result<Response> {
+    upload_in_scope(&g, &principal, &upload).await?;
     let files = &g.services.files;
     let data = tokio_util::io::StreamReader::new(
         body.into_data_stream()
@@ -247,10 +280,11 @@ fn base_headers(mime: &str) -> HeaderMap {
               (status = 404, body = ErrorResponse)))]
 async fn download(
     State(g): AppState,
-    principal: Principal,
+    AnyPrincipal(principal): AnyPrincipal,
     Path(file): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response> {
+    file_in_scope(&g, &principal, &file).await?;
     let offset = range_start(&headers);
     if let Some(start) = offset {
         let size = g
@@ -304,9 +338,10 @@ async fn download(
     responses((status = 200, content_type = "image/png"), (status = 404, body = ErrorResponse)))]
 async fn thumbnail(
     State(g): AppState,
-    principal: Principal,
+    AnyPrincipal(principal): AnyPrincipal,
     Path(file): Path<String>,
 ) -> Result<Response> {
+    file_in_scope(&g, &principal, &file).await?;
     let d = g
         .services
         .files

@@ -446,15 +446,23 @@ fn credentials(parts: &Parts) -> Option<Credentials> {
             .map(str::to_owned)
     };
     // Tokens in URLs end up in proxies' logs: only the WebSocket, which browsers cannot give
-    // headers, takes them there.
+    // headers, takes them there. A file's download also takes the device there (never a
+    // token), so that a plain link or `<img>` of the node's own pages can use the session
+    // cookie: the browser then streams the file to disk instead of the page holding it.
+    let ws = parts.uri.path() == "/api/v1/ws";
+    let download = parts.method == axum::http::Method::GET && is_file_path(parts.uri.path());
     let query: Vec<(String, String)> = parts
         .uri
         .query()
-        .filter(|_| parts.uri.path() == "/api/v1/ws")
+        .filter(|_| ws || download)
         .map(|q| {
             url_pairs(q)
                 .into_iter()
-                .filter(|(k, _)| matches!(k.as_str(), "access_token" | "device" | "instance"))
+                .filter(|(k, _)| match k.as_str() {
+                    "access_token" | "instance" => ws,
+                    "device" => true,
+                    _ => false,
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -492,6 +500,16 @@ fn credentials(parts: &Parts) -> Option<Credentials> {
         instance,
         cookie,
     })
+}
+
+/// Whether `path` is a file's download or preview: `/api/v1/files/{id}` or
+/// `/api/v1/files/{id}/thumbnail`.
+fn is_file_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/api/v1/files/") else {
+        return false;
+    };
+    let id = rest.strip_suffix("/thumbnail").unwrap_or(rest);
+    !id.is_empty() && !id.contains('/')
 }
 
 /// Decodes `a=b&c=d` (percent-encoding and `+` included).
@@ -660,6 +678,27 @@ impl FromRequestParts<Arc<Gateway>> for AppAuth {
                 "forbidden",
                 "applications only",
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_file_path;
+
+    #[test]
+    fn only_a_files_download_and_preview_are_file_paths() {
+        assert!(is_file_path("/api/v1/files/f_1"));
+        assert!(is_file_path("/api/v1/files/f_1/thumbnail"));
+        for path in [
+            "/api/v1/files/",
+            "/api/v1/files//thumbnail",
+            "/api/v1/files/f_1/other",
+            "/api/v1/files/f_1/thumbnail/x",
+            "/api/v1/uploads/up_1",
+            "/api/v1/discussions",
+        ] {
+            assert!(!is_file_path(path), "{path}");
         }
     }
 }

@@ -179,8 +179,11 @@ pub(crate) fn in_scope(request: &Request, discussion: &str) -> bool {
         | Request::Delete { discussion: d, .. }
         | Request::React { discussion: d, .. }
         | Request::Click { discussion: d, .. } => d == discussion,
-        // Files need uploads and downloads of their own; the widget does not offer them.
-        Request::Send(message) => message.discussion == discussion && message.files.is_empty(),
+        // Its files: the sequencer takes only files the user uploaded for this discussion,
+        // and the gateway's file routes keep the session's uploads and downloads in it.
+        Request::Send(message) => message.discussion == discussion,
+        // The user's own policy and quota, checked before a file is sent.
+        Request::FilePolicy => true,
         Request::Sync { cursors } => cursors.iter().all(|c| c.discussion == discussion),
         _ => false,
     }
@@ -585,7 +588,9 @@ mod tests {
         };
         assert!(in_scope(&send(here, Vec::new()), here));
         assert!(!in_scope(&send("d-2", Vec::new()), here));
-        assert!(!in_scope(&send(here, vec!["f_1".into()]), here));
+        assert!(in_scope(&send(here, vec!["f_1".into()]), here));
+        assert!(!in_scope(&send("d-2", vec!["f_1".into()]), here));
+        assert!(in_scope(&Request::FilePolicy, here));
         let history = |d: &str| Request::History {
             discussion: d.into(),
             before: None,
