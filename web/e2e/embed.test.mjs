@@ -3,9 +3,11 @@
 // (http://localhost:P framing the node at http://127.0.0.1:N), with a token the
 // "ERP" (this test) mints server-side. The allowed origin gets the widget's
 // events; a foreign origin is refused by frame-ancestors and gets nothing; a
-// used or expired token fails with a clear message; revoking the user's access
-// to the invoice ends the widget's session.
+// used or expired token fails with a clear message; files are attached (the
+// policy checked first), previewed and downloaded within the invoice's
+// discussion; revoking the user's access to the invoice ends the widget's session.
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
@@ -210,6 +212,55 @@ test('the object-discussion widget in an ERP page', async (t) => {
     await app('POST', '/api/v1/objects/invoice/INV-1/messages', { client_msg_id: 'paid', text: 'Оплачено' });
     await widget.locator('.widget-message', { hasText: 'Оплачено' }).waitFor();
     await screenshots(host.page, 'widget-invoice');
+  });
+
+  await t.test('the widget attaches, previews and downloads files in its discussion', async () => {
+    // The node's policy first, naming the rule, before a byte moves.
+    await widget.locator('.widget-file-input').setInputFiles({ name: 'run.bat', mimeType: 'application/octet-stream', buffer: Buffer.from('echo') });
+    await widget.locator('.widget-file-notice', { hasText: 'files.blocked_extensions' }).waitFor();
+    assert.equal(await widget.locator('.widget-attachment').count(), 0);
+
+    const data = randomBytes(300_000);
+    await widget.locator('.widget-file-input').setInputFiles({ name: 'акт сверки.bin', mimeType: 'application/octet-stream', buffer: data });
+    await widget.locator('.widget-attachment[data-state="done"]', { hasText: 'акт сверки.bin' }).waitFor();
+    // An image dropped on the composer gets a preview.
+    const frame = host.page.frames().find((f) => f.url().includes('/embed/object/'));
+    assert.ok(frame, 'the widget frame');
+    await frame.evaluate(async () => {
+      const canvas = document.createElement('canvas');
+      canvas.width = 48;
+      canvas.height = 32;
+      const ctx = canvas.getContext('2d');
+      if (!ctx) throw new Error('no 2d context');
+      ctx.fillStyle = '#8a2f5d';
+      ctx.fillRect(0, 0, 48, 32);
+      const blob = await new Promise((resolve) => canvas.toBlob(resolve, 'image/png'));
+      const dt = new DataTransfer();
+      dt.items.add(new File([/** @type {Blob} */ (blob)], 'печать.png', { type: 'image/png' }));
+      const target = document.querySelector('.widget-composer');
+      target?.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+      target?.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    });
+    await widget.locator('.widget-attachment[data-state="done"]', { hasText: 'печать.png' }).waitFor();
+    await widget.locator('.widget-input').fill('Акт и печать во вложении');
+    await widget.locator('.widget-input').press('Enter');
+    const sent = widget.locator('.widget-message.mine', { hasText: 'Акт и печать во вложении' });
+    await sent.locator('.widget-file', { hasText: 'акт сверки.bin' }).waitFor();
+    assert.equal(await widget.locator('.widget-attachment').count(), 0);
+    await frame.waitForFunction(() => {
+      const i = document.querySelector('img.widget-thumb');
+      return i instanceof HTMLImageElement && i.complete && i.naturalWidth > 0;
+    });
+
+    // The file comes back whole, fetched with the embed session.
+    const [download] = await Promise.all([
+      host.page.waitForEvent('download'),
+      sent.locator('.widget-file', { hasText: 'акт сверки.bin' }).locator('.widget-download').click(),
+    ]);
+    assert.equal(download.suggestedFilename(), 'акт сверки.bin');
+    const sha = (/** @type {Buffer} */ b) => createHash('sha256').update(b).digest('hex');
+    assert.equal(sha(readFileSync(await download.path())), sha(data));
+    await screenshots(host.page, 'widget-files');
   });
 
   await t.test('a page of another origin is refused by frame-ancestors and gets no events', async () => {

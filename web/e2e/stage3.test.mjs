@@ -1,13 +1,16 @@
 // Stage 3 with two people in two browser contexts: a file upload cut off
 // mid-way and resumed from what the node confirmed, then previewed and
-// downloaded by the other side; search in Russian with chips; a status seen
-// by the other side; a discussion's notification level respected.
+// downloaded by the other side (from a plain link that names the device);
+// search in Russian with chips; a status seen by the other side; a
+// discussion's notification level respected; a push the node encrypted for a
+// subscription, taken at a loopback push service and handed to the service worker.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { launchBrowser, message, screenshots, signedIn } from './browser.mjs';
 import { startNode } from './node.mjs';
+import { decryptPush, pushService, subscriptionKeys } from './push.mjs';
 
 const PASSWORD = 'correct horse battery';
 /** @type {Record<string, any>} */
@@ -18,14 +21,24 @@ const CHUNK = 4 << 20;
 let node;
 /** @type {import('playwright-core').Browser} */
 let browser;
+/** @type {Awaited<ReturnType<typeof pushService>>} */
+let push;
 before(async () => {
-  node = await startNode({ users: ['vera', 'gleb'].map((login) => ({ login, password: PASSWORD })) });
+  push = await pushService();
+  node = await startNode({
+    users: ['vera', 'gleb'].map((login) => ({ login, password: PASSWORD })),
+    // The loopback push service above stands in for a browser vendor's (tests only).
+    config: `[push]
+allow_loopback_endpoints = true
+`,
+  });
   browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
   await node?.stop();
+  await push?.close();
 });
 
 /** @param {string} login */
@@ -120,7 +133,8 @@ test('files, search, presence and notifications between two people', async (t) =
     const m = message(gleb, 'Отчёт и схема');
     const img = m.locator('img.file-thumb');
     await img.waitFor();
-    assert.match((await img.getAttribute('src')) ?? '', /^blob:/);
+    // A plain address naming the device (never a token): the browser fetches it with the cookie.
+    assert.match((await img.getAttribute('src')) ?? '', /^\/api\/v1\/files\/[^/?]+\/thumbnail\?device=web-[0-9a-f]{16}$/);
     await gleb.waitForFunction(() => {
       const i = document.querySelector('img.file-thumb');
       return i instanceof HTMLImageElement && i.complete && i.naturalWidth > 0;
@@ -253,7 +267,7 @@ test('files, search, presence and notifications between two people', async (t) =
     await screenshots(vera, 'presence');
   });
 
-  await t.test('the service worker shows a pushed message and closes it once read', async () => {
+  await t.test('a push the node encrypted reaches the service worker, shown and closed once read', async () => {
     await v.context.grantPermissions(['notifications'], { origin: node.url });
     const cdp = await v.context.newCDPSession(vera);
     /** @type {Promise<string>} */
@@ -265,11 +279,42 @@ test('files, search, presence and notifications between two people', async (t) =
     );
     await cdp.send('ServiceWorker.enable');
     await vera.evaluate(() => navigator.serviceWorker.ready.then(() => true));
-    const payload = {
-      type: 'message', reason: 'message', discussion: dialogId, discussion_kind: 'dialog', title: 'gleb',
-      message_id: 'm1', seq: 99, author: 'gleb@x', author_name: 'Глеб', text: '<b>не разметка</b>', count: 2,
-    };
-    await cdp.send('ServiceWorker.deliverPushMessage', { origin: node.url, registrationId: await registration, data: JSON.stringify(payload) });
+    // Headless Chromium has no push service of its own: the subscription is the loopback
+    // one, with keys this test holds, registered from the page as the client registers one.
+    const keys = subscriptionKeys();
+    /** @param {Record<string, unknown>} request */
+    const veraRpc = (request) =>
+      vera.evaluate(async (r) => {
+        const res = await fetch('/api/v1/rpc', {
+          method: 'POST',
+          credentials: 'same-origin',
+          headers: { 'Content-Type': 'application/json', 'Veche-Device': localStorage.getItem('veche.device') ?? '' },
+          body: JSON.stringify(r),
+        });
+        return { status: res.status, body: await res.json() };
+      }, request);
+    const registered = await veraRpc({
+      method: 'register_push',
+      target: { kind: 'web_push', endpoint: push.url, p256dh: keys.p256dh, auth: keys.authText },
+    });
+    assert.equal(registered.status, 200, JSON.stringify(registered.body));
+    // Away by choice: the node pushes (it does not while she is active at a screen).
+    await veraRpc({ method: 'set_presence', choice: 'away', status_text: '' });
+
+    const text = 'Пуш: <b>не разметка</b>';
+    await gleb.locator(`.discussion[data-discussion="${dialogId}"]`).click();
+    await gleb.locator('.composer-input').fill(text);
+    await gleb.locator('.composer-input').press('Enter');
+    const posted = await push.next();
+    assert.equal(posted.headers['content-encoding'], 'aes128gcm');
+    assert.match(String(posted.headers.authorization), /^vapid /i);
+    const data = decryptPush(posted.body, keys);
+    const payload = JSON.parse(data);
+    assert.equal(payload.type, 'message');
+    assert.equal(payload.discussion, dialogId);
+    assert.equal(payload.text, text);
+
+    await cdp.send('ServiceWorker.deliverPushMessage', { origin: node.url, registrationId: await registration, data });
     const shown = await vera.waitForFunction(
       async (tag) => {
         const reg = await navigator.serviceWorker.ready;
@@ -278,10 +323,13 @@ test('files, search, presence and notifications between two people', async (t) =
       },
       dialogId,
     );
-    assert.deepEqual(await shown.jsonValue(), { title: 'gleb (2)', body: 'Глеб: <b>не разметка</b>' });
+    const who = payload.author_name || String(payload.author).split('@')[0];
+    const count = Number(payload.count) > 1 ? ` (${payload.count})` : '';
+    assert.deepEqual(await shown.jsonValue(), { title: `${payload.title || who}${count}`, body: `${who}: ${text}` });
     // The page tells the worker the discussion was read: its notifications close.
     await vera.evaluate((d) => navigator.serviceWorker.controller?.postMessage({ type: 'read', discussion: d }), dialogId);
     await vera.waitForFunction(async (tag) => (await (await navigator.serviceWorker.ready).getNotifications({ tag })).length === 0, dialogId);
+    await veraRpc({ method: 'set_presence', choice: 'available', status_text: '' });
     await cdp.detach();
   });
 

@@ -382,27 +382,13 @@ export async function createUpload(discussion: string, name: string, size: numbe
   return body as unknown as UploadInfo;
 }
 
-/** A file or its preview as a Blob (the cookie needs the `Veche-Device` header, so no bare `<img src>`). */
-export async function fetchFile(id: string, thumbnail = false): Promise<Blob> {
-  let response: Response;
-  try {
-    response = await fetch(`/api/v1/files/${encodeURIComponent(id)}${thumbnail ? '/thumbnail' : ''}`, {
-      credentials: 'same-origin',
-      headers: { 'Veche-Device': deviceId() },
-    });
-  } catch (e) {
-    throw new ApiError(0, 'network', e instanceof Error ? e.message : String(e));
-  }
-  if (!response.ok) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(await response.text());
-    } catch {
-      parsed = undefined;
-    }
-    throw errorFromBody(response.status, response.statusText, parsed);
-  }
-  return response.blob();
+/**
+ * A file's or its preview's address for a plain link or `<img>`: the device goes
+ * in the query (the session cookie is taken only with it), never a token, so
+ * the browser fetches and saves the file itself instead of the page holding it.
+ */
+export function fileUrl(id: string, thumbnail = false): string {
+  return `/api/v1/files/${encodeURIComponent(id)}${thumbnail ? '/thumbnail' : ''}?device=${encodeURIComponent(deviceId())}`;
 }
 
 export interface SearchHit {

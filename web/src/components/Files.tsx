@@ -1,51 +1,21 @@
-import { useSignal } from '@preact/signals';
-import { useEffect } from 'preact/hooks';
 import * as api from '../api';
 import type { FileInfo } from '../api';
 import { t } from '../i18n';
-import { act } from '../chat/store';
 import { attachments, formatSize, removeAttachment } from '../files/store';
 
-const thumbs = new Map<string, Promise<string>>();
-
-/** A preview's object URL, fetched once per file (the session cookie needs our header, so no bare `src`). */
-function thumbUrl(id: string): Promise<string> {
-  let p = thumbs.get(id);
-  if (!p) {
-    p = api.fetchFile(id, true).then((b) => URL.createObjectURL(b));
-    p.catch(() => thumbs.delete(id));
-    thumbs.set(id, p);
-  }
-  return p;
-}
-
-/** Fetches the file and hands it to the browser as a download under its name. */
-export async function downloadFile(f: FileInfo): Promise<void> {
-  const blob = await api.fetchFile(f.id);
-  const url = URL.createObjectURL(blob);
+/** Hands the file to the browser to save under its name: it streams to disk, resumable, never held by the page. */
+export function downloadFile(f: FileInfo): void {
   const a = document.createElement('a');
-  a.href = url;
+  a.href = api.fileUrl(f.id);
   a.download = f.name;
   a.rel = 'noopener';
   document.body.appendChild(a);
   a.click();
   a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
 function Thumb({ file }: { file: FileInfo }) {
-  const url = useSignal<string | null>(null);
-  useEffect(() => {
-    let live = true;
-    thumbUrl(file.id).then(
-      (u) => live && (url.value = u),
-      () => {},
-    );
-    return () => {
-      live = false;
-    };
-  }, [file.id]);
-  return url.value ? <img class="file-thumb" src={url.value} alt={file.name} /> : <span class="file-thumb placeholder" aria-hidden="true" />;
+  return <img class="file-thumb" src={api.fileUrl(file.id, true)} alt={file.name} />;
 }
 
 /** A message's files; `tab` puts their buttons in or out of the tab order (the message list's roving focus). */
@@ -55,12 +25,12 @@ export function MessageFiles({ files, tab = 0 }: { files: FileInfo[]; tab?: numb
       {files.map((f) => (
         <li key={f.id} class="message-file" data-file-id={f.id}>
           {f.thumbnail && (
-            <button type="button" class="thumb-button" tabIndex={tab} aria-label={t('files.download_label', { name: f.name })} onClick={() => void act(() => downloadFile(f))}>
+            <button type="button" class="thumb-button" tabIndex={tab} aria-label={t('files.download_label', { name: f.name })} onClick={() => downloadFile(f)}>
               <Thumb file={f} />
             </button>
           )}
           <span class="file-name">{f.name}</span> <span class="muted file-size">{formatSize(f.size)}</span>{' '}
-          <button type="button" class="download link" tabIndex={tab} aria-label={t('files.download_label', { name: f.name })} onClick={() => void act(() => downloadFile(f))}>
+          <button type="button" class="download link" tabIndex={tab} aria-label={t('files.download_label', { name: f.name })} onClick={() => downloadFile(f)}>
             {t('files.download')}
           </button>
         </li>

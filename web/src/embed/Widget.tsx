@@ -1,7 +1,10 @@
 import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
-import type { DiscussionEvent, Message } from '../api';
+import { ApiError, type DiscussionEvent, type Message } from '../api';
 import { applyEvents, applyHistory, emptyTimeline, type Timeline } from '../chat/reducer';
 import { buildRows, loginOf, textSegments } from '../chat/view';
+import { checkFile, formatSize, refusalText } from '../files/policy';
+import { hashBlob } from '../files/sha256';
+import { backoff, runUpload, type FileInfo } from '../files/upload';
 import { formatDay, formatTime, t, tn } from '../i18n';
 import { EmbedClient, EmbedError, allowedOrigins, exchange } from './client';
 import {
@@ -19,6 +22,20 @@ type Phase =
   | { kind: 'failed'; text: string }
   | { kind: 'open' }
   | { kind: 'ended'; reason: string };
+
+/** A file being attached in the widget's composer: checked, hashed, uploaded (resumed after a cut). */
+interface Attachment {
+  key: string;
+  name: string;
+  size: number;
+  state: 'hashing' | 'uploading' | 'retrying' | 'done' | 'failed';
+  progress: number;
+  upload?: string;
+  file?: FileInfo;
+  error?: string;
+}
+
+let attachmentCounter = 0;
 
 /** What the widget tells its host, and 1C's form through `window.vecheEmbed`. */
 interface HostState {
@@ -87,6 +104,11 @@ export function Widget() {
   const [title, setTitle] = useState('');
   const [unread, setUnread] = useState(0);
   const [draft, setDraft] = useState('');
+  const [attachments, setAttachments] = useState<Attachment[]>([]);
+  const [fileNotice, setFileNotice] = useState('');
+  const attached = useRef<Attachment[]>([]);
+  const dropped = useRef(new Set<string>());
+  const picker = useRef<HTMLInputElement | null>(null);
   const client = useRef<EmbedClient | null>(null);
   const list = useRef<HTMLDivElement | null>(null);
   const root = useRef<HTMLDivElement | null>(null);
@@ -244,12 +266,85 @@ export function Widget() {
     return () => observer.disconnect();
   }, []);
 
+  const setFiles = (next: Attachment[]) => {
+    attached.current = next;
+    setAttachments(next);
+  };
+  const patchFile = (key: string, change: Partial<Attachment>) =>
+    setFiles(attached.current.map((a) => (a.key === key ? { ...a, ...change } : a)));
+
+  const upload = async (c: EmbedClient, key: string, f: File) => {
+    try {
+      const sha = await hashBlob(f, (done) => patchFile(key, { progress: done }));
+      if (dropped.current.has(key)) return;
+      const up = await c.createUpload(f.name, f.size, sha);
+      patchFile(key, { state: 'uploading', progress: up.confirmed, upload: up.id });
+      const file = await runUpload(f, up, c.transport, {
+        onProgress: (bytes) => patchFile(key, { progress: bytes, state: 'uploading' }),
+        waitRetry: (attempt) => {
+          patchFile(key, { state: 'retrying' });
+          return backoff(attempt);
+        },
+        cancelled: () => dropped.current.has(key),
+      });
+      patchFile(key, { state: 'done', progress: f.size, file });
+    } catch (e) {
+      if (dropped.current.has(key)) return;
+      const rule = e instanceof EmbedError || e instanceof ApiError ? e.rule : null;
+      patchFile(key, { state: 'failed', error: rule ? refusalText(f.name, { rule }) : `${f.name}: ${errorText(e)}` });
+    }
+  };
+
+  /** Files picked, pasted or dropped: the node's policy first (naming the refusing rule), then uploaded. */
+  const attach = async (list: FileList | File[] | null | undefined) => {
+    const c = client.current;
+    const files = list ? Array.from(list) : [];
+    if (!c || files.length === 0) return;
+    setFileNotice('');
+    let policy;
+    try {
+      policy = await c.filePolicy();
+    } catch (e) {
+      setFileNotice(errorText(e));
+      return;
+    }
+    const refusals: string[] = [];
+    let pending = attached.current.filter((a) => a.state !== 'done' && a.state !== 'failed').reduce((n, a) => n + a.size, 0);
+    for (const f of files) {
+      const refusal = checkFile(policy, 'object', { name: f.name, size: f.size, type: f.type }, pending);
+      if (refusal) {
+        refusals.push(refusalText(f.name, refusal));
+        continue;
+      }
+      pending += f.size;
+      const key = `w${++attachmentCounter}`;
+      setFiles([...attached.current, { key, name: f.name, size: f.size, state: 'hashing', progress: 0 }]);
+      void upload(c, key, f);
+    }
+    setFileNotice(refusals.join(' '));
+  };
+
+  const removeFile = (key: string) => {
+    dropped.current.add(key);
+    const a = attached.current.find((x) => x.key === key);
+    if (a?.upload && a.state !== 'done') client.current?.cancelUpload(a.upload);
+    setFiles(attached.current.filter((x) => x.key !== key));
+  };
+
   const submit = () => {
     const c = client.current;
     const text = draft.trim();
-    if (!c || !text) return;
+    if (!c) return;
+    if (attached.current.some((a) => a.state !== 'done' && a.state !== 'failed')) {
+      setFileNotice(t('files.wait'));
+      return;
+    }
+    const done = attached.current.filter((a) => a.state === 'done' && a.file);
+    if (!text && done.length === 0) return;
     setDraft('');
-    c.send(text, newId()).catch((e) => setPhase({ kind: 'failed', text: errorText(e) }));
+    setFileNotice('');
+    setFiles(attached.current.filter((a) => !done.includes(a)));
+    c.send(text, newId(), done.map((a) => a.file!.id)).catch((e) => setPhase({ kind: 'failed', text: errorText(e) }));
   };
 
   const me = client.current?.session.user;
@@ -295,13 +390,59 @@ export function Widget() {
               ),
             )}
           </div>
+          {attachments.length > 0 && (
+            <ul class="widget-attachments" aria-label={t('files.attached')}>
+              {attachments.map((a) => (
+                <li key={a.key} class="widget-attachment" data-state={a.state}>
+                  <span class="file-name">{a.name}</span> <span class="widget-muted">{formatSize(a.size)}</span>{' '}
+                  {a.state !== 'done' && a.state !== 'failed' && (
+                    <progress max={a.size || 1} value={a.progress} aria-label={t(`files.state.${a.state}`)} />
+                  )}
+                  <span class="widget-muted">{a.state === 'failed' ? a.error : t(`files.state.${a.state}`)}</span>
+                  <button type="button" class="widget-remove-file" aria-label={t('files.remove', { name: a.name })} onClick={() => removeFile(a.key)}>
+                    ✕
+                  </button>
+                </li>
+              ))}
+            </ul>
+          )}
+          {fileNotice && (
+            <p class="widget-note widget-file-notice" role="alert">
+              {fileNotice}
+            </p>
+          )}
           <form
             class="widget-composer"
             onSubmit={(e) => {
               e.preventDefault();
               submit();
             }}
+            onDragOver={(e) => {
+              if (!e.dataTransfer?.types.includes('Files')) return;
+              e.preventDefault();
+              e.dataTransfer.dropEffect = 'copy';
+            }}
+            onDrop={(e) => {
+              if (!e.dataTransfer?.files.length) return;
+              e.preventDefault();
+              void attach(e.dataTransfer.files);
+            }}
           >
+            <input
+              ref={picker}
+              type="file"
+              multiple
+              class="widget-file-input"
+              tabIndex={-1}
+              aria-hidden="true"
+              onChange={(e) => {
+                const el = e.currentTarget as HTMLInputElement;
+                void attach(el.files).finally(() => (el.value = ''));
+              }}
+            />
+            <button type="button" class="widget-attach" aria-label={t('files.attach')} title={t('files.attach')} onClick={() => picker.current?.click()}>
+              <span aria-hidden="true">📎</span>
+            </button>
             <textarea
               id="widget-input"
               class="widget-input"
@@ -310,6 +451,13 @@ export function Widget() {
               placeholder={t('composer.placeholder')}
               value={draft}
               onInput={(e) => setDraft((e.target as HTMLTextAreaElement).value)}
+              onPaste={(e) => {
+                const files = e.clipboardData?.files;
+                if (files && files.length > 0) {
+                  e.preventDefault();
+                  void attach(files);
+                }
+              }}
               onKeyDown={(e) => {
                 if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
                   e.preventDefault();
@@ -352,6 +500,13 @@ function MessageRow({ message, me, client }: { message: Message; me: string | un
           )}
         </p>
       )}
+      {!message.deleted && message.files && message.files.length > 0 && client && (
+        <ul class="widget-files">
+          {message.files.map((f) => (
+            <WidgetFile key={f.id} file={f} client={client} />
+          ))}
+        </ul>
+      )}
       {message.reactions.length > 0 && (
         <div class="widget-reactions">
           {message.reactions.map((r) => {
@@ -371,5 +526,70 @@ function MessageRow({ message, me, client }: { message: Message; me: string | un
         </div>
       )}
     </div>
+  );
+}
+
+/** Object URLs of previews, fetched once per file with the embed session. */
+const previews = new Map<string, Promise<string>>();
+
+function preview(client: EmbedClient, file: FileInfo): Promise<string> {
+  let p = previews.get(file.id);
+  if (!p) {
+    p = client.file(file, true).then((b) => URL.createObjectURL(b));
+    p.catch(() => previews.delete(file.id));
+    previews.set(file.id, p);
+  }
+  return p;
+}
+
+/** Saves the file under its name (fetched with the embed session, whose token no link may carry). */
+async function save(client: EmbedClient, file: FileInfo): Promise<void> {
+  const url = URL.createObjectURL(await client.file(file));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = file.name;
+  a.rel = 'noopener';
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+function WidgetFile({ file, client }: { file: FileInfo; client: EmbedClient }) {
+  const [thumb, setThumb] = useState<string | null>(null);
+  const [error, setError] = useState('');
+  useEffect(() => {
+    if (!file.thumbnail) return;
+    let live = true;
+    preview(client, file).then(
+      (u) => live && setThumb(u),
+      () => {},
+    );
+    return () => {
+      live = false;
+    };
+  }, [file.id]);
+  const download = () => {
+    setError('');
+    save(client, file).catch((e) => setError(errorText(e)));
+  };
+  return (
+    <li class="widget-file" data-file-id={file.id}>
+      {thumb && (
+        <button type="button" class="widget-thumb-button" aria-label={t('files.download_label', { name: file.name })} onClick={download}>
+          <img class="widget-thumb" src={thumb} alt={file.name} />
+        </button>
+      )}
+      <span class="file-name">{file.name}</span> <span class="widget-muted">{formatSize(file.size)}</span>{' '}
+      <button type="button" class="widget-download" aria-label={t('files.download_label', { name: file.name })} onClick={download}>
+        {t('files.download')}
+      </button>
+      {error && (
+        <span class="widget-error" role="alert">
+          {' '}
+          {error}
+        </span>
+      )}
+    </li>
   );
 }

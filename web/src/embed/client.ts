@@ -3,6 +3,8 @@
 // `POST /api/v1/embed/rpc`, and its live events over a WebSocket that names the
 // session as a subprotocol (so the token is in no URL).
 import type { DiscussionInfo, EventPage } from '../api';
+import type { FilePolicy } from '../files/policy';
+import { httpTransport, type FileInfo, type Transport, type UploadInfo } from '../files/upload';
 import type { EmbedObject } from './origins';
 
 export interface EmbedSession {
@@ -17,11 +19,14 @@ export interface EmbedSession {
 export class EmbedError extends Error {
   readonly status: number;
   readonly code: string;
-  constructor(status: number, code: string, message: string) {
+  /** For a policy refusal: the setting that refused, e.g. `files.max_size_mb`. */
+  readonly rule: string | null;
+  constructor(status: number, code: string, message: string, rule: string | null = null) {
     super(message);
     this.name = 'EmbedError';
     this.status = status;
     this.code = code;
+    this.rule = rule;
   }
 }
 
@@ -45,12 +50,13 @@ async function parse(response: Response): Promise<unknown> {
   } catch {
     value = undefined;
   }
-  const error = (value as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
+  const error = (value as { error?: { code?: unknown; message?: unknown; rule?: unknown } } | undefined)?.error;
   if (!response.ok || error) {
     throw new EmbedError(
       response.status,
       typeof error?.code === 'string' ? error.code : `http_${response.status}`,
       typeof error?.message === 'string' ? error.message : response.statusText,
+      typeof error?.rule === 'string' ? error.rule : null,
     );
   }
   return value;
@@ -123,8 +129,48 @@ export class EmbedClient {
     return { events: page.events ?? [], more: !!page.more };
   }
 
-  send(text: string, clientMsgId: string): Promise<unknown> {
-    return this.rpc({ method: 'send', discussion: this.session.discussion, client_msg_id: clientMsgId, text });
+  send(text: string, clientMsgId: string, files: string[] = []): Promise<unknown> {
+    const r: Record<string, unknown> = { method: 'send', discussion: this.session.discussion, client_msg_id: clientMsgId, text };
+    if (files.length > 0) r.files = files;
+    return this.rpc(r);
+  }
+
+  async filePolicy(): Promise<FilePolicy> {
+    return (await this.rpc<{ policy: FilePolicy }>({ method: 'file_policy' })).policy;
+  }
+
+  /** Declares an upload into the session's discussion (the node checks its policy first). */
+  createUpload(name: string, size: number, sha256: string): Promise<UploadInfo> {
+    return post('/api/v1/uploads', { discussion: this.session.discussion, name, size, sha256 }, this.token) as Promise<UploadInfo>;
+  }
+
+  /** The upload's bytes with the embed session (never the cookie). */
+  readonly transport: Transport = httpTransport(() => ({ Authorization: `Bearer ${this.token}` }), 'omit');
+
+  cancelUpload(id: string): void {
+    void fetch(`/api/v1/uploads/${encodeURIComponent(id)}`, {
+      method: 'DELETE',
+      credentials: 'omit',
+      headers: { Authorization: `Bearer ${this.token}` },
+    }).catch(() => {});
+  }
+
+  /**
+   * A file of the discussion or its preview. The session's token cannot go in a
+   * link, so the page fetches the file and hands it over as a Blob.
+   */
+  async file(file: FileInfo, thumbnail = false): Promise<Blob> {
+    let response: Response;
+    try {
+      response = await fetch(`/api/v1/files/${encodeURIComponent(file.id)}${thumbnail ? '/thumbnail' : ''}`, {
+        credentials: 'omit',
+        headers: { Authorization: `Bearer ${this.token}` },
+      });
+    } catch (e) {
+      throw new EmbedError(0, 'network', e instanceof Error ? e.message : String(e));
+    }
+    if (!response.ok) await parse(response);
+    return response.blob();
   }
 
   react(messageId: string, emoji: string, add: boolean): Promise<unknown> {

@@ -2,7 +2,7 @@
 // moves, so the user learns at once which rule refuses a file. The node checks
 // again (and recognises the type from the content); this is only the early word.
 import type { DiscussionKind } from '../api';
-import { formatNumber, t } from '../i18n';
+import { formatNumber, t, type Key } from '../i18n';
 
 export interface FilePolicy {
   enabled: boolean;
@@ -81,4 +81,19 @@ export function formatSize(bytes: number): string {
     u += 1;
   }
   return t(units[u], { n: formatNumber(v < 10 ? Math.round(v * 10) / 10 : Math.round(v), 1) });
+}
+
+/** The sentence for a policy refusal, naming the rule. */
+export function refusalText(name: string, r: Refusal): string {
+  const known: Record<string, Key> = {
+    'files.enabled': 'files.rule.enabled',
+    'files.discussion_kinds': 'files.rule.discussion_kinds',
+    'files.max_size_mb': 'files.rule.max_size',
+    'files.blocked_extensions': 'files.rule.blocked_extensions',
+    'files.quota_mb': 'files.rule.quota',
+    'files.blocked_types': 'files.rule.blocked_types',
+    'files.allowed_types': 'files.rule.allowed_types',
+  };
+  const why = known[r.rule] ? t(known[r.rule], { limit: r.limit ?? '' }) : t('files.rule.other');
+  return t('files.refused', { name, why, rule: r.rule });
 }

@@ -5,8 +5,7 @@ import { signal } from '@preact/signals';
 import * as api from '../api';
 import type { DiscussionInfo } from '../api';
 import { deviceId } from '../device';
-import { t, type Key } from '../i18n';
-import { checkFile, formatSize, type Refusal } from './policy';
+import { checkFile, formatSize, refusalText } from './policy';
 import { hashBlob } from './sha256';
 import { backoff, runUpload, xhrTransport, type FileInfo } from './upload';
 
@@ -32,21 +31,6 @@ let counter = 0;
 
 function patch(key: string, change: Partial<Attachment>): void {
   attachments.value = attachments.value.map((a) => (a.key === key ? { ...a, ...change } : a));
-}
-
-/** The sentence for a policy refusal, naming the rule. */
-export function refusalText(name: string, r: Refusal): string {
-  const known: Record<string, Key> = {
-    'files.enabled': 'files.rule.enabled',
-    'files.discussion_kinds': 'files.rule.discussion_kinds',
-    'files.max_size_mb': 'files.rule.max_size',
-    'files.blocked_extensions': 'files.rule.blocked_extensions',
-    'files.quota_mb': 'files.rule.quota',
-    'files.blocked_types': 'files.rule.blocked_types',
-    'files.allowed_types': 'files.rule.allowed_types',
-  };
-  const why = known[r.rule] ? t(known[r.rule], { limit: r.limit ?? '' }) : t('files.rule.other');
-  return t('files.refused', { name, why, rule: r.rule });
 }
 
 /** Files the user dropped, pasted or picked: each checked, then uploaded. Returns the refusals' texts. */

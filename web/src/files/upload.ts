@@ -92,11 +92,6 @@ export async function runUpload(blob: Blob, upload: UploadInfo, t: Transport, op
   }
 }
 
-function headers(xhr: XMLHttpRequest): void {
-  xhr.setRequestHeader('Veche-Device', deviceId());
-  xhr.setRequestHeader('Accept', 'application/json');
-}
-
 function parse(text: string): unknown {
   try {
     return text ? JSON.parse(text) : undefined;
@@ -105,42 +100,52 @@ function parse(text: string): unknown {
   }
 }
 
-/** The browser's transport: XHR for upload progress, same-origin cookie. */
-export const xhrTransport: Transport = {
-  put(id, offset, body, onProgress) {
-    return new Promise((resolve, reject) => {
-      const xhr = new XMLHttpRequest();
-      xhr.open('PUT', `/api/v1/uploads/${encodeURIComponent(id)}?offset=${offset}`);
-      headers(xhr);
-      xhr.setRequestHeader('Content-Type', 'application/octet-stream');
-      xhr.upload.onprogress = (e) => onProgress(e.loaded);
-      xhr.onload = () => {
-        const body = parse(xhr.responseText);
-        if (xhr.status === 200) resolve({ done: true, file: body as FileInfo });
-        else if (xhr.status === 202) resolve({ done: false, upload: body as UploadInfo });
-        else reject(errorFromBody(xhr.status, xhr.statusText, body));
-      };
-      xhr.onerror = () => reject(new ApiError(0, 'network', 'the upload was cut off'));
-      xhr.onabort = xhr.onerror;
-      xhr.ontimeout = xhr.onerror;
-      xhr.send(body);
-    });
-  },
-  async status(id) {
-    let r: Response;
-    try {
-      r = await fetch(`/api/v1/uploads/${encodeURIComponent(id)}`, {
-        credentials: 'same-origin',
-        headers: { 'Veche-Device': deviceId(), Accept: 'application/json' },
+/**
+ * The browser's transport: XHR for upload progress. `auth` gives the headers
+ * that name the caller: the client's `Veche-Device` (with its same-origin
+ * cookie), or the widget's `Authorization` (its embed session, no cookie).
+ */
+export function httpTransport(auth: () => Record<string, string>, credentials: RequestCredentials = 'same-origin'): Transport {
+  return {
+    put(id, offset, body, onProgress) {
+      return new Promise((resolve, reject) => {
+        const xhr = new XMLHttpRequest();
+        xhr.open('PUT', `/api/v1/uploads/${encodeURIComponent(id)}?offset=${offset}`);
+        for (const [name, value] of Object.entries(auth())) xhr.setRequestHeader(name, value);
+        xhr.setRequestHeader('Accept', 'application/json');
+        xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+        xhr.upload.onprogress = (e) => onProgress(e.loaded);
+        xhr.onload = () => {
+          const body = parse(xhr.responseText);
+          if (xhr.status === 200) resolve({ done: true, file: body as FileInfo });
+          else if (xhr.status === 202) resolve({ done: false, upload: body as UploadInfo });
+          else reject(errorFromBody(xhr.status, xhr.statusText, body));
+        };
+        xhr.onerror = () => reject(new ApiError(0, 'network', 'the upload was cut off'));
+        xhr.onabort = xhr.onerror;
+        xhr.ontimeout = xhr.onerror;
+        xhr.send(body);
       });
-    } catch (e) {
-      throw new ApiError(0, 'network', e instanceof Error ? e.message : String(e));
-    }
-    const body = parse(await r.text());
-    if (!r.ok) throw errorFromBody(r.status, r.statusText, body);
-    return body as UploadInfo;
-  },
-};
+    },
+    async status(id) {
+      let r: Response;
+      try {
+        r = await fetch(`/api/v1/uploads/${encodeURIComponent(id)}`, {
+          credentials,
+          headers: { ...auth(), Accept: 'application/json' },
+        });
+      } catch (e) {
+        throw new ApiError(0, 'network', e instanceof Error ? e.message : String(e));
+      }
+      const body = parse(await r.text());
+      if (!r.ok) throw errorFromBody(r.status, r.statusText, body);
+      return body as UploadInfo;
+    },
+  };
+}
+
+/** The client's transport: the session cookie with this browser's device. */
+export const xhrTransport: Transport = httpTransport(() => ({ 'Veche-Device': deviceId() }));
 
 /** Backoff for upload retries: 1, 2, 4 … 30 s, cut short when the browser comes back online. */
 export function backoff(attempt: number): Promise<void> {
