@@ -15,7 +15,8 @@
 //!   `POST /api/v1/apps/activate`).
 //!
 //! Browsers cannot set headers on a WebSocket, so `/api/v1/ws` also takes them as the query
-//! parameters `access_token` and `device` or `instance`.
+//! parameters `access_token` and `device` or `instance`. A file's download and preview take
+//! `device` there too (never a token), for links and images of the web client's pages.
 //!
 //! The web client never sees a token: `POST /api/v1/login` with `"cookie": true` sets the
 //! session as an HttpOnly cookie ([`SESSION_COOKIE`], `SameSite=Strict`, `Secure` over TLS),
@@ -566,7 +567,8 @@ impl FromRequestParts<Arc<Gateway>> for Principal {
     }
 }
 
-/// Any caller, a widget's embed session included (the WebSocket).
+/// Any caller, a widget's embed session included (the WebSocket, and the file routes, which
+/// keep an embed session within its discussion).
 pub(crate) struct AnyPrincipal(pub(crate) Principal);
 
 impl FromRequestParts<Arc<Gateway>> for AnyPrincipal {
