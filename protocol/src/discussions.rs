@@ -43,6 +43,20 @@ impl DiscussionKind {
     }
 }
 
+/// A discussion kind's name that is none of the three.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown discussion kind {0:?}")]
+pub struct UnknownKind(pub String);
+
+/// Parses a stored kind (rows decode through it, so code compares kinds, never strings).
+impl TryFrom<String> for DiscussionKind {
+    type Error = UnknownKind;
+
+    fn try_from(s: String) -> Result<Self, UnknownKind> {
+        Self::parse(&s).ok_or(UnknownKind(s))
+    }
+}
+
 /// A business object: `(application, object type, object id)`, such as
 /// `("erp", "invoice", "INV-2026-00042")`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 //! the sequencer fills with many commands); reads use the reader pool.
 
 use sqlx::{Sqlite, Transaction};
+use veche_protocol::discussions::DiscussionKind;
 
 use super::{Discussions, ROWS_PER_STATEMENT, Store, StoreError, json_param};
 
@@ -9,7 +10,8 @@ use super::{Discussions, ROWS_PER_STATEMENT, Store, StoreError, json_param};
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DiscussionRow {
     pub id: String,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: DiscussionKind,
     pub title: String,
     pub created_by: String,
     pub created_at: i64,
@@ -167,7 +169,7 @@ impl Batch {
              VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, $10)",
         )
         .bind(&d.id)
-        .bind(&d.kind)
+        .bind(d.kind.as_str())
         .bind(&d.title)
         .bind(&d.created_by)
         .bind(d.created_at)

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use veche_protocol::discussions::{ObjectCard, ObjectRef};
+use veche_protocol::discussions::{DiscussionKind, ObjectCard, ObjectRef};
 
 use crate::inbox::Click;
 use veche_store::{Batch, DiscussionRow, ObjectKey, ReaderAccess, Store, StoreError};
@@ -324,17 +324,15 @@ pub(crate) async fn authorize<A: ObjectAuthority>(
     user: &str,
     discussion: &DiscussionRow,
 ) -> Result<Option<Grant>, A::Error> {
-    match discussion.kind.as_str() {
-        "dialog" | "group" => {
-            Ok(facts
-                .member_role(&discussion.id, user)
-                .await?
-                .map(|role| Grant {
-                    owner: role == "owner",
-                    write: true,
-                }))
-        }
-        "object" => {
+    match discussion.kind {
+        DiscussionKind::Dialog | DiscussionKind::Group => Ok(facts
+            .member_role(&discussion.id, user)
+            .await?
+            .map(|role| Grant {
+                owner: role == "owner",
+                write: true,
+            })),
+        DiscussionKind::Object => {
             let (Some(app), Some(kind), Some(id)) = (
                 &discussion.object_app,
                 &discussion.object_type,
@@ -364,7 +362,6 @@ pub(crate) async fn authorize<A: ObjectAuthority>(
                 }),
             })
         }
-        _ => Ok(None),
     }
 }
 

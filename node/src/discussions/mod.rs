@@ -1269,7 +1269,7 @@ impl Discussions {
                 "you may read this discussion but not post in it".into(),
             ));
         }
-        if row.kind == "object" {
+        if row.kind == DiscussionKind::Object {
             // As for messages: only watchers who may read the discussion now.
             let mut allowed = std::collections::HashSet::new();
             for user in self.inner.registry.watcher_users(&row.id) {
@@ -1352,7 +1352,7 @@ impl Discussions {
         row: &DiscussionRow,
     ) -> Result<DiscussionInfo, DiscussionError> {
         let store = &self.inner.store;
-        let kind = render::kind(row);
+        let kind = row.kind;
         let members = if kind == DiscussionKind::Object {
             Vec::new()
         } else {

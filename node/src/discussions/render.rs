@@ -7,11 +7,6 @@ use veche_protocol::discussions::{
 
 use veche_store::{DiscussionRow, EventRow, MessageRow, Store, StoreError};
 
-pub(crate) fn kind(row: &DiscussionRow) -> DiscussionKind {
-    // Only this module writes `kind`; an unknown value can only come from a newer schema.
-    DiscussionKind::parse(&row.kind).unwrap_or(DiscussionKind::Group)
-}
-
 pub(crate) fn object(row: &DiscussionRow) -> Option<ObjectRef> {
     match (&row.object_app, &row.object_type, &row.object_id) {
         (Some(app), Some(kind), Some(id)) => Some(ObjectRef {

@@ -672,7 +672,7 @@ impl Sequencer {
         let row = b.discussion(discussion).await?.ok_or_else(not_found)?;
         // What the home of an object discussion stamped, it authorized: this node does not
         // know who may see the object there.
-        if stamped && row.kind == "object" {
+        if stamped && row.kind == DiscussionKind::Object {
             let grant = super::access::Grant {
                 owner: false,
                 write: true,
@@ -682,7 +682,7 @@ impl Sequencer {
         let grant = authorize(b, self, &caller.user, &row)
             .await?
             .ok_or_else(not_found)?;
-        if row.kind != "object" {
+        if row.kind != DiscussionKind::Object {
             let members = b.members(&row.id).await?;
             self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
                 row.id.clone(),
@@ -765,7 +765,7 @@ impl Sequencer {
         b: &mut Batch,
         d: &DiscussionRow,
     ) -> Result<(Vec<String>, Option<HashSet<String>>), DiscussionError> {
-        if d.kind != "object" {
+        if d.kind != DiscussionKind::Object {
             return Ok((
                 b.members(&d.id)
                     .await?
@@ -1009,7 +1009,7 @@ impl Sequencer {
         let at = self.now();
         DiscussionRow {
             id: new_id(&self.node),
-            kind: kind.as_str().to_owned(),
+            kind,
             title,
             created_by: caller.user.clone(),
             created_at: at,
@@ -1030,7 +1030,7 @@ impl Sequencer {
         d: &DiscussionRow,
         out: &mut Vec<Delivery>,
     ) -> Result<u64, DiscussionError> {
-        let kind = render::kind(d);
+        let kind = d.kind;
         let entry = Entry {
             kind: "created",
             message_id: None,
@@ -1198,7 +1198,10 @@ impl Sequencer {
         self.existing_or_linked_users(b, Origin::Here, users)
             .await?;
         for g in groups {
-            let is_group = b.discussion(g).await?.is_some_and(|d| d.kind == "group");
+            let is_group = b
+                .discussion(g)
+                .await?
+                .is_some_and(|d| d.kind == DiscussionKind::Group);
             if !is_group {
                 return Err(DiscussionError::NotFound("group"));
             }
@@ -1251,7 +1254,7 @@ impl Sequencer {
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
         let (d, grant) = self.readable(b, origin, caller, discussion).await?;
-        if d.kind != "group" {
+        if d.kind != DiscussionKind::Group {
             return Err(DiscussionError::BadRequest(
                 "members are added to groups only".into(),
             ));
@@ -1301,7 +1304,7 @@ impl Sequencer {
         out: &mut Vec<Delivery>,
     ) -> Result<Done, DiscussionError> {
         let (d, grant) = self.readable(b, origin, caller, discussion).await?;
-        if d.kind != "group" {
+        if d.kind != DiscussionKind::Group {
             return Err(DiscussionError::BadRequest(
                 "members leave or are removed from groups only".into(),
             ));
@@ -1387,9 +1390,11 @@ impl Sequencer {
         if self.goes_home(&d.id, origin) {
             return Err(home_only());
         }
-        match d.kind.as_str() {
-            "dialog" => return Err(DiscussionError::BadRequest("a dialog has no title".into())),
-            "group" if !grant.owner && !origin.stamped() => {
+        match d.kind {
+            DiscussionKind::Dialog => {
+                return Err(DiscussionError::BadRequest("a dialog has no title".into()));
+            }
+            DiscussionKind::Group if !grant.owner && !origin.stamped() => {
                 return Err(DiscussionError::Forbidden(
                     "only the group's owners change its title".into(),
                 ));
@@ -1431,7 +1436,7 @@ impl Sequencer {
         follow: bool,
     ) -> Result<Done, DiscussionError> {
         let (d, _) = self.readable(b, origin, caller, discussion).await?;
-        if d.kind != "object" {
+        if d.kind != DiscussionKind::Object {
             return Err(DiscussionError::BadRequest(
                 "members always follow their dialogs and groups".into(),
             ));
@@ -1556,7 +1561,7 @@ impl Sequencer {
                 b,
                 &caller.user,
                 &d.id,
-                &d.kind,
+                d.kind.as_str(),
                 &m.files,
                 self.now(),
             )
@@ -1670,7 +1675,7 @@ impl Sequencer {
             detail: "{}".into(),
         })
         .await?;
-        if d.kind == "object" {
+        if d.kind == DiscussionKind::Object {
             // Posting or being mentioned puts an object discussion in one's list (only users
             // who may read it are mentioned).
             b.set_follow(&caller.user, &d.id, true).await?;
@@ -1707,7 +1712,7 @@ impl Sequencer {
             .await?;
         out.push(Delivery::Notify(crate::push::Notice {
             discussion: d.id.clone(),
-            kind: d.kind.clone(),
+            kind: d.kind.as_str().to_owned(),
             title: d.title.clone(),
             seq: render::seq(row.seq),
             message_id: row.id.clone(),

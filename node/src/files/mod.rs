@@ -401,7 +401,7 @@ impl Files {
             )));
         }
         let name = crate::file_policy::sanitize_name(&new.name);
-        crate::file_policy::check_declared(c, &d.kind, &name, new.size)?;
+        crate::file_policy::check_declared(c, d.kind.as_str(), &name, new.size)?;
         let size = i64::try_from(new.size)
             .map_err(|_| FileError::BadRequest("size is too large".into()))?;
         let at = self.now();
@@ -1039,7 +1039,12 @@ impl Files {
             .await?
             .ok_or(FileError::NotFound("file"))?
             .kind;
-        crate::file_policy::check_declared(&self.inner.config, &kind, &row.name, to_u64(row.size))?;
+        crate::file_policy::check_declared(
+            &self.inner.config,
+            kind.as_str(),
+            &row.name,
+            to_u64(row.size),
+        )?;
         let _one = self
             .inner
             .fetching

@@ -108,8 +108,13 @@ impl Sequencer {
                         ),
                     )));
                 }
-                crate::file_policy::check_declared(&self.config.files, &kind, &name, r.size)
-                    .map_err(|e| DiscussionError::Refused(Box::new(e)))?;
+                crate::file_policy::check_declared(
+                    &self.config.files,
+                    kind.as_str(),
+                    &name,
+                    r.size,
+                )
+                .map_err(|e| DiscussionError::Refused(Box::new(e)))?;
             }
             // This node's own user's upload, coming back stamped, needs no proof.
             let proven = own

@@ -354,8 +354,9 @@ impl Sequencer {
         }
         // An object discussion is shared when a user of the other node opens it; sharing it
         // again by hand restarts a copy there that lost its place in the log.
-        let again = d.kind == "object" && b.fed_shares(&d.id).await?.iter().any(|l| l == link);
-        if d.kind != "group" && !again {
+        let again = d.kind == DiscussionKind::Object
+            && b.fed_shares(&d.id).await?.iter().any(|l| l == link);
+        if d.kind != DiscussionKind::Group && !again {
             return Err(DiscussionError::BadRequest(
                 "only groups can be shared with another node by an administrator (an object \
                  discussion only again, over a link it is shared over)"
@@ -415,7 +416,7 @@ impl Sequencer {
             _ => None,
         };
         let body = Body {
-            kind: Some(d.kind.clone()),
+            kind: Some(d.kind.as_str().to_owned()),
             title: Some(d.title.clone()),
             members: members.into_iter().collect(),
             object,

@@ -22,7 +22,7 @@ use veche_federation::event::{
 use veche_federation::grant::Signed;
 use veche_federation::keys::{Hash, PublicKey};
 use veche_federation::wire::{self, Item, Reader};
-use veche_protocol::discussions::{Change, ObjectRef, SendMessage};
+use veche_protocol::discussions::{Change, DiscussionKind, ObjectRef, SendMessage};
 use veche_protocol::ids::{NodeName, UserId};
 
 use super::{Delivery, Done, FedOutcome, Sequencer};

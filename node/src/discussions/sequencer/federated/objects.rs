@@ -288,7 +288,7 @@ impl Sequencer {
     ) -> Result<Done, DiscussionError> {
         let home = node_of(discussion).unwrap_or_default();
         if let Some(d) = existing {
-            if d.kind != "object" || body.kind.as_deref() != Some("object") {
+            if d.kind != DiscussionKind::Object || body.kind.as_deref() != Some("object") {
                 return Err(fed_error("a discussion shared again as another kind"));
             }
             if let Some(title) = &body.title

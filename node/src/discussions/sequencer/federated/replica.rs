@@ -318,7 +318,7 @@ impl Sequencer {
             b.insert_events(&events).await?;
             let mut d = d.clone();
             d.last_seq = last.seq;
-            if d.kind == "object" {
+            if d.kind == DiscussionKind::Object {
                 // As a send does: posting puts an object discussion in one's list.
                 let mut authors: Vec<&str> =
                     posts.iter().map(|(c, _, _)| c.user.as_str()).collect();
@@ -669,7 +669,9 @@ impl Sequencer {
         let at = self.now();
         let existing = b.discussion(discussion).await?;
         if body.kind.as_deref() == Some("object")
-            || existing.as_ref().is_some_and(|d| d.kind == "object")
+            || existing
+                .as_ref()
+                .is_some_and(|d| d.kind == DiscussionKind::Object)
         {
             return self
                 .apply_object_share(b, origin, caller, discussion, existing, body, out)
