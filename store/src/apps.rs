@@ -178,6 +178,17 @@ pub struct NewTopicMessage<'a> {
     pub expires_at: Option<i64>,
 }
 
+/// What publishing a topic message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// A new message, with its id.
+    New(i64),
+    /// The key was used before with the same payload: the earlier message's id.
+    Repeat(i64),
+    /// The key was used before with another payload: the earlier message's id; nothing stored.
+    Conflict(i64),
+}
+
 /// `SELECT <every application column> FROM applications <tail>`, as a static string.
 macro_rules! select_apps {
     ($($tail:expr),+) => {
@@ -798,9 +809,10 @@ impl Apps<'_> {
     }
 
     /// Publishes a message once per (topic, publisher, key) and gives every subscription a
-    /// delivery of it. Returns its id and whether it is new. Expired messages are removed
-    /// here on the way, a few at a time, so that storage does not grow without a cleanup job.
-    pub async fn publish_topic(&self, m: &NewTopicMessage<'_>) -> Result<(i64, bool), StoreError> {
+    /// delivery of it. A key used before answers the earlier message: a `Repeat` if its payload
+    /// is the same text, a `Conflict` if not. Expired messages are removed here on the way, a
+    /// few at a time, so that storage does not grow without a cleanup job.
+    pub async fn publish_topic(&self, m: &NewTopicMessage<'_>) -> Result<Published, StoreError> {
         let mut tx = self.db.write.begin().await?;
         sqlx::query(
             "DELETE FROM topic_messages WHERE id IN (SELECT id FROM topic_messages \
@@ -835,11 +847,11 @@ impl Apps<'_> {
                 .bind(m.topic)
                 .execute(&mut *tx)
                 .await?;
-                (id, true)
+                Published::New(id)
             }
             None => {
-                let id: i64 = sqlx::query_scalar(
-                    "SELECT id FROM topic_messages WHERE topic = $1 AND publisher = $2 \
+                let (id, payload): (i64, String) = sqlx::query_as(
+                    "SELECT id, payload FROM topic_messages WHERE topic = $1 AND publisher = $2 \
                      AND idempotency_key = $3",
                 )
                 .bind(m.topic)
@@ -847,7 +859,11 @@ impl Apps<'_> {
                 .bind(m.idempotency_key)
                 .fetch_one(&mut *tx)
                 .await?;
-                (id, false)
+                if payload == m.payload {
+                    Published::Repeat(id)
+                } else {
+                    Published::Conflict(id)
+                }
             }
         };
         tx.commit().await?;

@@ -53,7 +53,7 @@ use sqlx::sqlite::{
 
 pub use apps::{
     Activate, Activation, AppRow, Attempt, CodeRefused, DeliveryRow, NewCode, NewTopicMessage,
-    PushRow, SubscriptionRow, TopicMessageRow, WebhookRow, WebhookStatus,
+    Published, PushRow, SubscriptionRow, TopicMessageRow, WebhookRow, WebhookStatus,
 };
 pub use audit::AuditRecord;
 pub use discussions::{Batch, DiscussionRow, EventRow, MessageRow, ObjectKey};

@@ -955,6 +955,86 @@ async fn topics_deliver_with_ack_redelivery_and_expiry() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A reused idempotency key with another payload is refused with a conflict, as a reused
+/// `client_msg_id` is for messages; the same payload (keys in any order) is a repeat.
+#[tokio::test]
+async fn topics_refuse_a_reused_key_with_another_payload() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let (node, mut mail) = node_with_mail(|_| {}).await?;
+    let erp = register_app(&node, &mut mail, "erp").await?;
+    let wh = register_app(&node, &mut mail, "warehouse").await?;
+    let post = reqwest::Method::POST;
+    wh.ok(
+        reqwest::Method::PUT,
+        "/api/v1/topics/orders/subscription",
+        None,
+    )
+    .await?;
+    let path = "/api/v1/topics/orders/messages";
+    let first = erp
+        .ok(
+            post.clone(),
+            path,
+            Some(json!({"payload": {"order": 1, "qty": 5}, "idempotency_key": "o1"})),
+        )
+        .await?;
+    assert_eq!(first["fresh"], true);
+    let repeat = erp
+        .ok(
+            post.clone(),
+            path,
+            Some(json!({"payload": {"qty": 5, "order": 1}, "idempotency_key": "o1"})),
+        )
+        .await?;
+    assert_eq!(
+        (&repeat["id"], &repeat["fresh"]),
+        (&first["id"], &json!(false))
+    );
+
+    let (status, body) = erp
+        .req(
+            post.clone(),
+            path,
+            Some(json!({"payload": {"order": 1, "qty": 7}, "idempotency_key": "o1"})),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "conflict", "{body}");
+    // The same key on another topic, or from another application, is another message.
+    let other = wh
+        .ok(
+            post.clone(),
+            path,
+            Some(json!({"payload": {"order": 1, "qty": 7}, "idempotency_key": "o1"})),
+        )
+        .await?;
+    assert_eq!(other["fresh"], true);
+
+    // The subscriber got the first payload and the other publisher's, never the refused one.
+    let got = wh
+        .ok(
+            post,
+            "/api/v1/topics/orders/pull",
+            Some(json!({"max": 10, "lease_ms": 30_000})),
+        )
+        .await?;
+    let payloads: Vec<&Value> = got["messages"]
+        .as_array()
+        .context("messages")?
+        .iter()
+        .map(|m| &m["payload"])
+        .collect();
+    assert_eq!(
+        payloads,
+        [
+            &json!({"order": 1, "qty": 5}),
+            &json!({"order": 1, "qty": 7})
+        ],
+        "{got}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn clicks_on_an_applications_buttons_reach_its_webhook() -> anyhow::Result<()> {
     let _log = subscribe();

@@ -25,8 +25,8 @@ use crate::outbound::receiver_allowed;
 use crate::plugins::{BusinessEvent, Plugins};
 pub(crate) use mail::Mailer;
 use veche_store::{
-    Activate, Activation, AppRow, AuditRecord, CodeRefused, NewCode, NewTopicMessage, Store,
-    StoreError, SubscriptionRow, TopicMessageRow, WebhookRow, WebhookStatus,
+    Activate, Activation, AppRow, AuditRecord, CodeRefused, NewCode, NewTopicMessage, Published,
+    Store, StoreError, SubscriptionRow, TopicMessageRow, WebhookRow, WebhookStatus,
 };
 
 /// Most messages one pull returns.
@@ -99,6 +99,9 @@ pub(crate) enum AppError {
     /// Nothing by that id.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// An idempotency key was used before for other content.
+    #[error("{0}")]
+    Conflict(String),
     /// Storage failed.
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
@@ -570,7 +573,9 @@ impl Apps {
         }
     }
 
-    /// Publishes once per idempotency key; returns the message id and whether it is new.
+    /// Publishes once per idempotency key; returns the message id and whether it is new. A key
+    /// used before for another payload is refused with `Conflict`, as a reused `client_msg_id`
+    /// is for messages: the caller is told, not given the earlier message as its own.
     pub(crate) async fn publish(
         &self,
         app: &AppPrincipal,
@@ -606,8 +611,19 @@ impl Apps {
                 expires_at: ttl.map(|t| now.saturating_add(dur_ms(t))),
             })
             .await?;
-        self.inner.wake.notify_one();
-        Ok(result)
+        match result {
+            Published::New(id) => {
+                self.inner.wake.notify_one();
+                Ok((id, true))
+            }
+            Published::Repeat(id) => Ok((id, false)),
+            Published::Conflict(id) => {
+                tracing::info!(app = %app.name, topic, key, earlier = id, "refused a reused idempotency key");
+                Err(AppError::Conflict(format!(
+                    "idempotency_key {key:?} was already used on topic {topic:?} for a different payload (message {id})"
+                )))
+            }
+        }
     }
 
     /// Leases up to `max` messages for `lease` (the configured default when `None`);

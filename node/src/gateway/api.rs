@@ -946,7 +946,8 @@ async fn unsubscribe(
 struct PublishBody {
     #[schema(value_type = Object)]
     payload: serde_json::Value,
-    /// The same key from the same application is published once.
+    /// The same key from the same application is published once; reused with a different
+    /// payload, it is refused with `409 conflict`.
     idempotency_key: String,
     /// Seconds after which the message is gone, delivered or not.
     ttl_secs: Option<u64>,
@@ -962,7 +963,8 @@ struct PublishReply {
 
 #[utoipa::path(post, path = "/api/v1/topics/{topic}/messages", tag = "topics",
     params(("topic" = String, Path)), request_body = PublishBody,
-    responses((status = 200, body = PublishReply), (status = 400, body = ErrorResponse)))]
+    responses((status = 200, body = PublishReply), (status = 400, body = ErrorResponse),
+        (status = 409, body = ErrorResponse)))]
 async fn publish(
     State(g): AppState,
     app: AppAuth,

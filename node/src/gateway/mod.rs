@@ -345,7 +345,9 @@ impl From<AppError> for ApiError {
         use AppError as E;
         let (status, code) = match &e {
             E::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            E::NameTaken(_) | E::AlreadyActive(_) => (StatusCode::CONFLICT, "conflict"),
+            E::NameTaken(_) | E::AlreadyActive(_) | E::Conflict(_) => {
+                (StatusCode::CONFLICT, "conflict")
+            }
             E::TooSoon { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             E::NotAllowed => (StatusCode::FORBIDDEN, "forbidden"),
             E::Mail => (StatusCode::BAD_GATEWAY, "mail_failed"),
