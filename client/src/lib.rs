@@ -201,6 +201,8 @@ pub struct CloseReason {
     pub code: Option<u64>,
     /// Text of the close.
     pub reason: String,
+    /// The node reset the connection: it restarted and no longer knows it (connect again).
+    pub reset: bool,
 }
 
 /// The result of a successful login.
@@ -233,6 +235,9 @@ pub struct Connection {
     timeout: Duration,
 }
 
+/// How often an idle connection tells the node it is there.
+const KEEP_ALIVE: Duration = Duration::from_secs(2);
+
 /// A QUIC client endpoint on an ephemeral loopback-or-any port, configured to trust `trust`.
 pub fn endpoint(config: &ClientConfig) -> Result<quinn::Endpoint, ConnectError> {
     let crypto = tls::client_config(&config.trust)?;
@@ -245,7 +250,14 @@ pub fn endpoint(config: &ClientConfig) -> Result<quinn::Endpoint, ConnectError> 
     };
     let mut endpoint =
         quinn::Endpoint::client(bind).map_err(|e| ConnectError::Connection(e.to_string()))?;
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    // The node's keep-alives end when it crashes; the client's own make a node that came
+    // back answer within seconds with a stateless reset (see the node's `quic_reset_key`), so
+    // the client connects again instead of waiting for the idle timeout.
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    let mut client = quinn::ClientConfig::new(Arc::new(quic));
+    client.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(client);
     Ok(endpoint)
 }
 
@@ -505,10 +517,12 @@ impl Connection {
             quinn::ConnectionError::ApplicationClosed(close) => CloseReason {
                 code: Some(close.error_code.into_inner()),
                 reason: String::from_utf8_lossy(&close.reason).into_owned(),
+                reset: false,
             },
             other => CloseReason {
                 code: None,
                 reason: other.to_string(),
+                reset: matches!(other, quinn::ConnectionError::Reset),
             },
         }
     }

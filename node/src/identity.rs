@@ -30,6 +30,20 @@ pub enum IdentityError {
     },
 }
 
+/// The QUIC endpoint's keys that must survive a restart (see [`NodeIdentity::quic_keys`]).
+pub(crate) struct QuicKeys {
+    /// Signs stateless resets.
+    pub(crate) reset: ring::hmac::Key,
+    /// Keys the connection ids, so that the node recognises its earlier ones.
+    pub(crate) connection_id: u64,
+}
+
+impl std::fmt::Debug for QuicKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicKeys").finish_non_exhaustive()
+    }
+}
+
 /// The node's signing key.
 pub(crate) struct NodeIdentity {
     key: SigningKey,
@@ -83,6 +97,23 @@ impl NodeIdentity {
     /// The signing key, for signing what the node sends (webhook requests).
     pub(crate) fn signing_key(&self) -> SigningKey {
         self.key.clone()
+    }
+
+    /// The keys of QUIC stateless resets and connection ids, derived from the identity key so
+    /// that they stay the same across restarts: a node started again after a crash takes a
+    /// packet of a connection it no longer knows for one of its own (the connection id checks
+    /// out) and answers with a reset the client recognises, so the client learns at once that
+    /// its connection is gone instead of waiting for the idle timeout.
+    pub(crate) fn quic_keys(&self) -> QuicKeys {
+        let secret = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.key.to_bytes());
+        let reset = ring::hmac::sign(&secret, b"veche quic stateless reset key v1");
+        let cid = ring::hmac::sign(&secret, b"veche quic connection id key v1");
+        let mut cid_key = [0u8; 8];
+        cid_key.copy_from_slice(&cid.as_ref()[..8]);
+        QuicKeys {
+            reset: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset.as_ref()),
+            connection_id: u64::from_le_bytes(cid_key),
+        }
     }
 
     /// The public key, hex-encoded.

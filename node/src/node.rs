@@ -376,7 +376,7 @@ impl RunningNode {
             }
         }
 
-        let endpoint = server::endpoint(&tls, &config.server, &config.quic)?;
+        let endpoint = server::endpoint(&tls, &config.server, &config.quic, identity.quic_keys())?;
         let quic_addr = endpoint
             .local_addr()
             .map_err(|source| StartError::DataDir {

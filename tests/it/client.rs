@@ -640,3 +640,94 @@ async fn login_on_a_terminal_asks_for_the_password_without_showing_it() -> anyho
     assert!(shown.contains("logged in as uma@test.local"), "{shown:?}");
     Ok(())
 }
+
+/// The real `veche serve` as a child process on `config` and `data`; returns it with its QUIC
+/// address and CA certificate, read from its banner.
+async fn serve_process(
+    config: &std::path::Path,
+    data: &std::path::Path,
+) -> anyhow::Result<(
+    tokio::process::Child,
+    std::net::SocketAddr,
+    std::path::PathBuf,
+)> {
+    use anyhow::Context;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_veche-it"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .arg("--data")
+        .arg(data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("the node's output")?).lines();
+    let (mut addr, mut ca) = (None, None);
+    within(60, "the node's banner", async {
+        while addr.is_none() || ca.is_none() {
+            let line = lines.next_line().await?.context("the node ended")?;
+            if let Some((_, a)) = line.split_once("QUIC (ALPN veche/1):") {
+                addr = Some(a.trim().parse::<std::net::SocketAddr>()?);
+            } else if let Some((_, c)) = line.split_once("CA certificate:") {
+                ca = Some(std::path::PathBuf::from(c.trim()));
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await??;
+    // The rest of the output is read, so that the node never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((
+        child,
+        addr.context("no QUIC address")?,
+        ca.context("no CA")?,
+    ))
+}
+
+/// A node killed outright and started again at once on the same port and data folder resets
+/// the connections of the old process: its stateless-reset key comes from the node's identity,
+/// so the client trusts the restarted node's reset and learns at once that its connection is
+/// gone, instead of waiting for the idle timeout.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_node_killed_and_restarted_resets_the_old_connections() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    // A free UDP port, for both runs of the node.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nname = \"test.local\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n\n\
+             [federation]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n"
+        ),
+    )?;
+    let (mut first, addr, ca) = serve_process(&config, &data).await?;
+    let client = veche_client::ClientConfig::new(addr, veche_client::Trust::CaFile(ca));
+    let conn = within(30, "connect", veche_client::Connection::connect(&client)).await??;
+
+    first.start_kill()?;
+    first.wait().await?;
+    let (_second, again, _) = serve_process(&config, &data).await?;
+    assert_eq!(again, addr);
+
+    // Without the reset the client would wait for its idle timeout and see "timed out".
+    let closed = within(90, "the old connection to end", conn.closed()).await?;
+    assert!(closed.reset, "{closed:?}");
+    // And the node is there for a new connection.
+    within(
+        30,
+        "connect again",
+        veche_client::Connection::connect(&client),
+    )
+    .await??;
+    Ok(())
+}

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use veche_protocol::close;
 
 use crate::config::{QuicConfig, ServerConfig};
+use crate::identity::QuicKeys;
 use crate::services::Services;
 use crate::tls::{TlsError, TlsMaterial};
 
@@ -37,10 +38,13 @@ pub enum ListenError {
     },
 }
 
+/// The QUIC endpoint. `keys` must survive restarts (see `NodeIdentity::quic_keys`), or the
+/// clients of a node that crashed wait for their idle timeout.
 pub(crate) fn endpoint(
     tls: &TlsMaterial,
     server: &ServerConfig,
     quic: &QuicConfig,
+    keys: QuicKeys,
 ) -> Result<quinn::Endpoint, ListenError> {
     let crypto = QuicServerConfig::try_from(tls.server_config()?)
         .map_err(|e| ListenError::Crypto(e.to_string()))?;
@@ -58,10 +62,23 @@ pub(crate) fn endpoint(
                 .map_err(|e| ListenError::Crypto(e.to_string()))?,
         ));
     config.transport_config(Arc::new(transport));
-    quinn::Endpoint::server(config, server.listen).map_err(|source| ListenError::Bind {
+    let bind = |source| ListenError::Bind {
         addr: server.listen,
         source,
-    })
+    };
+    let socket = std::net::UdpSocket::bind(server.listen).map_err(bind)?;
+    let mut endpoint = quinn::EndpointConfig::new(Arc::new(keys.reset));
+    let cid_key = keys.connection_id;
+    endpoint.cid_generator(move || -> Box<dyn quinn::ConnectionIdGenerator> {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    quinn::Endpoint::new(
+        endpoint,
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(bind)
 }
 
 /// Counts connections per source address.
