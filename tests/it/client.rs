@@ -696,20 +696,7 @@ async fn serve_process(
 async fn a_node_killed_and_restarted_resets_the_old_connections() -> anyhow::Result<()> {
     let _guard = subscribe();
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    // A free UDP port, for both runs of the node.
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\nname = \"test.local\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n\n\
-             [http]\nlisten = \"127.0.0.1:0\"\n\n\
-             [federation]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n"
-        ),
-    )?;
+    let (config, data) = process_node_config(dir.path())?;
     let (mut first, addr, ca) = serve_process(&config, &data).await?;
     let client = veche_client::ClientConfig::new(addr, veche_client::Trust::CaFile(ca));
     let conn = within(30, "connect", veche_client::Connection::connect(&client)).await??;
@@ -729,5 +716,129 @@ async fn a_node_killed_and_restarted_resets_the_old_connections() -> anyhow::Res
         veche_client::Connection::connect(&client),
     )
     .await??;
+    Ok(())
+}
+
+/// Writes the configuration of a node for [`serve_process`]: loopback, a free QUIC port that
+/// stays its own across restarts. Returns the configuration file and the data folder.
+fn process_node_config(
+    dir: &std::path::Path,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nname = \"test.local\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n\n\
+             [federation]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n"
+        ),
+    )?;
+    Ok((config, dir.join("data")))
+}
+
+/// Until `tail`'s output shows `text`, `profile` sends it to `to` again and again.
+async fn until_tail_shows(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    profile: &str,
+    to: &str,
+    text: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    within(120, "tail shows the message", async {
+        loop {
+            tokio::select! {
+                line = lines.next_line() => {
+                    let line = line?.context("tail ended")?;
+                    if line.contains(text) {
+                        return anyhow::Ok(());
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_millis(300)) => {
+                    veche(&["send", to, text, "--wait", "--profile", profile]).await?;
+                }
+            }
+        }
+    })
+    .await?
+}
+
+/// `veche tail` outlives a crash of its node: the node killed outright and started again,
+/// tail says it lost the connection, connects again and shows what comes next.
+#[cfg(unix)]
+#[tokio::test]
+async fn tail_follows_a_dialog_across_a_crash_of_the_node() -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let _guard = subscribe();
+    let dir = tempfile::tempdir()?;
+    let (config, data) = process_node_config(dir.path())?;
+    let (mut first, addr, ca) = serve_process(&config, &data).await?;
+    let path = |p: &std::path::Path| p.to_str().context("utf-8 path").map(str::to_owned);
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n"))?;
+    let (pw, data_s, ca) = (path(&pw)?, path(&data)?, path(&ca)?);
+    let mut profiles = Vec::new();
+    for user in ["anya", "boris"] {
+        veche(&[
+            "admin",
+            "user",
+            "add",
+            user,
+            "--password-file",
+            &pw,
+            "--data",
+            &data_s,
+        ])
+        .await?;
+        let profile = path(&dir.path().join(format!("{user}-client")))?;
+        let out = veche(&[
+            "login",
+            "--server",
+            &addr.to_string(),
+            "--ca",
+            &ca,
+            "--user",
+            user,
+            "--password-file",
+            &pw,
+            "--profile",
+            &profile,
+        ])
+        .await?;
+        anyhow::ensure!(out.starts_with("logged in as "), "{out}");
+        profiles.push(profile);
+    }
+    let (anya, boris) = (&profiles[0], &profiles[1]);
+    veche(&["send", "boris", "привет", "--wait", "--profile", anya]).await?;
+
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_veche-it"))
+        .args(["tail", "anya", "--profile", boris])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut out = BufReader::new(tail.stdout.take().context("tail's output")?).lines();
+    let mut err = BufReader::new(tail.stderr.take().context("tail's errors")?).lines();
+    until_tail_shows(&mut out, anya, "boris", "до сбоя").await?;
+
+    first.start_kill()?;
+    first.wait().await?;
+    let (_second, _, _) = serve_process(&config, &data).await?;
+    until_tail_shows(&mut out, anya, "boris", "после сбоя").await?;
+    let said = within(30, "tail says it lost the connection", async {
+        loop {
+            let line = err.next_line().await?.context("tail's errors ended")?;
+            if line.contains("connection was lost") {
+                return anyhow::Ok(line);
+            }
+        }
+    })
+    .await??;
+    assert!(said.contains("connecting again"), "{said}");
+    assert!(tail.try_wait()?.is_none(), "tail ended");
     Ok(())
 }
