@@ -175,6 +175,22 @@ enum LinkCommand {
 
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
+    /// Make a plugin crate to start from, in the folder NAME: plugin.toml, code, a test and
+    /// a README; `cargo build` there builds the component, which a node in dev mode reloads.
+    New {
+        /// The plugin's id and crate name (a-z, 0-9, '-').
+        name: String,
+        /// What it does.
+        #[arg(long, value_enum)]
+        role: crate::plugin_new::Role,
+        /// A Veche checkout, or its plugin-api folder, to build against [default: the
+        /// checkout around the current folder, else the one this veche was built from].
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<PathBuf>,
+        /// Where to make the folder NAME [default: the current folder].
+        #[arg(long, value_name = "FOLDER")]
+        dir: Option<PathBuf>,
+    },
     /// Install or upgrade the plugin in FOLDER (plugin.toml and its component).
     Install {
         /// The folder, on the node's machine.
@@ -202,6 +218,16 @@ enum PluginCommand {
     Reload {
         /// Plugin id.
         id: String,
+    },
+    /// Uninstall a plugin. Its key-value entries, its folder (storage backends) and its log
+    /// stay for a reinstall unless --purge; its bot user and the bot's messages stay as
+    /// history; what its bot had not been told yet is dropped.
+    Uninstall {
+        /// Plugin id.
+        id: String,
+        /// Also remove what it stored (also after an earlier uninstall).
+        #[arg(long)]
+        purge: bool,
     },
     /// Show a plugin's newest log lines.
     Logs {
@@ -779,6 +805,35 @@ async fn plugin_command(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let request = match command {
+        PluginCommand::New {
+            name,
+            role,
+            sdk,
+            dir,
+        } => {
+            let parent = match dir {
+                Some(d) => d,
+                None => std::env::current_dir()?,
+            };
+            let made = crate::plugin_new::create(&name, role, &parent, sdk.as_deref())?;
+            writeln!(
+                out,
+                "made {} (SDK: {})\nbuild: cd {} && cargo build\ntest: cargo test-native\n\
+                 try: veche plugin install {}{} on a node with [plugins] dev_watch = true; each \
+                 cargo build then reloads {}",
+                made.folder.display(),
+                made.sdk.display(),
+                made.folder.display(),
+                made.folder.display(),
+                if role == crate::plugin_new::Role::Storage {
+                    " --grant filesystem"
+                } else {
+                    ""
+                },
+                made.component,
+            )?;
+            return Ok(());
+        }
         PluginCommand::Install {
             folder,
             grants,
@@ -804,6 +859,7 @@ async fn plugin_command(
         PluginCommand::Enable { id } => AdminRequest::PluginEnable { id },
         PluginCommand::Disable { id } => AdminRequest::PluginDisable { id },
         PluginCommand::Reload { id } => AdminRequest::PluginReload { id },
+        PluginCommand::Uninstall { id, purge } => AdminRequest::PluginUninstall { id, purge },
         PluginCommand::Logs { id, limit } => AdminRequest::PluginLogs { id, limit },
         PluginCommand::DeadLetters {
             id,
@@ -1174,6 +1230,42 @@ fn print_admin_reply(reply: &AdminReply, out: &mut dyn Write) -> std::io::Result
             })
         }
         AdminReply::Replayed { count } => writeln!(out, "{count} item(s) back in the inbox"),
+        AdminReply::PluginUninstalled {
+            id,
+            purged,
+            kv_entries,
+            log_lines,
+            folder,
+            bot_user,
+            inbox_dropped,
+        } => {
+            writeln!(out, "uninstalled {id}")?;
+            let what = format!(
+                "{kv_entries} key-value entries, {log_lines} log lines{}",
+                folder
+                    .as_ref()
+                    .map(|f| format!(", the folder {f}"))
+                    .unwrap_or_default()
+            );
+            if *purged {
+                writeln!(out, "removed: {what}")?;
+            } else {
+                writeln!(
+                    out,
+                    "kept for a reinstall: {what} (veche plugin uninstall {id} --purge removes them)"
+                )?;
+            }
+            if let Some(bot) = bot_user {
+                writeln!(out, "kept: the bot user {bot} and its messages")?;
+            }
+            if *inbox_dropped > 0 {
+                writeln!(
+                    out,
+                    "dropped: {inbox_dropped} item(s) its bot had not been told"
+                )?;
+            }
+            Ok(())
+        }
         AdminReply::EventPosted { fresh } => writeln!(
             out,
             "{}",

@@ -23,6 +23,7 @@ mod live;
 pub mod logging;
 mod node;
 mod outbound;
+mod plugin_new;
 mod plugins;
 mod push;
 mod search;

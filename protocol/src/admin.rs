@@ -95,6 +95,17 @@ pub enum AdminRequest {
         /// Plugin id.
         id: String,
     },
+    /// Removes a plugin: it gets no more calls and its installed component goes; its bot
+    /// inbox is dropped. What it stored (key-value entries, its folder, its log) stays for a
+    /// reinstall unless `purge`; its bot user and the bot's messages always stay, as history.
+    /// With `purge`, also clears what an earlier uninstall left.
+    PluginUninstall {
+        /// Plugin id.
+        id: String,
+        /// Also remove what the plugin stored.
+        #[serde(default)]
+        purge: bool,
+    },
     /// The newest lines of a plugin's log.
     PluginLogs {
         /// Plugin id.
@@ -351,6 +362,25 @@ pub enum AdminReply {
     DeadLetters {
         /// Oldest first.
         items: Vec<DeadLetter>,
+    },
+    /// Answer to `PluginUninstall`.
+    PluginUninstalled {
+        /// The plugin's id.
+        id: String,
+        /// Whether what it stored was removed too.
+        purged: bool,
+        /// Its key-value entries (kept, or removed when purged).
+        kv_entries: u64,
+        /// Its log lines (kept, or removed when purged).
+        log_lines: u64,
+        /// Its folder (storage backends), if it has one (kept, or removed when purged).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        folder: Option<String>,
+        /// Its bot user, which stays with its messages.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bot_user: Option<String>,
+        /// Items its bot had not been told yet, dropped.
+        inbox_dropped: u64,
     },
     /// Answer to `PluginReplay`: how many items went back in line.
     Replayed {

@@ -30,6 +30,20 @@ pub struct PluginLogRow {
     pub fields: String,
 }
 
+/// What [`Plugins::uninstall_plugin`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Uninstalled {
+    /// The installation existed (and is gone).
+    pub installed: bool,
+    pub bot_user: Option<String>,
+    /// Key-value entries kept, or removed when purging.
+    pub kv_entries: u64,
+    /// Log lines kept, or removed when purging.
+    pub log_lines: u64,
+    /// Inbox items (pending and dead) dropped.
+    pub inbox_dropped: u64,
+}
+
 /// Something a bot is to be told.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InboxRow {
@@ -134,6 +148,65 @@ impl Plugins<'_> {
         append(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Removes a plugin's installation and its inbox; with `purge`, also its key-value
+    /// entries and log (also when it is no longer installed). Its bot user stays: its messages
+    /// are history. Nothing is written (and `installed` is false) when there was no
+    /// installation and nothing was purged.
+    pub async fn uninstall_plugin(
+        &self,
+        id: &str,
+        purge: bool,
+        audit: &AuditRecord,
+    ) -> Result<Uninstalled, StoreError> {
+        let mut tx = self.db.write.begin().await?;
+        let bot_user: Option<Option<String>> =
+            sqlx::query_scalar("DELETE FROM plugins WHERE id = ? RETURNING bot_user")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let inbox_dropped = sqlx::query("DELETE FROM plugin_inbox WHERE plugin_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let (kv_entries, log_lines) = if purge {
+            let kv = sqlx::query("DELETE FROM plugin_kv WHERE plugin_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let logs = sqlx::query("DELETE FROM plugin_logs WHERE plugin_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            (kv, logs)
+        } else {
+            let kv: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin_kv WHERE plugin_id = ?")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let logs: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM plugin_logs WHERE plugin_id = ?")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            (kv as u64, logs as u64)
+        };
+        let done = Uninstalled {
+            installed: bot_user.is_some(),
+            bot_user: bot_user.flatten(),
+            kv_entries,
+            log_lines,
+            inbox_dropped,
+        };
+        if done.installed || (purge && (kv_entries > 0 || log_lines > 0)) {
+            append(&mut tx, audit).await?;
+            tx.commit().await?;
+        }
+        Ok(done)
     }
 
     pub async fn set_plugin_enabled(

@@ -486,6 +486,21 @@ async fn a_spinning_plugin_is_stopped_and_the_node_keeps_serving() -> anyhow::Re
     let info = plugin(&node, "hostile").await?;
     assert!(info.status.starts_with("paused"), "{info:?}");
     assert!(info.status.contains("CPU"), "{info:?}");
+    // Its author sees the same in the plugin's log, not only in the node's: each failed call
+    // and the pause, written by the node.
+    let by_node = |l: &veche_client::protocol::admin::PluginLogLine| {
+        l.level == "error" && l.fields.get("by").is_some_and(|b| b == "node")
+    };
+    logged(&node, "hostile", |l| {
+        by_node(l)
+            && l.message.starts_with("authorize failed")
+            && l.message.contains("CPU time (50 ms)")
+    })
+    .await?;
+    logged(&node, "hostile", |l| {
+        by_node(l) && l.message.starts_with("paused for") && l.message.contains("CPU")
+    })
+    .await?;
     // While paused, calls are refused at once, without calling the plugin (still failing
     // closed).
     let calls = node.plugin_calls_started("hostile");
@@ -505,6 +520,12 @@ async fn memory_hoarding_and_panics_are_contained_and_parked() -> anyhow::Result
     // Each attempt hits the 16 MiB cap; after three the breaker pauses the plugin.
     let info = paused(&node).await?;
     assert!(info.status.contains("memory"), "{info:?}");
+    logged(&node, "hostile", |l| {
+        l.level == "error"
+            && l.message.starts_with("on-event failed")
+            && l.message.contains("memory")
+    })
+    .await?;
 
     // Upgraded to a panicking configuration (a new version starts with a closed breaker): the
     // event keeps failing, is parked as a dead letter, and the panics pause the plugin.
@@ -996,5 +1017,333 @@ async fn plugin_install_takes_settings_from_the_shell() -> anyhow::Result<()> {
     .await
     .unwrap_err();
     assert!(format!("{refused:#}").contains("KEY=VALUE"), "{refused:#}");
+    Ok(())
+}
+
+/// Plugin authors issue: a broken build landing in a watched folder is refused, the previous
+/// version keeps serving, and the author sees why in `plugin list` and `plugin logs` (it was
+/// only in the node's log); the next good build clears it.
+#[tokio::test]
+async fn a_rejected_dev_reload_shows_in_the_plugin_status_and_log() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let mut c = config();
+    c.plugins.dev_watch = true;
+    let node = TestNode::spawn_with(c).await?;
+    let boris = user(&node, "boris").await?;
+    let folder = plugin_folder("echo-bot")?;
+    install(&node, folder.path(), &[], &[]).await?;
+    let group = discussion(
+        &boris,
+        Request::CreateGroup {
+            title: "echo".into(),
+            members: vec!["echo-bot".into()],
+        },
+    )
+    .await?;
+    let wasm = folder.path().join("echo_bot.wasm");
+    let good = std::fs::read(&wasm)?;
+    std::fs::write(&wasm, b"\0asm but not a component")?;
+    let info = eventually(20, "reload refused", async || {
+        let info = plugin(&node, "echo-bot").await?;
+        if !info.status.starts_with("active (reload failed: ") {
+            bail!("{info:?}");
+        }
+        Ok(info)
+    })
+    .await?;
+    assert_eq!(info.version, "1.0.0");
+    logged(&node, "echo-bot", |l| {
+        l.level == "error"
+            && l.message.starts_with("reload from ")
+            && l.message.contains("version 1.0.0 keeps running")
+    })
+    .await?;
+    let data = node.data_dir().display().to_string();
+    let out = veche(&["plugin", "--data", &data, "list"]).await?;
+    assert!(out.contains("\tactive (reload failed: "), "{out}");
+
+    // The previous version still answers.
+    post(&boris, &group.id, "m1", "still there").await?;
+    eventually(20, "echo", async || {
+        let m = messages(&boris, &group.id).await?;
+        if !m
+            .iter()
+            .any(|m| m.text.as_deref() == Some("v1: still there"))
+        {
+            bail!("{m:?}");
+        }
+        Ok(())
+    })
+    .await?;
+
+    // A good build again (a new custom section: a new hash) clears the status.
+    let mut fixed = good;
+    fixed.extend_from_slice(&[0, 3, 1, b'v', 2]);
+    std::fs::write(&wasm, &fixed)?;
+    eventually(20, "reloaded", async || {
+        let info = plugin(&node, "echo-bot").await?;
+        if info.status != "active" {
+            bail!("{info:?}");
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// Plugin authors issue: `plugin uninstall` takes a plugin out and keeps what it stored
+/// (key-value entries, its folder, its log) for a reinstall; `--purge` removes that too. Its
+/// bot user's messages stay as history, and a storage backend holding files stays installed.
+#[tokio::test]
+async fn uninstall_keeps_what_a_plugin_stored_unless_purged() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let node = TestNode::spawn_with(config()).await?;
+    let data = node.data_dir().display().to_string();
+    let boris = user(&node, "boris").await?;
+    let echo = plugin_folder("echo-bot")?;
+    install(&node, echo.path(), &[], &[]).await?;
+    let group = discussion(
+        &boris,
+        Request::CreateGroup {
+            title: "echo".into(),
+            members: vec!["echo-bot".into()],
+        },
+    )
+    .await?;
+    let echoed = async |text: &str| {
+        let wanted = format!("v1: {text}");
+        eventually(20, "echo", async || {
+            let m = messages(&boris, &group.id).await?;
+            m.into_iter()
+                .find(|m| m.text.as_deref() == Some(wanted.as_str()))
+                .with_context(|| format!("no {wanted:?} yet"))
+        })
+        .await
+    };
+    post(&boris, &group.id, "m0", "hello").await?;
+    let first = echoed("hello").await?;
+    assert_eq!(first.author, "echo-bot@test.local");
+    node.plugin_kv_set("echo-bot", "seen", b"1").await?;
+
+    let out = veche(&["plugin", "--data", &data, "uninstall", "echo-bot"]).await?;
+    assert!(out.starts_with("uninstalled echo-bot\n"), "{out}");
+    assert!(
+        out.contains("kept for a reinstall: 1 key-value entries"),
+        "{out}"
+    );
+    assert!(
+        out.contains("kept: the bot user echo-bot@test.local and its messages"),
+        "{out}"
+    );
+    match node.admin(AdminRequest::PluginList).await? {
+        AdminReply::Plugins { plugins } => assert!(plugins.is_empty(), "{plugins:?}"),
+        other => bail!("{other:?}"),
+    }
+    let installed = node.data_dir().join("plugins").join("installed");
+    assert!(!installed.join("echo-bot").exists());
+    // The bot's messages are history.
+    let history = messages(&boris, &group.id).await?;
+    assert!(history.iter().any(|m| m.id == first.id), "{history:?}");
+    // Without --purge, an uninstalled plugin is not there to uninstall again.
+    let again = node
+        .admin(AdminRequest::PluginUninstall {
+            id: "echo-bot".into(),
+            purge: false,
+        })
+        .await;
+    assert!(again.is_err(), "{again:?}");
+
+    // Reinstalled, its bot answers again, with what it stored.
+    install(&node, echo.path(), &[], &[]).await?;
+    post(&boris, &group.id, "m1", "again").await?;
+    echoed("again").await?;
+    let purged = node
+        .admin(AdminRequest::PluginUninstall {
+            id: "echo-bot".into(),
+            purge: true,
+        })
+        .await?;
+    let AdminReply::PluginUninstalled {
+        purged: true,
+        kv_entries: 1,
+        ..
+    } = purged
+    else {
+        bail!("{purged:?}")
+    };
+    // Nothing is left to purge.
+    let e = node
+        .admin(AdminRequest::PluginUninstall {
+            id: "echo-bot".into(),
+            purge: true,
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not found"), "{e}");
+    // An id is never a path.
+    let e = node
+        .admin(AdminRequest::PluginUninstall {
+            id: "../../x".into(),
+            purge: true,
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not found"), "{e}");
+
+    // A storage backend: its folder stays unless purged; while files go to it, it stays.
+    let store = plugin_folder("fs-store")?;
+    install(&node, store.path(), &["filesystem"], &[]).await?;
+    node.blob_put("fs-store", "files/a", b"kept")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let folder = node
+        .data_dir()
+        .join("plugins")
+        .join("data")
+        .join("fs-store");
+    let out = veche(&["plugin", "--data", &data, "uninstall", "fs-store"]).await?;
+    assert!(out.contains(&folder.display().to_string()), "{out}");
+    assert!(folder.is_dir());
+    install(&node, store.path(), &["filesystem"], &[]).await?;
+    assert_eq!(
+        node.blob_get("fs-store", "files/a")
+            .await
+            .map_err(anyhow::Error::msg)?,
+        b"kept"
+    );
+    node.admin(AdminRequest::FilesMigrate {
+        to: "plugin:fs-store".into(),
+    })
+    .await?;
+    let refused = veche(&[
+        "plugin",
+        "--data",
+        &data,
+        "uninstall",
+        "fs-store",
+        "--purge",
+    ])
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("files migrate --to fs"),
+        "{refused:#}"
+    );
+    assert_eq!(plugin(&node, "fs-store").await?.status, "active");
+    node.admin(AdminRequest::FilesMigrate { to: "fs".into() })
+        .await?;
+    let out = veche(&[
+        "plugin",
+        "--data",
+        &data,
+        "uninstall",
+        "fs-store",
+        "--purge",
+    ])
+    .await?;
+    assert!(out.contains("removed: "), "{out}");
+    assert!(!folder.exists());
+    Ok(())
+}
+
+/// Plugin authors issue: `veche plugin new NAME --role bot` makes a crate, outside the node's
+/// workspace, that `cargo build` alone builds; installed from its folder on a node in dev mode
+/// (the component is a link into `target/`), every build is reloaded.
+#[tokio::test]
+async fn a_new_bot_crate_builds_and_reloads_on_each_cargo_build() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the checkout")?;
+    // Shared with the other plugin builds of the test run: dependencies are built once.
+    let target = root.join("target").join("plugins");
+    let dir = tempfile::tempdir()?;
+    let made = tokio::process::Command::new(env!("CARGO_BIN_EXE_veche-it"))
+        .args(["plugin", "new", "ping-bot", "--role", "bot", "--dir"])
+        .arg(dir.path())
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .await?;
+    let said = String::from_utf8_lossy(&made.stdout);
+    assert!(
+        made.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    // Without --sdk, the SDK of the checkout this veche was built from.
+    assert!(
+        said.contains(&root.join("plugin-api").display().to_string()),
+        "{said}"
+    );
+    let folder = dir.path().join("ping-bot");
+    assert!(
+        std::fs::symlink_metadata(folder.join("ping_bot.wasm"))?.is_symlink(),
+        "the component is a link into target/"
+    );
+    // The checkout's versions of the dependencies (nothing to fetch).
+    std::fs::copy(root.join("Cargo.lock"), folder.join("Cargo.lock"))?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let build = async || -> anyhow::Result<()> {
+        let out = tokio::process::Command::new(&cargo)
+            .arg("build")
+            .current_dir(&folder)
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!("cargo build: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    build().await?;
+
+    let mut c = config();
+    c.plugins.dev_watch = true;
+    let node = TestNode::spawn_with(c).await?;
+    let info = install(&node, &folder, &[], &[]).await?;
+    assert_eq!(info.bot_user.as_deref(), Some("ping-bot@test.local"));
+    let boris = user(&node, "boris").await?;
+    let group = discussion(
+        &boris,
+        Request::CreateGroup {
+            title: "ping".into(),
+            members: vec!["ping-bot".into()],
+        },
+    )
+    .await?;
+    let answered = async |n: usize, text: &str| {
+        eventually(30, "the bot's answer", async || {
+            let m = messages(&boris, &group.id).await?;
+            let answers: Vec<String> = m
+                .into_iter()
+                .filter(|m| m.author == "ping-bot@test.local")
+                .filter_map(|m| m.text)
+                .collect();
+            if answers.len() < n {
+                bail!("{answers:?}");
+            }
+            Ok(answers[n - 1] == text)
+        })
+        .await
+    };
+    post(&boris, &group.id, "p1", "ping").await?;
+    assert!(answered(1, "pong").await?);
+
+    // The author changes the answer and runs `cargo build`: nothing else.
+    let lib = folder.join("src").join("lib.rs");
+    let code = std::fs::read_to_string(&lib)?;
+    std::fs::write(&lib, code.replace("\"pong\"", "\"pong, v2\""))?;
+    build().await?;
+    // Pings until one is answered by the new build (those before it by the old one).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut n = 1;
+    loop {
+        n += 1;
+        post(&boris, &group.id, &format!("p{n}"), "ping").await?;
+        if answered(n, "pong, v2").await? {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never reloaded");
+    }
     Ok(())
 }

@@ -359,6 +359,26 @@ impl Files {
         lock(&self.inner.current).clone()
     }
 
+    /// Why `backend` may not go away: new contents go there, or some are kept there (a
+    /// plugin's uninstall is refused then).
+    pub(crate) async fn backend_in_use(&self, backend: &str) -> Result<Option<String>, FileError> {
+        if self.current_backend() == backend {
+            return Ok(Some(format!(
+                "new files go to {backend}; send them elsewhere first (veche admin files migrate --to fs)"
+            )));
+        }
+        let usage = self.inner.store.files().backend_usage().await?;
+        Ok(usage
+            .into_iter()
+            .find(|u| u.backend == backend && u.blobs > 0)
+            .map(|u| {
+                format!(
+                    "{backend} keeps {} file contents; move them first (veche admin files migrate --to fs)",
+                    u.blobs
+                )
+            }))
+    }
+
     /// The policy, with the caller's usage.
     pub(crate) async fn policy(&self, caller: &Caller) -> Result<FilePolicy, FileError> {
         let c = &self.inner.config;

@@ -169,16 +169,7 @@ impl Manifest {
                 self.schema
             ));
         }
-        // Dot-separated words of a-z, 0-9 and '-', each starting with a letter or digit: the
-        // id names folders and the bot's login, so `.` and `..` must be impossible.
-        let word_ok = |w: &str| {
-            w.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-                && w.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        };
-        if self.id.len() > 64 || !self.id.split('.').all(word_ok) {
+        if !valid_id(&self.id) {
             return invalid(format!(
                 "id {:?} must be 1 to 64 characters: dot-separated words of a-z, 0-9 and '-', each starting with a letter or digit",
                 self.id
@@ -246,6 +237,20 @@ impl Manifest {
             _ => Vec::new(),
         }
     }
+}
+
+/// Whether `id` may be a plugin's id: 1 to 64 characters, dot-separated words of a-z, 0-9 and
+/// '-', each starting with a letter or digit. The id names folders and the bot's login, so `.`
+/// and `..` must be impossible.
+pub(crate) fn valid_id(id: &str) -> bool {
+    let word_ok = |w: &str| {
+        w.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && w.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    id.len() <= 64 && id.split('.').all(word_ok)
 }
 
 /// Checks `veche:plugin@MAJOR.MINOR[.PATCH]` against what this node implements.

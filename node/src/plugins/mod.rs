@@ -55,6 +55,15 @@ use manifest::Manifest;
 use runtime::{CallError, Loaded, Runtime};
 use veche_store::{AuditRecord, InboxRow, NewBusinessEvent, PluginRow, Store, StoreError};
 
+/// What an uninstall did.
+#[derive(Debug)]
+pub(crate) struct Uninstalled {
+    pub(crate) purged: bool,
+    /// The plugin's folder, if it has or had one.
+    pub(crate) folder: Option<String>,
+    pub(crate) store: veche_store::Uninstalled,
+}
+
 /// Attempts at one inbox item before it is parked as a dead letter.
 const MAX_ATTEMPTS: i64 = 5;
 /// Actions one bot call may return.
@@ -88,6 +97,8 @@ pub(crate) struct Active {
     load_error: Option<String>,
     row: PluginRow,
     breaker: Arc<Mutex<Breaker>>,
+    /// Why the last reload from the source folder was refused (this version keeps running).
+    reload_error: Mutex<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -379,6 +390,7 @@ impl Plugins {
     }
 
     fn put_failed(&self, row: PluginRow, error: String) {
+        self.node_log(&row.id, "error", format!("not loaded: {error}"), &[]);
         if let Ok(manifest) = Manifest::parse(&row.manifest) {
             let env = self.env_for(&row, manifest);
             self.swap(row, env, None, Some(error));
@@ -430,6 +442,7 @@ impl Plugins {
             load_error,
             row,
             breaker,
+            reload_error: Mutex::new(None),
         });
         self.shared
             .active
@@ -689,8 +702,149 @@ impl Plugins {
         let grants: Vec<String> = serde_json::from_str(&row.grants).unwrap_or_default();
         let config: BTreeMap<String, String> =
             serde_json::from_str(&row.config).unwrap_or_default();
-        self.install_locked(Path::new(&row.source), &grants, &config, actor, Some(id))
+        let result = self
+            .install_locked(Path::new(&row.source), &grants, &config, actor, Some(id))
+            .await;
+        if let Err(e) = &result
+            && let Some(a) = self.get(id)
+        {
+            // The running version stays; its author learns why the new one did not load
+            // from the plugin's log and status, not only from the node's log.
+            let why = e.to_string();
+            self.node_log(
+                id,
+                "error",
+                format!(
+                    "reload from {} failed: {why}; version {} keeps running",
+                    row.source, a.row.version
+                ),
+                &[("call", "reload")],
+            );
+            *a.reload_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        }
+        result
+    }
+
+    /// Uninstalls plugin `id` (see `AdminRequest::PluginUninstall` for what stays). With
+    /// `purge`, also what an earlier uninstall left behind.
+    pub(crate) async fn uninstall(
+        &self,
+        id: &str,
+        purge: bool,
+        actor: &str,
+    ) -> Result<Uninstalled, PluginError> {
+        // The id names folders that may be removed: never a path.
+        if !manifest::valid_id(id) {
+            return Err(PluginError::NotFound(id.to_owned()));
+        }
+        let _one_at_a_time = self.shared.admin.lock().await;
+        // Out of service first, so that nothing new is queued for its bot meanwhile.
+        let old = self.take_out(id);
+        let audit = AuditRecord {
+            at: self.now_ms(),
+            actor: actor.to_owned(),
+            action: "plugin.uninstall",
+            target: id.to_owned(),
+            detail: if purge { "purge".into() } else { String::new() },
+        };
+        let done = match self
+            .shared
+            .store
+            .plugins()
+            .uninstall_plugin(id, purge, &audit)
             .await
+        {
+            Ok(done) => done,
+            Err(e) => {
+                if let Some(a) = old {
+                    self.put_back(a);
+                }
+                return Err(e.into());
+            }
+        };
+        let data = self.shared.folder.join("data").join(id);
+        let folder_exists = data.is_dir();
+        if !done.installed
+            && !(purge && (done.kv_entries > 0 || done.log_lines > 0 || folder_exists))
+        {
+            return Err(PluginError::NotFound(id.to_owned()));
+        }
+        let remove = |dir: &Path| match std::fs::remove_dir_all(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(PluginError::Read {
+                path: dir.display().to_string(),
+                error,
+            }),
+        };
+        remove(&self.shared.folder.join("installed").join(id))?;
+        if purge {
+            remove(&data)?;
+        }
+        self.shared.runtime.forget(id);
+        self.prune_artifacts();
+        tracing::info!(plugin = id, purge, "plugin uninstalled");
+        Ok(Uninstalled {
+            purged: purge,
+            folder: (folder_exists || old.as_ref().is_some_and(|a| a.env.folder.is_some()))
+                .then(|| data.display().to_string()),
+            store: done,
+        })
+    }
+
+    /// Takes plugin `id` out of service: no more calls, its bot told nothing new.
+    fn take_out(&self, id: &str) -> Option<Arc<Active>> {
+        let old = self
+            .shared
+            .active
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)?;
+        if let Some(user) = &old.row.bot_user {
+            self.shared
+                .bots
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(user);
+        }
+        if let Some(l) = &old.loaded {
+            l.cool();
+        }
+        self.clear_caches();
+        // Its dispatcher sees it gone and ends.
+        self.waker(id).notify_one();
+        Some(old)
+    }
+
+    /// Puts back what [`Self::take_out`] took (the uninstall failed).
+    fn put_back(&self, a: Arc<Active>) {
+        if let (true, Some(user)) = (a.env.manifest.roles.bot.is_some(), &a.row.bot_user) {
+            self.shared
+                .bots
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(user.clone(), a.env.id.clone());
+        }
+        let id = a.env.id.clone();
+        self.shared
+            .active
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), a);
+        self.clear_caches();
+        let connected = self
+            .shared
+            .bot_work
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if connected
+            && self
+                .get(&id)
+                .is_some_and(|a| a.env.manifest.roles.bot.is_some())
+        {
+            self.ensure_dispatcher(&id);
+        }
     }
 
     pub(crate) async fn set_enabled(
@@ -783,6 +937,10 @@ impl Plugins {
             )
         } else {
             "active".into()
+        };
+        let status = match &*a.reload_error.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => format!("{status} (reload failed: {e})"),
+            None => status,
         };
         let dead = self
             .shared
@@ -1005,18 +1163,65 @@ impl Plugins {
         self.call(a, what, false, call).await
     }
 
+    /// Counts a call's outcome against the breaker; a failure (trap, exhausted limit) and a
+    /// pause go to the plugin's log too, where its author looks.
     fn record<R>(&self, a: &Active, what: &str, result: &Result<R, CallError>) {
+        let now = Instant::now();
         let mut breaker = a.breaker.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok(_) => breaker.success(),
             Err(e) if e.is_failure() => {
                 tracing::warn!(plugin = %a.env.id, call = what, error = %e, "plugin call failed");
-                if breaker.failure(Instant::now(), &e.to_string()) {
+                let opened = breaker.failure(now, &e.to_string());
+                let pause = breaker.paused(now).map(|(_, left)| left);
+                drop(breaker);
+                self.node_log(
+                    &a.env.id,
+                    "error",
+                    format!("{what} failed: {e}"),
+                    &[("call", what)],
+                );
+                if opened {
                     tracing::error!(plugin = %a.env.id, error = %e, "plugin paused after repeated failures");
+                    let pause = pause.unwrap_or_default();
+                    self.node_log(
+                        &a.env.id,
+                        "error",
+                        format!(
+                            "paused for {} s after repeated failures: {e}; calls wait, bot \
+                             messages stay in the inbox",
+                            pause.as_secs().max(1)
+                        ),
+                        &[("call", what)],
+                    );
                 }
             }
-            Err(_) => breaker.inconclusive(Instant::now()),
+            Err(_) => breaker.inconclusive(now),
         }
+    }
+
+    /// A line the node writes into a plugin's log (marked `by=node`, so that it reads apart
+    /// from what the plugin logged itself).
+    fn node_log(
+        &self,
+        plugin: &str,
+        level: &'static str,
+        message: String,
+        fields: &[(&str, &str)],
+    ) {
+        let mut all = vec![("by".to_owned(), "node".to_owned())];
+        all.extend(
+            fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let line = host::LogLine {
+            at: self.now_ms(),
+            level,
+            message,
+            fields: all,
+        };
+        self.keep_logs(plugin, vec![line], "");
     }
 
     /// The plugin serving `object_type` (asked on every access check: no copying).
@@ -1437,6 +1642,19 @@ impl Plugins {
             if stop.is_cancelled() {
                 return;
             }
+            if self.get(&id).is_none() {
+                // Uninstalled. Checked again under the lock `ensure_dispatcher` takes: a
+                // reinstall meanwhile finds this dispatcher either still running or gone.
+                let mut running = self
+                    .shared
+                    .dispatchers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if self.get(&id).is_none() {
+                    running.remove(&id);
+                    return;
+                }
+            }
             let wait = match self.dispatch_one(&id).await {
                 Ok(None) => Duration::ZERO,
                 Ok(Some(wait)) => wait,
@@ -1705,13 +1923,7 @@ impl Plugins {
     }
 
     async fn bot_warn(&self, a: &Active, message: &str) {
-        let line = host::LogLine {
-            at: self.now_ms(),
-            level: "warn",
-            message: message.to_owned(),
-            fields: Vec::new(),
-        };
-        self.keep_logs(&a.env.id, vec![line], "");
+        self.node_log(&a.env.id, "warn", message.to_owned(), &[]);
     }
 
     // ---------------------------------------------------------------- storage

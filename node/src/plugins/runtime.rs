@@ -329,6 +329,14 @@ impl Runtime {
         }
     }
 
+    /// Forgets plugin `id`'s artifacts (it was uninstalled): the next prune removes them.
+    pub(crate) fn forget(&self, id: &str) {
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
     /// Removes every compiled artifact that is neither the current nor the previous one of an
     /// installed plugin; how many it removed. Only once every installed plugin has loaded:
     /// before that, an artifact not yet asked for would be compiled again.

@@ -29,6 +29,16 @@ fn stamp(source: &Path, component: Option<&str>) -> Stamp {
         .collect()
 }
 
+/// Whether the files in `source` are not those the running version was installed from.
+fn differs(source: &Path, a: &super::Active) -> bool {
+    let manifest = std::fs::read_to_string(source.join("plugin.toml"));
+    let component = std::fs::read(source.join(&a.env.manifest.component));
+    match (manifest, component) {
+        (Ok(m), Ok(c)) => m != a.row.manifest || super::runtime::sha256_hex(&c) != a.row.sha256,
+        _ => false,
+    }
+}
+
 pub(super) fn spawn(plugins: Plugins) {
     let stop = plugins.shared.stop.clone();
     let tasks = plugins.shared.tasks.clone();
@@ -43,11 +53,13 @@ pub(super) fn spawn(plugins: Plugins) {
             for a in plugins.all() {
                 let source = PathBuf::from(&a.row.source);
                 let now = stamp(&source, Some(&a.env.manifest.component));
-                let Some(before) = seen.insert(a.env.id.clone(), now.clone()) else {
-                    continue;
+                let changed = match seen.insert(a.env.id.clone(), now.clone()) {
+                    Some(before) => before != now,
+                    // First seen: a build may have landed since it was installed.
+                    None => differs(&source, &a),
                 };
                 // Both files present and something changed: a build finished.
-                if before != now && now.iter().all(|(_, m)| m.is_some()) {
+                if changed && now.iter().all(|(_, m)| m.is_some()) {
                     match plugins.reload(&a.env.id, "dev-mode").await {
                         Ok(info) => tracing::info!(plugin = %info.id, version = %info.version, "plugin reloaded"),
                         Err(e) => tracing::error!(plugin = %a.env.id, error = %e, "plugin reload failed; the previous version keeps running"),

@@ -111,6 +111,28 @@ pub(crate) async fn execute(
         AdminRequest::PluginReload { id } => AdminReply::Plugin {
             plugin: plugins(services.plugins.reload(&id, actor).await)?,
         },
+        AdminRequest::PluginUninstall { id, purge } => {
+            // A storage backend holding files, or taking new ones, stays.
+            if let Some(why) = services
+                .files
+                .backend_in_use(&format!("plugin:{id}"))
+                .await?
+            {
+                return Err(AdminError::BadRequest(format!(
+                    "{id} is not uninstalled: {why}"
+                )));
+            }
+            let done = plugins(services.plugins.uninstall(&id, purge, actor).await)?;
+            AdminReply::PluginUninstalled {
+                id,
+                purged: done.purged,
+                kv_entries: done.store.kv_entries,
+                log_lines: done.store.log_lines,
+                folder: done.folder,
+                bot_user: done.store.bot_user,
+                inbox_dropped: done.store.inbox_dropped,
+            }
+        }
         AdminRequest::PluginLogs { id, limit } => AdminReply::PluginLogs {
             lines: plugins(services.plugins.logs(&id, limit).await)?,
         },
