@@ -162,34 +162,34 @@ impl Plugins<'_> {
     ) -> Result<Uninstalled, StoreError> {
         let mut tx = self.db.write.begin().await?;
         let bot_user: Option<Option<String>> =
-            sqlx::query_scalar("DELETE FROM plugins WHERE id = ? RETURNING bot_user")
+            sqlx::query_scalar("DELETE FROM plugins WHERE id = $1 RETURNING bot_user")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let inbox_dropped = sqlx::query("DELETE FROM plugin_inbox WHERE plugin_id = ?")
+        let inbox_dropped = sqlx::query("DELETE FROM plugin_inbox WHERE plugin_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
         let (kv_entries, log_lines) = if purge {
-            let kv = sqlx::query("DELETE FROM plugin_kv WHERE plugin_id = ?")
+            let kv = sqlx::query("DELETE FROM plugin_kv WHERE plugin_id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            let logs = sqlx::query("DELETE FROM plugin_logs WHERE plugin_id = ?")
+            let logs = sqlx::query("DELETE FROM plugin_logs WHERE plugin_id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
             (kv, logs)
         } else {
-            let kv: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin_kv WHERE plugin_id = ?")
+            let kv: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin_kv WHERE plugin_id = $1")
                 .bind(id)
                 .fetch_one(&mut *tx)
                 .await?;
             let logs: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM plugin_logs WHERE plugin_id = ?")
+                sqlx::query_scalar("SELECT COUNT(*) FROM plugin_logs WHERE plugin_id = $1")
                     .bind(id)
                     .fetch_one(&mut *tx)
                     .await?;
