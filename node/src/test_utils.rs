@@ -328,6 +328,11 @@ impl TestNode {
         self.node().plugins().calls_started(id)
     }
 
+    /// The plugins' epoch ticker: its ticks so far, and whether it sleeps waiting for a call.
+    pub fn plugin_epoch_ticker(&self) -> (u64, bool) {
+        self.node().plugins().epoch_ticker()
+    }
+
     /// How many calls into plugin `id` are running now.
     pub fn plugin_calls_in_flight(&self, id: &str) -> usize {
         self.node().plugins().calls_in_flight(id)

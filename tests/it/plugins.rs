@@ -509,6 +509,61 @@ async fn a_spinning_plugin_is_stopped_and_the_node_keeps_serving() -> anyhow::Re
     Ok(())
 }
 
+/// Waits until the epoch ticker sleeps (no plugin call in flight); its ticks so far.
+async fn ticker_asleep(node: &TestNode) -> anyhow::Result<u64> {
+    eventually(10, "the epoch ticker asleep", async || {
+        match node.plugin_epoch_ticker() {
+            (ticks, true) => Ok(ticks),
+            (ticks, false) => bail!("still ticking at {ticks}"),
+        }
+    })
+    .await
+}
+
+/// Issue 28: the epoch ticker costs nothing while no plugin call runs, and still stops a
+/// spinning plugin at its CPU limit.
+#[tokio::test]
+async fn the_epoch_ticker_ticks_only_while_a_plugin_call_runs() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let node = TestNode::spawn_with(config()).await?;
+    let boris = user(&node, "boris").await?;
+    let anna = user(&node, "anna").await?;
+    let folder = plugin_folder("hostile")?;
+    install(&node, folder.path(), &[], &[("mode", "loop")]).await?;
+    let group = discussion(
+        &boris,
+        Request::CreateGroup {
+            title: "ops".into(),
+            members: vec!["anna".into()],
+        },
+    )
+    .await?;
+
+    // Work that calls no plugin leaves the ticker asleep: not one tick.
+    let idle = ticker_asleep(&node).await?;
+    for i in 0..10 {
+        post(&anna, &group.id, &format!("a{i}"), "no plugin here").await?;
+    }
+    assert_eq!(messages(&boris, &group.id).await?.len(), 10);
+    assert_eq!(node.plugin_epoch_ticker(), (idle, true));
+
+    // A spinning authorize call wakes it; it ticks until the plugin's CPU budget (50 ticks)
+    // stops the call, then sleeps again.
+    let open = Request::OpenObject {
+        object: ObjectRef {
+            application: "erp".into(),
+            object_type: "hostile".into(),
+            object_id: "x".into(),
+        },
+        title: "spin".into(),
+    };
+    let err = ask(&boris, open).await.unwrap_err();
+    assert_eq!(server_code(&err), Some(ErrorCode::NotFound), "{err:#}");
+    let after = ticker_asleep(&node).await?;
+    assert!(after >= idle + 50, "{idle} -> {after} ticks");
+    Ok(())
+}
+
 #[tokio::test]
 async fn memory_hoarding_and_panics_are_contained_and_parked() -> anyhow::Result<()> {
     let _log = subscribe();

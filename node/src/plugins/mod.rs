@@ -1426,6 +1426,12 @@ impl Plugins {
             .unwrap_or(0)
     }
 
+    /// The epoch ticker's ticks so far, and whether it sleeps waiting for a call.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(crate) fn epoch_ticker(&self) -> (u64, bool) {
+        self.shared.runtime.ticker().observe()
+    }
+
     /// How many calls into plugin `id` are running now.
     #[cfg(any(test, feature = "test-utils"))]
     pub(crate) fn calls_in_flight(&self, id: &str) -> usize {

@@ -1,10 +1,15 @@
 //! The wasmtime side: one engine with an epoch ticker and the pooling allocator, compiled
 //! artifacts cached on disk, install-time checks of a component's imports and exports, and
 //! calls under a memory cap, a CPU budget and a wall-clock deadline.
+//!
+//! The epoch ticker ticks only while some guest code may run (a call, an instantiation and
+//! its `init`, a storage stream's operation): every such path holds an [`InFlight`] guard.
+//! With nothing in flight it sleeps on a condition variable, so an idle node pays nothing
+//! for it.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -35,7 +40,7 @@ pub(crate) struct Runtime {
     /// (a failed upgrade falls back to it). Every other artifact in `cache` is removed by
     /// [`Runtime::prune_cache`].
     kept: Mutex<std::collections::HashMap<String, Vec<PathBuf>>>,
-    ticker: Arc<AtomicBool>,
+    ticker: Arc<Ticker>,
     /// Where bot and storage code runs: worker threads of their own in `SCHED_IDLE`, so that a
     /// plugin spinning at its CPU limit takes only what the node's own threads leave. Only
     /// wasm runs there: host functions that touch the database hop back to `main`.
@@ -71,7 +76,7 @@ impl Drop for Runtime {
 }
 
 /// Stops the plugin threads when dropped (with the task on the node's runtime that holds it).
-struct PoolGuard(Arc<Mutex<Option<tokio::runtime::Runtime>>>, Arc<AtomicBool>);
+struct PoolGuard(Arc<Mutex<Option<tokio::runtime::Runtime>>>, Arc<Ticker>);
 
 impl Drop for PoolGuard {
     fn drop(&mut self) {
@@ -80,12 +85,95 @@ impl Drop for PoolGuard {
 }
 
 /// Stops the epoch ticker and the plugin threads (without waiting for them).
-fn stop_pool(pool: &Mutex<Option<tokio::runtime::Runtime>>, ticker: &AtomicBool) {
-    ticker.store(true, Ordering::Relaxed);
+fn stop_pool(pool: &Mutex<Option<tokio::runtime::Runtime>>, ticker: &Ticker) {
+    ticker.stop();
     let pool = pool.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(pool) = pool {
         // Called from async code: do not wait for the threads here.
         pool.shutdown_background();
+    }
+}
+
+/// The epoch ticker: it advances the engine's epoch every [`TICK`] while at least one call
+/// into a guest is in flight, and sleeps on `wake` otherwise. A store's CPU budget counts the
+/// ticks its guest code saw, so a spinning guest is interrupted at its limit exactly as if
+/// the ticker never stopped: it cannot run without being in flight.
+#[derive(Debug, Default)]
+pub(crate) struct Ticker {
+    state: Mutex<TickerState>,
+    wake: Condvar,
+    /// Ticks so far.
+    ticks: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct TickerState {
+    /// Guest calls that may run now.
+    in_flight: usize,
+    /// The ticker thread waits for a call.
+    parked: bool,
+    stop: bool,
+}
+
+/// Held while guest code may run; the ticker ticks while any is alive.
+#[must_use]
+pub(crate) struct InFlight(Arc<Ticker>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.in_flight = s.in_flight.saturating_sub(1);
+    }
+}
+
+impl Ticker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TickerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks a call in flight until the guard is dropped, waking the ticker if it slept.
+    pub(crate) fn enter(self: &Arc<Self>) -> InFlight {
+        let mut s = self.lock();
+        s.in_flight += 1;
+        if s.in_flight == 1 {
+            self.wake.notify_one();
+        }
+        InFlight(self.clone())
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.wake.notify_all();
+    }
+
+    /// The ticker thread's loop: until stopped or the engine is gone.
+    fn run(&self, engine: wasmtime::EngineWeak) {
+        loop {
+            {
+                let mut s = self.lock();
+                while s.in_flight == 0 && !s.stop {
+                    s.parked = true;
+                    s = self.wake.wait(s).unwrap_or_else(|e| e.into_inner());
+                }
+                s.parked = false;
+                if s.stop {
+                    return;
+                }
+            }
+            std::thread::sleep(TICK);
+            match engine.upgrade() {
+                Some(e) => e.increment_epoch(),
+                None => return,
+            }
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Ticks so far, and whether the ticker sleeps waiting for a call.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(crate) fn observe(&self) -> (u64, bool) {
+        let s = self.lock();
+        (self.ticks.load(Ordering::Relaxed), s.parked)
     }
 }
 
@@ -178,20 +266,12 @@ impl Runtime {
             path: cache.clone(),
             source,
         })?;
-        let ticker = Arc::new(AtomicBool::new(false));
-        let stop = ticker.clone();
+        let ticker = Arc::new(Ticker::default());
+        let ticking = ticker.clone();
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("veche-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    match weak.upgrade() {
-                        Some(e) => e.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })
+            .spawn(move || ticking.run(weak))
             .map_err(RuntimeError::Ticker)?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let pool = tokio::runtime::Builder::new_multi_thread()
@@ -363,6 +443,12 @@ impl Runtime {
     /// Stops the epoch ticker and the plugin threads (calls still running there are dropped).
     pub(crate) fn stop(&self) {
         stop_pool(&self.pool, &self.ticker);
+    }
+
+    /// The epoch ticker (tests observe it).
+    #[cfg(any(test, feature = "test-utils"))]
+    pub(crate) fn ticker(&self) -> &Ticker {
+        &self.ticker
     }
 
     /// Whether the current task runs on the plugin threads (bot dispatchers do): calls then
@@ -616,13 +702,16 @@ impl Loaded {
             // database's writer): they run right here, at the node's priority, never waiting
             // for an idle-class thread. Dispatchers already run on the plugin threads.
             let _permit = permit;
+            let _ticking = runtime.ticker.enter();
             return self.run(&runtime.engine, env, read_only, timeout, f).await;
         }
         let this = self.clone();
         let env2 = env.clone();
         let engine = runtime.engine.clone();
+        let ticker = runtime.ticker.clone();
         let task = runtime.spawn(async move {
             let _permit = permit;
+            let _ticking = ticker.enter();
             this.run(&engine, &env2, read_only, timeout, f).await
         });
         let Some(task) = task else {
@@ -634,6 +723,7 @@ impl Loaded {
             .unwrap_or_else(|e| (Err(e), Vec::new(), String::new()))
     }
 
+    /// Runs `f`; the caller holds an [`InFlight`] guard for the whole call.
     async fn run<R>(
         &self,
         engine: &Engine,
@@ -677,6 +767,7 @@ impl Loaded {
         (result, logs, stderr)
     }
 
+    /// Instantiates and initialises; the caller holds an [`InFlight`] guard.
     async fn instantiate(
         &self,
         engine: &Engine,
@@ -737,8 +828,12 @@ impl Loaded {
         let this = self.clone();
         let env2 = env.clone();
         let engine = runtime.engine.clone();
+        let ticker = runtime.ticker.clone();
         let task = runtime
-            .spawn(async move { this.instantiate(&engine, &env2, timeout).await })
+            .spawn(async move {
+                let _ticking = ticker.enter();
+                this.instantiate(&engine, &env2, timeout).await
+            })
             .ok_or_else(|| CallError::Host("the node is stopping".into()))?;
         let mut warm = on_pool(task, timeout, ms).await?.map_err(|(e, _, _)| e)?;
         warm._permit = Some(permit);
@@ -795,7 +890,9 @@ pub(crate) async fn call_on<R: Send + 'static>(
         let gone = "the stream's instance is gone".to_owned();
         return (Err(CallError::Host(gone)), Vec::new(), String::new());
     };
+    let ticker = runtime.ticker.clone();
     let task = runtime.spawn(async move {
+        let _ticking = ticker.enter();
         w.store.data_mut().reset_call(false);
         w.store.set_epoch_deadline(1);
         let outcome = tokio::time::timeout(timeout, f(&mut w.store, &w.instance)).await;
