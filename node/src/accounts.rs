@@ -1,6 +1,7 @@
 //! Accounts and sessions: password hashing, login, resume, logout, the first-start setup token
 //! and the administrator operations on users.
 
+use crate::metrics::{LoginOutcome, Metrics};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -128,6 +129,7 @@ struct Inner {
     dummy_hash: String,
     setup_token_file: Option<std::path::PathBuf>,
     clock: SharedClock,
+    metrics: Metrics,
 }
 
 /// SHA-256 of a token, hex: what the database keeps.
@@ -172,6 +174,7 @@ impl Accounts {
         config: AuthConfig,
         setup_token_file: Option<std::path::PathBuf>,
         clock: SharedClock,
+        metrics: Metrics,
     ) -> Result<Self, AccountError> {
         let params = Params::new(config.argon2_memory_kib, config.argon2_iterations, 1, None)
             .map_err(|e| AccountError::Hash(e.to_string()))?;
@@ -186,6 +189,7 @@ impl Accounts {
             dummy_hash: String::new(),
             setup_token_file,
             clock,
+            metrics,
         };
         // Unknown logins are checked against this hash so that they take as long as known ones.
         inner.dummy_hash = hash_password(inner.params.clone(), random_token()).await?;
@@ -395,6 +399,27 @@ impl Accounts {
 
     /// Checks a password and opens a session bound to `device_id`; returns the token.
     pub(crate) async fn login(
+        &self,
+        login: &str,
+        password: &str,
+        device_id: &str,
+        device_name: &str,
+        ip: IpAddr,
+    ) -> Result<(String, Authenticated), AccountError> {
+        let result = self
+            .check_login(login, password, device_id, device_name, ip)
+            .await;
+        self.inner.metrics.login(match &result {
+            Ok(_) => LoginOutcome::Ok,
+            Err(AccountError::InvalidCredentials) => LoginOutcome::Failed,
+            Err(AccountError::Locked) => LoginOutcome::Locked,
+            Err(AccountError::Throttled(_)) => LoginOutcome::Throttled,
+            Err(_) => LoginOutcome::Error,
+        });
+        result
+    }
+
+    async fn check_login(
         &self,
         login: &str,
         password: &str,

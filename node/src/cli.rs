@@ -588,6 +588,12 @@ fn print_banner(info: &StartInfo, out: &mut dyn Write) -> std::io::Result<()> {
             "  HTTP gateway:        {scheme}://{http} (OpenAPI: /api/v1/openapi.json)"
         )?;
     }
+    if let Some(metrics) = info.metrics_addr {
+        writeln!(
+            out,
+            "  metrics and health:  http://{metrics}/metrics, /health/ready"
+        )?;
+    }
     writeln!(out, "  data folder:         {}", info.data_dir.display())?;
     if let (Some(ca), Some(fp)) = (&info.ca_path, &info.ca_fingerprint) {
         writeln!(out, "  CA certificate:      {}", ca.display())?;

@@ -68,6 +68,8 @@ pub struct Config {
     pub files: FilesConfig,
     /// `[federation]`
     pub federation: FederationConfig,
+    /// `[metrics]`
+    pub metrics: MetricsConfig,
 }
 
 /// `[federation]`: links with other Veche nodes (libp2p over TCP, Noise, Yamux).
@@ -940,6 +942,7 @@ impl Config {
                 "must start with mailto: or https:",
             ));
         }
+        self.metrics.validate(&self.http)?;
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
@@ -962,6 +965,9 @@ impl Config {
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}"))
     }
 }
+
+mod metrics;
+pub use metrics::MetricsConfig;
 
 #[cfg(test)]
 mod tests;

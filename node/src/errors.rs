@@ -56,6 +56,32 @@ pub(crate) fn body(e: &(impl Classified + ?Sized)) -> ErrorBody {
     }
 }
 
+/// The error code `e` becomes, as a metrics label (nothing is logged).
+pub(crate) fn outcome(e: &(impl Classified + ?Sized)) -> &'static str {
+    let code = match e.kind() {
+        Kind::Public(code) => code,
+        Kind::Decided(body) => body.code,
+        Kind::Internal => ErrorCode::Internal,
+        Kind::Degraded(_) => ErrorCode::Unavailable,
+    };
+    match code {
+        ErrorCode::AccountLocked => "account_locked",
+        ErrorCode::BadRequest => "bad_request",
+        ErrorCode::Conflict => "conflict",
+        ErrorCode::FrameTooLarge => "frame_too_large",
+        ErrorCode::Forbidden => "forbidden",
+        ErrorCode::Internal => "internal",
+        ErrorCode::InvalidCredentials => "invalid_credentials",
+        ErrorCode::MalformedFrame => "malformed_frame",
+        ErrorCode::NotFound => "not_found",
+        ErrorCode::Throttled => "throttled",
+        ErrorCode::Unauthenticated => "unauthenticated",
+        ErrorCode::Unavailable => "unavailable",
+        ErrorCode::UnsupportedVersion => "unsupported_version",
+        _ => "unknown",
+    }
+}
+
 /// The HTTP status the gateway answers with for a protocol error code.
 pub(crate) fn http_status(code: ErrorCode) -> StatusCode {
     match code {

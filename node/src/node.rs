@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use veche_base::{SharedClock, SystemClock};
 
@@ -24,6 +25,7 @@ use crate::gateway::{self, Gateway};
 use crate::identity::{IdentityError, NodeIdentity};
 use crate::live::presence::Presence;
 use crate::live::registry::Registry;
+use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::push::{Push, Vapid};
 use crate::server::{self, ListenError, Shared};
@@ -122,6 +124,8 @@ pub struct StartInfo {
     pub http_addr: Option<SocketAddr>,
     /// Whether the gateway serves HTTPS.
     pub http_tls: bool,
+    /// The bound metrics and health listener's address, when `[metrics]` is enabled.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Storage and accounts opened on a data folder, with its lock held.
@@ -155,6 +159,11 @@ pub(crate) async fn open(
 ) -> Result<Opened, StartError> {
     let lock = data.lock()?;
     let store = Store::open(&data.database_path()).await?;
+    let metrics = if config.metrics.enabled && purpose == Purpose::Serve {
+        Metrics::enabled()
+    } else {
+        Metrics::default()
+    };
     let node_name = resolve_node_name(config, &store).await?;
     let accounts = Accounts::new(
         store.clone(),
@@ -162,15 +171,17 @@ pub(crate) async fn open(
         config.auth.clone(),
         Some(data.setup_token_path()),
         clock.clone(),
+        metrics.clone(),
     )
     .await?;
-    let registry = Arc::new(Registry::default());
+    let registry = Arc::new(Registry::new(metrics.fanout()));
     let plugins = Plugins::start(
         store.clone(),
         node_name.clone(),
         data.root(),
         config.plugins.clone(),
         clock.clone(),
+        metrics.clone(),
     )
     .await
     .map_err(|e| StartError::Plugins(e.to_string()))?;
@@ -186,6 +197,7 @@ pub(crate) async fn open(
         plugins.clone(),
         identity.signing_key(),
         clock.clone(),
+        metrics.clone(),
     );
     let presence = Presence::new(
         store.clone(),
@@ -206,6 +218,7 @@ pub(crate) async fn open(
         node_name.as_str(),
         identity.signing_key(),
         clock.clone(),
+        metrics.clone(),
     )
     .await?;
     let fed_key = (purpose == Purpose::Serve).then(|| {
@@ -230,6 +243,7 @@ pub(crate) async fn open(
                 key: fed_key.clone(),
                 links: Arc::new(transport.clone()),
             },
+            metrics: metrics.clone(),
         },
         crate::search::Search::new(store.clone(), data.root(), purpose == Purpose::Offline),
         clock.clone(),
@@ -276,6 +290,7 @@ pub(crate) async fn open(
             federation,
             clock,
             store,
+            metrics,
         },
         identity,
     })
@@ -434,6 +449,23 @@ impl RunningNode {
             (None, None)
         };
 
+        let (ops_listener, metrics_addr) = if config.metrics.enabled {
+            let listen = config.metrics.listen;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|source| ListenError::Bind {
+                    addr: listen,
+                    source,
+                })?;
+            let addr = listener.local_addr().map_err(|source| ListenError::Bind {
+                addr: listen,
+                source,
+            })?;
+            (Some(listener), Some(addr))
+        } else {
+            (None, None)
+        };
+
         let http_tls = if config.http.tls {
             Some(tls.http_server_config()?)
         } else {
@@ -460,7 +492,21 @@ impl RunningNode {
             admin_socket: admin_socket.clone(),
             http_addr,
             http_tls: http_tls.is_some(),
+            metrics_addr,
         };
+        let listening = Arc::new(AtomicBool::new(false));
+        if let Some(listener) = ops_listener {
+            tokio::spawn(crate::ops::serve(
+                listener,
+                Arc::new(crate::ops::Ops {
+                    services: services.clone(),
+                    metrics: services.metrics.clone(),
+                    database: data.database_path(),
+                    listening: listening.clone(),
+                }),
+                stop.clone(),
+            ));
+        }
 
         let shared = Arc::new(Shared {
             services: services.clone(),
@@ -474,6 +520,7 @@ impl RunningNode {
         let http_config = config.http.clone();
         let task = tokio::spawn({
             let stop = stop.clone();
+            let listening = listening.clone();
             async move {
                 let accept = tokio::spawn(server::accept_loop(
                     endpoint.clone(),
@@ -515,6 +562,7 @@ impl RunningNode {
                     ))
                 });
                 stop.cancelled().await;
+                listening.store(false, Ordering::SeqCst);
                 shared.services.federation.stop();
                 let _ = accept.await;
                 sweeper.abort();
@@ -568,8 +616,11 @@ impl RunningNode {
                 tracing::info!("node stopped");
             }
         });
+        // Every listener is bound (the kernel queues connections until the tasks accept them).
+        listening.store(true, Ordering::SeqCst);
         let http = info.http_addr.map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(node = %info.node_name, addr = %quic_addr, %http, "node started");
+        let metrics = info.metrics_addr.map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(node = %info.node_name, addr = %quic_addr, %http, %metrics, "node started");
         Ok(Self {
             info,
             services,

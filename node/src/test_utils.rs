@@ -90,6 +90,11 @@ impl TestNode {
             .unwrap_or_else(|| unreachable!("a TestNode always holds a node between calls"))
     }
 
+    /// The metrics listener's base URL (`http://127.0.0.1:port`), when `[metrics]` is enabled.
+    pub fn metrics_url(&self) -> Option<String> {
+        self.info().metrics_addr.map(|a| format!("http://{a}"))
+    }
+
     /// What the node reported at start.
     pub fn info(&self) -> &StartInfo {
         self.node().info()

@@ -348,6 +348,64 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// The request's `method`, as it is written on the wire: for logs and metrics.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Ping => "ping",
+            Self::Setup { .. } => "setup",
+            Self::Login { .. } => "login",
+            Self::Resume { .. } => "resume",
+            Self::Logout => "logout",
+            Self::Whoami => "whoami",
+            Self::ListSessions => "list_sessions",
+            Self::RevokeSession { .. } => "revoke_session",
+            Self::ChangePassword { .. } => "change_password",
+            Self::Admin { .. } => "admin",
+            Self::OpenDialog { .. } => "open_dialog",
+            Self::CreateGroup { .. } => "create_group",
+            Self::OpenObject { .. } => "open_object",
+            Self::DescribeObject { .. } => "describe_object",
+            Self::Search(_) => "search",
+            Self::Directory { .. } => "directory",
+            Self::SetObjectAccess { .. } => "set_object_access",
+            Self::ListDiscussions => "list_discussions",
+            Self::GetDiscussion { .. } => "get_discussion",
+            Self::AddMembers { .. } => "add_members",
+            Self::RemoveMember { .. } => "remove_member",
+            Self::SetTitle { .. } => "set_title",
+            Self::Follow { .. } => "follow",
+            Self::Watch { .. } => "watch",
+            Self::Send(_) => "send",
+            Self::Edit { .. } => "edit",
+            Self::Delete { .. } => "delete",
+            Self::React { .. } => "react",
+            Self::Click { .. } => "click",
+            Self::History { .. } => "history",
+            Self::Sync { .. } => "sync",
+            Self::EditHistory { .. } => "edit_history",
+            Self::MarkRead { .. } => "mark_read",
+            Self::SetPresence { .. } => "set_presence",
+            Self::Activity { .. } => "activity",
+            Self::GetPresence { .. } => "get_presence",
+            Self::Typing { .. } => "typing",
+            Self::SetNotifications { .. } => "set_notifications",
+            Self::Notifications => "notifications",
+            Self::PushConfig => "push_config",
+            Self::RegisterPush { .. } => "register_push",
+            Self::UnregisterPush { .. } => "unregister_push",
+            Self::ListPush => "list_push",
+            Self::CreateUpload(_) => "create_upload",
+            Self::UploadStatus { .. } => "upload_status",
+            Self::CancelUpload { .. } => "cancel_upload",
+            Self::GetFile { .. } => "get_file",
+            Self::FilePolicy => "file_policy",
+            Self::GetPreferences => "get_preferences",
+            Self::SetPreferences { .. } => "set_preferences",
+        }
+    }
+}
+
 /// The largest preferences object, serialized as JSON.
 pub const MAX_PREFERENCES_BYTES: usize = 16 * 1024;
 
@@ -734,6 +792,25 @@ pub struct SessionInfo {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn method_is_the_wire_tag() {
+        for request in [
+            Request::Ping,
+            Request::Logout,
+            Request::ListDiscussions,
+            Request::ListSessions,
+            Request::PushConfig,
+            Request::FilePolicy,
+            Request::GetPreferences,
+            Request::ListPush,
+            Request::Notifications,
+            Request::Whoami,
+        ] {
+            let value = serde_json::to_value(&request).unwrap();
+            assert_eq!(value["method"], request.method(), "{request:?}");
+        }
+    }
     use super::*;
     use crate::frame;
 

@@ -660,6 +660,15 @@ impl Apps<'_> {
         )
     }
 
+    /// Webhook requests waiting to be sent (or sent again).
+    pub async fn webhook_queue_len(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'pending'")
+                .fetch_one(&self.db.read)
+                .await?,
+        )
+    }
+
     /// Removes what is no longer needed: webhook requests finished a week ago, and topic
     /// messages nobody still has to receive once a day has passed (their idempotency keys
     /// are kept that long).

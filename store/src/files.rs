@@ -122,6 +122,15 @@ macro_rules! upload_columns {
 }
 
 impl Files<'_> {
+    /// Bytes of stored contents per backend (`fs`, `plugin:<id>`), for the metrics.
+    pub async fn bytes_by_backend(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as::<_, (String, i64)>(
+            "SELECT backend, CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs GROUP BY backend",
+        )
+        .fetch_all(&self.db.read)
+        .await?)
+    }
+
     /// Bytes `user` keeps in files and has reserved for uploads in progress.
     pub async fn file_usage(&self, user: &str) -> Result<u64, StoreError> {
         let used: i64 = sqlx::query_scalar(

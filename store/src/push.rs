@@ -335,8 +335,7 @@ impl Push<'_> {
         Ok(())
     }
 
-    /// Queued notifications, for tests and the benchmark.
-    #[cfg(any(test, feature = "test-utils"))]
+    /// Queued notifications (the metrics' queue depth, tests and the benchmark).
     pub async fn push_queue_len(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM push_queue")
             .fetch_one(&self.db.read)

@@ -79,7 +79,6 @@ impl SearchQueue<'_> {
     }
 
     /// Entries the index has yet to take in.
-    #[cfg(any(test, feature = "test-utils"))]
     pub async fn search_backlog(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM search_queue")
             .fetch_one(&self.db.read)

@@ -12,6 +12,7 @@ mod federation;
 mod files;
 #[path = "../benches/generated.rs"]
 mod generated;
+mod metrics;
 mod outbox;
 mod plugins;
 mod presence;

@@ -166,9 +166,12 @@ struct Inner {
     /// Wakes the webhook sender.
     wake: Notify,
     clock: SharedClock,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Apps {
+    // One service per argument: what the node wires together at start.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: Store,
         node: NodeName,
@@ -177,6 +180,7 @@ impl Apps {
         plugins: Plugins,
         key: SigningKey,
         clock: SharedClock,
+        metrics: crate::metrics::Metrics,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -188,6 +192,7 @@ impl Apps {
                 key,
                 wake: Notify::new(),
                 clock,
+                metrics,
             }),
         }
     }

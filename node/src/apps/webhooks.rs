@@ -233,6 +233,9 @@ async fn deliver(apps: &Apps, client: &reqwest::Client, d: DeliveryRow) {
     .await
     .map_err(|e| e.to_string());
     let now = apps.now_ms();
+    if result.is_err() {
+        apps.inner.metrics.webhook_failed();
+    }
     let outcome = match &result {
         Ok(()) => Attempt::Delivered,
         Err(error) if d.attempts + 1 >= i64::from(apps.inner.config.webhook_attempts) => {

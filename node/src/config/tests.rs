@@ -42,6 +42,10 @@ fn errors_name_the_key() {
             "plugins.max_call_timeout_ms",
         ),
         ("[plugins]\nmax_memory_mb = 129", "plugins.max_memory_mb"),
+        (
+            "[metrics]\nenabled = true\nlisten = \"127.0.0.1:8780\"",
+            "metrics.listen",
+        ),
     ];
     for (text, key) in cases {
         let err = Config::from_toml(text).unwrap_err().to_string();

@@ -206,6 +206,8 @@ pub(crate) struct Outlets {
     pub(crate) presence: crate::live::presence::Presence,
     pub(crate) push: crate::push::Push,
     pub(crate) fed: FedOutlet,
+    /// Batch sizes, commit times, messages stored.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// What the sequencer needs for discussions that span nodes: the node's key (none for offline

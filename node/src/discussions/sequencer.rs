@@ -256,6 +256,8 @@ pub(crate) struct Sequencer {
     /// busy batch touch the same few discussions. Valid within one batch only, and dropped
     /// whenever a command fails or changes membership or titles.
     cache: std::sync::Mutex<HashMap<String, Cached>>,
+    /// New messages in the current batch, counted in the metrics once it commits.
+    stored: std::sync::atomic::AtomicU64,
 }
 
 /// A dialog or group as the current batch sees it.
@@ -322,6 +324,7 @@ impl Sequencer {
             fed,
             clock,
             cache: std::sync::Mutex::default(),
+            stored: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -357,6 +360,10 @@ impl Sequencer {
 
     async fn apply_batch(&mut self, jobs: Vec<Job>) {
         self.forget_cache();
+        let started = std::time::Instant::now();
+        let commands = jobs.len();
+        // Nothing is left from a batch that failed to start.
+        *self.stored.get_mut() = 0;
         let mut batch = match self.store.batch().await {
             Ok(b) => b,
             Err(e) => {
@@ -420,6 +427,12 @@ impl Sequencer {
             Some(e) => Err(e),
             None => batch.commit().await,
         };
+        let stored = std::mem::take(self.stored.get_mut());
+        if committed.is_ok() {
+            self.outlets
+                .metrics
+                .batch(commands, stored, started.elapsed());
+        }
         if let Err(e) = committed {
             tracing::error!(error = %e, "write batch failed; nothing of it was stored");
             for (reply, _) in results {
@@ -1646,7 +1659,10 @@ impl Sequencer {
         };
         // Exactly once: the unique key (author, device, client id) decides, in the transaction
         // that stores the message. Only a new message takes a sequence number.
-        if !b.insert_message(&row, &mentions).await? {
+        if b.insert_message(&row, &mentions).await? {
+            self.stored
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
             return match self.resend(b, caller, &m.client_msg_id, &hash).await? {
                 Some(done) => Ok(done),
                 None => Err(DiscussionError::Store(StoreError::Aborted(

@@ -75,6 +75,10 @@ struct Incoming {
 
 async fn run(socket: WebSocket, g: Arc<Gateway>, principal: Principal) {
     let id = next_connection_id();
+    let _open = g
+        .services
+        .metrics
+        .connection(crate::metrics::Transport::WebSocket);
     let (session, user) = match &principal {
         Principal::User {
             session, caller, ..

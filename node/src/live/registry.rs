@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use veche_protocol::{Event, close, frame};
 
 use crate::live::presence::ConnectionChange;
+use crate::metrics::Fanout;
 
 /// Longest a connection may take to end gracefully after its session ended; then it is closed
 /// regardless. Keeps "a revoked session's connection is closed within 1 s".
@@ -91,10 +92,13 @@ pub(crate) struct LiveConnection {
 }
 
 impl LiveConnection {
-    fn send(&self, event: &EncodedEvent) {
-        if self.events.try_send(event.clone()).is_err() {
-            // The client reads too slowly (or is gone): it must resync rather than miss events.
-            let _ = self.end.try_send(EndSignal::Lagged);
+    fn send(&self, event: &EncodedEvent, counters: &Fanout) {
+        if self.events.try_send(event.clone()).is_ok() {
+            counters.deliveries.increment(1);
+        } else if self.end.try_send(EndSignal::Lagged).is_ok() && !self.events.is_closed() {
+            // The client reads too slowly (or is gone): it must resync rather than miss
+            // events. Counted once per connection: its `end` channel then stays full.
+            counters.lagging_closes.increment(1);
         }
     }
 }
@@ -114,6 +118,8 @@ pub(crate) struct Registry {
     maps: Mutex<Maps>,
     /// Where connections coming and going are reported (presence).
     presence: std::sync::OnceLock<mpsc::UnboundedSender<ConnectionChange>>,
+    /// Deliveries and lagging closes.
+    counters: Fanout,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -122,6 +128,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Registry {
+    /// A registry counting its deliveries in `counters`.
+    pub(crate) fn new(counters: Fanout) -> Self {
+        Self {
+            counters,
+            ..Self::default()
+        }
+    }
+
     /// Reports connections coming and going to `sink` from now on.
     pub(crate) fn set_presence_sink(&self, sink: mpsc::UnboundedSender<ConnectionChange>) {
         let _ = self.presence.set(sink);
@@ -217,7 +231,7 @@ impl Registry {
         let maps = lock(&self.maps);
         for user in users {
             for c in maps.users.get(user).into_iter().flatten() {
-                c.send(event);
+                c.send(event, &self.counters);
             }
         }
     }
@@ -235,7 +249,7 @@ impl Registry {
             .get(user)
             .and_then(|conns| conns.iter().find(|c| c.id == connection_id))
         {
-            c.send(event);
+            c.send(event, &self.counters);
         }
     }
 
@@ -251,7 +265,7 @@ impl Registry {
         let maps = lock(&self.maps);
         for c in maps.watchers.get(discussion).into_iter().flatten() {
             if allowed.contains(&c.user) && !already.contains(&c.user) {
-                c.send(event);
+                c.send(event, &self.counters);
             }
         }
     }
@@ -317,7 +331,7 @@ impl Registry {
                 if lock(&c.watching).remove(discussion) {
                     unwatched.push(c.id);
                 }
-                c.send(&event);
+                c.send(&event, &self.counters);
             }
         }
         for id in unwatched {

@@ -99,6 +99,8 @@ pub(crate) struct Active {
     breaker: Arc<Mutex<Breaker>>,
     /// Why the last reload from the source folder was refused (this version keeps running).
     reload_error: Mutex<Option<String>>,
+    /// Calls, traps and pauses of this plugin.
+    metrics: crate::metrics::PluginMetrics,
 }
 
 #[derive(Debug)]
@@ -132,6 +134,7 @@ pub(crate) struct Shared {
     stop: CancellationToken,
     tasks: TaskTracker,
     clock: SharedClock,
+    metrics: crate::metrics::Metrics,
 }
 
 /// Application, object type, object id.
@@ -164,6 +167,7 @@ impl Plugins {
         data_dir: &Path,
         config: PluginsConfig,
         clock: SharedClock,
+        metrics: crate::metrics::Metrics,
     ) -> Result<Self, StartError> {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -192,6 +196,7 @@ impl Plugins {
                 stop,
                 tasks,
                 clock,
+                metrics,
             }),
         };
         let rows = store.plugins().list().await?;
@@ -436,6 +441,7 @@ impl Plugins {
                 bots.insert(user.clone(), id.clone());
             }
         }
+        let metrics = self.shared.metrics.plugin(&id);
         let active = Arc::new(Active {
             env,
             loaded,
@@ -443,6 +449,7 @@ impl Plugins {
             row,
             breaker,
             reload_error: Mutex::new(None),
+            metrics,
         });
         self.shared
             .active
@@ -1103,6 +1110,7 @@ impl Plugins {
         if !read_only && let Some(wait) = a.env.cpu_wait() {
             tokio::time::sleep(wait).await;
         }
+        a.metrics.calls.increment(1);
         let (result, logs, stderr) = loaded
             .call(&self.shared.runtime, &a.env, read_only, f)
             .await;
@@ -1172,6 +1180,7 @@ impl Plugins {
             Ok(_) => breaker.success(),
             Err(e) if e.is_failure() => {
                 tracing::warn!(plugin = %a.env.id, call = what, error = %e, "plugin call failed");
+                a.metrics.traps.increment(1);
                 let opened = breaker.failure(now, &e.to_string());
                 let pause = breaker.paused(now).map(|(_, left)| left);
                 drop(breaker);
@@ -1182,6 +1191,7 @@ impl Plugins {
                     &[("call", what)],
                 );
                 if opened {
+                    a.metrics.pauses.increment(1);
                     tracing::error!(plugin = %a.env.id, error = %e, "plugin paused after repeated failures");
                     let pause = pause.unwrap_or_default();
                     self.node_log(

@@ -140,6 +140,7 @@ struct Inner {
     /// Users with at least one endpoint: everyone else is skipped without a query.
     with_endpoints: Mutex<HashSet<String>>,
     clock: SharedClock,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Push {
@@ -150,6 +151,8 @@ impl Push {
 }
 
 impl Push {
+    // One service per argument: what the node wires together at start.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn new(
         store: Store,
         config: PushConfig,
@@ -158,6 +161,7 @@ impl Push {
         node: &str,
         key: ed25519_dalek::SigningKey,
         clock: SharedClock,
+        metrics: crate::metrics::Metrics,
     ) -> Result<Self, StoreError> {
         let (work, receiver) = mpsc::channel(NOTICE_QUEUE);
         let with_endpoints = store.push().users_with_push().await?.into_iter().collect();
@@ -179,6 +183,7 @@ impl Push {
                 wake: Notify::new(),
                 with_endpoints: Mutex::new(with_endpoints),
                 clock,
+                metrics,
             }),
         })
     }
@@ -784,6 +789,7 @@ impl Push {
                     .map(|_| ())
             }
             Outcome::Refused(error) => {
+                self.inner.metrics.push_failed();
                 tracing::warn!(user = %job.endpoint.user_id, %error, "push notification refused; dropped");
                 store.push().push_dropped(job.id, job.count).await
             }
@@ -791,6 +797,7 @@ impl Push {
                 error,
                 retry_after_ms,
             } => {
+                self.inner.metrics.push_failed();
                 if job.attempts + 1 >= i64::from(self.inner.config.attempts) {
                     tracing::warn!(user = %job.endpoint.user_id, %error, "push notification failed for good");
                     store.push().push_dropped(job.id, job.count).await

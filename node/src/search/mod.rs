@@ -241,6 +241,11 @@ impl Search {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Whether an index is open to answer searches (not so while the first one is built).
+    pub(crate) fn is_ready(&self) -> bool {
+        self.inner.offline || self.opened().is_some()
+    }
+
     fn opened(&self) -> Option<Arc<Opened>> {
         self.inner
             .current

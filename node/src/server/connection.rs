@@ -320,6 +320,10 @@ pub(super) async fn run(
         return;
     };
     let _close = CloseOnDrop(conn.clone());
+    let _open = shared
+        .services
+        .metrics
+        .connection(crate::metrics::Transport::Quic);
 
     let (out, out_rx) = mpsc::channel::<ServerFrame>(OUTBOX);
     let (last_frame, last_frame_rx) = oneshot::channel::<Option<ServerFrame>>();

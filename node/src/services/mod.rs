@@ -35,4 +35,6 @@ pub(crate) struct Services {
     pub(crate) clock: veche_base::SharedClock,
     /// Storage, for what has no service of its own (the widget's tokens and sessions).
     pub(crate) store: veche_store::Store,
+    /// The node's metric handles (no-ops unless `[metrics] enabled`).
+    pub(crate) metrics: crate::metrics::Metrics,
 }

@@ -6,8 +6,28 @@ use super::Services;
 use crate::discussions::{Caller, DiscussionError, Discussions};
 use crate::push::PushError;
 
-/// Carries out a request of an authenticated user (QUIC or the HTTP gateway).
+/// Carries out a request of an authenticated user (QUIC or the HTTP gateway), counted and
+/// timed in the metrics by method and outcome.
 pub(crate) async fn user_request(
+    services: &Services,
+    caller: &Caller,
+    request: Request,
+) -> Result<Reply, DiscussionError> {
+    if !services.metrics.is_enabled() {
+        return carry_out(services, caller, request).await;
+    }
+    let method = request.method();
+    let started = std::time::Instant::now();
+    let result = carry_out(services, caller, request).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => crate::errors::outcome(e),
+    };
+    services.metrics.request(method, outcome, started.elapsed());
+    result
+}
+
+async fn carry_out(
     services: &Services,
     caller: &Caller,
     request: Request,
