@@ -220,3 +220,50 @@ async fn no_metrics_listener_unless_enabled() -> anyhow::Result<()> {
     assert!(refused.is_err(), "something listens on the metrics port");
     Ok(())
 }
+
+/// The sample dashboard parses, shows every documented family and asks for nothing else, so
+/// that a renamed metric cannot leave a panel silently empty.
+#[test]
+fn the_sample_dashboard_queries_documented_metrics() -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana-dashboard.json"
+    ))?;
+    let dashboard: serde_json::Value = serde_json::from_str(&text)?;
+    let documented: Vec<String> = documented_families()?.into_iter().map(|f| f.0).collect();
+    let panels = dashboard["panels"].as_array().context("no panels")?;
+    let mut queried = std::collections::HashSet::new();
+    for panel in panels {
+        for target in panel["targets"]
+            .as_array()
+            .context("a panel without targets")?
+        {
+            let expr = target["expr"].as_str().context("a target without expr")?;
+            let names = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("veche_"));
+            for name in names {
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .filter(|f| documented.iter().any(|d| d == f))
+                    .unwrap_or(name);
+                anyhow::ensure!(
+                    documented.iter().any(|d| d == family),
+                    "{name} in {:?} is not in docs/metrics.md",
+                    panel["title"]
+                );
+                queried.insert(family.to_owned());
+            }
+        }
+    }
+    let unshown: Vec<&String> = documented
+        .iter()
+        .filter(|d| !queried.contains(*d))
+        .collect();
+    anyhow::ensure!(
+        unshown.is_empty(),
+        "the dashboard does not show {unshown:?}"
+    );
+    Ok(())
+}
