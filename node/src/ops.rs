@@ -122,12 +122,13 @@ async fn sample(ops: &Ops) -> Sampled {
     }
     match ops.services.federation.list().await {
         Ok(links) => {
+            // Ended links stay, down: a gauge once shown would otherwise keep its last value.
             sampled.links = links
                 .into_iter()
-                .filter(|l| l.state == "active")
+                .filter(|l| l.state != "offered")
                 .map(|l| {
                     let queued = i64::try_from(l.queued).unwrap_or(i64::MAX);
-                    (l.link, l.connected, queued)
+                    (l.link, l.connected && l.state == "active", queued)
                 })
                 .collect();
         }

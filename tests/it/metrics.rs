@@ -17,7 +17,7 @@ use crate::support::{
 /// of its observations (its `+Inf` bucket); its `_sum` and `_count` lines are samples of
 /// their own.
 #[derive(Debug)]
-struct Samples(HashMap<(String, Vec<(String, String)>), f64>);
+pub(crate) struct Samples(HashMap<(String, Vec<(String, String)>), f64>);
 
 impl Samples {
     fn parse(text: &str) -> anyhow::Result<Self> {
@@ -45,7 +45,7 @@ impl Samples {
     }
 
     /// The value of `family` with exactly these labels; 0 if it has not appeared yet.
-    fn get(&self, family: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn get(&self, family: &str, labels: &[(&str, &str)]) -> f64 {
         let mut labels: Vec<(String, String)> = labels
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -62,7 +62,7 @@ impl Samples {
     }
 }
 
-async fn scrape(base: &str) -> anyhow::Result<Samples> {
+pub(crate) async fn scrape(base: &str) -> anyhow::Result<Samples> {
     let response = within(15, "scrape", reqwest::get(format!("{base}/metrics"))).await??;
     anyhow::ensure!(
         response.status().is_success(),

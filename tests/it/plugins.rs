@@ -567,7 +567,10 @@ async fn the_epoch_ticker_ticks_only_while_a_plugin_call_runs() -> anyhow::Resul
 #[tokio::test]
 async fn memory_hoarding_and_panics_are_contained_and_parked() -> anyhow::Result<()> {
     let _log = subscribe();
-    let node = TestNode::spawn_with(config()).await?;
+    let mut config = config();
+    config.metrics.enabled = true;
+    config.metrics.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let node = TestNode::spawn_with(config).await?;
     let folder = plugin_folder("hostile")?;
 
     install(&node, folder.path(), &[], &[("mode", "alloc")]).await?;
@@ -581,6 +584,12 @@ async fn memory_hoarding_and_panics_are_contained_and_parked() -> anyhow::Result
             && l.message.contains("memory")
     })
     .await?;
+    // The metrics saw the same: three calls over their limit, then one pause.
+    let samples = crate::metrics::scrape(&node.metrics_url().context("no metrics")?).await?;
+    let hostile = [("plugin", "hostile")];
+    assert_eq!(samples.get("veche_plugin_traps_total", &hostile), 3.0);
+    assert_eq!(samples.get("veche_plugin_pauses_total", &hostile), 1.0);
+    assert!(samples.get("veche_plugin_calls_total", &hostile) >= 3.0);
 
     // Upgraded to a panicking configuration (a new version starts with a closed breaker): the
     // event keeps failing, is parked as a dead letter, and the panics pause the plugin.
