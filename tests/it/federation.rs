@@ -27,7 +27,32 @@ async fn node(name: &str) -> anyhow::Result<TestNode> {
     let mut config = test_config();
     config.node.name = Some(name.to_owned());
     config.federation.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}")];
+    config.metrics.enabled = true;
+    config.metrics.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     Ok(TestNode::spawn_with(config).await?)
+}
+
+/// Waits until `node`'s metrics show `link` up or down with a backlog `backlog` accepts.
+async fn link_metrics(
+    node: &TestNode,
+    link: &str,
+    up: bool,
+    backlog: impl Fn(f64) -> bool,
+) -> anyhow::Result<()> {
+    let base = node.metrics_url().context("no metrics listener")?;
+    eventually(30, "link metrics", async || {
+        let samples = crate::metrics::scrape(&base).await?;
+        let shown = (
+            samples.get("veche_federation_link_up", &[("link", link)]),
+            samples.get("veche_federation_link_backlog", &[("link", link)]),
+        );
+        if shown.0 == f64::from(u8::from(up)) && backlog(shown.1) {
+            Ok(())
+        } else {
+            bail!("link {link}: up, backlog = {shown:?}")
+        }
+    })
+    .await
 }
 
 /// A group's messages as `conn` sees them now, in the order of its log.
@@ -516,6 +541,8 @@ async fn messages_written_during_a_partition_arrive_once_in_the_homes_order() ->
     post(&anna, &g.id, "p4", "@boris@branch.test, взгляни").await?;
     post(&anna, &g.id, "p5", "пока филиал недоступен 5").await?;
     post(&anna, &g.id, "p6", "пока филиал недоступен 6").await?;
+    // The home's metrics show the link down with the six messages waiting.
+    link_metrics(&hq, &id, false, |queued| queued >= 6.0).await?;
     branch.restart().await?;
     let (boris, _) = login(&branch, "boris", PASSWORD, "boris-device").await?;
     let three = [
@@ -528,6 +555,7 @@ async fn messages_written_during_a_partition_arrive_once_in_the_homes_order() ->
         Some("пока филиал недоступен 6"),
     ];
     sees(&boris, &g.id, &three).await?;
+    link_metrics(&hq, &id, true, |queued| queued == 0.0).await?;
     assert_eq!(log(&anna, &g.id).await?, log(&boris, &g.id).await?);
     let Reply::Events { events, .. } = ask(
         &boris,
