@@ -170,7 +170,10 @@ fn png(width: u32, height: u32) -> anyhow::Result<Vec<u8>> {
 #[tokio::test]
 async fn upload_attach_download_dedupe_and_preview() -> anyhow::Result<()> {
     let _log = subscribe();
-    let node = TestNode::spawn().await?;
+    let mut config = veche_node::test_utils::test_config();
+    config.metrics.enabled = true;
+    config.metrics.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let node = TestNode::spawn_with(config).await?;
     let alice = user(&node, "alice").await?;
     let bob = user(&node, "bob").await?;
     let carol = user(&node, "carol").await?;
@@ -190,6 +193,15 @@ async fn upload_attach_download_dedupe_and_preview() -> anyhow::Result<()> {
     );
     assert_eq!(file.mime, "application/octet-stream");
     assert!(!file.thumbnail);
+    let metrics = node.metrics_url().context("no metrics listener")?;
+    let stored = crate::metrics::scrape(&metrics)
+        .await?
+        .get("veche_file_bytes_stored", &[("backend", "fs")]);
+    assert_eq!(
+        stored,
+        data.len() as f64,
+        "the metrics count the stored bytes"
+    );
 
     // Before it is attached, only its uploader may read it.
     assert_eq!(alice.file_info(&file.id).await?.id, file.id);
