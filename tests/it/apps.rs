@@ -769,7 +769,12 @@ async fn business_events_are_taken_once_and_reach_signed_webhooks() -> anyhow::R
 async fn webhooks_retry_sign_with_the_node_key_and_show_failures() -> anyhow::Result<()> {
     use ed25519_dalek::Verifier;
     let _log = subscribe();
-    let (node, mut mail) = node_with_mail(|c| c.apps.webhook_attempts = 3).await?;
+    let (node, mut mail) = node_with_mail(|c| {
+        c.apps.webhook_attempts = 3;
+        c.metrics.enabled = true;
+        c.metrics.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    })
+    .await?;
     let erp = register_app(&node, &mut mail, "erp").await?;
     // Fails twice, then takes it.
     let (url, mut hooks, seen) = receiver(2).await?;
@@ -855,6 +860,11 @@ async fn webhooks_retry_sign_with_the_node_key_and_show_failures() -> anyhow::Re
     .await??;
     assert_eq!(failed.pending, 0);
     assert!(failed.last_error.is_some());
+    // The metrics counted every failed attempt: two to the receiver, three to the dead one.
+    let samples =
+        crate::metrics::scrape(&node.metrics_url().context("no metrics listener")?).await?;
+    assert_eq!(samples.get("veche_webhook_failures_total", &[]), 5.0);
+    assert_eq!(samples.get("veche_webhook_queue", &[]), 0.0);
     Ok(())
 }
 
