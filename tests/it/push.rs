@@ -389,7 +389,13 @@ async fn gateway_pushes_respect_dnd_levels_mutes_and_retry() -> anyhow::Result<(
         to_bob,
         to_dave,
         group,
-    } = office(test_config()).await?;
+    } = office({
+        let mut config = test_config();
+        config.metrics.enabled = true;
+        config.metrics.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    })
+    .await?;
     let node_key = ed25519_dalek::VerifyingKey::from_bytes(
         &hex::decode(&node.info().identity)?
             .try_into()
@@ -466,6 +472,9 @@ async fn gateway_pushes_respect_dnd_levels_mutes_and_retry() -> anyhow::Result<(
     let first = next_bob(&mut pushed).await?;
     let again = next_bob(&mut pushed).await?;
     assert_eq!(first.body, again.body, "retried as it was");
+    let samples =
+        crate::metrics::scrape(&node.metrics_url().context("no metrics listener")?).await?;
+    assert_eq!(samples.get("veche_push_failures_total", &[]), 1.0);
     assert_eq!(
         first.headers.get("veche-delivery"),
         again.headers.get("veche-delivery")
