@@ -61,7 +61,7 @@ pub use embed::{EmbedScopeRow, EmbedTokenRow, TokenTaken};
 pub use federation::{LinkRow, NewLink, Renewal};
 pub use fedlog::{FedLogRow, NewPending, ReaderAccess, RemoteProfile};
 pub use files::{BackendUsage, BlobRow, FileRow, REMOTE_BACKEND, UploadRow};
-pub use plugins::{InboxRow, NewBusinessEvent, PluginRow, Uninstalled};
+pub use plugins::{InboxRow, NewBusinessEvent, PluginRow, Recorded, Uninstalled};
 pub use push::{NewPush, PushEndpointRow, PushJob};
 pub use search::IndexRow;
 pub use sessions::SessionRow;

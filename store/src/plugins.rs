@@ -56,6 +56,19 @@ pub struct InboxRow {
     pub next_at: i64,
 }
 
+/// What recording a business event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new event, with its id.
+    New(i64),
+    /// The source sent this key before with the same kind, object and payload: the earlier
+    /// event's id; nothing queued again.
+    Repeat(i64),
+    /// The source sent this key before for another event: the earlier event's id; nothing
+    /// stored.
+    Conflict(i64),
+}
+
 /// A business event to record.
 #[derive(Debug, Clone)]
 pub struct NewBusinessEvent<'a> {
@@ -363,16 +376,17 @@ impl Plugins<'_> {
         Ok(rows)
     }
 
-    /// Records a business event once and queues it for `plugins`; `None` if the source already
-    /// sent this idempotency key (nothing is queued again).
+    /// Records a business event once per source and idempotency key and queues it for
+    /// `plugins`. A key the source used before is a `Repeat` when the kind, object and payload
+    /// text are the same (nothing is queued again), else a `Conflict` (nothing is stored).
     pub async fn insert_business_event(
         &self,
         event: &NewBusinessEvent<'_>,
         plugins: &[String],
         now: i64,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let (app, kind, id) = event.object.unzip3();
+        let (object_app, object_type, object_id) = event.object.unzip3();
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO business_events (source, kind, idempotency_key, object_app, object_type, \
              object_id, payload, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -381,28 +395,54 @@ impl Plugins<'_> {
         .bind(event.source)
         .bind(event.kind)
         .bind(event.idempotency_key)
-        .bind(app)
-        .bind(kind)
-        .bind(id)
+        .bind(object_app)
+        .bind(object_type)
+        .bind(object_id)
         .bind(event.payload)
         .bind(event.occurred_at)
         .fetch_optional(&mut *tx)
         .await?;
-        if id.is_some() {
-            for plugin in plugins {
-                insert_inbox(&mut *tx, plugin, "event", event.inbox_payload, now).await?;
-            }
-            super::apps::enqueue_webhooks(
-                &mut tx,
-                super::apps::Recipients::EventFrom(event.source),
-                event.kind,
-                event.webhook_body,
-                now,
+        let Some(id) = id else {
+            type Earlier = (
+                i64,
+                String,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                String,
+            );
+            let (earlier, kind, app_was, type_was, id_was, payload): Earlier = sqlx::query_as(
+                "SELECT id, kind, object_app, object_type, object_id, payload \
+                 FROM business_events WHERE source = $1 AND idempotency_key = $2",
             )
+            .bind(event.source)
+            .bind(event.idempotency_key)
+            .fetch_one(&mut *tx)
             .await?;
+            tx.commit().await?;
+            let same = kind == event.kind
+                && (app_was.as_deref(), type_was.as_deref(), id_was.as_deref())
+                    == (object_app, object_type, object_id)
+                && payload == event.payload;
+            return Ok(if same {
+                Recorded::Repeat(earlier)
+            } else {
+                Recorded::Conflict(earlier)
+            });
+        };
+        for plugin in plugins {
+            insert_inbox(&mut *tx, plugin, "event", event.inbox_payload, now).await?;
         }
+        super::apps::enqueue_webhooks(
+            &mut tx,
+            super::apps::Recipients::EventFrom(event.source),
+            event.kind,
+            event.webhook_body,
+            now,
+        )
+        .await?;
         tx.commit().await?;
-        Ok(id)
+        Ok(Recorded::New(id))
     }
 
     /// Queues one item for a plugin outside any batch (clicks).

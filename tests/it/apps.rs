@@ -1046,6 +1046,45 @@ async fn topics_refuse_a_reused_key_with_another_payload() -> anyhow::Result<()>
 }
 
 #[tokio::test]
+async fn business_events_refuse_a_reused_key_for_another_event() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let (node, mut mail) = node_with_mail(|_| {}).await?;
+    let erp = register_app(&node, &mut mail, "erp").await?;
+    let post = reqwest::Method::POST;
+    let event = |kind: &str, id: &str, amount: &str| {
+        json!({
+            "kind": kind, "object_type": "invoice", "object_id": id,
+            "payload": {"amount": amount, "currency": "RUB"}, "idempotency_key": "INV-7/posted",
+        })
+    };
+    let first = erp
+        .ok(
+            post.clone(),
+            "/api/v1/events",
+            Some(event("invoice.posted", "INV-7", "10.00")),
+        )
+        .await?;
+    assert_eq!(first["fresh"], true);
+    // The same event again (its payload's keys in another order): a repeat.
+    let mut same = event("invoice.posted", "INV-7", "10.00");
+    same["payload"] = json!({"currency": "RUB", "amount": "10.00"});
+    let repeat = erp.ok(post.clone(), "/api/v1/events", Some(same)).await?;
+    assert_eq!(repeat["fresh"], false);
+
+    // The key reused for another payload, kind or object: refused, not taken as a repeat.
+    for other in [
+        event("invoice.posted", "INV-7", "99.00"),
+        event("invoice.cancelled", "INV-7", "10.00"),
+        event("invoice.posted", "INV-8", "10.00"),
+    ] {
+        let (status, body) = erp.req(post.clone(), "/api/v1/events", Some(other)).await?;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["error"]["code"], "conflict", "{body}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn clicks_on_an_applications_buttons_reach_its_webhook() -> anyhow::Result<()> {
     let _log = subscribe();
     let (node, mut mail) = node_with_mail(|_| {}).await?;

@@ -26,7 +26,7 @@ use crate::plugins::{BusinessEvent, Plugins};
 pub(crate) use mail::Mailer;
 use veche_store::{
     Activate, Activation, AppRow, AuditRecord, CodeRefused, NewCode, NewTopicMessage, Published,
-    Store, StoreError, SubscriptionRow, TopicMessageRow, WebhookRow, WebhookStatus,
+    Recorded, Store, StoreError, SubscriptionRow, TopicMessageRow, WebhookRow, WebhookStatus,
 };
 
 /// Most messages one pull returns.
@@ -434,7 +434,8 @@ impl Apps {
     }
 
     /// Publishes a business event from `app`: recorded once per idempotency key, routed to
-    /// subscribed bots and to webhooks. `false` if the key was seen before.
+    /// subscribed bots and to webhooks. `false` if the key was seen before for the same event;
+    /// a key used before for another event is refused with `Conflict`, as for topics.
     pub(crate) async fn post_event(
         &self,
         app: &AppPrincipal,
@@ -450,9 +451,20 @@ impl Apps {
         }
         let event = BusinessEvent::new(app.name.clone(), kind, object, payload, key, self.now_ms())
             .map_err(|e| AppError::BadRequest(e.to_string()))?;
-        let fresh = self.inner.plugins.post_event(event).await?;
-        self.inner.wake.notify_one();
-        Ok(fresh)
+        let key = event.idempotency_key.clone();
+        match self.inner.plugins.post_event(event).await? {
+            Recorded::New(_) => {
+                self.inner.wake.notify_one();
+                Ok(true)
+            }
+            Recorded::Repeat(_) => Ok(false),
+            Recorded::Conflict(id) => {
+                tracing::info!(app = %app.name, key, earlier = id, "refused a reused idempotency key");
+                Err(AppError::Conflict(format!(
+                    "idempotency_key {key:?} was already used for a different event (event {id})"
+                )))
+            }
+        }
     }
 
     // ---- webhooks ----

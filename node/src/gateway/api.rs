@@ -723,8 +723,9 @@ struct EventReply {
 }
 
 #[utoipa::path(post, path = "/api/v1/events", tag = "apps", request_body = EventBody,
-    description = "Routed to bots subscribed to the kind and to webhooks that want it.",
-    responses((status = 200, body = EventReply), (status = 400, body = ErrorResponse)))]
+    description = "Routed to bots subscribed to the kind and to webhooks that want it. Recorded once per key; the key reused for another event is refused with `409 conflict`.",
+    responses((status = 200, body = EventReply), (status = 400, body = ErrorResponse),
+        (status = 409, body = ErrorResponse)))]
 async fn post_event(
     State(g): AppState,
     app: AppAuth,

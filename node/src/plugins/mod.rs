@@ -53,7 +53,9 @@ use breaker::{Admit, Breaker, BreakerConfig};
 use host::{PluginEnv, Rights};
 use manifest::Manifest;
 use runtime::{CallError, Loaded, Runtime};
-use veche_store::{AuditRecord, InboxRow, NewBusinessEvent, PluginRow, Store, StoreError};
+use veche_store::{
+    AuditRecord, InboxRow, NewBusinessEvent, PluginRow, Recorded, Store, StoreError,
+};
 
 /// What an uninstall did.
 #[derive(Debug)]
@@ -1559,9 +1561,9 @@ impl Plugins {
             .cloned()
     }
 
-    /// Records a business event and queues it for every bot subscribed to its kind; `false`
-    /// if this source already sent this idempotency key.
-    pub(crate) async fn post_event(&self, event: BusinessEvent) -> Result<bool, StoreError> {
+    /// Records a business event and queues it for every bot subscribed to its kind, once per
+    /// source and idempotency key (see [`Recorded`]).
+    pub(crate) async fn post_event(&self, event: BusinessEvent) -> Result<Recorded, StoreError> {
         let subscribers: Vec<String> = self
             .all()
             .into_iter()
@@ -1583,7 +1585,7 @@ impl Plugins {
                 o.object_id.as_str(),
             )
         });
-        let fresh = self
+        let recorded = self
             .shared
             .store
             .plugins()
@@ -1601,12 +1603,13 @@ impl Plugins {
                 &subscribers,
                 self.now_ms(),
             )
-            .await?
-            .is_some();
-        for s in &subscribers {
-            self.waker(s).notify_one();
+            .await?;
+        if let Recorded::New(_) = recorded {
+            for s in &subscribers {
+                self.waker(s).notify_one();
+            }
         }
-        Ok(fresh)
+        Ok(recorded)
     }
 
     /// Queues a click on a bot's button.

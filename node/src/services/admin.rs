@@ -158,9 +158,17 @@ pub(crate) async fn execute(
                 services.clock.now_ms(),
             )
             .map_err(|e| AdminError::BadRequest(e.to_string()))?;
-            AdminReply::EventPosted {
-                fresh: services.plugins.post_event(event).await?,
-            }
+            let key = event.idempotency_key.clone();
+            let fresh = match services.plugins.post_event(event).await? {
+                veche_store::Recorded::New(_) => true,
+                veche_store::Recorded::Repeat(_) => false,
+                veche_store::Recorded::Conflict(id) => {
+                    return Err(AdminError::BadRequest(format!(
+                        "idempotency_key {key:?} was already used for a different event (event {id})"
+                    )));
+                }
+            };
+            AdminReply::EventPosted { fresh }
         }
         AdminRequest::AppRegister { name, email } => {
             apps(
