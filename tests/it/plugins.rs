@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use veche_client::Connection;
 use veche_client::protocol::admin::{AdminReply, AdminRequest, PluginInfo};
-use veche_client::protocol::discussions::{Change, DiscussionEvent, Message, ObjectRef};
+use veche_client::protocol::discussions::{
+    Change, DiscussionEvent, DiscussionInfo, Message, ObjectRef,
+};
 use veche_client::protocol::{ErrorCode, Reply, Request};
 use veche_node::test_utils::{TestNode, test_config};
 
@@ -658,9 +660,10 @@ async fn ungranted_imports_and_future_apis_are_refused_at_install() -> anyhow::R
     Ok(())
 }
 
-#[tokio::test]
-async fn dev_mode_reload_swaps_versions_without_losing_a_bot_event() -> anyhow::Result<()> {
-    let _log = subscribe();
+/// A node that watches plugin folders (dev mode), the echo bot installed from a folder of its
+/// own, and boris in a group with the bot.
+async fn dev_node_with_echo_group()
+-> anyhow::Result<(TestNode, Connection, tempfile::TempDir, DiscussionInfo)> {
     let mut c = config();
     c.plugins.dev_watch = true;
     let node = TestNode::spawn_with(c).await?;
@@ -675,6 +678,13 @@ async fn dev_mode_reload_swaps_versions_without_losing_a_bot_event() -> anyhow::
         },
     )
     .await?;
+    Ok((node, boris, folder, group))
+}
+
+#[tokio::test]
+async fn dev_mode_reload_swaps_versions_without_losing_a_bot_event() -> anyhow::Result<()> {
+    let _log = subscribe();
+    let (node, boris, folder, group) = dev_node_with_echo_group().await?;
 
     const N: usize = 30;
     for i in 0..N {
@@ -1090,20 +1100,7 @@ async fn plugin_install_takes_settings_from_the_shell() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_rejected_dev_reload_shows_in_the_plugin_status_and_log() -> anyhow::Result<()> {
     let _log = subscribe();
-    let mut c = config();
-    c.plugins.dev_watch = true;
-    let node = TestNode::spawn_with(c).await?;
-    let boris = user(&node, "boris").await?;
-    let folder = plugin_folder("echo-bot")?;
-    install(&node, folder.path(), &[], &[]).await?;
-    let group = discussion(
-        &boris,
-        Request::CreateGroup {
-            title: "echo".into(),
-            members: vec!["echo-bot".into()],
-        },
-    )
-    .await?;
+    let (node, boris, folder, group) = dev_node_with_echo_group().await?;
     let wasm = folder.path().join("echo_bot.wasm");
     let good = std::fs::read(&wasm)?;
     std::fs::write(&wasm, b"\0asm but not a component")?;
