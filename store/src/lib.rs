@@ -56,7 +56,7 @@ pub use apps::{
     Published, PushRow, SubscriptionRow, TopicMessageRow, WebhookRow, WebhookStatus,
 };
 pub use audit::AuditRecord;
-pub use discussions::{Batch, DiscussionRow, EventRow, MessageRow, ObjectKey};
+pub use discussions::{Batch, DiscussionRow, EventRow, ListedRow, MessageRow, ObjectKey};
 pub use embed::{EmbedScopeRow, EmbedTokenRow, TokenTaken};
 pub use federation::{LinkRow, NewLink, Renewal};
 pub use fedlog::{FedLogRow, NewPending, ReaderAccess, RemoteProfile};

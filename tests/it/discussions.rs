@@ -875,6 +875,152 @@ async fn losing_access_to_an_object_takes_effect_at_once() -> anyhow::Result<()>
     Ok(())
 }
 
+/// The list is built from two statements for all discussions; each entry must be exactly
+/// what asking for that one discussion answers, and hold nothing the caller may not read.
+#[tokio::test]
+async fn the_discussion_list_agrees_with_each_discussion() -> anyhow::Result<()> {
+    let _guard = subscribe();
+    let node = TestNode::spawn().await?;
+    let root = admin(&node).await?;
+    let olga = user(&node, "olga").await?;
+    let petr = user(&node, "petr").await?;
+    let ivan = user(&node, "ivan").await?;
+    for id in ["INV-1", "INV-2"] {
+        ask(
+            &root,
+            Request::SetObjectAccess {
+                object: invoice(id),
+                users: vec!["olga".into(), "petr".into()],
+                groups: vec![],
+            },
+        )
+        .await?;
+    }
+    let mine = discussion(
+        &olga,
+        Request::CreateGroup {
+            title: "Закупки".into(),
+            members: vec!["petr".into(), "ivan".into()],
+        },
+    )
+    .await?;
+    let dialog = discussion(
+        &olga,
+        Request::OpenDialog {
+            with: "petr".into(),
+        },
+    )
+    .await?;
+    let his = discussion(
+        &ivan,
+        Request::CreateGroup {
+            title: "Склад".into(),
+            members: vec!["olga".into()],
+        },
+    )
+    .await?;
+    let mut objects = Vec::new();
+    for id in ["INV-1", "INV-2"] {
+        let d = discussion(
+            &olga,
+            Request::OpenObject {
+                object: invoice(id),
+                title: format!("Счёт {id}"),
+            },
+        )
+        .await?;
+        post(&olga, &d.id, &format!("o-{id}"), "смотрю").await?; // posting follows it
+        post(&petr, &d.id, &format!("p-{id}"), "@olga проверь").await?;
+        objects.push(d);
+    }
+    post(&petr, &mine.id, "p1", "@olga счёт готов").await?;
+    let (_, read_to) = post(&ivan, &mine.id, "i1", "и накладная").await?;
+    post(&ivan, &mine.id, "i2", "@olga @petr срочно").await?;
+    post(&petr, &dialog.id, "p2", "привет").await?;
+    let (gone, _) = post(&ivan, &his.id, "i3", "удалю").await?;
+    post(&ivan, &his.id, "i4", "останется").await?;
+    ask(
+        &ivan,
+        Request::Delete {
+            discussion: his.id.clone(),
+            message_id: gone,
+        },
+    )
+    .await?;
+    ask(
+        &olga,
+        Request::MarkRead {
+            discussion: mine.id.clone(),
+            seq: read_to,
+        },
+    )
+    .await?;
+    // Olga still follows INV-2 but may no longer read it.
+    ask(
+        &root,
+        Request::SetObjectAccess {
+            object: invoice("INV-2"),
+            users: vec!["petr".into()],
+            groups: vec![],
+        },
+    )
+    .await?;
+
+    let Reply::Discussions { discussions } = ask(&olga, Request::ListDiscussions).await? else {
+        anyhow::bail!("expected the list");
+    };
+    let mut ids: Vec<&str> = discussions.iter().map(|d| d.id.as_str()).collect();
+    for pair in discussions.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(
+            (a.last_activity_at.0, &b.id) >= (b.last_activity_at.0, &a.id),
+            "most recent activity first, then by id: {ids:?}"
+        );
+    }
+    ids.sort_unstable();
+    let mut expected = [
+        his.id.as_str(),
+        dialog.id.as_str(),
+        mine.id.as_str(),
+        objects[0].id.as_str(),
+    ];
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "every discussion but the object she lost");
+    let counts = |id: &str| {
+        discussions.iter().find(|d| d.id == id).map(|d| {
+            (
+                d.unread,
+                d.mentions,
+                d.read_seq,
+                d.members.len(),
+                d.following,
+            )
+        })
+    };
+    assert_eq!(
+        counts(&his.id),
+        Some((1, 0, 0, 2, true)),
+        "a deleted message is not unread"
+    );
+    assert_eq!(counts(&dialog.id), Some((1, 0, 0, 2, true)));
+    assert_eq!(counts(&mine.id), Some((1, 1, read_to, 3, true)));
+    assert_eq!(
+        counts(&objects[0].id).map(|c| (c.1, c.3, c.4)),
+        Some((1, 0, true))
+    );
+    for listed in &discussions {
+        let alone = discussion(
+            &olga,
+            Request::GetDiscussion {
+                discussion: listed.id.clone(),
+            },
+        )
+        .await?;
+        assert_eq!(&alone, listed);
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn messages_sent_across_random_connection_kills_arrive_exactly_once_in_order()
 -> anyhow::Result<()> {

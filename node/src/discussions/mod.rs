@@ -13,6 +13,7 @@ mod render;
 mod sequencer;
 mod text;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use veche_base::SharedClock;
 
@@ -1319,22 +1320,52 @@ impl Discussions {
         Ok(ids)
     }
 
-    /// The caller's discussion list, most recent activity first.
+    /// The caller's discussion list, most recent activity first. The list, the caller's
+    /// places and the members come from two statements; only object discussions ask
+    /// [`authorize`] one by one (their access may be a context provider's answer).
     pub(crate) async fn list(&self, caller: &Caller) -> Result<Reply, DiscussionError> {
         let store = &self.inner.store;
-        let mut discussions = Vec::new();
-        for row in store.discussions().listed_discussions(&caller.user).await? {
-            if authorize(
-                &mut access::Reader(store),
-                &self.inner.plugins,
-                &caller.user,
-                &row,
-            )
-            .await?
-            .is_some()
-            {
-                discussions.push(self.info(caller, &row).await?);
+        let listed = store.discussions().listed_discussions(&caller.user).await?;
+        let mut members: HashMap<String, Vec<Member>> = HashMap::new();
+        for (discussion, user, role) in store.discussions().members_of_listed(&caller.user).await? {
+            members
+                .entry(discussion)
+                .or_default()
+                .push(member(user, &role));
+        }
+        let mut discussions = Vec::with_capacity(listed.len());
+        for row in listed {
+            let readable = match row.discussion.kind {
+                // What `authorize` asks of a dialog or group: the caller's membership.
+                DiscussionKind::Dialog | DiscussionKind::Group => row.role.is_some(),
+                DiscussionKind::Object => authorize(
+                    &mut access::Reader(store),
+                    &self.inner.plugins,
+                    &caller.user,
+                    &row.discussion,
+                )
+                .await?
+                .is_some(),
+            };
+            if !readable {
+                continue;
             }
+            let members = if row.discussion.kind == DiscussionKind::Object {
+                Vec::new()
+            } else {
+                members.remove(&row.discussion.id).unwrap_or_default()
+            };
+            let following = row.discussion.kind != DiscussionKind::Object || row.following;
+            discussions.push(describe(
+                &row.discussion,
+                members,
+                Place {
+                    read_seq: row.read_seq,
+                    unread: row.unread,
+                    mentions: row.mentions,
+                    following,
+                },
+            ));
         }
         Ok(Reply::Discussions { discussions })
     }
@@ -1363,14 +1394,7 @@ impl Discussions {
                 .members_of(&row.id)
                 .await?
                 .into_iter()
-                .map(|(user, role)| Member {
-                    user,
-                    role: if role == "owner" {
-                        Role::Owner
-                    } else {
-                        Role::Member
-                    },
-                })
+                .map(|(user, role)| member(user, &role))
                 .collect()
         };
         let read_seq = store
@@ -1386,19 +1410,16 @@ impl Discussions {
                 .discussions()
                 .is_following(&caller.user, &row.id)
                 .await?;
-        Ok(DiscussionInfo {
-            id: row.id.clone(),
-            kind,
-            title: row.title.clone(),
-            object: render::object(row),
+        Ok(describe(
+            row,
             members,
-            last_seq: render::seq(row.last_seq),
-            last_activity_at: Timestamp(row.last_activity_at),
-            read_seq: render::seq(read_seq),
-            unread: render::seq(unread),
-            mentions: render::seq(mentions),
-            following,
-        })
+            Place {
+                read_seq,
+                unread,
+                mentions,
+                following,
+            },
+        ))
     }
 
     pub(crate) async fn history(
@@ -1556,5 +1577,41 @@ pub(crate) fn check_object(object: &ObjectRef) -> Result<(), DiscussionError> {
             "an object is (application ≤ 64, object type ≤ 64, object id ≤ 256) non-empty strings"
                 .into(),
         ))
+    }
+}
+
+/// A caller's place in a discussion, as its description shows it.
+struct Place {
+    read_seq: i64,
+    unread: i64,
+    mentions: i64,
+    following: bool,
+}
+
+fn member(user: String, role: &str) -> Member {
+    Member {
+        user,
+        role: if role == "owner" {
+            Role::Owner
+        } else {
+            Role::Member
+        },
+    }
+}
+
+/// A discussion as the protocol describes it to one caller.
+fn describe(row: &DiscussionRow, members: Vec<Member>, place: Place) -> DiscussionInfo {
+    DiscussionInfo {
+        id: row.id.clone(),
+        kind: row.kind,
+        title: row.title.clone(),
+        object: render::object(row),
+        members,
+        last_seq: render::seq(row.last_seq),
+        last_activity_at: Timestamp(row.last_activity_at),
+        read_seq: render::seq(place.read_seq),
+        unread: render::seq(place.unread),
+        mentions: render::seq(place.mentions),
+        following: place.following,
     }
 }
