@@ -86,6 +86,7 @@ impl NodeKey {
     }
 
     /// The same key as a libp2p identity.
+    #[cfg(feature = "net")]
     pub(crate) fn keypair(&self) -> libp2p::identity::Keypair {
         libp2p::identity::Keypair::ed25519_from_bytes(self.signing.to_bytes())
             .expect("an ed25519 secret is always 32 bytes")
@@ -114,6 +115,7 @@ impl PublicKey {
     }
 
     /// The libp2p peer id of this key.
+    #[cfg(feature = "net")]
     pub fn peer_id(&self) -> Result<libp2p::PeerId, SignatureError> {
         let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(&self.0)
             .map_err(|_| SignatureError::BadKey)?;
@@ -233,6 +235,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "net")]
     #[test]
     fn the_libp2p_identity_is_the_node_key() {
         let key = NodeKey::from_secret([9; 32]);

@@ -8,7 +8,8 @@
 //! - [`store`]: what the transport needs from the node's storage; [`memory`] keeps it in memory.
 //! - [`link`]: one link as a pure state machine: greeting, stop-and-wait outbox delivery,
 //!   backoffs, notices, presence pacing; no IO.
-//! - [`net`]: the libp2p transport: allowlist, and a task driving each link's machine.
+//! - `net` (feature `net`, on by default): the libp2p transport: allowlist, and a task driving
+//!   each link's machine.
 //!
 //! This crate knows nothing of SQL, plugins, search or the client protocol: the node gives it
 //! storage through [`store::LinkStore`] and interprets events itself.
@@ -18,11 +19,13 @@ pub mod grant;
 pub mod keys;
 pub mod link;
 pub mod memory;
+#[cfg(feature = "net")]
 pub mod net;
 pub mod store;
 pub mod wire;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "net"))]
 mod tests;
 
+#[cfg(feature = "net")]
 pub use libp2p::Multiaddr;

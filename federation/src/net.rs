@@ -30,6 +30,7 @@ use crate::grant::{Grant, Party, Scope, Signed, SignedNotice};
 use crate::keys::{Hash, NodeId, NodeKey, PublicKey};
 use crate::link::{Backoff, Inbound, Input, Link, Now, Output, Tell, Token, check_query};
 use crate::store::{Incoming, LinkStore, Refused};
+pub use crate::wire::QueryError;
 use crate::wire::{
     Access, Address, Chunk, Item, MAX_BATCH_ITEMS, MAX_CHUNK, MAX_DISCUSSION_BYTES, MAX_FRAME,
     MAX_PROFILES, MAX_READERS, MAX_REASON_BYTES, PROTOCOL, Presence, Profile, Query, Rejected,
@@ -209,26 +210,6 @@ impl Responder {
     pub fn refuse(self, reason: impl Into<String>) {
         let _ = self.0.send(Err(reason.into()));
     }
-}
-
-/// Why a query to a linked node got no answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueryError {
-    /// No active link by that id.
-    #[error("no active link by that id")]
-    NoLink,
-    /// The query itself is malformed.
-    #[error("{0}")]
-    Malformed(String),
-    /// The linked node cannot be reached now.
-    #[error("the linked node cannot be reached now: {0}")]
-    Unreachable(String),
-    /// The linked node refused.
-    #[error("the linked node refused: {0}")]
-    Refused(String),
-    /// The transport has stopped.
-    #[error("the federation transport has stopped")]
-    Stopped,
 }
 
 /// Why the transport could not start.

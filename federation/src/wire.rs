@@ -344,3 +344,23 @@ pub struct Rejected {
     /// Why.
     pub reason: String,
 }
+
+/// Why a query to a linked node got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// No active link by that id.
+    #[error("no active link by that id")]
+    NoLink,
+    /// The query itself is malformed.
+    #[error("{0}")]
+    Malformed(String),
+    /// The linked node cannot be reached now.
+    #[error("the linked node cannot be reached now: {0}")]
+    Unreachable(String),
+    /// The linked node refused.
+    #[error("the linked node refused: {0}")]
+    Refused(String),
+    /// The transport has stopped.
+    #[error("the federation transport has stopped")]
+    Stopped,
+}

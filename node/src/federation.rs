@@ -953,7 +953,7 @@ impl Federation {
         };
         match users {
             Ok(users) => {
-                let found = crate::search::directory_rank(users, &text, limit as usize);
+                let found = veche_core::directory::rank(users, &text, limit as usize);
                 responder.answer(
                     found
                         .into_iter()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use veche_protocol::discussions::{DiscussionKind, ObjectCard, ObjectRef};
 
-use crate::inbox::Click;
+use veche_core::inbox::Click;
 use veche_store::{Batch, DiscussionRow, ObjectKey, ReaderAccess, Store, StoreError};
 
 /// What a context provider decided for one user.

@@ -25,7 +25,7 @@ use veche_protocol::discussions::{
 use veche_protocol::ids::{Login, NodeName};
 use veche_protocol::{ErrorBody, ErrorCode, Event, Reply, Timestamp};
 
-use crate::inbox::Click;
+use veche_core::inbox::Click;
 use crate::live::registry::{EncodedEvent, Registry};
 use crate::search::{Search, SearchError};
 pub(crate) use access::authorize;
@@ -373,7 +373,7 @@ impl Discussions {
             return self.linked_directory(node, query, limit).await;
         }
         let users = self.inner.store.search().directory_users().await?;
-        let found = crate::search::directory_rank(users, query, limit as usize);
+        let found = veche_core::directory::rank(users, query, limit as usize);
         // Colleagues see who someone is, not their address or rights.
         Ok(Reply::Directory {
             users: found

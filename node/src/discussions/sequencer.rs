@@ -23,7 +23,7 @@ use super::access::{authorize, is_linked_object, object_access};
 use super::render::{self, Detail};
 use super::{Caller, DiscussionError, text};
 use crate::config::{FilesConfig, MessagesConfig};
-use crate::inbox::BotMessage;
+use veche_core::inbox::BotMessage;
 use crate::live::registry::{EncodedEvent, Registry};
 use veche_store::{
     AuditRecord, Batch, DiscussionRow, EventRow, MessageRow, ObjectKey, Store, StoreError,

@@ -42,7 +42,7 @@ use veche_protocol::files::{FileInfo, FilePolicy, NewUpload, UploadInfo, is_sha2
 use veche_protocol::{ErrorBody, ErrorCode, Timestamp};
 
 use crate::discussions::attachments::{info, source_node};
-pub(crate) use crate::file_policy::inline;
+pub(crate) use veche_core::file_policy::inline;
 pub(crate) use backend::{Backend, BackendError, Backends};
 
 use crate::config::FilesConfig;
@@ -420,8 +420,8 @@ impl Files {
                 "you may read this discussion but not post in it".into(),
             )));
         }
-        let name = crate::file_policy::sanitize_name(&new.name);
-        crate::file_policy::check_declared(c, d.kind.as_str(), &name, new.size)?;
+        let name = veche_core::file_policy::sanitize_name(&new.name);
+        veche_core::file_policy::check_declared(c, d.kind.as_str(), &name, new.size)?;
         let size = i64::try_from(new.size)
             .map_err(|_| FileError::BadRequest("size is too large".into()))?;
         let at = self.now();
@@ -647,10 +647,10 @@ impl Files {
     /// Checks the complete, verified staging file's type, stores its content (unless it is
     /// stored already) and records the file.
     async fn store_upload(&self, row: &UploadRow, path: &Path) -> Result<FileInfo, FileError> {
-        let mut head = vec![0u8; crate::file_policy::SNIFF_BYTES];
+        let mut head = vec![0u8; veche_core::file_policy::SNIFF_BYTES];
         let n = read_head(path, &mut head).await?;
-        let mime = crate::file_policy::sniff(&head[..n]);
-        crate::file_policy::check_type(&self.inner.config, &mime)?;
+        let mime = veche_core::file_policy::sniff(&head[..n]);
+        veche_core::file_policy::check_type(&self.inner.config, &mime)?;
         let file = FileRow {
             id: random_id("f_"),
             name: row.name.clone(),
@@ -1059,7 +1059,7 @@ impl Files {
             .await?
             .ok_or(FileError::NotFound("file"))?
             .kind;
-        crate::file_policy::check_declared(
+        veche_core::file_policy::check_declared(
             &self.inner.config,
             kind.as_str(),
             &row.name,
@@ -1124,10 +1124,10 @@ impl Files {
             store.files().fed_content_proven(row, source, None).await?;
             return Ok(());
         }
-        let mut head = vec![0u8; crate::file_policy::SNIFF_BYTES];
+        let mut head = vec![0u8; veche_core::file_policy::SNIFF_BYTES];
         let n = read_head(path, &mut head).await?;
-        let mime = crate::file_policy::sniff(&head[..n]);
-        crate::file_policy::check_type(&self.inner.config, &mime)?;
+        let mime = veche_core::file_policy::sniff(&head[..n]);
+        veche_core::file_policy::check_type(&self.inner.config, &mime)?;
         let preview = self.preview(path, &mime).await;
         let _stripe = self.stripe(&row.sha256).lock().await;
         let blob = store.files().blob(&row.sha256).await?;

@@ -46,7 +46,7 @@ pub(crate) use crate::discussions::access::{
     Access, AccessKey, Decided, InvalidObject, ProviderCache, Providers, Undecided, access_key,
 };
 use crate::discussions::{Caller, Discussions};
-pub(crate) use crate::inbox::{BotMessage, Click};
+pub(crate) use veche_core::inbox::{BotMessage, Click};
 use bindings::exports::veche::plugin::{bot, context_provider};
 use bindings::veche::plugin::types as wit;
 use breaker::{Admit, Breaker, BreakerConfig};
@@ -1854,7 +1854,7 @@ impl Plugins {
         let cx = invocation(a);
         let result = match item {
             Inbox::Message(m) => {
-                let msg = m.to_wit();
+                let msg = message_to_wit(&m);
                 self.call_bot(a, "on-message", move |guest, store| {
                     Box::pin(async move { guest.call_on_message(store, &cx, &msg).await })
                 })
@@ -1875,7 +1875,7 @@ impl Plugins {
                 result
             }
             Inbox::Click(c) => {
-                let click = c.to_wit();
+                let click = click_to_wit(&c);
                 self.call_bot(a, "on-action", move |guest, store| {
                     Box::pin(async move { guest.call_on_action(store, &cx, &click).await })
                 })
@@ -2396,31 +2396,29 @@ impl BusinessEvent {
     }
 }
 
-impl BotMessage {
-    fn to_wit(&self) -> wit::Message {
-        wit::Message {
-            id: self.id.clone(),
-            discussion: self.discussion.clone(),
-            object: self.object.as_ref().map(wit_object),
-            author: self.author.clone(),
-            text: self.text.clone(),
-            mentions: self.mentions.clone(),
-            reply_to: self.reply_to.clone(),
-            sent_at_ms: self.sent_at.max(0) as u64,
-        }
+/// A message from a bot's inbox as the guest receives it.
+fn message_to_wit(m: &BotMessage) -> wit::Message {
+    wit::Message {
+        id: m.id.clone(),
+        discussion: m.discussion.clone(),
+        object: m.object.as_ref().map(wit_object),
+        author: m.author.clone(),
+        text: m.text.clone(),
+        mentions: m.mentions.clone(),
+        reply_to: m.reply_to.clone(),
+        sent_at_ms: m.sent_at.max(0) as u64,
     }
 }
 
-impl Click {
-    fn to_wit(&self) -> wit::ActionClick {
-        wit::ActionClick {
-            message: self.message.clone(),
-            discussion: self.discussion.clone(),
-            object: self.object.as_ref().map(wit_object),
-            action: self.action.clone(),
-            user: self.user.clone(),
-            data: self.data.clone(),
-        }
+/// A click from a bot's inbox as the guest receives it.
+fn click_to_wit(c: &Click) -> wit::ActionClick {
+    wit::ActionClick {
+        message: c.message.clone(),
+        discussion: c.discussion.clone(),
+        object: c.object.as_ref().map(wit_object),
+        action: c.action.clone(),
+        user: c.user.clone(),
+        data: c.data.clone(),
     }
 }
 

@@ -13,6 +13,8 @@
 
 use rust_stemmers::{Algorithm, Stemmer};
 use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
+pub(crate) use veche_core::directory::switch_layout;
+use veche_core::directory::is_cyrillic;
 
 /// The name the analyzer is registered under in the index.
 pub(crate) const NAME: &str = "veche";
@@ -48,10 +50,6 @@ fn fold(word: &str) -> String {
         .flat_map(char::to_lowercase)
         .map(|c| if c == 'ё' { 'е' } else { c })
         .collect()
-}
-
-fn is_cyrillic(c: char) -> bool {
-    matches!(c, '\u{0400}'..='\u{04FF}')
 }
 
 impl Analyzer {
@@ -221,33 +219,6 @@ impl Tokenizer for Analyzer {
             empty: Token::default(),
         }
     }
-}
-
-/// The same keys on the other keyboard layout: `ghbdtn` ↔ `привет`. `None` if `text` has
-/// letters of both layouts or none.
-pub(crate) fn switch_layout(text: &str) -> Option<String> {
-    const LATIN: &str = "qwertyuiop[]asdfghjkl;'zxcvbnm,.`";
-    const CYRILLIC: &str = "йцукенгшщзхъфывапролджэячсмитьбюё";
-    let latin: Vec<char> = LATIN.chars().collect();
-    let cyrillic: Vec<char> = CYRILLIC.chars().collect();
-    let has_latin = text.chars().any(|c| c.is_ascii_alphabetic());
-    let has_cyrillic = text.chars().any(is_cyrillic);
-    if has_latin == has_cyrillic {
-        return None;
-    }
-    let (from, to) = if has_latin {
-        (&latin, &cyrillic)
-    } else {
-        (&cyrillic, &latin)
-    };
-    Some(
-        text.chars()
-            .map(|c| {
-                let lower = c.to_lowercase().next().unwrap_or(c);
-                from.iter().position(|f| *f == lower).map_or(c, |i| to[i])
-            })
-            .collect(),
-    )
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Full-text search over messages (tantivy) and the user directory.
+//! Full-text search over messages (tantivy); the user directory is `veche_core::directory`.
 //!
 //! The index lives in `<data>/search/` and is only a cache of the message log: the database
 //! is the truth. An indexer task follows `search_queue` (filled by triggers in the same
@@ -13,7 +13,6 @@
 //! deleted since it was indexed, is never returned. Snippets are cut from the current text.
 
 pub(crate) mod analyzer;
-mod directory;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,7 +37,6 @@ use veche_protocol::Timestamp;
 use veche_protocol::discussions::{SearchHit, SearchQuery};
 
 pub(crate) use analyzer::Analyzer;
-pub(crate) use directory::rank as directory_rank;
 
 use veche_store::{IndexRow, Store, StoreError};
 

@@ -7,33 +7,33 @@ use veche_protocol::discussions::ObjectRef;
 
 /// A message as a bot's inbox keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct BotMessage {
-    pub(crate) id: String,
-    pub(crate) discussion: String,
-    pub(crate) object: Option<ObjectRef>,
-    pub(crate) author: String,
-    pub(crate) text: String,
-    pub(crate) mentions: Vec<String>,
-    pub(crate) reply_to: Option<String>,
-    pub(crate) sent_at: i64,
+pub struct BotMessage {
+    pub id: String,
+    pub discussion: String,
+    pub object: Option<ObjectRef>,
+    pub author: String,
+    pub text: String,
+    pub mentions: Vec<String>,
+    pub reply_to: Option<String>,
+    pub sent_at: i64,
 }
 
 impl BotMessage {
     /// The inbox payload for this message (`{"type": "message", …}`).
-    pub(crate) fn payload(&self) -> String {
+    pub fn payload(&self) -> String {
         serde_json::to_string(&Tagged::Message(self)).unwrap_or_default()
     }
 }
 
 /// A click as a bot's inbox keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Click {
-    pub(crate) message: String,
-    pub(crate) discussion: String,
-    pub(crate) object: Option<ObjectRef>,
-    pub(crate) action: String,
-    pub(crate) user: String,
-    pub(crate) data: Option<String>,
+pub struct Click {
+    pub message: String,
+    pub discussion: String,
+    pub object: Option<ObjectRef>,
+    pub action: String,
+    pub user: String,
+    pub data: Option<String>,
 }
 
 /// The inbox's tagged form, as the plugin host reads it back.

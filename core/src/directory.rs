@@ -94,9 +94,9 @@ fn score(query: &[String], fields: &[String]) -> u32 {
 }
 
 /// The best `limit` matches of `query` among `users`, best first.
-pub(crate) fn rank(users: Vec<UserRow>, query: &str, limit: usize) -> Vec<UserRow> {
+pub fn rank(users: Vec<UserRow>, query: &str, limit: usize) -> Vec<UserRow> {
     let typed = words(query);
-    let switched = super::analyzer::switch_layout(query)
+    let switched = switch_layout(query)
         .map(|s| words(&s))
         .unwrap_or_default();
     if typed.is_empty() {
@@ -122,6 +122,39 @@ pub(crate) fn rank(users: Vec<UserRow>, query: &str, limit: usize) -> Vec<UserRo
             .then_with(|| a.1.display_name.cmp(&b.1.display_name))
     });
     scored.into_iter().take(limit).map(|(_, u)| u).collect()
+}
+
+/// Whether `c` is a Cyrillic letter.
+pub fn is_cyrillic(c: char) -> bool {
+    matches!(c, '\u{0400}'..='\u{04FF}')
+}
+
+
+/// The same keys on the other keyboard layout: `ghbdtn` ↔ `привет`. `None` if `text` has
+/// letters of both layouts or none.
+pub fn switch_layout(text: &str) -> Option<String> {
+    const LATIN: &str = "qwertyuiop[]asdfghjkl;'zxcvbnm,.`";
+    const CYRILLIC: &str = "йцукенгшщзхъфывапролджэячсмитьбюё";
+    let latin: Vec<char> = LATIN.chars().collect();
+    let cyrillic: Vec<char> = CYRILLIC.chars().collect();
+    let has_latin = text.chars().any(|c| c.is_ascii_alphabetic());
+    let has_cyrillic = text.chars().any(is_cyrillic);
+    if has_latin == has_cyrillic {
+        return None;
+    }
+    let (from, to) = if has_latin {
+        (&latin, &cyrillic)
+    } else {
+        (&cyrillic, &latin)
+    };
+    Some(
+        text.chars()
+            .map(|c| {
+                let lower = c.to_lowercase().next().unwrap_or(c);
+                from.iter().position(|f| *f == lower).map_or(c, |i| to[i])
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]

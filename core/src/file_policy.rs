@@ -8,7 +8,7 @@ use crate::config::FilesConfig;
 use crate::config::is_type_pattern;
 
 /// How many leading bytes the type is recognised from.
-pub(crate) const SNIFF_BYTES: usize = 8192;
+pub const SNIFF_BYTES: usize = 8192;
 
 fn matches(pattern: &str, mime: &str) -> bool {
     match pattern.strip_suffix("/*") {
@@ -20,7 +20,7 @@ fn matches(pattern: &str, mime: &str) -> bool {
 }
 
 /// The media type of content starting with `head` (at most [`SNIFF_BYTES`] of it).
-pub(crate) fn sniff(head: &[u8]) -> String {
+pub fn sniff(head: &[u8]) -> String {
     if head.starts_with(b"#!") {
         return "text/x-shellscript".into();
     }
@@ -49,7 +49,7 @@ pub(crate) fn sniff(head: &[u8]) -> String {
 /// The name as stored and shown: no folders, no control or bidirectional-override characters
 /// (which can disguise `exe.pdf` as `fdp.exe`), no leading or trailing dots and spaces, at
 /// most 255 bytes.
-pub(crate) fn sanitize_name(name: &str) -> String {
+pub fn sanitize_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
     let cleaned: String = base
         .chars()
@@ -70,14 +70,14 @@ pub(crate) fn sanitize_name(name: &str) -> String {
 }
 
 /// The name's extension, lowercase, if it has one.
-pub(crate) fn extension(name: &str) -> Option<String> {
+pub fn extension(name: &str) -> Option<String> {
     let (stem, ext) = name.rsplit_once('.')?;
     (!stem.is_empty() && !ext.is_empty()).then(|| ext.to_ascii_lowercase())
 }
 
 /// Checks what can be checked before a byte is sent: files at all, the discussion's kind,
 /// the size and the name.
-pub(crate) fn check_declared(
+pub fn check_declared(
     config: &FilesConfig,
     kind: &str,
     name: &str,
@@ -120,7 +120,7 @@ pub(crate) fn check_declared(
 }
 
 /// Checks the type recognised from the content.
-pub(crate) fn check_type(config: &FilesConfig, mime: &str) -> Result<(), ErrorBody> {
+pub fn check_type(config: &FilesConfig, mime: &str) -> Result<(), ErrorBody> {
     if config.blocked_types.iter().any(|p| matches(p, mime)) {
         return Err(ErrorBody::refused_by(
             "files.blocked_types",
@@ -141,7 +141,7 @@ pub(crate) fn check_type(config: &FilesConfig, mime: &str) -> Result<(), ErrorBo
 
 /// Whether a download of this type is shown in place rather than saved (HTTP gateway):
 /// raster images only; everything else (HTML, SVG, scripts, unknown) is an attachment.
-pub(crate) fn inline(mime: &str) -> bool {
+pub fn inline(mime: &str) -> bool {
     matches!(
         mime,
         "image/png" | "image/jpeg" | "image/gif" | "image/webp"
