@@ -96,9 +96,7 @@ fn score(query: &[String], fields: &[String]) -> u32 {
 /// The best `limit` matches of `query` among `users`, best first.
 pub fn rank(users: Vec<UserRow>, query: &str, limit: usize) -> Vec<UserRow> {
     let typed = words(query);
-    let switched = switch_layout(query)
-        .map(|s| words(&s))
-        .unwrap_or_default();
+    let switched = switch_layout(query).map(|s| words(&s)).unwrap_or_default();
     if typed.is_empty() {
         return Vec::new();
     }
@@ -128,7 +126,6 @@ pub fn rank(users: Vec<UserRow>, query: &str, limit: usize) -> Vec<UserRow> {
 pub fn is_cyrillic(c: char) -> bool {
     matches!(c, '\u{0400}'..='\u{04FF}')
 }
-
 
 /// The same keys on the other keyboard layout: `ghbdtn` ↔ `привет`. `None` if `text` has
 /// letters of both layouts or none.

@@ -7,5 +7,7 @@
 
 pub mod config;
 pub mod directory;
+pub mod discussions;
 pub mod file_policy;
 pub mod inbox;
+pub mod live;

@@ -99,6 +99,21 @@ pub(crate) fn http_status(code: ErrorCode) -> StatusCode {
     }
 }
 
+impl Classified for veche_core::discussions::DiscussionError {
+    fn kind(&self) -> Kind<'_> {
+        use veche_core::discussions::DiscussionError as E;
+        Kind::Public(match self {
+            E::NotFound(_) => ErrorCode::NotFound,
+            E::Forbidden(_) => ErrorCode::Forbidden,
+            E::BadRequest(_) => ErrorCode::BadRequest,
+            E::Conflict(_) => ErrorCode::Conflict,
+            E::Unavailable | E::NotReady(_) | E::Undecided(_) => ErrorCode::Unavailable,
+            E::Refused(body) => return Kind::Decided(body),
+            E::Store(_) => return Kind::Internal,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

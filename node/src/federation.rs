@@ -27,10 +27,10 @@ use veche_protocol::ids::NodeName;
 use veche_protocol::presence::{PresenceInfo, PresenceState};
 
 use crate::config::FederationConfig;
-use crate::discussions::links::Links;
-use crate::discussions::{DiscussionError, Discussions, FedOutcome};
 use crate::files::{FileError, Files};
-use crate::live::presence::Presence;
+use veche_core::discussions::links::Links;
+use veche_core::discussions::{DiscussionError, Discussions, FedOutcome};
+use veche_core::live::presence::Presence;
 use veche_store::{AuditRecord, LinkRow, NewLink, Renewal, Store, StoreError};
 
 /// Why a link command failed.
@@ -857,7 +857,7 @@ impl Federation {
                             Ok(Some((discussion, write))) => {
                                 responder.object(
                                     discussion,
-                                    crate::discussions::access::reader_to_wire(Some(write)),
+                                    veche_core::discussions::access::reader_to_wire(Some(write)),
                                 );
                             }
                             // Whatever the reason (a context provider's word on an object the

@@ -17,6 +17,7 @@ use metrics::{Counter, Gauge, Histogram, Key, Label, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
+use veche_core::live::registry::Fanout;
 
 /// Latency buckets in seconds, for requests and commits: 0.5 ms to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -172,6 +173,12 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl veche_core::discussions::BatchMetrics for Metrics {
+    fn batch(&self, commands: usize, stored: u64, took: Duration) {
+        Metrics::batch(self, commands, stored, took);
+    }
 }
 
 impl Metrics {
@@ -371,24 +378,6 @@ impl Metrics {
         }
         i.handle.run_upkeep();
         i.handle.render()
-    }
-}
-
-/// The live registry's counters.
-#[derive(Debug, Clone)]
-pub(crate) struct Fanout {
-    /// Events handed to connections' queues.
-    pub(crate) deliveries: Counter,
-    /// Connections closed because they did not read their events in time.
-    pub(crate) lagging_closes: Counter,
-}
-
-impl Default for Fanout {
-    fn default() -> Self {
-        Self {
-            deliveries: Counter::noop(),
-            lagging_closes: Counter::noop(),
-        }
     }
 }
 

@@ -20,17 +20,17 @@ use crate::accounts::{AccountError, Accounts};
 use crate::apps::Apps;
 use crate::config::Config;
 use crate::data_dir::{DataDir, DataLock, LockError, write_private};
-use crate::discussions::{Discussions, Outlets};
 use crate::gateway::{self, Gateway};
 use crate::identity::{IdentityError, NodeIdentity};
-use crate::live::presence::Presence;
-use crate::live::registry::Registry;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::push::{Push, Vapid};
 use crate::server::{self, ListenError, Shared};
 use crate::services::{self, Services};
 use crate::tls::{TlsError, TlsMaterial};
+use veche_core::discussions::{Discussions, Outlets};
+use veche_core::live::presence::Presence;
+use veche_core::live::registry::Registry;
 use veche_store::{Store, StoreError};
 
 const NODE_NAME_KEY: &str = "node_name";
@@ -231,23 +231,24 @@ pub(crate) async fn open(
         store.clone(),
         node_name.clone(),
         registry.clone(),
-        crate::discussions::Limits {
+        veche_core::discussions::Limits {
             messages: config.messages.clone(),
             files: config.files.clone(),
         },
-        crate::discussions::access::ProviderHost::new(Arc::new(plugins.clone())),
+        veche_core::discussions::access::ProviderHost::new(Arc::new(plugins.clone())),
         Outlets {
             presence: presence.clone(),
-            push: push.clone(),
-            fed: crate::discussions::FedOutlet {
+            push: Arc::new(push.clone()),
+            fed: veche_core::discussions::FedOutlet {
                 key: fed_key.clone(),
                 links: Arc::new(transport.clone()),
             },
-            metrics: metrics.clone(),
+            metrics: Arc::new(metrics.clone()),
         },
-        crate::search::Search::new(store.clone(), data.root(), purpose == Purpose::Offline),
         clock.clone(),
     );
+    let search =
+        crate::search::Search::new(store.clone(), data.root(), purpose == Purpose::Offline);
     let files = crate::files::Files::open(
         store.clone(),
         config.files.clone(),
@@ -282,6 +283,7 @@ pub(crate) async fn open(
             accounts,
             registry,
             discussions,
+            search,
             plugins,
             apps,
             presence,
@@ -538,11 +540,7 @@ impl RunningNode {
                 let cleaner = tokio::spawn(shared.services.files.clone().run_cleanup(stop.clone()));
                 let fetcher =
                     tokio::spawn(shared.services.files.clone().run_prefetch(stop.clone()));
-                let indexer = shared
-                    .services
-                    .discussions
-                    .search_service()
-                    .spawn_indexer(stop.clone());
+                let indexer = shared.services.search.spawn_indexer(stop.clone());
                 let ws_tasks = TaskTracker::new();
                 let gateway = http.map(|listener| {
                     tokio::spawn(gateway::serve(
@@ -657,7 +655,7 @@ impl RunningNode {
     /// The search service.
     #[cfg(any(test, feature = "test-utils"))]
     pub(crate) fn search(&self) -> &crate::search::Search {
-        self.services.discussions.search_service()
+        &self.services.search
     }
 
     /// The clock the node goes by.
@@ -669,7 +667,7 @@ impl RunningNode {
     /// Storage.
     #[cfg(any(test, feature = "test-utils"))]
     pub(crate) fn store(&self) -> &Store {
-        self.services.discussions.store()
+        &self.services.store
     }
 
     /// Stops accepting, finishes in-flight requests, closes connections and storage.

@@ -63,7 +63,7 @@ async fn ready(State(ops): State<Arc<Ops>>) -> Response {
         tracing::warn!(error = %e, "health check: storage does not answer");
         missing.push("storage");
     }
-    if !ops.services.discussions.search_service().is_ready() {
+    if !ops.services.search.is_ready() {
         missing.push("search");
     }
     if missing.is_empty() {

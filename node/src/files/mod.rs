@@ -41,14 +41,14 @@ use veche_federation::net::QueryError;
 use veche_protocol::files::{FileInfo, FilePolicy, NewUpload, UploadInfo, is_sha256_hex};
 use veche_protocol::{ErrorBody, ErrorCode, Timestamp};
 
-use crate::discussions::attachments::{info, source_node};
-pub(crate) use veche_core::file_policy::inline;
 pub(crate) use backend::{Backend, BackendError, Backends};
+use veche_core::discussions::attachments::{info, source_node};
+pub(crate) use veche_core::file_policy::inline;
 
 use crate::config::FilesConfig;
-use crate::discussions::links::Links;
-use crate::discussions::{Caller, DiscussionError, Discussions};
 use crate::plugins::Plugins;
+use veche_core::discussions::links::Links;
+use veche_core::discussions::{Caller, DiscussionError, Discussions};
 use veche_store::{BlobRow, FileRow, REMOTE_BACKEND, Store, StoreError, UploadRow};
 
 /// The `meta` key of the backend chosen by `veche admin files migrate`.

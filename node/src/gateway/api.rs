@@ -17,8 +17,8 @@ use veche_protocol::{Reply, Request};
 
 use super::{ApiError, AppAuth, AppState, ErrorResponse, Gateway, Peer, Principal};
 use crate::apps::{NewWebhook, Signing};
-use crate::discussions::Caller;
 use crate::services::user_request;
+use veche_core::discussions::Caller;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -756,7 +756,7 @@ async fn post_event(
     // Everything that can be refused is checked before the event is recorded, so that a
     // refusal never follows an event that went out.
     if let Some(object) = &object {
-        crate::discussions::check_object(object)?;
+        veche_core::discussions::check_object(object)?;
     }
     let discussion = match (&body.timeline, &object) {
         (Some(_), Some(object)) => Some(ensure_id(&g, &app, object.clone()).await?),

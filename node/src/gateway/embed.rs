@@ -86,7 +86,7 @@ async fn mint(
         object_type: body.object_type,
         object_id: body.object_id,
     };
-    crate::discussions::check_object(&object)?;
+    veche_core::discussions::check_object(&object)?;
     let minted = embed::mint(
         &g.services,
         &app.caller,

@@ -44,10 +44,10 @@ use veche_protocol::ErrorBody;
 use crate::accounts::AccountError;
 use crate::apps::{AppError, AppPrincipal};
 use crate::config::HttpConfig;
-use crate::discussions::{Caller, DiscussionError};
 use crate::services::Services;
 use crate::services::embed::{EmbedError, EmbedScope};
 pub(crate) use tls::Peer;
+use veche_core::discussions::{Caller, DiscussionError};
 
 /// What every handler gets.
 #[derive(Debug)]

@@ -22,11 +22,11 @@ use tokio_util::sync::CancellationToken;
 use veche_protocol::{Event, Request, frame};
 
 use super::{AnyPrincipal, ApiError, AppState, Gateway, Principal};
-use crate::live::registry::{
-    EncodedEvent, EndSignal, LiveConnection, Transport, next_connection_id,
-};
 use crate::services::embed::{self, EmbedScope};
 use crate::services::user_request;
+use veche_core::live::registry::{
+    EncodedEvent, EndSignal, LiveConnection, Transport, next_connection_id,
+};
 
 /// Events buffered for a socket before it counts as lagging and is closed.
 const EVENT_BUFFER: usize = 1024;

@@ -42,17 +42,17 @@ use veche_protocol::ids::NodeName;
 use veche_protocol::{Reply, Timestamp};
 
 use crate::config::PluginsConfig;
-pub(crate) use crate::discussions::access::{
-    Access, AccessKey, Decided, InvalidObject, ProviderCache, Providers, Undecided, access_key,
-};
-use crate::discussions::{Caller, Discussions};
-pub(crate) use veche_core::inbox::{BotMessage, Click};
 use bindings::exports::veche::plugin::{bot, context_provider};
 use bindings::veche::plugin::types as wit;
 use breaker::{Admit, Breaker, BreakerConfig};
 use host::{PluginEnv, Rights};
 use manifest::Manifest;
 use runtime::{CallError, Loaded, Runtime};
+pub(crate) use veche_core::discussions::access::{
+    Access, AccessKey, Decided, InvalidObject, ProviderCache, Providers, Undecided, access_key,
+};
+use veche_core::discussions::{Caller, Discussions};
+pub(crate) use veche_core::inbox::{BotMessage, Click};
 use veche_store::{
     AuditRecord, InboxRow, NewBusinessEvent, PluginRow, Recorded, Store, StoreError,
 };
@@ -2116,7 +2116,7 @@ enum BotError {
     #[error("unexpected answer")]
     UnexpectedAnswer,
     #[error(transparent)]
-    Discussion(#[from] crate::discussions::DiscussionError),
+    Discussion(#[from] veche_core::discussions::DiscussionError),
 }
 
 impl Shared {

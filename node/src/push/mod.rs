@@ -37,8 +37,9 @@ use veche_protocol::presence::{
 pub(crate) use webpush::Vapid;
 
 use crate::config::PushConfig;
-use crate::live::presence::{Presence, Reachability};
 use crate::outbound::public_address;
+use veche_core::discussions::{Notice, PushOutlet};
+use veche_core::live::presence::{Presence, Reachability};
 use veche_store::{NewPush, PushEndpointRow, PushJob, Store, StoreError};
 
 /// Notices waiting for the decider; beyond this, new ones are dropped (and logged).
@@ -68,24 +69,6 @@ pub(crate) enum PushError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// A new message, as the sequencer saw it in the transaction that stored it.
-#[derive(Debug, Clone)]
-pub(crate) struct Notice {
-    pub(crate) discussion: String,
-    /// `dialog`, `group` or `object`.
-    pub(crate) kind: String,
-    pub(crate) title: String,
-    pub(crate) seq: u64,
-    pub(crate) message_id: String,
-    pub(crate) author: String,
-    pub(crate) text: String,
-    /// Who receives the message live: members, or followers with access.
-    pub(crate) audience: Vec<String>,
-    pub(crate) mentions: Vec<String>,
-    /// The author of the message replied to.
-    pub(crate) replied_to: Option<String>,
 }
 
 /// What the decider is asked to do, in order.
@@ -141,6 +124,20 @@ struct Inner {
     with_endpoints: Mutex<HashSet<String>>,
     clock: SharedClock,
     metrics: crate::metrics::Metrics,
+}
+
+impl PushOutlet for Push {
+    fn notify(&self, notice: Notice) {
+        Push::notify(self, notice);
+    }
+
+    fn forget(&self, discussion: &str, users: &[String]) {
+        Push::forget(self, discussion, users);
+    }
+
+    fn forget_message(&self, discussion: &str, message_id: &str) {
+        Push::forget_message(self, discussion, message_id);
+    }
 }
 
 impl Push {

@@ -13,8 +13,8 @@
 
 use rust_stemmers::{Algorithm, Stemmer};
 use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
-pub(crate) use veche_core::directory::switch_layout;
 use veche_core::directory::is_cyrillic;
+pub(crate) use veche_core::directory::switch_layout;
 
 /// The name the analyzer is registered under in the index.
 pub(crate) const NAME: &str = "veche";

@@ -38,6 +38,8 @@ use veche_protocol::discussions::{SearchHit, SearchQuery};
 
 pub(crate) use analyzer::Analyzer;
 
+use veche_core::discussions::{Caller, DiscussionError, Discussions};
+use veche_protocol::Reply;
 use veche_store::{IndexRow, Store, StoreError};
 
 /// Messages taken in per commit, at most (a commit flushes a segment: fewer, larger commits
@@ -476,6 +478,60 @@ impl Search {
         }
         self.apply(building, Vec::new(), cursor, false).await?;
         Ok(Some(count))
+    }
+
+    /// Messages the caller may read now that match `q`, best first.
+    pub(crate) async fn messages(
+        &self,
+        discussions: &Discussions,
+        caller: &Caller,
+        q: SearchQuery,
+    ) -> Result<Reply, DiscussionError> {
+        if q.query.trim().is_empty() || q.query.len() > 1000 {
+            return Err(DiscussionError::BadRequest(
+                "a search query is 1 to 1000 bytes".into(),
+            ));
+        }
+        if q.limit == 0 || q.limit > 100 || q.offset > 10_000 {
+            return Err(DiscussionError::BadRequest(
+                "limit is 1 to 100 and offset at most 10000".into(),
+            ));
+        }
+        let members = self
+            .inner
+            .store
+            .search()
+            .member_discussions(&caller.user)
+            .await?;
+        let readable = |d: String| {
+            let this = discussions.clone();
+            let caller = caller.clone();
+            async move {
+                match this.granted(&caller, &d).await {
+                    Ok(_) => Ok(true),
+                    Err(DiscussionError::Store(e)) => Err(e),
+                    Err(_) => Ok(false),
+                }
+            }
+        };
+        let (hits, corrected_query, more) =
+            self.query(&q, members, readable)
+                .await
+                .map_err(|e| match e {
+                    SearchError::Store(e) => DiscussionError::Store(e),
+                    SearchError::Unavailable => DiscussionError::NotReady(
+                        "the search index is being built; try again shortly".into(),
+                    ),
+                    other => {
+                        tracing::error!(error = %other, "search failed");
+                        DiscussionError::NotReady("search failed; try again".into())
+                    }
+                })?;
+        Ok(Reply::SearchResults {
+            hits,
+            corrected_query,
+            more,
+        })
     }
 
     /// Answers a query: hits the caller may read now, best first, one page.

@@ -32,9 +32,9 @@ use veche_protocol::{
 
 use super::{Admission, Shared};
 use crate::accounts::{AccountError, Authenticated, UserSpec};
-use crate::discussions::Caller;
-use crate::live::registry::{EncodedEvent, EndSignal, LiveConnection, Transport};
 use crate::services::{self, user_request};
+use veche_core::discussions::Caller;
+use veche_core::live::registry::{EncodedEvent, EndSignal, ForceClose, LiveConnection, Transport};
 
 /// Outgoing frames buffered per connection before a slow reader stalls its own handlers.
 const OUTBOX: usize = 64;
@@ -168,7 +168,7 @@ impl State {
                 LiveConnection {
                     id: self.id,
                     user: now.user.id.clone(),
-                    conn: Transport::Quic(self.conn.clone()),
+                    conn: Transport::Quic(Arc::new(QuicClose(self.conn.clone()))),
                     end: self.end.clone(),
                     ended: self.ended.clone(),
                     events: self.events.clone(),
@@ -957,5 +957,18 @@ async fn handle(state: &State, request: Request) -> Result<Reply, ErrorBody> {
                 .await
                 .map_err(|e| crate::errors::body(&e))
         }
+    }
+}
+
+/// A QUIC connection as the registry closes it when its session ends.
+#[derive(Debug)]
+struct QuicClose(quinn::Connection);
+
+impl ForceClose for QuicClose {
+    fn force_close(&self) {
+        self.0.close(
+            veche_protocol::close::SESSION_REVOKED.into(),
+            b"session ended",
+        );
     }
 }

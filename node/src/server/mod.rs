@@ -191,7 +191,7 @@ pub(crate) async fn accept_loop(
             incoming.refuse();
             continue;
         };
-        let id = crate::live::registry::next_connection_id();
+        let id = veche_core::live::registry::next_connection_id();
         let shared = shared.clone();
         connections.spawn(async move {
             let span = tracing::info_span!("conn", id, %remote);

@@ -267,10 +267,9 @@ pub(crate) async fn execute(
             AdminReply::Done
         }
         AdminRequest::Reindex => {
-            services
-                .discussions
-                .reindex()
-                .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+            services.search.request_reindex().map_err(|e| {
+                AdminError::BadRequest(format!("cannot reset the search index: {e}"))
+            })?;
             AdminReply::Done
         }
         AdminRequest::AppList => {

@@ -15,8 +15,8 @@ use veche_protocol::{Event, Request};
 
 use super::Services;
 use crate::accounts::{AccountError, random_token, token_hash};
-use crate::discussions::{Caller, DiscussionError};
 use crate::errors::{Classified, Kind};
+use veche_core::discussions::{Caller, DiscussionError};
 use veche_store::{AuditRecord, EmbedScopeRow, EmbedTokenRow, SessionRow, StoreError, TokenTaken};
 
 /// Prefix of the tokens an application mints (`vemb_` and 64 hex digits: 256 bits).

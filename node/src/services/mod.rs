@@ -15,9 +15,9 @@ pub(crate) use user::user_request;
 
 use crate::accounts::Accounts;
 use crate::apps::Apps;
-use crate::discussions::Discussions;
-use crate::live::registry::Registry;
 use crate::plugins::Plugins;
+use veche_core::discussions::Discussions;
+use veche_core::live::registry::Registry;
 
 /// What an administrator command needs: the accounts and the live connections.
 #[derive(Debug, Clone)]
@@ -25,9 +25,11 @@ pub(crate) struct Services {
     pub(crate) accounts: Accounts,
     pub(crate) registry: Arc<Registry>,
     pub(crate) discussions: Discussions,
+    /// The message index; a search re-checks every hit with the discussions' `authorize`.
+    pub(crate) search: crate::search::Search,
     pub(crate) plugins: Plugins,
     pub(crate) apps: Apps,
-    pub(crate) presence: crate::live::presence::Presence,
+    pub(crate) presence: veche_core::live::presence::Presence,
     pub(crate) push: crate::push::Push,
     pub(crate) files: crate::files::Files,
     pub(crate) federation: crate::federation::Federation,

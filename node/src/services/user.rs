@@ -3,8 +3,8 @@
 use veche_protocol::{Reply, Request};
 
 use super::Services;
-use crate::discussions::{Caller, DiscussionError, Discussions};
 use crate::push::PushError;
+use veche_core::discussions::{Caller, DiscussionError, Discussions};
 
 /// Carries out a request of an authenticated user (QUIC or the HTTP gateway), counted and
 /// timed in the metrics by method and outcome.
@@ -147,6 +147,7 @@ async fn carry_out(
                 .await?;
             Ok(Reply::Done)
         }
+        Request::Search(query) => services.search.messages(d, caller, query).await,
         other => discussion_request(d, caller, other).await,
     }
 }
@@ -161,7 +162,6 @@ async fn discussion_request(
         Request::CreateGroup { title, members } => d.create_group(caller, &title, &members).await,
         Request::OpenObject { object, title } => d.open_object(caller, object, &title).await,
         Request::DescribeObject { object } => d.describe_object(caller, &object).await,
-        Request::Search(query) => d.search(caller, query).await,
         Request::Directory { query, limit, node } => {
             d.directory(&query, limit, node.as_deref()).await
         }
@@ -241,7 +241,8 @@ async fn discussion_request(
         | Request::GetFile { .. }
         | Request::FilePolicy
         | Request::GetPreferences
-        | Request::SetPreferences { .. } => Err(DiscussionError::BadRequest(
+        | Request::SetPreferences { .. }
+        | Request::Search(_) => Err(DiscussionError::BadRequest(
             "not a discussion request".into(),
         )),
     }

@@ -13,14 +13,14 @@ use crate::config::FilesConfig;
 use veche_store::{FileRow, REMOTE_BACKEND};
 
 /// Files attached to one message at most.
-pub(crate) const MAX_FILES_PER_MESSAGE: usize = 10;
+pub const MAX_FILES_PER_MESSAGE: usize = 10;
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
 /// A file row as clients see it.
-pub(crate) fn info(row: &FileRow) -> FileInfo {
+pub fn info(row: &FileRow) -> FileInfo {
     let dim = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
     // A linked node's claim shows nothing of a content held here until it is proven.
     let claimed = row.linked_from.is_some() && row.backend != REMOTE_BACKEND;
@@ -45,7 +45,7 @@ pub(crate) fn info(row: &FileRow) -> FileInfo {
 /// The linked node this node (`me`) fetches the content of a file of `discussion` uploaded by
 /// `uploader` from: the discussion's home, or for the home itself the uploader's node. `None`
 /// if that is this node.
-pub(crate) fn source_node<'a>(me: &str, discussion: &'a str, uploader: &'a str) -> Option<&'a str> {
+pub fn source_node<'a>(me: &str, discussion: &'a str, uploader: &'a str) -> Option<&'a str> {
     let home = node_of(discussion);
     let source = if home == Some(me) {
         node_of(uploader)
@@ -58,7 +58,7 @@ pub(crate) fn source_node<'a>(me: &str, discussion: &'a str, uploader: &'a str) 
 /// Checks files to attach to a new message in `discussion` of kind `kind`, by `author`:
 /// the policy still allows files there, and each file was uploaded by the author for this
 /// discussion. Runs in the sequencer's transaction.
-pub(crate) async fn check_attachments(
+pub async fn check_attachments(
     c: &FilesConfig,
     b: &mut veche_store::Batch,
     author: &str,

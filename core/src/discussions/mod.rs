@@ -6,9 +6,9 @@
 //! order. Reads go straight to storage. Both decide who may see a discussion with
 //! [`access::authorize`], the one authorization function.
 
-pub(crate) mod access;
-pub(crate) mod attachments;
-pub(crate) mod links;
+pub mod access;
+pub mod attachments;
+pub mod links;
 mod render;
 mod sequencer;
 mod text;
@@ -23,14 +23,13 @@ use veche_protocol::discussions::{
     Role, SendMessage,
 };
 use veche_protocol::ids::{Login, NodeName};
-use veche_protocol::{ErrorBody, ErrorCode, Event, Reply, Timestamp};
+use veche_protocol::{ErrorBody, Event, Reply, Timestamp};
 
-use veche_core::inbox::Click;
+use crate::inbox::Click;
 use crate::live::registry::{EncodedEvent, Registry};
-use crate::search::{Search, SearchError};
 pub(crate) use access::authorize;
 use access::{Decided, ProviderHost};
-pub(crate) use sequencer::Limits;
+pub use sequencer::Limits;
 use sequencer::{Job, Op};
 use veche_store::{DiscussionRow, Store, StoreError};
 
@@ -122,8 +121,7 @@ fn render_seq(e: &DiscussionEvent) -> i64 {
 
 /// Why a discussion operation failed.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub(crate) enum DiscussionError {
+pub enum DiscussionError {
     /// The discussion, message or user does not exist, or the caller may not see it.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -155,33 +153,18 @@ pub(crate) enum DiscussionError {
     Undecided(Box<access::Undecided>),
 }
 
-impl crate::errors::Classified for DiscussionError {
-    fn kind(&self) -> crate::errors::Kind<'_> {
-        use crate::errors::Kind;
-        Kind::Public(match self {
-            Self::NotFound(_) => ErrorCode::NotFound,
-            Self::Forbidden(_) => ErrorCode::Forbidden,
-            Self::BadRequest(_) => ErrorCode::BadRequest,
-            Self::Conflict(_) => ErrorCode::Conflict,
-            Self::Unavailable | Self::NotReady(_) | Self::Undecided(_) => ErrorCode::Unavailable,
-            Self::Refused(body) => return Kind::Decided(body),
-            Self::Store(_) => return Kind::Internal,
-        })
-    }
-}
-
 /// Who is asking: the authenticated user on one connection.
 #[derive(Debug, Clone)]
-pub(crate) struct Caller {
-    pub(crate) user: String,
-    pub(crate) device: String,
-    pub(crate) admin: bool,
-    pub(crate) connection: u64,
+pub struct Caller {
+    pub user: String,
+    pub device: String,
+    pub admin: bool,
+    pub connection: u64,
 }
 
 /// The discussions service.
 #[derive(Debug, Clone)]
-pub(crate) struct Discussions {
+pub struct Discussions {
     inner: Arc<Inner>,
 }
 
@@ -192,31 +175,65 @@ struct Inner {
     registry: Arc<Registry>,
     jobs: mpsc::Sender<Job>,
     plugins: ProviderHost,
-    search: Search,
     /// Linked nodes, asked for their directories.
     links: Arc<dyn links::Links>,
     clock: SharedClock,
 }
 
-pub(crate) use sequencer::FedOutcome;
+pub use sequencer::FedOutcome;
 
 /// Where the sequencer reports what it committed, besides the registry: new messages to push
 /// notifications, membership changes to presence.
 #[derive(Debug, Clone)]
-pub(crate) struct Outlets {
-    pub(crate) presence: crate::live::presence::Presence,
-    pub(crate) push: crate::push::Push,
-    pub(crate) fed: FedOutlet,
+pub struct Outlets {
+    pub presence: crate::live::presence::Presence,
+    pub push: Arc<dyn PushOutlet>,
+    pub fed: FedOutlet,
     /// Batch sizes, commit times, messages stored.
-    pub(crate) metrics: crate::metrics::Metrics,
+    pub metrics: Arc<dyn BatchMetrics>,
+}
+
+/// Push notifications as the sequencer feeds them after each commit; the node's push service
+/// implements it.
+pub trait PushOutlet: Send + Sync + std::fmt::Debug {
+    /// A new message was stored.
+    fn notify(&self, notice: Notice);
+    /// These users can no longer read `discussion`: what waits for them from it is dropped.
+    fn forget(&self, discussion: &str, users: &[String]);
+    /// A message was deleted: a notification still waiting with its text is dropped.
+    fn forget_message(&self, discussion: &str, message_id: &str);
+}
+
+/// Where the sequencer counts its committed batches; the node's metrics implement it.
+pub trait BatchMetrics: Send + Sync + std::fmt::Debug {
+    /// One batch of `commands` committed in `took`, storing `stored` new messages.
+    fn batch(&self, commands: usize, stored: u64, took: std::time::Duration);
+}
+
+/// A new message, as the sequencer saw it in the transaction that stored it.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub discussion: String,
+    /// `dialog`, `group` or `object`.
+    pub kind: String,
+    pub title: String,
+    pub seq: u64,
+    pub message_id: String,
+    pub author: String,
+    pub text: String,
+    /// Who receives the message live: members, or followers with access.
+    pub audience: Vec<String>,
+    pub mentions: Vec<String>,
+    /// The author of the message replied to.
+    pub replied_to: Option<String>,
 }
 
 /// What the sequencer needs for discussions that span nodes: the node's key (none for offline
 /// admin commands), and the links to wake when their outboxes grow.
 #[derive(Debug, Clone)]
-pub(crate) struct FedOutlet {
-    pub(crate) key: Option<Arc<veche_federation::keys::NodeKey>>,
-    pub(crate) links: Arc<dyn links::Links>,
+pub struct FedOutlet {
+    pub key: Option<Arc<veche_federation::keys::NodeKey>>,
+    pub links: Arc<dyn links::Links>,
 }
 
 impl Default for FedOutlet {
@@ -231,14 +248,13 @@ impl Default for FedOutlet {
 impl Discussions {
     /// Starts the sequencer.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn start(
+    pub fn start(
         store: Store,
         node: NodeName,
         registry: Arc<Registry>,
         config: sequencer::Limits,
         plugins: ProviderHost,
         outlets: Outlets,
-        search: Search,
         clock: SharedClock,
     ) -> Self {
         let (jobs, rx) = mpsc::channel(4096);
@@ -262,7 +278,6 @@ impl Discussions {
                 registry,
                 jobs,
                 plugins,
-                search,
                 links,
                 clock,
             }),
@@ -271,7 +286,7 @@ impl Discussions {
 
     /// How an object looks, for a caller who may read its discussion; `not found` when no
     /// context provider serves its type or it cannot render it.
-    pub(crate) async fn describe_object(
+    pub async fn describe_object(
         &self,
         caller: &Caller,
         object: &ObjectRef,
@@ -301,64 +316,9 @@ impl Discussions {
         Ok(Reply::Object { card })
     }
 
-    /// Messages the caller may read now that match `q`, best first.
-    pub(crate) async fn search(
-        &self,
-        caller: &Caller,
-        q: veche_protocol::discussions::SearchQuery,
-    ) -> Result<Reply, DiscussionError> {
-        if q.query.trim().is_empty() || q.query.len() > 1000 {
-            return Err(DiscussionError::BadRequest(
-                "a search query is 1 to 1000 bytes".into(),
-            ));
-        }
-        if q.limit == 0 || q.limit > 100 || q.offset > 10_000 {
-            return Err(DiscussionError::BadRequest(
-                "limit is 1 to 100 and offset at most 10000".into(),
-            ));
-        }
-        let members = self
-            .inner
-            .store
-            .search()
-            .member_discussions(&caller.user)
-            .await?;
-        let readable = |d: String| {
-            let this = self.clone();
-            let caller = caller.clone();
-            async move {
-                match this.readable(&caller, &d).await {
-                    Ok(_) => Ok(true),
-                    Err(DiscussionError::Store(e)) => Err(e),
-                    Err(_) => Ok(false),
-                }
-            }
-        };
-        let (hits, corrected_query, more) = self
-            .inner
-            .search
-            .query(&q, members, readable)
-            .await
-            .map_err(|e| match e {
-                SearchError::Store(e) => DiscussionError::Store(e),
-                SearchError::Unavailable => DiscussionError::NotReady(
-                    "the search index is being built; try again shortly".into(),
-                ),
-                other => {
-                    tracing::error!(error = %other, "search failed");
-                    DiscussionError::NotReady("search failed; try again".into())
-                }
-            })?;
-        Ok(Reply::SearchResults {
-            hits,
-            corrected_query,
-            more,
-        })
-    }
-
     /// People matching `query` (locked users are not listed), of this node or of the linked
     /// `node`.
-    pub(crate) async fn directory(
+    pub async fn directory(
         &self,
         query: &str,
         limit: u32,
@@ -373,7 +333,7 @@ impl Discussions {
             return self.linked_directory(node, query, limit).await;
         }
         let users = self.inner.store.search().directory_users().await?;
-        let found = veche_core::directory::rank(users, query, limit as usize);
+        let found = crate::directory::rank(users, query, limit as usize);
         // Colleagues see who someone is, not their address or rights.
         Ok(Reply::Directory {
             users: found
@@ -396,7 +356,7 @@ impl Discussions {
         query: &str,
         limit: u32,
     ) -> Result<Reply, DiscussionError> {
-        use veche_federation::net::QueryError;
+        use veche_federation::wire::QueryError;
         let link = self
             .inner
             .store
@@ -466,27 +426,8 @@ impl Discussions {
         })
     }
 
-    /// Rebuilds the search index (in the background on a running node).
-    pub(crate) fn reindex(&self) -> Result<(), DiscussionError> {
-        self.inner
-            .search
-            .request_reindex()
-            .map_err(|e| DiscussionError::NotReady(format!("cannot reset the search index: {e}")))
-    }
-
-    /// The search service.
-    pub(crate) fn search_service(&self) -> &Search {
-        &self.inner.search
-    }
-
-    /// Storage.
-    #[cfg(any(test, feature = "test-utils"))]
-    pub(crate) fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
     /// The discussion a message is in.
-    pub(crate) async fn discussion_of(&self, message: &str) -> Option<String> {
+    pub async fn discussion_of(&self, message: &str) -> Option<String> {
         self.inner
             .store
             .discussions()
@@ -498,7 +439,7 @@ impl Discussions {
     }
 
     /// At the home: shares a group over a link (an administrator's command).
-    pub(crate) async fn share(&self, discussion: &str, link: &str) -> Result<(), DiscussionError> {
+    pub async fn share(&self, discussion: &str, link: &str) -> Result<(), DiscussionError> {
         self.submit(Op::Share {
             discussion: discussion.to_owned(),
             link: link.to_owned(),
@@ -510,7 +451,7 @@ impl Discussions {
     /// Applies items received over links (verified by the transport), in each link's order,
     /// in one command: submissions to discussions this node is home of, and stamped events of
     /// other homes' discussions. One outcome per item; an error means none was applied.
-    pub(crate) async fn apply_federated(
+    pub async fn apply_federated(
         &self,
         items: Vec<(String, veche_federation::wire::Item)>,
     ) -> Result<Vec<sequencer::FedOutcome>, DiscussionError> {
@@ -583,11 +524,7 @@ impl Discussions {
         })
     }
 
-    pub(crate) async fn open_dialog(
-        &self,
-        caller: &Caller,
-        with: &str,
-    ) -> Result<Reply, DiscussionError> {
+    pub async fn open_dialog(&self, caller: &Caller, with: &str) -> Result<Reply, DiscussionError> {
         let with = self.user_ref(with)?;
         let done = self
             .submit(Op::OpenDialog {
@@ -598,7 +535,7 @@ impl Discussions {
         self.reply_for(caller, done).await
     }
 
-    pub(crate) async fn create_group(
+    pub async fn create_group(
         &self,
         caller: &Caller,
         title: &str,
@@ -618,7 +555,7 @@ impl Discussions {
         self.reply_for(caller, done).await
     }
 
-    pub(crate) async fn open_object(
+    pub async fn open_object(
         &self,
         caller: &Caller,
         mut object: ObjectRef,
@@ -684,7 +621,7 @@ impl Discussions {
                 held,
             )
             .await;
-        use veche_federation::net::QueryError;
+        use veche_federation::wire::QueryError;
         let (id, write) = match asked {
             Ok((id, access)) => (id, access == veche_federation::wire::Access::Write),
             Err(e) => {
@@ -736,7 +673,7 @@ impl Discussions {
     /// At the home: a user of the peer of `link` opens the discussion of one of this node's
     /// objects (`Query::Object`). The discussion's id and whether they may write there;
     /// `None` if they may not see the object.
-    pub(crate) async fn open_object_for_link(
+    pub async fn open_object_for_link(
         &self,
         link: &str,
         user: &str,
@@ -781,11 +718,7 @@ impl Discussions {
 
     /// The peer of `link` lost what it had stored of this node's items after `received`
     /// (restored from a backup): see [`Op::FedResync`].
-    pub(crate) async fn resync_link(
-        &self,
-        link: &str,
-        received: u64,
-    ) -> Result<(), DiscussionError> {
+    pub async fn resync_link(&self, link: &str, received: u64) -> Result<(), DiscussionError> {
         self.submit(Op::FedResync {
             link: link.to_owned(),
             received: i64::try_from(received).unwrap_or(i64::MAX),
@@ -795,7 +728,7 @@ impl Discussions {
     }
 
     /// This node was restored from a backup: see [`Op::FedRejoin`].
-    pub(crate) async fn rejoin_link(
+    pub async fn rejoin_link(
         &self,
         link: &str,
         heads: Vec<(String, i64)>,
@@ -810,7 +743,7 @@ impl Discussions {
 
     /// At the home: decides again, page by page, for every user of a linked node told they
     /// may read one of this node's object discussions.
-    pub(crate) async fn recheck_linked_readers(&self) -> Result<(), DiscussionError> {
+    pub async fn recheck_linked_readers(&self) -> Result<(), DiscussionError> {
         let mut after = String::new();
         loop {
             match self.submit(Op::FedRecheckReaders { after }).await? {
@@ -865,7 +798,7 @@ impl Discussions {
 
     /// The id of an object's discussion if it exists and the caller may read it: the read
     /// path, without a round through the sequencer.
-    pub(crate) async fn existing_object_discussion(
+    pub async fn existing_object_discussion(
         &self,
         caller: &Caller,
         object: &ObjectRef,
@@ -887,7 +820,7 @@ impl Discussions {
         }
     }
 
-    pub(crate) async fn set_object_access(
+    pub async fn set_object_access(
         &self,
         caller: &Caller,
         object: ObjectRef,
@@ -912,7 +845,7 @@ impl Discussions {
 
     /// An object's access list as (users, groups); for administrators and the object's
     /// application.
-    pub(crate) async fn object_access_list(
+    pub async fn object_access_list(
         &self,
         caller: &Caller,
         object: &ObjectRef,
@@ -946,7 +879,7 @@ impl Discussions {
         Ok((users, groups))
     }
 
-    pub(crate) async fn add_members(
+    pub async fn add_members(
         &self,
         caller: &Caller,
         discussion: &str,
@@ -966,7 +899,7 @@ impl Discussions {
         self.reply_for(caller, done).await
     }
 
-    pub(crate) async fn remove_member(
+    pub async fn remove_member(
         &self,
         caller: &Caller,
         discussion: &str,
@@ -983,7 +916,7 @@ impl Discussions {
         self.reply_for(caller, done).await
     }
 
-    pub(crate) async fn set_title(
+    pub async fn set_title(
         &self,
         caller: &Caller,
         discussion: &str,
@@ -999,7 +932,7 @@ impl Discussions {
         self.reply_for(caller, done).await
     }
 
-    pub(crate) async fn follow(
+    pub async fn follow(
         &self,
         caller: &Caller,
         discussion: &str,
@@ -1015,7 +948,7 @@ impl Discussions {
         self.reply_for(caller, done).await
     }
 
-    pub(crate) async fn send(
+    pub async fn send(
         &self,
         caller: &Caller,
         message: SendMessage,
@@ -1029,7 +962,7 @@ impl Discussions {
         self.reply_for(caller, done).await
     }
 
-    pub(crate) async fn edit(
+    pub async fn edit(
         &self,
         caller: &Caller,
         discussion: &str,
@@ -1047,7 +980,7 @@ impl Discussions {
         self.reply_for(caller, done).await
     }
 
-    pub(crate) async fn delete(
+    pub async fn delete(
         &self,
         caller: &Caller,
         discussion: &str,
@@ -1063,7 +996,7 @@ impl Discussions {
         self.reply_for(caller, done).await
     }
 
-    pub(crate) async fn react(
+    pub async fn react(
         &self,
         caller: &Caller,
         discussion: &str,
@@ -1085,7 +1018,7 @@ impl Discussions {
         self.reply_for(caller, done).await
     }
 
-    pub(crate) async fn mark_read(
+    pub async fn mark_read(
         &self,
         caller: &Caller,
         discussion: &str,
@@ -1111,7 +1044,7 @@ impl Discussions {
     }
 
     /// The discussion and what the caller may do in it, if they may read it.
-    pub(crate) async fn granted(
+    pub async fn granted(
         &self,
         caller: &Caller,
         discussion: &str,
@@ -1134,7 +1067,7 @@ impl Discussions {
     }
 
     /// Sends a button click to the message's author.
-    pub(crate) async fn click(
+    pub async fn click(
         &self,
         caller: &Caller,
         discussion: &str,
@@ -1244,7 +1177,7 @@ impl Discussions {
     }
 
     /// Starts or stops live events of an object discussion on the caller's connection.
-    pub(crate) async fn watch(
+    pub async fn watch(
         &self,
         caller: &Caller,
         discussion: &str,
@@ -1261,7 +1194,7 @@ impl Discussions {
 
     /// Who sees the caller typing in `discussion`: its members (dialogs, groups) or the
     /// connections that have it open (object discussions). The caller must be able to post.
-    pub(crate) async fn typing_audience(
+    pub async fn typing_audience(
         &self,
         caller: &Caller,
         discussion: &str,
@@ -1294,10 +1227,7 @@ impl Discussions {
 
     /// The users named (`login` or `login@node`, at most 500) that exist, as ids, in the order
     /// given; unknown ones are left out.
-    pub(crate) async fn existing_users(
-        &self,
-        users: &[String],
-    ) -> Result<Vec<String>, DiscussionError> {
+    pub async fn existing_users(&self, users: &[String]) -> Result<Vec<String>, DiscussionError> {
         if users.len() > crate::live::presence::MAX_QUERY {
             return Err(DiscussionError::BadRequest(format!(
                 "at most {} users per request",
@@ -1323,7 +1253,7 @@ impl Discussions {
     /// The caller's discussion list, most recent activity first. The list, the caller's
     /// places and the members come from two statements; only object discussions ask
     /// [`authorize`] one by one (their access may be a context provider's answer).
-    pub(crate) async fn list(&self, caller: &Caller) -> Result<Reply, DiscussionError> {
+    pub async fn list(&self, caller: &Caller) -> Result<Reply, DiscussionError> {
         let store = &self.inner.store;
         let listed = store.discussions().listed_discussions(&caller.user).await?;
         let mut members: HashMap<String, Vec<Member>> = HashMap::new();
@@ -1370,7 +1300,7 @@ impl Discussions {
         Ok(Reply::Discussions { discussions })
     }
 
-    pub(crate) async fn get(
+    pub async fn get(
         &self,
         caller: &Caller,
         discussion: &str,
@@ -1422,7 +1352,7 @@ impl Discussions {
         ))
     }
 
-    pub(crate) async fn history(
+    pub async fn history(
         &self,
         caller: &Caller,
         discussion: &str,
@@ -1450,7 +1380,7 @@ impl Discussions {
         })
     }
 
-    pub(crate) async fn sync(
+    pub async fn sync(
         &self,
         caller: &Caller,
         cursors: &[Cursor],
@@ -1503,7 +1433,7 @@ impl Discussions {
         Ok(Reply::Events { events, more })
     }
 
-    pub(crate) async fn edit_history(
+    pub async fn edit_history(
         &self,
         caller: &Caller,
         discussion: &str,
@@ -1544,7 +1474,7 @@ impl Discussions {
     /// `login`, `login@this-node` or `login@linked-node` → user id (existence, and for other
     /// nodes whether they are linked and where such a user may take part, is checked by the
     /// sequencer).
-    pub(crate) fn user_ref(&self, input: &str) -> Result<String, DiscussionError> {
+    pub fn user_ref(&self, input: &str) -> Result<String, DiscussionError> {
         let (login, node) = match input.split_once('@') {
             Some((l, n)) => (l, Some(n)),
             None => (input, None),
@@ -1567,7 +1497,7 @@ impl Discussions {
 }
 
 /// Checks the parts of an object reference.
-pub(crate) fn check_object(object: &ObjectRef) -> Result<(), DiscussionError> {
+pub fn check_object(object: &ObjectRef) -> Result<(), DiscussionError> {
     let ok =
         |s: &str, max: usize| !s.is_empty() && s.len() <= max && !s.chars().any(char::is_control);
     if ok(&object.application, 64) && ok(&object.object_type, 64) && ok(&object.object_id, 256) {

@@ -98,7 +98,7 @@ impl Sequencer {
             if !veche_protocol::files::is_sha256_hex(&r.sha256) || r.name.is_empty() {
                 return Err(fed_error("a file is named without a name or a SHA-256"));
             }
-            let name = veche_core::file_policy::sanitize_name(&r.name);
+            let name = crate::file_policy::sanitize_name(&r.name);
             if let Some(max) = max_bytes {
                 if max == 0 || r.size > max {
                     return Err(DiscussionError::Refused(Box::new(
@@ -108,7 +108,7 @@ impl Sequencer {
                         ),
                     )));
                 }
-                veche_core::file_policy::check_declared(
+                crate::file_policy::check_declared(
                     &self.config.files,
                     kind.as_str(),
                     &name,

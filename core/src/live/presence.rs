@@ -39,9 +39,9 @@ const MAX_STATUS_CHARS: usize = 100;
 /// A status text was refused.
 #[derive(Debug, thiserror::Error)]
 #[error("a status text is at most {MAX_STATUS_CHARS} characters, without control characters")]
-pub(crate) struct StatusTextError;
+pub struct StatusTextError;
 /// Most users one `get_presence` may name.
-pub(crate) const MAX_QUERY: usize = 500;
+pub const MAX_QUERY: usize = 500;
 /// Most users in one `presence` event.
 const PER_EVENT: usize = 1000;
 /// Most contacts sent in the snapshot a new connection receives.
@@ -49,14 +49,14 @@ const MAX_SNAPSHOT: usize = 2000;
 
 /// A connection came or went (sent by the registry).
 #[derive(Debug)]
-pub(crate) enum ConnectionChange {
+pub enum ConnectionChange {
     Connected { user: String, connection: u64 },
     Disconnected { user: String, connection: u64 },
 }
 
 /// Who sees a typing indicator.
 #[derive(Debug, Clone)]
-pub(crate) enum TypingAudience {
+pub enum TypingAudience {
     /// These users (the members of a dialog or group).
     Users(Vec<String>),
     /// The connections that have this object discussion open, of these users (those who may
@@ -66,7 +66,7 @@ pub(crate) enum TypingAudience {
 
 /// How a user stands for push notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reachability {
+pub enum Reachability {
     /// Active on some connection: they see messages live; no push.
     Active,
     /// Connected, but all connections idle or away by choice: push.
@@ -79,7 +79,7 @@ pub(crate) enum Reachability {
 
 /// Presence and typing.
 #[derive(Debug, Clone)]
-pub(crate) struct Presence {
+pub struct Presence {
     inner: Arc<Inner>,
 }
 
@@ -233,7 +233,7 @@ impl UserState {
 
 impl Presence {
     /// Starts presence; the registry reports connections on the returned sender.
-    pub(crate) fn new(
+    pub fn new(
         store: Store,
         registry: Arc<Registry>,
         config: PresenceConfig,
@@ -257,20 +257,20 @@ impl Presence {
 
     /// From now on, every tick's changes of this node's users (as others see them) go to
     /// `sink`.
-    pub(crate) fn send_changes_to(&self, sink: mpsc::UnboundedSender<Vec<PresenceInfo>>) {
+    pub fn send_changes_to(&self, sink: mpsc::UnboundedSender<Vec<PresenceInfo>>) {
         *self.inner.linked.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
     }
 
     /// This node's users who are not offline, as others see them (for a linked node that
     /// just connected).
-    pub(crate) fn present_here(&self) -> Vec<PresenceInfo> {
+    pub fn present_here(&self) -> Vec<PresenceInfo> {
         let state = lock(&self.inner.state);
         present(&state, state.users.keys())
     }
 
     /// Users of a linked node, as it reports them; told to their contacts here at the next
     /// tick.
-    pub(crate) fn remote(&self, infos: Vec<PresenceInfo>) {
+    pub fn remote(&self, infos: Vec<PresenceInfo>) {
         let mut state = lock(&self.inner.state);
         for mut info in infos {
             if info.state == PresenceState::Invisible {
@@ -291,7 +291,7 @@ impl Presence {
     }
 
     /// A linked node can no longer be reached: its users are shown offline.
-    pub(crate) fn remote_gone(&self, node: &str) {
+    pub fn remote_gone(&self, node: &str) {
         let suffix = format!("@{node}");
         let mut state = lock(&self.inner.state);
         let gone: Vec<String> = state
@@ -307,7 +307,7 @@ impl Presence {
     }
 
     /// Runs the ticks and takes the registry's reports until `stop`.
-    pub(crate) fn spawn(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub fn spawn(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         let changes = self
             .inner
@@ -608,7 +608,7 @@ impl Presence {
     }
 
     /// Sets what `user` chose; others see it at the next tick.
-    pub(crate) fn set_choice(
+    pub fn set_choice(
         &self,
         user: &str,
         choice: PresenceChoice,
@@ -641,7 +641,7 @@ impl Presence {
 
     /// The user of `connection` has been idle for `idle_ms` (0: active now, until told
     /// otherwise).
-    pub(crate) fn activity(&self, user: &str, connection: u64, idle_ms: u64) {
+    pub fn activity(&self, user: &str, connection: u64, idle_ms: u64) {
         let now = Instant::now();
         let idle = (idle_ms > 0).then(|| {
             now.checked_sub(Duration::from_millis(idle_ms))
@@ -674,7 +674,7 @@ impl Presence {
 
     /// The presence of `users` (ids) as `viewer` sees it; with `subscribe`, `connection`
     /// receives their changes from now on (replacing what it subscribed to before).
-    pub(crate) async fn query(
+    pub async fn query(
         &self,
         viewer: &str,
         connection: u64,
@@ -729,7 +729,7 @@ impl Presence {
     }
 
     /// How `user` stands for push notifications right now.
-    pub(crate) fn reachability(&self, user: &str) -> Reachability {
+    pub fn reachability(&self, user: &str) -> Reachability {
         let now = Instant::now();
         let state = lock(&self.inner.state);
         let Some(entry) = state.users.get(user) else {
@@ -751,7 +751,7 @@ impl Presence {
     }
 
     /// The dialogs or groups of these users changed: their contacts are loaded again.
-    pub(crate) fn contacts_changed(&self, users: &[String]) {
+    pub fn contacts_changed(&self, users: &[String]) {
         let mut state = lock(&self.inner.state);
         let state = &mut *state;
         for u in users {
@@ -763,7 +763,7 @@ impl Presence {
     }
 
     /// Whether `user` chose to look offline (their typing would give them away).
-    pub(crate) fn invisible(&self, user: &str) -> bool {
+    pub fn invisible(&self, user: &str) -> bool {
         lock(&self.inner.state)
             .users
             .get(user)
@@ -772,7 +772,7 @@ impl Presence {
 
     /// Whether a typing indicator of `user` in `discussion` needs sending; if not, its expiry
     /// is pushed back and the caller is done (no authorization needed: nothing is sent).
-    pub(crate) fn typing_renewed(&self, user: &str, discussion: &str) -> bool {
+    pub fn typing_renewed(&self, user: &str, discussion: &str) -> bool {
         let now = Instant::now();
         let ttl = Duration::from_millis(self.inner.config.typing_ttl_ms);
         let mut state = lock(&self.inner.state);
@@ -789,13 +789,7 @@ impl Presence {
     }
 
     /// `user` started or stopped typing in `discussion`, seen by `audience`.
-    pub(crate) fn typing(
-        &self,
-        user: &str,
-        discussion: &str,
-        typing: bool,
-        audience: TypingAudience,
-    ) {
+    pub fn typing(&self, user: &str, discussion: &str, typing: bool, audience: TypingAudience) {
         let now = Instant::now();
         let ttl = Duration::from_millis(self.inner.config.typing_ttl_ms);
         let key = (discussion.to_owned(), user.to_owned());

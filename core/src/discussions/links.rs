@@ -3,11 +3,11 @@
 //! imports the federation service that sits above it.
 
 use futures_util::future::BoxFuture;
-use veche_federation::net::QueryError;
 use veche_federation::wire;
+use veche_federation::wire::QueryError;
 
 /// Links to other nodes: waking a link's outbox and asking its peer.
-pub(crate) trait Links: Send + Sync + std::fmt::Debug {
+pub trait Links: Send + Sync + std::fmt::Debug {
     /// Tells the transport that `link`'s outbox has new items.
     fn wake(&self, link: &str);
 
@@ -39,7 +39,7 @@ pub(crate) trait Links: Send + Sync + std::fmt::Debug {
 
 /// No transport: offline administrator commands, which never reach another node.
 #[derive(Debug, Default)]
-pub(crate) struct NoLinks;
+pub struct NoLinks;
 
 impl Links for NoLinks {
     fn wake(&self, _link: &str) {}

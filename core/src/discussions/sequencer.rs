@@ -23,7 +23,7 @@ use super::access::{authorize, is_linked_object, object_access};
 use super::render::{self, Detail};
 use super::{Caller, DiscussionError, text};
 use crate::config::{FilesConfig, MessagesConfig};
-use veche_core::inbox::BotMessage;
+use crate::inbox::BotMessage;
 use crate::live::registry::{EncodedEvent, Registry};
 use veche_store::{
     AuditRecord, Batch, DiscussionRow, EventRow, MessageRow, ObjectKey, Store, StoreError,
@@ -175,7 +175,7 @@ pub(crate) enum Done {
 
 /// What became of one received item.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum FedOutcome {
+pub enum FedOutcome {
     /// Applied (or found applied before).
     Applied,
     /// Refused for good, with why.
@@ -227,7 +227,7 @@ pub(crate) enum Delivery {
     /// These plugins' bots have new items in their inbox.
     WakeBots(Vec<String>),
     /// A new message, for push notifications.
-    Notify(crate::push::Notice),
+    Notify(super::Notice),
     /// These links have new items in their outbox.
     WakeLinks(Vec<String>),
     /// An event for these users' connections only.
@@ -285,9 +285,9 @@ fn not_found() -> DiscussionError {
 
 /// What the sequencer enforces on what it writes.
 #[derive(Debug, Clone)]
-pub(crate) struct Limits {
-    pub(crate) messages: MessagesConfig,
-    pub(crate) files: FilesConfig,
+pub struct Limits {
+    pub messages: MessagesConfig,
+    pub files: FilesConfig,
 }
 
 fn home_only() -> DiscussionError {
@@ -1726,7 +1726,7 @@ impl Sequencer {
         let (to, watchers) = self.audience(b, d).await?;
         self.tell_bots(b, caller, d, &row, &to, &mentions, out)
             .await?;
-        out.push(Delivery::Notify(crate::push::Notice {
+        out.push(Delivery::Notify(super::Notice {
             discussion: d.id.clone(),
             kind: d.kind.as_str().to_owned(),
             title: d.title.clone(),

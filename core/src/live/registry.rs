@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use veche_protocol::{Event, close, frame};
+use veche_protocol::{Event, frame};
 
 use crate::live::presence::ConnectionChange;
-use crate::metrics::Fanout;
+use metrics::Counter;
 
 /// Longest a connection may take to end gracefully after its session ended; then it is closed
 /// regardless. Keeps "a revoked session's connection is closed within 1 s".
@@ -19,11 +19,11 @@ const FORCE_CLOSE_AFTER: Duration = Duration::from_millis(900);
 
 /// An event encoded once as a frame and shared by every connection it goes to.
 #[derive(Debug, Clone)]
-pub(crate) struct EncodedEvent(Arc<[u8]>);
+pub struct EncodedEvent(Arc<[u8]>);
 
 impl EncodedEvent {
     /// Encodes `event`; `None` if it cannot be sent (larger than any frame may be).
-    pub(crate) fn new(event: &Event) -> Option<Self> {
+    pub fn new(event: &Event) -> Option<Self> {
         match frame::encode(event, frame::MAX_OUTGOING_FRAME) {
             Ok(bytes) => Some(Self(bytes.into())),
             Err(e) => {
@@ -34,14 +34,14 @@ impl EncodedEvent {
     }
 
     /// The frame, length prefix included.
-    pub(crate) fn bytes(&self) -> &[u8] {
+    pub fn bytes(&self) -> &[u8] {
         &self.0
     }
 }
 
 /// Why the registry ends a connection.
 #[derive(Debug, Clone)]
-pub(crate) enum EndSignal {
+pub enum EndSignal {
     /// Its session ended; the text says why.
     Session(String),
     /// It did not read its events fast enough; the client reconnects and syncs.
@@ -52,15 +52,15 @@ pub(crate) enum EndSignal {
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// A new connection id.
-pub(crate) fn next_connection_id() -> u64 {
+pub fn next_connection_id() -> u64 {
     CONNECTION_IDS.fetch_add(1, Ordering::Relaxed)
 }
 
 /// How the registry closes a connection that did not end by itself in time.
 #[derive(Debug, Clone)]
-pub(crate) enum Transport {
-    /// A QUIC connection.
-    Quic(quinn::Connection),
+pub enum Transport {
+    /// A QUIC connection, closed through the transport.
+    Quic(Arc<dyn ForceClose>),
     /// A gateway WebSocket; cancelling ends its task.
     Socket(tokio_util::sync::CancellationToken),
 }
@@ -68,27 +68,52 @@ pub(crate) enum Transport {
 impl Transport {
     fn force_close(&self) {
         match self {
-            Self::Quic(conn) => conn.close(close::SESSION_REVOKED.into(), b"session ended"),
+            Self::Quic(conn) => conn.force_close(),
             Self::Socket(token) => token.cancel(),
+        }
+    }
+}
+
+/// Closes a connection at once with the protocol's "session revoked" code; the QUIC server
+/// implements it over its connection.
+pub trait ForceClose: Send + Sync + std::fmt::Debug {
+    /// Closes the connection now.
+    fn force_close(&self);
+}
+
+/// The live registry's counters.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    /// Events handed to connections' queues.
+    pub deliveries: Counter,
+    /// Connections closed because they did not read their events in time.
+    pub lagging_closes: Counter,
+}
+
+impl Default for Fanout {
+    fn default() -> Self {
+        Self {
+            deliveries: Counter::noop(),
+            lagging_closes: Counter::noop(),
         }
     }
 }
 
 /// One live connection.
 #[derive(Debug, Clone)]
-pub(crate) struct LiveConnection {
-    pub(crate) id: u64,
-    pub(crate) user: String,
-    pub(crate) conn: Transport,
+pub struct LiveConnection {
+    pub id: u64,
+    pub user: String,
+    pub conn: Transport,
     /// Tells the connection task to end, and why.
-    pub(crate) end: mpsc::Sender<EndSignal>,
+    pub end: mpsc::Sender<EndSignal>,
     /// Set before `end` is signalled for a session end: the connection's handlers stop acting
     /// for the session.
-    pub(crate) ended: Arc<AtomicBool>,
+    pub ended: Arc<AtomicBool>,
     /// The connection's event stream.
-    pub(crate) events: mpsc::Sender<EncodedEvent>,
+    pub events: mpsc::Sender<EncodedEvent>,
     /// Object discussions this connection watches (open in the client).
-    pub(crate) watching: Arc<Mutex<HashSet<String>>>,
+    pub watching: Arc<Mutex<HashSet<String>>>,
 }
 
 impl LiveConnection {
@@ -114,7 +139,7 @@ struct Maps {
 
 /// Live connections by session and by user.
 #[derive(Debug, Default)]
-pub(crate) struct Registry {
+pub struct Registry {
     maps: Mutex<Maps>,
     /// Where connections coming and going are reported (presence).
     presence: std::sync::OnceLock<mpsc::UnboundedSender<ConnectionChange>>,
@@ -129,7 +154,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Registry {
     /// A registry counting its deliveries in `counters`.
-    pub(crate) fn new(counters: Fanout) -> Self {
+    pub fn new(counters: Fanout) -> Self {
         Self {
             counters,
             ..Self::default()
@@ -137,7 +162,7 @@ impl Registry {
     }
 
     /// Reports connections coming and going to `sink` from now on.
-    pub(crate) fn set_presence_sink(&self, sink: mpsc::UnboundedSender<ConnectionChange>) {
+    pub fn set_presence_sink(&self, sink: mpsc::UnboundedSender<ConnectionChange>) {
         let _ = self.presence.set(sink);
     }
 
@@ -147,7 +172,7 @@ impl Registry {
         }
     }
 
-    pub(crate) fn register(&self, session_id: &str, live: LiveConnection) {
+    pub fn register(&self, session_id: &str, live: LiveConnection) {
         let change = ConnectionChange::Connected {
             user: live.user.clone(),
             connection: live.id,
@@ -167,14 +192,14 @@ impl Registry {
     }
 
     /// Whether `user` has the live connection `connection_id`.
-    pub(crate) fn has_connection(&self, user: &str, connection_id: u64) -> bool {
+    pub fn has_connection(&self, user: &str, connection_id: u64) -> bool {
         lock(&self.maps)
             .users
             .get(user)
             .is_some_and(|conns| conns.iter().any(|c| c.id == connection_id))
     }
 
-    pub(crate) fn unregister(&self, session_id: &str, connection_id: u64) {
+    pub fn unregister(&self, session_id: &str, connection_id: u64) {
         let mut maps = lock(&self.maps);
         let mut user = None;
         if let Some(list) = maps.sessions.get_mut(session_id) {
@@ -197,7 +222,7 @@ impl Registry {
 
     /// Ends the connections of these sessions: each tells its client why and closes; any that
     /// has not closed after [`FORCE_CLOSE_AFTER`] is closed anyway.
-    pub(crate) fn end_sessions(&self, session_ids: &[String], reason: &str) -> usize {
+    pub fn end_sessions(&self, session_ids: &[String], reason: &str) -> usize {
         let ended: Vec<LiveConnection> = {
             let mut maps = lock(&self.maps);
             let ended: Vec<LiveConnection> = session_ids
@@ -227,7 +252,7 @@ impl Registry {
     }
 
     /// Sends `event` to every connection of these users.
-    pub(crate) fn deliver(&self, users: &[String], event: &EncodedEvent) {
+    pub fn deliver(&self, users: &[String], event: &EncodedEvent) {
         let maps = lock(&self.maps);
         for user in users {
             for c in maps.users.get(user).into_iter().flatten() {
@@ -237,12 +262,7 @@ impl Registry {
     }
 
     /// Sends `event` to one connection of `user`.
-    pub(crate) fn deliver_to_connection(
-        &self,
-        user: &str,
-        connection_id: u64,
-        event: &EncodedEvent,
-    ) {
+    pub fn deliver_to_connection(&self, user: &str, connection_id: u64, event: &EncodedEvent) {
         let maps = lock(&self.maps);
         if let Some(c) = maps
             .users
@@ -255,7 +275,7 @@ impl Registry {
 
     /// Sends `event` to connections watching `discussion` whose user is in `allowed`, except
     /// users in `already` (who received it as followers).
-    pub(crate) fn deliver_to_watchers(
+    pub fn deliver_to_watchers(
         &self,
         discussion: &str,
         allowed: &HashSet<String>,
@@ -271,7 +291,7 @@ impl Registry {
     }
 
     /// The users with a connection watching `discussion`.
-    pub(crate) fn watcher_users(&self, discussion: &str) -> Vec<String> {
+    pub fn watcher_users(&self, discussion: &str) -> Vec<String> {
         let maps = lock(&self.maps);
         let mut users: Vec<String> = maps
             .watchers
@@ -286,7 +306,7 @@ impl Registry {
     }
 
     /// Starts or stops live events of an object discussion on one connection.
-    pub(crate) fn watch(&self, user: &str, connection_id: u64, discussion: &str, on: bool) {
+    pub fn watch(&self, user: &str, connection_id: u64, discussion: &str, on: bool) {
         let mut maps = lock(&self.maps);
         let Some(c) = maps
             .users
@@ -318,7 +338,7 @@ impl Registry {
     }
 
     /// These users lost access to `discussion`: stop their live events and tell them.
-    pub(crate) fn revoke_access(&self, discussion: &str, users: &[String]) {
+    pub fn revoke_access(&self, discussion: &str, users: &[String]) {
         let Some(event) = EncodedEvent::new(&Event::DiscussionRemoved {
             discussion: discussion.to_owned(),
         }) else {

@@ -2,5 +2,5 @@
 //! subscribed to, and delivery of encoded events to them) and presence (online, away, typing).
 //! It knows nothing of discussions: the layers above tell it whom to deliver to.
 
-pub(crate) mod presence;
-pub(crate) mod registry;
+pub mod presence;
+pub mod registry;

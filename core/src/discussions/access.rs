@@ -10,22 +10,22 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use veche_protocol::discussions::{DiscussionKind, ObjectCard, ObjectRef};
 
-use veche_core::inbox::Click;
+use crate::inbox::Click;
 use veche_store::{Batch, DiscussionRow, ObjectKey, ReaderAccess, Store, StoreError};
 
 /// What a context provider decided for one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
+pub enum Access {
     None,
     Read,
     Write,
 }
 
 /// Application, object type, object id, user.
-pub(crate) type AccessKey = (String, String, String, String);
+pub type AccessKey = (String, String, String, String);
 
 /// The key of `user`'s access to `object`.
-pub(crate) fn access_key(object: &ObjectRef, user: &str) -> AccessKey {
+pub fn access_key(object: &ObjectRef, user: &str) -> AccessKey {
     (
         object.application.clone(),
         object.object_type.clone(),
@@ -36,16 +36,16 @@ pub(crate) fn access_key(object: &ObjectRef, user: &str) -> AccessKey {
 
 /// Context providers' answers obtained for one command before it reached the sequencer.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Decided(HashMap<AccessKey, Access>);
+pub struct Decided(HashMap<AccessKey, Access>);
 
 impl Decided {
     /// The answer for `key`, if one was obtained.
-    pub(crate) fn get(&self, key: &AccessKey) -> Option<Access> {
+    pub fn get(&self, key: &AccessKey) -> Option<Access> {
         self.0.get(key).copied()
     }
 
     /// Records an answer.
-    pub(crate) fn insert(&mut self, key: AccessKey, access: Access) {
+    pub fn insert(&mut self, key: AccessKey, access: Access) {
         self.0.insert(key, access);
     }
 }
@@ -53,16 +53,16 @@ impl Decided {
 /// What a command needs to know before the sequencer can apply it: what `users` may do with
 /// `object`, whose type a context provider serves, with no answer at hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Undecided {
+pub struct Undecided {
     /// The object.
-    pub(crate) object: ObjectRef,
+    pub object: ObjectRef,
     /// The users.
-    pub(crate) users: Vec<String>,
+    pub users: Vec<String>,
 }
 
 /// Why a context provider did not accept an object.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum InvalidObject {
+pub enum InvalidObject {
     #[error("{kind} {id} does not exist")]
     Missing { kind: String, id: String },
     #[error("{kind} {id} is not valid: {why}")]
@@ -78,7 +78,7 @@ pub(crate) enum InvalidObject {
 /// The plugin host as this layer sees it, without calls into a plugin: answers at hand (bots'
 /// rights, answers decided before, the cache) and waking bots. The plugin host implements it;
 /// this layer owns it, so discussions never import the host.
-pub(crate) trait ProviderCache: Send + Sync + std::fmt::Debug {
+pub trait ProviderCache: Send + Sync + std::fmt::Debug {
     /// Whether a context provider serves `object_type`.
     fn serves(&self, object_type: &str) -> bool;
     /// Whether any bot is installed.
@@ -104,7 +104,7 @@ pub(crate) trait ProviderCache: Send + Sync + std::fmt::Debug {
 
 /// The plugin host as the discussions service sees it: it may call context providers and
 /// queue clicks, outside the sequencer.
-pub(crate) trait Providers: ProviderCache {
+pub trait Providers: ProviderCache {
     /// What `user` may do with `object`; `None` when no provider serves its type.
     fn object_access(&self, object: ObjectRef, user: String) -> BoxFuture<'static, Option<Access>>;
     /// Asks the providers what `undecided` needs; `decided` with the answers added.
@@ -121,11 +121,11 @@ pub(crate) trait Providers: ProviderCache {
 /// `Arc<dyn Providers>`: futures that authorize must be `Send` for every lifetime, which the
 /// compiler cannot prove through a trait object's lifetime.
 #[derive(Debug, Clone)]
-pub(crate) struct ProviderHost(Arc<dyn Providers>);
+pub struct ProviderHost(Arc<dyn Providers>);
 
 impl ProviderHost {
     /// The handle for `host`.
-    pub(crate) fn new(host: Arc<dyn Providers>) -> Self {
+    pub fn new(host: Arc<dyn Providers>) -> Self {
         Self(host)
     }
 }
@@ -146,43 +146,43 @@ impl std::ops::Deref for ProviderHost {
 /// the command ([`Decided`]) or the cache, and a command that lacks one is sent back to be
 /// decided first ([`Undecided`]).
 #[derive(Debug, Clone)]
-pub(crate) struct NoCalls(ProviderHost);
+pub struct NoCalls(ProviderHost);
 
 impl NoCalls {
     /// The handle for `plugins`.
-    pub(crate) fn new(plugins: ProviderHost) -> Self {
+    pub fn new(plugins: ProviderHost) -> Self {
         Self(plugins)
     }
 
     /// See [`ProviderCache::serves`].
-    pub(crate) fn serves(&self, object_type: &str) -> bool {
+    pub fn serves(&self, object_type: &str) -> bool {
         self.0.serves(object_type)
     }
 
     /// See [`ProviderCache::has_bots`].
-    pub(crate) fn has_bots(&self) -> bool {
+    pub fn has_bots(&self) -> bool {
         self.0.has_bots()
     }
 
     /// See [`ProviderCache::bot_plugin`].
-    pub(crate) fn bot_plugin(&self, user: &str) -> Option<String> {
+    pub fn bot_plugin(&self, user: &str) -> Option<String> {
         self.0.bot_plugin(user)
     }
 
     /// See [`ProviderCache::bot_access`].
-    pub(crate) fn bot_access(&self, object: &ObjectRef, user: &str) -> Option<Access> {
+    pub fn bot_access(&self, object: &ObjectRef, user: &str) -> Option<Access> {
         self.0.bot_access(object, user)
     }
 
     /// See [`ProviderCache::wake`].
-    pub(crate) fn wake(&self, plugins: &[String]) {
+    pub fn wake(&self, plugins: &[String]) {
         self.0.wake(plugins);
     }
 
     /// What `users` may do with `object` as far as the answers at hand tell (bots' rights,
     /// `decided`, the cache): `None` when no provider serves the object's type (its access
     /// list decides), else one answer per user, `None` for a user not decided yet.
-    pub(crate) fn known_access(
+    pub fn known_access(
         &self,
         object: &ObjectRef,
         users: &[String],
@@ -197,11 +197,11 @@ impl NoCalls {
 
 /// What the caller may do in a discussion they can see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Grant {
+pub struct Grant {
     /// Owner of a group: manages members and the title, deletes any message.
-    pub(crate) owner: bool,
+    pub owner: bool,
     /// May post, react and edit (an object's context provider may grant reading only).
-    pub(crate) write: bool,
+    pub write: bool,
 }
 
 /// The facts the decision needs, from the reader pool or from inside a writing batch.
@@ -368,7 +368,7 @@ pub(crate) async fn authorize<A: ObjectAuthority>(
 /// Whether an object discussion's application names another node (`name@node`): the object
 /// is held there, and so is the decision of who may see it. Applications of this node are
 /// logins, which never hold an `@`.
-pub(crate) fn is_linked_object(app: &str) -> bool {
+pub fn is_linked_object(app: &str) -> bool {
     app.contains('@')
 }
 
@@ -406,7 +406,7 @@ pub(crate) async fn object_access<A: ObjectAuthority>(
 }
 
 /// [`ReaderAccess`] as it travels (`readers` items, object queries).
-pub(crate) fn reader_to_wire(access: ReaderAccess) -> veche_federation::wire::Access {
+pub fn reader_to_wire(access: ReaderAccess) -> veche_federation::wire::Access {
     use veche_federation::wire::Access;
     match access {
         None => Access::None,
@@ -416,7 +416,7 @@ pub(crate) fn reader_to_wire(access: ReaderAccess) -> veche_federation::wire::Ac
 }
 
 /// [`ReaderAccess`] from how it travels.
-pub(crate) fn reader_from_wire(access: veche_federation::wire::Access) -> ReaderAccess {
+pub fn reader_from_wire(access: veche_federation::wire::Access) -> ReaderAccess {
     use veche_federation::wire::Access;
     match access {
         Access::None => None,
