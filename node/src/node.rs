@@ -227,6 +227,7 @@ pub(crate) async fn open(
         ))
     });
     let transport = crate::federation::Transport::default();
+    let committed = Arc::new(tokio::sync::Notify::new());
     let discussions = Discussions::start(
         store.clone(),
         node_name.clone(),
@@ -244,11 +245,16 @@ pub(crate) async fn open(
                 links: Arc::new(transport.clone()),
             },
             metrics: Arc::new(metrics.clone()),
+            committed: committed.clone(),
         },
         clock.clone(),
     );
-    let search =
-        crate::search::Search::new(store.clone(), data.root(), purpose == Purpose::Offline);
+    let search = crate::search::Search::new(
+        store.clone(),
+        data.root(),
+        purpose == Purpose::Offline,
+        committed,
+    );
     let files = crate::files::Files::open(
         store.clone(),
         config.files.clone(),

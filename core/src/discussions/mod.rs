@@ -191,6 +191,9 @@ pub struct Outlets {
     pub fed: FedOutlet,
     /// Batch sizes, commit times, messages stored.
     pub metrics: Arc<dyn BatchMetrics>,
+    /// Rung after every commit that changed something: the search indexer waits on it
+    /// instead of polling the database.
+    pub committed: Arc<tokio::sync::Notify>,
 }
 
 /// Push notifications as the sequencer feeds them after each commit; the node's push service

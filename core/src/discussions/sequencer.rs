@@ -442,6 +442,9 @@ impl Sequencer {
             }
             return;
         }
+        if results.iter().any(|(_, outcome)| outcome.is_ok()) {
+            self.outlets.committed.notify_one();
+        }
         for (reply, outcome) in results {
             match outcome {
                 Ok((done, deliveries)) => {

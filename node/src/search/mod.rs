@@ -43,10 +43,16 @@ use veche_protocol::Reply;
 use veche_store::{IndexRow, Store, StoreError};
 
 /// Messages taken in per commit, at most (a commit flushes a segment: fewer, larger commits
-/// index faster; a quiet node commits each message within the poll interval).
+/// index faster).
 const BATCH: i64 = 10_000;
-/// How often the queue is looked at when nothing wakes the indexer.
-const POLL: Duration = Duration::from_millis(200);
+/// The indexer's rhythm: after looking at the queue it waits this long before the next look,
+/// so that at a steady low rate the messages of this interval share one commit (and one
+/// small segment to merge) instead of paying one each. New messages are searchable within
+/// about this long.
+const COMMIT_EVERY: Duration = Duration::from_millis(500);
+/// How long the indexer sleeps when nothing rings its doorbell: every write of messages goes
+/// through the sequencer, which rings it after each commit, so this is only a safety net.
+const IDLE_LOOK: Duration = Duration::from_secs(60);
 /// The most candidates one query reads before giving up on filling a page.
 const MAX_CANDIDATES: usize = 20_000;
 /// The index writer's memory budget.
@@ -170,7 +176,9 @@ struct Inner {
     folder: PathBuf,
     analyzer: Analyzer,
     current: RwLock<Option<Arc<Opened>>>,
-    wake: Notify,
+    /// Rung by the sequencer after each commit that changed something, and by a reindex
+    /// request.
+    wake: Arc<Notify>,
     reindex: std::sync::atomic::AtomicBool,
     /// Opened for an offline admin command: no indexer runs.
     offline: bool,
@@ -179,8 +187,9 @@ struct Inner {
 }
 
 impl Search {
-    /// Opens the index in `<data>/search` (or notes that it must be built).
-    pub(crate) fn new(store: Store, data: &Path, offline: bool) -> Self {
+    /// Opens the index in `<data>/search` (or notes that it must be built). `doorbell` is
+    /// rung whenever messages may have changed (see [`veche_core::discussions::Outlets`]).
+    pub(crate) fn new(store: Store, data: &Path, offline: bool, doorbell: Arc<Notify>) -> Self {
         let folder = data.join("search");
         // Nothing is created here: an offline admin command, perhaps run as another user,
         // must not leave files the node cannot write. The indexer builds what is missing.
@@ -202,7 +211,7 @@ impl Search {
                 folder,
                 analyzer: Analyzer::default(),
                 current: RwLock::new(current),
-                wake: Notify::new(),
+                wake: doorbell,
                 reindex: std::sync::atomic::AtomicBool::new(false),
                 offline,
                 rebuilds: std::sync::atomic::AtomicU64::new(0),
@@ -291,10 +300,16 @@ impl Search {
             if busy {
                 continue;
             }
+            let looked = tokio::time::Instant::now();
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = self.inner.wake.notified() => {}
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep(IDLE_LOOK) => {}
+            }
+            // Whatever rings the doorbell until then is taken in by the same look.
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep_until(looked + COMMIT_EVERY) => {}
             }
         }
         // The writer's lock is released before storage closes.
