@@ -391,6 +391,13 @@ impl Client {
         Ok(self.inner.store.outbox().await?)
     }
 
+    /// The current connection, for what `request` does not cover (file transfers).
+    pub fn connection(&self) -> Result<Arc<Connection>, ClientError> {
+        lock(&self.inner.current)
+            .clone()
+            .ok_or(ClientError::Offline)
+    }
+
     /// Sends a request on the current connection.
     pub async fn request(&self, request: Request) -> Result<Reply, ClientError> {
         let conn = lock(&self.inner.current)

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use tokio::io::AsyncWriteExt;
-use veche_client::TransferError;
+use veche_client::protocol::files::FileInfo;
+use veche_client::{Connection, TransferError};
 
 use super::args::FileArg;
 use super::print::size;
@@ -37,7 +38,24 @@ pub(super) async fn download(
             target.display()
         );
     }
-    let mut part_name = target.clone().into_os_string();
+    fetch(&session.conn, &info, &target).await?;
+    session.end().await;
+    writeln!(
+        out,
+        "downloaded {} to {} ({})",
+        one_line(&info.name),
+        one_line(&target.display().to_string()),
+        size(info.size)
+    )?;
+    Ok(())
+}
+
+/// Downloads the file `info` describes to `target`, through `target.part`: an interrupted
+/// download continues from what that holds, and the whole is checked against the file's
+/// SHA-256 before it is renamed into place.
+pub(crate) async fn fetch(conn: &Connection, info: &FileInfo, target: &Path) -> anyhow::Result<()> {
+    let file = info.id.as_str();
+    let mut part_name = target.as_os_str().to_owned();
     part_name.push(".part");
     let part = PathBuf::from(part_name);
     let mut offset = match tokio::fs::metadata(&part).await {
@@ -55,10 +73,7 @@ pub(super) async fn download(
         tokio::io::AsyncSeekExt::seek(&mut sink, std::io::SeekFrom::Start(offset)).await?;
     }
     if offset < info.size {
-        let result = session
-            .conn
-            .download(file.as_str(), offset, false, &mut sink)
-            .await;
+        let result = conn.download(file, offset, false, &mut sink).await;
         match result {
             Ok(_) => {}
             Err(TransferError::HashMismatch) => {
@@ -72,7 +87,7 @@ pub(super) async fn download(
             }
             Err(e) => {
                 return Err(anyhow::Error::new(e).context(format!(
-                    "the download stopped; run the same command again to continue from {}",
+                    "the download stopped; download it again to continue from {}",
                     part.display()
                 )));
             }
@@ -82,7 +97,6 @@ pub(super) async fn download(
     sink.flush().await?;
     sink.sync_all().await?;
     drop(sink);
-    session.end().await;
     // A continued download was checked by nobody yet: the whole is, here.
     let (sha256, len) = veche_client::sha256_of(tokio::fs::File::open(&part).await?).await?;
     if sha256 != info.sha256 || len != offset {
@@ -95,20 +109,17 @@ pub(super) async fn download(
     tokio::fs::rename(&part, &target)
         .await
         .with_context(|| format!("cannot write {}", target.display()))?;
-    writeln!(
-        out,
-        "downloaded {} to {} ({})",
-        one_line(&info.name),
-        one_line(&target.display().to_string()),
-        size(info.size)
-    )?;
     Ok(())
 }
 
 /// Where a file named `name` (by the node: untrusted) goes: `output` if it names a file, else
 /// a file of that name in `output` (a folder) or in the current folder. Only the name's last
 /// part is used, with control characters replaced, so no name writes outside that folder.
-fn destination(name: &str, id: &str, output: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub(crate) fn destination(
+    name: &str,
+    id: &str,
+    output: Option<PathBuf>,
+) -> anyhow::Result<PathBuf> {
     let folder = match output {
         Some(path) if !path.is_dir() => return Ok(path),
         Some(folder) => folder,

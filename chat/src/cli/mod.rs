@@ -8,10 +8,10 @@
 
 mod account;
 pub mod args;
-mod files;
+pub(crate) mod files;
 mod groups;
 mod messages;
-mod print;
+pub(crate) mod print;
 mod search;
 
 use std::io::{BufRead, IsTerminal, Write};

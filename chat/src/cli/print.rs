@@ -94,7 +94,7 @@ pub(super) fn file_line(f: &FileInfo) -> String {
 }
 
 /// A size for people: bytes, KB, MB, GB (powers of 1024).
-pub(super) fn size(bytes: u64) -> String {
+pub(crate) fn size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
     if bytes < 1024 {
         return format!("{bytes} B");
@@ -110,7 +110,7 @@ pub(super) fn size(bytes: u64) -> String {
 
 /// A search snippet (HTML-escaped by the node, matches in `<b>`) as plain text on one line,
 /// matches between `*`.
-pub(super) fn snippet(html: &str) -> String {
+pub(crate) fn snippet(html: &str) -> String {
     let plain = html
         .replace("<b>", "*")
         .replace("</b>", "*")
