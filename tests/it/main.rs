@@ -20,4 +20,5 @@ mod protocol;
 mod push;
 mod search;
 mod support;
+mod tui;
 mod web;

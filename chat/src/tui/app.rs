@@ -1,11 +1,20 @@
+use std::collections::HashMap;
+use std::path::PathBuf;
+
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use veche_client::protocol::Event;
 use veche_client::protocol::discussions::{
-    Change, DiscussionEvent, DiscussionInfo, DiscussionKind, Message,
+    Action, Change, DiscussionEvent, DiscussionInfo, DiscussionKind, Message, SearchHit,
 };
+use veche_client::protocol::files::FileInfo;
+use veche_client::protocol::presence::PresenceState;
 use veche_client::{ConnectionState, OutboxEntry, OutboxState};
 
 use crate::SendKey;
+
+/// While the user keeps typing, `typing: true` goes out at most this often (milliseconds): the
+/// node's indicator lasts twice as long by default, and the web client renews it as often.
+pub const TYPING_EVERY_MS: u64 = 3_000;
 
 /// Where keys go besides the composer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +34,27 @@ pub enum Mode {
     Reply(String),
     /// A new text for this message of one's own.
     Edit(String),
+    /// A search query (Ctrl+F).
+    Search,
+    /// The title of a new group (Ctrl+N).
+    GroupTitle,
+    /// The members of a new group with this title.
+    GroupMembers(String),
+}
+
+/// Search results shown instead of the messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchView {
+    /// The query they answer.
+    pub query: String,
+    /// Best first.
+    pub hits: Vec<SearchHit>,
+    /// Index into `hits`.
+    pub selected: usize,
+    /// The query the node searched instead, when nothing matched as typed.
+    pub corrected: Option<String>,
+    /// More hits exist than shown.
+    pub more: bool,
 }
 
 /// A message as the view shows it.
@@ -44,6 +74,19 @@ pub struct Line {
     pub reactions: Vec<(String, usize)>,
     /// The message it replies to.
     pub reply_to: Option<String>,
+    /// Its buttons, in order (shown numbered from 1).
+    pub actions: Vec<Action>,
+    /// Its files, in order (shown numbered from 1).
+    pub files: Vec<FileInfo>,
+}
+
+/// What the next digit key chooses, for the selected message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// A button to click (Ctrl+B).
+    Button,
+    /// A file to download (Ctrl+O).
+    File,
 }
 
 /// A message of one's own the node has not stored (yet, or ever).
@@ -83,8 +126,22 @@ pub enum Command {
         discussion: String,
         message_id: String,
     },
+    /// Click a button of a message.
+    Click {
+        discussion: String,
+        message_id: String,
+        action_id: String,
+    },
+    /// Search the messages the user may read.
+    Search(String),
+    /// Create a group with the user as owner.
+    CreateGroup { title: String, members: Vec<String> },
+    /// Download a file into the downloads folder.
+    Download(FileInfo),
     /// Move the read marker.
     MarkRead { discussion: String, seq: u64 },
+    /// Tell the others the user is typing here, or stopped (best effort).
+    Typing { discussion: String, typing: bool },
     /// Leave the program.
     Quit,
 }
@@ -120,6 +177,24 @@ pub struct App {
     pub notice: String,
     /// Set when something deserves the bell; the runner rings and clears it.
     pub bell: bool,
+    /// The runner's clock in milliseconds (see [`App::tick`]); typing indicators expire by it.
+    pub now_ms: u64,
+    /// Users' presence as the node last told it; a user absent here is shown offline.
+    pub presence: HashMap<String, PresenceState>,
+    /// Who is typing, per discussion: the user and when their indicator ends (`now_ms`).
+    pub typing: HashMap<String, Vec<(String, u64)>>,
+    /// Search results, while searching.
+    pub search: Option<SearchView>,
+    /// A message to select once its discussion's history is shown (a search hit).
+    jump_to: Option<String>,
+    /// The composer's text and mode, kept while it searches or names a new group.
+    stash: Option<(String, Mode)>,
+    /// Where downloaded files go (the current folder unless set).
+    pub downloads: PathBuf,
+    /// Set while a digit key picks a button or a file of the selected message.
+    pub pick: Option<Pick>,
+    /// Where and when this user's typing was last sent, while it lasts.
+    typing_sent: Option<(String, u64)>,
 }
 
 impl App {
@@ -140,7 +215,65 @@ impl App {
             focus: Focus::Discussions,
             notice: String::new(),
             bell: false,
+            now_ms: 0,
+            presence: HashMap::new(),
+            typing: HashMap::new(),
+            typing_sent: None,
+            pick: None,
+            downloads: PathBuf::from("."),
+            search: None,
+            jump_to: None,
+            stash: None,
         }
+    }
+
+    /// Moves the clock to `now_ms` (monotonic milliseconds) and drops the typing indicators
+    /// that were not renewed in time.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        for users in self.typing.values_mut() {
+            users.retain(|(_, until)| *until > now_ms);
+        }
+        self.typing.retain(|_, users| !users.is_empty());
+    }
+
+    /// Shows a connection state. Presence and typing are known only while connected (a new
+    /// connection gets a fresh snapshot), so they are forgotten otherwise.
+    pub fn set_connection(&mut self, state: ConnectionState) {
+        self.connection = state;
+        if state != ConnectionState::Online {
+            self.presence.clear();
+            self.typing.clear();
+            self.typing_sent = None;
+        }
+    }
+
+    /// A user's presence as shown: offline unless the node said otherwise.
+    pub fn presence_of(&self, user: &str) -> PresenceState {
+        self.presence
+            .get(user)
+            .copied()
+            .unwrap_or(PresenceState::Offline)
+    }
+
+    /// The other member of a dialog; `None` for other kinds.
+    pub fn dialog_partner<'a>(&self, d: &'a DiscussionInfo) -> Option<&'a str> {
+        (d.kind == DiscussionKind::Dialog)
+            .then(|| {
+                d.members
+                    .iter()
+                    .map(|m| m.user.as_str())
+                    .find(|u| *u != self.me)
+            })
+            .flatten()
+    }
+
+    /// Who is typing in `discussion` now, in the order they started.
+    pub fn typing_in(&self, discussion: &str) -> Vec<&str> {
+        self.typing
+            .get(discussion)
+            .map(|users| users.iter().map(|(u, _)| u.as_str()).collect())
+            .unwrap_or_default()
     }
 
     /// The open discussion.
@@ -199,6 +332,15 @@ impl App {
         } else {
             self.lines = page;
             self.cursor = None;
+            if let Some(id) = self.jump_to.take() {
+                match self.lines.iter().position(|l| l.id == id) {
+                    Some(i) => {
+                        self.cursor = Some(i);
+                        self.focus = Focus::Messages;
+                    }
+                    None => self.notice = "the message is further back: PgUp".into(),
+                }
+            }
             // Opening a discussion reads it.
             if let Some(d) = self.discussions.get_mut(self.selected) {
                 d.unread = 0;
@@ -230,10 +372,14 @@ impl App {
                         d.title = title.clone();
                     }
                 }
-                if let Change::MessagePosted { message } = &event.change
-                    && message.author != self.me
-                {
-                    self.bell = true;
+                if let Change::MessagePosted { message } = &event.change {
+                    // A message ends its author's typing indicator there.
+                    if let Some(users) = self.typing.get_mut(&event.discussion) {
+                        users.retain(|(u, _)| *u != message.author);
+                    }
+                    if message.author != self.me {
+                        self.bell = true;
+                    }
                 }
                 if open {
                     apply_change(&mut self.lines, event);
@@ -269,6 +415,32 @@ impl App {
                 self.notice = format!("not delivered: {reason}");
                 None
             }
+            Event::Presence { users } => {
+                for p in users {
+                    match p.state {
+                        PresenceState::Offline => self.presence.remove(&p.user),
+                        state => self.presence.insert(p.user.clone(), state),
+                    };
+                }
+                None
+            }
+            Event::Typing {
+                discussion,
+                user,
+                typing,
+                expires_in_ms,
+            } => {
+                if *user == self.me {
+                    return None;
+                }
+                let users = self.typing.entry(discussion.clone()).or_default();
+                users.retain(|(u, _)| u != user);
+                if *typing {
+                    users.push((user.clone(), self.now_ms.saturating_add(*expires_in_ms)));
+                }
+                self.typing.retain(|_, users| !users.is_empty());
+                None
+            }
             Event::ActionClicked {
                 action_id, user, ..
             } => {
@@ -301,11 +473,111 @@ impl App {
         self.pending.sort_by_key(|p| p.outbox_id);
     }
 
-    /// Handles a key.
+    /// Handles a key. A key that changes what the composer holds may, instead of nothing,
+    /// ask to tell the others that the user is typing (at most every [`TYPING_EVERY_MS`]) or
+    /// stopped (the composer was emptied without sending).
     pub fn on_key(&mut self, key: KeyEvent) -> Option<Command> {
+        let before = self.composer.len();
+        // Only keys that write start an indicator: a draft given back after a search does not.
+        let typed = matches!(
+            key.code,
+            KeyCode::Char(_) | KeyCode::Backspace | KeyCode::Enter
+        );
+        let command = self.key_command(key);
+        if command.is_some() || self.composer.len() == before {
+            return command;
+        }
+        self.typing_command(typed)
+    }
+
+    /// `typing: true` when the user writes a message or reply and was not reported typing
+    /// here lately; `typing: false` when they were and the composer no longer holds one.
+    fn typing_command(&mut self, typed: bool) -> Option<Command> {
+        let writing = typed
+            && !self.composer.trim().is_empty()
+            && matches!(self.mode, Mode::Compose | Mode::Reply(_));
+        let here = self.current().map(|d| d.id.clone());
+        match (self.typing_sent.take(), here) {
+            (Some((d, at)), Some(here))
+                if writing && d == here && self.now_ms.saturating_sub(at) < TYPING_EVERY_MS =>
+            {
+                self.typing_sent = Some((d, at));
+                None
+            }
+            (_, Some(here)) if writing => {
+                self.typing_sent = Some((here.clone(), self.now_ms));
+                Some(Command::Typing {
+                    discussion: here,
+                    typing: true,
+                })
+            }
+            (Some((d, _)), _) => Some(Command::Typing {
+                discussion: d,
+                typing: false,
+            }),
+            (None, _) => None,
+        }
+    }
+
+    fn key_command(&mut self, key: KeyEvent) -> Option<Command> {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         let alt = key.modifiers.contains(KeyModifiers::ALT);
+        if let Some(pick) = self.pick.take() {
+            self.notice.clear();
+            return match key.code {
+                KeyCode::Char(c @ '1'..='9') if !ctrl && !alt => self.picked(pick, c),
+                // Anything else cancels the choice (and is not typed).
+                _ => None,
+            };
+        }
         match key.code {
+            KeyCode::Char('f') if ctrl => {
+                self.enter_mode(Mode::Search);
+                None
+            }
+            KeyCode::Char('n') if ctrl => {
+                self.enter_mode(Mode::GroupTitle);
+                None
+            }
+            KeyCode::Enter if matches!(self.mode, Mode::Search) => self.search_enter(),
+            KeyCode::Enter if matches!(self.mode, Mode::GroupTitle) => {
+                let title = self.composer.trim().to_owned();
+                if !title.is_empty() {
+                    self.composer.clear();
+                    self.mode = Mode::GroupMembers(title);
+                }
+                None
+            }
+            KeyCode::Enter if matches!(self.mode, Mode::GroupMembers(_)) => {
+                let members: Vec<String> = self
+                    .composer
+                    .split([',', ' ', ';'])
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                let Mode::GroupMembers(title) = self.leave_mode() else {
+                    return None;
+                };
+                Some(Command::CreateGroup { title, members })
+            }
+            KeyCode::Esc if self.stash.is_some() => {
+                self.leave_mode();
+                None
+            }
+            KeyCode::Up | KeyCode::Down if self.search.is_some() => {
+                if let Some(view) = &mut self.search
+                    && !view.hits.is_empty()
+                {
+                    let delta = if key.code == KeyCode::Up { -1 } else { 1 };
+                    view.selected = view
+                        .selected
+                        .saturating_add_signed(delta)
+                        .min(view.hits.len() - 1);
+                }
+                None
+            }
+            KeyCode::Char('b') if ctrl => self.start_pick(Pick::Button),
+            KeyCode::Char('o') if ctrl => self.start_pick(Pick::File),
             KeyCode::Char('q' | 'c') if ctrl => Some(Command::Quit),
             KeyCode::Enter => {
                 let sends = match self.send_key {
@@ -385,6 +657,144 @@ impl App {
         }
     }
 
+    /// Puts the composer's text aside and lets it take a search query or a group's title.
+    fn enter_mode(&mut self, mode: Mode) {
+        if self.stash.is_none() {
+            let text = std::mem::take(&mut self.composer);
+            let previous = std::mem::replace(&mut self.mode, Mode::Compose);
+            self.stash = Some((text, previous));
+        } else {
+            self.composer.clear();
+        }
+        self.search = None;
+        self.mode = mode;
+    }
+
+    /// Closes the search or the new group's questions and gives the composer its text back;
+    /// returns the mode that was left.
+    fn leave_mode(&mut self) -> Mode {
+        self.search = None;
+        let (text, previous) = self.stash.take().unwrap_or((String::new(), Mode::Compose));
+        self.composer = text;
+        std::mem::replace(&mut self.mode, previous)
+    }
+
+    /// Enter while searching: searches for a new query; opens the selected hit of the
+    /// results shown.
+    fn search_enter(&mut self) -> Option<Command> {
+        let query = self.composer.trim().to_owned();
+        let hit = match &self.search {
+            Some(view) if view.query == query => view.hits.get(view.selected).cloned(),
+            _ => None,
+        };
+        let Some(hit) = hit else {
+            return (!query.is_empty()).then_some(Command::Search(query));
+        };
+        let Some(index) = self.discussions.iter().position(|d| d.id == hit.discussion) else {
+            self.notice = "that discussion is not in your list".into();
+            return None;
+        };
+        self.leave_mode();
+        self.selected = index;
+        self.lines.clear();
+        self.cursor = None;
+        self.jump_to = Some(hit.message_id);
+        Some(Command::Open(hit.discussion))
+    }
+
+    /// Shows the node's answer to a search, if the user is still searching for it.
+    pub fn set_search(
+        &mut self,
+        query: &str,
+        hits: Vec<SearchHit>,
+        corrected: Option<String>,
+        more: bool,
+    ) {
+        if self.mode != Mode::Search || self.composer.trim() != query {
+            return;
+        }
+        self.search = Some(SearchView {
+            query: query.to_owned(),
+            hits,
+            selected: 0,
+            corrected,
+            more,
+        });
+    }
+
+    /// Selects a group the user just created (the node's events add it too).
+    pub fn group_created(&mut self, group: DiscussionInfo) -> Option<Command> {
+        let id = group.id.clone();
+        let index = match self.discussions.iter().position(|d| d.id == id) {
+            Some(i) => i,
+            None => {
+                self.discussions.insert(0, group);
+                0
+            }
+        };
+        self.selected = index;
+        self.lines.clear();
+        self.cursor = None;
+        self.notice = "group created".into();
+        Some(Command::Open(id))
+    }
+
+    /// Ctrl+B or Ctrl+O on the selected message: one button or file is acted on at once,
+    /// several wait for a digit.
+    fn start_pick(&mut self, pick: Pick) -> Option<Command> {
+        let Some(line) = self.selected_line() else {
+            self.notice = "select a message first (Tab, then Up and Down)".into();
+            return None;
+        };
+        let count = match pick {
+            Pick::Button => line.actions.len(),
+            Pick::File => line.files.len(),
+        };
+        let what = match pick {
+            Pick::Button => "button",
+            Pick::File => "file",
+        };
+        match count {
+            0 => {
+                self.notice = format!("this message has no {what}");
+                None
+            }
+            1 => self.picked(pick, '1'),
+            n => {
+                self.pick = Some(pick);
+                self.notice = format!("which {what}? 1–{}; another key cancels", n.min(9));
+                None
+            }
+        }
+    }
+
+    /// The button or file number `digit` of the selected message.
+    fn picked(&mut self, pick: Pick, digit: char) -> Option<Command> {
+        let index = usize::try_from(digit.to_digit(10)?).ok()?.checked_sub(1)?;
+        let discussion = self.current()?.id.clone();
+        let line = self.selected_line()?;
+        match pick {
+            Pick::Button => {
+                let Some(action) = line.actions.get(index) else {
+                    self.notice = format!("no button {digit}");
+                    return None;
+                };
+                Some(Command::Click {
+                    discussion,
+                    message_id: line.id.clone(),
+                    action_id: action.id.clone(),
+                })
+            }
+            Pick::File => {
+                let Some(file) = line.files.get(index) else {
+                    self.notice = format!("no file {digit}");
+                    return None;
+                };
+                Some(Command::Download(file.clone()))
+            }
+        }
+    }
+
     fn selected_line(&self) -> Option<&Line> {
         self.cursor.and_then(|i| self.lines.get(i))
     }
@@ -430,6 +840,8 @@ impl App {
         }
         let discussion = self.current()?.id.clone();
         self.composer.clear();
+        // The message ends the indicator for those who see it; the next key starts another.
+        self.typing_sent = None;
         let mode = std::mem::replace(&mut self.mode, Mode::Compose);
         Some(match mode {
             Mode::Compose => Command::Send {
@@ -447,6 +859,11 @@ impl App {
                 message_id,
                 text,
             },
+            // Enter in these modes is handled before; nothing is sent from them.
+            Mode::Search | Mode::GroupTitle | Mode::GroupMembers(_) => {
+                self.mode = mode;
+                return None;
+            }
         })
     }
 }
@@ -464,6 +881,8 @@ fn line_from(message: &Message) -> Line {
             .map(|r| (r.emoji.clone(), r.users.len()))
             .collect(),
         reply_to: message.reply_to.clone(),
+        actions: message.actions.clone(),
+        files: message.files.clone(),
     }
 }
 
@@ -485,6 +904,8 @@ fn apply_change(lines: &mut Vec<Line>, event: &DiscussionEvent) {
             if let Some(l) = lines.iter_mut().find(|l| l.id == *message_id) {
                 l.text = None;
                 l.reactions.clear();
+                l.actions.clear();
+                l.files.clear();
             }
         }
         Change::ReactionAdded { message_id, emoji }

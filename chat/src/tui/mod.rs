@@ -8,8 +8,10 @@ mod app;
 mod run;
 mod ui;
 
-pub use app::{App, Command, Focus, Line, Mode, Pending};
-pub use run::run;
+pub use app::{App, Command, Focus, Line, Mode, Pending, Pick, TYPING_EVERY_MS};
+/// The keys [`App::on_key`] takes.
+pub use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+pub use run::{perform, run};
 pub use ui::draw;
 
 #[cfg(test)]

@@ -8,12 +8,16 @@ use ratatui::crossterm::execute;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
-use veche_client::protocol::Request;
-use veche_client::{Client, ClientEvent, ConnectionState};
+use veche_client::protocol::discussions::SearchQuery;
+use veche_client::protocol::{Reply, Request};
+use veche_client::{Client, ClientEvent, ConnectionState, RequestError};
+
+use veche_client::protocol::files::FileInfo;
 
 use super::app::{App, Command};
 use super::ui::draw;
 use crate::Profile;
+use crate::cli::files::{destination, fetch};
 
 /// Messages loaded when a discussion is opened, and per PgUp.
 const PAGE: u32 = 100;
@@ -80,8 +84,13 @@ pub async fn run(client: Client, me: String, profile: &Profile) -> anyhow::Resul
         reported: false,
     };
     let mut idle_check = tokio::time::interval(Duration::from_secs(10));
+    // Typing indicators expire by the second.
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    let started = Instant::now();
+    let now_ms = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let result = async {
         loop {
+            app.tick(now_ms());
             terminal.draw(|frame| draw(frame, &app))?;
             if app.bell {
                 app.bell = false;
@@ -90,6 +99,7 @@ pub async fn run(client: Client, me: String, profile: &Profile) -> anyhow::Resul
             let command = tokio::select! {
                 key = keys.recv() => match key {
                     Some(key) => {
+                        app.tick(now_ms());
                         idle.last_key = Instant::now();
                         if idle.reported {
                             idle.report(&client, false).await;
@@ -98,6 +108,7 @@ pub async fn run(client: Client, me: String, profile: &Profile) -> anyhow::Resul
                     }
                     None => Some(Command::Quit),
                 },
+                _ = second.tick() => None,
                 _ = idle_check.tick() => {
                     if !idle.reported && idle.last_key.elapsed() >= IDLE_AFTER {
                         idle.report(&client, true).await;
@@ -105,13 +116,16 @@ pub async fn run(client: Client, me: String, profile: &Profile) -> anyhow::Resul
                     None
                 }
                 event = events.recv() => match event {
-                    Ok(ClientEvent::Server(event)) => app.on_event(&event),
+                    Ok(ClientEvent::Server(event)) => {
+                        app.tick(now_ms());
+                        app.on_event(&event)
+                    }
                     Ok(ClientEvent::Outbox(entry)) => {
                         app.on_outbox(&entry);
                         None
                     }
                     Ok(ClientEvent::State(state)) => {
-                        app.connection = state;
+                        app.set_connection(state);
                         if state == ConnectionState::Online {
                             // A new connection counts as active until told otherwise.
                             idle.reported = false;
@@ -129,7 +143,7 @@ pub async fn run(client: Client, me: String, profile: &Profile) -> anyhow::Resul
                 if command == Command::Quit {
                     return anyhow::Ok(());
                 }
-                next = execute_command(&client, &mut app, command).await;
+                next = perform(&client, &mut app, command).await;
             }
         }
     }
@@ -152,8 +166,9 @@ async fn refresh(client: &Client, app: &mut App) -> Option<Command> {
     }
 }
 
-/// Does what the user asked; may ask for one more step.
-async fn execute_command(client: &Client, app: &mut App, command: Command) -> Option<Command> {
+/// Does what the user asked through `client`; may ask for one more step. Failures become the
+/// notice. Public so that tests drive an [`App`] against a real node without a terminal.
+pub async fn perform(client: &Client, app: &mut App, command: Command) -> Option<Command> {
     let outcome = match command {
         Command::Open(discussion) => match client.history(&discussion, None, PAGE).await {
             Ok((events, more)) => {
@@ -185,12 +200,76 @@ async fn execute_command(client: &Client, app: &mut App, command: Command) -> Op
             message_id,
         } => client.delete(&discussion, &message_id).await,
         Command::MarkRead { discussion, seq } => client.mark_read(&discussion, seq).await,
+        Command::Click {
+            discussion,
+            message_id,
+            action_id,
+        } => client
+            .request(Request::Click {
+                discussion,
+                message_id,
+                action_id: action_id.clone(),
+            })
+            .await
+            .map(|_| app.notice = format!("clicked {action_id}")),
+        Command::Search(query) => match client
+            .request(Request::Search(SearchQuery::text(query.clone())))
+            .await
+        {
+            Ok(Reply::SearchResults {
+                hits,
+                corrected_query,
+                more,
+            }) => {
+                app.set_search(&query, hits, corrected_query, more);
+                Ok(())
+            }
+            Ok(_) => Err(RequestError::UnexpectedReply("search").into()),
+            Err(e) => Err(e),
+        },
+        Command::CreateGroup { title, members } => {
+            match client
+                .request(Request::CreateGroup { title, members })
+                .await
+            {
+                Ok(Reply::Discussion { discussion }) => return app.group_created(discussion),
+                Ok(_) => Err(RequestError::UnexpectedReply("create_group").into()),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Download(info) => {
+            download(client, app, &info).await;
+            Ok(())
+        }
+        Command::Typing { discussion, typing } => {
+            // Best effort: an indicator that does not arrive expires by itself.
+            let _ = client.request(Request::Typing { discussion, typing }).await;
+            Ok(())
+        }
         Command::Quit => Ok(()),
     };
     if let Err(e) = outcome {
         app.notice = e.to_string();
     }
     None
+}
+
+/// Downloads a file into the downloads folder under its own name (made safe), never over a
+/// file that exists; says how it went in the notice.
+async fn download(client: &Client, app: &mut App, info: &FileInfo) {
+    let outcome = async {
+        let target = destination(&info.name, &info.id, Some(app.downloads.clone()))?;
+        if target.exists() {
+            anyhow::bail!("{} exists already", target.display());
+        }
+        fetch(&*client.connection()?, info, &target).await?;
+        anyhow::Ok(target)
+    }
+    .await;
+    app.notice = match outcome {
+        Ok(target) => format!("downloaded {}", target.display()),
+        Err(e) => format!("cannot download {}: {e:#}", info.name),
+    };
 }
 
 /// The bell, or the configured sound command.

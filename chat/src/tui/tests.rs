@@ -2,12 +2,15 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use veche_client::protocol::discussions::{
-    Change, DiscussionEvent, DiscussionInfo, DiscussionKind, Member, Message, Role,
+    Action, Change, DiscussionEvent, DiscussionInfo, DiscussionKind, Member, Message, Role,
+    SearchHit,
 };
+use veche_client::protocol::files::FileInfo;
+use veche_client::protocol::presence::{PresenceInfo, PresenceState};
 use veche_client::protocol::{Event, Timestamp};
-use veche_client::{OutboxEntry, OutboxState};
+use veche_client::{ConnectionState, OutboxEntry, OutboxState};
 
-use super::{App, Command, Focus, Mode, draw};
+use super::{App, Command, Focus, Mode, TYPING_EVERY_MS, draw};
 use crate::SendKey;
 
 const ME: &str = "ivan@hq";
@@ -24,9 +27,14 @@ fn alt(code: KeyCode) -> KeyEvent {
     KeyEvent::new(code, KeyModifiers::ALT)
 }
 
+/// Types `text`; a key may only say that the user is typing.
 fn type_text(app: &mut App, text: &str) {
     for c in text.chars() {
-        assert_eq!(app.on_key(key(KeyCode::Char(c))), None);
+        let command = app.on_key(key(KeyCode::Char(c)));
+        assert!(
+            matches!(command, None | Some(Command::Typing { .. })),
+            "{command:?}"
+        );
     }
 }
 
@@ -385,5 +393,365 @@ fn control_characters_from_the_node_are_shown_not_obeyed_and_lines_stay_lines() 
             .lines()
             .any(|l| l.trim_start_matches('│').starts_with("boris")),
         "{text}"
+    );
+}
+
+fn presence(user: &str, state: PresenceState) -> Event {
+    Event::Presence {
+        users: vec![PresenceInfo {
+            user: user.into(),
+            state,
+            status_text: String::new(),
+        }],
+    }
+}
+
+fn typing(discussion: &str, user: &str, on: bool) -> Event {
+    Event::Typing {
+        discussion: discussion.into(),
+        user: user.into(),
+        typing: on,
+        expires_in_ms: if on { 6_000 } else { 0 },
+    }
+}
+
+#[test]
+fn presence_dots_follow_the_node_and_are_forgotten_offline() {
+    let mut app = app_with_dialog(SendKey::Enter);
+    app.set_connection(ConnectionState::Online);
+    assert!(screen(&app).contains("○ petr@hq"), "{}", screen(&app));
+    app.on_event(&presence("petr@hq", PresenceState::Available));
+    app.on_event(&presence("olga@hq", PresenceState::Dnd));
+    app.on_event(&presence(ME, PresenceState::Away));
+    let text = screen(&app);
+    for expected in ["● petr@hq", "⊖ olga@hq", "◐ ivan@hq"] {
+        assert!(text.contains(expected), "{expected:?} missing:\n{text}");
+    }
+    app.on_event(&presence("petr@hq", PresenceState::Offline));
+    assert!(screen(&app).contains("○ petr@hq"));
+    // Disconnected, nobody's presence is known; the next connection's snapshot tells it.
+    app.on_event(&presence("olga@hq", PresenceState::Available));
+    app.set_connection(ConnectionState::Connecting);
+    assert!(screen(&app).contains("○ olga@hq"));
+}
+
+#[test]
+fn typing_of_others_shows_until_it_stops_expires_or_they_post() {
+    let mut app = app_with_dialog(SendKey::Enter);
+    app.set_connection(ConnectionState::Online);
+    app.tick(1_000);
+    app.on_event(&typing("d1", "petr@hq", true));
+    app.on_event(&typing("d2", "olga@hq", true));
+    // One's own typing (from another device) is not shown.
+    app.on_event(&typing("d1", ME, true));
+    let text = screen(&app);
+    assert!(text.contains("✎ petr is typing…"), "{text}");
+    assert!(text.contains("olga@hq ✎"), "{text}");
+    assert!(!text.contains("ivan is typing"), "{text}");
+
+    app.on_event(&typing("d1", "petr@hq", false));
+    assert!(!screen(&app).contains("is typing"));
+    app.on_event(&typing("d1", "petr@hq", true));
+    app.on_event(&Event::Discussion {
+        event: message("d1", 2, "petr@hq", "готово"),
+    });
+    assert!(!screen(&app).contains("is typing"), "a message ends it");
+    app.tick(6_999);
+    assert!(screen(&app).contains("olga@hq ✎"));
+    app.tick(7_000);
+    assert!(!screen(&app).contains("✎"), "not renewed in time");
+}
+
+#[test]
+fn typing_is_sent_at_most_every_three_seconds_and_stopped_when_the_composer_empties() {
+    let mut app = app_with_dialog(SendKey::Enter);
+    app.tick(10_000);
+    let on = Some(Command::Typing {
+        discussion: "d1".into(),
+        typing: true,
+    });
+    let off = Some(Command::Typing {
+        discussion: "d1".into(),
+        typing: false,
+    });
+    assert_eq!(app.on_key(key(KeyCode::Char('П'))), on);
+    assert_eq!(app.on_key(key(KeyCode::Char('р'))), None);
+    app.tick(10_000 + TYPING_EVERY_MS - 1);
+    assert_eq!(app.on_key(key(KeyCode::Char('и'))), None);
+    app.tick(10_000 + TYPING_EVERY_MS);
+    assert_eq!(app.on_key(key(KeyCode::Char('в'))), on);
+    // Keys that leave the composer as it is say nothing.
+    assert_eq!(app.on_key(key(KeyCode::Tab)), None);
+    // Erasing everything stops it; typing again starts it at once.
+    for _ in 0..3 {
+        assert_eq!(app.on_key(key(KeyCode::Backspace)), None);
+    }
+    assert_eq!(app.on_key(key(KeyCode::Backspace)), off);
+    assert_eq!(app.on_key(key(KeyCode::Char('Д'))), on);
+    assert_eq!(app.on_key(key(KeyCode::Esc)), off);
+    // Sending ends it for the others; the next message starts another.
+    assert_eq!(app.on_key(key(KeyCode::Char('а'))), on);
+    assert!(matches!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Command::Send { .. })
+    ));
+    assert_eq!(app.on_key(key(KeyCode::Char('и'))), on);
+}
+
+fn file(id: &str, name: &str, size: u64) -> FileInfo {
+    FileInfo {
+        id: id.into(),
+        name: name.into(),
+        size,
+        mime: "application/pdf".into(),
+        sha256: "00".into(),
+        thumbnail: false,
+        dimensions: None,
+        discussion: "d1".into(),
+        uploader: "petr@hq".into(),
+        created_at: Timestamp(0),
+    }
+}
+
+/// A message of petr's with buttons and files, selected.
+fn app_with_buttons_and_files(actions: &[(&str, &str)], files: Vec<FileInfo>) -> App {
+    let mut app = app_with_dialog(SendKey::Enter);
+    let mut event = message("d1", 1, "petr@hq", "Счёт 42 на оплату");
+    if let Change::MessagePosted { message } = &mut event.change {
+        message.actions = actions
+            .iter()
+            .map(|(id, label)| Action {
+                id: (*id).into(),
+                label: (*label).into(),
+            })
+            .collect();
+        message.files = files;
+    }
+    app.set_history("d1", &[event], false, false);
+    app.on_key(key(KeyCode::Tab));
+    assert_eq!(app.cursor, Some(0));
+    app
+}
+
+#[test]
+fn buttons_are_shown_numbered_and_clicked_from_the_keyboard() {
+    let mut app = app_with_buttons_and_files(
+        &[("approve", "Одобрить"), ("reject", "Отклонить\x1b[2J")],
+        vec![],
+    );
+    let text = screen_of_width(&app, 140);
+    assert!(
+        text.contains("[1 Одобрить] [2 Отклонить␛[2J]"),
+        "buttons missing:\n{text}"
+    );
+    // Two buttons: Ctrl+B asks which; the digit clicks, and is not typed.
+    assert_eq!(app.on_key(ctrl(KeyCode::Char('b'))), None);
+    assert!(app.notice.contains("1–2"), "{}", app.notice);
+    assert_eq!(
+        app.on_key(key(KeyCode::Char('2'))),
+        Some(Command::Click {
+            discussion: "d1".into(),
+            message_id: "m1".into(),
+            action_id: "reject".into()
+        })
+    );
+    assert!(app.composer.is_empty());
+    // A number past the buttons, or another key, clicks nothing.
+    app.on_key(ctrl(KeyCode::Char('b')));
+    assert_eq!(app.on_key(key(KeyCode::Char('3'))), None);
+    assert_eq!(app.notice, "no button 3");
+    app.on_key(ctrl(KeyCode::Char('b')));
+    assert_eq!(app.on_key(key(KeyCode::Char('x'))), None);
+    assert!(app.composer.is_empty());
+    assert!(
+        matches!(
+            app.on_key(key(KeyCode::Char('1'))),
+            Some(Command::Typing { .. })
+        ),
+        "typed, not clicked"
+    );
+    assert_eq!(app.composer, "1");
+
+    // One button is clicked at once; a message without buttons says so.
+    let mut app = app_with_buttons_and_files(&[("ok", "OK")], vec![]);
+    assert_eq!(
+        app.on_key(ctrl(KeyCode::Char('b'))),
+        Some(Command::Click {
+            discussion: "d1".into(),
+            message_id: "m1".into(),
+            action_id: "ok".into()
+        })
+    );
+    assert_eq!(app.on_key(ctrl(KeyCode::Char('o'))), None);
+    assert_eq!(app.notice, "this message has no file");
+}
+
+#[test]
+fn files_are_listed_under_their_message_and_downloaded_by_number() {
+    let report = file("f_1", "отчёт\x07.pdf", 1536);
+    let scan = file("f_2", "скан.png", 3 * 1024 * 1024);
+    let mut app = app_with_buttons_and_files(&[], vec![report.clone(), scan.clone()]);
+    let text = screen_of_width(&app, 140);
+    for expected in ["[file 1] отчёт␇.pdf (1.5 KB)", "[file 2] скан.png (3.0 MB)"] {
+        assert!(text.contains(expected), "{expected:?} missing:\n{text}");
+    }
+    assert_eq!(app.on_key(ctrl(KeyCode::Char('o'))), None);
+    assert_eq!(
+        app.on_key(key(KeyCode::Char('2'))),
+        Some(Command::Download(scan))
+    );
+    // A deleted message loses its files and buttons.
+    app.on_event(&Event::Discussion {
+        event: DiscussionEvent {
+            discussion: "d1".into(),
+            seq: 2,
+            at: Timestamp(0),
+            actor: "petr@hq".into(),
+            change: Change::MessageDeleted {
+                message_id: "m1".into(),
+            },
+        },
+    });
+    assert!(!screen_of_width(&app, 140).contains("[file"));
+    assert_eq!(app.on_key(ctrl(KeyCode::Char('o'))), None);
+}
+
+fn hit(discussion: &str, seq: u64, author: &str, snippet: &str) -> SearchHit {
+    SearchHit {
+        discussion: discussion.into(),
+        message_id: format!("m{seq}"),
+        seq,
+        author: author.into(),
+        created_at: Timestamp(0),
+        snippet: snippet.into(),
+    }
+}
+
+#[test]
+fn search_shows_hits_and_opens_the_chosen_one_at_its_message() {
+    let mut app = app_with_dialog(SendKey::Enter);
+    type_text(&mut app, "черновик");
+    // The draft is put aside: the others see the user stop typing.
+    assert_eq!(
+        app.on_key(ctrl(KeyCode::Char('f'))),
+        Some(Command::Typing {
+            discussion: "d1".into(),
+            typing: false
+        })
+    );
+    assert_eq!(app.mode, Mode::Search);
+    assert!(app.composer.is_empty(), "the draft is put aside");
+    type_text(&mut app, "счёт");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Command::Search("счёт".into()))
+    );
+    app.set_search(
+        "счёт",
+        vec![
+            hit("d1", 7, "petr@hq", "<b>Счёт</b> 42 &amp; 43\x1b[2J"),
+            hit("d2", 3, "olga@hq", "где <b>счёт</b>?"),
+        ],
+        None,
+        false,
+    );
+    let text = screen_of_width(&app, 140);
+    for expected in [
+        "Поиск: счёт",
+        "petr@hq #7  petr: *Счёт* 42 & 43␛[2J",
+        "olga@hq #3  olga: где *счёт*?",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing:\n{text}");
+    }
+    // Up and Down choose a hit (not a discussion); Enter opens it at the message.
+    assert_eq!(app.on_key(key(KeyCode::Down)), None);
+    assert_eq!(app.selected, 0);
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Command::Open("d2".into()))
+    );
+    assert_eq!(app.mode, Mode::Compose);
+    assert_eq!(app.composer, "черновик", "the draft is back");
+    assert_eq!(app.selected, 1);
+    app.set_history(
+        "d2",
+        &[
+            message("d2", 2, "olga@hq", "привет"),
+            message("d2", 3, "olga@hq", "где счёт?"),
+            message("d2", 4, ME, "вот"),
+        ],
+        false,
+        false,
+    );
+    assert_eq!(app.focus, Focus::Messages);
+    assert_eq!(app.cursor, Some(1));
+    assert!(!screen(&app).contains("Поиск:"));
+
+    // A changed query searches again; Esc closes the search.
+    app.on_key(ctrl(KeyCode::Char('f')));
+    type_text(&mut app, "акт");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Command::Search("акт".into()))
+    );
+    app.set_search("акт", vec![], Some("fre".into()), false);
+    let text = screen(&app);
+    assert!(text.contains("no messages match"), "{text}");
+    assert!(text.contains("hits for fre"), "{text}");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Command::Search("акт".into()))
+    );
+    assert_eq!(app.on_key(key(KeyCode::Esc)), None);
+    assert_eq!(app.mode, Mode::Compose);
+    assert!(app.search.is_none());
+    // An answer that comes after the search was left is not shown.
+    app.set_search("акт", vec![hit("d1", 1, "petr@hq", "акт")], None, false);
+    assert!(app.search.is_none());
+}
+
+#[test]
+fn a_group_is_named_then_given_members_and_opened_once_created() {
+    let mut app = app_with_dialog(SendKey::Enter);
+    assert_eq!(app.on_key(ctrl(KeyCode::Char('n'))), None);
+    assert_eq!(app.mode, Mode::GroupTitle);
+    assert!(screen_of_width(&app, 140).contains("Новая группа: название"));
+    // An empty title goes nowhere.
+    assert_eq!(app.on_key(key(KeyCode::Enter)), None);
+    assert_eq!(app.mode, Mode::GroupTitle);
+    type_text(&mut app, "Закупки Q3");
+    assert_eq!(app.on_key(key(KeyCode::Enter)), None);
+    assert_eq!(app.mode, Mode::GroupMembers("Закупки Q3".into()));
+    type_text(&mut app, "petr, olga@hq  boris");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Command::CreateGroup {
+            title: "Закупки Q3".into(),
+            members: vec!["petr".into(), "olga@hq".into(), "boris".into()],
+        })
+    );
+    assert_eq!(app.mode, Mode::Compose);
+
+    let mut group = dialog("g1", "petr@hq", 0);
+    group.kind = DiscussionKind::Group;
+    group.title = "Закупки Q3".into();
+    assert_eq!(
+        app.group_created(group.clone()),
+        Some(Command::Open("g1".into()))
+    );
+    assert_eq!(app.current().map(|d| d.id.as_str()), Some("g1"));
+    // Its creation event does not add it twice.
+    assert_eq!(app.group_created(group), Some(Command::Open("g1".into())));
+    assert_eq!(app.discussions.len(), 3);
+
+    // Esc on the way leaves the composer as it was.
+    type_text(&mut app, "текст");
+    app.on_key(ctrl(KeyCode::Char('n')));
+    type_text(&mut app, "Другая");
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(app.on_key(key(KeyCode::Esc)), None);
+    assert_eq!(
+        (app.mode.clone(), app.composer.as_str()),
+        (Mode::Compose, "текст")
     );
 }

@@ -1,11 +1,13 @@
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout};
-use ratatui::style::{Modifier, Style, Stylize};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line as TextLine, Span, Text};
 use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph, Wrap};
 use veche_client::ConnectionState;
+use veche_client::protocol::presence::PresenceState;
 
 use super::app::{App, Focus, Mode};
+use crate::cli::print::{size, snippet};
 use crate::untrusted::{one_line, visible};
 
 /// Draws the whole screen: discussions on the left, messages and composer on the right,
@@ -24,7 +26,14 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         .discussions
         .iter()
         .map(|d| {
-            let mut spans = vec![Span::raw(one_line(&app.name_of(d)).into_owned())];
+            let mut spans = vec![match app.dialog_partner(d) {
+                Some(user) => dot(app.presence_of(user)),
+                None => Span::raw("  "),
+            }];
+            spans.push(Span::raw(one_line(&app.name_of(d)).into_owned()));
+            if !app.typing_in(&d.id).is_empty() {
+                spans.push(Span::raw(" ✎"));
+            }
             if d.unread > 0 {
                 spans.push(Span::raw(format!(" ({})", d.unread)).bold());
             }
@@ -70,6 +79,30 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         for (emoji, n) in &line.reactions {
             rows[last].push(Span::raw(format!("  {} {n}", one_line(emoji))));
         }
+        // Files and buttons on rows of their own, numbered for Ctrl+O and Ctrl+B.
+        for (n, f) in line.files.iter().enumerate() {
+            rows.push(vec![Span::raw(format!(
+                "[file {}] {} ({})",
+                n + 1,
+                one_line(&f.name),
+                size(f.size)
+            ))]);
+        }
+        if !line.actions.is_empty() {
+            let buttons = line
+                .actions
+                .iter()
+                .enumerate()
+                .map(|(n, a)| Span::raw(format!("[{} {}]", n + 1, one_line(&a.label))).bold());
+            let mut row = Vec::new();
+            for (i, b) in buttons.enumerate() {
+                if i > 0 {
+                    row.push(Span::raw(" "));
+                }
+                row.push(b);
+            }
+            rows.push(row);
+        }
         first_line_of.push(text.lines.len());
         for (r, row) in rows.into_iter().enumerate() {
             let mut spans = if r == 0 {
@@ -113,6 +146,19 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
             text.push_line(TextLine::from(spans));
         }
     }
+    if let Some(d) = app.current() {
+        let typing = app.typing_in(&d.id);
+        if !typing.is_empty() {
+            let names: Vec<String> = typing
+                .iter()
+                .map(|u| one_line(short(u)).into_owned())
+                .collect();
+            let verb = if names.len() == 1 { "is" } else { "are" };
+            text.push_line(
+                TextLine::from(format!("✎ {} {verb} typing…", names.join(", "))).italic(),
+            );
+        }
+    }
     // Keep the newest lines in view, or the selected message when one is selected.
     let inner_height = messages_area.height.saturating_sub(2);
     let bottom = (text.lines.len() as u16).saturating_sub(inner_height);
@@ -123,18 +169,11 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         }
         _ => bottom,
     };
-    let messages_block = Block::bordered().title(title);
-    frame.render_widget(
-        Paragraph::new(text)
-            .block(if app.focus == Focus::Messages {
-                messages_block.bold()
-            } else {
-                messages_block
-            })
-            .wrap(Wrap { trim: false })
-            .scroll((scroll, 0)),
-        messages_area,
-    );
+    if app.mode == Mode::Search || app.search.is_some() {
+        draw_search(frame, app, messages_area);
+    } else {
+        draw_messages(frame, app, messages_area, title, text, scroll);
+    }
 
     // Composer.
     let heading = match &app.mode {
@@ -146,6 +185,12 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         Mode::Edit(_) => format!(
             " Правка — {} сохраняет, Esc отменяет ",
             app.send_key.label()
+        ),
+        Mode::Search => " Поиск — Enter ищет, ↑↓ выбирают, Enter открывает, Esc закрывает ".into(),
+        Mode::GroupTitle => " Новая группа: название — Enter дальше, Esc отменяет ".into(),
+        Mode::GroupMembers(title) => format!(
+            " Участники «{}» через пробел или запятую — Enter создаёт, Esc отменяет ",
+            one_line(title)
         ),
     };
     frame.render_widget(
@@ -162,13 +207,106 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         ConnectionState::Offline => "○ offline",
     };
     frame.render_widget(
-        Paragraph::new(format!(
-            "{connection}  {}  Tab: focus  Ctrl+R reply  Ctrl+E edit  Ctrl+D delete  Ctrl+Q quit  {}",
-            one_line(&app.me),
-            one_line(&app.notice)
-        )),
+        Paragraph::new(TextLine::from(vec![
+            Span::raw(format!("{connection}  ")),
+            dot(app.presence_of(&app.me)),
+            Span::raw(format!("{}  ", one_line(&app.me))),
+            Span::raw(format!("{}  ", one_line(&app.notice))).bold(),
+            Span::raw(
+                "Tab focus  Ctrl+R reply  Ctrl+E edit  Ctrl+D delete  Ctrl+B button  \
+                 Ctrl+O file  Ctrl+Q quit",
+            ),
+        ])),
         status,
     );
+}
+
+/// The open discussion's messages.
+fn draw_messages(
+    frame: &mut Frame<'_>,
+    app: &App,
+    area: Rect,
+    title: String,
+    text: Text<'_>,
+    scroll: u16,
+) {
+    let messages_block = Block::bordered().title(title);
+    frame.render_widget(
+        Paragraph::new(text)
+            .block(if app.focus == Focus::Messages {
+                messages_block.bold()
+            } else {
+                messages_block
+            })
+            .wrap(Wrap { trim: false })
+            .scroll((scroll, 0)),
+        area,
+    );
+}
+
+/// Search results, best first, in place of the messages: where, who, and the text around
+/// the matches (between `*`), the selected one highlighted.
+fn draw_search(frame: &mut Frame<'_>, app: &App, area: Rect) {
+    let mut text = Text::default();
+    let title = match &app.search {
+        None => " Поиск ".to_owned(),
+        Some(view) => {
+            if let Some(corrected) = &view.corrected {
+                text.push_line(
+                    TextLine::from(format!(
+                        "nothing matched as typed; hits for {}",
+                        one_line(corrected)
+                    ))
+                    .italic(),
+                );
+            }
+            if view.hits.is_empty() {
+                text.push_line(TextLine::from("no messages match").italic());
+            }
+            for (i, hit) in view.hits.iter().enumerate() {
+                let place = app
+                    .discussions
+                    .iter()
+                    .find(|d| d.id == hit.discussion)
+                    .map_or_else(|| hit.discussion.clone(), |d| app.name_of(d));
+                let mut line = TextLine::from(vec![
+                    Span::raw(format!("{} #{}  ", one_line(&place), hit.seq)),
+                    Span::raw(format!("{}: ", one_line(short(&hit.author)))).bold(),
+                    Span::raw(snippet(&hit.snippet)),
+                ]);
+                if i == view.selected {
+                    line = line.reversed();
+                }
+                text.push_line(line);
+            }
+            if view.more {
+                text.push_line(TextLine::from("… more hits: make the query narrower").italic());
+            }
+            format!(" Поиск: {} ", one_line(&view.query))
+        }
+    };
+    let selected = app.search.as_ref().map_or(0, |v| v.selected) as u16;
+    let inner_height = area.height.saturating_sub(2);
+    let scroll = selected.saturating_sub(inner_height.saturating_sub(1));
+    frame.render_widget(
+        Paragraph::new(text)
+            .block(Block::bordered().title(title).bold())
+            .scroll((scroll, 0)),
+        area,
+    );
+}
+
+/// A presence dot and a space: green available, yellow away, red do not disturb, hollow
+/// offline (and invisible, as others see it).
+fn dot(state: PresenceState) -> Span<'static> {
+    match state {
+        PresenceState::Available => Span::raw("● ").fg(Color::Green),
+        PresenceState::Away => Span::raw("◐ ").fg(Color::Yellow),
+        PresenceState::Dnd => Span::raw("⊖ ").fg(Color::Red),
+        PresenceState::Offline | PresenceState::Invisible | PresenceState::Unknown => {
+            Span::raw("○ ")
+        }
+    }
 }
 
 /// A message text as rows of the view: one per line of the text, control characters shown
