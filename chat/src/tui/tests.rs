@@ -755,3 +755,38 @@ fn a_group_is_named_then_given_members_and_opened_once_created() {
         (Mode::Compose, "текст")
     );
 }
+
+#[test]
+fn long_and_multi_line_messages_keep_the_newest_line_in_view() {
+    let mut app = app_with_dialog(SendKey::Enter);
+    let long = "очень длинная строка ".repeat(30);
+    let mut events = Vec::new();
+    for seq in 1..=4 {
+        events.push(message(
+            "d1",
+            seq,
+            "petr@hq",
+            &format!("{long}\nвторая\nтретья"),
+        ));
+    }
+    events.push(message("d1", 5, "petr@hq", "последнее"));
+    app.set_history("d1", &events, false, false);
+    let text = screen(&app);
+    assert!(text.contains("petr: последнее"), "{text}");
+    // Wrapped rows are indented under the text, like a message's own lines: no row of a
+    // message can pass for another entry.
+    for row in text.lines().skip(1).take(12) {
+        let pane = row.split('│').nth(3).unwrap_or_default();
+        assert!(
+            pane.starts_with("petr: ") || pane.starts_with("      "),
+            "{row:?} in\n{text}"
+        );
+    }
+
+    // The selected message is in view too, though the lines before it wrap.
+    app.on_key(key(KeyCode::Tab));
+    app.on_key(key(KeyCode::Up));
+    app.on_key(key(KeyCode::Up));
+    let text = screen(&app);
+    assert!(text.contains("третья"), "{text}");
+}

@@ -7,6 +7,8 @@ use veche_client::ConnectionState;
 use veche_client::protocol::presence::PresenceState;
 
 use super::app::{App, Focus, Mode};
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+
 use crate::cli::print::{size, snippet};
 use crate::untrusted::{one_line, visible};
 
@@ -64,14 +66,19 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     if app.more_history {
         text.push_line(TextLine::from("… PgUp for older messages").italic());
     }
+    // Rows are wrapped here, not by the paragraph: every row of a message after its first is
+    // indented under its text (so no wrapped text can pass for another entry), and the rows
+    // counted are the rows drawn, so the newest stay in view.
+    let width = usize::from(messages_area.width.saturating_sub(2));
     let mut first_line_of = Vec::with_capacity(app.lines.len());
     for (i, line) in app.lines.iter().enumerate() {
-        let author = format!("{}: ", one_line(short(&line.author)));
-        let indent = " ".repeat(author.chars().count());
         let mut rows = match &line.text {
             Some(t) => message_rows(t),
             None => vec![vec![Span::raw("[deleted]").italic()]],
         };
+        if line.reply_to.is_some() {
+            rows[0].insert(0, Span::raw("↪ "));
+        }
         let last = rows.len() - 1;
         if line.edited && line.text.is_some() {
             rows[last].push(Span::raw(" (edited)").italic());
@@ -89,37 +96,18 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
             ))]);
         }
         if !line.actions.is_empty() {
-            let buttons = line
-                .actions
-                .iter()
-                .enumerate()
-                .map(|(n, a)| Span::raw(format!("[{} {}]", n + 1, one_line(&a.label))).bold());
             let mut row = Vec::new();
-            for (i, b) in buttons.enumerate() {
-                if i > 0 {
+            for (n, a) in line.actions.iter().enumerate() {
+                if n > 0 {
                     row.push(Span::raw(" "));
                 }
-                row.push(b);
+                row.push(Span::raw(format!("[{} {}]", n + 1, one_line(&a.label))).bold());
             }
             rows.push(row);
         }
         first_line_of.push(text.lines.len());
-        for (r, row) in rows.into_iter().enumerate() {
-            let mut spans = if r == 0 {
-                vec![Span::raw(author.clone()).bold()]
-            } else {
-                vec![Span::raw(indent.clone())]
-            };
-            if r == 0 && line.reply_to.is_some() {
-                spans.push(Span::raw("↪ "));
-            }
-            spans.extend(row);
-            let mut l = TextLine::from(spans);
-            if app.focus == Focus::Messages && app.cursor == Some(i) {
-                l = l.reversed();
-            }
-            text.push_line(l);
-        }
+        let selected = app.focus == Focus::Messages && app.cursor == Some(i);
+        push_entry(&mut text, short(&line.author), rows, width, selected);
     }
     let open = app.current().map(|d| d.id.as_str());
     for p in app
@@ -131,20 +119,10 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
             None => Span::raw(" ⏳ sending"),
             Some(reason) => Span::raw(format!(" ✗ failed: {}", one_line(reason))).bold(),
         };
-        let author = format!("{}: ", one_line(short(&app.me)));
-        let indent = " ".repeat(author.chars().count());
         let mut rows = message_rows(&p.text);
         let last = rows.len() - 1;
         rows[last].push(marker);
-        for (r, row) in rows.into_iter().enumerate() {
-            let mut spans = if r == 0 {
-                vec![Span::raw(author.clone()).bold()]
-            } else {
-                vec![Span::raw(indent.clone())]
-            };
-            spans.extend(row);
-            text.push_line(TextLine::from(spans));
-        }
+        push_entry(&mut text, short(&app.me), rows, width, false);
     }
     if let Some(d) = app.current() {
         let typing = app.typing_in(&d.id);
@@ -238,7 +216,6 @@ fn draw_messages(
             } else {
                 messages_block
             })
-            .wrap(Wrap { trim: false })
             .scroll((scroll, 0)),
         area,
     );
@@ -294,6 +271,86 @@ fn draw_search(frame: &mut Frame<'_>, app: &App, area: Rect) {
             .scroll((scroll, 0)),
         area,
     );
+}
+
+/// Adds one message: `author: ` before its first row, its other rows (its lines, then those
+/// that wrapping `width` makes) indented as far; reversed when selected.
+fn push_entry(
+    text: &mut Text<'static>,
+    author: &str,
+    rows: Vec<Vec<Span<'static>>>,
+    width: usize,
+    selected: bool,
+) {
+    let author = format!("{}: ", one_line(author));
+    let indent = UnicodeWidthStr::width(author.as_str());
+    let mut first = true;
+    for row in rows {
+        for part in wrap(row, width.saturating_sub(indent).max(1)) {
+            let mut spans = if first {
+                vec![Span::raw(author.clone()).bold()]
+            } else {
+                vec![Span::raw(" ".repeat(indent))]
+            };
+            first = false;
+            spans.extend(part);
+            let mut l = TextLine::from(spans);
+            if selected {
+                l = l.reversed();
+            }
+            text.push_line(l);
+        }
+    }
+}
+
+/// Splits a row of styled text into rows at most `width` columns wide, after the last space
+/// that fits when there is one (the space stays at the end of its row), else anywhere.
+fn wrap(row: Vec<Span<'static>>, width: usize) -> Vec<Vec<Span<'static>>> {
+    let chars: Vec<(char, Style)> = row
+        .iter()
+        .flat_map(|span| span.content.chars().map(move |c| (c, span.style)))
+        .collect();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < chars.len() {
+        let mut used = 0;
+        let mut end = start;
+        let mut last_space = None;
+        while end < chars.len() {
+            let w = UnicodeWidthChar::width(chars[end].0).unwrap_or(0);
+            if used + w > width && end > start {
+                break;
+            }
+            used += w;
+            if chars[end].0 == ' ' {
+                last_space = Some(end);
+            }
+            end += 1;
+        }
+        if end < chars.len()
+            && let Some(space) = last_space
+        {
+            end = space + 1;
+        }
+        parts.push(spans_of(&chars[start..end]));
+        start = end;
+    }
+    if parts.is_empty() {
+        parts.push(Vec::new());
+    }
+    parts
+}
+
+/// Characters back into spans, one per run of a style.
+fn spans_of(chars: &[(char, Style)]) -> Vec<Span<'static>> {
+    let mut spans: Vec<Span<'static>> = Vec::new();
+    for &(c, style) in chars {
+        match spans.last_mut() {
+            Some(span) if span.style == style => span.content.to_mut().push(c),
+            _ => spans.push(Span::styled(c.to_string(), style)),
+        }
+    }
+    spans
 }
 
 /// A presence dot and a space: green available, yellow away, red do not disturb, hollow
