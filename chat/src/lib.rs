@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cli;
+pub mod download;
 mod profile;
 pub mod tui;
 pub mod untrusted;

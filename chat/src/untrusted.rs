@@ -27,6 +27,21 @@ pub fn indented(text: &str, indent: &str) -> String {
     visible(text).replace('\n', &format!("\n{indent}"))
 }
 
+/// A search snippet (HTML-escaped by the node, matches in `<b>`) as plain text on one line,
+/// matches between `*`.
+pub fn snippet(html: &str) -> String {
+    let plain = html
+        .replace("<b>", "*")
+        .replace("</b>", "*")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&amp;", "&");
+    one_line(&plain).into_owned()
+}
+
 /// A writer that shows every control character written through it, but new lines and tabs,
 /// as [`visible`] does: for the whole output of a command that prints what the node, a plugin
 /// or another user wrote (user lists, plugin logs, audit entries).

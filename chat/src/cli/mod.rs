@@ -8,10 +8,10 @@
 
 mod account;
 pub mod args;
-pub(crate) mod files;
+mod files;
 mod groups;
 mod messages;
-pub(crate) mod print;
+mod print;
 mod search;
 
 use std::io::{BufRead, IsTerminal, Write};

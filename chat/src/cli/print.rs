@@ -7,6 +7,7 @@ use std::io::Write;
 use veche_client::protocol::discussions::{Change, DiscussionEvent, Message};
 use veche_client::protocol::files::FileInfo;
 
+use crate::download::size;
 use crate::untrusted::{indented, one_line};
 
 /// Where the lines of an entry after its first start.
@@ -93,42 +94,13 @@ pub(super) fn file_line(f: &FileInfo) -> String {
     )
 }
 
-/// A size for people: bytes, KB, MB, GB (powers of 1024).
-pub(crate) fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-/// A search snippet (HTML-escaped by the node, matches in `<b>`) as plain text on one line,
-/// matches between `*`.
-pub(crate) fn snippet(html: &str) -> String {
-    let plain = html
-        .replace("<b>", "*")
-        .replace("</b>", "*")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&amp;", "&");
-    one_line(&plain).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use veche_client::protocol::Timestamp;
     use veche_client::protocol::discussions::{Action, Message};
 
     use super::*;
+    use crate::untrusted::snippet;
 
     fn message(author: &str, text: &str) -> Message {
         Message {

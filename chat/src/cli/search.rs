@@ -8,9 +8,8 @@ use veche_client::protocol::Request;
 use veche_client::protocol::discussions::SearchQuery;
 
 use super::args::{DiscussionArg, ObjectArg, TimeArg, UserArg};
-use super::print::snippet;
 use super::{ClientDir, Session, kind, list, name};
-use crate::untrusted::one_line;
+use crate::untrusted::{one_line, snippet};
 
 /// What narrows a search, from the command line.
 #[derive(Debug)]

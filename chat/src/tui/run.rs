@@ -17,7 +17,7 @@ use veche_client::protocol::files::FileInfo;
 use super::app::{App, Command};
 use super::ui::draw;
 use crate::Profile;
-use crate::cli::files::{destination, fetch};
+use crate::download::{destination, fetch};
 
 /// Messages loaded when a discussion is opened, and per PgUp.
 const PAGE: u32 = 100;

@@ -9,8 +9,8 @@ use veche_client::protocol::presence::PresenceState;
 use super::app::{App, Focus, Mode};
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
-use crate::cli::print::{size, snippet};
-use crate::untrusted::{one_line, visible};
+use crate::download::size;
+use crate::untrusted::{one_line, snippet, visible};
 
 /// Draws the whole screen: discussions on the left, messages and composer on the right,
 /// status at the bottom.
