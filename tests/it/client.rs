@@ -777,41 +777,7 @@ async fn tail_follows_a_dialog_across_a_crash_of_the_node() -> anyhow::Result<()
     let dir = tempfile::tempdir()?;
     let (config, data) = process_node_config(dir.path())?;
     let (mut first, addr, ca) = serve_process(&config, &data).await?;
-    let path = |p: &std::path::Path| p.to_str().context("utf-8 path").map(str::to_owned);
-    let pw = dir.path().join("pw");
-    std::fs::write(&pw, format!("{PASSWORD}\n"))?;
-    let (pw, data_s, ca) = (path(&pw)?, path(&data)?, path(&ca)?);
-    let mut profiles = Vec::new();
-    for user in ["anya", "boris"] {
-        veche(&[
-            "admin",
-            "user",
-            "add",
-            user,
-            "--password-file",
-            &pw,
-            "--data",
-            &data_s,
-        ])
-        .await?;
-        let profile = path(&dir.path().join(format!("{user}-client")))?;
-        let out = veche(&[
-            "login",
-            "--server",
-            &addr.to_string(),
-            "--ca",
-            &ca,
-            "--user",
-            user,
-            "--password-file",
-            &pw,
-            "--profile",
-            &profile,
-        ])
-        .await?;
-        anyhow::ensure!(out.starts_with("logged in as "), "{out}");
-        profiles.push(profile);
-    }
+    let profiles = process_users(dir.path(), &data, addr, &ca, &["anya", "boris"]).await?;
     let (anya, boris) = (&profiles[0], &profiles[1]);
     veche(&["send", "boris", "привет", "--wait", "--profile", anya]).await?;
 
@@ -840,5 +806,132 @@ async fn tail_follows_a_dialog_across_a_crash_of_the_node() -> anyhow::Result<()
     .await??;
     assert!(said.contains("connecting again"), "{said}");
     assert!(tail.try_wait()?.is_none(), "tail ended");
+    Ok(())
+}
+
+/// Adds `users` to the node running on `data` at `addr` and logs each in with a profile of its
+/// own under `dir`; returns the profiles' folders.
+async fn process_users(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    users: &[&str],
+) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+
+    let path = |p: &std::path::Path| p.to_str().context("utf-8 path").map(str::to_owned);
+    let pw = dir.join("pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n"))?;
+    let (pw, data, ca) = (path(&pw)?, path(data)?, path(ca)?);
+    let mut profiles = Vec::new();
+    for user in users {
+        veche(&[
+            "admin",
+            "user",
+            "add",
+            user,
+            "--password-file",
+            &pw,
+            "--data",
+            &data,
+        ])
+        .await?;
+        let profile = path(&dir.join(format!("{user}-client")))?;
+        let out = veche(&[
+            "login",
+            "--server",
+            &addr.to_string(),
+            "--ca",
+            &ca,
+            "--user",
+            user,
+            "--password-file",
+            &pw,
+            "--profile",
+            &profile,
+        ])
+        .await?;
+        anyhow::ensure!(out.starts_with("logged in as "), "{out}");
+        profiles.push(profile);
+    }
+    Ok(profiles)
+}
+
+/// `veche send` as its own process: its exit status and what it printed.
+async fn send_process(args: &[&str]) -> anyhow::Result<(std::process::ExitStatus, String)> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_veche-it"))
+        .arg("send")
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status, shown))
+}
+
+/// Issue 29: `veche send` right after a crash and an immediate restart of its node is stored,
+/// not queued as "unreachable". The node is killed outright while a `tail` of the same
+/// profile holds a connection to it; a send while it is down is queued at once (exit 75);
+/// the node comes back on the same port and data folder, and the very next send goes out
+/// with the queued one before it, in order; tail, connected again, shows it.
+#[cfg(unix)]
+#[tokio::test]
+async fn send_right_after_a_crash_and_restart_is_stored_not_queued() -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let _guard = subscribe();
+    let dir = tempfile::tempdir()?;
+    let (config, data) = process_node_config(dir.path())?;
+    let (mut first, addr, ca) = serve_process(&config, &data).await?;
+    let profiles = process_users(dir.path(), &data, addr, &ca, &["anya", "boris"]).await?;
+    let (anya, boris) = (&profiles[0], &profiles[1]);
+    veche(&["send", "boris", "привет", "--wait", "--profile", anya]).await?;
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_veche-it"))
+        .args(["tail", "boris", "--profile", anya])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut shown = BufReader::new(tail.stdout.take().context("tail's output")?).lines();
+    until_tail_shows(&mut shown, anya, "boris", "до сбоя").await?;
+
+    first.start_kill()?;
+    first.wait().await?;
+    let (status, out) = send_process(&["boris", "во время сбоя", "--profile", anya]).await?;
+    assert_eq!(
+        status.code(),
+        Some(75),
+        "queued while the node is down: {out}"
+    );
+    assert!(out.contains("queued"), "{out}");
+    let (_second, again, _) = serve_process(&config, &data).await?;
+    assert_eq!(again, addr);
+
+    let (status, out) = send_process(&["boris", "после сбоя", "--profile", anya]).await?;
+    assert!(status.success(), "{status}: {out}");
+    assert!(out.starts_with("sent "), "{out}");
+    let outbox = veche(&["outbox", "--profile", anya]).await?;
+    assert_eq!(outbox, "", "nothing left queued");
+    let history = veche(&["history", "anya", "--profile", boris]).await?;
+    let (during, after) = (
+        history.find("во время сбоя").context(history.clone())?,
+        history.find("после сбоя").context(history.clone())?,
+    );
+    assert!(during < after, "in order: {history}");
+    within(60, "tail shows the message sent after the restart", async {
+        loop {
+            let line = shown.next_line().await?.context("tail ended")?;
+            if line.contains("после сбоя") {
+                return anyhow::Ok(());
+            }
+        }
+    })
+    .await??;
     Ok(())
 }
