@@ -44,6 +44,14 @@ mod tests;
 /// waits for the other backoff, up to `retry_max`.
 pub const PROBE_MAX: Duration = Duration::from_secs(5);
 
+/// How long a link accepted here waits for its offerer to show that it confirmed it (by
+/// greeting, or answering a greeting) before it ends: the administrators exchange the offer
+/// and the grant by hand, which takes hours or days, not weeks.
+pub const CONFIRM_WITHIN: Duration = Duration::from_secs(3 * 24 * 60 * 60);
+/// Why a link its offerer never confirmed ended.
+pub const UNCONFIRMED: &str = "the other node never confirmed the link (an offer it did not \
+     confirm with this node's grant: replayed, or abandoned)";
+
 /// Presence requests a node takes from a peer: a burst, then so many a second.
 const PRESENCE_TAKEN: (f64, f64) = (50.0, 20.0);
 /// Presence requests a node sends: fewer than a peer takes, so that a request which arrives
@@ -221,6 +229,9 @@ pub enum Output {
 pub enum Tell {
     /// The peer answered our greeting on a new connection.
     Connected,
+    /// The peer of a link this node accepted has greeted or answered a greeting: it has
+    /// confirmed the link ([`Link::expect_confirmation`]).
+    Confirmed,
     /// The last connection closed after a greeting.
     Disconnected,
     /// The peer holds more of ours than this node ever sent: this node was restored.
@@ -301,6 +312,8 @@ pub struct LinkStatus {
     pub ended: bool,
     /// Why delivery to the peer cannot go on, if it cannot (for an administrator).
     pub stalled: Option<String>,
+    /// The link was accepted here and the peer has not yet shown that it confirmed it.
+    pub unconfirmed: bool,
 }
 
 /// Why a link was not added.
@@ -426,6 +439,11 @@ pub struct Link {
     presence_allowance: Allowance,
     /// Why delivery cannot go on (the peer lost what this outbox no longer holds).
     stalled: Option<String>,
+    /// A link accepted here that the peer has not yet confirmed ends at this wall-clock time
+    /// (ms): an offer replayed to this node, or one its offerer never confirmed, is let go.
+    confirm_by: Option<i64>,
+    /// The peer has greeted, or answered a greeting, under this grant: it has confirmed it.
+    proven: bool,
     tokens: u64,
     outputs: VecDeque<Output>,
 }
@@ -479,6 +497,8 @@ impl Link {
             presence_sending: Allowance::full(PRESENCE_SENT, now.instant),
             presence_allowance: Allowance::full(PRESENCE_TAKEN, now.instant),
             stalled: None,
+            confirm_by: None,
+            proven: false,
             tokens: 0,
             outputs: VecDeque::new(),
         })
@@ -539,6 +559,27 @@ impl Link {
             acked: self.acked,
             ended: self.is_ended(),
             stalled: self.stalled.clone(),
+            unconfirmed: self.confirm_by.is_some(),
+        }
+    }
+
+    /// This node accepted the link and the peer, its offerer, has not yet shown that it
+    /// confirmed it: unless the peer greets or answers a greeting before `by` (wall clock,
+    /// ms), the link ends (as if it expired; nothing is sent). A peer that has greeted
+    /// already is told at once ([`Tell::Confirmed`]).
+    pub fn expect_confirmation(&mut self, by: i64) {
+        if self.proven {
+            self.tell(Tell::Confirmed);
+        } else {
+            self.confirm_by = Some(by);
+        }
+    }
+
+    /// The peer has greeted, or answered our greeting: it confirmed the link.
+    fn confirmed_by_peer(&mut self) {
+        self.proven = true;
+        if self.confirm_by.take().is_some() {
+            self.tell(Tell::Confirmed);
         }
     }
 
@@ -632,8 +673,14 @@ impl Link {
         }
     }
 
-    /// The grant (and any renewal held here) has run out: the link ends.
+    /// The grant (and any renewal held here) has run out, or the peer never confirmed the
+    /// link: the link ends.
     fn expire(&mut self, now: Now) {
+        if !self.is_ended() && self.confirm_by.is_some_and(|by| now.wall_ms >= by) {
+            self.confirm_by = None;
+            self.finish_end(Some((UNCONFIRMED.into(), None)));
+            return;
+        }
         let until = |g: &Grant| g.terms().not_after;
         if !self.is_ended()
             && now.wall_ms >= until(&self.grant)
@@ -886,6 +933,7 @@ impl Link {
                 self.acked = received;
                 self.pending = true;
                 self.tell(Tell::Connected);
+                self.confirmed_by_peer();
                 self.outputs.push_back(Output::Acked {
                     upto: received,
                     last,
@@ -1172,6 +1220,7 @@ impl Link {
             }
             Request::Hello { grant, .. } => {
                 self.heard_hello = true;
+                self.confirmed_by_peer();
                 // The peer greets with the renewal it confirmed: in force here now.
                 if let Some(next) = self.next.take_if(|g| g.hash() == grant) {
                     self.scope = next.terms().scope.clone();

@@ -137,6 +137,12 @@ pub enum Notification {
         /// The link.
         link: String,
     },
+    /// The peer of a link this node accepted has shown that it confirmed it
+    /// ([`Handle::expect_confirmation`]): the link is no longer pending.
+    Confirmed {
+        /// The link.
+        link: String,
+    },
     /// The last connection to the peer closed.
     Disconnected {
         /// The link.
@@ -247,6 +253,10 @@ enum Command {
         notice: SignedNotice,
     },
     Wake(String),
+    ExpectConfirmation {
+        link: String,
+        by: i64,
+    },
     Status(oneshot::Sender<Vec<LinkStatus>>),
     Query {
         link: String,
@@ -346,6 +356,17 @@ impl Handle {
         let _ = self.commands.send(Command::Notify {
             link: link.to_owned(),
             notice,
+        });
+    }
+
+    /// `link` was accepted here: unless its peer shows that it confirmed it (by greeting, or
+    /// answering a greeting) before `by` (wall clock, ms), it ends with
+    /// [`crate::link::UNCONFIRMED`] ([`Notification::Ended`]); once it does,
+    /// [`Notification::Confirmed`].
+    pub fn expect_confirmation(&self, link: &str, by: i64) {
+        let _ = self.commands.send(Command::ExpectConfirmation {
+            link: link.to_owned(),
+            by,
         });
     }
 
@@ -801,6 +822,7 @@ impl<S: LinkStore> Driver<S> {
                 let link = link.to_owned();
                 let notification = match tell {
                     Tell::Connected => Notification::Connected { link },
+                    Tell::Confirmed => Notification::Confirmed { link },
                     Tell::Disconnected => Notification::Disconnected { link },
                     Tell::Restored => Notification::Restored { link },
                     Tell::Behind { received } => Notification::Behind { link, received },
@@ -876,6 +898,12 @@ impl<S: LinkStore> Driver<S> {
             Command::EndLink { link, notice } => self.feed(&link, Input::End(notice)),
             Command::Notify { link, notice } => self.feed(&link, Input::Notify(notice)),
             Command::Wake(link) => self.feed(&link, Input::Wake),
+            Command::ExpectConfirmation { link, by } => {
+                if let Some(entry) = self.links.get_mut(&link) {
+                    entry.machine.expect_confirmation(by);
+                }
+                self.feed(&link, Input::Tick);
+            }
             Command::Status(reply) => {
                 let mut all: Vec<LinkStatus> =
                     self.links.values().map(|e| e.machine.status()).collect();

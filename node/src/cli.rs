@@ -931,7 +931,10 @@ async fn link_command(
                         AdminReply::Links { links } => {
                             links
                                 .into_iter()
-                                .find(|l| l.link == *link && l.state == "active")
+                                .find(|l| {
+                                    l.link == *link
+                                        && matches!(l.state.as_str(), "active" | "pending")
+                                })
                                 .with_context(|| format!("no active link {link}"))?
                                 .scope
                         }
@@ -995,7 +998,7 @@ async fn link_command(
             };
             let current = links
                 .into_iter()
-                .find(|l| l.link == link && l.state == "active")
+                .find(|l| l.link == link && matches!(l.state.as_str(), "active" | "pending"))
                 .with_context(|| format!("no active link {link}"))?
                 .scope;
             AdminRequest::LinkNarrow {

@@ -17,6 +17,7 @@ use veche_federation::grant::{
     Scope, SignedNotice, Terms,
 };
 use veche_federation::keys::{Hash, NodeKey};
+use veche_federation::link::CONFIRM_WITHIN;
 use veche_federation::net::{self, Handle, LinkError, LinkStatus, NetConfig, Notification};
 use veche_federation::store::{Incoming, LinkStore, Outgoing, Refused};
 use veche_federation::wire::{self, Item};
@@ -417,9 +418,13 @@ impl Federation {
         };
         let mut grants = Vec::new();
         let mut held = Vec::new();
+        let mut unconfirmed = Vec::new();
         for row in self.inner.store.links().fed_links().await? {
             if row.state != "active" {
                 continue;
+            }
+            if let Some(by) = row.confirm_by {
+                unconfirmed.push((row.link.clone(), by));
             }
             // Renewals accepted here wait for the other node's greeting.
             match row.renewal.as_deref().map(Grant::parse) {
@@ -459,6 +464,9 @@ impl Federation {
         let storage = Storage(self.inner.store.clone(), self.inner.clock.clone());
         let (handle, notifications, _task) =
             net::start(self.inner.node.as_str(), key, config, storage, grants).await?;
+        for (link, by) in unconfirmed {
+            handle.expect_confirmation(&link, by);
+        }
         for grant in held {
             if let Err(e) = handle.expect_renewal(grant.clone()).await {
                 tracing::error!(link = grant.link(), error = %e, "a held renewal was not taken");
@@ -649,6 +657,23 @@ impl Federation {
         Ok(())
     }
 
+    /// The link ended: this node's users are told that what they wrote in the discussions of
+    /// its peer and the peer has not stamped will not be delivered.
+    async fn undelivered(&self, link: &str, reason: &str) {
+        let peer = match self.inner.store.links().fed_link(link).await {
+            Ok(Some(row)) => row.peer_node,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(link, error = %e, "link ended: its pending messages stay pending");
+                return;
+            }
+        };
+        let why = format!("the link with {peer} ended: {reason}");
+        if let Err(e) = self.inner.discussions.undelivered(&peer, &why).await {
+            tracing::warn!(link, error = %e, "link ended: its pending messages stay pending");
+        }
+    }
+
     /// Stops the transport.
     pub(crate) fn stop(&self) {
         if let Some(handle) = self.handle() {
@@ -674,7 +699,7 @@ impl Federation {
                     if let Err(e) = self.peer_gone(&link).await {
                         tracing::warn!(link, error = %e, "link ended: its users stay shown");
                     }
-                    store
+                    let ended = store
                         .links()
                         .fed_end_link(
                             &link,
@@ -683,7 +708,13 @@ impl Federation {
                             &self.audit("federation", "link.ended", &link, reason.clone()),
                         )
                         .await
-                        .map(|_| ())
+                        .map(|_| ());
+                    self.undelivered(&link, &reason).await;
+                    ended
+                }
+                Notification::Confirmed { link } => {
+                    tracing::info!(link, "the other node confirmed the link");
+                    store.links().fed_link_confirmed(&link).await
                 }
                 Notification::Narrowed { link, scope, .. } => {
                     tracing::info!(link, ?scope, "the peer narrowed the link");
@@ -1202,6 +1233,12 @@ impl Federation {
                 "this renews a link this node does not have".into(),
             ));
         }
+        // Accepted here: pending until the other node shows it confirmed (a replayed or
+        // abandoned offer ends, and its users are told).
+        let confirm_by = (action == "link.accept").then(|| {
+            self.now_ms()
+                .saturating_add(i64::try_from(CONFIRM_WITHIN.as_millis()).unwrap_or(i64::MAX))
+        });
         let new = NewLink {
             link: grant.link(),
             grant_text: &grant.to_text(),
@@ -1209,6 +1246,7 @@ impl Federation {
             peer_key: &peer.key.0,
             scope: &scope,
             at: self.now_ms(),
+            confirm_by,
         };
         let detail = format!(
             "{} ({}), {}",
@@ -1235,6 +1273,8 @@ impl Federation {
                 .await
             {
                 tracing::error!(link = grant.link(), error = %e, "the transport did not take the link; it starts with the next start");
+            } else if let Some(by) = confirm_by {
+                handle.expect_confirmation(grant.link(), by);
             }
         }
         Ok(())
@@ -1499,6 +1539,8 @@ impl Federation {
                 &self.audit(actor, "link.revoke", link, reason.to_owned()),
             )
             .await?;
+        self.undelivered(link, &format!("revoked here: {reason}"))
+            .await;
         if let Some(handle) = self.handle() {
             handle.end_link(link, Some(notice));
         }
@@ -1648,9 +1690,15 @@ fn link_info(row: &LinkRow, status: Option<&LinkStatus>) -> Result<LinkInfo, Gra
         grant.acceptor()
     };
     let scope: Scope = serde_json::from_str(&row.scope).unwrap_or_else(|_| t.scope.clone());
+    // Accepted here and not yet confirmed by the other node: pending.
+    let state = if row.state == "active" && row.confirm_by.is_some() {
+        "pending".to_owned()
+    } else {
+        row.state.clone()
+    };
     Ok(LinkInfo {
         link: row.link.clone(),
-        state: row.state.clone(),
+        state,
         peer: peer.node.clone(),
         peer_id: peer.key.node_id().to_string(),
         organisation: peer.organisation.clone(),

@@ -279,7 +279,8 @@ pub struct LinkScope {
 pub struct LinkInfo {
     /// The link's id.
     pub link: String,
-    /// `offered` (waiting for the other side's grant), `active` or `ended`.
+    /// `offered` (waiting for the other side's grant), `pending` (accepted here, not yet
+    /// confirmed by the other node: it ends unconfirmed after a while), `active` or `ended`.
     pub state: String,
     /// The other node's name; empty while offered.
     pub peer: String,

@@ -16,6 +16,9 @@ pub struct LinkRow {
     pub queued: i64,
     /// A renewal this node accepted, in force once the peer greets with it.
     pub renewal: Option<String>,
+    /// A link this node accepted whose offerer has not yet shown that it confirmed it: when
+    /// (ms) it ends unconfirmed. `None` once confirmed, and for links this node offered.
+    pub confirm_by: Option<i64>,
 }
 
 /// What a renewal of a link does to it.
@@ -50,13 +53,16 @@ pub struct NewLink<'a> {
     pub peer_key: &'a [u8],
     pub scope: &'a str,
     pub at: i64,
+    /// Accepted here: pending until then (see [`LinkRow::confirm_by`]).
+    pub confirm_by: Option<i64>,
 }
 
 /// Every column of `fed_links l` in `LinkRow`'s order.
 macro_rules! link_columns {
     () => {
         "l.link, l.grant_text, l.peer_node, l.state, l.scope, l.ended_reason, \
-         (SELECT COUNT(*) FROM fed_outbox o WHERE o.link = l.link) AS queued, l.renewal"
+         (SELECT COUNT(*) FROM fed_outbox o WHERE o.link = l.link) AS queued, l.renewal, \
+         l.confirm_by"
     };
 }
 
@@ -123,8 +129,8 @@ impl Links<'_> {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO fed_links (link, grant_text, peer_node, peer_key, state, scope, created_at) \
-             VALUES ($1, $2, $3, $4, 'active', $5, $6)",
+            "INSERT INTO fed_links (link, grant_text, peer_node, peer_key, state, scope, created_at, \
+             confirm_by) VALUES ($1, $2, $3, $4, 'active', $5, $6, $7)",
         )
         .bind(new.link)
         .bind(new.grant_text)
@@ -132,6 +138,7 @@ impl Links<'_> {
         .bind(new.peer_key)
         .bind(new.scope)
         .bind(new.at)
+        .bind(new.confirm_by)
         .execute(&mut *tx)
         .await?;
         forget_offers(&mut tx, new.link).await?;
@@ -202,6 +209,16 @@ impl Links<'_> {
         .bind(link)
         .fetch_optional(&self.db.read)
         .await?)
+    }
+
+    /// The offerer of a link this node accepted has shown that it confirmed it: no longer
+    /// pending.
+    pub async fn fed_link_confirmed(&self, link: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE fed_links SET confirm_by = NULL WHERE link = $1")
+            .bind(link)
+            .execute(&self.db.write)
+            .await?;
+        Ok(())
     }
 
     /// Ends an active link and drops what was waiting for the peer; `false` if it was not

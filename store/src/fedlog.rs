@@ -358,6 +358,37 @@ impl Batch {
             > 0)
     }
 
+    /// Records that no submission still waiting for the node `home` (neither stamped nor
+    /// refused) will be delivered, with `reason` (the link to it ended): (discussion, author,
+    /// the message written or changed, none for a dialog's opening) of each.
+    pub async fn fed_refuse_pending_at(
+        &mut self,
+        home: &str,
+        reason: &str,
+    ) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
+        let suffix = format!("@{home}");
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+            "UPDATE fed_pending SET refused = $1 WHERE refused IS NULL \
+             AND substr(discussion_id, length(discussion_id) - length($2) + 1) = $2 \
+             AND NOT EXISTS (SELECT 1 FROM fed_log g WHERE g.event_id = fed_pending.event_id) \
+             RETURNING discussion_id, author, message_id, kind",
+        )
+        .bind(reason)
+        .bind(&suffix)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(discussion, author, message, kind)| {
+                (
+                    discussion,
+                    author,
+                    (kind != "dialog.open").then_some(message),
+                )
+            })
+            .collect())
+    }
+
     /// Records that the home refused the submission `event_id` of `author` in `discussion`:
     /// `None` if there is no such submission, or it was refused already (a refusal sent again
     /// is told once); else the message it wrote or changed, if it was about one (a dialog's

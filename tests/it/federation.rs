@@ -21,6 +21,11 @@ use crate::support::{
 /// A node named `name` whose federation port stays the same across restarts (linked nodes
 /// dial the address in the grant).
 async fn node(name: &str) -> anyhow::Result<TestNode> {
+    node_with_clock(name, veche_base::SystemClock::shared()).await
+}
+
+/// [`node`], going by `clock`.
+async fn node_with_clock(name: &str, clock: veche_base::SharedClock) -> anyhow::Result<TestNode> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -29,7 +34,7 @@ async fn node(name: &str) -> anyhow::Result<TestNode> {
     config.federation.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}")];
     config.metrics.enabled = true;
     config.metrics.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    Ok(TestNode::spawn_with(config).await?)
+    Ok(TestNode::spawn_with_clock(config, clock).await?)
 }
 
 /// Waits until `node`'s metrics show `link` up or down with a backlog `backlog` accepts.
@@ -228,9 +233,9 @@ async fn links_need_both_signatures_refuse_strangers_and_end_on_either_side() ->
     let err = accept(&hq, &text).await.unwrap_err();
     assert!(format!("{err:#}").contains("offer of this node"), "{err:#}");
 
-    // Accept: countersigned by branch, active there at once.
+    // Accept: countersigned by branch, pending there until hq shows it confirmed.
     let (grant, accepted) = accept(&branch, &text).await?;
-    assert_eq!(accepted.state, "active");
+    assert_eq!(accepted.state, "pending");
     assert_eq!(accepted.peer, "hq.test");
     assert_eq!(accepted.organisation, "Head office");
     assert_eq!(accepted.scope, scope());
@@ -274,7 +279,7 @@ async fn links_need_both_signatures_refuse_strangers_and_end_on_either_side() ->
     let id = confirmed.link.clone();
     eventually(15, "connected on both sides", async || {
         let (a, b) = (link_state(&hq, &id).await?, link_state(&branch, &id).await?);
-        if a.connected && b.connected {
+        if a.connected && b.connected && b.state == "active" {
             Ok(())
         } else {
             bail!("hq {a:?}, branch {b:?}")
@@ -2037,5 +2042,70 @@ async fn a_home_restored_from_a_backup_goes_on_after_its_replicas() -> anyhow::R
     let mut after = before.to_vec();
     after.push(Some("снова вместе"));
     sees(&boris, &g.id, &after).await?;
+    Ok(())
+}
+
+/// Issue 29: an offer replayed to a third node is signed there, but its offerer confirmed
+/// another node's grant and never lets the third in. The link shows pending there, ends once
+/// the confirmation window passes (the node's clock is moved, not waited for), and its users
+/// are told that what they wrote over it is not delivered.
+#[tokio::test]
+async fn a_replayed_offer_stays_pending_then_ends_and_tells_its_users() -> anyhow::Result<()> {
+    let hq = node("hq.test").await?;
+    let branch = node("branch.test").await?;
+    let clock = veche_base::ManualClock::starting_now();
+    let stranger = node_with_clock("stranger.test", clock.clone()).await?;
+    hq.add_user("anna", PASSWORD, false).await?;
+
+    let (text, _) = offer(&hq).await?;
+    let (grant, accepted) = accept(&branch, &text).await?;
+    assert_eq!(accepted.state, "pending");
+    hq.admin(AdminRequest::LinkConfirm { grant }).await?;
+    let id = accepted.link.clone();
+    eventually(15, "the branch's link is confirmed", async || {
+        let there = link_state(&branch, &id).await?;
+        if there.state == "active" && there.connected {
+            Ok(())
+        } else {
+            bail!("{there:?}")
+        }
+    })
+    .await?;
+
+    // The same offer, replayed to the stranger: signed there, pending.
+    let (_, replayed) = accept(&stranger, &text).await?;
+    assert_eq!(replayed.state, "pending");
+    let sveta = user(&stranger, "sveta").await?;
+    let dialog = open_dialog(&sveta, "anna@hq.test").await?;
+    let (lost, seq) = post(&sveta, &dialog.id, "s1", "Здравствуйте").await?;
+    assert_eq!(seq, 0, "pending at its home");
+    let seen = link_state(&stranger, &replayed.link).await?;
+    assert_eq!(seen.state, "pending", "{seen:?}");
+    assert!(!seen.connected, "{seen:?}");
+    assert!(seen.queued > 0, "{seen:?}");
+
+    clock.advance(veche_federation::link::CONFIRM_WITHIN + std::time::Duration::from_secs(1));
+    let told = not_delivered(&sveta, &dialog.id, 2).await?;
+    assert!(
+        told.iter()
+            .any(|(m, r)| m.as_deref() == Some(lost.as_str()) && r.contains("never confirmed")),
+        "{told:?}"
+    );
+    let ended = link_state(&stranger, &replayed.link).await?;
+    assert_eq!(ended.state, "ended", "{ended:?}");
+    assert!(
+        ended
+            .ended_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("never confirmed")),
+        "{ended:?}"
+    );
+    // Sent again, the message gets the same answer.
+    let err = post(&sveta, &dialog.id, "s1", "Здравствуйте")
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("never confirmed"), "{err:#}");
+    // The branch's link, confirmed, goes on.
+    assert_eq!(link_state(&branch, &id).await?.state, "active");
     Ok(())
 }

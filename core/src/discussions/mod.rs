@@ -730,6 +730,20 @@ impl Discussions {
         Ok(())
     }
 
+    /// The link to `home` ended: see [`Op::FedUndelivered`].
+    pub(crate) async fn undelivered(
+        &self,
+        home: &str,
+        reason: &str,
+    ) -> Result<(), DiscussionError> {
+        self.submit(Op::FedUndelivered {
+            home: home.to_owned(),
+            reason: reason.to_owned(),
+        })
+        .await?;
+        Ok(())
+    }
+
     /// This node was restored from a backup: see [`Op::FedRejoin`].
     pub async fn rejoin_link(
         &self,

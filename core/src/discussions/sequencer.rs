@@ -153,6 +153,12 @@ pub(crate) enum Op {
         link: String,
         heads: Vec<(String, i64)>,
     },
+    /// The link to the node `home` ended: what this node's users wrote in its discussions and
+    /// it has not stamped will not be delivered; each author is told why.
+    FedUndelivered {
+        home: String,
+        reason: String,
+    },
 }
 
 /// What a command produced.
@@ -643,6 +649,9 @@ impl Sequencer {
             Op::FedRecheckReaders { after } => self.recheck_all_readers(b, &after, out).await,
             Op::FedResync { link, received } => self.fed_resync(b, &link, received, out).await,
             Op::FedRejoin { link, heads } => self.fed_rejoin(b, &link, heads, out).await,
+            Op::FedUndelivered { home, reason } => {
+                self.fed_undelivered(b, &home, &reason, out).await
+            }
         }
     }
 

@@ -1008,3 +1008,78 @@ fn our_presence_goes_one_request_at_a_time_merged_and_paced() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_link_its_offerer_never_confirms_ends_at_the_deadline() {
+    // The machine does not know who offered: the node says the peer has to confirm.
+    let mut h = Harness::new(backoff());
+    h.link.expect_confirmation(10_000);
+    assert!(h.link.status().unconfirmed);
+    // The peer does not let this node in (it never confirmed this grant): pending, refused.
+    refused_connection(&mut h);
+    h.wall_ms = 9_999;
+    h.sleep();
+    refused_connection(&mut h);
+    assert!(!h.link.is_ended());
+    h.wall_ms = 10_000;
+    let out = h.feed(Input::Tick);
+    assert!(
+        matches!(&out[..], [Output::Disallow, Output::Tell(Tell::Ended { reason, notice: None })] if reason == UNCONFIRMED),
+        "{out:?}"
+    );
+    assert!(h.link.is_ended());
+    assert!(!h.link.status().unconfirmed);
+}
+
+#[test]
+fn a_greeting_either_way_confirms_a_pending_link() {
+    // Our greeting answered.
+    let mut h = Harness::new(backoff());
+    h.link.expect_confirmation(10_000);
+    assert!(matches!(h.feed(Input::Tick)[..], [Output::Dial]));
+    h.feed(Input::Connected);
+    let token = hello(&h.feed(Input::Watermark(Ok(0))));
+    let out = h.feed(Input::Answered {
+        token,
+        response: Response::Hello {
+            received: 0,
+            last: None,
+        },
+    });
+    assert!(
+        matches!(
+            out[..],
+            [
+                Output::Tell(Tell::Connected),
+                Output::Tell(Tell::Confirmed),
+                Output::Acked { .. }
+            ]
+        ),
+        "{out:?}"
+    );
+    assert!(!h.link.status().unconfirmed);
+    h.wall_ms = 20_000;
+    h.feed(Input::Tick);
+    assert!(!h.link.is_ended());
+
+    // The peer's greeting.
+    let mut h = Harness::new(backoff());
+    h.link.expect_confirmation(10_000);
+    let (verdict, out) = h.inbound(h.hello_from_peer(&grant(1, i64::MAX)));
+    assert!(matches!(verdict, Inbound::Greet), "{verdict:?}");
+    assert!(
+        matches!(out[..], [Output::Tell(Tell::Confirmed)]),
+        "{out:?}"
+    );
+
+    // A peer that greeted before the node said it must: told at once, no deadline.
+    let mut h = Harness::new(backoff());
+    h.inbound(h.hello_from_peer(&grant(1, i64::MAX)));
+    h.link.expect_confirmation(10_000);
+    let out: Vec<Output> = std::iter::from_fn(|| h.link.poll_output()).collect();
+    assert!(
+        matches!(out[..], [Output::Tell(Tell::Confirmed)]),
+        "{out:?}"
+    );
+    assert!(!h.link.status().unconfirmed);
+}

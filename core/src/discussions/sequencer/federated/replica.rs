@@ -131,6 +131,34 @@ impl Sequencer {
         Ok(Done::Nothing)
     }
 
+    /// See [`super::Op::FedUndelivered`].
+    pub(in crate::discussions::sequencer) async fn fed_undelivered(
+        &self,
+        b: &mut Batch,
+        home: &str,
+        reason: &str,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Done, DiscussionError> {
+        for (discussion, author, message_id) in b.fed_refuse_pending_at(home, reason).await? {
+            tracing::warn!(
+                home,
+                discussion,
+                author,
+                reason,
+                "not delivered: the link ended"
+            );
+            out.push(Delivery::Personal {
+                users: vec![author],
+                event: veche_protocol::Event::NotDelivered {
+                    discussion,
+                    message_id,
+                    reason: reason.to_owned(),
+                },
+            });
+        }
+        Ok(Done::Nothing)
+    }
+
     /// The discussion and body of `item` if it is the home's stamped post of plain text (no
     /// reply, no mention, no file): one [`Self::fed_posts`] stores with others in a few statements.
     pub(super) fn plain_post(&self, item: &Item) -> Option<(String, Body)> {
