@@ -731,7 +731,7 @@ impl Discussions {
     }
 
     /// The link to `home` ended: see [`Op::FedUndelivered`].
-    pub(crate) async fn undelivered(
+    pub async fn undelivered(
         &self,
         home: &str,
         reason: &str,
