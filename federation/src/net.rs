@@ -179,21 +179,21 @@ pub enum Notification {
 
 /// Answers one query from a peer.
 #[derive(Debug)]
-pub struct Responder(oneshot::Sender<Result<Response, String>>);
+pub struct Responder(oneshot::Sender<Response>);
 
 impl Responder {
     /// Sends the people found (at most [`MAX_PROFILES`] go).
     pub fn answer(self, mut profiles: Vec<Profile>) {
         profiles.truncate(MAX_PROFILES);
-        let _ = self.0.send(Ok(Response::Profiles { profiles }));
+        let _ = self.0.send(Response::Profiles { profiles });
     }
 
     /// Sends a piece of a file (refused instead if it is over [`MAX_CHUNK`]).
     pub fn chunk(self, chunk: Chunk) {
         let _ = self.0.send(if chunk.bytes.len() > MAX_CHUNK {
-            Err("the node answered with too large a piece".into())
+            refused("the node answered with too large a piece")
         } else {
-            Ok(Response::Chunk(chunk))
+            Response::Chunk(chunk)
         });
     }
 
@@ -201,20 +201,28 @@ impl Responder {
     /// refusal: the object is not found).
     pub fn object(self, discussion: String, access: Access) {
         let _ = self.0.send(if access == Access::None {
-            Err("object not found".into())
+            refused("object not found")
         } else {
-            Ok(Response::Object { discussion, access })
+            Response::Object { discussion, access }
         });
     }
 
     /// Sends the last number of a discussion's log held here.
     pub fn head(self, seq: Option<u64>) {
-        let _ = self.0.send(Ok(Response::Head { seq }));
+        let _ = self.0.send(Response::Head { seq });
     }
 
     /// Refuses the query, saying why.
     pub fn refuse(self, reason: impl Into<String>) {
-        let _ = self.0.send(Err(reason.into()));
+        let _ = self.0.send(refused(reason));
+    }
+}
+
+/// A refusal that leaves the link as it is.
+fn refused(reason: impl Into<String>) -> Response {
+    Response::Refused {
+        reason: reason.into(),
+        link_ended: false,
     }
 }
 
@@ -1112,15 +1120,8 @@ impl<S: LinkStore> Driver<S> {
                     let (internal, timeout) = (self.internal.clone(), self.config.request_timeout);
                     tokio::spawn(async move {
                         let response = match tokio::time::timeout(timeout, rx).await {
-                            Ok(Ok(Ok(answer))) => answer,
-                            Ok(Ok(Err(reason))) => Response::Refused {
-                                reason,
-                                link_ended: false,
-                            },
-                            _ => Response::Refused {
-                                reason: "the node did not answer in time".into(),
-                                link_ended: false,
-                            },
+                            Ok(Ok(answer)) => answer,
+                            _ => refused("the node did not answer in time"),
                         };
                         let respond = Internal::Respond {
                             channel,
