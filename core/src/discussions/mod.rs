@@ -731,11 +731,7 @@ impl Discussions {
     }
 
     /// The link to `home` ended: see [`Op::FedUndelivered`].
-    pub async fn undelivered(
-        &self,
-        home: &str,
-        reason: &str,
-    ) -> Result<(), DiscussionError> {
+    pub async fn undelivered(&self, home: &str, reason: &str) -> Result<(), DiscussionError> {
         self.submit(Op::FedUndelivered {
             home: home.to_owned(),
             reason: reason.to_owned(),
