@@ -445,6 +445,40 @@ pub struct StorageConfig {
     /// The data folder; `./veche-data` when absent. Only read from a file given with
     /// `--config` or from `VECHE__STORAGE__DATA_DIR`.
     pub data_dir: Option<PathBuf>,
+    /// The database: absent for SQLite in the data folder (the default), or a PostgreSQL URL,
+    /// `postgres://user@host:5432/name`. Files, keys and the lock stay in the data folder.
+    pub database: Option<String>,
+}
+
+impl StorageConfig {
+    /// Checks `database`: a PostgreSQL URL with a host and a database name.
+    fn validate(&self) -> Result<(), String> {
+        let Some(url) = &self.database else {
+            return Ok(());
+        };
+        let rest = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+            .ok_or("must be a PostgreSQL URL, postgres://user@host:5432/database")?;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
+        if host.is_empty() || host.starts_with(':') {
+            return Err("names no host: postgres://user@host:5432/database".into());
+        }
+        if let Some((_, port)) = host.rsplit_once(':')
+            && !host.ends_with(']')
+            && port.parse::<u16>().is_err()
+        {
+            return Err(format!("has the port `{port}`, which is not a number"));
+        }
+        let name = path.split('?').next().unwrap_or("");
+        if name.is_empty() {
+            return Err("names no database: postgres://user@host:5432/database".into());
+        }
+        Ok(())
+    }
 }
 
 /// `[auth]`: passwords, sessions and login throttling.
@@ -556,6 +590,9 @@ impl Config {
             name.parse::<NodeName>()
                 .map_err(|e| invalid("node.name", e.to_string()))?;
         }
+        self.storage
+            .validate()
+            .map_err(|e| invalid("storage.database", e))?;
         // The plugin host's own bounds (plugins/manifest.rs) are the caps' upper ends.
         if !(1..=10_000).contains(&self.plugins.max_cpu_ms) {
             return Err(invalid("plugins.max_cpu_ms", "must be 1..=10000"));
@@ -816,11 +853,18 @@ impl Config {
     }
 
     /// The effective configuration as TOML, for `veche config check`; secrets (the SMTP
-    /// password) are shown as `<redacted>`.
+    /// password, a password in the database URL) are shown as `<redacted>`.
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
         if shown.smtp.password.is_some() {
             shown.smtp.password = Some("<redacted>".into());
+        }
+        if let Some(url) = &mut shown.storage.database
+            && let Some((scheme, rest)) = url.split_once("://")
+            && let Some((user_info, host)) = rest.split_once('@')
+            && let Some((user, _password)) = user_info.split_once(':')
+        {
+            *url = format!("{scheme}://{user}:<redacted>@{host}");
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}"))
     }

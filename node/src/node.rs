@@ -31,7 +31,7 @@ use crate::tls::{TlsError, TlsMaterial};
 use veche_core::discussions::{Discussions, Outlets};
 use veche_core::live::presence::Presence;
 use veche_core::live::registry::Registry;
-use veche_store::{Store, StoreError};
+use veche_store::{Location, Store, StoreError};
 
 const NODE_NAME_KEY: &str = "node_name";
 
@@ -158,7 +158,11 @@ pub(crate) async fn open(
     clock: SharedClock,
 ) -> Result<Opened, StartError> {
     let lock = data.lock()?;
-    let store = Store::open(&data.database_path()).await?;
+    let location = match &config.storage.database {
+        Some(url) => Location::Postgres(url.clone()),
+        None => Location::Sqlite(data.database_path()),
+    };
+    let store = Store::connect(&location).await?;
     let metrics = if config.metrics.enabled && purpose == Purpose::Serve {
         Metrics::enabled()
     } else {

@@ -19,6 +19,9 @@ pub struct TestNode {
     config: Config,
     dir: tempfile::TempDir,
     clock: veche_base::SharedClock,
+    /// The PostgreSQL database of this node when `VECHE_TEST_POSTGRES` names a server;
+    /// dropped after the node (fields drop in order).
+    _database: Option<veche_store::TestDatabase>,
 }
 
 /// The configuration tests start from: loopback, port 0, node name `test.local`.
@@ -53,11 +56,20 @@ impl TestNode {
     }
 
     /// Starts a node with `config` that goes by `clock` (a [`veche_base::ManualClock`] the
-    /// test moves, instead of sleeping), in a new temporary data folder.
+    /// test moves, instead of sleeping), in a new temporary data folder; its database is a
+    /// new one on the PostgreSQL server `VECHE_TEST_POSTGRES` names, if set and `config`
+    /// names none.
     pub async fn spawn_with_clock(
-        config: Config,
+        mut config: Config,
         clock: veche_base::SharedClock,
     ) -> Result<Self, StartError> {
+        let database = match config.storage.database {
+            Some(_) => None,
+            None => veche_store::TestDatabase::from_env().await?,
+        };
+        if let Some(database) = &database {
+            config.storage.database = Some(database.url().to_owned());
+        }
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().map_err(|source| StartError::DataDir {
             path: std::env::temp_dir(),
@@ -68,6 +80,7 @@ impl TestNode {
             config,
             dir,
             clock,
+            _database: database,
         };
         this.start().await?;
         Ok(this)

@@ -1,6 +1,6 @@
 //! Business applications, registration codes, outgoing webhooks and app-to-app topics.
 
-use sqlx::SqliteConnection;
+use crate::db::{Tx, query, query_as, query_scalar};
 
 use super::audit::{AuditRecord, append};
 use super::{Apps, StoreError};
@@ -217,9 +217,9 @@ impl Apps<'_> {
         audit: &AuditRecord,
     ) -> Result<Result<(), CodeRefused>, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let existing: Option<AppRow> = sqlx::query_as(select_apps!("WHERE name = $1"))
+        let existing: Option<AppRow> = query_as(select_apps!("WHERE name = $1"))
             .bind(code.app)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
         match &existing {
             Some(app) if app.status == "active" => return Ok(Err(CodeRefused::Active)),
@@ -228,48 +228,46 @@ impl Apps<'_> {
             }
             Some(app) if app.email != code.email && !code.by_admin => {
                 // Someone else's registration holds the name while one of its codes lives.
-                let live: Option<i64> = sqlx::query_scalar(
-                    "SELECT 1 FROM application_codes WHERE application = $1 \
+                let live: Option<i64> = query_scalar(
+                    "SELECT CAST(1 AS BIGINT) FROM application_codes WHERE application = $1 \
                      AND used_at IS NULL AND expires_at > $2",
                 )
                 .bind(code.app)
                 .bind(code.now)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?;
                 if live.is_some() || app.status != "pending" {
                     return Ok(Err(CodeRefused::NameTaken));
                 }
-                sqlx::query("DELETE FROM application_codes WHERE application = $1")
+                query("DELETE FROM application_codes WHERE application = $1")
                     .bind(code.app)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
-                sqlx::query("UPDATE applications SET email = $1 WHERE name = $2")
+                query("UPDATE applications SET email = $1 WHERE name = $2")
                     .bind(code.email)
                     .bind(code.app)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
             }
             Some(app) if app.email != code.email => {
                 // An administrator gives the application another address: codes sent to
                 // the earlier one stop working.
-                sqlx::query("DELETE FROM application_codes WHERE application = $1")
+                query("DELETE FROM application_codes WHERE application = $1")
                     .bind(code.app)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
-                sqlx::query(
-                    "UPDATE applications SET status = 'pending', email = $1 WHERE name = $2",
-                )
-                .bind(code.email)
-                .bind(code.app)
-                .execute(&mut *tx)
-                .await?;
+                query("UPDATE applications SET status = 'pending', email = $1 WHERE name = $2")
+                    .bind(code.email)
+                    .bind(code.app)
+                    .execute(&mut tx)
+                    .await?;
             }
             Some(_) => {
-                let last: Option<i64> = sqlx::query_scalar(
+                let last: Option<i64> = query_scalar(
                     "SELECT MAX(sent_at) FROM application_codes WHERE application = $1",
                 )
                 .bind(code.app)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await?;
                 if let Some(last) = last
                     && last > code.not_after
@@ -277,35 +275,35 @@ impl Apps<'_> {
                     return Ok(Err(CodeRefused::TooSoon(last)));
                 }
                 // A revoked application registers anew: it becomes pending again.
-                sqlx::query("UPDATE applications SET status = 'pending' WHERE name = $1")
+                query("UPDATE applications SET status = 'pending' WHERE name = $1")
                     .bind(code.app)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
             }
             None => {
                 let taken: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM users WHERE login = $1 OR id = $2")
+                    query_scalar("SELECT CAST(1 AS BIGINT) FROM users WHERE login = $1 OR id = $2")
                         .bind(code.app)
                         .bind(code.user_id)
-                        .fetch_optional(&mut *tx)
+                        .fetch_optional(&mut tx)
                         .await?;
                 if taken.is_some() {
                     return Ok(Err(CodeRefused::NameTaken));
                 }
                 // Objects already named after this application (opened by an administrator
                 // or a bot) would all become its own: only an administrator decides that.
-                let used: Option<i64> = sqlx::query_scalar(
-                    "SELECT 1 FROM discussions WHERE object_app = $1 \
-                     UNION SELECT 1 FROM object_access WHERE object_app = $2 LIMIT 1",
+                let used: Option<i64> = query_scalar(
+                    "SELECT CAST(1 AS BIGINT) FROM discussions WHERE object_app = $1 \
+                     UNION SELECT CAST(1 AS BIGINT) FROM object_access WHERE object_app = $2 LIMIT 1",
                 )
                 .bind(code.app)
                 .bind(code.app)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?;
                 if used.is_some() && !code.by_admin {
                     return Ok(Err(CodeRefused::NameTaken));
                 }
-                sqlx::query(
+                query(
                     "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, \
                      locked, created_at, updated_at, kind) \
                      VALUES ($1, $2, $3, $4, '!', FALSE, FALSE, $5, $6, 'app')",
@@ -316,10 +314,10 @@ impl Apps<'_> {
                 .bind(code.email)
                 .bind(code.now)
                 .bind(code.now)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(StoreError::from_insert)?;
-                sqlx::query(
+                query(
                     "INSERT INTO applications (name, user_id, email, status, created_at) \
                      VALUES ($1, $2, $3, 'pending', $4)",
                 )
@@ -327,17 +325,17 @@ impl Apps<'_> {
                 .bind(code.user_id)
                 .bind(code.email)
                 .bind(code.now)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(StoreError::from_insert)?;
             }
         }
         // One live code at a time, each with its own budget of wrong tries.
-        sqlx::query("DELETE FROM application_codes WHERE application = $1 AND used_at IS NULL")
+        query("DELETE FROM application_codes WHERE application = $1 AND used_at IS NULL")
             .bind(code.app)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-        sqlx::query(
+        query(
             "INSERT INTO application_codes (application, code_hash, sent_at, expires_at) \
              VALUES ($1, $2, $3, $4)",
         )
@@ -345,7 +343,7 @@ impl Apps<'_> {
         .bind(code.code_hash)
         .bind(code.now)
         .bind(code.expires_at)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .map_err(StoreError::from_insert)?;
         append(&mut tx, audit).await?;
@@ -358,24 +356,24 @@ impl Apps<'_> {
     /// mistyped address does not hold the name.
     pub async fn drop_app_code(&self, app: &str, code_hash: &str) -> Result<(), StoreError> {
         let mut tx = self.db.write.begin().await?;
-        sqlx::query("DELETE FROM application_codes WHERE application = $1 AND code_hash = $2")
+        query("DELETE FROM application_codes WHERE application = $1 AND code_hash = $2")
             .bind(app)
             .bind(code_hash)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-        let user: Option<String> = sqlx::query_scalar(
+        let user: Option<String> = query_scalar(
             "DELETE FROM applications WHERE name = $1 AND status = 'pending' \
              AND activated_at IS NULL AND NOT EXISTS \
              (SELECT 1 FROM application_codes WHERE application = $2) RETURNING user_id",
         )
         .bind(app)
         .bind(app)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         if let Some(user) = user {
-            sqlx::query("DELETE FROM users WHERE id = $1 AND kind = 'app'")
+            query("DELETE FROM users WHERE id = $1 AND kind = 'app'")
                 .bind(user)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
         tx.commit().await?;
@@ -399,17 +397,17 @@ impl Apps<'_> {
         } = *a;
         let mut tx = self.db.write.begin().await?;
         let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM applications WHERE name = $1")
+            query_scalar("SELECT status FROM applications WHERE name = $1")
                 .bind(app)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?;
-        let used: Option<i64> = sqlx::query_scalar(
+        let used: Option<i64> = query_scalar(
             "SELECT used_at FROM application_codes WHERE application = $1 AND code_hash = $2 \
              AND used_at IS NOT NULL",
         )
         .bind(app)
         .bind(code_hash)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         if used.is_some() {
             return Ok(Activation::Used);
@@ -417,22 +415,22 @@ impl Apps<'_> {
         if status.as_deref() != Some("pending") {
             return Ok(Activation::Unknown);
         }
-        let attempts: Option<i64> = sqlx::query_scalar(
+        let attempts: Option<i64> = query_scalar(
             "SELECT MAX(attempts) FROM application_codes WHERE application = $1 AND used_at IS NULL",
         )
         .bind(app)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut tx)
         .await?;
         if attempts.is_some_and(|a| a >= max_attempts) {
             return Ok(Activation::TooManyAttempts);
         }
-        let found: Option<(i64, Option<i64>)> = sqlx::query_as(
+        let found: Option<(i64, Option<i64>)> = query_as(
             "SELECT expires_at, used_at FROM application_codes \
              WHERE application = $1 AND code_hash = $2",
         )
         .bind(app)
         .bind(code_hash)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         let outcome = match found {
             None => Activation::WrongCode,
@@ -441,12 +439,12 @@ impl Apps<'_> {
             Some(_) => Activation::Activated,
         };
         if outcome == Activation::WrongCode {
-            sqlx::query(
+            query(
                 "UPDATE application_codes SET attempts = attempts + 1 \
                  WHERE application = $1 AND used_at IS NULL",
             )
             .bind(app)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             tx.commit().await?;
             return Ok(outcome);
@@ -454,12 +452,12 @@ impl Apps<'_> {
         if outcome != Activation::Activated {
             return Ok(outcome);
         }
-        sqlx::query("UPDATE application_codes SET used_at = $1 WHERE application = $2")
+        query("UPDATE application_codes SET used_at = $1 WHERE application = $2")
             .bind(now)
             .bind(app)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-        sqlx::query(
+        query(
             "UPDATE applications SET status = 'active', secret_hash = $1, instance_id = $2, \
              activated_at = $3 WHERE name = $4",
         )
@@ -467,7 +465,7 @@ impl Apps<'_> {
         .bind(instance)
         .bind(now)
         .bind(app)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         append(&mut tx, audit).await?;
         tx.commit().await?;
@@ -475,7 +473,7 @@ impl Apps<'_> {
     }
 
     pub async fn app(&self, name: &str) -> Result<Option<AppRow>, StoreError> {
-        Ok(sqlx::query_as(select_apps!("WHERE name = $1"))
+        Ok(query_as(select_apps!("WHERE name = $1"))
             .bind(name)
             .fetch_optional(&self.db.read)
             .await?)
@@ -484,7 +482,7 @@ impl Apps<'_> {
     /// The active application holding this secret.
     pub async fn app_by_secret(&self, secret_hash: &str) -> Result<Option<AppRow>, StoreError> {
         Ok(
-            sqlx::query_as(select_apps!("WHERE secret_hash = $1 AND ", usable!()))
+            query_as(select_apps!("WHERE secret_hash = $1 AND ", usable!()))
                 .bind(secret_hash)
                 .fetch_optional(&self.db.read)
                 .await?,
@@ -492,15 +490,15 @@ impl Apps<'_> {
     }
 
     pub async fn list(&self) -> Result<Vec<AppRow>, StoreError> {
-        Ok(sqlx::query_as(select_apps!("ORDER BY name"))
+        Ok(query_as(select_apps!("ORDER BY name"))
             .fetch_all(&self.db.read)
             .await?)
     }
 
     /// Whether the application named `name` may act (see [`usable!`]).
     pub async fn app_usable(&self, name: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(concat!(
-            "SELECT 1 FROM applications WHERE name = $1 AND ",
+        let found: Option<i64> = query_scalar(concat!(
+            "SELECT CAST(1 AS BIGINT) FROM applications WHERE name = $1 AND ",
             usable!()
         ))
         .bind(name)
@@ -518,14 +516,14 @@ impl Apps<'_> {
         audit: Option<AuditRecord>,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.write.begin().await?;
-        sqlx::query(
+        query(
             "UPDATE applications SET copy_refusals = copy_refusals + 1, last_copy_at = $1, \
              last_copy_instance = $2 WHERE name = $3",
         )
         .bind(now)
         .bind(instance)
         .bind(app)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         if let Some(audit) = &audit {
             append(&mut tx, audit).await?;
@@ -537,35 +535,34 @@ impl Apps<'_> {
     /// Revokes an application: its secret stops working at once. `false` if there is none.
     pub async fn revoke_app(&self, app: &str, audit: &AuditRecord) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let done = sqlx::query(
-            "UPDATE applications SET status = 'revoked', secret_hash = NULL WHERE name = $1",
-        )
-        .bind(app)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
+        let done =
+            query("UPDATE applications SET status = 'revoked', secret_hash = NULL WHERE name = $1")
+                .bind(app)
+                .execute(&mut tx)
+                .await?
+                .rows_affected()
+                > 0;
         if done {
             // Nothing more goes to it: its codes, webhooks (with their queues) and topic
             // subscriptions (with what they had not acknowledged) go.
-            sqlx::query("DELETE FROM application_codes WHERE application = $1")
+            query("DELETE FROM application_codes WHERE application = $1")
                 .bind(app)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
-            sqlx::query(
+            query(
                 "DELETE FROM webhooks WHERE owner = (SELECT user_id FROM applications \
                  WHERE name = $1)",
             )
             .bind(app)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            sqlx::query("DELETE FROM topic_deliveries WHERE subscriber = $1")
+            query("DELETE FROM topic_deliveries WHERE subscriber = $1")
                 .bind(app)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
-            sqlx::query("DELETE FROM topic_subscriptions WHERE subscriber = $1")
+            query("DELETE FROM topic_subscriptions WHERE subscriber = $1")
                 .bind(app)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             append(&mut tx, audit).await?;
         }
@@ -575,7 +572,7 @@ impl Apps<'_> {
 
     /// Whether `user` is the active application named `app`.
     pub async fn is_app(&self, user: &str, app: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(IS_APP)
+        let found: Option<i64> = query_scalar(IS_APP)
             .bind(app)
             .bind(user)
             .fetch_optional(&self.db.read)
@@ -586,7 +583,7 @@ impl Apps<'_> {
     // ---- webhooks ----
 
     pub async fn insert_webhook(&self, hook: &WebhookRow) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO webhooks (id, owner, url, kinds, signing, secret, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -605,7 +602,7 @@ impl Apps<'_> {
 
     /// Removes a webhook of `owner` (any owner's when `None`); `false` if there was none.
     pub async fn delete_webhook(&self, id: &str, owner: Option<&str>) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM webhooks WHERE id = $1 AND ($2 IS NULL OR owner = $3)")
+        let done = query("DELETE FROM webhooks WHERE id = $1 AND ($2 IS NULL OR owner = $3)")
             .bind(id)
             .bind(owner)
             .bind(owner)
@@ -617,7 +614,7 @@ impl Apps<'_> {
 
     /// Webhooks of `owner` (all when `None`) with their delivery counts.
     pub async fn webhooks(&self, owner: Option<&str>) -> Result<Vec<WebhookStatus>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT w.*, \
              (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id \
               AND d.state = 'pending') AS pending, \
@@ -653,7 +650,7 @@ impl Apps<'_> {
     /// How many webhooks `owner` has.
     pub async fn webhook_count(&self, owner: &str) -> Result<i64, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE owner = $1")
+            query_scalar("SELECT COUNT(*) FROM webhooks WHERE owner = $1")
                 .bind(owner)
                 .fetch_one(&self.db.read)
                 .await?,
@@ -663,7 +660,7 @@ impl Apps<'_> {
     /// Webhook requests waiting to be sent (or sent again).
     pub async fn webhook_queue_len(&self) -> Result<i64, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'pending'")
+            query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'pending'")
                 .fetch_one(&self.db.read)
                 .await?,
         )
@@ -677,19 +674,19 @@ impl Apps<'_> {
         const DAY: i64 = 24 * 3600 * 1000;
         let mut tx = self.db.write.begin().await?;
         let hooks =
-            sqlx::query("DELETE FROM webhook_deliveries WHERE state <> 'pending' AND done_at < $1")
+            query("DELETE FROM webhook_deliveries WHERE state <> 'pending' AND done_at < $1")
                 .bind(now - WEEK)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?
                 .rows_affected();
-        let messages = sqlx::query(
+        let messages = query(
             "DELETE FROM topic_messages WHERE (expires_at IS NOT NULL AND expires_at <= $1) \
              OR (published_at < $2 AND NOT EXISTS \
                  (SELECT 1 FROM topic_deliveries d WHERE d.message_id = topic_messages.id))",
         )
         .bind(now)
         .bind(now - DAY)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?
         .rows_affected();
         tx.commit().await?;
@@ -702,7 +699,7 @@ impl Apps<'_> {
         now: i64,
         limit: i64,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT d.id, d.webhook_id, d.kind, d.body, d.attempts, w.url, w.signing, w.secret \
              FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
              WHERE d.state = 'pending' AND d.next_at <= $1 ORDER BY d.next_at, d.id LIMIT $2",
@@ -726,7 +723,7 @@ impl Apps<'_> {
             Attempt::Retry { at, error } => ("pending", at, Some(error)),
             Attempt::Failed { error } => ("failed", now, Some(error)),
         };
-        sqlx::query(
+        query(
             "UPDATE webhook_deliveries SET state = $1, next_at = $2, attempts = attempts + 1, \
              last_error = COALESCE($3, last_error), \
              done_at = CASE WHEN $4 = 'pending' THEN NULL ELSE $5 END WHERE id = $6",
@@ -748,7 +745,7 @@ impl Apps<'_> {
         webhook: &str,
         now: i64,
     ) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
+        Ok(query(
             "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_at = $1 \
              WHERE webhook_id = $2 AND state = 'failed'",
         )
@@ -762,7 +759,7 @@ impl Apps<'_> {
     // ---- topics ----
 
     pub async fn subscribe_topic(&self, sub: &SubscriptionRow, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO topic_subscriptions (topic, subscriber, push_url, signing, secret, \
              created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (topic, subscriber) DO UPDATE \
              SET push_url = excluded.push_url, signing = excluded.signing, \
@@ -786,17 +783,16 @@ impl Apps<'_> {
         subscriber: &str,
     ) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let done =
-            sqlx::query("DELETE FROM topic_subscriptions WHERE topic = $1 AND subscriber = $2")
-                .bind(topic)
-                .bind(subscriber)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        sqlx::query("DELETE FROM topic_deliveries WHERE topic = $1 AND subscriber = $2")
+        let done = query("DELETE FROM topic_subscriptions WHERE topic = $1 AND subscriber = $2")
             .bind(topic)
             .bind(subscriber)
-            .execute(&mut *tx)
+            .execute(&mut tx)
+            .await?
+            .rows_affected();
+        query("DELETE FROM topic_deliveries WHERE topic = $1 AND subscriber = $2")
+            .bind(topic)
+            .bind(subscriber)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(done > 0)
@@ -807,7 +803,7 @@ impl Apps<'_> {
         topic: &str,
         subscriber: &str,
     ) -> Result<Option<SubscriptionRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT topic, subscriber, push_url, signing, secret FROM topic_subscriptions \
              WHERE topic = $1 AND subscriber = $2",
         )
@@ -823,14 +819,14 @@ impl Apps<'_> {
     /// few at a time, so that storage does not grow without a cleanup job.
     pub async fn publish_topic(&self, m: &NewTopicMessage<'_>) -> Result<Published, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        sqlx::query(
+        query(
             "DELETE FROM topic_messages WHERE id IN (SELECT id FROM topic_messages \
              WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT 100)",
         )
         .bind(m.now)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
-        let inserted: Option<i64> = sqlx::query_scalar(
+        let inserted: Option<i64> = query_scalar(
             "INSERT INTO topic_messages (topic, publisher, idempotency_key, payload, \
              published_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (topic, publisher, idempotency_key) DO NOTHING RETURNING id",
@@ -841,11 +837,11 @@ impl Apps<'_> {
         .bind(m.payload)
         .bind(m.now)
         .bind(m.expires_at)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         let result = match inserted {
             Some(id) => {
-                sqlx::query(
+                query(
                     "INSERT INTO topic_deliveries (subscriber, topic, message_id, visible_at, \
                      expires_at) SELECT subscriber, topic, $1, $2, $3 FROM topic_subscriptions \
                      WHERE topic = $4",
@@ -854,19 +850,19 @@ impl Apps<'_> {
                 .bind(m.now)
                 .bind(m.expires_at)
                 .bind(m.topic)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
                 Published::New(id)
             }
             None => {
-                let (id, payload): (i64, String) = sqlx::query_as(
+                let (id, payload): (i64, String) = query_as(
                     "SELECT id, payload FROM topic_messages WHERE topic = $1 AND publisher = $2 \
                      AND idempotency_key = $3",
                 )
                 .bind(m.topic)
                 .bind(m.publisher)
                 .bind(m.idempotency_key)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await?;
                 if payload == m.payload {
                     Published::Repeat(id)
@@ -889,7 +885,7 @@ impl Apps<'_> {
         max: i64,
     ) -> Result<Vec<TopicMessageRow>, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let rows: Vec<TopicMessageRow> = sqlx::query_as(
+        let rows: Vec<TopicMessageRow> = query_as(
             "SELECT m.id, m.topic, m.publisher, m.payload, m.published_at, m.expires_at, \
              d.attempts + 1 AS attempts FROM topic_deliveries d \
              JOIN topic_messages m ON m.id = d.message_id \
@@ -901,10 +897,10 @@ impl Apps<'_> {
         .bind(now)
         .bind(now)
         .bind(max)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut tx)
         .await?;
         for r in &rows {
-            sqlx::query(
+            query(
                 "UPDATE topic_deliveries SET visible_at = $1, attempts = attempts + 1 \
                  WHERE subscriber = $2 AND topic = $3 AND message_id = $4",
             )
@@ -912,7 +908,7 @@ impl Apps<'_> {
             .bind(subscriber)
             .bind(topic)
             .bind(r.id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         tx.commit().await?;
@@ -929,14 +925,14 @@ impl Apps<'_> {
         let mut tx = self.db.write.begin().await?;
         let mut done = 0;
         for id in ids {
-            done += sqlx::query(
+            done += query(
                 "DELETE FROM topic_deliveries WHERE subscriber = $1 AND topic = $2 \
                  AND message_id = $3",
             )
             .bind(subscriber)
             .bind(topic)
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?
             .rows_affected();
         }
@@ -946,7 +942,7 @@ impl Apps<'_> {
 
     /// Pushed subscriptions' messages due now.
     pub async fn due_pushes(&self, now: i64, limit: i64) -> Result<Vec<PushRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT m.id, m.topic, m.publisher, m.payload, m.published_at, m.expires_at, \
              d.attempts + 1 AS attempts, d.subscriber, s.push_url, s.signing, s.secret \
              FROM topic_deliveries d JOIN topic_messages m ON m.id = d.message_id \
@@ -969,7 +965,7 @@ impl Apps<'_> {
         id: i64,
         at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "UPDATE topic_deliveries SET visible_at = $1, attempts = attempts + 1 \
              WHERE subscriber = $2 AND topic = $3 AND message_id = $4",
         )
@@ -991,8 +987,7 @@ pub enum Attempt<'a> {
     Failed { error: &'a str },
 }
 
-pub(super) const IS_APP: &str =
-    "SELECT 1 FROM applications WHERE name = $1 AND user_id = $2 AND status = 'active'";
+pub(super) const IS_APP: &str = "SELECT CAST(1 AS BIGINT) FROM applications WHERE name = $1 AND user_id = $2 AND status = 'active'";
 
 /// Which webhooks a request goes to.
 #[derive(Debug, Clone, Copy)]
@@ -1006,7 +1001,7 @@ pub(super) enum Recipients<'a> {
 
 /// Queues `body` for the webhooks of `to` that want `kind`.
 pub(super) async fn enqueue_webhooks(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx,
     to: Recipients<'_>,
     kind: &str,
     body: &str,
@@ -1014,13 +1009,13 @@ pub(super) async fn enqueue_webhooks(
 ) -> Result<usize, StoreError> {
     let hooks: Vec<WebhookRow> = match to {
         Recipients::Owner(owner) => {
-            sqlx::query_as("SELECT * FROM webhooks WHERE owner = $1")
+            query_as("SELECT * FROM webhooks WHERE owner = $1")
                 .bind(owner)
                 .fetch_all(&mut *conn)
                 .await?
         }
         Recipients::EventFrom(source) => {
-            sqlx::query_as(
+            query_as(
                 "SELECT * FROM webhooks WHERE owner = 'node' OR owner = \
                  (SELECT user_id FROM applications WHERE name = $1)",
             )
@@ -1031,7 +1026,7 @@ pub(super) async fn enqueue_webhooks(
     };
     let mut n = 0;
     for hook in hooks.iter().filter(|h| h.wants(kind)) {
-        sqlx::query(
+        query(
             "INSERT INTO webhook_deliveries (webhook_id, kind, body, state, next_at, created_at) \
              VALUES ($1, $2, $3, 'pending', $4, $5)",
         )

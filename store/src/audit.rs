@@ -1,8 +1,8 @@
 //! The audit log: append-only, each record chained to the previous one by SHA-256, written in
 //! the same transaction as the change it records.
 
+use crate::db::{Tx, query, query_as};
 use sha2::{Digest, Sha256};
-use sqlx::{Sqlite, Transaction};
 
 use super::{AuditLog, StoreError};
 
@@ -42,13 +42,10 @@ fn chain_hash(prev: &str, seq: i64, r: (&i64, &str, &str, &str, &str)) -> String
     hex::encode(h.finalize())
 }
 
-pub(super) async fn append(
-    tx: &mut Transaction<'_, Sqlite>,
-    record: &AuditRecord,
-) -> Result<(), StoreError> {
+pub(super) async fn append(tx: &mut Tx, record: &AuditRecord) -> Result<(), StoreError> {
     let last: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut **tx)
+        query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
             .await?;
     let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_owned()));
     let seq = prev_seq + 1;
@@ -63,7 +60,7 @@ pub(super) async fn append(
             &record.detail,
         ),
     );
-    sqlx::query(
+    query(
         "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
@@ -75,7 +72,7 @@ pub(super) async fn append(
     .bind(&record.detail)
     .bind(&prev_hash)
     .bind(&hash)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -92,7 +89,7 @@ impl AuditLog<'_> {
     /// The newest `limit` records, newest first.
     pub async fn audit_tail(&self, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT * FROM audit_log ORDER BY seq DESC LIMIT $1")
+            query_as("SELECT * FROM audit_log ORDER BY seq DESC LIMIT $1")
                 .bind(limit)
                 .fetch_all(&self.db.read)
                 .await?,
@@ -104,8 +101,8 @@ impl AuditLog<'_> {
     pub async fn verify_audit_chain(&self) -> Result<Option<i64>, StoreError> {
         use futures_util::TryStreamExt;
 
-        let mut rows = sqlx::query_as::<_, AuditRow>("SELECT * FROM audit_log ORDER BY seq")
-            .fetch(&self.db.read);
+        let mut rows =
+            query_as::<AuditRow>("SELECT * FROM audit_log ORDER BY seq").fetch(&self.db.read);
         let mut prev = GENESIS.to_owned();
         let mut i = 0i64;
         while let Some(row) = rows.try_next().await? {
@@ -127,7 +124,6 @@ impl AuditLog<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Store;
 
     fn record(action: &'static str) -> AuditRecord {
         AuditRecord {
@@ -141,20 +137,23 @@ mod tests {
 
     #[tokio::test]
     async fn the_chain_detects_an_altered_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("a.db")).await.unwrap();
-        for action in ["user.add", "user.lock", "user.unlock"] {
-            store.audit_log().append(&record(action)).await.unwrap();
+        for t in crate::testing::each_backend().await {
+            let store = &t.store;
+            for action in ["user.add", "user.lock", "user.unlock"] {
+                store.audit_log().append(&record(action)).await.unwrap();
+            }
+            assert_eq!(store.audit_log().verify_audit_chain().await.unwrap(), None);
+            query("UPDATE audit_log SET target = 'someone-else' WHERE seq = 2")
+                .execute(&store.write)
+                .await
+                .unwrap();
+            assert_eq!(
+                store.audit_log().verify_audit_chain().await.unwrap(),
+                Some(2),
+                "{:?}",
+                store.backend()
+            );
+            store.close().await;
         }
-        assert_eq!(store.audit_log().verify_audit_chain().await.unwrap(), None);
-        sqlx::query("UPDATE audit_log SET target = 'someone-else' WHERE seq = 2")
-            .execute(&store.write)
-            .await
-            .unwrap();
-        assert_eq!(
-            store.audit_log().verify_audit_chain().await.unwrap(),
-            Some(2)
-        );
-        store.close().await;
     }
 }

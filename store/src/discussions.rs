@@ -1,7 +1,7 @@
 //! Discussions, messages and events. Writes happen inside a [`Batch`] (one transaction that
 //! the sequencer fills with many commands); reads use the reader pool.
 
-use sqlx::{Sqlite, Transaction};
+use crate::db::{Sql, Tx, query, query_as, query_scalar};
 use veche_protocol::discussions::DiscussionKind;
 
 use super::{Discussions, ROWS_PER_STATEMENT, Store, StoreError, json_param};
@@ -101,7 +101,7 @@ pub struct ObjectKey<'a> {
     pub id: &'a str,
 }
 
-const HAS_OBJECT_ACCESS: &str = "SELECT 1 FROM object_access a \
+const HAS_OBJECT_ACCESS: &str = "SELECT CAST(1 AS BIGINT) FROM object_access a \
      WHERE a.object_app = $1 AND a.object_type = $2 AND a.object_id = $3 \
      AND (a.principal = 'user:' || $4 \
           OR (a.principal LIKE 'group:%' AND EXISTS ( \
@@ -119,7 +119,7 @@ const USERS_WITH_OBJECT_ACCESS: &str = "SELECT substr(principal, 6) AS user_id F
 /// The writing transaction of one sequencer batch.
 #[derive(Debug)]
 pub struct Batch {
-    pub(super) tx: Transaction<'static, Sqlite>,
+    pub(super) tx: Tx,
 }
 
 impl Store {
@@ -145,63 +145,53 @@ impl Batch {
 
     /// Marks a point the batch can return to if one command fails.
     pub async fn savepoint(&mut self) -> Result<(), StoreError> {
-        sqlx::query("SAVEPOINT command")
-            .execute(&mut *self.tx)
-            .await?;
+        query("SAVEPOINT command").execute(&mut self.tx).await?;
         Ok(())
     }
 
     /// Keeps the command's changes.
     pub async fn release(&mut self) -> Result<(), StoreError> {
-        sqlx::query("RELEASE command")
-            .execute(&mut *self.tx)
-            .await?;
+        query("RELEASE command").execute(&mut self.tx).await?;
         Ok(())
     }
 
     /// Undoes the command's changes.
     pub async fn rollback_command(&mut self) -> Result<(), StoreError> {
-        sqlx::query("ROLLBACK TO command")
-            .execute(&mut *self.tx)
-            .await?;
-        sqlx::query("RELEASE command")
-            .execute(&mut *self.tx)
-            .await?;
+        query("ROLLBACK TO command").execute(&mut self.tx).await?;
+        query("RELEASE command").execute(&mut self.tx).await?;
         Ok(())
     }
 
     pub async fn discussion(&mut self, id: &str) -> Result<Option<DiscussionRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM discussions WHERE id = $1")
+        Ok(query_as("SELECT * FROM discussions WHERE id = $1")
             .bind(id)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(&mut self.tx)
             .await?)
     }
 
     pub async fn dialog_by_key(&mut self, key: &str) -> Result<Option<DiscussionRow>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM discussions WHERE dialog_key = $1")
-                .bind(key)
-                .fetch_optional(&mut *self.tx)
-                .await?,
-        )
+        Ok(query_as("SELECT * FROM discussions WHERE dialog_key = $1")
+            .bind(key)
+            .fetch_optional(&mut self.tx)
+            .await?)
     }
 
     pub async fn object_discussion(
         &mut self,
         object: ObjectKey<'_>,
     ) -> Result<Option<DiscussionRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT * FROM discussions WHERE object_app = $1 AND object_type = $2 AND object_id = $3",
         )
         .bind(object.app)
         .bind(object.kind)
         .bind(object.id)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?)
     }
 
     pub async fn insert_discussion(&mut self, d: &DiscussionRow) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO discussions (id, kind, title, created_by, created_at, last_seq, \
              last_activity_at, dialog_key, object_app, object_type, object_id) \
              VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, $10)",
@@ -216,41 +206,41 @@ impl Batch {
         .bind(&d.object_app)
         .bind(&d.object_type)
         .bind(&d.object_id)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await
         .map_err(StoreError::from_insert)?;
         Ok(())
     }
 
     pub async fn set_title(&mut self, id: &str, title: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE discussions SET title = $1 WHERE id = $2")
+        query("UPDATE discussions SET title = $1 WHERE id = $2")
             .bind(title)
             .bind(id)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(())
     }
 
     /// Records `seq` as the discussion's latest sequence number.
     pub async fn set_last_seq(&mut self, id: &str, seq: i64, at: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE discussions SET last_seq = $1, last_activity_at = $2 WHERE id = $3")
+        query("UPDATE discussions SET last_seq = $1, last_activity_at = $2 WHERE id = $3")
             .bind(seq)
             .bind(at)
             .bind(id)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(())
     }
 
     /// Takes the discussion's next sequence number.
     pub async fn next_seq(&mut self, id: &str, at: i64) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(query_scalar(
             "UPDATE discussions SET last_seq = last_seq + 1, last_activity_at = $1 \
              WHERE id = $2 RETURNING last_seq",
         )
         .bind(at)
         .bind(id)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(&mut self.tx)
         .await?)
     }
 
@@ -266,7 +256,7 @@ impl Batch {
                 super::values_rows(chunk.len(), 12, "NULL, 1, FALSE")
             );
             // Built from constants and a count, no input.
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut insert = query(sql);
             for m in chunk {
                 insert = insert
                     .bind(&m.id)
@@ -282,7 +272,7 @@ impl Batch {
                     .bind(&m.reply_to)
                     .bind(m.created_at);
             }
-            let inserted = insert.execute(&mut *self.tx).await?.rows_affected();
+            let inserted = insert.execute(&mut self.tx).await?.rows_affected();
             if inserted != chunk.len() as u64 {
                 return Err(StoreError::Aborted(
                     "a message of a run was stored before".into(),
@@ -306,14 +296,19 @@ impl Batch {
             .map(|m| [&m.id, &m.author, &m.device_id, &m.client_msg_id].map(String::as_str))
             .collect();
         let wanted = json_param(&wanted)?;
-        let found: Vec<i64> = sqlx::query_scalar(
+        let found: Vec<i64> = query_scalar(Sql::two(
             "SELECT w.key FROM json_each($1) w \
              WHERE EXISTS (SELECT 1 FROM messages m WHERE m.id = w.value ->> 0) \
              OR EXISTS (SELECT 1 FROM messages m WHERE m.author = w.value ->> 1 \
              AND m.device_id = w.value ->> 2 AND m.client_msg_id = w.value ->> 3)",
-        )
+            // The elements are arrays: walked as JSON, not as the text `json_each` gives.
+            "SELECT w.ord - 1 FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY w(value, ord) \
+             WHERE EXISTS (SELECT 1 FROM messages m WHERE m.id = w.value ->> 0) \
+             OR EXISTS (SELECT 1 FROM messages m WHERE m.author = w.value ->> 1 \
+             AND m.device_id = w.value ->> 2 AND m.client_msg_id = w.value ->> 3)",
+        ))
         .bind(wanted)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(&mut self.tx)
         .await?;
         Ok(found
             .into_iter()
@@ -329,7 +324,7 @@ impl Batch {
                 super::values_rows(chunk.len(), 7, "")
             );
             // Built from constants and a count, no input.
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut insert = query(sql);
             for e in chunk {
                 insert = insert
                     .bind(&e.discussion_id)
@@ -340,13 +335,13 @@ impl Batch {
                     .bind(&e.message_id)
                     .bind(&e.detail);
             }
-            insert.execute(&mut *self.tx).await?;
+            insert.execute(&mut self.tx).await?;
         }
         Ok(())
     }
 
     pub async fn insert_event(&mut self, e: &EventRow) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO events (discussion_id, seq, kind, actor, at, message_id, detail) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -357,7 +352,7 @@ impl Batch {
         .bind(e.at)
         .bind(&e.message_id)
         .bind(&e.detail)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(())
     }
@@ -368,22 +363,20 @@ impl Batch {
         user: &str,
     ) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar(
-                "SELECT role FROM members WHERE discussion_id = $1 AND user_id = $2",
-            )
-            .bind(discussion)
-            .bind(user)
-            .fetch_optional(&mut *self.tx)
-            .await?,
+            query_scalar("SELECT role FROM members WHERE discussion_id = $1 AND user_id = $2")
+                .bind(discussion)
+                .bind(user)
+                .fetch_optional(&mut self.tx)
+                .await?,
         )
     }
 
     pub async fn members(&mut self, discussion: &str) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT user_id, role FROM members WHERE discussion_id = $1 ORDER BY added_at, user_id",
         )
         .bind(discussion)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(&mut self.tx)
         .await?)
     }
 
@@ -394,7 +387,7 @@ impl Batch {
         role: &str,
         at: i64,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = query(
             "INSERT INTO members (discussion_id, user_id, role, added_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (discussion_id, user_id) DO NOTHING",
         )
@@ -402,7 +395,7 @@ impl Batch {
         .bind(user)
         .bind(role)
         .bind(at)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -413,11 +406,11 @@ impl Batch {
         user: &str,
         role: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE members SET role = $1 WHERE discussion_id = $2 AND user_id = $3")
+        query("UPDATE members SET role = $1 WHERE discussion_id = $2 AND user_id = $3")
             .bind(role)
             .bind(discussion)
             .bind(user)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(())
     }
@@ -427,13 +420,13 @@ impl Batch {
         &mut self,
         group: &str,
     ) -> Result<Vec<DiscussionRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT d.* FROM discussions d JOIN object_access a \
              ON a.object_app = d.object_app AND a.object_type = d.object_type AND a.object_id = d.object_id \
              WHERE a.principal = 'group:' || $1",
         )
         .bind(group)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(&mut self.tx)
         .await?)
     }
 
@@ -442,18 +435,18 @@ impl Batch {
         discussion: &str,
         user: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM members WHERE discussion_id = $1 AND user_id = $2")
+        let done = query("DELETE FROM members WHERE discussion_id = $1 AND user_id = $2")
             .bind(discussion)
             .bind(user)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(done.rows_affected() > 0)
     }
 
     pub async fn user_exists(&mut self, id: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1")
+        let found: Option<i64> = query_scalar("SELECT CAST(1 AS BIGINT) FROM users WHERE id = $1")
             .bind(id)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(&mut self.tx)
             .await?;
         Ok(found.is_some())
     }
@@ -463,22 +456,22 @@ impl Batch {
         object: ObjectKey<'_>,
         user: &str,
     ) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(HAS_OBJECT_ACCESS)
+        let found: Option<i64> = query_scalar(HAS_OBJECT_ACCESS)
             .bind(object.app)
             .bind(object.kind)
             .bind(object.id)
             .bind(user)
             .bind(user)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(&mut self.tx)
             .await?;
         Ok(found.is_some())
     }
 
     pub async fn is_app(&mut self, user: &str, app: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(super::apps::IS_APP)
+        let found: Option<i64> = query_scalar(super::apps::IS_APP)
             .bind(app)
             .bind(user)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(&mut self.tx)
             .await?;
         Ok(found.is_some())
     }
@@ -487,14 +480,14 @@ impl Batch {
         &mut self,
         object: ObjectKey<'_>,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(USERS_WITH_OBJECT_ACCESS)
+        Ok(query_scalar(USERS_WITH_OBJECT_ACCESS)
             .bind(object.app)
             .bind(object.kind)
             .bind(object.id)
             .bind(object.app)
             .bind(object.kind)
             .bind(object.id)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(&mut self.tx)
             .await?)
     }
 
@@ -504,16 +497,16 @@ impl Batch {
         object: ObjectKey<'_>,
         principals: &[String],
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "DELETE FROM object_access WHERE object_app = $1 AND object_type = $2 AND object_id = $3",
         )
         .bind(object.app)
         .bind(object.kind)
         .bind(object.id)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         for p in principals {
-            sqlx::query(
+            query(
                 "INSERT INTO object_access (object_app, object_type, object_id, principal) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             )
@@ -521,7 +514,7 @@ impl Batch {
             .bind(object.kind)
             .bind(object.id)
             .bind(p)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         }
         Ok(())
@@ -530,12 +523,12 @@ impl Batch {
     /// Followers of an object discussion who (still) have access to its object.
     /// Everyone following a discussion, whatever their access now.
     pub async fn followers(&mut self, discussion: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT user_id FROM follows WHERE discussion_id = $1 ORDER BY user_id",
+        Ok(
+            query_scalar("SELECT user_id FROM follows WHERE discussion_id = $1 ORDER BY user_id")
+                .bind(discussion)
+                .fetch_all(&mut self.tx)
+                .await?,
         )
-        .bind(discussion)
-        .fetch_all(&mut *self.tx)
-        .await?)
     }
 
     pub async fn followers_with_access(
@@ -548,7 +541,7 @@ impl Batch {
         );
         // The query is built from two constants of this module, no input; the constant's
         // placeholders are $1 to $6, the discussion $7.
-        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(query))
+        Ok(query_scalar(query)
             .bind(object.app)
             .bind(object.kind)
             .bind(object.id)
@@ -556,7 +549,7 @@ impl Batch {
             .bind(object.kind)
             .bind(object.id)
             .bind(discussion)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(&mut self.tx)
             .await?)
     }
 
@@ -567,27 +560,27 @@ impl Batch {
         follow: bool,
     ) -> Result<(), StoreError> {
         if follow {
-            sqlx::query(
+            query(
                 "INSERT INTO follows (user_id, discussion_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             )
             .bind(user)
             .bind(discussion)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         } else {
-            sqlx::query("DELETE FROM follows WHERE user_id = $1 AND discussion_id = $2")
+            query("DELETE FROM follows WHERE user_id = $1 AND discussion_id = $2")
                 .bind(user)
                 .bind(discussion)
-                .execute(&mut *self.tx)
+                .execute(&mut self.tx)
                 .await?;
         }
         Ok(())
     }
 
     pub async fn message(&mut self, id: &str) -> Result<Option<MessageRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM messages WHERE id = $1")
+        Ok(query_as("SELECT * FROM messages WHERE id = $1")
             .bind(id)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(&mut self.tx)
             .await?)
     }
 
@@ -597,13 +590,13 @@ impl Batch {
         device: &str,
         client_msg_id: &str,
     ) -> Result<Option<MessageRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT * FROM messages WHERE author = $1 AND device_id = $2 AND client_msg_id = $3",
         )
         .bind(author)
         .bind(device)
         .bind(client_msg_id)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?)
     }
 
@@ -614,7 +607,7 @@ impl Batch {
         m: &MessageRow,
         mentions: &[String],
     ) -> Result<bool, StoreError> {
-        let inserted = sqlx::query(
+        let inserted = query(
             "INSERT INTO messages (id, discussion_id, seq, author, device_id, client_msg_id, \
              payload_hash, text, data, actions, reply_to, created_at, edited_at, version, deleted) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, 1, FALSE) \
@@ -632,7 +625,7 @@ impl Batch {
         .bind(&m.actions)
         .bind(&m.reply_to)
         .bind(m.created_at)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await
         .map_err(StoreError::from_insert)?
         .rows_affected();
@@ -640,7 +633,7 @@ impl Batch {
             return Ok(false);
         }
         for user in mentions {
-            sqlx::query(
+            query(
                 "INSERT INTO mentions (message_id, user_id, discussion_id, seq) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT DO NOTHING",
             )
@@ -648,7 +641,7 @@ impl Batch {
             .bind(user)
             .bind(&m.discussion_id)
             .bind(m.seq)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         }
         Ok(true)
@@ -657,30 +650,30 @@ impl Batch {
     /// Stores a new version of a message's text; returns the version number. The original text
     /// is copied to `message_versions` at the first edit (unedited messages keep one copy).
     pub async fn edit_message(&mut self, id: &str, text: &str, at: i64) -> Result<i64, StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO message_versions (message_id, version, text, at) \
              SELECT id, 1, text, created_at FROM messages \
              WHERE id = $1 AND version = 1 AND text IS NOT NULL",
         )
         .bind(id)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
-        let version: i64 = sqlx::query_scalar(
+        let version: i64 = query_scalar(
             "UPDATE messages SET text = $1, edited_at = $2, version = version + 1 WHERE id = $3 RETURNING version",
         )
         .bind(text)
         .bind(at)
         .bind(id)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(&mut self.tx)
         .await?;
-        sqlx::query(
+        query(
             "INSERT INTO message_versions (message_id, version, text, at) VALUES ($1, $2, $3, $4)",
         )
         .bind(id)
         .bind(version)
         .bind(text)
         .bind(at)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(version)
     }
@@ -688,11 +681,11 @@ impl Batch {
     /// Turns a message into a tombstone: text, data, actions and every earlier version are
     /// purged; the row (and its exactly-once key) stays.
     pub async fn delete_message(&mut self, id: &str) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "UPDATE messages SET text = NULL, data = NULL, actions = '[]', deleted = TRUE WHERE id = $1",
         )
         .bind(id)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         for purge in [
             "DELETE FROM message_versions WHERE message_id = $1",
@@ -701,7 +694,7 @@ impl Batch {
             // A file whose last message is gone becomes removable (see `removable_files`).
             "DELETE FROM message_files WHERE message_id = $1",
         ] {
-            sqlx::query(purge).bind(id).execute(&mut *self.tx).await?;
+            query(purge).bind(id).execute(&mut self.tx).await?;
         }
         Ok(())
     }
@@ -716,7 +709,7 @@ impl Batch {
         at: i64,
     ) -> Result<bool, StoreError> {
         let done = if add {
-            sqlx::query(
+            query(
                 "INSERT INTO reactions (message_id, user_id, emoji, at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT DO NOTHING",
             )
@@ -724,17 +717,15 @@ impl Batch {
             .bind(user)
             .bind(emoji)
             .bind(at)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?
         } else {
-            sqlx::query(
-                "DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
-            )
-            .bind(message)
-            .bind(user)
-            .bind(emoji)
-            .execute(&mut *self.tx)
-            .await?
+            query("DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3")
+                .bind(message)
+                .bind(user)
+                .bind(emoji)
+                .execute(&mut self.tx)
+                .await?
         };
         Ok(done.rows_affected() > 0)
     }
@@ -746,14 +737,15 @@ impl Batch {
         discussion: &str,
         seq: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO read_markers (user_id, discussion_id, seq) VALUES ($1, $2, $3) \
-             ON CONFLICT (user_id, discussion_id) DO UPDATE SET seq = MAX(read_markers.seq, excluded.seq)",
+             ON CONFLICT (user_id, discussion_id) DO UPDATE SET seq = \
+             CASE WHEN excluded.seq > read_markers.seq THEN excluded.seq ELSE read_markers.seq END",
         )
         .bind(user)
         .bind(discussion)
         .bind(seq)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(())
     }
@@ -766,7 +758,7 @@ impl Discussions<'_> {
         &self,
         object: &veche_protocol::discussions::ObjectRef,
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(query_scalar(
             "SELECT id FROM discussions WHERE object_app = $1 AND object_type = $2 AND object_id = $3",
         )
         .bind(&object.application)
@@ -777,7 +769,7 @@ impl Discussions<'_> {
     }
 
     pub async fn discussion(&self, id: &str) -> Result<Option<DiscussionRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM discussions WHERE id = $1")
+        Ok(query_as("SELECT * FROM discussions WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.db.read)
             .await?)
@@ -789,18 +781,16 @@ impl Discussions<'_> {
         user: &str,
     ) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar(
-                "SELECT role FROM members WHERE discussion_id = $1 AND user_id = $2",
-            )
-            .bind(discussion)
-            .bind(user)
-            .fetch_optional(&self.db.read)
-            .await?,
+            query_scalar("SELECT role FROM members WHERE discussion_id = $1 AND user_id = $2")
+                .bind(discussion)
+                .bind(user)
+                .fetch_optional(&self.db.read)
+                .await?,
         )
     }
 
     pub async fn members_of(&self, discussion: &str) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT user_id, role FROM members WHERE discussion_id = $1 ORDER BY added_at, user_id",
         )
         .bind(discussion)
@@ -813,7 +803,7 @@ impl Discussions<'_> {
         object: ObjectKey<'_>,
         user: &str,
     ) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(HAS_OBJECT_ACCESS)
+        let found: Option<i64> = query_scalar(HAS_OBJECT_ACCESS)
             .bind(object.app)
             .bind(object.kind)
             .bind(object.id)
@@ -829,7 +819,7 @@ impl Discussions<'_> {
         &self,
         object: ObjectKey<'_>,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(query_scalar(
             "SELECT principal FROM object_access WHERE object_app = $1 AND object_type = $2 \
              AND object_id = $3 ORDER BY principal",
         )
@@ -841,12 +831,13 @@ impl Discussions<'_> {
     }
 
     pub async fn is_following(&self, user: &str, discussion: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM follows WHERE user_id = $1 AND discussion_id = $2")
-                .bind(user)
-                .bind(discussion)
-                .fetch_optional(&self.db.read)
-                .await?;
+        let found: Option<i64> = query_scalar(
+            "SELECT CAST(1 AS BIGINT) FROM follows WHERE user_id = $1 AND discussion_id = $2",
+        )
+        .bind(user)
+        .bind(discussion)
+        .fetch_optional(&self.db.read)
+        .await?;
         Ok(found.is_some())
     }
 
@@ -854,7 +845,7 @@ impl Discussions<'_> {
     /// activity first, each with the user's place in it: one statement for the whole list, so
     /// a list of a thousand discussions is not five thousand round trips.
     pub async fn listed_discussions(&self, user: &str) -> Result<Vec<ListedRow>, StoreError> {
-        Ok(sqlx::query_as(LISTED_DISCUSSIONS)
+        Ok(query_as(LISTED_DISCUSSIONS)
             .bind(user)
             .fetch_all(&self.db.read)
             .await?)
@@ -866,7 +857,7 @@ impl Discussions<'_> {
         &self,
         user: &str,
     ) -> Result<Vec<(String, String, String)>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT m.discussion_id, m.user_id, m.role FROM members m \
              WHERE m.discussion_id IN (SELECT discussion_id FROM members WHERE user_id = $1) \
              ORDER BY m.discussion_id, m.added_at, m.user_id",
@@ -877,13 +868,12 @@ impl Discussions<'_> {
     }
 
     pub async fn read_marker(&self, user: &str, discussion: &str) -> Result<i64, StoreError> {
-        let seq: Option<i64> = sqlx::query_scalar(
-            "SELECT seq FROM read_markers WHERE user_id = $1 AND discussion_id = $2",
-        )
-        .bind(user)
-        .bind(discussion)
-        .fetch_optional(&self.db.read)
-        .await?;
+        let seq: Option<i64> =
+            query_scalar("SELECT seq FROM read_markers WHERE user_id = $1 AND discussion_id = $2")
+                .bind(user)
+                .bind(discussion)
+                .fetch_optional(&self.db.read)
+                .await?;
         Ok(seq.unwrap_or(0))
     }
 
@@ -894,7 +884,7 @@ impl Discussions<'_> {
         discussion: &str,
         after: i64,
     ) -> Result<(i64, i64), StoreError> {
-        let unread: i64 = sqlx::query_scalar(
+        let unread: i64 = query_scalar(
             "SELECT COUNT(*) FROM messages WHERE discussion_id = $1 AND seq > $2 AND author != $3 AND deleted = FALSE",
         )
         .bind(discussion)
@@ -902,7 +892,7 @@ impl Discussions<'_> {
         .bind(user)
         .fetch_one(&self.db.read)
         .await?;
-        let mentions: i64 = sqlx::query_scalar(
+        let mentions: i64 = query_scalar(
             "SELECT COUNT(*) FROM mentions WHERE user_id = $1 AND discussion_id = $2 AND seq > $3",
         )
         .bind(user)
@@ -920,7 +910,7 @@ impl Discussions<'_> {
         after: i64,
         limit: i64,
     ) -> Result<Vec<EventRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT * FROM events WHERE discussion_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(discussion)
@@ -937,7 +927,7 @@ impl Discussions<'_> {
         before: i64,
         limit: i64,
     ) -> Result<Vec<EventRow>, StoreError> {
-        let mut rows: Vec<EventRow> = sqlx::query_as(
+        let mut rows: Vec<EventRow> = query_as(
             "SELECT * FROM events WHERE discussion_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
         )
         .bind(discussion)
@@ -950,14 +940,14 @@ impl Discussions<'_> {
     }
 
     pub async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM messages WHERE id = $1")
+        Ok(query_as("SELECT * FROM messages WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.db.read)
             .await?)
     }
 
     pub async fn message_versions(&self, id: &str) -> Result<Vec<(i64, String, i64)>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT version, text, at FROM message_versions WHERE message_id = $1 ORDER BY version",
         )
         .bind(id)
@@ -970,17 +960,19 @@ impl Discussions<'_> {
         id: &str,
         version: i64,
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT text FROM message_versions WHERE message_id = $1 AND version = $2",
+        Ok(
+            query_scalar(
+                "SELECT text FROM message_versions WHERE message_id = $1 AND version = $2",
+            )
+            .bind(id)
+            .bind(version)
+            .fetch_optional(&self.db.read)
+            .await?,
         )
-        .bind(id)
-        .bind(version)
-        .fetch_optional(&self.db.read)
-        .await?)
     }
 
     pub async fn reactions(&self, message: &str) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT emoji, user_id FROM reactions WHERE message_id = $1 ORDER BY at, user_id",
         )
         .bind(message)
@@ -989,11 +981,11 @@ impl Discussions<'_> {
     }
 
     pub async fn mentions(&self, message: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT user_id FROM mentions WHERE message_id = $1 ORDER BY user_id",
+        Ok(
+            query_scalar("SELECT user_id FROM mentions WHERE message_id = $1 ORDER BY user_id")
+                .bind(message)
+                .fetch_all(&self.db.read)
+                .await?,
         )
-        .bind(message)
-        .fetch_all(&self.db.read)
-        .await?)
     }
 }

@@ -4,6 +4,7 @@
 use super::audit::{AuditRecord, append};
 use super::sessions::SessionRow;
 use super::{Embed, StoreError};
+use crate::db::{Tx, query, query_as, query_scalar};
 
 /// A token to record (its hash only).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -54,24 +55,26 @@ impl Embed<'_> {
         audit: &AuditRecord,
     ) -> Result<Option<Vec<String>>, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM applications WHERE name = $1")
-            .bind(app)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists: Option<i64> =
+            query_scalar("SELECT CAST(1 AS BIGINT) FROM applications WHERE name = $1")
+                .bind(app)
+                .fetch_optional(&mut tx)
+                .await?;
         if exists.is_none() {
             return Ok(None);
         }
-        sqlx::query("DELETE FROM embed_origins WHERE application = $1")
+        query("DELETE FROM embed_origins WHERE application = $1")
             .bind(app)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         for origin in origins {
-            sqlx::query(
-                "INSERT OR IGNORE INTO embed_origins (application, origin) VALUES ($1, $2)",
+            query(
+                "INSERT INTO embed_origins (application, origin) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING",
             )
             .bind(app)
             .bind(origin)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         let ended = if origins.is_empty() {
@@ -87,7 +90,7 @@ impl Embed<'_> {
     /// The origins an application may be framed by: none unless it is usable (active, its
     /// user unlocked) and an administrator allowed it to embed.
     pub async fn embed_origins(&self, app: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(query_scalar(
             "SELECT o.origin FROM embed_origins o JOIN applications a ON a.name = o.application \
              WHERE o.application = $1 AND a.status = 'active' AND NOT EXISTS \
              (SELECT 1 FROM users u WHERE u.id = a.user_id AND u.locked) ORDER BY o.origin",
@@ -99,12 +102,12 @@ impl Embed<'_> {
 
     /// The origins an administrator allowed, whatever the application's state (for listing).
     pub async fn allowed_embed_origins(&self, app: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT origin FROM embed_origins WHERE application = $1 ORDER BY origin",
+        Ok(
+            query_scalar("SELECT origin FROM embed_origins WHERE application = $1 ORDER BY origin")
+                .bind(app)
+                .fetch_all(&self.db.read)
+                .await?,
         )
-        .bind(app)
-        .fetch_all(&self.db.read)
-        .await?)
     }
 
     /// Records a minted token and its audit record.
@@ -114,7 +117,7 @@ impl Embed<'_> {
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.write.begin().await?;
-        sqlx::query(
+        query(
             "INSERT INTO embed_tokens (token_hash, application, user_id, object_type, \
              object_id, discussion_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
@@ -126,7 +129,7 @@ impl Embed<'_> {
         .bind(&token.discussion_id)
         .bind(token.created_at)
         .bind(token.expires_at)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .map_err(StoreError::from_insert)?;
         append(&mut tx, audit).await?;
@@ -142,9 +145,9 @@ impl Embed<'_> {
     ) -> Result<TokenTaken, StoreError> {
         let mut tx = self.db.write.begin().await?;
         let row: Option<EmbedTokenRow> =
-            sqlx::query_as("SELECT * FROM embed_tokens WHERE token_hash = $1")
+            query_as("SELECT * FROM embed_tokens WHERE token_hash = $1")
                 .bind(token_hash)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?;
         let Some(row) = row else {
             return Ok(TokenTaken::Unknown);
@@ -155,10 +158,10 @@ impl Embed<'_> {
         if row.expires_at <= now {
             return Ok(TokenTaken::Expired);
         }
-        sqlx::query("UPDATE embed_tokens SET used_at = $1 WHERE token_hash = $2")
+        query("UPDATE embed_tokens SET used_at = $1 WHERE token_hash = $2")
             .bind(now)
             .bind(token_hash)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(TokenTaken::Taken(EmbedTokenRow {
@@ -176,7 +179,7 @@ impl Embed<'_> {
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let inserted = sqlx::query(
+        let inserted = query(
             "INSERT INTO sessions (id, user_id, token_hash, device_id, device_name, created_at, \
              last_seen_at, expires_at, kind) \
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'embed' FROM users \
@@ -193,14 +196,14 @@ impl Embed<'_> {
         .bind(session.expires_at)
         .bind(&session.user_id)
         .bind(&scope.application)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .map_err(StoreError::from_insert)?
         .rows_affected();
         if inserted == 0 {
             return Ok(false);
         }
-        sqlx::query(
+        query(
             "INSERT INTO embed_sessions (session_id, application, object_type, object_id, \
              discussion_id, ends_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -210,7 +213,7 @@ impl Embed<'_> {
         .bind(&scope.object_id)
         .bind(&scope.discussion_id)
         .bind(scope.ends_at)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         append(&mut tx, audit).await?;
         tx.commit().await?;
@@ -223,7 +226,7 @@ impl Embed<'_> {
         token_hash: &str,
     ) -> Result<Option<(SessionRow, EmbedScopeRow)>, StoreError> {
         let Some(session): Option<SessionRow> =
-            sqlx::query_as("SELECT * FROM sessions WHERE token_hash = $1 AND kind = 'embed'")
+            query_as("SELECT * FROM sessions WHERE token_hash = $1 AND kind = 'embed'")
                 .bind(token_hash)
                 .fetch_optional(&self.db.read)
                 .await?
@@ -231,7 +234,7 @@ impl Embed<'_> {
             return Ok(None);
         };
         let scope: Option<EmbedScopeRow> =
-            sqlx::query_as("SELECT * FROM embed_sessions WHERE session_id = $1")
+            query_as("SELECT * FROM embed_sessions WHERE session_id = $1")
                 .bind(&session.id)
                 .fetch_optional(&self.db.read)
                 .await?;
@@ -240,13 +243,11 @@ impl Embed<'_> {
 
     /// Removes tokens that expired before `before`.
     pub async fn delete_expired_embed_tokens(&self, before: i64) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("DELETE FROM embed_tokens WHERE expires_at < $1")
-                .bind(before)
-                .execute(&self.db.write)
-                .await?
-                .rows_affected(),
-        )
+        Ok(query("DELETE FROM embed_tokens WHERE expires_at < $1")
+            .bind(before)
+            .execute(&self.db.write)
+            .await?
+            .rows_affected())
     }
 
     /// Ends every embed session of an application and drops its tokens (it was revoked);
@@ -259,19 +260,16 @@ impl Embed<'_> {
     }
 }
 
-async fn end_app_embeds(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    app: &str,
-) -> Result<Vec<String>, StoreError> {
-    sqlx::query("DELETE FROM embed_tokens WHERE application = $1")
+async fn end_app_embeds(tx: &mut Tx, app: &str) -> Result<Vec<String>, StoreError> {
+    query("DELETE FROM embed_tokens WHERE application = $1")
         .bind(app)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
-    Ok(sqlx::query_scalar(
+    Ok(query_scalar(
         "DELETE FROM sessions WHERE kind = 'embed' AND id IN \
          (SELECT session_id FROM embed_sessions WHERE application = $1) RETURNING id",
     )
     .bind(app)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?)
 }

@@ -1,6 +1,6 @@
 //! Federation: link offers, links, and each link's outbox and inbox.
 
-use sqlx::Sqlite;
+use crate::db::{Tx, query, query_as, query_scalar};
 
 use super::{AuditRecord, Links, ROWS_PER_STATEMENT, StoreError};
 
@@ -76,7 +76,7 @@ impl Links<'_> {
     ) -> Result<(), StoreError> {
         let mut tx = self.db.write.begin().await?;
         // A renewal offered again replaces the open one.
-        sqlx::query(
+        query(
             "INSERT INTO fed_offers (link, offer, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (link) DO UPDATE SET offer = excluded.offer, \
              created_at = excluded.created_at",
@@ -84,7 +84,7 @@ impl Links<'_> {
         .bind(link)
         .bind(offer)
         .bind(at)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         super::audit::append(&mut tx, audit).await?;
         tx.commit().await?;
@@ -92,16 +92,16 @@ impl Links<'_> {
     }
 
     pub async fn fed_offers(&self) -> Result<Vec<OfferRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT link, offer, created_at FROM fed_offers ORDER BY created_at DESC",
+        Ok(
+            query_as("SELECT link, offer, created_at FROM fed_offers ORDER BY created_at DESC")
+                .fetch_all(&self.db.read)
+                .await?,
         )
-        .fetch_all(&self.db.read)
-        .await?)
     }
 
     pub async fn fed_offer(&self, link: &str) -> Result<Option<OfferRow>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT link, offer, created_at FROM fed_offers WHERE link = $1")
+            query_as("SELECT link, offer, created_at FROM fed_offers WHERE link = $1")
                 .bind(link)
                 .fetch_optional(&self.db.read)
                 .await?,
@@ -116,19 +116,19 @@ impl Links<'_> {
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let taken: Option<(String,)> = sqlx::query_as(
+        let taken: Option<(String,)> = query_as(
             "SELECT link FROM fed_links WHERE link = $1 \
              OR ((peer_node = $2 OR peer_key = $3) AND state = 'active')",
         )
         .bind(new.link)
         .bind(new.peer_node)
         .bind(new.peer_key)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         if taken.is_some() {
             return Ok(false);
         }
-        sqlx::query(
+        query(
             "INSERT INTO fed_links (link, grant_text, peer_node, peer_key, state, scope, created_at, \
              confirm_by) VALUES ($1, $2, $3, $4, 'active', $5, $6, $7)",
         )
@@ -139,7 +139,7 @@ impl Links<'_> {
         .bind(new.scope)
         .bind(new.at)
         .bind(new.confirm_by)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         forget_offers(&mut tx, new.link).await?;
         super::audit::append(&mut tx, audit).await?;
@@ -166,7 +166,7 @@ impl Links<'_> {
             Renewal::Held(text) => (None, None, Some(text), true),
         };
         let mut tx = self.db.write.begin().await?;
-        let done = sqlx::query(
+        let done = query(
             "UPDATE fed_links SET grant_text = COALESCE($1, grant_text), \
              scope = COALESCE($2, scope), renewal = $3 \
              WHERE link = $4 AND state = 'active' AND grant_text = $5",
@@ -176,7 +176,7 @@ impl Links<'_> {
         .bind(held)
         .bind(link)
         .bind(current)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         if done.rows_affected() == 0 {
             return Ok(false);
@@ -191,7 +191,7 @@ impl Links<'_> {
     }
 
     pub async fn fed_links(&self) -> Result<Vec<LinkRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT ",
             link_columns!(),
             " FROM fed_links l ORDER BY l.created_at DESC"
@@ -201,7 +201,7 @@ impl Links<'_> {
     }
 
     pub async fn fed_link(&self, link: &str) -> Result<Option<LinkRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT ",
             link_columns!(),
             " FROM fed_links l WHERE l.link = $1"
@@ -214,7 +214,7 @@ impl Links<'_> {
     /// The offerer of a link this node accepted has shown that it confirmed it: no longer
     /// pending.
     pub async fn fed_link_confirmed(&self, link: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE fed_links SET confirm_by = NULL WHERE link = $1")
+        query("UPDATE fed_links SET confirm_by = NULL WHERE link = $1")
             .bind(link)
             .execute(&self.db.write)
             .await?;
@@ -231,21 +231,21 @@ impl Links<'_> {
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let done = sqlx::query(
+        let done = query(
             "UPDATE fed_links SET state = 'ended', ended_reason = $1, ended_at = $2 \
              WHERE link = $3 AND state = 'active'",
         )
         .bind(reason)
         .bind(at)
         .bind(link)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?
         .rows_affected()
             > 0;
         if done {
-            sqlx::query("DELETE FROM fed_outbox WHERE link = $1")
+            query("DELETE FROM fed_outbox WHERE link = $1")
                 .bind(link)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             // A renewal offered for it is over too.
             forget_offers(&mut tx, link).await?;
@@ -267,9 +267,9 @@ impl Links<'_> {
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let row: Option<(String,)> = sqlx::query_as("SELECT scope FROM fed_links WHERE link = $1")
+        let row: Option<(String,)> = query_as("SELECT scope FROM fed_links WHERE link = $1")
             .bind(link)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
         let Some((current,)) = row else {
             return Ok(());
@@ -279,10 +279,10 @@ impl Links<'_> {
         }
         // A renewal held here, or offered from here, would undo the narrowing: it must be
         // offered and accepted again.
-        sqlx::query("UPDATE fed_links SET scope = $1, renewal = NULL WHERE link = $2")
+        query("UPDATE fed_links SET scope = $1, renewal = NULL WHERE link = $2")
             .bind(change(&current))
             .bind(link)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         forget_offers(&mut tx, link).await?;
         super::audit::append(&mut tx, audit).await?;
@@ -297,7 +297,7 @@ impl Links<'_> {
         after: i64,
         max: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT link_seq, item FROM fed_outbox WHERE link = $1 AND link_seq > $2 \
              ORDER BY link_seq LIMIT $3",
         )
@@ -319,31 +319,30 @@ impl Links<'_> {
         restored: impl FnOnce(Option<i64>, Option<&[u8]>) -> bool,
     ) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let numbered: Option<i64> =
-            sqlx::query_scalar("SELECT out_last FROM fed_links WHERE link = $1")
-                .bind(link)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let numbered: Option<i64> = query_scalar("SELECT out_last FROM fed_links WHERE link = $1")
+            .bind(link)
+            .fetch_optional(&mut tx)
+            .await?;
         let mine: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT item FROM fed_outbox WHERE link = $1 AND link_seq = $2")
+            query_scalar("SELECT item FROM fed_outbox WHERE link = $1 AND link_seq = $2")
                 .bind(link)
                 .bind(upto)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?;
         if restored(numbered, mine.as_deref()) {
             super::fedlog::renumber_outbox(&mut tx, link, upto).await?;
             tx.commit().await?;
             return Ok(true);
         }
-        sqlx::query("DELETE FROM fed_outbox WHERE link = $1 AND link_seq <= $2")
+        query("DELETE FROM fed_outbox WHERE link = $1 AND link_seq <= $2")
             .bind(link)
             .bind(upto)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-        sqlx::query("UPDATE fed_links SET acked = MAX(acked, $1) WHERE link = $2")
+        query("UPDATE fed_links SET acked = CASE WHEN $1 > acked THEN $1 ELSE acked END WHERE link = $2")
             .bind(upto)
             .bind(link)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(false)
@@ -352,7 +351,7 @@ impl Links<'_> {
     /// The last `link_seq` stored from the peer.
     pub async fn fed_received(&self, link: &str) -> Result<(i64, Option<String>), StoreError> {
         let row: Option<(i64, Option<String>)> =
-            sqlx::query_as("SELECT received, received_digest FROM fed_links WHERE link = $1")
+            query_as("SELECT received, received_digest FROM fed_links WHERE link = $1")
                 .bind(link)
                 .fetch_optional(&self.db.read)
                 .await?;
@@ -371,9 +370,9 @@ impl Links<'_> {
     ) -> Result<i64, StoreError> {
         let mut tx = self.db.write.begin().await?;
         let row: Option<(i64, String)> =
-            sqlx::query_as("SELECT received, state FROM fed_links WHERE link = $1")
+            query_as("SELECT received, state FROM fed_links WHERE link = $1")
                 .bind(link)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?;
         let Some((mut mark, state)) = row else {
             return Err(StoreError::Aborted(format!("no link {link}")));
@@ -398,7 +397,7 @@ impl Links<'_> {
                 super::values_rows(chunk.len(), 5, "")
             );
             // Built from constants and a count, no input.
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut insert = query(sql);
             for (seq, item, refused) in chunk {
                 insert = insert
                     .bind(link)
@@ -407,18 +406,18 @@ impl Links<'_> {
                     .bind(*refused)
                     .bind(at);
             }
-            insert.execute(&mut *tx).await?;
+            insert.execute(&mut tx).await?;
         }
         // What tells the last item from others, for a sender restored from a backup.
         let digest = fresh.last().and_then(|(_, item, _)| digest(item));
-        sqlx::query(
+        query(
             "UPDATE fed_links SET received = $1, \
              received_digest = COALESCE($2, received_digest) WHERE link = $3",
         )
         .bind(mark)
         .bind(digest)
         .bind(link)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(mark)
@@ -427,45 +426,36 @@ impl Links<'_> {
 
 /// Object discussions stop travelling over `link`, both ways: this node's are no longer sent,
 /// and the peer's no longer read here.
-async fn drop_object_sharing(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    link: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
+async fn drop_object_sharing(tx: &mut Tx, link: &str) -> Result<(), StoreError> {
+    query(
         "DELETE FROM fed_shares WHERE link = $1 \
          AND discussion_id IN (SELECT id FROM discussions WHERE kind = 'object')",
     )
     .bind(link)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     drop_object_readers(tx, link).await
 }
 
 /// Forgets who may read object discussions across `link`: the users of its peer this node told
 /// they may read its own, and what the peer said of this node's users in its.
-async fn drop_object_readers(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    link: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
+async fn drop_object_readers(tx: &mut Tx, link: &str) -> Result<(), StoreError> {
+    query(
         "DELETE FROM fed_object_readers WHERE EXISTS (SELECT 1 FROM fed_links l \
-         WHERE l.link = $1 AND (substr(user_id, -length(l.peer_node) - 1) = '@' || l.peer_node \
-         OR substr(discussion_id, -length(l.peer_node) - 1) = '@' || l.peer_node))",
+         WHERE l.link = $1 AND (substr(user_id, length(user_id) - length(l.peer_node)) = '@' || l.peer_node \
+         OR substr(discussion_id, length(discussion_id) - length(l.peer_node)) = '@' || l.peer_node))",
     )
     .bind(link)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
 /// Drops the offers this node made for `link` (a renewal offered for it).
-async fn forget_offers(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    link: &str,
-) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM fed_offers WHERE link = $1")
+async fn forget_offers(tx: &mut Tx, link: &str) -> Result<(), StoreError> {
+    query("DELETE FROM fed_offers WHERE link = $1")
         .bind(link)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }

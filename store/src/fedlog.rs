@@ -3,6 +3,7 @@
 //! remote users' profile records. Written in the sequencer's transaction.
 
 use super::{Batch, Federated, ROWS_PER_STATEMENT, StoreError, json_param};
+use crate::db::{Tx, query, query_as, query_scalar};
 
 /// A received item waiting to be applied.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -64,12 +65,12 @@ pub struct PendingRow {
 impl Batch {
     /// The active links `discussion` is shared over (this node being its home).
     pub async fn fed_shares(&mut self, discussion: &str) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<(String,)> = sqlx::query_as(
+        let rows: Vec<(String,)> = query_as(
             "SELECT s.link FROM fed_shares s JOIN fed_links l ON l.link = s.link \
              WHERE s.discussion_id = $1 AND l.state = 'active' ORDER BY s.link",
         )
         .bind(discussion)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(&mut self.tx)
         .await?;
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
@@ -81,14 +82,14 @@ impl Batch {
         link: &str,
         at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO fed_shares (discussion_id, link, shared_at) VALUES ($1, $2, $3) \
              ON CONFLICT (discussion_id, link) DO UPDATE SET shared_at = excluded.shared_at",
         )
         .bind(discussion)
         .bind(link)
         .bind(at)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(())
     }
@@ -99,22 +100,22 @@ impl Batch {
         discussion: &str,
         link: &str,
     ) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT shared_at FROM fed_shares WHERE discussion_id = $1 AND link = $2",
+        Ok(
+            query_scalar("SELECT shared_at FROM fed_shares WHERE discussion_id = $1 AND link = $2")
+                .bind(discussion)
+                .bind(link)
+                .fetch_optional(&mut self.tx)
+                .await?,
         )
-        .bind(discussion)
-        .bind(link)
-        .fetch_optional(&mut *self.tx)
-        .await?)
     }
 
     /// The discussions shared over `link`.
     pub async fn fed_shared_over(&mut self, link: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(query_scalar(
             "SELECT discussion_id FROM fed_shares WHERE link = $1 ORDER BY discussion_id",
         )
         .bind(link)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(&mut self.tx)
         .await?)
     }
 
@@ -130,10 +131,10 @@ impl Batch {
 
     /// Stops sharing `discussion` over `link`.
     pub async fn fed_unshare(&mut self, discussion: &str, link: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM fed_shares WHERE discussion_id = $1 AND link = $2")
+        query("DELETE FROM fed_shares WHERE discussion_id = $1 AND link = $2")
             .bind(discussion)
             .bind(link)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(())
     }
@@ -141,9 +142,9 @@ impl Batch {
     /// The active link to the node named `node`.
     pub async fn fed_link_to(&mut self, node: &str) -> Result<Option<String>, StoreError> {
         let row: Option<(String,)> =
-            sqlx::query_as("SELECT link FROM fed_links WHERE peer_node = $1 AND state = 'active'")
+            query_as("SELECT link FROM fed_links WHERE peer_node = $1 AND state = 'active'")
                 .bind(node)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(&mut self.tx)
                 .await?;
         Ok(row.map(|r| r.0))
     }
@@ -151,9 +152,9 @@ impl Batch {
     /// The scope (JSON) of an active link.
     pub async fn fed_link_scope(&mut self, link: &str) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT scope FROM fed_links WHERE link = $1 AND state = 'active'")
+            query_scalar("SELECT scope FROM fed_links WHERE link = $1 AND state = 'active'")
                 .bind(link)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(&mut self.tx)
                 .await?,
         )
     }
@@ -161,9 +162,9 @@ impl Batch {
     /// The peer node of an active link.
     pub async fn fed_link_peer(&mut self, link: &str) -> Result<Option<String>, StoreError> {
         let row: Option<(String,)> =
-            sqlx::query_as("SELECT peer_node FROM fed_links WHERE link = $1 AND state = 'active'")
+            query_as("SELECT peer_node FROM fed_links WHERE link = $1 AND state = 'active'")
                 .bind(link)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(&mut self.tx)
                 .await?;
         Ok(row.map(|r| r.0))
     }
@@ -171,20 +172,20 @@ impl Batch {
     /// The peer's public key (ed25519) on an active link.
     pub async fn fed_link_key(&mut self, link: &str) -> Result<Option<[u8; 32]>, StoreError> {
         let row: Option<(Vec<u8>,)> =
-            sqlx::query_as("SELECT peer_key FROM fed_links WHERE link = $1 AND state = 'active'")
+            query_as("SELECT peer_key FROM fed_links WHERE link = $1 AND state = 'active'")
                 .bind(link)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(&mut self.tx)
                 .await?;
         Ok(row.and_then(|r| <[u8; 32]>::try_from(r.0.as_slice()).ok()))
     }
 
     /// The last entry of `discussion`'s federated log.
     pub async fn fed_head(&mut self, discussion: &str) -> Result<Option<FedHead>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT fseq, stamp FROM fed_log WHERE discussion_id = $1 ORDER BY fseq DESC LIMIT 1",
         )
         .bind(discussion)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?)
     }
 
@@ -197,11 +198,11 @@ impl Batch {
             return Ok(Default::default());
         }
         let ids = json_param(&event_ids)?;
-        let found: Vec<String> = sqlx::query_scalar(
+        let found: Vec<String> = query_scalar(
             "SELECT event_id FROM fed_log WHERE event_id IN (SELECT value FROM json_each($1))",
         )
         .bind(ids)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(&mut self.tx)
         .await?;
         Ok(found.into_iter().collect())
     }
@@ -212,20 +213,20 @@ impl Batch {
         discussion: &str,
         message: &str,
     ) -> Result<Option<String>, StoreError> {
-        let row: Option<(String,)> = sqlx::query_as(
+        let row: Option<(String,)> = query_as(
             "SELECT event_id FROM fed_log WHERE discussion_id = $1 AND message_id = $2 \
              AND kind = 'message.post'",
         )
         .bind(discussion)
         .bind(message)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?;
         Ok(row.map(|r| r.0))
     }
 
     /// Appends to a discussion's federated log.
     pub async fn fed_log_append(&mut self, r: &FedLogRow) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO fed_log (discussion_id, fseq, event_id, kind, message_id, stamp, event) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -236,7 +237,7 @@ impl Batch {
         .bind(&r.message_id)
         .bind(&r.stamp)
         .bind(&r.event)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(())
     }
@@ -250,7 +251,7 @@ impl Batch {
                 super::values_rows(chunk.len(), 7, "")
             );
             // Built from constants and a count, no input.
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut insert = query(sql);
             for r in chunk {
                 insert = insert
                     .bind(&r.discussion)
@@ -261,7 +262,7 @@ impl Batch {
                     .bind(&r.stamp)
                     .bind(&r.event);
             }
-            insert.execute(&mut *self.tx).await?;
+            insert.execute(&mut self.tx).await?;
         }
         Ok(())
     }
@@ -272,13 +273,13 @@ impl Batch {
         discussion: &str,
         message: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT event_id, event FROM fed_log WHERE discussion_id = $1 AND message_id = $2 \
              AND kind IN ('message.post', 'message.edit')",
         )
         .bind(discussion)
         .bind(message)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(&mut self.tx)
         .await?)
     }
 
@@ -288,33 +289,33 @@ impl Batch {
         event_id: &str,
         event: &[u8],
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE fed_log SET event = $1 WHERE event_id = $2")
+        query("UPDATE fed_log SET event = $1 WHERE event_id = $2")
             .bind(event)
             .bind(event_id)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(())
     }
 
     /// Queues `item` (CBOR) for the peer of `link`.
     pub async fn fed_enqueue(&mut self, link: &str, item: &[u8]) -> Result<(), StoreError> {
-        let row: Option<(i64,)> = sqlx::query_as(
+        let row: Option<(i64,)> = query_as(
             "UPDATE fed_links SET out_last = out_last + 1 WHERE link = $1 AND state = 'active' \
              RETURNING out_last",
         )
         .bind(link)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?;
         let Some((seq,)) = row else {
             return Err(StoreError::Aborted(format!(
                 "the link {link} is not active"
             )));
         };
-        sqlx::query("INSERT INTO fed_outbox (link, link_seq, item) VALUES ($1, $2, $3)")
+        query("INSERT INTO fed_outbox (link, link_seq, item) VALUES ($1, $2, $3)")
             .bind(link)
             .bind(seq)
             .bind(item)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(())
     }
@@ -326,20 +327,20 @@ impl Batch {
         device: &str,
         client_msg_id: &str,
     ) -> Result<Option<PendingRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT message_id, refused FROM fed_pending \
              WHERE author = $1 AND device_id = $2 AND client_msg_id = $3",
         )
         .bind(author)
         .bind(device)
         .bind(client_msg_id)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?)
     }
 
     /// Records a submission sent to its home; `false` if its key was used already.
     pub async fn fed_add_pending(&mut self, p: &NewPending<'_>) -> Result<bool, StoreError> {
-        Ok(sqlx::query(
+        Ok(query(
             "INSERT INTO fed_pending (event_id, message_id, discussion_id, author, device_id, \
              client_msg_id, created_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT DO NOTHING",
@@ -352,7 +353,7 @@ impl Batch {
         .bind(p.client_msg_id)
         .bind(p.at)
         .bind(p.kind)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?
         .rows_affected()
             > 0)
@@ -400,7 +401,7 @@ impl Batch {
         author: &str,
         reason: &str,
     ) -> Result<Option<Option<String>>, StoreError> {
-        let row: Option<(String, String)> = sqlx::query_as(
+        let row: Option<(String, String)> = query_as(
             "UPDATE fed_pending SET refused = $1 WHERE event_id = $2 AND discussion_id = $3 \
              AND author = $4 AND refused IS NULL RETURNING message_id, kind",
         )
@@ -408,7 +409,7 @@ impl Batch {
         .bind(event_id)
         .bind(discussion)
         .bind(author)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?;
         Ok(row.map(|(message, kind)| (kind != "dialog.open").then_some(message)))
     }
@@ -424,26 +425,26 @@ impl Batch {
         full_directory: impl FnOnce(&str) -> bool,
     ) -> Result<bool, StoreError> {
         let scope: Option<String> =
-            sqlx::query_scalar("SELECT scope FROM fed_links WHERE link = $1 AND state = 'active'")
+            query_scalar("SELECT scope FROM fed_links WHERE link = $1 AND state = 'active'")
                 .bind(link)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(&mut self.tx)
                 .await?;
         let Some(scope) = scope else {
             return Ok(false);
         };
         let full = full_directory(&scope);
-        let person: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM users WHERE id = $1 AND kind = 'person' AND NOT locked",
+        let person: Option<i64> = query_scalar(
+            "SELECT CAST(1 AS BIGINT) FROM users WHERE id = $1 AND kind = 'person' AND NOT locked",
         )
         .bind(user)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?;
         if person.is_none() || full {
             return Ok(person.is_some());
         }
         let suffix = format!("@{peer}");
-        let member: Option<i64> = sqlx::query_scalar(concat!(
-            "SELECT 1 FROM members m WHERE m.user_id = $1 AND ",
+        let member: Option<i64> = query_scalar(concat!(
+            "SELECT CAST(1 AS BIGINT) FROM members m WHERE m.user_id = $1 AND ",
             shared_with!(2, 3, 4),
             " LIMIT 1"
         ))
@@ -451,7 +452,7 @@ impl Batch {
         .bind(link)
         .bind(&suffix)
         .bind(&suffix)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?;
         Ok(member.is_some())
     }
@@ -462,20 +463,20 @@ impl Batch {
         event_id: &str,
         discussion: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(query_scalar(
             "SELECT event FROM fed_log WHERE event_id = $1 AND discussion_id = $2 \
              AND kind = 'discussion.share'",
         )
         .bind(event_id)
         .bind(discussion)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?)
     }
 
     /// A user of another node, known here by id only; such a user never logs in here.
     pub async fn ensure_remote_user(&mut self, id: &str, at: i64) -> Result<(), StoreError> {
         let display = id.split_once('@').map_or(id, |(login, _)| login);
-        sqlx::query(
+        query(
             "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, locked, \
              created_at, updated_at, kind) VALUES ($1, $2, $3, '', '!', FALSE, FALSE, $4, $5, 'remote') \
              ON CONFLICT (id) DO NOTHING",
@@ -485,7 +486,7 @@ impl Batch {
         .bind(display)
         .bind(at)
         .bind(at)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(())
     }
@@ -498,7 +499,7 @@ impl Federated<'_> {
         ids: &[&str],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         let ids = json_param(&ids)?;
-        let found: Vec<String> = sqlx::query_scalar(
+        let found: Vec<String> = query_scalar(
             "SELECT id FROM users WHERE kind = 'remote' AND id IN (SELECT value FROM json_each($1))",
         )
         .bind(ids)
@@ -522,7 +523,7 @@ impl Federated<'_> {
         }
         let mut tx = self.db.write.begin().await?;
         for p in profiles.iter().filter(|p| known.contains(p.id)) {
-            sqlx::query(
+            query(
                 "UPDATE users SET display_name = $1, department = $2, updated_at = $3 \
                  WHERE id = $4 AND kind = 'remote' AND (display_name <> $5 OR department <> $6)",
             )
@@ -532,7 +533,7 @@ impl Federated<'_> {
             .bind(p.id)
             .bind(p.display_name)
             .bind(p.department)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         tx.commit().await?;
@@ -541,7 +542,7 @@ impl Federated<'_> {
 
     /// Received items not yet applied, in each link's order.
     pub async fn fed_inbox_next(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT link, link_seq, item FROM fed_inbox \
              WHERE processed_at IS NULL AND refused IS NULL ORDER BY link, link_seq LIMIT $1",
         )
@@ -572,7 +573,7 @@ impl Federated<'_> {
                     _ => applied.push((link, *link_seq, *link_seq)),
                 },
                 Some(error) => {
-                    sqlx::query(
+                    query(
                         "UPDATE fed_inbox SET processed_at = $1, error = $2 \
                          WHERE link = $3 AND link_seq = $4",
                     )
@@ -580,17 +581,17 @@ impl Federated<'_> {
                     .bind(error)
                     .bind(link)
                     .bind(link_seq)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
                 }
             }
         }
         for (link, first, last) in applied {
-            sqlx::query("DELETE FROM fed_inbox WHERE link = $1 AND link_seq BETWEEN $2 AND $3")
+            query("DELETE FROM fed_inbox WHERE link = $1 AND link_seq BETWEEN $2 AND $3")
                 .bind(link)
                 .bind(first)
                 .bind(last)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
         tx.commit().await?;
@@ -610,12 +611,12 @@ impl Batch {
         discussion: &str,
         user: &str,
     ) -> Result<ReaderAccess, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(query_scalar(
             "SELECT write FROM fed_object_readers WHERE discussion_id = $1 AND user_id = $2",
         )
         .bind(discussion)
         .bind(user)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?)
     }
 
@@ -624,12 +625,12 @@ impl Batch {
         &mut self,
         discussion: &str,
     ) -> Result<Vec<(String, bool)>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT user_id, write FROM fed_object_readers WHERE discussion_id = $1 \
              ORDER BY user_id",
         )
         .bind(discussion)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(&mut self.tx)
         .await?)
     }
 
@@ -641,7 +642,7 @@ impl Batch {
         access: ReaderAccess,
     ) -> Result<bool, StoreError> {
         let changed = match access {
-            Some(write) => sqlx::query(
+            Some(write) => query(
                 "INSERT INTO fed_object_readers (discussion_id, user_id, write) VALUES ($1, $2, $3) \
                  ON CONFLICT (discussion_id, user_id) DO UPDATE SET write = excluded.write \
                  WHERE fed_object_readers.write <> excluded.write",
@@ -649,15 +650,15 @@ impl Batch {
             .bind(discussion)
             .bind(user)
             .bind(write)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?
             .rows_affected(),
-            None => sqlx::query(
+            None => query(
                 "DELETE FROM fed_object_readers WHERE discussion_id = $1 AND user_id = $2",
             )
             .bind(discussion)
             .bind(user)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?
             .rows_affected(),
         };
@@ -672,15 +673,15 @@ impl Batch {
         after: &str,
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(query_scalar(
             "SELECT DISTINCT discussion_id FROM fed_object_readers WHERE discussion_id > $1 \
-             AND substr(discussion_id, -length($2) - 1) = '@' || $2 \
+             AND substr(discussion_id, length(discussion_id) - length($2)) = '@' || $2 \
              ORDER BY discussion_id LIMIT $3",
         )
         .bind(after)
         .bind(me)
         .bind(limit)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(&mut self.tx)
         .await?)
     }
 }
@@ -689,7 +690,7 @@ impl Federated<'_> {
     /// The last number of `discussion`'s federated log held here.
     pub async fn fed_head_seq(&self, discussion: &str) -> Result<Option<i64>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT MAX(fseq) FROM fed_log WHERE discussion_id = $1")
+            query_scalar("SELECT MAX(fseq) FROM fed_log WHERE discussion_id = $1")
                 .bind(discussion)
                 .fetch_one(&self.db.read)
                 .await?,
@@ -702,9 +703,9 @@ impl Federated<'_> {
         link: &str,
         me: &str,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(query_scalar(
             "SELECT discussion_id FROM fed_shares WHERE link = $1 \
-             AND substr(discussion_id, -length($2) - 1) = '@' || $2 ORDER BY discussion_id",
+             AND substr(discussion_id, length(discussion_id) - length($2)) = '@' || $2 ORDER BY discussion_id",
         )
         .bind(link)
         .bind(me)
@@ -714,12 +715,12 @@ impl Federated<'_> {
 
     /// The active link with `node`, from the reader pool.
     pub async fn fed_link_to(&self, node: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT link FROM fed_links WHERE peer_node = $1 AND state = 'active'",
+        Ok(
+            query_scalar("SELECT link FROM fed_links WHERE peer_node = $1 AND state = 'active'")
+                .bind(node)
+                .fetch_optional(&self.db.read)
+                .await?,
         )
-        .bind(node)
-        .fetch_optional(&self.db.read)
-        .await?)
     }
 
     /// [`Batch::fed_reader`] from the reader pool.
@@ -728,7 +729,7 @@ impl Federated<'_> {
         discussion: &str,
         user: &str,
     ) -> Result<ReaderAccess, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(query_scalar(
             "SELECT write FROM fed_object_readers WHERE discussion_id = $1 AND user_id = $2",
         )
         .bind(discussion)
@@ -741,32 +742,30 @@ impl Federated<'_> {
 /// Numbers what waits in `link`'s outbox again to follow `after`, in order; numbering goes on
 /// after the last of them (or after `after`), and the peer is taken to hold up to `after`.
 pub(super) async fn renumber_outbox(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Tx,
     link: &str,
     after: i64,
 ) -> Result<(), StoreError> {
-    let first: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(link_seq) FROM fed_outbox WHERE link = $1")
-            .bind(link)
-            .fetch_one(&mut *conn)
-            .await?;
+    let first: Option<i64> = query_scalar("SELECT MIN(link_seq) FROM fed_outbox WHERE link = $1")
+        .bind(link)
+        .fetch_one(&mut *conn)
+        .await?;
     // Through negative numbers, so that no two items share one on the way.
     let shift = first.map_or(0, |first| first - after - 1);
-    sqlx::query("UPDATE fed_outbox SET link_seq = -link_seq WHERE link = $1")
+    query("UPDATE fed_outbox SET link_seq = -link_seq WHERE link = $1")
         .bind(link)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("UPDATE fed_outbox SET link_seq = -link_seq - $1 WHERE link = $2")
+    query("UPDATE fed_outbox SET link_seq = -link_seq - $1 WHERE link = $2")
         .bind(shift)
         .bind(link)
         .execute(&mut *conn)
         .await?;
-    let last: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(link_seq) FROM fed_outbox WHERE link = $1")
-            .bind(link)
-            .fetch_one(&mut *conn)
-            .await?;
-    sqlx::query("UPDATE fed_links SET out_last = $1, acked = $2 WHERE link = $3")
+    let last: Option<i64> = query_scalar("SELECT MAX(link_seq) FROM fed_outbox WHERE link = $1")
+        .bind(link)
+        .fetch_one(&mut *conn)
+        .await?;
+    query("UPDATE fed_links SET out_last = $1, acked = $2 WHERE link = $3")
         .bind(last.unwrap_or(after))
         .bind(after)
         .bind(link)

@@ -1,6 +1,7 @@
 //! Files: blobs (contents, once per SHA-256), files, uploads in progress and attachments.
 
 use super::{Batch, Files, StoreError};
+use crate::db::{Tx, query, query_as, query_scalar};
 
 /// A distinct content.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -124,7 +125,7 @@ macro_rules! upload_columns {
 impl Files<'_> {
     /// Bytes of stored contents per backend (`fs`, `plugin:<id>`), for the metrics.
     pub async fn bytes_by_backend(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(sqlx::query_as::<_, (String, i64)>(
+        Ok(query_as::<(String, i64)>(
             "SELECT backend, CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs GROUP BY backend",
         )
         .fetch_all(&self.db.read)
@@ -133,9 +134,10 @@ impl Files<'_> {
 
     /// Bytes `user` keeps in files and has reserved for uploads in progress.
     pub async fn file_usage(&self, user: &str) -> Result<u64, StoreError> {
-        let used: i64 = sqlx::query_scalar(
-            "SELECT COALESCE((SELECT SUM(size) FROM files WHERE uploader = $1), 0) \
-             + COALESCE((SELECT SUM(size) FROM uploads WHERE user_id = $1 AND file_id IS NULL), 0)",
+        let used: i64 = query_scalar(
+            "SELECT CAST(COALESCE((SELECT SUM(size) FROM files WHERE uploader = $1), 0) \
+             + COALESCE((SELECT SUM(size) FROM uploads WHERE user_id = $1 AND file_id IS NULL), 0) \
+             AS BIGINT)",
         )
         .bind(user)
         .fetch_one(&self.db.read)
@@ -149,20 +151,20 @@ impl Files<'_> {
     pub async fn insert_upload(&self, u: &UploadRow, quota: u64) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
         if quota > 0 {
-            let used: i64 = sqlx::query_scalar(
-                "SELECT COALESCE((SELECT SUM(size) FROM files WHERE uploader = $1), 0) \
+            let used: i64 = query_scalar(
+                "SELECT CAST(COALESCE((SELECT SUM(size) FROM files WHERE uploader = $1), 0) \
                  + COALESCE((SELECT SUM(size) FROM uploads \
-                             WHERE user_id = $1 AND file_id IS NULL), 0)",
+                             WHERE user_id = $1 AND file_id IS NULL), 0) AS BIGINT)",
             )
             .bind(&u.user_id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut tx)
             .await?;
             let after = u64::try_from(used).unwrap_or(0) + u64::try_from(u.size).unwrap_or(0);
             if after > quota {
                 return Ok(false);
             }
         }
-        sqlx::query(concat!(
+        query(concat!(
             "INSERT INTO uploads (",
             upload_columns!(),
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -177,14 +179,14 @@ impl Files<'_> {
         .bind(u.created_at)
         .bind(u.expires_at)
         .bind(&u.file_id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(true)
     }
 
     pub async fn upload(&self, id: &str) -> Result<Option<UploadRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT ",
             upload_columns!(),
             " FROM uploads WHERE id = $1"
@@ -196,7 +198,7 @@ impl Files<'_> {
 
     /// Records that the staging file holds `confirmed` bytes, durably.
     pub async fn set_upload_confirmed(&self, id: &str, confirmed: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE uploads SET confirmed = $1 WHERE id = $2 AND file_id IS NULL")
+        query("UPDATE uploads SET confirmed = $1 WHERE id = $2 AND file_id IS NULL")
             .bind(confirmed)
             .bind(id)
             .execute(&self.db.write)
@@ -205,7 +207,7 @@ impl Files<'_> {
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
+        let done = query("DELETE FROM uploads WHERE id = $1")
             .bind(id)
             .execute(&self.db.write)
             .await?;
@@ -214,7 +216,7 @@ impl Files<'_> {
 
     /// Uploads not completed by `now`, oldest first.
     pub async fn expired_uploads(&self, now: i64, limit: i64) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(query_scalar(
             "SELECT id FROM uploads WHERE expires_at < $1 ORDER BY expires_at LIMIT $2",
         )
         .bind(now)
@@ -224,7 +226,7 @@ impl Files<'_> {
     }
 
     pub async fn blob(&self, sha256: &str) -> Result<Option<BlobRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT ",
             blob_columns!(),
             " FROM blobs WHERE sha256 = $1"
@@ -251,17 +253,17 @@ impl Files<'_> {
             }
             None => {
                 let exists: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM blobs WHERE sha256 = $1 AND backend <> $2")
+                    query_scalar("SELECT 1 FROM blobs WHERE sha256 = $1 AND backend <> $2")
                         .bind(&file.sha256)
                         .bind(REMOTE_BACKEND)
-                        .fetch_optional(&mut *tx)
+                        .fetch_optional(&mut tx)
                         .await?;
                 if exists.is_none() {
                     return Ok(false);
                 }
             }
         }
-        sqlx::query(
+        query(
             "INSERT INTO files (id, sha256, name, size, discussion_id, uploader, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -272,19 +274,19 @@ impl Files<'_> {
         .bind(&file.discussion_id)
         .bind(&file.uploader)
         .bind(file.created_at)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
-        sqlx::query("UPDATE uploads SET file_id = $1, confirmed = size WHERE id = $2")
+        query("UPDATE uploads SET file_id = $1, confirmed = size WHERE id = $2")
             .bind(&file.id)
             .bind(upload)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(true)
     }
 
     pub async fn file(&self, id: &str) -> Result<Option<FileRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT ",
             file_columns!(),
             " FROM files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.id = $1"
@@ -296,7 +298,7 @@ impl Files<'_> {
 
     /// The messages a file is attached to.
     pub async fn file_attachments(&self, id: &str) -> Result<Vec<Attachment>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT m.discussion_id, m.deleted FROM message_files a \
              JOIN messages m ON m.id = a.message_id WHERE a.file_id = $1",
         )
@@ -307,7 +309,7 @@ impl Files<'_> {
 
     /// The files attached to a message, in order.
     pub async fn message_files(&self, message: &str) -> Result<Vec<FileRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT ",
             file_columns!(),
             " FROM message_files a JOIN files f ON f.id = a.file_id \
@@ -328,7 +330,7 @@ impl Files<'_> {
         retention_before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(concat!(
+        Ok(query_scalar(concat!(
             "SELECT f.id FROM files f WHERE ",
             removable!(1, 2),
             " LIMIT $3"
@@ -351,7 +353,7 @@ impl Files<'_> {
         let mut tx = self.db.write.begin().await?;
         let mut removed = 0;
         for id in ids {
-            let done = sqlx::query(concat!(
+            let done = query(concat!(
                 "DELETE FROM files WHERE id = $1 AND id IN (SELECT f.id FROM files f WHERE ",
                 removable!(2, 3),
                 ")"
@@ -359,7 +361,7 @@ impl Files<'_> {
             .bind(id)
             .bind(unattached_before)
             .bind(retention_before.unwrap_or(i64::MIN))
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             removed += usize::try_from(done.rows_affected()).unwrap_or(0);
         }
@@ -369,7 +371,7 @@ impl Files<'_> {
 
     /// Blobs no file refers to.
     pub async fn orphan_blobs(&self, limit: i64) -> Result<Vec<BlobRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT ",
             blob_columns!(),
             " FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = b.sha256) \
@@ -382,7 +384,7 @@ impl Files<'_> {
 
     /// Removes a blob's row if still no file refers to it; returns the backend it was on.
     pub async fn delete_orphan_blob(&self, sha256: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(query_scalar(
             "DELETE FROM blobs WHERE sha256 = $1 \
              AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = blobs.sha256) \
              RETURNING backend",
@@ -399,7 +401,7 @@ impl Files<'_> {
         after: &str,
         limit: i64,
     ) -> Result<Vec<BlobRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT ",
             blob_columns!(),
             " FROM blobs WHERE backend <> $1 AND backend <> $2 AND sha256 > $3 \
@@ -416,7 +418,7 @@ impl Files<'_> {
     /// Moves a blob's row from one backend to another; `false` if it is gone or was not on
     /// `from`.
     pub async fn move_blob(&self, sha256: &str, from: &str, to: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE blobs SET backend = $1 WHERE sha256 = $2 AND backend = $3")
+        let done = query("UPDATE blobs SET backend = $1 WHERE sha256 = $2 AND backend = $3")
             .bind(to)
             .bind(sha256)
             .bind(from)
@@ -433,13 +435,13 @@ impl Files<'_> {
         audit: &super::AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.write.begin().await?;
-        sqlx::query(
+        query(
             "INSERT INTO meta (key, value) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
         .bind(key)
         .bind(backend)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         super::audit::append(&mut tx, audit).await?;
         tx.commit().await?;
@@ -459,7 +461,7 @@ impl Files<'_> {
         discussion: &str,
         sha256: &str,
     ) -> Result<Option<FileRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT ",
             file_columns!(),
             " FROM files f JOIN blobs b ON b.sha256 = f.sha256 \
@@ -489,7 +491,7 @@ impl Files<'_> {
         skip: &[String],
         limit: i64,
     ) -> Result<Vec<FileRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT ",
             file_columns!(),
             " FROM files f JOIN blobs b ON b.sha256 = f.sha256 \
@@ -520,7 +522,7 @@ impl Files<'_> {
         let sha256 = &file.sha256;
         let mut tx = self.db.write.begin().await?;
         if let Some(blob) = blob {
-            sqlx::query(
+            query(
                 "UPDATE blobs SET size = $1, backend = $2, mime = $3, thumbnail = $4, width = $5, \
                  height = $6 WHERE sha256 = $7 AND backend = $8",
             )
@@ -532,10 +534,10 @@ impl Files<'_> {
             .bind(blob.height)
             .bind(sha256)
             .bind(REMOTE_BACKEND)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
-        sqlx::query(
+        query(
             "UPDATE files SET linked_from = NULL \
              WHERE sha256 = $1 AND linked_from = $2 AND discussion_id = $3 AND size = $4",
         )
@@ -543,7 +545,7 @@ impl Files<'_> {
         .bind(source)
         .bind(&file.discussion_id)
         .bind(file.size)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(())
@@ -551,8 +553,8 @@ impl Files<'_> {
 
     /// Blobs and bytes per backend.
     pub async fn backend_usage(&self) -> Result<Vec<BackendUsage>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT backend, COUNT(*) AS blobs, COALESCE(SUM(size), 0) AS bytes FROM blobs \
+        Ok(query_as(
+            "SELECT backend, COUNT(*) AS blobs, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes FROM blobs \
              GROUP BY backend ORDER BY backend",
         )
         .fetch_all(&self.db.read)
@@ -567,9 +569,9 @@ impl Batch {
         id: &str,
     ) -> Result<Option<(String, String, i64)>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT uploader, discussion_id, created_at FROM files WHERE id = $1")
+            query_as("SELECT uploader, discussion_id, created_at FROM files WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(&mut self.tx)
                 .await?,
         )
     }
@@ -581,17 +583,15 @@ impl Batch {
         files: &[String],
     ) -> Result<(), StoreError> {
         for (position, id) in files.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO message_files (message_id, file_id, position) VALUES ($1, $2, $3)",
-            )
-            .bind(message)
-            .bind(id)
-            .bind(i64::try_from(position).unwrap_or(i64::MAX))
-            .execute(&mut *self.tx)
-            .await?;
-            sqlx::query("UPDATE files SET attached = TRUE WHERE id = $1")
+            query("INSERT INTO message_files (message_id, file_id, position) VALUES ($1, $2, $3)")
+                .bind(message)
                 .bind(id)
-                .execute(&mut *self.tx)
+                .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                .execute(&mut self.tx)
+                .await?;
+            query("UPDATE files SET attached = TRUE WHERE id = $1")
+                .bind(id)
+                .execute(&mut self.tx)
                 .await?;
         }
         Ok(())
@@ -602,13 +602,13 @@ impl Batch {
     pub async fn files_by_id(&mut self, ids: &[String]) -> Result<Vec<FileRow>, StoreError> {
         let mut rows = Vec::with_capacity(ids.len());
         for id in ids {
-            let row: Option<FileRow> = sqlx::query_as(concat!(
+            let row: Option<FileRow> = query_as(concat!(
                 "SELECT ",
                 file_columns!(),
                 " FROM files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.id = $1"
             ))
             .bind(id)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(&mut self.tx)
             .await?;
             rows.extend(row);
         }
@@ -623,10 +623,10 @@ impl Batch {
         files: &[String],
     ) -> Result<(), StoreError> {
         for id in files {
-            sqlx::query("INSERT INTO fed_pending_files (event_id, file_id) VALUES ($1, $2)")
+            query("INSERT INTO fed_pending_files (event_id, file_id) VALUES ($1, $2)")
                 .bind(event)
                 .bind(id)
-                .execute(&mut *self.tx)
+                .execute(&mut self.tx)
                 .await?;
         }
         Ok(())
@@ -641,7 +641,7 @@ impl Batch {
         blob: &BlobRow,
     ) -> Result<(), StoreError> {
         insert_blob(&mut self.tx, blob, false).await?;
-        sqlx::query(
+        query(
             "INSERT INTO files (id, sha256, name, size, discussion_id, uploader, created_at, \
              linked_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
         )
@@ -653,7 +653,7 @@ impl Batch {
         .bind(&file.uploader)
         .bind(file.created_at)
         .bind(&file.linked_from)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(())
     }
@@ -665,20 +665,20 @@ impl Batch {
         event: &str,
         sha256: &str,
     ) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(
+        let found: Option<i64> = query_scalar(
             "SELECT 1 FROM fed_pending_files pf JOIN files f ON f.id = pf.file_id \
              WHERE pf.event_id = $1 AND f.sha256 = $2",
         )
         .bind(event)
         .bind(sha256)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?;
         Ok(found.is_some())
     }
 
     /// The files attached to a message, in order (inside the writing transaction).
     pub async fn message_files(&mut self, message: &str) -> Result<Vec<FileRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT ",
             file_columns!(),
             " FROM message_files a JOIN files f ON f.id = a.file_id \
@@ -686,19 +686,15 @@ impl Batch {
               WHERE a.message_id = $1 ORDER BY a.position"
         ))
         .bind(message)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(&mut self.tx)
         .await?)
     }
 }
 
 /// Records a content; if it is recorded already, it stays as it is, unless `take_over_remote`
 /// and it was recorded only as held at a linked node (it is here now, as `b` says).
-async fn insert_blob(
-    conn: &mut sqlx::SqliteConnection,
-    b: &BlobRow,
-    take_over_remote: bool,
-) -> Result<(), StoreError> {
-    sqlx::query(concat!(
+async fn insert_blob(conn: &mut Tx, b: &BlobRow, take_over_remote: bool) -> Result<(), StoreError> {
+    query(concat!(
         "INSERT INTO blobs (",
         blob_columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (sha256) DO UPDATE SET \

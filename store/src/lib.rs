@@ -18,9 +18,9 @@ macro_rules! shared_with {
              AND s.link = $",
             $link,
             ") OR EXISTS (SELECT 1 FROM discussions d WHERE d.id = m.discussion_id \
-             AND d.kind IN ('group', 'dialog') AND substr(d.id, -length($",
+             AND d.kind IN ('group', 'dialog') AND substr(d.id, length(d.id) - length($",
             $name,
-            ")) = $",
+            ") + 1) = $",
             $name_again,
             "))"
         )
@@ -29,6 +29,7 @@ macro_rules! shared_with {
 
 mod apps;
 mod audit;
+mod db;
 mod discussions;
 mod embed;
 mod federation;
@@ -41,15 +42,23 @@ mod push;
 mod schema_parity;
 mod search;
 mod sessions;
+#[cfg(any(test, feature = "test-utils"))]
+mod test_db;
+#[cfg(test)]
+mod testing;
 mod users;
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+
+pub use db::Backend;
+use db::{Pool, query, query_scalar};
 
 pub use apps::{
     Activate, Activation, AppRow, Attempt, CodeRefused, DeliveryRow, NewCode, NewTopicMessage,
@@ -65,6 +74,8 @@ pub use plugins::{InboxRow, NewBusinessEvent, PluginRow, Recorded, Uninstalled};
 pub use push::{NewPush, PushEndpointRow, PushJob};
 pub use search::IndexRow;
 pub use sessions::SessionRow;
+#[cfg(any(test, feature = "test-utils"))]
+pub use test_db::{TEST_POSTGRES_ENV, TestDatabase};
 pub use users::{NewUser, UserRow};
 
 /// The oldest SQLite this node runs on: 3.51.3 fixed a WAL-reset bug that could lose
@@ -149,12 +160,52 @@ fn json_param(values: &impl serde::Serialize) -> Result<String, StoreError> {
 /// The node's database.
 #[derive(Debug, Clone)]
 pub struct Store {
-    write: SqlitePool,
-    read: SqlitePool,
+    /// One connection: writes are serialised on both backends (SQLite allows one writer; on
+    /// PostgreSQL it keeps the checks that rely on it true while one process writes).
+    write: Pool,
+    read: Pool,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// Opens the database `location` names, creating it (SQLite) and bringing its schema up
+    /// to date.
+    pub async fn connect(location: &Location) -> Result<Self, StoreError> {
+        match location {
+            Location::Sqlite(path) => Self::open(path).await,
+            Location::Postgres(url) => Self::open_postgres(url).await,
+        }
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.write.backend()
+    }
+
+    /// Connects to the PostgreSQL database at `url` (`postgres://…`), refuses it unless it
+    /// is durable (`fsync`, `synchronous_commit`), and brings its schema up to date.
+    pub async fn open_postgres(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        let write = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        check_postgres(&write).await?;
+        sqlx::migrate!("./migrations/postgres").run(&write).await?;
+        let read = PgPoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            write: Pool::Pg(write),
+            read: Pool::Pg(read),
+        })
+    }
+
+    /// Opens (creating if needed) the SQLite database at `path` and brings its schema up to
+    /// date.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
@@ -182,7 +233,10 @@ impl Store {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        Ok(Self { write, read })
+        Ok(Self {
+            write: Pool::Sqlite(write),
+            read: Pool::Sqlite(read),
+        })
     }
 
     /// Waits for running statements and closes every connection (checkpointing the WAL).
@@ -190,6 +244,15 @@ impl Store {
         self.read.close().await;
         self.write.close().await;
     }
+}
+
+/// Where a store's data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL database, by its URL (`postgres://…`).
+    Postgres(String),
 }
 
 /// Declares a repository: a borrowed view of the database for one domain, and the accessor
@@ -269,7 +332,7 @@ repository!(
 impl Meta<'_> {
     /// A value from the `meta` table.
     pub async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+        Ok(query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.db.read)
             .await?)
@@ -277,7 +340,7 @@ impl Meta<'_> {
 
     /// Sets a value in the `meta` table.
     pub async fn set(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO meta (key, value) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
@@ -290,7 +353,7 @@ impl Meta<'_> {
 
     /// Removes a value from the `meta` table.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM meta WHERE key = $1")
+        query("DELETE FROM meta WHERE key = $1")
             .bind(key)
             .execute(&self.db.write)
             .await?;
@@ -327,6 +390,28 @@ async fn check_sqlite(pool: &SqlitePool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The PostgreSQL settings without which a committed write could be lost in a crash.
+async fn check_postgres(pool: &PgPool) -> Result<(), StoreError> {
+    let fsync: String = sqlx::query_scalar("SHOW fsync").fetch_one(pool).await?;
+    if fsync != "on" {
+        return Err(StoreError::NotDurable {
+            setting: format!("fsync={fsync}"),
+            required: "fsync=on",
+        });
+    }
+    // Every level but `off` waits for the local WAL flush before a commit returns.
+    let sync: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(pool)
+        .await?;
+    if sync == "off" {
+        return Err(StoreError::NotDurable {
+            setting: format!("synchronous_commit={sync}"),
+            required: "synchronous_commit=on",
+        });
+    }
+    Ok(())
+}
+
 fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
     let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
     Some((
@@ -339,6 +424,7 @@ fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::Connection;
 
     #[test]
     fn versions_compare_numerically() {
@@ -404,11 +490,94 @@ mod tests {
 
     #[tokio::test]
     async fn opens_durable_and_current() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
-        store.meta().set("k", "v1").await.unwrap();
-        store.meta().set("k", "v2").await.unwrap();
-        assert_eq!(store.meta().get("k").await.unwrap().as_deref(), Some("v2"));
+        for t in testing::each_backend().await {
+            let store = &t.store;
+            store.meta().set("k", "v1").await.unwrap();
+            store.meta().set("k", "v2").await.unwrap();
+            assert_eq!(store.meta().get("k").await.unwrap().as_deref(), Some("v2"));
+            store.meta().delete("k").await.unwrap();
+            assert_eq!(
+                store.meta().get("k").await.unwrap(),
+                None,
+                "{:?}",
+                store.backend()
+            );
+            store.close().await;
+        }
+    }
+
+    /// What differs between the dialects, on both: the functions PostgreSQL's migration 0014
+    /// defines in SQLite's name, and an i64 through `SUM`.
+    #[tokio::test]
+    async fn the_portable_functions_read_alike() {
+        for t in testing::each_backend().await {
+            let store = &t.store;
+            let backend = store.backend();
+            let keys: Vec<(i64, String)> =
+                db::query_as("SELECT key, value FROM json_each($1) ORDER BY key")
+                    .bind(r#"["a@x","b@y"]"#)
+                    .fetch_all(&store.read)
+                    .await
+                    .unwrap();
+            assert_eq!(keys, [(0, "a@x".into()), (1, "b@y".into())], "{backend:?}");
+            let at: i64 = query_scalar("SELECT instr($1, '@')")
+                .bind("anna@hq")
+                .fetch_one(&store.read)
+                .await
+                .unwrap();
+            assert_eq!(at, 5, "{backend:?}");
+            let joined: Option<String> = query_scalar(
+                "SELECT group_concat(v, '\n') FROM (SELECT value AS v FROM json_each($1)) t",
+            )
+            .bind(r#"["a","b"]"#)
+            .fetch_one(&store.read)
+            .await
+            .unwrap();
+            let mut lines: Vec<&str> = joined.as_deref().unwrap_or("").lines().collect();
+            lines.sort_unstable();
+            assert_eq!(lines, ["a", "b"], "{backend:?}");
+            let none: Option<String> =
+                query_scalar("SELECT group_concat(value, ',') FROM json_each('[]')")
+                    .fetch_one(&store.read)
+                    .await
+                    .unwrap();
+            assert_eq!(none, None, "{backend:?}");
+            store.close().await;
+        }
+    }
+
+    /// PostgreSQL that may lose a committed write is refused, naming the setting.
+    #[tokio::test]
+    async fn postgres_without_synchronous_commit_is_refused() {
+        let server = std::env::var("VECHE_TEST_DATABASE")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let database = TestDatabase::create(&server).await.unwrap();
+        // A setting of the database: every new session takes it.
+        let mut admin = sqlx::postgres::PgConnection::connect(&server)
+            .await
+            .unwrap();
+        let name = database.url().rsplit('/').next().unwrap().to_owned();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {name} SET synchronous_commit = off"
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        let refused = Store::open_postgres(database.url()).await.unwrap_err();
+        let message = refused.to_string();
+        assert!(
+            matches!(refused, StoreError::NotDurable { .. })
+                && message.contains("synchronous_commit=off"),
+            "{message}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {name} SET synchronous_commit = on"
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        let store = Store::open_postgres(database.url()).await.unwrap();
+        assert_eq!(store.backend(), Backend::Postgres);
         store.close().await;
     }
 
@@ -453,7 +622,7 @@ mod tests {
         assert_eq!(old_messages.len(), 1);
         assert_eq!(old_messages[0].1.text.as_deref(), Some("Счёт оплачен"));
         // What is written from now on is queued for the index.
-        sqlx::query("UPDATE messages SET text = 'Счёт оплачен полностью' WHERE id = 'm1@hq'")
+        query("UPDATE messages SET text = 'Счёт оплачен полностью' WHERE id = 'm1@hq'")
             .execute(&store.write)
             .await
             .unwrap();

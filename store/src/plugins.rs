@@ -2,6 +2,7 @@
 
 use super::audit::{AuditRecord, append};
 use super::{Batch, Plugins, StoreError};
+use crate::db::{Exec, query, query_as, query_scalar};
 
 /// A plugin installation as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -96,13 +97,13 @@ const INSERT_INBOX: &str = "INSERT INTO plugin_inbox (plugin_id, kind, payload, 
 
 impl Plugins<'_> {
     pub async fn list(&self) -> Result<Vec<PluginRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM plugins ORDER BY id")
+        Ok(query_as("SELECT * FROM plugins ORDER BY id")
             .fetch_all(&self.db.read)
             .await?)
     }
 
     pub async fn plugin(&self, id: &str) -> Result<Option<PluginRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM plugins WHERE id = $1")
+        Ok(query_as("SELECT * FROM plugins WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.db.read)
             .await?)
@@ -118,7 +119,7 @@ impl Plugins<'_> {
         let mut tx = self.db.write.begin().await?;
         if let (Some((login, display_name)), Some(user)) = (bot, &row.bot_user) {
             // A person with the bot's login keeps their account: the install is refused.
-            let done = sqlx::query(
+            let done = query(
                 "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, \
                  locked, created_at, updated_at, kind) VALUES ($1, $2, $3, '', '!', FALSE, FALSE, $4, $5, 'bot') \
                  ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name \
@@ -129,7 +130,7 @@ impl Plugins<'_> {
             .bind(display_name)
             .bind(row.updated_at)
             .bind(row.updated_at)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await
             .map_err(StoreError::from_insert)?
             .rows_affected();
@@ -137,7 +138,7 @@ impl Plugins<'_> {
                 return Err(StoreError::Conflict);
             }
         }
-        sqlx::query(
+        query(
             "INSERT INTO plugins (id, version, source, manifest, sha256, grants, config, enabled, \
              bot_user, installed_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (id) DO UPDATE SET version = excluded.version, source = excluded.source, \
@@ -156,7 +157,7 @@ impl Plugins<'_> {
         .bind(&row.bot_user)
         .bind(row.installed_at)
         .bind(row.updated_at)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         append(&mut tx, audit).await?;
         tx.commit().await?;
@@ -175,37 +176,36 @@ impl Plugins<'_> {
     ) -> Result<Uninstalled, StoreError> {
         let mut tx = self.db.write.begin().await?;
         let bot_user: Option<Option<String>> =
-            sqlx::query_scalar("DELETE FROM plugins WHERE id = $1 RETURNING bot_user")
+            query_scalar("DELETE FROM plugins WHERE id = $1 RETURNING bot_user")
                 .bind(id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?;
-        let inbox_dropped = sqlx::query("DELETE FROM plugin_inbox WHERE plugin_id = $1")
+        let inbox_dropped = query("DELETE FROM plugin_inbox WHERE plugin_id = $1")
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?
             .rows_affected();
         let (kv_entries, log_lines) = if purge {
-            let kv = sqlx::query("DELETE FROM plugin_kv WHERE plugin_id = $1")
+            let kv = query("DELETE FROM plugin_kv WHERE plugin_id = $1")
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?
                 .rows_affected();
-            let logs = sqlx::query("DELETE FROM plugin_logs WHERE plugin_id = $1")
+            let logs = query("DELETE FROM plugin_logs WHERE plugin_id = $1")
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?
                 .rows_affected();
             (kv, logs)
         } else {
-            let kv: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin_kv WHERE plugin_id = $1")
+            let kv: i64 = query_scalar("SELECT COUNT(*) FROM plugin_kv WHERE plugin_id = $1")
                 .bind(id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await?;
-            let logs: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM plugin_logs WHERE plugin_id = $1")
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let logs: i64 = query_scalar("SELECT COUNT(*) FROM plugin_logs WHERE plugin_id = $1")
+                .bind(id)
+                .fetch_one(&mut tx)
+                .await?;
             (kv as u64, logs as u64)
         };
         let done = Uninstalled {
@@ -229,11 +229,11 @@ impl Plugins<'_> {
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let done = sqlx::query("UPDATE plugins SET enabled = $1, updated_at = $2 WHERE id = $3")
+        let done = query("UPDATE plugins SET enabled = $1, updated_at = $2 WHERE id = $3")
             .bind(enabled)
             .bind(audit.at)
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?
             .rows_affected()
             > 0;
@@ -246,7 +246,7 @@ impl Plugins<'_> {
 
     pub async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT value FROM plugin_kv WHERE plugin_id = $1 AND key = $2")
+            query_scalar("SELECT value FROM plugin_kv WHERE plugin_id = $1 AND key = $2")
                 .bind(plugin)
                 .bind(key)
                 .fetch_optional(&self.db.read)
@@ -264,35 +264,35 @@ impl Plugins<'_> {
         max_total: u64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let used: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value) + $1), 0) \
+        let used: i64 = query_scalar(
+            "SELECT CAST(COALESCE(SUM(octet_length(key) + length(value) + $1), 0) AS BIGINT) \
              FROM plugin_kv WHERE plugin_id = $2 AND key <> $3",
         )
         .bind(KV_ROW_OVERHEAD as i64)
         .bind(plugin)
         .bind(key)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut tx)
         .await?;
         let after =
             u64::try_from(used).unwrap_or(0) + (key.len() + value.len()) as u64 + KV_ROW_OVERHEAD;
         if after > max_total {
             return Ok(false);
         }
-        sqlx::query(
+        query(
             "INSERT INTO plugin_kv (plugin_id, key, value) VALUES ($1, $2, $3) \
              ON CONFLICT (plugin_id, key) DO UPDATE SET value = excluded.value",
         )
         .bind(plugin)
         .bind(key)
         .bind(value)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(true)
     }
 
     pub async fn kv_delete(&self, plugin: &str, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM plugin_kv WHERE plugin_id = $1 AND key = $2")
+        query("DELETE FROM plugin_kv WHERE plugin_id = $1 AND key = $2")
             .bind(plugin)
             .bind(key)
             .execute(&self.db.write)
@@ -310,7 +310,7 @@ impl Plugins<'_> {
         // Prefix match without LIKE's wildcards: the keys from `prefix` up to the first
         // string that no longer starts with it.
         let from = after.filter(|a| *a >= prefix).unwrap_or(prefix);
-        let rows: Vec<String> = sqlx::query_scalar(
+        let rows: Vec<String> = query_scalar(
             "SELECT key FROM plugin_kv WHERE plugin_id = $1 AND key >= $2 AND key <> $3 \
              AND SUBSTR(key, 1, $4) = $5 ORDER BY key LIMIT $6",
         )
@@ -333,7 +333,7 @@ impl Plugins<'_> {
     ) -> Result<(), StoreError> {
         let mut tx = self.db.write.begin().await?;
         for (at, level, message, fields) in lines {
-            sqlx::query(
+            query(
                 "INSERT INTO plugin_logs (plugin_id, at, level, message, fields) \
                  VALUES ($1, $2, $3, $4, $5)",
             )
@@ -342,17 +342,17 @@ impl Plugins<'_> {
             .bind(level)
             .bind(message)
             .bind(fields)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
-        sqlx::query(
+        query(
             "DELETE FROM plugin_logs WHERE plugin_id = $1 AND id <= \
              (SELECT id FROM plugin_logs WHERE plugin_id = $2 ORDER BY id DESC LIMIT 1 OFFSET $3)",
         )
         .bind(plugin)
         .bind(plugin)
         .bind(LOG_LINES_KEPT)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(())
@@ -364,7 +364,7 @@ impl Plugins<'_> {
         plugin: &str,
         limit: u32,
     ) -> Result<Vec<PluginLogRow>, StoreError> {
-        let mut rows: Vec<PluginLogRow> = sqlx::query_as(
+        let mut rows: Vec<PluginLogRow> = query_as(
             "SELECT at, level, message, fields FROM plugin_logs WHERE plugin_id = $1 \
              ORDER BY id DESC LIMIT $2",
         )
@@ -387,7 +387,7 @@ impl Plugins<'_> {
     ) -> Result<Recorded, StoreError> {
         let mut tx = self.db.write.begin().await?;
         let (object_app, object_type, object_id) = event.object.unzip3();
-        let id: Option<i64> = sqlx::query_scalar(
+        let id: Option<i64> = query_scalar(
             "INSERT INTO business_events (source, kind, idempotency_key, object_app, object_type, \
              object_id, payload, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING id",
@@ -400,7 +400,7 @@ impl Plugins<'_> {
         .bind(object_id)
         .bind(event.payload)
         .bind(event.occurred_at)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         let Some(id) = id else {
             type Earlier = (
@@ -411,13 +411,13 @@ impl Plugins<'_> {
                 Option<String>,
                 String,
             );
-            let (earlier, kind, app_was, type_was, id_was, payload): Earlier = sqlx::query_as(
+            let (earlier, kind, app_was, type_was, id_was, payload): Earlier = query_as(
                 "SELECT id, kind, object_app, object_type, object_id, payload \
                  FROM business_events WHERE source = $1 AND idempotency_key = $2",
             )
             .bind(event.source)
             .bind(event.idempotency_key)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut tx)
             .await?;
             tx.commit().await?;
             let same = kind == event.kind
@@ -431,7 +431,7 @@ impl Plugins<'_> {
             });
         };
         for plugin in plugins {
-            insert_inbox(&mut *tx, plugin, "event", event.inbox_payload, now).await?;
+            insert_inbox(&mut tx, plugin, "event", event.inbox_payload, now).await?;
         }
         super::apps::enqueue_webhooks(
             &mut tx,
@@ -459,7 +459,7 @@ impl Plugins<'_> {
     /// The oldest pending item of a plugin, if it is due.
     pub async fn next_inbox(&self, plugin: &str, now: i64) -> Result<Option<InboxRow>, StoreError> {
         // Strictly in order: the head waits out its backoff before anything behind it runs.
-        let row: Option<InboxRow> = sqlx::query_as(
+        let row: Option<InboxRow> = query_as(
             "SELECT id, kind, payload, attempts, last_error, created_at, next_at \
              FROM plugin_inbox WHERE plugin_id = $1 AND state = 'pending' ORDER BY id LIMIT 1",
         )
@@ -471,7 +471,7 @@ impl Plugins<'_> {
 
     /// When the plugin's oldest pending item is due, if it has one.
     pub async fn inbox_due_at(&self, plugin: &str) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(query_scalar(
             "SELECT next_at FROM plugin_inbox WHERE plugin_id = $1 AND state = 'pending' \
              ORDER BY id LIMIT 1",
         )
@@ -481,7 +481,7 @@ impl Plugins<'_> {
     }
 
     pub async fn inbox_done(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM plugin_inbox WHERE id = $1")
+        query("DELETE FROM plugin_inbox WHERE id = $1")
             .bind(id)
             .execute(&self.db.write)
             .await?;
@@ -496,7 +496,7 @@ impl Plugins<'_> {
         next_at: i64,
         dead: bool,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "UPDATE plugin_inbox SET attempts = attempts + 1, last_error = $1, next_at = $2, \
              state = $3 WHERE id = $4",
         )
@@ -510,7 +510,7 @@ impl Plugins<'_> {
     }
 
     pub async fn dead_letter_count(&self, plugin: &str) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
+        let n: i64 = query_scalar(
             "SELECT COUNT(*) FROM plugin_inbox WHERE plugin_id = $1 AND state = 'dead'",
         )
         .bind(plugin)
@@ -520,7 +520,7 @@ impl Plugins<'_> {
     }
 
     pub async fn dead_letters(&self, plugin: &str) -> Result<Vec<InboxRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT id, kind, payload, attempts, last_error, created_at, \
              next_at FROM plugin_inbox WHERE plugin_id = $1 AND state = 'dead' ORDER BY id",
         )
@@ -538,7 +538,7 @@ impl Plugins<'_> {
         audit: &AuditRecord,
     ) -> Result<u64, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let n = sqlx::query(
+        let n = query(
             "UPDATE plugin_inbox SET state = 'pending', attempts = 0, next_at = $1 \
              WHERE plugin_id = $2 AND state = 'dead' AND ($3 IS NULL OR id = $4)",
         )
@@ -546,7 +546,7 @@ impl Plugins<'_> {
         .bind(plugin)
         .bind(id)
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?
         .rows_affected();
         append(&mut tx, audit).await?;
@@ -565,18 +565,18 @@ impl Batch {
         payload: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        insert_inbox(&mut *self.tx, plugin, kind, payload, now).await
+        insert_inbox(&mut self.tx, plugin, kind, payload, now).await
     }
 }
 
 async fn insert_inbox<'c>(
-    db: impl sqlx::SqliteExecutor<'c>,
+    db: impl Exec<'c>,
     plugin: &str,
     kind: &str,
     payload: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(INSERT_INBOX)
+    query(INSERT_INBOX)
         .bind(plugin)
         .bind(kind)
         .bind(payload)

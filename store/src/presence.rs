@@ -2,6 +2,7 @@
 //! users, display names.
 
 use super::{Presence, StoreError};
+use crate::db::{query, query_as, query_scalar};
 
 impl Presence<'_> {
     /// What `user` chose (choice, status text), if they ever chose.
@@ -10,7 +11,7 @@ impl Presence<'_> {
         user: &str,
     ) -> Result<Option<(String, String)>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT choice, status_text FROM presence_choices WHERE user_id = $1")
+            query_as("SELECT choice, status_text FROM presence_choices WHERE user_id = $1")
                 .bind(user)
                 .fetch_optional(&self.db.read)
                 .await?,
@@ -25,7 +26,7 @@ impl Presence<'_> {
     ) -> Result<(), StoreError> {
         let mut tx = self.db.write.begin().await?;
         for (user, choice, text) in choices {
-            sqlx::query(
+            query(
                 "INSERT INTO presence_choices (user_id, choice, status_text, updated_at) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET \
                  choice = excluded.choice, status_text = excluded.status_text, \
@@ -35,7 +36,7 @@ impl Presence<'_> {
             .bind(choice)
             .bind(text)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         tx.commit().await?;
@@ -44,7 +45,7 @@ impl Presence<'_> {
 
     /// The people `user` shares a dialog or group with.
     pub async fn contacts(&self, user: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(query_scalar(
             "SELECT DISTINCT other.user_id FROM members mine \
              JOIN discussions d ON d.id = mine.discussion_id AND d.kind IN ('dialog', 'group') \
              JOIN members other ON other.discussion_id = mine.discussion_id \
@@ -57,7 +58,7 @@ impl Presence<'_> {
 
     /// Those of these users (a JSON array of ids) who chose do-not-disturb.
     pub async fn dnd_users(&self, users_json: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(query_scalar(
             "SELECT user_id FROM presence_choices WHERE choice = 'dnd' \
              AND user_id IN (SELECT value FROM json_each($1))",
         )
@@ -71,7 +72,7 @@ impl Presence<'_> {
         &self,
         users_json: &str,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(query_as(
             "SELECT id, display_name FROM users WHERE id IN (SELECT value FROM json_each($1))",
         )
         .bind(users_json)
@@ -82,12 +83,10 @@ impl Presence<'_> {
     /// Which of these users (a JSON array of ids) exist.
     pub async fn existing_users(&self, users_json: &str) -> Result<Vec<String>, StoreError> {
         Ok(
-            sqlx::query_scalar(
-                "SELECT id FROM users WHERE id IN (SELECT value FROM json_each($1))",
-            )
-            .bind(users_json)
-            .fetch_all(&self.db.read)
-            .await?,
+            query_scalar("SELECT id FROM users WHERE id IN (SELECT value FROM json_each($1))")
+                .bind(users_json)
+                .fetch_all(&self.db.read)
+                .await?,
         )
     }
 }

@@ -1,6 +1,7 @@
 //! Presence choices, notification settings, push endpoints and the push queue.
 
 use super::{Push, StoreError};
+use crate::db::{Sql, query, query_as, query_scalar};
 
 /// A push endpoint as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -74,16 +75,14 @@ impl Push<'_> {
         muted_until: Option<i64>,
     ) -> Result<(), StoreError> {
         if level == "default" && muted_until.is_none() {
-            sqlx::query(
-                "DELETE FROM notification_settings WHERE user_id = $1 AND discussion_id = $2",
-            )
-            .bind(user)
-            .bind(discussion)
-            .execute(&self.db.write)
-            .await?;
+            query("DELETE FROM notification_settings WHERE user_id = $1 AND discussion_id = $2")
+                .bind(user)
+                .bind(discussion)
+                .execute(&self.db.write)
+                .await?;
             return Ok(());
         }
-        sqlx::query(
+        query(
             "INSERT INTO notification_settings (user_id, discussion_id, level, muted_until) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, discussion_id) DO UPDATE SET \
              level = excluded.level, muted_until = excluded.muted_until",
@@ -102,7 +101,7 @@ impl Push<'_> {
         &self,
         user: &str,
     ) -> Result<Vec<NotificationRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT ",
             setting_columns!(),
             " FROM notification_settings WHERE user_id = $1 ORDER BY discussion_id"
@@ -118,7 +117,7 @@ impl Push<'_> {
         users_json: &str,
         discussion: &str,
     ) -> Result<Vec<NotificationRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT ",
             setting_columns!(),
             " FROM notification_settings \
@@ -134,15 +133,13 @@ impl Push<'_> {
     /// queued notifications go with it); returns the endpoint's id.
     pub async fn register_push(&self, row: &PushEndpointRow) -> Result<String, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        sqlx::query(
-            "DELETE FROM push_endpoints WHERE user_id = $1 AND device_id = $2 AND kind = $3",
-        )
-        .bind(&row.user_id)
-        .bind(&row.device_id)
-        .bind(&row.kind)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
+        query("DELETE FROM push_endpoints WHERE user_id = $1 AND device_id = $2 AND kind = $3")
+            .bind(&row.user_id)
+            .bind(&row.device_id)
+            .bind(&row.kind)
+            .execute(&mut tx)
+            .await?;
+        query(
             "INSERT INTO push_endpoints (id, user_id, device_id, kind, target, p256dh, auth, \
              pushkey, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
@@ -155,7 +152,7 @@ impl Push<'_> {
         .bind(&row.auth)
         .bind(&row.pushkey)
         .bind(row.created_at)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(row.id.clone())
@@ -167,20 +164,19 @@ impl Push<'_> {
         user: Option<&str>,
         id: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM push_endpoints WHERE id = $1 AND ($2 IS NULL OR user_id = $3)",
-        )
-        .bind(id)
-        .bind(user)
-        .bind(user)
-        .execute(&self.db.write)
-        .await?;
+        let done =
+            query("DELETE FROM push_endpoints WHERE id = $1 AND ($2 IS NULL OR user_id = $3)")
+                .bind(id)
+                .bind(user)
+                .bind(user)
+                .execute(&self.db.write)
+                .await?;
         Ok(done.rows_affected() > 0)
     }
 
     /// `user`'s endpoints.
     pub async fn push_endpoints(&self, user: &str) -> Result<Vec<PushEndpointRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT ",
             endpoint_columns!(),
             " FROM push_endpoints e WHERE e.user_id = $1 ORDER BY e.created_at, e.id"
@@ -192,11 +188,9 @@ impl Push<'_> {
 
     /// The users with at least one endpoint.
     pub async fn users_with_push(&self) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT DISTINCT user_id FROM push_endpoints")
-                .fetch_all(&self.db.read)
-                .await?,
-        )
+        Ok(query_scalar("SELECT DISTINCT user_id FROM push_endpoints")
+            .fetch_all(&self.db.read)
+            .await?)
     }
 
     /// The endpoints of these users (a JSON array of ids) whose device still has a session.
@@ -205,7 +199,7 @@ impl Push<'_> {
         users_json: &str,
         now: i64,
     ) -> Result<Vec<PushEndpointRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT ",
             endpoint_columns!(),
             " FROM push_endpoints e \
@@ -224,13 +218,14 @@ impl Push<'_> {
     pub async fn queue_pushes(&self, pushes: &[NewPush], now: i64) -> Result<(), StoreError> {
         let mut tx = self.db.write.begin().await?;
         for p in pushes {
-            sqlx::query(
+            query(
                 "INSERT INTO push_queue (endpoint_id, discussion_id, payload, count, urgent, \
                  created_at, due_at) VALUES ($1, $2, $3, 1, $4, $5, $6) \
                  ON CONFLICT (endpoint_id, discussion_id) DO UPDATE SET \
                  payload = excluded.payload, count = push_queue.count + 1, \
                  urgent = push_queue.urgent OR excluded.urgent, attempts = 0, \
-                 due_at = MIN(push_queue.due_at, excluded.due_at)",
+                 due_at = CASE WHEN excluded.due_at < push_queue.due_at \
+                 THEN excluded.due_at ELSE push_queue.due_at END",
             )
             .bind(&p.endpoint_id)
             .bind(&p.discussion_id)
@@ -238,7 +233,7 @@ impl Push<'_> {
             .bind(p.urgent)
             .bind(now)
             .bind(p.due_at)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         tx.commit().await?;
@@ -247,7 +242,7 @@ impl Push<'_> {
 
     /// Queued notifications due at `now`, oldest first.
     pub async fn due_push_jobs(&self, now: i64, limit: i64) -> Result<Vec<PushJob>, StoreError> {
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT q.id AS job_id, q.discussion_id, q.payload, q.count, q.urgent, q.attempts, ",
             endpoint_columns!(),
             " FROM push_queue q JOIN push_endpoints e ON e.id = q.endpoint_id \
@@ -261,7 +256,7 @@ impl Push<'_> {
 
     /// When the next queued notification is due, if any.
     pub async fn next_push_due(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT MIN(due_at) FROM push_queue")
+        Ok(query_scalar("SELECT MIN(due_at) FROM push_queue")
             .fetch_one(&self.db.read)
             .await?)
     }
@@ -269,7 +264,7 @@ impl Push<'_> {
     /// A notification was delivered: removes it, unless newer messages were folded into it
     /// meanwhile (its count changed), in which case it stays to be sent again.
     pub async fn push_sent(&self, id: i64, count: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM push_queue WHERE id = $1 AND count = $2")
+        query("DELETE FROM push_queue WHERE id = $1 AND count = $2")
             .bind(id)
             .bind(count)
             .execute(&self.db.write)
@@ -279,7 +274,7 @@ impl Push<'_> {
 
     /// A notification failed: tries again at `due_at`.
     pub async fn push_retry(&self, id: i64, due_at: i64, error: &str) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "UPDATE push_queue SET attempts = attempts + 1, due_at = $1, last_error = $2 \
              WHERE id = $3",
         )
@@ -297,7 +292,7 @@ impl Push<'_> {
         discussion: &str,
         users_json: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "DELETE FROM push_queue WHERE discussion_id = $1 AND endpoint_id IN \
              (SELECT id FROM push_endpoints WHERE user_id IN (SELECT value FROM json_each($2)))",
         )
@@ -314,10 +309,12 @@ impl Push<'_> {
         discussion: &str,
         message_id: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        query(Sql::two(
             "DELETE FROM push_queue WHERE discussion_id = $1 \
              AND json_extract(payload, '$.message_id') = $2",
-        )
+            "DELETE FROM push_queue WHERE discussion_id = $1 \
+             AND payload::jsonb ->> 'message_id' = $2",
+        ))
         .bind(discussion)
         .bind(message_id)
         .execute(&self.db.write)
@@ -327,7 +324,7 @@ impl Push<'_> {
 
     /// A notification is given up, unless newer messages were folded into it meanwhile.
     pub async fn push_dropped(&self, id: i64, count: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM push_queue WHERE id = $1 AND count = $2")
+        query("DELETE FROM push_queue WHERE id = $1 AND count = $2")
             .bind(id)
             .bind(count)
             .execute(&self.db.write)
@@ -337,7 +334,7 @@ impl Push<'_> {
 
     /// Queued notifications (the metrics' queue depth, tests and the benchmark).
     pub async fn push_queue_len(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM push_queue")
+        Ok(query_scalar("SELECT COUNT(*) FROM push_queue")
             .fetch_one(&self.db.read)
             .await?)
     }

@@ -1,6 +1,7 @@
 //! What the search index reads: the queue of changed messages and messages in bulk.
 
 use super::{SearchQueue, StoreError};
+use crate::db::{Sql, query, query_as, query_scalar};
 
 /// A message as the index takes it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -34,7 +35,8 @@ pub struct HitRow {
 /// Names of the files attached to `m`, one per line (NULL for none).
 macro_rules! file_names {
     () => {
-        "(SELECT group_concat(f.name, char(10)) FROM message_files a \
+        "(SELECT group_concat(f.name, '
+') FROM message_files a \
           JOIN files f ON f.id = a.file_id WHERE a.message_id = m.id) AS files "
     };
 }
@@ -64,7 +66,7 @@ impl SearchQueue<'_> {
             #[sqlx(flatten)]
             row: IndexRow,
         }
-        let rows: Vec<Row> = sqlx::query_as(concat!(
+        let rows: Vec<Row> = query_as(concat!(
             "SELECT q.id AS qid, ",
             index_columns!(),
             "FROM search_queue q JOIN messages m ON m.id = q.message_id ",
@@ -80,7 +82,7 @@ impl SearchQueue<'_> {
 
     /// Entries the index has yet to take in.
     pub async fn search_backlog(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM search_queue")
+        Ok(query_scalar("SELECT COUNT(*) FROM search_queue")
             .fetch_one(&self.db.read)
             .await?)
     }
@@ -88,16 +90,20 @@ impl SearchQueue<'_> {
     /// The id the queue gave last (0 if it never gave one), whether or not that entry has
     /// been removed since.
     pub async fn search_queue_end(&self) -> Result<i64, StoreError> {
-        let seq: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'search_queue'")
-                .fetch_optional(&self.db.read)
-                .await?;
+        let seq: Option<i64> = query_scalar(Sql::two(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'search_queue'",
+            // NULL until the identity gave its first value.
+            "SELECT last_value FROM pg_sequences WHERE schemaname = current_schema() \
+                 AND sequencename = pg_get_serial_sequence('search_queue', 'id')::regclass::text",
+        ))
+        .fetch_optional(&self.db.read)
+        .await?;
         Ok(seq.unwrap_or(0))
     }
 
     /// Removes queue entries the index has taken in.
     pub async fn prune_search_queue(&self, upto: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM search_queue WHERE id <= $1")
+        query("DELETE FROM search_queue WHERE id <= $1")
             .bind(upto)
             .execute(&self.db.write)
             .await?;
@@ -117,7 +123,7 @@ impl SearchQueue<'_> {
             #[sqlx(flatten)]
             row: IndexRow,
         }
-        let rows: Vec<Row> = sqlx::query_as(concat!(
+        let rows: Vec<Row> = query_as(concat!(
             "SELECT m.rowid AS rid, ",
             index_columns!(),
             "FROM messages m JOIN discussions d ON d.id = m.discussion_id ",
@@ -136,7 +142,7 @@ impl SearchQueue<'_> {
             return Ok(Vec::new());
         }
         let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
-        let rows: Vec<HitRow> = sqlx::query_as(concat!(
+        let rows: Vec<HitRow> = query_as(concat!(
             "SELECT m.id, m.discussion_id, m.seq, m.author, m.created_at, m.text, m.deleted, ",
             file_names!(),
             "FROM messages m WHERE m.id IN (SELECT value FROM json_each($1))"
@@ -152,7 +158,7 @@ impl SearchQueue<'_> {
     /// Dialogs and groups `user` is a member of.
     pub async fn member_discussions(&self, user: &str) -> Result<Vec<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT discussion_id FROM members WHERE user_id = $1")
+            query_scalar("SELECT discussion_id FROM members WHERE user_id = $1")
                 .bind(user)
                 .fetch_all(&self.db.read)
                 .await?,
@@ -161,11 +167,11 @@ impl SearchQueue<'_> {
 
     /// People who are not locked, for the directory.
     pub async fn directory_users(&self) -> Result<Vec<super::UserRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM users WHERE NOT locked AND kind = 'person' ORDER BY login",
+        Ok(
+            query_as("SELECT * FROM users WHERE NOT locked AND kind = 'person' ORDER BY login")
+                .fetch_all(&self.db.read)
+                .await?,
         )
-        .fetch_all(&self.db.read)
-        .await?)
     }
 
     /// People of this node in discussions shared with `peer` over `link` (see
@@ -177,7 +183,7 @@ impl SearchQueue<'_> {
         peer: &str,
     ) -> Result<Vec<super::UserRow>, StoreError> {
         let suffix = format!("@{peer}");
-        Ok(sqlx::query_as(concat!(
+        Ok(query_as(concat!(
             "SELECT * FROM users WHERE NOT locked AND kind = 'person' AND id IN \
              (SELECT m.user_id FROM members m WHERE ",
             shared_with!(1, 2, 3),
@@ -206,23 +212,23 @@ impl SearchQueue<'_> {
         let mut tx = self.db.write.begin().await?;
         for d in 0..discussions {
             let id = format!("bench-{d}@{node}");
-            sqlx::query(
+            query(
                 "INSERT INTO discussions (id, kind, title, created_by, created_at, last_seq, \
                  last_activity_at) VALUES ($1, 'group', $2, $3, 0, 0, 0)",
             )
             .bind(&id)
             .bind(format!("bench {d}"))
             .bind(user)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             if d % member_every.max(1) == 0 {
-                sqlx::query(
+                query(
                     "INSERT INTO members (discussion_id, user_id, role, added_at) \
                      VALUES ($1, $2, 'member', 0)",
                 )
                 .bind(&id)
                 .bind(user)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             }
         }
@@ -233,7 +239,7 @@ impl SearchQueue<'_> {
             for &i in chunk {
                 let d = i % discussions.max(1);
                 seqs[d] += 1;
-                sqlx::query(
+                query(
                     "INSERT INTO messages (id, discussion_id, seq, author, device_id, \
                      client_msg_id, payload_hash, text, actions, created_at, version) \
                      VALUES ($1, $2, $3, $4, 'bench', $5, '', $6, '[]', $7, 1)",
@@ -245,7 +251,7 @@ impl SearchQueue<'_> {
                 .bind(format!("b{i}"))
                 .bind(text(i))
                 .bind(i64::try_from(i).unwrap_or(0))
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             }
             tx.commit().await?;

@@ -1,5 +1,6 @@
 use super::audit::{AuditRecord, append};
 use super::{Sessions, StoreError};
+use crate::db::{query, query_as, query_scalar};
 
 /// A session as stored. The token itself is never stored, only its SHA-256.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -26,7 +27,7 @@ impl Sessions<'_> {
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let inserted = sqlx::query(
+        let inserted = query(
             "INSERT INTO sessions (id, user_id, token_hash, device_id, device_name, created_at, \
              last_seen_at, expires_at) \
              SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM users \
@@ -42,7 +43,7 @@ impl Sessions<'_> {
         .bind(session.expires_at)
         .bind(&session.user_id)
         .bind(password_hash)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .map_err(StoreError::from_insert)?
         .rows_affected();
@@ -55,7 +56,7 @@ impl Sessions<'_> {
     }
 
     pub async fn session_exists(&self, id: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM sessions WHERE id = $1")
+        let found: Option<i64> = query_scalar("SELECT 1 FROM sessions WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.db.read)
             .await?;
@@ -66,12 +67,10 @@ impl Sessions<'_> {
         &self,
         token_hash: &str,
     ) -> Result<Option<SessionRow>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM sessions WHERE token_hash = $1")
-                .bind(token_hash)
-                .fetch_optional(&self.db.read)
-                .await?,
-        )
+        Ok(query_as("SELECT * FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.db.read)
+            .await?)
     }
 
     /// Records a use of the session and extends its expiry.
@@ -81,7 +80,7 @@ impl Sessions<'_> {
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sessions SET last_seen_at = $1, expires_at = $2 WHERE id = $3")
+        query("UPDATE sessions SET last_seen_at = $1, expires_at = $2 WHERE id = $3")
             .bind(now)
             .bind(expires_at)
             .bind(id)
@@ -92,12 +91,10 @@ impl Sessions<'_> {
 
     pub async fn sessions_of(&self, user_id: &str) -> Result<Vec<SessionRow>, StoreError> {
         Ok(
-            sqlx::query_as(
-                "SELECT * FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id",
-            )
-            .bind(user_id)
-            .fetch_all(&self.db.read)
-            .await?,
+            query_as("SELECT * FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id")
+                .bind(user_id)
+                .fetch_all(&self.db.read)
+                .await?,
         )
     }
 
@@ -111,18 +108,16 @@ impl Sessions<'_> {
         let mut tx = self.db.write.begin().await?;
         let ids: Vec<String> = match session_id {
             Some(sid) => {
-                sqlx::query_scalar(
-                    "DELETE FROM sessions WHERE user_id = $1 AND id = $2 RETURNING id",
-                )
-                .bind(user_id)
-                .bind(sid)
-                .fetch_all(&mut *tx)
-                .await?
+                query_scalar("DELETE FROM sessions WHERE user_id = $1 AND id = $2 RETURNING id")
+                    .bind(user_id)
+                    .bind(sid)
+                    .fetch_all(&mut tx)
+                    .await?
             }
             None => {
-                sqlx::query_scalar("DELETE FROM sessions WHERE user_id = $1 RETURNING id")
+                query_scalar("DELETE FROM sessions WHERE user_id = $1 RETURNING id")
                     .bind(user_id)
-                    .fetch_all(&mut *tx)
+                    .fetch_all(&mut tx)
                     .await?
             }
         };
@@ -133,7 +128,7 @@ impl Sessions<'_> {
 
     /// Removes sessions that expired before `now`.
     pub async fn delete_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+        Ok(query("DELETE FROM sessions WHERE expires_at < $1")
             .bind(now)
             .execute(&self.db.write)
             .await?
@@ -153,7 +148,7 @@ impl Sessions<'_> {
     ) -> Result<(), StoreError> {
         let mut tx = self.db.write.begin().await?;
         for (id, login, token_hash) in users {
-            sqlx::query(
+            query(
                 "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, \
                  locked, created_at, updated_at) VALUES ($1, $2, $3, '', '!', FALSE, FALSE, $4, $5)",
             )
@@ -162,9 +157,9 @@ impl Sessions<'_> {
             .bind(login)
             .bind(now)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            sqlx::query(
+            query(
                 "INSERT INTO sessions (id, user_id, token_hash, device_id, device_name, \
                  created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, 'bench', 'bench', $4, $5, $6)",
             )
@@ -174,7 +169,7 @@ impl Sessions<'_> {
             .bind(now)
             .bind(now)
             .bind(expires_at)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         tx.commit().await?;

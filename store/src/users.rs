@@ -1,5 +1,6 @@
 use super::audit::{AuditRecord, append};
 use super::{StoreError, Users};
+use crate::db::{query, query_as, query_scalar};
 
 /// A user as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -39,14 +40,14 @@ impl Users<'_> {
     ) -> Result<UserRow, StoreError> {
         let mut tx = self.db.write.begin().await?;
         if first_admin_only {
-            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-                .fetch_one(&mut *tx)
+            let count: i64 = query_scalar("SELECT COUNT(*) FROM users")
+                .fetch_one(&mut tx)
                 .await?;
             if count > 0 {
                 return Err(StoreError::Conflict);
             }
         }
-        sqlx::query(
+        query(
             "INSERT INTO users (id, login, display_name, email, password_hash, is_admin, locked, \
              created_at, updated_at, department) VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $8, $9)",
         )
@@ -59,40 +60,40 @@ impl Users<'_> {
         .bind(user.now)
         .bind(user.now)
         .bind(&user.department)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .map_err(StoreError::from_insert)?;
         append(&mut tx, audit).await?;
-        let row = sqlx::query_as("SELECT * FROM users WHERE id = $1")
+        let row = query_as("SELECT * FROM users WHERE id = $1")
             .bind(&user.id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(row)
     }
 
     pub async fn user_by_login(&self, login: &str) -> Result<Option<UserRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM users WHERE login = $1")
+        Ok(query_as("SELECT * FROM users WHERE login = $1")
             .bind(login)
             .fetch_optional(&self.db.read)
             .await?)
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM users WHERE id = $1")
+        Ok(query_as("SELECT * FROM users WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.db.read)
             .await?)
     }
 
     pub async fn list(&self) -> Result<Vec<UserRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM users ORDER BY login")
+        Ok(query_as("SELECT * FROM users ORDER BY login")
             .fetch_all(&self.db.read)
             .await?)
     }
 
     pub async fn user_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        Ok(query_scalar("SELECT COUNT(*) FROM users")
             .fetch_one(&self.db.read)
             .await?)
     }
@@ -106,19 +107,18 @@ impl Users<'_> {
         audit: &AuditRecord,
     ) -> Result<Option<(UserRow, Vec<String>)>, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let row: Option<UserRow> = sqlx::query_as(
-            "UPDATE users SET locked = $1, updated_at = $2 WHERE login = $3 RETURNING *",
-        )
-        .bind(locked)
-        .bind(now)
-        .bind(login)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row: Option<UserRow> =
+            query_as("UPDATE users SET locked = $1, updated_at = $2 WHERE login = $3 RETURNING *")
+                .bind(locked)
+                .bind(now)
+                .bind(login)
+                .fetch_optional(&mut tx)
+                .await?;
         let Some(row) = row else { return Ok(None) };
         let ended = if locked {
-            sqlx::query_scalar("DELETE FROM sessions WHERE user_id = $1 RETURNING id")
+            query_scalar("DELETE FROM sessions WHERE user_id = $1 RETURNING id")
                 .bind(&row.id)
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut tx)
                 .await?
         } else {
             Vec::new()
@@ -138,20 +138,20 @@ impl Users<'_> {
         audit: &AuditRecord,
     ) -> Result<Option<(UserRow, Vec<String>)>, StoreError> {
         let mut tx = self.db.write.begin().await?;
-        let row: Option<UserRow> = sqlx::query_as(
+        let row: Option<UserRow> = query_as(
             "UPDATE users SET password_hash = $1, updated_at = $2 WHERE login = $3 RETURNING *",
         )
         .bind(password_hash)
         .bind(now)
         .bind(login)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let ended =
-            sqlx::query_scalar("DELETE FROM sessions WHERE user_id = $1 AND id != $2 RETURNING id")
+            query_scalar("DELETE FROM sessions WHERE user_id = $1 AND id != $2 RETURNING id")
                 .bind(&row.id)
                 .bind(keep_session.unwrap_or(""))
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut tx)
                 .await?;
         append(&mut tx, audit).await?;
         tx.commit().await?;
@@ -166,7 +166,7 @@ impl Users<'_> {
         old_hash: &str,
         new_hash: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
+        query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
             .bind(new_hash)
             .bind(id)
             .bind(old_hash)
@@ -180,7 +180,7 @@ impl Users<'_> {
     /// A user's client preferences (a JSON object), if they stored any.
     pub async fn preferences(&self, user_id: &str) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT value FROM user_preferences WHERE user_id = $1")
+            query_scalar("SELECT value FROM user_preferences WHERE user_id = $1")
                 .bind(user_id)
                 .fetch_optional(&self.db.read)
                 .await?,
@@ -194,7 +194,7 @@ impl Users<'_> {
         value: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO user_preferences (user_id, value, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (user_id) DO UPDATE SET value = excluded.value, \
              updated_at = excluded.updated_at",

@@ -97,3 +97,42 @@ fn the_effective_config_hides_the_smtp_password() {
     assert!(!shown.contains("s3cret"), "{shown}");
     assert!(shown.contains("<redacted>"));
 }
+
+#[test]
+fn the_database_is_a_postgresql_url() {
+    let ok = Config::from_toml("[storage]\ndatabase = \"postgres://veche@127.0.0.1:5432/veche\"")
+        .unwrap();
+    assert_eq!(
+        ok.storage.database.as_deref(),
+        Some("postgres://veche@127.0.0.1:5432/veche")
+    );
+    assert!(
+        Config::from_toml("[storage]\ndatabase = \"postgresql://db/veche?sslmode=require\"")
+            .is_ok()
+    );
+    for (bad, why) in [
+        ("sqlite://veche.db", "PostgreSQL URL"),
+        ("postgres://veche@/veche", "no host"),
+        ("postgres://veche@db:port/veche", "not a number"),
+        ("postgres://veche@db:5432", "no database"),
+        ("postgres://veche@db:5432/", "no database"),
+    ] {
+        let err = Config::from_toml(&format!("[storage]\ndatabase = \"{bad}\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("storage.database: "), "{bad}: {err}");
+        assert!(err.contains(why), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn the_effective_config_hides_the_database_password() {
+    let c =
+        Config::from_toml("[storage]\ndatabase = \"postgres://veche:s3cret@db/veche\"").unwrap();
+    let shown = c.to_toml();
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(
+        shown.contains("postgres://veche:<redacted>@db/veche"),
+        "{shown}"
+    );
+}
