@@ -252,12 +252,13 @@ impl Files<'_> {
                 insert_blob(&mut tx, b, true).await?;
             }
             None => {
-                let exists: Option<i64> =
-                    query_scalar("SELECT 1 FROM blobs WHERE sha256 = $1 AND backend <> $2")
-                        .bind(&file.sha256)
-                        .bind(REMOTE_BACKEND)
-                        .fetch_optional(&mut tx)
-                        .await?;
+                let exists: Option<i64> = query_scalar(
+                    "SELECT CAST(1 AS BIGINT) FROM blobs WHERE sha256 = $1 AND backend <> $2",
+                )
+                .bind(&file.sha256)
+                .bind(REMOTE_BACKEND)
+                .fetch_optional(&mut tx)
+                .await?;
                 if exists.is_none() {
                     return Ok(false);
                 }
@@ -666,7 +667,7 @@ impl Batch {
         sha256: &str,
     ) -> Result<bool, StoreError> {
         let found: Option<i64> = query_scalar(
-            "SELECT 1 FROM fed_pending_files pf JOIN files f ON f.id = pf.file_id \
+            "SELECT CAST(1 AS BIGINT) FROM fed_pending_files pf JOIN files f ON f.id = pf.file_id \
              WHERE pf.event_id = $1 AND f.sha256 = $2",
         )
         .bind(event)

@@ -93,7 +93,7 @@ impl SearchQueue<'_> {
         let seq: Option<i64> = query_scalar(Sql::two(
             "SELECT seq FROM sqlite_sequence WHERE name = 'search_queue'",
             // NULL until the identity gave its first value.
-            "SELECT last_value FROM pg_sequences WHERE schemaname = current_schema() \
+            "SELECT COALESCE(last_value, 0) FROM pg_sequences WHERE schemaname = current_schema() \
                  AND sequencename = pg_get_serial_sequence('search_queue', 'id')::regclass::text",
         ))
         .fetch_optional(&self.db.read)

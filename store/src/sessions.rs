@@ -56,10 +56,11 @@ impl Sessions<'_> {
     }
 
     pub async fn session_exists(&self, id: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = query_scalar("SELECT 1 FROM sessions WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.db.read)
-            .await?;
+        let found: Option<i64> =
+            query_scalar("SELECT CAST(1 AS BIGINT) FROM sessions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.db.read)
+                .await?;
         Ok(found.is_some())
     }
 
