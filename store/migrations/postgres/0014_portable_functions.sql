@@ -10,9 +10,10 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     FROM jsonb_array_elements(list::jsonb) WITH ORDINALITY AS t(v, ord)
 $$;
 
--- `instr(text, part)`: the 1-based position of `part` in `text`, 0 when absent.
-CREATE FUNCTION instr(haystack TEXT, needle TEXT) RETURNS BIGINT
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT strpos(haystack, needle)::BIGINT $$;
+-- `instr(text, part)`: the 1-based position of `part` in `text`, 0 when absent; an integer,
+-- as `substr` takes.
+CREATE FUNCTION instr(haystack TEXT, needle TEXT) RETURNS INTEGER
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT strpos(haystack, needle) $$;
 
 -- `group_concat(value, separator)`: the non-NULL values joined, NULL when there are none.
 CREATE FUNCTION group_concat_step(acc TEXT, value TEXT, separator TEXT) RETURNS TEXT
