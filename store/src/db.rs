@@ -99,8 +99,8 @@ impl<'e> Exec<'e> for &'e Pool {
 impl<'e> Exec<'e> for &'e mut Tx {
     fn conn(self) -> Conn<'e> {
         match self {
-            Tx::Sqlite(t) => Conn::Sqlite(&mut **t),
-            Tx::Pg(t) => Conn::Pg(&mut **t),
+            Tx::Sqlite(t) => Conn::Sqlite(t),
+            Tx::Pg(t) => Conn::Pg(t),
         }
     }
 }
