@@ -506,7 +506,7 @@ mod tests {
         }
     }
 
-    /// What differs between the dialects, on both: the functions PostgreSQL's migration 0014
+    /// What differs between the dialects, on both: the functions PostgreSQL's migration 0015
     /// defines in SQLite's name, and an i64 through `SUM`.
     #[tokio::test]
     async fn the_portable_functions_read_alike() {
