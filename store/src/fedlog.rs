@@ -368,7 +368,7 @@ impl Batch {
         reason: &str,
     ) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
         let suffix = format!("@{home}");
-        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        let rows: Vec<(String, String, String, String)> = query_as(
             "UPDATE fed_pending SET refused = $1 WHERE refused IS NULL \
              AND substr(discussion_id, length(discussion_id) - length($2) + 1) = $2 \
              AND NOT EXISTS (SELECT 1 FROM fed_log g WHERE g.event_id = fed_pending.event_id) \
@@ -376,7 +376,7 @@ impl Batch {
         )
         .bind(reason)
         .bind(&suffix)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(&mut self.tx)
         .await?;
         Ok(rows
             .into_iter()
