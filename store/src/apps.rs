@@ -209,6 +209,30 @@ macro_rules! usable {
 }
 
 impl Apps<'_> {
+    /// The outgoing queue's doorbell: rung after a commit that queued webhook deliveries here
+    /// ([`Self::enqueue_owner_webhooks`], a new business event), and by whoever else makes a
+    /// delivery or a topic push due. The sender waits on it, or until [`Self::next_due`].
+    pub fn queued(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.db.queued.clone()
+    }
+
+    /// When the earliest pending webhook delivery or topic push is due (ms), if any is
+    /// pending at all.
+    pub async fn next_due(&self, now: i64) -> Result<Option<i64>, StoreError> {
+        Ok(query_scalar(
+            "SELECT MIN(due) FROM ( \
+             SELECT MIN(next_at) AS due FROM webhook_deliveries WHERE state = 'pending' \
+             UNION ALL \
+             SELECT MIN(d.visible_at) AS due FROM topic_deliveries d \
+             JOIN topic_subscriptions s ON s.topic = d.topic AND s.subscriber = d.subscriber \
+             WHERE s.push_url IS NOT NULL AND (d.expires_at IS NULL OR d.expires_at > $1) \
+             ) t",
+        )
+        .bind(now)
+        .fetch_one(&self.db.read)
+        .await?)
+    }
+
     /// Records a new registration code, creating the pending application (and its user of
     /// kind `app`) on the first one.
     pub async fn record_app_code(
@@ -644,6 +668,9 @@ impl Apps<'_> {
         let mut tx = self.db.write.begin().await?;
         let n = enqueue_webhooks(&mut tx, Recipients::Owner(owner), kind, body, now).await?;
         tx.commit().await?;
+        if n > 0 {
+            self.db.queued.notify_one();
+        }
         Ok(n)
     }
 

@@ -164,6 +164,9 @@ pub struct Store {
     /// PostgreSQL it keeps the checks that rely on it true while one process writes).
     write: Pool,
     read: Pool,
+    /// Rung after a commit that made a webhook delivery or a topic push due now (see
+    /// [`Apps::queued`]).
+    queued: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -201,6 +204,7 @@ impl Store {
         Ok(Self {
             write: Pool::Pg(write),
             read: Pool::Pg(read),
+            queued: std::sync::Arc::default(),
         })
     }
 
@@ -236,6 +240,7 @@ impl Store {
         Ok(Self {
             write: Pool::Sqlite(write),
             read: Pool::Sqlite(read),
+            queued: std::sync::Arc::default(),
         })
     }
 

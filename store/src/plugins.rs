@@ -442,6 +442,7 @@ impl Plugins<'_> {
         )
         .await?;
         tx.commit().await?;
+        self.db.queued.notify_one();
         Ok(Recorded::New(id))
     }
 

@@ -163,8 +163,8 @@ struct Inner {
     mailer: Mailer,
     plugins: Plugins,
     key: SigningKey,
-    /// Wakes the webhook sender.
-    wake: Notify,
+    /// Wakes the webhook sender: the store's doorbell for its outgoing queues.
+    wake: Arc<Notify>,
     clock: SharedClock,
     metrics: crate::metrics::Metrics,
 }
@@ -182,6 +182,7 @@ impl Apps {
         clock: SharedClock,
         metrics: crate::metrics::Metrics,
     ) -> Self {
+        let wake = store.apps().queued();
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -190,7 +191,7 @@ impl Apps {
                 mailer: Mailer::new(smtp),
                 plugins,
                 key,
-                wake: Notify::new(),
+                wake,
                 clock,
                 metrics,
             }),

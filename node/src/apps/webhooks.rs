@@ -24,8 +24,10 @@ use veche_store::{Attempt, DeliveryRow, PushRow};
 
 /// Requests sent per round.
 const BATCH: i64 = 64;
-/// How often the queues are looked at when nothing wakes the sender.
-const POLL: Duration = Duration::from_millis(250);
+/// The longest the sender sleeps: it is woken by the store's doorbell when something is
+/// queued and otherwise sleeps until the earliest retry is due, so this is only a safety net
+/// (and the rhythm of the queues' pruning).
+const IDLE_LOOK: Duration = Duration::from_secs(60);
 /// The longest pause between two attempts.
 const MAX_BACKOFF_MS: i64 = 10 * 60 * 1000;
 
@@ -106,10 +108,21 @@ pub(super) async fn run(apps: Apps, stop: CancellationToken) {
         if busy {
             continue;
         }
+        let wait = match apps.inner.store.apps().next_due(apps.now_ms()).await {
+            Ok(Some(due)) => {
+                Duration::from_millis(u64::try_from(due.saturating_sub(apps.now_ms())).unwrap_or(0))
+                    .min(IDLE_LOOK)
+            }
+            Ok(None) => IDLE_LOOK,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read when the next delivery is due");
+                Duration::from_secs(1)
+            }
+        };
         tokio::select! {
             () = stop.cancelled() => return,
             () = apps.inner.wake.notified() => {}
-            () = tokio::time::sleep(POLL) => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }
