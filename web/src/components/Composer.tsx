@@ -101,21 +101,29 @@ export function Composer({ discussion, mode, byId, onEditLast, onReplyLast }: Co
     const next = applyCompletion(text.value, tok, insert);
     setText(next.text);
     token.value = null;
-    requestAnimationFrame(() => {
-      area.current?.setSelectionRange(next.caret, next.caret);
-      area.current?.focus();
-    });
+    putCaret(next.text, next.caret);
+  }
+
+  /**
+   * Puts `value` and the caret into the textarea at once rather than in a later frame: a key
+   * typed before that frame would land where the browser's caret was, and the frame would
+   * then move the caret back before it (an e2e run typed "смотри" as "мотри…с").
+   */
+  function putCaret(value: string, caret: number) {
+    const el = area.current;
+    if (!el) return;
+    el.value = value;
+    el.setSelectionRange(caret, caret);
+    el.focus();
   }
 
   function insertAtCaret(insert: string) {
     const el = area.current;
     const at = el?.selectionStart ?? text.value.length;
     const end = el?.selectionEnd ?? at;
-    setText(text.value.slice(0, at) + insert + text.value.slice(end));
-    requestAnimationFrame(() => {
-      el?.focus();
-      el?.setSelectionRange(at + insert.length, at + insert.length);
-    });
+    const next = text.value.slice(0, at) + insert + text.value.slice(end);
+    setText(next);
+    putCaret(next, at + insert.length);
   }
 
   function cancelMode() {
