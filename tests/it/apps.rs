@@ -845,12 +845,15 @@ async fn webhooks_retry_sign_with_the_node_key_and_show_failures() -> anyhow::Re
         .is_err()
     );
 
-    // The dead receiver's request is given up after its attempts and shown as failed.
+    // The dead receiver's request is given up after its attempts and shown as failed. The
+    // other hook's delivery is recorded once the node has read its receiver's answer, which
+    // may come after the receiver saw the request: wait for both records.
     let failed = within(20, "the dead webhook to fail", async {
         loop {
             if let AdminReply::Webhooks { webhooks } = node.admin(AdminRequest::WebhookList).await?
                 && let Some(w) = webhooks.iter().find(|w| w.id == dead_hook.id)
                 && w.failed == 1
+                && webhooks.iter().all(|w| w.pending == 0)
             {
                 return anyhow::Ok(w.clone());
             }
